@@ -101,7 +101,11 @@ if [ "$need_npm" = 1 ]; then
   start=$SECONDS
   if [ -f package-lock.json ]; then
     say "node_modules: npm ci"
-    npm ci --no-audit --no-fund
+    if ! npm ci --no-audit --no-fund; then
+      # e.g. the lockfile lacks a platform package the registry here does not carry
+      say "node_modules: npm ci failed; falling back to npm install"
+      npm install --no-audit --no-fund
+    fi
   else
     say "node_modules: npm install (no package-lock.json)"
     npm install --no-audit --no-fund
