@@ -1,0 +1,247 @@
+//! Typed configuration, built and validated in one place from the Worker's
+//! vars and secrets. A missing or bad value is an error naming the setting;
+//! the edge then refuses every request rather than run half-configured.
+
+use url::Url;
+
+use crate::core::keys::Kek;
+use crate::core::password::{HashParams, PasswordPolicy};
+use crate::core::policy::Routes;
+
+/// Default access-token lifetime.
+pub const ACCESS_TTL_SECS: u64 = 900;
+/// Default refresh-token (session) lifetime.
+pub const REFRESH_TTL_SECS: u64 = 2_592_000;
+/// Default magic-link lifetime.
+pub const MAGIC_LINK_TTL_SECS: u64 = 600;
+/// Default email-OTP lifetime.
+pub const OTP_TTL_SECS: u64 = 600;
+/// Default audience.
+pub const DEFAULT_AUDIENCE: &str = "portcullis";
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `ISSUER`: fixed issuer URL, or `None` to use the request origin (development).
+    pub issuer: Option<String>,
+    /// `AUDIENCE`.
+    pub audience: String,
+    /// `ACCESS_TTL`.
+    pub access_ttl_secs: u64,
+    /// `REFRESH_TTL`.
+    pub refresh_ttl_secs: u64,
+    /// `MAGIC_LINK_TTL`.
+    pub magic_link_ttl_secs: u64,
+    /// `OTP_TTL`.
+    pub otp_ttl_secs: u64,
+    /// `ORIGIN_URL`: the protected origin.
+    pub origin_url: Option<Url>,
+    /// `ROUTES` and `DEFAULT_POLICY`.
+    pub routes: Routes,
+    /// `WEBHOOK_URLS`.
+    pub webhook_urls: Vec<Url>,
+    /// `EMAIL_TRANSPORT`.
+    pub email_transport: String,
+    /// `ALLOW_PASSWORDLESS_SIGNUP`.
+    pub allow_passwordless_signup: bool,
+    /// `COOKIE_MODE`.
+    pub cookie_mode: bool,
+    /// `CORS_ORIGINS`.
+    pub cors_origins: Vec<String>,
+    /// `KEY_ENCRYPTION_KEY` (secret).
+    pub kek: Kek,
+    /// `ARGON2_MEMORY_KIB`, `ARGON2_ITERATIONS`, `ARGON2_PARALLELISM`.
+    pub hash_params: HashParams,
+    /// `PASSWORD_MIN_LENGTH`, `PASSWORD_MAX_LENGTH`.
+    pub password_policy: PasswordPolicy,
+}
+
+/// A configuration problem, naming the setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Config {
+    /// Builds the configuration from `get(name)`, which returns a var's or
+    /// secret's value if it is set.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let var = |name: &str| get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let err = |name: &str, why: String| ConfigError(format!("{name}: {why}"));
+
+        let secs = |name: &str, default: u64| -> Result<u64, ConfigError> {
+            match var(name) {
+                None => Ok(default),
+                Some(v) => match v.parse::<u64>() {
+                    Ok(n) if n > 0 && n <= 10 * 365 * 86_400 => Ok(n),
+                    _ => Err(err(name, format!("{v:?} is not a positive number of seconds"))),
+                },
+            }
+        };
+        let boolean = |name: &str| -> Result<bool, ConfigError> {
+            match var(name).as_deref() {
+                None | Some("false") | Some("0") => Ok(false),
+                Some("true") | Some("1") => Ok(true),
+                Some(v) => Err(err(name, format!("{v:?} must be true or false"))),
+            }
+        };
+        let number = |name: &str, default: u32| -> Result<u32, ConfigError> {
+            match var(name) {
+                None => Ok(default),
+                Some(v) => v.parse::<u32>().map_err(|_| err(name, format!("{v:?} is not a whole number"))),
+            }
+        };
+        let http_url = |name: &str, v: &str| -> Result<Url, ConfigError> {
+            let u = Url::parse(v).map_err(|e| err(name, format!("{v:?} is not a URL: {e}")))?;
+            if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
+                return Err(err(name, format!("{v:?} must be an http(s) URL")));
+            }
+            Ok(u)
+        };
+
+        let issuer = match var("ISSUER") {
+            None => None,
+            Some(v) => Some(http_url("ISSUER", &v)?.as_str().trim_end_matches('/').to_string()),
+        };
+        let origin_url = match var("ORIGIN_URL") {
+            None => None,
+            Some(v) => Some(http_url("ORIGIN_URL", &v)?),
+        };
+        let webhook_urls = match var("WEBHOOK_URLS") {
+            None => Vec::new(),
+            Some(v) => v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| http_url("WEBHOOK_URLS", s))
+                .collect::<Result<_, _>>()?,
+        };
+        let cors_origins = match var("CORS_ORIGINS") {
+            None => Vec::new(),
+            Some(v) => v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    let u = http_url("CORS_ORIGINS", s)?;
+                    Ok(u.origin().ascii_serialization())
+                })
+                .collect::<Result<_, ConfigError>>()?,
+        };
+        let routes = Routes::parse(get("ROUTES").as_deref(), get("DEFAULT_POLICY").as_deref()).map_err(ConfigError)?;
+        let kek = match var("KEY_ENCRYPTION_KEY") {
+            None => {
+                return Err(err(
+                    "KEY_ENCRYPTION_KEY",
+                    "missing: set the secret (base64 of 32 random bytes; `npm start` writes one to .dev.vars)".into(),
+                ))
+            }
+            Some(v) => Kek::parse(&v).map_err(|e| err("KEY_ENCRYPTION_KEY", e))?,
+        };
+        let hash_params = HashParams {
+            memory_kib: number("ARGON2_MEMORY_KIB", HashParams::default().memory_kib)?,
+            iterations: number("ARGON2_ITERATIONS", HashParams::default().iterations)?,
+            parallelism: number("ARGON2_PARALLELISM", HashParams::default().parallelism)?,
+        };
+        hash_params.validate().map_err(|e| err("ARGON2_MEMORY_KIB/ARGON2_ITERATIONS/ARGON2_PARALLELISM", e))?;
+        let password_policy = PasswordPolicy {
+            min_chars: number("PASSWORD_MIN_LENGTH", PasswordPolicy::default().min_chars as u32)? as usize,
+            max_chars: number("PASSWORD_MAX_LENGTH", PasswordPolicy::default().max_chars as u32)? as usize,
+        };
+        if password_policy.min_chars == 0 || password_policy.max_chars > 1024 || password_policy.min_chars > password_policy.max_chars {
+            return Err(err(
+                "PASSWORD_MIN_LENGTH/PASSWORD_MAX_LENGTH",
+                "need 1 <= PASSWORD_MIN_LENGTH <= PASSWORD_MAX_LENGTH <= 1024".into(),
+            ));
+        }
+        let email_transport = var("EMAIL_TRANSPORT").unwrap_or_else(|| "log".into());
+
+        Ok(Self {
+            issuer,
+            audience: var("AUDIENCE").unwrap_or_else(|| DEFAULT_AUDIENCE.into()),
+            access_ttl_secs: secs("ACCESS_TTL", ACCESS_TTL_SECS)?,
+            refresh_ttl_secs: secs("REFRESH_TTL", REFRESH_TTL_SECS)?,
+            magic_link_ttl_secs: secs("MAGIC_LINK_TTL", MAGIC_LINK_TTL_SECS)?,
+            otp_ttl_secs: secs("OTP_TTL", OTP_TTL_SECS)?,
+            origin_url,
+            routes,
+            webhook_urls,
+            email_transport,
+            allow_passwordless_signup: boolean("ALLOW_PASSWORDLESS_SIGNUP")?,
+            cookie_mode: boolean("COOKIE_MODE")?,
+            cors_origins,
+            kek,
+            hash_params,
+            password_policy,
+        })
+    }
+
+    /// The issuer for a request arriving at `request_origin` (e.g.
+    /// `http://127.0.0.1:8787`): `ISSUER` if set, else that origin.
+    pub fn issuer_for(&self, request_origin: &str) -> String {
+        self.issuer.clone().unwrap_or_else(|| request_origin.trim_end_matches('/').to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let mut m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        m.entry("KEY_ENCRYPTION_KEY".into()).or_insert_with(|| crate::core::keys::b64(&[7; 32]));
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let c = Config::from_lookup(lookup(&[])).unwrap();
+        assert_eq!(c.audience, "portcullis");
+        assert_eq!((c.access_ttl_secs, c.refresh_ttl_secs, c.magic_link_ttl_secs, c.otp_ttl_secs), (900, 2_592_000, 600, 600));
+        assert!(!c.cookie_mode && !c.allow_passwordless_signup);
+        assert_eq!(c.email_transport, "log");
+        assert_eq!(c.issuer_for("http://127.0.0.1:8787/"), "http://127.0.0.1:8787");
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        for (k, v) in [
+            ("ACCESS_TTL", "soon"),
+            ("ACCESS_TTL", "0"),
+            ("ISSUER", "not a url"),
+            ("ORIGIN_URL", "ftp://x"),
+            ("COOKIE_MODE", "yes"),
+            ("ROUTES", "[1]"),
+            ("DEFAULT_POLICY", "open"),
+            ("KEY_ENCRYPTION_KEY", "c2hvcnQ="),
+            ("ARGON2_MEMORY_KIB", "1"),
+            ("WEBHOOK_URLS", "http://ok.example, nope"),
+        ] {
+            let e = Config::from_lookup(lookup(&[(k, v)])).unwrap_err();
+            let head = k.split('_').next().unwrap();
+            assert!(e.0.contains(head), "{k}={v}: {e}");
+        }
+    }
+
+    #[test]
+    fn missing_kek_is_an_error() {
+        let e = Config::from_lookup(|_| None).unwrap_err();
+        assert!(e.0.starts_with("KEY_ENCRYPTION_KEY"));
+    }
+
+    #[test]
+    fn lists_are_parsed() {
+        let c = Config::from_lookup(lookup(&[
+            ("CORS_ORIGINS", "https://app.example, http://localhost:3000/"),
+            ("ISSUER", "https://auth.example/"),
+        ]))
+        .unwrap();
+        assert_eq!(c.cors_origins, vec!["https://app.example", "http://localhost:3000"]);
+        assert_eq!(c.issuer.as_deref(), Some("https://auth.example"));
+    }
+}

@@ -1,0 +1,291 @@
+//! The core's error enum, and its one mapping to an RFC 9457 problem.
+//!
+//! Every failure a request can meet ends up as an [`Error`]; [`Error::problem`]
+//! is the only place that decides its HTTP status, stable `code`, title and the
+//! headers that go with it (`WWW-Authenticate`, `Retry-After`). Causes of 5xx
+//! errors are for the log, never for the response body.
+
+use std::fmt;
+
+/// Why an access token was refused. Every variant is a 401.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenError {
+    /// No token was presented.
+    Missing,
+    /// Not a compact JWS, bad base64url or JSON, or over the size cap.
+    Malformed,
+    /// `alg` is not the one pinned for the key (includes `none`).
+    UnsupportedAlgorithm,
+    /// `kid` is absent or names no published key.
+    UnknownKey,
+    /// The signature does not verify.
+    BadSignature,
+    /// `typ` is not `at+jwt`.
+    WrongType,
+    /// `exp` is in the past (or missing).
+    Expired,
+    /// `nbf` or `iat` is in the future.
+    NotYetValid,
+    /// `iss` is not ours.
+    WrongIssuer,
+    /// `aud` does not include ours.
+    WrongAudience,
+    /// The session behind the token was revoked or has expired.
+    SessionRevoked,
+}
+
+impl TokenError {
+    /// A short description for `error_description` and the problem `detail`.
+    pub fn description(self) -> &'static str {
+        match self {
+            Self::Missing => "no access token was presented",
+            Self::Malformed => "the access token is malformed",
+            Self::UnsupportedAlgorithm => "the token's algorithm is not accepted",
+            Self::UnknownKey => "the token's key id is unknown",
+            Self::BadSignature => "the token's signature is invalid",
+            Self::WrongType => "the token is not an access token",
+            Self::Expired => "the access token has expired",
+            Self::NotYetValid => "the access token is not valid yet",
+            Self::WrongIssuer => "the token was issued by someone else",
+            Self::WrongAudience => "the token is not meant for this audience",
+            Self::SessionRevoked => "the session has been revoked",
+        }
+    }
+}
+
+/// Everything that can go wrong while serving a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// The body is not JSON of the expected shape.
+    InvalidJson(String),
+    /// A field is present but its value is not acceptable.
+    Validation {
+        /// Stable code, e.g. `invalid_email`, `password_too_short`.
+        code: &'static str,
+        /// What was wrong, for people.
+        detail: String,
+    },
+    /// The request has a body whose content type is not `application/json`.
+    UnsupportedMediaType,
+    /// The body is larger than the endpoint accepts.
+    PayloadTooLarge {
+        /// The limit, in bytes.
+        limit_bytes: usize,
+    },
+    /// Email or password wrong, or the account unknown — deliberately the same.
+    InvalidCredentials,
+    /// The access token was refused.
+    InvalidToken(TokenError),
+    /// The refresh token is unknown, rotated, expired or its session revoked.
+    InvalidRefreshToken,
+    /// Authenticated, but not allowed.
+    Forbidden {
+        /// Stable code, e.g. `account_banned`, `insufficient_role`.
+        code: &'static str,
+        /// What was refused, for people.
+        detail: String,
+    },
+    /// No such resource.
+    NotFound,
+    /// The path exists but not for this method.
+    MethodNotAllowed,
+    /// The resource already exists, e.g. `email_taken`.
+    Conflict {
+        /// Stable code.
+        code: &'static str,
+        /// For people.
+        detail: String,
+    },
+    /// Too many attempts; try again after the given number of seconds.
+    RateLimited {
+        /// Seconds until a retry may succeed.
+        retry_after_secs: u64,
+    },
+    /// A platform dependency (D1, KV, Queue, origin) failed: fail closed.
+    Unavailable {
+        /// Which dependency, for the log.
+        dependency: &'static str,
+        /// The cause, for the log only.
+        cause: String,
+    },
+    /// A setting is missing or invalid: nothing is served until it is fixed.
+    Misconfigured(String),
+    /// A bug or an impossible state; the cause is for the log only.
+    Internal(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unavailable { dependency, cause } => write!(f, "{dependency} unavailable: {cause}"),
+            Self::Internal(cause) => write!(f, "internal error: {cause}"),
+            other => write!(f, "{}", other.problem().detail),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Shorthand for core results.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An RFC 9457 problem, ready to be rendered as `application/problem+json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// HTTP status.
+    pub status: u16,
+    /// Stable machine-readable code (the `code` member).
+    pub code: &'static str,
+    /// Short summary of the problem type.
+    pub title: &'static str,
+    /// Human-readable explanation of this occurrence.
+    pub detail: String,
+    /// Value for `WWW-Authenticate`, on 401s.
+    pub www_authenticate: Option<String>,
+    /// Value for `Retry-After`, on 429s and 503s.
+    pub retry_after_secs: Option<u64>,
+}
+
+impl Problem {
+    fn new(status: u16, code: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
+        Self { status, code, title, detail: detail.into(), www_authenticate: None, retry_after_secs: None }
+    }
+
+    /// The body, as a JSON object (`type`, `title`, `status`, `detail`, `code`).
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({
+            "type": "about:blank",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            "code": self.code,
+        })
+    }
+}
+
+impl Error {
+    /// Shorthand for a [`Error::Validation`].
+    pub fn validation(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::Validation { code, detail: detail.into() }
+    }
+
+    /// Shorthand for a [`Error::Forbidden`].
+    pub fn forbidden(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::Forbidden { code, detail: detail.into() }
+    }
+
+    /// Shorthand for a [`Error::Unavailable`].
+    pub fn unavailable(dependency: &'static str, cause: impl fmt::Display) -> Self {
+        Self::Unavailable { dependency, cause: cause.to_string() }
+    }
+
+    /// Whether the cause should be logged: the response says nothing about it.
+    pub fn is_server_side(&self) -> bool {
+        matches!(self, Self::Unavailable { .. } | Self::Internal(_) | Self::Misconfigured(_))
+    }
+
+    /// The one mapping from an error to what the client sees.
+    pub fn problem(&self) -> Problem {
+        match self {
+            Self::InvalidJson(detail) => Problem::new(400, "invalid_json", "Malformed request body", detail.clone()),
+            Self::Validation { code, detail } => Problem::new(422, code, "Validation failed", detail.clone()),
+            Self::UnsupportedMediaType => Problem::new(
+                415,
+                "unsupported_media_type",
+                "Unsupported media type",
+                "the request body must be application/json",
+            ),
+            Self::PayloadTooLarge { limit_bytes } => Problem::new(
+                413,
+                "payload_too_large",
+                "Payload too large",
+                format!("the request body must not exceed {limit_bytes} bytes"),
+            ),
+            Self::InvalidCredentials => {
+                let mut p = Problem::new(401, "invalid_credentials", "Invalid credentials", "invalid email or password");
+                p.www_authenticate = Some("Bearer realm=\"portcullis\"".into());
+                p
+            }
+            Self::InvalidToken(reason) => {
+                let (code, title) = match reason {
+                    TokenError::Missing => ("missing_token", "Authentication required"),
+                    TokenError::Expired => ("token_expired", "Token expired"),
+                    TokenError::SessionRevoked => ("session_revoked", "Session revoked"),
+                    _ => ("invalid_token", "Invalid token"),
+                };
+                let mut p = Problem::new(401, code, title, reason.description());
+                p.www_authenticate = Some(match reason {
+                    // RFC 6750 §3.1: no error code when no credentials were sent.
+                    TokenError::Missing => "Bearer realm=\"portcullis\"".to_string(),
+                    other => format!(
+                        "Bearer realm=\"portcullis\", error=\"invalid_token\", error_description=\"{}\"",
+                        other.description()
+                    ),
+                });
+                p
+            }
+            Self::InvalidRefreshToken => Problem::new(
+                401,
+                "invalid_refresh_token",
+                "Invalid refresh token",
+                "the refresh token is invalid, expired or revoked",
+            ),
+            Self::Forbidden { code, detail } => Problem::new(403, code, "Forbidden", detail.clone()),
+            Self::NotFound => Problem::new(404, "not_found", "Not found", "no such resource"),
+            Self::MethodNotAllowed => Problem::new(
+                405,
+                "method_not_allowed",
+                "Method not allowed",
+                "this method is not allowed on this path",
+            ),
+            Self::Conflict { code, detail } => Problem::new(409, code, "Conflict", detail.clone()),
+            Self::RateLimited { retry_after_secs } => {
+                let mut p = Problem::new(429, "rate_limited", "Too many requests", "too many attempts; retry later");
+                p.retry_after_secs = Some(*retry_after_secs);
+                p
+            }
+            Self::Unavailable { .. } => {
+                let mut p = Problem::new(
+                    503,
+                    "service_unavailable",
+                    "Service unavailable",
+                    "a backing service is unavailable; retry later",
+                );
+                p.retry_after_secs = Some(5);
+                p
+            }
+            Self::Misconfigured(detail) => {
+                Problem::new(503, "misconfigured", "Gateway misconfigured", format!("configuration error: {detail}"))
+            }
+            Self::Internal(_) => Problem::new(500, "internal_error", "Internal error", "an unexpected error occurred"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expired_token_maps_to_401_with_bearer_challenge() {
+        let p = Error::InvalidToken(TokenError::Expired).problem();
+        assert_eq!(p.status, 401);
+        assert_eq!(p.code, "token_expired");
+        assert!(p.www_authenticate.unwrap().contains("error=\"invalid_token\""));
+    }
+
+    #[test]
+    fn server_side_errors_hide_their_cause() {
+        let p = Error::unavailable("d1", "SQLITE_BUSY at /secret/path").problem();
+        assert_eq!(p.status, 503);
+        assert!(!p.detail.contains("SQLITE"));
+        let p = Error::Internal("stack".into()).problem();
+        assert!(!p.detail.contains("stack"));
+    }
+
+    #[test]
+    fn rate_limited_carries_retry_after() {
+        let p = Error::RateLimited { retry_after_secs: 42 }.problem();
+        assert_eq!((p.status, p.retry_after_secs), (429, Some(42)));
+    }
+}

@@ -1,0 +1,332 @@
+//! Password accounts and sessions: signup, login, refresh, logout, me, and the
+//! caller's own session list and revocation.
+
+use serde::Deserialize;
+
+use crate::core::email::Email;
+use crate::core::error::Error;
+use crate::core::events::{self, Event};
+use crate::core::flows::{AuthResponse, Deps, Meta, Principal};
+use crate::core::ids::{self, Random};
+use crate::core::password::{Password, PasswordHash};
+use crate::core::ports::{EventSink, KeyRing, SessionStore, UserStore};
+use crate::core::session::{RotateRequest, Rotation, SessionView};
+use crate::core::users::{User, UserResponse, MAX_NAME_CHARS};
+
+/// Provider name for password and email-code sign-ins.
+pub const PROVIDER_EMAIL: &str = "email";
+/// Longest refresh token looked up (ours are 43 characters).
+const MAX_REFRESH_TOKEN_LEN: usize = 256;
+
+/// `POST /auth/signup`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignupRequest {
+    /// Email address.
+    pub email: String,
+    /// New password.
+    pub password: String,
+    /// Optional display name.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// `POST /auth/login`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// Email address.
+    pub email: String,
+    /// Password.
+    pub password: String,
+}
+
+/// `POST /auth/refresh` and the optional body of `POST /auth/logout`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    /// The refresh token (or taken from the cookie by the edge).
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+}
+
+/// Checks a display name: trimmed, at most [`MAX_NAME_CHARS`], no control characters.
+pub fn parse_name(name: Option<String>) -> Result<Option<String>, Error> {
+    let Some(name) = name else { return Ok(None) };
+    let name = name.trim().to_string();
+    if name.is_empty() {
+        return Ok(None);
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(Error::validation("invalid_name", format!("name: at most {MAX_NAME_CHARS} characters")));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Error::validation("invalid_name", "name: must not contain control characters"));
+    }
+    Ok(Some(name))
+}
+
+fn refresh_token_shape(raw: Option<&str>) -> Result<&str, Error> {
+    match raw {
+        Some(t)
+            if !t.is_empty()
+                && t.len() <= MAX_REFRESH_TOKEN_LEN
+                && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            Ok(t)
+        }
+        _ => Err(Error::InvalidRefreshToken),
+    }
+}
+
+impl<S, E, K> Deps<'_, S, E, K>
+where
+    S: UserStore + SessionStore,
+    E: EventSink,
+    K: KeyRing,
+{
+    /// Creates a password account and signs it in. Emits `user_created`.
+    pub async fn signup(&self, meta: &Meta, rng: &mut impl Random, req: SignupRequest) -> Result<AuthResponse, Error> {
+        let email = Email::parse(&req.email)?;
+        let password = Password::new_checked(req.password, &self.config.password_policy)?;
+        let name = parse_name(req.name)?;
+        if self.store.user_by_email(email.as_str()).await?.is_some() {
+            return Err(email_taken());
+        }
+        let hash = PasswordHash::create(&password, &self.config.hash_params, rng.bytes::<16>())?;
+        let user = User {
+            id: ids::uuid(rng),
+            email: email.as_str().to_string(),
+            name,
+            password_hash: Some(hash.as_str().to_string()),
+            email_verified: false,
+            avatar_url: None,
+            phone: None,
+            banned: false,
+            roles: Vec::new(),
+            created_at: meta.now,
+        };
+        // The unique email index decides between racing signups.
+        if !self.store.insert_user(&user).await? {
+            return Err(email_taken());
+        }
+        let response = self.start_session(meta, rng, &user).await?;
+        self.emit(
+            meta,
+            rng,
+            vec![events::UserCreated {
+                user_id: user.id.clone(),
+                email: user.email.clone(),
+                name: user.name.clone(),
+                provider: PROVIDER_EMAIL.into(),
+            }
+            .into()],
+        )
+        .await?;
+        Ok(response)
+    }
+
+    /// Signs in with email and password. Unknown email and wrong password give
+    /// the same answer after the same argon2 work. Emits `login` or `login_failed`.
+    pub async fn login(&self, meta: &Meta, rng: &mut impl Random, req: LoginRequest) -> Result<AuthResponse, Error> {
+        let email = Email::parse(&req.email)?;
+        let password = match Password::presented(req.password, &self.config.password_policy) {
+            Ok(p) => p,
+            Err(e) => {
+                self.login_failed(meta, rng, &email, "password_too_long").await?;
+                return Err(e);
+            }
+        };
+        let user = self.store.user_by_email(email.as_str()).await?;
+        let stored = user.as_ref().and_then(|u| u.password_hash.clone());
+        let hash = match &stored {
+            Some(h) => PasswordHash::from_stored(h.clone()),
+            None => PasswordHash::dummy(&self.config.hash_params),
+        };
+        let matches = hash.verify(&password);
+        let user = match (user, matches && stored.is_some()) {
+            (Some(u), true) => u,
+            (u, _) => {
+                let reason = match (&u, &stored) {
+                    (None, _) => "user_not_found",
+                    (Some(_), None) => "no_password",
+                    _ => "invalid_password",
+                };
+                self.login_failed(meta, rng, &email, reason).await?;
+                return Err(Error::InvalidCredentials);
+            }
+        };
+        if user.banned {
+            self.login_failed(meta, rng, &email, "banned").await?;
+            return Err(banned());
+        }
+        if hash.needs_rehash(&self.config.hash_params) {
+            let upgraded = PasswordHash::create(&password, &self.config.hash_params, rng.bytes::<16>())?;
+            self.store.set_password_hash(&user.id, upgraded.as_str(), meta.now).await?;
+        }
+        let response = self.start_session(meta, rng, &user).await?;
+        self.emit(meta, rng, vec![login_event(&user, PROVIDER_EMAIL, meta)]).await?;
+        Ok(response)
+    }
+
+    async fn login_failed(&self, meta: &Meta, rng: &mut impl Random, email: &Email, reason: &str) -> Result<(), Error> {
+        self.emit(
+            meta,
+            rng,
+            vec![events::LoginFailed {
+                email: email.as_str().to_string(),
+                reason: reason.into(),
+                ip_address: meta.ip.clone(),
+                user_agent: meta.user_agent.clone(),
+            }
+            .into()],
+        )
+        .await
+    }
+
+    /// Exchanges a refresh token for a new pair, rotating it. Presenting a
+    /// rotated token revokes the session. Emits `token_refreshed`, or
+    /// `session_revoked` on reuse.
+    pub async fn refresh(&self, meta: &Meta, rng: &mut impl Random, presented: Option<&str>) -> Result<AuthResponse, Error> {
+        let old = refresh_token_shape(presented)?;
+        let new_token = ids::secret_token(rng);
+        let old_hash = ids::token_hash(old);
+        let new_hash = ids::token_hash(&new_token);
+        let rotation = self
+            .store
+            .rotate_refresh(&RotateRequest {
+                old_hash: &old_hash,
+                new_hash: &new_hash,
+                now: meta.now,
+                expires_at: meta.now.plus_secs(self.config.refresh_ttl_secs),
+                ip_address: meta.ip.as_deref(),
+                user_agent: meta.user_agent.as_deref(),
+            })
+            .await?;
+        let session = match rotation {
+            Rotation::Rotated(s) => s,
+            Rotation::Reused { session_id, user_id } => {
+                self.emit(
+                    meta,
+                    rng,
+                    vec![events::SessionRevoked { user_id, session_id: Some(session_id), revoke_all: false }.into()],
+                )
+                .await?;
+                return Err(Error::InvalidRefreshToken);
+            }
+            Rotation::Dead | Rotation::Unknown => return Err(Error::InvalidRefreshToken),
+        };
+        let user = match self.store.user_by_id(&session.user_id).await? {
+            Some(u) if !u.banned => u,
+            Some(_) => {
+                self.store.revoke_session(&session.id, meta.now, "banned").await?;
+                return Err(banned());
+            }
+            None => return Err(Error::InvalidRefreshToken),
+        };
+        let access = self.access_token(meta, rng, &user, &session.id).await?;
+        self.emit(
+            meta,
+            rng,
+            vec![events::TokenRefreshed {
+                user_id: user.id.clone(),
+                ip_address: meta.ip.clone(),
+                user_agent: meta.user_agent.clone(),
+            }
+            .into()],
+        )
+        .await?;
+        Ok(self.auth_response(access, new_token, &user, &session.id))
+    }
+
+    /// Ends a session: the one of the access token if given, else the one of
+    /// the refresh token. Emits `logout`.
+    pub async fn logout(&self, meta: &Meta, rng: &mut impl Random, bearer: Option<&str>, refresh: Option<&str>) -> Result<(), Error> {
+        let (user_id, sid) = if bearer.is_some() || refresh.is_none() {
+            let p = self.authenticate(meta, bearer).await?;
+            (p.user_id, p.session_id)
+        } else {
+            let hash = ids::token_hash(refresh_token_shape(refresh)?);
+            match self.store.session_by_refresh(&hash).await? {
+                Some(s) if s.is_live(meta.now) => (s.user_id, s.id),
+                _ => return Err(Error::InvalidRefreshToken),
+            }
+        };
+        self.store.revoke_session(&sid, meta.now, "logout").await?;
+        self.emit(meta, rng, vec![events::Logout { user_id }.into()]).await
+    }
+
+    /// The caller's profile.
+    pub async fn me(&self, meta: &Meta, bearer: Option<&str>) -> Result<UserResponse, Error> {
+        let p = self.authenticate(meta, bearer).await?;
+        let user = self.live_user(&p).await?;
+        Ok(user.response(Some(&p.session_id)))
+    }
+
+    /// The user behind a principal; deleted or banned users are refused.
+    pub async fn live_user(&self, p: &Principal) -> Result<User, Error> {
+        match self.store.user_by_id(&p.user_id).await? {
+            Some(u) if u.banned => Err(banned()),
+            Some(u) => Ok(u),
+            None => Err(Error::InvalidToken(crate::core::error::TokenError::SessionRevoked)),
+        }
+    }
+
+    /// The caller's live sessions.
+    pub async fn sessions(&self, meta: &Meta, bearer: Option<&str>) -> Result<Vec<SessionView>, Error> {
+        let p = self.authenticate(meta, bearer).await?;
+        let list = self.store.list_sessions(&p.user_id, meta.now).await?;
+        Ok(list.iter().map(|s| s.view(&p.session_id)).collect())
+    }
+
+    /// Revokes one of the caller's own sessions. Emits `session_revoked`.
+    pub async fn revoke_own_session(&self, meta: &Meta, rng: &mut impl Random, bearer: Option<&str>, id: &str) -> Result<(), Error> {
+        let p = self.authenticate(meta, bearer).await?;
+        match self.store.session_by_id(id).await? {
+            Some(s) if s.user_id == p.user_id && s.is_live(meta.now) => {}
+            _ => return Err(Error::NotFound),
+        }
+        self.store.revoke_session(id, meta.now, "revoked_by_user").await?;
+        self.emit(
+            meta,
+            rng,
+            vec![events::SessionRevoked { user_id: p.user_id, session_id: Some(id.to_string()), revoke_all: false }.into()],
+        )
+        .await
+    }
+
+    /// Revokes all of the caller's sessions but the current one. Emits
+    /// `session_revoked` with `revoke_all`. Returns how many were revoked.
+    pub async fn revoke_other_sessions(&self, meta: &Meta, rng: &mut impl Random, bearer: Option<&str>) -> Result<u64, Error> {
+        let p = self.authenticate(meta, bearer).await?;
+        let n = self.store.revoke_user_sessions(&p.user_id, Some(&p.session_id), meta.now, "revoke_others").await?;
+        self.emit(
+            meta,
+            rng,
+            vec![events::SessionRevoked { user_id: p.user_id, session_id: None, revoke_all: true }.into()],
+        )
+        .await?;
+        Ok(n)
+    }
+}
+
+/// The `login` event for `user` signing in through `provider`.
+pub fn login_event(user: &User, provider: &str, meta: &Meta) -> Event {
+    events::Login {
+        user_id: user.id.clone(),
+        email: user.email.clone(),
+        provider: provider.into(),
+        ip_address: meta.ip.clone(),
+        user_agent: meta.user_agent.clone(),
+    }
+    .into()
+}
+
+fn email_taken() -> Error {
+    Error::Conflict { code: "email_taken", detail: "an account with this email already exists".into() }
+}
+
+/// The refusal for banned accounts.
+pub fn banned() -> Error {
+    Error::forbidden("account_banned", "this account is banned")
+}

@@ -1,0 +1,154 @@
+//! Use cases, one file each, written against the ports. Every flow receives
+//! its dependencies ([`Deps`]), the request's facts ([`Meta`]: time, client,
+//! issuer) and a random source, and returns a value or an [`Error`].
+
+pub mod account;
+pub mod keys;
+
+use serde::Serialize;
+
+use crate::core::config::Config;
+use crate::core::error::{Error, TokenError};
+use crate::core::events::{Envelope, Event};
+use crate::core::ids::{self, Random};
+use crate::core::ports::{EventSink, KeyRing, SessionStore, UserStore};
+use crate::core::session::Session;
+use crate::core::time::UnixTime;
+use crate::core::token::{self, Expectations, NewAccessToken, ACCESS_TOKEN_TYPE};
+use crate::core::users::{User, UserResponse};
+
+/// What flows reach the world through.
+pub struct Deps<'a, S, E, K> {
+    /// Users and sessions.
+    pub store: &'a S,
+    /// The event queue.
+    pub events: &'a E,
+    /// Signing and verification keys.
+    pub keys: &'a K,
+    /// Configuration.
+    pub config: &'a Config,
+}
+
+/// Facts about the request being served.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    /// Now.
+    pub now: UnixTime,
+    /// Client IP (`CF-Connecting-IP`).
+    pub ip: Option<String>,
+    /// Client `User-Agent`.
+    pub user_agent: Option<String>,
+    /// The `iss` to issue and expect.
+    pub issuer: String,
+}
+
+/// Tokens and user, as returned by every sign-in (AuthFort's `AuthResponse`).
+#[derive(Debug, Clone, Serialize)]
+pub struct AuthResponse {
+    /// The JWT access token.
+    pub access_token: String,
+    /// The opaque refresh token.
+    pub refresh_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Access-token lifetime in seconds.
+    pub expires_in: u64,
+    /// The user.
+    pub user: UserResponse,
+}
+
+/// A caller authenticated by a verified access token on a live session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Principal {
+    /// User id (`sub`).
+    pub user_id: String,
+    /// Session id (`sid`).
+    pub session_id: String,
+    /// Roles from the token.
+    pub roles: Vec<String>,
+    /// Email from the token.
+    pub email: String,
+}
+
+impl<S, E, K> Deps<'_, S, E, K>
+where
+    S: UserStore + SessionStore,
+    E: EventSink,
+    K: KeyRing,
+{
+    /// Token expectations for this deployment.
+    pub fn expectations<'m>(&'m self, meta: &'m Meta) -> Expectations<'m> {
+        Expectations { issuer: &meta.issuer, audience: &self.config.audience, token_type: ACCESS_TOKEN_TYPE }
+    }
+
+    /// Verifies an access token and checks its session is still live in D1 —
+    /// the auth API honours logout and revocation at once, unlike the
+    /// gateway's hot path, which trusts the token until it expires.
+    pub async fn authenticate(&self, meta: &Meta, bearer: Option<&str>) -> Result<Principal, Error> {
+        let raw = bearer.ok_or(Error::InvalidToken(TokenError::Missing))?;
+        let verified = token::verify(raw, self.keys, &self.expectations(meta), meta.now).await?;
+        let c = verified.claims;
+        match self.store.session_by_id(&c.sid).await? {
+            Some(s) if s.user_id == c.sub && s.is_live(meta.now) => {}
+            _ => return Err(Error::InvalidToken(TokenError::SessionRevoked)),
+        }
+        Ok(Principal { user_id: c.sub, session_id: c.sid, roles: c.roles, email: c.email })
+    }
+
+    /// Signs an access token for `user` in session `sid`.
+    pub async fn access_token(&self, meta: &Meta, rng: &mut impl Random, user: &User, sid: &str) -> Result<String, Error> {
+        let key = self.keys.signing_key().await?;
+        let jti = ids::uuid(rng);
+        token::issue(
+            &NewAccessToken {
+                issuer: &meta.issuer,
+                audience: &self.config.audience,
+                user_id: &user.id,
+                session_id: sid,
+                roles: &user.roles,
+                email: &user.email,
+                email_verified: user.email_verified,
+                jti: &jti,
+                now: meta.now,
+                ttl_secs: self.config.access_ttl_secs,
+            },
+            &key,
+        )
+    }
+
+    /// Opens a new session for `user` and returns its tokens.
+    pub async fn start_session(&self, meta: &Meta, rng: &mut impl Random, user: &User) -> Result<AuthResponse, Error> {
+        let refresh_token = ids::secret_token(rng);
+        let session = Session {
+            id: ids::uuid(rng),
+            user_id: user.id.clone(),
+            created_at: meta.now,
+            last_used_at: meta.now,
+            expires_at: meta.now.plus_secs(self.config.refresh_ttl_secs),
+            revoked_at: None,
+            ip_address: meta.ip.clone(),
+            user_agent: meta.user_agent.clone(),
+        };
+        // Sign first: a key problem must not leave a session behind.
+        let access_token = self.access_token(meta, rng, user, &session.id).await?;
+        self.store.create_session(&session, &ids::token_hash(&refresh_token)).await?;
+        Ok(self.auth_response(access_token, refresh_token, user, &session.id))
+    }
+
+    /// Assembles an [`AuthResponse`].
+    pub fn auth_response(&self, access_token: String, refresh_token: String, user: &User, sid: &str) -> AuthResponse {
+        AuthResponse {
+            access_token,
+            refresh_token,
+            token_type: "Bearer",
+            expires_in: self.config.access_ttl_secs,
+            user: user.response(Some(sid)),
+        }
+    }
+
+    /// Publishes events for an action that already happened.
+    pub async fn emit(&self, meta: &Meta, rng: &mut impl Random, events: Vec<Event>) -> Result<(), Error> {
+        let envelopes: Vec<Envelope> = events.into_iter().map(|e| Envelope::new(e, rng, meta.now)).collect();
+        self.events.publish(&envelopes).await
+    }
+}

@@ -1,0 +1,16 @@
+//! The pure core: every auth decision, with no platform access.
+
+pub mod config;
+pub mod email;
+pub mod error;
+pub mod events;
+pub mod flows;
+pub mod ids;
+pub mod keys;
+pub mod password;
+pub mod policy;
+pub mod ports;
+pub mod session;
+pub mod time;
+pub mod token;
+pub mod users;

@@ -1,0 +1,243 @@
+//! Passwords: the length policy, argon2id hashing, verification (also against a
+//! dummy hash, so unknown accounts cost the same time) and rehash detection.
+
+use std::fmt;
+
+use argon2::password_hash::{PasswordHash as PhcHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+
+use crate::core::error::Error;
+
+/// OWASP's recommended argon2id memory cost (KiB).
+pub const DEFAULT_MEMORY_KIB: u32 = 19_456;
+/// OWASP's recommended argon2id iterations.
+pub const DEFAULT_ITERATIONS: u32 = 2;
+/// OWASP's recommended argon2id parallelism.
+pub const DEFAULT_PARALLELISM: u32 = 1;
+/// NIST SP 800-63B minimum for user-chosen passwords.
+pub const DEFAULT_MIN_CHARS: usize = 8;
+/// Long enough for passphrases, short enough that hashing cost is bounded.
+pub const DEFAULT_MAX_CHARS: usize = 128;
+/// A hard byte cap whatever the character count (4 bytes per char at most).
+const MAX_BYTES_PER_CHAR: usize = 4;
+
+/// argon2id cost parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashParams {
+    /// Memory cost in KiB.
+    pub memory_kib: u32,
+    /// Number of passes.
+    pub iterations: u32,
+    /// Lanes.
+    pub parallelism: u32,
+}
+
+impl Default for HashParams {
+    fn default() -> Self {
+        Self { memory_kib: DEFAULT_MEMORY_KIB, iterations: DEFAULT_ITERATIONS, parallelism: DEFAULT_PARALLELISM }
+    }
+}
+
+impl HashParams {
+    /// Validates the parameters as argon2 would.
+    pub fn validate(&self) -> Result<(), String> {
+        self.argon2_params().map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    fn argon2_params(&self) -> Result<Params, argon2::Error> {
+        Params::new(self.memory_kib, self.iterations, self.parallelism, None)
+    }
+
+    fn hasher(&self) -> Result<Argon2<'static>, Error> {
+        let params = self.argon2_params().map_err(|e| Error::Misconfigured(format!("ARGON2 parameters: {e}")))?;
+        Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+    }
+}
+
+/// Length limits on new passwords.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordPolicy {
+    /// Fewest characters accepted.
+    pub min_chars: usize,
+    /// Most characters accepted.
+    pub max_chars: usize,
+}
+
+impl Default for PasswordPolicy {
+    fn default() -> Self {
+        Self { min_chars: DEFAULT_MIN_CHARS, max_chars: DEFAULT_MAX_CHARS }
+    }
+}
+
+/// A password as typed by the user. Its `Debug` prints nothing.
+#[derive(Clone)]
+pub struct Password(String);
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+impl Password {
+    /// A new password, checked against the policy. Spaces and any Unicode are
+    /// kept exactly as given; only control characters (NUL included) are refused.
+    pub fn new_checked(raw: String, policy: &PasswordPolicy) -> Result<Self, Error> {
+        let chars = raw.chars().count();
+        if chars < policy.min_chars {
+            return Err(Error::validation(
+                "password_too_short",
+                format!("password: must have at least {} characters", policy.min_chars),
+            ));
+        }
+        if chars > policy.max_chars || raw.len() > policy.max_chars * MAX_BYTES_PER_CHAR {
+            return Err(Error::validation(
+                "password_too_long",
+                format!("password: must have at most {} characters", policy.max_chars),
+            ));
+        }
+        if raw.chars().any(char::is_control) {
+            return Err(Error::validation("invalid_password", "password: must not contain control characters"));
+        }
+        Ok(Self(raw))
+    }
+
+    /// A password presented for verification: only the length cap is applied
+    /// (so a 1 MB "password" costs nothing), never the minimum, so that old
+    /// passwords set under another policy still log in.
+    pub fn presented(raw: String, policy: &PasswordPolicy) -> Result<Self, Error> {
+        if raw.chars().count() > policy.max_chars || raw.len() > policy.max_chars * MAX_BYTES_PER_CHAR {
+            return Err(Error::InvalidCredentials);
+        }
+        Ok(Self(raw))
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+/// A PHC-format argon2 hash string as stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PasswordHash(String);
+
+impl fmt::Debug for PasswordHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PasswordHash(<redacted>)")
+    }
+}
+
+impl PasswordHash {
+    /// Wraps a stored hash string.
+    pub fn from_stored(s: String) -> Self {
+        Self(s)
+    }
+
+    /// The PHC string to store.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Hashes `password` with `params` and the given 16-byte salt.
+    pub fn create(password: &Password, params: &HashParams, salt: [u8; 16]) -> Result<Self, Error> {
+        let salt = SaltString::encode_b64(&salt).map_err(|e| Error::Internal(format!("salt: {e}")))?;
+        let hash = params
+            .hasher()?
+            .hash_password(password.bytes(), &salt)
+            .map_err(|e| Error::Internal(format!("argon2 hash: {e}")))?;
+        Ok(Self(hash.to_string()))
+    }
+
+    /// A hash no password matches, with the given costs: verifying against it
+    /// takes as long as a real verification, so unknown accounts are not faster.
+    pub fn dummy(params: &HashParams) -> Self {
+        Self(format!(
+            "$argon2id$v=19$m={},t={},p={}$cG9ydGN1bGxpcy1kdW1teQ$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            params.memory_kib, params.iterations, params.parallelism
+        ))
+    }
+
+    /// Whether `password` matches (argon2 compares in constant time).
+    pub fn verify(&self, password: &Password) -> bool {
+        match PhcHash::new(&self.0) {
+            Ok(parsed) => Argon2::default().verify_password(password.bytes(), &parsed).is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    /// Whether this hash was made with other costs than `params` (or another
+    /// algorithm) and should be replaced after the next successful login.
+    pub fn needs_rehash(&self, params: &HashParams) -> bool {
+        let Ok(parsed) = PhcHash::new(&self.0) else { return true };
+        if parsed.algorithm.as_str() != "argon2id" {
+            return true;
+        }
+        match Params::try_from(&parsed) {
+            Ok(p) => p.m_cost() != params.memory_kib || p.t_cost() != params.iterations || p.p_cost() != params.parallelism,
+            Err(_) => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Small costs keep native tests fast; the algorithm is the same.
+    const FAST: HashParams = HashParams { memory_kib: 64, iterations: 1, parallelism: 1 };
+
+    fn pw(s: &str) -> Password {
+        Password::new_checked(s.to_string(), &PasswordPolicy::default()).unwrap()
+    }
+
+    #[test]
+    fn hash_then_verify_round_trips_unicode_and_spaces() {
+        let p = pw("  correct horse 🐎 bättery  ");
+        let h = PasswordHash::create(&p, &FAST, [7; 16]).unwrap();
+        assert!(h.as_str().starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
+        assert!(h.verify(&p));
+        assert!(!h.verify(&pw("  correct horse 🐎 bättery ")));
+    }
+
+    #[test]
+    fn default_params_are_owasp() {
+        assert_eq!(HashParams::default(), HashParams { memory_kib: 19_456, iterations: 2, parallelism: 1 });
+    }
+
+    #[test]
+    fn dummy_hash_is_well_formed_and_matches_nothing() {
+        let d = PasswordHash::dummy(&FAST);
+        assert!(PhcHash::new(d.as_str()).is_ok());
+        assert!(!d.verify(&pw("password123")));
+        assert!(!d.needs_rehash(&FAST));
+    }
+
+    #[test]
+    fn policy_bounds_length() {
+        let policy = PasswordPolicy::default();
+        assert_eq!(
+            Password::new_checked("short".into(), &policy).unwrap_err().problem().code,
+            "password_too_short"
+        );
+        assert_eq!(
+            Password::new_checked("x".repeat(129), &policy).unwrap_err().problem().code,
+            "password_too_long"
+        );
+        assert!(Password::new_checked("x".repeat(128), &policy).is_ok());
+        assert!(Password::new_checked("abc\0defgh".into(), &policy).is_err());
+        assert_eq!(Password::presented("x".repeat(1 << 20), &policy).unwrap_err(), Error::InvalidCredentials);
+    }
+
+    #[test]
+    fn rehash_is_needed_when_costs_change() {
+        let h = PasswordHash::create(&pw("password-one"), &FAST, [1; 16]).unwrap();
+        assert!(!h.needs_rehash(&FAST));
+        assert!(h.needs_rehash(&HashParams { memory_kib: 128, ..FAST }));
+        assert!(PasswordHash::from_stored("garbage".into()).needs_rehash(&FAST));
+    }
+
+    #[test]
+    fn debug_never_prints_secrets() {
+        assert!(!format!("{:?}", pw("hunter2hunter2")).contains("hunter2"));
+    }
+}

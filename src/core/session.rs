@@ -1,0 +1,106 @@
+//! Sessions: one per sign-in, each a family of rotating refresh tokens.
+//!
+//! Rotation rule: every refresh consumes the presented token and issues its
+//! successor in one conditional write, so of two racing refreshes exactly one
+//! wins. A token that was already rotated away is reuse — a stolen copy or a
+//! replay — and revokes the whole session.
+
+use serde::Serialize;
+
+use crate::core::time::UnixTime;
+
+/// A stored session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// UUID, the `sid` claim.
+    pub id: String,
+    /// Owner.
+    pub user_id: String,
+    /// Creation time.
+    pub created_at: UnixTime,
+    /// Last sign-in or refresh.
+    pub last_used_at: UnixTime,
+    /// The current refresh token stops working at this time.
+    pub expires_at: UnixTime,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<UnixTime>,
+    /// Client IP at the last use.
+    pub ip_address: Option<String>,
+    /// Client user agent at the last use.
+    pub user_agent: Option<String>,
+}
+
+impl Session {
+    /// Whether the session can still be used at `now`.
+    pub fn is_live(&self, now: UnixTime) -> bool {
+        self.revoked_at.is_none() && self.expires_at > now
+    }
+
+    /// The view listed by `GET /auth/sessions`.
+    pub fn view(&self, current_sid: &str) -> SessionView {
+        SessionView {
+            id: self.id.clone(),
+            created_at: self.created_at.rfc3339(),
+            last_used_at: self.last_used_at.rfc3339(),
+            expires_at: self.expires_at.rfc3339(),
+            ip_address: self.ip_address.clone(),
+            user_agent: self.user_agent.clone(),
+            current: self.id == current_sid,
+        }
+    }
+}
+
+/// A session as shown to its owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionView {
+    /// Session id.
+    pub id: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub last_used_at: String,
+    /// RFC 3339.
+    pub expires_at: String,
+    /// Client IP at the last use.
+    pub ip_address: Option<String>,
+    /// Client user agent at the last use.
+    pub user_agent: Option<String>,
+    /// Whether this is the session of the request.
+    pub current: bool,
+}
+
+/// What presenting a refresh token led to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// The token was current: its successor is now the only live one.
+    Rotated(Session),
+    /// The token was already rotated away: reuse. The session is now revoked
+    /// (if it was not already).
+    Reused {
+        /// The session it belonged to.
+        session_id: String,
+        /// Its owner.
+        user_id: String,
+    },
+    /// The token was current but its session is revoked or expired.
+    Dead,
+    /// No session ever had this token.
+    Unknown,
+}
+
+/// The details a rotation writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotateRequest<'a> {
+    /// Hash of the presented token.
+    pub old_hash: &'a str,
+    /// Hash of the successor.
+    pub new_hash: &'a str,
+    /// Now.
+    pub now: UnixTime,
+    /// New expiry of the session.
+    pub expires_at: UnixTime,
+    /// Client IP.
+    pub ip_address: Option<&'a str>,
+    /// Client user agent.
+    pub user_agent: Option<&'a str>,
+}

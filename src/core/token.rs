@@ -1,0 +1,232 @@
+//! Access tokens: the claims, issuing (EdDSA via jwt-compact) and verification.
+//!
+//! Verification pins everything itself rather than trusting the header: the
+//! algorithm must be `EdDSA`, `typ` must be `at+jwt`, the `kid` must name a
+//! published key, and `iss`, `aud`, `exp`, `nbf` and `iat` are checked against
+//! the expectations. Header fields such as `jku`, `x5u` or `jwk` are ignored:
+//! keys only ever come from our own key ring. The signature check itself goes
+//! through [`KeyRing::verify`], so the edge can use WebCrypto.
+
+use jwt_compact::alg::Ed25519;
+use jwt_compact::{AlgorithmExt, Claims, Header, UntrustedToken};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::core::error::{Error, TokenError};
+use crate::core::keys::SigningKey;
+use crate::core::ports::KeyRing;
+use crate::core::time::UnixTime;
+
+/// The JOSE name of the one algorithm we sign and accept.
+pub const ALG_EDDSA: &str = "EdDSA";
+/// `typ` of access tokens (RFC 9068).
+pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+/// Tokens longer than this are refused before any decoding work.
+pub const MAX_TOKEN_LEN: usize = 4096;
+/// Longest `kid` looked up.
+pub const MAX_KID_LEN: usize = 128;
+/// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
+pub const LEEWAY_SECS: i64 = 30;
+
+/// The claims of an access token, beyond `iat` / `exp` (carried by
+/// jwt-compact's `Claims` wrapper).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    /// Issuer.
+    pub iss: String,
+    /// Audience (a string when we issue; a string or array is accepted).
+    #[serde(deserialize_with = "one_or_many")]
+    pub aud: Vec<String>,
+    /// User id.
+    pub sub: String,
+    /// Session id.
+    pub sid: String,
+    /// Role names.
+    pub roles: Vec<String>,
+    /// Normalised email.
+    pub email: String,
+    /// Whether the email is verified.
+    pub email_verified: bool,
+    /// Unique token id.
+    pub jti: String,
+}
+
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+#[derive(Serialize)]
+struct IssuedClaims<'a> {
+    iss: &'a str,
+    aud: &'a str,
+    sub: &'a str,
+    sid: &'a str,
+    roles: &'a [String],
+    email: &'a str,
+    email_verified: bool,
+    jti: &'a str,
+}
+
+/// A verified access token's content.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedToken {
+    /// The claims.
+    pub claims: AccessClaims,
+    /// `iat`.
+    pub issued_at: UnixTime,
+    /// `exp`.
+    pub expires_at: UnixTime,
+}
+
+/// What to issue.
+#[derive(Debug, Clone)]
+pub struct NewAccessToken<'a> {
+    /// `iss`.
+    pub issuer: &'a str,
+    /// `aud`.
+    pub audience: &'a str,
+    /// `sub`.
+    pub user_id: &'a str,
+    /// `sid`.
+    pub session_id: &'a str,
+    /// `roles`.
+    pub roles: &'a [String],
+    /// `email`.
+    pub email: &'a str,
+    /// `email_verified`.
+    pub email_verified: bool,
+    /// `jti`.
+    pub jti: &'a str,
+    /// `iat`.
+    pub now: UnixTime,
+    /// Lifetime in seconds.
+    pub ttl_secs: u64,
+}
+
+/// Signs an access token with `key`.
+pub fn issue(t: &NewAccessToken<'_>, key: &SigningKey) -> Result<String, Error> {
+    let header = Header::empty().with_key_id(key.kid.clone()).with_token_type(ACCESS_TOKEN_TYPE);
+    let mut claims = Claims::new(IssuedClaims {
+        iss: t.issuer,
+        aud: t.audience,
+        sub: t.user_id,
+        sid: t.session_id,
+        roles: t.roles,
+        email: t.email,
+        email_verified: t.email_verified,
+        jti: t.jti,
+    });
+    claims.issued_at = chrono::DateTime::from_timestamp(t.now.0, 0);
+    claims.expiration = chrono::DateTime::from_timestamp(t.now.plus_secs(t.ttl_secs).0, 0);
+    Ed25519.token(&header, &claims, key.secret()).map_err(|e| Error::Internal(format!("signing failed: {e}")))
+}
+
+/// What a valid token must say.
+#[derive(Debug, Clone, Copy)]
+pub struct Expectations<'a> {
+    /// Required `iss`.
+    pub issuer: &'a str,
+    /// Required member of `aud`.
+    pub audience: &'a str,
+    /// Required `typ`.
+    pub token_type: &'a str,
+}
+
+/// The parts of a compact token needed before its signature is checked.
+pub struct Parsed<'a> {
+    token: UntrustedToken<'a>,
+    signed: &'a str,
+}
+
+impl<'a> Parsed<'a> {
+    /// Splits and decodes `raw`, and checks the header's `alg`, `typ` and `kid`
+    /// against what we accept. Cheap and bounded: the length cap comes first.
+    pub fn new(raw: &'a str, token_type: &str) -> Result<Self, TokenError> {
+        if raw.is_empty() || raw.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::Malformed);
+        }
+        let token = UntrustedToken::new(raw).map_err(|_| TokenError::Malformed)?;
+        if token.algorithm() != ALG_EDDSA {
+            return Err(TokenError::UnsupportedAlgorithm);
+        }
+        let typ = token.header().token_type.as_deref().unwrap_or("");
+        let typ_ok = typ.eq_ignore_ascii_case(token_type)
+            || typ.strip_prefix("application/").is_some_and(|t| t.eq_ignore_ascii_case(token_type));
+        if !typ_ok {
+            return Err(TokenError::WrongType);
+        }
+        match token.header().key_id.as_deref() {
+            Some(kid) if !kid.is_empty() && kid.len() <= MAX_KID_LEN => {}
+            _ => return Err(TokenError::UnknownKey),
+        }
+        if token.signature_bytes().len() != ed25519_compact::Signature::BYTES {
+            return Err(TokenError::BadSignature);
+        }
+        let signed = raw.rsplit_once('.').map(|(s, _)| s).ok_or(TokenError::Malformed)?;
+        Ok(Self { token, signed })
+    }
+
+    /// The `kid` (present: checked by [`Parsed::new`]).
+    pub fn kid(&self) -> &str {
+        self.token.header().key_id.as_deref().unwrap_or("")
+    }
+
+    /// The bytes the signature covers.
+    pub fn signed_data(&self) -> &[u8] {
+        self.signed.as_bytes()
+    }
+
+    /// The raw signature.
+    pub fn signature(&self) -> &[u8] {
+        self.token.signature_bytes()
+    }
+
+    /// Decodes and checks the claims. Call only after the signature verified.
+    pub fn validated_claims(&self, expect: &Expectations<'_>, now: UnixTime) -> Result<VerifiedToken, TokenError> {
+        let claims: Claims<AccessClaims> =
+            self.token.deserialize_claims_unchecked().map_err(|_| TokenError::Malformed)?;
+        let exp = claims.expiration.map(|t| t.timestamp()).ok_or(TokenError::Expired)?;
+        if now.0 >= exp.saturating_add(LEEWAY_SECS) {
+            return Err(TokenError::Expired);
+        }
+        if claims.not_before.is_some_and(|nbf| nbf.timestamp() > now.0.saturating_add(LEEWAY_SECS)) {
+            return Err(TokenError::NotYetValid);
+        }
+        let iat = claims.issued_at.map(|t| t.timestamp()).ok_or(TokenError::Malformed)?;
+        if iat > now.0.saturating_add(LEEWAY_SECS) {
+            return Err(TokenError::NotYetValid);
+        }
+        let custom = claims.custom;
+        if custom.iss != expect.issuer {
+            return Err(TokenError::WrongIssuer);
+        }
+        if !custom.aud.iter().any(|a| a == expect.audience) {
+            return Err(TokenError::WrongAudience);
+        }
+        Ok(VerifiedToken { claims: custom, issued_at: UnixTime(iat), expires_at: UnixTime(exp) })
+    }
+}
+
+/// Verifies `raw` as an access token: header, signature (through `keys`), claims.
+pub async fn verify(
+    raw: &str,
+    keys: &impl KeyRing,
+    expect: &Expectations<'_>,
+    now: UnixTime,
+) -> Result<VerifiedToken, Error> {
+    let parsed = Parsed::new(raw, expect.token_type).map_err(Error::InvalidToken)?;
+    match keys.verify(parsed.kid(), parsed.signed_data(), parsed.signature()).await? {
+        None => return Err(Error::InvalidToken(TokenError::UnknownKey)),
+        Some(false) => return Err(Error::InvalidToken(TokenError::BadSignature)),
+        Some(true) => {}
+    }
+    parsed.validated_claims(expect, now).map_err(Error::InvalidToken)
+}

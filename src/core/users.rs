@@ -1,0 +1,76 @@
+//! Users as stored and as shown (`UserResponse`).
+
+use serde::Serialize;
+
+use crate::core::time::UnixTime;
+
+/// Longest display name accepted, in characters.
+pub const MAX_NAME_CHARS: usize = 200;
+
+/// A user account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// UUID.
+    pub id: String,
+    /// Normalised email.
+    pub email: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// PHC argon2 hash; `None` for passwordless accounts.
+    pub password_hash: Option<String>,
+    /// Whether the email address is verified.
+    pub email_verified: bool,
+    /// Avatar URL.
+    pub avatar_url: Option<String>,
+    /// Phone number.
+    pub phone: Option<String>,
+    /// Banned users cannot sign in or refresh.
+    pub banned: bool,
+    /// Role names, sorted.
+    pub roles: Vec<String>,
+    /// Creation time.
+    pub created_at: UnixTime,
+}
+
+/// The public view of a user (AuthFort's `UserResponse`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserResponse {
+    /// UUID.
+    pub id: String,
+    /// Normalised email.
+    pub email: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// Whether the email is verified.
+    pub email_verified: bool,
+    /// Avatar URL.
+    pub avatar_url: Option<String>,
+    /// Phone.
+    pub phone: Option<String>,
+    /// Whether banned.
+    pub banned: bool,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// The session the response belongs to, if any.
+    pub session_id: Option<String>,
+}
+
+impl User {
+    /// The public view, tied to `session_id`.
+    pub fn response(&self, session_id: Option<&str>) -> UserResponse {
+        UserResponse {
+            id: self.id.clone(),
+            email: self.email.clone(),
+            name: self.name.clone(),
+            email_verified: self.email_verified,
+            avatar_url: self.avatar_url.clone(),
+            phone: self.phone.clone(),
+            banned: self.banned,
+            roles: self.roles.clone(),
+            created_at: self.created_at.rfc3339(),
+            session_id: session_id.map(str::to_string),
+        }
+    }
+}
