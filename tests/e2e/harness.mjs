@@ -168,8 +168,12 @@ function baseEnv() {
   };
 }
 
-// Every live supervisor, so a dying test process can take them down.
+// Every live supervisor, so a dying test process can take them down, and the
+// temp state dirs we own, removed on exit.
 const live = new Set();
+const ownedDirs = new Set();
+const OWNER_FILE = ".portcullis-owner-pid";
+const TMP_PREFIX = "portcullis-e2e-";
 let exitHooked = false;
 function hookExit() {
   if (exitHooked) return;
@@ -178,6 +182,9 @@ function hookExit() {
     for (const child of live) {
       try { process.kill(-child.pid, "SIGKILL"); } catch {}
     }
+    for (const dir of ownedDirs) {
+      try { fs.rmSync(dir, { recursive: true, force: true }); } catch {}
+    }
   };
   process.on("exit", killAll);
   for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"]) {
@@ -185,6 +192,24 @@ function hookExit() {
       killAll();
       process.exit(128 + (os.constants.signals[sig] ?? 1));
     });
+  }
+}
+
+// Remove state dirs left by test processes that were killed outright (SIGKILL).
+function sweepStaleDirs() {
+  let entries = [];
+  try { entries = fs.readdirSync(os.tmpdir()); } catch { return; }
+  for (const name of entries) {
+    if (!name.startsWith(TMP_PREFIX)) continue;
+    const dir = path.join(os.tmpdir(), name);
+    let pid;
+    try { pid = Number(fs.readFileSync(path.join(dir, OWNER_FILE), "utf8")); } catch { continue; }
+    if (!pid || pid === process.pid) continue;
+    let alive = true;
+    try { process.kill(pid, 0); } catch (e) { alive = e.code === "EPERM"; }
+    if (!alive) {
+      try { fs.rmSync(dir, { recursive: true, force: true }); } catch {}
+    }
   }
 }
 
@@ -212,7 +237,12 @@ export async function startGateway({ vars = {}, originPort, args = [], persistDi
   hookExit();
 
   const ownDir = !persistDir;
-  const dir = persistDir ?? (await fsp.mkdtemp(path.join(os.tmpdir(), "portcullis-e2e-")));
+  sweepStaleDirs();
+  const dir = persistDir ?? (await fsp.mkdtemp(path.join(os.tmpdir(), TMP_PREFIX)));
+  if (ownDir) {
+    ownedDirs.add(dir);
+    fs.writeFileSync(path.join(dir, OWNER_FILE), String(process.pid));
+  }
   const env = baseEnv();
 
   await execNode([WRANGLER, "d1", "migrations", "apply", "DB", "--local", "--persist-to", dir], env, 120_000);
@@ -296,7 +326,10 @@ export async function startGateway({ vars = {}, originPort, args = [], persistDi
     }
     try { child.stdin.destroy(); } catch {}
     live.delete(child);
-    if (ownDir) await fsp.rm(dir, { recursive: true, force: true }).catch(() => {});
+    if (ownDir) {
+      await fsp.rm(dir, { recursive: true, force: true }).catch(() => {});
+      ownedDirs.delete(dir);
+    }
   }
 
   // Wait for readiness: any HTTP answer on the discovery document.
