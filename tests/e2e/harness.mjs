@@ -226,8 +226,10 @@ function sweepStaleDirs() {
  * @param {string[]} [opts.args]      extra `wrangler dev` arguments (e.g. ["--test-scheduled"])
  * @param {string} [opts.persistDir]  reuse this state directory (not removed by stop())
  * @param {number} [opts.timeoutMs]   readiness timeout (60 s)
+ * @param {boolean} [opts.origin]     start a private demo origin on a free port, point ORIGIN_URL
+ *                                    at it, return it as `origin` ({port, url, close}); stop() closes it
  */
-export async function startGateway({ vars = {}, originPort, args = [], persistDir, timeoutMs = 60_000 } = {}) {
+export async function startGateway({ vars = {}, originPort, args = [], persistDir, timeoutMs = 60_000, origin = false } = {}) {
   if (!fs.existsSync(path.join(ROOT, "build", "worker", "shim.mjs"))) {
     throw new Error("build/worker/shim.mjs is missing: build the Worker first (npm run build, or npm test)");
   }
@@ -250,6 +252,12 @@ export async function startGateway({ vars = {}, originPort, args = [], persistDi
   const port = await freePort();
   const inspectorPort = await freePort();
   const allVars = { ...vars };
+  let demo = null;
+  if (origin && allVars.ORIGIN_URL === undefined && originPort === undefined) {
+    const { startOrigin } = await import("../../demo/origin.mjs");
+    demo = await startOrigin({ port: 0 });
+    originPort = demo.port;
+  }
   if (allVars.ORIGIN_URL === undefined) allVars.ORIGIN_URL = `http://127.0.0.1:${originPort ?? 8790}`;
   const varArgs = [];
   for (const [k, v] of Object.entries(allVars)) {
@@ -297,7 +305,8 @@ export async function startGateway({ vars = {}, originPort, args = [], persistDi
 
   let exited = null;
   const exitPromise = new Promise((resolve) => {
-    child.on("exit", (code, signal) => {
+    // "close": after the process exited AND its stdout/stderr are drained
+    child.on("close", (code, signal) => {
       for (const which of ["stdout", "stderr"]) if (partial[which]) pushLine(partial[which]);
       partial = { stdout: "", stderr: "" };
       exited = { code, signal };
@@ -326,6 +335,7 @@ export async function startGateway({ vars = {}, originPort, args = [], persistDi
     }
     try { child.stdin.destroy(); } catch {}
     live.delete(child);
+    if (demo) await demo.close().catch(() => {});
     if (ownDir) {
       await fsp.rm(dir, { recursive: true, force: true }).catch(() => {});
       ownedDirs.delete(dir);
@@ -404,6 +414,7 @@ export async function startGateway({ vars = {}, originPort, args = [], persistDi
     port,
     inspectorPort,
     persistDir: dir,
+    origin: demo,
     logs: () => lines.slice(),
     waitForLog,
     events,
