@@ -20,6 +20,11 @@ use crate::core::time::UnixTime;
 pub const ALG_EDDSA: &str = "EdDSA";
 /// `typ` of access tokens (RFC 9068).
 pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+/// `typ` of the gateway's signed assertions to the origin: explicitly not an
+/// access token, so an assertion can never be replayed as one.
+pub const ASSERTION_TYPE: &str = "portcullis-assertion+jwt";
+/// Lifetime of a gateway assertion.
+pub const ASSERTION_TTL_SECS: u64 = 60;
 /// Tokens longer than this are refused before any decoding work.
 pub const MAX_TOKEN_LEN: usize = 4096;
 /// Longest `kid` looked up.
@@ -127,6 +132,35 @@ pub fn issue(t: &NewAccessToken<'_>, key: &SigningKey) -> Result<String, Error> 
     claims.issued_at = chrono::DateTime::from_timestamp(t.now.0, 0);
     claims.expiration = chrono::DateTime::from_timestamp(t.now.plus_secs(t.ttl_secs).0, 0);
     Ed25519.token(&header, &claims, key.secret()).map_err(|e| Error::Internal(format!("signing failed: {e}")))
+}
+
+/// Signs the gateway's assertion about a verified caller for the origin
+/// `audience`: the access token's identity claims, `aud` set to the origin,
+/// a lifetime of [`ASSERTION_TTL_SECS`] capped by the access token's own expiry.
+pub fn issue_assertion(
+    issuer: &str,
+    audience: &str,
+    verified: &VerifiedToken,
+    now: UnixTime,
+    key: &SigningKey,
+) -> Result<(String, UnixTime), Error> {
+    let c = &verified.claims;
+    let expires = now.plus_secs(ASSERTION_TTL_SECS).min(verified.expires_at);
+    let header = Header::empty().with_key_id(key.kid.clone()).with_token_type(ASSERTION_TYPE);
+    let mut claims = Claims::new(IssuedClaims {
+        iss: issuer,
+        aud: audience,
+        sub: &c.sub,
+        sid: &c.sid,
+        roles: &c.roles,
+        email: &c.email,
+        email_verified: c.email_verified,
+        jti: &c.jti,
+    });
+    claims.issued_at = chrono::DateTime::from_timestamp(now.0, 0);
+    claims.expiration = chrono::DateTime::from_timestamp(expires.0, 0);
+    let token = Ed25519.token(&header, &claims, key.secret()).map_err(|e| Error::Internal(format!("signing failed: {e}")))?;
+    Ok((token, expires))
 }
 
 /// What a valid token must say.

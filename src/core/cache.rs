@@ -1,0 +1,112 @@
+//! The per-isolate cache of verified access tokens, so a token seen before
+//! costs a map lookup instead of a signature check.
+//!
+//! Bounded: at most `capacity` entries; when full, expired entries are swept,
+//! and if none were, the whole map is dropped (the cheap, safe choice: a miss
+//! only costs one verification). Entries never outlive their token's `exp`.
+
+use std::collections::HashMap;
+
+use crate::core::time::UnixTime;
+use crate::core::token::{VerifiedToken, LEEWAY_SECS};
+
+/// Default number of cached tokens per isolate.
+pub const DEFAULT_CAPACITY: usize = 10_000;
+
+/// A verified token and, once made, the assertion forwarded with it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The verified token.
+    pub token: VerifiedToken,
+    /// The signed assertion for the origin, and when it expires.
+    pub assertion: Option<(String, UnixTime)>,
+}
+
+/// Verified tokens keyed by their compact form.
+#[derive(Debug)]
+pub struct TokenCache {
+    map: HashMap<String, Entry>,
+    capacity: usize,
+}
+
+impl TokenCache {
+    /// An empty cache holding at most `capacity` tokens.
+    pub fn new(capacity: usize) -> Self {
+        Self { map: HashMap::new(), capacity: capacity.max(1) }
+    }
+
+    /// The entry for `raw` if cached and its token is still valid at `now`.
+    pub fn get_mut(&mut self, raw: &str, now: UnixTime) -> Option<&mut Entry> {
+        let live = self.map.get(raw).is_some_and(|e| now.0 < e.token.expires_at.0.saturating_add(LEEWAY_SECS));
+        if !live {
+            self.map.remove(raw);
+            return None;
+        }
+        self.map.get_mut(raw)
+    }
+
+    /// Caches a freshly verified token.
+    pub fn insert(&mut self, raw: &str, token: VerifiedToken, now: UnixTime) {
+        if self.map.len() >= self.capacity {
+            self.map.retain(|_, e| now.0 < e.token.expires_at.0);
+            if self.map.len() >= self.capacity {
+                self.map.clear();
+            }
+        }
+        self.map.insert(raw.to_string(), Entry { token, assertion: None });
+    }
+
+    /// Number of cached tokens.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the cache is empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::token::AccessClaims;
+
+    fn vt(exp: i64) -> VerifiedToken {
+        VerifiedToken {
+            claims: AccessClaims {
+                iss: "i".into(),
+                aud: vec!["a".into()],
+                sub: "u".into(),
+                sid: "s".into(),
+                roles: vec![],
+                email: "e@x.io".into(),
+                email_verified: false,
+                jti: "j".into(),
+            },
+            issued_at: UnixTime(0),
+            expires_at: UnixTime(exp),
+        }
+    }
+
+    #[test]
+    fn entries_expire_with_their_token() {
+        let mut c = TokenCache::new(10);
+        c.insert("t", vt(100), UnixTime(0));
+        assert!(c.get_mut("t", UnixTime(50)).is_some());
+        assert!(c.get_mut("t", UnixTime(100 + LEEWAY_SECS)).is_none());
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn capacity_is_bounded() {
+        let mut c = TokenCache::new(3);
+        for i in 0..10 {
+            c.insert(&format!("t{i}"), vt(1_000), UnixTime(0));
+            assert!(c.len() <= 3);
+        }
+        c.insert("old", vt(5), UnixTime(0));
+        c.insert("x", vt(1_000), UnixTime(10));
+        assert!(c.get_mut("old", UnixTime(10)).is_none());
+    }
+}

@@ -1,0 +1,370 @@
+//! The D1 adapter: every SQL statement of the project, behind the core ports.
+//!
+//! Statements use `?N` placeholders only. Row structs mirror the tables and
+//! are converted to domain types here. Writes that must be atomic go through
+//! `db.batch`, which D1 runs as one transaction; single-use consumption is
+//! decided by a conditional statement's changed-row count.
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use wasm_bindgen::JsValue;
+use worker::{D1Database, D1PreparedStatement, Env};
+
+use crate::core::error::Error;
+use crate::core::keys::{KeyStatus, StoredKey};
+use crate::core::ports::{KeyStore, Result, SessionStore, UserStore};
+use crate::core::session::{RotateRequest, Rotation, Session};
+use crate::core::time::UnixTime;
+use crate::core::users::User;
+
+const USER_COLUMNS: &str = "u.id, u.email, u.name, u.password_hash, u.email_verified, u.avatar_url, u.phone, \
+     u.banned, u.created_at, (SELECT group_concat(r.role, ',') FROM user_roles r WHERE r.user_id = u.id) AS roles";
+const SESSION_COLUMNS: &str =
+    "id, user_id, created_at, last_used_at, expires_at, revoked_at, ip_address, user_agent";
+
+/// D1 behind [`UserStore`], [`SessionStore`] and [`KeyStore`].
+pub struct D1Store {
+    db: D1Database,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Error {
+    Error::unavailable("d1", e)
+}
+
+fn text(s: &str) -> JsValue {
+    JsValue::from_str(s)
+}
+
+fn opt_text(s: Option<&str>) -> JsValue {
+    s.map_or(JsValue::NULL, JsValue::from_str)
+}
+
+fn int(n: i64) -> JsValue {
+    JsValue::from_f64(n as f64)
+}
+
+fn time(t: UnixTime) -> JsValue {
+    int(t.0)
+}
+
+#[derive(Deserialize)]
+struct UserRow {
+    id: String,
+    email: String,
+    name: Option<String>,
+    password_hash: Option<String>,
+    email_verified: i64,
+    avatar_url: Option<String>,
+    phone: Option<String>,
+    banned: i64,
+    created_at: i64,
+    roles: Option<String>,
+}
+
+impl From<UserRow> for User {
+    fn from(r: UserRow) -> Self {
+        let mut roles: Vec<String> =
+            r.roles.unwrap_or_default().split(',').filter(|s| !s.is_empty()).map(str::to_string).collect();
+        roles.sort_unstable();
+        User {
+            id: r.id,
+            email: r.email,
+            name: r.name,
+            password_hash: r.password_hash,
+            email_verified: r.email_verified != 0,
+            avatar_url: r.avatar_url,
+            phone: r.phone,
+            banned: r.banned != 0,
+            roles,
+            created_at: UnixTime(r.created_at),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct SessionRow {
+    id: String,
+    user_id: String,
+    created_at: i64,
+    last_used_at: i64,
+    expires_at: i64,
+    revoked_at: Option<i64>,
+    ip_address: Option<String>,
+    user_agent: Option<String>,
+}
+
+impl From<SessionRow> for Session {
+    fn from(r: SessionRow) -> Self {
+        Session {
+            id: r.id,
+            user_id: r.user_id,
+            created_at: UnixTime(r.created_at),
+            last_used_at: UnixTime(r.last_used_at),
+            expires_at: UnixTime(r.expires_at),
+            revoked_at: r.revoked_at.map(UnixTime),
+            ip_address: r.ip_address,
+            user_agent: r.user_agent,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ReuseRow {
+    id: String,
+    user_id: String,
+    is_current: i64,
+}
+
+#[derive(Deserialize)]
+struct KeyRow {
+    kid: String,
+    alg: String,
+    public_key: String,
+    private_enc: String,
+    status: String,
+    created_at: i64,
+    retired_at: Option<i64>,
+    publish_until: Option<i64>,
+}
+
+impl TryFrom<KeyRow> for StoredKey {
+    type Error = Error;
+    fn try_from(r: KeyRow) -> std::result::Result<Self, Error> {
+        let status = match r.status.as_str() {
+            "active" => KeyStatus::Active,
+            "retired" => KeyStatus::Retired,
+            other => return Err(Error::Internal(format!("signing key {}: unknown status {other}", r.kid))),
+        };
+        Ok(StoredKey {
+            kid: r.kid,
+            alg: r.alg,
+            public_key: r.public_key,
+            private_enc: r.private_enc,
+            status,
+            created_at: UnixTime(r.created_at),
+            retired_at: r.retired_at.map(UnixTime),
+            publish_until: r.publish_until.map(UnixTime),
+        })
+    }
+}
+
+impl D1Store {
+    /// The `DB` binding.
+    pub fn new(env: &Env) -> Result<Self> {
+        Ok(Self { db: env.d1("DB").map_err(unavailable)? })
+    }
+
+    fn stmt(&self, sql: &str, args: &[JsValue]) -> Result<D1PreparedStatement> {
+        self.db.prepare(sql).bind(args).map_err(unavailable)
+    }
+
+    async fn first<T: DeserializeOwned>(&self, sql: &str, args: &[JsValue]) -> Result<Option<T>> {
+        self.stmt(sql, args)?.first::<T>(None).await.map_err(unavailable)
+    }
+
+    async fn all<T: DeserializeOwned>(&self, sql: &str, args: &[JsValue]) -> Result<Vec<T>> {
+        let res = self.stmt(sql, args)?.all().await.map_err(unavailable)?;
+        res.results::<T>().map_err(unavailable)
+    }
+
+    /// Runs a statement; returns the number of rows it changed.
+    async fn run(&self, sql: &str, args: &[JsValue]) -> Result<usize> {
+        let res = self.stmt(sql, args)?.run().await.map_err(unavailable)?;
+        Ok(res.meta().map_err(unavailable)?.and_then(|m| m.changes).unwrap_or(0))
+    }
+
+    async fn batch(&self, stmts: Vec<D1PreparedStatement>) -> Result<Vec<worker::D1Result>> {
+        self.db.batch(stmts).await.map_err(unavailable)
+    }
+}
+
+fn changes(res: &worker::D1Result) -> Result<usize> {
+    Ok(res.meta().map_err(unavailable)?.and_then(|m| m.changes).unwrap_or(0))
+}
+
+impl UserStore for D1Store {
+    async fn insert_user(&self, u: &User) -> Result<bool> {
+        let mut stmts = vec![self.stmt(
+            "INSERT INTO users (id, email, name, password_hash, email_verified, avatar_url, phone, banned, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9) ON CONFLICT(email) DO NOTHING",
+            &[
+                text(&u.id),
+                text(&u.email),
+                opt_text(u.name.as_deref()),
+                opt_text(u.password_hash.as_deref()),
+                int(i64::from(u.email_verified)),
+                opt_text(u.avatar_url.as_deref()),
+                opt_text(u.phone.as_deref()),
+                int(i64::from(u.banned)),
+                time(u.created_at),
+            ],
+        )?];
+        for role in &u.roles {
+            stmts.push(self.stmt(
+                "INSERT INTO user_roles (user_id, role, created_at) SELECT ?1, ?2, ?3 \
+                 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?1)",
+                &[text(&u.id), text(role), time(u.created_at)],
+            )?);
+        }
+        let results = self.batch(stmts).await?;
+        match results.first() {
+            Some(r) => Ok(changes(r)? == 1),
+            None => Err(unavailable("empty batch result")),
+        }
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users u WHERE u.email = ?1");
+        Ok(self.first::<UserRow>(&sql, &[text(email)]).await?.map(User::from))
+    }
+
+    async fn user_by_id(&self, id: &str) -> Result<Option<User>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = ?1");
+        Ok(self.first::<UserRow>(&sql, &[text(id)]).await?.map(User::from))
+    }
+
+    async fn set_password_hash(&self, user_id: &str, hash: &str, now: UnixTime) -> Result<()> {
+        self.run(
+            "UPDATE users SET password_hash = ?2, updated_at = ?3 WHERE id = ?1",
+            &[text(user_id), text(hash), time(now)],
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+impl SessionStore for D1Store {
+    async fn create_session(&self, s: &Session, refresh_hash: &str) -> Result<()> {
+        let insert_session = self.stmt(
+            "INSERT INTO sessions (id, user_id, refresh_hash, created_at, last_used_at, expires_at, ip_address, user_agent) \
+             VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7)",
+            &[
+                text(&s.id),
+                text(&s.user_id),
+                text(refresh_hash),
+                time(s.created_at),
+                time(s.expires_at),
+                opt_text(s.ip_address.as_deref()),
+                opt_text(s.user_agent.as_deref()),
+            ],
+        )?;
+        let insert_token = self.stmt(
+            "INSERT INTO refresh_tokens (hash, session_id, issued_at) VALUES (?1, ?2, ?3)",
+            &[text(refresh_hash), text(&s.id), time(s.created_at)],
+        )?;
+        self.batch(vec![insert_session, insert_token]).await.map(|_| ())
+    }
+
+    async fn rotate_refresh(&self, r: &RotateRequest<'_>) -> Result<Rotation> {
+        let swap = self.stmt(
+            &format!(
+                "UPDATE sessions SET refresh_hash = ?2, last_used_at = ?3, expires_at = ?4, ip_address = ?5, user_agent = ?6 \
+                 WHERE refresh_hash = ?1 AND revoked_at IS NULL AND expires_at > ?3 RETURNING {SESSION_COLUMNS}"
+            ),
+            &[
+                text(r.old_hash),
+                text(r.new_hash),
+                time(r.now),
+                time(r.expires_at),
+                opt_text(r.ip_address),
+                opt_text(r.user_agent),
+            ],
+        )?;
+        let record = self.stmt(
+            "INSERT INTO refresh_tokens (hash, session_id, issued_at) \
+             SELECT ?1, id, ?2 FROM sessions WHERE refresh_hash = ?1",
+            &[text(r.new_hash), time(r.now)],
+        )?;
+        let results = self.batch(vec![swap, record]).await?;
+        let rotated = match results.first() {
+            Some(res) => res.results::<SessionRow>().map_err(unavailable)?,
+            None => return Err(unavailable("empty batch result")),
+        };
+        if let Some(row) = rotated.into_iter().next() {
+            return Ok(Rotation::Rotated(row.into()));
+        }
+        // Not current: unknown, dead, or an older token of the family (reuse).
+        let owner = self
+            .first::<ReuseRow>(
+                "SELECT s.id, s.user_id, (s.refresh_hash = ?1) AS is_current \
+                 FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.hash = ?1",
+                &[text(r.old_hash)],
+            )
+            .await?;
+        match owner {
+            None => Ok(Rotation::Unknown),
+            Some(o) if o.is_current != 0 => Ok(Rotation::Dead),
+            Some(o) => {
+                if self.revoke_session(&o.id, r.now, "refresh_token_reuse").await? {
+                    Ok(Rotation::Reused { session_id: o.id, user_id: o.user_id })
+                } else {
+                    Ok(Rotation::Dead)
+                }
+            }
+        }
+    }
+
+    async fn session_by_id(&self, id: &str) -> Result<Option<Session>> {
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1");
+        Ok(self.first::<SessionRow>(&sql, &[text(id)]).await?.map(Session::from))
+    }
+
+    async fn session_by_refresh(&self, refresh_hash: &str) -> Result<Option<Session>> {
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE refresh_hash = ?1");
+        Ok(self.first::<SessionRow>(&sql, &[text(refresh_hash)]).await?.map(Session::from))
+    }
+
+    async fn revoke_session(&self, id: &str, now: UnixTime, reason: &str) -> Result<bool> {
+        let n = self
+            .run(
+                "UPDATE sessions SET revoked_at = ?2, revoke_reason = ?3 WHERE id = ?1 AND revoked_at IS NULL",
+                &[text(id), time(now), text(reason)],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn revoke_user_sessions(&self, user_id: &str, except: Option<&str>, now: UnixTime, reason: &str) -> Result<u64> {
+        let n = self
+            .run(
+                "UPDATE sessions SET revoked_at = ?2, revoke_reason = ?3 \
+                 WHERE user_id = ?1 AND revoked_at IS NULL AND (?4 IS NULL OR id <> ?4)",
+                &[text(user_id), time(now), text(reason), opt_text(except)],
+            )
+            .await?;
+        Ok(n as u64)
+    }
+
+    async fn list_sessions(&self, user_id: &str, now: UnixTime) -> Result<Vec<Session>> {
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = ?1 AND revoked_at IS NULL AND expires_at > ?2 \
+             ORDER BY created_at DESC, id LIMIT 100"
+        );
+        Ok(self.all::<SessionRow>(&sql, &[text(user_id), time(now)]).await?.into_iter().map(Session::from).collect())
+    }
+}
+
+impl KeyStore for D1Store {
+    async fn load_keys(&self) -> Result<Vec<StoredKey>> {
+        self.all::<KeyRow>(
+            "SELECT kid, alg, public_key, private_enc, status, created_at, retired_at, publish_until \
+             FROM signing_keys ORDER BY created_at DESC",
+            &[],
+        )
+        .await?
+        .into_iter()
+        .map(StoredKey::try_from)
+        .collect()
+    }
+
+    async fn insert_first_key(&self, k: &StoredKey) -> Result<bool> {
+        let n = self
+            .run(
+                "INSERT INTO signing_keys (kid, alg, public_key, private_enc, status, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, 'active', ?5) ON CONFLICT DO NOTHING",
+                &[text(&k.kid), text(&k.alg), text(&k.public_key), text(&k.private_enc), time(k.created_at)],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+}

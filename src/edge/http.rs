@@ -1,0 +1,163 @@
+//! HTTP at the edge: request facts, JSON bodies read under limits, and the
+//! rendering of JSON and problem+json responses with security headers. This
+//! is the one place a core [`Error`] becomes an HTTP response.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use wasm_bindgen::JsValue;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{Headers, Request, Response, ResponseInit};
+
+use crate::core::error::Error;
+
+/// Largest JSON body any auth endpoint reads.
+pub const MAX_JSON_BODY_BYTES: usize = 16 * 1024;
+
+/// Headers on every response the gateway writes itself.
+const SECURITY_HEADERS: [(&str, &str); 5] = [
+    ("x-content-type-options", "nosniff"),
+    ("strict-transport-security", "max-age=63072000; includeSubDomains"),
+    ("content-security-policy", "default-src 'none'; frame-ancestors 'none'"),
+    ("x-frame-options", "DENY"),
+    ("referrer-policy", "no-referrer"),
+];
+
+/// A response result at the edge; `Err` only for JS-level failures.
+pub type JsResult<T> = Result<T, JsValue>;
+
+/// A header's value, if present.
+pub fn header(req: &Request, name: &str) -> Option<String> {
+    req.headers().get(name).ok().flatten()
+}
+
+/// The bearer token of `Authorization: Bearer <token>`, if any.
+pub fn bearer(req: &Request) -> Option<String> {
+    let value = header(req, "authorization")?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string()).filter(|t| !t.is_empty())
+}
+
+/// Reads the body as JSON of type `T`: `application/json`, at most
+/// [`MAX_JSON_BODY_BYTES`]. Syntax errors are 400 `invalid_json`; missing,
+/// unknown or mistyped fields are 422 `validation_failed`.
+pub async fn read_json<T: DeserializeOwned>(req: &Request) -> Result<T, Error> {
+    let bytes = read_body(req).await?;
+    if bytes.is_empty() {
+        return Err(Error::InvalidJson("the request body is empty; expected a JSON object".into()));
+    }
+    parse_json(&bytes)
+}
+
+/// Like [`read_json`], but an empty body (with any or no content type) gives
+/// `T::default()`.
+pub async fn read_optional_json<T: DeserializeOwned + Default>(req: &Request) -> Result<T, Error> {
+    let declared = header(req, "content-length").and_then(|v| v.trim().parse::<usize>().ok());
+    if declared == Some(0) || (declared.is_none() && req.body().is_none()) {
+        return Ok(T::default());
+    }
+    let bytes = read_body(req).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    parse_json(&bytes)
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        if e.is_data() {
+            Error::validation("validation_failed", e.to_string())
+        } else {
+            Error::InvalidJson(format!("the request body is not valid JSON: {e}"))
+        }
+    })
+}
+
+async fn read_body(req: &Request) -> Result<Vec<u8>, Error> {
+    let ct = header(req, "content-type").unwrap_or_default();
+    let media = ct.split(';').next().unwrap_or("").trim();
+    if !media.eq_ignore_ascii_case("application/json") {
+        return Err(Error::UnsupportedMediaType);
+    }
+    let too_large = Error::PayloadTooLarge { limit_bytes: MAX_JSON_BODY_BYTES };
+    if let Some(len) = header(req, "content-length") {
+        match len.trim().parse::<u64>() {
+            Ok(n) if n <= MAX_JSON_BODY_BYTES as u64 => {}
+            Ok(_) => return Err(too_large),
+            Err(_) => return Err(Error::InvalidJson("bad Content-Length".into())),
+        }
+    }
+    let promise = req.array_buffer().map_err(|_| Error::InvalidJson("the request body cannot be read".into()))?;
+    let buf = JsFuture::from(promise)
+        .await
+        .map_err(|_| Error::InvalidJson("the request body cannot be read".into()))?;
+    let array = js_sys::Uint8Array::new(&buf);
+    if array.length() as usize > MAX_JSON_BODY_BYTES {
+        return Err(too_large);
+    }
+    Ok(array.to_vec())
+}
+
+fn base_headers(content_type: Option<&str>, no_store: bool) -> JsResult<Headers> {
+    let h = Headers::new()?;
+    if let Some(ct) = content_type {
+        h.set("content-type", ct)?;
+    }
+    for (k, v) in SECURITY_HEADERS {
+        h.set(k, v)?;
+    }
+    if no_store {
+        h.set("cache-control", "no-store")?;
+        h.set("pragma", "no-cache")?;
+    }
+    Ok(h)
+}
+
+fn respond(status: u16, headers: &Headers, body: Option<&str>) -> JsResult<Response> {
+    let init = ResponseInit::new();
+    init.set_status(status);
+    init.set_headers(headers);
+    Response::new_with_opt_str_and_init(body, &init)
+}
+
+/// A JSON response. `cache` is a `Cache-Control` value, or `None` for `no-store`.
+pub fn json<T: Serialize>(status: u16, body: &T, cache: Option<&str>, extra: &[(&str, String)]) -> JsResult<Response> {
+    let text = serde_json::to_string(body).map_err(|e| JsValue::from_str(&e.to_string()))?;
+    let h = base_headers(Some("application/json"), cache.is_none())?;
+    if let Some(c) = cache {
+        h.set("cache-control", c)?;
+    }
+    for (k, v) in extra {
+        h.append(k, v)?;
+    }
+    respond(status, &h, Some(&text))
+}
+
+/// An empty response (e.g. 204).
+pub fn empty(status: u16, extra: &[(&str, String)]) -> JsResult<Response> {
+    let h = base_headers(None, true)?;
+    for (k, v) in extra {
+        h.append(k, v)?;
+    }
+    respond(status, &h, None)
+}
+
+/// The problem+json response for `err`; server-side causes go to the log.
+pub fn problem(err: &Error) -> JsResult<Response> {
+    if err.is_server_side() {
+        worker::console_error!("portcullis.error {err}");
+    }
+    let p = err.problem();
+    let h = base_headers(Some("application/problem+json"), true)?;
+    if let Some(v) = &p.www_authenticate {
+        h.set("www-authenticate", v)?;
+    }
+    if let Some(secs) = p.retry_after_secs {
+        h.set("retry-after", &secs.to_string())?;
+    }
+    respond(p.status, &h, Some(&p.body().to_string()))
+}
+
+/// The request's origin (`scheme://host[:port]`), from its URL.
+pub fn request_origin(url: &url::Url) -> String {
+    url.origin().ascii_serialization()
+}

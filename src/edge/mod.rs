@@ -1,0 +1,63 @@
+//! The wasm32 edge: the Worker's entry points and the platform adapters.
+//!
+//! `fetch` serves the auth API and the gateway, `queue` consumes auth events,
+//! `scheduled` runs periodic upkeep. Requests and responses stay raw
+//! `web_sys` objects end to end, so the gateway's hot path crosses the JS
+//! boundary as few times as possible.
+
+mod d1;
+mod http;
+mod keyring;
+mod platform;
+mod proxy;
+mod queue;
+mod router;
+
+use std::rc::Rc;
+
+use worker::{event, Context, Env, MessageBatch, ScheduleContext, ScheduledEvent};
+
+use crate::core::config::{Config, ConfigError};
+
+thread_local! {
+    /// The configuration, parsed once per isolate (vars cannot change without
+    /// a new isolate).
+    static CONFIG: std::cell::OnceCell<Result<Rc<Config>, ConfigError>> = const { std::cell::OnceCell::new() };
+}
+
+/// The isolate's configuration, or the error naming the bad setting.
+fn config(env: &Env) -> Result<Rc<Config>, ConfigError> {
+    CONFIG.with(|cell| {
+        cell.get_or_init(|| {
+            Config::from_lookup(|name| {
+                env.var(name)
+                    .map(|v| v.to_string())
+                    .ok()
+                    .or_else(|| env.secret(name).map(|v| v.to_string()).ok())
+            })
+            .map(Rc::new)
+        })
+        .clone()
+    })
+}
+
+#[event(start)]
+fn start() {
+    console_error_panic_hook::set_once();
+}
+
+#[event(fetch)]
+async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<web_sys::Response> {
+    router::handle(req, env, ctx).await
+}
+
+#[event(queue)]
+async fn consume(batch: MessageBatch<wasm_bindgen::JsValue>, env: Env, _ctx: Context) -> worker::Result<()> {
+    queue::consume(batch, env).await;
+    Ok(())
+}
+
+#[event(scheduled)]
+async fn scheduled(event: ScheduledEvent, _env: Env, _ctx: ScheduleContext) {
+    worker::console_log!("portcullis.scheduled cron={}", event.cron());
+}

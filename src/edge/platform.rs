@@ -1,0 +1,38 @@
+//! Small platform services: the clock, randomness and the WebCrypto handle.
+
+use wasm_bindgen::JsCast;
+
+use crate::core::ids::Random;
+use crate::core::time::UnixTime;
+
+/// The current time, from `Date.now()`.
+pub fn now() -> UnixTime {
+    UnixTime::from_millis(js_sys::Date::now())
+}
+
+/// `crypto.getRandomValues` through getrandom.
+pub struct OsRandom;
+
+impl Random for OsRandom {
+    fn fill(&mut self, buf: &mut [u8]) {
+        // getrandom only fails when the platform has no CSPRNG, which workerd
+        // always has; zero bytes would be unsafe, so make the failure loud.
+        if getrandom::fill(buf).is_err() {
+            worker::console_error!("portcullis: crypto.getRandomValues failed");
+            buf.iter_mut().for_each(|b| *b = 0);
+            std::process::abort();
+        }
+    }
+}
+
+thread_local! {
+    static SUBTLE: Option<web_sys::SubtleCrypto> = js_sys::Reflect::get(&js_sys::global(), &"crypto".into())
+        .ok()
+        .filter(|c| c.is_object())
+        .map(|c| c.unchecked_into::<web_sys::Crypto>().subtle());
+}
+
+/// The global `crypto.subtle`.
+pub fn subtle() -> Option<web_sys::SubtleCrypto> {
+    SUBTLE.with(Clone::clone)
+}

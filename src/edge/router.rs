@@ -1,0 +1,226 @@
+//! Request routing: the auth API under `/auth` and `/.well-known`, everything
+//! else to the gateway. Handlers here only translate HTTP to a core flow call
+//! and its result back to HTTP.
+
+use std::rc::Rc;
+
+use serde::Deserialize;
+use web_sys::{Request, Response};
+use worker::{Context, Env};
+
+use crate::core::config::Config;
+use crate::core::error::Error;
+use crate::core::flows::account::{LoginRequest, RefreshRequest, SignupRequest};
+use crate::core::flows::keys::discovery;
+use crate::core::flows::{AuthResponse, Deps, Meta};
+use crate::core::policy::normalise_path;
+use crate::edge::d1::D1Store;
+use crate::edge::http::{self, JsResult};
+use crate::edge::keyring::EdgeKeys;
+use crate::edge::platform::{self, OsRandom};
+use crate::edge::queue::QueueSink;
+use crate::edge::{config, proxy};
+
+/// Cookie carrying the access token in cookie mode.
+pub const ACCESS_COOKIE: &str = "__Host-portcullis_access";
+/// Cookie carrying the refresh token in cookie mode.
+pub const REFRESH_COOKIE: &str = "__Host-portcullis_refresh";
+
+/// Serves one request; never fails open.
+pub async fn handle(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+    let result = match config(&env) {
+        Err(e) => http::problem(&Error::Misconfigured(e.0)),
+        Ok(cfg) => route(req, env, ctx, cfg).await,
+    };
+    result.map_err(|e| worker::Error::JsError(format!("response construction failed: {e:?}")))
+}
+
+async fn route(req: Request, env: Env, ctx: Context, cfg: Rc<Config>) -> JsResult<Response> {
+    let url = match url::Url::parse(&req.url()) {
+        Ok(u) => u,
+        Err(_) => return http::problem(&Error::validation("invalid_path", "the request URL is not valid")),
+    };
+    let normalised = match normalise_path(url.path()) {
+        Ok(p) => p,
+        Err(e) => return http::problem(&e),
+    };
+    let key = normalised.to_ascii_lowercase();
+    let owned = key == "/auth" || key.starts_with("/auth/") || key.starts_with("/.well-known/");
+    if !owned {
+        return proxy::forward(req, &env, &ctx, &cfg, url, normalised).await;
+    }
+    match auth_api(&req, &env, cfg, &url).await {
+        Ok(resp) => Ok(resp),
+        Err(e) => http::problem(&e),
+    }
+}
+
+fn meta(req: &Request, cfg: &Config, url: &url::Url) -> Meta {
+    Meta {
+        now: platform::now(),
+        ip: http::header(req, "cf-connecting-ip"),
+        user_agent: http::header(req, "user-agent").map(|ua| ua.chars().take(512).collect()),
+        issuer: cfg.issuer_for(&http::request_origin(url)),
+    }
+}
+
+/// The caller's access token: `Authorization: Bearer`, else (cookie mode)
+/// the access cookie — then only for safe methods or same-site requests.
+fn access_token(req: &Request, cfg: &Config, url: &url::Url) -> Result<Option<String>, Error> {
+    if let Some(t) = http::bearer(req) {
+        return Ok(Some(t));
+    }
+    if !cfg.cookie_mode {
+        return Ok(None);
+    }
+    let token = cookie(req, ACCESS_COOKIE);
+    if token.is_some() {
+        csrf_check(req, cfg, url)?;
+    }
+    Ok(token)
+}
+
+/// Refuses cookie-authenticated state changes from another site.
+pub fn csrf_check(req: &Request, cfg: &Config, url: &url::Url) -> Result<(), Error> {
+    let method = req.method();
+    if matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS") {
+        return Ok(());
+    }
+    let refused = || Error::forbidden("csrf_refused", "cross-site request refused for cookie authentication");
+    if http::header(req, "sec-fetch-site").is_some_and(|v| v.eq_ignore_ascii_case("cross-site")) {
+        return Err(refused());
+    }
+    if let Some(origin) = http::header(req, "origin") {
+        let own = http::request_origin(url);
+        let allowed = origin == own || cfg.cors_origins.iter().any(|o| o == &origin);
+        if !allowed {
+            return Err(refused());
+        }
+    }
+    Ok(())
+}
+
+/// The value of cookie `name`, if sent.
+pub fn cookie(req: &Request, name: &str) -> Option<String> {
+    let header = http::header(req, "cookie")?;
+    header.split(';').find_map(|pair| {
+        let (k, v) = pair.trim().split_once('=')?;
+        (k == name && !v.is_empty()).then(|| v.to_string())
+    })
+}
+
+fn set_cookie(name: &str, value: &str, max_age: u64) -> (&'static str, String) {
+    ("set-cookie", format!("{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; Secure; SameSite=Lax"))
+}
+
+fn auth_cookies(cfg: &Config, resp: &AuthResponse) -> Vec<(&'static str, String)> {
+    if !cfg.cookie_mode {
+        return Vec::new();
+    }
+    vec![
+        set_cookie(ACCESS_COOKIE, &resp.access_token, cfg.access_ttl_secs),
+        set_cookie(REFRESH_COOKIE, &resp.refresh_token, cfg.refresh_ttl_secs),
+    ]
+}
+
+fn clear_cookies(cfg: &Config) -> Vec<(&'static str, String)> {
+    if !cfg.cookie_mode {
+        return Vec::new();
+    }
+    vec![set_cookie(ACCESS_COOKIE, "", 0), set_cookie(REFRESH_COOKIE, "", 0)]
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+async fn auth_api(req: &Request, env: &Env, cfg: Rc<Config>, url: &url::Url) -> Result<Response, Error> {
+    let js = |r: JsResult<Response>| r.map_err(|e| Error::Internal(format!("response: {e:?}")));
+    let store = D1Store::new(env)?;
+    let events = QueueSink::new(env);
+    let keys = EdgeKeys::new(env, cfg.clone());
+    let deps = Deps { store: &store, events: &events, keys: &keys, config: &cfg };
+    let meta = meta(req, &cfg, url);
+    let rng = &mut OsRandom;
+    let method = req.method();
+    let method = if method == "HEAD" { "GET".to_string() } else { method };
+    let path = url.path();
+
+    match (method.as_str(), path) {
+        ("GET", "/.well-known/jwks.json") => js(http::json(200, &keys.jwks().await?, Some("public, max-age=300"), &[])),
+        ("GET", "/.well-known/openid-configuration") => {
+            js(http::json(200, &discovery(&meta.issuer), Some("public, max-age=300"), &[]))
+        }
+        ("POST", "/auth/signup") => {
+            let body: SignupRequest = http::read_json(req).await?;
+            let resp = deps.signup(&meta, rng, body).await?;
+            js(http::json(201, &resp, None, &auth_cookies(&cfg, &resp)))
+        }
+        ("POST", "/auth/login") => {
+            let body: LoginRequest = http::read_json(req).await?;
+            let resp = deps.login(&meta, rng, body).await?;
+            js(http::json(200, &resp, None, &auth_cookies(&cfg, &resp)))
+        }
+        ("POST", "/auth/refresh") => {
+            let body: RefreshRequest = http::read_optional_json(req).await?;
+            let token = match body.refresh_token {
+                Some(t) => Some(t),
+                None if cfg.cookie_mode => {
+                    let t = cookie(req, REFRESH_COOKIE);
+                    if t.is_some() {
+                        csrf_check(req, &cfg, url)?;
+                    }
+                    t
+                }
+                None => None,
+            };
+            let resp = deps.refresh(&meta, rng, token.as_deref()).await?;
+            js(http::json(200, &resp, None, &auth_cookies(&cfg, &resp)))
+        }
+        ("POST", "/auth/logout") => {
+            let body: RefreshRequest = http::read_optional_json(req).await?;
+            let bearer = access_token(req, &cfg, url)?;
+            let refresh = body.refresh_token.or_else(|| cfg.cookie_mode.then(|| cookie(req, REFRESH_COOKIE)).flatten());
+            deps.logout(&meta, rng, bearer.as_deref(), refresh.as_deref()).await?;
+            js(http::empty(204, &clear_cookies(&cfg)))
+        }
+        ("GET", "/auth/me") => {
+            let bearer = access_token(req, &cfg, url)?;
+            js(http::json(200, &deps.me(&meta, bearer.as_deref()).await?, None, &[]))
+        }
+        ("GET", "/auth/sessions") => {
+            let bearer = access_token(req, &cfg, url)?;
+            let sessions = deps.sessions(&meta, bearer.as_deref()).await?;
+            js(http::json(200, &serde_json::json!({ "sessions": sessions }), None, &[]))
+        }
+        ("POST", "/auth/sessions/revoke-others") => {
+            let _: Empty = http::read_optional_json(req).await?;
+            let bearer = access_token(req, &cfg, url)?;
+            let n = deps.revoke_other_sessions(&meta, rng, bearer.as_deref()).await?;
+            js(http::json(200, &serde_json::json!({ "revoked": n }), None, &[]))
+        }
+        ("DELETE", p) if p.starts_with("/auth/sessions/") => {
+            let id = &p["/auth/sessions/".len()..];
+            if id.is_empty() || id.len() > 64 || id.contains('/') {
+                return Err(Error::NotFound);
+            }
+            let bearer = access_token(req, &cfg, url)?;
+            deps.revoke_own_session(&meta, rng, bearer.as_deref(), id).await?;
+            js(http::empty(204, &[]))
+        }
+        (_, p) if KNOWN_PATHS.contains(&p) || p.starts_with("/auth/sessions/") => Err(Error::MethodNotAllowed),
+        _ => Err(Error::NotFound),
+    }
+}
+
+const KNOWN_PATHS: &[&str] = &[
+    "/.well-known/jwks.json",
+    "/.well-known/openid-configuration",
+    "/auth/signup",
+    "/auth/login",
+    "/auth/refresh",
+    "/auth/logout",
+    "/auth/me",
+    "/auth/sessions",
+    "/auth/sessions/revoke-others",
+];
