@@ -1,0 +1,191 @@
+//! Signup, login, refresh rotation and reuse detection, logout, sessions.
+
+use portcullis::core::error::{Error, TokenError};
+use portcullis::core::flows::account::{LoginRequest, SignupRequest};
+use portcullis::core::flows::AuthResponse;
+
+use crate::support::{block_on, TestRandom, World};
+
+fn signup(w: &World, rng: &mut TestRandom, email: &str, password: &str) -> Result<AuthResponse, Error> {
+    let (deps, meta) = w.at(1_000);
+    block_on(deps.signup(
+        &meta,
+        rng,
+        SignupRequest { email: email.into(), password: password.into(), name: Some(" Ada ".into()) },
+    ))
+}
+
+fn login(w: &World, rng: &mut TestRandom, now: i64, email: &str, password: &str) -> Result<AuthResponse, Error> {
+    let (deps, meta) = w.at(now);
+    block_on(deps.login(&meta, rng, LoginRequest { email: email.into(), password: password.into() }))
+}
+
+#[test]
+fn signup_normalises_the_email_and_emits_user_created() {
+    let w = World::new(&[]);
+    let r = signup(&w, &mut TestRandom(1), "  Ada@Example.COM ", "correct horse").unwrap();
+    assert_eq!(r.user.email, "ada@example.com");
+    assert_eq!(r.user.name.as_deref(), Some("Ada"));
+    assert_eq!(r.token_type, "Bearer");
+    assert_eq!(r.expires_in, 900);
+    assert_eq!(w.events.kinds(), vec!["user_created"]);
+    let ev = w.events.last_json();
+    assert_eq!(ev["data"]["provider"], "email");
+    assert_eq!(ev["data"]["email"], "ada@example.com");
+}
+
+#[test]
+fn duplicate_signup_is_a_conflict_and_writes_nothing() {
+    let w = World::new(&[]);
+    let mut rng = TestRandom(2);
+    signup(&w, &mut rng, "a@example.com", "password-1").unwrap();
+    let err = signup(&w, &mut rng, "A@EXAMPLE.com", "password-2").unwrap_err();
+    assert_eq!(err.problem().code, "email_taken");
+    assert_eq!(w.store.users.borrow().len(), 1);
+    assert_eq!(w.store.sessions.borrow().len(), 1);
+}
+
+#[test]
+fn signup_rejects_short_passwords_without_writing() {
+    let w = World::new(&[]);
+    let err = signup(&w, &mut TestRandom(3), "a@example.com", "short").unwrap_err();
+    assert_eq!(err.problem().code, "password_too_short");
+    assert!(w.store.users.borrow().is_empty());
+    assert!(w.events.kinds().is_empty());
+}
+
+#[test]
+fn login_returns_the_same_error_for_unknown_email_and_wrong_password() {
+    let w = World::new(&[]);
+    let mut rng = TestRandom(4);
+    signup(&w, &mut rng, "a@example.com", "password-1").unwrap();
+    let wrong = login(&w, &mut rng, 1_001, "a@example.com", "password-2").unwrap_err();
+    let unknown = login(&w, &mut rng, 1_001, "b@example.com", "password-1").unwrap_err();
+    assert_eq!(wrong, Error::InvalidCredentials);
+    assert_eq!(wrong.problem(), unknown.problem());
+    let kinds = w.events.kinds();
+    assert_eq!(&kinds[kinds.len() - 2..], ["login_failed", "login_failed"]);
+    let sent = w.events.sent.borrow();
+    let reasons: Vec<String> = sent[sent.len() - 2..]
+        .iter()
+        .map(|e| serde_json::from_str::<serde_json::Value>(&e.to_json()).unwrap()["data"]["reason"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(reasons, ["invalid_password", "user_not_found"]);
+}
+
+#[test]
+fn login_succeeds_and_emits_login_with_client_facts() {
+    let w = World::new(&[]);
+    let mut rng = TestRandom(5);
+    signup(&w, &mut rng, "a@example.com", "pass word ünï").unwrap();
+    let r = login(&w, &mut rng, 1_010, "A@example.com", "pass word ünï").unwrap();
+    assert_eq!(r.user.email, "a@example.com");
+    let ev = w.events.last_json();
+    assert_eq!(ev["type"], "login");
+    assert_eq!(ev["data"]["ip_address"], "203.0.113.7");
+    assert_eq!(ev["data"]["user_agent"], "tests");
+}
+
+#[test]
+fn login_upgrades_the_hash_when_parameters_change() {
+    let mut w = World::new(&[]);
+    let mut rng = TestRandom(6);
+    signup(&w, &mut rng, "a@example.com", "password-1").unwrap();
+    let before = w.store.users.borrow()[0].password_hash.clone().unwrap();
+    assert!(before.contains("m=64,t=1,p=1"));
+    w.config.hash_params.memory_kib = 128;
+    login(&w, &mut rng, 1_001, "a@example.com", "password-1").unwrap();
+    let after = w.store.users.borrow()[0].password_hash.clone().unwrap();
+    assert!(after.contains("m=128,t=1,p=1"), "{after}");
+    login(&w, &mut rng, 1_002, "a@example.com", "password-1").unwrap();
+}
+
+#[test]
+fn banned_users_cannot_log_in_or_refresh() {
+    let w = World::new(&[]);
+    let mut rng = TestRandom(7);
+    let r = signup(&w, &mut rng, "a@example.com", "password-1").unwrap();
+    w.store.users.borrow_mut()[0].banned = true;
+    assert_eq!(login(&w, &mut rng, 1_001, "a@example.com", "password-1").unwrap_err().problem().code, "account_banned");
+    let (deps, meta) = w.at(1_002);
+    let err = block_on(deps.refresh(&meta, &mut rng, Some(&r.refresh_token))).unwrap_err();
+    assert_eq!(err.problem().code, "account_banned");
+}
+
+#[test]
+fn refresh_rotates_and_reuse_revokes_the_whole_session() {
+    let w = World::new(&[]);
+    let mut rng = TestRandom(8);
+    let first = signup(&w, &mut rng, "a@example.com", "password-1").unwrap();
+    let (deps, meta) = w.at(1_100);
+    let second = block_on(deps.refresh(&meta, &mut rng, Some(&first.refresh_token))).unwrap();
+    assert_ne!(second.refresh_token, first.refresh_token);
+    assert_eq!(second.user.session_id, first.user.session_id);
+    assert_eq!(w.events.kinds().last(), Some(&"token_refreshed"));
+
+    // Presenting the rotated token again: refused, and the session dies.
+    let reuse = block_on(deps.refresh(&meta, &mut rng, Some(&first.refresh_token))).unwrap_err();
+    assert_eq!(reuse, Error::InvalidRefreshToken);
+    assert_eq!(w.events.kinds().last(), Some(&"session_revoked"));
+    let current = block_on(deps.refresh(&meta, &mut rng, Some(&second.refresh_token))).unwrap_err();
+    assert_eq!(current, Error::InvalidRefreshToken);
+    let me = block_on(deps.me(&meta, Some(&second.access_token))).unwrap_err();
+    assert_eq!(me, Error::InvalidToken(TokenError::SessionRevoked));
+}
+
+#[test]
+fn expired_sessions_cannot_refresh() {
+    let w = World::new(&[("REFRESH_TTL", "100")]);
+    let mut rng = TestRandom(9);
+    let r = signup(&w, &mut rng, "a@example.com", "password-1").unwrap();
+    let (deps, meta) = w.at(1_100);
+    assert_eq!(block_on(deps.refresh(&meta, &mut rng, Some(&r.refresh_token))).unwrap_err(), Error::InvalidRefreshToken);
+}
+
+#[test]
+fn malformed_refresh_tokens_are_refused_without_lookup() {
+    let w = World::new(&[]);
+    let (deps, meta) = w.at(1_000);
+    for bad in [None, Some(""), Some("has space"), Some("x".repeat(300).as_str())] {
+        assert_eq!(block_on(deps.refresh(&meta, &mut TestRandom(1), bad)).unwrap_err(), Error::InvalidRefreshToken);
+    }
+}
+
+#[test]
+fn logout_revokes_the_session_for_refresh_and_me() {
+    let w = World::new(&[]);
+    let mut rng = TestRandom(10);
+    let r = signup(&w, &mut rng, "a@example.com", "password-1").unwrap();
+    let (deps, meta) = w.at(1_001);
+    block_on(deps.logout(&meta, &mut rng, Some(&r.access_token), None)).unwrap();
+    assert_eq!(w.events.kinds().last(), Some(&"logout"));
+    assert_eq!(block_on(deps.refresh(&meta, &mut rng, Some(&r.refresh_token))).unwrap_err(), Error::InvalidRefreshToken);
+    assert_eq!(block_on(deps.me(&meta, Some(&r.access_token))).unwrap_err(), Error::InvalidToken(TokenError::SessionRevoked));
+}
+
+#[test]
+fn sessions_are_listed_and_revoked_by_their_owner_only() {
+    let w = World::new(&[]);
+    let mut rng = TestRandom(11);
+    let a1 = signup(&w, &mut rng, "a@example.com", "password-1").unwrap();
+    let a2 = login(&w, &mut rng, 1_001, "a@example.com", "password-1").unwrap();
+    let b = signup(&w, &mut rng, "b@example.com", "password-1").unwrap();
+    let (deps, meta) = w.at(1_002);
+    let list = block_on(deps.sessions(&meta, Some(&a1.access_token))).unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(list.iter().filter(|s| s.current).count(), 1);
+    let other = b.user.session_id.clone().unwrap();
+    assert_eq!(block_on(deps.revoke_own_session(&meta, &mut rng, Some(&a1.access_token), &other)).unwrap_err(), Error::NotFound);
+    let n = block_on(deps.revoke_other_sessions(&meta, &mut rng, Some(&a1.access_token))).unwrap();
+    assert_eq!(n, 1);
+    assert!(block_on(deps.me(&meta, Some(&a2.access_token))).is_err());
+    assert!(block_on(deps.me(&meta, Some(&a1.access_token))).is_ok());
+}
+
+#[test]
+fn storage_failures_fail_closed() {
+    let w = World::new(&[]);
+    *w.store.fail.borrow_mut() = true;
+    let err = signup(&w, &mut TestRandom(12), "a@example.com", "password-1").unwrap_err();
+    assert_eq!(err.problem().status, 503);
+}

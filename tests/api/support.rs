@@ -1,0 +1,257 @@
+//! In-memory ports, a fixed clock and a seeded random source: core's flows
+//! run natively against these exactly as they run against D1 at the edge.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use portcullis::core::config::Config;
+use portcullis::core::error::Error;
+use portcullis::core::events::Envelope;
+use portcullis::core::flows::keys::load_or_create;
+use portcullis::core::flows::{Deps, Meta};
+use portcullis::core::ids::Random;
+use portcullis::core::keys::{Kek, KeyStatus, SigningKey, StoredKey};
+use portcullis::core::ports::{EventSink, KeyRing, KeyStore, Result, SessionStore, UserStore};
+use portcullis::core::session::{RotateRequest, Rotation, Session};
+use portcullis::core::time::UnixTime;
+use portcullis::core::users::User;
+
+/// xorshift64: deterministic, for tests only.
+pub struct TestRandom(pub u64);
+
+impl Random for TestRandom {
+    fn fill(&mut self, buf: &mut [u8]) {
+        for b in buf {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            *b = (self.0 >> 32) as u8;
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct MemStore {
+    pub users: RefCell<Vec<User>>,
+    /// (session, current refresh hash)
+    pub sessions: RefCell<Vec<(Session, String)>>,
+    /// refresh hash -> session id, every token ever issued
+    pub issued: RefCell<HashMap<String, String>>,
+    pub keys: RefCell<Vec<StoredKey>>,
+    pub fail: RefCell<bool>,
+}
+
+impl MemStore {
+    fn check(&self) -> Result<()> {
+        if *self.fail.borrow() {
+            return Err(Error::unavailable("memory", "injected failure"));
+        }
+        Ok(())
+    }
+}
+
+impl UserStore for MemStore {
+    async fn insert_user(&self, user: &User) -> Result<bool> {
+        self.check()?;
+        let mut users = self.users.borrow_mut();
+        if users.iter().any(|u| u.email == user.email) {
+            return Ok(false);
+        }
+        users.push(user.clone());
+        Ok(true)
+    }
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
+        self.check()?;
+        Ok(self.users.borrow().iter().find(|u| u.email == email).cloned())
+    }
+    async fn user_by_id(&self, id: &str) -> Result<Option<User>> {
+        self.check()?;
+        Ok(self.users.borrow().iter().find(|u| u.id == id).cloned())
+    }
+    async fn set_password_hash(&self, user_id: &str, hash: &str, _now: UnixTime) -> Result<()> {
+        self.check()?;
+        if let Some(u) = self.users.borrow_mut().iter_mut().find(|u| u.id == user_id) {
+            u.password_hash = Some(hash.to_string());
+        }
+        Ok(())
+    }
+}
+
+impl SessionStore for MemStore {
+    async fn create_session(&self, session: &Session, refresh_hash: &str) -> Result<()> {
+        self.check()?;
+        self.sessions.borrow_mut().push((session.clone(), refresh_hash.to_string()));
+        self.issued.borrow_mut().insert(refresh_hash.to_string(), session.id.clone());
+        Ok(())
+    }
+    async fn rotate_refresh(&self, r: &RotateRequest<'_>) -> Result<Rotation> {
+        self.check()?;
+        let mut sessions = self.sessions.borrow_mut();
+        if let Some((s, h)) = sessions.iter_mut().find(|(_, h)| h == r.old_hash) {
+            if !s.is_live(r.now) {
+                return Ok(Rotation::Dead);
+            }
+            *h = r.new_hash.to_string();
+            s.last_used_at = r.now;
+            s.expires_at = r.expires_at;
+            self.issued.borrow_mut().insert(r.new_hash.to_string(), s.id.clone());
+            return Ok(Rotation::Rotated(s.clone()));
+        }
+        let Some(sid) = self.issued.borrow().get(r.old_hash).cloned() else { return Ok(Rotation::Unknown) };
+        let (s, _) = sessions.iter_mut().find(|(s, _)| s.id == sid).expect("issued tokens have sessions");
+        if s.revoked_at.is_some() {
+            return Ok(Rotation::Dead);
+        }
+        s.revoked_at = Some(r.now);
+        Ok(Rotation::Reused { session_id: s.id.clone(), user_id: s.user_id.clone() })
+    }
+    async fn session_by_id(&self, id: &str) -> Result<Option<Session>> {
+        self.check()?;
+        Ok(self.sessions.borrow().iter().find(|(s, _)| s.id == id).map(|(s, _)| s.clone()))
+    }
+    async fn session_by_refresh(&self, refresh_hash: &str) -> Result<Option<Session>> {
+        self.check()?;
+        Ok(self.sessions.borrow().iter().find(|(_, h)| h == refresh_hash).map(|(s, _)| s.clone()))
+    }
+    async fn revoke_session(&self, id: &str, now: UnixTime, _reason: &str) -> Result<bool> {
+        self.check()?;
+        let mut sessions = self.sessions.borrow_mut();
+        match sessions.iter_mut().find(|(s, _)| s.id == id) {
+            Some((s, _)) if s.revoked_at.is_none() => {
+                s.revoked_at = Some(now);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+    async fn revoke_user_sessions(&self, user_id: &str, except: Option<&str>, now: UnixTime, _reason: &str) -> Result<u64> {
+        self.check()?;
+        let mut n = 0;
+        for (s, _) in self.sessions.borrow_mut().iter_mut() {
+            if s.user_id == user_id && s.revoked_at.is_none() && Some(s.id.as_str()) != except {
+                s.revoked_at = Some(now);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+    async fn list_sessions(&self, user_id: &str, now: UnixTime) -> Result<Vec<Session>> {
+        self.check()?;
+        Ok(self.sessions.borrow().iter().filter(|(s, _)| s.user_id == user_id && s.is_live(now)).map(|(s, _)| s.clone()).collect())
+    }
+}
+
+impl KeyStore for MemStore {
+    async fn load_keys(&self) -> Result<Vec<StoredKey>> {
+        self.check()?;
+        Ok(self.keys.borrow().clone())
+    }
+    async fn insert_first_key(&self, key: &StoredKey) -> Result<bool> {
+        self.check()?;
+        let mut keys = self.keys.borrow_mut();
+        if keys.iter().any(|k| k.status == KeyStatus::Active) {
+            return Ok(false);
+        }
+        keys.push(key.clone());
+        Ok(true)
+    }
+}
+
+/// A key ring over the in-memory key store, verifying with ed25519-compact.
+pub struct MemKeys {
+    pub store: Rc<MemStore>,
+    pub kek: Kek,
+    pub now: Cell<UnixTime>,
+}
+
+impl KeyRing for MemKeys {
+    async fn signing_key(&self) -> Result<SigningKey> {
+        let (_, key) = load_or_create(&*self.store, &self.kek, &mut TestRandom(99), self.now.get()).await?;
+        Ok(key)
+    }
+    async fn verify(&self, kid: &str, signed: &[u8], signature: &[u8]) -> Result<Option<bool>> {
+        let keys = self.store.load_keys().await?;
+        let Some(k) = keys.iter().find(|k| k.kid == kid && k.is_published(self.now.get())) else { return Ok(None) };
+        let pk = ed25519_compact::PublicKey::from_slice(&k.public_bytes()?).map_err(|e| Error::Internal(e.to_string()))?;
+        let Ok(sig) = ed25519_compact::Signature::from_slice(signature) else { return Ok(Some(false)) };
+        Ok(Some(pk.verify(signed, &sig).is_ok()))
+    }
+}
+
+#[derive(Default)]
+pub struct MemEvents {
+    pub sent: RefCell<Vec<Envelope>>,
+}
+
+impl MemEvents {
+    pub fn kinds(&self) -> Vec<&'static str> {
+        self.sent.borrow().iter().map(|e| e.kind).collect()
+    }
+    pub fn last_json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.sent.borrow().last().expect("an event").to_json()).unwrap()
+    }
+}
+
+impl EventSink for MemEvents {
+    async fn publish(&self, events: &[Envelope]) -> Result<()> {
+        self.sent.borrow_mut().extend_from_slice(events);
+        Ok(())
+    }
+}
+
+/// Test configuration: fast argon2 so the suite stays quick.
+pub fn config(extra: &[(&str, &str)]) -> Config {
+    let mut vars: HashMap<String, String> = [
+        ("KEY_ENCRYPTION_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
+        ("ARGON2_MEMORY_KIB", "64"),
+        ("ARGON2_ITERATIONS", "1"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in extra {
+        vars.insert(k.to_string(), v.to_string());
+    }
+    Config::from_lookup(|k| vars.get(k).cloned()).expect("valid test config")
+}
+
+pub const ISSUER: &str = "https://auth.test";
+
+pub fn meta(now: i64) -> Meta {
+    Meta { now: UnixTime(now), ip: Some("203.0.113.7".into()), user_agent: Some("tests".into()), issuer: ISSUER.into() }
+}
+
+/// Everything a flow needs, owned, with a clock that tests move.
+pub struct World {
+    pub store: Rc<MemStore>,
+    pub events: MemEvents,
+    pub keys: MemKeys,
+    pub config: Config,
+}
+
+impl World {
+    pub fn new(extra: &[(&str, &str)]) -> Self {
+        let store = Rc::new(MemStore::default());
+        let config = config(extra);
+        let keys = MemKeys { store: store.clone(), kek: config.kek.clone(), now: Cell::new(UnixTime(0)) };
+        Self { store, events: MemEvents::default(), keys, config }
+    }
+
+    /// The dependencies and request facts at time `now`.
+    pub fn at(&self, now: i64) -> (Deps<'_, MemStore, MemEvents, MemKeys>, Meta) {
+        self.keys.now.set(UnixTime(now));
+        (Deps { store: &self.store, events: &self.events, keys: &self.keys, config: &self.config }, meta(now))
+    }
+}
+
+/// Polls a future whose every await is ready at once (all ports here are).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Access tokens issued by the flows and verified by core.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use portcullis::core::error::{Error, TokenError};
+use portcullis::core::flows::account::SignupRequest;
+use portcullis::core::time::UnixTime;
+use portcullis::core::token::{self, Expectations, ACCESS_TOKEN_TYPE};
+
+use crate::support::{block_on, TestRandom, World, ISSUER};
+
+fn issued(w: &World) -> String {
+    let (deps, meta) = w.at(1_000);
+    block_on(deps.signup(
+        &meta,
+        &mut TestRandom(1),
+        SignupRequest { email: "a@example.com".into(), password: "password-1".into(), name: None },
+    ))
+    .unwrap()
+    .access_token
+}
+
+fn verify(w: &World, raw: &str, now: i64, audience: &str) -> Result<token::VerifiedToken, Error> {
+    w.keys.now.set(UnixTime(now));
+    let expect = Expectations { issuer: ISSUER, audience, token_type: ACCESS_TOKEN_TYPE };
+    block_on(token::verify(raw, &w.keys, &expect, UnixTime(now)))
+}
+
+fn part(raw: &str, i: usize) -> serde_json::Value {
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(raw.split('.').nth(i).unwrap()).unwrap()).unwrap()
+}
+
+#[test]
+fn access_tokens_carry_the_spec_claims_and_header() {
+    let w = World::new(&[]);
+    let raw = issued(&w);
+    let h = part(&raw, 0);
+    assert_eq!((h["alg"].as_str(), h["typ"].as_str()), (Some("EdDSA"), Some("at+jwt")));
+    assert!(h["kid"].is_string());
+    let c = part(&raw, 1);
+    for claim in ["iss", "aud", "sub", "sid", "roles", "email", "email_verified", "iat", "exp", "jti"] {
+        assert!(!c[claim].is_null(), "missing {claim}");
+    }
+    assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 900);
+    assert_eq!(c["aud"], "portcullis");
+    let v = verify(&w, &raw, 1_010, "portcullis").unwrap();
+    assert_eq!(v.claims.email, "a@example.com");
+}
+
+#[test]
+fn expired_tokens_are_refused_after_the_leeway() {
+    let w = World::new(&[]);
+    let raw = issued(&w);
+    assert!(verify(&w, &raw, 1_000 + 900 + 29, "portcullis").is_ok());
+    assert_eq!(verify(&w, &raw, 1_000 + 900 + 30, "portcullis").unwrap_err(), Error::InvalidToken(TokenError::Expired));
+}
+
+#[test]
+fn wrong_audience_and_tampering_are_refused() {
+    let w = World::new(&[]);
+    let raw = issued(&w);
+    assert_eq!(verify(&w, &raw, 1_001, "other").unwrap_err(), Error::InvalidToken(TokenError::WrongAudience));
+    let mut parts: Vec<String> = raw.split('.').map(str::to_string).collect();
+    let mut claims = part(&raw, 1);
+    claims["roles"] = serde_json::json!(["admin"]);
+    parts[1] = URL_SAFE_NO_PAD.encode(claims.to_string());
+    assert_eq!(verify(&w, &parts.join("."), 1_001, "portcullis").unwrap_err(), Error::InvalidToken(TokenError::BadSignature));
+}
+
+#[test]
+fn alg_none_and_foreign_headers_are_refused() {
+    let w = World::new(&[]);
+    let raw = issued(&w);
+    let body = raw.split('.').nth(1).unwrap();
+    for (header, want) in [
+        (r#"{"alg":"none","typ":"at+jwt","kid":"x"}"#, TokenError::UnsupportedAlgorithm),
+        (r#"{"alg":"NoNe","typ":"at+jwt","kid":"x"}"#, TokenError::UnsupportedAlgorithm),
+        (r#"{"alg":"HS256","typ":"at+jwt","kid":"x"}"#, TokenError::UnsupportedAlgorithm),
+        (r#"{"alg":"EdDSA","typ":"JWT","kid":"x"}"#, TokenError::WrongType),
+        (r#"{"alg":"EdDSA","typ":"at+jwt"}"#, TokenError::UnknownKey),
+        (r#"{"alg":"EdDSA","typ":"at+jwt","kid":"../../etc/passwd"}"#, TokenError::UnknownKey),
+    ] {
+        let forged = format!("{}.{body}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode([0u8; 64]));
+        assert_eq!(verify(&w, &forged, 1_001, "portcullis").unwrap_err(), Error::InvalidToken(want), "{header}");
+        let stripped = format!("{}.{body}.", URL_SAFE_NO_PAD.encode(header));
+        assert!(verify(&w, &stripped, 1_001, "portcullis").is_err());
+    }
+    for malformed in ["", "a.b", "a.b.c.d", "!!!.???.###", &"a".repeat(70_000)] {
+        assert_eq!(verify(&w, malformed, 1_001, "portcullis").unwrap_err(), Error::InvalidToken(TokenError::Malformed));
+    }
+}
