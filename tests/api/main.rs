@@ -1,5 +1,6 @@
 //! Native integration tests: core's flows wired to in-memory ports and a
 //! fixed clock (see `support`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers may panic
 
 mod account;
 mod support;
