@@ -127,6 +127,9 @@ impl Config {
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
                 .map(|s| {
+                    if s == "*" {
+                        return Ok(s.to_string());
+                    }
                     let u = http_url("CORS_ORIGINS", s)?;
                     Ok(u.origin().ascii_serialization())
                 })

@@ -2,6 +2,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod cors;
 pub mod email;
 pub mod error;
 pub mod events;

@@ -157,6 +157,23 @@ pub fn problem(err: &Error) -> JsResult<Response> {
     respond(p.status, &h, Some(&p.body().to_string()))
 }
 
+/// Copies `resp` (which may have immutable headers, e.g. the origin's) with
+/// the CORS headers for `grant`. The body stream is passed through.
+pub fn add_cors(resp: Response, grant: &crate::core::cors::Grant) -> JsResult<Response> {
+    let headers = Headers::new_with_headers(&resp.headers())?;
+    headers.set("access-control-allow-origin", grant.allow_origin())?;
+    if grant.credentials() {
+        headers.set("access-control-allow-credentials", "true")?;
+    }
+    headers.set("access-control-expose-headers", crate::core::cors::EXPOSED_HEADERS)?;
+    headers.append("vary", "Origin")?;
+    let init = ResponseInit::new();
+    init.set_status(resp.status());
+    init.set_status_text(&resp.status_text());
+    init.set_headers(&headers);
+    Response::new_with_opt_readable_stream_and_init(resp.body().as_ref(), &init)
+}
+
 /// The request's origin (`scheme://host[:port]`), from its URL.
 pub fn request_origin(url: &url::Url) -> String {
     url.origin().ascii_serialization()

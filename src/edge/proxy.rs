@@ -62,8 +62,15 @@ pub async fn forward(
             Err(e) => return http::problem(&e),
         }
     };
-    let Some(origin) = &cfg.origin_url else {
-        return http::problem(&Error::Misconfigured("ORIGIN_URL: not set; the gateway has no origin".into()));
+    let binding = origin_binding(env);
+    let origin = match (&cfg.origin_url, &binding) {
+        (Some(u), _) => u.clone(),
+        (None, Some(_)) => url::Url::parse(BINDING_BASE_URL).map_err(|e| wasm_bindgen::JsValue::from_str(&e.to_string()))?,
+        (None, None) => {
+            return http::problem(&Error::Misconfigured(
+                "ORIGIN_URL: not set and no ORIGIN service binding; the gateway has no origin".into(),
+            ))
+        }
     };
     let mut target = origin.clone();
     let base = origin.path().trim_end_matches('/');
@@ -87,7 +94,11 @@ pub async fn forward(
             return http::problem(&Error::unavailable("origin", format!("building the origin request: {e:?}")));
         }
     };
-    match fetch(&outbound).await {
+    let sent = match &binding {
+        Some(fetcher) => fetch_via(fetcher, &outbound).await,
+        None => fetch(&outbound).await,
+    };
+    match sent {
         Ok(resp) => Ok(resp),
         Err(e) => {
             let timed_out = js_sys::Reflect::get(&e, &"name".into())
@@ -120,6 +131,29 @@ fn origin_problem(timed_out: bool) -> JsResult<Response> {
     Response::new_with_opt_str_and_init(Some(&body.to_string()), &init)
 }
 
+/// Base URL for requests sent through the `ORIGIN` binding when `ORIGIN_URL`
+/// is not set (the binding ignores the host).
+const BINDING_BASE_URL: &str = "https://origin.internal";
+
+thread_local! {
+    static HAS_BINDING: std::cell::OnceCell<bool> = const { std::cell::OnceCell::new() };
+}
+
+/// The `ORIGIN` service binding, if configured (looked up once per isolate).
+fn origin_binding(env: &Env) -> Option<wasm_bindgen::JsValue> {
+    let present = HAS_BINDING.with(|b| *b.get_or_init(|| env.service("ORIGIN").is_ok()));
+    if !present {
+        return None;
+    }
+    env.service("ORIGIN").ok().map(|f| f.into_rpc::<wasm_bindgen::JsValue>())
+}
+
+async fn fetch_via(fetcher: &wasm_bindgen::JsValue, req: &Request) -> JsResult<Response> {
+    let f: js_sys::Function = js_sys::Reflect::get(fetcher, &"fetch".into())?.unchecked_into();
+    let promise: js_sys::Promise = f.call1(fetcher, req)?.unchecked_into();
+    Ok(JsFuture::from(promise).await?.unchecked_into())
+}
+
 async fn fetch(req: &Request) -> JsResult<Response> {
     let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
     let resp = JsFuture::from(global.fetch_with_request(req)).await?;
@@ -147,7 +181,10 @@ async fn check(
     };
     let now = platform::now();
     let issuer = cfg.issuer_for(&http::request_origin(url));
-    let audience = cfg.origin_url.as_ref().map(|o| o.origin().ascii_serialization()).unwrap_or_default();
+    let audience = cfg
+        .origin_url
+        .as_ref()
+        .map_or_else(|| BINDING_BASE_URL.to_string(), |o| o.origin().ascii_serialization());
 
     // Fast path: a token this isolate verified before.
     let cached = TOKENS.with(|c| {

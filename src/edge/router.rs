@@ -9,6 +9,7 @@ use web_sys::{Request, Response};
 use worker::{Context, Env};
 
 use crate::core::config::Config;
+use crate::core::cors;
 use crate::core::error::Error;
 use crate::core::flows::account::{LoginRequest, RefreshRequest, SignupRequest};
 use crate::core::flows::keys::discovery;
@@ -30,9 +31,51 @@ pub const REFRESH_COOKIE: &str = "__Host-portcullis_refresh";
 pub async fn handle(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
     let result = match config(&env) {
         Err(e) => http::problem(&Error::Misconfigured(e.0)),
-        Ok(cfg) => route(req, env, ctx, cfg).await,
+        Ok(cfg) => with_cors(req, env, ctx, cfg).await,
     };
     result.map_err(|e| worker::Error::JsError(format!("response construction failed: {e:?}")))
+}
+
+/// Answers CORS preflights at the edge and adds CORS headers for granted
+/// origins; requests without an `Origin` pay nothing.
+async fn with_cors(req: Request, env: Env, ctx: Context, cfg: Rc<Config>) -> JsResult<Response> {
+    if cfg.cors_origins.is_empty() {
+        return route(req, env, ctx, cfg).await;
+    }
+    let origin = http::header(&req, "origin");
+    let grant = cors::grant(origin.as_deref(), &cfg.cors_origins);
+    if req.method() == "OPTIONS" {
+        if let Some(requested) = http::header(&req, "access-control-request-method") {
+            return preflight(&req, grant.as_ref(), &requested);
+        }
+    }
+    let resp = route(req, env, ctx, cfg).await?;
+    match grant {
+        Some(g) => http::add_cors(resp, &g),
+        None => Ok(resp),
+    }
+}
+
+fn preflight(req: &Request, grant: Option<&cors::Grant>, requested_method: &str) -> JsResult<Response> {
+    let headers = cors::allowed_request_headers(http::header(req, "access-control-request-headers").as_deref());
+    match (grant, headers) {
+        (Some(g), Some(allow_headers)) if cors::method_allowed(requested_method) => {
+            let mut extra = vec![
+                ("access-control-allow-origin", g.allow_origin().to_string()),
+                ("access-control-allow-methods", cors::ALLOWED_METHODS.to_string()),
+                ("access-control-max-age", cors::PREFLIGHT_MAX_AGE_SECS.to_string()),
+                ("vary", "Origin, Access-Control-Request-Method, Access-Control-Request-Headers".to_string()),
+            ];
+            if !allow_headers.is_empty() {
+                extra.push(("access-control-allow-headers", allow_headers));
+            }
+            if g.credentials() {
+                extra.push(("access-control-allow-credentials", "true".to_string()));
+            }
+            http::empty(204, &extra)
+        }
+        _ => http::problem(&Error::forbidden("cors_refused", "this origin, method or header is not allowed")),
+    }
 }
 
 async fn route(req: Request, env: Env, ctx: Context, cfg: Rc<Config>) -> JsResult<Response> {
