@@ -1,0 +1,388 @@
+// The edge gateway end to end: route policies, token checks, identity headers,
+// header hygiene, path normalisation, streaming, origin failures, CORS and
+// cookie mode — the built Worker in wrangler dev, in front of a demo origin.
+import { test, before, after, describe } from "node:test";
+import assert from "node:assert/strict";
+import http from "node:http";
+import crypto from "node:crypto";
+import { startGateway, post, json, randomEmail, freePort } from "./harness.mjs";
+import { grantRole, signingKey, mint, claimsFor } from "./lib/d1.mjs";
+
+const ROUTES = [
+  { path: "/api/public/*", policy: "public" },
+  { path: "/api/admin/*", policy: "role:admin" },
+  { path: "/api/staff/*", policy: "any_role:[editor,admin]" },
+  { path: "/api/docs/*", methods: ["GET", "HEAD"], policy: "public" },
+];
+const APP = "https://app.example";
+
+let gw;
+let alice; // plain user: { email, password, auth }
+let root; // admin
+let key; // the gateway's signing key, for forged tokens
+
+async function signup(email, password = "correct horse battery") {
+  const res = await post(`${gw.url}/auth/signup`, { email, password });
+  assert.equal(res.status, 201, await res.clone().text());
+  return { email, password, auth: await res.json() };
+}
+
+async function login(u) {
+  const res = await post(`${gw.url}/auth/login`, { email: u.email, password: u.password });
+  assert.equal(res.status, 200);
+  u.auth = await res.json();
+  return u;
+}
+
+const bearer = (u) => ({ authorization: `Bearer ${u.auth.access_token}` });
+
+/** Raw HTTP request: the path goes on the wire exactly as given. */
+function raw(method, path, headers = {}, body) {
+  const { port } = new URL(gw.url);
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: "127.0.0.1", port, method, path, headers }, (res) => {
+      const chunks = [];
+      res.on("data", (c) => chunks.push(c));
+      res.on("end", () => {
+        const text = Buffer.concat(chunks).toString("utf8");
+        let parsed = null;
+        try { parsed = JSON.parse(text); } catch {}
+        resolve({ status: res.statusCode, headers: res.headers, text, body: parsed });
+      });
+    });
+    req.on("error", reject);
+    if (body) req.write(body);
+    req.end();
+  });
+}
+
+before(async () => {
+  gw = await startGateway({
+    origin: true,
+    vars: { ROUTES: JSON.stringify(ROUTES), CORS_ORIGINS: APP, COOKIE_MODE: "true" },
+  });
+  alice = await signup(randomEmail("alice"));
+  root = await signup(randomEmail("root"));
+  await grantRole(gw, root.email, "admin");
+  await login(root);
+  key = await signingKey(gw);
+});
+
+after(async () => {
+  await gw?.stop();
+});
+
+describe("route policies", () => {
+  test("a public route is forwarded without a token and without identity headers", async () => {
+    const res = await fetch(`${gw.url}/api/public/ping?x=1`);
+    assert.equal(res.status, 200);
+    const echo = await res.json();
+    assert.equal(echo.path, "/api/public/ping");
+    assert.equal(echo.query, "x=1");
+    assert.equal(echo.identity.user_id ?? null, null);
+  });
+
+  test("an authenticated route without a token is refused at the edge with 401 and a Bearer challenge", async () => {
+    const res = await fetch(`${gw.url}/api/hello`);
+    assert.equal(res.status, 401);
+    assert.match(res.headers.get("content-type"), /application\/problem\+json/);
+    assert.match(res.headers.get("www-authenticate"), /^Bearer/);
+    assert.equal((await res.json()).code, "missing_token");
+  });
+
+  test("an authenticated route with a valid token reaches the origin with the caller's identity", async () => {
+    const res = await fetch(`${gw.url}/api/hello`, { headers: bearer(alice) });
+    assert.equal(res.status, 200);
+    const { identity, method } = await res.json();
+    assert.equal(method, "GET");
+    assert.equal(identity.user_id, alice.auth.user.id);
+    assert.equal(identity.email, alice.email);
+    assert.equal(identity.session_id, alice.auth.user.session_id);
+    assert.equal(identity.roles, "");
+    assert.ok(identity.assertion.split(".").length === 3);
+  });
+
+  test("a role route refuses a user without the role with 403 insufficient_role", async () => {
+    const res = await fetch(`${gw.url}/api/admin/users`, { headers: bearer(alice) });
+    assert.equal(res.status, 403);
+    assert.equal((await res.json()).code, "insufficient_role");
+  });
+
+  test("a role route admits a user holding the role, whose roles are forwarded", async () => {
+    const res = await fetch(`${gw.url}/api/admin/users`, { headers: bearer(root) });
+    assert.equal(res.status, 200);
+    assert.equal((await res.json()).identity.roles, "admin");
+  });
+
+  test("an any_role route admits any listed role and refuses others", async () => {
+    assert.equal((await fetch(`${gw.url}/api/staff/x`, { headers: bearer(root) })).status, 200);
+    assert.equal((await fetch(`${gw.url}/api/staff/x`, { headers: bearer(alice) })).status, 403);
+  });
+
+  test("a rule limited to some methods does not apply to the others", async () => {
+    assert.equal((await fetch(`${gw.url}/api/docs/intro`)).status, 200);
+    const res = await fetch(`${gw.url}/api/docs/intro`, { method: "POST", body: "x" });
+    assert.equal(res.status, 401);
+  });
+
+  test("the method, query and body are forwarded as sent", async () => {
+    const res = await fetch(`${gw.url}/api/items/7?a=1&b=two%20words`, {
+      method: "PUT",
+      headers: { ...bearer(alice), "content-type": "application/json", "x-custom": "kept" },
+      body: JSON.stringify({ hello: "world" }),
+    });
+    assert.equal(res.status, 200);
+    const echo = await res.json();
+    assert.equal(echo.method, "PUT");
+    assert.equal(echo.path, "/api/items/7");
+    assert.equal(echo.query, "a=1&b=two%20words");
+    assert.equal(echo.body, '{"hello":"world"}');
+    assert.equal(echo.headers["x-custom"], "kept");
+    assert.equal(echo.headers["content-type"], "application/json");
+  });
+});
+
+describe("token checks", () => {
+  const expectInvalid = async (token, code = "invalid_token") => {
+    const res = await fetch(`${gw.url}/api/hello`, { headers: { authorization: `Bearer ${token}` } });
+    const body = await res.json();
+    assert.equal(res.status, 401, JSON.stringify(body));
+    assert.equal(body.code, code);
+    assert.match(res.headers.get("www-authenticate"), /error="invalid_token"/);
+  };
+
+  test("an expired token is refused with token_expired", async () => {
+    const now = Math.floor(Date.now() / 1000);
+    await expectInvalid(await mint(key, claimsFor(gw, alice.auth.user, { iat: now - 4000, exp: now - 3600 })), "token_expired");
+  });
+
+  test("a tampered payload is refused", async () => {
+    const [h, p, s] = alice.auth.access_token.split(".");
+    const claims = JSON.parse(Buffer.from(p, "base64url"));
+    claims.roles = ["admin"];
+    await expectInvalid(`${h}.${Buffer.from(JSON.stringify(claims)).toString("base64url")}.${s}`);
+  });
+
+  test("a token for another audience is refused", async () => {
+    await expectInvalid(await mint(key, claimsFor(gw, alice.auth.user, { aud: "someone-else" })));
+  });
+
+  test("a token from another issuer is refused", async () => {
+    await expectInvalid(await mint(key, claimsFor(gw, alice.auth.user, { iss: "https://evil.example" })));
+  });
+
+  test("a token naming an unknown kid is refused", async () => {
+    await expectInvalid(await mint(key, claimsFor(gw, alice.auth.user), { kid: "no-such-key" }));
+  });
+
+  test("a token signed by another key is refused", async () => {
+    const { privateKey } = await crypto.webcrypto.subtle.generateKey({ name: "Ed25519" }, true, ["sign"]);
+    await expectInvalid(await mint({ kid: key.kid, privateKey }, claimsFor(gw, alice.auth.user)));
+  });
+
+  test("the gateway's assertion is not accepted as an access token", async () => {
+    const res = await fetch(`${gw.url}/api/hello`, { headers: bearer(alice) });
+    const { identity } = await res.json();
+    await expectInvalid(identity.assertion);
+  });
+
+  test("a token passes repeatedly (cached) and still carries its identity", async () => {
+    for (let i = 0; i < 3; i++) {
+      const res = await fetch(`${gw.url}/api/hello`, { headers: bearer(alice) });
+      assert.equal(res.status, 200);
+      assert.equal((await res.json()).identity.user_id, alice.auth.user.id);
+    }
+  });
+});
+
+describe("header hygiene", () => {
+  test("spoofed X-Auth headers are replaced by the verified identity", async () => {
+    const res = await fetch(`${gw.url}/api/hello`, {
+      headers: { ...bearer(alice), "x-auth-user-id": "evil", "X-Auth-Roles": "admin", "x-auth-extra": "1" },
+    });
+    const echo = await res.json();
+    assert.equal(echo.identity.user_id, alice.auth.user.id);
+    assert.equal(echo.identity.roles, "");
+    assert.equal(echo.headers["x-auth-extra"], undefined);
+  });
+
+  test("X-Auth headers sent to a public route never reach the origin", async () => {
+    const echo = await (await fetch(`${gw.url}/api/public/x`, { headers: { "x-auth-user-id": "evil", "x-auth-email": "e@x.io" } })).json();
+    assert.equal(echo.headers["x-auth-user-id"], undefined);
+    assert.equal(echo.headers["x-auth-email"], undefined);
+  });
+
+  test("a Connection header naming the identity headers cannot strip or spoof them", async () => {
+    const res = await raw("GET", "/api/hello", {
+      ...bearer(alice),
+      connection: "keep-alive, X-Auth-User-Id, X-Auth-Roles",
+      "x-auth-user-id": "evil",
+      "x-auth-roles": "admin",
+      "x-kept": "2",
+    });
+    assert.equal(res.status, 200);
+    assert.equal(res.body.identity.user_id, alice.auth.user.id);
+    assert.equal(res.body.identity.roles, "");
+    assert.equal(res.body.headers["x-kept"], "2");
+    assert.equal(res.body.headers.connection, undefined);
+  });
+
+  test("the consumed Authorization header is not forwarded", async () => {
+    const echo = await (await fetch(`${gw.url}/api/hello`, { headers: bearer(alice) })).json();
+    assert.equal(echo.headers.authorization, undefined);
+  });
+});
+
+describe("path normalisation", () => {
+  for (const trick of [
+    "/api/public/../admin/users",
+    "/api/public/%2e%2e/admin/users",
+    "/api/public/%2E%2e/admin/users",
+    "/api/public/.%2e/admin/users",
+    "//api//admin//users",
+    "/api/admin/users/",
+    "/API/Admin/users",
+    "/api/./admin/users",
+  ]) {
+    test(`${trick} is still under the admin rule`, async () => {
+      const res = await raw("GET", trick, bearer(alice));
+      assert.equal(res.status, 403, `${trick}: ${res.text}`);
+    });
+  }
+
+  test("the origin receives the normalised path", async () => {
+    const res = await raw("GET", "/api//public/./a/../b/", {});
+    assert.equal(res.status, 200);
+    assert.equal(res.body.path, "/api/public/b");
+  });
+
+  test("encoded slashes and NULs are refused with a 4xx problem", async () => {
+    for (const bad of ["/api/public%2f..%2fadmin/users", "/api/public/%00", "/api/public/%5c..%5cadmin"]) {
+      const res = await raw("GET", bad, bearer(alice));
+      assert.ok(res.status >= 400 && res.status < 500, `${bad}: ${res.status}`);
+      assert.equal(res.body.code, "invalid_path");
+    }
+  });
+});
+
+describe("streaming and origin behaviour", () => {
+  test("a large request body is streamed to the origin intact", async () => {
+    const big = crypto.randomBytes(3 * 1024 * 1024);
+    const res = await fetch(`${gw.url}/api/upload`, {
+      method: "POST",
+      headers: { ...bearer(alice), "content-type": "application/octet-stream" },
+      body: big,
+    });
+    assert.equal(res.status, 200);
+    const echo = await res.json();
+    assert.equal(echo.body_length, big.length);
+    assert.equal(echo.body_sha256, crypto.createHash("sha256").update(big).digest("hex"));
+  });
+
+  test("a chunked origin response streams back complete", async () => {
+    const res = await fetch(`${gw.url}/api/__stream?chunks=8&size=4096`, { headers: bearer(alice) });
+    assert.equal(res.status, 200);
+    let total = 0;
+    let reads = 0;
+    for await (const chunk of res.body) {
+      total += chunk.length;
+      reads++;
+    }
+    assert.equal(total, 8 * 4096);
+    assert.ok(reads >= 1);
+  });
+
+  test("the origin's status and redirects are passed back, never followed", async () => {
+    const teapot = await fetch(`${gw.url}/api/__status/418`, { headers: bearer(alice) });
+    assert.equal(teapot.status, 418);
+    const redirect = await fetch(`${gw.url}/api/__redirect`, { headers: bearer(alice), redirect: "manual" });
+    assert.equal(redirect.status, 302);
+    assert.equal(redirect.headers.get("location"), "http://127.0.0.1:1/elsewhere");
+  });
+
+  test("an unreachable origin gives 502 problem+json", async () => {
+    const port = await freePort();
+    const down = await startGateway({ vars: { ORIGIN_URL: `http://127.0.0.1:${port}` } });
+    try {
+      const res = await fetch(`${down.url}/api/public/x`);
+      assert.equal(res.status, 502);
+      assert.match(res.headers.get("content-type"), /application\/problem\+json/);
+      assert.equal((await res.json()).code, "origin_unreachable");
+    } finally {
+      await down.stop();
+    }
+  });
+});
+
+describe("CORS", () => {
+  test("a preflight from an allowed origin is answered at the edge with credentials", async () => {
+    const res = await fetch(`${gw.url}/api/hello`, {
+      method: "OPTIONS",
+      headers: { origin: APP, "access-control-request-method": "POST", "access-control-request-headers": "authorization, content-type" },
+    });
+    assert.equal(res.status, 204);
+    assert.equal(res.headers.get("access-control-allow-origin"), APP);
+    assert.equal(res.headers.get("access-control-allow-credentials"), "true");
+    assert.match(res.headers.get("access-control-allow-methods"), /POST/);
+    assert.match(res.headers.get("access-control-allow-headers"), /authorization/i);
+  });
+
+  test("a preflight from another origin is refused and nothing is reflected", async () => {
+    const res = await fetch(`${gw.url}/api/hello`, {
+      method: "OPTIONS",
+      headers: { origin: "https://evil.example", "access-control-request-method": "GET" },
+    });
+    assert.equal(res.status, 403);
+    assert.equal(res.headers.get("access-control-allow-origin"), null);
+  });
+
+  test("responses carry CORS headers only for allowed origins", async () => {
+    const ok = await fetch(`${gw.url}/api/hello`, { headers: { ...bearer(alice), origin: APP } });
+    assert.equal(ok.status, 200);
+    assert.equal(ok.headers.get("access-control-allow-origin"), APP);
+    const evil = await fetch(`${gw.url}/api/hello`, { headers: { ...bearer(alice), origin: "https://evil.example" } });
+    assert.equal(evil.headers.get("access-control-allow-origin"), null);
+    assert.equal(evil.headers.get("access-control-allow-credentials"), null);
+    const auth = await fetch(`${gw.url}/auth/me`, { headers: { ...bearer(alice), origin: APP } });
+    assert.equal(auth.headers.get("access-control-allow-origin"), APP);
+  });
+});
+
+describe("cookie mode", () => {
+  test("login sets __Host- cookies that are HttpOnly, Secure, SameSite and Path=/", async () => {
+    const res = await post(`${gw.url}/auth/login`, { email: alice.email, password: alice.password });
+    const cookies = res.headers.getSetCookie();
+    assert.equal(cookies.length, 2);
+    for (const c of cookies) {
+      assert.match(c, /^__Host-portcullis_(access|refresh)=/);
+      for (const attr of ["HttpOnly", "Secure", "SameSite=", "Path=/"]) assert.ok(c.includes(attr), `${c} lacks ${attr}`);
+      assert.ok(!/Domain=/i.test(c));
+    }
+  });
+
+  test("the access cookie authenticates at the gateway and is not forwarded", async () => {
+    const cookie = `__Host-portcullis_access=${alice.auth.access_token}; theme=dark`;
+    const res = await fetch(`${gw.url}/api/hello`, { headers: { cookie } });
+    assert.equal(res.status, 200);
+    const echo = await res.json();
+    assert.equal(echo.identity.user_id, alice.auth.user.id);
+    assert.equal(echo.headers.cookie, "theme=dark");
+  });
+
+  test("a cookie-authenticated state change from a foreign site is refused", async () => {
+    const cookie = `__Host-portcullis_access=${alice.auth.access_token}`;
+    const res = await fetch(`${gw.url}/api/items`, {
+      method: "POST",
+      headers: { cookie, origin: "https://evil.example", "content-type": "text/plain" },
+      body: "x",
+    });
+    assert.equal(res.status, 403);
+    assert.equal((await res.json()).code, "csrf_refused");
+    const site = await fetch(`${gw.url}/api/items`, {
+      method: "POST",
+      headers: { cookie, "sec-fetch-site": "cross-site" },
+      body: "x",
+    });
+    assert.equal(site.status, 403);
+  });
+});

