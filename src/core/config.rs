@@ -16,6 +16,8 @@ pub const REFRESH_TTL_SECS: u64 = 2_592_000;
 pub const MAGIC_LINK_TTL_SECS: u64 = 600;
 /// Default email-OTP lifetime.
 pub const OTP_TTL_SECS: u64 = 600;
+/// Default origin timeout.
+pub const ORIGIN_TIMEOUT_MS: u32 = 30_000;
 /// Default audience.
 pub const DEFAULT_AUDIENCE: &str = "portcullis";
 
@@ -36,6 +38,8 @@ pub struct Config {
     pub otp_ttl_secs: u64,
     /// `ORIGIN_URL`: the protected origin.
     pub origin_url: Option<Url>,
+    /// `ORIGIN_TIMEOUT_MS`: how long the origin may take before a 504.
+    pub origin_timeout_ms: u32,
     /// `ROUTES` and `DEFAULT_POLICY`.
     pub routes: Routes,
     /// `WEBHOOK_URLS`.
@@ -171,6 +175,10 @@ impl Config {
             magic_link_ttl_secs: secs("MAGIC_LINK_TTL", MAGIC_LINK_TTL_SECS)?,
             otp_ttl_secs: secs("OTP_TTL", OTP_TTL_SECS)?,
             origin_url,
+            origin_timeout_ms: match number("ORIGIN_TIMEOUT_MS", ORIGIN_TIMEOUT_MS)? {
+                0 => return Err(err("ORIGIN_TIMEOUT_MS", "must be at least 1".into())),
+                n => n,
+            },
             routes,
             webhook_urls,
             email_transport,

@@ -23,9 +23,6 @@ use crate::edge::keyring::EdgeKeys;
 use crate::edge::platform;
 use crate::edge::router::{cookie, ACCESS_COOKIE, REFRESH_COOKIE};
 
-/// How long the origin may take to answer before the gateway gives up (504).
-pub const ORIGIN_TIMEOUT_MS: u32 = 30_000;
-
 thread_local! {
     static TOKENS: RefCell<TokenCache> = RefCell::new(TokenCache::new(DEFAULT_CAPACITY));
 }
@@ -87,26 +84,37 @@ pub async fn forward(
     if let Some(body) = req.body() {
         init.set_body(&body);
     }
-    init.set_signal(Some(&web_sys::AbortSignal::timeout_with_u32(ORIGIN_TIMEOUT_MS)));
+    // The timeout covers the wait for the origin's response head only: once
+    // it answers, a long streamed body is never cut off.
+    let abort = web_sys::AbortController::new()?;
+    init.set_signal(Some(&abort.signal()));
     let outbound = match Request::new_with_str_and_init(target.as_str(), &init) {
         Ok(r) => r,
         Err(e) => {
             return http::problem(&Error::unavailable("origin", format!("building the origin request: {e:?}")));
         }
     };
-    let sent = match &binding {
-        Some(fetcher) => fetch_via(fetcher, &outbound).await,
-        None => fetch(&outbound).await,
+    let sent = Box::pin(async {
+        match &binding {
+            Some(fetcher) => fetch_via(fetcher, &outbound).await,
+            None => fetch(&outbound).await,
+        }
+    });
+    let timer = worker::Delay::from(std::time::Duration::from_millis(u64::from(cfg.origin_timeout_ms)));
+    let outcome = match futures_util::future::select(sent, timer).await {
+        futures_util::future::Either::Left((result, _)) => Some(result),
+        futures_util::future::Either::Right(((), _)) => None,
     };
-    match sent {
-        Ok(resp) => Ok(resp),
-        Err(e) => {
-            let timed_out = js_sys::Reflect::get(&e, &"name".into())
-                .ok()
-                .and_then(|n| n.as_string())
-                .is_some_and(|n| n == "TimeoutError" || n == "AbortError");
+    match outcome {
+        Some(Ok(resp)) => Ok(resp),
+        Some(Err(e)) => {
             worker::console_error!("portcullis.origin_error {:?}", e);
-            origin_problem(timed_out)
+            origin_problem(false)
+        }
+        None => {
+            abort.abort();
+            worker::console_error!("portcullis.origin_timeout after {} ms", cfg.origin_timeout_ms);
+            origin_problem(true)
         }
     }
 }

@@ -314,6 +314,36 @@ describe("streaming and origin behaviour", () => {
   });
 });
 
+describe("misconfiguration and timeouts", () => {
+  test("an origin slower than ORIGIN_TIMEOUT_MS gives 504 problem+json, not a hang", async () => {
+    const slow = await startGateway({ origin: true, vars: { ORIGIN_TIMEOUT_MS: "1000" } });
+    try {
+      const started = Date.now();
+      const res = await fetch(`${slow.url}/api/public/__slow?ms=5000`);
+      assert.equal(res.status, 504);
+      assert.equal((await res.json()).code, "origin_timeout");
+      assert.ok(Date.now() - started < 4500, "the gateway waited for the slow origin");
+    } finally {
+      await slow.stop();
+    }
+  });
+
+  test("a malformed ROUTES fails closed: every request is refused with a problem naming it", async () => {
+    const bad = await startGateway({ origin: true, vars: { ROUTES: '[{"path": "api/*", "policy": "public"}]' } });
+    try {
+      for (const path of ["/api/public/x", "/api/hello", "/auth/me"]) {
+        const res = await fetch(`${bad.url}${path}`);
+        assert.equal(res.status, 503, path);
+        const body = await res.json();
+        assert.equal(body.code, "misconfigured");
+        assert.match(body.detail, /ROUTES\[0\]/);
+      }
+    } finally {
+      await bad.stop();
+    }
+  });
+});
+
 describe("CORS", () => {
   test("a preflight from an allowed origin is answered at the edge with credentials", async () => {
     const res = await fetch(`${gw.url}/api/hello`, {
