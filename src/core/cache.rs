@@ -107,6 +107,7 @@ mod tests {
         }
         c.insert("old", vt(5), UnixTime(0));
         c.insert("x", vt(1_000), UnixTime(10));
-        assert!(c.get_mut("old", UnixTime(10)).is_none());
+        assert!(c.get_mut("old", UnixTime(5 + LEEWAY_SECS)).is_none());
+        assert!(c.get_mut("x", UnixTime(5 + LEEWAY_SECS)).is_some());
     }
 }

@@ -264,3 +264,56 @@ pub async fn verify(
     }
     parsed.validated_claims(expect, now).map_err(Error::InvalidToken)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const EXPECT: Expectations<'static> = Expectations { issuer: "i", audience: "a", token_type: ACCESS_TOKEN_TYPE };
+
+    proptest! {
+        #[test]
+        fn parsing_arbitrary_text_never_panics(s in "\\PC{0,300}") {
+            if let Ok(p) = Parsed::new(&s, ACCESS_TOKEN_TYPE) {
+                let _ = p.validated_claims(&EXPECT, UnixTime(0));
+            }
+        }
+
+        #[test]
+        fn parsing_token_shaped_input_never_panics(
+            h in "[A-Za-z0-9_-]{0,80}",
+            c in "[A-Za-z0-9_-]{0,200}",
+            s in "[A-Za-z0-9_-]{0,100}",
+        ) {
+            let raw = format!("{h}.{c}.{s}");
+            if let Ok(p) = Parsed::new(&raw, ACCESS_TOKEN_TYPE) {
+                let _ = p.validated_claims(&EXPECT, UnixTime(0));
+            }
+        }
+
+        #[test]
+        fn any_json_header_and_claims_are_handled(
+            header in prop::collection::hash_map("[a-z]{1,4}", "[ -~]{0,12}", 0..6),
+            claims in prop::collection::hash_map("[a-z]{1,4}", any::<i64>(), 0..6),
+        ) {
+            use base64::Engine;
+            let b64 = |v: &serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+            let raw = format!(
+                "{}.{}.{}",
+                b64(&serde_json::json!(header)),
+                b64(&serde_json::json!(claims)),
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([7u8; 64]),
+            );
+            if let Ok(p) = Parsed::new(&raw, ACCESS_TOKEN_TYPE) {
+                let _ = p.validated_claims(&EXPECT, UnixTime(0));
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_tokens_are_refused_before_decoding() {
+        let raw = format!("{}.{}.{}", "a".repeat(MAX_TOKEN_LEN), "b", "c");
+        assert_eq!(Parsed::new(&raw, ACCESS_TOKEN_TYPE).err(), Some(TokenError::Malformed));
+    }
+}

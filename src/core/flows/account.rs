@@ -330,3 +330,34 @@ fn email_taken() -> Error {
 pub fn banned() -> Error {
     Error::forbidden("account_banned", "this account is banned")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn request_bodies_of_any_shape_parse_or_fail_cleanly(body in "\\PC{0,200}") {
+            let _ = serde_json::from_str::<SignupRequest>(&body);
+            let _ = serde_json::from_str::<LoginRequest>(&body);
+            let _ = serde_json::from_str::<RefreshRequest>(&body);
+        }
+
+        #[test]
+        fn json_objects_with_arbitrary_fields_parse_or_fail_cleanly(
+            fields in prop::collection::hash_map("[a-z_]{1,10}", "\\PC{0,20}", 0..5),
+        ) {
+            let body = serde_json::json!(fields).to_string();
+            if let Ok(req) = serde_json::from_str::<SignupRequest>(&body) {
+                let _ = Email::parse(&req.email);
+                let _ = parse_name(req.name);
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        assert!(serde_json::from_str::<LoginRequest>(r#"{"email":"a@b.co","password":"x","admin":true}"#).is_err());
+    }
+}
