@@ -108,6 +108,9 @@ pub enum Error {
         /// The cause, for the log only.
         cause: String,
     },
+    /// The sign-in hook failed and `HOOK_FAILURE_MODE` is `closed`; the cause
+    /// is for the log only.
+    HookUnavailable(String),
     /// A setting is missing or invalid: nothing is served until it is fixed.
     Misconfigured(String),
     /// A bug or an impossible state; the cause is for the log only.
@@ -119,6 +122,7 @@ impl fmt::Display for Error {
         match self {
             Self::Unavailable { dependency, cause } => write!(f, "{dependency} unavailable: {cause}"),
             Self::Internal(cause) => write!(f, "internal error: {cause}"),
+            Self::HookUnavailable(cause) => write!(f, "sign-in hook unavailable: {cause}"),
             other => write!(f, "{}", other.problem().detail),
         }
     }
@@ -181,7 +185,7 @@ impl Error {
 
     /// Whether the cause should be logged: the response says nothing about it.
     pub fn is_server_side(&self) -> bool {
-        matches!(self, Self::Unavailable { .. } | Self::Internal(_) | Self::Misconfigured(_))
+        matches!(self, Self::Unavailable { .. } | Self::Internal(_) | Self::Misconfigured(_) | Self::HookUnavailable(_))
     }
 
     /// The one mapping from an error to what the client sees.
@@ -250,6 +254,16 @@ impl Error {
                     "service_unavailable",
                     "Service unavailable",
                     "a backing service is unavailable; retry later",
+                );
+                p.retry_after_secs = Some(5);
+                p
+            }
+            Self::HookUnavailable(_) => {
+                let mut p = Problem::new(
+                    503,
+                    "hook_unavailable",
+                    "Sign-in hook unavailable",
+                    "the sign-in could not be approved right now; retry later",
                 );
                 p.retry_after_secs = Some(5);
                 p

@@ -1,13 +1,14 @@
 //! The wasm32 edge: the Worker's entry points and the platform adapters.
 //!
-//! `fetch` serves the auth API and the gateway, `queue` consumes auth events,
-//! `scheduled` runs periodic upkeep. Requests and responses stay raw
-//! `web_sys` objects end to end, so the gateway's hot path crosses the JS
-//! boundary as few times as possible.
+//! `fetch` serves the auth API and the gateway, `queue` delivers auth events
+//! (webhooks, emails) and records dead letters, `scheduled` runs periodic
+//! upkeep. Requests and responses stay raw `web_sys` objects end to end, so
+//! the gateway's hot path crosses the JS boundary as few times as possible.
 
 mod d1;
 mod http;
 mod keyring;
+mod outbound;
 mod platform;
 mod proxy;
 mod queue;
@@ -58,6 +59,7 @@ async fn consume(batch: MessageBatch<wasm_bindgen::JsValue>, env: Env, _ctx: Con
 }
 
 #[event(scheduled)]
-async fn scheduled(event: ScheduledEvent, _env: Env, _ctx: ScheduleContext) {
+async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     worker::console_log!("portcullis.scheduled cron={}", event.cron());
+    queue::prune(&env).await;
 }

@@ -3,5 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers may panic
 
 mod account;
+mod delivery;
+mod gate;
 mod support;
 mod tokens;
