@@ -82,18 +82,22 @@ pub async fn consume(batch: MessageBatch<JsValue>, env: Env) {
             return;
         }
     };
-    for msg in batch.raw_iter() {
+    // Messages are independent: handle them concurrently, so one slow
+    // endpoint does not hold up the rest of the batch.
+    let (cfg, store, env) = (&cfg, &store, &env);
+    let work = batch.raw_iter().map(|msg| async move {
         if dead_letter_queue {
-            bury(&msg, cfg.as_ref().ok(), &store).await;
+            bury(&msg, cfg.as_ref().ok(), store).await;
         } else {
-            match &cfg {
-                Ok(cfg) => handle(&msg, cfg.clone(), &store, &env).await,
+            match cfg {
+                Ok(cfg) => handle(&msg, cfg.clone(), store, env).await,
                 // Nothing is delivered half-configured; the message waits
                 // (and, if it waits too long, is dead-lettered and recorded).
                 Err(_) => retry_in(&msg, UNAVAILABLE_RETRY_SECS),
             }
         }
-    }
+    });
+    futures_util::future::join_all(work).await;
 }
 
 async fn handle(msg: &RawMessage, cfg: Rc<Config>, store: &D1Store, env: &Env) {
