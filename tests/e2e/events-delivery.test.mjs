@@ -243,6 +243,42 @@ describe("webhook delivery", () => {
     assert.equal(JSON.parse(rows[0].failed)[0].attempts, MAX_RETRIES + 1);
   });
 
+  test("the log transport prints each *_requested email with its link or code", async (t) => {
+    const email = randomEmail("mail");
+    const auth = await signup(email);
+    const probe = await post(`${gw.url}/auth/magic-link`, { email }, CLIENT);
+    if (probe.status === 404) {
+      t.skip("POST /auth/magic-link is not served yet: the account flows emit these events");
+      return;
+    }
+    await call(probe, 200, "magic-link");
+    await call(await post(`${gw.url}/auth/otp`, { email }, CLIENT), 200, "otp");
+    await call(await post(`${gw.url}/auth/password/forgot`, { email }, CLIENT), 200, "password/forgot");
+    await call(await authed("POST", "/auth/email/verify/request", auth.access_token), 200, "email/verify/request");
+    const printed = async (type) => {
+      const line = await gw.waitForLog((l) => l.includes("portcullis.email ") && l.includes(`"${type}"`) && l.includes(email), 15_000);
+      return JSON.parse(line.slice(line.indexOf("{")));
+    };
+    const toml = fs.readFileSync(path.join(ROOT, "wrangler.toml"), "utf8");
+    const base = (name) => toml.match(new RegExp(`^${name} = "(.*)"$`, "m"))[1];
+    for (const [type, setting] of [
+      ["magic_link_requested", "MAGIC_LINK_URL"],
+      ["password_reset_requested", "PASSWORD_RESET_URL"],
+      ["email_verification_requested", "EMAIL_VERIFY_URL"],
+    ]) {
+      const m = await printed(type);
+      const event = gw.events().find((e) => e.id === m.event_id);
+      assert.equal(event.type, type);
+      assert.equal(m.to, email);
+      assert.ok(m.subject.length > 0);
+      assert.ok(m.text.includes(`${base(setting)}?token=${event.data.token}`), `${type}: ${m.text}`);
+    }
+    const otp = await printed("email_otp_requested");
+    const code = gw.events().find((e) => e.id === otp.event_id).data.code;
+    assert.match(code, /^\d{6}$/);
+    assert.ok(otp.subject.includes(code) && otp.text.includes(code));
+  });
+
   test("nothing is lost or doubled: every emitted event was delivered to every target or dead-lettered", async () => {
     const marker = randomEmail("final");
     await call(await login(marker, "x-wrong-password"), 401, "marker");
@@ -295,6 +331,11 @@ function gateRoutes() {
       return { status: 200, body: { allow: true } };
     },
     "/only-logins": () => ({ status: 200 }),
+    // A Resend-like email API that is rate limited at the first try of each email.
+    "/emails": (e, all) => {
+      const tries = all.filter((r) => r.path === "/emails" && r.headers["idempotency-key"] === e.headers["idempotency-key"]).length;
+      return tries === 1 ? { status: 429, body: { message: "slow down" } } : { status: 200, body: { id: `em_${tries}` } };
+    },
   };
 }
 
@@ -388,6 +429,14 @@ describe("sign-in hook, failing open; webhooks filtered by WEBHOOK_EVENTS", () =
         HOOK_FAILURE_MODE: "open",
         WEBHOOK_URLS: `${rx.url}/only-logins`,
         WEBHOOK_EVENTS: "login",
+        EMAIL_TRANSPORT: "resend",
+        EMAIL_API_URL: `${rx.url}/emails`,
+        EMAIL_API_KEY: "re_e2e_key",
+        EMAIL_FROM: "Acme <auth@acme.example>",
+        MAGIC_LINK_URL: "https://acme.example/magic?lang=en",
+        PASSWORD_RESET_URL: "https://acme.example/reset",
+        EMAIL_VERIFY_URL: "https://acme.example/verify",
+        RETRY_BASE_DELAY_SECS: "1",
       },
     });
   });
@@ -422,5 +471,33 @@ describe("sign-in hook, failing open; webhooks filtered by WEBHOOK_EVENTS", () =
     await sleep(1_500);
     const types = new Set(rx.requests.filter((r) => r.path === "/only-logins").map((r) => r.json.type));
     assert.deepEqual([...types], ["login"]);
+  });
+
+  test("the resend transport POSTs each email to the API, authorised, idempotent, retried after a failure", async (t) => {
+    const email = randomEmail("resend");
+    await call(await post(`${gw.url}/auth/signup`, { email, password: PASSWORD }), 201, "signup");
+    const probe = await post(`${gw.url}/auth/magic-link`, { email });
+    if (probe.status === 404) {
+      t.skip("POST /auth/magic-link is not served yet: the account flows emit these events");
+      return;
+    }
+    await call(probe, 200, "magic-link");
+    const sent = await until("the email, accepted", () => {
+      const calls = rx.requests.filter((r) => r.path === "/emails" && r.json?.to?.[0] === email);
+      return calls.length >= 2 && calls;
+    });
+    assert.deepEqual(sent.map((r) => r.status), [429, 200]);
+    for (const r of sent) {
+      assert.equal(r.headers.authorization, "Bearer re_e2e_key");
+      assert.equal(r.headers["idempotency-key"], sent[0].headers["idempotency-key"]);
+    }
+    const body = sent[1].json;
+    assert.equal(body.from, "Acme <auth@acme.example>");
+    assert.deepEqual(body.to, [email]);
+    assert.equal(typeof body.subject, "string");
+    assert.match(body.text, /https:\/\/acme\.example\/magic\?lang=en&token=[A-Za-z0-9_-]+/);
+    // Production logs mask the one-time token.
+    const token = body.text.match(/token=([A-Za-z0-9_-]+)/)[1];
+    assert.ok(!gw.logs().some((l) => l.includes(token)), "the magic-link token is in the log");
   });
 });
