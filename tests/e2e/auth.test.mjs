@@ -246,12 +246,15 @@ test("signup rejects malformed email addresses with 422 invalid_email", async ()
   }
 });
 
-test("signup rejects a name longer than 200 characters with 422 invalid_name and accepts exactly 200", async () => {
-  await assertProblem(
-    await post(`${gw.url}/auth/signup`, { email: randomEmail(), password: PASSWORD, name: "é".repeat(201) }),
-    422,
-    "invalid_name",
-  );
+test("signup rejects a name longer than 200 characters (or with control characters) with 422 invalid_name and accepts exactly 200", async () => {
+  for (const bad of ["é".repeat(201), "line\nbreak", "nul\u0000"]) {
+    await assertProblem(
+      await post(`${gw.url}/auth/signup`, { email: randomEmail(), password: PASSWORD, name: bad }),
+      422,
+      "invalid_name",
+      JSON.stringify(bad.slice(0, 20)),
+    );
+  }
   const name = "é".repeat(200);
   const { auth } = await signup({ name });
   assert.equal(auth.user.name, name);
@@ -371,6 +374,19 @@ for (const [name, ep] of Object.entries(ENDPOINTS)) {
     await assertProblem(res, 413, "payload_too_large", "chunked");
   });
 }
+
+test("signup accepts application/json with a charset parameter or in any letter case", async () => {
+  for (const ct of ["application/json; charset=utf-8", "Application/JSON"]) {
+    const email = randomEmail("ctype");
+    const res = await fetch(`${gw.url}/auth/signup`, {
+      method: "POST",
+      headers: { "content-type": ct },
+      body: JSON.stringify({ email, password: PASSWORD }),
+    });
+    const body = await ok(res, 201, ct);
+    assert.equal(body.user.email, email);
+  }
+});
 
 test("login answers 422 to a NUL byte in the email", async () => {
   const res = await login(`a\u0000b@example.com`);
