@@ -136,7 +136,9 @@ pub fn issue(t: &NewAccessToken<'_>, key: &SigningKey) -> Result<String, Error> 
 
 /// Signs the gateway's assertion about a verified caller for the origin
 /// `audience`: the access token's identity claims, `aud` set to the origin,
-/// a lifetime of [`ASSERTION_TTL_SECS`] capped by the access token's own expiry.
+/// a lifetime of [`ASSERTION_TTL_SECS`], capped by the end of the access
+/// token's own acceptance window (its `exp` plus the leeway), so it is never
+/// already expired when issued.
 pub fn issue_assertion(
     issuer: &str,
     audience: &str,
@@ -145,7 +147,8 @@ pub fn issue_assertion(
     key: &SigningKey,
 ) -> Result<(String, UnixTime), Error> {
     let c = &verified.claims;
-    let expires = now.plus_secs(ASSERTION_TTL_SECS).min(verified.expires_at);
+    let accepted_until = UnixTime(verified.expires_at.0.saturating_add(LEEWAY_SECS));
+    let expires = now.plus_secs(ASSERTION_TTL_SECS).min(accepted_until);
     let header = Header::empty().with_key_id(key.kid.clone()).with_token_type(ASSERTION_TYPE);
     let mut claims = Claims::new(IssuedClaims {
         iss: issuer,

@@ -48,21 +48,29 @@ pub async fn read_json<T: DeserializeOwned>(req: &Request) -> Result<T, Error> {
     parse_json(&bytes)
 }
 
-/// Like [`read_json`], but an empty body (with any or no content type) gives
-/// `T::default()`.
-pub async fn read_optional_json<T: DeserializeOwned + Default>(req: &Request) -> Result<T, Error> {
+/// Like [`read_json`], but an empty body (with any or no content type) is
+/// `None`.
+pub async fn read_optional_json<T: DeserializeOwned>(req: &Request) -> Result<Option<T>, Error> {
     let declared = header(req, "content-length").and_then(|v| v.trim().parse::<usize>().ok());
     if declared == Some(0) || (declared.is_none() && req.body().is_none()) {
-        return Ok(T::default());
+        return Ok(None);
     }
     let bytes = read_body(req).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
+        return Ok(None);
     }
-    parse_json(&bytes)
+    parse_json(&bytes).map(Some)
 }
 
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    // serde's derived structs also accept a JSON array of the field values in
+    // order; every body we read is an object, so refuse anything else first.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            Ok(_) => Error::validation("validation_failed", "the request body must be a JSON object"),
+            Err(e) => Error::InvalidJson(format!("the request body is not valid JSON: {e}")),
+        });
+    }
     serde_json::from_slice(bytes).map_err(|e| {
         if e.is_data() {
             Error::validation("validation_failed", e.to_string())

@@ -173,7 +173,7 @@ fn clear_cookies(cfg: &Config) -> Vec<(&'static str, String)> {
     vec![set_cookie(ACCESS_COOKIE, "", 0), set_cookie(REFRESH_COOKIE, "", 0)]
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Empty {}
 
@@ -205,23 +205,28 @@ async fn auth_api(req: &Request, env: &Env, cfg: Rc<Config>, url: &url::Url) -> 
             js(http::json(200, &resp, None, &auth_cookies(&cfg, &resp)))
         }
         ("POST", "/auth/refresh") => {
-            let body: RefreshRequest = http::read_optional_json(req).await?;
-            let token = match body.refresh_token {
-                Some(t) => Some(t),
-                None if cfg.cookie_mode => {
-                    let t = cookie(req, REFRESH_COOKIE);
-                    if t.is_some() {
+            let body: Option<RefreshRequest> = http::read_optional_json(req).await?;
+            let from_body = body.as_ref().and_then(|b| b.refresh_token.clone());
+            let token = match from_body {
+                Some(t) => t,
+                None => match cfg.cookie_mode.then(|| cookie(req, REFRESH_COOKIE)).flatten() {
+                    Some(t) => {
                         csrf_check(req, &cfg, url)?;
+                        t
                     }
-                    t
-                }
-                None => None,
+                    None if body.is_none() => {
+                        return Err(Error::InvalidJson(
+                            "the request body is empty; expected {\"refresh_token\": \"...\"}".into(),
+                        ))
+                    }
+                    None => return Err(Error::validation("validation_failed", "refresh_token: required")),
+                },
             };
-            let resp = deps.refresh(&meta, rng, token.as_deref()).await?;
+            let resp = deps.refresh(&meta, rng, Some(&token)).await?;
             js(http::json(200, &resp, None, &auth_cookies(&cfg, &resp)))
         }
         ("POST", "/auth/logout") => {
-            let body: RefreshRequest = http::read_optional_json(req).await?;
+            let body: RefreshRequest = http::read_optional_json(req).await?.unwrap_or_default();
             let bearer = access_token(req, &cfg, url)?;
             let refresh = body.refresh_token.or_else(|| cfg.cookie_mode.then(|| cookie(req, REFRESH_COOKIE)).flatten());
             deps.logout(&meta, rng, bearer.as_deref(), refresh.as_deref()).await?;
@@ -237,7 +242,7 @@ async fn auth_api(req: &Request, env: &Env, cfg: Rc<Config>, url: &url::Url) -> 
             js(http::json(200, &serde_json::json!({ "sessions": sessions }), None, &[]))
         }
         ("POST", "/auth/sessions/revoke-others") => {
-            let _: Empty = http::read_optional_json(req).await?;
+            let _: Option<Empty> = http::read_optional_json(req).await?;
             let bearer = access_token(req, &cfg, url)?;
             let n = deps.revoke_other_sessions(&meta, rng, bearer.as_deref()).await?;
             js(http::json(200, &serde_json::json!({ "revoked": n }), None, &[]))
