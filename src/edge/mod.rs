@@ -6,6 +6,7 @@
 //! boundary as few times as possible.
 
 mod d1;
+mod glue;
 mod http;
 mod keyring;
 mod platform;

@@ -9,7 +9,7 @@ use std::cell::RefCell;
 
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{Headers, Request, RequestInit, RequestRedirect, Response};
+use web_sys::{Request, Response};
 use worker::{Context, Env};
 
 use crate::core::cache::{TokenCache, DEFAULT_CAPACITY};
@@ -21,15 +21,12 @@ use crate::core::token::{self, Expectations, Parsed, ACCESS_TOKEN_TYPE, ASSERTIO
 use crate::edge::http::{self, JsResult};
 use crate::edge::keyring::EdgeKeys;
 use crate::edge::platform;
-use crate::edge::router::{cookie, ACCESS_COOKIE, REFRESH_COOKIE};
+use crate::edge::router::{cookie, ACCESS_COOKIE};
+use crate::edge::glue;
 
 thread_local! {
     static TOKENS: RefCell<TokenCache> = RefCell::new(TokenCache::new(DEFAULT_CAPACITY));
 }
-
-/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
-const HOP_BY_HOP: [&str; 8] =
-    ["connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer", "upgrade"];
 
 /// The identity forwarded for an allowed, authenticated request.
 struct Identity {
@@ -69,74 +66,43 @@ pub async fn forward(
             ))
         }
     };
-    let mut target = origin.clone();
-    let base = origin.path().trim_end_matches('/');
+    let mut target = origin;
+    let base = target.path().trim_end_matches('/').to_string();
     target.set_path(&format!("{base}{normalised}"));
     target.set_query(url.query());
-    let headers = match rewrite_headers(&req, identity.as_ref(), used_bearer, &url) {
-        Ok(h) => h,
-        Err(_) => return http::problem(&Error::Internal("header rewrite failed".into())),
-    };
-    let init = RequestInit::new();
-    init.set_method(&method);
-    init.set_headers(&headers);
-    init.set_redirect(RequestRedirect::Manual);
-    if let Some(body) = req.body() {
-        init.set_body(&body);
-    }
-    // The timeout covers the wait for the origin's response head only: once
-    // it answers, a long streamed body is never cut off.
-    let abort = web_sys::AbortController::new()?;
-    init.set_signal(Some(&abort.signal()));
-    let outbound = match Request::new_with_str_and_init(target.as_str(), &init) {
-        Ok(r) => r,
-        Err(e) => {
-            return http::problem(&Error::unavailable("origin", format!("building the origin request: {e:?}")));
-        }
-    };
-    let sent = Box::pin(async {
-        match &binding {
-            Some(fetcher) => fetch_via(fetcher, &outbound).await,
-            None => fetch(&outbound).await,
-        }
-    });
-    let timer = worker::Delay::from(std::time::Duration::from_millis(u64::from(cfg.origin_timeout_ms)));
-    let outcome = match futures_util::future::select(sent, timer).await {
-        futures_util::future::Either::Left((result, _)) => Some(result),
-        futures_util::future::Either::Right(((), _)) => None,
-    };
-    match outcome {
-        Some(Ok(resp)) => Ok(resp),
-        Some(Err(e)) => {
-            worker::console_error!("portcullis.origin_error {:?}", e);
-            origin_problem(false)
-        }
-        None => {
-            abort.abort();
+    let fetcher = binding.unwrap_or(wasm_bindgen::JsValue::UNDEFINED);
+    let id = identity.as_ref();
+    let promise = glue::forward(
+        &req,
+        target.as_str(),
+        &url[url::Position::BeforeHost..url::Position::AfterPort],
+        url.scheme(),
+        id.map(|i| i.user_id.as_str()),
+        id.map(|i| i.email.as_str()),
+        id.map(|i| i.roles.as_str()),
+        id.map(|i| i.session_id.as_str()),
+        id.map(|i| i.assertion.as_str()),
+        used_bearer,
+        cfg.origin_timeout_ms,
+        &fetcher,
+    )?;
+    let outcome = JsFuture::from(promise).await?;
+    match outcome.as_string() {
+        None => Ok(outcome.unchecked_into()),
+        Some(tag) if tag == "timeout" => {
             worker::console_error!("portcullis.origin_timeout after {} ms", cfg.origin_timeout_ms);
             origin_problem(true)
+        }
+        Some(tag) => {
+            worker::console_error!("portcullis.origin_{tag}");
+            origin_problem(false)
         }
     }
 }
 
 fn origin_problem(timed_out: bool) -> JsResult<Response> {
-    let err = if timed_out {
-        Error::Unavailable { dependency: "origin", cause: "timeout".into() }
-    } else {
-        Error::Unavailable { dependency: "origin", cause: "unreachable".into() }
-    };
-    let resp = http::problem(&err)?;
-    // Same problem shape, but the gateway statuses: 504 on timeout, 502 otherwise.
-    let (status, code, title) =
-        if timed_out { (504, "origin_timeout", "Gateway timeout") } else { (502, "origin_unreachable", "Bad gateway") };
-    let body = serde_json::json!({
-        "type": "about:blank", "title": title, "status": status,
-        "detail": "the origin did not answer", "code": code,
-    });
-    let init = web_sys::ResponseInit::new();
-    init.set_status(status);
-    init.set_headers(&resp.headers());
-    Response::new_with_opt_str_and_init(Some(&body.to_string()), &init)
+    let err = if timed_out { Error::OriginTimeout } else { Error::OriginUnreachable };
+    http::problem(&err)
 }
 
 /// Base URL for requests sent through the `ORIGIN` binding when `ORIGIN_URL`
@@ -154,18 +120,6 @@ fn origin_binding(env: &Env) -> Option<wasm_bindgen::JsValue> {
         return None;
     }
     env.service("ORIGIN").ok().map(|f| f.into_rpc::<wasm_bindgen::JsValue>())
-}
-
-async fn fetch_via(fetcher: &wasm_bindgen::JsValue, req: &Request) -> JsResult<Response> {
-    let f: js_sys::Function = js_sys::Reflect::get(fetcher, &"fetch".into())?.unchecked_into();
-    let promise: js_sys::Promise = f.call1(fetcher, req)?.unchecked_into();
-    Ok(JsFuture::from(promise).await?.unchecked_into())
-}
-
-async fn fetch(req: &Request) -> JsResult<Response> {
-    let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
-    let resp = JsFuture::from(global.fetch_with_request(req)).await?;
-    Ok(resp.unchecked_into())
 }
 
 /// Verifies the caller and applies `policy`. Returns the identity and whether
@@ -224,8 +178,13 @@ async fn check(
     let assertion = match assertion {
         Some(a) => a,
         None => {
-            let key = keys.signing_key().await?;
-            let (a, exp) = token::issue_assertion(&issuer, &audience, &verified, now, &key)?;
+            let kid = keys.signing_key().await?.kid;
+            let (input, exp) = token::assertion_signing_input(&issuer, &audience, &verified, now, &kid);
+            let (signed_by, sig) = keys.sign(input.as_bytes()).await?;
+            if signed_by != kid {
+                return Err(Error::Internal("signing key changed while signing".into()));
+            }
+            let a = token::compact(&input, &sig);
             TOKENS.with(|c| {
                 if let Some(e) = c.borrow_mut().get_mut(&raw, now) {
                     e.assertion = Some((a.clone(), exp));
@@ -239,59 +198,4 @@ async fn check(
         Identity { user_id: c.sub, email: c.email, roles: c.roles.join(","), session_id: c.sid, assertion },
         from_header,
     ))
-}
-
-/// The headers sent to the origin: the client's, minus hop-by-hop headers,
-/// headers named by `Connection`, every `X-Auth-*` and the gateway's own
-/// credentials; plus the identity headers when authenticated.
-fn rewrite_headers(req: &Request, id: Option<&Identity>, used_bearer: bool, url: &url::Url) -> JsResult<Headers> {
-    let incoming = req.headers();
-    let out = Headers::new_with_headers(&incoming)?;
-    let mut drop: Vec<String> = Vec::new();
-    if let Ok(Some(conn)) = incoming.get("connection") {
-        drop.extend(conn.split(',').map(|s| s.trim().to_ascii_lowercase()).filter(|s| !s.is_empty()));
-    }
-    drop.extend(HOP_BY_HOP.iter().map(|s| s.to_string()));
-    // Header names are few; one pass over the keys finds every x-auth-*.
-    let keys = js_sys::try_iter(&out.keys())?.into_iter().flatten();
-    for k in keys {
-        if let Some(name) = k.ok().and_then(|v| v.as_string()) {
-            if name.to_ascii_lowercase().starts_with("x-auth-") {
-                drop.push(name);
-            }
-        }
-    }
-    for name in &drop {
-        out.delete(name)?;
-    }
-    if used_bearer {
-        out.delete("authorization")?;
-    }
-    if let Ok(Some(cookies)) = incoming.get("cookie") {
-        let kept: Vec<&str> = cookies
-            .split(';')
-            .map(str::trim)
-            .filter(|c| {
-                let name = c.split('=').next().unwrap_or("");
-                name != ACCESS_COOKIE && name != REFRESH_COOKIE
-            })
-            .collect();
-        if kept.len() != cookies.split(';').count() {
-            if kept.is_empty() {
-                out.delete("cookie")?;
-            } else {
-                out.set("cookie", &kept.join("; "))?;
-            }
-        }
-    }
-    out.set("x-forwarded-host", url.host_str().unwrap_or(""))?;
-    out.set("x-forwarded-proto", url.scheme())?;
-    if let Some(id) = id {
-        out.set("x-auth-user-id", &id.user_id)?;
-        out.set("x-auth-email", &id.email)?;
-        out.set("x-auth-roles", &id.roles)?;
-        out.set("x-auth-session-id", &id.session_id)?;
-        out.set("x-auth-assertion", &id.assertion)?;
-    }
-    Ok(out)
 }
