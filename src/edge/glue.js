@@ -51,31 +51,42 @@ export function withCors(resp, allowOrigin, credentials, exposed) {
   return new Response(resp.body, { status: resp.status, statusText: resp.statusText, headers });
 }
 
+// The problem+json bodies for an unreachable or slow origin, set once from
+// Rust (the one place problems are rendered) by `setOriginProblems`.
+let PROBLEM_502 = "";
+let PROBLEM_504 = "";
+
+/** Stores the rendered 502 and 504 problem bodies. */
+export function setOriginProblems(unreachable, timeout) {
+  PROBLEM_502 = unreachable;
+  PROBLEM_504 = timeout;
+}
+
 /**
  * Sends `request` to `target` (the normalised URL Rust chose) with its method,
  * headers and body stream, minus hop-by-hop headers, headers named by
  * `Connection`, every X-Auth-*, the gateway's cookies and (if `dropAuth`) the
  * Authorization header; plus the identity headers when `userId` is set.
  * Redirects are returned, not followed. Resolves to the origin's Response, or
- * to the string "timeout" if no response head arrived within `timeoutMs` (the
- * request is then aborted), or "error: ..." if the origin could not be reached.
+ * to a 502 problem if it cannot be reached, or — when `timeoutMs` > 0 — a 504
+ * problem if no response head arrived in time (the request is then aborted;
+ * a body that is already streaming is never cut).
  */
-export function forward(request, target, forwardedHost, forwardedProto, userId, email, roles, sessionId, assertion, dropAuth, timeoutMs, fetcher) {
+export function forward(request, target, userId, email, roles, sessionId, assertion, dropAuth, timeoutMs, fetcher) {
   const incoming = request.headers;
-  const headers = new Headers(incoming);
   const named = incoming.get("connection");
-  if (named) for (const h of named.split(",")) { const n = h.trim(); if (n) headers.delete(n); }
-  for (const h of HOP_BY_HOP) headers.delete(h);
-  for (const k of [...headers.keys()]) if (k.startsWith("x-auth-")) headers.delete(k);
-  if (dropAuth) headers.delete("authorization");
-  const cookie = incoming.get("cookie");
-  if (cookie) {
-    const parts = cookie.split(";").map((c) => c.trim()).filter((c) => c && !OWN_COOKIES.includes(c.split("=", 1)[0]));
-    if (parts.length) headers.set("cookie", parts.join("; "));
-    else headers.delete("cookie");
+  const drop = named ? named.toLowerCase().split(",").map((h) => h.trim()) : null;
+  const headers = new Headers();
+  for (const [k, v] of incoming) {
+    if (k.startsWith("x-auth-") || HOP_BY_HOP.includes(k) || (drop && drop.includes(k))) continue;
+    if (k === "authorization" && dropAuth) continue;
+    if (k === "cookie") {
+      const kept = v.split(";").map((c) => c.trim()).filter((c) => c && !OWN_COOKIES.includes(c.split("=", 1)[0]));
+      if (kept.length) headers.append(k, kept.join("; "));
+      continue;
+    }
+    headers.append(k, v);
   }
-  headers.set("x-forwarded-host", forwardedHost);
-  headers.set("x-forwarded-proto", forwardedProto);
   if (userId !== undefined) {
     headers.set("x-auth-user-id", userId);
     headers.set("x-auth-email", email);
@@ -83,23 +94,25 @@ export function forward(request, target, forwardedHost, forwardedProto, userId, 
     headers.set("x-auth-session-id", sessionId);
     headers.set("x-auth-assertion", assertion);
   }
+  const init = { method: request.method, headers, body: request.body, redirect: "manual" };
+  const failed = (err) => {
+    console.error(`portcullis.origin_error ${err && err.message ? err.message : err}`);
+    return respond(502, PROBLEM_502, "application/problem+json");
+  };
+  if (!(timeoutMs > 0)) {
+    return (fetcher ?? globalThis).fetch(new Request(target, init)).catch(failed);
+  }
   const controller = new AbortController();
-  const outbound = new Request(target, {
-    method: request.method,
-    headers,
-    body: request.body,
-    redirect: "manual",
-    signal: controller.signal,
-  });
+  init.signal = controller.signal;
   return new Promise((resolve) => {
-    // The timer covers the response head only: a long streamed body is never cut.
     const timer = setTimeout(() => {
       controller.abort();
-      resolve("timeout");
+      console.error(`portcullis.origin_timeout after ${timeoutMs} ms`);
+      resolve(respond(504, PROBLEM_504, "application/problem+json"));
     }, timeoutMs);
-    (fetcher ?? globalThis).fetch(outbound).then(
+    (fetcher ?? globalThis).fetch(new Request(target, init)).then(
       (resp) => { clearTimeout(timer); resolve(resp); },
-      (err) => { clearTimeout(timer); resolve(`error: ${err && err.message ? err.message : err}`); },
+      (err) => { clearTimeout(timer); resolve(failed(err)); },
     );
   });
 }

@@ -22,14 +22,17 @@ extern "C" {
     #[wasm_bindgen(catch, js_name = withCors)]
     pub fn with_cors(resp: &Response, allow_origin: &str, credentials: bool, exposed: &str) -> Result<Response, JsValue>;
 
-    /// Sends the request to the origin; resolves to a Response, "timeout" or "error: ...".
+    /// Stores the rendered 502 / 504 problem bodies for `forward`.
+    #[wasm_bindgen(js_name = setOriginProblems)]
+    pub fn set_origin_problems(unreachable: &str, timeout: &str);
+
+    /// Sends the request to the origin; resolves to its Response, or a 502 /
+    /// 504 problem.
     #[wasm_bindgen(catch)]
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         request: &Request,
         target: &str,
-        forwarded_host: &str,
-        forwarded_proto: &str,
         user_id: Option<&str>,
         email: Option<&str>,
         roles: Option<&str>,

@@ -78,7 +78,7 @@ fn preflight(req: &Request, grant: Option<&cors::Grant>, requested_method: &str)
     }
 }
 
-async fn route(req: Request, env: Env, ctx: Context, cfg: Rc<Config>) -> JsResult<Response> {
+async fn route(req: Request, env: Env, _ctx: Context, cfg: Rc<Config>) -> JsResult<Response> {
     let url = match url::Url::parse(&req.url()) {
         Ok(u) => u,
         Err(_) => return http::problem(&Error::validation("invalid_path", "the request URL is not valid")),
@@ -87,15 +87,19 @@ async fn route(req: Request, env: Env, ctx: Context, cfg: Rc<Config>) -> JsResul
         Ok(p) => p,
         Err(e) => return http::problem(&e),
     };
-    let key = normalised.to_ascii_lowercase();
-    let owned = key == "/auth" || key.starts_with("/auth/") || key.starts_with("/.well-known/");
-    if !owned {
-        return proxy::forward(req, &env, &ctx, &cfg, url, normalised).await;
+    if !is_owned(&normalised) {
+        return proxy::forward(req, &env, &cfg, url, normalised).await;
     }
     match auth_api(&req, &env, cfg, &url).await {
         Ok(resp) => Ok(resp),
         Err(e) => http::problem(&e),
     }
+}
+
+/// Whether a normalised path belongs to the auth API rather than the origin.
+pub fn is_owned(normalised: &str) -> bool {
+    let key = normalised.to_ascii_lowercase();
+    key == "/auth" || key.starts_with("/auth/") || key == "/.well-known" || key.starts_with("/.well-known/")
 }
 
 fn meta(req: &Request, cfg: &Config, url: &url::Url) -> Meta {
