@@ -307,6 +307,8 @@ async function main() {
     EMAIL_TRANSPORT: "log",
     ALLOW_PASSWORDLESS_SIGNUP: "false",
     COOKIE_MODE: "false",
+    // Extra vars for experiments, e.g. BENCH_PORTCULLIS_VARS='{"ORIGIN_TIMEOUT_MS":"0"}'.
+    ...JSON.parse(process.env.BENCH_PORTCULLIS_VARS ?? "{}"),
   };
   const portcullisConfig = (name, port) =>
     writeConfig(OUT, name, {

@@ -38,7 +38,8 @@ pub struct Config {
     pub otp_ttl_secs: u64,
     /// `ORIGIN_URL`: the protected origin.
     pub origin_url: Option<Url>,
-    /// `ORIGIN_TIMEOUT_MS`: how long the origin may take before a 504.
+    /// `ORIGIN_TIMEOUT_MS`: how long the origin may take to send its response
+    /// head before a 504; 0 leaves it to the platform's own limits.
     pub origin_timeout_ms: u32,
     /// `ROUTES` and `DEFAULT_POLICY`.
     pub routes: Routes,
@@ -175,10 +176,7 @@ impl Config {
             magic_link_ttl_secs: secs("MAGIC_LINK_TTL", MAGIC_LINK_TTL_SECS)?,
             otp_ttl_secs: secs("OTP_TTL", OTP_TTL_SECS)?,
             origin_url,
-            origin_timeout_ms: match number("ORIGIN_TIMEOUT_MS", ORIGIN_TIMEOUT_MS)? {
-                0 => return Err(err("ORIGIN_TIMEOUT_MS", "must be at least 1".into())),
-                n => n,
-            },
+            origin_timeout_ms: number("ORIGIN_TIMEOUT_MS", ORIGIN_TIMEOUT_MS)?,
             routes,
             webhook_urls,
             email_transport,
