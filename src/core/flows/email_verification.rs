@@ -8,6 +8,7 @@ use crate::core::email::Email;
 use crate::core::email_token::{is_link_token, TokenKind};
 use crate::core::error::Error;
 use crate::core::events;
+use crate::core::flows::passwordless::Secret;
 use crate::core::flows::{Accepted, Deps, Meta, TokenRequest};
 use crate::core::ids::{self, Random};
 use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, SessionStore, UserStore};
@@ -49,8 +50,7 @@ where
             &email,
             Some(&user.id),
             self.config.email_verification_ttl_secs,
-            ids::token_hash(&token),
-            None,
+            Secret::Link(ids::token_hash(&token)),
         )
         .await?;
         self.emit(

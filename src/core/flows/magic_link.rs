@@ -11,7 +11,7 @@ use crate::core::email::Email;
 use crate::core::email_token::{is_link_token, TokenKind};
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
-use crate::core::flows::passwordless::Proof;
+use crate::core::flows::passwordless::{Proof, Secret};
 use crate::core::flows::{Accepted, AuthResponse, Deps, EmailRequest, Meta, TokenRequest};
 use crate::core::ids::{self, Random};
 use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, SessionStore, UserStore};
@@ -51,8 +51,7 @@ where
             &email,
             user_id.as_deref(),
             self.config.magic_link_ttl_secs,
-            ids::token_hash(&token),
-            None,
+            Secret::Link(ids::token_hash(&token)),
         )
         .await?;
         self.emit(

@@ -14,7 +14,7 @@ use crate::core::email::Email;
 use crate::core::email_token::{otp_code, parse_code, CodeKey, TokenKind, OTP_MAX_ATTEMPTS};
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
-use crate::core::flows::passwordless::Proof;
+use crate::core::flows::passwordless::{Proof, Secret};
 use crate::core::flows::{Accepted, AuthResponse, Deps, EmailRequest, Meta};
 use crate::core::ids::{self, Random};
 use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, SessionStore, UserStore};
@@ -65,8 +65,7 @@ where
             &email,
             user_id.as_deref(),
             self.config.otp_ttl_secs,
-            challenge,
-            Some(code_hash),
+            Secret::Code { challenge, code_hash },
         )
         .await?;
         self.emit(

@@ -9,6 +9,7 @@ use crate::core::email::Email;
 use crate::core::email_token::{is_link_token, TokenKind};
 use crate::core::error::Error;
 use crate::core::events;
+use crate::core::flows::passwordless::Secret;
 use crate::core::flows::{Accepted, Deps, EmailRequest, Meta};
 use crate::core::ids::{self, Random};
 use crate::core::password::{Password, PasswordHash};
@@ -72,8 +73,7 @@ where
             &email,
             Some(&user.id),
             self.config.password_reset_ttl_secs,
-            ids::token_hash(&token),
-            None,
+            Secret::Link(ids::token_hash(&token)),
         )
         .await?;
         self.emit(

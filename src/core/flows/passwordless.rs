@@ -14,6 +14,19 @@ use crate::core::ids::{self, Random};
 use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, SessionStore, UserStore};
 use crate::core::users::User;
 
+/// The stored form of a secret being issued.
+pub(crate) enum Secret {
+    /// A link token's hash.
+    Link(String),
+    /// A code: its random challenge's hash and the code's keyed hash.
+    Code {
+        /// Hash of the random challenge (the token's unique key).
+        challenge: String,
+        /// [`crate::core::email_token::CodeKey::hash`] of the code.
+        code_hash: String,
+    },
+}
+
 /// What the caller proved by consuming a secret, and what to say about it.
 pub struct Proof<'t> {
     /// The consumed token.
@@ -41,9 +54,12 @@ where
         email: &Email,
         user_id: Option<&str>,
         ttl_secs: u64,
-        hash: String,
-        code_hash: Option<String>,
+        secret: Secret,
     ) -> Result<(), Error> {
+        let (hash, code_hash) = match secret {
+            Secret::Link(hash) => (hash, None),
+            Secret::Code { challenge, code_hash } => (challenge, Some(code_hash)),
+        };
         let token = EmailToken {
             hash,
             kind,
