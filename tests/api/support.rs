@@ -367,6 +367,16 @@ impl MemEvents {
     pub fn last_json(&self) -> serde_json::Value {
         serde_json::from_str(&self.sent.borrow().last().expect("an event").to_json()).unwrap()
     }
+    /// The `data` of the last event of type `kind`.
+    pub fn last_of(&self, kind: &str) -> serde_json::Value {
+        let sent = self.sent.borrow();
+        let env = sent.iter().rev().find(|e| e.kind == kind).unwrap_or_else(|| panic!("no {kind} event in {:?}", self.kinds()));
+        serde_json::from_str::<serde_json::Value>(&env.to_json()).unwrap()["data"].clone()
+    }
+    /// How many events of type `kind` were sent.
+    pub fn count(&self, kind: &str) -> usize {
+        self.sent.borrow().iter().filter(|e| e.kind == kind).count()
+    }
 }
 
 impl EventSink for MemEvents {
@@ -430,4 +440,45 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
             return v;
         }
     }
+}
+
+/// Signs `email` up with `password` at `now`.
+pub fn signup_at(w: &World, rng: &mut TestRandom, now: i64, email: &str, password: &str) -> portcullis::core::flows::AuthResponse {
+    let (deps, meta) = w.at(now);
+    block_on(deps.signup(
+        &meta,
+        rng,
+        portcullis::core::flows::account::SignupRequest { email: email.into(), password: password.into(), name: None },
+    ))
+    .expect("signup")
+}
+
+/// Logs `email` in at `now`.
+pub fn login_at(
+    w: &World,
+    rng: &mut TestRandom,
+    now: i64,
+    email: &str,
+    password: &str,
+) -> std::result::Result<portcullis::core::flows::AuthResponse, Error> {
+    let (deps, meta) = w.at(now);
+    block_on(deps.login(&meta, rng, portcullis::core::flows::account::LoginRequest { email: email.into(), password: password.into() }))
+}
+
+/// Gives the stored user `email` the role `role` (as `npm run admin:grant` does).
+pub fn grant(w: &World, email: &str, role: &str) {
+    let mut users = w.store.users.borrow_mut();
+    let u = users.iter_mut().find(|u| u.email == email).expect("user exists");
+    u.roles.push(role.to_string());
+    u.roles.sort();
+}
+
+/// The stored user with this email.
+pub fn user(w: &World, email: &str) -> User {
+    w.store.users.borrow().iter().find(|u| u.email == email).cloned().expect("user exists")
+}
+
+/// The problem code of an error.
+pub fn code<T: std::fmt::Debug>(r: std::result::Result<T, Error>) -> &'static str {
+    r.expect_err("an error").problem().code
 }
