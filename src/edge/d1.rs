@@ -546,8 +546,9 @@ impl AccountStore for D1Store {
 
     async fn delete_user(&self, user_id: &str) -> Result<bool> {
         // Roles, sessions (and their refresh tokens) and emailed tokens go
-        // with the user: ON DELETE CASCADE, which D1 enforces.
-        Ok(self.run("DELETE FROM users WHERE id = ?1", &[text(user_id)]).await? == 1)
+        // with the user: ON DELETE CASCADE, which D1 enforces. D1 counts the
+        // cascaded rows in `changes` too, so any count means it was there.
+        Ok(self.run("DELETE FROM users WHERE id = ?1", &[text(user_id)]).await? > 0)
     }
 
     async fn set_banned(&self, user_id: &str, banned: bool, now: UnixTime) -> Result<bool> {

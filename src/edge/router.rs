@@ -298,9 +298,10 @@ async fn auth_api(req: &Request, env: &Env, cfg: Rc<Config>, url: &url::Url) -> 
             js(http::json(200, &deps.verify_email(&meta, rng, body).await?, None, &[]))
         }
         ("POST", "/auth/admin/keys/rotate") => {
-            let _: Empty = http::read_optional_json(req).await?;
             let bearer = access_token(req, &cfg, url)?;
-            let rotation = deps.admin_rotate_keys(&meta, rng, bearer.as_deref()).await?;
+            let admin = deps.require_admin(&meta, bearer.as_deref()).await?;
+            let _: Empty = http::read_optional_json(req).await?;
+            let rotation = deps.admin_rotate_keys(&meta, rng, &admin).await?;
             // This isolate signs with the new key from now on; the others
             // pick it up within KEY_CACHE_TTL.
             keyring::invalidate();
@@ -340,33 +341,45 @@ async fn admin_users(
     let rng = &mut OsRandom;
     let rest = path.strip_prefix(ADMIN_USERS).unwrap_or("");
     let segments: Vec<&str> = rest.split('/').skip(1).collect();
+    // Authorisation comes before the query or body is read: callers who are
+    // not administrators learn nothing about what a valid request looks like.
+    let admin = || deps.require_admin(meta, bearer);
     match (method, segments.as_slice()) {
         ("GET", []) => {
+            let admin = admin().await?;
             let q = ListQuery::parse(query)?;
-            js(http::json(200, &deps.admin_list_users(meta, bearer, q).await?, None, &[]))
+            js(http::json(200, &deps.admin_list_users(&admin, q).await?, None, &[]))
         }
-        ("GET", [id]) => js(http::json(200, &deps.admin_get_user(meta, bearer, id).await?, None, &[])),
+        ("GET", [id]) => {
+            let admin = admin().await?;
+            js(http::json(200, &deps.admin_get_user(&admin, id).await?, None, &[]))
+        }
         ("PATCH", [id]) => {
+            let admin = admin().await?;
             let body: UpdateUserRequest = http::read_json(req).await?;
-            js(http::json(200, &deps.admin_update_user(meta, rng, bearer, id, body).await?, None, &[]))
+            js(http::json(200, &deps.admin_update_user(meta, rng, &admin, id, body).await?, None, &[]))
         }
         ("DELETE", [id]) => {
-            deps.admin_delete_user(meta, rng, bearer, id).await?;
+            let admin = admin().await?;
+            deps.admin_delete_user(meta, rng, &admin, id).await?;
             js(http::empty(204, &[]))
         }
         ("POST", [id, action @ ("ban" | "unban")]) => {
+            let admin = admin().await?;
             let _: Empty = http::read_optional_json(req).await?;
-            let user = deps.admin_set_banned(meta, rng, bearer, id, *action == "ban").await?;
+            let user = deps.admin_set_banned(meta, rng, &admin, id, *action == "ban").await?;
             js(http::json(200, &user, None, &[]))
         }
         (m @ ("POST" | "DELETE"), [id, "roles", role]) => {
+            let admin = admin().await?;
             let _: Empty = http::read_optional_json(req).await?;
-            let user = deps.admin_set_role(meta, rng, bearer, id, role, m == "POST").await?;
+            let user = deps.admin_set_role(meta, rng, &admin, id, role, m == "POST").await?;
             js(http::json(200, &user, None, &[]))
         }
         ("POST", [id, "sessions", "revoke"]) => {
+            let admin = admin().await?;
             let _: Empty = http::read_optional_json(req).await?;
-            js(http::json(200, &deps.admin_revoke_sessions(meta, rng, bearer, id).await?, None, &[]))
+            js(http::json(200, &deps.admin_revoke_sessions(meta, rng, &admin, id).await?, None, &[]))
         }
         (_, [] | [_] | [_, "ban" | "unban"] | [_, "roles", _] | [_, "sessions", "revoke"]) => Err(Error::MethodNotAllowed),
         _ => Err(Error::NotFound),

@@ -1,7 +1,7 @@
 //! The admin API: authorisation, listing, editing, deleting, bans, roles, sessions.
 
 use portcullis::core::error::{Error, TokenError};
-use portcullis::core::flows::admin::{ListQuery, UpdateUserRequest};
+use portcullis::core::flows::admin::{Admin, ListQuery, UpdateUserRequest};
 use portcullis::core::flows::otp::OtpVerifyRequest;
 use portcullis::core::flows::{AuthResponse, EmailRequest, TokenRequest};
 
@@ -17,38 +17,36 @@ fn setup(rng: &mut TestRandom) -> (World, AuthResponse, AuthResponse) {
     (w, admin, ada)
 }
 
-fn list(w: &World, bearer: &str, q: &str) -> Result<serde_json::Value, Error> {
+fn admin_of(w: &World, bearer: &str) -> Admin {
     let (deps, meta) = w.at(1_500);
-    block_on(deps.admin_list_users(&meta, Some(bearer), ListQuery::parse(Some(q))?)).map(|l| serde_json::to_value(l).unwrap())
+    block_on(deps.require_admin(&meta, Some(bearer))).unwrap()
+}
+
+fn list(w: &World, bearer: &str, q: &str) -> Result<serde_json::Value, Error> {
+    let a = admin_of(w, bearer);
+    let (deps, _) = w.at(1_500);
+    block_on(deps.admin_list_users(&a, ListQuery::parse(Some(q))?)).map(|l| serde_json::to_value(l).unwrap())
 }
 
 fn patch(w: &World, rng: &mut TestRandom, bearer: &str, id: &str, body: &str) -> Result<serde_json::Value, Error> {
+    let a = admin_of(w, bearer);
     let (deps, meta) = w.at(1_500);
     let req: UpdateUserRequest = serde_json::from_str(body).unwrap();
-    block_on(deps.admin_update_user(&meta, rng, Some(bearer), id, req)).map(|u| serde_json::to_value(u).unwrap())
+    block_on(deps.admin_update_user(&meta, rng, &a, id, req)).map(|u| serde_json::to_value(u).unwrap())
 }
 
 #[test]
-fn non_admins_get_403_and_anonymous_callers_401_everywhere() {
+fn only_current_unbanned_admins_pass_and_others_get_401_or_403() {
     let mut rng = TestRandom(1);
-    let (w, _admin, ada) = setup(&mut rng);
+    let (w, admin, ada) = setup(&mut rng);
     let (deps, meta) = w.at(1_500);
-    let id = ada.user.id.as_str();
-    let t = Some(ada.access_token.as_str());
-    let results = [
-        code(block_on(deps.admin_list_users(&meta, t, ListQuery::parse(None).unwrap()))),
-        code(block_on(deps.admin_get_user(&meta, t, id))),
-        code(block_on(deps.admin_update_user(&meta, &mut rng, t, id, UpdateUserRequest::default()))),
-        code(block_on(deps.admin_delete_user(&meta, &mut rng, t, id))),
-        code(block_on(deps.admin_set_banned(&meta, &mut rng, t, id, true))),
-        code(block_on(deps.admin_set_role(&meta, &mut rng, t, id, "admin", true))),
-        code(block_on(deps.admin_revoke_sessions(&meta, &mut rng, t, id))),
-        code(block_on(deps.admin_rotate_keys(&meta, &mut rng, t))),
-    ];
-    assert!(results.iter().all(|c| *c == "insufficient_role"), "{results:?}");
-    assert_eq!(code(block_on(deps.admin_get_user(&meta, None, id))), "missing_token");
-    assert!(!user(&w, "ada@example.com").banned);
-    assert!(w.events.kinds().iter().all(|k| *k == "user_created" || *k == "login"));
+    assert_eq!(code(block_on(deps.require_admin(&meta, Some(&ada.access_token)))), "insufficient_role");
+    assert_eq!(code(block_on(deps.require_admin(&meta, None))), "missing_token");
+    assert_eq!(code(block_on(deps.require_admin(&meta, Some("garbage")))), "invalid_token");
+    let a = block_on(deps.require_admin(&meta, Some(&admin.access_token))).unwrap();
+    assert_eq!(a.user().email, "root@example.com");
+    w.store.users.borrow_mut()[0].banned = true;
+    assert_eq!(code(block_on(deps.require_admin(&meta, Some(&admin.access_token)))), "account_banned");
 }
 
 #[test]
@@ -58,7 +56,8 @@ fn the_admin_role_is_checked_in_the_store_not_the_token() {
     assert_eq!(admin.user.roles, ["admin"]);
     w.store.users.borrow_mut()[0].roles.clear();
     let (deps, meta) = w.at(1_500);
-    assert_eq!(code(block_on(deps.admin_get_user(&meta, Some(&admin.access_token), &ada.user.id))), "insufficient_role");
+    assert_eq!(code(block_on(deps.require_admin(&meta, Some(&admin.access_token)))), "insufficient_role");
+    let _ = ada;
 }
 
 #[test]
@@ -118,13 +117,13 @@ fn delete_removes_the_user_with_sessions_and_tokens() {
     let (w, admin, ada) = setup(&mut rng);
     let (deps, meta) = w.at(1_500);
     block_on(deps.request_magic_link(&meta, &mut rng, EmailRequest { email: "ada@example.com".into() })).unwrap();
-    block_on(deps.admin_delete_user(&meta, &mut rng, Some(&admin.access_token), &ada.user.id)).unwrap();
+    block_on(deps.admin_delete_user(&meta, &mut rng, &admin_of(&w, &admin.access_token), &ada.user.id)).unwrap();
     assert_eq!(w.events.last_of("user_deleted"), serde_json::json!({"user_id": ada.user.id, "email": "ada@example.com"}));
     assert!(w.store.users.borrow().iter().all(|u| u.id != ada.user.id));
     assert!(w.store.sessions.borrow().iter().all(|(s, _)| s.user_id != ada.user.id));
     assert!(w.store.email_tokens.borrow().is_empty());
     assert_eq!(code(block_on(deps.me(&meta, Some(&ada.access_token)))), "session_revoked");
-    assert_eq!(code(block_on(deps.admin_delete_user(&meta, &mut rng, Some(&admin.access_token), &ada.user.id))), "not_found");
+    assert_eq!(code(block_on(deps.admin_delete_user(&meta, &mut rng, &admin_of(&w, &admin.access_token), &ada.user.id))), "not_found");
 }
 
 #[test]
@@ -138,7 +137,7 @@ fn a_ban_revokes_every_session_and_blocks_every_sign_in_until_unbanned() {
     block_on(deps.request_otp(&meta, &mut rng, EmailRequest { email: "ada@example.com".into() })).unwrap();
     let otp = w.events.last_of("email_otp_requested")["code"].as_str().unwrap().to_string();
 
-    let u = block_on(deps.admin_set_banned(&meta, &mut rng, Some(&admin.access_token), &ada.user.id, true)).unwrap();
+    let u = block_on(deps.admin_set_banned(&meta, &mut rng, &admin_of(&w, &admin.access_token), &ada.user.id, true)).unwrap();
     assert!(u.banned);
     let kinds = w.events.kinds();
     assert_eq!(&kinds[kinds.len() - 2..], ["user_banned", "session_revoked"]);
@@ -153,12 +152,12 @@ fn a_ban_revokes_every_session_and_blocks_every_sign_in_until_unbanned() {
         "account_banned"
     );
 
-    let u = block_on(deps.admin_set_banned(&meta, &mut rng, Some(&admin.access_token), &ada.user.id, false)).unwrap();
+    let u = block_on(deps.admin_set_banned(&meta, &mut rng, &admin_of(&w, &admin.access_token), &ada.user.id, false)).unwrap();
     assert!(!u.banned);
     assert_eq!(w.events.kinds().last(), Some(&"user_unbanned"));
     assert!(login_at(&w, &mut rng, 1_502, "ada@example.com", "password-1").is_ok());
     let n = w.events.count("user_unbanned");
-    block_on(deps.admin_set_banned(&meta, &mut rng, Some(&admin.access_token), &ada.user.id, false)).unwrap();
+    block_on(deps.admin_set_banned(&meta, &mut rng, &admin_of(&w, &admin.access_token), &ada.user.id, false)).unwrap();
     assert_eq!(w.events.count("user_unbanned"), n, "unbanning an unbanned user changes nothing");
 }
 
@@ -167,7 +166,7 @@ fn roles_are_granted_and_withdrawn_and_reach_the_token_at_refresh() {
     let mut rng = TestRandom(8);
     let (w, admin, ada) = setup(&mut rng);
     let (deps, meta) = w.at(1_500);
-    let t = Some(admin.access_token.as_str());
+    let t = &admin_of(&w, &admin.access_token);
     let u = block_on(deps.admin_set_role(&meta, &mut rng, t, &ada.user.id, "editor", true)).unwrap();
     assert_eq!(u.roles, ["editor"]);
     assert_eq!(w.events.last_of("role_added"), serde_json::json!({"user_id": ada.user.id, "role": "editor"}));
@@ -189,7 +188,7 @@ fn an_admin_can_sign_a_user_out_everywhere() {
     let (w, admin, ada) = setup(&mut rng);
     let ada2 = login_at(&w, &mut rng, 1_400, "ada@example.com", "password-1").unwrap();
     let (deps, meta) = w.at(1_500);
-    let r = block_on(deps.admin_revoke_sessions(&meta, &mut rng, Some(&admin.access_token), &ada.user.id)).unwrap();
+    let r = block_on(deps.admin_revoke_sessions(&meta, &mut rng, &admin_of(&w, &admin.access_token), &ada.user.id)).unwrap();
     assert_eq!(r.revoked, 2);
     assert!(block_on(deps.me(&meta, Some(&ada2.access_token))).is_err());
     assert!(block_on(deps.me(&meta, Some(&admin.access_token))).is_ok());

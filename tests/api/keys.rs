@@ -28,7 +28,8 @@ fn rotation_retires_the_old_key_until_its_last_token_expires() {
     let old_kid = active_kid(&w);
 
     let (deps, meta) = w.at(1_010);
-    let r = block_on(deps.admin_rotate_keys(&meta, &mut rng, Some(&admin.access_token))).unwrap();
+    let a = block_on(deps.require_admin(&meta, Some(&admin.access_token))).unwrap();
+    let r = block_on(deps.admin_rotate_keys(&meta, &mut rng, &a)).unwrap();
     assert_eq!(r.old_kid.as_deref(), Some(old_kid.as_str()));
     assert_ne!(r.new_kid, old_kid);
     assert_eq!(active_kid(&w), r.new_kid);

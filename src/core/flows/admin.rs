@@ -1,10 +1,12 @@
 //! The admin API under `/auth/admin`: list, read, edit and delete users, ban
 //! and unban them, grant and withdraw roles, revoke their sessions.
 //!
-//! Every call is authorised the strict way: the access token is verified,
-//! its session must be live in the store, and the caller's *current* roles
-//! (from the store, not the token) must include [`ADMIN_ROLE`] — so a
-//! withdrawn role or a ban takes effect at once, not when the token expires.
+//! Every call is authorised the strict way, before anything else is read: the
+//! access token is verified, its session must be live in the store, and the
+//! caller's *current* roles (from the store, not the token) must include
+//! [`ADMIN_ROLE`] — so a withdrawn role or a ban takes effect at once, not
+//! when the token expires. [`Deps::require_admin`] is the only way to get the
+//! [`Admin`] every admin flow takes.
 
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -32,6 +34,19 @@ pub const MAX_AVATAR_URL_LEN: usize = 2048;
 pub const MAX_PHONE_CHARS: usize = 32;
 /// Longest user id looked up (ours are 36-character UUIDs).
 const MAX_USER_ID_LEN: usize = 64;
+
+/// Proof that the caller is an administrator; only [`Deps::require_admin`] makes one.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    user: User,
+}
+
+impl Admin {
+    /// The administrator's account.
+    pub fn user(&self) -> &User {
+        &self.user
+    }
+}
 
 /// `GET /auth/admin/users` query parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,13 +225,13 @@ where
     /// The calling administrator: a verified token on a live session, an
     /// unbanned account, and the `admin` role in the store right now.
     /// Otherwise 401, or 403 `insufficient_role` / `account_banned`.
-    pub async fn require_admin(&self, meta: &Meta, bearer: Option<&str>) -> Result<User, Error> {
+    pub async fn require_admin(&self, meta: &Meta, bearer: Option<&str>) -> Result<Admin, Error> {
         let p = self.authenticate(meta, bearer).await?;
         let user = self.live_user(&p).await?;
         if !user.roles.iter().any(|r| r == ADMIN_ROLE) {
             return Err(Error::forbidden("insufficient_role", "this endpoint requires the admin role"));
         }
-        Ok(user)
+        Ok(Admin { user })
     }
 }
 
@@ -231,8 +246,7 @@ where
     }
 
     /// `GET /auth/admin/users`.
-    pub async fn admin_list_users(&self, meta: &Meta, bearer: Option<&str>, q: ListQuery) -> Result<UserList, Error> {
-        self.require_admin(meta, bearer).await?;
+    pub async fn admin_list_users(&self, _admin: &Admin, q: ListQuery) -> Result<UserList, Error> {
         let page = self.store.list_users(q.query.as_deref(), q.limit, q.offset).await?;
         Ok(UserList {
             users: page.users.iter().map(|u| u.response(None)).collect(),
@@ -243,8 +257,7 @@ where
     }
 
     /// `GET /auth/admin/users/{id}`.
-    pub async fn admin_get_user(&self, meta: &Meta, bearer: Option<&str>, id: &str) -> Result<UserResponse, Error> {
-        self.require_admin(meta, bearer).await?;
+    pub async fn admin_get_user(&self, _admin: &Admin, id: &str) -> Result<UserResponse, Error> {
         Ok(self.target(id).await?.response(None))
     }
 
@@ -254,11 +267,10 @@ where
         &self,
         meta: &Meta,
         rng: &mut impl Random,
-        bearer: Option<&str>,
+        _admin: &Admin,
         id: &str,
         req: UpdateUserRequest,
     ) -> Result<UserResponse, Error> {
-        self.require_admin(meta, bearer).await?;
         let before = self.target(id).await?;
         let mut user = before.clone();
         match req.email {
@@ -301,8 +313,7 @@ where
 
     /// `DELETE /auth/admin/users/{id}`: the user goes with their roles,
     /// sessions and emailed tokens. Emits `user_deleted`.
-    pub async fn admin_delete_user(&self, meta: &Meta, rng: &mut impl Random, bearer: Option<&str>, id: &str) -> Result<(), Error> {
-        self.require_admin(meta, bearer).await?;
+    pub async fn admin_delete_user(&self, meta: &Meta, rng: &mut impl Random, _admin: &Admin, id: &str) -> Result<(), Error> {
         let user = self.target(id).await?;
         if !self.store.delete_user(&user.id).await? {
             return Err(Error::NotFound);
@@ -317,11 +328,10 @@ where
         &self,
         meta: &Meta,
         rng: &mut impl Random,
-        bearer: Option<&str>,
+        _admin: &Admin,
         id: &str,
         banned: bool,
     ) -> Result<UserResponse, Error> {
-        self.require_admin(meta, bearer).await?;
         let mut user = self.target(id).await?;
         let changed = self.store.set_banned(&user.id, banned, meta.now).await?;
         user.banned = banned;
@@ -346,12 +356,11 @@ where
         &self,
         meta: &Meta,
         rng: &mut impl Random,
-        bearer: Option<&str>,
+        _admin: &Admin,
         id: &str,
         role: &str,
         grant: bool,
     ) -> Result<UserResponse, Error> {
-        self.require_admin(meta, bearer).await?;
         let role = role_name(role)?;
         let user = self.target(id).await?;
         let changed = if grant {
@@ -370,8 +379,7 @@ where
 
     /// `POST /auth/admin/users/{id}/sessions/revoke`: signs the user out
     /// everywhere. Emits `session_revoked` with `revoke_all`.
-    pub async fn admin_revoke_sessions(&self, meta: &Meta, rng: &mut impl Random, bearer: Option<&str>, id: &str) -> Result<Revoked, Error> {
-        self.require_admin(meta, bearer).await?;
+    pub async fn admin_revoke_sessions(&self, meta: &Meta, rng: &mut impl Random, _admin: &Admin, id: &str) -> Result<Revoked, Error> {
         let user = self.target(id).await?;
         let revoked = self.store.revoke_user_sessions(&user.id, None, meta.now, "revoked_by_admin").await?;
         self.emit(meta, rng, vec![events::SessionRevoked { user_id: user.id, session_id: None, revoke_all: true }.into()])
