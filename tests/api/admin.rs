@@ -194,3 +194,20 @@ fn an_admin_can_sign_a_user_out_everywhere() {
     assert!(block_on(deps.me(&meta, Some(&admin.access_token))).is_ok());
     assert_eq!(w.events.last_of("session_revoked")["user_id"], ada.user.id.as_str());
 }
+
+#[test]
+fn admins_cannot_lock_themselves_out() {
+    let mut rng = TestRandom(10);
+    let (w, admin, _) = setup(&mut rng);
+    let a = admin_of(&w, &admin.access_token);
+    let me = admin.user.id.as_str();
+    let (deps, meta) = w.at(1_500);
+    assert_eq!(code(block_on(deps.admin_set_banned(&meta, &mut rng, &a, me, true))), "self_lockout");
+    assert_eq!(code(block_on(deps.admin_delete_user(&meta, &mut rng, &a, me))), "self_lockout");
+    assert_eq!(code(block_on(deps.admin_set_role(&meta, &mut rng, &a, me, "admin", false))), "self_lockout");
+    assert!(block_on(deps.admin_set_role(&meta, &mut rng, &a, me, "editor", true)).is_ok());
+    assert!(block_on(deps.admin_set_banned(&meta, &mut rng, &a, me, false)).is_ok());
+    let u = user(&w, "root@example.com");
+    assert!(!u.banned);
+    assert_eq!(u.roles, ["admin", "editor"]);
+}

@@ -234,6 +234,16 @@ describe("admin API", () => {
     await assertProblem(await api(`/users/${id}/roles/x`, { method: "GET" }), 405, "method_not_allowed");
   });
 
+  test("an admin cannot ban, delete or demote themselves", async () => {
+    const id = admin.user.id;
+    await assertProblem(await api(`/users/${id}/ban`, { method: "POST" }), 409, "self_lockout");
+    await assertProblem(await api(`/users/${id}`, { method: "DELETE" }), 409, "self_lockout");
+    await assertProblem(await api(`/users/${id}/roles/admin`, { method: "DELETE" }), 409, "self_lockout");
+    const me = await json(await api(`/users/${id}`));
+    assert.equal(me.banned, false);
+    assert.deepEqual(me.roles, ["admin"]);
+  });
+
   test("an admin can revoke all of a user's sessions", async () => {
     const email = randomEmail("signout");
     const s1 = await signup(gw, email);

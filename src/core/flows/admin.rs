@@ -208,6 +208,16 @@ fn user_id(raw: &str) -> Result<&str, Error> {
     }
 }
 
+/// Refuses an administrator's action on their own account that would lock
+/// them out (ban, delete, withdrawing their own `admin` role): with a single
+/// administrator, only direct database access could undo it.
+fn not_self(admin: &Admin, target: &User, what: &str) -> Result<(), Error> {
+    if admin.user.id == target.id {
+        return Err(Error::Conflict { code: "self_lockout", detail: format!("administrators cannot {what} themselves") });
+    }
+    Ok(())
+}
+
 fn role_name(raw: &str) -> Result<&str, Error> {
     if is_role_name(raw) {
         Ok(raw)
@@ -313,8 +323,9 @@ where
 
     /// `DELETE /auth/admin/users/{id}`: the user goes with their roles,
     /// sessions and emailed tokens. Emits `user_deleted`.
-    pub async fn admin_delete_user(&self, meta: &Meta, rng: &mut impl Random, _admin: &Admin, id: &str) -> Result<(), Error> {
+    pub async fn admin_delete_user(&self, meta: &Meta, rng: &mut impl Random, admin: &Admin, id: &str) -> Result<(), Error> {
         let user = self.target(id).await?;
+        not_self(admin, &user, "delete")?;
         if !self.store.delete_user(&user.id).await? {
             return Err(Error::NotFound);
         }
@@ -328,11 +339,14 @@ where
         &self,
         meta: &Meta,
         rng: &mut impl Random,
-        _admin: &Admin,
+        admin: &Admin,
         id: &str,
         banned: bool,
     ) -> Result<UserResponse, Error> {
         let mut user = self.target(id).await?;
+        if banned {
+            not_self(admin, &user, "ban")?;
+        }
         let changed = self.store.set_banned(&user.id, banned, meta.now).await?;
         user.banned = banned;
         if changed {
@@ -356,13 +370,16 @@ where
         &self,
         meta: &Meta,
         rng: &mut impl Random,
-        _admin: &Admin,
+        admin: &Admin,
         id: &str,
         role: &str,
         grant: bool,
     ) -> Result<UserResponse, Error> {
         let role = role_name(role)?;
         let user = self.target(id).await?;
+        if !grant && role == ADMIN_ROLE {
+            not_self(admin, &user, "withdraw the admin role from")?;
+        }
         let changed = if grant {
             self.store.add_role(&user.id, role, meta.now).await?
         } else {
