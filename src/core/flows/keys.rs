@@ -12,7 +12,7 @@ use crate::core::ids::Random;
 use crate::core::keys::{self, Kek, KeyStatus, SigningKey, StoredKey};
 use crate::core::ports::{EmailTokenStore, EventSink, KeyRing, KeyStore, SessionStore, UserStore};
 use crate::core::time::UnixTime;
-use crate::core::token::{ALG_EDDSA, LEEWAY_SECS};
+use crate::core::token::{ALG_EDDSA, ASSERTION_TTL_SECS, LEEWAY_SECS};
 
 /// Loads the stored keys and the active signing key, creating that key on
 /// first use. Racing creators are settled by the store's one-active-key
@@ -72,12 +72,16 @@ pub const EMAIL_TOKEN_RETENTION_SECS: u64 = 86_400;
 
 /// How long a retired key stays in the JWKS after its retirement: another
 /// isolate may keep signing with it until its key cache expires
-/// (`KEY_CACHE_TTL`), what it signs lives at most `ACCESS_TTL` (a gateway
-/// assertion never outlives the access token it vouches for, see
-/// [`crate::core::token::issue_assertion`]), and verifiers allow
+/// (`KEY_CACHE_TTL`); an access token it signed lives `ACCESS_TTL`, a gateway
+/// assertion [`ASSERTION_TTL_SECS`] (today capped by its access token's
+/// expiry, but the window does not rely on that); verifiers allow
 /// [`LEEWAY_SECS`] of clock skew past `exp`.
 pub fn retirement_window_secs(config: &Config) -> u64 {
-    config.key_cache_ttl_secs.saturating_add(config.access_ttl_secs).saturating_add(LEEWAY_SECS.unsigned_abs())
+    config
+        .key_cache_ttl_secs
+        .saturating_add(config.access_ttl_secs)
+        .saturating_add(ASSERTION_TTL_SECS)
+        .saturating_add(LEEWAY_SECS.unsigned_abs())
 }
 
 /// Whether the active key is at least `interval_secs` old. With no key yet,
