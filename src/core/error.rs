@@ -78,6 +78,14 @@ pub enum Error {
     InvalidToken(TokenError),
     /// The refresh token is unknown, rotated, expired or its session revoked.
     InvalidRefreshToken,
+    /// An emailed secret (link token or code) is unknown, used, superseded,
+    /// expired or out of attempts — deliberately one answer for all of these.
+    InvalidEmailSecret {
+        /// Stable code: `invalid_link` or `invalid_code`.
+        code: &'static str,
+        /// For people.
+        detail: String,
+    },
     /// Authenticated, but not allowed.
     Forbidden {
         /// Stable code, e.g. `account_banned`, `insufficient_role`.
@@ -178,6 +186,22 @@ impl Error {
         Self::Forbidden { code, detail: detail.into() }
     }
 
+    /// A link token that cannot be used (`invalid_link`, 401).
+    pub fn invalid_link() -> Self {
+        Self::InvalidEmailSecret {
+            code: "invalid_link",
+            detail: "the link is invalid, already used, superseded by a newer one, or expired".into(),
+        }
+    }
+
+    /// A one-time code that cannot be used (`invalid_code`, 401).
+    pub fn invalid_code() -> Self {
+        Self::InvalidEmailSecret {
+            code: "invalid_code",
+            detail: "the code is wrong, already used, superseded by a newer one, expired or out of attempts".into(),
+        }
+    }
+
     /// Shorthand for a [`Error::Unavailable`].
     pub fn unavailable(dependency: &'static str, cause: impl fmt::Display) -> Self {
         Self::Unavailable { dependency, cause: cause.to_string() }
@@ -234,6 +258,7 @@ impl Error {
                 "Invalid refresh token",
                 "the refresh token is invalid, expired or revoked",
             ),
+            Self::InvalidEmailSecret { code, detail } => Problem::new(401, code, "Invalid or expired", detail.clone()),
             Self::Forbidden { code, detail } => Problem::new(403, code, "Forbidden", detail.clone()),
             Self::NotFound => Problem::new(404, "not_found", "Not found", "no such resource"),
             Self::MethodNotAllowed => Problem::new(

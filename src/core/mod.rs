@@ -4,6 +4,7 @@ pub mod cache;
 pub mod config;
 pub mod cors;
 pub mod email;
+pub mod email_token;
 pub mod error;
 pub mod events;
 pub mod flows;

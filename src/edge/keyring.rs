@@ -5,6 +5,12 @@
 //! cache. An unknown `kid` triggers at most one reload per
 //! [`UNKNOWN_KID_RELOAD_SECS`], whatever tokens arrive; keys only ever come
 //! from our own table, never from a URL in a token.
+//!
+//! Rotation: the isolate that rotates calls [`invalidate`] and signs with the
+//! new key from its next request; every other isolate reloads within
+//! `KEY_CACHE_TTL` (and at once on meeting the new `kid`). Retired keys stay
+//! published long enough to cover that window (see
+//! [`crate::core::flows::keys::retirement_window_secs`]).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -24,8 +30,6 @@ use crate::core::time::UnixTime;
 use crate::edge::d1::D1Store;
 use crate::edge::platform::{self, OsRandom};
 
-/// The cache is refreshed from D1 after this long, to pick up rotations.
-pub const KEY_CACHE_TTL_SECS: i64 = 300;
 /// Least time between two reloads caused by unknown `kid`s.
 pub const UNKNOWN_KID_RELOAD_SECS: i64 = 30;
 
@@ -69,12 +73,13 @@ impl<'a> EdgeKeys<'a> {
         Ok(())
     }
 
-    fn is_fresh(now: UnixTime) -> bool {
-        CACHE.with(|c| c.borrow().as_ref().is_some_and(|c| now.0 - c.loaded_at.0 < KEY_CACHE_TTL_SECS))
+    fn is_fresh(&self, now: UnixTime) -> bool {
+        let ttl = i64::try_from(self.config.key_cache_ttl_secs).unwrap_or(i64::MAX);
+        CACHE.with(|c| c.borrow().as_ref().is_some_and(|c| now.0.saturating_sub(c.loaded_at.0) < ttl))
     }
 
     async fn ensure_loaded(&self) -> Result<()> {
-        if Self::is_fresh(platform::now()) {
+        if self.is_fresh(platform::now()) {
             return Ok(());
         }
         self.reload().await
@@ -165,6 +170,17 @@ async fn import_ed25519_private(key: &SigningKey) -> Result<CryptoKey> {
         .map_err(|e| Error::Internal(format!("importKey: {e:?}")))?;
     let key = JsFuture::from(promise).await.map_err(|e| Error::Internal(format!("importKey: {e:?}")))?;
     Ok(key.unchecked_into::<CryptoKey>())
+}
+
+/// Makes this isolate reload its keys from D1 on their next use — after it
+/// rotated them itself. Imported WebCrypto keys are kept (they stay valid for
+/// as long as their key is published).
+pub fn invalidate() {
+    CACHE.with(|c| {
+        if let Some(c) = c.borrow_mut().as_mut() {
+            c.loaded_at = UnixTime(i64::MIN);
+        }
+    });
 }
 
 async fn import_ed25519(raw: &[u8]) -> Result<CryptoKey> {

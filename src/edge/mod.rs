@@ -1,7 +1,8 @@
 //! The wasm32 edge: the Worker's entry points and the platform adapters.
 //!
 //! `fetch` serves the auth API and the gateway, `queue` consumes auth events,
-//! `scheduled` runs periodic upkeep. Requests and responses stay raw
+//! `scheduled` runs periodic upkeep (signing-key rotation once the key is
+//! `ROTATION_INTERVAL` old, purging long-expired email tokens). Requests and responses stay raw
 //! `web_sys` objects end to end, so the gateway's hot path crosses the JS
 //! boundary as few times as possible.
 
@@ -9,6 +10,7 @@ mod d1;
 mod glue;
 mod http;
 mod keyring;
+mod kv;
 mod platform;
 mod proxy;
 mod queue;
@@ -19,6 +21,8 @@ use std::rc::Rc;
 use worker::{event, Context, Env, MessageBatch, ScheduleContext, ScheduledEvent};
 
 use crate::core::config::{Config, ConfigError};
+use crate::core::error::Error;
+use crate::core::flows::keys::{self, KeyRotation};
 
 thread_local! {
     /// The configuration, parsed once per isolate (vars cannot change without
@@ -71,6 +75,26 @@ async fn consume(batch: MessageBatch<wasm_bindgen::JsValue>, env: Env, _ctx: Con
 }
 
 #[event(scheduled)]
-async fn scheduled(event: ScheduledEvent, _env: Env, _ctx: ScheduleContext) {
+async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     worker::console_log!("portcullis.scheduled cron={}", event.cron());
+    match upkeep(&env).await {
+        Ok(Some(r)) => worker::console_log!(
+            "portcullis.key_rotated old={} new={}",
+            r.old_kid.as_deref().unwrap_or("-"),
+            r.new_kid
+        ),
+        Ok(None) => {}
+        Err(e) => worker::console_error!("portcullis.error scheduled: {e}"),
+    }
+}
+
+async fn upkeep(env: &Env) -> Result<Option<KeyRotation>, Error> {
+    let cfg = config(env).map_err(|e| Error::Misconfigured(e.0))?;
+    let store = d1::D1Store::new(env)?;
+    let events = queue::QueueSink::new(env);
+    let rotation = keys::scheduled(&store, &events, &cfg, &mut platform::OsRandom, platform::now()).await?;
+    if rotation.is_some() {
+        keyring::invalidate();
+    }
+    Ok(rotation)
 }
