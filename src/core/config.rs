@@ -20,6 +20,14 @@ pub const REFRESH_TTL_SECS: u64 = 2_592_000;
 pub const MAGIC_LINK_TTL_SECS: u64 = 600;
 /// Default email-OTP lifetime.
 pub const OTP_TTL_SECS: u64 = 600;
+/// Default password-reset link lifetime.
+pub const PASSWORD_RESET_TTL_SECS: u64 = 3_600;
+/// Default email-verification link lifetime.
+pub const EMAIL_VERIFICATION_TTL_SECS: u64 = 86_400;
+/// Default age at which the scheduled job replaces the active signing key.
+pub const ROTATION_INTERVAL_SECS: u64 = 30 * 86_400;
+/// Default lifetime of an isolate's cached copy of the signing keys.
+pub const KEY_CACHE_TTL_SECS: u64 = 300;
 /// Default origin timeout.
 pub const ORIGIN_TIMEOUT_MS: u32 = 30_000;
 /// Default `WEBHOOK_TIMEOUT_MS`.
@@ -44,9 +52,19 @@ pub struct Config {
     pub magic_link_ttl_secs: u64,
     /// `OTP_TTL`.
     pub otp_ttl_secs: u64,
+    /// `PASSWORD_RESET_TTL`.
+    pub password_reset_ttl_secs: u64,
+    /// `EMAIL_VERIFICATION_TTL`.
+    pub email_verification_ttl_secs: u64,
+    /// `ROTATION_INTERVAL`: the cron trigger rotates a signing key this old.
+    pub rotation_interval_secs: u64,
+    /// `KEY_CACHE_TTL`: how long an isolate trusts its cached key set; also
+    /// how long another isolate may still sign with a just-retired key.
+    pub key_cache_ttl_secs: u64,
     /// `ORIGIN_URL`: the protected origin.
     pub origin_url: Option<Url>,
-    /// `ORIGIN_TIMEOUT_MS`: how long the origin may take before a 504.
+    /// `ORIGIN_TIMEOUT_MS`: how long the origin may take to send its response
+    /// head before a 504; 0 leaves it to the platform's own limits.
     pub origin_timeout_ms: u32,
     /// `ROUTES` and `DEFAULT_POLICY`.
     pub routes: Routes,
@@ -255,11 +273,12 @@ impl Config {
             refresh_ttl_secs: secs("REFRESH_TTL", REFRESH_TTL_SECS)?,
             magic_link_ttl_secs: secs("MAGIC_LINK_TTL", MAGIC_LINK_TTL_SECS)?,
             otp_ttl_secs: secs("OTP_TTL", OTP_TTL_SECS)?,
+            password_reset_ttl_secs: secs("PASSWORD_RESET_TTL", PASSWORD_RESET_TTL_SECS)?,
+            email_verification_ttl_secs: secs("EMAIL_VERIFICATION_TTL", EMAIL_VERIFICATION_TTL_SECS)?,
+            rotation_interval_secs: secs("ROTATION_INTERVAL", ROTATION_INTERVAL_SECS)?,
+            key_cache_ttl_secs: secs("KEY_CACHE_TTL", KEY_CACHE_TTL_SECS)?,
             origin_url,
-            origin_timeout_ms: match number("ORIGIN_TIMEOUT_MS", ORIGIN_TIMEOUT_MS)? {
-                0 => return Err(err("ORIGIN_TIMEOUT_MS", "must be at least 1".into())),
-                n => n,
-            },
+            origin_timeout_ms: number("ORIGIN_TIMEOUT_MS", ORIGIN_TIMEOUT_MS)?,
             routes,
             webhook_urls,
             webhook_secret,
@@ -301,6 +320,10 @@ mod tests {
         assert_eq!(c.audience, "portcullis");
         assert_eq!((c.access_ttl_secs, c.refresh_ttl_secs, c.magic_link_ttl_secs, c.otp_ttl_secs), (900, 2_592_000, 600, 600));
         assert!(!c.cookie_mode && !c.allow_passwordless_signup);
+        assert_eq!(
+            (c.password_reset_ttl_secs, c.email_verification_ttl_secs, c.rotation_interval_secs, c.key_cache_ttl_secs),
+            (3_600, 86_400, 2_592_000, 300)
+        );
         assert_eq!(c.email.transport, crate::core::mail::Transport::Log);
         assert_eq!((c.webhook_secret.is_none(), c.webhook_events.is_none(), c.hook.is_none()), (true, true, true));
         assert_eq!((c.webhook_timeout_ms, c.retry_base_delay_secs), (10_000, 30));
@@ -312,6 +335,9 @@ mod tests {
         for (k, v) in [
             ("ACCESS_TTL", "soon"),
             ("ACCESS_TTL", "0"),
+            ("ROTATION_INTERVAL", "-5"),
+            ("KEY_CACHE_TTL", "0"),
+            ("PASSWORD_RESET_TTL", "1h"),
             ("ISSUER", "not a url"),
             ("ORIGIN_URL", "ftp://x"),
             ("COOKIE_MODE", "yes"),

@@ -78,6 +78,14 @@ pub enum Error {
     InvalidToken(TokenError),
     /// The refresh token is unknown, rotated, expired or its session revoked.
     InvalidRefreshToken,
+    /// An emailed secret (link token or code) is unknown, used, superseded,
+    /// expired or out of attempts — deliberately one answer for all of these.
+    InvalidEmailSecret {
+        /// Stable code: `invalid_link` or `invalid_code`.
+        code: &'static str,
+        /// For people.
+        detail: String,
+    },
     /// Authenticated, but not allowed.
     Forbidden {
         /// Stable code, e.g. `account_banned`, `insufficient_role`.
@@ -108,6 +116,10 @@ pub enum Error {
         /// The cause, for the log only.
         cause: String,
     },
+    /// The origin could not be reached (502).
+    OriginUnreachable,
+    /// The origin sent no response head in time (504).
+    OriginTimeout,
     /// The sign-in hook failed and `HOOK_FAILURE_MODE` is `closed`; the cause
     /// is for the log only.
     HookUnavailable(String),
@@ -178,6 +190,22 @@ impl Error {
         Self::Forbidden { code, detail: detail.into() }
     }
 
+    /// A link token that cannot be used (`invalid_link`, 401).
+    pub fn invalid_link() -> Self {
+        Self::InvalidEmailSecret {
+            code: "invalid_link",
+            detail: "the link is invalid, already used, superseded by a newer one, or expired".into(),
+        }
+    }
+
+    /// A one-time code that cannot be used (`invalid_code`, 401).
+    pub fn invalid_code() -> Self {
+        Self::InvalidEmailSecret {
+            code: "invalid_code",
+            detail: "the code is wrong, already used, superseded by a newer one, expired or out of attempts".into(),
+        }
+    }
+
     /// Shorthand for a [`Error::Unavailable`].
     pub fn unavailable(dependency: &'static str, cause: impl fmt::Display) -> Self {
         Self::Unavailable { dependency, cause: cause.to_string() }
@@ -234,6 +262,7 @@ impl Error {
                 "Invalid refresh token",
                 "the refresh token is invalid, expired or revoked",
             ),
+            Self::InvalidEmailSecret { code, detail } => Problem::new(401, code, "Invalid or expired", detail.clone()),
             Self::Forbidden { code, detail } => Problem::new(403, code, "Forbidden", detail.clone()),
             Self::NotFound => Problem::new(404, "not_found", "Not found", "no such resource"),
             Self::MethodNotAllowed => Problem::new(
@@ -258,6 +287,8 @@ impl Error {
                 p.retry_after_secs = Some(5);
                 p
             }
+            Self::OriginUnreachable => Problem::new(502, "origin_unreachable", "Bad gateway", "the origin could not be reached"),
+            Self::OriginTimeout => Problem::new(504, "origin_timeout", "Gateway timeout", "the origin did not answer in time"),
             Self::HookUnavailable(_) => {
                 let mut p = Problem::new(
                     503,

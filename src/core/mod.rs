@@ -5,6 +5,7 @@ pub mod config;
 pub mod cors;
 pub mod delivery;
 pub mod email;
+pub mod email_token;
 pub mod error;
 pub mod events;
 pub mod flows;

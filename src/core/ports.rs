@@ -7,6 +7,7 @@
 //! [`Error::Unavailable`], so a broken dependency fails closed.
 #![allow(async_fn_in_trait)] // Send is not needed: a Worker isolate is single-threaded.
 
+use crate::core::email_token::{EmailToken, TokenKind};
 use std::future::Future;
 use std::pin::Pin;
 
@@ -17,7 +18,7 @@ use crate::core::outbound::{HttpReply, HttpRequest, SendError};
 use crate::core::keys::{SigningKey, StoredKey};
 use crate::core::session::{RotateRequest, Rotation, Session};
 use crate::core::time::UnixTime;
-use crate::core::users::User;
+use crate::core::users::{ProfileUpdate, User, UserPage};
 
 /// Shorthand.
 pub type Result<T> = std::result::Result<T, Error>;
@@ -53,12 +54,71 @@ pub trait SessionStore {
     async fn list_sessions(&self, user_id: &str, now: UnixTime) -> Result<Vec<Session>>;
 }
 
+/// Account changes beyond sign-up: verification, passwords, and what
+/// administrators do to users. Every method is one atomic write.
+pub trait AccountStore {
+    /// Marks the email verified; `Ok(false)` if it already was (or no such user).
+    async fn set_email_verified(&self, user_id: &str, now: UnixTime) -> Result<bool>;
+    /// Replaces the password hash (and marks the email verified if
+    /// `verify_email`), revoking every live session of the user but `keep`
+    /// in the same write. Returns how many sessions were revoked.
+    async fn set_password(
+        &self,
+        user_id: &str,
+        hash: &str,
+        verify_email: bool,
+        keep: Option<&str>,
+        now: UnixTime,
+        reason: &str,
+    ) -> Result<u64>;
+    /// Users whose email or name contains `query` (case-insensitive; all
+    /// users if `None`), newest first, `limit` from `offset`, and the total.
+    async fn list_users(&self, query: Option<&str>, limit: u32, offset: u32) -> Result<UserPage>;
+    /// Writes `user`'s profile fields (email, name, avatar URL, phone,
+    /// email_verified), keeping emails unique.
+    async fn update_profile(&self, user: &User, now: UnixTime) -> Result<ProfileUpdate>;
+    /// Deletes the user with their roles, sessions and emailed tokens;
+    /// `Ok(false)` if there was no such user.
+    async fn delete_user(&self, user_id: &str) -> Result<bool>;
+    /// Sets the ban flag. Banning also revokes every live session of the
+    /// user, in the same write. `Ok(true)` if the flag changed.
+    async fn set_banned(&self, user_id: &str, banned: bool, now: UnixTime) -> Result<bool>;
+    /// Grants `role`; `Ok(false)` if the user already had it.
+    async fn add_role(&self, user_id: &str, role: &str, now: UnixTime) -> Result<bool>;
+    /// Withdraws `role`; `Ok(false)` if the user did not have it.
+    async fn remove_role(&self, user_id: &str, role: &str) -> Result<bool>;
+}
+
+/// Single-use secrets sent by email. The store is the authority on whether
+/// a secret can still be used: every decision is one conditional write, so of
+/// any number of racing requests exactly one consumes a secret, and every
+/// attempt at a code is counted.
+pub trait EmailTokenStore {
+    /// Stores `token` as the one live token of its kind for its email;
+    /// earlier live tokens of that kind and email die in the same write.
+    async fn issue_email_token(&self, token: &EmailToken) -> Result<()>;
+    /// Consumes the live, unexpired token of `kind` whose hash is `hash`;
+    /// `Ok(None)` when there is none (unknown, used, superseded or expired).
+    async fn consume_email_token(&self, kind: TokenKind, hash: &str, now: UnixTime) -> Result<Option<EmailToken>>;
+    /// Counts one attempt against the live, unexpired code sent to `email`
+    /// unless it already had `max_attempts`, and returns it with the attempt
+    /// counted; `Ok(None)` when there is no such code.
+    async fn count_code_attempt(&self, email: &str, now: UnixTime, max_attempts: u32) -> Result<Option<EmailToken>>;
+    /// Deletes tokens that expired before `before`; returns how many.
+    async fn purge_email_tokens(&self, before: UnixTime) -> Result<u64>;
+}
+
 /// Signing keys at rest.
 pub trait KeyStore {
     /// Every stored key.
     async fn load_keys(&self) -> Result<Vec<StoredKey>>;
     /// Inserts `key` as the active key unless one exists; `Ok(false)` if one did.
     async fn insert_first_key(&self, key: &StoredKey) -> Result<bool>;
+    /// In one atomic write: retires `old_kid` if it is still the active key
+    /// (published until `publish_until`), inserts `new` as the active key, and
+    /// deletes retired keys no longer published at `now`. `Ok(false)`, with
+    /// nothing written, when `old_kid` is no longer active (another rotation won).
+    async fn rotate_key(&self, old_kid: &str, new: &StoredKey, now: UnixTime, publish_until: UnixTime) -> Result<bool>;
 }
 
 /// The key ring as request handlers see it: signing and verification.

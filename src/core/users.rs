@@ -74,3 +74,23 @@ impl User {
         }
     }
 }
+
+/// One page of a user listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserPage {
+    /// The users on this page, newest first.
+    pub users: Vec<User>,
+    /// How many users match the query in all.
+    pub total: u64,
+}
+
+/// What writing an edited profile led to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProfileUpdate {
+    /// Written.
+    Updated,
+    /// No user has that id.
+    NotFound,
+    /// The new email belongs to another account.
+    EmailTaken,
+}

@@ -4,6 +4,10 @@
 //! are converted to domain types here. Writes that must be atomic go through
 //! `db.batch`, which D1 runs as one transaction; single-use consumption is
 //! decided by a conditional statement's changed-row count.
+//!
+//! The store also holds the `TOKENS` KV namespace: link tokens are hinted
+//! there (see [`crate::edge::kv`]) so unknown or expired ones are refused
+//! before any D1 write; the decision itself is always D1's.
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -11,22 +15,29 @@ use wasm_bindgen::JsValue;
 use worker::{D1Database, D1PreparedStatement, Env};
 
 use crate::core::delivery::{Claim, DeadLetter, TargetState};
+use crate::core::email_token::{EmailToken, TokenKind};
 use crate::core::error::Error;
 use crate::core::keys::{KeyStatus, StoredKey};
-use crate::core::ports::{DeliveryLedger, KeyStore, Result, SessionStore, UserStore};
+use crate::core::ports::{AccountStore, DeliveryLedger, EmailTokenStore, KeyStore, Result, SessionStore, UserStore};
 use crate::core::session::{RotateRequest, Rotation, Session};
 use crate::core::time::UnixTime;
 use crate::core::token::ExtraClaims;
-use crate::core::users::User;
+use crate::core::users::{ProfileUpdate, User, UserPage};
+use crate::edge::kv::{is_hinted, TokenHints};
 
 const USER_COLUMNS: &str = "u.id, u.email, u.name, u.password_hash, u.email_verified, u.avatar_url, u.phone, \
      u.banned, u.created_at, (SELECT group_concat(r.role, ',') FROM user_roles r WHERE r.user_id = u.id) AS roles";
 const SESSION_COLUMNS: &str =
     "id, user_id, created_at, last_used_at, expires_at, revoked_at, ip_address, user_agent, extra_claims";
+const EMAIL_TOKEN_COLUMNS: &str = "hash, kind, email, user_id, code_hash, created_at, expires_at, attempts";
+/// Users matching an optional `LIKE` pattern `?1` on email or name.
+const USER_FILTER: &str = "(?1 IS NULL OR u.email LIKE ?1 ESCAPE '\\' OR u.name LIKE ?1 ESCAPE '\\')";
 
-/// D1 behind [`UserStore`], [`SessionStore`], [`KeyStore`] and [`DeliveryLedger`].
+/// D1 (with the `TOKENS` KV hints) behind [`UserStore`], [`SessionStore`],
+/// [`AccountStore`], [`EmailTokenStore`], [`KeyStore`] and [`DeliveryLedger`].
 pub struct D1Store {
     db: D1Database,
+    hints: TokenHints,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> Error {
@@ -156,10 +167,62 @@ impl TryFrom<KeyRow> for StoredKey {
     }
 }
 
+#[derive(Deserialize)]
+struct EmailTokenRow {
+    hash: String,
+    kind: String,
+    email: String,
+    user_id: Option<String>,
+    code_hash: Option<String>,
+    created_at: i64,
+    expires_at: i64,
+    attempts: i64,
+}
+
+impl TryFrom<EmailTokenRow> for EmailToken {
+    type Error = Error;
+    fn try_from(r: EmailTokenRow) -> std::result::Result<Self, Error> {
+        let kind = TokenKind::parse(&r.kind).ok_or_else(|| Error::Internal(format!("email token: unknown kind {}", r.kind)))?;
+        Ok(EmailToken {
+            hash: r.hash,
+            kind,
+            email: r.email,
+            user_id: r.user_id,
+            code_hash: r.code_hash,
+            created_at: UnixTime(r.created_at),
+            expires_at: UnixTime(r.expires_at),
+            attempts: u32::try_from(r.attempts).unwrap_or(u32::MAX),
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct CountRow {
+    total: i64,
+}
+
+/// `%text%` for `LIKE ... ESCAPE '\'`, the wildcards in `text` taken literally.
+fn contains_pattern(text: &str) -> String {
+    let mut p = String::with_capacity(text.len() + 2);
+    p.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
 impl D1Store {
-    /// The `DB` binding.
+    /// The `DB` binding, with the `TOKENS` KV namespace.
     pub fn new(env: &Env) -> Result<Self> {
-        Ok(Self { db: env.d1("DB").map_err(unavailable)? })
+        Ok(Self { db: env.d1("DB").map_err(unavailable)?, hints: TokenHints::new(env.kv("TOKENS").ok()) })
+    }
+
+    fn first_token(rows: Vec<EmailTokenRow>) -> Result<Option<EmailToken>> {
+        rows.into_iter().next().map(EmailToken::try_from).transpose()
     }
 
     fn stmt(&self, sql: &str, args: &[JsValue]) -> Result<D1PreparedStatement> {
@@ -379,6 +442,226 @@ impl KeyStore for D1Store {
             )
             .await?;
         Ok(n == 1)
+    }
+
+    async fn rotate_key(&self, old_kid: &str, k: &StoredKey, now: UnixTime, publish_until: UnixTime) -> Result<bool> {
+        // One transaction: the old key is retired only if it is still the
+        // active one, and the new key goes in only if no key is active after
+        // that — so a rotation that lost a race writes nothing, and the
+        // one-active-key index is never even tested.
+        let retire = self.stmt(
+            "UPDATE signing_keys SET status = 'retired', retired_at = ?2, publish_until = ?3 \
+             WHERE kid = ?1 AND status = 'active'",
+            &[text(old_kid), time(now), time(publish_until)],
+        )?;
+        let insert = self.stmt(
+            "INSERT INTO signing_keys (kid, alg, public_key, private_enc, status, created_at) \
+             SELECT ?1, ?2, ?3, ?4, 'active', ?5 \
+             WHERE NOT EXISTS (SELECT 1 FROM signing_keys WHERE status = 'active')",
+            &[text(&k.kid), text(&k.alg), text(&k.public_key), text(&k.private_enc), time(k.created_at)],
+        )?;
+        let prune = self.stmt(
+            "DELETE FROM signing_keys WHERE status = 'retired' AND publish_until <= ?1",
+            &[time(now)],
+        )?;
+        let results = self.batch(vec![retire, insert, prune]).await?;
+        match results.get(1) {
+            Some(r) => Ok(changes(r)? == 1),
+            None => Err(unavailable("short batch result")),
+        }
+    }
+}
+
+impl AccountStore for D1Store {
+    async fn set_email_verified(&self, user_id: &str, now: UnixTime) -> Result<bool> {
+        let n = self
+            .run(
+                "UPDATE users SET email_verified = 1, updated_at = ?2 WHERE id = ?1 AND email_verified = 0",
+                &[text(user_id), time(now)],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn set_password(
+        &self,
+        user_id: &str,
+        hash: &str,
+        verify_email: bool,
+        keep: Option<&str>,
+        now: UnixTime,
+        reason: &str,
+    ) -> Result<u64> {
+        let set = self.stmt(
+            "UPDATE users SET password_hash = ?2, updated_at = ?3, \
+             email_verified = CASE WHEN ?4 = 1 THEN 1 ELSE email_verified END WHERE id = ?1",
+            &[text(user_id), text(hash), time(now), int(i64::from(verify_email))],
+        )?;
+        let revoke = self.stmt(
+            "UPDATE sessions SET revoked_at = ?2, revoke_reason = ?3 \
+             WHERE user_id = ?1 AND revoked_at IS NULL AND (?4 IS NULL OR id <> ?4)",
+            &[text(user_id), time(now), text(reason), opt_text(keep)],
+        )?;
+        let results = self.batch(vec![set, revoke]).await?;
+        match results.get(1) {
+            Some(r) => Ok(changes(r)? as u64),
+            None => Err(unavailable("short batch result")),
+        }
+    }
+
+    async fn list_users(&self, query: Option<&str>, limit: u32, offset: u32) -> Result<UserPage> {
+        let pattern = query.map(contains_pattern);
+        let page = self.stmt(
+            &format!(
+                "SELECT {USER_COLUMNS} FROM users u WHERE {USER_FILTER} \
+                 ORDER BY u.created_at DESC, u.id LIMIT ?2 OFFSET ?3"
+            ),
+            &[opt_text(pattern.as_deref()), int(i64::from(limit)), int(i64::from(offset))],
+        )?;
+        let count = self.stmt(
+            &format!("SELECT COUNT(*) AS total FROM users u WHERE {USER_FILTER}"),
+            &[opt_text(pattern.as_deref())],
+        )?;
+        // One batch, one snapshot: the page and the total agree.
+        let results = self.batch(vec![page, count]).await?;
+        let (Some(page), Some(count)) = (results.first(), results.get(1)) else {
+            return Err(unavailable("short batch result"));
+        };
+        let users = page.results::<UserRow>().map_err(unavailable)?.into_iter().map(User::from).collect();
+        let total = count.results::<CountRow>().map_err(unavailable)?.first().map_or(0, |r| r.total);
+        Ok(UserPage { users, total: u64::try_from(total).unwrap_or(0) })
+    }
+
+    async fn update_profile(&self, u: &User, now: UnixTime) -> Result<ProfileUpdate> {
+        let n = self
+            .run(
+                "UPDATE users SET email = ?2, name = ?3, avatar_url = ?4, phone = ?5, email_verified = ?6, updated_at = ?7 \
+                 WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM users o WHERE o.email = ?2 AND o.id <> ?1)",
+                &[
+                    text(&u.id),
+                    text(&u.email),
+                    opt_text(u.name.as_deref()),
+                    opt_text(u.avatar_url.as_deref()),
+                    opt_text(u.phone.as_deref()),
+                    int(i64::from(u.email_verified)),
+                    time(now),
+                ],
+            )
+            .await?;
+        if n == 1 {
+            return Ok(ProfileUpdate::Updated);
+        }
+        Ok(match self.user_by_id(&u.id).await? {
+            Some(_) => ProfileUpdate::EmailTaken,
+            None => ProfileUpdate::NotFound,
+        })
+    }
+
+    async fn delete_user(&self, user_id: &str) -> Result<bool> {
+        // Roles, sessions (and their refresh tokens) and emailed tokens go
+        // with the user: ON DELETE CASCADE, which D1 enforces. D1 counts the
+        // cascaded rows in `changes` too, so any count means it was there.
+        Ok(self.run("DELETE FROM users WHERE id = ?1", &[text(user_id)]).await? > 0)
+    }
+
+    async fn set_banned(&self, user_id: &str, banned: bool, now: UnixTime) -> Result<bool> {
+        let mut stmts = vec![self.stmt(
+            "UPDATE users SET banned = ?2, updated_at = ?3 WHERE id = ?1 AND banned <> ?2",
+            &[text(user_id), int(i64::from(banned)), time(now)],
+        )?];
+        if banned {
+            stmts.push(self.stmt(
+                "UPDATE sessions SET revoked_at = ?2, revoke_reason = 'banned' WHERE user_id = ?1 AND revoked_at IS NULL",
+                &[text(user_id), time(now)],
+            )?);
+        }
+        let results = self.batch(stmts).await?;
+        match results.first() {
+            Some(r) => Ok(changes(r)? == 1),
+            None => Err(unavailable("empty batch result")),
+        }
+    }
+
+    async fn add_role(&self, user_id: &str, role: &str, now: UnixTime) -> Result<bool> {
+        let n = self
+            .run(
+                "INSERT OR IGNORE INTO user_roles (user_id, role, created_at) SELECT ?1, ?2, ?3 \
+                 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?1)",
+                &[text(user_id), text(role), time(now)],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn remove_role(&self, user_id: &str, role: &str) -> Result<bool> {
+        let n = self.run("DELETE FROM user_roles WHERE user_id = ?1 AND role = ?2", &[text(user_id), text(role)]).await?;
+        Ok(n == 1)
+    }
+}
+
+impl EmailTokenStore for D1Store {
+    async fn issue_email_token(&self, t: &EmailToken) -> Result<()> {
+        let supersede = self.stmt(
+            "UPDATE email_tokens SET consumed_at = ?3 WHERE kind = ?1 AND email = ?2 AND consumed_at IS NULL",
+            &[text(t.kind.as_str()), text(&t.email), time(t.created_at)],
+        )?;
+        let insert = self.stmt(
+            "INSERT INTO email_tokens (hash, kind, email, user_id, code_hash, created_at, expires_at, attempts) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0)",
+            &[
+                text(&t.hash),
+                text(t.kind.as_str()),
+                text(&t.email),
+                opt_text(t.user_id.as_deref()),
+                opt_text(t.code_hash.as_deref()),
+                time(t.created_at),
+                time(t.expires_at),
+            ],
+        )?;
+        self.batch(vec![supersede, insert]).await?;
+        if is_hinted(t.kind) {
+            self.hints.put(t.kind, &t.hash, t.created_at, t.expires_at).await?;
+        }
+        Ok(())
+    }
+
+    async fn consume_email_token(&self, kind: TokenKind, hash: &str, now: UnixTime) -> Result<Option<EmailToken>> {
+        if is_hinted(kind) && !self.hints.may_be_live(kind, hash, now).await? {
+            return Ok(None);
+        }
+        let rows = self
+            .all::<EmailTokenRow>(
+                &format!(
+                    "UPDATE email_tokens SET consumed_at = ?3 \
+                     WHERE hash = ?1 AND kind = ?2 AND consumed_at IS NULL AND expires_at > ?3 \
+                     RETURNING {EMAIL_TOKEN_COLUMNS}"
+                ),
+                &[text(hash), text(kind.as_str()), time(now)],
+            )
+            .await?;
+        let token = Self::first_token(rows)?;
+        if token.is_some() && is_hinted(kind) {
+            self.hints.forget(kind, hash).await;
+        }
+        Ok(token)
+    }
+
+    async fn count_code_attempt(&self, email: &str, now: UnixTime, max_attempts: u32) -> Result<Option<EmailToken>> {
+        let rows = self
+            .all::<EmailTokenRow>(
+                &format!(
+                    "UPDATE email_tokens SET attempts = attempts + 1 \
+                     WHERE kind = ?1 AND email = ?2 AND consumed_at IS NULL AND expires_at > ?3 AND attempts < ?4 \
+                     RETURNING {EMAIL_TOKEN_COLUMNS}"
+                ),
+                &[text(TokenKind::EmailOtp.as_str()), text(email), time(now), int(i64::from(max_attempts))],
+            )
+            .await?;
+        Self::first_token(rows)
+    }
+
+    async fn purge_email_tokens(&self, before: UnixTime) -> Result<u64> {
+        Ok(self.run("DELETE FROM email_tokens WHERE expires_at < ?1", &[time(before)]).await? as u64)
     }
 }
 

@@ -2,12 +2,16 @@
 //!
 //! `fetch` serves the auth API and the gateway, `queue` delivers auth events
 //! (webhooks, emails) and records dead letters, `scheduled` runs periodic
-//! upkeep. Requests and responses stay raw `web_sys` objects end to end, so
-//! the gateway's hot path crosses the JS boundary as few times as possible.
+//! upkeep (signing-key rotation once the key is `ROTATION_INTERVAL` old,
+//! purging long-expired email tokens and delivery records). Requests and
+//! responses stay raw `web_sys` objects end to end, so the gateway's hot path
+//! crosses the JS boundary as few times as possible.
 
 mod d1;
+mod glue;
 mod http;
 mod keyring;
+mod kv;
 mod outbound;
 mod platform;
 mod proxy;
@@ -19,6 +23,8 @@ use std::rc::Rc;
 use worker::{event, Context, Env, MessageBatch, ScheduleContext, ScheduledEvent};
 
 use crate::core::config::{Config, ConfigError};
+use crate::core::error::Error;
+use crate::core::flows::keys::{self, KeyRotation};
 
 thread_local! {
     /// The configuration, parsed once per isolate (vars cannot change without
@@ -47,9 +53,21 @@ fn start() {
     console_error_panic_hook::set_once();
 }
 
-#[event(fetch)]
-async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<web_sys::Response> {
-    router::handle(req, env, ctx).await
+/// The fetch entry point. Exported by hand rather than with
+/// `#[event(fetch)]` so that the gateway's hot path can answer with the
+/// origin fetch's Promise directly, without spinning up a Rust future.
+#[allow(unsafe_code)] // wasm-bindgen's generated export shim
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn fetch(req: web_sys::Request, env: Env, ctx: worker::worker_sys::Context) -> js_sys::Promise {
+    if let Some(promise) = proxy::fast_path(&req, &env) {
+        return promise;
+    }
+    wasm_bindgen_futures::future_to_promise(async move {
+        router::handle(req, env, Context::new(ctx))
+            .await
+            .map(wasm_bindgen::JsValue::from)
+            .map_err(|e| wasm_bindgen::JsValue::from_str(&e.to_string()))
+    })
 }
 
 #[event(queue)]
@@ -61,5 +79,25 @@ async fn consume(batch: MessageBatch<wasm_bindgen::JsValue>, env: Env, _ctx: Con
 #[event(scheduled)]
 async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     worker::console_log!("portcullis.scheduled cron={}", event.cron());
+    match upkeep(&env).await {
+        Ok(Some(r)) => worker::console_log!(
+            "portcullis.key_rotated old={} new={}",
+            r.old_kid.as_deref().unwrap_or("-"),
+            r.new_kid
+        ),
+        Ok(None) => {}
+        Err(e) => worker::console_error!("portcullis.error scheduled: {e}"),
+    }
     queue::prune(&env).await;
+}
+
+async fn upkeep(env: &Env) -> Result<Option<KeyRotation>, Error> {
+    let cfg = config(env).map_err(|e| Error::Misconfigured(e.0))?;
+    let store = d1::D1Store::new(env)?;
+    let events = queue::QueueSink::new(env);
+    let rotation = keys::scheduled(&store, &events, &cfg, &mut platform::OsRandom, platform::now()).await?;
+    if rotation.is_some() {
+        keyring::invalidate();
+    }
+    Ok(rotation)
 }

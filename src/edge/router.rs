@@ -12,12 +12,15 @@ use crate::core::config::Config;
 use crate::core::cors;
 use crate::core::error::Error;
 use crate::core::flows::account::{LoginRequest, RefreshRequest, SignupRequest};
+use crate::core::flows::admin::{ListQuery, UpdateUserRequest};
 use crate::core::flows::keys::discovery;
-use crate::core::flows::{AuthResponse, Deps, Meta};
+use crate::core::flows::otp::OtpVerifyRequest;
+use crate::core::flows::password::{ChangeRequest, ResetRequest};
+use crate::core::flows::{AuthResponse, Deps, EmailRequest, Meta, TokenRequest};
 use crate::core::policy::normalise_path;
 use crate::edge::d1::D1Store;
 use crate::edge::http::{self, JsResult};
-use crate::edge::keyring::EdgeKeys;
+use crate::edge::keyring::{self, EdgeKeys};
 use crate::edge::outbound::FetchGate;
 use crate::edge::platform::{self, OsRandom};
 use crate::edge::queue::QueueSink;
@@ -79,7 +82,7 @@ fn preflight(req: &Request, grant: Option<&cors::Grant>, requested_method: &str)
     }
 }
 
-async fn route(req: Request, env: Env, ctx: Context, cfg: Rc<Config>) -> JsResult<Response> {
+async fn route(req: Request, env: Env, _ctx: Context, cfg: Rc<Config>) -> JsResult<Response> {
     let url = match url::Url::parse(&req.url()) {
         Ok(u) => u,
         Err(_) => return http::problem(&Error::validation("invalid_path", "the request URL is not valid")),
@@ -88,15 +91,19 @@ async fn route(req: Request, env: Env, ctx: Context, cfg: Rc<Config>) -> JsResul
         Ok(p) => p,
         Err(e) => return http::problem(&e),
     };
-    let key = normalised.to_ascii_lowercase();
-    let owned = key == "/auth" || key.starts_with("/auth/") || key.starts_with("/.well-known/");
-    if !owned {
-        return proxy::forward(req, &env, &ctx, &cfg, url, normalised).await;
+    if !is_owned(&normalised) {
+        return proxy::forward(req, &env, &cfg, url, normalised).await;
     }
     match auth_api(&req, &env, cfg, &url).await {
         Ok(resp) => Ok(resp),
         Err(e) => http::problem(&e),
     }
+}
+
+/// Whether a normalised path belongs to the auth API rather than the origin.
+pub fn is_owned(normalised: &str) -> bool {
+    let key = normalised.to_ascii_lowercase();
+    key == "/auth" || key.starts_with("/auth/") || key == "/.well-known" || key.starts_with("/.well-known/")
 }
 
 fn meta(req: &Request, cfg: &Config, url: &url::Url) -> Meta {
@@ -174,7 +181,7 @@ fn clear_cookies(cfg: &Config) -> Vec<(&'static str, String)> {
     vec![set_cookie(ACCESS_COOKIE, "", 0), set_cookie(REFRESH_COOKIE, "", 0)]
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Empty {}
 
@@ -206,23 +213,28 @@ async fn auth_api(req: &Request, env: &Env, cfg: Rc<Config>, url: &url::Url) -> 
             js(http::json(200, &resp, None, &auth_cookies(&cfg, &resp)))
         }
         ("POST", "/auth/refresh") => {
-            let body: RefreshRequest = http::read_optional_json(req).await?;
-            let token = match body.refresh_token {
-                Some(t) => Some(t),
-                None if cfg.cookie_mode => {
-                    let t = cookie(req, REFRESH_COOKIE);
-                    if t.is_some() {
+            let body: Option<RefreshRequest> = http::read_optional_json(req).await?;
+            let from_body = body.as_ref().and_then(|b| b.refresh_token.clone());
+            let token = match from_body {
+                Some(t) => t,
+                None => match cfg.cookie_mode.then(|| cookie(req, REFRESH_COOKIE)).flatten() {
+                    Some(t) => {
                         csrf_check(req, &cfg, url)?;
+                        t
                     }
-                    t
-                }
-                None => None,
+                    None if body.is_none() => {
+                        return Err(Error::InvalidJson(
+                            "the request body is empty; expected {\"refresh_token\": \"...\"}".into(),
+                        ))
+                    }
+                    None => return Err(Error::validation("validation_failed", "refresh_token: required")),
+                },
             };
-            let resp = deps.refresh(&meta, rng, token.as_deref()).await?;
+            let resp = deps.refresh(&meta, rng, Some(&token)).await?;
             js(http::json(200, &resp, None, &auth_cookies(&cfg, &resp)))
         }
         ("POST", "/auth/logout") => {
-            let body: RefreshRequest = http::read_optional_json(req).await?;
+            let body: RefreshRequest = http::read_optional_json(req).await?.unwrap_or_default();
             let bearer = access_token(req, &cfg, url)?;
             let refresh = body.refresh_token.or_else(|| cfg.cookie_mode.then(|| cookie(req, REFRESH_COOKIE)).flatten());
             deps.logout(&meta, rng, bearer.as_deref(), refresh.as_deref()).await?;
@@ -238,7 +250,7 @@ async fn auth_api(req: &Request, env: &Env, cfg: Rc<Config>, url: &url::Url) -> 
             js(http::json(200, &serde_json::json!({ "sessions": sessions }), None, &[]))
         }
         ("POST", "/auth/sessions/revoke-others") => {
-            let _: Empty = http::read_optional_json(req).await?;
+            let _: Option<Empty> = http::read_optional_json(req).await?;
             let bearer = access_token(req, &cfg, url)?;
             let n = deps.revoke_other_sessions(&meta, rng, bearer.as_deref()).await?;
             js(http::json(200, &serde_json::json!({ "revoked": n }), None, &[]))
@@ -252,7 +264,134 @@ async fn auth_api(req: &Request, env: &Env, cfg: Rc<Config>, url: &url::Url) -> 
             deps.revoke_own_session(&meta, rng, bearer.as_deref(), id).await?;
             js(http::empty(204, &[]))
         }
+        ("POST", "/auth/magic-link") => {
+            let body: EmailRequest = http::read_json(req).await?;
+            js(http::json(200, &deps.request_magic_link(&meta, rng, body).await?, None, &[]))
+        }
+        ("POST", "/auth/magic-link/verify") => {
+            let body: TokenRequest = http::read_json(req).await?;
+            let resp = deps.verify_magic_link(&meta, rng, body).await?;
+            js(http::json(200, &resp, None, &auth_cookies(&cfg, &resp)))
+        }
+        // Mail scanners fetch links before people click them: opening the
+        // link must not use it up. Only the POST above consumes a token.
+        ("GET", "/auth/magic-link/verify") => js(http::json(200, &MAGIC_LINK_LANDING, None, &[])),
+        ("POST", "/auth/otp") => {
+            let body: EmailRequest = http::read_json(req).await?;
+            js(http::json(200, &deps.request_otp(&meta, rng, body).await?, None, &[]))
+        }
+        ("POST", "/auth/otp/verify") => {
+            let body: OtpVerifyRequest = http::read_json(req).await?;
+            let resp = deps.verify_otp(&meta, rng, body).await?;
+            js(http::json(200, &resp, None, &auth_cookies(&cfg, &resp)))
+        }
+        ("POST", "/auth/password/forgot") => {
+            let body: EmailRequest = http::read_json(req).await?;
+            js(http::json(200, &deps.forgot_password(&meta, rng, body).await?, None, &[]))
+        }
+        ("POST", "/auth/password/reset") => {
+            let body: ResetRequest = http::read_json(req).await?;
+            js(http::json(200, &deps.reset_password(&meta, rng, body).await?, None, &[]))
+        }
+        ("POST", "/auth/password/change") => {
+            let body: ChangeRequest = http::read_json(req).await?;
+            let bearer = access_token(req, &cfg, url)?;
+            js(http::json(200, &deps.change_password(&meta, rng, bearer.as_deref(), body).await?, None, &[]))
+        }
+        ("POST", "/auth/email/verify/request") => {
+            let _: Option<Empty> = http::read_optional_json(req).await?;
+            let bearer = access_token(req, &cfg, url)?;
+            js(http::json(200, &deps.request_email_verification(&meta, rng, bearer.as_deref()).await?, None, &[]))
+        }
+        ("POST", "/auth/email/verify") => {
+            let body: TokenRequest = http::read_json(req).await?;
+            js(http::json(200, &deps.verify_email(&meta, rng, body).await?, None, &[]))
+        }
+        ("POST", "/auth/admin/keys/rotate") => {
+            let bearer = access_token(req, &cfg, url)?;
+            let admin = deps.require_admin(&meta, bearer.as_deref()).await?;
+            let _: Option<Empty> = http::read_optional_json(req).await?;
+            let rotation = deps.admin_rotate_keys(&meta, rng, &admin).await?;
+            // This isolate signs with the new key from now on; the others
+            // pick it up within KEY_CACHE_TTL.
+            keyring::invalidate();
+            js(http::json(200, &rotation, None, &[]))
+        }
+        (m, p) if p == ADMIN_USERS || p.starts_with(ADMIN_USERS_PREFIX) => {
+            let bearer = access_token(req, &cfg, url)?;
+            admin_users(req, &deps, &meta, m, p, url.query(), bearer.as_deref()).await
+        }
         (_, p) if KNOWN_PATHS.contains(&p) || p.starts_with("/auth/sessions/") => Err(Error::MethodNotAllowed),
+        _ => Err(Error::NotFound),
+    }
+}
+
+const ADMIN_USERS: &str = "/auth/admin/users";
+const ADMIN_USERS_PREFIX: &str = "/auth/admin/users/";
+
+/// What `GET /auth/magic-link/verify` (a link opened in a browser or
+/// prefetched by a mail scanner) answers, without touching the token.
+const MAGIC_LINK_LANDING: crate::core::flows::Accepted = crate::core::flows::Accepted {
+    message: "opening this link does not sign in or use it up: the app that asked for it signs in by \
+              POSTing {\"token\": ...} to /auth/magic-link/verify",
+};
+
+/// `/auth/admin/users` and below. Unknown shapes are 404s, known shapes
+/// with another method 405s.
+async fn admin_users(
+    req: &Request,
+    deps: &Deps<'_, D1Store, QueueSink<'_>, EdgeKeys<'_>>,
+    meta: &Meta,
+    method: &str,
+    path: &str,
+    query: Option<&str>,
+    bearer: Option<&str>,
+) -> Result<Response, Error> {
+    let js = |r: JsResult<Response>| r.map_err(|e| Error::Internal(format!("response: {e:?}")));
+    let rng = &mut OsRandom;
+    let rest = path.strip_prefix(ADMIN_USERS).unwrap_or("");
+    let segments: Vec<&str> = rest.split('/').skip(1).collect();
+    // Authorisation comes before the query or body is read: callers who are
+    // not administrators learn nothing about what a valid request looks like.
+    let admin = || deps.require_admin(meta, bearer);
+    match (method, segments.as_slice()) {
+        ("GET", []) => {
+            let admin = admin().await?;
+            let q = ListQuery::parse(query)?;
+            js(http::json(200, &deps.admin_list_users(&admin, q).await?, None, &[]))
+        }
+        ("GET", [id]) => {
+            let admin = admin().await?;
+            js(http::json(200, &deps.admin_get_user(&admin, id).await?, None, &[]))
+        }
+        ("PATCH", [id]) => {
+            let admin = admin().await?;
+            let body: UpdateUserRequest = http::read_json(req).await?;
+            js(http::json(200, &deps.admin_update_user(meta, rng, &admin, id, body).await?, None, &[]))
+        }
+        ("DELETE", [id]) => {
+            let admin = admin().await?;
+            deps.admin_delete_user(meta, rng, &admin, id).await?;
+            js(http::empty(204, &[]))
+        }
+        ("POST", [id, action @ ("ban" | "unban")]) => {
+            let admin = admin().await?;
+            let _: Option<Empty> = http::read_optional_json(req).await?;
+            let user = deps.admin_set_banned(meta, rng, &admin, id, *action == "ban").await?;
+            js(http::json(200, &user, None, &[]))
+        }
+        (m @ ("POST" | "DELETE"), [id, "roles", role]) => {
+            let admin = admin().await?;
+            let _: Option<Empty> = http::read_optional_json(req).await?;
+            let user = deps.admin_set_role(meta, rng, &admin, id, role, m == "POST").await?;
+            js(http::json(200, &user, None, &[]))
+        }
+        ("POST", [id, "sessions", "revoke"]) => {
+            let admin = admin().await?;
+            let _: Option<Empty> = http::read_optional_json(req).await?;
+            js(http::json(200, &deps.admin_revoke_sessions(meta, rng, &admin, id).await?, None, &[]))
+        }
+        (_, [] | [_] | [_, "ban" | "unban"] | [_, "roles", _] | [_, "sessions", "revoke"]) => Err(Error::MethodNotAllowed),
         _ => Err(Error::NotFound),
     }
 }
@@ -267,4 +406,14 @@ const KNOWN_PATHS: &[&str] = &[
     "/auth/me",
     "/auth/sessions",
     "/auth/sessions/revoke-others",
+    "/auth/magic-link",
+    "/auth/magic-link/verify",
+    "/auth/otp",
+    "/auth/otp/verify",
+    "/auth/password/forgot",
+    "/auth/password/reset",
+    "/auth/password/change",
+    "/auth/email/verify/request",
+    "/auth/email/verify",
+    "/auth/admin/keys/rotate",
 ];

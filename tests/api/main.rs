@@ -3,6 +3,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers may panic
 
 mod account;
+mod admin;
+mod email_verification;
+mod keys;
+mod magic_link;
+mod otp;
+mod passwords;
 mod delivery;
 mod gate;
 mod support;

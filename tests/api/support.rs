@@ -7,6 +7,7 @@ use std::rc::Rc;
 
 use portcullis::core::config::Config;
 use portcullis::core::delivery::{Claim, DeadLetter, TargetState};
+use portcullis::core::email_token::{EmailToken, TokenKind};
 use portcullis::core::error::Error;
 use portcullis::core::events::Envelope;
 use portcullis::core::flows::keys::load_or_create;
@@ -15,11 +16,12 @@ use portcullis::core::ids::Random;
 use portcullis::core::keys::{Kek, KeyStatus, SigningKey, StoredKey};
 use portcullis::core::outbound::{HttpReply, HttpRequest, SendError};
 use portcullis::core::ports::{
-    Courier, DeliveryLedger, EventSink, KeyRing, KeyStore, LocalFuture, Result, SessionStore, SigninGate, UserStore,
+    AccountStore, Courier, DeliveryLedger, EmailTokenStore, EventSink, KeyRing, KeyStore, LocalFuture, Result,
+    SessionStore, SigninGate, UserStore,
 };
 use portcullis::core::session::{RotateRequest, Rotation, Session};
 use portcullis::core::time::UnixTime;
-use portcullis::core::users::User;
+use portcullis::core::users::{ProfileUpdate, User, UserPage};
 
 /// xorshift64: deterministic, for tests only.
 pub struct TestRandom(pub u64);
@@ -43,6 +45,8 @@ pub struct MemStore {
     /// refresh hash -> session id, every token ever issued
     pub issued: RefCell<HashMap<String, String>>,
     pub keys: RefCell<Vec<StoredKey>>,
+    /// Emailed tokens with their consumption time.
+    pub email_tokens: RefCell<Vec<(EmailToken, Option<UnixTime>)>>,
     pub fail: RefCell<bool>,
 }
 
@@ -146,6 +150,164 @@ impl SessionStore for MemStore {
     }
 }
 
+impl AccountStore for MemStore {
+    async fn set_email_verified(&self, user_id: &str, _now: UnixTime) -> Result<bool> {
+        self.check()?;
+        match self.users.borrow_mut().iter_mut().find(|u| u.id == user_id) {
+            Some(u) if !u.email_verified => {
+                u.email_verified = true;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+    async fn set_password(
+        &self,
+        user_id: &str,
+        hash: &str,
+        verify_email: bool,
+        keep: Option<&str>,
+        now: UnixTime,
+        reason: &str,
+    ) -> Result<u64> {
+        self.check()?;
+        if let Some(u) = self.users.borrow_mut().iter_mut().find(|u| u.id == user_id) {
+            u.password_hash = Some(hash.to_string());
+            u.email_verified |= verify_email;
+        }
+        self.revoke_user_sessions(user_id, keep, now, reason).await
+    }
+    async fn list_users(&self, query: Option<&str>, limit: u32, offset: u32) -> Result<UserPage> {
+        self.check()?;
+        let q = query.map(str::to_lowercase);
+        let mut matching: Vec<User> = self
+            .users
+            .borrow()
+            .iter()
+            .filter(|u| match &q {
+                None => true,
+                Some(q) => u.email.to_lowercase().contains(q) || u.name.as_deref().is_some_and(|n| n.to_lowercase().contains(q)),
+            })
+            .cloned()
+            .collect();
+        matching.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+        let total = matching.len() as u64;
+        let users = matching.into_iter().skip(offset as usize).take(limit as usize).collect();
+        Ok(UserPage { users, total })
+    }
+    async fn update_profile(&self, user: &User, _now: UnixTime) -> Result<ProfileUpdate> {
+        self.check()?;
+        let mut users = self.users.borrow_mut();
+        if users.iter().any(|u| u.email == user.email && u.id != user.id) {
+            return Ok(ProfileUpdate::EmailTaken);
+        }
+        match users.iter_mut().find(|u| u.id == user.id) {
+            Some(u) => {
+                u.email = user.email.clone();
+                u.name = user.name.clone();
+                u.avatar_url = user.avatar_url.clone();
+                u.phone = user.phone.clone();
+                u.email_verified = user.email_verified;
+                Ok(ProfileUpdate::Updated)
+            }
+            None => Ok(ProfileUpdate::NotFound),
+        }
+    }
+    async fn delete_user(&self, user_id: &str) -> Result<bool> {
+        self.check()?;
+        let mut users = self.users.borrow_mut();
+        let before = users.len();
+        users.retain(|u| u.id != user_id);
+        if users.len() == before {
+            return Ok(false);
+        }
+        // What ON DELETE CASCADE does in D1.
+        self.sessions.borrow_mut().retain(|(s, _)| s.user_id != user_id);
+        self.email_tokens.borrow_mut().retain(|(t, _)| t.user_id.as_deref() != Some(user_id));
+        Ok(true)
+    }
+    async fn set_banned(&self, user_id: &str, banned: bool, now: UnixTime) -> Result<bool> {
+        self.check()?;
+        let changed = match self.users.borrow_mut().iter_mut().find(|u| u.id == user_id) {
+            Some(u) => {
+                let changed = u.banned != banned;
+                u.banned = banned;
+                changed
+            }
+            None => false,
+        };
+        if banned {
+            self.revoke_user_sessions(user_id, None, now, "banned").await?;
+        }
+        Ok(changed)
+    }
+    async fn add_role(&self, user_id: &str, role: &str, _now: UnixTime) -> Result<bool> {
+        self.check()?;
+        match self.users.borrow_mut().iter_mut().find(|u| u.id == user_id) {
+            Some(u) if !u.roles.iter().any(|r| r == role) => {
+                u.roles.push(role.to_string());
+                u.roles.sort();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+    async fn remove_role(&self, user_id: &str, role: &str) -> Result<bool> {
+        self.check()?;
+        match self.users.borrow_mut().iter_mut().find(|u| u.id == user_id) {
+            Some(u) => {
+                let before = u.roles.len();
+                u.roles.retain(|r| r != role);
+                Ok(u.roles.len() != before)
+            }
+            None => Ok(false),
+        }
+    }
+}
+
+impl EmailTokenStore for MemStore {
+    async fn issue_email_token(&self, token: &EmailToken) -> Result<()> {
+        self.check()?;
+        let mut tokens = self.email_tokens.borrow_mut();
+        for (t, consumed) in tokens.iter_mut() {
+            if t.kind == token.kind && t.email == token.email && consumed.is_none() {
+                *consumed = Some(token.created_at);
+            }
+        }
+        tokens.push((token.clone(), None));
+        Ok(())
+    }
+    async fn consume_email_token(&self, kind: TokenKind, hash: &str, now: UnixTime) -> Result<Option<EmailToken>> {
+        self.check()?;
+        let mut tokens = self.email_tokens.borrow_mut();
+        match tokens.iter_mut().find(|(t, c)| t.hash == hash && t.kind == kind && c.is_none() && t.expires_at > now) {
+            Some((t, consumed)) => {
+                *consumed = Some(now);
+                Ok(Some(t.clone()))
+            }
+            None => Ok(None),
+        }
+    }
+    async fn count_code_attempt(&self, email: &str, now: UnixTime, max_attempts: u32) -> Result<Option<EmailToken>> {
+        self.check()?;
+        let mut tokens = self.email_tokens.borrow_mut();
+        let live = tokens.iter_mut().find(|(t, c)| {
+            t.kind == TokenKind::EmailOtp && t.email == email && c.is_none() && t.expires_at > now && t.attempts < max_attempts
+        });
+        Ok(live.map(|(t, _)| {
+            t.attempts += 1;
+            t.clone()
+        }))
+    }
+    async fn purge_email_tokens(&self, before: UnixTime) -> Result<u64> {
+        self.check()?;
+        let mut tokens = self.email_tokens.borrow_mut();
+        let n = tokens.len();
+        tokens.retain(|(t, _)| t.expires_at >= before);
+        Ok((n - tokens.len()) as u64)
+    }
+}
+
 impl KeyStore for MemStore {
     async fn load_keys(&self) -> Result<Vec<StoredKey>> {
         self.check()?;
@@ -158,6 +320,21 @@ impl KeyStore for MemStore {
             return Ok(false);
         }
         keys.push(key.clone());
+        Ok(true)
+    }
+    async fn rotate_key(&self, old_kid: &str, new: &StoredKey, now: UnixTime, publish_until: UnixTime) -> Result<bool> {
+        self.check()?;
+        let mut keys = self.keys.borrow_mut();
+        match keys.iter_mut().find(|k| k.kid == old_kid && k.status == KeyStatus::Active) {
+            Some(old) => {
+                old.status = KeyStatus::Retired;
+                old.retired_at = Some(now);
+                old.publish_until = Some(publish_until);
+            }
+            None => return Ok(false),
+        }
+        keys.retain(|k| k.is_published(now));
+        keys.push(new.clone());
         Ok(true)
     }
 }
@@ -194,6 +371,16 @@ impl MemEvents {
     }
     pub fn last_json(&self) -> serde_json::Value {
         serde_json::from_str(&self.sent.borrow().last().expect("an event").to_json()).unwrap()
+    }
+    /// The `data` of the last event of type `kind`.
+    pub fn last_of(&self, kind: &str) -> serde_json::Value {
+        let sent = self.sent.borrow();
+        let env = sent.iter().rev().find(|e| e.kind == kind).unwrap_or_else(|| panic!("no {kind} event in {:?}", self.kinds()));
+        serde_json::from_str::<serde_json::Value>(&env.to_json()).unwrap()["data"].clone()
+    }
+    /// How many events of type `kind` were sent.
+    pub fn count(&self, kind: &str) -> usize {
+        self.sent.borrow().iter().filter(|e| e.kind == kind).count()
     }
 }
 
@@ -262,6 +449,47 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
             return v;
         }
     }
+}
+
+/// Signs `email` up with `password` at `now`.
+pub fn signup_at(w: &World, rng: &mut TestRandom, now: i64, email: &str, password: &str) -> portcullis::core::flows::AuthResponse {
+    let (deps, meta) = w.at(now);
+    block_on(deps.signup(
+        &meta,
+        rng,
+        portcullis::core::flows::account::SignupRequest { email: email.into(), password: password.into(), name: None },
+    ))
+    .expect("signup")
+}
+
+/// Logs `email` in at `now`.
+pub fn login_at(
+    w: &World,
+    rng: &mut TestRandom,
+    now: i64,
+    email: &str,
+    password: &str,
+) -> std::result::Result<portcullis::core::flows::AuthResponse, Error> {
+    let (deps, meta) = w.at(now);
+    block_on(deps.login(&meta, rng, portcullis::core::flows::account::LoginRequest { email: email.into(), password: password.into() }))
+}
+
+/// Gives the stored user `email` the role `role` (as `npm run admin:grant` does).
+pub fn grant(w: &World, email: &str, role: &str) {
+    let mut users = w.store.users.borrow_mut();
+    let u = users.iter_mut().find(|u| u.email == email).expect("user exists");
+    u.roles.push(role.to_string());
+    u.roles.sort();
+}
+
+/// The stored user with this email.
+pub fn user(w: &World, email: &str) -> User {
+    w.store.users.borrow().iter().find(|u| u.email == email).cloned().expect("user exists")
+}
+
+/// The problem code of an error.
+pub fn code<T: std::fmt::Debug>(r: std::result::Result<T, Error>) -> &'static str {
+    r.expect_err("an error").problem().code
 }
 
 /// A sign-in hook in memory: answers with `reply` (a scripted HTTP reply or

@@ -1,11 +1,18 @@
-//! The key ring's use cases: first-use key creation and discovery metadata.
+//! The key ring's use cases: first-use key creation, rotation (by an
+//! administrator or the cron trigger) and discovery metadata.
 
+use serde::Serialize;
+
+use crate::core::config::Config;
 use crate::core::error::Error;
+use crate::core::events::{self, Envelope};
+use crate::core::flows::admin::Admin;
+use crate::core::flows::{Deps, Meta};
 use crate::core::ids::Random;
 use crate::core::keys::{self, Kek, KeyStatus, SigningKey, StoredKey};
-use crate::core::ports::KeyStore;
+use crate::core::ports::{EmailTokenStore, EventSink, KeyRing, KeyStore, SessionStore, UserStore};
 use crate::core::time::UnixTime;
-use crate::core::token::ALG_EDDSA;
+use crate::core::token::{ALG_EDDSA, ASSERTION_TTL_SECS, LEEWAY_SECS};
 
 /// Loads the stored keys and the active signing key, creating that key on
 /// first use. Racing creators are settled by the store's one-active-key
@@ -49,4 +56,114 @@ pub fn discovery(issuer: &str) -> serde_json::Value {
         "token_endpoint_auth_signing_alg_values_supported": [ALG_EDDSA],
         "claims_supported": ["iss", "aud", "sub", "sid", "roles", "email", "email_verified", "iat", "exp", "jti"],
     })
+}
+
+/// A completed key rotation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyRotation {
+    /// The key retired (`None` when there was no key yet).
+    pub old_kid: Option<String>,
+    /// The new active key.
+    pub new_kid: String,
+}
+
+/// Expired email tokens are kept this long (for support questions), then purged.
+pub const EMAIL_TOKEN_RETENTION_SECS: u64 = 86_400;
+
+/// How long a retired key stays in the JWKS after its retirement: another
+/// isolate may keep signing with it until its key cache expires
+/// (`KEY_CACHE_TTL`); an access token it signed lives `ACCESS_TTL`, a gateway
+/// assertion [`ASSERTION_TTL_SECS`] (today capped by its access token's
+/// expiry, but the window does not rely on that); verifiers allow
+/// [`LEEWAY_SECS`] of clock skew past `exp`.
+pub fn retirement_window_secs(config: &Config) -> u64 {
+    config
+        .key_cache_ttl_secs
+        .saturating_add(config.access_ttl_secs)
+        .saturating_add(ASSERTION_TTL_SECS)
+        .saturating_add(LEEWAY_SECS.unsigned_abs())
+}
+
+/// Whether the active key is at least `interval_secs` old. With no key yet,
+/// nothing is due: the first key is made on first use.
+pub fn rotation_due(keys: &[StoredKey], now: UnixTime, interval_secs: u64) -> bool {
+    keys.iter()
+        .find(|k| k.status == KeyStatus::Active)
+        .is_some_and(|k| k.created_at.plus_secs(interval_secs) <= now)
+}
+
+/// Replaces the active signing key with a new one; the old one stays
+/// published for [`retirement_window_secs`]. `Ok(None)` when a concurrent
+/// rotation won (the store allows one active key and retires a key only
+/// while it is still the active one).
+pub async fn rotate(
+    store: &impl KeyStore,
+    kek: &Kek,
+    rng: &mut impl Random,
+    now: UnixTime,
+    window_secs: u64,
+) -> Result<Option<KeyRotation>, Error> {
+    let stored = store.load_keys().await?;
+    let (new, _) = keys::generate(rng, kek, now)?;
+    let new_kid = new.kid.clone();
+    let rotated = match stored.iter().find(|k| k.status == KeyStatus::Active) {
+        None => store.insert_first_key(&new).await?.then_some(None),
+        Some(active) => store
+            .rotate_key(&active.kid, &new, now, now.plus_secs(window_secs))
+            .await?
+            .then(|| Some(active.kid.clone())),
+    };
+    Ok(rotated.map(|old_kid| KeyRotation { old_kid, new_kid }))
+}
+
+/// The cron trigger's upkeep: purges long-expired email tokens and rotates
+/// the signing key once it is `ROTATION_INTERVAL` old, emitting `key_rotated`.
+pub async fn scheduled<S, E>(
+    store: &S,
+    events: &E,
+    config: &Config,
+    rng: &mut impl Random,
+    now: UnixTime,
+) -> Result<Option<KeyRotation>, Error>
+where
+    S: KeyStore + EmailTokenStore,
+    E: EventSink,
+{
+    let cutoff = UnixTime(now.0.saturating_sub(i64::try_from(EMAIL_TOKEN_RETENTION_SECS).unwrap_or(i64::MAX)));
+    store.purge_email_tokens(cutoff).await?;
+    if !rotation_due(&store.load_keys().await?, now, config.rotation_interval_secs) {
+        return Ok(None);
+    }
+    let rotation = rotate(store, &config.kek, rng, now, retirement_window_secs(config)).await?;
+    if let Some(r) = &rotation {
+        let event = events::KeyRotated { old_kid: r.old_kid.clone(), new_kid: r.new_kid.clone() };
+        events.publish(&[Envelope::new(event, rng, now)]).await?;
+    }
+    Ok(rotation)
+}
+
+impl<S, E, K> Deps<'_, S, E, K>
+where
+    S: UserStore + SessionStore + KeyStore,
+    E: EventSink,
+    K: KeyRing,
+{
+    /// `POST /auth/admin/keys/rotate`: an administrator rotates the signing
+    /// key now. Emits `key_rotated`; a lost race with another rotation is a
+    /// 409 `rotation_conflict`.
+    pub async fn admin_rotate_keys(&self, meta: &Meta, rng: &mut impl Random, _admin: &Admin) -> Result<KeyRotation, Error> {
+        let rotation = rotate(self.store, &self.config.kek, rng, meta.now, retirement_window_secs(self.config))
+            .await?
+            .ok_or_else(|| Error::Conflict {
+                code: "rotation_conflict",
+                detail: "another key rotation happened at the same time; the key has been rotated".into(),
+            })?;
+        self.emit(
+            meta,
+            rng,
+            vec![events::KeyRotated { old_kid: rotation.old_kid.clone(), new_kid: rotation.new_kid.clone() }.into()],
+        )
+        .await?;
+        Ok(rotation)
+    }
 }

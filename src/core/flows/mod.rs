@@ -3,9 +3,15 @@
 //! issuer) and a random source, and returns a value or an [`Error`].
 
 pub mod account;
+pub mod admin;
+pub mod email_verification;
 pub mod keys;
+pub mod magic_link;
+pub mod otp;
+pub mod password;
+pub mod passwordless;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::core::config::Config;
 use crate::core::error::{Error, TokenError};
@@ -58,6 +64,30 @@ pub struct AuthResponse {
     pub expires_in: u64,
     /// The user.
     pub user: UserResponse,
+}
+
+/// A body holding only an email address (`/magic-link`, `/otp`, `/password/forgot`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailRequest {
+    /// Email address.
+    pub email: String,
+}
+
+/// A body holding only an emailed link token (`/magic-link/verify`, `/email/verify`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// The token from the link.
+    pub token: String,
+}
+
+/// A plain acknowledgement. Endpoints that must not reveal whether an
+/// account exists answer with the same one whatever happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Accepted {
+    /// For people.
+    pub message: &'static str,
 }
 
 /// A caller authenticated by a verified access token on a live session.

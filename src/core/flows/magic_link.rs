@@ -1,0 +1,85 @@
+//! Magic links: `POST /auth/magic-link` emails a single-use sign-in link,
+//! `POST /auth/magic-link/verify` consumes it and signs in.
+//!
+//! The request answers the same whatever the address: no account, a banned
+//! account and a live account are indistinguishable to the caller. A link is
+//! issued (and `magic_link_requested` emitted) only when it can sign in: for
+//! an existing, unbanned account, or for an unknown address when
+//! `ALLOW_PASSWORDLESS_SIGNUP` is on.
+
+use crate::core::email::Email;
+use crate::core::email_token::{is_link_token, TokenKind};
+use crate::core::error::Error;
+use crate::core::events::{self, Event};
+use crate::core::flows::passwordless::{Proof, Secret};
+use crate::core::flows::{Accepted, AuthResponse, Deps, EmailRequest, Meta, TokenRequest};
+use crate::core::ids::{self, Random};
+use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, SessionStore, UserStore};
+use crate::core::users::User;
+
+/// Provider name of magic-link sign-ins.
+pub const PROVIDER_MAGIC_LINK: &str = "magic_link";
+
+/// The one answer of `POST /auth/magic-link`.
+pub const MAGIC_LINK_ACCEPTED: Accepted =
+    Accepted { message: "if this address can sign in, a sign-in link is on its way" };
+
+fn signed_in(user: &User) -> Event {
+    events::MagicLinkLogin { user_id: user.id.clone(), email: user.email.clone() }.into()
+}
+
+impl<S, E, K> Deps<'_, S, E, K>
+where
+    S: UserStore + SessionStore + AccountStore + EmailTokenStore,
+    E: EventSink,
+    K: KeyRing,
+{
+    /// Issues a magic link if the address can sign in; emits
+    /// `magic_link_requested` with the token then. Always the same answer.
+    pub async fn request_magic_link(&self, meta: &Meta, rng: &mut impl Random, req: EmailRequest) -> Result<Accepted, Error> {
+        let email = Email::parse(&req.email)?;
+        let user_id = match self.store.user_by_email(email.as_str()).await? {
+            Some(u) if u.banned => return Ok(MAGIC_LINK_ACCEPTED),
+            Some(u) => Some(u.id),
+            None if self.config.allow_passwordless_signup => None,
+            None => return Ok(MAGIC_LINK_ACCEPTED),
+        };
+        let token = ids::secret_token(rng);
+        self.issue_email_token(
+            meta,
+            TokenKind::MagicLink,
+            &email,
+            user_id.as_deref(),
+            self.config.magic_link_ttl_secs,
+            Secret::Link(ids::token_hash(&token)),
+        )
+        .await?;
+        self.emit(
+            meta,
+            rng,
+            vec![events::MagicLinkRequested { user_id, email: email.as_str().to_string(), token }.into()],
+        )
+        .await?;
+        Ok(MAGIC_LINK_ACCEPTED)
+    }
+
+    /// Consumes a magic link and signs its owner in (creating the account
+    /// under passwordless sign-up). Emits `magic_link_login` and `login`.
+    pub async fn verify_magic_link(&self, meta: &Meta, rng: &mut impl Random, req: TokenRequest) -> Result<AuthResponse, Error> {
+        let raw = req.token.trim();
+        if !is_link_token(raw) {
+            return Err(Error::invalid_link());
+        }
+        let token = self
+            .store
+            .consume_email_token(TokenKind::MagicLink, &ids::token_hash(raw), meta.now)
+            .await?
+            .ok_or_else(Error::invalid_link)?;
+        self.passwordless_sign_in(
+            meta,
+            rng,
+            Proof { token: &token, provider: PROVIDER_MAGIC_LINK, refuse: Error::invalid_link, signed_in },
+        )
+        .await
+    }
+}

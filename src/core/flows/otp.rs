@@ -1,0 +1,122 @@
+//! Email one-time codes: `POST /auth/otp` emails a six-digit code,
+//! `POST /auth/otp/verify` checks it and signs in.
+//!
+//! Same rules as magic links (one answer whatever the address, a new code
+//! kills the old one, banned users refused, passwordless sign-up optional),
+//! plus an attempt limit: every verification first counts an attempt against
+//! the live code in one conditional write, and only then compares — so
+//! concurrent guesses are all counted, and after [`OTP_MAX_ATTEMPTS`] the
+//! code is dead even for the right digits.
+
+use serde::Deserialize;
+
+use crate::core::email::Email;
+use crate::core::email_token::{otp_code, parse_code, CodeKey, TokenKind, OTP_MAX_ATTEMPTS};
+use crate::core::error::Error;
+use crate::core::events::{self, Event};
+use crate::core::flows::passwordless::{Proof, Secret};
+use crate::core::flows::{Accepted, AuthResponse, Deps, EmailRequest, Meta};
+use crate::core::ids::{self, Random};
+use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, SessionStore, UserStore};
+use crate::core::users::User;
+
+/// Provider name of email-code sign-ins.
+pub const PROVIDER_EMAIL_OTP: &str = "email_otp";
+
+/// The one answer of `POST /auth/otp`.
+pub const OTP_ACCEPTED: Accepted = Accepted { message: "if this address can sign in, a sign-in code is on its way" };
+
+/// `POST /auth/otp/verify`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtpVerifyRequest {
+    /// The address the code was sent to.
+    pub email: String,
+    /// The six digits.
+    pub code: String,
+}
+
+fn signed_in(user: &User) -> Event {
+    events::EmailOtpLogin { user_id: user.id.clone(), email: user.email.clone() }.into()
+}
+
+impl<S, E, K> Deps<'_, S, E, K>
+where
+    S: UserStore + SessionStore + AccountStore + EmailTokenStore,
+    E: EventSink,
+    K: KeyRing,
+{
+    /// Issues a code if the address can sign in; emits `email_otp_requested`
+    /// with the code then. Always the same answer.
+    pub async fn request_otp(&self, meta: &Meta, rng: &mut impl Random, req: EmailRequest) -> Result<Accepted, Error> {
+        let email = Email::parse(&req.email)?;
+        let user_id = match self.store.user_by_email(email.as_str()).await? {
+            Some(u) if u.banned => return Ok(OTP_ACCEPTED),
+            Some(u) => Some(u.id),
+            None if self.config.allow_passwordless_signup => None,
+            None => return Ok(OTP_ACCEPTED),
+        };
+        let challenge = ids::token_hash(&ids::secret_token(rng));
+        let code = otp_code(rng);
+        let code_hash = CodeKey::from_kek(&self.config.kek).hash(&challenge, email.as_str(), &code);
+        self.issue_email_token(
+            meta,
+            TokenKind::EmailOtp,
+            &email,
+            user_id.as_deref(),
+            self.config.otp_ttl_secs,
+            Secret::Code { challenge, code_hash },
+        )
+        .await?;
+        self.emit(
+            meta,
+            rng,
+            vec![events::EmailOtpRequested { user_id, email: email.as_str().to_string(), code }.into()],
+        )
+        .await?;
+        Ok(OTP_ACCEPTED)
+    }
+
+    /// Checks a code and signs its owner in. Every wrong code gets the same
+    /// 401 `invalid_code`, whether or not the address has an account, and
+    /// emits `login_failed`. Success emits `email_otp_login` and `login`.
+    pub async fn verify_otp(&self, meta: &Meta, rng: &mut impl Random, req: OtpVerifyRequest) -> Result<AuthResponse, Error> {
+        let email = Email::parse(&req.email)?;
+        let Some(code) = parse_code(&req.code) else {
+            return Err(Error::invalid_code());
+        };
+        let challenge = self.store.count_code_attempt(email.as_str(), meta.now, OTP_MAX_ATTEMPTS).await?;
+        let key = CodeKey::from_kek(&self.config.kek);
+        let matched = challenge.filter(|c| {
+            c.code_hash.as_deref().is_some_and(|stored| key.verify(&c.hash, &c.email, code, stored))
+        });
+        let Some(challenge) = matched else {
+            self.emit(
+                meta,
+                rng,
+                vec![events::LoginFailed {
+                    email: email.as_str().to_string(),
+                    reason: "invalid_code".into(),
+                    ip_address: meta.ip.clone(),
+                    user_agent: meta.user_agent.clone(),
+                }
+                .into()],
+            )
+            .await?;
+            return Err(Error::invalid_code());
+        };
+        // The attempt is counted; now the one conditional consumption decides
+        // between racing right answers.
+        let token = self
+            .store
+            .consume_email_token(TokenKind::EmailOtp, &challenge.hash, meta.now)
+            .await?
+            .ok_or_else(Error::invalid_code)?;
+        self.passwordless_sign_in(
+            meta,
+            rng,
+            Proof { token: &token, provider: PROVIDER_EMAIL_OTP, refuse: Error::invalid_code, signed_in },
+        )
+        .await
+    }
+}

@@ -1,0 +1,164 @@
+//! Password recovery and change: `POST /auth/password/forgot` emails a
+//! single-use reset link, `POST /auth/password/reset` consumes it, sets the
+//! new password and revokes every session; `POST /auth/password/change`
+//! needs the current password and revokes the caller's other sessions.
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::email::Email;
+use crate::core::email_token::{is_link_token, TokenKind};
+use crate::core::error::Error;
+use crate::core::events;
+use crate::core::flows::passwordless::Secret;
+use crate::core::flows::{Accepted, Deps, EmailRequest, Meta};
+use crate::core::ids::{self, Random};
+use crate::core::password::{Password, PasswordHash};
+use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, SessionStore, UserStore};
+
+/// The one answer of `POST /auth/password/forgot`.
+pub const FORGOT_ACCEPTED: Accepted =
+    Accepted { message: "if an account uses this address, a password reset link is on its way" };
+
+/// `POST /auth/password/reset`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResetRequest {
+    /// The token from the reset link.
+    pub token: String,
+    /// The new password.
+    pub new_password: String,
+}
+
+/// `POST /auth/password/change`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeRequest {
+    /// The current password.
+    pub old_password: String,
+    /// The new password.
+    pub new_password: String,
+}
+
+/// What a password reset or change did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PasswordUpdated {
+    /// For people.
+    pub message: &'static str,
+    /// How many sessions were revoked.
+    pub revoked_sessions: u64,
+}
+
+fn wrong_current_password() -> Error {
+    Error::forbidden("invalid_current_password", "the current password is not correct")
+}
+
+impl<S, E, K> Deps<'_, S, E, K>
+where
+    S: UserStore + SessionStore + AccountStore + EmailTokenStore,
+    E: EventSink,
+    K: KeyRing,
+{
+    /// Issues a reset link for an existing, unbanned account and emits
+    /// `password_reset_requested` with the token. Always the same answer.
+    pub async fn forgot_password(&self, meta: &Meta, rng: &mut impl Random, req: EmailRequest) -> Result<Accepted, Error> {
+        let email = Email::parse(&req.email)?;
+        let user = match self.store.user_by_email(email.as_str()).await? {
+            Some(u) if !u.banned => u,
+            _ => return Ok(FORGOT_ACCEPTED),
+        };
+        let token = ids::secret_token(rng);
+        self.issue_email_token(
+            meta,
+            TokenKind::PasswordReset,
+            &email,
+            Some(&user.id),
+            self.config.password_reset_ttl_secs,
+            Secret::Link(ids::token_hash(&token)),
+        )
+        .await?;
+        self.emit(
+            meta,
+            rng,
+            vec![events::PasswordResetRequested { user_id: user.id, email: user.email, token }.into()],
+        )
+        .await?;
+        Ok(FORGOT_ACCEPTED)
+    }
+
+    /// Consumes a reset link and sets the new password; every session of the
+    /// account is revoked in the same write, and the email counts as verified
+    /// (the link was read there). Emits `password_reset` and `session_revoked`.
+    pub async fn reset_password(&self, meta: &Meta, rng: &mut impl Random, req: ResetRequest) -> Result<PasswordUpdated, Error> {
+        // Validate first: a rejected password must not use the link up.
+        let password = Password::new_checked(req.new_password, &self.config.password_policy)?;
+        let raw = req.token.trim();
+        if !is_link_token(raw) {
+            return Err(Error::invalid_link());
+        }
+        let token = self
+            .store
+            .consume_email_token(TokenKind::PasswordReset, &ids::token_hash(raw), meta.now)
+            .await?
+            .ok_or_else(Error::invalid_link)?;
+        let user = match &token.user_id {
+            Some(id) => self.store.user_by_id(id).await?,
+            None => None,
+        };
+        let user = match user {
+            Some(u) if u.email == token.email => u,
+            _ => return Err(Error::invalid_link()),
+        };
+        let hash = PasswordHash::create(&password, &self.config.hash_params, rng.bytes::<16>())?;
+        let revoked = self.store.set_password(&user.id, hash.as_str(), true, None, meta.now, "password_reset").await?;
+        self.emit(
+            meta,
+            rng,
+            vec![
+                events::PasswordReset { user_id: user.id.clone() }.into(),
+                events::SessionRevoked { user_id: user.id, session_id: None, revoke_all: true }.into(),
+            ],
+        )
+        .await?;
+        Ok(PasswordUpdated { message: "password reset; every session was signed out", revoked_sessions: revoked })
+    }
+
+    /// Changes the caller's password after checking the current one; the
+    /// caller's other sessions are revoked in the same write. Emits
+    /// `password_changed` and `session_revoked`.
+    pub async fn change_password(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        bearer: Option<&str>,
+        req: ChangeRequest,
+    ) -> Result<PasswordUpdated, Error> {
+        let p = self.authenticate(meta, bearer).await?;
+        let user = self.live_user(&p).await?;
+        let new = Password::new_checked(req.new_password, &self.config.password_policy)?;
+        let old = Password::presented(req.old_password, &self.config.password_policy).map_err(|_| wrong_current_password())?;
+        let current = match &user.password_hash {
+            Some(h) => PasswordHash::from_stored(h.clone()),
+            // A password-less account has no current password to prove:
+            // it sets one through the reset link instead.
+            None => return Err(wrong_current_password()),
+        };
+        if !current.verify(&old) {
+            return Err(wrong_current_password());
+        }
+        let hash = PasswordHash::create(&new, &self.config.hash_params, rng.bytes::<16>())?;
+        let revoked = self
+            .store
+            .set_password(&user.id, hash.as_str(), false, Some(&p.session_id), meta.now, "password_changed")
+            .await?;
+        self.emit(
+            meta,
+            rng,
+            vec![
+                events::PasswordChanged { user_id: user.id.clone() }.into(),
+                events::SessionRevoked { user_id: user.id, session_id: None, revoke_all: true }.into(),
+            ],
+        )
+        .await?;
+        Ok(PasswordUpdated { message: "password changed; other sessions were signed out", revoked_sessions: revoked })
+    }
+}

@@ -1,0 +1,163 @@
+//! What magic links, email codes and the other emailed secrets share:
+//! issuing a secret (the previous one of its kind dies), and signing in the
+//! owner of a consumed magic link or code — creating the account when
+//! passwordless sign-up is on, refusing banned users, marking the email
+//! verified, opening the session.
+
+use crate::core::email::Email;
+use crate::core::email_token::{EmailToken, TokenKind};
+use crate::core::error::Error;
+use crate::core::events::{self, Event};
+use crate::core::flows::account::{banned, login_event};
+use crate::core::flows::{AuthResponse, Deps, Meta};
+use crate::core::ids::{self, Random};
+use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, SessionStore, UserStore};
+use crate::core::users::User;
+
+/// The stored form of a secret being issued.
+pub(crate) enum Secret {
+    /// A link token's hash.
+    Link(String),
+    /// A code: its random challenge's hash and the code's keyed hash.
+    Code {
+        /// Hash of the random challenge (the token's unique key).
+        challenge: String,
+        /// [`crate::core::email_token::CodeKey::hash`] of the code.
+        code_hash: String,
+    },
+}
+
+/// What the caller proved by consuming a secret, and what to say about it.
+pub struct Proof<'t> {
+    /// The consumed token.
+    pub token: &'t EmailToken,
+    /// Provider name for `user_created` and `login` (`magic_link`, `email_otp`).
+    pub provider: &'static str,
+    /// The refusal when the token leads to no usable account.
+    pub refuse: fn() -> Error,
+    /// The flow's own sign-in event (`magic_link_login`, `email_otp_login`).
+    pub signed_in: fn(&User) -> Event,
+}
+
+impl<S, E, K> Deps<'_, S, E, K>
+where
+    S: UserStore + SessionStore + AccountStore + EmailTokenStore,
+    E: EventSink,
+    K: KeyRing,
+{
+    /// Stores a fresh secret of `kind` for `email` (and `user_id`), valid for
+    /// `ttl_secs`; the previous live one of that kind and email dies.
+    pub(crate) async fn issue_email_token(
+        &self,
+        meta: &Meta,
+        kind: TokenKind,
+        email: &Email,
+        user_id: Option<&str>,
+        ttl_secs: u64,
+        secret: Secret,
+    ) -> Result<(), Error> {
+        let (hash, code_hash) = match secret {
+            Secret::Link(hash) => (hash, None),
+            Secret::Code { challenge, code_hash } => (challenge, Some(code_hash)),
+        };
+        let token = EmailToken {
+            hash,
+            kind,
+            email: email.as_str().to_string(),
+            user_id: user_id.map(str::to_string),
+            code_hash,
+            created_at: meta.now,
+            expires_at: meta.now.plus_secs(ttl_secs),
+            attempts: 0,
+        };
+        self.store.issue_email_token(&token).await
+    }
+
+    /// Signs in the owner of a consumed magic link or code and publishes
+    /// `user_created` (if the account was made now), the flow's own event and
+    /// `login`.
+    pub(crate) async fn passwordless_sign_in(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        proof: Proof<'_>,
+    ) -> Result<AuthResponse, Error> {
+        let t = proof.token;
+        let mut events = Vec::new();
+        let found = match &t.user_id {
+            Some(id) => self.store.user_by_id(id).await?,
+            None => self.store.user_by_email(&t.email).await?,
+        };
+        // A token is for the address it was sent to: if the account's email
+        // changed since, the token proves nothing about the account.
+        let mut user = match found {
+            Some(u) if u.email == t.email => u,
+            Some(_) => return Err((proof.refuse)()),
+            None if t.user_id.is_none() && self.config.allow_passwordless_signup => {
+                let (user, created) = self.create_passwordless(meta, rng, &t.email).await?;
+                if created {
+                    events.push(
+                        events::UserCreated {
+                            user_id: user.id.clone(),
+                            email: user.email.clone(),
+                            name: None,
+                            provider: proof.provider.into(),
+                        }
+                        .into(),
+                    );
+                }
+                user
+            }
+            None => return Err((proof.refuse)()),
+        };
+        if user.banned {
+            self.emit(
+                meta,
+                rng,
+                vec![events::LoginFailed {
+                    email: user.email.clone(),
+                    reason: "banned".into(),
+                    ip_address: meta.ip.clone(),
+                    user_agent: meta.user_agent.clone(),
+                }
+                .into()],
+            )
+            .await?;
+            return Err(banned());
+        }
+        // Consuming a secret sent to the address proves the caller reads it.
+        if !user.email_verified {
+            self.store.set_email_verified(&user.id, meta.now).await?;
+            user.email_verified = true;
+        }
+        let response = self.start_session(meta, rng, &user).await?;
+        events.push((proof.signed_in)(&user));
+        events.push(login_event(&user, proof.provider, meta));
+        self.emit(meta, rng, events).await?;
+        Ok(response)
+    }
+
+    /// Creates a verified, password-less account for `email`; if a racing
+    /// request created it first, that account is returned (`false`).
+    async fn create_passwordless(&self, meta: &Meta, rng: &mut impl Random, email: &str) -> Result<(User, bool), Error> {
+        let user = User {
+            id: ids::uuid(rng),
+            email: email.to_string(),
+            name: None,
+            password_hash: None,
+            email_verified: true,
+            avatar_url: None,
+            phone: None,
+            banned: false,
+            roles: Vec::new(),
+            created_at: meta.now,
+        };
+        if self.store.insert_user(&user).await? {
+            return Ok((user, true));
+        }
+        match self.store.user_by_email(email).await? {
+            Some(u) => Ok((u, false)),
+            None => Err(Error::Internal("passwordless sign-up: insert conflicted but no user found".into())),
+        }
+    }
+}
