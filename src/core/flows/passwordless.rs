@@ -8,7 +8,7 @@ use crate::core::email::Email;
 use crate::core::email_token::{EmailToken, TokenKind};
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
-use crate::core::flows::account::{banned, login_event};
+use crate::core::flows::account::{banned, gate_refusal, login_event};
 use crate::core::flows::{AuthResponse, Deps, Meta};
 use crate::core::ids::{self, Random};
 use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, SessionStore, UserStore};
@@ -130,7 +130,29 @@ where
             self.store.set_email_verified(&user.id, meta.now).await?;
             user.email_verified = true;
         }
-        let response = self.start_session(meta, rng, &user).await?;
+        let response = match self.start_session_via(meta, rng, &user, proof.provider).await {
+            Ok(r) => r,
+            Err(e) => {
+                // The sign-in hook refused (or could not be asked): an account
+                // made just now still exists and is announced, and the refusal
+                // is a failed login.
+                if let Some(reason) = gate_refusal(&e) {
+                    events.push(
+                        events::LoginFailed {
+                            email: user.email.clone(),
+                            reason: reason.into(),
+                            ip_address: meta.ip.clone(),
+                            user_agent: meta.user_agent.clone(),
+                        }
+                        .into(),
+                    );
+                }
+                if !events.is_empty() {
+                    self.emit(meta, rng, events).await?;
+                }
+                return Err(e);
+            }
+        };
         events.push((proof.signed_in)(&user));
         events.push(login_event(&user, proof.provider, meta));
         self.emit(meta, rng, events).await?;
