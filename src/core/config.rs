@@ -55,7 +55,8 @@ pub struct Config {
     pub key_cache_ttl_secs: u64,
     /// `ORIGIN_URL`: the protected origin.
     pub origin_url: Option<Url>,
-    /// `ORIGIN_TIMEOUT_MS`: how long the origin may take before a 504.
+    /// `ORIGIN_TIMEOUT_MS`: how long the origin may take to send its response
+    /// head before a 504; 0 leaves it to the platform's own limits.
     pub origin_timeout_ms: u32,
     /// `ROUTES` and `DEFAULT_POLICY`.
     pub routes: Routes,
@@ -196,10 +197,7 @@ impl Config {
             rotation_interval_secs: secs("ROTATION_INTERVAL", ROTATION_INTERVAL_SECS)?,
             key_cache_ttl_secs: secs("KEY_CACHE_TTL", KEY_CACHE_TTL_SECS)?,
             origin_url,
-            origin_timeout_ms: match number("ORIGIN_TIMEOUT_MS", ORIGIN_TIMEOUT_MS)? {
-                0 => return Err(err("ORIGIN_TIMEOUT_MS", "must be at least 1".into())),
-                n => n,
-            },
+            origin_timeout_ms: number("ORIGIN_TIMEOUT_MS", ORIGIN_TIMEOUT_MS)?,
             routes,
             webhook_urls,
             email_transport,

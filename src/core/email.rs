@@ -21,7 +21,13 @@ impl Email {
     /// Parses and normalises `raw`, or says what is wrong with it.
     pub fn parse(raw: &str) -> Result<Self, Error> {
         let invalid = |why: &str| Error::validation("invalid_email", format!("email: {why}"));
-        let s = raw.trim();
+        if raw.len() > MAX_EMAIL_LEN * 4 {
+            return Err(invalid("too long"));
+        }
+        // NFC first, so a decomposed `ü` (u + combining diaeresis) is the same
+        // address as the precomposed one.
+        let composed = icu_normalizer::ComposingNormalizerBorrowed::new_nfc().normalize(raw);
+        let s = composed.trim();
         if s.is_empty() {
             return Err(invalid("must not be empty"));
         }
@@ -101,6 +107,12 @@ mod tests {
     #[test]
     fn converts_idn_domains_to_ascii() {
         assert_eq!(Email::parse("user@bücher.example").unwrap().as_str(), "user@xn--bcher-kva.example");
+    }
+
+    #[test]
+    fn composes_decomposed_unicode() {
+        let decomposed = "u\u{0308}ser@example.com";
+        assert_eq!(Email::parse(decomposed).unwrap().as_str(), "\u{00fc}ser@example.com");
     }
 
     #[test]

@@ -116,6 +116,10 @@ pub enum Error {
         /// The cause, for the log only.
         cause: String,
     },
+    /// The origin could not be reached (502).
+    OriginUnreachable,
+    /// The origin sent no response head in time (504).
+    OriginTimeout,
     /// A setting is missing or invalid: nothing is served until it is fixed.
     Misconfigured(String),
     /// A bug or an impossible state; the cause is for the log only.
@@ -279,6 +283,8 @@ impl Error {
                 p.retry_after_secs = Some(5);
                 p
             }
+            Self::OriginUnreachable => Problem::new(502, "origin_unreachable", "Bad gateway", "the origin could not be reached"),
+            Self::OriginTimeout => Problem::new(504, "origin_timeout", "Gateway timeout", "the origin did not answer in time"),
             Self::Misconfigured(detail) => {
                 Problem::new(503, "misconfigured", "Gateway misconfigured", format!("configuration error: {detail}"))
             }

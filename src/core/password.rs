@@ -81,8 +81,17 @@ impl fmt::Debug for Password {
 
 impl Password {
     /// A new password, checked against the policy. Spaces and any Unicode are
-    /// kept exactly as given; only control characters (NUL included) are refused.
+    /// kept (NFC-normalised, as NIST SP 800-63B advises, so the same password
+    /// typed on another keyboard still matches); control characters (NUL
+    /// included) are refused.
     pub fn new_checked(raw: String, policy: &PasswordPolicy) -> Result<Self, Error> {
+        if raw.len() > policy.max_chars * MAX_BYTES_PER_CHAR {
+            return Err(Error::validation(
+                "password_too_long",
+                format!("password: must have at most {} characters", policy.max_chars),
+            ));
+        }
+        let raw = nfc(raw);
         let chars = raw.chars().count();
         if chars < policy.min_chars {
             return Err(Error::validation(
@@ -106,7 +115,11 @@ impl Password {
     /// (so a 1 MB "password" costs nothing), never the minimum, so that old
     /// passwords set under another policy still log in.
     pub fn presented(raw: String, policy: &PasswordPolicy) -> Result<Self, Error> {
-        if raw.chars().count() > policy.max_chars || raw.len() > policy.max_chars * MAX_BYTES_PER_CHAR {
+        if raw.len() > policy.max_chars * MAX_BYTES_PER_CHAR {
+            return Err(Error::InvalidCredentials);
+        }
+        let raw = nfc(raw);
+        if raw.chars().count() > policy.max_chars {
             return Err(Error::InvalidCredentials);
         }
         Ok(Self(raw))
@@ -114,6 +127,13 @@ impl Password {
 
     fn bytes(&self) -> &[u8] {
         self.0.as_bytes()
+    }
+}
+
+fn nfc(raw: String) -> String {
+    match icu_normalizer::ComposingNormalizerBorrowed::new_nfc().normalize(&raw) {
+        std::borrow::Cow::Borrowed(_) => raw,
+        std::borrow::Cow::Owned(s) => s,
     }
 }
 
@@ -197,6 +217,13 @@ mod tests {
         assert!(h.as_str().starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
         assert!(h.verify(&p));
         assert!(!h.verify(&pw("  correct horse 🐎 bättery ")));
+    }
+
+    #[test]
+    fn composed_and_decomposed_forms_are_the_same_password() {
+        let h = PasswordHash::create(&pw("p\u{00e4}ssword"), &FAST, [3; 16]).unwrap();
+        let presented = Password::presented("pa\u{0308}ssword".into(), &PasswordPolicy::default()).unwrap();
+        assert!(h.verify(&presented));
     }
 
     #[test]

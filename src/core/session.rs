@@ -2,8 +2,11 @@
 //!
 //! Rotation rule: every refresh consumes the presented token and issues its
 //! successor in one conditional write, so of two racing refreshes exactly one
-//! wins. A token that was already rotated away is reuse — a stolen copy or a
-//! replay — and revokes the whole session.
+//! wins and there are never two live successors. A token that was already
+//! rotated away is reuse — a stolen copy or a replay — and revokes the whole
+//! session (OAuth 2.0 Security BCP, §4.14). There is deliberately no grace
+//! window: a client that fires two refreshes with one token at once loses
+//! the session, so clients must serialise their refreshes.
 
 use serde::Serialize;
 

@@ -134,33 +134,79 @@ pub fn issue(t: &NewAccessToken<'_>, key: &SigningKey) -> Result<String, Error> 
     Ed25519.token(&header, &claims, key.secret()).map_err(|e| Error::Internal(format!("signing failed: {e}")))
 }
 
-/// Signs the gateway's assertion about a verified caller for the origin
-/// `audience`: the access token's identity claims, `aud` set to the origin,
-/// a lifetime of [`ASSERTION_TTL_SECS`] capped by the access token's own expiry.
+/// The signing input (`base64url(header).base64url(claims)`) of the
+/// gateway's assertion about a verified caller for the origin `audience`: the
+/// access token's identity claims, `aud` set to the origin, a lifetime of
+/// [`ASSERTION_TTL_SECS`] capped by the end of the access token's own
+/// acceptance window (its `exp` plus the leeway), so it is never already
+/// expired when issued. Returns the input and the assertion's expiry; the
+/// caller signs it (WebCrypto at the edge) and calls [`compact`].
+pub fn assertion_signing_input(
+    issuer: &str,
+    audience: &str,
+    verified: &VerifiedToken,
+    now: UnixTime,
+    kid: &str,
+) -> (String, UnixTime) {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+
+    #[derive(Serialize)]
+    struct AssertionHeader<'a> {
+        alg: &'a str,
+        kid: &'a str,
+        typ: &'a str,
+    }
+    #[derive(Serialize)]
+    struct AssertionClaims<'a> {
+        #[serde(flatten)]
+        identity: IssuedClaims<'a>,
+        iat: i64,
+        exp: i64,
+    }
+    let c = &verified.claims;
+    let accepted_until = UnixTime(verified.expires_at.0.saturating_add(LEEWAY_SECS));
+    let expires = now.plus_secs(ASSERTION_TTL_SECS).min(accepted_until);
+    let header = AssertionHeader { alg: ALG_EDDSA, kid, typ: ASSERTION_TYPE };
+    let claims = AssertionClaims {
+        identity: IssuedClaims {
+            iss: issuer,
+            aud: audience,
+            sub: &c.sub,
+            sid: &c.sid,
+            roles: &c.roles,
+            email: &c.email,
+            email_verified: c.email_verified,
+            jti: &c.jti,
+        },
+        iat: now.0,
+        exp: expires.0,
+    };
+    // Serialising plain structs of strings, bools and integers cannot fail.
+    let h = serde_json::to_vec(&header).unwrap_or_default();
+    let p = serde_json::to_vec(&claims).unwrap_or_default();
+    (format!("{}.{}", URL_SAFE_NO_PAD.encode(h), URL_SAFE_NO_PAD.encode(p)), expires)
+}
+
+/// A compact JWS from its signing input and signature.
+pub fn compact(signing_input: &str, signature: &[u8]) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature))
+}
+
+/// Signs an assertion natively (ed25519-compact); the edge uses WebCrypto
+/// over the same [`assertion_signing_input`].
 pub fn issue_assertion(
     issuer: &str,
     audience: &str,
     verified: &VerifiedToken,
     now: UnixTime,
     key: &SigningKey,
-) -> Result<(String, UnixTime), Error> {
-    let c = &verified.claims;
-    let expires = now.plus_secs(ASSERTION_TTL_SECS).min(verified.expires_at);
-    let header = Header::empty().with_key_id(key.kid.clone()).with_token_type(ASSERTION_TYPE);
-    let mut claims = Claims::new(IssuedClaims {
-        iss: issuer,
-        aud: audience,
-        sub: &c.sub,
-        sid: &c.sid,
-        roles: &c.roles,
-        email: &c.email,
-        email_verified: c.email_verified,
-        jti: &c.jti,
-    });
-    claims.issued_at = chrono::DateTime::from_timestamp(now.0, 0);
-    claims.expiration = chrono::DateTime::from_timestamp(expires.0, 0);
-    let token = Ed25519.token(&header, &claims, key.secret()).map_err(|e| Error::Internal(format!("signing failed: {e}")))?;
-    Ok((token, expires))
+) -> (String, UnixTime) {
+    let (input, expires) = assertion_signing_input(issuer, audience, verified, now, &key.kid);
+    let sig = key.secret().sign(input.as_bytes(), None);
+    (compact(&input, sig.as_ref()), expires)
 }
 
 /// What a valid token must say.
@@ -309,6 +355,42 @@ mod tests {
                 let _ = p.validated_claims(&EXPECT, UnixTime(0));
             }
         }
+    }
+
+    #[test]
+    fn assertions_verify_as_their_own_type_only() {
+        use crate::core::ids::test_support::SeqRandom;
+        use crate::core::keys::{generate, Kek};
+        let (_, key) = generate(&mut SeqRandom(4), &Kek::from_bytes([1; 32]), UnixTime(0)).unwrap();
+        let raw = issue(
+            &NewAccessToken {
+                issuer: "i",
+                audience: "a",
+                user_id: "u",
+                session_id: "s",
+                roles: &["admin".to_string()],
+                email: "e@x.io",
+                email_verified: true,
+                jti: "j",
+                now: UnixTime(100),
+                ttl_secs: 900,
+            },
+            &key,
+        )
+        .unwrap();
+        let parsed = Parsed::new(&raw, ACCESS_TOKEN_TYPE).unwrap();
+        let verified = parsed.validated_claims(&EXPECT, UnixTime(100)).unwrap();
+        let (assertion, exp) = issue_assertion("i", "https://origin.example", &verified, UnixTime(110), &key);
+        assert_eq!(exp, UnixTime(170));
+        assert_eq!(Parsed::new(&assertion, ACCESS_TOKEN_TYPE).err(), Some(TokenError::WrongType));
+        let p = Parsed::new(&assertion, ASSERTION_TYPE).unwrap();
+        assert!(key.public_key().verify(p.signed_data(), &ed25519_compact::Signature::from_slice(p.signature()).unwrap()).is_ok());
+        let expect = Expectations { issuer: "i", audience: "https://origin.example", token_type: ASSERTION_TYPE };
+        let v = p.validated_claims(&expect, UnixTime(110)).unwrap();
+        assert_eq!((v.claims.sub.as_str(), v.claims.roles.clone()), ("u", vec!["admin".to_string()]));
+        // Issued inside the leeway after the access token expired: still not born expired.
+        let (_, late_exp) = issue_assertion("i", "o", &verified, UnixTime(100 + 900 + 10), &key);
+        assert!(late_exp.0 > 100 + 900 + 10);
     }
 
     #[test]

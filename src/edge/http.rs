@@ -6,21 +6,14 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{Headers, Request, Response, ResponseInit};
+use web_sys::{Request, Response};
+
+use crate::edge::glue;
 
 use crate::core::error::Error;
 
 /// Largest JSON body any auth endpoint reads.
 pub const MAX_JSON_BODY_BYTES: usize = 16 * 1024;
-
-/// Headers on every response the gateway writes itself.
-const SECURITY_HEADERS: [(&str, &str); 5] = [
-    ("x-content-type-options", "nosniff"),
-    ("strict-transport-security", "max-age=63072000; includeSubDomains"),
-    ("content-security-policy", "default-src 'none'; frame-ancestors 'none'"),
-    ("x-frame-options", "DENY"),
-    ("referrer-policy", "no-referrer"),
-];
 
 /// A response result at the edge; `Err` only for JS-level failures.
 pub type JsResult<T> = Result<T, JsValue>;
@@ -48,21 +41,29 @@ pub async fn read_json<T: DeserializeOwned>(req: &Request) -> Result<T, Error> {
     parse_json(&bytes)
 }
 
-/// Like [`read_json`], but an empty body (with any or no content type) gives
-/// `T::default()`.
-pub async fn read_optional_json<T: DeserializeOwned + Default>(req: &Request) -> Result<T, Error> {
+/// Like [`read_json`], but an empty body (with any or no content type) is
+/// `None`.
+pub async fn read_optional_json<T: DeserializeOwned>(req: &Request) -> Result<Option<T>, Error> {
     let declared = header(req, "content-length").and_then(|v| v.trim().parse::<usize>().ok());
     if declared == Some(0) || (declared.is_none() && req.body().is_none()) {
-        return Ok(T::default());
+        return Ok(None);
     }
     let bytes = read_body(req).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
+        return Ok(None);
     }
-    parse_json(&bytes)
+    parse_json(&bytes).map(Some)
 }
 
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    // serde's derived structs also accept a JSON array of the field values in
+    // order; every body we read is an object, so refuse anything else first.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            Ok(_) => Error::validation("validation_failed", "the request body must be a JSON object"),
+            Err(e) => Error::InvalidJson(format!("the request body is not valid JSON: {e}")),
+        });
+    }
     serde_json::from_slice(bytes).map_err(|e| {
         if e.is_data() {
             Error::validation("validation_failed", e.to_string())
@@ -97,48 +98,33 @@ async fn read_body(req: &Request) -> Result<Vec<u8>, Error> {
     Ok(array.to_vec())
 }
 
-fn base_headers(content_type: Option<&str>, no_store: bool) -> JsResult<Headers> {
-    let h = Headers::new()?;
-    if let Some(ct) = content_type {
-        h.set("content-type", ct)?;
+fn extra_headers(extra: &[(&str, String)]) -> Option<String> {
+    if extra.is_empty() {
+        return None;
     }
-    for (k, v) in SECURITY_HEADERS {
-        h.set(k, v)?;
+    let mut s = String::new();
+    for (k, v) in extra {
+        // Header values cannot hold newlines; drop any rather than split wrongly.
+        let v: String = v.chars().filter(|c| *c != '\n' && *c != '\r').collect();
+        if !s.is_empty() {
+            s.push('\n');
+        }
+        s.push_str(k);
+        s.push('\n');
+        s.push_str(&v);
     }
-    if no_store {
-        h.set("cache-control", "no-store")?;
-        h.set("pragma", "no-cache")?;
-    }
-    Ok(h)
-}
-
-fn respond(status: u16, headers: &Headers, body: Option<&str>) -> JsResult<Response> {
-    let init = ResponseInit::new();
-    init.set_status(status);
-    init.set_headers(headers);
-    Response::new_with_opt_str_and_init(body, &init)
+    Some(s)
 }
 
 /// A JSON response. `cache` is a `Cache-Control` value, or `None` for `no-store`.
 pub fn json<T: Serialize>(status: u16, body: &T, cache: Option<&str>, extra: &[(&str, String)]) -> JsResult<Response> {
     let text = serde_json::to_string(body).map_err(|e| JsValue::from_str(&e.to_string()))?;
-    let h = base_headers(Some("application/json"), cache.is_none())?;
-    if let Some(c) = cache {
-        h.set("cache-control", c)?;
-    }
-    for (k, v) in extra {
-        h.append(k, v)?;
-    }
-    respond(status, &h, Some(&text))
+    glue::respond(status, Some(&text), Some("application/json"), cache, extra_headers(extra).as_deref())
 }
 
 /// An empty response (e.g. 204).
 pub fn empty(status: u16, extra: &[(&str, String)]) -> JsResult<Response> {
-    let h = base_headers(None, true)?;
-    for (k, v) in extra {
-        h.append(k, v)?;
-    }
-    respond(status, &h, None)
+    glue::respond(status, None, None, None, extra_headers(extra).as_deref())
 }
 
 /// The problem+json response for `err`; server-side causes go to the log.
@@ -146,32 +132,31 @@ pub fn problem(err: &Error) -> JsResult<Response> {
     if err.is_server_side() {
         worker::console_error!("portcullis.error {err}");
     }
-    let p = err.problem();
-    let h = base_headers(Some("application/problem+json"), true)?;
+    problem_body(&err.problem())
+}
+
+/// Renders a [`Problem`](crate::core::error::Problem).
+pub fn problem_body(p: &crate::core::error::Problem) -> JsResult<Response> {
+    let mut extra: Vec<(&str, String)> = Vec::new();
     if let Some(v) = &p.www_authenticate {
-        h.set("www-authenticate", v)?;
+        extra.push(("www-authenticate", v.clone()));
     }
     if let Some(secs) = p.retry_after_secs {
-        h.set("retry-after", &secs.to_string())?;
+        extra.push(("retry-after", secs.to_string()));
     }
-    respond(p.status, &h, Some(&p.body().to_string()))
+    glue::respond(
+        p.status,
+        Some(&p.body().to_string()),
+        Some("application/problem+json"),
+        None,
+        extra_headers(&extra).as_deref(),
+    )
 }
 
 /// Copies `resp` (which may have immutable headers, e.g. the origin's) with
 /// the CORS headers for `grant`. The body stream is passed through.
 pub fn add_cors(resp: Response, grant: &crate::core::cors::Grant) -> JsResult<Response> {
-    let headers = Headers::new_with_headers(&resp.headers())?;
-    headers.set("access-control-allow-origin", grant.allow_origin())?;
-    if grant.credentials() {
-        headers.set("access-control-allow-credentials", "true")?;
-    }
-    headers.set("access-control-expose-headers", crate::core::cors::EXPOSED_HEADERS)?;
-    headers.append("vary", "Origin")?;
-    let init = ResponseInit::new();
-    init.set_status(resp.status());
-    init.set_status_text(&resp.status_text());
-    init.set_headers(&headers);
-    Response::new_with_opt_readable_stream_and_init(resp.body().as_ref(), &init)
+    glue::with_cors(&resp, grant.allow_origin(), grant.credentials(), crate::core::cors::EXPOSED_HEADERS)
 }
 
 /// The request's origin (`scheme://host[:port]`), from its URL.

@@ -7,6 +7,7 @@
 //! boundary as few times as possible.
 
 mod d1;
+mod glue;
 mod http;
 mod keyring;
 mod kv;
@@ -50,9 +51,21 @@ fn start() {
     console_error_panic_hook::set_once();
 }
 
-#[event(fetch)]
-async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<web_sys::Response> {
-    router::handle(req, env, ctx).await
+/// The fetch entry point. Exported by hand rather than with
+/// `#[event(fetch)]` so that the gateway's hot path can answer with the
+/// origin fetch's Promise directly, without spinning up a Rust future.
+#[allow(unsafe_code)] // wasm-bindgen's generated export shim
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn fetch(req: web_sys::Request, env: Env, ctx: worker::worker_sys::Context) -> js_sys::Promise {
+    if let Some(promise) = proxy::fast_path(&req, &env) {
+        return promise;
+    }
+    wasm_bindgen_futures::future_to_promise(async move {
+        router::handle(req, env, Context::new(ctx))
+            .await
+            .map(wasm_bindgen::JsValue::from)
+            .map_err(|e| wasm_bindgen::JsValue::from_str(&e.to_string()))
+    })
 }
 
 #[event(queue)]

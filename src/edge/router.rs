@@ -81,7 +81,7 @@ fn preflight(req: &Request, grant: Option<&cors::Grant>, requested_method: &str)
     }
 }
 
-async fn route(req: Request, env: Env, ctx: Context, cfg: Rc<Config>) -> JsResult<Response> {
+async fn route(req: Request, env: Env, _ctx: Context, cfg: Rc<Config>) -> JsResult<Response> {
     let url = match url::Url::parse(&req.url()) {
         Ok(u) => u,
         Err(_) => return http::problem(&Error::validation("invalid_path", "the request URL is not valid")),
@@ -90,15 +90,19 @@ async fn route(req: Request, env: Env, ctx: Context, cfg: Rc<Config>) -> JsResul
         Ok(p) => p,
         Err(e) => return http::problem(&e),
     };
-    let key = normalised.to_ascii_lowercase();
-    let owned = key == "/auth" || key.starts_with("/auth/") || key.starts_with("/.well-known/");
-    if !owned {
-        return proxy::forward(req, &env, &ctx, &cfg, url, normalised).await;
+    if !is_owned(&normalised) {
+        return proxy::forward(req, &env, &cfg, url, normalised).await;
     }
     match auth_api(&req, &env, cfg, &url).await {
         Ok(resp) => Ok(resp),
         Err(e) => http::problem(&e),
     }
+}
+
+/// Whether a normalised path belongs to the auth API rather than the origin.
+pub fn is_owned(normalised: &str) -> bool {
+    let key = normalised.to_ascii_lowercase();
+    key == "/auth" || key.starts_with("/auth/") || key == "/.well-known" || key.starts_with("/.well-known/")
 }
 
 fn meta(req: &Request, cfg: &Config, url: &url::Url) -> Meta {
@@ -176,7 +180,7 @@ fn clear_cookies(cfg: &Config) -> Vec<(&'static str, String)> {
     vec![set_cookie(ACCESS_COOKIE, "", 0), set_cookie(REFRESH_COOKIE, "", 0)]
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Empty {}
 
@@ -208,23 +212,28 @@ async fn auth_api(req: &Request, env: &Env, cfg: Rc<Config>, url: &url::Url) -> 
             js(http::json(200, &resp, None, &auth_cookies(&cfg, &resp)))
         }
         ("POST", "/auth/refresh") => {
-            let body: RefreshRequest = http::read_optional_json(req).await?;
-            let token = match body.refresh_token {
-                Some(t) => Some(t),
-                None if cfg.cookie_mode => {
-                    let t = cookie(req, REFRESH_COOKIE);
-                    if t.is_some() {
+            let body: Option<RefreshRequest> = http::read_optional_json(req).await?;
+            let from_body = body.as_ref().and_then(|b| b.refresh_token.clone());
+            let token = match from_body {
+                Some(t) => t,
+                None => match cfg.cookie_mode.then(|| cookie(req, REFRESH_COOKIE)).flatten() {
+                    Some(t) => {
                         csrf_check(req, &cfg, url)?;
+                        t
                     }
-                    t
-                }
-                None => None,
+                    None if body.is_none() => {
+                        return Err(Error::InvalidJson(
+                            "the request body is empty; expected {\"refresh_token\": \"...\"}".into(),
+                        ))
+                    }
+                    None => return Err(Error::validation("validation_failed", "refresh_token: required")),
+                },
             };
-            let resp = deps.refresh(&meta, rng, token.as_deref()).await?;
+            let resp = deps.refresh(&meta, rng, Some(&token)).await?;
             js(http::json(200, &resp, None, &auth_cookies(&cfg, &resp)))
         }
         ("POST", "/auth/logout") => {
-            let body: RefreshRequest = http::read_optional_json(req).await?;
+            let body: RefreshRequest = http::read_optional_json(req).await?.unwrap_or_default();
             let bearer = access_token(req, &cfg, url)?;
             let refresh = body.refresh_token.or_else(|| cfg.cookie_mode.then(|| cookie(req, REFRESH_COOKIE)).flatten());
             deps.logout(&meta, rng, bearer.as_deref(), refresh.as_deref()).await?;
@@ -240,7 +249,7 @@ async fn auth_api(req: &Request, env: &Env, cfg: Rc<Config>, url: &url::Url) -> 
             js(http::json(200, &serde_json::json!({ "sessions": sessions }), None, &[]))
         }
         ("POST", "/auth/sessions/revoke-others") => {
-            let _: Empty = http::read_optional_json(req).await?;
+            let _: Option<Empty> = http::read_optional_json(req).await?;
             let bearer = access_token(req, &cfg, url)?;
             let n = deps.revoke_other_sessions(&meta, rng, bearer.as_deref()).await?;
             js(http::json(200, &serde_json::json!({ "revoked": n }), None, &[]))
@@ -289,7 +298,7 @@ async fn auth_api(req: &Request, env: &Env, cfg: Rc<Config>, url: &url::Url) -> 
             js(http::json(200, &deps.change_password(&meta, rng, bearer.as_deref(), body).await?, None, &[]))
         }
         ("POST", "/auth/email/verify/request") => {
-            let _: Empty = http::read_optional_json(req).await?;
+            let _: Option<Empty> = http::read_optional_json(req).await?;
             let bearer = access_token(req, &cfg, url)?;
             js(http::json(200, &deps.request_email_verification(&meta, rng, bearer.as_deref()).await?, None, &[]))
         }
@@ -300,7 +309,7 @@ async fn auth_api(req: &Request, env: &Env, cfg: Rc<Config>, url: &url::Url) -> 
         ("POST", "/auth/admin/keys/rotate") => {
             let bearer = access_token(req, &cfg, url)?;
             let admin = deps.require_admin(&meta, bearer.as_deref()).await?;
-            let _: Empty = http::read_optional_json(req).await?;
+            let _: Option<Empty> = http::read_optional_json(req).await?;
             let rotation = deps.admin_rotate_keys(&meta, rng, &admin).await?;
             // This isolate signs with the new key from now on; the others
             // pick it up within KEY_CACHE_TTL.
@@ -366,19 +375,19 @@ async fn admin_users(
         }
         ("POST", [id, action @ ("ban" | "unban")]) => {
             let admin = admin().await?;
-            let _: Empty = http::read_optional_json(req).await?;
+            let _: Option<Empty> = http::read_optional_json(req).await?;
             let user = deps.admin_set_banned(meta, rng, &admin, id, *action == "ban").await?;
             js(http::json(200, &user, None, &[]))
         }
         (m @ ("POST" | "DELETE"), [id, "roles", role]) => {
             let admin = admin().await?;
-            let _: Empty = http::read_optional_json(req).await?;
+            let _: Option<Empty> = http::read_optional_json(req).await?;
             let user = deps.admin_set_role(meta, rng, &admin, id, role, m == "POST").await?;
             js(http::json(200, &user, None, &[]))
         }
         ("POST", [id, "sessions", "revoke"]) => {
             let admin = admin().await?;
-            let _: Empty = http::read_optional_json(req).await?;
+            let _: Option<Empty> = http::read_optional_json(req).await?;
             js(http::json(200, &deps.admin_revoke_sessions(meta, rng, &admin, id).await?, None, &[]))
         }
         (_, [] | [_] | [_, "ban" | "unban"] | [_, "roles", _] | [_, "sessions", "revoke"]) => Err(Error::MethodNotAllowed),

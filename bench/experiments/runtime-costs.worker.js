@@ -1,0 +1,105 @@
+// Variants of a pass-through Worker, one per path, each adding one piece of what a
+// gateway does on its hot path. bench/experiments/runtime-costs.mjs times them against
+// each other (paired, interleaved) to price those pieces in this workerd.
+const HOP = ["connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer", "upgrade"];
+const IDENTITY = ["x-auth-user-id", "x-auth-email", "x-auth-roles", "x-auth-session-id", "x-auth-assertion"];
+
+const init = (request, headers, extra = {}) => ({ method: request.method, headers, redirect: "manual", ...extra });
+
+const variants = {
+  // new Request(url, request): copies everything, body and signal included.
+  "request-clone": (request, target) => fetch(new Request(target, request)),
+  // The baseline for the rest: a fresh Request from method + a copy of the headers.
+  copy: (request, target) => fetch(new Request(target, init(request, new Headers(request.headers)))),
+  // + a setTimeout/clearTimeout pair around the fetch (an origin timeout).
+  timer: (request, target) =>
+    new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error("timeout")), 30000);
+      fetch(new Request(target, init(request, new Headers(request.headers)))).then(
+        (r) => (clearTimeout(t), resolve(r)),
+        (e) => (clearTimeout(t), reject(e)),
+      );
+    }),
+  // + AbortSignal.timeout on the fetch instead.
+  "abort-signal-timeout": (request, target) =>
+    fetch(new Request(target, init(request, new Headers(request.headers), { signal: AbortSignal.timeout(30000) }))),
+  // + an AbortController's signal (no timer).
+  "abort-controller": (request, target) =>
+    fetch(new Request(target, init(request, new Headers(request.headers), { signal: new AbortController().signal }))),
+  // + 6 microtask hops before the fetch (wasm-bindgen-futures wakes a Rust task with one).
+  "6-microtasks": async (request, target) => {
+    for (let i = 0; i < 6; i++) await new Promise((r) => queueMicrotask(r));
+    return fetch(new Request(target, init(request, new Headers(request.headers))));
+  },
+  // + deleting 8 hop-by-hop headers and Authorization (all absent here).
+  "9-deletes": (request, target) => {
+    const h = new Headers(request.headers);
+    for (const x of HOP) h.delete(x);
+    h.delete("authorization");
+    return fetch(new Request(target, init(request, h)));
+  },
+  // + scanning the header names for x-auth-*.
+  "scan-x-auth": (request, target) => {
+    const h = new Headers(request.headers);
+    for (const k of [...h.keys()]) if (k.startsWith("x-auth-")) h.delete(k);
+    return fetch(new Request(target, init(request, h)));
+  },
+  // + 2 forwarded and 5 identity headers (40-byte values; the real assertion is ~600 bytes).
+  "7-sets": (request, target) => {
+    const h = new Headers(request.headers);
+    h.set("x-forwarded-host", "example.com");
+    h.set("x-forwarded-proto", "https");
+    for (const k of IDENTITY) h.set(k, "v".repeat(40));
+    return fetch(new Request(target, init(request, h)));
+  },
+  // The whole rewrite as Portcullis's glue does it (all of the above but timers).
+  "full-rewrite": (request, target) => {
+    const h = new Headers(request.headers);
+    for (const x of HOP) h.delete(x);
+    for (const k of [...h.keys()]) if (k.startsWith("x-auth-")) h.delete(k);
+    h.delete("authorization");
+    h.set("x-forwarded-host", "example.com");
+    h.set("x-forwarded-proto", "https");
+    for (const k of IDENTITY) h.set(k, "v".repeat(40));
+    return fetch(new Request(target, init(request, h, { body: request.body })));
+  },
+};
+
+// Responses the Worker writes itself (no origin): priced against "r-2-headers".
+const SECURITY = [
+  ["x-content-type-options", "nosniff"],
+  ["strict-transport-security", "max-age=63072000; includeSubDomains"],
+  ["content-security-policy", "default-src 'none'; frame-ancestors 'none'"],
+  ["x-frame-options", "DENY"],
+  ["referrer-policy", "no-referrer"],
+];
+const BODY = '{"type":"about:blank","title":"Unauthorized","status":401,"code":"missing_token"}';
+Object.assign(variants, {
+  // What a small JS gateway sends: content-type + www-authenticate.
+  "r-2-headers": () =>
+    new Response(BODY, { status: 401, headers: { "content-type": "application/problem+json", "www-authenticate": "Bearer" } }),
+  // + 5 security headers + cache-control + pragma, Headers object then set() each.
+  "r-9-headers-set": () => {
+    const h = new Headers(SECURITY);
+    h.set("content-type", "application/problem+json");
+    h.set("cache-control", "no-store");
+    h.set("pragma", "no-cache");
+    h.set("www-authenticate", "Bearer");
+    return new Response(BODY, { status: 401, headers: h });
+  },
+  // The same 9 headers as one array literal, no Headers object.
+  "r-9-headers-array": () =>
+    new Response(BODY, {
+      status: 401,
+      headers: [...SECURITY, ["content-type", "application/problem+json"], ["cache-control", "no-store"], ["pragma", "no-cache"], ["www-authenticate", "Bearer"]],
+    }),
+});
+
+export default {
+  fetch(request, env) {
+    const name = new URL(request.url).pathname.slice(1);
+    const v = variants[name];
+    if (!v) return new Response(JSON.stringify(Object.keys(variants)), { status: 404 });
+    return v(request, `${env.ORIGIN_URL}/api/data`);
+  },
+};

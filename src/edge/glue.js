@@ -1,0 +1,118 @@
+// Platform plumbing for the edge, in JavaScript on purpose: each function does
+// in one call what would otherwise take a dozen wasm<->JS boundary crossings
+// (one per header get/set/delete, per RequestInit field, per timer). Every
+// decision — routing, token checks, policies, identity — is made in Rust; these
+// functions only assemble Requests and Responses from what Rust decided.
+
+// Headers on every response the gateway writes itself.
+const SECURITY_HEADERS = [
+  ["x-content-type-options", "nosniff"],
+  ["strict-transport-security", "max-age=63072000; includeSubDomains"],
+  ["content-security-policy", "default-src 'none'; frame-ancestors 'none'"],
+  ["x-frame-options", "DENY"],
+  ["referrer-policy", "no-referrer"],
+];
+
+// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
+const HOP_BY_HOP = ["connection", "keep-alive", "proxy-connection", "proxy-authenticate",
+  "proxy-authorization", "te", "trailer", "upgrade"];
+
+// The gateway's own credentials, never forwarded.
+const OWN_COOKIES = ["__Host-portcullis_access", "__Host-portcullis_refresh"];
+
+/**
+ * A response written by the gateway: `extra` is "name\nvalue\nname\nvalue..."
+ * (header values cannot contain newlines), appended after the security
+ * headers; `cache` undefined means no-store.
+ */
+export function respond(status, body, contentType, cache, extra) {
+  const headers = new Headers(SECURITY_HEADERS);
+  if (contentType) headers.set("content-type", contentType);
+  if (cache) {
+    headers.set("cache-control", cache);
+  } else {
+    headers.set("cache-control", "no-store");
+    headers.set("pragma", "no-cache");
+  }
+  if (extra) {
+    const kv = extra.split("\n");
+    for (let i = 0; i + 1 < kv.length; i += 2) headers.append(kv[i], kv[i + 1]);
+  }
+  return new Response(body ?? null, { status, headers });
+}
+
+/** `resp` with CORS headers for an allowed origin (copying immutable headers). */
+export function withCors(resp, allowOrigin, credentials, exposed) {
+  const headers = new Headers(resp.headers);
+  headers.set("access-control-allow-origin", allowOrigin);
+  if (credentials) headers.set("access-control-allow-credentials", "true");
+  headers.set("access-control-expose-headers", exposed);
+  headers.append("vary", "Origin");
+  return new Response(resp.body, { status: resp.status, statusText: resp.statusText, headers });
+}
+
+// The problem+json bodies for an unreachable or slow origin, set once from
+// Rust (the one place problems are rendered) by `setOriginProblems`.
+let PROBLEM_502 = "";
+let PROBLEM_504 = "";
+
+/** Stores the rendered 502 and 504 problem bodies. */
+export function setOriginProblems(unreachable, timeout) {
+  PROBLEM_502 = unreachable;
+  PROBLEM_504 = timeout;
+}
+
+/**
+ * Sends `request` to `target` (the normalised URL Rust chose) with its method,
+ * headers and body stream, minus hop-by-hop headers, headers named by
+ * `Connection`, every X-Auth-*, the gateway's cookies and (if `dropAuth`) the
+ * Authorization header; plus the identity headers when `userId` is set.
+ * Redirects are returned, not followed. Resolves to the origin's Response, or
+ * to a 502 problem if it cannot be reached, or — when `timeoutMs` > 0 — a 504
+ * problem if no response head arrived in time (the request is then aborted;
+ * a body that is already streaming is never cut).
+ */
+export function forward(request, target, userId, email, roles, sessionId, assertion, dropAuth, timeoutMs, fetcher) {
+  const incoming = request.headers;
+  const named = incoming.get("connection");
+  const drop = named ? named.toLowerCase().split(",").map((h) => h.trim()) : null;
+  const headers = new Headers();
+  for (const [k, v] of incoming) {
+    if (k.startsWith("x-auth-") || HOP_BY_HOP.includes(k) || (drop && drop.includes(k))) continue;
+    if (k === "authorization" && dropAuth) continue;
+    if (k === "cookie") {
+      const kept = v.split(";").map((c) => c.trim()).filter((c) => c && !OWN_COOKIES.includes(c.split("=", 1)[0]));
+      if (kept.length) headers.append(k, kept.join("; "));
+      continue;
+    }
+    headers.append(k, v);
+  }
+  if (userId !== undefined) {
+    headers.set("x-auth-user-id", userId);
+    headers.set("x-auth-email", email);
+    headers.set("x-auth-roles", roles);
+    headers.set("x-auth-session-id", sessionId);
+    headers.set("x-auth-assertion", assertion);
+  }
+  const init = { method: request.method, headers, body: request.body, redirect: "manual" };
+  const failed = (err) => {
+    console.error(`portcullis.origin_error ${err && err.message ? err.message : err}`);
+    return respond(502, PROBLEM_502, "application/problem+json");
+  };
+  if (!(timeoutMs > 0)) {
+    return (fetcher ?? globalThis).fetch(new Request(target, init)).catch(failed);
+  }
+  const controller = new AbortController();
+  init.signal = controller.signal;
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      controller.abort();
+      console.error(`portcullis.origin_timeout after ${timeoutMs} ms`);
+      resolve(respond(504, PROBLEM_504, "application/problem+json"));
+    }, timeoutMs);
+    (fetcher ?? globalThis).fetch(new Request(target, init)).then(
+      (resp) => { clearTimeout(timer); resolve(resp); },
+      (err) => { clearTimeout(timer); resolve(failed(err)); },
+    );
+  });
+}

@@ -1,0 +1,45 @@
+//! Bindings to `glue.js`: response construction and the origin request, each
+//! one boundary crossing (see that file for why they are JavaScript).
+#![allow(unsafe_code)] // wasm-bindgen's generated extern shims
+
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::JsValue;
+use web_sys::{Request, Response};
+
+#[wasm_bindgen(module = "/src/edge/glue.js")]
+extern "C" {
+    /// A gateway-written response with the security headers.
+    #[wasm_bindgen(catch)]
+    pub fn respond(
+        status: u16,
+        body: Option<&str>,
+        content_type: Option<&str>,
+        cache: Option<&str>,
+        extra: Option<&str>,
+    ) -> Result<Response, JsValue>;
+
+    /// `resp` with CORS headers.
+    #[wasm_bindgen(catch, js_name = withCors)]
+    pub fn with_cors(resp: &Response, allow_origin: &str, credentials: bool, exposed: &str) -> Result<Response, JsValue>;
+
+    /// Stores the rendered 502 / 504 problem bodies for `forward`.
+    #[wasm_bindgen(js_name = setOriginProblems)]
+    pub fn set_origin_problems(unreachable: &str, timeout: &str);
+
+    /// Sends the request to the origin; resolves to its Response, or a 502 /
+    /// 504 problem.
+    #[wasm_bindgen(catch)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        request: &Request,
+        target: &str,
+        user_id: Option<&str>,
+        email: Option<&str>,
+        roles: Option<&str>,
+        session_id: Option<&str>,
+        assertion: Option<&str>,
+        drop_auth: bool,
+        timeout_ms: u32,
+        fetcher: &JsValue,
+    ) -> Result<js_sys::Promise, JsValue>;
+}
