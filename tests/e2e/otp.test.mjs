@@ -142,6 +142,7 @@ describe("email codes (default config)", () => {
     await assertProblem(await post(`${gw.url}/auth/otp/verify`, { email, code: 123456 }), 422, "validation_failed");
     await assertProblem(await post(`${gw.url}/auth/otp/verify`, { email }), 422, "validation_failed");
     await assertProblem(await post(`${gw.url}/auth/otp`, { email: ["a"] }), 422, "validation_failed");
+    await assertProblem(await post(`${gw.url}/auth/otp/verify`, JSON.stringify([email, "123456"])), 422, "validation_failed");
     await assertProblem(await fetch(`${gw.url}/auth/otp/verify`), 405, "method_not_allowed");
   });
 });
