@@ -10,13 +10,15 @@
 //! # Layout
 //!
 //! - [`core`]: pure logic — config, errors, emails, passwords, tokens, keys,
-//!   sessions, events, route policies and the use-case flows. It never imports
+//!   sessions, events and their delivery (signed webhooks, email templates,
+//!   retries, dead letters), the sign-in hook, route policies and the
+//!   use-case flows. It never imports
 //!   `worker`, reads no clock and draws no randomness of its own: time and
 //!   randomness are passed in, storage is reached through the small traits in
 //!   [`core::ports`]. `cargo test` runs it natively.
 //! - `edge` (wasm32 only): the `fetch`, `queue` and `scheduled` entry points,
-//!   HTTP parsing and rendering, and the D1 / KV / Queue / WebCrypto adapters
-//!   that implement the ports.
+//!   HTTP parsing and rendering, and the D1 / KV / Queue / WebCrypto / `fetch`
+//!   adapters that implement the ports.
 
 pub mod core;
 

@@ -4,9 +4,13 @@
 
 use url::Url;
 
+use crate::core::events::Event;
+use crate::core::gate::{FailureMode, HookConfig, HOOK_TIMEOUT_MS, MAX_HOOK_TIMEOUT_MS};
 use crate::core::keys::Kek;
+use crate::core::mail::EmailSettings;
 use crate::core::password::{HashParams, PasswordPolicy};
 use crate::core::policy::Routes;
+use crate::core::webhook::WebhookSecret;
 
 /// Default access-token lifetime.
 pub const ACCESS_TTL_SECS: u64 = 900;
@@ -26,6 +30,10 @@ pub const ROTATION_INTERVAL_SECS: u64 = 30 * 86_400;
 pub const KEY_CACHE_TTL_SECS: u64 = 300;
 /// Default origin timeout.
 pub const ORIGIN_TIMEOUT_MS: u32 = 30_000;
+/// Default `WEBHOOK_TIMEOUT_MS`.
+pub const WEBHOOK_TIMEOUT_MS: u32 = 10_000;
+/// Default `RETRY_BASE_DELAY_SECS`: the first retry of a failed delivery.
+pub const RETRY_BASE_DELAY_SECS: u32 = 30;
 /// Default audience.
 pub const DEFAULT_AUDIENCE: &str = "portcullis";
 
@@ -62,8 +70,19 @@ pub struct Config {
     pub routes: Routes,
     /// `WEBHOOK_URLS`.
     pub webhook_urls: Vec<Url>,
-    /// `EMAIL_TRANSPORT`.
-    pub email_transport: String,
+    /// `WEBHOOK_SECRET` (secret): required when `WEBHOOK_URLS` is set.
+    pub webhook_secret: Option<WebhookSecret>,
+    /// `WEBHOOK_EVENTS`: the event types sent to webhooks; `None` for all.
+    pub webhook_events: Option<Vec<&'static str>>,
+    /// `WEBHOOK_TIMEOUT_MS`: how long a webhook endpoint may take to answer.
+    pub webhook_timeout_ms: u32,
+    /// `RETRY_BASE_DELAY_SECS`: delay before the first retry of a failed
+    /// delivery; it doubles with every further attempt.
+    pub retry_base_delay_secs: u32,
+    /// `EMAIL_TRANSPORT`, `EMAIL_FROM`, `EMAIL_API_*`, link base URLs and templates.
+    pub email: EmailSettings,
+    /// `HOOK_URL` and its settings; `None` when no sign-in hook is configured.
+    pub hook: Option<HookConfig>,
     /// `ALLOW_PASSWORDLESS_SIGNUP`.
     pub allow_passwordless_signup: bool,
     /// `COOKIE_MODE`.
@@ -183,7 +202,69 @@ impl Config {
                 "need 1 <= PASSWORD_MIN_LENGTH <= PASSWORD_MAX_LENGTH <= 1024".into(),
             ));
         }
-        let email_transport = var("EMAIL_TRANSPORT").unwrap_or_else(|| "log".into());
+        let webhook_secret = match var("WEBHOOK_SECRET") {
+            None if !webhook_urls.is_empty() => {
+                return Err(err("WEBHOOK_SECRET", "missing: WEBHOOK_URLS is set, so deliveries must be signed (whsec_ + base64)".into()))
+            }
+            None => None,
+            Some(v) => Some(WebhookSecret::parse(&v).map_err(|e| err("WEBHOOK_SECRET", e))?),
+        };
+        let webhook_events = match var("WEBHOOK_EVENTS") {
+            None => None,
+            Some(v) if v == "*" => None,
+            Some(v) => Some(
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| {
+                        Event::KINDS
+                            .iter()
+                            .copied()
+                            .find(|k| *k == s)
+                            .ok_or_else(|| err("WEBHOOK_EVENTS", format!("{s:?} is not an event type")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        let millis = |name: &str, default: u32, max: u32| -> Result<u32, ConfigError> {
+            match number(name, default)? {
+                n if (1..=max).contains(&n) => Ok(n),
+                n => Err(err(name, format!("{n} must be between 1 and {max} milliseconds"))),
+            }
+        };
+        let webhook_timeout_ms = millis("WEBHOOK_TIMEOUT_MS", WEBHOOK_TIMEOUT_MS, 30_000)?;
+        let retry_base_delay_secs = match number("RETRY_BASE_DELAY_SECS", RETRY_BASE_DELAY_SECS)? {
+            n if (1..=3_600).contains(&n) => n,
+            n => return Err(err("RETRY_BASE_DELAY_SECS", format!("{n} must be between 1 and 3600 seconds"))),
+        };
+        let email = EmailSettings::from_lookup(&var).map_err(|(name, why)| err(&name, why))?;
+        let hook = match var("HOOK_URL") {
+            None => None,
+            Some(v) => {
+                let url = http_url("HOOK_URL", &v)?;
+                let secret = match (var("HOOK_SECRET"), &webhook_secret) {
+                    (Some(s), _) => WebhookSecret::parse(&s).map_err(|e| err("HOOK_SECRET", e))?,
+                    (None, Some(s)) => s.clone(),
+                    (None, None) => {
+                        return Err(err(
+                            "HOOK_SECRET",
+                            "missing: HOOK_URL is set, so its requests must be signed (set HOOK_SECRET or WEBHOOK_SECRET)".into(),
+                        ))
+                    }
+                };
+                let failure_mode = match var("HOOK_FAILURE_MODE") {
+                    None => FailureMode::Closed,
+                    Some(m) => FailureMode::parse(&m).map_err(|e| err("HOOK_FAILURE_MODE", e))?,
+                };
+                let timeout_ms = millis("HOOK_TIMEOUT_MS", HOOK_TIMEOUT_MS, MAX_HOOK_TIMEOUT_MS)?;
+                Some(HookConfig { url, secret, timeout_ms, failure_mode })
+            }
+        };
+        for name in ["HOOK_SECRET", "HOOK_FAILURE_MODE", "HOOK_TIMEOUT_MS"] {
+            if hook.is_none() && var(name).is_some() {
+                return Err(err(name, "set, but HOOK_URL is not: there is no hook to apply it to".into()));
+            }
+        }
 
         Ok(Self {
             issuer,
@@ -200,7 +281,12 @@ impl Config {
             origin_timeout_ms: number("ORIGIN_TIMEOUT_MS", ORIGIN_TIMEOUT_MS)?,
             routes,
             webhook_urls,
-            email_transport,
+            webhook_secret,
+            webhook_events,
+            webhook_timeout_ms,
+            retry_base_delay_secs,
+            email,
+            hook,
             allow_passwordless_signup: boolean("ALLOW_PASSWORDLESS_SIGNUP")?,
             cookie_mode: boolean("COOKIE_MODE")?,
             cors_origins,
@@ -234,11 +320,13 @@ mod tests {
         assert_eq!(c.audience, "portcullis");
         assert_eq!((c.access_ttl_secs, c.refresh_ttl_secs, c.magic_link_ttl_secs, c.otp_ttl_secs), (900, 2_592_000, 600, 600));
         assert!(!c.cookie_mode && !c.allow_passwordless_signup);
-        assert_eq!(c.email_transport, "log");
         assert_eq!(
             (c.password_reset_ttl_secs, c.email_verification_ttl_secs, c.rotation_interval_secs, c.key_cache_ttl_secs),
             (3_600, 86_400, 2_592_000, 300)
         );
+        assert_eq!(c.email.transport, crate::core::mail::Transport::Log);
+        assert_eq!((c.webhook_secret.is_none(), c.webhook_events.is_none(), c.hook.is_none()), (true, true, true));
+        assert_eq!((c.webhook_timeout_ms, c.retry_base_delay_secs), (10_000, 30));
         assert_eq!(c.issuer_for("http://127.0.0.1:8787/"), "http://127.0.0.1:8787");
     }
 
@@ -258,10 +346,57 @@ mod tests {
             ("KEY_ENCRYPTION_KEY", "c2hvcnQ="),
             ("ARGON2_MEMORY_KIB", "1"),
             ("WEBHOOK_URLS", "http://ok.example, nope"),
+            ("WEBHOOK_SECRET", "c2VjcmV0LXdpdGhvdXQtcHJlZml4LTEyMzQ1Njc4"),
+            ("WEBHOOK_EVENTS", "login, logn"),
+            ("WEBHOOK_TIMEOUT_MS", "0"),
+            ("RETRY_BASE_DELAY_SECS", "0"),
+            ("EMAIL_TRANSPORT", "carrier-pigeon"),
+            ("EMAIL_FROM", "nobody"),
+            ("HOOK_URL", "ftp://hooks.example"),
+            ("HOOK_FAILURE_MODE", "open"),
         ] {
             let e = Config::from_lookup(lookup(&[(k, v)])).unwrap_err();
             let head = k.split('_').next().unwrap();
             assert!(e.0.contains(head), "{k}={v}: {e}");
+        }
+    }
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    #[test]
+    fn webhooks_need_a_standard_webhooks_secret() {
+        let e = Config::from_lookup(lookup(&[("WEBHOOK_URLS", "https://hooks.example/a")])).unwrap_err();
+        assert!(e.0.starts_with("WEBHOOK_SECRET: missing"), "{e}");
+        let c = Config::from_lookup(lookup(&[
+            ("WEBHOOK_URLS", "https://hooks.example/a, http://127.0.0.1:9000/b"),
+            ("WEBHOOK_SECRET", SECRET),
+            ("WEBHOOK_EVENTS", "login, user_created"),
+        ]))
+        .unwrap();
+        assert_eq!(c.webhook_urls.len(), 2);
+        assert_eq!(c.webhook_events, Some(vec!["login", "user_created"]));
+    }
+
+    #[test]
+    fn the_hook_is_validated_and_fails_closed_by_default() {
+        let e = Config::from_lookup(lookup(&[("HOOK_URL", "https://hooks.example/signin")])).unwrap_err();
+        assert!(e.0.starts_with("HOOK_SECRET"), "{e}");
+        let c = Config::from_lookup(lookup(&[("HOOK_URL", "https://hooks.example/signin"), ("WEBHOOK_SECRET", SECRET)])).unwrap();
+        let hook = c.hook.unwrap();
+        assert_eq!((hook.failure_mode, hook.timeout_ms), (FailureMode::Closed, 2_000));
+        let c = Config::from_lookup(lookup(&[
+            ("HOOK_URL", "https://hooks.example/signin"),
+            ("HOOK_SECRET", SECRET),
+            ("HOOK_FAILURE_MODE", "open"),
+            ("HOOK_TIMEOUT_MS", "250"),
+        ]))
+        .unwrap();
+        let hook = c.hook.unwrap();
+        assert_eq!((hook.failure_mode, hook.timeout_ms), (FailureMode::Open, 250));
+        for (k, v) in [("HOOK_FAILURE_MODE", "sometimes"), ("HOOK_TIMEOUT_MS", "60000"), ("HOOK_SECRET", "whsec_!")] {
+            let e = Config::from_lookup(lookup(&[("HOOK_URL", "https://h.example"), ("WEBHOOK_SECRET", SECRET), (k, v)]))
+                .unwrap_err();
+            assert!(e.0.starts_with(k), "{k}={v}: {e}");
         }
     }
 

@@ -120,6 +120,9 @@ pub enum Error {
     OriginUnreachable,
     /// The origin sent no response head in time (504).
     OriginTimeout,
+    /// The sign-in hook failed and `HOOK_FAILURE_MODE` is `closed`; the cause
+    /// is for the log only.
+    HookUnavailable(String),
     /// A setting is missing or invalid: nothing is served until it is fixed.
     Misconfigured(String),
     /// A bug or an impossible state; the cause is for the log only.
@@ -131,6 +134,7 @@ impl fmt::Display for Error {
         match self {
             Self::Unavailable { dependency, cause } => write!(f, "{dependency} unavailable: {cause}"),
             Self::Internal(cause) => write!(f, "internal error: {cause}"),
+            Self::HookUnavailable(cause) => write!(f, "sign-in hook unavailable: {cause}"),
             other => write!(f, "{}", other.problem().detail),
         }
     }
@@ -209,7 +213,7 @@ impl Error {
 
     /// Whether the cause should be logged: the response says nothing about it.
     pub fn is_server_side(&self) -> bool {
-        matches!(self, Self::Unavailable { .. } | Self::Internal(_) | Self::Misconfigured(_))
+        matches!(self, Self::Unavailable { .. } | Self::Internal(_) | Self::Misconfigured(_) | Self::HookUnavailable(_))
     }
 
     /// The one mapping from an error to what the client sees.
@@ -285,6 +289,16 @@ impl Error {
             }
             Self::OriginUnreachable => Problem::new(502, "origin_unreachable", "Bad gateway", "the origin could not be reached"),
             Self::OriginTimeout => Problem::new(504, "origin_timeout", "Gateway timeout", "the origin did not answer in time"),
+            Self::HookUnavailable(_) => {
+                let mut p = Problem::new(
+                    503,
+                    "hook_unavailable",
+                    "Sign-in hook unavailable",
+                    "the sign-in could not be approved right now; retry later",
+                );
+                p.retry_after_secs = Some(5);
+                p
+            }
             Self::Misconfigured(detail) => {
                 Problem::new(503, "misconfigured", "Gateway misconfigured", format!("configuration error: {detail}"))
             }

@@ -123,6 +123,8 @@ pub struct Received {
     pub id: String,
     /// RFC 3339 timestamp as sent.
     pub timestamp: String,
+    /// Envelope format version as sent.
+    pub v: u32,
     /// The typed event.
     pub event: Event,
 }
@@ -133,7 +135,13 @@ struct RawEnvelope {
     #[serde(rename = "type")]
     kind: String,
     timestamp: String,
+    #[serde(default = "default_version")]
+    v: u32,
     data: serde_json::Value,
+}
+
+fn default_version() -> u32 {
+    ENVELOPE_VERSION
 }
 
 impl Received {
@@ -145,7 +153,7 @@ impl Received {
             return Err("envelope: empty id".into());
         }
         let event = Event::from_parts(&raw.kind, raw.data)?;
-        Ok(Self { id: raw.id, timestamp: raw.timestamp, event })
+        Ok(Self { id: raw.id, timestamp: raw.timestamp, v: raw.v, event })
     }
 
     /// Back to the envelope's JSON value (what webhooks receive).
@@ -154,8 +162,23 @@ impl Received {
             "id": self.id,
             "type": self.event.kind(),
             "timestamp": self.timestamp,
+            "v": self.v,
             "data": self.event,
         })
+    }
+
+    /// The envelope with its one-time secrets (`token`, `code`) masked, for
+    /// logs that outlive the secrets' purpose.
+    pub fn to_redacted_value(&self) -> serde_json::Value {
+        let mut v = self.to_value();
+        if let Some(data) = v.get_mut("data").and_then(serde_json::Value::as_object_mut) {
+            for key in ["token", "code"] {
+                if let Some(secret) = data.get_mut(key) {
+                    *secret = serde_json::Value::String("[redacted]".into());
+                }
+            }
+        }
+        v
     }
 }
 
@@ -188,6 +211,22 @@ mod tests {
         assert!(Received::parse(serde_json::json!({"id": "x", "type": "logout", "timestamp": "t", "data": {}})).is_err());
         assert!(Received::parse(serde_json::json!({"id": "x", "type": "nope", "timestamp": "t", "data": {}})).is_err());
         assert!(Received::parse(serde_json::json!("string")).is_err());
+    }
+
+    #[test]
+    fn redaction_masks_tokens_and_codes_only() {
+        let env = Envelope::new(
+            MagicLinkRequested { user_id: None, email: "a@b.co".into(), token: "s3cret".into() },
+            &mut SeqRandom(3),
+            UnixTime(5),
+        );
+        let r = Received::parse(serde_json::from_str(&env.to_json()).unwrap()).unwrap();
+        assert_eq!(r.v, ENVELOPE_VERSION);
+        let red = r.to_redacted_value();
+        assert_eq!(red["data"]["token"], "[redacted]");
+        assert_eq!(red["data"]["email"], "a@b.co");
+        assert!(!red.to_string().contains("s3cret"));
+        assert!(r.to_value().to_string().contains("s3cret"));
     }
 
     #[test]

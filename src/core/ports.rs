@@ -1,14 +1,20 @@
 //! Ports: the small traits through which core reaches storage, the event
-//! queue and the key ring. The edge implements them with D1, Queues and
-//! WebCrypto; the native tests with in-memory fakes.
+//! queue, the key ring, outbound HTTP (webhooks, email APIs, the sign-in
+//! hook) and the delivery ledger. The edge implements them with D1, Queues,
+//! WebCrypto and `fetch`; the native tests with in-memory fakes.
 //!
 //! Every method returns core's [`Error`]: adapters map their failures to
 //! [`Error::Unavailable`], so a broken dependency fails closed.
 #![allow(async_fn_in_trait)] // Send is not needed: a Worker isolate is single-threaded.
 
 use crate::core::email_token::{EmailToken, TokenKind};
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::core::delivery::{Claim, DeadLetter, TargetState};
 use crate::core::error::Error;
 use crate::core::events::Envelope;
+use crate::core::outbound::{HttpReply, HttpRequest, SendError};
 use crate::core::keys::{SigningKey, StoredKey};
 use crate::core::session::{RotateRequest, Rotation, Session};
 use crate::core::time::UnixTime;
@@ -128,4 +134,53 @@ pub trait KeyRing {
 pub trait EventSink {
     /// Publishes the envelopes, in order.
     async fn publish(&self, events: &[Envelope]) -> Result<()>;
+}
+
+/// A boxed future, for the one port used as a trait object ([`SigninGate`]).
+pub type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+
+/// The transport of the sign-in hook (`HOOK_URL`): sends the signed request
+/// core built and returns the reply. Flows reach it as `&dyn SigninGate`, so
+/// adding it did not change the type of every flow — hence a boxed future
+/// rather than `async fn`.
+pub trait SigninGate {
+    /// Sends `request`, waiting at most its `timeout_ms` for the response head.
+    fn send<'a>(&'a self, request: &'a HttpRequest) -> LocalFuture<'a, std::result::Result<HttpReply, SendError>>;
+    /// Hears about a hook failure or a dropped reserved claim, for the log.
+    fn report(&self, warning: &str);
+}
+
+/// A gate for deployments and tests without a hook: never asked, since
+/// flows only call the gate when `HOOK_URL` is configured.
+pub struct NoGate;
+
+impl SigninGate for NoGate {
+    fn send<'a>(&'a self, _request: &'a HttpRequest) -> LocalFuture<'a, std::result::Result<HttpReply, SendError>> {
+        Box::pin(std::future::ready(Err(SendError::Network("no sign-in hook transport".into()))))
+    }
+    fn report(&self, _warning: &str) {}
+}
+
+/// Outbound HTTP and the log, as the queue consumer uses them.
+pub trait Courier {
+    /// Sends `request`, waiting at most its `timeout_ms` for the response head.
+    async fn send(&self, request: &HttpRequest) -> std::result::Result<HttpReply, SendError>;
+    /// Writes `marker` and the JSON `value` as one log line.
+    fn log(&self, marker: &str, value: &serde_json::Value);
+}
+
+/// The delivery ledger: one row per (event, target), which makes delivery
+/// idempotent by event id and counts the attempts that drive the backoff.
+pub trait DeliveryLedger {
+    /// Claims (`event_id`, `target`) for one attempt until `lease_until`:
+    /// [`Claim::Mine`] with the attempt number, or why not.
+    async fn claim(&self, event_id: &str, event_type: &str, target: &str, now: UnixTime, lease_until: UnixTime)
+        -> Result<Claim>;
+    /// Records the attempt's outcome and releases the claim: `error` is
+    /// `None` when the target got the event.
+    async fn settle(&self, event_id: &str, target: &str, now: UnixTime, error: Option<&str>) -> Result<()>;
+    /// The targets of `event_id` that never got it.
+    async fn undelivered(&self, event_id: &str) -> Result<Vec<TargetState>>;
+    /// Stores a dead letter; `Ok(false)` if one with its id is already stored.
+    async fn record_dead_letter(&self, letter: &DeadLetter) -> Result<bool>;
 }

@@ -11,6 +11,7 @@
 use serde::Serialize;
 
 use crate::core::time::UnixTime;
+use crate::core::token::ExtraClaims;
 
 /// A stored session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +32,9 @@ pub struct Session {
     pub ip_address: Option<String>,
     /// Client user agent at the last use.
     pub user_agent: Option<String>,
+    /// Claims the sign-in hook added at sign-in; every access token of the
+    /// session carries them, refreshed ones included.
+    pub extra_claims: ExtraClaims,
 }
 
 impl Session {

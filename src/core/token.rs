@@ -32,6 +32,13 @@ pub const MAX_KID_LEN: usize = 128;
 /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
 pub const LEEWAY_SECS: i64 = 30;
 
+/// Claims an access token carries besides ours, e.g. from the sign-in hook.
+pub type ExtraClaims = serde_json::Map<String, serde_json::Value>;
+
+/// Claim names only Portcullis sets: extra claims never overwrite them.
+pub const RESERVED_CLAIMS: [&str; 11] =
+    ["iss", "aud", "sub", "sid", "roles", "email", "email_verified", "iat", "exp", "nbf", "jti"];
+
 /// The claims of an access token, beyond `iat` / `exp` (carried by
 /// jwt-compact's `Claims` wrapper).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,6 +85,8 @@ struct IssuedClaims<'a> {
     email: &'a str,
     email_verified: bool,
     jti: &'a str,
+    #[serde(flatten)]
+    extra: ExtraClaims,
 }
 
 /// A verified access token's content.
@@ -114,6 +123,8 @@ pub struct NewAccessToken<'a> {
     pub now: UnixTime,
     /// Lifetime in seconds.
     pub ttl_secs: u64,
+    /// Further claims; reserved names among them are skipped.
+    pub extra: &'a ExtraClaims,
 }
 
 /// Signs an access token with `key`.
@@ -128,6 +139,7 @@ pub fn issue(t: &NewAccessToken<'_>, key: &SigningKey) -> Result<String, Error> 
         email: t.email,
         email_verified: t.email_verified,
         jti: t.jti,
+        extra: t.extra.iter().filter(|(k, _)| !RESERVED_CLAIMS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect(),
     });
     claims.issued_at = chrono::DateTime::from_timestamp(t.now.0, 0);
     claims.expiration = chrono::DateTime::from_timestamp(t.now.plus_secs(t.ttl_secs).0, 0);
@@ -178,6 +190,7 @@ pub fn assertion_signing_input(
             email: &c.email,
             email_verified: c.email_verified,
             jti: &c.jti,
+            extra: ExtraClaims::new(),
         },
         iat: now.0,
         exp: expires.0,
@@ -374,6 +387,7 @@ mod tests {
                 jti: "j",
                 now: UnixTime(100),
                 ttl_secs: 900,
+                extra: &ExtraClaims::new(),
             },
             &key,
         )

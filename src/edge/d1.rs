@@ -14,25 +14,27 @@ use serde::Deserialize;
 use wasm_bindgen::JsValue;
 use worker::{D1Database, D1PreparedStatement, Env};
 
+use crate::core::delivery::{Claim, DeadLetter, TargetState};
 use crate::core::email_token::{EmailToken, TokenKind};
 use crate::core::error::Error;
 use crate::core::keys::{KeyStatus, StoredKey};
-use crate::core::ports::{AccountStore, EmailTokenStore, KeyStore, Result, SessionStore, UserStore};
+use crate::core::ports::{AccountStore, DeliveryLedger, EmailTokenStore, KeyStore, Result, SessionStore, UserStore};
 use crate::core::session::{RotateRequest, Rotation, Session};
 use crate::core::time::UnixTime;
+use crate::core::token::ExtraClaims;
 use crate::core::users::{ProfileUpdate, User, UserPage};
 use crate::edge::kv::{is_hinted, TokenHints};
 
 const USER_COLUMNS: &str = "u.id, u.email, u.name, u.password_hash, u.email_verified, u.avatar_url, u.phone, \
      u.banned, u.created_at, (SELECT group_concat(r.role, ',') FROM user_roles r WHERE r.user_id = u.id) AS roles";
 const SESSION_COLUMNS: &str =
-    "id, user_id, created_at, last_used_at, expires_at, revoked_at, ip_address, user_agent";
+    "id, user_id, created_at, last_used_at, expires_at, revoked_at, ip_address, user_agent, extra_claims";
 const EMAIL_TOKEN_COLUMNS: &str = "hash, kind, email, user_id, code_hash, created_at, expires_at, attempts";
 /// Users matching an optional `LIKE` pattern `?1` on email or name.
 const USER_FILTER: &str = "(?1 IS NULL OR u.email LIKE ?1 ESCAPE '\\' OR u.name LIKE ?1 ESCAPE '\\')";
 
 /// D1 (with the `TOKENS` KV hints) behind [`UserStore`], [`SessionStore`],
-/// [`AccountStore`], [`EmailTokenStore`] and [`KeyStore`].
+/// [`AccountStore`], [`EmailTokenStore`], [`KeyStore`] and [`DeliveryLedger`].
 pub struct D1Store {
     db: D1Database,
     hints: TokenHints,
@@ -102,6 +104,7 @@ struct SessionRow {
     revoked_at: Option<i64>,
     ip_address: Option<String>,
     user_agent: Option<String>,
+    extra_claims: Option<String>,
 }
 
 impl From<SessionRow> for Session {
@@ -115,6 +118,11 @@ impl From<SessionRow> for Session {
             revoked_at: r.revoked_at.map(UnixTime),
             ip_address: r.ip_address,
             user_agent: r.user_agent,
+            // Written by us from a JSON object; anything else reads as none.
+            extra_claims: r
+                .extra_claims
+                .and_then(|text| serde_json::from_str::<ExtraClaims>(&text).ok())
+                .unwrap_or_default(),
         }
     }
 }
@@ -299,8 +307,8 @@ impl UserStore for D1Store {
 impl SessionStore for D1Store {
     async fn create_session(&self, s: &Session, refresh_hash: &str) -> Result<()> {
         let insert_session = self.stmt(
-            "INSERT INTO sessions (id, user_id, refresh_hash, created_at, last_used_at, expires_at, ip_address, user_agent) \
-             VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7)",
+            "INSERT INTO sessions (id, user_id, refresh_hash, created_at, last_used_at, expires_at, ip_address, user_agent, extra_claims) \
+             VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8)",
             &[
                 text(&s.id),
                 text(&s.user_id),
@@ -309,6 +317,11 @@ impl SessionStore for D1Store {
                 time(s.expires_at),
                 opt_text(s.ip_address.as_deref()),
                 opt_text(s.user_agent.as_deref()),
+                if s.extra_claims.is_empty() {
+                    JsValue::NULL
+                } else {
+                    text(&serde_json::Value::Object(s.extra_claims.clone()).to_string())
+                },
             ],
         )?;
         let insert_token = self.stmt(
@@ -649,5 +662,113 @@ impl EmailTokenStore for D1Store {
 
     async fn purge_email_tokens(&self, before: UnixTime) -> Result<u64> {
         Ok(self.run("DELETE FROM email_tokens WHERE expires_at < ?1", &[time(before)]).await? as u64)
+    }
+}
+
+#[derive(Deserialize)]
+struct AttemptRow {
+    attempts: i64,
+}
+
+#[derive(Deserialize)]
+struct DeliveryStateRow {
+    delivered_at: Option<i64>,
+    claimed_until: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct PendingRow {
+    target: String,
+    attempts: i64,
+    last_error: Option<String>,
+}
+
+impl DeliveryLedger for D1Store {
+    async fn claim(&self, event_id: &str, event_type: &str, target: &str, now: UnixTime, lease_until: UnixTime) -> Result<Claim> {
+        // One statement decides: a new row, or an undelivered row whose lease
+        // has ended, is ours (attempts + 1); otherwise nothing is returned.
+        let mine = self
+            .first::<AttemptRow>(
+                "INSERT INTO event_deliveries (event_id, target, event_type, attempts, first_attempt_at, last_attempt_at, claimed_until) \
+                 VALUES (?1, ?2, ?3, 1, ?4, ?4, ?5) \
+                 ON CONFLICT (event_id, target) DO UPDATE SET attempts = attempts + 1, last_attempt_at = ?4, claimed_until = ?5 \
+                 WHERE delivered_at IS NULL AND (claimed_until IS NULL OR claimed_until <= ?4) \
+                 RETURNING attempts",
+                &[text(event_id), text(target), text(event_type), time(now), time(lease_until)],
+            )
+            .await?;
+        if let Some(row) = mine {
+            return Ok(Claim::Mine { attempt: u32::try_from(row.attempts).unwrap_or(u32::MAX) });
+        }
+        let state = self
+            .first::<DeliveryStateRow>(
+                "SELECT delivered_at, claimed_until FROM event_deliveries WHERE event_id = ?1 AND target = ?2",
+                &[text(event_id), text(target)],
+            )
+            .await?;
+        match state {
+            Some(DeliveryStateRow { delivered_at: Some(_), .. }) => Ok(Claim::Delivered),
+            Some(DeliveryStateRow { claimed_until: Some(until), .. }) => Ok(Claim::Busy { until: UnixTime(until) }),
+            // The other claim ended between the two statements: try again soon.
+            Some(_) => Ok(Claim::Busy { until: now.plus_secs(1) }),
+            None => Err(unavailable("event_deliveries: claim neither taken nor held")),
+        }
+    }
+
+    async fn settle(&self, event_id: &str, target: &str, now: UnixTime, error: Option<&str>) -> Result<()> {
+        match error {
+            None => self
+                .run(
+                    "UPDATE event_deliveries SET delivered_at = ?3, claimed_until = NULL, last_error = NULL \
+                     WHERE event_id = ?1 AND target = ?2",
+                    &[text(event_id), text(target), time(now)],
+                )
+                .await
+                .map(|_| ()),
+            Some(why) => self
+                .run(
+                    "UPDATE event_deliveries SET claimed_until = NULL, last_error = ?3 WHERE event_id = ?1 AND target = ?2",
+                    &[text(event_id), text(target), text(why)],
+                )
+                .await
+                .map(|_| ()),
+        }
+    }
+
+    async fn undelivered(&self, event_id: &str) -> Result<Vec<TargetState>> {
+        Ok(self
+            .all::<PendingRow>(
+                "SELECT target, attempts, last_error FROM event_deliveries \
+                 WHERE event_id = ?1 AND delivered_at IS NULL ORDER BY target",
+                &[text(event_id)],
+            )
+            .await?
+            .into_iter()
+            .map(|r| TargetState {
+                target: r.target,
+                attempts: u32::try_from(r.attempts).unwrap_or(u32::MAX),
+                last_error: r.last_error,
+            })
+            .collect())
+    }
+
+    async fn record_dead_letter(&self, l: &DeadLetter) -> Result<bool> {
+        let failed = serde_json::to_string(&l.failed).map_err(|e| Error::Internal(format!("dead letter json: {e}")))?;
+        let n = self
+            .run(
+                "INSERT INTO dead_letters (id, event_type, reason, body, failed, dead_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT (id) DO NOTHING",
+                &[text(&l.id), opt_text(l.event_type.as_deref()), text(&l.reason), text(&l.body), text(&failed), time(l.dead_at)],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+}
+
+impl D1Store {
+    /// Deletes delivery rows no retry can need any more (last touched before
+    /// `before`); returns how many.
+    pub async fn prune_deliveries(&self, before: UnixTime) -> Result<usize> {
+        self.run("DELETE FROM event_deliveries WHERE last_attempt_at < ?1", &[time(before)]).await
     }
 }

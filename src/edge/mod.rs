@@ -1,16 +1,18 @@
 //! The wasm32 edge: the Worker's entry points and the platform adapters.
 //!
-//! `fetch` serves the auth API and the gateway, `queue` consumes auth events,
-//! `scheduled` runs periodic upkeep (signing-key rotation once the key is
-//! `ROTATION_INTERVAL` old, purging long-expired email tokens). Requests and responses stay raw
-//! `web_sys` objects end to end, so the gateway's hot path crosses the JS
-//! boundary as few times as possible.
+//! `fetch` serves the auth API and the gateway, `queue` delivers auth events
+//! (webhooks, emails) and records dead letters, `scheduled` runs periodic
+//! upkeep (signing-key rotation once the key is `ROTATION_INTERVAL` old,
+//! purging long-expired email tokens and delivery records). Requests and
+//! responses stay raw `web_sys` objects end to end, so the gateway's hot path
+//! crosses the JS boundary as few times as possible.
 
 mod d1;
 mod glue;
 mod http;
 mod keyring;
 mod kv;
+mod outbound;
 mod platform;
 mod proxy;
 mod queue;
@@ -86,6 +88,7 @@ async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         Ok(None) => {}
         Err(e) => worker::console_error!("portcullis.error scheduled: {e}"),
     }
+    queue::prune(&env).await;
 }
 
 async fn upkeep(env: &Env) -> Result<Option<KeyRotation>, Error> {

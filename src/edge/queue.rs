@@ -1,16 +1,34 @@
-//! The `EVENTS` queue: the producer behind [`EventSink`], and the consumer.
+//! The `EVENTS` queue: the producer behind [`EventSink`], and the consumer of
+//! `portcullis-events` and its dead-letter queue `portcullis-events-dlq`.
 //!
 //! Envelopes are sent as plain JSON objects (parsed from our own serde_json
-//! text, so `null`s and field names survive exactly). The consumer checks each
-//! message against the typed events; a malformed one is logged and acked
-//! rather than retried forever.
+//! text, so `null`s and field names survive exactly). Each message is handled
+//! on its own: acked when every target has the event, retried with the
+//! backoff core computed when some target does not (`retry_with_options`,
+//! never `retry_all`). The platform moves a message to the dead-letter queue
+//! after `max_retries` (wrangler.toml); a malformed message is sent there at
+//! once through the `DEAD_LETTERS` producer rather than retried. The
+//! dead-letter consumer logs and records every message it gets.
+
+use std::rc::Rc;
 
 use wasm_bindgen::JsValue;
-use worker::{Env, MessageBatch, MessageExt, QueueContentType, RawMessageBuilder};
+use worker::{Env, MessageBatch, MessageExt, QueueContentType, QueueRetryOptionsBuilder, RawMessage, RawMessageBuilder};
 
+use crate::core::config::Config;
+use crate::core::delivery::{self, Quarantine, Verdict};
 use crate::core::error::Error;
 use crate::core::events::{Envelope, Received};
 use crate::core::ports::{EventSink, Result};
+use crate::core::time::UnixTime;
+use crate::edge::d1::D1Store;
+use crate::edge::outbound::FetchCourier;
+use crate::edge::{config, platform};
+
+/// Retry delay when the consumer cannot even start (configuration or D1 binding).
+const UNAVAILABLE_RETRY_SECS: u32 = 60;
+/// Delivery rows older than this are pruned: far beyond any retry schedule.
+pub const DELIVERY_RETENTION_SECS: u64 = 14 * 86_400;
 
 /// The queue producer binding.
 pub struct QueueSink<'a> {
@@ -45,23 +63,104 @@ fn body_json(body: &JsValue) -> std::result::Result<serde_json::Value, String> {
     serde_json::from_str(&text).map_err(|e| format!("body is not JSON: {e}"))
 }
 
+fn retry_in(msg: &RawMessage, secs: u32) {
+    msg.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(secs).build());
+}
+
 /// Handles one batch from `portcullis-events` or its dead-letter queue.
-pub async fn consume(batch: MessageBatch<JsValue>, _env: Env) {
-    let dead_letter = batch.queue().ends_with("-dlq");
-    for msg in batch.raw_iter() {
-        let body = msg.body();
-        let parsed = body_json(&body).and_then(Received::parse);
-        match (parsed, dead_letter) {
-            (Ok(received), false) => {
-                worker::console_log!("portcullis.event {}", received.to_value());
-            }
-            (Ok(received), true) => {
-                worker::console_error!("portcullis.dead_letter {}", received.to_value());
-            }
-            (Err(why), _) => {
-                worker::console_error!("portcullis.malformed_event id={} {why}", msg.id());
+pub async fn consume(batch: MessageBatch<JsValue>, env: Env) {
+    let dead_letter_queue = batch.queue().ends_with("-dlq");
+    let cfg = config(&env);
+    if let Err(e) = &cfg {
+        worker::console_error!("portcullis.error consumer misconfigured: {}", e.0);
+    }
+    let store = match D1Store::new(&env) {
+        Ok(s) => s,
+        Err(e) => {
+            worker::console_error!("portcullis.error {e}");
+            batch.retry_all_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(UNAVAILABLE_RETRY_SECS).build());
+            return;
+        }
+    };
+    // Messages are independent: handle them concurrently, so one slow
+    // endpoint does not hold up the rest of the batch.
+    let (cfg, store, env) = (&cfg, &store, &env);
+    let work = batch.raw_iter().map(|msg| async move {
+        if dead_letter_queue {
+            bury(&msg, cfg.as_ref().ok(), store).await;
+        } else {
+            match cfg {
+                Ok(cfg) => handle(&msg, cfg.clone(), store, env).await,
+                // Nothing is delivered half-configured; the message waits
+                // (and, if it waits too long, is dead-lettered and recorded).
+                Err(_) => retry_in(&msg, UNAVAILABLE_RETRY_SECS),
             }
         }
-        msg.ack();
+    });
+    futures_util::future::join_all(work).await;
+}
+
+async fn handle(msg: &RawMessage, cfg: Rc<Config>, store: &D1Store, env: &Env) {
+    let body = body_json(&msg.body());
+    let event = body.clone().and_then(Received::parse);
+    let event = match event {
+        Ok(e) => e,
+        Err(why) => return quarantine(msg, &why, body.map(|v| v.to_string()).unwrap_or_default(), env).await,
+    };
+    match delivery::deliver(&cfg, store, &FetchCourier, &event, platform::now()).await {
+        Ok(Verdict::Ack) => msg.ack(),
+        Ok(Verdict::Retry { delay_secs }) => retry_in(msg, delay_secs),
+        Err(e) => {
+            worker::console_error!("portcullis.delivery_error id={} {e}", event.id);
+            retry_in(msg, cfg.retry_base_delay_secs);
+        }
+    }
+}
+
+/// Sends a malformed message straight to the dead-letter queue, then acks it.
+async fn quarantine(msg: &RawMessage, why: &str, raw: String, env: &Env) {
+    worker::console_error!("portcullis.malformed_event id={} {why}", msg.id());
+    let wrapped = Quarantine::new(&msg.id(), why, &raw);
+    let sent = async {
+        let text = serde_json::to_string(&wrapped).map_err(|e| e.to_string())?;
+        let body = js_sys::JSON::parse(&text).map_err(|e| format!("{e:?}"))?;
+        let queue = env.queue("DEAD_LETTERS").map_err(|e| e.to_string())?;
+        queue
+            .send_raw(RawMessageBuilder::new(body).build_with_content_type(QueueContentType::Json))
+            .await
+            .map_err(|e| e.to_string())
+    };
+    match sent.await {
+        Ok(()) => msg.ack(),
+        Err(e) => {
+            // Retried as is: after max_retries the platform dead-letters it anyway.
+            worker::console_error!("portcullis.error quarantine of {} failed: {e}", msg.id());
+            retry_in(msg, UNAVAILABLE_RETRY_SECS);
+        }
+    }
+}
+
+/// Logs and records one dead letter.
+async fn bury(msg: &RawMessage, cfg: Option<&Rc<Config>>, store: &D1Store) {
+    let body = body_json(&msg.body());
+    let cfg = cfg.map(|c| c.as_ref());
+    match delivery::dead_letter(cfg, store, &FetchCourier, &msg.id(), body, platform::now()).await {
+        Ok(_) => msg.ack(),
+        Err(e) => {
+            worker::console_error!("portcullis.error recording dead letter {}: {e}", msg.id());
+            retry_in(msg, UNAVAILABLE_RETRY_SECS);
+        }
+    }
+}
+
+/// Periodic upkeep: forgets delivery rows no retry can need any more.
+pub async fn prune(env: &Env) {
+    let cutoff = UnixTime(platform::now().0.saturating_sub(DELIVERY_RETENTION_SECS as i64));
+    match D1Store::new(env) {
+        Ok(store) => match store.prune_deliveries(cutoff).await {
+            Ok(n) => worker::console_log!("portcullis.prune event_deliveries={n}"),
+            Err(e) => worker::console_error!("portcullis.error prune: {e}"),
+        },
+        Err(e) => worker::console_error!("portcullis.error prune: {e}"),
     }
 }

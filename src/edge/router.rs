@@ -21,6 +21,7 @@ use crate::core::policy::normalise_path;
 use crate::edge::d1::D1Store;
 use crate::edge::http::{self, JsResult};
 use crate::edge::keyring::{self, EdgeKeys};
+use crate::edge::outbound::FetchGate;
 use crate::edge::platform::{self, OsRandom};
 use crate::edge::queue::QueueSink;
 use crate::edge::{config, proxy};
@@ -189,7 +190,7 @@ async fn auth_api(req: &Request, env: &Env, cfg: Rc<Config>, url: &url::Url) -> 
     let store = D1Store::new(env)?;
     let events = QueueSink::new(env);
     let keys = EdgeKeys::new(env, cfg.clone());
-    let deps = Deps { store: &store, events: &events, keys: &keys, config: &cfg };
+    let deps = Deps { store: &store, events: &events, keys: &keys, config: &cfg, gate: &FetchGate };
     let meta = meta(req, &cfg, url);
     let rng = &mut OsRandom;
     let method = req.method();

@@ -9,5 +9,7 @@ mod keys;
 mod magic_link;
 mod otp;
 mod passwords;
+mod delivery;
+mod gate;
 mod support;
 mod tokens;

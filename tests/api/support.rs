@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use portcullis::core::config::Config;
+use portcullis::core::delivery::{Claim, DeadLetter, TargetState};
 use portcullis::core::email_token::{EmailToken, TokenKind};
 use portcullis::core::error::Error;
 use portcullis::core::events::Envelope;
@@ -13,7 +14,11 @@ use portcullis::core::flows::keys::load_or_create;
 use portcullis::core::flows::{Deps, Meta};
 use portcullis::core::ids::Random;
 use portcullis::core::keys::{Kek, KeyStatus, SigningKey, StoredKey};
-use portcullis::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, KeyStore, Result, SessionStore, UserStore};
+use portcullis::core::outbound::{HttpReply, HttpRequest, SendError};
+use portcullis::core::ports::{
+    AccountStore, Courier, DeliveryLedger, EmailTokenStore, EventSink, KeyRing, KeyStore, LocalFuture, Result,
+    SessionStore, SigninGate, UserStore,
+};
 use portcullis::core::session::{RotateRequest, Rotation, Session};
 use portcullis::core::time::UnixTime;
 use portcullis::core::users::{ProfileUpdate, User, UserPage};
@@ -414,6 +419,7 @@ pub struct World {
     pub events: MemEvents,
     pub keys: MemKeys,
     pub config: Config,
+    pub gate: MemGate,
 }
 
 impl World {
@@ -421,13 +427,16 @@ impl World {
         let store = Rc::new(MemStore::default());
         let config = config(extra);
         let keys = MemKeys { store: store.clone(), kek: config.kek.clone(), now: Cell::new(UnixTime(0)) };
-        Self { store, events: MemEvents::default(), keys, config }
+        Self { store, events: MemEvents::default(), keys, config, gate: MemGate::default() }
     }
 
     /// The dependencies and request facts at time `now`.
     pub fn at(&self, now: i64) -> (Deps<'_, MemStore, MemEvents, MemKeys>, Meta) {
         self.keys.now.set(UnixTime(now));
-        (Deps { store: &self.store, events: &self.events, keys: &self.keys, config: &self.config }, meta(now))
+        (
+            Deps { store: &self.store, events: &self.events, keys: &self.keys, config: &self.config, gate: &self.gate },
+            meta(now),
+        )
     }
 }
 
@@ -481,4 +490,158 @@ pub fn user(w: &World, email: &str) -> User {
 /// The problem code of an error.
 pub fn code<T: std::fmt::Debug>(r: std::result::Result<T, Error>) -> &'static str {
     r.expect_err("an error").problem().code
+}
+
+/// A sign-in hook in memory: answers with `reply` (a scripted HTTP reply or
+/// a transport failure) and records every request and warning.
+pub struct MemGate {
+    pub reply: RefCell<std::result::Result<HttpReply, SendError>>,
+    pub requests: RefCell<Vec<HttpRequest>>,
+    pub warnings: RefCell<Vec<String>>,
+}
+
+impl Default for MemGate {
+    fn default() -> Self {
+        Self {
+            reply: RefCell::new(Ok(HttpReply { status: 200, body: r#"{"allow": true}"#.into() })),
+            requests: RefCell::default(),
+            warnings: RefCell::default(),
+        }
+    }
+}
+
+impl MemGate {
+    pub fn answer(&self, status: u16, body: &str) {
+        *self.reply.borrow_mut() = Ok(HttpReply { status, body: body.into() });
+    }
+    pub fn fail(&self, e: SendError) {
+        *self.reply.borrow_mut() = Err(e);
+    }
+}
+
+impl SigninGate for MemGate {
+    fn send<'a>(&'a self, request: &'a HttpRequest) -> LocalFuture<'a, std::result::Result<HttpReply, SendError>> {
+        self.requests.borrow_mut().push(request.clone());
+        Box::pin(std::future::ready(self.reply.borrow().clone()))
+    }
+    fn report(&self, warning: &str) {
+        self.warnings.borrow_mut().push(warning.to_string());
+    }
+}
+
+/// One ledger row, as D1's `event_deliveries` holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerRow {
+    pub attempts: u32,
+    pub claimed_until: Option<UnixTime>,
+    pub delivered_at: Option<UnixTime>,
+    pub last_error: Option<String>,
+}
+
+/// The delivery ledger in memory, with the same claim rules as the D1 one.
+#[derive(Default)]
+pub struct MemLedger {
+    pub rows: RefCell<HashMap<(String, String), LedgerRow>>,
+    pub dead: RefCell<Vec<DeadLetter>>,
+    pub fail: Cell<bool>,
+}
+
+impl MemLedger {
+    fn check(&self) -> Result<()> {
+        if self.fail.get() {
+            return Err(Error::unavailable("memory", "injected ledger failure"));
+        }
+        Ok(())
+    }
+    pub fn row(&self, event_id: &str, target: &str) -> Option<LedgerRow> {
+        self.rows.borrow().get(&(event_id.to_string(), target.to_string())).cloned()
+    }
+}
+
+impl DeliveryLedger for MemLedger {
+    async fn claim(&self, event_id: &str, _event_type: &str, target: &str, now: UnixTime, lease_until: UnixTime) -> Result<Claim> {
+        self.check()?;
+        let mut rows = self.rows.borrow_mut();
+        let row = rows.entry((event_id.to_string(), target.to_string())).or_insert(LedgerRow {
+            attempts: 0,
+            claimed_until: None,
+            delivered_at: None,
+            last_error: None,
+        });
+        if row.delivered_at.is_some() {
+            return Ok(Claim::Delivered);
+        }
+        if let Some(until) = row.claimed_until.filter(|u| *u > now) {
+            return Ok(Claim::Busy { until });
+        }
+        row.attempts += 1;
+        row.claimed_until = Some(lease_until);
+        Ok(Claim::Mine { attempt: row.attempts })
+    }
+    async fn settle(&self, event_id: &str, target: &str, now: UnixTime, error: Option<&str>) -> Result<()> {
+        self.check()?;
+        if let Some(row) = self.rows.borrow_mut().get_mut(&(event_id.to_string(), target.to_string())) {
+            row.claimed_until = None;
+            match error {
+                None => row.delivered_at = Some(now),
+                Some(e) => row.last_error = Some(e.to_string()),
+            }
+        }
+        Ok(())
+    }
+    async fn undelivered(&self, event_id: &str) -> Result<Vec<TargetState>> {
+        self.check()?;
+        let mut out: Vec<TargetState> = self
+            .rows
+            .borrow()
+            .iter()
+            .filter(|((id, _), row)| id == event_id && row.delivered_at.is_none())
+            .map(|((_, target), row)| TargetState { target: target.clone(), attempts: row.attempts, last_error: row.last_error.clone() })
+            .collect();
+        out.sort_by(|a, b| a.target.cmp(&b.target));
+        Ok(out)
+    }
+    async fn record_dead_letter(&self, letter: &DeadLetter) -> Result<bool> {
+        self.check()?;
+        let mut dead = self.dead.borrow_mut();
+        if dead.iter().any(|d| d.id == letter.id) {
+            return Ok(false);
+        }
+        dead.push(letter.clone());
+        Ok(true)
+    }
+}
+
+/// Outbound HTTP in memory: `respond` decides each reply; every request and
+/// log line is recorded.
+pub struct MemCourier {
+    #[allow(clippy::type_complexity)]
+    pub respond: Box<dyn Fn(&HttpRequest) -> std::result::Result<HttpReply, SendError>>,
+    pub sent: RefCell<Vec<HttpRequest>>,
+    pub lines: RefCell<Vec<(String, serde_json::Value)>>,
+}
+
+impl MemCourier {
+    pub fn new(respond: impl Fn(&HttpRequest) -> std::result::Result<HttpReply, SendError> + 'static) -> Self {
+        Self { respond: Box::new(respond), sent: RefCell::default(), lines: RefCell::default() }
+    }
+    pub fn ok() -> Self {
+        Self::new(|_| Ok(HttpReply { status: 204, body: String::new() }))
+    }
+    pub fn sent_to(&self, url: &str) -> Vec<HttpRequest> {
+        self.sent.borrow().iter().filter(|r| r.url == url).cloned().collect()
+    }
+    pub fn lines(&self, marker: &str) -> Vec<serde_json::Value> {
+        self.lines.borrow().iter().filter(|(m, _)| m == marker).map(|(_, v)| v.clone()).collect()
+    }
+}
+
+impl Courier for MemCourier {
+    async fn send(&self, request: &HttpRequest) -> std::result::Result<HttpReply, SendError> {
+        self.sent.borrow_mut().push(request.clone());
+        (self.respond)(request)
+    }
+    fn log(&self, marker: &str, value: &serde_json::Value) {
+        self.lines.borrow_mut().push((marker.to_string(), value.clone()));
+    }
 }

@@ -110,7 +110,9 @@ where
         if !self.store.insert_user(&user).await? {
             return Err(email_taken());
         }
-        let response = self.start_session(meta, rng, &user).await?;
+        // The account exists from here on, whether or not the sign-in hook
+        // lets it sign in now: `user_created` is emitted either way.
+        let response = self.start_session(meta, rng, &user).await;
         self.emit(
             meta,
             rng,
@@ -123,7 +125,7 @@ where
             .into()],
         )
         .await?;
-        Ok(response)
+        response
     }
 
     /// Signs in with email and password. Unknown email and wrong password give
@@ -164,7 +166,15 @@ where
             let upgraded = PasswordHash::create(&password, &self.config.hash_params, rng.bytes::<16>())?;
             self.store.set_password_hash(&user.id, upgraded.as_str(), meta.now).await?;
         }
-        let response = self.start_session(meta, rng, &user).await?;
+        let response = match self.start_session(meta, rng, &user).await {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(reason) = gate_refusal(&e) {
+                    self.login_failed(meta, rng, &email, reason).await?;
+                }
+                return Err(e);
+            }
+        };
         self.emit(meta, rng, vec![login_event(&user, PROVIDER_EMAIL, meta)]).await?;
         Ok(response)
     }
@@ -224,7 +234,7 @@ where
             }
             None => return Err(Error::InvalidRefreshToken),
         };
-        let access = self.access_token(meta, rng, &user, &session.id).await?;
+        let access = self.access_token_with(meta, rng, &user, &session.id, &session.extra_claims).await?;
         self.emit(
             meta,
             rng,
@@ -324,6 +334,16 @@ pub fn login_event(user: &User, provider: &str, meta: &Meta) -> Event {
 
 fn email_taken() -> Error {
     Error::Conflict { code: "email_taken", detail: "an account with this email already exists".into() }
+}
+
+/// The `login_failed` reason for a sign-in the hook refused or could not
+/// approve; `None` for other errors.
+pub fn gate_refusal(e: &Error) -> Option<&'static str> {
+    match e {
+        Error::Forbidden { code: "signin_denied", .. } => Some("signin_denied"),
+        Error::HookUnavailable(_) => Some("hook_unavailable"),
+        _ => None,
+    }
 }
 
 /// The refusal for banned accounts.

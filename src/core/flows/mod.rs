@@ -16,11 +16,12 @@ use serde::{Deserialize, Serialize};
 use crate::core::config::Config;
 use crate::core::error::{Error, TokenError};
 use crate::core::events::{Envelope, Event};
+use crate::core::gate;
 use crate::core::ids::{self, Random};
-use crate::core::ports::{EventSink, KeyRing, SessionStore, UserStore};
+use crate::core::ports::{EventSink, KeyRing, SessionStore, SigninGate, UserStore};
 use crate::core::session::Session;
 use crate::core::time::UnixTime;
-use crate::core::token::{self, Expectations, NewAccessToken, ACCESS_TOKEN_TYPE};
+use crate::core::token::{self, Expectations, ExtraClaims, NewAccessToken, ACCESS_TOKEN_TYPE};
 use crate::core::users::{User, UserResponse};
 
 /// What flows reach the world through.
@@ -33,6 +34,8 @@ pub struct Deps<'a, S, E, K> {
     pub keys: &'a K,
     /// Configuration.
     pub config: &'a Config,
+    /// The sign-in hook's transport (asked only when `HOOK_URL` is set).
+    pub gate: &'a dyn SigninGate,
 }
 
 /// Facts about the request being served.
@@ -127,6 +130,19 @@ where
 
     /// Signs an access token for `user` in session `sid`.
     pub async fn access_token(&self, meta: &Meta, rng: &mut impl Random, user: &User, sid: &str) -> Result<String, Error> {
+        self.access_token_with(meta, rng, user, sid, &ExtraClaims::new()).await
+    }
+
+    /// Signs an access token for `user` in session `sid` carrying `extra`
+    /// claims besides ours (reserved names among them are skipped).
+    pub async fn access_token_with(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        user: &User,
+        sid: &str,
+        extra: &ExtraClaims,
+    ) -> Result<String, Error> {
         let key = self.keys.signing_key().await?;
         let jti = ids::uuid(rng);
         token::issue(
@@ -141,13 +157,30 @@ where
                 jti: &jti,
                 now: meta.now,
                 ttl_secs: self.config.access_ttl_secs,
+                extra,
             },
             &key,
         )
     }
 
-    /// Opens a new session for `user` and returns its tokens.
+    /// Opens a new session for `user`, signed in with email (password, link
+    /// or code), and returns its tokens. See [`Deps::start_session_via`].
     pub async fn start_session(&self, meta: &Meta, rng: &mut impl Random, user: &User) -> Result<AuthResponse, Error> {
+        self.start_session_via(meta, rng, user, account::PROVIDER_EMAIL).await
+    }
+
+    /// Opens a new session for `user` signing in through `provider` and
+    /// returns its tokens. The sign-in hook, when configured, is asked first:
+    /// it may refuse (403 `signin_denied`) or add claims, which the session
+    /// keeps for every access token it issues.
+    pub async fn start_session_via(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        user: &User,
+        provider: &str,
+    ) -> Result<AuthResponse, Error> {
+        let extra_claims = self.allow_signin(meta, rng, user, provider).await?;
         let refresh_token = ids::secret_token(rng);
         let session = Session {
             id: ids::uuid(rng),
@@ -158,11 +191,24 @@ where
             revoked_at: None,
             ip_address: meta.ip.clone(),
             user_agent: meta.user_agent.clone(),
+            extra_claims,
         };
         // Sign first: a key problem must not leave a session behind.
-        let access_token = self.access_token(meta, rng, user, &session.id).await?;
+        let access_token = self.access_token_with(meta, rng, user, &session.id, &session.extra_claims).await?;
         self.store.create_session(&session, &ids::token_hash(&refresh_token)).await?;
         Ok(self.auth_response(access_token, refresh_token, user, &session.id))
+    }
+
+    /// Asks the sign-in hook, if one is configured, whether `user` may sign
+    /// in; returns the claims it adds.
+    async fn allow_signin(&self, meta: &Meta, rng: &mut impl Random, user: &User, provider: &str) -> Result<ExtraClaims, Error> {
+        let Some(hook) = &self.config.hook else { return Ok(ExtraClaims::new()) };
+        let request = gate::request(hook, user, provider, &ids::uuid(rng), meta.now);
+        let decision = gate::decide(hook.failure_mode, self.gate.send(&request).await);
+        if let Some(warning) = &decision.warning {
+            self.gate.report(warning);
+        }
+        decision.result
     }
 
     /// Assembles an [`AuthResponse`].

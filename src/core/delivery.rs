@@ -1,0 +1,394 @@
+//! Delivery of queued events: the targets an event goes to (every webhook URL
+//! that wants its type, and an email for the four `*_requested` events), one
+//! attempt over the targets still owed the event, the retry backoff, and the
+//! dead-letter record.
+//!
+//! Idempotency: each (event id, target) is claimed in the ledger before it is
+//! sent and marked delivered after a 2xx, so a redelivered or retried message
+//! only goes to the targets that have not had it. A claim is a lease: a
+//! consumer that dies mid-send leaves the target to the next attempt once the
+//! lease ends. The one gap — the ledger failing between a send and its record
+//! — is covered by the event id the receiver sees (`webhook-id`, and the email
+//! API's idempotency key).
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::core::config::Config;
+use crate::core::error::Error;
+use crate::core::events::Received;
+use crate::core::mail::{OutgoingEmail, Transport};
+use crate::core::outbound::{excerpt, HttpRequest, SendError};
+use crate::core::ports::{Courier, DeliveryLedger};
+use crate::core::time::UnixTime;
+
+/// How long one claim on a target lasts: longer than any single send.
+pub const LEASE_SECS: u64 = 120;
+/// Longest retry delay the Queues platform accepts (12 hours).
+pub const MAX_RETRY_DELAY_SECS: u32 = 43_200;
+/// Largest raw body kept from a malformed message.
+pub const MAX_QUARANTINED_BODY_CHARS: usize = 32 * 1024;
+/// `user-agent` of webhook deliveries.
+pub const WEBHOOK_USER_AGENT: &str = "Portcullis-Webhooks/1";
+
+/// What the ledger says about a claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// This consumer may send; `attempt` counts from 1.
+    Mine {
+        /// Which attempt this is.
+        attempt: u32,
+    },
+    /// The target already has the event.
+    Delivered,
+    /// Another consumer holds the claim until then.
+    Busy {
+        /// End of the other claim.
+        until: UnixTime,
+    },
+}
+
+/// A target that never got its event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TargetState {
+    /// Target key (`webhook:<url>` or `email:<address>`).
+    pub target: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// What went wrong last.
+    pub last_error: Option<String>,
+}
+
+/// A message that will not be delivered, as recorded for operators.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeadLetter {
+    /// The event id, or `msg:<queue message id>` for a malformed message.
+    pub id: String,
+    /// The event type, when known.
+    pub event_type: Option<String>,
+    /// `retries_exhausted`, or `malformed: …`.
+    pub reason: String,
+    /// The message body (the envelope JSON, or the raw malformed body).
+    pub body: String,
+    /// The targets still owed the event.
+    pub failed: Vec<TargetState>,
+    /// When it was recorded.
+    pub dead_at: UnixTime,
+}
+
+/// What to do with the queue message after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every target has the event.
+    Ack,
+    /// Some target does not: retry the message after this many seconds.
+    Retry {
+        /// Delay before the next attempt.
+        delay_secs: u32,
+    },
+}
+
+/// One place an event goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A `WEBHOOK_URLS` endpoint.
+    Webhook(Url),
+    /// The rendered email.
+    Email(OutgoingEmail),
+    /// An email that cannot be rendered (e.g. an unusable address): every
+    /// attempt fails, so it ends in the dead-letter queue, not in silence.
+    Unsendable {
+        /// Its ledger key.
+        key: String,
+        /// Why.
+        why: String,
+    },
+}
+
+impl Target {
+    /// The ledger key: `webhook:<url>` or `email:<address>`.
+    pub fn key(&self) -> String {
+        match self {
+            Self::Webhook(url) => format!("webhook:{url}"),
+            Self::Email(m) => format!("email:{}", m.to),
+            Self::Unsendable { key, .. } => key.clone(),
+        }
+    }
+
+    /// The key as logged: webhook URLs without their query, which may hold credentials.
+    pub fn display(&self) -> String {
+        match self {
+            Self::Webhook(url) => {
+                let mut u = url.clone();
+                u.set_query(None);
+                u.set_fragment(None);
+                let _ = u.set_password(None);
+                let _ = u.set_username("");
+                format!("webhook:{u}")
+            }
+            other => other.key(),
+        }
+    }
+}
+
+/// Every target of `event`, in configuration order, without duplicates.
+pub fn targets(config: &Config, event: &Received) -> Vec<Target> {
+    let kind = event.event.kind();
+    let mut out: Vec<Target> = Vec::new();
+    let wanted = config.webhook_events.as_ref().is_none_or(|kinds| kinds.contains(&kind));
+    if wanted {
+        for url in &config.webhook_urls {
+            let t = Target::Webhook(url.clone());
+            if !out.contains(&t) {
+                out.push(t);
+            }
+        }
+    }
+    match config.email.render(&event.event) {
+        Ok(Some(m)) => out.push(Target::Email(m)),
+        Ok(None) => {}
+        Err(why) => {
+            let to = event.to_value()["data"]["email"].as_str().unwrap_or("").to_string();
+            out.push(Target::Unsendable { key: format!("email:{to}"), why });
+        }
+    }
+    out
+}
+
+/// Delay before retry number `attempt` (1-based): the base, doubled per
+/// further attempt, capped at [`MAX_RETRY_DELAY_SECS`].
+pub fn retry_delay_secs(base_secs: u32, attempt: u32) -> u32 {
+    let factor = 1u64 << attempt.saturating_sub(1).min(20);
+    u32::try_from(u64::from(base_secs).saturating_mul(factor)).unwrap_or(u32::MAX).min(MAX_RETRY_DELAY_SECS)
+}
+
+/// The signed webhook request for `event`, whose body is exactly `body`.
+pub fn webhook_request(config: &Config, url: &Url, event: &Received, body: &str, now: UnixTime) -> Option<HttpRequest> {
+    let secret = config.webhook_secret.as_ref()?;
+    let mut headers = secret.headers(&event.id, now, body);
+    headers.push(("user-agent".into(), WEBHOOK_USER_AGENT.into()));
+    Some(HttpRequest { url: url.to_string(), headers, body: body.to_string(), timeout_ms: config.webhook_timeout_ms })
+}
+
+/// The envelope as logged: in full with the `log` email transport
+/// (development), else with its one-time tokens and codes masked.
+pub fn loggable(config: &Config, event: &Received) -> serde_json::Value {
+    match config.email.transport {
+        Transport::Log => event.to_value(),
+        _ => event.to_redacted_value(),
+    }
+}
+
+/// One delivery attempt of `event` to every target still owed it.
+///
+/// Logs `portcullis.event` on the first attempt, then one
+/// `portcullis.delivered` or `portcullis.delivery_failed` line per target
+/// tried. `Err` only when the ledger fails (the message is then retried).
+pub async fn deliver<L: DeliveryLedger, C: Courier>(
+    config: &Config,
+    ledger: &L,
+    courier: &C,
+    event: &Received,
+    now: UnixTime,
+) -> Result<Verdict, Error> {
+    let targets = targets(config, event);
+    let kind = event.event.kind();
+    if targets.is_empty() {
+        courier.log("portcullis.event", &loggable(config, event));
+        return Ok(Verdict::Ack);
+    }
+    let body = event.to_value().to_string();
+    let mut announced = false;
+    let mut retry_in: Option<u32> = None;
+    let mut later = |secs: u32| retry_in = Some(retry_in.map_or(secs, |r| r.max(secs)));
+    for target in &targets {
+        let key = target.key();
+        let attempt = match ledger.claim(&event.id, kind, &key, now, now.plus_secs(LEASE_SECS)).await? {
+            Claim::Delivered => continue,
+            Claim::Busy { until } => {
+                later(u32::try_from(until.0.saturating_sub(now.0)).unwrap_or(1).clamp(1, MAX_RETRY_DELAY_SECS));
+                continue;
+            }
+            Claim::Mine { attempt } => attempt,
+        };
+        if attempt == 1 && !announced {
+            courier.log("portcullis.event", &loggable(config, event));
+            announced = true;
+        }
+        let result = send(config, courier, target, event, &body, now).await;
+        ledger.settle(&event.id, &key, now, result.as_ref().err().map(String::as_str)).await?;
+        let mut line = serde_json::json!({"id": event.id, "type": kind, "target": target.display(), "attempt": attempt});
+        match result {
+            Ok(()) => courier.log("portcullis.delivered", &line),
+            Err(why) => {
+                let delay = retry_delay_secs(config.retry_base_delay_secs, attempt);
+                line["error"] = why.into();
+                line["retry_in_secs"] = delay.into();
+                courier.log("portcullis.delivery_failed", &line);
+                later(delay);
+            }
+        }
+    }
+    Ok(match retry_in {
+        None => Verdict::Ack,
+        Some(delay_secs) => Verdict::Retry { delay_secs },
+    })
+}
+
+async fn send<C: Courier>(
+    config: &Config,
+    courier: &C,
+    target: &Target,
+    event: &Received,
+    body: &str,
+    now: UnixTime,
+) -> Result<(), String> {
+    let request = match target {
+        Target::Unsendable { why, .. } => return Err(why.clone()),
+        Target::Webhook(url) => {
+            webhook_request(config, url, event, body, now).ok_or_else(|| "WEBHOOK_SECRET is not set".to_string())?
+        }
+        Target::Email(m) => match config.email.api_request(m, &event.id) {
+            Some(req) => req,
+            None => {
+                courier.log("portcullis.email", &m.log_value(&event.id));
+                return Ok(());
+            }
+        },
+    };
+    match courier.send(&request).await {
+        Ok(reply) if reply.is_success() => Ok(()),
+        Ok(reply) => Err(format!("HTTP {}: {}", reply.status, excerpt(&reply.body, 200))),
+        Err(SendError::Timeout) => Err(format!("no answer within {} ms", request.timeout_ms)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// How a malformed message travels to the dead-letter queue: wrapped, so the
+/// dead-letter consumer knows why it came.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quarantine {
+    /// The details.
+    pub quarantined: Quarantined,
+}
+
+/// The details of a [`Quarantine`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quarantined {
+    /// The queue's id of the original message.
+    pub message_id: String,
+    /// Why it could not be handled.
+    pub reason: String,
+    /// Its body as JSON text (capped).
+    pub body: String,
+}
+
+impl Quarantine {
+    /// Wraps a malformed message's body.
+    pub fn new(message_id: &str, reason: &str, body: &str) -> Self {
+        Self {
+            quarantined: Quarantined {
+                message_id: message_id.to_string(),
+                reason: reason.to_string(),
+                body: body.chars().take(MAX_QUARANTINED_BODY_CHARS).collect(),
+            },
+        }
+    }
+}
+
+/// Handles one message of the dead-letter queue: logs
+/// `portcullis.dead_letter {json}` first (so even a failing ledger leaves a
+/// trace), then records it. Duplicates are recorded once.
+///
+/// `config` decides whether the logged event shows its one-time secrets (see
+/// [`loggable`]); without one (a broken configuration) they are masked.
+pub async fn dead_letter<L: DeliveryLedger, C: Courier>(
+    config: Option<&Config>,
+    ledger: &L,
+    courier: &C,
+    message_id: &str,
+    body: Result<serde_json::Value, String>,
+    now: UnixTime,
+) -> Result<DeadLetter, Error> {
+    let letter = match body {
+        Ok(value) => match Received::parse(value.clone()) {
+            Ok(event) => DeadLetter {
+                id: event.id.clone(),
+                event_type: Some(event.event.kind().to_string()),
+                reason: "retries_exhausted".into(),
+                body: event.to_value().to_string(),
+                failed: ledger.undelivered(&event.id).await?,
+                dead_at: now,
+            },
+            Err(why) => match serde_json::from_value::<Quarantine>(value.clone()) {
+                Ok(q) => DeadLetter {
+                    id: format!("msg:{}", q.quarantined.message_id),
+                    event_type: None,
+                    reason: format!("malformed: {}", q.quarantined.reason),
+                    body: q.quarantined.body,
+                    failed: Vec::new(),
+                    dead_at: now,
+                },
+                Err(_) => unreadable(message_id, &why, &value.to_string(), now),
+            },
+        },
+        Err(why) => unreadable(message_id, &why, "", now),
+    };
+    let mut line = serde_json::json!({
+        "id": letter.id,
+        "type": letter.event_type,
+        "reason": letter.reason,
+        "failed": letter.failed,
+    });
+    match serde_json::from_str::<serde_json::Value>(&letter.body).ok().map(Received::parse) {
+        Some(Ok(event)) => {
+            line["event"] = match config {
+                Some(c) => loggable(c, &event),
+                None => event.to_redacted_value(),
+            }
+        }
+        _ => line["body"] = excerpt(&letter.body, 2_000).into(),
+    }
+    courier.log("portcullis.dead_letter", &line);
+    ledger.record_dead_letter(&letter).await?;
+    Ok(letter)
+}
+
+fn unreadable(message_id: &str, why: &str, body: &str, now: UnixTime) -> DeadLetter {
+    DeadLetter {
+        id: format!("msg:{message_id}"),
+        event_type: None,
+        reason: format!("malformed: {why}"),
+        body: body.chars().take(MAX_QUARANTINED_BODY_CHARS).collect(),
+        failed: Vec::new(),
+        dead_at: now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_the_base_and_is_capped() {
+        assert_eq!((1..=5).map(|a| retry_delay_secs(30, a)).collect::<Vec<_>>(), vec![30, 60, 120, 240, 480]);
+        assert_eq!(retry_delay_secs(1, 0), 1);
+        assert_eq!(retry_delay_secs(3_600, 10), MAX_RETRY_DELAY_SECS);
+        assert_eq!(retry_delay_secs(u32::MAX, 99), MAX_RETRY_DELAY_SECS);
+    }
+
+    #[test]
+    fn logged_webhook_targets_hide_credentials() {
+        let t = Target::Webhook(Url::parse("https://user:pw@hooks.example/in?token=abc").unwrap());
+        assert_eq!(t.key(), "webhook:https://user:pw@hooks.example/in?token=abc");
+        assert_eq!(t.display(), "webhook:https://hooks.example/in");
+    }
+
+    #[test]
+    fn quarantine_round_trips_and_caps_the_body() {
+        let q = Quarantine::new("m1", "envelope: missing field `id`", &"x".repeat(MAX_QUARANTINED_BODY_CHARS + 10));
+        let back: Quarantine = serde_json::from_value(serde_json::to_value(&q).unwrap()).unwrap();
+        assert_eq!(back.quarantined.body.len(), MAX_QUARANTINED_BODY_CHARS);
+        assert_eq!(back.quarantined.message_id, "m1");
+    }
+}

@@ -1,0 +1,293 @@
+//! Event delivery by the queue consumer's core: signed webhooks, emails,
+//! idempotency per (event, target), retries with backoff, dead letters.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use portcullis::core::config::Config;
+use portcullis::core::delivery::{self, Quarantine, Verdict};
+use portcullis::core::events::{self, Envelope, Event, Received};
+use portcullis::core::outbound::{HttpReply, SendError};
+use portcullis::core::time::UnixTime;
+use portcullis::core::webhook::WebhookSecret;
+
+use crate::support::{block_on, config, MemCourier, MemLedger, TestRandom};
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const A: &str = "https://a.example/hook";
+const B: &str = "https://b.example/hook";
+
+fn received(event: impl Into<Event>, seed: u64) -> Received {
+    let env = Envelope::new(event, &mut TestRandom(seed), UnixTime(1_000));
+    Received::parse(serde_json::from_str(&env.to_json()).unwrap()).unwrap()
+}
+
+fn login_event(seed: u64) -> Received {
+    received(
+        events::Login {
+            user_id: "u1".into(),
+            email: "a@example.com".into(),
+            provider: "email".into(),
+            ip_address: Some("203.0.113.7".into()),
+            user_agent: None,
+        },
+        seed,
+    )
+}
+
+fn magic(seed: u64, email: &str) -> Received {
+    received(events::MagicLinkRequested { user_id: Some("u1".into()), email: email.into(), token: "tok-123".into() }, seed)
+}
+
+fn webhooks(extra: &[(&str, &str)]) -> Config {
+    let urls = format!("{A},{B}");
+    let mut vars = vec![("WEBHOOK_URLS", urls.as_str()), ("WEBHOOK_SECRET", SECRET), ("RETRY_BASE_DELAY_SECS", "2")];
+    vars.extend_from_slice(extra);
+    config(&vars)
+}
+
+fn deliver(cfg: &Config, ledger: &MemLedger, courier: &MemCourier, ev: &Received, now: i64) -> Verdict {
+    block_on(delivery::deliver(cfg, ledger, courier, ev, UnixTime(now))).unwrap()
+}
+
+fn status(code: u16) -> Result<HttpReply, SendError> {
+    Ok(HttpReply { status: code, body: "{}".into() })
+}
+
+#[test]
+fn every_webhook_gets_the_envelope_signed_per_standard_webhooks() {
+    let cfg = webhooks(&[]);
+    let (ledger, courier) = (MemLedger::default(), MemCourier::ok());
+    let ev = login_event(1);
+    assert_eq!(deliver(&cfg, &ledger, &courier, &ev, 1_005), Verdict::Ack);
+    let secret = WebhookSecret::parse(SECRET).unwrap();
+    for url in [A, B] {
+        let sent = courier.sent_to(url);
+        assert_eq!(sent.len(), 1, "{url}");
+        let req = &sent[0];
+        assert_eq!(req.header("webhook-id"), Some(ev.id.as_str()));
+        assert_eq!(req.header("webhook-timestamp"), Some("1005"));
+        assert!(secret.verify(&ev.id, UnixTime(1_005), &req.body, req.header("webhook-signature").unwrap()));
+        let body: serde_json::Value = serde_json::from_str(&req.body).unwrap();
+        assert_eq!(body["id"], ev.id.as_str());
+        assert_eq!(body["type"], "login");
+        assert_eq!(body["timestamp"], "1970-01-01T00:16:40Z");
+        assert_eq!(
+            body["data"],
+            serde_json::json!({"user_id": "u1", "email": "a@example.com", "provider": "email", "ip_address": "203.0.113.7", "user_agent": null})
+        );
+    }
+    assert_eq!(courier.lines("portcullis.event").len(), 1);
+    assert_eq!(courier.lines("portcullis.delivered").len(), 2);
+}
+
+#[test]
+fn webhook_events_filters_by_type() {
+    let cfg = webhooks(&[("WEBHOOK_EVENTS", "user_created")]);
+    let (ledger, courier) = (MemLedger::default(), MemCourier::ok());
+    assert_eq!(deliver(&cfg, &ledger, &courier, &login_event(2), 1_000), Verdict::Ack);
+    assert!(courier.sent.borrow().is_empty());
+    assert!(ledger.rows.borrow().is_empty(), "no targets: no ledger work");
+    assert_eq!(courier.lines("portcullis.event").len(), 1, "still logged once");
+}
+
+#[test]
+fn a_target_failing_twice_gets_the_event_once_and_the_others_are_not_resent() {
+    let cfg = webhooks(&[]);
+    let ledger = MemLedger::default();
+    let b_calls = Rc::new(Cell::new(0));
+    let counter = b_calls.clone();
+    let courier = MemCourier::new(move |req| {
+        if req.url == B {
+            counter.set(counter.get() + 1);
+            if counter.get() <= 2 {
+                return if counter.get() == 1 { status(500) } else { Err(SendError::Timeout) };
+            }
+        }
+        status(200)
+    });
+    let ev = login_event(3);
+    assert_eq!(deliver(&cfg, &ledger, &courier, &ev, 1_000), Verdict::Retry { delay_secs: 2 });
+    assert_eq!(deliver(&cfg, &ledger, &courier, &ev, 1_002), Verdict::Retry { delay_secs: 4 });
+    assert_eq!(deliver(&cfg, &ledger, &courier, &ev, 1_006), Verdict::Ack);
+    assert_eq!(courier.sent_to(A).len(), 1, "A had it the first time and is never sent it again");
+    assert_eq!(courier.sent_to(B).len(), 3);
+    let row = ledger.row(&ev.id, &format!("webhook:{B}")).unwrap();
+    assert_eq!((row.attempts, row.delivered_at), (3, Some(UnixTime(1_006))));
+    assert_eq!(courier.lines("portcullis.event").len(), 1, "the event is announced once, not per attempt");
+    let failures = courier.lines("portcullis.delivery_failed");
+    assert_eq!(failures.len(), 2);
+    assert_eq!(failures[0]["error"], "HTTP 500: {}");
+    assert_eq!(failures[1]["error"], "no answer within 10000 ms");
+    assert_eq!(failures[1]["retry_in_secs"], 4);
+}
+
+#[test]
+fn a_duplicate_of_a_delivered_message_sends_nothing() {
+    let cfg = webhooks(&[]);
+    let (ledger, courier) = (MemLedger::default(), MemCourier::ok());
+    let ev = login_event(4);
+    deliver(&cfg, &ledger, &courier, &ev, 1_000);
+    assert_eq!(deliver(&cfg, &ledger, &courier, &ev, 1_001), Verdict::Ack);
+    assert_eq!(courier.sent.borrow().len(), 2);
+    assert_eq!(courier.lines("portcullis.event").len(), 1);
+}
+
+#[test]
+fn a_target_claimed_by_another_consumer_is_retried_after_its_lease() {
+    let cfg = webhooks(&[("WEBHOOK_EVENTS", "login")]);
+    let (ledger, courier) = (MemLedger::default(), MemCourier::ok());
+    let ev = login_event(5);
+    // Another consumer claimed A at t=1000 and has not finished.
+    block_on(portcullis::core::ports::DeliveryLedger::claim(
+        &ledger,
+        &ev.id,
+        "login",
+        &format!("webhook:{A}"),
+        UnixTime(1_000),
+        UnixTime(1_000 + delivery::LEASE_SECS as i64),
+    ))
+    .unwrap();
+    let verdict = deliver(&cfg, &ledger, &courier, &ev, 1_010);
+    assert_eq!(verdict, Verdict::Retry { delay_secs: delivery::LEASE_SECS as u32 - 10 });
+    assert!(courier.sent_to(A).is_empty());
+    assert_eq!(courier.sent_to(B).len(), 1);
+}
+
+#[test]
+fn a_failing_ledger_is_an_error_and_sends_nothing() {
+    let cfg = webhooks(&[]);
+    let (ledger, courier) = (MemLedger::default(), MemCourier::ok());
+    ledger.fail.set(true);
+    assert!(block_on(delivery::deliver(&cfg, &ledger, &courier, &login_event(6), UnixTime(1_000))).is_err());
+    assert!(courier.sent.borrow().is_empty());
+}
+
+#[test]
+fn the_log_transport_prints_the_email_with_its_link() {
+    let cfg = config(&[("MAGIC_LINK_URL", "http://127.0.0.1:8790/magic-link")]);
+    let (ledger, courier) = (MemLedger::default(), MemCourier::ok());
+    let ev = magic(7, "ada@example.com");
+    assert_eq!(deliver(&cfg, &ledger, &courier, &ev, 1_000), Verdict::Ack);
+    let emails = courier.lines("portcullis.email");
+    assert_eq!(emails.len(), 1);
+    assert_eq!(emails[0]["to"], "ada@example.com");
+    assert_eq!(emails[0]["event_id"], ev.id.as_str());
+    assert!(emails[0]["text"].as_str().unwrap().contains("http://127.0.0.1:8790/magic-link?token=tok-123"));
+    assert_eq!(ledger.row(&ev.id, "email:ada@example.com").unwrap().delivered_at, Some(UnixTime(1_000)));
+    // Development logs show the event in full.
+    assert_eq!(courier.lines("portcullis.event")[0]["data"]["token"], "tok-123");
+    // A redelivery does not print the email again.
+    deliver(&cfg, &ledger, &courier, &ev, 1_001);
+    assert_eq!(courier.lines("portcullis.email").len(), 1);
+}
+
+fn resend_config() -> Config {
+    config(&[
+        ("EMAIL_TRANSPORT", "resend"),
+        ("EMAIL_API_URL", "https://mail.example/emails"),
+        ("EMAIL_API_KEY", "re_test"),
+        ("EMAIL_FROM", "Acme <auth@acme.example>"),
+        ("MAGIC_LINK_URL", "https://acme.example/magic"),
+        ("PASSWORD_RESET_URL", "https://acme.example/reset"),
+        ("EMAIL_VERIFY_URL", "https://acme.example/verify"),
+        ("RETRY_BASE_DELAY_SECS", "5"),
+    ])
+}
+
+#[test]
+fn the_resend_transport_posts_to_the_api_and_retries_its_failures() {
+    let cfg = resend_config();
+    let ledger = MemLedger::default();
+    let calls = Rc::new(Cell::new(0));
+    let c = calls.clone();
+    let courier = MemCourier::new(move |_| {
+        c.set(c.get() + 1);
+        if c.get() == 1 {
+            status(429)
+        } else {
+            status(200)
+        }
+    });
+    let ev = magic(8, "bob@example.com");
+    assert_eq!(deliver(&cfg, &ledger, &courier, &ev, 1_000), Verdict::Retry { delay_secs: 5 });
+    assert_eq!(deliver(&cfg, &ledger, &courier, &ev, 1_005), Verdict::Ack);
+    let sent = courier.sent_to("https://mail.example/emails");
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0].header("authorization"), Some("Bearer re_test"));
+    assert_eq!(sent[0].header("idempotency-key"), sent[1].header("idempotency-key"));
+    let body: serde_json::Value = serde_json::from_str(&sent[1].body).unwrap();
+    assert_eq!(body["to"], serde_json::json!(["bob@example.com"]));
+    assert!(body["text"].as_str().unwrap().contains("https://acme.example/magic?token=tok-123"));
+    assert!(courier.lines("portcullis.email").is_empty());
+    // Production logs never show the one-time token.
+    let logged = serde_json::to_string(&courier.lines.borrow().iter().map(|(_, v)| v.clone()).collect::<Vec<_>>()).unwrap();
+    assert!(!logged.contains("tok-123"), "{logged}");
+}
+
+#[test]
+fn an_email_to_an_unusable_address_fails_and_is_retried_not_dropped() {
+    let cfg = config(&[("RETRY_BASE_DELAY_SECS", "3")]);
+    let (ledger, courier) = (MemLedger::default(), MemCourier::ok());
+    let ev = magic(9, "not an address");
+    assert_eq!(deliver(&cfg, &ledger, &courier, &ev, 1_000), Verdict::Retry { delay_secs: 3 });
+    assert_eq!(deliver(&cfg, &ledger, &courier, &ev, 1_003), Verdict::Retry { delay_secs: 6 });
+    assert!(courier.lines("portcullis.email").is_empty());
+}
+
+#[test]
+fn dead_letters_record_the_undelivered_targets_once() {
+    let cfg = webhooks(&[]);
+    let ledger = MemLedger::default();
+    let courier = MemCourier::new(|req| if req.url == B { status(503) } else { status(200) });
+    let ev = login_event(10);
+    deliver(&cfg, &ledger, &courier, &ev, 1_000);
+    deliver(&cfg, &ledger, &courier, &ev, 1_002);
+    let body = Ok(ev.to_value());
+    let letter = block_on(delivery::dead_letter(Some(&cfg), &ledger, &courier, "m-1", body.clone(), UnixTime(2_000))).unwrap();
+    assert_eq!(letter.id, ev.id);
+    assert_eq!(letter.event_type.as_deref(), Some("login"));
+    assert_eq!(letter.reason, "retries_exhausted");
+    assert_eq!(letter.failed.len(), 1);
+    assert_eq!(letter.failed[0].target, format!("webhook:{B}"));
+    assert_eq!(letter.failed[0].attempts, 2);
+    assert_eq!(letter.failed[0].last_error.as_deref(), Some("HTTP 503: {}"));
+    // The dead-letter queue may deliver twice: recorded once, logged each time.
+    block_on(delivery::dead_letter(Some(&cfg), &ledger, &courier, "m-1", body, UnixTime(2_001))).unwrap();
+    assert_eq!(ledger.dead.borrow().len(), 1);
+    let lines = courier.lines("portcullis.dead_letter");
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["id"], ev.id.as_str());
+    assert_eq!(lines[0]["event"]["type"], "login");
+}
+
+#[test]
+fn malformed_messages_are_dead_lettered_with_their_reason() {
+    let cfg = config(&[]);
+    let (ledger, courier) = (MemLedger::default(), MemCourier::ok());
+    let q = Quarantine::new("m-7", "envelope: missing field `id`", r#"{"type":"login"}"#);
+    let letter =
+        block_on(delivery::dead_letter(Some(&cfg), &ledger, &courier, "m-8", Ok(serde_json::to_value(&q).unwrap()), UnixTime(5)))
+            .unwrap();
+    assert_eq!(letter.id, "msg:m-7");
+    assert_eq!(letter.reason, "malformed: envelope: missing field `id`");
+    assert_eq!(letter.body, r#"{"type":"login"}"#);
+    let other =
+        block_on(delivery::dead_letter(Some(&cfg), &ledger, &courier, "m-9", Ok(serde_json::json!([1, 2])), UnixTime(5))).unwrap();
+    assert_eq!(other.id, "msg:m-9");
+    assert!(other.reason.starts_with("malformed: "));
+    assert_eq!(other.body, "[1,2]");
+    assert_eq!(ledger.dead.borrow().len(), 2);
+    assert_eq!(courier.lines("portcullis.dead_letter").len(), 2);
+}
+
+#[test]
+fn a_dead_letter_is_logged_even_when_the_ledger_is_down() {
+    let cfg = config(&[]);
+    let (ledger, courier) = (MemLedger::default(), MemCourier::ok());
+    ledger.fail.set(true);
+    let q = Quarantine::new("m-1", "bad", "x");
+    let r = block_on(delivery::dead_letter(Some(&cfg), &ledger, &courier, "m-1", Ok(serde_json::to_value(&q).unwrap()), UnixTime(5)));
+    assert!(r.is_err());
+    assert_eq!(courier.lines("portcullis.dead_letter").len(), 1);
+}
