@@ -8,7 +8,7 @@ use crate::core::email::Email;
 use crate::core::email_token::{EmailToken, TokenKind};
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
-use crate::core::flows::account::{banned, login_event};
+use crate::core::flows::account::{banned, gate_refusal, login_event};
 use crate::core::flows::{AuthResponse, Deps, Meta};
 use crate::core::ids::{self, Random};
 use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, SessionStore, UserStore};
@@ -130,7 +130,27 @@ where
             self.store.set_email_verified(&user.id, meta.now).await?;
             user.email_verified = true;
         }
-        let response = self.start_session(meta, rng, &user).await?;
+        // The sign-in hook (if configured) is asked with the flow's provider.
+        // An account created just now exists whatever it answers, so
+        // `user_created` goes out either way, like for password sign-ups.
+        let response = match self.start_session_via(meta, rng, &user, proof.provider).await {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(reason) = gate_refusal(&e) {
+                    events.push(
+                        events::LoginFailed {
+                            email: user.email.clone(),
+                            reason: reason.into(),
+                            ip_address: meta.ip.clone(),
+                            user_agent: meta.user_agent.clone(),
+                        }
+                        .into(),
+                    );
+                }
+                self.emit(meta, rng, events).await?;
+                return Err(e);
+            }
+        };
         events.push((proof.signed_in)(&user));
         events.push(login_event(&user, proof.provider, meta));
         self.emit(meta, rng, events).await?;
