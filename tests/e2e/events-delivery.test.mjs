@@ -401,6 +401,25 @@ describe("sign-in hook, failing closed", () => {
     assert.equal(res.status, 200, await res.text());
   });
 
+  test("magic-link sign-ins ask the hook too (provider magic_link): denied, or signed in with its claims", async () => {
+    const signIn = async (email) => {
+      await post(`${gw.url}/auth/magic-link`, { email }, CLIENT).then((r) => call(r, 200, "magic-link"));
+      const ev = await gw.waitForEvent((e) => e.type === "magic_link_requested" && e.data.email === email, 15_000);
+      return post(`${gw.url}/auth/magic-link/verify`, { token: ev.data.token }, CLIENT);
+    };
+    const denied = randomEmail("deny");
+    await call(await signup(denied), 403, "denied signup");
+    assert.equal((await call(await signIn(denied), 403, "denied magic link")).code, "signin_denied");
+    const gateReq = rx.requests.filter((r) => r.path === "/gate" && r.json?.user?.email === denied).at(-1);
+    assert.equal(gateReq.json.provider, "magic_link");
+    assert.ok(gateReq.verified);
+
+    const allowed = randomEmail("claims");
+    await call(await signup(allowed), 201, "signup");
+    const auth = await call(await signIn(allowed), 200, "magic link sign-in");
+    assert.equal(claimsOf(auth.access_token).plan, "pro");
+  });
+
   test("a hook that times out or answers garbage: 503 hook_unavailable, no session", async () => {
     for (const prefix of ["slow", "junk"]) {
       const email = randomEmail(prefix);

@@ -130,12 +130,12 @@ where
             self.store.set_email_verified(&user.id, meta.now).await?;
             user.email_verified = true;
         }
-        // The sign-in hook (if configured) is asked with the flow's provider.
-        // An account created just now exists whatever it answers, so
-        // `user_created` goes out either way, like for password sign-ups.
         let response = match self.start_session_via(meta, rng, &user, proof.provider).await {
             Ok(r) => r,
             Err(e) => {
+                // The sign-in hook refused (or could not be asked): an account
+                // made just now still exists and is announced, and the refusal
+                // is a failed login.
                 if let Some(reason) = gate_refusal(&e) {
                     events.push(
                         events::LoginFailed {
@@ -147,7 +147,9 @@ where
                         .into(),
                     );
                 }
-                self.emit(meta, rng, events).await?;
+                if !events.is_empty() {
+                    self.emit(meta, rng, events).await?;
+                }
                 return Err(e);
             }
         };
