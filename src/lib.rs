@@ -1,7 +1,9 @@
 //! Portcullis: an authentication gateway that runs as a Cloudflare Worker.
 //!
 //! It serves an auth API under `/auth` (signup, login, rotating refresh tokens,
-//! sessions), publishes its signing keys at `/.well-known/jwks.json`, checks every
+//! sessions, magic links, email codes, password reset and change, email
+//! verification, an admin API), publishes its signing keys at
+//! `/.well-known/jwks.json` (rotated by an administrator or a cron trigger), checks every
 //! other request at the edge and proxies the allowed ones to the origin, and puts
 //! every auth event on a Queue whose consumer (this same crate) delivers them.
 //!
@@ -15,7 +17,7 @@
 //!   randomness are passed in, storage is reached through the small traits in
 //!   [`core::ports`]. `cargo test` runs it natively.
 //! - `edge` (wasm32 only): the `fetch`, `queue` and `scheduled` entry points,
-//!   HTTP parsing and rendering, and the D1 / Queue / WebCrypto / `fetch`
+//!   HTTP parsing and rendering, and the D1 / KV / Queue / WebCrypto / `fetch`
 //!   adapters that implement the ports.
 
 pub mod core;

@@ -136,10 +136,10 @@ describe("magic links (default config)", () => {
   });
 });
 
-describe("magic links (MAGIC_LINK_TTL=2, ALLOW_PASSWORDLESS_SIGNUP=true)", () => {
+describe("magic links (MAGIC_LINK_TTL=8, ALLOW_PASSWORDLESS_SIGNUP=true)", () => {
   let gw;
   before(async () => {
-    gw = await startGateway({ vars: { MAGIC_LINK_TTL: "2", ALLOW_PASSWORDLESS_SIGNUP: "true" } });
+    gw = await startGateway({ vars: { MAGIC_LINK_TTL: "8", ALLOW_PASSWORDLESS_SIGNUP: "true" } });
   });
   after(async () => {
     await gw?.stop();
@@ -149,7 +149,7 @@ describe("magic links (MAGIC_LINK_TTL=2, ALLOW_PASSWORDLESS_SIGNUP=true)", () =>
     const email = randomEmail("ml-expiry");
     await signup(gw, email);
     const token = await linkFor(gw, email);
-    await sleep(3_000);
+    await sleep(9_000);
     await assertProblem(await verify(gw, token), 401, "invalid_link");
     const fresh = await linkFor(gw, email);
     assert.equal((await verify(gw, fresh)).status, 200);

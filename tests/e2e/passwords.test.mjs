@@ -16,7 +16,7 @@ async function resetTokenFor(gw, email) {
 describe("passwords and email verification", () => {
   let gw;
   before(async () => {
-    gw = await startGateway({ vars: { PASSWORD_RESET_TTL: "5" } });
+    gw = await startGateway({ vars: { PASSWORD_RESET_TTL: "8" } });
   });
   after(async () => {
     await gw?.stop();
@@ -72,7 +72,7 @@ describe("passwords and email verification", () => {
     const email = randomEmail("pw-expiry");
     await signup(gw, email);
     const token = await resetTokenFor(gw, email);
-    await sleep(6_000);
+    await sleep(9_000);
     await assertProblem(await reset(gw, token, "long enough password"), 401, "invalid_link");
   });
 
