@@ -10,6 +10,7 @@
 //! passed back, never followed.
 
 use std::cell::RefCell;
+use std::rc::Rc;
 
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -99,7 +100,7 @@ fn assertion_fresh(expires: UnixTime, now: UnixTime) -> bool {
 }
 
 /// Decides and, when allowed, forwards one request to the origin.
-pub async fn forward(req: Request, env: &Env, cfg: &Config, url: url::Url, normalised: String) -> JsResult<Response> {
+pub async fn forward(req: Request, env: &Env, cfg: &Rc<Config>, url: url::Url, normalised: String) -> JsResult<Response> {
     let method = req.method();
     let policy = cfg.routes.policy_for(&method, &normalised);
     let (identity, used_bearer) = if *policy == Policy::Public {
@@ -176,7 +177,7 @@ fn origin_binding(env: &Env) -> Option<JsValue> {
 async fn check(
     req: &Request,
     env: &Env,
-    cfg: &Config,
+    cfg: &Rc<Config>,
     url: &url::Url,
     policy: &Policy,
 ) -> Result<(Identity, bool), Error> {
@@ -207,7 +208,7 @@ async fn check(
         let assertion = e.assertion.as_ref().filter(|(_, exp)| assertion_fresh(*exp, now)).map(|(a, _)| a.clone());
         Some((e.token.clone(), assertion))
     });
-    let keys = EdgeKeys::new(env, crate::edge::config(env).map_err(|e| Error::Misconfigured(e.0))?);
+    let keys = EdgeKeys::new(env, Rc::clone(cfg));
     let (verified, assertion) = match cached {
         Some(hit) => hit,
         None => {

@@ -8,7 +8,6 @@ use crate::core::email::Email;
 use crate::core::email_token::{is_link_token, TokenKind};
 use crate::core::error::Error;
 use crate::core::events;
-use crate::core::flows::passwordless::Secret;
 use crate::core::flows::{Accepted, Deps, Meta, TokenRequest};
 use crate::core::ids::{self, Random};
 use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, SessionStore, UserStore};
@@ -43,16 +42,9 @@ where
             return Ok(ALREADY_VERIFIED);
         }
         let email = Email::parse(&user.email)?;
-        let token = ids::secret_token(rng);
-        self.issue_email_token(
-            meta,
-            TokenKind::EmailVerification,
-            &email,
-            Some(&user.id),
-            self.config.email_verification_ttl_secs,
-            Secret::Link(ids::token_hash(&token)),
-        )
-        .await?;
+        let token = self
+            .issue_link(meta, rng, TokenKind::EmailVerification, &email, Some(&user.id), self.config.email_verification_ttl_secs)
+            .await?;
         self.emit(
             meta,
             rng,

@@ -11,7 +11,7 @@ use crate::core::email::Email;
 use crate::core::email_token::{is_link_token, TokenKind};
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
-use crate::core::flows::passwordless::{Proof, Secret};
+use crate::core::flows::passwordless::Proof;
 use crate::core::flows::{Accepted, AuthResponse, Deps, EmailRequest, Meta, TokenRequest};
 use crate::core::ids::{self, Random};
 use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, SessionStore, UserStore};
@@ -44,16 +44,9 @@ where
             None if self.config.allow_passwordless_signup => None,
             None => return Ok(MAGIC_LINK_ACCEPTED),
         };
-        let token = ids::secret_token(rng);
-        self.issue_email_token(
-            meta,
-            TokenKind::MagicLink,
-            &email,
-            user_id.as_deref(),
-            self.config.magic_link_ttl_secs,
-            Secret::Link(ids::token_hash(&token)),
-        )
-        .await?;
+        let token = self
+            .issue_link(meta, rng, TokenKind::MagicLink, &email, user_id.as_deref(), self.config.magic_link_ttl_secs)
+            .await?;
         self.emit(
             meta,
             rng,

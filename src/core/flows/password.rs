@@ -9,7 +9,6 @@ use crate::core::email::Email;
 use crate::core::email_token::{is_link_token, TokenKind};
 use crate::core::error::Error;
 use crate::core::events;
-use crate::core::flows::passwordless::Secret;
 use crate::core::flows::{Accepted, Deps, EmailRequest, Meta};
 use crate::core::ids::{self, Random};
 use crate::core::password::{Password, PasswordHash};
@@ -66,16 +65,9 @@ where
             Some(u) if !u.banned => u,
             _ => return Ok(FORGOT_ACCEPTED),
         };
-        let token = ids::secret_token(rng);
-        self.issue_email_token(
-            meta,
-            TokenKind::PasswordReset,
-            &email,
-            Some(&user.id),
-            self.config.password_reset_ttl_secs,
-            Secret::Link(ids::token_hash(&token)),
-        )
-        .await?;
+        let token = self
+            .issue_link(meta, rng, TokenKind::PasswordReset, &email, Some(&user.id), self.config.password_reset_ttl_secs)
+            .await?;
         self.emit(
             meta,
             rng,

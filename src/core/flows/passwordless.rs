@@ -45,6 +45,22 @@ where
     E: EventSink,
     K: KeyRing,
 {
+    /// Makes a fresh link token of `kind` for `email` (and `user_id`), valid
+    /// for `ttl_secs`, stores only its hash, and returns the token to send.
+    pub(crate) async fn issue_link(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        kind: TokenKind,
+        email: &Email,
+        user_id: Option<&str>,
+        ttl_secs: u64,
+    ) -> Result<String, Error> {
+        let token = ids::secret_token(rng);
+        self.issue_email_token(meta, kind, email, user_id, ttl_secs, Secret::Link(ids::token_hash(&token))).await?;
+        Ok(token)
+    }
+
     /// Stores a fresh secret of `kind` for `email` (and `user_id`), valid for
     /// `ttl_secs`; the previous live one of that kind and email dies.
     pub(crate) async fn issue_email_token(
