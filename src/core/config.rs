@@ -8,6 +8,7 @@ use crate::core::events::Event;
 use crate::core::gate::{FailureMode, HookConfig, HOOK_TIMEOUT_MS, MAX_HOOK_TIMEOUT_MS};
 use crate::core::keys::Kek;
 use crate::core::mail::EmailSettings;
+use crate::core::oauth::OAuthConfig;
 use crate::core::password::{HashParams, PasswordPolicy};
 use crate::core::policy::Routes;
 use crate::core::webhook::WebhookSecret;
@@ -95,6 +96,8 @@ pub struct Config {
     pub hash_params: HashParams,
     /// `PASSWORD_MIN_LENGTH`, `PASSWORD_MAX_LENGTH`.
     pub password_policy: PasswordPolicy,
+    /// `OAUTH_PROVIDERS`, their `OAUTH_<ID>_CLIENT_SECRET`s and `REDIRECT_ALLOWLIST`.
+    pub oauth: OAuthConfig,
 }
 
 /// A configuration problem, naming the setting.
@@ -260,6 +263,8 @@ impl Config {
                 Some(HookConfig { url, secret, timeout_ms, failure_mode })
             }
         };
+        let oauth = OAuthConfig::parse(var("OAUTH_PROVIDERS").as_deref(), var("REDIRECT_ALLOWLIST").as_deref(), &var)
+            .map_err(|(name, why)| err(&name, why))?;
         for name in ["HOOK_SECRET", "HOOK_FAILURE_MODE", "HOOK_TIMEOUT_MS"] {
             if hook.is_none() && var(name).is_some() {
                 return Err(err(name, "set, but HOOK_URL is not: there is no hook to apply it to".into()));
@@ -293,6 +298,7 @@ impl Config {
             kek,
             hash_params,
             password_policy,
+            oauth,
         })
     }
 

@@ -123,6 +123,15 @@ pub enum Error {
     /// The sign-in hook failed and `HOOK_FAILURE_MODE` is `closed`; the cause
     /// is for the log only.
     HookUnavailable(String),
+    /// An OAuth / OIDC sign-in failed (see `core::flows::oauth` for the codes).
+    OAuth {
+        /// HTTP status: 400, 401, 403, 404, 409 or 502.
+        status: u16,
+        /// Stable code, e.g. `invalid_state`, `provider_unavailable`.
+        code: &'static str,
+        /// For people; never a provider's internals.
+        detail: String,
+    },
     /// A setting is missing or invalid: nothing is served until it is fixed.
     Misconfigured(String),
     /// A bug or an impossible state; the cause is for the log only.
@@ -298,6 +307,17 @@ impl Error {
                 );
                 p.retry_after_secs = Some(5);
                 p
+            }
+            Self::OAuth { status, code, detail } => {
+                let title = match status {
+                    502 => "Bad gateway",
+                    401 => "Sign-in refused",
+                    403 => "Forbidden",
+                    404 => "Not found",
+                    409 => "Conflict",
+                    _ => "Bad request",
+                };
+                Problem::new(*status, code, title, detail.clone())
             }
             Self::Misconfigured(detail) => {
                 Problem::new(503, "misconfigured", "Gateway misconfigured", format!("configuration error: {detail}"))

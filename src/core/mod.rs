@@ -13,6 +13,7 @@ pub mod gate;
 pub mod ids;
 pub mod keys;
 pub mod mail;
+pub mod oauth;
 pub mod outbound;
 pub mod password;
 pub mod policy;

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod email_verification;
 pub mod keys;
 pub mod magic_link;
+pub mod oauth;
 pub mod otp;
 pub mod password;
 pub mod passwordless;

@@ -1,0 +1,602 @@
+//! Sign-in and account linking with OAuth / OIDC providers.
+//!
+//! `/authorize` stores a short-lived, single-use state (PKCE verifier, nonce,
+//! the checked `redirect_to`, the linking user) and sends the browser to the
+//! provider. The callback consumes the state, swaps the code for tokens,
+//! verifies the ID token (or asks GitHub's API), and then: a linked identity
+//! signs its user in; a provider-verified email matching an account links to
+//! it; an unverified one never does; otherwise a new account is made. The
+//! browser returns to `redirect_to` with a one-time `code` the app swaps for
+//! tokens at `/auth/oauth/exchange` — tokens never travel in a URL.
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::email::Email;
+use crate::core::error::Error;
+use crate::core::events::{self, Event};
+use crate::core::flows::account::{banned, gate_refusal, login_event, parse_name};
+use crate::core::flows::{AuthResponse, Deps, Meta};
+use crate::core::ids::{self, Random};
+use crate::core::oauth::idtoken::Identity;
+use crate::core::oauth::provider::{self, AuthorizeParams, ProviderFailure};
+use crate::core::oauth::{
+    self as oauth, LinkedIdentity, OAuthState, OAuthStore, ProviderConfig, ProviderKind, ProviderNet, Unlink,
+    EXCHANGE_TTL_SECS, STATE_TTL_SECS,
+};
+use crate::core::ports::{AccountStore, EventSink, KeyRing, SessionStore, UserStore};
+use crate::core::users::{User, UserResponse};
+
+/// Longest `state`, `code` or `error` parameter looked at.
+const MAX_PARAM_LEN: usize = 2048;
+/// Longest avatar URL taken from a provider.
+const MAX_AVATAR_LEN: usize = 2048;
+
+fn oauth_error(status: u16, code: &'static str, detail: impl Into<String>) -> Error {
+    Error::OAuth { status, code, detail: detail.into() }
+}
+
+/// 404 `unknown_provider`.
+pub fn unknown_provider() -> Error {
+    oauth_error(404, "unknown_provider", "no OAuth provider with this id is configured")
+}
+
+fn invalid_state() -> Error {
+    oauth_error(400, "invalid_state", "the sign-in state is unknown, already used or expired; start again")
+}
+
+/// The parameters of `/authorize` and `POST /link`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizeRequest {
+    /// Where the browser returns; the first `REDIRECT_ALLOWLIST` entry if absent.
+    #[serde(default)]
+    pub redirect_to: Option<String>,
+}
+
+/// A started sign-in: where to send the browser, and the value of the
+/// binding cookie to set on it.
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// The provider's authorization URL.
+    pub authorize_url: String,
+    /// The raw binding cookie value.
+    pub binding: String,
+}
+
+/// The query of the callback, as the provider sent it.
+#[derive(Debug, Default, Clone)]
+pub struct CallbackQuery {
+    /// Authorization code.
+    pub code: Option<String>,
+    /// Our `state`.
+    pub state: Option<String>,
+    /// The provider's `error` (e.g. `access_denied`).
+    pub error: Option<String>,
+    /// RFC 9207 `iss`, if the provider sends it.
+    pub iss: Option<String>,
+}
+
+/// How a callback ends.
+#[derive(Debug)]
+pub enum CallbackOutcome {
+    /// Signed in: go to `location` (which carries the one-time `code`).
+    SignedIn {
+        /// `redirect_to?code=…`.
+        location: String,
+        /// The session's tokens (for cookie mode).
+        auth: AuthResponse,
+    },
+    /// A signed-in user linked a provider: go to `location` (`?linked=<id>`).
+    Linked {
+        /// `redirect_to?linked=…`.
+        location: String,
+    },
+    /// Refused: go to `location` (`?error=<code>`) when the state was valid,
+    /// else answer with the problem.
+    Failed {
+        /// `redirect_to?error=…`, when known.
+        location: Option<String>,
+        /// The refusal.
+        error: Error,
+    },
+}
+
+/// `POST /auth/oauth/exchange`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeRequest {
+    /// The one-time code from the redirect.
+    pub code: String,
+}
+
+/// `GET /auth/me` with the caller's linked providers.
+#[derive(Debug, Serialize)]
+pub struct MeResponse {
+    /// The user.
+    #[serde(flatten)]
+    pub user: UserResponse,
+    /// Linked provider identities, oldest first.
+    pub providers: Vec<LinkedIdentity>,
+}
+
+fn with_param(base: &str, key: &str, value: &str) -> String {
+    match url::Url::parse(base) {
+        Ok(mut u) => {
+            u.query_pairs_mut().append_pair(key, value);
+            u.into()
+        }
+        // Checked against the allowlist when stored; cannot happen.
+        Err(_) => base.to_string(),
+    }
+}
+
+fn callback_uri(meta: &Meta, provider: &str) -> String {
+    format!("{}/auth/oauth/{provider}/callback", meta.issuer)
+}
+
+fn failure_error(f: &ProviderFailure) -> Error {
+    match f {
+        ProviderFailure::Unavailable(_) => {
+            oauth_error(502, "provider_unavailable", "the sign-in provider could not be reached or gave an unusable answer")
+        }
+        ProviderFailure::CodeRejected(_) => {
+            oauth_error(400, "code_rejected", "the provider refused the authorization code; start again")
+        }
+        ProviderFailure::IdToken(_) => oauth_error(401, "invalid_id_token", "the provider's ID token was refused"),
+    }
+}
+
+fn short(param: Option<String>) -> Option<String> {
+    param.filter(|p| !p.is_empty() && p.len() <= MAX_PARAM_LEN)
+}
+
+impl<S, E, K> Deps<'_, S, E, K>
+where
+    S: UserStore + SessionStore + AccountStore + OAuthStore,
+    E: EventSink,
+    K: KeyRing,
+{
+    fn oauth_provider(&self, id: &str) -> Result<&ProviderConfig, Error> {
+        self.config.oauth.provider(id).ok_or_else(unknown_provider)
+    }
+
+    /// Starts a sign-in (or, with `link_user`, a link) with provider `id`.
+    pub async fn oauth_authorize(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        net: &impl ProviderNet,
+        id: &str,
+        req: AuthorizeRequest,
+        link_user: Option<&str>,
+    ) -> Result<Started, Error> {
+        let p = self.oauth_provider(id)?;
+        let allowlist = &self.config.oauth.redirect_allowlist;
+        let redirect_to = match req.redirect_to.as_deref().filter(|r| !r.is_empty()) {
+            Some(r) => allowlist.check(r).map(String::from),
+            None => allowlist.default_target().map(str::to_string),
+        }
+        .ok_or_else(|| oauth_error(400, "invalid_redirect", "redirect_to is not on REDIRECT_ALLOWLIST"))?;
+        let endpoints = provider::endpoints(net, p, meta.now).await.map_err(|f| failure_error(&f))?;
+        let state = ids::secret_token(rng);
+        let verifier = ids::secret_token(rng);
+        let nonce = ids::secret_token(rng);
+        let binding = ids::secret_token(rng);
+        let url = provider::authorize_url(
+            p,
+            &endpoints,
+            &AuthorizeParams {
+                redirect_uri: &callback_uri(meta, &p.id),
+                state: &state,
+                nonce: &nonce,
+                code_challenge: &oauth::pkce_challenge(&verifier),
+            },
+        )
+        .map_err(|f| failure_error(&f))?;
+        self.store
+            .put_oauth_state(&OAuthState {
+                hash: ids::token_hash(&state),
+                provider: p.id.clone(),
+                code_verifier: verifier,
+                nonce,
+                redirect_to,
+                link_user_id: link_user.map(str::to_string),
+                binding_hash: ids::token_hash(&binding),
+                created_at: meta.now,
+                expires_at: meta.now.plus_secs(STATE_TTL_SECS),
+            })
+            .await?;
+        Ok(Started { authorize_url: url, binding })
+    }
+
+    /// Starts linking provider `id` to the signed-in caller.
+    pub async fn oauth_link_start(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        net: &impl ProviderNet,
+        bearer: Option<&str>,
+        id: &str,
+        req: AuthorizeRequest,
+    ) -> Result<Started, Error> {
+        let principal = self.authenticate(meta, bearer).await?;
+        let user = self.live_user(&principal).await?;
+        self.oauth_provider(id)?;
+        self.oauth_authorize(meta, rng, net, id, req, Some(&user.id)).await
+    }
+
+    /// Finishes a sign-in or link at the callback. `Err` only when a backing
+    /// service failed; every refusal is a [`CallbackOutcome::Failed`], with a
+    /// `login_failed` event.
+    pub async fn oauth_callback(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        net: &impl ProviderNet,
+        id: &str,
+        q: CallbackQuery,
+        binding: Option<&str>,
+    ) -> Result<CallbackOutcome, Error> {
+        let p = self.oauth_provider(id)?;
+        let Some(raw_state) = short(q.state) else {
+            return self.oauth_failed(meta, rng, None, None, invalid_state(), "missing_state").await;
+        };
+        let Some(st) = self.store.take_oauth_state(&ids::token_hash(&raw_state), meta.now).await? else {
+            return self.oauth_failed(meta, rng, None, None, invalid_state(), "invalid_state").await;
+        };
+        let back = Some(st.redirect_to.as_str());
+        if st.provider != p.id {
+            return self.oauth_failed(meta, rng, back, None, invalid_state(), "state_provider_mismatch").await;
+        }
+        let bound = binding.is_some_and(|b| {
+            subtle::ConstantTimeEq::ct_eq(ids::token_hash(b).as_bytes(), st.binding_hash.as_bytes()).into()
+        });
+        if !bound {
+            return self.oauth_failed(meta, rng, back, None, invalid_state(), "state_binding_mismatch").await;
+        }
+        if let Some(err) = short(q.error) {
+            let (code, reason) = if err == "access_denied" {
+                ("access_denied", "access_denied")
+            } else {
+                ("provider_error", "provider_error")
+            };
+            let e = oauth_error(403, code, "the provider did not authorize the sign-in");
+            return self.oauth_failed(meta, rng, back, None, e, reason).await;
+        }
+        let endpoints = match provider::endpoints(net, p, meta.now).await {
+            Ok(e) => e,
+            Err(f) => return self.oauth_failed(meta, rng, back, None, failure_error(&f), f.reason()).await,
+        };
+        // RFC 9207: a provider that names itself must be the one we sent the browser to.
+        if let (Some(iss), ProviderKind::Oidc { .. }) = (&q.iss, &p.kind) {
+            if iss.trim_end_matches('/') != endpoints.issuer.trim_end_matches('/') {
+                let e = oauth_error(400, "issuer_mismatch", "the callback names another issuer");
+                return self.oauth_failed(meta, rng, back, None, e, "issuer_mismatch").await;
+            }
+        }
+        let Some(code) = short(q.code) else {
+            let e = oauth_error(400, "invalid_request", "the callback carries no authorization code");
+            return self.oauth_failed(meta, rng, back, None, e, "missing_code").await;
+        };
+        let identity = match self.provider_identity(net, p, &endpoints, &code, &st, meta).await {
+            Ok(i) => i,
+            Err(f) => return self.oauth_failed(meta, rng, back, None, failure_error(&f), f.reason()).await,
+        };
+        match &st.link_user_id {
+            Some(user_id) => self.finish_link(meta, rng, p, &st, user_id, identity).await,
+            None => self.finish_sign_in(meta, rng, p, &st, identity).await,
+        }
+    }
+
+    async fn provider_identity(
+        &self,
+        net: &impl ProviderNet,
+        p: &ProviderConfig,
+        endpoints: &provider::Endpoints,
+        code: &str,
+        st: &OAuthState,
+        meta: &Meta,
+    ) -> Result<Identity, ProviderFailure> {
+        let redirect_uri = callback_uri(meta, &p.id);
+        let tokens = provider::exchange_code(net, p, endpoints, code, &st.code_verifier, &redirect_uri).await?;
+        match &p.kind {
+            ProviderKind::Github { api_url, .. } => provider::github_identity(net, api_url, &tokens).await,
+            ProviderKind::Oidc { .. } => {
+                let raw = tokens
+                    .id_token
+                    .as_deref()
+                    .ok_or_else(|| ProviderFailure::Unavailable("the token endpoint returned no id_token".into()))?;
+                let identity = provider::verify_id_token(net, p, endpoints, raw, &st.nonce, meta.now).await?;
+                provider::complete_from_userinfo(net, endpoints, &tokens, identity).await
+            }
+        }
+    }
+
+    fn identity_row(&self, p: &ProviderConfig, user_id: &str, identity: &Identity, email: Option<&Email>, meta: &Meta) -> LinkedIdentity {
+        LinkedIdentity {
+            provider: p.id.clone(),
+            subject: identity.subject.clone(),
+            user_id: user_id.to_string(),
+            email: email.map(|e| e.as_str().to_string()),
+            email_verified: identity.email_verified,
+            linked_at: meta.now,
+        }
+    }
+
+    async fn finish_link(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        p: &ProviderConfig,
+        st: &OAuthState,
+        user_id: &str,
+        identity: Identity,
+    ) -> Result<CallbackOutcome, Error> {
+        let back = Some(st.redirect_to.as_str());
+        let email = identity.email.as_deref().and_then(|e| Email::parse(e).ok());
+        let mail = email.as_ref().map(Email::as_str);
+        let linked = Ok(CallbackOutcome::Linked { location: with_param(&st.redirect_to, "linked", &p.id) });
+        if let Some(existing) = self.store.identity(&p.id, &identity.subject).await? {
+            if existing.user_id == user_id {
+                return linked;
+            }
+            return self.oauth_failed(meta, rng, back, mail, linked_elsewhere(), "identity_linked_elsewhere").await;
+        }
+        let user = match self.store.user_by_id(user_id).await? {
+            Some(u) if !u.banned => u,
+            Some(_) => return self.oauth_failed(meta, rng, back, mail, banned(), "banned").await,
+            None => return self.oauth_failed(meta, rng, back, mail, invalid_state(), "user_not_found").await,
+        };
+        let row = self.identity_row(p, &user.id, &identity, email.as_ref(), meta);
+        if !self.store.link_identity(&row).await? {
+            return self.link_refused(meta, rng, back, mail, &user.id, &p.id).await;
+        }
+        self.emit(
+            meta,
+            rng,
+            vec![events::OauthLink { user_id: user.id.clone(), email: user.email.clone(), provider: p.id.clone() }.into()],
+        )
+        .await?;
+        linked
+    }
+
+    /// Why `link_identity` wrote nothing: the user has this provider already,
+    /// or (a race) someone else linked the identity first.
+    async fn link_refused(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        back: Option<&str>,
+        mail: Option<&str>,
+        user_id: &str,
+        provider_id: &str,
+    ) -> Result<CallbackOutcome, Error> {
+        let has_provider = self.store.identities_of(user_id).await?.iter().any(|i| i.provider == provider_id);
+        if has_provider {
+            let e = oauth_error(409, "provider_already_linked", "this account already has another identity of this provider linked");
+            return self.oauth_failed(meta, rng, back, mail, e, "provider_already_linked").await;
+        }
+        self.oauth_failed(meta, rng, back, mail, linked_elsewhere(), "identity_linked_elsewhere").await
+    }
+
+    async fn finish_sign_in(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        p: &ProviderConfig,
+        st: &OAuthState,
+        identity: Identity,
+    ) -> Result<CallbackOutcome, Error> {
+        let back = Some(st.redirect_to.as_str());
+        let email = identity.email.as_deref().and_then(|e| Email::parse(e).ok());
+        let mail = email.as_ref().map(Email::as_str);
+        if let Some(existing) = self.store.identity(&p.id, &identity.subject).await? {
+            return match self.store.user_by_id(&existing.user_id).await? {
+                Some(user) => self.oauth_session(meta, rng, p, st, user, Vec::new()).await,
+                None => self.oauth_failed(meta, rng, back, mail, invalid_state(), "user_not_found").await,
+            };
+        }
+        let Some(email) = email else {
+            let e = oauth_error(403, "email_required", "the provider did not share a usable email address");
+            return self.oauth_failed(meta, rng, back, None, e, "no_email").await;
+        };
+        let mut events: Vec<Event> = Vec::new();
+        let user = match self.store.user_by_email(email.as_str()).await? {
+            Some(mut user) => {
+                // Only an address the provider vouches for may join an
+                // existing account; anything else would let whoever controls
+                // a provider account take over ours.
+                if !identity.email_verified {
+                    let e = oauth_error(
+                        403,
+                        "email_not_verified",
+                        "an account with this email exists, and the provider has not verified the address: sign in \
+                         and link the provider instead",
+                    );
+                    return self.oauth_failed(meta, rng, back, Some(email.as_str()), e, "unverified_email").await;
+                }
+                if user.banned {
+                    return self.oauth_failed(meta, rng, back, Some(email.as_str()), banned(), "banned").await;
+                }
+                let row = self.identity_row(p, &user.id, &identity, Some(&email), meta);
+                if !self.store.link_identity(&row).await? {
+                    return self.link_refused(meta, rng, back, Some(email.as_str()), &user.id, &p.id).await;
+                }
+                if !user.email_verified {
+                    self.store.set_email_verified(&user.id, meta.now).await?;
+                    user.email_verified = true;
+                }
+                events.push(
+                    events::OauthLink { user_id: user.id.clone(), email: user.email.clone(), provider: p.id.clone() }.into(),
+                );
+                user
+            }
+            None => {
+                let user = User {
+                    id: ids::uuid(rng),
+                    email: email.as_str().to_string(),
+                    name: parse_name(identity.name.clone()).ok().flatten(),
+                    password_hash: None,
+                    email_verified: identity.email_verified,
+                    avatar_url: identity
+                        .picture
+                        .clone()
+                        .filter(|u| u.len() <= MAX_AVATAR_LEN && (u.starts_with("https://") || u.starts_with("http://"))),
+                    phone: None,
+                    banned: false,
+                    roles: Vec::new(),
+                    created_at: meta.now,
+                };
+                let row = self.identity_row(p, &user.id, &identity, Some(&email), meta);
+                if !self.store.create_oauth_user(&user, &row).await? {
+                    let e = oauth_error(409, "account_conflict", "the account was created by a concurrent request; try again");
+                    return self.oauth_failed(meta, rng, back, Some(email.as_str()), e, "account_conflict").await;
+                }
+                events.push(
+                    events::UserCreated {
+                        user_id: user.id.clone(),
+                        email: user.email.clone(),
+                        name: user.name.clone(),
+                        provider: p.id.clone(),
+                    }
+                    .into(),
+                );
+                user
+            }
+        };
+        self.oauth_session(meta, rng, p, st, user, events).await
+    }
+
+    /// Opens the session (through the sign-in hook) and stores its tokens
+    /// under a one-time exchange code.
+    async fn oauth_session(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        p: &ProviderConfig,
+        st: &OAuthState,
+        user: User,
+        mut events: Vec<Event>,
+    ) -> Result<CallbackOutcome, Error> {
+        let back = Some(st.redirect_to.as_str());
+        if user.banned {
+            if !events.is_empty() {
+                self.emit(meta, rng, events).await?;
+            }
+            return self.oauth_failed(meta, rng, back, Some(&user.email), banned(), "banned").await;
+        }
+        let auth = match self.start_session_via(meta, rng, &user, &p.id).await {
+            Ok(a) => a,
+            Err(e) => {
+                // A new account or link stays and is announced; the refusal is a failed login.
+                if !events.is_empty() {
+                    self.emit(meta, rng, events).await?;
+                }
+                return match gate_refusal(&e) {
+                    Some(reason) => self.oauth_failed(meta, rng, back, Some(&user.email), e, reason).await,
+                    None => Err(e),
+                };
+            }
+        };
+        events.push(login_event(&user, &p.id, meta));
+        self.emit(meta, rng, events).await?;
+        let code = ids::secret_token(rng);
+        let plain = serde_json::to_string(&auth).map_err(|e| Error::Internal(format!("auth response: {e}")))?;
+        let sealed = oauth::seal(&code, &plain, rng)?;
+        self.store.put_exchange(&ids::token_hash(&code), &sealed, meta.now.plus_secs(EXCHANGE_TTL_SECS)).await?;
+        Ok(CallbackOutcome::SignedIn { location: with_param(&st.redirect_to, "code", &code), auth })
+    }
+
+    /// Emits `login_failed` and returns the refusal.
+    async fn oauth_failed(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        back: Option<&str>,
+        email: Option<&str>,
+        error: Error,
+        reason: &str,
+    ) -> Result<CallbackOutcome, Error> {
+        self.emit(
+            meta,
+            rng,
+            vec![events::LoginFailed {
+                email: email.unwrap_or_default().to_string(),
+                reason: reason.into(),
+                ip_address: meta.ip.clone(),
+                user_agent: meta.user_agent.clone(),
+            }
+            .into()],
+        )
+        .await?;
+        let location = back.map(|b| with_param(b, "error", error.problem().code));
+        Ok(CallbackOutcome::Failed { location, error })
+    }
+
+    /// Swaps a one-time code for the sign-in's tokens (once).
+    pub async fn oauth_exchange(&self, meta: &Meta, req: ExchangeRequest) -> Result<serde_json::Value, Error> {
+        let refused = || oauth_error(400, "invalid_exchange_code", "the code is unknown, already used or expired");
+        let code = req.code;
+        if code.is_empty() || code.len() > 64 || !code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(refused());
+        }
+        let sealed = self.store.take_exchange(&ids::token_hash(&code), meta.now).await?.ok_or_else(refused)?;
+        let plain = oauth::open(&code, &sealed).ok_or_else(refused)?;
+        serde_json::from_str(&plain).map_err(|_| refused())
+    }
+
+    /// Unlinks the caller's identity of `provider`, unless it is their last
+    /// way to sign in (no password and no other provider).
+    pub async fn oauth_unlink(&self, meta: &Meta, bearer: Option<&str>, provider_id: &str) -> Result<(), Error> {
+        let principal = self.authenticate(meta, bearer).await?;
+        let user = self.live_user(&principal).await?;
+        match self.store.unlink_identity(&user.id, provider_id).await? {
+            Unlink::Done => Ok(()),
+            Unlink::NotLinked => Err(oauth_error(404, "not_linked", "no identity of this provider is linked to the account")),
+            Unlink::LastMethod => Err(oauth_error(
+                409,
+                "last_sign_in_method",
+                "this is the account's only way to sign in: set a password or link another provider first",
+            )),
+        }
+    }
+
+    /// `GET /auth/me`: the caller and their linked providers.
+    pub async fn me_with_providers(&self, meta: &Meta, bearer: Option<&str>) -> Result<MeResponse, Error> {
+        let principal = self.authenticate(meta, bearer).await?;
+        let user = self.live_user(&principal).await?;
+        let providers = self.store.identities_of(&user.id).await?;
+        Ok(MeResponse { user: user.response(Some(&principal.session_id)), providers })
+    }
+}
+
+fn linked_elsewhere() -> Error {
+    oauth_error(409, "identity_linked_elsewhere", "this provider identity is already linked to another account")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_and_errors_are_appended_to_the_redirect() {
+        assert_eq!(with_param("https://app.example/done?x=1", "code", "a b"), "https://app.example/done?x=1&code=a+b");
+        assert_eq!(with_param("https://app.example", "error", "invalid_state"), "https://app.example/?error=invalid_state");
+    }
+
+    #[test]
+    fn provider_failures_map_to_stable_codes() {
+        let codes: Vec<(u16, &str)> = [
+            ProviderFailure::Unavailable("x".into()),
+            ProviderFailure::CodeRejected("invalid_grant".into()),
+            ProviderFailure::IdToken(crate::core::oauth::idtoken::IdTokenError::BadSignature),
+        ]
+        .iter()
+        .map(|f| {
+            let p = failure_error(f).problem();
+            (p.status, p.code)
+        })
+        .collect();
+        assert_eq!(codes, vec![(502, "provider_unavailable"), (400, "code_rejected"), (401, "invalid_id_token")]);
+    }
+}

@@ -1,0 +1,245 @@
+//! Sign-in with OAuth 2.0 / OpenID Connect providers: their configuration
+//! (`OAUTH_PROVIDERS`, `REDIRECT_ALLOWLIST`), PKCE, the redirect allowlist,
+//! the sign-in state and one-time exchange codes, and the two ports the flows
+//! reach the world through ([`OAuthStore`], [`ProviderNet`]).
+//!
+//! The flows themselves are in [`crate::core::flows::oauth`]; ID-token checks
+//! in [`idtoken`]; provider requests and replies in [`provider`].
+#![allow(async_fn_in_trait)] // Send is not needed: a Worker isolate is single-threaded.
+
+pub mod config;
+pub mod idtoken;
+pub mod provider;
+pub mod redirect;
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::core::error::Error;
+use crate::core::ids::Random;
+use crate::core::outbound::{HttpReply, SendError};
+use crate::core::time::UnixTime;
+
+pub use config::{OAuthConfig, ProviderConfig, ProviderKind};
+
+/// How long a sign-in may take between `/authorize` and `/callback`.
+pub const STATE_TTL_SECS: u64 = 600;
+/// How long the app has to swap a one-time code for its tokens.
+pub const EXCHANGE_TTL_SECS: u64 = 60;
+/// Cookie binding a sign-in to the browser that started it.
+pub const BINDING_COOKIE: &str = "__Host-portcullis_oauth";
+
+/// The PKCE S256 challenge of `verifier` (RFC 7636 §4.2).
+pub fn pkce_challenge(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+/// A sign-in in progress, stored (under the hash of its `state`) from
+/// `/authorize` until its callback consumes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthState {
+    /// SHA-256 of the `state` parameter (base64url).
+    pub hash: String,
+    /// Provider id.
+    pub provider: String,
+    /// The PKCE verifier, sent with the code to the token endpoint.
+    pub code_verifier: String,
+    /// The `nonce` the ID token must carry (OIDC).
+    pub nonce: String,
+    /// Where the browser goes afterwards (already checked against the allowlist).
+    pub redirect_to: String,
+    /// The signed-in user who asked to link this provider, if linking.
+    pub link_user_id: Option<String>,
+    /// SHA-256 of the binding cookie set on the browser that started the sign-in.
+    pub binding_hash: String,
+    /// Issued.
+    pub created_at: UnixTime,
+    /// Dead after.
+    pub expires_at: UnixTime,
+}
+
+/// A provider identity linked to a user (`oauth_accounts`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LinkedIdentity {
+    /// Provider id.
+    pub provider: String,
+    /// The provider's stable subject (`sub`, or GitHub's numeric user id).
+    #[serde(skip)]
+    pub subject: String,
+    /// The user it signs in.
+    #[serde(skip)]
+    pub user_id: String,
+    /// The email the provider reported when it was linked.
+    pub email: Option<String>,
+    /// Whether the provider said it verified that email.
+    pub email_verified: bool,
+    /// When it was linked (Unix seconds).
+    pub linked_at: UnixTime,
+}
+
+/// Why unlinking did nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unlink {
+    /// The identity was removed.
+    Done,
+    /// The user has no identity of that provider.
+    NotLinked,
+    /// It is the user's last way to sign in (no password, no other provider).
+    LastMethod,
+}
+
+/// Storage of sign-ins in progress, exchange codes and linked identities.
+/// Consumption is one conditional write, so of racing requests exactly one
+/// gets a state or a code.
+pub trait OAuthStore {
+    /// Stores a sign-in in progress.
+    async fn put_oauth_state(&self, state: &OAuthState) -> Result<(), Error>;
+    /// Removes and returns the state whose hash is `hash`, if it is unexpired.
+    async fn take_oauth_state(&self, hash: &str, now: UnixTime) -> Result<Option<OAuthState>, Error>;
+    /// Stores a sealed sign-in result under the hash of its one-time code.
+    async fn put_exchange(&self, hash: &str, sealed: &str, expires_at: UnixTime) -> Result<(), Error>;
+    /// Removes and returns the sealed result for `hash`, if it is unexpired.
+    async fn take_exchange(&self, hash: &str, now: UnixTime) -> Result<Option<String>, Error>;
+    /// The identity `subject` at `provider`, if linked.
+    async fn identity(&self, provider: &str, subject: &str) -> Result<Option<LinkedIdentity>, Error>;
+    /// The user's identities, oldest first.
+    async fn identities_of(&self, user_id: &str) -> Result<Vec<LinkedIdentity>, Error>;
+    /// Links `identity`; `Ok(false)` (nothing written) when that identity is
+    /// linked already or the user already has one of that provider.
+    async fn link_identity(&self, identity: &LinkedIdentity) -> Result<bool, Error>;
+    /// Creates `user` (no roles) and links `identity` to it in one write;
+    /// `Ok(false)` (nothing written) when the email or identity is taken.
+    async fn create_oauth_user(&self, user: &crate::core::users::User, identity: &LinkedIdentity) -> Result<bool, Error>;
+    /// Unlinks the user's identity of `provider` unless it is their last way
+    /// to sign in, decided in the same write.
+    async fn unlink_identity(&self, user_id: &str, provider: &str) -> Result<Unlink, Error>;
+}
+
+/// What a provider call looks like: `GET`, or a form `POST`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderRequest {
+    /// `GET` or `POST`.
+    pub method: &'static str,
+    /// Absolute URL.
+    pub url: String,
+    /// Header names (lowercase) and values.
+    pub headers: Vec<(String, String)>,
+    /// `application/x-www-form-urlencoded` body, for `POST`.
+    pub form: Option<String>,
+    /// Give up after this long.
+    pub timeout_ms: u32,
+}
+
+/// JWS algorithms accepted in provider ID tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwsAlg {
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    Rs256,
+    /// ECDSA P-256 with SHA-256.
+    Es256,
+    /// Ed25519.
+    EdDsa,
+}
+
+impl JwsAlg {
+    /// From a JOSE `alg` name; `none`, HMAC and anything else are refused.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "RS256" => Some(Self::Rs256),
+            "ES256" => Some(Self::Es256),
+            "EdDSA" => Some(Self::EdDsa),
+            _ => None,
+        }
+    }
+
+    /// The JOSE name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rs256 => "RS256",
+            Self::Es256 => "ES256",
+            Self::EdDsa => "EdDSA",
+        }
+    }
+}
+
+/// Outbound calls to providers, signature checks and the isolate's cache of
+/// provider documents (discovery, JWKS).
+pub trait ProviderNet {
+    /// Sends `request`; redirects are not followed.
+    async fn send(&self, request: &ProviderRequest) -> Result<HttpReply, SendError>;
+    /// Verifies `signature` over `signed` with the public `jwk` (already
+    /// matched to `alg`). `Ok(false)` for a bad signature or an unusable key.
+    async fn verify(&self, alg: JwsAlg, jwk: &serde_json::Value, signed: &[u8], signature: &[u8]) -> Result<bool, Error>;
+    /// A cached document and when it was fetched.
+    fn cached(&self, key: &str) -> Option<(UnixTime, String)>;
+    /// Caches a document.
+    fn cache(&self, key: &str, fetched_at: UnixTime, body: &str);
+}
+
+fn exchange_cipher(code: &str) -> Result<Aes256Gcm, Error> {
+    // The code carries 256 random bits; a hash of it is a fine AES key, and
+    // it never reaches storage (only `token_hash(code)` does).
+    let mut h = Sha256::new();
+    h.update(b"portcullis.oauth.exchange\0");
+    h.update(code.as_bytes());
+    Aes256Gcm::new_from_slice(&h.finalize()).map_err(|_| Error::Internal("exchange key length".into()))
+}
+
+/// Seals a sign-in result under a key derived from its one-time `code`, so
+/// the stored row is useless without the code.
+pub fn seal(code: &str, plaintext: &str, rng: &mut impl Random) -> Result<String, Error> {
+    let nonce = rng.bytes::<12>();
+    let ct = exchange_cipher(code)?
+        .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext.as_bytes(), aad: b"oauth-exchange" })
+        .map_err(|_| Error::Internal("exchange sealing failed".into()))?;
+    let mut blob = nonce.to_vec();
+    blob.extend_from_slice(&ct);
+    Ok(URL_SAFE_NO_PAD.encode(blob))
+}
+
+/// Opens what [`seal`] sealed with `code`; `None` if it does not open.
+pub fn open(code: &str, sealed: &str) -> Option<String> {
+    let blob = URL_SAFE_NO_PAD.decode(sealed).ok()?;
+    if blob.len() < 12 {
+        return None;
+    }
+    let (nonce, ct) = blob.split_at(12);
+    let pt = exchange_cipher(code).ok()?.decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: b"oauth-exchange" }).ok()?;
+    String::from_utf8(pt).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::ids::test_support::SeqRandom;
+
+    #[test]
+    fn pkce_s256_matches_rfc_7636_appendix_b() {
+        assert_eq!(
+            pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+    }
+
+    #[test]
+    fn sealed_results_open_only_with_their_code() {
+        let sealed = seal("code-a", "{\"x\":1}", &mut SeqRandom(3)).unwrap();
+        assert_eq!(open("code-a", &sealed).as_deref(), Some("{\"x\":1}"));
+        assert_eq!(open("code-b", &sealed), None);
+        assert_eq!(open("code-a", "AAAA"), None);
+    }
+
+    #[test]
+    fn only_asymmetric_algorithms_are_accepted() {
+        for name in ["none", "HS256", "HS512", "RS512", "PS256", "", "rs256"] {
+            assert_eq!(JwsAlg::parse(name), None, "{name}");
+        }
+        for alg in [JwsAlg::Rs256, JwsAlg::Es256, JwsAlg::EdDsa] {
+            assert_eq!(JwsAlg::parse(alg.as_str()), Some(alg));
+        }
+    }
+}
