@@ -263,7 +263,7 @@ impl Config {
                 Some(HookConfig { url, secret, timeout_ms, failure_mode })
             }
         };
-        let oauth = OAuthConfig::parse(var("OAUTH_PROVIDERS").as_deref(), var("REDIRECT_ALLOWLIST").as_deref(), &var)
+        let oauth = OAuthConfig::parse(var("OAUTH_PROVIDERS").as_deref(), var("REDIRECT_ALLOWLIST").as_deref(), var)
             .map_err(|(name, why)| err(&name, why))?;
         for name in ["HOOK_SECRET", "HOOK_FAILURE_MODE", "HOOK_TIMEOUT_MS"] {
             if hook.is_none() && var(name).is_some() {

@@ -18,6 +18,7 @@ use crate::core::delivery::{Claim, DeadLetter, TargetState};
 use crate::core::email_token::{EmailToken, TokenKind};
 use crate::core::error::Error;
 use crate::core::keys::{KeyStatus, StoredKey};
+use crate::core::oauth::{LinkedIdentity, OAuthState, OAuthStore, Unlink};
 use crate::core::ports::{AccountStore, DeliveryLedger, EmailTokenStore, KeyStore, Result, SessionStore, UserStore};
 use crate::core::session::{RotateRequest, Rotation, Session};
 use crate::core::time::UnixTime;
@@ -558,8 +559,8 @@ impl AccountStore for D1Store {
     }
 
     async fn delete_user(&self, user_id: &str) -> Result<bool> {
-        // Roles, sessions (and their refresh tokens) and emailed tokens go
-        // with the user: ON DELETE CASCADE, which D1 enforces. D1 counts the
+        // Roles, sessions (and their refresh tokens), emailed tokens, linked
+        // OAuth identities and pending OAuth links go with the user: ON DELETE CASCADE, which D1 enforces. D1 counts the
         // cascaded rows in `changes` too, so any count means it was there.
         Ok(self.run("DELETE FROM users WHERE id = ?1", &[text(user_id)]).await? > 0)
     }
@@ -662,6 +663,197 @@ impl EmailTokenStore for D1Store {
 
     async fn purge_email_tokens(&self, before: UnixTime) -> Result<u64> {
         Ok(self.run("DELETE FROM email_tokens WHERE expires_at < ?1", &[time(before)]).await? as u64)
+    }
+}
+
+#[derive(Deserialize)]
+struct OAuthStateRow {
+    hash: String,
+    provider: String,
+    code_verifier: String,
+    nonce: String,
+    redirect_to: String,
+    link_user_id: Option<String>,
+    binding_hash: String,
+    created_at: i64,
+    expires_at: i64,
+}
+
+#[derive(Deserialize)]
+struct SealedRow {
+    sealed: String,
+    expires_at: i64,
+}
+
+#[derive(Deserialize)]
+struct IdentityRow {
+    provider: String,
+    subject: String,
+    user_id: String,
+    email: Option<String>,
+    email_verified: i64,
+    linked_at: i64,
+}
+
+impl From<IdentityRow> for LinkedIdentity {
+    fn from(r: IdentityRow) -> Self {
+        LinkedIdentity {
+            provider: r.provider,
+            subject: r.subject,
+            user_id: r.user_id,
+            email: r.email,
+            email_verified: r.email_verified != 0,
+            linked_at: UnixTime(r.linked_at),
+        }
+    }
+}
+
+const IDENTITY_COLUMNS: &str = "provider, subject, user_id, email, email_verified, linked_at";
+
+impl D1Store {
+    fn insert_identity(&self, i: &LinkedIdentity) -> Result<D1PreparedStatement> {
+        // OR IGNORE: a taken (provider, subject) or (user, provider) writes nothing.
+        self.stmt(
+            "INSERT OR IGNORE INTO oauth_accounts (provider, subject, user_id, email, email_verified, linked_at) \
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?3)",
+            &[
+                text(&i.provider),
+                text(&i.subject),
+                text(&i.user_id),
+                opt_text(i.email.as_deref()),
+                int(i64::from(i.email_verified)),
+                time(i.linked_at),
+            ],
+        )
+    }
+
+    /// Deletes sign-in states and exchange codes that expired before `before`.
+    pub async fn purge_oauth(&self, before: UnixTime) -> Result<()> {
+        self.batch(vec![
+            self.stmt("DELETE FROM oauth_states WHERE expires_at < ?1", &[time(before)])?,
+            self.stmt("DELETE FROM oauth_exchange_codes WHERE expires_at < ?1", &[time(before)])?,
+        ])
+        .await?;
+        Ok(())
+    }
+}
+
+impl OAuthStore for D1Store {
+    async fn put_oauth_state(&self, st: &OAuthState) -> Result<()> {
+        self.run(
+            "INSERT INTO oauth_states (hash, provider, code_verifier, nonce, redirect_to, link_user_id, binding_hash, \
+             created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            &[
+                text(&st.hash),
+                text(&st.provider),
+                text(&st.code_verifier),
+                text(&st.nonce),
+                text(&st.redirect_to),
+                opt_text(st.link_user_id.as_deref()),
+                text(&st.binding_hash),
+                time(st.created_at),
+                time(st.expires_at),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn take_oauth_state(&self, hash: &str, now: UnixTime) -> Result<Option<OAuthState>> {
+        let rows = self
+            .all::<OAuthStateRow>(
+                "DELETE FROM oauth_states WHERE hash = ?1 RETURNING hash, provider, code_verifier, nonce, redirect_to, \
+                 link_user_id, binding_hash, created_at, expires_at",
+                &[text(hash)],
+            )
+            .await?;
+        Ok(rows.into_iter().next().filter(|r| r.expires_at > now.0).map(|r| OAuthState {
+            hash: r.hash,
+            provider: r.provider,
+            code_verifier: r.code_verifier,
+            nonce: r.nonce,
+            redirect_to: r.redirect_to,
+            link_user_id: r.link_user_id,
+            binding_hash: r.binding_hash,
+            created_at: UnixTime(r.created_at),
+            expires_at: UnixTime(r.expires_at),
+        }))
+    }
+
+    async fn put_exchange(&self, hash: &str, sealed: &str, expires_at: UnixTime) -> Result<()> {
+        self.run(
+            "INSERT INTO oauth_exchange_codes (hash, sealed, expires_at) VALUES (?1, ?2, ?3)",
+            &[text(hash), text(sealed), time(expires_at)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn take_exchange(&self, hash: &str, now: UnixTime) -> Result<Option<String>> {
+        let rows = self
+            .all::<SealedRow>("DELETE FROM oauth_exchange_codes WHERE hash = ?1 RETURNING sealed, expires_at", &[text(hash)])
+            .await?;
+        Ok(rows.into_iter().next().filter(|r| r.expires_at > now.0).map(|r| r.sealed))
+    }
+
+    async fn identity(&self, provider: &str, subject: &str) -> Result<Option<LinkedIdentity>> {
+        let sql = format!("SELECT {IDENTITY_COLUMNS} FROM oauth_accounts WHERE provider = ?1 AND subject = ?2");
+        Ok(self.first::<IdentityRow>(&sql, &[text(provider), text(subject)]).await?.map(LinkedIdentity::from))
+    }
+
+    async fn identities_of(&self, user_id: &str) -> Result<Vec<LinkedIdentity>> {
+        let sql = format!("SELECT {IDENTITY_COLUMNS} FROM oauth_accounts WHERE user_id = ?1 ORDER BY linked_at, provider");
+        Ok(self.all::<IdentityRow>(&sql, &[text(user_id)]).await?.into_iter().map(LinkedIdentity::from).collect())
+    }
+
+    async fn link_identity(&self, identity: &LinkedIdentity) -> Result<bool> {
+        let res = self.insert_identity(identity)?.run().await.map_err(unavailable)?;
+        Ok(changes(&res)? == 1)
+    }
+
+    async fn create_oauth_user(&self, u: &User, identity: &LinkedIdentity) -> Result<bool> {
+        let insert_user = self.stmt(
+            "INSERT INTO users (id, email, name, password_hash, email_verified, avatar_url, phone, banned, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, NULL, ?4, ?5, NULL, 0, ?6, ?6) ON CONFLICT(email) DO NOTHING",
+            &[
+                text(&u.id),
+                text(&u.email),
+                opt_text(u.name.as_deref()),
+                int(i64::from(u.email_verified)),
+                opt_text(u.avatar_url.as_deref()),
+                time(u.created_at),
+            ],
+        )?;
+        // If the identity was linked by a racing request, the new user goes
+        // again in the same transaction: no account without its identity.
+        let undo = self.stmt(
+            "DELETE FROM users WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM oauth_accounts WHERE user_id = ?1)",
+            &[text(&u.id)],
+        )?;
+        let results = self.batch(vec![insert_user, self.insert_identity(identity)?, undo]).await?;
+        match results.get(1) {
+            Some(r) => Ok(changes(r)? == 1),
+            None => Err(unavailable("short batch result")),
+        }
+    }
+
+    async fn unlink_identity(&self, user_id: &str, provider: &str) -> Result<Unlink> {
+        let n = self
+            .run(
+                "DELETE FROM oauth_accounts WHERE user_id = ?1 AND provider = ?2 \
+                 AND (EXISTS (SELECT 1 FROM users WHERE id = ?1 AND password_hash IS NOT NULL) \
+                      OR EXISTS (SELECT 1 FROM oauth_accounts o WHERE o.user_id = ?1 AND o.provider <> ?2))",
+                &[text(user_id), text(provider)],
+            )
+            .await?;
+        if n > 0 {
+            return Ok(Unlink::Done);
+        }
+        let sql = format!("SELECT {IDENTITY_COLUMNS} FROM oauth_accounts WHERE user_id = ?1 AND provider = ?2");
+        Ok(match self.first::<IdentityRow>(&sql, &[text(user_id), text(provider)]).await? {
+            Some(_) => Unlink::LastMethod,
+            None => Unlink::NotLinked,
+        })
     }
 }
 

@@ -12,6 +12,7 @@ mod glue;
 mod http;
 mod keyring;
 mod kv;
+mod oauth;
 mod outbound;
 mod platform;
 mod proxy;
@@ -99,5 +100,6 @@ async fn upkeep(env: &Env) -> Result<Option<KeyRotation>, Error> {
     if rotation.is_some() {
         keyring::invalidate();
     }
+    store.purge_oauth(platform::now()).await?;
     Ok(rotation)
 }

@@ -24,7 +24,7 @@ use crate::edge::keyring::{self, EdgeKeys};
 use crate::edge::outbound::FetchGate;
 use crate::edge::platform::{self, OsRandom};
 use crate::edge::queue::QueueSink;
-use crate::edge::{config, proxy};
+use crate::edge::{config, oauth, proxy};
 
 /// Cookie carrying the access token in cookie mode.
 pub const ACCESS_COOKIE: &str = "__Host-portcullis_access";
@@ -117,7 +117,7 @@ fn meta(req: &Request, cfg: &Config, url: &url::Url) -> Meta {
 
 /// The caller's access token: `Authorization: Bearer`, else (cookie mode)
 /// the access cookie — then only for safe methods or same-site requests.
-fn access_token(req: &Request, cfg: &Config, url: &url::Url) -> Result<Option<String>, Error> {
+pub fn access_token(req: &Request, cfg: &Config, url: &url::Url) -> Result<Option<String>, Error> {
     if let Some(t) = http::bearer(req) {
         return Ok(Some(t));
     }
@@ -160,11 +160,11 @@ pub fn cookie(req: &Request, name: &str) -> Option<String> {
     })
 }
 
-fn set_cookie(name: &str, value: &str, max_age: u64) -> (&'static str, String) {
+pub fn set_cookie(name: &str, value: &str, max_age: u64) -> (&'static str, String) {
     ("set-cookie", format!("{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; Secure; SameSite=Lax"))
 }
 
-fn auth_cookies(cfg: &Config, resp: &AuthResponse) -> Vec<(&'static str, String)> {
+pub fn auth_cookies(cfg: &Config, resp: &AuthResponse) -> Vec<(&'static str, String)> {
     if !cfg.cookie_mode {
         return Vec::new();
     }
@@ -242,7 +242,7 @@ async fn auth_api(req: &Request, env: &Env, cfg: Rc<Config>, url: &url::Url) -> 
         }
         ("GET", "/auth/me") => {
             let bearer = access_token(req, &cfg, url)?;
-            js(http::json(200, &deps.me(&meta, bearer.as_deref()).await?, None, &[]))
+            js(http::json(200, &deps.me_with_providers(&meta, bearer.as_deref()).await?, None, &[]))
         }
         ("GET", "/auth/sessions") => {
             let bearer = access_token(req, &cfg, url)?;
@@ -321,6 +321,7 @@ async fn auth_api(req: &Request, env: &Env, cfg: Rc<Config>, url: &url::Url) -> 
             let bearer = access_token(req, &cfg, url)?;
             admin_users(req, &deps, &meta, m, p, url.query(), bearer.as_deref()).await
         }
+        (m, p) if p.starts_with("/auth/oauth/") => oauth::handle(req, &deps, &meta, &cfg, url, m, p).await,
         (_, p) if KNOWN_PATHS.contains(&p) || p.starts_with("/auth/sessions/") => Err(Error::MethodNotAllowed),
         _ => Err(Error::NotFound),
     }

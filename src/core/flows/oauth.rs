@@ -84,7 +84,7 @@ pub enum CallbackOutcome {
         /// `redirect_to?code=…`.
         location: String,
         /// The session's tokens (for cookie mode).
-        auth: AuthResponse,
+        auth: Box<AuthResponse>,
     },
     /// A signed-in user linked a provider: go to `location` (`?linked=<id>`).
     Linked {
@@ -504,7 +504,7 @@ where
         let plain = serde_json::to_string(&auth).map_err(|e| Error::Internal(format!("auth response: {e}")))?;
         let sealed = oauth::seal(&code, &plain, rng)?;
         self.store.put_exchange(&ids::token_hash(&code), &sealed, meta.now.plus_secs(EXCHANGE_TTL_SECS)).await?;
-        Ok(CallbackOutcome::SignedIn { location: with_param(&st.redirect_to, "code", &code), auth })
+        Ok(CallbackOutcome::SignedIn { location: with_param(&st.redirect_to, "code", &code), auth: Box::new(auth) })
     }
 
     /// Emits `login_failed` and returns the refusal.

@@ -1,0 +1,217 @@
+//! OAuth / OIDC at the edge: the `/auth/oauth/…` routes, and the
+//! [`ProviderNet`] adapter — provider calls over `fetch`, ID-token signatures
+//! through WebCrypto (`oauth_glue.js`), discovery documents and JWKS cached in
+//! the isolate.
+#![allow(unsafe_code)] // wasm-bindgen's generated extern shims
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::JsValue;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{Request, Response};
+
+use crate::core::config::Config;
+use crate::core::error::Error;
+use crate::core::flows::oauth::{AuthorizeRequest, CallbackOutcome, CallbackQuery, ExchangeRequest, Started};
+use crate::core::flows::{Deps, Meta};
+use crate::core::oauth::{JwsAlg, ProviderNet, ProviderRequest, BINDING_COOKIE, STATE_TTL_SECS};
+use crate::core::outbound::{HttpReply, SendError};
+use crate::core::time::UnixTime;
+use crate::edge::d1::D1Store;
+use crate::edge::http::{self, JsResult};
+use crate::edge::keyring::EdgeKeys;
+use crate::edge::platform::OsRandom;
+use crate::edge::queue::QueueSink;
+use crate::edge::router::{access_token, auth_cookies, cookie, set_cookie};
+
+/// Largest provider reply read (JWKS with certificate chains can be large).
+const MAX_PROVIDER_REPLY_BYTES: u32 = 256 * 1024;
+/// Most documents cached per isolate (two per provider).
+const MAX_CACHED_DOCUMENTS: usize = 64;
+
+#[wasm_bindgen(module = "/src/edge/oauth_glue.js")]
+extern "C" {
+    #[wasm_bindgen(catch, js_name = providerFetch)]
+    fn provider_fetch(
+        method: &str,
+        url: &str,
+        headers: &str,
+        body: Option<String>,
+        timeout_ms: u32,
+        max_bytes: u32,
+    ) -> Result<js_sys::Promise, JsValue>;
+
+    #[wasm_bindgen(catch, js_name = verifyJws)]
+    fn verify_jws(alg: &str, jwk: &str, signed: &[u8], signature: &[u8]) -> Result<js_sys::Promise, JsValue>;
+}
+
+thread_local! {
+    static DOCUMENTS: RefCell<HashMap<String, (UnixTime, String)>> = RefCell::new(HashMap::new());
+}
+
+fn message(e: &JsValue) -> String {
+    js_sys::Reflect::get(e, &"message".into()).ok().and_then(|m| m.as_string()).unwrap_or_else(|| format!("{e:?}"))
+}
+
+/// `fetch` + WebCrypto + the isolate cache behind [`ProviderNet`].
+pub struct EdgeProviderNet;
+
+impl ProviderNet for EdgeProviderNet {
+    async fn send(&self, request: &ProviderRequest) -> Result<HttpReply, SendError> {
+        let mut headers = String::new();
+        for (k, v) in &request.headers {
+            if v.contains('\n') {
+                continue;
+            }
+            headers.push_str(k);
+            headers.push('\n');
+            headers.push_str(v);
+            headers.push('\n');
+        }
+        let promise = provider_fetch(
+            request.method,
+            &request.url,
+            &headers,
+            request.form.clone(),
+            request.timeout_ms,
+            MAX_PROVIDER_REPLY_BYTES,
+        )
+        .map_err(|e| SendError::Network(message(&e)))?;
+        let reply = JsFuture::from(promise).await.map_err(|e| match message(&e).as_str() {
+            "timed out" => SendError::Timeout,
+            other => SendError::Network(other.to_string()),
+        })?;
+        let status = js_sys::Reflect::get(&reply, &"status".into()).ok().and_then(|s| s.as_f64()).unwrap_or(0.0) as u16;
+        let body = js_sys::Reflect::get(&reply, &"body".into()).ok().and_then(|b| b.as_string()).unwrap_or_default();
+        Ok(HttpReply { status, body })
+    }
+
+    async fn verify(&self, alg: JwsAlg, jwk: &serde_json::Value, signed: &[u8], signature: &[u8]) -> Result<bool, Error> {
+        let promise = verify_jws(alg.as_str(), &jwk.to_string(), signed, signature)
+            .map_err(|e| Error::Internal(format!("verifyJws: {}", message(&e))))?;
+        let ok = JsFuture::from(promise).await.map_err(|e| Error::Internal(format!("verifyJws: {}", message(&e))))?;
+        Ok(ok.as_bool().unwrap_or(false))
+    }
+
+    fn cached(&self, key: &str) -> Option<(UnixTime, String)> {
+        DOCUMENTS.with(|d| d.borrow().get(key).cloned())
+    }
+
+    fn cache(&self, key: &str, fetched_at: UnixTime, body: &str) {
+        DOCUMENTS.with(|d| {
+            let mut d = d.borrow_mut();
+            if d.len() >= MAX_CACHED_DOCUMENTS && !d.contains_key(key) {
+                d.clear();
+            }
+            d.insert(key.to_string(), (fetched_at, body.to_string()));
+        });
+    }
+}
+
+type EdgeDeps<'a> = Deps<'a, D1Store, QueueSink<'a>, EdgeKeys<'a>>;
+
+fn js(r: JsResult<Response>) -> Result<Response, Error> {
+    r.map_err(|e| Error::Internal(format!("response: {e:?}")))
+}
+
+fn binding_cookie(value: &str, max_age: u64) -> (&'static str, String) {
+    set_cookie(BINDING_COOKIE, value, max_age)
+}
+
+fn query(url: &url::Url, name: &str) -> Option<String> {
+    url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
+#[derive(Debug, Deserialize)]
+struct Tokens {
+    access_token: String,
+    refresh_token: String,
+}
+
+/// Serves `/auth/oauth/…`. Unknown shapes are 404s, known shapes with
+/// another method 405s.
+pub async fn handle(
+    req: &Request,
+    deps: &EdgeDeps<'_>,
+    meta: &Meta,
+    cfg: &Config,
+    url: &url::Url,
+    method: &str,
+    path: &str,
+) -> Result<Response, Error> {
+    let rng = &mut OsRandom;
+    let net = &EdgeProviderNet;
+    let rest = path.strip_prefix("/auth/oauth/").unwrap_or("");
+    let segments: Vec<&str> = rest.split('/').collect();
+    match (method, segments.as_slice()) {
+        ("POST", ["exchange"]) => {
+            let body: ExchangeRequest = http::read_json(req).await?;
+            let value = deps.oauth_exchange(meta, body).await?;
+            let cookies = match serde_json::from_value::<Tokens>(value.clone()) {
+                Ok(t) if cfg.cookie_mode => vec![
+                    set_cookie(crate::edge::router::ACCESS_COOKIE, &t.access_token, cfg.access_ttl_secs),
+                    set_cookie(crate::edge::router::REFRESH_COOKIE, &t.refresh_token, cfg.refresh_ttl_secs),
+                ],
+                _ => Vec::new(),
+            };
+            js(http::json(200, &value, None, &cookies))
+        }
+        ("GET", [id, "authorize"]) => {
+            let body = AuthorizeRequest { redirect_to: query(url, "redirect_to") };
+            let started = deps.oauth_authorize(meta, rng, net, id, body, None).await?;
+            redirect(&started.authorize_url, &[binding_cookie(&started.binding, STATE_TTL_SECS)])
+        }
+        ("POST", [id, "link"]) => {
+            let bearer = access_token(req, cfg, url)?;
+            let body: AuthorizeRequest = http::read_optional_json(req).await?.unwrap_or_default();
+            let Started { authorize_url, binding } = deps.oauth_link_start(meta, rng, net, bearer.as_deref(), id, body).await?;
+            js(http::json(
+                200,
+                &serde_json::json!({ "authorize_url": authorize_url }),
+                None,
+                &[binding_cookie(&binding, STATE_TTL_SECS)],
+            ))
+        }
+        ("GET", [id, "callback"]) => {
+            let q = CallbackQuery {
+                code: query(url, "code"),
+                state: query(url, "state"),
+                error: query(url, "error"),
+                iss: query(url, "iss"),
+            };
+            let binding = cookie(req, BINDING_COOKIE);
+            let clear = binding_cookie("", 0);
+            match deps.oauth_callback(meta, rng, net, id, q, binding.as_deref()).await? {
+                CallbackOutcome::SignedIn { location, auth } => {
+                    let mut headers = auth_cookies(cfg, &auth);
+                    headers.push(clear);
+                    redirect(&location, &headers)
+                }
+                CallbackOutcome::Linked { location } => redirect(&location, &[clear]),
+                CallbackOutcome::Failed { location: Some(location), error } => {
+                    if error.is_server_side() {
+                        worker::console_error!("portcullis.error oauth callback: {error}");
+                    }
+                    redirect(&location, &[clear])
+                }
+                CallbackOutcome::Failed { location: None, error } => Err(error),
+            }
+        }
+        ("DELETE", [id]) if *id != "exchange" && !id.is_empty() => {
+            let bearer = access_token(req, cfg, url)?;
+            deps.oauth_unlink(meta, bearer.as_deref(), id).await?;
+            js(http::empty(204, &[]))
+        }
+        (_, ["exchange"] | [_, "authorize" | "callback" | "link"] | [_]) => Err(Error::MethodNotAllowed),
+        _ => Err(Error::NotFound),
+    }
+}
+
+fn redirect(location: &str, extra: &[(&'static str, String)]) -> Result<Response, Error> {
+    let mut headers: Vec<(&str, String)> = vec![("location", location.to_string())];
+    headers.extend(extra.iter().cloned());
+    js(http::empty(302, &headers))
+}

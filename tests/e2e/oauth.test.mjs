@@ -1,0 +1,451 @@
+// Sign in with OAuth / OIDC end to end, against a real OpenID provider
+// (oidc-provider), a hand-made OIDC server that forges ID tokens, and a
+// server speaking GitHub's API: account creation, linking by verified email,
+// the unverified-email refusal, state replay and binding, PKCE, nonce,
+// audience and signature checks, open redirects, provider outages, the
+// one-time exchange, linking and unlinking by signed-in users, banned users.
+import { test, before, after, describe } from "node:test";
+import assert from "node:assert/strict";
+import crypto from "node:crypto";
+import { startGateway, freePort, post, json } from "./harness.mjs";
+import { signup, makeAdmin, withEvent, assertNoEvent, assertProblem, authed } from "./lib/accounts.mjs";
+import { startOidcProvider, startFakeOidc, startFakeGithub, browse } from "./lib/oauth-servers.mjs";
+
+const APP = "http://app.test/oauth/done";
+const CLIENT_ID = "portcullis";
+const CLIENT_SECRET = "e2e-client-secret-0123456789";
+const GH_ID = "gh-client";
+const GH_SECRET = "gh-secret-0123456789";
+const BINDING = "__Host-portcullis_oauth";
+
+const rand = (p) => `${p}-${crypto.randomBytes(5).toString("hex")}`;
+const mail = (p) => `${rand(p)}@example.com`;
+
+describe("OAuth / OIDC sign-in", () => {
+  let gw, op, fake, gh;
+
+  before(async () => {
+    const opPort = await freePort();
+    const downPort = await freePort();
+    fake = await startFakeOidc({ clientId: CLIENT_ID });
+    gh = await startFakeGithub({ clientId: GH_ID, clientSecret: GH_SECRET });
+    gw = await startGateway({
+      vars: {
+        OAUTH_PROVIDERS: JSON.stringify([
+          { id: "acme", issuer: `http://127.0.0.1:${opPort}`, client_id: CLIENT_ID },
+          { id: "rogue", issuer: fake.issuer, client_id: CLIENT_ID },
+          { id: "down", issuer: `http://127.0.0.1:${downPort}`, client_id: "x" },
+          { id: "github", preset: "github", client_id: GH_ID, base_url: gh.base, api_url: gh.base },
+        ]),
+        OAUTH_ACME_CLIENT_SECRET: CLIENT_SECRET,
+        OAUTH_GITHUB_CLIENT_SECRET: GH_SECRET,
+        REDIRECT_ALLOWLIST: `${APP}, http://app.test/other/`,
+      },
+    });
+    op = await startOidcProvider({
+      port: opPort,
+      redirectUri: `${gw.url}/auth/oauth/acme/callback`,
+      clientId: CLIENT_ID,
+      clientSecret: CLIENT_SECRET,
+    });
+  });
+
+  after(async () => {
+    await gw?.stop();
+    await op?.close();
+    await fake?.close();
+    await gh?.close();
+  });
+
+  /** GET /authorize: returns the provider URL and the binding cookie. */
+  async function authorize(provider, redirectTo = APP) {
+    const q = redirectTo === undefined ? "" : `?redirect_to=${encodeURIComponent(redirectTo)}`;
+    const res = await fetch(`${gw.url}/auth/oauth/${provider}/authorize${q}`, { redirect: "manual" });
+    const text = await res.text();
+    assert.equal(res.status, 302, text);
+    const binding = res.headers.getSetCookie().find((c) => c.startsWith(`${BINDING}=`));
+    assert.ok(binding, "the binding cookie is set");
+    assert.match(binding, /HttpOnly; Secure; SameSite=Lax/);
+    return { url: res.headers.get("location"), binding: binding.split(";")[0].slice(BINDING.length + 1) };
+  }
+
+  /** GET /callback with the browser's binding cookie. */
+  async function callback(url, binding) {
+    const res = await fetch(url, { redirect: "manual", headers: binding ? { cookie: `${BINDING}=${binding}` } : {} });
+    const location = res.headers.get("location");
+    return { res, location: location ? new URL(location) : null };
+  }
+
+  const callbackPrefix = (provider) => `${gw.url}/auth/oauth/${provider}/callback`;
+
+  /** A full sign-in at the real provider as `account`; returns the app's redirect. */
+  async function acmeSignIn(account, redirectTo = APP) {
+    const a = await authorize("acme", redirectTo);
+    op.nextLogin = account;
+    const cbUrl = await browse(a.url, callbackPrefix("acme"));
+    const cb = await callback(cbUrl, a.binding);
+    assert.equal(cb.res.status, 302, await cb.res.text());
+    return { ...cb, cbUrl, authorizeUrl: a.url, binding: a.binding };
+  }
+
+  const exchange = (code) => post(`${gw.url}/auth/oauth/exchange`, { code });
+
+  async function exchangeOk(location) {
+    assert.equal(location.searchParams.get("error"), null, `redirected with error: ${location}`);
+    const code = location.searchParams.get("code");
+    assert.match(code ?? "", /^[A-Za-z0-9_-]{43}$/);
+    const res = await exchange(code);
+    const body = await json(res);
+    assert.equal(res.status, 200, JSON.stringify(body));
+    return body;
+  }
+
+  function account(claims) {
+    const id = rand("acct");
+    op.accounts.set(id, claims);
+    return id;
+  }
+
+  const failedWith = (reason) => (e) => e.type === "login_failed" && e.data.reason === reason;
+
+  test("a first sign-in creates a verified account, emits user_created and login with the provider, and the code is single-use", async () => {
+    const email = mail("new");
+    const id = account({ email, email_verified: true, name: "Ada Lovelace" });
+    const { location, authorizeUrl } = await acmeSignIn(id);
+    const q = new URL(authorizeUrl).searchParams;
+    assert.equal(q.get("code_challenge_method"), "S256");
+    assert.match(q.get("code_challenge"), /^[A-Za-z0-9_-]{43}$/);
+    assert.match(q.get("nonce"), /^[A-Za-z0-9_-]{43}$/);
+    assert.match(q.get("state"), /^[A-Za-z0-9_-]{43}$/);
+    assert.equal(`${location.origin}${location.pathname}`, APP);
+    assert.deepEqual([...location.searchParams.keys()], ["code"], "nothing but the one-time code in the URL");
+    const code = location.searchParams.get("code");
+    const body = await exchangeOk(location);
+    assert.equal(body.token_type, "Bearer");
+    assert.equal(body.user.email, email);
+    assert.equal(body.user.email_verified, true);
+    assert.equal(body.user.name, "Ada Lovelace");
+    const created = await gw.waitForEvent((e) => e.type === "user_created" && e.data.email === email);
+    assert.equal(created.data.provider, "acme");
+    assert.equal(created.data.user_id, body.user.id);
+    const login = await gw.waitForEvent((e) => e.type === "login" && e.data.email === email);
+    assert.equal(login.data.provider, "acme");
+    await assertProblem(await exchange(code), 400, "invalid_exchange_code");
+    const me = await json(await authed(`${gw.url}/auth/me`, body.access_token));
+    assert.equal(me.id, body.user.id);
+    assert.equal(me.providers.length, 1);
+    assert.equal(me.providers[0].provider, "acme");
+    assert.equal(me.providers[0].email, email);
+    assert.equal(me.providers[0].email_verified, true);
+    assert.equal(typeof me.providers[0].linked_at, "number");
+
+    // The same identity signs the same user in again, without a new account.
+    const again = await exchangeOk((await acmeSignIn(id)).location);
+    assert.equal(again.user.id, body.user.id);
+  });
+
+  test("a provider-verified email matching an account links to it (oauth_link) and signs it in", async () => {
+    const email = mail("link");
+    const existing = await signup(gw, email);
+    assert.equal(existing.user.email_verified, false);
+    const id = account({ email: email.toUpperCase(), email_verified: true });
+    const body = await exchangeOk((await acmeSignIn(id)).location);
+    assert.equal(body.user.id, existing.user.id);
+    assert.equal(body.user.email_verified, true, "the provider verified the address");
+    const link = await gw.waitForEvent((e) => e.type === "oauth_link" && e.data.email === email);
+    assert.deepEqual(link.data, { user_id: existing.user.id, email, provider: "acme" });
+    const login = await gw.waitForEvent((e) => e.type === "login" && e.data.email === email && e.data.provider === "acme");
+    assert.equal(login.data.user_id, existing.user.id);
+  });
+
+  test("an unverified email matching an account is refused and never linked", async () => {
+    const email = mail("unverified");
+    const existing = await signup(gw, email);
+    const id = account({ email, email_verified: false });
+    const { result, event } = await withEvent(gw, failedWith("unverified_email"), () => acmeSignIn(id));
+    assert.equal(result.location.searchParams.get("error"), "email_not_verified");
+    assert.equal(result.location.searchParams.get("code"), null);
+    assert.equal(event.data.email, email);
+    const me = await json(await authed(`${gw.url}/auth/me`, existing.access_token));
+    assert.deepEqual(me.providers, []);
+    await assertNoEvent(gw, (e) => e.type === "oauth_link" && e.data.email === email, () =>
+      withEvent(gw, failedWith("access_denied"), async () => {
+        const a = await authorize("acme");
+        op.nextLogin = "deny";
+        return callback(await browse(a.url, callbackPrefix("acme")), a.binding);
+      }),
+    );
+  });
+
+  test("the provider's access_denied returns to the app with error and emits login_failed", async () => {
+    const a = await authorize("acme");
+    op.nextLogin = "deny";
+    const cbUrl = await browse(a.url, callbackPrefix("acme"));
+    assert.equal(new URL(cbUrl).searchParams.get("error"), "access_denied");
+    const { result } = await withEvent(gw, failedWith("access_denied"), () => callback(cbUrl, a.binding));
+    assert.equal(result.res.status, 302);
+    assert.equal(result.location.searchParams.get("error"), "access_denied");
+  });
+
+  test("a state is single-use, also under concurrent callbacks, and bound to the browser that started it", async () => {
+    const id = account({ email: mail("replay"), email_verified: true });
+    const a = await authorize("acme");
+    op.nextLogin = id;
+    const cbUrl = await browse(a.url, callbackPrefix("acme"));
+    const results = await Promise.all(Array.from({ length: 5 }, () => callback(cbUrl, a.binding)));
+    const statuses = results.map((r) => r.res.status).sort();
+    assert.deepEqual(statuses, [302, 400, 400, 400, 400]);
+    for (const r of results.filter((r) => r.res.status === 400)) await assertProblem(r.res, 400, "invalid_state");
+    await gw.waitForEvent(failedWith("invalid_state"));
+    // Unknown state: a problem, no redirect anywhere.
+    const forged = await callback(`${callbackPrefix("acme")}?code=x&state=${"A".repeat(43)}`, a.binding);
+    await assertProblem(forged.res, 400, "invalid_state");
+    await assertProblem((await callback(`${callbackPrefix("acme")}?code=x`)).res, 400, "invalid_state");
+
+    // Another browser (no or another binding cookie) cannot finish it.
+    const b = await authorize("acme");
+    op.nextLogin = id;
+    const cbB = await browse(b.url, callbackPrefix("acme"));
+    const { result } = await withEvent(gw, failedWith("state_binding_mismatch"), () => callback(cbB, a.binding));
+    assert.equal(result.location.searchParams.get("error"), "invalid_state");
+  });
+
+  test("PKCE: a code replayed under another sign-in's state fails at the provider (code_rejected)", async () => {
+    const id = account({ email: mail("pkce"), email_verified: true });
+    const first = await authorize("acme");
+    op.nextLogin = id;
+    const cbFirst = new URL(await browse(first.url, callbackPrefix("acme")));
+    const second = await authorize("acme");
+    const stolen = new URL(callbackPrefix("acme"));
+    stolen.searchParams.set("code", cbFirst.searchParams.get("code"));
+    stolen.searchParams.set("state", new URL(second.url).searchParams.get("state"));
+    stolen.searchParams.set("iss", op.issuer);
+    const { result } = await withEvent(gw, failedWith("code_rejected"), () => callback(stolen.toString(), second.binding));
+    assert.equal(result.location.searchParams.get("error"), "code_rejected");
+    // The hand-made provider sees the S256 verifier of the sign-in's own challenge.
+    fake.forge = ({ nonce }) => fake.sign({ nonce, claims: { sub: rand("pk"), email: mail("pk") } });
+    const a = await authorize("rogue");
+    const { code, state } = fake.approve(a.url);
+    const ok = await callback(`${callbackPrefix("rogue")}?code=${code}&state=${state}`, a.binding);
+    await exchangeOk(ok.location);
+    const sent = fake.tokenRequests.at(-1);
+    assert.equal(crypto.createHash("sha256").update(sent.code_verifier).digest("base64url"), new URL(a.url).searchParams.get("code_challenge"));
+    assert.equal(sent.client_id, CLIENT_ID);
+  });
+
+  describe("ID tokens from the hand-made provider", () => {
+    /** One sign-in at the fake provider with `forge`; returns the app redirect. */
+    async function rogueSignIn(forge) {
+      fake.forge = forge;
+      const a = await authorize("rogue");
+      const { code, state } = fake.approve(a.url);
+      const cb = await callback(`${callbackPrefix("rogue")}?code=${code}&state=${state}`, a.binding);
+      assert.equal(cb.res.status, 302, await cb.res.text());
+      return cb.location;
+    }
+
+    test("good tokens signed with RS256, ES256 and EdDSA sign in", async () => {
+      for (const alg of ["RS256", "ES256", "EdDSA"]) {
+        const email = mail(`alg-${alg.toLowerCase()}`);
+        const loc = await rogueSignIn(({ nonce }) => fake.sign({ alg, nonce, claims: { sub: rand("s"), email } }));
+        const body = await exchangeOk(loc);
+        assert.equal(body.user.email, email, alg);
+      }
+    });
+
+    const now = () => Math.floor(Date.now() / 1000);
+    const bad = [
+      ["a wrong audience", "id_token_wrong_audience", ({ nonce }) => fake.sign({ nonce, claims: { aud: "someone-else" } })],
+      ["several audiences without azp", "id_token_wrong_audience", ({ nonce }) => fake.sign({ nonce, claims: { aud: [CLIENT_ID, "other"] } })],
+      ["a signature by an unpublished key under a published kid", "id_token_bad_signature", ({ nonce }) =>
+        fake.sign({ nonce, key: fake.otherKey })],
+      ["another sign-in's nonce", "id_token_nonce_mismatch", () => fake.sign({ nonce: "not-the-nonce" })],
+      ["another issuer", "id_token_wrong_issuer", ({ nonce }) => fake.sign({ nonce, claims: { iss: "https://evil.example" } })],
+      ["an expired token", "id_token_expired", ({ nonce }) => fake.sign({ nonce, claims: { exp: now() - 600, iat: now() - 900 } })],
+      ["an unknown kid", "id_token_unknown_key", ({ nonce }) => fake.sign({ nonce, header: { kid: "nope" } })],
+      ["alg none", "id_token_unsupported_alg", async ({ nonce }) => {
+        const good = await fake.sign({ nonce });
+        const [, payload] = good.split(".");
+        return `${Buffer.from(JSON.stringify({ alg: "none" })).toString("base64url")}.${payload}.`;
+      }],
+      ["HS256 keyed with the public key", "id_token_unsupported_alg", async ({ nonce }) => {
+        const { SignJWT } = await import("jose");
+        return new SignJWT({ sub: "x", nonce, iss: fake.issuer, aud: CLIENT_ID })
+          .setProtectedHeader({ alg: "HS256", kid: fake.keys.RS256.kid })
+          .setIssuedAt()
+          .setExpirationTime("5m")
+          .sign(new TextEncoder().encode(JSON.stringify(fake.keys.RS256.jwk)));
+      }],
+      ["an RS256 header on the ES256 key's kid", "id_token_unknown_key", ({ nonce }) =>
+        fake.sign({ nonce, header: { kid: fake.keys.ES256.kid } })],
+    ];
+    for (const [what, reason, forge] of bad) {
+      test(`${what} is refused (invalid_id_token, login_failed ${reason})`, async () => {
+        const { result } = await withEvent(gw, failedWith(reason), () => rogueSignIn(forge));
+        assert.equal(result.searchParams.get("error"), "invalid_id_token");
+        assert.equal(result.searchParams.get("code"), null);
+      });
+    }
+
+    test("a failing token endpoint returns to the app with provider_unavailable or code_rejected", async () => {
+      try {
+        fake.tokenReply = { status: 503, body: { error: "temporarily_unavailable" } };
+        let { result } = await withEvent(gw, failedWith("provider_unavailable"), () => rogueSignIn(null));
+        assert.equal(result.searchParams.get("error"), "provider_unavailable");
+        fake.tokenReply = { status: 400, body: { error: "invalid_grant" } };
+        ({ result } = await withEvent(gw, failedWith("code_rejected"), () => rogueSignIn(null)));
+        assert.equal(result.searchParams.get("error"), "code_rejected");
+        fake.tokenReply = { status: 200, body: { access_token: "x" } };
+        ({ result } = await withEvent(gw, failedWith("provider_unavailable"), () => rogueSignIn(null)));
+        assert.equal(result.searchParams.get("error"), "provider_unavailable", "no id_token");
+      } finally {
+        fake.tokenReply = null;
+      }
+    });
+  });
+
+  test("redirect_to must be on REDIRECT_ALLOWLIST: open-redirect attempts get 400 invalid_redirect", async () => {
+    for (const target of [
+      "https://evil.example/",
+      "http://app.test.evil.example/oauth/done",
+      "http://app.test@evil.example/oauth/done",
+      "//evil.example/oauth/done",
+      "http:\\\\evil.example",
+      "http://app.test/oauth/done-evil",
+      "http://app.test/other",
+      "javascript:alert(1)//http://app.test/oauth/done",
+      "http://app.test/oauth/done#x",
+    ]) {
+      const res = await fetch(`${gw.url}/auth/oauth/acme/authorize?redirect_to=${encodeURIComponent(target)}`, { redirect: "manual" });
+      assert.equal(res.headers.get("location"), null, target);
+      await assertProblem(res, 400, "invalid_redirect");
+    }
+    const deep = await authorize("acme", "http://app.test/other/page?x=1");
+    assert.ok(deep.url.startsWith(op.issuer));
+    const dflt = await fetch(`${gw.url}/auth/oauth/acme/authorize`, { redirect: "manual" });
+    assert.equal(dflt.status, 302, "without redirect_to the first allowlist entry is used");
+  });
+
+  test("unknown providers are 404, unreachable ones 502, and the exchange refuses junk", async () => {
+    await assertProblem(await fetch(`${gw.url}/auth/oauth/nope/authorize`, { redirect: "manual" }), 404, "unknown_provider");
+    await assertProblem(await fetch(`${gw.url}/auth/oauth/nope/callback?state=x&code=y`), 404, "unknown_provider");
+    await assertProblem(await fetch(`${gw.url}/auth/oauth/down/authorize`, { redirect: "manual" }), 502, "provider_unavailable");
+    await assertProblem(await exchange("not-a-code"), 400, "invalid_exchange_code");
+    await assertProblem(await exchange("x".repeat(500)), 400, "invalid_exchange_code");
+    await assertProblem(await post(`${gw.url}/auth/oauth/exchange`, "[]"), 422, "validation_failed");
+    await assertProblem(await fetch(`${gw.url}/auth/oauth/exchange`), 405, "method_not_allowed");
+  });
+
+  test("a signed-in user links a provider; that identity cannot then be linked to anyone else", async () => {
+    const owner = await signup(gw, mail("linker"));
+    const res = await authed(`${gw.url}/auth/oauth/acme/link`, owner.access_token, { method: "POST", body: { redirect_to: APP } });
+    const body = await json(res);
+    assert.equal(res.status, 200, JSON.stringify(body));
+    const binding = res.headers.getSetCookie().find((c) => c.startsWith(`${BINDING}=`)).split(";")[0].slice(BINDING.length + 1);
+    const id = account({ email: mail("other-address"), email_verified: false });
+    op.nextLogin = id;
+    const cbUrl = await browse(body.authorize_url, callbackPrefix("acme"));
+    const { result, event } = await withEvent(gw, (e) => e.type === "oauth_link" && e.data.user_id === owner.user.id, () =>
+      callback(cbUrl, binding),
+    );
+    assert.equal(result.location.searchParams.get("linked"), "acme");
+    assert.equal(result.location.searchParams.get("code"), null, "linking does not open a new session");
+    assert.equal(event.data.provider, "acme");
+    const me = await json(await authed(`${gw.url}/auth/me`, owner.access_token));
+    assert.deepEqual(me.providers.map((p) => p.provider), ["acme"]);
+    // The identity now signs the owner in.
+    assert.equal((await exchangeOk((await acmeSignIn(id)).location)).user.id, owner.user.id);
+
+    const intruder = await signup(gw, mail("intruder"));
+    const r2 = await authed(`${gw.url}/auth/oauth/acme/link`, intruder.access_token, { method: "POST" });
+    const b2 = await json(r2);
+    const binding2 = r2.headers.getSetCookie().find((c) => c.startsWith(`${BINDING}=`)).split(";")[0].slice(BINDING.length + 1);
+    op.nextLogin = id;
+    const cb2 = await browse(b2.authorize_url, callbackPrefix("acme"));
+    const refused = await withEvent(gw, failedWith("identity_linked_elsewhere"), () => callback(cb2, binding2));
+    assert.equal(refused.result.location.searchParams.get("error"), "identity_linked_elsewhere");
+    assert.deepEqual((await json(await authed(`${gw.url}/auth/me`, intruder.access_token))).providers, []);
+    await assertProblem(await fetch(`${gw.url}/auth/oauth/acme/link`, { method: "POST" }), 401, "missing_token");
+  });
+
+  test("unlinking is refused for the last way to sign in and allowed otherwise", async () => {
+    // OAuth-only account: acme is its only way in.
+    const id = account({ email: mail("solo"), email_verified: true });
+    const solo = await exchangeOk((await acmeSignIn(id)).location);
+    const unlink = (token, provider) => authed(`${gw.url}/auth/oauth/${provider}`, token, { method: "DELETE" });
+    await assertProblem(await unlink(solo.access_token, "acme"), 409, "last_sign_in_method");
+    await assertProblem(await unlink(solo.access_token, "github"), 404, "not_linked");
+    // With GitHub linked too, either may go — but not both.
+    const r = await authed(`${gw.url}/auth/oauth/github/link`, solo.access_token, { method: "POST" });
+    const { authorize_url } = await json(r);
+    const binding = r.headers.getSetCookie().find((c) => c.startsWith(`${BINDING}=`)).split(";")[0].slice(BINDING.length + 1);
+    const { code, state } = gh.approve(authorize_url, { id: 700000 + Math.floor(Math.random() * 1e5), login: "solo", emails: [] });
+    const linked = await callback(`${callbackPrefix("github")}?code=${code}&state=${state}`, binding);
+    assert.equal(linked.location.searchParams.get("linked"), "github");
+    assert.equal((await unlink(solo.access_token, "acme")).status, 204);
+    await assertProblem(await unlink(solo.access_token, "github"), 409, "last_sign_in_method");
+    const me = await json(await authed(`${gw.url}/auth/me`, solo.access_token));
+    assert.deepEqual(me.providers.map((p) => p.provider), ["github"]);
+
+    // A password account may drop its only provider.
+    const email = mail("pw");
+    const pw = await signup(gw, email);
+    await exchangeOk((await acmeSignIn(account({ email, email_verified: true }))).location);
+    assert.equal((await unlink(pw.access_token, "acme")).status, 204);
+    await assertProblem(await unlink(pw.access_token, "acme"), 404, "not_linked");
+  });
+
+  test("banned users are refused with account_banned and login_failed", async () => {
+    const admin = await makeAdmin(gw, mail("admin"));
+    const email = mail("banned");
+    const id = account({ email, email_verified: true });
+    const user = await exchangeOk((await acmeSignIn(id)).location);
+    const ban = await authed(`${gw.url}/auth/admin/users/${user.user.id}/ban`, admin.access_token, { method: "POST" });
+    assert.equal(ban.status, 200);
+    const { result, event } = await withEvent(gw, failedWith("banned"), () => acmeSignIn(id));
+    assert.equal(result.location.searchParams.get("error"), "account_banned");
+    assert.equal(event.data.email, email);
+  });
+
+  test("GitHub: the primary verified email creates the account; an unverified one never links", async () => {
+    const email = mail("octo");
+    const a = await authorize("github");
+    const q = new URL(a.url).searchParams;
+    assert.ok(a.url.startsWith(`${gh.base}/login/oauth/authorize?`));
+    assert.equal(q.get("client_id"), GH_ID);
+    assert.equal(q.get("nonce"), null, "GitHub is not OIDC");
+    const ghId = 100000 + Math.floor(Math.random() * 1e5);
+    const { code, state } = gh.approve(a.url, {
+      id: ghId,
+      login: "octo",
+      name: "Octo Cat",
+      emails: [
+        { email: mail("secondary"), primary: false, verified: true },
+        { email, primary: true, verified: true },
+      ],
+    });
+    const cb = await callback(`${callbackPrefix("github")}?code=${code}&state=${state}`, a.binding);
+    const body = await exchangeOk(cb.location);
+    assert.equal(body.user.email, email);
+    assert.equal(body.user.name, "Octo Cat");
+    const created = await gw.waitForEvent((e) => e.type === "user_created" && e.data.email === email);
+    assert.equal(created.data.provider, "github");
+    assert.equal((await gw.waitForEvent((e) => e.type === "login" && e.data.email === email)).data.provider, "github");
+
+    const taken = mail("taken");
+    await signup(gw, taken);
+    const b = await authorize("github");
+    const g2 = gh.approve(b.url, { id: ghId + 1, login: "sneaky", emails: [{ email: taken, primary: true, verified: false }] });
+    const { result } = await withEvent(gw, failedWith("unverified_email"), () =>
+      callback(`${callbackPrefix("github")}?code=${g2.code}&state=${g2.state}`, b.binding),
+    );
+    assert.equal(result.location.searchParams.get("error"), "email_not_verified");
+
+    const c = await authorize("github");
+    const g3 = gh.approve(c.url, { id: ghId + 2, login: "x", emails: [] });
+    const { result: r3 } = await withEvent(gw, failedWith("code_rejected"), () =>
+      callback(`${callbackPrefix("github")}?code=${g3.code}-wrong&state=${g3.state}`, c.binding),
+    );
+    assert.equal(r3.location.searchParams.get("error"), "code_rejected");
+  });
+});
