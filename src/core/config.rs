@@ -10,6 +10,7 @@ use crate::core::keys::Kek;
 use crate::core::mail::EmailSettings;
 use crate::core::password::{HashParams, PasswordPolicy};
 use crate::core::policy::Routes;
+use crate::core::rate_limit::RateLimits;
 use crate::core::webhook::WebhookSecret;
 
 /// Default access-token lifetime.
@@ -95,6 +96,8 @@ pub struct Config {
     pub hash_params: HashParams,
     /// `PASSWORD_MIN_LENGTH`, `PASSWORD_MAX_LENGTH`.
     pub password_policy: PasswordPolicy,
+    /// `RATE_LIMITS` and `LOGIN_BACKOFF`.
+    pub rate_limits: RateLimits,
 }
 
 /// A configuration problem, naming the setting.
@@ -202,6 +205,7 @@ impl Config {
                 "need 1 <= PASSWORD_MIN_LENGTH <= PASSWORD_MAX_LENGTH <= 1024".into(),
             ));
         }
+        let rate_limits = RateLimits::parse(var("RATE_LIMITS").as_deref(), var("LOGIN_BACKOFF").as_deref()).map_err(ConfigError)?;
         let webhook_secret = match var("WEBHOOK_SECRET") {
             None if !webhook_urls.is_empty() => {
                 return Err(err("WEBHOOK_SECRET", "missing: WEBHOOK_URLS is set, so deliveries must be signed (whsec_ + base64)".into()))
@@ -293,6 +297,7 @@ impl Config {
             kek,
             hash_params,
             password_policy,
+            rate_limits,
         })
     }
 

@@ -76,9 +76,18 @@ async fn consume(batch: MessageBatch<wasm_bindgen::JsValue>, env: Env, _ctx: Con
     Ok(())
 }
 
+/// The every-minute trigger that only drains the outbox; the other
+/// (`*/15 * * * *`) also rotates keys and prunes.
+const OUTBOX_CRON: &str = "* * * * *";
+
 #[event(scheduled)]
 async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     worker::console_log!("portcullis.scheduled cron={}", event.cron());
+    // Every run (each minute): events the queue refused at the time.
+    queue::drain_outbox(&env).await;
+    if event.cron() == OUTBOX_CRON {
+        return;
+    }
     match upkeep(&env).await {
         Ok(Some(r)) => worker::console_log!(
             "portcullis.key_rotated old={} new={}",

@@ -10,6 +10,7 @@ pub mod magic_link;
 pub mod otp;
 pub mod password;
 pub mod passwordless;
+pub mod throttle;
 
 use serde::{Deserialize, Serialize};
 
