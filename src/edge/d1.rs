@@ -605,6 +605,11 @@ impl AccountStore for D1Store {
 
 impl EmailTokenStore for D1Store {
     async fn issue_email_token(&self, t: &EmailToken) -> Result<()> {
+        // The hint first: if KV fails nothing is written and the previous
+        // token stays live; a hint whose D1 write then fails names no token.
+        if is_hinted(t.kind) {
+            self.hints.put(t.kind, &t.hash, t.created_at, t.expires_at).await?;
+        }
         let supersede = self.stmt(
             "UPDATE email_tokens SET consumed_at = ?3 WHERE kind = ?1 AND email = ?2 AND consumed_at IS NULL",
             &[text(t.kind.as_str()), text(&t.email), time(t.created_at)],
@@ -623,9 +628,6 @@ impl EmailTokenStore for D1Store {
             ],
         )?;
         self.batch(vec![supersede, insert]).await?;
-        if is_hinted(t.kind) {
-            self.hints.put(t.kind, &t.hash, t.created_at, t.expires_at).await?;
-        }
         Ok(())
     }
 
