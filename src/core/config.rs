@@ -11,6 +11,7 @@ use crate::core::mail::EmailSettings;
 use crate::core::oauth::OAuthConfig;
 use crate::core::password::{HashParams, PasswordPolicy};
 use crate::core::policy::Routes;
+use crate::core::rate_limit::RateLimits;
 use crate::core::webhook::WebhookSecret;
 
 /// Default access-token lifetime.
@@ -96,6 +97,8 @@ pub struct Config {
     pub hash_params: HashParams,
     /// `PASSWORD_MIN_LENGTH`, `PASSWORD_MAX_LENGTH`.
     pub password_policy: PasswordPolicy,
+    /// `RATE_LIMITS` and `LOGIN_BACKOFF`.
+    pub rate_limits: RateLimits,
     /// `OAUTH_PROVIDERS`, their `OAUTH_<ID>_CLIENT_SECRET`s and `REDIRECT_ALLOWLIST`.
     pub oauth: OAuthConfig,
 }
@@ -205,6 +208,7 @@ impl Config {
                 "need 1 <= PASSWORD_MIN_LENGTH <= PASSWORD_MAX_LENGTH <= 1024".into(),
             ));
         }
+        let rate_limits = RateLimits::parse(var("RATE_LIMITS").as_deref(), var("LOGIN_BACKOFF").as_deref()).map_err(ConfigError)?;
         let webhook_secret = match var("WEBHOOK_SECRET") {
             None if !webhook_urls.is_empty() => {
                 return Err(err("WEBHOOK_SECRET", "missing: WEBHOOK_URLS is set, so deliveries must be signed (whsec_ + base64)".into()))
@@ -298,6 +302,7 @@ impl Config {
             kek,
             hash_params,
             password_policy,
+            rate_limits,
             oauth,
         })
     }

@@ -18,6 +18,7 @@ pub mod outbound;
 pub mod password;
 pub mod policy;
 pub mod ports;
+pub mod rate_limit;
 pub mod session;
 pub mod time;
 pub mod token;

@@ -108,6 +108,12 @@ impl Password {
         if raw.chars().any(char::is_control) {
             return Err(Error::validation("invalid_password", "password: must not contain control characters"));
         }
+        if is_common(&raw) {
+            return Err(Error::validation(
+                "password_too_common",
+                "password: this is one of the most common passwords; choose another",
+            ));
+        }
         Ok(Self(raw))
     }
 
@@ -128,6 +134,17 @@ impl Password {
     fn bytes(&self) -> &[u8] {
         self.0.as_bytes()
     }
+}
+
+/// The most common leaked passwords of 8+ characters, lowercase (see
+/// `scripts/gen-common-passwords.mjs` for the source).
+const COMMON_PASSWORDS: &str = include_str!("common_passwords.txt");
+
+/// Whether `password` (compared case-insensitively) is on the common list,
+/// as NIST SP 800-63B §3.1.1.2 asks of new passwords.
+pub fn is_common(password: &str) -> bool {
+    let lower = password.to_lowercase();
+    COMMON_PASSWORDS.lines().any(|line| line == lower && !line.starts_with('#'))
 }
 
 fn nfc(raw: String) -> String {
@@ -211,6 +228,18 @@ mod tests {
     }
 
     #[test]
+    fn common_passwords_are_refused_in_any_case() {
+        for common in ["password", "12345678", "Password1", "QWERTYUIOP", "iloveyou", "trustno1"] {
+            let e = Password::new_checked(common.to_string(), &PasswordPolicy::default()).unwrap_err();
+            assert_eq!(e.problem().code, "password_too_common", "{common}");
+        }
+        assert!(!is_common("correct horse battery staple"));
+        assert!(!is_common("# The 20,000 most common passwords of 8+ characters, lowercase, one per line,"));
+        // Logging in with an old common password still works: only new ones are checked.
+        assert!(Password::presented("password".into(), &PasswordPolicy::default()).is_ok());
+    }
+
+    #[test]
     fn hash_then_verify_round_trips_unicode_and_spaces() {
         let p = pw("  correct horse 🐎 bättery  ");
         let h = PasswordHash::create(&p, &FAST, [7; 16]).unwrap();
@@ -235,7 +264,7 @@ mod tests {
     fn dummy_hash_is_well_formed_and_matches_nothing() {
         let d = PasswordHash::dummy(&FAST);
         assert!(PhcHash::new(d.as_str()).is_ok());
-        assert!(!d.verify(&pw("password123")));
+        assert!(!d.verify(&pw("an uncommon passphrase")));
         assert!(!d.needs_rehash(&FAST));
     }
 

@@ -16,6 +16,7 @@ use crate::core::error::Error;
 use crate::core::events::Envelope;
 use crate::core::outbound::{HttpReply, HttpRequest, SendError};
 use crate::core::keys::{SigningKey, StoredKey};
+use crate::core::rate_limit::{Count, Hit};
 use crate::core::session::{RotateRequest, Rotation, Session};
 use crate::core::time::UnixTime;
 use crate::core::users::{ProfileUpdate, User, UserPage};
@@ -106,6 +107,21 @@ pub trait EmailTokenStore {
     async fn count_code_attempt(&self, email: &str, now: UnixTime, max_attempts: u32) -> Result<Option<EmailToken>>;
     /// Deletes tokens that expired before `before`; returns how many.
     async fn purge_email_tokens(&self, before: UnixTime) -> Result<u64>;
+}
+
+/// Rate-limit counters and the login back-off. Every method is one atomic
+/// statement per key, so concurrent requests are all counted.
+pub trait RateLimitStore {
+    /// Counts one request at `now` on each counter — opening a new window
+    /// when there is none or it has ended — and returns the counts, in order.
+    async fn hit(&self, hits: &[Hit], now: UnixTime) -> Result<Vec<Count>>;
+    /// Consecutive failed logins for `email` and the time of the last one.
+    async fn login_failures(&self, email: &str) -> Result<Option<(u32, UnixTime)>>;
+    /// Counts a failed login for `email`; failures older than `forget_before`
+    /// are forgotten first.
+    async fn record_login_failure(&self, email: &str, now: UnixTime, forget_before: UnixTime) -> Result<()>;
+    /// Forgets the failed logins of `email` (after a success or a reset).
+    async fn clear_login_failures(&self, email: &str) -> Result<()>;
 }
 
 /// Signing keys at rest.

@@ -19,6 +19,11 @@ impl UnixTime {
         Self(self.0.saturating_add(i64::try_from(secs).unwrap_or(i64::MAX)))
     }
 
+    /// This instant minus `secs` seconds (saturating).
+    pub fn minus_secs(self, secs: u64) -> Self {
+        Self(self.0.saturating_sub(i64::try_from(secs).unwrap_or(i64::MAX)))
+    }
+
     /// RFC 3339 in UTC with a `Z` suffix, e.g. `2026-11-23T11:33:56Z`.
     pub fn rfc3339(self) -> String {
         match chrono::DateTime::from_timestamp(self.0, 0) {

@@ -19,7 +19,10 @@ use crate::core::email_token::{EmailToken, TokenKind};
 use crate::core::error::Error;
 use crate::core::keys::{KeyStatus, StoredKey};
 use crate::core::oauth::{LinkedIdentity, OAuthState, OAuthStore, Unlink};
-use crate::core::ports::{AccountStore, DeliveryLedger, EmailTokenStore, KeyStore, Result, SessionStore, UserStore};
+use crate::core::ports::{
+    AccountStore, DeliveryLedger, EmailTokenStore, KeyStore, RateLimitStore, Result, SessionStore, UserStore,
+};
+use crate::core::rate_limit::{Count, Hit};
 use crate::core::session::{RotateRequest, Rotation, Session};
 use crate::core::time::UnixTime;
 use crate::core::token::ExtraClaims;
@@ -35,7 +38,8 @@ const EMAIL_TOKEN_COLUMNS: &str = "hash, kind, email, user_id, code_hash, create
 const USER_FILTER: &str = "(?1 IS NULL OR u.email LIKE ?1 ESCAPE '\\' OR u.name LIKE ?1 ESCAPE '\\')";
 
 /// D1 (with the `TOKENS` KV hints) behind [`UserStore`], [`SessionStore`],
-/// [`AccountStore`], [`EmailTokenStore`], [`KeyStore`] and [`DeliveryLedger`].
+/// [`AccountStore`], [`EmailTokenStore`], [`KeyStore`], [`RateLimitStore`]
+/// and [`DeliveryLedger`], and the event outbox.
 pub struct D1Store {
     db: D1Database,
     hints: TokenHints,
@@ -602,6 +606,11 @@ impl AccountStore for D1Store {
 
 impl EmailTokenStore for D1Store {
     async fn issue_email_token(&self, t: &EmailToken) -> Result<()> {
+        // The hint first: if KV fails nothing is written and the previous
+        // token stays live; a hint whose D1 write then fails names no token.
+        if is_hinted(t.kind) {
+            self.hints.put(t.kind, &t.hash, t.created_at, t.expires_at).await?;
+        }
         let supersede = self.stmt(
             "UPDATE email_tokens SET consumed_at = ?3 WHERE kind = ?1 AND email = ?2 AND consumed_at IS NULL",
             &[text(t.kind.as_str()), text(&t.email), time(t.created_at)],
@@ -620,9 +629,6 @@ impl EmailTokenStore for D1Store {
             ],
         )?;
         self.batch(vec![supersede, insert]).await?;
-        if is_hinted(t.kind) {
-            self.hints.put(t.kind, &t.hash, t.created_at, t.expires_at).await?;
-        }
         Ok(())
     }
 
@@ -664,6 +670,81 @@ impl EmailTokenStore for D1Store {
     async fn purge_email_tokens(&self, before: UnixTime) -> Result<u64> {
         Ok(self.run("DELETE FROM email_tokens WHERE expires_at < ?1", &[time(before)]).await? as u64)
     }
+}
+
+#[derive(Deserialize)]
+struct HitRow {
+    count: i64,
+    expires_at: i64,
+}
+
+#[derive(Deserialize)]
+struct FailuresRow {
+    failures: i64,
+    last_failed_at: i64,
+}
+
+impl RateLimitStore for D1Store {
+    async fn hit(&self, hits: &[Hit], now: UnixTime) -> Result<Vec<Count>> {
+        // One upsert per key: a missing or ended window opens at `now`;
+        // otherwise the count goes up by one. SET sees the row's old values.
+        let stmts = hits
+            .iter()
+            .map(|h| {
+                self.stmt(
+                    "INSERT INTO rate_limits (key, window_start, count, expires_at) VALUES (?1, ?2, 1, ?3) \
+                     ON CONFLICT (key) DO UPDATE SET \
+                       count = CASE WHEN rate_limits.expires_at <= ?2 THEN 1 ELSE rate_limits.count + 1 END, \
+                       window_start = CASE WHEN rate_limits.expires_at <= ?2 THEN ?2 ELSE rate_limits.window_start END, \
+                       expires_at = CASE WHEN rate_limits.expires_at <= ?2 THEN ?3 ELSE rate_limits.expires_at END \
+                     RETURNING count, expires_at",
+                    &[text(&h.key), time(now), time(now.plus_secs(h.window_secs))],
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let results = self.batch(stmts).await?;
+        results
+            .iter()
+            .map(|r| {
+                let rows = r.results::<HitRow>().map_err(unavailable)?;
+                let row = rows.first().ok_or_else(|| unavailable("rate limit upsert returned no row"))?;
+                Ok(Count { count: u32::try_from(row.count).unwrap_or(u32::MAX), resets_at: UnixTime(row.expires_at) })
+            })
+            .collect()
+    }
+
+    async fn login_failures(&self, email: &str) -> Result<Option<(u32, UnixTime)>> {
+        let row = self
+            .first::<FailuresRow>("SELECT failures, last_failed_at FROM login_failures WHERE email = ?1", &[text(email)])
+            .await?;
+        Ok(row.map(|r| (u32::try_from(r.failures).unwrap_or(u32::MAX), UnixTime(r.last_failed_at))))
+    }
+
+    async fn record_login_failure(&self, email: &str, now: UnixTime, forget_before: UnixTime) -> Result<()> {
+        self.run(
+            "INSERT INTO login_failures (email, failures, last_failed_at) VALUES (?1, 1, ?2) \
+             ON CONFLICT (email) DO UPDATE SET \
+               failures = CASE WHEN login_failures.last_failed_at < ?3 THEN 1 ELSE login_failures.failures + 1 END, \
+               last_failed_at = MAX(login_failures.last_failed_at, ?2)",
+            &[text(email), time(now), time(forget_before)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn clear_login_failures(&self, email: &str) -> Result<()> {
+        self.run("DELETE FROM login_failures WHERE email = ?1", &[text(email)]).await?;
+        Ok(())
+    }
+}
+
+/// An event waiting in the outbox.
+#[derive(Debug, Deserialize)]
+pub struct OutboxRow {
+    /// The event id.
+    pub id: String,
+    /// The envelope, as JSON text.
+    pub body: String,
 }
 
 #[derive(Deserialize)]
@@ -962,5 +1043,49 @@ impl D1Store {
     /// `before`); returns how many.
     pub async fn prune_deliveries(&self, before: UnixTime) -> Result<usize> {
         self.run("DELETE FROM event_deliveries WHERE last_attempt_at < ?1", &[time(before)]).await
+    }
+
+    /// Deletes rate-limit counters whose window ended before `now` and
+    /// login failures last counted before `forget_before`; returns how many.
+    pub async fn prune_rate_limits(&self, now: UnixTime, forget_before: UnixTime) -> Result<usize> {
+        let counters = self.stmt("DELETE FROM rate_limits WHERE expires_at < ?1", &[time(now)])?;
+        let failures = self.stmt("DELETE FROM login_failures WHERE last_failed_at < ?1", &[time(forget_before)])?;
+        let results = self.batch(vec![counters, failures]).await?;
+        results.iter().map(changes).sum()
+    }
+
+    /// Keeps events the queue did not take, as (id, JSON text) pairs, in one
+    /// write; an id already waiting is left as it is.
+    pub async fn outbox_put(&self, events: &[(String, String)], now: UnixTime, error: &str) -> Result<()> {
+        let stmts = events
+            .iter()
+            .map(|(id, body)| {
+                self.stmt(
+                    "INSERT INTO event_outbox (id, body, created_at, attempts, last_error) VALUES (?1, ?2, ?3, 0, ?4) \
+                     ON CONFLICT (id) DO NOTHING",
+                    &[text(id), text(body), time(now), text(error)],
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.batch(stmts).await?;
+        Ok(())
+    }
+
+    /// The oldest `limit` events waiting in the outbox.
+    pub async fn outbox_pending(&self, limit: u32) -> Result<Vec<OutboxRow>> {
+        self.all("SELECT id, body FROM event_outbox ORDER BY created_at, id LIMIT ?1", &[int(i64::from(limit))]).await
+    }
+
+    /// Removes an event the queue took.
+    pub async fn outbox_done(&self, id: &str) -> Result<()> {
+        self.run("DELETE FROM event_outbox WHERE id = ?1", &[text(id)]).await?;
+        Ok(())
+    }
+
+    /// Records a failed re-send.
+    pub async fn outbox_failed(&self, id: &str, error: &str) -> Result<()> {
+        self.run("UPDATE event_outbox SET attempts = attempts + 1, last_error = ?2 WHERE id = ?1", &[text(id), text(error)])
+            .await?;
+        Ok(())
     }
 }

@@ -3,7 +3,8 @@
 //! `fetch` serves the auth API and the gateway, `queue` delivers auth events
 //! (webhooks, emails) and records dead letters, `scheduled` runs periodic
 //! upkeep (signing-key rotation once the key is `ROTATION_INTERVAL` old,
-//! purging long-expired email tokens and delivery records). Requests and
+//! purging long-expired email tokens, OAuth sign-in states and delivery
+//! records). Requests and
 //! responses stay raw `web_sys` objects end to end, so the gateway's hot path
 //! crosses the JS boundary as few times as possible.
 
@@ -77,9 +78,18 @@ async fn consume(batch: MessageBatch<wasm_bindgen::JsValue>, env: Env, _ctx: Con
     Ok(())
 }
 
+/// The every-minute trigger that only drains the outbox; the other
+/// (`*/15 * * * *`) also rotates keys and prunes.
+const OUTBOX_CRON: &str = "* * * * *";
+
 #[event(scheduled)]
 async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     worker::console_log!("portcullis.scheduled cron={}", event.cron());
+    // Every run (each minute): events the queue refused at the time.
+    queue::drain_outbox(&env).await;
+    if event.cron() == OUTBOX_CRON {
+        return;
+    }
     match upkeep(&env).await {
         Ok(Some(r)) => worker::console_log!(
             "portcullis.key_rotated old={} new={}",

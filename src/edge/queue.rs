@@ -20,6 +20,7 @@ use crate::core::delivery::{self, Quarantine, Verdict};
 use crate::core::error::Error;
 use crate::core::events::{Envelope, Received};
 use crate::core::ports::{EventSink, Result};
+use crate::core::rate_limit::BACKOFF_MEMORY_SECS;
 use crate::core::time::UnixTime;
 use crate::edge::d1::D1Store;
 use crate::edge::outbound::FetchCourier;
@@ -30,7 +31,7 @@ const UNAVAILABLE_RETRY_SECS: u32 = 60;
 /// Delivery rows older than this are pruned: far beyond any retry schedule.
 pub const DELIVERY_RETENTION_SECS: u64 = 14 * 86_400;
 
-/// The queue producer binding.
+/// The queue producer binding, with the event outbox in D1 behind it.
 pub struct QueueSink<'a> {
     env: &'a Env,
 }
@@ -40,20 +41,86 @@ impl<'a> QueueSink<'a> {
     pub fn new(env: &'a Env) -> Self {
         Self { env }
     }
+
+    async fn send(&self, events: &[Envelope]) -> std::result::Result<(), String> {
+        let queue = self.env.queue("EVENTS").map_err(|e| e.to_string())?;
+        let messages = events
+            .iter()
+            .map(|env| {
+                let body = js_sys::JSON::parse(&env.to_json()).map_err(|e| format!("event json: {e:?}"))?;
+                Ok(RawMessageBuilder::new(body).build_with_content_type(QueueContentType::Json))
+            })
+            .collect::<std::result::Result<Vec<_>, String>>()?;
+        queue.send_raw_batch(messages).await.map_err(|e| e.to_string())
+    }
 }
 
 impl EventSink for QueueSink<'_> {
+    /// Sends the events in one batch. When the queue does not take them the
+    /// action they report has already happened, so they go to the outbox in
+    /// D1, which the cron trigger drains ([`drain_outbox`]); only when that
+    /// write fails too is the request answered 503.
     async fn publish(&self, events: &[Envelope]) -> Result<()> {
         if events.is_empty() {
             return Ok(());
         }
-        let queue = self.env.queue("EVENTS").map_err(|e| Error::unavailable("queue", e))?;
-        for env in events {
-            let body = js_sys::JSON::parse(&env.to_json()).map_err(|e| Error::Internal(format!("event json: {e:?}")))?;
-            let msg = RawMessageBuilder::new(body).build_with_content_type(QueueContentType::Json);
-            queue.send_raw(msg).await.map_err(|e| Error::unavailable("queue", e))?;
-        }
+        let Err(cause) = self.send(events).await else { return Ok(()) };
+        let store = D1Store::new(self.env).map_err(|_| Error::unavailable("queue", &cause))?;
+        let rows: Vec<(String, String)> = events.iter().map(|e| (e.id.clone(), e.to_json())).collect();
+        store
+            .outbox_put(&rows, platform::now(), &cause)
+            .await
+            .map_err(|e| Error::unavailable("queue", format!("{cause}; outbox: {e}")))?;
+        worker::console_warn!("portcullis.outbox_queued events={} cause={cause}", rows.len());
         Ok(())
+    }
+}
+
+/// Events re-sent per cron run at most.
+const OUTBOX_BATCH: u32 = 100;
+
+/// Re-sends the events waiting in the outbox, oldest first; stops at the
+/// first the queue still refuses.
+pub async fn drain_outbox(env: &Env) {
+    let store = match D1Store::new(env) {
+        Ok(s) => s,
+        Err(e) => return worker::console_error!("portcullis.error outbox: {e}"),
+    };
+    let pending = match store.outbox_pending(OUTBOX_BATCH).await {
+        Ok(p) => p,
+        Err(e) => return worker::console_error!("portcullis.error outbox: {e}"),
+    };
+    let mut sent = 0usize;
+    for row in &pending {
+        let result = match js_sys::JSON::parse(&row.body) {
+            Err(e) => Err(format!("stored event is not JSON: {e:?}")),
+            Ok(body) => match env.queue("EVENTS") {
+                Err(e) => Err(e.to_string()),
+                Ok(q) => q
+                    .send_raw(RawMessageBuilder::new(body).build_with_content_type(QueueContentType::Json))
+                    .await
+                    .map_err(|e| e.to_string()),
+            },
+        };
+        match result {
+            Ok(()) => {
+                sent += 1;
+                if let Err(e) = store.outbox_done(&row.id).await {
+                    // Sent twice at worst: delivery is idempotent by event id.
+                    worker::console_error!("portcullis.error outbox: {e}");
+                }
+            }
+            Err(cause) => {
+                if let Err(e) = store.outbox_failed(&row.id, &cause).await {
+                    worker::console_error!("portcullis.error outbox: {e}");
+                }
+                worker::console_warn!("portcullis.outbox_retry_failed id={} cause={cause}", row.id);
+                break;
+            }
+        }
+    }
+    if !pending.is_empty() {
+        worker::console_log!("portcullis.outbox_drained sent={sent} waiting={}", pending.len() - sent);
     }
 }
 
@@ -156,11 +223,18 @@ async fn bury(msg: &RawMessage, cfg: Option<&Rc<Config>>, store: &D1Store) {
 /// Periodic upkeep: forgets delivery rows no retry can need any more.
 pub async fn prune(env: &Env) {
     let cutoff = UnixTime(platform::now().0.saturating_sub(DELIVERY_RETENTION_SECS as i64));
+    let now = platform::now();
     match D1Store::new(env) {
-        Ok(store) => match store.prune_deliveries(cutoff).await {
-            Ok(n) => worker::console_log!("portcullis.prune event_deliveries={n}"),
-            Err(e) => worker::console_error!("portcullis.error prune: {e}"),
-        },
+        Ok(store) => {
+            match store.prune_deliveries(cutoff).await {
+                Ok(n) => worker::console_log!("portcullis.prune event_deliveries={n}"),
+                Err(e) => worker::console_error!("portcullis.error prune: {e}"),
+            }
+            match store.prune_rate_limits(now, now.minus_secs(BACKOFF_MEMORY_SECS)).await {
+                Ok(n) => worker::console_log!("portcullis.prune rate_limits={n}"),
+                Err(e) => worker::console_error!("portcullis.error prune: {e}"),
+            }
+        }
         Err(e) => worker::console_error!("portcullis.error prune: {e}"),
     }
 }

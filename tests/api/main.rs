@@ -9,6 +9,7 @@ mod keys;
 mod magic_link;
 mod otp;
 mod passwords;
+mod rate_limits;
 mod delivery;
 mod gate;
 mod support;

@@ -16,9 +16,10 @@ use portcullis::core::ids::Random;
 use portcullis::core::keys::{Kek, KeyStatus, SigningKey, StoredKey};
 use portcullis::core::outbound::{HttpReply, HttpRequest, SendError};
 use portcullis::core::ports::{
-    AccountStore, Courier, DeliveryLedger, EmailTokenStore, EventSink, KeyRing, KeyStore, LocalFuture, Result,
-    SessionStore, SigninGate, UserStore,
+    AccountStore, Courier, DeliveryLedger, EmailTokenStore, EventSink, KeyRing, KeyStore, LocalFuture, RateLimitStore,
+    Result, SessionStore, SigninGate, UserStore,
 };
+use portcullis::core::rate_limit::{Count, Hit};
 use portcullis::core::session::{RotateRequest, Rotation, Session};
 use portcullis::core::time::UnixTime;
 use portcullis::core::users::{ProfileUpdate, User, UserPage};
@@ -48,6 +49,10 @@ pub struct MemStore {
     /// Emailed tokens with their consumption time.
     pub email_tokens: RefCell<Vec<(EmailToken, Option<UnixTime>)>>,
     pub fail: RefCell<bool>,
+    /// Rate-limit counters: key -> (window end, count).
+    pub counters: RefCell<HashMap<String, (UnixTime, u32)>>,
+    /// Failed logins: email -> (failures, last failure).
+    pub login_failures: RefCell<HashMap<String, (u32, UnixTime)>>,
 }
 
 impl MemStore {
@@ -262,6 +267,43 @@ impl AccountStore for MemStore {
             }
             None => Ok(false),
         }
+    }
+}
+
+impl RateLimitStore for MemStore {
+    async fn hit(&self, hits: &[Hit], now: UnixTime) -> Result<Vec<Count>> {
+        self.check()?;
+        let mut counters = self.counters.borrow_mut();
+        Ok(hits
+            .iter()
+            .map(|h| {
+                let entry = counters.entry(h.key.clone()).or_insert((now, 0));
+                if entry.0 <= now {
+                    *entry = (now.plus_secs(h.window_secs), 0);
+                }
+                entry.1 += 1;
+                Count { count: entry.1, resets_at: entry.0 }
+            })
+            .collect())
+    }
+    async fn login_failures(&self, email: &str) -> Result<Option<(u32, UnixTime)>> {
+        self.check()?;
+        Ok(self.login_failures.borrow().get(email).copied())
+    }
+    async fn record_login_failure(&self, email: &str, now: UnixTime, forget_before: UnixTime) -> Result<()> {
+        self.check()?;
+        let mut m = self.login_failures.borrow_mut();
+        let e = m.entry(email.to_string()).or_insert((0, now));
+        if e.1 < forget_before {
+            e.0 = 0;
+        }
+        *e = (e.0 + 1, now);
+        Ok(())
+    }
+    async fn clear_login_failures(&self, email: &str) -> Result<()> {
+        self.check()?;
+        self.login_failures.borrow_mut().remove(email);
+        Ok(())
     }
 }
 

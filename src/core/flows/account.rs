@@ -9,7 +9,8 @@ use crate::core::events::{self, Event};
 use crate::core::flows::{AuthResponse, Deps, Meta, Principal};
 use crate::core::ids::{self, Random};
 use crate::core::password::{Password, PasswordHash};
-use crate::core::ports::{EventSink, KeyRing, SessionStore, UserStore};
+use crate::core::ports::{EventSink, KeyRing, RateLimitStore, SessionStore, UserStore};
+use crate::core::rate_limit::Endpoint;
 use crate::core::session::{RotateRequest, Rotation, SessionView};
 use crate::core::users::{User, UserResponse, MAX_NAME_CHARS};
 
@@ -81,13 +82,14 @@ fn refresh_token_shape(raw: Option<&str>) -> Result<&str, Error> {
 
 impl<S, E, K> Deps<'_, S, E, K>
 where
-    S: UserStore + SessionStore,
+    S: UserStore + SessionStore + RateLimitStore,
     E: EventSink,
     K: KeyRing,
 {
     /// Creates a password account and signs it in. Emits `user_created`.
     pub async fn signup(&self, meta: &Meta, rng: &mut impl Random, req: SignupRequest) -> Result<AuthResponse, Error> {
         let email = Email::parse(&req.email)?;
+        self.throttle(meta, rng, Endpoint::Signup, email.as_str()).await?;
         let password = Password::new_checked(req.password, &self.config.password_policy)?;
         let name = parse_name(req.name)?;
         if self.store.user_by_email(email.as_str()).await?.is_some() {
@@ -132,6 +134,9 @@ where
     /// the same answer after the same argon2 work. Emits `login` or `login_failed`.
     pub async fn login(&self, meta: &Meta, rng: &mut impl Random, req: LoginRequest) -> Result<AuthResponse, Error> {
         let email = Email::parse(&req.email)?;
+        self.throttle(meta, rng, Endpoint::Login, email.as_str()).await?;
+        // While the account's back-off lasts the password is not even looked at.
+        let had_failures = self.login_backoff(meta, email.as_str()).await?;
         let password = match Password::presented(req.password, &self.config.password_policy) {
             Ok(p) => p,
             Err(e) => {
@@ -154,6 +159,7 @@ where
                     (Some(_), None) => "no_password",
                     _ => "invalid_password",
                 };
+                self.record_login_failure(meta, email.as_str()).await?;
                 self.login_failed(meta, rng, &email, reason).await?;
                 return Err(Error::InvalidCredentials);
             }
@@ -161,6 +167,9 @@ where
         if user.banned {
             self.login_failed(meta, rng, &email, "banned").await?;
             return Err(banned());
+        }
+        if had_failures {
+            self.store.clear_login_failures(email.as_str()).await?;
         }
         if hash.needs_rehash(&self.config.hash_params) {
             let upgraded = PasswordHash::create(&password, &self.config.hash_params, rng.bytes::<16>())?;
@@ -194,6 +203,14 @@ where
         .await
     }
 
+}
+
+impl<S, E, K> Deps<'_, S, E, K>
+where
+    S: UserStore + SessionStore,
+    E: EventSink,
+    K: KeyRing,
+{
     /// Exchanges a refresh token for a new pair, rotating it. Presenting a
     /// rotated token revokes the session. Emits `token_refreshed`, or
     /// `session_revoked` on reuse.

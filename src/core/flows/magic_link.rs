@@ -14,7 +14,8 @@ use crate::core::events::{self, Event};
 use crate::core::flows::passwordless::Proof;
 use crate::core::flows::{Accepted, AuthResponse, Deps, EmailRequest, Meta, TokenRequest};
 use crate::core::ids::{self, Random};
-use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, SessionStore, UserStore};
+use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, RateLimitStore, SessionStore, UserStore};
+use crate::core::rate_limit::Endpoint;
 use crate::core::users::User;
 
 /// Provider name of magic-link sign-ins.
@@ -30,7 +31,7 @@ fn signed_in(user: &User) -> Event {
 
 impl<S, E, K> Deps<'_, S, E, K>
 where
-    S: UserStore + SessionStore + AccountStore + EmailTokenStore,
+    S: UserStore + SessionStore + AccountStore + EmailTokenStore + RateLimitStore,
     E: EventSink,
     K: KeyRing,
 {
@@ -38,6 +39,7 @@ where
     /// `magic_link_requested` with the token then. Always the same answer.
     pub async fn request_magic_link(&self, meta: &Meta, rng: &mut impl Random, req: EmailRequest) -> Result<Accepted, Error> {
         let email = Email::parse(&req.email)?;
+        self.throttle(meta, rng, Endpoint::MagicLink, email.as_str()).await?;
         let user_id = match self.store.user_by_email(email.as_str()).await? {
             Some(u) if u.banned => return Ok(MAGIC_LINK_ACCEPTED),
             Some(u) => Some(u.id),

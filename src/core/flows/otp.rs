@@ -17,7 +17,8 @@ use crate::core::events::{self, Event};
 use crate::core::flows::passwordless::{Proof, Secret};
 use crate::core::flows::{Accepted, AuthResponse, Deps, EmailRequest, Meta};
 use crate::core::ids::{self, Random};
-use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, SessionStore, UserStore};
+use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, RateLimitStore, SessionStore, UserStore};
+use crate::core::rate_limit::Endpoint;
 use crate::core::users::User;
 
 /// Provider name of email-code sign-ins.
@@ -42,7 +43,7 @@ fn signed_in(user: &User) -> Event {
 
 impl<S, E, K> Deps<'_, S, E, K>
 where
-    S: UserStore + SessionStore + AccountStore + EmailTokenStore,
+    S: UserStore + SessionStore + AccountStore + EmailTokenStore + RateLimitStore,
     E: EventSink,
     K: KeyRing,
 {
@@ -50,6 +51,7 @@ where
     /// with the code then. Always the same answer.
     pub async fn request_otp(&self, meta: &Meta, rng: &mut impl Random, req: EmailRequest) -> Result<Accepted, Error> {
         let email = Email::parse(&req.email)?;
+        self.throttle(meta, rng, Endpoint::Otp, email.as_str()).await?;
         let user_id = match self.store.user_by_email(email.as_str()).await? {
             Some(u) if u.banned => return Ok(OTP_ACCEPTED),
             Some(u) => Some(u.id),
@@ -82,6 +84,7 @@ where
     /// emits `login_failed`. Success emits `email_otp_login` and `login`.
     pub async fn verify_otp(&self, meta: &Meta, rng: &mut impl Random, req: OtpVerifyRequest) -> Result<AuthResponse, Error> {
         let email = Email::parse(&req.email)?;
+        self.throttle(meta, rng, Endpoint::OtpVerify, email.as_str()).await?;
         let Some(code) = parse_code(&req.code) else {
             return Err(Error::invalid_code());
         };

@@ -12,7 +12,8 @@ use crate::core::events;
 use crate::core::flows::{Accepted, Deps, EmailRequest, Meta};
 use crate::core::ids::{self, Random};
 use crate::core::password::{Password, PasswordHash};
-use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, SessionStore, UserStore};
+use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, RateLimitStore, SessionStore, UserStore};
+use crate::core::rate_limit::Endpoint;
 
 /// The one answer of `POST /auth/password/forgot`.
 pub const FORGOT_ACCEPTED: Accepted =
@@ -53,7 +54,7 @@ fn wrong_current_password() -> Error {
 
 impl<S, E, K> Deps<'_, S, E, K>
 where
-    S: UserStore + SessionStore + AccountStore + EmailTokenStore,
+    S: UserStore + SessionStore + AccountStore + EmailTokenStore + RateLimitStore,
     E: EventSink,
     K: KeyRing,
 {
@@ -61,6 +62,7 @@ where
     /// `password_reset_requested` with the token. Always the same answer.
     pub async fn forgot_password(&self, meta: &Meta, rng: &mut impl Random, req: EmailRequest) -> Result<Accepted, Error> {
         let email = Email::parse(&req.email)?;
+        self.throttle(meta, rng, Endpoint::PasswordForgot, email.as_str()).await?;
         let user = match self.store.user_by_email(email.as_str()).await? {
             Some(u) if !u.banned => u,
             _ => return Ok(FORGOT_ACCEPTED),
@@ -102,6 +104,8 @@ where
         };
         let hash = PasswordHash::create(&password, &self.config.hash_params, rng.bytes::<16>())?;
         let revoked = self.store.set_password(&user.id, hash.as_str(), true, None, meta.now, "password_reset").await?;
+        // Whoever reset the password owns the mailbox: the back-off is lifted.
+        self.store.clear_login_failures(&user.email).await?;
         self.emit(
             meta,
             rng,

@@ -1,0 +1,70 @@
+//! Rate limiting and the login back-off, as the flows that take an email
+//! address apply them (`RATE_LIMITS`, `LOGIN_BACKOFF`).
+
+use crate::core::error::Error;
+use crate::core::events;
+use crate::core::flows::{Deps, Meta};
+use crate::core::ids::Random;
+use crate::core::ports::{EventSink, KeyRing, RateLimitStore, SessionStore, UserStore};
+use crate::core::rate_limit::{self, Endpoint, Hit, BACKOFF_MEMORY_SECS};
+
+impl<S, E, K> Deps<'_, S, E, K>
+where
+    S: UserStore + SessionStore + RateLimitStore,
+    E: EventSink,
+    K: KeyRing,
+{
+    /// Counts this request against `endpoint`'s limits for the client IP
+    /// and `email`; over a limit it is refused with 429 `rate_limited` and
+    /// the first refusal of each window emits `rate_limit_exceeded`.
+    /// Every attempt counts, whether or not the account exists.
+    pub async fn throttle(&self, meta: &Meta, rng: &mut impl Random, endpoint: Endpoint, email: &str) -> Result<(), Error> {
+        let hits = rate_limit::hits(&self.config.rate_limits, endpoint, meta.ip.as_deref(), Some(email));
+        if hits.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<Hit> = hits.iter().map(|(h, _, _)| h.clone()).collect();
+        let counts = self.store.hit(&keys, meta.now).await?;
+        let Some(exceeded) = rate_limit::decide(&hits, &counts, meta.now) else {
+            return Ok(());
+        };
+        if exceeded.first {
+            self.emit(
+                meta,
+                rng,
+                vec![events::RateLimitExceeded {
+                    endpoint: endpoint.name().into(),
+                    ip_address: meta.ip.clone(),
+                    email: Some(email.to_string()),
+                    limit: exceeded.limit,
+                    key_type: exceeded.key_type.as_str().into(),
+                }
+                .into()],
+            )
+            .await?;
+        }
+        Err(Error::RateLimited { retry_after_secs: exceeded.retry_after_secs })
+    }
+
+    /// Refuses a login for `email` while its back-off lasts (429 with the
+    /// seconds left); `Ok(true)` when earlier failures are on record.
+    pub async fn login_backoff(&self, meta: &Meta, email: &str) -> Result<bool, Error> {
+        let Some(backoff) = self.config.rate_limits.backoff else { return Ok(false) };
+        match self.store.login_failures(email).await? {
+            None => Ok(false),
+            Some((failures, last)) => match backoff.wait(failures, last, meta.now) {
+                Some(secs) => Err(Error::RateLimited { retry_after_secs: secs }),
+                None => Ok(failures > 0),
+            },
+        }
+    }
+
+    /// Counts a failed login for `email` towards its back-off.
+    pub async fn record_login_failure(&self, meta: &Meta, email: &str) -> Result<(), Error> {
+        if self.config.rate_limits.backoff.is_none() {
+            return Ok(());
+        }
+        let forget_before = meta.now.minus_secs(BACKOFF_MEMORY_SECS);
+        self.store.record_login_failure(email, meta.now, forget_before).await
+    }
+}

@@ -1,0 +1,427 @@
+//! Rate limits: which endpoints are limited and by which keys (client IP,
+//! email), how much (`RATE_LIMITS`), the decision, and the login back-off
+//! schedule for consecutive failures on one account. Counting is the
+//! store's ([`crate::core::ports::RateLimitStore`]): one atomic upsert per
+//! key, so concurrent requests never lose an update. A key's window opens at
+//! its first request and lasts the rule's length (not aligned to the clock,
+//! so a burst is never split between two windows).
+
+use std::net::IpAddr;
+
+use serde_json::Value;
+
+use crate::core::time::UnixTime;
+
+/// A rate-limited endpoint of the auth API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /auth/login`.
+    Login,
+    /// `POST /auth/signup`.
+    Signup,
+    /// `POST /auth/magic-link`.
+    MagicLink,
+    /// `POST /auth/otp`.
+    Otp,
+    /// `POST /auth/otp/verify`.
+    OtpVerify,
+    /// `POST /auth/password/forgot`.
+    PasswordForgot,
+}
+
+impl Endpoint {
+    /// Every limited endpoint.
+    pub const ALL: [Endpoint; 6] =
+        [Self::Login, Self::Signup, Self::MagicLink, Self::Otp, Self::OtpVerify, Self::PasswordForgot];
+
+    /// The name used in `RATE_LIMITS`, in counter keys and in the
+    /// `rate_limit_exceeded` event: the path under `/auth`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Login => "login",
+            Self::Signup => "signup",
+            Self::MagicLink => "magic-link",
+            Self::Otp => "otp",
+            Self::OtpVerify => "otp/verify",
+            Self::PasswordForgot => "password/forgot",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Self::Login => 0,
+            Self::Signup => 1,
+            Self::MagicLink => 2,
+            Self::Otp => 3,
+            Self::OtpVerify => 4,
+            Self::PasswordForgot => 5,
+        }
+    }
+}
+
+/// What a counter is keyed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyType {
+    /// The client IP (`CF-Connecting-IP`; IPv6 by its /64).
+    Ip,
+    /// The normalised email address in the request.
+    Email,
+}
+
+impl KeyType {
+    /// `ip` or `email`, as in `RATE_LIMITS` and the event's `key_type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ip => "ip",
+            Self::Email => "email",
+        }
+    }
+}
+
+/// At most `limit` requests per `window_secs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    /// Requests allowed in one window.
+    pub limit: u32,
+    /// Window length in seconds.
+    pub window_secs: u64,
+}
+
+impl Rule {
+    const fn new(limit: u32, window_secs: u64) -> Self {
+        Self { limit, window_secs }
+    }
+
+    /// Parses `"10/60"`, `"10/60s"`, `"10/15m"` or `"100/1h"`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not a limit like \"10/60s\", \"10/15m\" or \"100/1h\" (or \"off\")");
+        let (limit, window) = s.trim().split_once('/').ok_or_else(bad)?;
+        let limit: u32 = limit.trim().parse().map_err(|_| bad())?;
+        let window = window.trim();
+        let (digits, unit) = match window.char_indices().last() {
+            Some((i, c)) if c.is_ascii_alphabetic() => (&window[..i], c),
+            _ => (window, 's'),
+        };
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        let window_secs = match unit {
+            's' => n,
+            'm' => n.saturating_mul(60),
+            'h' => n.saturating_mul(3_600),
+            'd' => n.saturating_mul(86_400),
+            _ => return Err(bad()),
+        };
+        if limit == 0 || window_secs == 0 || window_secs > 7 * 86_400 {
+            return Err(format!("{s:?}: the limit must be at least 1 and the window between 1 s and 7 days"));
+        }
+        Ok(Self { limit, window_secs })
+    }
+}
+
+/// The limits of one endpoint: per IP and per email (`None`: not limited by that key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointLimits {
+    /// Per client IP.
+    pub ip: Option<Rule>,
+    /// Per email address.
+    pub email: Option<Rule>,
+}
+
+/// Back-off for consecutive failed logins of one account (email): after
+/// `free_failures` failures in a row, each further attempt must wait
+/// `base_delay_secs` doubled per extra failure, at most `max_delay_secs`.
+/// A success, a password reset or a day without failures starts over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// Failures that cost nothing.
+    pub free_failures: u32,
+    /// The first delay.
+    pub base_delay_secs: u64,
+    /// The cap.
+    pub max_delay_secs: u64,
+}
+
+/// Failures are forgotten after this long without a new one.
+pub const BACKOFF_MEMORY_SECS: u64 = 86_400;
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self { free_failures: 5, base_delay_secs: 1, max_delay_secs: 900 }
+    }
+}
+
+impl Backoff {
+    /// Seconds to wait after `failures` consecutive failures (0: none).
+    pub fn delay_secs(&self, failures: u32) -> u64 {
+        if failures < self.free_failures {
+            return 0;
+        }
+        let doublings = failures - self.free_failures;
+        let factor = 1u64.checked_shl(doublings.min(40)).unwrap_or(u64::MAX);
+        self.base_delay_secs.saturating_mul(factor).min(self.max_delay_secs)
+    }
+
+    /// Seconds until an account with `failures`, the last at `last_failed_at`,
+    /// may try again at `now` (`None`: it may now).
+    pub fn wait(&self, failures: u32, last_failed_at: UnixTime, now: UnixTime) -> Option<u64> {
+        let since = now.0.saturating_sub(last_failed_at.0);
+        if since >= i64::try_from(BACKOFF_MEMORY_SECS).unwrap_or(i64::MAX) {
+            return None;
+        }
+        let delay = i64::try_from(self.delay_secs(failures)).unwrap_or(i64::MAX);
+        (since < delay).then(|| u64::try_from(delay - since).unwrap_or(1).max(1))
+    }
+}
+
+/// `RATE_LIMITS` and `LOGIN_BACKOFF`: every endpoint's limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimits {
+    limits: [EndpointLimits; 6],
+    /// The login back-off; `None` when `LOGIN_BACKOFF` is `off`.
+    pub backoff: Option<Backoff>,
+}
+
+impl Default for RateLimits {
+    /// Defaults after OWASP's authentication and forgot-password guidance:
+    /// a handful of tries per account per window, more per IP (NAT), and a
+    /// tighter budget on the endpoints that send email.
+    fn default() -> Self {
+        let pair = |ip: Rule, email: Rule| EndpointLimits { ip: Some(ip), email: Some(email) };
+        Self {
+            limits: [
+                pair(Rule::new(30, 60), Rule::new(10, 60)),       // login
+                pair(Rule::new(10, 3_600), Rule::new(5, 3_600)),  // signup
+                pair(Rule::new(20, 3_600), Rule::new(5, 3_600)),  // magic-link
+                pair(Rule::new(20, 3_600), Rule::new(5, 3_600)),  // otp
+                pair(Rule::new(30, 600), Rule::new(10, 600)),     // otp/verify
+                pair(Rule::new(20, 3_600), Rule::new(5, 3_600)),  // password/forgot
+            ],
+            backoff: Some(Backoff::default()),
+        }
+    }
+}
+
+impl RateLimits {
+    /// The limits of `endpoint`.
+    pub fn of(&self, endpoint: Endpoint) -> EndpointLimits {
+        self.limits[endpoint.index()]
+    }
+
+    /// The defaults, overridden by `RATE_LIMITS` (a JSON object such as
+    /// `{"login": {"ip": "30/1m", "email": "10/1m"}, "signup": {"email": "off"}}`)
+    /// and `LOGIN_BACKOFF` (`off`, or `free/base/max` in seconds, e.g. `5/1/900`).
+    /// Errors name the setting.
+    pub fn parse(rate_limits: Option<&str>, login_backoff: Option<&str>) -> Result<Self, String> {
+        let mut out = Self::default();
+        if let Some(text) = rate_limits.map(str::trim).filter(|s| !s.is_empty()) {
+            let err = |why: String| format!("RATE_LIMITS: {why}");
+            let value: Value = serde_json::from_str(text).map_err(|e| err(format!("not JSON: {e}")))?;
+            let Value::Object(map) = value else {
+                return Err(err("must be a JSON object keyed by endpoint".into()));
+            };
+            for (name, keys) in map {
+                let endpoint = Endpoint::ALL.into_iter().find(|e| e.name() == name).ok_or_else(|| {
+                    let known: Vec<&str> = Endpoint::ALL.iter().map(|e| e.name()).collect();
+                    err(format!("{name:?} is not a limited endpoint (one of {})", known.join(", ")))
+                })?;
+                let Value::Object(keys) = keys else {
+                    return Err(err(format!("{name}: must be an object like {{\"ip\": \"30/1m\", \"email\": \"10/1m\"}}")));
+                };
+                let slot = &mut out.limits[endpoint.index()];
+                for (key, rule) in keys {
+                    let rule = match rule {
+                        Value::String(s) if s.trim() == "off" => None,
+                        Value::String(s) => Some(Rule::parse(&s).map_err(|e| err(format!("{name}.{key}: {e}")))?),
+                        other => return Err(err(format!("{name}.{key}: {other} must be a string like \"10/1m\""))),
+                    };
+                    match key.as_str() {
+                        "ip" => slot.ip = rule,
+                        "email" => slot.email = rule,
+                        other => return Err(err(format!("{name}: {other:?} is not a key type (ip or email)"))),
+                    }
+                }
+            }
+        }
+        if let Some(text) = login_backoff.map(str::trim).filter(|s| !s.is_empty()) {
+            out.backoff = if text == "off" {
+                None
+            } else {
+                let bad = || format!("LOGIN_BACKOFF: {text:?} must be off or free/base/max seconds, e.g. 5/1/900");
+                let parts: Vec<u64> = text.split('/').map(|p| p.trim().parse::<u64>()).collect::<Result<_, _>>().map_err(|_| bad())?;
+                match parts.as_slice() {
+                    [free, base, max] if *free <= 1_000 && *base >= 1 && max >= base && *max <= 86_400 => {
+                        Some(Backoff { free_failures: *free as u32, base_delay_secs: *base, max_delay_secs: *max })
+                    }
+                    _ => return Err(bad()),
+                }
+            };
+        }
+        Ok(out)
+    }
+}
+
+/// The counter key of a client IP: the address itself, IPv6 by its /64
+/// (one subscriber's allocation); `unknown` when there is none or it does
+/// not parse — such requests share one bucket rather than go unlimited.
+pub fn ip_key(ip: Option<&str>) -> String {
+    match ip.map(str::trim).and_then(|s| s.parse::<IpAddr>().ok()) {
+        Some(IpAddr::V4(v4)) => v4.to_string(),
+        Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+        None => "unknown".to_string(),
+    }
+}
+
+/// One counter to bump.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    /// `<endpoint>:<key type>:<value>`.
+    pub key: String,
+    /// The length of a window opened by this request.
+    pub window_secs: u64,
+}
+
+/// A counter after a hit: requests in its window, and when the window ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Count {
+    /// Requests counted in the current window, this one included.
+    pub count: u32,
+    /// End of the current window.
+    pub resets_at: UnixTime,
+}
+
+/// The counters a request to `endpoint` bumps, with their rules.
+pub fn hits(
+    limits: &RateLimits,
+    endpoint: Endpoint,
+    ip: Option<&str>,
+    email: Option<&str>,
+) -> Vec<(Hit, Rule, KeyType)> {
+    let l = limits.of(endpoint);
+    let mut out = Vec::with_capacity(2);
+    let mut push = |rule: Option<Rule>, key_type: KeyType, value: &str| {
+        if let Some(rule) = rule {
+            let key = format!("{}:{}:{value}", endpoint.name(), key_type.as_str());
+            out.push((Hit { key, window_secs: rule.window_secs }, rule, key_type));
+        }
+    };
+    push(l.ip, KeyType::Ip, &ip_key(ip));
+    if let Some(email) = email {
+        push(l.email, KeyType::Email, email);
+    }
+    out
+}
+
+/// A refusal: the first counter over its limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exceeded {
+    /// Which key.
+    pub key_type: KeyType,
+    /// Its limit.
+    pub limit: u32,
+    /// Seconds until its window ends.
+    pub retry_after_secs: u64,
+    /// Whether this request is the first over the limit in this window
+    /// (the one that reports `rate_limit_exceeded`).
+    pub first: bool,
+}
+
+/// Decides from the counts the store returned (in the order of `hits`).
+pub fn decide(hits: &[(Hit, Rule, KeyType)], counts: &[Count], now: UnixTime) -> Option<Exceeded> {
+    hits.iter().zip(counts).find(|((_, rule, _), c)| c.count > rule.limit).map(|((_, rule, key_type), c)| Exceeded {
+        key_type: *key_type,
+        limit: rule.limit,
+        retry_after_secs: u64::try_from(c.resets_at.0.saturating_sub(now.0)).unwrap_or(1).max(1),
+        first: c.count == rule.limit.saturating_add(1),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_parse_units() {
+        assert_eq!(Rule::parse("10/60").unwrap(), Rule::new(10, 60));
+        assert_eq!(Rule::parse("10/60s").unwrap(), Rule::new(10, 60));
+        assert_eq!(Rule::parse(" 5 / 15m ").unwrap(), Rule::new(5, 900));
+        assert_eq!(Rule::parse("100/1h").unwrap(), Rule::new(100, 3_600));
+        for bad in ["", "10", "0/60", "10/0", "x/60", "10/5y", "10/8d", "-1/60", "10/-5"] {
+            assert!(Rule::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn config_overrides_defaults_and_names_the_setting() {
+        let l = RateLimits::parse(Some(r#"{"login": {"ip": "3/1m", "email": "off"}}"#), None).unwrap();
+        assert_eq!(l.of(Endpoint::Login).ip, Some(Rule::new(3, 60)));
+        assert_eq!(l.of(Endpoint::Login).email, None);
+        assert_eq!(l.of(Endpoint::Signup), RateLimits::default().of(Endpoint::Signup));
+        for bad in [r#"[]"#, r#"{"logn": {}}"#, r#"{"login": {"ipp": "1/1"}}"#, r#"{"login": {"ip": 5}}"#, "{"] {
+            let e = RateLimits::parse(Some(bad), None).unwrap_err();
+            assert!(e.starts_with("RATE_LIMITS"), "{e}");
+        }
+        assert_eq!(RateLimits::parse(None, Some("off")).unwrap().backoff, None);
+        assert_eq!(
+            RateLimits::parse(None, Some("3/2/60")).unwrap().backoff,
+            Some(Backoff { free_failures: 3, base_delay_secs: 2, max_delay_secs: 60 })
+        );
+        assert!(RateLimits::parse(None, Some("3/2")).unwrap_err().starts_with("LOGIN_BACKOFF"));
+    }
+
+    #[test]
+    fn default_login_limit_follows_owasp() {
+        let d = RateLimits::default();
+        assert_eq!(d.of(Endpoint::Login).email, Some(Rule::new(10, 60)));
+        for e in Endpoint::ALL {
+            assert!(d.of(e).ip.is_some() && d.of(e).email.is_some(), "{}", e.name());
+        }
+    }
+
+    #[test]
+    fn ip_keys_group_ipv6_by_64_and_never_exempt_a_missing_ip() {
+        assert_eq!(ip_key(Some("203.0.113.7")), "203.0.113.7");
+        assert_eq!(ip_key(Some("2001:db8:1:2:aaaa::1")), ip_key(Some("2001:db8:1:2:bbbb::9")));
+        assert_ne!(ip_key(Some("2001:db8:1:2::1")), ip_key(Some("2001:db8:1:3::1")));
+        assert_eq!(ip_key(Some("::ffff:203.0.113.7")), "203.0.113.7");
+        assert_eq!(ip_key(None), "unknown");
+        assert_eq!(ip_key(Some("not an ip")), "unknown");
+    }
+
+    #[test]
+    fn decide_reports_the_first_request_over_the_limit_once() {
+        let now = UnixTime(1_000_000_030);
+        let h = hits(&RateLimits::default(), Endpoint::Login, Some("1.2.3.4"), Some("a@b.example"));
+        assert_eq!(h.len(), 2);
+        assert_eq!(h[1].0, Hit { key: "login:email:a@b.example".into(), window_secs: 60 });
+        let c = |count| Count { count, resets_at: UnixTime(now.0 + 30) };
+        assert_eq!(decide(&h, &[c(1), c(10)], now), None);
+        let e = decide(&h, &[c(2), c(11)], now).unwrap();
+        assert_eq!((e.key_type, e.limit, e.first, e.retry_after_secs), (KeyType::Email, 10, true, 30));
+        assert!(!decide(&h, &[c(3), c(12)], now).unwrap().first);
+        assert_eq!(decide(&h, &[c(31), c(1)], now).unwrap().key_type, KeyType::Ip);
+        // A window that ends this second still asks for one second.
+        let late = Count { count: 99, resets_at: now };
+        assert_eq!(decide(&h, &[late, c(1)], now).unwrap().retry_after_secs, 1);
+    }
+
+    #[test]
+    fn backoff_doubles_after_the_free_failures_and_is_capped() {
+        let b = Backoff::default();
+        assert_eq!((0..5).map(|n| b.delay_secs(n)).collect::<Vec<_>>(), vec![0; 5]);
+        assert_eq!((5..9).map(|n| b.delay_secs(n)).collect::<Vec<_>>(), vec![1, 2, 4, 8]);
+        assert_eq!(b.delay_secs(20), 900);
+        assert_eq!(b.delay_secs(u32::MAX), 900);
+        // Well before NIST's 100: after 15 failures every try waits 15 minutes.
+        assert_eq!(b.delay_secs(15), 900);
+        let t = UnixTime(1_000_000_000);
+        assert_eq!(b.wait(7, t, UnixTime(t.0 + 1)), Some(3));
+        assert_eq!(b.wait(7, t, UnixTime(t.0 + 4)), None);
+        assert_eq!(b.wait(4, t, t), None);
+        assert_eq!(b.wait(30, t, UnixTime(t.0 + 86_400)), None);
+    }
+}

@@ -1,0 +1,130 @@
+//! Rate limits and the login back-off, through the flows.
+
+use portcullis::core::error::Error;
+use portcullis::core::flows::EmailRequest;
+use portcullis::core::ports::RateLimitStore;
+use portcullis::core::time::UnixTime;
+
+use crate::support::{block_on, code, login_at, signup_at, TestRandom, World};
+
+fn magic_link(w: &World, rng: &mut TestRandom, now: i64, email: &str, ip: Option<&str>) -> Result<(), Error> {
+    let (deps, mut meta) = w.at(now);
+    meta.ip = ip.map(str::to_string);
+    block_on(deps.request_magic_link(&meta, rng, EmailRequest { email: email.into() })).map(|_| ())
+}
+
+#[test]
+fn the_email_limit_refuses_with_retry_after_and_reports_once_per_window() {
+    let w = World::new(&[("RATE_LIMITS", r#"{"magic-link": {"email": "3/60s", "ip": "off"}}"#)]);
+    let mut rng = TestRandom(1);
+    for _ in 0..3 {
+        magic_link(&w, &mut rng, 1_000, "a@example.com", Some("198.51.100.1")).unwrap();
+    }
+    let err = magic_link(&w, &mut rng, 1_010, "A@Example.com", Some("198.51.100.2")).unwrap_err();
+    assert_eq!(err, Error::RateLimited { retry_after_secs: 50 });
+    let p = err.problem();
+    assert_eq!((p.status, p.code, p.retry_after_secs), (429, "rate_limited", Some(50)));
+    magic_link(&w, &mut rng, 1_020, "a@example.com", None).unwrap_err();
+    assert_eq!(w.events.count("rate_limit_exceeded"), 1);
+    let ev = w.events.last_of("rate_limit_exceeded");
+    assert_eq!(ev["endpoint"], "magic-link");
+    assert_eq!(ev["key_type"], "email");
+    assert_eq!(ev["limit"], 3);
+    assert_eq!(ev["email"], "a@example.com");
+    assert_eq!(ev["ip_address"], "198.51.100.2");
+    // Another address is not affected; the window ends 60 s after it opened.
+    magic_link(&w, &mut rng, 1_020, "b@example.com", None).unwrap();
+    magic_link(&w, &mut rng, 1_060, "a@example.com", None).unwrap();
+}
+
+#[test]
+fn requests_without_a_client_ip_share_one_bucket() {
+    let w = World::new(&[("RATE_LIMITS", r#"{"otp": {"ip": "2/1h", "email": "off"}}"#)]);
+    let mut rng = TestRandom(2);
+    let (deps, mut meta) = w.at(1_000);
+    meta.ip = None;
+    for (i, expect_ok) in [(0, true), (1, true), (2, false)] {
+        let r = block_on(deps.request_otp(&meta, &mut rng, EmailRequest { email: format!("u{i}@example.com") }));
+        assert_eq!(r.is_ok(), expect_ok, "request {i}");
+    }
+    assert_eq!(w.events.last_of("rate_limit_exceeded")["key_type"], "ip");
+    assert_eq!(w.events.last_of("rate_limit_exceeded")["ip_address"], serde_json::Value::Null);
+}
+
+#[test]
+fn unknown_and_known_emails_are_counted_alike() {
+    let w = World::new(&[("RATE_LIMITS", r#"{"password/forgot": {"email": "2/1h", "ip": "off"}}"#)]);
+    let mut rng = TestRandom(3);
+    signup_at(&w, &mut rng, 1_000, "known@example.com", "correct horse battery");
+    for email in ["known@example.com", "unknown@example.com"] {
+        let (deps, meta) = w.at(1_001);
+        let mut answers = Vec::new();
+        for _ in 0..3 {
+            let r = block_on(deps.forgot_password(&meta, &mut rng, EmailRequest { email: email.into() }));
+            answers.push(r.map(|a| a.message).map_err(|e| e.problem().code));
+        }
+        assert_eq!(answers[2], Err("rate_limited"), "{email}");
+        assert!(answers[0].is_ok() && answers[1].is_ok());
+    }
+}
+
+#[test]
+fn consecutive_login_failures_back_off_until_a_success() {
+    let w = World::new(&[("RATE_LIMITS", r#"{"login": {"email": "off", "ip": "off"}}"#)]);
+    let mut rng = TestRandom(4);
+    signup_at(&w, &mut rng, 1_000, "ada@example.com", "correct horse battery");
+    for i in 0..5 {
+        assert_eq!(code(login_at(&w, &mut rng, 1_000 + i, "ada@example.com", "wrong password!")), "invalid_credentials");
+    }
+    // Five failures are free; the sixth try must wait a second, right password or not.
+    let err = login_at(&w, &mut rng, 1_004, "ada@example.com", "correct horse battery").unwrap_err();
+    assert_eq!(err, Error::RateLimited { retry_after_secs: 1 });
+    assert_eq!(code(login_at(&w, &mut rng, 1_005, "ada@example.com", "wrong again!!")), "invalid_credentials");
+    // Six failures: two seconds.
+    assert_eq!(login_at(&w, &mut rng, 1_006, "ada@example.com", "x-x-x-x-x").unwrap_err(), Error::RateLimited { retry_after_secs: 1 });
+    login_at(&w, &mut rng, 1_007, "ada@example.com", "correct horse battery").unwrap();
+    // A success clears the record.
+    assert_eq!(block_on(w.store.login_failures("ada@example.com")).unwrap(), None);
+    for i in 0..5 {
+        assert_eq!(code(login_at(&w, &mut rng, 1_100 + i, "ada@example.com", "wrong password!")), "invalid_credentials");
+    }
+}
+
+#[test]
+fn unknown_accounts_back_off_exactly_like_known_ones() {
+    let w = World::new(&[("RATE_LIMITS", r#"{"login": {"email": "off", "ip": "off"}}"#)]);
+    let mut rng = TestRandom(5);
+    signup_at(&w, &mut rng, 1_000, "known@example.com", "correct horse battery");
+    for email in ["known@example.com", "nobody@example.com"] {
+        let answers: Vec<&str> =
+            (0..7).map(|_| code(login_at(&w, &mut rng, 2_000, email, "wrong password!"))).collect();
+        assert_eq!(answers, [vec!["invalid_credentials"; 5], vec!["rate_limited"; 2]].concat(), "{email}");
+    }
+}
+
+#[test]
+fn the_backoff_is_capped_and_forgotten_after_a_day() {
+    let w = World::new(&[("RATE_LIMITS", r#"{"login": {"email": "off", "ip": "off"}}"#), ("LOGIN_BACKOFF", "2/10/60")]);
+    let mut rng = TestRandom(6);
+    let mut now = 10_000;
+    for _ in 0..8 {
+        assert_eq!(code(login_at(&w, &mut rng, now, "x@example.com", "wrong password!")), "invalid_credentials");
+        now += 61;
+    }
+    // 8 failures: 10 s doubled six times, capped at 60 s.
+    assert_eq!(login_at(&w, &mut rng, now - 31, "x@example.com", "pw-pw-pw-pw").unwrap_err(), Error::RateLimited { retry_after_secs: 30 });
+    let (failures, last) = block_on(w.store.login_failures("x@example.com")).unwrap().unwrap();
+    assert_eq!((failures, last), (8, UnixTime(now - 61)));
+    now += 86_400;
+    assert_eq!(code(login_at(&w, &mut rng, now, "x@example.com", "wrong password!")), "invalid_credentials");
+    assert_eq!(block_on(w.store.login_failures("x@example.com")).unwrap().unwrap().0, 1);
+}
+
+#[test]
+fn a_broken_counter_store_fails_closed() {
+    let w = World::new(&[]);
+    let mut rng = TestRandom(7);
+    *w.store.fail.borrow_mut() = true;
+    let err = login_at(&w, &mut rng, 1_000, "a@example.com", "whatever-password").unwrap_err();
+    assert_eq!(err.problem().status, 503);
+}

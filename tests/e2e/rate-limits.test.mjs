@@ -1,0 +1,199 @@
+// Rate limits and the login back-off, in the real runtime: the built-in
+// defaults (RATE_LIMITS unset), exact counts under 50 concurrent requests
+// (one D1 upsert per key), 429 problem+json with Retry-After, one
+// `rate_limit_exceeded` event per window, no exemption for requests without
+// a usable client IP, and a RATE_LIMITS typo refusing to serve.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { startGateway, post, json, randomEmail, sleep } from "./harness.mjs";
+
+let gw; // built-in defaults
+let tight; // small limits, no back-off
+
+before(async () => {
+  [gw, tight] = await Promise.all([
+    startGateway({ vars: { RATE_LIMITS: null } }),
+    startGateway({
+      vars: {
+        RATE_LIMITS: { signup: { ip: "3/2s", email: "off" }, login: { ip: "30/1h", email: "10/1h" } },
+        LOGIN_BACKOFF: "off",
+      },
+    }),
+  ]);
+});
+
+after(async () => {
+  await Promise.all([gw?.stop(), tight?.stop()]);
+});
+
+let ipSeq = 0;
+/** A client IP no other test uses. */
+const freshIp = () => `198.51.100.${++ipSeq}`;
+const from = (ip) => ({ "cf-connecting-ip": ip });
+const PASSWORD = "correct horse battery staple";
+
+async function signup(g, email, ip = freshIp()) {
+  const res = await post(`${g.url}/auth/signup`, { email, password: PASSWORD }, from(ip));
+  assert.equal(res.status, 201, JSON.stringify(await json(res)));
+}
+
+/** Fires all requests at once; returns [status, body, retry-after] per request. */
+async function burst(requests) {
+  return Promise.all(
+    requests.map(async (r) => {
+      const res = await r();
+      return { status: res.status, body: await json(res), retryAfter: res.headers.get("retry-after"), type: res.headers.get("content-type") };
+    }),
+  );
+}
+
+function tally(results) {
+  const out = {};
+  for (const r of results) out[r.status] = (out[r.status] ?? 0) + 1;
+  return out;
+}
+
+function assertRateLimited(r, maxWindow) {
+  assert.equal(r.status, 429);
+  assert.match(r.type, /^application\/problem\+json/);
+  assert.equal(r.body.code, "rate_limited");
+  assert.equal(r.body.status, 429);
+  const secs = Number(r.retryAfter);
+  assert.ok(Number.isInteger(secs) && secs >= 1 && secs <= maxWindow, `Retry-After ${r.retryAfter}`);
+}
+
+const exceeded = (g, pred) => g.events().filter((e) => e.type === "rate_limit_exceeded" && pred(e.data));
+
+test("defaults: 50 concurrent magic-link requests for one email -> exactly 5 accepted, one event", async () => {
+  const email = randomEmail("burst");
+  const ip = freshIp();
+  const results = await burst(Array.from({ length: 50 }, () => () => post(`${gw.url}/auth/magic-link`, { email }, from(ip))));
+  assert.deepEqual(tally(results), { 200: 5, 429: 45 });
+  for (const r of results.filter((r) => r.status === 429)) assertRateLimited(r, 3600);
+  const ev = await gw.waitForEvent((e) => e.type === "rate_limit_exceeded" && e.data.email === email);
+  assert.deepEqual(ev.data, { endpoint: "magic-link", ip_address: ip, email, limit: 5, key_type: "email" });
+  await sleep(500);
+  assert.equal(exceeded(gw, (d) => d.email === email && d.key_type === "email").length, 1, "one event per window, not one per refusal");
+  // The same 50 requests also passed the per-IP limit (20): that key reports once too.
+  assert.equal(exceeded(gw, (d) => d.ip_address === ip && d.key_type === "ip").length, 1);
+});
+
+test("defaults: 50 concurrent OTP requests from one IP for different emails -> exactly 20 accepted", async () => {
+  const ip = freshIp();
+  const results = await burst(
+    Array.from({ length: 50 }, (_, i) => () => post(`${gw.url}/auth/otp`, { email: randomEmail(`ip${i}`) }, from(ip))),
+  );
+  assert.deepEqual(tally(results), { 200: 20, 429: 30 });
+  const ev = await gw.waitForEvent((e) => e.type === "rate_limit_exceeded" && e.data.ip_address === ip);
+  assert.equal(ev.data.endpoint, "otp");
+  assert.equal(ev.data.key_type, "ip");
+  assert.equal(ev.data.limit, 20);
+});
+
+test("a missing or unusable client IP is not exempt: such requests share one bucket", async () => {
+  const results = [];
+  for (let i = 0; i < 22; i++) {
+    const res = await post(`${gw.url}/auth/password/forgot`, { email: randomEmail(`noip${i}`) }, from(`not-an-ip-${i}`));
+    results.push({ status: res.status, body: await json(res), retryAfter: res.headers.get("retry-after"), type: res.headers.get("content-type") });
+  }
+  assert.deepEqual(tally(results), { 200: 20, 429: 2 });
+  assertRateLimited(results[21], 3600);
+});
+
+test("known and unknown emails are limited alike (no enumeration through the limiter)", async () => {
+  const known = randomEmail("known");
+  await signup(gw, known);
+  for (const email of [known, randomEmail("unknown")]) {
+    const ip = freshIp();
+    const statuses = [];
+    for (let i = 0; i < 6; i++) {
+      const res = await post(`${gw.url}/auth/password/forgot`, { email }, from(ip));
+      statuses.push(res.status);
+      await res.arrayBuffer();
+    }
+    assert.deepEqual(statuses, [200, 200, 200, 200, 200, 429], email);
+  }
+});
+
+test("login back-off: after 5 failures the account must wait, even with the right password; success clears it", async () => {
+  for (const known of [true, false]) {
+    const email = randomEmail(known ? "backoff" : "ghost");
+    if (known) await signup(gw, email);
+    const ip = freshIp();
+    for (let i = 0; i < 5; i++) {
+      const res = await post(`${gw.url}/auth/login`, { email, password: "wrong password " + i }, from(ip));
+      assert.equal(res.status, 401);
+      assert.equal((await json(res)).code, "invalid_credentials");
+    }
+    const blocked = await post(`${gw.url}/auth/login`, { email, password: PASSWORD }, from(freshIp()));
+    const r = { status: blocked.status, body: await json(blocked), retryAfter: blocked.headers.get("retry-after"), type: blocked.headers.get("content-type") };
+    assertRateLimited(r, 900);
+    if (!known) continue;
+    await sleep(Number(r.retryAfter) * 1000 + 1100);
+    const ok = await post(`${gw.url}/auth/login`, { email, password: PASSWORD }, from(ip));
+    assert.equal(ok.status, 200, JSON.stringify(await json(ok)));
+    // The success cleared the record: five more failures are free again.
+    for (let i = 0; i < 2; i++) {
+      const res = await post(`${gw.url}/auth/login`, { email, password: "wrong again " + i }, from(ip));
+      assert.equal(res.status, 401);
+      await res.arrayBuffer();
+    }
+  }
+});
+
+test("50 concurrent logins for one account from 50 IPs -> exactly 10 checked (401), 40 refused (429)", async () => {
+  const email = randomEmail("stuffed");
+  await signup(tight, email);
+  const results = await burst(
+    Array.from({ length: 50 }, (_, i) => () => post(`${tight.url}/auth/login`, { email, password: "guess " + i }, from(`192.0.2.${i + 1}`))),
+  );
+  assert.deepEqual(tally(results), { 401: 10, 429: 40 });
+  for (const r of results.filter((r) => r.status === 429)) assertRateLimited(r, 3600);
+  const ev = await tight.waitForEvent((e) => e.type === "rate_limit_exceeded" && e.data.email === email);
+  assert.equal(ev.data.endpoint, "login");
+  assert.equal(ev.data.key_type, "email");
+  assert.equal(ev.data.limit, 10);
+});
+
+test("50 concurrent logins from one IP for 50 emails -> exactly 30 checked", async () => {
+  const ip = "192.0.2.200";
+  const results = await burst(
+    Array.from({ length: 50 }, (_, i) => () => post(`${tight.url}/auth/login`, { email: randomEmail(`spray${i}`), password: "Summer2026!" }, from(ip))),
+  );
+  assert.deepEqual(tally(results), { 401: 30, 429: 20 });
+  const ev = await tight.waitForEvent((e) => e.type === "rate_limit_exceeded" && e.data.ip_address === ip);
+  assert.equal(ev.data.key_type, "ip");
+  assert.equal(ev.data.limit, 30);
+});
+
+test("a window ends Retry-After seconds later and the endpoint answers again", async () => {
+  const ip = freshIp();
+  const statuses = [];
+  let retryAfter = null;
+  for (let i = 0; i < 4; i++) {
+    const res = await post(`${tight.url}/auth/signup`, { email: randomEmail("win"), password: PASSWORD }, from(ip));
+    statuses.push(res.status);
+    if (res.status === 429) retryAfter = Number(res.headers.get("retry-after"));
+    await res.arrayBuffer();
+  }
+  assert.deepEqual(statuses, [201, 201, 201, 429]);
+  assert.ok(retryAfter >= 1 && retryAfter <= 2, `Retry-After ${retryAfter}`);
+  await sleep(retryAfter * 1000 + 1000);
+  const again = await post(`${tight.url}/auth/signup`, { email: randomEmail("win"), password: PASSWORD }, from(ip));
+  assert.equal(again.status, 201);
+});
+
+test("a malformed RATE_LIMITS refuses every request with a 503 naming the setting", async () => {
+  const bad = await startGateway({ vars: { RATE_LIMITS: '{"login": {"ip": "ten per minute"}}' } });
+  try {
+    for (const [method, path] of [["POST", "/auth/login"], ["GET", "/api/public/x"], ["GET", "/.well-known/jwks.json"]]) {
+      const res = await fetch(bad.url + path, { method, headers: { "content-type": "application/json" }, body: method === "POST" ? "{}" : undefined });
+      assert.equal(res.status, 503, path);
+      const body = await json(res);
+      assert.equal(body.code, "misconfigured");
+      assert.match(body.detail, /RATE_LIMITS/);
+    }
+  } finally {
+    await bad.stop();
+  }
+});
