@@ -449,3 +449,88 @@ describe("OAuth / OIDC sign-in", () => {
     assert.equal(r3.location.searchParams.get("error"), "code_rejected");
   });
 });
+
+describe("OAuth sign-in in cookie mode, through the sign-in hook", () => {
+  let gw, gh, hook;
+  const hookCalls = [];
+
+  before(async () => {
+    const http = await import("node:http");
+    hook = http.createServer(async (req, res) => {
+      const chunks = [];
+      for await (const c of req) chunks.push(c);
+      const body = JSON.parse(Buffer.concat(chunks).toString("utf8"));
+      hookCalls.push(body);
+      const allow = !body.user.email.startsWith("deny-");
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify(allow ? { allow: true, claims: { tier: "gold" } } : { allow: false, reason: "not today" }));
+    });
+    await new Promise((r) => hook.listen(0, "127.0.0.1", r));
+    gh = await startFakeGithub({ clientId: GH_ID, clientSecret: GH_SECRET });
+    gw = await startGateway({
+      vars: {
+        COOKIE_MODE: "true",
+        HOOK_URL: `http://127.0.0.1:${hook.address().port}/hook`,
+        OAUTH_PROVIDERS: JSON.stringify([{ id: "github", preset: "github", client_id: GH_ID, base_url: gh.base, api_url: gh.base }]),
+        OAUTH_GITHUB_CLIENT_SECRET: GH_SECRET,
+        REDIRECT_ALLOWLIST: APP,
+      },
+    });
+  });
+
+  after(async () => {
+    await gw?.stop();
+    await gh?.close();
+    hook?.closeAllConnections?.();
+    await new Promise((r) => (hook ? hook.close(r) : r()));
+  });
+
+  async function githubSignIn(email) {
+    const res = await fetch(`${gw.url}/auth/oauth/github/authorize?redirect_to=${encodeURIComponent(APP)}`, { redirect: "manual" });
+    assert.equal(res.status, 302);
+    const binding = res.headers.getSetCookie().find((c) => c.startsWith(`${BINDING}=`)).split(";")[0];
+    const { code, state } = gh.approve(res.headers.get("location"), {
+      id: 200000 + Math.floor(Math.random() * 1e5),
+      login: "c",
+      emails: [{ email, primary: true, verified: true }],
+    });
+    return fetch(`${gw.url}/auth/oauth/github/callback?code=${code}&state=${state}`, { redirect: "manual", headers: { cookie: binding } });
+  }
+
+  test("the callback sets the session cookies, the hook is asked with the provider and its claims reach the token", async () => {
+    const email = mail("cookie");
+    const res = await githubSignIn(email);
+    assert.equal(res.status, 302);
+    const cookies = res.headers.getSetCookie();
+    const access = cookies.find((c) => c.startsWith("__Host-portcullis_access="));
+    assert.ok(access && cookies.some((c) => c.startsWith("__Host-portcullis_refresh=")), cookies.join(" | "));
+    assert.ok(cookies.some((c) => c.startsWith(`${BINDING}=;`) && /Max-Age=0/.test(c)), "the binding cookie is cleared");
+    const at = access.split(";")[0].slice("__Host-portcullis_access=".length);
+    const me = await json(await fetch(`${gw.url}/auth/me`, { headers: { cookie: `__Host-portcullis_access=${at}` } }));
+    assert.equal(me.email, email);
+    assert.deepEqual(me.providers.map((p) => p.provider), ["github"]);
+    const call = hookCalls.find((c) => c.user.email === email);
+    assert.equal(call.provider, "github");
+    const claims = JSON.parse(Buffer.from(at.split(".")[1], "base64url").toString());
+    assert.equal(claims.tier, "gold");
+    // The exchange sets them too, for apps that finish the sign-in themselves.
+    const code = new URL(res.headers.get("location")).searchParams.get("code");
+    const ex = await post(`${gw.url}/auth/oauth/exchange`, { code });
+    assert.equal(ex.status, 200);
+    assert.ok(ex.headers.getSetCookie().some((c) => c.startsWith("__Host-portcullis_access=")));
+  });
+
+  test("a sign-in the hook denies returns with signin_denied; the new account stays and is announced", async () => {
+    const email = `deny-${mail("hook")}`;
+    const { result, event } = await withEvent(
+      gw,
+      (e) => e.type === "login_failed" && e.data.reason === "signin_denied" && e.data.email === email,
+      () => githubSignIn(email),
+    );
+    assert.equal(result.status, 302);
+    assert.equal(new URL(result.headers.get("location")).searchParams.get("error"), "signin_denied");
+    assert.ok(!result.headers.getSetCookie().some((c) => c.startsWith("__Host-portcullis_access=")));
+    assert.equal(event.data.email, email);
+    await gw.waitForEvent((e) => e.type === "user_created" && e.data.email === email && e.data.provider === "github");
+  });
+});
