@@ -7,6 +7,7 @@ mod admin;
 mod email_verification;
 mod keys;
 mod magic_link;
+mod oauth;
 mod otp;
 mod passwords;
 mod rate_limits;

@@ -48,6 +48,8 @@ pub struct MemStore {
     pub keys: RefCell<Vec<StoredKey>>,
     /// Emailed tokens with their consumption time.
     pub email_tokens: RefCell<Vec<(EmailToken, Option<UnixTime>)>>,
+    /// OAuth states, exchange codes and linked identities (see `oauth.rs`).
+    pub oauth: RefCell<crate::oauth::MemOAuth>,
     pub fail: RefCell<bool>,
     /// Rate-limit counters: key -> (window end, count).
     pub counters: RefCell<HashMap<String, (UnixTime, u32)>>,

@@ -1,0 +1,444 @@
+//! OAuth / OIDC sign-in and linking against an in-memory store and a fake
+//! provider (discovery, JWKS, token endpoint, userinfo) whose "signatures"
+//! verify when they are the bytes `good-signature`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde_json::{json, Value};
+
+use portcullis::core::error::Error;
+use portcullis::core::flows::oauth::{AuthorizeRequest, CallbackOutcome, CallbackQuery, ExchangeRequest};
+use portcullis::core::oauth::{
+    pkce_challenge, JwsAlg, LinkedIdentity, OAuthState, OAuthStore, ProviderNet, ProviderRequest, Unlink, STATE_TTL_SECS,
+};
+use portcullis::core::outbound::{HttpReply, SendError};
+use portcullis::core::ports::Result;
+use portcullis::core::time::UnixTime;
+use portcullis::core::users::User;
+
+use crate::support::{block_on, code, signup_at, user, MemStore, TestRandom, World};
+
+/// OAuth rows of the in-memory store.
+#[derive(Default)]
+pub struct MemOAuth {
+    states: Vec<OAuthState>,
+    exchanges: Vec<(String, String, UnixTime)>,
+    identities: Vec<LinkedIdentity>,
+}
+
+impl OAuthStore for MemStore {
+    async fn put_oauth_state(&self, state: &OAuthState) -> Result<()> {
+        self.oauth.borrow_mut().states.push(state.clone());
+        Ok(())
+    }
+    async fn take_oauth_state(&self, hash: &str, now: UnixTime) -> Result<Option<OAuthState>> {
+        if *self.fail.borrow() {
+            return Err(Error::unavailable("memory", "injected failure"));
+        }
+        let mut o = self.oauth.borrow_mut();
+        let Some(i) = o.states.iter().position(|s| s.hash == hash) else { return Ok(None) };
+        let st = o.states.remove(i);
+        Ok((st.expires_at > now).then_some(st))
+    }
+    async fn put_exchange(&self, hash: &str, sealed: &str, expires_at: UnixTime) -> Result<()> {
+        self.oauth.borrow_mut().exchanges.push((hash.into(), sealed.into(), expires_at));
+        Ok(())
+    }
+    async fn take_exchange(&self, hash: &str, now: UnixTime) -> Result<Option<String>> {
+        let mut o = self.oauth.borrow_mut();
+        let Some(i) = o.exchanges.iter().position(|e| e.0 == hash) else { return Ok(None) };
+        let (_, sealed, exp) = o.exchanges.remove(i);
+        Ok((exp > now).then_some(sealed))
+    }
+    async fn identity(&self, provider: &str, subject: &str) -> Result<Option<LinkedIdentity>> {
+        Ok(self.oauth.borrow().identities.iter().find(|i| i.provider == provider && i.subject == subject).cloned())
+    }
+    async fn identities_of(&self, user_id: &str) -> Result<Vec<LinkedIdentity>> {
+        Ok(self.oauth.borrow().identities.iter().filter(|i| i.user_id == user_id).cloned().collect())
+    }
+    async fn link_identity(&self, identity: &LinkedIdentity) -> Result<bool> {
+        let mut o = self.oauth.borrow_mut();
+        let taken = o.identities.iter().any(|i| {
+            i.provider == identity.provider && (i.subject == identity.subject || i.user_id == identity.user_id)
+        });
+        if taken || !self.users.borrow().iter().any(|u| u.id == identity.user_id) {
+            return Ok(false);
+        }
+        o.identities.push(identity.clone());
+        Ok(true)
+    }
+    async fn create_oauth_user(&self, user: &User, identity: &LinkedIdentity) -> Result<bool> {
+        if self.users.borrow().iter().any(|u| u.email == user.email) {
+            return Ok(false);
+        }
+        self.users.borrow_mut().push(user.clone());
+        if !self.link_identity(identity).await? {
+            self.users.borrow_mut().retain(|u| u.id != user.id);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+    async fn unlink_identity(&self, user_id: &str, provider: &str) -> Result<Unlink> {
+        let mut o = self.oauth.borrow_mut();
+        let Some(i) = o.identities.iter().position(|i| i.user_id == user_id && i.provider == provider) else {
+            return Ok(Unlink::NotLinked);
+        };
+        let has_password = self.users.borrow().iter().any(|u| u.id == user_id && u.password_hash.is_some());
+        let others = o.identities.iter().filter(|i| i.user_id == user_id && i.provider != provider).count();
+        if !has_password && others == 0 {
+            return Ok(Unlink::LastMethod);
+        }
+        o.identities.remove(i);
+        Ok(Unlink::Done)
+    }
+}
+
+const IDP: &str = "https://idp.test";
+const CLIENT: &str = "portcullis-test";
+const APP: &str = "https://app.test/done";
+
+/// A fake OIDC provider.
+#[derive(Default)]
+struct FakeIdp {
+    /// Claims of the next ID token (iss, aud, exp, iat, nonce are filled in unless given).
+    claims: RefCell<Value>,
+    /// What userinfo answers.
+    userinfo: RefCell<Value>,
+    /// A forced token-endpoint reply.
+    token_reply: RefCell<Option<HttpReply>>,
+    /// Sign with a bad signature.
+    bad_signature: Cell<bool>,
+    /// Every request.
+    requests: RefCell<Vec<ProviderRequest>>,
+    /// Unreachable.
+    down: Cell<bool>,
+    cache: RefCell<HashMap<String, (UnixTime, String)>>,
+    /// The nonce of the last /authorize, and the time.
+    nonce: RefCell<String>,
+    now: Cell<i64>,
+}
+
+impl FakeIdp {
+    fn id_token(&self) -> String {
+        let mut c = self.claims.borrow().clone();
+        let now = self.now.get();
+        for (k, v) in [
+            ("iss", json!(IDP)),
+            ("aud", json!(CLIENT)),
+            ("exp", json!(now + 300)),
+            ("iat", json!(now)),
+            ("nonce", json!(*self.nonce.borrow())),
+        ] {
+            if c.get(k).is_none() {
+                c[k] = v;
+            }
+        }
+        let sig: &[u8] = if self.bad_signature.get() { b"forged" } else { b"good-signature" };
+        format!(
+            "{}.{}.{}",
+            URL_SAFE_NO_PAD.encode(json!({"alg": "EdDSA", "kid": "k1"}).to_string()),
+            URL_SAFE_NO_PAD.encode(c.to_string()),
+            URL_SAFE_NO_PAD.encode(sig)
+        )
+    }
+}
+
+impl ProviderNet for FakeIdp {
+    async fn send(&self, request: &ProviderRequest) -> std::result::Result<HttpReply, SendError> {
+        self.requests.borrow_mut().push(request.clone());
+        if self.down.get() {
+            return Err(SendError::Network("connection refused".into()));
+        }
+        let ok = |body: Value| Ok(HttpReply { status: 200, body: body.to_string() });
+        match request.url.strip_prefix(IDP).unwrap_or("") {
+            "/.well-known/openid-configuration" => ok(json!({
+                "issuer": IDP, "authorization_endpoint": format!("{IDP}/authorize"), "token_endpoint": format!("{IDP}/token"),
+                "userinfo_endpoint": format!("{IDP}/userinfo"), "jwks_uri": format!("{IDP}/jwks"),
+            })),
+            "/jwks" => ok(json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "AAAA", "kid": "k1"}]})),
+            "/token" => match self.token_reply.borrow().clone() {
+                Some(r) => Ok(r),
+                None => ok(json!({"access_token": "idp-at", "token_type": "Bearer", "id_token": self.id_token()})),
+            },
+            "/userinfo" => ok(self.userinfo.borrow().clone()),
+            _ => Ok(HttpReply { status: 404, body: String::new() }),
+        }
+    }
+    async fn verify(&self, alg: JwsAlg, jwk: &Value, _signed: &[u8], signature: &[u8]) -> Result<bool> {
+        assert_eq!((alg, jwk["kid"].as_str()), (JwsAlg::EdDsa, Some("k1")));
+        Ok(signature == b"good-signature")
+    }
+    fn cached(&self, key: &str) -> Option<(UnixTime, String)> {
+        self.cache.borrow().get(key).cloned()
+    }
+    fn cache(&self, key: &str, fetched_at: UnixTime, body: &str) {
+        self.cache.borrow_mut().insert(key.into(), (fetched_at, body.into()));
+    }
+}
+
+fn world() -> World {
+    let providers = json!([{"id": "idp", "issuer": IDP, "client_id": CLIENT}]).to_string();
+    World::new(&[
+        ("OAUTH_PROVIDERS", providers.as_str()),
+        ("OAUTH_IDP_CLIENT_SECRET", "shh"),
+        ("REDIRECT_ALLOWLIST", "https://app.test"),
+    ])
+}
+
+/// What /authorize gave the browser.
+struct Begun {
+    url: url::Url,
+    binding: String,
+}
+
+impl Begun {
+    fn param(&self, name: &str) -> String {
+        self.url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned()).unwrap_or_default()
+    }
+}
+
+fn begin(w: &World, rng: &mut TestRandom, idp: &FakeIdp, now: i64, link_user: Option<&str>) -> Begun {
+    let (deps, meta) = w.at(now);
+    let req = AuthorizeRequest { redirect_to: Some(APP.into()) };
+    let started = block_on(deps.oauth_authorize(&meta, rng, idp, "idp", req, link_user)).unwrap();
+    let b = Begun { url: url::Url::parse(&started.authorize_url).unwrap(), binding: started.binding };
+    *idp.nonce.borrow_mut() = b.param("nonce");
+    b
+}
+
+fn finish(w: &World, rng: &mut TestRandom, idp: &FakeIdp, now: i64, b: &Begun) -> CallbackOutcome {
+    let (deps, meta) = w.at(now);
+    idp.now.set(now);
+    let q = CallbackQuery { code: Some("provider-code".into()), state: Some(b.param("state")), error: None, iss: None };
+    block_on(deps.oauth_callback(&meta, rng, idp, "idp", q, Some(&b.binding))).unwrap()
+}
+
+fn sign_in(w: &World, rng: &mut TestRandom, idp: &FakeIdp, now: i64, claims: Value) -> CallbackOutcome {
+    *idp.claims.borrow_mut() = claims;
+    let b = begin(w, rng, idp, now, None);
+    finish(w, rng, idp, now + 1, &b)
+}
+
+fn location_param(outcome: &CallbackOutcome, name: &str) -> Option<String> {
+    let loc = match outcome {
+        CallbackOutcome::SignedIn { location, .. } | CallbackOutcome::Linked { location } => location,
+        CallbackOutcome::Failed { location: Some(location), .. } => location,
+        CallbackOutcome::Failed { location: None, error } => panic!("no redirect: {error:?}"),
+    };
+    url::Url::parse(loc).unwrap().query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
+#[test]
+fn a_new_identity_creates_an_account_and_its_code_is_exchanged_once() {
+    let w = world();
+    let idp = FakeIdp::default();
+    let rng = &mut TestRandom(3);
+    let b = begin(&w, rng, &idp, 1_000, None);
+    assert_eq!(b.param("code_challenge_method"), "S256");
+    assert_eq!(b.param("redirect_uri"), "https://auth.test/auth/oauth/idp/callback");
+    *idp.claims.borrow_mut() = json!({"sub": "s-1", "email": "Ada@Example.com", "email_verified": true, "name": "Ada"});
+    let out = finish(&w, rng, &idp, 1_001, &b);
+    let code = location_param(&out, "code").expect("a one-time code");
+    assert!(matches!(out, CallbackOutcome::SignedIn { .. }));
+
+    // The token request carried the verifier of the challenge, and client auth.
+    let token_req = idp.requests.borrow().iter().find(|r| r.url.ends_with("/token")).cloned().unwrap();
+    let form: HashMap<String, String> = url::form_urlencoded::parse(token_req.form.unwrap().as_bytes()).into_owned().collect();
+    assert_eq!(pkce_challenge(&form["code_verifier"]), b.param("code_challenge"));
+    assert!(token_req.headers.iter().any(|(k, v)| k == "authorization" && v.starts_with("Basic ")));
+
+    let ada = user(&w, "ada@example.com");
+    assert!(ada.email_verified && ada.password_hash.is_none());
+    assert_eq!(ada.name.as_deref(), Some("Ada"));
+    assert_eq!(w.events.last_of("user_created")["provider"], "idp");
+    assert_eq!(w.events.last_of("login")["provider"], "idp");
+    assert_eq!(w.events.count("oauth_link"), 0);
+
+    // Stored sealed: the row holds no token.
+    let sealed = w.store.oauth.borrow().exchanges[0].1.clone();
+    let (deps, meta) = w.at(1_010);
+    let body = block_on(deps.oauth_exchange(&meta, ExchangeRequest { code: code.clone() })).unwrap();
+    assert!(!sealed.contains(body["access_token"].as_str().unwrap()));
+    assert_eq!(body["user"]["email"], "ada@example.com");
+    assert_eq!(code_of(block_on(deps.oauth_exchange(&meta, ExchangeRequest { code }))), "invalid_exchange_code");
+}
+
+fn code_of<T: std::fmt::Debug>(r: std::result::Result<T, Error>) -> &'static str {
+    code(r)
+}
+
+#[test]
+fn exchange_codes_expire_after_a_minute() {
+    let w = world();
+    let idp = FakeIdp::default();
+    let rng = &mut TestRandom(4);
+    let out = sign_in(&w, rng, &idp, 1_000, json!({"sub": "s", "email": "e@example.com", "email_verified": true}));
+    let code = location_param(&out, "code").unwrap();
+    let (deps, meta) = w.at(1_001 + 61);
+    assert_eq!(code_of(block_on(deps.oauth_exchange(&meta, ExchangeRequest { code }))), "invalid_exchange_code");
+}
+
+#[test]
+fn a_verified_email_links_the_existing_account_and_an_unverified_one_never_does() {
+    let w = world();
+    let idp = FakeIdp::default();
+    let rng = &mut TestRandom(5);
+    let ada = signup_at(&w, rng, 900, "ada@example.com", "password-1");
+    let out = sign_in(&w, rng, &idp, 1_000, json!({"sub": "s-ada", "email": "ada@example.com", "email_verified": false}));
+    assert_eq!(location_param(&out, "error").as_deref(), Some("email_not_verified"));
+    assert_eq!(w.events.last_of("login_failed")["reason"], "unverified_email");
+    assert!(w.store.oauth.borrow().identities.is_empty());
+
+    let out = sign_in(&w, rng, &idp, 1_100, json!({"sub": "s-ada", "email": "ada@example.com", "email_verified": "true"}));
+    assert!(location_param(&out, "code").is_some());
+    let link = w.events.last_of("oauth_link");
+    assert_eq!((link["user_id"].as_str(), link["provider"].as_str()), (Some(ada.user.id.as_str()), Some("idp")));
+    assert!(user(&w, "ada@example.com").email_verified, "the provider verified the address");
+}
+
+#[test]
+fn states_are_single_use_expire_and_belong_to_their_browser() {
+    let w = world();
+    let idp = FakeIdp::default();
+    let rng = &mut TestRandom(6);
+    *idp.claims.borrow_mut() = json!({"sub": "s", "email": "e@example.com", "email_verified": true});
+    let b = begin(&w, rng, &idp, 1_000, None);
+    assert!(matches!(finish(&w, rng, &idp, 1_001, &b), CallbackOutcome::SignedIn { .. }));
+    let replay = finish(&w, rng, &idp, 1_002, &b);
+    assert!(matches!(&replay, CallbackOutcome::Failed { location: None, error } if error.problem().code == "invalid_state"));
+
+    let late = begin(&w, rng, &idp, 2_000, None);
+    let out = finish(&w, rng, &idp, 2_000 + STATE_TTL_SECS as i64, &late);
+    assert!(matches!(out, CallbackOutcome::Failed { location: None, .. }));
+
+    let mut other = begin(&w, rng, &idp, 3_000, None);
+    other.binding = "someone-else".into();
+    let out = finish(&w, rng, &idp, 3_001, &other);
+    assert_eq!(location_param(&out, "error").as_deref(), Some("invalid_state"));
+    assert_eq!(w.events.last_of("login_failed")["reason"], "state_binding_mismatch");
+}
+
+#[test]
+fn id_tokens_are_checked_before_anyone_is_signed_in() {
+    let w = world();
+    let idp = FakeIdp::default();
+    let rng = &mut TestRandom(7);
+    let good = json!({"sub": "s", "email": "e@example.com", "email_verified": true});
+    idp.bad_signature.set(true);
+    let out = sign_in(&w, rng, &idp, 1_000, good.clone());
+    assert_eq!(location_param(&out, "error").as_deref(), Some("invalid_id_token"));
+    assert_eq!(w.events.last_of("login_failed")["reason"], "id_token_bad_signature");
+    idp.bad_signature.set(false);
+    for (patch, reason) in [
+        (json!({"nonce": "replayed"}), "id_token_nonce_mismatch"),
+        (json!({"aud": "other"}), "id_token_wrong_audience"),
+        (json!({"iss": "https://evil.test"}), "id_token_wrong_issuer"),
+    ] {
+        let mut claims = good.clone();
+        for (k, v) in patch.as_object().unwrap() {
+            claims[k] = v.clone();
+        }
+        let out = sign_in(&w, rng, &idp, 1_100, claims);
+        assert_eq!(location_param(&out, "error").as_deref(), Some("invalid_id_token"), "{reason}");
+        assert_eq!(w.events.last_of("login_failed")["reason"], reason);
+    }
+    assert!(w.store.users.borrow().is_empty());
+    assert!(w.store.sessions.borrow().is_empty());
+}
+
+#[test]
+fn a_missing_email_comes_from_userinfo_whose_subject_must_match() {
+    let w = world();
+    let idp = FakeIdp::default();
+    let rng = &mut TestRandom(8);
+    *idp.userinfo.borrow_mut() = json!({"sub": "s-9", "email": "info@example.com", "email_verified": true});
+    let out = sign_in(&w, rng, &idp, 1_000, json!({"sub": "s-9"}));
+    assert!(location_param(&out, "code").is_some());
+    assert!(user(&w, "info@example.com").email_verified);
+    let ui = idp.requests.borrow().iter().find(|r| r.url.ends_with("/userinfo")).cloned().unwrap();
+    assert!(ui.headers.contains(&("authorization".into(), "Bearer idp-at".into())));
+
+    *idp.userinfo.borrow_mut() = json!({"sub": "someone-else", "email": "x@example.com", "email_verified": true});
+    let out = sign_in(&w, rng, &idp, 1_100, json!({"sub": "s-10"}));
+    assert_eq!(location_param(&out, "error").as_deref(), Some("provider_unavailable"));
+}
+
+#[test]
+fn provider_failures_are_502_or_a_redirect_with_login_failed() {
+    let w = world();
+    let idp = FakeIdp::default();
+    let rng = &mut TestRandom(9);
+    idp.down.set(true);
+    let (deps, meta) = w.at(1_000);
+    let err = block_on(deps.oauth_authorize(&meta, rng, &idp, "idp", AuthorizeRequest::default(), None)).unwrap_err();
+    assert_eq!((err.problem().status, err.problem().code), (502, "provider_unavailable"));
+    let err = block_on(deps.oauth_authorize(&meta, rng, &idp, "nope", AuthorizeRequest::default(), None)).unwrap_err();
+    assert_eq!((err.problem().status, err.problem().code), (404, "unknown_provider"));
+    idp.down.set(false);
+    let bad = AuthorizeRequest { redirect_to: Some("https://app.test.evil.test/".into()) };
+    assert_eq!(code_of(block_on(deps.oauth_authorize(&meta, rng, &idp, "idp", bad, None))), "invalid_redirect");
+
+    *idp.token_reply.borrow_mut() = Some(HttpReply { status: 400, body: r#"{"error":"invalid_grant"}"#.into() });
+    let out = sign_in(&w, rng, &idp, 1_100, json!({}));
+    assert_eq!(location_param(&out, "error").as_deref(), Some("code_rejected"));
+    *idp.token_reply.borrow_mut() = Some(HttpReply { status: 502, body: "<html>".into() });
+    let out = sign_in(&w, rng, &idp, 1_200, json!({}));
+    assert_eq!(location_param(&out, "error").as_deref(), Some("provider_unavailable"));
+    assert_eq!(w.events.last_of("login_failed")["reason"], "provider_unavailable");
+}
+
+#[test]
+fn linking_unlinking_and_the_last_way_to_sign_in() {
+    let w = world();
+    let idp = FakeIdp::default();
+    let rng = &mut TestRandom(10);
+    let pw = signup_at(&w, rng, 900, "pw@example.com", "password-1");
+    *idp.claims.borrow_mut() = json!({"sub": "s-link", "email": "elsewhere@example.com", "email_verified": false});
+    let b = begin(&w, rng, &idp, 1_000, Some(&pw.user.id));
+    let out = finish(&w, rng, &idp, 1_001, &b);
+    assert_eq!(location_param(&out, "linked").as_deref(), Some("idp"));
+    assert_eq!(w.events.last_of("oauth_link")["user_id"], pw.user.id.as_str());
+
+    // The same identity for another account: refused.
+    let other = signup_at(&w, rng, 1_100, "other@example.com", "password-2");
+    let b = begin(&w, rng, &idp, 1_200, Some(&other.user.id));
+    let out = finish(&w, rng, &idp, 1_201, &b);
+    assert_eq!(location_param(&out, "error").as_deref(), Some("identity_linked_elsewhere"));
+
+    // An OAuth-only account cannot drop its only provider; a password account can.
+    let solo = sign_in(&w, rng, &idp, 1_300, json!({"sub": "s-solo", "email": "solo@example.com", "email_verified": true}));
+    let code = location_param(&solo, "code").unwrap();
+    let (deps, meta) = w.at(1_301);
+    let auth = block_on(deps.oauth_exchange(&meta, ExchangeRequest { code })).unwrap();
+    let solo_token = auth["access_token"].as_str().unwrap().to_string();
+    assert_eq!(code_of(block_on(deps.oauth_unlink(&meta, Some(&solo_token), "idp"))), "last_sign_in_method");
+    let me = block_on(deps.me_with_providers(&meta, Some(&solo_token))).unwrap();
+    assert_eq!(me.providers.len(), 1);
+    assert_eq!(me.providers[0].provider, "idp");
+    block_on(deps.oauth_unlink(&meta, Some(&pw.access_token), "idp")).unwrap();
+    assert_eq!(code_of(block_on(deps.oauth_unlink(&meta, Some(&pw.access_token), "idp"))), "not_linked");
+}
+
+#[test]
+fn banned_accounts_are_refused_and_storage_failures_fail_closed() {
+    let w = world();
+    let idp = FakeIdp::default();
+    let rng = &mut TestRandom(11);
+    let claims = json!({"sub": "s-b", "email": "b@example.com", "email_verified": true});
+    assert!(location_param(&sign_in(&w, rng, &idp, 1_000, claims.clone()), "code").is_some());
+    w.store.users.borrow_mut().iter_mut().for_each(|u| u.banned = true);
+    let out = sign_in(&w, rng, &idp, 1_100, claims.clone());
+    assert_eq!(location_param(&out, "error").as_deref(), Some("account_banned"));
+    assert_eq!(w.events.last_of("login_failed")["reason"], "banned");
+
+    *idp.claims.borrow_mut() = claims;
+    let b = begin(&w, rng, &idp, 1_200, None);
+    *w.store.fail.borrow_mut() = true;
+    let (deps, meta) = w.at(1_201);
+    let q = CallbackQuery { code: Some("c".into()), state: Some(b.param("state")), error: None, iss: None };
+    let err = block_on(deps.oauth_callback(&meta, rng, &idp, "idp", q, Some(&b.binding))).unwrap_err();
+    assert_eq!(err.problem().status, 503);
+}
