@@ -109,6 +109,10 @@ impl ProviderNet for EdgeProviderNet {
             d.insert(key.to_string(), (fetched_at, body.to_string()));
         });
     }
+
+    fn report(&self, warning: &str) {
+        worker::console_error!("portcullis.oauth {}", serde_json::json!({ "warning": warning }));
+    }
 }
 
 type EdgeDeps<'a> = Deps<'a, D1Store, QueueSink<'a>, EdgeKeys<'a>>;

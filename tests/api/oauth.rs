@@ -116,6 +116,8 @@ struct FakeIdp {
     /// Unreachable.
     down: Cell<bool>,
     cache: RefCell<HashMap<String, (UnixTime, String)>>,
+    /// What was reported for the log.
+    warnings: RefCell<Vec<String>>,
     /// The nonce of the last /authorize, and the time.
     nonce: RefCell<String>,
     now: Cell<i64>,
@@ -176,6 +178,9 @@ impl ProviderNet for FakeIdp {
     }
     fn cache(&self, key: &str, fetched_at: UnixTime, body: &str) {
         self.cache.borrow_mut().insert(key.into(), (fetched_at, body.into()));
+    }
+    fn report(&self, warning: &str) {
+        self.warnings.borrow_mut().push(warning.into());
     }
 }
 
@@ -388,6 +393,9 @@ fn provider_failures_are_502_or_a_redirect_with_login_failed() {
     let out = sign_in(&w, rng, &idp, 1_200, json!({}));
     assert_eq!(location_param(&out, "error").as_deref(), Some("provider_unavailable"));
     assert_eq!(w.events.last_of("login_failed")["reason"], "provider_unavailable");
+    let warnings = idp.warnings.borrow();
+    assert!(warnings.iter().any(|w| w.contains("invalid_grant")), "{warnings:?}");
+    assert!(warnings.iter().any(|w| w.contains("HTTP 502")), "{warnings:?}");
 }
 
 #[test]

@@ -137,7 +137,7 @@ describe("OAuth / OIDC sign-in", () => {
     assert.equal(me.providers[0].provider, "acme");
     assert.equal(me.providers[0].email, email);
     assert.equal(me.providers[0].email_verified, true);
-    assert.equal(typeof me.providers[0].linked_at, "number");
+    assert.match(me.providers[0].linked_at, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
 
     // The same identity signs the same user in again, without a new account.
     const again = await exchangeOk((await acmeSignIn(id)).location);

@@ -109,6 +109,25 @@ pub struct ExchangeRequest {
     pub code: String,
 }
 
+/// A linked provider as `/auth/me` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProviderView {
+    /// Provider id.
+    pub provider: String,
+    /// The email the provider reported when it was linked.
+    pub email: Option<String>,
+    /// Whether the provider said it verified that email.
+    pub email_verified: bool,
+    /// When it was linked (RFC 3339).
+    pub linked_at: String,
+}
+
+impl From<LinkedIdentity> for ProviderView {
+    fn from(i: LinkedIdentity) -> Self {
+        Self { provider: i.provider, email: i.email, email_verified: i.email_verified, linked_at: i.linked_at.rfc3339() }
+    }
+}
+
 /// `GET /auth/me` with the caller's linked providers.
 #[derive(Debug, Serialize)]
 pub struct MeResponse {
@@ -116,7 +135,7 @@ pub struct MeResponse {
     #[serde(flatten)]
     pub user: UserResponse,
     /// Linked provider identities, oldest first.
-    pub providers: Vec<LinkedIdentity>,
+    pub providers: Vec<ProviderView>,
 }
 
 fn with_param(base: &str, key: &str, value: &str) -> String {
@@ -134,7 +153,17 @@ fn callback_uri(meta: &Meta, provider: &str) -> String {
     format!("{}/auth/oauth/{provider}/callback", meta.issuer)
 }
 
-fn failure_error(f: &ProviderFailure) -> Error {
+/// The client's error for a provider failure; its cause goes to the log.
+fn failure_error(net: &impl ProviderNet, provider: &str, f: &ProviderFailure) -> Error {
+    match f {
+        ProviderFailure::Unavailable(cause) => net.report(&format!("{provider}: {cause}")),
+        ProviderFailure::CodeRejected(error) => net.report(&format!("{provider}: the token endpoint refused the code: {error}")),
+        ProviderFailure::IdToken(e) => net.report(&format!("{provider}: ID token refused: {}", e.reason())),
+    }
+    failure_code(f)
+}
+
+fn failure_code(f: &ProviderFailure) -> Error {
     match f {
         ProviderFailure::Unavailable(_) => {
             oauth_error(502, "provider_unavailable", "the sign-in provider could not be reached or gave an unusable answer")
@@ -177,7 +206,7 @@ where
             None => allowlist.default_target().map(str::to_string),
         }
         .ok_or_else(|| oauth_error(400, "invalid_redirect", "redirect_to is not on REDIRECT_ALLOWLIST"))?;
-        let endpoints = provider::endpoints(net, p, meta.now).await.map_err(|f| failure_error(&f))?;
+        let endpoints = provider::endpoints(net, p, meta.now).await.map_err(|f| failure_error(net, &p.id, &f))?;
         let state = ids::secret_token(rng);
         let verifier = ids::secret_token(rng);
         let nonce = ids::secret_token(rng);
@@ -192,7 +221,7 @@ where
                 code_challenge: &oauth::pkce_challenge(&verifier),
             },
         )
-        .map_err(|f| failure_error(&f))?;
+        .map_err(|f| failure_error(net, &p.id, &f))?;
         self.store
             .put_oauth_state(&OAuthState {
                 hash: ids::token_hash(&state),
@@ -265,7 +294,7 @@ where
         }
         let endpoints = match provider::endpoints(net, p, meta.now).await {
             Ok(e) => e,
-            Err(f) => return self.oauth_failed(meta, rng, back, None, failure_error(&f), f.reason()).await,
+            Err(f) => return self.oauth_failed(meta, rng, back, None, failure_error(net, &p.id, &f), f.reason()).await,
         };
         // RFC 9207: a provider that names itself must be the one we sent the browser to.
         if let (Some(iss), ProviderKind::Oidc { .. }) = (&q.iss, &p.kind) {
@@ -280,7 +309,7 @@ where
         };
         let identity = match self.provider_identity(net, p, &endpoints, &code, &st, meta).await {
             Ok(i) => i,
-            Err(f) => return self.oauth_failed(meta, rng, back, None, failure_error(&f), f.reason()).await,
+            Err(f) => return self.oauth_failed(meta, rng, back, None, failure_error(net, &p.id, &f), f.reason()).await,
         };
         match &st.link_user_id {
             Some(user_id) => self.finish_link(meta, rng, p, &st, user_id, identity).await,
@@ -565,7 +594,7 @@ where
     pub async fn me_with_providers(&self, meta: &Meta, bearer: Option<&str>) -> Result<MeResponse, Error> {
         let principal = self.authenticate(meta, bearer).await?;
         let user = self.live_user(&principal).await?;
-        let providers = self.store.identities_of(&user.id).await?;
+        let providers = self.store.identities_of(&user.id).await?.into_iter().map(ProviderView::from).collect();
         Ok(MeResponse { user: user.response(Some(&principal.session_id)), providers })
     }
 }
@@ -593,7 +622,7 @@ mod tests {
         ]
         .iter()
         .map(|f| {
-            let p = failure_error(f).problem();
+            let p = failure_code(f).problem();
             (p.status, p.code)
         })
         .collect();

@@ -16,7 +16,6 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::core::error::Error;
@@ -63,15 +62,13 @@ pub struct OAuthState {
 }
 
 /// A provider identity linked to a user (`oauth_accounts`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkedIdentity {
     /// Provider id.
     pub provider: String,
     /// The provider's stable subject (`sub`, or GitHub's numeric user id).
-    #[serde(skip)]
     pub subject: String,
     /// The user it signs in.
-    #[serde(skip)]
     pub user_id: String,
     /// The email the provider reported when it was linked.
     pub email: Option<String>,
@@ -178,6 +175,8 @@ pub trait ProviderNet {
     fn cached(&self, key: &str) -> Option<(UnixTime, String)>;
     /// Caches a document.
     fn cache(&self, key: &str, fetched_at: UnixTime, body: &str);
+    /// Hears why a provider call failed, for the log (the client only gets a code).
+    fn report(&self, warning: &str);
 }
 
 fn exchange_cipher(code: &str) -> Result<Aes256Gcm, Error> {
