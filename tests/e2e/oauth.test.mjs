@@ -139,8 +139,13 @@ describe("OAuth / OIDC sign-in", () => {
     assert.equal(me.providers[0].email_verified, true);
     assert.match(me.providers[0].linked_at, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
 
-    // The same identity signs the same user in again, without a new account.
-    const again = await exchangeOk((await acmeSignIn(id)).location);
+    // The same identity signs the same user in again, without a new account;
+    // a `code` planted in redirect_to is dropped, the app's own parameters kept.
+    const back = (await acmeSignIn(id, `${APP}?code=planted&keep=1`)).location;
+    assert.deepEqual(back.searchParams.getAll("code").length, 1);
+    assert.notEqual(back.searchParams.get("code"), "planted");
+    assert.equal(back.searchParams.get("keep"), "1");
+    const again = await exchangeOk(back);
     assert.equal(again.user.id, body.user.id);
   });
 

@@ -138,10 +138,22 @@ pub struct MeResponse {
     pub providers: Vec<ProviderView>,
 }
 
+/// Query parameters the gateway sets on the return to the app; any copy of
+/// them already in `redirect_to` is dropped, so nobody can plant their own
+/// `code` ahead of ours (login CSRF).
+const RESULT_PARAMS: [&str; 3] = ["code", "error", "linked"];
+
 fn with_param(base: &str, key: &str, value: &str) -> String {
     match url::Url::parse(base) {
         Ok(mut u) => {
-            u.query_pairs_mut().append_pair(key, value);
+            let kept: Vec<(String, String)> =
+                u.query_pairs().into_owned().filter(|(k, _)| !RESULT_PARAMS.contains(&k.as_str())).collect();
+            u.set_query(None);
+            {
+                let mut q = u.query_pairs_mut();
+                q.extend_pairs(kept);
+                q.append_pair(key, value);
+            }
             u.into()
         }
         // Checked against the allowlist when stored; cannot happen.
@@ -611,6 +623,10 @@ mod tests {
     fn results_and_errors_are_appended_to_the_redirect() {
         assert_eq!(with_param("https://app.example/done?x=1", "code", "a b"), "https://app.example/done?x=1&code=a+b");
         assert_eq!(with_param("https://app.example", "error", "invalid_state"), "https://app.example/?error=invalid_state");
+        assert_eq!(
+            with_param("https://app.example/?code=planted&next=%2Fa&error=x&linked=y", "code", "ours"),
+            "https://app.example/?next=%2Fa&code=ours"
+        );
     }
 
     #[test]

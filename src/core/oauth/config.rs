@@ -288,6 +288,34 @@ mod tests {
     }
 
     #[test]
+    fn the_gateway_config_names_the_oauth_setting_at_fault() {
+        let cfg = |pairs: &[(&str, &str)]| {
+            let mut m: std::collections::HashMap<String, String> =
+                pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            m.insert("KEY_ENCRYPTION_KEY".into(), crate::core::keys::b64(&[7; 32]));
+            crate::core::config::Config::from_lookup(move |k| m.get(k).cloned())
+        };
+        let ok = r#"[{"id":"gh","preset":"github","client_id":"c"}]"#;
+        for (pairs, setting) in [
+            (vec![("OAUTH_PROVIDERS", "nope")], "OAUTH_PROVIDERS"),
+            (vec![("OAUTH_PROVIDERS", ok), ("REDIRECT_ALLOWLIST", "https://a.example")], "OAUTH_GH_CLIENT_SECRET"),
+            (vec![("OAUTH_PROVIDERS", ok), ("OAUTH_GH_CLIENT_SECRET", "s")], "REDIRECT_ALLOWLIST"),
+            (vec![("REDIRECT_ALLOWLIST", "https://a.example")], "REDIRECT_ALLOWLIST"),
+            (
+                vec![("OAUTH_PROVIDERS", ok), ("OAUTH_GH_CLIENT_SECRET", "s"), ("REDIRECT_ALLOWLIST", "a.example")],
+                "REDIRECT_ALLOWLIST",
+            ),
+        ] {
+            let e = cfg(&pairs).unwrap_err();
+            assert!(e.0.starts_with(setting), "{pairs:?}: {e}");
+        }
+        let c = cfg(&[("OAUTH_PROVIDERS", ok), ("OAUTH_GH_CLIENT_SECRET", "s"), ("REDIRECT_ALLOWLIST", "https://a.example")])
+            .unwrap();
+        assert_eq!(c.oauth.providers.len(), 1);
+        assert!(cfg(&[]).unwrap().oauth.providers.is_empty());
+    }
+
+    #[test]
     fn github_needs_its_secret_and_oauth_needs_an_allowlist() {
         let (name, _) = parse(r#"[{"id":"other","preset":"github","client_id":"c"}]"#).unwrap_err();
         assert_eq!(name, "OAUTH_OTHER_CLIENT_SECRET");
