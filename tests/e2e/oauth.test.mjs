@@ -400,7 +400,7 @@ describe("OAuth / OIDC sign-in", () => {
     await assertProblem(await unlink(pw.access_token, "acme"), 404, "not_linked");
   });
 
-  test("banned users are refused with account_banned and login_failed", async () => {
+  test("banned users are refused with account_banned and login_failed; deleting a user deletes their links", async () => {
     const admin = await makeAdmin(gw, mail("admin"));
     const email = mail("banned");
     const id = account({ email, email_verified: true });
@@ -410,6 +410,14 @@ describe("OAuth / OIDC sign-in", () => {
     const { result, event } = await withEvent(gw, failedWith("banned"), () => acmeSignIn(id));
     assert.equal(result.location.searchParams.get("error"), "account_banned");
     assert.equal(event.data.email, email);
+
+    // Deleting the user deletes their links: the identity makes a new account.
+    const del = await authed(`${gw.url}/auth/admin/users/${user.user.id}`, admin.access_token, { method: "DELETE" });
+    assert.equal(del.status, 204);
+    const reborn = await withEvent(gw, (e) => e.type === "user_created" && e.data.email === email, () => acmeSignIn(id));
+    const fresh = await exchangeOk(reborn.result.location);
+    assert.notEqual(fresh.user.id, user.user.id);
+    assert.equal(reborn.event.data.user_id, fresh.user.id);
   });
 
   test("GitHub: the primary verified email creates the account; an unverified one never links", async () => {

@@ -16,6 +16,8 @@ use crate::core::time::UnixTime;
 pub const MAX_ID_TOKEN_BYTES: usize = 16 * 1024;
 /// Clock skew tolerated on `exp`, `iat` and `nbf`.
 pub const LEEWAY_SECS: i64 = 60;
+/// Google's issuer, which also appears in ID tokens without its scheme.
+const GOOGLE_ISSUER: &str = "https://accounts.google.com";
 /// Longest `sub` accepted (OIDC caps it at 255 ASCII characters).
 pub const MAX_SUBJECT_LEN: usize = 255;
 
@@ -200,7 +202,9 @@ pub fn check_claims(claims: &serde_json::Map<String, Value>, c: &ClaimChecks<'_>
         Some(tid) if c.issuer.contains("{tenantid}") => c.issuer.replace("{tenantid}", tid),
         _ => c.issuer.to_string(),
     };
-    if s("iss") != Some(expected_issuer.as_str()) {
+    // Google documents both spellings of its issuer in ID tokens.
+    let google_alias = expected_issuer == GOOGLE_ISSUER && s("iss") == Some("accounts.google.com");
+    if s("iss") != Some(expected_issuer.as_str()) && !google_alias {
         return Err(IdTokenError::WrongIssuer);
     }
     let audiences: Vec<&str> = match claims.get("aud") {
@@ -328,6 +332,16 @@ mod tests {
         assert!(check_claims(&claims(c.clone()), &checks).is_ok());
         c["tid"] = json!("other");
         assert_eq!(check_claims(&claims(c), &checks).unwrap_err(), IdTokenError::WrongIssuer);
+    }
+
+    #[test]
+    fn google_issuer_may_lack_its_scheme_and_nobody_else_may() {
+        let mut c = good();
+        c["iss"] = json!("accounts.google.com");
+        let google = ClaimChecks { issuer: GOOGLE_ISSUER, ..checks() };
+        assert!(check_claims(&claims(c.clone()), &google).is_ok());
+        c["iss"] = json!("idp.example");
+        assert_eq!(check_claims(&claims(c), &checks()).unwrap_err(), IdTokenError::WrongIssuer);
     }
 
     #[test]

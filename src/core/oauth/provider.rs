@@ -19,6 +19,8 @@ pub const PROVIDER_TIMEOUT_MS: u32 = 10_000;
 pub const DOCUMENT_CACHE_SECS: i64 = 3_600;
 /// Least time between two JWKS refetches caused by an unknown `kid`.
 pub const JWKS_MIN_REFRESH_SECS: i64 = 60;
+/// Where Microsoft's issuers live.
+const MICROSOFT_ISSUER_PREFIX: &str = "https://login.microsoftonline.com/";
 /// `User-Agent` on provider calls (GitHub requires one).
 const USER_AGENT: &str = "portcullis";
 
@@ -86,9 +88,11 @@ fn http_url(what: &str, v: &str) -> Outcome<String> {
 /// (OIDC Discovery §4.3: its `issuer` must be exactly the configured one).
 pub fn parse_discovery(issuer: &str, body: &str) -> Outcome<Endpoints> {
     let d: Discovery = serde_json::from_str(body).map_err(|e| unavailable(format!("discovery document: {e}")))?;
-    let same = d.issuer.trim_end_matches('/') == issuer
-        // Microsoft's multi-tenant documents name a placeholder instead.
-        || (d.issuer.contains("{tenantid}") && issuer.starts_with("https://login.microsoftonline.com/"));
+    // Microsoft's documents name the tenant by GUID (or, multi-tenant, a
+    // `{tenantid}` placeholder) whatever name the URL used; they come over
+    // TLS from its own host, which is what we hold it to.
+    let microsoft = |i: &str| i.starts_with(MICROSOFT_ISSUER_PREFIX);
+    let same = d.issuer.trim_end_matches('/') == issuer || (microsoft(issuer) && microsoft(&d.issuer));
     if !same {
         return Err(unavailable(format!("discovery issuer {:?} is not {issuer:?}", d.issuer)));
     }
@@ -383,6 +387,10 @@ mod tests {
         assert!(parse_discovery("https://other.example", doc).is_err());
         let bad = doc.replace("https://idp.example/token", "javascript:alert(1)");
         assert!(parse_discovery("https://idp.example", &bad).is_err());
+        let ms = doc.replace("\"issuer\":\"https://idp.example\"", "\"issuer\":\"https://login.microsoftonline.com/{tenantid}/v2.0\"");
+        let e = parse_discovery("https://login.microsoftonline.com/common/v2.0", &ms).unwrap();
+        assert_eq!(e.issuer, "https://login.microsoftonline.com/{tenantid}/v2.0");
+        assert!(parse_discovery("https://idp.example", &ms).is_err());
     }
 
     #[test]
