@@ -1,0 +1,180 @@
+//! Fuzz targets, as proptest properties: token parsing, route rules and
+//! path normalisation, request-body parsing, and the settings operators
+//! type (`ROUTES`, `RATE_LIMITS`). `cargo test` (and so `npm test`) runs each
+//! for a bounded number of cases; for a long run:
+//!
+//! ```sh
+//! PROPTEST_CASES=200000 cargo test --release --test fuzz
+//! ```
+//!
+//! Every target asserts more than "no panic" where there is a property to
+//! state; a panic anywhere fails the run (and `panic = "abort"` in the
+//! Worker would turn one into a dropped request).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use proptest::prelude::*;
+
+use portcullis::core::email::Email;
+use portcullis::core::error::TokenError;
+use portcullis::core::flows::account::{LoginRequest, RefreshRequest, SignupRequest};
+use portcullis::core::flows::admin::{ListQuery, UpdateUserRequest};
+use portcullis::core::flows::otp::OtpVerifyRequest;
+use portcullis::core::flows::password::{ChangeRequest, ResetRequest};
+use portcullis::core::flows::{EmailRequest, TokenRequest};
+use portcullis::core::policy::{normalise_path, Routes};
+use portcullis::core::rate_limit::RateLimits;
+use portcullis::core::time::UnixTime;
+use portcullis::core::token::{Expectations, Parsed, ACCESS_TOKEN_TYPE};
+
+const EXPECT: Expectations<'static> = Expectations { issuer: "https://auth.test", audience: "portcullis", token_type: ACCESS_TOKEN_TYPE };
+
+/// `PROPTEST_CASES`, else 512 per target (about a second in all).
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(512)
+}
+
+/// JSON-ish text: mostly valid shapes with hostile leaves.
+fn jsonish() -> impl Strategy<Value = String> {
+    let leaf = prop_oneof![
+        Just("null".to_string()),
+        any::<i64>().prop_map(|n| n.to_string()),
+        any::<f64>().prop_map(|f| format!("{f:e}")),
+        "\\PC{0,40}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+        Just("\"\\u0000\"".to_string()),
+        Just("\"\\ud800\"".to_string()),
+        Just("1e999999".to_string()),
+    ];
+    leaf.prop_recursive(4, 32, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(|v| format!("[{}]", v.join(","))),
+            prop::collection::vec(("[a-z_]{1,14}", inner), 0..6).prop_map(|kv| {
+                let members: Vec<String> = kv.into_iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+                format!("{{{}}}", members.join(","))
+            }),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    // ---- token parsing ------------------------------------------------------
+
+    #[test]
+    fn tokens_from_arbitrary_bytes_are_refused_not_panicked(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+        let text = String::from_utf8_lossy(&bytes);
+        match Parsed::new(&text, ACCESS_TOKEN_TYPE) {
+            Err(_) => {}
+            Ok(p) => { let _ = p.validated_claims(&EXPECT, UnixTime(1_700_000_000)); }
+        }
+    }
+
+    #[test]
+    fn tokens_with_hostile_headers_never_validate_without_a_signature_check(
+        alg in prop_oneof![
+            Just("none".to_string()), Just("NONE".to_string()), Just("nOnE".to_string()), Just("HS256".to_string()),
+            Just("RS256".to_string()), Just("ES256".to_string()), Just("EdDSA".to_string()), "[A-Za-z0-9]{0,8}",
+        ],
+        kid in "\\PC{0,64}",
+        extra in prop::collection::hash_map("[a-z]{1,5}", "\\PC{0,20}", 0..4),
+    ) {
+        use base64::Engine;
+        let b64 = |v: &serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let mut header = serde_json::json!({ "alg": alg, "typ": "at+jwt", "kid": kid });
+        for (k, v) in extra { header[k] = serde_json::Value::String(v); }
+        let claims = serde_json::json!({ "iss": "https://auth.test", "aud": "portcullis", "sub": "u", "sid": "s", "exp": 1_900_000_000i64, "iat": 1_700_000_000i64 });
+        let long_sig = "A".repeat(86);
+        for sig in ["", "AAAA", long_sig.as_str()] {
+            let raw = format!("{}.{}.{}", b64(&header), b64(&claims), sig);
+            if let Ok(p) = Parsed::new(&raw, ACCESS_TOKEN_TYPE) {
+                // Parsing pins the algorithm: anything that gets this far is EdDSA
+                // and still needs the key ring to verify its 64-byte signature.
+                prop_assert_eq!(header["alg"].as_str(), Some("EdDSA"));
+                prop_assert_eq!(p.signature().len(), 64);
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_tokens_are_malformed(n in 4_097usize..70_000) {
+        let raw = format!("{}.e30.{}", "e".repeat(n), "A".repeat(86));
+        prop_assert_eq!(Parsed::new(&raw, ACCESS_TOKEN_TYPE).err(), Some(TokenError::Malformed));
+    }
+
+    // ---- routes and paths ---------------------------------------------------
+
+    #[test]
+    fn route_settings_of_any_shape_parse_or_name_the_setting(routes in prop_oneof![jsonish(), "\\PC{0,120}"], default in "\\PC{0,20}") {
+        match Routes::parse(Some(&routes), Some(&default)) {
+            Ok(r) => { let _ = r.policy_for("GET", "/"); }
+            Err(e) => prop_assert!(e.contains("ROUTES") || e.contains("DEFAULT_POLICY"), "{}", e),
+        }
+    }
+
+    #[test]
+    fn a_protected_prefix_cannot_be_escaped_by_encoding(
+        prefix in "[a-z]{1,8}",
+        rest in prop::collection::vec(prop_oneof![Just("..".to_string()), Just(".".to_string()), Just("%2e%2e".to_string()), Just("%2E".to_string()), Just("".to_string()), "[a-zA-Z0-9]{1,6}"], 0..6),
+        upper in any::<bool>(),
+    ) {
+        let routes = Routes::parse(
+            Some(&format!(r#"[{{"path": "/{prefix}/*", "policy": "role:admin"}}, {{"path": "/*", "policy": "public"}}]"#)),
+            None,
+        ).unwrap();
+        let shown_prefix = if upper { prefix.to_uppercase() } else { prefix.clone() };
+        let raw = format!("/{shown_prefix}/{}", rest.join("/"));
+        if let Ok(n) = normalise_path(&raw) {
+            // Whatever the raw form, the rule applied is the one for the path the origin sees.
+            let lands_inside = n.to_ascii_lowercase() == format!("/{prefix}") || n.to_ascii_lowercase().starts_with(&format!("/{prefix}/"));
+            let policy = routes.policy_for("GET", &n);
+            prop_assert_eq!(matches!(policy, portcullis::core::policy::Policy::Role(_)), lands_inside, "{} -> {}", raw, n);
+        }
+    }
+
+    #[test]
+    fn arbitrary_paths_normalise_or_are_refused(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+        let text = String::from_utf8_lossy(&bytes);
+        if let Ok(n) = normalise_path(&text) {
+            prop_assert!(n.starts_with('/'));
+            prop_assert!(!n.contains('\0') && !n.contains('\\'));
+            prop_assert_eq!(normalise_path(&n).unwrap(), n);
+        }
+    }
+
+    // ---- request bodies -----------------------------------------------------
+
+    #[test]
+    fn request_bodies_parse_or_fail_cleanly(body in prop_oneof![jsonish(), "\\PC{0,200}"]) {
+        let _ = serde_json::from_str::<SignupRequest>(&body);
+        let _ = serde_json::from_str::<LoginRequest>(&body);
+        let _ = serde_json::from_str::<RefreshRequest>(&body);
+        let _ = serde_json::from_str::<EmailRequest>(&body);
+        let _ = serde_json::from_str::<TokenRequest>(&body);
+        let _ = serde_json::from_str::<OtpVerifyRequest>(&body);
+        let _ = serde_json::from_str::<ResetRequest>(&body);
+        let _ = serde_json::from_str::<ChangeRequest>(&body);
+        let _ = serde_json::from_str::<UpdateUserRequest>(&body);
+        if let Ok(req) = serde_json::from_str::<EmailRequest>(&body) {
+            if let Ok(e) = Email::parse(&req.email) {
+                prop_assert!(!e.as_str().chars().any(char::is_control));
+                let again = Email::parse(e.as_str()).unwrap();
+                prop_assert_eq!(again.as_str(), e.as_str());
+            }
+        }
+    }
+
+    #[test]
+    fn admin_list_queries_parse_or_fail_cleanly(q in "\\PC{0,120}") {
+        let _ = ListQuery::parse(Some(&q));
+    }
+
+    // ---- operator settings --------------------------------------------------
+
+    #[test]
+    fn rate_limit_settings_parse_or_name_the_setting(limits in prop_oneof![jsonish(), "\\PC{0,80}"], backoff in "[0-9/a-z]{0,12}") {
+        match RateLimits::parse(Some(&limits), Some(&backoff)) {
+            Ok(_) => {}
+            Err(e) => prop_assert!(e.starts_with("RATE_LIMITS") || e.starts_with("LOGIN_BACKOFF"), "{}", e),
+        }
+    }
+}
