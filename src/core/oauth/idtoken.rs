@@ -275,6 +275,21 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_text_is_refused_not_panicked(raw in "\\PC{0,400}") {
+            let _ = parse(&raw);
+        }
+
+        #[test]
+        fn any_json_header_and_claims_are_handled(header in "\\PC{0,60}", body in "\\PC{0,120}", sig in "[A-Za-z0-9_-]{0,20}") {
+            let raw = format!("{}.{}.{sig}", URL_SAFE_NO_PAD.encode(&header), URL_SAFE_NO_PAD.encode(&body));
+            if let Ok(t) = parse(&raw) {
+                let _ = check_claims(&t.claims, &checks());
+            }
+        }
+    }
+
     #[test]
     fn a_good_token_yields_its_identity() {
         let t = parse(&token(json!({"alg": "RS256", "kid": "k1"}), &good())).unwrap();

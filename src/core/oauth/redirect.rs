@@ -130,6 +130,31 @@ mod tests {
         assert!(l.check(&long).is_none());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn whatever_is_accepted_goes_to_an_allowed_origin(
+            parts in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "https://", "http://", "//", "app.example.com", "evil.com", ".", "@", ":", "443", "8443", "/",
+                    "\\", "%2f", "%40", "#", "?", "oauth", "done", "..", "%00", " ", "\t", "user:pw",
+                ]),
+                0..10,
+            ),
+            noise in "\\PC{0,20}",
+        ) {
+            let l = list();
+            for candidate in [parts.concat(), format!("{}{noise}", parts.concat())] {
+                if let Some(u) = l.check(&candidate) {
+                    let ok = (u.scheme() == "https" && u.host_str() == Some("app.example.com") && u.port_or_known_default() == Some(443))
+                        || (u.scheme() == "http" && u.host_str() == Some("127.0.0.1") && u.port() == Some(3000)
+                            && (u.path() == "/oauth/done" || u.path().starts_with("/oauth/done/")));
+                    proptest::prop_assert!(ok, "{candidate:?} -> {u}");
+                    proptest::prop_assert!(u.username().is_empty() && u.password().is_none() && u.fragment().is_none());
+                }
+            }
+        }
+    }
+
     #[test]
     fn entries_must_be_plain_http_urls() {
         for bad in ["", "app.example.com", "ftp://x.example", "https://u@x.example", "https://x.example/?q=1"] {
