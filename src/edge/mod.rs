@@ -4,9 +4,8 @@
 //! (webhooks, emails) and records dead letters, `scheduled` runs periodic
 //! upkeep (signing-key rotation once the key is `ROTATION_INTERVAL` old,
 //! purging long-expired email tokens, OAuth sign-in states and delivery
-//! records). Requests and
-//! responses stay raw `web_sys` objects end to end, so the gateway's hot path
-//! crosses the JS boundary as few times as possible.
+//! records). Requests and responses stay raw `web_sys` objects end to end,
+//! so the gateway's hot path crosses the JS boundary as few times as possible.
 
 mod d1;
 mod glue;
