@@ -18,7 +18,7 @@ const HOP_BY_HOP = ["connection", "keep-alive", "proxy-connection", "proxy-authe
   "proxy-authorization", "te", "trailer", "upgrade"];
 
 // The gateway's own credentials, never forwarded.
-const OWN_COOKIES = ["__Host-portcullis_access", "__Host-portcullis_refresh"];
+const OWN_COOKIES = ["__Host-portcullis_access", "__Host-portcullis_refresh", "__Host-portcullis_oauth"];
 
 /**
  * A response written by the gateway: `extra` is "name\nvalue\nname\nvalue..."

@@ -481,6 +481,7 @@ describe("OAuth sign-in in cookie mode, through the sign-in hook", () => {
     await new Promise((r) => hook.listen(0, "127.0.0.1", r));
     gh = await startFakeGithub({ clientId: GH_ID, clientSecret: GH_SECRET });
     gw = await startGateway({
+      origin: true,
       vars: {
         COOKIE_MODE: "true",
         HOOK_URL: `http://127.0.0.1:${hook.address().port}/hook`,
@@ -526,6 +527,14 @@ describe("OAuth sign-in in cookie mode, through the sign-in hook", () => {
     assert.equal(call.provider, "github");
     const claims = JSON.parse(Buffer.from(at.split(".")[1], "base64url").toString());
     assert.equal(claims.tier, "gold");
+    // Neither the session cookies nor the binding cookie reach the origin.
+    const proxied = await fetch(`${gw.url}/api/hello`, {
+      headers: { cookie: `__Host-portcullis_access=${at}; ${BINDING}=leftover; theme=dark` },
+    });
+    assert.equal(proxied.status, 200);
+    const echo = await proxied.json();
+    assert.equal(echo.identity.email, email);
+    assert.equal(echo.headers.cookie, "theme=dark");
     // The exchange sets them too, for apps that finish the sign-in themselves.
     const code = new URL(res.headers.get("location")).searchParams.get("code");
     const ex = await post(`${gw.url}/auth/oauth/exchange`, { code });
