@@ -355,6 +355,31 @@ fn id_tokens_are_checked_before_anyone_is_signed_in() {
 }
 
 #[test]
+fn a_callback_naming_another_issuer_is_refused_before_the_code_is_used() {
+    let w = world();
+    let idp = FakeIdp::default();
+    let rng = &mut TestRandom(12);
+    *idp.claims.borrow_mut() = json!({"sub": "s", "email": "e@example.com", "email_verified": true});
+    let b = begin(&w, rng, &idp, 1_000, None);
+    let (deps, meta) = w.at(1_001);
+    idp.now.set(1_001);
+    let q = CallbackQuery {
+        code: Some("c".into()),
+        state: Some(b.param("state")),
+        error: None,
+        iss: Some("https://mix-up.test".into()),
+    };
+    let out = block_on(deps.oauth_callback(&meta, rng, &idp, "idp", q, Some(&b.binding))).unwrap();
+    assert_eq!(location_param(&out, "error").as_deref(), Some("issuer_mismatch"));
+    assert!(!idp.requests.borrow().iter().any(|r| r.url.ends_with("/token")), "the code never left");
+
+    let b = begin(&w, rng, &idp, 1_100, None);
+    let q = CallbackQuery { code: Some("c".into()), state: Some(b.param("state")), error: None, iss: Some(format!("{IDP}/")) };
+    let out = block_on(deps.oauth_callback(&meta, rng, &idp, "idp", q, Some(&b.binding))).unwrap();
+    assert!(location_param(&out, "code").is_some(), "its own issuer is fine");
+}
+
+#[test]
 fn a_missing_email_comes_from_userinfo_whose_subject_must_match() {
     let w = world();
     let idp = FakeIdp::default();

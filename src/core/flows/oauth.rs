@@ -308,9 +308,11 @@ where
             Ok(e) => e,
             Err(f) => return self.oauth_failed(meta, rng, back, None, failure_error(net, &p.id, &f), f.reason()).await,
         };
-        // RFC 9207: a provider that names itself must be the one we sent the browser to.
+        // RFC 9207: a provider that names itself must be the one we sent the
+        // browser to (a multi-tenant template cannot be compared; its ID
+        // token's issuer is checked against the tenant instead).
         if let (Some(iss), ProviderKind::Oidc { .. }) = (&q.iss, &p.kind) {
-            if iss.trim_end_matches('/') != endpoints.issuer.trim_end_matches('/') {
+            if !endpoints.issuer.contains("{tenantid}") && iss.trim_end_matches('/') != endpoints.issuer.trim_end_matches('/') {
                 let e = oauth_error(400, "issuer_mismatch", "the callback names another issuer");
                 return self.oauth_failed(meta, rng, back, None, e, "issuer_mismatch").await;
             }
