@@ -38,7 +38,7 @@ pub async fn read_json<T: DeserializeOwned>(req: &Request) -> Result<T, Error> {
     if bytes.is_empty() {
         return Err(Error::InvalidJson("the request body is empty; expected a JSON object".into()));
     }
-    parse_json(&bytes)
+    crate::core::body::parse_json(&bytes)
 }
 
 /// Like [`read_json`], but an empty body (with any or no content type) is
@@ -52,25 +52,7 @@ pub async fn read_optional_json<T: DeserializeOwned>(req: &Request) -> Result<Op
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    parse_json(&bytes).map(Some)
-}
-
-fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-    // serde's derived structs also accept a JSON array of the field values in
-    // order; every body we read is an object, so refuse anything else first.
-    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
-            Ok(_) => Error::validation("validation_failed", "the request body must be a JSON object"),
-            Err(e) => Error::InvalidJson(format!("the request body is not valid JSON: {e}")),
-        });
-    }
-    serde_json::from_slice(bytes).map_err(|e| {
-        if e.is_data() {
-            Error::validation("validation_failed", e.to_string())
-        } else {
-            Error::InvalidJson(format!("the request body is not valid JSON: {e}"))
-        }
-    })
+    crate::core::body::parse_json(&bytes).map(Some)
 }
 
 async fn read_body(req: &Request) -> Result<Vec<u8>, Error> {

@@ -516,6 +516,21 @@ test("two racing refreshes of one token: exactly one succeeds", async () => {
   }
 });
 
+test("ten racing refreshes of one token: one successor at most, and the race counts as reuse (strict rule, no grace)", async () => {
+  const { auth } = await signup();
+  const results = await Promise.all(Array.from({ length: 10 }, () => refresh(auth.refresh_token)));
+  const winners = [];
+  for (const r of results) {
+    if (r.status === 200) winners.push(await json(r));
+    else await assertProblem(r, 401, "invalid_refresh_token");
+  }
+  assert.equal(winners.length, 1, "exactly one refresh rotated the token");
+  // The losers presented a token that had been rotated away: that is reuse,
+  // so the whole session is revoked and the winner's successor is dead too.
+  await assertProblem(await refresh(winners[0].refresh_token), 401, "invalid_refresh_token");
+  await assertProblem(await me(winners[0].access_token), 401, "session_revoked");
+});
+
 test("refresh answers 401 invalid_refresh_token to an unknown, malformed or access token", async () => {
   const { auth } = await signup();
   for (const token of [crypto.randomBytes(32).toString("base64url"), "", "not a token!", "x".repeat(5000), auth.access_token]) {

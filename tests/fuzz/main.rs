@@ -14,6 +14,7 @@
 
 use proptest::prelude::*;
 
+use portcullis::core::body::parse_json;
 use portcullis::core::email::Email;
 use portcullis::core::error::TokenError;
 use portcullis::core::flows::account::{LoginRequest, RefreshRequest, SignupRequest};
@@ -145,16 +146,24 @@ proptest! {
 
     #[test]
     fn request_bodies_parse_or_fail_cleanly(body in prop_oneof![jsonish(), "\\PC{0,200}"]) {
-        let _ = serde_json::from_str::<SignupRequest>(&body);
-        let _ = serde_json::from_str::<LoginRequest>(&body);
-        let _ = serde_json::from_str::<RefreshRequest>(&body);
-        let _ = serde_json::from_str::<EmailRequest>(&body);
-        let _ = serde_json::from_str::<TokenRequest>(&body);
-        let _ = serde_json::from_str::<OtpVerifyRequest>(&body);
-        let _ = serde_json::from_str::<ResetRequest>(&body);
-        let _ = serde_json::from_str::<ChangeRequest>(&body);
-        let _ = serde_json::from_str::<UpdateUserRequest>(&body);
-        if let Ok(req) = serde_json::from_str::<EmailRequest>(&body) {
+        // Exactly the parser the edge uses: every failure is a 400 or a 422.
+        fn check<T: serde::de::DeserializeOwned>(body: &str) -> Result<(), TestCaseError> {
+            if let Err(e) = parse_json::<T>(body.as_bytes()) {
+                let p = e.problem();
+                prop_assert!(matches!((p.status, p.code), (400, "invalid_json") | (422, "validation_failed")), "{:?}", p);
+            }
+            Ok(())
+        }
+        check::<SignupRequest>(&body)?;
+        check::<LoginRequest>(&body)?;
+        check::<RefreshRequest>(&body)?;
+        check::<EmailRequest>(&body)?;
+        check::<TokenRequest>(&body)?;
+        check::<OtpVerifyRequest>(&body)?;
+        check::<ResetRequest>(&body)?;
+        check::<ChangeRequest>(&body)?;
+        check::<UpdateUserRequest>(&body)?;
+        if let Ok(req) = parse_json::<EmailRequest>(body.as_bytes()) {
             if let Ok(e) = Email::parse(&req.email) {
                 prop_assert!(!e.as_str().chars().any(char::is_control));
                 let again = Email::parse(e.as_str()).unwrap();

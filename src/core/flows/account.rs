@@ -269,6 +269,11 @@ where
     /// Ends a session: the one of the access token if given, else the one of
     /// the refresh token. Emits `logout`.
     pub async fn logout(&self, meta: &Meta, rng: &mut impl Random, bearer: Option<&str>, refresh: Option<&str>) -> Result<(), Error> {
+        // A refresh token that is there must at least look like one, even
+        // when the access token decides which session ends.
+        if refresh.is_some() {
+            refresh_token_shape(refresh)?;
+        }
         let (user_id, sid) = if bearer.is_some() || refresh.is_none() {
             let p = self.authenticate(meta, bearer).await?;
             (p.user_id, p.session_id)
