@@ -339,6 +339,15 @@ describe("OAuth / OIDC sign-in", () => {
     await assertProblem(await exchange("x".repeat(500)), 400, "invalid_exchange_code");
     await assertProblem(await post(`${gw.url}/auth/oauth/exchange`, "[]"), 422, "validation_failed");
     await assertProblem(await fetch(`${gw.url}/auth/oauth/exchange`), 405, "method_not_allowed");
+    await assertProblem(await post(`${gw.url}/auth/oauth/exchange`, "{\"code\": "), 400, "invalid_json");
+    await assertProblem(await post(`${gw.url}/auth/oauth/exchange`, { code: "a", extra: 1 }), 422, "validation_failed");
+    await assertProblem(await post(`${gw.url}/auth/oauth/exchange`, { code: 7 }), 422, "validation_failed");
+    await assertProblem(await post(`${gw.url}/auth/oauth/exchange`, { code: "x".repeat(20_000) }), 413, "payload_too_large");
+    const plain = await fetch(`${gw.url}/auth/oauth/exchange`, { method: "POST", headers: { "content-type": "text/plain" }, body: "code=x" });
+    await assertProblem(plain, 415, "unsupported_media_type");
+    await assertProblem(await fetch(`${gw.url}/auth/oauth/acme/authorize`, { method: "POST" }), 405, "method_not_allowed");
+    await assertProblem(await fetch(`${gw.url}/auth/oauth/acme/link`), 405, "method_not_allowed");
+    await assertProblem(await fetch(`${gw.url}/auth/oauth/acme/other`), 404, "not_found");
   });
 
   test("a signed-in user links a provider; that identity cannot then be linked to anyone else", async () => {
