@@ -128,7 +128,9 @@ pub struct EndpointLimits {
 
 /// Back-off for consecutive failed logins of one account (email): after
 /// `free_failures` failures in a row, each further attempt must wait
-/// `base_delay_secs` doubled per extra failure, at most `max_delay_secs`.
+/// `base_delay_secs` doubled per extra failure, at most `max_delay_secs`,
+/// counted in whole seconds from the last failure (so the real wait is up to
+/// a second shorter; hence a base of at least 2 s).
 /// A success, a password reset or a day without failures starts over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
@@ -145,7 +147,7 @@ pub const BACKOFF_MEMORY_SECS: u64 = 86_400;
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self { free_failures: 5, base_delay_secs: 1, max_delay_secs: 900 }
+        Self { free_failures: 5, base_delay_secs: 2, max_delay_secs: 900 }
     }
 }
 
@@ -208,7 +210,7 @@ impl RateLimits {
 
     /// The defaults, overridden by `RATE_LIMITS` (a JSON object such as
     /// `{"login": {"ip": "30/1m", "email": "10/1m"}, "signup": {"email": "off"}}`)
-    /// and `LOGIN_BACKOFF` (`off`, or `free/base/max` in seconds, e.g. `5/1/900`).
+    /// and `LOGIN_BACKOFF` (`off`, or `free/base/max` in seconds, e.g. `5/2/900`).
     /// Errors name the setting.
     pub fn parse(rate_limits: Option<&str>, login_backoff: Option<&str>) -> Result<Self, String> {
         let mut out = Self::default();
@@ -245,7 +247,7 @@ impl RateLimits {
             out.backoff = if text == "off" {
                 None
             } else {
-                let bad = || format!("LOGIN_BACKOFF: {text:?} must be off or free/base/max seconds, e.g. 5/1/900");
+                let bad = || format!("LOGIN_BACKOFF: {text:?} must be off or free/base/max seconds, e.g. 5/2/900");
                 let parts: Vec<u64> = text.split('/').map(|p| p.trim().parse::<u64>()).collect::<Result<_, _>>().map_err(|_| bad())?;
                 match parts.as_slice() {
                     [free, base, max] if *free <= 1_000 && *base >= 1 && max >= base && *max <= 86_400 => {
@@ -413,14 +415,14 @@ mod tests {
     fn backoff_doubles_after_the_free_failures_and_is_capped() {
         let b = Backoff::default();
         assert_eq!((0..5).map(|n| b.delay_secs(n)).collect::<Vec<_>>(), vec![0; 5]);
-        assert_eq!((5..9).map(|n| b.delay_secs(n)).collect::<Vec<_>>(), vec![1, 2, 4, 8]);
+        assert_eq!((5..9).map(|n| b.delay_secs(n)).collect::<Vec<_>>(), vec![2, 4, 8, 16]);
         assert_eq!(b.delay_secs(20), 900);
         assert_eq!(b.delay_secs(u32::MAX), 900);
         // Well before NIST's 100: after 15 failures every try waits 15 minutes.
         assert_eq!(b.delay_secs(15), 900);
         let t = UnixTime(1_000_000_000);
-        assert_eq!(b.wait(7, t, UnixTime(t.0 + 1)), Some(3));
-        assert_eq!(b.wait(7, t, UnixTime(t.0 + 4)), None);
+        assert_eq!(b.wait(7, t, UnixTime(t.0 + 1)), Some(7));
+        assert_eq!(b.wait(7, t, UnixTime(t.0 + 8)), None);
         assert_eq!(b.wait(4, t, t), None);
         assert_eq!(b.wait(30, t, UnixTime(t.0 + 86_400)), None);
     }

@@ -76,13 +76,14 @@ fn consecutive_login_failures_back_off_until_a_success() {
     for i in 0..5 {
         assert_eq!(code(login_at(&w, &mut rng, 1_000 + i, "ada@example.com", "wrong password!")), "invalid_credentials");
     }
-    // Five failures are free; the sixth try must wait a second, right password or not.
+    // Five failures are free; the sixth try must wait two seconds, right password or not.
     let err = login_at(&w, &mut rng, 1_004, "ada@example.com", "correct horse battery").unwrap_err();
-    assert_eq!(err, Error::RateLimited { retry_after_secs: 1 });
-    assert_eq!(code(login_at(&w, &mut rng, 1_005, "ada@example.com", "wrong again!!")), "invalid_credentials");
-    // Six failures: two seconds.
-    assert_eq!(login_at(&w, &mut rng, 1_006, "ada@example.com", "x-x-x-x-x").unwrap_err(), Error::RateLimited { retry_after_secs: 1 });
-    login_at(&w, &mut rng, 1_007, "ada@example.com", "correct horse battery").unwrap();
+    assert_eq!(err, Error::RateLimited { retry_after_secs: 2 });
+    assert_eq!(login_at(&w, &mut rng, 1_005, "ada@example.com", "wrong again!!").unwrap_err(), Error::RateLimited { retry_after_secs: 1 });
+    assert_eq!(code(login_at(&w, &mut rng, 1_006, "ada@example.com", "wrong again!!")), "invalid_credentials");
+    // Six failures: four seconds.
+    assert_eq!(login_at(&w, &mut rng, 1_007, "ada@example.com", "x-x-x-x-x").unwrap_err(), Error::RateLimited { retry_after_secs: 3 });
+    login_at(&w, &mut rng, 1_010, "ada@example.com", "correct horse battery").unwrap();
     // A success clears the record.
     assert_eq!(block_on(w.store.login_failures("ada@example.com")).unwrap(), None);
     for i in 0..5 {
