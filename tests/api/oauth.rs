@@ -118,6 +118,10 @@ struct FakeIdp {
     cache: RefCell<HashMap<String, (UnixTime, String)>>,
     /// What was reported for the log.
     warnings: RefCell<Vec<String>>,
+    /// The `kid` of the next ID token (default `k1`), and the kids the JWKS
+    /// publishes (default `k1`).
+    kid: RefCell<Option<String>>,
+    published: RefCell<Option<Vec<String>>>,
     /// The nonce of the last /authorize, and the time.
     nonce: RefCell<String>,
     now: Cell<i64>,
@@ -141,7 +145,7 @@ impl FakeIdp {
         let sig: &[u8] = if self.bad_signature.get() { b"forged" } else { b"good-signature" };
         format!(
             "{}.{}.{}",
-            URL_SAFE_NO_PAD.encode(json!({"alg": "EdDSA", "kid": "k1"}).to_string()),
+            URL_SAFE_NO_PAD.encode(json!({"alg": "EdDSA", "kid": self.kid.borrow().clone().unwrap_or("k1".into())}).to_string()),
             URL_SAFE_NO_PAD.encode(c.to_string()),
             URL_SAFE_NO_PAD.encode(sig)
         )
@@ -160,7 +164,10 @@ impl ProviderNet for FakeIdp {
                 "issuer": IDP, "authorization_endpoint": format!("{IDP}/authorize"), "token_endpoint": format!("{IDP}/token"),
                 "userinfo_endpoint": format!("{IDP}/userinfo"), "jwks_uri": format!("{IDP}/jwks"),
             })),
-            "/jwks" => ok(json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "AAAA", "kid": "k1"}]})),
+            "/jwks" => {
+                let kids = self.published.borrow().clone().unwrap_or_else(|| vec!["k1".into()]);
+                ok(json!({"keys": kids.iter().map(|k| json!({"kty": "OKP", "crv": "Ed25519", "x": "AAAA", "kid": k})).collect::<Vec<_>>()}))
+            }
             "/token" => match self.token_reply.borrow().clone() {
                 Some(r) => Ok(r),
                 None => ok(json!({"access_token": "idp-at", "token_type": "Bearer", "id_token": self.id_token()})),
@@ -170,7 +177,8 @@ impl ProviderNet for FakeIdp {
         }
     }
     async fn verify(&self, alg: JwsAlg, jwk: &Value, _signed: &[u8], signature: &[u8]) -> Result<bool> {
-        assert_eq!((alg, jwk["kid"].as_str()), (JwsAlg::EdDsa, Some("k1")));
+        assert_eq!(alg, JwsAlg::EdDsa);
+        assert_eq!(jwk["kid"].as_str(), Some(self.kid.borrow().clone().unwrap_or("k1".into()).as_str()));
         Ok(signature == b"good-signature")
     }
     fn cached(&self, key: &str) -> Option<(UnixTime, String)> {
@@ -377,6 +385,31 @@ fn a_callback_naming_another_issuer_is_refused_before_the_code_is_used() {
     let q = CallbackQuery { code: Some("c".into()), state: Some(b.param("state")), error: None, iss: Some(format!("{IDP}/")) };
     let out = block_on(deps.oauth_callback(&meta, rng, &idp, "idp", q, Some(&b.binding))).unwrap();
     assert!(location_param(&out, "code").is_some(), "its own issuer is fine");
+}
+
+#[test]
+fn a_rotated_provider_key_is_fetched_at_most_once_a_minute() {
+    let w = world();
+    let idp = FakeIdp::default();
+    let rng = &mut TestRandom(13);
+    let jwks_fetches = || idp.requests.borrow().iter().filter(|r| r.url.ends_with("/jwks")).count();
+    let claims = json!({"sub": "s-rot", "email": "rot@example.com", "email_verified": true});
+    assert!(location_param(&sign_in(&w, rng, &idp, 1_000, claims.clone()), "code").is_some());
+    assert_eq!(jwks_fetches(), 1);
+    assert!(location_param(&sign_in(&w, rng, &idp, 1_010, claims.clone()), "code").is_some());
+    assert_eq!(jwks_fetches(), 1, "the JWKS is cached");
+
+    // The provider rotates to k2: a token naming it soon after the last fetch is
+    // refused without a refetch (no JWKS flood from forged kids) ...
+    *idp.kid.borrow_mut() = Some("k2".into());
+    *idp.published.borrow_mut() = Some(vec!["k1".into(), "k2".into()]);
+    let out = sign_in(&w, rng, &idp, 1_030, claims.clone());
+    assert_eq!(location_param(&out, "error").as_deref(), Some("invalid_id_token"));
+    assert_eq!(w.events.last_of("login_failed")["reason"], "id_token_unknown_key");
+    assert_eq!(jwks_fetches(), 1);
+    // ... and a minute later it is fetched again and the new key works.
+    assert!(location_param(&sign_in(&w, rng, &idp, 1_070, claims), "code").is_some());
+    assert_eq!(jwks_fetches(), 2);
 }
 
 #[test]

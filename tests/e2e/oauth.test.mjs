@@ -469,6 +469,13 @@ describe("OAuth / OIDC sign-in", () => {
       callback(`${callbackPrefix("github")}?code=${g3.code}-wrong&state=${g3.state}`, c.binding),
     );
     assert.equal(r3.location.searchParams.get("error"), "code_rejected");
+
+    const d = await authorize("github");
+    const g4 = gh.approve(d.url, { id: ghId + 3, login: "hidden", emails: [] });
+    const { result: r4 } = await withEvent(gw, failedWith("no_email"), () =>
+      callback(`${callbackPrefix("github")}?code=${g4.code}&state=${g4.state}`, d.binding),
+    );
+    assert.equal(r4.location.searchParams.get("error"), "email_required");
   });
 });
 
