@@ -447,6 +447,9 @@ fn provider_failures_are_502_or_a_redirect_with_login_failed() {
     *idp.token_reply.borrow_mut() = Some(HttpReply { status: 400, body: r#"{"error":"invalid_grant"}"#.into() });
     let out = sign_in(&w, rng, &idp, 1_100, json!({}));
     assert_eq!(location_param(&out, "error").as_deref(), Some("code_rejected"));
+    *idp.token_reply.borrow_mut() = Some(HttpReply { status: 302, body: String::new() });
+    let out = sign_in(&w, rng, &idp, 1_150, json!({}));
+    assert_eq!(location_param(&out, "error").as_deref(), Some("provider_unavailable"), "a redirect is no answer");
     *idp.token_reply.borrow_mut() = Some(HttpReply { status: 502, body: "<html>".into() });
     let out = sign_in(&w, rng, &idp, 1_200, json!({}));
     assert_eq!(location_param(&out, "error").as_deref(), Some("provider_unavailable"));

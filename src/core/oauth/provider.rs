@@ -249,9 +249,13 @@ pub async fn exchange_code(
     if reply.status >= 500 {
         return Err(unavailable(format!("token endpoint: HTTP {}", reply.status)));
     }
+    // RFC 6749 §5.2: a refused grant is a 400 (401 for client authentication)
+    // with an `error`; GitHub sends its `error` with a 200. Anything else that
+    // is not a 2xx (a redirect, a 404 page) means the endpoint is not working.
     match parsed {
         Some(TokenReply { error: Some(err), .. }) => Err(ProviderFailure::CodeRejected(err)),
-        _ if !reply.is_success() => Err(ProviderFailure::CodeRejected(format!("HTTP {}", reply.status))),
+        _ if matches!(reply.status, 400 | 401) => Err(ProviderFailure::CodeRejected(format!("HTTP {}", reply.status))),
+        _ if !reply.is_success() => Err(unavailable(format!("token endpoint: HTTP {}", reply.status))),
         Some(t) => Ok(Tokens { access_token: t.access_token, id_token: t.id_token }),
         None => Err(unavailable("token endpoint: the reply is not JSON")),
     }
