@@ -209,7 +209,8 @@ pub async fn handle(
             deps.oauth_unlink(meta, bearer.as_deref(), id).await?;
             js(http::empty(204, &[]))
         }
-        (_, ["exchange"] | [_, "authorize" | "callback" | "link"] | [_]) => Err(Error::MethodNotAllowed),
+        (_, ["exchange"] | [_, "authorize" | "callback" | "link"]) => Err(Error::MethodNotAllowed),
+        (_, [id]) if !id.is_empty() => Err(Error::MethodNotAllowed),
         _ => Err(Error::NotFound),
     }
 }

@@ -348,6 +348,8 @@ describe("OAuth / OIDC sign-in", () => {
     await assertProblem(await fetch(`${gw.url}/auth/oauth/acme/authorize`, { method: "POST" }), 405, "method_not_allowed");
     await assertProblem(await fetch(`${gw.url}/auth/oauth/acme/link`), 405, "method_not_allowed");
     await assertProblem(await fetch(`${gw.url}/auth/oauth/acme/other`), 404, "not_found");
+    await assertProblem(await fetch(`${gw.url}/auth/oauth/`), 404, "not_found");
+    await assertProblem(await fetch(`${gw.url}/auth/oauth/acme`), 405, "method_not_allowed");
   });
 
   test("a signed-in user links a provider; that identity cannot then be linked to anyone else", async () => {
