@@ -27,12 +27,15 @@ pub enum Endpoint {
     OtpVerify,
     /// `POST /auth/password/forgot`.
     PasswordForgot,
+    /// Everything under `/auth/oauth/` (authorize, callback, exchange,
+    /// link, unlink): per IP only, there is no email to key by.
+    Oauth,
 }
 
 impl Endpoint {
     /// Every limited endpoint.
-    pub const ALL: [Endpoint; 6] =
-        [Self::Login, Self::Signup, Self::MagicLink, Self::Otp, Self::OtpVerify, Self::PasswordForgot];
+    pub const ALL: [Endpoint; 7] =
+        [Self::Login, Self::Signup, Self::MagicLink, Self::Otp, Self::OtpVerify, Self::PasswordForgot, Self::Oauth];
 
     /// The name used in `RATE_LIMITS`, in counter keys and in the
     /// `rate_limit_exceeded` event: the path under `/auth`.
@@ -44,6 +47,7 @@ impl Endpoint {
             Self::Otp => "otp",
             Self::OtpVerify => "otp/verify",
             Self::PasswordForgot => "password/forgot",
+            Self::Oauth => "oauth",
         }
     }
 
@@ -55,6 +59,7 @@ impl Endpoint {
             Self::Otp => 3,
             Self::OtpVerify => 4,
             Self::PasswordForgot => 5,
+            Self::Oauth => 6,
         }
     }
 }
@@ -177,7 +182,7 @@ impl Backoff {
 /// `RATE_LIMITS` and `LOGIN_BACKOFF`: every endpoint's limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimits {
-    limits: [EndpointLimits; 6],
+    limits: [EndpointLimits; 7],
     /// The login back-off; `None` when `LOGIN_BACKOFF` is `off`.
     pub backoff: Option<Backoff>,
 }
@@ -196,6 +201,7 @@ impl Default for RateLimits {
                 pair(Rule::new(20, 3_600), Rule::new(5, 3_600)),  // otp
                 pair(Rule::new(30, 600), Rule::new(10, 600)),     // otp/verify
                 pair(Rule::new(20, 3_600), Rule::new(5, 3_600)),  // password/forgot
+                EndpointLimits { ip: Some(Rule::new(60, 600)), email: None }, // oauth: 20 sign-ins
             ],
             backoff: Some(Backoff::default()),
         }
@@ -380,7 +386,8 @@ mod tests {
         let d = RateLimits::default();
         assert_eq!(d.of(Endpoint::Login).email, Some(Rule::new(10, 60)));
         for e in Endpoint::ALL {
-            assert!(d.of(e).ip.is_some() && d.of(e).email.is_some(), "{}", e.name());
+            assert!(d.of(e).ip.is_some(), "{}", e.name());
+            assert_eq!(d.of(e).email.is_some(), e != Endpoint::Oauth, "{}", e.name());
         }
     }
 

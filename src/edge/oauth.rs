@@ -19,6 +19,7 @@ use crate::core::flows::oauth::{AuthorizeRequest, CallbackOutcome, CallbackQuery
 use crate::core::flows::{Deps, Meta};
 use crate::core::oauth::{JwsAlg, ProviderNet, ProviderRequest, BINDING_COOKIE, STATE_TTL_SECS};
 use crate::core::outbound::{HttpReply, SendError};
+use crate::core::rate_limit::Endpoint;
 use crate::core::time::UnixTime;
 use crate::edge::d1::D1Store;
 use crate::edge::http::{self, JsResult};
@@ -148,6 +149,7 @@ pub async fn handle(
 ) -> Result<Response, Error> {
     let rng = &mut OsRandom;
     let net = &EdgeProviderNet;
+    deps.throttle_ip(meta, rng, Endpoint::Oauth).await?;
     let rest = path.strip_prefix("/auth/oauth/").unwrap_or("");
     let segments: Vec<&str> = rest.split('/').collect();
     match (method, segments.as_slice()) {

@@ -100,6 +100,18 @@ test("a missing or unusable client IP is not exempt: such requests share one buc
   assertRateLimited(results[21], 3600);
 });
 
+test("defaults: /auth/oauth/* is limited per IP (60 per 10 minutes), with an event that has no email", async () => {
+  const ip = freshIp();
+  const results = await burst(
+    Array.from({ length: 62 }, () => () => fetch(`${gw.url}/auth/oauth/nosuch/authorize?redirect_to=x`, { headers: from(ip), redirect: "manual" })),
+  );
+  const t = tally(results);
+  assert.equal(t[429], 2, JSON.stringify(t));
+  for (const r of results.filter((r) => r.status === 429)) assertRateLimited(r, 600);
+  const ev = await gw.waitForEvent((e) => e.type === "rate_limit_exceeded" && e.data.ip_address === ip);
+  assert.deepEqual(ev.data, { endpoint: "oauth", ip_address: ip, email: null, limit: 60, key_type: "ip" });
+});
+
 test("known and unknown emails are limited alike (no enumeration through the limiter)", async () => {
   const known = randomEmail("known");
   await signup(gw, known);

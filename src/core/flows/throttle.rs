@@ -19,7 +19,16 @@ where
     /// the first refusal of each window emits `rate_limit_exceeded`.
     /// Every attempt counts, whether or not the account exists.
     pub async fn throttle(&self, meta: &Meta, rng: &mut impl Random, endpoint: Endpoint, email: &str) -> Result<(), Error> {
-        let hits = rate_limit::hits(&self.config.rate_limits, endpoint, meta.ip.as_deref(), Some(email));
+        self.throttle_keys(meta, rng, endpoint, Some(email)).await
+    }
+
+    /// Counts this request against `endpoint`'s per-IP limit only.
+    pub async fn throttle_ip(&self, meta: &Meta, rng: &mut impl Random, endpoint: Endpoint) -> Result<(), Error> {
+        self.throttle_keys(meta, rng, endpoint, None).await
+    }
+
+    async fn throttle_keys(&self, meta: &Meta, rng: &mut impl Random, endpoint: Endpoint, email: Option<&str>) -> Result<(), Error> {
+        let hits = rate_limit::hits(&self.config.rate_limits, endpoint, meta.ip.as_deref(), email);
         if hits.is_empty() {
             return Ok(());
         }
@@ -35,7 +44,7 @@ where
                 vec![events::RateLimitExceeded {
                     endpoint: endpoint.name().into(),
                     ip_address: meta.ip.clone(),
-                    email: Some(email.to_string()),
+                    email: email.map(str::to_string),
                     limit: exceeded.limit,
                     key_type: exceeded.key_type.as_str().into(),
                 }
