@@ -34,6 +34,10 @@ case "$cmd" in
     ;;
   test)
     bash "$ROOT/scripts/build.sh"
+    if cargo fmt --version >/dev/null 2>&1; then
+      echo "[test] cargo fmt --check"
+      cargo fmt --check
+    fi
     echo "[test] cargo test --locked"
     cargo test --locked
     shopt -s nullglob

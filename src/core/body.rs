@@ -43,15 +43,28 @@ mod tests {
 
     #[test]
     fn broken_json_is_invalid_json_even_after_a_shape_error() {
- assert_eq!(parse_json::<LoginRequest>(b"{\"email\": \"\xff\", \"x\": 1}").unwrap_err().problem().code, "invalid_json");
-        for body in ["{\"a\": ", "{\"email\": \"x\"", "not json", "{'a': 1}", "{\"email\": \"a\", \"password\": \"b\"}}", "\u{0}", "[1,"] {
+        assert_eq!(
+            parse_json::<LoginRequest>(b"{\"email\": \"\xff\", \"x\": 1}").unwrap_err().problem().code,
+            "invalid_json"
+        );
+        for body in [
+            "{\"a\": ",
+            "{\"email\": \"x\"",
+            "not json",
+            "{'a': 1}",
+            "{\"email\": \"a\", \"password\": \"b\"}}",
+            "\u{0}",
+            "[1,",
+        ] {
             assert_eq!(code(body), "invalid_json", "{body}");
         }
     }
 
     #[test]
     fn well_formed_json_of_the_wrong_shape_is_a_validation_error() {
-        for body in ["{\"a\": 1}", "{\"email\": 1, \"password\": \"x\"}", "{\"email\": \"a\"}", "[\"a\", \"b\"]", "42", "null"] {
+        for body in
+            ["{\"a\": 1}", "{\"email\": 1, \"password\": \"x\"}", "{\"email\": \"a\"}", "[\"a\", \"b\"]", "42", "null"]
+        {
             assert_eq!(code(body), "validation_failed", "{body}");
         }
         assert!(parse_json::<LoginRequest>(br#" {"email": "a@b.example", "password": "p"} "#).is_ok());

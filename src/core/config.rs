@@ -202,16 +202,23 @@ impl Config {
             min_chars: number("PASSWORD_MIN_LENGTH", PasswordPolicy::default().min_chars as u32)? as usize,
             max_chars: number("PASSWORD_MAX_LENGTH", PasswordPolicy::default().max_chars as u32)? as usize,
         };
-        if password_policy.min_chars == 0 || password_policy.max_chars > 1024 || password_policy.min_chars > password_policy.max_chars {
+        if password_policy.min_chars == 0
+            || password_policy.max_chars > 1024
+            || password_policy.min_chars > password_policy.max_chars
+        {
             return Err(err(
                 "PASSWORD_MIN_LENGTH/PASSWORD_MAX_LENGTH",
                 "need 1 <= PASSWORD_MIN_LENGTH <= PASSWORD_MAX_LENGTH <= 1024".into(),
             ));
         }
-        let rate_limits = RateLimits::parse(var("RATE_LIMITS").as_deref(), var("LOGIN_BACKOFF").as_deref()).map_err(ConfigError)?;
+        let rate_limits =
+            RateLimits::parse(var("RATE_LIMITS").as_deref(), var("LOGIN_BACKOFF").as_deref()).map_err(ConfigError)?;
         let webhook_secret = match var("WEBHOOK_SECRET") {
             None if !webhook_urls.is_empty() => {
-                return Err(err("WEBHOOK_SECRET", "missing: WEBHOOK_URLS is set, so deliveries must be signed (whsec_ + base64)".into()))
+                return Err(err(
+                    "WEBHOOK_SECRET",
+                    "missing: WEBHOOK_URLS is set, so deliveries must be signed (whsec_ + base64)".into(),
+                ))
             }
             None => None,
             Some(v) => Some(WebhookSecret::parse(&v).map_err(|e| err("WEBHOOK_SECRET", e))?),
@@ -252,12 +259,11 @@ impl Config {
                 let secret = match (var("HOOK_SECRET"), &webhook_secret) {
                     (Some(s), _) => WebhookSecret::parse(&s).map_err(|e| err("HOOK_SECRET", e))?,
                     (None, Some(s)) => s.clone(),
-                    (None, None) => {
-                        return Err(err(
-                            "HOOK_SECRET",
-                            "missing: HOOK_URL is set, so its requests must be signed (set HOOK_SECRET or WEBHOOK_SECRET)".into(),
-                        ))
-                    }
+                    (None, None) => return Err(err(
+                        "HOOK_SECRET",
+                        "missing: HOOK_URL is set, so its requests must be signed (set HOOK_SECRET or WEBHOOK_SECRET)"
+                            .into(),
+                    )),
                 };
                 let failure_mode = match var("HOOK_FAILURE_MODE") {
                     None => FailureMode::Closed,
@@ -329,7 +335,10 @@ mod tests {
     fn defaults_follow_the_spec() {
         let c = Config::from_lookup(lookup(&[])).unwrap();
         assert_eq!(c.audience, "portcullis");
-        assert_eq!((c.access_ttl_secs, c.refresh_ttl_secs, c.magic_link_ttl_secs, c.otp_ttl_secs), (900, 2_592_000, 600, 600));
+        assert_eq!(
+            (c.access_ttl_secs, c.refresh_ttl_secs, c.magic_link_ttl_secs, c.otp_ttl_secs),
+            (900, 2_592_000, 600, 600)
+        );
         assert!(!c.cookie_mode && !c.allow_passwordless_signup);
         assert_eq!(
             (c.password_reset_ttl_secs, c.email_verification_ttl_secs, c.rotation_interval_secs, c.key_cache_ttl_secs),
@@ -392,7 +401,9 @@ mod tests {
     fn the_hook_is_validated_and_fails_closed_by_default() {
         let e = Config::from_lookup(lookup(&[("HOOK_URL", "https://hooks.example/signin")])).unwrap_err();
         assert!(e.0.starts_with("HOOK_SECRET"), "{e}");
-        let c = Config::from_lookup(lookup(&[("HOOK_URL", "https://hooks.example/signin"), ("WEBHOOK_SECRET", SECRET)])).unwrap();
+        let c =
+            Config::from_lookup(lookup(&[("HOOK_URL", "https://hooks.example/signin"), ("WEBHOOK_SECRET", SECRET)]))
+                .unwrap();
         let hook = c.hook.unwrap();
         assert_eq!((hook.failure_mode, hook.timeout_ms), (FailureMode::Closed, 2_000));
         let c = Config::from_lookup(lookup(&[
@@ -405,8 +416,9 @@ mod tests {
         let hook = c.hook.unwrap();
         assert_eq!((hook.failure_mode, hook.timeout_ms), (FailureMode::Open, 250));
         for (k, v) in [("HOOK_FAILURE_MODE", "sometimes"), ("HOOK_TIMEOUT_MS", "60000"), ("HOOK_SECRET", "whsec_!")] {
-            let e = Config::from_lookup(lookup(&[("HOOK_URL", "https://h.example"), ("WEBHOOK_SECRET", SECRET), (k, v)]))
-                .unwrap_err();
+            let e =
+                Config::from_lookup(lookup(&[("HOOK_URL", "https://h.example"), ("WEBHOOK_SECRET", SECRET), (k, v)]))
+                    .unwrap_err();
             assert!(e.0.starts_with(k), "{k}={v}: {e}");
         }
     }

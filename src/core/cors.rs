@@ -85,7 +85,10 @@ mod tests {
 
     #[test]
     fn preflight_headers_and_methods_are_checked() {
-        assert_eq!(allowed_request_headers(Some("Authorization, content-type")).as_deref(), Some("Authorization, content-type"));
+        assert_eq!(
+            allowed_request_headers(Some("Authorization, content-type")).as_deref(),
+            Some("Authorization, content-type")
+        );
         assert_eq!(allowed_request_headers(None).as_deref(), Some(""));
         assert!(allowed_request_headers(Some("bad header\r\nx: y")).is_none());
         assert!(method_allowed("patch"));

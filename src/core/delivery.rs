@@ -217,7 +217,8 @@ pub async fn deliver<L: DeliveryLedger, C: Courier>(
         }
         let result = send(config, courier, target, event, &body, now).await;
         ledger.settle(&event.id, &key, now, result.as_ref().err().map(String::as_str)).await?;
-        let mut line = serde_json::json!({"id": event.id, "type": kind, "target": target.display(), "attempt": attempt});
+        let mut line =
+            serde_json::json!({"id": event.id, "type": kind, "target": target.display(), "attempt": attempt});
         match result {
             Ok(()) => courier.log("portcullis.delivered", &line),
             Err(why) => {

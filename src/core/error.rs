@@ -243,7 +243,8 @@ impl Error {
                 format!("the request body must not exceed {limit_bytes} bytes"),
             ),
             Self::InvalidCredentials => {
-                let mut p = Problem::new(401, "invalid_credentials", "Invalid credentials", "invalid email or password");
+                let mut p =
+                    Problem::new(401, "invalid_credentials", "Invalid credentials", "invalid email or password");
                 p.www_authenticate = Some("Bearer realm=\"portcullis\"".into());
                 p
             }
@@ -274,12 +275,9 @@ impl Error {
             Self::InvalidEmailSecret { code, detail } => Problem::new(401, code, "Invalid or expired", detail.clone()),
             Self::Forbidden { code, detail } => Problem::new(403, code, "Forbidden", detail.clone()),
             Self::NotFound => Problem::new(404, "not_found", "Not found", "no such resource"),
-            Self::MethodNotAllowed => Problem::new(
-                405,
-                "method_not_allowed",
-                "Method not allowed",
-                "this method is not allowed on this path",
-            ),
+            Self::MethodNotAllowed => {
+                Problem::new(405, "method_not_allowed", "Method not allowed", "this method is not allowed on this path")
+            }
             Self::Conflict { code, detail } => Problem::new(409, code, "Conflict", detail.clone()),
             Self::RateLimited { retry_after_secs } => {
                 let mut p = Problem::new(429, "rate_limited", "Too many requests", "too many attempts; retry later");
@@ -296,8 +294,12 @@ impl Error {
                 p.retry_after_secs = Some(5);
                 p
             }
-            Self::OriginUnreachable => Problem::new(502, "origin_unreachable", "Bad gateway", "the origin could not be reached"),
-            Self::OriginTimeout => Problem::new(504, "origin_timeout", "Gateway timeout", "the origin did not answer in time"),
+            Self::OriginUnreachable => {
+                Problem::new(502, "origin_unreachable", "Bad gateway", "the origin could not be reached")
+            }
+            Self::OriginTimeout => {
+                Problem::new(504, "origin_timeout", "Gateway timeout", "the origin did not answer in time")
+            }
             Self::HookUnavailable(_) => {
                 let mut p = Problem::new(
                     503,

@@ -197,7 +197,10 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&env.to_json()).unwrap();
         assert_eq!(v["type"], "user_created");
         assert_eq!(v["timestamp"], "1970-01-01T00:00:00Z");
-        assert_eq!(v["data"], serde_json::json!({"user_id": "u1", "email": "a@b.co", "name": null, "provider": "email"}));
+        assert_eq!(
+            v["data"],
+            serde_json::json!({"user_id": "u1", "email": "a@b.co", "name": null, "provider": "email"})
+        );
         assert_eq!(v["id"].as_str().unwrap().len(), 36);
     }
 
@@ -208,7 +211,9 @@ mod tests {
         let r = Received::parse(v.clone()).unwrap();
         assert_eq!(r.event, Event::Logout(Logout { user_id: "u".into() }));
         assert_eq!(r.to_value()["data"], v["data"]);
-        assert!(Received::parse(serde_json::json!({"id": "x", "type": "logout", "timestamp": "t", "data": {}})).is_err());
+        assert!(
+            Received::parse(serde_json::json!({"id": "x", "type": "logout", "timestamp": "t", "data": {}})).is_err()
+        );
         assert!(Received::parse(serde_json::json!({"id": "x", "type": "nope", "timestamp": "t", "data": {}})).is_err());
         assert!(Received::parse(serde_json::json!("string")).is_err());
     }

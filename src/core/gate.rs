@@ -136,10 +136,7 @@ pub fn parse_reply(reply: &HttpReply) -> Result<Verdict, String> {
     let parsed: Reply = serde_json::from_str(&reply.body)
         .map_err(|e| format!("answered something other than {{\"allow\": bool, ...}}: {e}"))?;
     if !parsed.allow {
-        let reason = parsed
-            .reason
-            .map(|r| excerpt(r.trim(), MAX_REASON_CHARS))
-            .filter(|r| !r.is_empty());
+        let reason = parsed.reason.map(|r| excerpt(r.trim(), MAX_REASON_CHARS)).filter(|r| !r.is_empty());
         return Ok(Verdict::Deny(reason));
     }
     let mut claims = parsed.claims.unwrap_or_default();
@@ -181,10 +178,13 @@ pub fn decide(mode: FailureMode, outcome: Result<HttpReply, SendError>) -> Decis
         }
         Err(why) => why,
     };
-    let warning = Some(format!("the sign-in hook failed ({failure}); failing {}", match mode {
-        FailureMode::Open => "open",
-        FailureMode::Closed => "closed",
-    }));
+    let warning = Some(format!(
+        "the sign-in hook failed ({failure}); failing {}",
+        match mode {
+            FailureMode::Open => "open",
+            FailureMode::Closed => "closed",
+        }
+    ));
     match mode {
         FailureMode::Open => Decision { result: Ok(ExtraClaims::new()), warning },
         FailureMode::Closed => Decision { result: Err(Error::HookUnavailable(failure)), warning },
@@ -204,7 +204,10 @@ mod tests {
     fn allow_with_claims_adds_them_and_drops_reserved_ones() {
         let d = decide(
             FailureMode::Closed,
-            reply(200, r#"{"allow": true, "claims": {"plan": "pro", "sub": "evil", "roles": ["admin"], "org": {"id": 7}}}"#),
+            reply(
+                200,
+                r#"{"allow": true, "claims": {"plan": "pro", "sub": "evil", "roles": ["admin"], "org": {"id": 7}}}"#,
+            ),
         );
         let claims = d.result.unwrap();
         assert_eq!(serde_json::Value::Object(claims), json!({"plan": "pro", "org": {"id": 7}}));

@@ -43,8 +43,7 @@ impl Kek {
             .decode(trimmed)
             .or_else(|_| URL_SAFE_NO_PAD.decode(trimmed))
             .map_err(|_| "must be base64".to_string())?;
-        let arr: [u8; KEK_LEN] =
-            bytes.try_into().map_err(|_| format!("must decode to exactly {KEK_LEN} bytes"))?;
+        let arr: [u8; KEK_LEN] = bytes.try_into().map_err(|_| format!("must decode to exactly {KEK_LEN} bytes"))?;
         Ok(Self(arr))
     }
 
@@ -125,7 +124,9 @@ impl StoredKey {
 
     /// The raw 32-byte public key.
     pub fn public_bytes(&self) -> Result<Vec<u8>, Error> {
-        URL_SAFE_NO_PAD.decode(&self.public_key).map_err(|_| Error::Internal(format!("key {}: bad public key", self.kid)))
+        URL_SAFE_NO_PAD
+            .decode(&self.public_key)
+            .map_err(|_| Error::Internal(format!("key {}: bad public key", self.kid)))
     }
 
     /// Decrypts the private half.

@@ -260,10 +260,15 @@ impl EmailSettings {
                 let api_key = match var("EMAIL_API_KEY") {
                     Some(k) if !k.chars().any(char::is_control) => ApiKey(k),
                     Some(_) => return Err(err("EMAIL_API_KEY", "must not contain control characters".into())),
-                    None => return Err(err("EMAIL_API_KEY", "missing: set the secret for EMAIL_TRANSPORT=resend".into())),
+                    None => {
+                        return Err(err("EMAIL_API_KEY", "missing: set the secret for EMAIL_TRANSPORT=resend".into()))
+                    }
                 };
                 if var("EMAIL_FROM").is_none() {
-                    return Err(err("EMAIL_FROM", "missing: an HTTP email transport needs a sender the API accepts".into()));
+                    return Err(err(
+                        "EMAIL_FROM",
+                        "missing: an HTTP email transport needs a sender the API accepts".into(),
+                    ));
                 }
                 Transport::Resend { api_url, api_key }
             }
@@ -277,7 +282,10 @@ impl EmailSettings {
                 links[kind.index()] = match var(name) {
                     Some(v) => Some(http_url(&v).map_err(|why| err(name, why))?),
                     None if transport != Transport::Log => {
-                        return Err(err(name, "missing: the page users open from the email (the token is appended as ?token=)".into()))
+                        return Err(err(
+                            name,
+                            "missing: the page users open from the email (the token is appended as ?token=)".into(),
+                        ))
                     }
                     None => None,
                 };
@@ -441,7 +449,8 @@ mod tests {
     #[test]
     fn otp_email_carries_the_code_in_subject_and_body() {
         let s = settings(&[]).unwrap();
-        let e: Event = events::EmailOtpRequested { user_id: None, email: "b@example.com".into(), code: "042917".into() }.into();
+        let e: Event =
+            events::EmailOtpRequested { user_id: None, email: "b@example.com".into(), code: "042917".into() }.into();
         let m = s.render(&e).unwrap().unwrap();
         assert_eq!(m.subject, "Your sign-in code: 042917");
         assert!(m.text.contains("    042917\n"));
@@ -455,9 +464,14 @@ mod tests {
         ])
         .unwrap();
         let reset: Event =
-            events::PasswordResetRequested { user_id: "u".into(), email: "c@example.com".into(), token: "r1".into() }.into();
-        let verify: Event =
-            events::EmailVerificationRequested { user_id: "u".into(), email: "c@example.com".into(), token: "v1".into() }.into();
+            events::PasswordResetRequested { user_id: "u".into(), email: "c@example.com".into(), token: "r1".into() }
+                .into();
+        let verify: Event = events::EmailVerificationRequested {
+            user_id: "u".into(),
+            email: "c@example.com".into(),
+            token: "v1".into(),
+        }
+        .into();
         let r = s.render(&reset).unwrap().unwrap();
         let v = s.render(&verify).unwrap().unwrap();
         assert_eq!((r.subject.as_str(), v.subject.as_str()), ("Reset your password", "Confirm your email address"));

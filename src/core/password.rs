@@ -210,7 +210,9 @@ impl PasswordHash {
             return true;
         }
         match Params::try_from(&parsed) {
-            Ok(p) => p.m_cost() != params.memory_kib || p.t_cost() != params.iterations || p.p_cost() != params.parallelism,
+            Ok(p) => {
+                p.m_cost() != params.memory_kib || p.t_cost() != params.iterations || p.p_cost() != params.parallelism
+            }
             Err(_) => true,
         }
     }
@@ -271,14 +273,8 @@ mod tests {
     #[test]
     fn policy_bounds_length() {
         let policy = PasswordPolicy::default();
-        assert_eq!(
-            Password::new_checked("short".into(), &policy).unwrap_err().problem().code,
-            "password_too_short"
-        );
-        assert_eq!(
-            Password::new_checked("x".repeat(129), &policy).unwrap_err().problem().code,
-            "password_too_long"
-        );
+        assert_eq!(Password::new_checked("short".into(), &policy).unwrap_err().problem().code, "password_too_short");
+        assert_eq!(Password::new_checked("x".repeat(129), &policy).unwrap_err().problem().code, "password_too_long");
         assert!(Password::new_checked("x".repeat(128), &policy).is_ok());
         assert!(Password::new_checked("abc\0defgh".into(), &policy).is_err());
         assert_eq!(Password::presented("x".repeat(1 << 20), &policy).unwrap_err(), Error::InvalidCredentials);

@@ -148,9 +148,8 @@ impl Routes {
             if base.contains('*') {
                 return Err(at(format!("path {:?}: * is only allowed as a final /*", r.path)));
             }
-            let prefix = normalise_path(base)
-                .map_err(|_| at(format!("path {:?} is not a valid path", r.path)))?
-                .to_lowercase();
+            let prefix =
+                normalise_path(base).map_err(|_| at(format!("path {:?} is not a valid path", r.path)))?.to_lowercase();
             let methods = match r.methods {
                 Some(ms) if ms.is_empty() => return Err(at("methods must not be empty".into())),
                 Some(ms) => {
@@ -254,7 +253,9 @@ mod tests {
 
     fn dev_routes() -> Routes {
         Routes::parse(
-            Some(r#"[{"path": "/api/public/*", "policy": "public"}, {"path": "/api/admin/*", "policy": "role:admin"}]"#),
+            Some(
+                r#"[{"path": "/api/public/*", "policy": "public"}, {"path": "/api/admin/*", "policy": "role:admin"}]"#,
+            ),
             None,
         )
         .unwrap()

@@ -14,8 +14,8 @@ use std::pin::Pin;
 use crate::core::delivery::{Claim, DeadLetter, TargetState};
 use crate::core::error::Error;
 use crate::core::events::Envelope;
-use crate::core::outbound::{HttpReply, HttpRequest, SendError};
 use crate::core::keys::{SigningKey, StoredKey};
+use crate::core::outbound::{HttpReply, HttpRequest, SendError};
 use crate::core::rate_limit::{Count, Hit};
 use crate::core::session::{RotateRequest, Rotation, Session};
 use crate::core::time::UnixTime;
@@ -49,8 +49,13 @@ pub trait SessionStore {
     /// Revokes one session; `Ok(false)` if it was already revoked or unknown.
     async fn revoke_session(&self, id: &str, now: UnixTime, reason: &str) -> Result<bool>;
     /// Revokes every live session of `user_id` but `except`; returns how many.
-    async fn revoke_user_sessions(&self, user_id: &str, except: Option<&str>, now: UnixTime, reason: &str)
-        -> Result<u64>;
+    async fn revoke_user_sessions(
+        &self,
+        user_id: &str,
+        except: Option<&str>,
+        now: UnixTime,
+        reason: &str,
+    ) -> Result<u64>;
     /// The user's live sessions, newest first.
     async fn list_sessions(&self, user_id: &str, now: UnixTime) -> Result<Vec<Session>>;
 }
@@ -190,8 +195,14 @@ pub trait Courier {
 pub trait DeliveryLedger {
     /// Claims (`event_id`, `target`) for one attempt until `lease_until`:
     /// [`Claim::Mine`] with the attempt number, or why not.
-    async fn claim(&self, event_id: &str, event_type: &str, target: &str, now: UnixTime, lease_until: UnixTime)
-        -> Result<Claim>;
+    async fn claim(
+        &self,
+        event_id: &str,
+        event_type: &str,
+        target: &str,
+        now: UnixTime,
+        lease_until: UnixTime,
+    ) -> Result<Claim>;
     /// Records the attempt's outcome and releases the claim: `error` is
     /// `None` when the target got the event.
     async fn settle(&self, event_id: &str, target: &str, now: UnixTime, error: Option<&str>) -> Result<()>;

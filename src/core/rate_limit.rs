@@ -195,12 +195,12 @@ impl Default for RateLimits {
         let pair = |ip: Rule, email: Rule| EndpointLimits { ip: Some(ip), email: Some(email) };
         Self {
             limits: [
-                pair(Rule::new(30, 60), Rule::new(10, 60)),       // login
-                pair(Rule::new(10, 3_600), Rule::new(5, 3_600)),  // signup
-                pair(Rule::new(20, 3_600), Rule::new(5, 3_600)),  // magic-link
-                pair(Rule::new(20, 3_600), Rule::new(5, 3_600)),  // otp
-                pair(Rule::new(30, 600), Rule::new(10, 600)),     // otp/verify
-                pair(Rule::new(20, 3_600), Rule::new(5, 3_600)),  // password/forgot
+                pair(Rule::new(30, 60), Rule::new(10, 60)),                   // login
+                pair(Rule::new(10, 3_600), Rule::new(5, 3_600)),              // signup
+                pair(Rule::new(20, 3_600), Rule::new(5, 3_600)),              // magic-link
+                pair(Rule::new(20, 3_600), Rule::new(5, 3_600)),              // otp
+                pair(Rule::new(30, 600), Rule::new(10, 600)),                 // otp/verify
+                pair(Rule::new(20, 3_600), Rule::new(5, 3_600)),              // password/forgot
                 EndpointLimits { ip: Some(Rule::new(60, 600)), email: None }, // oauth: 20 sign-ins
             ],
             backoff: Some(Backoff::default()),
@@ -232,7 +232,9 @@ impl RateLimits {
                     err(format!("{name:?} is not a limited endpoint (one of {})", known.join(", ")))
                 })?;
                 let Value::Object(keys) = keys else {
-                    return Err(err(format!("{name}: must be an object like {{\"ip\": \"30/1m\", \"email\": \"10/1m\"}}")));
+                    return Err(err(format!(
+                        "{name}: must be an object like {{\"ip\": \"30/1m\", \"email\": \"10/1m\"}}"
+                    )));
                 };
                 let slot = &mut out.limits[endpoint.index()];
                 for (key, rule) in keys {
@@ -254,7 +256,8 @@ impl RateLimits {
                 None
             } else {
                 let bad = || format!("LOGIN_BACKOFF: {text:?} must be off or free/base/max seconds, e.g. 5/2/900");
-                let parts: Vec<u64> = text.split('/').map(|p| p.trim().parse::<u64>()).collect::<Result<_, _>>().map_err(|_| bad())?;
+                let parts: Vec<u64> =
+                    text.split('/').map(|p| p.trim().parse::<u64>()).collect::<Result<_, _>>().map_err(|_| bad())?;
                 match parts.as_slice() {
                     [free, base, max] if *free <= 1_000 && *base >= 1 && max >= base && *max <= 86_400 => {
                         Some(Backoff { free_failures: *free as u32, base_delay_secs: *base, max_delay_secs: *max })

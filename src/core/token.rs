@@ -139,7 +139,12 @@ pub fn issue(t: &NewAccessToken<'_>, key: &SigningKey) -> Result<String, Error> 
         email: t.email,
         email_verified: t.email_verified,
         jti: t.jti,
-        extra: t.extra.iter().filter(|(k, _)| !RESERVED_CLAIMS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect(),
+        extra: t
+            .extra
+            .iter()
+            .filter(|(k, _)| !RESERVED_CLAIMS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     });
     claims.issued_at = chrono::DateTime::from_timestamp(t.now.0, 0);
     claims.expiration = chrono::DateTime::from_timestamp(t.now.plus_secs(t.ttl_secs).0, 0);
@@ -398,7 +403,10 @@ mod tests {
         assert_eq!(exp, UnixTime(170));
         assert_eq!(Parsed::new(&assertion, ACCESS_TOKEN_TYPE).err(), Some(TokenError::WrongType));
         let p = Parsed::new(&assertion, ASSERTION_TYPE).unwrap();
-        assert!(key.public_key().verify(p.signed_data(), &ed25519_compact::Signature::from_slice(p.signature()).unwrap()).is_ok());
+        assert!(key
+            .public_key()
+            .verify(p.signed_data(), &ed25519_compact::Signature::from_slice(p.signature()).unwrap())
+            .is_ok());
         let expect = Expectations { issuer: "i", audience: "https://origin.example", token_type: ASSERTION_TYPE };
         let v = p.validated_claims(&expect, UnixTime(110)).unwrap();
         assert_eq!((v.claims.sub.as_str(), v.claims.roles.clone()), ("u", vec!["admin".to_string()]));

@@ -68,9 +68,10 @@ impl WebhookSecret {
     pub fn verify(&self, id: &str, timestamp: UnixTime, body: &str, header: &str) -> bool {
         let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.0) else { return false };
         mac.update(format!("{id}.{}.{body}", timestamp.0).as_bytes());
-        header.split_whitespace().filter_map(|entry| entry.strip_prefix("v1,")).any(|sig| {
-            STANDARD.decode(sig).is_ok_and(|bytes| mac.clone().verify_slice(&bytes).is_ok())
-        })
+        header
+            .split_whitespace()
+            .filter_map(|entry| entry.strip_prefix("v1,"))
+            .any(|sig| STANDARD.decode(sig).is_ok_and(|bytes| mac.clone().verify_slice(&bytes).is_ok()))
     }
 
     /// The three Standard Webhooks headers for a message.

@@ -187,7 +187,8 @@ struct EmailTokenRow {
 impl TryFrom<EmailTokenRow> for EmailToken {
     type Error = Error;
     fn try_from(r: EmailTokenRow) -> std::result::Result<Self, Error> {
-        let kind = TokenKind::parse(&r.kind).ok_or_else(|| Error::Internal(format!("email token: unknown kind {}", r.kind)))?;
+        let kind = TokenKind::parse(&r.kind)
+            .ok_or_else(|| Error::Internal(format!("email token: unknown kind {}", r.kind)))?;
         Ok(EmailToken {
             hash: r.hash,
             kind,
@@ -405,7 +406,13 @@ impl SessionStore for D1Store {
         Ok(n > 0)
     }
 
-    async fn revoke_user_sessions(&self, user_id: &str, except: Option<&str>, now: UnixTime, reason: &str) -> Result<u64> {
+    async fn revoke_user_sessions(
+        &self,
+        user_id: &str,
+        except: Option<&str>,
+        now: UnixTime,
+        reason: &str,
+    ) -> Result<u64> {
         let n = self
             .run(
                 "UPDATE sessions SET revoked_at = ?2, revoke_reason = ?3 \
@@ -465,10 +472,8 @@ impl KeyStore for D1Store {
              WHERE NOT EXISTS (SELECT 1 FROM signing_keys WHERE status = 'active')",
             &[text(&k.kid), text(&k.alg), text(&k.public_key), text(&k.private_enc), time(k.created_at)],
         )?;
-        let prune = self.stmt(
-            "DELETE FROM signing_keys WHERE status = 'retired' AND publish_until <= ?1",
-            &[time(now)],
-        )?;
+        let prune =
+            self.stmt("DELETE FROM signing_keys WHERE status = 'retired' AND publish_until <= ?1", &[time(now)])?;
         let results = self.batch(vec![retire, insert, prune]).await?;
         match results.get(1) {
             Some(r) => Ok(changes(r)? == 1),
@@ -599,7 +604,8 @@ impl AccountStore for D1Store {
     }
 
     async fn remove_role(&self, user_id: &str, role: &str) -> Result<bool> {
-        let n = self.run("DELETE FROM user_roles WHERE user_id = ?1 AND role = ?2", &[text(user_id), text(role)]).await?;
+        let n =
+            self.run("DELETE FROM user_roles WHERE user_id = ?1 AND role = ?2", &[text(user_id), text(role)]).await?;
         Ok(n == 1)
     }
 }
@@ -715,7 +721,10 @@ impl RateLimitStore for D1Store {
 
     async fn login_failures(&self, email: &str) -> Result<Option<(u32, UnixTime)>> {
         let row = self
-            .first::<FailuresRow>("SELECT failures, last_failed_at FROM login_failures WHERE email = ?1", &[text(email)])
+            .first::<FailuresRow>(
+                "SELECT failures, last_failed_at FROM login_failures WHERE email = ?1",
+                &[text(email)],
+            )
             .await?;
         Ok(row.map(|r| (u32::try_from(r.failures).unwrap_or(u32::MAX), UnixTime(r.last_failed_at))))
     }
@@ -872,7 +881,10 @@ impl OAuthStore for D1Store {
 
     async fn take_exchange(&self, hash: &str, now: UnixTime) -> Result<Option<String>> {
         let rows = self
-            .all::<SealedRow>("DELETE FROM oauth_exchange_codes WHERE hash = ?1 RETURNING sealed, expires_at", &[text(hash)])
+            .all::<SealedRow>(
+                "DELETE FROM oauth_exchange_codes WHERE hash = ?1 RETURNING sealed, expires_at",
+                &[text(hash)],
+            )
             .await?;
         Ok(rows.into_iter().next().filter(|r| r.expires_at > now.0).map(|r| r.sealed))
     }
@@ -883,7 +895,8 @@ impl OAuthStore for D1Store {
     }
 
     async fn identities_of(&self, user_id: &str) -> Result<Vec<LinkedIdentity>> {
-        let sql = format!("SELECT {IDENTITY_COLUMNS} FROM oauth_accounts WHERE user_id = ?1 ORDER BY linked_at, provider");
+        let sql =
+            format!("SELECT {IDENTITY_COLUMNS} FROM oauth_accounts WHERE user_id = ?1 ORDER BY linked_at, provider");
         Ok(self.all::<IdentityRow>(&sql, &[text(user_id)]).await?.into_iter().map(LinkedIdentity::from).collect())
     }
 
@@ -957,7 +970,14 @@ struct PendingRow {
 }
 
 impl DeliveryLedger for D1Store {
-    async fn claim(&self, event_id: &str, event_type: &str, target: &str, now: UnixTime, lease_until: UnixTime) -> Result<Claim> {
+    async fn claim(
+        &self,
+        event_id: &str,
+        event_type: &str,
+        target: &str,
+        now: UnixTime,
+        lease_until: UnixTime,
+    ) -> Result<Claim> {
         // One statement decides: a new row, or an undelivered row whose lease
         // has ended, is ours (attempts + 1); otherwise nothing is returned.
         let mine = self
@@ -1084,8 +1104,11 @@ impl D1Store {
 
     /// Records a failed re-send.
     pub async fn outbox_failed(&self, id: &str, error: &str) -> Result<()> {
-        self.run("UPDATE event_outbox SET attempts = attempts + 1, last_error = ?2 WHERE id = ?1", &[text(id), text(error)])
-            .await?;
+        self.run(
+            "UPDATE event_outbox SET attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
+            &[text(id), text(error)],
+        )
+        .await?;
         Ok(())
     }
 }

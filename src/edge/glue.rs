@@ -20,7 +20,12 @@ extern "C" {
 
     /// `resp` with CORS headers.
     #[wasm_bindgen(catch, js_name = withCors)]
-    pub fn with_cors(resp: &Response, allow_origin: &str, credentials: bool, exposed: &str) -> Result<Response, JsValue>;
+    pub fn with_cors(
+        resp: &Response,
+        allow_origin: &str,
+        credentials: bool,
+        exposed: &str,
+    ) -> Result<Response, JsValue>;
 
     /// Stores the rendered 502 / 504 problem bodies for `forward`.
     #[wasm_bindgen(js_name = setOriginProblems)]

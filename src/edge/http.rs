@@ -70,9 +70,8 @@ async fn read_body(req: &Request) -> Result<Vec<u8>, Error> {
         }
     }
     let promise = req.array_buffer().map_err(|_| Error::InvalidJson("the request body cannot be read".into()))?;
-    let buf = JsFuture::from(promise)
-        .await
-        .map_err(|_| Error::InvalidJson("the request body cannot be read".into()))?;
+    let buf =
+        JsFuture::from(promise).await.map_err(|_| Error::InvalidJson("the request body cannot be read".into()))?;
     let array = js_sys::Uint8Array::new(&buf);
     if array.length() as usize > MAX_JSON_BODY_BYTES {
         return Err(too_large);

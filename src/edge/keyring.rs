@@ -65,8 +65,7 @@ impl<'a> EdgeKeys<'a> {
         let (keys, signing) = load_or_create(&store, &self.config.kek, &mut OsRandom, now).await?;
         CACHE.with(|c| {
             let mut c = c.borrow_mut();
-            let (imported, signing_crypto) =
-                c.take().map(|old| (old.imported, old.signing_crypto)).unwrap_or_default();
+            let (imported, signing_crypto) = c.take().map(|old| (old.imported, old.signing_crypto)).unwrap_or_default();
             let signing_crypto = signing_crypto.filter(|(kid, _)| *kid == signing.kid);
             *c = Some(Cache { loaded_at: now, keys, signing: Some(signing), signing_crypto, imported });
         });

@@ -38,10 +38,7 @@ fn config(env: &Env) -> Result<Rc<Config>, ConfigError> {
     CONFIG.with(|cell| {
         cell.get_or_init(|| {
             Config::from_lookup(|name| {
-                env.var(name)
-                    .map(|v| v.to_string())
-                    .ok()
-                    .or_else(|| env.secret(name).map(|v| v.to_string()).ok())
+                env.var(name).map(|v| v.to_string()).ok().or_else(|| env.secret(name).map(|v| v.to_string()).ok())
             })
             .map(Rc::new)
         })
@@ -90,11 +87,9 @@ async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         return;
     }
     match upkeep(&env).await {
-        Ok(Some(r)) => worker::console_log!(
-            "portcullis.key_rotated old={} new={}",
-            r.old_kid.as_deref().unwrap_or("-"),
-            r.new_kid
-        ),
+        Ok(Some(r)) => {
+            worker::console_log!("portcullis.key_rotated old={} new={}", r.old_kid.as_deref().unwrap_or("-"), r.new_kid)
+        }
         Ok(None) => {}
         Err(e) => worker::console_error!("portcullis.error scheduled: {e}"),
     }

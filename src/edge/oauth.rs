@@ -90,7 +90,13 @@ impl ProviderNet for EdgeProviderNet {
         Ok(HttpReply { status, body })
     }
 
-    async fn verify(&self, alg: JwsAlg, jwk: &serde_json::Value, signed: &[u8], signature: &[u8]) -> Result<bool, Error> {
+    async fn verify(
+        &self,
+        alg: JwsAlg,
+        jwk: &serde_json::Value,
+        signed: &[u8],
+        signature: &[u8],
+    ) -> Result<bool, Error> {
         let promise = verify_jws(alg.as_str(), &jwk.to_string(), signed, signature)
             .map_err(|e| Error::Internal(format!("verifyJws: {}", message(&e))))?;
         let ok = JsFuture::from(promise).await.map_err(|e| Error::Internal(format!("verifyJws: {}", message(&e))))?;
@@ -173,7 +179,8 @@ pub async fn handle(
         ("POST", [id, "link"]) => {
             let bearer = access_token(req, cfg, url)?;
             let body: AuthorizeRequest = http::read_optional_json(req).await?.unwrap_or_default();
-            let Started { authorize_url, binding } = deps.oauth_link_start(meta, rng, net, bearer.as_deref(), id, body).await?;
+            let Started { authorize_url, binding } =
+                deps.oauth_link_start(meta, rng, net, bearer.as_deref(), id, body).await?;
             js(http::json(
                 200,
                 &serde_json::json!({ "authorize_url": authorize_url }),

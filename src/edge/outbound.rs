@@ -11,7 +11,10 @@ use crate::core::outbound::{HttpReply, HttpRequest, SendError, MAX_REPLY_BYTES};
 use crate::core::ports::{Courier, LocalFuture, SigninGate};
 
 fn js_err(e: wasm_bindgen::JsValue) -> SendError {
-    let text = js_sys::Reflect::get(&e, &"message".into()).ok().and_then(|m| m.as_string()).unwrap_or_else(|| format!("{e:?}"));
+    let text = js_sys::Reflect::get(&e, &"message".into())
+        .ok()
+        .and_then(|m| m.as_string())
+        .unwrap_or_else(|| format!("{e:?}"));
     SendError::Network(text)
 }
 

@@ -100,7 +100,13 @@ fn assertion_fresh(expires: UnixTime, now: UnixTime) -> bool {
 }
 
 /// Decides and, when allowed, forwards one request to the origin.
-pub async fn forward(req: Request, env: &Env, cfg: &Rc<Config>, url: url::Url, normalised: String) -> JsResult<Response> {
+pub async fn forward(
+    req: Request,
+    env: &Env,
+    cfg: &Rc<Config>,
+    url: url::Url,
+    normalised: String,
+) -> JsResult<Response> {
     let method = req.method();
     let policy = cfg.routes.policy_for(&method, &normalised);
     let (identity, used_bearer) = if *policy == Policy::Public {
@@ -193,10 +199,8 @@ async fn check(
     };
     let now = platform::now();
     let issuer = cfg.issuer_for(&http::request_origin(url));
-    let audience = cfg
-        .origin_url
-        .as_ref()
-        .map_or_else(|| BINDING_BASE_URL.to_string(), |o| o.origin().ascii_serialization());
+    let audience =
+        cfg.origin_url.as_ref().map_or_else(|| BINDING_BASE_URL.to_string(), |o| o.origin().ascii_serialization());
 
     // A token this isolate verified before.
     let cached = TOKENS.with(|c| {

@@ -13,7 +13,9 @@
 use std::rc::Rc;
 
 use wasm_bindgen::JsValue;
-use worker::{Env, MessageBatch, MessageExt, QueueContentType, QueueRetryOptionsBuilder, RawMessage, RawMessageBuilder};
+use worker::{
+    Env, MessageBatch, MessageExt, QueueContentType, QueueRetryOptionsBuilder, RawMessage, RawMessageBuilder,
+};
 
 use crate::core::config::Config;
 use crate::core::delivery::{self, Quarantine, Verdict};
@@ -145,7 +147,9 @@ pub async fn consume(batch: MessageBatch<JsValue>, env: Env) {
         Ok(s) => s,
         Err(e) => {
             worker::console_error!("portcullis.error {e}");
-            batch.retry_all_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(UNAVAILABLE_RETRY_SECS).build());
+            batch.retry_all_with_options(
+                &QueueRetryOptionsBuilder::new().with_delay_seconds(UNAVAILABLE_RETRY_SECS).build(),
+            );
             return;
         }
     };

@@ -392,7 +392,9 @@ async fn admin_users(
             let _: Option<Empty> = http::read_optional_json(req).await?;
             js(http::json(200, &deps.admin_revoke_sessions(meta, rng, &admin, id).await?, None, &[]))
         }
-        (_, [] | [_] | [_, "ban" | "unban"] | [_, "roles", _] | [_, "sessions", "revoke"]) => Err(Error::MethodNotAllowed),
+        (_, [] | [_] | [_, "ban" | "unban"] | [_, "roles", _] | [_, "sessions", "revoke"]) => {
+            Err(Error::MethodNotAllowed)
+        }
         _ => Err(Error::NotFound),
     }
 }

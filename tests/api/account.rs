@@ -68,7 +68,12 @@ fn login_returns_the_same_error_for_unknown_email_and_wrong_password() {
     let sent = w.events.sent.borrow();
     let reasons: Vec<String> = sent[sent.len() - 2..]
         .iter()
-        .map(|e| serde_json::from_str::<serde_json::Value>(&e.to_json()).unwrap()["data"]["reason"].as_str().unwrap().to_string())
+        .map(|e| {
+            serde_json::from_str::<serde_json::Value>(&e.to_json()).unwrap()["data"]["reason"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert_eq!(reasons, ["invalid_password", "user_not_found"]);
 }
@@ -139,7 +144,10 @@ fn expired_sessions_cannot_refresh() {
     let mut rng = TestRandom(9);
     let r = signup(&w, &mut rng, "a@example.com", "password-1").unwrap();
     let (deps, meta) = w.at(1_100);
-    assert_eq!(block_on(deps.refresh(&meta, &mut rng, Some(&r.refresh_token))).unwrap_err(), Error::InvalidRefreshToken);
+    assert_eq!(
+        block_on(deps.refresh(&meta, &mut rng, Some(&r.refresh_token))).unwrap_err(),
+        Error::InvalidRefreshToken
+    );
 }
 
 #[test]
@@ -159,8 +167,14 @@ fn logout_revokes_the_session_for_refresh_and_me() {
     let (deps, meta) = w.at(1_001);
     block_on(deps.logout(&meta, &mut rng, Some(&r.access_token), None)).unwrap();
     assert_eq!(w.events.kinds().last(), Some(&"logout"));
-    assert_eq!(block_on(deps.refresh(&meta, &mut rng, Some(&r.refresh_token))).unwrap_err(), Error::InvalidRefreshToken);
-    assert_eq!(block_on(deps.me(&meta, Some(&r.access_token))).unwrap_err(), Error::InvalidToken(TokenError::SessionRevoked));
+    assert_eq!(
+        block_on(deps.refresh(&meta, &mut rng, Some(&r.refresh_token))).unwrap_err(),
+        Error::InvalidRefreshToken
+    );
+    assert_eq!(
+        block_on(deps.me(&meta, Some(&r.access_token))).unwrap_err(),
+        Error::InvalidToken(TokenError::SessionRevoked)
+    );
 }
 
 #[test]
@@ -175,7 +189,10 @@ fn sessions_are_listed_and_revoked_by_their_owner_only() {
     assert_eq!(list.len(), 2);
     assert_eq!(list.iter().filter(|s| s.current).count(), 1);
     let other = b.user.session_id.clone().unwrap();
-    assert_eq!(block_on(deps.revoke_own_session(&meta, &mut rng, Some(&a1.access_token), &other)).unwrap_err(), Error::NotFound);
+    assert_eq!(
+        block_on(deps.revoke_own_session(&meta, &mut rng, Some(&a1.access_token), &other)).unwrap_err(),
+        Error::NotFound
+    );
     let n = block_on(deps.revoke_other_sessions(&meta, &mut rng, Some(&a1.access_token))).unwrap();
     assert_eq!(n, 1);
     assert!(block_on(deps.me(&meta, Some(&a2.access_token))).is_err());

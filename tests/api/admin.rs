@@ -84,7 +84,14 @@ fn patch_updates_profile_fields_and_names_them_in_user_updated() {
     let mut rng = TestRandom(4);
     let (w, admin, ada) = setup(&mut rng);
     let id = ada.user.id.as_str();
-    let u = patch(&w, &mut rng, &admin.access_token, id, r#"{"name": "Ada L", "phone": "+44 20 7946 0958", "email_verified": true}"#).unwrap();
+    let u = patch(
+        &w,
+        &mut rng,
+        &admin.access_token,
+        id,
+        r#"{"name": "Ada L", "phone": "+44 20 7946 0958", "email_verified": true}"#,
+    )
+    .unwrap();
     assert_eq!((u["name"].as_str(), u["email_verified"].as_bool()), (Some("Ada L"), Some(true)));
     assert_eq!(w.events.last_of("user_updated")["fields"], serde_json::json!(["name", "phone", "email_verified"]));
     let u = patch(&w, &mut rng, &admin.access_token, id, r#"{"email": "Ada@New.example", "name": null}"#).unwrap();
@@ -103,7 +110,10 @@ fn patch_refuses_taken_emails_and_bad_values_without_writing() {
     let (w, admin, ada) = setup(&mut rng);
     let id = ada.user.id.as_str();
     assert_eq!(code(patch(&w, &mut rng, &admin.access_token, id, r#"{"email": "root@example.com"}"#)), "email_taken");
-    assert_eq!(code(patch(&w, &mut rng, &admin.access_token, id, r#"{"name": "ok", "avatar_url": "javascript:alert(1)"}"#)), "invalid_avatar_url");
+    assert_eq!(
+        code(patch(&w, &mut rng, &admin.access_token, id, r#"{"name": "ok", "avatar_url": "javascript:alert(1)"}"#)),
+        "invalid_avatar_url"
+    );
     assert_eq!(code(patch(&w, &mut rng, &admin.access_token, id, r#"{"email": null}"#)), "invalid_email");
     assert_eq!(code(patch(&w, &mut rng, &admin.access_token, "no-such-user", r#"{"name": "x"}"#)), "not_found");
     let u = user(&w, "ada@example.com");
@@ -118,12 +128,18 @@ fn delete_removes_the_user_with_sessions_and_tokens() {
     let (deps, meta) = w.at(1_500);
     block_on(deps.request_magic_link(&meta, &mut rng, EmailRequest { email: "ada@example.com".into() })).unwrap();
     block_on(deps.admin_delete_user(&meta, &mut rng, &admin_of(&w, &admin.access_token), &ada.user.id)).unwrap();
-    assert_eq!(w.events.last_of("user_deleted"), serde_json::json!({"user_id": ada.user.id, "email": "ada@example.com"}));
+    assert_eq!(
+        w.events.last_of("user_deleted"),
+        serde_json::json!({"user_id": ada.user.id, "email": "ada@example.com"})
+    );
     assert!(w.store.users.borrow().iter().all(|u| u.id != ada.user.id));
     assert!(w.store.sessions.borrow().iter().all(|(s, _)| s.user_id != ada.user.id));
     assert!(w.store.email_tokens.borrow().is_empty());
     assert_eq!(code(block_on(deps.me(&meta, Some(&ada.access_token)))), "session_revoked");
-    assert_eq!(code(block_on(deps.admin_delete_user(&meta, &mut rng, &admin_of(&w, &admin.access_token), &ada.user.id))), "not_found");
+    assert_eq!(
+        code(block_on(deps.admin_delete_user(&meta, &mut rng, &admin_of(&w, &admin.access_token), &ada.user.id))),
+        "not_found"
+    );
 }
 
 #[test]
@@ -137,22 +153,34 @@ fn a_ban_revokes_every_session_and_blocks_every_sign_in_until_unbanned() {
     block_on(deps.request_otp(&meta, &mut rng, EmailRequest { email: "ada@example.com".into() })).unwrap();
     let otp = w.events.last_of("email_otp_requested")["code"].as_str().unwrap().to_string();
 
-    let u = block_on(deps.admin_set_banned(&meta, &mut rng, &admin_of(&w, &admin.access_token), &ada.user.id, true)).unwrap();
+    let u = block_on(deps.admin_set_banned(&meta, &mut rng, &admin_of(&w, &admin.access_token), &ada.user.id, true))
+        .unwrap();
     assert!(u.banned);
     let kinds = w.events.kinds();
     assert_eq!(&kinds[kinds.len() - 2..], ["user_banned", "session_revoked"]);
     assert_eq!(w.events.last_of("session_revoked")["revoke_all"], true);
 
-    assert_eq!(block_on(deps.me(&meta, Some(&ada.access_token))).unwrap_err(), Error::InvalidToken(TokenError::SessionRevoked));
-    assert_eq!(block_on(deps.refresh(&meta, &mut rng, Some(&ada.refresh_token))).unwrap_err(), Error::InvalidRefreshToken);
+    assert_eq!(
+        block_on(deps.me(&meta, Some(&ada.access_token))).unwrap_err(),
+        Error::InvalidToken(TokenError::SessionRevoked)
+    );
+    assert_eq!(
+        block_on(deps.refresh(&meta, &mut rng, Some(&ada.refresh_token))).unwrap_err(),
+        Error::InvalidRefreshToken
+    );
     assert_eq!(code(login_at(&w, &mut rng, 1_501, "ada@example.com", "password-1")), "account_banned");
     assert_eq!(code(block_on(deps.verify_magic_link(&meta, &mut rng, TokenRequest { token: link }))), "account_banned");
     assert_eq!(
-        code(block_on(deps.verify_otp(&meta, &mut rng, OtpVerifyRequest { email: "ada@example.com".into(), code: otp }))),
+        code(block_on(deps.verify_otp(
+            &meta,
+            &mut rng,
+            OtpVerifyRequest { email: "ada@example.com".into(), code: otp }
+        ))),
         "account_banned"
     );
 
-    let u = block_on(deps.admin_set_banned(&meta, &mut rng, &admin_of(&w, &admin.access_token), &ada.user.id, false)).unwrap();
+    let u = block_on(deps.admin_set_banned(&meta, &mut rng, &admin_of(&w, &admin.access_token), &ada.user.id, false))
+        .unwrap();
     assert!(!u.banned);
     assert_eq!(w.events.kinds().last(), Some(&"user_unbanned"));
     assert!(login_at(&w, &mut rng, 1_502, "ada@example.com", "password-1").is_ok());
@@ -179,7 +207,10 @@ fn roles_are_granted_and_withdrawn_and_reach_the_token_at_refresh() {
     let u = block_on(deps.admin_set_role(&meta, &mut rng, t, &ada.user.id, "editor", false)).unwrap();
     assert!(u.roles.is_empty());
     assert_eq!(w.events.kinds().last(), Some(&"role_removed"));
-    assert_eq!(code(block_on(deps.admin_set_role(&meta, &mut rng, t, &ada.user.id, "bad role!", true))), "invalid_role");
+    assert_eq!(
+        code(block_on(deps.admin_set_role(&meta, &mut rng, t, &ada.user.id, "bad role!", true))),
+        "invalid_role"
+    );
 }
 
 #[test]
@@ -188,7 +219,8 @@ fn an_admin_can_sign_a_user_out_everywhere() {
     let (w, admin, ada) = setup(&mut rng);
     let ada2 = login_at(&w, &mut rng, 1_400, "ada@example.com", "password-1").unwrap();
     let (deps, meta) = w.at(1_500);
-    let r = block_on(deps.admin_revoke_sessions(&meta, &mut rng, &admin_of(&w, &admin.access_token), &ada.user.id)).unwrap();
+    let r = block_on(deps.admin_revoke_sessions(&meta, &mut rng, &admin_of(&w, &admin.access_token), &ada.user.id))
+        .unwrap();
     assert_eq!(r.revoked, 2);
     assert!(block_on(deps.me(&meta, Some(&ada2.access_token))).is_err());
     assert!(block_on(deps.me(&meta, Some(&admin.access_token))).is_ok());

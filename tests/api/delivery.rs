@@ -36,7 +36,10 @@ fn login_event(seed: u64) -> Received {
 }
 
 fn magic(seed: u64, email: &str) -> Received {
-    received(events::MagicLinkRequested { user_id: Some("u1".into()), email: email.into(), token: "tok-123".into() }, seed)
+    received(
+        events::MagicLinkRequested { user_id: Some("u1".into()), email: email.into(), token: "tok-123".into() },
+        seed,
+    )
 }
 
 fn webhooks(extra: &[(&str, &str)]) -> Config {
@@ -221,7 +224,8 @@ fn the_resend_transport_posts_to_the_api_and_retries_its_failures() {
     assert!(body["text"].as_str().unwrap().contains("https://acme.example/magic?token=tok-123"));
     assert!(courier.lines("portcullis.email").is_empty());
     // Production logs never show the one-time token.
-    let logged = serde_json::to_string(&courier.lines.borrow().iter().map(|(_, v)| v.clone()).collect::<Vec<_>>()).unwrap();
+    let logged =
+        serde_json::to_string(&courier.lines.borrow().iter().map(|(_, v)| v.clone()).collect::<Vec<_>>()).unwrap();
     assert!(!logged.contains("tok-123"), "{logged}");
 }
 
@@ -244,7 +248,8 @@ fn dead_letters_record_the_undelivered_targets_once() {
     deliver(&cfg, &ledger, &courier, &ev, 1_000);
     deliver(&cfg, &ledger, &courier, &ev, 1_002);
     let body = Ok(ev.to_value());
-    let letter = block_on(delivery::dead_letter(Some(&cfg), &ledger, &courier, "m-1", body.clone(), UnixTime(2_000))).unwrap();
+    let letter =
+        block_on(delivery::dead_letter(Some(&cfg), &ledger, &courier, "m-1", body.clone(), UnixTime(2_000))).unwrap();
     assert_eq!(letter.id, ev.id);
     assert_eq!(letter.event_type.as_deref(), Some("login"));
     assert_eq!(letter.reason, "retries_exhausted");
@@ -266,14 +271,27 @@ fn malformed_messages_are_dead_lettered_with_their_reason() {
     let cfg = config(&[]);
     let (ledger, courier) = (MemLedger::default(), MemCourier::ok());
     let q = Quarantine::new("m-7", "envelope: missing field `id`", r#"{"type":"login"}"#);
-    let letter =
-        block_on(delivery::dead_letter(Some(&cfg), &ledger, &courier, "m-8", Ok(serde_json::to_value(&q).unwrap()), UnixTime(5)))
-            .unwrap();
+    let letter = block_on(delivery::dead_letter(
+        Some(&cfg),
+        &ledger,
+        &courier,
+        "m-8",
+        Ok(serde_json::to_value(&q).unwrap()),
+        UnixTime(5),
+    ))
+    .unwrap();
     assert_eq!(letter.id, "msg:m-7");
     assert_eq!(letter.reason, "malformed: envelope: missing field `id`");
     assert_eq!(letter.body, r#"{"type":"login"}"#);
-    let other =
-        block_on(delivery::dead_letter(Some(&cfg), &ledger, &courier, "m-9", Ok(serde_json::json!([1, 2])), UnixTime(5))).unwrap();
+    let other = block_on(delivery::dead_letter(
+        Some(&cfg),
+        &ledger,
+        &courier,
+        "m-9",
+        Ok(serde_json::json!([1, 2])),
+        UnixTime(5),
+    ))
+    .unwrap();
     assert_eq!(other.id, "msg:m-9");
     assert!(other.reason.starts_with("malformed: "));
     assert_eq!(other.body, "[1,2]");
@@ -287,7 +305,14 @@ fn a_dead_letter_is_logged_even_when_the_ledger_is_down() {
     let (ledger, courier) = (MemLedger::default(), MemCourier::ok());
     ledger.fail.set(true);
     let q = Quarantine::new("m-1", "bad", "x");
-    let r = block_on(delivery::dead_letter(Some(&cfg), &ledger, &courier, "m-1", Ok(serde_json::to_value(&q).unwrap()), UnixTime(5)));
+    let r = block_on(delivery::dead_letter(
+        Some(&cfg),
+        &ledger,
+        &courier,
+        "m-1",
+        Ok(serde_json::to_value(&q).unwrap()),
+        UnixTime(5),
+    ));
     assert!(r.is_err());
     assert_eq!(courier.lines("portcullis.dead_letter").len(), 1);
 }

@@ -65,7 +65,12 @@ fn the_hook_gets_a_signed_allow_signin_request_with_the_user() {
     let ts: i64 = req.header("webhook-timestamp").unwrap().parse().unwrap();
     assert_eq!(ts, 1_000);
     let secret = WebhookSecret::parse(SECRET).unwrap();
-    assert!(secret.verify(req.header("webhook-id").unwrap(), UnixTime(ts), &req.body, req.header("webhook-signature").unwrap()));
+    assert!(secret.verify(
+        req.header("webhook-id").unwrap(),
+        UnixTime(ts),
+        &req.body,
+        req.header("webhook-signature").unwrap()
+    ));
 }
 
 #[test]
@@ -97,7 +102,10 @@ fn a_denied_signup_keeps_the_account_and_still_emits_user_created() {
 #[test]
 fn claims_from_the_hook_are_in_the_access_token_and_survive_refresh() {
     let w = world("closed");
-    w.gate.answer(200, r#"{"allow": true, "claims": {"plan": "pro", "org": {"id": 7}, "sub": "evil", "roles": ["admin"], "exp": 1}}"#);
+    w.gate.answer(
+        200,
+        r#"{"allow": true, "claims": {"plan": "pro", "org": {"id": 7}, "sub": "evil", "roles": ["admin"], "exp": 1}}"#,
+    );
     let r = signup(&w, "a@example.com").unwrap();
     let c = claims(&r.access_token);
     assert_eq!(c["plan"], "pro");

@@ -74,7 +74,11 @@ fn a_rotation_that_lost_a_race_writes_nothing() {
 fn the_cron_rotates_only_once_the_key_is_rotation_interval_old() {
     let w = World::new(&[("ROTATION_INTERVAL", "3600")]);
     let mut rng = TestRandom(3);
-    assert_eq!(block_on(scheduled(&*w.store, &w.events, &w.config, &mut rng, UnixTime(1_000))).unwrap(), None, "no key yet");
+    assert_eq!(
+        block_on(scheduled(&*w.store, &w.events, &w.config, &mut rng, UnixTime(1_000))).unwrap(),
+        None,
+        "no key yet"
+    );
     signup_at(&w, &mut rng, 1_000, "a@example.com", "password-1");
     let first = active_kid(&w);
     assert_eq!(block_on(scheduled(&*w.store, &w.events, &w.config, &mut rng, UnixTime(4_599))).unwrap(), None);
@@ -94,7 +98,12 @@ fn the_cron_purges_long_expired_email_tokens() {
     let mut rng = TestRandom(4);
     signup_at(&w, &mut rng, 1_000, "a@example.com", "password-1");
     let (deps, meta) = w.at(1_000);
-    block_on(deps.request_magic_link(&meta, &mut rng, portcullis::core::flows::EmailRequest { email: "a@example.com".into() })).unwrap();
+    block_on(deps.request_magic_link(
+        &meta,
+        &mut rng,
+        portcullis::core::flows::EmailRequest { email: "a@example.com".into() },
+    ))
+    .unwrap();
     block_on(scheduled(&*w.store, &w.events, &w.config, &mut rng, UnixTime(1_600 + 86_399))).unwrap();
     assert_eq!(w.store.email_tokens.borrow().len(), 1);
     block_on(scheduled(&*w.store, &w.events, &w.config, &mut rng, UnixTime(1_600 + 86_401))).unwrap();

@@ -12,7 +12,12 @@ fn request(w: &World, rng: &mut TestRandom, now: i64, email: &str) -> serde_json
     serde_json::to_value(accepted).unwrap()
 }
 
-fn verify(w: &World, rng: &mut TestRandom, now: i64, token: &str) -> Result<portcullis::core::flows::AuthResponse, portcullis::core::error::Error> {
+fn verify(
+    w: &World,
+    rng: &mut TestRandom,
+    now: i64,
+    token: &str,
+) -> Result<portcullis::core::flows::AuthResponse, portcullis::core::error::Error> {
     let (deps, meta) = w.at(now);
     block_on(deps.verify_magic_link(&meta, rng, TokenRequest { token: token.into() }))
 }
@@ -157,9 +162,12 @@ fn malformed_tokens_are_refused_without_a_lookup() {
 fn malformed_emails_are_422_and_storage_failures_503() {
     let w = World::new(&[]);
     let (deps, meta) = w.at(1_000);
-    let err = block_on(deps.request_magic_link(&meta, &mut TestRandom(11), EmailRequest { email: "nope".into() })).unwrap_err();
+    let err = block_on(deps.request_magic_link(&meta, &mut TestRandom(11), EmailRequest { email: "nope".into() }))
+        .unwrap_err();
     assert_eq!((err.problem().status, err.problem().code), (422, "invalid_email"));
     *w.store.fail.borrow_mut() = true;
-    let err = block_on(deps.request_magic_link(&meta, &mut TestRandom(11), EmailRequest { email: "a@example.com".into() })).unwrap_err();
+    let err =
+        block_on(deps.request_magic_link(&meta, &mut TestRandom(11), EmailRequest { email: "a@example.com".into() }))
+            .unwrap_err();
     assert_eq!(err.problem().status, 503);
 }

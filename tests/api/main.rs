@@ -4,14 +4,14 @@
 
 mod account;
 mod admin;
+mod delivery;
 mod email_verification;
+mod gate;
 mod keys;
 mod magic_link;
 mod oauth;
 mod otp;
 mod passwords;
 mod rate_limits;
-mod delivery;
-mod gate;
 mod support;
 mod tokens;

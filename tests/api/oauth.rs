@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 use portcullis::core::error::Error;
 use portcullis::core::flows::oauth::{AuthorizeRequest, CallbackOutcome, CallbackQuery, ExchangeRequest};
 use portcullis::core::oauth::{
-    pkce_challenge, JwsAlg, LinkedIdentity, OAuthState, OAuthStore, ProviderNet, ProviderRequest, Unlink, STATE_TTL_SECS,
+    pkce_challenge, JwsAlg, LinkedIdentity, OAuthState, OAuthStore, ProviderNet, ProviderRequest, Unlink,
+    STATE_TTL_SECS,
 };
 use portcullis::core::outbound::{HttpReply, SendError};
 use portcullis::core::ports::Result;
@@ -145,7 +146,8 @@ impl FakeIdp {
         let sig: &[u8] = if self.bad_signature.get() { b"forged" } else { b"good-signature" };
         format!(
             "{}.{}.{}",
-            URL_SAFE_NO_PAD.encode(json!({"alg": "EdDSA", "kid": self.kid.borrow().clone().unwrap_or("k1".into())}).to_string()),
+            URL_SAFE_NO_PAD
+                .encode(json!({"alg": "EdDSA", "kid": self.kid.borrow().clone().unwrap_or("k1".into())}).to_string()),
             URL_SAFE_NO_PAD.encode(c.to_string()),
             URL_SAFE_NO_PAD.encode(sig)
         )
@@ -166,7 +168,9 @@ impl ProviderNet for FakeIdp {
             })),
             "/jwks" => {
                 let kids = self.published.borrow().clone().unwrap_or_else(|| vec!["k1".into()]);
-                ok(json!({"keys": kids.iter().map(|k| json!({"kty": "OKP", "crv": "Ed25519", "x": "AAAA", "kid": k})).collect::<Vec<_>>()}))
+                ok(
+                    json!({"keys": kids.iter().map(|k| json!({"kty": "OKP", "crv": "Ed25519", "x": "AAAA", "kid": k})).collect::<Vec<_>>()}),
+                )
             }
             "/token" => match self.token_reply.borrow().clone() {
                 Some(r) => Ok(r),
@@ -259,7 +263,8 @@ fn a_new_identity_creates_an_account_and_its_code_is_exchanged_once() {
 
     // The token request carried the verifier of the challenge, and client auth.
     let token_req = idp.requests.borrow().iter().find(|r| r.url.ends_with("/token")).cloned().unwrap();
-    let form: HashMap<String, String> = url::form_urlencoded::parse(token_req.form.unwrap().as_bytes()).into_owned().collect();
+    let form: HashMap<String, String> =
+        url::form_urlencoded::parse(token_req.form.unwrap().as_bytes()).into_owned().collect();
     assert_eq!(pkce_challenge(&form["code_verifier"]), b.param("code_challenge"));
     assert!(token_req.headers.iter().any(|(k, v)| k == "authorization" && v.starts_with("Basic ")));
 
@@ -300,12 +305,14 @@ fn a_verified_email_links_the_existing_account_and_an_unverified_one_never_does(
     let idp = FakeIdp::default();
     let rng = &mut TestRandom(5);
     let ada = signup_at(&w, rng, 900, "ada@example.com", "password-1");
-    let out = sign_in(&w, rng, &idp, 1_000, json!({"sub": "s-ada", "email": "ada@example.com", "email_verified": false}));
+    let out =
+        sign_in(&w, rng, &idp, 1_000, json!({"sub": "s-ada", "email": "ada@example.com", "email_verified": false}));
     assert_eq!(location_param(&out, "error").as_deref(), Some("email_not_verified"));
     assert_eq!(w.events.last_of("login_failed")["reason"], "unverified_email");
     assert!(w.store.oauth.borrow().identities.is_empty());
 
-    let out = sign_in(&w, rng, &idp, 1_100, json!({"sub": "s-ada", "email": "ada@example.com", "email_verified": "true"}));
+    let out =
+        sign_in(&w, rng, &idp, 1_100, json!({"sub": "s-ada", "email": "ada@example.com", "email_verified": "true"}));
     assert!(location_param(&out, "code").is_some());
     let link = w.events.last_of("oauth_link");
     assert_eq!((link["user_id"].as_str(), link["provider"].as_str()), (Some(ada.user.id.as_str()), Some("idp")));
@@ -321,7 +328,9 @@ fn states_are_single_use_expire_and_belong_to_their_browser() {
     let b = begin(&w, rng, &idp, 1_000, None);
     assert!(matches!(finish(&w, rng, &idp, 1_001, &b), CallbackOutcome::SignedIn { .. }));
     let replay = finish(&w, rng, &idp, 1_002, &b);
-    assert!(matches!(&replay, CallbackOutcome::Failed { location: None, error } if error.problem().code == "invalid_state"));
+    assert!(
+        matches!(&replay, CallbackOutcome::Failed { location: None, error } if error.problem().code == "invalid_state")
+    );
 
     let late = begin(&w, rng, &idp, 2_000, None);
     let out = finish(&w, rng, &idp, 2_000 + STATE_TTL_SECS as i64, &late);
@@ -382,7 +391,12 @@ fn a_callback_naming_another_issuer_is_refused_before_the_code_is_used() {
     assert!(!idp.requests.borrow().iter().any(|r| r.url.ends_with("/token")), "the code never left");
 
     let b = begin(&w, rng, &idp, 1_100, None);
-    let q = CallbackQuery { code: Some("c".into()), state: Some(b.param("state")), error: None, iss: Some(format!("{IDP}/")) };
+    let q = CallbackQuery {
+        code: Some("c".into()),
+        state: Some(b.param("state")),
+        error: None,
+        iss: Some(format!("{IDP}/")),
+    };
     let out = block_on(deps.oauth_callback(&meta, rng, &idp, "idp", q, Some(&b.binding))).unwrap();
     assert!(location_param(&out, "code").is_some(), "its own issuer is fine");
 }
@@ -478,7 +492,8 @@ fn linking_unlinking_and_the_last_way_to_sign_in() {
     assert_eq!(location_param(&out, "error").as_deref(), Some("identity_linked_elsewhere"));
 
     // An OAuth-only account cannot drop its only provider; a password account can.
-    let solo = sign_in(&w, rng, &idp, 1_300, json!({"sub": "s-solo", "email": "solo@example.com", "email_verified": true}));
+    let solo =
+        sign_in(&w, rng, &idp, 1_300, json!({"sub": "s-solo", "email": "solo@example.com", "email_verified": true}));
     let code = location_param(&solo, "code").unwrap();
     let (deps, meta) = w.at(1_301);
     let auth = block_on(deps.oauth_exchange(&meta, ExchangeRequest { code })).unwrap();

@@ -8,7 +8,8 @@ use crate::support::{block_on, code, login_at, signup_at, user, TestRandom, Worl
 
 fn forgot(w: &World, rng: &mut TestRandom, now: i64, email: &str) -> serde_json::Value {
     let (deps, meta) = w.at(now);
-    serde_json::to_value(block_on(deps.forgot_password(&meta, rng, EmailRequest { email: email.into() })).unwrap()).unwrap()
+    serde_json::to_value(block_on(deps.forgot_password(&meta, rng, EmailRequest { email: email.into() })).unwrap())
+        .unwrap()
 }
 
 fn reset(w: &World, rng: &mut TestRandom, now: i64, token: &str, pw: &str) -> Result<PasswordUpdated, Error> {
@@ -16,7 +17,14 @@ fn reset(w: &World, rng: &mut TestRandom, now: i64, token: &str, pw: &str) -> Re
     block_on(deps.reset_password(&meta, rng, ResetRequest { token: token.into(), new_password: pw.into() }))
 }
 
-fn change(w: &World, rng: &mut TestRandom, now: i64, bearer: &str, old: &str, new: &str) -> Result<PasswordUpdated, Error> {
+fn change(
+    w: &World,
+    rng: &mut TestRandom,
+    now: i64,
+    bearer: &str,
+    old: &str,
+    new: &str,
+) -> Result<PasswordUpdated, Error> {
     let (deps, meta) = w.at(now);
     block_on(deps.change_password(
         &meta,
@@ -59,8 +67,14 @@ fn reset_sets_the_password_revokes_every_session_and_works_once() {
     assert_eq!(w.events.last_of("session_revoked")["revoke_all"], true);
     let (deps, meta) = w.at(1_004);
     for s in [&s1, &s2] {
-        assert_eq!(block_on(deps.me(&meta, Some(&s.access_token))).unwrap_err(), Error::InvalidToken(TokenError::SessionRevoked));
-        assert_eq!(block_on(deps.refresh(&meta, &mut rng, Some(&s.refresh_token))).unwrap_err(), Error::InvalidRefreshToken);
+        assert_eq!(
+            block_on(deps.me(&meta, Some(&s.access_token))).unwrap_err(),
+            Error::InvalidToken(TokenError::SessionRevoked)
+        );
+        assert_eq!(
+            block_on(deps.refresh(&meta, &mut rng, Some(&s.refresh_token))).unwrap_err(),
+            Error::InvalidRefreshToken
+        );
     }
     assert_eq!(login_at(&w, &mut rng, 1_005, "ada@example.com", "password-1").unwrap_err(), Error::InvalidCredentials);
     assert!(login_at(&w, &mut rng, 1_005, "ada@example.com", "brand new password").is_ok());
@@ -110,7 +124,10 @@ fn change_needs_the_current_password_and_revokes_only_the_other_sessions() {
     let mut rng = TestRandom(6);
     let current = signup_at(&w, &mut rng, 1_000, "ada@example.com", "password-1");
     let other = login_at(&w, &mut rng, 1_001, "ada@example.com", "password-1").unwrap();
-    assert_eq!(code(change(&w, &mut rng, 1_002, &current.access_token, "wrong-password", "password-2")), "invalid_current_password");
+    assert_eq!(
+        code(change(&w, &mut rng, 1_002, &current.access_token, "wrong-password", "password-2")),
+        "invalid_current_password"
+    );
     assert_eq!(code(change(&w, &mut rng, 1_002, &current.access_token, "password-1", "short")), "password_too_short");
     assert_eq!(w.events.count("password_changed"), 0);
     let r = change(&w, &mut rng, 1_003, &current.access_token, "password-1", "password-2").unwrap();

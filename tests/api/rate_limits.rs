@@ -74,20 +74,32 @@ fn consecutive_login_failures_back_off_until_a_success() {
     let mut rng = TestRandom(4);
     signup_at(&w, &mut rng, 1_000, "ada@example.com", "correct horse battery");
     for i in 0..5 {
-        assert_eq!(code(login_at(&w, &mut rng, 1_000 + i, "ada@example.com", "wrong password!")), "invalid_credentials");
+        assert_eq!(
+            code(login_at(&w, &mut rng, 1_000 + i, "ada@example.com", "wrong password!")),
+            "invalid_credentials"
+        );
     }
     // Five failures are free; the sixth try must wait two seconds, right password or not.
     let err = login_at(&w, &mut rng, 1_004, "ada@example.com", "correct horse battery").unwrap_err();
     assert_eq!(err, Error::RateLimited { retry_after_secs: 2 });
-    assert_eq!(login_at(&w, &mut rng, 1_005, "ada@example.com", "wrong again!!").unwrap_err(), Error::RateLimited { retry_after_secs: 1 });
+    assert_eq!(
+        login_at(&w, &mut rng, 1_005, "ada@example.com", "wrong again!!").unwrap_err(),
+        Error::RateLimited { retry_after_secs: 1 }
+    );
     assert_eq!(code(login_at(&w, &mut rng, 1_006, "ada@example.com", "wrong again!!")), "invalid_credentials");
     // Six failures: four seconds.
-    assert_eq!(login_at(&w, &mut rng, 1_007, "ada@example.com", "x-x-x-x-x").unwrap_err(), Error::RateLimited { retry_after_secs: 3 });
+    assert_eq!(
+        login_at(&w, &mut rng, 1_007, "ada@example.com", "x-x-x-x-x").unwrap_err(),
+        Error::RateLimited { retry_after_secs: 3 }
+    );
     login_at(&w, &mut rng, 1_010, "ada@example.com", "correct horse battery").unwrap();
     // A success clears the record.
     assert_eq!(block_on(w.store.login_failures("ada@example.com")).unwrap(), None);
     for i in 0..5 {
-        assert_eq!(code(login_at(&w, &mut rng, 1_100 + i, "ada@example.com", "wrong password!")), "invalid_credentials");
+        assert_eq!(
+            code(login_at(&w, &mut rng, 1_100 + i, "ada@example.com", "wrong password!")),
+            "invalid_credentials"
+        );
     }
 }
 
@@ -113,7 +125,10 @@ fn the_backoff_is_capped_and_forgotten_after_a_day() {
         now += 61;
     }
     // 8 failures: 10 s doubled six times, capped at 60 s.
-    assert_eq!(login_at(&w, &mut rng, now - 31, "x@example.com", "pw-pw-pw-pw").unwrap_err(), Error::RateLimited { retry_after_secs: 30 });
+    assert_eq!(
+        login_at(&w, &mut rng, now - 31, "x@example.com", "pw-pw-pw-pw").unwrap_err(),
+        Error::RateLimited { retry_after_secs: 30 }
+    );
     let (failures, last) = block_on(w.store.login_failures("x@example.com")).unwrap().unwrap();
     assert_eq!((failures, last), (8, UnixTime(now - 61)));
     now += 86_400;

@@ -140,7 +140,13 @@ impl SessionStore for MemStore {
             _ => Ok(false),
         }
     }
-    async fn revoke_user_sessions(&self, user_id: &str, except: Option<&str>, now: UnixTime, _reason: &str) -> Result<u64> {
+    async fn revoke_user_sessions(
+        &self,
+        user_id: &str,
+        except: Option<&str>,
+        now: UnixTime,
+        _reason: &str,
+    ) -> Result<u64> {
         self.check()?;
         let mut n = 0;
         for (s, _) in self.sessions.borrow_mut().iter_mut() {
@@ -153,7 +159,13 @@ impl SessionStore for MemStore {
     }
     async fn list_sessions(&self, user_id: &str, now: UnixTime) -> Result<Vec<Session>> {
         self.check()?;
-        Ok(self.sessions.borrow().iter().filter(|(s, _)| s.user_id == user_id && s.is_live(now)).map(|(s, _)| s.clone()).collect())
+        Ok(self
+            .sessions
+            .borrow()
+            .iter()
+            .filter(|(s, _)| s.user_id == user_id && s.is_live(now))
+            .map(|(s, _)| s.clone())
+            .collect())
     }
 }
 
@@ -193,7 +205,10 @@ impl AccountStore for MemStore {
             .iter()
             .filter(|u| match &q {
                 None => true,
-                Some(q) => u.email.to_lowercase().contains(q) || u.name.as_deref().is_some_and(|n| n.to_lowercase().contains(q)),
+                Some(q) => {
+                    u.email.to_lowercase().contains(q)
+                        || u.name.as_deref().is_some_and(|n| n.to_lowercase().contains(q))
+                }
             })
             .cloned()
             .collect();
@@ -336,7 +351,11 @@ impl EmailTokenStore for MemStore {
         self.check()?;
         let mut tokens = self.email_tokens.borrow_mut();
         let live = tokens.iter_mut().find(|(t, c)| {
-            t.kind == TokenKind::EmailOtp && t.email == email && c.is_none() && t.expires_at > now && t.attempts < max_attempts
+            t.kind == TokenKind::EmailOtp
+                && t.email == email
+                && c.is_none()
+                && t.expires_at > now
+                && t.attempts < max_attempts
         });
         Ok(live.map(|(t, _)| {
             t.attempts += 1;
@@ -398,7 +417,8 @@ impl KeyRing for MemKeys {
     async fn verify(&self, kid: &str, signed: &[u8], signature: &[u8]) -> Result<Option<bool>> {
         let keys = self.store.load_keys().await?;
         let Some(k) = keys.iter().find(|k| k.kid == kid && k.is_published(self.now.get())) else { return Ok(None) };
-        let pk = ed25519_compact::PublicKey::from_slice(&k.public_bytes()?).map_err(|e| Error::Internal(e.to_string()))?;
+        let pk =
+            ed25519_compact::PublicKey::from_slice(&k.public_bytes()?).map_err(|e| Error::Internal(e.to_string()))?;
         let Ok(sig) = ed25519_compact::Signature::from_slice(signature) else { return Ok(Some(false)) };
         Ok(Some(pk.verify(signed, &sig).is_ok()))
     }
@@ -419,7 +439,11 @@ impl MemEvents {
     /// The `data` of the last event of type `kind`.
     pub fn last_of(&self, kind: &str) -> serde_json::Value {
         let sent = self.sent.borrow();
-        let env = sent.iter().rev().find(|e| e.kind == kind).unwrap_or_else(|| panic!("no {kind} event in {:?}", self.kinds()));
+        let env = sent
+            .iter()
+            .rev()
+            .find(|e| e.kind == kind)
+            .unwrap_or_else(|| panic!("no {kind} event in {:?}", self.kinds()));
         serde_json::from_str::<serde_json::Value>(&env.to_json()).unwrap()["data"].clone()
     }
     /// How many events of type `kind` were sent.
@@ -496,7 +520,13 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
 }
 
 /// Signs `email` up with `password` at `now`.
-pub fn signup_at(w: &World, rng: &mut TestRandom, now: i64, email: &str, password: &str) -> portcullis::core::flows::AuthResponse {
+pub fn signup_at(
+    w: &World,
+    rng: &mut TestRandom,
+    now: i64,
+    email: &str,
+    password: &str,
+) -> portcullis::core::flows::AuthResponse {
     let (deps, meta) = w.at(now);
     block_on(deps.signup(
         &meta,
@@ -515,7 +545,11 @@ pub fn login_at(
     password: &str,
 ) -> std::result::Result<portcullis::core::flows::AuthResponse, Error> {
     let (deps, meta) = w.at(now);
-    block_on(deps.login(&meta, rng, portcullis::core::flows::account::LoginRequest { email: email.into(), password: password.into() }))
+    block_on(deps.login(
+        &meta,
+        rng,
+        portcullis::core::flows::account::LoginRequest { email: email.into(), password: password.into() },
+    ))
 }
 
 /// Gives the stored user `email` the role `role` (as `npm run admin:grant` does).
@@ -603,7 +637,14 @@ impl MemLedger {
 }
 
 impl DeliveryLedger for MemLedger {
-    async fn claim(&self, event_id: &str, _event_type: &str, target: &str, now: UnixTime, lease_until: UnixTime) -> Result<Claim> {
+    async fn claim(
+        &self,
+        event_id: &str,
+        _event_type: &str,
+        target: &str,
+        now: UnixTime,
+        lease_until: UnixTime,
+    ) -> Result<Claim> {
         self.check()?;
         let mut rows = self.rows.borrow_mut();
         let row = rows.entry((event_id.to_string(), target.to_string())).or_insert(LedgerRow {
@@ -640,7 +681,11 @@ impl DeliveryLedger for MemLedger {
             .borrow()
             .iter()
             .filter(|((id, _), row)| id == event_id && row.delivered_at.is_none())
-            .map(|((_, target), row)| TargetState { target: target.clone(), attempts: row.attempts, last_error: row.last_error.clone() })
+            .map(|((_, target), row)| TargetState {
+                target: target.clone(),
+                attempts: row.attempts,
+                last_error: row.last_error.clone(),
+            })
             .collect();
         out.sort_by(|a, b| a.target.cmp(&b.target));
         Ok(out)

@@ -64,7 +64,10 @@ fn wrong_audience_and_tampering_are_refused() {
     let mut claims = part(&raw, 1);
     claims["roles"] = serde_json::json!(["admin"]);
     parts[1] = URL_SAFE_NO_PAD.encode(claims.to_string());
-    assert_eq!(verify(&w, &parts.join("."), 1_001, "portcullis").unwrap_err(), Error::InvalidToken(TokenError::BadSignature));
+    assert_eq!(
+        verify(&w, &parts.join("."), 1_001, "portcullis").unwrap_err(),
+        Error::InvalidToken(TokenError::BadSignature)
+    );
 }
 
 #[test]

@@ -27,7 +27,8 @@ use portcullis::core::rate_limit::RateLimits;
 use portcullis::core::time::UnixTime;
 use portcullis::core::token::{Expectations, Parsed, ACCESS_TOKEN_TYPE};
 
-const EXPECT: Expectations<'static> = Expectations { issuer: "https://auth.test", audience: "portcullis", token_type: ACCESS_TOKEN_TYPE };
+const EXPECT: Expectations<'static> =
+    Expectations { issuer: "https://auth.test", audience: "portcullis", token_type: ACCESS_TOKEN_TYPE };
 
 /// `PROPTEST_CASES`, else 512 per target (about a second in all).
 fn cases() -> u32 {

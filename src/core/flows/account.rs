@@ -202,7 +202,6 @@ where
         )
         .await
     }
-
 }
 
 impl<S, E, K> Deps<'_, S, E, K>
@@ -214,7 +213,12 @@ where
     /// Exchanges a refresh token for a new pair, rotating it. Presenting a
     /// rotated token revokes the session. Emits `token_refreshed`, or
     /// `session_revoked` on reuse.
-    pub async fn refresh(&self, meta: &Meta, rng: &mut impl Random, presented: Option<&str>) -> Result<AuthResponse, Error> {
+    pub async fn refresh(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        presented: Option<&str>,
+    ) -> Result<AuthResponse, Error> {
         let old = refresh_token_shape(presented)?;
         let new_token = ids::secret_token(rng);
         let old_hash = ids::token_hash(old);
@@ -268,7 +272,13 @@ where
 
     /// Ends a session: the one of the access token if given, else the one of
     /// the refresh token. Emits `logout`.
-    pub async fn logout(&self, meta: &Meta, rng: &mut impl Random, bearer: Option<&str>, refresh: Option<&str>) -> Result<(), Error> {
+    pub async fn logout(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        bearer: Option<&str>,
+        refresh: Option<&str>,
+    ) -> Result<(), Error> {
         // A refresh token that is there must at least look like one, even
         // when the access token decides which session ends.
         if refresh.is_some() {
@@ -312,7 +322,13 @@ where
     }
 
     /// Revokes one of the caller's own sessions. Emits `session_revoked`.
-    pub async fn revoke_own_session(&self, meta: &Meta, rng: &mut impl Random, bearer: Option<&str>, id: &str) -> Result<(), Error> {
+    pub async fn revoke_own_session(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        bearer: Option<&str>,
+        id: &str,
+    ) -> Result<(), Error> {
         let p = self.authenticate(meta, bearer).await?;
         match self.store.session_by_id(id).await? {
             Some(s) if s.user_id == p.user_id && s.is_live(meta.now) => {}
@@ -322,14 +338,20 @@ where
         self.emit(
             meta,
             rng,
-            vec![events::SessionRevoked { user_id: p.user_id, session_id: Some(id.to_string()), revoke_all: false }.into()],
+            vec![events::SessionRevoked { user_id: p.user_id, session_id: Some(id.to_string()), revoke_all: false }
+                .into()],
         )
         .await
     }
 
     /// Revokes all of the caller's sessions but the current one. Emits
     /// `session_revoked` with `revoke_all`. Returns how many were revoked.
-    pub async fn revoke_other_sessions(&self, meta: &Meta, rng: &mut impl Random, bearer: Option<&str>) -> Result<u64, Error> {
+    pub async fn revoke_other_sessions(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        bearer: Option<&str>,
+    ) -> Result<u64, Error> {
         let p = self.authenticate(meta, bearer).await?;
         let n = self.store.revoke_user_sessions(&p.user_id, Some(&p.session_id), meta.now, "revoke_others").await?;
         self.emit(

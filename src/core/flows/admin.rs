@@ -156,7 +156,12 @@ pub struct Revoked {
 
 fn parse_avatar_url(raw: Option<String>) -> Result<Option<String>, Error> {
     let Some(raw) = raw.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()) else { return Ok(None) };
-    let bad = || Error::validation("invalid_avatar_url", format!("avatar_url: an http(s) URL of at most {MAX_AVATAR_URL_LEN} characters"));
+    let bad = || {
+        Error::validation(
+            "invalid_avatar_url",
+            format!("avatar_url: an http(s) URL of at most {MAX_AVATAR_URL_LEN} characters"),
+        )
+    };
     if raw.len() > MAX_AVATAR_URL_LEN {
         return Err(bad());
     }
@@ -200,7 +205,8 @@ fn changed_fields(a: &User, b: &User) -> Vec<String> {
 
 /// A path segment that can be a user id, else 404 without a lookup.
 fn user_id(raw: &str) -> Result<&str, Error> {
-    let ok = !raw.is_empty() && raw.len() <= MAX_USER_ID_LEN && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    let ok =
+        !raw.is_empty() && raw.len() <= MAX_USER_ID_LEN && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
     if ok {
         Ok(raw)
     } else {
@@ -213,7 +219,10 @@ fn user_id(raw: &str) -> Result<&str, Error> {
 /// administrator, only direct database access could undo it.
 fn not_self(admin: &Admin, target: &User, what: &str) -> Result<(), Error> {
     if admin.user.id == target.id {
-        return Err(Error::Conflict { code: "self_lockout", detail: format!("administrators cannot {what} themselves") });
+        return Err(Error::Conflict {
+            code: "self_lockout",
+            detail: format!("administrators cannot {what} themselves"),
+        });
     }
     Ok(())
 }
@@ -323,7 +332,13 @@ where
 
     /// `DELETE /auth/admin/users/{id}`: the user goes with their roles,
     /// sessions and emailed tokens. Emits `user_deleted`.
-    pub async fn admin_delete_user(&self, meta: &Meta, rng: &mut impl Random, admin: &Admin, id: &str) -> Result<(), Error> {
+    pub async fn admin_delete_user(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        admin: &Admin,
+        id: &str,
+    ) -> Result<(), Error> {
         let user = self.target(id).await?;
         not_self(admin, &user, "delete")?;
         if !self.store.delete_user(&user.id).await? {
@@ -387,8 +402,11 @@ where
         };
         if changed {
             let (user_id, role) = (user.id.clone(), role.to_string());
-            let event: Event =
-                if grant { events::RoleAdded { user_id, role }.into() } else { events::RoleRemoved { user_id, role }.into() };
+            let event: Event = if grant {
+                events::RoleAdded { user_id, role }.into()
+            } else {
+                events::RoleRemoved { user_id, role }.into()
+            };
             self.emit(meta, rng, vec![event]).await?;
         }
         Ok(self.target(&user.id).await?.response(None))
@@ -396,11 +414,21 @@ where
 
     /// `POST /auth/admin/users/{id}/sessions/revoke`: signs the user out
     /// everywhere. Emits `session_revoked` with `revoke_all`.
-    pub async fn admin_revoke_sessions(&self, meta: &Meta, rng: &mut impl Random, _admin: &Admin, id: &str) -> Result<Revoked, Error> {
+    pub async fn admin_revoke_sessions(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        _admin: &Admin,
+        id: &str,
+    ) -> Result<Revoked, Error> {
         let user = self.target(id).await?;
         let revoked = self.store.revoke_user_sessions(&user.id, None, meta.now, "revoked_by_admin").await?;
-        self.emit(meta, rng, vec![events::SessionRevoked { user_id: user.id, session_id: None, revoke_all: true }.into()])
-            .await?;
+        self.emit(
+            meta,
+            rng,
+            vec![events::SessionRevoked { user_id: user.id, session_id: None, revoke_all: true }.into()],
+        )
+        .await?;
         Ok(Revoked { revoked })
     }
 }
@@ -436,7 +464,10 @@ mod tests {
 
     #[test]
     fn avatar_urls_and_phones_are_checked() {
-        assert_eq!(parse_avatar_url(Some("https://img.example/a.png".into())).unwrap().as_deref(), Some("https://img.example/a.png"));
+        assert_eq!(
+            parse_avatar_url(Some("https://img.example/a.png".into())).unwrap().as_deref(),
+            Some("https://img.example/a.png")
+        );
         assert_eq!(parse_avatar_url(Some("  ".into())).unwrap(), None);
         for bad in ["javascript:alert(1)", "ftp://x.example/a", "not a url", "data:image/png;base64,AAAA"] {
             assert!(parse_avatar_url(Some(bad.into())).is_err(), "{bad}");

@@ -35,7 +35,12 @@ where
     /// Emails the caller a verification link (emits
     /// `email_verification_requested` with the token), unless the address is
     /// verified already.
-    pub async fn request_email_verification(&self, meta: &Meta, rng: &mut impl Random, bearer: Option<&str>) -> Result<Accepted, Error> {
+    pub async fn request_email_verification(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        bearer: Option<&str>,
+    ) -> Result<Accepted, Error> {
         let p = self.authenticate(meta, bearer).await?;
         let user = self.live_user(&p).await?;
         if user.email_verified {
@@ -43,7 +48,14 @@ where
         }
         let email = Email::parse(&user.email)?;
         let token = self
-            .issue_link(meta, rng, TokenKind::EmailVerification, &email, Some(&user.id), self.config.email_verification_ttl_secs)
+            .issue_link(
+                meta,
+                rng,
+                TokenKind::EmailVerification,
+                &email,
+                Some(&user.id),
+                self.config.email_verification_ttl_secs,
+            )
             .await?;
         self.emit(
             meta,
@@ -56,7 +68,12 @@ where
 
     /// Consumes a verification link; the address it was sent to is verified
     /// if it is still the account's. Emits `email_verified`.
-    pub async fn verify_email(&self, meta: &Meta, rng: &mut impl Random, req: TokenRequest) -> Result<EmailVerified, Error> {
+    pub async fn verify_email(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        req: TokenRequest,
+    ) -> Result<EmailVerified, Error> {
         let raw = req.token.trim();
         if !is_link_token(raw) {
             return Err(Error::invalid_link());

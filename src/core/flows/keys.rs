@@ -87,9 +87,7 @@ pub fn retirement_window_secs(config: &Config) -> u64 {
 /// Whether the active key is at least `interval_secs` old. With no key yet,
 /// nothing is due: the first key is made on first use.
 pub fn rotation_due(keys: &[StoredKey], now: UnixTime, interval_secs: u64) -> bool {
-    keys.iter()
-        .find(|k| k.status == KeyStatus::Active)
-        .is_some_and(|k| k.created_at.plus_secs(interval_secs) <= now)
+    keys.iter().find(|k| k.status == KeyStatus::Active).is_some_and(|k| k.created_at.plus_secs(interval_secs) <= now)
 }
 
 /// Replaces the active signing key with a new one; the old one stays
@@ -151,7 +149,12 @@ where
     /// `POST /auth/admin/keys/rotate`: an administrator rotates the signing
     /// key now. Emits `key_rotated`; a lost race with another rotation is a
     /// 409 `rotation_conflict`.
-    pub async fn admin_rotate_keys(&self, meta: &Meta, rng: &mut impl Random, _admin: &Admin) -> Result<KeyRotation, Error> {
+    pub async fn admin_rotate_keys(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        _admin: &Admin,
+    ) -> Result<KeyRotation, Error> {
         let rotation = rotate(self.store, &self.config.kek, rng, meta.now, retirement_window_secs(self.config))
             .await?
             .ok_or_else(|| Error::Conflict {

@@ -37,7 +37,12 @@ where
 {
     /// Issues a magic link if the address can sign in; emits
     /// `magic_link_requested` with the token then. Always the same answer.
-    pub async fn request_magic_link(&self, meta: &Meta, rng: &mut impl Random, req: EmailRequest) -> Result<Accepted, Error> {
+    pub async fn request_magic_link(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        req: EmailRequest,
+    ) -> Result<Accepted, Error> {
         let email = Email::parse(&req.email)?;
         self.throttle(meta, rng, Endpoint::MagicLink, email.as_str()).await?;
         let user_id = match self.store.user_by_email(email.as_str()).await? {
@@ -60,7 +65,12 @@ where
 
     /// Consumes a magic link and signs its owner in (creating the account
     /// under passwordless sign-up). Emits `magic_link_login` and `login`.
-    pub async fn verify_magic_link(&self, meta: &Meta, rng: &mut impl Random, req: TokenRequest) -> Result<AuthResponse, Error> {
+    pub async fn verify_magic_link(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        req: TokenRequest,
+    ) -> Result<AuthResponse, Error> {
         let raw = req.token.trim();
         if !is_link_token(raw) {
             return Err(Error::invalid_link());

@@ -131,7 +131,13 @@ where
     }
 
     /// Signs an access token for `user` in session `sid`.
-    pub async fn access_token(&self, meta: &Meta, rng: &mut impl Random, user: &User, sid: &str) -> Result<String, Error> {
+    pub async fn access_token(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        user: &User,
+        sid: &str,
+    ) -> Result<String, Error> {
         self.access_token_with(meta, rng, user, sid, &ExtraClaims::new()).await
     }
 
@@ -203,7 +209,13 @@ where
 
     /// Asks the sign-in hook, if one is configured, whether `user` may sign
     /// in; returns the claims it adds.
-    async fn allow_signin(&self, meta: &Meta, rng: &mut impl Random, user: &User, provider: &str) -> Result<ExtraClaims, Error> {
+    async fn allow_signin(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        user: &User,
+        provider: &str,
+    ) -> Result<ExtraClaims, Error> {
         let Some(hook) = &self.config.hook else { return Ok(ExtraClaims::new()) };
         let request = gate::request(hook, user, provider, &ids::uuid(rng), meta.now);
         let decision = gate::decide(hook.failure_mode, self.gate.send(&request).await);

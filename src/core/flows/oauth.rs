@@ -124,7 +124,12 @@ pub struct ProviderView {
 
 impl From<LinkedIdentity> for ProviderView {
     fn from(i: LinkedIdentity) -> Self {
-        Self { provider: i.provider, email: i.email, email_verified: i.email_verified, linked_at: i.linked_at.rfc3339() }
+        Self {
+            provider: i.provider,
+            email: i.email,
+            email_verified: i.email_verified,
+            linked_at: i.linked_at.rfc3339(),
+        }
     }
 }
 
@@ -169,7 +174,9 @@ fn callback_uri(meta: &Meta, provider: &str) -> String {
 fn failure_error(net: &impl ProviderNet, provider: &str, f: &ProviderFailure) -> Error {
     match f {
         ProviderFailure::Unavailable(cause) => net.report(&format!("{provider}: {cause}")),
-        ProviderFailure::CodeRejected(error) => net.report(&format!("{provider}: the token endpoint refused the code: {error}")),
+        ProviderFailure::CodeRejected(error) => {
+            net.report(&format!("{provider}: the token endpoint refused the code: {error}"))
+        }
         ProviderFailure::IdToken(e) => net.report(&format!("{provider}: ID token refused: {}", e.reason())),
     }
     failure_code(f)
@@ -177,9 +184,11 @@ fn failure_error(net: &impl ProviderNet, provider: &str, f: &ProviderFailure) ->
 
 fn failure_code(f: &ProviderFailure) -> Error {
     match f {
-        ProviderFailure::Unavailable(_) => {
-            oauth_error(502, "provider_unavailable", "the sign-in provider could not be reached or gave an unusable answer")
-        }
+        ProviderFailure::Unavailable(_) => oauth_error(
+            502,
+            "provider_unavailable",
+            "the sign-in provider could not be reached or gave an unusable answer",
+        ),
         ProviderFailure::CodeRejected(_) => {
             oauth_error(400, "code_rejected", "the provider refused the authorization code; start again")
         }
@@ -312,7 +321,9 @@ where
         // browser to (a multi-tenant template cannot be compared; its ID
         // token's issuer is checked against the tenant instead).
         if let (Some(iss), ProviderKind::Oidc { .. }) = (&q.iss, &p.kind) {
-            if !endpoints.issuer.contains("{tenantid}") && iss.trim_end_matches('/') != endpoints.issuer.trim_end_matches('/') {
+            if !endpoints.issuer.contains("{tenantid}")
+                && iss.trim_end_matches('/') != endpoints.issuer.trim_end_matches('/')
+            {
                 let e = oauth_error(400, "issuer_mismatch", "the callback names another issuer");
                 return self.oauth_failed(meta, rng, back, None, e, "issuer_mismatch").await;
             }
@@ -355,7 +366,14 @@ where
         }
     }
 
-    fn identity_row(&self, p: &ProviderConfig, user_id: &str, identity: &Identity, email: Option<&Email>, meta: &Meta) -> LinkedIdentity {
+    fn identity_row(
+        &self,
+        p: &ProviderConfig,
+        user_id: &str,
+        identity: &Identity,
+        email: Option<&Email>,
+        meta: &Meta,
+    ) -> LinkedIdentity {
         LinkedIdentity {
             provider: p.id.clone(),
             subject: identity.subject.clone(),
@@ -397,7 +415,8 @@ where
         self.emit(
             meta,
             rng,
-            vec![events::OauthLink { user_id: user.id.clone(), email: user.email.clone(), provider: p.id.clone() }.into()],
+            vec![events::OauthLink { user_id: user.id.clone(), email: user.email.clone(), provider: p.id.clone() }
+                .into()],
         )
         .await?;
         linked
@@ -416,7 +435,11 @@ where
     ) -> Result<CallbackOutcome, Error> {
         let has_provider = self.store.identities_of(user_id).await?.iter().any(|i| i.provider == provider_id);
         if has_provider {
-            let e = oauth_error(409, "provider_already_linked", "this account already has another identity of this provider linked");
+            let e = oauth_error(
+                409,
+                "provider_already_linked",
+                "this account already has another identity of this provider linked",
+            );
             return self.oauth_failed(meta, rng, back, mail, e, "provider_already_linked").await;
         }
         self.oauth_failed(meta, rng, back, mail, linked_elsewhere(), "identity_linked_elsewhere").await
@@ -470,7 +493,8 @@ where
                     user.email_verified = true;
                 }
                 events.push(
-                    events::OauthLink { user_id: user.id.clone(), email: user.email.clone(), provider: p.id.clone() }.into(),
+                    events::OauthLink { user_id: user.id.clone(), email: user.email.clone(), provider: p.id.clone() }
+                        .into(),
                 );
                 user
             }
@@ -481,10 +505,9 @@ where
                     name: parse_name(identity.name.clone()).ok().flatten(),
                     password_hash: None,
                     email_verified: identity.email_verified,
-                    avatar_url: identity
-                        .picture
-                        .clone()
-                        .filter(|u| u.len() <= MAX_AVATAR_LEN && (u.starts_with("https://") || u.starts_with("http://"))),
+                    avatar_url: identity.picture.clone().filter(|u| {
+                        u.len() <= MAX_AVATAR_LEN && (u.starts_with("https://") || u.starts_with("http://"))
+                    }),
                     phone: None,
                     banned: false,
                     roles: Vec::new(),
@@ -492,7 +515,11 @@ where
                 };
                 let row = self.identity_row(p, &user.id, &identity, Some(&email), meta);
                 if !self.store.create_oauth_user(&user, &row).await? {
-                    let e = oauth_error(409, "account_conflict", "the account was created by a concurrent request; try again");
+                    let e = oauth_error(
+                        409,
+                        "account_conflict",
+                        "the account was created by a concurrent request; try again",
+                    );
                     return self.oauth_failed(meta, rng, back, Some(email.as_str()), e, "account_conflict").await;
                 }
                 events.push(
@@ -580,7 +607,10 @@ where
     pub async fn oauth_exchange(&self, meta: &Meta, req: ExchangeRequest) -> Result<serde_json::Value, Error> {
         let refused = || oauth_error(400, "invalid_exchange_code", "the code is unknown, already used or expired");
         let code = req.code;
-        if code.is_empty() || code.len() > 64 || !code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if code.is_empty()
+            || code.len() > 64
+            || !code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             return Err(refused());
         }
         let sealed = self.store.take_exchange(&ids::token_hash(&code), meta.now).await?.ok_or_else(refused)?;
@@ -595,7 +625,9 @@ where
         let user = self.live_user(&principal).await?;
         match self.store.unlink_identity(&user.id, provider_id).await? {
             Unlink::Done => Ok(()),
-            Unlink::NotLinked => Err(oauth_error(404, "not_linked", "no identity of this provider is linked to the account")),
+            Unlink::NotLinked => {
+                Err(oauth_error(404, "not_linked", "no identity of this provider is linked to the account"))
+            }
             Unlink::LastMethod => Err(oauth_error(
                 409,
                 "last_sign_in_method",
@@ -624,7 +656,10 @@ mod tests {
     #[test]
     fn results_and_errors_are_appended_to_the_redirect() {
         assert_eq!(with_param("https://app.example/done?x=1", "code", "a b"), "https://app.example/done?x=1&code=a+b");
-        assert_eq!(with_param("https://app.example", "error", "invalid_state"), "https://app.example/?error=invalid_state");
+        assert_eq!(
+            with_param("https://app.example", "error", "invalid_state"),
+            "https://app.example/?error=invalid_state"
+        );
         assert_eq!(
             with_param("https://app.example/?code=planted&next=%2Fa&error=x&linked=y", "code", "ours"),
             "https://app.example/?next=%2Fa&code=ours"

@@ -82,7 +82,12 @@ where
     /// Checks a code and signs its owner in. Every wrong code gets the same
     /// 401 `invalid_code`, whether or not the address has an account, and
     /// emits `login_failed`. Success emits `email_otp_login` and `login`.
-    pub async fn verify_otp(&self, meta: &Meta, rng: &mut impl Random, req: OtpVerifyRequest) -> Result<AuthResponse, Error> {
+    pub async fn verify_otp(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        req: OtpVerifyRequest,
+    ) -> Result<AuthResponse, Error> {
         let email = Email::parse(&req.email)?;
         self.throttle(meta, rng, Endpoint::OtpVerify, email.as_str()).await?;
         let Some(code) = parse_code(&req.code) else {
@@ -90,9 +95,8 @@ where
         };
         let challenge = self.store.count_code_attempt(email.as_str(), meta.now, OTP_MAX_ATTEMPTS).await?;
         let key = CodeKey::from_kek(&self.config.kek);
-        let matched = challenge.filter(|c| {
-            c.code_hash.as_deref().is_some_and(|stored| key.verify(&c.hash, &c.email, code, stored))
-        });
+        let matched = challenge
+            .filter(|c| c.code_hash.as_deref().is_some_and(|stored| key.verify(&c.hash, &c.email, code, stored)));
         let Some(challenge) = matched else {
             self.emit(
                 meta,

@@ -60,7 +60,12 @@ where
 {
     /// Issues a reset link for an existing, unbanned account and emits
     /// `password_reset_requested` with the token. Always the same answer.
-    pub async fn forgot_password(&self, meta: &Meta, rng: &mut impl Random, req: EmailRequest) -> Result<Accepted, Error> {
+    pub async fn forgot_password(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        req: EmailRequest,
+    ) -> Result<Accepted, Error> {
         let email = Email::parse(&req.email)?;
         self.throttle(meta, rng, Endpoint::PasswordForgot, email.as_str()).await?;
         let user = match self.store.user_by_email(email.as_str()).await? {
@@ -68,7 +73,14 @@ where
             _ => return Ok(FORGOT_ACCEPTED),
         };
         let token = self
-            .issue_link(meta, rng, TokenKind::PasswordReset, &email, Some(&user.id), self.config.password_reset_ttl_secs)
+            .issue_link(
+                meta,
+                rng,
+                TokenKind::PasswordReset,
+                &email,
+                Some(&user.id),
+                self.config.password_reset_ttl_secs,
+            )
             .await?;
         self.emit(
             meta,
@@ -82,7 +94,12 @@ where
     /// Consumes a reset link and sets the new password; every session of the
     /// account is revoked in the same write, and the email counts as verified
     /// (the link was read there). Emits `password_reset` and `session_revoked`.
-    pub async fn reset_password(&self, meta: &Meta, rng: &mut impl Random, req: ResetRequest) -> Result<PasswordUpdated, Error> {
+    pub async fn reset_password(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        req: ResetRequest,
+    ) -> Result<PasswordUpdated, Error> {
         // Validate first: a rejected password must not use the link up.
         let password = Password::new_checked(req.new_password, &self.config.password_policy)?;
         let raw = req.token.trim();
@@ -131,7 +148,8 @@ where
         let p = self.authenticate(meta, bearer).await?;
         let user = self.live_user(&p).await?;
         let new = Password::new_checked(req.new_password, &self.config.password_policy)?;
-        let old = Password::presented(req.old_password, &self.config.password_policy).map_err(|_| wrong_current_password())?;
+        let old = Password::presented(req.old_password, &self.config.password_policy)
+            .map_err(|_| wrong_current_password())?;
         let current = match &user.password_hash {
             Some(h) => PasswordHash::from_stored(h.clone()),
             // A password-less account has no current password to prove:

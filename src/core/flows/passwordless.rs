@@ -177,7 +177,12 @@ where
 
     /// Creates a verified, password-less account for `email`; if a racing
     /// request created it first, that account is returned (`false`).
-    async fn create_passwordless(&self, meta: &Meta, rng: &mut impl Random, email: &str) -> Result<(User, bool), Error> {
+    async fn create_passwordless(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        email: &str,
+    ) -> Result<(User, bool), Error> {
         let user = User {
             id: ids::uuid(rng),
             email: email.to_string(),

@@ -18,7 +18,13 @@ where
     /// and `email`; over a limit it is refused with 429 `rate_limited` and
     /// the first refusal of each window emits `rate_limit_exceeded`.
     /// Every attempt counts, whether or not the account exists.
-    pub async fn throttle(&self, meta: &Meta, rng: &mut impl Random, endpoint: Endpoint, email: &str) -> Result<(), Error> {
+    pub async fn throttle(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        endpoint: Endpoint,
+        email: &str,
+    ) -> Result<(), Error> {
         self.throttle_keys(meta, rng, endpoint, Some(email)).await
     }
 
@@ -27,7 +33,13 @@ where
         self.throttle_keys(meta, rng, endpoint, None).await
     }
 
-    async fn throttle_keys(&self, meta: &Meta, rng: &mut impl Random, endpoint: Endpoint, email: Option<&str>) -> Result<(), Error> {
+    async fn throttle_keys(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        endpoint: Endpoint,
+        email: Option<&str>,
+    ) -> Result<(), Error> {
         let hits = rate_limit::hits(&self.config.rate_limits, endpoint, meta.ip.as_deref(), email);
         if hits.is_empty() {
             return Ok(());

@@ -176,7 +176,9 @@ impl OAuthConfig {
                         (Some(i), None) => i.clone(),
                         (None, tenant) => {
                             let tenant = tenant.as_deref().unwrap_or("common");
-                            if tenant.is_empty() || !tenant.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
+                            if tenant.is_empty()
+                                || !tenant.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+                            {
                                 return Err(at(format!("tenant {tenant:?} is not a tenant id or name")));
                             }
                             format!("https://login.microsoftonline.com/{tenant}/v2.0")
@@ -189,15 +191,19 @@ impl OAuthConfig {
                         return Err(at("the github preset speaks OAuth 2.0, not OIDC: no issuer or tenant".into()));
                     }
                     ProviderKind::Github {
-                        base_url: base_url("base_url", r.base_url.as_deref().unwrap_or("https://github.com")).map_err(at)?,
-                        api_url: base_url("api_url", r.api_url.as_deref().unwrap_or("https://api.github.com")).map_err(at)?,
+                        base_url: base_url("base_url", r.base_url.as_deref().unwrap_or("https://github.com"))
+                            .map_err(at)?,
+                        api_url: base_url("api_url", r.api_url.as_deref().unwrap_or("https://api.github.com"))
+                            .map_err(at)?,
                     }
                 }
                 Some(other) => return Err(at(format!("unknown preset {other:?} (google, microsoft or github)"))),
             };
             let scopes = match r.scopes {
                 Some(s) => {
-                    if s.iter().any(|x| x.is_empty() || !x.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')) {
+                    if s.iter()
+                        .any(|x| x.is_empty() || !x.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\'))
+                    {
                         return Err(at("scopes must be non-empty tokens without spaces or quotes".into()));
                     }
                     s
@@ -253,7 +259,10 @@ mod tests {
         assert_eq!(acme.kind, ProviderKind::Oidc { issuer: "http://127.0.0.1:9400".into() });
         assert_eq!(acme.scopes, ["openid", "email", "profile"]);
         assert_eq!(acme.client_secret, None);
-        assert_eq!(c.provider("google").unwrap().kind, ProviderKind::Oidc { issuer: "https://accounts.google.com".into() });
+        assert_eq!(
+            c.provider("google").unwrap().kind,
+            ProviderKind::Oidc { issuer: "https://accounts.google.com".into() }
+        );
         assert_eq!(
             c.provider("ms").unwrap().kind,
             ProviderKind::Oidc { issuer: "https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0".into() }
@@ -309,8 +318,12 @@ mod tests {
             let e = cfg(&pairs).unwrap_err();
             assert!(e.0.starts_with(setting), "{pairs:?}: {e}");
         }
-        let c = cfg(&[("OAUTH_PROVIDERS", ok), ("OAUTH_GH_CLIENT_SECRET", "s"), ("REDIRECT_ALLOWLIST", "https://a.example")])
-            .unwrap();
+        let c = cfg(&[
+            ("OAUTH_PROVIDERS", ok),
+            ("OAUTH_GH_CLIENT_SECRET", "s"),
+            ("REDIRECT_ALLOWLIST", "https://a.example"),
+        ])
+        .unwrap();
         assert_eq!(c.oauth.providers.len(), 1);
         assert!(cfg(&[]).unwrap().oauth.providers.is_empty());
     }

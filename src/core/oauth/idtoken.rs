@@ -109,13 +109,7 @@ pub fn parse(raw: &str) -> Result<UntrustedIdToken, IdTokenError> {
         _ => return Err(IdTokenError::Malformed),
     };
     let signature = decode(s)?;
-    Ok(UntrustedIdToken {
-        alg,
-        kid: header.kid,
-        signed: format!("{h}.{p}").into_bytes(),
-        signature,
-        claims,
-    })
+    Ok(UntrustedIdToken { alg, kid: header.kid, signed: format!("{h}.{p}").into_bytes(), signature, claims })
 }
 
 /// Whether `jwk` can verify `alg`: the key type and curve must fit, and a
@@ -238,7 +232,10 @@ pub fn check_claims(claims: &serde_json::Map<String, Value>, c: &ClaimChecks<'_>
         return Err(IdTokenError::NonceMismatch);
     }
     let identity = profile(claims);
-    if identity.subject.is_empty() || identity.subject.len() > MAX_SUBJECT_LEN || identity.subject.chars().any(char::is_control) {
+    if identity.subject.is_empty()
+        || identity.subject.len() > MAX_SUBJECT_LEN
+        || identity.subject.chars().any(char::is_control)
+    {
         return Err(IdTokenError::BadSubject);
     }
     Ok(identity)
@@ -302,7 +299,8 @@ mod tests {
 
     #[test]
     fn none_hmac_and_crit_are_refused_before_any_key_is_used() {
-        for h in [json!({"alg": "none"}), json!({"alg": "HS256"}), json!({"alg": "RS256", "crit": ["exp"]}), json!({})] {
+        for h in [json!({"alg": "none"}), json!({"alg": "HS256"}), json!({"alg": "RS256", "crit": ["exp"]}), json!({})]
+        {
             let e = parse(&token(h.clone(), &good())).unwrap_err();
             assert!(matches!(e, IdTokenError::UnsupportedAlgorithm | IdTokenError::Malformed), "{h}");
         }

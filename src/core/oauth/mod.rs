@@ -110,7 +110,11 @@ pub trait OAuthStore {
     async fn link_identity(&self, identity: &LinkedIdentity) -> Result<bool, Error>;
     /// Creates `user` (no roles) and links `identity` to it in one write;
     /// `Ok(false)` (nothing written) when the email or identity is taken.
-    async fn create_oauth_user(&self, user: &crate::core::users::User, identity: &LinkedIdentity) -> Result<bool, Error>;
+    async fn create_oauth_user(
+        &self,
+        user: &crate::core::users::User,
+        identity: &LinkedIdentity,
+    ) -> Result<bool, Error>;
     /// Unlinks the user's identity of `provider` unless it is their last way
     /// to sign in, decided in the same write.
     async fn unlink_identity(&self, user_id: &str, provider: &str) -> Result<Unlink, Error>;
@@ -170,7 +174,13 @@ pub trait ProviderNet {
     async fn send(&self, request: &ProviderRequest) -> Result<HttpReply, SendError>;
     /// Verifies `signature` over `signed` with the public `jwk` (already
     /// matched to `alg`). `Ok(false)` for a bad signature or an unusable key.
-    async fn verify(&self, alg: JwsAlg, jwk: &serde_json::Value, signed: &[u8], signature: &[u8]) -> Result<bool, Error>;
+    async fn verify(
+        &self,
+        alg: JwsAlg,
+        jwk: &serde_json::Value,
+        signed: &[u8],
+        signature: &[u8],
+    ) -> Result<bool, Error>;
     /// A cached document and when it was fetched.
     fn cached(&self, key: &str) -> Option<(UnixTime, String)>;
     /// Caches a document.
@@ -207,7 +217,10 @@ pub fn open(code: &str, sealed: &str) -> Option<String> {
         return None;
     }
     let (nonce, ct) = blob.split_at(12);
-    let pt = exchange_cipher(code).ok()?.decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: b"oauth-exchange" }).ok()?;
+    let pt = exchange_cipher(code)
+        .ok()?
+        .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: b"oauth-exchange" })
+        .ok()?;
     String::from_utf8(pt).ok()
 }
 

@@ -107,7 +107,13 @@ pub fn parse_discovery(issuer: &str, body: &str) -> Outcome<Endpoints> {
 
 async fn get(net: &impl ProviderNet, url: &str, headers: Vec<(String, String)>) -> Outcome<String> {
     let reply = net
-        .send(&ProviderRequest { method: "GET", url: url.to_string(), headers, form: None, timeout_ms: PROVIDER_TIMEOUT_MS })
+        .send(&ProviderRequest {
+            method: "GET",
+            url: url.to_string(),
+            headers,
+            form: None,
+            timeout_ms: PROVIDER_TIMEOUT_MS,
+        })
         .await
         .map_err(|e| unavailable(format!("GET {url}: {e}")))?;
     if !reply.is_success() {
@@ -220,7 +226,8 @@ pub async fn exchange_code(
         .append_pair("code", code)
         .append_pair("redirect_uri", redirect_uri)
         .append_pair("code_verifier", verifier);
-    let mut headers = vec![("accept".to_string(), "application/json".to_string()), ("user-agent".into(), USER_AGENT.into())];
+    let mut headers =
+        vec![("accept".to_string(), "application/json".to_string()), ("user-agent".into(), USER_AGENT.into())];
     match (&p.kind, &p.client_secret) {
         (ProviderKind::Github { .. }, secret) => {
             form.append_pair("client_id", &p.client_id);
@@ -358,8 +365,9 @@ struct GithubEmail {
 pub async fn github_identity(net: &impl ProviderNet, api_url: &str, tokens: &Tokens) -> Outcome<Identity> {
     let at = tokens.access_token.as_deref().ok_or_else(|| unavailable("GitHub returned no access_token"))?;
     let accept = "application/vnd.github+json";
-    let user: GithubUser = serde_json::from_str(&get(net, &format!("{api_url}/user"), bearer_headers(at, accept)).await?)
-        .map_err(|e| unavailable(format!("GitHub /user: {e}")))?;
+    let user: GithubUser =
+        serde_json::from_str(&get(net, &format!("{api_url}/user"), bearer_headers(at, accept)).await?)
+            .map_err(|e| unavailable(format!("GitHub /user: {e}")))?;
     let emails: Vec<GithubEmail> =
         serde_json::from_str(&get(net, &format!("{api_url}/user/emails"), bearer_headers(at, accept)).await?)
             .map_err(|e| unavailable(format!("GitHub /user/emails: {e}")))?;
@@ -391,7 +399,10 @@ mod tests {
         assert!(parse_discovery("https://other.example", doc).is_err());
         let bad = doc.replace("https://idp.example/token", "javascript:alert(1)");
         assert!(parse_discovery("https://idp.example", &bad).is_err());
-        let ms = doc.replace("\"issuer\":\"https://idp.example\"", "\"issuer\":\"https://login.microsoftonline.com/{tenantid}/v2.0\"");
+        let ms = doc.replace(
+            "\"issuer\":\"https://idp.example\"",
+            "\"issuer\":\"https://login.microsoftonline.com/{tenantid}/v2.0\"",
+        );
         let e = parse_discovery("https://login.microsoftonline.com/common/v2.0", &ms).unwrap();
         assert_eq!(e.issuer, "https://login.microsoftonline.com/{tenantid}/v2.0");
         assert!(parse_discovery("https://idp.example", &ms).is_err());
@@ -413,7 +424,12 @@ mod tests {
             userinfo: None,
             jwks_uri: None,
         };
-        let a = AuthorizeParams { redirect_uri: "https://gw.example/auth/oauth/acme/callback", state: "st", nonce: "nn", code_challenge: "cc" };
+        let a = AuthorizeParams {
+            redirect_uri: "https://gw.example/auth/oauth/acme/callback",
+            state: "st",
+            nonce: "nn",
+            code_challenge: "cc",
+        };
         let u = Url::parse(&authorize_url(&p, &e, &a).unwrap()).unwrap();
         let q: std::collections::HashMap<_, _> = u.query_pairs().into_owned().collect();
         assert_eq!(q["tenant"], "x");
@@ -430,7 +446,10 @@ mod tests {
             GithubEmail { email: "main@example.com".into(), primary: true, verified: false },
         ];
         let id = github_profile(42, Some("Octo".into()), None, &emails);
-        assert_eq!((id.subject.as_str(), id.email.as_deref(), id.email_verified), ("42", Some("main@example.com"), false));
+        assert_eq!(
+            (id.subject.as_str(), id.email.as_deref(), id.email_verified),
+            ("42", Some("main@example.com"), false)
+        );
         assert_eq!(github_profile(1, None, None, &[]).email, None);
     }
 }

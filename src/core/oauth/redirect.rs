@@ -61,7 +61,10 @@ impl Allowlist {
 }
 
 fn matches(entry: &Url, u: &Url) -> bool {
-    if entry.scheme() != u.scheme() || entry.host() != u.host() || entry.port_or_known_default() != u.port_or_known_default() {
+    if entry.scheme() != u.scheme()
+        || entry.host() != u.host()
+        || entry.port_or_known_default() != u.port_or_known_default()
+    {
         return false;
     }
     let prefix = entry.path();
