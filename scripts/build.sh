@@ -24,7 +24,7 @@ die() { printf '[build] error: %s\n' "$*" >&2; exit 1; }
 
 STAMP="$ROOT/build/.portcullis-build-stamp"
 OUTPUTS=("$ROOT/build/worker/shim.mjs" "$ROOT/build/index_bg.wasm")
-INPUTS=(src Cargo.toml Cargo.lock)
+INPUTS=(src Cargo.toml Cargo.lock scripts/patch-entry.mjs)
 for extra in build.rs .cargo/config.toml .cargo/config; do
   [ -e "$extra" ] && INPUTS+=("$extra")
 done
@@ -74,6 +74,9 @@ start=$SECONDS
 for f in "${OUTPUTS[@]}"; do
   [ -f "$f" ] || die "worker-build finished but ${f#"$ROOT"/} is missing"
 done
+# A plain handler object instead of worker-build's per-request Proxy around
+# an entrypoint class (same panic recovery); see scripts/patch-entry.mjs.
+node "$ROOT/scripts/patch-entry.mjs" "$ROOT/build/index.js"
 mv -f "$TMP_STAMP" "$STAMP"
 trap - EXIT
 size="$(wc -c < "$ROOT/build/index_bg.wasm")"
