@@ -79,16 +79,17 @@ export function forward(request, target, userId, email, roles, sessionId, assert
   const incoming = request.headers;
   const named = incoming.get("connection");
   const drop = named ? named.toLowerCase().split(",").map((h) => h.trim()) : null;
-  const headers = new Headers();
-  for (const [k, v] of incoming) {
-    if (k.startsWith("x-auth-") || HOP_BY_HOP.includes(k) || (drop && drop.includes(k))) continue;
-    if (k === "authorization" && dropAuth) continue;
-    if (k === "cookie") {
-      const kept = v.split(";").map((c) => c.trim()).filter((c) => c && !OWN_COOKIES.includes(c.split("=", 1)[0]));
-      if (kept.length) headers.append(k, kept.join("; "));
-      continue;
-    }
-    headers.append(k, v);
+  // One native copy, then deletes only for what must not pass (usually nothing).
+  const headers = new Headers(incoming);
+  for (const k of incoming.keys()) {
+    if (k.startsWith("x-auth-") || HOP_BY_HOP.includes(k) || (drop && drop.includes(k))) headers.delete(k);
+  }
+  if (dropAuth) headers.delete("authorization");
+  const cookies = headers.get("cookie");
+  if (cookies && OWN_COOKIES.some((c) => cookies.includes(c))) {
+    const kept = cookies.split(";").map((c) => c.trim()).filter((c) => c && !OWN_COOKIES.includes(c.split("=", 1)[0]));
+    if (kept.length) headers.set("cookie", kept.join("; "));
+    else headers.delete("cookie");
   }
   if (userId !== undefined) {
     headers.set("x-auth-user-id", userId);
@@ -105,16 +106,15 @@ export function forward(request, target, userId, email, roles, sessionId, assert
   if (!(timeoutMs > 0)) {
     return (fetcher ?? globalThis).fetch(new Request(target, init)).catch(failed);
   }
-  let timer;
-  const late = new Promise((resolve) => {
-    timer = setTimeout(() => {
-      console.error(`portcullis.origin_timeout after ${timeoutMs} ms`);
-      resolve(respond(504, PROBLEM_504, "application/problem+json"));
-    }, timeoutMs);
-  });
+  let settled = false;
   const answer = (fetcher ?? globalThis).fetch(new Request(target, init)).then(
-    (resp) => { clearTimeout(timer); return resp; },
-    (err) => { clearTimeout(timer); return failed(err); },
+    (resp) => { settled = true; return resp; },
+    (err) => { settled = true; return failed(err); },
   );
+  const late = scheduler.wait(timeoutMs).then(() => {
+    if (settled) return answer;
+    console.error(`portcullis.origin_timeout after ${timeoutMs} ms`);
+    return respond(504, PROBLEM_504, "application/problem+json");
+  });
   return Promise.race([answer, late]);
 }
