@@ -44,12 +44,13 @@ impl<'a> QueueSink<'a> {
         Self { env }
     }
 
-    async fn send(&self, events: &[Envelope]) -> std::result::Result<(), String> {
+    /// Sends envelopes given as JSON text, in one batch.
+    async fn send(&self, bodies: &[&str]) -> std::result::Result<(), String> {
         let queue = self.env.queue("EVENTS").map_err(|e| e.to_string())?;
-        let messages = events
+        let messages = bodies
             .iter()
-            .map(|env| {
-                let body = js_sys::JSON::parse(&env.to_json()).map_err(|e| format!("event json: {e:?}"))?;
+            .map(|text| {
+                let body = js_sys::JSON::parse(text).map_err(|e| format!("event is not JSON: {e:?}"))?;
                 Ok(RawMessageBuilder::new(body).build_with_content_type(QueueContentType::Json))
             })
             .collect::<std::result::Result<Vec<_>, String>>()?;
@@ -66,9 +67,10 @@ impl EventSink for QueueSink<'_> {
         if events.is_empty() {
             return Ok(());
         }
-        let Err(cause) = self.send(events).await else { return Ok(()) };
-        let store = D1Store::new(self.env).map_err(|_| Error::unavailable("queue", &cause))?;
         let rows: Vec<(String, String)> = events.iter().map(|e| (e.id.clone(), e.to_json())).collect();
+        let bodies: Vec<&str> = rows.iter().map(|(_, body)| body.as_str()).collect();
+        let Err(cause) = self.send(&bodies).await else { return Ok(()) };
+        let store = D1Store::new(self.env).map_err(|_| Error::unavailable("queue", &cause))?;
         store
             .outbox_put(&rows, platform::now(), &cause)
             .await
@@ -92,18 +94,10 @@ pub async fn drain_outbox(env: &Env) {
         Ok(p) => p,
         Err(e) => return worker::console_error!("portcullis.error outbox: {e}"),
     };
+    let sink = QueueSink::new(env);
     let mut sent = 0usize;
     for row in &pending {
-        let result = match js_sys::JSON::parse(&row.body) {
-            Err(e) => Err(format!("stored event is not JSON: {e:?}")),
-            Ok(body) => match env.queue("EVENTS") {
-                Err(e) => Err(e.to_string()),
-                Ok(q) => q
-                    .send_raw(RawMessageBuilder::new(body).build_with_content_type(QueueContentType::Json))
-                    .await
-                    .map_err(|e| e.to_string()),
-            },
-        };
+        let result = sink.send(&[row.body.as_str()]).await;
         match result {
             Ok(()) => {
                 sent += 1;

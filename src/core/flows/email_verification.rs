@@ -5,11 +5,11 @@
 use serde::Serialize;
 
 use crate::core::email::Email;
-use crate::core::email_token::{is_link_token, TokenKind};
+use crate::core::email_token::TokenKind;
 use crate::core::error::Error;
 use crate::core::events;
 use crate::core::flows::{Accepted, Deps, Meta, TokenRequest};
-use crate::core::ids::{self, Random};
+use crate::core::ids::Random;
 use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, SessionStore, UserStore};
 
 /// The answer when a verification link was sent.
@@ -74,23 +74,7 @@ where
         rng: &mut impl Random,
         req: TokenRequest,
     ) -> Result<EmailVerified, Error> {
-        let raw = req.token.trim();
-        if !is_link_token(raw) {
-            return Err(Error::invalid_link());
-        }
-        let token = self
-            .store
-            .consume_email_token(TokenKind::EmailVerification, &ids::token_hash(raw), meta.now)
-            .await?
-            .ok_or_else(Error::invalid_link)?;
-        let user = match &token.user_id {
-            Some(id) => self.store.user_by_id(id).await?,
-            None => None,
-        };
-        let user = match user {
-            Some(u) if u.email == token.email => u,
-            _ => return Err(Error::invalid_link()),
-        };
+        let user = self.consume_account_link(meta, TokenKind::EmailVerification, &req.token).await?;
         if self.store.set_email_verified(&user.id, meta.now).await? {
             self.emit(meta, rng, vec![events::EmailVerified { user_id: user.id, email: user.email.clone() }.into()])
                 .await?;

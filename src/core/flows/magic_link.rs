@@ -8,12 +8,12 @@
 //! `ALLOW_PASSWORDLESS_SIGNUP` is on.
 
 use crate::core::email::Email;
-use crate::core::email_token::{is_link_token, TokenKind};
+use crate::core::email_token::TokenKind;
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
 use crate::core::flows::passwordless::Proof;
 use crate::core::flows::{Accepted, AuthResponse, Deps, EmailRequest, Meta, TokenRequest};
-use crate::core::ids::{self, Random};
+use crate::core::ids::Random;
 use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, RateLimitStore, SessionStore, UserStore};
 use crate::core::rate_limit::Endpoint;
 use crate::core::users::User;
@@ -71,15 +71,7 @@ where
         rng: &mut impl Random,
         req: TokenRequest,
     ) -> Result<AuthResponse, Error> {
-        let raw = req.token.trim();
-        if !is_link_token(raw) {
-            return Err(Error::invalid_link());
-        }
-        let token = self
-            .store
-            .consume_email_token(TokenKind::MagicLink, &ids::token_hash(raw), meta.now)
-            .await?
-            .ok_or_else(Error::invalid_link)?;
+        let token = self.consume_link(meta, TokenKind::MagicLink, &req.token).await?;
         self.passwordless_sign_in(
             meta,
             rng,

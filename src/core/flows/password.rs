@@ -6,11 +6,11 @@
 use serde::{Deserialize, Serialize};
 
 use crate::core::email::Email;
-use crate::core::email_token::{is_link_token, TokenKind};
+use crate::core::email_token::TokenKind;
 use crate::core::error::Error;
 use crate::core::events;
 use crate::core::flows::{Accepted, Deps, EmailRequest, Meta};
-use crate::core::ids::{self, Random};
+use crate::core::ids::Random;
 use crate::core::password::{Password, PasswordHash};
 use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, RateLimitStore, SessionStore, UserStore};
 use crate::core::rate_limit::Endpoint;
@@ -102,23 +102,7 @@ where
     ) -> Result<PasswordUpdated, Error> {
         // Validate first: a rejected password must not use the link up.
         let password = Password::new_checked(req.new_password, &self.config.password_policy)?;
-        let raw = req.token.trim();
-        if !is_link_token(raw) {
-            return Err(Error::invalid_link());
-        }
-        let token = self
-            .store
-            .consume_email_token(TokenKind::PasswordReset, &ids::token_hash(raw), meta.now)
-            .await?
-            .ok_or_else(Error::invalid_link)?;
-        let user = match &token.user_id {
-            Some(id) => self.store.user_by_id(id).await?,
-            None => None,
-        };
-        let user = match user {
-            Some(u) if u.email == token.email => u,
-            _ => return Err(Error::invalid_link()),
-        };
+        let user = self.consume_account_link(meta, TokenKind::PasswordReset, &req.token).await?;
         let hash = PasswordHash::create(&password, &self.config.hash_params, rng.bytes::<16>())?;
         let revoked = self.store.set_password(&user.id, hash.as_str(), true, None, meta.now, "password_reset").await?;
         // Whoever reset the password owns the mailbox: the back-off is lifted.

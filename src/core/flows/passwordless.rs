@@ -5,7 +5,7 @@
 //! verified, opening the session.
 
 use crate::core::email::Email;
-use crate::core::email_token::{EmailToken, TokenKind};
+use crate::core::email_token::{is_link_token, EmailToken, TokenKind};
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
 use crate::core::flows::account::{banned, gate_refusal, login_event};
@@ -59,6 +59,32 @@ where
         let token = ids::secret_token(rng);
         self.issue_email_token(meta, kind, email, user_id, ttl_secs, Secret::Link(ids::token_hash(&token))).await?;
         Ok(token)
+    }
+
+    /// Consumes the live link token of `kind` that `raw` (as pasted, trimmed)
+    /// names; `invalid_link` when it is malformed, unknown, used, superseded
+    /// or expired.
+    pub(crate) async fn consume_link(&self, meta: &Meta, kind: TokenKind, raw: &str) -> Result<EmailToken, Error> {
+        let raw = raw.trim();
+        if !is_link_token(raw) {
+            return Err(Error::invalid_link());
+        }
+        self.store.consume_email_token(kind, &ids::token_hash(raw), meta.now).await?.ok_or_else(Error::invalid_link)
+    }
+
+    /// Consumes a link token of `kind` sent to an account, and returns that
+    /// account — `invalid_link` unless it still has the address the link
+    /// was sent to.
+    pub(crate) async fn consume_account_link(&self, meta: &Meta, kind: TokenKind, raw: &str) -> Result<User, Error> {
+        let token = self.consume_link(meta, kind, raw).await?;
+        let user = match &token.user_id {
+            Some(id) => self.store.user_by_id(id).await?,
+            None => None,
+        };
+        match user {
+            Some(u) if u.email == token.email => Ok(u),
+            _ => Err(Error::invalid_link()),
+        }
     }
 
     /// Stores a fresh secret of `kind` for `email` (and `user_id`), valid for
