@@ -1,5 +1,5 @@
 // Prices the runtime pieces a gateway's hot path is made of, in this workerd on this
-// machine: `node bench/experiments/runtime-costs.mjs [seconds]` (Node 22; not part of
+// machine: `node bench/experiments/runtime-costs.mjs [seconds] [variant,...]` (Node 22; not part of
 // `npm run bench`). Every variant of bench/experiments/runtime-costs.worker.js is a
 // pass-through plus one piece; all are interleaved on one connection (bench/lib/paired.mjs)
 // and reported as the median latency difference to a baseline (`copy` for forwards,
@@ -15,6 +15,8 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const OUT = path.join(HERE, "..", "out");
 const WORKERD = path.join(HERE, "..", "..", "node_modules", "@cloudflare", "workerd-linux-64", "bin", "workerd");
 const seconds = Number(process.argv[2] || 25);
+// Optional: a comma-separated list of the variants to run (the baselines always run).
+const only = process.argv[3] ? new Set(["copy", "r-2-headers", ...process.argv[3].split(",")]) : null;
 
 fs.mkdirSync(OUT, { recursive: true });
 try {
@@ -30,7 +32,7 @@ try {
   });
   const w = start(WORKERD, ["serve", cfg, "--experimental"], { logFile: path.join(OUT, "runtime-costs.log") });
   await waitHttp(`http://127.0.0.1:${port}/copy`, w);
-  const names = await (await fetch(`http://127.0.0.1:${port}/`)).json();
+  const names = (await (await fetch(`http://127.0.0.1:${port}/`)).json()).filter((k) => !only || only.has(k));
   const auth = `Bearer ${"x".repeat(590)}`;
   const r = await pairedLatency(
     names.map((k) => ({ key: k, port, path: `/${k}`, header: () => auth, status: k.startsWith("r-") ? 401 : 200 })),

@@ -4,6 +4,9 @@
 const HOP = ["connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer", "upgrade"];
 const IDENTITY = ["x-auth-user-id", "x-auth-email", "x-auth-roles", "x-auth-session-id", "x-auth-assertion"];
 
+const IDENTITY_VALUES = ["c5f23b0b-de46-4808-9f0e-1347d84316e0", "someone@example.com", "user,admin",
+  "0b6b3c52-1c1f-4a53-9d0e-2f7f7f8c9a11", "e".repeat(620)];
+
 const init = (request, headers, extra = {}) => ({ method: request.method, headers, redirect: "manual", ...extra });
 
 const variants = {
@@ -20,6 +23,35 @@ const variants = {
         (e) => (clearTimeout(t), reject(e)),
       );
     }),
+  // + an origin timeout as Portcullis's glue had it: scheduler.wait raced against the fetch.
+  "wait-race": (request, target) => {
+    let settled = false;
+    const answer = fetch(new Request(target, init(request, new Headers(request.headers)))).then(
+      (r) => ((settled = true), r),
+      (e) => ((settled = true), new Response("502", { status: 502 })),
+    );
+    const late = scheduler.wait(30000).then(() => (settled ? answer : new Response("504", { status: 504 })));
+    return Promise.race([answer, late]);
+  },
+  // + the same with setTimeout resolving one Promise, never cleared.
+  "settimeout-resolve": (request, target) =>
+    new Promise((resolve) => {
+      setTimeout(() => resolve(new Response("504", { status: 504 })), 30000);
+      fetch(new Request(target, init(request, new Headers(request.headers)))).then(resolve, () =>
+        resolve(new Response("502", { status: 502 })),
+      );
+    }),
+  // + scheduler.wait resolving one Promise (no race).
+  "wait-resolve": (request, target) =>
+    new Promise((resolve) => {
+      scheduler.wait(30000).then(() => resolve(new Response("504", { status: 504 })));
+      fetch(new Request(target, init(request, new Headers(request.headers)))).then(resolve, () =>
+        resolve(new Response("502", { status: 502 })),
+      );
+    }),
+  // + one .then hop on the fetch (the 502 handler alone).
+  "catch-only": (request, target) =>
+    fetch(new Request(target, init(request, new Headers(request.headers)))).catch(() => new Response("502", { status: 502 })),
   // + AbortSignal.timeout on the fetch instead.
   "abort-signal-timeout": (request, target) =>
     fetch(new Request(target, init(request, new Headers(request.headers), { signal: AbortSignal.timeout(30000) }))),
@@ -50,6 +82,24 @@ const variants = {
     h.set("x-forwarded-host", "example.com");
     h.set("x-forwarded-proto", "https");
     for (const k of IDENTITY) h.set(k, "v".repeat(40));
+    return fetch(new Request(target, init(request, h)));
+  },
+  // + the 5 identity headers with realistic values (the assertion ~620 bytes), by set().
+  "5-identity-sets": (request, target) => {
+    const h = new Headers(request.headers);
+    for (let i = 0; i < 5; i++) h.set(IDENTITY[i], IDENTITY_VALUES[i]);
+    return fetch(new Request(target, init(request, h)));
+  },
+  // The same by append() (the names were deleted before, so append is enough).
+  "5-identity-appends": (request, target) => {
+    const h = new Headers(request.headers);
+    for (let i = 0; i < 5; i++) h.append(IDENTITY[i], IDENTITY_VALUES[i]);
+    return fetch(new Request(target, init(request, h)));
+  },
+  // Only the 4 short ones (prices the assertion's length).
+  "4-short-sets": (request, target) => {
+    const h = new Headers(request.headers);
+    for (let i = 0; i < 4; i++) h.set(IDENTITY[i], IDENTITY_VALUES[i]);
     return fetch(new Request(target, init(request, h)));
   },
   // The whole rewrite as Portcullis's glue does it (all of the above but timers).

@@ -13,30 +13,32 @@ use crate::core::token::{VerifiedToken, LEEWAY_SECS};
 /// Default number of cached tokens per isolate.
 pub const DEFAULT_CAPACITY: usize = 10_000;
 
-/// A verified token and, once made, the assertion forwarded with it.
+/// A verified token and, once made, what is forwarded with it: the signed
+/// assertion for the origin (`A`: the edge keeps it with the identity headers
+/// ready to send), and when that expires.
 #[derive(Debug, Clone)]
-pub struct Entry {
+pub struct Entry<A> {
     /// The verified token.
     pub token: VerifiedToken,
-    /// The signed assertion for the origin, and when it expires.
-    pub assertion: Option<(String, UnixTime)>,
+    /// The forwarded assertion, and when it expires.
+    pub assertion: Option<(A, UnixTime)>,
 }
 
 /// Verified tokens keyed by their compact form.
 #[derive(Debug)]
-pub struct TokenCache {
-    map: HashMap<String, Entry>,
+pub struct TokenCache<A = String> {
+    map: HashMap<String, Entry<A>>,
     capacity: usize,
 }
 
-impl TokenCache {
+impl<A> TokenCache<A> {
     /// An empty cache holding at most `capacity` tokens.
     pub fn new(capacity: usize) -> Self {
         Self { map: HashMap::new(), capacity: capacity.max(1) }
     }
 
     /// The entry for `raw` if cached and its token is still valid at `now`.
-    pub fn get_mut(&mut self, raw: &str, now: UnixTime) -> Option<&mut Entry> {
+    pub fn get_mut(&mut self, raw: &str, now: UnixTime) -> Option<&mut Entry<A>> {
         let live = self.map.get(raw).is_some_and(|e| now.0 < e.token.expires_at.0.saturating_add(LEEWAY_SECS));
         if !live {
             self.map.remove(raw);
@@ -45,15 +47,22 @@ impl TokenCache {
         self.map.get_mut(raw)
     }
 
-    /// Caches a freshly verified token.
-    pub fn insert(&mut self, raw: &str, token: VerifiedToken, now: UnixTime) {
+    /// Caches a freshly verified token (replacing any entry for `raw`).
+    pub fn insert(&mut self, raw: &str, token: VerifiedToken, now: UnixTime) -> &mut Entry<A> {
         if self.map.len() >= self.capacity {
             self.map.retain(|_, e| now.0 < e.token.expires_at.0);
             if self.map.len() >= self.capacity {
                 self.map.clear();
             }
         }
-        self.map.insert(raw.to_string(), Entry { token, assertion: None });
+        let fresh = Entry { token, assertion: None };
+        match self.map.entry(raw.to_string()) {
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                o.insert(fresh);
+                o.into_mut()
+            }
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(fresh),
+        }
     }
 
     /// Number of cached tokens.
@@ -91,7 +100,7 @@ mod tests {
 
     #[test]
     fn entries_expire_with_their_token() {
-        let mut c = TokenCache::new(10);
+        let mut c: TokenCache = TokenCache::new(10);
         c.insert("t", vt(100), UnixTime(0));
         assert!(c.get_mut("t", UnixTime(50)).is_some());
         assert!(c.get_mut("t", UnixTime(100 + LEEWAY_SECS)).is_none());
@@ -100,7 +109,7 @@ mod tests {
 
     #[test]
     fn capacity_is_bounded() {
-        let mut c = TokenCache::new(3);
+        let mut c: TokenCache = TokenCache::new(3);
         for i in 0..10 {
             c.insert(&format!("t{i}"), vt(1_000), UnixTime(0));
             assert!(c.len() <= 3);

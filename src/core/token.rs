@@ -5,7 +5,7 @@
 //! published key, and `iss`, `aud`, `exp`, `nbf` and `iat` are checked against
 //! the expectations. Header fields such as `jku`, `x5u` or `jwk` are ignored:
 //! keys only ever come from our own key ring. The signature check itself goes
-//! through [`KeyRing::verify`], so the edge can use WebCrypto.
+//! through [`KeyRing::verify`], so the edge can use the runtime's native Ed25519.
 
 use jwt_compact::alg::Ed25519;
 use jwt_compact::{AlgorithmExt, Claims, Header, UntrustedToken};
@@ -157,7 +157,7 @@ pub fn issue(t: &NewAccessToken<'_>, key: &SigningKey) -> Result<String, Error> 
 /// [`ASSERTION_TTL_SECS`] capped by the end of the access token's own
 /// acceptance window (its `exp` plus the leeway), so it is never already
 /// expired when issued. Returns the input and the assertion's expiry; the
-/// caller signs it (WebCrypto at the edge) and calls [`compact`].
+/// caller signs it (natively at the edge) and calls [`compact`].
 pub fn assertion_signing_input(
     issuer: &str,
     audience: &str,
@@ -213,7 +213,7 @@ pub fn compact(signing_input: &str, signature: &[u8]) -> String {
     format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature))
 }
 
-/// Signs an assertion natively (ed25519-compact); the edge uses WebCrypto
+/// Signs an assertion with ed25519-compact; the edge uses the runtime's Ed25519
 /// over the same [`assertion_signing_input`].
 pub fn issue_assertion(
     issuer: &str,

@@ -32,17 +32,13 @@ extern "C" {
     pub fn set_origin_problems(unreachable: &str, timeout: &str);
 
     /// Sends the request to the origin; resolves to its Response, or a 502 /
-    /// 504 problem.
+    /// 504 problem. `identity` is `[user id, email, roles, session id,
+    /// assertion]`, or `undefined` for none.
     #[wasm_bindgen(catch)]
-    #[allow(clippy::too_many_arguments)]
     pub fn forward(
         request: &Request,
         target: &str,
-        user_id: Option<&str>,
-        email: Option<&str>,
-        roles: Option<&str>,
-        session_id: Option<&str>,
-        assertion: Option<&str>,
+        identity: &JsValue,
         drop_auth: bool,
         timeout_ms: u32,
         fetcher: &JsValue,

@@ -1,24 +1,27 @@
-//! The isolate's key ring: signing keys loaded from D1 once and cached, public
-//! keys imported into WebCrypto once and verified natively there.
+//! The isolate's key ring: signing keys loaded from D1 once and cached, and
+//! imported once into the runtime's native Ed25519 (`ed25519.js`), which
+//! signs and verifies synchronously.
 //!
-//! The gateway's hot path never touches D1: a known `kid` is answered from the
-//! cache. An unknown `kid` triggers at most one reload per
-//! [`UNKNOWN_KID_RELOAD_SECS`], whatever tokens arrive; keys only ever come
-//! from our own table, never from a URL in a token.
+//! The gateway's hot path never touches D1: [`EdgeKeys::verify_cached`] and
+//! [`EdgeKeys::sign_cached`] answer from the cache without I/O, or say that
+//! the cache must be (re)loaded first ([`EdgeKeys::refresh`]). An unknown
+//! `kid` triggers at most one reload per [`UNKNOWN_KID_RELOAD_SECS`], whatever
+//! tokens arrive; keys only ever come from our own table, never from a URL in
+//! a token.
 //!
 //! Rotation: the isolate that rotates calls [`invalidate`] and signs with the
 //! new key from its next request; every other isolate reloads within
 //! `KEY_CACHE_TTL` (and at once on meeting the new `kid`). Retired keys stay
 //! published long enough to cover that window (see
 //! [`crate::core::flows::keys::retirement_window_secs`]).
+#![allow(unsafe_code)] // wasm-bindgen's generated extern shims
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use wasm_bindgen::JsCast;
-use wasm_bindgen_futures::JsFuture;
-use web_sys::CryptoKey;
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::JsValue;
 use worker::Env;
 
 use crate::core::config::Config;
@@ -30,6 +33,22 @@ use crate::core::time::UnixTime;
 use crate::edge::d1::D1Store;
 use crate::edge::platform::{self, OsRandom};
 
+#[wasm_bindgen(module = "/src/edge/ed25519.js")]
+extern "C" {
+    /// A native public key from its base64url raw bytes.
+    #[wasm_bindgen(catch, js_name = publicKey)]
+    fn native_public_key(x: &str) -> std::result::Result<JsValue, JsValue>;
+    /// A native private key from its base64url seed and public key.
+    #[wasm_bindgen(catch, js_name = privateKey)]
+    fn native_private_key(d: &str, x: &str) -> std::result::Result<JsValue, JsValue>;
+    /// Verifies synchronously; false for any malformed input.
+    #[wasm_bindgen(js_name = verifySignature)]
+    fn native_verify(key: &JsValue, data: &[u8], signature: &[u8]) -> bool;
+    /// Signs synchronously.
+    #[wasm_bindgen(catch, js_name = signData)]
+    fn native_sign(key: &JsValue, data: &[u8]) -> std::result::Result<js_sys::Uint8Array, JsValue>;
+}
+
 /// Least time between two reloads caused by unknown `kid`s.
 pub const UNKNOWN_KID_RELOAD_SECS: i64 = 30;
 
@@ -37,14 +56,27 @@ struct Cache {
     loaded_at: UnixTime,
     keys: Vec<StoredKey>,
     signing: Option<SigningKey>,
-    /// The signing key imported into WebCrypto, with its kid.
-    signing_crypto: Option<(String, CryptoKey)>,
-    imported: HashMap<String, CryptoKey>,
+    /// The signing key imported natively, with its kid.
+    signing_native: Option<(String, JsValue)>,
+    /// Public keys imported natively, by kid.
+    imported: HashMap<String, JsValue>,
 }
 
 thread_local! {
     static CACHE: RefCell<Option<Cache>> = const { RefCell::new(None) };
     static LAST_MISS_RELOAD: RefCell<UnixTime> = const { RefCell::new(UnixTime(i64::MIN)) };
+}
+
+/// What the cache alone can say about a signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cached {
+    /// The key is known: the signature is valid or not.
+    Verified(bool),
+    /// No published key has this `kid`, and no reload is due.
+    UnknownKey,
+    /// The cache is cold or stale, or the `kid` is unknown and a reload is
+    /// due: call [`EdgeKeys::refresh`] and ask again.
+    NeedsLoad,
 }
 
 /// The key ring of this isolate, reaching D1 only when the cache is cold.
@@ -65,9 +97,9 @@ impl<'a> EdgeKeys<'a> {
         let (keys, signing) = load_or_create(&store, &self.config.kek, &mut OsRandom, now).await?;
         CACHE.with(|c| {
             let mut c = c.borrow_mut();
-            let (imported, signing_crypto) = c.take().map(|old| (old.imported, old.signing_crypto)).unwrap_or_default();
-            let signing_crypto = signing_crypto.filter(|(kid, _)| *kid == signing.kid);
-            *c = Some(Cache { loaded_at: now, keys, signing: Some(signing), signing_crypto, imported });
+            let (imported, signing_native) = c.take().map(|old| (old.imported, old.signing_native)).unwrap_or_default();
+            let signing_native = signing_native.filter(|(kid, _)| *kid == signing.kid);
+            *c = Some(Cache { loaded_at: now, keys, signing: Some(signing), signing_native, imported });
         });
         Ok(())
     }
@@ -84,6 +116,24 @@ impl<'a> EdgeKeys<'a> {
         self.reload().await
     }
 
+    /// Loads the keys if the cache is cold or stale; with `unknown_kid`, also
+    /// reloads once per [`UNKNOWN_KID_RELOAD_SECS`] for a `kid` not in it.
+    pub async fn refresh(&self, unknown_kid: Option<&str>) -> Result<()> {
+        let now = platform::now();
+        if !self.is_fresh(now) {
+            return self.reload().await;
+        }
+        let unknown = unknown_kid.is_some_and(|kid| {
+            CACHE.with(|c| {
+                c.borrow().as_ref().is_some_and(|c| !c.keys.iter().any(|s| s.kid == kid && s.is_published(now)))
+            })
+        });
+        if unknown && reload_due(now, true) {
+            return self.reload().await;
+        }
+        Ok(())
+    }
+
     /// The published keys, as JWKS.
     pub async fn jwks(&self) -> Result<Jwks> {
         self.ensure_loaded().await?;
@@ -91,116 +141,99 @@ impl<'a> EdgeKeys<'a> {
         Ok(CACHE.with(|c| c.borrow().as_ref().map(|c| jwks(&c.keys, now)).unwrap_or(Jwks { keys: Vec::new() })))
     }
 
-    /// The imported WebCrypto key for a published `kid`, importing it once.
-    async fn crypto_key(&self, kid: &str) -> Result<Option<CryptoKey>> {
+    /// Verifies an Ed25519 signature by `kid` from the cache, without I/O.
+    pub fn verify_cached(&self, kid: &str, signed: &[u8], signature: &[u8]) -> Result<Cached> {
         let now = platform::now();
-        let lookup = CACHE.with(|c| {
-            let c = c.borrow();
-            let c = c.as_ref()?;
-            if let Some(k) = c.imported.get(kid) {
-                // Imported keys stay valid only while the key is published.
-                let published = c.keys.iter().any(|s| s.kid == kid && s.is_published(now));
-                return Some(published.then(|| Ok(k.clone())));
-            }
-            let stored = c.keys.iter().find(|s| s.kid == kid && s.is_published(now))?;
-            Some(Some(Err(stored.public_bytes())))
-        });
-        match lookup {
-            None => Ok(None),
-            Some(None) => Ok(None),
-            Some(Some(Ok(key))) => Ok(Some(key)),
-            Some(Some(Err(bytes))) => {
-                let key = import_ed25519(&bytes?).await?;
-                CACHE.with(|c| {
-                    if let Some(c) = c.borrow_mut().as_mut() {
-                        c.imported.insert(kid.to_string(), key.clone());
-                    }
-                });
-                Ok(Some(key))
-            }
+        if !self.is_fresh(now) {
+            return Ok(Cached::NeedsLoad);
         }
-    }
-}
-
-impl EdgeKeys<'_> {
-    /// Signs `data` with the active key through WebCrypto (native code: far
-    /// cheaper than Ed25519 in wasm). Returns the key's kid and the signature.
-    pub async fn sign(&self, data: &[u8]) -> Result<(String, Vec<u8>)> {
-        self.ensure_loaded().await?;
-        let cached = CACHE.with(|c| c.borrow().as_ref().and_then(|c| c.signing_crypto.clone()));
-        let (kid, key) = match cached {
-            Some(pair) => pair,
-            None => {
-                let signing = self.signing_key().await?;
-                let key = import_ed25519_private(&signing).await?;
-                CACHE.with(|c| {
-                    if let Some(c) = c.borrow_mut().as_mut() {
-                        c.signing_crypto = Some((signing.kid.clone(), key.clone()));
-                    }
-                });
-                (signing.kid, key)
+        let key = CACHE.with(|c| -> Result<Option<JsValue>> {
+            let mut c = c.borrow_mut();
+            let Some(c) = c.as_mut() else { return Ok(None) };
+            // Imported keys stay valid only while the key is published.
+            let Some(stored) = c.keys.iter().find(|s| s.kid == kid && s.is_published(now)) else { return Ok(None) };
+            if let Some(k) = c.imported.get(kid) {
+                return Ok(Some(k.clone()));
             }
-        };
-        let subtle = platform::subtle().ok_or_else(|| Error::Internal("crypto.subtle is unavailable".into()))?;
-        let promise = subtle
-            .sign_with_str_and_u8_array("Ed25519", &key, data)
-            .map_err(|e| Error::Internal(format!("sign: {e:?}")))?;
-        let sig = JsFuture::from(promise).await.map_err(|e| Error::Internal(format!("sign: {e:?}")))?;
-        Ok((kid, js_sys::Uint8Array::new(&sig).to_vec()))
+            let k = native_public_key(&stored.public_key)
+                .map_err(|e| Error::Internal(format!("key {kid}: cannot import: {e:?}")))?;
+            c.imported.insert(kid.to_string(), k.clone());
+            Ok(Some(k))
+        })?;
+        Ok(match key {
+            Some(k) => Cached::Verified(native_verify(&k, signed, signature)),
+            None if reload_due(now, false) => Cached::NeedsLoad,
+            None => Cached::UnknownKey,
+        })
+    }
+
+    /// The active signing key, imported natively, without I/O; `None` when
+    /// the cache must be loaded first.
+    pub fn signer_cached(&self) -> Result<Option<Signer>> {
+        if !self.is_fresh(platform::now()) {
+            return Ok(None);
+        }
+        CACHE.with(|c| {
+            let mut c = c.borrow_mut();
+            let Some(c) = c.as_mut() else { return Ok(None) };
+            if let Some((kid, key)) = &c.signing_native {
+                return Ok(Some(Signer { kid: kid.clone(), key: key.clone() }));
+            }
+            let Some(signing) = &c.signing else { return Ok(None) };
+            let key = import_private(signing)?;
+            c.signing_native = Some((signing.kid.clone(), key.clone()));
+            Ok(Some(Signer { kid: signing.kid.clone(), key }))
+        })
     }
 }
 
-async fn import_ed25519_private(key: &SigningKey) -> Result<CryptoKey> {
+/// The active signing key, ready to sign synchronously.
+pub struct Signer {
+    kid: String,
+    key: JsValue,
+}
+
+impl Signer {
+    /// The key's `kid`, for the header of what it signs.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The Ed25519 signature over `data`.
+    pub fn sign(&self, data: &[u8]) -> Result<Vec<u8>> {
+        native_sign(&self.key, data).map(|s| s.to_vec()).map_err(|e| Error::Internal(format!("sign: {e:?}")))
+    }
+}
+
+/// Whether a reload for an unknown `kid` may happen now; `claim` records it.
+fn reload_due(now: UnixTime, claim: bool) -> bool {
+    LAST_MISS_RELOAD.with(|t| {
+        let mut t = t.borrow_mut();
+        let due = now.0.saturating_sub(t.0) >= UNKNOWN_KID_RELOAD_SECS;
+        if due && claim {
+            *t = now;
+        }
+        due
+    })
+}
+
+fn import_private(key: &SigningKey) -> Result<JsValue> {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
-    let subtle = platform::subtle().ok_or_else(|| Error::Internal("crypto.subtle is unavailable".into()))?;
-    let jwk = js_sys::Object::new();
-    let set = |k: &str, v: &str| js_sys::Reflect::set(&jwk, &k.into(), &v.into()).map(|_| ());
-    let seed = key.secret().seed();
-    let public = key.public_key();
-    set("kty", "OKP")
-        .and_then(|()| set("crv", "Ed25519"))
-        .and_then(|()| set("d", &URL_SAFE_NO_PAD.encode(seed.as_ref())))
-        .and_then(|()| set("x", &URL_SAFE_NO_PAD.encode(public.as_ref())))
-        .map_err(|e| Error::Internal(format!("jwk: {e:?}")))?;
-    let usages = js_sys::Array::of1(&"sign".into());
-    let promise = subtle
-        .import_key_with_str("jwk", &jwk, "Ed25519", false, &usages)
-        .map_err(|e| Error::Internal(format!("importKey: {e:?}")))?;
-    let key = JsFuture::from(promise).await.map_err(|e| Error::Internal(format!("importKey: {e:?}")))?;
-    Ok(key.unchecked_into::<CryptoKey>())
+    let d = URL_SAFE_NO_PAD.encode(key.secret().seed().as_ref());
+    let x = URL_SAFE_NO_PAD.encode(key.public_key().as_ref());
+    native_private_key(&d, &x).map_err(|e| Error::Internal(format!("key {}: cannot import: {e:?}", key.kid)))
 }
 
 /// Makes this isolate reload its keys from D1 on their next use — after it
-/// rotated them itself. Imported WebCrypto keys are kept (they stay valid for
-/// as long as their key is published).
+/// rotated them itself. Imported keys are kept (they stay valid for as long
+/// as their key is published).
 pub fn invalidate() {
     CACHE.with(|c| {
         if let Some(c) = c.borrow_mut().as_mut() {
             c.loaded_at = UnixTime(i64::MIN);
         }
     });
-}
-
-async fn import_ed25519(raw: &[u8]) -> Result<CryptoKey> {
-    let subtle = platform::subtle().ok_or_else(|| Error::Internal("crypto.subtle is unavailable".into()))?;
-    let data = js_sys::Uint8Array::from(raw);
-    let usages = js_sys::Array::of1(&"verify".into());
-    let promise = subtle
-        .import_key_with_str("raw", &data, "Ed25519", false, &usages)
-        .map_err(|e| Error::Internal(format!("importKey: {e:?}")))?;
-    let key = JsFuture::from(promise).await.map_err(|e| Error::Internal(format!("importKey: {e:?}")))?;
-    Ok(key.unchecked_into::<CryptoKey>())
-}
-
-/// Verifies an Ed25519 signature with WebCrypto (native code in workerd).
-pub async fn webcrypto_verify(key: &CryptoKey, signed: &[u8], signature: &[u8]) -> Result<bool> {
-    let subtle = platform::subtle().ok_or_else(|| Error::Internal("crypto.subtle is unavailable".into()))?;
-    let promise = subtle
-        .verify_with_str_and_u8_array_and_u8_array("Ed25519", key, signature, signed)
-        .map_err(|e| Error::Internal(format!("verify: {e:?}")))?;
-    let ok = JsFuture::from(promise).await.map_err(|e| Error::Internal(format!("verify: {e:?}")))?;
-    Ok(ok.as_bool().unwrap_or(false))
 }
 
 impl KeyRing for EdgeKeys<'_> {
@@ -211,26 +244,14 @@ impl KeyRing for EdgeKeys<'_> {
     }
 
     async fn verify(&self, kid: &str, signed: &[u8], signature: &[u8]) -> Result<Option<bool>> {
-        self.ensure_loaded().await?;
-        let mut key = self.crypto_key(kid).await?;
-        if key.is_none() {
-            let now = platform::now();
-            let may_reload = LAST_MISS_RELOAD.with(|t| {
-                let mut t = t.borrow_mut();
-                let due = now.0.saturating_sub(t.0) >= UNKNOWN_KID_RELOAD_SECS;
-                if due {
-                    *t = now;
-                }
-                due
-            });
-            if may_reload {
-                self.reload().await?;
-                key = self.crypto_key(kid).await?;
+        for _ in 0..2 {
+            match self.verify_cached(kid, signed, signature)? {
+                Cached::Verified(ok) => return Ok(Some(ok)),
+                Cached::UnknownKey => return Ok(None),
+                Cached::NeedsLoad => self.refresh(Some(kid)).await?,
             }
         }
-        match key {
-            None => Ok(None),
-            Some(k) => webcrypto_verify(&k, signed, signature).await.map(Some),
-        }
+        // Loaded and still asking for a load: treat the kid as unknown.
+        Ok(None)
     }
 }

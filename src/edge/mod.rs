@@ -52,20 +52,26 @@ fn start() {
 }
 
 /// The fetch entry point. Exported by hand rather than with
-/// `#[event(fetch)]` so that the gateway's hot path can answer with the
-/// origin fetch's Promise directly, without spinning up a Rust future.
+/// `#[event(fetch)]` so that the gateway answers synchronously whenever it
+/// can: the origin fetch's Promise or a refusal, without spinning up a Rust
+/// future. Returns a Response or a Promise of one (the runtime takes both).
 #[allow(unsafe_code)] // wasm-bindgen's generated export shim
 #[wasm_bindgen::prelude::wasm_bindgen]
-pub fn fetch(req: web_sys::Request, env: Env, ctx: worker::worker_sys::Context) -> js_sys::Promise {
-    if let Some(promise) = proxy::fast_path(&req, &env) {
-        return promise;
+pub fn fetch(
+    req: web_sys::Request,
+    env: Env,
+    ctx: worker::worker_sys::Context,
+) -> Result<wasm_bindgen::JsValue, wasm_bindgen::JsValue> {
+    if let Some(answer) = proxy::fast_path(&req, &env) {
+        return answer;
     }
-    wasm_bindgen_futures::future_to_promise(async move {
+    Ok(wasm_bindgen_futures::future_to_promise(async move {
         router::handle(req, env, Context::new(ctx))
             .await
             .map(wasm_bindgen::JsValue::from)
             .map_err(|e| wasm_bindgen::JsValue::from_str(&e.to_string()))
     })
+    .into())
 }
 
 #[event(queue)]

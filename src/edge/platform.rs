@@ -1,6 +1,4 @@
-//! Small platform services: the clock, randomness and the WebCrypto handle.
-
-use wasm_bindgen::JsCast;
+//! Small platform services: the clock and randomness.
 
 use crate::core::ids::Random;
 use crate::core::time::UnixTime;
@@ -23,16 +21,4 @@ impl Random for OsRandom {
             std::process::abort();
         }
     }
-}
-
-thread_local! {
-    static SUBTLE: Option<web_sys::SubtleCrypto> = js_sys::Reflect::get(&js_sys::global(), &"crypto".into())
-        .ok()
-        .filter(|c| c.is_object())
-        .map(|c| c.unchecked_into::<web_sys::Crypto>().subtle());
-}
-
-/// The global `crypto.subtle`.
-pub fn subtle() -> Option<web_sys::SubtleCrypto> {
-    SUBTLE.with(Clone::clone)
 }

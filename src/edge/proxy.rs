@@ -1,14 +1,17 @@
 //! The gateway: decide at the edge, then forward to the origin.
 //!
-//! Hot path ([`fast_path`]): a public route, or a token this isolate already
-//! verified (with a still-fresh origin assertion), is decided synchronously —
-//! policy, cache lookup, role check — and the origin request is handed to JS
-//! in one call whose Promise becomes the response: no Rust future, no D1, no
-//! KV. Anything else (a fresh token, a refusal, CORS, cookies) takes
-//! [`forward`], which verifies through WebCrypto with keys cached in the
-//! isolate. The origin's response is returned as is, streamed; redirects are
-//! passed back, never followed.
+//! [`decide`] judges a gateway request, synchronously: route policy, token
+//! (from the isolate's cache, else verified with the natively imported keys
+//! of [`crate::edge::keyring`]), role, and the origin assertion (cached with
+//! the token, else signed natively). Only a cold or stale key cache needs
+//! I/O; `decide` then says so and [`forward`] loads the keys from D1 and asks
+//! again. So nearly every request — public, cached or fresh token, refusal —
+//! is answered by [`fast_path`] within one synchronous call: the origin
+//! fetch's Promise, or the refusal. No Rust future, no D1, no KV. The
+//! origin's response is returned as is, streamed; redirects are passed back,
+//! never followed.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -21,12 +24,11 @@ use crate::core::cache::{TokenCache, DEFAULT_CAPACITY};
 use crate::core::config::Config;
 use crate::core::error::{Error, TokenError};
 use crate::core::policy::{authorize, missing_token, normalise_path, Policy};
-use crate::core::ports::KeyRing;
 use crate::core::time::UnixTime;
 use crate::core::token::{self, Expectations, Parsed, VerifiedToken, ACCESS_TOKEN_TYPE, ASSERTION_TTL_SECS};
 use crate::edge::glue;
 use crate::edge::http::{self, JsResult};
-use crate::edge::keyring::EdgeKeys;
+use crate::edge::keyring::{Cached, EdgeKeys};
 use crate::edge::platform;
 use crate::edge::router::{cookie, csrf_check, is_owned, ACCESS_COOKIE};
 
@@ -35,36 +37,29 @@ use crate::edge::router::{cookie, csrf_check, is_owned, ACCESS_COOKIE};
 const BINDING_BASE_URL: &str = "https://origin.internal";
 
 thread_local! {
-    static TOKENS: RefCell<TokenCache> = RefCell::new(TokenCache::new(DEFAULT_CAPACITY));
+    /// Verified tokens, each with its identity headers (assertion included)
+    /// as the JS array `glue.forward` sends: built once per token.
+    static TOKENS: RefCell<TokenCache<js_sys::Array>> = RefCell::new(TokenCache::new(DEFAULT_CAPACITY));
+    /// The assertion's `aud`: the origin (config is fixed per isolate).
+    static AUDIENCE: std::cell::OnceCell<String> = const { std::cell::OnceCell::new() };
     static HAS_BINDING: std::cell::OnceCell<bool> = const { std::cell::OnceCell::new() };
     static PROBLEMS_SET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// The identity forwarded for an allowed, authenticated request.
-struct Identity {
-    user_id: String,
-    email: String,
-    roles: String,
-    session_id: String,
-    assertion: String,
+/// The judgement on one gateway request.
+enum Decision {
+    /// Forward, with the identity headers (`undefined`: none) and whether
+    /// the `Authorization` header carried the token (then it is dropped).
+    Forward { identity: JsValue, drop_auth: bool },
+    /// Answer with this problem.
+    Refuse(Error),
+    /// The key cache must be loaded from D1 first, then ask again.
+    LoadKeys { unknown_kid: Option<String> },
 }
 
-impl Identity {
-    fn new(t: &VerifiedToken, assertion: String) -> Self {
-        let c = &t.claims;
-        Self {
-            user_id: c.sub.clone(),
-            email: c.email.clone(),
-            roles: c.roles.join(","),
-            session_id: c.sid.clone(),
-            assertion,
-        }
-    }
-}
-
-/// Decides synchronously when nothing needs awaiting; `None` sends the
-/// request down the full path ([`crate::edge::router::handle`]).
-pub fn fast_path(req: &Request, env: &Env) -> Option<js_sys::Promise> {
+/// Answers synchronously unless keys must be loaded or CORS applies; `None`
+/// sends the request down the full path ([`crate::edge::router::handle`]).
+pub fn fast_path(req: &Request, env: &Env) -> Option<JsResult<JsValue>> {
     let cfg = crate::edge::config(env).ok()?;
     if !cfg.cors_origins.is_empty() && http::header(req, "origin").is_some() {
         return None;
@@ -74,32 +69,21 @@ pub fn fast_path(req: &Request, env: &Env) -> Option<js_sys::Promise> {
     if is_owned(&normalised) {
         return None;
     }
-    let method = req.method();
-    let policy = cfg.routes.policy_for(&method, &normalised);
-    let identity = if *policy == Policy::Public {
-        None
-    } else {
-        let raw = http::bearer(req)?;
-        let now = platform::now();
-        let issuer = cfg.issuer_for(&http::request_origin(&url));
-        let id = TOKENS.with(|c| {
-            let mut c = c.borrow_mut();
-            let e = c.get_mut(&raw, now)?;
-            let (assertion, _) = e.assertion.as_ref().filter(|(_, exp)| assertion_fresh(*exp, now))?;
-            (e.token.claims.iss == issuer && policy.allows(&e.token.claims.roles))
-                .then(|| Identity::new(&e.token, assertion.clone()))
-        })?;
-        Some(id)
-    };
-    let used_bearer = identity.is_some();
-    dispatch(req, env, &cfg, &url, &normalised, identity.as_ref(), used_bearer).ok()
+    let keys = EdgeKeys::new(env, Rc::clone(&cfg));
+    Some(match decide(req, &cfg, &keys, &url, &normalised) {
+        Decision::LoadKeys { .. } => return None,
+        Decision::Refuse(e) => http::problem(&e).map(JsValue::from),
+        Decision::Forward { identity, drop_auth } => {
+            match dispatch(req, env, &cfg, &url, &normalised, &identity, drop_auth) {
+                Ok(promise) => Ok(promise.into()),
+                Err(e) => http::problem(&e).map(JsValue::from),
+            }
+        }
+    })
 }
 
-fn assertion_fresh(expires: UnixTime, now: UnixTime) -> bool {
-    expires.0 - now.0 > (ASSERTION_TTL_SECS as i64) / 2
-}
-
-/// Decides and, when allowed, forwards one request to the origin.
+/// Decides, loading keys when needed, and when allowed forwards one request
+/// to the origin.
 pub async fn forward(
     req: Request,
     env: &Env,
@@ -107,20 +91,169 @@ pub async fn forward(
     url: url::Url,
     normalised: String,
 ) -> JsResult<Response> {
-    let method = req.method();
-    let policy = cfg.routes.policy_for(&method, &normalised);
-    let (identity, used_bearer) = if *policy == Policy::Public {
-        (None, false)
-    } else {
-        match check(&req, env, cfg, &url, policy).await {
-            Ok((id, bearer)) => (Some(id), bearer),
-            Err(e) => return http::problem(&e),
+    let keys = EdgeKeys::new(env, Rc::clone(cfg));
+    let mut decision = decide(&req, cfg, &keys, &url, &normalised);
+    // At most: a stale cache, then an unknown kid (one throttled reload).
+    for _ in 0..2 {
+        let Decision::LoadKeys { unknown_kid } = &decision else { break };
+        if let Err(e) = keys.refresh(unknown_kid.as_deref()).await {
+            return http::problem(&e);
+        }
+        decision = decide(&req, cfg, &keys, &url, &normalised);
+    }
+    match decision {
+        Decision::Forward { identity, drop_auth } => {
+            match dispatch(&req, env, cfg, &url, &normalised, &identity, drop_auth) {
+                Ok(promise) => Ok(JsFuture::from(promise).await?.unchecked_into()),
+                Err(e) => http::problem(&e),
+            }
+        }
+        Decision::Refuse(e) => http::problem(&e),
+        // Loaded and still not enough: fail closed.
+        Decision::LoadKeys { unknown_kid: Some(_) } => http::problem(&Error::InvalidToken(TokenError::UnknownKey)),
+        Decision::LoadKeys { unknown_kid: None } => {
+            http::problem(&Error::Internal("the signing key is not available after loading".into()))
+        }
+    }
+}
+
+/// A cached token that the policy allows.
+enum Hit {
+    /// With its identity headers and a fresh assertion.
+    Ready(js_sys::Array),
+    /// Its assertion is missing or about to expire.
+    Unsigned(VerifiedToken),
+}
+
+/// The one judgement of a gateway request; never does I/O.
+fn decide(req: &Request, cfg: &Config, keys: &EdgeKeys<'_>, url: &url::Url, normalised: &str) -> Decision {
+    let policy = cfg.routes.policy_for(&req.method(), normalised);
+    if *policy == Policy::Public {
+        return Decision::Forward { identity: JsValue::UNDEFINED, drop_auth: false };
+    }
+    let (raw, from_header) = match http::bearer(req) {
+        Some(t) => (t, true),
+        None => match cfg.cookie_mode.then(|| cookie(req, ACCESS_COOKIE)).flatten() {
+            Some(t) => match csrf_check(req, cfg, url) {
+                Ok(()) => (t, false),
+                Err(e) => return Decision::Refuse(e),
+            },
+            None => return Decision::Refuse(missing_token()),
+        },
+    };
+    let now = platform::now();
+    let issuer: Cow<'_, str> = match &cfg.issuer {
+        Some(fixed) => Cow::Borrowed(fixed),
+        None => Cow::Owned(cfg.issuer_for(&http::request_origin(url))),
+    };
+
+    // A token this isolate verified before: a map lookup.
+    let cached = TOKENS.with(|c| {
+        let mut c = c.borrow_mut();
+        let e = c.get_mut(&raw, now)?;
+        if e.token.claims.iss != *issuer {
+            return Some(Err(Error::InvalidToken(TokenError::WrongIssuer)));
+        }
+        if let Err(refused) = authorize(policy, &e.token.claims.roles) {
+            return Some(Err(refused));
+        }
+        Some(Ok(match e.assertion.as_ref().filter(|(_, exp)| assertion_fresh(*exp, now)) {
+            Some((identity, _)) => Hit::Ready(identity.clone()),
+            None => Hit::Unsigned(e.token.clone()),
+        }))
+    });
+    let verified = match cached {
+        Some(Err(e)) => return Decision::Refuse(e),
+        Some(Ok(Hit::Ready(identity))) => {
+            return Decision::Forward { identity: identity.into(), drop_auth: from_header }
+        }
+        Some(Ok(Hit::Unsigned(verified))) => verified,
+        None => {
+            let verified = match verify_fresh(&raw, &issuer, cfg, keys, now) {
+                Ok(v) => v,
+                Err(d) => return d,
+            };
+            if let Err(e) = authorize(policy, &verified.claims.roles) {
+                return Decision::Refuse(e);
+            }
+            verified
         }
     };
-    match dispatch(&req, env, cfg, &url, &normalised, identity.as_ref(), used_bearer) {
-        Ok(promise) => Ok(JsFuture::from(promise).await?.unchecked_into()),
-        Err(e) => http::problem(&e),
+    match sign_assertion(&raw, &issuer, cfg, keys, &verified, now) {
+        Ok(identity) => Decision::Forward { identity: identity.into(), drop_auth: from_header },
+        Err(d) => d,
     }
+}
+
+/// Verifies a token the cache does not hold, and caches it.
+fn verify_fresh(
+    raw: &str,
+    issuer: &str,
+    cfg: &Config,
+    keys: &EdgeKeys<'_>,
+    now: UnixTime,
+) -> Result<VerifiedToken, Decision> {
+    let refuse = |e: TokenError| Decision::Refuse(Error::InvalidToken(e));
+    let parsed = Parsed::new(raw, ACCESS_TOKEN_TYPE).map_err(refuse)?;
+    match keys.verify_cached(parsed.kid(), parsed.signed_data(), parsed.signature()) {
+        Err(e) => return Err(Decision::Refuse(e)),
+        Ok(Cached::NeedsLoad) => return Err(Decision::LoadKeys { unknown_kid: Some(parsed.kid().to_string()) }),
+        Ok(Cached::UnknownKey) => return Err(refuse(TokenError::UnknownKey)),
+        Ok(Cached::Verified(false)) => return Err(refuse(TokenError::BadSignature)),
+        Ok(Cached::Verified(true)) => {}
+    }
+    let expect = Expectations { issuer, audience: &cfg.audience, token_type: ACCESS_TOKEN_TYPE };
+    let verified = parsed.validated_claims(&expect, now).map_err(refuse)?;
+    TOKENS.with(|c| {
+        c.borrow_mut().insert(raw, verified.clone(), now);
+    });
+    Ok(verified)
+}
+
+/// Signs the origin assertion for a verified token and caches it with the
+/// identity headers; returns those headers.
+fn sign_assertion(
+    raw: &str,
+    issuer: &str,
+    cfg: &Config,
+    keys: &EdgeKeys<'_>,
+    verified: &VerifiedToken,
+    now: UnixTime,
+) -> Result<js_sys::Array, Decision> {
+    let signer = match keys.signer_cached() {
+        Ok(Some(s)) => s,
+        Ok(None) => return Err(Decision::LoadKeys { unknown_kid: None }),
+        Err(e) => return Err(Decision::Refuse(e)),
+    };
+    let audience = AUDIENCE.with(|a| {
+        a.get_or_init(|| {
+            cfg.origin_url.as_ref().map_or_else(|| BINDING_BASE_URL.to_string(), |o| o.origin().ascii_serialization())
+        })
+        .clone()
+    });
+    let (input, exp) = token::assertion_signing_input(issuer, &audience, verified, now, signer.kid());
+    let sig = signer.sign(input.as_bytes()).map_err(Decision::Refuse)?;
+    let c = &verified.claims;
+    let identity = js_sys::Array::of5(
+        &c.sub.as_str().into(),
+        &c.email.as_str().into(),
+        &c.roles.join(",").into(),
+        &c.sid.as_str().into(),
+        &token::compact(&input, &sig).into(),
+    );
+    TOKENS.with(|c| {
+        let mut c = c.borrow_mut();
+        let e = match c.get_mut(raw, now) {
+            Some(e) => e,
+            None => c.insert(raw, verified.clone(), now),
+        };
+        e.assertion = Some((identity.clone(), exp));
+    });
+    Ok(identity)
+}
+
+fn assertion_fresh(expires: UnixTime, now: UnixTime) -> bool {
+    expires.0 - now.0 > (ASSERTION_TTL_SECS as i64) / 2
 }
 
 /// Hands the request to the origin (one JS call); the Promise resolves to the
@@ -131,8 +264,8 @@ fn dispatch(
     cfg: &Config,
     url: &url::Url,
     normalised: &str,
-    id: Option<&Identity>,
-    used_bearer: bool,
+    identity: &JsValue,
+    drop_auth: bool,
 ) -> Result<js_sys::Promise, Error> {
     if !PROBLEMS_SET.with(std::cell::Cell::get) {
         glue::set_origin_problems(
@@ -157,12 +290,8 @@ fn dispatch(
     glue::forward(
         req,
         target.as_str(),
-        id.map(|i| i.user_id.as_str()),
-        id.map(|i| i.email.as_str()),
-        id.map(|i| i.roles.as_str()),
-        id.map(|i| i.session_id.as_str()),
-        id.map(|i| i.assertion.as_str()),
-        used_bearer,
+        identity,
+        drop_auth,
         cfg.origin_timeout_ms,
         &binding.unwrap_or(JsValue::UNDEFINED),
     )
@@ -176,76 +305,4 @@ fn origin_binding(env: &Env) -> Option<JsValue> {
         return None;
     }
     env.service("ORIGIN").ok().map(|f| f.into_rpc::<JsValue>())
-}
-
-/// Verifies the caller and applies `policy`. Returns the identity and whether
-/// the token came from the `Authorization` header.
-async fn check(
-    req: &Request,
-    env: &Env,
-    cfg: &Rc<Config>,
-    url: &url::Url,
-    policy: &Policy,
-) -> Result<(Identity, bool), Error> {
-    let (raw, from_header) = match http::bearer(req) {
-        Some(t) => (t, true),
-        None => match cfg.cookie_mode.then(|| cookie(req, ACCESS_COOKIE)).flatten() {
-            Some(t) => {
-                csrf_check(req, cfg, url)?;
-                (t, false)
-            }
-            None => return Err(missing_token()),
-        },
-    };
-    let now = platform::now();
-    let issuer = cfg.issuer_for(&http::request_origin(url));
-    let audience =
-        cfg.origin_url.as_ref().map_or_else(|| BINDING_BASE_URL.to_string(), |o| o.origin().ascii_serialization());
-
-    // A token this isolate verified before.
-    let cached = TOKENS.with(|c| {
-        let mut c = c.borrow_mut();
-        let e = c.get_mut(&raw, now)?;
-        if e.token.claims.iss != issuer {
-            return None;
-        }
-        let assertion = e.assertion.as_ref().filter(|(_, exp)| assertion_fresh(*exp, now)).map(|(a, _)| a.clone());
-        Some((e.token.clone(), assertion))
-    });
-    let keys = EdgeKeys::new(env, Rc::clone(cfg));
-    let (verified, assertion) = match cached {
-        Some(hit) => hit,
-        None => {
-            let expect = Expectations { issuer: &issuer, audience: &cfg.audience, token_type: ACCESS_TOKEN_TYPE };
-            let parsed = Parsed::new(&raw, ACCESS_TOKEN_TYPE).map_err(Error::InvalidToken)?;
-            match keys.verify(parsed.kid(), parsed.signed_data(), parsed.signature()).await? {
-                None => return Err(Error::InvalidToken(TokenError::UnknownKey)),
-                Some(false) => return Err(Error::InvalidToken(TokenError::BadSignature)),
-                Some(true) => {}
-            }
-            let v = parsed.validated_claims(&expect, now).map_err(Error::InvalidToken)?;
-            TOKENS.with(|c| c.borrow_mut().insert(&raw, v.clone(), now));
-            (v, None)
-        }
-    };
-    authorize(policy, &verified.claims.roles)?;
-    let assertion = match assertion {
-        Some(a) => a,
-        None => {
-            let kid = keys.signing_key().await?.kid;
-            let (input, exp) = token::assertion_signing_input(&issuer, &audience, &verified, now, &kid);
-            let (signed_by, sig) = keys.sign(input.as_bytes()).await?;
-            if signed_by != kid {
-                return Err(Error::Internal("signing key changed while signing".into()));
-            }
-            let a = token::compact(&input, &sig);
-            TOKENS.with(|c| {
-                if let Some(e) = c.borrow_mut().get_mut(&raw, now) {
-                    e.assertion = Some((a.clone(), exp));
-                }
-            });
-            a
-        }
-    };
-    Ok((Identity::new(&verified, assertion), from_header))
 }
