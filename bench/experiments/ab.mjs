@@ -1,0 +1,62 @@
+// A/B of two Portcullis builds on the bare runtime, for deciding whether a change pays:
+//
+//   node bench/experiments/ab.mjs DIR_A DIR_B [rounds] [seconds] [path] [tokens]
+//
+// DIR_A and DIR_B (relative to bench/out/) each hold an `index.js` + `index_bg.wasm`
+// copied from build/. Each is served by its own workerd, with the pass-through (P) as a
+// third target, all from the configs and token list of the last `npm run bench` run
+// (bench/out/b-portcullis.capnp, a-passthrough.capnp, tokens-repeat.txt), so run that
+// once first. wrk rounds alternate A, B, P (the order of A and B flips every round); it
+// prints req/s and workerd CPU/req per round and the medians. Per-run noise on this
+// machine is a few percent: use 8+ rounds and compare CPU/req as well as req/s.
+// VARS_A / VARS_B add vars, e.g. VARS_B=ORIGIN_TIMEOUT_MS=0.
+import fs from "node:fs";
+import path from "node:path";
+import { start, stopAll, waitOutput, waitHttp, cpuNs, freePort } from "../lib/proc.mjs";
+import { runWrk } from "../lib/wrk.mjs";
+const [dirA, dirB, rounds = 5, secs = 4, urlPath = "/api/data", tokens = "tokens-repeat.txt"] = process.argv.slice(2);
+const OUT = path.join(path.dirname(new URL(import.meta.url).pathname), "..", "out");
+const WORKERD = path.join(OUT, "..", "..", "node_modules/@cloudflare/workerd-linux-64/bin/workerd");
+const originPort = await freePort();
+const origin = start(process.execPath, [path.join(OUT, "..", "origin.mjs"), String(originPort)]);
+await waitOutput(origin, /listening/);
+const targets = {};
+const mk = async (name, src, dir) => {
+  const port = await freePort();
+  if (!fs.existsSync(path.join(OUT, src))) throw new Error(`bench/out/${src} is missing: run npm run bench once first`);
+  let cfg = fs.readFileSync(path.join(OUT, src), "utf8");
+  cfg = cfg.replace(/address = "127\.0\.0\.1:\d+"/, `address = "127.0.0.1:${port}"`).replace(/"http:\/\/127\.0\.0\.1:\d+"/, `"http://127.0.0.1:${originPort}"`);
+  if (dir) cfg = cfg.replaceAll('embed "build/', `embed "${dir}/`);
+  const extra = process.env[`VARS_${name}`]; // e.g. VARS_B='ORIGIN_TIMEOUT_MS=0'
+  if (extra) for (const kv of extra.split(",")) { const [k, v] = kv.split("="); cfg = cfg.replace(/(\(name = "[A-Z_]+", text = "[^"]*"\))/, `(name = "${k}", text = "${v}"),\n          $1`); }
+  const f = path.join(OUT, `ab-${name}.capnp`);
+  fs.writeFileSync(f, cfg);
+  const w = start(WORKERD, ["serve", f, "--experimental"], { logFile: path.join(OUT, `ab-${name}.log`) });
+  await waitHttp(`http://127.0.0.1:${port}/api/public/x`, w);
+  targets[name] = { port, pid: w.pid };
+};
+await mk("A", "b-portcullis.capnp", dirA);
+await mk("B", "b-portcullis.capnp", dirB);
+await mk("P", "a-passthrough.capnp", null);
+const res = { A: [], B: [], P: [] };
+try {
+  for (const n of ["A", "B", "P"]) await runWrk("wrk", path.join(OUT, ".."), { base: `http://127.0.0.1:${targets[n].port}`, path: urlPath, tokensFile: path.join(OUT, tokens), seconds: 2 });
+  for (let r = 0; r < rounds; r++) {
+    const order = r % 2 ? ["B", "A", "P"] : ["A", "B", "P"];
+    const line = [];
+    for (const n of order) {
+      const c0 = cpuNs(targets[n].pid);
+      const w = await runWrk("wrk", path.join(OUT, ".."), { base: `http://127.0.0.1:${targets[n].port}`, path: urlPath, tokensFile: path.join(OUT, tokens), seconds: Number(secs) });
+      const cpu = (cpuNs(targets[n].pid) - c0) / 1000 / w.requests;
+      if (w.non2xx && urlPath !== "/api/admin/x") throw new Error(`${n}: ${w.non2xx} non-2xx`);
+      res[n].push({ rps: w.rps, cpu });
+      line.push(`${n} ${w.rps.toFixed(0)} req/s ${cpu.toFixed(1)} µs`);
+    }
+    console.log(`round ${r}: ${line.join(" | ")}`);
+  }
+  const med = (a) => a.slice().sort((x, y) => x - y)[Math.floor(a.length / 2)];
+  for (const n of ["A", "B", "P"]) console.log(`${n}: median ${med(res[n].map((x) => x.rps)).toFixed(0)} req/s, ${med(res[n].map((x) => x.cpu)).toFixed(1)} µs CPU/req`);
+  console.log(`A/P ${(med(res.A.map((x) => x.rps)) / med(res.P.map((x) => x.rps))).toFixed(3)}  B/P ${(med(res.B.map((x) => x.rps)) / med(res.P.map((x) => x.rps))).toFixed(3)}  per-round B/A: ${res.A.map((a, i) => (res.B[i].rps / a.rps).toFixed(3)).join(" ")}`);
+} finally {
+  await stopAll();
+}
