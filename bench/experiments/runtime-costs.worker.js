@@ -33,6 +33,16 @@ const variants = {
     const late = scheduler.wait(30000).then(() => (settled ? answer : new Response("504", { status: 504 })));
     return Promise.race([answer, late]);
   },
+  // + a scheduler.wait nobody awaits (the timer alone: created, then cancelled with the request).
+  "wait-only": (request, target) => {
+    scheduler.wait(30000);
+    return fetch(new Request(target, init(request, new Headers(request.headers))));
+  },
+  // + a setTimeout nobody clears.
+  "settimeout-only": (request, target) => {
+    setTimeout(() => {}, 30000);
+    return fetch(new Request(target, init(request, new Headers(request.headers))));
+  },
   // + the same with setTimeout resolving one Promise, never cleared.
   "settimeout-resolve": (request, target) =>
     new Promise((resolve) => {
