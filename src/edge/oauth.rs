@@ -1,7 +1,7 @@
 //! OAuth / OIDC at the edge: the `/auth/oauth/…` routes, and the
-//! [`ProviderNet`] adapter — provider calls over `fetch`, ID-token signatures
-//! through WebCrypto (`oauth_glue.js`), discovery documents and JWKS cached in
-//! the isolate.
+//! [`ProviderNet`] adapter — provider calls through [`outbound`], ID-token
+//! signatures through WebCrypto (`oauth_glue.js`), discovery documents and
+//! JWKS cached in the isolate.
 #![allow(unsafe_code)] // wasm-bindgen's generated extern shims
 
 use std::cell::RefCell;
@@ -24,27 +24,18 @@ use crate::core::time::UnixTime;
 use crate::edge::d1::D1Store;
 use crate::edge::http::{self, JsResult};
 use crate::edge::keyring::EdgeKeys;
+use crate::edge::outbound::{self, Outbound, Overflow};
 use crate::edge::platform::OsRandom;
 use crate::edge::queue::QueueSink;
 use crate::edge::router::{access_token, auth_cookies, cookie, set_cookie};
 
 /// Largest provider reply read (JWKS with certificate chains can be large).
-const MAX_PROVIDER_REPLY_BYTES: u32 = 256 * 1024;
+const MAX_PROVIDER_REPLY_BYTES: usize = 256 * 1024;
 /// Most documents cached per isolate (two per provider).
 const MAX_CACHED_DOCUMENTS: usize = 64;
 
 #[wasm_bindgen(module = "/src/edge/oauth_glue.js")]
 extern "C" {
-    #[wasm_bindgen(catch, js_name = providerFetch)]
-    fn provider_fetch(
-        method: &str,
-        url: &str,
-        headers: &str,
-        body: Option<String>,
-        timeout_ms: u32,
-        max_bytes: u32,
-    ) -> Result<js_sys::Promise, JsValue>;
-
     #[wasm_bindgen(catch, js_name = verifyJws)]
     fn verify_jws(alg: &str, jwk: &str, signed: &[u8], signature: &[u8]) -> Result<js_sys::Promise, JsValue>;
 }
@@ -62,32 +53,20 @@ pub struct EdgeProviderNet;
 
 impl ProviderNet for EdgeProviderNet {
     async fn send(&self, request: &ProviderRequest) -> Result<HttpReply, SendError> {
-        let mut headers = String::new();
-        for (k, v) in &request.headers {
-            if v.contains('\n') {
-                continue;
-            }
-            headers.push_str(k);
-            headers.push('\n');
-            headers.push_str(v);
-            headers.push('\n');
+        let mut headers = request.headers.clone();
+        if request.form.is_some() {
+            headers.push(("content-type".into(), "application/x-www-form-urlencoded".into()));
         }
-        let promise = provider_fetch(
-            request.method,
-            &request.url,
-            &headers,
-            request.form.clone(),
-            request.timeout_ms,
-            MAX_PROVIDER_REPLY_BYTES,
-        )
-        .map_err(|e| SendError::Network(message(&e)))?;
-        let reply = JsFuture::from(promise).await.map_err(|e| match message(&e).as_str() {
-            "timed out" => SendError::Timeout,
-            other => SendError::Network(other.to_string()),
-        })?;
-        let status = js_sys::Reflect::get(&reply, &"status".into()).ok().and_then(|s| s.as_f64()).unwrap_or(0.0) as u16;
-        let body = js_sys::Reflect::get(&reply, &"body".into()).ok().and_then(|b| b.as_string()).unwrap_or_default();
-        Ok(HttpReply { status, body })
+        outbound::exchange(&Outbound {
+            method: request.method,
+            url: &request.url,
+            headers: &headers,
+            body: request.form.as_deref(),
+            timeout_ms: request.timeout_ms,
+            max_bytes: MAX_PROVIDER_REPLY_BYTES,
+            overflow: Overflow::Fail,
+        })
+        .await
     }
 
     async fn verify(

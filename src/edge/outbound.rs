@@ -1,66 +1,103 @@
 //! Outbound `fetch` for the requests core builds: webhook deliveries, email
-//! API calls and the sign-in hook. One timeout covers the whole exchange
+//! API calls, the sign-in hook and OAuth provider calls, all through one
+//! JavaScript helper (`outbound.js`). One timeout covers the whole exchange
 //! (response head and the capped body); redirects are returned, not followed.
+#![allow(unsafe_code)] // wasm-bindgen's generated extern shims
 
-use futures_util::future::{select, Either};
-use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{Headers, Request, RequestInit, RequestRedirect, Response};
 
 use crate::core::outbound::{HttpReply, HttpRequest, SendError, MAX_REPLY_BYTES};
 use crate::core::ports::{Courier, LocalFuture, SigninGate};
 
-fn js_err(e: wasm_bindgen::JsValue) -> SendError {
-    let text = js_sys::Reflect::get(&e, &"message".into())
-        .ok()
-        .and_then(|m| m.as_string())
-        .unwrap_or_else(|| format!("{e:?}"));
-    SendError::Network(text)
+#[wasm_bindgen(module = "/src/edge/outbound.js")]
+extern "C" {
+    #[wasm_bindgen(catch, js_name = send)]
+    #[allow(clippy::too_many_arguments)]
+    fn js_send(
+        method: &str,
+        url: &str,
+        headers: &str,
+        body: Option<&str>,
+        timeout_ms: u32,
+        max_bytes: u32,
+        truncate: bool,
+    ) -> Result<js_sys::Promise, JsValue>;
 }
 
-async fn exchange(req: &Request) -> Result<HttpReply, SendError> {
-    let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
-    let resp: Response = JsFuture::from(global.fetch_with_request(req)).await.map_err(js_err)?.unchecked_into();
-    let status = resp.status();
-    let text = match resp.text() {
-        Ok(p) => JsFuture::from(p).await.ok().and_then(|t| t.as_string()).unwrap_or_default(),
-        Err(_) => String::new(),
-    };
-    let mut body = text;
-    if body.len() > MAX_REPLY_BYTES {
-        let mut cut = MAX_REPLY_BYTES;
-        while !body.is_char_boundary(cut) {
-            cut -= 1;
+/// What to do with a reply body larger than the cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// Keep the first bytes (the body is only logged or parsed if small).
+    Truncate,
+    /// Fail the exchange as a network error.
+    Fail,
+}
+
+/// One outbound exchange.
+pub struct Outbound<'a> {
+    /// `GET` or `POST`.
+    pub method: &'a str,
+    /// Absolute http(s) URL.
+    pub url: &'a str,
+    /// Header names and values; a value holding a newline is dropped.
+    pub headers: &'a [(String, String)],
+    /// Request body (its content type is among `headers`).
+    pub body: Option<&'a str>,
+    /// Give up after this long, body included.
+    pub timeout_ms: u32,
+    /// Largest reply body read.
+    pub max_bytes: usize,
+    /// A larger reply: cut or fail.
+    pub overflow: Overflow,
+}
+
+fn message(e: &JsValue) -> String {
+    js_sys::Reflect::get(e, &"message".into()).ok().and_then(|m| m.as_string()).unwrap_or_else(|| format!("{e:?}"))
+}
+
+/// Sends `out` and waits for the reply, at most `out.timeout_ms`.
+pub async fn exchange(out: &Outbound<'_>) -> Result<HttpReply, SendError> {
+    let mut headers = String::new();
+    for (k, v) in out.headers {
+        if k.contains('\n') || v.contains('\n') {
+            continue;
         }
-        body.truncate(cut);
+        headers.push_str(k);
+        headers.push('\n');
+        headers.push_str(v);
+        headers.push('\n');
     }
+    let max = u32::try_from(out.max_bytes).unwrap_or(u32::MAX);
+    let promise =
+        js_send(out.method, out.url, &headers, out.body, out.timeout_ms, max, out.overflow == Overflow::Truncate)
+            .map_err(|e| SendError::Network(message(&e)))?;
+    let reply = JsFuture::from(promise).await.map_err(|e| match message(&e).as_str() {
+        "timed out" => SendError::Timeout,
+        other => SendError::Network(other.to_string()),
+    })?;
+    let status = js_sys::Reflect::get(&reply, &"status".into()).ok().and_then(|s| s.as_f64()).unwrap_or(0.0) as u16;
+    let body = js_sys::Reflect::get(&reply, &"body".into()).ok().and_then(|b| b.as_string()).unwrap_or_default();
     Ok(HttpReply { status, body })
 }
 
-/// `POST`s `request` and waits at most its `timeout_ms` for the full reply.
+/// `POST`s a request core built (JSON body) and waits at most its
+/// `timeout_ms` for the full reply, cut at [`MAX_REPLY_BYTES`].
 pub async fn send(request: &HttpRequest) -> Result<HttpReply, SendError> {
-    let headers = Headers::new().map_err(js_err)?;
-    headers.set("content-type", "application/json").map_err(js_err)?;
-    for (name, value) in &request.headers {
-        headers.set(name, value).map_err(js_err)?;
-    }
-    let abort = web_sys::AbortController::new().map_err(js_err)?;
-    let init = RequestInit::new();
-    init.set_method("POST");
-    init.set_headers(&headers);
-    init.set_body(&wasm_bindgen::JsValue::from_str(&request.body));
-    init.set_redirect(RequestRedirect::Manual);
-    init.set_signal(Some(&abort.signal()));
-    let req = Request::new_with_str_and_init(&request.url, &init).map_err(js_err)?;
-    let timer = worker::Delay::from(std::time::Duration::from_millis(u64::from(request.timeout_ms)));
-    let outcome = match select(Box::pin(exchange(&req)), timer).await {
-        Either::Left((result, _)) => result,
-        Either::Right(((), _)) => {
-            abort.abort();
-            Err(SendError::Timeout)
-        }
-    };
-    outcome
+    let mut headers = Vec::with_capacity(request.headers.len() + 1);
+    headers.push(("content-type".to_string(), "application/json".to_string()));
+    headers.extend(request.headers.iter().cloned());
+    exchange(&Outbound {
+        method: "POST",
+        url: &request.url,
+        headers: &headers,
+        body: Some(&request.body),
+        timeout_ms: request.timeout_ms,
+        max_bytes: MAX_REPLY_BYTES,
+        overflow: Overflow::Truncate,
+    })
+    .await
 }
 
 /// `fetch` and `console.log` behind [`Courier`], for the queue consumer.

@@ -315,6 +315,7 @@ describe("webhook delivery", () => {
 //   claims-→ {"allow": true, "claims": {plan, org, and reserved sub/roles/exp}}
 //   slow-  → answers after 1.5 s (past HOOK_TIMEOUT_MS = 500)
 //   junk-  → 200 with a body that is not the protocol
+//   huge-  → 200 with a 200 KB allow answer (read only up to the 16 KiB reply cap)
 //   else   → {"allow": true}
 // ---------------------------------------------------------------------------
 
@@ -328,6 +329,7 @@ function gateRoutes() {
       }
       if (email.startsWith("slow-")) return { status: 200, body: { allow: true, claims: { plan: "slow" } }, delayMs: 1_500 };
       if (email.startsWith("junk-")) return { status: 200, body: "<html>maintenance</html>" };
+      if (email.startsWith("huge-")) return { status: 200, body: JSON.stringify({ allow: true, pad: "x".repeat(200_000) }) };
       return { status: 200, body: { allow: true } };
     },
     "/only-logins": () => ({ status: 200 }),
@@ -420,8 +422,8 @@ describe("sign-in hook, failing closed", () => {
     assert.equal(claimsOf(auth.access_token).plan, "pro");
   });
 
-  test("a hook that times out or answers garbage: 503 hook_unavailable, no session", async () => {
-    for (const prefix of ["slow", "junk"]) {
+  test("a hook that times out, answers garbage or answers too much: 503 hook_unavailable, no session", async () => {
+    for (const prefix of ["slow", "junk", "huge"]) {
       const email = randomEmail(prefix);
       const t0 = Date.now();
       const res = await signup(email);
