@@ -9,10 +9,17 @@
 //! tokens arrive; keys only ever come from our own table, never from a URL in
 //! a token.
 //!
+//! Expiry: after `KEY_CACHE_TTL` the keys are reloaded in the background
+//! ([`EdgeKeys::background_refresh`], one reload at a time) while requests
+//! keep using the cached ones, for up to as long again
+//! ([`key_cache_grace_secs`]); so a D1 round trip, or a D1 outage, never
+//! stalls the gateway merely because the cache expired. Past the grace, keys
+//! are reloaded before any use.
+//!
 //! Rotation: the isolate that rotates calls [`invalidate`] and signs with the
-//! new key from its next request; every other isolate reloads within
-//! `KEY_CACHE_TTL` (and at once on meeting the new `kid`). Retired keys stay
-//! published long enough to cover that window (see
+//! new key from its next request; every other isolate reloads within the
+//! grace (and at once on meeting the new `kid`). Retired keys stay published
+//! long enough to cover that window (see
 //! [`crate::core::flows::keys::retirement_window_secs`]).
 #![allow(unsafe_code)] // wasm-bindgen's generated extern shims
 
@@ -26,7 +33,7 @@ use worker::Env;
 
 use crate::core::config::Config;
 use crate::core::error::Error;
-use crate::core::flows::keys::load_or_create;
+use crate::core::flows::keys::{key_cache_grace_secs, load_or_create};
 use crate::core::keys::{jwks, Jwks, SigningKey, StoredKey};
 use crate::core::ports::{KeyRing, Result};
 use crate::core::time::UnixTime;
@@ -51,6 +58,9 @@ extern "C" {
 
 /// Least time between two reloads caused by unknown `kid`s.
 pub const UNKNOWN_KID_RELOAD_SECS: i64 = 30;
+/// Least time between two background reloads (one that did not finish by
+/// then is given up as lost).
+const BACKGROUND_RELOAD_SECS: i64 = 30;
 
 struct Cache {
     loaded_at: UnixTime,
@@ -65,6 +75,7 @@ struct Cache {
 thread_local! {
     static CACHE: RefCell<Option<Cache>> = const { RefCell::new(None) };
     static LAST_MISS_RELOAD: RefCell<UnixTime> = const { RefCell::new(UnixTime(i64::MIN)) };
+    static LAST_BACKGROUND_RELOAD: std::cell::Cell<UnixTime> = const { std::cell::Cell::new(UnixTime(i64::MIN)) };
 }
 
 /// What the cache alone can say about a signature.
@@ -74,8 +85,8 @@ pub enum Cached {
     Verified(bool),
     /// No published key has this `kid`, and no reload is due.
     UnknownKey,
-    /// The cache is cold or stale, or the `kid` is unknown and a reload is
-    /// due: call [`EdgeKeys::refresh`] and ask again.
+    /// The cache is cold or past its grace, or the `kid` is unknown and a
+    /// reload is due: call [`EdgeKeys::refresh`] and ask again.
     NeedsLoad,
 }
 
@@ -104,9 +115,43 @@ impl<'a> EdgeKeys<'a> {
         Ok(())
     }
 
+    /// Seconds since the keys were loaded, if they are.
+    fn age(now: UnixTime) -> Option<i64> {
+        CACHE.with(|c| c.borrow().as_ref().map(|c| now.0.saturating_sub(c.loaded_at.0)))
+    }
+
     fn is_fresh(&self, now: UnixTime) -> bool {
         let ttl = i64::try_from(self.config.key_cache_ttl_secs).unwrap_or(i64::MAX);
-        CACHE.with(|c| c.borrow().as_ref().is_some_and(|c| now.0.saturating_sub(c.loaded_at.0) < ttl))
+        Self::age(now).is_some_and(|age| age < ttl)
+    }
+
+    /// Fresh, or expired but within the grace: usable without I/O.
+    fn is_usable(&self, now: UnixTime) -> bool {
+        let grace = i64::try_from(key_cache_grace_secs(&self.config)).unwrap_or(i64::MAX);
+        Self::age(now).is_some_and(|age| age < grace)
+    }
+
+    /// When the keys are usable but expired and no background reload started
+    /// in the last [`BACKGROUND_RELOAD_SECS`]: the reload, to hand to
+    /// `waitUntil`. Requests meanwhile keep using the cached keys.
+    pub fn background_refresh(&self) -> Option<js_sys::Promise> {
+        let now = platform::now();
+        if self.is_fresh(now) || !self.is_usable(now) {
+            return None;
+        }
+        let last = LAST_BACKGROUND_RELOAD.with(std::cell::Cell::get);
+        if now.0.saturating_sub(last.0) < BACKGROUND_RELOAD_SECS {
+            return None;
+        }
+        LAST_BACKGROUND_RELOAD.with(|t| t.set(now));
+        let env = self.env.clone();
+        let config = Rc::clone(&self.config);
+        Some(wasm_bindgen_futures::future_to_promise(async move {
+            if let Err(e) = EdgeKeys::new(&env, config).reload().await {
+                worker::console_error!("portcullis.error background key reload: {e}");
+            }
+            Ok(JsValue::UNDEFINED)
+        }))
     }
 
     async fn ensure_loaded(&self) -> Result<()> {
@@ -116,19 +161,17 @@ impl<'a> EdgeKeys<'a> {
         self.reload().await
     }
 
-    /// Loads the keys if the cache is cold or stale; with `unknown_kid`, also
-    /// reloads once per [`UNKNOWN_KID_RELOAD_SECS`] for a `kid` not in it.
+    /// Loads the keys if the cache is cold or expired; with `unknown_kid`,
+    /// also reloads once per [`UNKNOWN_KID_RELOAD_SECS`] for a `kid` not in it.
     pub async fn refresh(&self, unknown_kid: Option<&str>) -> Result<()> {
         let now = platform::now();
-        if !self.is_fresh(now) {
-            return self.reload().await;
-        }
         let unknown = unknown_kid.is_some_and(|kid| {
             CACHE.with(|c| {
                 c.borrow().as_ref().is_some_and(|c| !c.keys.iter().any(|s| s.kid == kid && s.is_published(now)))
             })
         });
-        if unknown && reload_due(now, true) {
+        let due_for_kid = unknown && reload_due(now, true);
+        if !self.is_fresh(now) || due_for_kid {
             return self.reload().await;
         }
         Ok(())
@@ -144,7 +187,7 @@ impl<'a> EdgeKeys<'a> {
     /// Verifies an Ed25519 signature by `kid` from the cache, without I/O.
     pub fn verify_cached(&self, kid: &str, signed: &[u8], signature: &[u8]) -> Result<Cached> {
         let now = platform::now();
-        if !self.is_fresh(now) {
+        if !self.is_usable(now) {
             return Ok(Cached::NeedsLoad);
         }
         let key = CACHE.with(|c| -> Result<Option<JsValue>> {
@@ -170,7 +213,7 @@ impl<'a> EdgeKeys<'a> {
     /// The active signing key, imported natively, without I/O; `None` when
     /// the cache must be loaded first.
     pub fn signer_cached(&self) -> Result<Option<Signer>> {
-        if !self.is_fresh(platform::now()) {
+        if !self.is_usable(platform::now()) {
             return Ok(None);
         }
         CACHE.with(|c| {

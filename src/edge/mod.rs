@@ -62,7 +62,7 @@ pub fn fetch(
     env: Env,
     ctx: worker::worker_sys::Context,
 ) -> Result<wasm_bindgen::JsValue, wasm_bindgen::JsValue> {
-    if let Some(answer) = proxy::fast_path(&req, &env) {
+    if let Some(answer) = proxy::fast_path(&req, &env, &ctx) {
         return answer;
     }
     Ok(wasm_bindgen_futures::future_to_promise(async move {

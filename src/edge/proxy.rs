@@ -3,9 +3,10 @@
 //! [`decide`] judges a gateway request, synchronously: route policy, token
 //! (from the isolate's cache, else verified with the natively imported keys
 //! of [`crate::edge::keyring`]), role, and the origin assertion (cached with
-//! the token, else signed natively). Only a cold or stale key cache needs
-//! I/O; `decide` then says so and [`forward`] loads the keys from D1 and asks
-//! again. So nearly every request — public, cached or fresh token, refusal —
+//! the token, else signed natively). Only a cold key cache (or one long past
+//! its expiry) needs I/O; `decide` then says so and [`forward`] loads the
+//! keys from D1 and asks again; a merely expired one is reloaded in the
+//! background. So nearly every request — public, cached or fresh token, refusal —
 //! is answered by [`fast_path`] within one synchronous call: the origin
 //! fetch's Promise, or the refusal. No Rust future, no D1, no KV. The
 //! origin's response is returned as is, streamed; redirects are passed back,
@@ -59,7 +60,8 @@ enum Decision {
 
 /// Answers synchronously unless keys must be loaded or CORS applies; `None`
 /// sends the request down the full path ([`crate::edge::router::handle`]).
-pub fn fast_path(req: &Request, env: &Env) -> Option<JsResult<JsValue>> {
+/// Expired keys are reloaded in the background (`ctx.waitUntil`) meanwhile.
+pub fn fast_path(req: &Request, env: &Env, ctx: &worker::worker_sys::Context) -> Option<JsResult<JsValue>> {
     let cfg = crate::edge::config(env).ok()?;
     if !cfg.cors_origins.is_empty() && http::header(req, "origin").is_some() {
         return None;
@@ -70,7 +72,12 @@ pub fn fast_path(req: &Request, env: &Env) -> Option<JsResult<JsValue>> {
         return None;
     }
     let keys = EdgeKeys::new(env, Rc::clone(&cfg));
-    Some(match decide(req, &cfg, &keys, &url, &normalised) {
+    let decision = decide(req, &cfg, &keys, &url, &normalised);
+    if let Some(reload) = keys.background_refresh() {
+        // Cannot fail for a live request; a lost reload is retried by a later one.
+        let _ = ctx.wait_until(&reload);
+    }
+    Some(match decision {
         Decision::LoadKeys { .. } => return None,
         Decision::Refuse(e) => http::problem(&e).map(JsValue::from),
         Decision::Forward { identity, drop_auth } => {

@@ -35,9 +35,9 @@ fn rotation_retires_the_old_key_until_its_last_token_expires() {
     assert_eq!(active_kid(&w), r.new_kid);
     assert_eq!(w.events.last_of("key_rotated"), serde_json::json!({"old_kid": old_kid, "new_kid": r.new_kid}));
     let window = retirement_window_secs(&w.config);
-    assert_eq!(window, 20 + 60 + 60 + 30, "key cache + access token + assertion + leeway");
+    assert_eq!(window, 2 * 20 + 60 + 60 + 30, "key cache (fresh, then its grace) + access token + assertion + leeway");
     let retired = w.store.keys.borrow().iter().find(|k| k.kid == old_kid).cloned().unwrap();
-    assert_eq!((retired.status, retired.publish_until), (KeyStatus::Retired, Some(UnixTime(1_010 + 170))));
+    assert_eq!((retired.status, retired.publish_until), (KeyStatus::Retired, Some(UnixTime(1_010 + 190))));
 
     // New tokens are signed by the new key; the old token still verifies...
     let fresh = login_at(&w, &mut rng, 1_011, "root@example.com", "password-1").unwrap();
@@ -49,8 +49,8 @@ fn rotation_retires_the_old_key_until_its_last_token_expires() {
     assert_eq!(verify_at(&w, &admin.access_token, 1_090).unwrap_err(), Error::InvalidToken(TokenError::Expired));
     // The JWKS keeps the old key exactly as long as the window.
     let keys = w.store.keys.borrow().clone();
-    assert_eq!(jwks(&keys, UnixTime(1_179)).keys.len(), 2);
-    assert_eq!(jwks(&keys, UnixTime(1_180)).keys.len(), 1);
+    assert_eq!(jwks(&keys, UnixTime(1_199)).keys.len(), 2);
+    assert_eq!(jwks(&keys, UnixTime(1_200)).keys.len(), 1);
 }
 
 #[test]

@@ -6,7 +6,7 @@
 import { test, before, after, describe } from "node:test";
 import assert from "node:assert/strict";
 import { startGateway, post, json, randomEmail, sleep } from "./harness.mjs";
-import { d1, sqlText } from "./lib/d1.mjs";
+import { d1, sqlText, signingKey, mint, claimsFor } from "./lib/d1.mjs";
 import { signup, makeAdmin, login, withEvent, assertProblem, authed } from "./lib/accounts.mjs";
 
 const ACCESS_TTL = 4;
@@ -58,7 +58,7 @@ describe("key rotation", () => {
     assert.deepEqual((await jwksKids()).sort(), [k1, k2].sort());
     assert.deepEqual(await activeKid(), [k2]);
     const [retired] = await d1(gw, `SELECT retired_at, publish_until FROM signing_keys WHERE kid = ${sqlText(k1)}`);
-    assert.equal(retired.publish_until - retired.retired_at, KEY_CACHE_TTL + ACCESS_TTL + ASSERTION_TTL + LEEWAY);
+    assert.equal(retired.publish_until - retired.retired_at, 2 * KEY_CACHE_TTL + ACCESS_TTL + ASSERTION_TTL + LEEWAY);
     firstKey = { kid: k1, publish_until: retired.publish_until };
 
     // The isolate that rotated signs with the new key immediately (the
@@ -156,5 +156,54 @@ describe("key rotation", () => {
     await assertProblem(await post(`${gw.url}/auth/admin/keys/rotate`), 401, "missing_token");
     await assertProblem(await fetch(`${gw.url}/auth/admin/keys/rotate`), 405, "method_not_allowed");
     assert.deepEqual(await activeKid(), before);
+  });
+});
+
+// An expired key cache is reloaded in the background while the gateway keeps
+// using it (for at most another KEY_CACHE_TTL), so D1 being slow or down does
+// not stall token checks every KEY_CACHE_TTL; past that grace it fails closed.
+describe("an expired key cache while D1 is down", () => {
+  const TTL = 8; // grace: another 8 s
+  let gw;
+  before(async () => {
+    gw = await startGateway({ vars: { KEY_CACHE_TTL: String(TTL) }, origin: true });
+  });
+  after(async () => {
+    await d1(gw, "ALTER TABLE signing_keys_offline RENAME TO signing_keys").catch(() => {});
+    await gw?.stop();
+  });
+
+  test("fresh tokens still pass on the cached keys, then are refused with 503 once the grace is over", async () => {
+    const email = randomEmail("keys-outage");
+    const auth = await signup(gw, email); // loads the keys (or they were loaded at start-up, earlier)
+    const loadedBy = Date.now();
+    const key = await signingKey(gw);
+    const [b, c] = [await mint(key, claimsFor(gw, auth.user)), await mint(key, claimsFor(gw, auth.user))];
+    const call = (token) => fetch(`${gw.url}/api/hello`, { headers: { authorization: `Bearer ${token}` } });
+    assert.equal((await call(auth.access_token)).status, 200);
+
+    // D1 loses the key table; the cache expires.
+    await d1(gw, "ALTER TABLE signing_keys RENAME TO signing_keys_offline");
+    await sleep(Math.max(0, loadedBy + TTL * 1000 + 500 - Date.now()));
+
+    // A never-seen token is verified with the expired cache (its background reload fails).
+    const res = await call(b);
+    assert.equal(res.status, 200);
+    const { identity } = await res.json();
+    assert.equal(identity.user_id, auth.user.id);
+    assert.equal(identity.assertion.split(".").length, 3);
+    // The auth API, which needs D1 anyway, fails closed meanwhile.
+    await assertProblem(await login(gw, email), 503, "service_unavailable");
+    await gw.waitForLog((l) => l.includes("background key reload"));
+
+    // Past the grace the cached keys are not used any more: fail closed.
+    await sleep(Math.max(0, loadedBy + 2 * TTL * 1000 + 500 - Date.now()));
+    const refused = await call(c);
+    assert.equal(refused.status, 503);
+    assert.match(refused.headers.get("content-type"), /problem\+json/);
+
+    // D1 is back: the next request loads the keys and passes.
+    await d1(gw, "ALTER TABLE signing_keys_offline RENAME TO signing_keys");
+    assert.equal((await call(c)).status, 200);
   });
 });

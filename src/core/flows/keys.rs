@@ -72,16 +72,24 @@ pub const EMAIL_TOKEN_RETENTION_SECS: u64 = 86_400;
 
 /// How long a retired key stays in the JWKS after its retirement: another
 /// isolate may keep signing with it until its key cache expires
-/// (`KEY_CACHE_TTL`); an access token it signed lives `ACCESS_TTL`, a gateway
-/// assertion [`ASSERTION_TTL_SECS`] (today capped by its access token's
-/// expiry, but the window does not rely on that); verifiers allow
-/// [`LEEWAY_SECS`] of clock skew past `exp`.
+/// (`KEY_CACHE_TTL`, plus as much again while it refreshes in the background
+/// or cannot reach D1: [`key_cache_grace_secs`]); an access token it signed
+/// lives `ACCESS_TTL`, a gateway assertion [`ASSERTION_TTL_SECS`] (today
+/// capped by its access token's expiry, but the window does not rely on
+/// that); verifiers allow [`LEEWAY_SECS`] of clock skew past `exp`.
 pub fn retirement_window_secs(config: &Config) -> u64 {
-    config
-        .key_cache_ttl_secs
+    key_cache_grace_secs(config)
         .saturating_add(config.access_ttl_secs)
         .saturating_add(ASSERTION_TTL_SECS)
         .saturating_add(LEEWAY_SECS.unsigned_abs())
+}
+
+/// How long an isolate may keep using the keys it loaded: `KEY_CACHE_TTL`
+/// fresh, then as long again while a background reload runs (or D1 is
+/// unreachable), so the gateway's hot path never waits for D1 when the cache
+/// merely expired. Past that, the keys must be reloaded before any use.
+pub fn key_cache_grace_secs(config: &Config) -> u64 {
+    config.key_cache_ttl_secs.saturating_mul(2)
 }
 
 /// Whether the active key is at least `interval_secs` old. With no key yet,
