@@ -106,6 +106,11 @@ const variants = {
     for (let i = 0; i < 5; i++) h.append(IDENTITY[i], IDENTITY_VALUES[i]);
     return fetch(new Request(target, init(request, h)));
   },
+  // The same 5 in the Headers constructor, with the incoming pairs spread before them.
+  "5-identity-in-init": (request, target) => {
+    const h = new Headers([...request.headers, ...IDENTITY.map((k, i) => [k, IDENTITY_VALUES[i]])]);
+    return fetch(new Request(target, init(request, h)));
+  },
   // Only the 4 short ones (prices the assertion's length).
   "4-short-sets": (request, target) => {
     const h = new Headers(request.headers);
