@@ -8,30 +8,27 @@
 // workerd provides it with Node compatibility, on by default from the
 // compatibility date 2026-08-04 — ours, in wrangler.toml, is later) rather
 // than an import, which worker-build's bundler would try to resolve on disk.
+let NODE_CRYPTO = null;
 const nodeCrypto = () => {
-  const m = globalThis.process?.getBuiltinModule?.("node:crypto");
-  if (!m) throw new Error("node:crypto is unavailable: Portcullis needs Node compatibility (see wrangler.toml)");
-  return m;
+  NODE_CRYPTO ??= globalThis.process?.getBuiltinModule?.("node:crypto") ?? null;
+  if (!NODE_CRYPTO) throw new Error("node:crypto is unavailable: Portcullis needs Node compatibility (see wrangler.toml)");
+  return NODE_CRYPTO;
 };
-
-let VERIFY, SIGN;
 
 /** A public key from its raw 32 bytes, base64url (`x` of the JWK). */
 export function publicKey(x) {
-  VERIFY ??= nodeCrypto().verify;
   return nodeCrypto().createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x }, format: "jwk" });
 }
 
 /** A private key from its seed and public key, both base64url (`d`, `x`). */
 export function privateKey(d, x) {
-  SIGN ??= nodeCrypto().sign;
   return nodeCrypto().createPrivateKey({ key: { kty: "OKP", crv: "Ed25519", d, x }, format: "jwk" });
 }
 
 /** Whether `signature` is `key`'s Ed25519 signature over `data`; never throws. */
 export function verifySignature(key, data, signature) {
   try {
-    return VERIFY(null, data, key, signature);
+    return nodeCrypto().verify(null, data, key, signature);
   } catch {
     return false;
   }
@@ -39,5 +36,5 @@ export function verifySignature(key, data, signature) {
 
 /** `key`'s Ed25519 signature over `data` (64 bytes). */
 export function signData(key, data) {
-  return SIGN(null, data, key);
+  return nodeCrypto().sign(null, data, key);
 }

@@ -121,22 +121,28 @@ impl<'a> EdgeKeys<'a> {
     }
 
     fn is_fresh(&self, now: UnixTime) -> bool {
-        let ttl = i64::try_from(self.config.key_cache_ttl_secs).unwrap_or(i64::MAX);
-        Self::age(now).is_some_and(|age| age < ttl)
+        Self::age(now).is_some_and(|age| age < self.ttl())
     }
 
     /// Fresh, or expired but within the grace: usable without I/O.
     fn is_usable(&self, now: UnixTime) -> bool {
-        let grace = i64::try_from(key_cache_grace_secs(&self.config)).unwrap_or(i64::MAX);
-        Self::age(now).is_some_and(|age| age < grace)
+        Self::age(now).is_some_and(|age| age < self.grace())
     }
 
-    /// When the keys are usable but expired and no background reload started
-    /// in the last [`BACKGROUND_RELOAD_SECS`]: the reload, to hand to
+    fn ttl(&self) -> i64 {
+        i64::try_from(self.config.key_cache_ttl_secs).unwrap_or(i64::MAX)
+    }
+
+    fn grace(&self) -> i64 {
+        i64::try_from(key_cache_grace_secs(&self.config)).unwrap_or(i64::MAX)
+    }
+
+    /// When the keys are usable but expired at `now` and no background reload
+    /// started in the last [`BACKGROUND_RELOAD_SECS`]: the reload, to hand to
     /// `waitUntil`. Requests meanwhile keep using the cached keys.
-    pub fn background_refresh(&self) -> Option<js_sys::Promise> {
-        let now = platform::now();
-        if self.is_fresh(now) || !self.is_usable(now) {
+    pub fn background_refresh(&self, now: UnixTime) -> Option<js_sys::Promise> {
+        let age = Self::age(now)?;
+        if age < self.ttl() || age >= self.grace() {
             return None;
         }
         let last = LAST_BACKGROUND_RELOAD.with(std::cell::Cell::get);
@@ -166,9 +172,7 @@ impl<'a> EdgeKeys<'a> {
     pub async fn refresh(&self, unknown_kid: Option<&str>) -> Result<()> {
         let now = platform::now();
         let unknown = unknown_kid.is_some_and(|kid| {
-            CACHE.with(|c| {
-                c.borrow().as_ref().is_some_and(|c| !c.keys.iter().any(|s| s.kid == kid && s.is_published(now)))
-            })
+            CACHE.with(|c| c.borrow().as_ref().is_some_and(|c| published(&c.keys, kid, now).is_none()))
         });
         let due_for_kid = unknown && reload_due(now, true);
         if !self.is_fresh(now) || due_for_kid {
@@ -184,9 +188,9 @@ impl<'a> EdgeKeys<'a> {
         Ok(CACHE.with(|c| c.borrow().as_ref().map(|c| jwks(&c.keys, now)).unwrap_or(Jwks { keys: Vec::new() })))
     }
 
-    /// Verifies an Ed25519 signature by `kid` from the cache, without I/O.
-    pub fn verify_cached(&self, kid: &str, signed: &[u8], signature: &[u8]) -> Result<Cached> {
-        let now = platform::now();
+    /// Verifies an Ed25519 signature by `kid` from the cache at `now`,
+    /// without I/O.
+    pub fn verify_cached(&self, kid: &str, signed: &[u8], signature: &[u8], now: UnixTime) -> Result<Cached> {
         if !self.is_usable(now) {
             return Ok(Cached::NeedsLoad);
         }
@@ -194,7 +198,7 @@ impl<'a> EdgeKeys<'a> {
             let mut c = c.borrow_mut();
             let Some(c) = c.as_mut() else { return Ok(None) };
             // Imported keys stay valid only while the key is published.
-            let Some(stored) = c.keys.iter().find(|s| s.kid == kid && s.is_published(now)) else { return Ok(None) };
+            let Some(stored) = published(&c.keys, kid, now) else { return Ok(None) };
             if let Some(k) = c.imported.get(kid) {
                 return Ok(Some(k.clone()));
             }
@@ -212,8 +216,8 @@ impl<'a> EdgeKeys<'a> {
 
     /// The active signing key, imported natively, without I/O; `None` when
     /// the cache must be loaded first.
-    pub fn signer_cached(&self) -> Result<Option<Signer>> {
-        if !self.is_usable(platform::now()) {
+    pub fn signer_cached(&self, now: UnixTime) -> Result<Option<Signer>> {
+        if !self.is_usable(now) {
             return Ok(None);
         }
         CACHE.with(|c| {
@@ -246,6 +250,11 @@ impl Signer {
     pub fn sign(&self, data: &[u8]) -> Result<Vec<u8>> {
         native_sign(&self.key, data).map(|s| s.to_vec()).map_err(|e| Error::Internal(format!("sign: {e:?}")))
     }
+}
+
+/// The key `kid` if it is published at `now`.
+fn published<'k>(keys: &'k [StoredKey], kid: &str, now: UnixTime) -> Option<&'k StoredKey> {
+    keys.iter().find(|s| s.kid == kid && s.is_published(now))
 }
 
 /// Whether a reload for an unknown `kid` may happen now; `claim` records it.
@@ -288,7 +297,7 @@ impl KeyRing for EdgeKeys<'_> {
 
     async fn verify(&self, kid: &str, signed: &[u8], signature: &[u8]) -> Result<Option<bool>> {
         for _ in 0..2 {
-            match self.verify_cached(kid, signed, signature)? {
+            match self.verify_cached(kid, signed, signature, platform::now())? {
                 Cached::Verified(ok) => return Ok(Some(ok)),
                 Cached::UnknownKey => return Ok(None),
                 Cached::NeedsLoad => self.refresh(Some(kid)).await?,

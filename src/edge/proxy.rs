@@ -72,8 +72,9 @@ pub fn fast_path(req: &Request, env: &Env, ctx: &worker::worker_sys::Context) ->
         return None;
     }
     let keys = EdgeKeys::new(env, Rc::clone(&cfg));
-    let decision = decide(req, &cfg, &keys, &url, &normalised);
-    if let Some(reload) = keys.background_refresh() {
+    let now = platform::now();
+    let decision = decide(req, &cfg, &keys, &url, &normalised, now);
+    if let Some(reload) = keys.background_refresh(now) {
         // Cannot fail for a live request; a lost reload is retried by a later one.
         let _ = ctx.wait_until(&reload);
     }
@@ -99,14 +100,14 @@ pub async fn forward(
     normalised: String,
 ) -> JsResult<Response> {
     let keys = EdgeKeys::new(env, Rc::clone(cfg));
-    let mut decision = decide(&req, cfg, &keys, &url, &normalised);
+    let mut decision = decide(&req, cfg, &keys, &url, &normalised, platform::now());
     // At most: a stale cache, then an unknown kid (one throttled reload).
     for _ in 0..2 {
         let Decision::LoadKeys { unknown_kid } = &decision else { break };
         if let Err(e) = keys.refresh(unknown_kid.as_deref()).await {
             return http::problem(&e);
         }
-        decision = decide(&req, cfg, &keys, &url, &normalised);
+        decision = decide(&req, cfg, &keys, &url, &normalised, platform::now());
     }
     match decision {
         Decision::Forward { identity, drop_auth } => {
@@ -132,8 +133,15 @@ enum Hit {
     Unsigned(VerifiedToken),
 }
 
-/// The one judgement of a gateway request; never does I/O.
-fn decide(req: &Request, cfg: &Config, keys: &EdgeKeys<'_>, url: &url::Url, normalised: &str) -> Decision {
+/// The one judgement of a gateway request at `now`; never does I/O.
+fn decide(
+    req: &Request,
+    cfg: &Config,
+    keys: &EdgeKeys<'_>,
+    url: &url::Url,
+    normalised: &str,
+    now: UnixTime,
+) -> Decision {
     let policy = cfg.routes.policy_for(&req.method(), normalised);
     if *policy == Policy::Public {
         return Decision::Forward { identity: JsValue::UNDEFINED, drop_auth: false };
@@ -148,7 +156,6 @@ fn decide(req: &Request, cfg: &Config, keys: &EdgeKeys<'_>, url: &url::Url, norm
             None => return Decision::Refuse(missing_token()),
         },
     };
-    let now = platform::now();
     let issuer: Cow<'_, str> = match &cfg.issuer {
         Some(fixed) => Cow::Borrowed(fixed),
         None => Cow::Owned(cfg.issuer_for(&http::request_origin(url))),
@@ -202,7 +209,7 @@ fn verify_fresh(
 ) -> Result<VerifiedToken, Decision> {
     let refuse = |e: TokenError| Decision::Refuse(Error::InvalidToken(e));
     let parsed = Parsed::new(raw, ACCESS_TOKEN_TYPE).map_err(refuse)?;
-    match keys.verify_cached(parsed.kid(), parsed.signed_data(), parsed.signature()) {
+    match keys.verify_cached(parsed.kid(), parsed.signed_data(), parsed.signature(), now) {
         Err(e) => return Err(Decision::Refuse(e)),
         Ok(Cached::NeedsLoad) => return Err(Decision::LoadKeys { unknown_kid: Some(parsed.kid().to_string()) }),
         Ok(Cached::UnknownKey) => return Err(refuse(TokenError::UnknownKey)),
@@ -227,7 +234,7 @@ fn sign_assertion(
     verified: &VerifiedToken,
     now: UnixTime,
 ) -> Result<js_sys::Array, Decision> {
-    let signer = match keys.signer_cached() {
+    let signer = match keys.signer_cached(now) {
         Ok(Some(s)) => s,
         Ok(None) => return Err(Decision::LoadKeys { unknown_kid: None }),
         Err(e) => return Err(Decision::Refuse(e)),
