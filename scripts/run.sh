@@ -46,6 +46,7 @@ case "$cmd" in
       echo "[test] no e2e tests found in tests/e2e" >&2
       exit 1
     fi
+    bash "$ROOT/scripts/setup-python.sh"
     echo "[test] node --test (${#e2e[@]} e2e files, $(node --version))"
     node --test --test-concurrency=1 "$@" "${e2e[@]}"
     ;;
