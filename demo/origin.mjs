@@ -27,7 +27,8 @@ const MAX_ECHO_BODY = 1024 * 1024;
 function echo(req, url, buf) {
   const headers = {};
   for (const [k, v] of Object.entries(req.headers)) headers[k.toLowerCase()] = v;
-  const h = (name) => req.headers[name] ?? null;
+  // Identity headers carry UTF-8 (a non-ASCII email); Node reads header bytes as Latin-1.
+  const h = (name) => (req.headers[name] === undefined ? null : Buffer.from(req.headers[name], "latin1").toString("utf8"));
   const out = {
     method: req.method,
     path: url.pathname,

@@ -95,8 +95,12 @@ pub enum Error {
     },
     /// No such resource.
     NotFound,
-    /// The path exists but not for this method.
-    MethodNotAllowed,
+    /// The path exists but not for this method; `allow` lists the methods it
+    /// takes (the `Allow` header, RFC 9110 §15.5.6).
+    MethodNotAllowed {
+        /// E.g. `"POST"` or `"GET, HEAD"`.
+        allow: &'static str,
+    },
     /// The resource already exists, e.g. `email_taken`.
     Conflict {
         /// Stable code.
@@ -165,15 +169,17 @@ pub struct Problem {
     pub title: &'static str,
     /// Human-readable explanation of this occurrence.
     pub detail: String,
-    /// Value for `WWW-Authenticate`, on 401s.
+    /// Value for `WWW-Authenticate`, on 401s and role refusals (403).
     pub www_authenticate: Option<String>,
     /// Value for `Retry-After`, on 429s and 503s.
     pub retry_after_secs: Option<u64>,
+    /// Value for `Allow`, on 405s.
+    pub allow: Option<&'static str>,
 }
 
 impl Problem {
     fn new(status: u16, code: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, code, title, detail: detail.into(), www_authenticate: None, retry_after_secs: None }
+        Self { status, code, title, detail: detail.into(), www_authenticate: None, retry_after_secs: None, allow: None }
     }
 
     /// The body, as a JSON object (`type`, `title`, `status`, `detail`, `code`).
@@ -273,10 +279,26 @@ impl Error {
                 "the refresh token is invalid, expired or revoked",
             ),
             Self::InvalidEmailSecret { code, detail } => Problem::new(401, code, "Invalid or expired", detail.clone()),
-            Self::Forbidden { code, detail } => Problem::new(403, code, "Forbidden", detail.clone()),
+            Self::Forbidden { code, detail } => {
+                let mut p = Problem::new(403, code, "Forbidden", detail.clone());
+                if *code == "insufficient_role" {
+                    // RFC 6750 §3.1: a valid token without the privileges needed.
+                    p.www_authenticate = Some(format!(
+                        "Bearer realm=\"portcullis\", error=\"insufficient_scope\", error_description=\"{detail}\""
+                    ));
+                }
+                p
+            }
             Self::NotFound => Problem::new(404, "not_found", "Not found", "no such resource"),
-            Self::MethodNotAllowed => {
-                Problem::new(405, "method_not_allowed", "Method not allowed", "this method is not allowed on this path")
+            Self::MethodNotAllowed { allow } => {
+                let mut p = Problem::new(
+                    405,
+                    "method_not_allowed",
+                    "Method not allowed",
+                    format!("this method is not allowed on this path; it takes {allow}"),
+                );
+                p.allow = Some(allow);
+                p
             }
             Self::Conflict { code, detail } => Problem::new(409, code, "Conflict", detail.clone()),
             Self::RateLimited { retry_after_secs } => {

@@ -4,9 +4,9 @@
 //! Matching happens on the normalised path — percent-decoded, `\` read as `/`,
 //! duplicate slashes collapsed, `.` and `..` resolved, trailing slash dropped,
 //! compared lowercased — and the gateway forwards that same normalised path, so the
-//! origin sees exactly what was authorised. Encoded slashes, backslashes and
-//! NULs are refused outright: they are how path tricks smuggle a segment past a
-//! rule.
+//! origin sees exactly what was authorised. Encoded slashes, backslashes,
+//! NULs and dot-segments with path parameters (`..;`) are refused outright:
+//! they are how path tricks smuggle a segment past a rule.
 
 use serde::Deserialize;
 
@@ -186,6 +186,15 @@ pub fn normalise_path(raw: &str) -> Result<String, Error> {
     let decoded = percent_decode(raw).ok_or_else(bad)?;
     let mut segments: Vec<&str> = Vec::new();
     for seg in decoded.split(['/', '\\']) {
+        // A dot-segment with path parameters (`..;x`, `.;`) is `..` or `.` to
+        // servers that strip parameters (Tomcat, Jetty, Spring) but a plain
+        // name to us: such a differential is how `/public/..;/admin` reaches
+        // an admin route, so it is refused.
+        if let Some((name, _)) = seg.split_once(';') {
+            if name == "." || name == ".." {
+                return Err(bad());
+            }
+        }
         match seg {
             "" | "." => {}
             ".." => {
@@ -292,9 +301,27 @@ mod tests {
 
     #[test]
     fn encoded_slashes_and_nuls_are_refused() {
-        for bad in ["/api/public%2f..%2fadmin", "/api/%5cadmin", "/api/a%00b", "/a%zz", "/a%", "/a%c3%28"] {
+        for bad in [
+            "/api/public%2f..%2fadmin",
+            "/api/%5cadmin",
+            "/api/a%00b",
+            "/a%zz",
+            "/a%",
+            "/a%c3%28",
+            "/api/public/..;/admin/x",
+            "/api/public/..;jsessionid=1/admin",
+            "/api/public/.;/../admin",
+            "/api/public/%2e%2e;/admin",
+            "/api/public/.%2e;x/admin",
+        ] {
             assert!(normalise_path(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn path_parameters_on_ordinary_segments_are_kept() {
+        assert_eq!(normalise_path("/api/a;v=1/b").unwrap(), "/api/a;v=1/b");
+        assert_eq!(normalise_path("/api/a/...;x").unwrap(), "/api/a/...;x");
     }
 
     #[test]

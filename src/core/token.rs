@@ -238,9 +238,19 @@ pub struct Expectations<'a> {
     pub token_type: &'a str,
 }
 
+/// Header members that change how a JWS is to be read: `crit` lists
+/// extensions the recipient must understand (RFC 7515 §4.1.11) and `b64`
+/// is one (RFC 7797). We implement none, so a token carrying either is
+/// refused, as the RFC requires.
+#[derive(Debug, Default, Deserialize)]
+pub struct CriticalMembers {
+    crit: Option<serde::de::IgnoredAny>,
+    b64: Option<serde::de::IgnoredAny>,
+}
+
 /// The parts of a compact token needed before its signature is checked.
 pub struct Parsed<'a> {
-    token: UntrustedToken<'a>,
+    token: UntrustedToken<'a, CriticalMembers>,
     signed: &'a str,
 }
 
@@ -251,9 +261,13 @@ impl<'a> Parsed<'a> {
         if raw.is_empty() || raw.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Malformed);
         }
-        let token = UntrustedToken::new(raw).map_err(|_| TokenError::Malformed)?;
+        let token = UntrustedToken::<CriticalMembers>::try_from(raw).map_err(|_| TokenError::Malformed)?;
         if token.algorithm() != ALG_EDDSA {
             return Err(TokenError::UnsupportedAlgorithm);
+        }
+        let extensions = &token.header().other_fields;
+        if extensions.crit.is_some() || extensions.b64.is_some() {
+            return Err(TokenError::Malformed);
         }
         let typ = token.header().token_type.as_deref().unwrap_or("");
         let typ_ok = typ.eq_ignore_ascii_case(token_type)
@@ -308,6 +322,13 @@ impl<'a> Parsed<'a> {
         }
         if !custom.aud.iter().any(|a| a == expect.audience) {
             return Err(TokenError::WrongAudience);
+        }
+        // The identity travels in header values (X-Auth-*, roles joined by
+        // commas): claims that cannot are malformed, whoever signed them.
+        let plain = |v: &str| !v.chars().any(char::is_control);
+        let role_ok = |r: &String| !r.is_empty() && plain(r) && !r.contains([',', ' ']);
+        if !plain(&custom.sub) || !plain(&custom.sid) || !plain(&custom.email) || !custom.roles.iter().all(role_ok) {
+            return Err(TokenError::Malformed);
         }
         Ok(VerifiedToken { claims: custom, issued_at: UnixTime(iat), expires_at: UnixTime(exp) })
     }
@@ -413,6 +434,62 @@ mod tests {
         // Issued inside the leeway after the access token expired: still not born expired.
         let (_, late_exp) = issue_assertion("i", "o", &verified, UnixTime(100 + 900 + 10), &key);
         assert!(late_exp.0 > 100 + 900 + 10);
+    }
+
+    /// A compact token over `header` and `claims`, validly signed by a fresh key.
+    fn signed_by_a_real_key(header: serde_json::Value, claims: serde_json::Value) -> String {
+        use crate::core::ids::test_support::SeqRandom;
+        use crate::core::keys::{b64url, generate, Kek};
+        let (_, key) = generate(&mut SeqRandom(5), &Kek::from_bytes([2; 32]), UnixTime(0)).unwrap();
+        let input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
+        let sig = key.secret().sign(input.as_bytes(), None);
+        compact(&input, sig.as_ref())
+    }
+
+    fn access_claims(over: serde_json::Value) -> serde_json::Value {
+        let mut c = serde_json::json!({
+            "iss": "i", "aud": "a", "sub": "u", "sid": "s", "roles": ["admin"], "email": "e@x.io",
+            "email_verified": true, "jti": "j", "iat": 100, "exp": 1000,
+        });
+        c.as_object_mut().unwrap().extend(over.as_object().unwrap().clone());
+        c
+    }
+
+    #[test]
+    fn critical_header_members_are_refused() {
+        let ok = serde_json::json!({"alg": "EdDSA", "typ": "at+jwt", "kid": "k"});
+        let raw = signed_by_a_real_key(ok.clone(), access_claims(serde_json::json!({})));
+        assert!(Parsed::new(&raw, ACCESS_TOKEN_TYPE).unwrap().validated_claims(&EXPECT, UnixTime(100)).is_ok());
+        for (name, value) in
+            [("crit", serde_json::json!(["exp2"])), ("crit", serde_json::json!([])), ("b64", serde_json::json!(false))]
+        {
+            let mut h = ok.clone();
+            h[name] = value;
+            let raw = signed_by_a_real_key(h, access_claims(serde_json::json!({})));
+            assert_eq!(Parsed::new(&raw, ACCESS_TOKEN_TYPE).err(), Some(TokenError::Malformed), "{name}");
+        }
+    }
+
+    #[test]
+    fn identity_claims_that_cannot_be_header_values_are_refused() {
+        let header = serde_json::json!({"alg": "EdDSA", "typ": "at+jwt", "kid": "k"});
+        for bad in [
+            serde_json::json!({"sub": "u\r\nX-Auth-Roles: admin"}),
+            serde_json::json!({"sid": "s\n"}),
+            serde_json::json!({"email": "e@x.io\r\nX-Injected: 1"}),
+            serde_json::json!({"email": "e\u{0}@x.io"}),
+            serde_json::json!({"roles": ["user,admin"]}),
+            serde_json::json!({"roles": ["user admin"]}),
+            serde_json::json!({"roles": [""]}),
+            serde_json::json!({"roles": ["a\tb"]}),
+        ] {
+            let raw = signed_by_a_real_key(header.clone(), access_claims(bad.clone()));
+            let parsed = Parsed::new(&raw, ACCESS_TOKEN_TYPE).unwrap();
+            assert_eq!(parsed.validated_claims(&EXPECT, UnixTime(100)).err(), Some(TokenError::Malformed), "{bad}");
+        }
+        // Unicode is an identity, not an injection.
+        let raw = signed_by_a_real_key(header, access_claims(serde_json::json!({"email": "ａü@bücher.example"})));
+        assert!(Parsed::new(&raw, ACCESS_TOKEN_TYPE).unwrap().validated_claims(&EXPECT, UnixTime(100)).is_ok());
     }
 
     #[test]

@@ -41,15 +41,30 @@ export function respond(status, body, contentType, cache, extra) {
   return new Response(body ?? null, { status, headers });
 }
 
-/** `resp` with CORS headers for an allowed origin (copying immutable headers). */
+/**
+ * `resp` (whose headers may be immutable, e.g. the origin's) with
+ * `Vary: Origin` and, when `allowOrigin` is given, the CORS headers for it.
+ * With CORS configured every response varies by Origin — also those that
+ * grant nothing — or a shared cache could hand one origin's variant to
+ * another (Fetch standard, "CORS protocol and HTTP caches").
+ */
 export function withCors(resp, allowOrigin, credentials, exposed) {
   const headers = new Headers(resp.headers);
-  headers.set("access-control-allow-origin", allowOrigin);
-  if (credentials) headers.set("access-control-allow-credentials", "true");
-  headers.set("access-control-expose-headers", exposed);
-  headers.append("vary", "Origin");
-  return new Response(resp.body, { status: resp.status, statusText: resp.statusText, headers });
+  if (allowOrigin) {
+    headers.set("access-control-allow-origin", allowOrigin);
+    if (credentials) headers.set("access-control-allow-credentials", "true");
+    headers.set("access-control-expose-headers", exposed);
+  }
+  const vary = headers.get("vary");
+  if (!vary || !/(^|,)\s*(origin|\*)\s*(,|$)/i.test(vary)) headers.append("vary", "Origin");
+  const init = { status: resp.status, headers };
+  // An empty statusText would blank the reason phrase the runtime otherwise writes.
+  if (resp.statusText) init.statusText = resp.statusText;
+  if (resp.webSocket) init.webSocket = resp.webSocket;
+  return new Response(resp.body, init);
 }
+
+const varyOnOrigin = (resp) => withCors(resp);
 
 // The problem+json bodies for an unreachable or slow origin, set once from
 // Rust (the one place problems are rendered) by `setOriginProblems`.
@@ -69,7 +84,8 @@ export function setOriginProblems(unreachable, timeout) {
  * Authorization header; plus the identity headers when `identity` — the
  * array [user id, email, roles, session id, assertion], built once per token
  * by Rust and cached with it — is given.
- * Redirects are returned, not followed. Resolves to the origin's Response, or
+ * With `vary` (CORS configured, no grant to add), the answer gets
+ * `Vary: Origin`. Redirects are returned, not followed. Resolves to the origin's Response, or
  * to a 502 problem if it cannot be reached, or — when `timeoutMs` > 0 — a 504
  * problem if no response head arrived in time; a body that is already
  * streaming is never cut. A timed-out origin request is left behind rather
@@ -77,7 +93,12 @@ export function setOriginProblems(unreachable, timeout) {
  * leaving out the AbortController signal makes every other request cheaper
  * (about 15 µs of CPU, by `npm run bench`).
  */
-export function forward(request, target, identity, dropAuth, timeoutMs, fetcher) {
+export function forward(request, target, identity, dropAuth, timeoutMs, fetcher, vary) {
+  const answer = forwardRaw(request, target, identity, dropAuth, timeoutMs, fetcher);
+  return vary ? answer.then(varyOnOrigin) : answer;
+}
+
+function forwardRaw(request, target, identity, dropAuth, timeoutMs, fetcher) {
   // One native copy, then one pass over the incoming names; deletes only for
   // what must not pass (usually nothing).
   const headers = new Headers(request.headers);

@@ -18,11 +18,11 @@ extern "C" {
         extra: Option<&str>,
     ) -> Result<Response, JsValue>;
 
-    /// `resp` with CORS headers.
+    /// `resp` with `Vary: Origin` and, for a granted origin, the CORS headers.
     #[wasm_bindgen(catch, js_name = withCors)]
     pub fn with_cors(
         resp: &Response,
-        allow_origin: &str,
+        allow_origin: Option<&str>,
         credentials: bool,
         exposed: &str,
     ) -> Result<Response, JsValue>;
@@ -33,7 +33,7 @@ extern "C" {
 
     /// Sends the request to the origin; resolves to its Response, or a 502 /
     /// 504 problem. `identity` is `[user id, email, roles, session id,
-    /// assertion]`, or `undefined` for none.
+    /// assertion]`, or `undefined` for none; `vary` adds `Vary: Origin`.
     #[wasm_bindgen(catch)]
     pub fn forward(
         request: &Request,
@@ -42,5 +42,6 @@ extern "C" {
         drop_auth: bool,
         timeout_ms: u32,
         fetcher: &JsValue,
+        vary: bool,
     ) -> Result<js_sys::Promise, JsValue>;
 }

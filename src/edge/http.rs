@@ -125,6 +125,9 @@ pub fn problem_body(p: &crate::core::error::Problem) -> JsResult<Response> {
     if let Some(secs) = p.retry_after_secs {
         extra.push(("retry-after", secs.to_string()));
     }
+    if let Some(methods) = p.allow {
+        extra.push(("allow", methods.to_string()));
+    }
     glue::respond(
         p.status,
         Some(&p.body().to_string()),
@@ -135,9 +138,14 @@ pub fn problem_body(p: &crate::core::error::Problem) -> JsResult<Response> {
 }
 
 /// Copies `resp` (which may have immutable headers, e.g. the origin's) with
-/// the CORS headers for `grant`. The body stream is passed through.
-pub fn add_cors(resp: Response, grant: &crate::core::cors::Grant) -> JsResult<Response> {
-    glue::with_cors(&resp, grant.allow_origin(), grant.credentials(), crate::core::cors::EXPOSED_HEADERS)
+/// `Vary: Origin` and the CORS headers for `grant`, if any: with CORS
+/// configured, every response varies by `Origin`. The body stream is passed
+/// through.
+pub fn add_cors(resp: Response, grant: Option<&crate::core::cors::Grant>) -> JsResult<Response> {
+    match grant {
+        Some(g) => glue::with_cors(&resp, Some(g.allow_origin()), g.credentials(), crate::core::cors::EXPOSED_HEADERS),
+        None => glue::with_cors(&resp, None, false, ""),
+    }
 }
 
 /// The request's origin (`scheme://host[:port]`), from its URL.

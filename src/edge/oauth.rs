@@ -197,8 +197,9 @@ pub async fn handle(
             deps.oauth_unlink(meta, bearer.as_deref(), id).await?;
             js(http::empty(204, &[]))
         }
-        (_, ["exchange"] | [_, "authorize" | "callback" | "link"]) => Err(Error::MethodNotAllowed),
-        (_, [id]) if !id.is_empty() => Err(Error::MethodNotAllowed),
+        (_, ["exchange"] | [_, "link"]) => Err(Error::MethodNotAllowed { allow: "POST" }),
+        (_, [_, "authorize" | "callback"]) => Err(Error::MethodNotAllowed { allow: "GET, HEAD" }),
+        (_, [id]) if !id.is_empty() => Err(Error::MethodNotAllowed { allow: "DELETE" }),
         _ => Err(Error::NotFound),
     }
 }

@@ -63,7 +63,10 @@ enum Decision {
 /// Expired keys are reloaded in the background (`ctx.waitUntil`) meanwhile.
 pub fn fast_path(req: &Request, env: &Env, ctx: &worker::worker_sys::Context) -> Option<JsResult<JsValue>> {
     let cfg = crate::edge::config(env).ok()?;
-    if !cfg.cors_origins.is_empty() && http::header(req, "origin").is_some() {
+    // With CORS configured, a request from a browser origin takes the full
+    // path (preflights, grants); every other answer still needs `Vary: Origin`.
+    let vary = !cfg.cors_origins.is_empty();
+    if vary && http::header(req, "origin").is_some() {
         return None;
     }
     let url = url::Url::parse(&req.url()).ok()?;
@@ -78,13 +81,21 @@ pub fn fast_path(req: &Request, env: &Env, ctx: &worker::worker_sys::Context) ->
         // Cannot fail for a live request; a lost reload is retried by a later one.
         let _ = ctx.wait_until(&reload);
     }
+    let refuse = |e: &Error| {
+        let resp = http::problem(e)?;
+        if vary {
+            http::add_cors(resp, None)
+        } else {
+            Ok(resp)
+        }
+    };
     Some(match decision {
         Decision::LoadKeys { .. } => return None,
-        Decision::Refuse(e) => http::problem(&e).map(JsValue::from),
+        Decision::Refuse(e) => refuse(&e).map(JsValue::from),
         Decision::Forward { identity, drop_auth } => {
-            match dispatch(req, env, &cfg, &url, &normalised, &identity, drop_auth) {
+            match dispatch(req, env, &cfg, &url, &normalised, &identity, drop_auth, vary) {
                 Ok(promise) => Ok(promise.into()),
-                Err(e) => http::problem(&e).map(JsValue::from),
+                Err(e) => refuse(&e).map(JsValue::from),
             }
         }
     })
@@ -111,7 +122,8 @@ pub async fn forward(
     }
     match decision {
         Decision::Forward { identity, drop_auth } => {
-            match dispatch(&req, env, cfg, &url, &normalised, &identity, drop_auth) {
+            // `Vary` is added by the caller (`router::with_cors`) on this path.
+            match dispatch(&req, env, cfg, &url, &normalised, &identity, drop_auth, false) {
                 Ok(promise) => Ok(JsFuture::from(promise).await?.unchecked_into()),
                 Err(e) => http::problem(&e),
             }
@@ -271,7 +283,8 @@ fn assertion_fresh(expires: UnixTime, now: UnixTime) -> bool {
 }
 
 /// Hands the request to the origin (one JS call); the Promise resolves to the
-/// origin's response or a 502 / 504 problem.
+/// origin's response or a 502 / 504 problem, with `Vary: Origin` if `vary`.
+#[allow(clippy::too_many_arguments)]
 fn dispatch(
     req: &Request,
     env: &Env,
@@ -280,6 +293,7 @@ fn dispatch(
     normalised: &str,
     identity: &JsValue,
     drop_auth: bool,
+    vary: bool,
 ) -> Result<js_sys::Promise, Error> {
     if !PROBLEMS_SET.with(std::cell::Cell::get) {
         glue::set_origin_problems(
@@ -308,6 +322,7 @@ fn dispatch(
         drop_auth,
         cfg.origin_timeout_ms,
         &binding.unwrap_or(JsValue::UNDEFINED),
+        vary,
     )
     .map_err(|e| Error::Internal(format!("forward: {e:?}")))
 }

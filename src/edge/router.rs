@@ -41,7 +41,8 @@ pub async fn handle(req: Request, env: Env, ctx: Context) -> worker::Result<Resp
 }
 
 /// Answers CORS preflights at the edge and adds CORS headers for granted
-/// origins; requests without an `Origin` pay nothing.
+/// origins, and `Vary: Origin` to every response; without `CORS_ORIGINS`
+/// nothing is added.
 async fn with_cors(req: Request, env: Env, ctx: Context, cfg: Rc<Config>) -> JsResult<Response> {
     if cfg.cors_origins.is_empty() {
         return route(req, env, ctx, cfg).await;
@@ -50,14 +51,11 @@ async fn with_cors(req: Request, env: Env, ctx: Context, cfg: Rc<Config>) -> JsR
     let grant = cors::grant(origin.as_deref(), &cfg.cors_origins);
     if req.method() == "OPTIONS" {
         if let Some(requested) = http::header(&req, "access-control-request-method") {
-            return preflight(&req, grant.as_ref(), &requested);
+            return preflight(&req, grant.as_ref(), &requested).and_then(|r| http::add_cors(r, None));
         }
     }
     let resp = route(req, env, ctx, cfg).await?;
-    match grant {
-        Some(g) => http::add_cors(resp, &g),
-        None => Ok(resp),
-    }
+    http::add_cors(resp, grant.as_ref())
 }
 
 fn preflight(req: &Request, grant: Option<&cors::Grant>, requested_method: &str) -> JsResult<Response> {
@@ -322,9 +320,36 @@ async fn auth_api(req: &Request, env: &Env, cfg: Rc<Config>, url: &url::Url) -> 
             admin_users(req, &deps, &meta, m, p, url.query(), bearer.as_deref()).await
         }
         (m, p) if p.starts_with("/auth/oauth/") => oauth::handle(req, &deps, &meta, &cfg, url, m, p).await,
-        (_, p) if KNOWN_PATHS.contains(&p) || p.starts_with("/auth/sessions/") => Err(Error::MethodNotAllowed),
-        _ => Err(Error::NotFound),
+        (_, p) => match allowed_methods(p) {
+            Some(allow) => Err(Error::MethodNotAllowed { allow }),
+            None => Err(Error::NotFound),
+        },
     }
+}
+
+/// The methods a known auth API path takes (for 405's `Allow`), or `None`
+/// for a path the API does not have. `HEAD` goes with every `GET`.
+fn allowed_methods(path: &str) -> Option<&'static str> {
+    Some(match path {
+        "/.well-known/jwks.json" | "/.well-known/openid-configuration" | "/auth/me" | "/auth/sessions" => "GET, HEAD",
+        "/auth/magic-link/verify" => "GET, HEAD, POST",
+        "/auth/signup"
+        | "/auth/login"
+        | "/auth/refresh"
+        | "/auth/logout"
+        | "/auth/sessions/revoke-others"
+        | "/auth/magic-link"
+        | "/auth/otp"
+        | "/auth/otp/verify"
+        | "/auth/password/forgot"
+        | "/auth/password/reset"
+        | "/auth/password/change"
+        | "/auth/email/verify/request"
+        | "/auth/email/verify"
+        | "/auth/admin/keys/rotate" => "POST",
+        p if p.starts_with("/auth/sessions/") => "DELETE",
+        _ => return None,
+    })
 }
 
 const ADMIN_USERS: &str = "/auth/admin/users";
@@ -392,31 +417,10 @@ async fn admin_users(
             let _: Option<Empty> = http::read_optional_json(req).await?;
             js(http::json(200, &deps.admin_revoke_sessions(meta, rng, &admin, id).await?, None, &[]))
         }
-        (_, [] | [_] | [_, "ban" | "unban"] | [_, "roles", _] | [_, "sessions", "revoke"]) => {
-            Err(Error::MethodNotAllowed)
-        }
+        (_, []) => Err(Error::MethodNotAllowed { allow: "GET, HEAD" }),
+        (_, [_]) => Err(Error::MethodNotAllowed { allow: "GET, HEAD, PATCH, DELETE" }),
+        (_, [_, "ban" | "unban"] | [_, "sessions", "revoke"]) => Err(Error::MethodNotAllowed { allow: "POST" }),
+        (_, [_, "roles", _]) => Err(Error::MethodNotAllowed { allow: "POST, DELETE" }),
         _ => Err(Error::NotFound),
     }
 }
-
-const KNOWN_PATHS: &[&str] = &[
-    "/.well-known/jwks.json",
-    "/.well-known/openid-configuration",
-    "/auth/signup",
-    "/auth/login",
-    "/auth/refresh",
-    "/auth/logout",
-    "/auth/me",
-    "/auth/sessions",
-    "/auth/sessions/revoke-others",
-    "/auth/magic-link",
-    "/auth/magic-link/verify",
-    "/auth/otp",
-    "/auth/otp/verify",
-    "/auth/password/forgot",
-    "/auth/password/reset",
-    "/auth/password/change",
-    "/auth/email/verify/request",
-    "/auth/email/verify",
-    "/auth/admin/keys/rotate",
-];

@@ -3,6 +3,7 @@
 use portcullis::core::error::{Error, TokenError};
 use portcullis::core::flows::account::{LoginRequest, SignupRequest};
 use portcullis::core::flows::AuthResponse;
+use portcullis::core::ports::SessionStore;
 
 use crate::support::{block_on, TestRandom, World};
 
@@ -197,6 +198,27 @@ fn sessions_are_listed_and_revoked_by_their_owner_only() {
     assert_eq!(n, 1);
     assert!(block_on(deps.me(&meta, Some(&a2.access_token))).is_err());
     assert!(block_on(deps.me(&meta, Some(&a1.access_token))).is_ok());
+    let events_before = w.events.sent.borrow().len();
+    assert_eq!(block_on(deps.revoke_other_sessions(&meta, &mut rng, Some(&a1.access_token))).unwrap(), 0);
+    assert_eq!(w.events.sent.borrow().len(), events_before, "nothing revoked, nothing emitted");
+}
+
+#[test]
+fn a_session_revoked_in_between_is_not_revoked_twice() {
+    let w = World::new(&[]);
+    let mut rng = TestRandom(13);
+    let a1 = signup(&w, &mut rng, "a@example.com", "password-1").unwrap();
+    let a2 = login(&w, &mut rng, 1_001, "a@example.com", "password-1").unwrap();
+    let (deps, meta) = w.at(1_002);
+    let victim = a2.user.session_id.clone().unwrap();
+    // Another request's write lands between this one's read and write.
+    block_on(w.store.revoke_session(&victim, meta.now, "raced")).unwrap();
+    let events_before = w.events.sent.borrow().len();
+    assert_eq!(
+        block_on(deps.revoke_own_session(&meta, &mut rng, Some(&a1.access_token), &victim)).unwrap_err(),
+        Error::NotFound
+    );
+    assert_eq!(w.events.sent.borrow().len(), events_before);
 }
 
 #[test]

@@ -792,19 +792,27 @@ test("an unknown /auth path answers 404 not_found", async () => {
   }
 });
 
-test("a wrong method on a known /auth path answers 405 method_not_allowed", async () => {
+test("a wrong method on a known /auth path answers 405 method_not_allowed with the Allow header (RFC 9110 §15.5.6)", async () => {
   const cases = [
-    ["GET", "/auth/login"],
-    ["GET", "/auth/signup"],
-    ["PUT", "/auth/refresh"],
-    ["GET", "/auth/logout"],
-    ["POST", "/auth/me"],
-    ["DELETE", "/auth/sessions"],
-    ["GET", "/auth/sessions/revoke-others"],
-    ["POST", "/.well-known/jwks.json"],
+    ["GET", "/auth/login", "POST"],
+    ["GET", "/auth/signup", "POST"],
+    ["PUT", "/auth/refresh", "POST"],
+    ["GET", "/auth/logout", "POST"],
+    ["POST", "/auth/me", "GET, HEAD"],
+    ["DELETE", "/auth/sessions", "GET, HEAD"],
+    ["GET", "/auth/sessions/revoke-others", "POST"],
+    ["GET", "/auth/sessions/some-id", "DELETE"],
+    ["POST", "/.well-known/jwks.json", "GET, HEAD"],
+    ["PUT", "/auth/magic-link/verify", "GET, HEAD, POST"],
+    ["GET", "/auth/oauth/exchange", "POST"],
+    ["PUT", "/auth/admin/users", "GET, HEAD"],
+    ["POST", "/auth/admin/users/some-id", "GET, HEAD, PATCH, DELETE"],
+    ["GET", "/auth/admin/users/some-id/roles/admin", "POST, DELETE"],
   ];
-  for (const [method, p] of cases) {
-    await assertProblem(await fetch(`${gw.url}${p}`, { method }), 405, "method_not_allowed", `${method} ${p}`);
+  for (const [method, p, allow] of cases) {
+    const res = await fetch(`${gw.url}${p}`, { method });
+    assert.equal(res.headers.get("allow"), allow, `${method} ${p}`);
+    await assertProblem(res, 405, "method_not_allowed", `${method} ${p}`);
   }
 });
 

@@ -178,6 +178,27 @@ test("revoking one own session emits session_revoked for it; revoke-others emits
   assertData(all, { user_id: auth.user.id, session_id: null, revoke_all: true });
 });
 
+test("ten racing revocations of one session: one 204 and one session_revoked, the rest 404; revoke-others with nothing to revoke emits nothing", async () => {
+  const email = randomEmail("race-revoke");
+  const auth = await signup(email);
+  const victim = await call(await login(email), 200, "second login");
+  const answers = await Promise.all(
+    Array.from({ length: 10 }, () => authed("DELETE", `/auth/sessions/${victim.user.session_id}`, auth.access_token)),
+  );
+  const statuses = answers.map((r) => r.status).sort();
+  assert.deepEqual(statuses, [204, ...Array(9).fill(404)], `statuses ${statuses}`);
+  for (const r of answers) if (r.status === 404) assert.equal((await json(r)).code, "not_found");
+  // Nothing is left to revoke: answered, but no phantom revocation.
+  for (let i = 0; i < 2; i++) {
+    const res = await call(await authed("POST", "/auth/sessions/revoke-others", auth.access_token), 200, "revoke-others");
+    assert.deepEqual(res, { revoked: 0 });
+  }
+  await barrier();
+  const revoked = gw.events().filter((ev) => ev.type === "session_revoked" && ev.data?.user_id === auth.user.id);
+  assert.equal(revoked.length, 1, JSON.stringify(revoked));
+  assertData(revoked[0], { user_id: auth.user.id, session_id: victim.user.session_id, revoke_all: false });
+});
+
 test("rejected requests emit nothing: no user_created for an invalid or duplicate signup", async () => {
   const invalid = randomEmail("invalid");
   const taken = randomEmail("taken");

@@ -47,7 +47,7 @@ function raw(method, path, headers = {}, body) {
         const text = Buffer.concat(chunks).toString("utf8");
         let parsed = null;
         try { parsed = JSON.parse(text); } catch {}
-        resolve({ status: res.statusCode, headers: res.headers, text, body: parsed });
+        resolve({ status: res.statusCode, statusMessage: res.statusMessage, headers: res.headers, text, body: parsed });
       });
     });
     req.on("error", reject);
@@ -102,10 +102,22 @@ describe("route policies", () => {
     assert.ok(identity.assertion.split(".").length === 3);
   });
 
-  test("a role route refuses a user without the role with 403 insufficient_role", async () => {
+  test("a role route refuses a user without the role with 403 insufficient_role and RFC 6750's insufficient_scope", async () => {
     const res = await fetch(`${gw.url}/api/admin/users`, { headers: bearer(alice) });
     assert.equal(res.status, 403);
     assert.equal((await res.json()).code, "insufficient_role");
+    assert.match(res.headers.get("www-authenticate") ?? "", /^Bearer .*error="insufficient_scope"/);
+  });
+
+  test("a non-ASCII identity reaches the origin as UTF-8 (not a 500): sign-up with a Unicode email, then the API", async () => {
+    const email = `ｊö-${crypto.randomUUID().slice(0, 8)}@bücher.example`;
+    const u = await signup(email);
+    const res = await fetch(`${gw.url}/api/hello`, { headers: bearer(u) });
+    const echo = await res.json();
+    assert.equal(res.status, 200, JSON.stringify(echo));
+    assert.equal(echo.identity.email, u.auth.user.email);
+    assert.match(echo.identity.email, /^ｊö-/);
+    assert.equal(echo.identity.user_id, u.auth.user.id);
   });
 
   test("a role route admits a user holding the role, whose roles are forwarded", async () => {
@@ -256,8 +268,15 @@ describe("path normalisation", () => {
     assert.equal(res.body.path, "/api/public/b");
   });
 
-  test("encoded slashes and NULs are refused with a 4xx problem", async () => {
-    for (const bad of ["/api/public%2f..%2fadmin/users", "/api/public/%00", "/api/public/%5c..%5cadmin"]) {
+  test("encoded slashes, NULs and dot-segments with path parameters (`..;`, read as `..` by Tomcat) are refused with a 4xx problem", async () => {
+    for (const bad of [
+      "/api/public%2f..%2fadmin/users",
+      "/api/public/%00",
+      "/api/public/%5c..%5cadmin",
+      "/api/public/..;/admin/users",
+      "/api/public/.;x/..;/admin/users",
+      "/api/public/%2e%2e;jsessionid=x/admin",
+    ]) {
       const res = await raw("GET", bad, bearer(alice));
       assert.ok(res.status >= 400 && res.status < 500, `${bad}: ${res.status}`);
       assert.equal(res.body.code, "invalid_path");
@@ -375,6 +394,29 @@ describe("CORS", () => {
     assert.equal(evil.headers.get("access-control-allow-credentials"), null);
     const auth = await fetch(`${gw.url}/auth/me`, { headers: { ...bearer(alice), origin: APP } });
     assert.equal(auth.headers.get("access-control-allow-origin"), APP);
+  });
+
+  test("with CORS configured every response varies by Origin, granted or not (a shared cache must not mix them)", async () => {
+    const cases = [
+      ["/api/hello", { ...bearer(alice) }],
+      ["/api/hello", { ...bearer(alice), origin: "https://evil.example" }],
+      ["/api/hello", { ...bearer(alice), origin: APP }],
+      ["/api/public/x", {}],
+      ["/api/admin/x", { ...bearer(alice) }], // a refusal answered in the fast path
+      ["/api/hello", {}], // 401
+      ["/.well-known/jwks.json", {}],
+      ["/.well-known/jwks.json", { origin: "https://evil.example" }],
+      ["/auth/me", { ...bearer(alice) }],
+    ];
+    for (const [p, headers] of cases) {
+      const res = await raw("GET", p, headers);
+      const vary = String(res.headers.vary ?? "");
+      assert.match(vary, /(^|,)\s*origin\s*(,|$)/i, `${p} ${JSON.stringify(Object.keys(headers))}: vary ${vary}`);
+      assert.notEqual(res.statusMessage, "", `${p}: the reason phrase is kept`);
+    }
+    const preflightRefused = await raw("OPTIONS", "/api/hello", { origin: "https://evil.example", "access-control-request-method": "GET" });
+    assert.equal(preflightRefused.status, 403);
+    assert.match(String(preflightRefused.headers.vary ?? ""), /origin/i);
   });
 });
 

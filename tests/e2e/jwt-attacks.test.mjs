@@ -139,6 +139,35 @@ describe("claim attacks", () => {
   });
 });
 
+describe("validly signed tokens the gateway must still refuse", () => {
+  test("a header naming critical extensions (crit, b64) is refused: we implement none (RFC 7515 §4.1.11)", async () => {
+    // Signed by hand: jose will not sign a header naming an extension it does not know.
+    const signRaw = (header) => {
+      const input = `${b64({ alg: "EdDSA", typ: "at+jwt", kid: key.kid, ...header })}.${b64(claimsFor(gw, user.user))}`;
+      const sig = crypto.sign(null, Buffer.from(input), crypto.createPrivateKey({ key: key.jwk, format: "jwk" }));
+      return `${input}.${sig.toString("base64url")}`;
+    };
+    const plain = signRaw({});
+    const ok = await fetch(`${gw.url}/auth/me`, { headers: { authorization: `Bearer ${plain}` } });
+    assert.equal(ok.status, 200, "the same token without the extension is accepted");
+    await refused(signRaw({ crit: ["exp2"], exp2: 1 }), "invalid_token");
+    await refused(signRaw({ crit: [] }), "invalid_token");
+    await refused(signRaw({ b64: false, crit: ["b64"] }), "invalid_token");
+    await refused(signRaw({ b64: true }), "invalid_token");
+  });
+
+  test("identity claims that cannot be header values (CR/LF, NUL, a comma in a role) are a 401, never a 500 or an injected header", async () => {
+    for (const over of [
+      { sub: "u\r\nX-Auth-Roles: admin" },
+      { email: "e@x.io\r\nX-Injected: 1" },
+      { sid: "s\u0000" },
+      { roles: ["user,admin"] },
+    ]) {
+      await refused(await mint(key, claimsFor(gw, user.user, over)), "invalid_token");
+    }
+  });
+});
+
 describe("key selection attacks", () => {
   for (const [name, kid] of [
     ["unknown", "no-such-kid"],

@@ -294,7 +294,11 @@ where
                 _ => return Err(Error::InvalidRefreshToken),
             }
         };
-        self.store.revoke_session(&sid, meta.now, "logout").await?;
+        // Racing logouts of one session all succeed; only the one whose write
+        // ended the session reports it.
+        if !self.store.revoke_session(&sid, meta.now, "logout").await? {
+            return Ok(());
+        }
         self.emit(meta, rng, vec![events::Logout { user_id }.into()]).await
     }
 
@@ -334,7 +338,11 @@ where
             Some(s) if s.user_id == p.user_id && s.is_live(meta.now) => {}
             _ => return Err(Error::NotFound),
         }
-        self.store.revoke_session(id, meta.now, "revoked_by_user").await?;
+        // The conditional write decides: of racing revocations exactly one
+        // wins; the others find nothing left to revoke.
+        if !self.store.revoke_session(id, meta.now, "revoked_by_user").await? {
+            return Err(Error::NotFound);
+        }
         self.emit(
             meta,
             rng,
@@ -354,6 +362,10 @@ where
     ) -> Result<u64, Error> {
         let p = self.authenticate(meta, bearer).await?;
         let n = self.store.revoke_user_sessions(&p.user_id, Some(&p.session_id), meta.now, "revoke_others").await?;
+        if n == 0 {
+            // Nothing happened: no event.
+            return Ok(0);
+        }
         self.emit(
             meta,
             rng,
