@@ -182,6 +182,8 @@ pub fn assertion_signing_input(
         exp: i64,
     }
     let c = &verified.claims;
+    // Its own id (RFC 7519 §4.1.7): the access token's, and when it was made.
+    let jti = format!("{}:{}", c.jti, now.0);
     let accepted_until = UnixTime(verified.expires_at.0.saturating_add(LEEWAY_SECS));
     let expires = now.plus_secs(ASSERTION_TTL_SECS).min(accepted_until);
     let header = AssertionHeader { alg: ALG_EDDSA, kid, typ: ASSERTION_TYPE };
@@ -194,7 +196,7 @@ pub fn assertion_signing_input(
             roles: &c.roles,
             email: &c.email,
             email_verified: c.email_verified,
-            jti: &c.jti,
+            jti: &jti,
             extra: ExtraClaims::new(),
         },
         iat: now.0,
@@ -431,6 +433,7 @@ mod tests {
         let expect = Expectations { issuer: "i", audience: "https://origin.example", token_type: ASSERTION_TYPE };
         let v = p.validated_claims(&expect, UnixTime(110)).unwrap();
         assert_eq!((v.claims.sub.as_str(), v.claims.roles.clone()), ("u", vec!["admin".to_string()]));
+        assert_eq!(v.claims.jti, "j:110", "an assertion has its own jti");
         // Issued inside the leeway after the access token expired: still not born expired.
         let (_, late_exp) = issue_assertion("i", "o", &verified, UnixTime(100 + 900 + 10), &key);
         assert!(late_exp.0 > 100 + 900 + 10);
