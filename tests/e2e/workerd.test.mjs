@@ -1,0 +1,111 @@
+// E2E on bare workerd: the built Worker (build/index.js + index_bg.wasm) served
+// by the workerd binary the wrangler package ships, as Cloudflare runs it,
+// without wrangler dev's local proxy in front. That proxy drops the
+// `Connection` header before the Worker sees it, so the headers a client
+// names there can only be shown to be removed here. D1 is the bench's
+// in-memory stand-in holding one signing key (bench/workers/fake-d1.js), made
+// in Node in Portcullis's formats (bench/lib/keys.mjs); the origin is the demo.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import http from "node:http";
+import os from "node:os";
+import path from "node:path";
+import { ROOT } from "./harness.mjs";
+import { makeSigningKey, minter } from "../../bench/lib/keys.mjs";
+import { writeConfig, portcullisPlatform } from "../../bench/lib/workerd.mjs";
+import { freePort, start, stop, waitHttp } from "../../bench/lib/proc.mjs";
+import { startOrigin } from "../../demo/origin.mjs";
+
+const WORKERD = path.join(ROOT, "node_modules", "@cloudflare", "workerd-linux-64", "bin", "workerd");
+const ISSUER = "https://portcullis.workerd.test";
+let dir;
+let origin;
+let workerd;
+let port;
+let mint;
+
+before(async () => {
+  for (const f of ["index.js", "index_bg.wasm"]) {
+    assert.ok(fs.existsSync(path.join(ROOT, "build", f)), `build/${f} is missing: build first (npm test does)`);
+  }
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), "portcullis-workerd-"));
+  origin = await startOrigin({ port: 0 });
+  const key = await makeSigningKey();
+  mint = minter(key, { issuer: ISSUER, audience: "portcullis" });
+  port = await freePort();
+  const compat = /^compatibility_date = "([^"]+)"/m.exec(fs.readFileSync(path.join(ROOT, "wrangler.toml"), "utf8"))[1];
+  const cfg = writeConfig(dir, "portcullis", {
+    port,
+    compatibilityDate: compat,
+    modules: [
+      { name: "index.js", file: path.join(ROOT, "build", "index.js"), type: "esModule" },
+      { name: "index_bg.wasm", file: path.join(ROOT, "build", "index_bg.wasm"), type: "wasm" },
+    ],
+    vars: {
+      ISSUER,
+      AUDIENCE: "portcullis",
+      ORIGIN_URL: `http://127.0.0.1:${origin.port}`,
+      ROUTES: '[{"path": "/api/public/*", "policy": "public"}]',
+      KEY_ENCRYPTION_KEY: key.kek,
+    },
+    extra: portcullisPlatform(dir, path.join(ROOT, "bench"), [key.row]),
+  });
+  workerd = start(WORKERD, ["serve", cfg, "--experimental"], { logFile: path.join(dir, "workerd.log") });
+  await waitHttp(`http://127.0.0.1:${port}/.well-known/jwks.json`, workerd);
+});
+
+after(async () => {
+  if (workerd) await stop(workerd);
+  await origin?.close();
+  if (dir) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+/** One request with exactly these headers; resolves to { status, body }. */
+function send(p, headers) {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: "127.0.0.1", port, path: p, headers, agent: false }, (res) => {
+      let text = "";
+      res.on("data", (c) => (text += c));
+      res.on("end", () => resolve({ status: res.statusCode, body: JSON.parse(text) }));
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+for (const [what, p, auth] of [
+  ["a public route", "/api/public/x", () => ({})],
+  ["an authenticated route", "/api/x", () => ({ authorization: `Bearer ${mint()}` })],
+]) {
+  test(`headers named by Connection never reach the origin (${what}); other headers do`, async () => {
+    const r = await send(p, {
+      ...auth(),
+      connection: "keep-alive, X-Secret, x-other",
+      "x-secret": "s",
+      "x-other": "o",
+      "x-kept": "k",
+      "keep-alive": "timeout=5",
+    });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.equal(r.body.headers["x-secret"], undefined);
+    assert.equal(r.body.headers["x-other"], undefined);
+    assert.equal(r.body.headers["keep-alive"], undefined);
+    assert.equal(r.body.headers["x-kept"], "k");
+  });
+}
+
+test("a token minted outside the project is verified with the key from D1, and the identity reaches the origin", async () => {
+  const token = mint({ roles: ["user", "ops"] });
+  const claims = JSON.parse(Buffer.from(token.split(".")[1], "base64url"));
+  const r = await send("/api/hello?x=1", { authorization: `Bearer ${token}`, "x-auth-user-id": "spoofed" });
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  assert.equal(r.body.identity.user_id, claims.sub);
+  assert.equal(r.body.identity.email, claims.email);
+  assert.equal(r.body.identity.roles, "user,ops");
+  assert.equal(r.body.identity.session_id, claims.sid);
+  assert.equal(r.body.query, "x=1");
+  const bad = await send("/api/hello", { authorization: `Bearer ${token.slice(0, -4)}AAAA` });
+  assert.equal(bad.status, 401);
+  assert.equal(bad.body.code, "invalid_token");
+});
