@@ -38,6 +38,10 @@ pub const WEBHOOK_TIMEOUT_MS: u32 = 10_000;
 pub const RETRY_BASE_DELAY_SECS: u32 = 30;
 /// Default audience.
 pub const DEFAULT_AUDIENCE: &str = "portcullis";
+/// Default `AUTH_PREFIX`: where the auth API lives.
+pub const DEFAULT_AUTH_PREFIX: &str = "/auth";
+/// Longest `AUTH_PREFIX` accepted.
+pub const MAX_AUTH_PREFIX_LEN: usize = 64;
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -63,6 +67,10 @@ pub struct Config {
     /// `KEY_CACHE_TTL`: how long an isolate trusts its cached key set; also
     /// how long another isolate may still sign with a just-retired key.
     pub key_cache_ttl_secs: u64,
+    /// `AUTH_PREFIX`: the path the auth API is served under (lowercase, e.g.
+    /// `/auth` or `/identity/v1`); everything else but `/.well-known` goes to
+    /// the gateway.
+    pub auth_prefix: String,
     /// `ORIGIN_URL`: the protected origin.
     pub origin_url: Option<Url>,
     /// `ORIGIN_TIMEOUT_MS`: how long the origin may take to send its response
@@ -153,6 +161,10 @@ impl Config {
         let issuer = match var("ISSUER") {
             None => None,
             Some(v) => Some(http_url("ISSUER", &v)?.as_str().trim_end_matches('/').to_string()),
+        };
+        let auth_prefix = match var("AUTH_PREFIX") {
+            None => DEFAULT_AUTH_PREFIX.to_string(),
+            Some(v) => auth_prefix(&v).map_err(|why| err("AUTH_PREFIX", why))?,
         };
         let origin_url = match var("ORIGIN_URL") {
             None => None,
@@ -292,6 +304,7 @@ impl Config {
             email_verification_ttl_secs: secs("EMAIL_VERIFICATION_TTL", EMAIL_VERIFICATION_TTL_SECS)?,
             rotation_interval_secs: secs("ROTATION_INTERVAL", ROTATION_INTERVAL_SECS)?,
             key_cache_ttl_secs: secs("KEY_CACHE_TTL", KEY_CACHE_TTL_SECS)?,
+            auth_prefix,
             origin_url,
             origin_timeout_ms: number("ORIGIN_TIMEOUT_MS", ORIGIN_TIMEOUT_MS)?,
             routes,
@@ -313,11 +326,41 @@ impl Config {
         })
     }
 
+    /// The public URL of the auth API path `api_path` (e.g. `/oauth/x/callback`)
+    /// for `issuer`, under `AUTH_PREFIX`.
+    pub fn auth_url(&self, issuer: &str, api_path: &str) -> String {
+        format!("{issuer}{}{api_path}", self.auth_prefix)
+    }
+
     /// The issuer for a request arriving at `request_origin` (e.g.
     /// `http://127.0.0.1:8787`): `ISSUER` if set, else that origin.
     pub fn issuer_for(&self, request_origin: &str) -> String {
         self.issuer.clone().unwrap_or_else(|| request_origin.trim_end_matches('/').to_string())
     }
+}
+
+/// Checks an `AUTH_PREFIX`: `/` and one or more lowercase segments of
+/// letters, digits, `-`, `_` and `.` (no dot segments, no trailing slash), not
+/// `/.well-known` or below it (those paths are the API's already).
+fn auth_prefix(v: &str) -> Result<String, String> {
+    let shape = "must look like /auth or /identity/v1: lowercase letters, digits, '-', '_' or '.' in segments after a leading '/'";
+    if v.len() > MAX_AUTH_PREFIX_LEN {
+        return Err(format!("longer than {MAX_AUTH_PREFIX_LEN} characters"));
+    }
+    let rest = v.strip_prefix('/').ok_or_else(|| shape.to_string())?;
+    let segment_ok = |s: &str| {
+        !s.is_empty()
+            && s != "."
+            && s != ".."
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+    };
+    if !rest.split('/').all(segment_ok) {
+        return Err(shape.to_string());
+    }
+    if rest == ".well-known" || rest.starts_with(".well-known/") {
+        return Err("must not be /.well-known or below it".into());
+    }
+    Ok(v.to_string())
 }
 
 #[cfg(test)]
@@ -348,6 +391,31 @@ mod tests {
         assert_eq!((c.webhook_secret.is_none(), c.webhook_events.is_none(), c.hook.is_none()), (true, true, true));
         assert_eq!((c.webhook_timeout_ms, c.retry_base_delay_secs), (10_000, 30));
         assert_eq!(c.issuer_for("http://127.0.0.1:8787/"), "http://127.0.0.1:8787");
+        assert_eq!(c.auth_prefix, "/auth");
+        assert_eq!(c.auth_url("https://gw.example", "/oauth/x/callback"), "https://gw.example/auth/oauth/x/callback");
+    }
+
+    #[test]
+    fn the_auth_prefix_is_a_plain_lowercase_path() {
+        for ok in ["/identity", "/api/auth/v1", "/a-b_c.d"] {
+            assert_eq!(Config::from_lookup(lookup(&[("AUTH_PREFIX", ok)])).unwrap().auth_prefix, ok);
+        }
+        for bad in [
+            "auth",
+            "/",
+            "/auth/",
+            "//auth",
+            "/Auth",
+            "/a/../b",
+            "/./a",
+            "/.well-known",
+            "/.well-known/x",
+            "/a b",
+            "/a%2f",
+        ] {
+            let e = Config::from_lookup(lookup(&[("AUTH_PREFIX", bad)])).unwrap_err();
+            assert!(e.0.starts_with("AUTH_PREFIX"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -214,6 +214,22 @@ pub fn normalise_path(raw: &str) -> Result<String, Error> {
     Ok(out)
 }
 
+/// The auth API's own name for a normalised request path, or `None` when the
+/// path belongs to the origin: under `prefix` (`AUTH_PREFIX`, matched
+/// case-insensitively) it is `/auth` plus the rest, so the API's routes do
+/// not depend on the prefix; `/.well-known/...` is the API's as it is.
+pub fn auth_api_path(normalised: &str, prefix: &str) -> Option<String> {
+    let head = normalised.get(..prefix.len())?;
+    if head.eq_ignore_ascii_case(prefix) {
+        let rest = &normalised[prefix.len()..];
+        if rest.is_empty() || rest.starts_with('/') {
+            return Some(format!("/auth{rest}"));
+        }
+    }
+    let key = normalised.to_ascii_lowercase();
+    (key == "/.well-known" || key.starts_with("/.well-known/")).then(|| normalised.to_string())
+}
+
 /// Decodes `%XX` escapes; refuses encoded `/`, `\`, NUL and other control
 /// characters, raw control characters, and invalid UTF-8 or escapes.
 fn percent_decode(raw: &str) -> Option<String> {
@@ -316,6 +332,21 @@ mod tests {
         ] {
             assert!(normalise_path(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_auth_api_lives_under_its_prefix_and_well_known() {
+        assert_eq!(auth_api_path("/auth/login", "/auth").as_deref(), Some("/auth/login"));
+        assert_eq!(auth_api_path("/AUTH/login", "/auth").as_deref(), Some("/auth/login"));
+        assert_eq!(auth_api_path("/auth", "/auth").as_deref(), Some("/auth"));
+        assert_eq!(auth_api_path("/authx/login", "/auth"), None);
+        assert_eq!(auth_api_path("/api/auth/login", "/auth"), None);
+        assert_eq!(auth_api_path("/.well-known/jwks.json", "/auth").as_deref(), Some("/.well-known/jwks.json"));
+        assert_eq!(auth_api_path("/id/v1/sessions/x", "/id/v1").as_deref(), Some("/auth/sessions/x"));
+        assert_eq!(auth_api_path("/auth/login", "/id/v1"), None, "the default prefix is the origin's then");
+        assert_eq!(auth_api_path("/.well-known/jwks.json", "/id/v1").as_deref(), Some("/.well-known/jwks.json"));
+        assert_eq!(auth_api_path("/", "/auth"), None);
+        assert_eq!(auth_api_path("/a", "/auth"), None);
     }
 
     #[test]

@@ -24,14 +24,14 @@ use worker::Env;
 use crate::core::cache::{TokenCache, DEFAULT_CAPACITY};
 use crate::core::config::Config;
 use crate::core::error::{Error, TokenError};
-use crate::core::policy::{authorize, missing_token, normalise_path, Policy};
+use crate::core::policy::{auth_api_path, authorize, missing_token, normalise_path, Policy};
 use crate::core::time::UnixTime;
 use crate::core::token::{self, Expectations, Parsed, VerifiedToken, ACCESS_TOKEN_TYPE, ASSERTION_TTL_SECS};
 use crate::edge::glue;
 use crate::edge::http::{self, JsResult};
 use crate::edge::keyring::{Cached, EdgeKeys};
 use crate::edge::platform;
-use crate::edge::router::{cookie, csrf_check, is_owned, ACCESS_COOKIE};
+use crate::edge::router::{cookie, csrf_check, ACCESS_COOKIE};
 
 /// Base URL for requests sent through the `ORIGIN` binding when `ORIGIN_URL`
 /// is not set (the binding ignores the host).
@@ -71,7 +71,7 @@ pub fn fast_path(req: &Request, env: &Env, ctx: &worker::worker_sys::Context) ->
     }
     let url = url::Url::parse(&req.url()).ok()?;
     let normalised = normalise_path(url.path()).ok()?;
-    if is_owned(&normalised) {
+    if auth_api_path(&normalised, &cfg.auth_prefix).is_some() {
         return None;
     }
     let keys = EdgeKeys::new(env, Rc::clone(&cfg));

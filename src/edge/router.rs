@@ -17,7 +17,7 @@ use crate::core::flows::keys::discovery;
 use crate::core::flows::otp::OtpVerifyRequest;
 use crate::core::flows::password::{ChangeRequest, ResetRequest};
 use crate::core::flows::{AuthResponse, Deps, EmailRequest, Meta, TokenRequest};
-use crate::core::policy::normalise_path;
+use crate::core::policy::{auth_api_path, normalise_path};
 use crate::edge::d1::D1Store;
 use crate::edge::http::{self, JsResult};
 use crate::edge::keyring::{self, EdgeKeys};
@@ -89,19 +89,13 @@ async fn route(req: Request, env: Env, _ctx: Context, cfg: Rc<Config>) -> JsResu
         Ok(p) => p,
         Err(e) => return http::problem(&e),
     };
-    if !is_owned(&normalised) {
+    let Some(api_path) = auth_api_path(&normalised, &cfg.auth_prefix) else {
         return proxy::forward(req, &env, &cfg, url, normalised).await;
-    }
-    match auth_api(&req, &env, cfg, &url).await {
+    };
+    match auth_api(&req, &env, cfg, &url, &api_path).await {
         Ok(resp) => Ok(resp),
         Err(e) => http::problem(&e),
     }
-}
-
-/// Whether a normalised path belongs to the auth API rather than the origin.
-pub fn is_owned(normalised: &str) -> bool {
-    let key = normalised.to_ascii_lowercase();
-    key == "/auth" || key.starts_with("/auth/") || key == "/.well-known" || key.starts_with("/.well-known/")
 }
 
 fn meta(req: &Request, cfg: &Config, url: &url::Url) -> Meta {
@@ -183,7 +177,9 @@ fn clear_cookies(cfg: &Config) -> Vec<(&'static str, String)> {
 #[serde(deny_unknown_fields)]
 struct Empty {}
 
-async fn auth_api(req: &Request, env: &Env, cfg: Rc<Config>, url: &url::Url) -> Result<Response, Error> {
+/// Serves the auth API; `path` is the API's own name for the request path
+/// (`/auth/...` whatever `AUTH_PREFIX` is, or `/.well-known/...`).
+async fn auth_api(req: &Request, env: &Env, cfg: Rc<Config>, url: &url::Url, path: &str) -> Result<Response, Error> {
     let js = |r: JsResult<Response>| r.map_err(|e| Error::Internal(format!("response: {e:?}")));
     let store = D1Store::new(env)?;
     let events = QueueSink::new(env);
@@ -193,12 +189,11 @@ async fn auth_api(req: &Request, env: &Env, cfg: Rc<Config>, url: &url::Url) -> 
     let rng = &mut OsRandom;
     let method = req.method();
     let method = if method == "HEAD" { "GET".to_string() } else { method };
-    let path = url.path();
 
     match (method.as_str(), path) {
         ("GET", "/.well-known/jwks.json") => js(http::json(200, &keys.jwks().await?, Some("public, max-age=300"), &[])),
         ("GET", "/.well-known/openid-configuration") => {
-            js(http::json(200, &discovery(&meta.issuer), Some("public, max-age=300"), &[]))
+            js(http::json(200, &discovery(&meta.issuer, &cfg.auth_prefix), Some("public, max-age=300"), &[]))
         }
         ("POST", "/auth/signup") => {
             let body: SignupRequest = http::read_json(req).await?;

@@ -526,3 +526,24 @@ fn banned_accounts_are_refused_and_storage_failures_fail_closed() {
     let err = block_on(deps.oauth_callback(&meta, rng, &idp, "idp", q, Some(&b.binding))).unwrap_err();
     assert_eq!(err.problem().status, 503);
 }
+
+#[test]
+fn the_callback_lives_under_auth_prefix_at_authorize_and_at_the_token_request() {
+    let providers = json!([{"id": "idp", "issuer": IDP, "client_id": CLIENT}]).to_string();
+    let w = World::new(&[
+        ("OAUTH_PROVIDERS", providers.as_str()),
+        ("OAUTH_IDP_CLIENT_SECRET", "shh"),
+        ("REDIRECT_ALLOWLIST", "https://app.test"),
+        ("AUTH_PREFIX", "/identity/v1"),
+    ]);
+    let idp = FakeIdp::default();
+    let rng = &mut TestRandom(41);
+    let b = begin(&w, rng, &idp, 1_000, None);
+    assert_eq!(b.param("redirect_uri"), "https://auth.test/identity/v1/oauth/idp/callback");
+    *idp.claims.borrow_mut() = json!({"sub": "s-9", "email": "lin@example.com", "email_verified": true});
+    assert!(matches!(finish(&w, rng, &idp, 1_001, &b), CallbackOutcome::SignedIn { .. }));
+    let token_req = idp.requests.borrow().iter().find(|r| r.url.ends_with("/token")).cloned().unwrap();
+    let form: HashMap<String, String> =
+        url::form_urlencoded::parse(token_req.form.unwrap().as_bytes()).into_owned().collect();
+    assert_eq!(form["redirect_uri"], "https://auth.test/identity/v1/oauth/idp/callback");
+}

@@ -43,13 +43,14 @@ pub async fn load_or_create(
     Ok((stored, key))
 }
 
-/// `/.well-known/openid-configuration` for `issuer`.
-pub fn discovery(issuer: &str) -> serde_json::Value {
+/// `/.well-known/openid-configuration` for `issuer`, the auth API under
+/// `auth_prefix`.
+pub fn discovery(issuer: &str, auth_prefix: &str) -> serde_json::Value {
     serde_json::json!({
         "issuer": issuer,
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
-        "token_endpoint": format!("{issuer}/auth/login"),
-        "userinfo_endpoint": format!("{issuer}/auth/me"),
+        "token_endpoint": format!("{issuer}{auth_prefix}/login"),
+        "userinfo_endpoint": format!("{issuer}{auth_prefix}/me"),
         "response_types_supported": ["token"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": [ALG_EDDSA],

@@ -11,6 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::config::Config;
 use crate::core::email::Email;
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
@@ -166,8 +167,8 @@ fn with_param(base: &str, key: &str, value: &str) -> String {
     }
 }
 
-fn callback_uri(meta: &Meta, provider: &str) -> String {
-    format!("{}/auth/oauth/{provider}/callback", meta.issuer)
+fn callback_uri(config: &Config, meta: &Meta, provider: &str) -> String {
+    config.auth_url(&meta.issuer, &format!("/oauth/{provider}/callback"))
 }
 
 /// The client's error for a provider failure; its cause goes to the log.
@@ -236,7 +237,7 @@ where
             p,
             &endpoints,
             &AuthorizeParams {
-                redirect_uri: &callback_uri(meta, &p.id),
+                redirect_uri: &callback_uri(self.config, meta, &p.id),
                 state: &state,
                 nonce: &nonce,
                 code_challenge: &oauth::pkce_challenge(&verifier),
@@ -351,7 +352,7 @@ where
         st: &OAuthState,
         meta: &Meta,
     ) -> Result<Identity, ProviderFailure> {
-        let redirect_uri = callback_uri(meta, &p.id);
+        let redirect_uri = callback_uri(self.config, meta, &p.id);
         let tokens = provider::exchange_code(net, p, endpoints, code, &st.code_verifier, &redirect_uri).await?;
         match &p.kind {
             ProviderKind::Github { api_url, .. } => provider::github_identity(net, api_url, &tokens).await,
