@@ -65,6 +65,7 @@ impl ProviderNet for EdgeProviderNet {
             timeout_ms: request.timeout_ms,
             max_bytes: MAX_PROVIDER_REPLY_BYTES,
             overflow: Overflow::Fail,
+            via: None,
         })
         .await
     }

@@ -9,8 +9,10 @@
  * larger reply rejects. Rejects on a network error, or when no complete
  * answer came within `timeoutMs` (message "timed out"). `headers` is
  * "name\nvalue\nname\nvalue..."; redirects are returned, not followed.
+ * `fetcher` (a service binding) sends it to another Worker instead of the
+ * network; `url` then only gives the path and query the Worker sees.
  */
-export async function send(method, url, headers, body, timeoutMs, maxBytes, truncate) {
+export async function send(method, url, headers, body, timeoutMs, maxBytes, truncate, fetcher) {
   const h = new Headers();
   if (headers) {
     const kv = headers.split("\n");
@@ -23,7 +25,8 @@ export async function send(method, url, headers, body, timeoutMs, maxBytes, trun
     controller.abort();
   }, timeoutMs);
   try {
-    const resp = await fetch(url, { method, headers: h, body: body ?? undefined, redirect: "manual", signal: controller.signal });
+    const init = { method, headers: h, body: body ?? undefined, redirect: "manual", signal: controller.signal };
+    const resp = await (fetcher ?? globalThis).fetch(url, init);
     const chunks = [];
     let size = 0;
     if (resp.body) {

@@ -23,6 +23,7 @@ extern "C" {
         timeout_ms: u32,
         max_bytes: u32,
         truncate: bool,
+        fetcher: &JsValue,
     ) -> Result<js_sys::Promise, JsValue>;
 }
 
@@ -51,6 +52,8 @@ pub struct Outbound<'a> {
     pub max_bytes: usize,
     /// A larger reply: cut or fail.
     pub overflow: Overflow,
+    /// A service binding to send through instead of the network.
+    pub via: Option<&'a JsValue>,
 }
 
 fn message(e: &JsValue) -> String {
@@ -70,9 +73,17 @@ pub async fn exchange(out: &Outbound<'_>) -> Result<HttpReply, SendError> {
         headers.push('\n');
     }
     let max = u32::try_from(out.max_bytes).unwrap_or(u32::MAX);
-    let promise =
-        js_send(out.method, out.url, &headers, out.body, out.timeout_ms, max, out.overflow == Overflow::Truncate)
-            .map_err(|e| SendError::Network(message(&e)))?;
+    let promise = js_send(
+        out.method,
+        out.url,
+        &headers,
+        out.body,
+        out.timeout_ms,
+        max,
+        out.overflow == Overflow::Truncate,
+        out.via.unwrap_or(&JsValue::UNDEFINED),
+    )
+    .map_err(|e| SendError::Network(message(&e)))?;
     let reply = JsFuture::from(promise).await.map_err(|e| match message(&e).as_str() {
         "timed out" => SendError::Timeout,
         other => SendError::Network(other.to_string()),
@@ -82,9 +93,10 @@ pub async fn exchange(out: &Outbound<'_>) -> Result<HttpReply, SendError> {
     Ok(HttpReply { status, body })
 }
 
-/// `POST`s a request core built (JSON body) and waits at most its
-/// `timeout_ms` for the full reply, cut at [`MAX_REPLY_BYTES`].
-pub async fn send(request: &HttpRequest) -> Result<HttpReply, SendError> {
+/// `POST`s a request core built (JSON body), through `via` if given, and
+/// waits at most its `timeout_ms` for the full reply, cut at
+/// [`MAX_REPLY_BYTES`].
+pub async fn send(request: &HttpRequest, via: Option<&JsValue>) -> Result<HttpReply, SendError> {
     let mut headers = Vec::with_capacity(request.headers.len() + 1);
     headers.push(("content-type".to_string(), "application/json".to_string()));
     headers.extend(request.headers.iter().cloned());
@@ -96,6 +108,7 @@ pub async fn send(request: &HttpRequest) -> Result<HttpReply, SendError> {
         timeout_ms: request.timeout_ms,
         max_bytes: MAX_REPLY_BYTES,
         overflow: Overflow::Truncate,
+        via,
     })
     .await
 }
@@ -105,7 +118,7 @@ pub struct FetchCourier;
 
 impl Courier for FetchCourier {
     async fn send(&self, request: &HttpRequest) -> Result<HttpReply, SendError> {
-        send(request).await
+        send(request, None).await
     }
 
     fn log(&self, marker: &str, value: &serde_json::Value) {
@@ -117,12 +130,22 @@ impl Courier for FetchCourier {
     }
 }
 
-/// The sign-in hook over `fetch`.
-pub struct FetchGate;
+/// The sign-in hook over `fetch`: to `HOOK_URL`, or through the `HOOK`
+/// service binding when there is one.
+pub struct FetchGate {
+    binding: Option<JsValue>,
+}
+
+impl FetchGate {
+    /// The gate for this Worker's bindings.
+    pub fn new(env: &worker::Env) -> Self {
+        Self { binding: env.service("HOOK").ok().map(|f| f.into_rpc::<JsValue>()) }
+    }
+}
 
 impl SigninGate for FetchGate {
     fn send<'a>(&'a self, request: &'a HttpRequest) -> LocalFuture<'a, Result<HttpReply, SendError>> {
-        Box::pin(send(request))
+        Box::pin(send(request, self.binding.as_ref()))
     }
 
     fn report(&self, warning: &str) {

@@ -184,7 +184,8 @@ async fn auth_api(req: &Request, env: &Env, cfg: Rc<Config>, url: &url::Url, pat
     let store = D1Store::new(env)?;
     let events = QueueSink::new(env);
     let keys = EdgeKeys::new(env, cfg.clone());
-    let deps = Deps { store: &store, events: &events, keys: &keys, config: &cfg, gate: &FetchGate };
+    let gate = FetchGate::new(env);
+    let deps = Deps { store: &store, events: &events, keys: &keys, config: &cfg, gate: &gate };
     let meta = meta(req, &cfg, url);
     let rng = &mut OsRandom;
     let method = req.method();

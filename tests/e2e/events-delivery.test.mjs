@@ -154,6 +154,7 @@ describe("webhook delivery", () => {
     await call(await login(email, "wrong password"), 401, "wrong password");
     const refreshed = await call(await post(`${gw.url}/auth/refresh`, { refresh_token: auth.refresh_token }, CLIENT), 200, "refresh");
     await call(await authed("DELETE", `/auth/sessions/${second.user.session_id}`, refreshed.access_token), 204, "revoke one");
+    await call(await login(email), 200, "a third session, for revoke-others to revoke");
     await call(await authed("POST", "/auth/sessions/revoke-others", refreshed.access_token), 200, "revoke others");
     await call(await authed("POST", "/auth/logout", refreshed.access_token), 204, "logout");
 

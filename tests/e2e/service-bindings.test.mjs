@@ -1,43 +1,31 @@
-// E2E: the origin as another Worker behind the `ORIGIN` service binding
-// (SPEC: "ORIGIN_URL var, or a service binding ORIGIN"), both Workers in one
-// `wrangler dev` (multi-config). The gateway's wrangler.toml is copied with
-// ORIGIN_URL removed and the binding added; the origin Worker echoes what it got.
+// E2E: service bindings, all Workers in one `wrangler dev` (multi-config):
+// - the origin as another Worker behind `ORIGIN` (SPEC: "ORIGIN_URL var, or a
+//   service binding ORIGIN"), ORIGIN_URL removed; it echoes what it got;
+// - the sign-in hook as another Worker behind `HOOK` (SPEC: "an optional hook
+//   URL or service binding"); HOOK_URL names a host that does not exist, so
+//   only the binding can answer.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
 import { createLocalJWKSet, jwtVerify } from "jose";
-import { startGateway, post, json, randomEmail, ROOT } from "./harness.mjs";
+import { startGateway, post, json, randomEmail } from "./harness.mjs";
+import { boundWorkers } from "./lib/bound-workers.mjs";
 
-const ORIGIN_WORKER = "portcullis-e2e-origin";
 let gw;
-let dir;
+let bound;
 let alice;
 
-function configs() {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), "portcullis-binding-"));
-  const abs = (p) => JSON.stringify(path.join(ROOT, p));
-  const gateway = fs
-    .readFileSync(path.join(ROOT, "wrangler.toml"), "utf8")
-    .replace(/^main = .*$/m, `main = ${abs("build/worker/shim.mjs")}`)
-    .replace(/^migrations_dir = .*$/m, `migrations_dir = ${abs("migrations")}`)
-    .replace(/^ORIGIN_URL = .*$/m, "");
-  assert.ok(!/^ORIGIN_URL/m.test(gateway));
-  // wrangler reads secrets from the .dev.vars beside the config.
-  fs.copyFileSync(path.join(ROOT, ".dev.vars"), path.join(dir, ".dev.vars"));
-  const primary = path.join(dir, "gateway.toml");
-  fs.writeFileSync(primary, `${gateway}\n[[services]]\nbinding = "ORIGIN"\nservice = "${ORIGIN_WORKER}"\n`);
-  const origin = path.join(dir, "origin.toml");
-  fs.writeFileSync(
-    origin,
-    `name = "${ORIGIN_WORKER}"\nmain = ${abs("tests/e2e/fixtures/origin-worker.js")}\ncompatibility_date = "2026-11-01"\n`,
-  );
-  return ["-c", primary, "-c", origin];
-}
-
 before(async () => {
-  gw = await startGateway({ vars: { ORIGIN_URL: null }, args: configs() });
+  bound = boundWorkers(
+    [
+      { binding: "ORIGIN", service: "portcullis-e2e-origin", script: "tests/e2e/fixtures/origin-worker.js" },
+      { binding: "HOOK", service: "portcullis-e2e-hook", script: "tests/e2e/fixtures/hook-worker.js" },
+    ],
+    ["ORIGIN_URL"],
+  );
+  gw = await startGateway({
+    vars: { ORIGIN_URL: null, HOOK_URL: "https://hook.invalid/signin?v=1" },
+    args: bound.args,
+  });
   const res = await post(`${gw.url}/auth/signup`, { email: randomEmail("binding"), password: "correct horse battery" });
   alice = await json(res);
   assert.equal(res.status, 201, JSON.stringify(alice));
@@ -45,7 +33,7 @@ before(async () => {
 
 after(async () => {
   await gw?.stop();
-  if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  bound?.cleanup();
 });
 
 test("an authenticated request reaches the origin Worker through the binding, with path, query, body and identity", async () => {
@@ -87,4 +75,18 @@ test("refusals happen before the binding is used, and public routes pass without
   assert.equal(pub.status, 200, JSON.stringify(echo));
   assert.equal(echo.via, "service-binding");
   assert.equal(echo.identity.user_id, null);
+});
+
+test("the sign-in hook is asked through the HOOK binding: signed request, its claims in the token, its refusal a 403", async () => {
+  const claims = JSON.parse(Buffer.from(alice.access_token.split(".")[1], "base64url"));
+  assert.equal(claims.plan, "pro");
+  assert.equal(claims.hook_path, "/signin");
+  assert.equal(claims.hook_method, "POST");
+  assert.equal(claims.hook_signed, true);
+  assert.equal(claims.hook_type, "allow_signin");
+  const denied = await post(`${gw.url}/auth/signup`, { email: randomEmail("deny-"), password: "correct horse battery" });
+  const body = await json(denied);
+  assert.equal(denied.status, 403, JSON.stringify(body));
+  assert.equal(body.code, "signin_denied");
+  assert.equal(body.detail, "on the waitlist");
 });
