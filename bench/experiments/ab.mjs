@@ -1,6 +1,6 @@
 // A/B of two Portcullis builds on the bare runtime, for deciding whether a change pays:
 //
-//   node bench/experiments/ab.mjs DIR_A DIR_B [rounds] [seconds] [path] [tokens]
+//   node bench/experiments/ab.mjs DIR_A DIR_B [rounds] [seconds] [path] [tokens[,tokens...]]
 //
 // DIR_A and DIR_B (relative to bench/out/) each hold an `index.js` + `index_bg.wasm`
 // copied from build/. Each is served by its own workerd, with the pass-through (P) as a
@@ -40,13 +40,18 @@ await mk("B", "b-portcullis.capnp", dirB);
 await mk("P", "a-passthrough.capnp", null);
 const res = { A: [], B: [], P: [] };
 try {
-  for (const n of ["A", "B", "P"]) await runWrk("wrk", path.join(OUT, ".."), { base: `http://127.0.0.1:${targets[n].port}`, path: urlPath, tokensFile: path.join(OUT, tokens), seconds: 2 });
+  // `tokens` may list several files (comma-separated, paths absolute or under bench/out):
+  // the warm-up uses the first, round r the (r+1)-th (wrapping) — with never-seen
+  // tokens in each, every round measures fresh-token checks.
+  const files = tokens.split(",").map((f) => (path.isAbsolute(f) ? f : path.join(OUT, f)));
+  const fileFor = (r) => files[files.length === 1 ? 0 : 1 + (r % (files.length - 1))];
+  for (const n of ["A", "B", "P"]) await runWrk("wrk", path.join(OUT, ".."), { base: `http://127.0.0.1:${targets[n].port}`, path: urlPath, tokensFile: files[0], seconds: 2 });
   for (let r = 0; r < rounds; r++) {
     const order = r % 2 ? ["B", "A", "P"] : ["A", "B", "P"];
     const line = [];
     for (const n of order) {
       const c0 = cpuNs(targets[n].pid);
-      const w = await runWrk("wrk", path.join(OUT, ".."), { base: `http://127.0.0.1:${targets[n].port}`, path: urlPath, tokensFile: path.join(OUT, tokens), seconds: Number(secs) });
+      const w = await runWrk("wrk", path.join(OUT, ".."), { base: `http://127.0.0.1:${targets[n].port}`, path: urlPath, tokensFile: fileFor(r), seconds: Number(secs) });
       const cpu = (cpuNs(targets[n].pid) - c0) / 1000 / w.requests;
       if (w.non2xx && urlPath !== "/api/admin/x") throw new Error(`${n}: ${w.non2xx} non-2xx`);
       res[n].push({ rps: w.rps, cpu });
