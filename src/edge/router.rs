@@ -10,14 +10,19 @@ use worker::{Context, Env};
 
 use crate::core::config::Config;
 use crate::core::cors;
+use crate::core::email::Email;
 use crate::core::error::Error;
 use crate::core::flows::account::{LoginRequest, RefreshRequest, SignupRequest};
 use crate::core::flows::admin::{ListQuery, UpdateUserRequest};
 use crate::core::flows::keys::discovery;
+use crate::core::flows::magic_link::MAGIC_LINK_ACCEPTED;
 use crate::core::flows::otp::OtpVerifyRequest;
+use crate::core::flows::otp::OTP_ACCEPTED;
+use crate::core::flows::password::FORGOT_ACCEPTED;
 use crate::core::flows::password::{ChangeRequest, ResetRequest};
 use crate::core::flows::{AuthResponse, Deps, EmailRequest, Meta, TokenRequest};
 use crate::core::policy::{auth_api_path, normalise_path};
+use crate::core::rate_limit::Endpoint;
 use crate::edge::d1::D1Store;
 use crate::edge::http::{self, JsResult};
 use crate::edge::keyring::{self, EdgeKeys};
@@ -80,7 +85,7 @@ fn preflight(req: &Request, grant: Option<&cors::Grant>, requested_method: &str)
     }
 }
 
-async fn route(req: Request, env: Env, _ctx: Context, cfg: Rc<Config>) -> JsResult<Response> {
+async fn route(req: Request, env: Env, ctx: Context, cfg: Rc<Config>) -> JsResult<Response> {
     let url = match url::Url::parse(&req.url()) {
         Ok(u) => u,
         Err(_) => return http::problem(&Error::validation("invalid_path", "the request URL is not valid")),
@@ -92,7 +97,7 @@ async fn route(req: Request, env: Env, _ctx: Context, cfg: Rc<Config>) -> JsResu
     let Some(api_path) = auth_api_path(&normalised, &cfg.auth_prefix) else {
         return proxy::forward(req, &env, &cfg, url, normalised).await;
     };
-    match auth_api(&req, &env, cfg, &url, &api_path).await {
+    match auth_api(&req, &env, &ctx, cfg, &url, &api_path).await {
         Ok(resp) => Ok(resp),
         Err(e) => http::problem(&e),
     }
@@ -179,7 +184,14 @@ struct Empty {}
 
 /// Serves the auth API; `path` is the API's own name for the request path
 /// (`/auth/...` whatever `AUTH_PREFIX` is, or `/.well-known/...`).
-async fn auth_api(req: &Request, env: &Env, cfg: Rc<Config>, url: &url::Url, path: &str) -> Result<Response, Error> {
+async fn auth_api(
+    req: &Request,
+    env: &Env,
+    ctx: &Context,
+    cfg: Rc<Config>,
+    url: &url::Url,
+    path: &str,
+) -> Result<Response, Error> {
     let js = |r: JsResult<Response>| r.map_err(|e| Error::Internal(format!("response: {e:?}")));
     let store = D1Store::new(env)?;
     let events = QueueSink::new(env);
@@ -260,7 +272,9 @@ async fn auth_api(req: &Request, env: &Env, cfg: Rc<Config>, url: &url::Url, pat
         }
         ("POST", "/auth/magic-link") => {
             let body: EmailRequest = http::read_json(req).await?;
-            js(http::json(200, &deps.request_magic_link(&meta, rng, body).await?, None, &[]))
+            let email = deps.admit_email_request(&meta, rng, Endpoint::MagicLink, &body).await?;
+            send_in_background(ctx, env, &cfg, meta, Mailing::MagicLink, email);
+            js(http::json(200, &MAGIC_LINK_ACCEPTED, None, &[]))
         }
         ("POST", "/auth/magic-link/verify") => {
             let body: TokenRequest = http::read_json(req).await?;
@@ -272,7 +286,9 @@ async fn auth_api(req: &Request, env: &Env, cfg: Rc<Config>, url: &url::Url, pat
         ("GET", "/auth/magic-link/verify") => js(http::json(200, &MAGIC_LINK_LANDING, None, &[])),
         ("POST", "/auth/otp") => {
             let body: EmailRequest = http::read_json(req).await?;
-            js(http::json(200, &deps.request_otp(&meta, rng, body).await?, None, &[]))
+            let email = deps.admit_email_request(&meta, rng, Endpoint::Otp, &body).await?;
+            send_in_background(ctx, env, &cfg, meta, Mailing::Otp, email);
+            js(http::json(200, &OTP_ACCEPTED, None, &[]))
         }
         ("POST", "/auth/otp/verify") => {
             let body: OtpVerifyRequest = http::read_json(req).await?;
@@ -281,7 +297,9 @@ async fn auth_api(req: &Request, env: &Env, cfg: Rc<Config>, url: &url::Url, pat
         }
         ("POST", "/auth/password/forgot") => {
             let body: EmailRequest = http::read_json(req).await?;
-            js(http::json(200, &deps.forgot_password(&meta, rng, body).await?, None, &[]))
+            let email = deps.admit_email_request(&meta, rng, Endpoint::PasswordForgot, &body).await?;
+            send_in_background(ctx, env, &cfg, meta, Mailing::PasswordReset, email);
+            js(http::json(200, &FORGOT_ACCEPTED, None, &[]))
         }
         ("POST", "/auth/password/reset") => {
             let body: ResetRequest = http::read_json(req).await?;
@@ -321,6 +339,51 @@ async fn auth_api(req: &Request, env: &Env, cfg: Rc<Config>, url: &url::Url, pat
             None => Err(Error::NotFound),
         },
     }
+}
+
+/// How long an admitted email request's background work waits before it
+/// starts (see [`send_in_background`]).
+const BACKGROUND_START_MS: u64 = 10;
+
+/// What an admitted email request sends, if its address can sign in.
+enum Mailing {
+    MagicLink,
+    Otp,
+    PasswordReset,
+}
+
+/// Finishes an admitted magic-link, code or reset request after the answer
+/// (`ctx.waitUntil`): looking the address up, issuing the token and
+/// announcing it happen only for addresses with an account, so doing them
+/// first would tell anyone timing the answer which addresses have one. A
+/// failure here reaches the log, not the client (who was told "if this
+/// address can sign in"); nothing is half-written: the KV hint comes before
+/// the D1 row, and an event the queue refuses waits in the outbox.
+fn send_in_background(ctx: &Context, env: &Env, cfg: &Rc<Config>, meta: Meta, what: Mailing, email: Email) {
+    let env = env.clone();
+    let cfg = Rc::clone(cfg);
+    ctx.wait_until(async move {
+        let result = async {
+            // Let the answer leave first: work started at once would share the
+            // isolate's thread with sending it, and show in its timing.
+            worker::Delay::from(std::time::Duration::from_millis(BACKGROUND_START_MS)).await;
+            let store = D1Store::new(&env)?;
+            let events = QueueSink::new(&env);
+            let keys = EdgeKeys::new(&env, Rc::clone(&cfg));
+            let gate = FetchGate::new(&env);
+            let deps = Deps { store: &store, events: &events, keys: &keys, config: &cfg, gate: &gate };
+            let rng = &mut OsRandom;
+            match what {
+                Mailing::MagicLink => deps.send_magic_link(&meta, rng, &email).await,
+                Mailing::Otp => deps.send_otp(&meta, rng, &email).await,
+                Mailing::PasswordReset => deps.send_password_reset(&meta, rng, &email).await,
+            }
+        }
+        .await;
+        if let Err(e) = result {
+            worker::console_error!("portcullis.error sending an email token in the background: {e}");
+        }
+    });
 }
 
 /// The methods a known auth API path takes (for 405's `Allow`), or `None`

@@ -43,24 +43,29 @@ where
         rng: &mut impl Random,
         req: EmailRequest,
     ) -> Result<Accepted, Error> {
-        let email = Email::parse(&req.email)?;
-        self.throttle(meta, rng, Endpoint::MagicLink, email.as_str()).await?;
+        let email = self.admit_email_request(meta, rng, Endpoint::MagicLink, &req).await?;
+        self.send_magic_link(meta, rng, &email).await?;
+        Ok(MAGIC_LINK_ACCEPTED)
+    }
+
+    /// The part of [`Self::request_magic_link`] after admission: issues and
+    /// announces the link if the address can sign in, else does nothing.
+    pub async fn send_magic_link(&self, meta: &Meta, rng: &mut impl Random, email: &Email) -> Result<(), Error> {
         let user_id = match self.store.user_by_email(email.as_str()).await? {
-            Some(u) if u.banned => return Ok(MAGIC_LINK_ACCEPTED),
+            Some(u) if u.banned => return Ok(()),
             Some(u) => Some(u.id),
             None if self.config.allow_passwordless_signup => None,
-            None => return Ok(MAGIC_LINK_ACCEPTED),
+            None => return Ok(()),
         };
         let token = self
-            .issue_link(meta, rng, TokenKind::MagicLink, &email, user_id.as_deref(), self.config.magic_link_ttl_secs)
+            .issue_link(meta, rng, TokenKind::MagicLink, email, user_id.as_deref(), self.config.magic_link_ttl_secs)
             .await?;
         self.emit(
             meta,
             rng,
             vec![events::MagicLinkRequested { user_id, email: email.as_str().to_string(), token }.into()],
         )
-        .await?;
-        Ok(MAGIC_LINK_ACCEPTED)
+        .await
     }
 
     /// Consumes a magic link and signs its owner in (creating the account

@@ -50,13 +50,19 @@ where
     /// Issues a code if the address can sign in; emits `email_otp_requested`
     /// with the code then. Always the same answer.
     pub async fn request_otp(&self, meta: &Meta, rng: &mut impl Random, req: EmailRequest) -> Result<Accepted, Error> {
-        let email = Email::parse(&req.email)?;
-        self.throttle(meta, rng, Endpoint::Otp, email.as_str()).await?;
+        let email = self.admit_email_request(meta, rng, Endpoint::Otp, &req).await?;
+        self.send_otp(meta, rng, &email).await?;
+        Ok(OTP_ACCEPTED)
+    }
+
+    /// The part of [`Self::request_otp`] after admission: issues and
+    /// announces a code if the address can sign in, else does nothing.
+    pub async fn send_otp(&self, meta: &Meta, rng: &mut impl Random, email: &Email) -> Result<(), Error> {
         let user_id = match self.store.user_by_email(email.as_str()).await? {
-            Some(u) if u.banned => return Ok(OTP_ACCEPTED),
+            Some(u) if u.banned => return Ok(()),
             Some(u) => Some(u.id),
             None if self.config.allow_passwordless_signup => None,
-            None => return Ok(OTP_ACCEPTED),
+            None => return Ok(()),
         };
         let challenge = ids::token_hash(&ids::secret_token(rng));
         let code = otp_code(rng);
@@ -64,7 +70,7 @@ where
         self.issue_email_token(
             meta,
             TokenKind::EmailOtp,
-            &email,
+            email,
             user_id.as_deref(),
             self.config.otp_ttl_secs,
             Secret::Code { challenge, code_hash },
@@ -75,8 +81,7 @@ where
             rng,
             vec![events::EmailOtpRequested { user_id, email: email.as_str().to_string(), code }.into()],
         )
-        .await?;
-        Ok(OTP_ACCEPTED)
+        .await
     }
 
     /// Checks a code and signs its owner in. Every wrong code gets the same

@@ -66,29 +66,23 @@ where
         rng: &mut impl Random,
         req: EmailRequest,
     ) -> Result<Accepted, Error> {
-        let email = Email::parse(&req.email)?;
-        self.throttle(meta, rng, Endpoint::PasswordForgot, email.as_str()).await?;
+        let email = self.admit_email_request(meta, rng, Endpoint::PasswordForgot, &req).await?;
+        self.send_password_reset(meta, rng, &email).await?;
+        Ok(FORGOT_ACCEPTED)
+    }
+
+    /// The part of [`Self::forgot_password`] after admission: issues and
+    /// announces a reset link if the address has a usable account.
+    pub async fn send_password_reset(&self, meta: &Meta, rng: &mut impl Random, email: &Email) -> Result<(), Error> {
         let user = match self.store.user_by_email(email.as_str()).await? {
             Some(u) if !u.banned => u,
-            _ => return Ok(FORGOT_ACCEPTED),
+            _ => return Ok(()),
         };
         let token = self
-            .issue_link(
-                meta,
-                rng,
-                TokenKind::PasswordReset,
-                &email,
-                Some(&user.id),
-                self.config.password_reset_ttl_secs,
-            )
+            .issue_link(meta, rng, TokenKind::PasswordReset, email, Some(&user.id), self.config.password_reset_ttl_secs)
             .await?;
-        self.emit(
-            meta,
-            rng,
-            vec![events::PasswordResetRequested { user_id: user.id, email: user.email, token }.into()],
-        )
-        .await?;
-        Ok(FORGOT_ACCEPTED)
+        self.emit(meta, rng, vec![events::PasswordResetRequested { user_id: user.id, email: user.email, token }.into()])
+            .await
     }
 
     /// Consumes a reset link and sets the new password; every session of the

@@ -1,9 +1,10 @@
 //! Rate limiting and the login back-off, as the flows that take an email
 //! address apply them (`RATE_LIMITS`, `LOGIN_BACKOFF`).
 
+use crate::core::email::Email;
 use crate::core::error::Error;
 use crate::core::events;
-use crate::core::flows::{Deps, Meta};
+use crate::core::flows::{Deps, EmailRequest, Meta};
 use crate::core::ids::Random;
 use crate::core::ports::{EventSink, KeyRing, RateLimitStore, SessionStore, UserStore};
 use crate::core::rate_limit::{self, Endpoint, Hit, BACKOFF_MEMORY_SECS};
@@ -26,6 +27,23 @@ where
         email: &str,
     ) -> Result<(), Error> {
         self.throttle_keys(meta, rng, endpoint, Some(email)).await
+    }
+
+    /// Everything an email-sending request (magic link, code, password
+    /// reset) does before anything depends on whether the address has an
+    /// account: the address is parsed and the request counted against the
+    /// limits. The edge answers right after it and sends in the background,
+    /// so the answer takes as long for any address (no enumeration by time).
+    pub async fn admit_email_request(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        endpoint: Endpoint,
+        req: &EmailRequest,
+    ) -> Result<Email, Error> {
+        let email = Email::parse(&req.email)?;
+        self.throttle(meta, rng, endpoint, email.as_str()).await?;
+        Ok(email)
     }
 
     /// Counts this request against `endpoint`'s per-IP limit only.
