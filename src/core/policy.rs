@@ -219,15 +219,15 @@ pub fn normalise_path(raw: &str) -> Result<String, Error> {
 /// case-insensitively) it is `/auth` plus the rest, so the API's routes do
 /// not depend on the prefix; `/.well-known/...` is the API's as it is.
 pub fn auth_api_path(normalised: &str, prefix: &str) -> Option<String> {
-    let head = normalised.get(..prefix.len())?;
-    if head.eq_ignore_ascii_case(prefix) {
-        let rest = &normalised[prefix.len()..];
-        if rest.is_empty() || rest.starts_with('/') {
-            return Some(format!("/auth{rest}"));
-        }
+    // Runs on every gateway request: no allocation unless the path is the API's.
+    let under = |p: &str| {
+        normalised.get(..p.len()).is_some_and(|head| head.eq_ignore_ascii_case(p))
+            && matches!(normalised.as_bytes().get(p.len()), None | Some(b'/'))
+    };
+    if under(prefix) {
+        return Some(format!("/auth{}", &normalised[prefix.len()..]));
     }
-    let key = normalised.to_ascii_lowercase();
-    (key == "/.well-known" || key.starts_with("/.well-known/")).then(|| normalised.to_string())
+    under("/.well-known").then(|| normalised.to_string())
 }
 
 /// Decodes `%XX` escapes; refuses encoded `/`, `\`, NUL and other control
@@ -347,6 +347,9 @@ mod tests {
         assert_eq!(auth_api_path("/.well-known/jwks.json", "/id/v1").as_deref(), Some("/.well-known/jwks.json"));
         assert_eq!(auth_api_path("/", "/auth"), None);
         assert_eq!(auth_api_path("/a", "/auth"), None);
+        assert_eq!(auth_api_path("/.well-knownx", "/auth"), None);
+        assert_eq!(auth_api_path("/.WELL-KNOWN/jwks.json", "/auth").as_deref(), Some("/.WELL-KNOWN/jwks.json"));
+        assert_eq!(auth_api_path("/é", "/auth"), None, "a prefix length inside a character is no match");
     }
 
     #[test]
