@@ -88,10 +88,16 @@ pub enum Error {
     },
     /// Authenticated, but not allowed.
     Forbidden {
-        /// Stable code, e.g. `account_banned`, `insufficient_role`.
+        /// Stable code, e.g. `account_banned`.
         code: &'static str,
         /// What was refused, for people.
         detail: String,
+    },
+    /// A valid token whose roles do not allow the request: 403
+    /// `insufficient_role`, with RFC 6750's `insufficient_scope` challenge.
+    InsufficientRole {
+        /// What was refused, for people.
+        detail: &'static str,
     },
     /// No such resource.
     NotFound,
@@ -279,14 +285,13 @@ impl Error {
                 "the refresh token is invalid, expired or revoked",
             ),
             Self::InvalidEmailSecret { code, detail } => Problem::new(401, code, "Invalid or expired", detail.clone()),
-            Self::Forbidden { code, detail } => {
-                let mut p = Problem::new(403, code, "Forbidden", detail.clone());
-                if *code == "insufficient_role" {
-                    // RFC 6750 §3.1: a valid token without the privileges needed.
-                    p.www_authenticate = Some(format!(
-                        "Bearer realm=\"portcullis\", error=\"insufficient_scope\", error_description=\"{detail}\""
-                    ));
-                }
+            Self::Forbidden { code, detail } => Problem::new(403, code, "Forbidden", detail.clone()),
+            Self::InsufficientRole { detail } => {
+                let mut p = Problem::new(403, "insufficient_role", "Forbidden", *detail);
+                // RFC 6750 §3.1: a valid token without the privileges needed.
+                p.www_authenticate = Some(format!(
+                    "Bearer realm=\"portcullis\", error=\"insufficient_scope\", error_description=\"{detail}\""
+                ));
                 p
             }
             Self::NotFound => Problem::new(404, "not_found", "Not found", "no such resource"),

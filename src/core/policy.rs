@@ -262,7 +262,7 @@ pub fn authorize(policy: &Policy, roles: &[String]) -> Result<(), Error> {
     if policy.allows(roles) {
         Ok(())
     } else {
-        Err(Error::forbidden("insufficient_role", "your roles do not allow this request"))
+        Err(Error::InsufficientRole { detail: "your roles do not allow this request" })
     }
 }
 

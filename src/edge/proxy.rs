@@ -188,30 +188,48 @@ fn decide(
             None => Hit::Unsigned(e.token.clone()),
         }))
     });
-    let verified = match cached {
+    let (verified, fresh) = match cached {
         Some(Err(e)) => return Decision::Refuse(e),
         Some(Ok(Hit::Ready(identity))) => {
             return Decision::Forward { identity: identity.into(), drop_auth: from_header }
         }
-        Some(Ok(Hit::Unsigned(verified))) => verified,
-        None => {
-            let verified = match verify_fresh(&raw, &issuer, cfg, keys, now) {
-                Ok(v) => v,
-                Err(d) => return d,
-            };
-            if let Err(e) = authorize(policy, &verified.claims.roles) {
-                return Decision::Refuse(e);
-            }
-            verified
-        }
+        Some(Ok(Hit::Unsigned(verified))) => (verified, false),
+        None => match verify_fresh(&raw, &issuer, cfg, keys, now) {
+            Ok(v) => (v, true),
+            Err(d) => return d,
+        },
     };
-    match sign_assertion(&raw, &issuer, cfg, keys, &verified, now) {
-        Ok(identity) => Decision::Forward { identity: identity.into(), drop_auth: from_header },
+    if let Err(e) = authorize(policy, &verified.claims.roles) {
+        // Cached all the same: a repeat of the refused request costs a lookup.
+        remember(&raw, fresh.then_some(verified), None, now);
+        return Decision::Refuse(e);
+    }
+    let signed = sign_assertion(&issuer, cfg, keys, &verified, now);
+    remember(&raw, fresh.then_some(verified), signed.as_ref().ok().cloned(), now);
+    match signed {
+        Ok((identity, _)) => Decision::Forward { identity: identity.into(), drop_auth: from_header },
         Err(d) => d,
     }
 }
 
-/// Verifies a token the cache does not hold, and caches it.
+/// Caches what [`decide`] learnt, with one write: a fresh token (with its
+/// assertion, if one was signed), or a new assertion for a cached token.
+fn remember(raw: &str, fresh: Option<VerifiedToken>, assertion: Option<(js_sys::Array, UnixTime)>, now: UnixTime) {
+    TOKENS.with(|c| {
+        let mut c = c.borrow_mut();
+        match (fresh, assertion) {
+            (Some(token), assertion) => c.insert(raw, token, now).assertion = assertion,
+            (None, Some(a)) => {
+                if let Some(e) = c.get_mut(raw, now) {
+                    e.assertion = Some(a);
+                }
+            }
+            (None, None) => {}
+        }
+    });
+}
+
+/// Verifies a token the cache does not hold (the caller caches it).
 fn verify_fresh(
     raw: &str,
     issuer: &str,
@@ -229,23 +247,18 @@ fn verify_fresh(
         Ok(Cached::Verified(true)) => {}
     }
     let expect = Expectations { issuer, audience: &cfg.audience, token_type: ACCESS_TOKEN_TYPE };
-    let verified = parsed.validated_claims(&expect, now).map_err(refuse)?;
-    TOKENS.with(|c| {
-        c.borrow_mut().insert(raw, verified.clone(), now);
-    });
-    Ok(verified)
+    parsed.validated_claims(&expect, now).map_err(refuse)
 }
 
-/// Signs the origin assertion for a verified token and caches it with the
-/// identity headers; returns those headers.
+/// Signs the origin assertion for a verified token; returns the identity
+/// headers (assertion included) and when the assertion expires.
 fn sign_assertion(
-    raw: &str,
     issuer: &str,
     cfg: &Config,
     keys: &EdgeKeys<'_>,
     verified: &VerifiedToken,
     now: UnixTime,
-) -> Result<js_sys::Array, Decision> {
+) -> Result<(js_sys::Array, UnixTime), Decision> {
     let signer = match keys.signer_cached(now) {
         Ok(Some(s)) => s,
         Ok(None) => return Err(Decision::LoadKeys { unknown_kid: None }),
@@ -267,15 +280,7 @@ fn sign_assertion(
         &c.sid.as_str().into(),
         &token::compact(&input, &sig).into(),
     );
-    TOKENS.with(|c| {
-        let mut c = c.borrow_mut();
-        let e = match c.get_mut(raw, now) {
-            Some(e) => e,
-            None => c.insert(raw, verified.clone(), now),
-        };
-        e.assertion = Some((identity.clone(), exp));
-    });
-    Ok(identity)
+    Ok((identity, exp))
 }
 
 fn assertion_fresh(expires: UnixTime, now: UnixTime) -> bool {

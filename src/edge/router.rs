@@ -193,11 +193,9 @@ async fn auth_api(
     path: &str,
 ) -> Result<Response, Error> {
     let js = |r: JsResult<Response>| r.map_err(|e| Error::Internal(format!("response: {e:?}")));
-    let store = D1Store::new(env)?;
-    let events = QueueSink::new(env);
-    let keys = EdgeKeys::new(env, cfg.clone());
-    let gate = FetchGate::new(env);
-    let deps = Deps { store: &store, events: &events, keys: &keys, config: &cfg, gate: &gate };
+    let ports = Ports::new(env, &cfg)?;
+    let deps = ports.deps(&cfg);
+    let keys = &ports.keys;
     let meta = meta(req, &cfg, url);
     let rng = &mut OsRandom;
     let method = req.method();
@@ -341,6 +339,29 @@ async fn auth_api(
     }
 }
 
+/// The platform adapters behind the flows' ports, for one request or task.
+struct Ports<'e> {
+    store: D1Store,
+    events: QueueSink<'e>,
+    keys: EdgeKeys<'e>,
+    gate: FetchGate,
+}
+
+impl<'e> Ports<'e> {
+    fn new(env: &'e Env, cfg: &Rc<Config>) -> Result<Self, Error> {
+        Ok(Self {
+            store: D1Store::new(env)?,
+            events: QueueSink::new(env),
+            keys: EdgeKeys::new(env, Rc::clone(cfg)),
+            gate: FetchGate::new(env),
+        })
+    }
+
+    fn deps<'a>(&'a self, cfg: &'a Config) -> Deps<'a, D1Store, QueueSink<'e>, EdgeKeys<'e>> {
+        Deps { store: &self.store, events: &self.events, keys: &self.keys, config: cfg, gate: &self.gate }
+    }
+}
+
 /// How long an admitted email request's background work waits before it
 /// starts (see [`send_in_background`]).
 const BACKGROUND_START_MS: u64 = 10;
@@ -367,11 +388,8 @@ fn send_in_background(ctx: &Context, env: &Env, cfg: &Rc<Config>, meta: Meta, wh
             // Let the answer leave first: work started at once would share the
             // isolate's thread with sending it, and show in its timing.
             worker::Delay::from(std::time::Duration::from_millis(BACKGROUND_START_MS)).await;
-            let store = D1Store::new(&env)?;
-            let events = QueueSink::new(&env);
-            let keys = EdgeKeys::new(&env, Rc::clone(&cfg));
-            let gate = FetchGate::new(&env);
-            let deps = Deps { store: &store, events: &events, keys: &keys, config: &cfg, gate: &gate };
+            let ports = Ports::new(&env, &cfg)?;
+            let deps = ports.deps(&cfg);
             let rng = &mut OsRandom;
             match what {
                 Mailing::MagicLink => deps.send_magic_link(&meta, rng, &email).await,

@@ -248,7 +248,7 @@ where
         let p = self.authenticate(meta, bearer).await?;
         let user = self.live_user(&p).await?;
         if !user.roles.iter().any(|r| r == ADMIN_ROLE) {
-            return Err(Error::forbidden("insufficient_role", "this endpoint requires the admin role"));
+            return Err(Error::InsufficientRole { detail: "this endpoint requires the admin role" });
         }
         Ok(Admin { user })
     }
