@@ -19,6 +19,7 @@ use crate::core::outbound::{HttpReply, HttpRequest, SendError};
 use crate::core::rate_limit::{Count, Hit};
 use crate::core::session::{RotateRequest, Rotation, Session};
 use crate::core::time::UnixTime;
+use crate::core::token::VerifiedToken;
 use crate::core::users::{ProfileUpdate, User, UserPage};
 
 /// Shorthand.
@@ -149,6 +150,10 @@ pub trait KeyRing {
     /// Verifies an Ed25519 signature by key `kid` over `signed`.
     /// `Ok(None)` when no published key has that `kid`.
     async fn verify(&self, kid: &str, signed: &[u8], signature: &[u8]) -> Result<Option<bool>>;
+    /// Told of each access token signed with [`KeyRing::signing_key`], in
+    /// the form verifying it would give, at `now`: an edge may trust it
+    /// from then on without checking its own signature. Default: nothing.
+    fn issued(&self, _raw: &str, _token: VerifiedToken, _now: UnixTime) {}
 }
 
 /// The event queue.

@@ -127,6 +127,39 @@ pub struct NewAccessToken<'a> {
     pub extra: &'a ExtraClaims,
 }
 
+impl NewAccessToken<'_> {
+    /// What verifying the token issued from this yields — the claims, `iat`
+    /// and `exp` exactly as [`Parsed::validated_claims`] reads them back — so
+    /// the isolate that signed it can trust it without checking its own
+    /// signature. `None` when verification would refuse it (identity claims
+    /// that cannot travel in header values).
+    pub fn verified(&self) -> Option<VerifiedToken> {
+        let claims = AccessClaims {
+            iss: self.issuer.to_string(),
+            aud: vec![self.audience.to_string()],
+            sub: self.user_id.to_string(),
+            sid: self.session_id.to_string(),
+            roles: self.roles.to_vec(),
+            email: self.email.to_string(),
+            email_verified: self.email_verified,
+            jti: self.jti.to_string(),
+        };
+        fits_headers(&claims).then(|| VerifiedToken {
+            claims,
+            issued_at: self.now,
+            expires_at: self.now.plus_secs(self.ttl_secs),
+        })
+    }
+}
+
+/// Whether the identity can travel in header values (X-Auth-*, roles joined
+/// by commas): no control characters; roles non-empty, without `,` or space.
+fn fits_headers(c: &AccessClaims) -> bool {
+    let plain = |v: &str| !v.chars().any(char::is_control);
+    let role_ok = |r: &String| !r.is_empty() && plain(r) && !r.contains([',', ' ']);
+    plain(&c.sub) && plain(&c.sid) && plain(&c.email) && c.roles.iter().all(role_ok)
+}
+
 /// Signs an access token with `key`.
 pub fn issue(t: &NewAccessToken<'_>, key: &SigningKey) -> Result<String, Error> {
     let header = Header::empty().with_key_id(key.kid.clone()).with_token_type(ACCESS_TOKEN_TYPE);
@@ -325,11 +358,9 @@ impl<'a> Parsed<'a> {
         if !custom.aud.iter().any(|a| a == expect.audience) {
             return Err(TokenError::WrongAudience);
         }
-        // The identity travels in header values (X-Auth-*, roles joined by
-        // commas): claims that cannot are malformed, whoever signed them.
-        let plain = |v: &str| !v.chars().any(char::is_control);
-        let role_ok = |r: &String| !r.is_empty() && plain(r) && !r.contains([',', ' ']);
-        if !plain(&custom.sub) || !plain(&custom.sid) || !plain(&custom.email) || !custom.roles.iter().all(role_ok) {
+        // Claims that cannot travel in header values are malformed, whoever
+        // signed them.
+        if !fits_headers(&custom) {
             return Err(TokenError::Malformed);
         }
         Ok(VerifiedToken { claims: custom, issued_at: UnixTime(iat), expires_at: UnixTime(exp) })
@@ -456,6 +487,41 @@ mod tests {
         });
         c.as_object_mut().unwrap().extend(over.as_object().unwrap().clone());
         c
+    }
+
+    #[test]
+    fn the_verified_form_of_a_new_token_is_refused_exactly_when_verification_would_be() {
+        use crate::core::ids::test_support::SeqRandom;
+        use crate::core::keys::{generate, Kek};
+        let (_, key) = generate(&mut SeqRandom(6), &Kek::from_bytes([3; 32]), UnixTime(0)).unwrap();
+        let extra = ExtraClaims::new();
+        for (roles, email, fits) in [
+            (vec!["admin".to_string()], "a@example.com", true),
+            (vec![], "a@example.com", true),
+            (vec!["a,b".to_string()], "a@example.com", false),
+            (vec!["a b".to_string()], "a@example.com", false),
+            (vec![String::new()], "a@example.com", false),
+            (vec!["admin".to_string()], "a\r\n@example.com", false),
+        ] {
+            let new = NewAccessToken {
+                issuer: "i",
+                audience: "a",
+                user_id: "u",
+                session_id: "s",
+                roles: &roles,
+                email,
+                email_verified: true,
+                jti: "j",
+                now: UnixTime(1_000),
+                ttl_secs: 900,
+                extra: &extra,
+            };
+            let raw = issue(&new, &key).unwrap();
+            let parsed = Parsed::new(&raw, ACCESS_TOKEN_TYPE).unwrap();
+            let verified = parsed.validated_claims(&EXPECT, UnixTime(1_001));
+            assert_eq!(new.verified().is_some(), fits, "{roles:?} {email:?}");
+            assert_eq!(new.verified().ok_or(TokenError::Malformed), verified, "{roles:?} {email:?}");
+        }
     }
 
     #[test]

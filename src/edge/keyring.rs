@@ -37,6 +37,7 @@ use crate::core::flows::keys::{key_cache_grace_secs, load_or_create};
 use crate::core::keys::{jwks, Jwks, SigningKey, StoredKey};
 use crate::core::ports::{KeyRing, Result};
 use crate::core::time::UnixTime;
+use crate::core::token::VerifiedToken;
 use crate::edge::d1::D1Store;
 use crate::edge::platform::{self, OsRandom};
 
@@ -305,5 +306,9 @@ impl KeyRing for EdgeKeys<'_> {
         }
         // Loaded and still asking for a load: treat the kid as unknown.
         Ok(None)
+    }
+
+    fn issued(&self, raw: &str, token: VerifiedToken, now: UnixTime) {
+        crate::edge::proxy::remember_issued(raw, token, &self.config, self, now);
     }
 }

@@ -229,6 +229,16 @@ fn remember(raw: &str, fresh: Option<VerifiedToken>, assertion: Option<(js_sys::
     });
 }
 
+/// Caches an access token this isolate has just signed (login, refresh,
+/// link, code, OAuth), with its assertion for the origin, as if the gateway
+/// had verified it: its first request through the gateway costs a lookup,
+/// not a signature check (if the assertion cannot be signed now, the first
+/// forward signs it).
+pub fn remember_issued(raw: &str, token: VerifiedToken, cfg: &Config, keys: &EdgeKeys<'_>, now: UnixTime) {
+    let signed = sign_assertion(&token.claims.iss, cfg, keys, &token, now).ok();
+    remember(raw, Some(token), signed, now);
+}
+
 /// Verifies a token the cache does not hold (the caller caches it).
 fn verify_fresh(
     raw: &str,

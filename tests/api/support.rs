@@ -22,6 +22,7 @@ use portcullis::core::ports::{
 use portcullis::core::rate_limit::{Count, Hit};
 use portcullis::core::session::{RotateRequest, Rotation, Session};
 use portcullis::core::time::UnixTime;
+use portcullis::core::token::VerifiedToken;
 use portcullis::core::users::{ProfileUpdate, User, UserPage};
 
 /// xorshift64: deterministic, for tests only.
@@ -407,6 +408,8 @@ pub struct MemKeys {
     pub store: Rc<MemStore>,
     pub kek: Kek,
     pub now: Cell<UnixTime>,
+    /// What [`KeyRing::issued`] was told, in order.
+    pub issued: RefCell<Vec<(String, VerifiedToken, UnixTime)>>,
 }
 
 impl KeyRing for MemKeys {
@@ -421,6 +424,9 @@ impl KeyRing for MemKeys {
             ed25519_compact::PublicKey::from_slice(&k.public_bytes()?).map_err(|e| Error::Internal(e.to_string()))?;
         let Ok(sig) = ed25519_compact::Signature::from_slice(signature) else { return Ok(Some(false)) };
         Ok(Some(pk.verify(signed, &sig).is_ok()))
+    }
+    fn issued(&self, raw: &str, token: VerifiedToken, now: UnixTime) {
+        self.issued.borrow_mut().push((raw.to_string(), token, now));
     }
 }
 
@@ -494,7 +500,12 @@ impl World {
     pub fn new(extra: &[(&str, &str)]) -> Self {
         let store = Rc::new(MemStore::default());
         let config = config(extra);
-        let keys = MemKeys { store: store.clone(), kek: config.kek.clone(), now: Cell::new(UnixTime(0)) };
+        let keys = MemKeys {
+            store: store.clone(),
+            kek: config.kek.clone(),
+            now: Cell::new(UnixTime(0)),
+            issued: RefCell::default(),
+        };
         Self { store, events: MemEvents::default(), keys, config, gate: MemGate::default() }
     }
 

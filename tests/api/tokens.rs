@@ -92,3 +92,36 @@ fn alg_none_and_foreign_headers_are_refused() {
         assert_eq!(verify(&w, malformed, 1_001, "portcullis").unwrap_err(), Error::InvalidToken(TokenError::Malformed));
     }
 }
+
+#[test]
+fn every_issued_token_is_handed_to_the_key_ring_exactly_as_verifying_it_reads_it() {
+    use portcullis::core::flows::account::LoginRequest;
+    let w = World::new(&[]);
+    let mut rng = TestRandom(3);
+    let (deps, meta) = w.at(1_000);
+    let signup = block_on(deps.signup(
+        &meta,
+        &mut rng,
+        SignupRequest { email: "a@example.com".into(), password: "password-1".into(), name: None },
+    ))
+    .unwrap();
+    let (deps, meta) = w.at(1_050);
+    let login = block_on(deps.login(
+        &meta,
+        &mut rng,
+        LoginRequest { email: "a@example.com".into(), password: "password-1".into() },
+    ))
+    .unwrap();
+    let (deps, meta) = w.at(1_100);
+    let refreshed = block_on(deps.refresh(&meta, &mut rng, Some(&login.refresh_token))).unwrap();
+
+    let issued = w.keys.issued.borrow().clone();
+    let raws: Vec<&str> = issued.iter().map(|(raw, _, _)| raw.as_str()).collect();
+    assert_eq!(raws, [&signup.access_token, &login.access_token, &refreshed.access_token]);
+    for ((raw, told, at), now) in issued.iter().zip([1_000, 1_050, 1_100]) {
+        assert_eq!(*at, UnixTime(now));
+        // What an edge would cache for it is what the gateway would get by
+        // verifying the token itself, field for field.
+        assert_eq!(*told, verify(&w, raw, now, "portcullis").unwrap());
+    }
+}

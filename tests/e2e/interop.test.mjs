@@ -177,6 +177,18 @@ test("each caller's assertion names that caller", async () => {
   assert.notEqual(pa.sub, pb.sub);
 });
 
+test("a token this gateway issued is trusted from its cache: its first forward carries the assertion signed at issue", async () => {
+  const carol = await signup(gw);
+  const access = decodeJwt(carol.access_token);
+  // Wait for the clock to pass the token's iat: an assertion signed now would say so.
+  while (Date.now() / 1000 < access.iat + 1.2) await sleep(100);
+  const echo = await viaGateway(gw, carol.access_token);
+  const { payload } = await jwtVerify(echo.identity.assertion, jwks, assertionOptions());
+  assert.equal(payload.sub, carol.user.id);
+  assert.equal(payload.iat, access.iat, "signed when the access token was, not on this request");
+  assert.equal(payload.jti, `${access.jti}:${access.iat}`);
+});
+
 test("an origin verifying assertions refuses a raw access token presented as one", async () => {
   await rejectsWith(jwtVerify(alice.access_token, jwks, assertionOptions()), "ERR_JWT_CLAIM_VALIDATION_FAILED");
 });

@@ -153,22 +153,24 @@ where
     ) -> Result<String, Error> {
         let key = self.keys.signing_key().await?;
         let jti = ids::uuid(rng);
-        token::issue(
-            &NewAccessToken {
-                issuer: &meta.issuer,
-                audience: &self.config.audience,
-                user_id: &user.id,
-                session_id: sid,
-                roles: &user.roles,
-                email: &user.email,
-                email_verified: user.email_verified,
-                jti: &jti,
-                now: meta.now,
-                ttl_secs: self.config.access_ttl_secs,
-                extra,
-            },
-            &key,
-        )
+        let new = NewAccessToken {
+            issuer: &meta.issuer,
+            audience: &self.config.audience,
+            user_id: &user.id,
+            session_id: sid,
+            roles: &user.roles,
+            email: &user.email,
+            email_verified: user.email_verified,
+            jti: &jti,
+            now: meta.now,
+            ttl_secs: self.config.access_ttl_secs,
+            extra,
+        };
+        let raw = token::issue(&new, &key)?;
+        if let Some(verified) = new.verified() {
+            self.keys.issued(&raw, verified, meta.now);
+        }
+        Ok(raw)
     }
 
     /// Opens a new session for `user`, signed in with email (password, link
