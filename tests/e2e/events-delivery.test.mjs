@@ -181,7 +181,7 @@ describe("webhook delivery", () => {
         assert.deepEqual(Object.keys(hit.json).sort(), ["data", "id", "timestamp", "type", "v"]);
         assert.equal(rx.for(p, hit.json.id).length, 1, `${type} sent to ${p} more than once`);
         // The body is exactly the envelope the queue carried.
-        const logged = gw.events().find((e) => e.id === hit.json.id);
+        const logged = await gw.waitForEvent((e) => e.id === hit.json.id);
         assert.deepEqual(hit.json, logged);
       }
     }
@@ -268,14 +268,14 @@ describe("webhook delivery", () => {
       ["email_verification_requested", "EMAIL_VERIFY_URL"],
     ]) {
       const m = await printed(type);
-      const event = gw.events().find((e) => e.id === m.event_id);
+      const event = await gw.waitForEvent((e) => e.id === m.event_id);
       assert.equal(event.type, type);
       assert.equal(m.to, email);
       assert.ok(m.subject.length > 0);
       assert.ok(m.text.includes(`${base(setting)}?token=${event.data.token}`), `${type}: ${m.text}`);
     }
     const otp = await printed("email_otp_requested");
-    const code = gw.events().find((e) => e.id === otp.event_id).data.code;
+    const code = (await gw.waitForEvent((e) => e.id === otp.event_id)).data.code;
     assert.match(code, /^\d{6}$/);
     assert.ok(otp.subject.includes(code) && otp.text.includes(code));
   });
