@@ -1,5 +1,6 @@
-//! The per-isolate cache of verified access tokens, so a token seen before
-//! costs a map lookup instead of a signature check.
+//! The per-isolate cache of verified access tokens — and of those the
+//! isolate issued itself — so a token seen before costs a map lookup instead
+//! of a signature check.
 //!
 //! Bounded: at most `capacity` entries; when full, expired entries are swept,
 //! and if that freed less than a quarter, about half of the rest is evicted

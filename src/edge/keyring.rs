@@ -21,6 +21,9 @@
 //! grace (and at once on meeting the new `kid`). Retired keys stay published
 //! long enough to cover that window (see
 //! [`crate::core::flows::keys::retirement_window_secs`]).
+//!
+//! Each access token signed with the ring's key is handed to the gateway's
+//! token cache ([`crate::edge::proxy::remember_issued`]), already verified.
 #![allow(unsafe_code)] // wasm-bindgen's generated extern shims
 
 use std::cell::RefCell;
