@@ -47,6 +47,7 @@ case "$cmd" in
       exit 1
     fi
     bash "$ROOT/scripts/setup-python.sh"
+    bash "$ROOT/scripts/setup-browser.sh"
     echo "[test] node --test (${#e2e[@]} e2e files, $(node --version))"
     node --test --test-concurrency=1 "$@" "${e2e[@]}"
     ;;

@@ -118,10 +118,21 @@ pub fn access_token(req: &Request, cfg: &Config, url: &url::Url) -> Result<Optio
     if let Some(t) = http::bearer(req) {
         return Ok(Some(t));
     }
+    cookie_credential(req, cfg, url, ACCESS_COOKIE)
+}
+
+/// The refresh cookie, under the same rule as the access cookie.
+fn refresh_cookie(req: &Request, cfg: &Config, url: &url::Url) -> Result<Option<String>, Error> {
+    cookie_credential(req, cfg, url, REFRESH_COOKIE)
+}
+
+/// Cookie `name` in cookie mode; a request that sends it must pass
+/// [`csrf_check`] (a cookie goes along with a cross-site form post too).
+fn cookie_credential(req: &Request, cfg: &Config, url: &url::Url, name: &str) -> Result<Option<String>, Error> {
     if !cfg.cookie_mode {
         return Ok(None);
     }
-    let token = cookie(req, ACCESS_COOKIE);
+    let token = cookie(req, name);
     if token.is_some() {
         csrf_check(req, cfg, url)?;
     }
@@ -221,11 +232,8 @@ async fn auth_api(
             let from_body = body.as_ref().and_then(|b| b.refresh_token.clone());
             let token = match from_body {
                 Some(t) => t,
-                None => match cfg.cookie_mode.then(|| cookie(req, REFRESH_COOKIE)).flatten() {
-                    Some(t) => {
-                        csrf_check(req, &cfg, url)?;
-                        t
-                    }
+                None => match refresh_cookie(req, &cfg, url)? {
+                    Some(t) => t,
                     None if body.is_none() => {
                         return Err(Error::InvalidJson(
                             "the request body is empty; expected {\"refresh_token\": \"...\"}".into(),
@@ -240,7 +248,10 @@ async fn auth_api(
         ("POST", "/auth/logout") => {
             let body: RefreshRequest = http::read_optional_json(req).await?.unwrap_or_default();
             let bearer = access_token(req, &cfg, url)?;
-            let refresh = body.refresh_token.or_else(|| cfg.cookie_mode.then(|| cookie(req, REFRESH_COOKIE)).flatten());
+            let refresh = match body.refresh_token {
+                Some(t) => Some(t),
+                None => refresh_cookie(req, &cfg, url)?,
+            };
             deps.logout(&meta, rng, bearer.as_deref(), refresh.as_deref()).await?;
             js(http::empty(204, &clear_cookies(&cfg)))
         }

@@ -457,4 +457,19 @@ describe("cookie mode", () => {
     });
     assert.equal(site.status, 403);
   });
+
+  test("the refresh cookie alone is held to the same rule: no cross-site logout or refresh", async () => {
+    const session = await post(`${gw.url}/auth/login`, { email: alice.email, password: alice.password }).then((r) => r.json());
+    const cookie = `__Host-portcullis_refresh=${session.refresh_token}`;
+    for (const path of ["/auth/logout", "/auth/refresh"]) {
+      for (const headers of [{ origin: "https://evil.example" }, { "sec-fetch-site": "cross-site" }]) {
+        const res = await fetch(`${gw.url}${path}`, { method: "POST", headers: { cookie, ...headers } });
+        assert.equal(res.status, 403, `${path} ${JSON.stringify(headers)}`);
+        assert.equal((await res.json()).code, "csrf_refused");
+      }
+    }
+    // Still alive: the same cookie from the gateway's own site refreshes.
+    const own = await fetch(`${gw.url}/auth/refresh`, { method: "POST", headers: { cookie, origin: gw.url } });
+    assert.equal(own.status, 200, await own.text());
+  });
 });
