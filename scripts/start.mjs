@@ -1,6 +1,8 @@
 // `npm start -- [wrangler dev args]`: local Portcullis.
 //   1. applies the D1 migrations into the local state (--persist-to DIR, default .wrangler/state)
-//   2. starts the demo origin on 127.0.0.1:8790 (env DEMO_ORIGIN_PORT overrides)
+//   2. starts the demo origin on 127.0.0.1:8790 (env DEMO_ORIGIN_PORT overrides; then
+//      ORIGIN_URL and the email link bases of wrangler.toml are pointed at that port too,
+//      unless you pass them with --var yourself)
 //   3. runs `wrangler dev --ip 127.0.0.1 --port PORT --persist-to DIR ...your args`
 // Every argument other than --port/--ip/--persist-to is passed to `wrangler dev` as is
 // (e.g. --var ACCESS_TTL:60, --test-scheduled). Runs under Node 22 (scripts/run.sh).
@@ -30,6 +32,24 @@ function parseArgs(argv) {
     }
   }
   return opts;
+}
+
+// The vars in wrangler.toml that name the demo origin (its default port), with
+// the path each one has there.
+const DEMO_ORIGIN_VARS = { ORIGIN_URL: "", MAGIC_LINK_URL: "/magic-link", PASSWORD_RESET_URL: "/reset-password", EMAIL_VERIFY_URL: "/verify-email" };
+const DEMO_ORIGIN_DEFAULT_PORT = 8790;
+
+/** `--var` arguments pointing those vars at the demo origin on `port`, when it is not the default; vars the user passes stay theirs. */
+function originVars(port, rest) {
+  if (port === DEMO_ORIGIN_DEFAULT_PORT) return [];
+  const given = new Set();
+  for (let i = 0; i < rest.length; i++) {
+    const v = rest[i] === "--var" ? rest[i + 1] : rest[i].startsWith("--var=") ? rest[i].slice(6) : null;
+    if (v) given.add(v.split(":", 1)[0]);
+  }
+  return Object.entries(DEMO_ORIGIN_VARS)
+    .filter(([name]) => !given.has(name))
+    .flatMap(([name, p]) => ["--var", `${name}:http://127.0.0.1:${port}${p}`]);
 }
 
 function log(msg) {
@@ -65,7 +85,7 @@ async function main() {
     CI: "true",
   });
 
-  const originPort = Number(process.env.DEMO_ORIGIN_PORT || 8790);
+  const originPort = Number(process.env.DEMO_ORIGIN_PORT || DEMO_ORIGIN_DEFAULT_PORT);
   let origin = null;
   try {
     origin = await startOrigin({ port: originPort });
@@ -74,7 +94,8 @@ async function main() {
     log(`demo origin NOT started on 127.0.0.1:${originPort}: ${err.code ?? err.message} (is one already running?)`);
   }
 
-  const devArgs = [WRANGLER, "dev", "--ip", opts.ip, "--port", String(opts.port), "--persist-to", persistTo, ...opts.rest];
+  const devArgs = [WRANGLER, "dev", "--ip", opts.ip, "--port", String(opts.port), "--persist-to", persistTo,
+    ...originVars(originPort, opts.rest), ...opts.rest];
   log(`wrangler dev on http://${opts.ip}:${opts.port}`);
   const child = spawn(process.execPath, devArgs, { cwd: ROOT, env, stdio: "inherit" });
 

@@ -215,7 +215,7 @@ async fn auth_api(
     match (method.as_str(), path) {
         ("GET", "/.well-known/jwks.json") => js(http::json(200, &keys.jwks().await?, Some("public, max-age=300"), &[])),
         ("GET", "/.well-known/openid-configuration") => {
-            js(http::json(200, &discovery(&meta.issuer, &cfg.auth_prefix), Some("public, max-age=300"), &[]))
+            js(http::json(200, &discovery(&meta.issuer), Some("public, max-age=300"), &[]))
         }
         ("POST", "/auth/signup") => {
             let body: SignupRequest = http::read_json(req).await?;

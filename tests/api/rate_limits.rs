@@ -86,12 +86,19 @@ fn consecutive_login_failures_back_off_until_a_success() {
         login_at(&w, &mut rng, 1_005, "ada@example.com", "wrong again!!").unwrap_err(),
         Error::RateLimited { retry_after_secs: 1 }
     );
+    // The first refusal of a back-off is reported, the rest of it is not.
+    assert_eq!(w.events.count("rate_limit_exceeded"), 1);
+    let ev = w.events.last_of("rate_limit_exceeded");
+    assert_eq!((&ev["endpoint"], &ev["key_type"], &ev["limit"]), (&"login".into(), &"email".into(), &5.into()));
+    assert_eq!(ev["email"], "ada@example.com");
     assert_eq!(code(login_at(&w, &mut rng, 1_006, "ada@example.com", "wrong again!!")), "invalid_credentials");
-    // Six failures: four seconds.
+    // Six failures: four seconds; a new back-off, reported again.
     assert_eq!(
         login_at(&w, &mut rng, 1_007, "ada@example.com", "x-x-x-x-x").unwrap_err(),
         Error::RateLimited { retry_after_secs: 3 }
     );
+    login_at(&w, &mut rng, 1_008, "ada@example.com", "x-x-x-x-x").unwrap_err();
+    assert_eq!(w.events.count("rate_limit_exceeded"), 2);
     login_at(&w, &mut rng, 1_010, "ada@example.com", "correct horse battery").unwrap();
     // A success clears the record.
     assert_eq!(block_on(w.store.login_failures("ada@example.com")).unwrap(), None);

@@ -140,6 +140,14 @@ test("login back-off: after 5 failures the account must wait, even with the righ
     const blocked = await post(`${gw.url}/auth/login`, { email, password: PASSWORD }, from(freshIp()));
     const r = { status: blocked.status, body: await json(blocked), retryAfter: blocked.headers.get("retry-after"), type: blocked.headers.get("content-type") };
     assertRateLimited(r, 900);
+    // The first refusal of the back-off is reported once, like a counter's.
+    const ev = await gw.waitForEvent((e) => e.type === "rate_limit_exceeded" && e.data.email === email);
+    assert.deepEqual([ev.data.endpoint, ev.data.key_type, ev.data.limit], ["login", "email", 5]);
+    const again = await post(`${gw.url}/auth/login`, { email, password: PASSWORD }, from(freshIp()));
+    assert.equal(again.status, 429);
+    await again.arrayBuffer();
+    await sleep(300);
+    assert.equal(gw.events().filter((e) => e.type === "rate_limit_exceeded" && e.data.email === email).length, 1);
     if (!known) continue;
     await sleep(Number(r.retryAfter) * 1000 + 1100);
     const ok = await post(`${gw.url}/auth/login`, { email, password: PASSWORD }, from(ip));

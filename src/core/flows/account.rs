@@ -136,7 +136,7 @@ where
         let email = Email::parse(&req.email)?;
         self.throttle(meta, rng, Endpoint::Login, email.as_str()).await?;
         // While the account's back-off lasts the password is not even looked at.
-        let had_failures = self.login_backoff(meta, email.as_str()).await?;
+        let had_failures = self.login_backoff(meta, rng, email.as_str()).await?;
         let password = match Password::presented(req.password, &self.config.password_policy) {
             Ok(p) => p,
             Err(e) => {

@@ -43,18 +43,17 @@ pub async fn load_or_create(
     Ok((stored, key))
 }
 
-/// `/.well-known/openid-configuration` for `issuer`, the auth API under
-/// `auth_prefix`.
-pub fn discovery(issuer: &str, auth_prefix: &str) -> serde_json::Value {
+/// `/.well-known/openid-configuration` for `issuer`: where the keys are and
+/// what the tokens are. Only what holds: Portcullis is not an OAuth
+/// authorization server (no authorize or token endpoint speaking OAuth, no
+/// ID tokens), so no endpoint or response type is advertised that a generic
+/// OAuth / OIDC client would then call and find speaking something else.
+pub fn discovery(issuer: &str) -> serde_json::Value {
     serde_json::json!({
         "issuer": issuer,
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
-        "token_endpoint": format!("{issuer}{auth_prefix}/login"),
-        "userinfo_endpoint": format!("{issuer}{auth_prefix}/me"),
-        "response_types_supported": ["token"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": [ALG_EDDSA],
-        "token_endpoint_auth_signing_alg_values_supported": [ALG_EDDSA],
         "claims_supported": ["iss", "aud", "sub", "sid", "roles", "email", "email_verified", "iat", "exp", "jti"],
     })
 }

@@ -86,16 +86,30 @@ where
     }
 
     /// Refuses a login for `email` while its back-off lasts (429 with the
-    /// seconds left); `Ok(true)` when earlier failures are on record.
-    pub async fn login_backoff(&self, meta: &Meta, email: &str) -> Result<bool, Error> {
+    /// seconds left; the first refusal of each back-off emits
+    /// `rate_limit_exceeded` with `key_type` `email` and `limit` the failures
+    /// allowed before it); `Ok(true)` when earlier failures are on record.
+    pub async fn login_backoff(&self, meta: &Meta, rng: &mut impl Random, email: &str) -> Result<bool, Error> {
         let Some(backoff) = self.config.rate_limits.backoff else { return Ok(false) };
-        match self.store.login_failures(email).await? {
-            None => Ok(false),
-            Some((failures, last)) => match backoff.wait(failures, last, meta.now) {
-                Some(secs) => Err(Error::RateLimited { retry_after_secs: secs }),
-                None => Ok(failures > 0),
-            },
+        let Some((failures, last)) = self.store.login_failures(email).await? else { return Ok(false) };
+        let Some(retry_after_secs) = backoff.wait(failures, last, meta.now) else { return Ok(failures > 0) };
+        let counts = self.store.hit(&[rate_limit::backoff_hit(email, last, retry_after_secs)], meta.now).await?;
+        if counts.first().is_some_and(|c| c.count == 1) {
+            self.emit(
+                meta,
+                rng,
+                vec![events::RateLimitExceeded {
+                    endpoint: Endpoint::Login.name().into(),
+                    ip_address: meta.ip.clone(),
+                    email: Some(email.to_string()),
+                    limit: backoff.free_failures,
+                    key_type: rate_limit::KeyType::Email.as_str().into(),
+                }
+                .into()],
+            )
+            .await?;
         }
+        Err(Error::RateLimited { retry_after_secs })
     }
 
     /// Counts a failed login for `email` towards its back-off.
