@@ -331,7 +331,10 @@ pub fn hits(
 /// (the one after the failure at `last_failed_at`): its first hit emits
 /// `rate_limit_exceeded`, later ones in the same back-off do not.
 pub fn backoff_hit(email: &str, last_failed_at: UnixTime, wait_secs: u64) -> Hit {
-    Hit { key: format!("{}:backoff:{email}:{}", Endpoint::Login.name(), last_failed_at.0), window_secs: wait_secs.max(1) }
+    Hit {
+        key: format!("{}:backoff:{email}:{}", Endpoint::Login.name(), last_failed_at.0),
+        window_secs: wait_secs.max(1),
+    }
 }
 
 /// A refusal: the first counter over its limit.
