@@ -7,6 +7,7 @@ use url::Url;
 use crate::core::events::Event;
 use crate::core::gate::{FailureMode, HookConfig, HOOK_TIMEOUT_MS, MAX_HOOK_TIMEOUT_MS};
 use crate::core::keys::Kek;
+use crate::core::keys::SigningAlg;
 use crate::core::mail::EmailSettings;
 use crate::core::oauth::OAuthConfig;
 use crate::core::password::{HashParams, PasswordPolicy};
@@ -67,6 +68,9 @@ pub struct Config {
     /// `KEY_CACHE_TTL`: how long an isolate trusts its cached key set; also
     /// how long another isolate may still sign with a just-retired key.
     pub key_cache_ttl_secs: u64,
+    /// `SIGNING_ALG`: `EdDSA` (default) or `ES256`, the algorithm of signing
+    /// keys made from now on (the first key, and each rotation).
+    pub signing_alg: SigningAlg,
     /// `AUTH_PREFIX`: the path the auth API is served under (lowercase, e.g.
     /// `/auth` or `/identity/v1`); everything else but `/.well-known` goes to
     /// the gateway.
@@ -304,6 +308,11 @@ impl Config {
             email_verification_ttl_secs: secs("EMAIL_VERIFICATION_TTL", EMAIL_VERIFICATION_TTL_SECS)?,
             rotation_interval_secs: secs("ROTATION_INTERVAL", ROTATION_INTERVAL_SECS)?,
             key_cache_ttl_secs: secs("KEY_CACHE_TTL", KEY_CACHE_TTL_SECS)?,
+            signing_alg: match var("SIGNING_ALG") {
+                None => SigningAlg::default(),
+                Some(v) => SigningAlg::from_name(v.trim())
+                    .ok_or_else(|| err("SIGNING_ALG", format!("must be `EdDSA` or `ES256`, not `{v}`")))?,
+            },
             auth_prefix,
             origin_url,
             origin_timeout_ms: number("ORIGIN_TIMEOUT_MS", ORIGIN_TIMEOUT_MS)?,

@@ -1,9 +1,11 @@
 //! Signing keys: generation, encryption of the private half at rest with the
 //! key-encryption key, the published JWKS, and which keys are still published.
 //!
-//! A key's `kid` is its RFC 7638 JWK thumbprint. The private half is stored as
-//! `base64url(nonce || AES-256-GCM(seed))` with the `kid` as associated data, so
-//! a ciphertext cannot be moved onto another key's row.
+//! Keys are Ed25519 (`EdDSA`, the default) or P-256 (`ES256`), per
+//! `SIGNING_ALG`. A key's `kid` is its RFC 7638 JWK thumbprint. The private
+//! half (Ed25519's seed or P-256's scalar) is stored as
+//! `base64url(nonce || AES-256-GCM(secret))` with the `kid` as associated
+//! data, so a ciphertext cannot be moved onto another key's row.
 
 use std::fmt;
 
@@ -19,7 +21,7 @@ use sha2::Sha256;
 use crate::core::error::Error;
 use crate::core::ids::Random;
 use crate::core::time::UnixTime;
-use crate::core::token::ALG_EDDSA;
+use crate::core::token::{ALG_EDDSA, ALG_ES256};
 
 /// Length of the key-encryption key, in bytes.
 pub const KEK_LEN: usize = 32;
@@ -92,16 +94,48 @@ impl KeyStatus {
     }
 }
 
+/// The JOSE algorithms of signing keys: `SIGNING_ALG` picks the one new
+/// keys get; tokens are accepted in either, each checked against its key's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SigningAlg {
+    /// Ed25519 (RFC 8037), the default.
+    #[default]
+    EdDsa,
+    /// ECDSA on P-256 with SHA-256 (RFC 7518 §3.4), for verifiers that have
+    /// no EdDSA (e.g. `jsonwebtoken`).
+    Es256,
+}
+
+impl SigningAlg {
+    /// The JOSE name (`alg`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::EdDsa => ALG_EDDSA,
+            Self::Es256 => ALG_ES256,
+        }
+    }
+
+    /// From its exact JOSE name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            ALG_EDDSA => Some(Self::EdDsa),
+            ALG_ES256 => Some(Self::Es256),
+            _ => None,
+        }
+    }
+}
+
 /// A key as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredKey {
     /// RFC 7638 thumbprint.
     pub kid: String,
-    /// JOSE algorithm (`EdDSA`).
+    /// JOSE algorithm (`EdDSA` or `ES256`).
     pub alg: String,
-    /// Public key, base64url.
+    /// Public key, base64url: Ed25519's 32 bytes, or P-256's uncompressed
+    /// SEC1 point (65 bytes).
     pub public_key: String,
-    /// Sealed private seed.
+    /// Sealed private half: Ed25519's seed or P-256's scalar (32 bytes).
     pub private_enc: String,
     /// Active or retired.
     pub status: KeyStatus,
@@ -122,11 +156,50 @@ impl StoredKey {
         }
     }
 
-    /// The raw 32-byte public key.
-    pub fn public_bytes(&self) -> Result<Vec<u8>, Error> {
-        URL_SAFE_NO_PAD
-            .decode(&self.public_key)
-            .map_err(|_| Error::Internal(format!("key {}: bad public key", self.kid)))
+    /// The key's algorithm, if it is one we know.
+    pub fn signing_alg(&self) -> Result<SigningAlg, Error> {
+        SigningAlg::from_name(&self.alg)
+            .ok_or_else(|| Error::Internal(format!("key {}: unsupported algorithm {}", self.kid, self.alg)))
+    }
+
+    /// The public key's JWK members: `x`, and `y` for P-256 (base64url).
+    pub fn public_coordinates(&self) -> Result<(String, Option<String>), Error> {
+        let bad = || Error::Internal(format!("key {}: bad public key", self.kid));
+        let raw = URL_SAFE_NO_PAD.decode(&self.public_key).map_err(|_| bad())?;
+        match self.signing_alg()? {
+            SigningAlg::EdDsa if raw.len() == PublicKey::BYTES => Ok((self.public_key.clone(), None)),
+            SigningAlg::Es256 => {
+                let point = p256::EncodedPoint::from_bytes(&raw).map_err(|_| bad())?;
+                match (point.x(), point.y()) {
+                    (Some(x), Some(y)) => Ok((URL_SAFE_NO_PAD.encode(x), Some(URL_SAFE_NO_PAD.encode(y)))),
+                    _ => Err(bad()),
+                }
+            }
+            SigningAlg::EdDsa => Err(bad()),
+        }
+    }
+
+    /// Whether `signature` (JWS form) by this key over `signed` is valid for
+    /// a token whose header says `alg`: a key only ever verifies its own
+    /// algorithm. In pure Rust; the edge uses the runtime's native code.
+    pub fn verify(&self, alg: SigningAlg, signed: &[u8], signature: &[u8]) -> Result<bool, Error> {
+        if self.signing_alg()? != alg {
+            return Ok(false);
+        }
+        let bad = || Error::Internal(format!("key {}: bad public key", self.kid));
+        let raw = URL_SAFE_NO_PAD.decode(&self.public_key).map_err(|_| bad())?;
+        Ok(match alg {
+            SigningAlg::EdDsa => {
+                let pk = PublicKey::from_slice(&raw).map_err(|_| bad())?;
+                ed25519_compact::Signature::from_slice(signature).is_ok_and(|sig| pk.verify(signed, &sig).is_ok())
+            }
+            SigningAlg::Es256 => {
+                use jwt_compact::Algorithm;
+                let pk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&raw).map_err(|_| bad())?;
+                p256::ecdsa::Signature::from_slice(signature)
+                    .is_ok_and(|sig| jwt_compact::alg::Es256.verify_signature(&sig, &pk, signed))
+            }
+        })
     }
 
     /// Decrypts the private half.
@@ -137,13 +210,23 @@ impl StoredKey {
             return Err(bad());
         }
         let (nonce, ct) = blob.split_at(NONCE_LEN);
-        let seed = kek
+        let secret = kek
             .cipher()?
             .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: self.kid.as_bytes() })
             .map_err(|_| bad())?;
-        let seed: [u8; Seed::BYTES] = seed.try_into().map_err(|_| bad())?;
-        Ok(SigningKey::from_seed(self.kid.clone(), seed))
+        let secret: [u8; SECRET_LEN] = secret.try_into().map_err(|_| bad())?;
+        SigningKey::from_secret(self.kid.clone(), self.signing_alg()?, secret)
+            .ok_or_else(|| Error::Internal(format!("key {}: bad private key", self.kid)))
     }
+}
+
+/// Length of both algorithms' private halves: Ed25519's seed, P-256's scalar.
+const SECRET_LEN: usize = 32;
+
+#[derive(Clone)]
+enum Secret {
+    Ed25519(SecretKey),
+    P256(p256::ecdsa::SigningKey),
 }
 
 /// A private signing key with its `kid`. Its `Debug` prints only the `kid`.
@@ -151,7 +234,7 @@ impl StoredKey {
 pub struct SigningKey {
     /// The key id put in token headers.
     pub kid: String,
-    secret: SecretKey,
+    secret: Secret,
 }
 
 impl fmt::Debug for SigningKey {
@@ -160,19 +243,95 @@ impl fmt::Debug for SigningKey {
     }
 }
 
+/// A private key as JWK members (base64url), for importing it natively:
+/// `d`, `x`, and `y` for P-256.
+pub struct PrivateJwk {
+    /// The algorithm.
+    pub alg: SigningAlg,
+    /// Private part.
+    pub d: String,
+    /// Public `x`.
+    pub x: String,
+    /// Public `y` (P-256 only).
+    pub y: Option<String>,
+}
+
 impl SigningKey {
-    fn from_seed(kid: String, seed: [u8; Seed::BYTES]) -> Self {
-        Self { kid, secret: KeyPair::from_seed(Seed::new(seed)).sk }
+    /// `None` for a P-256 scalar out of range (zero or ≥ the group order).
+    fn from_secret(kid: String, alg: SigningAlg, secret: [u8; SECRET_LEN]) -> Option<Self> {
+        let secret = match alg {
+            SigningAlg::EdDsa => Secret::Ed25519(KeyPair::from_seed(Seed::new(secret)).sk),
+            SigningAlg::Es256 => Secret::P256(p256::ecdsa::SigningKey::from_slice(&secret).ok()?),
+        };
+        Some(Self { kid, secret })
     }
 
-    /// The Ed25519 secret key.
-    pub fn secret(&self) -> &SecretKey {
-        &self.secret
+    /// The key's algorithm.
+    pub fn alg(&self) -> SigningAlg {
+        match self.secret {
+            Secret::Ed25519(_) => SigningAlg::EdDsa,
+            Secret::P256(_) => SigningAlg::Es256,
+        }
     }
 
-    /// The matching public key.
-    pub fn public_key(&self) -> PublicKey {
-        self.secret.public_key()
+    /// The JWS signature over `data` (64 bytes for both algorithms).
+    pub fn sign(&self, data: &[u8]) -> Vec<u8> {
+        use jwt_compact::Algorithm;
+        match &self.secret {
+            Secret::Ed25519(sk) => sk.sign(data, None).to_vec(),
+            Secret::P256(sk) => jwt_compact::alg::Es256.sign(sk, data).to_bytes().to_vec(),
+        }
+    }
+
+    /// A signed compact JWT: `header` (its `alg` set here) and `claims`.
+    pub fn token<T: Serialize>(
+        &self,
+        header: &jwt_compact::Header,
+        claims: &jwt_compact::Claims<T>,
+    ) -> Result<String, Error> {
+        use jwt_compact::AlgorithmExt;
+        let signed = match &self.secret {
+            Secret::Ed25519(sk) => jwt_compact::alg::Ed25519.token(header, claims, sk),
+            Secret::P256(sk) => jwt_compact::alg::Es256.token(header, claims, sk),
+        };
+        signed.map_err(|e| Error::Internal(format!("signing failed: {e}")))
+    }
+
+    /// The private key as JWK members.
+    pub fn private_jwk(&self) -> PrivateJwk {
+        match &self.secret {
+            Secret::Ed25519(sk) => PrivateJwk {
+                alg: SigningAlg::EdDsa,
+                d: URL_SAFE_NO_PAD.encode(sk.seed().as_ref()),
+                x: URL_SAFE_NO_PAD.encode(sk.public_key().as_ref()),
+                y: None,
+            },
+            Secret::P256(sk) => {
+                let point = sk.verifying_key().to_encoded_point(false);
+                PrivateJwk {
+                    alg: SigningAlg::Es256,
+                    d: URL_SAFE_NO_PAD.encode(sk.to_bytes()),
+                    x: point.x().map(|x| URL_SAFE_NO_PAD.encode(x)).unwrap_or_default(),
+                    y: point.y().map(|y| URL_SAFE_NO_PAD.encode(y)),
+                }
+            }
+        }
+    }
+
+    /// The public key as stored (base64url): see [`StoredKey::public_key`].
+    fn public_key_stored(&self) -> String {
+        match &self.secret {
+            Secret::Ed25519(sk) => URL_SAFE_NO_PAD.encode(sk.public_key().as_ref()),
+            Secret::P256(sk) => URL_SAFE_NO_PAD.encode(sk.verifying_key().to_encoded_point(false).as_bytes()),
+        }
+    }
+
+    /// The RFC 7638 thumbprint of the public key, base64url.
+    fn thumbprint(&self) -> String {
+        match &self.secret {
+            Secret::Ed25519(sk) => thumbprint(&sk.public_key()),
+            Secret::P256(sk) => URL_SAFE_NO_PAD.encode(JsonWebKey::from(sk.verifying_key()).thumbprint::<Sha256>()),
+        }
     }
 }
 
@@ -182,43 +341,54 @@ pub fn thumbprint(public: &PublicKey) -> String {
     URL_SAFE_NO_PAD.encode(jwk.thumbprint::<Sha256>())
 }
 
-/// Makes a new active key, sealed with `kek`.
-pub fn generate(rng: &mut impl Random, kek: &Kek, now: UnixTime) -> Result<(StoredKey, SigningKey), Error> {
-    let seed = rng.bytes::<{ Seed::BYTES }>();
+/// Makes a new active key for `alg`, sealed with `kek`.
+pub fn generate(
+    alg: SigningAlg,
+    rng: &mut impl Random,
+    kek: &Kek,
+    now: UnixTime,
+) -> Result<(StoredKey, SigningKey), Error> {
+    // A P-256 scalar is out of range with probability about 2^-32: draw again.
+    let (secret, key) = (0..8)
+        .map(|_| rng.bytes::<SECRET_LEN>())
+        .find_map(|secret| SigningKey::from_secret(String::new(), alg, secret).map(|k| (secret, k)))
+        .ok_or_else(|| Error::Internal("no valid private key drawn".into()))?;
+    let kid = key.thumbprint();
     let nonce = rng.bytes::<NONCE_LEN>();
-    let pair = KeyPair::from_seed(Seed::new(seed));
-    let kid = thumbprint(&pair.pk);
     let ct = kek
         .cipher()?
-        .encrypt(Nonce::from_slice(&nonce), Payload { msg: &seed, aad: kid.as_bytes() })
+        .encrypt(Nonce::from_slice(&nonce), Payload { msg: &secret, aad: kid.as_bytes() })
         .map_err(|_| Error::Internal("key sealing failed".into()))?;
     let mut blob = nonce.to_vec();
     blob.extend_from_slice(&ct);
     let stored = StoredKey {
         kid: kid.clone(),
-        alg: ALG_EDDSA.to_string(),
-        public_key: URL_SAFE_NO_PAD.encode(pair.pk.as_ref()),
+        alg: alg.name().to_string(),
+        public_key: key.public_key_stored(),
         private_enc: URL_SAFE_NO_PAD.encode(blob),
         status: KeyStatus::Active,
         created_at: now,
         retired_at: None,
         publish_until: None,
     };
-    Ok((stored, SigningKey::from_seed(kid, seed)))
+    Ok((stored, SigningKey { kid, ..key }))
 }
 
 /// One published key in JWK form.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Jwk {
-    /// `OKP`.
+    /// `OKP` (Ed25519) or `EC` (P-256).
     pub kty: String,
-    /// `Ed25519`.
+    /// `Ed25519` or `P-256`.
     pub crv: String,
-    /// Public key, base64url.
+    /// Public key (`x` coordinate for P-256), base64url.
     pub x: String,
+    /// `y` coordinate (P-256 only), base64url.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub y: Option<String>,
     /// Key id.
     pub kid: String,
-    /// `EdDSA`.
+    /// `EdDSA` or `ES256`.
     pub alg: String,
     /// `sig`.
     #[serde(rename = "use")]
@@ -232,19 +402,28 @@ pub struct Jwks {
     pub keys: Vec<Jwk>,
 }
 
-/// The JWKS for `keys` at `now`: the active key and retired keys still needed.
+/// The JWKS for `keys` at `now`: the active key and retired keys still
+/// needed (a key that cannot be read is left out rather than published wrong).
 pub fn jwks(keys: &[StoredKey], now: UnixTime) -> Jwks {
     Jwks {
         keys: keys
             .iter()
             .filter(|k| k.is_published(now))
-            .map(|k| Jwk {
-                kty: "OKP".into(),
-                crv: "Ed25519".into(),
-                x: k.public_key.clone(),
-                kid: k.kid.clone(),
-                alg: k.alg.clone(),
-                use_: "sig".into(),
+            .filter_map(|k| {
+                let (x, y) = k.public_coordinates().ok()?;
+                let (kty, crv) = match k.signing_alg().ok()? {
+                    SigningAlg::EdDsa => ("OKP", "Ed25519"),
+                    SigningAlg::Es256 => ("EC", "P-256"),
+                };
+                Some(Jwk {
+                    kty: kty.into(),
+                    crv: crv.into(),
+                    x,
+                    y,
+                    kid: k.kid.clone(),
+                    alg: k.alg.clone(),
+                    use_: "sig".into(),
+                })
             })
             .collect(),
     }
@@ -265,23 +444,73 @@ mod tests {
     use super::*;
     use crate::core::ids::test_support::SeqRandom;
 
+    const ALGS: [SigningAlg; 2] = [SigningAlg::EdDsa, SigningAlg::Es256];
+
     #[test]
     fn sealed_key_unseals_with_the_same_kek_only() {
-        let kek = Kek::from_bytes([9; 32]);
-        let (stored, key) = generate(&mut SeqRandom(3), &kek, UnixTime(100)).unwrap();
-        let back = stored.unseal(&kek).unwrap();
-        assert_eq!(back.public_key(), key.public_key());
-        assert_eq!(stored.public_bytes().unwrap(), key.public_key().as_ref());
-        let other = Kek::from_bytes([8; 32]);
-        assert!(matches!(stored.unseal(&other), Err(Error::Misconfigured(_))));
+        for alg in ALGS {
+            let kek = Kek::from_bytes([9; 32]);
+            let (stored, key) = generate(alg, &mut SeqRandom(3), &kek, UnixTime(100)).unwrap();
+            assert_eq!(stored.alg, alg.name());
+            let back = stored.unseal(&kek).unwrap();
+            assert_eq!((back.alg(), back.private_jwk().d), (alg, key.private_jwk().d));
+            assert_eq!(back.public_key_stored(), stored.public_key);
+            let other = Kek::from_bytes([8; 32]);
+            assert!(matches!(stored.unseal(&other), Err(Error::Misconfigured(_))));
+        }
     }
 
     #[test]
     fn ciphertext_is_bound_to_its_kid() {
-        let kek = Kek::from_bytes([1; 32]);
-        let (mut stored, _) = generate(&mut SeqRandom(5), &kek, UnixTime(0)).unwrap();
-        stored.kid = "another".into();
-        assert!(stored.unseal(&kek).is_err());
+        for alg in ALGS {
+            let kek = Kek::from_bytes([1; 32]);
+            let (mut stored, _) = generate(alg, &mut SeqRandom(5), &kek, UnixTime(0)).unwrap();
+            stored.kid = "another".into();
+            assert!(stored.unseal(&kek).is_err());
+        }
+    }
+
+    #[test]
+    fn a_key_verifies_its_own_signatures_in_its_own_algorithm_only() {
+        let kek = Kek::from_bytes([4; 32]);
+        let (ed, ed_key) = generate(SigningAlg::EdDsa, &mut SeqRandom(7), &kek, UnixTime(0)).unwrap();
+        let (ec, ec_key) = generate(SigningAlg::Es256, &mut SeqRandom(8), &kek, UnixTime(0)).unwrap();
+        for (stored, key) in [(&ed, &ed_key), (&ec, &ec_key)] {
+            let sig = key.sign(b"data");
+            assert_eq!(sig.len(), 64);
+            assert!(stored.verify(key.alg(), b"data", &sig).unwrap());
+            assert!(!stored.verify(key.alg(), b"datA", &sig).unwrap());
+            let mut bad = sig.clone();
+            bad[10] ^= 1;
+            assert!(!stored.verify(key.alg(), b"data", &bad).unwrap());
+            assert!(!stored.verify(key.alg(), b"data", &sig[..63]).unwrap());
+        }
+        // The header's algorithm must be the key's: no confusion either way.
+        assert!(!ed.verify(SigningAlg::Es256, b"data", &ed_key.sign(b"data")).unwrap());
+        assert!(!ec.verify(SigningAlg::EdDsa, b"data", &ec_key.sign(b"data")).unwrap());
+        assert!(!ec.verify(SigningAlg::Es256, b"data", &ed_key.sign(b"data")).unwrap());
+    }
+
+    #[test]
+    fn jwks_carries_each_keys_own_members() {
+        let kek = Kek::from_bytes([5; 32]);
+        let (ed, _) = generate(SigningAlg::EdDsa, &mut SeqRandom(9), &kek, UnixTime(0)).unwrap();
+        let (ec, key) = generate(SigningAlg::Es256, &mut SeqRandom(10), &kek, UnixTime(0)).unwrap();
+        let set = jwks(&[ed.clone(), ec.clone()], UnixTime(1));
+        let json = serde_json::to_value(&set).unwrap();
+        assert_eq!(json["keys"][0]["kty"], "OKP");
+        assert_eq!(json["keys"][0]["crv"], "Ed25519");
+        assert!(json["keys"][0].get("y").is_none());
+        assert_eq!(json["keys"][1]["kty"], "EC");
+        assert_eq!(json["keys"][1]["crv"], "P-256");
+        assert_eq!(json["keys"][1]["alg"], "ES256");
+        let jwk = key.private_jwk();
+        assert_eq!((json["keys"][1]["x"].as_str(), json["keys"][1]["y"].as_str()), (Some(&*jwk.x), jwk.y.as_deref()));
+        assert_eq!(URL_SAFE_NO_PAD.decode(&jwk.x).unwrap().len(), 32);
+        // The kid is the RFC 7638 thumbprint over crv, kty, x, y in that order.
+        let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#, jwk.x, jwk.y.unwrap());
+        use sha2::Digest;
+        assert_eq!(ec.kid, URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes())));
     }
 
     #[test]
@@ -295,7 +524,7 @@ mod tests {
     #[test]
     fn retired_keys_are_published_until_their_tokens_expire() {
         let kek = Kek::from_bytes([2; 32]);
-        let (mut k, _) = generate(&mut SeqRandom(6), &kek, UnixTime(0)).unwrap();
+        let (mut k, _) = generate(SigningAlg::EdDsa, &mut SeqRandom(6), &kek, UnixTime(0)).unwrap();
         assert_eq!(jwks(std::slice::from_ref(&k), UnixTime(10)).keys.len(), 1);
         k.status = KeyStatus::Retired;
         k.publish_until = Some(UnixTime(50));

@@ -14,7 +14,7 @@ use std::pin::Pin;
 use crate::core::delivery::{Claim, DeadLetter, TargetState};
 use crate::core::error::Error;
 use crate::core::events::Envelope;
-use crate::core::keys::{SigningKey, StoredKey};
+use crate::core::keys::{SigningAlg, SigningKey, StoredKey};
 use crate::core::outbound::{HttpReply, HttpRequest, SendError};
 use crate::core::rate_limit::{Count, Hit};
 use crate::core::session::{RotateRequest, Rotation, Session};
@@ -147,9 +147,10 @@ pub trait KeyStore {
 pub trait KeyRing {
     /// The active signing key, created on first use.
     async fn signing_key(&self) -> Result<SigningKey>;
-    /// Verifies an Ed25519 signature by key `kid` over `signed`.
-    /// `Ok(None)` when no published key has that `kid`.
-    async fn verify(&self, kid: &str, signed: &[u8], signature: &[u8]) -> Result<Option<bool>>;
+    /// Verifies a signature by key `kid` over `signed`, made with `alg`:
+    /// `Ok(Some(false))` when the key is of another algorithm, `Ok(None)`
+    /// when no published key has that `kid`.
+    async fn verify(&self, kid: &str, alg: SigningAlg, signed: &[u8], signature: &[u8]) -> Result<Option<bool>>;
     /// Told of each access token signed with [`KeyRing::signing_key`], in
     /// the form verifying it would give, at `now`: an edge may trust it
     /// from then on without checking its own signature. Default: nothing.

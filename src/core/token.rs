@@ -1,23 +1,26 @@
-//! Access tokens: the claims, issuing (EdDSA via jwt-compact) and verification.
+//! Access tokens: the claims, issuing (EdDSA or ES256 via jwt-compact) and
+//! verification.
 //!
 //! Verification pins everything itself rather than trusting the header: the
-//! algorithm must be `EdDSA`, `typ` must be `at+jwt`, the `kid` must name a
-//! published key, and `iss`, `aud`, `exp`, `nbf` and `iat` are checked against
-//! the expectations. Header fields such as `jku`, `x5u` or `jwk` are ignored:
-//! keys only ever come from our own key ring. The signature check itself goes
-//! through [`KeyRing::verify`], so the edge can use the runtime's native Ed25519.
+//! algorithm must be `EdDSA` or `ES256` *and* the algorithm of the key the
+//! `kid` names (a published key of ours), `typ` must be `at+jwt`, and `iss`,
+//! `aud`, `exp`, `nbf` and `iat` are checked against the expectations. Header
+//! fields such as `jku`, `x5u` or `jwk` are ignored: keys only ever come from
+//! our own key ring. The signature check itself goes through
+//! [`KeyRing::verify`], so the edge can use the runtime's native crypto.
 
-use jwt_compact::alg::Ed25519;
-use jwt_compact::{AlgorithmExt, Claims, Header, UntrustedToken};
+use jwt_compact::{Claims, Header, UntrustedToken};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::core::error::{Error, TokenError};
-use crate::core::keys::SigningKey;
+use crate::core::keys::{SigningAlg, SigningKey};
 use crate::core::ports::KeyRing;
 use crate::core::time::UnixTime;
 
-/// The JOSE name of the one algorithm we sign and accept.
+/// The JOSE name of Ed25519 signatures, the default.
 pub const ALG_EDDSA: &str = "EdDSA";
+/// The JOSE name of ECDSA P-256 / SHA-256 signatures (`SIGNING_ALG=ES256`).
+pub const ALG_ES256: &str = "ES256";
 /// `typ` of access tokens (RFC 9068).
 pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
 /// `typ` of the gateway's signed assertions to the origin: explicitly not an
@@ -181,7 +184,7 @@ pub fn issue(t: &NewAccessToken<'_>, key: &SigningKey) -> Result<String, Error> 
     });
     claims.issued_at = chrono::DateTime::from_timestamp(t.now.0, 0);
     claims.expiration = chrono::DateTime::from_timestamp(t.now.plus_secs(t.ttl_secs).0, 0);
-    Ed25519.token(&header, &claims, key.secret()).map_err(|e| Error::Internal(format!("signing failed: {e}")))
+    key.token(&header, &claims)
 }
 
 /// The signing input (`base64url(header).base64url(claims)`) of the
@@ -197,6 +200,7 @@ pub fn assertion_signing_input(
     verified: &VerifiedToken,
     now: UnixTime,
     kid: &str,
+    alg: SigningAlg,
 ) -> (String, UnixTime) {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
@@ -219,7 +223,7 @@ pub fn assertion_signing_input(
     let jti = format!("{}:{}", c.jti, now.0);
     let accepted_until = UnixTime(verified.expires_at.0.saturating_add(LEEWAY_SECS));
     let expires = now.plus_secs(ASSERTION_TTL_SECS).min(accepted_until);
-    let header = AssertionHeader { alg: ALG_EDDSA, kid, typ: ASSERTION_TYPE };
+    let header = AssertionHeader { alg: alg.name(), kid, typ: ASSERTION_TYPE };
     let claims = AssertionClaims {
         identity: IssuedClaims {
             iss: issuer,
@@ -257,9 +261,8 @@ pub fn issue_assertion(
     now: UnixTime,
     key: &SigningKey,
 ) -> (String, UnixTime) {
-    let (input, expires) = assertion_signing_input(issuer, audience, verified, now, &key.kid);
-    let sig = key.secret().sign(input.as_bytes(), None);
-    (compact(&input, sig.as_ref()), expires)
+    let (input, expires) = assertion_signing_input(issuer, audience, verified, now, &key.kid, key.alg());
+    (compact(&input, &key.sign(input.as_bytes())), expires)
 }
 
 /// What a valid token must say.
@@ -287,6 +290,7 @@ pub struct CriticalMembers {
 pub struct Parsed<'a> {
     token: UntrustedToken<'a, CriticalMembers>,
     signed: &'a str,
+    alg: SigningAlg,
 }
 
 impl<'a> Parsed<'a> {
@@ -297,9 +301,9 @@ impl<'a> Parsed<'a> {
             return Err(TokenError::Malformed);
         }
         let token = UntrustedToken::<CriticalMembers>::try_from(raw).map_err(|_| TokenError::Malformed)?;
-        if token.algorithm() != ALG_EDDSA {
+        let Some(alg) = SigningAlg::from_name(token.algorithm()) else {
             return Err(TokenError::UnsupportedAlgorithm);
-        }
+        };
         let extensions = &token.header().other_fields;
         if extensions.crit.is_some() || extensions.b64.is_some() {
             return Err(TokenError::Malformed);
@@ -314,11 +318,17 @@ impl<'a> Parsed<'a> {
             Some(kid) if !kid.is_empty() && kid.len() <= MAX_KID_LEN => {}
             _ => return Err(TokenError::UnknownKey),
         }
+        // Both algorithms' JWS signatures are 64 bytes.
         if token.signature_bytes().len() != ed25519_compact::Signature::BYTES {
             return Err(TokenError::BadSignature);
         }
         let signed = raw.rsplit_once('.').map(|(s, _)| s).ok_or(TokenError::Malformed)?;
-        Ok(Self { token, signed })
+        Ok(Self { token, signed, alg })
+    }
+
+    /// The header's `alg`, one we know; the key must be of it too.
+    pub fn alg(&self) -> SigningAlg {
+        self.alg
     }
 
     /// The `kid` (present: checked by [`Parsed::new`]).
@@ -375,7 +385,7 @@ pub async fn verify(
     now: UnixTime,
 ) -> Result<VerifiedToken, Error> {
     let parsed = Parsed::new(raw, expect.token_type).map_err(Error::InvalidToken)?;
-    match keys.verify(parsed.kid(), parsed.signed_data(), parsed.signature()).await? {
+    match keys.verify(parsed.kid(), parsed.alg(), parsed.signed_data(), parsed.signature()).await? {
         None => return Err(Error::InvalidToken(TokenError::UnknownKey)),
         Some(false) => return Err(Error::InvalidToken(TokenError::BadSignature)),
         Some(true) => {}
@@ -433,51 +443,52 @@ mod tests {
     fn assertions_verify_as_their_own_type_only() {
         use crate::core::ids::test_support::SeqRandom;
         use crate::core::keys::{generate, Kek};
-        let (_, key) = generate(&mut SeqRandom(4), &Kek::from_bytes([1; 32]), UnixTime(0)).unwrap();
-        let raw = issue(
-            &NewAccessToken {
-                issuer: "i",
-                audience: "a",
-                user_id: "u",
-                session_id: "s",
-                roles: &["admin".to_string()],
-                email: "e@x.io",
-                email_verified: true,
-                jti: "j",
-                now: UnixTime(100),
-                ttl_secs: 900,
-                extra: &ExtraClaims::new(),
-            },
-            &key,
-        )
-        .unwrap();
-        let parsed = Parsed::new(&raw, ACCESS_TOKEN_TYPE).unwrap();
-        let verified = parsed.validated_claims(&EXPECT, UnixTime(100)).unwrap();
-        let (assertion, exp) = issue_assertion("i", "https://origin.example", &verified, UnixTime(110), &key);
-        assert_eq!(exp, UnixTime(170));
-        assert_eq!(Parsed::new(&assertion, ACCESS_TOKEN_TYPE).err(), Some(TokenError::WrongType));
-        let p = Parsed::new(&assertion, ASSERTION_TYPE).unwrap();
-        assert!(key
-            .public_key()
-            .verify(p.signed_data(), &ed25519_compact::Signature::from_slice(p.signature()).unwrap())
-            .is_ok());
-        let expect = Expectations { issuer: "i", audience: "https://origin.example", token_type: ASSERTION_TYPE };
-        let v = p.validated_claims(&expect, UnixTime(110)).unwrap();
-        assert_eq!((v.claims.sub.as_str(), v.claims.roles.clone()), ("u", vec!["admin".to_string()]));
-        assert_eq!(v.claims.jti, "j:110", "an assertion has its own jti");
-        // Issued inside the leeway after the access token expired: still not born expired.
-        let (_, late_exp) = issue_assertion("i", "o", &verified, UnixTime(100 + 900 + 10), &key);
-        assert!(late_exp.0 > 100 + 900 + 10);
+        for alg in [SigningAlg::EdDsa, SigningAlg::Es256] {
+            let (stored, key) = generate(alg, &mut SeqRandom(4), &Kek::from_bytes([1; 32]), UnixTime(0)).unwrap();
+            let raw = issue(
+                &NewAccessToken {
+                    issuer: "i",
+                    audience: "a",
+                    user_id: "u",
+                    session_id: "s",
+                    roles: &["admin".to_string()],
+                    email: "e@x.io",
+                    email_verified: true,
+                    jti: "j",
+                    now: UnixTime(100),
+                    ttl_secs: 900,
+                    extra: &ExtraClaims::new(),
+                },
+                &key,
+            )
+            .unwrap();
+            let parsed = Parsed::new(&raw, ACCESS_TOKEN_TYPE).unwrap();
+            assert_eq!(parsed.alg(), alg);
+            assert!(stored.verify(alg, parsed.signed_data(), parsed.signature()).unwrap());
+            let verified = parsed.validated_claims(&EXPECT, UnixTime(100)).unwrap();
+            let (assertion, exp) = issue_assertion("i", "https://origin.example", &verified, UnixTime(110), &key);
+            assert_eq!(exp, UnixTime(170));
+            assert_eq!(Parsed::new(&assertion, ACCESS_TOKEN_TYPE).err(), Some(TokenError::WrongType));
+            let p = Parsed::new(&assertion, ASSERTION_TYPE).unwrap();
+            assert_eq!(p.alg(), alg);
+            assert!(stored.verify(alg, p.signed_data(), p.signature()).unwrap());
+            let expect = Expectations { issuer: "i", audience: "https://origin.example", token_type: ASSERTION_TYPE };
+            let v = p.validated_claims(&expect, UnixTime(110)).unwrap();
+            assert_eq!((v.claims.sub.as_str(), v.claims.roles.clone()), ("u", vec!["admin".to_string()]));
+            assert_eq!(v.claims.jti, "j:110", "an assertion has its own jti");
+            // Issued inside the leeway after the access token expired: still not born expired.
+            let (_, late_exp) = issue_assertion("i", "o", &verified, UnixTime(100 + 900 + 10), &key);
+            assert!(late_exp.0 > 100 + 900 + 10);
+        }
     }
 
     /// A compact token over `header` and `claims`, validly signed by a fresh key.
     fn signed_by_a_real_key(header: serde_json::Value, claims: serde_json::Value) -> String {
         use crate::core::ids::test_support::SeqRandom;
         use crate::core::keys::{b64url, generate, Kek};
-        let (_, key) = generate(&mut SeqRandom(5), &Kek::from_bytes([2; 32]), UnixTime(0)).unwrap();
+        let (_, key) = generate(SigningAlg::EdDsa, &mut SeqRandom(5), &Kek::from_bytes([2; 32]), UnixTime(0)).unwrap();
         let input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
-        let sig = key.secret().sign(input.as_bytes(), None);
-        compact(&input, sig.as_ref())
+        compact(&input, &key.sign(input.as_bytes()))
     }
 
     fn access_claims(over: serde_json::Value) -> serde_json::Value {
@@ -493,7 +504,7 @@ mod tests {
     fn the_verified_form_of_a_new_token_is_refused_exactly_when_verification_would_be() {
         use crate::core::ids::test_support::SeqRandom;
         use crate::core::keys::{generate, Kek};
-        let (_, key) = generate(&mut SeqRandom(6), &Kek::from_bytes([3; 32]), UnixTime(0)).unwrap();
+        let (_, key) = generate(SigningAlg::EdDsa, &mut SeqRandom(6), &Kek::from_bytes([3; 32]), UnixTime(0)).unwrap();
         let extra = ExtraClaims::new();
         for (roles, email, fits) in [
             (vec!["admin".to_string()], "a@example.com", true),

@@ -1,6 +1,6 @@
 //! The isolate's key ring: signing keys loaded from D1 once and cached, and
-//! imported once into the runtime's native Ed25519 (`ed25519.js`), which
-//! signs and verifies synchronously.
+//! imported once into the runtime's native crypto (`signatures.js`: Ed25519
+//! or ECDSA P-256), which signs and verifies synchronously.
 //!
 //! The gateway's hot path never touches D1: [`EdgeKeys::verify_cached`] and
 //! [`EdgeKeys::sign_cached`] answer from the cache without I/O, or say that
@@ -37,27 +37,57 @@ use worker::Env;
 use crate::core::config::Config;
 use crate::core::error::Error;
 use crate::core::flows::keys::{key_cache_grace_secs, load_or_create};
-use crate::core::keys::{jwks, Jwks, SigningKey, StoredKey};
+use crate::core::keys::{jwks, Jwks, SigningAlg, SigningKey, StoredKey};
 use crate::core::ports::{KeyRing, Result};
 use crate::core::time::UnixTime;
 use crate::core::token::VerifiedToken;
 use crate::edge::d1::D1Store;
 use crate::edge::platform::{self, OsRandom};
 
-#[wasm_bindgen(module = "/src/edge/ed25519.js")]
+#[wasm_bindgen(module = "/src/edge/signatures.js")]
 extern "C" {
-    /// A native public key from its base64url raw bytes.
+    /// A native public key from its JWK members (`y` empty for Ed25519).
     #[wasm_bindgen(catch, js_name = publicKey)]
-    fn native_public_key(x: &str) -> std::result::Result<JsValue, JsValue>;
-    /// A native private key from its base64url seed and public key.
+    fn native_public_key(x: &str, y: &str) -> std::result::Result<JsValue, JsValue>;
+    /// A native private key from its JWK members (`y` empty for Ed25519).
     #[wasm_bindgen(catch, js_name = privateKey)]
-    fn native_private_key(d: &str, x: &str) -> std::result::Result<JsValue, JsValue>;
-    /// Verifies synchronously; false for any malformed input.
-    #[wasm_bindgen(js_name = verifySignature)]
-    fn native_verify(key: &JsValue, data: &[u8], signature: &[u8]) -> bool;
-    /// Signs synchronously.
-    #[wasm_bindgen(catch, js_name = signData)]
-    fn native_sign(key: &JsValue, data: &[u8]) -> std::result::Result<js_sys::Uint8Array, JsValue>;
+    fn native_private_key(d: &str, x: &str, y: &str) -> std::result::Result<JsValue, JsValue>;
+    /// Verifies an Ed25519 signature synchronously; false for any malformed input.
+    #[wasm_bindgen(js_name = verifyEd25519)]
+    fn native_verify_ed25519(key: &JsValue, data: &[u8], signature: &[u8]) -> bool;
+    /// Verifies a DER ECDSA P-256 signature synchronously; false for any malformed input.
+    #[wasm_bindgen(js_name = verifyEs256)]
+    fn native_verify_es256(key: &JsValue, data: &[u8], der: &[u8]) -> bool;
+    /// Signs with Ed25519 synchronously.
+    #[wasm_bindgen(catch, js_name = signEd25519)]
+    fn native_sign_ed25519(key: &JsValue, data: &[u8]) -> std::result::Result<js_sys::Uint8Array, JsValue>;
+    /// Signs with ECDSA P-256 synchronously (DER).
+    #[wasm_bindgen(catch, js_name = signEs256)]
+    fn native_sign_es256(key: &JsValue, data: &[u8]) -> std::result::Result<js_sys::Uint8Array, JsValue>;
+}
+
+/// Verifies a JWS signature natively with a key imported for `alg`.
+fn native_verify(alg: SigningAlg, key: &JsValue, data: &[u8], signature: &[u8]) -> bool {
+    match alg {
+        SigningAlg::EdDsa => native_verify_ed25519(key, data, signature),
+        // JWS's r‖s, which must be a valid signature encoding, as DER.
+        SigningAlg::Es256 => p256::ecdsa::Signature::from_slice(signature)
+            .is_ok_and(|sig| native_verify_es256(key, data, sig.to_der().as_bytes())),
+    }
+}
+
+/// A JWS signature (64 bytes) made natively with a key imported for `alg`.
+fn native_sign(alg: SigningAlg, key: &JsValue, data: &[u8]) -> Result<Vec<u8>> {
+    let failed = |e: JsValue| Error::Internal(format!("sign: {e:?}"));
+    match alg {
+        SigningAlg::EdDsa => native_sign_ed25519(key, data).map(|s| s.to_vec()).map_err(failed),
+        SigningAlg::Es256 => {
+            let der = native_sign_es256(key, data).map_err(failed)?.to_vec();
+            let sig = p256::ecdsa::Signature::from_der(&der)
+                .map_err(|e| Error::Internal(format!("sign: the runtime's ECDSA signature: {e}")))?;
+            Ok(sig.to_bytes().to_vec())
+        }
+    }
 }
 
 /// Least time between two reloads caused by unknown `kid`s.
@@ -72,8 +102,8 @@ struct Cache {
     signing: Option<SigningKey>,
     /// The signing key imported natively, with its kid.
     signing_native: Option<(String, JsValue)>,
-    /// Public keys imported natively, by kid.
-    imported: HashMap<String, JsValue>,
+    /// Public keys imported natively, by kid, with their algorithm.
+    imported: HashMap<String, (SigningAlg, JsValue)>,
 }
 
 thread_local! {
@@ -109,7 +139,8 @@ impl<'a> EdgeKeys<'a> {
     async fn reload(&self) -> Result<()> {
         let store = D1Store::new(self.env)?;
         let now = platform::now();
-        let (keys, signing) = load_or_create(&store, &self.config.kek, &mut OsRandom, now).await?;
+        let (keys, signing) =
+            load_or_create(&store, &self.config.kek, self.config.signing_alg, &mut OsRandom, now).await?;
         CACHE.with(|c| {
             let mut c = c.borrow_mut();
             let (imported, signing_native) = c.take().map(|old| (old.imported, old.signing_native)).unwrap_or_default();
@@ -192,13 +223,20 @@ impl<'a> EdgeKeys<'a> {
         Ok(CACHE.with(|c| c.borrow().as_ref().map(|c| jwks(&c.keys, now)).unwrap_or(Jwks { keys: Vec::new() })))
     }
 
-    /// Verifies an Ed25519 signature by `kid` from the cache at `now`,
-    /// without I/O.
-    pub fn verify_cached(&self, kid: &str, signed: &[u8], signature: &[u8], now: UnixTime) -> Result<Cached> {
+    /// Verifies a signature made with `alg` by `kid` from the cache at
+    /// `now`, without I/O; a key of another algorithm refuses it.
+    pub fn verify_cached(
+        &self,
+        kid: &str,
+        alg: SigningAlg,
+        signed: &[u8],
+        signature: &[u8],
+        now: UnixTime,
+    ) -> Result<Cached> {
         if !self.is_usable(now) {
             return Ok(Cached::NeedsLoad);
         }
-        let key = CACHE.with(|c| -> Result<Option<JsValue>> {
+        let key = CACHE.with(|c| -> Result<Option<(SigningAlg, JsValue)>> {
             let mut c = c.borrow_mut();
             let Some(c) = c.as_mut() else { return Ok(None) };
             // Imported keys stay valid only while the key is published.
@@ -206,13 +244,15 @@ impl<'a> EdgeKeys<'a> {
             if let Some(k) = c.imported.get(kid) {
                 return Ok(Some(k.clone()));
             }
-            let k = native_public_key(&stored.public_key)
+            let (x, y) = stored.public_coordinates()?;
+            let k = native_public_key(&x, y.as_deref().unwrap_or(""))
                 .map_err(|e| Error::Internal(format!("key {kid}: cannot import: {e:?}")))?;
-            c.imported.insert(kid.to_string(), k.clone());
-            Ok(Some(k))
+            let imported = (stored.signing_alg()?, k);
+            c.imported.insert(kid.to_string(), imported.clone());
+            Ok(Some(imported))
         })?;
         Ok(match key {
-            Some(k) => Cached::Verified(native_verify(&k, signed, signature)),
+            Some((key_alg, k)) => Cached::Verified(key_alg == alg && native_verify(alg, &k, signed, signature)),
             None if reload_due(now, false) => Cached::NeedsLoad,
             None => Cached::UnknownKey,
         })
@@ -227,13 +267,14 @@ impl<'a> EdgeKeys<'a> {
         CACHE.with(|c| {
             let mut c = c.borrow_mut();
             let Some(c) = c.as_mut() else { return Ok(None) };
-            if let Some((kid, key)) = &c.signing_native {
-                return Ok(Some(Signer { kid: kid.clone(), key: key.clone() }));
-            }
             let Some(signing) = &c.signing else { return Ok(None) };
+            let alg = signing.alg();
+            if let Some((kid, key)) = &c.signing_native {
+                return Ok(Some(Signer { kid: kid.clone(), alg, key: key.clone() }));
+            }
             let key = import_private(signing)?;
             c.signing_native = Some((signing.kid.clone(), key.clone()));
-            Ok(Some(Signer { kid: signing.kid.clone(), key }))
+            Ok(Some(Signer { kid: signing.kid.clone(), alg, key }))
         })
     }
 }
@@ -241,6 +282,7 @@ impl<'a> EdgeKeys<'a> {
 /// The active signing key, ready to sign synchronously.
 pub struct Signer {
     kid: String,
+    alg: SigningAlg,
     key: JsValue,
 }
 
@@ -250,9 +292,14 @@ impl Signer {
         &self.kid
     }
 
-    /// The Ed25519 signature over `data`.
+    /// The key's algorithm, for the header of what it signs.
+    pub fn alg(&self) -> SigningAlg {
+        self.alg
+    }
+
+    /// The JWS signature over `data`.
     pub fn sign(&self, data: &[u8]) -> Result<Vec<u8>> {
-        native_sign(&self.key, data).map(|s| s.to_vec()).map_err(|e| Error::Internal(format!("sign: {e:?}")))
+        native_sign(self.alg, &self.key, data)
     }
 }
 
@@ -274,11 +321,9 @@ fn reload_due(now: UnixTime, claim: bool) -> bool {
 }
 
 fn import_private(key: &SigningKey) -> Result<JsValue> {
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use base64::Engine;
-    let d = URL_SAFE_NO_PAD.encode(key.secret().seed().as_ref());
-    let x = URL_SAFE_NO_PAD.encode(key.public_key().as_ref());
-    native_private_key(&d, &x).map_err(|e| Error::Internal(format!("key {}: cannot import: {e:?}", key.kid)))
+    let jwk = key.private_jwk();
+    native_private_key(&jwk.d, &jwk.x, jwk.y.as_deref().unwrap_or(""))
+        .map_err(|e| Error::Internal(format!("key {}: cannot import: {e:?}", key.kid)))
 }
 
 /// Makes this isolate reload its keys from D1 on their next use — after it
@@ -299,9 +344,9 @@ impl KeyRing for EdgeKeys<'_> {
         key.ok_or_else(|| Error::Internal("no signing key after load".into()))
     }
 
-    async fn verify(&self, kid: &str, signed: &[u8], signature: &[u8]) -> Result<Option<bool>> {
+    async fn verify(&self, kid: &str, alg: SigningAlg, signed: &[u8], signature: &[u8]) -> Result<Option<bool>> {
         for _ in 0..2 {
-            match self.verify_cached(kid, signed, signature, platform::now())? {
+            match self.verify_cached(kid, alg, signed, signature, platform::now())? {
                 Cached::Verified(ok) => return Ok(Some(ok)),
                 Cached::UnknownKey => return Ok(None),
                 Cached::NeedsLoad => self.refresh(Some(kid)).await?,

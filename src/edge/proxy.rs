@@ -249,7 +249,7 @@ fn verify_fresh(
 ) -> Result<VerifiedToken, Decision> {
     let refuse = |e: TokenError| Decision::Refuse(Error::InvalidToken(e));
     let parsed = Parsed::new(raw, ACCESS_TOKEN_TYPE).map_err(refuse)?;
-    match keys.verify_cached(parsed.kid(), parsed.signed_data(), parsed.signature(), now) {
+    match keys.verify_cached(parsed.kid(), parsed.alg(), parsed.signed_data(), parsed.signature(), now) {
         Err(e) => return Err(Decision::Refuse(e)),
         Ok(Cached::NeedsLoad) => return Err(Decision::LoadKeys { unknown_kid: Some(parsed.kid().to_string()) }),
         Ok(Cached::UnknownKey) => return Err(refuse(TokenError::UnknownKey)),
@@ -280,7 +280,7 @@ fn sign_assertion(
         })
         .clone()
     });
-    let (input, exp) = token::assertion_signing_input(issuer, &audience, verified, now, signer.kid());
+    let (input, exp) = token::assertion_signing_input(issuer, &audience, verified, now, signer.kid(), signer.alg());
     let sig = signer.sign(input.as_bytes()).map_err(Decision::Refuse)?;
     let c = &verified.claims;
     let identity = js_sys::Array::of5(

@@ -2,7 +2,7 @@
 
 use portcullis::core::error::{Error, TokenError};
 use portcullis::core::flows::keys::{retirement_window_secs, rotate, scheduled};
-use portcullis::core::keys::{jwks, KeyStatus};
+use portcullis::core::keys::{jwks, KeyStatus, SigningAlg};
 use portcullis::core::time::UnixTime;
 use portcullis::core::token::{self, Expectations, ACCESS_TOKEN_TYPE};
 
@@ -59,10 +59,12 @@ fn a_rotation_that_lost_a_race_writes_nothing() {
     let mut rng = TestRandom(2);
     signup_at(&w, &mut rng, 1_000, "a@example.com", "password-1");
     let store = &*w.store;
-    let first = block_on(rotate(store, &w.config.kek, &mut rng, UnixTime(1_001), 100)).unwrap().unwrap();
+    let first =
+        block_on(rotate(store, &w.config.kek, SigningAlg::EdDsa, &mut rng, UnixTime(1_001), 100)).unwrap().unwrap();
     // A second rotator that still believes the first key is active.
     let stale = first.old_kid.clone().unwrap();
-    let (new, _) = portcullis::core::keys::generate(&mut rng, &w.config.kek, UnixTime(1_002)).unwrap();
+    let (new, _) =
+        portcullis::core::keys::generate(SigningAlg::EdDsa, &mut rng, &w.config.kek, UnixTime(1_002)).unwrap();
     use portcullis::core::ports::KeyStore;
     assert!(!block_on(store.rotate_key(&stale, &new, UnixTime(1_002), UnixTime(1_102))).unwrap());
     let keys = store.keys.borrow();

@@ -13,7 +13,7 @@ use portcullis::core::events::Envelope;
 use portcullis::core::flows::keys::load_or_create;
 use portcullis::core::flows::{Deps, Meta};
 use portcullis::core::ids::Random;
-use portcullis::core::keys::{Kek, KeyStatus, SigningKey, StoredKey};
+use portcullis::core::keys::{Kek, KeyStatus, SigningAlg, SigningKey, StoredKey};
 use portcullis::core::outbound::{HttpReply, HttpRequest, SendError};
 use portcullis::core::ports::{
     AccountStore, Courier, DeliveryLedger, EmailTokenStore, EventSink, KeyRing, KeyStore, LocalFuture, RateLimitStore,
@@ -403,10 +403,12 @@ impl KeyStore for MemStore {
     }
 }
 
-/// A key ring over the in-memory key store, verifying with ed25519-compact.
+/// A key ring over the in-memory key store, verifying in pure Rust.
 pub struct MemKeys {
     pub store: Rc<MemStore>,
     pub kek: Kek,
+    /// `SIGNING_ALG`: the algorithm of keys made on first use.
+    pub alg: SigningAlg,
     pub now: Cell<UnixTime>,
     /// What [`KeyRing::issued`] was told, in order.
     pub issued: RefCell<Vec<(String, VerifiedToken, UnixTime)>>,
@@ -414,16 +416,13 @@ pub struct MemKeys {
 
 impl KeyRing for MemKeys {
     async fn signing_key(&self) -> Result<SigningKey> {
-        let (_, key) = load_or_create(&*self.store, &self.kek, &mut TestRandom(99), self.now.get()).await?;
+        let (_, key) = load_or_create(&*self.store, &self.kek, self.alg, &mut TestRandom(99), self.now.get()).await?;
         Ok(key)
     }
-    async fn verify(&self, kid: &str, signed: &[u8], signature: &[u8]) -> Result<Option<bool>> {
+    async fn verify(&self, kid: &str, alg: SigningAlg, signed: &[u8], signature: &[u8]) -> Result<Option<bool>> {
         let keys = self.store.load_keys().await?;
         let Some(k) = keys.iter().find(|k| k.kid == kid && k.is_published(self.now.get())) else { return Ok(None) };
-        let pk =
-            ed25519_compact::PublicKey::from_slice(&k.public_bytes()?).map_err(|e| Error::Internal(e.to_string()))?;
-        let Ok(sig) = ed25519_compact::Signature::from_slice(signature) else { return Ok(Some(false)) };
-        Ok(Some(pk.verify(signed, &sig).is_ok()))
+        k.verify(alg, signed, signature).map(Some)
     }
     fn issued(&self, raw: &str, token: VerifiedToken, now: UnixTime) {
         self.issued.borrow_mut().push((raw.to_string(), token, now));
@@ -503,6 +502,7 @@ impl World {
         let keys = MemKeys {
             store: store.clone(),
             kek: config.kek.clone(),
+            alg: config.signing_alg,
             now: Cell::new(UnixTime(0)),
             issued: RefCell::default(),
         };

@@ -125,3 +125,46 @@ fn every_issued_token_is_handed_to_the_key_ring_exactly_as_verifying_it_reads_it
         assert_eq!(*told, verify(&w, raw, now, "portcullis").unwrap());
     }
 }
+
+#[test]
+fn es256_keys_sign_es256_tokens_and_each_key_verifies_its_own_algorithm_only() {
+    let w = World::new(&[("SIGNING_ALG", "ES256")]);
+    let raw = issued(&w);
+    let h = part(&raw, 0);
+    assert_eq!((h["alg"].as_str(), h["typ"].as_str()), (Some("ES256"), Some("at+jwt")));
+    let v = verify(&w, &raw, 1_010, "portcullis").unwrap();
+    assert_eq!(v.claims.email, "a@example.com");
+    let jwks = portcullis::core::keys::jwks(&w.store.keys.borrow(), UnixTime(1_010));
+    assert_eq!((jwks.keys[0].kty.as_str(), jwks.keys[0].crv.as_str()), ("EC", "P-256"));
+    assert!(jwks.keys[0].y.is_some());
+    // The same signature under a header claiming EdDSA: the key is ES256, so no.
+    let (_, rest) = raw.split_once('.').unwrap();
+    let mut header = h.clone();
+    header["alg"] = "EdDSA".into();
+    let swapped = format!("{}.{rest}", URL_SAFE_NO_PAD.encode(header.to_string()));
+    assert_eq!(verify(&w, &swapped, 1_010, "portcullis").unwrap_err(), Error::InvalidToken(TokenError::BadSignature));
+    // A tampered signature.
+    let mut bytes = URL_SAFE_NO_PAD.decode(raw.rsplit('.').next().unwrap()).unwrap();
+    bytes[3] ^= 1;
+    let (signed, _) = raw.rsplit_once('.').unwrap();
+    let tampered = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(&bytes));
+    assert_eq!(verify(&w, &tampered, 1_010, "portcullis").unwrap_err(), Error::InvalidToken(TokenError::BadSignature));
+}
+
+#[test]
+fn signing_alg_is_validated_by_name() {
+    let with = |alg: &str| {
+        let alg = alg.to_string();
+        portcullis::core::config::Config::from_lookup(move |name| match name {
+            "KEY_ENCRYPTION_KEY" => Some("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into()),
+            "SIGNING_ALG" => Some(alg.clone()),
+            _ => None,
+        })
+    };
+    for bad in ["es256", "RS256", "HS256", "none", "EdDSA,ES256"] {
+        let e = with(bad).unwrap_err();
+        assert!(e.0.starts_with("SIGNING_ALG"), "{bad}: {}", e.0);
+    }
+    assert_eq!(with("ES256").unwrap().signing_alg, portcullis::core::keys::SigningAlg::Es256);
+    assert_eq!(with("EdDSA").unwrap().signing_alg, portcullis::core::keys::SigningAlg::EdDsa);
+}

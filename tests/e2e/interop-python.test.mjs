@@ -7,13 +7,10 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import path from "node:path";
-import { spawn } from "node:child_process";
-import { startGateway, post, json, randomEmail, ROOT } from "./harness.mjs";
+import { startGateway, post, json, randomEmail } from "./harness.mjs";
+import { PYTHON, pyjwt as runPyjwt } from "./lib/pyjwt.mjs";
 
 const PASSWORD = "correct horse battery";
-const PYTHON = path.join(ROOT, ".venv-interop", "bin", "python");
-const VERIFY = path.join(ROOT, "tests", "interop", "pyjwt_verify.py");
 const ACCESS = "at+jwt";
 const ASSERTION = "portcullis-assertion+jwt";
 
@@ -37,24 +34,8 @@ async function signup() {
   return body;
 }
 
-/** Runs PyJWT on each check ({token, issuer, audience, typ}); one result per check. */
-function pyjwt(checks) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(PYTHON, [VERIFY, `${gw.url}/.well-known/jwks.json`], { stdio: ["pipe", "pipe", "pipe"] });
-    let out = "";
-    let err = "";
-    child.stdout.on("data", (c) => (out += c));
-    child.stderr.on("data", (c) => (err += c));
-    child.on("error", reject);
-    child.on("close", (code) => {
-      if (code !== 0) return reject(new Error(`pyjwt_verify.py exited ${code}: ${err}`));
-      const results = out.trim().split("\n").filter(Boolean).map((l) => JSON.parse(l));
-      if (results.length !== checks.length) return reject(new Error(`expected ${checks.length} results, got: ${out} ${err}`));
-      resolve(results);
-    });
-    child.stdin.end(checks.map((c) => JSON.stringify(c)).join("\n") + "\n");
-  });
-}
+/** Runs PyJWT on each check against the gateway's JWKS; one result per check. */
+const pyjwt = (checks) => runPyjwt(`${gw.url}/.well-known/jwks.json`, checks);
 
 const asAccess = (token, over = {}) => ({ token, issuer: gw.url, audience: "portcullis", typ: ACCESS, ...over });
 const asAssertion = (token, over = {}) => ({ token, issuer: gw.url, audience: gw.origin.url, typ: ASSERTION, ...over });

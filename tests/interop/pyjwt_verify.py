@@ -2,10 +2,10 @@
 
 Usage: pyjwt_verify.py JWKS_URL < checks.jsonl
 
-Each input line is a JSON object {"token", "issuer", "audience", "typ"}; each
-output line is {"ok": true, "header": {...}, "claims": {...}} when PyJWT
-verifies the token against the JWKS (fetched with PyJWKClient) with algorithm
-EdDSA, the given issuer and audience, the claims exp/iat/iss/aud/sub required,
+Each input line is a JSON object {"token", "issuer", "audience", "typ",
+"algorithms"?}; each output line is {"ok": true, "header": {...}, "claims":
+{...}} when PyJWT verifies the token against the JWKS (fetched with
+PyJWKClient) with the given algorithms (default ["EdDSA"]), the given issuer and audience, the claims exp/iat/iss/aud/sub required,
 and the header's typ equal to "typ" (PyJWT does not check typ itself), or
 {"ok": false, "error": "<exception class>: <message>"}.
 """
@@ -23,7 +23,7 @@ def check(client, item):
         claims = jwt.decode(
             item["token"],
             key,
-            algorithms=["EdDSA"],
+            algorithms=item.get("algorithms", ["EdDSA"]),
             issuer=item["issuer"],
             audience=item["audience"],
             options={"require": ["exp", "iat", "iss", "aud", "sub"]},

@@ -9,10 +9,10 @@ use crate::core::events::{self, Envelope};
 use crate::core::flows::admin::Admin;
 use crate::core::flows::{Deps, Meta};
 use crate::core::ids::Random;
-use crate::core::keys::{self, Kek, KeyStatus, SigningKey, StoredKey};
+use crate::core::keys::{self, Kek, KeyStatus, SigningAlg, SigningKey, StoredKey};
 use crate::core::ports::{EmailTokenStore, EventSink, KeyRing, KeyStore, SessionStore, UserStore};
 use crate::core::time::UnixTime;
-use crate::core::token::{ALG_EDDSA, ASSERTION_TTL_SECS, LEEWAY_SECS};
+use crate::core::token::{ALG_EDDSA, ALG_ES256, ASSERTION_TTL_SECS, LEEWAY_SECS};
 
 /// Loads the stored keys and the active signing key, creating that key on
 /// first use. Racing creators are settled by the store's one-active-key
@@ -20,6 +20,7 @@ use crate::core::token::{ALG_EDDSA, ASSERTION_TTL_SECS, LEEWAY_SECS};
 pub async fn load_or_create(
     store: &impl KeyStore,
     kek: &Kek,
+    alg: SigningAlg,
     rng: &mut impl Random,
     now: UnixTime,
 ) -> Result<(Vec<StoredKey>, SigningKey), Error> {
@@ -28,7 +29,7 @@ pub async fn load_or_create(
         let key = active.unseal(kek)?;
         return Ok((stored, key));
     }
-    let (new, key) = keys::generate(rng, kek, now)?;
+    let (new, key) = keys::generate(alg, rng, kek, now)?;
     if store.insert_first_key(&new).await? {
         let mut all = stored;
         all.push(new);
@@ -53,7 +54,7 @@ pub fn discovery(issuer: &str) -> serde_json::Value {
         "issuer": issuer,
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": [ALG_EDDSA],
+        "id_token_signing_alg_values_supported": [ALG_EDDSA, ALG_ES256],
         "claims_supported": ["iss", "aud", "sub", "sid", "roles", "email", "email_verified", "iat", "exp", "jti"],
     })
 }
@@ -105,12 +106,13 @@ pub fn rotation_due(keys: &[StoredKey], now: UnixTime, interval_secs: u64) -> bo
 pub async fn rotate(
     store: &impl KeyStore,
     kek: &Kek,
+    alg: SigningAlg,
     rng: &mut impl Random,
     now: UnixTime,
     window_secs: u64,
 ) -> Result<Option<KeyRotation>, Error> {
     let stored = store.load_keys().await?;
-    let (new, _) = keys::generate(rng, kek, now)?;
+    let (new, _) = keys::generate(alg, rng, kek, now)?;
     let new_kid = new.kid.clone();
     let rotated = match stored.iter().find(|k| k.status == KeyStatus::Active) {
         None => store.insert_first_key(&new).await?.then_some(None),
@@ -140,7 +142,7 @@ where
     if !rotation_due(&store.load_keys().await?, now, config.rotation_interval_secs) {
         return Ok(None);
     }
-    let rotation = rotate(store, &config.kek, rng, now, retirement_window_secs(config)).await?;
+    let rotation = rotate(store, &config.kek, config.signing_alg, rng, now, retirement_window_secs(config)).await?;
     if let Some(r) = &rotation {
         let event = events::KeyRotated { old_kid: r.old_kid.clone(), new_kid: r.new_kid.clone() };
         events.publish(&[Envelope::new(event, rng, now)]).await?;
@@ -163,12 +165,19 @@ where
         rng: &mut impl Random,
         _admin: &Admin,
     ) -> Result<KeyRotation, Error> {
-        let rotation = rotate(self.store, &self.config.kek, rng, meta.now, retirement_window_secs(self.config))
-            .await?
-            .ok_or_else(|| Error::Conflict {
-                code: "rotation_conflict",
-                detail: "another key rotation happened at the same time; the key has been rotated".into(),
-            })?;
+        let rotation = rotate(
+            self.store,
+            &self.config.kek,
+            self.config.signing_alg,
+            rng,
+            meta.now,
+            retirement_window_secs(self.config),
+        )
+        .await?
+        .ok_or_else(|| Error::Conflict {
+            code: "rotation_conflict",
+            detail: "another key rotation happened at the same time; the key has been rotated".into(),
+        })?;
         self.emit(
             meta,
             rng,
