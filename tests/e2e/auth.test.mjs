@@ -783,7 +783,7 @@ test("the OpenID configuration names the gateway URL as issuer and its JWKS", as
   const body = await ok(await fetch(`${gw.url}/.well-known/openid-configuration`), 200, "discovery");
   assert.equal(body.issuer, gw.url);
   assert.equal(body.jwks_uri, `${gw.url}/.well-known/jwks.json`);
-  assert.deepEqual(body.id_token_signing_alg_values_supported, ["EdDSA"]);
+  assert.deepEqual(body.id_token_signing_alg_values_supported, ["EdDSA", "ES256"]);
   assert.ok(body.claims_supported.includes("roles"));
   // Not an OAuth authorization server: no endpoint a generic client would call.
   for (const k of ["token_endpoint", "authorization_endpoint", "userinfo_endpoint", "response_types_supported"]) {
