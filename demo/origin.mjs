@@ -1,5 +1,5 @@
 // Demo origin: the API that Portcullis protects in development and in tests.
-// No dependencies. Every request is answered with a JSON echo of what arrived:
+// Every request is answered with a JSON echo of what arrived:
 //
 //   { method, path, query, headers, body, body_length, body_sha256,
 //     identity: { user_id, email, roles, session_id, assertion } }
@@ -11,6 +11,9 @@
 //   .../__redirect                302 with Location: http://127.0.0.1:1/elsewhere
 //   .../__slow?ms=N               waits N ms (max 60000) before answering
 //   .../__stream?chunks=N&size=S  streams N chunks of S bytes (chunked), ~10 ms apart
+// A WebSocket handshake (any path) is accepted (with `ws`, the one dependency):
+// the first message is the JSON echo of the handshake request, then every
+// message is sent back as it came.
 //
 // Run: node demo/origin.mjs [--port N]   (or env DEMO_ORIGIN_PORT; default 8790, host 127.0.0.1)
 // Import: const { port, close } = await startOrigin({ port: 0 })
@@ -19,6 +22,7 @@ import crypto from "node:crypto";
 import { fileURLToPath } from "node:url";
 import fs from "node:fs";
 import process from "node:process";
+import { WebSocketServer } from "ws";
 
 const DEFAULT_PORT = 8790;
 // Bodies up to this size are echoed as text; bigger ones only as length + sha256.
@@ -125,6 +129,13 @@ export async function startOrigin({ port = DEFAULT_PORT, host = "127.0.0.1" } = 
     });
   });
   server.keepAliveTimeout = 5000;
+  const wss = new WebSocketServer({ noServer: true });
+  server.on("upgrade", (req, socket, head) => {
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      ws.send(JSON.stringify(echo(req, new URL(req.url ?? "/", "http://origin.local"), Buffer.alloc(0))));
+      ws.on("message", (data, isBinary) => ws.send(data, { binary: isBinary }));
+    });
+  });
   server.on("connection", (s) => {
     sockets.add(s);
     s.on("close", () => sockets.delete(s));
@@ -144,6 +155,7 @@ export async function startOrigin({ port = DEFAULT_PORT, host = "127.0.0.1" } = 
     close: () =>
       new Promise((resolve) => {
         server.close(() => resolve());
+        for (const c of wss.clients) c.terminate();
         for (const s of sockets) s.destroy();
       }),
   };

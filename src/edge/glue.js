@@ -104,16 +104,22 @@ function forwardRaw(request, target, identity, dropAuth, timeoutMs, fetcher) {
   const headers = new Headers(request.headers);
   let named = null;
   let cookies = null;
+  let upgrade = null;
   for (const [k, v] of request.headers) {
     if (k.startsWith("x-auth-") || HOP_BY_HOP.has(k)) headers.delete(k);
     if (k === "connection") named = v;
     else if (k === "cookie") cookies = v;
+    else if (k === "upgrade") upgrade = v;
   }
   if (named) {
     // Only names actually present: a Connection value may list anything.
     const drop = new Set(named.toLowerCase().split(",").map((h) => h.trim()));
     for (const k of request.headers.keys()) if (drop.has(k)) headers.delete(k);
   }
+  // A WebSocket handshake keeps its `Upgrade: websocket` (hop-by-hop, so
+  // deleted above): the runtime then opens the socket to the origin and the
+  // 101 answer carries it back to the client.
+  if (upgrade && upgrade.toLowerCase() === "websocket") headers.set("upgrade", "websocket");
   if (dropAuth) headers.delete("authorization");
   if (cookies && OWN_COOKIES.some((c) => cookies.includes(c))) {
     const kept = cookies.split(";").map((c) => c.trim()).filter((c) => c && !OWN_COOKIES.includes(c.split("=", 1)[0]));

@@ -139,10 +139,14 @@ fn cookie_credential(req: &Request, cfg: &Config, url: &url::Url, name: &str) ->
     Ok(token)
 }
 
-/// Refuses cookie-authenticated state changes from another site.
+/// Refuses cookie-authenticated state changes from another site, and
+/// cookie-authenticated WebSocket handshakes from another site (a GET, but it
+/// opens a two-way channel under the user's identity: cross-site WebSocket
+/// hijacking).
 pub fn csrf_check(req: &Request, cfg: &Config, url: &url::Url) -> Result<(), Error> {
     let method = req.method();
-    if matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS") {
+    let websocket = || http::header(req, "upgrade").is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
+    if matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS") && !websocket() {
         return Ok(());
     }
     let refused = || Error::forbidden("csrf_refused", "cross-site request refused for cookie authentication");

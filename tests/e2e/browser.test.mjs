@@ -156,6 +156,29 @@ describe("a browser on an allowed origin, cookie mode", () => {
     assert.equal(sessions.body.sessions.filter((s) => s.current).length, 1);
   });
 
+  test("a WebSocket from the allowed origin opens with the cookie; from another origin of the same site it is refused", async () => {
+    const open = (p) =>
+      p.evaluate(
+        (url) =>
+          new Promise((resolve) => {
+            const ws = new WebSocket(url);
+            ws.onmessage = (e) => {
+              resolve({ open: true, first: JSON.parse(e.data) });
+              ws.close();
+            };
+            ws.onclose = (e) => resolve({ open: false, code: e.code });
+          }),
+        `${gw.url.replace("http", "ws")}/api/ws`,
+      );
+    const ok = await open(page);
+    assert.ok(ok.open, JSON.stringify(ok));
+    assert.equal(ok.first.identity.user_id, user.id);
+    // The browser sends the same-site Lax cookie along: only the gateway's Origin check stops it.
+    const hijack = await open(evilPage);
+    assert.equal(hijack.open, false, JSON.stringify(hijack));
+    await gw.waitForLog((l) => /GET \/api\/ws 403/.test(l));
+  });
+
   test("a 401 through CORS: the page reads the status, the problem and the exposed WWW-Authenticate", async () => {
     const res = await pageFetch(page, `${gw.url}/api/hello`, { credentials: "omit" });
     assert.equal(res.error, undefined, res.error);
