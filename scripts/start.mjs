@@ -85,7 +85,11 @@ async function main() {
     CI: "true",
   });
 
-  const originPort = Number(process.env.DEMO_ORIGIN_PORT || DEMO_ORIGIN_DEFAULT_PORT);
+  const requested = process.env.DEMO_ORIGIN_PORT ?? "";
+  const originPort = requested.trim() === "" ? DEMO_ORIGIN_DEFAULT_PORT : Number(requested);
+  if (!Number.isInteger(originPort) || originPort < 0 || originPort > 65535) {
+    throw new Error(`DEMO_ORIGIN_PORT must be a port number (0 picks a free one), not "${requested}"`);
+  }
   let origin = null;
   try {
     origin = await startOrigin({ port: originPort });
@@ -95,7 +99,7 @@ async function main() {
   }
 
   const devArgs = [WRANGLER, "dev", "--ip", opts.ip, "--port", String(opts.port), "--persist-to", persistTo,
-    ...originVars(originPort, opts.rest), ...opts.rest];
+    ...originVars(origin?.port ?? originPort, opts.rest), ...opts.rest];
   log(`wrangler dev on http://${opts.ip}:${opts.port}`);
   const child = spawn(process.execPath, devArgs, { cwd: ROOT, env, stdio: "inherit" });
 

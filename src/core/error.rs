@@ -128,6 +128,9 @@ pub enum Error {
     },
     /// The origin could not be reached (502).
     OriginUnreachable,
+    /// A GET or HEAD request with a body, which cannot be forwarded (the
+    /// runtime's `fetch` sends none): 400 rather than a misleading 502.
+    BodyNotForwardable,
     /// The origin sent no response head in time (504).
     OriginTimeout,
     /// The sign-in hook failed and `HOOK_FAILURE_MODE` is `closed`; the cause
@@ -324,6 +327,12 @@ impl Error {
             Self::OriginUnreachable => {
                 Problem::new(502, "origin_unreachable", "Bad gateway", "the origin could not be reached")
             }
+            Self::BodyNotForwardable => Problem::new(
+                400,
+                "body_not_allowed",
+                "Bad request",
+                "a GET or HEAD request cannot carry a body through the gateway",
+            ),
             Self::OriginTimeout => {
                 Problem::new(504, "origin_timeout", "Gateway timeout", "the origin did not answer in time")
             }

@@ -66,21 +66,28 @@ export function withCors(resp, allowOrigin, credentials, exposed) {
 
 const varyOnOrigin = (resp) => withCors(resp);
 
-// The problem+json bodies for an unreachable or slow origin, set once from
-// Rust (the one place problems are rendered) by `setOriginProblems`.
+// The problem+json bodies for an unreachable or slow origin and for a GET or
+// HEAD with a body, set once from Rust (the one place problems are rendered)
+// by `setOriginProblems`.
 let PROBLEM_502 = "";
 let PROBLEM_504 = "";
+let PROBLEM_GET_BODY = "";
 
-/** Stores the rendered 502 and 504 problem bodies. */
-export function setOriginProblems(unreachable, timeout) {
+/** Stores the rendered 502, 504 and 400 (GET or HEAD with a body) problem bodies. */
+export function setOriginProblems(unreachable, timeout, getBody) {
   PROBLEM_502 = unreachable;
   PROBLEM_504 = timeout;
+  PROBLEM_GET_BODY = getBody;
 }
+
+// Identity header names, also as spelt with underscores: WSGI (Django,
+// Flask), PHP and Rack read `X_Auth_Roles` as `X-Auth-Roles`, so both go.
+const IDENTITY_NAME = /^x[-_]auth[-_]/;
 
 /**
  * Sends `request` to `target` (the normalised URL Rust chose) with its method,
  * headers and body stream, minus hop-by-hop headers, headers named by
- * `Connection`, every X-Auth-*, the gateway's cookies and (if `dropAuth`) the
+ * `Connection`, every X-Auth-* (also spelt with underscores), the gateway's cookies and (if `dropAuth`) the
  * Authorization header; plus the identity headers when `identity` — the
  * array [user id, email, roles, session id, assertion], built once per token
  * by Rust and cached with it — is given.
@@ -99,6 +106,11 @@ export function forward(request, target, identity, dropAuth, timeoutMs, fetcher,
 }
 
 function forwardRaw(request, target, identity, dropAuth, timeoutMs, fetcher) {
+  const method = request.method;
+  // The runtime's fetch refuses to send these (a 502 would blame the origin).
+  if ((method === "GET" || method === "HEAD") && request.body !== null) {
+    return Promise.resolve(respond(400, PROBLEM_GET_BODY, "application/problem+json"));
+  }
   // One native copy, then one pass over the incoming names; deletes only for
   // what must not pass (usually nothing).
   const headers = new Headers(request.headers);
@@ -106,7 +118,7 @@ function forwardRaw(request, target, identity, dropAuth, timeoutMs, fetcher) {
   let cookies = null;
   let upgrade = null;
   for (const [k, v] of request.headers) {
-    if (k.startsWith("x-auth-") || HOP_BY_HOP.has(k)) headers.delete(k);
+    if (IDENTITY_NAME.test(k) || HOP_BY_HOP.has(k)) headers.delete(k);
     if (k === "connection") named = v;
     else if (k === "cookie") cookies = v;
     else if (k === "upgrade") upgrade = v;
@@ -133,7 +145,7 @@ function forwardRaw(request, target, identity, dropAuth, timeoutMs, fetcher) {
     headers.set("x-auth-session-id", identity[3]);
     headers.set("x-auth-assertion", identity[4]);
   }
-  const init = { method: request.method, headers, body: request.body, redirect: "manual" };
+  const init = { method, headers, body: request.body, redirect: "manual" };
   const failed = (err) => {
     console.error(`portcullis.origin_error ${err && err.message ? err.message : err}`);
     return respond(502, PROBLEM_502, "application/problem+json");

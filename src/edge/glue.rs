@@ -29,7 +29,7 @@ extern "C" {
 
     /// Stores the rendered 502 / 504 problem bodies for `forward`.
     #[wasm_bindgen(js_name = setOriginProblems)]
-    pub fn set_origin_problems(unreachable: &str, timeout: &str);
+    pub fn set_origin_problems(unreachable: &str, timeout: &str, get_body: &str);
 
     /// Sends the request to the origin; resolves to its Response, or a 502 /
     /// 504 problem. `identity` is `[user id, email, roles, session id,

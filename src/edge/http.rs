@@ -48,7 +48,17 @@ pub async fn read_optional_json<T: DeserializeOwned>(req: &Request) -> Result<Op
     if declared == Some(0) || (declared.is_none() && req.body().is_none()) {
         return Ok(None);
     }
-    let bytes = read_body(req).await?;
+    let bytes = match read_body(req).await {
+        Ok(b) => b,
+        // Of unknown length and another content type (chunked): empty is still empty.
+        Err(Error::UnsupportedMediaType) if declared.is_none() => {
+            if read_raw(req).await?.iter().all(u8::is_ascii_whitespace) {
+                return Ok(None);
+            }
+            return Err(Error::UnsupportedMediaType);
+        }
+        Err(e) => return Err(e),
+    };
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
@@ -69,12 +79,17 @@ async fn read_body(req: &Request) -> Result<Vec<u8>, Error> {
             Err(_) => return Err(Error::InvalidJson("bad Content-Length".into())),
         }
     }
+    read_raw(req).await
+}
+
+/// The body's bytes, up to [`MAX_JSON_BODY_BYTES`].
+async fn read_raw(req: &Request) -> Result<Vec<u8>, Error> {
     let promise = req.array_buffer().map_err(|_| Error::InvalidJson("the request body cannot be read".into()))?;
     let buf =
         JsFuture::from(promise).await.map_err(|_| Error::InvalidJson("the request body cannot be read".into()))?;
     let array = js_sys::Uint8Array::new(&buf);
     if array.length() as usize > MAX_JSON_BODY_BYTES {
-        return Err(too_large);
+        return Err(Error::PayloadTooLarge { limit_bytes: MAX_JSON_BODY_BYTES });
     }
     Ok(array.to_vec())
 }

@@ -314,6 +314,7 @@ fn dispatch(
         glue::set_origin_problems(
             &Error::OriginUnreachable.problem().body().to_string(),
             &Error::OriginTimeout.problem().body().to_string(),
+            &Error::BodyNotForwardable.problem().body().to_string(),
         );
         PROBLEMS_SET.with(|s| s.set(true));
     }

@@ -200,3 +200,27 @@ test("a password with spaces, emoji and combining characters round-trips exactly
   });
   assert.equal((await assert4xx(change, "change to a common password", 422)).code, "password_too_common");
 });
+
+test("an empty chunked body is an empty body on endpoints whose body is optional, whatever its content type; a non-empty one is 415", async () => {
+  const { default: http } = await import("node:http");
+  const { port } = new URL(gw.url);
+  const chunked = (path, token, body, contentType) =>
+    new Promise((resolve, reject) => {
+      const headers = { authorization: `Bearer ${token}`, "transfer-encoding": "chunked" };
+      if (contentType) headers["content-type"] = contentType;
+      const req = http.request({ host: "127.0.0.1", port, method: "POST", path, headers }, (res) => {
+        let text = "";
+        res.on("data", (c) => (text += c));
+        res.on("end", () => resolve({ status: res.statusCode, text }));
+      });
+      req.on("error", reject);
+      req.end(body);
+    });
+  const session = await json(await post(`${gw.url}/auth/login`, { email: user.user.email, password: PASSWORD }));
+  const typed = await chunked("/auth/logout", session.access_token, "x", "text/plain");
+  assert.equal(typed.status, 415, typed.text);
+  const empty = await chunked("/auth/logout", session.access_token, "", "text/plain");
+  assert.equal(empty.status, 204, empty.text);
+  const bare = await chunked("/auth/sessions/revoke-others", user.access_token, "");
+  assert.equal(bare.status, 200, bare.text);
+});

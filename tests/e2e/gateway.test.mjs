@@ -224,6 +224,25 @@ describe("header hygiene", () => {
     assert.equal(echo.headers["x-auth-email"], undefined);
   });
 
+  test("identity headers spelt with underscores (read as X-Auth-* by WSGI, PHP, Rack) never reach the origin", async () => {
+    const spoofs = { X_Auth_User_Id: "evil", X_Auth_Roles: "admin", "X-Auth_Email": "e@x.io", "X_Auth-Session-Id": "s", x_auth_assertion: "a" };
+    for (const path of ["/api/hello", "/api/public/x"]) {
+      const res = await raw("GET", path, { ...bearer(alice), ...spoofs, "x_other_header": "kept" });
+      assert.equal(res.status, 200);
+      const names = Object.keys(res.body.headers).filter((k) => /^x[-_]auth[-_]/.test(k));
+      const expected = path === "/api/hello" ? ["x-auth-assertion", "x-auth-email", "x-auth-roles", "x-auth-session-id", "x-auth-user-id"] : [];
+      assert.deepEqual(names.sort(), expected, path);
+      assert.equal(res.body.headers.x_other_header, "kept");
+    }
+  });
+
+  test("a GET or HEAD with a body is refused with 400 body_not_allowed, not blamed on the origin", async () => {
+    const res = await raw("GET", "/api/public/x", { "content-type": "text/plain", "content-length": "5" }, "hello");
+    assert.equal(res.status, 400, res.text);
+    assert.equal(res.body.code, "body_not_allowed");
+    assert.match(res.headers["content-type"], /application\/problem\+json/);
+  });
+
   test("a Connection header naming the identity headers cannot strip or spoof them", async () => {
     const res = await raw("GET", "/api/hello", {
       ...bearer(alice),
