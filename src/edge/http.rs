@@ -48,16 +48,16 @@ pub async fn read_optional_json<T: DeserializeOwned>(req: &Request) -> Result<Op
     if declared == Some(0) || (declared.is_none() && req.body().is_none()) {
         return Ok(None);
     }
-    let bytes = match read_body(req).await {
-        Ok(b) => b,
-        // Of unknown length and another content type (chunked): empty is still empty.
-        Err(Error::UnsupportedMediaType) if declared.is_none() => {
-            if read_raw(req).await?.iter().all(u8::is_ascii_whitespace) {
-                return Ok(None);
-            }
-            return Err(Error::UnsupportedMediaType);
+    // Of unknown length (chunked), only reading tells whether it is empty,
+    // which it may be under any content type.
+    let bytes = if declared.is_none() {
+        let bytes = read_raw(req).await?;
+        if !bytes.iter().all(u8::is_ascii_whitespace) {
+            require_json(req)?;
         }
-        Err(e) => return Err(e),
+        bytes
+    } else {
+        read_body(req).await?
     };
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
@@ -65,12 +65,18 @@ pub async fn read_optional_json<T: DeserializeOwned>(req: &Request) -> Result<Op
     crate::core::body::parse_json(&bytes).map(Some)
 }
 
-async fn read_body(req: &Request) -> Result<Vec<u8>, Error> {
+/// Refuses a body whose content type is not `application/json`.
+fn require_json(req: &Request) -> Result<(), Error> {
     let ct = header(req, "content-type").unwrap_or_default();
     let media = ct.split(';').next().unwrap_or("").trim();
     if !media.eq_ignore_ascii_case("application/json") {
         return Err(Error::UnsupportedMediaType);
     }
+    Ok(())
+}
+
+async fn read_body(req: &Request) -> Result<Vec<u8>, Error> {
+    require_json(req)?;
     let too_large = Error::PayloadTooLarge { limit_bytes: MAX_JSON_BODY_BYTES };
     if let Some(len) = header(req, "content-length") {
         match len.trim().parse::<u64>() {

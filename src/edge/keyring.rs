@@ -102,8 +102,8 @@ struct Cache {
     signing: Option<SigningKey>,
     /// The signing key imported natively, with its kid.
     signing_native: Option<(String, JsValue)>,
-    /// Public keys imported natively, by kid, with their algorithm.
-    imported: HashMap<String, (SigningAlg, JsValue)>,
+    /// Public keys imported natively, by kid.
+    imported: HashMap<String, JsValue>,
 }
 
 thread_local! {
@@ -241,15 +241,15 @@ impl<'a> EdgeKeys<'a> {
             let Some(c) = c.as_mut() else { return Ok(None) };
             // Imported keys stay valid only while the key is published.
             let Some(stored) = published(&c.keys, kid, now) else { return Ok(None) };
+            let key_alg = stored.signing_alg()?;
             if let Some(k) = c.imported.get(kid) {
-                return Ok(Some(k.clone()));
+                return Ok(Some((key_alg, k.clone())));
             }
             let (x, y) = stored.public_coordinates()?;
             let k = native_public_key(&x, y.as_deref().unwrap_or(""))
                 .map_err(|e| Error::Internal(format!("key {kid}: cannot import: {e:?}")))?;
-            let imported = (stored.signing_alg()?, k);
-            c.imported.insert(kid.to_string(), imported.clone());
-            Ok(Some(imported))
+            c.imported.insert(kid.to_string(), k.clone());
+            Ok(Some((key_alg, k)))
         })?;
         Ok(match key {
             Some((key_alg, k)) => Cached::Verified(key_alg == alg && native_verify(alg, &k, signed, signature)),

@@ -31,7 +31,7 @@ use crate::edge::glue;
 use crate::edge::http::{self, JsResult};
 use crate::edge::keyring::{Cached, EdgeKeys};
 use crate::edge::platform;
-use crate::edge::router::{cookie, csrf_check, ACCESS_COOKIE};
+use crate::edge::router::{cookie_credential, ACCESS_COOKIE};
 
 /// Base URL for requests sent through the `ORIGIN` binding when `ORIGIN_URL`
 /// is not set (the binding ignores the host).
@@ -160,12 +160,10 @@ fn decide(
     }
     let (raw, from_header) = match http::bearer(req) {
         Some(t) => (t, true),
-        None => match cfg.cookie_mode.then(|| cookie(req, ACCESS_COOKIE)).flatten() {
-            Some(t) => match csrf_check(req, cfg, url) {
-                Ok(()) => (t, false),
-                Err(e) => return Decision::Refuse(e),
-            },
-            None => return Decision::Refuse(missing_token()),
+        None => match cookie_credential(req, cfg, url, ACCESS_COOKIE) {
+            Ok(Some(t)) => (t, false),
+            Ok(None) => return Decision::Refuse(missing_token()),
+            Err(e) => return Decision::Refuse(e),
         },
     };
     let issuer: Cow<'_, str> = match &cfg.issuer {

@@ -128,7 +128,7 @@ fn refresh_cookie(req: &Request, cfg: &Config, url: &url::Url) -> Result<Option<
 
 /// Cookie `name` in cookie mode; a request that sends it must pass
 /// [`csrf_check`] (a cookie goes along with a cross-site form post too).
-fn cookie_credential(req: &Request, cfg: &Config, url: &url::Url, name: &str) -> Result<Option<String>, Error> {
+pub fn cookie_credential(req: &Request, cfg: &Config, url: &url::Url, name: &str) -> Result<Option<String>, Error> {
     if !cfg.cookie_mode {
         return Ok(None);
     }

@@ -7,7 +7,7 @@ use crate::core::events;
 use crate::core::flows::{Deps, EmailRequest, Meta};
 use crate::core::ids::Random;
 use crate::core::ports::{EventSink, KeyRing, RateLimitStore, SessionStore, UserStore};
-use crate::core::rate_limit::{self, Endpoint, Hit, BACKOFF_MEMORY_SECS};
+use crate::core::rate_limit::{self, Endpoint, Hit, KeyType, BACKOFF_MEMORY_SECS};
 
 impl<S, E, K> Deps<'_, S, E, K>
 where
@@ -68,19 +68,7 @@ where
             return Ok(());
         };
         if exceeded.first {
-            self.emit(
-                meta,
-                rng,
-                vec![events::RateLimitExceeded {
-                    endpoint: endpoint.name().into(),
-                    ip_address: meta.ip.clone(),
-                    email: email.map(str::to_string),
-                    limit: exceeded.limit,
-                    key_type: exceeded.key_type.as_str().into(),
-                }
-                .into()],
-            )
-            .await?;
+            self.emit(meta, rng, vec![limit_event(meta, endpoint, email, exceeded.limit, exceeded.key_type)]).await?;
         }
         Err(Error::RateLimited { retry_after_secs: exceeded.retry_after_secs })
     }
@@ -95,19 +83,8 @@ where
         let Some(retry_after_secs) = backoff.wait(failures, last, meta.now) else { return Ok(failures > 0) };
         let counts = self.store.hit(&[rate_limit::backoff_hit(email, last, retry_after_secs)], meta.now).await?;
         if counts.first().is_some_and(|c| c.count == 1) {
-            self.emit(
-                meta,
-                rng,
-                vec![events::RateLimitExceeded {
-                    endpoint: Endpoint::Login.name().into(),
-                    ip_address: meta.ip.clone(),
-                    email: Some(email.to_string()),
-                    limit: backoff.free_failures,
-                    key_type: rate_limit::KeyType::Email.as_str().into(),
-                }
-                .into()],
-            )
-            .await?;
+            let event = limit_event(meta, Endpoint::Login, Some(email), backoff.free_failures, KeyType::Email);
+            self.emit(meta, rng, vec![event]).await?;
         }
         Err(Error::RateLimited { retry_after_secs })
     }
@@ -120,4 +97,16 @@ where
         let forget_before = meta.now.minus_secs(BACKOFF_MEMORY_SECS);
         self.store.record_login_failure(email, meta.now, forget_before).await
     }
+}
+
+/// `rate_limit_exceeded` for a refusal on `endpoint` by the `key_type` rule of `limit`.
+fn limit_event(meta: &Meta, endpoint: Endpoint, email: Option<&str>, limit: u32, key_type: KeyType) -> events::Event {
+    events::RateLimitExceeded {
+        endpoint: endpoint.name().into(),
+        ip_address: meta.ip.clone(),
+        email: email.map(str::to_string),
+        limit,
+        key_type: key_type.as_str().into(),
+    }
+    .into()
 }
