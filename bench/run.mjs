@@ -268,6 +268,8 @@ async function main() {
   const key = await makeSigningKey();
   const tokenOpts = { issuer: ISSUER, audience: AUDIENCE, ttl: 3600 };
   const mint = minter(key, tokenOpts);
+  // For the experiments (experiments/ab-paired.mjs), which mint more tokens for this run's configs.
+  fs.writeFileSync(path.join(OUT, "bench-key.json"), JSON.stringify({ kid: key.kid, jwk: key.privateKey.export({ format: "jwk" }), tokenOpts }));
   const token = mint({ roles: ["user"] });
   const sub = JSON.parse(Buffer.from(token.split(".")[1], "base64url")).sub;
   const adminToken = mint({ roles: ["admin"] });

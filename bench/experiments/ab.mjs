@@ -10,34 +10,19 @@
 // prints req/s and workerd CPU/req per round and the medians. Per-run noise on this
 // machine is a few percent: use 8+ rounds and compare CPU/req as well as req/s.
 // VARS_A / VARS_B add vars, e.g. VARS_B=ORIGIN_TIMEOUT_MS=0.
-import fs from "node:fs";
 import path from "node:path";
-import { start, stopAll, waitOutput, waitHttp, cpuNs, freePort } from "../lib/proc.mjs";
+import { start, stopAll, waitOutput, cpuNs, freePort } from "../lib/proc.mjs";
 import { runWrk } from "../lib/wrk.mjs";
+import { OUT, serveBuild } from "../lib/serve-build.mjs";
 const [dirA, dirB, rounds = 5, secs = 4, urlPath = "/api/data", tokens = "tokens-repeat.txt"] = process.argv.slice(2);
-const OUT = path.join(path.dirname(new URL(import.meta.url).pathname), "..", "out");
-const WORKERD = path.join(OUT, "..", "..", "node_modules/@cloudflare/workerd-linux-64/bin/workerd");
 const originPort = await freePort();
 const origin = start(process.execPath, [path.join(OUT, "..", "origin.mjs"), String(originPort)]);
 await waitOutput(origin, /listening/);
 const targets = {};
-const mk = async (name, src, dir) => {
-  const port = await freePort();
-  if (!fs.existsSync(path.join(OUT, src))) throw new Error(`bench/out/${src} is missing: run npm run bench once first`);
-  let cfg = fs.readFileSync(path.join(OUT, src), "utf8");
-  cfg = cfg.replace(/address = "127\.0\.0\.1:\d+"/, `address = "127.0.0.1:${port}"`).replace(/"http:\/\/127\.0\.0\.1:\d+"/, `"http://127.0.0.1:${originPort}"`);
-  if (dir) cfg = cfg.replaceAll('embed "build/', `embed "${dir}/`);
-  const extra = process.env[`VARS_${name}`]; // e.g. VARS_B='ORIGIN_TIMEOUT_MS=0'
-  if (extra) for (const kv of extra.split(",")) { const [k, v] = kv.split("="); cfg = cfg.replace(/(\(name = "[A-Z_]+", text = "[^"]*"\))/, `(name = "${k}", text = "${v}"),\n          $1`); }
-  const f = path.join(OUT, `ab-${name}.capnp`);
-  fs.writeFileSync(f, cfg);
-  const w = start(WORKERD, ["serve", f, "--experimental"], { logFile: path.join(OUT, `ab-${name}.log`) });
-  await waitHttp(`http://127.0.0.1:${port}/api/public/x`, w);
-  targets[name] = { port, pid: w.pid };
-};
-await mk("A", "b-portcullis.capnp", dirA);
-await mk("B", "b-portcullis.capnp", dirB);
-await mk("P", "a-passthrough.capnp", null);
+// VARS_A / VARS_B, e.g. VARS_B='ORIGIN_TIMEOUT_MS=0'
+targets.A = await serveBuild("A", "b-portcullis.capnp", { dir: dirA, originPort, vars: process.env.VARS_A });
+targets.B = await serveBuild("B", "b-portcullis.capnp", { dir: dirB, originPort, vars: process.env.VARS_B });
+targets.P = await serveBuild("P", "a-passthrough.capnp", { originPort });
 const res = { A: [], B: [], P: [] };
 try {
   // `tokens` may list several files (comma-separated, paths absolute or under bench/out):

@@ -10,13 +10,15 @@ import { calculateJwkThumbprint } from "jose";
 
 const b64u = (buf) => Buffer.from(buf).toString("base64url");
 
-/** A fresh signing key: the D1 row Portcullis will load, the KEK, the JWKS, the private key. */
-export async function makeSigningKey(now = Math.floor(Date.now() / 1000)) {
+/**
+ * A fresh signing key: the D1 row Portcullis will load, the KEK (random, or `kek`: a
+ * 32-byte Buffer, to seal several keys for one deployment), the JWKS, the private key.
+ */
+export async function makeSigningKey(now = Math.floor(Date.now() / 1000), { kek = crypto.randomBytes(32) } = {}) {
   const { privateKey, publicKey } = crypto.generateKeyPairSync("ed25519");
   const jwk = privateKey.export({ format: "jwk" }); // { crv, d, x, kty }
   const kid = await calculateJwkThumbprint({ kty: "OKP", crv: "Ed25519", x: jwk.x }, "sha256");
   const seed = Buffer.from(jwk.d, "base64url");
-  const kek = crypto.randomBytes(32);
   const nonce = crypto.randomBytes(12);
   const cipher = crypto.createCipheriv("aes-256-gcm", kek, nonce);
   cipher.setAAD(Buffer.from(kid, "utf8"));

@@ -123,6 +123,28 @@ impl SigningAlg {
             _ => None,
         }
     }
+
+    /// Whether our keys of this algorithm make exactly one signature per
+    /// message: Ed25519's nonce is a hash of the key and the message (RFC
+    /// 8032 §5.1.6), and every signer we use (ed25519-compact without noise,
+    /// the runtime's BoringSSL) follows the RFC. The holder of such a private
+    /// key can then check a signature by making it again
+    /// ([`is_own_signature`]), which costs a fraction of a verification.
+    /// ECDSA signatures are randomised: never.
+    pub fn is_deterministic(self) -> bool {
+        matches!(self, Self::EdDsa)
+    }
+}
+
+/// Whether `presented` is, byte for byte, the signature `ours` that our
+/// private key makes over the same data ([`SigningAlg::is_deterministic`]).
+/// Equal means the presented signature is ours, hence valid; different
+/// proves nothing (it may be a valid signature by another signer of the key)
+/// and the caller verifies it. Constant time: `ours`, over data an attacker
+/// chose, is a forgery they must not learn a byte of.
+pub fn is_own_signature(ours: &[u8], presented: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    ours.len() == presented.len() && bool::from(ours.ct_eq(presented))
 }
 
 /// A key as stored.
@@ -489,6 +511,53 @@ mod tests {
         assert!(!ed.verify(SigningAlg::Es256, b"data", &ed_key.sign(b"data")).unwrap());
         assert!(!ec.verify(SigningAlg::EdDsa, b"data", &ec_key.sign(b"data")).unwrap());
         assert!(!ec.verify(SigningAlg::Es256, b"data", &ed_key.sign(b"data")).unwrap());
+    }
+
+    #[test]
+    fn ed25519_signatures_are_rfc_8032s_so_any_conforming_signer_makes_the_same() {
+        // RFC 8032 §7.1, TEST 1 and TEST 2: the runtime's BoringSSL makes exactly
+        // these bytes too, which is what lets the edge check a signature of
+        // its own key by signing again.
+        let hex = |s: &str| -> Vec<u8> {
+            (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        };
+        let vectors = [
+            (
+                "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60",
+                "",
+                "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b",
+            ),
+            (
+                "4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb",
+                "72",
+                "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00",
+            ),
+        ];
+        assert!(SigningAlg::EdDsa.is_deterministic() && !SigningAlg::Es256.is_deterministic());
+        for (seed, msg, sig) in vectors {
+            let key = SigningKey::from_secret("k".into(), SigningAlg::EdDsa, hex(seed).try_into().unwrap()).unwrap();
+            let ours = key.sign(&hex(msg));
+            assert_eq!(ours, hex(sig));
+            assert!(is_own_signature(&ours, &hex(sig)));
+        }
+    }
+
+    #[test]
+    fn only_the_identical_signature_is_our_own() {
+        let kek = Kek::from_bytes([6; 32]);
+        let (_, key) = generate(SigningAlg::EdDsa, &mut SeqRandom(11), &kek, UnixTime(0)).unwrap();
+        let ours = key.sign(b"header.claims");
+        assert_eq!(ours, key.sign(b"header.claims"));
+        assert!(is_own_signature(&ours, &ours.clone()));
+        for i in [0, 31, 32, 63] {
+            let mut other = ours.clone();
+            other[i] ^= 0x80;
+            assert!(!is_own_signature(&ours, &other));
+        }
+        assert!(!is_own_signature(&ours, &ours[..63]));
+        assert!(!is_own_signature(&ours, &[ours.as_slice(), &[0]].concat()));
+        assert!(!is_own_signature(&ours, &[]));
+        assert!(!is_own_signature(&ours, &key.sign(b"header.claimz")));
     }
 
     #[test]

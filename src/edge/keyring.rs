@@ -37,7 +37,7 @@ use worker::Env;
 use crate::core::config::Config;
 use crate::core::error::Error;
 use crate::core::flows::keys::{key_cache_grace_secs, load_or_create};
-use crate::core::keys::{jwks, Jwks, SigningAlg, SigningKey, StoredKey};
+use crate::core::keys::{is_own_signature, jwks, Jwks, SigningAlg, SigningKey, StoredKey};
 use crate::core::ports::{KeyRing, Result};
 use crate::core::time::UnixTime;
 use crate::core::token::VerifiedToken;
@@ -224,7 +224,12 @@ impl<'a> EdgeKeys<'a> {
     }
 
     /// Verifies a signature made with `alg` by `kid` from the cache at
-    /// `now`, without I/O; a key of another algorithm refuses it.
+    /// `now`, without I/O; a key of another algorithm refuses it. A
+    /// signature by our own signing key, when that key's signatures are
+    /// deterministic (Ed25519), is checked by signing the data again and
+    /// comparing: a native sign costs a fraction of a native verify (by
+    /// `npm run bench`: 19 against 81 µs here). Anything else, and any
+    /// signature that differs, is verified.
     pub fn verify_cached(
         &self,
         kid: &str,
@@ -236,26 +241,38 @@ impl<'a> EdgeKeys<'a> {
         if !self.is_usable(now) {
             return Ok(Cached::NeedsLoad);
         }
-        let key = CACHE.with(|c| -> Result<Option<(SigningAlg, JsValue)>> {
+        let key = CACHE.with(|c| -> Result<Option<(SigningAlg, Option<JsValue>)>> {
             let mut c = c.borrow_mut();
             let Some(c) = c.as_mut() else { return Ok(None) };
             // Imported keys stay valid only while the key is published.
             let Some(stored) = published(&c.keys, kid, now) else { return Ok(None) };
             let key_alg = stored.signing_alg()?;
+            let own = c.signing.as_ref().is_some_and(|s| s.kid == kid && s.alg().is_deterministic());
+            Ok(Some((key_alg, if own { c.native_signer()?.map(|(_, k)| k) } else { None })))
+        })?;
+        let Some((key_alg, own)) = key else {
+            return Ok(if reload_due(now, false) { Cached::NeedsLoad } else { Cached::UnknownKey });
+        };
+        if key_alg != alg {
+            return Ok(Cached::Verified(false));
+        }
+        if own.is_some_and(|k| native_sign(alg, &k, signed).is_ok_and(|ours| is_own_signature(&ours, signature))) {
+            return Ok(Cached::Verified(true));
+        }
+        let public = CACHE.with(|c| -> Result<Option<JsValue>> {
+            let mut c = c.borrow_mut();
+            let Some(c) = c.as_mut() else { return Ok(None) };
             if let Some(k) = c.imported.get(kid) {
-                return Ok(Some((key_alg, k.clone())));
+                return Ok(Some(k.clone()));
             }
+            let Some(stored) = published(&c.keys, kid, now) else { return Ok(None) };
             let (x, y) = stored.public_coordinates()?;
             let k = native_public_key(&x, y.as_deref().unwrap_or(""))
                 .map_err(|e| Error::Internal(format!("key {kid}: cannot import: {e:?}")))?;
             c.imported.insert(kid.to_string(), k.clone());
-            Ok(Some((key_alg, k)))
+            Ok(Some(k))
         })?;
-        Ok(match key {
-            Some((key_alg, k)) => Cached::Verified(key_alg == alg && native_verify(alg, &k, signed, signature)),
-            None if reload_due(now, false) => Cached::NeedsLoad,
-            None => Cached::UnknownKey,
-        })
+        Ok(Cached::Verified(public.is_some_and(|k| native_verify(alg, &k, signed, signature))))
     }
 
     /// The active signing key, imported natively, without I/O; `None` when
@@ -267,15 +284,22 @@ impl<'a> EdgeKeys<'a> {
         CACHE.with(|c| {
             let mut c = c.borrow_mut();
             let Some(c) = c.as_mut() else { return Ok(None) };
-            let Some(signing) = &c.signing else { return Ok(None) };
-            let alg = signing.alg();
-            if let Some((kid, key)) = &c.signing_native {
-                return Ok(Some(Signer { kid: kid.clone(), alg, key: key.clone() }));
-            }
-            let key = import_private(signing)?;
-            c.signing_native = Some((signing.kid.clone(), key.clone()));
-            Ok(Some(Signer { kid: signing.kid.clone(), alg, key }))
+            let Some(alg) = c.signing.as_ref().map(SigningKey::alg) else { return Ok(None) };
+            Ok(c.native_signer()?.map(|(kid, key)| Signer { kid, alg, key }))
         })
+    }
+}
+
+impl Cache {
+    /// The signing key imported natively (once), with its kid.
+    fn native_signer(&mut self) -> Result<Option<(String, JsValue)>> {
+        let Some(signing) = &self.signing else { return Ok(None) };
+        if let Some((kid, key)) = &self.signing_native {
+            return Ok(Some((kid.clone(), key.clone())));
+        }
+        let key = import_private(signing)?;
+        self.signing_native = Some((signing.kid.clone(), key.clone()));
+        Ok(Some((signing.kid.clone(), key)))
     }
 }
 

@@ -24,6 +24,7 @@ let origin;
 let workerd;
 let port;
 let mint;
+let mintRetired;
 
 before(async () => {
   for (const f of ["index.js", "index_bg.wasm"]) {
@@ -31,8 +32,13 @@ before(async () => {
   }
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "portcullis-workerd-"));
   origin = await startOrigin({ port: 0 });
-  const key = await makeSigningKey();
+  const now = Math.floor(Date.now() / 1000);
+  const key = await makeSigningKey(now);
   mint = minter(key, { issuer: ISSUER, audience: "portcullis" });
+  // The key before it: retired, still published while its tokens live.
+  const retired = await makeSigningKey(now - 7200, { kek: Buffer.from(key.kek, "base64") });
+  Object.assign(retired.row, { status: "retired", retired_at: now - 600, publish_until: now + 3600 });
+  mintRetired = minter(retired, { issuer: ISSUER, audience: "portcullis" });
   port = await freePort();
   const compat = /^compatibility_date = "([^"]+)"/m.exec(fs.readFileSync(path.join(ROOT, "wrangler.toml"), "utf8"))[1];
   const cfg = writeConfig(dir, "portcullis", {
@@ -49,7 +55,7 @@ before(async () => {
       ROUTES: '[{"path": "/api/public/*", "policy": "public"}]',
       KEY_ENCRYPTION_KEY: key.kek,
     },
-    extra: portcullisPlatform(dir, path.join(ROOT, "bench"), [key.row]),
+    extra: portcullisPlatform(dir, path.join(ROOT, "bench"), [key.row, retired.row]),
   });
   workerd = start(WORKERD, ["serve", cfg, "--experimental"], { logFile: path.join(dir, "workerd.log") });
   await waitHttp(`http://127.0.0.1:${port}/.well-known/jwks.json`, workerd);
@@ -108,4 +114,49 @@ test("a token minted outside the project is verified with the key from D1, and t
   const bad = await send("/api/hello", { authorization: `Bearer ${token.slice(0, -4)}AAAA` });
   assert.equal(bad.status, 401);
   assert.equal(bad.body.code, "invalid_token");
+});
+
+/** `token` with its signature replaced by `f(signature bytes)`. */
+function resigned(token, f) {
+  const [h, c, s] = token.split(".");
+  return `${h}.${c}.${Buffer.from(f(Buffer.from(s, "base64url"))).toString("base64url")}`;
+}
+
+// Ed25519's group order L, little-endian: S + L is the classic malleated twin of a
+// signature, accepted by lax verifiers.
+const L = Buffer.from("edd3f55c1a631258d69cf7a2def9de1400000000000000000000000000000010", "hex");
+const plusL = (sig) => {
+  const out = Buffer.from(sig);
+  let carry = 0;
+  for (let i = 0; i < 32; i++) {
+    const v = out[32 + i] + L[i] + carry;
+    out[32 + i] = v & 0xff;
+    carry = v >> 8;
+  }
+  return out;
+};
+
+test("signatures by the active key (checked by signing again) and by a retired one (verified) pass; any other signature is refused", async () => {
+  for (const [which, make] of [["active", mint], ["retired", mintRetired]]) {
+    const token = make();
+    const ok = await send("/api/x", { authorization: `Bearer ${token}` });
+    assert.equal(ok.status, 200, `${which}: ${JSON.stringify(ok.body)}`);
+    assert.equal(ok.body.identity.user_id, JSON.parse(Buffer.from(token.split(".")[1], "base64url")).sub);
+    // Never-seen variants of a fresh token: each byte of R and S counts, and the
+    // malleated S + L is not the signature.
+    const fresh = make();
+    const variants = [0, 31, 32, 63].map((i) => resigned(fresh, (s) => { s[i] ^= 0x01; return s; }));
+    variants.push(resigned(fresh, plusL), resigned(fresh, () => Buffer.alloc(64)));
+    for (const bad of variants) {
+      const r = await send("/api/x", { authorization: `Bearer ${bad}` });
+      assert.equal(r.status, 401, `${which}: ${bad}`);
+      assert.equal(r.body.code, "invalid_token");
+    }
+    // The genuine one still passes after its twins were refused.
+    assert.equal((await send("/api/x", { authorization: `Bearer ${fresh}` })).status, 200, which);
+  }
+  // A signature by the active key over another token's content is not that token's.
+  const [a, b] = [mint(), mint()];
+  const swapped = `${a.split(".").slice(0, 2).join(".")}.${b.split(".")[2]}`;
+  assert.equal((await send("/api/x", { authorization: `Bearer ${swapped}` })).status, 401);
 });

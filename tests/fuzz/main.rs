@@ -100,6 +100,115 @@ proptest! {
     }
 
     #[test]
+    fn tokens_split_and_decode_exactly_as_jwt_compact_reads_them(
+        header in prop_oneof![
+            Just(r#"{"alg":"EdDSA","kid":"k1","typ":"at+jwt"}"#.to_string()),
+            Just(r#"{"alg":"ES256","kid":"k1","typ":"at+jwt","cty":"JSON"}"#.to_string()),
+            Just(r#"{"alg":"EdDSA","kid":"k1","typ":"at+jwt","cty":"cbor"}"#.to_string()),
+            Just(r#"{"alg":"EdDSA","kid":"k1","typ":"at+jwt","crit":["b64"],"b64":false}"#.to_string()),
+            Just(r#"{"alg":"EdDSA","kid":"k1","typ":"at+jwt","x5t":"AAAA"}"#.to_string()),
+            Just(r#"{"alg":"EdDSA","kid":7,"typ":"at+jwt"}"#.to_string()),
+            Just(r#"{"kid":"k1","typ":"at+jwt"}"#.to_string()),
+            Just(r#"{"alg":"EdDSA","alg":"EdDSA","kid":"k1","typ":"at+jwt"}"#.to_string()),
+            Just(r#"{"alg":"EdDSA","kid":"k1","kid":"k2","typ":"at+jwt"}"#.to_string()),
+            Just(r#"{"alg":"EdDSA","kid":"k1","typ":"at+jwt","typ":"JWT"}"#.to_string()),
+            Just(r#"{"alg":"EdDSA","kid":"k\u0031","typ":"at\u002bjwt","jku":null,"x5u":"https://x"}"#.to_string()),
+            Just(r#"{"alg":"EdDSA","kid":"k1","typ":"at+jwt","jku":7}"#.to_string()),
+            Just(r#"{"alg":"EdDSA","kid":"k1","typ":"at+jwt","x5t#S256":"not base64!"}"#.to_string()),
+            Just(r#"{"alg":"EdDSA","kid":null,"typ":"at+jwt"}"#.to_string()),
+            Just(r#"{"alg":"EdDSA","kid":"k1","typ":"at+jwt","crit":1,"crit":2}"#.to_string()),
+            Just(r#"["EdDSA",null,"k1","at+jwt"]"#.to_string()),
+            Just(r#" {"alg":"EdDSA","kid":"k1","typ":"at+jwt"}"#.to_string()),
+            jsonish(),
+        ],
+        claims in prop_oneof![
+            Just(r#"{"iss":"https://auth.test","aud":"portcullis","sub":"u","sid":"s","roles":["user"],"email":"a@b.io","email_verified":true,"jti":"j","iat":1700000000,"exp":1900000000}"#.to_string()),
+            Just(r#"{"iss":"https://auth.test","aud":["x","portcullis"],"sub":"u","sid":"s","roles":[],"email":"a@b.io","email_verified":false,"jti":"j","iat":1700000000.5,"exp":1900000000,"nbf":1}"#.to_string()),
+            Just(r#"{"iss":"https://auth.test","aud":"portcullis","sub":"u","sid":"s","roles":["a","b"],"email":"a@b.io","email_verified":true,"jti":"j","iat":1700000000,"exp":1900000000,"exp":1700000001}"#.to_string()),
+            Just(r#"{"iss":"https://auth.test","aud":"portcullis","sub":"u","sub":"v","sid":"s","roles":["a"],"email":"a@b.io","email_verified":true,"jti":"j","iat":1700000000,"exp":1900000000}"#.to_string()),
+            Just(r#"{"iss":"https://auth.test","aud":"portcullis","sub":"u\n","sid":"s","roles":["a,b"],"email":"a@b.io","email_verified":true,"jti":"j","iat":1700000000,"exp":1900000000}"#.to_string()),
+            Just(r#"{"iss":"https://auth.test","aud":"portcullis","sub":"u","sid":"s","roles":["a"],"email":"a@b.io","email_verified":true,"jti":"j","exp":1900000000,"extra":{"x":[1,2]}}"#.to_string()),
+            Just(r#"{"iss":"https://auth.test","aud":"portcullis","sub":"u","sid":"s","roles":["a"],"email":"a@b.io","email_verified":true,"jti":"j","iat":-5,"exp":1e300}"#.to_string()),
+            Just(r#"{"iss":"https://auth.test","aud":"portcullis","sub":"u","sid":"s","roles":["a"],"email":"a@b.io","email_verified":true,"jti":"j","iat":18446744073709551615,"exp":"1900000000"}"#.to_string()),
+            Just(r#"{"iss":"https://auth.test","aud":[],"sub":"u","sid":"s","roles":["a"],"email":"a@b.io","email_verified":1,"jti":"j","iat":1,"exp":9000000000000}"#.to_string()),
+            Just(r#"["https://auth.test","portcullis","u","s",["r"],"a@b.io",true,"j",1900000000,null,1700000000]"#.to_string()),
+            (0i64..2_000_000_000, prop_oneof![Just("".to_string()), Just(".25".to_string()), Just("e0".to_string())]).prop_map(|(t, frac)| format!(
+                r#"{{"iss":"https://auth.test","aud":"portcullis","sub":"u","sid":"s","roles":["r"],"email":"a@b.io","email_verified":true,"jti":"j","iat":{t}{frac},"exp":{}{frac}}}"#, t + 900
+            )),
+            jsonish(),
+        ],
+        sig_len in prop_oneof![Just(64usize), 0usize..80],
+        mangle in prop::collection::vec((0usize..3, 0usize..200, prop_oneof![
+            Just('='), Just('+'), Just('/'), Just('.'), Just(' '), Just('-'), Just('_'), Just('A'), Just('B'), Just('\u{e9}'),
+        ]), 0..3),
+        truncate in prop::option::of((0usize..3, 0usize..4)),
+    ) {
+        use base64::Engine;
+        use portcullis::core::token::AccessClaims;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let mut parts = [b64(header.as_bytes()), b64(claims.as_bytes()), b64(&vec![0x5a; sig_len])];
+        // Hostile spellings: padding, foreign alphabets, dots, a part cut short
+        // (non-canonical trailing bits, impossible lengths).
+        for (part, at, c) in mangle {
+            let p = &mut parts[part];
+            let at = at.min(p.len());
+            if p.is_char_boundary(at) { p.insert(at, c); }
+        }
+        if let Some((part, n)) = truncate {
+            let p = &mut parts[part];
+            let keep = p.len().saturating_sub(n);
+            if p.is_char_boundary(keep) { p.truncate(keep); }
+        }
+        let raw = parts.join(".");
+        let ours = Parsed::new(&raw, ACCESS_TOKEN_TYPE);
+        match jwt_compact::UntrustedToken::new(raw.as_str()) {
+            Err(_) => prop_assert_eq!(ours.err(), Some(TokenError::Malformed), "{}", raw),
+            Ok(t) => match ours {
+                Ok(p) => {
+                    prop_assert_eq!(p.alg().name(), t.algorithm());
+                    prop_assert_eq!(Some(p.kid()), t.header().key_id.as_deref());
+                    prop_assert_eq!(p.signature(), t.signature_bytes());
+                    prop_assert_eq!(p.signed_data(), raw.rsplit_once('.').unwrap().0.as_bytes());
+                    let now = 1_800_000_000;
+                    let theirs = t.deserialize_claims_unchecked::<AccessClaims>().ok();
+                    let mine = p.validated_claims(&EXPECT, UnixTime(now));
+                    match (&mine, theirs) {
+                        (Ok(v), Some(c)) => {
+                            prop_assert_eq!(&v.claims, &c.custom);
+                            prop_assert_eq!(Some(v.expires_at.0), c.expiration.map(|e| e.timestamp()));
+                            prop_assert_eq!(Some(v.issued_at.0), c.issued_at.map(|e| e.timestamp()));
+                        }
+                        (Ok(_), None) => prop_assert!(false, "claims jwt-compact refuses were read: {}", claims),
+                        (Err(e), None) => prop_assert_eq!(e, &TokenError::Malformed),
+                        // Read alike and refused for what they say, each for the reason they give.
+                        (Err(e), Some(c)) => {
+                            let ts = |d: Option<chrono::DateTime<chrono::Utc>>| d.map(|d| d.timestamp());
+                            let x = &c.custom;
+                            let plain = |v: &str| !v.chars().any(char::is_control);
+                            let fits = plain(&x.sub) && plain(&x.sid) && plain(&x.email)
+                                && x.roles.iter().all(|r| !r.is_empty() && plain(r) && !r.contains([',', ' ']));
+                            let why = match e {
+                                TokenError::Expired => ts(c.expiration).is_none_or(|exp| now >= exp + 30),
+                                TokenError::NotYetValid => ts(c.not_before).is_some_and(|n| n > now + 30) || ts(c.issued_at).is_some_and(|i| i > now + 30),
+                                TokenError::WrongIssuer => x.iss != EXPECT.issuer,
+                                TokenError::WrongAudience => !x.aud.iter().any(|a| a == EXPECT.audience),
+                                TokenError::Malformed => c.issued_at.is_none() || !fits,
+                                _ => false,
+                            };
+                            prop_assert!(why, "{:?} for {}", e, claims);
+                        }
+                    }
+                }
+                // Parsed as a JWS by both; refused by ours for what it says.
+                Err(e) => prop_assert!(
+                    e != TokenError::Malformed || header.contains("crit") || header.contains("b64") || raw.len() > 4096,
+                    "{:?} for {}", e, raw
+                ),
+            },
+        }
+    }
+
+    #[test]
     fn oversized_tokens_are_malformed(n in 4_097usize..70_000) {
         let raw = format!("{}.e30.{}", "e".repeat(n), "A".repeat(86));
         prop_assert_eq!(Parsed::new(&raw, ACCESS_TOKEN_TYPE).err(), Some(TokenError::Malformed));

@@ -1,0 +1,67 @@
+// Paired A/B of the token check of two Portcullis builds, for changes too small for
+// wrk rounds to see on this machine:
+//
+//   node bench/experiments/ab-paired.mjs DIR_A DIR_B [seconds] [warm]
+//
+// DIR_A and DIR_B (under bench/out/) each hold an `index.js` + `index_bg.wasm` copied
+// from build/. Both are served from the last `npm run bench` run's config (its key, its
+// routes) and driven on one connection each, one request at a time, in a new random
+// order every cycle (lib/paired.mjs): a 401 without a token and a 403 after checking a
+// never-seen token (minted here with that run's key, bench/out/bench-key.json; both
+// builds get the same tokens, each new to its isolate), plus a 403 after a token already seen.
+// Prints each build's fresh and repeat check (403 − 401) and B − A, with 95 % intervals.
+// With `warm` > 0, each isolate first checks that many other never-seen tokens, so the
+// measured ones meet a token cache (and a wasm heap) in their steady state, not growing.
+import crypto from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import { stopAll } from "../lib/proc.mjs";
+import { mintMany } from "../lib/mint-pool.mjs";
+import { pairedLatency } from "../lib/paired.mjs";
+import { OUT, serveBuild } from "../lib/serve-build.mjs";
+
+const [dirA, dirB, seconds = 20, warm = 0] = process.argv.slice(2);
+if (!dirA || !dirB) {
+  console.error("usage: node bench/experiments/ab-paired.mjs DIR_A DIR_B [seconds]");
+  process.exit(2);
+}
+const key = JSON.parse(fs.readFileSync(path.join(OUT, "bench-key.json"), "utf8"));
+const [repeat] = fs.readFileSync(path.join(OUT, "tokens-repeat.txt"), "utf8").split("\n");
+// Enough never-seen tokens for the run (about 1,500 checks a second per build here).
+const tokens = await mintMany({ kid: key.kid, privateKey: crypto.createPrivateKey({ key: key.jwk, format: "jwk" }) }, key.tokenOpts, Number(warm) + Math.ceil(Number(seconds) * 1500) + 500);
+const warming = tokens.slice(0, Number(warm));
+const fresh = tokens.slice(Number(warm));
+try {
+  const A = await serveBuild("A", "b-portcullis.capnp", { dir: dirA });
+  const B = await serveBuild("B", "b-portcullis.capnp", { dir: dirB });
+  const pool = () => {
+    const it = fresh.values();
+    return () => {
+      const t = it.next();
+      return t.done ? undefined : `Bearer ${t.value}`;
+    };
+  };
+  if (warming.length) {
+    const it = (list) => { const i = list.values(); return () => { const t = i.next(); return t.done ? undefined : `Bearer ${t.value}`; }; };
+    await pairedLatency([{ key: "A", port: A.port, path: "/api/admin/x", header: it(warming), status: 403 }, { key: "B", port: B.port, path: "/api/admin/x", header: it(warming), status: 403 }], 3600, { warmupCycles: 0 });
+  }
+  const v = (key, port, header, status) => ({ key, port, path: "/api/admin/x", header, status });
+  const r = await pairedLatency(
+    [
+      v("A401", A.port, () => `Basic ${repeat}`, 401),
+      v("Afresh", A.port, pool(), 403),
+      v("Arepeat", A.port, () => `Bearer ${repeat}`, 403),
+      v("B401", B.port, () => `Basic ${repeat}`, 401),
+      v("Bfresh", B.port, pool(), 403),
+      v("Brepeat", B.port, () => `Bearer ${repeat}`, 403),
+    ],
+    Number(seconds),
+  );
+  const ci = (x) => `${x.median.toFixed(1)} µs [${x.lo.toFixed(1)} … ${x.hi.toFixed(1)}]`;
+  console.log(`${r.samples.A401} samples per variant${r.stoppedEarly ? " (the fresh tokens ran out)" : ""}`);
+  console.log(`A (${dirA}): fresh check ${ci(r.diff("Afresh", "A401"))}, repeat ${ci(r.diff("Arepeat", "A401"))}`);
+  console.log(`B (${dirB}): fresh check ${ci(r.diff("Bfresh", "B401"))}, repeat ${ci(r.diff("Brepeat", "B401"))}`);
+  console.log(`B − A: fresh 403 ${ci(r.diff("Bfresh", "Afresh"))}, 401 ${ci(r.diff("B401", "A401"))}`);
+} finally {
+  await stopAll();
+}
