@@ -139,6 +139,8 @@ const SECURITY = [
   ["referrer-policy", "no-referrer"],
 ];
 const BODY = '{"type":"about:blank","title":"Unauthorized","status":401,"code":"missing_token"}';
+const PAIRS_401 = [...SECURITY, ["content-type", "application/problem+json"], ["cache-control", "no-store"], ["pragma", "no-cache"], ["www-authenticate", "Bearer"]];
+const CACHED_401 = new Headers(PAIRS_401);
 Object.assign(variants, {
   // What a small JS gateway sends: content-type + www-authenticate.
   "r-2-headers": () =>
@@ -152,6 +154,10 @@ Object.assign(variants, {
     h.set("www-authenticate", "Bearer");
     return new Response(BODY, { status: 401, headers: h });
   },
+  // The same 9 headers from one Headers object made once per isolate and copied.
+  "r-9-headers-cached": () => new Response(BODY, { status: 401, headers: CACHED_401 }),
+  // The same 9 headers as one array made once per isolate.
+  "r-9-headers-array-cached": () => new Response(BODY, { status: 401, headers: PAIRS_401 }),
   // The same 9 headers as one array literal, no Headers object.
   "r-9-headers-array": () =>
     new Response(BODY, {

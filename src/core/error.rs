@@ -191,15 +191,22 @@ impl Problem {
         Self { status, code, title, detail: detail.into(), www_authenticate: None, retry_after_secs: None, allow: None }
     }
 
-    /// The body, as a JSON object (`type`, `title`, `status`, `detail`, `code`).
-    pub fn body(&self) -> serde_json::Value {
-        serde_json::json!({
-            "type": "about:blank",
-            "title": self.title,
-            "status": self.status,
-            "detail": self.detail,
-            "code": self.code,
-        })
+    /// The body: a JSON object with `type`, `title`, `status`, `detail` and
+    /// `code` (RFC 9457 members first), written straight from the fields.
+    pub fn body(&self) -> String {
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            title: &'static str,
+            status: u16,
+            detail: &'a str,
+            code: &'static str,
+        }
+        let body =
+            Body { kind: "about:blank", title: self.title, status: self.status, detail: &self.detail, code: self.code };
+        // A struct of strings and an integer always serialises.
+        serde_json::to_string(&body).unwrap_or_default()
     }
 }
 

@@ -149,13 +149,7 @@ pub fn problem_body(p: &crate::core::error::Problem) -> JsResult<Response> {
     if let Some(methods) = p.allow {
         extra.push(("allow", methods.to_string()));
     }
-    glue::respond(
-        p.status,
-        Some(&p.body().to_string()),
-        Some("application/problem+json"),
-        None,
-        extra_headers(&extra).as_deref(),
-    )
+    glue::respond(p.status, Some(&p.body()), Some("application/problem+json"), None, extra_headers(&extra).as_deref())
 }
 
 /// Copies `resp` (which may have immutable headers, e.g. the origin's) with

@@ -310,9 +310,9 @@ fn dispatch(
 ) -> Result<js_sys::Promise, Error> {
     if !PROBLEMS_SET.with(std::cell::Cell::get) {
         glue::set_origin_problems(
-            &Error::OriginUnreachable.problem().body().to_string(),
-            &Error::OriginTimeout.problem().body().to_string(),
-            &Error::BodyNotForwardable.problem().body().to_string(),
+            &Error::OriginUnreachable.problem().body(),
+            &Error::OriginTimeout.problem().body(),
+            &Error::BodyNotForwardable.problem().body(),
         );
         PROBLEMS_SET.with(|s| s.set(true));
     }
