@@ -22,7 +22,7 @@ import { OUT, serveBuild } from "../lib/serve-build.mjs";
 
 const [dirA, dirB, seconds = 20, warm = 0] = process.argv.slice(2);
 if (!dirA || !dirB) {
-  console.error("usage: node bench/experiments/ab-paired.mjs DIR_A DIR_B [seconds]");
+  console.error("usage: node bench/experiments/ab-paired.mjs DIR_A DIR_B [seconds] [warm]");
   process.exit(2);
 }
 const key = JSON.parse(fs.readFileSync(path.join(OUT, "bench-key.json"), "utf8"));

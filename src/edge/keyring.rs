@@ -241,38 +241,33 @@ impl<'a> EdgeKeys<'a> {
         if !self.is_usable(now) {
             return Ok(Cached::NeedsLoad);
         }
-        let key = CACHE.with(|c| -> Result<Option<(SigningAlg, Option<JsValue>)>> {
+        CACHE.with(|c| {
             let mut c = c.borrow_mut();
-            let Some(c) = c.as_mut() else { return Ok(None) };
+            let missing = || Ok(if reload_due(now, false) { Cached::NeedsLoad } else { Cached::UnknownKey });
+            let Some(c) = c.as_mut() else { return missing() };
             // Imported keys stay valid only while the key is published.
-            let Some(stored) = published(&c.keys, kid, now) else { return Ok(None) };
-            let key_alg = stored.signing_alg()?;
-            let own = c.signing.as_ref().is_some_and(|s| s.kid == kid && s.alg().is_deterministic());
-            Ok(Some((key_alg, if own { c.native_signer()?.map(|(_, k)| k) } else { None })))
-        })?;
-        let Some((key_alg, own)) = key else {
-            return Ok(if reload_due(now, false) { Cached::NeedsLoad } else { Cached::UnknownKey });
-        };
-        if key_alg != alg {
-            return Ok(Cached::Verified(false));
-        }
-        if own.is_some_and(|k| native_sign(alg, &k, signed).is_ok_and(|ours| is_own_signature(&ours, signature))) {
-            return Ok(Cached::Verified(true));
-        }
-        let public = CACHE.with(|c| -> Result<Option<JsValue>> {
-            let mut c = c.borrow_mut();
-            let Some(c) = c.as_mut() else { return Ok(None) };
-            if let Some(k) = c.imported.get(kid) {
-                return Ok(Some(k.clone()));
+            let Some(stored) = published(&c.keys, kid, now) else { return missing() };
+            if stored.signing_alg()? != alg {
+                return Ok(Cached::Verified(false));
             }
-            let Some(stored) = published(&c.keys, kid, now) else { return Ok(None) };
-            let (x, y) = stored.public_coordinates()?;
-            let k = native_public_key(&x, y.as_deref().unwrap_or(""))
-                .map_err(|e| Error::Internal(format!("key {kid}: cannot import: {e:?}")))?;
-            c.imported.insert(kid.to_string(), k.clone());
-            Ok(Some(k))
-        })?;
-        Ok(Cached::Verified(public.is_some_and(|k| native_verify(alg, &k, signed, signature))))
+            if alg.is_deterministic() && c.signing.as_ref().is_some_and(|s| s.kid == kid) {
+                let ours = native_signing_key(&c.signing, &mut c.signing_native)?.map(|k| native_sign(alg, &k, signed));
+                if ours.is_some_and(|o| o.is_ok_and(|o| is_own_signature(&o, signature))) {
+                    return Ok(Cached::Verified(true));
+                }
+            }
+            let key = match c.imported.get(kid) {
+                Some(k) => k.clone(),
+                None => {
+                    let (x, y) = stored.public_coordinates()?;
+                    let k = native_public_key(&x, y.as_deref().unwrap_or(""))
+                        .map_err(|e| Error::Internal(format!("key {kid}: cannot import: {e:?}")))?;
+                    c.imported.insert(kid.to_string(), k.clone());
+                    k
+                }
+            };
+            Ok(Cached::Verified(native_verify(alg, &key, signed, signature)))
+        })
     }
 
     /// The active signing key, imported natively, without I/O; `None` when
@@ -284,23 +279,21 @@ impl<'a> EdgeKeys<'a> {
         CACHE.with(|c| {
             let mut c = c.borrow_mut();
             let Some(c) = c.as_mut() else { return Ok(None) };
-            let Some(alg) = c.signing.as_ref().map(SigningKey::alg) else { return Ok(None) };
-            Ok(c.native_signer()?.map(|(kid, key)| Signer { kid, alg, key }))
+            let Some((kid, alg)) = c.signing.as_ref().map(|s| (s.kid.clone(), s.alg())) else { return Ok(None) };
+            Ok(native_signing_key(&c.signing, &mut c.signing_native)?.map(|key| Signer { kid, alg, key }))
         })
     }
 }
 
-impl Cache {
-    /// The signing key imported natively (once), with its kid.
-    fn native_signer(&mut self) -> Result<Option<(String, JsValue)>> {
-        let Some(signing) = &self.signing else { return Ok(None) };
-        if let Some((kid, key)) = &self.signing_native {
-            return Ok(Some((kid.clone(), key.clone())));
-        }
-        let key = import_private(signing)?;
-        self.signing_native = Some((signing.kid.clone(), key.clone()));
-        Ok(Some((signing.kid.clone(), key)))
+/// The signing key imported natively, once per key (kept in `native` with its kid).
+fn native_signing_key(signing: &Option<SigningKey>, native: &mut Option<(String, JsValue)>) -> Result<Option<JsValue>> {
+    let Some(signing) = signing else { return Ok(None) };
+    if let Some((_, key)) = native {
+        return Ok(Some(key.clone()));
     }
+    let key = import_private(signing)?;
+    *native = Some((signing.kid.clone(), key.clone()));
+    Ok(Some(key))
 }
 
 /// The active signing key, ready to sign synchronously.
