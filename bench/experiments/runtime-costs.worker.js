@@ -166,6 +166,61 @@ Object.assign(variants, {
     }),
 });
 
+// One node:crypto Ed25519 sign of a token-sized input per request, on top of
+// r-2-headers: with the key as a KeyObject (createPrivateKey) and as a CryptoKey
+// (crypto.subtle.importKey, made once), to price node:crypto's key handling.
+const SEED_JWK = {
+  kty: "OKP", crv: "Ed25519",
+  d: "nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A", x: "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo",
+};
+const DATA = new TextEncoder().encode("e".repeat(520));
+let KEY_OBJECT = null;
+let CRYPTO_KEY = null;
+let PUBLIC_KEY = null;
+let SIGNATURE = null;
+let SUBTLE_PUBLIC = null;
+let SUBTLE_SIGNATURE = null;
+const nodeCrypto = () => process.getBuiltinModule("node:crypto");
+Object.assign(variants, {
+  "r-sign-keyobject": () => {
+    KEY_OBJECT ??= nodeCrypto().createPrivateKey({ key: SEED_JWK, format: "jwk" });
+    const sig = nodeCrypto().sign(null, DATA, KEY_OBJECT);
+    return new Response(BODY, { status: 401, headers: { "content-type": "application/problem+json", "www-authenticate": "Bearer", "x-s": String(sig[0]) } });
+  },
+  "r-sign-cryptokey": () => {
+    if (!CRYPTO_KEY) {
+      return crypto.subtle.importKey("jwk", SEED_JWK, { name: "Ed25519" }, false, ["sign"])
+        .then((k) => ((CRYPTO_KEY = k), variants["r-sign-cryptokey"]()));
+    }
+    const sig = nodeCrypto().sign(null, DATA, CRYPTO_KEY);
+    return new Response(BODY, { status: 401, headers: { "content-type": "application/problem+json", "www-authenticate": "Bearer", "x-s": String(sig[0]) } });
+  },
+  // No sign, but the Response after one resolved-promise hop (what an asynchronous sign adds besides the signing).
+  "r-then": () => Promise.resolve(1).then(() =>
+    new Response(BODY, { status: 401, headers: { "content-type": "application/problem+json", "www-authenticate": "Bearer", "x-s": "1" } })),
+  // One node:crypto Ed25519 verify of a token-sized input (KeyObject), and the same with WebCrypto.
+  "r-verify-node": () => {
+    KEY_OBJECT ??= nodeCrypto().createPrivateKey({ key: SEED_JWK, format: "jwk" });
+    PUBLIC_KEY ??= nodeCrypto().createPublicKey(KEY_OBJECT);
+    SIGNATURE ??= nodeCrypto().sign(null, DATA, KEY_OBJECT);
+    const ok = nodeCrypto().verify(null, DATA, PUBLIC_KEY, SIGNATURE);
+    return new Response(BODY, { status: 401, headers: { "content-type": "application/problem+json", "www-authenticate": "Bearer", "x-s": String(ok) } });
+  },
+  "r-verify-subtle": async () => {
+    SUBTLE_PUBLIC ??= await crypto.subtle.importKey("jwk", { kty: "OKP", crv: "Ed25519", x: SEED_JWK.x }, { name: "Ed25519" }, false, ["verify"]);
+    CRYPTO_KEY ??= await crypto.subtle.importKey("jwk", SEED_JWK, { name: "Ed25519" }, false, ["sign"]);
+    SUBTLE_SIGNATURE ??= await crypto.subtle.sign("Ed25519", CRYPTO_KEY, DATA);
+    const ok = await crypto.subtle.verify("Ed25519", SUBTLE_PUBLIC, SUBTLE_SIGNATURE, DATA);
+    return new Response(BODY, { status: 401, headers: { "content-type": "application/problem+json", "www-authenticate": "Bearer", "x-s": String(ok) } });
+  },
+  // The same with WebCrypto's (asynchronous) sign.
+  "r-sign-subtle": async () => {
+    CRYPTO_KEY ??= await crypto.subtle.importKey("jwk", SEED_JWK, { name: "Ed25519" }, false, ["sign"]);
+    const sig = new Uint8Array(await crypto.subtle.sign("Ed25519", CRYPTO_KEY, DATA));
+    return new Response(BODY, { status: 401, headers: { "content-type": "application/problem+json", "www-authenticate": "Bearer", "x-s": String(sig[0]) } });
+  },
+});
+
 export default {
   fetch(request, env) {
     const name = new URL(request.url).pathname.slice(1);
