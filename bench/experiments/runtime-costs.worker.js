@@ -174,7 +174,11 @@ const SEED_JWK = {
   d: "nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A", x: "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo",
 };
 const DATA = new TextEncoder().encode("e".repeat(520));
+const BIG = new Uint8Array(16 << 20);
+BIG.set(DATA, 1 << 20);
+const BIG_VIEW = BIG.subarray(1 << 20, (1 << 20) + DATA.length);
 let KEY_OBJECT = null;
+let TO_CRYPTO_KEY = null;
 let CRYPTO_KEY = null;
 let PUBLIC_KEY = null;
 let SIGNATURE = null;
@@ -198,6 +202,18 @@ Object.assign(variants, {
   // No sign, but the Response after one resolved-promise hop (what an asynchronous sign adds besides the signing).
   "r-then": () => Promise.resolve(1).then(() =>
     new Response(BODY, { status: 401, headers: { "content-type": "application/problem+json", "www-authenticate": "Bearer", "x-s": "1" } })),
+  // WebCrypto's sign of the same bytes as a view on a 16 MiB buffer (how wasm memory is passed).
+  "r-sign-subtle-view": async () => {
+    CRYPTO_KEY ??= await crypto.subtle.importKey("jwk", SEED_JWK, { name: "Ed25519" }, false, ["sign"]);
+    const sig = new Uint8Array(await crypto.subtle.sign("Ed25519", CRYPTO_KEY, BIG_VIEW));
+    return new Response(BODY, { status: 401, headers: { "content-type": "application/problem+json", "www-authenticate": "Bearer", "x-s": String(sig[0]) } });
+  },
+  // WebCrypto's sign with a CryptoKey made by node:crypto's KeyObject.toCryptoKey (synchronous).
+  "r-sign-subtle-tocryptokey": async () => {
+    TO_CRYPTO_KEY ??= nodeCrypto().createPrivateKey({ key: SEED_JWK, format: "jwk" }).toCryptoKey({ name: "Ed25519" }, false, ["sign"]);
+    const sig = new Uint8Array(await crypto.subtle.sign("Ed25519", TO_CRYPTO_KEY, DATA));
+    return new Response(BODY, { status: 401, headers: { "content-type": "application/problem+json", "www-authenticate": "Bearer", "x-s": String(sig[0]) } });
+  },
   // One node:crypto Ed25519 verify of a token-sized input (KeyObject), and the same with WebCrypto.
   "r-verify-node": () => {
     KEY_OBJECT ??= nodeCrypto().createPrivateKey({ key: SEED_JWK, format: "jwk" });
