@@ -3,7 +3,7 @@
 //! or ECDSA P-256), which signs and verifies synchronously.
 //!
 //! The gateway's hot path never touches D1: [`EdgeKeys::verify_cached`] and
-//! [`EdgeKeys::sign_cached`] answer from the cache without I/O, or say that
+//! [`EdgeKeys::signer_cached`] answer from the cache without I/O, or say that
 //! the cache must be (re)loaded first ([`EdgeKeys::refresh`]). An unknown
 //! `kid` triggers at most one reload per [`UNKNOWN_KID_RELOAD_SECS`], whatever
 //! tokens arrive; keys only ever come from our own table, never from a URL in
