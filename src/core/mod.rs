@@ -21,6 +21,7 @@ pub mod policy;
 pub mod ports;
 pub mod rate_limit;
 pub mod session;
+pub mod target;
 pub mod time;
 pub mod token;
 pub mod users;

@@ -25,6 +25,7 @@ use crate::core::cache::{TokenCache, DEFAULT_CAPACITY};
 use crate::core::config::Config;
 use crate::core::error::{Error, TokenError};
 use crate::core::policy::{auth_api_path, authorize, missing_token, normalise_path, Policy};
+use crate::core::target::{invalid_url, origin_target, RequestUrl};
 use crate::core::time::UnixTime;
 use crate::core::token::{self, Expectations, Parsed, VerifiedToken, ACCESS_TOKEN_TYPE, ASSERTION_TTL_SECS};
 use crate::edge::glue;
@@ -69,7 +70,8 @@ pub fn fast_path(req: &Request, env: &Env, ctx: &worker::worker_sys::Context) ->
     if vary && http::header(req, "origin").is_some() {
         return None;
     }
-    let url = url::Url::parse(&req.url()).ok()?;
+    // Read, not parsed again; anything unusual takes the full path.
+    let url = RequestUrl::new(req.url())?;
     let normalised = normalise_path(url.path()).ok()?;
     if auth_api_path(&normalised, &cfg.auth_prefix).is_some() {
         return None;
@@ -107,7 +109,7 @@ pub async fn forward(
     req: Request,
     env: &Env,
     cfg: &Rc<Config>,
-    url: url::Url,
+    url: RequestUrl,
     normalised: String,
 ) -> JsResult<Response> {
     let keys = EdgeKeys::new(env, Rc::clone(cfg));
@@ -150,7 +152,7 @@ fn decide(
     req: &Request,
     cfg: &Config,
     keys: &EdgeKeys<'_>,
-    url: &url::Url,
+    url: &RequestUrl,
     normalised: &str,
     now: UnixTime,
 ) -> Decision {
@@ -160,15 +162,18 @@ fn decide(
     }
     let (raw, from_header) = match http::bearer(req) {
         Some(t) => (t, true),
-        None => match cookie_credential(req, cfg, url, ACCESS_COOKIE) {
-            Ok(Some(t)) => (t, false),
-            Ok(None) => return Decision::Refuse(missing_token()),
-            Err(e) => return Decision::Refuse(e),
-        },
+        None if !cfg.cookie_mode => return Decision::Refuse(missing_token()),
+        None => {
+            match url.parsed().map_err(|_| invalid_url()).and_then(|u| cookie_credential(req, cfg, &u, ACCESS_COOKIE)) {
+                Ok(Some(t)) => (t, false),
+                Ok(None) => return Decision::Refuse(missing_token()),
+                Err(e) => return Decision::Refuse(e),
+            }
+        }
     };
     let issuer: Cow<'_, str> = match &cfg.issuer {
         Some(fixed) => Cow::Borrowed(fixed),
-        None => Cow::Owned(cfg.issuer_for(&http::request_origin(url))),
+        None => Cow::Owned(cfg.issuer_for(&url.origin())),
     };
 
     // A token this isolate verified before: a map lookup.
@@ -302,7 +307,7 @@ fn dispatch(
     req: &Request,
     env: &Env,
     cfg: &Config,
-    url: &url::Url,
+    url: &RequestUrl,
     normalised: &str,
     identity: &JsValue,
     drop_auth: bool,
@@ -317,21 +322,21 @@ fn dispatch(
         PROBLEMS_SET.with(|s| s.set(true));
     }
     let binding = origin_binding(env);
-    let mut target = match (&cfg.origin_url, &binding) {
-        (Some(u), _) => u.clone(),
-        (None, Some(_)) => url::Url::parse(BINDING_BASE_URL).map_err(|e| Error::Internal(e.to_string()))?,
+    let target = match (&cfg.origin_url, &binding) {
+        (Some(u), _) => origin_target(u, normalised, url.query()),
+        (None, Some(_)) => {
+            let base = url::Url::parse(BINDING_BASE_URL).map_err(|e| Error::Internal(e.to_string()))?;
+            origin_target(&base, normalised, url.query())
+        }
         (None, None) => {
             return Err(Error::Misconfigured(
                 "ORIGIN_URL: not set and no ORIGIN service binding; the gateway has no origin".into(),
             ))
         }
     };
-    let base = target.path().trim_end_matches('/').to_string();
-    target.set_path(&format!("{base}{normalised}"));
-    target.set_query(url.query());
     glue::forward(
         req,
-        target.as_str(),
+        &target,
         identity,
         drop_auth,
         cfg.origin_timeout_ms,

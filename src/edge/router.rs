@@ -23,6 +23,7 @@ use crate::core::flows::password::{ChangeRequest, ResetRequest};
 use crate::core::flows::{AuthResponse, Deps, EmailRequest, Meta, TokenRequest};
 use crate::core::policy::{auth_api_path, normalise_path};
 use crate::core::rate_limit::Endpoint;
+use crate::core::target::{invalid_url, RequestUrl};
 use crate::edge::d1::D1Store;
 use crate::edge::http::{self, JsResult};
 use crate::edge::keyring::{self, EdgeKeys};
@@ -88,14 +89,17 @@ fn preflight(req: &Request, grant: Option<&cors::Grant>, requested_method: &str)
 async fn route(req: Request, env: Env, ctx: Context, cfg: Rc<Config>) -> JsResult<Response> {
     let url = match url::Url::parse(&req.url()) {
         Ok(u) => u,
-        Err(_) => return http::problem(&Error::validation("invalid_path", "the request URL is not valid")),
+        Err(_) => return http::problem(&invalid_url()),
     };
     let normalised = match normalise_path(url.path()) {
         Ok(p) => p,
         Err(e) => return http::problem(&e),
     };
     let Some(api_path) = auth_api_path(&normalised, &cfg.auth_prefix) else {
-        return proxy::forward(req, &env, &cfg, url, normalised).await;
+        return match RequestUrl::new(url.into()) {
+            Some(url) => proxy::forward(req, &env, &cfg, url, normalised).await,
+            None => http::problem(&invalid_url()),
+        };
     };
     match auth_api(&req, &env, &ctx, cfg, &url, &api_path).await {
         Ok(resp) => Ok(resp),
