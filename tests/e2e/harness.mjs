@@ -232,7 +232,21 @@ function sweepStaleDirs() {
  * @param {boolean} [opts.origin]     start a private demo origin on a free port, point ORIGIN_URL
  *                                    at it, return it as `origin` ({port, url, close}); stop() closes it
  */
-export async function startGateway({ vars = {}, originPort, args = [], persistDir, timeoutMs = 60_000, origin = false } = {}) {
+export async function startGateway(opts = {}) {
+  // The ports come from freePort(), released just before wrangler binds
+  // them: a suite running alongside can take one in between. Such a start is
+  // retried on new ports; any other failure is not.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startGatewayOnce(opts);
+    } catch (e) {
+      if (attempt >= 3 || !/Address already in use|EADDRINUSE/.test(String(e?.message))) throw e;
+      console.error(`[harness] wrangler dev lost a port to another process; starting again (attempt ${attempt + 1})`);
+    }
+  }
+}
+
+async function startGatewayOnce({ vars = {}, originPort, args = [], persistDir, timeoutMs = 60_000, origin = false }) {
   if (!fs.existsSync(path.join(ROOT, "build", "worker", "shim.mjs"))) {
     throw new Error("build/worker/shim.mjs is missing: build the Worker first (npm run build, or npm test)");
   }
