@@ -297,7 +297,8 @@ impl SigningKey {
         }
     }
 
-    /// The JWS signature over `data` (64 bytes for both algorithms).
+    /// The JWS signature over `data` (64 bytes for both algorithms); for
+    /// Ed25519 the one RFC 8032 signature (no noise).
     pub fn sign(&self, data: &[u8]) -> Vec<u8> {
         use jwt_compact::Algorithm;
         match &self.secret {
@@ -314,7 +315,7 @@ impl SigningKey {
     ) -> Result<String, Error> {
         use jwt_compact::AlgorithmExt;
         let signed = match &self.secret {
-            Secret::Ed25519(sk) => jwt_compact::alg::Ed25519.token(header, claims, sk),
+            Secret::Ed25519(sk) => Rfc8032Ed25519.token(header, claims, sk),
             Secret::P256(sk) => jwt_compact::alg::Es256.token(header, claims, sk),
         };
         signed.map_err(|e| Error::Internal(format!("signing failed: {e}")))
@@ -460,6 +461,36 @@ pub fn b64url(bytes: &[u8]) -> String {
 /// Standard base64 of raw bytes (for secrets shown to operators).
 pub fn b64(bytes: &[u8]) -> String {
     STANDARD.encode(bytes)
+}
+
+/// jwt-compact's `EdDSA`, signing as RFC 8032 does: its `Ed25519` signs
+/// with noise (hedged signatures), and a token signed so could not be
+/// checked by signing it again ([`SigningAlg::is_deterministic`]): every
+/// other isolate would verify it instead, at about twice the cost. Verifies
+/// as jwt-compact's does.
+struct Rfc8032Ed25519;
+
+impl jwt_compact::Algorithm for Rfc8032Ed25519 {
+    type SigningKey = ed25519_compact::SecretKey;
+    type VerifyingKey = ed25519_compact::PublicKey;
+    type Signature = ed25519_compact::Signature;
+
+    fn name(&self) -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed(ALG_EDDSA)
+    }
+
+    fn sign(&self, signing_key: &Self::SigningKey, message: &[u8]) -> Self::Signature {
+        signing_key.sign(message, None)
+    }
+
+    fn verify_signature(
+        &self,
+        signature: &Self::Signature,
+        verifying_key: &Self::VerifyingKey,
+        message: &[u8],
+    ) -> bool {
+        verifying_key.verify(message, signature).is_ok()
+    }
 }
 
 #[cfg(test)]

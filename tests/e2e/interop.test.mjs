@@ -7,7 +7,9 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createRemoteJWKSet, jwtVerify, decodeJwt, decodeProtectedHeader } from "jose";
+import crypto from "node:crypto";
 import { startGateway, post, json, randomEmail, sleep } from "./harness.mjs";
+import { signingKey } from "./lib/d1.mjs";
 
 const PASSWORD = "correct horse battery";
 const ACCESS_TYP = "at+jwt";
@@ -100,6 +102,23 @@ test("jose verifies the access tokens of login and refresh too", async () => {
     const { payload } = await jwtVerify(token, jwks, accessOptions());
     assert.equal(payload.sub, loggedIn.user.id);
     assert.equal(payload.sid, loggedIn.user.session_id);
+  }
+});
+
+test("Node's own Ed25519 makes exactly the signature every issued token and assertion carries (RFC 8032: one per message, which lets any isolate check a token by signing it again)", async () => {
+  const email = randomEmail("interop");
+  const signedUp = await signup(gw, { email });
+  const loggedIn = await json(await post(`${gw.url}/auth/login`, { email, password: PASSWORD }));
+  const refreshed = await json(await post(`${gw.url}/auth/refresh`, { refresh_token: loggedIn.refresh_token }));
+  const { assertion } = (await viaGateway(gw, refreshed.access_token)).identity;
+  // The gateway's private key, unsealed from D1 with the local KEY_ENCRYPTION_KEY.
+  const { jwk } = await signingKey(gw);
+  const key = crypto.createPrivateKey({ key: jwk, format: "jwk" });
+  for (const token of [signedUp.access_token, loggedIn.access_token, refreshed.access_token, assertion]) {
+    assert.equal(decodeProtectedHeader(token).kid, decodeProtectedHeader(alice.access_token).kid);
+    const dot = token.lastIndexOf(".");
+    const ours = crypto.sign(null, Buffer.from(token.slice(0, dot)), key).toString("base64url");
+    assert.equal(token.slice(dot + 1), ours, `${decodeProtectedHeader(token).typ}: not the RFC 8032 signature`);
   }
 });
 
