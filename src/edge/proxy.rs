@@ -25,7 +25,7 @@ use crate::core::cache::{TokenCache, DEFAULT_CAPACITY};
 use crate::core::config::Config;
 use crate::core::error::{Error, TokenError};
 use crate::core::policy::{auth_api_path, authorize, missing_token, normalise_path, Policy};
-use crate::core::target::{invalid_url, origin_target, RequestUrl};
+use crate::core::target::{origin_target, RequestUrl};
 use crate::core::time::UnixTime;
 use crate::core::token::{self, Expectations, Parsed, VerifiedToken, ACCESS_TOKEN_TYPE, ASSERTION_TTL_SECS};
 use crate::edge::glue;
@@ -162,14 +162,11 @@ fn decide(
     }
     let (raw, from_header) = match http::bearer(req) {
         Some(t) => (t, true),
-        None if !cfg.cookie_mode => return Decision::Refuse(missing_token()),
-        None => {
-            match url.parsed().map_err(|_| invalid_url()).and_then(|u| cookie_credential(req, cfg, &u, ACCESS_COOKIE)) {
-                Ok(Some(t)) => (t, false),
-                Ok(None) => return Decision::Refuse(missing_token()),
-                Err(e) => return Decision::Refuse(e),
-            }
-        }
+        None => match cookie_credential(req, cfg, &url.origin(), ACCESS_COOKIE) {
+            Ok(Some(t)) => (t, false),
+            Ok(None) => return Decision::Refuse(missing_token()),
+            Err(e) => return Decision::Refuse(e),
+        },
     };
     let issuer: Cow<'_, str> = match &cfg.issuer {
         Some(fixed) => Cow::Borrowed(fixed),
@@ -323,11 +320,8 @@ fn dispatch(
     }
     let binding = origin_binding(env);
     let target = match (&cfg.origin_url, &binding) {
-        (Some(u), _) => origin_target(u, normalised, url.query()),
-        (None, Some(_)) => {
-            let base = url::Url::parse(BINDING_BASE_URL).map_err(|e| Error::Internal(e.to_string()))?;
-            origin_target(&base, normalised, url.query())
-        }
+        (Some(u), _) => origin_target(&u[..url::Position::AfterPath], normalised, url.query()),
+        (None, Some(_)) => origin_target(BINDING_BASE_URL, normalised, url.query()),
         (None, None) => {
             return Err(Error::Misconfigured(
                 "ORIGIN_URL: not set and no ORIGIN service binding; the gateway has no origin".into(),

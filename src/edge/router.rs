@@ -122,23 +122,24 @@ pub fn access_token(req: &Request, cfg: &Config, url: &url::Url) -> Result<Optio
     if let Some(t) = http::bearer(req) {
         return Ok(Some(t));
     }
-    cookie_credential(req, cfg, url, ACCESS_COOKIE)
+    cookie_credential(req, cfg, &http::request_origin(url), ACCESS_COOKIE)
 }
 
 /// The refresh cookie, under the same rule as the access cookie.
 fn refresh_cookie(req: &Request, cfg: &Config, url: &url::Url) -> Result<Option<String>, Error> {
-    cookie_credential(req, cfg, url, REFRESH_COOKIE)
+    cookie_credential(req, cfg, &http::request_origin(url), REFRESH_COOKIE)
 }
 
 /// Cookie `name` in cookie mode; a request that sends it must pass
 /// [`csrf_check`] (a cookie goes along with a cross-site form post too).
-pub fn cookie_credential(req: &Request, cfg: &Config, url: &url::Url, name: &str) -> Result<Option<String>, Error> {
+/// `own_origin` is the request URL's origin.
+pub fn cookie_credential(req: &Request, cfg: &Config, own_origin: &str, name: &str) -> Result<Option<String>, Error> {
     if !cfg.cookie_mode {
         return Ok(None);
     }
     let token = cookie(req, name);
     if token.is_some() {
-        csrf_check(req, cfg, url)?;
+        csrf_check(req, cfg, own_origin)?;
     }
     Ok(token)
 }
@@ -146,8 +147,8 @@ pub fn cookie_credential(req: &Request, cfg: &Config, url: &url::Url, name: &str
 /// Refuses cookie-authenticated state changes from another site, and
 /// cookie-authenticated WebSocket handshakes from another site (a GET, but it
 /// opens a two-way channel under the user's identity: cross-site WebSocket
-/// hijacking).
-pub fn csrf_check(req: &Request, cfg: &Config, url: &url::Url) -> Result<(), Error> {
+/// hijacking). `own_origin` is the request URL's origin.
+pub fn csrf_check(req: &Request, cfg: &Config, own_origin: &str) -> Result<(), Error> {
     let method = req.method();
     let websocket = || http::header(req, "upgrade").is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
     if matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS") && !websocket() {
@@ -158,8 +159,7 @@ pub fn csrf_check(req: &Request, cfg: &Config, url: &url::Url) -> Result<(), Err
         return Err(refused());
     }
     if let Some(origin) = http::header(req, "origin") {
-        let own = http::request_origin(url);
-        let allowed = origin == own || cfg.cors_origins.iter().any(|o| o == &origin);
+        let allowed = origin == own_origin || cfg.cors_origins.iter().any(|o| o == &origin);
         if !allowed {
             return Err(refused());
         }
