@@ -20,6 +20,7 @@ use sha2::Sha256;
 
 use crate::core::error::Error;
 use crate::core::ids::Random;
+use crate::core::own_signature::OwnSignatures;
 use crate::core::time::UnixTime;
 use crate::core::token::{ALG_EDDSA, ALG_ES256};
 
@@ -128,24 +129,12 @@ impl SigningAlg {
     /// message: Ed25519's nonce is a hash of the key and the message (RFC
     /// 8032 §5.1.6), and every signer we use (ed25519-compact without noise,
     /// the runtime's BoringSSL) follows the RFC. The holder of such a private
-    /// key can then check a signature by making it again
-    /// ([`is_own_signature`]), which costs a fraction of a verification.
-    /// ECDSA signatures are randomised: never.
+    /// key can then recognise its own signatures without a signature
+    /// operation ([`SigningKey::made`]). ECDSA signatures are randomised:
+    /// never.
     pub fn is_deterministic(self) -> bool {
         matches!(self, Self::EdDsa)
     }
-}
-
-/// Whether `presented` is, byte for byte, the signature `ours` that our
-/// private key makes over the same data ([`SigningAlg::is_deterministic`]).
-/// Equal means the presented signature is ours, hence valid; different
-/// proves nothing (it may be a valid signature by another signer of the key)
-/// and the caller verifies it. Constant time: `ours`, over data an attacker
-/// chose, is a forgery they must not learn a byte of.
-pub fn is_own_signature(ours: &[u8], presented: &[u8]) -> bool {
-    use subtle::ConstantTimeEq;
-    // Slices of different lengths compare unequal (their lengths are public).
-    bool::from(ours.ct_eq(presented))
 }
 
 /// A key as stored.
@@ -248,7 +237,7 @@ const SECRET_LEN: usize = 32;
 
 #[derive(Clone)]
 enum Secret {
-    Ed25519(SecretKey),
+    Ed25519(SecretKey, OwnSignatures),
     P256(p256::ecdsa::SigningKey),
 }
 
@@ -283,7 +272,11 @@ impl SigningKey {
     /// `None` for a P-256 scalar out of range (zero or ≥ the group order).
     fn from_secret(kid: String, alg: SigningAlg, secret: [u8; SECRET_LEN]) -> Option<Self> {
         let secret = match alg {
-            SigningAlg::EdDsa => Secret::Ed25519(KeyPair::from_seed(Seed::new(secret)).sk),
+            SigningAlg::EdDsa => {
+                let pair = KeyPair::from_seed(Seed::new(secret));
+                let own = OwnSignatures::new(&secret, &pair.pk);
+                Secret::Ed25519(pair.sk, own)
+            }
             SigningAlg::Es256 => Secret::P256(p256::ecdsa::SigningKey::from_slice(&secret).ok()?),
         };
         Some(Self { kid, secret })
@@ -292,7 +285,7 @@ impl SigningKey {
     /// The key's algorithm.
     pub fn alg(&self) -> SigningAlg {
         match self.secret {
-            Secret::Ed25519(_) => SigningAlg::EdDsa,
+            Secret::Ed25519(..) => SigningAlg::EdDsa,
             Secret::P256(_) => SigningAlg::Es256,
         }
     }
@@ -302,8 +295,20 @@ impl SigningKey {
     pub fn sign(&self, data: &[u8]) -> Vec<u8> {
         use jwt_compact::Algorithm;
         match &self.secret {
-            Secret::Ed25519(sk) => sk.sign(data, None).to_vec(),
+            Secret::Ed25519(sk, _) => sk.sign(data, None).to_vec(),
             Secret::P256(sk) => jwt_compact::alg::Es256.sign(sk, data).to_bytes().to_vec(),
+        }
+    }
+
+    /// Whether `signature` is exactly the one this key makes over `data`:
+    /// always false for ES256 (randomised). True means the signature is
+    /// valid; false proves nothing (another signer of the key may have made
+    /// it), and the caller verifies it. About a tenth of a native signature
+    /// operation ([`crate::core::own_signature`]).
+    pub fn made(&self, data: &[u8], signature: &[u8]) -> bool {
+        match &self.secret {
+            Secret::Ed25519(_, own) => own.made(data, signature),
+            Secret::P256(_) => false,
         }
     }
 
@@ -315,7 +320,7 @@ impl SigningKey {
     ) -> Result<String, Error> {
         use jwt_compact::AlgorithmExt;
         let signed = match &self.secret {
-            Secret::Ed25519(sk) => Rfc8032Ed25519.token(header, claims, sk),
+            Secret::Ed25519(sk, _) => Rfc8032Ed25519.token(header, claims, sk),
             Secret::P256(sk) => jwt_compact::alg::Es256.token(header, claims, sk),
         };
         signed.map_err(|e| Error::Internal(format!("signing failed: {e}")))
@@ -324,7 +329,7 @@ impl SigningKey {
     /// The private key as JWK members.
     pub fn private_jwk(&self) -> PrivateJwk {
         match &self.secret {
-            Secret::Ed25519(sk) => PrivateJwk {
+            Secret::Ed25519(sk, _) => PrivateJwk {
                 alg: SigningAlg::EdDsa,
                 d: URL_SAFE_NO_PAD.encode(sk.seed().as_ref()),
                 x: URL_SAFE_NO_PAD.encode(sk.public_key().as_ref()),
@@ -345,7 +350,7 @@ impl SigningKey {
     /// The public key as stored (base64url): see [`StoredKey::public_key`].
     fn public_key_stored(&self) -> String {
         match &self.secret {
-            Secret::Ed25519(sk) => URL_SAFE_NO_PAD.encode(sk.public_key().as_ref()),
+            Secret::Ed25519(sk, _) => URL_SAFE_NO_PAD.encode(sk.public_key().as_ref()),
             Secret::P256(sk) => URL_SAFE_NO_PAD.encode(sk.verifying_key().to_encoded_point(false).as_bytes()),
         }
     }
@@ -353,10 +358,37 @@ impl SigningKey {
     /// The RFC 7638 thumbprint of the public key, base64url.
     fn thumbprint(&self) -> String {
         match &self.secret {
-            Secret::Ed25519(sk) => thumbprint(&sk.public_key()),
+            Secret::Ed25519(sk, _) => thumbprint(&sk.public_key()),
             Secret::P256(sk) => URL_SAFE_NO_PAD.encode(JsonWebKey::from(sk.verifying_key()).thumbprint::<Sha256>()),
         }
     }
+}
+
+/// The private halves of the published keys whose signatures can be
+/// recognised ([`SigningKey::made`]): the active `signing` key and every
+/// retired Ed25519 key still published at `now`, whose tokens may still be
+/// live. Keys already unsealed (`unsealed`, from the previous load) are
+/// reused, so a reload decrypts only keys it has not seen. A retired key
+/// that does not unseal is left out: its tokens are then verified.
+pub fn recognisable(
+    stored: &[StoredKey],
+    signing: &SigningKey,
+    mut unsealed: Vec<SigningKey>,
+    kek: &Kek,
+    now: UnixTime,
+) -> Vec<SigningKey> {
+    let retired = stored.iter().filter(|k| {
+        k.status == KeyStatus::Retired && k.is_published(now) && k.kid != signing.kid && k.alg == ALG_EDDSA
+    });
+    let mut keys = vec![signing.clone()];
+    for k in retired {
+        match unsealed.iter().position(|u| u.kid == k.kid) {
+            Some(i) => keys.push(unsealed.swap_remove(i)),
+            None => keys.extend(k.unseal(kek).ok()),
+        }
+    }
+    keys.retain(|k| k.alg().is_deterministic());
+    keys
 }
 
 /// The RFC 7638 thumbprint of an Ed25519 public key, base64url.
@@ -548,8 +580,8 @@ mod tests {
     #[test]
     fn ed25519_signatures_are_rfc_8032s_so_any_conforming_signer_makes_the_same() {
         // RFC 8032 §7.1, TEST 1 and TEST 2: the runtime's BoringSSL makes exactly
-        // these bytes too, which is what lets the edge check a signature of
-        // its own key by signing again.
+        // these bytes too, so a token or assertion signed by any isolate is
+        // recognised by every other as its key's own.
         let hex = |s: &str| -> Vec<u8> {
             (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
         };
@@ -570,26 +602,63 @@ mod tests {
             let key = SigningKey::from_secret("k".into(), SigningAlg::EdDsa, hex(seed).try_into().unwrap()).unwrap();
             let ours = key.sign(&hex(msg));
             assert_eq!(ours, hex(sig));
-            assert!(is_own_signature(&ours, &hex(sig)));
+            assert!(key.made(&hex(msg), &hex(sig)));
         }
     }
 
     #[test]
-    fn only_the_identical_signature_is_our_own() {
+    fn a_key_recognises_only_the_signature_it_makes() {
         let kek = Kek::from_bytes([6; 32]);
         let (_, key) = generate(SigningAlg::EdDsa, &mut SeqRandom(11), &kek, UnixTime(0)).unwrap();
         let ours = key.sign(b"header.claims");
         assert_eq!(ours, key.sign(b"header.claims"));
-        assert!(is_own_signature(&ours, &ours.clone()));
+        assert!(key.made(b"header.claims", &ours));
         for i in [0, 31, 32, 63] {
             let mut other = ours.clone();
             other[i] ^= 0x80;
-            assert!(!is_own_signature(&ours, &other));
+            assert!(!key.made(b"header.claims", &other));
         }
-        assert!(!is_own_signature(&ours, &ours[..63]));
-        assert!(!is_own_signature(&ours, &[ours.as_slice(), &[0]].concat()));
-        assert!(!is_own_signature(&ours, &[]));
-        assert!(!is_own_signature(&ours, &key.sign(b"header.claimz")));
+        assert!(!key.made(b"header.claims", &ours[..63]));
+        assert!(!key.made(b"header.claims", &[ours.as_slice(), &[0]].concat()));
+        assert!(!key.made(b"header.claims", &[]));
+        assert!(!key.made(b"header.claimz", &ours));
+        assert!(!key.made(b"header.claims", &key.sign(b"header.claimz")));
+        // The same key material after sealing and unsealing.
+        let (stored, key) = generate(SigningAlg::EdDsa, &mut SeqRandom(12), &kek, UnixTime(0)).unwrap();
+        assert!(stored.unseal(&kek).unwrap().made(b"x", &key.sign(b"x")));
+        // ECDSA signatures are randomised: never recognised, always verified.
+        let (_, ec) = generate(SigningAlg::Es256, &mut SeqRandom(13), &kek, UnixTime(0)).unwrap();
+        assert!(!ec.made(b"x", &ec.sign(b"x")));
+    }
+
+    #[test]
+    fn recognisable_keys_are_the_active_and_the_published_retired_ed25519_ones() {
+        let kek = Kek::from_bytes([7; 32]);
+        let make = |alg, seed| generate(alg, &mut SeqRandom(seed), &kek, UnixTime(0)).unwrap();
+        let (active, signing) = make(SigningAlg::EdDsa, 20);
+        let (mut live, live_key) = make(SigningAlg::EdDsa, 21);
+        let (mut gone, _) = make(SigningAlg::EdDsa, 22);
+        let (mut ec, _) = make(SigningAlg::Es256, 23);
+        let (mut sealed_elsewhere, _) =
+            generate(SigningAlg::EdDsa, &mut SeqRandom(24), &Kek::from_bytes([8; 32]), UnixTime(0)).unwrap();
+        for (k, until) in [(&mut live, 100), (&mut gone, 50), (&mut ec, 100), (&mut sealed_elsewhere, 100)] {
+            k.status = KeyStatus::Retired;
+            k.publish_until = Some(UnixTime(until));
+        }
+        let stored = [active, live.clone(), gone, ec, sealed_elsewhere];
+        let kids = |keys: &[SigningKey]| keys.iter().map(|k| k.kid.clone()).collect::<Vec<_>>();
+        let keys = recognisable(&stored, &signing, Vec::new(), &kek, UnixTime(60));
+        assert_eq!(kids(&keys), [signing.kid.clone(), live.kid.clone()]);
+        assert!(keys[1].made(b"t", &live_key.sign(b"t")));
+        // A reload reuses what it unsealed (here: a stand-in under the same kid).
+        let stand_in = SigningKey { kid: live.kid.clone(), ..signing.clone() };
+        let again = recognisable(&stored, &signing, vec![stand_in], &kek, UnixTime(60));
+        assert!(again[1].made(b"t", &signing.sign(b"t")));
+        // An ES256 active key recognises nothing; the retired Ed25519 one still counts.
+        let (_, ec_signing) = make(SigningAlg::Es256, 25);
+        assert_eq!(kids(&recognisable(&stored, &ec_signing, Vec::new(), &kek, UnixTime(60))), [live.kid.clone()]);
+        // Past its publication, a retired key is left out.
+        assert_eq!(kids(&recognisable(&stored, &signing, Vec::new(), &kek, UnixTime(100))), [signing.kid.as_str()]);
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod keys;
 pub mod mail;
 pub mod oauth;
 pub mod outbound;
+pub mod own_signature;
 pub mod password;
 pub mod policy;
 pub mod ports;

@@ -578,10 +578,11 @@ mod tests {
             let parsed = Parsed::new(&raw, ACCESS_TOKEN_TYPE).unwrap();
             assert_eq!(parsed.alg(), alg);
             assert!(stored.verify(alg, parsed.signed_data(), parsed.signature()).unwrap());
-            // Ed25519 tokens carry RFC 8032's one signature per message: the
-            // one any isolate's native signer makes again to check them.
+            // Ed25519 tokens carry RFC 8032's one signature per message,
+            // which any isolate holding the key recognises as its own.
             if alg.is_deterministic() {
                 assert_eq!(parsed.signature(), key.sign(parsed.signed_data()).as_slice());
+                assert!(key.made(parsed.signed_data(), parsed.signature()));
             }
             let verified = parsed.validated_claims(&EXPECT, UnixTime(100)).unwrap();
             let (assertion, exp) = issue_assertion("i", "https://origin.example", &verified, UnixTime(110), &key);

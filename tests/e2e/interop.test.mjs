@@ -105,7 +105,7 @@ test("jose verifies the access tokens of login and refresh too", async () => {
   }
 });
 
-test("Node's own Ed25519 makes exactly the signature every issued token and assertion carries (RFC 8032: one per message, which lets any isolate check a token by signing it again)", async () => {
+test("Node's own Ed25519 makes exactly the signature every issued token and assertion carries (RFC 8032: one per message, which lets any isolate recognise a token of its key as its own)", async () => {
   const email = randomEmail("interop");
   const signedUp = await signup(gw, { email });
   const loggedIn = await json(await post(`${gw.url}/auth/login`, { email, password: PASSWORD }));

@@ -7,6 +7,7 @@
 // in Node in Portcullis's formats (bench/lib/keys.mjs); the origin is the demo.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import crypto from "node:crypto";
 import fs from "node:fs";
 import http from "node:http";
 import os from "node:os";
@@ -25,6 +26,8 @@ let workerd;
 let port;
 let mint;
 let mintRetired;
+let mintSealedElsewhere;
+let activeKey;
 
 before(async () => {
   for (const f of ["index.js", "index_bg.wasm"]) {
@@ -39,6 +42,12 @@ before(async () => {
   const retired = await makeSigningKey(now - 7200, { kek: Buffer.from(key.kek, "base64") });
   Object.assign(retired.row, { status: "retired", retired_at: now - 600, publish_until: now + 3600 });
   mintRetired = minter(retired, { issuer: ISSUER, audience: "portcullis" });
+  // Another retired key, sealed under another KEK: published, but its private half
+  // does not unseal here, so its signatures can only be verified.
+  const sealedElsewhere = await makeSigningKey(now - 3600);
+  Object.assign(sealedElsewhere.row, { status: "retired", retired_at: now - 300, publish_until: now + 3600 });
+  mintSealedElsewhere = minter(sealedElsewhere, { issuer: ISSUER, audience: "portcullis" });
+  activeKey = key;
   port = await freePort();
   const compat = /^compatibility_date = "([^"]+)"/m.exec(fs.readFileSync(path.join(ROOT, "wrangler.toml"), "utf8"))[1];
   const cfg = writeConfig(dir, "portcullis", {
@@ -55,7 +64,7 @@ before(async () => {
       ROUTES: '[{"path": "/api/public/*", "policy": "public"}]',
       KEY_ENCRYPTION_KEY: key.kek,
     },
-    extra: portcullisPlatform(dir, path.join(ROOT, "bench"), [key.row, retired.row]),
+    extra: portcullisPlatform(dir, path.join(ROOT, "bench"), [key.row, retired.row, sealedElsewhere.row]),
   });
   workerd = start(WORKERD, ["serve", cfg, "--experimental"], { logFile: path.join(dir, "workerd.log") });
   await waitHttp(`http://127.0.0.1:${port}/.well-known/jwks.json`, workerd);
@@ -136,7 +145,7 @@ const plusL = (sig) => {
   return out;
 };
 
-test("signatures by the active key (checked by signing again) and by a retired one (verified) pass; any other signature is refused", async () => {
+test("signatures by the active key and by a retired one (both recognised as our own) pass; any other signature is refused", async () => {
   for (const [which, make] of [["active", mint], ["retired", mintRetired]]) {
     const token = make();
     const ok = await send("/api/x", { authorization: `Bearer ${token}` });
@@ -159,4 +168,56 @@ test("signatures by the active key (checked by signing again) and by a retired o
   const [a, b] = [mint(), mint()];
   const swapped = `${a.split(".").slice(0, 2).join(".")}.${b.split(".")[2]}`;
   assert.equal((await send("/api/x", { authorization: `Bearer ${swapped}` })).status, 401);
+});
+
+// Ed25519 arithmetic modulo the group order, for a signature with a random nonce.
+const ORDER = (1n << 252n) + 27742317777372353535851937790883648493n;
+const le = (buf) => BigInt(`0x${Buffer.from(buf).reverse().toString("hex") || "0"}`);
+const le32 = (n) => Buffer.from(n.toString(16).padStart(64, "0"), "hex").reverse();
+const sha512 = (...parts) => crypto.createHash("sha512").update(Buffer.concat(parts)).digest();
+const clamped = (seed) => {
+  const h = sha512(seed).subarray(0, 32);
+  h[0] &= 248;
+  h[31] &= 127;
+  h[31] |= 64;
+  return le(h);
+};
+const publicOf = (seed) =>
+  Buffer.from(
+    crypto
+      .createPublicKey(crypto.createPrivateKey({ key: Buffer.concat([Buffer.from("302e020100300506032b657004220420", "hex"), seed]), format: "der", type: "pkcs8" }))
+      .export({ format: "jwk" }).x,
+    "base64url",
+  );
+
+/**
+ * A valid Ed25519 signature by `key` over `data` whose nonce is random instead of RFC
+ * 8032's hash of key and message: what a hedged signer (ed25519-compact with noise) makes.
+ * The nonce point r·B is the public key Node derives from a random seed whose scalar is r.
+ */
+function hedgedSignature(key, data) {
+  const seed = Buffer.from(key.privateKey.export({ format: "jwk" }).d, "base64url");
+  const nonceSeed = crypto.randomBytes(32);
+  const [r, R, A] = [clamped(nonceSeed), publicOf(nonceSeed), publicOf(seed)];
+  const k = le(sha512(R, A, Buffer.from(data))) % ORDER;
+  return Buffer.concat([R, le32((r + k * clamped(seed)) % ORDER)]);
+}
+
+test("valid signatures the check does not recognise as its own are verified and pass: a hedged signature by the active key, a retired key this isolate cannot unseal", async () => {
+  const token = mint();
+  const signing = token.split(".").slice(0, 2).join(".");
+  const hedged = `${signing}.${hedgedSignature(activeKey, signing).toString("base64url")}`;
+  assert.notEqual(hedged, token, "another signature than RFC 8032's");
+  assert.ok(crypto.verify(null, Buffer.from(signing), activeKey.publicKey, Buffer.from(hedged.split(".")[2], "base64url")), "a valid signature");
+  const r = await send("/api/x", { authorization: `Bearer ${hedged}` });
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  assert.equal(r.body.identity.user_id, JSON.parse(Buffer.from(token.split(".")[1], "base64url")).sub);
+  // Its twins are refused like any other: a flipped bit of R or S.
+  for (const i of [0, 40]) {
+    const bad = resigned(hedged, (s) => { s[i] ^= 0x01; return s; });
+    assert.equal((await send("/api/x", { authorization: `Bearer ${bad}` })).status, 401);
+  }
+  const elsewhere = mintSealedElsewhere();
+  assert.equal((await send("/api/x", { authorization: `Bearer ${elsewhere}` })).status, 200);
+  assert.equal((await send("/api/x", { authorization: `Bearer ${resigned(elsewhere, (s) => { s[63] ^= 0x01; return s; })}` })).status, 401);
 });
