@@ -227,8 +227,14 @@ impl StoredKey {
             .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: self.kid.as_bytes() })
             .map_err(|_| bad())?;
         let secret: [u8; SECRET_LEN] = secret.try_into().map_err(|_| bad())?;
-        SigningKey::from_secret(self.kid.clone(), self.signing_alg()?, secret)
-            .ok_or_else(|| Error::Internal(format!("key {}: bad private key", self.kid)))
+        let key = SigningKey::from_secret(self.kid.clone(), self.signing_alg()?, secret)
+            .ok_or_else(|| Error::Internal(format!("key {}: bad private key", self.kid)))?;
+        // What it signs, and recognises as its own, must verify with the key
+        // the JWKS publishes for this kid.
+        if key.public_key_stored() != self.public_key {
+            return Err(Error::Internal(format!("key {}: private half does not match the public key", self.kid)));
+        }
+        Ok(key)
     }
 }
 
@@ -378,16 +384,24 @@ pub fn recognisable(
     now: UnixTime,
 ) -> Vec<SigningKey> {
     let retired = stored.iter().filter(|k| {
-        k.status == KeyStatus::Retired && k.is_published(now) && k.kid != signing.kid && k.alg == ALG_EDDSA
+        k.status == KeyStatus::Retired
+            && k.is_published(now)
+            && k.kid != signing.kid
+            && k.signing_alg().is_ok_and(SigningAlg::is_deterministic)
     });
-    let mut keys = vec![signing.clone()];
+    let mut keys: Vec<SigningKey> = Vec::new();
+    if signing.alg().is_deterministic() {
+        keys.push(signing.clone());
+    }
     for k in retired {
+        if keys.iter().any(|o| o.kid == k.kid) {
+            continue;
+        }
         match unsealed.iter().position(|u| u.kid == k.kid) {
             Some(i) => keys.push(unsealed.swap_remove(i)),
             None => keys.extend(k.unseal(kek).ok()),
         }
     }
-    keys.retain(|k| k.alg().is_deterministic());
     keys
 }
 
@@ -657,8 +671,23 @@ mod tests {
         // An ES256 active key recognises nothing; the retired Ed25519 one still counts.
         let (_, ec_signing) = make(SigningAlg::Es256, 25);
         assert_eq!(kids(&recognisable(&stored, &ec_signing, Vec::new(), &kek, UnixTime(60))), [live.kid.clone()]);
-        // Past its publication, a retired key is left out.
-        assert_eq!(kids(&recognisable(&stored, &signing, Vec::new(), &kek, UnixTime(100))), [signing.kid.as_str()]);
+        // Past its publication, a retired key is left out, even when unsealed before.
+        let unsealed = recognisable(&stored, &signing, Vec::new(), &kek, UnixTime(60));
+        assert_eq!(kids(&recognisable(&stored, &signing, unsealed, &kek, UnixTime(100))), [signing.kid.as_str()]);
+        // A kid stored twice is one key.
+        let twice = [stored.as_slice(), &[live.clone()]].concat();
+        assert_eq!(kids(&recognisable(&twice, &signing, Vec::new(), &kek, UnixTime(60))).len(), 2);
+    }
+
+    #[test]
+    fn a_private_half_that_does_not_match_its_public_key_is_refused() {
+        let kek = Kek::from_bytes([3; 32]);
+        for alg in ALGS {
+            let (mut stored, _) = generate(alg, &mut SeqRandom(30), &kek, UnixTime(0)).unwrap();
+            let (other, _) = generate(alg, &mut SeqRandom(31), &kek, UnixTime(0)).unwrap();
+            stored.public_key = other.public_key;
+            assert!(matches!(stored.unseal(&kek), Err(Error::Internal(m)) if m.contains("does not match")));
+        }
     }
 
     #[test]

@@ -19,9 +19,15 @@
 //!   `S' = S + (k' − k)·a`, and anyone who could produce it could solve that
 //!   for `a`: the private key itself.
 //!
-//! So a passing signature is one our key made, hence valid for any verifier.
-//! One that does not pass proves nothing (it may be a valid signature another
-//! signer made) and the caller verifies it the ordinary way.
+//! So, as long as the secret scalar stays secret, a passing signature is one
+//! our key made, hence valid for any verifier. (Whoever knows `a` can make
+//! passing signatures with any `R`, some invalid for other verifiers; but
+//! whoever knows `a` can forge valid signatures anyway.) The scalar
+//! arithmetic must be constant time: with the message fixed and `R` varied,
+//! an attacker knows each `k` and any timing that depended on `k·a` would
+//! leak `a` (curve25519-dalek ≥ 4.1.3). A signature that does not pass
+//! proves nothing (it may be a valid signature another signer made) and the
+//! caller verifies it the ordinary way.
 
 use std::fmt;
 
@@ -182,6 +188,27 @@ mod tests {
         let hedged = kp.sk.sign(b"m", Some(ed25519_compact::Noise::from_slice(&[1; 16]).unwrap()));
         assert!(kp.pk.verify(b"m", &hedged).is_ok());
         assert!(!own.made(b"m", hedged.as_ref()));
+    }
+
+    #[test]
+    fn the_check_holds_only_while_the_secret_scalar_is_secret() {
+        // The premise, made visible: with `a` in hand, an S for any other R
+        // (here the identity point's encoding) passes the check yet is no
+        // valid signature. Without `a` this S cannot be computed: S₀ and k
+        // are public, (k′ − k)·a is not.
+        let (kp, own) = pair([5; 32]);
+        let message = b"m";
+        let signature = kp.sk.sign(message, None).to_vec();
+        let challenge =
+            |r: &[u8]| wide_scalar(Sha512::new().chain_update(r).chain_update(kp.pk.as_ref()).chain_update(message));
+        let mut other_r = [0u8; 32];
+        other_r[0] = 1;
+        let s0 = Scalar::from_canonical_bytes(signature[32..].try_into().unwrap()).unwrap();
+        let s = s0 + (challenge(&other_r) - challenge(&signature[..32])) * own.scalar;
+        let forged = [other_r.as_slice(), s.as_bytes()].concat();
+        assert!(own.made(message, &forged));
+        let forged = ed25519_compact::Signature::from_slice(&forged).unwrap();
+        assert!(kp.pk.verify(message, &forged).is_err());
     }
 
     #[test]

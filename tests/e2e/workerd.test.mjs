@@ -28,6 +28,7 @@ let mint;
 let mintRetired;
 let mintSealedElsewhere;
 let activeKey;
+let retiredKey;
 
 before(async () => {
   for (const f of ["index.js", "index_bg.wasm"]) {
@@ -48,6 +49,7 @@ before(async () => {
   Object.assign(sealedElsewhere.row, { status: "retired", retired_at: now - 300, publish_until: now + 3600 });
   mintSealedElsewhere = minter(sealedElsewhere, { issuer: ISSUER, audience: "portcullis" });
   activeKey = key;
+  retiredKey = retired;
   port = await freePort();
   const compat = /^compatibility_date = "([^"]+)"/m.exec(fs.readFileSync(path.join(ROOT, "wrangler.toml"), "utf8"))[1];
   const cfg = writeConfig(dir, "portcullis", {
@@ -168,6 +170,15 @@ test("signatures by the active key and by a retired one (both recognised as our 
   const [a, b] = [mint(), mint()];
   const swapped = `${a.split(".").slice(0, 2).join(".")}.${b.split(".")[2]}`;
   assert.equal((await send("/api/x", { authorization: `Bearer ${swapped}` })).status, 401);
+});
+
+test("a signature by one of our keys under another of our kids is refused, both ways", async () => {
+  for (const [signer, kid] of [[retiredKey, activeKey.kid], [activeKey, retiredKey.kid]]) {
+    const token = minter({ ...signer, kid }, { issuer: ISSUER, audience: "portcullis" })();
+    const r = await send("/api/x", { authorization: `Bearer ${token}` });
+    assert.equal(r.status, 401, `${signer.kid} as ${kid}`);
+    assert.equal(r.body.code, "invalid_token");
+  }
 });
 
 // Ed25519 arithmetic modulo the group order, for a signature with a random nonce.
