@@ -12,10 +12,13 @@
 // Prints each build's fresh and repeat check (403 − 401) and B − A, with 95 % intervals.
 // With `warm` > 0, each isolate first checks that many other never-seen tokens, so the
 // measured ones meet a token cache (and a wasm heap) in their steady state, not growing.
+// With AB_FORWARD=1, both builds also forward to a local origin (bench/origin.mjs) with a
+// never-seen and with an already-seen token: the fresh forward (check, assertion signing,
+// identity headers, forward) minus the repeat forward, per build and B − A.
 import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { stopAll } from "../lib/proc.mjs";
+import { freePort, start, stopAll, waitOutput } from "../lib/proc.mjs";
 import { mintMany } from "../lib/mint-pool.mjs";
 import { pairedLatency } from "../lib/paired.mjs";
 import { OUT, serveBuild } from "../lib/serve-build.mjs";
@@ -28,14 +31,23 @@ if (!dirA || !dirB) {
 const key = JSON.parse(fs.readFileSync(path.join(OUT, "bench-key.json"), "utf8"));
 const [repeat] = fs.readFileSync(path.join(OUT, "tokens-repeat.txt"), "utf8").split("\n");
 // Enough never-seen tokens for the run (about 1,500 checks a second per build here).
-const tokens = await mintMany({ kid: key.kid, privateKey: crypto.createPrivateKey({ key: key.jwk, format: "jwk" }) }, key.tokenOpts, Number(warm) + Math.ceil(Number(seconds) * 1500) + 500);
+const forward = process.env.AB_FORWARD === "1";
+const tokens = await mintMany({ kid: key.kid, privateKey: crypto.createPrivateKey({ key: key.jwk, format: "jwk" }) }, key.tokenOpts, Number(warm) + Math.ceil(Number(seconds) * 1500 * (forward ? 2 : 1)) + 500);
 const warming = tokens.slice(0, Number(warm));
-const fresh = tokens.slice(Number(warm));
+// The forward's never-seen tokens are others than the 403's: a token the 403 checked
+// would be a cached one for the forward.
+const fresh = tokens.slice(Number(warm), forward ? Number(warm) + Math.floor((tokens.length - Number(warm)) / 2) : undefined);
+const freshForward = forward ? tokens.slice(Number(warm) + fresh.length) : [];
 try {
-  const A = await serveBuild("A", "b-portcullis.capnp", { dir: dirA });
-  const B = await serveBuild("B", "b-portcullis.capnp", { dir: dirB });
-  const pool = () => {
-    const it = fresh.values();
+  let originPort;
+  if (forward) {
+    originPort = await freePort();
+    await waitOutput(start(process.execPath, [path.join(OUT, "..", "origin.mjs"), String(originPort)]), /listening/);
+  }
+  const A = await serveBuild("A", "b-portcullis.capnp", { dir: dirA, originPort });
+  const B = await serveBuild("B", "b-portcullis.capnp", { dir: dirB, originPort });
+  const pool = (list = fresh) => {
+    const it = list.values();
     return () => {
       const t = it.next();
       return t.done ? undefined : `Bearer ${t.value}`;
@@ -45,7 +57,15 @@ try {
     const it = (list) => { const i = list.values(); return () => { const t = i.next(); return t.done ? undefined : `Bearer ${t.value}`; }; };
     await pairedLatency([{ key: "A", port: A.port, path: "/api/admin/x", header: it(warming), status: 403 }, { key: "B", port: B.port, path: "/api/admin/x", header: it(warming), status: 403 }], 3600, { warmupCycles: 0 });
   }
-  const v = (key, port, header, status) => ({ key, port, path: "/api/admin/x", header, status });
+  const v = (key, port, header, status, p = "/api/admin/x") => ({ key, port, path: p, header, status });
+  const forwards = forward
+    ? [
+        v("AfwdFresh", A.port, pool(freshForward), 200, "/api/data"),
+        v("AfwdRepeat", A.port, () => `Bearer ${repeat}`, 200, "/api/data"),
+        v("BfwdFresh", B.port, pool(freshForward), 200, "/api/data"),
+        v("BfwdRepeat", B.port, () => `Bearer ${repeat}`, 200, "/api/data"),
+      ]
+    : [];
   const r = await pairedLatency(
     [
       v("A401", A.port, () => `Basic ${repeat}`, 401),
@@ -54,6 +74,7 @@ try {
       v("B401", B.port, () => `Basic ${repeat}`, 401),
       v("Bfresh", B.port, pool(), 403),
       v("Brepeat", B.port, () => `Bearer ${repeat}`, 403),
+      ...forwards,
     ],
     Number(seconds),
   );
@@ -62,6 +83,10 @@ try {
   console.log(`A (${dirA}): fresh check ${ci(r.diff("Afresh", "A401"))}, repeat ${ci(r.diff("Arepeat", "A401"))}`);
   console.log(`B (${dirB}): fresh check ${ci(r.diff("Bfresh", "B401"))}, repeat ${ci(r.diff("Brepeat", "B401"))}`);
   console.log(`B − A: fresh 403 ${ci(r.diff("Bfresh", "Afresh"))}, 401 ${ci(r.diff("B401", "A401"))}`);
+  if (forward) {
+    console.log(`fresh − repeat forward: A ${ci(r.diff("AfwdFresh", "AfwdRepeat"))}, B ${ci(r.diff("BfwdFresh", "BfwdRepeat"))}`);
+    console.log(`B − A: fresh forward ${ci(r.diff("BfwdFresh", "AfwdFresh"))}, repeat forward ${ci(r.diff("BfwdRepeat", "AfwdRepeat"))}`);
+  }
 } finally {
   await stopAll();
 }
