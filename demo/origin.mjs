@@ -11,6 +11,10 @@
 //   .../__redirect                302 with Location: http://127.0.0.1:1/elsewhere
 //   .../__slow?ms=N               waits N ms (max 60000) before answering
 //   .../__stream?chunks=N&size=S  streams N chunks of S bytes (chunked), ~10 ms apart
+//   .../__duplex                  answers at once, before the request body has ended, with one
+//                                 line per body chunk as it arrives ("<bytes>\n"), and ends with
+//                                 the body: a client that waits for each line before sending
+//                                 the next chunk proves that both bodies stream end to end
 // A WebSocket handshake (any path) is accepted (with `ws`, the one dependency):
 // the first message is the JSON echo of the handshake request, then every
 // message is sent back as it came.
@@ -80,6 +84,13 @@ function clampInt(v, def, min, max) {
 
 async function handle(req, res) {
   const url = new URL(req.url ?? "/", "http://origin.local");
+  if (/\/__duplex$/.test(url.pathname)) {
+    res.writeHead(200, { "content-type": "text/plain; charset=utf-8", "x-demo-origin": "1" });
+    res.flushHeaders();
+    for await (const c of req) res.write(`${c.length}\n`);
+    res.end();
+    return;
+  }
   const chunks = [];
   for await (const c of req) chunks.push(c);
   const buf = Buffer.concat(chunks);

@@ -5,8 +5,8 @@
 //! duplicate slashes collapsed, `.` and `..` resolved, trailing slash dropped,
 //! compared lowercased — and the gateway forwards that same normalised path, so the
 //! origin sees exactly what was authorised. Encoded slashes, backslashes,
-//! NULs and dot-segments with path parameters (`..;`) are refused outright:
-//! they are how path tricks smuggle a segment past a rule.
+//! NULs and path parameters (`;`, raw or encoded) are refused outright: they
+//! are how path tricks smuggle a segment past a rule.
 
 use serde::Deserialize;
 
@@ -186,14 +186,12 @@ pub fn normalise_path(raw: &str) -> Result<String, Error> {
     let decoded = percent_decode(raw).ok_or_else(bad)?;
     let mut segments: Vec<&str> = Vec::new();
     for seg in decoded.split(['/', '\\']) {
-        // A dot-segment with path parameters (`..;x`, `.;`) is `..` or `.` to
-        // servers that strip parameters (Tomcat, Jetty, Spring) but a plain
-        // name to us: such a differential is how `/public/..;/admin` reaches
-        // an admin route, so it is refused.
-        if let Some((name, _)) = seg.split_once(';') {
-            if name == "." || name == ".." {
-                return Err(bad());
-            }
+        // Servers that strip path parameters (Tomcat, Jetty, Spring) read
+        // `/admin;x/users` as `/admin/users` and `/public/..;/admin` as
+        // `/admin`, while a rule sees other segments: any `;`, raw or
+        // `%3B`, is refused (as Spring Security's StrictHttpFirewall does).
+        if seg.contains(';') {
+            return Err(bad());
         }
         match seg {
             "" | "." => {}
@@ -353,9 +351,22 @@ mod tests {
     }
 
     #[test]
-    fn path_parameters_on_ordinary_segments_are_kept() {
-        assert_eq!(normalise_path("/api/a;v=1/b").unwrap(), "/api/a;v=1/b");
-        assert_eq!(normalise_path("/api/a/...;x").unwrap(), "/api/a/...;x");
+    fn path_parameters_are_refused_on_any_segment() {
+        // Tomcat, Jetty and Spring strip them: `/api/admin;x/users` is their
+        // `/api/admin/users`, which an `/api/admin/*` rule must not miss.
+        for raw in [
+            "/api/a;v=1/b",
+            "/api/a/...;x",
+            "/api/admin;x/users",
+            "/api/admin%3Bx/users",
+            "/api/admin%3b/users",
+            "/api/admin/users;jsessionid=1",
+            "/;",
+        ] {
+            assert!(normalise_path(raw).is_err(), "{raw}");
+        }
+        let routes = Routes::parse(Some(r#"[{"path": "/api/admin;x/*", "policy": "public"}]"#), None);
+        assert!(routes.is_err(), "a rule cannot name a path parameter either");
     }
 
     #[test]

@@ -154,7 +154,15 @@ function forwardRaw(request, target, identity, dropAuth, timeoutMs, fetcher) {
   if (upgrade && upgrade.toLowerCase() === "websocket") headers.set("upgrade", "websocket");
   if (dropAuth) headers.delete("authorization");
   if (cookies && OWN_COOKIES.some((c) => cookies.includes(c))) {
-    const kept = cookies.split(";").map((c) => c.trim()).filter((c) => c && !OWN_COOKIES.includes(c.split("=", 1)[0]));
+    const own = (pair) => OWN_COOKIES.includes(pair.trim().split("=", 1)[0]);
+    const kept = [];
+    for (const piece of cookies.split(";")) {
+      // Several Cookie header lines reach us joined with ", ": a pair may
+      // also follow a comma. Other pieces are kept exactly as they came.
+      const parts = piece.split(",");
+      const rest = parts.some(own) ? parts.filter((p) => !own(p)).join(",") : piece;
+      if (rest.trim()) kept.push(rest.trim());
+    }
     if (kept.length) headers.set("cookie", kept.join("; "));
     else headers.delete("cookie");
   }

@@ -287,7 +287,7 @@ describe("path normalisation", () => {
     assert.equal(res.body.path, "/api/public/b");
   });
 
-  test("encoded slashes, NULs and dot-segments with path parameters (`..;`, read as `..` by Tomcat) are refused with a 4xx problem", async () => {
+  test("encoded slashes, NULs and path parameters (`;`, stripped by Tomcat, Jetty and Spring: `/api/admin;x/users` is their `/api/admin/users`) are refused with a 4xx problem", async () => {
     for (const bad of [
       "/api/public%2f..%2fadmin/users",
       "/api/public/%00",
@@ -295,6 +295,10 @@ describe("path normalisation", () => {
       "/api/public/..;/admin/users",
       "/api/public/.;x/..;/admin/users",
       "/api/public/%2e%2e;jsessionid=x/admin",
+      "/api/admin;x/users",
+      "/api/admin%3Bx/users",
+      "/api/admin;/users",
+      "/api/hello;jsessionid=abc",
     ]) {
       const res = await raw("GET", bad, bearer(alice));
       assert.ok(res.status >= 400 && res.status < 500, `${bad}: ${res.status}`);

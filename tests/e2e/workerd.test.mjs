@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import crypto from "node:crypto";
 import fs from "node:fs";
 import http from "node:http";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { ROOT } from "./harness.mjs";
@@ -111,6 +112,128 @@ for (const [what, p, auth] of [
     assert.equal(r.body.headers["x-kept"], "k");
   });
 }
+
+test("a Connection header naming the identity headers can neither strip nor spoof them", async () => {
+  const token = mint({ roles: ["user"] });
+  const claims = JSON.parse(Buffer.from(token.split(".")[1], "base64url"));
+  const spoof = { "x-auth-user-id": "spoofed", "x-auth-email": "evil@example.com", "x-auth-roles": "admin", "x-auth-assertion": "forged" };
+  const connection = "X-Auth-User-Id, x-auth-email, X-Auth-Roles, x-auth-session-id, X-Auth-Assertion";
+  const r = await send("/api/x", { authorization: `Bearer ${token}`, connection, ...spoof });
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  assert.deepEqual(
+    [r.body.identity.user_id, r.body.identity.email, r.body.identity.roles, r.body.identity.session_id],
+    [claims.sub, claims.email, "user", claims.sid],
+  );
+  assert.notEqual(r.body.identity.assertion, "forged");
+  assert.equal(r.body.identity.assertion.split(".").length, 3);
+  // On a public route none of them reaches the origin at all.
+  const p = await send("/api/public/x", { connection, ...spoof });
+  assert.equal(p.status, 200);
+  for (const h of Object.keys(spoof)) assert.equal(p.body.headers[h], undefined, h);
+});
+
+test("the gateway's own cookies never reach the origin, also from a second Cookie header line", async () => {
+  // Raw bytes: two Cookie lines, which the runtime joins with ", ".
+  const head = (p) =>
+    `GET ${p} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncookie: theme=dark; __Host-portcullis_refresh=r1\r\ncookie: __Host-portcullis_access=a1, lang=en\r\ncookie: __Host-portcullis_oauth=o1\r\n\r\n`;
+  const text = await new Promise((resolve, reject) => {
+    const sock = net.connect(port, "127.0.0.1", () => sock.end(head("/api/public/x")));
+    let out = "";
+    sock.on("data", (d) => (out += d));
+    sock.on("end", () => resolve(out));
+    sock.on("error", reject);
+  });
+  assert.match(text, /^HTTP\/1\.1 200/);
+  const split = text.indexOf("\r\n\r\n");
+  let body = text.slice(split + 4);
+  if (/\r\ntransfer-encoding: chunked/i.test(text.slice(0, split))) {
+    let decoded = "";
+    for (let size; (size = parseInt(body, 16)) > 0; ) {
+      const start = body.indexOf("\r\n") + 2;
+      decoded += body.slice(start, start + size);
+      body = body.slice(start + size + 2);
+    }
+    body = decoded;
+  }
+  const echo = JSON.parse(body);
+  const forwarded = echo.headers.cookie ?? "";
+  for (const secret of ["r1", "a1", "o1", "__Host-portcullis"]) assert.ok(!forwarded.includes(secret), `${secret} in ${forwarded}`);
+  for (const kept of ["theme=dark", "lang=en"]) assert.ok(forwarded.includes(kept), `${kept} missing from ${forwarded}`);
+});
+
+test("request and response bodies stream through the gateway: the origin answers each chunk before the next is sent", async () => {
+  const token = mint();
+  const lines = [];
+  const chunks = [1000, 70000, 5, 300000];
+  let sentCount = 1;
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      req.destroy();
+      reject(new Error(`stalled after ${lines.length} of ${chunks.length} chunks: a body is buffered, not streamed`));
+    }, 10000);
+    const req = http.request(
+      { host: "127.0.0.1", port, path: "/api/__duplex", method: "POST", headers: { authorization: `Bearer ${token}`, "content-type": "application/octet-stream" }, agent: false },
+      (res) => {
+        assert.equal(res.statusCode, 200);
+        let pending = "";
+        res.on("data", (d) => {
+          pending += d;
+          let i;
+          while ((i = pending.indexOf("\n")) >= 0) {
+            lines.push(Number(pending.slice(0, i)));
+            pending = pending.slice(i + 1);
+          }
+          // The next chunk only once the origin has answered for everything sent so far.
+          const got = lines.reduce((a, b) => a + b, 0);
+          const sent = chunks.slice(0, sentCount).reduce((a, b) => a + b, 0);
+          if (got === sent && !req.writableEnded) {
+            if (sentCount < chunks.length) req.write(crypto.randomBytes(chunks[sentCount++]));
+            else req.end();
+          }
+        });
+        res.on("end", () => {
+          clearTimeout(timer);
+          resolve();
+        });
+        res.on("error", reject);
+      },
+    );
+    req.on("error", reject);
+    req.write(crypto.randomBytes(chunks[0]));
+  });
+  assert.equal(lines.reduce((a, b) => a + b, 0), chunks.reduce((a, b) => a + b, 0));
+});
+
+test("tokens naming unknown kids reload the keys from D1 at most once per interval, and never fetch a URL they name", async () => {
+  let fetched = 0;
+  const trap = http.createServer((req, res) => {
+    fetched++;
+    res.end("{}");
+  });
+  await new Promise((r) => trap.listen(0, "127.0.0.1", r));
+  const keyLoads = () => (fs.readFileSync(path.join(dir, "workerd.log"), "utf8").match(/\[fake-d1\] SELECT kid, alg/g) ?? []).length;
+  try {
+    const before = keyLoads();
+    const claims = JSON.parse(Buffer.from(mint().split(".")[1], "base64url"));
+    const b64 = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
+    const url = `http://127.0.0.1:${trap.address().port}/jwks.json`;
+    for (let i = 0; i < 20; i++) {
+      const header = b64({ alg: "EdDSA", typ: "at+jwt", kid: `unknown-${i}`, jku: url, x5u: url });
+      const signing = `${header}.${b64(claims)}`;
+      const token = `${signing}.${crypto.sign(null, Buffer.from(signing), activeKey.privateKey).toString("base64url")}`;
+      const r = await send("/api/x", { authorization: `Bearer ${token}` });
+      assert.equal(r.status, 401);
+      assert.equal(r.body.code, "invalid_token");
+    }
+    await new Promise((r) => setTimeout(r, 300)); // the log is written asynchronously
+    const reloads = keyLoads() - before;
+    // One reload (the kid might be a key made since the last load), then none for 30 s.
+    assert.equal(reloads, 1, `${reloads} key loads for 20 unknown kids`);
+    assert.equal(fetched, 0, "nothing fetched from jku / x5u");
+  } finally {
+    trap.close();
+  }
+});
 
 test("a token minted outside the project is verified with the key from D1, and the identity reaches the origin", async () => {
   const token = mint({ roles: ["user", "ops"] });
