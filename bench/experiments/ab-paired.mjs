@@ -54,8 +54,7 @@ try {
     };
   };
   if (warming.length) {
-    const it = (list) => { const i = list.values(); return () => { const t = i.next(); return t.done ? undefined : `Bearer ${t.value}`; }; };
-    await pairedLatency([{ key: "A", port: A.port, path: "/api/admin/x", header: it(warming), status: 403 }, { key: "B", port: B.port, path: "/api/admin/x", header: it(warming), status: 403 }], 3600, { warmupCycles: 0 });
+    await pairedLatency([{ key: "A", port: A.port, path: "/api/admin/x", header: pool(warming), status: 403 }, { key: "B", port: B.port, path: "/api/admin/x", header: pool(warming), status: 403 }], 3600, { warmupCycles: 0 });
   }
   const v = (key, port, header, status, p = "/api/admin/x") => ({ key, port, path: p, header, status });
   const forwards = forward
