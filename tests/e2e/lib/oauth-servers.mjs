@@ -36,15 +36,31 @@ function sendJson(res, status, body) {
 const s256 = (verifier) => crypto.createHash("sha256").update(verifier).digest("base64url");
 
 /**
- * A real OpenID provider on `port`, with one confidential client whose only
- * redirect URI is `redirectUri`, PKCE required. `accounts` maps account ids to
- * claims; set `op.nextLogin` to the account the next interaction signs in as
- * (or "deny" to refuse).
+ * A real OpenID provider, in two steps so that neither side needs a port
+ * chosen in advance: `listenOidcProvider()` binds a port of the OS's choosing
+ * (its issuer URL is then known), and `op.configure(...)` sets it up with one
+ * confidential client whose only redirect URI is `redirectUri`, PKCE
+ * required. `accounts` maps account ids to claims; set `op.nextLogin` to the
+ * account the next interaction signs in as (or "deny" to refuse).
  */
-export async function startOidcProvider({ port, redirectUri, clientId, clientSecret }) {
+export async function listenOidcProvider() {
+  let handler = (req, res) => {
+    res.statusCode = 503;
+    res.end("not configured yet");
+  };
+  const server = http.createServer((req, res) => handler(req, res));
+  const port = await listen(server);
   const issuer = `http://127.0.0.1:${port}`;
   const accounts = new Map();
-  const op = { issuer, accounts, nextLogin: null };
+  const op = { issuer, accounts, nextLogin: null, close: () => close(server) };
+  op.configure = ({ redirectUri, clientId, clientSecret }) => {
+    handler = oidcHandler(op, { redirectUri, clientId, clientSecret });
+  };
+  return op;
+}
+
+function oidcHandler(op, { redirectUri, clientId, clientSecret }) {
+  const { issuer, accounts } = op;
   const provider = new Provider(issuer, {
     clients: [
       {
@@ -65,7 +81,7 @@ export async function startOidcProvider({ port, redirectUri, clientId, clientSec
       accounts.has(id) ? { accountId: id, claims: async () => ({ sub: id, ...accounts.get(id) }) } : undefined,
   });
   const callback = provider.callback();
-  const server = http.createServer(async (req, res) => {
+  return async (req, res) => {
     if (!req.url.startsWith("/interaction/")) return callback(req, res);
     try {
       const details = await provider.interactionDetails(req, res);
@@ -82,10 +98,7 @@ export async function startOidcProvider({ port, redirectUri, clientId, clientSec
       res.statusCode = 500;
       res.end(String(err?.stack ?? err));
     }
-  });
-  await listen(server, port);
-  op.close = () => close(server);
-  return op;
+  };
 }
 
 /**
