@@ -137,9 +137,10 @@ describe("a browser on an allowed origin, cookie mode", () => {
   });
 
   test("no script on the page can read a token: not in sign-in bodies, not in document.cookie; the cookies do the work", async () => {
-    // Log in again and refresh, from the listed origin and from a page of the gateway's own origin.
+    // Log in again and refresh, from the listed origin and from a page of the gateway's own
+    // origin (an app served through the gateway: a public route of the demo origin).
     const own = await context.newPage();
-    await own.goto(`${gw.url}/.well-known/jwks.json`);
+    await own.goto(`${gw.url}/api/public/app`);
     const tokens = new Set();
     const cookieValues = async () => {
       const byName = Object.fromEntries((await context.cookies(gw.url)).map((c) => [c.name, c.value]));
