@@ -2,7 +2,7 @@
 // gateway under `wrangler dev` in cookie mode with CORS: the browser, not our
 // own client, decides what a page may read and which cookies it sends, so
 // this is the proof that the CORS answers and cookie attributes work as
-// browsers read them.
+// browsers read them, and that no script on a page can read a token.
 //
 // Three origins on 127.0.0.1 (one site: ports do not make a site, so
 // SameSite=Lax cookies go along on every request, as between app.example.com
