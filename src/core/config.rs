@@ -99,8 +99,12 @@ pub struct Config {
     pub hook: Option<HookConfig>,
     /// `ALLOW_PASSWORDLESS_SIGNUP`.
     pub allow_passwordless_signup: bool,
-    /// `COOKIE_MODE`.
+    /// `COOKIE_MODE`: tokens are also set as `HttpOnly` `__Host-` cookies.
     pub cookie_mode: bool,
+    /// `COOKIE_MODE_BODY_TOKENS` (only with `COOKIE_MODE`): sign-in bodies
+    /// keep carrying the tokens in cookie mode, where any script on the page
+    /// can read them (weaker; see [`Config::tokens_in_body`]).
+    pub cookie_mode_body_tokens: bool,
     /// `CORS_ORIGINS`.
     pub cors_origins: Vec<String>,
     /// `KEY_ENCRYPTION_KEY` (secret).
@@ -296,6 +300,14 @@ impl Config {
                 return Err(err(name, "set, but HOOK_URL is not: there is no hook to apply it to".into()));
             }
         }
+        let cookie_mode = boolean("COOKIE_MODE")?;
+        let cookie_mode_body_tokens = boolean("COOKIE_MODE_BODY_TOKENS")?;
+        if !cookie_mode && var("COOKIE_MODE_BODY_TOKENS").is_some() {
+            return Err(err(
+                "COOKIE_MODE_BODY_TOKENS",
+                "set, but COOKIE_MODE is not true: without cookie mode the tokens travel in the bodies anyway".into(),
+            ));
+        }
 
         Ok(Self {
             issuer,
@@ -325,7 +337,8 @@ impl Config {
             email,
             hook,
             allow_passwordless_signup: boolean("ALLOW_PASSWORDLESS_SIGNUP")?,
-            cookie_mode: boolean("COOKIE_MODE")?,
+            cookie_mode,
+            cookie_mode_body_tokens,
             cors_origins,
             kek,
             hash_params,
@@ -333,6 +346,16 @@ impl Config {
             rate_limits,
             oauth,
         })
+    }
+
+    /// Whether sign-in bodies (AuthResponse) carry `access_token` and
+    /// `refresh_token`. In cookie mode they do not: the tokens travel only in
+    /// `HttpOnly` cookies, out of reach of any script on the page (an XSS, or
+    /// a page on a `CORS_ORIGINS` origin), and the body carries the user and
+    /// the expiry. `COOKIE_MODE_BODY_TOKENS=true` puts them back, for clients
+    /// that need both, at the price of that protection.
+    pub fn tokens_in_body(&self) -> bool {
+        !self.cookie_mode || self.cookie_mode_body_tokens
     }
 
     /// The public URL of the auth API path `api_path` (e.g. `/oauth/x/callback`)
@@ -392,6 +415,7 @@ mod tests {
             (900, 2_592_000, 600, 600)
         );
         assert!(!c.cookie_mode && !c.allow_passwordless_signup);
+        assert!(!c.cookie_mode_body_tokens && c.tokens_in_body());
         assert_eq!(
             (c.password_reset_ttl_secs, c.email_verification_ttl_secs, c.rotation_interval_secs, c.key_cache_ttl_secs),
             (3_600, 86_400, 2_592_000, 300)
@@ -497,6 +521,20 @@ mod tests {
                 Config::from_lookup(lookup(&[("HOOK_URL", "https://h.example"), ("WEBHOOK_SECRET", SECRET), (k, v)]))
                     .unwrap_err();
             assert!(e.0.starts_with(k), "{k}={v}: {e}");
+        }
+    }
+
+    #[test]
+    fn cookie_mode_keeps_tokens_out_of_bodies_unless_told_otherwise() {
+        let c = Config::from_lookup(lookup(&[("COOKIE_MODE", "true")])).unwrap();
+        assert!(c.cookie_mode && !c.tokens_in_body());
+        let c = Config::from_lookup(lookup(&[("COOKIE_MODE", "true"), ("COOKIE_MODE_BODY_TOKENS", "false")])).unwrap();
+        assert!(!c.tokens_in_body());
+        let c = Config::from_lookup(lookup(&[("COOKIE_MODE", "true"), ("COOKIE_MODE_BODY_TOKENS", "true")])).unwrap();
+        assert!(c.tokens_in_body());
+        for (mode, v) in [("true", "yes"), ("true", "on"), ("false", "true"), ("false", "false")] {
+            let e = Config::from_lookup(lookup(&[("COOKIE_MODE", mode), ("COOKIE_MODE_BODY_TOKENS", v)])).unwrap_err();
+            assert!(e.0.starts_with("COOKIE_MODE_BODY_TOKENS: "), "COOKIE_MODE={mode} BODY_TOKENS={v}: {e}");
         }
     }
 

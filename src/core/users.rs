@@ -1,6 +1,6 @@
 //! Users as stored and as shown (`UserResponse`).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::core::time::UnixTime;
 
@@ -33,7 +33,7 @@ pub struct User {
 }
 
 /// The public view of a user (AuthFort's `UserResponse`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserResponse {
     /// UUID.
     pub id: String,

@@ -18,7 +18,7 @@ use crate::core::delivery::{Claim, DeadLetter, TargetState};
 use crate::core::email_token::{EmailToken, TokenKind};
 use crate::core::error::Error;
 use crate::core::keys::{KeyStatus, StoredKey};
-use crate::core::oauth::{LinkedIdentity, OAuthState, OAuthStore, Unlink};
+use crate::core::oauth::{LinkedIdentity, OAuthState, OAuthStore, StateTake, Unlink};
 use crate::core::ports::{
     AccountStore, DeliveryLedger, EmailTokenStore, KeyStore, RateLimitStore, Result, SessionStore, UserStore,
 };
@@ -849,25 +849,43 @@ impl OAuthStore for D1Store {
         Ok(())
     }
 
-    async fn take_oauth_state(&self, hash: &str, now: UnixTime) -> Result<Option<OAuthState>> {
-        let rows = self
-            .all::<OAuthStateRow>(
-                "DELETE FROM oauth_states WHERE hash = ?1 RETURNING hash, provider, code_verifier, nonce, redirect_to, \
-                 link_user_id, binding_hash, created_at, expires_at",
-                &[text(hash)],
+    async fn take_oauth_state(&self, hash: &str, binding_hash: Option<&str>, now: UnixTime) -> Result<StateTake> {
+        // One statement decides: only the right binding deletes, so racing
+        // callbacks with it get the row exactly once, and any other callback
+        // leaves it alone. The comparison is on SHA-256 hashes of 256-bit
+        // random cookies: how long it takes says nothing usable about a cookie.
+        if let Some(binding_hash) = binding_hash {
+            let rows = self
+                .all::<OAuthStateRow>(
+                    "DELETE FROM oauth_states WHERE hash = ?1 AND binding_hash = ?2 AND expires_at > ?3 \
+                     RETURNING hash, provider, code_verifier, nonce, redirect_to, link_user_id, binding_hash, \
+                     created_at, expires_at",
+                    &[text(hash), text(binding_hash), time(now)],
+                )
+                .await?;
+            if let Some(r) = rows.into_iter().next() {
+                return Ok(StateTake::Taken(OAuthState {
+                    hash: r.hash,
+                    provider: r.provider,
+                    code_verifier: r.code_verifier,
+                    nonce: r.nonce,
+                    redirect_to: r.redirect_to,
+                    link_user_id: r.link_user_id,
+                    binding_hash: r.binding_hash,
+                    created_at: UnixTime(r.created_at),
+                    expires_at: UnixTime(r.expires_at),
+                }));
+            }
+        }
+        // Nothing taken: only why is left to tell (the login_failed reason).
+        let live = self
+            .first::<CountRow>(
+                "SELECT COUNT(*) AS total FROM oauth_states WHERE hash = ?1 AND expires_at > ?2",
+                &[text(hash), time(now)],
             )
-            .await?;
-        Ok(rows.into_iter().next().filter(|r| r.expires_at > now.0).map(|r| OAuthState {
-            hash: r.hash,
-            provider: r.provider,
-            code_verifier: r.code_verifier,
-            nonce: r.nonce,
-            redirect_to: r.redirect_to,
-            link_user_id: r.link_user_id,
-            binding_hash: r.binding_hash,
-            created_at: UnixTime(r.created_at),
-            expires_at: UnixTime(r.expires_at),
-        }))
+            .await?
+            .is_some_and(|r| r.total > 0);
+        Ok(if live { StateTake::OtherBrowser } else { StateTake::Unknown })
     }
 
     async fn put_exchange(&self, hash: &str, sealed: &str, expires_at: UnixTime) -> Result<()> {

@@ -7,7 +7,6 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use serde::Deserialize;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::JsFuture;
@@ -116,12 +115,6 @@ fn query(url: &url::Url, name: &str) -> Option<String> {
     url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }
 
-#[derive(Debug, Deserialize)]
-struct Tokens {
-    access_token: String,
-    refresh_token: String,
-}
-
 /// Serves `/auth/oauth/…`. Unknown shapes are 404s, known shapes with
 /// another method 405s.
 pub async fn handle(
@@ -141,15 +134,8 @@ pub async fn handle(
     match (method, segments.as_slice()) {
         ("POST", ["exchange"]) => {
             let body: ExchangeRequest = http::read_json(req).await?;
-            let value = deps.oauth_exchange(meta, body).await?;
-            let cookies = match serde_json::from_value::<Tokens>(value.clone()) {
-                Ok(t) if cfg.cookie_mode => vec![
-                    set_cookie(crate::edge::router::ACCESS_COOKIE, &t.access_token, cfg.access_ttl_secs),
-                    set_cookie(crate::edge::router::REFRESH_COOKIE, &t.refresh_token, cfg.refresh_ttl_secs),
-                ],
-                _ => Vec::new(),
-            };
-            js(http::json(200, &value, None, &cookies))
+            let auth = deps.oauth_exchange(meta, body).await?;
+            js(http::json(200, &auth.body(cfg), None, &auth_cookies(cfg, &auth)))
         }
         ("GET", [id, "authorize"]) => {
             let body = AuthorizeRequest { redirect_to: query(url, "redirect_to") };

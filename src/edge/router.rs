@@ -180,6 +180,8 @@ pub fn set_cookie(name: &str, value: &str, max_age: u64) -> (&'static str, Strin
     ("set-cookie", format!("{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; Secure; SameSite=Lax"))
 }
 
+/// The session cookies of a sign-in in cookie mode (none otherwise). The
+/// body then leaves the tokens out (see [`AuthResponse::body`]).
 pub fn auth_cookies(cfg: &Config, resp: &AuthResponse) -> Vec<(&'static str, String)> {
     if !cfg.cookie_mode {
         return Vec::new();
@@ -228,12 +230,12 @@ async fn auth_api(
         ("POST", "/auth/signup") => {
             let body: SignupRequest = http::read_json(req).await?;
             let resp = deps.signup(&meta, rng, body).await?;
-            js(http::json(201, &resp, None, &auth_cookies(&cfg, &resp)))
+            js(http::json(201, &resp.body(&cfg), None, &auth_cookies(&cfg, &resp)))
         }
         ("POST", "/auth/login") => {
             let body: LoginRequest = http::read_json(req).await?;
             let resp = deps.login(&meta, rng, body).await?;
-            js(http::json(200, &resp, None, &auth_cookies(&cfg, &resp)))
+            js(http::json(200, &resp.body(&cfg), None, &auth_cookies(&cfg, &resp)))
         }
         ("POST", "/auth/refresh") => {
             let body: Option<RefreshRequest> = http::read_optional_json(req).await?;
@@ -251,7 +253,7 @@ async fn auth_api(
                 },
             };
             let resp = deps.refresh(&meta, rng, Some(&token)).await?;
-            js(http::json(200, &resp, None, &auth_cookies(&cfg, &resp)))
+            js(http::json(200, &resp.body(&cfg), None, &auth_cookies(&cfg, &resp)))
         }
         ("POST", "/auth/logout") => {
             let body: RefreshRequest = http::read_optional_json(req).await?.unwrap_or_default();
@@ -296,7 +298,7 @@ async fn auth_api(
         ("POST", "/auth/magic-link/verify") => {
             let body: TokenRequest = http::read_json(req).await?;
             let resp = deps.verify_magic_link(&meta, rng, body).await?;
-            js(http::json(200, &resp, None, &auth_cookies(&cfg, &resp)))
+            js(http::json(200, &resp.body(&cfg), None, &auth_cookies(&cfg, &resp)))
         }
         // Mail scanners fetch links before people click them: opening the
         // link must not use it up. Only the POST above consumes a token.
@@ -310,7 +312,7 @@ async fn auth_api(
         ("POST", "/auth/otp/verify") => {
             let body: OtpVerifyRequest = http::read_json(req).await?;
             let resp = deps.verify_otp(&meta, rng, body).await?;
-            js(http::json(200, &resp, None, &auth_cookies(&cfg, &resp)))
+            js(http::json(200, &resp.body(&cfg), None, &auth_cookies(&cfg, &resp)))
         }
         ("POST", "/auth/password/forgot") => {
             let body: EmailRequest = http::read_json(req).await?;

@@ -228,3 +228,47 @@ fn storage_failures_fail_closed() {
     let err = signup(&w, &mut TestRandom(12), "a@example.com", "password-1").unwrap_err();
     assert_eq!(err.problem().status, 503);
 }
+
+/// The JSON a client receives for `r` under the world's configuration.
+fn body_text(w: &World, r: &AuthResponse) -> String {
+    serde_json::to_string(&r.body(&w.config)).unwrap()
+}
+
+#[test]
+fn in_cookie_mode_sign_in_bodies_carry_the_user_and_expiry_but_no_token() {
+    let w = World::new(&[("COOKIE_MODE", "true")]);
+    let mut rng = TestRandom(14);
+    let signed_up = signup(&w, &mut rng, "a@example.com", "password-1").unwrap();
+    let logged_in = login(&w, &mut rng, 1_001, "a@example.com", "password-1").unwrap();
+    let (deps, meta) = w.at(1_002);
+    let refreshed = block_on(deps.refresh(&meta, &mut rng, Some(&logged_in.refresh_token))).unwrap();
+    for (what, r) in [("signup", &signed_up), ("login", &logged_in), ("refresh", &refreshed)] {
+        let text = body_text(&w, r);
+        let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let mut keys: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["expires_in", "token_type", "user"], "{what}: {text}");
+        assert_eq!((body["token_type"].as_str(), body["expires_in"].as_u64()), (Some("Bearer"), Some(900)), "{what}");
+        assert_eq!(body["user"]["email"], "a@example.com", "{what}");
+        assert_eq!(body["user"]["session_id"].as_str(), r.user.session_id.as_deref(), "{what}");
+        // Neither token appears anywhere in the body, under any name.
+        assert!(!text.contains(&r.access_token) && !text.contains(&r.refresh_token), "{what}: {text}");
+        // They still exist for the cookies, and work.
+        assert!(block_on(deps.me(&meta, Some(&r.access_token))).is_ok(), "{what}");
+    }
+    assert!(block_on(deps.refresh(&meta, &mut rng, Some(&refreshed.refresh_token))).is_ok());
+}
+
+#[test]
+fn sign_in_bodies_carry_the_tokens_without_cookie_mode_or_with_cookie_mode_body_tokens() {
+    for vars in [&[][..], &[("COOKIE_MODE", "true"), ("COOKIE_MODE_BODY_TOKENS", "true")][..]] {
+        let w = World::new(vars);
+        let mut rng = TestRandom(15);
+        let r = signup(&w, &mut rng, "a@example.com", "password-1").unwrap();
+        let body: serde_json::Value = serde_json::from_str(&body_text(&w, &r)).unwrap();
+        assert_eq!(body["access_token"].as_str(), Some(r.access_token.as_str()), "{vars:?}");
+        assert_eq!(body["refresh_token"].as_str(), Some(r.refresh_token.as_str()), "{vars:?}");
+        assert_eq!(body["token_type"], "Bearer");
+        assert_eq!(body["user"]["email"], "a@example.com");
+    }
+}

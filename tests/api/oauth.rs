@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use portcullis::core::error::Error;
 use portcullis::core::flows::oauth::{AuthorizeRequest, CallbackOutcome, CallbackQuery, ExchangeRequest};
 use portcullis::core::oauth::{
-    pkce_challenge, JwsAlg, LinkedIdentity, OAuthState, OAuthStore, ProviderNet, ProviderRequest, Unlink,
+    pkce_challenge, JwsAlg, LinkedIdentity, OAuthState, OAuthStore, ProviderNet, ProviderRequest, StateTake, Unlink,
     STATE_TTL_SECS,
 };
 use portcullis::core::outbound::{HttpReply, SendError};
@@ -35,14 +35,19 @@ impl OAuthStore for MemStore {
         self.oauth.borrow_mut().states.push(state.clone());
         Ok(())
     }
-    async fn take_oauth_state(&self, hash: &str, now: UnixTime) -> Result<Option<OAuthState>> {
+    async fn take_oauth_state(&self, hash: &str, binding_hash: Option<&str>, now: UnixTime) -> Result<StateTake> {
         if *self.fail.borrow() {
             return Err(Error::unavailable("memory", "injected failure"));
         }
+        // As D1's conditional DELETE: only a live state with this binding goes.
         let mut o = self.oauth.borrow_mut();
-        let Some(i) = o.states.iter().position(|s| s.hash == hash) else { return Ok(None) };
-        let st = o.states.remove(i);
-        Ok((st.expires_at > now).then_some(st))
+        let Some(i) = o.states.iter().position(|s| s.hash == hash && s.expires_at > now) else {
+            return Ok(StateTake::Unknown);
+        };
+        if binding_hash != Some(o.states[i].binding_hash.as_str()) {
+            return Ok(StateTake::OtherBrowser);
+        }
+        Ok(StateTake::Taken(o.states.remove(i)))
     }
     async fn put_exchange(&self, hash: &str, sealed: &str, expires_at: UnixTime) -> Result<()> {
         self.oauth.borrow_mut().exchanges.push((hash.into(), sealed.into(), expires_at));
@@ -278,9 +283,14 @@ fn a_new_identity_creates_an_account_and_its_code_is_exchanged_once() {
     // Stored sealed: the row holds no token.
     let sealed = w.store.oauth.borrow().exchanges[0].1.clone();
     let (deps, meta) = w.at(1_010);
-    let body = block_on(deps.oauth_exchange(&meta, ExchangeRequest { code: code.clone() })).unwrap();
-    assert!(!sealed.contains(body["access_token"].as_str().unwrap()));
+    let auth = block_on(deps.oauth_exchange(&meta, ExchangeRequest { code: code.clone() })).unwrap();
+    assert!(!sealed.contains(&auth.access_token) && !sealed.contains(&auth.refresh_token));
+    let body = serde_json::to_value(auth.body(&w.config)).unwrap();
     assert_eq!(body["user"]["email"], "ada@example.com");
+    assert_eq!(
+        (body["access_token"].as_str(), body["refresh_token"].as_str()),
+        (Some(&*auth.access_token), Some(&*auth.refresh_token))
+    );
     assert_eq!(code_of(block_on(deps.oauth_exchange(&meta, ExchangeRequest { code }))), "invalid_exchange_code");
 }
 
@@ -339,8 +349,97 @@ fn states_are_single_use_expire_and_belong_to_their_browser() {
     let mut other = begin(&w, rng, &idp, 3_000, None);
     other.binding = "someone-else".into();
     let out = finish(&w, rng, &idp, 3_001, &other);
-    assert_eq!(location_param(&out, "error").as_deref(), Some("invalid_state"));
+    assert!(
+        matches!(&out, CallbackOutcome::Failed { location: None, error } if error.problem().code == "invalid_state"),
+        "{out:?}"
+    );
     assert_eq!(w.events.last_of("login_failed")["reason"], "state_binding_mismatch");
+}
+
+fn callback_with(
+    w: &World,
+    rng: &mut TestRandom,
+    idp: &FakeIdp,
+    now: i64,
+    b: &Begun,
+    binding: Option<&str>,
+) -> CallbackOutcome {
+    let (deps, meta) = w.at(now);
+    idp.now.set(now);
+    let q = CallbackQuery { code: Some("provider-code".into()), state: Some(b.param("state")), error: None, iss: None };
+    block_on(deps.oauth_callback(&meta, rng, idp, "idp", q, binding)).unwrap()
+}
+
+#[test]
+fn a_callback_without_the_browsers_binding_is_refused_and_leaves_the_state_to_that_browser() {
+    let w = world();
+    let idp = FakeIdp::default();
+    let rng = &mut TestRandom(14);
+    *idp.claims.borrow_mut() = json!({"sub": "s-bind", "email": "bind@example.com", "email_verified": true});
+    let b = begin(&w, rng, &idp, 1_000, None);
+    let elsewhere = begin(&w, rng, &idp, 1_000, None);
+    for (i, binding) in [None, Some("forged-binding"), Some(elsewhere.binding.as_str())].into_iter().enumerate() {
+        let out = callback_with(&w, rng, &idp, 1_001, &b, binding);
+        assert!(
+            matches!(&out, CallbackOutcome::Failed { location: None, error } if error.problem().code == "invalid_state"),
+            "binding {i}: {out:?}"
+        );
+        assert_eq!(w.events.last_of("login_failed")["reason"], "state_binding_mismatch", "binding {i}");
+        assert_eq!(w.store.oauth.borrow().states.len(), 2, "binding {i}: nothing was spent");
+    }
+    assert!(!idp.requests.borrow().iter().any(|r| r.url.ends_with("/token")), "the code never left");
+
+    // The browser that started the sign-in still finishes it, once (the
+    // provider's ID token carries that sign-in's nonce).
+    *idp.nonce.borrow_mut() = b.param("nonce");
+    let out = finish(&w, rng, &idp, 1_002, &b);
+    assert!(location_param(&out, "code").is_some(), "{out:?}");
+    assert_eq!(w.events.count("login"), 1);
+    let replay = finish(&w, rng, &idp, 1_003, &b);
+    assert!(matches!(replay, CallbackOutcome::Failed { location: None, .. }));
+    assert_eq!(w.events.last_of("login_failed")["reason"], "invalid_state");
+    // The other sign-in in progress was never touched either.
+    assert_eq!(w.store.oauth.borrow().states.len(), 1);
+    *idp.nonce.borrow_mut() = elsewhere.param("nonce");
+    assert!(location_param(&finish(&w, rng, &idp, 1_004, &elsewhere), "code").is_some());
+}
+
+#[test]
+fn in_cookie_mode_the_exchange_answers_the_user_and_expiry_but_no_token() {
+    let providers = json!([{"id": "idp", "issuer": IDP, "client_id": CLIENT}]).to_string();
+    let vars = [
+        ("OAUTH_PROVIDERS", providers.as_str()),
+        ("OAUTH_IDP_CLIENT_SECRET", "shh"),
+        ("REDIRECT_ALLOWLIST", "https://app.test"),
+        ("COOKIE_MODE", "true"),
+    ];
+    for (body_tokens, expect_tokens) in [(None, false), (Some("false"), false), (Some("true"), true)] {
+        let mut vars = vars.to_vec();
+        vars.extend(body_tokens.map(|v| ("COOKIE_MODE_BODY_TOKENS", v)));
+        let w = World::new(&vars);
+        let idp = FakeIdp::default();
+        let rng = &mut TestRandom(15);
+        let out =
+            sign_in(&w, rng, &idp, 1_000, json!({"sub": "s-c", "email": "c@example.com", "email_verified": true}));
+        let code = location_param(&out, "code").unwrap();
+        let (deps, meta) = w.at(1_002);
+        let auth = block_on(deps.oauth_exchange(&meta, ExchangeRequest { code })).unwrap();
+        let text = serde_json::to_string(&auth.body(&w.config)).unwrap();
+        let body: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(body["user"]["email"], "c@example.com");
+        assert_eq!((body["token_type"].as_str(), body["expires_in"].as_u64()), (Some("Bearer"), Some(900)));
+        let mut keys: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        if expect_tokens {
+            assert_eq!(body["access_token"].as_str(), Some(auth.access_token.as_str()));
+            assert_eq!(body["refresh_token"].as_str(), Some(auth.refresh_token.as_str()));
+        } else {
+            assert_eq!(keys, ["expires_in", "token_type", "user"], "{body_tokens:?}");
+            assert!(!text.contains(&auth.access_token) && !text.contains(&auth.refresh_token), "{text}");
+        }
+        // The tokens themselves are intact, for the cookies.
+        assert!(block_on(deps.me_with_providers(&meta, Some(&auth.access_token))).is_ok());
+    }
 }
 
 #[test]
@@ -497,7 +596,7 @@ fn linking_unlinking_and_the_last_way_to_sign_in() {
     let code = location_param(&solo, "code").unwrap();
     let (deps, meta) = w.at(1_301);
     let auth = block_on(deps.oauth_exchange(&meta, ExchangeRequest { code })).unwrap();
-    let solo_token = auth["access_token"].as_str().unwrap().to_string();
+    let solo_token = auth.access_token;
     assert_eq!(code_of(block_on(deps.oauth_unlink(&meta, Some(&solo_token), "idp"))), "last_sign_in_method");
     let me = block_on(deps.me_with_providers(&meta, Some(&solo_token))).unwrap();
     assert_eq!(me.providers.len(), 1);

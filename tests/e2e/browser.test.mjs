@@ -2,7 +2,7 @@
 // gateway under `wrangler dev` in cookie mode with CORS: the browser, not our
 // own client, decides what a page may read and which cookies it sends, so
 // this is the proof that the CORS answers and cookie attributes work as
-// browsers read them.
+// browsers read them, and that no script on a page can read a token.
 //
 // Three origins on 127.0.0.1 (one site: ports do not make a site, so
 // SameSite=Lax cookies go along on every request, as between app.example.com
@@ -93,7 +93,9 @@ describe("a browser on an allowed origin, cookie mode", () => {
   let page;
   let evilPage;
   let user;
-  let token;
+  let email;
+  /** Everything a page script got back from a sign-in endpoint (bodies and readable headers). */
+  const seen = [];
 
   before(async () => {
     context = await browser.newContext();
@@ -105,14 +107,14 @@ describe("a browser on an allowed origin, cookie mode", () => {
   after(async () => context?.close());
 
   test("signs up with a JSON POST (a preflighted request) and reads the answer", async () => {
-    const email = randomEmail("browser");
+    email = randomEmail("browser");
     const res = await pageFetch(page, `${gw.url}/auth/signup`, jsonPost({ email, password: PASSWORD }));
     assert.equal(res.error, undefined, `the browser refused the answer: ${res.error}`);
     assert.equal(res.status, 201, res.text);
     assert.equal(res.body.user.email, email);
     assert.equal(res.body.token_type, "Bearer");
     user = res.body.user;
-    token = res.body.access_token;
+    seen.push(res);
   });
 
   test("the tokens are stored as __Host- cookies: HttpOnly, Secure, SameSite=Lax, host-only, Path=/", async () => {
@@ -132,6 +134,48 @@ describe("a browser on an allowed origin, cookie mode", () => {
     await own.goto(`${gw.url}/.well-known/jwks.json`);
     assert.equal(await own.evaluate(() => document.cookie), "");
     await own.close();
+  });
+
+  test("no script on the page can read a token: not in sign-in bodies, not in document.cookie; the cookies do the work", async () => {
+    // Log in again and refresh, from the listed origin and from a page of the gateway's own
+    // origin (an app served through the gateway: a public route of the demo origin).
+    const own = await context.newPage();
+    await own.goto(`${gw.url}/api/public/app`);
+    const tokens = new Set();
+    const cookieValues = async () => {
+      const byName = Object.fromEntries((await context.cookies(gw.url)).map((c) => [c.name, c.value]));
+      for (const name of ["__Host-portcullis_access", "__Host-portcullis_refresh"]) {
+        assert.ok(byName[name], `${name} is set`);
+        tokens.add(byName[name]);
+      }
+    };
+    await cookieValues();
+    for (const [who, p, base] of [["listed origin", page, gw.url], ["gateway origin", own, ""]]) {
+      const login = await pageFetch(p, `${base}/auth/login`, jsonPost({ email, password: PASSWORD }));
+      assert.equal(login.status, 200, `${who}: ${login.text ?? login.error}`);
+      await cookieValues();
+      const refresh = await pageFetch(p, `${base}/auth/refresh`, { method: "POST", credentials: "include" });
+      assert.equal(refresh.status, 200, `${who}: ${refresh.text ?? refresh.error}`);
+      await cookieValues();
+      for (const res of [login, refresh]) {
+        assert.deepEqual(Object.keys(res.body).sort(), ["expires_in", "token_type", "user"], `${who}: ${res.text}`);
+        assert.equal(res.body.user.email, email);
+        assert.equal(res.body.expires_in, 900);
+      }
+      seen.push(login, refresh);
+    }
+    assert.equal(tokens.size, 2 + 4 * 2, "every sign-in and refresh set new cookies");
+    for (const res of seen) {
+      const visible = `${res.text}\n${JSON.stringify(res.headers)}`;
+      assert.doesNotMatch(visible, /access_token|refresh_token|eyJ[\w-]+\.[\w-]+\./, visible);
+      for (const t of tokens) assert.ok(!visible.includes(t), `a page script saw a token: ${visible}`);
+    }
+    for (const p of [page, own]) assert.equal(await p.evaluate(() => document.cookie), "");
+    await own.close();
+    // The cookies alone carry the session through the gateway.
+    const api = await pageFetch(page, `${gw.url}/api/hello`, { credentials: "include" });
+    assert.equal(api.status, 200, api.text);
+    assert.equal(api.body.headers["x-auth-user-id"], user.id);
   });
 
   test("the access cookie alone authenticates a call through the gateway, whose answer the page may read", async () => {
@@ -207,15 +251,19 @@ describe("a browser on an allowed origin, cookie mode", () => {
   test("… also when only the refresh cookie is left (the access cookie expired)", async () => {
     const access = (await context.cookies(gw.url)).find((c) => c.name === "__Host-portcullis_access");
     await context.clearCookies({ name: "__Host-portcullis_access" });
-    await crossSiteLogoutIsRefused();
+    await crossSiteLogoutIsRefused(access.value);
     const refresh = await pageFetch(evilPage, `${gw.url}/auth/refresh`, { method: "POST", mode: "no-cors", credentials: "include" });
     assert.equal(refresh.type, "opaque");
     await gw.waitForLog((l) => /POST \/auth\/refresh 403/.test(l));
     await context.addCookies([access]);
   });
 
-  /** A no-cors logout from EVIL: the gateway answers 403 and the session lives on. */
-  async function crossSiteLogoutIsRefused() {
+  /**
+   * A no-cors logout from EVIL: the gateway answers 403 and the session lives on. The
+   * test (not a page) reads the session's access token from the browser's cookie store.
+   */
+  async function crossSiteLogoutIsRefused(token) {
+    token ??= (await context.cookies(gw.url)).find((c) => c.name === "__Host-portcullis_access").value;
     const before = gw.logs().filter((l) => /POST \/auth\/logout 403/.test(l)).length;
     const res = await pageFetch(evilPage, `${gw.url}/auth/logout`, { method: "POST", mode: "no-cors", credentials: "include" });
     assert.equal(res.type, "opaque", JSON.stringify(res));

@@ -192,26 +192,39 @@ describe("OAuth / OIDC sign-in", () => {
   });
 
   test("a state is single-use, also under concurrent callbacks, and bound to the browser that started it", async () => {
-    const id = account({ email: mail("replay"), email_verified: true });
+    const email = mail("replay");
+    const id = account({ email, email_verified: true });
     const a = await authorize("acme");
+    const other = await authorize("acme"); // another browser's sign-in, with its own binding cookie
     op.nextLogin = id;
     const cbUrl = await browse(a.url, callbackPrefix("acme"));
-    const results = await Promise.all(Array.from({ length: 5 }, () => callback(cbUrl, a.binding)));
+    // Callbacks from other browsers (no binding cookie, another sign-in's, a made-up one) are
+    // refused with the problem, touch no cookie, and leave the state to the browser that started it.
+    for (const binding of [undefined, other.binding, "A".repeat(43)]) {
+      const { result } = await withEvent(gw, failedWith("state_binding_mismatch"), () => callback(cbUrl, binding));
+      assert.equal(result.location, null, `binding ${binding}: redirected`);
+      await assertProblem(result.res, 400, "invalid_state");
+      assert.deepEqual(result.res.headers.getSetCookie(), [], `binding ${binding}: a cookie was set`);
+    }
+    // The real browser's callback, racing copies of itself and strangers: exactly one sign-in.
+    const results = await Promise.all([
+      ...Array.from({ length: 5 }, () => callback(cbUrl, a.binding)),
+      ...Array.from({ length: 3 }, () => callback(cbUrl, other.binding)),
+    ]);
     const statuses = results.map((r) => r.res.status).sort();
-    assert.deepEqual(statuses, [302, 400, 400, 400, 400]);
+    assert.deepEqual(statuses, [302, 400, 400, 400, 400, 400, 400, 400]);
     for (const r of results.filter((r) => r.res.status === 400)) await assertProblem(r.res, 400, "invalid_state");
+    const signedIn = await exchangeOk(results.find((r) => r.res.status === 302).location);
+    assert.equal(signedIn.user.email, email);
+    const sessions = await json(await authed(`${gw.url}/auth/sessions`, signedIn.access_token));
+    assert.equal(sessions.sessions.length, 1, "one sign-in, one session");
     await gw.waitForEvent(failedWith("invalid_state"));
+    // Spent now, for every browser.
+    await assertProblem((await callback(cbUrl, a.binding)).res, 400, "invalid_state");
     // Unknown state: a problem, no redirect anywhere.
     const forged = await callback(`${callbackPrefix("acme")}?code=x&state=${"A".repeat(43)}`, a.binding);
     await assertProblem(forged.res, 400, "invalid_state");
     await assertProblem((await callback(`${callbackPrefix("acme")}?code=x`)).res, 400, "invalid_state");
-
-    // Another browser (no or another binding cookie) cannot finish it.
-    const b = await authorize("acme");
-    op.nextLogin = id;
-    const cbB = await browse(b.url, callbackPrefix("acme"));
-    const { result } = await withEvent(gw, failedWith("state_binding_mismatch"), () => callback(cbB, a.binding));
-    assert.equal(result.location.searchParams.get("error"), "invalid_state");
   });
 
   test("PKCE: a code replayed under another sign-in's state fails at the provider (code_rejected)", async () => {
@@ -556,7 +569,14 @@ describe("OAuth sign-in in cookie mode, through the sign-in hook", () => {
     const code = new URL(res.headers.get("location")).searchParams.get("code");
     const ex = await post(`${gw.url}/auth/oauth/exchange`, { code });
     assert.equal(ex.status, 200);
-    assert.ok(ex.headers.getSetCookie().some((c) => c.startsWith("__Host-portcullis_access=")));
+    const exAccess = ex.headers.getSetCookie().find((c) => c.startsWith("__Host-portcullis_access="));
+    assert.ok(exAccess);
+    // ... while its body, which page scripts can read, carries the user and no token.
+    const exText = await ex.text();
+    const exBody = JSON.parse(exText);
+    assert.deepEqual(Object.keys(exBody).sort(), ["expires_in", "token_type", "user"], exText);
+    assert.equal(exBody.user.email, email);
+    assert.ok(!exText.includes(exAccess.split(";")[0].slice("__Host-portcullis_access=".length)), exText);
   });
 
   test("a sign-in the hook denies returns with signin_denied; the new account stays and is announced", async () => {

@@ -18,6 +18,9 @@ before(async () => {
   const res = await post(`${gw.url}/auth/signup`, { email: randomEmail("ws"), password: "correct horse battery" });
   alice = await json(res);
   assert.equal(res.status, 201);
+  // Cookie mode: the access token comes as a cookie, not in the body.
+  const access = res.headers.getSetCookie().find((c) => c.startsWith("__Host-portcullis_access="));
+  alice.access_token = access.split(";")[0].slice("__Host-portcullis_access=".length);
 });
 
 after(async () => {

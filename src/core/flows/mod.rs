@@ -54,7 +54,11 @@ pub struct Meta {
 }
 
 /// Tokens and user, as returned by every sign-in (AuthFort's `AuthResponse`).
-#[derive(Debug, Clone, Serialize)]
+///
+/// Deliberately not `Serialize`: what a client receives is
+/// [`AuthResponse::body`], which leaves the tokens out in cookie mode, so no
+/// handler can put them in a body by serialising this value.
+#[derive(Debug, Clone)]
 pub struct AuthResponse {
     /// The JWT access token.
     pub access_token: String,
@@ -67,6 +71,72 @@ pub struct AuthResponse {
     /// The user.
     pub user: UserResponse,
 }
+
+/// The JSON body of a sign-in's answer (signup, login, refresh, magic link,
+/// email code, OAuth exchange): the AuthResponse, whose `access_token` and
+/// `refresh_token` are left out when [`Config::tokens_in_body`] says they
+/// travel only as cookies.
+#[derive(Debug, Serialize)]
+pub struct AuthBody<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access_token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<&'a str>,
+    token_type: &'static str,
+    expires_in: u64,
+    user: &'a UserResponse,
+}
+
+/// An [`AuthResponse`] with its tokens, as the OAuth exchange keeps it
+/// sealed between the callback and the app's exchange (the members and
+/// their names are the AuthResponse's).
+#[derive(Serialize, Deserialize)]
+struct StoredAuth {
+    access_token: String,
+    refresh_token: String,
+    expires_in: u64,
+    user: UserResponse,
+}
+
+impl AuthResponse {
+    /// The body to send for this sign-in under `config`.
+    pub fn body(&self, config: &Config) -> AuthBody<'_> {
+        let with_tokens = config.tokens_in_body();
+        AuthBody {
+            access_token: with_tokens.then_some(self.access_token.as_str()),
+            refresh_token: with_tokens.then_some(self.refresh_token.as_str()),
+            token_type: self.token_type,
+            expires_in: self.expires_in,
+            user: &self.user,
+        }
+    }
+
+    /// Every member, tokens included, as JSON: what the OAuth exchange seals.
+    pub fn to_sealed_json(&self) -> Result<String, Error> {
+        let stored = StoredAuth {
+            access_token: self.access_token.clone(),
+            refresh_token: self.refresh_token.clone(),
+            expires_in: self.expires_in,
+            user: self.user.clone(),
+        };
+        serde_json::to_string(&stored).map_err(|e| Error::Internal(format!("auth response: {e}")))
+    }
+
+    /// Reads back [`AuthResponse::to_sealed_json`]; `None` for anything else.
+    pub fn from_sealed_json(json: &str) -> Option<Self> {
+        let s: StoredAuth = serde_json::from_str(json).ok()?;
+        Some(Self {
+            access_token: s.access_token,
+            refresh_token: s.refresh_token,
+            token_type: TOKEN_TYPE,
+            expires_in: s.expires_in,
+            user: s.user,
+        })
+    }
+}
+
+/// The `token_type` of every AuthResponse.
+const TOKEN_TYPE: &str = "Bearer";
 
 /// A body holding only an email address (`/magic-link`, `/otp`, `/password/forgot`).
 #[derive(Debug, Deserialize)]
@@ -232,7 +302,7 @@ where
         AuthResponse {
             access_token,
             refresh_token,
-            token_type: "Bearer",
+            token_type: TOKEN_TYPE,
             expires_in: self.config.access_ttl_secs,
             user: user.response(Some(sid)),
         }

@@ -21,8 +21,8 @@ use crate::core::ids::{self, Random};
 use crate::core::oauth::idtoken::Identity;
 use crate::core::oauth::provider::{self, AuthorizeParams, ProviderFailure};
 use crate::core::oauth::{
-    self as oauth, LinkedIdentity, OAuthState, OAuthStore, ProviderConfig, ProviderKind, ProviderNet, Unlink,
-    EXCHANGE_TTL_SECS, STATE_TTL_SECS,
+    self as oauth, LinkedIdentity, OAuthState, OAuthStore, ProviderConfig, ProviderKind, ProviderNet, StateTake,
+    Unlink, EXCHANGE_TTL_SECS, STATE_TTL_SECS,
 };
 use crate::core::ports::{AccountStore, EventSink, KeyRing, SessionStore, UserStore};
 use crate::core::users::{User, UserResponse};
@@ -292,18 +292,25 @@ where
         let Some(raw_state) = short(q.state) else {
             return self.oauth_failed(meta, rng, None, None, invalid_state(), "missing_state").await;
         };
-        let Some(st) = self.store.take_oauth_state(&ids::token_hash(&raw_state), meta.now).await? else {
-            return self.oauth_failed(meta, rng, None, None, invalid_state(), "invalid_state").await;
-        };
+        // The binding is checked in the write that consumes the state: a
+        // callback from another browser (no binding cookie, or another one)
+        // is refused without spending it, so it cannot break the real
+        // browser's sign-in, and is answered with the problem (no redirect,
+        // and the edge leaves that browser's own binding cookie alone).
+        let binding_hash = binding.map(ids::token_hash);
+        let st =
+            match self.store.take_oauth_state(&ids::token_hash(&raw_state), binding_hash.as_deref(), meta.now).await? {
+                StateTake::Taken(st) => st,
+                StateTake::OtherBrowser => {
+                    return self.oauth_failed(meta, rng, None, None, invalid_state(), "state_binding_mismatch").await
+                }
+                StateTake::Unknown => {
+                    return self.oauth_failed(meta, rng, None, None, invalid_state(), "invalid_state").await
+                }
+            };
         let back = Some(st.redirect_to.as_str());
         if st.provider != p.id {
             return self.oauth_failed(meta, rng, back, None, invalid_state(), "state_provider_mismatch").await;
-        }
-        let bound = binding.is_some_and(|b| {
-            subtle::ConstantTimeEq::ct_eq(ids::token_hash(b).as_bytes(), st.binding_hash.as_bytes()).into()
-        });
-        if !bound {
-            return self.oauth_failed(meta, rng, back, None, invalid_state(), "state_binding_mismatch").await;
         }
         if let Some(err) = short(q.error) {
             let (code, reason) = if err == "access_denied" {
@@ -572,7 +579,7 @@ where
         events.push(login_event(&user, &p.id, meta));
         self.emit(meta, rng, events).await?;
         let code = ids::secret_token(rng);
-        let plain = serde_json::to_string(&auth).map_err(|e| Error::Internal(format!("auth response: {e}")))?;
+        let plain = auth.to_sealed_json()?;
         let sealed = oauth::seal(&code, &plain, rng)?;
         self.store.put_exchange(&ids::token_hash(&code), &sealed, meta.now.plus_secs(EXCHANGE_TTL_SECS)).await?;
         Ok(CallbackOutcome::SignedIn { location: with_param(&st.redirect_to, "code", &code), auth: Box::new(auth) })
@@ -604,8 +611,9 @@ where
         Ok(CallbackOutcome::Failed { location, error })
     }
 
-    /// Swaps a one-time code for the sign-in's tokens (once).
-    pub async fn oauth_exchange(&self, meta: &Meta, req: ExchangeRequest) -> Result<serde_json::Value, Error> {
+    /// Swaps a one-time code for the sign-in's tokens (once). Its answer's
+    /// body is [`AuthResponse::body`], like every sign-in's.
+    pub async fn oauth_exchange(&self, meta: &Meta, req: ExchangeRequest) -> Result<AuthResponse, Error> {
         let refused = || oauth_error(400, "invalid_exchange_code", "the code is unknown, already used or expired");
         let code = req.code;
         if code.is_empty()
@@ -616,7 +624,7 @@ where
         }
         let sealed = self.store.take_exchange(&ids::token_hash(&code), meta.now).await?.ok_or_else(refused)?;
         let plain = oauth::open(&code, &sealed).ok_or_else(refused)?;
-        serde_json::from_str(&plain).map_err(|_| refused())
+        AuthResponse::from_sealed_json(&plain).ok_or_else(refused)
     }
 
     /// Unlinks the caller's identity of `provider`, unless it is their last

@@ -89,14 +89,35 @@ pub enum Unlink {
     LastMethod,
 }
 
+/// What looking for a sign-in state at a callback found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateTake {
+    /// The state, now consumed: this callback came from the browser that
+    /// started the sign-in, and no other callback will get it.
+    Taken(OAuthState),
+    /// A live state, but the callback did not carry its browser's binding
+    /// cookie (none, or another): nothing was written, and the state is still
+    /// there for the browser that holds the right one.
+    OtherBrowser,
+    /// No live state under that hash: unknown, already used, or expired.
+    Unknown,
+}
+
 /// Storage of sign-ins in progress, exchange codes and linked identities.
 /// Consumption is one conditional write, so of racing requests exactly one
 /// gets a state or a code.
 pub trait OAuthStore {
     /// Stores a sign-in in progress.
     async fn put_oauth_state(&self, state: &OAuthState) -> Result<(), Error>;
-    /// Removes and returns the state whose hash is `hash`, if it is unexpired.
-    async fn take_oauth_state(&self, hash: &str, now: UnixTime) -> Result<Option<OAuthState>, Error>;
+    /// Consumes the unexpired state whose hash is `hash` only if it was
+    /// stored with `binding_hash` — the binding is checked in the same
+    /// conditional write that removes it, so of any number of racing
+    /// callbacks with the right binding exactly one gets
+    /// [`StateTake::Taken`], and a callback without it (`None`) or with
+    /// another one writes nothing and gets [`StateTake::OtherBrowser`]: it
+    /// cannot spend the real browser's sign-in.
+    async fn take_oauth_state(&self, hash: &str, binding_hash: Option<&str>, now: UnixTime)
+        -> Result<StateTake, Error>;
     /// Stores a sealed sign-in result under the hash of its one-time code.
     async fn put_exchange(&self, hash: &str, sealed: &str, expires_at: UnixTime) -> Result<(), Error>;
     /// Removes and returns the sealed result for `hash`, if it is unexpired.

@@ -1,0 +1,150 @@
+// Cookie mode keeps the tokens out of reach of page scripts: every endpoint
+// that answers an AuthResponse (signup, login, refresh by cookie or by body,
+// magic-link/verify, otp/verify, the OAuth exchange) sets the two HttpOnly
+// cookies and answers a body with the user and the expiry but no token;
+// COOKIE_MODE_BODY_TOKENS=true puts the tokens back in the bodies. Plain HTTP
+// against the built Worker in wrangler dev; the same seen by page scripts in
+// Chromium is in browser.test.mjs.
+import { test, before, after, describe } from "node:test";
+import assert from "node:assert/strict";
+import crypto from "node:crypto";
+import { startGateway, post, json, randomEmail } from "./harness.mjs";
+import { startFakeGithub } from "./lib/oauth-servers.mjs";
+
+const ACCESS = "__Host-portcullis_access";
+const REFRESH = "__Host-portcullis_refresh";
+const BINDING = "__Host-portcullis_oauth";
+const PASSWORD = "correct horse battery";
+const APP = "http://app.test/done";
+const GH_ID = "gh-cookie-client";
+const GH_SECRET = "gh-cookie-secret-0123456789";
+
+/** The cookies a response sets, by name. */
+function cookiesOf(res) {
+  return Object.fromEntries(res.headers.getSetCookie().map((c) => c.split(";")[0].split(/=(.*)/s)));
+}
+
+/** The `log` transport's printed email of `type` to `email` (portcullis.email {json}). */
+async function printedEmail(gw, type, email) {
+  const line = await gw.waitForLog((l) => l.includes("portcullis.email ") && l.includes(`"${type}"`) && l.includes(email), 15_000);
+  return JSON.parse(line.slice(line.indexOf("{")));
+}
+
+/**
+ * Signs in through every endpoint that answers an AuthResponse, checking after each
+ * that its cookies alone authenticate `/auth/me`. Returns [{ endpoint, status, text, body, cookies }].
+ */
+async function signInEverywhere(gw, gh) {
+  const email = randomEmail("cookie-body");
+  const out = [];
+  async function record(endpoint, res) {
+    const text = await res.text();
+    const entry = { endpoint, status: res.status, text, cookies: cookiesOf(res) };
+    assert.ok([200, 201].includes(res.status), `${endpoint}: ${res.status} ${text}`);
+    entry.body = JSON.parse(text);
+    assert.ok(entry.cookies[ACCESS] && entry.cookies[REFRESH], `${endpoint} sets both cookies: ${JSON.stringify(entry.cookies)}`);
+    const me = await fetch(`${gw.url}/auth/me`, { headers: { cookie: `${ACCESS}=${entry.cookies[ACCESS]}` } });
+    assert.equal(me.status, 200, `${endpoint}: the access cookie does not work`);
+    assert.equal((await json(me)).id, entry.body.user.id, endpoint);
+    out.push(entry);
+    return entry;
+  }
+
+  await record("signup", await post(`${gw.url}/auth/signup`, { email, password: PASSWORD }));
+  const login = await record("login", await post(`${gw.url}/auth/login`, { email, password: PASSWORD }));
+  const byCookie = await record(
+    "refresh (cookie)",
+    await fetch(`${gw.url}/auth/refresh`, { method: "POST", headers: { cookie: `${REFRESH}=${login.cookies[REFRESH]}` } }),
+  );
+  await record("refresh (body)", await post(`${gw.url}/auth/refresh`, { refresh_token: byCookie.cookies[REFRESH] }));
+
+  assert.equal((await post(`${gw.url}/auth/magic-link`, { email })).status, 200);
+  const link = (await printedEmail(gw, "magic_link_requested", email)).text.match(/[?&]token=([A-Za-z0-9_-]+)/);
+  assert.ok(link, "the printed email carries the link");
+  await record("magic-link/verify", await post(`${gw.url}/auth/magic-link/verify`, { token: link[1] }));
+
+  assert.equal((await post(`${gw.url}/auth/otp`, { email })).status, 200);
+  const code = (await printedEmail(gw, "email_otp_requested", email)).text.match(/^\s*(\d{6})\s*$/m);
+  assert.ok(code, "the printed email carries the code");
+  await record("otp/verify", await post(`${gw.url}/auth/otp/verify`, { email, code: code[1] }));
+
+  const start = await fetch(`${gw.url}/auth/oauth/github/authorize?redirect_to=${encodeURIComponent(APP)}`, { redirect: "manual" });
+  assert.equal(start.status, 302, await start.text());
+  const approved = gh.approve(start.headers.get("location"), {
+    id: crypto.randomInt(1e6, 1e9),
+    login: "cookie",
+    emails: [{ email: randomEmail("cookie-gh"), primary: true, verified: true }],
+  });
+  const cb = await fetch(`${gw.url}/auth/oauth/github/callback?code=${approved.code}&state=${approved.state}`, {
+    redirect: "manual",
+    headers: { cookie: `${BINDING}=${cookiesOf(start)[BINDING]}` },
+  });
+  assert.equal(cb.status, 302, await cb.text());
+  const exchangeCode = new URL(cb.headers.get("location")).searchParams.get("code");
+  assert.ok(exchangeCode, cb.headers.get("location"));
+  await record("oauth/exchange", await post(`${gw.url}/auth/oauth/exchange`, { code: exchangeCode }));
+  return out;
+}
+
+function startCookieGateway(gh, extra = {}) {
+  return startGateway({
+    vars: {
+      COOKIE_MODE: "true",
+      OAUTH_PROVIDERS: JSON.stringify([{ id: "github", preset: "github", client_id: GH_ID, base_url: gh.base, api_url: gh.base }]),
+      OAUTH_GITHUB_CLIENT_SECRET: GH_SECRET,
+      REDIRECT_ALLOWLIST: APP,
+      ...extra,
+    },
+  });
+}
+
+describe("cookie mode", () => {
+  let gw, gh;
+  before(async () => {
+    gh = await startFakeGithub({ clientId: GH_ID, clientSecret: GH_SECRET });
+    gw = await startCookieGateway(gh);
+  });
+  after(async () => {
+    await gw?.stop();
+    await gh?.close();
+  });
+
+  test("every sign-in endpoint's body carries the user and the expiry, and no token", async () => {
+    const answers = await signInEverywhere(gw, gh);
+    assert.deepEqual(answers.map((a) => a.endpoint), [
+      "signup", "login", "refresh (cookie)", "refresh (body)", "magic-link/verify", "otp/verify", "oauth/exchange",
+    ]);
+    for (const { endpoint, text, body, cookies } of answers) {
+      assert.deepEqual(Object.keys(body).sort(), ["expires_in", "token_type", "user"], `${endpoint}: ${text}`);
+      assert.equal(body.token_type, "Bearer", endpoint);
+      assert.equal(body.expires_in, 900, endpoint);
+      assert.ok(body.user.id && body.user.email && body.user.session_id, `${endpoint}: ${text}`);
+      assert.ok(!text.includes(cookies[ACCESS]) && !text.includes(cookies[REFRESH]), `${endpoint} shows a token: ${text}`);
+      assert.doesNotMatch(text, /eyJ[\w-]+\.[\w-]+\./, endpoint);
+    }
+  });
+});
+
+describe("cookie mode with COOKIE_MODE_BODY_TOKENS=true", () => {
+  let gw, gh;
+  before(async () => {
+    gh = await startFakeGithub({ clientId: GH_ID, clientSecret: GH_SECRET });
+    gw = await startCookieGateway(gh, { COOKIE_MODE_BODY_TOKENS: "true" });
+  });
+  after(async () => {
+    await gw?.stop();
+    await gh?.close();
+  });
+
+  test("every sign-in endpoint's body carries the tokens again, the same as its cookies", async () => {
+    for (const { endpoint, text, body, cookies } of await signInEverywhere(gw, gh)) {
+      assert.deepEqual(
+        Object.keys(body).sort(),
+        ["access_token", "expires_in", "refresh_token", "token_type", "user"],
+        `${endpoint}: ${text}`,
+      );
+      assert.equal(body.access_token, cookies[ACCESS], endpoint);
+      assert.equal(body.refresh_token, cookies[REFRESH], endpoint);
+    }
+  });
+});
