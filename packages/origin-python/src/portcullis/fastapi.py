@@ -39,7 +39,8 @@ class PortcullisHTTPException(HTTPException):
 
 async def problem_handler(request: Request, exc: Exception) -> JSONResponse:
     """Exception handler answering ``PortcullisHTTPException`` with RFC 9457 problem+json."""
-    assert isinstance(exc, PortcullisHTTPException)
+    if not isinstance(exc, PortcullisHTTPException):
+        raise exc
     return JSONResponse(
         exc.error.problem(),
         status_code=exc.status_code,
