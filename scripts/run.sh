@@ -2,7 +2,9 @@
 # Entry point behind the npm scripts:
 #   npm run build            -> scripts/build.sh
 #   npm start -- ARGS        -> build, then scripts/start.mjs ARGS (wrangler dev + demo origin)
-#   npm test                 -> build, cargo test --locked, then the e2e tests (node --test)
+#   npm test                 -> build, cargo test --locked, the origin helpers' unit tests
+#                               (packages/origin-node, packages/origin-python), then the
+#                               e2e tests (node --test)
 #   npm run bench -- ARGS    -> build, then bench/run.mjs ARGS
 # Every command first runs scripts/setup.sh (idempotent, fast when warm).
 set -euo pipefail
@@ -47,7 +49,11 @@ case "$cmd" in
       exit 1
     fi
     bash "$ROOT/scripts/setup-python.sh"
+    bash "$ROOT/scripts/setup-origin-python.sh"
     bash "$ROOT/scripts/setup-browser.sh"
+    echo "[test] origin helpers: node --test packages/origin-node, pytest packages/origin-python"
+    node --test "$ROOT"/packages/origin-node/test/*.test.mjs
+    (cd "$ROOT/packages/origin-python" && "$ROOT/.venv-origin/bin/python" -m pytest -q)
     echo "[test] node --test (${#e2e[@]} e2e files, $(node --version))"
     node --test --test-concurrency=1 "$@" "${e2e[@]}"
     ;;
