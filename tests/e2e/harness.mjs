@@ -31,7 +31,7 @@ const NODE = fs.existsSync(path.join(NODE22_DIR, "node")) ? path.join(NODE22_DIR
 const EVENT_MARKER = "portcullis.event ";
 const READY_PATH = "/.well-known/openid-configuration";
 const RELAXED_RATE_LIMITS = Object.fromEntries(
-  ["login", "signup", "magic-link", "otp", "otp/verify", "password/forgot", "oauth"].map((e) => [e, { ip: "100000/1m", email: "100000/1m" }]),
+  ["login", "signup", "magic-link", "otp", "otp/verify", "password/forgot", "oauth"].map((e) => [e, { ip: "100000/1m", ipv6_48: "100000/1m", email: "100000/1m" }]),
 );
 
 // ---------------------------------------------------------------------------
