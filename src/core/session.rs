@@ -131,3 +131,34 @@ pub struct RotateRequest<'a> {
     /// Client user agent.
     pub user_agent: Option<&'a str>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(created_at: i64, expires_at: i64) -> Session {
+        Session {
+            id: "s".into(),
+            user_id: "u".into(),
+            created_at: UnixTime(created_at),
+            last_used_at: UnixTime(created_at),
+            expires_at: UnixTime(expires_at),
+            revoked_at: None,
+            ip_address: None,
+            user_agent: None,
+            extra_claims: ExtraClaims::new(),
+        }
+    }
+
+    #[test]
+    fn a_session_is_live_until_its_refresh_token_expires_or_it_reaches_its_max_age() {
+        let s = session(1_000, 5_000);
+        assert_eq!(s.ends_at(3_000), UnixTime(4_000));
+        assert!(s.is_live(UnixTime(3_999), 3_000));
+        assert!(!s.is_live(UnixTime(4_000), 3_000), "the end, before the refresh token's expiry");
+        assert!(s.is_live(UnixTime(4_999), 10_000));
+        assert!(!s.is_live(UnixTime(5_000), 10_000), "the refresh token's expiry, before the end");
+        let revoked = Session { revoked_at: Some(UnixTime(1_500)), ..s };
+        assert!(!revoked.is_live(UnixTime(2_000), 10_000));
+    }
+}
