@@ -19,6 +19,9 @@ use crate::core::webhook::WebhookSecret;
 pub const ACCESS_TTL_SECS: u64 = 900;
 /// Default refresh-token (session) lifetime.
 pub const REFRESH_TTL_SECS: u64 = 2_592_000;
+/// Default `SESSION_MAX_AGE`: a session's absolute lifetime from sign-in,
+/// whatever its refreshes (90 days, ASVS 3.3).
+pub const SESSION_MAX_AGE_SECS: u64 = 90 * 86_400;
 /// Default magic-link lifetime.
 pub const MAGIC_LINK_TTL_SECS: u64 = 600;
 /// Default email-OTP lifetime.
@@ -55,6 +58,9 @@ pub struct Config {
     pub access_ttl_secs: u64,
     /// `REFRESH_TTL`.
     pub refresh_ttl_secs: u64,
+    /// `SESSION_MAX_AGE`: a session ends this long after its sign-in, however
+    /// often it was refreshed; no refresh or access token outlives that end.
+    pub session_max_age_secs: u64,
     /// `MAGIC_LINK_TTL`.
     pub magic_link_ttl_secs: u64,
     /// `OTP_TTL`.
@@ -113,7 +119,7 @@ pub struct Config {
     pub hash_params: HashParams,
     /// `PASSWORD_MIN_LENGTH`, `PASSWORD_MAX_LENGTH`.
     pub password_policy: PasswordPolicy,
-    /// `RATE_LIMITS` and `LOGIN_BACKOFF`.
+    /// `RATE_LIMITS`, `LOGIN_BACKOFF` and `OTP_MAX_FAILURES_PER_DAY`.
     pub rate_limits: RateLimits,
     /// `OAUTH_PROVIDERS`, their `OAUTH_<ID>_CLIENT_SECRET`s and `REDIRECT_ALLOWLIST`.
     pub oauth: OAuthConfig,
@@ -231,8 +237,9 @@ impl Config {
                 "need 1 <= PASSWORD_MIN_LENGTH <= PASSWORD_MAX_LENGTH <= 1024".into(),
             ));
         }
-        let rate_limits =
-            RateLimits::parse(var("RATE_LIMITS").as_deref(), var("LOGIN_BACKOFF").as_deref()).map_err(ConfigError)?;
+        let rate_limits = RateLimits::parse(var("RATE_LIMITS").as_deref(), var("LOGIN_BACKOFF").as_deref())
+            .and_then(|l| l.with_otp_failure_cap(var("OTP_MAX_FAILURES_PER_DAY").as_deref()))
+            .map_err(ConfigError)?;
         let webhook_secret = match var("WEBHOOK_SECRET") {
             None if !webhook_urls.is_empty() => {
                 return Err(err(
@@ -314,6 +321,7 @@ impl Config {
             audience: var("AUDIENCE").unwrap_or_else(|| DEFAULT_AUDIENCE.into()),
             access_ttl_secs: secs("ACCESS_TTL", ACCESS_TTL_SECS)?,
             refresh_ttl_secs: secs("REFRESH_TTL", REFRESH_TTL_SECS)?,
+            session_max_age_secs: secs("SESSION_MAX_AGE", SESSION_MAX_AGE_SECS)?,
             magic_link_ttl_secs: secs("MAGIC_LINK_TTL", MAGIC_LINK_TTL_SECS)?,
             otp_ttl_secs: secs("OTP_TTL", OTP_TTL_SECS)?,
             password_reset_ttl_secs: secs("PASSWORD_RESET_TTL", PASSWORD_RESET_TTL_SECS)?,
@@ -420,6 +428,8 @@ mod tests {
             (c.password_reset_ttl_secs, c.email_verification_ttl_secs, c.rotation_interval_secs, c.key_cache_ttl_secs),
             (3_600, 86_400, 2_592_000, 300)
         );
+        assert_eq!(c.session_max_age_secs, 7_776_000);
+        assert_eq!(c.rate_limits.otp_failures.map(|r| (r.limit, r.window_secs)), Some((20, 86_400)));
         assert_eq!(c.email.transport, crate::core::mail::Transport::Log);
         assert_eq!((c.webhook_secret.is_none(), c.webhook_events.is_none(), c.hook.is_none()), (true, true, true));
         assert_eq!((c.webhook_timeout_ms, c.retry_base_delay_secs), (10_000, 30));
@@ -459,6 +469,9 @@ mod tests {
             ("ROTATION_INTERVAL", "-5"),
             ("KEY_CACHE_TTL", "0"),
             ("PASSWORD_RESET_TTL", "1h"),
+            ("SESSION_MAX_AGE", "90d"),
+            ("SESSION_MAX_AGE", "0"),
+            ("OTP_MAX_FAILURES_PER_DAY", "0"),
             ("ISSUER", "not a url"),
             ("ORIGIN_URL", "ftp://x"),
             ("COOKIE_MODE", "yes"),

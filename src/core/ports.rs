@@ -121,6 +121,12 @@ pub trait RateLimitStore {
     /// Counts one request at `now` on each counter — opening a new window
     /// when there is none or it has ended — and returns the counts, in order.
     async fn hit(&self, hits: &[Hit], now: UnixTime) -> Result<Vec<Count>>;
+    /// Takes one request back from counter `key`, in one conditional write:
+    /// only while its window is the one ending at `resets_at` and its count
+    /// is between 1 and `limit` — a window that went over its limit stays
+    /// over (its refusal was reported once and must not be again), and a
+    /// later window owes nothing.
+    async fn unhit(&self, key: &str, resets_at: UnixTime, limit: u32) -> Result<()>;
     /// Consecutive failed logins for `email` and the time of the last one.
     async fn login_failures(&self, email: &str) -> Result<Option<(u32, UnixTime)>>;
     /// Counts a failed login for `email`; failures older than `forget_before`

@@ -1,10 +1,11 @@
 //! Rate limits: which endpoints are limited and by which keys (client IP,
-//! email), how much (`RATE_LIMITS`), the decision, and the login back-off
-//! schedule for consecutive failures on one account. Counting is the
-//! store's ([`crate::core::ports::RateLimitStore`]): one atomic upsert per
-//! key, so concurrent requests never lose an update. A key's window opens at
-//! its first request and lasts the rule's length (not aligned to the clock,
-//! so a burst is never split between two windows).
+//! its IPv6 /48, email), how much (`RATE_LIMITS`), the decision, the daily
+//! cap on failed email codes per account (`OTP_MAX_FAILURES_PER_DAY`), and
+//! the login back-off schedule for consecutive failures on one account.
+//! Counting is the store's ([`crate::core::ports::RateLimitStore`]): one
+//! atomic upsert per key, so concurrent requests never lose an update. A
+//! key's window opens at its first request and lasts the rule's length (not
+//! aligned to the clock, so a burst is never split between two windows).
 
 use std::net::IpAddr;
 
@@ -69,16 +70,26 @@ impl Endpoint {
 pub enum KeyType {
     /// The client IP (`CF-Connecting-IP`; IPv6 by its /64).
     Ip,
+    /// The /48 around an IPv6 client (65,536 /64s: what one site or
+    /// customer is commonly given), so one allocation cannot spread its
+    /// requests over fresh /64s. IPv4 clients have no such key.
+    Ipv6Net48,
     /// The normalised email address in the request.
     Email,
+    /// The account (normalised email, whether or not it has an account):
+    /// the daily cap on failed email codes.
+    Account,
 }
 
 impl KeyType {
-    /// `ip` or `email`, as in `RATE_LIMITS` and the event's `key_type`.
+    /// `ip`, `ipv6_48` or `email`, as in `RATE_LIMITS`, and `account`; the
+    /// event's `key_type`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Ip => "ip",
+            Self::Ipv6Net48 => "ipv6_48",
             Self::Email => "email",
+            Self::Account => "account",
         }
     }
 }
@@ -122,11 +133,14 @@ impl Rule {
     }
 }
 
-/// The limits of one endpoint: per IP and per email (`None`: not limited by that key).
+/// The limits of one endpoint: per IP, per IPv6 /48 and per email (`None`:
+/// not limited by that key).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EndpointLimits {
-    /// Per client IP.
+    /// Per client IP (IPv6: per /64).
     pub ip: Option<Rule>,
+    /// Per IPv6 /48, counted alongside the /64's own limit.
+    pub ipv6_48: Option<Rule>,
     /// Per email address.
     pub email: Option<Rule>,
 }
@@ -179,31 +193,54 @@ impl Backoff {
     }
 }
 
-/// `RATE_LIMITS` and `LOGIN_BACKOFF`: every endpoint's limits.
+/// The window of the daily cap on failed email codes.
+pub const OTP_FAILURE_WINDOW_SECS: u64 = 86_400;
+
+/// Default `OTP_MAX_FAILURES_PER_DAY`: four codes' worth of wrong guesses.
+pub const OTP_MAX_FAILURES_PER_DAY: u32 = 20;
+
+/// Highest `OTP_MAX_FAILURES_PER_DAY` accepted.
+const MAX_OTP_FAILURES_PER_DAY: u32 = 10_000;
+
+/// `RATE_LIMITS`, `LOGIN_BACKOFF` and `OTP_MAX_FAILURES_PER_DAY`: every
+/// endpoint's limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimits {
     limits: [EndpointLimits; 7],
     /// The login back-off; `None` when `LOGIN_BACKOFF` is `off`.
     pub backoff: Option<Backoff>,
+    /// Failed `otp/verify` attempts allowed per account per day (window
+    /// [`OTP_FAILURE_WINDOW_SECS`]); `None` when `OTP_MAX_FAILURES_PER_DAY`
+    /// is `off`.
+    pub otp_failures: Option<Rule>,
 }
 
 impl Default for RateLimits {
     /// Defaults after OWASP's authentication and forgot-password guidance:
     /// a handful of tries per account per window, more per IP (NAT), and a
-    /// tighter budget on the endpoints that send email.
+    /// tighter budget on the endpoints that send email. An IPv6 /48 gets
+    /// four times an address's budget: one site's many /64s (or a carrier's
+    /// subscribers) share it, as many users share one IPv4 address behind
+    /// NAT, while one allocation can no longer multiply its budget by
+    /// 65,536 by moving between its /64s.
     fn default() -> Self {
-        let pair = |ip: Rule, email: Rule| EndpointLimits { ip: Some(ip), email: Some(email) };
+        let limits = |ip: Rule, email: Option<Rule>| EndpointLimits {
+            ip: Some(ip),
+            ipv6_48: Some(Rule::new(ip.limit.saturating_mul(4), ip.window_secs)),
+            email,
+        };
         Self {
             limits: [
-                pair(Rule::new(30, 60), Rule::new(10, 60)),                   // login
-                pair(Rule::new(10, 3_600), Rule::new(5, 3_600)),              // signup
-                pair(Rule::new(20, 3_600), Rule::new(5, 3_600)),              // magic-link
-                pair(Rule::new(20, 3_600), Rule::new(5, 3_600)),              // otp
-                pair(Rule::new(30, 600), Rule::new(10, 600)),                 // otp/verify
-                pair(Rule::new(20, 3_600), Rule::new(5, 3_600)),              // password/forgot
-                EndpointLimits { ip: Some(Rule::new(60, 600)), email: None }, // oauth: 20 sign-ins
+                limits(Rule::new(30, 60), Some(Rule::new(10, 60))),      // login
+                limits(Rule::new(10, 3_600), Some(Rule::new(5, 3_600))), // signup
+                limits(Rule::new(20, 3_600), Some(Rule::new(5, 3_600))), // magic-link
+                limits(Rule::new(20, 3_600), Some(Rule::new(5, 3_600))), // otp
+                limits(Rule::new(30, 600), Some(Rule::new(10, 600))),    // otp/verify
+                limits(Rule::new(20, 3_600), Some(Rule::new(5, 3_600))), // password/forgot
+                limits(Rule::new(60, 600), None),                        // oauth: 20 sign-ins
             ],
             backoff: Some(Backoff::default()),
+            otp_failures: Some(Rule::new(OTP_MAX_FAILURES_PER_DAY, OTP_FAILURE_WINDOW_SECS)),
         }
     }
 }
@@ -215,7 +252,7 @@ impl RateLimits {
     }
 
     /// The defaults, overridden by `RATE_LIMITS` (a JSON object such as
-    /// `{"login": {"ip": "30/1m", "email": "10/1m"}, "signup": {"email": "off"}}`)
+    /// `{"login": {"ip": "30/1m", "ipv6_48": "120/1m", "email": "10/1m"}, "signup": {"email": "off"}}`)
     /// and `LOGIN_BACKOFF` (`off`, or `free/base/max` in seconds, e.g. `5/2/900`).
     /// Errors name the setting.
     pub fn parse(rate_limits: Option<&str>, login_backoff: Option<&str>) -> Result<Self, String> {
@@ -245,8 +282,11 @@ impl RateLimits {
                     };
                     match key.as_str() {
                         "ip" => slot.ip = rule,
+                        "ipv6_48" => slot.ipv6_48 = rule,
                         "email" => slot.email = rule,
-                        other => return Err(err(format!("{name}: {other:?} is not a key type (ip or email)"))),
+                        other => {
+                            return Err(err(format!("{name}: {other:?} is not a key type (ip, ipv6_48 or email)")))
+                        }
                     }
                 }
             }
@@ -268,22 +308,60 @@ impl RateLimits {
         }
         Ok(out)
     }
+
+    /// These limits with the daily cap on failed email codes set from
+    /// `OTP_MAX_FAILURES_PER_DAY`: a whole number from 1 to 10000, or `off`;
+    /// unset, the default ([`OTP_MAX_FAILURES_PER_DAY`]). Errors name the setting.
+    pub fn with_otp_failure_cap(mut self, value: Option<&str>) -> Result<Self, String> {
+        let Some(text) = value.map(str::trim).filter(|s| !s.is_empty()) else { return Ok(self) };
+        self.otp_failures = if text == "off" {
+            None
+        } else {
+            match text.parse::<u32>() {
+                Ok(n) if (1..=MAX_OTP_FAILURES_PER_DAY).contains(&n) => Some(Rule::new(n, OTP_FAILURE_WINDOW_SECS)),
+                _ => {
+                    return Err(format!(
+                        "OTP_MAX_FAILURES_PER_DAY: {text:?} must be a whole number from 1 to {MAX_OTP_FAILURES_PER_DAY}, or off"
+                    ))
+                }
+            }
+        };
+        Ok(self)
+    }
+}
+
+/// The client address, an IPv4-mapped IPv6 address as the IPv4 one it is.
+fn client_ip(ip: Option<&str>) -> Option<IpAddr> {
+    match ip.map(str::trim).and_then(|s| s.parse::<IpAddr>().ok())? {
+        IpAddr::V6(v6) => Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)),
+        v4 => Some(v4),
+    }
 }
 
 /// The counter key of a client IP: the address itself, IPv6 by its /64
 /// (one subscriber's allocation); `unknown` when there is none or it does
 /// not parse — such requests share one bucket rather than go unlimited.
 pub fn ip_key(ip: Option<&str>) -> String {
-    match ip.map(str::trim).and_then(|s| s.parse::<IpAddr>().ok()) {
+    match client_ip(ip) {
         Some(IpAddr::V4(v4)) => v4.to_string(),
-        Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        },
+        Some(IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
         None => "unknown".to_string(),
+    }
+}
+
+/// The counter key of the /48 around an IPv6 client (`2001:db8:1::/48`);
+/// `None` for IPv4 (also IPv4-mapped) clients and for a missing or
+/// unparsable IP, whose requests the `unknown` bucket of [`ip_key`] holds.
+pub fn ipv6_48_key(ip: Option<&str>) -> Option<String> {
+    match client_ip(ip)? {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            Some(format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2]))
+        }
+        IpAddr::V4(_) => None,
     }
 }
 
@@ -305,7 +383,11 @@ pub struct Count {
     pub resets_at: UnixTime,
 }
 
-/// The counters a request to `endpoint` bumps, with their rules.
+/// The counters a request to `endpoint` bumps, with their rules, in the
+/// order [`decide`] looks at them: IP, IPv6 /48, email, and for
+/// `otp/verify` the account's daily cap on failed codes (counted on every
+/// attempt, and given back by the flow for an attempt that did not fail,
+/// see [`Charge`]).
 pub fn hits(
     limits: &RateLimits,
     endpoint: Endpoint,
@@ -313,7 +395,7 @@ pub fn hits(
     email: Option<&str>,
 ) -> Vec<(Hit, Rule, KeyType)> {
     let l = limits.of(endpoint);
-    let mut out = Vec::with_capacity(2);
+    let mut out = Vec::with_capacity(4);
     let mut push = |rule: Option<Rule>, key_type: KeyType, value: &str| {
         if let Some(rule) = rule {
             let key = format!("{}:{}:{value}", endpoint.name(), key_type.as_str());
@@ -321,10 +403,31 @@ pub fn hits(
         }
     };
     push(l.ip, KeyType::Ip, &ip_key(ip));
+    if let Some(net) = ipv6_48_key(ip) {
+        push(l.ipv6_48, KeyType::Ipv6Net48, &net);
+    }
     if let Some(email) = email {
         push(l.email, KeyType::Email, email);
+        if endpoint == Endpoint::OtpVerify {
+            push(limits.otp_failures, KeyType::Account, email);
+        }
     }
     out
+}
+
+/// One request counted on a counter, to be given back if the request turns
+/// out not to be what the counter limits (an email code that proved right,
+/// or one that was not even a code: neither is a failed guess).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Charge {
+    /// The counter.
+    pub key: String,
+    /// The end of the window the request was counted in: a later window
+    /// owes it nothing.
+    pub resets_at: UnixTime,
+    /// The counter's limit: once a window has gone over it, it stays over
+    /// (the refusal was reported, and is reported once per window).
+    pub limit: u32,
 }
 
 /// The counter that marks the first login refused during one back-off
@@ -337,27 +440,35 @@ pub fn backoff_hit(email: &str, last_failed_at: UnixTime, wait_secs: u64) -> Hit
     }
 }
 
-/// A refusal: the first counter over its limit.
+/// A refusal: one or more counters over their limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exceeded {
-    /// Which key.
-    pub key_type: KeyType,
-    /// Its limit.
-    pub limit: u32,
-    /// Seconds until its window ends.
+    /// Seconds until the last of the windows over their limits ends: an
+    /// earlier retry would still meet one of them.
     pub retry_after_secs: u64,
-    /// Whether this request is the first over the limit in this window
-    /// (the one that reports `rate_limit_exceeded`).
-    pub first: bool,
+    /// The counters this request is the first over the limit of, in their
+    /// current window, with their limits: each reports `rate_limit_exceeded`
+    /// (once per key and window, whether or not another key was already over
+    /// its own limit, so a /48 filling up behind its busiest /64 is reported).
+    pub tripped: Vec<(KeyType, u32)>,
 }
 
 /// Decides from the counts the store returned (in the order of `hits`).
 pub fn decide(hits: &[(Hit, Rule, KeyType)], counts: &[Count], now: UnixTime) -> Option<Exceeded> {
-    hits.iter().zip(counts).find(|((_, rule, _), c)| c.count > rule.limit).map(|((_, rule, key_type), c)| Exceeded {
-        key_type: *key_type,
-        limit: rule.limit,
-        retry_after_secs: u64::try_from(c.resets_at.0.saturating_sub(now.0)).unwrap_or(1).max(1),
-        first: c.count == rule.limit.saturating_add(1),
+    let over: Vec<(&Rule, &KeyType, &Count)> = hits
+        .iter()
+        .zip(counts)
+        .filter(|((_, rule, _), c)| c.count > rule.limit)
+        .map(|((_, r, k), c)| (r, k, c))
+        .collect();
+    let resets_at = over.iter().map(|(_, _, c)| c.resets_at).max()?;
+    Some(Exceeded {
+        retry_after_secs: u64::try_from(resets_at.0.saturating_sub(now.0)).unwrap_or(1).max(1),
+        tripped: over
+            .iter()
+            .filter(|(rule, _, c)| c.count == rule.limit.saturating_add(1))
+            .map(|(rule, key_type, _)| (**key_type, rule.limit))
+            .collect(),
     })
 }
 
@@ -382,7 +493,15 @@ mod tests {
         assert_eq!(l.of(Endpoint::Login).ip, Some(Rule::new(3, 60)));
         assert_eq!(l.of(Endpoint::Login).email, None);
         assert_eq!(l.of(Endpoint::Signup), RateLimits::default().of(Endpoint::Signup));
-        for bad in [r#"[]"#, r#"{"logn": {}}"#, r#"{"login": {"ipp": "1/1"}}"#, r#"{"login": {"ip": 5}}"#, "{"] {
+        for bad in [
+            r#"[]"#,
+            r#"{"logn": {}}"#,
+            r#"{"login": {"ipp": "1/1"}}"#,
+            r#"{"login": {"ip": 5}}"#,
+            r#"{"login": {"ipv6_64": "1/1"}}"#,
+            r#"{"otp/verify": {"account": "1/1d"}}"#,
+            "{",
+        ] {
             let e = RateLimits::parse(Some(bad), None).unwrap_err();
             assert!(e.starts_with("RATE_LIMITS"), "{e}");
         }
@@ -423,12 +542,92 @@ mod tests {
         let c = |count| Count { count, resets_at: UnixTime(now.0 + 30) };
         assert_eq!(decide(&h, &[c(1), c(10)], now), None);
         let e = decide(&h, &[c(2), c(11)], now).unwrap();
-        assert_eq!((e.key_type, e.limit, e.first, e.retry_after_secs), (KeyType::Email, 10, true, 30));
-        assert!(!decide(&h, &[c(3), c(12)], now).unwrap().first);
-        assert_eq!(decide(&h, &[c(31), c(1)], now).unwrap().key_type, KeyType::Ip);
+        assert_eq!((e.tripped, e.retry_after_secs), (vec![(KeyType::Email, 10)], 30));
+        assert_eq!(decide(&h, &[c(3), c(12)], now).unwrap().tripped, vec![]);
+        assert_eq!(decide(&h, &[c(31), c(1)], now).unwrap().tripped, vec![(KeyType::Ip, 30)]);
         // A window that ends this second still asks for one second.
         let late = Count { count: 99, resets_at: now };
         assert_eq!(decide(&h, &[late, c(1)], now).unwrap().retry_after_secs, 1);
+    }
+
+    #[test]
+    fn a_key_tripping_while_another_is_over_is_reported_and_the_longest_window_decides_the_wait() {
+        let now = UnixTime(1_000_000_000);
+        let h = hits(&RateLimits::default(), Endpoint::Login, Some("2001:db8:1:2::1"), Some("a@b.example"));
+        let kinds: Vec<KeyType> = h.iter().map(|(_, _, k)| *k).collect();
+        assert_eq!(kinds, [KeyType::Ip, KeyType::Ipv6Net48, KeyType::Email]);
+        let at = |count, secs| Count { count, resets_at: UnixTime(now.0 + secs) };
+        // The /64 has been over its 30 for a while; this request takes the /48 over its 120.
+        let e = decide(&h, &[at(121, 10), at(121, 50), at(1, 60)], now).unwrap();
+        assert_eq!(e.tripped, vec![(KeyType::Ipv6Net48, 120)]);
+        assert_eq!(e.retry_after_secs, 50);
+        // Both at once: both reported.
+        let e = decide(&h, &[at(31, 10), at(121, 50), at(11, 60)], now).unwrap();
+        assert_eq!(e.tripped, vec![(KeyType::Ip, 30), (KeyType::Ipv6Net48, 120), (KeyType::Email, 10)]);
+        assert_eq!(e.retry_after_secs, 60);
+    }
+
+    #[test]
+    fn ipv6_clients_are_also_counted_by_their_48_with_a_higher_limit() {
+        let d = RateLimits::default();
+        for e in Endpoint::ALL {
+            let (ip, net) = (d.of(e).ip.unwrap(), d.of(e).ipv6_48.unwrap());
+            assert_eq!((net.limit, net.window_secs), (ip.limit * 4, ip.window_secs), "{}", e.name());
+        }
+        let h = hits(&d, Endpoint::MagicLink, Some("2001:db8:abcd:12::1"), None);
+        assert_eq!(h.len(), 2);
+        assert_eq!(h[0].0.key, "magic-link:ip:2001:db8:abcd:12::/64");
+        assert_eq!(h[1].0, Hit { key: "magic-link:ipv6_48:2001:db8:abcd::/48".into(), window_secs: 3_600 });
+        assert_eq!(h[1].1, Rule::new(80, 3_600));
+        // IPv4 (also mapped), a missing and a bad address have no /48 key.
+        for ip in [Some("203.0.113.7"), Some("::ffff:203.0.113.7"), None, Some("nope")] {
+            assert!(hits(&d, Endpoint::MagicLink, ip, None).iter().all(|(_, _, k)| *k == KeyType::Ip), "{ip:?}");
+        }
+        let l = RateLimits::parse(Some(r#"{"otp": {"ipv6_48": "7/1m"}, "login": {"ipv6_48": "off"}}"#), None).unwrap();
+        assert_eq!(l.of(Endpoint::Otp).ipv6_48, Some(Rule::new(7, 60)));
+        assert_eq!(l.of(Endpoint::Otp).ip, d.of(Endpoint::Otp).ip);
+        assert_eq!(l.of(Endpoint::Login).ipv6_48, None);
+        assert!(hits(&l, Endpoint::Login, Some("2001:db8::1"), None).iter().all(|(_, _, k)| *k == KeyType::Ip));
+    }
+
+    #[test]
+    fn ipv6_48_keys_cover_65536_64s_and_nothing_outside() {
+        assert_eq!(ipv6_48_key(Some("2001:db8:1:0::1")).as_deref(), Some("2001:db8:1::/48"));
+        assert_eq!(ipv6_48_key(Some("2001:db8:1:ffff:1:2:3:4")), ipv6_48_key(Some(" 2001:0db8:0001:0000:: ")));
+        assert_ne!(ipv6_48_key(Some("2001:db8:1::1")), ipv6_48_key(Some("2001:db8:2::1")));
+        assert_ne!(ip_key(Some("2001:db8:1:1::1")), ip_key(Some("2001:db8:1:2::1")));
+        assert_eq!(ipv6_48_key(Some("203.0.113.7")), None);
+        assert_eq!(ipv6_48_key(Some("::ffff:203.0.113.7")), None);
+        assert_eq!(ipv6_48_key(None), None);
+    }
+
+    #[test]
+    fn otp_verify_counts_the_accounts_daily_failures_and_the_cap_is_configurable() {
+        let d = RateLimits::default();
+        assert_eq!(d.otp_failures, Some(Rule::new(20, 86_400)));
+        let h = hits(&d, Endpoint::OtpVerify, Some("203.0.113.7"), Some("a@b.example"));
+        assert_eq!(
+            h[2],
+            (
+                Hit { key: "otp/verify:account:a@b.example".into(), window_secs: 86_400 },
+                Rule::new(20, 86_400),
+                KeyType::Account
+            )
+        );
+        // Only code verification has the account cap.
+        for e in Endpoint::ALL.into_iter().filter(|e| *e != Endpoint::OtpVerify) {
+            assert!(hits(&d, e, None, Some("a@b.example")).iter().all(|(_, _, k)| *k != KeyType::Account));
+        }
+        assert_eq!(d.clone().with_otp_failure_cap(Some("5")).unwrap().otp_failures, Some(Rule::new(5, 86_400)));
+        assert_eq!(d.clone().with_otp_failure_cap(None).unwrap(), d);
+        let off = d.clone().with_otp_failure_cap(Some("off")).unwrap();
+        assert!(hits(&off, Endpoint::OtpVerify, None, Some("a@b.example"))
+            .iter()
+            .all(|(_, _, k)| *k != KeyType::Account));
+        for bad in ["0", "-1", "20/1d", "many", "10001"] {
+            let e = d.clone().with_otp_failure_cap(Some(bad)).unwrap_err();
+            assert!(e.starts_with("OTP_MAX_FAILURES_PER_DAY"), "{bad}: {e}");
+        }
     }
 
     #[test]

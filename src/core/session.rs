@@ -7,6 +7,12 @@
 //! session (OAuth 2.0 Security BCP, §4.14). There is deliberately no grace
 //! window: a client that fires two refreshes with one token at once loses
 //! the session, so clients must serialise their refreshes.
+//!
+//! Lifetime: a session ends `SESSION_MAX_AGE` after it was created (its
+//! sign-in), however often it is refreshed. Each refresh token expires
+//! `REFRESH_TTL` after it was issued or at that end, whichever is first, and
+//! every access token at that end at the latest; past it, the session is
+//! dead for refresh and for the auth API.
 
 use serde::Serialize;
 
@@ -24,7 +30,8 @@ pub struct Session {
     pub created_at: UnixTime,
     /// Last sign-in or refresh.
     pub last_used_at: UnixTime,
-    /// The current refresh token stops working at this time.
+    /// The current refresh token stops working at this time (never after
+    /// the session's end, [`Session::ends_at`]).
     pub expires_at: UnixTime,
     /// When it was revoked, if it was.
     pub revoked_at: Option<UnixTime>,
@@ -38,9 +45,17 @@ pub struct Session {
 }
 
 impl Session {
-    /// Whether the session can still be used at `now`.
-    pub fn is_live(&self, now: UnixTime) -> bool {
-        self.revoked_at.is_none() && self.expires_at > now
+    /// The session's absolute end under `SESSION_MAX_AGE` = `max_age_secs`:
+    /// that long after its creation, whatever its refreshes.
+    pub fn ends_at(&self, max_age_secs: u64) -> UnixTime {
+        self.created_at.plus_secs(max_age_secs)
+    }
+
+    /// Whether the session can still be used at `now`: not revoked, its
+    /// refresh token not expired, and before its end (checked on its own, so
+    /// that a shortened `SESSION_MAX_AGE` ends older sessions at once).
+    pub fn is_live(&self, now: UnixTime, max_age_secs: u64) -> bool {
+        self.revoked_at.is_none() && self.expires_at > now && self.ends_at(max_age_secs) > now
     }
 
     /// The view listed by `GET /auth/sessions`.
@@ -89,7 +104,8 @@ pub enum Rotation {
         /// Its owner.
         user_id: String,
     },
-    /// The token was current but its session is revoked or expired.
+    /// The token was current but its session is revoked or expired (its
+    /// refresh token, or the session itself at `SESSION_MAX_AGE`).
     Dead,
     /// No session ever had this token.
     Unknown,
@@ -104,10 +120,45 @@ pub struct RotateRequest<'a> {
     pub new_hash: &'a str,
     /// Now.
     pub now: UnixTime,
-    /// New expiry of the session.
+    /// New expiry of the refresh token (`REFRESH_TTL` from now); the store
+    /// caps it at the session's end.
     pub expires_at: UnixTime,
+    /// `SESSION_MAX_AGE`: a session created this long ago or more does not
+    /// rotate (the rotation reports [`Rotation::Dead`]).
+    pub max_age_secs: u64,
     /// Client IP.
     pub ip_address: Option<&'a str>,
     /// Client user agent.
     pub user_agent: Option<&'a str>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(created_at: i64, expires_at: i64) -> Session {
+        Session {
+            id: "s".into(),
+            user_id: "u".into(),
+            created_at: UnixTime(created_at),
+            last_used_at: UnixTime(created_at),
+            expires_at: UnixTime(expires_at),
+            revoked_at: None,
+            ip_address: None,
+            user_agent: None,
+            extra_claims: ExtraClaims::new(),
+        }
+    }
+
+    #[test]
+    fn a_session_is_live_until_its_refresh_token_expires_or_it_reaches_its_max_age() {
+        let s = session(1_000, 5_000);
+        assert_eq!(s.ends_at(3_000), UnixTime(4_000));
+        assert!(s.is_live(UnixTime(3_999), 3_000));
+        assert!(!s.is_live(UnixTime(4_000), 3_000), "the end, before the refresh token's expiry");
+        assert!(s.is_live(UnixTime(4_999), 10_000));
+        assert!(!s.is_live(UnixTime(5_000), 10_000), "the refresh token's expiry, before the end");
+        let revoked = Session { revoked_at: Some(UnixTime(1_500)), ..s };
+        assert!(!revoked.is_live(UnixTime(2_000), 10_000));
+    }
 }

@@ -340,8 +340,10 @@ impl SessionStore for D1Store {
     async fn rotate_refresh(&self, r: &RotateRequest<'_>) -> Result<Rotation> {
         let swap = self.stmt(
             &format!(
-                "UPDATE sessions SET refresh_hash = ?2, last_used_at = ?3, expires_at = ?4, ip_address = ?5, user_agent = ?6 \
-                 WHERE refresh_hash = ?1 AND revoked_at IS NULL AND expires_at > ?3 RETURNING {SESSION_COLUMNS}"
+                "UPDATE sessions SET refresh_hash = ?2, last_used_at = ?3, expires_at = MIN(?4, created_at + ?7), \
+                 ip_address = ?5, user_agent = ?6 \
+                 WHERE refresh_hash = ?1 AND revoked_at IS NULL AND expires_at > ?3 AND created_at + ?7 > ?3 \
+                 RETURNING {SESSION_COLUMNS}"
             ),
             &[
                 text(r.old_hash),
@@ -350,6 +352,7 @@ impl SessionStore for D1Store {
                 time(r.expires_at),
                 opt_text(r.ip_address),
                 opt_text(r.user_agent),
+                int(i64::try_from(r.max_age_secs).unwrap_or(i64::MAX)),
             ],
         )?;
         let record = self.stmt(
@@ -717,6 +720,15 @@ impl RateLimitStore for D1Store {
                 Ok(Count { count: u32::try_from(row.count).unwrap_or(u32::MAX), resets_at: UnixTime(row.expires_at) })
             })
             .collect()
+    }
+
+    async fn unhit(&self, key: &str, resets_at: UnixTime, limit: u32) -> Result<()> {
+        self.run(
+            "UPDATE rate_limits SET count = count - 1 WHERE key = ?1 AND expires_at = ?2 AND count > 0 AND count <= ?3",
+            &[text(key), time(resets_at), int(i64::from(limit))],
+        )
+        .await?;
+        Ok(())
     }
 
     async fn login_failures(&self, email: &str) -> Result<Option<(u32, UnixTime)>> {

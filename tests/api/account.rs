@@ -272,3 +272,98 @@ fn sign_in_bodies_carry_the_tokens_without_cookie_mode_or_with_cookie_mode_body_
         assert_eq!(body["user"]["email"], "a@example.com");
     }
 }
+
+/// `(iat, exp)` of an access token, read from its payload.
+fn iat_exp(raw: &str) -> (i64, i64) {
+    use base64::Engine;
+    let payload = raw.split('.').nth(1).unwrap();
+    let claims: serde_json::Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    (claims["iat"].as_i64().unwrap(), claims["exp"].as_i64().unwrap())
+}
+
+fn refresh_at(w: &World, rng: &mut TestRandom, now: i64, token: &str) -> Result<AuthResponse, Error> {
+    let (deps, meta) = w.at(now);
+    block_on(deps.refresh(&meta, rng, Some(token)))
+}
+
+#[test]
+fn a_session_ends_at_session_max_age_however_often_it_is_refreshed() {
+    let w = World::new(&[("SESSION_MAX_AGE", "1000"), ("REFRESH_TTL", "600"), ("ACCESS_TTL", "300")]);
+    let mut rng = TestRandom(14);
+    let first = signup(&w, &mut rng, "a@example.com", "password-1").unwrap();
+    let sid = first.user.session_id.clone().unwrap();
+    let stored = |w: &World| block_on(w.store.session_by_id(&sid)).unwrap().unwrap();
+    assert_eq!((first.expires_in, iat_exp(&first.access_token)), (300, (1_000, 1_300)));
+    // Refreshed in time, the refresh token lives REFRESH_TTL, until the session's end at 2000.
+    let second = refresh_at(&w, &mut rng, 1_500, &first.refresh_token).unwrap();
+    assert_eq!(stored(&w).expires_at.0, 2_000, "1500 + 600 capped at 1000 + 1000");
+    assert_eq!((second.expires_in, iat_exp(&second.access_token)), (300, (1_500, 1_800)));
+    // Near the end, the access token stops at the end too.
+    let third = refresh_at(&w, &mut rng, 1_900, &second.refresh_token).unwrap();
+    assert_eq!((third.expires_in, iat_exp(&third.access_token)), (100, (1_900, 2_000)));
+    assert_eq!(stored(&w).expires_at.0, 2_000);
+    assert_eq!(w.events.count("session_revoked"), 0);
+    // At the end: 401 invalid_refresh_token, like any expired refresh token, and the session is revoked, once.
+    assert_eq!(refresh_at(&w, &mut rng, 2_000, &third.refresh_token).unwrap_err(), Error::InvalidRefreshToken);
+    assert_eq!(w.events.count("session_revoked"), 1);
+    let ev = w.events.last_of("session_revoked");
+    assert_eq!((ev["user_id"].as_str(), ev["session_id"].as_str()), (Some(first.user.id.as_str()), Some(sid.as_str())));
+    assert_eq!(ev["revoke_all"], false);
+    assert!(stored(&w).revoked_at.is_some());
+    assert_eq!(refresh_at(&w, &mut rng, 2_001, &third.refresh_token).unwrap_err(), Error::InvalidRefreshToken);
+    assert_eq!(w.events.count("session_revoked"), 1, "reported once");
+    let (deps, meta) = w.at(2_000);
+    assert_eq!(
+        block_on(deps.me(&meta, Some(&third.access_token))).unwrap_err(),
+        Error::InvalidToken(TokenError::SessionRevoked)
+    );
+}
+
+#[test]
+fn a_refresh_token_that_merely_went_unused_for_refresh_ttl_is_refused_without_an_event() {
+    let w = World::new(&[("SESSION_MAX_AGE", "1000"), ("REFRESH_TTL", "100")]);
+    let mut rng = TestRandom(15);
+    let r = signup(&w, &mut rng, "a@example.com", "password-1").unwrap();
+    assert_eq!(refresh_at(&w, &mut rng, 1_100, &r.refresh_token).unwrap_err(), Error::InvalidRefreshToken);
+    assert_eq!(w.events.count("session_revoked"), 0);
+}
+
+#[test]
+fn tokens_of_a_new_session_never_outlive_a_short_session_max_age() {
+    let w = World::new(&[("SESSION_MAX_AGE", "60")]);
+    let mut rng = TestRandom(16);
+    let r = signup(&w, &mut rng, "a@example.com", "password-1").unwrap();
+    assert_eq!((r.expires_in, iat_exp(&r.access_token)), (60, (1_000, 1_060)));
+    let s = block_on(w.store.session_by_id(r.user.session_id.as_deref().unwrap())).unwrap().unwrap();
+    assert_eq!(s.expires_at.0, 1_060);
+    let (deps, meta) = w.at(1_059);
+    assert!(block_on(deps.me(&meta, Some(&r.access_token))).is_ok());
+    assert_eq!(block_on(deps.sessions(&meta, Some(&r.access_token))).unwrap().len(), 1);
+    let (deps, meta) = w.at(1_060);
+    assert_eq!(
+        block_on(deps.me(&meta, Some(&r.access_token))).unwrap_err(),
+        Error::InvalidToken(TokenError::SessionRevoked)
+    );
+}
+
+#[test]
+fn a_shortened_session_max_age_ends_older_sessions_at_once() {
+    let mut w = World::new(&[]);
+    let mut rng = TestRandom(17);
+    let old = signup(&w, &mut rng, "a@example.com", "password-1").unwrap();
+    let fresh = login(&w, &mut rng, 1_500, "a@example.com", "password-1").unwrap();
+    // The operator lowers SESSION_MAX_AGE to 400 s: the first session (created at 1000) is past it at 1500.
+    w.config.session_max_age_secs = 400;
+    let (deps, meta) = w.at(1_500);
+    assert_eq!(
+        block_on(deps.me(&meta, Some(&old.access_token))).unwrap_err(),
+        Error::InvalidToken(TokenError::SessionRevoked)
+    );
+    let listed = block_on(deps.sessions(&meta, Some(&fresh.access_token))).unwrap();
+    assert_eq!(listed.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), [fresh.user.session_id.as_deref().unwrap()]);
+    assert_eq!(refresh_at(&w, &mut rng, 1_500, &old.refresh_token).unwrap_err(), Error::InvalidRefreshToken);
+    assert_eq!(w.events.last_of("session_revoked")["session_id"], old.user.session_id.as_deref().unwrap());
+    let renewed = refresh_at(&w, &mut rng, 1_500, &fresh.refresh_token).unwrap();
+    assert_eq!(renewed.expires_in, 400);
+}

@@ -176,3 +176,102 @@ fn passwordless_signup_by_code_creates_the_account() {
     assert!(r.user.email_verified);
     assert_eq!(w.events.last_of("user_created")["provider"], "email_otp");
 }
+
+#[test]
+fn failed_codes_are_capped_per_address_per_day_across_new_codes() {
+    let w = World::new(&[("OTP_MAX_FAILURES_PER_DAY", "6")]);
+    let mut rng = TestRandom(12);
+    signup_at(&w, &mut rng, 1_000, "ada@example.com", "password-1");
+    // Four wrong guesses leave the first code alive; a new code starts its own
+    // five attempts over, but not the day's count.
+    request(&w, &mut rng, 1_001, "ada@example.com");
+    let first = last_code(&w);
+    for t in 0..4 {
+        assert_eq!(code(verify(&w, &mut rng, 1_010 + t, "ada@example.com", &wrong(&first))), "invalid_code");
+    }
+    request(&w, &mut rng, 2_000, "ada@example.com");
+    let second = last_code(&w);
+    for t in 0..2 {
+        assert_eq!(code(verify(&w, &mut rng, 2_010 + t, "ada@example.com", &wrong(&second))), "invalid_code");
+    }
+    // Six failures: from now until the day's window (opened at 1010) ends, even the right code is refused.
+    let err = verify(&w, &mut rng, 2_020, "ada@example.com", &second).unwrap_err();
+    assert_eq!(err, Error::RateLimited { retry_after_secs: 1_010 + 86_400 - 2_020 });
+    assert_eq!(err.problem().code, "rate_limited");
+    assert_eq!(w.events.count("rate_limit_exceeded"), 1);
+    let ev = w.events.last_of("rate_limit_exceeded");
+    assert_eq!((&ev["endpoint"], &ev["key_type"], &ev["limit"]), (&"otp/verify".into(), &"account".into(), &6.into()));
+    assert_eq!(ev["email"], "ada@example.com");
+    request(&w, &mut rng, 5_000, "ada@example.com");
+    let third = last_code(&w);
+    assert_eq!(code(verify(&w, &mut rng, 5_001, "ada@example.com", &third)), "rate_limited");
+    assert_eq!(w.events.count("rate_limit_exceeded"), 1, "one event per window");
+    assert_eq!(w.events.count("email_otp_login"), 0);
+    // A day after the window opened, codes work again.
+    request(&w, &mut rng, 1_010 + 86_400, "ada@example.com");
+    verify(&w, &mut rng, 1_010 + 86_400, "ada@example.com", &last_code(&w)).unwrap();
+}
+
+#[test]
+fn right_and_malformed_codes_do_not_count_towards_the_daily_cap() {
+    let w = World::new(&[
+        ("OTP_MAX_FAILURES_PER_DAY", "2"),
+        ("RATE_LIMITS", r#"{"otp": {"email": "off"}, "otp/verify": {"email": "off"}}"#),
+    ]);
+    let mut rng = TestRandom(13);
+    signup_at(&w, &mut rng, 1_000, "ada@example.com", "password-1");
+    for t in 0..5 {
+        request(&w, &mut rng, 1_001 + t, "ada@example.com");
+        verify(&w, &mut rng, 1_001 + t, "ada@example.com", &last_code(&w)).unwrap();
+        assert_eq!(code(verify(&w, &mut rng, 1_001 + t, "ada@example.com", "12345")), "invalid_code");
+    }
+    request(&w, &mut rng, 1_100, "ada@example.com");
+    let c = last_code(&w);
+    assert_eq!(code(verify(&w, &mut rng, 1_100, "ada@example.com", &wrong(&c))), "invalid_code");
+    verify(&w, &mut rng, 1_100, "ada@example.com", &c).unwrap();
+    request(&w, &mut rng, 1_101, "ada@example.com");
+    let c = last_code(&w);
+    assert_eq!(code(verify(&w, &mut rng, 1_101, "ada@example.com", &wrong(&c))), "invalid_code");
+    assert_eq!(code(verify(&w, &mut rng, 1_101, "ada@example.com", &c)), "rate_limited");
+}
+
+#[test]
+fn unknown_addresses_reach_the_daily_cap_exactly_like_accounts() {
+    let w = World::new(&[("OTP_MAX_FAILURES_PER_DAY", "3")]);
+    let mut rng = TestRandom(14);
+    signup_at(&w, &mut rng, 1_000, "ada@example.com", "password-1");
+    request(&w, &mut rng, 1_001, "ada@example.com");
+    request(&w, &mut rng, 1_001, "nobody@example.com");
+    let c = last_code(&w);
+    for email in ["ada@example.com", "nobody@example.com"] {
+        let answers: Vec<_> =
+            (0..5).map(|_| verify(&w, &mut rng, 1_002, email, &wrong(&c)).unwrap_err().problem()).collect();
+        assert_eq!(
+            answers.iter().map(|p| p.code).collect::<Vec<_>>(),
+            [vec!["invalid_code"; 3], vec!["rate_limited"; 2]].concat()
+        );
+        assert_eq!(answers[3].retry_after_secs, Some(86_400));
+        let ev = w.events.last_of("rate_limit_exceeded");
+        assert_eq!((ev["email"].as_str(), ev["key_type"].as_str()), (Some(email), Some("account")));
+    }
+    assert_eq!(w.events.count("rate_limit_exceeded"), 2);
+}
+
+#[test]
+fn the_daily_cap_can_be_switched_off() {
+    let w = World::new(&[
+        ("OTP_MAX_FAILURES_PER_DAY", "off"),
+        ("RATE_LIMITS", r#"{"otp": {"email": "off"}, "otp/verify": {"email": "off", "ip": "off"}}"#),
+    ]);
+    let mut rng = TestRandom(15);
+    signup_at(&w, &mut rng, 1_000, "ada@example.com", "password-1");
+    for _ in 0..6 {
+        request(&w, &mut rng, 1_001, "ada@example.com");
+        let c = last_code(&w);
+        for _ in 0..5 {
+            assert_eq!(code(verify(&w, &mut rng, 1_002, "ada@example.com", &wrong(&c))), "invalid_code");
+        }
+    }
+    request(&w, &mut rng, 1_003, "ada@example.com");
+    verify(&w, &mut rng, 1_003, "ada@example.com", &last_code(&w)).unwrap();
+}

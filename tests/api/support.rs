@@ -105,12 +105,13 @@ impl SessionStore for MemStore {
         self.check()?;
         let mut sessions = self.sessions.borrow_mut();
         if let Some((s, h)) = sessions.iter_mut().find(|(_, h)| h == r.old_hash) {
-            if !s.is_live(r.now) {
+            // What the D1 adapter's conditional UPDATE checks and writes.
+            if !s.is_live(r.now, r.max_age_secs) {
                 return Ok(Rotation::Dead);
             }
             *h = r.new_hash.to_string();
             s.last_used_at = r.now;
-            s.expires_at = r.expires_at;
+            s.expires_at = r.expires_at.min(s.ends_at(r.max_age_secs));
             self.issued.borrow_mut().insert(r.new_hash.to_string(), s.id.clone());
             return Ok(Rotation::Rotated(s.clone()));
         }
@@ -164,7 +165,7 @@ impl SessionStore for MemStore {
             .sessions
             .borrow()
             .iter()
-            .filter(|(s, _)| s.user_id == user_id && s.is_live(now))
+            .filter(|(s, _)| s.user_id == user_id && s.revoked_at.is_none() && s.expires_at > now)
             .map(|(s, _)| s.clone())
             .collect())
     }
@@ -303,6 +304,15 @@ impl RateLimitStore for MemStore {
                 Count { count: entry.1, resets_at: entry.0 }
             })
             .collect())
+    }
+    async fn unhit(&self, key: &str, resets_at: UnixTime, limit: u32) -> Result<()> {
+        self.check()?;
+        if let Some(entry) = self.counters.borrow_mut().get_mut(key) {
+            if entry.0 == resets_at && (1..=limit).contains(&entry.1) {
+                entry.1 -= 1;
+            }
+        }
+        Ok(())
     }
     async fn login_failures(&self, email: &str) -> Result<Option<(u32, UnixTime)>> {
         self.check()?;

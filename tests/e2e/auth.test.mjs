@@ -2,9 +2,10 @@
 // logout, /auth/me, sessions, discovery — against the real Worker under
 // `wrangler dev` (local D1, KV, Queues).
 //
-// Two gateways: `gw` (defaults) for almost everything, and `short`
-// (ACCESS_TTL=1) for token expiry. The short-lived token is issued while the
-// other tests run, so its ~32 s wait (1 s TTL + 30 s leeway) mostly overlaps them.
+// Three gateways: `gw` (defaults) for almost everything, `short`
+// (ACCESS_TTL=1) for token expiry, and `aged` (SESSION_MAX_AGE=2) for a
+// session's absolute end. The short-lived token is issued while the other
+// tests run, so its ~32 s wait (1 s TTL + 30 s leeway) mostly overlaps them.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import crypto from "node:crypto";
@@ -23,10 +24,15 @@ const PROBLEM_KEYS = ["code", "detail", "status", "title", "type"];
 
 let gw;
 let short;
+let aged;
 let shortAuth; // { body, issuedAt } signed up on `short` right after start
 
 before(async () => {
-  [gw, short] = await Promise.all([startGateway(), startGateway({ vars: { ACCESS_TTL: "1" } })]);
+  [gw, short, aged] = await Promise.all([
+    startGateway(),
+    startGateway({ vars: { ACCESS_TTL: "1" } }),
+    startGateway({ vars: { SESSION_MAX_AGE: "2" } }),
+  ]);
   const res = await post(`${short.url}/auth/signup`, { email: randomEmail("short"), password: PASSWORD });
   const body = await json(res);
   assert.equal(res.status, 201, JSON.stringify(body));
@@ -34,7 +40,7 @@ before(async () => {
 });
 
 after(async () => {
-  await Promise.all([gw?.stop(), short?.stop()]);
+  await Promise.all([gw?.stop(), short?.stop(), aged?.stop()]);
 });
 
 // ---------------------------------------------------------------------------
@@ -847,6 +853,28 @@ test("token responses are marked Cache-Control: no-store and every gateway respo
     await r.arrayBuffer();
     assert.equal(r.headers.get("x-content-type-options"), "nosniff", `${r.url} ${r.status}`);
   }
+});
+
+test("SESSION_MAX_AGE=2: tokens stop at the session's end; past it /auth/me refuses, and refresh answers 401 and revokes the session once", async () => {
+  const auth = await ok(await post(`${aged.url}/auth/signup`, { email: randomEmail("aged"), password: PASSWORD }), 201, "signup");
+  assert.equal(auth.expires_in, 2);
+  const c = decodeJwt(auth.access_token);
+  assert.equal(c.exp - c.iat, 2, "the access token ends with the session, not after ACCESS_TTL");
+  // The session was created at `iat` (the Worker reads this machine's clock) and ends 2 s later.
+  while (Date.now() / 1000 < c.iat + 2) await sleep(100);
+  // The token itself is still inside the verification leeway: the session check refuses it.
+  await assertProblem(await me(auth.access_token, aged.url), 401, "session_revoked", "me past the session's end");
+  const sid = auth.user.session_id;
+  const revoked = (e) => e.type === "session_revoked" && e.data.session_id === sid;
+  await assertProblem(await refresh(auth.refresh_token, aged.url), 401, "invalid_refresh_token", "refresh past the end");
+  const ev = await aged.waitForEvent(revoked);
+  assert.deepEqual(ev.data, { user_id: auth.user.id, session_id: sid, revoke_all: false });
+  await assertProblem(await refresh(auth.refresh_token, aged.url), 401, "invalid_refresh_token", "refresh again");
+  // Everything sent before a later sign-up's event has been logged by then: one revocation, not two.
+  const marker = randomEmail("aged-marker");
+  await ok(await post(`${aged.url}/auth/signup`, { email: marker, password: PASSWORD }), 201, "marker signup");
+  await aged.waitForEvent((e) => e.type === "user_created" && e.data.email === marker);
+  assert.equal(aged.events().filter(revoked).length, 1);
 });
 
 // ---------------------------------------------------------------------------

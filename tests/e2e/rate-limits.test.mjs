@@ -2,21 +2,29 @@
 // defaults (RATE_LIMITS unset), exact counts under 50 concurrent requests
 // (one D1 upsert per key), 429 problem+json with Retry-After, one
 // `rate_limit_exceeded` event per window, no exemption for requests without
-// a usable client IP, and a RATE_LIMITS typo refusing to serve.
+// a usable client IP, IPv6 /64s counted together by their /48, the daily
+// cap on failed email codes per address, and a RATE_LIMITS typo refusing to
+// serve.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { startGateway, post, json, randomEmail, sleep } from "./harness.mjs";
+import { withEvent, eventFor } from "./lib/accounts.mjs";
 
 let gw; // built-in defaults
-let tight; // small limits, no back-off
+let tight; // small limits, no back-off, 3 failed codes a day
 
 before(async () => {
   [gw, tight] = await Promise.all([
     startGateway({ vars: { RATE_LIMITS: null } }),
     startGateway({
       vars: {
-        RATE_LIMITS: { signup: { ip: "3/2s", email: "off" }, login: { ip: "30/1h", email: "10/1h" } },
+        RATE_LIMITS: {
+          signup: { ip: "3/2s", email: "off" },
+          login: { ip: "30/1h", email: "10/1h" },
+          "password/forgot": { ip: "100/1h", ipv6_48: "5/1h", email: "off" },
+        },
         LOGIN_BACKOFF: "off",
+        OTP_MAX_FAILURES_PER_DAY: "3",
       },
     }),
   ]);
@@ -63,6 +71,12 @@ function assertRateLimited(r, maxWindow) {
 }
 
 const exceeded = (g, pred) => g.events().filter((e) => e.type === "rate_limit_exceeded" && pred(e.data));
+
+/** Waits until an event caused now (a sign-up's `user_created`) is logged: everything sent before it is, too. */
+async function settle(g) {
+  const email = randomEmail("marker");
+  await withEvent(g, eventFor("user_created", email), () => signup(g, email));
+}
 
 test("defaults: 50 concurrent magic-link requests for one email -> exactly 5 accepted, one event", async () => {
   const email = randomEmail("burst");
@@ -201,6 +215,84 @@ test("a window ends Retry-After seconds later and the endpoint answers again", a
   await sleep(retryAfter * 1000 + 1000);
   const again = await post(`${tight.url}/auth/signup`, { email: randomEmail("win"), password: PASSWORD }, from(ip));
   assert.equal(again.status, 201);
+});
+
+test("IPv6: eight /64s of one /48 share its limit (5 per hour here): exactly 5 through, one ipv6_48 event; another /48 is not affected", async () => {
+  const inside = (i) => `2001:db8:48:${(i + 1).toString(16)}::${i + 7}`;
+  const results = await burst(
+    Array.from({ length: 8 }, (_, i) => () => post(`${tight.url}/auth/password/forgot`, { email: randomEmail(`v6-${i}`) }, from(inside(i)))),
+  );
+  assert.deepEqual(tally(results), { 200: 5, 429: 3 });
+  for (const r of results.filter((r) => r.status === 429)) assertRateLimited(r, 3600);
+  const ev = await tight.waitForEvent((e) => e.type === "rate_limit_exceeded" && e.data.key_type === "ipv6_48");
+  assert.equal(ev.data.endpoint, "password/forgot");
+  assert.equal(ev.data.limit, 5);
+  assert.ok(Array.from({ length: 8 }, (_, i) => inside(i)).includes(ev.data.ip_address), ev.data.ip_address);
+  // Each /64 sent one request: their own (per-IP) limit of 100 was never the reason.
+  await settle(tight);
+  assert.equal(exceeded(tight, (d) => d.key_type === "ipv6_48").length, 1, "one event per window");
+  assert.equal(exceeded(tight, (d) => d.endpoint === "password/forgot" && d.key_type === "ip").length, 0);
+  // A ninth /64 of the same /48 is refused too; a /64 of the neighbouring /48 is not.
+  const ninth = await post(`${tight.url}/auth/password/forgot`, { email: randomEmail("v6-9") }, from("2001:db8:48:ffff::1"));
+  assert.equal(ninth.status, 429);
+  await ninth.arrayBuffer();
+  const neighbour = await post(`${tight.url}/auth/password/forgot`, { email: randomEmail("v6-n") }, from("2001:db8:49:1::1"));
+  assert.equal(neighbour.status, 200);
+  await neighbour.arrayBuffer();
+});
+
+/** Requests a code for `email` and returns it (from the logged event). */
+async function codeFor(g, email, ip) {
+  const { result, event } = await withEvent(g, eventFor("email_otp_requested", email), () => post(`${g.url}/auth/otp`, { email }, from(ip)));
+  assert.equal(result.status, 200);
+  return event.data.code;
+}
+const verifyCode = (g, email, code, ip) => post(`${g.url}/auth/otp/verify`, { email, code }, from(ip));
+const otherThan = (code, k = 1) => String((Number(code) + k) % 1_000_000).padStart(6, "0");
+
+test("OTP_MAX_FAILURES_PER_DAY=3: failed codes count across new codes, exactly under concurrency; then even the right code gets 429", async () => {
+  const email = randomEmail("otp-cap");
+  await signup(tight, email);
+  const ip = freshIp();
+  const first = await codeFor(tight, email, ip);
+  for (let k = 1; k <= 2; k++) {
+    const res = await verifyCode(tight, email, otherThan(first, k), ip);
+    assert.equal(res.status, 401);
+    assert.equal((await json(res)).code, "invalid_code");
+  }
+  // A new code has five attempts of its own, but the address has one failure left today.
+  const second = await codeFor(tight, email, ip);
+  const guesses = await burst(Array.from({ length: 6 }, (_, k) => () => verifyCode(tight, email, otherThan(second, k + 1), ip)));
+  assert.deepEqual(tally(guesses), { 401: 1, 429: 5 });
+  for (const r of guesses.filter((r) => r.status === 429)) assertRateLimited(r, 86_400);
+  const right = await verifyCode(tight, email, second, ip);
+  const r = { status: right.status, body: await json(right), retryAfter: right.headers.get("retry-after"), type: right.headers.get("content-type") };
+  assertRateLimited(r, 86_400);
+  assert.ok(Number(r.retryAfter) > 86_000, `Retry-After ${r.retryAfter}: until the day's window ends`);
+  const ev = await tight.waitForEvent((e) => e.type === "rate_limit_exceeded" && e.data.email === email);
+  assert.deepEqual(ev.data, { endpoint: "otp/verify", ip_address: ip, email, limit: 3, key_type: "account" });
+  // Another new code changes nothing, and the cap reports once per window.
+  const third = await codeFor(tight, email, ip);
+  const again = await verifyCode(tight, email, third, ip);
+  assert.equal(again.status, 429);
+  await again.arrayBuffer();
+  await settle(tight);
+  assert.equal(exceeded(tight, (d) => d.email === email).length, 1);
+  assert.equal(tight.events().filter((e) => e.type === "email_otp_login" && e.data.email === email).length, 0);
+});
+
+test("the daily cap on failed codes treats an unknown address exactly like an account", async () => {
+  const known = randomEmail("otp-cap-known");
+  await signup(tight, known);
+  for (const email of [known, randomEmail("otp-cap-ghost")]) {
+    const ip = freshIp();
+    const statuses = [];
+    for (let i = 0; i < 4; i++) {
+      const res = await verifyCode(tight, email, "000000", ip);
+      statuses.push(`${res.status} ${(await json(res)).code}`);
+    }
+    assert.deepEqual(statuses, ["401 invalid_code", "401 invalid_code", "401 invalid_code", "429 rate_limited"], email);
+  }
 });
 
 test("a malformed RATE_LIMITS refuses every request with a 503 naming the setting", async () => {

@@ -212,7 +212,9 @@ where
 {
     /// Exchanges a refresh token for a new pair, rotating it. Presenting a
     /// rotated token revokes the session. Emits `token_refreshed`, or
-    /// `session_revoked` on reuse.
+    /// `session_revoked` on reuse. A session past `SESSION_MAX_AGE` does not
+    /// rotate: 401 `invalid_refresh_token`, as for any expired refresh token,
+    /// and the session is revoked with `session_revoked` (once).
     pub async fn refresh(
         &self,
         meta: &Meta,
@@ -230,6 +232,7 @@ where
                 new_hash: &new_hash,
                 now: meta.now,
                 expires_at: meta.now.plus_secs(self.config.refresh_ttl_secs),
+                max_age_secs: self.config.session_max_age_secs,
                 ip_address: meta.ip.as_deref(),
                 user_agent: meta.user_agent.as_deref(),
             })
@@ -245,7 +248,11 @@ where
                 .await?;
                 return Err(Error::InvalidRefreshToken);
             }
-            Rotation::Dead | Rotation::Unknown => return Err(Error::InvalidRefreshToken),
+            Rotation::Dead => {
+                self.end_session_past_max_age(meta, rng, &old_hash).await?;
+                return Err(Error::InvalidRefreshToken);
+            }
+            Rotation::Unknown => return Err(Error::InvalidRefreshToken),
         };
         let user = match self.store.user_by_id(&session.user_id).await? {
             Some(u) if !u.banned => u,
@@ -255,7 +262,7 @@ where
             }
             None => return Err(Error::InvalidRefreshToken),
         };
-        let access = self.access_token_with(meta, rng, &user, &session.id, &session.extra_claims).await?;
+        let (access, expires_in) = self.session_access_token(meta, rng, &user, &session).await?;
         self.emit(
             meta,
             rng,
@@ -267,7 +274,32 @@ where
             .into()],
         )
         .await?;
-        Ok(self.auth_response(access, new_token, &user, &session.id))
+        Ok(AuthResponse { expires_in, ..self.auth_response(access, new_token, &user, &session.id) })
+    }
+
+    /// After a current refresh token failed to rotate: if its session has
+    /// reached `SESSION_MAX_AGE` without being revoked, it ends now, revoked
+    /// (reason `max_age`) with `session_revoked`. Of racing refreshes only
+    /// the one whose write revoked it reports it.
+    async fn end_session_past_max_age(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        refresh_hash: &str,
+    ) -> Result<(), Error> {
+        let Some(s) = self.store.session_by_refresh(refresh_hash).await? else { return Ok(()) };
+        if s.revoked_at.is_some() || s.ends_at(self.config.session_max_age_secs) > meta.now {
+            return Ok(());
+        }
+        if !self.store.revoke_session(&s.id, meta.now, "max_age").await? {
+            return Ok(());
+        }
+        self.emit(
+            meta,
+            rng,
+            vec![events::SessionRevoked { user_id: s.user_id, session_id: Some(s.id), revoke_all: false }.into()],
+        )
+        .await
     }
 
     /// Ends a session: the one of the access token if given, else the one of
@@ -290,7 +322,7 @@ where
         } else {
             let hash = ids::token_hash(refresh_token_shape(refresh)?);
             match self.store.session_by_refresh(&hash).await? {
-                Some(s) if s.is_live(meta.now) => (s.user_id, s.id),
+                Some(s) if s.is_live(meta.now, self.config.session_max_age_secs) => (s.user_id, s.id),
                 _ => return Err(Error::InvalidRefreshToken),
             }
         };
@@ -322,7 +354,8 @@ where
     pub async fn sessions(&self, meta: &Meta, bearer: Option<&str>) -> Result<Vec<SessionView>, Error> {
         let p = self.authenticate(meta, bearer).await?;
         let list = self.store.list_sessions(&p.user_id, meta.now).await?;
-        Ok(list.iter().map(|s| s.view(&p.session_id)).collect())
+        let max_age = self.config.session_max_age_secs;
+        Ok(list.iter().filter(|s| s.is_live(meta.now, max_age)).map(|s| s.view(&p.session_id)).collect())
     }
 
     /// Revokes one of the caller's own sessions. Emits `session_revoked`.
@@ -335,7 +368,7 @@ where
     ) -> Result<(), Error> {
         let p = self.authenticate(meta, bearer).await?;
         match self.store.session_by_id(id).await? {
-            Some(s) if s.user_id == p.user_id && s.is_live(meta.now) => {}
+            Some(s) if s.user_id == p.user_id && s.is_live(meta.now, self.config.session_max_age_secs) => {}
             _ => return Err(Error::NotFound),
         }
         // The conditional write decides: of racing revocations exactly one

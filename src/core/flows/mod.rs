@@ -194,53 +194,50 @@ where
         let verified = token::verify(raw, self.keys, &self.expectations(meta), meta.now).await?;
         let c = verified.claims;
         match self.store.session_by_id(&c.sid).await? {
-            Some(s) if s.user_id == c.sub && s.is_live(meta.now) => {}
+            Some(s) if s.user_id == c.sub && s.is_live(meta.now, self.config.session_max_age_secs) => {}
             _ => return Err(Error::InvalidToken(TokenError::SessionRevoked)),
         }
         Ok(Principal { user_id: c.sub, session_id: c.sid, roles: c.roles, email: c.email })
     }
 
-    /// Signs an access token for `user` in session `sid`.
-    pub async fn access_token(
+    /// Signs an access token for `user` in `session`, carrying the claims
+    /// the session was given at sign-in besides ours (reserved names among
+    /// them are skipped). It expires `ACCESS_TTL` from now or at the
+    /// session's end (`SESSION_MAX_AGE`), whichever is first, so no access
+    /// token outlives its session; returns it with its lifetime in seconds.
+    pub async fn session_access_token(
         &self,
         meta: &Meta,
         rng: &mut impl Random,
         user: &User,
-        sid: &str,
-    ) -> Result<String, Error> {
-        self.access_token_with(meta, rng, user, sid, &ExtraClaims::new()).await
-    }
-
-    /// Signs an access token for `user` in session `sid` carrying `extra`
-    /// claims besides ours (reserved names among them are skipped).
-    pub async fn access_token_with(
-        &self,
-        meta: &Meta,
-        rng: &mut impl Random,
-        user: &User,
-        sid: &str,
-        extra: &ExtraClaims,
-    ) -> Result<String, Error> {
+        session: &Session,
+    ) -> Result<(String, u64), Error> {
+        let left = session.ends_at(self.config.session_max_age_secs).0.saturating_sub(meta.now.0);
+        let ttl_secs = self.config.access_ttl_secs.min(u64::try_from(left).unwrap_or(0));
+        if ttl_secs == 0 {
+            // Callers only sign for live sessions; an ended one gets nothing.
+            return Err(Error::InvalidToken(TokenError::SessionRevoked));
+        }
         let key = self.keys.signing_key().await?;
         let jti = ids::uuid(rng);
         let new = NewAccessToken {
             issuer: &meta.issuer,
             audience: &self.config.audience,
             user_id: &user.id,
-            session_id: sid,
+            session_id: &session.id,
             roles: &user.roles,
             email: &user.email,
             email_verified: user.email_verified,
             jti: &jti,
             now: meta.now,
-            ttl_secs: self.config.access_ttl_secs,
-            extra,
+            ttl_secs,
+            extra: &session.extra_claims,
         };
         let raw = token::issue(&new, &key)?;
         if let Some(verified) = new.verified() {
             self.keys.issued(&raw, verified, meta.now);
         }
-        Ok(raw)
+        Ok((raw, ttl_secs))
     }
 
     /// Opens a new session for `user`, signed in with email (password, link
@@ -267,16 +264,16 @@ where
             user_id: user.id.clone(),
             created_at: meta.now,
             last_used_at: meta.now,
-            expires_at: meta.now.plus_secs(self.config.refresh_ttl_secs),
+            expires_at: meta.now.plus_secs(self.config.refresh_ttl_secs.min(self.config.session_max_age_secs)),
             revoked_at: None,
             ip_address: meta.ip.clone(),
             user_agent: meta.user_agent.clone(),
             extra_claims,
         };
         // Sign first: a key problem must not leave a session behind.
-        let access_token = self.access_token_with(meta, rng, user, &session.id, &session.extra_claims).await?;
+        let (access_token, expires_in) = self.session_access_token(meta, rng, user, &session).await?;
         self.store.create_session(&session, &ids::token_hash(&refresh_token)).await?;
-        Ok(self.auth_response(access_token, refresh_token, user, &session.id))
+        Ok(AuthResponse { expires_in, ..self.auth_response(access_token, refresh_token, user, &session.id) })
     }
 
     /// Asks the sign-in hook, if one is configured, whether `user` may sign

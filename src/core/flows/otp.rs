@@ -7,6 +7,16 @@
 //! the live code in one conditional write, and only then compares — so
 //! concurrent guesses are all counted, and after [`OTP_MAX_ATTEMPTS`] the
 //! code is dead even for the right digits.
+//!
+//! A new code would start those attempts over, so each address also has a
+//! daily cap on failed verifications, across codes
+//! (`OTP_MAX_FAILURES_PER_DAY`, default 20): every verification is charged
+//! to it in the same atomic count as the rate limits, before anything is
+//! compared, and given back only when it proves not to be a failed guess (the
+//! right code, or a malformed one that tests nothing). Once the cap is
+//! reached, verification for the address is refused (429) until the day's
+//! window ends, whatever the code — so at most that many wrong codes are
+//! ever checked per day, however many codes are requested or guesses race.
 
 use serde::Deserialize;
 
@@ -87,6 +97,8 @@ where
     /// Checks a code and signs its owner in. Every wrong code gets the same
     /// 401 `invalid_code`, whether or not the address has an account, and
     /// emits `login_failed`. Success emits `email_otp_login` and `login`.
+    /// Over a rate limit or the address's daily cap on failed codes: 429
+    /// `rate_limited`, before the code is looked at.
     pub async fn verify_otp(
         &self,
         meta: &Meta,
@@ -94,8 +106,10 @@ where
         req: OtpVerifyRequest,
     ) -> Result<AuthResponse, Error> {
         let email = Email::parse(&req.email)?;
-        self.throttle(meta, rng, Endpoint::OtpVerify, email.as_str()).await?;
+        let charge = self.throttle_code_attempt(meta, rng, email.as_str()).await?;
         let Some(code) = parse_code(&req.code) else {
+            // Not a code: nothing was guessed.
+            self.refund_code_attempt(charge).await?;
             return Err(Error::invalid_code());
         };
         let challenge = self.store.count_code_attempt(email.as_str(), meta.now, OTP_MAX_ATTEMPTS).await?;
@@ -124,6 +138,8 @@ where
             .consume_email_token(TokenKind::EmailOtp, &challenge.hash, meta.now)
             .await?
             .ok_or_else(Error::invalid_code)?;
+        // The right code: not a failure, whatever the sign-in decides next.
+        self.refund_code_attempt(charge).await?;
         self.passwordless_sign_in(
             meta,
             rng,

@@ -1,5 +1,6 @@
-//! Rate limiting and the login back-off, as the flows that take an email
-//! address apply them (`RATE_LIMITS`, `LOGIN_BACKOFF`).
+//! Rate limiting, the daily cap on failed email codes and the login
+//! back-off, as the flows that take an email address apply them
+//! (`RATE_LIMITS`, `OTP_MAX_FAILURES_PER_DAY`, `LOGIN_BACKOFF`).
 
 use crate::core::email::Email;
 use crate::core::error::Error;
@@ -7,7 +8,7 @@ use crate::core::events;
 use crate::core::flows::{Deps, EmailRequest, Meta};
 use crate::core::ids::Random;
 use crate::core::ports::{EventSink, KeyRing, RateLimitStore, SessionStore, UserStore};
-use crate::core::rate_limit::{self, Endpoint, Hit, KeyType, BACKOFF_MEMORY_SECS};
+use crate::core::rate_limit::{self, Charge, Endpoint, Hit, KeyType, BACKOFF_MEMORY_SECS};
 
 impl<S, E, K> Deps<'_, S, E, K>
 where
@@ -26,7 +27,7 @@ where
         endpoint: Endpoint,
         email: &str,
     ) -> Result<(), Error> {
-        self.throttle_keys(meta, rng, endpoint, Some(email)).await
+        self.throttle_keys(meta, rng, endpoint, Some(email)).await.map(|_| ())
     }
 
     /// Everything an email-sending request (magic link, code, password
@@ -48,27 +49,62 @@ where
 
     /// Counts this request against `endpoint`'s per-IP limit only.
     pub async fn throttle_ip(&self, meta: &Meta, rng: &mut impl Random, endpoint: Endpoint) -> Result<(), Error> {
-        self.throttle_keys(meta, rng, endpoint, None).await
+        self.throttle_keys(meta, rng, endpoint, None).await.map(|_| ())
     }
 
+    /// Counts an email-code verification for `email`: the per-IP and
+    /// per-email limits of `otp/verify`, and the account's daily cap on
+    /// failed codes (`OTP_MAX_FAILURES_PER_DAY`), all refused alike with 429
+    /// `rate_limited` — once the cap is reached even the right code is.
+    /// The attempt is charged to the cap *before* any code is compared, so
+    /// concurrent guesses cannot get past it; the returned [`Charge`] goes to
+    /// [`Self::refund_code_attempt`] when the attempt turns out not to be a
+    /// failure. Unknown addresses are counted exactly like accounts.
+    pub async fn throttle_code_attempt(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        email: &str,
+    ) -> Result<Option<Charge>, Error> {
+        let counted = self.throttle_keys(meta, rng, Endpoint::OtpVerify, Some(email)).await?;
+        Ok(counted.into_iter().find(|(_, _, k, _)| *k == KeyType::Account).map(|(hit, rule, _, count)| Charge {
+            key: hit.key,
+            resets_at: count.resets_at,
+            limit: rule.limit,
+        }))
+    }
+
+    /// Gives back an attempt charged by [`Self::throttle_code_attempt`]
+    /// that was not a failed guess (the right code, or no code at all).
+    pub async fn refund_code_attempt(&self, charge: Option<Charge>) -> Result<(), Error> {
+        match charge {
+            Some(c) => self.store.unhit(&c.key, c.resets_at, c.limit).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Counts the request on every counter of `endpoint` and returns them
+    /// as counted, or refuses it when one is over its limit.
     async fn throttle_keys(
         &self,
         meta: &Meta,
         rng: &mut impl Random,
         endpoint: Endpoint,
         email: Option<&str>,
-    ) -> Result<(), Error> {
+    ) -> Result<Vec<(Hit, rate_limit::Rule, KeyType, rate_limit::Count)>, Error> {
         let hits = rate_limit::hits(&self.config.rate_limits, endpoint, meta.ip.as_deref(), email);
         if hits.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let keys: Vec<Hit> = hits.iter().map(|(h, _, _)| h.clone()).collect();
         let counts = self.store.hit(&keys, meta.now).await?;
         let Some(exceeded) = rate_limit::decide(&hits, &counts, meta.now) else {
-            return Ok(());
+            return Ok(hits.into_iter().zip(counts).map(|((h, r, k), c)| (h, r, k, c)).collect());
         };
-        if exceeded.first {
-            self.emit(meta, rng, vec![limit_event(meta, endpoint, email, exceeded.limit, exceeded.key_type)]).await?;
+        if !exceeded.tripped.is_empty() {
+            let events =
+                exceeded.tripped.iter().map(|(key_type, limit)| limit_event(meta, endpoint, email, *limit, *key_type));
+            self.emit(meta, rng, events.collect()).await?;
         }
         Err(Error::RateLimited { retry_after_secs: exceeded.retry_after_secs })
     }
