@@ -159,6 +159,9 @@ test("algorithm confusion either way, and a tampered ES256 signature, are refuse
 });
 
 test("ES256 too: a token living longer than ACCESS_TTL + 30 s is refused though signed with our P-256 key; retiring the active P-256 key replaces it at once", async () => {
+  const admin = await login(root);
+  const rotated = await fetch(`${gw.url}/auth/admin/keys/rotate`, { method: "POST", headers: { authorization: `Bearer ${admin.access_token}` } });
+  assert.equal(rotated.status, 200, await rotated.text()); // a P-256 key is active (whatever ran before)
   const { access_token, user } = await login(alice);
   const gateway = (token) => fetch(`${gw.url}/api/retire`, { headers: { authorization: `Bearer ${token}` } });
   const key = await signingKey(gw);
@@ -172,8 +175,7 @@ test("ES256 too: a token living longer than ACCESS_TTL + 30 s is refused though 
 
   const kid = decodeProtectedHeader(access_token).kid;
   assert.equal((await gateway(access_token)).status, 200); // cached from here on
-  const admin = await login(root);
-  const res = await fetch(`${gw.url}/auth/admin/keys/${kid}/retire`, { method: "POST", headers: { authorization: `Bearer ${admin.access_token}` } });
+  const res = await fetch(`${gw.url}/auth/admin/keys/${kid}/retire`, { method: "POST", headers: { authorization: `Bearer ${(await login(root)).access_token}` } });
   const body = await json(res);
   assert.equal(res.status, 200, JSON.stringify(body));
   assert.equal(body.kid, kid);
