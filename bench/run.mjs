@@ -266,7 +266,7 @@ async function main() {
 
   // Keys and tokens, exactly as Portcullis would issue them.
   const key = await makeSigningKey();
-  const tokenOpts = { issuer: ISSUER, audience: AUDIENCE, ttl: 3600 };
+  const tokenOpts = { issuer: ISSUER, audience: AUDIENCE, ttl: 900 }; // = ACCESS_TTL below: longer lifetimes are refused
   const mint = minter(key, tokenOpts);
   // For the experiments (experiments/ab-paired.mjs), which mint more tokens for this run's configs.
   fs.writeFileSync(path.join(OUT, "bench-key.json"), JSON.stringify({ kid: key.kid, jwk: key.privateKey.export({ format: "jwk" }), tokenOpts }));

@@ -37,8 +37,12 @@ export async function makeSigningKey(now = Math.floor(Date.now() / 1000), { kek 
   return { kid, row, kek: kek.toString("base64"), jwks, privateKey, publicKey };
 }
 
-/** A token minter for `key`: mint({ roles }) -> compact JWS. Fast (node:crypto, sync). */
-export function minter(key, { issuer, audience, ttl = 3600 }) {
+/**
+ * A token minter for `key`: mint({ roles }) -> compact JWS. Fast (node:crypto, sync).
+ * `ttl` must not exceed the gateway's ACCESS_TTL (default 900): a token claiming a longer
+ * lifetime (exp − iat beyond ACCESS_TTL + 30 s) is refused, however it is signed.
+ */
+export function minter(key, { issuer, audience, ttl = 900 }) {
   const header = b64u(JSON.stringify({ alg: "EdDSA", kid: key.kid, typ: "at+jwt" }));
   return ({ roles = ["user"], now = Math.floor(Date.now() / 1000) } = {}) => {
     const sub = crypto.randomUUID();

@@ -9,6 +9,15 @@
 //! cliff of dropping every token at once in an isolate busier than the cap.
 //! An entry is never served past its token's `exp` (plus the verification
 //! leeway).
+//!
+//! Nor once its key is withdrawn: an entry remembers the `kid` that signed
+//! its token, and its assertion the `kid` that signed that, and a lookup
+//! serves it only while the caller's current key set publishes the former
+//! (else it is a miss, and verifying the token again refuses it) and keeps
+//! the assertion only while it publishes the latter (else the caller signs
+//! a new one). So a key retired at once stops counting, cached or not, as
+//! soon as the isolate's key set no longer has it; and that set is never
+//! used older than `KEY_CACHE_TTL` ([`crate::core::flows::keys::key_cache_state`]).
 
 use std::collections::HashMap;
 
@@ -18,15 +27,28 @@ use crate::core::token::{VerifiedToken, LEEWAY_SECS};
 /// Default number of cached tokens per isolate.
 pub const DEFAULT_CAPACITY: usize = 10_000;
 
-/// A verified token and, once made, what is forwarded with it: the signed
-/// assertion for the origin (`A`: the edge keeps it with the identity headers
-/// ready to send), and when that expires.
+/// A verified token, the key that signed it and, once made, what is
+/// forwarded with it: the signed assertion for the origin (`A`: the edge
+/// keeps it with the identity headers ready to send).
 #[derive(Debug, Clone)]
 pub struct Entry<A> {
     /// The verified token.
     pub token: VerifiedToken,
-    /// The forwarded assertion, and when it expires.
-    pub assertion: Option<(A, UnixTime)>,
+    /// The `kid` of the key that signed the token.
+    pub kid: String,
+    /// The forwarded assertion.
+    pub assertion: Option<Assertion<A>>,
+}
+
+/// An assertion signed for a cached token.
+#[derive(Debug, Clone)]
+pub struct Assertion<A> {
+    /// The assertion (at the edge: with the identity headers).
+    pub value: A,
+    /// When it expires.
+    pub expires_at: UnixTime,
+    /// The `kid` of the key that signed it.
+    pub kid: String,
 }
 
 /// Verified tokens keyed by their compact form.
@@ -42,15 +64,26 @@ impl<A> TokenCache<A> {
         Self { map: HashMap::new(), capacity: capacity.max(1) }
     }
 
-    /// The entry for `raw` if cached and its token is still valid at `now`
-    /// (one hash of the token: this runs on every gateway request). An
-    /// expired entry is never returned; it stays until a sweep drops it.
-    pub fn get_mut(&mut self, raw: &str, now: UnixTime) -> Option<&mut Entry<A>> {
-        self.map.get_mut(raw).filter(|e| now.0 < e.token.expires_at.0.saturating_add(LEEWAY_SECS))
+    /// The entry for `raw` if cached, its token still valid at `now`, and
+    /// its key `published` (the caller's current key set: false also when
+    /// that set is too old to be used); its assertion is dropped unless its
+    /// key is `published` too. One hash of the token, and a look at the key
+    /// set: this runs on every gateway request. An entry not returned stays
+    /// until a sweep drops it or the token is cached again.
+    pub fn get_mut(&mut self, raw: &str, now: UnixTime, published: impl Fn(&str) -> bool) -> Option<&mut Entry<A>> {
+        let e = self.map.get_mut(raw)?;
+        if now.0 >= e.token.expires_at.0.saturating_add(LEEWAY_SECS) || !published(&e.kid) {
+            return None;
+        }
+        if e.assertion.as_ref().is_some_and(|a| !published(&a.kid)) {
+            e.assertion = None;
+        }
+        Some(e)
     }
 
-    /// Caches a freshly verified token (replacing any entry for `raw`).
-    pub fn insert(&mut self, raw: &str, token: VerifiedToken, now: UnixTime) -> &mut Entry<A> {
+    /// Caches a freshly verified token, signed by `kid` (replacing any entry
+    /// for `raw`).
+    pub fn insert(&mut self, raw: &str, token: VerifiedToken, kid: &str, now: UnixTime) -> &mut Entry<A> {
         if self.map.len() >= self.capacity {
             self.map.retain(|_, e| now.0 < e.token.expires_at.0);
             if self.map.len() >= self.capacity - self.capacity / 4 {
@@ -61,7 +94,7 @@ impl<A> TokenCache<A> {
                 });
             }
         }
-        let fresh = Entry { token, assertion: None };
+        let fresh = Entry { token, kid: kid.to_string(), assertion: None };
         match self.map.entry(raw.to_string()) {
             std::collections::hash_map::Entry::Occupied(mut o) => {
                 o.insert(fresh);
@@ -87,6 +120,11 @@ mod tests {
     use super::*;
     use crate::core::token::AccessClaims;
 
+    /// A key set that publishes every key.
+    fn any(_: &str) -> bool {
+        true
+    }
+
     fn vt(exp: i64) -> VerifiedToken {
         VerifiedToken {
             claims: AccessClaims {
@@ -107,26 +145,26 @@ mod tests {
     #[test]
     fn entries_expire_with_their_token() {
         let mut c: TokenCache = TokenCache::new(10);
-        c.insert("t", vt(100), UnixTime(0));
-        assert!(c.get_mut("t", UnixTime(50)).is_some());
-        assert!(c.get_mut("t", UnixTime(100 + LEEWAY_SECS)).is_none());
+        c.insert("t", vt(100), "k", UnixTime(0));
+        assert!(c.get_mut("t", UnixTime(50), any).is_some());
+        assert!(c.get_mut("t", UnixTime(100 + LEEWAY_SECS), any).is_none());
         // Re-verifying the token replaces the expired entry rather than adding one.
-        c.insert("t", vt(200), UnixTime(150));
+        c.insert("t", vt(200), "k", UnixTime(150));
         assert_eq!(c.len(), 1);
-        assert!(c.get_mut("t", UnixTime(150)).is_some());
+        assert!(c.get_mut("t", UnixTime(150), any).is_some());
     }
 
     #[test]
     fn a_full_cache_of_live_tokens_evicts_about_half_not_everything() {
         let mut c: TokenCache = TokenCache::new(1_000);
         for i in 0..1_000 {
-            c.insert(&format!("t{i}"), vt(10_000), UnixTime(0));
+            c.insert(&format!("t{i}"), vt(10_000), "k", UnixTime(0));
         }
         assert_eq!(c.len(), 1_000);
-        c.insert("new", vt(10_000), UnixTime(1));
+        c.insert("new", vt(10_000), "k", UnixTime(1));
         assert_eq!(c.len(), 501);
-        assert!(c.get_mut("new", UnixTime(1)).is_some());
-        let still = (0..1_000).filter(|i| c.get_mut(&format!("t{i}"), UnixTime(1)).is_some()).count();
+        assert!(c.get_mut("new", UnixTime(1), any).is_some());
+        let still = (0..1_000).filter(|i| c.get_mut(&format!("t{i}"), UnixTime(1), any).is_some()).count();
         assert_eq!(still, 500);
     }
 
@@ -134,26 +172,59 @@ mod tests {
     fn expired_tokens_go_first() {
         let mut c: TokenCache = TokenCache::new(100);
         for i in 0..50 {
-            c.insert(&format!("old{i}"), vt(10), UnixTime(0));
+            c.insert(&format!("old{i}"), vt(10), "k", UnixTime(0));
         }
         for i in 0..50 {
-            c.insert(&format!("live{i}"), vt(10_000), UnixTime(0));
+            c.insert(&format!("live{i}"), vt(10_000), "k", UnixTime(0));
         }
-        c.insert("new", vt(10_000), UnixTime(20));
+        c.insert("new", vt(10_000), "k", UnixTime(20));
         assert_eq!(c.len(), 51, "the expired half was enough room");
-        assert!((0..50).all(|i| c.get_mut(&format!("live{i}"), UnixTime(20)).is_some()));
+        assert!((0..50).all(|i| c.get_mut(&format!("live{i}"), UnixTime(20), any).is_some()));
     }
 
     #[test]
     fn capacity_is_bounded() {
         let mut c: TokenCache = TokenCache::new(3);
         for i in 0..10 {
-            c.insert(&format!("t{i}"), vt(1_000), UnixTime(0));
+            c.insert(&format!("t{i}"), vt(1_000), "k", UnixTime(0));
             assert!(c.len() <= 3);
         }
-        c.insert("old", vt(5), UnixTime(0));
-        c.insert("x", vt(1_000), UnixTime(10));
-        assert!(c.get_mut("old", UnixTime(5 + LEEWAY_SECS)).is_none());
-        assert!(c.get_mut("x", UnixTime(5 + LEEWAY_SECS)).is_some());
+        c.insert("old", vt(5), "k", UnixTime(0));
+        c.insert("x", vt(1_000), "k", UnixTime(10));
+        assert!(c.get_mut("old", UnixTime(5 + LEEWAY_SECS), any).is_none());
+        assert!(c.get_mut("x", UnixTime(5 + LEEWAY_SECS), any).is_some());
+    }
+
+    #[test]
+    fn an_entry_is_served_only_while_its_key_is_published() {
+        let mut c: TokenCache<&str> = TokenCache::new(10);
+        c.insert("t", vt(1_000), "k1", UnixTime(0));
+        assert!(c.get_mut("t", UnixTime(10), |kid| kid == "k1").is_some());
+        // k1 withdrawn (retired at once): a miss, whatever the token's exp;
+        // verifying it again is what refuses it.
+        assert!(c.get_mut("t", UnixTime(11), |kid| kid == "k2").is_none());
+        assert!(c.get_mut("t", UnixTime(12), |_| false).is_none(), "a key set too old to use publishes nothing");
+        // Cached again once verified (by a key published again: nothing here assumes kids are never reused).
+        c.insert("t", vt(1_000), "k2", UnixTime(13));
+        assert!(c.get_mut("t", UnixTime(13), |kid| kid == "k2").is_some());
+        assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn an_assertion_is_kept_only_while_its_signing_key_is_published() {
+        let mut c: TokenCache<&str> = TokenCache::new(10);
+        let e = c.insert("t", vt(1_000), "old", UnixTime(0));
+        e.assertion = Some(Assertion { value: "signed by active", expires_at: UnixTime(60), kid: "active".into() });
+        // A rotation: both keys still published, the assertion still good.
+        let published = |kid: &str| kid == "old" || kid == "active";
+        let e = c.get_mut("t", UnixTime(1), published).unwrap();
+        assert_eq!(e.assertion.as_ref().map(|a| a.value), Some("signed by active"));
+        // The key that signed the assertion is retired at once; the token's is not:
+        // the token is still served, the assertion must be signed anew.
+        let e = c.get_mut("t", UnixTime(2), |kid| kid == "old" || kid == "next").unwrap();
+        assert!(e.assertion.is_none());
+        e.assertion = Some(Assertion { value: "signed by next", expires_at: UnixTime(62), kid: "next".into() });
+        let e = c.get_mut("t", UnixTime(3), |kid| kid == "old" || kid == "next").unwrap();
+        assert_eq!(e.assertion.as_ref().map(|a| a.value), Some("signed by next"));
     }
 }

@@ -26,6 +26,9 @@ pub enum TokenError {
     Expired,
     /// `nbf` or `iat` is in the future.
     NotYetValid,
+    /// `exp − iat` is longer than tokens are issued for (`ACCESS_TTL`), plus
+    /// the leeway: minted with a signing key, not issued by us.
+    TooLongLived,
     /// `iss` is not ours.
     WrongIssuer,
     /// `aud` does not include ours.
@@ -46,6 +49,7 @@ impl TokenError {
             Self::WrongType => "the token is not an access token",
             Self::Expired => "the access token has expired",
             Self::NotYetValid => "the access token is not valid yet",
+            Self::TooLongLived => "the token claims a longer lifetime than access tokens are issued for",
             Self::WrongIssuer => "the token was issued by someone else",
             Self::WrongAudience => "the token is not meant for this audience",
             Self::SessionRevoked => "the session has been revoked",
@@ -101,6 +105,14 @@ pub enum Error {
     },
     /// No such resource.
     NotFound,
+    /// No such resource, with a stable code naming what was looked for
+    /// (404), e.g. `key_not_found`.
+    NoSuch {
+        /// Stable code.
+        code: &'static str,
+        /// For people.
+        detail: String,
+    },
     /// The path exists but not for this method; `allow` lists the methods it
     /// takes (the `Allow` header, RFC 9110 §15.5.6).
     MethodNotAllowed {
@@ -305,6 +317,7 @@ impl Error {
                 p
             }
             Self::NotFound => Problem::new(404, "not_found", "Not found", "no such resource"),
+            Self::NoSuch { code, detail } => Problem::new(404, code, "Not found", detail.clone()),
             Self::MethodNotAllowed { allow } => {
                 let mut p = Problem::new(
                     405,

@@ -82,6 +82,7 @@ events! {
     EmailOtpRequested => "email_otp_requested" { user_id: Option<String>, email: String, code: String }
     EmailOtpLogin => "email_otp_login" { user_id: String, email: String }
     KeyRotated => "key_rotated" { old_kid: Option<String>, new_kid: String }
+    KeyRetired => "key_retired" { kid: String, new_kid: Option<String> }
     RateLimitExceeded => "rate_limit_exceeded" { endpoint: String, ip_address: Option<String>, email: Option<String>, limit: u32, key_type: String }
 }
 

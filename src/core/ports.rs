@@ -147,6 +147,10 @@ pub trait KeyStore {
     /// deletes retired keys no longer published at `now`. `Ok(false)`, with
     /// nothing written, when `old_kid` is no longer active (another rotation won).
     async fn rotate_key(&self, old_kid: &str, new: &StoredKey, now: UnixTime, publish_until: UnixTime) -> Result<bool>;
+    /// In one conditional write: deletes the retired key `kid` if it is
+    /// still published at `now`. `Ok(false)`, with nothing written, when
+    /// there is no such key (unknown, active, or past its publication).
+    async fn withdraw_key(&self, kid: &str, now: UnixTime) -> Result<bool>;
 }
 
 /// The key ring as request handlers see it: signing and verification.
@@ -157,10 +161,11 @@ pub trait KeyRing {
     /// `Ok(Some(false))` when the key is of another algorithm, `Ok(None)`
     /// when no published key has that `kid`.
     async fn verify(&self, kid: &str, alg: SigningAlg, signed: &[u8], signature: &[u8]) -> Result<Option<bool>>;
-    /// Told of each access token signed with [`KeyRing::signing_key`], in
-    /// the form verifying it would give, at `now`: an edge may trust it
-    /// from then on without checking its own signature. Default: nothing.
-    fn issued(&self, _raw: &str, _token: VerifiedToken, _now: UnixTime) {}
+    /// Told of each access token signed with [`KeyRing::signing_key`] (the
+    /// key `kid`), in the form verifying it would give, at `now`: an edge
+    /// may trust it from then on without checking its own signature, for as
+    /// long as it would verify it. Default: nothing.
+    fn issued(&self, _raw: &str, _kid: &str, _token: VerifiedToken, _now: UnixTime) {}
 }
 
 /// The event queue.

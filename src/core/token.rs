@@ -34,7 +34,9 @@ pub const ASSERTION_TTL_SECS: u64 = 60;
 pub const MAX_TOKEN_LEN: usize = 4096;
 /// Longest `kid` looked up.
 pub const MAX_KID_LEN: usize = 128;
-/// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
+/// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds; also what a
+/// token's lifetime (`exp − iat`) may exceed its expected maximum by
+/// ([`Expectations::max_lifetime_secs`]).
 pub const LEEWAY_SECS: i64 = 30;
 
 /// Claims an access token carries besides ours, e.g. from the sign-in hook.
@@ -276,6 +278,12 @@ pub struct Expectations<'a> {
     pub audience: &'a str,
     /// Required `typ`.
     pub token_type: &'a str,
+    /// The longest lifetime (`exp − iat`) a token may claim, besides
+    /// [`LEEWAY_SECS`]: `ACCESS_TTL` for access tokens. Ours are issued with
+    /// exactly `ACCESS_TTL`; a longer one was minted by someone holding a
+    /// signing key (a leaked one, most likely), to outlive the key's
+    /// retirement.
+    pub max_lifetime_secs: u64,
 }
 
 /// A JWS header, read member for member as jwt-compact's `UntrustedToken`
@@ -465,6 +473,10 @@ impl<'a> Parsed<'a> {
         if iat > now.0.saturating_add(LEEWAY_SECS) {
             return Err(TokenError::NotYetValid);
         }
+        let max_lifetime = i64::try_from(expect.max_lifetime_secs).unwrap_or(i64::MAX).saturating_add(LEEWAY_SECS);
+        if exp.saturating_sub(iat) > max_lifetime {
+            return Err(TokenError::TooLongLived);
+        }
         if c.iss != expect.issuer {
             return Err(TokenError::WrongIssuer);
         }
@@ -511,7 +523,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const EXPECT: Expectations<'static> = Expectations { issuer: "i", audience: "a", token_type: ACCESS_TOKEN_TYPE };
+    const EXPECT: Expectations<'static> =
+        Expectations { issuer: "i", audience: "a", token_type: ACCESS_TOKEN_TYPE, max_lifetime_secs: 900 };
 
     proptest! {
         #[test]
@@ -591,7 +604,12 @@ mod tests {
             let p = Parsed::new(&assertion, ASSERTION_TYPE).unwrap();
             assert_eq!(p.alg(), alg);
             assert!(stored.verify(alg, p.signed_data(), p.signature()).unwrap());
-            let expect = Expectations { issuer: "i", audience: "https://origin.example", token_type: ASSERTION_TYPE };
+            let expect = Expectations {
+                issuer: "i",
+                audience: "https://origin.example",
+                token_type: ASSERTION_TYPE,
+                max_lifetime_secs: ASSERTION_TTL_SECS,
+            };
             let v = p.validated_claims(&expect, UnixTime(110)).unwrap();
             assert_eq!((v.claims.sub.as_str(), v.claims.roles.clone()), ("u", vec!["admin".to_string()]));
             assert_eq!(v.claims.jti, "j:110", "an assertion has its own jti");
@@ -689,6 +707,32 @@ mod tests {
         // Unicode is an identity, not an injection.
         let raw = signed_by_a_real_key(header, access_claims(serde_json::json!({"email": "ａü@bücher.example"})));
         assert!(Parsed::new(&raw, ACCESS_TOKEN_TYPE).unwrap().validated_claims(&EXPECT, UnixTime(100)).is_ok());
+    }
+
+    #[test]
+    fn a_lifetime_beyond_the_expected_one_plus_the_leeway_is_refused_whoever_signed_it() {
+        let header = serde_json::json!({"alg": "EdDSA", "typ": "at+jwt", "kid": "k"});
+        let check = |iat: i64, exp: i64| {
+            let raw = signed_by_a_real_key(header.clone(), access_claims(serde_json::json!({"iat": iat, "exp": exp})));
+            Parsed::new(&raw, ACCESS_TOKEN_TYPE).unwrap().validated_claims(&EXPECT, UnixTime(100))
+        };
+        // EXPECT allows 900 s; the leeway adds 30.
+        assert!(check(100, 100 + 900).is_ok());
+        assert!(check(100, 100 + 900 + LEEWAY_SECS).is_ok());
+        assert_eq!(check(100, 100 + 900 + LEEWAY_SECS + 1).err(), Some(TokenError::TooLongLived));
+        assert_eq!(check(100, 100 + 365 * 86_400).err(), Some(TokenError::TooLongLived));
+        // Backdating `iat` to stay inside the bound leaves less time, not more.
+        assert!(check(-800, 130).is_ok());
+        assert_eq!(check(-801, 130).err(), Some(TokenError::TooLongLived));
+        // Extreme timestamps do not overflow into acceptance.
+        assert_eq!(check(-62_135_596_800, 200).err(), Some(TokenError::TooLongLived));
+        assert_eq!(check(100, 253_402_300_799).err(), Some(TokenError::TooLongLived));
+        // The bound is the expectation's: an assertion may live ASSERTION_TTL_SECS.
+        let short = Expectations { max_lifetime_secs: 60, ..EXPECT };
+        let raw = signed_by_a_real_key(header, access_claims(serde_json::json!({"iat": 100, "exp": 191})));
+        let parsed = Parsed::new(&raw, ACCESS_TOKEN_TYPE).unwrap();
+        assert_eq!(parsed.validated_claims(&short, UnixTime(100)).err(), Some(TokenError::TooLongLived));
+        assert!(parsed.validated_claims(&EXPECT, UnixTime(100)).is_ok());
     }
 
     #[test]

@@ -483,6 +483,16 @@ impl KeyStore for D1Store {
             None => Err(unavailable("short batch result")),
         }
     }
+
+    async fn withdraw_key(&self, kid: &str, now: UnixTime) -> Result<bool> {
+        let n = self
+            .run(
+                "DELETE FROM signing_keys WHERE kid = ?1 AND status = 'retired' AND publish_until > ?2",
+                &[text(kid), time(now)],
+            )
+            .await?;
+        Ok(n == 1)
+    }
 }
 
 impl AccountStore for D1Store {

@@ -11,18 +11,25 @@
 //! tokens arrive; keys only ever come from our own table, never from a URL in
 //! a token.
 //!
-//! Expiry: after `KEY_CACHE_TTL` the keys are reloaded in the background
-//! ([`EdgeKeys::background_refresh`], one reload at a time) while requests
-//! keep using the cached ones, for up to as long again
-//! ([`key_cache_grace_secs`]); so a D1 round trip, or a D1 outage, never
-//! stalls the gateway merely because the cache expired. Past the grace, keys
-//! are reloaded before any use.
+//! Expiry ([`key_cache_state`]): from half of `KEY_CACHE_TTL` the keys are
+//! reloaded in the background ([`EdgeKeys::background_refresh`], one reload
+//! at a time) while requests keep using the cached ones; so a D1 round trip,
+//! or a D1 outage shorter than the rest of `KEY_CACHE_TTL`, never stalls the
+//! gateway merely because the keys aged. At `KEY_CACHE_TTL`, keys are
+//! reloaded before any use: nothing here counts on keys older than that.
 //!
 //! Rotation: the isolate that rotates calls [`invalidate`] and signs with the
-//! new key from its next request; every other isolate reloads within the
-//! grace (and at once on meeting the new `kid`). Retired keys stay published
-//! long enough to cover that window (see
+//! new key from its next request; every other isolate reloads within
+//! `KEY_CACHE_TTL` (and at once on meeting the new `kid`). Retired keys stay
+//! published long enough to cover that window (see
 //! [`crate::core::flows::keys::retirement_window_secs`]).
+//!
+//! Retirement at once: a withdrawn key is gone from the next load, and with
+//! it everything that relied on it — its imported public key and its
+//! own-signature check (both reached only through a published `kid`), and,
+//! in the gateway's token cache, every token it signed and every assertion
+//! it signed ([`EdgeKeys::vouches`]). If it was the active key, the next load
+//! signs with its successor. The JWKS is read from D1 on every request.
 //!
 //! Each access token signed with the ring's key is handed to the gateway's
 //! token cache ([`crate::edge::proxy::remember_issued`]), already verified.
@@ -38,7 +45,7 @@ use worker::Env;
 
 use crate::core::config::Config;
 use crate::core::error::Error;
-use crate::core::flows::keys::{key_cache_grace_secs, load_or_create};
+use crate::core::flows::keys::{key_cache_state, load_or_create, KeyCacheState};
 use crate::core::keys::{self, jwks, Jwks, SigningAlg, SigningKey, StoredKey};
 use crate::core::ports::{KeyRing, Result};
 use crate::core::time::UnixTime;
@@ -157,34 +164,26 @@ impl<'a> EdgeKeys<'a> {
         Ok(())
     }
 
-    /// Seconds since the keys were loaded, if they are.
-    fn age(now: UnixTime) -> Option<i64> {
-        CACHE.with(|c| c.borrow().as_ref().map(|c| now.0.saturating_sub(c.loaded_at.0)))
+    /// What the cached keys may be used for at `now`.
+    fn state(&self, now: UnixTime) -> KeyCacheState {
+        let loaded_at = CACHE.with(|c| c.borrow().as_ref().map(|c| c.loaded_at));
+        loaded_at.map_or(KeyCacheState::Stale, |at| key_cache_state(&self.config, at, now))
     }
 
     fn is_fresh(&self, now: UnixTime) -> bool {
-        Self::age(now).is_some_and(|age| age < self.ttl())
+        self.state(now) == KeyCacheState::Fresh
     }
 
-    /// Fresh, or expired but within the grace: usable without I/O.
+    /// Fresh, or due for a background reload: usable without I/O.
     fn is_usable(&self, now: UnixTime) -> bool {
-        Self::age(now).is_some_and(|age| age < self.grace())
+        self.state(now) != KeyCacheState::Stale
     }
 
-    fn ttl(&self) -> i64 {
-        i64::try_from(self.config.key_cache_ttl_secs).unwrap_or(i64::MAX)
-    }
-
-    fn grace(&self) -> i64 {
-        i64::try_from(key_cache_grace_secs(&self.config)).unwrap_or(i64::MAX)
-    }
-
-    /// When the keys are usable but expired at `now` and no background reload
+    /// When the keys are due for a background reload at `now` and none
     /// started in the last [`BACKGROUND_RELOAD_SECS`]: the reload, to hand to
     /// `waitUntil`. Requests meanwhile keep using the cached keys.
     pub fn background_refresh(&self, now: UnixTime) -> Option<js_sys::Promise> {
-        let age = Self::age(now)?;
-        if age < self.ttl() || age >= self.grace() {
+        if self.state(now) != KeyCacheState::Refresh {
             return None;
         }
         let last = LAST_BACKGROUND_RELOAD.with(std::cell::Cell::get);
@@ -223,9 +222,11 @@ impl<'a> EdgeKeys<'a> {
         Ok(())
     }
 
-    /// The published keys, as JWKS.
+    /// The published keys, as JWKS: read from D1 (and so reloading this
+    /// isolate's keys), never from the cache, so a key retired at once leaves
+    /// it at once.
     pub async fn jwks(&self) -> Result<Jwks> {
-        self.ensure_loaded().await?;
+        self.reload().await?;
         let now = platform::now();
         Ok(CACHE.with(|c| c.borrow().as_ref().map(|c| jwks(&c.keys, now)).unwrap_or(Jwks { keys: Vec::new() })))
     }
@@ -271,6 +272,19 @@ impl<'a> EdgeKeys<'a> {
                 }
             };
             Ok(Cached::Verified(native_verify(alg, &key, signed, signature)))
+        })
+    }
+
+    /// Whether `kid` is published by the cached keys at `now`, and those
+    /// keys may still be used: what the gateway's token cache serves a
+    /// cached token, or keeps its assertion, on. Without I/O; false when the
+    /// keys must be reloaded first.
+    pub fn vouches(&self, kid: &str, now: UnixTime) -> bool {
+        CACHE.with(|c| {
+            c.borrow().as_ref().is_some_and(|c| {
+                key_cache_state(&self.config, c.loaded_at, now) != KeyCacheState::Stale
+                    && published(&c.keys, kid, now).is_some()
+            })
         })
     }
 
@@ -377,7 +391,7 @@ impl KeyRing for EdgeKeys<'_> {
         Ok(None)
     }
 
-    fn issued(&self, raw: &str, token: VerifiedToken, now: UnixTime) {
-        crate::edge::proxy::remember_issued(raw, token, &self.config, self, now);
+    fn issued(&self, raw: &str, kid: &str, token: VerifiedToken, now: UnixTime) {
+        crate::edge::proxy::remember_issued(raw, kid, token, &self.config, self, now);
     }
 }

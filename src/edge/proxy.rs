@@ -21,7 +21,7 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{Request, Response};
 use worker::Env;
 
-use crate::core::cache::{TokenCache, DEFAULT_CAPACITY};
+use crate::core::cache::{Assertion, TokenCache, DEFAULT_CAPACITY};
 use crate::core::config::Config;
 use crate::core::error::{Error, TokenError};
 use crate::core::policy::{auth_api_path, authorize, missing_token, normalise_path, Policy};
@@ -143,7 +143,8 @@ pub async fn forward(
 enum Hit {
     /// With its identity headers and a fresh assertion.
     Ready(js_sys::Array),
-    /// Its assertion is missing or about to expire.
+    /// Its assertion is missing, about to expire, or signed by a key no
+    /// longer published.
     Unsigned(VerifiedToken),
 }
 
@@ -173,18 +174,19 @@ fn decide(
         None => Cow::Owned(cfg.issuer_for(&url.origin())),
     };
 
-    // A token this isolate verified before: a map lookup.
+    // A token this isolate verified before: a map lookup, while the keys
+    // that signed it (and its assertion) are published.
     let cached = TOKENS.with(|c| {
         let mut c = c.borrow_mut();
-        let e = c.get_mut(&raw, now)?;
+        let e = c.get_mut(&raw, now, |kid| keys.vouches(kid, now))?;
         if e.token.claims.iss != *issuer {
             return Some(Err(Error::InvalidToken(TokenError::WrongIssuer)));
         }
         if let Err(refused) = authorize(policy, &e.token.claims.roles) {
             return Some(Err(refused));
         }
-        Some(Ok(match e.assertion.as_ref().filter(|(_, exp)| assertion_fresh(*exp, now)) {
-            Some((identity, _)) => Hit::Ready(identity.clone()),
+        Some(Ok(match e.assertion.as_ref().filter(|a| assertion_fresh(a.expires_at, now)) {
+            Some(a) => Hit::Ready(a.value.clone()),
             None => Hit::Unsigned(e.token.clone()),
         }))
     });
@@ -193,34 +195,48 @@ fn decide(
         Some(Ok(Hit::Ready(identity))) => {
             return Decision::Forward { identity: identity.into(), drop_auth: from_header }
         }
-        Some(Ok(Hit::Unsigned(verified))) => (verified, false),
+        Some(Ok(Hit::Unsigned(verified))) => (verified, None),
         None => match verify_fresh(&raw, &issuer, cfg, keys, now) {
-            Ok(v) => (v, true),
+            Ok((v, kid)) => (v, Some(kid)),
             Err(d) => return d,
         },
     };
     if let Err(e) = authorize(policy, &verified.claims.roles) {
         // Cached all the same: a repeat of the refused request costs a lookup.
-        remember(&raw, fresh.then_some(verified), None, now);
+        remember(&raw, fresh.map(|kid| (verified, kid)), None, keys, now);
         return Decision::Refuse(e);
     }
     let signed = sign_assertion(&issuer, cfg, keys, &verified, now);
-    remember(&raw, fresh.then_some(verified), signed.as_ref().ok().cloned(), now);
+    let fresh = fresh.map(|kid| (verified, kid));
     match signed {
-        Ok((identity, _)) => Decision::Forward { identity: identity.into(), drop_auth: from_header },
-        Err(d) => d,
+        Ok(signed) => {
+            let identity = signed.value.clone();
+            remember(&raw, fresh, Some(signed), keys, now);
+            Decision::Forward { identity: identity.into(), drop_auth: from_header }
+        }
+        Err(d) => {
+            remember(&raw, fresh, None, keys, now);
+            d
+        }
     }
 }
 
-/// Caches what [`decide`] learnt, with one write: a fresh token (with its
-/// assertion, if one was signed), or a new assertion for a cached token.
-fn remember(raw: &str, fresh: Option<VerifiedToken>, assertion: Option<(js_sys::Array, UnixTime)>, now: UnixTime) {
+/// Caches what [`decide`] learnt, with one write: a fresh token with the
+/// `kid` that signed it (and its assertion, if one was signed), or a new
+/// assertion for a cached token.
+fn remember(
+    raw: &str,
+    fresh: Option<(VerifiedToken, String)>,
+    assertion: Option<Assertion<js_sys::Array>>,
+    keys: &EdgeKeys<'_>,
+    now: UnixTime,
+) {
     TOKENS.with(|c| {
         let mut c = c.borrow_mut();
         match (fresh, assertion) {
-            (Some(token), assertion) => c.insert(raw, token, now).assertion = assertion,
+            (Some((token, kid)), assertion) => c.insert(raw, token, &kid, now).assertion = assertion,
             (None, Some(a)) => {
-                if let Some(e) = c.get_mut(raw, now) {
+                if let Some(e) = c.get_mut(raw, now, |kid| keys.vouches(kid, now)) {
                     e.assertion = Some(a);
                 }
             }
@@ -233,20 +249,21 @@ fn remember(raw: &str, fresh: Option<VerifiedToken>, assertion: Option<(js_sys::
 /// link, code, OAuth), with its assertion for the origin, as if the gateway
 /// had verified it: its first request through the gateway costs a lookup,
 /// not a signature check (if the assertion cannot be signed now, the first
-/// forward signs it).
-pub fn remember_issued(raw: &str, token: VerifiedToken, cfg: &Config, keys: &EdgeKeys<'_>, now: UnixTime) {
+/// forward signs it) — for as long as its key `kid` is published.
+pub fn remember_issued(raw: &str, kid: &str, token: VerifiedToken, cfg: &Config, keys: &EdgeKeys<'_>, now: UnixTime) {
     let signed = sign_assertion(&token.claims.iss, cfg, keys, &token, now).ok();
-    remember(raw, Some(token), signed, now);
+    remember(raw, Some((token, kid.to_string())), signed, keys, now);
 }
 
-/// Verifies a token the cache does not hold (the caller caches it).
+/// Verifies a token the cache does not hold; with the `kid` that signed it
+/// (the caller caches both).
 fn verify_fresh(
     raw: &str,
     issuer: &str,
     cfg: &Config,
     keys: &EdgeKeys<'_>,
     now: UnixTime,
-) -> Result<VerifiedToken, Decision> {
+) -> Result<(VerifiedToken, String), Decision> {
     let refuse = |e: TokenError| Decision::Refuse(Error::InvalidToken(e));
     let parsed = Parsed::new(raw, ACCESS_TOKEN_TYPE).map_err(refuse)?;
     match keys.verify_cached(parsed.kid(), parsed.alg(), parsed.signed_data(), parsed.signature(), now) {
@@ -256,19 +273,26 @@ fn verify_fresh(
         Ok(Cached::Verified(false)) => return Err(refuse(TokenError::BadSignature)),
         Ok(Cached::Verified(true)) => {}
     }
-    let expect = Expectations { issuer, audience: &cfg.audience, token_type: ACCESS_TOKEN_TYPE };
-    parsed.validated_claims(&expect, now).map_err(refuse)
+    let expect = Expectations {
+        issuer,
+        audience: &cfg.audience,
+        token_type: ACCESS_TOKEN_TYPE,
+        max_lifetime_secs: cfg.access_ttl_secs,
+    };
+    let verified = parsed.validated_claims(&expect, now).map_err(refuse)?;
+    Ok((verified, parsed.kid().to_string()))
 }
 
-/// Signs the origin assertion for a verified token; returns the identity
-/// headers (assertion included) and when the assertion expires.
+/// Signs the origin assertion for a verified token with the active key;
+/// returns the identity headers (assertion included), when the assertion
+/// expires and the `kid` that signed it.
 fn sign_assertion(
     issuer: &str,
     cfg: &Config,
     keys: &EdgeKeys<'_>,
     verified: &VerifiedToken,
     now: UnixTime,
-) -> Result<(js_sys::Array, UnixTime), Decision> {
+) -> Result<Assertion<js_sys::Array>, Decision> {
     let signer = match keys.signer_cached(now) {
         Ok(Some(s)) => s,
         Ok(None) => return Err(Decision::LoadKeys { unknown_kid: None }),
@@ -290,7 +314,7 @@ fn sign_assertion(
         &c.sid.as_str().into(),
         &token::compact(&input, &sig).into(),
     );
-    Ok((identity, exp))
+    Ok(Assertion { value: identity, expires_at: exp, kid: signer.kid().to_string() })
 }
 
 fn assertion_fresh(expires: UnixTime, now: UnixTime) -> bool {

@@ -348,6 +348,18 @@ async fn auth_api(
             keyring::invalidate();
             js(http::json(200, &rotation, None, &[]))
         }
+        ("POST", p) if retire_kid(p).is_some() => {
+            let bearer = access_token(req, &cfg, url)?;
+            let admin = deps.require_admin(&meta, bearer.as_deref()).await?;
+            let _: Option<Empty> = http::read_optional_json(req).await?;
+            let kid = retire_kid(p).unwrap_or_default();
+            let retirement = deps.admin_retire_key(&meta, rng, &admin, kid).await?;
+            // This isolate stops counting on the key (its tokens, cached or
+            // not, and the assertions it signed) from its next request; the
+            // others within KEY_CACHE_TTL.
+            keyring::invalidate();
+            js(http::json(200, &retirement, None, &[]))
+        }
         (m, p) if p == ADMIN_USERS || p.starts_with(ADMIN_USERS_PREFIX) => {
             let bearer = access_token(req, &cfg, url)?;
             admin_users(req, &deps, &meta, m, p, url.query(), bearer.as_deref()).await
@@ -446,8 +458,16 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
         | "/auth/email/verify"
         | "/auth/admin/keys/rotate" => "POST",
         p if p.starts_with("/auth/sessions/") => "DELETE",
+        p if retire_kid(p).is_some() => "POST",
         _ => return None,
     })
+}
+
+/// The `{kid}` of `/auth/admin/keys/{kid}/retire` (any non-empty segment:
+/// the flow says whether it is a key id).
+fn retire_kid(path: &str) -> Option<&str> {
+    let kid = path.strip_prefix("/auth/admin/keys/")?.strip_suffix("/retire")?;
+    (!kid.is_empty() && !kid.contains('/')).then_some(kid)
 }
 
 const ADMIN_USERS: &str = "/auth/admin/users";

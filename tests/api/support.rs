@@ -411,6 +411,13 @@ impl KeyStore for MemStore {
         keys.push(new.clone());
         Ok(true)
     }
+    async fn withdraw_key(&self, kid: &str, now: UnixTime) -> Result<bool> {
+        self.check()?;
+        let mut keys = self.keys.borrow_mut();
+        let n = keys.len();
+        keys.retain(|k| !(k.kid == kid && k.status == KeyStatus::Retired && k.is_published(now)));
+        Ok(keys.len() < n)
+    }
 }
 
 /// A key ring over the in-memory key store, verifying in pure Rust.
@@ -420,8 +427,8 @@ pub struct MemKeys {
     /// `SIGNING_ALG`: the algorithm of keys made on first use.
     pub alg: SigningAlg,
     pub now: Cell<UnixTime>,
-    /// What [`KeyRing::issued`] was told, in order.
-    pub issued: RefCell<Vec<(String, VerifiedToken, UnixTime)>>,
+    /// What [`KeyRing::issued`] was told, in order: token, kid, verified form, time.
+    pub issued: RefCell<Vec<(String, String, VerifiedToken, UnixTime)>>,
 }
 
 impl KeyRing for MemKeys {
@@ -434,8 +441,8 @@ impl KeyRing for MemKeys {
         let Some(k) = keys.iter().find(|k| k.kid == kid && k.is_published(self.now.get())) else { return Ok(None) };
         k.verify(alg, signed, signature).map(Some)
     }
-    fn issued(&self, raw: &str, token: VerifiedToken, now: UnixTime) {
-        self.issued.borrow_mut().push((raw.to_string(), token, now));
+    fn issued(&self, raw: &str, kid: &str, token: VerifiedToken, now: UnixTime) {
+        self.issued.borrow_mut().push((raw.to_string(), kid.to_string(), token, now));
     }
 }
 

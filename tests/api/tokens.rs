@@ -22,7 +22,7 @@ fn issued(w: &World) -> String {
 
 fn verify(w: &World, raw: &str, now: i64, audience: &str) -> Result<token::VerifiedToken, Error> {
     w.keys.now.set(UnixTime(now));
-    let expect = Expectations { issuer: ISSUER, audience, token_type: ACCESS_TOKEN_TYPE };
+    let expect = Expectations { issuer: ISSUER, audience, token_type: ACCESS_TOKEN_TYPE, max_lifetime_secs: 900 };
     block_on(token::verify(raw, &w.keys, &expect, UnixTime(now)))
 }
 
@@ -116,10 +116,11 @@ fn every_issued_token_is_handed_to_the_key_ring_exactly_as_verifying_it_reads_it
     let refreshed = block_on(deps.refresh(&meta, &mut rng, Some(&login.refresh_token))).unwrap();
 
     let issued = w.keys.issued.borrow().clone();
-    let raws: Vec<&str> = issued.iter().map(|(raw, _, _)| raw.as_str()).collect();
+    let raws: Vec<&str> = issued.iter().map(|(raw, _, _, _)| raw.as_str()).collect();
     assert_eq!(raws, [&signup.access_token, &login.access_token, &refreshed.access_token]);
-    for ((raw, told, at), now) in issued.iter().zip([1_000, 1_050, 1_100]) {
+    for ((raw, kid, told, at), now) in issued.iter().zip([1_000, 1_050, 1_100]) {
         assert_eq!(*at, UnixTime(now));
+        assert_eq!(Some(kid.as_str()), part(raw, 0)["kid"].as_str(), "told the kid that signed it");
         // What an edge would cache for it is what the gateway would get by
         // verifying the token itself, field for field.
         assert_eq!(*told, verify(&w, raw, now, "portcullis").unwrap());
@@ -167,4 +168,63 @@ fn signing_alg_is_validated_by_name() {
     }
     assert_eq!(with("ES256").unwrap().signing_alg, portcullis::core::keys::SigningAlg::Es256);
     assert_eq!(with("EdDSA").unwrap().signing_alg, portcullis::core::keys::SigningAlg::EdDsa);
+}
+
+#[test]
+fn tokens_claiming_a_lifetime_beyond_access_ttl_plus_the_leeway_are_refused_though_validly_signed() {
+    use portcullis::core::keys::b64url;
+    use portcullis::core::ports::KeyRing;
+    for alg in ["EdDSA", "ES256"] {
+        let w = World::new(&[("ACCESS_TTL", "600"), ("SIGNING_ALG", alg)]);
+        let (deps, meta) = w.at(1_000);
+        let auth = block_on(deps.signup(
+            &meta,
+            &mut TestRandom(4),
+            SignupRequest { email: "a@example.com".into(), password: "password-1".into(), name: None },
+        ))
+        .unwrap();
+        // Someone holding our signing key mints a token of their own: the
+        // signature is valid, the claims are the user's, only the lifetime is long.
+        let key = block_on(w.keys.signing_key()).unwrap();
+        let mut claims = part(&auth.access_token, 1);
+        let mint = |iat: i64, exp: i64, claims: &mut serde_json::Value| {
+            claims["iat"] = iat.into();
+            claims["exp"] = exp.into();
+            let header = serde_json::json!({"alg": alg, "typ": "at+jwt", "kid": key.kid});
+            let input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
+            token::compact(&input, &key.sign(input.as_bytes()))
+        };
+        let at_limit = mint(1_000, 1_000 + 600 + 30, &mut claims);
+        let beyond = mint(1_000, 1_000 + 600 + 31, &mut claims);
+        let a_year = mint(1_000, 1_000 + 365 * 86_400, &mut claims);
+        let expect = Expectations {
+            issuer: ISSUER,
+            audience: "portcullis",
+            token_type: ACCESS_TOKEN_TYPE,
+            max_lifetime_secs: 600,
+        };
+        w.keys.now.set(UnixTime(1_001));
+        assert!(block_on(token::verify(&at_limit, &w.keys, &expect, UnixTime(1_001))).is_ok(), "{alg}");
+        for raw in [&beyond, &a_year] {
+            assert_eq!(
+                block_on(token::verify(raw, &w.keys, &expect, UnixTime(1_001))).unwrap_err(),
+                Error::InvalidToken(TokenError::TooLongLived),
+                "{alg}"
+            );
+        }
+        // The auth API holds tokens to ACCESS_TTL too; the refusal is a plain invalid_token.
+        let (deps, meta) = w.at(1_001);
+        assert!(block_on(deps.me(&meta, Some(&at_limit))).is_ok(), "{alg}");
+        let refused = block_on(deps.me(&meta, Some(&a_year))).unwrap_err();
+        assert_eq!(refused, Error::InvalidToken(TokenError::TooLongLived));
+        let p = refused.problem();
+        assert_eq!((p.status, p.code), (401, "invalid_token"));
+        assert!(p.www_authenticate.unwrap().contains("error=\"invalid_token\""));
+        // What we issue is exactly ACCESS_TTL long, and passes.
+        assert_eq!(
+            part(&auth.access_token, 1)["exp"].as_i64().unwrap() - part(&auth.access_token, 1)["iat"].as_i64().unwrap(),
+            600
+        );
+        assert!(block_on(deps.me(&meta, Some(&auth.access_token))).is_ok());
+    }
 }

@@ -15,7 +15,7 @@ import jwt from "jsonwebtoken";
 import jwksClient from "jwks-rsa";
 import { createRemoteJWKSet, jwtVerify, calculateJwkThumbprint, decodeProtectedHeader } from "jose";
 import { startGateway, post, json, randomEmail } from "./harness.mjs";
-import { grantRole } from "./lib/d1.mjs";
+import { grantRole, signingKey, mint, claimsFor } from "./lib/d1.mjs";
 import { pyjwt } from "./lib/pyjwt.mjs";
 
 const PASSWORD = "correct horse battery";
@@ -156,4 +156,41 @@ test("algorithm confusion either way, and a tampered ES256 signature, are refuse
     assert.equal(me.status, 401);
     await me.arrayBuffer();
   }
+});
+
+test("ES256 too: a token living longer than ACCESS_TTL + 30 s is refused though signed with our P-256 key; retiring the active P-256 key replaces it at once", async () => {
+  const admin = await login(root);
+  const rotated = await fetch(`${gw.url}/auth/admin/keys/rotate`, { method: "POST", headers: { authorization: `Bearer ${admin.access_token}` } });
+  assert.equal(rotated.status, 200, await rotated.text()); // a P-256 key is active (whatever ran before)
+  const { access_token, user } = await login(alice);
+  const gateway = (token) => fetch(`${gw.url}/api/retire`, { headers: { authorization: `Bearer ${token}` } });
+  const key = await signingKey(gw);
+  assert.equal(key.alg, "ES256");
+  const now = Math.floor(Date.now() / 1000);
+  const lived = (secs) => mint(key, claimsFor(gw, user, { iss: ISSUER, iat: now, exp: now + secs }));
+  assert.equal((await gateway(await lived(900 + 30))).status, 200);
+  const long = await gateway(await lived(900 + 31));
+  assert.equal(long.status, 401);
+  assert.equal((await json(long)).code, "invalid_token");
+
+  const kid = decodeProtectedHeader(access_token).kid;
+  assert.equal((await gateway(access_token)).status, 200); // cached from here on
+  const res = await fetch(`${gw.url}/auth/admin/keys/${kid}/retire`, { method: "POST", headers: { authorization: `Bearer ${(await login(root)).access_token}` } });
+  const body = await json(res);
+  assert.equal(res.status, 200, JSON.stringify(body));
+  assert.equal(body.kid, kid);
+  assert.ok(body.new_kid && body.new_kid !== kid);
+  const jwks = await json(await fetch(`${gw.url}/.well-known/jwks.json`));
+  assert.ok(!jwks.keys.some((k) => k.kid === kid), "gone from the JWKS");
+  assert.deepEqual(jwks.keys.filter((k) => k.kid === body.new_kid).map((k) => [k.kty, k.alg]), [["EC", "ES256"]]);
+  const refused = await gateway(access_token);
+  assert.equal(refused.status, 401);
+  assert.equal((await json(refused)).code, "invalid_token");
+  // A fresh P-256 key signs tokens and assertions, and jsonwebtoken verifies them.
+  const fresh = await login(alice);
+  assert.deepEqual([decodeProtectedHeader(fresh.access_token).alg, decodeProtectedHeader(fresh.access_token).kid], ["ES256", body.new_kid]);
+  const echo = await json(await gateway(fresh.access_token));
+  const assertion = echo.headers["x-auth-assertion"];
+  assert.equal(decodeProtectedHeader(assertion).kid, body.new_kid);
+  assert.equal((await viaJsonwebtoken(assertion, { algorithms: ["ES256"], issuer: ISSUER, audience: gw.origin.url })).email, alice);
 });

@@ -27,8 +27,12 @@ use portcullis::core::rate_limit::RateLimits;
 use portcullis::core::time::UnixTime;
 use portcullis::core::token::{Expectations, Parsed, ACCESS_TOKEN_TYPE};
 
-const EXPECT: Expectations<'static> =
-    Expectations { issuer: "https://auth.test", audience: "portcullis", token_type: ACCESS_TOKEN_TYPE };
+const EXPECT: Expectations<'static> = Expectations {
+    issuer: "https://auth.test",
+    audience: "portcullis",
+    token_type: ACCESS_TOKEN_TYPE,
+    max_lifetime_secs: 900,
+};
 
 /// `PROPTEST_CASES`, else 512 per target (about a second in all).
 fn cases() -> u32 {
@@ -190,6 +194,7 @@ proptest! {
                             let why = match e {
                                 TokenError::Expired => ts(c.expiration).is_none_or(|exp| now >= exp + 30),
                                 TokenError::NotYetValid => ts(c.not_before).is_some_and(|n| n > now + 30) || ts(c.issued_at).is_some_and(|i| i > now + 30),
+                                TokenError::TooLongLived => matches!((ts(c.issued_at), ts(c.expiration)), (Some(i), Some(e)) if e.saturating_sub(i) > EXPECT.max_lifetime_secs as i64 + 30),
                                 TokenError::WrongIssuer => x.iss != EXPECT.issuer,
                                 TokenError::WrongAudience => !x.aud.iter().any(|a| a == EXPECT.audience),
                                 TokenError::Malformed => c.issued_at.is_none() || !fits,

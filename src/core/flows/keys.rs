@@ -1,5 +1,7 @@
 //! The key ring's use cases: first-use key creation, rotation (by an
-//! administrator or the cron trigger) and discovery metadata.
+//! administrator or the cron trigger), retirement at once (by an
+//! administrator: a compromised key), how long an isolate may use the keys
+//! it loaded, and discovery metadata.
 
 use serde::Serialize;
 
@@ -72,25 +74,58 @@ pub struct KeyRotation {
 pub const EMAIL_TOKEN_RETENTION_SECS: u64 = 86_400;
 
 /// How long a retired key stays in the JWKS after its retirement: another
-/// isolate may keep signing with it until its key cache expires
-/// (`KEY_CACHE_TTL`, plus as much again while it refreshes in the background
-/// or cannot reach D1: [`key_cache_grace_secs`]); an access token it signed
+/// isolate may keep signing with it until it reloads its keys (at most
+/// [`key_cache_max_age_secs`] after loading them); an access token it signed
 /// lives `ACCESS_TTL`, a gateway assertion [`ASSERTION_TTL_SECS`] (today
 /// capped by its access token's expiry, but the window does not rely on
 /// that); verifiers allow [`LEEWAY_SECS`] of clock skew past `exp`.
 pub fn retirement_window_secs(config: &Config) -> u64 {
-    key_cache_grace_secs(config)
+    key_cache_max_age_secs(config)
         .saturating_add(config.access_ttl_secs)
         .saturating_add(ASSERTION_TTL_SECS)
         .saturating_add(LEEWAY_SECS.unsigned_abs())
 }
 
-/// How long an isolate may keep using the keys it loaded: `KEY_CACHE_TTL`
-/// fresh, then as long again while a background reload runs (or D1 is
-/// unreachable), so the gateway's hot path never waits for D1 when the cache
-/// merely expired. Past that, the keys must be reloaded before any use.
-pub fn key_cache_grace_secs(config: &Config) -> u64 {
-    config.key_cache_ttl_secs.saturating_mul(2)
+/// The longest an isolate uses the keys it loaded: `KEY_CACHE_TTL`. This is
+/// the bound on how long a key retired at once (or its tokens, cached or
+/// not) can still count anywhere, and on how long the gateway verifies with
+/// cached keys while D1 is unreachable; past it, keys are reloaded before
+/// any use.
+pub fn key_cache_max_age_secs(config: &Config) -> u64 {
+    config.key_cache_ttl_secs
+}
+
+/// From what age an isolate reloads its keys in the background while it
+/// goes on using them: half of `KEY_CACHE_TTL` (rounded up). A busy isolate
+/// so reloads before its keys reach [`key_cache_max_age_secs`], and its
+/// gateway never waits for D1 merely because the keys aged.
+pub fn key_cache_refresh_secs(config: &Config) -> u64 {
+    config.key_cache_ttl_secs.div_ceil(2)
+}
+
+/// What an isolate may do with keys it loaded at `loaded_at`, at `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyCacheState {
+    /// Use them.
+    Fresh,
+    /// Use them, and reload them in the background.
+    Refresh,
+    /// Reload them before any use (also: never loaded, or invalidated).
+    Stale,
+}
+
+/// The state of keys loaded at `loaded_at`, at `now`: fresh until
+/// [`key_cache_refresh_secs`], stale from [`key_cache_max_age_secs`].
+pub fn key_cache_state(config: &Config, loaded_at: UnixTime, now: UnixTime) -> KeyCacheState {
+    let age = now.0.saturating_sub(loaded_at.0);
+    let secs = |s: u64| i64::try_from(s).unwrap_or(i64::MAX);
+    if age < secs(key_cache_refresh_secs(config)) {
+        KeyCacheState::Fresh
+    } else if age < secs(key_cache_max_age_secs(config)) {
+        KeyCacheState::Refresh
+    } else {
+        KeyCacheState::Stale
+    }
 }
 
 /// Whether the active key is at least `interval_secs` old. With no key yet,
@@ -122,6 +157,74 @@ pub async fn rotate(
             .then(|| Some(active.kid.clone())),
     };
     Ok(rotated.map(|old_kid| KeyRotation { old_kid, new_kid }))
+}
+
+/// A key taken out of publication at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyRetirement {
+    /// The key retired.
+    pub kid: String,
+    /// The new active key, when the retired key was the active one (`None`
+    /// otherwise).
+    pub new_kid: Option<String>,
+}
+
+/// Length of our key ids: the base64url RFC 7638 SHA-256 thumbprint.
+pub const KID_LEN: usize = 43;
+
+/// A path segment that can be one of our key ids (43 base64url
+/// characters), else 422 `invalid_kid`.
+pub fn parse_kid(raw: &str) -> Result<&str, Error> {
+    if raw.len() == KID_LEN && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        Ok(raw)
+    } else {
+        Err(Error::validation("invalid_kid", format!("kid: a key id is {KID_LEN} characters of base64url")))
+    }
+}
+
+fn key_not_found() -> Error {
+    Error::NoSuch { code: "key_not_found", detail: "no published signing key has this kid".into() }
+}
+
+/// Attempts at a retirement that keeps losing races to rotations.
+const RETIRE_ATTEMPTS: usize = 3;
+
+/// Takes the published key `kid` out of publication at `now`, with its row
+/// (and sealed private half): it leaves the JWKS at once and every isolate
+/// stops accepting what it signed once its keys are reloaded (at most
+/// [`key_cache_max_age_secs`]). The active key is first replaced by a new
+/// one, in the same write, so signing never stops. A write that lost a race
+/// (a rotation retired the key meanwhile, or another retirement withdrew
+/// it) is retried on what the store holds then. Unknown, or no longer
+/// published: 404 `key_not_found`.
+pub async fn retire_now(
+    store: &impl KeyStore,
+    kek: &Kek,
+    alg: SigningAlg,
+    rng: &mut impl Random,
+    kid: &str,
+    now: UnixTime,
+) -> Result<KeyRetirement, Error> {
+    for _ in 0..RETIRE_ATTEMPTS {
+        let stored = store.load_keys().await?;
+        let key = stored.iter().find(|k| k.kid == kid && k.is_published(now)).ok_or_else(key_not_found)?;
+        let retired = match key.status {
+            KeyStatus::Active => {
+                let (new, _) = keys::generate(alg, rng, kek, now)?;
+                // Published until now: no longer; the store's prune of
+                // unpublished keys deletes it in the same write.
+                store.rotate_key(kid, &new, now, now).await?.then_some(Some(new.kid))
+            }
+            KeyStatus::Retired => store.withdraw_key(kid, now).await?.then_some(None),
+        };
+        if let Some(new_kid) = retired {
+            return Ok(KeyRetirement { kid: kid.to_string(), new_kid });
+        }
+    }
+    Err(Error::Conflict {
+        code: "rotation_conflict",
+        detail: "key rotations kept happening at the same time; retry".into(),
+    })
 }
 
 /// The cron trigger's upkeep: purges long-expired email tokens and rotates
@@ -185,5 +288,81 @@ where
         )
         .await?;
         Ok(rotation)
+    }
+
+    /// `POST /auth/admin/keys/{kid}/retire`: an administrator takes a key
+    /// out of publication at once — one that leaked, say ([`retire_now`]).
+    /// Emits `key_retired` (not `key_rotated`, also when the active key was
+    /// replaced: `new_kid` says so). A malformed `kid` is a 422
+    /// `invalid_kid`, one no published key has a 404 `key_not_found`.
+    pub async fn admin_retire_key(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        _admin: &Admin,
+        kid: &str,
+    ) -> Result<KeyRetirement, Error> {
+        let kid = parse_kid(kid)?;
+        let retirement = retire_now(self.store, &self.config.kek, self.config.signing_alg, rng, kid, meta.now).await?;
+        self.emit(
+            meta,
+            rng,
+            vec![events::KeyRetired { kid: retirement.kid.clone(), new_kid: retirement.new_kid.clone() }.into()],
+        )
+        .await?;
+        Ok(retirement)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(ttl: &str) -> Config {
+        let ttl = ttl.to_string();
+        Config::from_lookup(move |name| match name {
+            "KEY_ENCRYPTION_KEY" => Some("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into()),
+            "KEY_CACHE_TTL" => Some(ttl.clone()),
+            _ => None,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn loaded_keys_are_reloaded_in_the_background_from_half_of_key_cache_ttl_and_never_used_past_it() {
+        let c = config("300");
+        let at = |age: i64| key_cache_state(&c, UnixTime(1_000), UnixTime(1_000 + age));
+        assert_eq!(at(0), KeyCacheState::Fresh);
+        assert_eq!(at(149), KeyCacheState::Fresh);
+        assert_eq!(at(150), KeyCacheState::Refresh);
+        assert_eq!(at(299), KeyCacheState::Refresh);
+        // A key retired at once elsewhere counts here for at most KEY_CACHE_TTL.
+        assert_eq!(at(300), KeyCacheState::Stale);
+        assert_eq!(key_cache_state(&c, UnixTime(i64::MIN), UnixTime(1_000)), KeyCacheState::Stale, "invalidated");
+        // An odd or tiny TTL: the refresh starts at the rounded-up half, before the end.
+        let c = config("1");
+        assert_eq!(key_cache_state(&c, UnixTime(0), UnixTime(0)), KeyCacheState::Fresh);
+        assert_eq!(key_cache_state(&c, UnixTime(0), UnixTime(1)), KeyCacheState::Stale);
+        let c = config("5");
+        assert_eq!(key_cache_state(&c, UnixTime(0), UnixTime(2)), KeyCacheState::Fresh);
+        assert_eq!(key_cache_state(&c, UnixTime(0), UnixTime(3)), KeyCacheState::Refresh);
+        assert_eq!(key_cache_state(&c, UnixTime(0), UnixTime(5)), KeyCacheState::Stale);
+    }
+
+    #[test]
+    fn only_thumbprint_shaped_kids_are_looked_up() {
+        assert!(parse_kid("kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k").is_ok());
+        for bad in [
+            "",
+            "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4",
+            "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4kk",
+            "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4=",
+            "kPrK+qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k",
+            "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygr.4k",
+            "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrSé",
+            "' OR 1=1 --",
+        ] {
+            assert!(matches!(parse_kid(bad), Err(Error::Validation { code: "invalid_kid", .. })), "{bad}");
+        }
     }
 }

@@ -183,7 +183,12 @@ where
 {
     /// Token expectations for this deployment.
     pub fn expectations<'m>(&'m self, meta: &'m Meta) -> Expectations<'m> {
-        Expectations { issuer: &meta.issuer, audience: &self.config.audience, token_type: ACCESS_TOKEN_TYPE }
+        Expectations {
+            issuer: &meta.issuer,
+            audience: &self.config.audience,
+            token_type: ACCESS_TOKEN_TYPE,
+            max_lifetime_secs: self.config.access_ttl_secs,
+        }
     }
 
     /// Verifies an access token and checks its session is still live in D1 —
@@ -235,7 +240,7 @@ where
         };
         let raw = token::issue(&new, &key)?;
         if let Some(verified) = new.verified() {
-            self.keys.issued(&raw, verified, meta.now);
+            self.keys.issued(&raw, &key.kid, verified, meta.now);
         }
         Ok((raw, ttl_secs))
     }

@@ -49,10 +49,14 @@ function devVar(name) {
   return m[1].trim().replace(/^"|"$/g, "");
 }
 
-/** The gateway's active signing key as { kid, privateKey (jose KeyLike), jwk }. */
-export async function signingKey(gw) {
-  const [row] = await d1(gw, "SELECT kid, public_key, private_enc FROM signing_keys WHERE status = 'active'");
-  if (!row) throw new Error("no active signing key yet (sign somebody up first)");
+/**
+ * The gateway's active signing key — or, with `kid`, that stored key (say a retired
+ * one) — as { kid, alg, privateKey (jose KeyLike), jwk }: Ed25519 or P-256.
+ */
+export async function signingKey(gw, { kid } = {}) {
+  const where = kid === undefined ? "status = 'active'" : `kid = ${sqlText(kid)}`;
+  const [row] = await d1(gw, `SELECT kid, alg, public_key, private_enc FROM signing_keys WHERE ${where}`);
+  if (!row) throw new Error(kid === undefined ? "no active signing key yet (sign somebody up first)" : `no key ${kid}`);
   const kek = Buffer.from(devVar("KEY_ENCRYPTION_KEY"), "base64");
   const blob = Buffer.from(row.private_enc, "base64url");
   const nonce = blob.subarray(0, 12);
@@ -61,17 +65,21 @@ export async function signingKey(gw) {
   const decipher = crypto.createDecipheriv("aes-256-gcm", kek, nonce);
   decipher.setAAD(Buffer.from(row.kid));
   decipher.setAuthTag(tag);
-  const seed = Buffer.concat([decipher.update(ct), decipher.final()]);
-  const jwk = { kty: "OKP", crv: "Ed25519", x: row.public_key, d: seed.toString("base64url") };
-  return { kid: row.kid, privateKey: await importJWK(jwk, "EdDSA"), jwk };
+  const secret = Buffer.concat([decipher.update(ct), decipher.final()]).toString("base64url");
+  // P-256's public key is stored as the uncompressed SEC1 point 04 ‖ x ‖ y.
+  const point = Buffer.from(row.public_key, "base64url");
+  const jwk = row.alg === "ES256"
+    ? { kty: "EC", crv: "P-256", x: point.subarray(1, 33).toString("base64url"), y: point.subarray(33).toString("base64url"), d: secret }
+    : { kty: "OKP", crv: "Ed25519", x: row.public_key, d: secret };
+  return { kid: row.kid, alg: row.alg, privateKey: await importJWK(jwk, row.alg), jwk };
 }
 
 /**
  * Signs `claims` with the gateway's key. `header` overrides the protected header
- * (default: alg EdDSA, typ at+jwt, kid = the key's).
+ * (default: the key's alg, typ at+jwt, kid = the key's).
  */
 export async function mint(key, claims, header = {}) {
-  return new SignJWT(claims).setProtectedHeader({ alg: "EdDSA", typ: "at+jwt", kid: key.kid, ...header }).sign(key.privateKey);
+  return new SignJWT(claims).setProtectedHeader({ alg: key.alg ?? "EdDSA", typ: "at+jwt", kid: key.kid, ...header }).sign(key.privateKey);
 }
 
 /** Claims like the gateway's own for `user` (an AuthResponse.user), valid now. */
