@@ -64,7 +64,7 @@ function raw(method, path, headers = {}, body) {
 before(async () => {
   gw = await startGateway({
     origin: true,
-    vars: { ROUTES: JSON.stringify(ROUTES), CORS_ORIGINS: APP, COOKIE_MODE: "true" },
+    vars: { ROUTES: JSON.stringify(ROUTES), CORS_ORIGINS: APP, COOKIE_MODE: "true", STRIP_HEADERS: "X-Tenant-Id, X_Acme_*" },
   });
   alice = await signup(randomEmail("alice"));
   root = await signup(randomEmail("root"));
@@ -425,6 +425,13 @@ describe("headers an origin may trust", () => {
         for (const n of kept) assert.equal(arrived[n.toLowerCase()], headers[n], `round ${round} ${path}: ${n} did not arrive`);
       }
     }
+  });
+
+  test("STRIP_HEADERS adds names and prefixes to the list", async () => {
+    const res = await raw("GET", "/api/public/x", { "x-tenant-id": "t1", "X_Tenant_Id": "t2", "x-acme-user": "u", "x-acme": "kept", "x-tenant": "kept" });
+    assert.equal(res.status, 200);
+    const names = Object.keys(res.body.headers).filter((k) => /tenant|acme/i.test(k)).sort();
+    assert.deepEqual(names, ["x-acme", "x-tenant"]);
   });
 
   test("Authorization never reaches the origin on a public route, unless its rule says forward_authorization", async () => {
