@@ -137,11 +137,11 @@ function forwardRaw(request, target, identity, dropAuth, timeoutMs, fetcher) {
   if ((method === "GET" || method === "HEAD") && request.body !== null) {
     return Promise.resolve(respond(400, PROBLEM_GET_BODY, "application/problem+json"));
   }
+  // Set once per isolate before the first forward; fail closed without it.
+  if (STRIPPED === null) throw new Error("forward: the stripped header names are not set");
   // One native copy, then one pass over the incoming names (not the values:
   // the Authorization value alone is ~600 bytes); deletes only for what must
   // not pass (usually nothing).
-  // Set once per isolate before the first forward; fail closed without it.
-  if (STRIPPED === null) throw new Error("forward: the stripped header names are not set");
   const incoming = request.headers;
   const headers = new Headers(incoming);
   let named = null;

@@ -24,7 +24,7 @@ use worker::Env;
 use crate::core::cache::{TokenCache, DEFAULT_CAPACITY};
 use crate::core::config::Config;
 use crate::core::error::{Error, TokenError};
-use crate::core::policy::{auth_api_path, missing_token, normalise_path, GatewayRequest, Judgement};
+use crate::core::policy::{auth_api_path, missing_token, normalise_path, GatewayRequest};
 use crate::core::target::{origin_target, RequestUrl};
 use crate::core::time::UnixTime;
 use crate::core::token::{self, Expectations, Parsed, VerifiedToken, ACCESS_TOKEN_TYPE, ASSERTION_TTL_SECS};
@@ -181,7 +181,7 @@ fn decide(
     now: UnixTime,
 ) -> Decision {
     let facts = Facts { req, method: req.method(), query: url.query() };
-    let judged: Judgement<'_> = cfg.routes.judge(&facts, normalised);
+    let judged = cfg.routes.judge(&facts, normalised);
     let drop_auth = !judged.route.forward_authorization;
     if judged.is_public() {
         return Decision::Forward { identity: JsValue::UNDEFINED, drop_auth };
