@@ -6,6 +6,7 @@ use url::Url;
 
 use crate::core::events::Event;
 use crate::core::gate::{FailureMode, HookConfig, HOOK_TIMEOUT_MS, MAX_HOOK_TIMEOUT_MS};
+use crate::core::headers::StrippedHeaders;
 use crate::core::keys::Kek;
 use crate::core::keys::SigningAlg;
 use crate::core::mail::EmailSettings;
@@ -88,6 +89,8 @@ pub struct Config {
     pub origin_timeout_ms: u32,
     /// `ROUTES` and `DEFAULT_POLICY`.
     pub routes: Routes,
+    /// The headers never forwarded: the built-in list and `STRIP_HEADERS`.
+    pub strip_headers: StrippedHeaders,
     /// `WEBHOOK_URLS`.
     pub webhook_urls: Vec<Url>,
     /// `WEBHOOK_SECRET` (secret): required when `WEBHOOK_URLS` is set.
@@ -209,6 +212,8 @@ impl Config {
                 .collect::<Result<_, ConfigError>>()?,
         };
         let routes = Routes::parse(get("ROUTES").as_deref(), get("DEFAULT_POLICY").as_deref()).map_err(ConfigError)?;
+        let strip_headers =
+            StrippedHeaders::parse(var("STRIP_HEADERS").as_deref()).map_err(|e| err("STRIP_HEADERS", e))?;
         let kek = match var("KEY_ENCRYPTION_KEY") {
             None => {
                 return Err(err(
@@ -337,6 +342,7 @@ impl Config {
             origin_url,
             origin_timeout_ms: number("ORIGIN_TIMEOUT_MS", ORIGIN_TIMEOUT_MS)?,
             routes,
+            strip_headers,
             webhook_urls,
             webhook_secret,
             webhook_events,
@@ -477,6 +483,7 @@ mod tests {
             ("COOKIE_MODE", "yes"),
             ("ROUTES", "[1]"),
             ("DEFAULT_POLICY", "open"),
+            ("STRIP_HEADERS", "x-ok, not a header"),
             ("KEY_ENCRYPTION_KEY", "c2hvcnQ="),
             ("ARGON2_MEMORY_KIB", "1"),
             ("WEBHOOK_URLS", "http://ok.example, nope"),

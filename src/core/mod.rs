@@ -11,6 +11,7 @@ pub mod error;
 pub mod events;
 pub mod flows;
 pub mod gate;
+pub mod headers;
 pub mod ids;
 pub mod keys;
 pub mod mail;

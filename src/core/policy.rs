@@ -3,11 +3,54 @@
 //!
 //! Matching happens on the normalised path — percent-decoded, `\` read as `/`,
 //! duplicate slashes collapsed, `.` and `..` resolved, trailing slash dropped,
-//! compared lowercased — and the gateway forwards that same normalised path, so the
-//! origin sees exactly what was authorised. Encoded slashes, backslashes,
-//! NULs and path parameters (`;`, raw or encoded) are refused outright: they
-//! are how path tricks smuggle a segment past a rule.
+//! compared without regard to ASCII case — and the gateway forwards that same
+//! normalised path, so the origin sees exactly what was authorised.
+//!
+//! # Paths as origins read them
+//!
+//! A rule must not be dodged by a spelling that the origin's framework reads
+//! as the path the rule protects. Origins read more into a path than its
+//! bytes: Tomcat, Jetty and Spring strip path parameters (`;`); Windows and
+//! IIS trim trailing dots and spaces from segments, and Spring's path matcher
+//! trims whitespace; Java's `equalsIgnoreCase` and .NET's ordinal ignore-case
+//! match `ſ` with `s`, `ı` with `i` and the Kelvin sign with `k`; Unicode
+//! normalisation (NFKC) and case folding turn `ｓ`, `ﬁ` and `²` into ASCII
+//! and drop invisible characters; a decoded `?` or `#` ends the path for
+//! whoever parses it again. Rather than guess one reading, the gateway refuses
+//! (422 `invalid_path`) every path that some reading would turn into another:
+//!
+//! - Rule patterns are ASCII. So a path dodges a rule only if we read it as
+//!   not matching while the origin reads it as the rule's ASCII text.
+//! - ASCII is read the same by everyone once the path is decoded and its dot
+//!   segments resolved, except for what is refused: controls, `;`, encoded
+//!   `/`, `\`, `%`, `?` and `#`, and segments that start with a space or end
+//!   with a space or a dot. ASCII case is matched insensitively.
+//! - A non-ASCII character that stays non-ASCII under every reading cannot
+//!   become a rule's text. So a non-ASCII character is refused exactly when
+//!   some reading turns it into ASCII or into nothing, or when this build
+//!   cannot tell: when its uppercase, lowercase or case folding contains
+//!   ASCII; when its UTS 46 mapping (NFKC with case folding, default-ignorable
+//!   characters removed) is empty, contains ASCII, or is disallowed (unassigned
+//!   in this build's Unicode data, which a newer Unicode may map; private use;
+//!   bidirectional controls); and whitespace, controls and the two joiners,
+//!   which that mapping keeps but other readings trim or drop.
+//!
+//! Names, slugs and words in other scripts (`Müller`, `日本`, `ελληνικά`) pass;
+//! `ß` (uppercase `SS`), Turkish `ı` and `İ`, ligatures and fullwidth forms
+//! are refused: a client must spell them otherwise.
+//!
+//! # Methods as origins read them
+//!
+//! A rule listing `GET` also covers `HEAD` (origins answer a HEAD with their
+//! GET handler). Express, ASP.NET Core, Symfony, Laravel and Rack act on a POST
+//! as another method when it says so: the override headers never reach the
+//! origin (`crate::core::headers`), but a `_method` query parameter, or one in
+//! a form body that a streaming gateway does not read, does. So when the rules
+//! for a path differ by method, a request that names `_method` in its query,
+//! and a POST whose body may be a form, must pass the policy of every method
+//! the path's rules give ([`Routes::judge`]).
 
+use icu_normalizer::uts46::Uts46MapperBorrowed;
 use serde::Deserialize;
 
 use crate::core::error::{Error, TokenError};
@@ -79,17 +122,28 @@ pub fn is_role_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
 }
 
+/// What applies to a request: a matching rule's, or the default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The policy.
+    pub policy: Policy,
+    /// Rule member `forward_authorization`: the request's `Authorization`
+    /// header reaches the origin. Otherwise it is removed, on public routes
+    /// too (it is a credential, and the origin is told who the caller is).
+    pub forward_authorization: bool,
+}
+
 /// One `ROUTES` rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
-    /// Lowercased, normalised pattern without its `/*` suffix.
+    /// Lowercased, normalised (ASCII) pattern without its `/*` suffix.
     prefix: String,
     /// Whether the pattern ended in `/*` (matches the prefix and below).
     subtree: bool,
-    /// Uppercased methods; `None` for all.
+    /// Uppercased methods (with `HEAD` wherever `GET` is); `None` for all.
     methods: Option<Vec<String>>,
-    /// The policy.
-    pub policy: Policy,
+    /// What the rule says.
+    pub route: Route,
 }
 
 #[derive(Deserialize)]
@@ -99,19 +153,68 @@ struct RawRule {
     #[serde(default)]
     methods: Option<Vec<String>>,
     policy: String,
+    #[serde(default)]
+    forward_authorization: bool,
 }
 
 impl Rule {
+    /// Whether the rule's pattern covers a (normalised) path, ASCII case aside.
+    fn covers(&self, normalised_path: &str) -> bool {
+        let p = self.prefix.as_bytes();
+        let path = normalised_path.as_bytes();
+        let head = path.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p));
+        if self.subtree {
+            head && (p == b"/" || matches!(path.get(p.len()), None | Some(b'/')))
+        } else {
+            head && path.len() == p.len()
+        }
+    }
+
     /// Whether the rule applies to a request (path already normalised).
     pub fn matches(&self, method: &str, normalised_path: &str) -> bool {
-        let path_ok = if self.subtree {
-            normalised_path == self.prefix
-                || (normalised_path.starts_with(&self.prefix)
-                    && (self.prefix == "/" || normalised_path.as_bytes().get(self.prefix.len()) == Some(&b'/')))
-        } else {
-            normalised_path == self.prefix
-        };
-        path_ok && self.methods.as_ref().is_none_or(|ms| ms.iter().any(|m| m.eq_ignore_ascii_case(method)))
+        self.covers(normalised_path)
+            && self.methods.as_ref().is_none_or(|ms| ms.iter().any(|m| m.eq_ignore_ascii_case(method)))
+    }
+}
+
+/// What the judgement of a request needs from it, read only when needed (at
+/// the edge each read may cross into JavaScript).
+pub trait GatewayRequest {
+    /// The method, as sent.
+    fn method(&self) -> &str;
+    /// The query, without its `?`.
+    fn query(&self) -> Option<&str>;
+    /// The `Content-Type` header.
+    fn content_type(&self) -> Option<String>;
+    /// Whether the request has a body.
+    fn has_body(&self) -> bool;
+}
+
+/// The judgement of one request: the route of its own method, and every
+/// further policy it must pass because the origin may act on it as another
+/// method.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Judgement<'a> {
+    /// The rule (or default) for the request's method: its options apply.
+    pub route: &'a Route,
+    also: Vec<&'a Policy>,
+}
+
+impl Judgement<'_> {
+    /// Whether no token is needed.
+    pub fn is_public(&self) -> bool {
+        self.route.policy == Policy::Public && self.also.iter().all(|p| **p == Policy::Public)
+    }
+
+    /// `Ok` if a verified caller with `roles` passes every policy, else the 403.
+    pub fn authorize(&self, roles: &[String]) -> Result<(), Error> {
+        authorize(&self.route.policy, roles)?;
+        self.also.iter().try_for_each(|p| authorize(p, roles))
+    }
+
+    /// The policies besides the route's own (for tests and logs).
+    pub fn also(&self) -> &[&Policy] {
+        &self.also
     }
 }
 
@@ -119,7 +222,9 @@ impl Rule {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Routes {
     rules: Vec<Rule>,
-    default: Policy,
+    default: Route,
+    /// Whether any rule lists methods (else a request's method never matters).
+    method_specific: bool,
 }
 
 impl Routes {
@@ -148,8 +253,12 @@ impl Routes {
             if base.contains('*') {
                 return Err(at(format!("path {:?}: * is only allowed as a final /*", r.path)));
             }
-            let prefix =
-                normalise_path(base).map_err(|_| at(format!("path {:?} is not a valid path", r.path)))?.to_lowercase();
+            let prefix = normalise_path(base).map_err(|_| at(format!("path {:?} is not a valid path", r.path)))?;
+            if !prefix.is_ascii() {
+                // Non-ASCII text has readings (case, normalisation) that
+                // ASCII does not; see the module docs.
+                return Err(at(format!("path {:?} must be ASCII (protect its ASCII parent, e.g. \"/api/*\")", r.path)));
+            }
             let methods = match r.methods {
                 Some(ms) if ms.is_empty() => return Err(at("methods must not be empty".into())),
                 Some(ms) => {
@@ -158,32 +267,130 @@ impl Routes {
                             return Err(at(format!("method {m:?} is not an HTTP method")));
                         }
                     }
-                    Some(ms.into_iter().map(|m| m.to_ascii_uppercase()).collect())
+                    let mut ms: Vec<String> = ms.into_iter().map(|m| m.to_ascii_uppercase()).collect();
+                    // Origins answer HEAD with their GET handler.
+                    if ms.iter().any(|m| m == "GET") && !ms.iter().any(|m| m == "HEAD") {
+                        ms.push("HEAD".into());
+                    }
+                    Some(ms)
                 }
                 None => None,
             };
             let policy = Policy::parse(&r.policy).map_err(at)?;
-            rules.push(Rule { prefix, subtree, methods, policy });
+            let route = Route { policy, forward_authorization: r.forward_authorization };
+            rules.push(Rule { prefix: prefix.to_ascii_lowercase(), subtree, methods, route });
         }
-        Ok(Self { rules, default })
+        let method_specific = rules.iter().any(|r| r.methods.is_some());
+        Ok(Self { rules, default: Route { policy: default, forward_authorization: false }, method_specific })
+    }
+
+    /// The route for a request: the first matching rule's, else the default.
+    pub fn route_for(&self, method: &str, normalised_path: &str) -> &Route {
+        self.rules.iter().find(|r| r.matches(method, normalised_path)).map_or(&self.default, |r| &r.route)
     }
 
     /// The policy for a request: the first matching rule's, else the default.
     pub fn policy_for(&self, method: &str, normalised_path: &str) -> &Policy {
-        let key = normalised_path.to_lowercase();
-        self.rules.iter().find(|r| r.matches(method, &key)).map_or(&self.default, |r| &r.policy)
+        &self.route_for(method, normalised_path).policy
+    }
+
+    /// Judges a request on a normalised path: the route of its method and,
+    /// when the origin may act on it as another method (see the module docs),
+    /// the policies of the path's other methods too. Costs nothing more
+    /// unless some rule lists methods; reads the `Content-Type` only for a
+    /// POST with a body on a path whose rules differ by method.
+    pub fn judge(&self, req: &impl GatewayRequest, normalised_path: &str) -> Judgement<'_> {
+        let method = req.method();
+        let route = self.route_for(method, normalised_path);
+        let alone = Judgement { route, also: Vec::new() };
+        if !self.method_specific {
+            return alone;
+        }
+        let named = req.query().is_some_and(names_method_override);
+        let post = method.eq_ignore_ascii_case("POST");
+        if !named && !post {
+            return alone;
+        }
+        let others: Vec<&Policy> =
+            self.policies_of_path(normalised_path).into_iter().filter(|p| **p != route.policy).collect();
+        if others.is_empty() {
+            return alone;
+        }
+        if named || (req.has_body() && may_be_form(req.content_type().as_deref())) {
+            Judgement { route, also: others }
+        } else {
+            alone
+        }
+    }
+
+    /// Every distinct policy some method gets on this path.
+    fn policies_of_path(&self, normalised_path: &str) -> Vec<&Policy> {
+        let mut out: Vec<&Policy> = Vec::new();
+        let mut claimed: Vec<&str> = Vec::new();
+        for r in self.rules.iter().filter(|r| r.covers(normalised_path)) {
+            match &r.methods {
+                None => {
+                    push_unique(&mut out, &r.route.policy);
+                    return out;
+                }
+                Some(ms) => {
+                    // A rule whose every method an earlier rule took never applies.
+                    if ms.iter().any(|m| !claimed.contains(&m.as_str())) {
+                        push_unique(&mut out, &r.route.policy);
+                    }
+                    claimed.extend(ms.iter().map(String::as_str));
+                }
+            }
+        }
+        push_unique(&mut out, &self.default.policy);
+        out
+    }
+}
+
+fn push_unique<'a>(out: &mut Vec<&'a Policy>, p: &'a Policy) {
+    if !out.contains(&p) {
+        out.push(p);
+    }
+}
+
+/// Whether a query names a method override: a parameter that Symfony,
+/// Laravel, Rack or Express's `method-override` reads as `_method` —
+/// percent-decoded, in any case, with PHP's reading of a leading ` `, `.`,
+/// `[` or `+` as `_`, and with any `[…]` suffix. Pairs are split on `&` and
+/// on `;` (older Rack splits on both).
+fn names_method_override(query: &str) -> bool {
+    query.split(['&', ';']).any(|pair| {
+        let name = pair.split('=').next().unwrap_or("");
+        let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+        let Some(rest) = name.strip_prefix(['_', ' ', '.', '[', '+']) else { return false };
+        rest.split('[').next().is_some_and(|bare| bare.eq_ignore_ascii_case("method"))
+    })
+}
+
+/// Whether a POST with this `Content-Type` may carry a form body, which
+/// Rack, Symfony, Laravel and ASP.NET Core read `_method` from: none (Rack
+/// parses an untyped POST body as a form) or any type naming `form`
+/// (`application/x-www-form-urlencoded`, `multipart/form-data`).
+fn may_be_form(content_type: Option<&str>) -> bool {
+    match content_type {
+        None => true,
+        Some(ct) => ct.trim().is_empty() || ct.to_ascii_lowercase().contains("form"),
     }
 }
 
 /// A request path made canonical; see the module docs. The result starts with
 /// `/`, has no empty, `.` or `..` segments and no trailing slash. Case is
-/// kept (the origin gets it); matching lowercases, so case cannot dodge a rule.
+/// kept (the origin gets it); matching ignores ASCII case, so case cannot
+/// dodge a rule.
 pub fn normalise_path(raw: &str) -> Result<String, Error> {
     let bad = || Error::validation("invalid_path", "the request path is not acceptable");
     if raw.len() > MAX_PATH_LEN {
         return Err(bad());
     }
     let decoded = percent_decode(raw).ok_or_else(bad)?;
+    if !decoded.is_ascii() && !decoded.chars().all(reads_as_itself) {
+        return Err(bad());
+    }
     let mut segments: Vec<&str> = Vec::new();
     for seg in decoded.split(['/', '\\']) {
         // Servers that strip path parameters (Tomcat, Jetty, Spring) read
@@ -198,6 +405,9 @@ pub fn normalise_path(raw: &str) -> Result<String, Error> {
             ".." => {
                 segments.pop();
             }
+            // Windows and IIS trim trailing dots and spaces (`secrets.` is
+            // `secrets`), Spring's path matcher trims spaces at both ends.
+            s if s.ends_with(['.', ' ']) || s.starts_with(' ') => return Err(bad()),
             s => segments.push(s),
         }
     }
@@ -210,6 +420,33 @@ pub fn normalise_path(raw: &str) -> Result<String, Error> {
         out.push('/');
     }
     Ok(out)
+}
+
+/// Whether every reading we know of leaves `c` outside ASCII and present;
+/// see the module docs. ASCII itself is judged elsewhere.
+fn reads_as_itself(c: char) -> bool {
+    if c.is_ascii() {
+        return true;
+    }
+    // Trimmed or dropped by some reading though UTS 46 keeps them.
+    if c.is_whitespace() || c.is_control() || matches!(c, '\u{200C}' | '\u{200D}') {
+        return false;
+    }
+    // Java's and .NET's case-insensitive comparisons: `ſ`/`S`, `ı`/`I`,
+    // `İ`/`i`, the Kelvin sign/`k`, `ß`/`SS`; and case folding.
+    let cased = c.to_uppercase().chain(c.to_lowercase()).chain(c.to_uppercase().flat_map(char::to_lowercase));
+    if cased.into_iter().any(|m| m.is_ascii()) {
+        return false;
+    }
+    // NFKC with case folding, default-ignorable characters removed.
+    let mut kept = false;
+    for m in Uts46MapperBorrowed::new().map_normalize(core::iter::once(c)) {
+        if m.is_ascii() || m == char::REPLACEMENT_CHARACTER {
+            return false;
+        }
+        kept = true;
+    }
+    kept
 }
 
 /// The auth API's own name for a normalised request path, or `None` when the
@@ -228,8 +465,9 @@ pub fn auth_api_path(normalised: &str, prefix: &str) -> Option<String> {
     under("/.well-known").then(|| normalised.to_string())
 }
 
-/// Decodes `%XX` escapes; refuses encoded `/`, `\`, NUL and other control
-/// characters, raw control characters, and invalid UTF-8 or escapes.
+/// Decodes `%XX` escapes; refuses encoded `/`, `\`, `%`, `?`, `#`, NUL and
+/// other control characters, raw controls, `?` and `#` (a serialised URL's
+/// path has none; a rule pattern must not), and invalid UTF-8 or escapes.
 fn percent_decode(raw: &str) -> Option<String> {
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -239,13 +477,15 @@ fn percent_decode(raw: &str) -> Option<String> {
         if b == b'%' {
             let hex = bytes.get(i + 1..i + 3)?;
             let v = u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
-            if v == b'/' || v == b'\\' || v == b'%' || v < 0x20 || v == 0x7f {
+            // A decoded delimiter is a delimiter to whoever parses the path
+            // again: `/api/secrets%3F/x` is `/api/secrets` to them.
+            if matches!(v, b'/' | b'\\' | b'%' | b'?' | b'#') || v < 0x20 || v == 0x7f {
                 return None;
             }
             out.push(v);
             i += 3;
         } else {
-            if b < 0x20 || b == 0x7f {
+            if b < 0x20 || b == 0x7f || b == b'?' || b == b'#' {
                 return None;
             }
             out.push(b);
@@ -415,6 +655,473 @@ mod tests {
         assert!(!Policy::Role("admin".into()).allows(&["user".into()]));
         assert!(Policy::AnyRole(vec!["a".into(), "b".into()]).allows(&["b".into()]));
         assert!(authorize(&Policy::Role("admin".into()), &[]).is_err());
+    }
+
+    fn secrets_routes() -> Routes {
+        Routes::parse(
+            Some(r#"[{"path": "/api/secrets/*", "policy": "role:admin"}, {"path": "/api/*", "policy": "public"}]"#),
+            None,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn unicode_spellings_that_origins_read_as_ascii_are_refused() {
+        // Each would miss `/api/secrets/*` (and fall to `/api/*`, public)
+        // while an origin reads it as `/api/secrets/x`.
+        for raw in [
+            "/api/%C5%BFecrets/x",        // ſ: Java's equalsIgnoreCase, .NET ignore-case, case folding
+            "/api/secret%C5%BF/x",        // ſ at the end
+            "/api/%EF%BD%93ecrets/x",     // fullwidth ｓ: NFKC
+            "/api/%EF%BC%B3ECRETS/x",     // fullwidth Ｓ
+            "/api/secrets%E2%80%8B/x",    // zero-width space: dropped by NFKC_Casefold
+            "/api/sec%C2%ADrets/x",       // soft hyphen
+            "/api/sec%E2%80%8Drets/x",    // zero-width joiner
+            "/api/secr%EF%BB%BFets/x",    // BOM
+            "/api/%E2%80%AEsecrets/x",    // right-to-left override
+            "/api/secrets%C2%A0/x",       // no-break space (trimmed by .NET, NFKC: space)
+            "/api/secrets%E3%80%80/x",    // ideographic space
+            "/api/secrets%C2%85/x",       // NEL (C1 control, .NET whitespace)
+            "/api/secret%EF%AC%86/x",     // ﬆ ligature: NFKC "st"
+            "/api/%F0%9C%B3%98ecrets/x",  // outlined S (Unicode 16): NFKC "s"
+            "/api/%C4%B1tems/x",          // ı: Java/.NET read it as i
+            "/api/%C4%B0tems/x",          // İ: lowercases to i + dot
+            "/api/%E2%84%AAeys/x",        // Kelvin sign: k
+            "/api/pa%C3%9F/x",            // ß: uppercase SS
+            "/api/%C2%B2fa/x",            // superscript two: NFKC 2
+            "/api/%C2%AAdmin/x",          // feminine ordinal: NFKC a
+            "/api/%EF%BC%8E%EF%BC%8E/x",  // fullwidth dots: `..` after NFKC
+            "/api/%EF%BC%8Fsecrets",      // fullwidth solidus: `/` after NFKC
+            "/api/%F3%A0%80%81secrets/x", // tag character (default-ignorable)
+            "/api/%EE%80%80/x",           // private use: no reading known
+            "/api/%F0%AF%A8%A0/x",        // unassigned here: a newer Unicode may map it
+        ] {
+            assert!(normalise_path(raw).is_err(), "{raw} is accepted as {:?}", normalise_path(raw));
+        }
+        let ascii = normalise_path("/API/Secrets/x").unwrap();
+        assert_eq!(
+            secrets_routes().policy_for("GET", &ascii),
+            &Policy::Role("admin".into()),
+            "ASCII case still matches"
+        );
+    }
+
+    #[test]
+    fn names_and_words_in_other_scripts_pass_unchanged() {
+        for (raw, decoded) in [
+            ("/api/users/M%C3%BCller", "/api/users/Müller"),
+            ("/api/users/M%C3%9CLLER", "/api/users/MÜLLER"),
+            ("/api/caf%C3%A9s/cr%C3%A8me", "/api/cafés/crème"),
+            ("/api/%E6%97%A5%E6%9C%AC", "/api/日本"),
+            ("/api/%CE%BB%CF%8C%CE%B3%CE%BF%CF%82", "/api/λόγος"),
+            ("/api/%D0%9C%D0%BE%D1%81%D0%BA%D0%B2%D0%B0", "/api/Москва"),
+            ("/api/%F0%9F%98%80/a%20b", "/api/😀/a b"),
+            ("/api/v1.2/.well/a.b", "/api/v1.2/.well/a.b"),
+        ] {
+            assert_eq!(normalise_path(raw).unwrap(), decoded, "{raw}");
+        }
+    }
+
+    #[test]
+    fn segments_that_servers_trim_are_refused() {
+        // Windows and IIS trim trailing dots and spaces; Spring's path
+        // matcher trims spaces at both ends: `/api/secrets./x` is their
+        // `/api/secrets/x`.
+        for raw in [
+            "/api/secrets./x",
+            "/api/secrets../x",
+            "/api/secrets.%20./x",
+            "/api/secrets%20/x",
+            "/api/%20secrets/x",
+            "/api/.../x",
+            "/api/secrets/x.",
+            "/api/secrets%2E",
+        ] {
+            assert!(normalise_path(raw).is_err(), "{raw}");
+        }
+        assert_eq!(normalise_path("/api/x/./y/../z").unwrap(), "/api/x/z", "dot segments are still resolved");
+        assert_eq!(normalise_path("/api/a%20b/.env").unwrap(), "/api/a b/.env");
+    }
+
+    #[test]
+    fn encoded_query_and_fragment_delimiters_are_refused() {
+        // Whoever decodes the path and parses it again ends it there:
+        // `/api/secrets%3F/x` is their `/api/secrets`.
+        for raw in ["/api/secrets%3F/x", "/api/secrets%3f", "/api/secrets%23/x", "/api/a%23b", "/api/a?b", "/api/a#b"] {
+            assert!(normalise_path(raw).is_err(), "{raw}");
+        }
+    }
+
+    #[test]
+    fn rule_patterns_must_be_ascii_and_valid_paths() {
+        for json in [
+            r#"[{"path": "/api/müller/*", "policy": "public"}]"#,
+            r#"[{"path": "/api/caf%C3%A9", "policy": "public"}]"#,
+            r#"[{"path": "/api/secrets./*", "policy": "public"}]"#,
+            r#"[{"path": "/api/a%3Fb", "policy": "public"}]"#,
+        ] {
+            let err = Routes::parse(Some(json), None).unwrap_err();
+            assert!(err.starts_with("ROUTES[0]"), "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_rule_listing_get_also_covers_head() {
+        let r = Routes::parse(
+            Some(r#"[{"path": "/api/reports/*", "methods": ["get"], "policy": "role:admin"}]"#),
+            Some("authenticated"),
+        )
+        .unwrap();
+        assert_eq!(r.policy_for("HEAD", "/api/reports/q3"), &Policy::Role("admin".into()));
+        assert_eq!(r.policy_for("head", "/api/reports/q3"), &Policy::Role("admin".into()));
+        assert_eq!(r.policy_for("POST", "/api/reports/q3"), &Policy::Authenticated);
+        let only_post =
+            Routes::parse(Some(r#"[{"path": "/x", "methods": ["POST"], "policy": "public"}]"#), None).unwrap();
+        assert_eq!(only_post.policy_for("HEAD", "/x"), &Policy::Authenticated);
+    }
+
+    #[test]
+    fn authorization_is_forwarded_only_where_a_rule_opts_in() {
+        let r = Routes::parse(
+            Some(
+                r#"[{"path": "/api/public/*", "policy": "public"},
+                    {"path": "/api/relay/*", "policy": "public", "forward_authorization": true},
+                    {"path": "/api/own/*", "policy": "authenticated", "forward_authorization": false}]"#,
+            ),
+            None,
+        )
+        .unwrap();
+        assert!(!r.route_for("GET", "/api/public/x").forward_authorization);
+        assert!(r.route_for("GET", "/api/relay/x").forward_authorization);
+        assert!(!r.route_for("GET", "/api/own/x").forward_authorization);
+        assert!(!r.route_for("GET", "/elsewhere").forward_authorization, "the default never forwards it");
+        for bad in [
+            r#"[{"path": "/x", "policy": "public", "forward_authorization": "yes"}]"#,
+            r#"[{"path": "/x", "policy": "public", "forward_authorization": 1}]"#,
+            r#"[{"path": "/x", "policy": "public", "forward_authorisation": true}]"#,
+        ] {
+            assert!(Routes::parse(Some(bad), None).unwrap_err().starts_with("ROUTES"), "{bad}");
+        }
+    }
+
+    /// A request as the judgement reads it, counting header reads.
+    struct Req {
+        method: &'static str,
+        query: Option<&'static str>,
+        content_type: Option<&'static str>,
+        body: bool,
+        reads: std::cell::Cell<u32>,
+    }
+
+    fn req(method: &'static str, query: Option<&'static str>, content_type: Option<&'static str>) -> Req {
+        Req { method, query, content_type, body: true, reads: std::cell::Cell::new(0) }
+    }
+
+    impl GatewayRequest for Req {
+        fn method(&self) -> &str {
+            self.method
+        }
+        fn query(&self) -> Option<&str> {
+            self.query
+        }
+        fn content_type(&self) -> Option<String> {
+            self.reads.set(self.reads.get() + 1);
+            self.content_type.map(str::to_string)
+        }
+        fn has_body(&self) -> bool {
+            self.body
+        }
+    }
+
+    fn items_routes() -> Routes {
+        Routes::parse(
+            Some(r#"[{"path": "/api/items/*", "methods": ["DELETE", "PUT"], "policy": "role:admin"}]"#),
+            Some("authenticated"),
+        )
+        .unwrap()
+    }
+
+    const USER: &[String] = &[];
+
+    fn admin() -> Vec<String> {
+        vec!["admin".to_string()]
+    }
+
+    #[test]
+    fn a_post_that_may_become_another_method_must_pass_that_methods_policy() {
+        let r = items_routes();
+        let judge = |q: &Req| r.judge(q, "/api/items/7");
+        // A JSON POST is a POST: the origin has no way to read it as another method.
+        let json = req("POST", None, Some("application/json"));
+        assert!(judge(&json).authorize(USER).is_ok());
+        // Form bodies may carry `_method` (Rack, Symfony, Laravel, ASP.NET Core).
+        for ct in [
+            Some("application/x-www-form-urlencoded"),
+            Some("multipart/form-data; boundary=x"),
+            Some("Application/X-WWW-Form-Urlencoded;charset=utf-8"),
+            Some(""),
+            None, // Rack parses an untyped POST body as a form
+        ] {
+            let form = req("POST", None, ct);
+            assert!(judge(&form).authorize(USER).is_err(), "{ct:?}");
+            assert!(judge(&form).authorize(&admin()).is_ok(), "{ct:?}");
+        }
+        let empty = Req { body: false, ..req("POST", None, None) };
+        assert!(judge(&empty).authorize(USER).is_ok(), "no body, no form");
+        // A `_method` query parameter, in every spelling the frameworks read.
+        for q in [
+            "_method=DELETE",
+            "a=1&_method=delete",
+            "a=1;_method=PUT",
+            "_METHOD=DELETE",
+            "%5Fmethod=DELETE",
+            "_m%65thod=DELETE",
+            ".method=DELETE",
+            "+method=DELETE",
+            "%20method=DELETE",
+            "_method[]=DELETE",
+            "_method",
+        ] {
+            let named = req("POST", Some(q), Some("application/json"));
+            assert!(judge(&named).authorize(USER).is_err(), "{q}");
+            let named_get = req("GET", Some(q), None);
+            assert!(judge(&named_get).authorize(USER).is_err(), "{q} on a GET");
+        }
+        for q in ["method=card", "x_method=1", "_methods=1", "a=_method", ""] {
+            assert!(judge(&req("POST", Some(q), Some("application/json"))).authorize(USER).is_ok(), "{q}");
+        }
+    }
+
+    #[test]
+    fn only_posts_on_paths_whose_rules_differ_by_method_read_a_header() {
+        let r = items_routes();
+        for q in [req("GET", None, None), req("PUT", None, None), req("DELETE", Some("a=1"), None)] {
+            let _ = r.judge(&q, "/api/items/7");
+            assert_eq!(q.reads.get(), 0, "{}", q.method);
+        }
+        let elsewhere = req("POST", None, Some("application/x-www-form-urlencoded"));
+        assert!(r.judge(&elsewhere, "/api/other").also().is_empty());
+        assert_eq!(elsewhere.reads.get(), 0, "the rules of /api/other do not differ by method");
+        let plain = dev_routes();
+        let form = req("POST", Some("_method=DELETE"), Some("multipart/form-data"));
+        assert!(plain.judge(&form, "/api/admin/x").also().is_empty());
+        assert_eq!(form.reads.get(), 0, "no rule lists methods");
+        let post = req("POST", None, Some("application/json"));
+        let _ = r.judge(&post, "/api/items/7");
+        assert_eq!(post.reads.get(), 1);
+    }
+
+    #[test]
+    fn a_form_post_where_get_is_stricter_must_pass_get_too() {
+        // Rack and Express's method-override turn a POST into a GET as well.
+        let r = Routes::parse(
+            Some(
+                r#"[{"path": "/api/reports", "methods": ["GET"], "policy": "role:admin"},
+                    {"path": "/api/reports", "methods": ["POST"], "policy": "public"}]"#,
+            ),
+            None,
+        )
+        .unwrap();
+        let form = req("POST", None, Some("application/x-www-form-urlencoded"));
+        let j = r.judge(&form, "/api/reports");
+        assert!(!j.is_public());
+        assert!(j.authorize(USER).is_err() && j.authorize(&admin()).is_ok());
+        let json = req("POST", None, Some("application/json"));
+        assert!(r.judge(&json, "/api/reports").is_public());
+    }
+
+    /// Confusables: for each ASCII letter and digit, the non-ASCII characters
+    /// that some reading (case mapping, folding, NFKC, NFKC_Casefold) turns into it.
+    fn confusables() -> &'static std::collections::HashMap<char, Vec<char>> {
+        static TABLE: std::sync::OnceLock<std::collections::HashMap<char, Vec<char>>> = std::sync::OnceLock::new();
+        TABLE.get_or_init(|| {
+            let nfkc = icu_normalizer::ComposingNormalizerBorrowed::new_nfkc();
+            let uts46 = Uts46MapperBorrowed::new();
+            let mut table: std::collections::HashMap<char, Vec<char>> = std::collections::HashMap::new();
+            for c in (0x80u32..0x2_0000).filter_map(char::from_u32) {
+                let mut buf = [0u8; 4];
+                let readings: [String; 5] = [
+                    c.to_uppercase().collect(),
+                    c.to_lowercase().collect(),
+                    c.to_uppercase().flat_map(char::to_lowercase).collect(),
+                    nfkc.normalize(c.encode_utf8(&mut buf)).into_owned(),
+                    uts46.map_normalize(std::iter::once(c)).collect(),
+                ];
+                for r in readings {
+                    let mut it = r.chars();
+                    if let (Some(a), None) = (it.next(), it.next()) {
+                        if a.is_ascii_alphanumeric() {
+                            table.entry(a.to_ascii_lowercase()).or_default().push(c);
+                        }
+                    }
+                }
+            }
+            table
+        })
+    }
+
+    type Reading = Box<dyn Fn(&str) -> String>;
+
+    /// How origins read a decoded path, each written here on its own (not
+    /// with the code under test): case-insensitive comparison and case
+    /// folding, NFKC and NFKC_Casefold, trimming, invisible characters
+    /// dropped, and a decoded path parsed again.
+    fn readings() -> Vec<(&'static str, Reading)> {
+        let per_segment = |f: fn(&str) -> String| move |p: &str| p.split('/').map(f).collect::<Vec<_>>().join("/");
+        vec![
+            // Java's equalsIgnoreCase: simple upper, then simple lower, per char.
+            (
+                "java ignore-case",
+                Box::new(|p: &str| {
+                    p.chars()
+                        .map(|c| {
+                            let u = c.to_uppercase().next().unwrap_or(c);
+                            u.to_lowercase().next().unwrap_or(u)
+                        })
+                        .collect()
+                }),
+            ),
+            (
+                "case folding",
+                Box::new(|p: &str| p.chars().flat_map(char::to_uppercase).flat_map(char::to_lowercase).collect()),
+            ),
+            ("lowercase", Box::new(|p: &str| p.to_lowercase())),
+            (
+                "nfkc",
+                Box::new(|p: &str| icu_normalizer::ComposingNormalizerBorrowed::new_nfkc().normalize(p).into_owned()),
+            ),
+            ("nfkc_casefold", Box::new(|p: &str| Uts46MapperBorrowed::new().map_normalize(p.chars()).collect())),
+            ("windows trims dots and spaces", Box::new(per_segment(|s| s.trim_end_matches(['.', ' ']).to_string()))),
+            ("spring/.NET trim whitespace", Box::new(per_segment(|s| s.trim().to_string()))),
+            (
+                "invisible characters dropped",
+                Box::new(|p: &str| {
+                    p.chars()
+                        .filter(|c| {
+                            c.is_ascii()
+                                || Uts46MapperBorrowed::new().map_normalize(std::iter::once(*c)).next().is_some()
+                        })
+                        .filter(|c| !matches!(c, '\u{200C}' | '\u{200D}'))
+                        .collect()
+                }),
+            ),
+            ("parsed again", Box::new(|p: &str| p.split(['?', '#']).next().unwrap_or("").to_string())),
+            ("path parameters stripped", Box::new(per_segment(|s| s.split(';').next().unwrap_or("").to_string()))),
+        ]
+    }
+
+    /// One spelling of `word`: each character as itself, in upper case,
+    /// percent-encoded, or as a confusable; sometimes with a stray character,
+    /// a trailing dot or space, or an encoded delimiter.
+    fn spelling(word: String) -> impl Strategy<Value = String> {
+        let n = word.len();
+        (
+            prop::collection::vec((0u8..6, any::<prop::sample::Index>()), n),
+            prop::option::of(prop_oneof![
+                any::<char>().prop_map(|c| c.to_string()),
+                Just(".".to_string()),
+                Just("%20".to_string()),
+                Just("%3F".to_string()),
+                Just("%23".to_string()),
+                Just("%E2%80%8B".to_string()),
+                Just(";x".to_string()),
+            ]),
+            any::<prop::sample::Index>(),
+        )
+            .prop_map(move |(choices, stray, at)| {
+                let mut out = String::new();
+                for (c, (how, pick)) in word.chars().zip(choices) {
+                    let alts = confusables().get(&c).map(Vec::as_slice).unwrap_or(&[]);
+                    let mut buf = [0u8; 4];
+                    match how {
+                        0 | 1 => out.push(c),
+                        2 => out.push(c.to_ascii_uppercase()),
+                        3 => out.push_str(&format!("%{:02X}", c as u32)),
+                        4 if !alts.is_empty() => out.push(alts[pick.index(alts.len())]),
+                        _ if !alts.is_empty() => {
+                            for b in alts[pick.index(alts.len())].encode_utf8(&mut buf).bytes() {
+                                out.push_str(&format!("%{b:02X}"));
+                            }
+                        }
+                        _ => out.push(c),
+                    }
+                }
+                if let Some(s) = stray {
+                    let mut at = at.index(out.len() + 1);
+                    while !out.is_char_boundary(at) {
+                        at -= 1;
+                    }
+                    out.insert_str(at, &s);
+                }
+                out
+            })
+    }
+
+    fn spelt_path() -> impl Strategy<Value = (String, String, String)> {
+        ("[a-z0-9]{1,6}", "[a-z0-9]{1,6}").prop_flat_map(|(a, b)| {
+            (Just(a.clone()), Just(b.clone()), (spelling(a), spelling(b), "[a-zA-Z0-9]{0,4}"))
+                .prop_map(|(a, b, (sa, sb, tail))| (a, b, format!("/{sa}/{sb}/{tail}")))
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        #[test]
+        fn an_accepted_path_reads_the_same_to_every_origin(rules in spelt_path()) {
+            let (a, b, raw) = rules;
+            let routes = Routes::parse(
+                Some(&format!(
+                    r#"[{{"path": "/{a}/{b}/*", "policy": "role:admin"}}, {{"path": "/{a}/*", "policy": "public"}}]"#
+                )),
+                None,
+            )
+            .unwrap();
+            if let Ok(n) = normalise_path(&raw) {
+                let ours = routes.policy_for("GET", &n);
+                for (name, read) in readings() {
+                    let theirs = read(&n);
+                    let theirs = normalise_path(&theirs).unwrap_or(theirs);
+                    prop_assert_eq!(
+                        routes.policy_for("GET", &theirs), ours,
+                        "{} accepted as {:?}; read by {} as {:?}", raw, n, name, theirs
+                    );
+                }
+            }
+        }
+
+        #[test]
+        fn a_request_is_let_through_only_if_every_method_it_may_become_is(
+            rules in prop::collection::vec((0usize..3, prop::option::of(prop::sample::subsequence(vec!["GET", "POST", "PUT", "PATCH", "DELETE", "LINK"], 1..4)), 0usize..4), 0..5),
+            path in 0usize..3,
+            roles in prop::sample::subsequence(vec!["admin".to_string(), "editor".to_string()], 0..3),
+            ct in prop::option::of(prop::sample::select(vec!["application/json", "application/x-www-form-urlencoded", "multipart/form-data", "text/plain"])),
+            query in prop::option::of(prop::sample::select(vec!["_method=PATCH", "a=1", "%5Fmethod=LINK"])),
+        ) {
+            const PATHS: [&str; 3] = ["/a/*", "/a/b", "/*"];
+            const POLICIES: [&str; 4] = ["public", "authenticated", "role:admin", "any_role:[editor]"];
+            let json: Vec<String> = rules.iter().map(|(p, ms, pol)| {
+                let ms = ms.as_ref().map_or(String::new(), |ms| format!(r#", "methods": {ms:?}"#));
+                format!(r#"{{"path": "{}"{ms}, "policy": "{}"}}"#, PATHS[*p], POLICIES[*pol])
+            }).collect();
+            let routes = Routes::parse(Some(&format!("[{}]", json.join(","))), Some("role:root")).unwrap();
+            let target = ["/a/b", "/a/c", "/z"][path];
+            let r = Req { method: "POST", query, content_type: ct, body: true, reads: std::cell::Cell::new(0) };
+            let j = routes.judge(&r, target);
+            let may_change = query.is_some_and(|q| q.contains("ethod")) || ct.is_none_or(|c| c.contains("form"));
+            let all = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "LINK", "PURGE"];
+            let possible: Vec<&str> = if may_change { all.to_vec() } else { vec!["POST"] };
+            if j.is_public() {
+                for m in &possible {
+                    prop_assert_eq!(routes.policy_for(m, target), &Policy::Public, "{}", m);
+                }
+            }
+            if j.authorize(&roles).is_ok() {
+                for m in &possible {
+                    prop_assert!(routes.policy_for(m, target).allows(&roles), "{} {:?} {:?}", m, roles, json);
+                }
+            }
+        }
     }
 
     proptest! {

@@ -97,14 +97,23 @@ export function setOriginProblems(unreachable, timeout, getBody) {
   PROBLEM_GET_BODY = getBody;
 }
 
-// Identity header names, also as spelt with underscores: WSGI (Django,
-// Flask), PHP and Rack read `X_Auth_Roles` as `X-Auth-Roles`, so both go.
-const IDENTITY_NAME = /^x[-_]auth[-_]/;
+// Header names never forwarded: identity, client address, routing and method
+// overrides (core::headers, with STRIP_HEADERS), also spelt with underscores,
+// which WSGI, PHP and Rack read as dashes. One regular expression, built once
+// per isolate from Rust's list as a trie, so a name is decided in a character
+// or two (one test per incoming name, as the X-Auth-* test before it).
+let STRIPPED = null;
+
+/** Stores the source of the stripped-name pattern (`core::headers::StrippedHeaders::js_pattern`). */
+export function setStrippedHeaders(pattern) {
+  STRIPPED = new RegExp(pattern);
+}
 
 /**
  * Sends `request` to `target` (the normalised URL Rust chose) with its method,
  * headers and body stream, minus hop-by-hop headers, headers named by
- * `Connection`, every X-Auth-* (also spelt with underscores), the gateway's cookies and (if `dropAuth`) the
+ * `Connection`, every stripped name (X-Auth-*, X-Forwarded-*, … in any
+ * spelling: `setStrippedHeaders`), the gateway's cookies and (if `dropAuth`) the
  * Authorization header; plus the identity headers when `identity` — the
  * array [user id, email, roles, session id, assertion], built once per token
  * by Rust and cached with it — is given.
@@ -128,6 +137,8 @@ function forwardRaw(request, target, identity, dropAuth, timeoutMs, fetcher) {
   if ((method === "GET" || method === "HEAD") && request.body !== null) {
     return Promise.resolve(respond(400, PROBLEM_GET_BODY, "application/problem+json"));
   }
+  // Set once per isolate before the first forward; fail closed without it.
+  if (STRIPPED === null) throw new Error("forward: the stripped header names are not set");
   // One native copy, then one pass over the incoming names (not the values:
   // the Authorization value alone is ~600 bytes); deletes only for what must
   // not pass (usually nothing).
@@ -137,11 +148,12 @@ function forwardRaw(request, target, identity, dropAuth, timeoutMs, fetcher) {
   let cookies = null;
   let upgrade = null;
   for (const k of incoming.keys()) {
-    if (IDENTITY_NAME.test(k) || HOP_BY_HOP.has(k)) {
+    if (STRIPPED.test(k) || HOP_BY_HOP.has(k)) {
       headers.delete(k);
       if (k === "connection") named = incoming.get(k);
       else if (k === "upgrade") upgrade = incoming.get(k);
     } else if (k === "cookie") cookies = incoming.get(k);
+    else if (k === "authorization" && dropAuth) headers.delete(k);
   }
   if (named) {
     // Only names actually present: a Connection value may list anything.
@@ -152,7 +164,6 @@ function forwardRaw(request, target, identity, dropAuth, timeoutMs, fetcher) {
   // deleted above): the runtime then opens the socket to the origin and the
   // 101 answer carries it back to the client.
   if (upgrade && upgrade.toLowerCase() === "websocket") headers.set("upgrade", "websocket");
-  if (dropAuth) headers.delete("authorization");
   if (cookies && OWN_COOKIES.some((c) => cookies.includes(c))) {
     const own = (pair) => OWN_COOKIES.includes(pair.trim().split("=", 1)[0]);
     const kept = [];

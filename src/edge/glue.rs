@@ -31,6 +31,11 @@ extern "C" {
     #[wasm_bindgen(js_name = setOriginProblems)]
     pub fn set_origin_problems(unreachable: &str, timeout: &str, get_body: &str);
 
+    /// Stores the pattern of header names `forward` removes
+    /// (`core::headers::StrippedHeaders::js_pattern`).
+    #[wasm_bindgen(js_name = setStrippedHeaders)]
+    pub fn set_stripped_headers(pattern: &str);
+
     /// Sends the request to the origin; resolves to its Response, or a 502 /
     /// 504 problem. `identity` is `[user id, email, roles, session id,
     /// assertion]`, or `undefined` for none; `vary` adds `Vary: Origin`.

@@ -24,7 +24,7 @@ use worker::Env;
 use crate::core::cache::{Assertion, TokenCache, DEFAULT_CAPACITY};
 use crate::core::config::Config;
 use crate::core::error::{Error, TokenError};
-use crate::core::policy::{auth_api_path, authorize, missing_token, normalise_path, Policy};
+use crate::core::policy::{auth_api_path, missing_token, normalise_path, GatewayRequest};
 use crate::core::target::{origin_target, RequestUrl};
 use crate::core::time::UnixTime;
 use crate::core::token::{self, Expectations, Parsed, VerifiedToken, ACCESS_TOKEN_TYPE, ASSERTION_TTL_SECS};
@@ -48,10 +48,34 @@ thread_local! {
     static PROBLEMS_SET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// A gateway request as [`crate::core::policy::Routes::judge`] reads it: the
+/// method and query are at hand, headers are read only when asked for.
+struct Facts<'r> {
+    req: &'r Request,
+    method: String,
+    query: Option<&'r str>,
+}
+
+impl GatewayRequest for Facts<'_> {
+    fn method(&self) -> &str {
+        &self.method
+    }
+    fn query(&self) -> Option<&str> {
+        self.query
+    }
+    fn content_type(&self) -> Option<String> {
+        http::header(self.req, "content-type")
+    }
+    fn has_body(&self) -> bool {
+        self.req.body().is_some()
+    }
+}
+
 /// The judgement on one gateway request.
 enum Decision {
     /// Forward, with the identity headers (`undefined`: none) and whether
-    /// the `Authorization` header carried the token (then it is dropped).
+    /// the `Authorization` header is removed (unless the rule says
+    /// `forward_authorization`).
     Forward { identity: JsValue, drop_auth: bool },
     /// Answer with this problem.
     Refuse(Error),
@@ -157,14 +181,16 @@ fn decide(
     normalised: &str,
     now: UnixTime,
 ) -> Decision {
-    let policy = cfg.routes.policy_for(&req.method(), normalised);
-    if *policy == Policy::Public {
-        return Decision::Forward { identity: JsValue::UNDEFINED, drop_auth: false };
+    let facts = Facts { req, method: req.method(), query: url.query() };
+    let judged = cfg.routes.judge(&facts, normalised);
+    let drop_auth = !judged.route.forward_authorization;
+    if judged.is_public() {
+        return Decision::Forward { identity: JsValue::UNDEFINED, drop_auth };
     }
-    let (raw, from_header) = match http::bearer(req) {
-        Some(t) => (t, true),
+    let raw = match http::bearer(req) {
+        Some(t) => t,
         None => match cookie_credential(req, cfg, &url.origin(), ACCESS_COOKIE) {
-            Ok(Some(t)) => (t, false),
+            Ok(Some(t)) => t,
             Ok(None) => return Decision::Refuse(missing_token()),
             Err(e) => return Decision::Refuse(e),
         },
@@ -182,7 +208,7 @@ fn decide(
         if e.token.claims.iss != *issuer {
             return Some(Err(Error::InvalidToken(TokenError::WrongIssuer)));
         }
-        if let Err(refused) = authorize(policy, &e.token.claims.roles) {
+        if let Err(refused) = judged.authorize(&e.token.claims.roles) {
             return Some(Err(refused));
         }
         Some(Ok(match e.assertion.as_ref().filter(|a| assertion_fresh(a.expires_at, now)) {
@@ -192,16 +218,14 @@ fn decide(
     });
     let (verified, fresh) = match cached {
         Some(Err(e)) => return Decision::Refuse(e),
-        Some(Ok(Hit::Ready(identity))) => {
-            return Decision::Forward { identity: identity.into(), drop_auth: from_header }
-        }
+        Some(Ok(Hit::Ready(identity))) => return Decision::Forward { identity: identity.into(), drop_auth },
         Some(Ok(Hit::Unsigned(verified))) => (verified, None),
         None => match verify_fresh(&raw, &issuer, cfg, keys, now) {
             Ok((v, kid)) => (v, Some(kid)),
             Err(d) => return d,
         },
     };
-    if let Err(e) = authorize(policy, &verified.claims.roles) {
+    if let Err(e) = judged.authorize(&verified.claims.roles) {
         // Cached all the same: a repeat of the refused request costs a lookup.
         remember(&raw, fresh.map(|kid| (verified, kid)), None, keys, now);
         return Decision::Refuse(e);
@@ -212,7 +236,7 @@ fn decide(
         Ok(signed) => {
             let identity = signed.value.clone();
             remember(&raw, fresh, Some(signed), keys, now);
-            Decision::Forward { identity: identity.into(), drop_auth: from_header }
+            Decision::Forward { identity: identity.into(), drop_auth }
         }
         Err(d) => {
             remember(&raw, fresh, None, keys, now);
@@ -340,6 +364,7 @@ fn dispatch(
             &Error::OriginTimeout.problem().body(),
             &Error::BodyNotForwardable.problem().body(),
         );
+        glue::set_stripped_headers(cfg.strip_headers.js_pattern());
         PROBLEMS_SET.with(|s| s.set(true));
     }
     let binding = origin_binding(env);

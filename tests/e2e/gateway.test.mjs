@@ -7,12 +7,17 @@ import http from "node:http";
 import crypto from "node:crypto";
 import { startGateway, post, json, randomEmail } from "./harness.mjs";
 import { grantRole, signingKey, mint, claimsFor } from "./lib/d1.mjs";
+import { strippedEntries, headerSet, rng } from "./lib/stripped.mjs";
 
 const ROUTES = [
   { path: "/api/public/*", policy: "public" },
   { path: "/api/admin/*", policy: "role:admin" },
   { path: "/api/staff/*", policy: "any_role:[editor,admin]" },
   { path: "/api/docs/*", methods: ["GET", "HEAD"], policy: "public" },
+  { path: "/api/secrets/*", policy: "role:admin" },
+  { path: "/api/reports/*", methods: ["GET"], policy: "role:admin" },
+  { path: "/api/orders/*", methods: ["DELETE", "PUT"], policy: "role:admin" },
+  { path: "/api/relay/*", policy: "public", forward_authorization: true },
 ];
 const APP = "https://app.example";
 
@@ -70,7 +75,7 @@ function raw(method, path, headers = {}, body) {
 before(async () => {
   gw = await startGateway({
     origin: true,
-    vars: { ROUTES: JSON.stringify(ROUTES), CORS_ORIGINS: APP, COOKIE_MODE: "true" },
+    vars: { ROUTES: JSON.stringify(ROUTES), CORS_ORIGINS: APP, COOKIE_MODE: "true", STRIP_HEADERS: "X-Tenant-Id, X_Acme_*" },
   });
   alice = await signup(randomEmail("alice"));
   root = await signup(randomEmail("root"));
@@ -315,6 +320,142 @@ describe("path normalisation", () => {
       assert.ok(res.status >= 400 && res.status < 500, `${bad}: ${res.status}`);
       assert.equal(res.body.code, "invalid_path");
     }
+  });
+});
+
+describe("paths as origins read them", () => {
+  // Each is read as /api/secrets/x (role:admin) by some origin framework, and
+  // missed that rule before: it fell to DEFAULT_POLICY, which lets any user in.
+  const readings = [
+    ["/api/%C5%BFecrets/x", "ſ: Java's equalsIgnoreCase, .NET's OrdinalIgnoreCase, case folding"],
+    ["/api/secret%C5%BF/x", "ſ at the end"],
+    ["/api/%EF%BD%93%EF%BD%85%EF%BD%83%EF%BD%92%EF%BD%85%EF%BD%94%EF%BD%93/x", "fullwidth letters: NFKC"],
+    ["/api/secre%E2%93%A3s/x", "circled letter: NFKC"],
+    ["/api/sec%C2%ADrets/x", "soft hyphen: dropped by NFKC_Casefold"],
+    ["/api/secrets%E2%80%8B/x", "zero-width space: dropped by NFKC_Casefold"],
+    ["/api/secrets./x", "trailing dot: trimmed by Windows and IIS"],
+    ["/api/secrets%20/x", "trailing space: trimmed by Windows, IIS and Spring's path matcher"],
+    ["/api/%20secrets/x", "leading space: trimmed by Spring's path matcher"],
+    ["/api/secrets%C2%A0/x", "no-break space: trimmed by .NET, a space after NFKC"],
+    ["/api/secrets%3F/x", "encoded ?: the end of the path to whoever parses it again"],
+    ["/api/secrets%23/x", "encoded #: the same"],
+    ["/api/%E2%84%AAeys/x", "Kelvin sign: k to Java, .NET and NFKC"],
+    ["/api/%C4%B1tems/x", "dotless ı: i to Java and .NET"],
+  ];
+  for (const [path, why] of readings) {
+    test(`${path} (${why}) is refused with 422 invalid_path`, async () => {
+      const res = await raw("GET", path, bearer(alice));
+      assert.equal(res.status, 422, `${path}: ${res.status} ${res.text}`);
+      assert.equal(res.body.code, "invalid_path");
+    });
+  }
+
+  test("ASCII case still matches the rule, and names in other scripts reach the origin unchanged", async () => {
+    assert.equal((await raw("GET", "/API/Secrets/x", bearer(alice))).status, 403);
+    assert.equal((await raw("GET", "/API/Secrets/x", bearer(root))).status, 200);
+    const res = await raw("GET", "/api/public/M%C3%BCller/%E6%97%A5%E6%9C%AC/%CE%BB%CF%8C%CE%B3%CE%BF%CF%82/caf%C3%A9", {});
+    assert.equal(res.status, 200, res.text);
+    assert.equal(decodeURIComponent(res.body.path), "/api/public/Müller/日本/λόγος/café");
+  });
+
+  test("a rule listing GET also covers HEAD, which origins answer with their GET handler", async () => {
+    const head = await raw("HEAD", "/api/reports/q3", bearer(alice));
+    assert.equal(head.status, 403);
+    assert.equal((await raw("GET", "/api/reports/q3", bearer(alice))).status, 403);
+    assert.equal((await raw("HEAD", "/api/reports/q3", bearer(root))).status, 200);
+    // Other methods are not under the rule.
+    assert.equal((await raw("POST", "/api/reports/q3", { ...bearer(alice), "content-type": "application/json" }, "{}")).status, 200);
+  });
+});
+
+describe("methods as origins read them", () => {
+  // /api/orders/*: DELETE and PUT need role:admin, other methods DEFAULT_POLICY (authenticated).
+  const json = { "content-type": "application/json" };
+
+  test("override headers never reach the origin, which acts on the method that was judged", async () => {
+    const overrides = {
+      "X-HTTP-Method-Override": "DELETE",
+      "X-HTTP-Method": "DELETE",
+      "X-Method-Override": "PUT",
+      X_HTTP_Method_Override: "DELETE",
+      "x-original-url": "/api/orders/7/delete",
+      "X-Rewrite-URL": "/api/admin/x",
+    };
+    for (const path of ["/api/orders/7", "/api/public/x"]) {
+      const res = await raw("POST", path, { ...bearer(alice), ...json, ...overrides }, "{}");
+      assert.equal(res.status, 200, `${path}: ${res.text}`);
+      assert.equal(res.body.method, "POST");
+      const arrived = Object.keys(res.body.headers).filter((k) => /method|original|rewrite/i.test(k));
+      assert.deepEqual(arrived, [], path);
+    }
+  });
+
+  test("a _method query parameter makes the request pass the policy of every method of the path", async () => {
+    for (const q of ["_method=DELETE", "%5Fmethod=PUT", "_method[]=DELETE"]) {
+      const refused = await raw("POST", `/api/orders/7?${q}`, { ...bearer(alice), ...json }, "{}");
+      assert.equal(refused.status, 403, `${q}: ${refused.text}`);
+      assert.equal(refused.body.code, "insufficient_role");
+      const admitted = await raw("POST", `/api/orders/7?${q}`, { ...bearer(root), ...json }, "{}");
+      assert.equal(admitted.status, 200, q);
+      assert.equal(admitted.body.method, "POST");
+      assert.equal(admitted.body.query, q);
+    }
+  });
+
+  test("a form POST to a method-restricted rule must pass the policy of the methods it may become", async () => {
+    const form = { "content-type": "application/x-www-form-urlencoded" };
+    const refused = await raw("POST", "/api/orders/7", { ...bearer(alice), ...form }, "_method=DELETE");
+    assert.equal(refused.status, 403, refused.text);
+    const multipart = await raw("POST", "/api/orders/7", { ...bearer(alice), "content-type": "multipart/form-data; boundary=b" }, '--b\r\ncontent-disposition: form-data; name="_method"\r\n\r\nDELETE\r\n--b--\r\n');
+    assert.equal(multipart.status, 403, multipart.text);
+    const admin = await raw("POST", "/api/orders/7", { ...bearer(root), ...form }, "_method=DELETE");
+    assert.equal(admin.status, 200);
+    assert.equal(admin.body.method, "POST");
+    // A JSON POST cannot become another method: it is judged as the POST it is.
+    const plain = await raw("POST", "/api/orders/7", { ...bearer(alice), ...json }, '{"_method": "DELETE"}');
+    assert.equal(plain.status, 200, plain.text);
+    assert.equal(plain.body.method, "POST");
+    // And the rule itself still holds for the methods it lists.
+    assert.equal((await raw("DELETE", "/api/orders/7", bearer(alice))).status, 403);
+  });
+});
+
+describe("headers an origin may trust", () => {
+  const entries = strippedEntries();
+
+  test("no identity, client-address, routing or override header reaches the origin, in any spelling; every other header does", async () => {
+    const rand = rng(20);
+    for (let round = 0; round < 6; round++) {
+      const { headers, stripped, kept } = headerSet(entries, rand);
+      for (const [path, auth] of [["/api/public/x", {}], ["/api/hello", bearer(alice)]]) {
+        const res = await raw("GET", path, { ...auth, ...headers });
+        assert.equal(res.status, 200, `${path}: ${res.text}`);
+        const arrived = res.body.headers;
+        const through = stripped.filter((n) => arrived[n.toLowerCase()] !== undefined && !/^x[-_]auth[-_](user[-_]id|email|roles|session[-_]id|assertion)$/i.test(n));
+        assert.deepEqual(through, [], `round ${round} ${path}`);
+        for (const n of kept) assert.equal(arrived[n.toLowerCase()], headers[n], `round ${round} ${path}: ${n} did not arrive`);
+      }
+    }
+  });
+
+  test("STRIP_HEADERS adds names and prefixes to the list", async () => {
+    const res = await raw("GET", "/api/public/x", { "x-tenant-id": "t1", "X_Tenant_Id": "t2", "x-acme-user": "u", "x-acme": "kept", "x-tenant": "kept" });
+    assert.equal(res.status, 200);
+    const names = Object.keys(res.body.headers).filter((k) => /tenant|acme/i.test(k)).sort();
+    assert.deepEqual(names, ["x-acme", "x-tenant"]);
+  });
+
+  test("Authorization never reaches the origin on a public route, unless its rule says forward_authorization", async () => {
+    for (const authorization of ["Bearer not-for-the-origin", "Basic dXNlcjpwYXNz", `Bearer ${alice.auth.access_token}`]) {
+      const pub = await raw("GET", "/api/public/x", { authorization });
+      assert.equal(pub.status, 200);
+      assert.equal(pub.body.headers.authorization, undefined, authorization);
+      const relay = await raw("GET", "/api/relay/x", { authorization });
+      assert.equal(relay.status, 200);
+      assert.equal(relay.body.headers.authorization, authorization);
+    }
+    // Nor the token a protected route consumed.
+    assert.equal((await raw("GET", "/api/hello", bearer(alice))).body.headers.authorization, undefined);
   });
 });
 

@@ -18,6 +18,7 @@ import { makeSigningKey, minter } from "../../bench/lib/keys.mjs";
 import { writeConfig, portcullisPlatform } from "../../bench/lib/workerd.mjs";
 import { listenSocket, start, stop, waitHttp } from "../../bench/lib/proc.mjs";
 import { startOrigin } from "../../demo/origin.mjs";
+import { strippedEntries, headerSet, rng } from "./lib/stripped.mjs";
 
 const WORKERD = path.join(ROOT, "node_modules", "@cloudflare", "workerd-linux-64", "bin", "workerd");
 const ISSUER = "https://portcullis.workerd.test";
@@ -134,6 +135,56 @@ test("a Connection header naming the identity headers can neither strip nor spoo
   const p = await send("/api/public/x", { connection, ...spoof });
   assert.equal(p.status, 200);
   for (const h of Object.keys(spoof)) assert.equal(p.body.headers[h], undefined, h);
+});
+
+/** One raw request (the target's bytes exactly as given); resolves to { status, body }. */
+function rawBytes(target, headers = {}) {
+  const head = Buffer.concat([
+    Buffer.from("GET "),
+    Buffer.from(target, "utf8"),
+    Buffer.from(` HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join("")}\r\n`),
+  ]);
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(port, "127.0.0.1", () => sock.end(head));
+    let out = "";
+    sock.on("data", (d) => (out += d));
+    sock.on("end", () => {
+      const status = Number(/^HTTP\/1\.1 (\d+)/.exec(out)?.[1]);
+      const text = out.slice(out.indexOf("\r\n\r\n") + 4);
+      let body = null;
+      try { body = JSON.parse(text); } catch {}
+      resolve({ status, body, text });
+    });
+    sock.on("error", reject);
+  });
+}
+
+test("a path an origin would read as another is refused however it is sent: percent-encoded or as raw UTF-8", async () => {
+  const auth = { authorization: `Bearer ${mint()}` };
+  for (const target of ["/api/%C5%BFecrets/x", "/api/ſecrets/x", "/api/ｓecrets/x", "/api/secrets./x", "/api/secrets%3F/x", "/api/Kelvin-\u212A/x"]) {
+    const r = await rawBytes(target, auth);
+    assert.equal(r.status, 422, `${target}: ${r.status} ${r.text}`);
+    assert.equal(r.body.code, "invalid_path", target);
+  }
+  const ok = await rawBytes("/api/public/Müller/日本", {});
+  assert.equal(ok.status, 200, ok.text);
+  assert.equal(decodeURIComponent(ok.body.path), "/api/public/Müller/日本");
+});
+
+test("no identity, client-address, routing or override header reaches the origin, in any spelling; every other header does", async () => {
+  const entries = strippedEntries();
+  const rand = rng(7);
+  for (let round = 0; round < 4; round++) {
+    const { headers, stripped, kept } = headerSet(entries, rand);
+    for (const [p, auth] of [["/api/public/x", {}], ["/api/x", { authorization: `Bearer ${mint()}` }]]) {
+      const r = await send(p, { ...auth, ...headers });
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      const through = stripped.filter((n) => r.body.headers[n.toLowerCase()] !== undefined && !/^x[-_]auth[-_](user[-_]id|email|roles|session[-_]id|assertion)$/i.test(n));
+      assert.deepEqual(through, [], `round ${round} ${p}`);
+      for (const n of kept) assert.equal(r.body.headers[n.toLowerCase()], headers[n], `round ${round} ${p}: ${n}`);
+      assert.equal(r.body.headers.authorization, undefined, p);
+    }
+  }
 });
 
 test("the gateway's own cookies never reach the origin, also from a second Cookie header line", async () => {

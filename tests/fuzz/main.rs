@@ -22,7 +22,8 @@ use portcullis::core::flows::admin::{ListQuery, UpdateUserRequest};
 use portcullis::core::flows::otp::OtpVerifyRequest;
 use portcullis::core::flows::password::{ChangeRequest, ResetRequest};
 use portcullis::core::flows::{EmailRequest, TokenRequest};
-use portcullis::core::policy::{normalise_path, Routes};
+use portcullis::core::headers::StrippedHeaders;
+use portcullis::core::policy::{normalise_path, GatewayRequest, Routes};
 use portcullis::core::rate_limit::RateLimits;
 use portcullis::core::time::UnixTime;
 use portcullis::core::token::{Expectations, Parsed, ACCESS_TOKEN_TYPE};
@@ -250,6 +251,24 @@ proptest! {
     }
 
     #[test]
+    fn any_query_and_content_type_are_judged(query in "\\PC{0,80}", ct in proptest::option::of("\\PC{0,40}"), method in "[A-Za-z]{1,7}") {
+        struct Req(String, String, Option<String>);
+        impl GatewayRequest for Req {
+            fn method(&self) -> &str { &self.0 }
+            fn query(&self) -> Option<&str> { Some(&self.1) }
+            fn content_type(&self) -> Option<String> { self.2.clone() }
+            fn has_body(&self) -> bool { true }
+        }
+        let routes = Routes::parse(
+            Some(r#"[{"path": "/a/*", "methods": ["DELETE"], "policy": "role:admin"}, {"path": "/a/*", "policy": "public"}]"#),
+            None,
+        ).unwrap();
+        let judged = routes.judge(&Req(method, query, ct), "/a/b");
+        // Whatever it names, a request here is public or needs the admin role.
+        prop_assert!(judged.is_public() || judged.authorize(&["admin".to_string()]).is_ok());
+    }
+
+    #[test]
     fn arbitrary_paths_normalise_or_are_refused(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
         let text = String::from_utf8_lossy(&bytes);
         if let Ok(n) = normalise_path(&text) {
@@ -295,6 +314,14 @@ proptest! {
     }
 
     // ---- operator settings --------------------------------------------------
+
+    #[test]
+    fn strip_header_settings_parse_or_say_which_name_is_bad(extra in "[\\PC,*_-]{0,80}") {
+        match StrippedHeaders::parse(Some(&extra)) {
+            Ok(s) => prop_assert!(s.js_pattern().starts_with('^')),
+            Err(e) => prop_assert!(e.contains("not a header name"), "{}", e),
+        }
+    }
 
     #[test]
     fn rate_limit_settings_parse_or_name_the_setting(limits in prop_oneof![jsonish(), "\\PC{0,80}"], backoff in "[0-9/a-z]{0,12}") {

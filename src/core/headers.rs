@@ -1,0 +1,381 @@
+//! Request headers that never reach the origin: every name an origin may
+//! trust for who the user is, where the request came from, or what to do
+//! instead of what was asked (another method, another URL).
+//!
+//! The premise: an origin behind Portcullis learns the user from the
+//! `X-Auth-*` headers the gateway sets, and nothing a client sends may say
+//! otherwise. Other gateways, auth proxies and load balancers tell their
+//! origins the same things under other names (oauth2-proxy's
+//! `X-Forwarded-User`, Authelia's `Remote-User`, `X-Real-IP`, `Forwarded`,
+//! `X-Original-URL`, `X-HTTP-Method-Override`, …), and frameworks read them
+//! when told to trust a proxy: a client that sends one through Portcullis
+//! speaks with the proxy's voice. So every such header is removed, on every
+//! route, before the request is forwarded. Nothing is put in their place:
+//! removing costs the gateway nothing when a header is absent, where setting
+//! one costs every request (bench/README.md, decision log).
+//!
+//! Names are compared case-insensitively with `-` and `_` alike: WSGI (Django,
+//! Flask), PHP and Rack read `X_Forwarded_User` as `X-Forwarded-User`. An
+//! entry ending in `*` is a prefix. Operators extend the list with
+//! `STRIP_HEADERS` (comma-separated names in the same syntax).
+//!
+//! The edge applies the list in JavaScript (`glue.js`, one test per incoming
+//! header name): [`StrippedHeaders::js_pattern`] is the list as one regular
+//! expression, built once per isolate as a trie so that a name is decided in
+//! a character or two; [`StrippedHeaders::strips`] is the same rule in Rust,
+//! and the tests hold the two to each other.
+
+use std::collections::BTreeMap;
+
+/// The built-in list. `tests/e2e/gateway.test.mjs` reads this table (every
+/// string literal between the `STRIPPED` line and its closing `];`).
+pub const STRIPPED: &[&str] = &[
+    // Identity, as gateways and auth proxies tell their origins.
+    "x-auth-*",      // Portcullis's own (set again after this), oauth2-proxy's X-Auth-Request-*
+    "x-forwarded-*", // oauth2-proxy's -User, -Email, -Preferred-Username, -Groups, -Access-Token; -For, -Host, -Proto, -Port, -Prefix, -Server, -Ssl, Envoy's -Client-Cert
+    "remote-*",      // Remote-User, Remote-Groups, Remote-Email, Remote-Name (Authelia, Apache)
+    "x-remote-*",    // X-Remote-User, X-Remote-Group, X-Remote-Addr
+    "x-user",
+    "x-user-id",
+    "x-user-email",
+    "x-user-name",
+    "x-user-roles",
+    "x-user-groups",
+    "x-userid",
+    "x-username",
+    "x-userinfo",
+    "x-email",
+    "x-preferred-username",
+    "x-groups",
+    "x-roles",
+    "x-authenticated-*", // Kong
+    "x-consumer-*",      // Kong
+    "x-credential-identifier",
+    "x-anonymous-consumer",
+    "x-webauth-*",                 // Grafana's auth proxy
+    "x-ms-client-principal*",      // Azure App Service authentication
+    "x-ms-token-*",                // Azure App Service authentication
+    "x-goog-authenticated-user-*", // Google IAP
+    "x-goog-iap-jwt-assertion",
+    "x-amzn-oidc-*", // AWS load balancers
+    "cf-access-*",   // Cloudflare Access
+    "x-pomerium-*",
+    "x-vouch-*",
+    "tailscale-user-*",
+    "x-appengine-user-*",
+    // Client certificates, as TLS-terminating proxies pass them on.
+    "x-ssl*",
+    "x-client-cert*",
+    "x-client-verify",
+    "x-client-dn",
+    "ssl-client-*",
+    "x-arr-clientcert",
+    "x-arr-ssl",
+    // The client's address.
+    "forwarded",
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "client-ip",
+    "fastly-client-ip",
+    "x-originating-ip",
+    "x-azure-clientip",
+    "x-azure-socketip",
+    "x-proxyuser-ip",
+    "x-envoy-*",
+    // Another URL, host or scheme than the request's.
+    "x-original-*", // -URL, -URI, -Host, -Method, -Forwarded-For
+    "x-rewrite-url",
+    "x-host",
+    "x-http-host-override",
+    "x-scheme",
+    "x-url-scheme",
+    "front-end-https",
+    "x-https",
+    // Another method than the request's (Express, ASP.NET Core, Symfony, Rack).
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Longest name `STRIP_HEADERS` may list.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// One entry: a normalised name (lowercase, `_` as `-`) and whether it is a prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    name: String,
+    prefix: bool,
+}
+
+impl Entry {
+    /// Parses `name` or `prefix*`: letters, digits, `-` and `_`.
+    fn parse(raw: &str) -> Result<Self, String> {
+        let (name, prefix) = match raw.strip_suffix('*') {
+            Some(p) => (p, true),
+            None => (raw, false),
+        };
+        if name.is_empty()
+            || name.len() > MAX_NAME_LEN
+            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(format!(
+                "{raw:?} is not a header name (letters, digits, '-' and '_', at most {MAX_NAME_LEN}, optionally ending in *)"
+            ));
+        }
+        Ok(Self { name: normalise(name), prefix })
+    }
+
+    fn covers(&self, normalised: &str) -> bool {
+        if self.prefix {
+            normalised.starts_with(&self.name)
+        } else {
+            normalised == self.name
+        }
+    }
+}
+
+fn normalise(name: &str) -> String {
+    name.bytes().map(|b| if b == b'_' { '-' } else { b.to_ascii_lowercase() as char }).collect()
+}
+
+/// The headers the gateway removes before forwarding: [`STRIPPED`] and the
+/// names of `STRIP_HEADERS`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StrippedHeaders {
+    entries: Vec<Entry>,
+    js_pattern: String,
+}
+
+impl StrippedHeaders {
+    /// The built-in list plus `extra` (`STRIP_HEADERS`: comma-separated
+    /// names, each optionally ending in `*`); errors say which name is bad.
+    pub fn parse(extra: Option<&str>) -> Result<Self, String> {
+        let mut entries = Vec::with_capacity(STRIPPED.len());
+        for raw in STRIPPED {
+            entries.push(Entry::parse(raw)?);
+        }
+        for raw in extra.unwrap_or("").split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            entries.push(Entry::parse(raw)?);
+        }
+        let js_pattern = trie_pattern(&entries);
+        Ok(Self { entries, js_pattern })
+    }
+
+    /// Whether a header of this name is removed.
+    pub fn strips(&self, name: &str) -> bool {
+        let name = normalise(name);
+        self.entries.iter().any(|e| e.covers(&name))
+    }
+
+    /// The same rule as a JavaScript regular expression (its source), for
+    /// names as the runtime gives them (lowercase).
+    pub fn js_pattern(&self) -> &str {
+        &self.js_pattern
+    }
+}
+
+/// A trie over the names: `end` marks an exact name, `rest` a prefix.
+#[derive(Default)]
+struct Node {
+    children: BTreeMap<u8, Node>,
+    end: bool,
+    rest: bool,
+}
+
+/// `^` and the trie as nested alternatives, `-` as `[-_]`; names hold only
+/// `[a-z0-9-]`, so nothing needs escaping.
+fn trie_pattern(entries: &[Entry]) -> String {
+    let mut root = Node::default();
+    for e in entries {
+        let mut node = &mut root;
+        for b in e.name.bytes() {
+            node = node.children.entry(b).or_default();
+        }
+        if e.prefix {
+            node.rest = true;
+        } else {
+            node.end = true;
+        }
+    }
+    let mut out = String::from("^");
+    emit(&root, &mut out);
+    out
+}
+
+fn emit(node: &Node, out: &mut String) {
+    if node.rest {
+        return; // anything may follow
+    }
+    let alternatives = node.children.len() + usize::from(node.end);
+    let group = alternatives > 1;
+    if group {
+        out.push_str("(?:");
+    }
+    let mut first = true;
+    for (b, child) in &node.children {
+        if !first {
+            out.push('|');
+        }
+        first = false;
+        if *b == b'-' {
+            out.push_str("[-_]");
+        } else {
+            out.push(*b as char);
+        }
+        emit(child, out);
+    }
+    if node.end {
+        if !first {
+            out.push('|');
+        }
+        out.push('$');
+    }
+    if group {
+        out.push(')');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use regex::Regex;
+
+    fn builtin() -> StrippedHeaders {
+        StrippedHeaders::parse(None).unwrap()
+    }
+
+    #[test]
+    fn identity_client_routing_and_override_headers_are_stripped_in_any_spelling() {
+        let s = builtin();
+        for name in [
+            "x-forwarded-user",
+            "X-Forwarded-Email",
+            "x_forwarded_preferred_username",
+            "X-Forwarded-Groups",
+            "x-forwarded-access-token",
+            "x-auth-request-user",
+            "X-Auth-Request-Email",
+            "remote-user",
+            "X_Remote_User",
+            "x-user",
+            "x-email",
+            "x-forwarded-for",
+            "X-Forwarded-Host",
+            "x-forwarded-proto",
+            "x-forwarded-port",
+            "x-forwarded-prefix",
+            "x-forwarded-server",
+            "forwarded",
+            "x-real-ip",
+            "true-client-ip",
+            "x-client-ip",
+            "x-cluster-client-ip",
+            "client-ip",
+            "x-original-forwarded-for",
+            "x-original-url",
+            "X_Original_URL",
+            "x-rewrite-url",
+            "x-http-method-override",
+            "X-HTTP-Method",
+            "x_method_override",
+            "cf-access-authenticated-user-email",
+            "x-ms-client-principal-name",
+            "x-ssl-client-cert",
+        ] {
+            assert!(s.strips(name), "{name}");
+        }
+        for kept in [
+            "content-type",
+            "cookie",
+            "authorization",
+            "cf-connecting-ip",
+            "user-agent",
+            "x-request-id",
+            "x-user-agent",
+            "x-forwarde",
+            "forwarded-by",
+            "x-http-methods",
+            "x-emails",
+        ] {
+            assert!(!s.strips(kept), "{kept}");
+        }
+    }
+
+    #[test]
+    fn strip_headers_extends_the_list_and_names_bad_entries() {
+        let s = StrippedHeaders::parse(Some(" X-Tenant-Id, x_acme_* ,,")).unwrap();
+        assert!(s.strips("x-tenant-id") && s.strips("X_TENANT_ID"));
+        assert!(s.strips("x-acme-anything") && s.strips("x_acme_"));
+        assert!(!s.strips("x-tenant") && !s.strips("x-acme"));
+        for bad in ["*", "x y", "x:y", "x.y", "x-*-y", "ü", &"x".repeat(MAX_NAME_LEN + 1)] {
+            let e = StrippedHeaders::parse(Some(bad)).unwrap_err();
+            assert!(e.contains("not a header name"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_pattern_is_a_trie_with_either_separator() {
+        let s = StrippedHeaders::parse(Some("ab,ac*,b")).unwrap();
+        assert!(s.js_pattern().starts_with('^'));
+        let only = |extra: &str| {
+            let entries: Vec<Entry> = extra.split(',').map(|e| Entry::parse(e).unwrap()).collect();
+            trie_pattern(&entries)
+        };
+        assert_eq!(only("ab,ac*,b"), "^(?:a(?:b$|c)|b$)");
+        assert_eq!(only("x-a,x-ab"), "^x[-_]a(?:b$|$)");
+        assert_eq!(only("x*,x-y"), "^x");
+    }
+
+    /// Names made of pieces of the listed names (so that near misses are
+    /// common), in random case and with `-` or `_`.
+    fn names() -> impl Strategy<Value = String> {
+        let pieces: Vec<String> = STRIPPED
+            .iter()
+            .flat_map(|e| e.trim_end_matches('*').split('-').map(str::to_string).collect::<Vec<_>>())
+            .chain(["", "a", "z9", "ip", "forwarde", "methods"].map(String::from))
+            .collect();
+        (prop::collection::vec(prop::sample::select(pieces), 1..5), any::<u64>()).prop_map(|(parts, bits)| {
+            let mut out = String::new();
+            for (i, p) in parts.iter().enumerate() {
+                if i > 0 {
+                    out.push(if bits >> (i % 64) & 1 == 1 { '_' } else { '-' });
+                }
+                for (j, c) in p.chars().enumerate() {
+                    out.push(if bits >> ((i * 7 + j) % 64) & 1 == 1 { c.to_ascii_uppercase() } else { c });
+                }
+            }
+            out
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn the_js_pattern_decides_exactly_as_strips(name in names(), listed in prop::sample::select(STRIPPED.to_vec())) {
+            let s = builtin();
+            let re = Regex::new(s.js_pattern()).unwrap();
+            // The runtime hands header names over lowercased.
+            prop_assert_eq!(re.is_match(&name.to_ascii_lowercase()), s.strips(&name), "{}", name);
+            // Every listed name, and anything under a listed prefix, is stripped.
+            let listed = listed.replace('*', "-extra");
+            prop_assert!(s.strips(&listed) && re.is_match(&listed), "{}", listed);
+        }
+
+        #[test]
+        fn nothing_on_the_list_survives_and_everything_else_does(names in prop::collection::vec(names(), 0..24)) {
+            let s = builtin();
+            let re = Regex::new(s.js_pattern()).unwrap();
+            let kept: Vec<&String> = names.iter().filter(|n| !re.is_match(&n.to_ascii_lowercase())).collect();
+            for n in &names {
+                let normalised = n.to_ascii_lowercase().replace('_', "-");
+                let listed = STRIPPED.iter().any(|e| match e.strip_suffix('*') {
+                    Some(p) => normalised.starts_with(p),
+                    None => normalised == *e,
+                });
+                prop_assert_eq!(kept.contains(&n), !listed, "{}", n);
+            }
+        }
+    }
+}
