@@ -339,7 +339,7 @@ export async function startGateway({ vars = {}, originPort, args = [], persistDi
   }
 
   // Wait for readiness: wrangler names the port it bound, then our Worker
-  // answers the discovery document there.
+  // answers there.
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (exited) {
@@ -360,9 +360,12 @@ export async function startGateway({ vars = {}, originPort, args = [], persistDi
   const url = `http://127.0.0.1:${port}`;
   for (;;) {
     try {
+      // Our Worker answers with its discovery document, or (misconfigured on
+      // purpose) a problem+json; anything else is not the Worker yet.
       const res = await fetch(url + READY_PATH, { signal: AbortSignal.timeout(5000) });
       const body = await res.text();
-      if (res.ok && JSON.parse(body).jwks_uri) break;
+      const type = res.headers.get("content-type") ?? "";
+      if (type.startsWith("application/problem+json") || (res.ok && JSON.parse(body).jwks_uri)) break;
     } catch {
       // not answering yet
     }
