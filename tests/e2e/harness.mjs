@@ -7,6 +7,11 @@
 //   const ev = await gw.waitForEvent((e) => e.type === "user_created");
 //   await gw.stop();
 //
+// Events are read from the `portcullis.event` log lines. Those lines mask the
+// one-time secrets of the four `*_requested` events; with the `log` email
+// transport (the default) such an event shows up once its printed email
+// (`portcullis.email`) has, with `data.token` / `data.code` taken from it.
+//
 // The Worker must already be built (build/worker/shim.mjs): `npm test` builds first.
 //
 // No stray processes: wrangler runs under a small supervisor (this file, run with
