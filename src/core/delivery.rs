@@ -16,8 +16,8 @@ use url::Url;
 
 use crate::core::config::Config;
 use crate::core::error::Error;
-use crate::core::events::Received;
-use crate::core::mail::{OutgoingEmail, Transport};
+use crate::core::events::{self, Received, REDACTED};
+use crate::core::mail::OutgoingEmail;
 use crate::core::outbound::{excerpt, HttpRequest, SendError};
 use crate::core::ports::{Courier, DeliveryLedger};
 use crate::core::time::UnixTime;
@@ -170,18 +170,18 @@ pub fn webhook_request(config: &Config, url: &Url, event: &Received, body: &str,
     Some(HttpRequest { url: url.to_string(), headers, body: body.to_string(), timeout_ms: config.webhook_timeout_ms })
 }
 
-/// The envelope as logged: in full with the `log` email transport
-/// (development), else with its one-time tokens and codes masked.
-pub fn loggable(config: &Config, event: &Received) -> serde_json::Value {
-    match config.email.transport {
-        Transport::Log => event.to_value(),
-        _ => event.to_redacted_value(),
+/// `why` (a failure's text, which may quote what a receiver echoed back)
+/// without the event's one-time secret: it goes to the log and to D1.
+fn scrub(why: String, event: &Received) -> String {
+    match event.event.secret() {
+        Some(secret) if !secret.is_empty() && why.contains(secret) => why.replace(secret, REDACTED),
+        _ => why,
     }
 }
 
 /// One delivery attempt of `event` to every target still owed it.
 ///
-/// Logs `portcullis.event` on the first attempt, then one
+/// Logs `portcullis.event` (its one-time secret masked) on the first attempt, then one
 /// `portcullis.delivered` or `portcullis.delivery_failed` line per target
 /// tried. `Err` only when the ledger fails (the message is then retried).
 pub async fn deliver<L: DeliveryLedger, C: Courier>(
@@ -194,7 +194,7 @@ pub async fn deliver<L: DeliveryLedger, C: Courier>(
     let targets = targets(config, event);
     let kind = event.event.kind();
     if targets.is_empty() {
-        courier.log("portcullis.event", &loggable(config, event));
+        courier.log("portcullis.event", &event.to_redacted_value());
         return Ok(Verdict::Ack);
     }
     let body = event.to_value().to_string();
@@ -212,10 +212,10 @@ pub async fn deliver<L: DeliveryLedger, C: Courier>(
             Claim::Mine { attempt } => attempt,
         };
         if attempt == 1 && !announced {
-            courier.log("portcullis.event", &loggable(config, event));
+            courier.log("portcullis.event", &event.to_redacted_value());
             announced = true;
         }
-        let result = send(config, courier, target, event, &body, now).await;
+        let result = send(config, courier, target, event, &body, now).await.map_err(|why| scrub(why, event));
         ledger.settle(&event.id, &key, now, result.as_ref().err().map(String::as_str)).await?;
         let mut line =
             serde_json::json!({"id": event.id, "type": kind, "target": target.display(), "attempt": attempt});
@@ -301,26 +301,35 @@ impl Quarantine {
 /// `portcullis.dead_letter {json}` first (so even a failing ledger leaves a
 /// trace), then records it. Duplicates are recorded once.
 ///
-/// `config` decides whether the logged event shows its one-time secrets (see
-/// [`loggable`]); without one (a broken configuration) they are masked.
+/// An event is recorded as the queue carried it, its one-time secret still
+/// sealed: sent to the queue again as it is, it is delivered like any other
+/// message for as long as `KEY_ENCRYPTION_KEY` is the same. A secret that
+/// came in clear (queued by a version that did not seal) is masked instead.
+/// The log line shows the event with its secret masked.
 pub async fn dead_letter<L: DeliveryLedger, C: Courier>(
-    config: Option<&Config>,
     ledger: &L,
     courier: &C,
     message_id: &str,
     body: Result<serde_json::Value, String>,
     now: UnixTime,
 ) -> Result<DeadLetter, Error> {
+    let mut logged_event = None;
     let letter = match body {
-        Ok(value) => match Received::parse(value.clone()) {
-            Ok(event) => DeadLetter {
-                id: event.id.clone(),
-                event_type: Some(event.event.kind().to_string()),
-                reason: "retries_exhausted".into(),
-                body: event.to_value().to_string(),
-                failed: ledger.undelivered(&event.id).await?,
-                dead_at: now,
-            },
+        Ok(value) => match Received::parse_masked(value.clone()) {
+            Ok(event) => {
+                let mut stored = value;
+                events::mask_clear_secret(&mut stored);
+                let letter = DeadLetter {
+                    id: event.id.clone(),
+                    event_type: Some(event.event.kind().to_string()),
+                    reason: "retries_exhausted".into(),
+                    body: stored.to_string(),
+                    failed: ledger.undelivered(&event.id).await?,
+                    dead_at: now,
+                };
+                logged_event = Some(event.to_redacted_value());
+                letter
+            }
             Err(why) => match serde_json::from_value::<Quarantine>(value.clone()) {
                 Ok(q) => DeadLetter {
                     id: format!("msg:{}", q.quarantined.message_id),
@@ -330,7 +339,7 @@ pub async fn dead_letter<L: DeliveryLedger, C: Courier>(
                     failed: Vec::new(),
                     dead_at: now,
                 },
-                Err(_) => unreadable(message_id, &why, &value.to_string(), now),
+                Err(_) => unreadable(message_id, &why, &masked_text(value), now),
             },
         },
         Err(why) => unreadable(message_id, &why, "", now),
@@ -341,18 +350,20 @@ pub async fn dead_letter<L: DeliveryLedger, C: Courier>(
         "reason": letter.reason,
         "failed": letter.failed,
     });
-    match serde_json::from_str::<serde_json::Value>(&letter.body).ok().map(Received::parse) {
-        Some(Ok(event)) => {
-            line["event"] = match config {
-                Some(c) => loggable(c, &event),
-                None => event.to_redacted_value(),
-            }
-        }
-        _ => line["body"] = excerpt(&letter.body, 2_000).into(),
+    match logged_event {
+        Some(event) => line["event"] = event,
+        None => line["body"] = excerpt(&letter.body, 2_000).into(),
     }
     courier.log("portcullis.dead_letter", &line);
     ledger.record_dead_letter(&letter).await?;
     Ok(letter)
+}
+
+/// The JSON text of a message that is not a valid envelope, with a secret
+/// it carries in clear masked (see [`events::mask_clear_secret`]).
+pub fn masked_text(mut value: serde_json::Value) -> String {
+    events::mask_clear_secret(&mut value);
+    value.to_string()
 }
 
 fn unreadable(message_id: &str, why: &str, body: &str, now: UnixTime) -> DeadLetter {

@@ -2,10 +2,23 @@
 //! `{ "id", "type", "timestamp", "data" }` with AuthFort's names and fields.
 //!
 //! Adding an event type means adding one line to the `events!` table below.
+//!
+//! Four events carry a one-time secret ([`secret_field`]): the magic link's
+//! token, the email code, the reset and the verification token. Webhooks get
+//! them in clear (the envelope as specified), but everywhere an event rests —
+//! on the queue, in the D1 outbox, in the dead letters — the secret is
+//! sealed ([`Envelope::to_sealed_json`]: AES-256-GCM under a subkey of
+//! `KEY_ENCRYPTION_KEY`, bound to the event's id, type and field), and logs
+//! show it masked ([`Received::to_redacted_value`]). Only the consumer about
+//! to deliver the event opens it ([`Received::open`]).
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
+use crate::core::error::Error;
 use crate::core::ids::{self, Random};
+use crate::core::keys::Kek;
+use crate::core::seal::SealKey;
 use crate::core::time::UnixTime;
 
 /// Version of the envelope format, carried in every message as `v`.
@@ -86,6 +99,77 @@ events! {
     RateLimitExceeded => "rate_limit_exceeded" { endpoint: String, ip_address: Option<String>, email: Option<String>, limit: u32, key_type: String }
 }
 
+/// The field holding the one-time secret of events of type `kind` (`token`
+/// or `code`), for the four that carry one.
+pub fn secret_field(kind: &str) -> Option<&'static str> {
+    match kind {
+        "magic_link_requested" | "password_reset_requested" | "email_verification_requested" => Some("token"),
+        "email_otp_requested" => Some("code"),
+        _ => None,
+    }
+}
+
+impl Event {
+    /// The one-time secret this event carries (the value of its
+    /// [`secret_field`]), if any.
+    pub fn secret(&self) -> Option<&str> {
+        match self {
+            Event::MagicLinkRequested(e) => Some(&e.token),
+            Event::PasswordResetRequested(e) => Some(&e.token),
+            Event::EmailVerificationRequested(e) => Some(&e.token),
+            Event::EmailOtpRequested(e) => Some(&e.code),
+            _ => None,
+        }
+    }
+}
+
+/// What logs and stored rows show instead of a one-time secret.
+pub const REDACTED: &str = "[redacted]";
+/// Member name of a sealed secret on the queue and in D1: `{"sealed": "…"}`.
+pub const SEALED_MEMBER: &str = "sealed";
+/// Label of the `KEY_ENCRYPTION_KEY` subkey that seals events' secrets.
+const SECRETS_KEY_LABEL: &str = "portcullis.event-secrets";
+
+/// The key sealing events' one-time secrets: a subkey of the KEK, so the
+/// KEK itself seals nothing but signing keys.
+pub fn secrets_key(kek: &Kek) -> SealKey {
+    SealKey::new(kek.derive(SECRETS_KEY_LABEL))
+}
+
+/// Associated data of a sealed secret: it opens only in its own event, type and field.
+fn sealing_aad(id: &str, kind: &str, field: &str) -> Vec<u8> {
+    format!("portcullis.event\0{id}\0{kind}\0{field}").into_bytes()
+}
+
+/// The secret's slot in an envelope's JSON, with its field name and the
+/// envelope's id and type.
+fn secret_slot(body: &mut Value) -> Option<(String, String, &'static str, &mut Value)> {
+    let id = body.get("id")?.as_str()?.to_string();
+    let kind = body.get("type")?.as_str()?.to_string();
+    let field = secret_field(&kind)?;
+    let slot = body.get_mut("data")?.get_mut(field)?;
+    Some((id, kind, field, slot))
+}
+
+/// The sealed text of a `{"sealed": "…"}` value.
+fn sealed_text(slot: &Value) -> Option<&str> {
+    match slot {
+        Value::Object(m) if m.len() == 1 => m.get(SEALED_MEMBER)?.as_str(),
+        _ => None,
+    }
+}
+
+/// Masks a secret left in clear in an envelope's JSON (one queued by a
+/// version that did not seal), keeping a sealed one: the form a stored dead
+/// letter takes. Anything that is not such an envelope is left alone.
+pub fn mask_clear_secret(body: &mut Value) {
+    if let Some((_, _, _, slot)) = secret_slot(body) {
+        if slot.is_string() {
+            *slot = Value::String(REDACTED.into());
+        }
+    }
+}
+
 /// An event as it travels on the queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Envelope {
@@ -109,10 +193,25 @@ impl Envelope {
         Self { id: ids::uuid(rng), kind: data.kind(), timestamp: now.rfc3339(), v: ENVELOPE_VERSION, data }
     }
 
-    /// The JSON text of the envelope.
+    /// The JSON text of the envelope, secrets in clear (what webhooks get).
     pub fn to_json(&self) -> String {
         // Serialising plain structs of strings, bools and numbers cannot fail.
         serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The JSON text of the envelope as the queue carries it and D1 keeps it
+    /// (outbox, dead letters): its one-time secret, if any, replaced by
+    /// `{"sealed": base64url(nonce || AES-256-GCM(secret))}` under `key`
+    /// (see [`secrets_key`]), bound to the event's id, type and field.
+    pub fn to_sealed_json(&self, key: &SealKey, rng: &mut impl Random) -> Result<String, Error> {
+        let mut body = serde_json::to_value(self).map_err(|e| Error::Internal(format!("event json: {e}")))?;
+        if let Some((id, kind, field, slot)) = secret_slot(&mut body) {
+            if let Some(clear) = slot.as_str() {
+                let sealed = key.seal(&sealing_aad(&id, &kind, field), clear.as_bytes(), rng)?;
+                *slot = serde_json::json!({ SEALED_MEMBER: sealed });
+            }
+        }
+        Ok(body.to_string())
     }
 }
 
@@ -146,8 +245,39 @@ fn default_version() -> u32 {
 }
 
 impl Received {
-    /// Parses a queue message body; an error means the message is malformed
-    /// and must be dead-lettered rather than retried.
+    /// Parses a queue message body whose secret is sealed ([`Envelope::to_sealed_json`]),
+    /// opening it with `key`. A secret in clear (a message queued by a
+    /// version that did not seal) is taken as it is. An error means the
+    /// message is malformed, or its seal does not open (another
+    /// `KEY_ENCRYPTION_KEY`, or a secret moved from another event), and must
+    /// be dead-lettered rather than retried.
+    pub fn open(mut body: Value, key: &SealKey) -> Result<Self, String> {
+        if let Some((id, kind, field, slot)) = secret_slot(&mut body) {
+            if let Some(sealed) = sealed_text(slot) {
+                let clear = key
+                    .open(&sealing_aad(&id, &kind, field), sealed)
+                    .and_then(|bytes| String::from_utf8(bytes).ok())
+                    .ok_or_else(|| format!("{kind}: the sealed {field} does not open with this KEY_ENCRYPTION_KEY"))?;
+                *slot = Value::String(clear);
+            }
+        }
+        Self::parse(body)
+    }
+
+    /// Parses a queue message body without opening it: its secret, sealed or
+    /// not, reads [`REDACTED`]. For records and logs that never need it.
+    pub fn parse_masked(mut body: Value) -> Result<Self, String> {
+        if let Some((_, _, _, slot)) = secret_slot(&mut body) {
+            if slot.is_string() || sealed_text(slot).is_some() {
+                *slot = Value::String(REDACTED.into());
+            }
+        }
+        Self::parse(body)
+    }
+
+    /// Parses an envelope with its secret in clear (as webhooks get it); an
+    /// error means the message is malformed and must be dead-lettered rather
+    /// than retried.
     pub fn parse(body: serde_json::Value) -> Result<Self, String> {
         let raw: RawEnvelope = serde_json::from_value(body).map_err(|e| format!("envelope: {e}"))?;
         if raw.id.is_empty() {
@@ -175,7 +305,7 @@ impl Received {
         if let Some(data) = v.get_mut("data").and_then(serde_json::Value::as_object_mut) {
             for key in ["token", "code"] {
                 if let Some(secret) = data.get_mut(key) {
-                    *secret = serde_json::Value::String("[redacted]".into());
+                    *secret = serde_json::Value::String(REDACTED.into());
                 }
             }
         }
@@ -233,6 +363,129 @@ mod tests {
         assert_eq!(red["data"]["email"], "a@b.co");
         assert!(!red.to_string().contains("s3cret"));
         assert!(r.to_value().to_string().contains("s3cret"));
+    }
+
+    fn secret_events() -> Vec<(Event, &'static str, &'static str)> {
+        vec![
+            (
+                MagicLinkRequested { user_id: None, email: "a@b.co".into(), token: "tok-magic".into() }.into(),
+                "token",
+                "tok-magic",
+            ),
+            (
+                EmailOtpRequested { user_id: Some("u".into()), email: "a@b.co".into(), code: "042917".into() }.into(),
+                "code",
+                "042917",
+            ),
+            (
+                PasswordResetRequested { user_id: "u".into(), email: "a@b.co".into(), token: "tok-reset".into() }
+                    .into(),
+                "token",
+                "tok-reset",
+            ),
+            (
+                EmailVerificationRequested { user_id: "u".into(), email: "a@b.co".into(), token: "tok-verify".into() }
+                    .into(),
+                "token",
+                "tok-verify",
+            ),
+        ]
+    }
+
+    fn sealing_key() -> SealKey {
+        secrets_key(&Kek::from_bytes([5; 32]))
+    }
+
+    #[test]
+    fn exactly_the_four_requested_events_carry_a_secret() {
+        for (event, field, secret) in secret_events() {
+            assert_eq!(secret_field(event.kind()), Some(field));
+            assert_eq!(event.secret(), Some(secret));
+            assert_eq!(serde_json::to_value(&event).unwrap()[field], secret);
+        }
+        let with_secret: Vec<_> = Event::KINDS.iter().filter(|k| secret_field(k).is_some()).collect();
+        assert_eq!(with_secret.len(), 4);
+        assert_eq!(Event::from(Logout { user_id: "u".into() }).secret(), None);
+    }
+
+    #[test]
+    fn sealed_envelopes_hide_the_secret_and_open_back_to_the_same_event() {
+        let key = sealing_key();
+        for (i, (event, field, secret)) in secret_events().into_iter().enumerate() {
+            let env = Envelope::new(event, &mut SeqRandom(10 + i as u64), UnixTime(5));
+            let sealed = env.to_sealed_json(&key, &mut SeqRandom(20 + i as u64)).unwrap();
+            assert!(!sealed.contains(secret), "{sealed}");
+            let value: Value = serde_json::from_str(&sealed).unwrap();
+            assert!(value["data"][field][SEALED_MEMBER].is_string(), "{sealed}");
+            assert_eq!(value["data"]["email"], "a@b.co", "the rest stays readable");
+            let clear = Received::parse(serde_json::from_str(&env.to_json()).unwrap()).unwrap();
+            assert_eq!(Received::open(value.clone(), &key).unwrap(), clear);
+            // Nothing reads a sealed secret without opening it.
+            assert!(Received::parse(value.clone()).is_err());
+            let masked = Received::parse_masked(value.clone()).unwrap();
+            assert_eq!(masked.event.secret(), Some(REDACTED));
+            assert_eq!(masked.id, env.id);
+            // Another key does not open it.
+            let other = secrets_key(&Kek::from_bytes([6; 32]));
+            assert!(Received::open(value, &other).unwrap_err().contains("does not open"));
+        }
+    }
+
+    #[test]
+    fn a_sealed_secret_opens_only_in_its_own_event() {
+        let key = sealing_key();
+        let make = |seed, token: &str| {
+            let env = Envelope::new(
+                MagicLinkRequested { user_id: None, email: "a@b.co".into(), token: token.into() },
+                &mut SeqRandom(seed),
+                UnixTime(5),
+            );
+            serde_json::from_str::<Value>(&env.to_sealed_json(&key, &mut SeqRandom(seed + 100)).unwrap()).unwrap()
+        };
+        let (mine, mut theirs) = (make(1, "mine"), make(2, "theirs"));
+        theirs["data"]["token"] = mine["data"]["token"].clone();
+        assert!(Received::open(theirs, &key).is_err(), "bound to the event id");
+        let mut relabelled = mine.clone();
+        relabelled["type"] = "password_reset_requested".into();
+        relabelled["data"]["user_id"] = "u".into();
+        assert!(Received::open(relabelled, &key).is_err(), "bound to the type");
+        assert_eq!(Received::open(mine, &key).unwrap().event.secret(), Some("mine"));
+    }
+
+    #[test]
+    fn events_without_a_secret_are_queued_as_they_are_and_clear_secrets_still_open() {
+        let key = sealing_key();
+        let env = Envelope::new(Logout { user_id: "u".into() }, &mut SeqRandom(3), UnixTime(5));
+        let sealed: Value = serde_json::from_str(&env.to_sealed_json(&key, &mut SeqRandom(4)).unwrap()).unwrap();
+        assert_eq!(sealed, serde_json::from_str::<Value>(&env.to_json()).unwrap());
+        // A message queued before secrets were sealed is still delivered.
+        let old = Envelope::new(
+            MagicLinkRequested { user_id: None, email: "a@b.co".into(), token: "old".into() },
+            &mut SeqRandom(5),
+            UnixTime(5),
+        );
+        let opened = Received::open(serde_json::from_str(&old.to_json()).unwrap(), &key).unwrap();
+        assert_eq!(opened.event.secret(), Some("old"));
+    }
+
+    #[test]
+    fn stored_forms_mask_a_clear_secret_and_keep_a_sealed_one() {
+        let key = sealing_key();
+        let env = Envelope::new(
+            EmailOtpRequested { user_id: None, email: "a@b.co".into(), code: "123456".into() },
+            &mut SeqRandom(6),
+            UnixTime(5),
+        );
+        let mut clear: Value = serde_json::from_str(&env.to_json()).unwrap();
+        mask_clear_secret(&mut clear);
+        assert_eq!(clear["data"]["code"], REDACTED);
+        let sealed: Value = serde_json::from_str(&env.to_sealed_json(&key, &mut SeqRandom(7)).unwrap()).unwrap();
+        let mut kept = sealed.clone();
+        mask_clear_secret(&mut kept);
+        assert_eq!(kept, sealed);
+        let mut other = serde_json::json!({"type": "email_otp_requested", "data": "x"});
+        mask_clear_secret(&mut other);
+        assert_eq!(other, serde_json::json!({"type": "email_otp_requested", "data": "x"}));
     }
 
     #[test]

@@ -9,8 +9,6 @@
 
 use std::fmt;
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use ed25519_compact::{KeyPair, PublicKey, SecretKey, Seed};
@@ -21,12 +19,12 @@ use sha2::Sha256;
 use crate::core::error::Error;
 use crate::core::ids::Random;
 use crate::core::own_signature::OwnSignatures;
+use crate::core::seal::SealKey;
 use crate::core::time::UnixTime;
 use crate::core::token::{ALG_EDDSA, ALG_ES256};
 
 /// Length of the key-encryption key, in bytes.
 pub const KEK_LEN: usize = 32;
-const NONCE_LEN: usize = 12;
 
 /// The secret `KEY_ENCRYPTION_KEY`. Its `Debug` prints nothing.
 #[derive(Clone)]
@@ -70,8 +68,9 @@ impl Kek {
         }
     }
 
-    fn cipher(&self) -> Result<Aes256Gcm, Error> {
-        Aes256Gcm::new_from_slice(&self.0).map_err(|_| Error::Internal("bad KEK length".into()))
+    /// The KEK itself as the sealing key of signing keys' private halves.
+    fn seal_key(&self) -> SealKey {
+        SealKey::new(self.0)
     }
 }
 
@@ -217,15 +216,7 @@ impl StoredKey {
     /// Decrypts the private half.
     pub fn unseal(&self, kek: &Kek) -> Result<SigningKey, Error> {
         let bad = || Error::Misconfigured(format!("KEY_ENCRYPTION_KEY cannot decrypt signing key {}", self.kid));
-        let blob = URL_SAFE_NO_PAD.decode(&self.private_enc).map_err(|_| bad())?;
-        if blob.len() <= NONCE_LEN {
-            return Err(bad());
-        }
-        let (nonce, ct) = blob.split_at(NONCE_LEN);
-        let secret = kek
-            .cipher()?
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: self.kid.as_bytes() })
-            .map_err(|_| bad())?;
+        let secret = kek.seal_key().open(self.kid.as_bytes(), &self.private_enc).ok_or_else(bad)?;
         let secret: [u8; SECRET_LEN] = secret.try_into().map_err(|_| bad())?;
         let key = SigningKey::from_secret(self.kid.clone(), self.signing_alg()?, secret)
             .ok_or_else(|| Error::Internal(format!("key {}: bad private key", self.kid)))?;
@@ -424,18 +415,12 @@ pub fn generate(
         .find_map(|secret| SigningKey::from_secret(String::new(), alg, secret).map(|k| (secret, k)))
         .ok_or_else(|| Error::Internal("no valid private key drawn".into()))?;
     let kid = key.thumbprint();
-    let nonce = rng.bytes::<NONCE_LEN>();
-    let ct = kek
-        .cipher()?
-        .encrypt(Nonce::from_slice(&nonce), Payload { msg: &secret, aad: kid.as_bytes() })
-        .map_err(|_| Error::Internal("key sealing failed".into()))?;
-    let mut blob = nonce.to_vec();
-    blob.extend_from_slice(&ct);
+    let private_enc = kek.seal_key().seal(kid.as_bytes(), &secret, rng)?;
     let stored = StoredKey {
         kid: kid.clone(),
         alg: alg.name().to_string(),
         public_key: key.public_key_stored(),
-        private_enc: URL_SAFE_NO_PAD.encode(blob),
+        private_enc,
         status: KeyStatus::Active,
         created_at: now,
         retired_at: None,

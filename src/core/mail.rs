@@ -3,7 +3,7 @@
 //! with `{link}`, `{code}` and `{email}` placeholders, rendering, and the
 //! request sent to an HTTP email API. Sending is the edge's job.
 
-use url::Url;
+use url::{Host, Url};
 
 use crate::core::email::Email;
 use crate::core::events::Event;
@@ -239,9 +239,33 @@ pub struct OutgoingEmail {
     pub subject: String,
     /// Plain-text body.
     pub text: String,
+    /// The link the email hands over (the three link emails; the bare token
+    /// when its base URL is not set), or `None`.
+    pub link: Option<String>,
+    /// The code it hands over (the code email), or `None`.
+    pub code: Option<String>,
 }
 
 impl EmailSettings {
+    /// The warning a deployment must not miss, or `None`. With the `log`
+    /// transport no email is sent: each one — its sign-in link, code, reset
+    /// or verification link — is printed to the log, which is what a
+    /// developer wants and what a deployment must not do. `issuer` is the
+    /// deployment's issuer (`ISSUER`, or the request's origin without it); a
+    /// loopback one (`localhost`, `*.localhost`, 127.0.0.0/8, `[::1]`) is a
+    /// developer's machine, anything else (also an unparsable one) is not.
+    pub fn log_transport_warning(&self, issuer: &str) -> Option<String> {
+        if self.transport != Transport::Log || is_loopback_url(issuer) {
+            return None;
+        }
+        Some(format!(
+            "EMAIL_TRANSPORT is `log` on a deployment whose issuer {issuer} is not a loopback URL: no email is \
+             sent, and every magic link, sign-in code, password-reset and verification link is printed to this \
+             log instead, where whoever reads it can use them. Set EMAIL_TRANSPORT=resend (with EMAIL_API_KEY, \
+             EMAIL_FROM and the link URLs) before real users sign in."
+        ))
+    }
+
     /// Reads the `EMAIL_*` and link settings from `var` (trimmed, non-empty
     /// values). Errors name the setting.
     pub fn from_lookup(var: &dyn Fn(&str) -> Option<String>) -> Result<Self, (String, String)> {
@@ -343,6 +367,8 @@ impl EmailSettings {
             from: self.from.clone(),
             subject: self.subjects[i].render(&link, code, to.as_str()),
             text: self.bodies[i].render(&link, code, to.as_str()),
+            link: kind.link_setting().map(|_| link.clone()),
+            code: (kind == EmailKind::EmailOtp).then(|| code.to_string()),
         }))
     }
 
@@ -371,16 +397,36 @@ impl EmailSettings {
 }
 
 impl OutgoingEmail {
-    /// The JSON of the `portcullis.email` log line of the `log` transport.
+    /// The JSON of the `portcullis.email` log line of the `log` transport:
+    /// the email, and its `link` or `code` on their own (what a developer
+    /// clicks or types, and what the end-to-end tests read).
     pub fn log_value(&self, event_id: &str) -> serde_json::Value {
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "event_id": event_id,
             "type": self.kind.event_type(),
             "to": self.to,
             "from": self.from,
             "subject": self.subject,
             "text": self.text,
-        })
+        });
+        if let Some(link) = &self.link {
+            v["link"] = link.as_str().into();
+        }
+        if let Some(code) = &self.code {
+            v["code"] = code.as_str().into();
+        }
+        v
+    }
+}
+
+/// Whether `url` names this machine: `localhost` or a `*.localhost` name
+/// (RFC 6761), 127.0.0.0/8 or `[::1]`.
+fn is_loopback_url(url: &str) -> bool {
+    match Url::parse(url).ok().as_ref().and_then(Url::host) {
+        Some(Host::Domain(d)) => d == "localhost" || d.ends_with(".localhost"),
+        Some(Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
     }
 }
 
@@ -569,6 +615,50 @@ mod tests {
         let log = m.log_value("evt");
         assert_eq!(log["to"], "f@example.com");
         assert_eq!(log["type"], "magic_link_requested");
+        assert_eq!(log["link"], "bare");
+    }
+
+    #[test]
+    fn the_printed_email_names_its_link_or_code() {
+        let s = settings(&[("MAGIC_LINK_URL", "https://app.example/m")]).unwrap();
+        let link = s.render(&magic("g@example.com", "tk")).unwrap().unwrap().log_value("evt-1");
+        assert_eq!(link["event_id"], "evt-1");
+        assert_eq!(link["link"], "https://app.example/m?token=tk");
+        assert!(link.get("code").is_none());
+        let e: Event =
+            events::EmailOtpRequested { user_id: None, email: "g@example.com".into(), code: "123456".into() }.into();
+        let code = s.render(&e).unwrap().unwrap().log_value("evt-2");
+        assert_eq!(code["code"], "123456");
+        assert!(code.get("link").is_none());
+    }
+
+    #[test]
+    fn the_log_transport_is_flagged_for_an_issuer_that_is_not_loopback() {
+        let log = settings(&[]).unwrap();
+        for issuer in ["https://auth.example.com", "http://192.168.1.20:8787", "http://[2001:db8::1]", "not a url"] {
+            let w = log.log_transport_warning(issuer).unwrap_or_else(|| panic!("{issuer}"));
+            assert!(w.contains("EMAIL_TRANSPORT") && w.contains(issuer), "{w}");
+        }
+        for issuer in [
+            "http://127.0.0.1:8787",
+            "http://127.9.9.9",
+            "http://localhost:8787",
+            "http://LOCALHOST",
+            "http://app.localhost",
+            "http://[::1]:8787",
+        ] {
+            assert_eq!(log.log_transport_warning(issuer), None, "{issuer}");
+        }
+        let resend = settings(&[
+            ("EMAIL_TRANSPORT", "resend"),
+            ("EMAIL_API_KEY", "re_1"),
+            ("EMAIL_FROM", "auth@acme.example"),
+            ("MAGIC_LINK_URL", "https://acme.example/m"),
+            ("PASSWORD_RESET_URL", "https://acme.example/r"),
+            ("EMAIL_VERIFY_URL", "https://acme.example/v"),
+        ])
+        .unwrap();
+        assert_eq!(resend.log_transport_warning("https://auth.example.com"), None);
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod password;
 pub mod policy;
 pub mod ports;
 pub mod rate_limit;
+pub mod seal;
 pub mod session;
 pub mod target;
 pub mod time;

@@ -59,6 +59,38 @@ function headerSet(contentType, cache, extra) {
 }
 
 /**
+ * The body of `request` (an auth API request), read chunk by chunk: resolves
+ * to its bytes, or to null as soon as more than `limit` bytes have arrived —
+ * the rest of the stream is then cancelled unread, so a body without a
+ * length (chunked) is refused at the limit instead of being buffered whole.
+ */
+export async function readCapped(request, limit) {
+  const body = request.body;
+  if (body === null) return new Uint8Array(0);
+  const reader = body.getReader();
+  const chunks = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > limit) {
+      reader.cancel().catch(() => {});
+      return null;
+    }
+    chunks.push(value);
+  }
+  if (chunks.length === 1) return chunks[0];
+  const bytes = new Uint8Array(size);
+  let at = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, at);
+    at += chunk.byteLength;
+  }
+  return bytes;
+}
+
+/**
  * `resp` (whose headers may be immutable, e.g. the origin's) with
  * `Vary: Origin` and, when `allowOrigin` is given, the CORS headers for it.
  * With CORS configured every response varies by Origin — also those that

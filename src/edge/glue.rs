@@ -18,6 +18,12 @@ extern "C" {
         extra: Option<&str>,
     ) -> Result<Response, JsValue>;
 
+    /// The request body read chunk by chunk: a Promise of its bytes
+    /// (`Uint8Array`), or of `null` once more than `limit` bytes arrived (the
+    /// rest is cancelled unread).
+    #[wasm_bindgen(catch, js_name = readCapped)]
+    pub fn read_capped(request: &Request, limit: u32) -> Result<js_sys::Promise, JsValue>;
+
     /// `resp` with `Vary: Origin` and, for a granted origin, the CORS headers.
     #[wasm_bindgen(catch, js_name = withCors)]
     pub fn with_cors(

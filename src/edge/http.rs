@@ -88,16 +88,17 @@ async fn read_body(req: &Request) -> Result<Vec<u8>, Error> {
     read_raw(req).await
 }
 
-/// The body's bytes, up to [`MAX_JSON_BODY_BYTES`].
+/// The body's bytes, up to [`MAX_JSON_BODY_BYTES`]: read chunk by chunk and
+/// refused (413) as soon as it is longer, the rest left unread — also for a
+/// body without a `Content-Length` (chunked), whose length only reading tells.
 async fn read_raw(req: &Request) -> Result<Vec<u8>, Error> {
-    let promise = req.array_buffer().map_err(|_| Error::InvalidJson("the request body cannot be read".into()))?;
-    let buf =
-        JsFuture::from(promise).await.map_err(|_| Error::InvalidJson("the request body cannot be read".into()))?;
-    let array = js_sys::Uint8Array::new(&buf);
-    if array.length() as usize > MAX_JSON_BODY_BYTES {
+    let unreadable = || Error::InvalidJson("the request body cannot be read".into());
+    let promise = glue::read_capped(req, MAX_JSON_BODY_BYTES as u32).map_err(|_| unreadable())?;
+    let bytes = JsFuture::from(promise).await.map_err(|_| unreadable())?;
+    if bytes.is_null() {
         return Err(Error::PayloadTooLarge { limit_bytes: MAX_JSON_BODY_BYTES });
     }
-    Ok(array.to_vec())
+    Ok(js_sys::Uint8Array::new(&bytes).to_vec())
 }
 
 fn extra_headers(extra: &[(&str, String)]) -> Option<String> {

@@ -33,17 +33,46 @@ thread_local! {
     static CONFIG: std::cell::OnceCell<Result<Rc<Config>, ConfigError>> = const { std::cell::OnceCell::new() };
 }
 
-/// The isolate's configuration, or the error naming the bad setting.
+/// The isolate's configuration, or the error naming the bad setting. Its
+/// first parse in an isolate (a request, a queue batch or a cron run) is the
+/// Worker's start-up: a fixed `ISSUER` is checked against the `log` email
+/// transport there ([`warn_log_transport`]).
 fn config(env: &Env) -> Result<Rc<Config>, ConfigError> {
     CONFIG.with(|cell| {
         cell.get_or_init(|| {
-            Config::from_lookup(|name| {
+            let parsed = Config::from_lookup(|name| {
                 env.var(name).map(|v| v.to_string()).ok().or_else(|| env.secret(name).map(|v| v.to_string()).ok())
             })
-            .map(Rc::new)
+            .map(Rc::new);
+            if let Ok(cfg) = &parsed {
+                if let Some(issuer) = &cfg.issuer {
+                    warn_log_transport(cfg, issuer);
+                }
+            }
+            parsed
         })
         .clone()
     })
+}
+
+thread_local! {
+    /// Whether this isolate has checked its issuer against the email transport.
+    static TRANSPORT_CHECKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Once per isolate: says loudly, on `console.error`, that the `log` email
+/// transport serves a deployment (`issuer` is not a loopback URL), so every
+/// emailed secret lands in the log. Called at the configuration's first parse
+/// with `ISSUER`, and without it at the first auth API request, with the
+/// request's origin.
+fn warn_log_transport(cfg: &Config, issuer: &str) {
+    if TRANSPORT_CHECKED.with(|c| c.replace(true)) {
+        return;
+    }
+    if let Some(warning) = cfg.email.log_transport_warning(issuer) {
+        let bar = "!".repeat(72);
+        worker::console_error!("portcullis.warning {bar}\nportcullis.warning {warning}\nportcullis.warning {bar}");
+    }
 }
 
 #[event(start)]
@@ -105,7 +134,7 @@ async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
 async fn upkeep(env: &Env) -> Result<Option<KeyRotation>, Error> {
     let cfg = config(env).map_err(|e| Error::Misconfigured(e.0))?;
     let store = d1::D1Store::new(env)?;
-    let events = queue::QueueSink::new(env);
+    let events = queue::QueueSink::new(env, Rc::clone(&cfg));
     let rotation = keys::scheduled(&store, &events, &cfg, &mut platform::OsRandom, platform::now()).await?;
     if rotation.is_some() {
         keyring::invalidate();

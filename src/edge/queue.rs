@@ -2,7 +2,8 @@
 //! `portcullis-events` and its dead-letter queue `portcullis-events-dlq`.
 //!
 //! Envelopes are sent as plain JSON objects (parsed from our own serde_json
-//! text, so `null`s and field names survive exactly). Each message is handled
+//! text, so `null`s and field names survive exactly), their one-time secrets
+//! sealed; the consumer opens them only to deliver. Each message is handled
 //! on its own: acked when every target has the event, retried with the
 //! backoff core computed when some target does not (`retry_with_options`,
 //! never `retry_all`). The platform moves a message to the dead-letter queue
@@ -20,13 +21,14 @@ use worker::{
 use crate::core::config::Config;
 use crate::core::delivery::{self, Quarantine, Verdict};
 use crate::core::error::Error;
-use crate::core::events::{Envelope, Received};
+use crate::core::events::{self, Envelope, Received};
 use crate::core::ports::{EventSink, Result};
 use crate::core::rate_limit::BACKOFF_MEMORY_SECS;
 use crate::core::time::UnixTime;
+use crate::edge::config;
 use crate::edge::d1::D1Store;
 use crate::edge::outbound::FetchCourier;
-use crate::edge::{config, platform};
+use crate::edge::platform::{self, OsRandom};
 
 /// Retry delay when the consumer cannot even start (configuration or D1 binding).
 const UNAVAILABLE_RETRY_SECS: u32 = 60;
@@ -36,40 +38,47 @@ pub const DELIVERY_RETENTION_SECS: u64 = 14 * 86_400;
 /// The queue producer binding, with the event outbox in D1 behind it.
 pub struct QueueSink<'a> {
     env: &'a Env,
+    cfg: Rc<Config>,
 }
 
 impl<'a> QueueSink<'a> {
-    /// A sink on the `EVENTS` binding.
-    pub fn new(env: &'a Env) -> Self {
-        Self { env }
-    }
-
-    /// Sends envelopes given as JSON text, in one batch.
-    async fn send(&self, bodies: &[&str]) -> std::result::Result<(), String> {
-        let queue = self.env.queue("EVENTS").map_err(|e| e.to_string())?;
-        let messages = bodies
-            .iter()
-            .map(|text| {
-                let body = js_sys::JSON::parse(text).map_err(|e| format!("event is not JSON: {e:?}"))?;
-                Ok(RawMessageBuilder::new(body).build_with_content_type(QueueContentType::Json))
-            })
-            .collect::<std::result::Result<Vec<_>, String>>()?;
-        queue.send_raw_batch(messages).await.map_err(|e| e.to_string())
+    /// A sink on the `EVENTS` binding; `cfg` holds the key that seals events' secrets.
+    pub fn new(env: &'a Env, cfg: Rc<Config>) -> Self {
+        Self { env, cfg }
     }
 }
 
+/// Sends envelopes given as JSON text, in one batch.
+async fn send(env: &Env, bodies: &[&str]) -> std::result::Result<(), String> {
+    let queue = env.queue("EVENTS").map_err(|e| e.to_string())?;
+    let messages = bodies
+        .iter()
+        .map(|text| {
+            let body = js_sys::JSON::parse(text).map_err(|e| format!("event is not JSON: {e:?}"))?;
+            Ok(RawMessageBuilder::new(body).build_with_content_type(QueueContentType::Json))
+        })
+        .collect::<std::result::Result<Vec<_>, String>>()?;
+    queue.send_raw_batch(messages).await.map_err(|e| e.to_string())
+}
+
 impl EventSink for QueueSink<'_> {
-    /// Sends the events in one batch. When the queue does not take them the
-    /// action they report has already happened, so they go to the outbox in
-    /// D1, which the cron trigger drains ([`drain_outbox`]); only when that
-    /// write fails too is the request answered 503.
+    /// Sends the events in one batch, their one-time secrets sealed
+    /// ([`Envelope::to_sealed_json`]): the queue and, below, the outbox keep
+    /// them only sealed. When the queue does not take them the action they
+    /// report has already happened, so they go to the outbox in D1, which the
+    /// cron trigger drains ([`drain_outbox`]); only when that write fails too
+    /// is the request answered 503.
     async fn publish(&self, events: &[Envelope]) -> Result<()> {
         if events.is_empty() {
             return Ok(());
         }
-        let rows: Vec<(String, String)> = events.iter().map(|e| (e.id.clone(), e.to_json())).collect();
+        let key = events::secrets_key(&self.cfg.kek);
+        let rows = events
+            .iter()
+            .map(|e| Ok((e.id.clone(), e.to_sealed_json(&key, &mut OsRandom)?)))
+            .collect::<Result<Vec<(String, String)>>>()?;
         let bodies: Vec<&str> = rows.iter().map(|(_, body)| body.as_str()).collect();
-        let Err(cause) = self.send(&bodies).await else { return Ok(()) };
+        let Err(cause) = send(self.env, &bodies).await else { return Ok(()) };
         let store = D1Store::new(self.env).map_err(|_| Error::unavailable("queue", &cause))?;
         store
             .outbox_put(&rows, platform::now(), &cause)
@@ -94,10 +103,10 @@ pub async fn drain_outbox(env: &Env) {
         Ok(p) => p,
         Err(e) => return worker::console_error!("portcullis.error outbox: {e}"),
     };
-    let sink = QueueSink::new(env);
     let mut sent = 0usize;
     for row in &pending {
-        let result = sink.send(&[row.body.as_str()]).await;
+        // Sent as kept: secrets sealed.
+        let result = send(env, &[row.body.as_str()]).await;
         match result {
             Ok(()) => {
                 sent += 1;
@@ -152,7 +161,7 @@ pub async fn consume(batch: MessageBatch<JsValue>, env: Env) {
     let (cfg, store, env) = (&cfg, &store, &env);
     let work = batch.raw_iter().map(|msg| async move {
         if dead_letter_queue {
-            bury(&msg, cfg.as_ref().ok(), store).await;
+            bury(&msg, store).await;
         } else {
             match cfg {
                 Ok(cfg) => handle(&msg, cfg.clone(), store, env).await,
@@ -167,10 +176,11 @@ pub async fn consume(batch: MessageBatch<JsValue>, env: Env) {
 
 async fn handle(msg: &RawMessage, cfg: Rc<Config>, store: &D1Store, env: &Env) {
     let body = body_json(&msg.body());
-    let event = body.clone().and_then(Received::parse);
+    let key = events::secrets_key(&cfg.kek);
+    let event = body.clone().and_then(|value| Received::open(value, &key));
     let event = match event {
         Ok(e) => e,
-        Err(why) => return quarantine(msg, &why, body.map(|v| v.to_string()).unwrap_or_default(), env).await,
+        Err(why) => return quarantine(msg, &why, body.map(delivery::masked_text).unwrap_or_default(), env).await,
     };
     match delivery::deliver(&cfg, store, &FetchCourier, &event, platform::now()).await {
         Ok(Verdict::Ack) => msg.ack(),
@@ -205,11 +215,10 @@ async fn quarantine(msg: &RawMessage, why: &str, raw: String, env: &Env) {
     }
 }
 
-/// Logs and records one dead letter.
-async fn bury(msg: &RawMessage, cfg: Option<&Rc<Config>>, store: &D1Store) {
+/// Logs and records one dead letter (its secret stays sealed; no configuration needed).
+async fn bury(msg: &RawMessage, store: &D1Store) {
     let body = body_json(&msg.body());
-    let cfg = cfg.map(|c| c.as_ref());
-    match delivery::dead_letter(cfg, store, &FetchCourier, &msg.id(), body, platform::now()).await {
+    match delivery::dead_letter(store, &FetchCourier, &msg.id(), body, platform::now()).await {
         Ok(_) => msg.ack(),
         Err(e) => {
             worker::console_error!("portcullis.error recording dead letter {}: {e}", msg.id());

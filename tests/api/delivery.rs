@@ -178,8 +178,10 @@ fn the_log_transport_prints_the_email_with_its_link() {
     assert_eq!(emails[0]["event_id"], ev.id.as_str());
     assert!(emails[0]["text"].as_str().unwrap().contains("http://127.0.0.1:8790/magic-link?token=tok-123"));
     assert_eq!(ledger.row(&ev.id, "email:ada@example.com").unwrap().delivered_at, Some(UnixTime(1_000)));
-    // Development logs show the event in full.
-    assert_eq!(courier.lines("portcullis.event")[0]["data"]["token"], "tok-123");
+    // The event's log line never shows the token, with the log transport too:
+    // the printed email is the one place it appears, with its link on its own.
+    assert_eq!(courier.lines("portcullis.event")[0]["data"]["token"], "[redacted]");
+    assert_eq!(emails[0]["link"], "http://127.0.0.1:8790/magic-link?token=tok-123");
     // A redelivery does not print the email again.
     deliver(&cfg, &ledger, &courier, &ev, 1_001);
     assert_eq!(courier.lines("portcullis.email").len(), 1);
@@ -248,8 +250,7 @@ fn dead_letters_record_the_undelivered_targets_once() {
     deliver(&cfg, &ledger, &courier, &ev, 1_000);
     deliver(&cfg, &ledger, &courier, &ev, 1_002);
     let body = Ok(ev.to_value());
-    let letter =
-        block_on(delivery::dead_letter(Some(&cfg), &ledger, &courier, "m-1", body.clone(), UnixTime(2_000))).unwrap();
+    let letter = block_on(delivery::dead_letter(&ledger, &courier, "m-1", body.clone(), UnixTime(2_000))).unwrap();
     assert_eq!(letter.id, ev.id);
     assert_eq!(letter.event_type.as_deref(), Some("login"));
     assert_eq!(letter.reason, "retries_exhausted");
@@ -258,7 +259,7 @@ fn dead_letters_record_the_undelivered_targets_once() {
     assert_eq!(letter.failed[0].attempts, 2);
     assert_eq!(letter.failed[0].last_error.as_deref(), Some("HTTP 503: {}"));
     // The dead-letter queue may deliver twice: recorded once, logged each time.
-    block_on(delivery::dead_letter(Some(&cfg), &ledger, &courier, "m-1", body, UnixTime(2_001))).unwrap();
+    block_on(delivery::dead_letter(&ledger, &courier, "m-1", body, UnixTime(2_001))).unwrap();
     assert_eq!(ledger.dead.borrow().len(), 1);
     let lines = courier.lines("portcullis.dead_letter");
     assert_eq!(lines.len(), 2);
@@ -268,30 +269,16 @@ fn dead_letters_record_the_undelivered_targets_once() {
 
 #[test]
 fn malformed_messages_are_dead_lettered_with_their_reason() {
-    let cfg = config(&[]);
     let (ledger, courier) = (MemLedger::default(), MemCourier::ok());
     let q = Quarantine::new("m-7", "envelope: missing field `id`", r#"{"type":"login"}"#);
-    let letter = block_on(delivery::dead_letter(
-        Some(&cfg),
-        &ledger,
-        &courier,
-        "m-8",
-        Ok(serde_json::to_value(&q).unwrap()),
-        UnixTime(5),
-    ))
-    .unwrap();
+    let letter =
+        block_on(delivery::dead_letter(&ledger, &courier, "m-8", Ok(serde_json::to_value(&q).unwrap()), UnixTime(5)))
+            .unwrap();
     assert_eq!(letter.id, "msg:m-7");
     assert_eq!(letter.reason, "malformed: envelope: missing field `id`");
     assert_eq!(letter.body, r#"{"type":"login"}"#);
-    let other = block_on(delivery::dead_letter(
-        Some(&cfg),
-        &ledger,
-        &courier,
-        "m-9",
-        Ok(serde_json::json!([1, 2])),
-        UnixTime(5),
-    ))
-    .unwrap();
+    let other =
+        block_on(delivery::dead_letter(&ledger, &courier, "m-9", Ok(serde_json::json!([1, 2])), UnixTime(5))).unwrap();
     assert_eq!(other.id, "msg:m-9");
     assert!(other.reason.starts_with("malformed: "));
     assert_eq!(other.body, "[1,2]");
@@ -301,18 +288,161 @@ fn malformed_messages_are_dead_lettered_with_their_reason() {
 
 #[test]
 fn a_dead_letter_is_logged_even_when_the_ledger_is_down() {
-    let cfg = config(&[]);
     let (ledger, courier) = (MemLedger::default(), MemCourier::ok());
     ledger.fail.set(true);
     let q = Quarantine::new("m-1", "bad", "x");
-    let r = block_on(delivery::dead_letter(
-        Some(&cfg),
-        &ledger,
-        &courier,
-        "m-1",
-        Ok(serde_json::to_value(&q).unwrap()),
-        UnixTime(5),
-    ));
+    let r =
+        block_on(delivery::dead_letter(&ledger, &courier, "m-1", Ok(serde_json::to_value(&q).unwrap()), UnixTime(5)));
     assert!(r.is_err());
     assert_eq!(courier.lines("portcullis.dead_letter").len(), 1);
+}
+
+// ---------------------------------------------------------------------------
+// Secrets at rest: the four events that carry a one-time secret travel and
+// rest sealed, are opened only to be delivered, and are logged masked.
+// ---------------------------------------------------------------------------
+
+/// The four secret-carrying events, with their secrets.
+fn secret_events() -> Vec<(Event, &'static str)> {
+    vec![
+        (
+            events::MagicLinkRequested {
+                user_id: Some("u1".into()),
+                email: "a@example.com".into(),
+                token: "tok-magic-1".into(),
+            }
+            .into(),
+            "tok-magic-1",
+        ),
+        (
+            events::EmailOtpRequested {
+                user_id: Some("u1".into()),
+                email: "a@example.com".into(),
+                code: "804211".into(),
+            }
+            .into(),
+            "804211",
+        ),
+        (
+            events::PasswordResetRequested {
+                user_id: "u1".into(),
+                email: "a@example.com".into(),
+                token: "tok-reset-2".into(),
+            }
+            .into(),
+            "tok-reset-2",
+        ),
+        (
+            events::EmailVerificationRequested {
+                user_id: "u1".into(),
+                email: "a@example.com".into(),
+                token: "tok-verify-3".into(),
+            }
+            .into(),
+            "tok-verify-3",
+        ),
+    ]
+}
+
+/// The message body the queue sink sends (and the outbox keeps) for `event`.
+fn queued(cfg: &Config, event: Event, seed: u64) -> serde_json::Value {
+    let env = Envelope::new(event, &mut TestRandom(seed), UnixTime(1_000));
+    let text = env.to_sealed_json(&events::secrets_key(&cfg.kek), &mut TestRandom(seed + 1)).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn all_lines(courier: &MemCourier) -> String {
+    serde_json::to_string(&courier.lines.borrow().iter().filter(|(m, _)| m != "portcullis.email").collect::<Vec<_>>())
+        .unwrap()
+}
+
+#[test]
+fn queued_secrets_are_sealed_opened_only_for_delivery_and_never_logged() {
+    let cfg = webhooks(&[
+        ("MAGIC_LINK_URL", "http://127.0.0.1:8790/magic-link"),
+        ("PASSWORD_RESET_URL", "http://127.0.0.1:8790/reset"),
+        ("EMAIL_VERIFY_URL", "http://127.0.0.1:8790/verify"),
+    ]);
+    let key = events::secrets_key(&cfg.kek);
+    for (i, (event, secret)) in secret_events().into_iter().enumerate() {
+        let (ledger, courier) = (MemLedger::default(), MemCourier::ok());
+        let message = queued(&cfg, event, 40 + 2 * i as u64);
+        assert!(!message.to_string().contains(secret), "queued in clear: {message}");
+        let ev = Received::open(message, &key).unwrap();
+        assert_eq!(deliver(&cfg, &ledger, &courier, &ev, 1_000), Verdict::Ack);
+        // Webhooks get the envelope as specified, secret included.
+        for url in [A, B] {
+            let body: serde_json::Value = serde_json::from_str(&courier.sent_to(url)[0].body).unwrap();
+            assert_eq!(body, ev.to_value(), "{url}");
+            assert!(body.to_string().contains(secret));
+        }
+        // The log transport prints the email (development's channel for it) ...
+        let email = &courier.lines("portcullis.email")[0];
+        assert!(email["text"].as_str().unwrap().contains(secret));
+        // ... and no other line shows it.
+        let event_line = &courier.lines("portcullis.event")[0];
+        assert_eq!(event_line["id"], ev.id.as_str());
+        assert!(event_line["data"].as_object().unwrap().values().any(|v| v == "[redacted]"), "{event_line}");
+        let logged = all_lines(&courier);
+        assert!(!logged.contains(secret), "{logged}");
+    }
+}
+
+#[test]
+fn dead_letters_keep_the_secret_sealed_so_they_can_be_sent_again() {
+    let cfg = webhooks(&[]);
+    let key = events::secrets_key(&cfg.kek);
+    for (i, (event, secret)) in secret_events().into_iter().enumerate() {
+        let (ledger, courier) = (MemLedger::default(), MemCourier::new(|_| status(500)));
+        let message = queued(&cfg, event, 60 + 2 * i as u64);
+        let ev = Received::open(message.clone(), &key).unwrap();
+        deliver(&cfg, &ledger, &courier, &ev, 1_000);
+        // The platform moves the message, as queued, to the dead-letter queue.
+        let letter = block_on(delivery::dead_letter(&ledger, &courier, "m-1", Ok(message), UnixTime(2_000))).unwrap();
+        assert_eq!(letter.id, ev.id);
+        assert_eq!(letter.reason, "retries_exhausted");
+        assert!(!letter.body.contains(secret), "stored in clear: {}", letter.body);
+        assert_eq!(ledger.dead.borrow()[0].body, letter.body);
+        // Sent to the queue again, the stored body is delivered like the original.
+        let again = Received::open(serde_json::from_str(&letter.body).unwrap(), &key).unwrap();
+        assert_eq!(again, ev);
+        let line = &courier.lines("portcullis.dead_letter")[0];
+        assert_eq!(line["event"]["id"], ev.id.as_str());
+        let logged = all_lines(&courier);
+        assert!(!logged.contains(secret), "{logged}");
+    }
+}
+
+#[test]
+fn a_dead_letter_queued_in_clear_is_stored_masked() {
+    let (ledger, courier) = (MemLedger::default(), MemCourier::ok());
+    let old = magic(70, "old@example.com").to_value();
+    assert!(old.to_string().contains("tok-123"));
+    let letter = block_on(delivery::dead_letter(&ledger, &courier, "m-1", Ok(old), UnixTime(5))).unwrap();
+    assert!(!letter.body.contains("tok-123"), "{}", letter.body);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&letter.body).unwrap()["data"]["token"], "[redacted]");
+    assert!(!all_lines(&courier).contains("tok-123"));
+}
+
+#[test]
+fn a_failure_that_echoes_the_secret_is_logged_and_recorded_without_it() {
+    let cfg = webhooks(&[]);
+    // A receiver that quotes the request body in its error page.
+    let courier = MemCourier::new(|req| {
+        if req.url == B {
+            Ok(HttpReply { status: 400, body: format!("bad payload: {}", req.body) })
+        } else {
+            status(200)
+        }
+    });
+    let ledger = MemLedger::default();
+    let ev = magic(72, "echo@example.com");
+    assert!(matches!(deliver(&cfg, &ledger, &courier, &ev, 1_000), Verdict::Retry { .. }));
+    let failed = &courier.lines("portcullis.delivery_failed")[0];
+    assert!(failed["error"].as_str().unwrap().starts_with("HTTP 400: bad payload"), "{failed}");
+    assert!(!all_lines(&courier).contains("tok-123"));
+    let row = ledger.row(&ev.id, &format!("webhook:{B}")).unwrap();
+    assert!(!row.last_error.unwrap().contains("tok-123"));
+    let letter = block_on(delivery::dead_letter(&ledger, &courier, "m-1", Ok(ev.to_value()), UnixTime(2_000))).unwrap();
+    assert!(!serde_json::to_string(&letter.failed).unwrap().contains("tok-123"));
 }

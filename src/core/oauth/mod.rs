@@ -12,8 +12,6 @@ pub mod idtoken;
 pub mod provider;
 pub mod redirect;
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use sha2::{Digest, Sha256};
@@ -21,6 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::core::error::Error;
 use crate::core::ids::Random;
 use crate::core::outbound::{HttpReply, SendError};
+use crate::core::seal::SealKey;
 use crate::core::time::UnixTime;
 
 pub use config::{OAuthConfig, ProviderConfig, ProviderKind};
@@ -210,39 +209,24 @@ pub trait ProviderNet {
     fn report(&self, warning: &str);
 }
 
-fn exchange_cipher(code: &str) -> Result<Aes256Gcm, Error> {
+fn exchange_key(code: &str) -> SealKey {
     // The code carries 256 random bits; a hash of it is a fine AES key, and
     // it never reaches storage (only `token_hash(code)` does).
     let mut h = Sha256::new();
     h.update(b"portcullis.oauth.exchange\0");
     h.update(code.as_bytes());
-    Aes256Gcm::new_from_slice(&h.finalize()).map_err(|_| Error::Internal("exchange key length".into()))
+    SealKey::new(h.finalize().into())
 }
 
 /// Seals a sign-in result under a key derived from its one-time `code`, so
 /// the stored row is useless without the code.
 pub fn seal(code: &str, plaintext: &str, rng: &mut impl Random) -> Result<String, Error> {
-    let nonce = rng.bytes::<12>();
-    let ct = exchange_cipher(code)?
-        .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext.as_bytes(), aad: b"oauth-exchange" })
-        .map_err(|_| Error::Internal("exchange sealing failed".into()))?;
-    let mut blob = nonce.to_vec();
-    blob.extend_from_slice(&ct);
-    Ok(URL_SAFE_NO_PAD.encode(blob))
+    exchange_key(code).seal(b"oauth-exchange", plaintext.as_bytes(), rng)
 }
 
 /// Opens what [`seal`] sealed with `code`; `None` if it does not open.
 pub fn open(code: &str, sealed: &str) -> Option<String> {
-    let blob = URL_SAFE_NO_PAD.decode(sealed).ok()?;
-    if blob.len() < 12 {
-        return None;
-    }
-    let (nonce, ct) = blob.split_at(12);
-    let pt = exchange_cipher(code)
-        .ok()?
-        .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: b"oauth-exchange" })
-        .ok()?;
-    String::from_utf8(pt).ok()
+    String::from_utf8(exchange_key(code).open(b"oauth-exchange", sealed)?).ok()
 }
 
 #[cfg(test)]

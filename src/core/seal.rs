@@ -1,0 +1,106 @@
+//! Sealing small secrets at rest: AES-256-GCM under a 32-byte key, with a
+//! fresh random 96-bit nonce per seal, kept as
+//! `base64url(nonce || ciphertext || tag)`, and bound by associated data to
+//! the record it belongs to (a signing key's `kid`, an event's id), so a
+//! sealed value copied onto another record does not open.
+//!
+//! The one primitive behind the private halves of signing keys (under
+//! `KEY_ENCRYPTION_KEY`), OAuth exchange results (under a key derived from
+//! the one-time code) and the one-time secrets of queued events (under a
+//! subkey of `KEY_ENCRYPTION_KEY`). Random nonces are safe here: far fewer
+//! than 2^32 seals per key are ever made.
+
+use std::fmt;
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
+use crate::core::error::Error;
+use crate::core::ids::Random;
+
+/// Length of a sealing key, in bytes.
+pub const SEAL_KEY_LEN: usize = 32;
+const NONCE_LEN: usize = 12;
+
+/// An AES-256-GCM key. Its `Debug` prints nothing.
+#[derive(Clone)]
+pub struct SealKey([u8; SEAL_KEY_LEN]);
+
+impl fmt::Debug for SealKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SealKey(<redacted>)")
+    }
+}
+
+impl SealKey {
+    /// A key from its 32 bytes.
+    pub fn new(bytes: [u8; SEAL_KEY_LEN]) -> Self {
+        Self(bytes)
+    }
+
+    fn cipher(&self) -> Result<Aes256Gcm, Error> {
+        Aes256Gcm::new_from_slice(&self.0).map_err(|_| Error::Internal("bad sealing key length".into()))
+    }
+
+    /// Seals `plaintext`, bound to `aad`: `base64url(nonce || ciphertext || tag)`.
+    pub fn seal(&self, aad: &[u8], plaintext: &[u8], rng: &mut impl Random) -> Result<String, Error> {
+        let nonce = rng.bytes::<NONCE_LEN>();
+        let ct = self
+            .cipher()?
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad })
+            .map_err(|_| Error::Internal("sealing failed".into()))?;
+        let mut blob = nonce.to_vec();
+        blob.extend_from_slice(&ct);
+        Ok(URL_SAFE_NO_PAD.encode(blob))
+    }
+
+    /// Opens what [`seal`](Self::seal) sealed with this key and the same
+    /// `aad`; `None` for anything else (another key, another `aad`, a
+    /// changed byte, not base64url).
+    pub fn open(&self, aad: &[u8], sealed: &str) -> Option<Vec<u8>> {
+        let blob = URL_SAFE_NO_PAD.decode(sealed).ok()?;
+        if blob.len() <= NONCE_LEN {
+            return None;
+        }
+        let (nonce, ct) = blob.split_at(NONCE_LEN);
+        self.cipher().ok()?.decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad }).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::ids::test_support::SeqRandom;
+
+    #[test]
+    fn a_seal_opens_only_with_its_key_and_associated_data() {
+        let key = SealKey::new([7; 32]);
+        let sealed = key.seal(b"record-1", b"s3cret", &mut SeqRandom(1)).unwrap();
+        assert!(!sealed.contains("s3cret"));
+        assert_eq!(key.open(b"record-1", &sealed).as_deref(), Some(&b"s3cret"[..]));
+        assert_eq!(key.open(b"record-2", &sealed), None, "moved onto another record");
+        assert_eq!(SealKey::new([8; 32]).open(b"record-1", &sealed), None, "another key");
+        let mut bytes = URL_SAFE_NO_PAD.decode(&sealed).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        assert_eq!(key.open(b"record-1", &URL_SAFE_NO_PAD.encode(bytes)), None, "a changed byte");
+        assert_eq!(key.open(b"record-1", "AAAA"), None);
+        assert_eq!(key.open(b"record-1", "not base64!"), None);
+    }
+
+    #[test]
+    fn every_seal_has_its_own_nonce() {
+        let key = SealKey::new([1; 32]);
+        let a = key.seal(b"", b"same", &mut SeqRandom(1)).unwrap();
+        let b = key.seal(b"", b"same", &mut SeqRandom(2)).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(URL_SAFE_NO_PAD.decode(&a).unwrap().len(), NONCE_LEN + 4 + 16);
+    }
+
+    #[test]
+    fn debug_prints_no_key() {
+        assert_eq!(format!("{:?}", SealKey::new([9; 32])), "SealKey(<redacted>)");
+    }
+}
