@@ -22,6 +22,7 @@ pub mod policy;
 pub mod ports;
 pub mod rate_limit;
 pub mod session;
+pub mod takeover;
 pub mod target;
 pub mod time;
 pub mod token;

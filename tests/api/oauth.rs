@@ -30,6 +30,24 @@ pub struct MemOAuth {
     identities: Vec<LinkedIdentity>,
 }
 
+impl MemOAuth {
+    /// The linked identities, for the store's account writes.
+    pub fn identities_mut(&mut self) -> &mut Vec<LinkedIdentity> {
+        &mut self.identities
+    }
+
+    /// Links `identity` unless its (provider, subject) or (user, provider) is taken.
+    fn link(&mut self, identity: &LinkedIdentity) -> bool {
+        let taken = self.identities.iter().any(|i| {
+            i.provider == identity.provider && (i.subject == identity.subject || i.user_id == identity.user_id)
+        });
+        if !taken {
+            self.identities.push(identity.clone());
+        }
+        !taken
+    }
+}
+
 impl OAuthStore for MemStore {
     async fn put_oauth_state(&self, state: &OAuthState) -> Result<()> {
         self.oauth.borrow_mut().states.push(state.clone());
@@ -60,23 +78,18 @@ impl OAuthStore for MemStore {
     async fn identities_of(&self, user_id: &str) -> Result<Vec<LinkedIdentity>> {
         Ok(self.oauth.borrow().identities.iter().filter(|i| i.user_id == user_id).cloned().collect())
     }
-    async fn link_identity(&self, identity: &LinkedIdentity) -> Result<bool> {
-        let mut o = self.oauth.borrow_mut();
-        let taken = o.identities.iter().any(|i| {
-            i.provider == identity.provider && (i.subject == identity.subject || i.user_id == identity.user_id)
-        });
-        if taken || !self.users.borrow().iter().any(|u| u.id == identity.user_id) {
+    async fn link_identity(&self, identity: &LinkedIdentity, user_epoch: u64) -> Result<bool> {
+        if !self.users.borrow().iter().any(|u| u.id == identity.user_id && u.auth_epoch == user_epoch) {
             return Ok(false);
         }
-        o.identities.push(identity.clone());
-        Ok(true)
+        Ok(self.oauth.borrow_mut().link(identity))
     }
     async fn create_oauth_user(&self, user: &User, identity: &LinkedIdentity) -> Result<bool> {
         if self.users.borrow().iter().any(|u| u.email == user.email) {
             return Ok(false);
         }
         self.users.borrow_mut().push(user.clone());
-        if !self.link_identity(identity).await? {
+        if !self.oauth.borrow_mut().link(identity) {
             self.users.borrow_mut().retain(|u| u.id != user.id);
             return Ok(false);
         }
@@ -220,7 +233,8 @@ impl Begun {
 fn begin(w: &World, rng: &mut TestRandom, idp: &FakeIdp, now: i64, link_user: Option<&str>) -> Begun {
     let (deps, meta) = w.at(now);
     let req = AuthorizeRequest { redirect_to: Some(APP.into()) };
-    let started = block_on(deps.oauth_authorize(&meta, rng, idp, "idp", req, link_user)).unwrap();
+    let linking = link_user.map(|id| w.store.users.borrow().iter().find(|u| u.id == id).cloned().unwrap());
+    let started = block_on(deps.oauth_authorize(&meta, rng, idp, "idp", req, linking.as_ref())).unwrap();
     let b = Begun { url: url::Url::parse(&started.authorize_url).unwrap(), binding: started.binding };
     *idp.nonce.borrow_mut() = b.param("nonce");
     b
