@@ -36,6 +36,11 @@ impl MemOAuth {
         &mut self.identities
     }
 
+    /// The linked identities.
+    pub fn linked(&self) -> &[LinkedIdentity] {
+        &self.identities
+    }
+
     /// Links `identity` unless its (provider, subject) or (user, provider) is taken.
     fn link(&mut self, identity: &LinkedIdentity) -> bool {
         let taken = self.identities.iter().any(|i| {
@@ -116,9 +121,9 @@ const APP: &str = "https://app.test/done";
 
 /// A fake OIDC provider.
 #[derive(Default)]
-struct FakeIdp {
+pub(crate) struct FakeIdp {
     /// Claims of the next ID token (iss, aud, exp, iat, nonce are filled in unless given).
-    claims: RefCell<Value>,
+    pub(crate) claims: RefCell<Value>,
     /// What userinfo answers.
     userinfo: RefCell<Value>,
     /// A forced token-endpoint reply.
@@ -209,7 +214,7 @@ impl ProviderNet for FakeIdp {
     }
 }
 
-fn world() -> World {
+pub(crate) fn world() -> World {
     let providers = json!([{"id": "idp", "issuer": IDP, "client_id": CLIENT}]).to_string();
     World::new(&[
         ("OAUTH_PROVIDERS", providers.as_str()),
@@ -219,7 +224,7 @@ fn world() -> World {
 }
 
 /// What /authorize gave the browser.
-struct Begun {
+pub(crate) struct Begun {
     url: url::Url,
     binding: String,
 }
@@ -230,7 +235,7 @@ impl Begun {
     }
 }
 
-fn begin(w: &World, rng: &mut TestRandom, idp: &FakeIdp, now: i64, link_user: Option<&str>) -> Begun {
+pub(crate) fn begin(w: &World, rng: &mut TestRandom, idp: &FakeIdp, now: i64, link_user: Option<&str>) -> Begun {
     let (deps, meta) = w.at(now);
     let req = AuthorizeRequest { redirect_to: Some(APP.into()) };
     let linking = link_user.map(|id| w.store.users.borrow().iter().find(|u| u.id == id).cloned().unwrap());
@@ -240,20 +245,20 @@ fn begin(w: &World, rng: &mut TestRandom, idp: &FakeIdp, now: i64, link_user: Op
     b
 }
 
-fn finish(w: &World, rng: &mut TestRandom, idp: &FakeIdp, now: i64, b: &Begun) -> CallbackOutcome {
+pub(crate) fn finish(w: &World, rng: &mut TestRandom, idp: &FakeIdp, now: i64, b: &Begun) -> CallbackOutcome {
     let (deps, meta) = w.at(now);
     idp.now.set(now);
     let q = CallbackQuery { code: Some("provider-code".into()), state: Some(b.param("state")), error: None, iss: None };
     block_on(deps.oauth_callback(&meta, rng, idp, "idp", q, Some(&b.binding))).unwrap()
 }
 
-fn sign_in(w: &World, rng: &mut TestRandom, idp: &FakeIdp, now: i64, claims: Value) -> CallbackOutcome {
+pub(crate) fn sign_in(w: &World, rng: &mut TestRandom, idp: &FakeIdp, now: i64, claims: Value) -> CallbackOutcome {
     *idp.claims.borrow_mut() = claims;
     let b = begin(w, rng, idp, now, None);
     finish(w, rng, idp, now + 1, &b)
 }
 
-fn location_param(outcome: &CallbackOutcome, name: &str) -> Option<String> {
+pub(crate) fn location_param(outcome: &CallbackOutcome, name: &str) -> Option<String> {
     let loc = match outcome {
         CallbackOutcome::SignedIn { location, .. } | CallbackOutcome::Linked { location } => location,
         CallbackOutcome::Failed { location: Some(location), .. } => location,

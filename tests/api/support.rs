@@ -58,6 +58,10 @@ pub struct MemStore {
     pub counters: RefCell<HashMap<String, (UnixTime, u32)>>,
     /// Failed logins: email -> (failures, last failure).
     pub login_failures: RefCell<HashMap<String, (u32, UnixTime)>>,
+    /// Runs once, right after the next `user_by_email` read: what another
+    /// request does between a flow's read and its write.
+    #[allow(clippy::type_complexity)]
+    pub after_user_read: RefCell<Option<Box<dyn FnOnce()>>>,
 }
 
 impl MemStore {
@@ -88,7 +92,12 @@ impl UserStore for MemStore {
     }
     async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
         self.check()?;
-        Ok(self.users.borrow().iter().find(|u| u.email == email).cloned())
+        let found = self.users.borrow().iter().find(|u| u.email == email).cloned();
+        let meanwhile = self.after_user_read.borrow_mut().take();
+        if let Some(f) = meanwhile {
+            f();
+        }
+        Ok(found)
     }
     async fn user_by_id(&self, id: &str) -> Result<Option<User>> {
         self.check()?;
