@@ -336,6 +336,14 @@ fn a_verified_email_links_the_existing_account_and_an_unverified_one_never_does(
     let link = w.events.last_of("oauth_link");
     assert_eq!((link["user_id"].as_str(), link["provider"].as_str()), (Some(ada.user.id.as_str()), Some("idp")));
     assert!(user(&w, "ada@example.com").email_verified, "the provider verified the address");
+    // That was the first proof of the address: whoever signed up with it
+    // before is out (see `takeover.rs`).
+    assert_eq!(
+        crate::support::login_at(&w, rng, 1_101, "ada@example.com", "password-1").unwrap_err(),
+        Error::InvalidCredentials
+    );
+    let (deps, meta) = w.at(1_101);
+    assert_eq!(code_of(block_on(deps.me(&meta, Some(&ada.access_token)))), "session_revoked");
 }
 
 #[test]
