@@ -45,9 +45,10 @@ pub trait UserStore {
 pub trait SessionStore {
     /// Stores a new session whose current refresh token hashes to
     /// `refresh_hash` — if the user's account epoch is still `user_epoch`, the
-    /// one the sign-in read, decided in the same write. `Ok(false)`, nothing
-    /// written, when it moved (a password change or reset, a ban, a new
-    /// address or a takeover got in between) or the user is gone.
+    /// one the sign-in read, and the user is not banned, decided in the same
+    /// write. `Ok(false)`, nothing written, when the epoch moved (a password
+    /// change or reset, a ban, a new address or a takeover got in between),
+    /// the user is banned or gone.
     async fn create_session(&self, session: &Session, refresh_hash: &str, user_epoch: u64) -> Result<bool>;
     /// Atomically swaps the current refresh token for its successor; see [`Rotation`].
     async fn rotate_refresh(&self, req: &RotateRequest<'_>) -> Result<Rotation>;

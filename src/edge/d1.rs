@@ -366,7 +366,7 @@ impl SessionStore for D1Store {
         let insert_session = self.stmt(
             "INSERT INTO sessions (id, user_id, refresh_hash, created_at, last_used_at, expires_at, ip_address, user_agent, extra_claims) \
              SELECT ?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8 \
-             WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2 AND auth_epoch = ?9)",
+             WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2 AND auth_epoch = ?9 AND banned = 0)",
             &[
                 text(&s.id),
                 text(&s.user_id),

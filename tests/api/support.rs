@@ -115,7 +115,7 @@ impl UserStore for MemStore {
 impl SessionStore for MemStore {
     async fn create_session(&self, session: &Session, refresh_hash: &str, user_epoch: u64) -> Result<bool> {
         self.check()?;
-        if !self.users.borrow().iter().any(|u| u.id == session.user_id && u.auth_epoch == user_epoch) {
+        if !self.users.borrow().iter().any(|u| u.id == session.user_id && u.auth_epoch == user_epoch && !u.banned) {
             return Ok(false);
         }
         self.sessions.borrow_mut().push((session.clone(), refresh_hash.to_string()));

@@ -54,10 +54,7 @@ fn assert_planter_is_out(w: &World, rng: &mut TestRandom, idp: &FakeIdp, p: &Pla
             block_on(deps.me(&meta, Some(&s.access_token))).unwrap_err(),
             Error::InvalidToken(TokenError::SessionRevoked)
         );
-        assert_eq!(
-            block_on(deps.refresh(&meta, rng, Some(&s.refresh_token))).unwrap_err(),
-            Error::InvalidRefreshToken
-        );
+        assert_eq!(block_on(deps.refresh(&meta, rng, Some(&s.refresh_token))).unwrap_err(), Error::InvalidRefreshToken);
     }
     assert_eq!(
         code(block_on(deps.verify_email(&meta, rng, TokenRequest { token: p.verification.clone() }))),
@@ -65,13 +62,8 @@ fn assert_planter_is_out(w: &World, rng: &mut TestRandom, idp: &FakeIdp, p: &Pla
         "the verification link the planter asked for died"
     );
     // The planter's identity was dropped: it now makes an account of its own.
-    let out = sign_in(
-        w,
-        rng,
-        idp,
-        now,
-        json!({"sub": "planter", "email": "planter@evil.example", "email_verified": true}),
-    );
+    let out =
+        sign_in(w, rng, idp, now, json!({"sub": "planter", "email": "planter@evil.example", "email_verified": true}));
     let CallbackOutcome::SignedIn { auth, .. } = out else { panic!("{out:?}") };
     assert_ne!(auth.user.id, p.user_id);
     assert_eq!(auth.user.email, "planter@evil.example");
@@ -169,9 +161,11 @@ fn a_reset_link_takes_an_unverified_account_over() {
     block_on(deps.forgot_password(&meta, rng, EmailRequest { email: VICTIM.into() })).unwrap();
     let token = w.events.last_of("password_reset_requested")["token"].as_str().unwrap().to_string();
     let before = w.events.kinds().len();
-    let r = block_on(
-        deps.reset_password(&meta, rng, ResetRequest { token, new_password: "the owner's own password".into() }),
-    )
+    let r = block_on(deps.reset_password(
+        &meta,
+        rng,
+        ResetRequest { token, new_password: "the owner's own password".into() },
+    ))
     .unwrap();
     assert_eq!(r.revoked_sessions, 2);
     assert_eq!(&w.events.kinds()[before..], ["password_reset", "session_revoked", "email_verified", "user_updated"]);
@@ -191,7 +185,8 @@ fn a_password_login_that_read_the_account_before_the_takeover_gets_no_session() 
     let store = w.store.clone();
     let user_id = planted.user.id.clone();
     *w.store.after_user_read.borrow_mut() = Some(Box::new(move || {
-        let proof = AddressProof { user_id: &user_id, email: VICTIM, link: None, new_password: None, now: UnixTime(1_500) };
+        let proof =
+            AddressProof { user_id: &user_id, email: VICTIM, link: None, new_password: None, now: UnixTime(1_500) };
         assert!(block_on(store.prove_address(&proof)).unwrap().unwrap().took_over);
     }));
     let sessions_before = w.store.sessions.borrow().len();
