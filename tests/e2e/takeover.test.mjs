@@ -13,6 +13,7 @@ import crypto from "node:crypto";
 import { startGateway, freePort, post, json } from "./harness.mjs";
 import { signup, login, withEvent, eventFor, assertProblem, authed } from "./lib/accounts.mjs";
 import { startOidcProvider, browse } from "./lib/oauth-servers.mjs";
+import { d1, sqlText } from "./lib/d1.mjs";
 
 const APP = "http://app.test/oauth/done";
 const CLIENT_ID = "portcullis";
@@ -161,6 +162,29 @@ describe("the first proof of an unverified account's address takes it over", () 
     // The planter's identity no longer opens the account: it signs in to an account of its own.
     const elsewhere = await acmeSignIn(plantersOwn);
     assert.notEqual(elsewhere.user.id, owner.user.id);
+  });
+
+  test("the planter's logins racing the takeover leave no live session", async () => {
+    const email = mail("race");
+    const planted = await plant(email);
+    const { event } = await withEvent(gw, eventFor("magic_link_requested", email), () =>
+      post(`${gw.url}/auth/magic-link`, { email }),
+    );
+    const logins = Array.from({ length: 8 }, () => login(gw, email, PLANTED));
+    const [ownerRes, ...planterRes] = await Promise.all([post(`${gw.url}/auth/magic-link/verify`, { token: event.data.token }), ...logins]);
+    const owner = await json(ownerRes);
+    assert.equal(ownerRes.status, 200, JSON.stringify(owner));
+    for (const res of planterRes) {
+      const body = await json(res);
+      // Before the takeover (then revoked by it), refused by it, or after it; the back-off may join in.
+      assert.ok([200, 401, 409, 429].includes(res.status), JSON.stringify(body));
+      if (res.status === 200) {
+        await assertProblem(await authed(`${gw.url}/auth/me`, body.access_token), 401, "session_revoked");
+      }
+    }
+    const live = await d1(gw, `SELECT id FROM sessions WHERE user_id = ${sqlText(owner.user.id)} AND revoked_at IS NULL`);
+    assert.deepEqual(live.map((r) => r.id), [owner.user.session_id], "only the owner's session lives");
+    await assertPlanterIsOut(planted, email);
   });
 
   test("the holder's own verification link takes nothing away", async () => {
