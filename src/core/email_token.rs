@@ -69,6 +69,9 @@ pub struct EmailToken {
     pub email: String,
     /// The account it was issued for; `None` for a passwordless sign-up.
     pub user_id: Option<String>,
+    /// That account's epoch when it was looked up to issue the token (0
+    /// without an account): the token dies when the epoch moves.
+    pub user_epoch: u64,
     /// For codes: the keyed hash of the code ([`CodeKey::hash`]).
     pub code_hash: Option<String>,
     /// Issued at.

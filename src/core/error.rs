@@ -249,6 +249,16 @@ impl Error {
         }
     }
 
+    /// The account changed (a new password, a ban, a new address, a
+    /// takeover) while a request that read it was in flight: its write was
+    /// refused (`account_changed`, 409). Trying again reads the account anew.
+    pub fn account_changed() -> Self {
+        Self::Conflict {
+            code: "account_changed",
+            detail: "the account changed while this request was in flight; start again".into(),
+        }
+    }
+
     /// Shorthand for a [`Error::Unavailable`].
     pub fn unavailable(dependency: &'static str, cause: impl fmt::Display) -> Self {
         Self::Unavailable { dependency, cause: cause.to_string() }

@@ -109,7 +109,9 @@ impl EmailKind {
             }
             Self::EmailVerification => {
                 "Hello,\n\nPlease confirm that {email} is your address by opening:\n\n{link}\n\n\
-                 If you did not ask for this, you can ignore this email.\n"
+                 Opening it confirms the account that uses this address as it is, password included. If you did \
+                 not sign up yourself, do not open it: ignore this email, or make the account yours by asking \
+                 for a password reset or a sign-in link.\n"
             }
         }
     }

@@ -24,6 +24,7 @@ pub mod ports;
 pub mod rate_limit;
 pub mod seal;
 pub mod session;
+pub mod takeover;
 pub mod target;
 pub mod time;
 pub mod token;

@@ -18,6 +18,7 @@ use crate::core::keys::{SigningAlg, SigningKey, StoredKey};
 use crate::core::outbound::{HttpReply, HttpRequest, SendError};
 use crate::core::rate_limit::{Count, Hit};
 use crate::core::session::{RotateRequest, Rotation, Session};
+use crate::core::takeover::{AddressProof, Proven};
 use crate::core::time::UnixTime;
 use crate::core::token::VerifiedToken;
 use crate::core::users::{ProfileUpdate, User, UserPage};
@@ -33,14 +34,22 @@ pub trait UserStore {
     async fn user_by_email(&self, email: &str) -> Result<Option<User>>;
     /// The user with this id.
     async fn user_by_id(&self, id: &str) -> Result<Option<User>>;
-    /// Replaces the password hash.
-    async fn set_password_hash(&self, user_id: &str, hash: &str, now: UnixTime) -> Result<()>;
+    /// Replaces the password hash with a rehash of the same password, if the
+    /// account epoch is still `user_epoch` (the one the password was checked
+    /// under): a rehash must never bring back a password that a reset or a
+    /// takeover removed in the meantime.
+    async fn set_password_hash(&self, user_id: &str, hash: &str, user_epoch: u64, now: UnixTime) -> Result<()>;
 }
 
 /// Sessions and their refresh tokens.
 pub trait SessionStore {
-    /// Stores a new session whose current refresh token hashes to `refresh_hash`.
-    async fn create_session(&self, session: &Session, refresh_hash: &str) -> Result<()>;
+    /// Stores a new session whose current refresh token hashes to
+    /// `refresh_hash` — if the user's account epoch is still `user_epoch`, the
+    /// one the sign-in read, and the user is not banned, decided in the same
+    /// write. `Ok(false)`, nothing written, when the epoch moved (a password
+    /// change or reset, a ban, a new address or a takeover got in between),
+    /// the user is banned or gone.
+    async fn create_session(&self, session: &Session, refresh_hash: &str, user_epoch: u64) -> Result<bool>;
     /// Atomically swaps the current refresh token for its successor; see [`Rotation`].
     async fn rotate_refresh(&self, req: &RotateRequest<'_>) -> Result<Rotation>;
     /// The session with this id.
@@ -62,33 +71,49 @@ pub trait SessionStore {
 }
 
 /// Account changes beyond sign-up: verification, passwords, and what
-/// administrators do to users. Every method is one atomic write.
+/// administrators do to users. Every method is one atomic write. Those that
+/// must void what was granted before them (emailed tokens, sign-ins in
+/// flight, pending OAuth links) move the account epoch in that write.
 pub trait AccountStore {
-    /// Marks the email verified; `Ok(false)` if it already was (or no such user).
-    async fn set_email_verified(&self, user_id: &str, now: UnixTime) -> Result<bool>;
-    /// Replaces the password hash (and marks the email verified if
-    /// `verify_email`), revoking every live session of the user but `keep`
-    /// in the same write. Returns how many sessions were revoked.
+    /// Marks the email verified if the account's address is still `email`;
+    /// `Ok(false)` if it already was verified (or no such user or address).
+    /// Nothing else changes: this is the holder confirming the account as it
+    /// stands (see [`crate::core::takeover`]).
+    async fn set_email_verified(&self, user_id: &str, email: &str, now: UnixTime) -> Result<bool>;
+    /// Records a proof of the account's address: links the proof's identity,
+    /// and takes an unverified account over (clears the password, revokes
+    /// every session, drops identities that did not verify this address,
+    /// marks it verified, moves the epoch); a reset's new password is set and
+    /// every session revoked either way. One atomic write, decided on the
+    /// account as it is then (see [`crate::core::takeover`]). `Ok(None)`,
+    /// nothing written, when the account is gone or has another address.
+    async fn prove_address(&self, proof: &AddressProof<'_>) -> Result<Option<Proven>>;
+    /// Replaces the password hash if the account epoch is still `user_epoch`
+    /// (the one the caller checked the current password under), moving the
+    /// epoch and revoking every live session of the user but `keep`, in the
+    /// same write. Returns how many sessions were revoked; `Ok(None)`,
+    /// nothing written, when the epoch moved.
     async fn set_password(
         &self,
         user_id: &str,
         hash: &str,
-        verify_email: bool,
         keep: Option<&str>,
+        user_epoch: u64,
         now: UnixTime,
         reason: &str,
-    ) -> Result<u64>;
+    ) -> Result<Option<u64>>;
     /// Users whose email or name contains `query` (case-insensitive; all
     /// users if `None`), newest first, `limit` from `offset`, and the total.
     async fn list_users(&self, query: Option<&str>, limit: u32, offset: u32) -> Result<UserPage>;
     /// Writes `user`'s profile fields (email, name, avatar URL, phone,
-    /// email_verified), keeping emails unique.
+    /// email_verified), keeping emails unique; a new email moves the epoch.
     async fn update_profile(&self, user: &User, now: UnixTime) -> Result<ProfileUpdate>;
     /// Deletes the user with their roles, sessions and emailed tokens;
     /// `Ok(false)` if there was no such user.
     async fn delete_user(&self, user_id: &str) -> Result<bool>;
     /// Sets the ban flag. Banning also revokes every live session of the
-    /// user, in the same write. `Ok(true)` if the flag changed.
+    /// user and moves the epoch, in the same write. `Ok(true)` if the flag
+    /// changed.
     async fn set_banned(&self, user_id: &str, banned: bool, now: UnixTime) -> Result<bool>;
     /// Grants `role`; `Ok(false)` if the user already had it.
     async fn add_role(&self, user_id: &str, role: &str, now: UnixTime) -> Result<bool>;
@@ -105,11 +130,14 @@ pub trait EmailTokenStore {
     /// earlier live tokens of that kind and email die in the same write.
     async fn issue_email_token(&self, token: &EmailToken) -> Result<()>;
     /// Consumes the live, unexpired token of `kind` whose hash is `hash`;
-    /// `Ok(None)` when there is none (unknown, used, superseded or expired).
+    /// `Ok(None)` when there is none (unknown, used, superseded or expired,
+    /// or issued for an account whose epoch has moved since, or is gone).
+    /// The epoch is compared in the consuming write.
     async fn consume_email_token(&self, kind: TokenKind, hash: &str, now: UnixTime) -> Result<Option<EmailToken>>;
     /// Counts one attempt against the live, unexpired code sent to `email`
     /// unless it already had `max_attempts`, and returns it with the attempt
-    /// counted; `Ok(None)` when there is no such code.
+    /// counted; `Ok(None)` when there is no such code (a code issued under an
+    /// earlier account epoch is none).
     async fn count_code_attempt(&self, email: &str, now: UnixTime, max_attempts: u32) -> Result<Option<EmailToken>>;
     /// Deletes tokens that expired before `before`; returns how many.
     async fn purge_email_tokens(&self, before: UnixTime) -> Result<u64>;

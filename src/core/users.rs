@@ -30,6 +30,12 @@ pub struct User {
     pub roles: Vec<String>,
     /// Creation time.
     pub created_at: UnixTime,
+    /// The account epoch: bumped in the same write as every change that
+    /// voids what was granted before it (a password change or reset, a ban,
+    /// a new address, a takeover). Emailed tokens, sign-ins in flight and
+    /// pending OAuth links carry the epoch they were granted under and die
+    /// when it moves. New accounts start at 0.
+    pub auth_epoch: u64,
 }
 
 /// The public view of a user (AuthFort's `UserResponse`).

@@ -24,16 +24,22 @@ use crate::core::ports::{
 };
 use crate::core::rate_limit::{Count, Hit};
 use crate::core::session::{RotateRequest, Rotation, Session};
+use crate::core::takeover::{AddressProof, Proven, TAKEOVER_REVOKE_REASON};
 use crate::core::time::UnixTime;
 use crate::core::token::ExtraClaims;
 use crate::core::users::{ProfileUpdate, User, UserPage};
 use crate::edge::kv::{is_hinted, TokenHints};
 
 const USER_COLUMNS: &str = "u.id, u.email, u.name, u.password_hash, u.email_verified, u.avatar_url, u.phone, \
-     u.banned, u.created_at, (SELECT group_concat(r.role, ',') FROM user_roles r WHERE r.user_id = u.id) AS roles";
+     u.banned, u.created_at, u.auth_epoch, \
+     (SELECT group_concat(r.role, ',') FROM user_roles r WHERE r.user_id = u.id) AS roles";
 const SESSION_COLUMNS: &str =
     "id, user_id, created_at, last_used_at, expires_at, revoked_at, ip_address, user_agent, extra_claims";
-const EMAIL_TOKEN_COLUMNS: &str = "hash, kind, email, user_id, code_hash, created_at, expires_at, attempts";
+const EMAIL_TOKEN_COLUMNS: &str = "hash, kind, email, user_id, user_epoch, code_hash, created_at, expires_at, attempts";
+/// An emailed token is usable only while the account it was issued for
+/// still has the epoch it was issued under (a deleted account has none).
+const TOKEN_EPOCH_STANDS: &str =
+    "(user_id IS NULL OR user_epoch = (SELECT u.auth_epoch FROM users u WHERE u.id = email_tokens.user_id))";
 /// Users matching an optional `LIKE` pattern `?1` on email or name.
 const USER_FILTER: &str = "(?1 IS NULL OR u.email LIKE ?1 ESCAPE '\\' OR u.name LIKE ?1 ESCAPE '\\')";
 
@@ -65,6 +71,10 @@ fn time(t: UnixTime) -> JsValue {
     int(t.0)
 }
 
+fn int_u(n: u64) -> JsValue {
+    JsValue::from_f64(n as f64)
+}
+
 #[derive(Deserialize)]
 struct UserRow {
     id: String,
@@ -76,7 +86,13 @@ struct UserRow {
     phone: Option<String>,
     banned: i64,
     created_at: i64,
+    auth_epoch: i64,
     roles: Option<String>,
+}
+
+/// An epoch as stored (never negative: it starts at 0 and only grows).
+fn epoch(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
 }
 
 impl From<UserRow> for User {
@@ -95,6 +111,7 @@ impl From<UserRow> for User {
             banned: r.banned != 0,
             roles,
             created_at: UnixTime(r.created_at),
+            auth_epoch: epoch(r.auth_epoch),
         }
     }
 }
@@ -178,6 +195,7 @@ struct EmailTokenRow {
     kind: String,
     email: String,
     user_id: Option<String>,
+    user_epoch: i64,
     code_hash: Option<String>,
     created_at: i64,
     expires_at: i64,
@@ -194,12 +212,43 @@ impl TryFrom<EmailTokenRow> for EmailToken {
             kind,
             email: r.email,
             user_id: r.user_id,
+            user_epoch: epoch(r.user_epoch),
             code_hash: r.code_hash,
             created_at: UnixTime(r.created_at),
             expires_at: UnixTime(r.expires_at),
             attempts: u32::try_from(r.attempts).unwrap_or(u32::MAX),
         })
     }
+}
+
+/// The account is at the proven address and unverified: a takeover.
+const UNVERIFIED: &str = "EXISTS (SELECT 1 FROM users WHERE id = ?1 AND email = ?2 AND email_verified = 0)";
+/// The proof's identity (`?3`, `?4`) is linked to the account.
+const LINKED: &str = "EXISTS (SELECT 1 FROM oauth_accounts WHERE provider = ?3 AND subject = ?4 AND user_id = ?1)";
+
+fn revoke_reason(p: &AddressProof<'_>) -> &'static str {
+    if p.new_password.is_some() {
+        "password_reset"
+    } else {
+        TAKEOVER_REVOKE_REASON
+    }
+}
+
+#[derive(Deserialize)]
+struct ProofBeforeRow {
+    email_verified: i64,
+    had_password: i64,
+}
+
+#[derive(Deserialize)]
+struct ProofAfterRow {
+    auth_epoch: i64,
+    linked: i64,
+}
+
+#[derive(Deserialize)]
+struct ProviderRow {
+    provider: String,
 }
 
 #[derive(Deserialize)]
@@ -300,10 +349,10 @@ impl UserStore for D1Store {
         Ok(self.first::<UserRow>(&sql, &[text(id)]).await?.map(User::from))
     }
 
-    async fn set_password_hash(&self, user_id: &str, hash: &str, now: UnixTime) -> Result<()> {
+    async fn set_password_hash(&self, user_id: &str, hash: &str, user_epoch: u64, now: UnixTime) -> Result<()> {
         self.run(
-            "UPDATE users SET password_hash = ?2, updated_at = ?3 WHERE id = ?1",
-            &[text(user_id), text(hash), time(now)],
+            "UPDATE users SET password_hash = ?2, updated_at = ?3 WHERE id = ?1 AND auth_epoch = ?4",
+            &[text(user_id), text(hash), time(now), int_u(user_epoch)],
         )
         .await
         .map(|_| ())
@@ -311,10 +360,13 @@ impl UserStore for D1Store {
 }
 
 impl SessionStore for D1Store {
-    async fn create_session(&self, s: &Session, refresh_hash: &str) -> Result<()> {
+    async fn create_session(&self, s: &Session, refresh_hash: &str, user_epoch: u64) -> Result<bool> {
+        // Only while the account is as the sign-in read it; the token row
+        // only if the session went in.
         let insert_session = self.stmt(
             "INSERT INTO sessions (id, user_id, refresh_hash, created_at, last_used_at, expires_at, ip_address, user_agent, extra_claims) \
-             VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8)",
+             SELECT ?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8 \
+             WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2 AND auth_epoch = ?9 AND banned = 0)",
             &[
                 text(&s.id),
                 text(&s.user_id),
@@ -328,13 +380,19 @@ impl SessionStore for D1Store {
                 } else {
                     text(&serde_json::Value::Object(s.extra_claims.clone()).to_string())
                 },
+                int_u(user_epoch),
             ],
         )?;
         let insert_token = self.stmt(
-            "INSERT INTO refresh_tokens (hash, session_id, issued_at) VALUES (?1, ?2, ?3)",
+            "INSERT INTO refresh_tokens (hash, session_id, issued_at) SELECT ?1, ?2, ?3 \
+             WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ?2)",
             &[text(refresh_hash), text(&s.id), time(s.created_at)],
         )?;
-        self.batch(vec![insert_session, insert_token]).await.map(|_| ())
+        let results = self.batch(vec![insert_session, insert_token]).await?;
+        match results.first() {
+            Some(r) => Ok(changes(r)? == 1),
+            None => Err(unavailable("empty batch result")),
+        }
     }
 
     async fn rotate_refresh(&self, r: &RotateRequest<'_>) -> Result<Rotation> {
@@ -496,39 +554,159 @@ impl KeyStore for D1Store {
 }
 
 impl AccountStore for D1Store {
-    async fn set_email_verified(&self, user_id: &str, now: UnixTime) -> Result<bool> {
+    async fn set_email_verified(&self, user_id: &str, email: &str, now: UnixTime) -> Result<bool> {
         let n = self
             .run(
-                "UPDATE users SET email_verified = 1, updated_at = ?2 WHERE id = ?1 AND email_verified = 0",
-                &[text(user_id), time(now)],
+                "UPDATE users SET email_verified = 1, updated_at = ?3 WHERE id = ?1 AND email = ?2 AND email_verified = 0",
+                &[text(user_id), text(email), time(now)],
             )
             .await?;
         Ok(n == 1)
+    }
+
+    async fn prove_address(&self, p: &AddressProof<'_>) -> Result<Option<Proven>> {
+        // One transaction, in this order, every statement conditioned on the
+        // state the earlier ones leave: the takeover's deletions and
+        // revocations are decided on the users row, which only the last
+        // write changes, so all of them see the account as it was. With an
+        // identity to link, the takeover happens only if it ends up linked:
+        // the earlier holder's identities go only if the link will then
+        // succeed (the identity is no other account's, and the account keeps
+        // no other identity of that provider), the rest only if it did.
+        let (who, now, new_password) = ([text(p.user_id), text(p.email)], time(p.now), opt_text(p.new_password));
+        let before = self.stmt(
+            "SELECT email_verified, password_hash IS NOT NULL AS had_password FROM users WHERE id = ?1 AND email = ?2",
+            &who,
+        )?;
+        let mut stmts = vec![before];
+        match p.link {
+            None => {
+                stmts.push(self.stmt(
+                    &format!(
+                        "DELETE FROM oauth_accounts WHERE user_id = ?1 AND NOT (email_verified = 1 AND email IS ?2) \
+                         AND {UNVERIFIED} RETURNING provider"
+                    ),
+                    &who,
+                )?);
+                stmts.push(self.stmt(
+                    &format!(
+                        "UPDATE sessions SET revoked_at = ?3, revoke_reason = ?5 WHERE user_id = ?1 AND revoked_at IS NULL \
+                         AND ({UNVERIFIED} OR (?4 IS NOT NULL AND EXISTS (SELECT 1 FROM users WHERE id = ?1 AND email = ?2)))"
+                    ),
+                    &[who[0].clone(), who[1].clone(), now.clone(), new_password.clone(), text(revoke_reason(p))],
+                )?);
+                stmts.push(self.stmt(
+                    "UPDATE users SET password_hash = CASE WHEN ?4 IS NOT NULL THEN ?4 WHEN email_verified = 0 THEN NULL \
+                     ELSE password_hash END, email_verified = 1, auth_epoch = auth_epoch + 1, updated_at = ?3 \
+                     WHERE id = ?1 AND email = ?2 AND (email_verified = 0 OR ?4 IS NOT NULL)",
+                    &[who[0].clone(), who[1].clone(), now.clone(), new_password],
+                )?);
+                stmts.push(self.stmt("SELECT auth_epoch, 0 AS linked FROM users WHERE id = ?1 AND email = ?2", &who)?);
+            }
+            Some(i) => {
+                let ident = [who[0].clone(), who[1].clone(), text(&i.provider), text(&i.subject)];
+                stmts.push(self.stmt(
+                    &format!(
+                        "DELETE FROM oauth_accounts WHERE user_id = ?1 AND NOT (email_verified = 1 AND email IS ?2) \
+                         AND {UNVERIFIED} AND NOT EXISTS (SELECT 1 FROM oauth_accounts o \
+                           WHERE (o.provider = ?3 AND o.subject = ?4 AND o.user_id <> ?1) \
+                              OR (o.user_id = ?1 AND o.provider = ?3 AND o.subject <> ?4 \
+                                  AND o.email_verified = 1 AND o.email IS ?2)) \
+                         RETURNING provider"
+                    ),
+                    &ident,
+                )?);
+                stmts.push(self.stmt(
+                    "INSERT OR IGNORE INTO oauth_accounts (provider, subject, user_id, email, email_verified, linked_at) \
+                     SELECT ?3, ?4, ?1, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?1 AND email = ?2)",
+                    &[
+                        who[0].clone(),
+                        who[1].clone(),
+                        text(&i.provider),
+                        text(&i.subject),
+                        opt_text(i.email.as_deref()),
+                        int(i64::from(i.email_verified)),
+                        time(i.linked_at),
+                    ],
+                )?);
+                stmts.push(self.stmt(
+                    &format!(
+                        "UPDATE sessions SET revoked_at = ?5, revoke_reason = ?6 WHERE user_id = ?1 AND revoked_at IS NULL \
+                         AND {UNVERIFIED} AND {LINKED}"
+                    ),
+                    &[ident[0].clone(), ident[1].clone(), ident[2].clone(), ident[3].clone(), now.clone(), text(revoke_reason(p))],
+                )?);
+                stmts.push(self.stmt(
+                    &format!(
+                        "UPDATE users SET password_hash = NULL, email_verified = 1, auth_epoch = auth_epoch + 1, updated_at = ?5 \
+                         WHERE id = ?1 AND email = ?2 AND email_verified = 0 AND {LINKED}"
+                    ),
+                    &[ident[0].clone(), ident[1].clone(), ident[2].clone(), ident[3].clone(), now],
+                )?);
+                stmts.push(self.stmt(
+                    &format!("SELECT auth_epoch, {LINKED} AS linked FROM users WHERE id = ?1 AND email = ?2"),
+                    &ident,
+                )?);
+            }
+        }
+        let results = self.batch(stmts).await?;
+        let [before, dropped, .., update, after] = results.as_slice() else {
+            return Err(unavailable("short batch result"));
+        };
+        let Some(before) = before.results::<ProofBeforeRow>().map_err(unavailable)?.into_iter().next() else {
+            return Ok(None);
+        };
+        let Some(after) = after.results::<ProofAfterRow>().map_err(unavailable)?.into_iter().next() else {
+            return Ok(None);
+        };
+        // The revocation is the statement before the users update.
+        let revoked = match results.len().checked_sub(3).and_then(|i| results.get(i)) {
+            Some(r) => changes(r)? as u64,
+            None => return Err(unavailable("short batch result")),
+        };
+        let took_over = before.email_verified == 0 && changes(update)? == 1;
+        Ok(Some(Proven {
+            took_over,
+            password_cleared: took_over && before.had_password != 0 && p.new_password.is_none(),
+            revoked_sessions: revoked,
+            dropped_providers: dropped
+                .results::<ProviderRow>()
+                .map_err(unavailable)?
+                .into_iter()
+                .map(|r| r.provider)
+                .collect(),
+            linked: after.linked != 0,
+            auth_epoch: epoch(after.auth_epoch),
+        }))
     }
 
     async fn set_password(
         &self,
         user_id: &str,
         hash: &str,
-        verify_email: bool,
         keep: Option<&str>,
+        user_epoch: u64,
         now: UnixTime,
         reason: &str,
-    ) -> Result<u64> {
-        let set = self.stmt(
-            "UPDATE users SET password_hash = ?2, updated_at = ?3, \
-             email_verified = CASE WHEN ?4 = 1 THEN 1 ELSE email_verified END WHERE id = ?1",
-            &[text(user_id), text(hash), time(now), int(i64::from(verify_email))],
-        )?;
+    ) -> Result<Option<u64>> {
+        // Revoke first, on the epoch the update then checks and moves: both
+        // statements see the same users row, so they happen together or not.
         let revoke = self.stmt(
             "UPDATE sessions SET revoked_at = ?2, revoke_reason = ?3 \
-             WHERE user_id = ?1 AND revoked_at IS NULL AND (?4 IS NULL OR id <> ?4)",
-            &[text(user_id), time(now), text(reason), opt_text(keep)],
+             WHERE user_id = ?1 AND revoked_at IS NULL AND (?4 IS NULL OR id <> ?4) \
+             AND EXISTS (SELECT 1 FROM users WHERE id = ?1 AND auth_epoch = ?5)",
+            &[text(user_id), time(now), text(reason), opt_text(keep), int_u(user_epoch)],
         )?;
-        let results = self.batch(vec![set, revoke]).await?;
-        match results.get(1) {
-            Some(r) => Ok(changes(r)? as u64),
-            None => Err(unavailable("short batch result")),
+        let set = self.stmt(
+            "UPDATE users SET password_hash = ?2, updated_at = ?3, auth_epoch = auth_epoch + 1 \
+             WHERE id = ?1 AND auth_epoch = ?4",
+            &[text(user_id), text(hash), time(now), int_u(user_epoch)],
+        )?;
+        let results = self.batch(vec![revoke, set]).await?;
+        match (results.first(), results.get(1)) {
+            (Some(revoked), Some(set)) if changes(set)? == 1 => Ok(Some(changes(revoked)? as u64)),
+            (Some(_), Some(_)) => Ok(None),
+            _ => Err(unavailable("short batch result")),
         }
     }
 
@@ -558,7 +736,8 @@ impl AccountStore for D1Store {
     async fn update_profile(&self, u: &User, now: UnixTime) -> Result<ProfileUpdate> {
         let n = self
             .run(
-                "UPDATE users SET email = ?2, name = ?3, avatar_url = ?4, phone = ?5, email_verified = ?6, updated_at = ?7 \
+                "UPDATE users SET email = ?2, name = ?3, avatar_url = ?4, phone = ?5, email_verified = ?6, updated_at = ?7, \
+                 auth_epoch = CASE WHEN email <> ?2 THEN auth_epoch + 1 ELSE auth_epoch END \
                  WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM users o WHERE o.email = ?2 AND o.id <> ?1)",
                 &[
                     text(&u.id),
@@ -589,7 +768,8 @@ impl AccountStore for D1Store {
 
     async fn set_banned(&self, user_id: &str, banned: bool, now: UnixTime) -> Result<bool> {
         let mut stmts = vec![self.stmt(
-            "UPDATE users SET banned = ?2, updated_at = ?3 WHERE id = ?1 AND banned <> ?2",
+            "UPDATE users SET banned = ?2, updated_at = ?3, \
+             auth_epoch = CASE WHEN ?2 = 1 THEN auth_epoch + 1 ELSE auth_epoch END WHERE id = ?1 AND banned <> ?2",
             &[text(user_id), int(i64::from(banned)), time(now)],
         )?];
         if banned {
@@ -635,13 +815,14 @@ impl EmailTokenStore for D1Store {
             &[text(t.kind.as_str()), text(&t.email), time(t.created_at)],
         )?;
         let insert = self.stmt(
-            "INSERT INTO email_tokens (hash, kind, email, user_id, code_hash, created_at, expires_at, attempts) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0)",
+            "INSERT INTO email_tokens (hash, kind, email, user_id, user_epoch, code_hash, created_at, expires_at, attempts) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0)",
             &[
                 text(&t.hash),
                 text(t.kind.as_str()),
                 text(&t.email),
                 opt_text(t.user_id.as_deref()),
+                int_u(t.user_epoch),
                 opt_text(t.code_hash.as_deref()),
                 time(t.created_at),
                 time(t.expires_at),
@@ -659,7 +840,7 @@ impl EmailTokenStore for D1Store {
             .all::<EmailTokenRow>(
                 &format!(
                     "UPDATE email_tokens SET consumed_at = ?3 \
-                     WHERE hash = ?1 AND kind = ?2 AND consumed_at IS NULL AND expires_at > ?3 \
+                     WHERE hash = ?1 AND kind = ?2 AND consumed_at IS NULL AND expires_at > ?3 AND {TOKEN_EPOCH_STANDS} \
                      RETURNING {EMAIL_TOKEN_COLUMNS}"
                 ),
                 &[text(hash), text(kind.as_str()), time(now)],
@@ -678,7 +859,7 @@ impl EmailTokenStore for D1Store {
                 &format!(
                     "UPDATE email_tokens SET attempts = attempts + 1 \
                      WHERE kind = ?1 AND email = ?2 AND consumed_at IS NULL AND expires_at > ?3 AND attempts < ?4 \
-                     RETURNING {EMAIL_TOKEN_COLUMNS}"
+                     AND {TOKEN_EPOCH_STANDS} RETURNING {EMAIL_TOKEN_COLUMNS}"
                 ),
                 &[text(TokenKind::EmailOtp.as_str()), text(email), time(now), int(i64::from(max_attempts))],
             )
@@ -786,6 +967,7 @@ struct OAuthStateRow {
     nonce: String,
     redirect_to: String,
     link_user_id: Option<String>,
+    link_epoch: i64,
     binding_hash: String,
     created_at: i64,
     expires_at: i64,
@@ -823,11 +1005,12 @@ impl From<IdentityRow> for LinkedIdentity {
 const IDENTITY_COLUMNS: &str = "provider, subject, user_id, email, email_verified, linked_at";
 
 impl D1Store {
-    fn insert_identity(&self, i: &LinkedIdentity) -> Result<D1PreparedStatement> {
+    /// Links `i` to its user if that user's epoch is `user_epoch` (any, if `None`).
+    fn insert_identity(&self, i: &LinkedIdentity, user_epoch: Option<u64>) -> Result<D1PreparedStatement> {
         // OR IGNORE: a taken (provider, subject) or (user, provider) writes nothing.
         self.stmt(
             "INSERT OR IGNORE INTO oauth_accounts (provider, subject, user_id, email, email_verified, linked_at) \
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?3)",
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?3 AND (?7 IS NULL OR auth_epoch = ?7))",
             &[
                 text(&i.provider),
                 text(&i.subject),
@@ -835,6 +1018,7 @@ impl D1Store {
                 opt_text(i.email.as_deref()),
                 int(i64::from(i.email_verified)),
                 time(i.linked_at),
+                user_epoch.map_or(JsValue::NULL, int_u),
             ],
         )
     }
@@ -853,8 +1037,8 @@ impl D1Store {
 impl OAuthStore for D1Store {
     async fn put_oauth_state(&self, st: &OAuthState) -> Result<()> {
         self.run(
-            "INSERT INTO oauth_states (hash, provider, code_verifier, nonce, redirect_to, link_user_id, binding_hash, \
-             created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO oauth_states (hash, provider, code_verifier, nonce, redirect_to, link_user_id, link_epoch, \
+             binding_hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?10, ?7, ?8, ?9)",
             &[
                 text(&st.hash),
                 text(&st.provider),
@@ -865,6 +1049,7 @@ impl OAuthStore for D1Store {
                 text(&st.binding_hash),
                 time(st.created_at),
                 time(st.expires_at),
+                int_u(st.link_epoch),
             ],
         )
         .await?;
@@ -880,8 +1065,8 @@ impl OAuthStore for D1Store {
             let rows = self
                 .all::<OAuthStateRow>(
                     "DELETE FROM oauth_states WHERE hash = ?1 AND binding_hash = ?2 AND expires_at > ?3 \
-                     RETURNING hash, provider, code_verifier, nonce, redirect_to, link_user_id, binding_hash, \
-                     created_at, expires_at",
+                     RETURNING hash, provider, code_verifier, nonce, redirect_to, link_user_id, link_epoch, \
+                     binding_hash, created_at, expires_at",
                     &[text(hash), text(binding_hash), time(now)],
                 )
                 .await?;
@@ -893,6 +1078,7 @@ impl OAuthStore for D1Store {
                     nonce: r.nonce,
                     redirect_to: r.redirect_to,
                     link_user_id: r.link_user_id,
+                    link_epoch: epoch(r.link_epoch),
                     binding_hash: r.binding_hash,
                     created_at: UnixTime(r.created_at),
                     expires_at: UnixTime(r.expires_at),
@@ -940,8 +1126,8 @@ impl OAuthStore for D1Store {
         Ok(self.all::<IdentityRow>(&sql, &[text(user_id)]).await?.into_iter().map(LinkedIdentity::from).collect())
     }
 
-    async fn link_identity(&self, identity: &LinkedIdentity) -> Result<bool> {
-        let res = self.insert_identity(identity)?.run().await.map_err(unavailable)?;
+    async fn link_identity(&self, identity: &LinkedIdentity, user_epoch: u64) -> Result<bool> {
+        let res = self.insert_identity(identity, Some(user_epoch))?.run().await.map_err(unavailable)?;
         Ok(changes(&res)? == 1)
     }
 
@@ -964,7 +1150,7 @@ impl OAuthStore for D1Store {
             "DELETE FROM users WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM oauth_accounts WHERE user_id = ?1)",
             &[text(&u.id)],
         )?;
-        let results = self.batch(vec![insert_user, self.insert_identity(identity)?, undo]).await?;
+        let results = self.batch(vec![insert_user, self.insert_identity(identity, None)?, undo]).await?;
         match results.get(1) {
             Some(r) => Ok(changes(r)? == 1),
             None => Err(unavailable("short batch result")),

@@ -169,14 +169,18 @@ fn a_ban_revokes_every_session_and_blocks_every_sign_in_until_unbanned() {
         Error::InvalidRefreshToken
     );
     assert_eq!(code(login_at(&w, &mut rng, 1_501, "ada@example.com", "password-1")), "account_banned");
-    assert_eq!(code(block_on(deps.verify_magic_link(&meta, &mut rng, TokenRequest { token: link }))), "account_banned");
+    // The ban killed the secrets issued before it (and none is issued while it lasts).
+    assert_eq!(
+        code(block_on(deps.verify_magic_link(&meta, &mut rng, TokenRequest { token: link.clone() }))),
+        "invalid_link"
+    );
     assert_eq!(
         code(block_on(deps.verify_otp(
             &meta,
             &mut rng,
-            OtpVerifyRequest { email: "ada@example.com".into(), code: otp }
+            OtpVerifyRequest { email: "ada@example.com".into(), code: otp.clone() }
         ))),
-        "account_banned"
+        "invalid_code"
     );
 
     let u = block_on(deps.admin_set_banned(&meta, &mut rng, &admin_of(&w, &admin.access_token), &ada.user.id, false))
@@ -184,6 +188,16 @@ fn a_ban_revokes_every_session_and_blocks_every_sign_in_until_unbanned() {
     assert!(!u.banned);
     assert_eq!(w.events.kinds().last(), Some(&"user_unbanned"));
     assert!(login_at(&w, &mut rng, 1_502, "ada@example.com", "password-1").is_ok());
+    // ... and unbanning does not bring them back.
+    assert_eq!(code(block_on(deps.verify_magic_link(&meta, &mut rng, TokenRequest { token: link }))), "invalid_link");
+    assert_eq!(
+        code(block_on(deps.verify_otp(
+            &meta,
+            &mut rng,
+            OtpVerifyRequest { email: "ada@example.com".into(), code: otp }
+        ))),
+        "invalid_code"
+    );
     let n = w.events.count("user_unbanned");
     block_on(deps.admin_set_banned(&meta, &mut rng, &admin_of(&w, &admin.access_token), &ada.user.id, false)).unwrap();
     assert_eq!(w.events.count("user_unbanned"), n, "unbanning an unbanned user changes nothing");

@@ -14,4 +14,6 @@ mod otp;
 mod passwords;
 mod rate_limits;
 mod support;
+mod takeover;
+mod token_epoch;
 mod tokens;

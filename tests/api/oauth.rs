@@ -30,6 +30,29 @@ pub struct MemOAuth {
     identities: Vec<LinkedIdentity>,
 }
 
+impl MemOAuth {
+    /// The linked identities, for the store's account writes.
+    pub fn identities_mut(&mut self) -> &mut Vec<LinkedIdentity> {
+        &mut self.identities
+    }
+
+    /// The linked identities.
+    pub fn linked(&self) -> &[LinkedIdentity] {
+        &self.identities
+    }
+
+    /// Links `identity` unless its (provider, subject) or (user, provider) is taken.
+    fn link(&mut self, identity: &LinkedIdentity) -> bool {
+        let taken = self.identities.iter().any(|i| {
+            i.provider == identity.provider && (i.subject == identity.subject || i.user_id == identity.user_id)
+        });
+        if !taken {
+            self.identities.push(identity.clone());
+        }
+        !taken
+    }
+}
+
 impl OAuthStore for MemStore {
     async fn put_oauth_state(&self, state: &OAuthState) -> Result<()> {
         self.oauth.borrow_mut().states.push(state.clone());
@@ -65,23 +88,18 @@ impl OAuthStore for MemStore {
     async fn identities_of(&self, user_id: &str) -> Result<Vec<LinkedIdentity>> {
         Ok(self.oauth.borrow().identities.iter().filter(|i| i.user_id == user_id).cloned().collect())
     }
-    async fn link_identity(&self, identity: &LinkedIdentity) -> Result<bool> {
-        let mut o = self.oauth.borrow_mut();
-        let taken = o.identities.iter().any(|i| {
-            i.provider == identity.provider && (i.subject == identity.subject || i.user_id == identity.user_id)
-        });
-        if taken || !self.users.borrow().iter().any(|u| u.id == identity.user_id) {
+    async fn link_identity(&self, identity: &LinkedIdentity, user_epoch: u64) -> Result<bool> {
+        if !self.users.borrow().iter().any(|u| u.id == identity.user_id && u.auth_epoch == user_epoch) {
             return Ok(false);
         }
-        o.identities.push(identity.clone());
-        Ok(true)
+        Ok(self.oauth.borrow_mut().link(identity))
     }
     async fn create_oauth_user(&self, user: &User, identity: &LinkedIdentity) -> Result<bool> {
         if self.users.borrow().iter().any(|u| u.email == user.email) {
             return Ok(false);
         }
         self.users.borrow_mut().push(user.clone());
-        if !self.link_identity(identity).await? {
+        if !self.oauth.borrow_mut().link(identity) {
             self.users.borrow_mut().retain(|u| u.id != user.id);
             return Ok(false);
         }
@@ -108,9 +126,9 @@ const APP: &str = "https://app.test/done";
 
 /// A fake OIDC provider.
 #[derive(Default)]
-struct FakeIdp {
+pub(crate) struct FakeIdp {
     /// Claims of the next ID token (iss, aud, exp, iat, nonce are filled in unless given).
-    claims: RefCell<Value>,
+    pub(crate) claims: RefCell<Value>,
     /// What userinfo answers.
     userinfo: RefCell<Value>,
     /// A forced token-endpoint reply.
@@ -201,7 +219,7 @@ impl ProviderNet for FakeIdp {
     }
 }
 
-fn world() -> World {
+pub(crate) fn world() -> World {
     let providers = json!([{"id": "idp", "issuer": IDP, "client_id": CLIENT}]).to_string();
     World::new(&[
         ("OAUTH_PROVIDERS", providers.as_str()),
@@ -211,7 +229,7 @@ fn world() -> World {
 }
 
 /// What /authorize gave the browser.
-struct Begun {
+pub(crate) struct Begun {
     url: url::Url,
     binding: String,
 }
@@ -222,29 +240,30 @@ impl Begun {
     }
 }
 
-fn begin(w: &World, rng: &mut TestRandom, idp: &FakeIdp, now: i64, link_user: Option<&str>) -> Begun {
+pub(crate) fn begin(w: &World, rng: &mut TestRandom, idp: &FakeIdp, now: i64, link_user: Option<&str>) -> Begun {
     let (deps, meta) = w.at(now);
     let req = AuthorizeRequest { redirect_to: Some(APP.into()) };
-    let started = block_on(deps.oauth_authorize(&meta, rng, idp, "idp", req, link_user)).unwrap();
+    let linking = link_user.map(|id| w.store.users.borrow().iter().find(|u| u.id == id).cloned().unwrap());
+    let started = block_on(deps.oauth_authorize(&meta, rng, idp, "idp", req, linking.as_ref())).unwrap();
     let b = Begun { url: url::Url::parse(&started.authorize_url).unwrap(), binding: started.binding };
     *idp.nonce.borrow_mut() = b.param("nonce");
     b
 }
 
-fn finish(w: &World, rng: &mut TestRandom, idp: &FakeIdp, now: i64, b: &Begun) -> CallbackOutcome {
+pub(crate) fn finish(w: &World, rng: &mut TestRandom, idp: &FakeIdp, now: i64, b: &Begun) -> CallbackOutcome {
     let (deps, meta) = w.at(now);
     idp.now.set(now);
     let q = CallbackQuery { code: Some("provider-code".into()), state: Some(b.param("state")), error: None, iss: None };
     block_on(deps.oauth_callback(&meta, rng, idp, "idp", q, Some(&b.binding))).unwrap()
 }
 
-fn sign_in(w: &World, rng: &mut TestRandom, idp: &FakeIdp, now: i64, claims: Value) -> CallbackOutcome {
+pub(crate) fn sign_in(w: &World, rng: &mut TestRandom, idp: &FakeIdp, now: i64, claims: Value) -> CallbackOutcome {
     *idp.claims.borrow_mut() = claims;
     let b = begin(w, rng, idp, now, None);
     finish(w, rng, idp, now + 1, &b)
 }
 
-fn location_param(outcome: &CallbackOutcome, name: &str) -> Option<String> {
+pub(crate) fn location_param(outcome: &CallbackOutcome, name: &str) -> Option<String> {
     let loc = match outcome {
         CallbackOutcome::SignedIn { location, .. } | CallbackOutcome::Linked { location } => location,
         CallbackOutcome::Failed { location: Some(location), .. } => location,
@@ -327,6 +346,14 @@ fn a_verified_email_links_the_existing_account_and_an_unverified_one_never_does(
     let link = w.events.last_of("oauth_link");
     assert_eq!((link["user_id"].as_str(), link["provider"].as_str()), (Some(ada.user.id.as_str()), Some("idp")));
     assert!(user(&w, "ada@example.com").email_verified, "the provider verified the address");
+    // That was the first proof of the address: whoever signed up with it
+    // before is out (see `takeover.rs`).
+    assert_eq!(
+        crate::support::login_at(&w, rng, 1_101, "ada@example.com", "password-1").unwrap_err(),
+        Error::InvalidCredentials
+    );
+    let (deps, meta) = w.at(1_101);
+    assert_eq!(code_of(block_on(deps.me(&meta, Some(&ada.access_token)))), "session_revoked");
 }
 
 #[test]

@@ -63,7 +63,8 @@ fn reset_sets_the_password_revokes_every_session_and_works_once() {
     let r = reset(&w, &mut rng, 1_003, &token, "brand new password").unwrap();
     assert_eq!(r.revoked_sessions, 2);
     let kinds = w.events.kinds();
-    assert_eq!(&kinds[kinds.len() - 2..], ["password_reset", "session_revoked"]);
+    // The account was unverified: reading the reset email verified it.
+    assert_eq!(&kinds[kinds.len() - 3..], ["password_reset", "session_revoked", "email_verified"]);
     assert_eq!(w.events.last_of("session_revoked")["revoke_all"], true);
     let (deps, meta) = w.at(1_004);
     for s in [&s1, &s2] {

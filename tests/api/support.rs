@@ -14,6 +14,7 @@ use portcullis::core::flows::keys::load_or_create;
 use portcullis::core::flows::{Deps, Meta};
 use portcullis::core::ids::Random;
 use portcullis::core::keys::{Kek, KeyStatus, SigningAlg, SigningKey, StoredKey};
+use portcullis::core::oauth::LinkedIdentity;
 use portcullis::core::outbound::{HttpReply, HttpRequest, SendError};
 use portcullis::core::ports::{
     AccountStore, Courier, DeliveryLedger, EmailTokenStore, EventSink, KeyRing, KeyStore, LocalFuture, RateLimitStore,
@@ -21,6 +22,7 @@ use portcullis::core::ports::{
 };
 use portcullis::core::rate_limit::{Count, Hit};
 use portcullis::core::session::{RotateRequest, Rotation, Session};
+use portcullis::core::takeover::{keeps_identity, AddressProof, Proven};
 use portcullis::core::time::UnixTime;
 use portcullis::core::token::VerifiedToken;
 use portcullis::core::users::{ProfileUpdate, User, UserPage};
@@ -56,6 +58,10 @@ pub struct MemStore {
     pub counters: RefCell<HashMap<String, (UnixTime, u32)>>,
     /// Failed logins: email -> (failures, last failure).
     pub login_failures: RefCell<HashMap<String, (u32, UnixTime)>>,
+    /// Runs once, right after the next `user_by_email` read: what another
+    /// request does between a flow's read and its write.
+    #[allow(clippy::type_complexity)]
+    pub after_user_read: RefCell<Option<Box<dyn FnOnce()>>>,
 }
 
 impl MemStore {
@@ -64,6 +70,13 @@ impl MemStore {
             return Err(Error::unavailable("memory", "injected failure"));
         }
         Ok(())
+    }
+    /// Whether the account a token was issued for still has the token's epoch.
+    fn epoch_stands(&self, t: &EmailToken) -> bool {
+        match &t.user_id {
+            None => true,
+            Some(id) => self.users.borrow().iter().any(|u| &u.id == id && u.auth_epoch == t.user_epoch),
+        }
     }
 }
 
@@ -79,15 +92,20 @@ impl UserStore for MemStore {
     }
     async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
         self.check()?;
-        Ok(self.users.borrow().iter().find(|u| u.email == email).cloned())
+        let found = self.users.borrow().iter().find(|u| u.email == email).cloned();
+        let meanwhile = self.after_user_read.borrow_mut().take();
+        if let Some(f) = meanwhile {
+            f();
+        }
+        Ok(found)
     }
     async fn user_by_id(&self, id: &str) -> Result<Option<User>> {
         self.check()?;
         Ok(self.users.borrow().iter().find(|u| u.id == id).cloned())
     }
-    async fn set_password_hash(&self, user_id: &str, hash: &str, _now: UnixTime) -> Result<()> {
+    async fn set_password_hash(&self, user_id: &str, hash: &str, user_epoch: u64, _now: UnixTime) -> Result<()> {
         self.check()?;
-        if let Some(u) = self.users.borrow_mut().iter_mut().find(|u| u.id == user_id) {
+        if let Some(u) = self.users.borrow_mut().iter_mut().find(|u| u.id == user_id && u.auth_epoch == user_epoch) {
             u.password_hash = Some(hash.to_string());
         }
         Ok(())
@@ -95,11 +113,14 @@ impl UserStore for MemStore {
 }
 
 impl SessionStore for MemStore {
-    async fn create_session(&self, session: &Session, refresh_hash: &str) -> Result<()> {
+    async fn create_session(&self, session: &Session, refresh_hash: &str, user_epoch: u64) -> Result<bool> {
         self.check()?;
+        if !self.users.borrow().iter().any(|u| u.id == session.user_id && u.auth_epoch == user_epoch && !u.banned) {
+            return Ok(false);
+        }
         self.sessions.borrow_mut().push((session.clone(), refresh_hash.to_string()));
         self.issued.borrow_mut().insert(refresh_hash.to_string(), session.id.clone());
-        Ok(())
+        Ok(true)
     }
     async fn rotate_refresh(&self, r: &RotateRequest<'_>) -> Result<Rotation> {
         self.check()?;
@@ -172,9 +193,9 @@ impl SessionStore for MemStore {
 }
 
 impl AccountStore for MemStore {
-    async fn set_email_verified(&self, user_id: &str, _now: UnixTime) -> Result<bool> {
+    async fn set_email_verified(&self, user_id: &str, email: &str, _now: UnixTime) -> Result<bool> {
         self.check()?;
-        match self.users.borrow_mut().iter_mut().find(|u| u.id == user_id) {
+        match self.users.borrow_mut().iter_mut().find(|u| u.id == user_id && u.email == email) {
             Some(u) if !u.email_verified => {
                 u.email_verified = true;
                 Ok(true)
@@ -182,21 +203,82 @@ impl AccountStore for MemStore {
             _ => Ok(false),
         }
     }
+    async fn prove_address(&self, p: &AddressProof<'_>) -> Result<Option<Proven>> {
+        self.check()?;
+        let mut users = self.users.borrow_mut();
+        let Some(u) = users.iter_mut().find(|u| u.id == p.user_id && u.email == p.email) else { return Ok(None) };
+        let mut oauth = self.oauth.borrow_mut();
+        let ids = oauth.identities_mut();
+        let unverified = !u.email_verified;
+        let mut proven = Proven::default();
+        if let Some(l) = p.link {
+            let same = |i: &LinkedIdentity| i.provider == l.provider && i.subject == l.subject;
+            if !unverified {
+                if !ids.iter().any(|i| i.provider == l.provider && (i.subject == l.subject || i.user_id == u.id)) {
+                    ids.push(l.clone());
+                }
+                proven.linked = ids.iter().any(|i| same(i) && i.user_id == u.id);
+                proven.auth_epoch = u.auth_epoch;
+                return Ok(Some(proven));
+            }
+            let blocked = ids.iter().any(|i| {
+                (same(i) && i.user_id != u.id)
+                    || (i.user_id == u.id && i.provider == l.provider && !same(i) && keeps_identity(i, p.email))
+            });
+            if blocked {
+                proven.auth_epoch = u.auth_epoch;
+                return Ok(Some(proven));
+            }
+        }
+        if unverified {
+            let (kept, dropped): (Vec<LinkedIdentity>, Vec<LinkedIdentity>) =
+                ids.drain(..).partition(|i| i.user_id != u.id || keeps_identity(i, p.email));
+            *ids = kept;
+            proven.dropped_providers = dropped.into_iter().map(|i| i.provider).collect();
+            if let Some(l) = p.link {
+                if !ids.iter().any(|i| i.provider == l.provider && i.subject == l.subject) {
+                    ids.push(l.clone());
+                }
+                proven.linked = true;
+            }
+        }
+        if unverified || p.new_password.is_some() {
+            for (s, _) in self.sessions.borrow_mut().iter_mut() {
+                if s.user_id == u.id && s.revoked_at.is_none() {
+                    s.revoked_at = Some(p.now);
+                    proven.revoked_sessions += 1;
+                }
+            }
+            proven.took_over = unverified;
+            proven.password_cleared = unverified && u.password_hash.is_some() && p.new_password.is_none();
+            match p.new_password {
+                Some(hash) => u.password_hash = Some(hash.to_string()),
+                None => u.password_hash = None,
+            }
+            u.email_verified = true;
+            u.auth_epoch += 1;
+        }
+        proven.auth_epoch = u.auth_epoch;
+        Ok(Some(proven))
+    }
     async fn set_password(
         &self,
         user_id: &str,
         hash: &str,
-        verify_email: bool,
         keep: Option<&str>,
+        user_epoch: u64,
         now: UnixTime,
         reason: &str,
-    ) -> Result<u64> {
+    ) -> Result<Option<u64>> {
         self.check()?;
-        if let Some(u) = self.users.borrow_mut().iter_mut().find(|u| u.id == user_id) {
-            u.password_hash = Some(hash.to_string());
-            u.email_verified |= verify_email;
+        match self.users.borrow_mut().iter_mut().find(|u| u.id == user_id && u.auth_epoch == user_epoch) {
+            Some(u) => {
+                u.password_hash = Some(hash.to_string());
+                u.auth_epoch += 1;
+            }
+            None => return Ok(None),
         }
-        self.revoke_user_sessions(user_id, keep, now, reason).await
+        self.revoke_user_sessions(user_id, keep, now, reason).await.map(Some)
     }
     async fn list_users(&self, query: Option<&str>, limit: u32, offset: u32) -> Result<UserPage> {
         self.check()?;
@@ -227,6 +309,9 @@ impl AccountStore for MemStore {
         }
         match users.iter_mut().find(|u| u.id == user.id) {
             Some(u) => {
+                if u.email != user.email {
+                    u.auth_epoch += 1;
+                }
                 u.email = user.email.clone();
                 u.name = user.name.clone();
                 u.avatar_url = user.avatar_url.clone();
@@ -256,6 +341,9 @@ impl AccountStore for MemStore {
             Some(u) => {
                 let changed = u.banned != banned;
                 u.banned = banned;
+                if changed && banned {
+                    u.auth_epoch += 1;
+                }
                 changed
             }
             None => false,
@@ -350,7 +438,9 @@ impl EmailTokenStore for MemStore {
     async fn consume_email_token(&self, kind: TokenKind, hash: &str, now: UnixTime) -> Result<Option<EmailToken>> {
         self.check()?;
         let mut tokens = self.email_tokens.borrow_mut();
-        match tokens.iter_mut().find(|(t, c)| t.hash == hash && t.kind == kind && c.is_none() && t.expires_at > now) {
+        match tokens.iter_mut().find(|(t, c)| {
+            t.hash == hash && t.kind == kind && c.is_none() && t.expires_at > now && self.epoch_stands(t)
+        }) {
             Some((t, consumed)) => {
                 *consumed = Some(now);
                 Ok(Some(t.clone()))
@@ -367,6 +457,7 @@ impl EmailTokenStore for MemStore {
                 && c.is_none()
                 && t.expires_at > now
                 && t.attempts < max_attempts
+                && self.epoch_stands(t)
         });
         Ok(live.map(|(t, _)| {
             t.attempts += 1;

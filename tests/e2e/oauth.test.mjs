@@ -1,14 +1,14 @@
 // Sign in with OAuth / OIDC end to end, against a real OpenID provider
 // (oidc-provider), a hand-made OIDC server that forges ID tokens, and a
-// server speaking GitHub's API: account creation, linking by verified email,
-// the unverified-email refusal, state replay and binding, PKCE, nonce,
+// server speaking GitHub's API: account creation, linking by verified email
+// (taking an unverified account over), the unverified-email refusal, state replay and binding, PKCE, nonce,
 // audience and signature checks, open redirects, provider outages, the
 // one-time exchange, linking and unlinking by signed-in users, banned users.
 import { test, before, after, describe } from "node:test";
 import assert from "node:assert/strict";
 import crypto from "node:crypto";
 import { startGateway, post, json } from "./harness.mjs";
-import { signup, makeAdmin, withEvent, assertNoEvent, assertProblem, authed } from "./lib/accounts.mjs";
+import { signup, makeAdmin, withEvent, assertNoEvent, assertProblem, authed, PASSWORD } from "./lib/accounts.mjs";
 import { listenOidcProvider, startFakeOidc, startFakeGithub, browse } from "./lib/oauth-servers.mjs";
 
 const APP = "http://app.test/oauth/done";
@@ -148,7 +148,7 @@ describe("OAuth / OIDC sign-in", () => {
     assert.equal(again.user.id, body.user.id);
   });
 
-  test("a provider-verified email matching an account links to it (oauth_link) and signs it in", async () => {
+  test("a provider-verified email matching an unverified account links to it (oauth_link), signs it in and takes it over", async () => {
     const email = mail("link");
     const existing = await signup(gw, email);
     assert.equal(existing.user.email_verified, false);
@@ -160,6 +160,34 @@ describe("OAuth / OIDC sign-in", () => {
     assert.deepEqual(link.data, { user_id: existing.user.id, email, provider: "acme" });
     const login = await gw.waitForEvent((e) => e.type === "login" && e.data.email === email && e.data.provider === "acme");
     assert.equal(login.data.user_id, existing.user.id);
+    // The first proof of the address: whoever signed up with it is out
+    // (takeover.test.mjs covers every proof path).
+    await assertProblem(await post(`${gw.url}/auth/login`, { email, password: PASSWORD }), 401, "invalid_credentials");
+    await assertProblem(await authed(`${gw.url}/auth/me`, existing.access_token), 401, "session_revoked");
+    await assertProblem(await post(`${gw.url}/auth/refresh`, { refresh_token: existing.refresh_token }), 401, "invalid_refresh_token");
+    const updated = await gw.waitForEvent((e) => e.type === "user_updated" && e.data.user_id === existing.user.id);
+    assert.deepEqual(updated.data.fields, ["password"]);
+    await gw.waitForEvent((e) => e.type === "session_revoked" && e.data.user_id === existing.user.id && e.data.revoke_all === true);
+    await gw.waitForEvent((e) => e.type === "email_verified" && e.data.user_id === existing.user.id);
+  });
+
+  /** Signs `email` up and verifies it with the holder's own verification link. */
+  async function signupVerified(email) {
+    const s = await signup(gw, email);
+    const { event } = await withEvent(gw, (e) => e.type === "email_verification_requested" && e.data.email === email, () =>
+      authed(`${gw.url}/auth/email/verify/request`, s.access_token, { method: "POST" }),
+    );
+    assert.equal((await post(`${gw.url}/auth/email/verify`, { token: event.data.token })).status, 200);
+    return s;
+  }
+
+  test("a provider-verified email matching a verified account links to it and takes nothing away", async () => {
+    const email = mail("link-verified");
+    const existing = await signupVerified(email);
+    const body = await exchangeOk((await acmeSignIn(account({ email, email_verified: true }))).location);
+    assert.equal(body.user.id, existing.user.id);
+    assert.equal((await post(`${gw.url}/auth/login`, { email, password: PASSWORD })).status, 200);
+    assert.equal((await authed(`${gw.url}/auth/me`, existing.access_token)).status, 200);
   });
 
   test("an unverified email matching an account is refused and never linked", async () => {
@@ -415,9 +443,10 @@ describe("OAuth / OIDC sign-in", () => {
     const me = await json(await authed(`${gw.url}/auth/me`, solo.access_token));
     assert.deepEqual(me.providers.map((p) => p.provider), ["github"]);
 
-    // A password account may drop its only provider.
+    // A password account may drop its only provider (a verified one: the
+    // sign-in would take an unverified one over, password and all).
     const email = mail("pw");
-    const pw = await signup(gw, email);
+    const pw = await signupVerified(email);
     await exchangeOk((await acmeSignIn(account({ email, email_verified: true }))).location);
     assert.equal((await unlink(pw.access_token, "acme")).status, 204);
     await assertProblem(await unlink(pw.access_token, "acme"), 404, "not_linked");

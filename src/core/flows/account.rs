@@ -107,6 +107,7 @@ where
             banned: false,
             roles: Vec::new(),
             created_at: meta.now,
+            auth_epoch: 0,
         };
         // The unique email index decides between racing signups.
         if !self.store.insert_user(&user).await? {
@@ -173,12 +174,12 @@ where
         }
         if hash.needs_rehash(&self.config.hash_params) {
             let upgraded = PasswordHash::create(&password, &self.config.hash_params, rng.bytes::<16>())?;
-            self.store.set_password_hash(&user.id, upgraded.as_str(), meta.now).await?;
+            self.store.set_password_hash(&user.id, upgraded.as_str(), user.auth_epoch, meta.now).await?;
         }
         let response = match self.start_session(meta, rng, &user).await {
             Ok(r) => r,
             Err(e) => {
-                if let Some(reason) = gate_refusal(&e) {
+                if let Some(reason) = signin_refusal(&e) {
                     self.login_failed(meta, rng, &email, reason).await?;
                 }
                 return Err(e);
@@ -426,11 +427,13 @@ fn email_taken() -> Error {
 }
 
 /// The `login_failed` reason for a sign-in the hook refused or could not
-/// approve; `None` for other errors.
-pub fn gate_refusal(e: &Error) -> Option<&'static str> {
+/// approve, or whose session was refused because the account changed under
+/// it; `None` for other errors.
+pub fn signin_refusal(e: &Error) -> Option<&'static str> {
     match e {
         Error::Forbidden { code: "signin_denied", .. } => Some("signin_denied"),
         Error::HookUnavailable(_) => Some("hook_unavailable"),
+        Error::Conflict { code: "account_changed", .. } => Some("account_changed"),
         _ => None,
     }
 }

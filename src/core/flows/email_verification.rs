@@ -53,7 +53,7 @@ where
                 rng,
                 TokenKind::EmailVerification,
                 &email,
-                Some(&user.id),
+                Some(&user),
                 self.config.email_verification_ttl_secs,
             )
             .await?;
@@ -68,6 +68,14 @@ where
 
     /// Consumes a verification link; the address it was sent to is verified
     /// if it is still the account's. Emits `email_verified`.
+    ///
+    /// Unlike the other proofs of an address this never takes the account
+    /// over: the link was asked for by a signed-in holder of the account, so
+    /// following it confirms the account as it stands, password and all (a
+    /// holder who chose their own password keeps it). Someone who did not
+    /// make the account is told by the email not to follow it, and takes it
+    /// over with a sign-in link or code, or a password reset, instead (see
+    /// [`crate::core::takeover`]).
     pub async fn verify_email(
         &self,
         meta: &Meta,
@@ -75,7 +83,7 @@ where
         req: TokenRequest,
     ) -> Result<EmailVerified, Error> {
         let user = self.consume_account_link(meta, TokenKind::EmailVerification, &req.token).await?;
-        if self.store.set_email_verified(&user.id, meta.now).await? {
+        if self.store.set_email_verified(&user.id, &user.email, meta.now).await? {
             self.emit(meta, rng, vec![events::EmailVerified { user_id: user.id, email: user.email.clone() }.into()])
                 .await?;
         }

@@ -51,15 +51,16 @@ where
     /// The part of [`Self::request_magic_link`] after admission: issues and
     /// announces the link if the address can sign in, else does nothing.
     pub async fn send_magic_link(&self, meta: &Meta, rng: &mut impl Random, email: &Email) -> Result<(), Error> {
-        let user_id = match self.store.user_by_email(email.as_str()).await? {
+        let owner = match self.store.user_by_email(email.as_str()).await? {
             Some(u) if u.banned => return Ok(()),
-            Some(u) => Some(u.id),
+            Some(u) => Some(u),
             None if self.config.allow_passwordless_signup => None,
             None => return Ok(()),
         };
         let token = self
-            .issue_link(meta, rng, TokenKind::MagicLink, email, user_id.as_deref(), self.config.magic_link_ttl_secs)
+            .issue_link(meta, rng, TokenKind::MagicLink, email, owner.as_ref(), self.config.magic_link_ttl_secs)
             .await?;
+        let user_id = owner.map(|u| u.id);
         self.emit(
             meta,
             rng,

@@ -254,7 +254,8 @@ where
     /// Opens a new session for `user` signing in through `provider` and
     /// returns its tokens. The sign-in hook, when configured, is asked first:
     /// it may refuse (403 `signin_denied`) or add claims, which the session
-    /// keeps for every access token it issues.
+    /// keeps for every access token it issues. 409 `account_changed` when the
+    /// account epoch moved since `user` was read.
     pub async fn start_session_via(
         &self,
         meta: &Meta,
@@ -277,7 +278,12 @@ where
         };
         // Sign first: a key problem must not leave a session behind.
         let (access_token, expires_in) = self.session_access_token(meta, rng, user, &session).await?;
-        self.store.create_session(&session, &ids::token_hash(&refresh_token)).await?;
+        // The session exists only if the account is still as this sign-in
+        // read it: a password login racing a reset, a ban or a takeover of
+        // the account must not end with a session (see `core::takeover`).
+        if !self.store.create_session(&session, &ids::token_hash(&refresh_token), user.auth_epoch).await? {
+            return Err(Error::account_changed());
+        }
         Ok(AuthResponse { expires_in, ..self.auth_response(access_token, refresh_token, user, &session.id) })
     }
 

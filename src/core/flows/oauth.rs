@@ -5,7 +5,8 @@
 //! provider. The callback consumes the state, swaps the code for tokens,
 //! verifies the ID token (or asks GitHub's API), and then: a linked identity
 //! signs its user in; a provider-verified email matching an account links to
-//! it; an unverified one never does; otherwise a new account is made. The
+//! it, taking an unverified account over ([`crate::core::takeover`]); an
+//! unverified one never does; otherwise a new account is made. The
 //! browser returns to `redirect_to` with a one-time `code` the app swaps for
 //! tokens at `/auth/oauth/exchange` — tokens never travel in a URL.
 
@@ -15,7 +16,7 @@ use crate::core::config::Config;
 use crate::core::email::Email;
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
-use crate::core::flows::account::{banned, gate_refusal, login_event, parse_name};
+use crate::core::flows::account::{banned, login_event, parse_name, signin_refusal};
 use crate::core::flows::{AuthResponse, Deps, Meta};
 use crate::core::ids::{self, Random};
 use crate::core::oauth::idtoken::Identity;
@@ -25,6 +26,7 @@ use crate::core::oauth::{
     Unlink, EXCHANGE_TTL_SECS, STATE_TTL_SECS,
 };
 use crate::core::ports::{AccountStore, EventSink, KeyRing, SessionStore, UserStore};
+use crate::core::takeover::AddressProof;
 use crate::core::users::{User, UserResponse};
 
 /// Longest `state`, `code` or `error` parameter looked at.
@@ -211,7 +213,9 @@ where
         self.config.oauth.provider(id).ok_or_else(unknown_provider)
     }
 
-    /// Starts a sign-in (or, with `link_user`, a link) with provider `id`.
+    /// Starts a sign-in (or, with `link_user`, a link to that account as
+    /// just read: the link completes only while its epoch stands) with
+    /// provider `id`.
     pub async fn oauth_authorize(
         &self,
         meta: &Meta,
@@ -219,7 +223,7 @@ where
         net: &impl ProviderNet,
         id: &str,
         req: AuthorizeRequest,
-        link_user: Option<&str>,
+        link_user: Option<&User>,
     ) -> Result<Started, Error> {
         let p = self.oauth_provider(id)?;
         let allowlist = &self.config.oauth.redirect_allowlist;
@@ -251,7 +255,8 @@ where
                 code_verifier: verifier,
                 nonce,
                 redirect_to,
-                link_user_id: link_user.map(str::to_string),
+                link_user_id: link_user.map(|u| u.id.clone()),
+                link_epoch: link_user.map_or(0, |u| u.auth_epoch),
                 binding_hash: ids::token_hash(&binding),
                 created_at: meta.now,
                 expires_at: meta.now.plus_secs(STATE_TTL_SECS),
@@ -273,7 +278,7 @@ where
         let principal = self.authenticate(meta, bearer).await?;
         let user = self.live_user(&principal).await?;
         self.oauth_provider(id)?;
-        self.oauth_authorize(meta, rng, net, id, req, Some(&user.id)).await
+        self.oauth_authorize(meta, rng, net, id, req, Some(&user)).await
     }
 
     /// Finishes a sign-in or link at the callback. `Err` only when a backing
@@ -416,8 +421,18 @@ where
             Some(_) => return self.oauth_failed(meta, rng, back, mail, banned(), "banned").await,
             None => return self.oauth_failed(meta, rng, back, mail, invalid_state(), "user_not_found").await,
         };
+        // A link belongs to the account as it was when the signed-in user
+        // started it: after a password change or reset, a ban, a new address
+        // or a takeover, whoever started it may no longer be entitled to it.
+        // Checked here for a clear answer, and again in the linking write.
+        if user.auth_epoch != st.link_epoch {
+            return self.oauth_failed(meta, rng, back, mail, Error::account_changed(), "account_changed").await;
+        }
         let row = self.identity_row(p, &user.id, &identity, email.as_ref(), meta);
-        if !self.store.link_identity(&row).await? {
+        if !self.store.link_identity(&row, st.link_epoch).await? {
+            if self.store.user_by_id(&user.id).await?.is_none_or(|u| u.auth_epoch != st.link_epoch) {
+                return self.oauth_failed(meta, rng, back, mail, Error::account_changed(), "account_changed").await;
+            }
             return self.link_refused(meta, rng, back, mail, &user.id, &p.id).await;
         }
         self.emit(
@@ -479,7 +494,9 @@ where
             Some(mut user) => {
                 // Only an address the provider vouches for may join an
                 // existing account; anything else would let whoever controls
-                // a provider account take over ours.
+                // a provider account take over ours. One it vouches for is a
+                // proof of the address: an unverified account is taken over
+                // in the same write that links the identity (`core::takeover`).
                 if !identity.email_verified {
                     let e = oauth_error(
                         403,
@@ -493,17 +510,34 @@ where
                     return self.oauth_failed(meta, rng, back, Some(email.as_str()), banned(), "banned").await;
                 }
                 let row = self.identity_row(p, &user.id, &identity, Some(&email), meta);
-                if !self.store.link_identity(&row).await? {
-                    return self.link_refused(meta, rng, back, Some(email.as_str()), &user.id, &p.id).await;
-                }
-                if !user.email_verified {
-                    self.store.set_email_verified(&user.id, meta.now).await?;
-                    user.email_verified = true;
-                }
+                let claim = AddressProof {
+                    user_id: &user.id,
+                    email: &user.email,
+                    link: Some(&row),
+                    new_password: None,
+                    now: meta.now,
+                };
+                let proven = match self.store.prove_address(&claim).await? {
+                    Some(proven) if proven.linked => proven,
+                    Some(_) => {
+                        return self.link_refused(meta, rng, back, Some(email.as_str()), &user.id, &p.id).await;
+                    }
+                    // The account's address changed since it was looked up.
+                    None => {
+                        let e = Error::account_changed();
+                        return self.oauth_failed(meta, rng, back, Some(email.as_str()), e, "account_changed").await;
+                    }
+                };
                 events.push(
                     events::OauthLink { user_id: user.id.clone(), email: user.email.clone(), provider: p.id.clone() }
                         .into(),
                 );
+                events.extend(proven.events(&user.id, &user.email, false));
+                if proven.took_over {
+                    user.password_hash = None;
+                }
+                user.email_verified = true;
+                user.auth_epoch = proven.auth_epoch;
                 user
             }
             None => {
@@ -520,6 +554,7 @@ where
                     banned: false,
                     roles: Vec::new(),
                     created_at: meta.now,
+                    auth_epoch: 0,
                 };
                 let row = self.identity_row(p, &user.id, &identity, Some(&email), meta);
                 if !self.store.create_oauth_user(&user, &row).await? {
@@ -570,7 +605,7 @@ where
                 if !events.is_empty() {
                     self.emit(meta, rng, events).await?;
                 }
-                return match gate_refusal(&e) {
+                return match signin_refusal(&e) {
                     Some(reason) => self.oauth_failed(meta, rng, back, Some(&user.email), e, reason).await,
                     None => Err(e),
                 };

@@ -68,9 +68,9 @@ where
     /// The part of [`Self::request_otp`] after admission: issues and
     /// announces a code if the address can sign in, else does nothing.
     pub async fn send_otp(&self, meta: &Meta, rng: &mut impl Random, email: &Email) -> Result<(), Error> {
-        let user_id = match self.store.user_by_email(email.as_str()).await? {
+        let owner = match self.store.user_by_email(email.as_str()).await? {
             Some(u) if u.banned => return Ok(()),
-            Some(u) => Some(u.id),
+            Some(u) => Some(u),
             None if self.config.allow_passwordless_signup => None,
             None => return Ok(()),
         };
@@ -81,11 +81,12 @@ where
             meta,
             TokenKind::EmailOtp,
             email,
-            user_id.as_deref(),
+            owner.as_ref(),
             self.config.otp_ttl_secs,
             Secret::Code { challenge, code_hash },
         )
         .await?;
+        let user_id = owner.map(|u| u.id);
         self.emit(
             meta,
             rng,

@@ -8,12 +8,13 @@ use serde::{Deserialize, Serialize};
 use crate::core::email::Email;
 use crate::core::email_token::TokenKind;
 use crate::core::error::Error;
-use crate::core::events;
+use crate::core::events::{self, Event};
 use crate::core::flows::{Accepted, Deps, EmailRequest, Meta};
 use crate::core::ids::Random;
 use crate::core::password::{Password, PasswordHash};
 use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, RateLimitStore, SessionStore, UserStore};
 use crate::core::rate_limit::Endpoint;
+use crate::core::takeover::AddressProof;
 
 /// The one answer of `POST /auth/password/forgot`.
 pub const FORGOT_ACCEPTED: Accepted =
@@ -79,15 +80,18 @@ where
             _ => return Ok(()),
         };
         let token = self
-            .issue_link(meta, rng, TokenKind::PasswordReset, email, Some(&user.id), self.config.password_reset_ttl_secs)
+            .issue_link(meta, rng, TokenKind::PasswordReset, email, Some(&user), self.config.password_reset_ttl_secs)
             .await?;
         self.emit(meta, rng, vec![events::PasswordResetRequested { user_id: user.id, email: user.email, token }.into()])
             .await
     }
 
     /// Consumes a reset link and sets the new password; every session of the
-    /// account is revoked in the same write, and the email counts as verified
-    /// (the link was read there). Emits `password_reset` and `session_revoked`.
+    /// account is revoked and the account epoch moves (every other emailed
+    /// token dies) in the same write, and the email counts as verified (the
+    /// link was read there): an unverified account is taken over, losing the
+    /// identities that did not verify its address ([`crate::core::takeover`]).
+    /// Emits `password_reset` and `session_revoked`, and what a takeover did.
     pub async fn reset_password(
         &self,
         meta: &Meta,
@@ -98,24 +102,34 @@ where
         let password = Password::new_checked(req.new_password, &self.config.password_policy)?;
         let user = self.consume_account_link(meta, TokenKind::PasswordReset, &req.token).await?;
         let hash = PasswordHash::create(&password, &self.config.hash_params, rng.bytes::<16>())?;
-        let revoked = self.store.set_password(&user.id, hash.as_str(), true, None, meta.now, "password_reset").await?;
+        let claim = AddressProof {
+            user_id: &user.id,
+            email: &user.email,
+            link: None,
+            new_password: Some(hash.as_str()),
+            now: meta.now,
+        };
+        // The address changed since the link was consumed: it proves nothing.
+        let proven = self.store.prove_address(&claim).await?.ok_or_else(Error::invalid_link)?;
         // Whoever reset the password owns the mailbox: the back-off is lifted.
         self.store.clear_login_failures(&user.email).await?;
-        self.emit(
-            meta,
-            rng,
-            vec![
-                events::PasswordReset { user_id: user.id.clone() }.into(),
-                events::SessionRevoked { user_id: user.id, session_id: None, revoke_all: true }.into(),
-            ],
-        )
-        .await?;
-        Ok(PasswordUpdated { message: "password reset; every session was signed out", revoked_sessions: revoked })
+        let mut announced: Vec<Event> = vec![
+            events::PasswordReset { user_id: user.id.clone() }.into(),
+            events::SessionRevoked { user_id: user.id.clone(), session_id: None, revoke_all: true }.into(),
+        ];
+        announced.extend(proven.events(&user.id, &user.email, true));
+        self.emit(meta, rng, announced).await?;
+        Ok(PasswordUpdated {
+            message: "password reset; every session was signed out",
+            revoked_sessions: proven.revoked_sessions,
+        })
     }
 
     /// Changes the caller's password after checking the current one; the
-    /// caller's other sessions are revoked in the same write. Emits
-    /// `password_changed` and `session_revoked`.
+    /// caller's other sessions are revoked and the account epoch moves (every
+    /// emailed token dies) in the same write — refused with 409
+    /// `account_changed` if the epoch moved after the current password was
+    /// checked. Emits `password_changed` and `session_revoked`.
     pub async fn change_password(
         &self,
         meta: &Meta,
@@ -140,8 +154,9 @@ where
         let hash = PasswordHash::create(&new, &self.config.hash_params, rng.bytes::<16>())?;
         let revoked = self
             .store
-            .set_password(&user.id, hash.as_str(), false, Some(&p.session_id), meta.now, "password_changed")
-            .await?;
+            .set_password(&user.id, hash.as_str(), Some(&p.session_id), user.auth_epoch, meta.now, "password_changed")
+            .await?
+            .ok_or_else(Error::account_changed)?;
         self.emit(
             meta,
             rng,

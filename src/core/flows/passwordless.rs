@@ -1,17 +1,19 @@
 //! What magic links, email codes and the other emailed secrets share:
-//! issuing a secret (the previous one of its kind dies), and signing in the
-//! owner of a consumed magic link or code — creating the account when
-//! passwordless sign-up is on, refusing banned users, marking the email
-//! verified, opening the session.
+//! issuing a secret (the previous one of its kind dies, and it is bound to
+//! the account epoch it was issued under), and signing in the owner of a
+//! consumed magic link or code — creating the account when passwordless
+//! sign-up is on, refusing banned users, taking an unverified account over
+//! ([`crate::core::takeover`]), opening the session.
 
 use crate::core::email::Email;
 use crate::core::email_token::{is_link_token, EmailToken, TokenKind};
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
-use crate::core::flows::account::{banned, gate_refusal, login_event};
+use crate::core::flows::account::{banned, login_event, signin_refusal};
 use crate::core::flows::{AuthResponse, Deps, Meta};
 use crate::core::ids::{self, Random};
 use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, SessionStore, UserStore};
+use crate::core::takeover::AddressProof;
 use crate::core::users::User;
 
 /// The stored form of a secret being issued.
@@ -45,19 +47,20 @@ where
     E: EventSink,
     K: KeyRing,
 {
-    /// Makes a fresh link token of `kind` for `email` (and `user_id`), valid
-    /// for `ttl_secs`, stores only its hash, and returns the token to send.
+    /// Makes a fresh link token of `kind` for `email` (and its account
+    /// `owner`, as just read), valid for `ttl_secs`, stores only its hash,
+    /// and returns the token to send.
     pub(crate) async fn issue_link(
         &self,
         meta: &Meta,
         rng: &mut impl Random,
         kind: TokenKind,
         email: &Email,
-        user_id: Option<&str>,
+        owner: Option<&User>,
         ttl_secs: u64,
     ) -> Result<String, Error> {
         let token = ids::secret_token(rng);
-        self.issue_email_token(meta, kind, email, user_id, ttl_secs, Secret::Link(ids::token_hash(&token))).await?;
+        self.issue_email_token(meta, kind, email, owner, ttl_secs, Secret::Link(ids::token_hash(&token))).await?;
         Ok(token)
     }
 
@@ -87,14 +90,16 @@ where
         }
     }
 
-    /// Stores a fresh secret of `kind` for `email` (and `user_id`), valid for
-    /// `ttl_secs`; the previous live one of that kind and email dies.
+    /// Stores a fresh secret of `kind` for `email` (and its account `owner`,
+    /// as just read: the secret dies if the owner's epoch moves after that
+    /// read), valid for `ttl_secs`; the previous live one of that kind and
+    /// email dies.
     pub(crate) async fn issue_email_token(
         &self,
         meta: &Meta,
         kind: TokenKind,
         email: &Email,
-        user_id: Option<&str>,
+        owner: Option<&User>,
         ttl_secs: u64,
         secret: Secret,
     ) -> Result<(), Error> {
@@ -106,7 +111,8 @@ where
             hash,
             kind,
             email: email.as_str().to_string(),
-            user_id: user_id.map(str::to_string),
+            user_id: owner.map(|u| u.id.clone()),
+            user_epoch: owner.map_or(0, |u| u.auth_epoch),
             code_hash,
             created_at: meta.now,
             expires_at: meta.now.plus_secs(ttl_secs),
@@ -116,8 +122,9 @@ where
     }
 
     /// Signs in the owner of a consumed magic link or code and publishes
-    /// `user_created` (if the account was made now), the flow's own event and
-    /// `login`.
+    /// `user_created` (if the account was made now), what a takeover of an
+    /// unverified account did ([`crate::core::takeover::Proven::events`]),
+    /// the flow's own event and `login`.
     pub(crate) async fn passwordless_sign_in(
         &self,
         meta: &Meta,
@@ -167,10 +174,19 @@ where
             .await?;
             return Err(banned());
         }
-        // Consuming a secret sent to the address proves the caller reads it.
+        // Consuming a secret sent to the address proves the caller reads it:
+        // an unverified account is theirs now, and whatever its earlier holder
+        // set up goes, in one write (see `core::takeover`).
         if !user.email_verified {
-            self.store.set_email_verified(&user.id, meta.now).await?;
+            let claim =
+                AddressProof { user_id: &user.id, email: &t.email, link: None, new_password: None, now: meta.now };
+            let Some(proven) = self.store.prove_address(&claim).await? else { return Err((proof.refuse)()) };
+            events.extend(proven.events(&user.id, &user.email, false));
+            if proven.took_over {
+                user.password_hash = None;
+            }
             user.email_verified = true;
+            user.auth_epoch = proven.auth_epoch;
         }
         let response = match self.start_session_via(meta, rng, &user, proof.provider).await {
             Ok(r) => r,
@@ -178,7 +194,7 @@ where
                 // The sign-in hook refused (or could not be asked): an account
                 // made just now still exists and is announced, and the refusal
                 // is a failed login.
-                if let Some(reason) = gate_refusal(&e) {
+                if let Some(reason) = signin_refusal(&e) {
                     events.push(
                         events::LoginFailed {
                             email: user.email.clone(),
@@ -220,6 +236,7 @@ where
             banned: false,
             roles: Vec::new(),
             created_at: meta.now,
+            auth_epoch: 0,
         };
         if self.store.insert_user(&user).await? {
             return Ok((user, true));

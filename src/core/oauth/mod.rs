@@ -52,6 +52,9 @@ pub struct OAuthState {
     pub redirect_to: String,
     /// The signed-in user who asked to link this provider, if linking.
     pub link_user_id: Option<String>,
+    /// That user's account epoch then: the link completes only while it
+    /// stands (0 when not linking).
+    pub link_epoch: u64,
     /// SHA-256 of the binding cookie set on the browser that started the sign-in.
     pub binding_hash: String,
     /// Issued.
@@ -125,9 +128,11 @@ pub trait OAuthStore {
     async fn identity(&self, provider: &str, subject: &str) -> Result<Option<LinkedIdentity>, Error>;
     /// The user's identities, oldest first.
     async fn identities_of(&self, user_id: &str) -> Result<Vec<LinkedIdentity>, Error>;
-    /// Links `identity`; `Ok(false)` (nothing written) when that identity is
-    /// linked already or the user already has one of that provider.
-    async fn link_identity(&self, identity: &LinkedIdentity) -> Result<bool, Error>;
+    /// Links `identity` if its user's account epoch is still `user_epoch`
+    /// (the one the link started under); `Ok(false)` (nothing written) when
+    /// that identity is linked already, the user already has one of that
+    /// provider, or the epoch moved.
+    async fn link_identity(&self, identity: &LinkedIdentity, user_epoch: u64) -> Result<bool, Error>;
     /// Creates `user` (no roles) and links `identity` to it in one write;
     /// `Ok(false)` (nothing written) when the email or identity is taken.
     async fn create_oauth_user(

@@ -1,0 +1,145 @@
+// Emailed tokens that outlive their reason, end to end: a reset link, a magic
+// link, an email code and a verification link issued to an account all die
+// with a password change, a password reset, a ban (and stay dead after the
+// unban), a new address (and stay dead when the old one comes back), the
+// account's deletion, and the takeover of the unverified account.
+import { test, before, after, describe } from "node:test";
+import assert from "node:assert/strict";
+import { startGateway, post, json, randomEmail } from "./harness.mjs";
+import { signup, makeAdmin, withEvent, eventFor, authed, PASSWORD } from "./lib/accounts.mjs";
+
+const KINDS = ["verification", "code", "magic_link", "reset"];
+
+describe("emailed tokens die with what they were issued under", () => {
+  let gw, admin;
+
+  before(async () => {
+    gw = await startGateway();
+    admin = await makeAdmin(gw, randomEmail("tok-admin"));
+  });
+
+  after(async () => {
+    await gw?.stop();
+  });
+
+  async function token(type, field, email, request) {
+    const { result, event } = await withEvent(gw, eventFor(type, email), request);
+    assert.equal(result.status, 200, await result.text());
+    return event.data[field];
+  }
+
+  /** Signs `email` up and has one token of every kind mailed to it. */
+  async function mailAll(email) {
+    const user = await signup(gw, email);
+    return {
+      user,
+      reset: await token("password_reset_requested", "token", email, () => post(`${gw.url}/auth/password/forgot`, { email })),
+      magic_link: await token("magic_link_requested", "token", email, () => post(`${gw.url}/auth/magic-link`, { email })),
+      code: await token("email_otp_requested", "code", email, () => post(`${gw.url}/auth/otp`, { email })),
+      verification: await token("email_verification_requested", "token", email, () =>
+        authed(`${gw.url}/auth/email/verify/request`, user.access_token, { method: "POST" }),
+      ),
+    };
+  }
+
+  /**
+   * Tries every token but the `spent` ones, in an order where a working one
+   * does not kill the next (the verification link first, the reset last);
+   * returns the kinds that still worked. A dead one must be refused with its
+   * flow's 401.
+   */
+  async function stillWorking(email, m, spent = []) {
+    const attempts = {
+      verification: [() => post(`${gw.url}/auth/email/verify`, { token: m.verification }), "invalid_link"],
+      code: [() => post(`${gw.url}/auth/otp/verify`, { email, code: m.code }), "invalid_code"],
+      magic_link: [() => post(`${gw.url}/auth/magic-link/verify`, { token: m.magic_link }), "invalid_link"],
+      reset: [() => post(`${gw.url}/auth/password/reset`, { token: m.reset, new_password: "a password from the past" }), "invalid_link"],
+    };
+    const working = [];
+    for (const kind of KINDS.filter((k) => !spent.includes(k))) {
+      const [attempt, refusal] = attempts[kind];
+      const res = await attempt();
+      const body = await json(res);
+      if (res.status === 200) {
+        working.push(kind);
+      } else {
+        assert.equal(res.status, 401, `${kind}: ${JSON.stringify(body)}`);
+        assert.equal(body.code, refusal, kind);
+      }
+    }
+    return working;
+  }
+
+  const asAdmin = (path, init) => authed(`${gw.url}/auth/admin/users/${path}`, admin.access_token, init);
+
+  test("a password change kills every emailed token", async () => {
+    const email = randomEmail("tok-change");
+    const m = await mailAll(email);
+    const res = await authed(`${gw.url}/auth/password/change`, m.user.access_token, {
+      method: "POST",
+      body: { old_password: PASSWORD, new_password: "a brand new password" },
+    });
+    assert.equal(res.status, 200, await res.text());
+    assert.deepEqual(await stillWorking(email, m), []);
+  });
+
+  test("a password reset kills every other emailed token", async () => {
+    const email = randomEmail("tok-reset");
+    const m = await mailAll(email);
+    const res = await post(`${gw.url}/auth/password/reset`, { token: m.reset, new_password: "a brand new password" });
+    assert.equal(res.status, 200, await res.text());
+    assert.deepEqual(await stillWorking(email, m, ["reset"]), []);
+  });
+
+  test("a ban kills every emailed token, and the unban does not bring them back", async () => {
+    const email = randomEmail("tok-ban");
+    const m = await mailAll(email);
+    assert.equal((await asAdmin(`${m.user.user.id}/ban`, { method: "POST" })).status, 200);
+    assert.deepEqual(await stillWorking(email, m), [], "while banned");
+    assert.equal((await asAdmin(`${m.user.user.id}/unban`, { method: "POST" })).status, 200);
+    assert.deepEqual(await stillWorking(email, m), [], "after the unban");
+  });
+
+  test("a new address kills every emailed token, and changing back does not bring them back", async () => {
+    const email = randomEmail("tok-move");
+    const m = await mailAll(email);
+    const moveTo = (address) => asAdmin(m.user.user.id, { method: "PATCH", body: { email: address } });
+    assert.equal((await moveTo(randomEmail("tok-moved"))).status, 200);
+    assert.equal((await moveTo(email)).status, 200);
+    assert.deepEqual(await stillWorking(email, m), []);
+  });
+
+  test("deleting the account kills every emailed token", async () => {
+    const email = randomEmail("tok-delete");
+    const m = await mailAll(email);
+    assert.equal((await asAdmin(m.user.user.id, { method: "DELETE" })).status, 204);
+    assert.deepEqual(await stillWorking(email, m), []);
+  });
+
+  test("taking the unverified account over kills every other emailed token", async () => {
+    const email = randomEmail("tok-takeover");
+    const m = await mailAll(email);
+    const res = await post(`${gw.url}/auth/magic-link/verify`, { token: m.magic_link });
+    assert.equal(res.status, 200, await res.text());
+    assert.deepEqual(await stillWorking(email, m, ["magic_link"]), []);
+  });
+
+  test("tokens issued after the change work", async () => {
+    const email = randomEmail("tok-after");
+    const user = await signup(gw, email);
+    const res = await authed(`${gw.url}/auth/password/change`, user.access_token, {
+      method: "POST",
+      body: { old_password: PASSWORD, new_password: "a brand new password" },
+    });
+    assert.equal(res.status, 200);
+    const m = {
+      verification: await token("email_verification_requested", "token", email, () =>
+        authed(`${gw.url}/auth/email/verify/request`, user.access_token, { method: "POST" }),
+      ),
+      code: await token("email_otp_requested", "code", email, () => post(`${gw.url}/auth/otp`, { email })),
+      magic_link: await token("magic_link_requested", "token", email, () => post(`${gw.url}/auth/magic-link`, { email })),
+      reset: await token("password_reset_requested", "token", email, () => post(`${gw.url}/auth/password/forgot`, { email })),
+    };
+    assert.deepEqual(await stillWorking(email, m), KINDS);
+  });
+});
