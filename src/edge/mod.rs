@@ -21,7 +21,7 @@ mod router;
 
 use std::rc::Rc;
 
-use worker::{event, Context, Env, MessageBatch, ScheduleContext, ScheduledEvent};
+use worker::{event, Context, Env, ScheduleContext, ScheduledEvent};
 
 use crate::core::config::{Config, ConfigError};
 use crate::core::error::Error;
@@ -103,10 +103,18 @@ pub fn fetch(
     .into())
 }
 
-#[event(queue)]
-async fn consume(batch: MessageBatch<wasm_bindgen::JsValue>, env: Env, _ctx: Context) -> worker::Result<()> {
+/// The queue entry point. Exported by hand rather than with
+/// `#[event(queue)]`, whose `MessageBatch` hides each message's `attempts`:
+/// the consumer needs it to stop retrying a message whose seal does not open.
+#[allow(unsafe_code)] // wasm-bindgen's generated export shim
+#[wasm_bindgen::prelude::wasm_bindgen(js_name = queue)]
+pub async fn consume(
+    batch: worker::worker_sys::MessageBatch,
+    env: Env,
+    _ctx: worker::worker_sys::Context,
+) -> Result<wasm_bindgen::JsValue, wasm_bindgen::JsValue> {
     queue::consume(batch, env).await;
-    Ok(())
+    Ok(wasm_bindgen::JsValue::UNDEFINED)
 }
 
 /// The every-minute trigger that only drains the outbox; the other
