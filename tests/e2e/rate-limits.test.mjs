@@ -2,7 +2,8 @@
 // defaults (RATE_LIMITS unset), exact counts under 50 concurrent requests
 // (one D1 upsert per key), 429 problem+json with Retry-After, one
 // `rate_limit_exceeded` event per window, no exemption for requests without
-// a usable client IP, IPv6 /64s counted together by their /48, the daily
+// a usable client IP, IPv6 /64s counted together by their /48 (charged only
+// for what each /64 admits), the daily
 // cap on failed email codes per address, and a RATE_LIMITS typo refusing to
 // serve.
 import { test, before, after } from "node:test";
