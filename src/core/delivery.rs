@@ -12,11 +12,12 @@
 //! API's idempotency key).
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use url::Url;
 
 use crate::core::config::Config;
 use crate::core::error::Error;
-use crate::core::events::{self, Received, REDACTED};
+use crate::core::events::{self, OpenError, Received, REDACTED};
 use crate::core::mail::OutgoingEmail;
 use crate::core::outbound::{excerpt, HttpRequest, SendError};
 use crate::core::ports::{Courier, DeliveryLedger};
@@ -66,7 +67,9 @@ pub struct DeadLetter {
     pub id: String,
     /// The event type, when known.
     pub event_type: Option<String>,
-    /// `retries_exhausted`, or `malformed: …`.
+    /// `retries_exhausted`, `malformed: …`, or `unopened: …` (an envelope
+    /// whose sealed secret did not open with this `KEY_ENCRYPTION_KEY`,
+    /// even after [`UNOPENED_RETRIES`] retries).
     pub reason: String,
     /// The message body (the envelope JSON, or the raw malformed body).
     pub body: String,
@@ -172,10 +175,10 @@ pub fn webhook_request(config: &Config, url: &Url, event: &Received, body: &str,
 
 /// `why` (a failure's text, which may quote what a receiver echoed back)
 /// without the event's one-time secret: it goes to the log and to D1.
-fn scrub(why: String, event: &Received) -> String {
+fn scrub(why: &str, event: &Received) -> String {
     match event.event.secret() {
         Some(secret) if !secret.is_empty() && why.contains(secret) => why.replace(secret, REDACTED),
-        _ => why,
+        _ => why.to_string(),
     }
 }
 
@@ -215,7 +218,7 @@ pub async fn deliver<L: DeliveryLedger, C: Courier>(
             courier.log("portcullis.event", &event.to_redacted_value());
             announced = true;
         }
-        let result = send(config, courier, target, event, &body, now).await.map_err(|why| scrub(why, event));
+        let result = send(config, courier, target, event, &body, now).await.map_err(|why| scrub(&why, event));
         ledger.settle(&event.id, &key, now, result.as_ref().err().map(String::as_str)).await?;
         let mut line =
             serde_json::json!({"id": event.id, "type": kind, "target": target.display(), "attempt": attempt});
@@ -259,7 +262,9 @@ async fn send<C: Courier>(
     };
     match courier.send(&request).await {
         Ok(reply) if reply.is_success() => Ok(()),
-        Ok(reply) => Err(format!("HTTP {}: {}", reply.status, excerpt(&reply.body, 200))),
+        // Scrubbed whole before it is cut: a cut through an echoed secret
+        // would leave a prefix no later scrub recognises.
+        Ok(reply) => Err(format!("HTTP {}: {}", reply.status, excerpt(&scrub(&reply.body, event), 200))),
         Err(SendError::Timeout) => Err(format!("no answer within {} ms", request.timeout_ms)),
         Err(e) => Err(e.to_string()),
     }
@@ -282,6 +287,10 @@ pub struct Quarantined {
     pub reason: String,
     /// Its body as JSON text (capped).
     pub body: String,
+    /// Whether it was a well-formed envelope whose sealed secret did not
+    /// open, rather than a malformed message.
+    #[serde(default)]
+    pub unopened: bool,
 }
 
 impl Quarantine {
@@ -292,7 +301,72 @@ impl Quarantine {
                 message_id: message_id.to_string(),
                 reason: reason.to_string(),
                 body: body.chars().take(MAX_QUARANTINED_BODY_CHARS).collect(),
+                unopened: false,
             },
+        }
+    }
+}
+
+/// Retries a message whose sealed secret does not open gets before it is
+/// quarantined: as many as the queue's `max_retries` (wrangler.toml, 3), so
+/// with `RETRY_BASE_DELAY_SECS` at 30 it is tried again after 30, 60 and
+/// 120 s — time, while a new `KEY_ENCRYPTION_KEY` rolls out, for an isolate
+/// that still has the previous one (or already has the new one) to take it.
+pub const UNOPENED_RETRIES: u32 = 3;
+
+/// Seconds until a message that could not be opened on its `attempt` (the
+/// queue's count, from 1) is tried again; `None` when it goes to the
+/// dead-letter queue now: a malformed one at once, one whose seal does not
+/// open after [`UNOPENED_RETRIES`] retries with the usual backoff.
+pub fn retry_unopened(config: &Config, error: &OpenError, attempt: u32) -> Option<u32> {
+    match error {
+        OpenError::Unopened(_) if attempt <= UNOPENED_RETRIES => {
+            Some(retry_delay_secs(config.retry_base_delay_secs, attempt))
+        }
+        _ => None,
+    }
+}
+
+/// The wrapper that takes a message that cannot be opened (`error`, on its
+/// `attempts`-th try) to the dead-letter queue, with its body (`None`: not
+/// JSON) — a secret it carries in clear masked ([`events::mask_clear_secret`]),
+/// a sealed one kept — and a reason that quotes none of it.
+pub fn quarantine(message_id: &str, error: &OpenError, attempts: u32, body: Option<Value>) -> Quarantine {
+    let (text, secrets) = match body {
+        Some(mut value) => {
+            let secrets = events::mask_clear_secret(&mut value);
+            (value.to_string(), secrets)
+        }
+        None => (String::new(), Vec::new()),
+    };
+    let why = match error {
+        OpenError::Unopened(why) => format!("{why}; tried {attempts} times"),
+        OpenError::Malformed(why) => why.clone(),
+    };
+    let mut q = Quarantine::new(message_id, &events::scrub(&why, &secrets), &text);
+    q.quarantined.unopened = matches!(error, OpenError::Unopened(_));
+    q
+}
+
+/// A quarantined body as it may be stored and logged: JSON with any secret
+/// in clear masked; text that is not JSON (cut at the cap, or from
+/// elsewhere) withheld when it may hold one. With the masked values.
+fn masked_quarantined_body(text: &str) -> (String, Vec<String>) {
+    match serde_json::from_str::<Value>(text) {
+        Ok(mut value) => {
+            let secrets = events::mask_clear_secret(&mut value);
+            (value.to_string(), secrets)
+        }
+        Err(_) => {
+            let lower = text.to_ascii_lowercase();
+            if lower.contains("token") || lower.contains("code") {
+                (
+                    format!("[withheld: {} characters, not JSON, that may hold a secret]", text.chars().count()),
+                    Vec::new(),
+                )
+            } else {
+                (text.to_string(), Vec::new())
+            }
         }
     }
 }
@@ -331,14 +405,20 @@ pub async fn dead_letter<L: DeliveryLedger, C: Courier>(
                 letter
             }
             Err(why) => match serde_json::from_value::<Quarantine>(value.clone()) {
-                Ok(q) => DeadLetter {
-                    id: format!("msg:{}", q.quarantined.message_id),
-                    event_type: None,
-                    reason: format!("malformed: {}", q.quarantined.reason),
-                    body: q.quarantined.body,
-                    failed: Vec::new(),
-                    dead_at: now,
-                },
+                Ok(Quarantine { quarantined: q }) => {
+                    // Masked again here: a wrapper made elsewhere (or by an
+                    // older version) may carry a secret in clear.
+                    let (body, secrets) = masked_quarantined_body(&q.body);
+                    let kind = if q.unopened { "unopened" } else { "malformed" };
+                    DeadLetter {
+                        id: format!("msg:{}", q.message_id),
+                        event_type: None,
+                        reason: format!("{kind}: {}", events::scrub(&q.reason, &secrets)),
+                        body,
+                        failed: Vec::new(),
+                        dead_at: now,
+                    }
+                }
                 Err(_) => unreadable(message_id, &why, &masked_text(value), now),
             },
         },
@@ -361,7 +441,7 @@ pub async fn dead_letter<L: DeliveryLedger, C: Courier>(
 
 /// The JSON text of a message that is not a valid envelope, with a secret
 /// it carries in clear masked (see [`events::mask_clear_secret`]).
-pub fn masked_text(mut value: serde_json::Value) -> String {
+fn masked_text(mut value: serde_json::Value) -> String {
     events::mask_clear_secret(&mut value);
     value.to_string()
 }

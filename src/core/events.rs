@@ -8,9 +8,9 @@
 //! them in clear (the envelope as specified), but everywhere an event rests —
 //! on the queue, in the D1 outbox, in the dead letters — the secret is
 //! sealed ([`Envelope::to_sealed_json`]: AES-256-GCM under a subkey of
-//! `KEY_ENCRYPTION_KEY`, bound to the event's id, type and field), and logs
-//! show it masked ([`Received::to_redacted_value`]). Only the consumer about
-//! to deliver the event opens it ([`Received::open`]).
+//! `KEY_ENCRYPTION_KEY`, bound to the whole envelope, recipient included),
+//! and logs show it masked ([`Received::to_redacted_value`]). Only the
+//! consumer about to deliver the event opens it ([`Received::open`]).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -136,19 +136,71 @@ pub fn secrets_key(kek: &Kek) -> SealKey {
     SealKey::new(kek.derive(SECRETS_KEY_LABEL))
 }
 
-/// Associated data of a sealed secret: it opens only in its own event, type and field.
-fn sealing_aad(id: &str, kind: &str, field: &str) -> Vec<u8> {
-    format!("portcullis.event\0{id}\0{kind}\0{field}").into_bytes()
+/// Members of the envelope a sealed secret is bound to: all of them.
+const ENVELOPE_MEMBERS: [&str; 5] = ["id", "type", "timestamp", "v", "data"];
+/// Domain of the associated data, naming its form.
+const SEALING_AAD_LABEL: &[u8] = b"portcullis.event-secret.v2\0";
+
+/// Associated data of the secret sealed in `body` (an envelope's JSON) as
+/// its `field`: the whole envelope — `id`, `type`, `timestamp`, `v` and every
+/// member of `data` — in [`canonical`] form, with the secret's slot emptied.
+/// So a sealed secret opens only in the very envelope it was sealed in:
+/// copied into another event, or left in place while the recipient (`email`),
+/// the user, the type or anything else is changed, it does not open.
+fn sealing_aad(body: &Value, field: &str) -> Vec<u8> {
+    let mut envelope = serde_json::Map::new();
+    for member in ENVELOPE_MEMBERS {
+        if let Some(v) = body.get(member) {
+            envelope.insert(member.to_string(), v.clone());
+        }
+    }
+    if let Some(slot) = envelope.get_mut("data").and_then(|d| d.get_mut(field)) {
+        *slot = Value::String(String::new());
+    }
+    let mut aad = SEALING_AAD_LABEL.to_vec();
+    let mut text = String::new();
+    canonical(&Value::Object(envelope), &mut text);
+    aad.extend_from_slice(text.as_bytes());
+    aad
 }
 
-/// The secret's slot in an envelope's JSON, with its field name and the
-/// envelope's id and type.
-fn secret_slot(body: &mut Value) -> Option<(String, String, &'static str, &mut Value)> {
-    let id = body.get("id")?.as_str()?.to_string();
-    let kind = body.get("type")?.as_str()?.to_string();
-    let field = secret_field(&kind)?;
-    let slot = body.get_mut("data")?.get_mut(field)?;
-    Some((id, kind, field, slot))
+/// `value` as compact JSON with every object's members sorted by name, so
+/// the same envelope gives the same bytes whoever serialised it and in
+/// whatever member order it travelled (serde_json escapes the strings).
+fn canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut members: Vec<(&String, &Value)> = map.iter().collect();
+            members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (name, v)) in members.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(name.clone()).to_string());
+                out.push(':');
+                canonical(v, out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical(v, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// The field of the one-time secret an envelope's JSON declares by its
+/// `type`, if any.
+fn declared_secret_field(body: &Value) -> Option<&'static str> {
+    secret_field(body.get("type")?.as_str()?)
 }
 
 /// The sealed text of a `{"sealed": "…"}` value.
@@ -159,13 +211,48 @@ fn sealed_text(slot: &Value) -> Option<&str> {
     }
 }
 
-/// Masks a secret left in clear in an envelope's JSON (one queued by a
-/// version that did not seal), keeping a sealed one: the form a stored dead
-/// letter takes. Anything that is not such an envelope is left alone.
-pub fn mask_clear_secret(body: &mut Value) {
-    if let Some((_, _, _, slot)) = secret_slot(body) {
-        if slot.is_string() {
-            *slot = Value::String(REDACTED.into());
+/// Masks what may be a one-time secret left in clear in a message's JSON —
+/// `data.token` or `data.code` of any type, also of a malformed message,
+/// whatever its JSON type — keeping a sealed one (`{"sealed": …}`): the form
+/// stored dead letters and quarantined bodies take. Returns the masked
+/// values as text, so that error messages quoting them can be scrubbed too.
+pub fn mask_clear_secret(body: &mut Value) -> Vec<String> {
+    let mut masked = Vec::new();
+    if let Some(data) = body.get_mut("data").and_then(Value::as_object_mut) {
+        for field in ["token", "code"] {
+            if let Some(slot) = data.get_mut(field) {
+                if sealed_text(slot).is_none() && slot.as_str() != Some(REDACTED) {
+                    masked.push(slot.as_str().map_or_else(|| slot.to_string(), str::to_string));
+                    *slot = Value::String(REDACTED.into());
+                }
+            }
+        }
+    }
+    masked
+}
+
+/// `text` with every one of `secrets` (as [`mask_clear_secret`] returned
+/// them) replaced by [`REDACTED`].
+pub fn scrub(text: &str, secrets: &[String]) -> String {
+    secrets.iter().filter(|s| !s.is_empty()).fold(text.to_string(), |t, s| t.replace(s.as_str(), REDACTED))
+}
+
+/// Why a queued message cannot be opened for delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenError {
+    /// Not an envelope of a known type with its exact fields, or its secret
+    /// was masked when it was stored: it can never be delivered.
+    Malformed(String),
+    /// Its sealed secret does not open with this key: sealed under another
+    /// `KEY_ENCRYPTION_KEY` (an isolate still on the previous one, during a
+    /// change), or the envelope was altered after sealing.
+    Unopened(String),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Malformed(why) | Self::Unopened(why) => f.write_str(why),
         }
     }
 }
@@ -202,13 +289,16 @@ impl Envelope {
     /// The JSON text of the envelope as the queue carries it and D1 keeps it
     /// (outbox, dead letters): its one-time secret, if any, replaced by
     /// `{"sealed": base64url(nonce || AES-256-GCM(secret))}` under `key`
-    /// (see [`secrets_key`]), bound to the event's id, type and field.
+    /// (see [`secrets_key`]), bound to the whole envelope (id, type,
+    /// timestamp, version and every other data member, see `sealing_aad`).
     pub fn to_sealed_json(&self, key: &SealKey, rng: &mut impl Random) -> Result<String, Error> {
         let mut body = serde_json::to_value(self).map_err(|e| Error::Internal(format!("event json: {e}")))?;
-        if let Some((id, kind, field, slot)) = secret_slot(&mut body) {
-            if let Some(clear) = slot.as_str() {
-                let sealed = key.seal(&sealing_aad(&id, &kind, field), clear.as_bytes(), rng)?;
-                *slot = serde_json::json!({ SEALED_MEMBER: sealed });
+        if let Some(field) = secret_field(self.kind) {
+            if let Some(clear) = self.data.secret() {
+                let sealed = key.seal(&sealing_aad(&body, field), clear.as_bytes(), rng)?;
+                if let Some(slot) = body.get_mut("data").and_then(|d| d.get_mut(field)) {
+                    *slot = serde_json::json!({ SEALED_MEMBER: sealed });
+                }
             }
         }
         Ok(body.to_string())
@@ -246,30 +336,54 @@ fn default_version() -> u32 {
 
 impl Received {
     /// Parses a queue message body whose secret is sealed ([`Envelope::to_sealed_json`]),
-    /// opening it with `key`. A secret in clear (a message queued by a
-    /// version that did not seal) is taken as it is. An error means the
-    /// message is malformed, or its seal does not open (another
-    /// `KEY_ENCRYPTION_KEY`, or a secret moved from another event), and must
-    /// be dead-lettered rather than retried.
-    pub fn open(mut body: Value, key: &SealKey) -> Result<Self, String> {
-        if let Some((id, kind, field, slot)) = secret_slot(&mut body) {
-            if let Some(sealed) = sealed_text(slot) {
-                let clear = key
-                    .open(&sealing_aad(&id, &kind, field), sealed)
-                    .and_then(|bytes| String::from_utf8(bytes).ok())
-                    .ok_or_else(|| format!("{kind}: the sealed {field} does not open with this KEY_ENCRYPTION_KEY"))?;
+    /// opening it with `key`.
+    ///
+    /// A secret in clear (a message queued by the version before secrets
+    /// were sealed) is taken as it is — accepted for the messages in flight
+    /// across that upgrade only, and to be refused from the next release.
+    /// A secret reading [`REDACTED`] (a dead letter masked when it was
+    /// stored, sent to the queue again) is malformed: a mail must never carry
+    /// it. [`OpenError::Unopened`] when the seal does not open (another
+    /// `KEY_ENCRYPTION_KEY`, or an envelope changed after sealing).
+    pub fn open(mut body: Value, key: &SealKey) -> Result<Self, OpenError> {
+        if let Some(field) = declared_secret_field(&body) {
+            let kind = body.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
+            let opened = match body.get("data").and_then(|d| d.get(field)) {
+                Some(slot) if slot.as_str() == Some(REDACTED) => {
+                    return Err(OpenError::Malformed(format!(
+                        "{kind}: the {field} was masked when the message was stored; it cannot be delivered"
+                    )))
+                }
+                Some(slot) => match sealed_text(slot) {
+                    Some(sealed) => Some(
+                        key.open(&sealing_aad(&body, field), sealed)
+                            .and_then(|bytes| String::from_utf8(bytes).ok())
+                            .ok_or_else(|| {
+                                OpenError::Unopened(format!(
+                                    "{kind}: the sealed {field} does not open with this KEY_ENCRYPTION_KEY \
+                                     (sealed under another one, or the message was altered)"
+                                ))
+                            })?,
+                    ),
+                    None => None,
+                },
+                None => None,
+            };
+            if let (Some(clear), Some(slot)) = (opened, body.get_mut("data").and_then(|d| d.get_mut(field))) {
                 *slot = Value::String(clear);
             }
         }
-        Self::parse(body)
+        Self::parse(body).map_err(OpenError::Malformed)
     }
 
     /// Parses a queue message body without opening it: its secret, sealed or
     /// not, reads [`REDACTED`]. For records and logs that never need it.
     pub fn parse_masked(mut body: Value) -> Result<Self, String> {
-        if let Some((_, _, _, slot)) = secret_slot(&mut body) {
-            if slot.is_string() || sealed_text(slot).is_some() {
-                *slot = Value::String(REDACTED.into());
+        if let Some(data) = body.get_mut("data").and_then(Value::as_object_mut) {
+            for field in ["token", "code"] {
+                if let Some(slot) = data.get_mut(field) {
+                    *slot = Value::String(REDACTED.into());
+                }
             }
         }
         Self::parse(body)
@@ -427,7 +541,8 @@ mod tests {
             assert_eq!(masked.id, env.id);
             // Another key does not open it.
             let other = secrets_key(&Kek::from_bytes([6; 32]));
-            assert!(Received::open(value, &other).unwrap_err().contains("does not open"));
+            let err = Received::open(value, &other).unwrap_err();
+            assert!(matches!(&err, OpenError::Unopened(why) if why.contains("does not open")), "{err:?}");
         }
     }
 
@@ -450,6 +565,58 @@ mod tests {
         relabelled["data"]["user_id"] = "u".into();
         assert!(Received::open(relabelled, &key).is_err(), "bound to the type");
         assert_eq!(Received::open(mine, &key).unwrap().event.secret(), Some("mine"));
+    }
+
+    #[test]
+    fn a_sealed_secret_is_bound_to_every_member_of_its_envelope() {
+        let key = sealing_key();
+        let env = Envelope::new(
+            PasswordResetRequested { user_id: "u1".into(), email: "victim@corp.example".into(), token: "tok".into() },
+            &mut SeqRandom(30),
+            UnixTime(5),
+        );
+        let sealed: Value = serde_json::from_str(&env.to_sealed_json(&key, &mut SeqRandom(31)).unwrap()).unwrap();
+        type Edit = (&'static str, fn(&mut Value));
+        let edits: [Edit; 8] = [
+            ("the recipient", |v| v["data"]["email"] = "attacker@evil.example".into()),
+            ("the user", |v| v["data"]["user_id"] = "u2".into()),
+            ("the timestamp", |v| v["timestamp"] = "2030-01-01T00:00:00Z".into()),
+            ("the version", |v| v["v"] = 2.into()),
+            ("the id", |v| v["id"] = "00000000-0000-4000-8000-000000000000".into()),
+            ("a data member added", |v| v["data"]["extra"] = "x".into()),
+            ("a data member removed", |v| {
+                v["data"].as_object_mut().unwrap().remove("user_id");
+            }),
+            ("an envelope member removed", |v| {
+                v.as_object_mut().unwrap().remove("v");
+            }),
+        ];
+        for (what, edit) in edits {
+            let mut changed = sealed.clone();
+            edit(&mut changed);
+            assert!(matches!(Received::open(changed, &key), Err(OpenError::Unopened(_))), "{what}");
+        }
+        // The canonical form does not depend on member order or spacing.
+        let data = sealed["data"].as_object().unwrap();
+        let reordered = format!(
+            r#"{{ "data": {{ "token": {}, "email": {}, "user_id": {} }}, "v": 1, "timestamp": {}, "type": {}, "id": {} }}"#,
+            data["token"], data["email"], data["user_id"], sealed["timestamp"], sealed["type"], sealed["id"]
+        );
+        let opened = Received::open(serde_json::from_str(&reordered).unwrap(), &key).unwrap();
+        assert_eq!(opened.event.secret(), Some("tok"));
+        assert_eq!(Received::open(sealed, &key).unwrap().event.secret(), Some("tok"));
+    }
+
+    #[test]
+    fn a_masked_secret_is_never_taken_for_one() {
+        let key = sealing_key();
+        let env = Envelope::new(
+            MagicLinkRequested { user_id: None, email: "a@b.co".into(), token: REDACTED.into() },
+            &mut SeqRandom(32),
+            UnixTime(5),
+        );
+        let masked: Value = serde_json::from_str(&env.to_json()).unwrap();
+        assert!(matches!(Received::open(masked, &key), Err(OpenError::Malformed(why)) if why.contains("masked")));
     }
 
     #[test]
@@ -484,8 +651,16 @@ mod tests {
         mask_clear_secret(&mut kept);
         assert_eq!(kept, sealed);
         let mut other = serde_json::json!({"type": "email_otp_requested", "data": "x"});
-        mask_clear_secret(&mut other);
+        assert!(mask_clear_secret(&mut other).is_empty());
         assert_eq!(other, serde_json::json!({"type": "email_otp_requested", "data": "x"}));
+        // Malformed messages too: no id, an unknown type, a secret of the wrong JSON type.
+        let mut odd = serde_json::json!({"type": "magic_link_requestd", "data": {"token": "t0k", "code": 804211}});
+        assert_eq!(mask_clear_secret(&mut odd), ["t0k", "804211"]);
+        assert_eq!(odd["data"], serde_json::json!({"token": REDACTED, "code": REDACTED}));
+        assert_eq!(
+            scrub("invalid type: integer `804211`, near t0k", &["t0k".into(), "804211".into()]),
+            "invalid type: integer `[redacted]`, near [redacted]"
+        );
     }
 
     #[test]

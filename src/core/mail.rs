@@ -252,16 +252,17 @@ impl EmailSettings {
     /// The warning a deployment must not miss, or `None`. With the `log`
     /// transport no email is sent: each one — its sign-in link, code, reset
     /// or verification link — is printed to the log, which is what a
-    /// developer wants and what a deployment must not do. `issuer` is the
-    /// deployment's issuer (`ISSUER`, or the request's origin without it); a
-    /// loopback one (`localhost`, `*.localhost`, 127.0.0.0/8, `[::1]`) is a
+    /// developer wants and what a deployment must not do. `url` is where the
+    /// deployment is reached, named in the warning as `seen_as`: its issuer
+    /// (`ISSUER`, or the request's origin without it), or a request's origin;
+    /// a loopback one (`localhost`, `*.localhost`, 127.0.0.0/8, `[::1]`) is a
     /// developer's machine, anything else (also an unparsable one) is not.
-    pub fn log_transport_warning(&self, issuer: &str) -> Option<String> {
-        if self.transport != Transport::Log || is_loopback_url(issuer) {
+    pub fn log_transport_warning(&self, seen_as: &str, url: &str) -> Option<String> {
+        if self.transport != Transport::Log || is_loopback_url(url) {
             return None;
         }
         Some(format!(
-            "EMAIL_TRANSPORT is `log` on a deployment whose issuer {issuer} is not a loopback URL: no email is \
+            "EMAIL_TRANSPORT is `log` on a deployment whose {seen_as} {url} is not a loopback URL: no email is \
              sent, and every magic link, sign-in code, password-reset and verification link is printed to this \
              log instead, where whoever reads it can use them. Set EMAIL_TRANSPORT=resend (with EMAIL_API_KEY, \
              EMAIL_FROM and the link URLs) before real users sign in."
@@ -638,7 +639,7 @@ mod tests {
     fn the_log_transport_is_flagged_for_an_issuer_that_is_not_loopback() {
         let log = settings(&[]).unwrap();
         for issuer in ["https://auth.example.com", "http://192.168.1.20:8787", "http://[2001:db8::1]", "not a url"] {
-            let w = log.log_transport_warning(issuer).unwrap_or_else(|| panic!("{issuer}"));
+            let w = log.log_transport_warning("issuer", issuer).unwrap_or_else(|| panic!("{issuer}"));
             assert!(w.contains("EMAIL_TRANSPORT") && w.contains(issuer), "{w}");
         }
         for issuer in [
@@ -649,7 +650,7 @@ mod tests {
             "http://app.localhost",
             "http://[::1]:8787",
         ] {
-            assert_eq!(log.log_transport_warning(issuer), None, "{issuer}");
+            assert_eq!(log.log_transport_warning("issuer", issuer), None, "{issuer}");
         }
         let resend = settings(&[
             ("EMAIL_TRANSPORT", "resend"),
@@ -660,7 +661,7 @@ mod tests {
             ("EMAIL_VERIFY_URL", "https://acme.example/v"),
         ])
         .unwrap();
-        assert_eq!(resend.log_transport_warning("https://auth.example.com"), None);
+        assert_eq!(resend.log_transport_warning("issuer", "https://auth.example.com"), None);
     }
 
     #[test]

@@ -147,8 +147,13 @@ pub trait EmailTokenStore {
 /// statement per key, so concurrent requests are all counted.
 pub trait RateLimitStore {
     /// Counts one request at `now` on each counter — opening a new window
-    /// when there is none or it has ended — and returns the counts, in order.
-    async fn hit(&self, hits: &[Hit], now: UnixTime) -> Result<Vec<Count>>;
+    /// when there is none or it has ended — and returns the counts, in order,
+    /// all in one atomic write. A hit with a condition ([`Hit::within`]) is
+    /// counted only if the earlier hit it names, as just counted, is within
+    /// its limit, and is `None` otherwise (nothing written for it); the
+    /// condition is checked in the same write, so concurrent requests
+    /// charge it exactly once for each request the earlier counter admits.
+    async fn hit(&self, hits: &[Hit], now: UnixTime) -> Result<Vec<Option<Count>>>;
     /// Takes one request back from counter `key`, in one conditional write:
     /// only while its window is the one ending at `resets_at` and its count
     /// is between 1 and `limit` — a window that went over its limit stays

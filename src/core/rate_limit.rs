@@ -372,6 +372,29 @@ pub struct Hit {
     pub key: String,
     /// The length of a window opened by this request.
     pub window_secs: u64,
+    /// Counted only if an earlier counter of the same request admits it
+    /// (`None`: always counted).
+    pub within: Option<Within>,
+}
+
+impl Hit {
+    /// A counter bumped by every request.
+    pub fn always(key: String, window_secs: u64) -> Self {
+        Self { key, window_secs, within: None }
+    }
+}
+
+/// The condition of a [`Hit`] counted only for requests another counter
+/// admits: the hit number `hit` of the same call (an earlier one), once
+/// counted, must be at most `limit`. So an IPv6 /48 is charged only for the
+/// requests its /64 lets through, and one /64 adds at most its own budget to
+/// the /48 however much it sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Within {
+    /// Index of the earlier hit in the same call.
+    pub hit: usize,
+    /// The most that hit's count may be.
+    pub limit: u32,
 }
 
 /// A counter after a hit: requests in its window, and when the window ends.
@@ -384,7 +407,8 @@ pub struct Count {
 }
 
 /// The counters a request to `endpoint` bumps, with their rules, in the
-/// order [`decide`] looks at them: IP, IPv6 /48, email, and for
+/// order [`decide`] looks at them: IP, IPv6 /48 (counted only when the IP's
+/// own counter admits the request, see [`Within`]), email, and for
 /// `otp/verify` the account's daily cap on failed codes (counted on every
 /// attempt, and given back by the flow for an attempt that did not fail,
 /// see [`Charge`]).
@@ -396,20 +420,22 @@ pub fn hits(
 ) -> Vec<(Hit, Rule, KeyType)> {
     let l = limits.of(endpoint);
     let mut out = Vec::with_capacity(4);
-    let mut push = |rule: Option<Rule>, key_type: KeyType, value: &str| {
+    let mut push = |rule: Option<Rule>, key_type: KeyType, value: &str, within: Option<Within>| {
         if let Some(rule) = rule {
             let key = format!("{}:{}:{value}", endpoint.name(), key_type.as_str());
-            out.push((Hit { key, window_secs: rule.window_secs }, rule, key_type));
+            out.push((Hit { key, window_secs: rule.window_secs, within }, rule, key_type));
         }
     };
-    push(l.ip, KeyType::Ip, &ip_key(ip));
+    push(l.ip, KeyType::Ip, &ip_key(ip), None);
     if let Some(net) = ipv6_48_key(ip) {
-        push(l.ipv6_48, KeyType::Ipv6Net48, &net);
+        // The IP's counter, when there is one, is hit 0.
+        let within = l.ip.map(|ip_rule| Within { hit: 0, limit: ip_rule.limit });
+        push(l.ipv6_48, KeyType::Ipv6Net48, &net, within);
     }
     if let Some(email) = email {
-        push(l.email, KeyType::Email, email);
+        push(l.email, KeyType::Email, email, None);
         if endpoint == Endpoint::OtpVerify {
-            push(limits.otp_failures, KeyType::Account, email);
+            push(limits.otp_failures, KeyType::Account, email, None);
         }
     }
     out
@@ -434,10 +460,7 @@ pub struct Charge {
 /// (the one after the failure at `last_failed_at`): its first hit emits
 /// `rate_limit_exceeded`, later ones in the same back-off do not.
 pub fn backoff_hit(email: &str, last_failed_at: UnixTime, wait_secs: u64) -> Hit {
-    Hit {
-        key: format!("{}:backoff:{email}:{}", Endpoint::Login.name(), last_failed_at.0),
-        window_secs: wait_secs.max(1),
-    }
+    Hit::always(format!("{}:backoff:{email}:{}", Endpoint::Login.name(), last_failed_at.0), wait_secs.max(1))
 }
 
 /// A refusal: one or more counters over their limits.
@@ -453,13 +476,13 @@ pub struct Exceeded {
     pub tripped: Vec<(KeyType, u32)>,
 }
 
-/// Decides from the counts the store returned (in the order of `hits`).
-pub fn decide(hits: &[(Hit, Rule, KeyType)], counts: &[Count], now: UnixTime) -> Option<Exceeded> {
+/// Decides from the counts the store returned (in the order of `hits`;
+/// `None` for a counter not counted, whose condition refused it).
+pub fn decide(hits: &[(Hit, Rule, KeyType)], counts: &[Option<Count>], now: UnixTime) -> Option<Exceeded> {
     let over: Vec<(&Rule, &KeyType, &Count)> = hits
         .iter()
         .zip(counts)
-        .filter(|((_, rule, _), c)| c.count > rule.limit)
-        .map(|((_, r, k), c)| (r, k, c))
+        .filter_map(|((_, r, k), c)| c.as_ref().filter(|c| c.count > r.limit).map(|c| (r, k, c)))
         .collect();
     let resets_at = over.iter().map(|(_, _, c)| c.resets_at).max()?;
     Some(Exceeded {
@@ -538,15 +561,15 @@ mod tests {
         let now = UnixTime(1_000_000_030);
         let h = hits(&RateLimits::default(), Endpoint::Login, Some("1.2.3.4"), Some("a@b.example"));
         assert_eq!(h.len(), 2);
-        assert_eq!(h[1].0, Hit { key: "login:email:a@b.example".into(), window_secs: 60 });
-        let c = |count| Count { count, resets_at: UnixTime(now.0 + 30) };
+        assert_eq!(h[1].0, Hit::always("login:email:a@b.example".into(), 60));
+        let c = |count| Some(Count { count, resets_at: UnixTime(now.0 + 30) });
         assert_eq!(decide(&h, &[c(1), c(10)], now), None);
         let e = decide(&h, &[c(2), c(11)], now).unwrap();
         assert_eq!((e.tripped, e.retry_after_secs), (vec![(KeyType::Email, 10)], 30));
         assert_eq!(decide(&h, &[c(3), c(12)], now).unwrap().tripped, vec![]);
         assert_eq!(decide(&h, &[c(31), c(1)], now).unwrap().tripped, vec![(KeyType::Ip, 30)]);
         // A window that ends this second still asks for one second.
-        let late = Count { count: 99, resets_at: now };
+        let late = Some(Count { count: 99, resets_at: now });
         assert_eq!(decide(&h, &[late, c(1)], now).unwrap().retry_after_secs, 1);
     }
 
@@ -556,15 +579,19 @@ mod tests {
         let h = hits(&RateLimits::default(), Endpoint::Login, Some("2001:db8:1:2::1"), Some("a@b.example"));
         let kinds: Vec<KeyType> = h.iter().map(|(_, _, k)| *k).collect();
         assert_eq!(kinds, [KeyType::Ip, KeyType::Ipv6Net48, KeyType::Email]);
-        let at = |count, secs| Count { count, resets_at: UnixTime(now.0 + secs) };
-        // The /64 has been over its 30 for a while; this request takes the /48 over its 120.
-        let e = decide(&h, &[at(121, 10), at(121, 50), at(1, 60)], now).unwrap();
+        let at = |count, secs| Some(Count { count, resets_at: UnixTime(now.0 + secs) });
+        // The email has been over its 10 for a while; this request, which its
+        // /64 admits, takes the /48 over its 120.
+        let e = decide(&h, &[at(5, 10), at(121, 50), at(15, 60)], now).unwrap();
         assert_eq!(e.tripped, vec![(KeyType::Ipv6Net48, 120)]);
-        assert_eq!(e.retry_after_secs, 50);
-        // Both at once: both reported.
-        let e = decide(&h, &[at(31, 10), at(121, 50), at(11, 60)], now).unwrap();
-        assert_eq!(e.tripped, vec![(KeyType::Ip, 30), (KeyType::Ipv6Net48, 120), (KeyType::Email, 10)]);
         assert_eq!(e.retry_after_secs, 60);
+        // Several at once: all reported.
+        let e = decide(&h, &[at(30, 10), at(121, 50), at(11, 60)], now).unwrap();
+        assert_eq!(e.tripped, vec![(KeyType::Ipv6Net48, 120), (KeyType::Email, 10)]);
+        assert_eq!(e.retry_after_secs, 60);
+        // A /64 over its limit: the /48 was not counted, and does not decide.
+        let e = decide(&h, &[at(31, 10), None, at(1, 60)], now).unwrap();
+        assert_eq!((e.tripped, e.retry_after_secs), (vec![(KeyType::Ip, 30)], 10));
     }
 
     #[test]
@@ -577,7 +604,15 @@ mod tests {
         let h = hits(&d, Endpoint::MagicLink, Some("2001:db8:abcd:12::1"), None);
         assert_eq!(h.len(), 2);
         assert_eq!(h[0].0.key, "magic-link:ip:2001:db8:abcd:12::/64");
-        assert_eq!(h[1].0, Hit { key: "magic-link:ipv6_48:2001:db8:abcd::/48".into(), window_secs: 3_600 });
+        assert_eq!(
+            h[1].0,
+            Hit {
+                key: "magic-link:ipv6_48:2001:db8:abcd::/48".into(),
+                window_secs: 3_600,
+                // Charged only for requests the /64 (hit 0, 20 an hour) admits.
+                within: Some(Within { hit: 0, limit: 20 }),
+            }
+        );
         assert_eq!(h[1].1, Rule::new(80, 3_600));
         // IPv4 (also mapped), a missing and a bad address have no /48 key.
         for ip in [Some("203.0.113.7"), Some("::ffff:203.0.113.7"), None, Some("nope")] {
@@ -588,6 +623,10 @@ mod tests {
         assert_eq!(l.of(Endpoint::Otp).ip, d.of(Endpoint::Otp).ip);
         assert_eq!(l.of(Endpoint::Login).ipv6_48, None);
         assert!(hits(&l, Endpoint::Login, Some("2001:db8::1"), None).iter().all(|(_, _, k)| *k == KeyType::Ip));
+        // Without a per-IP rule nothing admits first: the /48 counts every request.
+        let l = RateLimits::parse(Some(r#"{"otp": {"ip": "off"}}"#), None).unwrap();
+        let h = hits(&l, Endpoint::Otp, Some("2001:db8::1"), None);
+        assert_eq!((h.len(), h[0].2, h[0].0.within), (1, KeyType::Ipv6Net48, None));
     }
 
     #[test]
@@ -608,11 +647,7 @@ mod tests {
         let h = hits(&d, Endpoint::OtpVerify, Some("203.0.113.7"), Some("a@b.example"));
         assert_eq!(
             h[2],
-            (
-                Hit { key: "otp/verify:account:a@b.example".into(), window_secs: 86_400 },
-                Rule::new(20, 86_400),
-                KeyType::Account
-            )
+            (Hit::always("otp/verify:account:a@b.example".into(), 86_400), Rule::new(20, 86_400), KeyType::Account)
         );
         // Only code verification has the account cap.
         for e in Endpoint::ALL.into_iter().filter(|e| *e != Endpoint::OtpVerify) {

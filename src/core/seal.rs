@@ -1,8 +1,13 @@
 //! Sealing small secrets at rest: AES-256-GCM under a 32-byte key, with a
 //! fresh random 96-bit nonce per seal, kept as
 //! `base64url(nonce || ciphertext || tag)`, and bound by associated data to
-//! the record it belongs to (a signing key's `kid`, an event's id), so a
-//! sealed value copied onto another record does not open.
+//! what it belongs to, so a sealed value copied onto another record — or
+//! left on a record whose bound parts were changed — does not open. What
+//! the caller binds is its choice, and its guarantee: a signing key's `kid`;
+//! for an event's secret, the whole envelope (id, type, timestamp, version
+//! and every data member, the recipient included: `events::sealing_aad`);
+//! an OAuth exchange result only a fixed label, its key being derived from
+//! the one-time code itself.
 //!
 //! The one primitive behind the private halves of signing keys (under
 //! `KEY_ENCRYPTION_KEY`), OAuth exchange results (under a key derived from

@@ -885,30 +885,61 @@ struct FailuresRow {
 }
 
 impl RateLimitStore for D1Store {
-    async fn hit(&self, hits: &[Hit], now: UnixTime) -> Result<Vec<Count>> {
-        // One upsert per key: a missing or ended window opens at `now`;
-        // otherwise the count goes up by one. SET sees the row's old values.
+    async fn hit(&self, hits: &[Hit], now: UnixTime) -> Result<Vec<Option<Count>>> {
+        // One upsert per key, in one batch (a transaction, run in order): a
+        // missing or ended window opens at `now`; otherwise the count goes up
+        // by one. SET sees the row's old values. A conditional hit inserts
+        // through a SELECT whose WHERE reads the earlier counter as this
+        // batch left it: refused, it writes nothing and returns no row.
+        macro_rules! upsert {
+            () => {
+                "ON CONFLICT (key) DO UPDATE SET \
+                   count = CASE WHEN rate_limits.expires_at <= ?2 THEN 1 ELSE rate_limits.count + 1 END, \
+                   window_start = CASE WHEN rate_limits.expires_at <= ?2 THEN ?2 ELSE rate_limits.window_start END, \
+                   expires_at = CASE WHEN rate_limits.expires_at <= ?2 THEN ?3 ELSE rate_limits.expires_at END \
+                 RETURNING count, expires_at"
+            };
+        }
+        const HIT: &str = concat!(
+            "INSERT INTO rate_limits (key, window_start, count, expires_at) VALUES (?1, ?2, 1, ?3) ",
+            upsert!()
+        );
+        const HIT_WITHIN: &str = concat!(
+            "INSERT INTO rate_limits (key, window_start, count, expires_at) SELECT ?1, ?2, 1, ?3 \
+             WHERE (SELECT count FROM rate_limits WHERE key = ?4) <= ?5 ",
+            upsert!()
+        );
         let stmts = hits
             .iter()
-            .map(|h| {
-                self.stmt(
-                    "INSERT INTO rate_limits (key, window_start, count, expires_at) VALUES (?1, ?2, 1, ?3) \
-                     ON CONFLICT (key) DO UPDATE SET \
-                       count = CASE WHEN rate_limits.expires_at <= ?2 THEN 1 ELSE rate_limits.count + 1 END, \
-                       window_start = CASE WHEN rate_limits.expires_at <= ?2 THEN ?2 ELSE rate_limits.window_start END, \
-                       expires_at = CASE WHEN rate_limits.expires_at <= ?2 THEN ?3 ELSE rate_limits.expires_at END \
-                     RETURNING count, expires_at",
-                    &[text(&h.key), time(now), time(now.plus_secs(h.window_secs))],
-                )
+            .enumerate()
+            .map(|(i, h)| {
+                let args = [text(&h.key), time(now), time(now.plus_secs(h.window_secs))];
+                match h.within {
+                    None => self.stmt(HIT, &args),
+                    Some(w) => {
+                        let earlier = hits.get(w.hit).filter(|_| w.hit < i).ok_or_else(|| {
+                            Error::Internal(format!("rate limit hit {i} is conditioned on hit {}", w.hit))
+                        })?;
+                        let [key, start, end] = args;
+                        self.stmt(HIT_WITHIN, &[key, start, end, text(&earlier.key), int(i64::from(w.limit))])
+                    }
+                }
             })
             .collect::<Result<Vec<_>>>()?;
         let results = self.batch(stmts).await?;
         results
             .iter()
-            .map(|r| {
+            .zip(hits)
+            .map(|(r, h)| {
                 let rows = r.results::<HitRow>().map_err(unavailable)?;
-                let row = rows.first().ok_or_else(|| unavailable("rate limit upsert returned no row"))?;
-                Ok(Count { count: u32::try_from(row.count).unwrap_or(u32::MAX), resets_at: UnixTime(row.expires_at) })
+                match (rows.first(), h.within) {
+                    (Some(row), _) => Ok(Some(Count {
+                        count: u32::try_from(row.count).unwrap_or(u32::MAX),
+                        resets_at: UnixTime(row.expires_at),
+                    })),
+                    (None, Some(_)) => Ok(None),
+                    (None, None) => Err(unavailable("rate limit upsert returned no row")),
+                }
             })
             .collect()
     }

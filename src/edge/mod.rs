@@ -21,7 +21,7 @@ mod router;
 
 use std::rc::Rc;
 
-use worker::{event, Context, Env, MessageBatch, ScheduleContext, ScheduledEvent};
+use worker::{event, Context, Env, ScheduleContext, ScheduledEvent};
 
 use crate::core::config::{Config, ConfigError};
 use crate::core::error::Error;
@@ -46,7 +46,7 @@ fn config(env: &Env) -> Result<Rc<Config>, ConfigError> {
             .map(Rc::new);
             if let Ok(cfg) = &parsed {
                 if let Some(issuer) = &cfg.issuer {
-                    warn_log_transport(cfg, issuer);
+                    warn_log_transport(cfg, "issuer", issuer);
                 }
             }
             parsed
@@ -56,23 +56,38 @@ fn config(env: &Env) -> Result<Rc<Config>, ConfigError> {
 }
 
 thread_local! {
-    /// Whether this isolate has checked its issuer against the email transport.
-    static TRANSPORT_CHECKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Whether this isolate has printed the `log` transport warning.
+    static TRANSPORT_WARNED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Whether this isolate has checked a request's origin against it.
+    static ORIGIN_CHECKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Once per isolate: says loudly, on `console.error`, that the `log` email
-/// transport serves a deployment (`issuer` is not a loopback URL), so every
-/// emailed secret lands in the log. Called at the configuration's first parse
-/// with `ISSUER`, and without it at the first auth API request, with the
-/// request's origin.
-fn warn_log_transport(cfg: &Config, issuer: &str) {
-    if TRANSPORT_CHECKED.with(|c| c.replace(true)) {
+/// transport serves a deployment (`url`, its `seen_as`, is not a loopback
+/// URL), so every emailed secret lands in the log. Called at the
+/// configuration's first parse with `ISSUER`, and at the first auth API
+/// request with the request's origin ([`check_request_origin`]).
+fn warn_log_transport(cfg: &Config, seen_as: &str, url: &str) {
+    if TRANSPORT_WARNED.with(std::cell::Cell::get) {
         return;
     }
-    if let Some(warning) = cfg.email.log_transport_warning(issuer) {
+    if let Some(warning) = cfg.email.log_transport_warning(seen_as, url) {
+        TRANSPORT_WARNED.with(|w| w.set(true));
         let bar = "!".repeat(72);
         worker::console_error!("portcullis.warning {bar}\nportcullis.warning {warning}\nportcullis.warning {bar}");
     }
+}
+
+/// At the isolate's first auth API request, its origin against the `log`
+/// transport: without `ISSUER` it is the deployment's issuer; with a
+/// loopback `ISSUER`, a request arriving at another origin shows the Worker
+/// is reachable from elsewhere all the same.
+fn check_request_origin(cfg: &Config, origin: &str) {
+    if ORIGIN_CHECKED.with(|c| c.replace(true)) {
+        return;
+    }
+    let seen_as = if cfg.issuer.is_none() { "issuer" } else { "request origin" };
+    warn_log_transport(cfg, seen_as, origin);
 }
 
 #[event(start)]
@@ -103,10 +118,18 @@ pub fn fetch(
     .into())
 }
 
-#[event(queue)]
-async fn consume(batch: MessageBatch<wasm_bindgen::JsValue>, env: Env, _ctx: Context) -> worker::Result<()> {
+/// The queue entry point. Exported by hand rather than with
+/// `#[event(queue)]`, whose `MessageBatch` hides each message's `attempts`:
+/// the consumer needs it to stop retrying a message whose seal does not open.
+#[allow(unsafe_code)] // wasm-bindgen's generated export shim
+#[wasm_bindgen::prelude::wasm_bindgen(js_name = queue)]
+pub async fn consume(
+    batch: worker::worker_sys::MessageBatch,
+    env: Env,
+    _ctx: worker::worker_sys::Context,
+) -> Result<wasm_bindgen::JsValue, wasm_bindgen::JsValue> {
     queue::consume(batch, env).await;
-    Ok(())
+    Ok(wasm_bindgen::JsValue::UNDEFINED)
 }
 
 /// The every-minute trigger that only drains the outbox; the other

@@ -8,8 +8,9 @@
 //! backoff core computed when some target does not (`retry_with_options`,
 //! never `retry_all`). The platform moves a message to the dead-letter queue
 //! after `max_retries` (wrangler.toml); a malformed message is sent there at
-//! once through the `DEAD_LETTERS` producer rather than retried. The
-//! dead-letter consumer logs and records every message it gets.
+//! once through the `DEAD_LETTERS` producer rather than retried, and one
+//! whose sealed secret does not open after [`delivery::UNOPENED_RETRIES`]
+//! retries. The dead-letter consumer logs and records every message it gets.
 
 use std::rc::Rc;
 
@@ -21,7 +22,7 @@ use worker::{
 use crate::core::config::Config;
 use crate::core::delivery::{self, Quarantine, Verdict};
 use crate::core::error::Error;
-use crate::core::events::{self, Envelope, Received};
+use crate::core::events::{self, Envelope, OpenError, Received};
 use crate::core::ports::{EventSink, Result};
 use crate::core::rate_limit::BACKOFF_MEMORY_SECS;
 use crate::core::time::UnixTime;
@@ -139,9 +140,26 @@ fn retry_in(msg: &RawMessage, secs: u32) {
     msg.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(secs).build());
 }
 
+/// The messages of `batch`, each with the platform's count of its
+/// deliveries (`attempts`, from 1), which workers-rs's `RawMessage` does not
+/// expose.
+fn messages(batch: &worker::worker_sys::MessageBatch) -> Vec<(RawMessage, u32)> {
+    let Ok(all) = batch.messages() else { return Vec::new() };
+    all.iter()
+        .map(|m| {
+            let attempts = js_sys::Reflect::get(&m, &JsValue::from_str("attempts"))
+                .ok()
+                .and_then(|a| a.as_f64())
+                .filter(|a| a.is_finite() && *a >= 1.0)
+                .map_or(1, |a| a.min(f64::from(u32::MAX)) as u32);
+            (RawMessage::from(worker::worker_sys::Message::from(m)), attempts)
+        })
+        .collect()
+}
+
 /// Handles one batch from `portcullis-events` or its dead-letter queue.
-pub async fn consume(batch: MessageBatch<JsValue>, env: Env) {
-    let dead_letter_queue = batch.queue().ends_with("-dlq");
+pub async fn consume(batch: worker::worker_sys::MessageBatch, env: Env) {
+    let dead_letter_queue = batch.queue().map(String::from).unwrap_or_default().ends_with("-dlq");
     let cfg = config(&env);
     if let Err(e) = &cfg {
         worker::console_error!("portcullis.error consumer misconfigured: {}", e.0);
@@ -150,7 +168,7 @@ pub async fn consume(batch: MessageBatch<JsValue>, env: Env) {
         Ok(s) => s,
         Err(e) => {
             worker::console_error!("portcullis.error {e}");
-            batch.retry_all_with_options(
+            MessageBatch::<JsValue>::from(batch).retry_all_with_options(
                 &QueueRetryOptionsBuilder::new().with_delay_seconds(UNAVAILABLE_RETRY_SECS).build(),
             );
             return;
@@ -159,12 +177,12 @@ pub async fn consume(batch: MessageBatch<JsValue>, env: Env) {
     // Messages are independent: handle them concurrently, so one slow
     // endpoint does not hold up the rest of the batch.
     let (cfg, store, env) = (&cfg, &store, &env);
-    let work = batch.raw_iter().map(|msg| async move {
+    let work = messages(&batch).into_iter().map(|(msg, attempts)| async move {
         if dead_letter_queue {
             bury(&msg, store).await;
         } else {
             match cfg {
-                Ok(cfg) => handle(&msg, cfg.clone(), store, env).await,
+                Ok(cfg) => handle(&msg, attempts, cfg.clone(), store, env).await,
                 // Nothing is delivered half-configured; the message waits
                 // (and, if it waits too long, is dead-lettered and recorded).
                 Err(_) => retry_in(&msg, UNAVAILABLE_RETRY_SECS),
@@ -174,13 +192,27 @@ pub async fn consume(batch: MessageBatch<JsValue>, env: Env) {
     futures_util::future::join_all(work).await;
 }
 
-async fn handle(msg: &RawMessage, cfg: Rc<Config>, store: &D1Store, env: &Env) {
+async fn handle(msg: &RawMessage, attempts: u32, cfg: Rc<Config>, store: &D1Store, env: &Env) {
     let body = body_json(&msg.body());
     let key = events::secrets_key(&cfg.kek);
-    let event = body.clone().and_then(|value| Received::open(value, &key));
-    let event = match event {
+    let opened = match &body {
+        Ok(value) => Received::open(value.clone(), &key),
+        Err(why) => Err(OpenError::Malformed(why.clone())),
+    };
+    let event = match opened {
         Ok(e) => e,
-        Err(why) => return quarantine(msg, &why, body.map(delivery::masked_text).unwrap_or_default(), env).await,
+        Err(error) => {
+            // A seal that does not open may be an isolate on another
+            // KEY_ENCRYPTION_KEY during a change: tried again before it is quarantined.
+            if let Some(delay) = delivery::retry_unopened(&cfg, &error, attempts) {
+                worker::console_warn!(
+                    "portcullis.unopened_event id={} attempt={attempts} retry_in_secs={delay} {error}",
+                    msg.id()
+                );
+                return retry_in(msg, delay);
+            }
+            return quarantine(msg, delivery::quarantine(&msg.id(), &error, attempts, body.ok()), env).await;
+        }
     };
     match delivery::deliver(&cfg, store, &FetchCourier, &event, platform::now()).await {
         Ok(Verdict::Ack) => msg.ack(),
@@ -192,10 +224,11 @@ async fn handle(msg: &RawMessage, cfg: Rc<Config>, store: &D1Store, env: &Env) {
     }
 }
 
-/// Sends a malformed message straight to the dead-letter queue, then acks it.
-async fn quarantine(msg: &RawMessage, why: &str, raw: String, env: &Env) {
-    worker::console_error!("portcullis.malformed_event id={} {why}", msg.id());
-    let wrapped = Quarantine::new(&msg.id(), why, &raw);
+/// Sends a message that cannot be opened straight to the dead-letter queue
+/// (its body and reason already masked by core), then acks it.
+async fn quarantine(msg: &RawMessage, wrapped: Quarantine, env: &Env) {
+    let kind = if wrapped.quarantined.unopened { "unopened" } else { "malformed" };
+    worker::console_error!("portcullis.{kind}_event id={} {}", msg.id(), wrapped.quarantined.reason);
     let sent = async {
         let text = serde_json::to_string(&wrapped).map_err(|e| e.to_string())?;
         let body = js_sys::JSON::parse(&text).map_err(|e| format!("{e:?}"))?;

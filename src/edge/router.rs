@@ -30,7 +30,7 @@ use crate::edge::keyring::{self, EdgeKeys};
 use crate::edge::outbound::FetchGate;
 use crate::edge::platform::{self, OsRandom};
 use crate::edge::queue::QueueSink;
-use crate::edge::{config, oauth, proxy, warn_log_transport};
+use crate::edge::{check_request_origin, config, oauth, proxy};
 
 /// Cookie carrying the access token in cookie mode.
 pub const ACCESS_COOKIE: &str = "__Host-portcullis_access";
@@ -218,10 +218,7 @@ async fn auth_api(
     let deps = ports.deps(&cfg);
     let keys = &ports.keys;
     let meta = meta(req, &cfg, url);
-    if cfg.issuer.is_none() {
-        // Without ISSUER the deployment's issuer is the request's origin.
-        warn_log_transport(&cfg, &meta.issuer);
-    }
+    check_request_origin(&cfg, &http::request_origin(url));
     let rng = &mut OsRandom;
     let method = req.method();
     let method = if method == "HEAD" { "GET".to_string() } else { method };

@@ -446,3 +446,169 @@ fn a_failure_that_echoes_the_secret_is_logged_and_recorded_without_it() {
     let letter = block_on(delivery::dead_letter(&ledger, &courier, "m-1", Ok(ev.to_value()), UnixTime(2_000))).unwrap();
     assert!(!serde_json::to_string(&letter.failed).unwrap().contains("tok-123"));
 }
+
+#[test]
+fn a_sealed_token_cannot_be_redirected_by_editing_the_queued_envelope() {
+    let cfg = config(&[]);
+    let key = events::secrets_key(&cfg.kek);
+    let event: Event = events::PasswordResetRequested {
+        user_id: "u1".into(),
+        email: "victim@corp.example".into(),
+        token: "RESET-TOKEN-OF-VICTIM".into(),
+    }
+    .into();
+    let mut message = queued(&cfg, event, 80);
+    let (ledger, courier) = (MemLedger::default(), MemCourier::ok());
+    let ev = Received::open(message.clone(), &key).unwrap();
+    assert_eq!(deliver(&cfg, &ledger, &courier, &ev, 1_000), Verdict::Ack);
+    // The same body with another recipient (an outbox row, a redriven dead
+    // letter, a queue send): the seal no longer opens, nothing is mailed.
+    message["data"]["email"] = "attacker@evil.example".into();
+    assert!(Received::open(message.clone(), &key).is_err(), "the victim's token would go to the attacker");
+    // It is retried like any seal that does not open, then quarantined with
+    // its secret still sealed, and never delivered.
+    let error = Received::open(message.clone(), &key).unwrap_err();
+    assert_eq!(delivery::retry_unopened(&cfg, &error, delivery::UNOPENED_RETRIES + 1), None);
+    let q = delivery::quarantine("m-80", &error, delivery::UNOPENED_RETRIES + 1, Some(message));
+    let letter =
+        block_on(delivery::dead_letter(&ledger, &courier, "m-81", Ok(serde_json::to_value(&q).unwrap()), UnixTime(9)))
+            .unwrap();
+    assert!(letter.reason.starts_with("unopened: password_reset_requested: the sealed token does not open"));
+    assert!(!letter.body.contains("RESET-TOKEN-OF-VICTIM"), "{}", letter.body);
+    assert_eq!(courier.lines("portcullis.email").len(), 1, "mailed once, to the victim");
+}
+
+#[test]
+fn a_seal_that_does_not_open_is_retried_with_backoff_before_it_is_quarantined() {
+    let cfg = webhooks(&[]); // RETRY_BASE_DELAY_SECS=2
+    let other = events::secrets_key(&portcullis::core::keys::Kek::from_bytes([42; 32]));
+    let (event, secret) = secret_events().remove(0);
+    let message = queued(&cfg, event, 90);
+    // Sealed under another KEY_ENCRYPTION_KEY (an isolate on the previous
+    // one, while a change rolls out).
+    let error = Received::open(message.clone(), &other).unwrap_err();
+    assert!(matches!(error, events::OpenError::Unopened(_)), "{error:?}");
+    let delays: Vec<Option<u32>> = (1..=5).map(|a| delivery::retry_unopened(&cfg, &error, a)).collect();
+    assert_eq!(delays, [Some(2), Some(4), Some(8), None, None]);
+    // The isolate that has the right key delivers it on a retry.
+    assert_eq!(Received::open(message.clone(), &events::secrets_key(&cfg.kek)).unwrap().event.secret(), Some(secret));
+    // After the retries: quarantined, still sealed, so it can be redriven
+    // once the key that sealed it is back.
+    let (ledger, courier) = (MemLedger::default(), MemCourier::ok());
+    let q = delivery::quarantine("m-90", &error, 4, Some(message.clone()));
+    assert!(q.quarantined.unopened);
+    let letter =
+        block_on(delivery::dead_letter(&ledger, &courier, "m-91", Ok(serde_json::to_value(&q).unwrap()), UnixTime(9)))
+            .unwrap();
+    assert!(letter.reason.starts_with("unopened: ") && letter.reason.ends_with("tried 4 times"), "{}", letter.reason);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&letter.body).unwrap(), message);
+    // A malformed message is not retried.
+    let malformed = events::OpenError::Malformed("envelope: missing field `id`".into());
+    assert_eq!(delivery::retry_unopened(&cfg, &malformed, 1), None);
+}
+
+#[test]
+fn a_quarantined_body_is_stored_and_logged_masked() {
+    // A wrapper made before secrets were sealed, its body in clear.
+    let env = Envelope::new(
+        events::MagicLinkRequested { user_id: None, email: "a@example.com".into(), token: "CLEAR-TOKEN".into() },
+        &mut TestRandom(4),
+        UnixTime(1_000),
+    );
+    let q = Quarantine::new("m-9", "envelope: whatever", &env.to_json());
+    let (ledger, courier) = (MemLedger::default(), MemCourier::ok());
+    let letter =
+        block_on(delivery::dead_letter(&ledger, &courier, "m-9", Ok(serde_json::to_value(&q).unwrap()), UnixTime(5)))
+            .unwrap();
+    assert!(!letter.body.contains("CLEAR-TOKEN"), "stored: {}", letter.body);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&letter.body).unwrap()["data"]["token"], "[redacted]");
+    assert!(!ledger.dead.borrow()[0].body.contains("CLEAR-TOKEN"));
+    assert!(!all_lines(&courier).contains("CLEAR-TOKEN"), "{}", all_lines(&courier));
+    // Text that is not JSON (cut at the cap) is withheld when it may hold a secret.
+    let json = env.to_json();
+    let cut_at = json.find("CLEAR-TOKEN").unwrap() + 5;
+    let cut = Quarantine::new("m-10", "envelope: whatever", &json[..cut_at]);
+    let letter = block_on(delivery::dead_letter(
+        &ledger,
+        &courier,
+        "m-10",
+        Ok(serde_json::to_value(&cut).unwrap()),
+        UnixTime(5),
+    ))
+    .unwrap();
+    assert_eq!(letter.body, format!("[withheld: {cut_at} characters, not JSON, that may hold a secret]"));
+    assert!(!all_lines(&courier).contains("CLEAR"), "{}", all_lines(&courier));
+}
+
+#[test]
+fn a_malformed_message_is_quarantined_without_its_secret_in_body_or_reason() {
+    // No id, and the code as a number: malformed, and serde's error quotes the value.
+    let body = serde_json::json!({
+        "type": "email_otp_requested", "timestamp": "t", "v": 1,
+        "data": {"user_id": null, "email": "a@example.com", "code": 804211}
+    });
+    let cfg = config(&[]);
+    let error = Received::open(body.clone(), &events::secrets_key(&cfg.kek)).unwrap_err();
+    assert!(matches!(error, events::OpenError::Malformed(_)));
+    let q = delivery::quarantine("m-11", &error, 1, Some(body));
+    let text = serde_json::to_string(&q).unwrap();
+    assert!(!text.contains("804211"), "{text}");
+    assert!(!q.quarantined.unopened);
+    let (ledger, courier) = (MemLedger::default(), MemCourier::ok());
+    let letter = block_on(delivery::dead_letter(
+        &ledger,
+        &courier,
+        "m-11",
+        Ok(serde_json::from_str(&text).unwrap()),
+        UnixTime(5),
+    ))
+    .unwrap();
+    assert!(letter.reason.starts_with("malformed: "), "{}", letter.reason);
+    assert!(!serde_json::to_string(&letter).unwrap().contains("804211"));
+}
+
+#[test]
+fn a_masked_dead_letter_sent_to_the_queue_again_is_refused_not_mailed() {
+    let cfg = config(&[]);
+    let (ledger, courier) = (MemLedger::default(), MemCourier::ok());
+    // A dead letter that arrived in clear is stored masked ...
+    let letter = block_on(delivery::dead_letter(
+        &ledger,
+        &courier,
+        "m-1",
+        Ok(magic(73, "old@example.com").to_value()),
+        UnixTime(5),
+    ))
+    .unwrap();
+    let stored: serde_json::Value = serde_json::from_str(&letter.body).unwrap();
+    assert_eq!(stored["data"]["token"], "[redacted]");
+    // ... and redriven as it is, it is malformed: no mail with "[redacted]" for a link.
+    let redriven = Received::open(stored, &events::secrets_key(&cfg.kek));
+    assert!(redriven.is_err(), "{redriven:?}");
+}
+
+#[test]
+fn an_echoed_secret_is_scrubbed_before_the_reply_is_cut() {
+    let cfg = config(&[("WEBHOOK_URLS", A), ("WEBHOOK_SECRET", SECRET)]);
+    for (i, (event, secret)) in secret_events().into_iter().enumerate() {
+        let ev = received(event, 100 + i as u64);
+        let body = ev.to_value().to_string();
+        let at = body.find(secret).unwrap();
+        // Error pages whose text before the echoed body puts the 200-character
+        // cut after `kept` characters of the secret.
+        for kept in 1..secret.len() {
+            let prefix = "x".repeat(200 - kept - at);
+            let courier =
+                MemCourier::new(move |req| Ok(HttpReply { status: 400, body: format!("{prefix}{}", req.body) }));
+            let ledger = MemLedger::default();
+            deliver(&cfg, &ledger, &courier, &ev, 1_000);
+            let failed = courier.lines("portcullis.delivery_failed")[0]["error"].as_str().unwrap().to_string();
+            let row = ledger.row(&ev.id, &format!("webhook:{A}")).unwrap().last_error.unwrap();
+            for text in [&failed, &row] {
+                assert!(text.starts_with("HTTP 400: xxx"), "{text}");
+                assert!(!text.ends_with(&format!("{}…", &secret[..kept])), "{kept} of {secret} kept: {text}");
+                assert!(kept < 4 || !text.contains(&secret[..kept]), "{kept} of {secret} kept: {text}");
+            }
+        }
+    }
+}

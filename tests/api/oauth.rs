@@ -432,41 +432,57 @@ fn a_callback_without_the_browsers_binding_is_refused_and_leaves_the_state_to_th
 }
 
 #[test]
-fn in_cookie_mode_the_exchange_answers_the_user_and_expiry_but_no_token() {
+fn in_cookie_mode_the_callback_issues_no_code_and_the_exchange_is_refused() {
     let providers = json!([{"id": "idp", "issuer": IDP, "client_id": CLIENT}]).to_string();
     let vars = [
         ("OAUTH_PROVIDERS", providers.as_str()),
         ("OAUTH_IDP_CLIENT_SECRET", "shh"),
-        ("REDIRECT_ALLOWLIST", "https://app.test"),
+        ("REDIRECT_ALLOWLIST", "https://app.test/done"),
         ("COOKIE_MODE", "true"),
     ];
-    for (body_tokens, expect_tokens) in [(None, false), (Some("false"), false), (Some("true"), true)] {
+    for body_tokens in [None, Some("false")] {
         let mut vars = vars.to_vec();
         vars.extend(body_tokens.map(|v| ("COOKIE_MODE_BODY_TOKENS", v)));
         let w = World::new(&vars);
         let idp = FakeIdp::default();
         let rng = &mut TestRandom(15);
-        let out =
-            sign_in(&w, rng, &idp, 1_000, json!({"sub": "s-c", "email": "c@example.com", "email_verified": true}));
-        let code = location_param(&out, "code").unwrap();
+        *idp.claims.borrow_mut() = json!({"sub": "s-c", "email": "c@example.com", "email_verified": true});
+        let b = begin(&w, rng, &idp, 1_000, None);
+        let out = finish(&w, rng, &idp, 1_001, &b);
+        // Back to the app with nothing in the URL to steal: the answer's cookies carry the session.
+        let CallbackOutcome::SignedIn { location, auth } = &out else { panic!("{out:?}") };
+        assert_eq!(location, "https://app.test/done", "{body_tokens:?}");
+        assert_eq!(w.store.oauth.borrow().exchanges.len(), 0, "no exchange stored");
         let (deps, meta) = w.at(1_002);
-        let auth = block_on(deps.oauth_exchange(&meta, ExchangeRequest { code })).unwrap();
-        let text = serde_json::to_string(&auth.body(&w.config)).unwrap();
-        let body: Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(body["user"]["email"], "c@example.com");
-        assert_eq!((body["token_type"].as_str(), body["expires_in"].as_u64()), (Some("Bearer"), Some(900)));
-        let mut keys: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
-        keys.sort_unstable();
-        if expect_tokens {
-            assert_eq!(body["access_token"].as_str(), Some(auth.access_token.as_str()));
-            assert_eq!(body["refresh_token"].as_str(), Some(auth.refresh_token.as_str()));
-        } else {
-            assert_eq!(keys, ["expires_in", "token_type", "user"], "{body_tokens:?}");
-            assert!(!text.contains(&auth.access_token) && !text.contains(&auth.refresh_token), "{text}");
-        }
-        // The tokens themselves are intact, for the cookies.
         assert!(block_on(deps.me_with_providers(&meta, Some(&auth.access_token))).is_ok());
+        // Any exchange is refused, with a problem that says why.
+        let err = block_on(deps.oauth_exchange(&meta, ExchangeRequest { code: "a".repeat(43) })).unwrap_err();
+        let p = err.problem();
+        assert_eq!((p.status, p.code), (400, "invalid_exchange_code"));
+        assert!(p.detail.contains("cookie mode"), "{}", p.detail);
     }
+}
+
+#[test]
+fn in_cookie_mode_with_body_tokens_the_code_is_exchanged_for_the_tokens_as_before() {
+    let providers = json!([{"id": "idp", "issuer": IDP, "client_id": CLIENT}]).to_string();
+    let w = World::new(&[
+        ("OAUTH_PROVIDERS", providers.as_str()),
+        ("OAUTH_IDP_CLIENT_SECRET", "shh"),
+        ("REDIRECT_ALLOWLIST", "https://app.test"),
+        ("COOKIE_MODE", "true"),
+        ("COOKIE_MODE_BODY_TOKENS", "true"),
+    ]);
+    let idp = FakeIdp::default();
+    let rng = &mut TestRandom(16);
+    let out = sign_in(&w, rng, &idp, 1_000, json!({"sub": "s-c", "email": "c@example.com", "email_verified": true}));
+    let code = location_param(&out, "code").unwrap();
+    let (deps, meta) = w.at(1_002);
+    let auth = block_on(deps.oauth_exchange(&meta, ExchangeRequest { code })).unwrap();
+    let body: Value = serde_json::to_value(auth.body(&w.config)).unwrap();
+    assert_eq!(body["user"]["email"], "c@example.com");
+    assert_eq!(body["access_token"].as_str(), Some(auth.access_token.as_str()));
+    assert_eq!(body["refresh_token"].as_str(), Some(auth.refresh_token.as_str()));
 }
 
 #[test]

@@ -38,6 +38,37 @@ fn the_email_limit_refuses_with_retry_after_and_reports_once_per_window() {
 }
 
 #[test]
+fn one_64_adds_at_most_its_own_budget_to_its_48() {
+    // Defaults for magic-link: 20 an hour per /64, 80 per /48; distinct
+    // addresses, so their limit of 5 plays no part.
+    let w = World::new(&[]);
+    let rng = &mut TestRandom(3);
+    let mut sent = 0;
+    let mut send = |ip: &str| {
+        sent += 1;
+        magic_link(&w, rng, 1_000 + sent, &format!("x{sent}@example.com"), Some(ip))
+    };
+    // One /64 sends far more than its budget: 20 through, the rest refused.
+    let outcomes: Vec<bool> = (0..200).map(|_| send("2001:db8:1:1::1").is_ok()).collect();
+    assert_eq!(outcomes.iter().filter(|ok| **ok).count(), 20);
+    // Its refused requests did not charge the /48: three neighbouring /64s
+    // still have their whole budget each (20 + 3 × 20 = the /48's 80) ...
+    for net in 2..=4 {
+        for i in 0..20 {
+            let ip = format!("2001:db8:1:{net}::{i}");
+            assert!(send(&ip).is_ok(), "{ip} refused: {:?}", w.events.all_of("rate_limit_exceeded"));
+        }
+    }
+    // ... and then the /48 is full: a fifth /64 is refused by it.
+    assert!(matches!(send("2001:db8:1:5::1"), Err(Error::RateLimited { .. })));
+    let kinds: Vec<String> =
+        w.events.all_of("rate_limit_exceeded").iter().map(|e| e["key_type"].as_str().unwrap().to_string()).collect();
+    assert_eq!(kinds, ["ip", "ipv6_48"]);
+    // Another /48 is not affected.
+    send("2001:db8:2:1::1").unwrap();
+}
+
+#[test]
 fn requests_without_a_client_ip_share_one_bucket() {
     let w = World::new(&[("RATE_LIMITS", r#"{"otp": {"ip": "2/1h", "email": "off"}}"#)]);
     let mut rng = TestRandom(2);

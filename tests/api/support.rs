@@ -378,20 +378,26 @@ impl AccountStore for MemStore {
 }
 
 impl RateLimitStore for MemStore {
-    async fn hit(&self, hits: &[Hit], now: UnixTime) -> Result<Vec<Count>> {
+    async fn hit(&self, hits: &[Hit], now: UnixTime) -> Result<Vec<Option<Count>>> {
         self.check()?;
         let mut counters = self.counters.borrow_mut();
-        Ok(hits
-            .iter()
-            .map(|h| {
-                let entry = counters.entry(h.key.clone()).or_insert((now, 0));
-                if entry.0 <= now {
-                    *entry = (now.plus_secs(h.window_secs), 0);
-                }
-                entry.1 += 1;
-                Count { count: entry.1, resets_at: entry.0 }
-            })
-            .collect())
+        let mut out: Vec<Option<Count>> = Vec::with_capacity(hits.len());
+        for h in hits {
+            // As D1's conditional upsert: counted only if the earlier counter, as just counted, admits it.
+            let admitted =
+                h.within.is_none_or(|w| out.get(w.hit).copied().flatten().is_some_and(|c| c.count <= w.limit));
+            if !admitted {
+                out.push(None);
+                continue;
+            }
+            let entry = counters.entry(h.key.clone()).or_insert((now, 0));
+            if entry.0 <= now {
+                *entry = (now.plus_secs(h.window_secs), 0);
+            }
+            entry.1 += 1;
+            out.push(Some(Count { count: entry.1, resets_at: entry.0 }));
+        }
+        Ok(out)
     }
     async fn unhit(&self, key: &str, resets_at: UnixTime, limit: u32) -> Result<()> {
         self.check()?;
@@ -558,6 +564,14 @@ impl MemEvents {
             .find(|e| e.kind == kind)
             .unwrap_or_else(|| panic!("no {kind} event in {:?}", self.kinds()));
         serde_json::from_str::<serde_json::Value>(&env.to_json()).unwrap()["data"].clone()
+    }
+    /// The `data` of every event of type `kind`, in order.
+    pub fn all_of(&self, kind: &str) -> Vec<serde_json::Value> {
+        let sent = self.sent.borrow();
+        sent.iter()
+            .filter(|e| e.kind == kind)
+            .map(|e| serde_json::from_str::<serde_json::Value>(&e.to_json()).unwrap()["data"].clone())
+            .collect()
     }
     /// How many events of type `kind` were sent.
     pub fn count(&self, kind: &str) -> usize {

@@ -111,3 +111,16 @@ test("a chunked body under the limit is read whole and works", async () => {
   }, 0);
   assert.equal(edge.status, 201, edge.body);
 });
+
+test("a chunked body of exactly 16 KiB + 1 byte is refused, whether its last byte comes alone or not", async () => {
+  // Valid JSON but for its size: were the limit off by one, it would sign up (201).
+  const padded = Buffer.from(JSON.stringify({ email: randomEmail("over"), password: "correct horse battery" }));
+  const body = Buffer.concat([padded, Buffer.alloc(LIMIT + 1 - padded.length, " ")]);
+  assert.equal(body.length, LIMIT + 1);
+  for (const pieces of [[body], [body.subarray(0, LIMIT), body.subarray(LIMIT)]]) {
+    let i = 0;
+    const res = await chunkedPost("/auth/signup", () => (i < pieces.length ? pieces[i++] : null), 0);
+    assert.equal(res.status, 413, `${pieces.length} piece(s): ${res.body}`);
+    assert.equal(JSON.parse(res.body).code, "payload_too_large");
+  }
+});

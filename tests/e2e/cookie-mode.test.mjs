@@ -1,15 +1,19 @@
 // Cookie mode keeps the tokens out of reach of page scripts: every endpoint
 // that answers an AuthResponse (signup, login, refresh by cookie or by body,
-// magic-link/verify, otp/verify, the OAuth exchange) sets the two HttpOnly
-// cookies and answers a body with the user and the expiry but no token;
-// COOKIE_MODE_BODY_TOKENS=true puts the tokens back in the bodies. Plain HTTP
-// against the built Worker in wrangler dev; the same seen by page scripts in
-// Chromium is in browser.test.mjs.
+// magic-link/verify, otp/verify) sets the two HttpOnly cookies and answers a
+// body with the user and the expiry but no token; an OAuth sign-in's callback
+// sets the cookies itself and returns to the app without a code, and the
+// exchange is refused, so nothing in the app's URL opens a session.
+// COOKIE_MODE_BODY_TOKENS=true puts the tokens back in the bodies, and the
+// OAuth code and exchange back. Plain HTTP against the built Worker in
+// wrangler dev; the same seen by page scripts in Chromium is in
+// browser.test.mjs.
 import { test, before, after, describe } from "node:test";
 import assert from "node:assert/strict";
 import crypto from "node:crypto";
 import { startGateway, post, json, randomEmail } from "./harness.mjs";
 import { startFakeGithub } from "./lib/oauth-servers.mjs";
+import { assertProblem } from "./lib/accounts.mjs";
 
 const ACCESS = "__Host-portcullis_access";
 const REFRESH = "__Host-portcullis_refresh";
@@ -30,11 +34,29 @@ async function printedEmail(gw, type, email) {
   return JSON.parse(line.slice(line.indexOf("{")));
 }
 
+/** An OAuth sign-in with the fake GitHub, up to the callback's answer (302). */
+async function oauthCallback(gw, gh) {
+  const start = await fetch(`${gw.url}/auth/oauth/github/authorize?redirect_to=${encodeURIComponent(APP)}`, { redirect: "manual" });
+  assert.equal(start.status, 302, await start.text());
+  const approved = gh.approve(start.headers.get("location"), {
+    id: crypto.randomInt(1e6, 1e9),
+    login: "cookie",
+    emails: [{ email: randomEmail("cookie-gh"), primary: true, verified: true }],
+  });
+  const cb = await fetch(`${gw.url}/auth/oauth/github/callback?code=${approved.code}&state=${approved.state}`, {
+    redirect: "manual",
+    headers: { cookie: `${BINDING}=${cookiesOf(start)[BINDING]}` },
+  });
+  assert.equal(cb.status, 302, await cb.text());
+  return cb;
+}
+
 /**
  * Signs in through every endpoint that answers an AuthResponse, checking after each
- * that its cookies alone authenticate `/auth/me`. Returns [{ endpoint, status, text, body, cookies }].
+ * that its cookies alone authenticate `/auth/me`; with `exchange`, the OAuth
+ * exchange too. Returns [{ endpoint, status, text, body, cookies }].
  */
-async function signInEverywhere(gw, gh) {
+async function signInEverywhere(gw, gh, { exchange = false } = {}) {
   const email = randomEmail("cookie-body");
   const out = [];
   async function record(endpoint, res) {
@@ -68,21 +90,12 @@ async function signInEverywhere(gw, gh) {
   assert.ok(code, "the printed email carries the code");
   await record("otp/verify", await post(`${gw.url}/auth/otp/verify`, { email, code: code[1] }));
 
-  const start = await fetch(`${gw.url}/auth/oauth/github/authorize?redirect_to=${encodeURIComponent(APP)}`, { redirect: "manual" });
-  assert.equal(start.status, 302, await start.text());
-  const approved = gh.approve(start.headers.get("location"), {
-    id: crypto.randomInt(1e6, 1e9),
-    login: "cookie",
-    emails: [{ email: randomEmail("cookie-gh"), primary: true, verified: true }],
-  });
-  const cb = await fetch(`${gw.url}/auth/oauth/github/callback?code=${approved.code}&state=${approved.state}`, {
-    redirect: "manual",
-    headers: { cookie: `${BINDING}=${cookiesOf(start)[BINDING]}` },
-  });
-  assert.equal(cb.status, 302, await cb.text());
-  const exchangeCode = new URL(cb.headers.get("location")).searchParams.get("code");
-  assert.ok(exchangeCode, cb.headers.get("location"));
-  await record("oauth/exchange", await post(`${gw.url}/auth/oauth/exchange`, { code: exchangeCode }));
+  if (exchange) {
+    const cb = await oauthCallback(gw, gh);
+    const exchangeCode = new URL(cb.headers.get("location")).searchParams.get("code");
+    assert.ok(exchangeCode, cb.headers.get("location"));
+    await record("oauth/exchange", await post(`${gw.url}/auth/oauth/exchange`, { code: exchangeCode }));
+  }
   return out;
 }
 
@@ -112,7 +125,7 @@ describe("cookie mode", () => {
   test("every sign-in endpoint's body carries the user and the expiry, and no token", async () => {
     const answers = await signInEverywhere(gw, gh);
     assert.deepEqual(answers.map((a) => a.endpoint), [
-      "signup", "login", "refresh (cookie)", "refresh (body)", "magic-link/verify", "otp/verify", "oauth/exchange",
+      "signup", "login", "refresh (cookie)", "refresh (body)", "magic-link/verify", "otp/verify",
     ]);
     for (const { endpoint, text, body, cookies } of answers) {
       assert.deepEqual(Object.keys(body).sort(), ["expires_in", "token_type", "user"], `${endpoint}: ${text}`);
@@ -122,6 +135,22 @@ describe("cookie mode", () => {
       assert.ok(!text.includes(cookies[ACCESS]) && !text.includes(cookies[REFRESH]), `${endpoint} shows a token: ${text}`);
       assert.doesNotMatch(text, /eyJ[\w-]+\.[\w-]+\./, endpoint);
     }
+  });
+
+  test("an OAuth callback sets the cookies and returns to the app with no code; the exchange is refused", async () => {
+    const cb = await oauthCallback(gw, gh);
+    // Nothing in the app's URL (its history, a Referer, a script on the page) opens the session.
+    assert.equal(cb.headers.get("location"), APP);
+    const cookies = cookiesOf(cb);
+    assert.ok(cookies[ACCESS] && cookies[REFRESH], JSON.stringify(cookies));
+    const me = await fetch(`${gw.url}/auth/me`, { headers: { cookie: `${ACCESS}=${cookies[ACCESS]}` } });
+    assert.equal(me.status, 200);
+    assert.ok((await json(me)).email.startsWith("cookie-gh"));
+    // No code was issued, and whatever is presented as one is refused: no cookie, no token.
+    const refused = await post(`${gw.url}/auth/oauth/exchange`, { code: crypto.randomBytes(32).toString("base64url") });
+    assert.deepEqual(refused.headers.getSetCookie(), []);
+    const problem = await assertProblem(refused, 400, "invalid_exchange_code");
+    assert.match(problem.detail, /cookie mode/);
   });
 });
 
@@ -136,8 +165,10 @@ describe("cookie mode with COOKIE_MODE_BODY_TOKENS=true", () => {
     await gh?.close();
   });
 
-  test("every sign-in endpoint's body carries the tokens again, the same as its cookies", async () => {
-    for (const { endpoint, text, body, cookies } of await signInEverywhere(gw, gh)) {
+  test("every sign-in endpoint's body carries the tokens again, the same as its cookies; the OAuth code is exchanged", async () => {
+    const answers = await signInEverywhere(gw, gh, { exchange: true });
+    assert.equal(answers.at(-1).endpoint, "oauth/exchange");
+    for (const { endpoint, text, body, cookies } of answers) {
       assert.deepEqual(
         Object.keys(body).sort(),
         ["access_token", "expires_in", "refresh_token", "token_type", "user"],

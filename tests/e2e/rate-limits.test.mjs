@@ -2,7 +2,8 @@
 // defaults (RATE_LIMITS unset), exact counts under 50 concurrent requests
 // (one D1 upsert per key), 429 problem+json with Retry-After, one
 // `rate_limit_exceeded` event per window, no exemption for requests without
-// a usable client IP, IPv6 /64s counted together by their /48, the daily
+// a usable client IP, IPv6 /64s counted together by their /48 (charged only
+// for what each /64 admits), the daily
 // cap on failed email codes per address, and a RATE_LIMITS typo refusing to
 // serve.
 import { test, before, after } from "node:test";
@@ -22,6 +23,7 @@ before(async () => {
           signup: { ip: "3/2s", email: "off" },
           login: { ip: "30/1h", email: "10/1h" },
           "password/forgot": { ip: "100/1h", ipv6_48: "5/1h", email: "off" },
+          "magic-link": { ip: "3/1h", ipv6_48: "6/1h", email: "off" },
         },
         LOGIN_BACKOFF: "off",
         OTP_MAX_FAILURES_PER_DAY: "3",
@@ -239,6 +241,24 @@ test("IPv6: eight /64s of one /48 share its limit (5 per hour here): exactly 5 t
   const neighbour = await post(`${tight.url}/auth/password/forgot`, { email: randomEmail("v6-n") }, from("2001:db8:49:1::1"));
   assert.equal(neighbour.status, 200);
   await neighbour.arrayBuffer();
+});
+
+test("IPv6: one /64 adds at most its own budget to its /48 (3 of 6 here): what it sends beyond leaves its neighbours their share", async () => {
+  const send = (ip, tag) => () => post(`${tight.url}/auth/magic-link`, { email: randomEmail(tag) }, from(ip));
+  // One /64 sends twelve at once: its 3 through, the rest refused by its own limit.
+  const flood = await burst(Array.from({ length: 12 }, (_, i) => send(`2001:db8:64:1::${i + 1}`, "v6-flood")));
+  assert.deepEqual(tally(flood), { 200: 3, 429: 9 });
+  // Only its 3 were charged to the /48: a neighbouring /64 still gets its own 3 ...
+  const next = await burst(Array.from({ length: 3 }, (_, i) => send(`2001:db8:64:2::${i + 1}`, "v6-next")));
+  assert.deepEqual(tally(next), { 200: 3 });
+  // ... and then the /48 is full.
+  const third = await send("2001:db8:64:3::1", "v6-third")();
+  assert.equal(third.status, 429);
+  await third.arrayBuffer();
+  await settle(tight);
+  const mine = exceeded(tight, (d) => d.endpoint === "magic-link" && d.ip_address?.startsWith("2001:db8:64:"));
+  assert.deepEqual(mine.map((e) => e.data.key_type).sort(), ["ip", "ipv6_48"]);
+  assert.equal(mine.find((e) => e.data.key_type === "ipv6_48").data.ip_address, "2001:db8:64:3::1");
 });
 
 /** Requests a code for `email` and returns it (from the logged event). */

@@ -2,11 +2,14 @@
 // `*_requested` events (magic-link, reset and verification tokens, email
 // codes) appear in no log line but the `log` transport's printed email, and
 // rest only sealed in the D1 outbox and in dead letters — yet webhooks still
-// get them, and a sealed secret still works once delivered. A `log` transport
-// serving an issuer that is not a loopback URL says so at start-up.
+// get them, and a sealed secret still works once delivered; one sealed under
+// another KEY_ENCRYPTION_KEY is retried, then dead-lettered still sealed;
+// migration 0007 masks what older versions left. A `log` transport serving an
+// issuer (or a request origin) that is not a loopback URL says so at start-up.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
+import crypto from "node:crypto";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
 import http from "node:http";
@@ -156,14 +159,34 @@ test("with an HTTP email transport no log line holds a secret, dead letters keep
     }
     assert.deepEqual(gw.logs().filter((l) => l.includes("portcullis.warning")), [], "no warning for an HTTP transport");
 
-    // Dead letters recorded before secrets were sealed are masked by migration 0008.
+    // Rows recorded before secrets were sealed are masked by migration 0007:
+    // dead letters' bodies, and replies that echoed a secret (cut at 200
+    // characters before they were scrubbed, so a prefix survived).
     const old = { id: "legacy-1", type: "magic_link_requested", timestamp: "2026-01-01T00:00:00Z", v: 1, data: { user_id: null, email, token: "legacy-clear-token" } };
-    await d1(gw, `INSERT INTO dead_letters (id, event_type, reason, body, failed, dead_at) VALUES ('legacy-1', 'magic_link_requested', 'retries_exhausted', ${sqlText(JSON.stringify(old))}, '[]', 0)`);
-    await d1File(gw, path.join(ROOT, "migrations", "0008_mask_dead_letter_secrets.sql"));
-    const [masked] = await d1(gw, "SELECT body FROM dead_letters WHERE id = 'legacy-1'");
+    const echoed = `HTTP 400: ${"x".repeat(150)}{"token":"legacy-cle…`;
+    const failed = [{ target: "webhook:http://hook.test/", attempts: 4, last_error: echoed }, { target: `email:${email}`, attempts: 4, last_error: "no answer within 5000 ms" }];
+    await d1(gw, `INSERT INTO dead_letters (id, event_type, reason, body, failed, dead_at) VALUES ('legacy-1', 'magic_link_requested', 'retries_exhausted', ${sqlText(JSON.stringify(old))}, ${sqlText(JSON.stringify(failed))}, 0)`);
+    const quarantined = { type: "email_otp_requested", data: { email, code: 804211 } };
+    await d1(gw, `INSERT INTO dead_letters (id, event_type, reason, body, failed, dead_at) VALUES ('msg:legacy-2', NULL, 'malformed: envelope: missing field id', ${sqlText(JSON.stringify(quarantined))}, '[]', 0)`);
+    await d1(gw, `INSERT INTO event_deliveries (event_id, target, event_type, attempts, first_attempt_at, last_attempt_at, last_error) VALUES ('legacy-1', 'webhook:http://hook.test/', 'magic_link_requested', 4, 0, 0, ${sqlText(echoed)}), ('legacy-3', 'webhook:http://hook.test/', 'login', 4, 0, 0, 'HTTP 500: oops')`);
+    const migration = path.join(ROOT, "migrations", "0007_mask_dead_letter_secrets.sql");
+    await d1File(gw, migration);
+    const [masked] = await d1(gw, "SELECT body, failed FROM dead_letters WHERE id = 'legacy-1'");
     assert.deepEqual(JSON.parse(masked.body), { ...old, data: { ...old.data, token: "[redacted]" } });
+    assert.deepEqual(JSON.parse(masked.failed), [{ ...failed[0], last_error: "HTTP 400: [reply withheld]" }, failed[1]]);
+    const [odd] = await d1(gw, "SELECT body FROM dead_letters WHERE id = 'msg:legacy-2'");
+    assert.deepEqual(JSON.parse(odd.body), { ...quarantined, data: { email, code: "[redacted]" } });
+    const deliveries = await d1(gw, "SELECT event_id, last_error FROM event_deliveries WHERE event_id LIKE 'legacy-%' ORDER BY event_id");
+    assert.deepEqual(deliveries, [
+      { event_id: "legacy-1", last_error: "HTTP 400: [reply withheld]" },
+      { event_id: "legacy-3", last_error: "HTTP 500: oops" },
+    ]);
     const kept = await d1(gw, `SELECT body FROM dead_letters WHERE id IN (${ids.map(sqlText).join(", ")})`);
     assert.deepEqual(kept.map((r) => r.body).sort(), rows.map((r) => r.body).sort(), "sealed ones are left as they are");
+    // Idempotent: a second run changes nothing.
+    const before = await d1(gw, "SELECT id, body, failed FROM dead_letters ORDER BY id");
+    await d1File(gw, migration);
+    assert.deepEqual(await d1(gw, "SELECT id, body, failed FROM dead_letters ORDER BY id"), before);
   } finally {
     await gw.stop();
     await rx.close();
@@ -235,6 +258,53 @@ test("events waiting in the outbox keep their secrets sealed, and the secrets wo
   }
 });
 
+test("an event sealed under another KEY_ENCRYPTION_KEY is tried again with backoff, then dead-lettered still sealed", async () => {
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), "portcullis-e2e-kek-"));
+  const fault = await faultyConfig({ noQueue: true });
+  const email = randomEmail("kek");
+  let row;
+  try {
+    // Sealed by an isolate with the project's key, and kept in the outbox (the queue is down).
+    const down = await startGateway({ args: fault.args, persistDir: dir });
+    try {
+      await signup(down, email);
+      assert.equal((await post(`${down.url}/auth/password/forgot`, { email })).status, 200);
+      row = await until("the reset event in the outbox", async () => {
+        const rows = await d1(down, "SELECT id, body FROM event_outbox");
+        return rows.find((r) => JSON.parse(r.body).type === "password_reset_requested");
+      }, 30_000);
+    } finally {
+      await down.stop();
+    }
+    // Re-sent by isolates with another key, as while a new KEY_ENCRYPTION_KEY rolls out.
+    const otherKek = crypto.randomBytes(32).toString("base64");
+    const up = await startGateway({
+      persistDir: dir,
+      args: ["--test-scheduled"],
+      vars: { KEY_ENCRYPTION_KEY: otherKek, RETRY_BASE_DELAY_SECS: "1" },
+    });
+    try {
+      await (await fetch(`${up.url}/__scheduled?cron=${encodeURIComponent("* * * * *")}`)).arrayBuffer();
+      const [letter] = await until("the dead letter", async () => {
+        const r = await d1(up, "SELECT id, reason, body FROM dead_letters WHERE reason LIKE 'unopened:%'");
+        return r.length > 0 && r;
+      }, 60_000, 500);
+      // Three retries, with the usual backoff (1, 2, 4 s here), before it was quarantined.
+      const retries = up.logs().filter((l) => l.includes("portcullis.unopened_event") && l.includes("retry_in_secs="));
+      assert.deepEqual(retries.map((l) => l.match(/attempt=(\d+) retry_in_secs=(\d+)/).slice(1).join("/")), ["1/1", "2/2", "3/4"]);
+      assert.match(letter.reason, /^unopened: password_reset_requested: the sealed token does not open with this KEY_ENCRYPTION_KEY.*tried 4 times$/);
+      // Kept as it was sealed: redrivable once the key that sealed it is back.
+      assert.deepEqual(JSON.parse(letter.body), JSON.parse(row.body));
+      assert.ok(!up.logs().some((l) => l.includes("portcullis.email ") && l.includes(email)), "nothing was mailed");
+    } finally {
+      await up.stop();
+    }
+  } finally {
+    await fault.cleanup();
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+});
+
 const warnings = (gw) => gw.logs().filter((l) => l.includes("portcullis.warning") && l.includes(WARNING));
 
 test("the log transport serving an issuer that is not a loopback URL warns loudly at start-up, once", async () => {
@@ -262,6 +332,20 @@ test("without ISSUER, the first auth request arriving at an origin that is not l
     assert.match(line, /issuer http:\/\/auth\.example\.com /);
     const email = randomEmail("warned");
     await signup(gw, email);
+    await gw.waitForEvent((e) => e.type === "user_created" && e.data.email === email);
+    assert.equal(warnings(gw).length, 1);
+  } finally {
+    await gw.stop();
+  }
+});
+
+test("a loopback ISSUER does not hide a request arriving at an origin that is not loopback", async () => {
+  const gw = await startGateway({ vars: { ISSUER: "http://localhost:8787" }, args: ["--local-upstream", "auth.example.com"] });
+  try {
+    const email = randomEmail("warned");
+    await signup(gw, email);
+    const line = await gw.waitForLog((l) => l.includes("portcullis.warning") && l.includes(WARNING));
+    assert.match(line, /request origin http:\/\/auth\.example\.com /);
     await gw.waitForEvent((e) => e.type === "user_created" && e.data.email === email);
     assert.equal(warnings(gw).length, 1);
   } finally {

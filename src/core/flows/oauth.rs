@@ -8,7 +8,11 @@
 //! it, taking an unverified account over ([`crate::core::takeover`]); an
 //! unverified one never does; otherwise a new account is made. The
 //! browser returns to `redirect_to` with a one-time `code` the app swaps for
-//! tokens at `/auth/oauth/exchange` — tokens never travel in a URL.
+//! tokens at `/auth/oauth/exchange` — tokens never travel in a URL. In
+//! cookie mode (without `COOKIE_MODE_BODY_TOKENS`) the callback's answer
+//! sets the session cookies itself and the browser returns without a code:
+//! a code in the app's URL would hand the session (as `Set-Cookie`) to
+//! whoever read it there, so there is none, and the exchange is refused.
 
 use serde::{Deserialize, Serialize};
 
@@ -82,9 +86,11 @@ pub struct CallbackQuery {
 /// How a callback ends.
 #[derive(Debug)]
 pub enum CallbackOutcome {
-    /// Signed in: go to `location` (which carries the one-time `code`).
+    /// Signed in: go to `location` — with the one-time `code`, except in
+    /// cookie mode without body tokens, where this answer's cookies carry
+    /// the session and there is no code.
     SignedIn {
-        /// `redirect_to?code=…`.
+        /// `redirect_to?code=…`, or `redirect_to` (cookie mode).
         location: String,
         /// The session's tokens (for cookie mode).
         auth: Box<AuthResponse>,
@@ -152,15 +158,22 @@ pub struct MeResponse {
 const RESULT_PARAMS: [&str; 3] = ["code", "error", "linked"];
 
 fn with_param(base: &str, key: &str, value: &str) -> String {
+    result_url(base, Some((key, value)))
+}
+
+/// `base` without any of [`RESULT_PARAMS`], and with `result` appended.
+fn result_url(base: &str, result: Option<(&str, &str)>) -> String {
     match url::Url::parse(base) {
         Ok(mut u) => {
             let kept: Vec<(String, String)> =
                 u.query_pairs().into_owned().filter(|(k, _)| !RESULT_PARAMS.contains(&k.as_str())).collect();
             u.set_query(None);
-            {
+            if !kept.is_empty() || result.is_some() {
                 let mut q = u.query_pairs_mut();
                 q.extend_pairs(kept);
-                q.append_pair(key, value);
+                if let Some((key, value)) = result {
+                    q.append_pair(key, value);
+                }
             }
             u.into()
         }
@@ -613,6 +626,12 @@ where
         };
         events.push(login_event(&user, &p.id, meta));
         self.emit(meta, rng, events).await?;
+        if !self.config.tokens_in_body() {
+            // Cookie mode: the callback's answer sets the session cookies.
+            // A code would let whoever reads the app's URL (its history, a
+            // script on the page, a Referer) take the session at the exchange.
+            return Ok(CallbackOutcome::SignedIn { location: result_url(&st.redirect_to, None), auth: Box::new(auth) });
+        }
         let code = ids::secret_token(rng);
         let plain = auth.to_sealed_json()?;
         let sealed = oauth::seal(&code, &plain, rng)?;
@@ -647,8 +666,17 @@ where
     }
 
     /// Swaps a one-time code for the sign-in's tokens (once). Its answer's
-    /// body is [`AuthResponse::body`], like every sign-in's.
+    /// body is [`AuthResponse::body`], like every sign-in's. In cookie mode
+    /// without body tokens no code is ever issued, and every exchange is
+    /// refused (400 `invalid_exchange_code`) before anything is looked up.
     pub async fn oauth_exchange(&self, meta: &Meta, req: ExchangeRequest) -> Result<AuthResponse, Error> {
+        if !self.config.tokens_in_body() {
+            return Err(oauth_error(
+                400,
+                "invalid_exchange_code",
+                "in cookie mode the OAuth callback sets the session cookies itself and issues no code to exchange",
+            ));
+        }
         let refused = || oauth_error(400, "invalid_exchange_code", "the code is unknown, already used or expired");
         let code = req.code;
         if code.is_empty()
@@ -708,6 +736,9 @@ mod tests {
             with_param("https://app.example/?code=planted&next=%2Fa&error=x&linked=y", "code", "ours"),
             "https://app.example/?next=%2Fa&code=ours"
         );
+        // Cookie mode's return: no result, and nobody else's either.
+        assert_eq!(result_url("https://app.example/done?code=planted&x=1", None), "https://app.example/done?x=1");
+        assert_eq!(result_url("https://app.example/done?code=planted", None), "https://app.example/done");
     }
 
     #[test]

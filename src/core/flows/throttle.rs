@@ -83,8 +83,8 @@ where
         }
     }
 
-    /// Counts the request on every counter of `endpoint` and returns them
-    /// as counted, or refuses it when one is over its limit.
+    /// Counts the request on every counter of `endpoint` and returns those
+    /// counted, or refuses it when one is over its limit.
     async fn throttle_keys(
         &self,
         meta: &Meta,
@@ -99,7 +99,7 @@ where
         let keys: Vec<Hit> = hits.iter().map(|(h, _, _)| h.clone()).collect();
         let counts = self.store.hit(&keys, meta.now).await?;
         let Some(exceeded) = rate_limit::decide(&hits, &counts, meta.now) else {
-            return Ok(hits.into_iter().zip(counts).map(|((h, r, k), c)| (h, r, k, c)).collect());
+            return Ok(hits.into_iter().zip(counts).filter_map(|((h, r, k), c)| Some((h, r, k, c?))).collect());
         };
         if !exceeded.tripped.is_empty() {
             let events =
@@ -118,7 +118,7 @@ where
         let Some((failures, last)) = self.store.login_failures(email).await? else { return Ok(false) };
         let Some(retry_after_secs) = backoff.wait(failures, last, meta.now) else { return Ok(failures > 0) };
         let counts = self.store.hit(&[rate_limit::backoff_hit(email, last, retry_after_secs)], meta.now).await?;
-        if counts.first().is_some_and(|c| c.count == 1) {
+        if counts.first().copied().flatten().is_some_and(|c| c.count == 1) {
             let event = limit_event(meta, Endpoint::Login, Some(email), backoff.free_failures, KeyType::Email);
             self.emit(meta, rng, vec![event]).await?;
         }
