@@ -83,7 +83,13 @@ impl OAuthStore for MemStore {
         Ok((exp > now).then_some(sealed))
     }
     async fn identity(&self, provider: &str, subject: &str) -> Result<Option<LinkedIdentity>> {
-        Ok(self.oauth.borrow().identities.iter().find(|i| i.provider == provider && i.subject == subject).cloned())
+        let found =
+            self.oauth.borrow().identities.iter().find(|i| i.provider == provider && i.subject == subject).cloned();
+        let meanwhile = self.after_identity_read.borrow_mut().take();
+        if let Some(f) = meanwhile {
+            f();
+        }
+        Ok(found)
     }
     async fn identities_of(&self, user_id: &str) -> Result<Vec<LinkedIdentity>> {
         Ok(self.oauth.borrow().identities.iter().filter(|i| i.user_id == user_id).cloned().collect())
@@ -245,6 +251,13 @@ pub(crate) fn begin(w: &World, rng: &mut TestRandom, idp: &FakeIdp, now: i64, li
     let req = AuthorizeRequest { redirect_to: Some(APP.into()) };
     let linking = link_user.map(|id| w.store.users.borrow().iter().find(|u| u.id == id).cloned().unwrap());
     let started = block_on(deps.oauth_authorize(&meta, rng, idp, "idp", req, linking.as_ref())).unwrap();
+    let b = Begun { url: url::Url::parse(&started.authorize_url).unwrap(), binding: started.binding };
+    *idp.nonce.borrow_mut() = b.param("nonce");
+    b
+}
+
+/// A `Begun` from what `oauth_link_start` returned.
+pub(crate) fn begun(idp: &FakeIdp, started: portcullis::core::flows::oauth::Started) -> Begun {
     let b = Begun { url: url::Url::parse(&started.authorize_url).unwrap(), binding: started.binding };
     *idp.nonce.borrow_mut() = b.param("nonce");
     b

@@ -62,6 +62,14 @@ pub struct MemStore {
     /// request does between a flow's read and its write.
     #[allow(clippy::type_complexity)]
     pub after_user_read: RefCell<Option<Box<dyn FnOnce()>>>,
+    /// Runs once, right after the next `session_by_id` read (an
+    /// authenticated flow's session check): what another request does
+    /// between that check and the flow's write.
+    #[allow(clippy::type_complexity)]
+    pub after_session_read: RefCell<Option<Box<dyn FnOnce()>>>,
+    /// Runs once, right after the next OAuth `identity` read.
+    #[allow(clippy::type_complexity)]
+    pub after_identity_read: RefCell<Option<Box<dyn FnOnce()>>>,
 }
 
 impl MemStore {
@@ -146,7 +154,12 @@ impl SessionStore for MemStore {
     }
     async fn session_by_id(&self, id: &str) -> Result<Option<Session>> {
         self.check()?;
-        Ok(self.sessions.borrow().iter().find(|(s, _)| s.id == id).map(|(s, _)| s.clone()))
+        let found = self.sessions.borrow().iter().find(|(s, _)| s.id == id).map(|(s, _)| s.clone());
+        let meanwhile = self.after_session_read.borrow_mut().take();
+        if let Some(f) = meanwhile {
+            f();
+        }
+        Ok(found)
     }
     async fn session_by_refresh(&self, refresh_hash: &str) -> Result<Option<Session>> {
         self.check()?;
