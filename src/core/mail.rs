@@ -109,9 +109,11 @@ impl EmailKind {
             }
             Self::EmailVerification => {
                 "Hello,\n\nPlease confirm that {email} is your address by opening:\n\n{link}\n\n\
-                 Opening it confirms the account that uses this address as it is, password included. If you did \
-                 not sign up yourself, do not open it: ignore this email, or make the account yours by asking \
-                 for a password reset or a sign-in link.\n"
+                 Opened where you are signed in to this account, it keeps your password and sessions as they \
+                 are. Opened anywhere else, it makes the account yours afresh: any password set on it is removed \
+                 and every session signed out, so that nobody who set the account up before you keeps a way in; \
+                 you then sign in with a sign-in link or code, or choose a new password with a password reset. \
+                 If you did not sign up yourself, opening it makes the account yours; or ignore this email.\n"
             }
         }
     }

@@ -17,7 +17,7 @@ use crate::core::events::Envelope;
 use crate::core::keys::{SigningAlg, SigningKey, StoredKey};
 use crate::core::outbound::{HttpReply, HttpRequest, SendError};
 use crate::core::rate_limit::{Count, Hit};
-use crate::core::session::{RotateRequest, Rotation, Session};
+use crate::core::session::{LiveSession, RotateRequest, Rotation, Session, SignInBasis};
 use crate::core::takeover::{AddressProof, Proven};
 use crate::core::time::UnixTime;
 use crate::core::token::VerifiedToken;
@@ -44,12 +44,14 @@ pub trait UserStore {
 /// Sessions and their refresh tokens.
 pub trait SessionStore {
     /// Stores a new session whose current refresh token hashes to
-    /// `refresh_hash` — if the user's account epoch is still `user_epoch`, the
-    /// one the sign-in read, and the user is not banned, decided in the same
-    /// write. `Ok(false)`, nothing written, when the epoch moved (a password
-    /// change or reset, a ban, a new address or a takeover got in between),
-    /// the user is banned or gone.
-    async fn create_session(&self, session: &Session, refresh_hash: &str, user_epoch: u64) -> Result<bool>;
+    /// `refresh_hash` — if what the sign-in relied on still holds: the
+    /// user's account epoch is still `basis.user_epoch`, the user is not
+    /// banned, and the identity of `basis.identity` (if any) is still linked
+    /// to the user, all decided in the same write. `Ok(false)`, nothing
+    /// written, when the epoch moved (a password change or reset, a ban, a
+    /// new address or a takeover got in between), the identity was unlinked
+    /// or dropped, or the user is banned or gone.
+    async fn create_session(&self, session: &Session, refresh_hash: &str, basis: &SignInBasis<'_>) -> Result<bool>;
     /// Atomically swaps the current refresh token for its successor; see [`Rotation`].
     async fn rotate_refresh(&self, req: &RotateRequest<'_>) -> Result<Rotation>;
     /// The session with this id.
@@ -66,6 +68,11 @@ pub trait SessionStore {
         now: UnixTime,
         reason: &str,
     ) -> Result<u64>;
+    /// Revokes every live session of the caller's user but the caller's
+    /// own, if the caller's session is still live, decided in the same
+    /// write; returns how many. `Ok(None)`, nothing written, when it is not
+    /// (revoked or ended since the caller authenticated).
+    async fn revoke_other_sessions(&self, caller: &LiveSession<'_>, reason: &str) -> Result<Option<u64>>;
     /// The user's live sessions, newest first.
     async fn list_sessions(&self, user_id: &str, now: UnixTime) -> Result<Vec<Session>>;
 }
@@ -75,11 +82,14 @@ pub trait SessionStore {
 /// must void what was granted before them (emailed tokens, sign-ins in
 /// flight, pending OAuth links) move the account epoch in that write.
 pub trait AccountStore {
-    /// Marks the email verified if the account's address is still `email`;
-    /// `Ok(false)` if it already was verified (or no such user or address).
-    /// Nothing else changes: this is the holder confirming the account as it
-    /// stands (see [`crate::core::takeover`]).
-    async fn set_email_verified(&self, user_id: &str, email: &str, now: UnixTime) -> Result<bool>;
+    /// Marks the address of the account of `holder` verified if it is still
+    /// `email` and `holder`'s session is still live, decided in the same
+    /// write. Nothing else changes: this is a signed-in holder confirming
+    /// the account as it stands (see [`crate::core::takeover`]). `Ok(Some(true))`
+    /// when it was marked now; `Ok(Some(false))` when it already was verified
+    /// (or the account has another address or is gone); `Ok(None)`, nothing
+    /// written, when the holder's session is no longer live.
+    async fn set_email_verified(&self, holder: &LiveSession<'_>, email: &str) -> Result<Option<bool>>;
     /// Records a proof of the account's address: links the proof's identity,
     /// and takes an unverified account over (clears the password, revokes
     /// every session, drops identities that did not verify this address,
@@ -132,12 +142,16 @@ pub trait EmailTokenStore {
     /// Consumes the live, unexpired token of `kind` whose hash is `hash`;
     /// `Ok(None)` when there is none (unknown, used, superseded or expired,
     /// or issued for an account whose epoch has moved since, or is gone).
-    /// The epoch is compared in the consuming write.
+    /// The epoch is compared in the consuming write. A token issued while
+    /// its address had no account (`user_id` `None`, epoch 0) is held to the
+    /// epoch of the account that has the address now, if any: it works
+    /// until that account's epoch first moves.
     async fn consume_email_token(&self, kind: TokenKind, hash: &str, now: UnixTime) -> Result<Option<EmailToken>>;
     /// Counts one attempt against the live, unexpired code sent to `email`
     /// unless it already had `max_attempts`, and returns it with the attempt
     /// counted; `Ok(None)` when there is no such code (a code issued under an
-    /// earlier account epoch is none).
+    /// earlier account epoch is none, by the rule of
+    /// [`EmailTokenStore::consume_email_token`]).
     async fn count_code_attempt(&self, email: &str, now: UnixTime, max_attempts: u32) -> Result<Option<EmailToken>>;
     /// Deletes tokens that expired before `before`; returns how many.
     async fn purge_email_tokens(&self, before: UnixTime) -> Result<u64>;
@@ -201,10 +215,13 @@ pub trait KeyRing {
     fn issued(&self, _raw: &str, _kid: &str, _token: VerifiedToken, _now: UnixTime) {}
 }
 
-/// The event queue.
+/// The event queue, and the log of what a flow tolerated.
 pub trait EventSink {
     /// Publishes the envelopes, in order.
     async fn publish(&self, events: &[Envelope]) -> Result<()>;
+    /// Hears about a failure a flow tolerated (a best-effort write that did
+    /// not happen), for the log. Default: nothing.
+    fn report(&self, _warning: &str) {}
 }
 
 /// A boxed future, for the one port used as a trait object ([`SigninGate`]).

@@ -132,6 +132,49 @@ pub struct RotateRequest<'a> {
     pub user_agent: Option<&'a str>,
 }
 
+/// The signed-in caller of a request, as a write made on their behalf
+/// checks them: the write happens only while this session is live (as
+/// [`Session::is_live`] says: not revoked, its refresh token unexpired,
+/// before its end) and belongs to `user_id`, decided in that same write. A
+/// request that authenticated just before its session was revoked — by a
+/// takeover of the account ([`crate::core::takeover`]), a ban, a logout or a
+/// revocation elsewhere — then changes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveSession<'a> {
+    /// The session's user.
+    pub user_id: &'a str,
+    /// The session (`sid`).
+    pub session_id: &'a str,
+    /// Now.
+    pub now: UnixTime,
+    /// `SESSION_MAX_AGE`.
+    pub max_age_secs: u64,
+}
+
+/// What a sign-in relied on when it decided to sign the user in: its
+/// session is written only while all of it still holds, decided in the
+/// write that creates the session, so a sign-in racing a change of the
+/// account ends without a session rather than with one the change should
+/// have ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignInBasis<'a> {
+    /// The account epoch the sign-in was decided under: the one it read
+    /// with the password it checked, the one an emailed token was issued
+    /// under, or the one a takeover made in this sign-in.
+    pub user_epoch: u64,
+    /// The provider identity `(provider, subject)` the user signed in
+    /// through: it must still be linked to the account (a takeover or an
+    /// unlink may have removed it since it was read).
+    pub identity: Option<(&'a str, &'a str)>,
+}
+
+impl SignInBasis<'_> {
+    /// A sign-in decided on the account at `user_epoch`, not through a provider.
+    pub fn epoch(user_epoch: u64) -> Self {
+        Self { user_epoch, identity: None }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

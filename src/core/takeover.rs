@@ -22,6 +22,16 @@
 //!   account before and has not yet made its session (a planter's password
 //!   login racing the takeover), and every OAuth link started before.
 //!
+//! And nothing the planter is doing across the takeover survives it either:
+//! a request that authenticated before the takeover and writes after it —
+//! starting a link ([`crate::core::oauth::OAuthStore::put_link_state`]),
+//! unlinking, signing the other sessions out — writes only while its session
+//! is live ([`crate::core::session::LiveSession`]), which the takeover
+//! revoked; a sign-in through a provider identity writes its session only
+//! while that identity is still linked
+//! ([`crate::core::session::SignInBasis`]), which the takeover may have
+//! dropped.
+//!
 //! All of it, the verified flag and the identity the proof links (an OAuth
 //! sign-in) are one atomic write ([`crate::core::ports::AccountStore::prove_address`]),
 //! decided on the account as it is in that write: of racing proofs one takes
@@ -36,7 +46,7 @@
 //! | magic link, email code (`passwordless_sign_in`) | yes |
 //! | OAuth sign-in whose provider verified the address (link by email) | yes |
 //! | password reset link | yes (the new password is the prover's) |
-//! | `/auth/email/verify` | no: the link was asked for by a signed-in holder of the account; following it confirms the account as it stands (so a holder who set their own password keeps it). The email says so. |
+//! | `/auth/email/verify` | yes, unless the request is authenticated by a live session of that same account: then a signed-in holder confirms the account as it stands (their password and sessions stay). A planter has the session but never the link (it goes to the owner's mailbox); an owner who follows it anywhere else takes the account, and so does a legitimate holder who is not signed in where they follow it (they then sign in by link or code, or reset the password: the email says so). |
 //! | admin `PATCH` with `email_verified: true` | no: an operator vouches for the account as it stands |
 //! | a new account (passwordless sign-up, OAuth with a verified email) | nothing to take over |
 //!

@@ -23,7 +23,7 @@ use crate::core::ports::{
     AccountStore, DeliveryLedger, EmailTokenStore, KeyStore, RateLimitStore, Result, SessionStore, UserStore,
 };
 use crate::core::rate_limit::{Count, Hit};
-use crate::core::session::{RotateRequest, Rotation, Session};
+use crate::core::session::{LiveSession, RotateRequest, Rotation, Session, SignInBasis};
 use crate::core::takeover::{AddressProof, Proven, TAKEOVER_REVOKE_REASON};
 use crate::core::time::UnixTime;
 use crate::core::token::ExtraClaims;
@@ -37,9 +37,28 @@ const SESSION_COLUMNS: &str =
     "id, user_id, created_at, last_used_at, expires_at, revoked_at, ip_address, user_agent, extra_claims";
 const EMAIL_TOKEN_COLUMNS: &str = "hash, kind, email, user_id, user_epoch, code_hash, created_at, expires_at, attempts";
 /// An emailed token is usable only while the account it was issued for
-/// still has the epoch it was issued under (a deleted account has none).
-const TOKEN_EPOCH_STANDS: &str =
-    "(user_id IS NULL OR user_epoch = (SELECT u.auth_epoch FROM users u WHERE u.id = email_tokens.user_id))";
+/// still has the epoch it was issued under (a deleted account has none). A
+/// token issued while its address had no account (no `user_id`, epoch 0) is
+/// held to the account that has the address now, if any: usable until that
+/// account's epoch first moves.
+const TOKEN_EPOCH_STANDS: &str = "(user_epoch = CASE WHEN user_id IS NULL \
+     THEN COALESCE((SELECT u.auth_epoch FROM users u WHERE u.email = email_tokens.email), 0) \
+     ELSE (SELECT u.auth_epoch FROM users u WHERE u.id = email_tokens.user_id) END)";
+
+/// SQL: the session `?{sid}` of user `?{uid}` is live at `?{now}` under
+/// `SESSION_MAX_AGE` `?{max_age}` — what [`crate::core::session::Session::is_live`]
+/// says, decided inside the write it conditions ([`LiveSession`]).
+fn session_is_live(sid: u8, uid: u8, now: u8, max_age: u8) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM sessions WHERE id = ?{sid} AND user_id = ?{uid} AND revoked_at IS NULL \
+         AND expires_at > ?{now} AND created_at + ?{max_age} > ?{now})"
+    )
+}
+
+/// `SESSION_MAX_AGE` as bound.
+fn max_age(secs: u64) -> JsValue {
+    int(i64::try_from(secs).unwrap_or(i64::MAX))
+}
 /// Users matching an optional `LIKE` pattern `?1` on email or name.
 const USER_FILTER: &str = "(?1 IS NULL OR u.email LIKE ?1 ESCAPE '\\' OR u.name LIKE ?1 ESCAPE '\\')";
 
@@ -360,13 +379,15 @@ impl UserStore for D1Store {
 }
 
 impl SessionStore for D1Store {
-    async fn create_session(&self, s: &Session, refresh_hash: &str, user_epoch: u64) -> Result<bool> {
-        // Only while the account is as the sign-in read it; the token row
-        // only if the session went in.
+    async fn create_session(&self, s: &Session, refresh_hash: &str, basis: &SignInBasis<'_>) -> Result<bool> {
+        // Only while the account is as the sign-in relied on (its epoch, the
+        // identity it came through); the token row only if the session went in.
+        let (provider, subject) = basis.identity.unzip();
         let insert_session = self.stmt(
             "INSERT INTO sessions (id, user_id, refresh_hash, created_at, last_used_at, expires_at, ip_address, user_agent, extra_claims) \
              SELECT ?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8 \
-             WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2 AND auth_epoch = ?9 AND banned = 0)",
+             WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2 AND auth_epoch = ?9 AND banned = 0) \
+             AND (?10 IS NULL OR EXISTS (SELECT 1 FROM oauth_accounts WHERE provider = ?10 AND subject = ?11 AND user_id = ?2))",
             &[
                 text(&s.id),
                 text(&s.user_id),
@@ -380,7 +401,9 @@ impl SessionStore for D1Store {
                 } else {
                     text(&serde_json::Value::Object(s.extra_claims.clone()).to_string())
                 },
-                int_u(user_epoch),
+                int_u(basis.user_epoch),
+                opt_text(provider),
+                opt_text(subject),
             ],
         )?;
         let insert_token = self.stmt(
@@ -484,6 +507,35 @@ impl SessionStore for D1Store {
         Ok(n as u64)
     }
 
+    async fn revoke_other_sessions(&self, caller: &LiveSession<'_>, reason: &str) -> Result<Option<u64>> {
+        // The caller's own row is never updated here, so whether it is live
+        // reads the same for every row the statement looks at; the second
+        // statement, in the same transaction, tells a caller with nothing
+        // else to revoke from one whose session ended.
+        let args = [
+            text(caller.user_id),
+            text(caller.session_id),
+            time(caller.now),
+            max_age(caller.max_age_secs),
+            text(reason),
+        ];
+        let revoke = self.stmt(
+            &format!(
+                "UPDATE sessions SET revoked_at = ?3, revoke_reason = ?5 \
+                 WHERE user_id = ?1 AND revoked_at IS NULL AND id <> ?2 AND {}",
+                session_is_live(2, 1, 3, 4)
+            ),
+            &args,
+        )?;
+        let live = self.stmt(&format!("SELECT {} AS total", session_is_live(2, 1, 3, 4)), &args[..4])?;
+        let results = self.batch(vec![revoke, live]).await?;
+        let (Some(revoked), Some(live)) = (results.first(), results.get(1)) else {
+            return Err(unavailable("short batch result"));
+        };
+        let live = live.results::<CountRow>().map_err(unavailable)?.first().is_some_and(|r| r.total != 0);
+        Ok(live.then_some(changes(revoked)? as u64))
+    }
+
     async fn list_sessions(&self, user_id: &str, now: UnixTime) -> Result<Vec<Session>> {
         let sql = format!(
             "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = ?1 AND revoked_at IS NULL AND expires_at > ?2 \
@@ -554,14 +606,30 @@ impl KeyStore for D1Store {
 }
 
 impl AccountStore for D1Store {
-    async fn set_email_verified(&self, user_id: &str, email: &str, now: UnixTime) -> Result<bool> {
-        let n = self
-            .run(
-                "UPDATE users SET email_verified = 1, updated_at = ?3 WHERE id = ?1 AND email = ?2 AND email_verified = 0",
-                &[text(user_id), text(email), time(now)],
-            )
-            .await?;
-        Ok(n == 1)
+    async fn set_email_verified(&self, holder: &LiveSession<'_>, email: &str) -> Result<Option<bool>> {
+        let args = [
+            text(holder.user_id),
+            text(holder.session_id),
+            time(holder.now),
+            max_age(holder.max_age_secs),
+            text(email),
+        ];
+        let live = session_is_live(2, 1, 3, 4);
+        let set = self.stmt(
+            &format!(
+                "UPDATE users SET email_verified = 1, updated_at = ?3 \
+                 WHERE id = ?1 AND email = ?5 AND email_verified = 0 AND {live}"
+            ),
+            &args,
+        )?;
+        // In the same transaction: was it the session that stopped it?
+        let check = self.stmt(&format!("SELECT {live} AS total"), &args[..4])?;
+        let results = self.batch(vec![set, check]).await?;
+        let (Some(set), Some(check)) = (results.first(), results.get(1)) else {
+            return Err(unavailable("short batch result"));
+        };
+        let live = check.results::<CountRow>().map_err(unavailable)?.first().is_some_and(|r| r.total != 0);
+        Ok(live.then_some(changes(set)? == 1))
     }
 
     async fn prove_address(&self, p: &AddressProof<'_>) -> Result<Option<Proven>> {
@@ -1005,6 +1073,12 @@ struct OAuthStateRow {
 }
 
 #[derive(Deserialize)]
+struct UnlinkWhyRow {
+    live: i64,
+    linked: i64,
+}
+
+#[derive(Deserialize)]
 struct SealedRow {
     sealed: String,
     expires_at: i64,
@@ -1127,6 +1201,40 @@ impl OAuthStore for D1Store {
         Ok(if live { StateTake::OtherBrowser } else { StateTake::Unknown })
     }
 
+    async fn put_link_state(&self, st: &OAuthState, caller: &LiveSession<'_>) -> Result<bool> {
+        // Written only while the caller's session is live and the account is
+        // as the flow read it: a takeover in between revokes the one and
+        // moves the other.
+        let n = self
+            .run(
+                &format!(
+                    "INSERT INTO oauth_states (hash, provider, code_verifier, nonce, redirect_to, link_user_id, link_epoch, \
+                     binding_hash, created_at, expires_at) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?10, ?7, ?8, ?9 \
+                     WHERE ?6 = ?11 AND {} \
+                     AND EXISTS (SELECT 1 FROM users WHERE id = ?6 AND auth_epoch = ?10 AND banned = 0)",
+                    session_is_live(12, 6, 13, 14)
+                ),
+                &[
+                    text(&st.hash),
+                    text(&st.provider),
+                    text(&st.code_verifier),
+                    text(&st.nonce),
+                    text(&st.redirect_to),
+                    opt_text(st.link_user_id.as_deref()),
+                    text(&st.binding_hash),
+                    time(st.created_at),
+                    time(st.expires_at),
+                    int_u(st.link_epoch),
+                    text(caller.user_id),
+                    text(caller.session_id),
+                    time(caller.now),
+                    max_age(caller.max_age_secs),
+                ],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
     async fn put_exchange(&self, hash: &str, sealed: &str, expires_at: UnixTime) -> Result<()> {
         self.run(
             "INSERT INTO oauth_exchange_codes (hash, sealed, expires_at) VALUES (?1, ?2, ?3)",
@@ -1188,22 +1296,44 @@ impl OAuthStore for D1Store {
         }
     }
 
-    async fn unlink_identity(&self, user_id: &str, provider: &str) -> Result<Unlink> {
-        let n = self
-            .run(
-                "DELETE FROM oauth_accounts WHERE user_id = ?1 AND provider = ?2 \
+    async fn unlink_identity(&self, caller: &LiveSession<'_>, provider: &str) -> Result<Unlink> {
+        let live = session_is_live(3, 1, 4, 5);
+        let args = [
+            text(caller.user_id),
+            text(provider),
+            text(caller.session_id),
+            time(caller.now),
+            max_age(caller.max_age_secs),
+        ];
+        let unlink = self.stmt(
+            &format!(
+                "DELETE FROM oauth_accounts WHERE user_id = ?1 AND provider = ?2 AND {live} \
                  AND (EXISTS (SELECT 1 FROM users WHERE id = ?1 AND password_hash IS NOT NULL) \
-                      OR EXISTS (SELECT 1 FROM oauth_accounts o WHERE o.user_id = ?1 AND o.provider <> ?2))",
-                &[text(user_id), text(provider)],
-            )
-            .await?;
-        if n > 0 {
+                      OR EXISTS (SELECT 1 FROM oauth_accounts o WHERE o.user_id = ?1 AND o.provider <> ?2))"
+            ),
+            &args,
+        )?;
+        // In the same transaction, why nothing went, if nothing did.
+        let why = self.stmt(
+            &format!(
+                "SELECT {live} AS live, EXISTS (SELECT 1 FROM oauth_accounts WHERE user_id = ?1 AND provider = ?2) AS linked"
+            ),
+            &args,
+        )?;
+        let results = self.batch(vec![unlink, why]).await?;
+        let (Some(unlink), Some(why)) = (results.first(), results.get(1)) else {
+            return Err(unavailable("short batch result"));
+        };
+        if changes(unlink)? > 0 {
             return Ok(Unlink::Done);
         }
-        let sql = format!("SELECT {IDENTITY_COLUMNS} FROM oauth_accounts WHERE user_id = ?1 AND provider = ?2");
-        Ok(match self.first::<IdentityRow>(&sql, &[text(user_id), text(provider)]).await? {
-            Some(_) => Unlink::LastMethod,
-            None => Unlink::NotLinked,
+        let Some(why) = why.results::<UnlinkWhyRow>().map_err(unavailable)?.into_iter().next() else {
+            return Err(unavailable("unlink: no answer"));
+        };
+        Ok(match (why.live != 0, why.linked != 0) {
+            (false, _) => Unlink::SessionEnded,
+            (true, true) => Unlink::LastMethod,
+            (true, false) => Unlink::NotLinked,
         })
     }
 }

@@ -135,11 +135,11 @@ pub async fn handle(
         ("POST", ["exchange"]) => {
             let body: ExchangeRequest = http::read_json(req).await?;
             let auth = deps.oauth_exchange(meta, body).await?;
-            js(http::json(200, &auth.body(cfg), None, &auth_cookies(cfg, &auth)))
+            js(http::json(200, &auth.body(cfg), None, &auth_cookies(cfg, &auth, meta.now)))
         }
         ("GET", [id, "authorize"]) => {
             let body = AuthorizeRequest { redirect_to: query(url, "redirect_to") };
-            let started = deps.oauth_authorize(meta, rng, net, id, body, None).await?;
+            let started = deps.oauth_authorize(meta, rng, net, id, body).await?;
             redirect(&started.authorize_url, &[binding_cookie(&started.binding, STATE_TTL_SECS)])
         }
         ("POST", [id, "link"]) => {
@@ -165,7 +165,7 @@ pub async fn handle(
             let clear = binding_cookie("", 0);
             match deps.oauth_callback(meta, rng, net, id, q, binding.as_deref()).await? {
                 CallbackOutcome::SignedIn { location, auth } => {
-                    let mut headers = auth_cookies(cfg, &auth);
+                    let mut headers = auth_cookies(cfg, &auth, meta.now);
                     headers.push(clear);
                     redirect(&location, &headers)
                 }

@@ -24,6 +24,7 @@ use crate::core::flows::{AuthResponse, Deps, EmailRequest, Meta, TokenRequest};
 use crate::core::policy::{auth_api_path, normalise_path};
 use crate::core::rate_limit::Endpoint;
 use crate::core::target::{invalid_url, RequestUrl};
+use crate::core::time::UnixTime;
 use crate::edge::d1::D1Store;
 use crate::edge::http::{self, JsResult};
 use crate::edge::keyring::{self, EdgeKeys};
@@ -180,15 +181,18 @@ pub fn set_cookie(name: &str, value: &str, max_age: u64) -> (&'static str, Strin
     ("set-cookie", format!("{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; Secure; SameSite=Lax"))
 }
 
-/// The session cookies of a sign-in in cookie mode (none otherwise). The
-/// body then leaves the tokens out (see [`AuthResponse::body`]).
-pub fn auth_cookies(cfg: &Config, resp: &AuthResponse) -> Vec<(&'static str, String)> {
+/// The session cookies of a sign-in in cookie mode (none otherwise), each
+/// living as long as the token it carries at `now` (see
+/// [`AuthResponse::cookie_max_ages`]). The body then leaves the tokens out
+/// (see [`AuthResponse::body`]).
+pub fn auth_cookies(cfg: &Config, resp: &AuthResponse, now: UnixTime) -> Vec<(&'static str, String)> {
     if !cfg.cookie_mode {
         return Vec::new();
     }
+    let (access_max_age, refresh_max_age) = resp.cookie_max_ages(cfg, now);
     vec![
-        set_cookie(ACCESS_COOKIE, &resp.access_token, cfg.access_ttl_secs),
-        set_cookie(REFRESH_COOKIE, &resp.refresh_token, cfg.refresh_ttl_secs),
+        set_cookie(ACCESS_COOKIE, &resp.access_token, access_max_age),
+        set_cookie(REFRESH_COOKIE, &resp.refresh_token, refresh_max_age),
     ]
 }
 
@@ -231,12 +235,12 @@ async fn auth_api(
         ("POST", "/auth/signup") => {
             let body: SignupRequest = http::read_json(req).await?;
             let resp = deps.signup(&meta, rng, body).await?;
-            js(http::json(201, &resp.body(&cfg), None, &auth_cookies(&cfg, &resp)))
+            js(http::json(201, &resp.body(&cfg), None, &auth_cookies(&cfg, &resp, meta.now)))
         }
         ("POST", "/auth/login") => {
             let body: LoginRequest = http::read_json(req).await?;
             let resp = deps.login(&meta, rng, body).await?;
-            js(http::json(200, &resp.body(&cfg), None, &auth_cookies(&cfg, &resp)))
+            js(http::json(200, &resp.body(&cfg), None, &auth_cookies(&cfg, &resp, meta.now)))
         }
         ("POST", "/auth/refresh") => {
             let body: Option<RefreshRequest> = http::read_optional_json(req).await?;
@@ -254,7 +258,7 @@ async fn auth_api(
                 },
             };
             let resp = deps.refresh(&meta, rng, Some(&token)).await?;
-            js(http::json(200, &resp.body(&cfg), None, &auth_cookies(&cfg, &resp)))
+            js(http::json(200, &resp.body(&cfg), None, &auth_cookies(&cfg, &resp, meta.now)))
         }
         ("POST", "/auth/logout") => {
             let body: RefreshRequest = http::read_optional_json(req).await?.unwrap_or_default();
@@ -299,7 +303,7 @@ async fn auth_api(
         ("POST", "/auth/magic-link/verify") => {
             let body: TokenRequest = http::read_json(req).await?;
             let resp = deps.verify_magic_link(&meta, rng, body).await?;
-            js(http::json(200, &resp.body(&cfg), None, &auth_cookies(&cfg, &resp)))
+            js(http::json(200, &resp.body(&cfg), None, &auth_cookies(&cfg, &resp, meta.now)))
         }
         // Mail scanners fetch links before people click them: opening the
         // link must not use it up. Only the POST above consumes a token.
@@ -313,7 +317,7 @@ async fn auth_api(
         ("POST", "/auth/otp/verify") => {
             let body: OtpVerifyRequest = http::read_json(req).await?;
             let resp = deps.verify_otp(&meta, rng, body).await?;
-            js(http::json(200, &resp.body(&cfg), None, &auth_cookies(&cfg, &resp)))
+            js(http::json(200, &resp.body(&cfg), None, &auth_cookies(&cfg, &resp, meta.now)))
         }
         ("POST", "/auth/password/forgot") => {
             let body: EmailRequest = http::read_json(req).await?;
@@ -337,7 +341,10 @@ async fn auth_api(
         }
         ("POST", "/auth/email/verify") => {
             let body: TokenRequest = http::read_json(req).await?;
-            js(http::json(200, &deps.verify_email(&meta, rng, body).await?, None, &[]))
+            // Signed in as the account (bearer or access cookie): its holder
+            // confirms it; otherwise following the link takes it over.
+            let bearer = access_token(req, &cfg, url)?;
+            js(http::json(200, &deps.verify_email(&meta, rng, body, bearer.as_deref()).await?, None, &[]))
         }
         ("POST", "/auth/admin/keys/rotate") => {
             let bearer = access_token(req, &cfg, url)?;

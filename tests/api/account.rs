@@ -367,3 +367,77 @@ fn a_shortened_session_max_age_ends_older_sessions_at_once() {
     let renewed = refresh_at(&w, &mut rng, 1_500, &fresh.refresh_token).unwrap();
     assert_eq!(renewed.expires_in, 400);
 }
+
+/// "Sign out my other sessions" is decided with the caller's session in the
+/// same write: a request that authenticated just before its session was
+/// revoked (here with the account's every session, by a password reset
+/// after which the owner signed in again) signs nobody out.
+#[test]
+fn revoking_the_other_sessions_from_a_session_revoked_meanwhile_revokes_nothing() {
+    use portcullis::core::ports::AccountStore;
+    use portcullis::core::session::{Session, SignInBasis};
+    use portcullis::core::takeover::AddressProof;
+    use portcullis::core::time::UnixTime;
+
+    let w = World::new(&[]);
+    let mut rng = TestRandom(20);
+    let stolen = signup(&w, &mut rng, "a@example.com", "password-1").unwrap();
+    let store = w.store.clone();
+    let user_id = stolen.user.id.clone();
+    *w.store.after_session_read.borrow_mut() = Some(Box::new(move || {
+        let reset = AddressProof {
+            user_id: &user_id,
+            email: "a@example.com",
+            link: None,
+            new_password: Some("the owner's new hash"),
+            now: UnixTime(1_100),
+        };
+        let proven = block_on(store.prove_address(&reset)).unwrap().unwrap();
+        let owners = Session {
+            id: "the-owners-new-session".into(),
+            user_id: user_id.clone(),
+            created_at: UnixTime(1_100),
+            last_used_at: UnixTime(1_100),
+            expires_at: UnixTime(1_100 + 86_400),
+            revoked_at: None,
+            ip_address: None,
+            user_agent: None,
+            extra_claims: Default::default(),
+        };
+        let basis = SignInBasis::epoch(proven.auth_epoch);
+        assert!(block_on(store.create_session(&owners, "owners-refresh-hash", &basis)).unwrap());
+    }));
+    let (deps, meta) = w.at(1_100);
+    let revoked_events = w.events.count("session_revoked");
+    assert_eq!(
+        block_on(deps.revoke_other_sessions(&meta, &mut rng, Some(&stolen.access_token))).unwrap_err(),
+        Error::InvalidToken(TokenError::SessionRevoked)
+    );
+    let owners = block_on(w.store.session_by_id("the-owners-new-session")).unwrap().unwrap();
+    assert!(owners.revoked_at.is_none(), "the owner's new session lives");
+    assert_eq!(w.events.count("session_revoked"), revoked_events);
+}
+
+/// In cookie mode each cookie lives as long as the token it carries: the
+/// access cookie `expires_in`, the refresh cookie until the refresh token
+/// stops working — `REFRESH_TTL` after it was issued, or the session's end
+/// (`SESSION_MAX_AGE`), whichever is first.
+#[test]
+fn cookies_live_as_long_as_their_tokens_up_to_the_sessions_end() {
+    let w = World::new(&[("SESSION_MAX_AGE", "1000"), ("REFRESH_TTL", "600"), ("ACCESS_TTL", "300")]);
+    let mut rng = TestRandom(21);
+    let first = signup(&w, &mut rng, "a@example.com", "password-1").unwrap();
+    assert_eq!(first.cookie_max_ages(&w.config, portcullis::core::time::UnixTime(1_000)), (300, 600));
+    let second = refresh_at(&w, &mut rng, 1_500, &first.refresh_token).unwrap();
+    assert_eq!(
+        second.cookie_max_ages(&w.config, portcullis::core::time::UnixTime(1_500)),
+        (300, 500),
+        "the refresh cookie stops at the session's end, 1000 + 1000"
+    );
+    let third = refresh_at(&w, &mut rng, 1_900, &second.refresh_token).unwrap();
+    assert_eq!(third.cookie_max_ages(&w.config, portcullis::core::time::UnixTime(1_900)), (100, 100));
+    // A short SESSION_MAX_AGE cuts both from the sign-in on.
+    let w = World::new(&[("SESSION_MAX_AGE", "60")]);
+    let r = signup(&w, &mut rng, "b@example.com", "password-1").unwrap();
+    assert_eq!(r.cookie_max_ages(&w.config, portcullis::core::time::UnixTime(1_000)), (60, 60));
+}

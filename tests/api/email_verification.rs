@@ -14,11 +14,12 @@ fn a_verification_link_verifies_the_address_once() {
     let ev = w.events.last_of("email_verification_requested");
     assert_eq!(ev["user_id"], s.user.id.as_str());
     let token = ev["token"].as_str().unwrap().to_string();
-    let r = block_on(deps.verify_email(&meta, &mut rng, TokenRequest { token: token.clone() })).unwrap();
+    let r = block_on(deps.verify_email(&meta, &mut rng, TokenRequest { token: token.clone() }, Some(&s.access_token)))
+        .unwrap();
     assert!(r.email_verified);
     assert!(user(&w, "ada@example.com").email_verified);
     assert_eq!(w.events.last_of("email_verified")["email"], "ada@example.com");
-    assert_eq!(code(block_on(deps.verify_email(&meta, &mut rng, TokenRequest { token }))), "invalid_link");
+    assert_eq!(code(block_on(deps.verify_email(&meta, &mut rng, TokenRequest { token }, None))), "invalid_link");
 }
 
 #[test]
@@ -42,7 +43,7 @@ fn a_link_sent_to_a_former_address_verifies_nothing() {
     block_on(deps.request_email_verification(&meta, &mut rng, Some(&s.access_token))).unwrap();
     let token = w.events.last_of("email_verification_requested")["token"].as_str().unwrap().to_string();
     w.store.users.borrow_mut()[0].email = "ada@new.example".into();
-    assert_eq!(code(block_on(deps.verify_email(&meta, &mut rng, TokenRequest { token }))), "invalid_link");
+    assert_eq!(code(block_on(deps.verify_email(&meta, &mut rng, TokenRequest { token }, None))), "invalid_link");
     assert!(!w.store.users.borrow()[0].email_verified);
 }
 

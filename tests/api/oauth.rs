@@ -16,7 +16,9 @@ use portcullis::core::oauth::{
     STATE_TTL_SECS,
 };
 use portcullis::core::outbound::{HttpReply, SendError};
-use portcullis::core::ports::Result;
+use portcullis::core::ports::{AccountStore, Result};
+use portcullis::core::session::LiveSession;
+use portcullis::core::takeover::AddressProof;
 use portcullis::core::time::UnixTime;
 use portcullis::core::users::User;
 
@@ -41,6 +43,11 @@ impl MemOAuth {
         &self.identities
     }
 
+    /// The sign-ins and links in progress.
+    pub fn states(&self) -> &[OAuthState] {
+        &self.states
+    }
+
     /// Links `identity` unless its (provider, subject) or (user, provider) is taken.
     fn link(&mut self, identity: &LinkedIdentity) -> bool {
         let taken = self.identities.iter().any(|i| {
@@ -57,6 +64,18 @@ impl OAuthStore for MemStore {
     async fn put_oauth_state(&self, state: &OAuthState) -> Result<()> {
         self.oauth.borrow_mut().states.push(state.clone());
         Ok(())
+    }
+    async fn put_link_state(&self, state: &OAuthState, caller: &LiveSession<'_>) -> Result<bool> {
+        // As D1's conditional INSERT: the caller's session live, the account
+        // unbanned at the state's epoch.
+        let account_stands = self.users.borrow().iter().any(|u| {
+            Some(u.id.as_str()) == state.link_user_id.as_deref() && u.auth_epoch == state.link_epoch && !u.banned
+        });
+        if state.link_user_id.as_deref() != Some(caller.user_id) || !self.session_live(caller) || !account_stands {
+            return Ok(false);
+        }
+        self.oauth.borrow_mut().states.push(state.clone());
+        Ok(true)
     }
     async fn take_oauth_state(&self, hash: &str, binding_hash: Option<&str>, now: UnixTime) -> Result<StateTake> {
         if *self.fail.borrow() {
@@ -83,7 +102,13 @@ impl OAuthStore for MemStore {
         Ok((exp > now).then_some(sealed))
     }
     async fn identity(&self, provider: &str, subject: &str) -> Result<Option<LinkedIdentity>> {
-        Ok(self.oauth.borrow().identities.iter().find(|i| i.provider == provider && i.subject == subject).cloned())
+        let found =
+            self.oauth.borrow().identities.iter().find(|i| i.provider == provider && i.subject == subject).cloned();
+        let meanwhile = self.after_identity_read.borrow_mut().take();
+        if let Some(f) = meanwhile {
+            f();
+        }
+        Ok(found)
     }
     async fn identities_of(&self, user_id: &str) -> Result<Vec<LinkedIdentity>> {
         Ok(self.oauth.borrow().identities.iter().filter(|i| i.user_id == user_id).cloned().collect())
@@ -105,7 +130,11 @@ impl OAuthStore for MemStore {
         }
         Ok(true)
     }
-    async fn unlink_identity(&self, user_id: &str, provider: &str) -> Result<Unlink> {
+    async fn unlink_identity(&self, caller: &LiveSession<'_>, provider: &str) -> Result<Unlink> {
+        if !self.session_live(caller) {
+            return Ok(Unlink::SessionEnded);
+        }
+        let user_id = caller.user_id;
         let mut o = self.oauth.borrow_mut();
         let Some(i) = o.identities.iter().position(|i| i.user_id == user_id && i.provider == provider) else {
             return Ok(Unlink::NotLinked);
@@ -240,11 +269,16 @@ impl Begun {
     }
 }
 
-pub(crate) fn begin(w: &World, rng: &mut TestRandom, idp: &FakeIdp, now: i64, link_user: Option<&str>) -> Begun {
+/// Starts a sign-in, or with `linking` (the caller's access token) a link
+/// to the caller's account.
+pub(crate) fn begin(w: &World, rng: &mut TestRandom, idp: &FakeIdp, now: i64, linking: Option<&str>) -> Begun {
     let (deps, meta) = w.at(now);
     let req = AuthorizeRequest { redirect_to: Some(APP.into()) };
-    let linking = link_user.map(|id| w.store.users.borrow().iter().find(|u| u.id == id).cloned().unwrap());
-    let started = block_on(deps.oauth_authorize(&meta, rng, idp, "idp", req, linking.as_ref())).unwrap();
+    let started = match linking {
+        None => block_on(deps.oauth_authorize(&meta, rng, idp, "idp", req)),
+        Some(bearer) => block_on(deps.oauth_link_start(&meta, rng, idp, Some(bearer), "idp", req)),
+    }
+    .unwrap();
     let b = Begun { url: url::Url::parse(&started.authorize_url).unwrap(), binding: started.binding };
     *idp.nonce.borrow_mut() = b.param("nonce");
     b
@@ -592,13 +626,13 @@ fn provider_failures_are_502_or_a_redirect_with_login_failed() {
     let rng = &mut TestRandom(9);
     idp.down.set(true);
     let (deps, meta) = w.at(1_000);
-    let err = block_on(deps.oauth_authorize(&meta, rng, &idp, "idp", AuthorizeRequest::default(), None)).unwrap_err();
+    let err = block_on(deps.oauth_authorize(&meta, rng, &idp, "idp", AuthorizeRequest::default())).unwrap_err();
     assert_eq!((err.problem().status, err.problem().code), (502, "provider_unavailable"));
-    let err = block_on(deps.oauth_authorize(&meta, rng, &idp, "nope", AuthorizeRequest::default(), None)).unwrap_err();
+    let err = block_on(deps.oauth_authorize(&meta, rng, &idp, "nope", AuthorizeRequest::default())).unwrap_err();
     assert_eq!((err.problem().status, err.problem().code), (404, "unknown_provider"));
     idp.down.set(false);
     let bad = AuthorizeRequest { redirect_to: Some("https://app.test.evil.test/".into()) };
-    assert_eq!(code_of(block_on(deps.oauth_authorize(&meta, rng, &idp, "idp", bad, None))), "invalid_redirect");
+    assert_eq!(code_of(block_on(deps.oauth_authorize(&meta, rng, &idp, "idp", bad))), "invalid_redirect");
 
     *idp.token_reply.borrow_mut() = Some(HttpReply { status: 400, body: r#"{"error":"invalid_grant"}"#.into() });
     let out = sign_in(&w, rng, &idp, 1_100, json!({}));
@@ -622,14 +656,14 @@ fn linking_unlinking_and_the_last_way_to_sign_in() {
     let rng = &mut TestRandom(10);
     let pw = signup_at(&w, rng, 900, "pw@example.com", "password-1");
     *idp.claims.borrow_mut() = json!({"sub": "s-link", "email": "elsewhere@example.com", "email_verified": false});
-    let b = begin(&w, rng, &idp, 1_000, Some(&pw.user.id));
+    let b = begin(&w, rng, &idp, 1_000, Some(&pw.access_token));
     let out = finish(&w, rng, &idp, 1_001, &b);
     assert_eq!(location_param(&out, "linked").as_deref(), Some("idp"));
     assert_eq!(w.events.last_of("oauth_link")["user_id"], pw.user.id.as_str());
 
     // The same identity for another account: refused.
     let other = signup_at(&w, rng, 1_100, "other@example.com", "password-2");
-    let b = begin(&w, rng, &idp, 1_200, Some(&other.user.id));
+    let b = begin(&w, rng, &idp, 1_200, Some(&other.access_token));
     let out = finish(&w, rng, &idp, 1_201, &b);
     assert_eq!(location_param(&out, "error").as_deref(), Some("identity_linked_elsewhere"));
 
@@ -688,4 +722,68 @@ fn the_callback_lives_under_auth_prefix_at_authorize_and_at_the_token_request() 
     let form: HashMap<String, String> =
         url::form_urlencoded::parse(token_req.form.unwrap().as_bytes()).into_owned().collect();
     assert_eq!(form["redirect_uri"], "https://auth.test/identity/v1/oauth/idp/callback");
+}
+
+/// A sign-in through an identity its holder unlinks after the callback read
+/// it (and before the session is written) gets no session: the session
+/// insert requires the identity to still be linked to the account.
+#[test]
+fn a_sign_in_through_an_identity_unlinked_meanwhile_gets_no_session() {
+    let w = world();
+    let idp = FakeIdp::default();
+    let rng = &mut TestRandom(16);
+    let ada = signup_at(&w, rng, 900, "ada@example.com", "password-1");
+    *idp.claims.borrow_mut() = json!({"sub": "s-ada", "email": "ada@elsewhere.example", "email_verified": true});
+    let b = begin(&w, rng, &idp, 1_000, Some(&ada.access_token));
+    assert_eq!(location_param(&finish(&w, rng, &idp, 1_001, &b), "linked").as_deref(), Some("idp"));
+
+    let store = w.store.clone();
+    let (user_id, sid) = (ada.user.id.clone(), ada.user.session_id.clone().unwrap());
+    *w.store.after_identity_read.borrow_mut() = Some(Box::new(move || {
+        let caller = LiveSession { user_id: &user_id, session_id: &sid, now: UnixTime(1_100), max_age_secs: 7_776_000 };
+        assert_eq!(block_on(store.unlink_identity(&caller, "idp")).unwrap(), Unlink::Done);
+    }));
+    let sessions_before = w.store.sessions.borrow().len();
+    let out = sign_in(
+        &w,
+        rng,
+        &idp,
+        1_100,
+        json!({"sub": "s-ada", "email": "ada@elsewhere.example", "email_verified": true}),
+    );
+    assert_eq!(location_param(&out, "error").as_deref(), Some("account_changed"), "{out:?}");
+    assert_eq!(w.store.sessions.borrow().len(), sessions_before, "no session was written");
+    assert_eq!(w.events.last_of("login_failed")["reason"], "account_changed");
+}
+
+/// Unlinking is decided with the caller's session in the same write: a
+/// request that authenticated just before its session was revoked (here by
+/// the owner's password reset, which signs every session out) unlinks
+/// nothing — not the owner's identity.
+#[test]
+fn an_unlink_whose_session_is_revoked_meanwhile_unlinks_nothing() {
+    let w = world();
+    let idp = FakeIdp::default();
+    let rng = &mut TestRandom(17);
+    let ada = signup_at(&w, rng, 900, "ada@example.com", "password-1");
+    *idp.claims.borrow_mut() = json!({"sub": "s-ada", "email": "ada@example.com", "email_verified": true});
+    let b = begin(&w, rng, &idp, 1_000, Some(&ada.access_token));
+    assert_eq!(location_param(&finish(&w, rng, &idp, 1_001, &b), "linked").as_deref(), Some("idp"));
+    let stolen = crate::support::login_at(&w, rng, 1_002, "ada@example.com", "password-1").unwrap();
+
+    let store = w.store.clone();
+    let user_id = ada.user.id.clone();
+    *w.store.after_session_read.borrow_mut() = Some(Box::new(move || {
+        let reset = AddressProof {
+            user_id: &user_id,
+            email: "ada@example.com",
+            link: None,
+            new_password: Some("the owner's new hash"),
+            now: UnixTime(1_100),
+        };
+        assert!(block_on(store.prove_address(&reset)).unwrap().unwrap().revoked_sessions >= 2);
+    }));
+    let (deps, meta) = w.at(1_100);
+    assert_eq!(code_of(block_on(deps.oauth_unlink(&meta, Some(&stolen.access_token), "idp"))), "session_revoked");
+    assert_eq!(w.store.oauth.borrow().linked().len(), 1, "the owner's identity is still linked");
 }

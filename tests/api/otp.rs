@@ -275,3 +275,25 @@ fn the_daily_cap_can_be_switched_off() {
     request(&w, &mut rng, 1_003, "ada@example.com");
     verify(&w, &mut rng, 1_003, "ada@example.com", &last_code(&w)).unwrap();
 }
+
+/// Giving a right (or malformed) code's charged attempt back is best effort:
+/// a refund that fails is reported for the log, and the right code still
+/// signs in (its code is spent by then), the malformed one still gets 401.
+#[test]
+fn a_right_code_signs_in_even_when_giving_its_attempt_back_fails() {
+    let w = World::new(&[]);
+    let mut rng = TestRandom(30);
+    signup_at(&w, &mut rng, 1_000, "ada@example.com", "password-1");
+    request(&w, &mut rng, 1_001, "ada@example.com");
+    let c = last_code(&w);
+    w.store.fail_unhit.set(true);
+    assert_eq!(code(verify(&w, &mut rng, 1_002, "ada@example.com", "12345")), "invalid_code");
+    let r = verify(&w, &mut rng, 1_003, "ada@example.com", &c).unwrap();
+    assert_eq!(r.user.email, "ada@example.com");
+    let reported = w.events.reported.borrow();
+    assert_eq!(reported.len(), 2, "{reported:?}");
+    assert!(
+        reported.iter().all(|m| m.contains("giving back") && m.contains("injected refund failure")),
+        "{reported:?}"
+    );
+}

@@ -21,7 +21,7 @@ use portcullis::core::ports::{
     Result, SessionStore, SigninGate, UserStore,
 };
 use portcullis::core::rate_limit::{Count, Hit};
-use portcullis::core::session::{RotateRequest, Rotation, Session};
+use portcullis::core::session::{LiveSession, RotateRequest, Rotation, Session, SignInBasis};
 use portcullis::core::takeover::{keeps_identity, AddressProof, Proven};
 use portcullis::core::time::UnixTime;
 use portcullis::core::token::VerifiedToken;
@@ -62,6 +62,19 @@ pub struct MemStore {
     /// request does between a flow's read and its write.
     #[allow(clippy::type_complexity)]
     pub after_user_read: RefCell<Option<Box<dyn FnOnce()>>>,
+    /// Runs once, right after the next `session_by_id` read (an
+    /// authenticated flow's session check): what another request does
+    /// between that check and the flow's write.
+    #[allow(clippy::type_complexity)]
+    pub after_session_read: RefCell<Option<Box<dyn FnOnce()>>>,
+    /// Runs once, right after the next OAuth `identity` read.
+    #[allow(clippy::type_complexity)]
+    pub after_identity_read: RefCell<Option<Box<dyn FnOnce()>>>,
+    /// Runs once, right after the next emailed token is consumed.
+    #[allow(clippy::type_complexity)]
+    pub after_token_consumed: RefCell<Option<Box<dyn FnOnce()>>>,
+    /// Makes `unhit` (a rate-limit refund) fail, and only it.
+    pub fail_unhit: Cell<bool>,
 }
 
 impl MemStore {
@@ -71,12 +84,23 @@ impl MemStore {
         }
         Ok(())
     }
-    /// Whether the account a token was issued for still has the token's epoch.
+    /// Whether the account a token was issued for still has the token's
+    /// epoch; for a token issued while the address had no account, whether
+    /// the account that has it now (if any) still has epoch 0 (as D1's
+    /// `COALESCE` over the address).
     fn epoch_stands(&self, t: &EmailToken) -> bool {
+        let users = self.users.borrow();
         match &t.user_id {
-            None => true,
-            Some(id) => self.users.borrow().iter().any(|u| &u.id == id && u.auth_epoch == t.user_epoch),
+            None => users.iter().find(|u| u.email == t.email).map_or(0, |u| u.auth_epoch) == t.user_epoch,
+            Some(id) => users.iter().any(|u| &u.id == id && u.auth_epoch == t.user_epoch),
         }
+    }
+    /// Whether the caller's session is live, as D1 checks it in a write.
+    pub fn session_live(&self, c: &LiveSession<'_>) -> bool {
+        self.sessions
+            .borrow()
+            .iter()
+            .any(|(s, _)| s.id == c.session_id && s.user_id == c.user_id && s.is_live(c.now, c.max_age_secs))
     }
 }
 
@@ -113,10 +137,22 @@ impl UserStore for MemStore {
 }
 
 impl SessionStore for MemStore {
-    async fn create_session(&self, session: &Session, refresh_hash: &str, user_epoch: u64) -> Result<bool> {
+    async fn create_session(&self, session: &Session, refresh_hash: &str, basis: &SignInBasis<'_>) -> Result<bool> {
         self.check()?;
-        if !self.users.borrow().iter().any(|u| u.id == session.user_id && u.auth_epoch == user_epoch && !u.banned) {
+        if !self.users.borrow().iter().any(|u| u.id == session.user_id && u.auth_epoch == basis.user_epoch && !u.banned)
+        {
             return Ok(false);
+        }
+        if let Some((provider, subject)) = basis.identity {
+            let linked = self
+                .oauth
+                .borrow()
+                .linked()
+                .iter()
+                .any(|i| i.provider == provider && i.subject == subject && i.user_id == session.user_id);
+            if !linked {
+                return Ok(false);
+            }
         }
         self.sessions.borrow_mut().push((session.clone(), refresh_hash.to_string()));
         self.issued.borrow_mut().insert(refresh_hash.to_string(), session.id.clone());
@@ -146,7 +182,12 @@ impl SessionStore for MemStore {
     }
     async fn session_by_id(&self, id: &str) -> Result<Option<Session>> {
         self.check()?;
-        Ok(self.sessions.borrow().iter().find(|(s, _)| s.id == id).map(|(s, _)| s.clone()))
+        let found = self.sessions.borrow().iter().find(|(s, _)| s.id == id).map(|(s, _)| s.clone());
+        let meanwhile = self.after_session_read.borrow_mut().take();
+        if let Some(f) = meanwhile {
+            f();
+        }
+        Ok(found)
     }
     async fn session_by_refresh(&self, refresh_hash: &str) -> Result<Option<Session>> {
         self.check()?;
@@ -180,6 +221,13 @@ impl SessionStore for MemStore {
         }
         Ok(n)
     }
+    async fn revoke_other_sessions(&self, caller: &LiveSession<'_>, reason: &str) -> Result<Option<u64>> {
+        self.check()?;
+        if !self.session_live(caller) {
+            return Ok(None);
+        }
+        self.revoke_user_sessions(caller.user_id, Some(caller.session_id), caller.now, reason).await.map(Some)
+    }
     async fn list_sessions(&self, user_id: &str, now: UnixTime) -> Result<Vec<Session>> {
         self.check()?;
         Ok(self
@@ -193,14 +241,17 @@ impl SessionStore for MemStore {
 }
 
 impl AccountStore for MemStore {
-    async fn set_email_verified(&self, user_id: &str, email: &str, _now: UnixTime) -> Result<bool> {
+    async fn set_email_verified(&self, holder: &LiveSession<'_>, email: &str) -> Result<Option<bool>> {
         self.check()?;
-        match self.users.borrow_mut().iter_mut().find(|u| u.id == user_id && u.email == email) {
+        if !self.session_live(holder) {
+            return Ok(None);
+        }
+        match self.users.borrow_mut().iter_mut().find(|u| u.id == holder.user_id && u.email == email) {
             Some(u) if !u.email_verified => {
                 u.email_verified = true;
-                Ok(true)
+                Ok(Some(true))
             }
-            _ => Ok(false),
+            _ => Ok(Some(false)),
         }
     }
     async fn prove_address(&self, p: &AddressProof<'_>) -> Result<Option<Proven>> {
@@ -401,6 +452,9 @@ impl RateLimitStore for MemStore {
     }
     async fn unhit(&self, key: &str, resets_at: UnixTime, limit: u32) -> Result<()> {
         self.check()?;
+        if self.fail_unhit.get() {
+            return Err(Error::unavailable("memory", "injected refund failure"));
+        }
         if let Some(entry) = self.counters.borrow_mut().get_mut(key) {
             if entry.0 == resets_at && (1..=limit).contains(&entry.1) {
                 entry.1 -= 1;
@@ -443,16 +497,25 @@ impl EmailTokenStore for MemStore {
     }
     async fn consume_email_token(&self, kind: TokenKind, hash: &str, now: UnixTime) -> Result<Option<EmailToken>> {
         self.check()?;
-        let mut tokens = self.email_tokens.borrow_mut();
-        match tokens.iter_mut().find(|(t, c)| {
-            t.hash == hash && t.kind == kind && c.is_none() && t.expires_at > now && self.epoch_stands(t)
-        }) {
-            Some((t, consumed)) => {
-                *consumed = Some(now);
-                Ok(Some(t.clone()))
+        let consumed = {
+            let mut tokens = self.email_tokens.borrow_mut();
+            tokens
+                .iter_mut()
+                .find(|(t, c)| {
+                    t.hash == hash && t.kind == kind && c.is_none() && t.expires_at > now && self.epoch_stands(t)
+                })
+                .map(|(t, consumed)| {
+                    *consumed = Some(now);
+                    t.clone()
+                })
+        };
+        if consumed.is_some() {
+            let meanwhile = self.after_token_consumed.borrow_mut().take();
+            if let Some(f) = meanwhile {
+                f();
             }
-            None => Ok(None),
         }
+        Ok(consumed)
     }
     async fn count_code_attempt(&self, email: &str, now: UnixTime, max_attempts: u32) -> Result<Option<EmailToken>> {
         self.check()?;
@@ -546,6 +609,8 @@ impl KeyRing for MemKeys {
 #[derive(Default)]
 pub struct MemEvents {
     pub sent: RefCell<Vec<Envelope>>,
+    /// What flows reported for the log (`EventSink::report`).
+    pub reported: RefCell<Vec<String>>,
 }
 
 impl MemEvents {
@@ -583,6 +648,9 @@ impl EventSink for MemEvents {
     async fn publish(&self, events: &[Envelope]) -> Result<()> {
         self.sent.borrow_mut().extend_from_slice(events);
         Ok(())
+    }
+    fn report(&self, warning: &str) {
+        self.reported.borrow_mut().push(warning.to_string());
     }
 }
 

@@ -1,7 +1,9 @@
 //! Emailed tokens that outlive their reason: every live token of an account —
 //! reset link, magic link, email code, verification link — dies with a
 //! password change or reset, a ban, a new address, a deletion and a takeover,
-//! and stays dead (an unban or a change back does not revive it).
+//! and stays dead (an unban or a change back does not revive it); one mailed
+//! before the account existed dies with its first change; and a sign-in by
+//! link or code that such a change overtakes gets no session.
 
 use portcullis::core::error::Error;
 use portcullis::core::flows::admin::{Admin, UpdateUserRequest};
@@ -9,7 +11,10 @@ use portcullis::core::flows::otp::OtpVerifyRequest;
 use portcullis::core::flows::password::{ChangeRequest, ResetRequest};
 use portcullis::core::flows::{AuthResponse, EmailRequest, TokenRequest};
 
-use crate::support::{block_on, grant, login_at, signup_at, TestRandom, World};
+use portcullis::core::ports::AccountStore;
+use portcullis::core::time::UnixTime;
+
+use crate::support::{block_on, grant, login_at, signup_at, MemStore, TestRandom, World};
 
 const ADA: &str = "ada@example.com";
 
@@ -59,10 +64,13 @@ fn mail_all(s: &Setup, rng: &mut TestRandom) -> Mailed {
 
 /// Tries every token but those named in `spent`; returns the kinds that still
 /// worked. In an order where a working one does not kill the next: the
-/// verification link first (it verifies, so a sign-in does not take over),
-/// the reset last (it moves the epoch).
+/// verification link first, followed by Ada signed in while her session
+/// lives (so it verifies without a takeover, and a sign-in does not take
+/// over either), the reset last (it moves the epoch).
 fn still_working(s: &Setup, rng: &mut TestRandom, m: &Mailed, spent: &[&str]) -> Vec<&'static str> {
     let (deps, meta) = s.w.at(1_200);
+    let ada_signed_in = block_on(deps.me(&meta, Some(&s.ada.access_token))).is_ok();
+    let holder = ada_signed_in.then_some(s.ada.access_token.as_str());
     let dead = |r: Result<(), Error>, expected: &str| match r {
         Err(e) => {
             assert_eq!(e.problem().code, expected);
@@ -73,7 +81,7 @@ fn still_working(s: &Setup, rng: &mut TestRandom, m: &Mailed, spent: &[&str]) ->
     let mut working = Vec::new();
     if !spent.contains(&"verification")
         && !dead(
-            block_on(deps.verify_email(&meta, rng, TokenRequest { token: m.verification.clone() })).map(drop),
+            block_on(deps.verify_email(&meta, rng, TokenRequest { token: m.verification.clone() }, holder)).map(drop),
             "invalid_link",
         )
     {
@@ -210,4 +218,127 @@ fn tokens_issued_after_the_change_work() {
     .unwrap();
     let mailed = mail_all(&s, rng);
     assert_eq!(still_working(&s, rng, &mailed, &[]), ["verification", "code", "magic_link", "reset"]);
+}
+
+/// A magic link and a code mailed while the address had no account (under
+/// passwordless sign-up) carry no account and epoch 0. They are held to the
+/// account made for the address afterwards: they die with its first
+/// change, here a password change (and a ban and unban would do the same).
+#[test]
+fn tokens_mailed_before_the_account_existed_die_with_its_first_change() {
+    let w = World::new(&[("ALLOW_PASSWORDLESS_SIGNUP", "true")]);
+    let rng = &mut TestRandom(89);
+    let (deps, meta) = w.at(1_000);
+    block_on(deps.request_magic_link(&meta, rng, EmailRequest { email: ADA.into() })).unwrap();
+    let link = w.events.last_of("magic_link_requested")["token"].as_str().unwrap().to_string();
+    block_on(deps.request_otp(&meta, rng, EmailRequest { email: ADA.into() })).unwrap();
+    let code = w.events.last_of("email_otp_requested")["code"].as_str().unwrap().to_string();
+    assert!(w.store.email_tokens.borrow().iter().all(|(t, _)| t.user_id.is_none() && t.user_epoch == 0));
+
+    // Ada makes a password account, verifies it, then changes her password.
+    let s = signup_at(&w, rng, 1_010, ADA, "ada's first password");
+    let (deps, meta) = w.at(1_020);
+    block_on(deps.request_email_verification(&meta, rng, Some(&s.access_token))).unwrap();
+    let v = w.events.last_of("email_verification_requested")["token"].as_str().unwrap().to_string();
+    block_on(deps.verify_email(&meta, rng, TokenRequest { token: v }, Some(&s.access_token))).unwrap();
+    block_on(deps.change_password(
+        &meta,
+        rng,
+        Some(&s.access_token),
+        ChangeRequest { old_password: "ada's first password".into(), new_password: "ada's second password".into() },
+    ))
+    .unwrap();
+
+    let (deps, meta) = w.at(1_100);
+    let sessions = w.store.sessions.borrow().len();
+    assert_eq!(
+        block_on(deps.verify_magic_link(&meta, rng, TokenRequest { token: link })).unwrap_err().problem().code,
+        "invalid_link"
+    );
+    assert_eq!(
+        block_on(deps.verify_otp(&meta, rng, OtpVerifyRequest { email: ADA.into(), code })).unwrap_err().problem().code,
+        "invalid_code"
+    );
+    assert_eq!(w.store.sessions.borrow().len(), sessions, "no session");
+}
+
+/// Until the account made afterwards first changes, such a token proves the
+/// address like any other: it signs the owner in, taking an account someone
+/// planted meanwhile over.
+#[test]
+fn a_token_mailed_before_the_account_existed_takes_over_the_account_planted_since() {
+    let w = World::new(&[("ALLOW_PASSWORDLESS_SIGNUP", "true")]);
+    let rng = &mut TestRandom(90);
+    let (deps, meta) = w.at(1_000);
+    block_on(deps.request_magic_link(&meta, rng, EmailRequest { email: ADA.into() })).unwrap();
+    let link = w.events.last_of("magic_link_requested")["token"].as_str().unwrap().to_string();
+    let planted = signup_at(&w, rng, 1_010, ADA, "the planter's password");
+    let (deps, meta) = w.at(1_020);
+    let owner = block_on(deps.verify_magic_link(&meta, rng, TokenRequest { token: link })).unwrap();
+    assert_eq!(owner.user.id, planted.user.id);
+    assert!(login_at(&w, rng, 1_021, ADA, "the planter's password").is_err());
+}
+
+/// Runs `change` once, right after the next emailed token is consumed.
+fn after_consumption(w: &World, change: impl FnOnce(&MemStore) + 'static) {
+    let store = w.store.clone();
+    *w.store.after_token_consumed.borrow_mut() = Some(Box::new(move || change(&store)));
+}
+
+/// A password change that lands between the consumption of a magic link or
+/// code and the session it opens wins: the sign-in, which started under the
+/// old password, gets 409 `account_changed` and no session.
+#[test]
+fn a_link_or_code_sign_in_racing_a_password_change_gets_no_session() {
+    for kind in ["magic_link", "code"] {
+        let rng = &mut TestRandom(91);
+        let s = setup(rng);
+        let m = mail_all(&s, rng);
+        // Verified: so the sign-in takes nothing over.
+        s.w.store.users.borrow_mut().iter_mut().for_each(|u| u.email_verified = true);
+        let (user_id, keep) = (s.ada.user.id.clone(), s.ada.user.session_id.clone());
+        after_consumption(&s.w, move |store| {
+            let epoch = store.users.borrow().iter().find(|u| u.id == user_id).unwrap().auth_epoch;
+            let changed = block_on(store.set_password(
+                &user_id,
+                "a new hash",
+                keep.as_deref(),
+                epoch,
+                UnixTime(1_150),
+                "changed",
+            ));
+            assert_eq!(changed.unwrap(), Some(0));
+        });
+        let (deps, meta) = s.w.at(1_150);
+        let sessions = s.w.store.sessions.borrow().len();
+        let refused = match kind {
+            "magic_link" => block_on(deps.verify_magic_link(&meta, rng, TokenRequest { token: m.magic_link })),
+            _ => block_on(deps.verify_otp(&meta, rng, OtpVerifyRequest { email: ADA.into(), code: m.code })),
+        };
+        assert_eq!(refused.unwrap_err().problem().code, "account_changed", "{kind}");
+        assert_eq!(s.w.store.sessions.borrow().len(), sessions, "{kind}: no session was written");
+        assert_eq!(s.w.events.last_of("login_failed")["reason"], "account_changed", "{kind}");
+    }
+}
+
+/// Unless the sign-in took the account over itself: then the session
+/// belongs to the account as that takeover left it, whatever the planter
+/// changed before it.
+#[test]
+fn a_link_sign_in_that_takes_the_account_over_keeps_its_session_across_a_racing_change() {
+    let rng = &mut TestRandom(92);
+    let s = setup(rng);
+    let m = mail_all(&s, rng);
+    let (user_id, keep) = (s.ada.user.id.clone(), s.ada.user.session_id.clone());
+    after_consumption(&s.w, move |store| {
+        let epoch = store.users.borrow().iter().find(|u| u.id == user_id).unwrap().auth_epoch;
+        block_on(store.set_password(&user_id, "the planter's new hash", keep.as_deref(), epoch, UnixTime(1_150), "x"))
+            .unwrap()
+            .unwrap();
+    });
+    let (deps, meta) = s.w.at(1_150);
+    let owner = block_on(deps.verify_magic_link(&meta, rng, TokenRequest { token: m.magic_link })).unwrap();
+    assert_eq!(owner.user.id, s.ada.user.id);
+    assert!(block_on(deps.me(&meta, Some(&owner.access_token))).is_ok());
+    assert!(s.w.store.users.borrow().iter().find(|u| u.email == ADA).unwrap().password_hash.is_none());
 }

@@ -28,6 +28,13 @@ function cookiesOf(res) {
   return Object.fromEntries(res.headers.getSetCookie().map((c) => c.split(";")[0].split(/=(.*)/s)));
 }
 
+/** The `Max-Age` of each cookie a response sets, by name. */
+function maxAgesOf(res) {
+  return Object.fromEntries(
+    res.headers.getSetCookie().map((c) => [c.split("=")[0], Number(c.match(/;\s*Max-Age=(\d+)/i)?.[1])]),
+  );
+}
+
 /** The `log` transport's printed email of `type` to `email` (portcullis.email {json}). */
 async function printedEmail(gw, type, email) {
   const line = await gw.waitForLog((l) => l.includes("portcullis.email ") && l.includes(`"${type}"`) && l.includes(email), 15_000);
@@ -61,7 +68,7 @@ async function signInEverywhere(gw, gh, { exchange = false } = {}) {
   const out = [];
   async function record(endpoint, res) {
     const text = await res.text();
-    const entry = { endpoint, status: res.status, text, cookies: cookiesOf(res) };
+    const entry = { endpoint, status: res.status, text, cookies: cookiesOf(res), maxAges: maxAgesOf(res) };
     assert.ok([200, 201].includes(res.status), `${endpoint}: ${res.status} ${text}`);
     entry.body = JSON.parse(text);
     assert.ok(entry.cookies[ACCESS] && entry.cookies[REFRESH], `${endpoint} sets both cookies: ${JSON.stringify(entry.cookies)}`);
@@ -177,5 +184,46 @@ describe("cookie mode with COOKIE_MODE_BODY_TOKENS=true", () => {
       assert.equal(body.access_token, cookies[ACCESS], endpoint);
       assert.equal(body.refresh_token, cookies[REFRESH], endpoint);
     }
+  });
+});
+
+describe("cookie mode with a short SESSION_MAX_AGE", () => {
+  const MAX_AGE = 120;
+  let gw, gh;
+  before(async () => {
+    gh = await startFakeGithub({ clientId: GH_ID, clientSecret: GH_SECRET });
+    gw = await startCookieGateway(gh, { SESSION_MAX_AGE: String(MAX_AGE) });
+  });
+  after(async () => {
+    await gw?.stop();
+    await gh?.close();
+  });
+
+  test("every cookie lives as long as its token: the access cookie expires_in, the refresh cookie until the session's end", async () => {
+    for (const { endpoint, body, maxAges } of await signInEverywhere(gw, gh)) {
+      assert.ok(body.expires_in > 0 && body.expires_in <= MAX_AGE, `${endpoint}: expires_in ${body.expires_in}`);
+      assert.equal(maxAges[ACCESS], body.expires_in, `${endpoint}: the access cookie's Max-Age`);
+      assert.ok(maxAges[REFRESH] > 0 && maxAges[REFRESH] <= MAX_AGE, `${endpoint}: the refresh cookie's Max-Age ${maxAges[REFRESH]}`);
+    }
+  });
+
+  test("a verification link followed with the account's access cookie confirms the account as it stands", async () => {
+    const email = randomEmail("cookie-verify");
+    const signedUp = await post(`${gw.url}/auth/signup`, { email, password: PASSWORD });
+    assert.equal(signedUp.status, 201, await signedUp.text());
+    const cookie = `${ACCESS}=${cookiesOf(signedUp)[ACCESS]}`;
+    const asked = await fetch(`${gw.url}/auth/email/verify/request`, { method: "POST", headers: { cookie } });
+    assert.equal(asked.status, 200, await asked.text());
+    const token = (await printedEmail(gw, "email_verification_requested", email)).text.match(/[?&]token=([A-Za-z0-9_-]+)/)[1];
+    const res = await fetch(`${gw.url}/auth/email/verify`, {
+      method: "POST",
+      headers: { cookie, "content-type": "application/json" },
+      body: JSON.stringify({ token }),
+    });
+    assert.equal(res.status, 200, await res.text());
+    const me = await fetch(`${gw.url}/auth/me`, { headers: { cookie } });
+    assert.equal(me.status, 200, "the session lives on");
+    assert.equal((await json(me)).email_verified, true);
+    assert.equal((await post(`${gw.url}/auth/login`, { email, password: PASSWORD })).status, 200, "and the password");
   });
 });

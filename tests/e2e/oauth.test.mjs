@@ -171,13 +171,14 @@ describe("OAuth / OIDC sign-in", () => {
     await gw.waitForEvent((e) => e.type === "email_verified" && e.data.user_id === existing.user.id);
   });
 
-  /** Signs `email` up and verifies it with the holder's own verification link. */
+  /** Signs `email` up and verifies it with the holder's own verification link, followed signed in. */
   async function signupVerified(email) {
     const s = await signup(gw, email);
     const { event } = await withEvent(gw, (e) => e.type === "email_verification_requested" && e.data.email === email, () =>
       authed(`${gw.url}/auth/email/verify/request`, s.access_token, { method: "POST" }),
     );
-    assert.equal((await post(`${gw.url}/auth/email/verify`, { token: event.data.token })).status, 200);
+    const verified = await authed(`${gw.url}/auth/email/verify`, s.access_token, { method: "POST", body: { token: event.data.token } });
+    assert.equal(verified.status, 200);
     return s;
   }
 

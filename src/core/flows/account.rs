@@ -275,7 +275,7 @@ where
             .into()],
         )
         .await?;
-        Ok(AuthResponse { expires_in, ..self.auth_response(access, new_token, &user, &session.id) })
+        Ok(AuthResponse { expires_in, ..self.auth_response(access, new_token, &user, &session) })
     }
 
     /// After a current refresh token failed to rotate: if its session has
@@ -388,6 +388,10 @@ where
 
     /// Revokes all of the caller's sessions but the current one. Emits
     /// `session_revoked` with `revoke_all`. Returns how many were revoked.
+    /// The revocation is made only while the caller's session is still live
+    /// (401 `session_revoked` otherwise): a session revoked meanwhile — say
+    /// by a takeover of the account — cannot sign out the sessions made
+    /// after it.
     pub async fn revoke_other_sessions(
         &self,
         meta: &Meta,
@@ -395,7 +399,11 @@ where
         bearer: Option<&str>,
     ) -> Result<u64, Error> {
         let p = self.authenticate(meta, bearer).await?;
-        let n = self.store.revoke_user_sessions(&p.user_id, Some(&p.session_id), meta.now, "revoke_others").await?;
+        let n = self
+            .store
+            .revoke_other_sessions(&self.live_session(meta, &p), "revoke_others")
+            .await?
+            .ok_or(Error::InvalidToken(crate::core::error::TokenError::SessionRevoked))?;
         if n == 0 {
             // Nothing happened: no event.
             return Ok(0);

@@ -1,6 +1,7 @@
 //! Email verification: `POST /auth/email/verify/request` (authenticated)
 //! emails a single-use link, `POST /auth/email/verify` consumes it and marks
-//! the address verified.
+//! the address verified — taking an unverified account over unless a
+//! signed-in holder of the account follows it ([`Deps::verify_email`]).
 
 use serde::Serialize;
 
@@ -11,6 +12,7 @@ use crate::core::events;
 use crate::core::flows::{Accepted, Deps, Meta, TokenRequest};
 use crate::core::ids::Random;
 use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, SessionStore, UserStore};
+use crate::core::takeover::AddressProof;
 
 /// The answer when a verification link was sent.
 pub const VERIFICATION_SENT: Accepted = Accepted { message: "a verification link is on its way" };
@@ -69,24 +71,53 @@ where
     /// Consumes a verification link; the address it was sent to is verified
     /// if it is still the account's. Emits `email_verified`.
     ///
-    /// Unlike the other proofs of an address this never takes the account
-    /// over: the link was asked for by a signed-in holder of the account, so
-    /// following it confirms the account as it stands, password and all (a
-    /// holder who chose their own password keeps it). Someone who did not
-    /// make the account is told by the email not to follow it, and takes it
-    /// over with a sign-in link or code, or a password reset, instead (see
-    /// [`crate::core::takeover`]).
+    /// Following the link proves the caller reads the address, like every
+    /// other proof, so it takes an unverified account over
+    /// ([`crate::core::takeover`]: the password cleared, every session
+    /// revoked, identities that did not verify the address dropped, emailed
+    /// tokens dead; `user_updated` and `session_revoked` say so) — unless the
+    /// request is authenticated (`bearer`, or the access cookie) by a live
+    /// session of that same account. Then a signed-in holder confirms the
+    /// account as it stands: their password and sessions stay. That needs
+    /// both the link, from the mailbox, and the account's session, in one
+    /// request: a planter who asked for the link has the session but never
+    /// the link, so the owner following it without being signed in takes the
+    /// account. A credential that is presented must authenticate (401, the
+    /// link not spent); one of another account counts as none.
     pub async fn verify_email(
         &self,
         meta: &Meta,
         rng: &mut impl Random,
         req: TokenRequest,
+        bearer: Option<&str>,
     ) -> Result<EmailVerified, Error> {
+        let holder = match bearer {
+            Some(_) => Some(self.authenticate(meta, bearer).await?),
+            None => None,
+        };
         let user = self.consume_account_link(meta, TokenKind::EmailVerification, &req.token).await?;
-        if self.store.set_email_verified(&user.id, &user.email, meta.now).await? {
-            self.emit(meta, rng, vec![events::EmailVerified { user_id: user.id, email: user.email.clone() }.into()])
-                .await?;
+        let verified = EmailVerified { email: user.email.clone(), email_verified: true };
+        if let Some(p) = holder.as_ref().filter(|p| p.user_id == user.id) {
+            // Decided with the holder's session in the same write: one that
+            // was revoked meanwhile (a takeover, a logout) is no holder.
+            match self.store.set_email_verified(&self.live_session(meta, p), &user.email).await? {
+                Some(true) => {
+                    let event = events::EmailVerified { user_id: user.id, email: user.email };
+                    self.emit(meta, rng, vec![event.into()]).await?;
+                    return Ok(verified);
+                }
+                Some(false) => return Ok(verified),
+                None => {}
+            }
         }
-        Ok(EmailVerified { email: user.email, email_verified: true })
+        let claim =
+            AddressProof { user_id: &user.id, email: &user.email, link: None, new_password: None, now: meta.now };
+        // The address changed since the link was consumed: it proves nothing.
+        let proven = self.store.prove_address(&claim).await?.ok_or_else(Error::invalid_link)?;
+        let announced = proven.events(&user.id, &user.email, false);
+        if !announced.is_empty() {
+            self.emit(meta, rng, announced).await?;
+        }
+        Ok(verified)
     }
 }

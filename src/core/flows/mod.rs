@@ -21,7 +21,7 @@ use crate::core::events::{Envelope, Event};
 use crate::core::gate;
 use crate::core::ids::{self, Random};
 use crate::core::ports::{EventSink, KeyRing, SessionStore, SigninGate, UserStore};
-use crate::core::session::Session;
+use crate::core::session::{LiveSession, Session, SignInBasis};
 use crate::core::time::UnixTime;
 use crate::core::token::{self, Expectations, ExtraClaims, NewAccessToken, ACCESS_TOKEN_TYPE};
 use crate::core::users::{User, UserResponse};
@@ -68,6 +68,9 @@ pub struct AuthResponse {
     pub token_type: &'static str,
     /// Access-token lifetime in seconds.
     pub expires_in: u64,
+    /// When the refresh token stops working: `REFRESH_TTL` after it was
+    /// issued or at the session's end (`SESSION_MAX_AGE`), whichever is first.
+    pub refresh_expires_at: UnixTime,
     /// The user.
     pub user: UserResponse,
 }
@@ -95,6 +98,10 @@ struct StoredAuth {
     access_token: String,
     refresh_token: String,
     expires_in: u64,
+    /// Unix seconds; absent from what an earlier version sealed (then the
+    /// refresh cookie lives `REFRESH_TTL`, as it used to).
+    #[serde(default)]
+    refresh_expires_at: Option<i64>,
     user: UserResponse,
 }
 
@@ -117,6 +124,7 @@ impl AuthResponse {
             access_token: self.access_token.clone(),
             refresh_token: self.refresh_token.clone(),
             expires_in: self.expires_in,
+            refresh_expires_at: Some(self.refresh_expires_at.0),
             user: self.user.clone(),
         };
         serde_json::to_string(&stored).map_err(|e| Error::Internal(format!("auth response: {e}")))
@@ -130,8 +138,20 @@ impl AuthResponse {
             refresh_token: s.refresh_token,
             token_type: TOKEN_TYPE,
             expires_in: s.expires_in,
+            refresh_expires_at: UnixTime(s.refresh_expires_at.unwrap_or(i64::MAX)),
             user: s.user,
         })
+    }
+
+    /// How long, at `now`, the cookies carrying this sign-in's tokens should
+    /// live (cookie mode's `Max-Age`, in seconds): the access cookie as long
+    /// as its token (`expires_in`, cut short near the session's end), the
+    /// refresh cookie until the refresh token stops working — `REFRESH_TTL`
+    /// or the session's end, whichever is first — so neither outlives what
+    /// it carries.
+    pub fn cookie_max_ages(&self, config: &Config, now: UnixTime) -> (u64, u64) {
+        let refresh_left = u64::try_from(self.refresh_expires_at.0.saturating_sub(now.0)).unwrap_or(0);
+        (self.expires_in, refresh_left.min(config.refresh_ttl_secs))
     }
 }
 
@@ -163,6 +183,8 @@ pub struct Accepted {
 }
 
 /// A caller authenticated by a verified access token on a live session.
+/// A write made on the caller's behalf that must not outlive the session
+/// names it with [`Deps::live_session`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Principal {
     /// User id (`sub`).
@@ -205,6 +227,30 @@ where
         Ok(Principal { user_id: c.sub, session_id: c.sid, roles: c.roles, email: c.email })
     }
 
+    /// The caller's session as a write made on their behalf checks it (see
+    /// [`LiveSession`]).
+    pub fn live_session<'p>(&self, meta: &Meta, p: &'p Principal) -> LiveSession<'p> {
+        LiveSession {
+            user_id: &p.user_id,
+            session_id: &p.session_id,
+            now: meta.now,
+            max_age_secs: self.config.session_max_age_secs,
+        }
+    }
+
+    /// Why a write conditioned on the caller's live session (and account)
+    /// wrote nothing: 401 `session_revoked` if the session is no longer
+    /// live, else 409 `account_changed`.
+    pub async fn refused_write(&self, caller: &LiveSession<'_>) -> Error {
+        match self.store.session_by_id(caller.session_id).await {
+            Ok(Some(s)) if s.user_id == caller.user_id && s.is_live(caller.now, caller.max_age_secs) => {
+                Error::account_changed()
+            }
+            Ok(_) => Error::InvalidToken(TokenError::SessionRevoked),
+            Err(e) => e,
+        }
+    }
+
     /// Signs an access token for `user` in `session`, carrying the claims
     /// the session was given at sign-in besides ours (reserved names among
     /// them are skipped). It expires `ACCESS_TTL` from now or at the
@@ -245,23 +291,25 @@ where
         Ok((raw, ttl_secs))
     }
 
-    /// Opens a new session for `user`, signed in with email (password, link
-    /// or code), and returns its tokens. See [`Deps::start_session_via`].
+    /// Opens a new session for `user`, signed in with a password as `user`
+    /// was just read, and returns its tokens. See [`Deps::start_session_via`].
     pub async fn start_session(&self, meta: &Meta, rng: &mut impl Random, user: &User) -> Result<AuthResponse, Error> {
-        self.start_session_via(meta, rng, user, account::PROVIDER_EMAIL).await
+        self.start_session_via(meta, rng, user, account::PROVIDER_EMAIL, SignInBasis::epoch(user.auth_epoch)).await
     }
 
     /// Opens a new session for `user` signing in through `provider` and
     /// returns its tokens. The sign-in hook, when configured, is asked first:
     /// it may refuse (403 `signin_denied`) or add claims, which the session
-    /// keeps for every access token it issues. 409 `account_changed` when the
-    /// account epoch moved since `user` was read.
+    /// keeps for every access token it issues. The session is written only
+    /// while `basis` holds (the account epoch the sign-in was decided under,
+    /// the identity it came through): else 409 `account_changed`, no session.
     pub async fn start_session_via(
         &self,
         meta: &Meta,
         rng: &mut impl Random,
         user: &User,
         provider: &str,
+        basis: SignInBasis<'_>,
     ) -> Result<AuthResponse, Error> {
         let extra_claims = self.allow_signin(meta, rng, user, provider).await?;
         let refresh_token = ids::secret_token(rng);
@@ -279,12 +327,14 @@ where
         // Sign first: a key problem must not leave a session behind.
         let (access_token, expires_in) = self.session_access_token(meta, rng, user, &session).await?;
         // The session exists only if the account is still as this sign-in
-        // read it: a password login racing a reset, a ban or a takeover of
-        // the account must not end with a session (see `core::takeover`).
-        if !self.store.create_session(&session, &ids::token_hash(&refresh_token), user.auth_epoch).await? {
+        // relied on: a password login racing a reset, a ban or a takeover of
+        // the account, a link or code sign-in racing a password change, a
+        // provider sign-in through an identity a takeover dropped, must not
+        // end with a session (see `core::takeover`).
+        if !self.store.create_session(&session, &ids::token_hash(&refresh_token), &basis).await? {
             return Err(Error::account_changed());
         }
-        Ok(AuthResponse { expires_in, ..self.auth_response(access_token, refresh_token, user, &session.id) })
+        Ok(AuthResponse { expires_in, ..self.auth_response(access_token, refresh_token, user, &session) })
     }
 
     /// Asks the sign-in hook, if one is configured, whether `user` may sign
@@ -305,14 +355,22 @@ where
         decision.result
     }
 
-    /// Assembles an [`AuthResponse`].
-    pub fn auth_response(&self, access_token: String, refresh_token: String, user: &User, sid: &str) -> AuthResponse {
+    /// Assembles an [`AuthResponse`] for `session`, whose current refresh
+    /// token is `refresh_token`.
+    pub fn auth_response(
+        &self,
+        access_token: String,
+        refresh_token: String,
+        user: &User,
+        session: &Session,
+    ) -> AuthResponse {
         AuthResponse {
             access_token,
             refresh_token,
             token_type: TOKEN_TYPE,
             expires_in: self.config.access_ttl_secs,
-            user: user.response(Some(sid)),
+            refresh_expires_at: session.expires_at,
+            user: user.response(Some(&session.id)),
         }
     }
 

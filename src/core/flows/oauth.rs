@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::config::Config;
 use crate::core::email::Email;
-use crate::core::error::Error;
+use crate::core::error::{Error, TokenError};
 use crate::core::events::{self, Event};
 use crate::core::flows::account::{banned, login_event, parse_name, signin_refusal};
 use crate::core::flows::{AuthResponse, Deps, Meta};
@@ -30,6 +30,7 @@ use crate::core::oauth::{
     Unlink, EXCHANGE_TTL_SECS, STATE_TTL_SECS,
 };
 use crate::core::ports::{AccountStore, EventSink, KeyRing, SessionStore, UserStore};
+use crate::core::session::{LiveSession, SignInBasis};
 use crate::core::takeover::AddressProof;
 use crate::core::users::{User, UserResponse};
 
@@ -226,9 +227,7 @@ where
         self.config.oauth.provider(id).ok_or_else(unknown_provider)
     }
 
-    /// Starts a sign-in (or, with `link_user`, a link to that account as
-    /// just read: the link completes only while its epoch stands) with
-    /// provider `id`.
+    /// Starts a sign-in with provider `id`.
     pub async fn oauth_authorize(
         &self,
         meta: &Meta,
@@ -236,7 +235,22 @@ where
         net: &impl ProviderNet,
         id: &str,
         req: AuthorizeRequest,
-        link_user: Option<&User>,
+    ) -> Result<Started, Error> {
+        self.start_oauth(meta, rng, net, id, req, None).await
+    }
+
+    /// Starts a sign-in, or with `link` a link to the account of that
+    /// signed-in caller as just read (stored only while the caller's session
+    /// is live and that account's epoch stands; the link completes only while
+    /// the epoch still stands).
+    async fn start_oauth(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        net: &impl ProviderNet,
+        id: &str,
+        req: AuthorizeRequest,
+        link: Option<(&User, LiveSession<'_>)>,
     ) -> Result<Started, Error> {
         let p = self.oauth_provider(id)?;
         let allowlist = &self.config.oauth.redirect_allowlist;
@@ -261,20 +275,30 @@ where
             },
         )
         .map_err(|f| failure_error(net, &p.id, &f))?;
-        self.store
-            .put_oauth_state(&OAuthState {
-                hash: ids::token_hash(&state),
-                provider: p.id.clone(),
-                code_verifier: verifier,
-                nonce,
-                redirect_to,
-                link_user_id: link_user.map(|u| u.id.clone()),
-                link_epoch: link_user.map_or(0, |u| u.auth_epoch),
-                binding_hash: ids::token_hash(&binding),
-                created_at: meta.now,
-                expires_at: meta.now.plus_secs(STATE_TTL_SECS),
-            })
-            .await?;
+        let state = OAuthState {
+            hash: ids::token_hash(&state),
+            provider: p.id.clone(),
+            code_verifier: verifier,
+            nonce,
+            redirect_to,
+            link_user_id: link.map(|(u, _)| u.id.clone()),
+            link_epoch: link.map_or(0, |(u, _)| u.auth_epoch),
+            binding_hash: ids::token_hash(&binding),
+            created_at: meta.now,
+            expires_at: meta.now.plus_secs(STATE_TTL_SECS),
+        };
+        match link {
+            None => self.store.put_oauth_state(&state).await?,
+            // The caller authenticated and the account was read before this
+            // write: a takeover (or a revocation, a ban, a password change)
+            // in between must not leave a link its holder may finish after
+            // it — so the write itself checks the session and the epoch.
+            Some((_, caller)) => {
+                if !self.store.put_link_state(&state, &caller).await? {
+                    return Err(self.refused_write(&caller).await);
+                }
+            }
+        }
         Ok(Started { authorize_url: url, binding })
     }
 
@@ -291,7 +315,7 @@ where
         let principal = self.authenticate(meta, bearer).await?;
         let user = self.live_user(&principal).await?;
         self.oauth_provider(id)?;
-        self.oauth_authorize(meta, rng, net, id, req, Some(&user)).await
+        self.start_oauth(meta, rng, net, id, req, Some((&user, self.live_session(meta, &principal)))).await
     }
 
     /// Finishes a sign-in or link at the callback. `Err` only when a backing
@@ -493,8 +517,11 @@ where
         let email = identity.email.as_deref().and_then(|e| Email::parse(e).ok());
         let mail = email.as_ref().map(Email::as_str);
         if let Some(existing) = self.store.identity(&p.id, &identity.subject).await? {
+            // The session is written only while this identity is still
+            // linked to that account (a takeover may have dropped it, or its
+            // holder unlinked it, since it was read).
             return match self.store.user_by_id(&existing.user_id).await? {
-                Some(user) => self.oauth_session(meta, rng, p, st, user, Vec::new()).await,
+                Some(user) => self.oauth_session(meta, rng, p, st, &identity.subject, user, Vec::new()).await,
                 None => self.oauth_failed(meta, rng, back, mail, invalid_state(), "user_not_found").await,
             };
         }
@@ -590,17 +617,22 @@ where
                 user
             }
         };
-        self.oauth_session(meta, rng, p, st, user, events).await
+        self.oauth_session(meta, rng, p, st, &identity.subject, user, events).await
     }
 
-    /// Opens the session (through the sign-in hook) and stores its tokens
-    /// under a one-time exchange code.
+    /// Opens the session of `user` signing in through the identity
+    /// `subject` of provider `p` (through the sign-in hook; written only
+    /// while the identity is linked to `user` and the account epoch is the
+    /// one `user` was read or left at) and stores its tokens under a
+    /// one-time exchange code.
+    #[allow(clippy::too_many_arguments)] // the callback's facts, all needed
     async fn oauth_session(
         &self,
         meta: &Meta,
         rng: &mut impl Random,
         p: &ProviderConfig,
         st: &OAuthState,
+        subject: &str,
         user: User,
         mut events: Vec<Event>,
     ) -> Result<CallbackOutcome, Error> {
@@ -611,7 +643,8 @@ where
             }
             return self.oauth_failed(meta, rng, back, Some(&user.email), banned(), "banned").await;
         }
-        let auth = match self.start_session_via(meta, rng, &user, &p.id).await {
+        let basis = SignInBasis { user_epoch: user.auth_epoch, identity: Some((&p.id, subject)) };
+        let auth = match self.start_session_via(meta, rng, &user, &p.id, basis).await {
             Ok(a) => a,
             Err(e) => {
                 // A new account or link stays and is announced; the refusal is a failed login.
@@ -694,9 +727,13 @@ where
     /// way to sign in (no password and no other provider).
     pub async fn oauth_unlink(&self, meta: &Meta, bearer: Option<&str>, provider_id: &str) -> Result<(), Error> {
         let principal = self.authenticate(meta, bearer).await?;
-        let user = self.live_user(&principal).await?;
-        match self.store.unlink_identity(&user.id, provider_id).await? {
+        self.live_user(&principal).await?;
+        // Decided with the caller's session in the same write: a request
+        // whose session a takeover revoked meanwhile unlinks nothing (not
+        // the identity the new owner signed in with).
+        match self.store.unlink_identity(&self.live_session(meta, &principal), provider_id).await? {
             Unlink::Done => Ok(()),
+            Unlink::SessionEnded => Err(Error::InvalidToken(TokenError::SessionRevoked)),
             Unlink::NotLinked => {
                 Err(oauth_error(404, "not_linked", "no identity of this provider is linked to the account"))
             }

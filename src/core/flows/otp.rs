@@ -110,7 +110,7 @@ where
         let charge = self.throttle_code_attempt(meta, rng, email.as_str()).await?;
         let Some(code) = parse_code(&req.code) else {
             // Not a code: nothing was guessed.
-            self.refund_code_attempt(charge).await?;
+            self.refund_code_attempt(charge).await;
             return Err(Error::invalid_code());
         };
         let challenge = self.store.count_code_attempt(email.as_str(), meta.now, OTP_MAX_ATTEMPTS).await?;
@@ -140,7 +140,7 @@ where
             .await?
             .ok_or_else(Error::invalid_code)?;
         // The right code: not a failure, whatever the sign-in decides next.
-        self.refund_code_attempt(charge).await?;
+        self.refund_code_attempt(charge).await;
         self.passwordless_sign_in(
             meta,
             rng,

@@ -13,6 +13,7 @@ use crate::core::flows::account::{banned, login_event, signin_refusal};
 use crate::core::flows::{AuthResponse, Deps, Meta};
 use crate::core::ids::{self, Random};
 use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, SessionStore, UserStore};
+use crate::core::session::SignInBasis;
 use crate::core::takeover::AddressProof;
 use crate::core::users::User;
 
@@ -174,9 +175,17 @@ where
             .await?;
             return Err(banned());
         }
+        // The session belongs to the account as the token knew it: the
+        // epoch the token was issued under (and consumed at — for a token
+        // issued before the account existed, 0, the epoch the account had
+        // then). A password change or reset, a ban, a new address that
+        // lands between the consumption and the session is not undone by a
+        // sign-in that started before it: 409 `account_changed`.
+        let mut basis = SignInBasis::epoch(t.user_epoch);
         // Consuming a secret sent to the address proves the caller reads it:
         // an unverified account is theirs now, and whatever its earlier holder
-        // set up goes, in one write (see `core::takeover`).
+        // set up goes, in one write (see `core::takeover`). The session then
+        // belongs to the account as that write left it.
         if !user.email_verified {
             let claim =
                 AddressProof { user_id: &user.id, email: &t.email, link: None, new_password: None, now: meta.now };
@@ -184,11 +193,12 @@ where
             events.extend(proven.events(&user.id, &user.email, false));
             if proven.took_over {
                 user.password_hash = None;
+                basis = SignInBasis::epoch(proven.auth_epoch);
             }
             user.email_verified = true;
             user.auth_epoch = proven.auth_epoch;
         }
-        let response = match self.start_session_via(meta, rng, &user, proof.provider).await {
+        let response = match self.start_session_via(meta, rng, &user, proof.provider, basis).await {
             Ok(r) => r,
             Err(e) => {
                 // The sign-in hook refused (or could not be asked): an account

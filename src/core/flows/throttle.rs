@@ -76,10 +76,14 @@ where
 
     /// Gives back an attempt charged by [`Self::throttle_code_attempt`]
     /// that was not a failed guess (the right code, or no code at all).
-    pub async fn refund_code_attempt(&self, charge: Option<Charge>) -> Result<(), Error> {
-        match charge {
-            Some(c) => self.store.unhit(&c.key, c.resets_at, c.limit).await,
-            None => Ok(()),
+    /// Best effort: a refund that fails is reported for the log and
+    /// otherwise ignored — it costs the address one failure too many
+    /// against the day's cap, never a sign-in with the right code (whose
+    /// code is already spent by then).
+    pub async fn refund_code_attempt(&self, charge: Option<Charge>) {
+        let Some(c) = charge else { return };
+        if let Err(e) = self.store.unhit(&c.key, c.resets_at, c.limit).await {
+            self.events.report(&format!("otp/verify: giving back a charged attempt failed: {e}"));
         }
     }
 

@@ -20,6 +20,7 @@ use crate::core::error::Error;
 use crate::core::ids::Random;
 use crate::core::outbound::{HttpReply, SendError};
 use crate::core::seal::SealKey;
+use crate::core::session::LiveSession;
 use crate::core::time::UnixTime;
 
 pub use config::{OAuthConfig, ProviderConfig, ProviderKind};
@@ -89,6 +90,9 @@ pub enum Unlink {
     NotLinked,
     /// It is the user's last way to sign in (no password, no other provider).
     LastMethod,
+    /// The caller's session is no longer live (revoked or ended since the
+    /// caller authenticated): nothing was written.
+    SessionEnded,
 }
 
 /// What looking for a sign-in state at a callback found.
@@ -109,8 +113,15 @@ pub enum StateTake {
 /// Consumption is one conditional write, so of racing requests exactly one
 /// gets a state or a code.
 pub trait OAuthStore {
-    /// Stores a sign-in in progress.
+    /// Stores a sign-in in progress (one that links no user).
     async fn put_oauth_state(&self, state: &OAuthState) -> Result<(), Error>;
+    /// Stores a link in progress for `caller`'s user (`state.link_user_id`)
+    /// if, in the same write, `caller`'s session is still live and that
+    /// user is unbanned with the account epoch `state.link_epoch`: a link
+    /// started by a request whose session a takeover (or anything else)
+    /// revoked, or whose account changed after it was read, is never
+    /// stored. `Ok(false)`, nothing written, otherwise.
+    async fn put_link_state(&self, state: &OAuthState, caller: &LiveSession<'_>) -> Result<bool, Error>;
     /// Consumes the unexpired state whose hash is `hash` only if it was
     /// stored with `binding_hash` — the binding is checked in the same
     /// conditional write that removes it, so of any number of racing
@@ -140,9 +151,10 @@ pub trait OAuthStore {
         user: &crate::core::users::User,
         identity: &LinkedIdentity,
     ) -> Result<bool, Error>;
-    /// Unlinks the user's identity of `provider` unless it is their last way
-    /// to sign in, decided in the same write.
-    async fn unlink_identity(&self, user_id: &str, provider: &str) -> Result<Unlink, Error>;
+    /// Unlinks the identity of `provider` of `caller`'s user unless it is
+    /// their last way to sign in or `caller`'s session is no longer live,
+    /// decided in the same write.
+    async fn unlink_identity(&self, caller: &LiveSession<'_>, provider: &str) -> Result<Unlink, Error>;
 }
 
 /// What a provider call looks like: `GET`, or a form `POST`.
