@@ -520,6 +520,8 @@ pub struct MemKeys {
     pub now: Cell<UnixTime>,
     /// What [`KeyRing::issued`] was told, in order: token, kid, verified form, time.
     pub issued: RefCell<Vec<(String, String, VerifiedToken, UnixTime)>>,
+    /// How often [`KeyRing::keys_changed`] was called.
+    pub changed: Cell<u32>,
 }
 
 impl KeyRing for MemKeys {
@@ -535,11 +537,16 @@ impl KeyRing for MemKeys {
     fn issued(&self, raw: &str, kid: &str, token: VerifiedToken, now: UnixTime) {
         self.issued.borrow_mut().push((raw.to_string(), kid.to_string(), token, now));
     }
+    fn keys_changed(&self) {
+        self.changed.set(self.changed.get() + 1);
+    }
 }
 
 #[derive(Default)]
 pub struct MemEvents {
     pub sent: RefCell<Vec<Envelope>>,
+    /// Refuse every publish (the queue and the outbox down).
+    pub fail: Cell<bool>,
 }
 
 impl MemEvents {
@@ -567,6 +574,9 @@ impl MemEvents {
 
 impl EventSink for MemEvents {
     async fn publish(&self, events: &[Envelope]) -> Result<()> {
+        if self.fail.get() {
+            return Err(Error::unavailable("memory", "injected queue failure"));
+        }
         self.sent.borrow_mut().extend_from_slice(events);
         Ok(())
     }
@@ -613,6 +623,7 @@ impl World {
             alg: config.signing_alg,
             now: Cell::new(UnixTime(0)),
             issued: RefCell::default(),
+            changed: Cell::new(0),
         };
         Self { store, events: MemEvents::default(), keys, config, gate: MemGate::default() }
     }
