@@ -46,8 +46,9 @@
 //! - Judged as every path it may be ([`Routes::judge`]), when a reading
 //!   routes a part of a valid path: the path after any `*.php`, `*.phtml` or
 //!   `*.phar` segment (Debian's default PHP handler pattern), and the path
-//!   with its last segment cut at any of its dots (`/api/x.tar.gz` as
-//!   `/api/x.tar` and `/api/x`). The request must pass the rule of each.
+//!   with its last segment cut at any of its dots but a leading one
+//!   (`/api/x.tar.gz` as `/api/x.tar` and `/api/x`). The request must pass
+//!   the rule of each.
 //!
 //! Names, slugs and words in other scripts (`Müller`, `日本`, `ελληνικά`) pass;
 //! `ß` (uppercase `SS`), Turkish `ı` and `İ`, ligatures and fullwidth forms
@@ -55,11 +56,12 @@
 //!
 //! Not modelled: readings an origin adds on its own (a custom rewrite, a
 //! router that strips other prefixes), and Windows' best-fit conversion of a
-//! Unicode path to an ANSI code page (a CGI program or an ANSI API on
-//! Windows can read `＼` or `¥` as `\`, and other characters as ASCII look-
-//! alikes that NFKC does not give): most of these are refused anyway, as
-//! non-ASCII characters some reading turns into ASCII, but the tables of
-//! every code page are not checked here.
+//! Unicode path to an ANSI code page, which a CGI program or an ANSI API on
+//! Windows applies: it reads `¥` (Japanese code pages) and `₩` (Korean) as
+//! `\`, and other characters as ASCII look-alikes. Those that NFKC or case
+//! mapping also turn into ASCII (`＼`, `ｓ`) are refused anyway; the
+//! code-page tables themselves are not checked, so such an origin is
+//! protected only by a rule over its whole tree.
 //!
 //! # Methods as origins read them
 //!
