@@ -75,7 +75,7 @@
 //! `multipart/mixed` or `multipart/related` (Rack), JSON (Laravel), or any
 //! body a custom `method-override` getter reads. So when the rules for a path
 //! differ by method, a request that names `_method` in its query (as PHP, Rack,
-//! Node or ASP.NET Core decode and mangle names: [`names_method_override`]),
+//! Node or ASP.NET Core decode and mangle names: `names_method_override`),
 //! and a POST with any body but a certainly empty one, must pass the policy
 //! of every method the path's rules give.
 
