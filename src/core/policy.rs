@@ -44,11 +44,11 @@
 //!     controls and the two joiners, which that mapping keeps but other
 //!     readings trim or drop.
 //! - Judged as every path it may be ([`Routes::judge`]), when a reading
-//!   routes a part of a valid path: the path after any `*.php`, `*.phtml` or
-//!   `*.phar` segment (Debian's default PHP handler pattern), and the path
-//!   with its last segment cut at any of its dots but a leading one
-//!   (`/api/x.tar.gz` as `/api/x.tar` and `/api/x`). The request must pass
-//!   the rule of each.
+//!   routes a part of a valid path: the path after the first and after the
+//!   last `*.php`, `*.phtml` or `*.phar` segment (Debian's default PHP
+//!   handler pattern), and the path with its last segment cut at its first
+//!   and at its last dot, a leading one aside (`/api/x.tar.gz` as
+//!   `/api/x` and `/api/x.tar`). The request must pass the rule of each.
 //!
 //! Names, slugs and words in other scripts (`Müller`, `日本`, `ελληνικά`) pass;
 //! `ß` (uppercase `SS`), Turkish `ı` and `İ`, ligatures and fullwidth forms
@@ -415,26 +415,38 @@ fn push_unique<'a>(out: &mut Vec<&'a Policy>, p: &'a Policy) {
 }
 
 /// Calls `f` with every path an origin may route a normalised path as: the
-/// path itself first, then the path after each PHP script segment (a front
-/// controller's `PATH_INFO`), and each of those with the last segment cut at
-/// each of its dots but a leading one (a format suffix). The readings are
-/// slices of the path: nothing is allocated.
+/// path itself first, then the path after the first and after the last PHP
+/// script segment (a front controller's `PATH_INFO`: nginx's
+/// `fastcgi_split_path_info` takes the first, Apache the first that is a
+/// file), and each of those with the last segment cut at its first dot
+/// (Spring's suffix match) and at its last (Rails, Django REST framework),
+/// a leading dot aside. At most nine readings, however many scripts or dots
+/// a path holds (each costs a rule lookup); they are slices of the path:
+/// nothing is allocated.
 fn for_each_reading(path: &str, mut f: impl FnMut(&str)) {
     let last = path.rfind('/').map_or(0, |i| i + 1);
+    let name = &path[last..];
+    let first_dot = name.get(1..).and_then(|n| n.find('.')).map(|i| last + 1 + i);
+    let last_dot = name.rfind('.').filter(|&i| i > 0).map(|i| last + i).filter(|d| Some(*d) != first_dot);
     let mut reading = |start: usize| {
         f(&path[start..]);
-        for (i, _) in path[last..].match_indices('.').filter(|(i, _)| *i > 0) {
-            f(&path[start..last + i]);
+        for cut in [first_dot, last_dot].into_iter().flatten() {
+            f(&path[start..cut]);
         }
     };
     reading(0);
-    // Segments before the last one that name a PHP script.
+    // Segments before the last one that name a PHP script: where the first and the last end.
+    let (mut first_script, mut last_script) = (None, None);
     let mut at = 0;
     while let Some(end) = path[at + 1..].find('/').map(|i| at + 1 + i) {
         if is_php_script(&path[at + 1..end]) {
-            reading(end);
+            first_script.get_or_insert(end);
+            last_script = Some(end);
         }
         at = end;
+    }
+    for start in [first_script, last_script.filter(|e| Some(*e) != first_script)].into_iter().flatten() {
+        reading(start);
     }
 }
 
@@ -1221,6 +1233,26 @@ mod tests {
         for p in ["/api/index.php", "/api/php/secrets", "/api/x.phps/api/secrets/y", "/api/.php/secrets/x"] {
             assert_eq!(secrets_judged("GET", p), (true, true, true), "{p}");
         }
+    }
+
+    #[test]
+    fn a_path_has_at_most_nine_readings_however_many_scripts_and_dots_it_holds() {
+        let readings = |p: &str| {
+            let mut out = Vec::new();
+            for_each_reading(p, |r| out.push(r.to_string()));
+            out
+        };
+        assert_eq!(readings("/api/x"), ["/api/x"]);
+        assert_eq!(readings("/api/x.json"), ["/api/x.json", "/api/x"]);
+        assert_eq!(readings("/api/x.tar.gz"), ["/api/x.tar.gz", "/api/x", "/api/x.tar"]);
+        assert_eq!(readings("/api/.env"), ["/api/.env"]);
+        assert_eq!(
+            readings("/a.php/b.php/c/x.json"),
+            ["/a.php/b.php/c/x.json", "/a.php/b.php/c/x", "/b.php/c/x.json", "/b.php/c/x", "/c/x.json", "/c/x",]
+        );
+        let hostile = format!("{}/{}", "/s.php".repeat(600), "x.".repeat(2_000) + "y");
+        assert!(normalise_path(&hostile).is_ok());
+        assert_eq!(readings(&hostile).len(), 9);
     }
 
     #[test]
