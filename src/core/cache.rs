@@ -18,6 +18,11 @@
 //! a new one). So a key retired at once stops counting, cached or not, as
 //! soon as the isolate's key set no longer has it; and that set is never
 //! used older than `KEY_CACHE_TTL` ([`crate::core::flows::keys::key_cache_state`]).
+//!
+//! That key set itself is kept in a [`KeySlot`]: when it was loaded, and a
+//! generation that an invalidation (a rotation or retirement by this isolate)
+//! moves, so a reload that began before the invalidation — and may have read
+//! the keys before the write — cannot install them as fresh.
 
 use std::collections::HashMap;
 
@@ -112,6 +117,73 @@ impl<A> TokenCache<A> {
     /// Whether the cache is empty.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+}
+
+/// The generation a reload began under ([`KeySlot::begin_reload`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Generation(u64);
+
+/// The isolate's loaded key set (`T`: at the edge, the keys with their
+/// natively imported forms), when it was loaded, and its generation.
+#[derive(Debug)]
+pub struct KeySlot<T> {
+    value: Option<T>,
+    /// `None`: never loaded, or invalidated since.
+    loaded_at: Option<UnixTime>,
+    generation: u64,
+}
+
+impl<T> KeySlot<T> {
+    /// An empty slot.
+    pub const fn new() -> Self {
+        Self { value: None, loaded_at: None, generation: 0 }
+    }
+
+    /// The generation a reload starting now installs under: read before the
+    /// keys are.
+    pub fn begin_reload(&self) -> Generation {
+        Generation(self.generation)
+    }
+
+    /// Installs what a reload begun at `began` read, at `now`, built by
+    /// `make` from the value it replaces. Fresh (loaded at `now`) unless
+    /// [`KeySlot::invalidate`] was called since the reload began: then the
+    /// keys it read may predate the change, and they are installed as never
+    /// loaded, so their next use reloads them. Returns whether fresh.
+    pub fn install(&mut self, began: Generation, now: UnixTime, make: impl FnOnce(Option<T>) -> T) -> bool {
+        self.value = Some(make(self.value.take()));
+        let fresh = began.0 == self.generation;
+        self.loaded_at = fresh.then_some(now);
+        fresh
+    }
+
+    /// The stored keys changed: what is loaded, and what any reload under
+    /// way read, must be read again before use.
+    pub fn invalidate(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
+        self.loaded_at = None;
+    }
+
+    /// When the value was loaded; `None` if never, or invalidated since.
+    pub fn loaded_at(&self) -> Option<UnixTime> {
+        self.loaded_at
+    }
+
+    /// The value, however old.
+    pub fn get(&self) -> Option<&T> {
+        self.value.as_ref()
+    }
+
+    /// The value, however old, to update what is derived from it.
+    pub fn get_mut(&mut self) -> Option<&mut T> {
+        self.value.as_mut()
+    }
+}
+
+impl<T> Default for KeySlot<T> {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -226,5 +298,49 @@ mod tests {
         e.assertion = Some(Assertion { value: "signed by next", expires_at: UnixTime(62), kid: "next".into() });
         let e = c.get_mut("t", UnixTime(3), |kid| kid == "old" || kid == "next").unwrap();
         assert_eq!(e.assertion.as_ref().map(|a| a.value), Some("signed by next"));
+    }
+
+    #[test]
+    fn a_key_set_is_fresh_from_its_install_until_an_invalidation() {
+        let mut slot: KeySlot<&str> = KeySlot::new();
+        assert_eq!((slot.get(), slot.loaded_at()), (None, None));
+        let began = slot.begin_reload();
+        assert!(slot.install(began, UnixTime(10), |old| {
+            assert!(old.is_none());
+            "k1"
+        }));
+        assert_eq!((slot.get(), slot.loaded_at()), (Some(&"k1"), Some(UnixTime(10))));
+        slot.invalidate();
+        assert_eq!((slot.get(), slot.loaded_at()), (Some(&"k1"), None), "kept, but to be read again");
+        let began = slot.begin_reload();
+        assert!(slot.install(began, UnixTime(11), |old| {
+            assert_eq!(old, Some("k1"), "the old value is handed over (its imported keys are reused)");
+            "k2"
+        }));
+        assert_eq!(slot.loaded_at(), Some(UnixTime(11)));
+    }
+
+    #[test]
+    fn a_reload_begun_before_an_invalidation_installs_as_stale() {
+        // An isolate reloads (a JWKS request, say) and reads the keys; meanwhile
+        // it retires one (the write, then `invalidate`); the reload ends after.
+        let mut slot: KeySlot<&str> = KeySlot::new();
+        let began = slot.begin_reload();
+        assert!(slot.install(began, UnixTime(10), |_| "k1 k2"));
+        let reading = slot.begin_reload();
+        slot.invalidate();
+        assert!(!slot.install(reading, UnixTime(12), |_| "k1 k2, read before the retirement"));
+        assert_eq!(slot.loaded_at(), None, "its next use reloads it");
+        // A reload begun after the invalidation is fresh again.
+        let after = slot.begin_reload();
+        assert!(slot.install(after, UnixTime(13), |_| "k2"));
+        assert_eq!((slot.get(), slot.loaded_at()), (Some(&"k2"), Some(UnixTime(13))));
+        // Two reloads under way across two invalidations: both stale.
+        let (a, b) = (slot.begin_reload(), slot.begin_reload());
+        slot.invalidate();
+        assert!(!slot.install(a, UnixTime(14), |_| "a"));
+        slot.invalidate();
+        assert!(!slot.install(b, UnixTime(15), |_| "b"));
+        assert_eq!(slot.loaded_at(), None);
     }
 }

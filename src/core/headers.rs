@@ -17,7 +17,15 @@
 //! Names are compared case-insensitively with `-` and `_` alike: WSGI (Django,
 //! Flask), PHP and Rack read `X_Forwarded_User` as `X-Forwarded-User`. An
 //! entry ending in `*` is a prefix. Operators extend the list with
-//! `STRIP_HEADERS` (comma-separated names in the same syntax).
+//! `STRIP_HEADERS` (comma-separated names in the same syntax: any RFC 9110
+//! token, `*` only at the end).
+//!
+//! The list cannot know every name an origin falls back to. Code that reads
+//! `X-Forwarded-For` and, when it is absent, some other header (a
+//! `X-Client-Addr` of its own, say) now always finds it absent and trusts
+//! the other one: removing the first makes the fallback the client's to
+//! set. Every name an origin reads for these purposes, fallbacks included,
+//! belongs on the list (`STRIP_HEADERS`).
 //!
 //! The edge applies the list in JavaScript (`glue.js`, one test per incoming
 //! header name): [`StrippedHeaders::js_pattern`] is the list as one regular
@@ -31,10 +39,10 @@ use std::collections::BTreeMap;
 /// string literal between the `STRIPPED` line and its closing `];`).
 pub const STRIPPED: &[&str] = &[
     // Identity, as gateways and auth proxies tell their origins.
-    "x-auth-*",      // Portcullis's own (set again after this), oauth2-proxy's X-Auth-Request-*
-    "x-forwarded-*", // oauth2-proxy's -User, -Email, -Preferred-Username, -Groups, -Access-Token; -For, -Host, -Proto, -Port, -Prefix, -Server, -Ssl, Envoy's -Client-Cert
-    "remote-*",      // Remote-User, Remote-Groups, Remote-Email, Remote-Name (Authelia, Apache)
-    "x-remote-*",    // X-Remote-User, X-Remote-Group, X-Remote-Addr
+    "x-auth-*",     // Portcullis's own (set again after this), oauth2-proxy's X-Auth-Request-*
+    "x-forwarded*", // X-Forwarded (PHP's HTTP_X_FORWARDED, request-ip), oauth2-proxy's -User, -Email, -Preferred-Username, -Groups, -Access-Token; -For, -Host, -Proto, -Port, -Prefix, -Server, -Ssl, Envoy's -Client-Cert, Traefik's -Tls-Client-Cert
+    "remote-*",     // Remote-User, Remote-Groups, Remote-Email, Remote-Name (Authelia, Caddy, Apache)
+    "x-remote-*",   // X-Remote-User, X-Remote-Group, X-Remote-Addr
     "x-user",
     "x-user-id",
     "x-user-email",
@@ -43,7 +51,9 @@ pub const STRIPPED: &[&str] = &[
     "x-user-groups",
     "x-userid",
     "x-username",
-    "x-userinfo",
+    "x-userinfo",     // Kong's OIDC plugin
+    "x-id-token",     // idem
+    "x-access-token", // idem
     "x-email",
     "x-preferred-username",
     "x-groups",
@@ -52,47 +62,62 @@ pub const STRIPPED: &[&str] = &[
     "x-consumer-*",      // Kong
     "x-credential-identifier",
     "x-anonymous-consumer",
+    "x-authentik-*",               // authentik's proxy outpost
     "x-webauth-*",                 // Grafana's auth proxy
-    "x-ms-client-principal*",      // Azure App Service authentication
-    "x-ms-token-*",                // Azure App Service authentication
+    "x-ms-client-principal*",      // Azure App Service authentication (Easy Auth)
+    "x-ms-token-*",                // idem
     "x-goog-authenticated-user-*", // Google IAP
     "x-goog-iap-jwt-assertion",
     "x-amzn-oidc-*", // AWS load balancers
     "cf-access-*",   // Cloudflare Access
     "x-pomerium-*",
     "x-vouch-*",
-    "tailscale-user-*",
-    "x-appengine-user-*",
+    "tailscale-*", // Tailscale serve: -User-Login, -User-Name, -User-Profile-Pic, -Headers-Info
+    "teleport-jwt-assertion",
+    "x-appengine-user-*", // -Email, -Id, -Nickname, -Ip
+    "oidc-*",             // Apache mod_auth_openidc: OIDC_CLAIM_*, OIDC_access_token, …
+    "mellon-*",           // Apache mod_auth_mellon
+    "shib-*",             // Shibboleth SP
     // Client certificates, as TLS-terminating proxies pass them on.
     "x-ssl*",
     "x-client-cert*",
     "x-client-verify",
     "x-client-dn",
     "ssl-client-*",
+    "client-cert*", // RFC 9440: Client-Cert, Client-Cert-Chain
     "x-arr-clientcert",
     "x-arr-ssl",
     // The client's address.
     "forwarded",
+    "forwarded-*", // Forwarded-For (PHP's HTTP_FORWARDED_FOR, request-ip)
     "x-real-ip",
     "true-client-ip",
     "x-client-ip",
     "x-cluster-client-ip",
     "client-ip",
+    "proxy-client-ip",    // Java's getClientIp recipes
+    "wl-proxy-client-ip", // idem (WebLogic)
     "fastly-client-ip",
     "x-originating-ip",
     "x-azure-clientip",
     "x-azure-socketip",
     "x-proxyuser-ip",
-    "x-envoy-*",
-    // Another URL, host or scheme than the request's.
+    "x-envoy-*", // -External-Address, -Original-Path, -Peer-Metadata, …
+    // CGI variable names sent as headers: code that reads `HTTP_X_FORWARDED_FOR`
+    // or `HTTP_CLIENT_IP` with a header getter (Java recipes) finds them.
+    "http-*",
+    // Another URL, host, prefix or scheme than the request's.
     "x-original-*", // -URL, -URI, -Host, -Method, -Forwarded-For
     "x-rewrite-url",
+    "x-script-name", // Flask's ReverseProxied recipe, mounting the app elsewhere
     "x-host",
     "x-http-host-override",
     "x-scheme",
     "x-url-scheme",
     "front-end-https",
     "x-https",
+    "aspfiltersessionid", // IIS's cookieless-session filter
+    "x-middleware-*",     // Next.js: X-Middleware-Subrequest skips its middleware (CVE-2025-29927)
     // Another method than the request's (Express, ASP.NET Core, Symfony, Rack).
     "x-http-method-override",
     "x-http-method",
@@ -110,18 +135,16 @@ struct Entry {
 }
 
 impl Entry {
-    /// Parses `name` or `prefix*`: letters, digits, `-` and `_`.
+    /// Parses `name` or `prefix*`: an RFC 9110 token (letters, digits and
+    /// ``!#$%&'+-.^_`|~``; `*` only as the final prefix marker).
     fn parse(raw: &str) -> Result<Self, String> {
         let (name, prefix) = match raw.strip_suffix('*') {
             Some(p) => (p, true),
             None => (raw, false),
         };
-        if name.is_empty()
-            || name.len() > MAX_NAME_LEN
-            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
+        if name.is_empty() || name.len() > MAX_NAME_LEN || !name.bytes().all(is_tchar) {
             return Err(format!(
-                "{raw:?} is not a header name (letters, digits, '-' and '_', at most {MAX_NAME_LEN}, optionally ending in *)"
+                "{raw:?} is not a header name (an RFC 9110 token: letters, digits and !#$%&'+-.^_`|~, at most {MAX_NAME_LEN}, optionally ending in * for a prefix)"
             ));
         }
         Ok(Self { name: normalise(name), prefix })
@@ -134,6 +157,11 @@ impl Entry {
             normalised == self.name
         }
     }
+}
+
+/// An RFC 9110 `tchar` but `*` (the prefix marker here).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'+-.^_`|~".contains(&b)
 }
 
 fn normalise(name: &str) -> String {
@@ -184,8 +212,8 @@ struct Node {
     rest: bool,
 }
 
-/// `^` and the trie as nested alternatives, `-` as `[-_]`; names hold only
-/// `[a-z0-9-]`, so nothing needs escaping.
+/// `^` and the trie as nested alternatives, `-` as `[-_]`, the token
+/// characters that mean something in a regular expression (`$+.^|`) escaped.
 fn trie_pattern(entries: &[Entry]) -> String {
     let mut root = Node::default();
     for e in entries {
@@ -219,10 +247,13 @@ fn emit(node: &Node, out: &mut String) {
             out.push('|');
         }
         first = false;
-        if *b == b'-' {
-            out.push_str("[-_]");
-        } else {
-            out.push(*b as char);
+        match *b {
+            b'-' => out.push_str("[-_]"),
+            b'$' | b'+' | b'.' | b'^' | b'|' => {
+                out.push('\\');
+                out.push(*b as char);
+            }
+            _ => out.push(*b as char),
         }
         emit(child, out);
     }
@@ -296,7 +327,8 @@ mod tests {
             "x-request-id",
             "x-user-agent",
             "x-forwarde",
-            "forwarded-by",
+            "forwardedfor",
+            "http2-settings",
             "x-http-methods",
             "x-emails",
         ] {
@@ -310,9 +342,72 @@ mod tests {
         assert!(s.strips("x-tenant-id") && s.strips("X_TENANT_ID"));
         assert!(s.strips("x-acme-anything") && s.strips("x_acme_"));
         assert!(!s.strips("x-tenant") && !s.strips("x-acme"));
-        for bad in ["*", "x y", "x:y", "x.y", "x-*-y", "ü", &"x".repeat(MAX_NAME_LEN + 1)] {
+        for bad in ["*", "x y", "x:y", "x-*-y", "ü", "x\"y", "x(y)", "x/y", "x@y", &"x".repeat(MAX_NAME_LEN + 1)] {
             let e = StrippedHeaders::parse(Some(bad)).unwrap_err();
             assert!(e.contains("not a header name"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn strip_headers_takes_any_token_name_and_the_pattern_reads_it_literally() {
+        let s = StrippedHeaders::parse(Some("x.tenant, a!#$%&'+-.^_`|~z, p.q*")).unwrap();
+        let re = Regex::new(s.js_pattern()).unwrap();
+        for name in ["x.tenant", "X.Tenant", "a!#$%&'+-.^_`|~z", "a!#$%&'+_.^-`|~z", "p.q", "p.q-more"] {
+            assert!(s.strips(name), "{name}");
+            assert!(re.is_match(&name.to_ascii_lowercase()), "{name}");
+        }
+        for name in ["xztenant", "x-tenant", "a!#$%&'+-x^_`|~z", "pzq", "p-q"] {
+            assert!(!s.strips(name), "{name}");
+            assert!(!re.is_match(&name.to_ascii_lowercase()), "{name}");
+        }
+    }
+
+    #[test]
+    fn address_identity_and_routing_headers_of_other_proxies_and_recipes_are_stripped() {
+        let s = builtin();
+        for name in [
+            "x-forwarded",          // PHP's HTTP_X_FORWARDED, request-ip (npm)
+            "forwarded-for",        // PHP's HTTP_FORWARDED_FOR, request-ip (npm)
+            "proxy-client-ip",      // Java getClientIp recipes
+            "wl-proxy-client-ip",   // idem (WebLogic)
+            "http_x_forwarded_for", // Java request.getHeader("HTTP_X_FORWARDED_FOR")
+            "http_client_ip",       // Java request.getHeader("HTTP_CLIENT_IP")
+            "HTTP-X-Real-IP",
+            "x-authentik-username", // authentik's proxy outpost
+            "x-authentik-email",
+            "x-authentik-groups",
+            "oidc_claim_email", // Apache mod_auth_openidc
+            "oidc-claim-sub",
+            "OIDC_access_token",
+            "x-script-name", // Flask's ReverseProxied recipe
+            "client-cert",   // RFC 9440
+            "client-cert-chain",
+            "aspfiltersessionid",
+            "x-envoy-original-path",
+            "x-envoy-external-address",
+            "x-amzn-oidc-identity",
+            "x-amzn-oidc-data",
+            "cf-access-jwt-assertion",
+            "x-ms-client-principal",
+            "x-ms-client-principal-id",
+            "x-goog-iap-jwt-assertion",
+            "x-goog-authenticated-user-email",
+            "x-pomerium-jwt-assertion",
+            "x-vouch-user",
+            "x-webauth-user",
+            "ssl-client-s-dn",
+            "x-ssl-client-cert",
+            "x-client-cert-dn",
+            "tailscale-user-login",
+            "teleport-jwt-assertion",
+            "x-middleware-subrequest",
+            "mellon-name-id",
+            "shib-session-id",
+            "x-userinfo",
+            "x-id-token",
+            "x-access-token",
+        ] {
+            assert!(s.strips(name), "{name}");
         }
     }
 

@@ -213,6 +213,12 @@ pub trait KeyRing {
     /// may trust it from then on without checking its own signature, for as
     /// long as it would verify it. Default: nothing.
     fn issued(&self, _raw: &str, _kid: &str, _token: VerifiedToken, _now: UnixTime) {}
+    /// Told that the stored keys have just changed (a rotation or a
+    /// retirement written by this caller): whatever the ring loaded, or is
+    /// loading, must be read again before it is used. Called before the
+    /// change's event is emitted, so a failing queue cannot leave the ring on
+    /// the old keys. Default: nothing (a ring that caches nothing).
+    fn keys_changed(&self) {}
 }
 
 /// The event queue, and the log of what a flow tolerated.

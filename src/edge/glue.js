@@ -17,6 +17,13 @@ const SECURITY_HEADERS = [
 const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "proxy-authenticate",
   "proxy-authorization", "te", "trailer", "upgrade"]);
 
+// Headers a `Connection` value may not remove: the body's framing and type
+// (the origin parses the body by them), the target, and what the gateway's
+// decision read (the credentials, the request's origin). A client naming them
+// would have the origin read another request than the one judged.
+const NEVER_CONNECTION_NAMED = new Set(["content-type", "content-length", "transfer-encoding", "host",
+  "authorization", "cookie", "origin"]);
+
 // The gateway's own credentials, never forwarded.
 const OWN_COOKIES = ["__Host-portcullis_access", "__Host-portcullis_refresh", "__Host-portcullis_oauth"];
 
@@ -144,7 +151,8 @@ export function setStrippedHeaders(pattern) {
 /**
  * Sends `request` to `target` (the normalised URL Rust chose) with its method,
  * headers and body stream, minus hop-by-hop headers, headers named by
- * `Connection`, every stripped name (X-Auth-*, X-Forwarded-*, … in any
+ * `Connection` (but never the body's framing and type, `Host`, or the
+ * credentials and `Origin` the decision read), every stripped name (X-Auth-*, X-Forwarded-*, … in any
  * spelling: `setStrippedHeaders`), the gateway's cookies and (if `dropAuth`) the
  * Authorization header; plus the identity headers when `identity` — the
  * array [user id, email, roles, session id, assertion], built once per token
@@ -190,7 +198,7 @@ function forwardRaw(request, target, identity, dropAuth, timeoutMs, fetcher) {
   if (named) {
     // Only names actually present: a Connection value may list anything.
     const drop = new Set(named.toLowerCase().split(",").map((h) => h.trim()));
-    for (const k of incoming.keys()) if (drop.has(k)) headers.delete(k);
+    for (const k of incoming.keys()) if (drop.has(k) && !NEVER_CONNECTION_NAMED.has(k)) headers.delete(k);
   }
   // A WebSocket handshake keeps its `Upgrade: websocket` (hop-by-hop, so
   // deleted above): the runtime then opens the socket to the origin and the

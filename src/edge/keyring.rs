@@ -18,7 +18,8 @@
 //! gateway merely because the keys aged. At `KEY_CACHE_TTL`, keys are
 //! reloaded before any use: nothing here counts on keys older than that.
 //!
-//! Rotation: the isolate that rotates calls [`invalidate`] and signs with the
+//! Rotation: the isolate that rotates calls [`invalidate`] (through
+//! [`KeyRing::keys_changed`], before the event is emitted) and signs with the
 //! new key from its next request; every other isolate reloads within
 //! `KEY_CACHE_TTL` (and at once on meeting the new `kid`). Retired keys stay
 //! published long enough to cover that window (see
@@ -29,7 +30,16 @@
 //! own-signature check (both reached only through a published `kid`), and,
 //! in the gateway's token cache, every token it signed and every assertion
 //! it signed ([`EdgeKeys::vouches`]). If it was the active key, the next load
-//! signs with its successor. The JWKS is read from D1 on every request.
+//! signs with its successor.
+//!
+//! A reload that began before an [`invalidate`] — and may have read the
+//! keys before the change — installs as stale ([`KeySlot`]): it cannot put a
+//! retired key back for `KEY_CACHE_TTL`.
+//!
+//! The JWKS ([`EdgeKeys::jwks`]) is served from keys read less than
+//! [`JWKS_RELOAD_SECS`](crate::core::flows::keys::JWKS_RELOAD_SECS) ago and
+//! read again after that or after an invalidation: a burst of JWKS requests
+//! costs one D1 read per isolate.
 //!
 //! Each access token signed with the ring's key is handed to the gateway's
 //! token cache ([`crate::edge::proxy::remember_issued`]), already verified.
@@ -43,9 +53,10 @@ use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsValue;
 use worker::Env;
 
+use crate::core::cache::KeySlot;
 use crate::core::config::Config;
 use crate::core::error::Error;
-use crate::core::flows::keys::{key_cache_state, load_or_create, KeyCacheState};
+use crate::core::flows::keys::{jwks_reload_due, key_cache_state, load_or_create, KeyCacheState};
 use crate::core::keys::{self, jwks, Jwks, SigningAlg, SigningKey, StoredKey};
 use crate::core::ports::{KeyRing, Result};
 use crate::core::time::UnixTime;
@@ -106,7 +117,6 @@ pub const UNKNOWN_KID_RELOAD_SECS: i64 = 30;
 const BACKGROUND_RELOAD_SECS: i64 = 30;
 
 struct Cache {
-    loaded_at: UnixTime,
     keys: Vec<StoredKey>,
     signing: Option<SigningKey>,
     /// The signing key imported natively, with its kid.
@@ -119,7 +129,7 @@ struct Cache {
 }
 
 thread_local! {
-    static CACHE: RefCell<Option<Cache>> = const { RefCell::new(None) };
+    static CACHE: RefCell<KeySlot<Cache>> = const { RefCell::new(KeySlot::new()) };
     static LAST_MISS_RELOAD: RefCell<UnixTime> = const { RefCell::new(UnixTime(i64::MIN)) };
     static LAST_BACKGROUND_RELOAD: std::cell::Cell<UnixTime> = const { std::cell::Cell::new(UnixTime(i64::MIN)) };
 }
@@ -148,25 +158,28 @@ impl<'a> EdgeKeys<'a> {
         Self { env, config }
     }
 
-    async fn reload(&self) -> Result<()> {
+    /// Reads the keys from D1 and installs them: fresh, unless this isolate
+    /// invalidated its keys meanwhile ([`KeySlot::install`]); returns which.
+    async fn reload(&self) -> Result<bool> {
+        let began = CACHE.with(|c| c.borrow().begin_reload());
         let store = D1Store::new(self.env)?;
         let now = platform::now();
         let (keys, signing) =
             load_or_create(&store, &self.config.kek, self.config.signing_alg, &mut OsRandom, now).await?;
-        CACHE.with(|c| {
-            let mut c = c.borrow_mut();
-            let (imported, signing_native, own) =
-                c.take().map(|old| (old.imported, old.signing_native, old.own)).unwrap_or_default();
-            let signing_native = signing_native.filter(|(kid, _)| *kid == signing.kid);
-            let own = keys::recognisable(&keys, &signing, own, &self.config.kek, now);
-            *c = Some(Cache { loaded_at: now, keys, signing: Some(signing), signing_native, imported, own });
-        });
-        Ok(())
+        Ok(CACHE.with(|c| {
+            c.borrow_mut().install(began, now, |old| {
+                let (imported, signing_native, own) =
+                    old.map(|old| (old.imported, old.signing_native, old.own)).unwrap_or_default();
+                let signing_native = signing_native.filter(|(kid, _)| *kid == signing.kid);
+                let own = keys::recognisable(&keys, &signing, own, &self.config.kek, now);
+                Cache { keys, signing: Some(signing), signing_native, imported, own }
+            })
+        }))
     }
 
     /// What the cached keys may be used for at `now`.
     fn state(&self, now: UnixTime) -> KeyCacheState {
-        let loaded_at = CACHE.with(|c| c.borrow().as_ref().map(|c| c.loaded_at));
+        let loaded_at = CACHE.with(|c| c.borrow().loaded_at());
         loaded_at.map_or(KeyCacheState::Stale, |at| key_cache_state(&self.config, at, now))
     }
 
@@ -205,7 +218,7 @@ impl<'a> EdgeKeys<'a> {
         if self.is_fresh(platform::now()) {
             return Ok(());
         }
-        self.reload().await
+        self.reload().await.map(drop)
     }
 
     /// Loads the keys if the cache is cold or expired; with `unknown_kid`,
@@ -213,22 +226,44 @@ impl<'a> EdgeKeys<'a> {
     pub async fn refresh(&self, unknown_kid: Option<&str>) -> Result<()> {
         let now = platform::now();
         let unknown = unknown_kid.is_some_and(|kid| {
-            CACHE.with(|c| c.borrow().as_ref().is_some_and(|c| published(&c.keys, kid, now).is_none()))
+            CACHE.with(|c| c.borrow().get().is_some_and(|c| published(&c.keys, kid, now).is_none()))
         });
         let due_for_kid = unknown && reload_due(now, true);
         if !self.is_fresh(now) || due_for_kid {
-            return self.reload().await;
+            return self.reload().await.map(drop);
         }
         Ok(())
     }
 
-    /// The published keys, as JWKS: read from D1 (and so reloading this
-    /// isolate's keys), never from the cache, so a key retired at once leaves
-    /// it at once.
+    /// The published keys, as JWKS: from keys read from D1 less than
+    /// [`JWKS_RELOAD_SECS`](crate::core::flows::keys::JWKS_RELOAD_SECS) ago
+    /// (and not invalidated since), else read again — which reloads this
+    /// isolate's keys. So requests in a burst share one D1 read, and a key
+    /// this isolate retired leaves at once. If D1 cannot be read, keys the
+    /// gateway may still use (loaded less than `KEY_CACHE_TTL` ago) answer;
+    /// past that, or after an invalidation, the error does (503).
     pub async fn jwks(&self) -> Result<Jwks> {
-        self.reload().await?;
+        // Twice at most: a reload that an invalidation overtook installs as
+        // stale, and is read again.
+        for _ in 0..2 {
+            let now = platform::now();
+            if !jwks_reload_due(CACHE.with(|c| c.borrow().loaded_at()), now) {
+                break;
+            }
+            match self.reload().await {
+                Ok(_) => {}
+                Err(e) if self.is_usable(platform::now()) => {
+                    worker::console_error!("portcullis.error JWKS from cached keys, D1 unreadable: {e}");
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let now = platform::now();
-        Ok(CACHE.with(|c| c.borrow().as_ref().map(|c| jwks(&c.keys, now)).unwrap_or(Jwks { keys: Vec::new() })))
+        if !self.is_usable(now) {
+            return Err(Error::unavailable("keys", "the signing keys could not be read"));
+        }
+        Ok(CACHE.with(|c| c.borrow().get().map(|c| jwks(&c.keys, now)).unwrap_or(Jwks { keys: Vec::new() })))
     }
 
     /// Verifies a signature made with `alg` by `kid` from the cache at
@@ -252,7 +287,7 @@ impl<'a> EdgeKeys<'a> {
         CACHE.with(|c| {
             let mut c = c.borrow_mut();
             let missing = || Ok(if reload_due(now, false) { Cached::NeedsLoad } else { Cached::UnknownKey });
-            let Some(c) = c.as_mut() else { return missing() };
+            let Some(c) = c.get_mut() else { return missing() };
             // Imported keys stay valid only while the key is published.
             let Some(stored) = published(&c.keys, kid, now) else { return missing() };
             if stored.signing_alg()? != alg {
@@ -281,10 +316,9 @@ impl<'a> EdgeKeys<'a> {
     /// keys must be reloaded first.
     pub fn vouches(&self, kid: &str, now: UnixTime) -> bool {
         CACHE.with(|c| {
-            c.borrow().as_ref().is_some_and(|c| {
-                key_cache_state(&self.config, c.loaded_at, now) != KeyCacheState::Stale
-                    && published(&c.keys, kid, now).is_some()
-            })
+            let slot = c.borrow();
+            slot.loaded_at().is_some_and(|at| key_cache_state(&self.config, at, now) != KeyCacheState::Stale)
+                && slot.get().is_some_and(|c| published(&c.keys, kid, now).is_some())
         })
     }
 
@@ -296,7 +330,7 @@ impl<'a> EdgeKeys<'a> {
         }
         CACHE.with(|c| {
             let mut c = c.borrow_mut();
-            let Some(c) = c.as_mut() else { return Ok(None) };
+            let Some(c) = c.get_mut() else { return Ok(None) };
             let Some((kid, alg)) = c.signing.as_ref().map(|s| (s.kid.clone(), s.alg())) else { return Ok(None) };
             Ok(native_signing_key(&c.signing, &mut c.signing_native)?.map(|key| Signer { kid, alg, key }))
         })
@@ -362,20 +396,17 @@ fn import_private(key: &SigningKey) -> Result<JsValue> {
 }
 
 /// Makes this isolate reload its keys from D1 on their next use — after it
-/// rotated them itself. Imported keys are kept (they stay valid for as long
-/// as their key is published).
+/// rotated or retired one itself — and any reload under way install as
+/// stale ([`KeySlot::invalidate`]). Imported keys are kept (they stay valid
+/// for as long as their key is published).
 pub fn invalidate() {
-    CACHE.with(|c| {
-        if let Some(c) = c.borrow_mut().as_mut() {
-            c.loaded_at = UnixTime(i64::MIN);
-        }
-    });
+    CACHE.with(|c| c.borrow_mut().invalidate());
 }
 
 impl KeyRing for EdgeKeys<'_> {
     async fn signing_key(&self) -> Result<SigningKey> {
         self.ensure_loaded().await?;
-        let key = CACHE.with(|c| c.borrow().as_ref().and_then(|c| c.signing.clone()));
+        let key = CACHE.with(|c| c.borrow().get().and_then(|c| c.signing.clone()));
         key.ok_or_else(|| Error::Internal("no signing key after load".into()))
     }
 
@@ -393,5 +424,9 @@ impl KeyRing for EdgeKeys<'_> {
 
     fn issued(&self, raw: &str, kid: &str, token: VerifiedToken, now: UnixTime) {
         crate::edge::proxy::remember_issued(raw, kid, token, &self.config, self, now);
+    }
+
+    fn keys_changed(&self) {
+        invalidate();
     }
 }

@@ -158,10 +158,12 @@ async fn upkeep(env: &Env) -> Result<Option<KeyRotation>, Error> {
     let cfg = config(env).map_err(|e| Error::Misconfigured(e.0))?;
     let store = d1::D1Store::new(env)?;
     let events = queue::QueueSink::new(env, Rc::clone(&cfg));
-    let rotation = keys::scheduled(&store, &events, &cfg, &mut platform::OsRandom, platform::now()).await?;
-    if rotation.is_some() {
+    let rotation = keys::scheduled(&store, &events, &cfg, &mut platform::OsRandom, platform::now()).await;
+    // A rotation whose event could not be published still happened.
+    if !matches!(rotation, Ok(None)) {
         keyring::invalidate();
     }
+    let rotation = rotation?;
     // Expired OAuth states are dead weight, not a danger: a failed purge waits for the next run.
     if let Err(e) = store.purge_oauth(platform::now()).await {
         worker::console_error!("portcullis.error purging OAuth states: {e}");

@@ -63,11 +63,11 @@ impl GatewayRequest for Facts<'_> {
     fn query(&self) -> Option<&str> {
         self.query
     }
-    fn content_type(&self) -> Option<String> {
-        http::header(self.req, "content-type")
-    }
     fn has_body(&self) -> bool {
         self.req.body().is_some()
+    }
+    fn header(&self, name: &str) -> Option<String> {
+        http::header(self.req, name)
     }
 }
 
@@ -183,7 +183,7 @@ fn decide(
 ) -> Decision {
     let facts = Facts { req, method: req.method(), query: url.query() };
     let judged = cfg.routes.judge(&facts, normalised);
-    let drop_auth = !judged.route.forward_authorization;
+    let drop_auth = !judged.forwards_authorization();
     if judged.is_public() {
         return Decision::Forward { identity: JsValue::UNDEFINED, drop_auth };
     }

@@ -27,7 +27,7 @@ use crate::core::target::{invalid_url, RequestUrl};
 use crate::core::time::UnixTime;
 use crate::edge::d1::D1Store;
 use crate::edge::http::{self, JsResult};
-use crate::edge::keyring::{self, EdgeKeys};
+use crate::edge::keyring::EdgeKeys;
 use crate::edge::outbound::FetchGate;
 use crate::edge::platform::{self, OsRandom};
 use crate::edge::queue::QueueSink;
@@ -350,10 +350,10 @@ async fn auth_api(
             let bearer = access_token(req, &cfg, url)?;
             let admin = deps.require_admin(&meta, bearer.as_deref()).await?;
             let _: Option<Empty> = http::read_optional_json(req).await?;
+            // This isolate signs with the new key from now on (the flow tells
+            // the key ring, before emitting the event); the others pick it up
+            // within KEY_CACHE_TTL.
             let rotation = deps.admin_rotate_keys(&meta, rng, &admin).await?;
-            // This isolate signs with the new key from now on; the others
-            // pick it up within KEY_CACHE_TTL.
-            keyring::invalidate();
             js(http::json(200, &rotation, None, &[]))
         }
         ("POST", p) if retire_kid(p).is_some() => {
@@ -361,11 +361,11 @@ async fn auth_api(
             let admin = deps.require_admin(&meta, bearer.as_deref()).await?;
             let _: Option<Empty> = http::read_optional_json(req).await?;
             let kid = retire_kid(p).unwrap_or_default();
-            let retirement = deps.admin_retire_key(&meta, rng, &admin, kid).await?;
             // This isolate stops counting on the key (its tokens, cached or
-            // not, and the assertions it signed) from its next request; the
-            // others within KEY_CACHE_TTL.
-            keyring::invalidate();
+            // not, and the assertions it signed) from its next request — the
+            // flow invalidates the key ring before it emits the event, so a
+            // failing queue cannot skip that; the others within KEY_CACHE_TTL.
+            let retirement = deps.admin_retire_key(&meta, rng, &admin, kid).await?;
             js(http::json(200, &retirement, None, &[]))
         }
         (m, p) if p == ADMIN_USERS || p.starts_with(ADMIN_USERS_PREFIX) => {

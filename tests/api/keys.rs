@@ -214,6 +214,33 @@ fn retiring_the_active_key_rotates_to_a_fresh_key_first_so_signing_never_stops()
 }
 
 #[test]
+fn the_key_ring_is_told_of_a_retirement_or_rotation_before_the_event_even_when_the_queue_fails() {
+    let w = World::new(&[]);
+    let mut rng = TestRandom(14);
+    signup_at(&w, &mut rng, 1_000, "root@example.com", "password-1");
+    grant(&w, "root@example.com", "admin");
+    let admin = admin_at(&w, &mut rng, 1_001);
+    let k1 = active_kid(&w);
+    // The queue (and the outbox behind it) refuses the event: the request
+    // fails, but the key is retired in D1, so this isolate must stop counting
+    // on it now rather than within KEY_CACHE_TTL.
+    w.events.fail.set(true);
+    let (deps, meta) = w.at(1_001);
+    let e = block_on(deps.admin_retire_key(&meta, &mut rng, &admin, &k1)).unwrap_err();
+    assert_eq!(e.problem().status, 503);
+    assert!(!stored_kids(&w).contains(&k1), "the retirement was written");
+    assert_eq!(w.keys.changed.get(), 1, "and the key ring told of it");
+    let e = block_on(deps.admin_rotate_keys(&meta, &mut rng, &admin)).unwrap_err();
+    assert_eq!(e.problem().status, 503);
+    assert_eq!(w.keys.changed.get(), 2);
+    // Refused before any write: nothing changed, nothing to tell.
+    w.events.fail.set(false);
+    let unknown = "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k";
+    assert!(block_on(deps.admin_retire_key(&meta, &mut rng, &admin, unknown)).is_err());
+    assert_eq!(w.keys.changed.get(), 2);
+}
+
+#[test]
 fn unknown_and_malformed_kids_are_refused_and_nothing_changes() {
     let w = World::new(&[]);
     let mut rng = TestRandom(13);

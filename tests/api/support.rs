@@ -589,6 +589,8 @@ pub struct MemKeys {
     pub now: Cell<UnixTime>,
     /// What [`KeyRing::issued`] was told, in order: token, kid, verified form, time.
     pub issued: RefCell<Vec<(String, String, VerifiedToken, UnixTime)>>,
+    /// How often [`KeyRing::keys_changed`] was called.
+    pub changed: Cell<u32>,
 }
 
 impl KeyRing for MemKeys {
@@ -604,6 +606,9 @@ impl KeyRing for MemKeys {
     fn issued(&self, raw: &str, kid: &str, token: VerifiedToken, now: UnixTime) {
         self.issued.borrow_mut().push((raw.to_string(), kid.to_string(), token, now));
     }
+    fn keys_changed(&self) {
+        self.changed.set(self.changed.get() + 1);
+    }
 }
 
 #[derive(Default)]
@@ -611,6 +616,8 @@ pub struct MemEvents {
     pub sent: RefCell<Vec<Envelope>>,
     /// What flows reported for the log (`EventSink::report`).
     pub reported: RefCell<Vec<String>>,
+    /// Refuse every publish (the queue and the outbox down).
+    pub fail: Cell<bool>,
 }
 
 impl MemEvents {
@@ -646,6 +653,9 @@ impl MemEvents {
 
 impl EventSink for MemEvents {
     async fn publish(&self, events: &[Envelope]) -> Result<()> {
+        if self.fail.get() {
+            return Err(Error::unavailable("memory", "injected queue failure"));
+        }
         self.sent.borrow_mut().extend_from_slice(events);
         Ok(())
     }
@@ -695,6 +705,7 @@ impl World {
             alg: config.signing_alg,
             now: Cell::new(UnixTime(0)),
             issued: RefCell::default(),
+            changed: Cell::new(0),
         };
         Self { store, events: MemEvents::default(), keys, config, gate: MemGate::default() }
     }

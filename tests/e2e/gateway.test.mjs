@@ -17,6 +17,9 @@ const ROUTES = [
   { path: "/api/secrets/*", policy: "role:admin" },
   { path: "/api/reports/*", methods: ["GET"], policy: "role:admin" },
   { path: "/api/orders/*", methods: ["DELETE", "PUT"], policy: "role:admin" },
+  // A HEAD-only rule ahead of a GET rule: the origin answers HEAD with the GET handler.
+  { path: "/api/previews/*", methods: ["HEAD"], policy: "public" },
+  { path: "/api/previews/*", methods: ["GET"], policy: "role:admin" },
   { path: "/api/relay/*", policy: "public", forward_authorization: true },
 ];
 const APP = "https://app.example";
@@ -341,6 +344,10 @@ describe("paths as origins read them", () => {
     ["/api/secrets%23/x", "encoded #: the same"],
     ["/api/%E2%84%AAeys/x", "Kelvin sign: k to Java, .NET and NFKC"],
     ["/api/%C4%B1tems/x", "dotless ı: i to Java and .NET"],
+    ["/api/(S(x))/secrets/x", "ASP.NET cookieless session: removed before routing"],
+    ["/(S(x))/api/secrets/x", "ASP.NET cookieless session, first segment"],
+    ["/api/(A(x)F(y))/secrets/x", "ASP.NET cookieless anonymous id and forms ticket"],
+    ["/api/%28S%28x%29%29/secrets/x", "ASP.NET cookieless session, percent-encoded"],
   ];
   for (const [path, why] of readings) {
     test(`${path} (${why}) is refused with 422 invalid_path`, async () => {
@@ -358,13 +365,50 @@ describe("paths as origins read them", () => {
     assert.equal(decodeURIComponent(res.body.path), "/api/public/Müller/日本/λόγος/café");
   });
 
+  test("a PHP front controller's path info is judged as the path it routes: /index.php/api/secrets/x is /api/secrets/x", async () => {
+    for (const path of ["/index.php/api/secrets/x", "/INDEX.PHP/api/secrets/x", "/app/index.phtml/api/secrets", "/index.php/api/secrets.json"]) {
+      const refused = await raw("GET", path, bearer(alice));
+      assert.equal(refused.status, 403, `${path}: ${refused.text}`);
+      assert.equal(refused.body.code, "insufficient_role");
+      const admitted = await raw("GET", path, bearer(root));
+      assert.equal(admitted.status, 200, path);
+      assert.equal(admitted.body.path, path, "the origin receives the path as judged");
+    }
+    // A script as the last segment has no path info; other paths after a script follow their own rules.
+    assert.equal((await raw("GET", "/api/public/index.php", {})).status, 200);
+    assert.equal((await raw("GET", "/api/public/index.php/api/public/x", {})).status, 200);
+  });
+
+  test("a format suffix is judged as the path without it too: /api/secrets.json is /api/secrets to Rails, DRF and Spring", async () => {
+    for (const path of ["/api/secrets.json", "/api/Secrets.XML", "/api/secrets.tar.gz"]) {
+      const refused = await raw("GET", path, bearer(alice));
+      assert.equal(refused.status, 403, `${path}: ${refused.text}`);
+      const admitted = await raw("GET", path, bearer(root));
+      assert.equal(admitted.status, 200, path);
+      assert.equal(admitted.body.path, path);
+    }
+    // A public path with a suffix stays public; dots elsewhere change nothing.
+    assert.equal((await raw("GET", "/api/public/app.js", {})).status, 200);
+    assert.equal((await raw("GET", "/api/public/v1.2/x", {})).status, 200);
+    assert.equal((await raw("GET", "/api/.secrets", bearer(alice))).status, 200, "a leading dot is a name, not a suffix");
+  });
+
+  test("a HEAD must pass the GET policy of its path, even behind a HEAD-only public rule", async () => {
+    const refused = await raw("HEAD", "/api/previews/q3", {});
+    assert.equal(refused.status, 401);
+    assert.equal((await raw("HEAD", "/api/previews/q3", bearer(alice))).status, 403);
+    assert.equal((await raw("HEAD", "/api/previews/q3", bearer(root))).status, 200);
+    assert.equal((await raw("GET", "/api/previews/q3", bearer(alice))).status, 403);
+  });
+
   test("a rule listing GET also covers HEAD, which origins answer with their GET handler", async () => {
     const head = await raw("HEAD", "/api/reports/q3", bearer(alice));
     assert.equal(head.status, 403);
     assert.equal((await raw("GET", "/api/reports/q3", bearer(alice))).status, 403);
     assert.equal((await raw("HEAD", "/api/reports/q3", bearer(root))).status, 200);
-    // Other methods are not under the rule.
-    assert.equal((await raw("POST", "/api/reports/q3", { ...bearer(alice), "content-type": "application/json" }, "{}")).status, 200);
+    // Other methods are not under the rule (a POST without a body cannot become a GET).
+    assert.equal((await raw("POST", "/api/reports/q3", { ...bearer(alice), "content-length": "0" })).status, 200);
+    assert.equal((await raw("DELETE", "/api/reports/q3", bearer(alice))).status, 200);
   });
 });
 
@@ -381,8 +425,9 @@ describe("methods as origins read them", () => {
       "x-original-url": "/api/orders/7/delete",
       "X-Rewrite-URL": "/api/admin/x",
     };
+    // Without a body, a plain user's POST is judged as a POST: only the headers could make it a DELETE.
     for (const path of ["/api/orders/7", "/api/public/x"]) {
-      const res = await raw("POST", path, { ...bearer(alice), ...json, ...overrides }, "{}");
+      const res = await raw("POST", path, { ...bearer(alice), "content-length": "0", ...overrides });
       assert.equal(res.status, 200, `${path}: ${res.text}`);
       assert.equal(res.body.method, "POST");
       const arrived = Object.keys(res.body.headers).filter((k) => /method|original|rewrite/i.test(k));
@@ -391,7 +436,8 @@ describe("methods as origins read them", () => {
   });
 
   test("a _method query parameter makes the request pass the policy of every method of the path", async () => {
-    for (const q of ["_method=DELETE", "%5Fmethod=PUT", "_method[]=DELETE"]) {
+    // As PHP reads names: leading spaces dropped, then ` ` and `.` as `_`, a NUL ends the name.
+    for (const q of ["_method=DELETE", "%5Fmethod=PUT", "_method[]=DELETE", "+_method=DELETE", "%20_method=DELETE", "%20%20.method=DELETE", "+.method=PUT", "_method%00x=DELETE"]) {
       const refused = await raw("POST", `/api/orders/7?${q}`, { ...bearer(alice), ...json }, "{}");
       assert.equal(refused.status, 403, `${q}: ${refused.text}`);
       assert.equal(refused.body.code, "insufficient_role");
@@ -402,19 +448,28 @@ describe("methods as origins read them", () => {
     }
   });
 
-  test("a form POST to a method-restricted rule must pass the policy of the methods it may become", async () => {
-    const form = { "content-type": "application/x-www-form-urlencoded" };
-    const refused = await raw("POST", "/api/orders/7", { ...bearer(alice), ...form }, "_method=DELETE");
-    assert.equal(refused.status, 403, refused.text);
-    const multipart = await raw("POST", "/api/orders/7", { ...bearer(alice), "content-type": "multipart/form-data; boundary=b" }, '--b\r\ncontent-disposition: form-data; name="_method"\r\n\r\nDELETE\r\n--b--\r\n');
-    assert.equal(multipart.status, 403, multipart.text);
-    const admin = await raw("POST", "/api/orders/7", { ...bearer(root), ...form }, "_method=DELETE");
-    assert.equal(admin.status, 200);
-    assert.equal(admin.body.method, "POST");
-    // A JSON POST cannot become another method: it is judged as the POST it is.
-    const plain = await raw("POST", "/api/orders/7", { ...bearer(alice), ...json }, '{"_method": "DELETE"}');
-    assert.equal(plain.status, 200, plain.text);
-    assert.equal(plain.body.method, "POST");
+  test("a POST with a body to a method-restricted rule must pass the policy of the methods it may become, whatever the body's type", async () => {
+    const bodies = [
+      ["application/x-www-form-urlencoded", "_method=DELETE"],
+      ["multipart/form-data; boundary=b", '--b\r\ncontent-disposition: form-data; name="_method"\r\n\r\nDELETE\r\n--b--\r\n'],
+      ["multipart/mixed; boundary=b", '--b\r\ncontent-disposition: form-data; name="_method"\r\n\r\nDELETE\r\n--b--\r\n'], // Rack
+      ["application/json", '{"_method": "DELETE"}'], // Laravel
+      ["application/vnd.api+json", '{"_method": "DELETE"}'], // Laravel: any +json
+      ["text/plain", "_method=DELETE"],
+    ];
+    for (const [type, body] of bodies) {
+      const refused = await raw("POST", "/api/orders/7", { ...bearer(alice), "content-type": type }, body);
+      assert.equal(refused.status, 403, `${type}: ${refused.text}`);
+      assert.equal(refused.body.code, "insufficient_role");
+      const admin = await raw("POST", "/api/orders/7", { ...bearer(root), "content-type": type }, body);
+      assert.equal(admin.status, 200, type);
+      assert.equal(admin.body.method, "POST");
+      assert.equal(admin.body.body, body, "the body reaches the origin as sent");
+    }
+    // Only a POST without a body cannot become another method: it is judged as the POST it is.
+    const empty = await raw("POST", "/api/orders/7", { ...bearer(alice), "content-length": "0" });
+    assert.equal(empty.status, 200, empty.text);
+    assert.equal(empty.body.method, "POST");
     // And the rule itself still holds for the methods it lists.
     assert.equal((await raw("DELETE", "/api/orders/7", bearer(alice))).status, 403);
   });

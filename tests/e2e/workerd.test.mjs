@@ -137,6 +137,64 @@ test("a Connection header naming the identity headers can neither strip nor spoo
   for (const h of Object.keys(spoof)) assert.equal(p.body.headers[h], undefined, h);
 });
 
+test("a Connection header cannot remove the body's type or framing, the cookies or the Origin: the origin reads the request that was judged", async () => {
+  const body = JSON.stringify({ _method: "DELETE" });
+  const r = await new Promise((resolve, reject) => {
+    const headers = {
+      "content-type": "application/json",
+      "content-length": String(Buffer.byteLength(body)),
+      connection: "Content-Type, content-length, transfer-encoding, host, cookie, origin, authorization, x-other",
+      cookie: "theme=dark",
+      origin: "https://app.example",
+      "x-other": "o",
+    };
+    const req = http.request({ host: "127.0.0.1", port, path: "/api/public/x", method: "POST", headers, agent: false }, (res) => {
+      let text = "";
+      res.on("data", (c) => (text += c));
+      res.on("end", () => resolve({ status: res.statusCode, body: JSON.parse(text) }));
+    });
+    req.on("error", reject);
+    req.end(body);
+  });
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  assert.equal(r.body.method, "POST");
+  assert.equal(r.body.headers["content-type"], "application/json");
+  assert.equal(r.body.headers["content-length"], String(Buffer.byteLength(body)));
+  assert.equal(r.body.body, body);
+  assert.equal(r.body.headers.cookie, "theme=dark");
+  assert.equal(r.body.headers.origin, "https://app.example");
+  assert.equal(r.body.headers["x-other"], undefined, "what else Connection names is still removed");
+});
+
+test("JWKS requests in a burst share one key load from D1", async () => {
+  const keyLoads = (text) => (text.match(/\[fake-d1\] SELECT kid, alg/g) ?? []).length;
+  const start = workerd.output().length;
+  for (let i = 0; i < 20; i++) {
+    const res = await fetch(`http://127.0.0.1:${port}/.well-known/jwks.json`);
+    assert.equal(res.status, 200);
+    assert.ok((await res.json()).keys.some((k) => k.kid === activeKey.kid));
+  }
+  // A sign-in attempt reads other tables: its statements are logged after
+  // those of the JWKS requests, so once one is in, the count is complete.
+  const signIn = await fetch(`http://127.0.0.1:${port}/auth/login`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ email: "nobody@example.com", password: "not the password" }),
+  });
+  await signIn.arrayBuffer();
+  let upTo = -1;
+  for (let polls = 0; upTo < 0; polls++) {
+    const m = /\[fake-d1\] (?!SELECT kid, alg)/.exec(workerd.output().slice(start));
+    if (m) upTo = m.index;
+    else if (polls > 100) assert.fail("the sign-in's D1 statements never reached the log");
+    else await new Promise((r) => setTimeout(r, 50));
+  }
+  const loads = keyLoads(workerd.output().slice(start, start + upTo));
+  // At most a load when the burst began and one more if it straddled the
+  // few seconds the loaded keys answer for; 20 before, one per request.
+  assert.ok(loads <= 2, `${loads} key loads for 20 JWKS requests`);
+});
+
 /** One raw request (the target's bytes exactly as given); resolves to { status, body }. */
 function rawBytes(target, headers = {}) {
   const head = Buffer.concat([

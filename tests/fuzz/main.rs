@@ -251,19 +251,19 @@ proptest! {
     }
 
     #[test]
-    fn any_query_and_content_type_are_judged(query in "\\PC{0,80}", ct in proptest::option::of("\\PC{0,40}"), method in "[A-Za-z]{1,7}") {
+    fn any_query_and_header_are_judged(query in "\\PC{0,80}", header in proptest::option::of("\\PC{0,40}"), method in "[A-Za-z]{1,7}") {
         struct Req(String, String, Option<String>);
         impl GatewayRequest for Req {
             fn method(&self) -> &str { &self.0 }
             fn query(&self) -> Option<&str> { Some(&self.1) }
-            fn content_type(&self) -> Option<String> { self.2.clone() }
             fn has_body(&self) -> bool { true }
+            fn header(&self, _name: &str) -> Option<String> { self.2.clone() }
         }
         let routes = Routes::parse(
             Some(r#"[{"path": "/a/*", "methods": ["DELETE"], "policy": "role:admin"}, {"path": "/a/*", "policy": "public"}]"#),
             None,
         ).unwrap();
-        let judged = routes.judge(&Req(method, query, ct), "/a/b");
+        let judged = routes.judge(&Req(method, query, header), "/a/b");
         // Whatever it names, a request here is public or needs the admin role.
         prop_assert!(judged.is_public() || judged.authorize(&["admin".to_string()]).is_ok());
     }

@@ -128,6 +128,20 @@ pub fn key_cache_state(config: &Config, loaded_at: UnixTime, now: UnixTime) -> K
     }
 }
 
+/// How long `/.well-known/jwks.json` is answered from the keys an isolate
+/// loaded before it reads them from D1 again: a burst of JWKS requests costs
+/// one D1 read (and one unseal of the active key) per isolate per this many
+/// seconds, not one each. A key retired elsewhere leaves this isolate's JWKS
+/// within it; the isolate that retires a key invalidates its keys, so its
+/// JWKS drops the key at once.
+pub const JWKS_RELOAD_SECS: i64 = 5;
+
+/// Whether the JWKS must be read from D1 again at `now`, for keys loaded at
+/// `loaded_at` (`None`: never, or invalidated since).
+pub fn jwks_reload_due(loaded_at: Option<UnixTime>, now: UnixTime) -> bool {
+    loaded_at.is_none_or(|at| !(0..JWKS_RELOAD_SECS).contains(&now.0.saturating_sub(at.0)))
+}
+
 /// Whether the active key is at least `interval_secs` old. With no key yet,
 /// nothing is due: the first key is made on first use.
 pub fn rotation_due(keys: &[StoredKey], now: UnixTime, interval_secs: u64) -> bool {
@@ -281,6 +295,8 @@ where
             code: "rotation_conflict",
             detail: "another key rotation happened at the same time; the key has been rotated".into(),
         })?;
+        // This caller signs with the new key from now on, whatever the queue does.
+        self.keys.keys_changed();
         self.emit(
             meta,
             rng,
@@ -304,6 +320,8 @@ where
     ) -> Result<KeyRetirement, Error> {
         let kid = parse_kid(kid)?;
         let retirement = retire_now(self.store, &self.config.kek, self.config.signing_alg, rng, kid, meta.now).await?;
+        // Stop counting on the key here before anything else can fail.
+        self.keys.keys_changed();
         self.emit(
             meta,
             rng,
@@ -326,6 +344,16 @@ mod tests {
             _ => None,
         })
         .unwrap()
+    }
+
+    #[test]
+    fn the_jwks_is_read_again_at_most_every_few_seconds_and_at_once_after_an_invalidation() {
+        let at = UnixTime(1_000);
+        assert!(!jwks_reload_due(Some(at), at));
+        assert!(!jwks_reload_due(Some(at), UnixTime(1_000 + JWKS_RELOAD_SECS - 1)));
+        assert!(jwks_reload_due(Some(at), UnixTime(1_000 + JWKS_RELOAD_SECS)));
+        assert!(jwks_reload_due(Some(at), UnixTime(999)), "a clock gone back proves nothing");
+        assert!(jwks_reload_due(None, at), "never loaded, or invalidated");
     }
 
     #[test]
