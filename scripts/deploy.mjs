@@ -6,12 +6,13 @@
 //   1. merges wrangler.toml and deploy.config.toml (the operator's production
 //      settings) and checks them: ISSUER an https URL, an origin, a real
 //      email transport, no development (loopback) URLs, no secrets in vars;
-//   2. builds (scripts/build.sh), bundles and validates with
+//   2. reads the account (login, D1 databases, KV namespaces, queues, the
+//      Worker's secrets) and plans: what exists is used, what is missing is
+//      created, secrets are never overwritten; a missing login, permission
+//      or secret stops it here, before the build;
+//   3. builds (scripts/build.sh), bundles and validates with
 //      `wrangler deploy --dry-run`, and runs the built Worker once locally
 //      with the production vars: its own configuration check must pass;
-//   3. reads the account (login, D1 databases, KV namespaces, queues, the
-//      Worker's secrets) and plans: what exists is used, what is missing is
-//      created, secrets are never overwritten;
 //   4. creates what is missing, writes .deploy/wrangler.jsonc (the deploy
 //      config with the real ids; gitignored), applies the D1 migrations,
 //      sets the missing secrets (from the environment, or generated; values
@@ -19,7 +20,8 @@
 //      exact build and config is already live;
 //   5. prints the URL and the next step (the first administrator).
 //
-// --dry-run stops after 2 and prints what 3-4 would do; it needs no account.
+// --dry-run skips 2, stops after 3 and prints what 4 would do; it needs no
+// account. Nothing is changed before 4.
 // --config  the deploy config (default deploy.config.toml)
 // --out     where generated files go (default .deploy)
 // --no-build  use build/ as it is (it must exist)
@@ -29,8 +31,7 @@ import fs from "node:fs";
 import path from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
-import { ConfigFileError, loadDeployConfig, productionProblems } from "./deploy/config.mjs";
-import { writeGeneratedConfig } from "./deploy/config.mjs";
+import { ConfigFileError, loadDeployConfig, productionProblems, writeGeneratedConfig } from "./deploy/config.mjs";
 import { planResources, planSecrets, wantedResources, withIds } from "./deploy/plan.mjs";
 import { probeWorker } from "./deploy/probe.mjs";
 import { generate, isSecretName, neededSecrets, placeholder } from "./deploy/secrets.mjs";
@@ -64,7 +65,7 @@ function usage(msg) {
   process.exit(2);
 }
 
-export function parseArgs(argv) {
+function parseArgs(argv) {
   const opts = { dryRun: false, config: path.join(ROOT, "deploy.config.toml"), out: path.join(ROOT, ".deploy"), build: true };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -172,9 +173,7 @@ async function run(opts, changed) {
   const origin = vars.ORIGIN_URL ? `ORIGIN_URL ${vars.ORIGIN_URL}` : "the ORIGIN service binding";
   say(`configuration: ${rel(path.join(ROOT, "wrangler.toml"))} + ${rel(opts.config)}: Worker ${config.name}, ISSUER ${vars.ISSUER}, origin ${origin}, email ${vars.EMAIL_TRANSPORT ?? "log"}`);
 
-  // 2. Build, bundle, and the Worker's own verdict on the configuration.
-  if (opts.build) build();
-  else if (!fs.existsSync(config.main)) throw new Refusal([`--no-build, but ${rel(config.main)} does not exist: run npm run build first.`]);
+  // What the account reads and the checks run on: the deploy config with placeholder ids.
   const accountId = config.account_id ?? process.env.CLOUDFLARE_ACCOUNT_ID ?? null;
   const checkDir = path.join(opts.out, "check");
   const available = (name) => typeof process.env[name] === "string" && process.env[name] !== "";
@@ -182,6 +181,17 @@ async function run(opts, changed) {
   const checkConfig = { ...config, secrets: { required: probeSecrets.map((s) => s.name) } };
   const checkFile = writeGeneratedConfig(checkConfig, checkDir, `${GENERATED_NOTE}\nWith placeholder resource ids: for checks and bundling only.`);
   const calls = wranglerCalls({ root: ROOT, node: NODE, env: envWithoutSecrets(accountId ? { CLOUDFLARE_ACCOUNT_ID: accountId } : {}) });
+  const wanted = wantedResources(config);
+  const migrations = migrationFiles(config);
+
+  // 2. Read the account and plan (nothing is changed; a real run stops here on a
+  // missing login, permission or secret before it spends time on the build).
+  let plan = null;
+  if (!opts.dryRun) plan = await readAccount({ calls, checkFile, config, wanted, accountId, available });
+
+  // 3. Build, bundle, and the Worker's own verdict on the configuration.
+  if (opts.build) build();
+  else if (!fs.existsSync(config.main)) throw new Refusal([`--no-build, but ${rel(config.main)} does not exist: run npm run build first.`]);
   const bundleDir = path.join(checkDir, "bundle");
   fs.rmSync(bundleDir, { recursive: true, force: true });
   const size = await calls.bundle(checkFile, bundleDir);
@@ -200,9 +210,6 @@ async function run(opts, changed) {
   }
   say(`the built Worker accepts this configuration (run locally: issuer ${verdict.issuer})`);
 
-  const wanted = wantedResources(config);
-  const migrations = migrationFiles(config);
-
   if (opts.dryRun) {
     const secretPlan = planSecrets(neededSecrets(vars, available), null, process.env);
     say("on the account, `npm run deploy` would:");
@@ -217,7 +224,14 @@ async function run(opts, changed) {
     return;
   }
 
-  // 3. Read the account and plan.
+  // 4. Changes.
+  plan.print();
+  await applyPlan({ ...plan, checkFile, config, migrations, opts, changed });
+}
+
+/** Reads the account and plans; refuses (having changed nothing) what cannot be done. */
+async function readAccount({ calls, checkFile, config, wanted, accountId, available }) {
+  const vars = config.vars ?? {};
   const who = await calls.whoami();
   if (!who.loggedIn) throw new Refusal([loginMessage()]);
   const account = chooseAccount(who, accountId);
@@ -248,14 +262,14 @@ async function run(opts, changed) {
   if (planProblems.length) throw new Refusal([...planProblems, "Nothing was changed."]);
 
   const verb = (a) => (a === "create" ? "create" : "exists");
-  say("plan:");
-  for (const d of resources.d1) console.log(`  - D1 database "${d.name}" (binding ${d.binding}): ${verb(d.action)}${d.id ? ` (${d.id})` : ""}`);
-  for (const k of resources.kv) console.log(`  - KV namespace "${k.title}" (binding ${k.binding}): ${verb(k.action)}${k.id ? ` (${k.id})` : ""}`);
-  for (const q of resources.queues) console.log(`  - queue "${q.name}": ${verb(q.action)}`);
-  for (const s of secretPlan) console.log(`  - secret ${s.name}: ${realSecretLine(s)}`);
-
-  // 4. Changes.
-  await applyPlan({ calls: accountCalls, checkFile, config, resources, secretPlan, workerExists, migrations, opts, changed, account });
+  const print = () => {
+    say("plan:");
+    for (const d of resources.d1) console.log(`  - D1 database "${d.name}" (binding ${d.binding}): ${verb(d.action)}${d.id ? ` (${d.id})` : ""}`);
+    for (const k of resources.kv) console.log(`  - KV namespace "${k.title}" (binding ${k.binding}): ${verb(k.action)}${k.id ? ` (${k.id})` : ""}`);
+    for (const q of resources.queues) console.log(`  - queue "${q.name}": ${verb(q.action)}`);
+    for (const s of secretPlan) console.log(`  - secret ${s.name}: ${realSecretLine(s)}`);
+  };
+  return { calls: accountCalls, account, resources, secretPlan, workerExists, print };
 }
 
 function dryRunSecretLine(s) {
@@ -284,7 +298,7 @@ function realSecretLine(s) {
   }
 }
 
-async function applyPlan({ calls, checkFile, config, resources, secretPlan, workerExists, migrations, opts, changed, account }) {
+async function applyPlan({ calls, account, resources, secretPlan, workerExists, checkFile, config, migrations, opts, changed }) {
   const create = (list, fn, what) => list.filter((r) => r.action === "create").map(async (r) => {
     await fn(r);
     changed.push(`created ${what(r)}`);

@@ -5,9 +5,10 @@
 // deploy.config.toml is a wrangler config fragment. Tables merge into
 // wrangler.toml's key by key; a var set to "" is removed; binding lists
 // (d1_databases, kv_namespaces, services, send_email, r2_buckets,
-// queues.producers by binding or name, queues.consumers by queue) merge entry
-// by entry; any other value replaces. Its own table [portcullis] holds the
-// script's options and is not passed on to wrangler.
+// queues.producers) merge entry by entry, by binding (or name); any other
+// value replaces (queues.consumers too: renaming a queue restates them). Its
+// own table [portcullis] holds the script's options and is not passed on to
+// wrangler.
 import fs from "node:fs";
 import path from "node:path";
 import { createRequire } from "node:module";
@@ -48,7 +49,6 @@ const KEYED_LISTS = {
   services: ["binding"],
   send_email: ["name", "binding"],
   "queues.producers": ["binding"],
-  "queues.consumers": ["queue"],
 };
 
 function entryKey(entry, keys) {
@@ -129,7 +129,25 @@ export function loadDeployConfig(root, wranglerToml, deployConfigFile) {
   }
   for (const [k, o] of Object.entries(OPTIONS)) if (!(k in options)) options[k] = o.default;
   const config = overlay(base, absolutePaths(over, path.dirname(deployConfigFile)));
+  problems.push(...sharedResourceProblems(base, config));
   return { config, options, problems };
+}
+
+/**
+ * A Worker renamed in the deploy config (a second deployment, say staging,
+ * on the same account) that still names wrangler.toml's D1 database or
+ * queues would share them with the first: its events consumed by the other
+ * Worker, its keys sealed under another KEY_ENCRYPTION_KEY.
+ */
+export function sharedResourceProblems(base, config) {
+  if (config.name === base.name) return [];
+  const baseQueues = new Set([...(base.queues?.producers ?? []).map((p) => p.queue), ...(base.queues?.consumers ?? []).flatMap((c) => [c.queue, c.dead_letter_queue])].filter(Boolean));
+  const shared = [
+    ...(config.d1_databases ?? []).filter((d) => (base.d1_databases ?? []).some((b) => b.database_name === d.database_name)).map((d) => `D1 database ${d.database_name}`),
+    ...[...new Set([...(config.queues?.producers ?? []).map((p) => p.queue), ...(config.queues?.consumers ?? []).flatMap((c) => [c.queue, c.dead_letter_queue])])].filter((q) => baseQueues.has(q)).map((q) => `queue ${q}`),
+  ];
+  if (shared.length === 0) return [];
+  return [`name: the Worker is renamed to ${config.name}, but still uses wrangler.toml's ${shared.join(", ")}: a second deployment on the account would share them with the first. Give it its own (database_name, the queues.producers' queue and the queues.consumers) in the deploy config`];
 }
 
 /** Whether `host` (a URL's hostname) is a loopback name or address. */

@@ -44,7 +44,7 @@ export function neededSecrets(vars, available = () => false) {
       name: "WEBHOOK_SECRET",
       generate: "whsec",
       required: true,
-      why: set(vars, "WEBHOOK_URLS") ? "signs webhook deliveries (WEBHOOK_URLS)" : "signs the sign-in hook's requests (HOOK_URL)",
+      why: set(vars, "WEBHOOK_URLS") ? "signs the deliveries to WEBHOOK_URLS" : "signs the sign-in hook's requests to HOOK_URL",
     });
   }
   if (set(vars, "HOOK_URL")) {
@@ -52,14 +52,14 @@ export function neededSecrets(vars, available = () => false) {
   }
   const transport = set(vars, "EMAIL_TRANSPORT") ? vars.EMAIL_TRANSPORT.trim() : "log";
   if (!KEYLESS_TRANSPORTS.has(transport)) {
-    out.push({ name: "EMAIL_API_KEY", generate: null, required: true, why: `the ${transport} email API's key (EMAIL_TRANSPORT)` });
+    out.push({ name: "EMAIL_API_KEY", generate: null, required: true, why: `the key of the ${transport} email API` });
   }
   for (const p of oauthProviders(vars.OAUTH_PROVIDERS)) {
     out.push({
       name: oauthSecretName(p.id),
       generate: null,
       required: p.preset === "github",
-      why: `the client secret of OAuth provider ${p.id}${p.preset === "github" ? " (GitHub needs it)" : ""}`,
+      why: `the client secret of OAuth provider ${p.id}${p.preset === "github" ? ", which GitHub requires" : ""}`,
     });
   }
   return out;

@@ -96,12 +96,13 @@ test("a_first_deploy_creates_what_is_missing_and_a_second_changes_nothing", asyn
 test("without_a_login_it_says_how_to_log_in_and_changes_nothing", async () => {
   const fake = await startFakeCloudflare();
   try {
-    const r = await deploy(fake, { token: null, env: { EMAIL_API_KEY } });
+    const r = await deploy(fake, { token: null, env: { EMAIL_API_KEY }, out: path.join(dir, "out-nologin") });
     assert.equal(r.code, 1, r.stdout);
     assert.match(r.stderr, /not logged in to Cloudflare: run `npx wrangler login` \(it opens a browser\), or set CLOUDFLARE_API_TOKEN/);
     assert.match(r.stderr, /Nothing was changed\./);
     assert.doesNotMatch(r.stderr, /^\s+at /m, "no stack trace");
     assert.deepEqual(fake.requests, [], "not one API call");
+    assert.ok(!fs.existsSync(path.join(dir, "out-nologin", "check", "bundle")), "stopped before the build");
   } finally {
     await fake.close();
   }
@@ -117,6 +118,7 @@ test("a_missing_permission_names_the_step_and_the_permission_and_changes_nothing
     assert.match(r.stderr, /wrangler said:\n\s+A request to the Cloudflare API .* failed\.\n\s+Authentication error \[code: 10000\]/);
     assert.doesNotMatch(r.stderr, /^\s+at /m);
     assert.deepEqual(fake.requests.filter((q) => q.changed), []);
+    assert.ok(!fs.existsSync(path.join(dir, "out-denied", "check", "bundle")), "stopped before the build");
   } finally {
     await fake.close();
   }
@@ -127,10 +129,11 @@ test("a_required_secret_it_cannot_make_stops_it_before_any_change", async () => 
   try {
     const r = await deploy(fake, { out: path.join(dir, "out-nokey") });
     assert.equal(r.code, 1, r.stdout);
-    assert.match(r.stderr, /secret EMAIL_API_KEY is needed \(the resend email API's key \(EMAIL_TRANSPORT\)\) and is neither on the Worker nor in the environment: run `EMAIL_API_KEY=… npm run deploy`/);
+    assert.match(r.stderr, /secret EMAIL_API_KEY is needed \(the key of the resend email API\) and is neither on the Worker nor in the environment: run `EMAIL_API_KEY=… npm run deploy`/);
     assert.match(r.stderr, /Nothing was changed\./);
     assert.deepEqual(fake.requests.filter((q) => q.changed), []);
     assert.deepEqual(fake.state.d1, []);
+    assert.ok(!fs.existsSync(path.join(dir, "out-nokey", "check", "bundle")), "stopped before the build");
   } finally {
     await fake.close();
   }

@@ -25,7 +25,7 @@ import {
 } from "../../scripts/deploy/wrangler.mjs";
 import { isPlaceholderId, kvTitle, planResources, planSecrets, wantedResources, withIds } from "../../scripts/deploy/plan.mjs";
 import { isSecretName, neededSecrets, oauthSecretName, placeholder } from "../../scripts/deploy/secrets.mjs";
-import { overlay, productionProblems } from "../../scripts/deploy/config.mjs";
+import { overlay, productionProblems, sharedResourceProblems } from "../../scripts/deploy/config.mjs";
 import { chooseAccount, fingerprint, servedAt } from "../../scripts/deploy.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -74,8 +74,11 @@ test("secret_list_gives_names_or_null_for_a_worker_not_yet_deployed", () => {
 });
 
 test("migrations_apply_output_names_what_it_applied", () => {
+  // Recorded when migrations/ held these eight (each printed in several progress tables).
   const applied = parseAppliedMigrations(fixture("d1-migrations-apply").stdout);
-  assert.deepEqual(applied, fs.readdirSync(path.join(ROOT, "migrations")).filter((f) => f.endsWith(".sql")).sort());
+  assert.equal(applied.length, 8);
+  assert.equal(applied[0], "0001_init.sql");
+  assert.equal(applied.at(-1), "0008_mask_dead_letter_secrets.sql");
   assert.deepEqual(parseAppliedMigrations(fixture("d1-migrations-apply-none").stdout), []);
 });
 
@@ -234,6 +237,24 @@ test("the_deploy_config_overlays_wrangler_toml", () => {
   assert.deepEqual(out.triggers, { crons: ["* * * * *"] });
   assert.deepEqual(out.services, [{ binding: "ORIGIN", service: "api" }]);
   assert.deepEqual(base.vars.ORIGIN_URL, "http://127.0.0.1:8790", "the base is not modified");
+});
+
+test("a_renamed_worker_must_not_share_the_first_deployments_database_or_queues", () => {
+  const base = {
+    name: "portcullis",
+    d1_databases: [{ binding: "DB", database_name: "portcullis" }],
+    queues: { producers: [{ binding: "EVENTS", queue: "portcullis-events" }], consumers: [{ queue: "portcullis-events", dead_letter_queue: "portcullis-events-dlq" }] },
+  };
+  assert.deepEqual(sharedResourceProblems(base, base), [], "the first deployment");
+  const renamed = overlay(base, { name: "portcullis-staging" });
+  assert.match(sharedResourceProblems(base, renamed)[0], /^name: the Worker is renamed to portcullis-staging, but still uses wrangler.toml's D1 database portcullis, queue portcullis-events, queue portcullis-events-dlq/);
+  const own = overlay(base, {
+    name: "portcullis-staging",
+    d1_databases: [{ binding: "DB", database_name: "staging" }],
+    queues: { producers: [{ binding: "EVENTS", queue: "staging-events" }], consumers: [{ queue: "staging-events", dead_letter_queue: "staging-dlq" }] },
+  });
+  assert.deepEqual(own.queues.consumers, [{ queue: "staging-events", dead_letter_queue: "staging-dlq" }], "consumers are replaced, not merged");
+  assert.deepEqual(sharedResourceProblems(base, own), []);
 });
 
 const PROD = {
