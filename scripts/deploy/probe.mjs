@@ -34,7 +34,7 @@ export async function probeWorker({ root, node, config, secrets, env = {}, timeo
   for (const [k, v] of Object.entries(secrets)) args.push("--var", `${k}:${v}`);
   const child = spawn(node, args, {
     cwd: root,
-    env: { ...env, WRANGLER_SEND_METRICS: "false", NO_COLOR: "1" },
+    env: { ...env, WRANGLER_SEND_METRICS: "false", WRANGLER_HIDE_BANNER: "true", NO_COLOR: "1" },
     stdio: ["ignore", "pipe", "pipe"],
     detached: true, // its own process group: wrangler and workerd end together
   });

@@ -200,7 +200,8 @@ export function runWrangler({ root, node, args, input = "", env = process.env, t
   return new Promise((resolve, reject) => {
     const child = spawn(node, [path.join(root, "node_modules", "wrangler", "bin", "wrangler.js"), ...args], {
       cwd: root,
-      env: { ...env, WRANGLER_SEND_METRICS: "false", NO_COLOR: "1", FORCE_COLOR: "0", WRANGLER_OUTPUT_FILE_PATH: outFile },
+      // No banner: it also skips wrangler's update check (a request to the npm registry).
+      env: { ...env, WRANGLER_SEND_METRICS: "false", WRANGLER_HIDE_BANNER: "true", NO_COLOR: "1", FORCE_COLOR: "0", WRANGLER_OUTPUT_FILE_PATH: outFile },
       stdio: interactive ? "inherit" : ["pipe", "pipe", "pipe"],
     });
     let stdout = "";
