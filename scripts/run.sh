@@ -2,10 +2,13 @@
 # Entry point behind the npm scripts:
 #   npm run build            -> scripts/build.sh
 #   npm start -- ARGS        -> build, then scripts/start.mjs ARGS (wrangler dev + demo origin)
-#   npm test                 -> build, cargo test --locked, the origin helpers' unit tests
+#   npm test                 -> build, cargo test --locked, the deploy script's tests
+#                               (tests/deploy: a dry run, its refusals, a stand-in
+#                               account), the origin helpers' unit tests
 #                               (packages/origin-node, packages/origin-python), then the
 #                               e2e tests (node --test)
 #   npm run bench -- ARGS    -> build, then bench/run.mjs ARGS
+#   npm run deploy -- ARGS   -> scripts/deploy.mjs ARGS (it builds; docs/deploying.md)
 # Every command first runs scripts/setup.sh (idempotent, fast when warm).
 set -euo pipefail
 
@@ -16,8 +19,8 @@ cmd="${1:-}"
 [ $# -gt 0 ] && shift
 
 case "$cmd" in
-  build|start|test|bench) ;;
-  *) echo "usage: scripts/run.sh {build|start|test|bench} [args...]" >&2; exit 2 ;;
+  build|start|test|bench|deploy) ;;
+  *) echo "usage: scripts/run.sh {build|start|test|bench|deploy} [args...]" >&2; exit 2 ;;
 esac
 
 bash "$ROOT/scripts/setup.sh"
@@ -42,6 +45,8 @@ case "$cmd" in
     fi
     echo "[test] cargo test --locked"
     cargo test --locked
+    echo "[test] npm run deploy: node --test tests/deploy (dry run, refusals, a stand-in account)"
+    node --test --test-concurrency=1 "$ROOT"/tests/deploy/*.test.mjs
     shopt -s nullglob
     e2e=("$ROOT"/tests/e2e/*.test.mjs)
     if [ ${#e2e[@]} -eq 0 ]; then
@@ -56,6 +61,9 @@ case "$cmd" in
     (cd "$ROOT/packages/origin-python" && "$ROOT/.venv-origin/bin/python" -m pytest -q)
     echo "[test] node --test (${#e2e[@]} e2e files, $(node --version))"
     node --test --test-concurrency=1 "$@" "${e2e[@]}"
+    ;;
+  deploy)
+    exec node "$ROOT/scripts/deploy.mjs" "$@"
     ;;
   bench)
     bash "$ROOT/scripts/build.sh"
