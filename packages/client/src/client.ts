@@ -8,11 +8,17 @@
  * use and treats a rotated token presented again as theft, revoking the whole
  * session, with no grace window. So two refreshes racing with the same token
  * end the session. This page shares one refresh promise among its callers;
- * tabs take the Web Lock `portcullis-session <gateway>` around a refresh and,
- * once they hold it, read the storage again (and drain the BroadcastChannel
- * of the same name, through which the tab that refreshed announced the new
- * session): a refresh that another tab made meanwhile is adopted, never
- * repeated with the spent token.
+ * tabs take the Web Lock `portcullis-session <gateway>` around a refresh.
+ * Once a tab holds it, it reads its storage again, and asks the lock manager
+ * which session state is the newest: every tab holds a second lock, named
+ * after the last state it stored (`… latest <time> <session> <stamp> <tab>`), taken
+ * before it lets go of the refresh lock. `navigator.locks.query()` is
+ * answered by the same lock manager that granted the lock, so a tab that
+ * waited for another's refresh always sees that refresh's name — unlike a
+ * storage event or a channel message, which may arrive after the lock. A
+ * newer state is then taken from the storage or the BroadcastChannel of the
+ * same name (the tab that refreshed posts it there), never refreshed again
+ * with the spent token.
  */
 import { PortcullisError } from "./errors.js";
 import { memoryStorage, type TokenStorage } from "./storage.js";
@@ -45,6 +51,8 @@ export type FetchLike = (input: RequestInfo | URL, init?: RequestInit) => Promis
 /** The part of the Web Locks API (`navigator.locks`) the client uses. */
 export interface LockManagerLike {
   request<T>(name: string, callback: (lock: unknown) => Promise<T>): Promise<T>;
+  /** Without it, tabs rely on their storage and channel alone to see another's refresh. */
+  query?(): Promise<{ held?: { name?: string }[] }>;
 }
 
 /** The part of `BroadcastChannel` the client uses. */
@@ -133,14 +141,13 @@ type SignInStep = (path: string, body: unknown) => Promise<SignInResult>;
 type TabMessage = { from: string } & (
   | { kind: "state"; state: Stored }
   | { kind: "signed_out"; sessionId: string | null }
-  | { kind: "ping"; nonce: string }
 );
 
 const DEFAULT_MARGIN_SECONDS = 30;
-/** The longest a refresh waits for this tab's channel to deliver what other tabs posted before it (liveness only). */
-const SETTLE_TIMEOUT_MS = 1000;
+/** The longest a tab waits for a newer session another tab announced to reach it (liveness only: it was posted before the lock was let go). */
+const HANDOFF_TIMEOUT_MS = 3000;
 
-/** Lifetime of the client: `close()` it when the page no longer needs it (tests, SPA teardown). */
+/** The client of one gateway; `close()` it when the page no longer needs it (tests, an app's teardown). */
 export class PortcullisClient {
   /** `"token"` or `"cookie"`. */
   readonly mode: Mode;
@@ -159,7 +166,10 @@ export class PortcullisClient {
   readonly #name: string;
   readonly #channel: BroadcastChannelLike | null;
   readonly #pinger: BroadcastChannelLike | null;
-  readonly #pings = new Map<string, () => void>();
+  /** Stamps of states announced by other tabs that a refresh waits for. */
+  readonly #waiting = new Map<string, (state: Stored) => void>();
+  /** Lets go of the lock that names this tab's last state. */
+  #unmark: (() => void) | null = null;
   readonly #id = newStamp();
   readonly #listeners = new Set<(state: AuthState | null) => void>();
   #inbox: Promise<void> = Promise.resolve();
@@ -172,8 +182,7 @@ export class PortcullisClient {
     this.#base = (options.baseUrl ?? "").replace(/\/+$/, "");
     this.#prefix = "/" + (options.authPrefix ?? "/auth").replace(/^\/+|\/+$/g, "");
     this.#storage = options.storage ?? memoryStorage();
-    const f = options.fetch;
-    this.#fetch = f ?? ((input, init) => globalThis.fetch(input, init));
+    this.#fetch = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
     this.#marginMs = (options.refreshMarginSeconds ?? DEFAULT_MARGIN_SECONDS) * 1000;
     this.#now = options.now ?? Date.now;
     const nav = (globalThis as { navigator?: { locks?: LockManagerLike } }).navigator;
@@ -186,9 +195,10 @@ export class PortcullisClient {
           ? (name: string) => new BroadcastChannel(name) as BroadcastChannelLike
           : null
         : options.channel;
-    this.#channel = makeChannel ? makeChannel(this.#name) : null;
-    this.#pinger = makeChannel ? makeChannel(this.#name) : null;
-    if (this.#channel) {
+    this.#channel = open(makeChannel, this.#name);
+    this.#pinger = this.#channel && open(makeChannel, this.#name);
+    if (this.#channel && this.#pinger) {
+      // Two objects: a channel does not hear what it posts itself.
       this.#channel.onmessage = (event) => {
         const data: unknown = event.data;
         this.#inbox = this.#inbox.then(() => this.#receive(data)).catch(() => undefined);
@@ -196,6 +206,8 @@ export class PortcullisClient {
       unref(this.#channel);
       unref(this.#pinger);
     }
+    // Handed around as a plain function (`fetch: client.fetch`) it must keep its client.
+    this.fetch = this.fetch.bind(this);
     const signIn = (path: string, body: unknown) => this.#signIn(path, body);
     this.mfa = new MfaApi(this, signIn);
     this.passkeys = new PasskeysApi(this, signIn);
@@ -205,7 +217,8 @@ export class PortcullisClient {
   close(): void {
     this.#channel?.close();
     this.#pinger?.close();
-    for (const done of this.#pings.values()) done();
+    this.#unmark?.();
+    this.#unmark = null;
   }
 
   /** The current session, or `null` when signed out (in cookie mode: when this client has not seen a sign-in). */
@@ -519,12 +532,16 @@ export class PortcullisClient {
   #refresh(seen: Stored | null): Promise<Stored | null> {
     if (this.#inflight) return this.#inflight;
     const run = this.#exclusive(async () => {
-      let current = await this.#load();
-      if (current?.stamp === seen?.stamp) {
-        await this.#settle();
-        current = await this.#load();
-      }
+      const current = await this.#load();
       if (current?.stamp !== seen?.stamp) return current;
+      const newer = await this.#newest(current);
+      if (newer !== null) {
+        const handed = await this.#handoff(newer);
+        if (handed) return handed;
+        // It never came. In token mode our refresh token is spent: presenting it would end
+        // the session. In cookie mode the browser sends the cookie the other tab got.
+        if (this.mode === "token") return current;
+      }
       return this.#rotate(current);
     });
     this.#inflight = run;
@@ -589,13 +606,78 @@ export class PortcullisClient {
     }
     await this.#storage.set(JSON.stringify(state));
     this.#post({ kind: "state", state });
+    await this.#mark(state);
     await this.#emit();
     return state;
+  }
+
+  /**
+   * Holds the lock named after `state` (releasing the one of the state before):
+   * how other tabs learn, consistently with the refresh lock, that it exists.
+   */
+  async #mark(state: Stored): Promise<void> {
+    const locks = this.#locks;
+    if (!locks?.query) return;
+    // The tab's own id last: a name of its own (an exclusive lock), even for a state another tab marks too.
+    const name = `${this.#name} latest ${state.obtainedAt} ${state.user.session_id ?? "-"} ${state.stamp} ${this.#id}`;
+    const previous = this.#unmark;
+    await new Promise<void>((granted) => {
+      void locks
+        .request(name, () => new Promise<void>((release) => {
+          this.#unmark = release;
+          granted();
+        }))
+        .catch(() => granted());
+    });
+    previous?.();
+  }
+
+  /**
+   * The stamp of the newest state a tab holds a mark for, if it is newer than
+   * `current` (and, in token mode, of the same session: a tab signed in on its
+   * own keeps its own); else `null`.
+   */
+  async #newest(current: Stored | null): Promise<string | null> {
+    if (!this.#locks?.query) return null;
+    // In cookie mode a page that knows of no session yet refreshes through the cookie: safe, and
+    // what another tab's sign-in before this page existed would otherwise wait for in vain.
+    if (current === null) return null;
+    const prefix = `${this.#name} latest `;
+    let best: { at: number; stamp: string } | null = null;
+    const held = (await this.#locks.query().catch(() => ({ held: [] }))).held ?? [];
+    for (const lock of held) {
+      if (!lock.name?.startsWith(prefix)) continue;
+      const [at, sid, stamp] = lock.name.slice(prefix.length).split(" ");
+      const time = Number(at);
+      if (!stamp || !Number.isFinite(time) || time <= current.obtainedAt || stamp === current.stamp) continue;
+      if (this.mode === "token" && sid !== current.user.session_id) continue;
+      if (best === null || time > best.at) best = { at: time, stamp };
+    }
+    return best?.stamp ?? null;
+  }
+
+  /** The state `stamp` another tab announced, once this tab has it (storage or channel), or `null` if it does not come. */
+  async #handoff(stamp: string): Promise<Stored | null> {
+    const now = await this.#load();
+    if (now?.stamp === stamp) return now;
+    if (!this.#channel) return null;
+    return new Promise<Stored | null>((resolve) => {
+      const done = (state: Stored | null) => {
+        clearTimeout(timer);
+        this.#waiting.delete(stamp);
+        resolve(state);
+      };
+      // Not unref'd (Node): while a refresh waits, the process must not exit.
+      const timer = setTimeout(() => done(null), HANDOFF_TIMEOUT_MS);
+      this.#waiting.set(stamp, done);
+    });
   }
 
   /** Forgets the session and tells the other tabs. */
   async #clear(state: Stored | null): Promise<void> {
     await this.#storage.remove();
+    this.#unmark?.();
+    this.#unmark = null;
     this.#post({ kind: "signed_out", sessionId: state?.user.session_id ?? null });
     await this.#emit();
   }
@@ -612,20 +694,27 @@ export class PortcullisClient {
   async #receive(data: unknown): Promise<void> {
     if (!data || typeof data !== "object") return;
     const message = data as TabMessage;
-    if (message.kind === "ping") {
-      this.#pings.get(message.nonce)?.();
-      return;
-    }
     if (message.from === this.#id) return;
     const current = await this.#load();
     if (message.kind === "state") {
       const next = parseStored(JSON.stringify(message.state));
       if (next && next.stamp !== current?.stamp && this.#adopts(current, next)) {
         await this.#storage.set(JSON.stringify(next));
+        // Holding its mark too, the state stays known to the tabs after the one that made it closes.
+        await this.#mark(next);
+      }
+      const waiter = next && this.#waiting.get(next.stamp);
+      if (waiter) {
+        const now = await this.#load();
+        if (now?.stamp === next?.stamp) waiter(now);
       }
     } else if (message.kind === "signed_out" && current) {
       const same = current.user.session_id !== null && current.user.session_id === message.sessionId;
-      if (this.mode === "cookie" || same) await this.#storage.remove();
+      if (this.mode === "cookie" || same) {
+        await this.#storage.remove();
+        this.#unmark?.();
+        this.#unmark = null;
+      }
     }
     await this.#emit();
   }
@@ -640,31 +729,6 @@ export class PortcullisClient {
     if (current && next.obtainedAt < current.obtainedAt) return false;
     if (this.mode === "cookie") return true;
     return current !== null && current.user.session_id !== null && current.user.session_id === next.user.session_id;
-  }
-
-  /**
-   * Waits until this tab's channel has handled every message other tabs
-   * posted before now: a ping through the channel comes back after them.
-   */
-  async #settle(): Promise<void> {
-    const pinger = this.#pinger;
-    if (!pinger || !this.#channel) return;
-    const nonce = newStamp();
-    await new Promise<void>((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.#pings.delete(nonce);
-        resolve();
-      };
-      // Not unref'd (Node): while a refresh waits for its ping, the process must not exit.
-      const timer = setTimeout(done, SETTLE_TIMEOUT_MS);
-      this.#pings.set(nonce, done);
-      try {
-        pinger.postMessage({ kind: "ping", nonce, from: this.#id } satisfies TabMessage);
-      } catch {
-        done();
-      }
-    });
   }
 
   async #emit(): Promise<void> {
@@ -813,6 +877,15 @@ function parseStored(text: string | null): Stored | null {
 function newStamp(): string {
   const c = (globalThis as { crypto?: { randomUUID?: () => string } }).crypto;
   return c?.randomUUID ? c.randomUUID() : `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+}
+
+/** A channel, or `null` where none can be made (no BroadcastChannel, an opaque origin). */
+function open(make: ((name: string) => BroadcastChannelLike) | null, name: string): BroadcastChannelLike | null {
+  try {
+    return make ? make(name) : null;
+  } catch {
+    return null;
+  }
 }
 
 /** Node's channels would keep a process alive; browsers have no `unref`. */

@@ -207,24 +207,38 @@ export function fakeGateway({ cookieMode = false, accessTtl = 900, prefix = "/au
   };
 }
 
-/** An in-process Web Locks stand-in: one holder per name, the others queue in order. */
+/** An in-process Web Locks stand-in: one holder per name, the others queue in order; `query()` lists the held. */
 export function fakeLocks() {
   const tails = new Map();
   const waiting = new Map();
+  const held = [];
   return {
     request(name, callback) {
       const prev = tails.get(name) ?? Promise.resolve();
       waiting.set(name, (waiting.get(name) ?? 0) + 1);
-      const run = prev.then(() => {
+      const run = prev.then(async () => {
         waiting.set(name, waiting.get(name) - 1);
-        return callback({ name, mode: "exclusive" });
+        const lock = { name, mode: "exclusive" };
+        held.push(lock);
+        try {
+          return await callback(lock);
+        } finally {
+          held.splice(held.indexOf(lock), 1);
+        }
       });
       tails.set(name, run.catch(() => undefined));
       return run;
     },
-    /** Requests for `name` not yet granted (the holder included until its callback starts). */
+    async query() {
+      return { held: held.map((l) => ({ ...l })), pending: [] };
+    },
+    /** Requests for `name` not yet granted. */
     waiting(name) {
       return waiting.get(name) ?? 0;
+    },
+    /** Names of the locks held now. */
+    heldNames() {
+      return held.map((l) => l.name);
     },
   };
 }

@@ -208,6 +208,18 @@ describe("token mode", () => {
     assert.equal(await client.getState(), null);
   });
 
+  test("a BroadcastChannel that cannot be made (an opaque origin) leaves the client working without one", async () => {
+    const gw = fakeGateway();
+    const client = make(gw, {
+      channel: () => {
+        throw new DOMException("denied", "SecurityError");
+      },
+    });
+    await client.signIn({ email: "ada@example.com", password: PASSWORD });
+    await client.refresh();
+    assert.equal(await client.getAccessToken(), "at-2");
+  });
+
   test("a corrupt stored value counts as signed out", async () => {
     const storage = memoryStorage();
     storage.set("{not json");
@@ -298,6 +310,14 @@ describe("the fetch wrapper", () => {
     assert.deepEqual(await res.json(), { echoed: { a: 1 } });
     assert.equal(last().headers.authorization, "Bearer at-1");
     assert.equal(last().headers["x-trace"], "t1");
+  });
+
+  test("handed around as a plain function it keeps its client", async () => {
+    const { gw, client, last } = await signedIn();
+    gw.on("GET /api/x", () => json(200, {}));
+    const f = client.fetch;
+    assert.equal((await f(`${gw.base}/api/x`)).status, 200);
+    assert.equal(last().headers.authorization, "Bearer at-1");
   });
 
   test("an Authorization header of the caller's is left alone", async () => {

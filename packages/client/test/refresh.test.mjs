@@ -329,6 +329,36 @@ describe("across tabs", () => {
     }
   });
 
+  test("cookie mode, per-tab storage: two tabs racing make one refresh; the second takes the first's over the channel", async () => {
+    const gw = gateway({ cookieMode: true });
+    const locks = fakeLocks();
+    const now = clock();
+    const tabA = make(gw, { mode: "cookie", locks, now, channel: undefined });
+    const tabB = make(gw, { mode: "cookie", locks, now, channel: undefined });
+    try {
+      await tabA.signIn({ email: "ada@example.com", password: PASSWORD });
+      await until(async () => (await tabB.getState()) !== null, "tab B to hear of the sign-in");
+      now.advance(880_000);
+      const release = gw.hold("POST /auth/refresh");
+      const a = tabA.me();
+      await until(() => gw.count("POST /auth/refresh") === 1, "tab A's refresh");
+      const b = tabB.me();
+      await until(() => locks.waiting(lockName(gw)) === 1, "tab B to wait for the lock");
+      release();
+      await Promise.all([a, b]);
+      assert.equal(gw.count("POST /auth/refresh"), 1);
+      assert.equal((await tabB.getState()).expiresAt, now() + 900_000);
+      // Each tab holds one mark, naming its last state.
+      const marks = locks.heldNames().filter((n) => n.startsWith(`${lockName(gw)} latest `));
+      assert.equal(marks.length, 2, marks.join("\n"));
+      assert.equal(new Set(marks.map((n) => n.split(" ").slice(-4, -1).join(" "))).size, 1, "both name the refreshed state");
+    } finally {
+      tabA.close();
+      tabB.close();
+    }
+    await until(() => locks.heldNames().length === 0, "close() to let go of the marks");
+  });
+
   test("token mode: a tab signed in on its own keeps its session when another tab signs in or refreshes", async () => {
     const gw = gateway();
     const locks = fakeLocks();
