@@ -63,9 +63,13 @@ async function clientPage(context, gw, options = {}) {
       window.portcullis = m;
       window.refreshes = 0;
       window.refreshLog = [];
-      /** Resolves once the (async) condition holds, checking every 10 ms. */
+      /** Resolves once the (async) condition holds, checking every 10 ms; rejects after 15 s. */
       window.until = async (condition) => {
-        while (!(await condition())) await new Promise((r) => setTimeout(r, 10));
+        const deadline = Date.now() + 15_000;
+        while (!(await condition())) {
+          if (Date.now() > deadline) throw new Error(`gave up waiting for: ${condition}`);
+          await new Promise((r) => setTimeout(r, 10));
+        }
       };
       let gate = null;
       let open = () => {};
@@ -236,8 +240,10 @@ describe("token mode", () => {
       // Tab A sends its refresh and holds the answer back; tab B decides to refresh too and waits for the lock.
       await tabA.evaluate(() => window.hold());
       const burstA = tabA.evaluate(() => window.burst(10, 2));
+      burstA.catch(() => undefined); // awaited below; a failure meanwhile is the one to report
       await tabA.evaluate(() => window.until(() => window.refreshes === 1));
       const burstB = tabB.evaluate(() => window.burst(10, 2));
+      burstB.catch(() => undefined);
       await lockContended(tabB, tokenGw);
       await tabA.evaluate(() => window.release());
       const [a, b] = await Promise.all([burstA, burstB]);
@@ -300,8 +306,10 @@ describe("cookie mode", () => {
       await nearExpiry(tabB);
       await tabA.evaluate(() => window.hold());
       const burstA = tabA.evaluate(() => window.burst(10, 2));
+      burstA.catch(() => undefined); // awaited below; a failure meanwhile is the one to report
       await tabA.evaluate(() => window.until(() => window.refreshes === 1));
       const burstB = tabB.evaluate(() => window.burst(10, 2));
+      burstB.catch(() => undefined);
       await lockContended(tabB, cookieGw);
       await tabA.evaluate(() => window.release());
       const [a, b] = await Promise.all([burstA, burstB]);
