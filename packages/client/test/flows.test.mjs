@@ -1,0 +1,339 @@
+// Every flow of the auth API: the request the client sends (method, path,
+// query, body, credentials, Authorization) and what it does with the answer.
+// Runs against the compiled package (dist/).
+import { test, describe } from "node:test";
+import assert from "node:assert/strict";
+import { PortcullisClient, PortcullisError, memoryStorage, webStorage } from "../dist/index.js";
+import { PortcullisAdmin } from "../dist/admin.js";
+import { fakeGateway, json, problem } from "./fake-gateway.mjs";
+
+const PASSWORD = "correct horse battery";
+
+function make(gw, options = {}) {
+  return new PortcullisClient({ baseUrl: gw.base, fetch: gw.fetch, locks: null, channel: null, ...options });
+}
+
+async function signedIn(options = {}) {
+  const gw = fakeGateway(options.gateway);
+  const client = make(gw, options.client);
+  await client.signIn({ email: "ada@example.com", password: PASSWORD });
+  return { gw, client, last: () => gw.requests.at(-1) };
+}
+
+describe("token mode", () => {
+  test("signUp posts email, password and name, keeps the tokens and gives the app the user, not the tokens", async () => {
+    const gw = fakeGateway();
+    const client = make(gw);
+    const result = await client.signUp({ email: "ada@example.com", password: PASSWORD, name: "Ada" });
+    const req = gw.requests[0];
+    assert.equal(req.method, "POST");
+    assert.equal(req.url, `${gw.base}/auth/signup`);
+    assert.equal(req.headers["content-type"], "application/json");
+    assert.deepEqual(req.body, { email: "ada@example.com", password: PASSWORD, name: "Ada" });
+    assert.equal(req.headers.authorization, undefined);
+    assert.notEqual(req.credentials, "include", "token mode sends no cookies");
+    assert.deepEqual(Object.keys(result).sort(), ["expires_in", "mfa_required", "user"]);
+    assert.equal(result.mfa_required, false);
+    assert.equal(result.user.email, "ada@example.com");
+    assert.equal(result.expires_in, 900);
+    const state = await client.getState();
+    assert.equal(state.user.id, "u-1");
+    assert.equal(await client.getAccessToken(), "at-1");
+  });
+
+  test("signIn posts email and password; an mfa_required answer is handed back and nothing is kept", async () => {
+    const gw = fakeGateway();
+    const client = make(gw);
+    gw.on("POST /auth/login", () => json(200, { mfa_required: true, mfa_token: "mfa-1", methods: ["totp", "backup_code"] }));
+    const result = await client.signIn({ email: "ada@example.com", password: PASSWORD });
+    assert.deepEqual(gw.requests[0].body, { email: "ada@example.com", password: PASSWORD });
+    assert.deepEqual(result, { mfa_required: true, mfa_token: "mfa-1", methods: ["totp", "backup_code"] });
+    assert.equal(await client.getState(), null);
+    // The second step signs in.
+    gw.on("POST /auth/login", () => json(500, {}));
+    const done = await client.mfa.verify({ mfa_token: "mfa-1", code: "123456" });
+    assert.deepEqual(gw.requests[1].body, { mfa_token: "mfa-1", code: "123456" });
+    assert.equal(gw.requests[1].path, "/auth/mfa/verify");
+    assert.equal(done.mfa_required, false);
+    assert.ok(await client.getAccessToken());
+    await client.mfa.verify({ mfa_token: "mfa-2", backup_code: "abcd-efgh" });
+    assert.deepEqual(gw.requests[2].body, { mfa_token: "mfa-2", backup_code: "abcd-efgh" });
+  });
+
+  test("authenticated calls send the access token as Bearer", async () => {
+    const { gw, client, last } = await signedIn();
+    const me = await client.me();
+    assert.equal(last().method, "GET");
+    assert.equal(last().url, `${gw.base}/auth/me`);
+    assert.equal(last().headers.authorization, "Bearer at-1");
+    assert.equal(last().body, undefined);
+    assert.equal(me.email, "ada@example.com");
+    assert.deepEqual(me.providers, []);
+  });
+
+  test("every flow sends the request the API documents", async () => {
+    const { gw, client, last } = await signedIn();
+    const admin = new PortcullisAdmin(client);
+    const cred = { id: "c", rawId: "c", type: "public-key", response: {}, clientExtensionResults: {} };
+    // [call, method, path, body (undefined: none), query, authenticated, canned answer]
+    const cases = [
+      [() => client.requestMagicLink("ada@example.com"), "POST", "/auth/magic-link", { email: "ada@example.com" }, {}, false],
+      [() => client.verifyMagicLink("ml-token"), "POST", "/auth/magic-link/verify", { token: "ml-token" }, {}, false],
+      [() => client.requestEmailCode("ada@example.com"), "POST", "/auth/otp", { email: "ada@example.com" }, {}, false],
+      [() => client.verifyEmailCode("ada@example.com", "123456"), "POST", "/auth/otp/verify", { email: "ada@example.com", code: "123456" }, {}, false],
+      [() => client.forgotPassword("ada@example.com"), "POST", "/auth/password/forgot", { email: "ada@example.com" }, {}, false],
+      [() => client.resetPassword("rs-token", "new pass words"), "POST", "/auth/password/reset", { token: "rs-token", new_password: "new pass words" }, {}, false],
+      [() => client.changePassword(PASSWORD, "new pass words"), "POST", "/auth/password/change", { old_password: PASSWORD, new_password: "new pass words" }, {}, true],
+      [() => client.requestEmailVerification(), "POST", "/auth/email/verify/request", undefined, {}, true],
+      [() => client.verifyEmail("ev-token"), "POST", "/auth/email/verify", { token: "ev-token" }, {}, false],
+      [() => client.listSessions(), "GET", "/auth/sessions", undefined, {}, true, { sessions: [{ id: "s-9", current: false }] }],
+      [() => client.revokeSession("s-9/x"), "DELETE", "/auth/sessions/s-9%2Fx", undefined, {}, true, undefined, 204],
+      [() => client.revokeOtherSessions(), "POST", "/auth/sessions/revoke-others", undefined, {}, true, { revoked: 2 }],
+      [() => client.exchangeOAuthCode("oc-1"), "POST", "/auth/oauth/exchange", { code: "oc-1" }, {}, false],
+      [() => client.linkOAuth("github", { redirectTo: "https://app.example/done" }), "POST", "/auth/oauth/github/link", { redirect_to: "https://app.example/done" }, {}, true, { authorize_url: "https://github.com/login" }],
+      [() => client.linkOAuth("github"), "POST", "/auth/oauth/github/link", undefined, {}, true, { authorize_url: "https://github.com/login" }],
+      [() => client.unlinkOAuth("github"), "DELETE", "/auth/oauth/github", undefined, {}, true, undefined, 204],
+      [() => client.mfa.enrollTotp(), "POST", "/auth/mfa/totp/enroll", undefined, {}, true, { secret: "JBSWY3DPEHPK3PXP", otpauth_uri: "otpauth://totp/x" }],
+      [() => client.mfa.confirmTotp("123456"), "POST", "/auth/mfa/totp/confirm", { code: "123456" }, {}, true, { backup_codes: ["a"] }],
+      [() => client.mfa.disableTotp("123456"), "DELETE", "/auth/mfa/totp", { code: "123456" }, {}, true, undefined, 204],
+      [() => client.mfa.regenerateBackupCodes("123456"), "POST", "/auth/mfa/backup-codes", { code: "123456" }, {}, true, { backup_codes: ["b"] }],
+      [() => client.passkeys.registrationOptions("Laptop"), "POST", "/auth/passkeys/register/options", { name: "Laptop" }, {}, true, { challenge: "c" }],
+      [() => client.passkeys.registrationOptions(), "POST", "/auth/passkeys/register/options", undefined, {}, true, { challenge: "c" }],
+      [() => client.passkeys.register(cred), "POST", "/auth/passkeys/register/verify", { credential: cred }, {}, true, { id: "pk-1", name: "Laptop", created_at: "x" }, 201],
+      [() => client.passkeys.list(), "GET", "/auth/passkeys", undefined, {}, true, { passkeys: [{ id: "pk-1" }] }],
+      [() => client.passkeys.rename("pk-1", "Phone"), "PATCH", "/auth/passkeys/pk-1", { name: "Phone" }, {}, true, { id: "pk-1", name: "Phone" }],
+      [() => client.passkeys.remove("pk-1"), "DELETE", "/auth/passkeys/pk-1", undefined, {}, true, undefined, 204],
+      [() => client.passkeys.loginOptions("ada@example.com"), "POST", "/auth/passkeys/login/options", { email: "ada@example.com" }, {}, false, { challenge: "c", challenge_id: "ch-1" }],
+      [() => client.passkeys.loginOptions(), "POST", "/auth/passkeys/login/options", {}, {}, false, { challenge: "c", challenge_id: "ch-1" }],
+      [() => client.passkeys.signIn("ch-1", cred), "POST", "/auth/passkeys/login/verify", { challenge_id: "ch-1", credential: cred }, {}, false],
+      [() => admin.listUsers({ query: "example", limit: 10, offset: 20 }), "GET", "/auth/admin/users", undefined, { query: "example", limit: "10", offset: "20" }, true, { users: [], total: 0, limit: 10, offset: 20 }],
+      [() => admin.listUsers(), "GET", "/auth/admin/users", undefined, {}, true, { users: [], total: 0, limit: 20, offset: 0 }],
+      [() => admin.getUser("u 2"), "GET", "/auth/admin/users/u%202", undefined, {}, true, { id: "u 2" }],
+      [() => admin.updateUser("u-2", { name: null, email_verified: true }), "PATCH", "/auth/admin/users/u-2", { name: null, email_verified: true }, {}, true, { id: "u-2" }],
+      [() => admin.deleteUser("u-2"), "DELETE", "/auth/admin/users/u-2", undefined, {}, true, undefined, 204],
+      [() => admin.banUser("u-2"), "POST", "/auth/admin/users/u-2/ban", undefined, {}, true, { id: "u-2", banned: true }],
+      [() => admin.unbanUser("u-2"), "POST", "/auth/admin/users/u-2/unban", undefined, {}, true, { id: "u-2" }],
+      [() => admin.addRole("u-2", "editor"), "POST", "/auth/admin/users/u-2/roles/editor", undefined, {}, true, { id: "u-2" }],
+      [() => admin.removeRole("u-2", "editor"), "DELETE", "/auth/admin/users/u-2/roles/editor", undefined, {}, true, { id: "u-2" }],
+      [() => admin.revokeUserSessions("u-2"), "POST", "/auth/admin/users/u-2/sessions/revoke", undefined, {}, true, { revoked: 1 }],
+      [() => admin.rotateKeys(), "POST", "/auth/admin/keys/rotate", undefined, {}, true, { old_kid: "k1", new_kid: "k2" }],
+      [() => admin.retireKey("k1"), "POST", "/auth/admin/keys/k1/retire", undefined, {}, true, { kid: "k1", new_kid: null }],
+    ];
+    for (const [call, method, path, body, query, authed, answer, status = 200] of cases) {
+      const what = `${method} ${path}`;
+      if (answer !== undefined || status === 204) gw.on(what, () => json(status, answer));
+      const token = await client.getAccessToken();
+      const result = await call();
+      const req = last();
+      assert.equal(req.method, method, what);
+      assert.equal(req.path, path, what);
+      assert.deepEqual(req.query, query, what);
+      assert.deepEqual(req.body, body, what);
+      assert.equal(req.headers["content-type"], body === undefined ? undefined : "application/json", what);
+      assert.equal(req.headers.authorization, authed ? `Bearer ${token}` : undefined, what);
+      if (status === 204) assert.equal(result, undefined, what);
+    }
+    // The linking call carries credentials: its answer sets the OAuth binding cookie.
+    assert.equal(gw.of("POST /auth/oauth/github/link")[0].credentials, "include");
+    // Lists come unwrapped.
+    assert.deepEqual(await client.listSessions(), [{ id: "s-9", current: false }]);
+    assert.deepEqual(await client.passkeys.list(), [{ id: "pk-1" }]);
+  });
+
+  test("the OAuth start URL names the provider and redirect_to; the prefix and base follow the options", () => {
+    const client = new PortcullisClient({ baseUrl: "https://gw.example/", authPrefix: "/identity/v1/", channel: null, locks: null });
+    assert.equal(
+      client.oauthAuthorizeUrl("google", { redirectTo: "https://app.example/done?x=1" }),
+      "https://gw.example/identity/v1/oauth/google/authorize?redirect_to=https%3A%2F%2Fapp.example%2Fdone%3Fx%3D1",
+    );
+    assert.equal(client.oauthAuthorizeUrl("my idp"), "https://gw.example/identity/v1/oauth/my%20idp/authorize");
+    const sameOrigin = new PortcullisClient({ channel: null, locks: null });
+    assert.equal(sameOrigin.oauthAuthorizeUrl("acme"), "/auth/oauth/acme/authorize");
+  });
+
+  test("signOut posts the refresh token (no Bearer needed) and forgets the session, also when it had ended", async () => {
+    const { gw, client, last } = await signedIn();
+    const changes = [];
+    client.onChange((s) => changes.push(s));
+    await client.signOut();
+    assert.equal(last().path, "/auth/logout");
+    assert.deepEqual(last().body, { refresh_token: "rt-1" });
+    assert.equal(last().headers.authorization, undefined);
+    assert.equal(await client.getState(), null);
+    assert.deepEqual(changes, [null]);
+    assert.equal(gw.sessions.get("s-1").revoked, true);
+    // Signed out already at the gateway: not an error, forgotten here.
+    await client.signIn({ email: "ada@example.com", password: PASSWORD });
+    gw.on("POST /auth/logout", () => problem(401, "invalid_refresh_token"));
+    await client.signOut();
+    assert.equal(await client.getState(), null);
+  });
+
+  test("signOut forgets the session here even when the gateway fails, and says so", async () => {
+    const { gw, client } = await signedIn();
+    gw.on("POST /auth/logout", () => problem(503, "service_unavailable", { headers: { "retry-after": "5" } }));
+    await assert.rejects(client.signOut(), (e) => e instanceof PortcullisError && e.code === "service_unavailable" && e.retryAfter === 5);
+    assert.equal(await client.getState(), null);
+  });
+
+  test("revoking this client's own session forgets it here; revoking another keeps it", async () => {
+    const { gw, client } = await signedIn();
+    gw.on("DELETE /auth/sessions/s-9", () => json(204));
+    await client.revokeSession("s-9");
+    assert.ok(await client.getState());
+    const own = (await client.getState()).user.session_id;
+    gw.on(`DELETE /auth/sessions/${own}`, () => json(204));
+    await client.revokeSession(own);
+    assert.equal(await client.getState(), null);
+  });
+
+  test("a gateway in cookie mode sends no tokens: a token-mode client says how to fix it", async () => {
+    const gw = fakeGateway({ cookieMode: true });
+    const client = make(gw);
+    await assert.rejects(client.signIn({ email: "ada@example.com", password: PASSWORD }), /mode: "cookie"/);
+    assert.equal(await client.getState(), null);
+  });
+
+  test("webStorage keeps the session under its key, and a new client on that storage picks it up", async () => {
+    const map = new Map();
+    const area = { getItem: (k) => map.get(k) ?? null, setItem: (k, v) => map.set(k, v), removeItem: (k) => map.delete(k) };
+    const gw = fakeGateway();
+    const client = make(gw, { storage: webStorage(area, "my.key") });
+    await client.signIn({ email: "ada@example.com", password: PASSWORD });
+    assert.deepEqual([...map.keys()], ["my.key"]);
+    const again = make(gw, { storage: webStorage(area, "my.key") });
+    assert.equal(await again.getAccessToken(), "at-1");
+    await again.signOut();
+    assert.equal(map.size, 0);
+    assert.equal(await client.getState(), null);
+  });
+
+  test("a BroadcastChannel that cannot be made (an opaque origin) leaves the client working without one", async () => {
+    const gw = fakeGateway();
+    const client = make(gw, {
+      channel: () => {
+        throw new DOMException("denied", "SecurityError");
+      },
+    });
+    await client.signIn({ email: "ada@example.com", password: PASSWORD });
+    await client.refresh();
+    assert.equal(await client.getAccessToken(), "at-2");
+  });
+
+  test("a corrupt stored value counts as signed out", async () => {
+    const storage = memoryStorage();
+    storage.set("{not json");
+    const gw = fakeGateway();
+    const client = make(gw, { storage });
+    assert.equal(await client.getState(), null);
+    storage.set(JSON.stringify({ v: 1, stamp: "x" }));
+    assert.equal(await client.getState(), null);
+    await client.me().catch(() => undefined);
+    assert.equal(gw.requests[0].headers.authorization, undefined);
+  });
+});
+
+describe("cookie mode", () => {
+  function cookieClient(gw, options = {}) {
+    return make(gw, { mode: "cookie", ...options });
+  }
+
+  test("sign-ins and every call go with credentials, no Authorization header; nothing secret is stored", async () => {
+    const gw = fakeGateway({ cookieMode: true });
+    const storage = memoryStorage();
+    const client = cookieClient(gw, { storage });
+    const r = await client.signIn({ email: "ada@example.com", password: PASSWORD });
+    assert.equal(r.user.email, "ada@example.com");
+    assert.equal(gw.requests[0].credentials, "include");
+    assert.ok(gw.jar.access, "the gateway set the cookies");
+    const me = await client.me();
+    assert.equal(me.email, "ada@example.com");
+    const req = gw.requests.at(-1);
+    assert.equal(req.credentials, "include");
+    assert.equal(req.headers.authorization, undefined);
+    assert.equal(await client.getAccessToken(), null);
+    assert.doesNotMatch(storage.get(), /at-|rt-/);
+    const state = await client.getState();
+    assert.equal(state.user.email, "ada@example.com");
+  });
+
+  test("tokens the gateway puts in the body anyway (COOKIE_MODE_BODY_TOKENS) are never kept", async () => {
+    const gw = fakeGateway({ cookieMode: true });
+    gw.on("POST /auth/login", () => json(200, { access_token: "at-body", refresh_token: "rt-body", token_type: "Bearer", expires_in: 900, user: { id: "u", email: "e", session_id: "s" } }));
+    const storage = memoryStorage();
+    const client = cookieClient(gw, { storage });
+    await client.signIn({ email: "ada@example.com", password: PASSWORD });
+    assert.doesNotMatch(storage.get(), /at-body|rt-body/);
+    assert.equal(await client.getAccessToken(), null);
+  });
+
+  test("refresh and logout send no body: the cookies carry the tokens", async () => {
+    const gw = fakeGateway({ cookieMode: true });
+    const client = cookieClient(gw);
+    await client.signIn({ email: "ada@example.com", password: PASSWORD });
+    await client.refresh();
+    const refresh = gw.of("POST /auth/refresh")[0];
+    assert.equal(refresh.rawBody, "");
+    assert.equal(refresh.headers["content-type"], undefined, "a simple request: no preflight");
+    assert.equal(refresh.credentials, "include");
+    await client.signOut();
+    const logout = gw.of("POST /auth/logout")[0];
+    assert.equal(logout.rawBody, "");
+    assert.equal(logout.credentials, "include");
+    assert.equal(await client.getState(), null);
+    assert.equal(gw.jar.access, undefined);
+  });
+
+  test("the fetch wrapper sends the cookies (credentials: include) unless told otherwise", async () => {
+    const gw = fakeGateway({ cookieMode: true });
+    gw.on("GET /api/items", () => json(200, []));
+    const client = cookieClient(gw);
+    await client.signIn({ email: "ada@example.com", password: PASSWORD });
+    await client.fetch(`${gw.base}/api/items`);
+    assert.equal(gw.requests.at(-1).credentials, "include");
+    assert.equal(gw.requests.at(-1).headers.authorization, undefined);
+    await client.fetch(`${gw.base}/api/items`, { credentials: "omit" });
+    assert.equal(gw.requests.at(-1).credentials, "omit");
+  });
+});
+
+describe("the fetch wrapper", () => {
+  test("adds the Bearer token and keeps method, headers and body", async () => {
+    const { gw, client, last } = await signedIn();
+    gw.on("PUT /api/items/7", (req) => json(200, { echoed: req.body }));
+    const res = await client.fetch(`${gw.base}/api/items/7`, {
+      method: "PUT",
+      headers: { "content-type": "application/json", "x-trace": "t1" },
+      body: JSON.stringify({ a: 1 }),
+    });
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.json(), { echoed: { a: 1 } });
+    assert.equal(last().headers.authorization, "Bearer at-1");
+    assert.equal(last().headers["x-trace"], "t1");
+  });
+
+  test("handed around as a plain function it keeps its client", async () => {
+    const { gw, client, last } = await signedIn();
+    gw.on("GET /api/x", () => json(200, {}));
+    const f = client.fetch;
+    assert.equal((await f(`${gw.base}/api/x`)).status, 200);
+    assert.equal(last().headers.authorization, "Bearer at-1");
+  });
+
+  test("an Authorization header of the caller's is left alone", async () => {
+    const { gw, client, last } = await signedIn();
+    gw.on("GET /api/x", () => json(200, {}));
+    await client.fetch(`${gw.base}/api/x`, { headers: { authorization: "Basic abc" } });
+    assert.equal(last().headers.authorization, "Basic abc");
+  });
+
+  test("signed out: the request goes without a token and the gateway's 401 comes back as is", async () => {
+    const gw = fakeGateway();
+    const client = make(gw);
+    gw.on("GET /api/x", () => problem(401, "missing_token", { headers: { "www-authenticate": 'Bearer realm="portcullis"' } }));
+    const res = await client.fetch(`${gw.base}/api/x`);
+    assert.equal(res.status, 401);
+    assert.equal(gw.requests.length, 1);
+    assert.equal(gw.requests[0].headers.authorization, undefined);
+  });
+});
