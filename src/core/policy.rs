@@ -59,21 +59,22 @@
 //! Another reading of a path counts only where it matches a rule; one that
 //! would reach only `DEFAULT_POLICY` adds nothing. Else an exact public rule
 //! for a dotted name, `{"path": "/robots.txt", "policy": "public"}`, would
-//! need the default's token as well: `/robots` matches no rule. The
-//! protection stays whole. Let a path `P` match rule `R` for a method while
-//! its reading `Q` matches no rule for it. `Q` is `P` with one part taken
-//! out: a dot cut drops the end of the last segment (never all of it: the
-//! leading character stays), a script removal one segment before the last;
-//! everything before that part, and for a script everything after it, `Q`
-//! shares with `P`. Had `R`'s pattern ended before that part — a subtree
-//! pattern over segments `P` and `Q` share there — `R` would cover `Q` too
-//! (its prefix heads `Q`, and `Q` goes on below it) and match it for the
-//! same method, so some rule would match `Q`. So `R`'s pattern reaches into that
-//! part: it names the dotted name itself (`/robots.txt`, `/openapi.json/*`)
-//! or the script (`/app/index.php/*`): the operator's explicit rule for the
-//! very name the origin would read otherwise, which stands. And where `P`
-//! matches no rule, the default judges `P` itself already. The same holds
-//! for a HEAD's GET policy and for each method an override may name.
+//! need the default's token as well, since `/robots` matches no rule.
+//!
+//! The protection stays whole. Let a path `P` match rule `R` for a method
+//! while a reading `Q` of it matches no rule for that method. `Q` is `P`
+//! with parts taken out — the end of the last segment (a dot cut never takes
+//! all of it: the leading character stays), a segment before the last (a
+//! script), or both — and shares with `P` every segment before the first
+//! part taken out. Had `R`'s pattern ended there — a subtree pattern over
+//! segments `P` and `Q` share — `R` would cover `Q` too (its prefix heads
+//! `Q`, and `Q` goes on below it) and match it for the same method. So `R`'s
+//! pattern reaches into a part taken out: it names the dotted name itself
+//! (`/robots.txt`, `/openapi.json/*`) or the script (`/app/index.php/*`),
+//! the operator's explicit rule for the very name the origin would read
+//! otherwise, which stands. Where `P` matches no rule, the default judges
+//! `P` itself already. The same holds for a HEAD's GET policy and for each
+//! method an override may name.
 //!
 //! Names, slugs and words in other scripts (`Müller`, `日本`, `ελληνικά`) pass;
 //! `ß` (uppercase `SS`), Turkish `ı` and `İ`, ligatures and fullwidth forms
