@@ -20,9 +20,11 @@
 //! and drop invisible characters; a decoded `?` or `#` ends the path for
 //! whoever parses it again; ASP.NET removes cookieless-session segments
 //! (`/(S(…))/`); a PHP front controller routes the path after its script
-//! (`/index.php/api/x` is `/api/x` to Laravel or Symfony); and Rails, Django
-//! REST framework and Spring's suffix matching read `/api/x.json` as
-//! `/api/x`. Two ways answer them:
+//! from the script's directory (Laravel or Symfony at `/app/index.php` read
+//! `/app/index.php/admin/x` as their `/admin/x`, which is the URL
+//! `/app/admin/x`; at `/index.php`, `/index.php/api/x` is `/api/x`); and
+//! Rails, Django REST framework and Spring's suffix matching read
+//! `/api/x.json` as `/api/x`. Two ways answer them:
 //!
 //! - Refused (422 `invalid_path`), when a reading changes the path's text:
 //!   - Rule patterns are ASCII. So a path dodges a rule only if we read it as
@@ -44,11 +46,35 @@
 //!     controls and the two joiners, which that mapping keeps but other
 //!     readings trim or drop.
 //! - Judged as every path it may be ([`Routes::judge`]), when a reading
-//!   routes a part of a valid path: the path after the first and after the
-//!   last `*.php`, `*.phtml` or `*.phar` segment (Debian's default PHP
-//!   handler pattern), and the path with its last segment cut at its first
-//!   and at its last dot, a leading one aside (`/api/x.tar.gz` as
-//!   `/api/x` and `/api/x.tar`). The request must pass the rule of each.
+//!   routes a valid path with a part taken out: the path without its first
+//!   and without its last `*.php`, `*.phtml` or `*.phar` segment (Debian's
+//!   default PHP handler pattern; `/app/index.php/admin/x` as
+//!   `/app/admin/x`), and the path with its last segment cut at its first
+//!   and at its last dot, a leading character aside (`/api/x.tar.gz` as
+//!   `/api/x` and `/api/x.tar`). The request must pass the rule of each
+//!   that a rule matches (next section).
+//!
+//! # Readings that reach only the default
+//!
+//! Another reading of a path counts only where it matches a rule; one that
+//! would reach only `DEFAULT_POLICY` adds nothing. Else an exact public rule
+//! for a dotted name, `{"path": "/robots.txt", "policy": "public"}`, would
+//! need the default's token as well, since `/robots` matches no rule.
+//!
+//! The protection stays whole. Let a path `P` match rule `R` for a method
+//! while a reading `Q` of it matches no rule for that method. `Q` is `P`
+//! with parts taken out — the end of the last segment (a dot cut never takes
+//! all of it: the leading character stays), a segment before the last (a
+//! script), or both — and shares with `P` every segment before the first
+//! part taken out. Had `R`'s pattern ended there — a subtree pattern over
+//! segments `P` and `Q` share — `R` would cover `Q` too (its prefix heads
+//! `Q`, and `Q` goes on below it) and match it for the same method. So `R`'s
+//! pattern reaches into a part taken out: it names the dotted name itself
+//! (`/robots.txt`, `/openapi.json/*`) or the script (`/app/index.php/*`),
+//! the operator's explicit rule for the very name the origin would read
+//! otherwise, which stands. Where `P` matches no rule, the default judges
+//! `P` itself already. The same holds for a HEAD's GET policy and for each
+//! method an override may name.
 //!
 //! Names, slugs and words in other scripts (`Müller`, `日本`, `ελληνικά`) pass;
 //! `ß` (uppercase `SS`), Turkish `ı` and `İ`, ligatures and fullwidth forms
@@ -77,7 +103,12 @@
 //! differ by method, a request that names `_method` in its query (as PHP, Rack,
 //! Node or ASP.NET Core decode and mangle names: `names_method_override`),
 //! and a POST with any body but a certainly empty one, must pass the policy
-//! of every method the path's rules give.
+//! of every method the path's rules give. A rule saying `"method_override":
+//! false` is the operator's word that the origin behind it honours no
+//! override: no request of another method is judged under it (a POST with a
+//! body needs what a POST needs, not what the rule gives DELETE). Nothing in
+//! a request tells whether an origin honours overrides, so only the operator
+//! can trade this strictness away, rule by rule.
 
 use icu_normalizer::uts46::Uts46MapperBorrowed;
 use serde::Deserialize;
@@ -160,6 +191,12 @@ pub struct Route {
     /// header reaches the origin. Otherwise it is removed, on public routes
     /// too (it is a credential, and the origin is told who the caller is).
     pub forward_authorization: bool,
+    /// Rule member `method_override` (default `true`): whether the origin
+    /// behind this rule may act on a request of another method as one of
+    /// this rule's (a `_method` parameter, a POST's body). With `false` the
+    /// operator says it honours no override: a request of another method is
+    /// not judged under this rule. Always `true` for the default.
+    pub method_override: bool,
 }
 
 /// One `ROUTES` rule.
@@ -184,6 +221,13 @@ struct RawRule {
     policy: String,
     #[serde(default)]
     forward_authorization: bool,
+    #[serde(default = "honours_overrides")]
+    method_override: bool,
+}
+
+/// The default of the rule member `method_override`: judged strictly.
+fn honours_overrides() -> bool {
+    true
 }
 
 impl Rule {
@@ -255,7 +299,8 @@ impl<'a> Judgement<'a> {
     }
 
     /// Whether the request's `Authorization` header reaches the origin: only
-    /// if the route of every reading of its path says `forward_authorization`.
+    /// if the route of its path, and of every other reading of it that a rule
+    /// matches, says `forward_authorization`.
     pub fn forwards_authorization(&self) -> bool {
         self.forward_authorization
     }
@@ -326,16 +371,23 @@ impl Routes {
                 None => None,
             };
             let policy = Policy::parse(&r.policy).map_err(at)?;
-            let route = Route { policy, forward_authorization: r.forward_authorization };
+            let route =
+                Route { policy, forward_authorization: r.forward_authorization, method_override: r.method_override };
             rules.push(Rule { prefix: prefix.to_ascii_lowercase(), subtree, methods, route });
         }
         let method_specific = rules.iter().any(|r| r.methods.is_some());
-        Ok(Self { rules, default: Route { policy: default, forward_authorization: false }, method_specific })
+        let default = Route { policy: default, forward_authorization: false, method_override: true };
+        Ok(Self { rules, default, method_specific })
     }
 
     /// The route for a request: the first matching rule's, else the default.
     pub fn route_for(&self, method: &str, normalised_path: &str) -> &Route {
-        self.rules.iter().find(|r| r.matches(method, normalised_path)).map_or(&self.default, |r| &r.route)
+        self.rule_for(method, normalised_path).unwrap_or(&self.default)
+    }
+
+    /// The route of the first matching rule, if any rule matches.
+    fn rule_for(&self, method: &str, normalised_path: &str) -> Option<&Route> {
+        self.rules.iter().find(|r| r.matches(method, normalised_path)).map(|r| &r.route)
     }
 
     /// The policy for a request: the first matching rule's, else the default.
@@ -346,11 +398,13 @@ impl Routes {
     /// Judges a request on a normalised path: the route of its method and,
     /// when the origin may read the path as another path or act on the
     /// request as another method (see the module docs), the policies of
-    /// those paths and methods too. Without rules listing methods and
-    /// without a dot in the last segment or a PHP script segment, costs one
-    /// rule lookup and a scan of the path; reads `Content-Length` (and
-    /// `Transfer-Encoding`) only for a POST with a body on a path whose rules
-    /// differ by method. Allocates only when another policy applies.
+    /// those paths and methods too — of another reading of the path, only
+    /// what an explicit rule gives it, never the default alone. Without
+    /// rules listing methods and without a dot in the last segment or a PHP
+    /// script segment, costs one rule lookup and a scan of the path; reads
+    /// `Content-Length` (and `Transfer-Encoding`) only for a POST with a
+    /// body on a path whose rules differ by method. Allocates only when
+    /// another policy applies or the path holds a PHP script segment.
     pub fn judge(&self, req: &impl GatewayRequest, normalised_path: &str) -> Judgement<'_> {
         let method = req.method();
         let route = self.route_for(method, normalised_path);
@@ -361,19 +415,28 @@ impl Routes {
         let named = self.method_specific && req.query().is_some_and(names_method_override);
         let post = self.method_specific && method.eq_ignore_ascii_case("POST");
         let mut overridden: Option<bool> = (!named && !post).then_some(false);
-        for_each_reading(normalised_path, |path| {
-            if path.len() != normalised_path.len() {
-                let r = self.route_for(method, path);
-                j.forward_authorization &= r.forward_authorization;
-                j.require(&r.policy);
+        for_each_reading(normalised_path, |path, reading| {
+            // The path as sent falls back to the default; another reading
+            // counts only where a rule names it (module docs).
+            let route_of = |m: &str| match reading {
+                Reading::AsSent => Some(self.route_for(m, path)),
+                Reading::Other => self.rule_for(m, path),
+            };
+            if reading == Reading::Other {
+                if let Some(r) = route_of(method) {
+                    j.forward_authorization &= r.forward_authorization;
+                    j.require(&r.policy);
+                }
             }
             if head {
-                j.require(self.policy_for("GET", path));
+                if let Some(r) = route_of("GET") {
+                    j.require(&r.policy);
+                }
             }
             if overridden == Some(false) {
                 return;
             }
-            let others = self.policies_of_path(path);
+            let others = self.override_policies(path, reading == Reading::AsSent);
             if others.iter().all(|p| **p == j.route.policy) {
                 return;
             }
@@ -384,26 +447,33 @@ impl Routes {
         j
     }
 
-    /// Every distinct policy some method gets on this path.
-    fn policies_of_path(&self, normalised_path: &str) -> Vec<&Policy> {
+    /// Every distinct policy a request may meet on this path when the origin
+    /// acts on it as another method: that of every rule an override can
+    /// land on (not those saying `"method_override": false`), and, with
+    /// `default`, the default's where some method reaches it.
+    fn override_policies(&self, normalised_path: &str, default: bool) -> Vec<&Policy> {
         let mut out: Vec<&Policy> = Vec::new();
         let mut claimed: Vec<&str> = Vec::new();
         for r in self.rules.iter().filter(|r| r.covers(normalised_path)) {
             match &r.methods {
                 None => {
-                    push_unique(&mut out, &r.route.policy);
+                    if r.route.method_override {
+                        push_unique(&mut out, &r.route.policy);
+                    }
                     return out;
                 }
                 Some(ms) => {
                     // A rule whose every method an earlier rule took never applies.
-                    if ms.iter().any(|m| !claimed.contains(&m.as_str())) {
+                    if r.route.method_override && ms.iter().any(|m| !claimed.contains(&m.as_str())) {
                         push_unique(&mut out, &r.route.policy);
                     }
                     claimed.extend(ms.iter().map(String::as_str));
                 }
             }
         }
-        push_unique(&mut out, &self.default.policy);
+        if default {
+            push_unique(&mut out, &self.default.policy);
+        }
         out
     }
 }
@@ -414,39 +484,58 @@ fn push_unique<'a>(out: &mut Vec<&'a Policy>, p: &'a Policy) {
     }
 }
 
+/// Which reading of a path [`for_each_reading`] hands over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// The normalised path itself.
+    AsSent,
+    /// Another path an origin may route it as.
+    Other,
+}
+
 /// Calls `f` with every path an origin may route a normalised path as: the
-/// path itself first, then the path after the first and after the last PHP
-/// script segment (a front controller's `PATH_INFO`: nginx's
-/// `fastcgi_split_path_info` takes the first, Apache the first that is a
-/// file), and each of those with the last segment cut at its first dot
-/// (Spring's suffix match) and at its last (Rails, Django REST framework),
-/// a leading dot aside. At most nine readings, however many scripts or dots
-/// a path holds (each costs a rule lookup); they are slices of the path:
-/// nothing is allocated.
-fn for_each_reading(path: &str, mut f: impl FnMut(&str)) {
-    let last = path.rfind('/').map_or(0, |i| i + 1);
-    let name = &path[last..];
-    let first_dot = name.get(1..).and_then(|n| n.find('.')).map(|i| last + 1 + i);
-    let last_dot = name.rfind('.').filter(|&i| i > 0).map(|i| last + i).filter(|d| Some(*d) != first_dot);
-    let mut reading = |start: usize| {
-        f(&path[start..]);
-        for cut in [first_dot, last_dot].into_iter().flatten() {
-            f(&path[start..cut]);
+/// path itself first, then the path without its first and without its last
+/// PHP script segment (a front controller routes its `PATH_INFO` from the
+/// script's directory: Symfony and Laravel at `/app/index.php` read
+/// `/app/index.php/admin/x` as their `/admin/x`, the URL `/app/admin/x`;
+/// nginx's `fastcgi_split_path_info` takes the first script, Apache the
+/// first that is a file), and each of those with the last segment cut at
+/// its first dot (Spring's suffix match) and at its last (Rails, Django REST
+/// framework), a leading character aside. At most nine readings, however
+/// many scripts or dots a path holds (each costs a rule lookup). Those of
+/// the path itself are slices of it; one buffer holds a path without a
+/// script, allocated only when there is one.
+fn for_each_reading(path: &str, mut f: impl FnMut(&str, Reading)) {
+    let name = &path[path.rfind('/').map_or(0, |i| i + 1)..];
+    // What each dot cut drops from the end: every reading ends in `name`.
+    let lead = name.chars().next().map_or(0, char::len_utf8);
+    let first_dot = name[lead..].find('.').map(|i| lead + i);
+    let last_dot = name.rfind('.').filter(|&i| i > 0 && Some(i) != first_dot);
+    let cuts = [first_dot, last_dot].map(|dot| dot.map(|d| name.len() - d));
+    let mut reading = |p: &str, which: Reading| {
+        f(p, which);
+        for drop in cuts.into_iter().flatten() {
+            f(&p[..p.len() - drop], Reading::Other);
         }
     };
-    reading(0);
-    // Segments before the last one that name a PHP script: where the first and the last end.
+    reading(path, Reading::AsSent);
+    // Segments before the last one that name a PHP script: where the first
+    // and the last begin (at their `/`) and end (at the next).
     let (mut first_script, mut last_script) = (None, None);
     let mut at = 0;
     while let Some(end) = path[at + 1..].find('/').map(|i| at + 1 + i) {
         if is_php_script(&path[at + 1..end]) {
-            first_script.get_or_insert(end);
-            last_script = Some(end);
+            first_script.get_or_insert((at, end));
+            last_script = Some((at, end));
         }
         at = end;
     }
-    for start in [first_script, last_script.filter(|e| Some(*e) != first_script)].into_iter().flatten() {
-        reading(start);
+    let mut without = String::new();
+    for (start, end) in [first_script, last_script.filter(|s| Some(*s) != first_script)].into_iter().flatten() {
+        without.clear();
+        without.push_str(&path[..start]);
+        without.push_str(&path[end..]);
+        reading(&without, Reading::Other);
     }
 }
 
@@ -1170,6 +1259,45 @@ mod tests {
     }
 
     #[test]
+    fn a_rule_saying_method_override_false_is_not_reached_by_an_override() {
+        // The origin behind /api/items/* honours no override: a create (a
+        // POST with a body) needs what a POST needs, not the DELETE's role.
+        let r = Routes::parse(
+            Some(
+                r#"[{"path": "/api/items/*", "methods": ["DELETE"], "policy": "role:admin", "method_override": false},
+                    {"path": "/api/orders/*", "methods": ["DELETE"], "policy": "role:admin"},
+                    {"path": "/api/notes/*", "methods": ["PUT"], "policy": "role:editor"},
+                    {"path": "/api/notes/*", "methods": ["DELETE"], "policy": "role:admin", "method_override": false}]"#,
+            ),
+            Some("authenticated"),
+        )
+        .unwrap();
+        for ct in ["application/json", "application/x-www-form-urlencoded"] {
+            let post = req("POST", None, Some(ct));
+            assert!(r.judge(&post, "/api/items/7").authorize(USER).is_ok(), "{ct}");
+            assert!(r.judge(&post, "/api/orders/7").authorize(USER).is_err(), "{ct}: the strict default stays");
+            let notes = r.judge(&post, "/api/notes/7");
+            assert!(notes.authorize(&admin()).is_err() && notes.authorize(&["editor".into()]).is_ok(), "{ct}");
+        }
+        let named = Req { body: false, headers: vec![], ..req("POST", Some("_method=DELETE"), None) };
+        assert!(r.judge(&named, "/api/items/7").authorize(USER).is_ok());
+        // The rule itself holds for the methods it lists.
+        let delete = Req { body: false, headers: vec![], ..req("DELETE", None, None) };
+        assert!(r.judge(&delete, "/api/items/7").authorize(USER).is_err());
+        assert!(r.judge(&delete, "/api/items/7").authorize(&admin()).is_ok());
+        // Validated like the other members.
+        for bad in [
+            r#"[{"path": "/x", "policy": "public", "method_override": "no"}]"#,
+            r#"[{"path": "/x", "policy": "public", "method_override": 0}]"#,
+            r#"[{"path": "/x", "policy": "public", "method_overrides": false}]"#,
+        ] {
+            assert!(Routes::parse(Some(bad), None).unwrap_err().starts_with("ROUTES"), "{bad}");
+        }
+        let strict = Routes::parse(Some(r#"[{"path": "/x", "policy": "public", "method_override": true}]"#), None);
+        assert!(strict.unwrap().route_for("GET", "/x").method_override);
+    }
+
+    #[test]
     fn a_head_must_pass_the_get_policy_of_its_path() {
         // A HEAD-only rule ahead of a GET rule: the origin answers the HEAD
         // with its GET handler, so the GET rule applies too.
@@ -1211,15 +1339,15 @@ mod tests {
     }
 
     #[test]
-    fn a_php_script_segment_must_pass_the_rule_of_the_path_after_it() {
+    fn a_php_script_segment_must_pass_the_rule_of_the_path_without_it() {
         // Laravel, Symfony, Slim behind nginx's try_files or Apache: the
-        // script runs with PATH_INFO /api/secrets/x and routes that.
+        // script runs with PATH_INFO /secrets/x and routes it from its own
+        // directory, so /api/index.php/secrets/x is the app's URL /api/secrets/x.
         for p in [
             "/index.php/api/secrets/x",
             "/INDEX.PHP/api/secrets/x",
-            "/app/index.phtml/api/secrets",
-            "/api/x.phar/api/secrets/y",
-            "/a.php/b.php/api/secrets/x",
+            "/api/index.phtml/secrets",
+            "/api/x.phar/secrets/y",
             "/index.php/api/secrets.json",
         ] {
             assert_eq!(secrets_judged("GET", p), (false, false, true), "{p}");
@@ -1229,9 +1357,77 @@ mod tests {
         let q = Req { body: false, headers: vec![], ..req("GET", None, None) };
         let j = public_default.judge(&q, "/index.php/api/secrets/x");
         assert!(!j.is_public() && j.authorize(USER).is_err());
-        // A script as the last segment has no PATH_INFO; other names are not scripts.
-        for p in ["/api/index.php", "/api/php/secrets", "/api/x.phps/api/secrets/y", "/api/.php/secrets/x"] {
+        // A script as the last segment has no PATH_INFO; other names are not
+        // scripts; an app below /app routes nothing under /api.
+        for p in [
+            "/api/index.php",
+            "/api/php/secrets",
+            "/api/x.phps/api/secrets/y",
+            "/api/.php/secrets/x",
+            "/api/x.phar/api/secrets/y",
+        ] {
             assert_eq!(secrets_judged("GET", p), (true, true, true), "{p}");
+        }
+    }
+
+    #[test]
+    fn a_php_app_below_the_root_is_judged_by_the_rules_of_its_own_urls() {
+        // Symfony and Laravel at /app/index.php compute their base from the
+        // script's directory: /app/index.php/admin/x is their /admin/x, the URL /app/admin/x.
+        let n = normalise_path("/app/index.php/admin/x").unwrap();
+        let q = Req { body: false, headers: vec![], ..req("GET", None, None) };
+        let r = Routes::parse(
+            Some(r#"[{"path": "/app/admin/*", "policy": "role:admin"}, {"path": "/app/*", "policy": "public"}]"#),
+            Some("authenticated"),
+        )
+        .unwrap();
+        let j = r.judge(&q, &n);
+        assert!(!j.is_public() && j.authorize(USER).is_err() && j.authorize(&admin()).is_ok());
+        assert!(r.judge(&q, "/app/index.php/x").is_public(), "the rest of the app stays public");
+        let public_default =
+            Routes::parse(Some(r#"[{"path": "/app/admin/*", "policy": "role:admin"}]"#), Some("public")).unwrap();
+        let j = public_default.judge(&q, &n);
+        assert!(!j.is_public() && j.authorize(USER).is_err(), "with a public default: a token and the role");
+        // The last script too: Apache runs the first one that is a file, so
+        // /tools.php may be a directory holding the script.
+        let r = Routes::parse(
+            Some(r#"[{"path": "/tools.php/admin/*", "policy": "role:admin"}, {"path": "/*", "policy": "public"}]"#),
+            None,
+        )
+        .unwrap();
+        let j = r.judge(&q, "/tools.php/index.php/admin/x");
+        assert!(!j.is_public() && j.authorize(USER).is_err() && j.authorize(&admin()).is_ok());
+    }
+
+    #[test]
+    fn an_exact_rule_for_a_dotted_name_is_not_overruled_by_the_default() {
+        // Another reading counts only where a rule names it: /robots.txt
+        // read as /robots reaches no rule, only the default.
+        let r = Routes::parse(
+            Some(
+                r#"[{"path": "/robots.txt", "policy": "public"}, {"path": "/openapi.json", "policy": "public"},
+                    {"path": "/favicon.ico", "policy": "public"}, {"path": "/blog/*", "policy": "public"},
+                    {"path": "/api/secrets/*", "policy": "role:admin"}, {"path": "/api/*", "policy": "public"}]"#,
+            ),
+            Some("authenticated"),
+        )
+        .unwrap();
+        let q = Req { body: false, headers: vec![], ..req("GET", None, None) };
+        for p in ["/robots.txt", "/openapi.json", "/favicon.ico", "/blog/index.php/2024/post", "/blog/feed.xml"] {
+            let j = r.judge(&q, &normalise_path(p).unwrap());
+            assert!(j.is_public(), "{p} needs {:?}", j.also());
+        }
+        // Where a reading reaches a rule, that rule still counts.
+        for p in ["/api/secrets.json", "/api/index.php/secrets/x", "/index.php/api/secrets/x"] {
+            let j = r.judge(&q, &normalise_path(p).unwrap());
+            assert!(!j.is_public() && j.authorize(USER).is_err(), "{p}");
+        }
+        // And with a public default, the rules still catch every attack.
+        let open =
+            Routes::parse(Some(r#"[{"path": "/api/secrets/*", "policy": "role:admin"}]"#), Some("public")).unwrap();
+        for p in ["/api/secrets.json", "/api/secrets.tar.gz", "/api/index.php/secrets/x", "/index.php/api/secrets/x"] {
+            let j = open.judge(&q, &normalise_path(p).unwrap());
+            assert!(!j.is_public() && j.authorize(USER).is_err(), "{p}");
         }
     }
 
@@ -1239,16 +1435,32 @@ mod tests {
     fn a_path_has_at_most_nine_readings_however_many_scripts_and_dots_it_holds() {
         let readings = |p: &str| {
             let mut out = Vec::new();
-            for_each_reading(p, |r| out.push(r.to_string()));
+            for_each_reading(p, |r, which| {
+                assert_eq!(which == Reading::AsSent, out.is_empty(), "{r}");
+                out.push(r.to_string());
+            });
             out
         };
         assert_eq!(readings("/api/x"), ["/api/x"]);
         assert_eq!(readings("/api/x.json"), ["/api/x.json", "/api/x"]);
         assert_eq!(readings("/api/x.tar.gz"), ["/api/x.tar.gz", "/api/x", "/api/x.tar"]);
         assert_eq!(readings("/api/.env"), ["/api/.env"]);
+        assert_eq!(readings("/api/.env.json"), ["/api/.env.json", "/api/.env"]);
+        // A leading character aside, whatever its width.
+        assert_eq!(readings("/api/é.tar.gz"), ["/api/é.tar.gz", "/api/é", "/api/é.tar"]);
+        assert_eq!(readings("/api/日.json"), ["/api/日.json", "/api/日"]);
+        assert_eq!(readings("/index.php/x"), ["/index.php/x", "/x"]);
+        assert_eq!(readings("/app/index.php/admin/x"), ["/app/index.php/admin/x", "/app/admin/x"]);
         assert_eq!(
             readings("/a.php/b.php/c/x.json"),
-            ["/a.php/b.php/c/x.json", "/a.php/b.php/c/x", "/b.php/c/x.json", "/b.php/c/x", "/c/x.json", "/c/x",]
+            [
+                "/a.php/b.php/c/x.json",
+                "/a.php/b.php/c/x",
+                "/b.php/c/x.json",
+                "/b.php/c/x",
+                "/a.php/c/x.json",
+                "/a.php/c/x"
+            ]
         );
         let hostile = format!("{}/{}", "/s.php".repeat(600), "x.".repeat(2_000) + "y");
         assert!(normalise_path(&hostile).is_ok());
@@ -1268,8 +1480,21 @@ mod tests {
         let q = Req { body: false, headers: vec![], ..req("GET", None, None) };
         assert!(r.judge(&q, "/api/relay/x").forwards_authorization());
         assert!(r.judge(&q, "/api/relay/x.json").forwards_authorization());
-        assert!(!r.judge(&q, "/api/relay/x.php/api/other").forwards_authorization());
+        assert!(r.judge(&q, "/api/relay/x.php/other").forwards_authorization(), "/api/relay/other is relayed");
         assert!(!r.judge(&q, "/api/relay.json").forwards_authorization(), "/api/relay.json is /api/relay.json too");
+        let r = Routes::parse(
+            Some(
+                r#"[{"path": "/api/own/*", "policy": "public"},
+                    {"path": "/api/*", "policy": "public", "forward_authorization": true},
+                    {"path": "/well.json", "policy": "public", "forward_authorization": true}]"#,
+            ),
+            None,
+        )
+        .unwrap();
+        assert!(r.judge(&q, "/api/x.json").forwards_authorization());
+        assert!(!r.judge(&q, "/api/index.php/own/x").forwards_authorization(), "the app's /api/own/x");
+        assert!(!r.judge(&q, "/api/own.json").forwards_authorization(), "/api/own to Rails");
+        assert!(r.judge(&q, "/well.json").forwards_authorization(), "/well reaches no rule, only the default");
     }
 
     #[test]
@@ -1321,7 +1546,7 @@ mod tests {
         })
     }
 
-    type Reading = Box<dyn Fn(&str) -> String>;
+    type OriginReading = Box<dyn Fn(&str) -> String>;
 
     /// How origins read a decoded path, each written here on its own (not
     /// with the code under test): case-insensitive comparison and case
@@ -1329,7 +1554,7 @@ mod tests {
     /// dropped, a decoded path parsed again, path parameters, ASP.NET's
     /// cookieless state, a PHP front controller's path info and format
     /// suffixes.
-    fn readings() -> Vec<(&'static str, Reading)> {
+    fn readings() -> Vec<(&'static str, OriginReading)> {
         let per_segment = |f: fn(&str) -> String| move |p: &str| p.split('/').map(f).collect::<Vec<_>>().join("/");
         vec![
             // Java's equalsIgnoreCase: simple upper, then simple lower, per char.
@@ -1379,11 +1604,24 @@ mod tests {
                 }),
             ),
             (
-                // nginx's `fastcgi_split_path_info ^(.+?\.php)(/.*)$` (the first script).
-                "php front controller path info",
+                // nginx's `fastcgi_split_path_info ^(.+?\.php)(/.*)$` (the first
+                // script); Symfony's and Laravel's base is the script's
+                // directory, so the app's URL is that directory + PATH_INFO.
+                "php front controller path info (first script)",
                 Box::new(|p: &str| {
-                    let split = regex::Regex::new(r"(?i)^(.+?\.ph(?:p|tml|ar))(/.*)$").unwrap();
-                    split.captures(p).map_or(p.to_string(), |c| c[2].to_string())
+                    let lazy = regex::Regex::new(r"(?i)^(.+?\.ph(?:p|tml|ar))(/.*)$").unwrap();
+                    lazy.captures(p).map_or(p.to_string(), |c| {
+                        let script = &c[1];
+                        format!("{}{}", &script[..script.rfind('/').unwrap()], &c[2])
+                    })
+                }),
+            ),
+            (
+                // Apache runs the first that is a file: maybe the last.
+                "php front controller path info (last script)",
+                Box::new(|p: &str| {
+                    let greedy = regex::Regex::new(r"(?i)^(.*)/[^/]+\.ph(?:p|tml|ar)(/.*)$").unwrap();
+                    greedy.captures(p).map_or(p.to_string(), |c| format!("{}{}", &c[1], &c[2]))
                 }),
             ),
             (
@@ -1460,18 +1698,21 @@ mod tests {
 
     /// `(a, b, path)`: a path through `/a/b` spelt in many ways, sometimes
     /// behind a PHP script or ASP.NET's cookieless state, sometimes with a
-    /// format suffix.
+    /// PHP app installed at `/a` (a script between `a` and `b`), sometimes
+    /// with a format suffix.
     fn spelt_path() -> impl Strategy<Value = (String, String, String)> {
         ("[a-z0-9]{1,6}", "[a-z0-9]{1,6}").prop_flat_map(|(a, b)| {
             let before = prop::sample::select(vec!["", "", "", "/index.php", "/x/App.PHP", "/(S(x))", "/(A(a)F(b))"]);
+            let between = prop::sample::select(vec!["", "", "/index.php", "/Front.phtml", "/d.php/i.php"]);
             let tail = prop_oneof![
                 "/[a-zA-Z0-9]{0,4}",
                 "\\.[a-z]{1,4}",
                 "/[a-z]{1,3}\\.[a-z]{1,4}",
                 "\\.[a-z]{1,3}\\.[a-z]{1,3}",
             ];
-            (Just(a.clone()), Just(b.clone()), (before, spelling(a), spelling(b), tail))
-                .prop_map(|(a, b, (before, sa, sb, tail))| (a, b, format!("{before}/{sa}/{sb}{tail}")))
+            (Just(a.clone()), Just(b.clone()), (before, spelling(a), between, spelling(b), tail)).prop_map(
+                |(a, b, (before, sa, between, sb, tail))| (a, b, format!("{before}/{sa}{between}/{sb}{tail}")),
+            )
         })
     }
 
@@ -1484,15 +1725,18 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(2_000))]
 
         #[test]
-        fn an_accepted_path_is_let_through_only_where_every_origin_reading_is(rules in spelt_path()) {
+        fn an_accepted_path_is_let_through_only_where_every_origin_reading_is(
+            rules in spelt_path(),
+            default in prop::sample::select(vec!["authenticated", "public", "role:root"]),
+            public_parent in any::<bool>(),
+        ) {
+            // The rules name no dotted segment and no script, so every
+            // reading counts, the default included (see the module docs).
             let (a, b, raw) = rules;
-            let routes = Routes::parse(
-                Some(&format!(
-                    r#"[{{"path": "/{a}/{b}/*", "policy": "role:admin"}}, {{"path": "/{a}/*", "policy": "public"}}]"#
-                )),
-                None,
-            )
-            .unwrap();
+            let parent = if public_parent { format!(r#", {{"path": "/{a}/*", "policy": "public"}}"#) } else { String::new() };
+            let routes =
+                Routes::parse(Some(&format!(r#"[{{"path": "/{a}/{b}/*", "policy": "role:admin"}}{parent}]"#)), Some(default))
+                    .unwrap();
             if let Ok(n) = normalise_path(&raw) {
                 let judged = routes.judge(&bare("GET", None), &n);
                 for (name, read) in readings() {
@@ -1503,17 +1747,19 @@ mod tests {
                         !judged.is_public() || *policy == Policy::Public,
                         "{} accepted as {:?}, public; read by {} as {:?}: {:?}", raw, n, name, theirs, policy
                     );
-                    prop_assert!(
-                        judged.authorize(USER).is_err() || policy.allows(USER),
-                        "{} accepted as {:?} for anyone; read by {} as {:?}: {:?}", raw, n, name, theirs, policy
-                    );
+                    for roles in [USER, &admin()] {
+                        prop_assert!(
+                            judged.authorize(roles).is_err() || policy.allows(roles),
+                            "{} accepted as {:?} for {:?}; read by {} as {:?}: {:?}", raw, n, roles, name, theirs, policy
+                        );
+                    }
                 }
             }
         }
 
         #[test]
         fn a_request_is_let_through_only_if_every_method_it_may_become_is(
-            rules in prop::collection::vec((0usize..3, prop::option::of(prop::sample::subsequence(vec!["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "LINK"], 1..4)), 0usize..4), 0..5),
+            rules in prop::collection::vec((0usize..3, prop::option::of(prop::sample::subsequence(vec!["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "LINK"], 1..4)), 0usize..4, prop::option::of(any::<bool>())), 0..5),
             path in 0usize..3,
             roles in prop::sample::subsequence(vec!["admin".to_string(), "editor".to_string()], 0..3),
             method in prop::sample::select(vec!["POST", "HEAD", "GET", "PUT"]),
@@ -1523,9 +1769,10 @@ mod tests {
         ) {
             const PATHS: [&str; 3] = ["/a/*", "/a/b", "/*"];
             const POLICIES: [&str; 4] = ["public", "authenticated", "role:admin", "any_role:[editor]"];
-            let json: Vec<String> = rules.iter().map(|(p, ms, pol)| {
+            let json: Vec<String> = rules.iter().map(|(p, ms, pol, honours)| {
                 let ms = ms.as_ref().map_or(String::new(), |ms| format!(r#", "methods": {ms:?}"#));
-                format!(r#"{{"path": "{}"{ms}, "policy": "{}"}}"#, PATHS[*p], POLICIES[*pol])
+                let honours = honours.map_or(String::new(), |h| format!(r#", "method_override": {h}"#));
+                format!(r#"{{"path": "{}"{ms}, "policy": "{}"{honours}}}"#, PATHS[*p], POLICIES[*pol])
             }).collect();
             let routes = Routes::parse(Some(&format!("[{}]", json.join(","))), Some("role:root")).unwrap();
             let target = ["/a/b", "/a/c", "/z"][path];
@@ -1534,18 +1781,19 @@ mod tests {
             let r = Req { method, query, headers, body: body.is_some(), reads: std::cell::Cell::new(0) };
             let j = routes.judge(&r, target);
             // What the origin may act on (written apart from the code under
-            // test): the method sent; GET's handler for a HEAD; and any
-            // method for a `_method` query parameter (the spellings above that
-            // PHP or Rack read as one) or a POST whose body is not empty.
+            // test): the method sent; GET's handler for a HEAD; and for a
+            // `_method` query parameter (the spellings above that PHP or Rack
+            // read as one) or a POST whose body is not empty, any method whose
+            // rule does not say the origin honours no override.
             let named = query.is_some_and(|q| q.contains("_method") || q.contains("%5Fmethod") || q.contains(".method"));
             let all = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "LINK", "PURGE"];
-            let possible: Vec<&str> = if named || (method == "POST" && body == Some("12")) {
-                all.to_vec()
-            } else if method == "HEAD" {
-                vec!["HEAD", "GET"]
-            } else {
-                vec![method]
-            };
+            let mut possible = vec![method];
+            if method == "HEAD" {
+                possible.push("GET");
+            }
+            if named || (method == "POST" && body == Some("12")) {
+                possible.extend(all.iter().filter(|m| routes.route_for(m, target).method_override));
+            }
             if j.is_public() {
                 for m in &possible {
                     prop_assert_eq!(routes.policy_for(m, target), &Policy::Public, "{}", m);
@@ -1556,6 +1804,11 @@ mod tests {
                     prop_assert!(routes.policy_for(m, target).allows(&roles), "{} {:?} {:?}", m, roles, json);
                 }
             }
+            // And no stricter: what every possible method allows passes.
+            let allowed = possible.iter().all(|m| routes.policy_for(m, target).allows(&roles));
+            prop_assert_eq!(j.authorize(&roles).is_ok(), allowed, "{:?} {:?} {:?}", possible, roles, json);
+            let public = possible.iter().all(|m| *routes.policy_for(m, target) == Policy::Public);
+            prop_assert_eq!(j.is_public(), public, "{:?} {:?}", possible, json);
         }
     }
 

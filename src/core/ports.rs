@@ -116,10 +116,13 @@ pub trait AccountStore {
     /// users if `None`), newest first, `limit` from `offset`, and the total.
     async fn list_users(&self, query: Option<&str>, limit: u32, offset: u32) -> Result<UserPage>;
     /// Writes `user`'s profile fields (email, name, avatar URL, phone,
-    /// email_verified), keeping emails unique; a new email moves the epoch.
+    /// email_verified), keeping emails unique; a new email moves the epoch
+    /// and, in the same write, deletes the tokens mailed to the old address
+    /// before the account existed (no user id).
     async fn update_profile(&self, user: &User, now: UnixTime) -> Result<ProfileUpdate>;
-    /// Deletes the user with their roles, sessions and emailed tokens;
-    /// `Ok(false)` if there was no such user.
+    /// Deletes the user with their roles, sessions and emailed tokens, and
+    /// in the same write the tokens mailed to their address before the
+    /// account existed (no user id); `Ok(false)` if there was no such user.
     async fn delete_user(&self, user_id: &str) -> Result<bool>;
     /// Sets the ban flag. Banning also revokes every live session of the
     /// user and moves the epoch, in the same write. `Ok(true)` if the flag

@@ -802,22 +802,35 @@ impl AccountStore for D1Store {
     }
 
     async fn update_profile(&self, u: &User, now: UnixTime) -> Result<ProfileUpdate> {
-        let n = self
-            .run(
-                "UPDATE users SET email = ?2, name = ?3, avatar_url = ?4, phone = ?5, email_verified = ?6, updated_at = ?7, \
-                 auth_epoch = CASE WHEN email <> ?2 THEN auth_epoch + 1 ELSE auth_epoch END \
-                 WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM users o WHERE o.email = ?2 AND o.id <> ?1)",
-                &[
-                    text(&u.id),
-                    text(&u.email),
-                    opt_text(u.name.as_deref()),
-                    opt_text(u.avatar_url.as_deref()),
-                    opt_text(u.phone.as_deref()),
-                    int(i64::from(u.email_verified)),
-                    time(now),
-                ],
-            )
-            .await?;
+        // A new address also takes, in the same write, the links and codes
+        // mailed to the old one before the account existed (no `user_id`):
+        // they are held to whichever account has that address, and with none
+        // they would stand again (`TOKEN_EPOCH_STANDS`).
+        let orphans = self.stmt(
+            "DELETE FROM email_tokens WHERE user_id IS NULL AND email <> ?2 \
+             AND email = (SELECT email FROM users WHERE id = ?1) \
+             AND NOT EXISTS (SELECT 1 FROM users o WHERE o.email = ?2 AND o.id <> ?1)",
+            &[text(&u.id), text(&u.email)],
+        )?;
+        let update = self.stmt(
+            "UPDATE users SET email = ?2, name = ?3, avatar_url = ?4, phone = ?5, email_verified = ?6, updated_at = ?7, \
+             auth_epoch = CASE WHEN email <> ?2 THEN auth_epoch + 1 ELSE auth_epoch END \
+             WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM users o WHERE o.email = ?2 AND o.id <> ?1)",
+            &[
+                text(&u.id),
+                text(&u.email),
+                opt_text(u.name.as_deref()),
+                opt_text(u.avatar_url.as_deref()),
+                opt_text(u.phone.as_deref()),
+                int(i64::from(u.email_verified)),
+                time(now),
+            ],
+        )?;
+        let results = self.batch(vec![orphans, update]).await?;
+        let n = match results.get(1) {
+            Some(r) => changes(r)?,
+            None => return Err(unavailable("short batch result")),
+        };
         if n == 1 {
             return Ok(ProfileUpdate::Updated);
         }
@@ -831,7 +844,19 @@ impl AccountStore for D1Store {
         // Roles, sessions (and their refresh tokens), emailed tokens, linked
         // OAuth identities and pending OAuth links go with the user: ON DELETE CASCADE, which D1 enforces. D1 counts the
         // cascaded rows in `changes` too, so any count means it was there.
-        Ok(self.run("DELETE FROM users WHERE id = ?1", &[text(user_id)]).await? > 0)
+        // In the same write go the links and codes mailed to the address
+        // before the account existed (no `user_id`): held to whichever
+        // account has the address, with none they would stand again.
+        let id = [text(user_id)];
+        let orphans = self.stmt(
+            "DELETE FROM email_tokens WHERE user_id IS NULL AND email = (SELECT email FROM users WHERE id = ?1)",
+            &id,
+        )?;
+        let results = self.batch(vec![orphans, self.stmt("DELETE FROM users WHERE id = ?1", &id)?]).await?;
+        match results.get(1) {
+            Some(r) => Ok(changes(r)? > 0),
+            None => Err(unavailable("short batch result")),
+        }
     }
 
     async fn set_banned(&self, user_id: &str, banned: bool, now: UnixTime) -> Result<bool> {

@@ -362,6 +362,9 @@ impl AccountStore for MemStore {
             Some(u) => {
                 if u.email != user.email {
                     u.auth_epoch += 1;
+                    // What D1 deletes in the same write: tokens mailed to the
+                    // old address before the account existed.
+                    self.email_tokens.borrow_mut().retain(|(t, _)| t.user_id.is_some() || t.email != u.email);
                 }
                 u.email = user.email.clone();
                 u.name = user.name.clone();
@@ -376,14 +379,16 @@ impl AccountStore for MemStore {
     async fn delete_user(&self, user_id: &str) -> Result<bool> {
         self.check()?;
         let mut users = self.users.borrow_mut();
-        let before = users.len();
-        users.retain(|u| u.id != user_id);
-        if users.len() == before {
+        let Some(at) = users.iter().position(|u| u.id == user_id) else {
             return Ok(false);
-        }
-        // What ON DELETE CASCADE does in D1.
+        };
+        let gone = users.remove(at);
+        // What ON DELETE CASCADE does in D1, and the tokens mailed to the
+        // address before the account existed, deleted in the same write.
         self.sessions.borrow_mut().retain(|(s, _)| s.user_id != user_id);
-        self.email_tokens.borrow_mut().retain(|(t, _)| t.user_id.as_deref() != Some(user_id));
+        self.email_tokens
+            .borrow_mut()
+            .retain(|(t, _)| t.user_id.as_deref() != Some(user_id) && (t.user_id.is_some() || t.email != gone.email));
         Ok(true)
     }
     async fn set_banned(&self, user_id: &str, banned: bool, now: UnixTime) -> Result<bool> {

@@ -262,6 +262,42 @@ fn tokens_mailed_before_the_account_existed_die_with_its_first_change() {
     assert_eq!(w.store.sessions.borrow().len(), sessions, "no session");
 }
 
+/// A link or code mailed before the account existed is held to the account
+/// that has the address: once none has it — the account deleted, or moved
+/// to another address — it must not stand again (it would sign a fresh
+/// account up, or whoever takes the address next in).
+#[test]
+fn tokens_mailed_before_the_account_existed_die_with_its_deletion_or_new_address() {
+    for moved in [false, true] {
+        let w = World::new(&[("ALLOW_PASSWORDLESS_SIGNUP", "true"), ("MAGIC_LINK_TTL", "3600"), ("OTP_TTL", "3600")]);
+        let rng = &mut TestRandom(91);
+        let (deps, meta) = w.at(1_000);
+        block_on(deps.request_magic_link(&meta, rng, EmailRequest { email: ADA.into() })).unwrap();
+        let link = w.events.last_of("magic_link_requested")["token"].as_str().unwrap().to_string();
+        block_on(deps.request_otp(&meta, rng, EmailRequest { email: ADA.into() })).unwrap();
+        let code = w.events.last_of("email_otp_requested")["code"].as_str().unwrap().to_string();
+        let ada = signup_at(&w, rng, 1_010, ADA, "ada's first password");
+        signup_at(&w, rng, 1_011, "root@example.com", "root's password!");
+        grant(&w, "root@example.com", "admin");
+        let root = login_at(&w, rng, 1_012, "root@example.com", "root's password!").unwrap();
+        let (deps, meta) = w.at(1_020);
+        let admin = block_on(deps.require_admin(&meta, Some(&root.access_token))).unwrap();
+        if moved {
+            let to = UpdateUserRequest { email: Some(Some("ada@new.example".into())), ..UpdateUserRequest::default() };
+            block_on(deps.admin_update_user(&meta, rng, &admin, &ada.user.id, to)).unwrap();
+        } else {
+            block_on(deps.admin_delete_user(&meta, rng, &admin, &ada.user.id)).unwrap();
+        }
+        let (deps, meta) = w.at(1_100);
+        let users = w.store.users.borrow().len();
+        let r = block_on(deps.verify_magic_link(&meta, rng, TokenRequest { token: link }));
+        assert_eq!(r.map(|a| a.user.id).unwrap_err().problem().code, "invalid_link", "moved: {moved}");
+        let r = block_on(deps.verify_otp(&meta, rng, OtpVerifyRequest { email: ADA.into(), code }));
+        assert_eq!(r.map(|a| a.user.id).unwrap_err().problem().code, "invalid_code", "moved: {moved}");
+        assert_eq!(w.store.users.borrow().len(), users, "no account signed up: moved: {moved}");
+    }
+}
+
 /// Until the account made afterwards first changes, such a token proves the
 /// address like any other: it signs the owner in, taking an account someone
 /// planted meanwhile over.

@@ -2,7 +2,9 @@
 // link, an email code and a verification link issued to an account all die
 // with a password change, a password reset, a ban (and stay dead after the
 // unban), a new address (and stay dead when the old one comes back), the
-// account's deletion, and the takeover of the unverified account.
+// account's deletion, and the takeover of the unverified account; and a link
+// or code mailed before the account existed does not come back once no
+// account has its address.
 import { test, before, after, describe } from "node:test";
 import assert from "node:assert/strict";
 import { startGateway, post, json, randomEmail } from "./harness.mjs";
@@ -149,5 +151,70 @@ describe("emailed tokens die with what they were issued under", () => {
       reset: await token("password_reset_requested", "token", email, () => post(`${gw.url}/auth/password/forgot`, { email })),
     };
     assert.deepEqual(await stillWorking(email, m), KINDS);
+  });
+});
+
+describe("links and codes mailed before the account existed", () => {
+  let gw, admin;
+
+  before(async () => {
+    gw = await startGateway({ vars: { ALLOW_PASSWORDLESS_SIGNUP: "true" } });
+    admin = await makeAdmin(gw, randomEmail("pre-admin"));
+  });
+
+  after(async () => {
+    await gw?.stop();
+  });
+
+  async function token(type, field, email, path) {
+    const { result, event } = await withEvent(gw, eventFor(type, email), () => post(`${gw.url}${path}`, { email }));
+    assert.equal(result.status, 200, await result.text());
+    assert.equal(event.data.user_id ?? null, null, "mailed while the address had no account");
+    return event.data[field];
+  }
+
+  /** A link and a code mailed to `email` while it has no account, then the account made for it. */
+  async function mailThenSignUp(email) {
+    const link = await token("magic_link_requested", "token", email, "/auth/magic-link");
+    const code = await token("email_otp_requested", "code", email, "/auth/otp");
+    return { link, code, user: await signup(gw, email) };
+  }
+
+  async function assertDead(email, m) {
+    const link = await post(`${gw.url}/auth/magic-link/verify`, { token: m.link });
+    assert.equal(link.status, 401, `the link signed in: ${await link.clone().text()}`);
+    assert.equal((await json(link)).code, "invalid_link");
+    const code = await post(`${gw.url}/auth/otp/verify`, { email, code: m.code });
+    assert.equal(code.status, 401, `the code signed in: ${await code.clone().text()}`);
+    assert.equal((await json(code)).code, "invalid_code");
+  }
+
+  const asAdmin = (path, init) => authed(`${gw.url}/auth/admin/users/${path}`, admin.access_token, init);
+
+  test("deleting the account kills them: they sign no fresh account up", async () => {
+    const email = randomEmail("pre-delete");
+    const m = await mailThenSignUp(email);
+    assert.equal((await asAdmin(m.user.user.id, { method: "DELETE" })).status, 204);
+    await assertDead(email, m);
+  });
+
+  test("a new address kills them: they sign nobody in at the old one", async () => {
+    const email = randomEmail("pre-move");
+    const m = await mailThenSignUp(email);
+    const moved = await asAdmin(m.user.user.id, { method: "PATCH", body: { email: randomEmail("pre-moved") } });
+    assert.equal(moved.status, 200, await moved.text());
+    await assertDead(email, m);
+  });
+
+  test("a new address refused as taken leaves them as they were", async () => {
+    const email = randomEmail("pre-taken");
+    const m = await mailThenSignUp(email);
+    const other = await signup(gw, randomEmail("pre-other"));
+    const refused = await asAdmin(m.user.user.id, { method: "PATCH", body: { email: other.user.email } });
+    assert.equal(refused.status, 409, await refused.text());
+    const link = await post(`${gw.url}/auth/magic-link/verify`, { token: m.link });
+    const body = await json(link);
+    assert.equal(link.status, 200, JSON.stringify(body));
+    assert.equal(body.user.id, m.user.user.id, "the link still proves the address, to its account");
   });
 });

@@ -21,6 +21,13 @@ const ROUTES = [
   { path: "/api/previews/*", methods: ["HEAD"], policy: "public" },
   { path: "/api/previews/*", methods: ["GET"], policy: "role:admin" },
   { path: "/api/relay/*", policy: "public", forward_authorization: true },
+  // The origin behind /api/notes honours no method override: its operator says so.
+  { path: "/api/notes/*", methods: ["DELETE"], policy: "role:admin", method_override: false },
+  // A PHP app installed at /app (Symfony, Laravel: /app/index.php), and exact public files.
+  { path: "/app/admin/*", policy: "role:admin" },
+  { path: "/app/*", policy: "public" },
+  { path: "/robots.txt", policy: "public" },
+  { path: "/openapi.json", policy: "public" },
 ];
 const APP = "https://app.example";
 
@@ -365,8 +372,8 @@ describe("paths as origins read them", () => {
     assert.equal(decodeURIComponent(res.body.path), "/api/public/Müller/日本/λόγος/café");
   });
 
-  test("a PHP front controller's path info is judged as the path it routes: /index.php/api/secrets/x is /api/secrets/x", async () => {
-    for (const path of ["/index.php/api/secrets/x", "/INDEX.PHP/api/secrets/x", "/app/index.phtml/api/secrets", "/index.php/api/secrets.json"]) {
+  test("a PHP front controller's path info is judged as the path it routes from the script's directory: /index.php/api/secrets/x is /api/secrets/x", async () => {
+    for (const path of ["/index.php/api/secrets/x", "/INDEX.PHP/api/secrets/x", "/api/index.phtml/secrets", "/index.php/api/secrets.json"]) {
       const refused = await raw("GET", path, bearer(alice));
       assert.equal(refused.status, 403, `${path}: ${refused.text}`);
       assert.equal(refused.body.code, "insufficient_role");
@@ -377,6 +384,33 @@ describe("paths as origins read them", () => {
     // A script as the last segment has no path info; other paths after a script follow their own rules.
     assert.equal((await raw("GET", "/api/public/index.php", {})).status, 200);
     assert.equal((await raw("GET", "/api/public/index.php/api/public/x", {})).status, 200);
+  });
+
+  test("a PHP app installed below the root is judged by the rules of its own URLs: /app/index.php/admin/x is /app/admin/x", async () => {
+    for (const path of ["/app/index.php/admin/x", "/app/Index.PHTML/admin/users.json"]) {
+      const anonymous = await raw("GET", path, {});
+      assert.equal(anonymous.status, 401, `${path}: ${anonymous.text}`);
+      const refused = await raw("GET", path, bearer(alice));
+      assert.equal(refused.status, 403, `${path}: ${refused.text}`);
+      assert.equal(refused.body.code, "insufficient_role");
+      const admitted = await raw("GET", path, bearer(root));
+      assert.equal(admitted.status, 200, path);
+      assert.equal(admitted.body.path, path, "the origin receives the path as judged");
+    }
+    // The rest of the app stays public, through its script or not.
+    assert.equal((await raw("GET", "/app/index.php/blog/post", {})).status, 200);
+    assert.equal((await raw("GET", "/app/blog/post", {})).status, 200);
+  });
+
+  test("an exact public rule for a dotted name stays public under an authenticated default", async () => {
+    for (const path of ["/robots.txt", "/openapi.json"]) {
+      const res = await raw("GET", path, {});
+      assert.equal(res.status, 200, `${path}: ${res.text}`);
+      assert.equal(res.body.path, path);
+    }
+    // What no rule names still needs a token.
+    assert.equal((await raw("GET", "/robots", {})).status, 401);
+    assert.equal((await raw("GET", "/favicon.ico", {})).status, 401);
   });
 
   test("a format suffix is judged as the path without it too: /api/secrets.json is /api/secrets to Rails, DRF and Spring", async () => {
@@ -472,6 +506,22 @@ describe("methods as origins read them", () => {
     assert.equal(empty.body.method, "POST");
     // And the rule itself still holds for the methods it lists.
     assert.equal((await raw("DELETE", "/api/orders/7", bearer(alice))).status, 403);
+  });
+
+  test("a rule saying method_override: false is not reached by an override: a create needs what a POST needs", async () => {
+    for (const [type, body] of [["application/json", '{"title": "a note"}'], ["application/x-www-form-urlencoded", "_method=DELETE"]]) {
+      const res = await raw("POST", "/api/notes/7", { ...bearer(alice), "content-type": type }, body);
+      assert.equal(res.status, 200, `${type}: ${res.text}`);
+      assert.equal(res.body.method, "POST");
+      assert.equal(res.body.body, body);
+    }
+    assert.equal((await raw("POST", "/api/notes/7?_method=DELETE", { ...bearer(alice), ...json }, "{}")).status, 200);
+    // The rule holds for DELETE itself, and a POST still needs a token.
+    const del = await raw("DELETE", "/api/notes/7", bearer(alice));
+    assert.equal(del.status, 403);
+    assert.equal(del.body.code, "insufficient_role");
+    assert.equal((await raw("DELETE", "/api/notes/7", bearer(root))).status, 200);
+    assert.equal((await raw("POST", "/api/notes/7", json, "{}")).status, 401);
   });
 });
 

@@ -66,7 +66,10 @@ before(async () => {
       ISSUER,
       AUDIENCE: "portcullis",
       ORIGIN_URL: `http://127.0.0.1:${origin.port}`,
-      ROUTES: '[{"path": "/api/public/*", "policy": "public"}]',
+      ROUTES: JSON.stringify([
+        { path: "/api/public/*", policy: "public" },
+        { path: "/api/items/*", methods: ["DELETE"], policy: "role:admin" },
+      ]),
       KEY_ENCRYPTION_KEY: key.kek,
     },
     extra: portcullisPlatform(dir, path.join(ROOT, "bench"), [key.row, retired.row, sealedElsewhere.row]),
@@ -195,12 +198,21 @@ test("JWKS requests in a burst share one key load from D1", async () => {
   assert.ok(loads <= 2, `${loads} key loads for 20 JWKS requests`);
 });
 
-/** One raw request (the target's bytes exactly as given); resolves to { status, body }. */
+/** One raw GET (the target's bytes exactly as given); resolves to { status, body, text }. */
 function rawBytes(target, headers = {}) {
+  return rawRequest("GET", target, headers);
+}
+
+/**
+ * One raw HTTP/1.1 request: the method, target, headers and body bytes exactly as given, with
+ * no header added but `host` and `connection: close` (no framing header unless given).
+ */
+function rawRequest(method, target, headers = {}, body = "") {
   const head = Buffer.concat([
-    Buffer.from("GET "),
+    Buffer.from(`${method} `),
     Buffer.from(target, "utf8"),
     Buffer.from(` HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join("")}\r\n`),
+    Buffer.from(body),
   ]);
   return new Promise((resolve, reject) => {
     const sock = net.connect(port, "127.0.0.1", () => sock.end(head));
@@ -227,6 +239,29 @@ test("a path an origin would read as another is refused however it is sent: perc
   const ok = await rawBytes("/api/public/Müller/日本", {});
   assert.equal(ok.status, 200, ok.text);
   assert.equal(decodeURIComponent(ok.body.path), "/api/public/Müller/日本");
+});
+
+test("a POST with neither a body nor a Content-Length (curl -X POST) is judged as the POST it is; with a body, as every method it may become", async () => {
+  // /api/items/*: DELETE needs role:admin; a POST with a body may carry `_method=DELETE`.
+  const user = { authorization: `Bearer ${mint({ roles: ["user"] })}` };
+  const bare = await rawRequest("POST", "/api/items/7", user);
+  assert.equal(bare.status, 200, bare.text);
+  assert.equal(bare.body.method, "POST");
+  assert.equal(bare.body.body_length, 0);
+  for (const [what, headers, body] of [
+    ["a body with its length", { "content-type": "application/json", "content-length": "21" }, '{"_method": "DELETE"}'],
+    ["a chunked body", { "content-type": "application/x-www-form-urlencoded", "transfer-encoding": "chunked" }, "e\r\n_method=DELETE\r\n0\r\n\r\n"],
+    ["an empty chunked body", { "transfer-encoding": "chunked" }, "0\r\n\r\n"],
+  ]) {
+    const refused = await rawRequest("POST", "/api/items/7", { ...user, ...headers }, body);
+    assert.equal(refused.status, 403, `${what}: ${refused.text}`);
+    assert.equal(refused.body.code, "insufficient_role", what);
+    const admin = await rawRequest("POST", "/api/items/7", { authorization: `Bearer ${mint({ roles: ["admin"] })}`, ...headers }, body);
+    assert.equal(admin.status, 200, `${what}: ${admin.text}`);
+  }
+  const empty = await rawRequest("POST", "/api/items/7", { ...user, "content-length": "0" });
+  assert.equal(empty.status, 200, empty.text);
+  assert.equal((await rawRequest("DELETE", "/api/items/7", user)).status, 403);
 });
 
 test("no identity, client-address, routing or override header reaches the origin, in any spelling; every other header does", async () => {

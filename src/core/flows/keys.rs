@@ -204,7 +204,8 @@ fn key_not_found() -> Error {
 const RETIRE_ATTEMPTS: usize = 3;
 
 /// Takes the published key `kid` out of publication at `now`, with its row
-/// (and sealed private half): it leaves the JWKS at once and every isolate
+/// (and sealed private half): it leaves this isolate's JWKS at once, every
+/// other isolate's within [`JWKS_RELOAD_SECS`], and every isolate
 /// stops accepting what it signed once its keys are reloaded (at most
 /// [`key_cache_max_age_secs`]). The active key is first replaced by a new
 /// one, in the same write, so signing never stops. A write that lost a race
