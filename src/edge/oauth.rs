@@ -1,13 +1,11 @@
 //! OAuth / OIDC at the edge: the `/auth/oauth/…` routes, and the
 //! [`ProviderNet`] adapter — provider calls through [`outbound`], ID-token
-//! signatures through WebCrypto (`oauth_glue.js`), discovery documents and
+//! signatures through WebCrypto (`js/oauth_glue.js`), discovery documents and
 //! JWKS cached in the isolate.
-#![allow(unsafe_code)] // wasm-bindgen's generated extern shims
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{Request, Response};
@@ -22,6 +20,7 @@ use crate::core::rate_limit::Endpoint;
 use crate::core::time::UnixTime;
 use crate::edge::d1::D1Store;
 use crate::edge::http::{self, JsResult};
+use crate::edge::js::verify_jws;
 use crate::edge::keyring::EdgeKeys;
 use crate::edge::outbound::{self, Outbound, Overflow};
 use crate::edge::platform::OsRandom;
@@ -32,12 +31,6 @@ use crate::edge::router::{access_token, auth_cookies, cookie, set_cookie};
 const MAX_PROVIDER_REPLY_BYTES: usize = 256 * 1024;
 /// Most documents cached per isolate (two per provider).
 const MAX_CACHED_DOCUMENTS: usize = 64;
-
-#[wasm_bindgen(module = "/src/edge/oauth_glue.js")]
-extern "C" {
-    #[wasm_bindgen(catch, js_name = verifyJws)]
-    fn verify_jws(alg: &str, jwk: &str, signed: &[u8], signature: &[u8]) -> Result<js_sys::Promise, JsValue>;
-}
 
 thread_local! {
     static DOCUMENTS: RefCell<HashMap<String, (UnixTime, String)>> = RefCell::new(HashMap::new());
