@@ -8,6 +8,7 @@
 //! so the gateway's hot path crosses the JS boundary as few times as possible.
 
 mod d1;
+mod error;
 mod http;
 mod js;
 mod keyring;

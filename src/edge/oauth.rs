@@ -6,7 +6,6 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{Request, Response};
 
@@ -19,6 +18,7 @@ use crate::core::outbound::{HttpReply, SendError};
 use crate::core::rate_limit::Endpoint;
 use crate::core::time::UnixTime;
 use crate::edge::d1::D1Store;
+use crate::edge::error::EdgeResult;
 use crate::edge::http::{self, JsResult};
 use crate::edge::js::verify_jws;
 use crate::edge::keyring::EdgeKeys;
@@ -34,10 +34,6 @@ const MAX_CACHED_DOCUMENTS: usize = 64;
 
 thread_local! {
     static DOCUMENTS: RefCell<HashMap<String, (UnixTime, String)>> = RefCell::new(HashMap::new());
-}
-
-fn message(e: &JsValue) -> String {
-    js_sys::Reflect::get(e, &"message".into()).ok().and_then(|m| m.as_string()).unwrap_or_else(|| format!("{e:?}"))
 }
 
 /// `fetch` + WebCrypto + the isolate cache behind [`ProviderNet`].
@@ -69,9 +65,8 @@ impl ProviderNet for EdgeProviderNet {
         signed: &[u8],
         signature: &[u8],
     ) -> Result<bool, Error> {
-        let promise = verify_jws(alg.as_str(), &jwk.to_string(), signed, signature)
-            .map_err(|e| Error::Internal(format!("verifyJws: {}", message(&e))))?;
-        let ok = JsFuture::from(promise).await.map_err(|e| Error::Internal(format!("verifyJws: {}", message(&e))))?;
+        let promise = verify_jws(alg.as_str(), &jwk.to_string(), signed, signature).context("verifyJws")?;
+        let ok = JsFuture::from(promise).await.context("verifyJws")?;
         Ok(ok.as_bool().unwrap_or(false))
     }
 
@@ -97,7 +92,7 @@ impl ProviderNet for EdgeProviderNet {
 type EdgeDeps<'a> = Deps<'a, D1Store, QueueSink<'a>, EdgeKeys<'a>>;
 
 fn js(r: JsResult<Response>) -> Result<Response, Error> {
-    r.map_err(|e| Error::Internal(format!("response: {e:?}")))
+    Ok(r.context("response")?)
 }
 
 fn binding_cookie(value: &str, max_age: u64) -> (&'static str, String) {

@@ -8,6 +8,7 @@ use wasm_bindgen_futures::JsFuture;
 
 use crate::core::outbound::{HttpReply, HttpRequest, SendError, MAX_REPLY_BYTES};
 use crate::core::ports::{Courier, LocalFuture, SigninGate};
+use crate::edge::error::EdgeError;
 use crate::edge::js;
 
 /// What to do with a reply body larger than the cap.
@@ -39,10 +40,6 @@ pub struct Outbound<'a> {
     pub via: Option<&'a JsValue>,
 }
 
-fn message(e: &JsValue) -> String {
-    js_sys::Reflect::get(e, &"message".into()).ok().and_then(|m| m.as_string()).unwrap_or_else(|| format!("{e:?}"))
-}
-
 /// Sends `out` and waits for the reply, at most `out.timeout_ms`.
 pub async fn exchange(out: &Outbound<'_>) -> Result<HttpReply, SendError> {
     let mut headers = String::new();
@@ -66,8 +63,8 @@ pub async fn exchange(out: &Outbound<'_>) -> Result<HttpReply, SendError> {
         out.overflow == Overflow::Truncate,
         out.via.unwrap_or(&JsValue::UNDEFINED),
     )
-    .map_err(|e| SendError::Network(message(&e)))?;
-    let reply = JsFuture::from(promise).await.map_err(|e| match message(&e).as_str() {
+    .map_err(|e| SendError::Network(EdgeError::from(e).to_string()))?;
+    let reply = JsFuture::from(promise).await.map_err(|e| match EdgeError::from(e).cause() {
         "timed out" => SendError::Timeout,
         other => SendError::Network(other.to_string()),
     })?;

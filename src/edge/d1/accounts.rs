@@ -5,14 +5,15 @@
 use serde::Deserialize;
 
 use super::{
-    changes, epoch, int, int_u, max_age, opt_text, session_is_live, text, time, unavailable, CountRow, D1Store,
-    UserRow, USER_COLUMNS,
+    changes, epoch, int, int_u, max_age, opt_text, session_is_live, text, time, CountRow, D1Store, UserRow,
+    USER_COLUMNS,
 };
 use crate::core::ports::{AccountStore, Result, UserStore};
 use crate::core::session::LiveSession;
 use crate::core::takeover::{AddressProof, Proven, TAKEOVER_REVOKE_REASON};
 use crate::core::time::UnixTime;
 use crate::core::users::{ProfileUpdate, User, UserPage};
+use crate::edge::error::{Dependency::D1, EdgeResult};
 
 /// Users matching an optional `LIKE` pattern `?1` on email or name.
 const USER_FILTER: &str = "(?1 IS NULL OR u.email LIKE ?1 ESCAPE '\\' OR u.name LIKE ?1 ESCAPE '\\')";
@@ -82,9 +83,9 @@ impl AccountStore for D1Store {
         let check = self.stmt(&format!("SELECT {live} AS total"), &args[..4])?;
         let results = self.batch(vec![set, check]).await?;
         let (Some(set), Some(check)) = (results.first(), results.get(1)) else {
-            return Err(unavailable("short batch result"));
+            return Err(D1.failed("short batch result"));
         };
-        let live = check.results::<CountRow>().map_err(unavailable)?.first().is_some_and(|r| r.total != 0);
+        let live = check.results::<CountRow>().or_unavailable(D1)?.first().is_some_and(|r| r.total != 0);
         Ok(live.then_some(changes(set)? == 1))
     }
 
@@ -175,18 +176,18 @@ impl AccountStore for D1Store {
         }
         let results = self.batch(stmts).await?;
         let [before, dropped, .., update, after] = results.as_slice() else {
-            return Err(unavailable("short batch result"));
+            return Err(D1.failed("short batch result"));
         };
-        let Some(before) = before.results::<ProofBeforeRow>().map_err(unavailable)?.into_iter().next() else {
+        let Some(before) = before.results::<ProofBeforeRow>().or_unavailable(D1)?.into_iter().next() else {
             return Ok(None);
         };
-        let Some(after) = after.results::<ProofAfterRow>().map_err(unavailable)?.into_iter().next() else {
+        let Some(after) = after.results::<ProofAfterRow>().or_unavailable(D1)?.into_iter().next() else {
             return Ok(None);
         };
         // The revocation is the statement before the users update.
         let revoked = match results.len().checked_sub(3).and_then(|i| results.get(i)) {
             Some(r) => changes(r)? as u64,
-            None => return Err(unavailable("short batch result")),
+            None => return Err(D1.failed("short batch result")),
         };
         let took_over = before.email_verified == 0 && changes(update)? == 1;
         Ok(Some(Proven {
@@ -195,7 +196,7 @@ impl AccountStore for D1Store {
             revoked_sessions: revoked,
             dropped_providers: dropped
                 .results::<ProviderRow>()
-                .map_err(unavailable)?
+                .or_unavailable(D1)?
                 .into_iter()
                 .map(|r| r.provider)
                 .collect(),
@@ -230,7 +231,7 @@ impl AccountStore for D1Store {
         match (results.first(), results.get(1)) {
             (Some(revoked), Some(set)) if changes(set)? == 1 => Ok(Some(changes(revoked)? as u64)),
             (Some(_), Some(_)) => Ok(None),
-            _ => Err(unavailable("short batch result")),
+            _ => Err(D1.failed("short batch result")),
         }
     }
 
@@ -250,10 +251,10 @@ impl AccountStore for D1Store {
         // One batch, one snapshot: the page and the total agree.
         let results = self.batch(vec![page, count]).await?;
         let (Some(page), Some(count)) = (results.first(), results.get(1)) else {
-            return Err(unavailable("short batch result"));
+            return Err(D1.failed("short batch result"));
         };
-        let users = page.results::<UserRow>().map_err(unavailable)?.into_iter().map(User::from).collect();
-        let total = count.results::<CountRow>().map_err(unavailable)?.first().map_or(0, |r| r.total);
+        let users = page.results::<UserRow>().or_unavailable(D1)?.into_iter().map(User::from).collect();
+        let total = count.results::<CountRow>().or_unavailable(D1)?.first().map_or(0, |r| r.total);
         Ok(UserPage { users, total: u64::try_from(total).unwrap_or(0) })
     }
 
@@ -285,7 +286,7 @@ impl AccountStore for D1Store {
         let results = self.batch(vec![orphans, update]).await?;
         let n = match results.get(1) {
             Some(r) => changes(r)?,
-            None => return Err(unavailable("short batch result")),
+            None => return Err(D1.failed("short batch result")),
         };
         if n == 1 {
             return Ok(ProfileUpdate::Updated);
@@ -311,7 +312,7 @@ impl AccountStore for D1Store {
         let results = self.batch(vec![orphans, self.stmt("DELETE FROM users WHERE id = ?1", &id)?]).await?;
         match results.get(1) {
             Some(r) => Ok(changes(r)? > 0),
-            None => Err(unavailable("short batch result")),
+            None => Err(D1.failed("short batch result")),
         }
     }
 
@@ -330,7 +331,7 @@ impl AccountStore for D1Store {
         let results = self.batch(stmts).await?;
         match results.first() {
             Some(r) => Ok(changes(r)? == 1),
-            None => Err(unavailable("empty batch result")),
+            None => Err(D1.failed("empty batch result")),
         }
     }
 

@@ -3,11 +3,11 @@
 
 use serde::Deserialize;
 
-use super::{opt_text, text, time, unavailable, D1Store};
+use super::{opt_text, text, time, D1Store};
 use crate::core::delivery::{Claim, DeadLetter, TargetState};
-use crate::core::error::Error;
 use crate::core::ports::{DeliveryLedger, Result};
 use crate::core::time::UnixTime;
+use crate::edge::error::{Dependency::D1, EdgeResult};
 
 #[derive(Deserialize)]
 struct AttemptRow {
@@ -62,7 +62,7 @@ impl DeliveryLedger for D1Store {
             Some(DeliveryStateRow { claimed_until: Some(until), .. }) => Ok(Claim::Busy { until: UnixTime(until) }),
             // The other claim ended between the two statements: try again soon.
             Some(_) => Ok(Claim::Busy { until: now.plus_secs(1) }),
-            None => Err(unavailable("event_deliveries: claim neither taken nor held")),
+            None => Err(D1.failed("event_deliveries: claim neither taken nor held")),
         }
     }
 
@@ -104,7 +104,7 @@ impl DeliveryLedger for D1Store {
     }
 
     async fn record_dead_letter(&self, l: &DeadLetter) -> Result<bool> {
-        let failed = serde_json::to_string(&l.failed).map_err(|e| Error::Internal(format!("dead letter json: {e}")))?;
+        let failed = serde_json::to_string(&l.failed).context("dead letter json")?;
         let n = self
             .run(
                 "INSERT INTO dead_letters (id, event_type, reason, body, failed, dead_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \

@@ -2,11 +2,12 @@
 
 use serde::Deserialize;
 
-use super::{changes, text, time, unavailable, D1Store};
+use super::{changes, text, time, D1Store};
 use crate::core::error::Error;
 use crate::core::keys::{KeyStatus, StoredKey};
 use crate::core::ports::{KeyStore, Result};
 use crate::core::time::UnixTime;
+use crate::edge::error::Dependency::D1;
 
 #[derive(Deserialize)]
 struct KeyRow {
@@ -86,7 +87,7 @@ impl KeyStore for D1Store {
         let results = self.batch(vec![retire, insert, prune]).await?;
         match results.get(1) {
             Some(r) => Ok(changes(r)? == 1),
-            None => Err(unavailable("short batch result")),
+            None => Err(D1.failed("short batch result")),
         }
     }
 

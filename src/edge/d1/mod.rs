@@ -39,10 +39,10 @@ use serde::Deserialize;
 use wasm_bindgen::JsValue;
 use worker::{D1Database, D1PreparedStatement, Env};
 
-use crate::core::error::Error;
 use crate::core::ports::Result;
 use crate::core::time::UnixTime;
 use crate::core::users::User;
+use crate::edge::error::{Dependency::D1, EdgeResult};
 use crate::edge::kv::TokenHints;
 
 const USER_COLUMNS: &str = "u.id, u.email, u.name, u.password_hash, u.email_verified, u.avatar_url, u.phone, \
@@ -70,10 +70,6 @@ fn max_age(secs: u64) -> JsValue {
 pub struct D1Store {
     db: D1Database,
     hints: TokenHints,
-}
-
-fn unavailable(e: impl std::fmt::Display) -> Error {
-    Error::unavailable("d1", e)
 }
 
 fn text(s: &str) -> JsValue {
@@ -145,33 +141,33 @@ struct CountRow {
 impl D1Store {
     /// The `DB` binding, with the `TOKENS` KV namespace.
     pub fn new(env: &Env) -> Result<Self> {
-        Ok(Self { db: env.d1("DB").map_err(unavailable)?, hints: TokenHints::new(env.kv("TOKENS").ok()) })
+        Ok(Self { db: env.d1("DB").or_unavailable(D1)?, hints: TokenHints::new(env.kv("TOKENS").ok()) })
     }
 
     fn stmt(&self, sql: &str, args: &[JsValue]) -> Result<D1PreparedStatement> {
-        self.db.prepare(sql).bind(args).map_err(unavailable)
+        self.db.prepare(sql).bind(args).or_unavailable(D1)
     }
 
     async fn first<T: DeserializeOwned>(&self, sql: &str, args: &[JsValue]) -> Result<Option<T>> {
-        self.stmt(sql, args)?.first::<T>(None).await.map_err(unavailable)
+        self.stmt(sql, args)?.first::<T>(None).await.or_unavailable(D1)
     }
 
     async fn all<T: DeserializeOwned>(&self, sql: &str, args: &[JsValue]) -> Result<Vec<T>> {
-        let res = self.stmt(sql, args)?.all().await.map_err(unavailable)?;
-        res.results::<T>().map_err(unavailable)
+        let res = self.stmt(sql, args)?.all().await.or_unavailable(D1)?;
+        res.results::<T>().or_unavailable(D1)
     }
 
     /// Runs a statement; returns the number of rows it changed.
     async fn run(&self, sql: &str, args: &[JsValue]) -> Result<usize> {
-        let res = self.stmt(sql, args)?.run().await.map_err(unavailable)?;
-        Ok(res.meta().map_err(unavailable)?.and_then(|m| m.changes).unwrap_or(0))
+        let res = self.stmt(sql, args)?.run().await.or_unavailable(D1)?;
+        Ok(res.meta().or_unavailable(D1)?.and_then(|m| m.changes).unwrap_or(0))
     }
 
     async fn batch(&self, stmts: Vec<D1PreparedStatement>) -> Result<Vec<worker::D1Result>> {
-        self.db.batch(stmts).await.map_err(unavailable)
+        self.db.batch(stmts).await.or_unavailable(D1)
     }
 }
 
 fn changes(res: &worker::D1Result) -> Result<usize> {
-    Ok(res.meta().map_err(unavailable)?.and_then(|m| m.changes).unwrap_or(0))
+    Ok(res.meta().or_unavailable(D1)?.and_then(|m| m.changes).unwrap_or(0))
 }

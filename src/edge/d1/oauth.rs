@@ -5,14 +5,13 @@ use serde::Deserialize;
 use wasm_bindgen::JsValue;
 use worker::D1PreparedStatement;
 
-use super::{
-    changes, epoch, int, int_u, max_age, opt_text, session_is_live, text, time, unavailable, CountRow, D1Store,
-};
+use super::{changes, epoch, int, int_u, max_age, opt_text, session_is_live, text, time, CountRow, D1Store};
 use crate::core::oauth::{LinkedIdentity, OAuthState, OAuthStore, StateTake, Unlink};
 use crate::core::ports::Result;
 use crate::core::session::LiveSession;
 use crate::core::time::UnixTime;
 use crate::core::users::User;
+use crate::edge::error::{Dependency::D1, EdgeResult};
 
 #[derive(Deserialize)]
 struct OAuthStateRow {
@@ -222,7 +221,7 @@ impl OAuthStore for D1Store {
     }
 
     async fn link_identity(&self, identity: &LinkedIdentity, user_epoch: u64) -> Result<bool> {
-        let res = self.insert_identity(identity, Some(user_epoch))?.run().await.map_err(unavailable)?;
+        let res = self.insert_identity(identity, Some(user_epoch))?.run().await.or_unavailable(D1)?;
         Ok(changes(&res)? == 1)
     }
 
@@ -248,7 +247,7 @@ impl OAuthStore for D1Store {
         let results = self.batch(vec![insert_user, self.insert_identity(identity, None)?, undo]).await?;
         match results.get(1) {
             Some(r) => Ok(changes(r)? == 1),
-            None => Err(unavailable("short batch result")),
+            None => Err(D1.failed("short batch result")),
         }
     }
 
@@ -278,13 +277,13 @@ impl OAuthStore for D1Store {
         )?;
         let results = self.batch(vec![unlink, why]).await?;
         let (Some(unlink), Some(why)) = (results.first(), results.get(1)) else {
-            return Err(unavailable("short batch result"));
+            return Err(D1.failed("short batch result"));
         };
         if changes(unlink)? > 0 {
             return Ok(Unlink::Done);
         }
-        let Some(why) = why.results::<UnlinkWhyRow>().map_err(unavailable)?.into_iter().next() else {
-            return Err(unavailable("unlink: no answer"));
+        let Some(why) = why.results::<UnlinkWhyRow>().or_unavailable(D1)?.into_iter().next() else {
+            return Err(D1.failed("unlink: no answer"));
         };
         Ok(match (why.live != 0, why.linked != 0) {
             (false, _) => Unlink::SessionEnded,

@@ -3,11 +3,12 @@
 
 use serde::Deserialize;
 
-use super::{changes, int, text, time, unavailable, D1Store};
+use super::{changes, int, text, time, D1Store};
 use crate::core::error::Error;
 use crate::core::ports::{RateLimitStore, Result};
 use crate::core::rate_limit::{Count, Hit};
 use crate::core::time::UnixTime;
+use crate::edge::error::{Dependency::D1, EdgeResult};
 
 #[derive(Deserialize)]
 struct HitRow {
@@ -68,14 +69,14 @@ impl RateLimitStore for D1Store {
             .iter()
             .zip(hits)
             .map(|(r, h)| {
-                let rows = r.results::<HitRow>().map_err(unavailable)?;
+                let rows = r.results::<HitRow>().or_unavailable(D1)?;
                 match (rows.first(), h.within) {
                     (Some(row), _) => Ok(Some(Count {
                         count: u32::try_from(row.count).unwrap_or(u32::MAX),
                         resets_at: UnixTime(row.expires_at),
                     })),
                     (None, Some(_)) => Ok(None),
-                    (None, None) => Err(unavailable("rate limit upsert returned no row")),
+                    (None, None) => Err(D1.failed("rate limit upsert returned no row")),
                 }
             })
             .collect()

@@ -4,11 +4,12 @@
 use serde::Deserialize;
 use wasm_bindgen::JsValue;
 
-use super::{changes, int, int_u, max_age, opt_text, session_is_live, text, time, unavailable, CountRow, D1Store};
+use super::{changes, int, int_u, max_age, opt_text, session_is_live, text, time, CountRow, D1Store};
 use crate::core::ports::{Result, SessionStore};
 use crate::core::session::{LiveSession, RotateRequest, Rotation, Session, SignInBasis};
 use crate::core::time::UnixTime;
 use crate::core::token::ExtraClaims;
+use crate::edge::error::{Dependency::D1, EdgeResult};
 
 const SESSION_COLUMNS: &str =
     "id, user_id, created_at, last_used_at, expires_at, revoked_at, ip_address, user_agent, extra_claims";
@@ -89,7 +90,7 @@ impl SessionStore for D1Store {
         let results = self.batch(vec![insert_session, insert_token]).await?;
         match results.first() {
             Some(r) => Ok(changes(r)? == 1),
-            None => Err(unavailable("empty batch result")),
+            None => Err(D1.failed("empty batch result")),
         }
     }
 
@@ -118,8 +119,8 @@ impl SessionStore for D1Store {
         )?;
         let results = self.batch(vec![swap, record]).await?;
         let rotated = match results.first() {
-            Some(res) => res.results::<SessionRow>().map_err(unavailable)?,
-            None => return Err(unavailable("empty batch result")),
+            Some(res) => res.results::<SessionRow>().or_unavailable(D1)?,
+            None => return Err(D1.failed("empty batch result")),
         };
         if let Some(row) = rotated.into_iter().next() {
             return Ok(Rotation::Rotated(row.into()));
@@ -205,9 +206,9 @@ impl SessionStore for D1Store {
         let live = self.stmt(&format!("SELECT {} AS total", session_is_live(2, 1, 3, 4)), &args[..4])?;
         let results = self.batch(vec![revoke, live]).await?;
         let (Some(revoked), Some(live)) = (results.first(), results.get(1)) else {
-            return Err(unavailable("short batch result"));
+            return Err(D1.failed("short batch result"));
         };
-        let live = live.results::<CountRow>().map_err(unavailable)?.first().is_some_and(|r| r.total != 0);
+        let live = live.results::<CountRow>().or_unavailable(D1)?.first().is_some_and(|r| r.total != 0);
         Ok(live.then_some(changes(revoked)? as u64))
     }
 

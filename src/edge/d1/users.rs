@@ -1,9 +1,10 @@
 //! [`UserStore`] on D1: the `users` row and its roles.
 
-use super::{changes, int, int_u, opt_text, text, time, unavailable, D1Store, UserRow, USER_COLUMNS};
+use super::{changes, int, int_u, opt_text, text, time, D1Store, UserRow, USER_COLUMNS};
 use crate::core::ports::{Result, UserStore};
 use crate::core::time::UnixTime;
 use crate::core::users::User;
+use crate::edge::error::Dependency::D1;
 
 impl UserStore for D1Store {
     async fn insert_user(&self, u: &User) -> Result<bool> {
@@ -32,7 +33,7 @@ impl UserStore for D1Store {
         let results = self.batch(stmts).await?;
         match results.first() {
             Some(r) => Ok(changes(r)? == 1),
-            None => Err(unavailable("empty batch result")),
+            None => Err(D1.failed("empty batch result")),
         }
     }
 
