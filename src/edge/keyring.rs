@@ -60,6 +60,7 @@ use crate::core::ports::{KeyRing, Result};
 use crate::core::time::UnixTime;
 use crate::core::token::VerifiedToken;
 use crate::edge::d1::D1Store;
+use crate::edge::error::{EdgeError, EdgeResult};
 use crate::edge::js::{
     native_private_key, native_public_key, native_sign_ed25519, native_sign_es256, native_verify_ed25519,
     native_verify_es256,
@@ -78,7 +79,7 @@ fn native_verify(alg: SigningAlg, key: &JsValue, data: &[u8], signature: &[u8]) 
 
 /// A JWS signature (64 bytes) made natively with a key imported for `alg`.
 fn native_sign(alg: SigningAlg, key: &JsValue, data: &[u8]) -> Result<Vec<u8>> {
-    let failed = |e: JsValue| Error::Internal(format!("sign: {e:?}"));
+    let failed = |e: JsValue| Error::from(EdgeError::from(e).context("sign"));
     match alg {
         SigningAlg::EdDsa => native_sign_ed25519(key, data).map(|s| s.to_vec()).map_err(failed),
         SigningAlg::Es256 => {
@@ -281,7 +282,7 @@ impl<'a> EdgeKeys<'a> {
                 None => {
                     let (x, y) = stored.public_coordinates()?;
                     let k = native_public_key(&x, y.as_deref().unwrap_or(""))
-                        .map_err(|e| Error::Internal(format!("key {kid}: cannot import: {e:?}")))?;
+                        .context(&format!("key {kid}: cannot import"))?;
                     c.imported.insert(kid.to_string(), k.clone());
                     k
                 }
@@ -371,8 +372,8 @@ fn reload_due(now: UnixTime, claim: bool) -> bool {
 
 fn import_private(key: &SigningKey) -> Result<JsValue> {
     let jwk = key.private_jwk();
-    native_private_key(&jwk.d, &jwk.x, jwk.y.as_deref().unwrap_or(""))
-        .map_err(|e| Error::Internal(format!("key {}: cannot import: {e:?}", key.kid)))
+    Ok(native_private_key(&jwk.d, &jwk.x, jwk.y.as_deref().unwrap_or(""))
+        .context(&format!("key {}: cannot import", key.kid))?)
 }
 
 /// Makes this isolate reload its keys from D1 on their next use — after it

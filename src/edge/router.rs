@@ -27,6 +27,7 @@ use crate::core::rate_limit::Endpoint;
 use crate::core::target::{invalid_url, RequestUrl};
 use crate::core::time::UnixTime;
 use crate::edge::d1::D1Store;
+use crate::edge::error::EdgeResult;
 use crate::edge::http::{self, JsResult};
 use crate::edge::keyring::EdgeKeys;
 use crate::edge::outbound::FetchGate;
@@ -220,7 +221,7 @@ async fn auth_api(
     url: &url::Url,
     path: &str,
 ) -> Result<Response, Error> {
-    let js = |r: JsResult<Response>| r.map_err(|e| Error::Internal(format!("response: {e:?}")));
+    let js = |r: JsResult<Response>| Ok(r.context("response")?);
     let ports = Ports::new(env, &cfg)?;
     let deps = ports.deps(&cfg);
     let keys = &ports.keys;
