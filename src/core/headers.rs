@@ -27,7 +27,7 @@
 //! set. Every name an origin reads for these purposes, fallbacks included,
 //! belongs on the list (`STRIP_HEADERS`).
 //!
-//! The edge applies the list in JavaScript (`glue.js`, one test per incoming
+//! The edge applies the list in JavaScript (`edge/js/glue.js`, one test per incoming
 //! header name): [`StrippedHeaders::js_pattern`] is the list as one regular
 //! expression, built once per isolate as a trie so that a name is decided in
 //! a character or two; [`StrippedHeaders::strips`] is the same rule in Rust,

@@ -8,7 +8,7 @@ use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{Request, Response};
 
-use crate::edge::glue;
+use crate::edge::js;
 
 use crate::core::error::Error;
 
@@ -93,7 +93,7 @@ async fn read_body(req: &Request) -> Result<Vec<u8>, Error> {
 /// body without a `Content-Length` (chunked), whose length only reading tells.
 async fn read_raw(req: &Request) -> Result<Vec<u8>, Error> {
     let unreadable = || Error::InvalidJson("the request body cannot be read".into());
-    let promise = glue::read_capped(req, MAX_JSON_BODY_BYTES as u32).map_err(|_| unreadable())?;
+    let promise = js::read_capped(req, MAX_JSON_BODY_BYTES as u32).map_err(|_| unreadable())?;
     let bytes = JsFuture::from(promise).await.map_err(|_| unreadable())?;
     if bytes.is_null() {
         return Err(Error::PayloadTooLarge { limit_bytes: MAX_JSON_BODY_BYTES });
@@ -122,12 +122,12 @@ fn extra_headers(extra: &[(&str, String)]) -> Option<String> {
 /// A JSON response. `cache` is a `Cache-Control` value, or `None` for `no-store`.
 pub fn json<T: Serialize>(status: u16, body: &T, cache: Option<&str>, extra: &[(&str, String)]) -> JsResult<Response> {
     let text = serde_json::to_string(body).map_err(|e| JsValue::from_str(&e.to_string()))?;
-    glue::respond(status, Some(&text), Some("application/json"), cache, extra_headers(extra).as_deref())
+    js::respond(status, Some(&text), Some("application/json"), cache, extra_headers(extra).as_deref())
 }
 
 /// An empty response (e.g. 204).
 pub fn empty(status: u16, extra: &[(&str, String)]) -> JsResult<Response> {
-    glue::respond(status, None, None, None, extra_headers(extra).as_deref())
+    js::respond(status, None, None, None, extra_headers(extra).as_deref())
 }
 
 /// The problem+json response for `err`; server-side causes go to the log.
@@ -150,7 +150,7 @@ pub fn problem_body(p: &crate::core::error::Problem) -> JsResult<Response> {
     if let Some(methods) = p.allow {
         extra.push(("allow", methods.to_string()));
     }
-    glue::respond(p.status, Some(&p.body()), Some("application/problem+json"), None, extra_headers(&extra).as_deref())
+    js::respond(p.status, Some(&p.body()), Some("application/problem+json"), None, extra_headers(&extra).as_deref())
 }
 
 /// Copies `resp` (which may have immutable headers, e.g. the origin's) with
@@ -159,8 +159,8 @@ pub fn problem_body(p: &crate::core::error::Problem) -> JsResult<Response> {
 /// through.
 pub fn add_cors(resp: Response, grant: Option<&crate::core::cors::Grant>) -> JsResult<Response> {
     match grant {
-        Some(g) => glue::with_cors(&resp, Some(g.allow_origin()), g.credentials(), crate::core::cors::EXPOSED_HEADERS),
-        None => glue::with_cors(&resp, None, false, ""),
+        Some(g) => js::with_cors(&resp, Some(g.allow_origin()), g.credentials(), crate::core::cors::EXPOSED_HEADERS),
+        None => js::with_cors(&resp, None, false, ""),
     }
 }
 

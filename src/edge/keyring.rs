@@ -1,5 +1,5 @@
 //! The isolate's key ring: signing keys loaded from D1 once and cached, and
-//! imported once into the runtime's native crypto (`signatures.js`: Ed25519
+//! imported once into the runtime's native crypto (`js/signatures.js`: Ed25519
 //! or ECDSA P-256), which signs and verifies synchronously. The private
 //! halves of our published Ed25519 keys recognise their own signatures
 //! before any native verification ([`keys::recognisable`]).
@@ -43,13 +43,11 @@
 //!
 //! Each access token signed with the ring's key is handed to the gateway's
 //! token cache ([`crate::edge::proxy::remember_issued`]), already verified.
-#![allow(unsafe_code)] // wasm-bindgen's generated extern shims
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsValue;
 use worker::Env;
 
@@ -62,29 +60,12 @@ use crate::core::ports::{KeyRing, Result};
 use crate::core::time::UnixTime;
 use crate::core::token::VerifiedToken;
 use crate::edge::d1::D1Store;
+use crate::edge::error::{EdgeError, EdgeResult};
+use crate::edge::js::{
+    native_private_key, native_public_key, native_sign_ed25519, native_sign_es256, native_verify_ed25519,
+    native_verify_es256,
+};
 use crate::edge::platform::{self, OsRandom};
-
-#[wasm_bindgen(module = "/src/edge/signatures.js")]
-extern "C" {
-    /// A native public key from its JWK members (`y` empty for Ed25519).
-    #[wasm_bindgen(catch, js_name = publicKey)]
-    fn native_public_key(x: &str, y: &str) -> std::result::Result<JsValue, JsValue>;
-    /// A native private key from its JWK members (`y` empty for Ed25519).
-    #[wasm_bindgen(catch, js_name = privateKey)]
-    fn native_private_key(d: &str, x: &str, y: &str) -> std::result::Result<JsValue, JsValue>;
-    /// Verifies an Ed25519 signature synchronously; false for any malformed input.
-    #[wasm_bindgen(js_name = verifyEd25519)]
-    fn native_verify_ed25519(key: &JsValue, data: &[u8], signature: &[u8]) -> bool;
-    /// Verifies a DER ECDSA P-256 signature synchronously; false for any malformed input.
-    #[wasm_bindgen(js_name = verifyEs256)]
-    fn native_verify_es256(key: &JsValue, data: &[u8], der: &[u8]) -> bool;
-    /// Signs with Ed25519 synchronously.
-    #[wasm_bindgen(catch, js_name = signEd25519)]
-    fn native_sign_ed25519(key: &JsValue, data: &[u8]) -> std::result::Result<js_sys::Uint8Array, JsValue>;
-    /// Signs with ECDSA P-256 synchronously (DER).
-    #[wasm_bindgen(catch, js_name = signEs256)]
-    fn native_sign_es256(key: &JsValue, data: &[u8]) -> std::result::Result<js_sys::Uint8Array, JsValue>;
-}
 
 /// Verifies a JWS signature natively with a key imported for `alg`.
 fn native_verify(alg: SigningAlg, key: &JsValue, data: &[u8], signature: &[u8]) -> bool {
@@ -98,7 +79,7 @@ fn native_verify(alg: SigningAlg, key: &JsValue, data: &[u8], signature: &[u8]) 
 
 /// A JWS signature (64 bytes) made natively with a key imported for `alg`.
 fn native_sign(alg: SigningAlg, key: &JsValue, data: &[u8]) -> Result<Vec<u8>> {
-    let failed = |e: JsValue| Error::Internal(format!("sign: {e:?}"));
+    let failed = |e: JsValue| Error::from(EdgeError::from(e).context("sign"));
     match alg {
         SigningAlg::EdDsa => native_sign_ed25519(key, data).map(|s| s.to_vec()).map_err(failed),
         SigningAlg::Es256 => {
@@ -301,7 +282,7 @@ impl<'a> EdgeKeys<'a> {
                 None => {
                     let (x, y) = stored.public_coordinates()?;
                     let k = native_public_key(&x, y.as_deref().unwrap_or(""))
-                        .map_err(|e| Error::Internal(format!("key {kid}: cannot import: {e:?}")))?;
+                        .context(&format!("key {kid}: cannot import"))?;
                     c.imported.insert(kid.to_string(), k.clone());
                     k
                 }
@@ -391,8 +372,8 @@ fn reload_due(now: UnixTime, claim: bool) -> bool {
 
 fn import_private(key: &SigningKey) -> Result<JsValue> {
     let jwk = key.private_jwk();
-    native_private_key(&jwk.d, &jwk.x, jwk.y.as_deref().unwrap_or(""))
-        .map_err(|e| Error::Internal(format!("key {}: cannot import: {e:?}", key.kid)))
+    Ok(native_private_key(&jwk.d, &jwk.x, jwk.y.as_deref().unwrap_or(""))
+        .context(&format!("key {}: cannot import", key.kid))?)
 }
 
 /// Makes this isolate reload its keys from D1 on their next use — after it

@@ -17,6 +17,7 @@ use worker::kv::KvStore;
 use crate::core::email_token::TokenKind;
 use crate::core::error::Error;
 use crate::core::time::UnixTime;
+use crate::edge::error::{Dependency::Kv, EdgeResult};
 
 /// KV's smallest `expirationTtl`; shorter lifetimes are enforced by the
 /// stored expiry.
@@ -26,10 +27,6 @@ pub const KV_MIN_TTL_SECS: u64 = 60;
 #[derive(Debug, Serialize, Deserialize)]
 struct Hint {
     expires_at: i64,
-}
-
-fn unavailable(e: impl std::fmt::Display) -> Error {
-    Error::unavailable("kv", e)
 }
 
 fn key(kind: TokenKind, hash: &str) -> String {
@@ -49,25 +46,25 @@ impl TokenHints {
     }
 
     fn kv(&self) -> Result<&KvStore, Error> {
-        self.kv.as_ref().ok_or_else(|| unavailable("the TOKENS KV binding is missing"))
+        self.kv.as_ref().ok_or_else(|| Kv.failed("the TOKENS KV binding is missing"))
     }
 
     /// Records a live token until `expires_at`.
     pub async fn put(&self, kind: TokenKind, hash: &str, now: UnixTime, expires_at: UnixTime) -> Result<(), Error> {
         let ttl = u64::try_from(expires_at.0.saturating_sub(now.0)).unwrap_or(0).max(KV_MIN_TTL_SECS);
-        let value = serde_json::to_string(&Hint { expires_at: expires_at.0 }).map_err(unavailable)?;
+        let value = serde_json::to_string(&Hint { expires_at: expires_at.0 }).or_unavailable(Kv)?;
         self.kv()?
             .put(&key(kind, hash), value)
-            .map_err(unavailable)?
+            .or_unavailable(Kv)?
             .expiration_ttl(ttl)
             .execute()
             .await
-            .map_err(unavailable)
+            .or_unavailable(Kv)
     }
 
     /// Whether a token may be live at `now`: `false` means it certainly is not.
     pub async fn may_be_live(&self, kind: TokenKind, hash: &str, now: UnixTime) -> Result<bool, Error> {
-        let hint = self.kv()?.get(&key(kind, hash)).json::<Hint>().await.map_err(unavailable)?;
+        let hint = self.kv()?.get(&key(kind, hash)).json::<Hint>().await.or_unavailable(Kv)?;
         Ok(hint.is_some_and(|h| h.expires_at > now.0))
     }
 

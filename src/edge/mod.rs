@@ -8,8 +8,9 @@
 //! so the gateway's hot path crosses the JS boundary as few times as possible.
 
 mod d1;
-mod glue;
+mod error;
 mod http;
+mod js;
 mod keyring;
 mod kv;
 mod oauth;

@@ -1,14 +1,11 @@
 //! OAuth / OIDC at the edge: the `/auth/oauth/…` routes, and the
 //! [`ProviderNet`] adapter — provider calls through [`outbound`], ID-token
-//! signatures through WebCrypto (`oauth_glue.js`), discovery documents and
+//! signatures through WebCrypto (`js/oauth_glue.js`), discovery documents and
 //! JWKS cached in the isolate.
-#![allow(unsafe_code)] // wasm-bindgen's generated extern shims
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use wasm_bindgen::prelude::wasm_bindgen;
-use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{Request, Response};
 
@@ -18,10 +15,11 @@ use crate::core::flows::oauth::{AuthorizeRequest, CallbackOutcome, CallbackQuery
 use crate::core::flows::{Deps, Meta};
 use crate::core::oauth::{JwsAlg, ProviderNet, ProviderRequest, BINDING_COOKIE, STATE_TTL_SECS};
 use crate::core::outbound::{HttpReply, SendError};
-use crate::core::rate_limit::Endpoint;
 use crate::core::time::UnixTime;
 use crate::edge::d1::D1Store;
+use crate::edge::error::EdgeResult;
 use crate::edge::http::{self, JsResult};
+use crate::edge::js::verify_jws;
 use crate::edge::keyring::EdgeKeys;
 use crate::edge::outbound::{self, Outbound, Overflow};
 use crate::edge::platform::OsRandom;
@@ -33,18 +31,8 @@ const MAX_PROVIDER_REPLY_BYTES: usize = 256 * 1024;
 /// Most documents cached per isolate (two per provider).
 const MAX_CACHED_DOCUMENTS: usize = 64;
 
-#[wasm_bindgen(module = "/src/edge/oauth_glue.js")]
-extern "C" {
-    #[wasm_bindgen(catch, js_name = verifyJws)]
-    fn verify_jws(alg: &str, jwk: &str, signed: &[u8], signature: &[u8]) -> Result<js_sys::Promise, JsValue>;
-}
-
 thread_local! {
     static DOCUMENTS: RefCell<HashMap<String, (UnixTime, String)>> = RefCell::new(HashMap::new());
-}
-
-fn message(e: &JsValue) -> String {
-    js_sys::Reflect::get(e, &"message".into()).ok().and_then(|m| m.as_string()).unwrap_or_else(|| format!("{e:?}"))
 }
 
 /// `fetch` + WebCrypto + the isolate cache behind [`ProviderNet`].
@@ -76,9 +64,8 @@ impl ProviderNet for EdgeProviderNet {
         signed: &[u8],
         signature: &[u8],
     ) -> Result<bool, Error> {
-        let promise = verify_jws(alg.as_str(), &jwk.to_string(), signed, signature)
-            .map_err(|e| Error::Internal(format!("verifyJws: {}", message(&e))))?;
-        let ok = JsFuture::from(promise).await.map_err(|e| Error::Internal(format!("verifyJws: {}", message(&e))))?;
+        let promise = verify_jws(alg.as_str(), &jwk.to_string(), signed, signature).context("verifyJws")?;
+        let ok = JsFuture::from(promise).await.context("verifyJws")?;
         Ok(ok.as_bool().unwrap_or(false))
     }
 
@@ -104,7 +91,7 @@ impl ProviderNet for EdgeProviderNet {
 type EdgeDeps<'a> = Deps<'a, D1Store, QueueSink<'a>, EdgeKeys<'a>>;
 
 fn js(r: JsResult<Response>) -> Result<Response, Error> {
-    r.map_err(|e| Error::Internal(format!("response: {e:?}")))
+    Ok(r.context("response")?)
 }
 
 fn binding_cookie(value: &str, max_age: u64) -> (&'static str, String) {
@@ -115,80 +102,87 @@ fn query(url: &url::Url, name: &str) -> Option<String> {
     url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }
 
-/// Serves `/auth/oauth/…`. Unknown shapes are 404s, known shapes with
-/// another method 405s.
-pub async fn handle(
+/// `POST /auth/oauth/exchange`.
+pub async fn exchange(req: &Request, deps: &EdgeDeps<'_>, meta: &Meta, cfg: &Config) -> Result<Response, Error> {
+    let body: ExchangeRequest = http::read_json(req).await?;
+    let auth = deps.oauth_exchange(meta, body).await?;
+    js(http::json(200, &auth.body(cfg), None, &auth_cookies(cfg, &auth, meta.now)))
+}
+
+/// `GET /auth/oauth/{provider}/authorize`.
+pub async fn authorize(deps: &EdgeDeps<'_>, meta: &Meta, url: &url::Url, provider: &str) -> Result<Response, Error> {
+    let body = AuthorizeRequest { redirect_to: query(url, "redirect_to") };
+    let started = deps.oauth_authorize(meta, &mut OsRandom, &EdgeProviderNet, provider, body).await?;
+    redirect(&started.authorize_url, &[binding_cookie(&started.binding, STATE_TTL_SECS)])
+}
+
+/// `POST /auth/oauth/{provider}/link`.
+pub async fn link(
     req: &Request,
     deps: &EdgeDeps<'_>,
     meta: &Meta,
     cfg: &Config,
     url: &url::Url,
-    method: &str,
-    path: &str,
+    provider: &str,
 ) -> Result<Response, Error> {
-    let rng = &mut OsRandom;
-    let net = &EdgeProviderNet;
-    deps.throttle_ip(meta, rng, Endpoint::Oauth).await?;
-    let rest = path.strip_prefix("/auth/oauth/").unwrap_or("");
-    let segments: Vec<&str> = rest.split('/').collect();
-    match (method, segments.as_slice()) {
-        ("POST", ["exchange"]) => {
-            let body: ExchangeRequest = http::read_json(req).await?;
-            let auth = deps.oauth_exchange(meta, body).await?;
-            js(http::json(200, &auth.body(cfg), None, &auth_cookies(cfg, &auth, meta.now)))
+    let bearer = access_token(req, cfg, url)?;
+    let body: AuthorizeRequest = http::read_optional_json(req).await?.unwrap_or_default();
+    let Started { authorize_url, binding } =
+        deps.oauth_link_start(meta, &mut OsRandom, &EdgeProviderNet, bearer.as_deref(), provider, body).await?;
+    js(http::json(
+        200,
+        &serde_json::json!({ "authorize_url": authorize_url }),
+        None,
+        &[binding_cookie(&binding, STATE_TTL_SECS)],
+    ))
+}
+
+/// `GET /auth/oauth/{provider}/callback`.
+pub async fn callback(
+    req: &Request,
+    deps: &EdgeDeps<'_>,
+    meta: &Meta,
+    cfg: &Config,
+    url: &url::Url,
+    provider: &str,
+) -> Result<Response, Error> {
+    let q = CallbackQuery {
+        code: query(url, "code"),
+        state: query(url, "state"),
+        error: query(url, "error"),
+        iss: query(url, "iss"),
+    };
+    let binding = cookie(req, BINDING_COOKIE);
+    let clear = binding_cookie("", 0);
+    match deps.oauth_callback(meta, &mut OsRandom, &EdgeProviderNet, provider, q, binding.as_deref()).await? {
+        CallbackOutcome::SignedIn { location, auth } => {
+            let mut headers = auth_cookies(cfg, &auth, meta.now);
+            headers.push(clear);
+            redirect(&location, &headers)
         }
-        ("GET", [id, "authorize"]) => {
-            let body = AuthorizeRequest { redirect_to: query(url, "redirect_to") };
-            let started = deps.oauth_authorize(meta, rng, net, id, body).await?;
-            redirect(&started.authorize_url, &[binding_cookie(&started.binding, STATE_TTL_SECS)])
-        }
-        ("POST", [id, "link"]) => {
-            let bearer = access_token(req, cfg, url)?;
-            let body: AuthorizeRequest = http::read_optional_json(req).await?.unwrap_or_default();
-            let Started { authorize_url, binding } =
-                deps.oauth_link_start(meta, rng, net, bearer.as_deref(), id, body).await?;
-            js(http::json(
-                200,
-                &serde_json::json!({ "authorize_url": authorize_url }),
-                None,
-                &[binding_cookie(&binding, STATE_TTL_SECS)],
-            ))
-        }
-        ("GET", [id, "callback"]) => {
-            let q = CallbackQuery {
-                code: query(url, "code"),
-                state: query(url, "state"),
-                error: query(url, "error"),
-                iss: query(url, "iss"),
-            };
-            let binding = cookie(req, BINDING_COOKIE);
-            let clear = binding_cookie("", 0);
-            match deps.oauth_callback(meta, rng, net, id, q, binding.as_deref()).await? {
-                CallbackOutcome::SignedIn { location, auth } => {
-                    let mut headers = auth_cookies(cfg, &auth, meta.now);
-                    headers.push(clear);
-                    redirect(&location, &headers)
-                }
-                CallbackOutcome::Linked { location } => redirect(&location, &[clear]),
-                CallbackOutcome::Failed { location: Some(location), error } => {
-                    if error.is_server_side() {
-                        worker::console_error!("portcullis.error oauth callback: {error}");
-                    }
-                    redirect(&location, &[clear])
-                }
-                CallbackOutcome::Failed { location: None, error } => Err(error),
+        CallbackOutcome::Linked { location } => redirect(&location, &[clear]),
+        CallbackOutcome::Failed { location: Some(location), error } => {
+            if error.is_server_side() {
+                worker::console_error!("portcullis.error oauth callback: {error}");
             }
+            redirect(&location, &[clear])
         }
-        ("DELETE", [id]) if *id != "exchange" && !id.is_empty() => {
-            let bearer = access_token(req, cfg, url)?;
-            deps.oauth_unlink(meta, bearer.as_deref(), id).await?;
-            js(http::empty(204, &[]))
-        }
-        (_, ["exchange"] | [_, "link"]) => Err(Error::MethodNotAllowed { allow: "POST" }),
-        (_, [_, "authorize" | "callback"]) => Err(Error::MethodNotAllowed { allow: "GET, HEAD" }),
-        (_, [id]) if !id.is_empty() => Err(Error::MethodNotAllowed { allow: "DELETE" }),
-        _ => Err(Error::NotFound),
+        CallbackOutcome::Failed { location: None, error } => Err(error),
     }
+}
+
+/// `DELETE /auth/oauth/{provider}`.
+pub async fn unlink(
+    req: &Request,
+    deps: &EdgeDeps<'_>,
+    meta: &Meta,
+    cfg: &Config,
+    url: &url::Url,
+    provider: &str,
+) -> Result<Response, Error> {
+    let bearer = access_token(req, cfg, url)?;
+    deps.oauth_unlink(meta, bearer.as_deref(), provider).await?;
+    js(http::empty(204, &[]))
 }
 
 fn redirect(location: &str, extra: &[(&'static str, String)]) -> Result<Response, Error> {

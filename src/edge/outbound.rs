@@ -1,31 +1,15 @@
 //! Outbound `fetch` for the requests core builds: webhook deliveries, email
 //! API calls, the sign-in hook and OAuth provider calls, all through one
-//! JavaScript helper (`outbound.js`). One timeout covers the whole exchange
+//! JavaScript helper (`js/outbound.js`). One timeout covers the whole exchange
 //! (response head and the capped body); redirects are returned, not followed.
-#![allow(unsafe_code)] // wasm-bindgen's generated extern shims
 
-use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::JsFuture;
 
 use crate::core::outbound::{HttpReply, HttpRequest, SendError, MAX_REPLY_BYTES};
 use crate::core::ports::{Courier, LocalFuture, SigninGate};
-
-#[wasm_bindgen(module = "/src/edge/outbound.js")]
-extern "C" {
-    #[wasm_bindgen(catch, js_name = send)]
-    #[allow(clippy::too_many_arguments)]
-    fn js_send(
-        method: &str,
-        url: &str,
-        headers: &str,
-        body: Option<&str>,
-        timeout_ms: u32,
-        max_bytes: u32,
-        truncate: bool,
-        fetcher: &JsValue,
-    ) -> Result<js_sys::Promise, JsValue>;
-}
+use crate::edge::error::EdgeError;
+use crate::edge::js;
 
 /// What to do with a reply body larger than the cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,10 +40,6 @@ pub struct Outbound<'a> {
     pub via: Option<&'a JsValue>,
 }
 
-fn message(e: &JsValue) -> String {
-    js_sys::Reflect::get(e, &"message".into()).ok().and_then(|m| m.as_string()).unwrap_or_else(|| format!("{e:?}"))
-}
-
 /// Sends `out` and waits for the reply, at most `out.timeout_ms`.
 pub async fn exchange(out: &Outbound<'_>) -> Result<HttpReply, SendError> {
     let mut headers = String::new();
@@ -73,7 +53,7 @@ pub async fn exchange(out: &Outbound<'_>) -> Result<HttpReply, SendError> {
         headers.push('\n');
     }
     let max = u32::try_from(out.max_bytes).unwrap_or(u32::MAX);
-    let promise = js_send(
+    let promise = js::send_outbound(
         out.method,
         out.url,
         &headers,
@@ -83,8 +63,8 @@ pub async fn exchange(out: &Outbound<'_>) -> Result<HttpReply, SendError> {
         out.overflow == Overflow::Truncate,
         out.via.unwrap_or(&JsValue::UNDEFINED),
     )
-    .map_err(|e| SendError::Network(message(&e)))?;
-    let reply = JsFuture::from(promise).await.map_err(|e| match message(&e).as_str() {
+    .map_err(|e| SendError::Network(EdgeError::from(e).to_string()))?;
+    let reply = JsFuture::from(promise).await.map_err(|e| match EdgeError::from(e).cause() {
         "timed out" => SendError::Timeout,
         other => SendError::Network(other.to_string()),
     })?;

@@ -28,8 +28,9 @@ use crate::core::policy::{auth_api_path, missing_token, normalise_path, GatewayR
 use crate::core::target::{origin_target, RequestUrl};
 use crate::core::time::UnixTime;
 use crate::core::token::{self, Expectations, Parsed, VerifiedToken, ACCESS_TOKEN_TYPE, ASSERTION_TTL_SECS};
-use crate::edge::glue;
+use crate::edge::error::EdgeResult;
 use crate::edge::http::{self, JsResult};
+use crate::edge::js as glue; // the edge's JS bindings (src/edge/js/)
 use crate::edge::keyring::{Cached, EdgeKeys};
 use crate::edge::platform;
 use crate::edge::router::{cookie_credential, ACCESS_COOKIE};
@@ -377,7 +378,7 @@ fn dispatch(
             ))
         }
     };
-    glue::forward(
+    Ok(glue::forward(
         req,
         &target,
         identity,
@@ -386,7 +387,7 @@ fn dispatch(
         &binding.unwrap_or(JsValue::UNDEFINED),
         vary,
     )
-    .map_err(|e| Error::Internal(format!("forward: {e:?}")))
+    .context("forward")?)
 }
 
 /// The `ORIGIN` service binding, if configured (looked up once per isolate).

@@ -21,13 +21,13 @@ use worker::{
 
 use crate::core::config::Config;
 use crate::core::delivery::{self, Quarantine, Verdict};
-use crate::core::error::Error;
 use crate::core::events::{self, Envelope, OpenError, Received};
 use crate::core::ports::{EventSink, Result};
 use crate::core::rate_limit::BACKOFF_MEMORY_SECS;
 use crate::core::time::UnixTime;
 use crate::edge::config;
 use crate::edge::d1::D1Store;
+use crate::edge::error::{Dependency::Queue, EdgeError, EdgeResult};
 use crate::edge::outbound::FetchCourier;
 use crate::edge::platform::{self, OsRandom};
 
@@ -50,16 +50,16 @@ impl<'a> QueueSink<'a> {
 }
 
 /// Sends envelopes given as JSON text, in one batch.
-async fn send(env: &Env, bodies: &[&str]) -> std::result::Result<(), String> {
-    let queue = env.queue("EVENTS").map_err(|e| e.to_string())?;
+async fn send(env: &Env, bodies: &[&str]) -> std::result::Result<(), EdgeError> {
+    let queue = env.queue("EVENTS")?;
     let messages = bodies
         .iter()
         .map(|text| {
-            let body = js_sys::JSON::parse(text).map_err(|e| format!("event is not JSON: {e:?}"))?;
+            let body = js_sys::JSON::parse(text).context("event is not JSON")?;
             Ok(RawMessageBuilder::new(body).build_with_content_type(QueueContentType::Json))
         })
-        .collect::<std::result::Result<Vec<_>, String>>()?;
-    queue.send_raw_batch(messages).await.map_err(|e| e.to_string())
+        .collect::<std::result::Result<Vec<_>, EdgeError>>()?;
+    Ok(queue.send_raw_batch(messages).await?)
 }
 
 impl EventSink for QueueSink<'_> {
@@ -80,11 +80,11 @@ impl EventSink for QueueSink<'_> {
             .collect::<Result<Vec<(String, String)>>>()?;
         let bodies: Vec<&str> = rows.iter().map(|(_, body)| body.as_str()).collect();
         let Err(cause) = send(self.env, &bodies).await else { return Ok(()) };
-        let store = D1Store::new(self.env).map_err(|_| Error::unavailable("queue", &cause))?;
+        let store = D1Store::new(self.env).map_err(|_| Queue.failed(cause.clone()))?;
         store
-            .outbox_put(&rows, platform::now(), &cause)
+            .outbox_put(&rows, platform::now(), cause.cause())
             .await
-            .map_err(|e| Error::unavailable("queue", format!("{cause}; outbox: {e}")))?;
+            .map_err(|e| Queue.failed(format!("{cause}; outbox: {e}")))?;
         worker::console_warn!("portcullis.outbox_queued events={} cause={cause}", rows.len());
         Ok(())
     }
@@ -117,7 +117,7 @@ pub async fn drain_outbox(env: &Env) {
                 }
             }
             Err(cause) => {
-                if let Err(e) = store.outbox_failed(&row.id, &cause).await {
+                if let Err(e) = store.outbox_failed(&row.id, cause.cause()).await {
                     worker::console_error!("portcullis.error outbox: {e}");
                 }
                 worker::console_warn!("portcullis.outbox_retry_failed id={} cause={cause}", row.id);
@@ -230,13 +230,11 @@ async fn quarantine(msg: &RawMessage, wrapped: Quarantine, env: &Env) {
     let kind = if wrapped.quarantined.unopened { "unopened" } else { "malformed" };
     worker::console_error!("portcullis.{kind}_event id={} {}", msg.id(), wrapped.quarantined.reason);
     let sent = async {
-        let text = serde_json::to_string(&wrapped).map_err(|e| e.to_string())?;
-        let body = js_sys::JSON::parse(&text).map_err(|e| format!("{e:?}"))?;
-        let queue = env.queue("DEAD_LETTERS").map_err(|e| e.to_string())?;
-        queue
-            .send_raw(RawMessageBuilder::new(body).build_with_content_type(QueueContentType::Json))
-            .await
-            .map_err(|e| e.to_string())
+        let text = serde_json::to_string(&wrapped)?;
+        let body = js_sys::JSON::parse(&text)?;
+        let queue = env.queue("DEAD_LETTERS")?;
+        queue.send_raw(RawMessageBuilder::new(body).build_with_content_type(QueueContentType::Json)).await?;
+        Ok::<_, EdgeError>(())
     };
     match sent.await {
         Ok(()) => msg.ack(),

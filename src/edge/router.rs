@@ -8,6 +8,7 @@ use serde::Deserialize;
 use web_sys::{Request, Response};
 use worker::{Context, Env};
 
+use crate::core::auth_routes::{self, Route};
 use crate::core::config::Config;
 use crate::core::cors;
 use crate::core::email::Email;
@@ -26,6 +27,7 @@ use crate::core::rate_limit::Endpoint;
 use crate::core::target::{invalid_url, RequestUrl};
 use crate::core::time::UnixTime;
 use crate::edge::d1::D1Store;
+use crate::edge::error::EdgeResult;
 use crate::edge::http::{self, JsResult};
 use crate::edge::keyring::EdgeKeys;
 use crate::edge::outbound::FetchGate;
@@ -208,7 +210,9 @@ fn clear_cookies(cfg: &Config) -> Vec<(&'static str, String)> {
 struct Empty {}
 
 /// Serves the auth API; `path` is the API's own name for the request path
-/// (`/auth/...` whatever `AUTH_PREFIX` is, or `/.well-known/...`).
+/// (`/auth/...` whatever `AUTH_PREFIX` is, or `/.well-known/...`). Which
+/// endpoint it is, and the 404 or 405 when none, comes from the route table
+/// ([`auth_routes`]); this only translates each route to its flow call.
 async fn auth_api(
     req: &Request,
     env: &Env,
@@ -217,32 +221,40 @@ async fn auth_api(
     url: &url::Url,
     path: &str,
 ) -> Result<Response, Error> {
-    let js = |r: JsResult<Response>| r.map_err(|e| Error::Internal(format!("response: {e:?}")));
+    let js = |r: JsResult<Response>| Ok(r.context("response")?);
     let ports = Ports::new(env, &cfg)?;
     let deps = ports.deps(&cfg);
     let keys = &ports.keys;
     let meta = meta(req, &cfg, url);
     check_request_origin(&cfg, &http::request_origin(url));
     let rng = &mut OsRandom;
-    let method = req.method();
-    let method = if method == "HEAD" { "GET".to_string() } else { method };
+    // Counted before routing: a path the API does not have counts too.
+    if let Some(endpoint) = auth_routes::ip_limit(path) {
+        deps.throttle_ip(&meta, rng, endpoint).await?;
+    }
+    // Authorisation comes before the query or body is read: callers who are
+    // not administrators learn nothing about what a valid request looks like.
+    let admin = async || {
+        let bearer = access_token(req, &cfg, url)?;
+        deps.require_admin(&meta, bearer.as_deref()).await
+    };
 
-    match (method.as_str(), path) {
-        ("GET", "/.well-known/jwks.json") => js(http::json(200, &keys.jwks().await?, Some("public, max-age=300"), &[])),
-        ("GET", "/.well-known/openid-configuration") => {
-            js(http::json(200, &discovery(&meta.issuer), Some("public, max-age=300"), &[]))
-        }
-        ("POST", "/auth/signup") => {
+    // No catch-all arm: a route added to the table does not compile until
+    // it is served here.
+    match auth_routes::match_route(&req.method(), path)? {
+        Route::Jwks => js(http::json(200, &keys.jwks().await?, Some("public, max-age=300"), &[])),
+        Route::OpenidConfiguration => js(http::json(200, &discovery(&meta.issuer), Some("public, max-age=300"), &[])),
+        Route::Signup => {
             let body: SignupRequest = http::read_json(req).await?;
             let resp = deps.signup(&meta, rng, body).await?;
             js(http::json(201, &resp.body(&cfg), None, &auth_cookies(&cfg, &resp, meta.now)))
         }
-        ("POST", "/auth/login") => {
+        Route::Login => {
             let body: LoginRequest = http::read_json(req).await?;
             let resp = deps.login(&meta, rng, body).await?;
             js(http::json(200, &resp.body(&cfg), None, &auth_cookies(&cfg, &resp, meta.now)))
         }
-        ("POST", "/auth/refresh") => {
+        Route::Refresh => {
             let body: Option<RefreshRequest> = http::read_optional_json(req).await?;
             let from_body = body.as_ref().and_then(|b| b.refresh_token.clone());
             let token = match from_body {
@@ -260,7 +272,7 @@ async fn auth_api(
             let resp = deps.refresh(&meta, rng, Some(&token)).await?;
             js(http::json(200, &resp.body(&cfg), None, &auth_cookies(&cfg, &resp, meta.now)))
         }
-        ("POST", "/auth/logout") => {
+        Route::Logout => {
             let body: RefreshRequest = http::read_optional_json(req).await?.unwrap_or_default();
             let bearer = access_token(req, &cfg, url)?;
             let refresh = match body.refresh_token {
@@ -270,85 +282,84 @@ async fn auth_api(
             deps.logout(&meta, rng, bearer.as_deref(), refresh.as_deref()).await?;
             js(http::empty(204, &clear_cookies(&cfg)))
         }
-        ("GET", "/auth/me") => {
+        Route::Me => {
             let bearer = access_token(req, &cfg, url)?;
             js(http::json(200, &deps.me_with_providers(&meta, bearer.as_deref()).await?, None, &[]))
         }
-        ("GET", "/auth/sessions") => {
+        Route::Sessions => {
             let bearer = access_token(req, &cfg, url)?;
             let sessions = deps.sessions(&meta, bearer.as_deref()).await?;
             js(http::json(200, &serde_json::json!({ "sessions": sessions }), None, &[]))
         }
-        ("POST", "/auth/sessions/revoke-others") => {
+        Route::RevokeOtherSessions => {
             let _: Option<Empty> = http::read_optional_json(req).await?;
             let bearer = access_token(req, &cfg, url)?;
             let n = deps.revoke_other_sessions(&meta, rng, bearer.as_deref()).await?;
             js(http::json(200, &serde_json::json!({ "revoked": n }), None, &[]))
         }
-        ("DELETE", p) if p.starts_with("/auth/sessions/") => {
-            let id = &p["/auth/sessions/".len()..];
-            if id.is_empty() || id.len() > 64 || id.contains('/') {
+        Route::RevokeSession { id } => {
+            // No session id is this long: not worth a lookup, nor a credential check.
+            if id.len() > MAX_SESSION_ID_LEN {
                 return Err(Error::NotFound);
             }
             let bearer = access_token(req, &cfg, url)?;
             deps.revoke_own_session(&meta, rng, bearer.as_deref(), id).await?;
             js(http::empty(204, &[]))
         }
-        ("POST", "/auth/magic-link") => {
+        Route::MagicLink => {
             let body: EmailRequest = http::read_json(req).await?;
             let email = deps.admit_email_request(&meta, rng, Endpoint::MagicLink, &body).await?;
             send_in_background(ctx, env, &cfg, meta, Mailing::MagicLink, email);
             js(http::json(200, &MAGIC_LINK_ACCEPTED, None, &[]))
         }
-        ("POST", "/auth/magic-link/verify") => {
+        Route::MagicLinkVerify => {
             let body: TokenRequest = http::read_json(req).await?;
             let resp = deps.verify_magic_link(&meta, rng, body).await?;
             js(http::json(200, &resp.body(&cfg), None, &auth_cookies(&cfg, &resp, meta.now)))
         }
         // Mail scanners fetch links before people click them: opening the
         // link must not use it up. Only the POST above consumes a token.
-        ("GET", "/auth/magic-link/verify") => js(http::json(200, &MAGIC_LINK_LANDING, None, &[])),
-        ("POST", "/auth/otp") => {
+        Route::MagicLinkLanding => js(http::json(200, &MAGIC_LINK_LANDING, None, &[])),
+        Route::Otp => {
             let body: EmailRequest = http::read_json(req).await?;
             let email = deps.admit_email_request(&meta, rng, Endpoint::Otp, &body).await?;
             send_in_background(ctx, env, &cfg, meta, Mailing::Otp, email);
             js(http::json(200, &OTP_ACCEPTED, None, &[]))
         }
-        ("POST", "/auth/otp/verify") => {
+        Route::OtpVerify => {
             let body: OtpVerifyRequest = http::read_json(req).await?;
             let resp = deps.verify_otp(&meta, rng, body).await?;
             js(http::json(200, &resp.body(&cfg), None, &auth_cookies(&cfg, &resp, meta.now)))
         }
-        ("POST", "/auth/password/forgot") => {
+        Route::PasswordForgot => {
             let body: EmailRequest = http::read_json(req).await?;
             let email = deps.admit_email_request(&meta, rng, Endpoint::PasswordForgot, &body).await?;
             send_in_background(ctx, env, &cfg, meta, Mailing::PasswordReset, email);
             js(http::json(200, &FORGOT_ACCEPTED, None, &[]))
         }
-        ("POST", "/auth/password/reset") => {
+        Route::PasswordReset => {
             let body: ResetRequest = http::read_json(req).await?;
             js(http::json(200, &deps.reset_password(&meta, rng, body).await?, None, &[]))
         }
-        ("POST", "/auth/password/change") => {
+        Route::PasswordChange => {
             let body: ChangeRequest = http::read_json(req).await?;
             let bearer = access_token(req, &cfg, url)?;
             js(http::json(200, &deps.change_password(&meta, rng, bearer.as_deref(), body).await?, None, &[]))
         }
-        ("POST", "/auth/email/verify/request") => {
+        Route::EmailVerifyRequest => {
             let _: Option<Empty> = http::read_optional_json(req).await?;
             let bearer = access_token(req, &cfg, url)?;
             js(http::json(200, &deps.request_email_verification(&meta, rng, bearer.as_deref()).await?, None, &[]))
         }
-        ("POST", "/auth/email/verify") => {
+        Route::EmailVerify => {
             let body: TokenRequest = http::read_json(req).await?;
             // Signed in as the account (bearer or access cookie): its holder
             // confirms it; otherwise following the link takes it over.
             let bearer = access_token(req, &cfg, url)?;
             js(http::json(200, &deps.verify_email(&meta, rng, body, bearer.as_deref()).await?, None, &[]))
         }
-        ("POST", "/auth/admin/keys/rotate") => {
-            let bearer = access_token(req, &cfg, url)?;
-            let admin = deps.require_admin(&meta, bearer.as_deref()).await?;
+        Route::AdminRotateKeys => {
+            let admin = admin().await?;
             let _: Option<Empty> = http::read_optional_json(req).await?;
             // This isolate signs with the new key from now on (the flow tells
             // the key ring, before emitting the event); the others pick it up
@@ -356,11 +367,9 @@ async fn auth_api(
             let rotation = deps.admin_rotate_keys(&meta, rng, &admin).await?;
             js(http::json(200, &rotation, None, &[]))
         }
-        ("POST", p) if retire_kid(p).is_some() => {
-            let bearer = access_token(req, &cfg, url)?;
-            let admin = deps.require_admin(&meta, bearer.as_deref()).await?;
+        Route::AdminRetireKey { kid } => {
+            let admin = admin().await?;
             let _: Option<Empty> = http::read_optional_json(req).await?;
-            let kid = retire_kid(p).unwrap_or_default();
             // This isolate stops counting on the key (its tokens, cached or
             // not, and the assertions it signed) from its next request — the
             // flow invalidates the key ring before it emits the event, so a
@@ -368,15 +377,55 @@ async fn auth_api(
             let retirement = deps.admin_retire_key(&meta, rng, &admin, kid).await?;
             js(http::json(200, &retirement, None, &[]))
         }
-        (m, p) if p == ADMIN_USERS || p.starts_with(ADMIN_USERS_PREFIX) => {
-            let bearer = access_token(req, &cfg, url)?;
-            admin_users(req, &deps, &meta, m, p, url.query(), bearer.as_deref()).await
+        Route::AdminListUsers => {
+            let admin = admin().await?;
+            let q = ListQuery::parse(url.query())?;
+            js(http::json(200, &deps.admin_list_users(&admin, q).await?, None, &[]))
         }
-        (m, p) if p.starts_with("/auth/oauth/") => oauth::handle(req, &deps, &meta, &cfg, url, m, p).await,
-        (_, p) => match allowed_methods(p) {
-            Some(allow) => Err(Error::MethodNotAllowed { allow }),
-            None => Err(Error::NotFound),
-        },
+        Route::AdminGetUser { id } => {
+            let admin = admin().await?;
+            js(http::json(200, &deps.admin_get_user(&admin, id).await?, None, &[]))
+        }
+        Route::AdminUpdateUser { id } => {
+            let admin = admin().await?;
+            let body: UpdateUserRequest = http::read_json(req).await?;
+            js(http::json(200, &deps.admin_update_user(&meta, rng, &admin, id, body).await?, None, &[]))
+        }
+        Route::AdminDeleteUser { id } => {
+            let admin = admin().await?;
+            deps.admin_delete_user(&meta, rng, &admin, id).await?;
+            js(http::empty(204, &[]))
+        }
+        Route::AdminBanUser { id } => {
+            let admin = admin().await?;
+            let _: Option<Empty> = http::read_optional_json(req).await?;
+            js(http::json(200, &deps.admin_set_banned(&meta, rng, &admin, id, true).await?, None, &[]))
+        }
+        Route::AdminUnbanUser { id } => {
+            let admin = admin().await?;
+            let _: Option<Empty> = http::read_optional_json(req).await?;
+            js(http::json(200, &deps.admin_set_banned(&meta, rng, &admin, id, false).await?, None, &[]))
+        }
+        Route::AdminAddRole { id, role } => {
+            let admin = admin().await?;
+            let _: Option<Empty> = http::read_optional_json(req).await?;
+            js(http::json(200, &deps.admin_set_role(&meta, rng, &admin, id, role, true).await?, None, &[]))
+        }
+        Route::AdminRemoveRole { id, role } => {
+            let admin = admin().await?;
+            let _: Option<Empty> = http::read_optional_json(req).await?;
+            js(http::json(200, &deps.admin_set_role(&meta, rng, &admin, id, role, false).await?, None, &[]))
+        }
+        Route::AdminRevokeSessions { id } => {
+            let admin = admin().await?;
+            let _: Option<Empty> = http::read_optional_json(req).await?;
+            js(http::json(200, &deps.admin_revoke_sessions(&meta, rng, &admin, id).await?, None, &[]))
+        }
+        Route::OauthExchange => oauth::exchange(req, &deps, &meta, &cfg).await,
+        Route::OauthAuthorize { provider } => oauth::authorize(&deps, &meta, url, provider).await,
+        Route::OauthLink { provider } => oauth::link(req, &deps, &meta, &cfg, url, provider).await,
+        Route::OauthCallback { provider } => oauth::callback(req, &deps, &meta, &cfg, url, provider).await,
+        Route::OauthUnlink { provider } => oauth::unlink(req, &deps, &meta, &cfg, url, provider).await,
     }
 }
 
@@ -445,41 +494,8 @@ fn send_in_background(ctx: &Context, env: &Env, cfg: &Rc<Config>, meta: Meta, wh
     });
 }
 
-/// The methods a known auth API path takes (for 405's `Allow`), or `None`
-/// for a path the API does not have. `HEAD` goes with every `GET`.
-fn allowed_methods(path: &str) -> Option<&'static str> {
-    Some(match path {
-        "/.well-known/jwks.json" | "/.well-known/openid-configuration" | "/auth/me" | "/auth/sessions" => "GET, HEAD",
-        "/auth/magic-link/verify" => "GET, HEAD, POST",
-        "/auth/signup"
-        | "/auth/login"
-        | "/auth/refresh"
-        | "/auth/logout"
-        | "/auth/sessions/revoke-others"
-        | "/auth/magic-link"
-        | "/auth/otp"
-        | "/auth/otp/verify"
-        | "/auth/password/forgot"
-        | "/auth/password/reset"
-        | "/auth/password/change"
-        | "/auth/email/verify/request"
-        | "/auth/email/verify"
-        | "/auth/admin/keys/rotate" => "POST",
-        p if p.starts_with("/auth/sessions/") => "DELETE",
-        p if retire_kid(p).is_some() => "POST",
-        _ => return None,
-    })
-}
-
-/// The `{kid}` of `/auth/admin/keys/{kid}/retire` (any non-empty segment:
-/// the flow says whether it is a key id).
-fn retire_kid(path: &str) -> Option<&str> {
-    let kid = path.strip_prefix("/auth/admin/keys/")?.strip_suffix("/retire")?;
-    (!kid.is_empty() && !kid.contains('/')).then_some(kid)
-}
-
-const ADMIN_USERS: &str = "/auth/admin/users";
-const ADMIN_USERS_PREFIX: &str = "/auth/admin/users/";
+/// Longest session id `DELETE /auth/sessions/{id}` looks up (ids are UUIDs).
+const MAX_SESSION_ID_LEN: usize = 64;
 
 /// What `GET /auth/magic-link/verify` (a link opened in a browser or
 /// prefetched by a mail scanner) answers, without touching the token.
@@ -487,66 +503,3 @@ const MAGIC_LINK_LANDING: crate::core::flows::Accepted = crate::core::flows::Acc
     message: "opening this link does not sign in or use it up: the app that asked for it signs in by \
               POSTing {\"token\": ...} to /auth/magic-link/verify",
 };
-
-/// `/auth/admin/users` and below. Unknown shapes are 404s, known shapes
-/// with another method 405s.
-async fn admin_users(
-    req: &Request,
-    deps: &Deps<'_, D1Store, QueueSink<'_>, EdgeKeys<'_>>,
-    meta: &Meta,
-    method: &str,
-    path: &str,
-    query: Option<&str>,
-    bearer: Option<&str>,
-) -> Result<Response, Error> {
-    let js = |r: JsResult<Response>| r.map_err(|e| Error::Internal(format!("response: {e:?}")));
-    let rng = &mut OsRandom;
-    let rest = path.strip_prefix(ADMIN_USERS).unwrap_or("");
-    let segments: Vec<&str> = rest.split('/').skip(1).collect();
-    // Authorisation comes before the query or body is read: callers who are
-    // not administrators learn nothing about what a valid request looks like.
-    let admin = || deps.require_admin(meta, bearer);
-    match (method, segments.as_slice()) {
-        ("GET", []) => {
-            let admin = admin().await?;
-            let q = ListQuery::parse(query)?;
-            js(http::json(200, &deps.admin_list_users(&admin, q).await?, None, &[]))
-        }
-        ("GET", [id]) => {
-            let admin = admin().await?;
-            js(http::json(200, &deps.admin_get_user(&admin, id).await?, None, &[]))
-        }
-        ("PATCH", [id]) => {
-            let admin = admin().await?;
-            let body: UpdateUserRequest = http::read_json(req).await?;
-            js(http::json(200, &deps.admin_update_user(meta, rng, &admin, id, body).await?, None, &[]))
-        }
-        ("DELETE", [id]) => {
-            let admin = admin().await?;
-            deps.admin_delete_user(meta, rng, &admin, id).await?;
-            js(http::empty(204, &[]))
-        }
-        ("POST", [id, action @ ("ban" | "unban")]) => {
-            let admin = admin().await?;
-            let _: Option<Empty> = http::read_optional_json(req).await?;
-            let user = deps.admin_set_banned(meta, rng, &admin, id, *action == "ban").await?;
-            js(http::json(200, &user, None, &[]))
-        }
-        (m @ ("POST" | "DELETE"), [id, "roles", role]) => {
-            let admin = admin().await?;
-            let _: Option<Empty> = http::read_optional_json(req).await?;
-            let user = deps.admin_set_role(meta, rng, &admin, id, role, m == "POST").await?;
-            js(http::json(200, &user, None, &[]))
-        }
-        ("POST", [id, "sessions", "revoke"]) => {
-            let admin = admin().await?;
-            let _: Option<Empty> = http::read_optional_json(req).await?;
-            js(http::json(200, &deps.admin_revoke_sessions(meta, rng, &admin, id).await?, None, &[]))
-        }
-        (_, []) => Err(Error::MethodNotAllowed { allow: "GET, HEAD" }),
-        (_, [_]) => Err(Error::MethodNotAllowed { allow: "GET, HEAD, PATCH, DELETE" }),
-        (_, [_, "ban" | "unban"] | [_, "sessions", "revoke"]) => Err(Error::MethodNotAllowed { allow: "POST" }),
-        (_, [_, "roles", _]) => Err(Error::MethodNotAllowed { allow: "POST, DELETE" }),
-        _ => Err(Error::NotFound),
-    }
-}

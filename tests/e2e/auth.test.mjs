@@ -798,7 +798,7 @@ test("the OpenID configuration names the gateway URL as issuer and its JWKS", as
 });
 
 test("an unknown /auth path answers 404 not_found", async () => {
-  for (const p of ["/auth/nope", "/auth", "/auth/login/extra", "/.well-known/nope"]) {
+  for (const p of ["/auth/nope", "/auth", "/auth/login/extra", "/.well-known/nope", "/auth/admin/users/some-id/roles", "/auth/oauth/acme/authorize/x"]) {
     await assertProblem(await fetch(`${gw.url}${p}`), 404, "not_found", p);
     await assertProblem(await post(`${gw.url}${p}`, {}), 404, "not_found", `POST ${p}`);
   }
@@ -820,6 +820,12 @@ test("a wrong method on a known /auth path answers 405 method_not_allowed with t
     ["PUT", "/auth/admin/users", "GET, HEAD"],
     ["POST", "/auth/admin/users/some-id", "GET, HEAD, PATCH, DELETE"],
     ["GET", "/auth/admin/users/some-id/roles/admin", "POST, DELETE"],
+    ["GET", "/auth/admin/users/some-id/ban", "POST"],
+    ["GET", "/auth/admin/users/some-id/sessions/revoke", "POST"],
+    ["GET", "/auth/admin/keys/some-kid/retire", "POST"],
+    ["DELETE", "/auth/oauth/exchange", "POST"],
+    ["POST", "/auth/oauth/acme/callback", "GET, HEAD"],
+    ["GET", "/auth/oauth/acme", "DELETE"],
   ];
   for (const [method, p, allow] of cases) {
     const res = await fetch(`${gw.url}${p}`, { method });

@@ -1,0 +1,173 @@
+//! The D1 adapter: every SQL statement of the project, behind the core ports.
+//!
+//! Statements use `?N` placeholders only. Row structs mirror the tables and
+//! are converted to domain types here. Writes that must be atomic go through
+//! `db.batch`, which D1 runs as one transaction; single-use consumption is
+//! decided by a conditional statement's changed-row count.
+//!
+//! The store also holds the `TOKENS` KV namespace: link tokens are hinted
+//! there (see [`crate::edge::kv`]) so unknown or expired ones are refused
+//! before any D1 write; the decision itself is always D1's.
+//!
+//! # Layout
+//!
+//! This file holds [`D1Store`], its statement helpers, the value and row
+//! conversions and the SQL fragments more than one port uses. Each port has
+//! a file of its own, with its statements and row structs:
+//! [`users`] ([`UserStore`](crate::core::ports::UserStore)),
+//! [`sessions`] ([`SessionStore`](crate::core::ports::SessionStore)),
+//! [`accounts`] ([`AccountStore`](crate::core::ports::AccountStore)),
+//! [`email_tokens`] ([`EmailTokenStore`](crate::core::ports::EmailTokenStore)),
+//! [`keys`] ([`KeyStore`](crate::core::ports::KeyStore)),
+//! [`rate_limits`] ([`RateLimitStore`](crate::core::ports::RateLimitStore)),
+//! [`oauth`] ([`OAuthStore`](crate::core::oauth::OAuthStore)),
+//! [`deliveries`] ([`DeliveryLedger`](crate::core::ports::DeliveryLedger))
+//! and [`outbox`] (events the queue did not take).
+
+mod accounts;
+mod deliveries;
+mod email_tokens;
+mod keys;
+mod oauth;
+mod outbox;
+mod rate_limits;
+mod sessions;
+mod users;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use wasm_bindgen::JsValue;
+use worker::{D1Database, D1PreparedStatement, Env};
+
+use crate::core::ports::Result;
+use crate::core::time::UnixTime;
+use crate::core::users::User;
+use crate::edge::error::{Dependency::D1, EdgeResult};
+use crate::edge::kv::TokenHints;
+
+const USER_COLUMNS: &str = "u.id, u.email, u.name, u.password_hash, u.email_verified, u.avatar_url, u.phone, \
+     u.banned, u.created_at, u.auth_epoch, \
+     (SELECT group_concat(r.role, ',') FROM user_roles r WHERE r.user_id = u.id) AS roles";
+
+/// SQL: the session `?{sid}` of user `?{uid}` is live at `?{now}` under
+/// `SESSION_MAX_AGE` `?{max_age}` — what [`crate::core::session::Session::is_live`]
+/// says, decided inside the write it conditions
+/// ([`LiveSession`](crate::core::session::LiveSession)).
+fn session_is_live(sid: u8, uid: u8, now: u8, max_age: u8) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM sessions WHERE id = ?{sid} AND user_id = ?{uid} AND revoked_at IS NULL \
+         AND expires_at > ?{now} AND created_at + ?{max_age} > ?{now})"
+    )
+}
+
+/// `SESSION_MAX_AGE` as bound.
+fn max_age(secs: u64) -> JsValue {
+    int(i64::try_from(secs).unwrap_or(i64::MAX))
+}
+
+/// D1 (with the `TOKENS` KV hints) behind every storage port (see the
+/// module's layout), and the event outbox.
+pub struct D1Store {
+    db: D1Database,
+    hints: TokenHints,
+}
+
+fn text(s: &str) -> JsValue {
+    JsValue::from_str(s)
+}
+
+fn opt_text(s: Option<&str>) -> JsValue {
+    s.map_or(JsValue::NULL, JsValue::from_str)
+}
+
+fn int(n: i64) -> JsValue {
+    JsValue::from_f64(n as f64)
+}
+
+fn time(t: UnixTime) -> JsValue {
+    int(t.0)
+}
+
+fn int_u(n: u64) -> JsValue {
+    JsValue::from_f64(n as f64)
+}
+
+#[derive(Deserialize)]
+struct UserRow {
+    id: String,
+    email: String,
+    name: Option<String>,
+    password_hash: Option<String>,
+    email_verified: i64,
+    avatar_url: Option<String>,
+    phone: Option<String>,
+    banned: i64,
+    created_at: i64,
+    auth_epoch: i64,
+    roles: Option<String>,
+}
+
+/// An epoch as stored (never negative: it starts at 0 and only grows).
+fn epoch(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+impl From<UserRow> for User {
+    fn from(r: UserRow) -> Self {
+        let mut roles: Vec<String> =
+            r.roles.unwrap_or_default().split(',').filter(|s| !s.is_empty()).map(str::to_string).collect();
+        roles.sort_unstable();
+        User {
+            id: r.id,
+            email: r.email,
+            name: r.name,
+            password_hash: r.password_hash,
+            email_verified: r.email_verified != 0,
+            avatar_url: r.avatar_url,
+            phone: r.phone,
+            banned: r.banned != 0,
+            roles,
+            created_at: UnixTime(r.created_at),
+            auth_epoch: epoch(r.auth_epoch),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct CountRow {
+    total: i64,
+}
+
+impl D1Store {
+    /// The `DB` binding, with the `TOKENS` KV namespace.
+    pub fn new(env: &Env) -> Result<Self> {
+        Ok(Self { db: env.d1("DB").or_unavailable(D1)?, hints: TokenHints::new(env.kv("TOKENS").ok()) })
+    }
+
+    fn stmt(&self, sql: &str, args: &[JsValue]) -> Result<D1PreparedStatement> {
+        self.db.prepare(sql).bind(args).or_unavailable(D1)
+    }
+
+    async fn first<T: DeserializeOwned>(&self, sql: &str, args: &[JsValue]) -> Result<Option<T>> {
+        self.stmt(sql, args)?.first::<T>(None).await.or_unavailable(D1)
+    }
+
+    async fn all<T: DeserializeOwned>(&self, sql: &str, args: &[JsValue]) -> Result<Vec<T>> {
+        let res = self.stmt(sql, args)?.all().await.or_unavailable(D1)?;
+        res.results::<T>().or_unavailable(D1)
+    }
+
+    /// Runs a statement; returns the number of rows it changed.
+    async fn run(&self, sql: &str, args: &[JsValue]) -> Result<usize> {
+        let res = self.stmt(sql, args)?.run().await.or_unavailable(D1)?;
+        Ok(res.meta().or_unavailable(D1)?.and_then(|m| m.changes).unwrap_or(0))
+    }
+
+    async fn batch(&self, stmts: Vec<D1PreparedStatement>) -> Result<Vec<worker::D1Result>> {
+        self.db.batch(stmts).await.or_unavailable(D1)
+    }
+}
+
+fn changes(res: &worker::D1Result) -> Result<usize> {
+    Ok(res.meta().or_unavailable(D1)?.and_then(|m| m.changes).unwrap_or(0))
+}

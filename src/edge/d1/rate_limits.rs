@@ -1,0 +1,131 @@
+//! [`RateLimitStore`] on D1: fixed-window counters (`rate_limits`) and
+//! login failures (`login_failures`).
+
+use serde::Deserialize;
+
+use super::{changes, int, text, time, D1Store};
+use crate::core::error::Error;
+use crate::core::ports::{RateLimitStore, Result};
+use crate::core::rate_limit::{Count, Hit};
+use crate::core::time::UnixTime;
+use crate::edge::error::{Dependency::D1, EdgeResult};
+
+#[derive(Deserialize)]
+struct HitRow {
+    count: i64,
+    expires_at: i64,
+}
+
+#[derive(Deserialize)]
+struct FailuresRow {
+    failures: i64,
+    last_failed_at: i64,
+}
+
+impl RateLimitStore for D1Store {
+    async fn hit(&self, hits: &[Hit], now: UnixTime) -> Result<Vec<Option<Count>>> {
+        // One upsert per key, in one batch (a transaction, run in order): a
+        // missing or ended window opens at `now`; otherwise the count goes up
+        // by one. SET sees the row's old values. A conditional hit inserts
+        // through a SELECT whose WHERE reads the earlier counter as this
+        // batch left it: refused, it writes nothing and returns no row.
+        macro_rules! upsert {
+            () => {
+                "ON CONFLICT (key) DO UPDATE SET \
+                   count = CASE WHEN rate_limits.expires_at <= ?2 THEN 1 ELSE rate_limits.count + 1 END, \
+                   window_start = CASE WHEN rate_limits.expires_at <= ?2 THEN ?2 ELSE rate_limits.window_start END, \
+                   expires_at = CASE WHEN rate_limits.expires_at <= ?2 THEN ?3 ELSE rate_limits.expires_at END \
+                 RETURNING count, expires_at"
+            };
+        }
+        const HIT: &str = concat!(
+            "INSERT INTO rate_limits (key, window_start, count, expires_at) VALUES (?1, ?2, 1, ?3) ",
+            upsert!()
+        );
+        const HIT_WITHIN: &str = concat!(
+            "INSERT INTO rate_limits (key, window_start, count, expires_at) SELECT ?1, ?2, 1, ?3 \
+             WHERE (SELECT count FROM rate_limits WHERE key = ?4) <= ?5 ",
+            upsert!()
+        );
+        let stmts = hits
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let args = [text(&h.key), time(now), time(now.plus_secs(h.window_secs))];
+                match h.within {
+                    None => self.stmt(HIT, &args),
+                    Some(w) => {
+                        let earlier = hits.get(w.hit).filter(|_| w.hit < i).ok_or_else(|| {
+                            Error::Internal(format!("rate limit hit {i} is conditioned on hit {}", w.hit))
+                        })?;
+                        let [key, start, end] = args;
+                        self.stmt(HIT_WITHIN, &[key, start, end, text(&earlier.key), int(i64::from(w.limit))])
+                    }
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let results = self.batch(stmts).await?;
+        results
+            .iter()
+            .zip(hits)
+            .map(|(r, h)| {
+                let rows = r.results::<HitRow>().or_unavailable(D1)?;
+                match (rows.first(), h.within) {
+                    (Some(row), _) => Ok(Some(Count {
+                        count: u32::try_from(row.count).unwrap_or(u32::MAX),
+                        resets_at: UnixTime(row.expires_at),
+                    })),
+                    (None, Some(_)) => Ok(None),
+                    (None, None) => Err(D1.failed("rate limit upsert returned no row")),
+                }
+            })
+            .collect()
+    }
+
+    async fn unhit(&self, key: &str, resets_at: UnixTime, limit: u32) -> Result<()> {
+        self.run(
+            "UPDATE rate_limits SET count = count - 1 WHERE key = ?1 AND expires_at = ?2 AND count > 0 AND count <= ?3",
+            &[text(key), time(resets_at), int(i64::from(limit))],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn login_failures(&self, email: &str) -> Result<Option<(u32, UnixTime)>> {
+        let row = self
+            .first::<FailuresRow>(
+                "SELECT failures, last_failed_at FROM login_failures WHERE email = ?1",
+                &[text(email)],
+            )
+            .await?;
+        Ok(row.map(|r| (u32::try_from(r.failures).unwrap_or(u32::MAX), UnixTime(r.last_failed_at))))
+    }
+
+    async fn record_login_failure(&self, email: &str, now: UnixTime, forget_before: UnixTime) -> Result<()> {
+        self.run(
+            "INSERT INTO login_failures (email, failures, last_failed_at) VALUES (?1, 1, ?2) \
+             ON CONFLICT (email) DO UPDATE SET \
+               failures = CASE WHEN login_failures.last_failed_at < ?3 THEN 1 ELSE login_failures.failures + 1 END, \
+               last_failed_at = MAX(login_failures.last_failed_at, ?2)",
+            &[text(email), time(now), time(forget_before)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn clear_login_failures(&self, email: &str) -> Result<()> {
+        self.run("DELETE FROM login_failures WHERE email = ?1", &[text(email)]).await?;
+        Ok(())
+    }
+}
+
+impl D1Store {
+    /// Deletes rate-limit counters whose window ended before `now` and
+    /// login failures last counted before `forget_before`; returns how many.
+    pub async fn prune_rate_limits(&self, now: UnixTime, forget_before: UnixTime) -> Result<usize> {
+        let counters = self.stmt("DELETE FROM rate_limits WHERE expires_at < ?1", &[time(now)])?;
+        let failures = self.stmt("DELETE FROM login_failures WHERE last_failed_at < ?1", &[time(forget_before)])?;
+        let results = self.batch(vec![counters, failures]).await?;
+        results.iter().map(changes).sum()
+    }
+}
