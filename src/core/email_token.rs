@@ -10,10 +10,9 @@
 
 use std::fmt;
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use crate::core::crypto::{b64url, MacKey, MAC_LEN};
 use crate::core::ids::Random;
 use crate::core::keys::Kek;
 use crate::core::time::UnixTime;
@@ -115,7 +114,7 @@ pub fn is_link_token(raw: &str) -> bool {
 /// The key codes are hashed with, derived from `KEY_ENCRYPTION_KEY`.
 /// Its `Debug` prints nothing.
 #[derive(Clone)]
-pub struct CodeKey([u8; 32]);
+pub struct CodeKey(MacKey);
 
 impl fmt::Debug for CodeKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -126,23 +125,18 @@ impl fmt::Debug for CodeKey {
 impl CodeKey {
     /// The code-hashing key of a deployment.
     pub fn from_kek(kek: &Kek) -> Self {
-        Self(kek.derive("portcullis email-otp v1"))
+        Self(MacKey::from_32(&kek.derive("portcullis email-otp v1")))
     }
 
-    fn mac(&self, challenge: &str, email: &str, code: &str) -> Hmac<Sha256> {
-        // HMAC accepts keys of any length: this cannot fail for 32 bytes.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
-            .unwrap_or_else(|_| <Hmac<Sha256> as Mac>::new(&Default::default()));
-        for part in [challenge, email, code] {
-            mac.update(&(part.len() as u64).to_be_bytes());
-            mac.update(part.as_bytes());
-        }
-        mac
+    /// Each part length-prefixed, so no two inputs read alike.
+    fn mac(&self, challenge: &str, email: &str, code: &str) -> [u8; MAC_LEN] {
+        let lens = [challenge, email, code].map(|part| (part.len() as u64).to_be_bytes());
+        self.0.tag(&[&lens[0], challenge.as_bytes(), &lens[1], email.as_bytes(), &lens[2], code.as_bytes()])
     }
 
     /// The stored form of `code` for the challenge `challenge` sent to `email`.
     pub fn hash(&self, challenge: &str, email: &str, code: &str) -> String {
-        crate::core::keys::b64url(&self.mac(challenge, email, code).finalize().into_bytes())
+        b64url(self.mac(challenge, email, code))
     }
 
     /// Whether `code` matches `stored`, in constant time.

@@ -1,7 +1,5 @@
 //! Randomness as a port, and the identifiers and secrets drawn from it.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use sha2::{Digest, Sha256};
 
 /// A source of cryptographically secure random bytes. The edge backs it with
@@ -29,13 +27,13 @@ pub fn uuid(rng: &mut impl Random) -> String {
 /// An opaque secret of 256 random bits, base64url without padding (43 chars):
 /// refresh tokens, magic-link and verification tokens.
 pub fn secret_token(rng: &mut impl Random) -> String {
-    URL_SAFE_NO_PAD.encode(rng.bytes::<32>())
+    b64url(rng.bytes::<32>())
 }
 
 /// The SHA-256 of a secret token, base64url: what storage keeps instead of the
 /// token, so a leaked table grants nothing.
 pub fn token_hash(token: &str) -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(token.as_bytes()))
+    b64url(Sha256::digest(token.as_bytes()))
 }
 
 #[cfg(test)]
@@ -83,3 +81,4 @@ mod tests {
         assert_eq!(token_hash("abc"), "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0");
     }
 }
+use crate::core::crypto::b64url;

@@ -16,10 +16,10 @@ use jwt_compact::jwk::JsonWebKey;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use crate::core::crypto::{b64url, b64url_decode, MacKey, SealKey};
 use crate::core::error::Error;
 use crate::core::ids::Random;
 use crate::core::own_signature::OwnSignatures;
-use crate::core::seal::SealKey;
 use crate::core::time::UnixTime;
 use crate::core::token::{ALG_EDDSA, ALG_ES256};
 
@@ -57,15 +57,7 @@ impl Kek {
     /// so other secrets can hang off the one configured secret without ever
     /// reusing it directly.
     pub fn derive(&self, label: &str) -> [u8; 32] {
-        use hmac::{Hmac, Mac};
-        match <Hmac<Sha256> as Mac>::new_from_slice(&self.0) {
-            Ok(mut mac) => {
-                mac.update(label.as_bytes());
-                mac.finalize().into_bytes().into()
-            }
-            // HMAC takes keys of any length; unreachable for 32 bytes.
-            Err(_) => [0; 32],
-        }
+        MacKey::from_32(&self.0).tag(&[label.as_bytes()])
     }
 
     /// The KEK itself as the sealing key of signing keys' private halves.
@@ -176,13 +168,13 @@ impl StoredKey {
     /// The public key's JWK members: `x`, and `y` for P-256 (base64url).
     pub fn public_coordinates(&self) -> Result<(String, Option<String>), Error> {
         let bad = || Error::Internal(format!("key {}: bad public key", self.kid));
-        let raw = URL_SAFE_NO_PAD.decode(&self.public_key).map_err(|_| bad())?;
+        let raw = b64url_decode(&self.public_key).ok_or_else(bad)?;
         match self.signing_alg()? {
             SigningAlg::EdDsa if raw.len() == PublicKey::BYTES => Ok((self.public_key.clone(), None)),
             SigningAlg::Es256 => {
                 let point = p256::EncodedPoint::from_bytes(&raw).map_err(|_| bad())?;
                 match (point.x(), point.y()) {
-                    (Some(x), Some(y)) => Ok((URL_SAFE_NO_PAD.encode(x), Some(URL_SAFE_NO_PAD.encode(y)))),
+                    (Some(x), Some(y)) => Ok((b64url(x), Some(b64url(y)))),
                     _ => Err(bad()),
                 }
             }
@@ -198,7 +190,7 @@ impl StoredKey {
             return Ok(false);
         }
         let bad = || Error::Internal(format!("key {}: bad public key", self.kid));
-        let raw = URL_SAFE_NO_PAD.decode(&self.public_key).map_err(|_| bad())?;
+        let raw = b64url_decode(&self.public_key).ok_or_else(bad)?;
         Ok(match alg {
             SigningAlg::EdDsa => {
                 let pk = PublicKey::from_slice(&raw).map_err(|_| bad())?;
@@ -328,17 +320,17 @@ impl SigningKey {
         match &self.secret {
             Secret::Ed25519(sk, _) => PrivateJwk {
                 alg: SigningAlg::EdDsa,
-                d: URL_SAFE_NO_PAD.encode(sk.seed().as_ref()),
-                x: URL_SAFE_NO_PAD.encode(sk.public_key().as_ref()),
+                d: b64url(sk.seed().as_ref()),
+                x: b64url(sk.public_key().as_ref()),
                 y: None,
             },
             Secret::P256(sk) => {
                 let point = sk.verifying_key().to_encoded_point(false);
                 PrivateJwk {
                     alg: SigningAlg::Es256,
-                    d: URL_SAFE_NO_PAD.encode(sk.to_bytes()),
-                    x: point.x().map(|x| URL_SAFE_NO_PAD.encode(x)).unwrap_or_default(),
-                    y: point.y().map(|y| URL_SAFE_NO_PAD.encode(y)),
+                    d: b64url(sk.to_bytes()),
+                    x: point.x().map(b64url).unwrap_or_default(),
+                    y: point.y().map(b64url),
                 }
             }
         }
@@ -347,8 +339,8 @@ impl SigningKey {
     /// The public key as stored (base64url): see [`StoredKey::public_key`].
     fn public_key_stored(&self) -> String {
         match &self.secret {
-            Secret::Ed25519(sk, _) => URL_SAFE_NO_PAD.encode(sk.public_key().as_ref()),
-            Secret::P256(sk) => URL_SAFE_NO_PAD.encode(sk.verifying_key().to_encoded_point(false).as_bytes()),
+            Secret::Ed25519(sk, _) => b64url(sk.public_key().as_ref()),
+            Secret::P256(sk) => b64url(sk.verifying_key().to_encoded_point(false).as_bytes()),
         }
     }
 
@@ -356,7 +348,7 @@ impl SigningKey {
     fn thumbprint(&self) -> String {
         match &self.secret {
             Secret::Ed25519(sk, _) => thumbprint(&sk.public_key()),
-            Secret::P256(sk) => URL_SAFE_NO_PAD.encode(JsonWebKey::from(sk.verifying_key()).thumbprint::<Sha256>()),
+            Secret::P256(sk) => b64url(JsonWebKey::from(sk.verifying_key()).thumbprint::<Sha256>()),
         }
     }
 }
@@ -399,7 +391,7 @@ pub fn recognisable(
 /// The RFC 7638 thumbprint of an Ed25519 public key, base64url.
 pub fn thumbprint(public: &PublicKey) -> String {
     let jwk = JsonWebKey::from(public);
-    URL_SAFE_NO_PAD.encode(jwk.thumbprint::<Sha256>())
+    b64url(jwk.thumbprint::<Sha256>())
 }
 
 /// Makes a new active key for `alg`, sealed with `kek`.
@@ -482,11 +474,6 @@ pub fn jwks(keys: &[StoredKey], now: UnixTime) -> Jwks {
             })
             .collect(),
     }
-}
-
-/// Base64url without padding of raw bytes.
-pub fn b64url(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// Standard base64 of raw bytes (for secrets shown to operators).
@@ -690,17 +677,17 @@ mod tests {
         assert_eq!(json["keys"][1]["alg"], "ES256");
         let jwk = key.private_jwk();
         assert_eq!((json["keys"][1]["x"].as_str(), json["keys"][1]["y"].as_str()), (Some(&*jwk.x), jwk.y.as_deref()));
-        assert_eq!(URL_SAFE_NO_PAD.decode(&jwk.x).unwrap().len(), 32);
+        assert_eq!(b64url_decode(&jwk.x).unwrap().len(), 32);
         // The kid is the RFC 7638 thumbprint over crv, kty, x, y in that order.
         let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#, jwk.x, jwk.y.unwrap());
         use sha2::Digest;
-        assert_eq!(ec.kid, URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes())));
+        assert_eq!(ec.kid, b64url(Sha256::digest(canonical.as_bytes())));
     }
 
     #[test]
     fn kid_is_the_rfc7638_thumbprint() {
         // RFC 8037 appendix A.3 test vector.
-        let x = URL_SAFE_NO_PAD.decode("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo").unwrap();
+        let x = b64url_decode("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo").unwrap();
         let pk = PublicKey::from_slice(&x).unwrap();
         assert_eq!(thumbprint(&pk), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
     }

@@ -14,6 +14,7 @@ use std::borrow::Cow;
 use jwt_compact::{Claims, Header};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::core::crypto::{b64url, b64url_decode};
 use crate::core::error::{Error, TokenError};
 use crate::core::keys::{SigningAlg, SigningKey};
 use crate::core::ports::KeyRing;
@@ -206,9 +207,6 @@ pub fn assertion_signing_input(
     kid: &str,
     alg: SigningAlg,
 ) -> (String, UnixTime) {
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use base64::Engine;
-
     #[derive(Serialize)]
     struct AssertionHeader<'a> {
         alg: &'a str,
@@ -246,14 +244,12 @@ pub fn assertion_signing_input(
     // Serialising plain structs of strings, bools and integers cannot fail.
     let h = serde_json::to_vec(&header).unwrap_or_default();
     let p = serde_json::to_vec(&claims).unwrap_or_default();
-    (format!("{}.{}", URL_SAFE_NO_PAD.encode(h), URL_SAFE_NO_PAD.encode(p)), expires)
+    (format!("{}.{}", b64url(h), b64url(p)), expires)
 }
 
 /// A compact JWS from its signing input and signature.
 pub fn compact(signing_input: &str, signature: &[u8]) -> String {
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use base64::Engine;
-    format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature))
+    format!("{signing_input}.{}", b64url(signature))
 }
 
 /// Signs an assertion with ed25519-compact; the edge uses the runtime's Ed25519
@@ -397,9 +393,6 @@ impl<'a> Parsed<'a> {
     /// Splits and decodes `raw`, and checks the header's `alg`, `typ` and `kid`
     /// against what we accept. Cheap and bounded: the length cap comes first.
     pub fn new(raw: &'a str, token_type: &str) -> Result<Self, TokenError> {
-        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        use base64::Engine;
-
         if raw.is_empty() || raw.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Malformed);
         }
@@ -409,7 +402,7 @@ impl<'a> Parsed<'a> {
         else {
             return Err(TokenError::Malformed);
         };
-        let decode = |part: &str| URL_SAFE_NO_PAD.decode(part).map_err(|_| TokenError::Malformed);
+        let decode = |part: &str| b64url_decode(part).ok_or(TokenError::Malformed);
         let (header, claims, signature) = (decode(header)?, decode(claims)?, decode(signature)?);
         let header: JwsHeader<'_> = json_object(&header)?;
         if header.cty.as_deref().is_some_and(|c| !c.eq_ignore_ascii_case("json")) {
@@ -551,13 +544,13 @@ mod tests {
             header in prop::collection::hash_map("[a-z]{1,4}", "[ -~]{0,12}", 0..6),
             claims in prop::collection::hash_map("[a-z]{1,4}", any::<i64>(), 0..6),
         ) {
-            use base64::Engine;
-            let b64 = |v: &serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+
+            let b64 = |v: &serde_json::Value| b64url(v.to_string());
             let raw = format!(
                 "{}.{}.{}",
                 b64(&serde_json::json!(header)),
                 b64(&serde_json::json!(claims)),
-                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([7u8; 64]),
+                b64url([7u8; 64]),
             );
             if let Ok(p) = Parsed::new(&raw, ACCESS_TOKEN_TYPE) {
                 let _ = p.validated_claims(&EXPECT, UnixTime(0));
@@ -622,7 +615,7 @@ mod tests {
     /// A compact token over `header` and `claims`, validly signed by a fresh key.
     fn signed_by_a_real_key(header: serde_json::Value, claims: serde_json::Value) -> String {
         use crate::core::ids::test_support::SeqRandom;
-        use crate::core::keys::{b64url, generate, Kek};
+        use crate::core::keys::{generate, Kek};
         let (_, key) = generate(SigningAlg::EdDsa, &mut SeqRandom(5), &Kek::from_bytes([2; 32]), UnixTime(0)).unwrap();
         let input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
         compact(&input, &key.sign(input.as_bytes()))

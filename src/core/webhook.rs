@@ -6,9 +6,9 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use subtle::ConstantTimeEq;
 
+use crate::core::crypto::MacKey;
 use crate::core::time::UnixTime;
 
 /// Prefix of a Standard Webhooks secret.
@@ -25,8 +25,20 @@ pub const HEADER_TIMESTAMP: &str = "webhook-timestamp";
 pub const HEADER_SIGNATURE: &str = "webhook-signature";
 
 /// A signing key; its `Debug` prints nothing of it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct WebhookSecret(Vec<u8>);
+#[derive(Clone)]
+pub struct WebhookSecret {
+    /// The key's bytes, kept only to compare two secrets.
+    raw: Vec<u8>,
+    key: MacKey,
+}
+
+impl PartialEq for WebhookSecret {
+    fn eq(&self, other: &Self) -> bool {
+        bool::from(self.raw.ct_eq(&other.raw))
+    }
+}
+
+impl Eq for WebhookSecret {}
 
 impl std::fmt::Debug for WebhookSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -48,30 +60,26 @@ impl WebhookSecret {
                 key.len()
             ));
         }
-        Ok(Self(key))
+        let mac = MacKey::new(&key).map_err(|e| e.to_string())?;
+        Ok(Self { raw: key, key: mac })
     }
 
     /// `v1,` + base64(HMAC-SHA256(key, "{id}.{timestamp}.{body}")).
     pub fn sign(&self, id: &str, timestamp: UnixTime, body: &str) -> String {
-        // HMAC accepts keys of any length; this cannot fail.
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.0) else { return String::new() };
-        mac.update(id.as_bytes());
-        mac.update(b".");
-        mac.update(timestamp.0.to_string().as_bytes());
-        mac.update(b".");
-        mac.update(body.as_bytes());
-        format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+        let ts = timestamp.0.to_string();
+        let tag = self.key.tag(&[id.as_bytes(), b".", ts.as_bytes(), b".", body.as_bytes()]);
+        format!("v1,{}", STANDARD.encode(tag))
     }
 
     /// Whether `header` (space-separated `v1,<sig>` entries) holds a valid
     /// signature of the message; compared in constant time.
     pub fn verify(&self, id: &str, timestamp: UnixTime, body: &str, header: &str) -> bool {
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.0) else { return false };
-        mac.update(format!("{id}.{}.{body}", timestamp.0).as_bytes());
+        let ts = timestamp.0.to_string();
+        let signed: [&[u8]; 5] = [id.as_bytes(), b".", ts.as_bytes(), b".", body.as_bytes()];
         header
             .split_whitespace()
             .filter_map(|entry| entry.strip_prefix("v1,"))
-            .any(|sig| STANDARD.decode(sig).is_ok_and(|bytes| mac.clone().verify_slice(&bytes).is_ok()))
+            .any(|sig| STANDARD.decode(sig).is_ok_and(|bytes| self.key.verify(&signed, &bytes)))
     }
 
     /// The three Standard Webhooks headers for a message.

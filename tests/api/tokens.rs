@@ -172,7 +172,7 @@ fn signing_alg_is_validated_by_name() {
 
 #[test]
 fn tokens_claiming_a_lifetime_beyond_access_ttl_plus_the_leeway_are_refused_though_validly_signed() {
-    use portcullis::core::keys::b64url;
+    use portcullis::core::crypto::b64url;
     use portcullis::core::ports::KeyRing;
     for alg in ["EdDSA", "ES256"] {
         let w = World::new(&[("ACCESS_TTL", "600"), ("SIGNING_ALG", alg)]);

@@ -4,11 +4,10 @@
 //! `iat`, `nbf`, `nonce`, `sub`. The signature itself is checked by the
 //! [`ProviderNet`](crate::core::oauth::ProviderNet) port (WebCrypto at the edge).
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::core::crypto::b64url_decode;
 use crate::core::oauth::JwsAlg;
 use crate::core::time::UnixTime;
 
@@ -98,7 +97,7 @@ pub fn parse(raw: &str) -> Result<UntrustedIdToken, IdTokenError> {
     let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(IdTokenError::Malformed);
     };
-    let decode = |part: &str| URL_SAFE_NO_PAD.decode(part).map_err(|_| IdTokenError::Malformed);
+    let decode = |part: &str| b64url_decode(part).ok_or(IdTokenError::Malformed);
     let header: Header = serde_json::from_slice(&decode(h)?).map_err(|_| IdTokenError::Malformed)?;
     let alg = JwsAlg::parse(&header.alg).ok_or(IdTokenError::UnsupportedAlgorithm)?;
     if header.crit.is_some() {
@@ -244,14 +243,15 @@ pub fn check_claims(claims: &serde_json::Map<String, Value>, c: &ClaimChecks<'_>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::crypto::b64url;
     use serde_json::json;
 
     fn b64(v: &Value) -> String {
-        URL_SAFE_NO_PAD.encode(v.to_string())
+        b64url(v.to_string())
     }
 
     fn token(header: Value, claims: &Value) -> String {
-        format!("{}.{}.{}", b64(&header), b64(claims), URL_SAFE_NO_PAD.encode([1u8, 2, 3]))
+        format!("{}.{}.{}", b64(&header), b64(claims), b64url([1u8, 2, 3]))
     }
 
     const NOW: UnixTime = UnixTime(1_800_000_000);
@@ -280,7 +280,7 @@ mod tests {
 
         #[test]
         fn any_json_header_and_claims_are_handled(header in "\\PC{0,60}", body in "\\PC{0,120}", sig in "[A-Za-z0-9_-]{0,20}") {
-            let raw = format!("{}.{}.{sig}", URL_SAFE_NO_PAD.encode(&header), URL_SAFE_NO_PAD.encode(&body));
+            let raw = format!("{}.{}.{sig}", b64url(&header), b64url(&body));
             if let Ok(t) = parse(&raw) {
                 let _ = check_claims(&t.claims, &checks());
             }

@@ -12,14 +12,13 @@ pub mod idtoken;
 pub mod provider;
 pub mod redirect;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use sha2::{Digest, Sha256};
 
+use crate::core::crypto::b64url;
+use crate::core::crypto::SealKey;
 use crate::core::error::Error;
 use crate::core::ids::Random;
 use crate::core::outbound::{HttpReply, SendError};
-use crate::core::seal::SealKey;
 use crate::core::session::LiveSession;
 use crate::core::time::UnixTime;
 
@@ -34,7 +33,7 @@ pub const BINDING_COOKIE: &str = "__Host-portcullis_oauth";
 
 /// The PKCE S256 challenge of `verifier` (RFC 7636 §4.2).
 pub fn pkce_challenge(verifier: &str) -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+    b64url(Sha256::digest(verifier.as_bytes()))
 }
 
 /// A sign-in in progress, stored (under the hash of its `state`) from

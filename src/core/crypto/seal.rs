@@ -17,21 +17,19 @@
 
 use std::fmt;
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-
+use super::{b64url, b64url_decode};
 use crate::core::error::Error;
 use crate::core::ids::Random;
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
 
 /// Length of a sealing key, in bytes.
 pub const SEAL_KEY_LEN: usize = 32;
 const NONCE_LEN: usize = 12;
 
-/// An AES-256-GCM key. Its `Debug` prints nothing.
+/// An AES-256-GCM key, its cipher set up once. Its `Debug` prints nothing.
 #[derive(Clone)]
-pub struct SealKey([u8; SEAL_KEY_LEN]);
+pub struct SealKey(Aes256Gcm);
 
 impl fmt::Debug for SealKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -42,35 +40,31 @@ impl fmt::Debug for SealKey {
 impl SealKey {
     /// A key from its 32 bytes.
     pub fn new(bytes: [u8; SEAL_KEY_LEN]) -> Self {
-        Self(bytes)
-    }
-
-    fn cipher(&self) -> Result<Aes256Gcm, Error> {
-        Aes256Gcm::new_from_slice(&self.0).map_err(|_| Error::Internal("bad sealing key length".into()))
+        Self(Aes256Gcm::new(&bytes.into()))
     }
 
     /// Seals `plaintext`, bound to `aad`: `base64url(nonce || ciphertext || tag)`.
     pub fn seal(&self, aad: &[u8], plaintext: &[u8], rng: &mut impl Random) -> Result<String, Error> {
         let nonce = rng.bytes::<NONCE_LEN>();
         let ct = self
-            .cipher()?
+            .0
             .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad })
             .map_err(|_| Error::Internal("sealing failed".into()))?;
         let mut blob = nonce.to_vec();
         blob.extend_from_slice(&ct);
-        Ok(URL_SAFE_NO_PAD.encode(blob))
+        Ok(b64url(blob))
     }
 
     /// Opens what [`seal`](Self::seal) sealed with this key and the same
     /// `aad`; `None` for anything else (another key, another `aad`, a
     /// changed byte, not base64url).
     pub fn open(&self, aad: &[u8], sealed: &str) -> Option<Vec<u8>> {
-        let blob = URL_SAFE_NO_PAD.decode(sealed).ok()?;
+        let blob = b64url_decode(sealed)?;
         if blob.len() <= NONCE_LEN {
             return None;
         }
         let (nonce, ct) = blob.split_at(NONCE_LEN);
-        self.cipher().ok()?.decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad }).ok()
+        self.0.decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad }).ok()
     }
 }
 
@@ -87,10 +81,10 @@ mod tests {
         assert_eq!(key.open(b"record-1", &sealed).as_deref(), Some(&b"s3cret"[..]));
         assert_eq!(key.open(b"record-2", &sealed), None, "moved onto another record");
         assert_eq!(SealKey::new([8; 32]).open(b"record-1", &sealed), None, "another key");
-        let mut bytes = URL_SAFE_NO_PAD.decode(&sealed).unwrap();
+        let mut bytes = b64url_decode(&sealed).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
-        assert_eq!(key.open(b"record-1", &URL_SAFE_NO_PAD.encode(bytes)), None, "a changed byte");
+        assert_eq!(key.open(b"record-1", &b64url(bytes)), None, "a changed byte");
         assert_eq!(key.open(b"record-1", "AAAA"), None);
         assert_eq!(key.open(b"record-1", "not base64!"), None);
     }
@@ -101,7 +95,7 @@ mod tests {
         let a = key.seal(b"", b"same", &mut SeqRandom(1)).unwrap();
         let b = key.seal(b"", b"same", &mut SeqRandom(2)).unwrap();
         assert_ne!(a, b);
-        assert_eq!(URL_SAFE_NO_PAD.decode(&a).unwrap().len(), NONCE_LEN + 4 + 16);
+        assert_eq!(b64url_decode(&a).unwrap().len(), NONCE_LEN + 4 + 16);
     }
 
     #[test]
