@@ -168,6 +168,18 @@ routes! {
     "/auth/oauth/{provider}/link" { POST => OauthLink { provider } }
 }
 
+impl Route<'_> {
+    /// Whether the route only reads, and can afford reads up to a D1 read
+    /// replica's lag behind the primary: an administrator's listings. The
+    /// edge reads the caller's session first, from the primary, and the rest
+    /// from a replica at least that recent (docs/scaling.md). `/auth/me` and
+    /// `/auth/sessions` stay on the primary: they are what a client asks
+    /// right after signing in, and must see that sign-in.
+    pub fn replica_reads(&self) -> bool {
+        matches!(self, Route::AdminListUsers | Route::AdminGetUser { .. })
+    }
+}
+
 /// Why a request takes no route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoRoute {
@@ -577,5 +589,16 @@ mod tests {
         assert_eq!(Error::from(NoRoute::NotFound).problem().status, 404);
         let p = Error::from(NoRoute::MethodNotAllowed { allow: "POST, DELETE" }).problem();
         assert_eq!((p.status, p.code, p.allow), (405, "method_not_allowed", Some("POST, DELETE")));
+    }
+
+    #[test]
+    fn only_the_admin_listings_read_from_a_replica() {
+        let replica: Vec<&str> =
+            ["/auth/admin/users", "/auth/admin/users/u1", "/auth/me", "/auth/sessions", "/.well-known/jwks.json"]
+                .into_iter()
+                .filter(|p| match_route("GET", p).is_ok_and(|r| r.replica_reads()))
+                .collect();
+        assert_eq!(replica, ["/auth/admin/users", "/auth/admin/users/u1"]);
+        assert!(!match_route("PATCH", "/auth/admin/users/u1").is_ok_and(|r| r.replica_reads()));
     }
 }

@@ -222,7 +222,12 @@ async fn auth_api(
     path: &str,
 ) -> Result<Response, Error> {
     let js = |r: JsResult<Response>| Ok(r.context("response")?);
-    let ports = Ports::new(env, &cfg)?;
+    let method = req.method();
+    let route = auth_routes::match_route(&method, path);
+    let ports = match route {
+        Ok(r) if r.replica_reads() => Ports::with_replica_reads(env, &cfg)?,
+        _ => Ports::new(env, &cfg)?,
+    };
     let deps = ports.deps(&cfg);
     let keys = &ports.keys;
     let meta = meta(req, &cfg, url);
@@ -241,7 +246,7 @@ async fn auth_api(
 
     // No catch-all arm: a route added to the table does not compile until
     // it is served here.
-    match auth_routes::match_route(&req.method(), path)? {
+    match route? {
         Route::Jwks => js(http::json(200, &keys.jwks().await?, Some("public, max-age=300"), &[])),
         Route::OpenidConfiguration => js(http::json(200, &discovery(&meta.issuer), Some("public, max-age=300"), &[])),
         Route::Signup => {
@@ -445,6 +450,12 @@ impl<'e> Ports<'e> {
             keys: EdgeKeys::new(env, Rc::clone(cfg)),
             gate: FetchGate::new(env),
         })
+    }
+
+    /// The same, with a store whose reads after the first may come from a
+    /// D1 read replica ([`D1Store::with_replica_reads`]).
+    fn with_replica_reads(env: &'e Env, cfg: &Rc<Config>) -> Result<Self, Error> {
+        Ok(Self { store: D1Store::with_replica_reads(env)?, ..Self::new(env, cfg)? })
     }
 
     fn deps<'a>(&'a self, cfg: &'a Config) -> Deps<'a, D1Store, QueueSink<'e>, EdgeKeys<'e>> {

@@ -37,7 +37,7 @@ mod users;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use wasm_bindgen::JsValue;
-use worker::{D1Database, D1PreparedStatement, Env};
+use worker::{D1Database, D1DatabaseSession, D1PreparedStatement, D1SessionConstraint, Env};
 
 use crate::core::ports::Result;
 use crate::core::time::UnixTime;
@@ -68,8 +68,33 @@ fn max_age(secs: u64) -> JsValue {
 /// D1 (with the `TOKENS` KV hints) behind every storage port (see the
 /// module's layout), and the event outbox.
 pub struct D1Store {
-    db: D1Database,
+    db: Db,
     hints: TokenHints,
+}
+
+/// Where the store's statements go: the primary database, or a D1 session
+/// (the Sessions API) whose reads after the first may be served by a read
+/// replica at least as recent as that first read. Writes always reach the
+/// primary.
+enum Db {
+    Primary(D1Database),
+    Session(D1DatabaseSession),
+}
+
+impl Db {
+    fn prepare(&self, sql: &str) -> D1PreparedStatement {
+        match self {
+            Self::Primary(db) => db.prepare(sql),
+            Self::Session(s) => s.prepare(sql),
+        }
+    }
+
+    async fn batch(&self, stmts: Vec<D1PreparedStatement>) -> worker::Result<Vec<worker::D1Result>> {
+        match self {
+            Self::Primary(db) => db.batch(stmts).await,
+            Self::Session(s) => s.batch(stmts).await,
+        }
+    }
 }
 
 fn text(s: &str) -> JsValue {
@@ -141,7 +166,17 @@ struct CountRow {
 impl D1Store {
     /// The `DB` binding, with the `TOKENS` KV namespace.
     pub fn new(env: &Env) -> Result<Self> {
-        Ok(Self { db: env.d1("DB").or_unavailable(D1)?, hints: TokenHints::new(env.kv("TOKENS").ok()) })
+        Ok(Self { db: Db::Primary(env.d1("DB").or_unavailable(D1)?), hints: TokenHints::new(env.kv("TOKENS").ok()) })
+    }
+
+    /// The same, for a read-only request that may read from a replica: a D1
+    /// session whose first statement goes to the primary (the caller's own
+    /// session and roles are read as of now) and whose later reads may be
+    /// served by a replica at least that recent (docs/scaling.md).
+    pub fn with_replica_reads(env: &Env) -> Result<Self> {
+        let db = env.d1("DB").or_unavailable(D1)?;
+        let session = db.with_session_constraint(D1SessionConstraint::FirstPrimary).or_unavailable(D1)?;
+        Ok(Self { db: Db::Session(session), hints: TokenHints::new(env.kv("TOKENS").ok()) })
     }
 
     fn stmt(&self, sql: &str, args: &[JsValue]) -> Result<D1PreparedStatement> {
