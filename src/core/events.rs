@@ -726,6 +726,38 @@ mod tests {
     }
 
     #[test]
+    fn the_context_travels_beside_the_envelope_and_never_reaches_webhooks() {
+        let key = sealing_key();
+        let ctx = EventContext {
+            ip_address: Some("192.0.2.1".into()),
+            user_agent: Some("Mozilla/5.0".into()),
+            actor_id: Some("admin-1".into()),
+        };
+        let env = Envelope::new(
+            MagicLinkRequested { user_id: None, email: "a@b.co".into(), token: "tok".into() },
+            &mut SeqRandom(40),
+            UnixTime(5),
+        )
+        .with_context(ctx.clone());
+        assert!(!env.to_json().contains("ctx"), "the documented envelope has no ctx");
+        let sealed: Value = serde_json::from_str(&env.to_sealed_json(&key, &mut SeqRandom(41)).unwrap()).unwrap();
+        assert_eq!(
+            sealed[CONTEXT_MEMBER],
+            serde_json::json!({"ip_address": "192.0.2.1", "user_agent": "Mozilla/5.0", "actor_id": "admin-1"})
+        );
+        let opened = Received::open(sealed.clone(), &key).unwrap();
+        assert_eq!((opened.ctx.clone(), opened.event.secret()), (ctx, Some("tok")));
+        assert!(opened.to_value().get(CONTEXT_MEMBER).is_none(), "webhooks do not get it");
+        assert!(opened.to_redacted_value().get(CONTEXT_MEMBER).is_none());
+        // A context that is not one never makes an event undeliverable.
+        let mut odd = sealed;
+        odd[CONTEXT_MEMBER] = "x".into();
+        assert_eq!(Received::open(odd, &key).unwrap().ctx, EventContext::default());
+        let bare = Envelope::new(Logout { user_id: "u".into() }, &mut SeqRandom(42), UnixTime(5));
+        assert!(!bare.to_sealed_json(&key, &mut SeqRandom(43)).unwrap().contains(CONTEXT_MEMBER));
+    }
+
+    #[test]
     fn every_kind_is_unique() {
         let mut kinds = Event::KINDS.to_vec();
         kinds.sort_unstable();
