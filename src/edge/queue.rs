@@ -3,7 +3,9 @@
 //!
 //! Envelopes are sent as plain JSON objects (parsed from our own serde_json
 //! text, so `null`s and field names survive exactly), their one-time secrets
-//! sealed; the consumer opens them only to deliver. Each message is handled
+//! sealed; the consumer opens them only to deliver. Before delivering, it
+//! writes the event's audit entry from the message with its secret masked
+//! ([`crate::core::audit`]); a failed write holds up no target. Each message is handled
 //! on its own: acked when every target has the event, retried with the
 //! backoff core computed when some target does not (`retry_with_options`,
 //! never `retry_all`). The platform moves a message to the dead-letter queue
