@@ -258,7 +258,8 @@ async fn quarantine(msg: &RawMessage, wrapped: Quarantine, env: &Env) {
 
 /// Writes the audit entry of a message's body (an event; anything else has
 /// none), unless it is there already. `false` when the write failed: logged
-/// as `portcullis.audit_failed`, for the caller to try the message again.
+/// as `portcullis.audit_failed` with the message's `attempts` (0 from the
+/// dead-letter consumer), for the caller to try the message again.
 async fn audit(store: &D1Store, body: &serde_json::Value, message_id: &str, attempts: u32) -> bool {
     let Some(record) = AuditRecord::of_message(body, platform::now()) else { return true };
     match store.record_audit(&record).await {
