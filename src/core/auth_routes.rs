@@ -151,6 +151,8 @@ routes! {
     "/auth/email/verify" { POST => EmailVerify }
     "/auth/admin/keys/rotate" { POST => AdminRotateKeys }
     "/auth/admin/keys/{kid}/retire" { POST => AdminRetireKey { kid } }
+    "/auth/audit" { GET => Audit }
+    "/auth/admin/audit" { GET => AdminAudit }
     "/auth/admin/users" { GET => AdminListUsers }
     "/auth/admin/users/{id}" {
         GET => AdminGetUser { id },
@@ -350,8 +352,8 @@ mod tests {
                 }
             }
         }
-        // 36 endpoints; the 9 GET ones answer HEAD too.
-        assert_eq!(routes, 36 + 9, "every endpoint, and HEAD for each GET one");
+        // 38 endpoints; the 11 GET ones answer HEAD too.
+        assert_eq!(routes, 38 + 11, "every endpoint, and HEAD for each GET one");
     }
 
     #[test]
@@ -393,6 +395,8 @@ mod tests {
         assert_eq!(match_route("HEAD", "/.well-known/jwks.json"), Ok(Route::Jwks));
         assert_eq!(match_route("HEAD", "/auth/magic-link/verify"), Ok(Route::MagicLinkLanding));
         assert_eq!(match_route("HEAD", "/auth/admin/users/u1"), Ok(Route::AdminGetUser { id: "u1" }));
+        assert_eq!(match_route("GET", "/auth/admin/audit"), Ok(Route::AdminAudit));
+        assert_eq!(match_route("HEAD", "/auth/audit"), Ok(Route::Audit));
         assert_eq!(match_route("HEAD", "/auth/login"), not_allowed("POST"));
         assert_eq!(match_route("HEAD", "/auth/sessions/s-1"), not_allowed("DELETE"));
     }
@@ -424,6 +428,8 @@ mod tests {
             ("GET", "/auth/admin/keys/rotate", "POST"),
             ("GET", "/auth/admin/keys/k1/retire", "POST"),
             ("PUT", "/auth/admin/users", "GET, HEAD"),
+            ("POST", "/auth/admin/audit", "GET, HEAD"),
+            ("DELETE", "/auth/audit", "GET, HEAD"),
             ("POST", "/auth/admin/users/some-id", "GET, HEAD, PATCH, DELETE"),
             ("PUT", "/auth/admin/users/some-id", "GET, HEAD, PATCH, DELETE"),
             ("GET", "/auth/admin/users/some-id/ban", "POST"),
@@ -464,6 +470,8 @@ mod tests {
             "/auth/admin/keys/k1",
             "/auth/admin/keys/k1/retire/x",
             "/auth/admin/usersx",
+            "/auth/admin/audit/x",
+            "/auth/audit/u1",
             "/auth/admin/users/u1/roles",
             "/auth/admin/users/u1/roles/r/x",
             "/auth/admin/users/u1/sessions",

@@ -41,6 +41,10 @@ pub const ORIGIN_TIMEOUT_MS: u32 = 30_000;
 pub const WEBHOOK_TIMEOUT_MS: u32 = 10_000;
 /// Default `RETRY_BASE_DELAY_SECS`: the first retry of a failed delivery.
 pub const RETRY_BASE_DELAY_SECS: u32 = 30;
+/// Default `AUDIT_RETENTION_DAYS`: how long the audit log keeps an entry.
+pub const AUDIT_RETENTION_DAYS: u32 = 90;
+/// Longest `AUDIT_RETENTION_DAYS` accepted (ten years).
+pub const MAX_AUDIT_RETENTION_DAYS: u32 = 3_650;
 /// Default audience.
 pub const DEFAULT_AUDIENCE: &str = "portcullis";
 /// Default `AUTH_PREFIX`: where the auth API lives.
@@ -126,6 +130,9 @@ pub struct Config {
     pub rate_limits: RateLimits,
     /// `OAUTH_PROVIDERS`, their `OAUTH_<ID>_CLIENT_SECRET`s and `REDIRECT_ALLOWLIST`.
     pub oauth: OAuthConfig,
+    /// `AUDIT_RETENTION_DAYS`: the cron trigger deletes audit log entries
+    /// older than this many days.
+    pub audit_retention_days: u32,
 }
 
 /// A configuration problem, naming the setting.
@@ -283,6 +290,15 @@ impl Config {
             n if (1..=3_600).contains(&n) => n,
             n => return Err(err("RETRY_BASE_DELAY_SECS", format!("{n} must be between 1 and 3600 seconds"))),
         };
+        let audit_retention_days = match number("AUDIT_RETENTION_DAYS", AUDIT_RETENTION_DAYS)? {
+            n if (1..=MAX_AUDIT_RETENTION_DAYS).contains(&n) => n,
+            n => {
+                return Err(err(
+                    "AUDIT_RETENTION_DAYS",
+                    format!("{n} must be between 1 and {MAX_AUDIT_RETENTION_DAYS} days"),
+                ))
+            }
+        };
         let email = EmailSettings::from_lookup(&var).map_err(|(name, why)| err(&name, why))?;
         let hook = match var("HOOK_URL") {
             None => None,
@@ -359,6 +375,7 @@ impl Config {
             password_policy,
             rate_limits,
             oauth,
+            audit_retention_days,
         })
     }
 
@@ -441,6 +458,7 @@ mod tests {
         assert_eq!((c.webhook_timeout_ms, c.retry_base_delay_secs), (10_000, 30));
         assert_eq!(c.issuer_for("http://127.0.0.1:8787/"), "http://127.0.0.1:8787");
         assert_eq!(c.auth_prefix, "/auth");
+        assert_eq!(c.audit_retention_days, 90);
         assert_eq!(c.auth_url("https://gw.example", "/oauth/x/callback"), "https://gw.example/auth/oauth/x/callback");
     }
 
@@ -491,6 +509,9 @@ mod tests {
             ("WEBHOOK_EVENTS", "login, logn"),
             ("WEBHOOK_TIMEOUT_MS", "0"),
             ("RETRY_BASE_DELAY_SECS", "0"),
+            ("AUDIT_RETENTION_DAYS", "0"),
+            ("AUDIT_RETENTION_DAYS", "3651"),
+            ("AUDIT_RETENTION_DAYS", "90d"),
             ("EMAIL_TRANSPORT", "carrier-pigeon"),
             ("EMAIL_FROM", "nobody"),
             ("HOOK_URL", "ftp://hooks.example"),

@@ -257,6 +257,35 @@ impl std::fmt::Display for OpenError {
     }
 }
 
+/// Facts about the request behind an event that are not part of its
+/// documented `data`: who made it, from where, with what client. They travel
+/// beside the envelope on the queue (member `ctx`, see
+/// [`Envelope::to_sealed_json`]) for the audit log (`core::audit`), and are
+/// never sent to webhooks. Every member is optional: an event of the cron
+/// trigger has none.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventContext {
+    /// The client's IP address (`CF-Connecting-IP`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_address: Option<String>,
+    /// The client's `User-Agent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// The administrator who acted, for actions taken through the admin API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor_id: Option<String>,
+}
+
+impl EventContext {
+    /// Whether no member is set (then the envelope carries no `ctx`).
+    pub fn is_empty(&self) -> bool {
+        self.ip_address.is_none() && self.user_agent.is_none() && self.actor_id.is_none()
+    }
+}
+
+/// Member of the queued envelope holding its [`EventContext`].
+pub const CONTEXT_MEMBER: &str = "ctx";
+
 /// An event as it travels on the queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Envelope {
@@ -271,13 +300,30 @@ pub struct Envelope {
     pub v: u32,
     /// The event's fields.
     pub data: Event,
+    /// The request's facts, queued beside the envelope (not in
+    /// [`Envelope::to_json`], the envelope as documented).
+    #[serde(skip)]
+    pub ctx: EventContext,
 }
 
 impl Envelope {
-    /// Wraps `event` with a fresh id and the time `now`.
+    /// Wraps `event` with a fresh id and the time `now`, without context.
     pub fn new(event: impl Into<Event>, rng: &mut impl Random, now: UnixTime) -> Self {
         let data = event.into();
-        Self { id: ids::uuid(rng), kind: data.kind(), timestamp: now.rfc3339(), v: ENVELOPE_VERSION, data }
+        Self {
+            id: ids::uuid(rng),
+            kind: data.kind(),
+            timestamp: now.rfc3339(),
+            v: ENVELOPE_VERSION,
+            data,
+            ctx: EventContext::default(),
+        }
+    }
+
+    /// The envelope with `ctx` as its request's facts.
+    pub fn with_context(mut self, ctx: EventContext) -> Self {
+        self.ctx = ctx;
+        self
     }
 
     /// The JSON text of the envelope, secrets in clear (what webhooks get).
@@ -290,7 +336,9 @@ impl Envelope {
     /// (outbox, dead letters): its one-time secret, if any, replaced by
     /// `{"sealed": base64url(nonce || AES-256-GCM(secret))}` under `key`
     /// (see [`secrets_key`]), bound to the whole envelope (id, type,
-    /// timestamp, version and every other data member, see `sealing_aad`).
+    /// timestamp, version and every other data member, see `sealing_aad`);
+    /// and its [`EventContext`], if any, as the member `ctx` — outside what
+    /// the seal binds, as it decides nothing about delivery.
     pub fn to_sealed_json(&self, key: &SealKey, rng: &mut impl Random) -> Result<String, Error> {
         let mut body = serde_json::to_value(self).map_err(|e| Error::Internal(format!("event json: {e}")))?;
         if let Some(field) = secret_field(self.kind) {
@@ -299,6 +347,12 @@ impl Envelope {
                 if let Some(slot) = body.get_mut("data").and_then(|d| d.get_mut(field)) {
                     *slot = serde_json::json!({ SEALED_MEMBER: sealed });
                 }
+            }
+        }
+        if !self.ctx.is_empty() {
+            let ctx = serde_json::to_value(&self.ctx).map_err(|e| Error::Internal(format!("event context: {e}")))?;
+            if let Some(members) = body.as_object_mut() {
+                members.insert(CONTEXT_MEMBER.into(), ctx);
             }
         }
         Ok(body.to_string())
@@ -317,6 +371,10 @@ pub struct Received {
     pub v: u32,
     /// The typed event.
     pub event: Event,
+    /// The request's facts queued beside it (empty for a message without
+    /// `ctx`, or with one that is not an [`EventContext`]: they only feed
+    /// the audit log, so they never make a message undeliverable).
+    pub ctx: EventContext,
 }
 
 #[derive(Deserialize)]
@@ -328,6 +386,8 @@ struct RawEnvelope {
     #[serde(default = "default_version")]
     v: u32,
     data: serde_json::Value,
+    #[serde(default)]
+    ctx: Option<serde_json::Value>,
 }
 
 fn default_version() -> u32 {
@@ -398,10 +458,12 @@ impl Received {
             return Err("envelope: empty id".into());
         }
         let event = Event::from_parts(&raw.kind, raw.data)?;
-        Ok(Self { id: raw.id, timestamp: raw.timestamp, v: raw.v, event })
+        let ctx = raw.ctx.and_then(|c| serde_json::from_value(c).ok()).unwrap_or_default();
+        Ok(Self { id: raw.id, timestamp: raw.timestamp, v: raw.v, event, ctx })
     }
 
-    /// Back to the envelope's JSON value (what webhooks receive).
+    /// Back to the envelope's JSON value (what webhooks receive): without
+    /// its [`EventContext`].
     pub fn to_value(&self) -> serde_json::Value {
         serde_json::json!({
             "id": self.id,
@@ -661,6 +723,38 @@ mod tests {
             scrub("invalid type: integer `804211`, near t0k", &["t0k".into(), "804211".into()]),
             "invalid type: integer `[redacted]`, near [redacted]"
         );
+    }
+
+    #[test]
+    fn the_context_travels_beside_the_envelope_and_never_reaches_webhooks() {
+        let key = sealing_key();
+        let ctx = EventContext {
+            ip_address: Some("192.0.2.1".into()),
+            user_agent: Some("Mozilla/5.0".into()),
+            actor_id: Some("admin-1".into()),
+        };
+        let env = Envelope::new(
+            MagicLinkRequested { user_id: None, email: "a@b.co".into(), token: "tok".into() },
+            &mut SeqRandom(40),
+            UnixTime(5),
+        )
+        .with_context(ctx.clone());
+        assert!(!env.to_json().contains("ctx"), "the documented envelope has no ctx");
+        let sealed: Value = serde_json::from_str(&env.to_sealed_json(&key, &mut SeqRandom(41)).unwrap()).unwrap();
+        assert_eq!(
+            sealed[CONTEXT_MEMBER],
+            serde_json::json!({"ip_address": "192.0.2.1", "user_agent": "Mozilla/5.0", "actor_id": "admin-1"})
+        );
+        let opened = Received::open(sealed.clone(), &key).unwrap();
+        assert_eq!((opened.ctx.clone(), opened.event.secret()), (ctx, Some("tok")));
+        assert!(opened.to_value().get(CONTEXT_MEMBER).is_none(), "webhooks do not get it");
+        assert!(opened.to_redacted_value().get(CONTEXT_MEMBER).is_none());
+        // A context that is not one never makes an event undeliverable.
+        let mut odd = sealed;
+        odd[CONTEXT_MEMBER] = "x".into();
+        assert_eq!(Received::open(odd, &key).unwrap().ctx, EventContext::default());
+        let bare = Envelope::new(Logout { user_id: "u".into() }, &mut SeqRandom(42), UnixTime(5));
+        assert!(!bare.to_sealed_json(&key, &mut SeqRandom(43)).unwrap().contains(CONTEXT_MEMBER));
     }
 
     #[test]

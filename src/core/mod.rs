@@ -1,5 +1,6 @@
 //! The pure core: every auth decision, with no platform access.
 
+pub mod audit;
 pub mod auth_routes;
 pub mod body;
 pub mod cache;

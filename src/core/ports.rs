@@ -7,6 +7,7 @@
 //! [`Error::Unavailable`], so a broken dependency fails closed.
 #![allow(async_fn_in_trait)] // Send is not needed: a Worker isolate is single-threaded.
 
+use crate::core::audit::{AuditEntry, AuditFilter, AuditRecord};
 use crate::core::email_token::{EmailToken, TokenKind};
 use std::future::Future;
 use std::pin::Pin;
@@ -231,6 +232,26 @@ pub trait EventSink {
     /// Hears about a failure a flow tolerated (a best-effort write that did
     /// not happen), for the log. Default: nothing.
     fn report(&self, _warning: &str) {}
+}
+
+/// The audit log (see [`crate::core::audit`]). Written only by the queue
+/// consumers, read by the audit endpoints, purged by the cron trigger.
+pub trait AuditLog {
+    /// Writes `record` unless an entry with its id exists, in one statement
+    /// (so a redelivered event is recorded once, and racing consumers write
+    /// one entry). An entry without a user id but with a subject email is
+    /// attributed, in that statement, to the account that has that address
+    /// and existed at the entry's time, if any. `Ok(false)` when the id was
+    /// already recorded.
+    async fn record_audit(&self, record: &AuditRecord) -> Result<bool>;
+    /// At most `limit` entries matching `filter`, newest first: ordered by
+    /// time, then id, both descending (the order [`crate::core::audit::Cursor`]
+    /// relies on). A plain read: entries written meanwhile may or may not be
+    /// in it.
+    async fn audit_entries(&self, filter: &AuditFilter, limit: u32) -> Result<Vec<AuditEntry>>;
+    /// Deletes at most `limit` entries older than `before` (oldest first), in
+    /// one statement; returns how many.
+    async fn purge_audit(&self, before: UnixTime, limit: u32) -> Result<u64>;
 }
 
 /// A boxed future, for the one port used as a trait object ([`SigninGate`]).

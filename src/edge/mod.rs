@@ -1,10 +1,10 @@
 //! The wasm32 edge: the Worker's entry points and the platform adapters.
 //!
-//! `fetch` serves the auth API and the gateway, `queue` delivers auth events
-//! (webhooks, emails) and records dead letters, `scheduled` runs periodic
-//! upkeep (signing-key rotation once the key is `ROTATION_INTERVAL` old,
-//! purging long-expired email tokens, OAuth sign-in states and delivery
-//! records). Requests and responses stay raw `web_sys` objects end to end,
+//! `fetch` serves the auth API and the gateway, `queue` records auth events
+//! in the audit log, delivers them (webhooks, emails) and records dead
+//! letters, `scheduled` runs periodic upkeep (signing-key rotation once the
+//! key is `ROTATION_INTERVAL` old, purging long-expired email tokens, OAuth
+//! sign-in states, delivery records and audit log entries). Requests and responses stay raw `web_sys` objects end to end,
 //! so the gateway's hot path crosses the JS boundary as few times as possible.
 
 mod d1;

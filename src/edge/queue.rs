@@ -3,7 +3,9 @@
 //!
 //! Envelopes are sent as plain JSON objects (parsed from our own serde_json
 //! text, so `null`s and field names survive exactly), their one-time secrets
-//! sealed; the consumer opens them only to deliver. Each message is handled
+//! sealed; the consumer opens them only to deliver. Before delivering, it
+//! writes the event's audit entry from the message with its secret masked
+//! ([`crate::core::audit`]); a failed write holds up no target. Each message is handled
 //! on its own: acked when every target has the event, retried with the
 //! backoff core computed when some target does not (`retry_with_options`,
 //! never `retry_all`). The platform moves a message to the dead-letter queue
@@ -19,10 +21,11 @@ use worker::{
     Env, MessageBatch, MessageExt, QueueContentType, QueueRetryOptionsBuilder, RawMessage, RawMessageBuilder,
 };
 
+use crate::core::audit::{self, AuditRecord};
 use crate::core::config::Config;
 use crate::core::delivery::{self, Quarantine, Verdict};
 use crate::core::events::{self, Envelope, OpenError, Received};
-use crate::core::ports::{EventSink, Result};
+use crate::core::ports::{AuditLog, EventSink, Result};
 use crate::core::rate_limit::BACKOFF_MEMORY_SECS;
 use crate::core::time::UnixTime;
 use crate::edge::config;
@@ -194,6 +197,12 @@ pub async fn consume(batch: worker::worker_sys::MessageBatch, env: Env) {
 
 async fn handle(msg: &RawMessage, attempts: u32, cfg: Rc<Config>, store: &D1Store, env: &Env) {
     let body = body_json(&msg.body());
+    // The audit entry first, from the message with its secret masked; its
+    // failure holds up no delivery (see `after_audit` below).
+    let audited = match &body {
+        Ok(value) => audit(store, value, &msg.id(), attempts).await,
+        Err(_) => true,
+    };
     let key = events::secrets_key(&cfg.kek);
     let opened = match &body {
         Ok(value) => Received::open(value.clone(), &key),
@@ -214,7 +223,8 @@ async fn handle(msg: &RawMessage, attempts: u32, cfg: Rc<Config>, store: &D1Stor
             return quarantine(msg, delivery::quarantine(&msg.id(), &error, attempts, body.ok()), env).await;
         }
     };
-    match delivery::deliver(&cfg, store, &FetchCourier, &event, platform::now()).await {
+    let delivered = delivery::deliver(&cfg, store, &FetchCourier, &event, platform::now()).await;
+    match delivered.map(|v| audit::after_audit(v, audited, attempts, cfg.retry_base_delay_secs)) {
         Ok(Verdict::Ack) => msg.ack(),
         Ok(Verdict::Retry { delay_secs }) => retry_in(msg, delay_secs),
         Err(e) => {
@@ -246,9 +256,32 @@ async fn quarantine(msg: &RawMessage, wrapped: Quarantine, env: &Env) {
     }
 }
 
-/// Logs and records one dead letter (its secret stays sealed; no configuration needed).
+/// Writes the audit entry of a message's body (an event; anything else has
+/// none), unless it is there already. `false` when the write failed: logged
+/// as `portcullis.audit_failed` with the message's `attempts` (0 from the
+/// dead-letter consumer), for the caller to try the message again.
+async fn audit(store: &D1Store, body: &serde_json::Value, message_id: &str, attempts: u32) -> bool {
+    let Some(record) = AuditRecord::of_message(body, platform::now()) else { return true };
+    match store.record_audit(&record).await {
+        Ok(_) => true,
+        Err(e) => {
+            worker::console_error!(
+                "portcullis.audit_failed id={} message={message_id} attempt={attempts} {e}",
+                record.id
+            );
+            false
+        }
+    }
+}
+
+/// Logs and records one dead letter (its secret stays sealed; no
+/// configuration needed), and writes its audit entry if no earlier attempt
+/// could.
 async fn bury(msg: &RawMessage, store: &D1Store) {
     let body = body_json(&msg.body());
+    if let Ok(value) = &body {
+        audit(store, value, &msg.id(), 0).await;
+    }
     match delivery::dead_letter(store, &FetchCourier, &msg.id(), body, platform::now()).await {
         Ok(_) => msg.ack(),
         Err(e) => {
@@ -258,12 +291,21 @@ async fn bury(msg: &RawMessage, store: &D1Store) {
     }
 }
 
-/// Periodic upkeep: forgets delivery rows no retry can need any more.
+/// Periodic upkeep: forgets delivery rows no retry can need any more, ended
+/// rate-limit windows, and audit log entries older than
+/// `AUDIT_RETENTION_DAYS`.
 pub async fn prune(env: &Env) {
     let cutoff = UnixTime(platform::now().0.saturating_sub(DELIVERY_RETENTION_SECS as i64));
     let now = platform::now();
     match D1Store::new(env) {
         Ok(store) => {
+            match config(env) {
+                Ok(cfg) => match audit::purge(&store, now, cfg.audit_retention_days).await {
+                    Ok(n) => worker::console_log!("portcullis.prune audit_log={n}"),
+                    Err(e) => worker::console_error!("portcullis.error prune: {e}"),
+                },
+                Err(e) => worker::console_error!("portcullis.error prune audit_log: {}", e.0),
+            }
             match store.prune_deliveries(cutoff).await {
                 Ok(n) => worker::console_log!("portcullis.prune event_deliveries={n}"),
                 Err(e) => worker::console_error!("portcullis.error prune: {e}"),

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use web_sys::{Request, Response};
 use worker::{Context, Env};
 
+use crate::core::audit::{AuditQuery, Reader};
 use crate::core::auth_routes::{self, Route};
 use crate::core::config::Config;
 use crate::core::cors;
@@ -381,6 +382,15 @@ async fn auth_api(
             // failing queue cannot skip that; the others within KEY_CACHE_TTL.
             let retirement = deps.admin_retire_key(&meta, rng, &admin, kid).await?;
             js(http::json(200, &retirement, None, &[]))
+        }
+        Route::Audit => {
+            let bearer = access_token(req, &cfg, url)?;
+            js(http::json(200, &deps.own_audit(&meta, bearer.as_deref(), url.query()).await?, None, &[]))
+        }
+        Route::AdminAudit => {
+            let admin = admin().await?;
+            let q = AuditQuery::parse(url.query(), Reader::Admin)?;
+            js(http::json(200, &deps.admin_audit(&admin, q).await?, None, &[]))
         }
         Route::AdminListUsers => {
             let admin = admin().await?;

@@ -4,6 +4,7 @@
 
 mod account;
 mod admin;
+mod audit;
 mod delivery;
 mod email_verification;
 mod gate;

@@ -5,6 +5,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use portcullis::core::audit::{AuditEntry, AuditFilter, AuditRecord};
 use portcullis::core::config::Config;
 use portcullis::core::delivery::{Claim, DeadLetter, TargetState};
 use portcullis::core::email_token::{EmailToken, TokenKind};
@@ -17,8 +18,8 @@ use portcullis::core::keys::{Kek, KeyStatus, SigningAlg, SigningKey, StoredKey};
 use portcullis::core::oauth::LinkedIdentity;
 use portcullis::core::outbound::{HttpReply, HttpRequest, SendError};
 use portcullis::core::ports::{
-    AccountStore, Courier, DeliveryLedger, EmailTokenStore, EventSink, KeyRing, KeyStore, LocalFuture, RateLimitStore,
-    Result, SessionStore, SigninGate, UserStore,
+    AccountStore, AuditLog, Courier, DeliveryLedger, EmailTokenStore, EventSink, KeyRing, KeyStore, LocalFuture,
+    RateLimitStore, Result, SessionStore, SigninGate, UserStore,
 };
 use portcullis::core::rate_limit::{Count, Hit};
 use portcullis::core::session::{LiveSession, RotateRequest, Rotation, Session, SignInBasis};
@@ -75,6 +76,10 @@ pub struct MemStore {
     pub after_token_consumed: RefCell<Option<Box<dyn FnOnce()>>>,
     /// Makes `unhit` (a rate-limit refund) fail, and only it.
     pub fail_unhit: Cell<bool>,
+    /// The audit log, in insertion order.
+    pub audit: RefCell<Vec<AuditEntry>>,
+    /// Makes the audit log's writes fail, and only them.
+    pub fail_audit: Cell<bool>,
 }
 
 impl MemStore {
@@ -582,6 +587,63 @@ impl KeyStore for MemStore {
         let n = keys.len();
         keys.retain(|k| !(k.kid == kid && k.status == KeyStatus::Retired && k.is_published(now)));
         Ok(keys.len() < n)
+    }
+}
+
+impl AuditLog for MemStore {
+    async fn record_audit(&self, r: &AuditRecord) -> Result<bool> {
+        self.check()?;
+        if self.fail_audit.get() {
+            return Err(Error::unavailable("memory", "injected audit failure"));
+        }
+        let mut log = self.audit.borrow_mut();
+        if log.iter().any(|e| e.id == r.id) {
+            return Ok(false);
+        }
+        // As D1: the event's user, else the account that had its address then.
+        let user_id = r.user_id.clone().or_else(|| {
+            let email = r.subject_email.as_deref()?;
+            self.users.borrow().iter().find(|u| u.email == email && u.created_at <= r.at).map(|u| u.id.clone())
+        });
+        log.push(AuditEntry {
+            id: r.id.clone(),
+            kind: r.kind.to_string(),
+            user_id,
+            actor_id: r.actor_id.clone(),
+            outcome: r.outcome,
+            ip_address: r.ip_address.clone(),
+            user_agent: r.user_agent.clone(),
+            at: r.at,
+            data: serde_json::from_str(&r.data).expect("audit data is JSON"),
+        });
+        Ok(true)
+    }
+    async fn audit_entries(&self, f: &AuditFilter, limit: u32) -> Result<Vec<AuditEntry>> {
+        self.check()?;
+        let mut out: Vec<AuditEntry> = self
+            .audit
+            .borrow()
+            .iter()
+            .filter(|e| f.user_id.as_ref().is_none_or(|u| e.user_id.as_ref() == Some(u)))
+            .filter(|e| f.kind.is_none_or(|k| e.kind == k))
+            .filter(|e| f.since.is_none_or(|t| e.at >= t))
+            .filter(|e| f.until.is_none_or(|t| e.at < t))
+            .filter(|e| f.after.as_ref().is_none_or(|c| (e.at, e.id.as_str()) < (c.at, c.id.as_str())))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| (b.at, &b.id).cmp(&(a.at, &a.id)));
+        out.truncate(limit as usize);
+        Ok(out)
+    }
+    async fn purge_audit(&self, before: UnixTime, limit: u32) -> Result<u64> {
+        self.check()?;
+        let mut log = self.audit.borrow_mut();
+        let mut old: Vec<(UnixTime, String)> =
+            log.iter().filter(|e| e.at < before).map(|e| (e.at, e.id.clone())).collect();
+        old.sort();
+        old.truncate(limit as usize);
+        log.retain(|e| !old.iter().any(|(_, id)| *id == e.id));
+        Ok(old.len() as u64)
     }
 }
 

@@ -286,7 +286,7 @@ where
         &self,
         meta: &Meta,
         rng: &mut impl Random,
-        _admin: &Admin,
+        admin: &Admin,
         id: &str,
         req: UpdateUserRequest,
     ) -> Result<UserResponse, Error> {
@@ -326,7 +326,7 @@ where
                 })
             }
         }
-        self.emit(meta, rng, vec![events::UserUpdated { user_id: user.id.clone(), fields }.into()]).await?;
+        self.emit_as(meta, rng, admin, vec![events::UserUpdated { user_id: user.id.clone(), fields }.into()]).await?;
         Ok(user.response(None))
     }
 
@@ -344,7 +344,7 @@ where
         if !self.store.delete_user(&user.id).await? {
             return Err(Error::NotFound);
         }
-        self.emit(meta, rng, vec![events::UserDeleted { user_id: user.id, email: user.email }.into()]).await
+        self.emit_as(meta, rng, admin, vec![events::UserDeleted { user_id: user.id, email: user.email }.into()]).await
     }
 
     /// `POST /auth/admin/users/{id}/ban` and `/unban`. Banning revokes every
@@ -373,7 +373,7 @@ where
             } else {
                 vec![events::UserUnbanned { user_id: user.id.clone() }.into()]
             };
-            self.emit(meta, rng, events).await?;
+            self.emit_as(meta, rng, admin, events).await?;
         }
         Ok(user.response(None))
     }
@@ -407,7 +407,7 @@ where
             } else {
                 events::RoleRemoved { user_id, role }.into()
             };
-            self.emit(meta, rng, vec![event]).await?;
+            self.emit_as(meta, rng, admin, vec![event]).await?;
         }
         Ok(self.target(&user.id).await?.response(None))
     }
@@ -418,14 +418,15 @@ where
         &self,
         meta: &Meta,
         rng: &mut impl Random,
-        _admin: &Admin,
+        admin: &Admin,
         id: &str,
     ) -> Result<Revoked, Error> {
         let user = self.target(id).await?;
         let revoked = self.store.revoke_user_sessions(&user.id, None, meta.now, "revoked_by_admin").await?;
-        self.emit(
+        self.emit_as(
             meta,
             rng,
+            admin,
             vec![events::SessionRevoked { user_id: user.id, session_id: None, revoke_all: true }.into()],
         )
         .await?;

@@ -281,7 +281,7 @@ where
         &self,
         meta: &Meta,
         rng: &mut impl Random,
-        _admin: &Admin,
+        admin: &Admin,
     ) -> Result<KeyRotation, Error> {
         let rotation = rotate(
             self.store,
@@ -298,9 +298,10 @@ where
         })?;
         // This caller signs with the new key from now on, whatever the queue does.
         self.keys.keys_changed();
-        self.emit(
+        self.emit_as(
             meta,
             rng,
+            admin,
             vec![events::KeyRotated { old_kid: rotation.old_kid.clone(), new_kid: rotation.new_kid.clone() }.into()],
         )
         .await?;
@@ -316,16 +317,17 @@ where
         &self,
         meta: &Meta,
         rng: &mut impl Random,
-        _admin: &Admin,
+        admin: &Admin,
         kid: &str,
     ) -> Result<KeyRetirement, Error> {
         let kid = parse_kid(kid)?;
         let retirement = retire_now(self.store, &self.config.kek, self.config.signing_alg, rng, kid, meta.now).await?;
         // Stop counting on the key here before anything else can fail.
         self.keys.keys_changed();
-        self.emit(
+        self.emit_as(
             meta,
             rng,
+            admin,
             vec![events::KeyRetired { kid: retirement.kid.clone(), new_kid: retirement.new_kid.clone() }.into()],
         )
         .await?;

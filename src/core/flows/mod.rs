@@ -4,6 +4,7 @@
 
 pub mod account;
 pub mod admin;
+pub mod audit;
 pub mod email_verification;
 pub mod keys;
 pub mod magic_link;
@@ -17,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::config::Config;
 use crate::core::error::{Error, TokenError};
-use crate::core::events::{Envelope, Event};
+use crate::core::events::{Envelope, Event, EventContext};
 use crate::core::gate;
 use crate::core::ids::{self, Random};
 use crate::core::ports::{EventSink, KeyRing, SessionStore, SigninGate, UserStore};
@@ -374,9 +375,34 @@ where
         }
     }
 
-    /// Publishes events for an action that already happened.
+    /// Publishes events for an action that already happened, with the
+    /// request's client (IP, user agent) as their context.
     pub async fn emit(&self, meta: &Meta, rng: &mut impl Random, events: Vec<Event>) -> Result<(), Error> {
-        let envelopes: Vec<Envelope> = events.into_iter().map(|e| Envelope::new(e, rng, meta.now)).collect();
+        self.emit_with(meta, rng, None, events).await
+    }
+
+    /// [`Deps::emit`] for an action an administrator took through the admin
+    /// API: the context names them (`actor_id`, for the audit log).
+    pub async fn emit_as(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        admin: &admin::Admin,
+        events: Vec<Event>,
+    ) -> Result<(), Error> {
+        self.emit_with(meta, rng, Some(admin.user().id.clone()), events).await
+    }
+
+    async fn emit_with(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        actor_id: Option<String>,
+        events: Vec<Event>,
+    ) -> Result<(), Error> {
+        let ctx = EventContext { ip_address: meta.ip.clone(), user_agent: meta.user_agent.clone(), actor_id };
+        let envelopes: Vec<Envelope> =
+            events.into_iter().map(|e| Envelope::new(e, rng, meta.now).with_context(ctx.clone())).collect();
         self.events.publish(&envelopes).await
     }
 }

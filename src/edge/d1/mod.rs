@@ -21,10 +21,12 @@
 //! [`keys`] ([`KeyStore`](crate::core::ports::KeyStore)),
 //! [`rate_limits`] ([`RateLimitStore`](crate::core::ports::RateLimitStore)),
 //! [`oauth`] ([`OAuthStore`](crate::core::oauth::OAuthStore)),
-//! [`deliveries`] ([`DeliveryLedger`](crate::core::ports::DeliveryLedger))
+//! [`deliveries`] ([`DeliveryLedger`](crate::core::ports::DeliveryLedger)),
+//! [`audit`] ([`AuditLog`](crate::core::ports::AuditLog))
 //! and [`outbox`] (events the queue did not take).
 
 mod accounts;
+mod audit;
 mod deliveries;
 mod email_tokens;
 mod keys;

@@ -1,0 +1,37 @@
+//! `GET /auth/admin/audit` and `GET /auth/audit`: the audit log, read by an
+//! administrator over every user, and by a user over their own account (see
+//! [`crate::core::audit`]). Both check the caller before the query is read.
+
+use crate::core::audit::{self, AuditPage, AuditQuery, Reader};
+use crate::core::error::Error;
+use crate::core::flows::admin::Admin;
+use crate::core::flows::{Deps, Meta};
+use crate::core::ports::{AuditLog, EventSink, KeyRing, SessionStore, UserStore};
+
+impl<S, E, K> Deps<'_, S, E, K>
+where
+    S: UserStore + SessionStore + AuditLog,
+    E: EventSink,
+    K: KeyRing,
+{
+    /// `GET /auth/admin/audit`: a page of every user's entries, with who
+    /// acted for admin API actions.
+    pub async fn admin_audit(&self, _admin: &Admin, q: AuditQuery) -> Result<AuditPage, Error> {
+        audit::page(self.store, &q, Reader::Admin).await
+    }
+
+    /// `GET /auth/audit`: a page of the caller's own entries (`raw_query`
+    /// as for [`AuditQuery::parse`], without `user_id`), read once the
+    /// caller is authenticated.
+    pub async fn own_audit(
+        &self,
+        meta: &Meta,
+        bearer: Option<&str>,
+        raw_query: Option<&str>,
+    ) -> Result<AuditPage, Error> {
+        let p = self.authenticate(meta, bearer).await?;
+        let mut q = AuditQuery::parse(raw_query, Reader::Own)?;
+        q.filter.user_id = Some(p.user_id);
+        audit::page(self.store, &q, Reader::Own).await
+    }
+}
