@@ -172,13 +172,14 @@ routes! {
 
 impl Route<'_> {
     /// Whether the route only reads, and can afford reads up to a D1 read
-    /// replica's lag behind the primary: an administrator's listings. The
+    /// replica's lag behind the primary: the listings of users and of the
+    /// audit log (entries arrive through the queue, later anyway). The
     /// edge reads the caller's session first, from the primary, and the rest
     /// from a replica at least that recent (docs/scaling.md). `/auth/me` and
     /// `/auth/sessions` stay on the primary: they are what a client asks
     /// right after signing in, and must see that sign-in.
     pub fn replica_reads(&self) -> bool {
-        matches!(self, Route::AdminListUsers | Route::AdminGetUser { .. })
+        matches!(self, Route::AdminListUsers | Route::AdminGetUser { .. } | Route::AdminAudit | Route::Audit)
     }
 }
 
@@ -600,13 +601,19 @@ mod tests {
     }
 
     #[test]
-    fn only_the_admin_listings_read_from_a_replica() {
-        let replica: Vec<&str> =
-            ["/auth/admin/users", "/auth/admin/users/u1", "/auth/me", "/auth/sessions", "/.well-known/jwks.json"]
-                .into_iter()
-                .filter(|p| match_route("GET", p).is_ok_and(|r| r.replica_reads()))
-                .collect();
-        assert_eq!(replica, ["/auth/admin/users", "/auth/admin/users/u1"]);
+    fn only_the_listings_read_from_a_replica() {
+        let replica: Vec<&str> = [
+            "/auth/admin/users",
+            "/auth/admin/users/u1",
+            "/auth/admin/audit",
+            "/auth/audit",
+            "/auth/me",
+            "/auth/sessions",
+        ]
+        .into_iter()
+        .filter(|p| match_route("GET", p).is_ok_and(|r| r.replica_reads()))
+        .collect();
+        assert_eq!(replica, ["/auth/admin/users", "/auth/admin/users/u1", "/auth/admin/audit", "/auth/audit"]);
         assert!(!match_route("PATCH", "/auth/admin/users/u1").is_ok_and(|r| r.replica_reads()));
     }
 }
