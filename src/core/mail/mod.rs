@@ -1,24 +1,63 @@
 //! Transactional emails: the four `*_requested` events become emails. This
-//! module owns their settings (`EMAIL_*`, the link base URLs), the templates
-//! with `{link}`, `{code}` and `{email}` placeholders, rendering, and the
-//! request sent to an HTTP email API. Sending is the edge's job.
+//! module owns their settings (`EMAIL_*`, the link base URLs, the brand),
+//! the templates and their languages, rendering both parts (plain text and
+//! HTML, every value escaped in the HTML), and what each transport is handed:
+//! an HTTP provider's request or a MIME message. Sending is the edge's job.
+//!
+//! # Languages
+//!
+//! `EMAIL_LOCALES` lists the languages emails are written in, the first
+//! being the default (`en,fr,de`: all built in). An event carries the
+//! recipient's `locale` when it is known — asked for in the request, or
+//! stored on the account at sign-up — and the email is written in that
+//! language, or in the one with the same language subtag (`fr-CA` reads
+//! `fr`), else in the default one.
+//!
+//! # Templates
+//!
+//! Each email of each language is a subject, a plain-text body and,
+//! optionally, an HTML body, with the placeholders `{link}` (the three link
+//! emails), `{code}` (the code email), `{email}` and `{brand}` (`UI_NAME`).
+//! `EMAIL_SUBJECT_<KIND>_<LOCALE>`, `EMAIL_BODY_<KIND>_<LOCALE>` and
+//! `EMAIL_HTML_<KIND>_<LOCALE>` override one language's (`<LOCALE>`: the tag
+//! in capitals, `-` as `_`: `FR`, `PT_BR`); without the suffix they override
+//! the default language's. A language that is not built in needs every
+//! subject and body. Without an HTML body the HTML part is the text body's
+//! paragraphs in the brand's layout ([`html::Brand::layout`]).
+
+mod catalog;
+pub mod html;
+pub mod mime;
+pub mod template;
+pub mod transport;
 
 use url::{Host, Url};
 
 use crate::core::email::Email;
 use crate::core::events::Event;
-use crate::core::outbound::HttpRequest;
+use crate::core::locale::Locale;
+use crate::core::outbound::{HttpReply, HttpRequest};
+use crate::core::time::UnixTime;
+
+pub use html::Brand;
+pub use mime::MimeEmail;
+use template::{Slot, Template, Values};
+pub use transport::{ApiKey, BindingError, Provider, Transport, MAIL_BINDING};
 
 /// Default `EMAIL_FROM`.
 pub const DEFAULT_FROM: &str = "Portcullis <no-reply@portcullis.invalid>";
-/// Default `EMAIL_API_URL` (Resend's send endpoint).
-pub const RESEND_API_URL: &str = "https://api.resend.com/emails";
-/// How long an email API may take to answer.
+/// Default `EMAIL_LOCALES`: the built-in languages, English the default.
+pub const DEFAULT_LOCALES: &str = "en,fr,de";
+/// Most languages in `EMAIL_LOCALES`.
+pub const MAX_LOCALES: usize = 20;
+/// How long an email API (or the `send_email` binding) may take to answer.
 pub const EMAIL_API_TIMEOUT_MS: u32 = 10_000;
 /// Longest subject accepted, in characters.
 pub const MAX_SUBJECT_CHARS: usize = 200;
-/// Longest body template accepted, in characters.
+/// Longest plain-text body template accepted, in characters.
 pub const MAX_BODY_CHARS: usize = 10_000;
+/// Longest HTML body template accepted, in characters.
+pub const MAX_HTML_CHARS: usize = 50_000;
 
 /// The emails Portcullis sends, one per `*_requested` event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +76,7 @@ impl EmailKind {
     /// Every kind.
     pub const ALL: [EmailKind; 4] = [Self::MagicLink, Self::EmailOtp, Self::PasswordReset, Self::EmailVerification];
 
-    /// The suffix of its `EMAIL_SUBJECT_*` / `EMAIL_BODY_*` settings.
+    /// The `<KIND>` of its `EMAIL_SUBJECT_*` / `EMAIL_BODY_*` / `EMAIL_HTML_*` settings.
     pub fn setting_suffix(self) -> &'static str {
         match self {
             Self::MagicLink => "MAGIC_LINK",
@@ -67,7 +106,7 @@ impl EmailKind {
         }
     }
 
-    fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         match self {
             Self::MagicLink => 0,
             Self::EmailOtp => 1,
@@ -76,146 +115,38 @@ impl EmailKind {
         }
     }
 
-    /// The placeholder the body must contain: without it the email is useless.
-    fn required(self) -> Placeholder {
+    /// The placeholder every body must contain: without it the email is useless.
+    fn required(self) -> Slot {
         match self.link_setting() {
-            Some(_) => Placeholder::Link,
-            None => Placeholder::Code,
-        }
-    }
-
-    fn default_subject(self) -> &'static str {
-        match self {
-            Self::MagicLink => "Your sign-in link",
-            Self::EmailOtp => "Your sign-in code: {code}",
-            Self::PasswordReset => "Reset your password",
-            Self::EmailVerification => "Confirm your email address",
-        }
-    }
-
-    fn default_body(self) -> &'static str {
-        match self {
-            Self::MagicLink => {
-                "Hello,\n\nOpen this link to sign in as {email}:\n\n{link}\n\n\
-                 The link works once and expires soon. If you did not ask for it, you can ignore this email.\n"
-            }
-            Self::EmailOtp => {
-                "Hello,\n\nYour sign-in code for {email} is:\n\n    {code}\n\n\
-                 It works once and expires soon. If you did not ask for it, you can ignore this email.\n"
-            }
-            Self::PasswordReset => {
-                "Hello,\n\nSomeone asked to reset the password of {email}. To choose a new one, open:\n\n{link}\n\n\
-                 The link works once and expires soon. If it was not you, ignore this email: your password stays as it is.\n"
-            }
-            Self::EmailVerification => {
-                "Hello,\n\nPlease confirm that {email} is your address by opening:\n\n{link}\n\n\
-                 Opened where you are signed in to this account, it keeps your password and sessions as they \
-                 are. Opened anywhere else, it makes the account yours afresh: any password set on it is removed \
-                 and every session signed out, so that nobody who set the account up before you keeps a way in; \
-                 you then sign in with a sign-in link or code, or choose a new password with a password reset. \
-                 If you did not sign up yourself, opening it makes the account yours; or ignore this email.\n"
-            }
+            Some(_) => Slot::Link,
+            None => Slot::Code,
         }
     }
 }
 
-/// What fills a placeholder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Placeholder {
-    Link,
-    Code,
-    Email,
-}
-
+/// One email in one language.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Piece {
-    Text(String),
-    Slot(Placeholder),
+struct Texts {
+    subject: Template,
+    text: Template,
+    /// `None`: the text body in the brand's layout.
+    html: Option<Template>,
 }
 
-/// A parsed template: text with `{link}`, `{code}` or `{email}` slots.
+/// The emails of one language, in [`EmailKind::ALL`] order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Template(Vec<Piece>);
-
-impl Template {
-    /// Parses `raw` for an email of `kind`. A `{name}` made of lowercase
-    /// letters and `_` must be a placeholder the kind knows; other braces are
-    /// text. A literal `\n` (as typed on a command line) is a line break.
-    fn parse(raw: &str, kind: EmailKind) -> Result<Self, String> {
-        let raw = raw.replace("\\n", "\n");
-        let mut pieces = Vec::new();
-        let mut text = String::new();
-        let mut rest = raw.as_str();
-        while let Some(open) = rest.find('{') {
-            text.push_str(&rest[..open]);
-            let after = &rest[open + 1..];
-            let name_len = after.find(|c: char| !(c.is_ascii_lowercase() || c == '_')).unwrap_or(after.len());
-            if name_len > 0 && after[name_len..].starts_with('}') {
-                let slot = match &after[..name_len] {
-                    "link" if kind.link_setting().is_some() => Placeholder::Link,
-                    "code" if kind == EmailKind::EmailOtp => Placeholder::Code,
-                    "email" => Placeholder::Email,
-                    other => {
-                        let known = if kind == EmailKind::EmailOtp { "{code}, {email}" } else { "{link}, {email}" };
-                        return Err(format!("unknown placeholder {{{other}}}; this email knows {known}"));
-                    }
-                };
-                if !text.is_empty() {
-                    pieces.push(Piece::Text(std::mem::take(&mut text)));
-                }
-                pieces.push(Piece::Slot(slot));
-                rest = &after[name_len + 1..];
-            } else {
-                text.push('{');
-                rest = after;
-            }
-        }
-        text.push_str(rest);
-        if !text.is_empty() {
-            pieces.push(Piece::Text(text));
-        }
-        Ok(Self(pieces))
-    }
-
-    fn has(&self, p: Placeholder) -> bool {
-        self.0.contains(&Piece::Slot(p))
-    }
-
-    fn render(&self, link: &str, code: &str, email: &str) -> String {
-        self.0
-            .iter()
-            .map(|piece| match piece {
-                Piece::Text(t) => t.as_str(),
-                Piece::Slot(Placeholder::Link) => link,
-                Piece::Slot(Placeholder::Code) => code,
-                Piece::Slot(Placeholder::Email) => email,
-            })
-            .collect()
-    }
+struct Language {
+    locale: Locale,
+    texts: Vec<Texts>,
 }
 
-/// How emails leave.
+/// `EMAIL_FROM`, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Transport {
-    /// `log`: print each email as a `portcullis.email {json}` log line (development).
-    Log,
-    /// `resend`: `POST` JSON to a Resend-compatible API.
-    Resend {
-        /// `EMAIL_API_URL`.
-        api_url: Url,
-        /// `EMAIL_API_KEY` (secret).
-        api_key: ApiKey,
-    },
-}
-
-/// An email API key; its `Debug` prints nothing of it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ApiKey(String);
-
-impl std::fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ApiKey(..)")
-    }
+struct Sender {
+    /// The display name, unquoted, if any.
+    name: Option<String>,
+    /// The address, as configured.
+    address: String,
 }
 
 /// The validated email settings.
@@ -223,11 +154,13 @@ impl std::fmt::Debug for ApiKey {
 pub struct EmailSettings {
     /// `EMAIL_TRANSPORT` and what it needs.
     pub transport: Transport,
-    /// `EMAIL_FROM`.
+    /// `EMAIL_FROM`, as configured.
     pub from: String,
+    sender: Sender,
     links: [Option<Url>; 4],
-    subjects: [Template; 4],
-    bodies: [Template; 4],
+    brand: Brand,
+    /// `EMAIL_LOCALES`; the first is the default.
+    languages: Vec<Language>,
 }
 
 /// A rendered email.
@@ -239,15 +172,30 @@ pub struct OutgoingEmail {
     pub to: String,
     /// Sender.
     pub from: String,
+    /// The language it is written in (a tag of `EMAIL_LOCALES`).
+    pub locale: String,
     /// Subject line.
     pub subject: String,
     /// Plain-text body.
     pub text: String,
+    /// HTML body: a whole document.
+    pub html: String,
     /// The link the email hands over (the three link emails; the bare token
     /// when its base URL is not set), or `None`.
     pub link: Option<String>,
     /// The code it hands over (the code email), or `None`.
     pub code: Option<String>,
+}
+
+/// What a transport is handed for one email.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dispatch {
+    /// `log`: print it.
+    Log,
+    /// An HTTP provider: send this request.
+    Http(HttpRequest),
+    /// `cloudflare`: hand this message to the `send_email` binding.
+    Binding(MimeEmail),
 }
 
 impl EmailSettings {
@@ -266,46 +214,24 @@ impl EmailSettings {
         Some(format!(
             "EMAIL_TRANSPORT is `log` on a deployment whose {seen_as} {url} is not a loopback URL: no email is \
              sent, and every magic link, sign-in code, password-reset and verification link is printed to this \
-             log instead, where whoever reads it can use them. Set EMAIL_TRANSPORT=resend (with EMAIL_API_KEY, \
-             EMAIL_FROM and the link URLs) before real users sign in."
+             log instead, where whoever reads it can use them. Set EMAIL_TRANSPORT to cloudflare, resend, \
+             postmark or sendgrid (with EMAIL_FROM, the link URLs and, for an API, EMAIL_API_KEY) before real \
+             users sign in."
         ))
     }
 
-    /// Reads the `EMAIL_*` and link settings from `var` (trimmed, non-empty
-    /// values). Errors name the setting.
+    /// Reads the `EMAIL_*`, `UI_*` brand and link settings from `var`
+    /// (trimmed, non-empty values). Errors name the setting.
     pub fn from_lookup(var: &dyn Fn(&str) -> Option<String>) -> Result<Self, (String, String)> {
         let err = |name: &str, why: String| (name.to_string(), why);
-        let from = match var("EMAIL_FROM") {
-            None => DEFAULT_FROM.to_string(),
-            Some(v) => parse_from(&v).map_err(|why| err("EMAIL_FROM", why))?,
-        };
-        let transport = match var("EMAIL_TRANSPORT").as_deref().unwrap_or("log") {
-            "log" => Transport::Log,
-            "resend" => {
-                let api_url = match var("EMAIL_API_URL") {
-                    None => Url::parse(RESEND_API_URL).map_err(|e| err("EMAIL_API_URL", e.to_string()))?,
-                    Some(v) => http_url(&v).map_err(|why| err("EMAIL_API_URL", why))?,
-                };
-                let api_key = match var("EMAIL_API_KEY") {
-                    Some(k) if !k.chars().any(char::is_control) => ApiKey(k),
-                    Some(_) => return Err(err("EMAIL_API_KEY", "must not contain control characters".into())),
-                    None => {
-                        return Err(err("EMAIL_API_KEY", "missing: set the secret for EMAIL_TRANSPORT=resend".into()))
-                    }
-                };
-                if var("EMAIL_FROM").is_none() {
-                    return Err(err(
-                        "EMAIL_FROM",
-                        "missing: an HTTP email transport needs a sender the API accepts".into(),
-                    ));
-                }
-                Transport::Resend { api_url, api_key }
-            }
-            other => return Err(err("EMAIL_TRANSPORT", format!("{other:?} must be log or resend"))),
-        };
+        let from = var("EMAIL_FROM").unwrap_or_else(|| DEFAULT_FROM.to_string());
+        let sender = parse_from(&from).map_err(|why| err("EMAIL_FROM", why))?;
+        let transport = Transport::from_lookup(var)?;
+        if transport != Transport::Log && var("EMAIL_FROM").is_none() {
+            return Err(err("EMAIL_FROM", "missing: a transport that sends needs a sender it accepts".into()));
+        }
+        let brand = Brand::from_lookup(var)?;
         let mut links: [Option<Url>; 4] = Default::default();
-        let mut subjects: Vec<Template> = Vec::with_capacity(4);
-        let mut bodies: Vec<Template> = Vec::with_capacity(4);
         for kind in EmailKind::ALL {
             if let Some(name) = kind.link_setting() {
                 links[kind.index()] = match var(name) {
@@ -319,42 +245,34 @@ impl EmailSettings {
                     None => None,
                 };
             }
-            let subject_name = format!("EMAIL_SUBJECT_{}", kind.setting_suffix());
-            let subject_raw = var(&subject_name).unwrap_or_else(|| kind.default_subject().to_string());
-            if subject_raw.chars().count() > MAX_SUBJECT_CHARS || subject_raw.contains(['\r', '\n']) {
-                return Err(err(&subject_name, format!("must be one line of at most {MAX_SUBJECT_CHARS} characters")));
-            }
-            let subject = Template::parse(&subject_raw, kind).map_err(|why| err(&subject_name, why))?;
-            if subject.has(Placeholder::Link) {
-                return Err(err(&subject_name, "{link} belongs in the body".into()));
-            }
-            let body_name = format!("EMAIL_BODY_{}", kind.setting_suffix());
-            let body_raw = var(&body_name).unwrap_or_else(|| kind.default_body().to_string());
-            if body_raw.chars().count() > MAX_BODY_CHARS {
-                return Err(err(&body_name, format!("at most {MAX_BODY_CHARS} characters")));
-            }
-            let body = Template::parse(&body_raw, kind).map_err(|why| err(&body_name, why))?;
-            if !body.has(kind.required()) {
-                let p = if kind.required() == Placeholder::Link { "{link}" } else { "{code}" };
-                return Err(err(&body_name, format!("must contain {p}")));
-            }
-            subjects.push(subject);
-            bodies.push(body);
         }
-        let (Ok(subjects), Ok(bodies)) = (subjects.try_into(), bodies.try_into()) else {
-            return Err(err("EMAIL_BODY_*", "internal: template count".into()));
-        };
-        Ok(Self { transport, from, links, subjects, bodies })
+        let languages = languages(var)?;
+        Ok(Self { transport, from, sender, links, brand, languages })
     }
 
-    /// The email `event` becomes, if any. `Err` when the event's address is
-    /// unusable (the delivery then fails and ends in the dead-letter queue).
+    /// The language for `locale`: the one with that tag, else the first
+    /// with its language subtag, else the default (`None` only for settings
+    /// without languages, which [`Self::from_lookup`] never makes).
+    fn language(&self, locale: Option<&str>) -> Option<&Language> {
+        let wanted = locale.and_then(|l| Locale::parse(l).ok());
+        let found = wanted.and_then(|w| {
+            self.languages
+                .iter()
+                .find(|l| l.locale == w)
+                .or_else(|| self.languages.iter().find(|l| l.locale.language() == w.language()))
+        });
+        found.or(self.languages.first())
+    }
+
+    /// The email `event` becomes, if any, in the recipient's language.
+    /// `Err` when the event's address is unusable (the delivery then fails
+    /// and ends in the dead-letter queue).
     pub fn render(&self, event: &Event) -> Result<Option<OutgoingEmail>, String> {
-        let (kind, to, secret) = match event {
-            Event::MagicLinkRequested(e) => (EmailKind::MagicLink, &e.email, &e.token),
-            Event::EmailOtpRequested(e) => (EmailKind::EmailOtp, &e.email, &e.code),
-            Event::PasswordResetRequested(e) => (EmailKind::PasswordReset, &e.email, &e.token),
-            Event::EmailVerificationRequested(e) => (EmailKind::EmailVerification, &e.email, &e.token),
+        let (kind, to, secret, locale) = match event {
+            Event::MagicLinkRequested(e) => (EmailKind::MagicLink, &e.email, &e.token, &e.locale),
+            Event::EmailOtpRequested(e) => (EmailKind::EmailOtp, &e.email, &e.code, &e.locale),
+            Event::PasswordResetRequested(e) => (EmailKind::PasswordReset, &e.email, &e.token, &e.locale),
+            Event::EmailVerificationRequested(e) => (EmailKind::EmailVerification, &e.email, &e.token, &e.locale),
             _ => return Ok(None),
         };
         let to = Email::parse(to).map_err(|e| e.to_string())?;
@@ -366,51 +284,227 @@ impl EmailSettings {
             (None, Some(_)) => secret.clone(),
         };
         let code = if kind == EmailKind::EmailOtp { secret.as_str() } else { "" };
+        let language = self.language(locale.as_deref()).ok_or("EMAIL_LOCALES: no language")?;
+        let texts = &language.texts[i];
+        let values =
+            Values { link: &link, code, email: to.as_str(), brand: &self.brand.name, accent: &self.brand.accent };
+        let subject = texts.subject.render_text(&values);
+        let html = match &texts.html {
+            Some(html) => html.render_html(&values),
+            None => self.brand.layout(language.locale.as_str(), &subject, &texts.text.text_as_html(&values)),
+        };
         Ok(Some(OutgoingEmail {
             kind,
             to: to.as_str().to_string(),
             from: self.from.clone(),
-            subject: self.subjects[i].render(&link, code, to.as_str()),
-            text: self.bodies[i].render(&link, code, to.as_str()),
+            locale: language.locale.to_string(),
+            subject,
+            text: texts.text.render_text(&values),
+            html,
             link: kind.link_setting().map(|_| link.clone()),
             code: (kind == EmailKind::EmailOtp).then(|| code.to_string()),
         }))
     }
 
-    /// The API call that sends `email` through an HTTP transport (`None` for
-    /// `log`). `idempotency_key` (the event id) lets the API drop a repeat.
-    pub fn api_request(&self, email: &OutgoingEmail, idempotency_key: &str) -> Option<HttpRequest> {
+    /// What the transport is handed for `email`, the email of event
+    /// `event_id` sent at `now`: the provider's request (`idempotency_key`
+    /// is `event_id`), or the MIME message for the binding.
+    pub fn dispatch(&self, email: &OutgoingEmail, event_id: &str, now: UnixTime) -> Dispatch {
         match &self.transport {
-            Transport::Log => None,
-            Transport::Resend { api_url, api_key } => Some(HttpRequest {
-                url: api_url.as_str().to_string(),
-                headers: vec![
-                    ("authorization".into(), format!("Bearer {}", api_key.0)),
-                    ("idempotency-key".into(), format!("{idempotency_key}/{}", email.kind.event_type())),
-                ],
-                body: serde_json::json!({
-                    "from": email.from,
-                    "to": [email.to],
-                    "subject": email.subject,
-                    "text": email.text,
-                })
-                .to_string(),
+            Transport::Log => Dispatch::Log,
+            Transport::Http { provider, api_url, api_key } => {
+                Dispatch::Http(self.api_request(*provider, api_url, api_key, email, event_id))
+            }
+            Transport::Cloudflare => Dispatch::Binding(MimeEmail {
+                from: self.sender.address.clone(),
+                to: email.to.clone(),
+                raw: mime::message(&mime::Parts {
+                    from_name: self.sender.name.as_deref(),
+                    from_addr: &self.sender.address,
+                    to: &email.to,
+                    subject: &email.subject,
+                    text: &email.text,
+                    html: &email.html,
+                    id: &format!("{event_id}.{}", email.kind.event_type()),
+                    date: now,
+                }),
                 timeout_ms: EMAIL_API_TIMEOUT_MS,
             }),
         }
     }
+
+    /// Whether the HTTP provider's non-2xx `reply` is worth retrying
+    /// ([`Provider::retryable`]).
+    pub fn retryable(&self, reply: &HttpReply) -> bool {
+        match &self.transport {
+            Transport::Http { provider, .. } => provider.retryable(reply.status, &reply.body),
+            _ => true,
+        }
+    }
+
+    /// `text` (a provider's answer, for the log) without the API key, in
+    /// case the provider echoed it.
+    pub fn scrub(&self, text: &str) -> String {
+        match &self.transport {
+            Transport::Http { api_key, .. } if !api_key.0.is_empty() && text.contains(&api_key.0) => {
+                text.replace(&api_key.0, crate::core::events::REDACTED)
+            }
+            _ => text.to_string(),
+        }
+    }
+
+    fn api_request(
+        &self,
+        provider: Provider,
+        url: &Url,
+        key: &ApiKey,
+        email: &OutgoingEmail,
+        event_id: &str,
+    ) -> HttpRequest {
+        let kind = email.kind.event_type();
+        let (headers, body) = match provider {
+            // https://resend.com/docs/api-reference/emails/send-email
+            Provider::Resend => (
+                vec![
+                    ("authorization".into(), format!("Bearer {}", key.0)),
+                    ("idempotency-key".into(), format!("{event_id}/{kind}")),
+                ],
+                serde_json::json!({
+                    "from": email.from,
+                    "to": [email.to],
+                    "subject": email.subject,
+                    "text": email.text,
+                    "html": email.html,
+                    "tags": [{"name": "type", "value": kind}],
+                }),
+            ),
+            // https://postmarkapp.com/developer/api/email-api
+            Provider::Postmark => (
+                vec![("x-postmark-server-token".into(), key.0.clone()), ("accept".into(), "application/json".into())],
+                serde_json::json!({
+                    "From": email.from,
+                    "To": email.to,
+                    "Subject": email.subject,
+                    "TextBody": email.text,
+                    "HtmlBody": email.html,
+                    "Tag": kind,
+                    "Metadata": {"event_id": event_id},
+                }),
+            ),
+            // https://www.twilio.com/docs/sendgrid/api-reference/mail-send/mail-send
+            Provider::Sendgrid => {
+                let mut from = serde_json::json!({"email": self.sender.address});
+                if let Some(name) = &self.sender.name {
+                    from["name"] = name.as_str().into();
+                }
+                (
+                    vec![("authorization".into(), format!("Bearer {}", key.0))],
+                    serde_json::json!({
+                        "personalizations": [{"to": [{"email": email.to}]}],
+                        "from": from,
+                        "subject": email.subject,
+                        // text/plain first, as the API requires.
+                        "content": [
+                            {"type": "text/plain", "value": email.text},
+                            {"type": "text/html", "value": email.html},
+                        ],
+                        "categories": [kind],
+                        "custom_args": {"event_id": event_id},
+                    }),
+                )
+            }
+        };
+        HttpRequest { url: url.as_str().to_string(), headers, body: body.to_string(), timeout_ms: EMAIL_API_TIMEOUT_MS }
+    }
+}
+
+/// `EMAIL_LOCALES` and every template setting, as languages (the default first).
+fn languages(var: &dyn Fn(&str) -> Option<String>) -> Result<Vec<Language>, (String, String)> {
+    let err = |name: &str, why: String| (name.to_string(), why);
+    let list = var("EMAIL_LOCALES").unwrap_or_else(|| DEFAULT_LOCALES.to_string());
+    let mut locales: Vec<Locale> = Vec::new();
+    for tag in list.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        let locale = Locale::parse(tag)
+            .map_err(|_| err("EMAIL_LOCALES", format!("{tag:?} is not a language tag (e.g. en, pt-BR)")))?;
+        if locales.contains(&locale) {
+            return Err(err("EMAIL_LOCALES", format!("{locale} is listed twice")));
+        }
+        locales.push(locale);
+    }
+    if locales.is_empty() || locales.len() > MAX_LOCALES {
+        return Err(err("EMAIL_LOCALES", format!("list 1 to {MAX_LOCALES} languages, the default first")));
+    }
+    let mut out = Vec::with_capacity(locales.len());
+    for (n, locale) in locales.into_iter().enumerate() {
+        let built_in = catalog::built_in(locale.as_str()).map(|i| &catalog::BUILT_IN[i]);
+        let suffix = locale.as_str().to_ascii_uppercase().replace('-', "_");
+        let mut texts = Vec::with_capacity(4);
+        for kind in EmailKind::ALL {
+            // The language's own setting, else (for the default language)
+            // the unsuffixed one, else the built-in text.
+            let setting = |part: &str| -> Option<(String, String)> {
+                let own = format!("EMAIL_{part}_{}_{suffix}", kind.setting_suffix());
+                if let Some(v) = var(&own) {
+                    return Some((own, v));
+                }
+                let plain = format!("EMAIL_{part}_{}", kind.setting_suffix());
+                (n == 0).then(|| var(&plain).map(|v| (plain, v))).flatten()
+            };
+            let required = |part: &str, built: Option<&'static str>| -> Result<(String, String), (String, String)> {
+                match (setting(part), built) {
+                    (Some(found), _) => Ok(found),
+                    (None, Some(text)) => Ok((format!("EMAIL_{part}_{}_{suffix}", kind.setting_suffix()), text.into())),
+                    (None, None) => Err(err(
+                        &format!("EMAIL_{part}_{}_{suffix}", kind.setting_suffix()),
+                        format!("missing: {locale} is in EMAIL_LOCALES but not built in, so each of its emails needs a subject and a body"),
+                    )),
+                }
+            };
+            let (subject_name, subject_raw) = required("SUBJECT", built_in.map(|b| b.subject(kind)))?;
+            if subject_raw.chars().count() > MAX_SUBJECT_CHARS || subject_raw.contains(['\r', '\n']) {
+                return Err(err(&subject_name, format!("must be one line of at most {MAX_SUBJECT_CHARS} characters")));
+            }
+            let subject = Template::parse(&subject_raw, kind).map_err(|why| err(&subject_name, why))?;
+            if subject.has(Slot::Link) {
+                return Err(err(&subject_name, "{link} belongs in the body".into()));
+            }
+            let (body_name, body_raw) = required("BODY", built_in.map(|b| b.body(kind)))?;
+            let text = body_template(&body_raw, kind, MAX_BODY_CHARS).map_err(|why| err(&body_name, why))?;
+            let html = match setting("HTML") {
+                None => None,
+                Some((name, raw)) => Some(body_template(&raw, kind, MAX_HTML_CHARS).map_err(|why| err(&name, why))?),
+            };
+            texts.push(Texts { subject, text, html });
+        }
+        out.push(Language { locale, texts });
+    }
+    Ok(out)
+}
+
+/// A body template of `kind`: at most `max` characters, with its `{link}` or `{code}`.
+fn body_template(raw: &str, kind: EmailKind, max: usize) -> Result<Template, String> {
+    if raw.chars().count() > max {
+        return Err(format!("at most {max} characters"));
+    }
+    let body = Template::parse(raw, kind)?;
+    if !body.has(kind.required()) {
+        let p = if kind.required() == Slot::Link { "{link}" } else { "{code}" };
+        return Err(format!("must contain {p}"));
+    }
+    Ok(body)
 }
 
 impl OutgoingEmail {
     /// The JSON of the `portcullis.email` log line of the `log` transport:
-    /// the email, and its `link` or `code` on their own (what a developer
-    /// clicks or types, and what the end-to-end tests read).
+    /// the email (its text part), and its `link` or `code` on their own
+    /// (what a developer clicks or types, and what the end-to-end tests read).
     pub fn log_value(&self, event_id: &str) -> serde_json::Value {
         let mut v = serde_json::json!({
             "event_id": event_id,
             "type": self.kind.event_type(),
             "to": self.to,
             "from": self.from,
+            "locale": self.locale,
             "subject": self.subject,
             "text": self.text,
         });
@@ -450,24 +544,29 @@ fn http_url(v: &str) -> Result<Url, String> {
     Ok(u)
 }
 
-/// `addr@example.com` or `Name <addr@example.com>`, one line.
-fn parse_from(v: &str) -> Result<String, String> {
+/// `addr@example.com`, `Name <addr@example.com>` or `"Name, Inc." <addr@example.com>`, one line.
+fn parse_from(v: &str) -> Result<Sender, String> {
     if v.chars().any(char::is_control) || v.chars().count() > 320 {
         return Err("must be one line: addr@example.com or Name <addr@example.com>".into());
     }
-    let addr = match (v.rfind('<'), v.strip_suffix('>')) {
-        (Some(open), Some(inner)) => &inner[open + 1..],
-        (None, None) => v,
+    let (name, addr) = match (v.rfind('<'), v.strip_suffix('>')) {
+        (Some(open), Some(inner)) => (v[..open].trim(), &inner[open + 1..]),
+        (None, None) => ("", v),
         _ => return Err("must be addr@example.com or Name <addr@example.com>".into()),
     };
     Email::parse(addr).map_err(|e| e.to_string())?;
-    Ok(v.to_string())
+    let name = match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
+        Some(quoted) => quoted.replace("\\\"", "\"").replace("\\\\", "\\"),
+        None => name.to_string(),
+    };
+    Ok(Sender { name: (!name.is_empty()).then_some(name), address: addr.trim().to_string() })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::core::events;
+    use base64::Engine as _;
     use std::collections::HashMap;
 
     fn settings(pairs: &[(&str, &str)]) -> Result<EmailSettings, (String, String)> {
@@ -475,8 +574,45 @@ mod tests {
         EmailSettings::from_lookup(&move |k: &str| m.get(k).cloned())
     }
 
+    /// A sending transport's settings: `transport` with everything it needs, and `extra`.
+    fn sending(transport: &str, extra: &[(&str, &str)]) -> EmailSettings {
+        let mut pairs = vec![
+            ("EMAIL_TRANSPORT", transport),
+            ("EMAIL_FROM", "Acme Auth <auth@acme.example>"),
+            ("MAGIC_LINK_URL", "https://acme.example/m"),
+            ("PASSWORD_RESET_URL", "https://acme.example/r"),
+            ("EMAIL_VERIFY_URL", "https://acme.example/v"),
+        ];
+        if transport != "cloudflare" {
+            pairs.push(("EMAIL_API_KEY", "key_s3cret"));
+        }
+        pairs.extend_from_slice(extra);
+        settings(&pairs).unwrap()
+    }
+
     fn magic(email: &str, token: &str) -> Event {
-        events::MagicLinkRequested { user_id: Some("u1".into()), email: email.into(), token: token.into() }.into()
+        magic_in(email, token, None)
+    }
+
+    fn magic_in(email: &str, token: &str, locale: Option<&str>) -> Event {
+        events::MagicLinkRequested {
+            user_id: Some("u1".into()),
+            email: email.into(),
+            token: token.into(),
+            locale: locale.map(str::to_string),
+        }
+        .into()
+    }
+
+    fn otp(email: &str, code: &str) -> Event {
+        events::EmailOtpRequested { user_id: None, email: email.into(), code: code.into(), locale: None }.into()
+    }
+
+    fn http(d: Dispatch) -> HttpRequest {
+        match d {
+            Dispatch::Http(r) => r,
+            other => panic!("not an HTTP request: {other:?}"),
+        }
     }
 
     #[test]
@@ -486,9 +622,11 @@ mod tests {
         assert_eq!(m.kind, EmailKind::MagicLink);
         assert_eq!(m.to, "ada@example.com");
         assert_eq!(m.from, DEFAULT_FROM);
+        assert_eq!(m.locale, "en");
         assert_eq!(m.subject, "Your sign-in link");
         assert!(m.text.contains("\nhttps://app.example/auth/magic?token=tok_123-_x\n"), "{}", m.text);
         assert!(m.text.contains("sign in as ada@example.com"));
+        assert!(m.html.contains("<a href=\"https://app.example/auth/magic?token=tok_123-_x\""), "{}", m.html);
     }
 
     #[test]
@@ -498,13 +636,11 @@ mod tests {
     }
 
     #[test]
-    fn otp_email_carries_the_code_in_subject_and_body() {
-        let s = settings(&[]).unwrap();
-        let e: Event =
-            events::EmailOtpRequested { user_id: None, email: "b@example.com".into(), code: "042917".into() }.into();
-        let m = s.render(&e).unwrap().unwrap();
+    fn otp_email_carries_the_code_in_subject_and_both_parts() {
+        let m = settings(&[]).unwrap().render(&otp("b@example.com", "042917")).unwrap().unwrap();
         assert_eq!(m.subject, "Your sign-in code: 042917");
         assert!(m.text.contains("    042917\n"));
+        assert!(m.html.contains(">042917</strong>"), "{}", m.html);
     }
 
     #[test]
@@ -514,13 +650,18 @@ mod tests {
             ("EMAIL_VERIFY_URL", "https://app.example/verify"),
         ])
         .unwrap();
-        let reset: Event =
-            events::PasswordResetRequested { user_id: "u".into(), email: "c@example.com".into(), token: "r1".into() }
-                .into();
+        let reset: Event = events::PasswordResetRequested {
+            user_id: "u".into(),
+            email: "c@example.com".into(),
+            token: "r1".into(),
+            locale: None,
+        }
+        .into();
         let verify: Event = events::EmailVerificationRequested {
             user_id: "u".into(),
             email: "c@example.com".into(),
             token: "v1".into(),
+            locale: None,
         }
         .into();
         let r = s.render(&reset).unwrap().unwrap();
@@ -537,18 +678,133 @@ mod tests {
     }
 
     #[test]
+    fn every_built_in_email_has_both_parts_in_every_language() {
+        let s = sending("resend", &[]);
+        for tag in ["en", "fr", "de"] {
+            for event in [
+                magic_in("a@example.com", "tk", Some(tag)),
+                events::EmailOtpRequested {
+                    user_id: None,
+                    email: "a@example.com".into(),
+                    code: "123456".into(),
+                    locale: Some(tag.into()),
+                }
+                .into(),
+                events::PasswordResetRequested {
+                    user_id: "u".into(),
+                    email: "a@example.com".into(),
+                    token: "tk".into(),
+                    locale: Some(tag.into()),
+                }
+                .into(),
+                events::EmailVerificationRequested {
+                    user_id: "u".into(),
+                    email: "a@example.com".into(),
+                    token: "tk".into(),
+                    locale: Some(tag.into()),
+                }
+                .into(),
+            ] {
+                let m = s.render(&event).unwrap().unwrap();
+                assert_eq!(m.locale, tag);
+                let secret = m.code.clone().or(m.link.clone()).unwrap();
+                assert!(m.text.contains(&secret), "{tag} {:?}: text lacks {secret}", m.kind);
+                assert!(m.html.contains(&html::escape(&secret)), "{tag} {:?}: html lacks {secret}", m.kind);
+                assert!(m.html.starts_with("<!DOCTYPE html>") && m.html.contains(&format!("<html lang=\"{tag}\">")));
+                assert!(m.html.contains("a@example.com"), "{tag} {:?}", m.kind);
+            }
+        }
+    }
+
+    #[test]
+    fn the_recipients_locale_picks_the_language_else_the_default() {
+        let s = settings(&[("MAGIC_LINK_URL", "https://app.example/m")]).unwrap();
+        let subject =
+            |locale: Option<&str>| s.render(&magic_in("a@example.com", "t", locale)).unwrap().unwrap().subject;
+        assert_eq!(subject(Some("fr")), "Votre lien de connexion");
+        assert_eq!(subject(Some("fr-CA")), "Votre lien de connexion", "the language subtag matches");
+        assert_eq!(subject(Some("de_AT")), "Ihr Anmeldelink");
+        assert_eq!(subject(Some("es")), "Your sign-in link", "unknown: the default");
+        assert_eq!(subject(Some("not a tag")), "Your sign-in link");
+        assert_eq!(subject(None), "Your sign-in link");
+        let german_first = settings(&[("EMAIL_LOCALES", "de, en")]).unwrap();
+        let m = german_first.render(&magic("a@example.com", "t")).unwrap().unwrap();
+        assert_eq!((m.subject.as_str(), m.locale.as_str()), ("Ihr Anmeldelink", "de"));
+        let only_english = settings(&[("EMAIL_LOCALES", "en")]).unwrap();
+        assert_eq!(only_english.render(&magic_in("a@example.com", "t", Some("fr"))).unwrap().unwrap().locale, "en");
+    }
+
+    #[test]
     fn templates_are_configurable_with_placeholders() {
         let s = settings(&[
             ("MAGIC_LINK_URL", "https://app.example/m"),
-            ("EMAIL_SUBJECT_MAGIC_LINK", "Sign in to Acme, {email}"),
+            ("EMAIL_SUBJECT_MAGIC_LINK", "Sign in to {brand}, {email}"),
             ("EMAIL_BODY_MAGIC_LINK", "Click {link}\\nThanks {not a placeholder}"),
             ("EMAIL_FROM", "Acme <auth@acme.example>"),
+            ("UI_NAME", "Acme"),
         ])
         .unwrap();
         let m = s.render(&magic("d@example.com", "t")).unwrap().unwrap();
         assert_eq!(m.subject, "Sign in to Acme, d@example.com");
         assert_eq!(m.text, "Click https://app.example/m?token=t\nThanks {not a placeholder}");
         assert_eq!(m.from, "Acme <auth@acme.example>");
+        // The HTML part follows the overridden text.
+        assert!(m.html.contains("Click <a href=\"https://app.example/m?token=t\""), "{}", m.html);
+        assert!(m.html.contains("<br>\nThanks {not a placeholder}"));
+        // The other languages keep their built-in texts.
+        let fr = s.render(&magic_in("d@example.com", "t", Some("fr"))).unwrap().unwrap();
+        assert_eq!(fr.subject, "Votre lien de connexion");
+    }
+
+    #[test]
+    fn html_templates_escape_every_value_and_language_settings_win() {
+        let s = settings(&[
+            ("MAGIC_LINK_URL", "https://app.example/m?next=/a&b=\"c\""),
+            ("UI_NAME", "Acme <b>&</b>"),
+            ("EMAIL_HTML_MAGIC_LINK", "<p>{brand}: <a href=\"{link}\">{email}</a></p>"),
+            ("EMAIL_SUBJECT_MAGIC_LINK_FR", "Connexion à {brand}"),
+            ("EMAIL_HTML_MAGIC_LINK_FR", "<p lang=fr>{link}</p>"),
+            ("EMAIL_SUBJECT_MAGIC_LINK", "Sign in"),
+            ("EMAIL_SUBJECT_MAGIC_LINK_EN", "Sign in, English"),
+        ])
+        .unwrap();
+        let en = s.render(&magic("o'brien@example.com", "t")).unwrap().unwrap();
+        assert_eq!(en.subject, "Sign in, English", "the language's own setting wins over the unsuffixed one");
+        assert_eq!(
+            en.html,
+            "<p>Acme &lt;b&gt;&amp;&lt;/b&gt;: <a href=\"https://app.example/m?next=/a&amp;b=%22c%22&amp;token=t\">o&#39;brien@example.com</a></p>"
+        );
+        let fr = s.render(&magic_in("a@example.com", "t", Some("fr"))).unwrap().unwrap();
+        assert_eq!(fr.subject, "Connexion à Acme <b>&</b>", "the subject is text: not escaped");
+        assert_eq!(fr.html, "<p lang=fr>https://app.example/m?next=/a&amp;b=%22c%22&amp;token=t</p>");
+        assert!(fr.text.starts_with("Bonjour,"), "the built-in French body stays");
+        let de = s.render(&magic_in("a@example.com", "t", Some("de"))).unwrap().unwrap();
+        assert!(de.html.contains(">Acme &lt;b&gt;&amp;&lt;/b&gt;</p>"), "the layout's brand is escaped: {}", de.html);
+        assert!(!de.html.contains("<b>&</b>"));
+    }
+
+    #[test]
+    fn a_language_that_is_not_built_in_needs_each_subject_and_body() {
+        let (name, why) = settings(&[("EMAIL_LOCALES", "en,es")]).unwrap_err();
+        assert_eq!(name, "EMAIL_SUBJECT_MAGIC_LINK_ES", "{why}");
+        let mut pairs = vec![("EMAIL_LOCALES", "es,en")];
+        let texts = [
+            ("EMAIL_SUBJECT_MAGIC_LINK_ES", "Tu enlace"),
+            ("EMAIL_BODY_MAGIC_LINK_ES", "Hola: {link}"),
+            ("EMAIL_SUBJECT_EMAIL_OTP_ES", "Tu código {code}"),
+            ("EMAIL_BODY_EMAIL_OTP_ES", "Código: {code}"),
+            ("EMAIL_SUBJECT_PASSWORD_RESET_ES", "Restablecer"),
+            ("EMAIL_BODY_PASSWORD_RESET_ES", "{link}"),
+            ("EMAIL_SUBJECT_EMAIL_VERIFICATION_ES", "Confirma"),
+        ];
+        pairs.extend_from_slice(&texts);
+        assert_eq!(settings(&pairs).unwrap_err().0, "EMAIL_BODY_EMAIL_VERIFICATION_ES");
+        pairs.push(("EMAIL_BODY_EMAIL_VERIFICATION_ES", "Confirma: {link}"));
+        let s = settings(&pairs).unwrap();
+        let m = s.render(&magic("a@example.com", "t")).unwrap().unwrap();
+        assert_eq!((m.locale.as_str(), m.subject.as_str(), m.text.as_str()), ("es", "Tu enlace", "Hola: t"));
+        assert!(m.html.contains("<html lang=\"es\">"));
+        assert_eq!(s.render(&magic_in("a@example.com", "t", Some("en-GB"))).unwrap().unwrap().locale, "en");
     }
 
     #[test]
@@ -560,57 +816,130 @@ mod tests {
             ("EMAIL_SUBJECT_EMAIL_OTP", "Code {cod}"),
             ("EMAIL_SUBJECT_MAGIC_LINK", "two\nlines"),
             ("EMAIL_SUBJECT_EMAIL_VERIFICATION", "{link}"),
+            ("EMAIL_HTML_MAGIC_LINK", "<p>no link</p>"),
+            ("EMAIL_BODY_MAGIC_LINK_FR", "pas de lien"),
+            ("EMAIL_LOCALES", "en,english"),
+            ("EMAIL_LOCALES", "en,fr,en"),
+            ("EMAIL_LOCALES", " , "),
             ("EMAIL_FROM", "not an address"),
             ("EMAIL_FROM", "Acme <a@b.example"),
             ("EMAIL_TRANSPORT", "smtp"),
             ("MAGIC_LINK_URL", "javascript:alert(1)"),
+            ("UI_ACCENT", "blue"),
         ] {
             let (name, why) = settings(&[(k, v)]).unwrap_err();
             assert_eq!(name, k, "{k}={v}: {why}");
         }
+        let why = settings(&[("EMAIL_TRANSPORT", "smtp")]).unwrap_err().1;
+        assert!(why.contains("log, resend, postmark, sendgrid, cloudflare"), "{why}");
     }
 
     #[test]
-    fn the_resend_transport_needs_a_key_a_sender_and_link_bases() {
-        let full = [
-            ("EMAIL_TRANSPORT", "resend"),
-            ("EMAIL_API_KEY", "re_123"),
-            ("EMAIL_FROM", "auth@acme.example"),
-            ("MAGIC_LINK_URL", "https://acme.example/m"),
-            ("PASSWORD_RESET_URL", "https://acme.example/r"),
-            ("EMAIL_VERIFY_URL", "https://acme.example/v"),
-        ];
-        assert!(settings(&full).is_ok());
-        for missing in ["EMAIL_API_KEY", "EMAIL_FROM", "MAGIC_LINK_URL", "PASSWORD_RESET_URL", "EMAIL_VERIFY_URL"] {
-            let pairs: Vec<_> = full.iter().copied().filter(|(k, _)| *k != missing).collect();
-            assert_eq!(settings(&pairs).unwrap_err().0, missing);
+    fn sending_transports_need_a_sender_and_link_bases_and_apis_a_key() {
+        for transport in ["resend", "postmark", "sendgrid", "cloudflare"] {
+            let mut full = vec![
+                ("EMAIL_TRANSPORT", transport),
+                ("EMAIL_FROM", "auth@acme.example"),
+                ("MAGIC_LINK_URL", "https://acme.example/m"),
+                ("PASSWORD_RESET_URL", "https://acme.example/r"),
+                ("EMAIL_VERIFY_URL", "https://acme.example/v"),
+            ];
+            if transport != "cloudflare" {
+                full.push(("EMAIL_API_KEY", "k_123"));
+            }
+            let s = settings(&full).unwrap();
+            assert_eq!(s.transport.name(), transport);
+            let names: Vec<&str> = full.iter().map(|(k, _)| *k).filter(|k| *k != "EMAIL_TRANSPORT").collect();
+            for missing in names {
+                let pairs: Vec<_> = full.iter().copied().filter(|(k, _)| *k != missing).collect();
+                assert_eq!(settings(&pairs).unwrap_err().0, missing, "{transport} without {missing}");
+            }
         }
     }
 
     #[test]
-    fn resend_requests_are_authorised_idempotent_json() {
-        let s = settings(&[
-            ("EMAIL_TRANSPORT", "resend"),
-            ("EMAIL_API_KEY", "re_secret"),
-            ("EMAIL_API_URL", "http://127.0.0.1:9/emails"),
-            ("EMAIL_FROM", "auth@acme.example"),
-            ("MAGIC_LINK_URL", "https://acme.example/m"),
-            ("PASSWORD_RESET_URL", "https://acme.example/r"),
-            ("EMAIL_VERIFY_URL", "https://acme.example/v"),
-        ])
-        .unwrap();
-        assert!(!format!("{:?}", s.transport).contains("re_secret"));
+    fn resend_requests_are_authorised_idempotent_json_with_both_parts() {
+        let s = sending("resend", &[("EMAIL_API_URL", "http://127.0.0.1:9/emails")]);
+        assert!(!format!("{s:?}").contains("key_s3cret"));
         let m = s.render(&magic("e@example.com", "tk")).unwrap().unwrap();
-        let req = s.api_request(&m, "evt-1").unwrap();
+        let req = http(s.dispatch(&m, "evt-1", UnixTime(0)));
         assert_eq!(req.url, "http://127.0.0.1:9/emails");
-        assert_eq!(req.header("authorization"), Some("Bearer re_secret"));
+        assert_eq!(req.header("authorization"), Some("Bearer key_s3cret"));
         assert_eq!(req.header("idempotency-key"), Some("evt-1/magic_link_requested"));
         let body: serde_json::Value = serde_json::from_str(&req.body).unwrap();
-        assert_eq!(body["from"], "auth@acme.example");
+        assert_eq!(body["from"], "Acme Auth <auth@acme.example>");
         assert_eq!(body["to"], serde_json::json!(["e@example.com"]));
         assert_eq!(body["subject"], "Your sign-in link");
+        assert_eq!(body["text"], m.text.as_str());
+        assert_eq!(body["html"], m.html.as_str());
         assert!(body["text"].as_str().unwrap().contains("https://acme.example/m?token=tk"));
-        assert_eq!(settings(&[]).unwrap().api_request(&m, "evt-1"), None);
+        assert_eq!(settings(&[]).unwrap().dispatch(&m, "evt-1", UnixTime(0)), Dispatch::Log);
+    }
+
+    #[test]
+    fn postmark_requests_follow_its_api() {
+        let s = sending("postmark", &[]);
+        let m = s.render(&otp("e@example.com", "123456")).unwrap().unwrap();
+        let req = http(s.dispatch(&m, "evt-2", UnixTime(0)));
+        assert_eq!(req.url, "https://api.postmarkapp.com/email");
+        assert_eq!(req.header("x-postmark-server-token"), Some("key_s3cret"));
+        assert_eq!(req.header("accept"), Some("application/json"));
+        assert_eq!(req.header("authorization"), None);
+        let body: serde_json::Value = serde_json::from_str(&req.body).unwrap();
+        assert_eq!(body["From"], "Acme Auth <auth@acme.example>");
+        assert_eq!(body["To"], "e@example.com");
+        assert_eq!(body["Subject"], "Your sign-in code: 123456");
+        assert_eq!(body["TextBody"], m.text.as_str());
+        assert_eq!(body["HtmlBody"], m.html.as_str());
+        assert_eq!(body["Tag"], "email_otp_requested");
+        assert_eq!(body["Metadata"], serde_json::json!({"event_id": "evt-2"}));
+    }
+
+    #[test]
+    fn sendgrid_requests_follow_its_api() {
+        let s = sending("sendgrid", &[("EMAIL_FROM", "\"Acme, Inc.\" <auth@acme.example>")]);
+        let m = s.render(&magic("e@example.com", "tk")).unwrap().unwrap();
+        let req = http(s.dispatch(&m, "evt-3", UnixTime(0)));
+        assert_eq!(req.url, "https://api.sendgrid.com/v3/mail/send");
+        assert_eq!(req.header("authorization"), Some("Bearer key_s3cret"));
+        let body: serde_json::Value = serde_json::from_str(&req.body).unwrap();
+        assert_eq!(body["personalizations"], serde_json::json!([{"to": [{"email": "e@example.com"}]}]));
+        assert_eq!(body["from"], serde_json::json!({"email": "auth@acme.example", "name": "Acme, Inc."}));
+        assert_eq!(body["subject"], "Your sign-in link");
+        assert_eq!(
+            body["content"],
+            serde_json::json!([{"type": "text/plain", "value": m.text}, {"type": "text/html", "value": m.html}])
+        );
+        assert_eq!(body["custom_args"], serde_json::json!({"event_id": "evt-3"}));
+    }
+
+    #[test]
+    fn the_cloudflare_transport_hands_over_a_mime_message() {
+        let s = sending("cloudflare", &[]);
+        let m = s.render(&magic_in("e@example.com", "tk", Some("fr"))).unwrap().unwrap();
+        let Dispatch::Binding(mime) = s.dispatch(&m, "evt-4", UnixTime(1_795_433_636)) else { panic!("not MIME") };
+        assert_eq!((mime.from.as_str(), mime.to.as_str()), ("auth@acme.example", "e@example.com"));
+        assert_eq!(mime.timeout_ms, EMAIL_API_TIMEOUT_MS);
+        assert!(mime.raw.starts_with("From: Acme Auth <auth@acme.example>\r\nTo: e@example.com\r\n"), "{}", mime.raw);
+        let b64 = base64::engine::general_purpose::STANDARD.encode("Votre lien de connexion");
+        assert!(
+            mime.raw.contains(&format!("Subject: =?UTF-8?B?{b64}?=\r\n"))
+                || mime.raw.contains("Subject: Votre lien de connexion\r\n")
+        );
+        assert!(mime.raw.contains("Message-ID: <evt-4.magic_link_requested@acme.example>\r\n"));
+        assert!(
+            mime.raw.contains("Content-Type: text/plain; charset=utf-8")
+                && mime.raw.contains("Content-Type: text/html; charset=utf-8")
+        );
+        assert!(!format!("{mime:?}").contains("token"), "Debug shows no body");
+    }
+
+    #[test]
+    fn provider_answers_are_scrubbed_of_the_api_key() {
+        let s = sending("postmark", &[]);
+        assert_eq!(s.scrub("bad token key_s3cret!"), "bad token [redacted]!");
+        assert!(s.retryable(&HttpReply { status: 503, body: String::new() }));
+        assert!(!s.retryable(&HttpReply { status: 422, body: "{\"ErrorCode\":406}".into() }));
     }
 
     #[test]
@@ -621,6 +950,7 @@ mod tests {
         assert_eq!(log["to"], "f@example.com");
         assert_eq!(log["type"], "magic_link_requested");
         assert_eq!(log["link"], "bare");
+        assert_eq!(log["locale"], "en");
     }
 
     #[test]
@@ -630,9 +960,7 @@ mod tests {
         assert_eq!(link["event_id"], "evt-1");
         assert_eq!(link["link"], "https://app.example/m?token=tk");
         assert!(link.get("code").is_none());
-        let e: Event =
-            events::EmailOtpRequested { user_id: None, email: "g@example.com".into(), code: "123456".into() }.into();
-        let code = s.render(&e).unwrap().unwrap().log_value("evt-2");
+        let code = s.render(&otp("g@example.com", "123456")).unwrap().unwrap().log_value("evt-2");
         assert_eq!(code["code"], "123456");
         assert!(code.get("link").is_none());
     }
@@ -654,16 +982,7 @@ mod tests {
         ] {
             assert_eq!(log.log_transport_warning("issuer", issuer), None, "{issuer}");
         }
-        let resend = settings(&[
-            ("EMAIL_TRANSPORT", "resend"),
-            ("EMAIL_API_KEY", "re_1"),
-            ("EMAIL_FROM", "auth@acme.example"),
-            ("MAGIC_LINK_URL", "https://acme.example/m"),
-            ("PASSWORD_RESET_URL", "https://acme.example/r"),
-            ("EMAIL_VERIFY_URL", "https://acme.example/v"),
-        ])
-        .unwrap();
-        assert_eq!(resend.log_transport_warning("issuer", "https://auth.example.com"), None);
+        assert_eq!(sending("resend", &[]).log_transport_warning("issuer", "https://auth.example.com"), None);
     }
 
     #[test]
