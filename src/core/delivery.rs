@@ -15,8 +15,8 @@
 //! only goes to the targets that have not had it. A claim is a lease: a
 //! consumer that dies mid-send leaves the target to the next attempt once the
 //! lease ends. The one gap — the ledger failing between a send and its record
-//! — is covered by the event id the receiver sees (`webhook-id`, and the email
-//! API's idempotency key).
+//! — is covered by the event id the receiver sees (`webhook-id`, and Resend's
+//! idempotency key; the other email transports have no such key).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -50,8 +50,11 @@ pub const DEFAULT_FROM: &str = "Portcullis <no-reply@portcullis.invalid>";
 pub const DEFAULT_LOCALES: &str = "en,fr,de";
 /// Most languages in `EMAIL_LOCALES`.
 pub const MAX_LOCALES: usize = 20;
-/// How long an email API (or the `send_email` binding) may take to answer.
-pub const EMAIL_API_TIMEOUT_MS: u32 = 10_000;
+/// Default `EMAIL_TIMEOUT_MS`: how long an email API (or the `send_email`
+/// binding) may take to answer.
+pub const EMAIL_TIMEOUT_MS: u32 = 10_000;
+/// Largest `EMAIL_TIMEOUT_MS`.
+pub const MAX_EMAIL_TIMEOUT_MS: u32 = 30_000;
 /// Longest subject accepted, in characters.
 pub const MAX_SUBJECT_CHARS: usize = 200;
 /// Longest plain-text body template accepted, in characters.
@@ -156,6 +159,8 @@ pub struct EmailSettings {
     pub transport: Transport,
     /// `EMAIL_FROM`, as configured.
     pub from: String,
+    /// `EMAIL_TIMEOUT_MS`.
+    pub timeout_ms: u32,
     sender: Sender,
     links: [Option<Url>; 4],
     brand: Brand,
@@ -231,6 +236,18 @@ impl EmailSettings {
             return Err(err("EMAIL_FROM", "missing: a transport that sends needs a sender it accepts".into()));
         }
         let brand = Brand::from_lookup(var)?;
+        let timeout_ms = match var("EMAIL_TIMEOUT_MS") {
+            None => EMAIL_TIMEOUT_MS,
+            Some(v) => match v.parse::<u32>() {
+                Ok(n) if (1..=MAX_EMAIL_TIMEOUT_MS).contains(&n) => n,
+                _ => {
+                    return Err(err(
+                        "EMAIL_TIMEOUT_MS",
+                        format!("{v:?} must be between 1 and {MAX_EMAIL_TIMEOUT_MS} milliseconds"),
+                    ))
+                }
+            },
+        };
         let mut links: [Option<Url>; 4] = Default::default();
         for kind in EmailKind::ALL {
             if let Some(name) = kind.link_setting() {
@@ -247,7 +264,7 @@ impl EmailSettings {
             }
         }
         let languages = languages(var)?;
-        Ok(Self { transport, from, sender, links, brand, languages })
+        Ok(Self { transport, from, timeout_ms, sender, links, brand, languages })
     }
 
     /// The language for `locale`: the one with that tag, else the first
@@ -328,7 +345,7 @@ impl EmailSettings {
                     id: &format!("{event_id}.{}", email.kind.event_type()),
                     date: now,
                 }),
-                timeout_ms: EMAIL_API_TIMEOUT_MS,
+                timeout_ms: self.timeout_ms,
             }),
         }
     }
@@ -414,7 +431,7 @@ impl EmailSettings {
                 )
             }
         };
-        HttpRequest { url: url.as_str().to_string(), headers, body: body.to_string(), timeout_ms: EMAIL_API_TIMEOUT_MS }
+        HttpRequest { url: url.as_str().to_string(), headers, body: body.to_string(), timeout_ms: self.timeout_ms }
     }
 }
 
@@ -826,6 +843,8 @@ mod tests {
             ("EMAIL_TRANSPORT", "smtp"),
             ("MAGIC_LINK_URL", "javascript:alert(1)"),
             ("UI_ACCENT", "blue"),
+            ("EMAIL_TIMEOUT_MS", "0"),
+            ("EMAIL_TIMEOUT_MS", "30001"),
         ] {
             let (name, why) = settings(&[(k, v)]).unwrap_err();
             assert_eq!(name, k, "{k}={v}: {why}");
@@ -882,6 +901,9 @@ mod tests {
         let m = s.render(&otp("e@example.com", "123456")).unwrap().unwrap();
         let req = http(s.dispatch(&m, "evt-2", UnixTime(0)));
         assert_eq!(req.url, "https://api.postmarkapp.com/email");
+        assert_eq!(req.timeout_ms, EMAIL_TIMEOUT_MS);
+        let quick = sending("postmark", &[("EMAIL_TIMEOUT_MS", "750")]);
+        assert_eq!(http(quick.dispatch(&m, "evt-2", UnixTime(0))).timeout_ms, 750);
         assert_eq!(req.header("x-postmark-server-token"), Some("key_s3cret"));
         assert_eq!(req.header("accept"), Some("application/json"));
         assert_eq!(req.header("authorization"), None);
@@ -919,7 +941,7 @@ mod tests {
         let m = s.render(&magic_in("e@example.com", "tk", Some("fr"))).unwrap().unwrap();
         let Dispatch::Binding(mime) = s.dispatch(&m, "evt-4", UnixTime(1_795_433_636)) else { panic!("not MIME") };
         assert_eq!((mime.from.as_str(), mime.to.as_str()), ("auth@acme.example", "e@example.com"));
-        assert_eq!(mime.timeout_ms, EMAIL_API_TIMEOUT_MS);
+        assert_eq!(mime.timeout_ms, EMAIL_TIMEOUT_MS);
         assert!(mime.raw.starts_with("From: Acme Auth <auth@acme.example>\r\nTo: e@example.com\r\n"), "{}", mime.raw);
         let b64 = base64::engine::general_purpose::STANDARD.encode("Votre lien de connexion");
         assert!(
