@@ -323,11 +323,13 @@ function parseMime(raw) {
   return { headers, parts };
 }
 
-/** RFC 2047 encoded words (B encoding) decoded. */
-const decodeWords = (s) => s.replace(/=\?UTF-8\?B\?([^?]*)\?=\s*/gi, (_, b) => Buffer.from(b, "base64").toString("utf8"));
+/** RFC 2047 encoded words (B encoding) decoded; only the space between two of them goes. */
+const decodeWords = (s) =>
+  s.replace(/(\?=)\s+(?==\?)/g, "$1").replace(/=\?UTF-8\?B\?([^?]*)\?=/gi, (_, b) => Buffer.from(b, "base64").toString("utf8"));
 
 describe("EMAIL_TRANSPORT=cloudflare (the send_email binding)", () => {
   let gw;
+  let bare;
   let config;
   const vars = {
     EMAIL_TRANSPORT: "cloudflare",
@@ -342,11 +344,13 @@ describe("EMAIL_TRANSPORT=cloudflare (the send_email binding)", () => {
     config = await faultyConfig({
       extraToml: '[[send_email]]\nname = "EMAIL"\nallowed_destination_addresses = ["ada@example.com", "bob@example.com"]',
     });
-    gw = await startGateway({ vars, args: config.args });
+    // And one without the binding, started alongside.
+    [gw, bare] = await Promise.all([startGateway({ vars, args: config.args }), startGateway({ vars })]);
   });
 
   after(async () => {
     await gw?.stop();
+    await bare?.stop();
     await config?.cleanup();
   });
 
@@ -380,15 +384,10 @@ describe("EMAIL_TRANSPORT=cloudflare (the send_email binding)", () => {
   });
 
   test("without the binding, EMAIL_TRANSPORT=cloudflare is a configuration error, not silence", async () => {
-    const bare = await startGateway({ vars });
-    try {
-      const res = await fetch(`${bare.url}/.well-known/openid-configuration`);
-      const problem = await json(res);
-      assert.equal(res.status, 503);
-      assert.equal(problem.code, "misconfigured");
-      assert.match(problem.detail, /EMAIL_TRANSPORT: cloudflare sends through the send_email binding EMAIL/);
-    } finally {
-      await bare.stop();
-    }
+    const res = await fetch(`${bare.url}/.well-known/openid-configuration`);
+    const problem = await json(res);
+    assert.equal(res.status, 503);
+    assert.equal(problem.code, "misconfigured");
+    assert.match(problem.detail, /EMAIL_TRANSPORT: cloudflare sends through the send_email binding EMAIL/);
   });
 });
