@@ -4,7 +4,10 @@
 // carry a `code` (Email Service's `E_…`) that a Rust error would lose; one
 // call from Rust does it all. Rust decides what the outcome means.
 
-import { EmailMessage } from "cloudflare:email";
+// `cloudflare:email` is imported when first needed, not at the top: the
+// open-source workerd (bare runtime tests and the bench) does not provide
+// it, and a Worker importing it at load would not start there at all.
+let emailMessage = null;
 
 /**
  * Sends `raw` (a complete RFC 5322 message) from `from` to `to` through
@@ -18,7 +21,8 @@ export async function sendMime(binding, from, to, raw, timeoutMs) {
   });
   const send = (async () => {
     try {
-      await binding.send(new EmailMessage(from, to, raw));
+      emailMessage ??= (await import("cloudflare:email")).EmailMessage;
+      await binding.send(new emailMessage(from, to, raw));
       return null;
     } catch (err) {
       const code = err && typeof err.code === "string" ? err.code : null;
