@@ -23,7 +23,7 @@ import { faultyConfig } from "./lib/faults.mjs";
 /** max_retries of the portcullis-events consumer in wrangler.toml. */
 const MAX_RETRIES = Number(fs.readFileSync(path.join(ROOT, "wrangler.toml"), "utf8").match(/^max_retries = (\d+)$/m)[1]);
 const KEY = `key_${crypto.randomBytes(12).toString("hex")}`;
-const TIMEOUT_MS = 500;
+const TIMEOUT_MS = 2_000;
 const LINKS = {
   MAGIC_LINK_URL: "https://acme.example/magic?lang=x",
   PASSWORD_RESET_URL: "https://acme.example/reset",
@@ -115,7 +115,7 @@ async function startStandIn(name) {
       else if (to.startsWith("down-")) answer = api.down;
       else if (to.startsWith("throttled-") && seen === 0) answer = api.throttled;
       else if (to.startsWith("slow-")) {
-        await sleep(TIMEOUT_MS * 3);
+        await sleep(TIMEOUT_MS + 3_000);
         answer = api.accepted(body);
       } else answer = api.accepted(body);
       entry.status = answer.status;
