@@ -447,7 +447,12 @@ mod tests {
     fn the_entry_comes_from_the_sealed_message_without_opening_it() {
         let key = crate::core::events::secrets_key(&Kek::from_bytes([3; 32]));
         let env = Envelope::new(
-            crate::core::events::MagicLinkRequested { user_id: None, email: "a@b.co".into(), token: "s3cret".into() },
+            crate::core::events::MagicLinkRequested {
+                user_id: None,
+                email: "a@b.co".into(),
+                token: "s3cret".into(),
+                locale: None,
+            },
             &mut SeqRandom(1),
             UnixTime(1_795_433_636),
         )
@@ -463,7 +468,7 @@ mod tests {
         assert_eq!((r.user_id, r.subject_email.as_deref()), (None, Some("a@b.co")));
         assert_eq!((r.ip_address.as_deref(), r.user_agent.as_deref()), (Some("198.51.100.4"), Some("Firefox")));
         let data: Value = serde_json::from_str(&r.data).unwrap();
-        assert_eq!(data, serde_json::json!({"user_id": null, "email": "a@b.co"}));
+        assert_eq!(data, serde_json::json!({"user_id": null, "email": "a@b.co", "locale": null}));
         assert!(!r.data.contains("sealed") && !r.data.contains("s3cret"));
         assert!(AuditRecord::of_message(&serde_json::json!({"type": "login"}), UnixTime(0)).is_none());
     }

@@ -85,14 +85,14 @@ events! {
     RoleRemoved => "role_removed" { user_id: String, role: String }
     SessionRevoked => "session_revoked" { user_id: String, session_id: Option<String>, revoke_all: bool }
     OauthLink => "oauth_link" { user_id: String, email: String, provider: String }
-    PasswordResetRequested => "password_reset_requested" { user_id: String, email: String, token: String }
+    PasswordResetRequested => "password_reset_requested" { user_id: String, email: String, token: String, #[serde(default)] locale: Option<String> }
     PasswordReset => "password_reset" { user_id: String }
     PasswordChanged => "password_changed" { user_id: String }
-    EmailVerificationRequested => "email_verification_requested" { user_id: String, email: String, token: String }
+    EmailVerificationRequested => "email_verification_requested" { user_id: String, email: String, token: String, #[serde(default)] locale: Option<String> }
     EmailVerified => "email_verified" { user_id: String, email: String }
-    MagicLinkRequested => "magic_link_requested" { user_id: Option<String>, email: String, token: String }
+    MagicLinkRequested => "magic_link_requested" { user_id: Option<String>, email: String, token: String, #[serde(default)] locale: Option<String> }
     MagicLinkLogin => "magic_link_login" { user_id: String, email: String }
-    EmailOtpRequested => "email_otp_requested" { user_id: Option<String>, email: String, code: String }
+    EmailOtpRequested => "email_otp_requested" { user_id: Option<String>, email: String, code: String, #[serde(default)] locale: Option<String> }
     EmailOtpLogin => "email_otp_login" { user_id: String, email: String }
     KeyRotated => "key_rotated" { old_kid: Option<String>, new_kid: String }
     KeyRetired => "key_retired" { kid: String, new_kid: Option<String> }
@@ -528,7 +528,7 @@ mod tests {
     #[test]
     fn redaction_masks_tokens_and_codes_only() {
         let env = Envelope::new(
-            MagicLinkRequested { user_id: None, email: "a@b.co".into(), token: "s3cret".into() },
+            MagicLinkRequested { user_id: None, email: "a@b.co".into(), token: "s3cret".into(), locale: None },
             &mut SeqRandom(3),
             UnixTime(5),
         );
@@ -544,24 +544,41 @@ mod tests {
     fn secret_events() -> Vec<(Event, &'static str, &'static str)> {
         vec![
             (
-                MagicLinkRequested { user_id: None, email: "a@b.co".into(), token: "tok-magic".into() }.into(),
+                MagicLinkRequested { user_id: None, email: "a@b.co".into(), token: "tok-magic".into(), locale: None }
+                    .into(),
                 "token",
                 "tok-magic",
             ),
             (
-                EmailOtpRequested { user_id: Some("u".into()), email: "a@b.co".into(), code: "042917".into() }.into(),
+                EmailOtpRequested {
+                    user_id: Some("u".into()),
+                    email: "a@b.co".into(),
+                    code: "042917".into(),
+                    locale: None,
+                }
+                .into(),
                 "code",
                 "042917",
             ),
             (
-                PasswordResetRequested { user_id: "u".into(), email: "a@b.co".into(), token: "tok-reset".into() }
-                    .into(),
+                PasswordResetRequested {
+                    user_id: "u".into(),
+                    email: "a@b.co".into(),
+                    token: "tok-reset".into(),
+                    locale: None,
+                }
+                .into(),
                 "token",
                 "tok-reset",
             ),
             (
-                EmailVerificationRequested { user_id: "u".into(), email: "a@b.co".into(), token: "tok-verify".into() }
-                    .into(),
+                EmailVerificationRequested {
+                    user_id: "u".into(),
+                    email: "a@b.co".into(),
+                    token: "tok-verify".into(),
+                    locale: None,
+                }
+                .into(),
                 "token",
                 "tok-verify",
             ),
@@ -613,7 +630,7 @@ mod tests {
         let key = sealing_key();
         let make = |seed, token: &str| {
             let env = Envelope::new(
-                MagicLinkRequested { user_id: None, email: "a@b.co".into(), token: token.into() },
+                MagicLinkRequested { user_id: None, email: "a@b.co".into(), token: token.into(), locale: None },
                 &mut SeqRandom(seed),
                 UnixTime(5),
             );
@@ -633,7 +650,12 @@ mod tests {
     fn a_sealed_secret_is_bound_to_every_member_of_its_envelope() {
         let key = sealing_key();
         let env = Envelope::new(
-            PasswordResetRequested { user_id: "u1".into(), email: "victim@corp.example".into(), token: "tok".into() },
+            PasswordResetRequested {
+                user_id: "u1".into(),
+                email: "victim@corp.example".into(),
+                token: "tok".into(),
+                locale: None,
+            },
             &mut SeqRandom(30),
             UnixTime(5),
         );
@@ -661,8 +683,14 @@ mod tests {
         // The canonical form does not depend on member order or spacing.
         let data = sealed["data"].as_object().unwrap();
         let reordered = format!(
-            r#"{{ "data": {{ "token": {}, "email": {}, "user_id": {} }}, "v": 1, "timestamp": {}, "type": {}, "id": {} }}"#,
-            data["token"], data["email"], data["user_id"], sealed["timestamp"], sealed["type"], sealed["id"]
+            r#"{{ "data": {{ "token": {}, "locale": {}, "email": {}, "user_id": {} }}, "v": 1, "timestamp": {}, "type": {}, "id": {} }}"#,
+            data["token"],
+            data["locale"],
+            data["email"],
+            data["user_id"],
+            sealed["timestamp"],
+            sealed["type"],
+            sealed["id"]
         );
         let opened = Received::open(serde_json::from_str(&reordered).unwrap(), &key).unwrap();
         assert_eq!(opened.event.secret(), Some("tok"));
@@ -673,7 +701,7 @@ mod tests {
     fn a_masked_secret_is_never_taken_for_one() {
         let key = sealing_key();
         let env = Envelope::new(
-            MagicLinkRequested { user_id: None, email: "a@b.co".into(), token: REDACTED.into() },
+            MagicLinkRequested { user_id: None, email: "a@b.co".into(), token: REDACTED.into(), locale: None },
             &mut SeqRandom(32),
             UnixTime(5),
         );
@@ -689,7 +717,7 @@ mod tests {
         assert_eq!(sealed, serde_json::from_str::<Value>(&env.to_json()).unwrap());
         // A message queued before secrets were sealed is still delivered.
         let old = Envelope::new(
-            MagicLinkRequested { user_id: None, email: "a@b.co".into(), token: "old".into() },
+            MagicLinkRequested { user_id: None, email: "a@b.co".into(), token: "old".into(), locale: None },
             &mut SeqRandom(5),
             UnixTime(5),
         );
@@ -701,7 +729,7 @@ mod tests {
     fn stored_forms_mask_a_clear_secret_and_keep_a_sealed_one() {
         let key = sealing_key();
         let env = Envelope::new(
-            EmailOtpRequested { user_id: None, email: "a@b.co".into(), code: "123456".into() },
+            EmailOtpRequested { user_id: None, email: "a@b.co".into(), code: "123456".into(), locale: None },
             &mut SeqRandom(6),
             UnixTime(5),
         );
@@ -734,7 +762,7 @@ mod tests {
             actor_id: Some("admin-1".into()),
         };
         let env = Envelope::new(
-            MagicLinkRequested { user_id: None, email: "a@b.co".into(), token: "tok".into() },
+            MagicLinkRequested { user_id: None, email: "a@b.co".into(), token: "tok".into(), locale: None },
             &mut SeqRandom(40),
             UnixTime(5),
         )

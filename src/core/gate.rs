@@ -276,6 +276,7 @@ mod tests {
             roles: vec!["admin".into()],
             created_at: UnixTime(0),
             auth_epoch: 0,
+            locale: None,
         };
         let req = request(&hook, &user, "email", "msg_1", UnixTime(1_700_000_000));
         assert_eq!((req.url.as_str(), req.timeout_ms), ("https://hooks.example/signin", 1_500));

@@ -17,6 +17,7 @@ pub mod gate;
 pub mod headers;
 pub mod ids;
 pub mod keys;
+pub mod locale;
 pub mod mail;
 pub mod oauth;
 pub mod outbound;

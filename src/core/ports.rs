@@ -1,6 +1,6 @@
 //! Ports: the small traits through which core reaches storage, the event
 //! queue, the key ring, outbound HTTP (webhooks, email APIs, the sign-in
-//! hook) and the delivery ledger. The edge implements them with D1, Queues,
+//! hook), the mail binding and the delivery ledger. The edge implements them with D1, Queues,
 //! WebCrypto and `fetch`; the native tests with in-memory fakes.
 //!
 //! Every method returns core's [`Error`]: adapters map their failures to
@@ -16,6 +16,7 @@ use crate::core::delivery::{Claim, DeadLetter, TargetState};
 use crate::core::error::Error;
 use crate::core::events::Envelope;
 use crate::core::keys::{SigningAlg, SigningKey, StoredKey};
+use crate::core::mail::{BindingError, MimeEmail};
 use crate::core::outbound::{HttpReply, HttpRequest, SendError};
 use crate::core::rate_limit::{Count, Hit};
 use crate::core::session::{LiveSession, RotateRequest, Rotation, Session, SignInBasis};
@@ -279,10 +280,13 @@ impl SigninGate for NoGate {
     fn report(&self, _warning: &str) {}
 }
 
-/// Outbound HTTP and the log, as the queue consumer uses them.
+/// Outbound HTTP, the mail binding and the log, as the queue consumer uses them.
 pub trait Courier {
     /// Sends `request`, waiting at most its `timeout_ms` for the response head.
     async fn send(&self, request: &HttpRequest) -> std::result::Result<HttpReply, SendError>;
+    /// Hands `message` to the `send_email` binding, waiting at most its
+    /// `timeout_ms`. `Ok` once the binding took it.
+    async fn send_mime(&self, message: &MimeEmail) -> std::result::Result<(), BindingError>;
     /// Writes `marker` and the JSON `value` as one log line.
     fn log(&self, marker: &str, value: &serde_json::Value);
 }

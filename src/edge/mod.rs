@@ -27,6 +27,7 @@ use worker::{event, Context, Env, ScheduleContext, ScheduledEvent};
 use crate::core::config::{Config, ConfigError};
 use crate::core::error::Error;
 use crate::core::flows::keys::{self, KeyRotation};
+use crate::core::mail::{Transport, MAIL_BINDING};
 
 thread_local! {
     /// The configuration, parsed once per isolate (vars cannot change without
@@ -44,7 +45,8 @@ fn config(env: &Env) -> Result<Rc<Config>, ConfigError> {
             let parsed = Config::from_lookup(|name| {
                 env.var(name).map(|v| v.to_string()).ok().or_else(|| env.secret(name).map(|v| v.to_string()).ok())
             })
-            .map(Rc::new);
+            .map(Rc::new)
+            .and_then(|cfg| require_mail_binding(env, cfg));
             if let Ok(cfg) = &parsed {
                 if let Some(issuer) = &cfg.issuer {
                     warn_log_transport(cfg, "issuer", issuer);
@@ -54,6 +56,19 @@ fn config(env: &Env) -> Result<Rc<Config>, ConfigError> {
         })
         .clone()
     })
+}
+
+/// `cfg`, unless its email transport is `cloudflare` and the Worker has no
+/// `send_email` binding to send through: a setting that cannot work, refused
+/// like any bad value.
+fn require_mail_binding(env: &Env, cfg: Rc<Config>) -> Result<Rc<Config>, ConfigError> {
+    if cfg.email.transport == Transport::Cloudflare && env.send_email(MAIL_BINDING).is_err() {
+        return Err(ConfigError(format!(
+            "EMAIL_TRANSPORT: cloudflare sends through the send_email binding {MAIL_BINDING}, which this Worker \
+             does not have: add [[send_email]] name = \"{MAIL_BINDING}\" to its wrangler configuration"
+        )));
+    }
+    Ok(cfg)
 }
 
 thread_local! {

@@ -10,9 +10,10 @@
 //! backoff core computed when some target does not (`retry_with_options`,
 //! never `retry_all`). The platform moves a message to the dead-letter queue
 //! after `max_retries` (wrangler.toml); a malformed message is sent there at
-//! once through the `DEAD_LETTERS` producer rather than retried, and one
-//! whose sealed secret does not open after [`delivery::UNOPENED_RETRIES`]
-//! retries. The dead-letter consumer logs and records every message it gets.
+//! once through the `DEAD_LETTERS` producer rather than retried, and so is
+//! one whose sealed secret does not open after
+//! [`delivery::UNOPENED_RETRIES`] retries, and an event an email provider
+//! refused for good ([`Verdict::Reject`]). The dead-letter consumer logs and records every message it gets.
 
 use std::rc::Rc;
 
@@ -23,7 +24,7 @@ use worker::{
 
 use crate::core::audit::{self, AuditRecord};
 use crate::core::config::Config;
-use crate::core::delivery::{self, Quarantine, Verdict};
+use crate::core::delivery::{self, Quarantine, Rejection, Verdict};
 use crate::core::events::{self, Envelope, OpenError, Received};
 use crate::core::ports::{AuditLog, EventSink, Result};
 use crate::core::rate_limit::BACKOFF_MEMORY_SECS;
@@ -177,15 +178,16 @@ pub async fn consume(batch: worker::worker_sys::MessageBatch, env: Env) {
             return;
         }
     };
+    let courier = FetchCourier::new(&env);
     // Messages are independent: handle them concurrently, so one slow
     // endpoint does not hold up the rest of the batch.
-    let (cfg, store, env) = (&cfg, &store, &env);
+    let (cfg, store, env, courier) = (&cfg, &store, &env, &courier);
     let work = messages(&batch).into_iter().map(|(msg, attempts)| async move {
         if dead_letter_queue {
-            bury(&msg, store).await;
+            bury(&msg, store, courier).await;
         } else {
             match cfg {
-                Ok(cfg) => handle(&msg, attempts, cfg.clone(), store, env).await,
+                Ok(cfg) => handle(&msg, attempts, cfg.clone(), store, courier, env).await,
                 // Nothing is delivered half-configured; the message waits
                 // (and, if it waits too long, is dead-lettered and recorded).
                 Err(_) => retry_in(&msg, UNAVAILABLE_RETRY_SECS),
@@ -195,7 +197,7 @@ pub async fn consume(batch: worker::worker_sys::MessageBatch, env: Env) {
     futures_util::future::join_all(work).await;
 }
 
-async fn handle(msg: &RawMessage, attempts: u32, cfg: Rc<Config>, store: &D1Store, env: &Env) {
+async fn handle(msg: &RawMessage, attempts: u32, cfg: Rc<Config>, store: &D1Store, courier: &FetchCourier, env: &Env) {
     let body = body_json(&msg.body());
     // The audit entry first, from the message with its secret masked; its
     // failure holds up no delivery (see `after_audit` below).
@@ -223,10 +225,15 @@ async fn handle(msg: &RawMessage, attempts: u32, cfg: Rc<Config>, store: &D1Stor
             return quarantine(msg, delivery::quarantine(&msg.id(), &error, attempts, body.ok()), env).await;
         }
     };
-    let delivered = delivery::deliver(&cfg, store, &FetchCourier, &event, platform::now()).await;
+    let delivered = delivery::deliver(&cfg, store, courier, &event, platform::now()).await;
     match delivered.map(|v| audit::after_audit(v, audited, attempts, cfg.retry_base_delay_secs)) {
         Ok(Verdict::Ack) => msg.ack(),
         Ok(Verdict::Retry { delay_secs }) => retry_in(msg, delay_secs),
+        Ok(Verdict::Reject { reason }) => match body {
+            // The message as it came, its secret still sealed.
+            Ok(value) => reject(msg, Rejection::new(value, &reason), env).await,
+            Err(_) => retry_in(msg, cfg.retry_base_delay_secs),
+        },
         Err(e) => {
             worker::console_error!("portcullis.delivery_error id={} {e}", event.id);
             retry_in(msg, cfg.retry_base_delay_secs);
@@ -239,8 +246,19 @@ async fn handle(msg: &RawMessage, attempts: u32, cfg: Rc<Config>, store: &D1Stor
 async fn quarantine(msg: &RawMessage, wrapped: Quarantine, env: &Env) {
     let kind = if wrapped.quarantined.unopened { "unopened" } else { "malformed" };
     worker::console_error!("portcullis.{kind}_event id={} {}", msg.id(), wrapped.quarantined.reason);
+    to_dead_letters(msg, &wrapped, env).await;
+}
+
+/// Sends an event a target refused for good to the dead-letter queue (its
+/// reason already scrubbed by core), then acks it.
+async fn reject(msg: &RawMessage, wrapped: Rejection, env: &Env) {
+    worker::console_error!("portcullis.rejected_event id={} {}", msg.id(), wrapped.rejected.reason);
+    to_dead_letters(msg, &wrapped, env).await;
+}
+
+async fn to_dead_letters(msg: &RawMessage, wrapped: &impl serde::Serialize, env: &Env) {
     let sent = async {
-        let text = serde_json::to_string(&wrapped)?;
+        let text = serde_json::to_string(wrapped)?;
         let body = js_sys::JSON::parse(&text)?;
         let queue = env.queue("DEAD_LETTERS")?;
         queue.send_raw(RawMessageBuilder::new(body).build_with_content_type(QueueContentType::Json)).await?;
@@ -250,7 +268,7 @@ async fn quarantine(msg: &RawMessage, wrapped: Quarantine, env: &Env) {
         Ok(()) => msg.ack(),
         Err(e) => {
             // Retried as is: after max_retries the platform dead-letters it anyway.
-            worker::console_error!("portcullis.error quarantine of {} failed: {e}", msg.id());
+            worker::console_error!("portcullis.error sending {} to the dead-letter queue failed: {e}", msg.id());
             retry_in(msg, UNAVAILABLE_RETRY_SECS);
         }
     }
@@ -277,12 +295,12 @@ async fn audit(store: &D1Store, body: &serde_json::Value, message_id: &str, atte
 /// Logs and records one dead letter (its secret stays sealed; no
 /// configuration needed), and writes its audit entry if no earlier attempt
 /// could.
-async fn bury(msg: &RawMessage, store: &D1Store) {
+async fn bury(msg: &RawMessage, store: &D1Store, courier: &FetchCourier) {
     let body = body_json(&msg.body());
     if let Ok(value) = &body {
         audit(store, value, &msg.id(), 0).await;
     }
-    match delivery::dead_letter(store, &FetchCourier, &msg.id(), body, platform::now()).await {
+    match delivery::dead_letter(store, courier, &msg.id(), body, platform::now()).await {
         Ok(_) => msg.ack(),
         Err(e) => {
             worker::console_error!("portcullis.error recording dead letter {}: {e}", msg.id());

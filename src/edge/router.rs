@@ -12,7 +12,6 @@ use crate::core::audit::{AuditQuery, Reader};
 use crate::core::auth_routes::{self, Route};
 use crate::core::config::Config;
 use crate::core::cors;
-use crate::core::email::Email;
 use crate::core::error::Error;
 use crate::core::flows::account::{LoginRequest, RefreshRequest, SignupRequest};
 use crate::core::flows::admin::{ListQuery, UpdateUserRequest};
@@ -22,7 +21,7 @@ use crate::core::flows::otp::OtpVerifyRequest;
 use crate::core::flows::otp::OTP_ACCEPTED;
 use crate::core::flows::password::FORGOT_ACCEPTED;
 use crate::core::flows::password::{ChangeRequest, ResetRequest};
-use crate::core::flows::{AuthResponse, Deps, EmailRequest, Meta, TokenRequest};
+use crate::core::flows::{AuthResponse, Deps, EmailRequest, Meta, Recipient, TokenRequest};
 use crate::core::policy::{auth_api_path, normalise_path};
 use crate::core::rate_limit::Endpoint;
 use crate::core::target::{invalid_url, RequestUrl};
@@ -314,8 +313,8 @@ async fn auth_api(
         }
         Route::MagicLink => {
             let body: EmailRequest = http::read_json(req).await?;
-            let email = deps.admit_email_request(&meta, rng, Endpoint::MagicLink, &body).await?;
-            send_in_background(ctx, env, &cfg, meta, Mailing::MagicLink, email);
+            let to = deps.admit_email_request(&meta, rng, Endpoint::MagicLink, &body).await?;
+            send_in_background(ctx, env, &cfg, meta, Mailing::MagicLink, to);
             js(http::json(200, &MAGIC_LINK_ACCEPTED, None, &[]))
         }
         Route::MagicLinkVerify => {
@@ -328,8 +327,8 @@ async fn auth_api(
         Route::MagicLinkLanding => js(http::json(200, &MAGIC_LINK_LANDING, None, &[])),
         Route::Otp => {
             let body: EmailRequest = http::read_json(req).await?;
-            let email = deps.admit_email_request(&meta, rng, Endpoint::Otp, &body).await?;
-            send_in_background(ctx, env, &cfg, meta, Mailing::Otp, email);
+            let to = deps.admit_email_request(&meta, rng, Endpoint::Otp, &body).await?;
+            send_in_background(ctx, env, &cfg, meta, Mailing::Otp, to);
             js(http::json(200, &OTP_ACCEPTED, None, &[]))
         }
         Route::OtpVerify => {
@@ -339,8 +338,8 @@ async fn auth_api(
         }
         Route::PasswordForgot => {
             let body: EmailRequest = http::read_json(req).await?;
-            let email = deps.admit_email_request(&meta, rng, Endpoint::PasswordForgot, &body).await?;
-            send_in_background(ctx, env, &cfg, meta, Mailing::PasswordReset, email);
+            let to = deps.admit_email_request(&meta, rng, Endpoint::PasswordForgot, &body).await?;
+            send_in_background(ctx, env, &cfg, meta, Mailing::PasswordReset, to);
             js(http::json(200, &FORGOT_ACCEPTED, None, &[]))
         }
         Route::PasswordReset => {
@@ -491,7 +490,7 @@ enum Mailing {
 /// failure here reaches the log, not the client (who was told "if this
 /// address can sign in"); nothing is half-written: the KV hint comes before
 /// the D1 row, and an event the queue refuses waits in the outbox.
-fn send_in_background(ctx: &Context, env: &Env, cfg: &Rc<Config>, meta: Meta, what: Mailing, email: Email) {
+fn send_in_background(ctx: &Context, env: &Env, cfg: &Rc<Config>, meta: Meta, what: Mailing, to: Recipient) {
     let env = env.clone();
     let cfg = Rc::clone(cfg);
     ctx.wait_until(async move {
@@ -503,9 +502,9 @@ fn send_in_background(ctx: &Context, env: &Env, cfg: &Rc<Config>, meta: Meta, wh
             let deps = ports.deps(&cfg);
             let rng = &mut OsRandom;
             match what {
-                Mailing::MagicLink => deps.send_magic_link(&meta, rng, &email).await,
-                Mailing::Otp => deps.send_otp(&meta, rng, &email).await,
-                Mailing::PasswordReset => deps.send_password_reset(&meta, rng, &email).await,
+                Mailing::MagicLink => deps.send_magic_link(&meta, rng, &to).await,
+                Mailing::Otp => deps.send_otp(&meta, rng, &to).await,
+                Mailing::PasswordReset => deps.send_password_reset(&meta, rng, &to).await,
             }
         }
         .await;

@@ -12,7 +12,7 @@ fn signup(w: &World, rng: &mut TestRandom, email: &str, password: &str) -> Resul
     block_on(deps.signup(
         &meta,
         rng,
-        SignupRequest { email: email.into(), password: password.into(), name: Some(" Ada ".into()) },
+        SignupRequest { email: email.into(), password: password.into(), name: Some(" Ada ".into()), locale: None },
     ))
 }
 

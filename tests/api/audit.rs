@@ -13,7 +13,7 @@ use portcullis::core::email::Email;
 use portcullis::core::error::Error;
 use portcullis::core::events::{self, Envelope, Event, EventContext, Received};
 use portcullis::core::flows::admin::Admin;
-use portcullis::core::flows::AuthResponse;
+use portcullis::core::flows::{AuthResponse, Recipient};
 use portcullis::core::ports::AuditLog;
 use portcullis::core::time::UnixTime;
 use serde_json::{json, Value};
@@ -257,7 +257,7 @@ fn a_user_sees_only_their_own_entries_and_may_not_ask_for_anothers() {
 fn requested_secrets_never_reach_the_log() {
     let mut rng = TestRandom(7);
     let (w, root, ada) = setup(&mut rng);
-    let email = Email::parse("ada@example.com").unwrap();
+    let email = Recipient { email: Email::parse("ada@example.com").unwrap(), locale: None };
     let (deps, meta) = w.at(1_100);
     block_on(deps.send_magic_link(&meta, &mut rng, &email)).unwrap();
     block_on(deps.send_otp(&meta, &mut rng, &email)).unwrap();

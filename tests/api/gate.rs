@@ -24,7 +24,7 @@ fn signup(w: &World, email: &str) -> Result<AuthResponse, Error> {
     block_on(deps.signup(
         &meta,
         &mut TestRandom(11),
-        SignupRequest { email: email.into(), password: PASSWORD.into(), name: Some("Ada".into()) },
+        SignupRequest { email: email.into(), password: PASSWORD.into(), name: Some("Ada".into()), locale: None },
     ))
 }
 
@@ -162,7 +162,8 @@ fn a_failing_hook_fails_open_without_extra_claims_when_configured() {
 fn magic_link_sign_in(w: &World, email: &str) -> Result<AuthResponse, Error> {
     use portcullis::core::flows::{EmailRequest, TokenRequest};
     let (deps, meta) = w.at(1_200);
-    block_on(deps.request_magic_link(&meta, &mut TestRandom(14), EmailRequest { email: email.into() })).unwrap();
+    block_on(deps.request_magic_link(&meta, &mut TestRandom(14), EmailRequest { email: email.into(), locale: None }))
+        .unwrap();
     let token = w.events.last_of("magic_link_requested")["token"].as_str().unwrap().to_string();
     let (deps, meta) = w.at(1_201);
     block_on(deps.verify_magic_link(&meta, &mut TestRandom(15), TokenRequest { token }))

@@ -8,7 +8,8 @@ use crate::support::{block_on, code, signup_at, user, TestRandom, World};
 
 fn request(w: &World, rng: &mut TestRandom, now: i64, email: &str) -> serde_json::Value {
     let (deps, meta) = w.at(now);
-    let accepted = block_on(deps.request_magic_link(&meta, rng, EmailRequest { email: email.into() })).unwrap();
+    let accepted =
+        block_on(deps.request_magic_link(&meta, rng, EmailRequest { email: email.into(), locale: None })).unwrap();
     serde_json::to_value(accepted).unwrap()
 }
 
@@ -162,12 +163,19 @@ fn malformed_tokens_are_refused_without_a_lookup() {
 fn malformed_emails_are_422_and_storage_failures_503() {
     let w = World::new(&[]);
     let (deps, meta) = w.at(1_000);
-    let err = block_on(deps.request_magic_link(&meta, &mut TestRandom(11), EmailRequest { email: "nope".into() }))
-        .unwrap_err();
+    let err = block_on(deps.request_magic_link(
+        &meta,
+        &mut TestRandom(11),
+        EmailRequest { email: "nope".into(), locale: None },
+    ))
+    .unwrap_err();
     assert_eq!((err.problem().status, err.problem().code), (422, "invalid_email"));
     *w.store.fail.borrow_mut() = true;
-    let err =
-        block_on(deps.request_magic_link(&meta, &mut TestRandom(11), EmailRequest { email: "a@example.com".into() }))
-            .unwrap_err();
+    let err = block_on(deps.request_magic_link(
+        &meta,
+        &mut TestRandom(11),
+        EmailRequest { email: "a@example.com".into(), locale: None },
+    ))
+    .unwrap_err();
     assert_eq!(err.problem().status, 503);
 }

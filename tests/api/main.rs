@@ -9,6 +9,7 @@ mod delivery;
 mod email_verification;
 mod gate;
 mod keys;
+mod locale;
 mod magic_link;
 mod oauth;
 mod otp;

@@ -8,7 +8,10 @@ use crate::support::{block_on, code, signup_at, TestRandom, World};
 
 fn request(w: &World, rng: &mut TestRandom, now: i64, email: &str) -> serde_json::Value {
     let (deps, meta) = w.at(now);
-    serde_json::to_value(block_on(deps.request_otp(&meta, rng, EmailRequest { email: email.into() })).unwrap()).unwrap()
+    serde_json::to_value(
+        block_on(deps.request_otp(&meta, rng, EmailRequest { email: email.into(), locale: None })).unwrap(),
+    )
+    .unwrap()
 }
 
 fn verify(w: &World, rng: &mut TestRandom, now: i64, email: &str, c: &str) -> Result<AuthResponse, Error> {

@@ -10,7 +10,7 @@ use crate::support::{block_on, code, login_at, signup_at, TestRandom, World};
 fn magic_link(w: &World, rng: &mut TestRandom, now: i64, email: &str, ip: Option<&str>) -> Result<(), Error> {
     let (deps, mut meta) = w.at(now);
     meta.ip = ip.map(str::to_string);
-    block_on(deps.request_magic_link(&meta, rng, EmailRequest { email: email.into() })).map(|_| ())
+    block_on(deps.request_magic_link(&meta, rng, EmailRequest { email: email.into(), locale: None })).map(|_| ())
 }
 
 #[test]
@@ -75,7 +75,11 @@ fn requests_without_a_client_ip_share_one_bucket() {
     let (deps, mut meta) = w.at(1_000);
     meta.ip = None;
     for (i, expect_ok) in [(0, true), (1, true), (2, false)] {
-        let r = block_on(deps.request_otp(&meta, &mut rng, EmailRequest { email: format!("u{i}@example.com") }));
+        let r = block_on(deps.request_otp(
+            &meta,
+            &mut rng,
+            EmailRequest { email: format!("u{i}@example.com"), locale: None },
+        ));
         assert_eq!(r.is_ok(), expect_ok, "request {i}");
     }
     assert_eq!(w.events.last_of("rate_limit_exceeded")["key_type"], "ip");
@@ -91,7 +95,7 @@ fn unknown_and_known_emails_are_counted_alike() {
         let (deps, meta) = w.at(1_001);
         let mut answers = Vec::new();
         for _ in 0..3 {
-            let r = block_on(deps.forgot_password(&meta, &mut rng, EmailRequest { email: email.into() }));
+            let r = block_on(deps.forgot_password(&meta, &mut rng, EmailRequest { email: email.into(), locale: None }));
             answers.push(r.map(|a| a.message).map_err(|e| e.problem().code));
         }
         assert_eq!(answers[2], Err("rate_limited"), "{email}");

@@ -15,6 +15,7 @@ use portcullis::core::flows::keys::load_or_create;
 use portcullis::core::flows::{Deps, Meta};
 use portcullis::core::ids::Random;
 use portcullis::core::keys::{Kek, KeyStatus, SigningAlg, SigningKey, StoredKey};
+use portcullis::core::mail::{BindingError, MimeEmail};
 use portcullis::core::oauth::LinkedIdentity;
 use portcullis::core::outbound::{HttpReply, HttpRequest, SendError};
 use portcullis::core::ports::{
@@ -810,7 +811,12 @@ pub fn signup_at(
     block_on(deps.signup(
         &meta,
         rng,
-        portcullis::core::flows::account::SignupRequest { email: email.into(), password: password.into(), name: None },
+        portcullis::core::flows::account::SignupRequest {
+            email: email.into(),
+            password: password.into(),
+            name: None,
+            locale: None,
+        },
     ))
     .expect("signup")
 }
@@ -986,12 +992,26 @@ pub struct MemCourier {
     #[allow(clippy::type_complexity)]
     pub respond: Box<dyn Fn(&HttpRequest) -> std::result::Result<HttpReply, SendError>>,
     pub sent: RefCell<Vec<HttpRequest>>,
+    /// What the mail binding answers; `Ok` unless set.
+    #[allow(clippy::type_complexity)]
+    pub respond_mime: Box<dyn Fn(&MimeEmail) -> std::result::Result<(), BindingError>>,
+    pub mime_sent: RefCell<Vec<MimeEmail>>,
     pub lines: RefCell<Vec<(String, serde_json::Value)>>,
 }
 
 impl MemCourier {
     pub fn new(respond: impl Fn(&HttpRequest) -> std::result::Result<HttpReply, SendError> + 'static) -> Self {
-        Self { respond: Box::new(respond), sent: RefCell::default(), lines: RefCell::default() }
+        Self {
+            respond: Box::new(respond),
+            sent: RefCell::default(),
+            respond_mime: Box::new(|_| Ok(())),
+            mime_sent: RefCell::default(),
+            lines: RefCell::default(),
+        }
+    }
+    /// A courier whose mail binding answers with `respond`.
+    pub fn binding(respond: impl Fn(&MimeEmail) -> std::result::Result<(), BindingError> + 'static) -> Self {
+        Self { respond_mime: Box::new(respond), ..Self::ok() }
     }
     pub fn ok() -> Self {
         Self::new(|_| Ok(HttpReply { status: 204, body: String::new() }))
@@ -1008,6 +1028,10 @@ impl Courier for MemCourier {
     async fn send(&self, request: &HttpRequest) -> std::result::Result<HttpReply, SendError> {
         self.sent.borrow_mut().push(request.clone());
         (self.respond)(request)
+    }
+    async fn send_mime(&self, message: &MimeEmail) -> std::result::Result<(), BindingError> {
+        self.mime_sent.borrow_mut().push(message.clone());
+        (self.respond_mime)(message)
     }
     fn log(&self, marker: &str, value: &serde_json::Value) {
         self.lines.borrow_mut().push((marker.to_string(), value.clone()));

@@ -14,7 +14,7 @@ fn issued(w: &World) -> String {
     block_on(deps.signup(
         &meta,
         &mut TestRandom(1),
-        SignupRequest { email: "a@example.com".into(), password: "password-1".into(), name: None },
+        SignupRequest { email: "a@example.com".into(), password: "password-1".into(), name: None, locale: None },
     ))
     .unwrap()
     .access_token
@@ -102,7 +102,7 @@ fn every_issued_token_is_handed_to_the_key_ring_exactly_as_verifying_it_reads_it
     let signup = block_on(deps.signup(
         &meta,
         &mut rng,
-        SignupRequest { email: "a@example.com".into(), password: "password-1".into(), name: None },
+        SignupRequest { email: "a@example.com".into(), password: "password-1".into(), name: None, locale: None },
     ))
     .unwrap();
     let (deps, meta) = w.at(1_050);
@@ -180,7 +180,7 @@ fn tokens_claiming_a_lifetime_beyond_access_ttl_plus_the_leeway_are_refused_thou
         let auth = block_on(deps.signup(
             &meta,
             &mut TestRandom(4),
-            SignupRequest { email: "a@example.com".into(), password: "password-1".into(), name: None },
+            SignupRequest { email: "a@example.com".into(), password: "password-1".into(), name: None, locale: None },
         ))
         .unwrap();
         // Someone holding our signing key mints a token of their own: the

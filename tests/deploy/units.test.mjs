@@ -285,6 +285,8 @@ test("each_production_check_names_its_setting", () => {
   assert.match(first({ services: [{ binding: "ORIGIN", service: "api" }] }), /^ORIGIN_URL: set together with the ORIGIN service binding/);
   assert.match(first({ vars: { EMAIL_TRANSPORT: undefined } }), /^EMAIL_TRANSPORT: is "log"/);
   assert.deepEqual(problems({ vars: { EMAIL_TRANSPORT: "log" } }, { allow_log_email: true }), [], "the explicit opt-out");
+  assert.match(first({ vars: { EMAIL_TRANSPORT: "cloudflare" } }), /^EMAIL_TRANSPORT: is "cloudflare", which sends through the send_email binding EMAIL/);
+  assert.deepEqual(problems({ vars: { EMAIL_TRANSPORT: "cloudflare" }, send_email: [{ name: "EMAIL" }] }), [], "with the binding");
   assert.match(first({ vars: { MAGIC_LINK_URL: "http://127.0.0.1:8790/magic-link" } }), /^MAGIC_LINK_URL: .* is a loopback address/);
   assert.match(first({ vars: { CORS_ORIGINS: "https://app.example.com, http://localhost:3000" } }), /^CORS_ORIGINS: "http:\/\/localhost:3000" is a loopback address/);
   assert.match(first({ vars: { KEY_ENCRYPTION_KEY: "x" } }), /^KEY_ENCRYPTION_KEY: is a secret, not a var/);

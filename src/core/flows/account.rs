@@ -8,6 +8,7 @@ use crate::core::error::Error;
 use crate::core::events::{self, Event};
 use crate::core::flows::{AuthResponse, Deps, Meta, Principal};
 use crate::core::ids::{self, Random};
+use crate::core::locale::Locale;
 use crate::core::password::{Password, PasswordHash};
 use crate::core::ports::{EventSink, KeyRing, RateLimitStore, SessionStore, UserStore};
 use crate::core::rate_limit::Endpoint;
@@ -30,6 +31,9 @@ pub struct SignupRequest {
     /// Optional display name.
     #[serde(default)]
     pub name: Option<String>,
+    /// Optional language (a BCP 47 tag, e.g. `fr`): the emails' language.
+    #[serde(default)]
+    pub locale: Option<String>,
 }
 
 /// `POST /auth/login`.
@@ -92,6 +96,7 @@ where
         self.throttle(meta, rng, Endpoint::Signup, email.as_str()).await?;
         let password = Password::new_checked(req.password, &self.config.password_policy)?;
         let name = parse_name(req.name)?;
+        let locale = req.locale.as_deref().map(Locale::parse).transpose()?.map(|l| l.to_string());
         if self.store.user_by_email(email.as_str()).await?.is_some() {
             return Err(email_taken());
         }
@@ -108,6 +113,7 @@ where
             roles: Vec::new(),
             created_at: meta.now,
             auth_epoch: 0,
+            locale,
         };
         // The unique email index decides between racing signups.
         if !self.store.insert_user(&user).await? {

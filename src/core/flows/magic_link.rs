@@ -7,12 +7,11 @@
 //! an existing, unbanned account, or for an unknown address when
 //! `ALLOW_PASSWORDLESS_SIGNUP` is on.
 
-use crate::core::email::Email;
 use crate::core::email_token::TokenKind;
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
 use crate::core::flows::passwordless::Proof;
-use crate::core::flows::{Accepted, AuthResponse, Deps, EmailRequest, Meta, TokenRequest};
+use crate::core::flows::{Accepted, AuthResponse, Deps, EmailRequest, Meta, Recipient, TokenRequest};
 use crate::core::ids::Random;
 use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, RateLimitStore, SessionStore, UserStore};
 use crate::core::rate_limit::Endpoint;
@@ -43,14 +42,15 @@ where
         rng: &mut impl Random,
         req: EmailRequest,
     ) -> Result<Accepted, Error> {
-        let email = self.admit_email_request(meta, rng, Endpoint::MagicLink, &req).await?;
-        self.send_magic_link(meta, rng, &email).await?;
+        let to = self.admit_email_request(meta, rng, Endpoint::MagicLink, &req).await?;
+        self.send_magic_link(meta, rng, &to).await?;
         Ok(MAGIC_LINK_ACCEPTED)
     }
 
     /// The part of [`Self::request_magic_link`] after admission: issues and
     /// announces the link if the address can sign in, else does nothing.
-    pub async fn send_magic_link(&self, meta: &Meta, rng: &mut impl Random, email: &Email) -> Result<(), Error> {
+    pub async fn send_magic_link(&self, meta: &Meta, rng: &mut impl Random, to: &Recipient) -> Result<(), Error> {
+        let email = &to.email;
         let owner = match self.store.user_by_email(email.as_str()).await? {
             Some(u) if u.banned => return Ok(()),
             Some(u) => Some(u),
@@ -60,11 +60,12 @@ where
         let token = self
             .issue_link(meta, rng, TokenKind::MagicLink, email, owner.as_ref(), self.config.magic_link_ttl_secs)
             .await?;
+        let locale = to.locale_or(owner.as_ref().and_then(|u| u.locale.as_deref()));
         let user_id = owner.map(|u| u.id);
         self.emit(
             meta,
             rng,
-            vec![events::MagicLinkRequested { user_id, email: email.as_str().to_string(), token }.into()],
+            vec![events::MagicLinkRequested { user_id, email: email.as_str().to_string(), token, locale }.into()],
         )
         .await
     }

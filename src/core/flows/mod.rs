@@ -17,10 +17,12 @@ pub mod throttle;
 use serde::{Deserialize, Serialize};
 
 use crate::core::config::Config;
+use crate::core::email::Email;
 use crate::core::error::{Error, TokenError};
 use crate::core::events::{Envelope, Event, EventContext};
 use crate::core::gate;
 use crate::core::ids::{self, Random};
+use crate::core::locale::Locale;
 use crate::core::ports::{EventSink, KeyRing, SessionStore, SigninGate, UserStore};
 use crate::core::session::{LiveSession, Session, SignInBasis};
 use crate::core::time::UnixTime;
@@ -159,12 +161,34 @@ impl AuthResponse {
 /// The `token_type` of every AuthResponse.
 const TOKEN_TYPE: &str = "Bearer";
 
-/// A body holding only an email address (`/magic-link`, `/otp`, `/password/forgot`).
+/// A body holding an email address (`/magic-link`, `/otp`, `/password/forgot`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmailRequest {
     /// Email address.
     pub email: String,
+    /// The language the email is wanted in (a BCP 47 tag, e.g. `fr`);
+    /// without it, the account's own, if it has one.
+    #[serde(default)]
+    pub locale: Option<String>,
+}
+
+/// Who an admitted email request writes to: the parsed address, and the
+/// language asked for, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    /// The address.
+    pub email: Email,
+    /// The request's `locale`.
+    pub locale: Option<Locale>,
+}
+
+impl Recipient {
+    /// The language of the email to this recipient: the one asked for, else
+    /// the account's (`stored`), if any.
+    pub fn locale_or(&self, stored: Option<&str>) -> Option<String> {
+        self.locale.as_ref().map(Locale::to_string).or_else(|| stored.map(str::to_string))
+    }
 }
 
 /// A body holding only an emailed link token (`/magic-link/verify`, `/email/verify`).

@@ -595,6 +595,7 @@ where
                     roles: Vec::new(),
                     created_at: meta.now,
                     auth_epoch: 0,
+                    locale: None,
                 };
                 let row = self.identity_row(p, &user.id, &identity, Some(&email), meta);
                 if !self.store.create_oauth_user(&user, &row).await? {

@@ -25,7 +25,7 @@ use crate::core::email_token::{otp_code, parse_code, CodeKey, TokenKind, OTP_MAX
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
 use crate::core::flows::passwordless::{Proof, Secret};
-use crate::core::flows::{Accepted, AuthResponse, Deps, EmailRequest, Meta};
+use crate::core::flows::{Accepted, AuthResponse, Deps, EmailRequest, Meta, Recipient};
 use crate::core::ids::{self, Random};
 use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, RateLimitStore, SessionStore, UserStore};
 use crate::core::rate_limit::Endpoint;
@@ -60,14 +60,15 @@ where
     /// Issues a code if the address can sign in; emits `email_otp_requested`
     /// with the code then. Always the same answer.
     pub async fn request_otp(&self, meta: &Meta, rng: &mut impl Random, req: EmailRequest) -> Result<Accepted, Error> {
-        let email = self.admit_email_request(meta, rng, Endpoint::Otp, &req).await?;
-        self.send_otp(meta, rng, &email).await?;
+        let to = self.admit_email_request(meta, rng, Endpoint::Otp, &req).await?;
+        self.send_otp(meta, rng, &to).await?;
         Ok(OTP_ACCEPTED)
     }
 
     /// The part of [`Self::request_otp`] after admission: issues and
     /// announces a code if the address can sign in, else does nothing.
-    pub async fn send_otp(&self, meta: &Meta, rng: &mut impl Random, email: &Email) -> Result<(), Error> {
+    pub async fn send_otp(&self, meta: &Meta, rng: &mut impl Random, to: &Recipient) -> Result<(), Error> {
+        let email = &to.email;
         let owner = match self.store.user_by_email(email.as_str()).await? {
             Some(u) if u.banned => return Ok(()),
             Some(u) => Some(u),
@@ -86,11 +87,12 @@ where
             Secret::Code { challenge, code_hash },
         )
         .await?;
+        let locale = to.locale_or(owner.as_ref().and_then(|u| u.locale.as_deref()));
         let user_id = owner.map(|u| u.id);
         self.emit(
             meta,
             rng,
-            vec![events::EmailOtpRequested { user_id, email: email.as_str().to_string(), code }.into()],
+            vec![events::EmailOtpRequested { user_id, email: email.as_str().to_string(), code, locale }.into()],
         )
         .await
     }

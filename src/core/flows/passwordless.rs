@@ -247,6 +247,7 @@ where
             roles: Vec::new(),
             created_at: meta.now,
             auth_epoch: 0,
+            locale: None,
         };
         if self.store.insert_user(&user).await? {
             return Ok((user, true));

@@ -5,8 +5,9 @@
 use crate::core::email::Email;
 use crate::core::error::Error;
 use crate::core::events;
-use crate::core::flows::{Deps, EmailRequest, Meta};
+use crate::core::flows::{Deps, EmailRequest, Meta, Recipient};
 use crate::core::ids::Random;
+use crate::core::locale::Locale;
 use crate::core::ports::{EventSink, KeyRing, RateLimitStore, SessionStore, UserStore};
 use crate::core::rate_limit::{self, Charge, Endpoint, Hit, KeyType, BACKOFF_MEMORY_SECS};
 
@@ -41,10 +42,11 @@ where
         rng: &mut impl Random,
         endpoint: Endpoint,
         req: &EmailRequest,
-    ) -> Result<Email, Error> {
+    ) -> Result<Recipient, Error> {
         let email = Email::parse(&req.email)?;
+        let locale = req.locale.as_deref().map(Locale::parse).transpose()?;
         self.throttle(meta, rng, endpoint, email.as_str()).await?;
-        Ok(email)
+        Ok(Recipient { email, locale })
     }
 
     /// Counts this request against `endpoint`'s per-IP limit only.

@@ -48,7 +48,7 @@ use crate::edge::error::{Dependency::D1, EdgeResult};
 use crate::edge::kv::TokenHints;
 
 const USER_COLUMNS: &str = "u.id, u.email, u.name, u.password_hash, u.email_verified, u.avatar_url, u.phone, \
-     u.banned, u.created_at, u.auth_epoch, \
+     u.banned, u.created_at, u.auth_epoch, u.locale, \
      (SELECT group_concat(r.role, ',') FROM user_roles r WHERE r.user_id = u.id) AS roles";
 
 /// SQL: the session `?{sid}` of user `?{uid}` is live at `?{now}` under
@@ -131,6 +131,7 @@ struct UserRow {
     banned: i64,
     created_at: i64,
     auth_epoch: i64,
+    locale: Option<String>,
     roles: Option<String>,
 }
 
@@ -156,6 +157,7 @@ impl From<UserRow> for User {
             roles,
             created_at: UnixTime(r.created_at),
             auth_epoch: epoch(r.auth_epoch),
+            locale: r.locale,
         }
     }
 }
