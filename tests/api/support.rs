@@ -169,6 +169,9 @@ impl SessionStore for MemStore {
             *h = r.new_hash.to_string();
             s.last_used_at = r.now;
             s.expires_at = r.expires_at.min(s.ends_at(r.max_age_secs));
+            if let Some(claims) = r.extra_claims {
+                s.extra_claims = claims.clone();
+            }
             self.issued.borrow_mut().insert(r.new_hash.to_string(), s.id.clone());
             return Ok(Rotation::Rotated(s.clone()));
         }

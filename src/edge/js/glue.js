@@ -223,6 +223,8 @@ function forwardRaw(request, target, identity, dropAuth, timeoutMs, fetcher) {
     headers.set("x-auth-roles", identity[2]);
     headers.set("x-auth-session-id", identity[3]);
     headers.set("x-auth-assertion", identity[4]);
+    // CLAIMS_HEADER=true and the token carries the sign-in hook's claims.
+    if (identity.length > 5) headers.set("x-auth-claims", identity[5]);
   }
   const init = { method, headers, body: request.body, redirect: "manual" };
   const failed = (err) => {
