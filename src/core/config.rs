@@ -14,6 +14,7 @@ use crate::core::oauth::OAuthConfig;
 use crate::core::password::{HashParams, PasswordPolicy};
 use crate::core::policy::Routes;
 use crate::core::rate_limit::RateLimits;
+use crate::core::ui::UiConfig;
 use crate::core::webhook::WebhookSecret;
 
 /// Default access-token lifetime.
@@ -130,6 +131,8 @@ pub struct Config {
     pub rate_limits: RateLimits,
     /// `OAUTH_PROVIDERS`, their `OAUTH_<ID>_CLIENT_SECRET`s and `REDIRECT_ALLOWLIST`.
     pub oauth: OAuthConfig,
+    /// The hosted pages: `UI_ENABLED`, `UI_NAME`, `UI_LOGO_URL`, `UI_ACCENT`.
+    pub ui: UiConfig,
 }
 
 /// A configuration problem, naming the setting.
@@ -310,8 +313,15 @@ impl Config {
                 Some(HookConfig { url, secret, timeout_ms, failure_mode, on_refresh })
             }
         };
-        let oauth = OAuthConfig::parse(var("OAUTH_PROVIDERS").as_deref(), var("REDIRECT_ALLOWLIST").as_deref(), var)
-            .map_err(|(name, why)| err(&name, why))?;
+        let ui_enabled = !matches!(var("UI_ENABLED").as_deref(), Some("false") | Some("0"));
+        let oauth = OAuthConfig::parse(
+            var("OAUTH_PROVIDERS").as_deref(),
+            var("REDIRECT_ALLOWLIST").as_deref(),
+            ui_enabled,
+            var,
+        )
+        .map_err(|(name, why)| err(&name, why))?;
+        let ui = UiConfig::parse(var, &oauth.redirect_allowlist).map_err(|(name, why)| err(&name, why))?;
         for name in ["HOOK_SECRET", "HOOK_FAILURE_MODE", "HOOK_TIMEOUT_MS", "HOOK_ON_REFRESH"] {
             if hook.is_none() && var(name).is_some() {
                 return Err(err(name, "set, but HOOK_URL is not: there is no hook to apply it to".into()));
@@ -365,6 +375,7 @@ impl Config {
             password_policy,
             rate_limits,
             oauth,
+            ui,
         })
     }
 

@@ -70,7 +70,7 @@ fn require_json(req: &Request) -> Result<(), Error> {
     let ct = header(req, "content-type").unwrap_or_default();
     let media = ct.split(';').next().unwrap_or("").trim();
     if !media.eq_ignore_ascii_case("application/json") {
-        return Err(Error::UnsupportedMediaType);
+        return Err(Error::UnsupportedMediaType { expected: "application/json" });
     }
     Ok(())
 }
