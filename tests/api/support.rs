@@ -525,6 +525,17 @@ impl EmailTokenStore for MemStore {
         }
         Ok(consumed)
     }
+    async fn peek_email_token(&self, kind: TokenKind, hash: &str, now: UnixTime) -> Result<Option<EmailToken>> {
+        self.check()?;
+        Ok(self
+            .email_tokens
+            .borrow()
+            .iter()
+            .find(|(t, c)| {
+                t.hash == hash && t.kind == kind && c.is_none() && t.expires_at > now && self.epoch_stands(t)
+            })
+            .map(|(t, _)| t.clone()))
+    }
     async fn count_code_attempt(&self, email: &str, now: UnixTime, max_attempts: u32) -> Result<Option<EmailToken>> {
         self.check()?;
         let mut tokens = self.email_tokens.borrow_mut();
