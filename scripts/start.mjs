@@ -2,7 +2,8 @@
 //   1. applies the D1 migrations into the local state (--persist-to DIR, default .wrangler/state)
 //   2. starts the demo origin on 127.0.0.1:8790 (env DEMO_ORIGIN_PORT overrides; then
 //      ORIGIN_URL and the email link bases of wrangler.toml are pointed at that port too,
-//      unless you pass them with --var yourself)
+//      unless you pass them with --var yourself); it verifies the gateway's signed
+//      assertion with packages/origin-node and echoes what it proves (`verified`)
 //   3. runs `wrangler dev --ip 127.0.0.1 --port PORT --persist-to DIR ...your args`
 // Every argument other than --port/--ip/--persist-to is passed to `wrangler dev` as is
 // (e.g. --var ACCESS_TTL:60, --test-scheduled). Runs under Node 22 (scripts/run.sh).
@@ -52,6 +53,15 @@ function originVars(port, rest) {
     .flatMap(([name, p]) => ["--var", `${name}:http://127.0.0.1:${port}${p}`]);
 }
 
+/** The value of `--var NAME:value` among the user's arguments, if given. */
+function givenVar(name, rest) {
+  for (let i = 0; i < rest.length; i++) {
+    const v = rest[i] === "--var" ? rest[i + 1] : rest[i].startsWith("--var=") ? rest[i].slice(6) : null;
+    if (v && v.startsWith(`${name}:`)) return v.slice(name.length + 1);
+  }
+  return undefined;
+}
+
 function log(msg) {
   console.log(`[start] ${msg}`);
 }
@@ -90,10 +100,16 @@ async function main() {
   if (!Number.isInteger(originPort) || originPort < 0 || originPort > 65535) {
     throw new Error(`DEMO_ORIGIN_PORT must be a port number (0 picks a free one), not "${requested}"`);
   }
+  // The demo origin verifies the gateway's assertion with @portcullis/origin-node:
+  // issued by the gateway (its ISSUER, else the URL it is reached at) for this origin.
+  const gateway = `http://${opts.ip}:${opts.port}`;
+  const issuer = givenVar("ISSUER", opts.rest) ?? gateway;
   let origin = null;
   try {
     origin = await startOrigin({ port: originPort });
-    log(`demo origin on ${origin.url}`);
+    const audience = givenVar("ORIGIN_URL", opts.rest) ?? origin.url;
+    origin.trust({ issuer, audience, jwksUrl: `${gateway}/.well-known/jwks.json` });
+    log(`demo origin on ${origin.url}, verifying the gateway's assertions (issuer ${issuer})`);
   } catch (err) {
     log(`demo origin NOT started on 127.0.0.1:${originPort}: ${err.code ?? err.message} (is one already running?)`);
   }
