@@ -56,3 +56,13 @@ test("/auth/... is then the origin's: refused without a token, forwarded with on
   assert.equal(echo.path, "/auth/login");
   assert.equal(echo.identity.user_id, alice.user.id);
 });
+
+test("the hosted pages follow AUTH_PREFIX: served under it, their forms and links point under it", async () => {
+  const res = await fetch(`${gw.url}${PREFIX}/ui/login`);
+  const html = await res.text();
+  assert.equal(res.status, 200, html);
+  assert.ok(html.includes(`action="${PREFIX}/ui/login"`), html);
+  assert.ok(html.includes(`formaction="${PREFIX}/ui/otp"`) && html.includes(`href="${PREFIX}/ui/signup"`), html);
+  // Under /auth they are the origin's, like the rest of /auth.
+  assert.equal((await fetch(`${gw.url}/auth/ui/login`)).status, 401);
+});
