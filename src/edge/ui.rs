@@ -82,6 +82,12 @@ impl<'a, 'e> Ui<'a, 'e> {
             None => Csrf { token: forms::new_csrf_token(&mut OsRandom), fresh: true },
         };
         let answer = match route {
+            Route::UiLoginPage | Route::UiSignupPage | Route::UiMagicLinkPage | Route::UiOtpPage
+                if !self.can_return() =>
+            {
+                // Token mode without REDIRECT_ALLOWLIST: say so before anyone types.
+                Err(forms::nowhere_to_return())
+            }
             Route::UiLoginPage => self.login_page(&csrf, None, "", 200),
             Route::UiSignupPage => self.signup_page(&csrf, None, "", "", 200),
             Route::UiMagicLinkPage => self.magic_link_page(&csrf).await,
@@ -163,6 +169,12 @@ impl<'a, 'e> Ui<'a, 'e> {
     /// A query parameter.
     fn query(&self, name: &str) -> Option<String> {
         self.url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+    }
+
+    /// Whether a sign-in through the pages has somewhere to return to: cookie
+    /// mode (the account page at least), or an allowlist.
+    fn can_return(&self) -> bool {
+        self.cfg.cookie_mode || self.cfg.oauth.redirect_allowlist.default_target().is_some()
     }
 
     /// The public URL of the account page, on the request's own origin.

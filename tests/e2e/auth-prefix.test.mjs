@@ -10,7 +10,7 @@ let gw;
 let alice;
 
 before(async () => {
-  gw = await startGateway({ origin: true, vars: { AUTH_PREFIX: PREFIX } });
+  gw = await startGateway({ origin: true, vars: { AUTH_PREFIX: PREFIX, REDIRECT_ALLOWLIST: "http://app.test/" } });
   const res = await post(`${gw.url}${PREFIX}/signup`, { email: randomEmail("prefix"), password: "correct horse battery" });
   alice = await json(res);
   assert.equal(res.status, 201, JSON.stringify(alice));

@@ -133,13 +133,19 @@ pub fn return_target(
         None => match allowlist.default_target() {
             Some(t) => Ok(t.to_string()),
             None if cookie_mode => Ok(account_url.to_string()),
-            None => Err(Error::Misconfigured(
-                "REDIRECT_ALLOWLIST: not set, so the hosted pages have no app to return the tokens to \
-                 (set it, or COOKIE_MODE=true)"
-                    .into(),
-            )),
+            None => Err(nowhere_to_return()),
         },
     }
+}
+
+/// Token mode without `REDIRECT_ALLOWLIST`: the pages have no app to hand
+/// a sign-in's tokens to (503 `misconfigured`).
+pub fn nowhere_to_return() -> Error {
+    Error::Misconfigured(
+        "REDIRECT_ALLOWLIST: not set, so the hosted pages have no app to return the tokens to \
+         (set it, or COOKIE_MODE=true)"
+            .into(),
+    )
 }
 
 #[cfg(test)]
