@@ -371,11 +371,27 @@ impl<'a, 'e> Ui<'a, 'e> {
         Ok((asked, target))
     }
 
-    /// A finished sign-in: 303 to `target` with the session cookies (cookie
-    /// mode) or a one-time exchange code.
-    async fn signed_in_to(&self, target: &str, auth: &AuthResponse) -> Result<Answer, Error> {
-        let location = self.deps.signed_in_location(self.meta, &mut OsRandom, target, auth).await?;
-        Ok(Answer::SeeOther(location, auth_cookies(self.cfg, auth, self.meta.now)))
+    /// The end of every sign-in through the pages, the one place that reads
+    /// a sign-in flow's result: signed in, 303 to `target` with the session
+    /// cookies (cookie mode) or a one-time exchange code; refused, the page
+    /// `again` renders with the problem inline, its status and `Retry-After`.
+    /// (A first step answering `mfa_required` will render `pages::mfa` here.)
+    async fn finish(
+        &self,
+        result: Result<AuthResponse, Error>,
+        target: &str,
+        again: impl FnOnce(u16, &Notice) -> Answer,
+    ) -> Result<Answer, Error> {
+        match result {
+            Ok(auth) => {
+                let location = self.deps.signed_in_location(self.meta, &mut OsRandom, target, &auth).await?;
+                Ok(Answer::SeeOther(location, auth_cookies(self.cfg, &auth, self.meta.now)))
+            }
+            Err(e) => {
+                let (status, n, extra) = self.failure(&e);
+                Ok(with_headers(again(status, &n), extra))
+            }
+        }
     }
 
     /// The problem `e` as a notice, its status, and its `Retry-After`.
@@ -393,13 +409,8 @@ impl<'a, 'e> Ui<'a, 'e> {
             return self.send_email(csrf, &email, Mailing::MagicLink, asked.as_deref()).await;
         }
         let body = LoginRequest { email: email.clone(), password: form.text("password") };
-        match self.deps.login(self.meta, &mut OsRandom, body).await {
-            Ok(auth) => self.signed_in_to(&target, &auth).await,
-            Err(e) => {
-                let (status, n, extra) = self.failure(&e);
-                Ok(with_headers(self.login_with(csrf, Some(&n), &email, status, asked.as_deref()), extra))
-            }
-        }
+        let result = self.deps.login(self.meta, &mut OsRandom, body).await;
+        self.finish(result, &target, |status, n| self.login_with(csrf, Some(n), &email, status, asked.as_deref())).await
     }
 
     /// Admits an emailed link or code (or reset) and sends it in the
@@ -440,29 +451,24 @@ impl<'a, 'e> Ui<'a, 'e> {
         let (asked, target) = self.posted_target(form)?;
         let (email, name) = (form.text("email"), form.optional("name"));
         let body = SignupRequest { email: email.clone(), password: form.text("password"), name: name.clone() };
-        match self.deps.signup(self.meta, &mut OsRandom, body).await {
-            Ok(auth) => self.signed_in_to(&target, &auth).await,
-            Err(e) => {
-                let (status, n, extra) = self.failure(&e);
-                let min = self.cfg.password_policy.min_chars;
-                let name = name.unwrap_or_default();
-                let render = |ctx: &pages::Context<'_>| pages::signup(ctx, Some(&n), &email, &name, min);
-                Ok(self.page_with(csrf, status, asked.as_deref(), render, extra))
-            }
-        }
+        let result = self.deps.signup(self.meta, &mut OsRandom, body).await;
+        let (min, name) = (self.cfg.password_policy.min_chars, name.unwrap_or_default());
+        self.finish(result, &target, |status, n| {
+            let render = |ctx: &pages::Context<'_>| pages::signup(ctx, Some(n), &email, &name, min);
+            self.page_with(csrf, status, asked.as_deref(), render, Vec::new())
+        })
+        .await
     }
 
     async fn post_magic_link(&self, csrf: &Csrf, form: &Form) -> Result<Answer, Error> {
         let (asked, target) = self.posted_target(form)?;
         let token = form.text("token");
-        match self.deps.verify_magic_link(self.meta, &mut OsRandom, TokenRequest { token: token.clone() }).await {
-            Ok(auth) => self.signed_in_to(&target, &auth).await,
-            Err(e) => {
-                let (status, n, extra) = self.failure(&e);
-                let render = |ctx: &pages::Context<'_>| pages::magic_link(ctx, Some(&n), &token, None);
-                Ok(self.page_with(csrf, status, asked.as_deref(), render, extra))
-            }
-        }
+        let result = self.deps.verify_magic_link(self.meta, &mut OsRandom, TokenRequest { token: token.clone() }).await;
+        self.finish(result, &target, |status, n| {
+            let render = |ctx: &pages::Context<'_>| pages::magic_link(ctx, Some(n), &token, None);
+            self.page_with(csrf, status, asked.as_deref(), render, Vec::new())
+        })
+        .await
     }
 
     async fn post_otp(&self, csrf: &Csrf, form: &Form) -> Result<Answer, Error> {
@@ -472,13 +478,11 @@ impl<'a, 'e> Ui<'a, 'e> {
             return self.send_email(csrf, &email, Mailing::Otp, asked.as_deref()).await;
         }
         let body = OtpVerifyRequest { email: email.clone(), code: form.text("code").trim().to_string() };
-        match self.deps.verify_otp(self.meta, &mut OsRandom, body).await {
-            Ok(auth) => self.signed_in_to(&target, &auth).await,
-            Err(e) => {
-                let (status, n, extra) = self.failure(&e);
-                Ok(self.page_with(csrf, status, asked.as_deref(), |ctx| pages::otp(ctx, Some(&n), &email), extra))
-            }
-        }
+        let result = self.deps.verify_otp(self.meta, &mut OsRandom, body).await;
+        self.finish(result, &target, |status, n| {
+            self.page_with(csrf, status, asked.as_deref(), |ctx| pages::otp(ctx, Some(n), &email), Vec::new())
+        })
+        .await
     }
 
     async fn post_forgot(&self, csrf: &Csrf, form: &Form) -> Result<Answer, Error> {
