@@ -168,6 +168,24 @@ routes! {
     "/auth/oauth/{provider}/authorize" { GET => OauthAuthorize { provider } }
     "/auth/oauth/{provider}/callback" { GET => OauthCallback { provider } }
     "/auth/oauth/{provider}/link" { POST => OauthLink { provider } }
+    "/auth/ui/login" { GET => UiLoginPage, POST => UiLogin }
+    "/auth/ui/signup" { GET => UiSignupPage, POST => UiSignup }
+    "/auth/ui/magic-link" { GET => UiMagicLinkPage, POST => UiMagicLink }
+    "/auth/ui/otp" { GET => UiOtpPage, POST => UiOtp }
+    "/auth/ui/forgot" { GET => UiForgotPage, POST => UiForgot }
+    "/auth/ui/reset" { GET => UiResetPage, POST => UiReset }
+    "/auth/ui/verify-email" { GET => UiVerifyEmailPage, POST => UiVerifyEmail }
+    "/auth/ui/mfa" { GET => UiMfaPage }
+    "/auth/ui/account" { GET => UiAccountPage, POST => UiAccount }
+}
+
+/// Where the hosted pages live in the API's own names: every path at or
+/// below it is theirs, answered 404 when `UI_ENABLED` is false.
+pub const UI_PREFIX: &str = "/auth/ui";
+
+/// Whether the API path `path` is (or is below) the hosted pages'.
+pub fn is_ui_path(path: &str) -> bool {
+    path.strip_prefix(UI_PREFIX).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 impl Route<'_> {
@@ -353,8 +371,8 @@ mod tests {
                 }
             }
         }
-        // 38 endpoints; the 11 GET ones answer HEAD too.
-        assert_eq!(routes, 38 + 11, "every endpoint, and HEAD for each GET one");
+        // 55 endpoints; the 20 GET ones answer HEAD too.
+        assert_eq!(routes, 55 + 20, "every endpoint, and HEAD for each GET one");
     }
 
     #[test]
@@ -590,6 +608,23 @@ mod tests {
         }
         for path in ["/auth/oauth", "/auth/oauthx/y", "/auth/login", "/.well-known/jwks.json", "/auth/OAUTH/exchange"] {
             assert_eq!(ip_limit(path), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn the_hosted_pages_take_get_and_post_under_their_prefix_only() {
+        assert_eq!(match_route("GET", "/auth/ui/login"), Ok(Route::UiLoginPage));
+        assert_eq!(match_route("HEAD", "/auth/ui/account"), Ok(Route::UiAccountPage));
+        assert_eq!(match_route("POST", "/auth/ui/magic-link"), Ok(Route::UiMagicLink));
+        assert_eq!(match_route("POST", "/auth/ui/mfa"), not_allowed("GET, HEAD"));
+        assert_eq!(match_route("DELETE", "/auth/ui/login"), not_allowed("GET, HEAD, POST"));
+        assert_eq!(match_route("GET", "/auth/ui/nope"), Err(NoRoute::NotFound));
+        assert_eq!(match_route("GET", "/auth/ui"), Err(NoRoute::NotFound));
+        for ui in ["/auth/ui", "/auth/ui/login", "/auth/ui/nope/x"] {
+            assert!(is_ui_path(ui), "{ui}");
+        }
+        for not in ["/auth/uix", "/auth/login", "/auth/u", "/.well-known/ui"] {
+            assert!(!is_ui_path(not), "{not}");
         }
     }
 

@@ -209,6 +209,7 @@ mod tests {
                 email_verified: false,
                 jti: "j".into(),
             },
+            extra: Default::default(),
             issued_at: UnixTime(0),
             expires_at: UnixTime(exp),
         }

@@ -14,6 +14,7 @@ use crate::core::oauth::OAuthConfig;
 use crate::core::password::{HashParams, PasswordPolicy};
 use crate::core::policy::Routes;
 use crate::core::rate_limit::RateLimits;
+use crate::core::ui::UiConfig;
 use crate::core::webhook::WebhookSecret;
 
 /// Default access-token lifetime.
@@ -110,6 +111,10 @@ pub struct Config {
     pub email: EmailSettings,
     /// `HOOK_URL` and its settings; `None` when no sign-in hook is configured.
     pub hook: Option<HookConfig>,
+    /// `CLAIMS_HEADER`: the origin also gets the access token's extra claims
+    /// (the sign-in hook's) as compact JSON in `X-Auth-Claims`; they are in
+    /// the signed assertion either way.
+    pub claims_header: bool,
     /// `ALLOW_PASSWORDLESS_SIGNUP`.
     pub allow_passwordless_signup: bool,
     /// `COOKIE_MODE`: tokens are also set as `HttpOnly` `__Host-` cookies.
@@ -133,6 +138,8 @@ pub struct Config {
     /// `AUDIT_RETENTION_DAYS`: the cron trigger deletes audit log entries
     /// older than this many days.
     pub audit_retention_days: u32,
+    /// The hosted pages: `UI_ENABLED`, `UI_NAME`, `UI_LOGO_URL`, `UI_ACCENT`.
+    pub ui: UiConfig,
 }
 
 /// A configuration problem, naming the setting.
@@ -318,12 +325,20 @@ impl Config {
                     Some(m) => FailureMode::parse(&m).map_err(|e| err("HOOK_FAILURE_MODE", e))?,
                 };
                 let timeout_ms = millis("HOOK_TIMEOUT_MS", HOOK_TIMEOUT_MS, MAX_HOOK_TIMEOUT_MS)?;
-                Some(HookConfig { url, secret, timeout_ms, failure_mode })
+                let on_refresh = boolean("HOOK_ON_REFRESH")?;
+                Some(HookConfig { url, secret, timeout_ms, failure_mode, on_refresh })
             }
         };
-        let oauth = OAuthConfig::parse(var("OAUTH_PROVIDERS").as_deref(), var("REDIRECT_ALLOWLIST").as_deref(), var)
-            .map_err(|(name, why)| err(&name, why))?;
-        for name in ["HOOK_SECRET", "HOOK_FAILURE_MODE", "HOOK_TIMEOUT_MS"] {
+        let ui_enabled = !matches!(var("UI_ENABLED").as_deref(), Some("false") | Some("0"));
+        let oauth = OAuthConfig::parse(
+            var("OAUTH_PROVIDERS").as_deref(),
+            var("REDIRECT_ALLOWLIST").as_deref(),
+            ui_enabled,
+            var,
+        )
+        .map_err(|(name, why)| err(&name, why))?;
+        let ui = UiConfig::parse(var, &oauth.redirect_allowlist).map_err(|(name, why)| err(&name, why))?;
+        for name in ["HOOK_SECRET", "HOOK_FAILURE_MODE", "HOOK_TIMEOUT_MS", "HOOK_ON_REFRESH"] {
             if hook.is_none() && var(name).is_some() {
                 return Err(err(name, "set, but HOOK_URL is not: there is no hook to apply it to".into()));
             }
@@ -366,6 +381,7 @@ impl Config {
             retry_base_delay_secs,
             email,
             hook,
+            claims_header: boolean("CLAIMS_HEADER")?,
             allow_passwordless_signup: boolean("ALLOW_PASSWORDLESS_SIGNUP")?,
             cookie_mode,
             cookie_mode_body_tokens,
@@ -376,6 +392,7 @@ impl Config {
             rate_limits,
             oauth,
             audit_retention_days,
+            ui,
         })
     }
 
@@ -547,17 +564,25 @@ mod tests {
             Config::from_lookup(lookup(&[("HOOK_URL", "https://hooks.example/signin"), ("WEBHOOK_SECRET", SECRET)]))
                 .unwrap();
         let hook = c.hook.unwrap();
-        assert_eq!((hook.failure_mode, hook.timeout_ms), (FailureMode::Closed, 2_000));
+        assert_eq!((hook.failure_mode, hook.timeout_ms, hook.on_refresh), (FailureMode::Closed, 2_000, false));
         let c = Config::from_lookup(lookup(&[
             ("HOOK_URL", "https://hooks.example/signin"),
             ("HOOK_SECRET", SECRET),
             ("HOOK_FAILURE_MODE", "open"),
             ("HOOK_TIMEOUT_MS", "250"),
+            ("HOOK_ON_REFRESH", "true"),
         ]))
         .unwrap();
         let hook = c.hook.unwrap();
-        assert_eq!((hook.failure_mode, hook.timeout_ms), (FailureMode::Open, 250));
-        for (k, v) in [("HOOK_FAILURE_MODE", "sometimes"), ("HOOK_TIMEOUT_MS", "60000"), ("HOOK_SECRET", "whsec_!")] {
+        assert_eq!((hook.failure_mode, hook.timeout_ms, hook.on_refresh), (FailureMode::Open, 250, true));
+        let e = Config::from_lookup(lookup(&[("HOOK_ON_REFRESH", "true")])).unwrap_err();
+        assert!(e.0.starts_with("HOOK_ON_REFRESH: set, but HOOK_URL is not"), "{e}");
+        for (k, v) in [
+            ("HOOK_FAILURE_MODE", "sometimes"),
+            ("HOOK_TIMEOUT_MS", "60000"),
+            ("HOOK_SECRET", "whsec_!"),
+            ("HOOK_ON_REFRESH", "yes"),
+        ] {
             let e =
                 Config::from_lookup(lookup(&[("HOOK_URL", "https://h.example"), ("WEBHOOK_SECRET", SECRET), (k, v)]))
                     .unwrap_err();

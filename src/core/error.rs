@@ -69,8 +69,20 @@ pub enum Error {
         /// What was wrong, for people.
         detail: String,
     },
-    /// The request has a body whose content type is not `application/json`.
-    UnsupportedMediaType,
+    /// The request has a body whose content type is not the one the
+    /// endpoint reads (`application/json`, or a form for the hosted pages).
+    UnsupportedMediaType {
+        /// The media type expected.
+        expected: &'static str,
+    },
+    /// A request that cannot be served as sent (400), e.g. a `redirect_to`
+    /// off the allowlist (`invalid_redirect`).
+    BadRequest {
+        /// Stable code.
+        code: &'static str,
+        /// For people.
+        detail: String,
+    },
     /// The body is larger than the endpoint accepts.
     PayloadTooLarge {
         /// The limit, in bytes.
@@ -274,12 +286,13 @@ impl Error {
         match self {
             Self::InvalidJson(detail) => Problem::new(400, "invalid_json", "Malformed request body", detail.clone()),
             Self::Validation { code, detail } => Problem::new(422, code, "Validation failed", detail.clone()),
-            Self::UnsupportedMediaType => Problem::new(
+            Self::UnsupportedMediaType { expected } => Problem::new(
                 415,
                 "unsupported_media_type",
                 "Unsupported media type",
-                "the request body must be application/json",
+                format!("the request body must be {expected}"),
             ),
+            Self::BadRequest { code, detail } => Problem::new(400, code, "Bad request", detail.clone()),
             Self::PayloadTooLarge { limit_bytes } => Problem::new(
                 413,
                 "payload_too_large",

@@ -31,5 +31,6 @@ pub mod takeover;
 pub mod target;
 pub mod time;
 pub mod token;
+pub mod ui;
 pub mod users;
 pub mod webhook;

@@ -152,6 +152,10 @@ pub trait EmailTokenStore {
     /// epoch of the account that has the address now, if any: it works
     /// until that account's epoch first moves.
     async fn consume_email_token(&self, kind: TokenKind, hash: &str, now: UnixTime) -> Result<Option<EmailToken>>;
+    /// The token [`EmailTokenStore::consume_email_token`] would consume now,
+    /// left as it is: a read, for a page that names what a link is for
+    /// before anyone uses it (a racing consumption may still win).
+    async fn peek_email_token(&self, kind: TokenKind, hash: &str, now: UnixTime) -> Result<Option<EmailToken>>;
     /// Counts one attempt against the live, unexpired code sent to `email`
     /// unless it already had `max_attempts`, and returns it with the attempt
     /// counted; `Ok(None)` when there is no such code (a code issued under an

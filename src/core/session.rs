@@ -130,6 +130,9 @@ pub struct RotateRequest<'a> {
     pub ip_address: Option<&'a str>,
     /// Client user agent.
     pub user_agent: Option<&'a str>,
+    /// The session's extra claims from now on, replacing what it had, when
+    /// the sign-in hook was asked again (`HOOK_ON_REFRESH`); `None` keeps them.
+    pub extra_claims: Option<&'a ExtraClaims>,
 }
 
 /// The signed-in caller of a request, as a write made on their behalf

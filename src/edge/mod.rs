@@ -19,6 +19,7 @@ mod platform;
 mod proxy;
 mod queue;
 mod router;
+mod ui;
 
 use std::rc::Rc;
 

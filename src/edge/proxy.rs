@@ -339,6 +339,14 @@ fn sign_assertion(
         &c.sid.as_str().into(),
         &token::compact(&input, &sig).into(),
     );
+    // Hook claims reach the origin (issue 24): in the assertion (signed
+    // above), and with CLAIMS_HEADER also as `X-Auth-Claims`. Built once per
+    // token, cached with the assertion: nothing per request.
+    if cfg.claims_header {
+        if let Some(claims) = token::claims_header_value(&verified.extra) {
+            identity.push(&claims.into());
+        }
+    }
     Ok(Assertion { value: identity, expires_at: exp, kid: signer.kid().to_string() })
 }
 

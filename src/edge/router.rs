@@ -33,7 +33,7 @@ use crate::edge::keyring::EdgeKeys;
 use crate::edge::outbound::FetchGate;
 use crate::edge::platform::{self, OsRandom};
 use crate::edge::queue::QueueSink;
-use crate::edge::{check_request_origin, config, oauth, proxy};
+use crate::edge::{check_request_origin, config, oauth, proxy, ui};
 
 /// Cookie carrying the access token in cookie mode.
 pub const ACCESS_COOKIE: &str = "__Host-portcullis_access";
@@ -179,6 +179,8 @@ pub fn cookie(req: &Request, name: &str) -> Option<String> {
     })
 }
 
+/// A gateway cookie: `__Host-` rules (`Path=/`, `Secure`, no `Domain`),
+/// `HttpOnly`, `SameSite=Lax`, living `max_age` seconds.
 pub fn set_cookie(name: &str, value: &str, max_age: u64) -> (&'static str, String) {
     ("set-cookie", format!("{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; Secure; SameSite=Lax"))
 }
@@ -198,7 +200,8 @@ pub fn auth_cookies(cfg: &Config, resp: &AuthResponse, now: UnixTime) -> Vec<(&'
     ]
 }
 
-fn clear_cookies(cfg: &Config) -> Vec<(&'static str, String)> {
+/// Set-Cookie headers ending both session cookies (cookie mode; none otherwise).
+pub fn clear_cookies(cfg: &Config) -> Vec<(&'static str, String)> {
     if !cfg.cookie_mode {
         return Vec::new();
     }
@@ -244,9 +247,14 @@ async fn auth_api(
         deps.require_admin(&meta, bearer.as_deref()).await
     };
 
+    // UI_ENABLED=false: the pages' paths do not exist (404 for any method).
+    if !cfg.ui.enabled && auth_routes::is_ui_path(path) {
+        return Err(Error::NotFound);
+    }
     // No catch-all arm: a route added to the table does not compile until
     // it is served here.
-    match route? {
+    let route = route?;
+    match route {
         Route::Jwks => js(http::json(200, &keys.jwks().await?, Some("public, max-age=300"), &[])),
         Route::OpenidConfiguration => js(http::json(200, &discovery(&meta.issuer), Some("public, max-age=300"), &[])),
         Route::Signup => {
@@ -440,11 +448,31 @@ async fn auth_api(
         Route::OauthLink { provider } => oauth::link(req, &deps, &meta, &cfg, url, provider).await,
         Route::OauthCallback { provider } => oauth::callback(req, &deps, &meta, &cfg, url, provider).await,
         Route::OauthUnlink { provider } => oauth::unlink(req, &deps, &meta, &cfg, url, provider).await,
+        Route::UiLoginPage
+        | Route::UiLogin
+        | Route::UiSignupPage
+        | Route::UiSignup
+        | Route::UiMagicLinkPage
+        | Route::UiMagicLink
+        | Route::UiOtpPage
+        | Route::UiOtp
+        | Route::UiForgotPage
+        | Route::UiForgot
+        | Route::UiResetPage
+        | Route::UiReset
+        | Route::UiVerifyEmailPage
+        | Route::UiVerifyEmail
+        | Route::UiMfaPage
+        | Route::UiAccountPage
+        | Route::UiAccount => {
+            let page = ui::Ui { req, env, ctx, cfg: &cfg, deps: &deps, meta: &meta, url };
+            page.serve(route).await
+        }
     }
 }
 
 /// The platform adapters behind the flows' ports, for one request or task.
-struct Ports<'e> {
+pub struct Ports<'e> {
     store: D1Store,
     events: QueueSink<'e>,
     keys: EdgeKeys<'e>,
@@ -477,7 +505,8 @@ impl<'e> Ports<'e> {
 const BACKGROUND_START_MS: u64 = 10;
 
 /// What an admitted email request sends, if its address can sign in.
-enum Mailing {
+#[derive(Debug, Clone, Copy)]
+pub enum Mailing {
     MagicLink,
     Otp,
     PasswordReset,
@@ -490,7 +519,7 @@ enum Mailing {
 /// failure here reaches the log, not the client (who was told "if this
 /// address can sign in"); nothing is half-written: the KV hint comes before
 /// the D1 row, and an event the queue refuses waits in the outbox.
-fn send_in_background(ctx: &Context, env: &Env, cfg: &Rc<Config>, meta: Meta, what: Mailing, to: Recipient) {
+pub fn send_in_background(ctx: &Context, env: &Env, cfg: &Rc<Config>, meta: Meta, what: Mailing, to: Recipient) {
     let env = env.clone();
     let cfg = Rc::clone(cfg);
     ctx.wait_until(async move {

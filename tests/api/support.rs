@@ -175,6 +175,9 @@ impl SessionStore for MemStore {
             *h = r.new_hash.to_string();
             s.last_used_at = r.now;
             s.expires_at = r.expires_at.min(s.ends_at(r.max_age_secs));
+            if let Some(claims) = r.extra_claims {
+                s.extra_claims = claims.clone();
+            }
             self.issued.borrow_mut().insert(r.new_hash.to_string(), s.id.clone());
             return Ok(Rotation::Rotated(s.clone()));
         }
@@ -527,6 +530,17 @@ impl EmailTokenStore for MemStore {
             }
         }
         Ok(consumed)
+    }
+    async fn peek_email_token(&self, kind: TokenKind, hash: &str, now: UnixTime) -> Result<Option<EmailToken>> {
+        self.check()?;
+        Ok(self
+            .email_tokens
+            .borrow()
+            .iter()
+            .find(|(t, c)| {
+                t.hash == hash && t.kind == kind && c.is_none() && t.expires_at > now && self.epoch_stands(t)
+            })
+            .map(|(t, _)| t.clone()))
     }
     async fn count_code_attempt(&self, email: &str, now: UnixTime, max_attempts: u32) -> Result<Option<EmailToken>> {
         self.check()?;

@@ -7,12 +7,14 @@ use crate::core::email::Email;
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
 use crate::core::flows::{AuthResponse, Deps, Meta, Principal};
+use crate::core::gate;
 use crate::core::ids::{self, Random};
 use crate::core::locale::Locale;
 use crate::core::password::{Password, PasswordHash};
 use crate::core::ports::{EventSink, KeyRing, RateLimitStore, SessionStore, UserStore};
 use crate::core::rate_limit::Endpoint;
 use crate::core::session::{RotateRequest, Rotation, SessionView};
+use crate::core::token::ExtraClaims;
 use crate::core::users::{User, UserResponse, MAX_NAME_CHARS};
 
 /// Provider name for password and email-code sign-ins.
@@ -232,6 +234,7 @@ where
         let new_token = ids::secret_token(rng);
         let old_hash = ids::token_hash(old);
         let new_hash = ids::token_hash(&new_token);
+        let claims = self.refresh_claims(meta, rng, &old_hash).await?;
         let rotation = self
             .store
             .rotate_refresh(&RotateRequest {
@@ -242,6 +245,7 @@ where
                 max_age_secs: self.config.session_max_age_secs,
                 ip_address: meta.ip.as_deref(),
                 user_agent: meta.user_agent.as_deref(),
+                extra_claims: claims.as_ref(),
             })
             .await?;
         let session = match rotation {
@@ -282,6 +286,59 @@ where
         )
         .await?;
         Ok(AuthResponse { expires_in, ..self.auth_response(access, new_token, &user, &session) })
+    }
+
+    /// With `HOOK_ON_REFRESH`, asks the sign-in hook again about the session
+    /// whose current refresh token hashes to `refresh_hash`, before it
+    /// rotates: `Some(claims)` to replace the session's, `None` to keep them
+    /// (no hook asked: the option is off, or the token is not a live
+    /// session's current one — the rotation then refuses it as ever — or
+    /// the hook failed with `HOOK_FAILURE_MODE=open`). A denial revokes the
+    /// session (`session_revoked`) and is the refresh's answer, 403
+    /// `signin_denied`; a failure failing closed is 503 `hook_unavailable`
+    /// with nothing rotated, so the client may retry with the same token.
+    async fn refresh_claims(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        refresh_hash: &str,
+    ) -> Result<Option<ExtraClaims>, Error> {
+        let Some(hook) = self.config.hook.as_ref().filter(|h| h.on_refresh) else { return Ok(None) };
+        let session = match self.store.session_by_refresh(refresh_hash).await? {
+            Some(s) if s.is_live(meta.now, self.config.session_max_age_secs) => s,
+            _ => return Ok(None),
+        };
+        let user = match self.store.user_by_id(&session.user_id).await? {
+            Some(u) if !u.banned => u,
+            _ => return Ok(None),
+        };
+        let request = gate::refresh_request(hook, &user, &session.id, &ids::uuid(rng), meta.now);
+        let decision = gate::decide(hook.failure_mode, self.gate.send(&request).await);
+        if let Some(warning) = &decision.warning {
+            self.gate.report(warning);
+        }
+        match decision.result {
+            // Failing open on a refresh keeps what the hook last said.
+            Ok(_) if decision.failed => Ok(None),
+            Ok(claims) => Ok(Some(claims)),
+            Err(e @ Error::Forbidden { .. }) => {
+                if self.store.revoke_session(&session.id, meta.now, "signin_denied").await? {
+                    self.emit(
+                        meta,
+                        rng,
+                        vec![events::SessionRevoked {
+                            user_id: session.user_id,
+                            session_id: Some(session.id),
+                            revoke_all: false,
+                        }
+                        .into()],
+                    )
+                    .await?;
+                }
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// After a current refresh token failed to rotate: if its session has

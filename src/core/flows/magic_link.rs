@@ -7,12 +7,12 @@
 //! an existing, unbanned account, or for an unknown address when
 //! `ALLOW_PASSWORDLESS_SIGNUP` is on.
 
-use crate::core::email_token::TokenKind;
+use crate::core::email_token::{is_link_token, TokenKind};
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
 use crate::core::flows::passwordless::Proof;
 use crate::core::flows::{Accepted, AuthResponse, Deps, EmailRequest, Meta, Recipient, TokenRequest};
-use crate::core::ids::Random;
+use crate::core::ids::{self, Random};
 use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, RateLimitStore, SessionStore, UserStore};
 use crate::core::rate_limit::Endpoint;
 use crate::core::users::User;
@@ -68,6 +68,20 @@ where
             vec![events::MagicLinkRequested { user_id, email: email.as_str().to_string(), token, locale }.into()],
         )
         .await
+    }
+
+    /// The address the magic link `raw` signs in to, without using it up;
+    /// `None` if it cannot be used (malformed, unknown, used, superseded or
+    /// expired). The hosted landing page shows it on its button, so a link
+    /// someone mailed for their own account cannot sign a victim into that
+    /// account without the page saying whose it is.
+    pub async fn magic_link_account(&self, meta: &Meta, raw: &str) -> Result<Option<String>, Error> {
+        let raw = raw.trim();
+        if !is_link_token(raw) {
+            return Ok(None);
+        }
+        let token = self.store.peek_email_token(TokenKind::MagicLink, &ids::token_hash(raw), meta.now).await?;
+        Ok(token.map(|t| t.email))
     }
 
     /// Consumes a magic link and signs its owner in (creating the account

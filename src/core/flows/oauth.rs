@@ -660,17 +660,33 @@ where
         };
         events.push(login_event(&user, &p.id, meta));
         self.emit(meta, rng, events).await?;
+        let location = self.signed_in_location(meta, rng, &st.redirect_to, &auth).await?;
+        Ok(CallbackOutcome::SignedIn { location, auth: Box::new(auth) })
+    }
+
+    /// Where a browser sign-in (an OAuth callback, a hosted page) sends the
+    /// browser back to: `redirect_to` (already checked against the
+    /// allowlist) with a one-time `code` the app swaps for `auth`'s tokens at
+    /// `/auth/oauth/exchange` — tokens never travel in a URL. In cookie mode
+    /// without body tokens, `redirect_to` alone: the answer's cookies carry
+    /// the session, and a code would let whoever reads the app's URL (its
+    /// history, a script on the page, a Referer) take the session at the
+    /// exchange.
+    pub async fn signed_in_location(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        redirect_to: &str,
+        auth: &AuthResponse,
+    ) -> Result<String, Error> {
         if !self.config.tokens_in_body() {
-            // Cookie mode: the callback's answer sets the session cookies.
-            // A code would let whoever reads the app's URL (its history, a
-            // script on the page, a Referer) take the session at the exchange.
-            return Ok(CallbackOutcome::SignedIn { location: result_url(&st.redirect_to, None), auth: Box::new(auth) });
+            return Ok(result_url(redirect_to, None));
         }
         let code = ids::secret_token(rng);
         let plain = auth.to_sealed_json()?;
         let sealed = oauth::seal(&code, &plain, rng)?;
         self.store.put_exchange(&ids::token_hash(&code), &sealed, meta.now.plus_secs(EXCHANGE_TTL_SECS)).await?;
-        Ok(CallbackOutcome::SignedIn { location: with_param(&st.redirect_to, "code", &code), auth: Box::new(auth) })
+        Ok(with_param(redirect_to, "code", &code))
     }
 
     /// Emits `login_failed` and returns the refusal.
@@ -708,7 +724,7 @@ where
             return Err(oauth_error(
                 400,
                 "invalid_exchange_code",
-                "in cookie mode the OAuth callback sets the session cookies itself and issues no code to exchange",
+                "in cookie mode browser sign-ins (OAuth, the hosted pages) set the session cookies themselves and issue no code to exchange",
             ));
         }
         let refused = || oauth_error(400, "invalid_exchange_code", "the code is unknown, already used or expired");

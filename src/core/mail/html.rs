@@ -9,7 +9,7 @@ pub const DEFAULT_BRAND_NAME: &str = "Portcullis";
 /// Default `UI_ACCENT`.
 pub const DEFAULT_ACCENT: &str = "#2563eb";
 /// Longest `UI_NAME` accepted, in characters.
-pub const MAX_BRAND_NAME_CHARS: usize = 100;
+pub const MAX_BRAND_NAME_CHARS: usize = 64;
 
 /// `text` safe in HTML text and in a quoted attribute value.
 pub fn escape(text: &str) -> String {
@@ -56,8 +56,8 @@ impl Brand {
         let logo_url = match var("UI_LOGO_URL") {
             None => None,
             Some(v) => match Url::parse(&v) {
-                Ok(u) if matches!(u.scheme(), "https" | "http") && u.host_str().is_some() => Some(u),
-                _ => return Err(("UI_LOGO_URL".into(), format!("{v:?} must be an http(s) URL of an image"))),
+                Ok(u) if u.scheme() == "https" && u.host_str().is_some() => Some(u),
+                _ => return Err(("UI_LOGO_URL".into(), format!("{v:?} must be an https URL of an image"))),
             },
         };
         let accent = match var("UI_ACCENT") {

@@ -54,6 +54,15 @@ struct ReuseRow {
     is_current: i64,
 }
 
+/// The `extra_claims` column's value for `claims`: their JSON, or NULL for none.
+fn claims_column(claims: &ExtraClaims) -> JsValue {
+    if claims.is_empty() {
+        JsValue::NULL
+    } else {
+        text(&serde_json::Value::Object(claims.clone()).to_string())
+    }
+}
+
 impl SessionStore for D1Store {
     async fn create_session(&self, s: &Session, refresh_hash: &str, basis: &SignInBasis<'_>) -> Result<bool> {
         // Only while the account is as the sign-in relied on (its epoch, the
@@ -72,11 +81,7 @@ impl SessionStore for D1Store {
                 time(s.expires_at),
                 opt_text(s.ip_address.as_deref()),
                 opt_text(s.user_agent.as_deref()),
-                if s.extra_claims.is_empty() {
-                    JsValue::NULL
-                } else {
-                    text(&serde_json::Value::Object(s.extra_claims.clone()).to_string())
-                },
+                claims_column(&s.extra_claims),
                 int_u(basis.user_epoch),
                 opt_text(provider),
                 opt_text(subject),
@@ -98,7 +103,7 @@ impl SessionStore for D1Store {
         let swap = self.stmt(
             &format!(
                 "UPDATE sessions SET refresh_hash = ?2, last_used_at = ?3, expires_at = MIN(?4, created_at + ?7), \
-                 ip_address = ?5, user_agent = ?6 \
+                 ip_address = ?5, user_agent = ?6, extra_claims = CASE WHEN ?9 THEN ?8 ELSE extra_claims END \
                  WHERE refresh_hash = ?1 AND revoked_at IS NULL AND expires_at > ?3 AND created_at + ?7 > ?3 \
                  RETURNING {SESSION_COLUMNS}"
             ),
@@ -110,6 +115,9 @@ impl SessionStore for D1Store {
                 opt_text(r.ip_address),
                 opt_text(r.user_agent),
                 int(i64::try_from(r.max_age_secs).unwrap_or(i64::MAX)),
+                // HOOK_ON_REFRESH: the hook's claims replace the session's.
+                claims_column(r.extra_claims.unwrap_or(&ExtraClaims::new())),
+                int(i64::from(r.extra_claims.is_some())),
             ],
         )?;
         let record = self.stmt(

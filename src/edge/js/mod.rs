@@ -62,7 +62,8 @@ extern "C" {
 
     /// Sends the request to the origin; resolves to its Response, or a 502 /
     /// 504 problem. `identity` is `[user id, email, roles, session id,
-    /// assertion]`, or `undefined` for none; `vary` adds `Vary: Origin`.
+    /// assertion]` (and, with `CLAIMS_HEADER`, the `X-Auth-Claims` value),
+    /// or `undefined` for none; `vary` adds `Vary: Origin`.
     #[wasm_bindgen(catch)]
     pub fn forward(
         request: &Request,
