@@ -23,6 +23,7 @@ use crate::core::events::{Envelope, Event, EventContext};
 use crate::core::gate;
 use crate::core::ids::{self, Random};
 use crate::core::locale::Locale;
+use crate::core::oauth::CodeChallenge;
 use crate::core::ports::{EventSink, KeyRing, SessionStore, SigninGate, UserStore};
 use crate::core::session::{LiveSession, Session, SignInBasis};
 use crate::core::time::UnixTime;
@@ -106,6 +107,10 @@ struct StoredAuth {
     #[serde(default)]
     refresh_expires_at: Option<i64>,
     user: UserResponse,
+    /// The app's PKCE S256 challenge the code is bound to; absent for a
+    /// code issued unbound (an OAuth sign-in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    code_challenge: Option<String>,
 }
 
 impl AuthResponse {
@@ -121,29 +126,37 @@ impl AuthResponse {
         }
     }
 
-    /// Every member, tokens included, as JSON: what the OAuth exchange seals.
-    pub fn to_sealed_json(&self) -> Result<String, Error> {
+    /// Every member, tokens included, and the `challenge` the code is
+    /// bound to, as JSON: what the OAuth exchange seals.
+    pub fn to_sealed_json(&self, challenge: Option<&CodeChallenge>) -> Result<String, Error> {
         let stored = StoredAuth {
             access_token: self.access_token.clone(),
             refresh_token: self.refresh_token.clone(),
             expires_in: self.expires_in,
             refresh_expires_at: Some(self.refresh_expires_at.0),
             user: self.user.clone(),
+            code_challenge: challenge.map(|c| c.as_str().to_string()),
         };
         serde_json::to_string(&stored).map_err(|e| Error::Internal(format!("auth response: {e}")))
     }
 
-    /// Reads back [`AuthResponse::to_sealed_json`]; `None` for anything else.
-    pub fn from_sealed_json(json: &str) -> Option<Self> {
+    /// Reads back [`AuthResponse::to_sealed_json`] and its challenge;
+    /// `None` for anything else.
+    pub fn from_sealed_json(json: &str) -> Option<(Self, Option<CodeChallenge>)> {
         let s: StoredAuth = serde_json::from_str(json).ok()?;
-        Some(Self {
+        let challenge = match s.code_challenge {
+            None => None,
+            Some(c) => Some(CodeChallenge::parse(&c)?),
+        };
+        let auth = Self {
             access_token: s.access_token,
             refresh_token: s.refresh_token,
             token_type: TOKEN_TYPE,
             expires_in: s.expires_in,
             refresh_expires_at: UnixTime(s.refresh_expires_at.unwrap_or(i64::MAX)),
             user: s.user,
-        })
+        };
+        Some((auth, challenge))
     }
 
     /// How long, at `now`, the cookies carrying this sign-in's tokens should

@@ -24,6 +24,7 @@ use url::Url;
 use crate::core::error::Error;
 use crate::core::ids::{self, Random};
 use crate::core::oauth::redirect::Allowlist;
+use crate::core::oauth::CodeChallenge;
 
 /// The cookie holding the pages' CSRF token.
 pub const CSRF_COOKIE: &str = "__Host-portcullis_ui";
@@ -33,6 +34,8 @@ pub const CSRF_FIELD: &str = "csrf";
 pub const MAX_FORM_FIELDS: usize = 32;
 /// The field naming where a sign-in returns to.
 pub const REDIRECT_FIELD: &str = "redirect_to";
+/// The field carrying the app's PKCE S256 `code_challenge` (token mode).
+pub const CHALLENGE_FIELD: &str = "code_challenge";
 
 /// A posted `application/x-www-form-urlencoded` form.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -138,6 +141,26 @@ pub fn return_target(
     }
 }
 
+/// The app's `code_challenge` a sign-in through the pages binds its
+/// one-time exchange code to ([`CodeChallenge`]), as the browser brought
+/// it (`asked`). Token mode (no cookies carry the session) requires one:
+/// an unbound code could be planted in a victim's app (login CSRF). In
+/// cookie mode it is optional (a code is issued only with body tokens).
+/// Missing where required or malformed: 400 `invalid_code_challenge`.
+pub fn code_challenge(asked: Option<&str>, cookie_mode: bool) -> Result<Option<CodeChallenge>, Error> {
+    let refused = |detail: &str| Error::BadRequest { code: "invalid_code_challenge", detail: detail.into() };
+    match asked.filter(|a| !a.is_empty()) {
+        Some(a) => CodeChallenge::parse(a)
+            .map(Some)
+            .ok_or_else(|| refused("code_challenge must be the base64url SHA-256 (S256) of the app's code_verifier")),
+        None if cookie_mode => Ok(None),
+        None => Err(refused(
+            "the app must start a sign-in on these pages with a code_challenge (S256) and send its code_verifier \
+             to /auth/oauth/exchange",
+        )),
+    }
+}
+
 /// Token mode without `REDIRECT_ALLOWLIST`: the pages have no app to hand
 /// a sign-in's tokens to (503 `misconfigured`).
 pub fn nowhere_to_return() -> Error {
@@ -196,6 +219,18 @@ mod tests {
             (Some("null"), Some("same-origin")),
         ] {
             assert!(check_csrf(&PostFacts { origin, fetch_site: site, ..ok }).is_ok(), "{origin:?} {site:?}");
+        }
+    }
+
+    #[test]
+    fn token_mode_sign_ins_need_a_well_formed_code_challenge() {
+        let c = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+        assert_eq!(code_challenge(Some(c), false).unwrap().unwrap().as_str(), c);
+        assert_eq!(code_challenge(Some(c), true).unwrap().unwrap().as_str(), c);
+        assert_eq!(code_challenge(None, true).unwrap(), None);
+        for (asked, cookie_mode) in [(None, false), (Some(""), false), (Some("short"), true), (Some(&c[1..]), false)] {
+            let p = code_challenge(asked, cookie_mode).unwrap_err().problem();
+            assert_eq!((p.status, p.code), (400, "invalid_code_challenge"), "{asked:?}");
         }
     }
 
