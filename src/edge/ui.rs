@@ -293,19 +293,26 @@ impl<'a, 'e> Ui<'a, 'e> {
         self.page(csrf, status, |ctx| pages::magic_link(ctx, None, &token, account.as_deref()))
     }
 
-    /// A signed-in caller's access token: the access cookie if it still
-    /// authenticates, else one renewed with the refresh cookie (whose new
-    /// cookies are returned to set); `None` when neither works.
+    /// Whether the access cookie still authenticates: `Some(access)` if so.
+    async fn live_access(&self) -> Result<Option<String>, Error> {
+        let Some(access) = cookie(self.req, ACCESS_COOKIE) else { return Ok(None) };
+        match self.deps.authenticate(self.meta, Some(&access)).await {
+            Ok(_) => Ok(Some(access)),
+            Err(Error::InvalidToken(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A signed-in caller's access token, for a POST (CSRF-checked): the
+    /// access cookie if it still authenticates, else one renewed with the
+    /// refresh cookie (whose new cookies are returned to set); `None` when
+    /// neither works. Never for a GET (see [`pages::renew`]).
     async fn signed_in(&self) -> Result<Option<(String, Vec<(&'static str, String)>)>, Error> {
         if !self.cfg.cookie_mode {
             return Ok(None);
         }
-        if let Some(access) = cookie(self.req, ACCESS_COOKIE) {
-            match self.deps.authenticate(self.meta, Some(&access)).await {
-                Ok(_) => return Ok(Some((access, Vec::new()))),
-                Err(Error::InvalidToken(_)) => {}
-                Err(e) => return Err(e),
-            }
+        if let Some(access) = self.live_access().await? {
+            return Ok(Some((access, Vec::new())));
         }
         let Some(refresh) = cookie(self.req, REFRESH_COOKIE) else { return Ok(None) };
         match self.deps.refresh(self.meta, &mut OsRandom, Some(&refresh)).await {
@@ -323,9 +330,14 @@ impl<'a, 'e> Ui<'a, 'e> {
             );
             return self.page(csrf, 404, |ctx| pages::message(ctx, "Your account", Some(&n), &[("login", "Sign in")]));
         }
-        match self.signed_in().await? {
+        // A GET only reads: an expired access cookie gets a Continue button
+        // that renews by POST (pages::renew), never a refresh here.
+        match self.live_access().await? {
+            Some(access) => self.account_view(csrf, 200, n.as_ref(), &access, Vec::new()).await,
+            None if cookie(self.req, REFRESH_COOKIE).is_some() => {
+                Ok(self.page_with(csrf, 200, None, pages::renew, Vec::new()))
+            }
             None => Ok(self.to_login()),
-            Some((access, cookies)) => self.account_view(csrf, 200, n.as_ref(), &access, cookies).await,
         }
     }
 
@@ -593,6 +605,8 @@ impl<'a, 'e> Ui<'a, 'e> {
         let Some((access, cookies)) = self.signed_in().await? else { return Ok(self.to_login()) };
         let rng = &mut OsRandom;
         let done: Result<Notice, Error> = match form.get("intent").unwrap_or_default() {
+            // From pages::renew: signed_in above renewed; back to the page by GET.
+            "renew" => return Ok(Answer::SeeOther(self.account_url(), cookies)),
             "logout" => {
                 let refresh = cookie(self.req, REFRESH_COOKIE);
                 self.deps.logout(self.meta, rng, Some(&access), refresh.as_deref()).await?;

@@ -227,6 +227,23 @@ pub fn message(ctx: &Context<'_>, title: &str, n: Option<&Notice>, onwards: &[(&
     layout(ctx, title, n, links(ctx, onwards))
 }
 
+/// `account` (GET) when the access cookie has expired but a refresh cookie
+/// is there: a button that renews the session by POST. A GET never
+/// renews: any site can send the browser here, and a renewal it set off
+/// would rotate the refresh token under the app's feet (the app's own
+/// refresh then reads as reuse and ends the session).
+pub fn renew(ctx: &Context<'_>) -> Html {
+    let body = html![
+        "<p>Your sign-in needs renewing to show your account.</p>",
+        "<form method=\"post\" action=\"",
+        { ctx.action("account") },
+        "\">",
+        [ctx.hidden()],
+        "<button type=\"submit\" name=\"intent\" value=\"renew\">Continue</button></form>"
+    ];
+    layout(ctx, "Your account", None, body)
+}
+
 /// `magic-link` (GET): the button that signs in, naming the account the
 /// link is for; `account` is `None` when the link cannot be used.
 pub fn magic_link(ctx: &Context<'_>, n: Option<&Notice>, token: &str, account: Option<&str>) -> Html {
