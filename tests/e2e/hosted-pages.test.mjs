@@ -138,7 +138,7 @@ describe("every page: headers, no script, the stylesheet applied under the CSP, 
       assert.equal(csp.match(/'sha256-([^']+)'/)[1], crypto.createHash("sha256").update(style).digest("base64"), p);
       assert.equal(res.headers.get("x-frame-options"), "DENY", p);
       assert.equal(res.headers.get("x-content-type-options"), "nosniff", p);
-      assert.equal(res.headers.get("referrer-policy"), "no-referrer", p);
+      assert.equal(res.headers.get("referrer-policy"), "same-origin", p);
       assert.match(res.headers.get("cache-control"), /no-store/, p);
       // No script at all (so none without a nonce), no inline style attribute, no event handler.
       assert.doesNotMatch(html, /<script|\son[a-z]+=|\sstyle=/i, p);

@@ -93,7 +93,7 @@ fn layout(ctx: &Context<'_>, title: &str, n: Option<&Notice>, body: Html) -> Htm
     html![
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">",
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
-        "<meta name=\"referrer\" content=\"no-referrer\"><title>",
+        "<meta name=\"referrer\" content=\"same-origin\"><title>",
         { title },
         " – ",
         { ctx.ui.name },
