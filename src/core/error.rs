@@ -82,10 +82,11 @@ pub enum Error {
     InvalidToken(TokenError),
     /// The refresh token is unknown, rotated, expired or its session revoked.
     InvalidRefreshToken,
-    /// An emailed secret (link token or code) is unknown, used, superseded,
-    /// expired or out of attempts — deliberately one answer for all of these.
+    /// A single-use secret (an emailed link token or code, a second factor's
+    /// code, an `mfa_token`) is unknown, used, superseded, expired or out of
+    /// attempts — deliberately one answer for all of these.
     InvalidEmailSecret {
-        /// Stable code: `invalid_link` or `invalid_code`.
+        /// Stable code: `invalid_link`, `invalid_code` or `invalid_mfa_token`.
         code: &'static str,
         /// For people.
         detail: String,

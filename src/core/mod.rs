@@ -1,5 +1,6 @@
 //! The pure core: every auth decision, with no platform access.
 
+pub mod amr;
 pub mod auth_routes;
 pub mod body;
 pub mod cache;
@@ -17,6 +18,7 @@ pub mod headers;
 pub mod ids;
 pub mod keys;
 pub mod mail;
+pub mod mfa;
 pub mod oauth;
 pub mod outbound;
 pub mod own_signature;
