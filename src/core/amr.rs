@@ -65,7 +65,7 @@ impl Amr {
     }
 
     /// Whether the set is empty.
-    pub fn is_empty(self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.0 == 0
     }
 

@@ -47,6 +47,8 @@ pub const DEFAULT_AUDIENCE: &str = "portcullis";
 pub const DEFAULT_AUTH_PREFIX: &str = "/auth";
 /// Longest `AUTH_PREFIX` accepted.
 pub const MAX_AUTH_PREFIX_LEN: usize = 64;
+/// Longest `UI_NAME` accepted, in characters.
+pub const MAX_UI_NAME_CHARS: usize = 64;
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -126,6 +128,9 @@ pub struct Config {
     pub rate_limits: RateLimits,
     /// `OAUTH_PROVIDERS`, their `OAUTH_<ID>_CLIENT_SECRET`s and `REDIRECT_ALLOWLIST`.
     pub oauth: OAuthConfig,
+    /// `UI_NAME`: the product's name as people see it; the issuer label of
+    /// TOTP enrolments (else the issuer's host).
+    pub ui_name: Option<String>,
 }
 
 /// A configuration problem, naming the setting.
@@ -312,6 +317,16 @@ impl Config {
                 return Err(err(name, "set, but HOOK_URL is not: there is no hook to apply it to".into()));
             }
         }
+        let ui_name = match var("UI_NAME") {
+            None => None,
+            Some(v) if v.chars().count() <= MAX_UI_NAME_CHARS && !v.chars().any(char::is_control) => Some(v),
+            Some(_) => {
+                return Err(err(
+                    "UI_NAME",
+                    format!("at most {MAX_UI_NAME_CHARS} characters, without control characters"),
+                ))
+            }
+        };
         let cookie_mode = boolean("COOKIE_MODE")?;
         let cookie_mode_body_tokens = boolean("COOKIE_MODE_BODY_TOKENS")?;
         if !cookie_mode && var("COOKIE_MODE_BODY_TOKENS").is_some() {
@@ -359,6 +374,7 @@ impl Config {
             password_policy,
             rate_limits,
             oauth,
+            ui_name,
         })
     }
 
@@ -495,6 +511,7 @@ mod tests {
             ("EMAIL_FROM", "nobody"),
             ("HOOK_URL", "ftp://hooks.example"),
             ("HOOK_FAILURE_MODE", "open"),
+            ("UI_NAME", "line\nbreak"),
         ] {
             let e = Config::from_lookup(lookup(&[(k, v)])).unwrap_err();
             let head = k.split('_').next().unwrap();
