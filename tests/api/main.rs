@@ -9,6 +9,7 @@ mod email_verification;
 mod gate;
 mod keys;
 mod magic_link;
+mod mfa;
 mod oauth;
 mod otp;
 mod passwords;

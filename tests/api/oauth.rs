@@ -149,8 +149,8 @@ impl OAuthStore for MemStore {
     }
 }
 
-const IDP: &str = "https://idp.test";
-const CLIENT: &str = "portcullis-test";
+pub(crate) const IDP: &str = "https://idp.test";
+pub(crate) const CLIENT: &str = "portcullis-test";
 const APP: &str = "https://app.test/done";
 
 /// A fake OIDC provider.
