@@ -2,8 +2,8 @@
 //!
 //! [`decide`] judges a gateway request, synchronously: route policy, token
 //! (from the isolate's cache, else verified with the natively imported keys
-//! of [`crate::edge::keyring`]), role and step-up (`mfa`, `max_age`), and the origin assertion (cached with
-//! the token, else signed natively). Only a cold key cache (or one long past
+//! of [`crate::edge::keyring`]), role and step-up (`mfa`, `max_age`), and
+//! the origin assertion (cached with the token, else signed natively). Only a cold key cache (or one long past
 //! its expiry) needs I/O; `decide` then says so and [`forward`] loads the
 //! keys from D1 and asks again; a merely expired one is reloaded in the
 //! background. So nearly every request — public, cached or fresh token, refusal —
