@@ -149,6 +149,11 @@ routes! {
     "/auth/password/change" { POST => PasswordChange }
     "/auth/email/verify/request" { POST => EmailVerifyRequest }
     "/auth/email/verify" { POST => EmailVerify }
+    "/auth/mfa/totp/enroll" { POST => MfaTotpEnroll }
+    "/auth/mfa/totp/confirm" { POST => MfaTotpConfirm }
+    "/auth/mfa/totp" { DELETE => MfaTotpDisable }
+    "/auth/mfa/backup-codes" { POST => MfaBackupCodes }
+    "/auth/mfa/verify" { POST => MfaVerify }
     "/auth/admin/keys/rotate" { POST => AdminRotateKeys }
     "/auth/admin/keys/{kid}/retire" { POST => AdminRetireKey { kid } }
     "/auth/admin/users" { GET => AdminListUsers }
@@ -161,6 +166,7 @@ routes! {
     "/auth/admin/users/{id}/unban" { POST => AdminUnbanUser { id } }
     "/auth/admin/users/{id}/roles/{role}" { POST => AdminAddRole { id, role }, DELETE => AdminRemoveRole { id, role } }
     "/auth/admin/users/{id}/sessions/revoke" { POST => AdminRevokeSessions { id } }
+    "/auth/admin/users/{id}/mfa" { DELETE => AdminResetMfa { id } }
     "/auth/oauth/exchange" { POST => OauthExchange }
     "/auth/oauth/{provider}" { DELETE => OauthUnlink { provider } }
     "/auth/oauth/{provider}/authorize" { GET => OauthAuthorize { provider } }
@@ -338,8 +344,8 @@ mod tests {
                 }
             }
         }
-        // 36 endpoints; the 9 GET ones answer HEAD too.
-        assert_eq!(routes, 36 + 9, "every endpoint, and HEAD for each GET one");
+        // 42 endpoints; the 9 GET ones answer HEAD too.
+        assert_eq!(routes, 42 + 9, "every endpoint, and HEAD for each GET one");
     }
 
     #[test]
@@ -363,6 +369,9 @@ mod tests {
             match_route("POST", "/auth/admin/users/u1/sessions/revoke"),
             Ok(Route::AdminRevokeSessions { id: "u1" })
         );
+        assert_eq!(match_route("DELETE", "/auth/admin/users/u1/mfa"), Ok(Route::AdminResetMfa { id: "u1" }));
+        assert_eq!(match_route("DELETE", "/auth/mfa/totp"), Ok(Route::MfaTotpDisable));
+        assert_eq!(match_route("POST", "/auth/mfa/verify"), Ok(Route::MfaVerify));
         assert_eq!(match_route("GET", "/auth/oauth/acme/authorize"), Ok(Route::OauthAuthorize { provider: "acme" }));
         assert_eq!(match_route("GET", "/auth/oauth/acme/callback"), Ok(Route::OauthCallback { provider: "acme" }));
         assert_eq!(match_route("POST", "/auth/oauth/acme/link"), Ok(Route::OauthLink { provider: "acme" }));
@@ -418,6 +427,12 @@ mod tests {
             ("DELETE", "/auth/admin/users/some-id/unban", "POST"),
             ("GET", "/auth/admin/users/some-id/roles/admin", "POST, DELETE"),
             ("GET", "/auth/admin/users/some-id/sessions/revoke", "POST"),
+            ("GET", "/auth/admin/users/some-id/mfa", "DELETE"),
+            ("GET", "/auth/mfa/totp/enroll", "POST"),
+            ("GET", "/auth/mfa/totp/confirm", "POST"),
+            ("POST", "/auth/mfa/totp", "DELETE"),
+            ("GET", "/auth/mfa/backup-codes", "POST"),
+            ("GET", "/auth/mfa/verify", "POST"),
             ("GET", "/auth/oauth/exchange", "POST"),
             ("DELETE", "/auth/oauth/exchange", "POST"),
             ("POST", "/auth/oauth/acme/authorize", "GET, HEAD"),
@@ -457,6 +472,9 @@ mod tests {
             "/auth/admin/users/u1/sessions",
             "/auth/admin/users/u1/other",
             "/auth/magic-link/other",
+            "/auth/mfa",
+            "/auth/mfa/totp/other",
+            "/auth/admin/users/u1/mfa/x",
             // Literal segments compare case-sensitively (AUTH_PREFIX itself
             // is matched case-insensitively before: see below).
             "/auth/Signup",
