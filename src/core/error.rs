@@ -337,12 +337,13 @@ impl Error {
                 p
             }
             Self::InsufficientAuthentication { mfa, max_age_secs } => {
+                let seconds = |n: &u64| if *n == 1 { "1 second".to_string() } else { format!("{n} seconds") };
                 let detail = match (mfa, max_age_secs) {
                     (true, Some(n)) => {
-                        format!("this route needs a sign-in with a second factor within the last {n} seconds")
+                        format!("this route needs a sign-in with a second factor within the last {}", seconds(n))
                     }
                     (true, None) => "this route needs a sign-in with a second factor".to_string(),
-                    (false, Some(n)) => format!("this route needs a sign-in within the last {n} seconds"),
+                    (false, Some(n)) => format!("this route needs a sign-in within the last {}", seconds(n)),
                     (false, None) => "this route needs a stronger sign-in".to_string(),
                 };
                 // RFC 9470 §3: the error, and `max_age` when the sign-in is too old.
@@ -469,6 +470,10 @@ mod tests {
             .problem()
             .detail
             .contains("second factor within the last 60 seconds"));
+        assert!(Error::InsufficientAuthentication { mfa: false, max_age_secs: Some(1) }
+            .problem()
+            .detail
+            .ends_with("within the last 1 second"));
     }
 
     #[test]
