@@ -396,6 +396,53 @@ describe("turning TOTP off and resetting it", () => {
   });
 });
 
+describe("backup codes and takeovers", () => {
+  test("new backup codes for a current code: the old ones die, the new ones work once", async () => {
+    const email = mail("codes");
+    const { session, app, backupCodes } = await accountWithTotp(gw, email);
+    const fresh = await authed(`${gw.url}/auth/mfa/backup-codes`, session.access_token, {
+      method: "POST",
+      body: { code: await app.next() },
+    });
+    const { backup_codes } = await json(fresh);
+    assert.equal(fresh.status, 200);
+    assert.equal(backup_codes.length, 10);
+    assert.ok(backup_codes.every((c) => !backupCodes.includes(c)));
+    const step = await assertSecondStep(await login(gw, email));
+    await assertProblem(await verify(gw, { mfa_token: step.mfa_token, backup_code: backupCodes[0] }), 401, "invalid_code");
+    assert.equal((await verify(gw, { mfa_token: step.mfa_token, backup_code: backup_codes[0] })).status, 200);
+    await assertProblem(
+      await authed(`${gw.url}/auth/mfa/backup-codes`, session.access_token, { method: "POST", body: {} }),
+      422,
+      "validation_failed",
+    );
+  });
+
+  test("the first proof of an unverified account's address removes the planter's TOTP in the same write", async () => {
+    const email = mail("planted");
+    const planter = await signup(gw, email);
+    const e = await json(await enroll(gw, planter.access_token));
+    const app = authenticator(e.otpauth_uri);
+    assert.equal((await confirm(gw, planter.access_token, await app.next())).status, 200);
+    assert.ok((await assertSecondStep(await login(gw, email))).mfa_token, "on for the planter");
+    const link = await withEvent(
+      gw,
+      (ev) => ev.type === "magic_link_requested" && ev.data.email === email,
+      () => post(`${gw.url}/auth/magic-link`, { email }),
+    );
+    const owner = await withEvent(
+      gw,
+      (ev) => ev.type === "mfa_disabled" && ev.data.user_id === planter.user.id,
+      () => post(`${gw.url}/auth/magic-link/verify`, { token: link.event.data.token }),
+    );
+    const body = await json(owner.result);
+    assert.equal(owner.result.status, 200, JSON.stringify(body));
+    assert.ok(body.access_token, "signed in at once: the planter's factor is gone");
+    const me = await json(await authed(`${gw.url}/auth/me`, body.access_token));
+    assert.deepEqual(me.mfa, { totp: false, backup_codes_left: 0 });
+  });
+});
+
 describe("cookie mode", () => {
   test("the OAuth callback sets no session cookies and hands the mfa_token in the fragment; verify sets them", async () => {
     const email = mail("cookie");
