@@ -33,8 +33,8 @@ struct Enabled {
     backup_codes: Vec<String>,
 }
 
-fn secret_of(base32: &str) -> TotpSecret {
-    let bytes = data_encoding::BASE32_NOPAD.decode(base32.as_bytes()).unwrap();
+fn secret_of(text: &str) -> TotpSecret {
+    let bytes = base32::decode(base32::Alphabet::Rfc4648 { padding: false }, text).unwrap();
     TotpSecret::from_bytes(bytes.try_into().unwrap())
 }
 

@@ -106,7 +106,7 @@ impl TotpSecret {
 
     /// The secret as authenticator apps take it: base32 (RFC 4648), no padding.
     pub fn base32(&self) -> String {
-        data_encoding::BASE32_NOPAD.encode(&self.0)
+        base32::encode(base32::Alphabet::Rfc4648 { padding: false }, &self.0)
     }
 
     /// The code of time step `step`.
