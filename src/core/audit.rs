@@ -54,7 +54,7 @@ pub const PURGE_BATCH: u32 = 5_000;
 /// Statements per cron run at most: a backlog is worked off over several runs.
 pub const MAX_PURGE_BATCHES: u32 = 20;
 /// The event types that record a refused or failed attempt.
-pub const FAILURE_KINDS: &[&str] = &["login_failed", "rate_limit_exceeded"];
+pub const FAILURE_KINDS: &[&str] = &["login_failed", "rate_limit_exceeded", "mfa_failed"];
 /// Longest cursor decoded.
 const MAX_CURSOR_CHARS: usize = 128;
 /// Longest id in a filter or a cursor (ours are 36-character UUIDs).
@@ -432,7 +432,7 @@ mod tests {
     #[test]
     fn failures_are_the_refused_attempts() {
         for kind in Event::KINDS {
-            let expected = if ["login_failed", "rate_limit_exceeded"].contains(kind) {
+            let expected = if ["login_failed", "rate_limit_exceeded", "mfa_failed"].contains(kind) {
                 Outcome::Failure
             } else {
                 Outcome::Success

@@ -52,6 +52,8 @@ pub const DEFAULT_AUDIENCE: &str = "portcullis";
 pub const DEFAULT_AUTH_PREFIX: &str = "/auth";
 /// Longest `AUTH_PREFIX` accepted.
 pub const MAX_AUTH_PREFIX_LEN: usize = 64;
+/// Longest `UI_NAME` accepted, in characters.
+pub const MAX_UI_NAME_CHARS: usize = 64;
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -140,6 +142,9 @@ pub struct Config {
     pub audit_retention_days: u32,
     /// The hosted pages: `UI_ENABLED`, `UI_NAME`, `UI_LOGO_URL`, `UI_ACCENT`.
     pub ui: UiConfig,
+    /// `UI_NAME`: the product's name as people see it; the issuer label of
+    /// TOTP enrolments (else the issuer's host).
+    pub ui_name: Option<String>,
 }
 
 /// A configuration problem, naming the setting.
@@ -343,6 +348,16 @@ impl Config {
                 return Err(err(name, "set, but HOOK_URL is not: there is no hook to apply it to".into()));
             }
         }
+        let ui_name = match var("UI_NAME") {
+            None => None,
+            Some(v) if v.chars().count() <= MAX_UI_NAME_CHARS && !v.chars().any(char::is_control) => Some(v),
+            Some(_) => {
+                return Err(err(
+                    "UI_NAME",
+                    format!("at most {MAX_UI_NAME_CHARS} characters, without control characters"),
+                ))
+            }
+        };
         let cookie_mode = boolean("COOKIE_MODE")?;
         let cookie_mode_body_tokens = boolean("COOKIE_MODE_BODY_TOKENS")?;
         if !cookie_mode && var("COOKIE_MODE_BODY_TOKENS").is_some() {
@@ -393,6 +408,7 @@ impl Config {
             oauth,
             audit_retention_days,
             ui,
+            ui_name,
         })
     }
 
@@ -533,6 +549,7 @@ mod tests {
             ("EMAIL_FROM", "nobody"),
             ("HOOK_URL", "ftp://hooks.example"),
             ("HOOK_FAILURE_MODE", "open"),
+            ("UI_NAME", "line\nbreak"),
         ] {
             let e = Config::from_lookup(lookup(&[(k, v)])).unwrap_err();
             let head = k.split('_').next().unwrap();

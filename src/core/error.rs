@@ -94,10 +94,11 @@ pub enum Error {
     InvalidToken(TokenError),
     /// The refresh token is unknown, rotated, expired or its session revoked.
     InvalidRefreshToken,
-    /// An emailed secret (link token or code) is unknown, used, superseded,
-    /// expired or out of attempts — deliberately one answer for all of these.
+    /// A single-use secret (an emailed link token or code, a second factor's
+    /// code, an `mfa_token`) is unknown, used, superseded, expired or out of
+    /// attempts — deliberately one answer for all of these.
     InvalidEmailSecret {
-        /// Stable code: `invalid_link` or `invalid_code`.
+        /// Stable code: `invalid_link`, `invalid_code` or `invalid_mfa_token`.
         code: &'static str,
         /// For people.
         detail: String,
@@ -114,6 +115,15 @@ pub enum Error {
     InsufficientRole {
         /// What was refused, for people.
         detail: &'static str,
+    },
+    /// A valid token whose sign-in is not strong or recent enough for the
+    /// route (RFC 9470 step-up): 401 `insufficient_user_authentication`,
+    /// with the `WWW-Authenticate` challenge a client acts on.
+    InsufficientAuthentication {
+        /// A second factor is missing (the route's policy is `mfa`).
+        mfa: bool,
+        /// The route's `max_age`, when the sign-in is older than it.
+        max_age_secs: Option<u64>,
     },
     /// No such resource.
     NotFound,
@@ -339,6 +349,27 @@ impl Error {
                 ));
                 p
             }
+            Self::InsufficientAuthentication { mfa, max_age_secs } => {
+                let seconds = |n: &u64| if *n == 1 { "1 second".to_string() } else { format!("{n} seconds") };
+                let detail = match (mfa, max_age_secs) {
+                    (true, Some(n)) => {
+                        format!("this route needs a sign-in with a second factor within the last {}", seconds(n))
+                    }
+                    (true, None) => "this route needs a sign-in with a second factor".to_string(),
+                    (false, Some(n)) => format!("this route needs a sign-in within the last {}", seconds(n)),
+                    (false, None) => "this route needs a stronger sign-in".to_string(),
+                };
+                // RFC 9470 §3: the error, and `max_age` when the sign-in is too old.
+                let mut challenge = format!(
+                    "Bearer realm=\"portcullis\", error=\"insufficient_user_authentication\", error_description=\"{detail}\""
+                );
+                if let Some(n) = max_age_secs {
+                    challenge.push_str(&format!(", max_age=\"{n}\""));
+                }
+                let mut p = Problem::new(401, "insufficient_user_authentication", "Stronger sign-in required", detail);
+                p.www_authenticate = Some(challenge);
+                p
+            }
             Self::NotFound => Problem::new(404, "not_found", "Not found", "no such resource"),
             Self::NoSuch { code, detail } => Problem::new(404, code, "Not found", detail.clone()),
             Self::MethodNotAllowed { allow } => {
@@ -427,6 +458,35 @@ mod tests {
         assert!(!p.detail.contains("SQLITE"));
         let p = Error::Internal("stack".into()).problem();
         assert!(!p.detail.contains("stack"));
+    }
+
+    #[test]
+    fn step_up_refusals_carry_rfc_9470_challenges() {
+        let p = Error::InsufficientAuthentication { mfa: true, max_age_secs: None }.problem();
+        assert_eq!((p.status, p.code), (401, "insufficient_user_authentication"));
+        assert_eq!(
+            p.www_authenticate.as_deref(),
+            Some(
+                "Bearer realm=\"portcullis\", error=\"insufficient_user_authentication\", \
+                 error_description=\"this route needs a sign-in with a second factor\""
+            )
+        );
+        let p = Error::InsufficientAuthentication { mfa: false, max_age_secs: Some(300) }.problem();
+        assert_eq!(
+            p.www_authenticate.as_deref(),
+            Some(
+                "Bearer realm=\"portcullis\", error=\"insufficient_user_authentication\", \
+                 error_description=\"this route needs a sign-in within the last 300 seconds\", max_age=\"300\""
+            )
+        );
+        assert!(Error::InsufficientAuthentication { mfa: true, max_age_secs: Some(60) }
+            .problem()
+            .detail
+            .contains("second factor within the last 60 seconds"));
+        assert!(Error::InsufficientAuthentication { mfa: false, max_age_secs: Some(1) }
+            .problem()
+            .detail
+            .ends_with("within the last 1 second"));
     }
 
     #[test]

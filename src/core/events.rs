@@ -97,6 +97,9 @@ events! {
     KeyRotated => "key_rotated" { old_kid: Option<String>, new_kid: String }
     KeyRetired => "key_retired" { kid: String, new_kid: Option<String> }
     RateLimitExceeded => "rate_limit_exceeded" { endpoint: String, ip_address: Option<String>, email: Option<String>, limit: u32, key_type: String }
+    MfaEnabled => "mfa_enabled" { user_id: String, method: String }
+    MfaDisabled => "mfa_disabled" { user_id: String, method: String }
+    MfaFailed => "mfa_failed" { user_id: String, method: String, ip_address: Option<String> }
 }
 
 /// The field holding the one-time secret of events of type `kind` (`token`

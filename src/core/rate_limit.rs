@@ -31,12 +31,24 @@ pub enum Endpoint {
     /// Everything under `/auth/oauth/` (authorize, callback, exchange,
     /// link, unlink): per IP only, there is no email to key by.
     Oauth,
+    /// Every check of a second factor's code: `POST /auth/mfa/verify`, and
+    /// the codes given to `/auth/mfa/totp/confirm`, `DELETE /auth/mfa/totp`
+    /// and `/auth/mfa/backup-codes`; the email is the account's.
+    MfaVerify,
 }
 
 impl Endpoint {
     /// Every limited endpoint.
-    pub const ALL: [Endpoint; 7] =
-        [Self::Login, Self::Signup, Self::MagicLink, Self::Otp, Self::OtpVerify, Self::PasswordForgot, Self::Oauth];
+    pub const ALL: [Endpoint; 8] = [
+        Self::Login,
+        Self::Signup,
+        Self::MagicLink,
+        Self::Otp,
+        Self::OtpVerify,
+        Self::PasswordForgot,
+        Self::Oauth,
+        Self::MfaVerify,
+    ];
 
     /// The name used in `RATE_LIMITS`, in counter keys and in the
     /// `rate_limit_exceeded` event: the path under `/auth`.
@@ -49,6 +61,7 @@ impl Endpoint {
             Self::OtpVerify => "otp/verify",
             Self::PasswordForgot => "password/forgot",
             Self::Oauth => "oauth",
+            Self::MfaVerify => "mfa/verify",
         }
     }
 
@@ -61,6 +74,7 @@ impl Endpoint {
             Self::OtpVerify => 4,
             Self::PasswordForgot => 5,
             Self::Oauth => 6,
+            Self::MfaVerify => 7,
         }
     }
 }
@@ -77,7 +91,8 @@ pub enum KeyType {
     /// The normalised email address in the request.
     Email,
     /// The account (normalised email, whether or not it has an account):
-    /// the daily cap on failed email codes.
+    /// the daily cap on failed codes (email codes, and second factors'
+    /// codes, each with a counter of its own).
     Account,
 }
 
@@ -206,12 +221,12 @@ const MAX_OTP_FAILURES_PER_DAY: u32 = 10_000;
 /// endpoint's limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimits {
-    limits: [EndpointLimits; 7],
+    limits: [EndpointLimits; 8],
     /// The login back-off; `None` when `LOGIN_BACKOFF` is `off`.
     pub backoff: Option<Backoff>,
     /// Failed `otp/verify` attempts allowed per account per day (window
-    /// [`OTP_FAILURE_WINDOW_SECS`]); `None` when `OTP_MAX_FAILURES_PER_DAY`
-    /// is `off`.
+    /// [`OTP_FAILURE_WINDOW_SECS`]), and as many failed `mfa/verify`
+    /// attempts; `None` when `OTP_MAX_FAILURES_PER_DAY` is `off`.
     pub otp_failures: Option<Rule>,
 }
 
@@ -238,6 +253,7 @@ impl Default for RateLimits {
                 limits(Rule::new(30, 600), Some(Rule::new(10, 600))),    // otp/verify
                 limits(Rule::new(20, 3_600), Some(Rule::new(5, 3_600))), // password/forgot
                 limits(Rule::new(60, 600), None),                        // oauth: 20 sign-ins
+                limits(Rule::new(30, 600), Some(Rule::new(10, 600))),    // mfa/verify
             ],
             backoff: Some(Backoff::default()),
             otp_failures: Some(Rule::new(OTP_MAX_FAILURES_PER_DAY, OTP_FAILURE_WINDOW_SECS)),
@@ -409,9 +425,9 @@ pub struct Count {
 /// The counters a request to `endpoint` bumps, with their rules, in the
 /// order [`decide`] looks at them: IP, IPv6 /48 (counted only when the IP's
 /// own counter admits the request, see [`Within`]), email, and for
-/// `otp/verify` the account's daily cap on failed codes (counted on every
-/// attempt, and given back by the flow for an attempt that did not fail,
-/// see [`Charge`]).
+/// `otp/verify` and `mfa/verify` the account's daily cap on failed codes
+/// (counted on every attempt, and given back by the flow for an attempt that
+/// did not fail, see [`Charge`]).
 pub fn hits(
     limits: &RateLimits,
     endpoint: Endpoint,
@@ -434,7 +450,7 @@ pub fn hits(
     }
     if let Some(email) = email {
         push(l.email, KeyType::Email, email, None);
-        if endpoint == Endpoint::OtpVerify {
+        if matches!(endpoint, Endpoint::OtpVerify | Endpoint::MfaVerify) {
             push(limits.otp_failures, KeyType::Account, email, None);
         }
     }
@@ -649,10 +665,16 @@ mod tests {
             h[2],
             (Hit::always("otp/verify:account:a@b.example".into(), 86_400), Rule::new(20, 86_400), KeyType::Account)
         );
-        // Only code verification has the account cap.
-        for e in Endpoint::ALL.into_iter().filter(|e| *e != Endpoint::OtpVerify) {
+        // Only code verification has the account cap: email codes and
+        // second factors, on counters of their own.
+        for e in Endpoint::ALL.into_iter().filter(|e| !matches!(e, Endpoint::OtpVerify | Endpoint::MfaVerify)) {
             assert!(hits(&d, e, None, Some("a@b.example")).iter().all(|(_, _, k)| *k != KeyType::Account));
         }
+        let h = hits(&d, Endpoint::MfaVerify, Some("203.0.113.7"), Some("a@b.example"));
+        assert_eq!(
+            h[2],
+            (Hit::always("mfa/verify:account:a@b.example".into(), 86_400), Rule::new(20, 86_400), KeyType::Account)
+        );
         assert_eq!(d.clone().with_otp_failure_cap(Some("5")).unwrap().otp_failures, Some(Rule::new(5, 86_400)));
         assert_eq!(d.clone().with_otp_failure_cap(None).unwrap(), d);
         let off = d.clone().with_otp_failure_cap(Some("off")).unwrap();

@@ -16,6 +16,7 @@
 
 use serde::Serialize;
 
+use crate::core::amr::Amr;
 use crate::core::time::UnixTime;
 use crate::core::token::ExtraClaims;
 
@@ -42,6 +43,9 @@ pub struct Session {
     /// Claims the sign-in hook added at sign-in; every access token of the
     /// session carries them, refreshed ones included.
     pub extra_claims: ExtraClaims,
+    /// How the user signed in (`amr`); every access token of the session
+    /// carries it, with `auth_time` the session's creation (its sign-in).
+    pub amr: Amr,
 }
 
 impl Session {
@@ -169,12 +173,17 @@ pub struct SignInBasis<'a> {
     /// through: it must still be linked to the account (a takeover or an
     /// unlink may have removed it since it was read).
     pub identity: Option<(&'a str, &'a str)>,
+    /// Whether the sign-in proved a second factor. One that did not gets its
+    /// session only while the account has no second factor on (one turned
+    /// on after the sign-in read the account must not be skipped).
+    pub second_factor: bool,
 }
 
 impl SignInBasis<'_> {
-    /// A sign-in decided on the account at `user_epoch`, not through a provider.
+    /// A sign-in decided on the account at `user_epoch` with one factor, not
+    /// through a provider.
     pub fn epoch(user_epoch: u64) -> Self {
-        Self { user_epoch, identity: None }
+        Self { user_epoch, identity: None, second_factor: false }
     }
 }
 
@@ -193,6 +202,7 @@ mod tests {
             ip_address: None,
             user_agent: None,
             extra_claims: ExtraClaims::new(),
+            amr: Amr::PWD,
         }
     }
 

@@ -185,5 +185,9 @@ async fn upkeep(env: &Env) -> Result<Option<KeyRotation>, Error> {
     if let Err(e) = store.purge_oauth(platform::now()).await {
         worker::console_error!("portcullis.error purging OAuth states: {e}");
     }
+    // So are expired `mfa_token`s (every use checks the expiry itself).
+    if let Err(e) = store.purge_mfa_challenges(platform::now()).await {
+        worker::console_error!("portcullis.error purging MFA challenges: {e}");
+    }
     Ok(rotation)
 }

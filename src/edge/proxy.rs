@@ -2,8 +2,8 @@
 //!
 //! [`decide`] judges a gateway request, synchronously: route policy, token
 //! (from the isolate's cache, else verified with the natively imported keys
-//! of [`crate::edge::keyring`]), role, and the origin assertion (cached with
-//! the token, else signed natively). Only a cold key cache (or one long past
+//! of [`crate::edge::keyring`]), role and step-up (`mfa`, `max_age`), and
+//! the origin assertion (cached with the token, else signed natively). Only a cold key cache (or one long past
 //! its expiry) needs I/O; `decide` then says so and [`forward`] loads the
 //! keys from D1 and asks again; a merely expired one is reloaded in the
 //! background. So nearly every request — public, cached or fresh token, refusal —
@@ -209,7 +209,7 @@ fn decide(
         if e.token.claims.iss != *issuer {
             return Some(Err(Error::InvalidToken(TokenError::WrongIssuer)));
         }
-        if let Err(refused) = judged.authorize(&e.token.claims.roles) {
+        if let Err(refused) = judged.admit(&e.token.claims, now) {
             return Some(Err(refused));
         }
         Some(Ok(match e.assertion.as_ref().filter(|a| assertion_fresh(a.expires_at, now)) {
@@ -226,7 +226,7 @@ fn decide(
             Err(d) => return d,
         },
     };
-    if let Err(e) = judged.authorize(&verified.claims.roles) {
+    if let Err(e) = judged.admit(&verified.claims, now) {
         // Cached all the same: a repeat of the refused request costs a lookup.
         remember(&raw, fresh.map(|kid| (verified, kid)), None, keys, now);
         return Decision::Refuse(e);

@@ -17,11 +17,12 @@ use crate::core::flows::account::{LoginRequest, RefreshRequest, SignupRequest};
 use crate::core::flows::admin::{ListQuery, UpdateUserRequest};
 use crate::core::flows::keys::discovery;
 use crate::core::flows::magic_link::MAGIC_LINK_ACCEPTED;
+use crate::core::flows::mfa::{CodeRequest, MfaVerifyRequest};
 use crate::core::flows::otp::OtpVerifyRequest;
 use crate::core::flows::otp::OTP_ACCEPTED;
 use crate::core::flows::password::FORGOT_ACCEPTED;
 use crate::core::flows::password::{ChangeRequest, ResetRequest};
-use crate::core::flows::{AuthResponse, Deps, EmailRequest, Meta, Recipient, TokenRequest};
+use crate::core::flows::{AuthResponse, Deps, EmailRequest, Meta, Recipient, SignIn, TokenRequest};
 use crate::core::policy::{auth_api_path, normalise_path};
 use crate::core::rate_limit::Endpoint;
 use crate::core::target::{invalid_url, RequestUrl};
@@ -200,6 +201,16 @@ pub fn auth_cookies(cfg: &Config, resp: &AuthResponse, now: UnixTime) -> Vec<(&'
     ]
 }
 
+/// The answer of a sign-in step: the session (its body, and its cookies in
+/// cookie mode) with `status`, or 200 with the second step's `mfa_token`
+/// and no cookies.
+pub fn sign_in_response(cfg: &Config, status: u16, signed_in: &SignIn, now: UnixTime) -> JsResult<Response> {
+    match signed_in {
+        SignIn::Complete(resp) => http::json(status, &resp.body(cfg), None, &auth_cookies(cfg, resp, now)),
+        SignIn::SecondStep(step) => http::json(200, &step.body(), None, &[]),
+    }
+}
+
 /// Set-Cookie headers ending both session cookies (cookie mode; none otherwise).
 pub fn clear_cookies(cfg: &Config) -> Vec<(&'static str, String)> {
     if !cfg.cookie_mode {
@@ -264,8 +275,8 @@ async fn auth_api(
         }
         Route::Login => {
             let body: LoginRequest = http::read_json(req).await?;
-            let resp = deps.login(&meta, rng, body).await?;
-            js(http::json(200, &resp.body(&cfg), None, &auth_cookies(&cfg, &resp, meta.now)))
+            let signed_in = deps.login(&meta, rng, body).await?;
+            js(sign_in_response(&cfg, 200, &signed_in, meta.now))
         }
         Route::Refresh => {
             let body: Option<RefreshRequest> = http::read_optional_json(req).await?;
@@ -327,8 +338,8 @@ async fn auth_api(
         }
         Route::MagicLinkVerify => {
             let body: TokenRequest = http::read_json(req).await?;
-            let resp = deps.verify_magic_link(&meta, rng, body).await?;
-            js(http::json(200, &resp.body(&cfg), None, &auth_cookies(&cfg, &resp, meta.now)))
+            let signed_in = deps.verify_magic_link(&meta, rng, body).await?;
+            js(sign_in_response(&cfg, 200, &signed_in, meta.now))
         }
         // Mail scanners fetch links before people click them: opening the
         // link must not use it up. Only the POST above consumes a token.
@@ -341,8 +352,8 @@ async fn auth_api(
         }
         Route::OtpVerify => {
             let body: OtpVerifyRequest = http::read_json(req).await?;
-            let resp = deps.verify_otp(&meta, rng, body).await?;
-            js(http::json(200, &resp.body(&cfg), None, &auth_cookies(&cfg, &resp, meta.now)))
+            let signed_in = deps.verify_otp(&meta, rng, body).await?;
+            js(sign_in_response(&cfg, 200, &signed_in, meta.now))
         }
         Route::PasswordForgot => {
             let body: EmailRequest = http::read_json(req).await?;
@@ -370,6 +381,33 @@ async fn auth_api(
             // confirms it; otherwise following the link takes it over.
             let bearer = access_token(req, &cfg, url)?;
             js(http::json(200, &deps.verify_email(&meta, rng, body, bearer.as_deref()).await?, None, &[]))
+        }
+        Route::MfaTotpEnroll => {
+            let _: Option<Empty> = http::read_optional_json(req).await?;
+            let bearer = access_token(req, &cfg, url)?;
+            js(http::json(200, &deps.enroll_totp(&meta, rng, bearer.as_deref()).await?, None, &[]))
+        }
+        Route::MfaTotpConfirm => {
+            let body: CodeRequest = http::read_json(req).await?;
+            let bearer = access_token(req, &cfg, url)?;
+            js(http::json(200, &deps.confirm_totp(&meta, rng, bearer.as_deref(), body).await?, None, &[]))
+        }
+        Route::MfaTotpDisable => {
+            // The code is optional: a sign-in of the last five minutes needs none.
+            let body: CodeRequest = http::read_optional_json(req).await?.unwrap_or_default();
+            let bearer = access_token(req, &cfg, url)?;
+            deps.disable_totp(&meta, rng, bearer.as_deref(), body).await?;
+            js(http::empty(204, &[]))
+        }
+        Route::MfaBackupCodes => {
+            let body: CodeRequest = http::read_json(req).await?;
+            let bearer = access_token(req, &cfg, url)?;
+            js(http::json(200, &deps.regenerate_backup_codes(&meta, rng, bearer.as_deref(), body).await?, None, &[]))
+        }
+        Route::MfaVerify => {
+            let body: MfaVerifyRequest = http::read_json(req).await?;
+            let resp = deps.verify_mfa(&meta, rng, body).await?;
+            js(http::json(200, &resp.body(&cfg), None, &auth_cookies(&cfg, &resp, meta.now)))
         }
         Route::AdminRotateKeys => {
             let admin = admin().await?;
@@ -438,6 +476,12 @@ async fn auth_api(
             let _: Option<Empty> = http::read_optional_json(req).await?;
             js(http::json(200, &deps.admin_set_role(&meta, rng, &admin, id, role, false).await?, None, &[]))
         }
+        Route::AdminResetMfa { id } => {
+            let admin = admin().await?;
+            let _: Option<Empty> = http::read_optional_json(req).await?;
+            deps.admin_reset_mfa(&meta, rng, &admin, id).await?;
+            js(http::empty(204, &[]))
+        }
         Route::AdminRevokeSessions { id } => {
             let admin = admin().await?;
             let _: Option<Empty> = http::read_optional_json(req).await?;
@@ -463,6 +507,7 @@ async fn auth_api(
         | Route::UiVerifyEmailPage
         | Route::UiVerifyEmail
         | Route::UiMfaPage
+        | Route::UiMfa
         | Route::UiAccountPage
         | Route::UiAccount => {
             let page = ui::Ui { req, env, ctx, cfg: &cfg, deps: &deps, meta: &meta, url };

@@ -69,7 +69,7 @@ fn superset() -> Value {
         "user_id": "u-1", "email": "ada@example.com", "name": null, "provider": "email", "fields": ["name"],
         "reason": "invalid_password", "ip_address": "192.0.2.1", "user_agent": "curl/8", "role": "editor",
         "session_id": null, "revoke_all": true, "token": "tok-SECRET-1", "code": "924511", "old_kid": null,
-        "new_kid": "k2", "kid": "k1", "endpoint": "login", "limit": 5, "key_type": "ip"
+        "new_kid": "k2", "kid": "k1", "endpoint": "login", "limit": 5, "key_type": "ip", "method": "totp"
     })
 }
 
@@ -104,7 +104,7 @@ fn every_event_type_reaches_the_log_with_its_outcome_and_never_its_secret() {
         assert!(entry.data.get("token").is_none() && entry.data.get("code").is_none(), "{}", entry.kind);
     }
     let failures: Vec<&str> = log.iter().filter(|e| e.outcome == Outcome::Failure).map(|e| e.kind.as_str()).collect();
-    assert_eq!(failures, ["login_failed", "rate_limit_exceeded"]);
+    assert_eq!(failures, ["login_failed", "rate_limit_exceeded", "mfa_failed"]);
 }
 
 #[test]

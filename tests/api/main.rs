@@ -11,6 +11,7 @@ mod gate;
 mod keys;
 mod locale;
 mod magic_link;
+mod mfa;
 mod oauth;
 mod otp;
 mod passwords;

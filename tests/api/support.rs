@@ -16,11 +16,12 @@ use portcullis::core::flows::{Deps, Meta};
 use portcullis::core::ids::Random;
 use portcullis::core::keys::{Kek, KeyStatus, SigningAlg, SigningKey, StoredKey};
 use portcullis::core::mail::{BindingError, MimeEmail};
+use portcullis::core::mfa::{Challenge, FactorsRemoved, StoredFactors, StoredTotp};
 use portcullis::core::oauth::LinkedIdentity;
 use portcullis::core::outbound::{HttpReply, HttpRequest, SendError};
 use portcullis::core::ports::{
     AccountStore, AuditLog, Courier, DeliveryLedger, EmailTokenStore, EventSink, KeyRing, KeyStore, LocalFuture,
-    RateLimitStore, Result, SessionStore, SigninGate, UserStore,
+    MfaStore, RateLimitStore, Result, SessionStore, SigninGate, UserStore,
 };
 use portcullis::core::rate_limit::{Count, Hit};
 use portcullis::core::session::{LiveSession, RotateRequest, Rotation, Session, SignInBasis};
@@ -81,6 +82,16 @@ pub struct MemStore {
     pub audit: RefCell<Vec<AuditEntry>>,
     /// Makes the audit log's writes fail, and only them.
     pub fail_audit: Cell<bool>,
+    /// TOTP by user id.
+    pub totp: RefCell<HashMap<String, StoredTotp>>,
+    /// Unused backup codes: (user id, tag).
+    pub backup_codes: RefCell<Vec<(String, String)>>,
+    /// Sign-ins waiting for their second step.
+    pub challenges: RefCell<Vec<Challenge>>,
+    /// Runs once, right after the next `mfa_factors` read: what another
+    /// request does between a sign-in's factor check and its session write.
+    #[allow(clippy::type_complexity)]
+    pub after_factors_read: RefCell<Option<Box<dyn FnOnce()>>>,
 }
 
 impl MemStore {
@@ -100,6 +111,21 @@ impl MemStore {
             None => users.iter().find(|u| u.email == t.email).map_or(0, |u| u.auth_epoch) == t.user_epoch,
             Some(id) => users.iter().any(|u| &u.id == id && u.auth_epoch == t.user_epoch),
         }
+    }
+    /// Whether the user has a second factor on, as D1's `MFA_ON` reads it.
+    fn mfa_on(&self, user_id: &str) -> bool {
+        self.totp.borrow().get(user_id).is_some_and(|t| t.confirmed)
+    }
+    /// Revokes every live session of `user_id` but `keep`; how many.
+    fn revoke_all_but(&self, user_id: &str, keep: Option<&str>, now: UnixTime) -> u64 {
+        let mut n = 0;
+        for (s, _) in self.sessions.borrow_mut().iter_mut() {
+            if s.user_id == user_id && s.revoked_at.is_none() && Some(s.id.as_str()) != keep {
+                s.revoked_at = Some(now);
+                n += 1;
+            }
+        }
+        n
     }
     /// Whether the caller's session is live, as D1 checks it in a write.
     pub fn session_live(&self, c: &LiveSession<'_>) -> bool {
@@ -147,6 +173,9 @@ impl SessionStore for MemStore {
         self.check()?;
         if !self.users.borrow().iter().any(|u| u.id == session.user_id && u.auth_epoch == basis.user_epoch && !u.banned)
         {
+            return Ok(false);
+        }
+        if !basis.second_factor && self.mfa_on(&session.user_id) {
             return Ok(false);
         }
         if let Some((provider, subject)) = basis.identity {
@@ -302,6 +331,11 @@ impl AccountStore for MemStore {
                 proven.linked = true;
             }
         }
+        if unverified {
+            // What D1 deletes in the same write: the earlier holder's factors.
+            proven.mfa_removed = self.totp.borrow_mut().remove(&u.id).is_some_and(|t| t.confirmed);
+            self.backup_codes.borrow_mut().retain(|(id, _)| *id != u.id);
+        }
         if unverified || p.new_password.is_some() {
             for (s, _) in self.sessions.borrow_mut().iter_mut() {
                 if s.user_id == u.id && s.revoked_at.is_none() {
@@ -395,6 +429,9 @@ impl AccountStore for MemStore {
         // What ON DELETE CASCADE does in D1, and the tokens mailed to the
         // address before the account existed, deleted in the same write.
         self.sessions.borrow_mut().retain(|(s, _)| s.user_id != user_id);
+        self.totp.borrow_mut().remove(user_id);
+        self.backup_codes.borrow_mut().retain(|(id, _)| id != user_id);
+        self.challenges.borrow_mut().retain(|c| c.user_id != user_id);
         self.email_tokens
             .borrow_mut()
             .retain(|(t, _)| t.user_id.as_deref() != Some(user_id) && (t.user_id.is_some() || t.email != gone.email));
@@ -439,6 +476,132 @@ impl AccountStore for MemStore {
             }
             None => Ok(false),
         }
+    }
+}
+
+impl MfaStore for MemStore {
+    async fn mfa_factors(&self, user_id: &str) -> Result<StoredFactors> {
+        self.check()?;
+        let found = StoredFactors {
+            totp: self.totp.borrow().get(user_id).cloned(),
+            backup_codes: self.backup_codes.borrow().iter().filter(|(id, _)| id == user_id).count() as u32,
+        };
+        let meanwhile = self.after_factors_read.borrow_mut().take();
+        if let Some(f) = meanwhile {
+            f();
+        }
+        Ok(found)
+    }
+    async fn enroll_totp(&self, caller: &LiveSession<'_>, sealed: &str) -> Result<Option<bool>> {
+        self.check()?;
+        if !self.session_live(caller) {
+            return Ok(None);
+        }
+        if self.mfa_on(caller.user_id) {
+            return Ok(Some(false));
+        }
+        let pending = StoredTotp { sealed: sealed.to_string(), confirmed: false, last_step: None };
+        self.totp.borrow_mut().insert(caller.user_id.to_string(), pending);
+        Ok(Some(true))
+    }
+    async fn confirm_totp(
+        &self,
+        caller: &LiveSession<'_>,
+        sealed: &str,
+        step: u64,
+        backup_hashes: &[String],
+        _reason: &str,
+    ) -> Result<Option<u64>> {
+        self.check()?;
+        if !self.session_live(caller) {
+            return Ok(None);
+        }
+        {
+            let mut totp = self.totp.borrow_mut();
+            match totp.get_mut(caller.user_id) {
+                Some(t) if !t.confirmed && t.sealed == sealed => {
+                    t.confirmed = true;
+                    t.last_step = Some(step);
+                }
+                _ => return Ok(None),
+            }
+        }
+        let mut codes = self.backup_codes.borrow_mut();
+        codes.retain(|(id, _)| id != caller.user_id);
+        codes.extend(backup_hashes.iter().map(|h| (caller.user_id.to_string(), h.clone())));
+        Ok(Some(self.revoke_all_but(caller.user_id, Some(caller.session_id), caller.now)))
+    }
+    async fn use_totp_step(&self, user_id: &str, sealed: &str, step: u64) -> Result<bool> {
+        self.check()?;
+        match self.totp.borrow_mut().get_mut(user_id) {
+            Some(t) if t.confirmed && t.sealed == sealed && t.last_step.is_none_or(|last| last < step) => {
+                t.last_step = Some(step);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+    async fn use_backup_code(&self, user_id: &str, hash: &str) -> Result<bool> {
+        self.check()?;
+        let mut codes = self.backup_codes.borrow_mut();
+        match codes.iter().position(|(id, h)| id == user_id && h == hash) {
+            Some(at) => {
+                codes.remove(at);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+    async fn replace_backup_codes(&self, caller: &LiveSession<'_>, hashes: &[String]) -> Result<Option<bool>> {
+        self.check()?;
+        if !self.session_live(caller) {
+            return Ok(None);
+        }
+        if !self.mfa_on(caller.user_id) {
+            return Ok(Some(false));
+        }
+        let mut codes = self.backup_codes.borrow_mut();
+        codes.retain(|(id, _)| id != caller.user_id);
+        codes.extend(hashes.iter().map(|h| (caller.user_id.to_string(), h.clone())));
+        Ok(Some(true))
+    }
+    async fn remove_factors(
+        &self,
+        user_id: &str,
+        caller: Option<&LiveSession<'_>>,
+        now: UnixTime,
+        _reason: &str,
+    ) -> Result<Option<FactorsRemoved>> {
+        self.check()?;
+        if caller.is_some_and(|c| !self.session_live(c)) {
+            return Ok(None);
+        }
+        let totp = self.totp.borrow_mut().remove(user_id).is_some_and(|t| t.confirmed);
+        self.backup_codes.borrow_mut().retain(|(id, _)| id != user_id);
+        let revoked_sessions = if totp { self.revoke_all_but(user_id, caller.map(|c| c.session_id), now) } else { 0 };
+        Ok(Some(FactorsRemoved { totp, revoked_sessions }))
+    }
+    async fn put_mfa_challenge(&self, challenge: &Challenge) -> Result<()> {
+        self.check()?;
+        let mut all = self.challenges.borrow_mut();
+        all.retain(|c| !(c.user_id == challenge.user_id && c.expires_at <= challenge.created_at));
+        all.push(challenge.clone());
+        Ok(())
+    }
+    async fn count_mfa_attempt(&self, hash: &str, now: UnixTime, max_attempts: u32) -> Result<Option<Challenge>> {
+        self.check()?;
+        let mut all = self.challenges.borrow_mut();
+        let live = all.iter_mut().find(|c| c.hash == hash && c.expires_at > now && c.attempts < max_attempts);
+        Ok(live.map(|c| {
+            c.attempts += 1;
+            c.clone()
+        }))
+    }
+    async fn take_mfa_challenge(&self, hash: &str, now: UnixTime) -> Result<Option<Challenge>> {
+        self.check()?;
+        let mut all = self.challenges.borrow_mut();
+        let Some(at) = all.iter().position(|c| c.hash == hash && c.expires_at > now) else { return Ok(None) };
+        Ok(Some(all.remove(at)))
     }
 }
 
@@ -802,6 +965,19 @@ impl World {
     }
 }
 
+/// A sign-in's result as a completed one: for accounts without a second
+/// factor, whose first step always ends with a session.
+pub trait Done {
+    /// The session's tokens; panics on a second step.
+    fn done(self) -> std::result::Result<portcullis::core::flows::AuthResponse, Error>;
+}
+
+impl Done for std::result::Result<portcullis::core::flows::SignIn, Error> {
+    fn done(self) -> std::result::Result<portcullis::core::flows::AuthResponse, Error> {
+        self.map(|s| s.complete().expect("signed in, not asked for a second step"))
+    }
+}
+
 /// Polls a future whose every await is ready at once (all ports here are).
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
@@ -849,6 +1025,7 @@ pub fn login_at(
         rng,
         portcullis::core::flows::account::LoginRequest { email: email.into(), password: password.into() },
     ))
+    .done()
 }
 
 /// Gives the stored user `email` the role `role` (as `npm run admin:grant` does).

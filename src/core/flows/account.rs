@@ -3,17 +3,18 @@
 
 use serde::Deserialize;
 
+use crate::core::amr::Amr;
 use crate::core::email::Email;
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
-use crate::core::flows::{AuthResponse, Deps, Meta, Principal};
+use crate::core::flows::{AuthResponse, Deps, Meta, Principal, SignIn};
 use crate::core::gate;
 use crate::core::ids::{self, Random};
 use crate::core::locale::Locale;
 use crate::core::password::{Password, PasswordHash};
-use crate::core::ports::{EventSink, KeyRing, RateLimitStore, SessionStore, UserStore};
+use crate::core::ports::{EventSink, KeyRing, MfaStore, RateLimitStore, SessionStore, UserStore};
 use crate::core::rate_limit::Endpoint;
-use crate::core::session::{RotateRequest, Rotation, SessionView};
+use crate::core::session::{RotateRequest, Rotation, SessionView, SignInBasis};
 use crate::core::token::ExtraClaims;
 use crate::core::users::{User, UserResponse, MAX_NAME_CHARS};
 
@@ -88,7 +89,7 @@ fn refresh_token_shape(raw: Option<&str>) -> Result<&str, Error> {
 
 impl<S, E, K> Deps<'_, S, E, K>
 where
-    S: UserStore + SessionStore + RateLimitStore,
+    S: UserStore + SessionStore + RateLimitStore + MfaStore,
     E: EventSink,
     K: KeyRing,
 {
@@ -122,8 +123,10 @@ where
             return Err(email_taken());
         }
         // The account exists from here on, whether or not the sign-in hook
-        // lets it sign in now: `user_created` is emitted either way.
-        let response = self.start_session(meta, rng, &user).await;
+        // lets it sign in now: `user_created` is emitted either way. A new
+        // account has no second factor: its session opens at once.
+        let response =
+            self.open_session(meta, rng, &user, PROVIDER_EMAIL, SignInBasis::epoch(user.auth_epoch), Amr::PWD).await;
         self.emit(
             meta,
             rng,
@@ -140,8 +143,10 @@ where
     }
 
     /// Signs in with email and password. Unknown email and wrong password give
-    /// the same answer after the same argon2 work. Emits `login` or `login_failed`.
-    pub async fn login(&self, meta: &Meta, rng: &mut impl Random, req: LoginRequest) -> Result<AuthResponse, Error> {
+    /// the same answer after the same argon2 work. Emits `login` or
+    /// `login_failed`. With a second factor on, the answer is the second
+    /// step (and `login` waits for it).
+    pub async fn login(&self, meta: &Meta, rng: &mut impl Random, req: LoginRequest) -> Result<SignIn, Error> {
         let email = Email::parse(&req.email)?;
         self.throttle(meta, rng, Endpoint::Login, email.as_str()).await?;
         // While the account's back-off lasts the password is not even looked at.
@@ -184,7 +189,7 @@ where
             let upgraded = PasswordHash::create(&password, &self.config.hash_params, rng.bytes::<16>())?;
             self.store.set_password_hash(&user.id, upgraded.as_str(), user.auth_epoch, meta.now).await?;
         }
-        let response = match self.start_session(meta, rng, &user).await {
+        let signed_in = match self.start_session(meta, rng, &user).await {
             Ok(r) => r,
             Err(e) => {
                 if let Some(reason) = signin_refusal(&e) {
@@ -193,8 +198,10 @@ where
                 return Err(e);
             }
         };
-        self.emit(meta, rng, vec![login_event(&user, PROVIDER_EMAIL, meta)]).await?;
-        Ok(response)
+        if let SignIn::Complete(_) = signed_in {
+            self.emit(meta, rng, vec![login_event(&user, PROVIDER_EMAIL, meta)]).await?;
+        }
+        Ok(signed_in)
     }
 
     async fn login_failed(&self, meta: &Meta, rng: &mut impl Random, email: &Email, reason: &str) -> Result<(), Error> {

@@ -54,10 +54,12 @@ where
         self.throttle_keys(meta, rng, endpoint, None).await.map(|_| ())
     }
 
-    /// Counts an email-code verification for `email`: the per-IP and
-    /// per-email limits of `otp/verify`, and the account's daily cap on
-    /// failed codes (`OTP_MAX_FAILURES_PER_DAY`), all refused alike with 429
-    /// `rate_limited` — once the cap is reached even the right code is.
+    /// Counts a code verification for `email` at `endpoint` (`otp/verify`
+    /// for email codes, `mfa/verify` for second factors): its per-IP and
+    /// per-email limits, and the account's daily cap on failed codes
+    /// (`OTP_MAX_FAILURES_PER_DAY`, one counter per endpoint), all refused
+    /// alike with 429 `rate_limited` — once the cap is reached even the
+    /// right code is.
     /// The attempt is charged to the cap *before* any code is compared, so
     /// concurrent guesses cannot get past it; the returned [`Charge`] goes to
     /// [`Self::refund_code_attempt`] when the attempt turns out not to be a
@@ -66,9 +68,10 @@ where
         &self,
         meta: &Meta,
         rng: &mut impl Random,
+        endpoint: Endpoint,
         email: &str,
     ) -> Result<Option<Charge>, Error> {
-        let counted = self.throttle_keys(meta, rng, Endpoint::OtpVerify, Some(email)).await?;
+        let counted = self.throttle_keys(meta, rng, endpoint, Some(email)).await?;
         Ok(counted.into_iter().find(|(_, _, k, _)| *k == KeyType::Account).map(|(hit, rule, _, count)| Charge {
             key: hit.key,
             resets_at: count.resets_at,
@@ -85,7 +88,9 @@ where
     pub async fn refund_code_attempt(&self, charge: Option<Charge>) {
         let Some(c) = charge else { return };
         if let Err(e) = self.store.unhit(&c.key, c.resets_at, c.limit).await {
-            self.events.report(&format!("otp/verify: giving back a charged attempt failed: {e}"));
+            // The key's endpoint only: the rest is the address.
+            let endpoint = c.key.split(':').next().unwrap_or_default();
+            self.events.report(&format!("{endpoint}: giving back a charged attempt failed: {e}"));
         }
     }
 

@@ -22,6 +22,14 @@ const USER_FILTER: &str = "(?1 IS NULL OR u.email LIKE ?1 ESCAPE '\\' OR u.name 
 const UNVERIFIED: &str = "EXISTS (SELECT 1 FROM users WHERE id = ?1 AND email = ?2 AND email_verified = 0)";
 /// The proof's identity (`?3`, `?4`) is linked to the account.
 const LINKED: &str = "EXISTS (SELECT 1 FROM oauth_accounts WHERE provider = ?3 AND subject = ?4 AND user_id = ?1)";
+/// Nothing stops the proof's identity (`?3`, `?4`) from being linked to the
+/// account once the takeover's deletions are done: it is no other account's,
+/// and the account keeps no other identity of that provider (one whose
+/// provider verified this address `?2`). The same before and after those
+/// deletions, which remove neither kind.
+const LINK_UNBLOCKED: &str = "NOT EXISTS (SELECT 1 FROM oauth_accounts o \
+     WHERE (o.provider = ?3 AND o.subject = ?4 AND o.user_id <> ?1) \
+        OR (o.user_id = ?1 AND o.provider = ?3 AND o.subject <> ?4 AND o.email_verified = 1 AND o.email IS ?2))";
 
 fn revoke_reason(p: &AddressProof<'_>) -> &'static str {
     if p.new_password.is_some() {
@@ -46,6 +54,11 @@ struct ProofAfterRow {
 #[derive(Deserialize)]
 struct ProviderRow {
     provider: String,
+}
+
+#[derive(Deserialize)]
+struct ConfirmedRow {
+    confirmed_at: Option<i64>,
 }
 
 /// `%text%` for `LIKE ... ESCAPE '\'`, the wildcards in `text` taken literally.
@@ -95,9 +108,10 @@ impl AccountStore for D1Store {
         // revocations are decided on the users row, which only the last
         // write changes, so all of them see the account as it was. With an
         // identity to link, the takeover happens only if it ends up linked:
-        // the earlier holder's identities go only if the link will then
-        // succeed (the identity is no other account's, and the account keeps
-        // no other identity of that provider), the rest only if it did.
+        // the earlier holder's second factors and identities go only if the
+        // link will then succeed (the identity is no other account's, and the
+        // account keeps no other identity of that provider), the rest only
+        // if it did.
         let (who, now, new_password) = ([text(p.user_id), text(p.email)], time(p.now), opt_text(p.new_password));
         let before = self.stmt(
             "SELECT email_verified, password_hash IS NOT NULL AS had_password FROM users WHERE id = ?1 AND email = ?2",
@@ -106,6 +120,14 @@ impl AccountStore for D1Store {
         let mut stmts = vec![before];
         match p.link {
             None => {
+                // The earlier holder's second factors go (`core::takeover`).
+                stmts.push(self.stmt(
+                    &format!("DELETE FROM mfa_totp WHERE user_id = ?1 AND {UNVERIFIED} RETURNING confirmed_at"),
+                    &who,
+                )?);
+                stmts.push(
+                    self.stmt(&format!("DELETE FROM mfa_backup_codes WHERE user_id = ?1 AND {UNVERIFIED}"), &who)?,
+                );
                 stmts.push(self.stmt(
                     &format!(
                         "DELETE FROM oauth_accounts WHERE user_id = ?1 AND NOT (email_verified = 1 AND email IS ?2) \
@@ -130,14 +152,22 @@ impl AccountStore for D1Store {
             }
             Some(i) => {
                 let ident = [who[0].clone(), who[1].clone(), text(&i.provider), text(&i.subject)];
+                // The earlier holder's second factors go, if the takeover will happen.
+                stmts.push(self.stmt(
+                    &format!(
+                        "DELETE FROM mfa_totp WHERE user_id = ?1 AND {UNVERIFIED} AND {LINK_UNBLOCKED} \
+                         RETURNING confirmed_at"
+                    ),
+                    &ident,
+                )?);
+                stmts.push(self.stmt(
+                    &format!("DELETE FROM mfa_backup_codes WHERE user_id = ?1 AND {UNVERIFIED} AND {LINK_UNBLOCKED}"),
+                    &ident,
+                )?);
                 stmts.push(self.stmt(
                     &format!(
                         "DELETE FROM oauth_accounts WHERE user_id = ?1 AND NOT (email_verified = 1 AND email IS ?2) \
-                         AND {UNVERIFIED} AND NOT EXISTS (SELECT 1 FROM oauth_accounts o \
-                           WHERE (o.provider = ?3 AND o.subject = ?4 AND o.user_id <> ?1) \
-                              OR (o.user_id = ?1 AND o.provider = ?3 AND o.subject <> ?4 \
-                                  AND o.email_verified = 1 AND o.email IS ?2)) \
-                         RETURNING provider"
+                         AND {UNVERIFIED} AND {LINK_UNBLOCKED} RETURNING provider"
                     ),
                     &ident,
                 )?);
@@ -175,7 +205,7 @@ impl AccountStore for D1Store {
             }
         }
         let results = self.batch(stmts).await?;
-        let [before, dropped, .., update, after] = results.as_slice() else {
+        let [before, mfa, _codes, dropped, .., update, after] = results.as_slice() else {
             return Err(D1.failed("short batch result"));
         };
         let Some(before) = before.results::<ProofBeforeRow>().or_unavailable(D1)?.into_iter().next() else {
@@ -201,6 +231,7 @@ impl AccountStore for D1Store {
                 .map(|r| r.provider)
                 .collect(),
             linked: after.linked != 0,
+            mfa_removed: mfa.results::<ConfirmedRow>().or_unavailable(D1)?.iter().any(|r| r.confirmed_at.is_some()),
             auth_epoch: epoch(after.auth_epoch),
         }))
     }

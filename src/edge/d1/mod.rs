@@ -19,6 +19,7 @@
 //! [`accounts`] ([`AccountStore`](crate::core::ports::AccountStore)),
 //! [`email_tokens`] ([`EmailTokenStore`](crate::core::ports::EmailTokenStore)),
 //! [`keys`] ([`KeyStore`](crate::core::ports::KeyStore)),
+//! [`mfa`] ([`MfaStore`](crate::core::ports::MfaStore)),
 //! [`rate_limits`] ([`RateLimitStore`](crate::core::ports::RateLimitStore)),
 //! [`oauth`] ([`OAuthStore`](crate::core::oauth::OAuthStore)),
 //! [`deliveries`] ([`DeliveryLedger`](crate::core::ports::DeliveryLedger)),
@@ -30,6 +31,7 @@ mod audit;
 mod deliveries;
 mod email_tokens;
 mod keys;
+mod mfa;
 mod oauth;
 mod outbox;
 mod rate_limits;

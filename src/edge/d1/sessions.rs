@@ -4,7 +4,9 @@
 use serde::Deserialize;
 use wasm_bindgen::JsValue;
 
+use super::mfa::mfa_on;
 use super::{changes, int, int_u, max_age, opt_text, session_is_live, text, time, CountRow, D1Store};
+use crate::core::amr::Amr;
 use crate::core::ports::{Result, SessionStore};
 use crate::core::session::{LiveSession, RotateRequest, Rotation, Session, SignInBasis};
 use crate::core::time::UnixTime;
@@ -12,7 +14,7 @@ use crate::core::token::ExtraClaims;
 use crate::edge::error::{Dependency::D1, EdgeResult};
 
 const SESSION_COLUMNS: &str =
-    "id, user_id, created_at, last_used_at, expires_at, revoked_at, ip_address, user_agent, extra_claims";
+    "id, user_id, created_at, last_used_at, expires_at, revoked_at, ip_address, user_agent, extra_claims, amr";
 
 #[derive(Deserialize)]
 struct SessionRow {
@@ -25,6 +27,7 @@ struct SessionRow {
     ip_address: Option<String>,
     user_agent: Option<String>,
     extra_claims: Option<String>,
+    amr: Option<String>,
 }
 
 impl From<SessionRow> for Session {
@@ -43,6 +46,7 @@ impl From<SessionRow> for Session {
                 .extra_claims
                 .and_then(|text| serde_json::from_str::<ExtraClaims>(&text).ok())
                 .unwrap_or_default(),
+            amr: r.amr.as_deref().map_or(Amr::NONE, Amr::from_stored),
         }
     }
 }
@@ -66,13 +70,18 @@ fn claims_column(claims: &ExtraClaims) -> JsValue {
 impl SessionStore for D1Store {
     async fn create_session(&self, s: &Session, refresh_hash: &str, basis: &SignInBasis<'_>) -> Result<bool> {
         // Only while the account is as the sign-in relied on (its epoch, the
-        // identity it came through); the token row only if the session went in.
+        // identity it came through, no second factor turned on for a
+        // one-factor sign-in); the token row only if the session went in.
         let (provider, subject) = basis.identity.unzip();
         let insert_session = self.stmt(
-            "INSERT INTO sessions (id, user_id, refresh_hash, created_at, last_used_at, expires_at, ip_address, user_agent, extra_claims) \
-             SELECT ?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8 \
-             WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2 AND auth_epoch = ?9 AND banned = 0) \
-             AND (?10 IS NULL OR EXISTS (SELECT 1 FROM oauth_accounts WHERE provider = ?10 AND subject = ?11 AND user_id = ?2))",
+            &format!(
+                "INSERT INTO sessions (id, user_id, refresh_hash, created_at, last_used_at, expires_at, ip_address, user_agent, extra_claims, amr) \
+                 SELECT ?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8, ?12 \
+                 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2 AND auth_epoch = ?9 AND banned = 0) \
+                 AND (?10 IS NULL OR EXISTS (SELECT 1 FROM oauth_accounts WHERE provider = ?10 AND subject = ?11 AND user_id = ?2)) \
+                 AND (?13 = 1 OR NOT {})",
+                mfa_on(2)
+            ),
             &[
                 text(&s.id),
                 text(&s.user_id),
@@ -85,6 +94,8 @@ impl SessionStore for D1Store {
                 int_u(basis.user_epoch),
                 opt_text(provider),
                 opt_text(subject),
+                text(&s.amr.to_stored()),
+                int(i64::from(basis.second_factor)),
             ],
         )?;
         let insert_token = self.stmt(
