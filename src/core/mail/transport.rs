@@ -267,7 +267,11 @@ mod tests {
         // A bad or rotated key, a wrong URL: the account, not the message.
         for p in [Provider::Resend, Provider::Postmark, Provider::Sendgrid] {
             for status in [301, 401, 403, 404] {
-                assert!(p.retryable(status, r#"{"message":"API key is invalid","ErrorCode":10}"#), "{} {status}", p.name());
+                assert!(
+                    p.retryable(status, r#"{"message":"API key is invalid","ErrorCode":10}"#),
+                    "{} {status}",
+                    p.name()
+                );
             }
         }
         // The message itself: payload or recipient.
