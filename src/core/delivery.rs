@@ -358,6 +358,13 @@ impl Rejection {
     pub fn new(body: Value, reason: &str) -> Self {
         Self { rejected: Rejected { reason: reason.to_string(), event: body } }
     }
+
+    /// The message body inside `body`, if `body` is a `Rejection`.
+    pub fn event_in(body: &Value) -> Option<&Value> {
+        let rejected = body.get("rejected")?;
+        rejected.get("reason")?.as_str()?;
+        rejected.get("event")
+    }
 }
 
 /// How a malformed message travels to the dead-letter queue: wrapped, so the
