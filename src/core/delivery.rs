@@ -315,8 +315,9 @@ async fn send<C: Courier>(
         },
         Dispatch::Binding(message) => match courier.send_mime(&message).await {
             Ok(()) => Ok(()),
-            Err(e) if e.retryable() => Err(Failure::Retry(e.to_string())),
-            Err(e) => Err(Failure::Reject(e.to_string())),
+            // Capped and on one line, like a provider's answer.
+            Err(e) if e.retryable() => Err(Failure::Retry(excerpt(&e.to_string(), 300))),
+            Err(e) => Err(Failure::Reject(excerpt(&e.to_string(), 300))),
         },
     }
 }

@@ -394,6 +394,15 @@ fn the_cloudflare_transport_hands_a_mime_message_to_the_binding_and_classifies_i
         panic!("not rejected")
     };
     assert_eq!(reason, "email:a@example.com: send_email refused it: E_SENDER_NOT_VERIFIED: no");
+
+    // The binding's error texts are capped and kept on one line, like a provider's answer.
+    let long = "x\n".repeat(5_000);
+    let courier = MemCourier::binding(move |_| Err(BindingError::Refused { code: None, message: long.clone() }));
+    let (ledger, ev) = (MemLedger::default(), magic(18, "a@example.com"));
+    assert_eq!(deliver(&cfg, &ledger, &courier, &ev, 1_000), Verdict::Retry { delay_secs: 5 });
+    let last_error = ledger.row(&ev.id, "email:a@example.com").unwrap().last_error.unwrap();
+    assert!(last_error.chars().count() <= 301 && !last_error.contains('\n'), "{} chars", last_error.len());
+    assert!(last_error.starts_with("send_email refused it: x x") && last_error.ends_with('…'), "{last_error}");
 }
 
 #[test]

@@ -132,7 +132,11 @@ impl Transport {
                 Some(provider) => {
                     let api_url = match var("EMAIL_API_URL") {
                         None => Url::parse(provider.default_url()).map_err(|e| err("EMAIL_API_URL", e.to_string()))?,
-                        Some(v) => super::http_url(&v).map_err(|why| err("EMAIL_API_URL", why))?,
+                        // The value is not echoed: the reason reaches the public 503
+                        // detail, and the URL may carry a credential.
+                        Some(v) => super::http_url(&v).map_err(|_| {
+                            err("EMAIL_API_URL", "must be an http(s) URL (the value is not shown)".into())
+                        })?,
                     };
                     let api_key = match var("EMAIL_API_KEY") {
                         Some(k) if !k.chars().any(char::is_control) => ApiKey(k),
@@ -301,6 +305,21 @@ mod tests {
         assert!(Provider::Postmark.retryable(422, r#"{"ErrorCode":"406"}"#));
         // The ErrorCode decides, not the status: 406 outside a 422 is the account.
         assert!(Provider::Postmark.retryable(401, &body(406)));
+    }
+
+    #[test]
+    fn a_bad_email_api_url_is_not_echoed() {
+        for v in ["ftp://user:key_s3cret@mail.example/x", "not a url key_s3cret"] {
+            let vars = |k: &str| match k {
+                "EMAIL_TRANSPORT" => Some("resend".to_string()),
+                "EMAIL_API_URL" => Some(v.to_string()),
+                "EMAIL_API_KEY" => Some("k".to_string()),
+                _ => None,
+            };
+            let (name, why) = Transport::from_lookup(&vars).unwrap_err();
+            assert_eq!(name, "EMAIL_API_URL");
+            assert!(!why.contains("s3cret") && why.contains("http(s) URL"), "{why}");
+        }
     }
 
     #[test]
