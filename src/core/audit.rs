@@ -35,7 +35,7 @@ use base64::Engine;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::core::delivery::{retry_delay_secs, Verdict};
+use crate::core::delivery::{retry_delay_secs, Rejection, Verdict};
 use crate::core::error::Error;
 use crate::core::events::{Event, Received};
 use crate::core::ports::AuditLog;
@@ -130,11 +130,14 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
-    /// The entry of a queued message's body, if it is an event (else the
-    /// message is malformed and has nothing to audit). The body is read with
-    /// its secret masked, sealed or not, and never opened. `received_at`
-    /// stands in for an unreadable timestamp.
+    /// The entry of a queued message's body, if it is an event or a
+    /// [`Rejection`] wrapping one (as the dead-letter queue carries an event
+    /// a target refused; its entry is written there when no earlier attempt
+    /// could); else the message is malformed and has nothing to audit. The
+    /// body is read with its secret masked, sealed or not, and never opened.
+    /// `received_at` stands in for an unreadable timestamp.
     pub fn of_message(body: &Value, received_at: UnixTime) -> Option<Self> {
+        let body = Rejection::event_in(body).unwrap_or(body);
         Received::parse_masked(body.clone()).ok().map(|event| Self::of(&event, received_at))
     }
 
@@ -471,6 +474,12 @@ mod tests {
         assert_eq!(data, serde_json::json!({"user_id": null, "email": "a@b.co", "locale": null}));
         assert!(!r.data.contains("sealed") && !r.data.contains("s3cret"));
         assert!(AuditRecord::of_message(&serde_json::json!({"type": "login"}), UnixTime(0)).is_none());
+        // A rejected event reaches the dead-letter consumer wrapped: the same entry.
+        let wrapped = serde_json::to_value(Rejection::new(body.clone(), "email:a@b.co: HTTP 422: …")).unwrap();
+        assert_eq!(AuditRecord::of_message(&wrapped, UnixTime(0)), AuditRecord::of_message(&body, UnixTime(0)));
+        assert!(AuditRecord::of_message(&wrapped, UnixTime(0)).is_some());
+        let not_an_event = serde_json::json!({"rejected": {"reason": "x", "event": {"type": "login"}}});
+        assert!(AuditRecord::of_message(&not_an_event, UnixTime(0)).is_none());
     }
 
     #[test]

@@ -294,7 +294,8 @@ async fn audit(store: &D1Store, body: &serde_json::Value, message_id: &str, atte
 
 /// Logs and records one dead letter (its secret stays sealed; no
 /// configuration needed), and writes its audit entry if no earlier attempt
-/// could.
+/// could (a rejected event's too: `AuditRecord::of_message` reads the event
+/// inside its `Rejection` wrapper).
 async fn bury(msg: &RawMessage, store: &D1Store, courier: &FetchCourier) {
     let body = body_json(&msg.body());
     if let Ok(value) = &body {
