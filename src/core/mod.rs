@@ -23,6 +23,7 @@ pub mod password;
 pub mod policy;
 pub mod ports;
 pub mod rate_limit;
+pub mod revocation;
 pub mod seal;
 pub mod session;
 pub mod takeover;

@@ -197,6 +197,13 @@ pub struct Route {
     /// operator says it honours no override: a request of another method is
     /// not judged under this rule. Always `true` for the default.
     pub method_override: bool,
+    /// Rule member `fresh` (default `false`): every request the rule judges
+    /// has its token's session read from D1 — live, its user's, every role
+    /// the token claims still held — before it is forwarded, instead of
+    /// relying on the isolate's revocation set alone
+    /// ([`crate::core::revocation::check_fresh`]). Always `false` for the
+    /// default.
+    pub fresh: bool,
 }
 
 /// One `ROUTES` rule.
@@ -223,6 +230,8 @@ struct RawRule {
     forward_authorization: bool,
     #[serde(default = "honours_overrides")]
     method_override: bool,
+    #[serde(default)]
+    fresh: bool,
 }
 
 /// The default of the rule member `method_override`: judged strictly.
@@ -278,6 +287,7 @@ pub struct Judgement<'a> {
     /// The rule (or default) for the request's method on its path as sent.
     pub route: &'a Route,
     forward_authorization: bool,
+    fresh: bool,
     also: Vec<&'a Policy>,
 }
 
@@ -303,6 +313,13 @@ impl<'a> Judgement<'a> {
     /// matches, says `forward_authorization`.
     pub fn forwards_authorization(&self) -> bool {
         self.forward_authorization
+    }
+
+    /// Whether the token's session must be read from D1 before forwarding
+    /// ([`Route::fresh`]): if the route of the path says so, or that of any
+    /// other reading of it or method it is judged under.
+    pub fn needs_fresh_session(&self) -> bool {
+        self.fresh
     }
 
     fn require(&mut self, p: &'a Policy) {
@@ -371,12 +388,19 @@ impl Routes {
                 None => None,
             };
             let policy = Policy::parse(&r.policy).map_err(at)?;
-            let route =
-                Route { policy, forward_authorization: r.forward_authorization, method_override: r.method_override };
+            if r.fresh && policy == Policy::Public {
+                return Err(at("fresh needs a policy that checks a token, not public".into()));
+            }
+            let route = Route {
+                policy,
+                forward_authorization: r.forward_authorization,
+                method_override: r.method_override,
+                fresh: r.fresh,
+            };
             rules.push(Rule { prefix: prefix.to_ascii_lowercase(), subtree, methods, route });
         }
         let method_specific = rules.iter().any(|r| r.methods.is_some());
-        let default = Route { policy: default, forward_authorization: false, method_override: true };
+        let default = Route { policy: default, forward_authorization: false, method_override: true, fresh: false };
         Ok(Self { rules, default, method_specific })
     }
 
@@ -408,7 +432,12 @@ impl Routes {
     pub fn judge(&self, req: &impl GatewayRequest, normalised_path: &str) -> Judgement<'_> {
         let method = req.method();
         let route = self.route_for(method, normalised_path);
-        let mut j = Judgement { route, forward_authorization: route.forward_authorization, also: Vec::new() };
+        let mut j = Judgement {
+            route,
+            forward_authorization: route.forward_authorization,
+            fresh: route.fresh,
+            also: Vec::new(),
+        };
         let head = self.method_specific && method.eq_ignore_ascii_case("HEAD");
         // Whether the origin may act on the request as another method: read
         // once, only where some rule lists methods, and only what is needed.
@@ -425,22 +454,25 @@ impl Routes {
             if reading == Reading::Other {
                 if let Some(r) = route_of(method) {
                     j.forward_authorization &= r.forward_authorization;
+                    j.fresh |= r.fresh;
                     j.require(&r.policy);
                 }
             }
             if head {
                 if let Some(r) = route_of("GET") {
+                    j.fresh |= r.fresh;
                     j.require(&r.policy);
                 }
             }
             if overridden == Some(false) {
                 return;
             }
-            let others = self.override_policies(path, reading == Reading::AsSent);
-            if others.iter().all(|p| **p == j.route.policy) {
+            let (others, fresh) = self.override_policies(path, reading == Reading::AsSent);
+            if others.iter().all(|p| **p == j.route.policy) && (!fresh || j.fresh) {
                 return;
             }
             if *overridden.get_or_insert_with(|| named || !body_is_empty(req)) {
+                j.fresh |= fresh;
                 others.into_iter().for_each(|p| j.require(p));
             }
         });
@@ -450,22 +482,26 @@ impl Routes {
     /// Every distinct policy a request may meet on this path when the origin
     /// acts on it as another method: that of every rule an override can
     /// land on (not those saying `"method_override": false`), and, with
-    /// `default`, the default's where some method reaches it.
-    fn override_policies(&self, normalised_path: &str, default: bool) -> Vec<&Policy> {
+    /// `default`, the default's where some method reaches it; and whether
+    /// any of those rules says `fresh`.
+    fn override_policies(&self, normalised_path: &str, default: bool) -> (Vec<&Policy>, bool) {
         let mut out: Vec<&Policy> = Vec::new();
+        let mut fresh = false;
         let mut claimed: Vec<&str> = Vec::new();
         for r in self.rules.iter().filter(|r| r.covers(normalised_path)) {
             match &r.methods {
                 None => {
                     if r.route.method_override {
                         push_unique(&mut out, &r.route.policy);
+                        fresh |= r.route.fresh;
                     }
-                    return out;
+                    return (out, fresh);
                 }
                 Some(ms) => {
                     // A rule whose every method an earlier rule took never applies.
                     if r.route.method_override && ms.iter().any(|m| !claimed.contains(&m.as_str())) {
                         push_unique(&mut out, &r.route.policy);
+                        fresh |= r.route.fresh;
                     }
                     claimed.extend(ms.iter().map(String::as_str));
                 }
@@ -474,7 +510,7 @@ impl Routes {
         if default {
             push_unique(&mut out, &self.default.policy);
         }
-        out
+        (out, fresh)
     }
 }
 
@@ -1110,6 +1146,41 @@ mod tests {
         fn header(&self, name: &str) -> Option<String> {
             self.reads.set(self.reads.get() + 1);
             self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn fresh_rules_ask_for_the_session_on_every_reading_and_method_they_judge() {
+        let r = Routes::parse(
+            Some(
+                r#"[{"path": "/api/pay/*", "policy": "authenticated", "fresh": true},
+                    {"path": "/api/admin/*", "methods": ["GET"], "policy": "role:admin", "fresh": true},
+                    {"path": "/api/admin/*", "methods": ["DELETE"], "policy": "role:admin"},
+                    {"path": "/api/report.json", "policy": "authenticated", "fresh": true},
+                    {"path": "/api/public/*", "policy": "public"}]"#,
+            ),
+            None,
+        )
+        .unwrap();
+        let get = Req { method: "GET", query: None, headers: vec![], body: false, reads: Default::default() };
+        assert!(r.judge(&get, "/api/pay/now").needs_fresh_session());
+        assert!(!r.judge(&get, "/api/other").needs_fresh_session(), "the default is never fresh");
+        assert!(r.judge(&get, "/api/admin/users").needs_fresh_session());
+        let head = Req { method: "HEAD", ..get };
+        assert!(r.judge(&head, "/api/admin/users").needs_fresh_session(), "a HEAD is held to its GET rule");
+        let delete = Req { method: "DELETE", query: None, headers: vec![], body: false, reads: Default::default() };
+        assert!(!r.judge(&delete, "/api/admin/users").needs_fresh_session());
+        // A DELETE the origin may read as a GET (`?_method=GET`) gets the GET rule's freshness too.
+        let overridden = Req { query: Some("_method=GET"), ..delete };
+        assert!(r.judge(&overridden, "/api/admin/users").needs_fresh_session());
+        // Another reading of the path: `/api/report.json.bak` cut at its last dot is the fresh rule's.
+        let get = Req { method: "GET", query: None, headers: vec![], body: false, reads: Default::default() };
+        assert!(r.judge(&get, "/api/report.json.bak").needs_fresh_session());
+        for bad in [
+            r#"[{"path": "/x", "policy": "public", "fresh": true}]"#,
+            r#"[{"path": "/x", "policy": "authenticated", "fresh": "yes"}]"#,
+        ] {
+            assert!(Routes::parse(Some(bad), None).unwrap_err().starts_with("ROUTES"), "{bad}");
         }
     }
 
