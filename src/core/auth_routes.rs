@@ -136,6 +136,8 @@ routes! {
     "/auth/login" { POST => Login }
     "/auth/refresh" { POST => Refresh }
     "/auth/logout" { POST => Logout }
+    "/auth/introspect" { POST => Introspect }
+    "/auth/revoke" { POST => Revoke }
     "/auth/me" { GET => Me }
     "/auth/sessions" { GET => Sessions }
     "/auth/sessions/revoke-others" { POST => RevokeOtherSessions }

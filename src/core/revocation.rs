@@ -304,14 +304,7 @@ impl Revocations {
     /// Installs a read that began at `began_ms` ([`read`] after
     /// [`RevocationSet::cursor`]): its rows are applied, and the set counts
     /// as read then — unless a read that began later was installed already.
-    pub fn install(
-        &mut self,
-        began_ms: i64,
-        rows: Vec<Revocation>,
-        last_seq: u64,
-        now: UnixTime,
-        retention_secs: u64,
-    ) {
+    pub fn install(&mut self, began_ms: i64, rows: Vec<Revocation>, last_seq: u64, now: UnixTime, retention_secs: u64) {
         self.set.apply(rows, last_seq, now, retention_secs);
         self.read_at_ms = Some(self.read_at_ms.map_or(began_ms, |at| at.max(began_ms)));
     }
@@ -333,9 +326,7 @@ pub struct Standing {
 /// is the user's and live, and the user holds every role claimed.
 pub fn stands(standing: Option<&Standing>, sub: &str, roles: &[String], now: UnixTime, max_age_secs: u64) -> bool {
     standing.is_some_and(|s| {
-        s.session.user_id == sub
-            && s.session.is_live(now, max_age_secs)
-            && roles.iter().all(|r| s.roles.contains(r))
+        s.session.user_id == sub && s.session.is_live(now, max_age_secs) && roles.iter().all(|r| s.roles.contains(r))
     })
 }
 
@@ -484,7 +475,12 @@ mod tests {
     struct Log(Vec<Revocation>);
 
     impl RevocationStore for Log {
-        async fn revocations_after(&self, after: u64, live_after: UnixTime, limit: u32) -> Result<RevocationPage, Error> {
+        async fn revocations_after(
+            &self,
+            after: u64,
+            live_after: UnixTime,
+            limit: u32,
+        ) -> Result<RevocationPage, Error> {
             let rows = self.0.iter().filter(|r| r.seq > after && r.at > live_after).take(limit as usize).cloned();
             Ok(RevocationPage { rows: rows.collect(), last_seq: self.0.last().map_or(0, |r| r.seq) })
         }

@@ -3,8 +3,8 @@
 //! `fetch` serves the auth API and the gateway, `queue` delivers auth events
 //! (webhooks, emails) and records dead letters, `scheduled` runs periodic
 //! upkeep (signing-key rotation once the key is `ROTATION_INTERVAL` old,
-//! purging long-expired email tokens, OAuth sign-in states and delivery
-//! records). Requests and responses stay raw `web_sys` objects end to end,
+//! purging long-expired email tokens, OAuth sign-in states, revocations no
+//! token outlives and delivery records). Requests and responses stay raw `web_sys` objects end to end,
 //! so the gateway's hot path crosses the JS boundary as few times as possible.
 
 mod d1;
@@ -18,6 +18,7 @@ mod outbound;
 mod platform;
 mod proxy;
 mod queue;
+mod revocations;
 mod router;
 
 use std::rc::Rc;
@@ -168,6 +169,12 @@ async fn upkeep(env: &Env) -> Result<Option<KeyRotation>, Error> {
     // Expired OAuth states are dead weight, not a danger: a failed purge waits for the next run.
     if let Err(e) = store.purge_oauth(platform::now()).await {
         worker::console_error!("portcullis.error purging OAuth states: {e}");
+    }
+    // Revocations no token can outlive any more: likewise.
+    let outlived = platform::now().minus_secs(crate::core::revocation::retention_secs(cfg.access_ttl_secs));
+    match crate::core::ports::RevocationStore::purge_revocations(&store, outlived).await {
+        Ok(n) => worker::console_log!("portcullis.prune revocations={n}"),
+        Err(e) => worker::console_error!("portcullis.error purging revocations: {e}"),
     }
     Ok(rotation)
 }

@@ -11,6 +11,7 @@ pub mod oauth;
 pub mod otp;
 pub mod password;
 pub mod passwordless;
+pub mod revocation;
 pub mod throttle;
 
 use serde::{Deserialize, Serialize};

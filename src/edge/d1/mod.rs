@@ -20,6 +20,7 @@
 //! [`email_tokens`] ([`EmailTokenStore`](crate::core::ports::EmailTokenStore)),
 //! [`keys`] ([`KeyStore`](crate::core::ports::KeyStore)),
 //! [`rate_limits`] ([`RateLimitStore`](crate::core::ports::RateLimitStore)),
+//! [`revocations`] ([`RevocationStore`](crate::core::ports::RevocationStore)),
 //! [`oauth`] ([`OAuthStore`](crate::core::oauth::OAuthStore)),
 //! [`deliveries`] ([`DeliveryLedger`](crate::core::ports::DeliveryLedger))
 //! and [`outbox`] (events the queue did not take).
@@ -31,6 +32,7 @@ mod keys;
 mod oauth;
 mod outbox;
 mod rate_limits;
+mod revocations;
 mod sessions;
 mod users;
 

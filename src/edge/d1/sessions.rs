@@ -11,11 +11,13 @@ use crate::core::time::UnixTime;
 use crate::core::token::ExtraClaims;
 use crate::edge::error::{Dependency::D1, EdgeResult};
 
-const SESSION_COLUMNS: &str =
+/// The `sessions` columns [`SessionRow`] reads.
+pub(super) const SESSION_COLUMNS: &str =
     "id, user_id, created_at, last_used_at, expires_at, revoked_at, ip_address, user_agent, extra_claims";
 
+/// A `sessions` row.
 #[derive(Deserialize)]
-struct SessionRow {
+pub(super) struct SessionRow {
     id: String,
     user_id: String,
     created_at: i64,
