@@ -7,7 +7,8 @@
 //!   I/O, no allocation.
 //! - [`background_read`]: from half of `REVOCATION_LAG`, the log's new rows
 //!   are read in the background (the request hands the read to `waitUntil`
-//!   and is answered from the set it has). One read at a time per isolate;
+//!   and is answered from the set it has). One read at a time per isolate,
+//!   and reads start at most every half lag (every second once one failed);
 //!   one that has not finished after a lag is taken as lost and another may
 //!   start.
 //! - [`ensure_read`]: an isolate that has never read the log, or whose set
@@ -34,6 +35,27 @@ thread_local! {
     /// The read under way: its promise, awaited by every request that must
     /// wait for a read, and when it began (Unix milliseconds).
     static READING: RefCell<Option<(js_sys::Promise, i64)>> = const { RefCell::new(None) };
+    /// When the last read began, failed or not (Unix milliseconds).
+    static LAST_START: std::cell::Cell<i64> = const { std::cell::Cell::new(i64::MIN) };
+}
+
+/// Least time between the starts of two reads: half the lag (the cadence of
+/// a healthy isolate), at most [`RETRY_MS`] — so a failing D1 is asked again
+/// about once a second, not once per request.
+fn min_interval_ms(cfg: &Config) -> i64 {
+    lag_ms(cfg).saturating_div(2).min(RETRY_MS)
+}
+
+/// Longest wait before a failed read is tried again, in milliseconds.
+const RETRY_MS: i64 = 1_000;
+
+fn lag_ms(cfg: &Config) -> i64 {
+    i64::try_from(cfg.revocation_lag_secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+}
+
+/// Whether a new read may start at `now_ms` ([`min_interval_ms`]).
+fn may_start(cfg: &Config, now_ms: i64) -> bool {
+    now_ms.saturating_sub(LAST_START.with(std::cell::Cell::get)) >= min_interval_ms(cfg)
 }
 
 /// Whether the set must be read before it is used at `now_ms`: never read,
@@ -50,7 +72,7 @@ pub fn refuses(sid: &str, sub: &str, roles: &[String]) -> bool {
 
 /// The read under way, if it began less than a lag before `now_ms`.
 fn read_under_way(cfg: &Config, now_ms: i64) -> Option<js_sys::Promise> {
-    let lag_ms = i64::try_from(cfg.revocation_lag_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let lag_ms = lag_ms(cfg);
     READING.with(|r| {
         r.borrow().as_ref().filter(|(_, began)| now_ms.saturating_sub(*began) < lag_ms).map(|(p, _)| p.clone())
     })
@@ -60,6 +82,7 @@ fn read_under_way(cfg: &Config, now_ms: i64) -> Option<js_sys::Promise> {
 /// logs why not) and resolves either way.
 fn start_read(env: &Env, cfg: &Rc<Config>) -> js_sys::Promise {
     let began = platform::now_ms();
+    LAST_START.with(|t| t.set(began));
     let cursor = SET.with(|s| s.borrow().set().cursor());
     let retention = retention_secs(cfg.access_ttl_secs);
     let env = env.clone();
@@ -90,25 +113,30 @@ fn start_read(env: &Env, cfg: &Rc<Config>) -> js_sys::Promise {
 /// way: that read, to hand to `waitUntil`.
 pub fn background_read(env: &Env, cfg: &Rc<Config>, now_ms: i64) -> Option<js_sys::Promise> {
     let due = SET.with(|s| s.borrow().readiness(now_ms, cfg.revocation_lag_secs) == Readiness::Refresh);
-    if !due || read_under_way(cfg, now_ms).is_some() {
+    if !due || read_under_way(cfg, now_ms).is_some() || !may_start(cfg, now_ms) {
         return None;
     }
     Some(start_read(env, cfg))
 }
 
 /// Makes the set usable: if it must be read ([`must_read`]), waits for the
-/// read under way or starts one. 503 when the set is still unusable after
-/// it (the read failed).
+/// read under way or starts one — unless one began less than
+/// [`min_interval_ms`] ago and failed. 503 when the set is still unusable.
 pub async fn ensure_read(env: &Env, cfg: &Rc<Config>) -> Result<(), Error> {
     let now_ms = platform::now_ms();
     if !must_read(cfg, now_ms) {
         return Ok(());
     }
-    let promise = read_under_way(cfg, now_ms).unwrap_or_else(|| start_read(env, cfg));
+    let unreadable = || Error::unavailable("revocations", "the revocation log could not be read");
+    let promise = match read_under_way(cfg, now_ms) {
+        Some(p) => p,
+        None if may_start(cfg, now_ms) => start_read(env, cfg),
+        None => return Err(unreadable()),
+    };
     // The read resolves whether or not it succeeded; what it installed decides.
     let _ = JsFuture::from(promise).await;
     if must_read(cfg, platform::now_ms()) {
-        return Err(Error::unavailable("revocations", "the revocation log could not be read"));
+        return Err(unreadable());
     }
     Ok(())
 }
