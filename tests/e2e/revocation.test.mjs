@@ -30,7 +30,10 @@ const ROUTES = [
   { path: "/api/billing/*", policy: "role:billing" },
   { path: "/api/pay/*", policy: "authenticated", fresh: true },
 ];
-const VARS = { REVOCATION_LAG: LAG_S, INTROSPECTION_SECRET: SECRET, ROUTES };
+const FAIL_CLOSED_LAGS = 3;
+// One issuer for both processes of the two-process test (each listens on its own port).
+const ISSUER = "http://127.0.0.1";
+const VARS = { REVOCATION_LAG: LAG_S, INTROSPECTION_SECRET: SECRET, ROUTES, ISSUER };
 
 let dir;
 let gw;
@@ -240,7 +243,7 @@ describe("introspection (RFC 7662)", () => {
     const payload = JSON.parse(Buffer.from(a.access_token.split(".")[1], "base64url"));
     assert.deepEqual(body, {
       active: true, sub: a.user.id, sid: a.user.session_id, exp: payload.exp, iat: payload.iat,
-      iss: gw.url, aud: "portcullis", token_type: "Bearer", roles: [],
+      iss: ISSUER, aud: "portcullis", token_type: "Bearer", roles: [],
     });
     res = await introspect(a.refresh_token, SECRET, "&token_type_hint=refresh_token");
     body = await json(res);
@@ -253,10 +256,11 @@ describe("introspection (RFC 7662)", () => {
     const { a, b } = await twoSessions();
     const key = await signingKey(gw);
     const now = Math.floor(Date.now() / 1000);
-    const expired = await mint(key, claimsFor(gw, b.user, { iat: now - 1000, exp: now - 100 }));
+    const expired = await mint(key, claimsFor(gw, b.user, { iss: ISSUER, iat: now - 1000, exp: now - 100 }));
+    assert.equal((await json(await introspect(await mint(key, claimsFor(gw, b.user, { iss: ISSUER }))))).active, true, "minted alike but current: active");
     await inactive(expired, "expired");
     const { privateKey } = await generateKeyPair("EdDSA", { crv: "Ed25519" });
-    const foreign = await new SignJWT(claimsFor(gw, b.user))
+    const foreign = await new SignJWT(claimsFor(gw, b.user, { iss: ISSUER }))
       .setProtectedHeader({ alg: "EdDSA", typ: "at+jwt", kid: key.kid })
       .sign(privateKey);
     await inactive(foreign, "signed by another key under our kid");
@@ -335,8 +339,8 @@ test("RFC 7009: each hint, a wrong hint, garbage and malformed requests", async 
 
 test("discovery lists both endpoints", async () => {
   const doc = await json(await fetch(`${gw.url}/.well-known/openid-configuration`));
-  assert.equal(doc.revocation_endpoint, `${gw.url}/auth/revoke`);
-  assert.equal(doc.introspection_endpoint, `${gw.url}/auth/introspect`);
+  assert.equal(doc.revocation_endpoint, `${ISSUER}/auth/revoke`);
+  assert.equal(doc.introspection_endpoint, `${ISSUER}/auth/introspect`);
 });
 
 test("two runtime processes on one local state: a logout through one is refused by the other within the lag", async () => {
@@ -358,31 +362,55 @@ test("two runtime processes on one local state: a logout through one is refused 
 
 test("the revocation log unreadable: the gateway keeps its set for three lags, then fails closed (503), and recovers", async () => {
   const { a } = await twoSessions();
-  await passes(gw, a.access_token);
-  await d1(gw, "ALTER TABLE revocations RENAME TO revocations_unreadable");
-  try {
-    const broken = Date.now();
-    for (;;) {
+  // Requests keep coming while the log is made unreadable (a table rename,
+  // from another process: it happens at some instant while the command runs),
+  // so the set is kept fresh up to that instant.
+  let firstFailure = null;
+  let stop = false;
+  const poller = (async () => {
+    while (!stop && firstFailure === null) {
       const res = await through(gw, a.access_token);
       if (res.status === 503) {
+        firstFailure = Date.now();
         const body = await assertProblem(res, 503, "service_unavailable");
         assert.doesNotMatch(JSON.stringify(body), /revocation|SQLITE/i);
-        break;
+      } else {
+        assert.equal(res.status, 200, await res.text());
       }
-      assert.equal(res.status, 200, await res.text());
-      assert.ok(Date.now() - broken <= 3 * LAG_MS + MARGIN_MS, "still forwarding after three lags without a readable log");
       await sleep(POLL_MS);
     }
-    // The bound is three lags after the last read that worked, which was at most half a lag before the break.
-    assert.ok(Date.now() - broken >= 2 * LAG_MS, `failed closed after ${Date.now() - broken} ms, before the bound`);
+  })();
+  const renameStarted = Date.now();
+  await d1(gw, "ALTER TABLE revocations RENAME TO revocations_unreadable");
+  const renamed = Date.now();
+  try {
+    const deadline = renamed + FAIL_CLOSED_LAGS * LAG_MS + MARGIN_MS;
+    while (firstFailure === null && Date.now() <= deadline) await sleep(POLL_MS);
+    stop = true;
+    await poller;
+    assert.ok(firstFailure !== null, `still forwarding ${Date.now() - renamed} ms after the log became unreadable`);
+    // The last read that worked began at most about half a lag before the
+    // rename; the set is used for three lags after it.
+    assert.ok(firstFailure - renameStarted >= 2 * LAG_MS, `failed closed ${firstFailure - renameStarted} ms after the rename began: before the bound`);
     // Public routes need no revocation set.
     const pub = await fetch(`${gw.url}/api/public/ping`);
     assert.equal(pub.status, 200);
     await pub.arrayBuffer();
   } finally {
+    stop = true;
+    await poller.catch(() => {});
     await d1(gw, "ALTER TABLE revocations_unreadable RENAME TO revocations");
   }
-  await passes(gw, a.access_token);
+  // Readable again: the next read (tried again at most a second later) brings it back.
+  const back = Date.now();
+  for (;;) {
+    const res = await through(gw, a.access_token);
+    const text = await res.text();
+    if (res.status === 200) break;
+    assert.equal(res.status, 503, text);
+    assert.ok(Date.now() - back <= LAG_MS + MARGIN_MS, "not back after the log became readable again");
+    await sleep(POLL_MS);
+  }
 });
 
 test("a logout writes its revocation in its own statement (the log's trigger)", async () => {
