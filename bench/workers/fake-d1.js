@@ -7,7 +7,7 @@
 // - the revocation log (migrations/0008_revocations.sql): the inner binding
 //   REVOCATIONS (JSON, optional) {sessions: N, users: M} seeds it with N revoked
 //   sessions (`bench-revoked-session-<i>`) and M users whose roles changed to none
-//   (`bench-revoked-user-<i>`), all recorded when the binding is made; the
+//   (`bench-revoked-user-<i>`), all recorded at the first read; the
 //   gateway's reads of it (rows after a sequence number, and the last one) are
 //   answered from that;
 // - the `"fresh": true` check: any session id names a live session whose user id
@@ -52,14 +52,20 @@ class D1PreparedStatement {
 class D1Database {
   constructor(rows, revocations) {
     this.rows = rows;
+    this.revocations = revocations;
+  }
+  /** The seeded revocation log, recorded at its first read (outside a request the clock reads 0). */
+  revocationLog() {
+    if (this.log) return this.log;
     const at = Math.floor(Date.now() / 1000);
     this.log = [];
-    for (let i = 0; i < (revocations?.sessions ?? 0); i++) {
+    for (let i = 0; i < (this.revocations?.sessions ?? 0); i++) {
       this.log.push({ seq: this.log.length + 1, kind: "session", subject: `bench-revoked-session-${i}`, roles: null, at });
     }
-    for (let i = 0; i < (revocations?.users ?? 0); i++) {
+    for (let i = 0; i < (this.revocations?.users ?? 0); i++) {
       this.log.push({ seq: this.log.length + 1, kind: "roles", subject: `bench-revoked-user-${i}`, roles: null, at });
     }
+    return this.log;
   }
   prepare(sql) {
     return new D1PreparedStatement(this, sql);
@@ -81,10 +87,10 @@ class D1Database {
     }
     if (/^SELECT seq, kind, subject, roles, at FROM revocations WHERE seq > \?1 AND at > \?2 ORDER BY seq LIMIT \?3/i.test(flat)) {
       const [after, liveAfter, limit] = params;
-      return new D1Result(this.log.filter((r) => r.seq > after && r.at > liveAfter).slice(0, limit).map((r) => ({ ...r })));
+      return new D1Result(this.revocationLog().filter((r) => r.seq > after && r.at > liveAfter).slice(0, limit).map((r) => ({ ...r })));
     }
     if (/^SELECT MAX\(seq\) AS last_seq FROM revocations/i.test(flat)) {
-      return new D1Result([{ last_seq: this.log.at(-1)?.seq ?? null }]);
+      return new D1Result([{ last_seq: this.revocationLog().at(-1)?.seq ?? null }]);
     }
     if (/^SELECT id, user_id, created_at, last_used_at, expires_at, revoked_at, ip_address, user_agent, extra_claims FROM sessions WHERE id = \?1/i.test(flat)) {
       const now = Math.floor(Date.now() / 1000);
