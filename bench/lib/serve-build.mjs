@@ -11,8 +11,8 @@ const WORKERD = path.join(OUT, "..", "..", "node_modules/@cloudflare/workerd-lin
 
 /**
  * Starts `workerd serve` for bench/out/`src` as `name`; `dir` swaps in another build,
- * `vars` ("NAME=value,NAME=value", or an object for values with commas, such as
- * ROUTES) sets vars, replacing those the config has. Resolves to { port, pid } once
+ * `vars` ("NAME=value,NAME=value", or an object or its JSON for values with commas,
+ * such as ROUTES) sets vars, replacing those the config has. Resolves to { port, pid } once
  * it answers.
  */
 export async function serveBuild(name, src, { dir = null, originPort, vars = "" } = {}) {
@@ -22,6 +22,7 @@ export async function serveBuild(name, src, { dir = null, originPort, vars = "" 
   cfg = cfg.replace(/address = "127\.0\.0\.1:\d+"/, `address = "127.0.0.1:${port}"`);
   if (originPort) cfg = cfg.replace(/"http:\/\/127\.0\.0\.1:\d+"/, `"http://127.0.0.1:${originPort}"`);
   if (dir) cfg = cfg.replaceAll('embed "build/', `embed "${dir}/`);
+  if (typeof vars === "string" && vars.trim().startsWith("{")) vars = JSON.parse(vars);
   const pairs = typeof vars === "string" ? (vars ? vars.split(",").map((kv) => kv.split("=")) : []) : Object.entries(vars);
   for (const [k, v] of pairs) {
     const binding = `(name = "${k}", text = ${JSON.stringify(String(v))})`;
