@@ -136,6 +136,8 @@ routes! {
     "/auth/login" { POST => Login }
     "/auth/refresh" { POST => Refresh }
     "/auth/logout" { POST => Logout }
+    "/auth/introspect" { POST => Introspect }
+    "/auth/revoke" { POST => Revoke }
     "/auth/me" { GET => Me }
     "/auth/sessions" { GET => Sessions }
     "/auth/sessions/revoke-others" { POST => RevokeOtherSessions }
@@ -377,8 +379,8 @@ mod tests {
                 }
             }
         }
-        // 62 endpoints; the 20 GET ones answer HEAD too.
-        assert_eq!(routes, 62 + 20, "every endpoint, and HEAD for each GET one");
+        // 64 endpoints; the 20 GET ones answer HEAD too.
+        assert_eq!(routes, 64 + 20, "every endpoint, and HEAD for each GET one");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::core::oauth::OAuthConfig;
 use crate::core::password::{HashParams, PasswordPolicy};
 use crate::core::policy::Routes;
 use crate::core::rate_limit::RateLimits;
+use crate::core::revocation::{IntrospectionSecret, MAX_REVOCATION_LAG_SECS, REVOCATION_LAG_SECS};
 use crate::core::ui::UiConfig;
 use crate::core::webhook::WebhookSecret;
 
@@ -145,6 +146,13 @@ pub struct Config {
     /// `UI_NAME`: the product's name as people see it; the issuer label of
     /// TOTP enrolments (else the issuer's host).
     pub ui_name: Option<String>,
+    /// `REVOCATION_LAG`: within this many seconds of a revocation every
+    /// isolate's gateway refuses the tokens it affects
+    /// ([`crate::core::revocation`]).
+    pub revocation_lag_secs: u64,
+    /// `INTROSPECTION_SECRET` (secret): what callers of `POST
+    /// /auth/introspect` present; `None` leaves introspection disabled.
+    pub introspection_secret: Option<IntrospectionSecret>,
 }
 
 /// A configuration problem, naming the setting.
@@ -358,6 +366,14 @@ impl Config {
                 ))
             }
         };
+        let revocation_lag_secs = match secs("REVOCATION_LAG", REVOCATION_LAG_SECS)? {
+            n if n <= MAX_REVOCATION_LAG_SECS => n,
+            n => return Err(err("REVOCATION_LAG", format!("{n} is more than {MAX_REVOCATION_LAG_SECS} seconds"))),
+        };
+        let introspection_secret = match var("INTROSPECTION_SECRET") {
+            None => None,
+            Some(v) => Some(IntrospectionSecret::parse(&v).map_err(|e| err("INTROSPECTION_SECRET", e))?),
+        };
         let cookie_mode = boolean("COOKIE_MODE")?;
         let cookie_mode_body_tokens = boolean("COOKIE_MODE_BODY_TOKENS")?;
         if !cookie_mode && var("COOKIE_MODE_BODY_TOKENS").is_some() {
@@ -409,6 +425,8 @@ impl Config {
             audit_retention_days,
             ui,
             ui_name,
+            revocation_lag_secs,
+            introspection_secret,
         })
     }
 
@@ -485,6 +503,7 @@ mod tests {
             (3_600, 86_400, 2_592_000, 300)
         );
         assert_eq!(c.session_max_age_secs, 7_776_000);
+        assert_eq!((c.revocation_lag_secs, c.introspection_secret.is_none()), (10, true));
         assert_eq!(c.rate_limits.otp_failures.map(|r| (r.limit, r.window_secs)), Some((20, 86_400)));
         assert_eq!(c.email.transport, crate::core::mail::Transport::Log);
         assert_eq!((c.webhook_secret.is_none(), c.webhook_events.is_none(), c.hook.is_none()), (true, true, true));
@@ -550,6 +569,10 @@ mod tests {
             ("HOOK_URL", "ftp://hooks.example"),
             ("HOOK_FAILURE_MODE", "open"),
             ("UI_NAME", "line\nbreak"),
+            ("REVOCATION_LAG", "0"),
+            ("REVOCATION_LAG", "601"),
+            ("REVOCATION_LAG", "10s"),
+            ("INTROSPECTION_SECRET", "too-short"),
         ] {
             let e = Config::from_lookup(lookup(&[(k, v)])).unwrap_err();
             let head = k.split('_').next().unwrap();

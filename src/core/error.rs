@@ -35,6 +35,9 @@ pub enum TokenError {
     WrongAudience,
     /// The session behind the token was revoked or has expired.
     SessionRevoked,
+    /// The gateway refuses the token: its session was revoked, or it claims
+    /// a role its user no longer holds (`crate::core::revocation`).
+    Revoked,
 }
 
 impl TokenError {
@@ -53,6 +56,7 @@ impl TokenError {
             Self::WrongIssuer => "the token was issued by someone else",
             Self::WrongAudience => "the token is not meant for this audience",
             Self::SessionRevoked => "the session has been revoked",
+            Self::Revoked => "the token has been revoked; sign in again or refresh it",
         }
     }
 }
@@ -82,6 +86,17 @@ pub enum Error {
         code: &'static str,
         /// For people.
         detail: String,
+    },
+    /// An OAuth endpoint's request (RFC 6749 §5.2, RFC 7009 §2.2.1) is
+    /// malformed: a required parameter missing or repeated, not a form
+    /// (400 `invalid_request`).
+    InvalidRequest(String),
+    /// The caller of an endpoint that authenticates its callers with a
+    /// secret (introspection) sent no secret or a wrong one (401
+    /// `invalid_client`); `presented` says whether it sent one.
+    InvalidClient {
+        /// Whether a credential was sent.
+        presented: bool,
     },
     /// The body is larger than the endpoint accepts.
     PayloadTooLarge {
@@ -295,6 +310,21 @@ impl Error {
     pub fn problem(&self) -> Problem {
         match self {
             Self::InvalidJson(detail) => Problem::new(400, "invalid_json", "Malformed request body", detail.clone()),
+            Self::InvalidRequest(detail) => Problem::new(400, "invalid_request", "Invalid request", detail.clone()),
+            Self::InvalidClient { presented } => {
+                let mut p = Problem::new(
+                    401,
+                    "invalid_client",
+                    "Client authentication failed",
+                    "this endpoint needs Authorization: Bearer with the introspection secret",
+                );
+                p.www_authenticate = Some(if *presented {
+                    "Bearer realm=\"portcullis\", error=\"invalid_token\", error_description=\"the secret is not the introspection secret\"".to_string()
+                } else {
+                    "Bearer realm=\"portcullis\"".to_string()
+                });
+                p
+            }
             Self::Validation { code, detail } => Problem::new(422, code, "Validation failed", detail.clone()),
             Self::UnsupportedMediaType { expected } => Problem::new(
                 415,
@@ -320,6 +350,7 @@ impl Error {
                     TokenError::Missing => ("missing_token", "Authentication required"),
                     TokenError::Expired => ("token_expired", "Token expired"),
                     TokenError::SessionRevoked => ("session_revoked", "Session revoked"),
+                    TokenError::Revoked => ("token_revoked", "Token revoked"),
                     _ => ("invalid_token", "Invalid token"),
                 };
                 let mut p = Problem::new(401, code, title, reason.description());
@@ -448,6 +479,13 @@ mod tests {
         let p = Error::InvalidToken(TokenError::Expired).problem();
         assert_eq!(p.status, 401);
         assert_eq!(p.code, "token_expired");
+        assert!(p.www_authenticate.unwrap().contains("error=\"invalid_token\""));
+    }
+
+    #[test]
+    fn a_revoked_token_is_a_401_token_revoked_with_an_invalid_token_challenge() {
+        let p = Error::InvalidToken(TokenError::Revoked).problem();
+        assert_eq!((p.status, p.code), (401, "token_revoked"));
         assert!(p.www_authenticate.unwrap().contains("error=\"invalid_token\""));
     }
 

@@ -28,6 +28,7 @@ pub mod password;
 pub mod policy;
 pub mod ports;
 pub mod rate_limit;
+pub mod revocation;
 pub mod session;
 pub mod takeover;
 pub mod target;

@@ -221,6 +221,13 @@ pub struct Route {
     /// Rule member `max_age`: the caller must have signed in (`auth_time`)
     /// at most this many seconds ago. Never on the default.
     pub max_age_secs: Option<u64>,
+    /// Rule member `fresh` (default `false`): every request the rule judges
+    /// has its token's session read from D1 — live, its user's, every role
+    /// the token claims still held — before it is forwarded, instead of
+    /// relying on the isolate's revocation set alone
+    /// ([`crate::core::revocation::check_fresh`]). Always `false` for the
+    /// default.
+    pub fresh: bool,
 }
 
 /// One `ROUTES` rule.
@@ -249,6 +256,8 @@ struct RawRule {
     method_override: bool,
     #[serde(default)]
     max_age: Option<u64>,
+    #[serde(default)]
+    fresh: bool,
 }
 
 /// The largest `max_age` accepted: ten years, in seconds.
@@ -310,6 +319,8 @@ pub struct Judgement<'a> {
     also: Vec<&'a Policy>,
     /// The smallest `max_age` of the rules met.
     max_age_secs: Option<u64>,
+    /// Whether any rule met says `fresh`.
+    fresh: bool,
 }
 
 /// The smaller of two optional bounds (`None`: no bound).
@@ -376,7 +387,15 @@ impl<'a> Judgement<'a> {
     }
 
     /// Adds `r`'s policy and `max_age` to what the request must pass.
+    /// Whether the token's session must be read from D1 before forwarding
+    /// ([`Route::fresh`]): if the route of the path says so, or that of any
+    /// other reading of it or method it is judged under.
+    pub fn needs_fresh_session(&self) -> bool {
+        self.fresh
+    }
+
     fn require(&mut self, r: &'a Route) {
+        self.fresh |= r.fresh;
         self.max_age_secs = tighter(self.max_age_secs, r.max_age_secs);
         let p = &r.policy;
         if *p != self.route.policy && !self.also.contains(&p) {
@@ -386,7 +405,9 @@ impl<'a> Judgement<'a> {
 
     /// Whether requiring `r` would add nothing.
     fn holds(&self, r: &Route) -> bool {
-        r.policy == self.route.policy && r.max_age_secs.is_none_or(|m| self.max_age_secs.is_some_and(|have| have <= m))
+        r.policy == self.route.policy
+            && r.max_age_secs.is_none_or(|m| self.max_age_secs.is_some_and(|have| have <= m))
+            && (!r.fresh || self.fresh)
     }
 }
 
@@ -449,6 +470,9 @@ impl Routes {
                 None => None,
             };
             let policy = Policy::parse(&r.policy).map_err(at)?;
+            if r.fresh && policy == Policy::Public {
+                return Err(at("fresh needs a policy that checks a token, not public".into()));
+            }
             let max_age_secs = match r.max_age {
                 None => None,
                 Some(_) if policy == Policy::Public => {
@@ -464,12 +488,18 @@ impl Routes {
                 forward_authorization: r.forward_authorization,
                 method_override: r.method_override,
                 max_age_secs,
+                fresh: r.fresh,
             };
             rules.push(Rule { prefix: prefix.to_ascii_lowercase(), subtree, methods, route });
         }
         let method_specific = rules.iter().any(|r| r.methods.is_some());
-        let default =
-            Route { policy: default, forward_authorization: false, method_override: true, max_age_secs: None };
+        let default = Route {
+            policy: default,
+            forward_authorization: false,
+            method_override: true,
+            max_age_secs: None,
+            fresh: false,
+        };
         Ok(Self { rules, default, method_specific })
     }
 
@@ -506,6 +536,7 @@ impl Routes {
             forward_authorization: route.forward_authorization,
             also: Vec::new(),
             max_age_secs: route.max_age_secs,
+            fresh: route.fresh,
         };
         let head = self.method_specific && method.eq_ignore_ascii_case("HEAD");
         // Whether the origin may act on the request as another method: read
@@ -2128,6 +2159,41 @@ mod tests {
                 prop_assert!(!n.split('/').any(|seg| seg == ".." || seg == "."));
                 prop_assert_eq!(normalise_path(&n).unwrap(), n);
             }
+        }
+    }
+
+    #[test]
+    fn fresh_rules_ask_for_the_session_on_every_reading_and_method_they_judge() {
+        let r = Routes::parse(
+            Some(
+                r#"[{"path": "/api/pay/*", "policy": "authenticated", "fresh": true},
+                    {"path": "/api/admin/*", "methods": ["GET"], "policy": "role:admin", "fresh": true},
+                    {"path": "/api/admin/*", "methods": ["DELETE"], "policy": "role:admin"},
+                    {"path": "/api/report.json", "policy": "authenticated", "fresh": true},
+                    {"path": "/api/public/*", "policy": "public"}]"#,
+            ),
+            None,
+        )
+        .unwrap();
+        let get = Req { method: "GET", query: None, headers: vec![], body: false, reads: Default::default() };
+        assert!(r.judge(&get, "/api/pay/now").needs_fresh_session());
+        assert!(!r.judge(&get, "/api/other").needs_fresh_session(), "the default is never fresh");
+        assert!(r.judge(&get, "/api/admin/users").needs_fresh_session());
+        let head = Req { method: "HEAD", ..get };
+        assert!(r.judge(&head, "/api/admin/users").needs_fresh_session(), "a HEAD is held to its GET rule");
+        let delete = Req { method: "DELETE", query: None, headers: vec![], body: false, reads: Default::default() };
+        assert!(!r.judge(&delete, "/api/admin/users").needs_fresh_session());
+        // A DELETE the origin may read as a GET (`?_method=GET`) gets the GET rule's freshness too.
+        let overridden = Req { query: Some("_method=GET"), ..delete };
+        assert!(r.judge(&overridden, "/api/admin/users").needs_fresh_session());
+        // Another reading of the path: `/api/report.json.bak` cut at its last dot is the fresh rule's.
+        let get = Req { method: "GET", query: None, headers: vec![], body: false, reads: Default::default() };
+        assert!(r.judge(&get, "/api/report.json.bak").needs_fresh_session());
+        for bad in [
+            r#"[{"path": "/x", "policy": "public", "fresh": true}]"#,
+            r#"[{"path": "/x", "policy": "authenticated", "fresh": "yes"}]"#,
+        ] {
+            assert!(Routes::parse(Some(bad), None).unwrap_err().starts_with("ROUTES"), "{bad}");
         }
     }
 }

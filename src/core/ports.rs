@@ -20,6 +20,7 @@ use crate::core::mail::{BindingError, MimeEmail};
 use crate::core::mfa::{Challenge, FactorsRemoved, StoredFactors};
 use crate::core::outbound::{HttpReply, HttpRequest, SendError};
 use crate::core::rate_limit::{Count, Hit};
+use crate::core::revocation::{RevocationPage, Standing};
 use crate::core::session::{LiveSession, RotateRequest, Rotation, Session, SignInBasis};
 use crate::core::takeover::{AddressProof, Proven};
 use crate::core::time::UnixTime;
@@ -79,6 +80,25 @@ pub trait SessionStore {
     async fn revoke_other_sessions(&self, caller: &LiveSession<'_>, reason: &str) -> Result<Option<u64>>;
     /// The user's live sessions, newest first.
     async fn list_sessions(&self, user_id: &str, now: UnixTime) -> Result<Vec<Session>>;
+}
+
+/// The revocation log (see [`crate::core::revocation`]). Rows are written by
+/// the store itself, in the same write as whatever revokes a session or
+/// changes a user's roles — every [`SessionStore`] and [`AccountStore`]
+/// method that does either, and anything else that does (a cascade from a
+/// deleted user, an operator's SQL) — never by a separate call, so a
+/// revocation is recorded exactly when it happens. Each row gets a sequence
+/// number larger than every row committed before it.
+pub trait RevocationStore {
+    /// The rows after `after` (by sequence number, ascending) recorded after
+    /// `live_after`, at most `limit`, and the log's largest sequence number,
+    /// read in one snapshot.
+    async fn revocations_after(&self, after: u64, live_after: UnixTime, limit: u32) -> Result<RevocationPage>;
+    /// The session `sid` and the roles its user holds now, read together;
+    /// `None` when there is no such session.
+    async fn session_standing(&self, sid: &str) -> Result<Option<Standing>>;
+    /// Deletes the rows recorded at or before `before`; returns how many.
+    async fn purge_revocations(&self, before: UnixTime) -> Result<u64>;
 }
 
 /// Account changes beyond sign-up: verification, passwords, and what

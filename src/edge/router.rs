@@ -22,6 +22,7 @@ use crate::core::flows::otp::OtpVerifyRequest;
 use crate::core::flows::otp::OTP_ACCEPTED;
 use crate::core::flows::password::FORGOT_ACCEPTED;
 use crate::core::flows::password::{ChangeRequest, ResetRequest};
+use crate::core::flows::revocation::TokenForm;
 use crate::core::flows::{AuthResponse, Deps, EmailRequest, Meta, Recipient, SignIn, TokenRequest};
 use crate::core::policy::{auth_api_path, normalise_path};
 use crate::core::rate_limit::Endpoint;
@@ -101,7 +102,7 @@ async fn route(req: Request, env: Env, ctx: Context, cfg: Rc<Config>) -> JsResul
     };
     let Some(api_path) = auth_api_path(&normalised, &cfg.auth_prefix) else {
         return match RequestUrl::new(url.into()) {
-            Some(url) => proxy::forward(req, &env, &cfg, url, normalised).await,
+            Some(url) => proxy::forward(req, &env, &ctx, &cfg, url, normalised).await,
             None => http::problem(&invalid_url()),
         };
     };
@@ -267,7 +268,9 @@ async fn auth_api(
     let route = route?;
     match route {
         Route::Jwks => js(http::json(200, &keys.jwks().await?, Some("public, max-age=300"), &[])),
-        Route::OpenidConfiguration => js(http::json(200, &discovery(&meta.issuer), Some("public, max-age=300"), &[])),
+        Route::OpenidConfiguration => {
+            js(http::json(200, &discovery(&meta.issuer, &cfg), Some("public, max-age=300"), &[]))
+        }
         Route::Signup => {
             let body: SignupRequest = http::read_json(req).await?;
             let resp = deps.signup(&meta, rng, body).await?;
@@ -305,6 +308,17 @@ async fn auth_api(
             };
             deps.logout(&meta, rng, bearer.as_deref(), refresh.as_deref()).await?;
             js(http::empty(204, &clear_cookies(&cfg)))
+        }
+        Route::Introspect => {
+            // The caller is admitted before the body is read.
+            deps.admit_introspection(http::bearer(req).as_deref())?;
+            let form = TokenForm::parse(&http::read_oauth_form(req).await?)?;
+            js(http::json(200, &deps.introspect(&meta, &form).await?, None, &[]))
+        }
+        Route::Revoke => {
+            let form = TokenForm::parse(&http::read_oauth_form(req).await?)?;
+            deps.revoke_token(&meta, rng, &form).await?;
+            js(http::empty(200, &[]))
         }
         Route::Me => {
             let bearer = access_token(req, &cfg, url)?;

@@ -16,6 +16,7 @@ mod oauth;
 mod otp;
 mod passwords;
 mod rate_limits;
+mod revocation;
 mod support;
 mod takeover;
 mod token_epoch;

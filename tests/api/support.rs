@@ -21,9 +21,10 @@ use portcullis::core::oauth::LinkedIdentity;
 use portcullis::core::outbound::{HttpReply, HttpRequest, SendError};
 use portcullis::core::ports::{
     AccountStore, AuditLog, Courier, DeliveryLedger, EmailTokenStore, EventSink, KeyRing, KeyStore, LocalFuture,
-    MfaStore, RateLimitStore, Result, SessionStore, SigninGate, UserStore,
+    MfaStore, RateLimitStore, Result, RevocationStore, SessionStore, SigninGate, UserStore,
 };
 use portcullis::core::rate_limit::{Count, Hit};
+use portcullis::core::revocation::{Revocation, RevocationPage, Revoked, Standing};
 use portcullis::core::session::{LiveSession, RotateRequest, Rotation, Session, SignInBasis};
 use portcullis::core::takeover::{keeps_identity, AddressProof, Proven};
 use portcullis::core::time::UnixTime;
@@ -92,9 +93,30 @@ pub struct MemStore {
     /// request does between a sign-in's factor check and its session write.
     #[allow(clippy::type_complexity)]
     pub after_factors_read: RefCell<Option<Box<dyn FnOnce()>>>,
+    /// The revocation log, written as D1's triggers write it: by every
+    /// write that revokes (or deletes) a live session or changes a user's
+    /// roles, in that write.
+    pub revocations: RefCell<Vec<Revocation>>,
+    /// The database's own clock (`unixepoch()` in D1's triggers): the time
+    /// of the last [`World::at`].
+    pub clock: Cell<UnixTime>,
 }
 
 impl MemStore {
+    fn log(&self, at: UnixTime, what: Revoked) {
+        let mut log = self.revocations.borrow_mut();
+        let seq = log.last().map_or(0, |r| r.seq) + 1;
+        log.push(Revocation { seq, at, what });
+    }
+    /// Revokes `s` at `now`, recording it (D1: `revocations_session_revoked`).
+    fn revoke(&self, s: &mut Session, now: UnixTime) {
+        s.revoked_at = Some(now);
+        self.log(now, Revoked::Session(s.id.clone()));
+    }
+    /// Records `user`'s roles after a change (D1: `revocations_role_*`).
+    pub fn log_roles(&self, user: &User) {
+        self.log(self.clock.get(), Revoked::Roles { user_id: user.id.clone(), roles: user.roles.clone() });
+    }
     fn check(&self) -> Result<()> {
         if *self.fail.borrow() {
             return Err(Error::unavailable("memory", "injected failure"));
@@ -215,7 +237,7 @@ impl SessionStore for MemStore {
         if s.revoked_at.is_some() {
             return Ok(Rotation::Dead);
         }
-        s.revoked_at = Some(r.now);
+        self.revoke(s, r.now);
         Ok(Rotation::Reused { session_id: s.id.clone(), user_id: s.user_id.clone() })
     }
     async fn session_by_id(&self, id: &str) -> Result<Option<Session>> {
@@ -236,7 +258,7 @@ impl SessionStore for MemStore {
         let mut sessions = self.sessions.borrow_mut();
         match sessions.iter_mut().find(|(s, _)| s.id == id) {
             Some((s, _)) if s.revoked_at.is_none() => {
-                s.revoked_at = Some(now);
+                self.revoke(s, now);
                 Ok(true)
             }
             _ => Ok(false),
@@ -253,7 +275,7 @@ impl SessionStore for MemStore {
         let mut n = 0;
         for (s, _) in self.sessions.borrow_mut().iter_mut() {
             if s.user_id == user_id && s.revoked_at.is_none() && Some(s.id.as_str()) != except {
-                s.revoked_at = Some(now);
+                self.revoke(s, now);
                 n += 1;
             }
         }
@@ -339,7 +361,7 @@ impl AccountStore for MemStore {
         if unverified || p.new_password.is_some() {
             for (s, _) in self.sessions.borrow_mut().iter_mut() {
                 if s.user_id == u.id && s.revoked_at.is_none() {
-                    s.revoked_at = Some(p.now);
+                    self.revoke(s, p.now);
                     proven.revoked_sessions += 1;
                 }
             }
@@ -428,6 +450,14 @@ impl AccountStore for MemStore {
         let gone = users.remove(at);
         // What ON DELETE CASCADE does in D1, and the tokens mailed to the
         // address before the account existed, deleted in the same write.
+        for (s, _) in self.sessions.borrow().iter() {
+            if s.user_id == user_id && s.revoked_at.is_none() {
+                self.log(self.clock.get(), Revoked::Session(s.id.clone()));
+            }
+        }
+        if !gone.roles.is_empty() {
+            self.log(self.clock.get(), Revoked::Roles { user_id: gone.id.clone(), roles: Vec::new() });
+        }
         self.sessions.borrow_mut().retain(|(s, _)| s.user_id != user_id);
         self.totp.borrow_mut().remove(user_id);
         self.backup_codes.borrow_mut().retain(|(id, _)| id != user_id);
@@ -461,6 +491,7 @@ impl AccountStore for MemStore {
             Some(u) if !u.roles.iter().any(|r| r == role) => {
                 u.roles.push(role.to_string());
                 u.roles.sort();
+                self.log_roles(u);
                 Ok(true)
             }
             _ => Ok(false),
@@ -472,6 +503,9 @@ impl AccountStore for MemStore {
             Some(u) => {
                 let before = u.roles.len();
                 u.roles.retain(|r| r != role);
+                if u.roles.len() != before {
+                    self.log_roles(u);
+                }
                 Ok(u.roles.len() != before)
             }
             None => Ok(false),
@@ -602,6 +636,30 @@ impl MfaStore for MemStore {
         let mut all = self.challenges.borrow_mut();
         let Some(at) = all.iter().position(|c| c.hash == hash && c.expires_at > now) else { return Ok(None) };
         Ok(Some(all.remove(at)))
+    }
+}
+
+impl RevocationStore for MemStore {
+    async fn revocations_after(&self, after: u64, live_after: UnixTime, limit: u32) -> Result<RevocationPage> {
+        self.check()?;
+        let log = self.revocations.borrow();
+        let rows = log.iter().filter(|r| r.seq > after && r.at > live_after).take(limit as usize).cloned().collect();
+        Ok(RevocationPage { rows, last_seq: log.last().map_or(0, |r| r.seq) })
+    }
+    async fn session_standing(&self, sid: &str) -> Result<Option<Standing>> {
+        self.check()?;
+        let Some(session) = self.sessions.borrow().iter().find(|(s, _)| s.id == sid).map(|(s, _)| s.clone()) else {
+            return Ok(None);
+        };
+        let roles = self.users.borrow().iter().find(|u| u.id == session.user_id).map(|u| u.roles.clone());
+        Ok(Some(Standing { session, roles: roles.unwrap_or_default() }))
+    }
+    async fn purge_revocations(&self, before: UnixTime) -> Result<u64> {
+        self.check()?;
+        let mut log = self.revocations.borrow_mut();
+        let n = log.len();
+        log.retain(|r| r.at > before);
+        Ok((n - log.len()) as u64)
     }
 }
 
@@ -958,6 +1016,7 @@ impl World {
     /// The dependencies and request facts at time `now`.
     pub fn at(&self, now: i64) -> (Deps<'_, MemStore, MemEvents, MemKeys>, Meta) {
         self.keys.now.set(UnixTime(now));
+        self.store.clock.set(UnixTime(now));
         (
             Deps { store: &self.store, events: &self.events, keys: &self.keys, config: &self.config, gate: &self.gate },
             meta(now),
@@ -1028,12 +1087,14 @@ pub fn login_at(
     .done()
 }
 
-/// Gives the stored user `email` the role `role` (as `npm run admin:grant` does).
+/// Gives the stored user `email` the role `role` (as `npm run admin:grant`
+/// does: straight into the table, whose trigger records the new roles).
 pub fn grant(w: &World, email: &str, role: &str) {
     let mut users = w.store.users.borrow_mut();
     let u = users.iter_mut().find(|u| u.email == email).expect("user exists");
     u.roles.push(role.to_string());
     u.roles.sort();
+    w.store.log_roles(u);
 }
 
 /// The stored user with this email.

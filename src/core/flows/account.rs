@@ -74,7 +74,9 @@ pub fn parse_name(name: Option<String>) -> Result<Option<String>, Error> {
     Ok(Some(name))
 }
 
-fn refresh_token_shape(raw: Option<&str>) -> Result<&str, Error> {
+/// `raw` if it has the shape of one of our refresh tokens, else 401
+/// `invalid_refresh_token`.
+pub(crate) fn refresh_token_shape(raw: Option<&str>) -> Result<&str, Error> {
     match raw {
         Some(t)
             if !t.is_empty()

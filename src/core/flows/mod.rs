@@ -13,6 +13,7 @@ pub mod oauth;
 pub mod otp;
 pub mod password;
 pub mod passwordless;
+pub mod revocation;
 pub mod throttle;
 
 use serde::{Deserialize, Serialize};
@@ -281,8 +282,9 @@ where
     }
 
     /// Verifies an access token and checks its session is still live in D1 —
-    /// the auth API honours logout and revocation at once, unlike the
-    /// gateway's hot path, which trusts the token until it expires.
+    /// the auth API honours logout and revocation at once; the gateway's hot
+    /// path, which reads no D1, within `REVOCATION_LAG`
+    /// ([`crate::core::revocation`]).
     pub async fn authenticate(&self, meta: &Meta, bearer: Option<&str>) -> Result<Principal, Error> {
         let raw = bearer.ok_or(Error::InvalidToken(TokenError::Missing))?;
         let verified = token::verify(raw, self.keys, &self.expectations(meta), meta.now).await?;

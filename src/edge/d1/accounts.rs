@@ -5,7 +5,7 @@
 use serde::Deserialize;
 
 use super::{
-    changes, epoch, int, int_u, max_age, opt_text, session_is_live, text, time, CountRow, D1Store, UserRow,
+    changes, epoch, int, int_u, max_age, opt_text, returned, session_is_live, text, time, CountRow, D1Store, UserRow,
     USER_COLUMNS,
 };
 use crate::core::ports::{AccountStore, Result, UserStore};
@@ -138,7 +138,8 @@ impl AccountStore for D1Store {
                 stmts.push(self.stmt(
                     &format!(
                         "UPDATE sessions SET revoked_at = ?3, revoke_reason = ?5 WHERE user_id = ?1 AND revoked_at IS NULL \
-                         AND ({UNVERIFIED} OR (?4 IS NOT NULL AND EXISTS (SELECT 1 FROM users WHERE id = ?1 AND email = ?2)))"
+                         AND ({UNVERIFIED} OR (?4 IS NOT NULL AND EXISTS (SELECT 1 FROM users WHERE id = ?1 AND email = ?2))) \
+                         RETURNING id"
                     ),
                     &[who[0].clone(), who[1].clone(), now.clone(), new_password.clone(), text(revoke_reason(p))],
                 )?);
@@ -187,7 +188,7 @@ impl AccountStore for D1Store {
                 stmts.push(self.stmt(
                     &format!(
                         "UPDATE sessions SET revoked_at = ?5, revoke_reason = ?6 WHERE user_id = ?1 AND revoked_at IS NULL \
-                         AND {UNVERIFIED} AND {LINKED}"
+                         AND {UNVERIFIED} AND {LINKED} RETURNING id"
                     ),
                     &[ident[0].clone(), ident[1].clone(), ident[2].clone(), ident[3].clone(), now.clone(), text(revoke_reason(p))],
                 )?);
@@ -216,7 +217,7 @@ impl AccountStore for D1Store {
         };
         // The revocation is the statement before the users update.
         let revoked = match results.len().checked_sub(3).and_then(|i| results.get(i)) {
-            Some(r) => changes(r)? as u64,
+            Some(r) => returned(r)? as u64,
             None => return Err(D1.failed("short batch result")),
         };
         let took_over = before.email_verified == 0 && changes(update)? == 1;
@@ -250,7 +251,7 @@ impl AccountStore for D1Store {
         let revoke = self.stmt(
             "UPDATE sessions SET revoked_at = ?2, revoke_reason = ?3 \
              WHERE user_id = ?1 AND revoked_at IS NULL AND (?4 IS NULL OR id <> ?4) \
-             AND EXISTS (SELECT 1 FROM users WHERE id = ?1 AND auth_epoch = ?5)",
+             AND EXISTS (SELECT 1 FROM users WHERE id = ?1 AND auth_epoch = ?5) RETURNING id",
             &[text(user_id), time(now), text(reason), opt_text(keep), int_u(user_epoch)],
         )?;
         let set = self.stmt(
@@ -260,7 +261,7 @@ impl AccountStore for D1Store {
         )?;
         let results = self.batch(vec![revoke, set]).await?;
         match (results.first(), results.get(1)) {
-            (Some(revoked), Some(set)) if changes(set)? == 1 => Ok(Some(changes(revoked)? as u64)),
+            (Some(revoked), Some(set)) if changes(set)? == 1 => Ok(Some(returned(revoked)? as u64)),
             (Some(_), Some(_)) => Ok(None),
             _ => Err(D1.failed("short batch result")),
         }
@@ -368,9 +369,9 @@ impl AccountStore for D1Store {
 
     async fn add_role(&self, user_id: &str, role: &str, now: UnixTime) -> Result<bool> {
         let n = self
-            .run(
+            .run_returning(
                 "INSERT OR IGNORE INTO user_roles (user_id, role, created_at) SELECT ?1, ?2, ?3 \
-                 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?1)",
+                 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?1) RETURNING role",
                 &[text(user_id), text(role), time(now)],
             )
             .await?;
@@ -378,8 +379,12 @@ impl AccountStore for D1Store {
     }
 
     async fn remove_role(&self, user_id: &str, role: &str) -> Result<bool> {
-        let n =
-            self.run("DELETE FROM user_roles WHERE user_id = ?1 AND role = ?2", &[text(user_id), text(role)]).await?;
+        let n = self
+            .run_returning(
+                "DELETE FROM user_roles WHERE user_id = ?1 AND role = ?2 RETURNING role",
+                &[text(user_id), text(role)],
+            )
+            .await?;
         Ok(n == 1)
     }
 }

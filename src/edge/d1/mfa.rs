@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use wasm_bindgen::JsValue;
 
-use super::{changes, epoch, int, int_u, max_age, opt_text, session_is_live, text, time, CountRow, D1Store};
+use super::{changes, epoch, int, int_u, max_age, opt_text, returned, session_is_live, text, time, CountRow, D1Store};
 use crate::core::amr::Amr;
 use crate::core::mfa::{Challenge, FactorsRemoved, StoredFactors, StoredTotp};
 use crate::core::ports::{MfaStore, Result};
@@ -156,7 +156,7 @@ impl MfaStore for D1Store {
             self.stmt(
                 &format!(
                     "UPDATE sessions SET revoked_at = ?3, revoke_reason = ?7 \
-                     WHERE user_id = ?1 AND id <> ?2 AND revoked_at IS NULL AND {pending} AND {live}"
+                     WHERE user_id = ?1 AND id <> ?2 AND revoked_at IS NULL AND {pending} AND {live} RETURNING id"
                 ),
                 &args[..7],
             )?,
@@ -172,7 +172,7 @@ impl MfaStore for D1Store {
         let (Some(revoked), Some(confirmed)) = (results.get(2), results.get(3)) else {
             return Err(D1.failed("short batch result"));
         };
-        Ok((changes(confirmed)? == 1).then_some(changes(revoked)? as u64))
+        Ok((changes(confirmed)? == 1).then_some(returned(revoked)? as u64))
     }
 
     async fn use_totp_step(&self, user_id: &str, sealed: &str, step: u64) -> Result<bool> {
@@ -238,7 +238,7 @@ impl MfaStore for D1Store {
             self.stmt(
                 &format!(
                     "UPDATE sessions SET revoked_at = ?3, revoke_reason = ?5 WHERE user_id = ?1 AND revoked_at IS NULL \
-                     AND (?2 IS NULL OR id <> ?2) AND {on} AND {guard}"
+                     AND (?2 IS NULL OR id <> ?2) AND {on} AND {guard} RETURNING id"
                 ),
                 &args,
             )?,
@@ -257,7 +257,7 @@ impl MfaStore for D1Store {
             return Ok(None);
         }
         let totp = removed.results::<ConfirmedRow>().or_unavailable(D1)?.iter().any(|r| r.confirmed_at.is_some());
-        Ok(Some(FactorsRemoved { totp, revoked_sessions: changes(revoked)? as u64 }))
+        Ok(Some(FactorsRemoved { totp, revoked_sessions: returned(revoked)? as u64 }))
     }
 
     async fn put_mfa_challenge(&self, c: &Challenge) -> Result<()> {

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use wasm_bindgen::JsValue;
 
 use super::mfa::mfa_on;
-use super::{changes, int, int_u, max_age, opt_text, session_is_live, text, time, CountRow, D1Store};
+use super::{changes, int, int_u, max_age, opt_text, returned, session_is_live, text, time, CountRow, D1Store};
 use crate::core::amr::Amr;
 use crate::core::ports::{Result, SessionStore};
 use crate::core::session::{LiveSession, RotateRequest, Rotation, Session, SignInBasis};
@@ -13,11 +13,13 @@ use crate::core::time::UnixTime;
 use crate::core::token::ExtraClaims;
 use crate::edge::error::{Dependency::D1, EdgeResult};
 
-const SESSION_COLUMNS: &str =
+/// The `sessions` columns [`SessionRow`] reads.
+pub(super) const SESSION_COLUMNS: &str =
     "id, user_id, created_at, last_used_at, expires_at, revoked_at, ip_address, user_agent, extra_claims, amr";
 
+/// A `sessions` row.
 #[derive(Deserialize)]
-struct SessionRow {
+pub(super) struct SessionRow {
     id: String,
     user_id: String,
     created_at: i64,
@@ -177,8 +179,8 @@ impl SessionStore for D1Store {
 
     async fn revoke_session(&self, id: &str, now: UnixTime, reason: &str) -> Result<bool> {
         let n = self
-            .run(
-                "UPDATE sessions SET revoked_at = ?2, revoke_reason = ?3 WHERE id = ?1 AND revoked_at IS NULL",
+            .run_returning(
+                "UPDATE sessions SET revoked_at = ?2, revoke_reason = ?3 WHERE id = ?1 AND revoked_at IS NULL RETURNING id",
                 &[text(id), time(now), text(reason)],
             )
             .await?;
@@ -193,9 +195,9 @@ impl SessionStore for D1Store {
         reason: &str,
     ) -> Result<u64> {
         let n = self
-            .run(
+            .run_returning(
                 "UPDATE sessions SET revoked_at = ?2, revoke_reason = ?3 \
-                 WHERE user_id = ?1 AND revoked_at IS NULL AND (?4 IS NULL OR id <> ?4)",
+                 WHERE user_id = ?1 AND revoked_at IS NULL AND (?4 IS NULL OR id <> ?4) RETURNING id",
                 &[text(user_id), time(now), text(reason), opt_text(except)],
             )
             .await?;
@@ -217,7 +219,7 @@ impl SessionStore for D1Store {
         let revoke = self.stmt(
             &format!(
                 "UPDATE sessions SET revoked_at = ?3, revoke_reason = ?5 \
-                 WHERE user_id = ?1 AND revoked_at IS NULL AND id <> ?2 AND {}",
+                 WHERE user_id = ?1 AND revoked_at IS NULL AND id <> ?2 AND {} RETURNING id",
                 session_is_live(2, 1, 3, 4)
             ),
             &args,
@@ -228,7 +230,7 @@ impl SessionStore for D1Store {
             return Err(D1.failed("short batch result"));
         };
         let live = live.results::<CountRow>().or_unavailable(D1)?.first().is_some_and(|r| r.total != 0);
-        Ok(live.then_some(changes(revoked)? as u64))
+        Ok(live.then_some(returned(revoked)? as u64))
     }
 
     async fn list_sessions(&self, user_id: &str, now: UnixTime) -> Result<Vec<Session>> {
