@@ -19,8 +19,9 @@
 //! - **No secret is stored.** The message is read with its one-time secret
 //!   masked ([`Received::parse_masked`]): this path never opens the seal, and
 //!   the entry's `data` leaves the `token` or `code` member out altogether.
-//! - **Failures are audited.** Every event type is, `login_failed` and
-//!   `rate_limit_exceeded` with the outcome `failure` ([`Outcome::of`]).
+//! - **Failures are audited.** Every event type is, each with the outcome
+//!   its line of the `events!` table gives ([`Event::outcome`]):
+//!   `login_failed` and `rate_limit_exceeded` are `failure`.
 //!   An event that names no user but an address (`login_failed`,
 //!   `rate_limit_exceeded`, a passwordless sign-up's request) is attributed
 //!   to the account that had that address when the event happened, if any,
@@ -37,6 +38,7 @@ use serde_json::Value;
 
 use crate::core::delivery::{retry_delay_secs, Verdict};
 use crate::core::error::Error;
+pub use crate::core::events::Outcome;
 use crate::core::events::{Event, Received};
 use crate::core::ports::AuditLog;
 use crate::core::time::UnixTime;
@@ -53,8 +55,6 @@ pub const AUDIT_RETRIES: u32 = 3;
 pub const PURGE_BATCH: u32 = 5_000;
 /// Statements per cron run at most: a backlog is worked off over several runs.
 pub const MAX_PURGE_BATCHES: u32 = 20;
-/// The event types that record a refused or failed attempt.
-pub const FAILURE_KINDS: &[&str] = &["login_failed", "rate_limit_exceeded"];
 /// Longest cursor decoded.
 const MAX_CURSOR_CHARS: usize = 128;
 /// Longest id in a filter or a cursor (ours are 36-character UUIDs).
@@ -64,44 +64,6 @@ const INVALID_QUERY: &str = "invalid_query";
 /// Members of an event's `data` never written to the audit log: the
 /// one-time secrets.
 const SECRET_MEMBERS: [&str; 2] = ["token", "code"];
-
-/// Whether an event records something that happened or an attempt refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    /// The action happened.
-    Success,
-    /// The attempt was refused or failed ([`FAILURE_KINDS`]).
-    Failure,
-}
-
-impl Outcome {
-    /// The outcome events of type `kind` record.
-    pub fn of(kind: &str) -> Self {
-        if FAILURE_KINDS.contains(&kind) {
-            Self::Failure
-        } else {
-            Self::Success
-        }
-    }
-
-    /// `success` or `failure`, as stored and shown.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Success => "success",
-            Self::Failure => "failure",
-        }
-    }
-
-    /// Reads [`Outcome::as_str`] back.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "success" => Some(Self::Success),
-            "failure" => Some(Self::Failure),
-            _ => None,
-        }
-    }
-}
 
 /// An entry as the queue consumer writes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,7 +121,7 @@ impl AuditRecord {
             actor_id: ctx.actor_id.clone(),
             ip_address: ctx.ip_address.clone().or_else(|| member("ip_address")),
             user_agent: ctx.user_agent.clone().or_else(|| member("user_agent")),
-            outcome: Outcome::of(kind),
+            outcome: event.event.outcome(),
             at: parse_rfc3339(&event.timestamp).unwrap_or(received_at),
             data: data.to_string(),
         }
@@ -438,9 +400,11 @@ mod tests {
                 Outcome::Success
             };
             assert_eq!(Outcome::of(kind), expected, "{kind}");
+            assert_eq!(Event::outcome_of(kind), Some(expected), "{kind}");
             assert_eq!(Outcome::parse(Outcome::of(kind).as_str()), Some(expected));
         }
-        assert!(FAILURE_KINDS.iter().all(|k| Event::KINDS.contains(k)));
+        assert_eq!(Event::outcome_of("mfa_enroled"), None);
+        assert_eq!(Outcome::of("a_type_of_a_later_build"), Outcome::Success);
     }
 
     #[test]
