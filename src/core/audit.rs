@@ -64,6 +64,9 @@ const INVALID_QUERY: &str = "invalid_query";
 /// Members of an event's `data` never written to the audit log: the
 /// one-time secrets.
 const SECRET_MEMBERS: [&str; 2] = ["token", "code"];
+/// Members of an event's `data` that name the client, kept as the entry's
+/// own `ip_address` and `user_agent` rather than in its `data`.
+const CLIENT_MEMBERS: [&str; 2] = ["ip_address", "user_agent"];
 
 /// An entry as the queue consumer writes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,7 +90,9 @@ pub struct AuditRecord {
     pub outcome: Outcome,
     /// When the event happened.
     pub at: UnixTime,
-    /// The event's `data` as JSON text, without its one-time secret.
+    /// The event's `data` as JSON text, without its one-time secret, and
+    /// without the `ip_address` and `user_agent` members that copy
+    /// [`AuditRecord::ip_address`] and [`AuditRecord::user_agent`].
     pub data: String,
 }
 
@@ -109,18 +114,30 @@ impl AuditRecord {
                 members.remove(secret);
             }
         }
-        let member = |name: &str| data.get(name).and_then(Value::as_str).map(str::to_string);
-        let user_id = member("user_id");
-        let subject_email = if user_id.is_none() { member("email") } else { None };
+        let member = |data: &Value, name: &str| data.get(name).and_then(Value::as_str).map(str::to_string);
+        let user_id = member(&data, "user_id");
+        let subject_email = if user_id.is_none() { member(&data, "email") } else { None };
         let ctx = &event.ctx;
+        let ip_address = ctx.ip_address.clone().or_else(|| member(&data, CLIENT_MEMBERS[0]));
+        let user_agent = ctx.user_agent.clone().or_else(|| member(&data, CLIENT_MEMBERS[1]));
+        // The client is the entry's own members: a copy in `data` (`login`,
+        // `login_failed`, `token_refreshed`, `rate_limit_exceeded`) would
+        // double what a long user agent costs. Only a copy goes.
+        if let Some(members) = data.as_object_mut() {
+            for (name, column) in CLIENT_MEMBERS.iter().zip([&ip_address, &user_agent]) {
+                if members.get(*name).is_some_and(|v| v.is_null() || v.as_str() == column.as_deref()) {
+                    members.remove(*name);
+                }
+            }
+        }
         Self {
             id: event.id.clone(),
             kind,
             user_id,
             subject_email,
             actor_id: ctx.actor_id.clone(),
-            ip_address: ctx.ip_address.clone().or_else(|| member("ip_address")),
-            user_agent: ctx.user_agent.clone().or_else(|| member("user_agent")),
+            ip_address,
+            user_agent,
             outcome: event.event.outcome(),
             at: parse_rfc3339(&event.timestamp).unwrap_or(received_at),
             data: data.to_string(),
@@ -310,13 +327,15 @@ pub struct EntryView {
     pub actor_id: Option<String>,
     /// `success` or `failure`.
     pub outcome: Outcome,
-    /// The client's IP address.
+    /// The client's IP address (`None` in a user's own view of an
+    /// administrator's action).
     pub ip_address: Option<String>,
-    /// The client's user agent.
+    /// The client's user agent (likewise).
     pub user_agent: Option<String>,
     /// When, RFC 3339.
     pub at: String,
-    /// The event's data, without its one-time secret.
+    /// The event's data, without its one-time secret and without the
+    /// client (`ip_address`, `user_agent`: the entry's own members).
     pub data: Value,
 }
 
@@ -329,8 +348,9 @@ pub struct AuditPage {
     pub next_cursor: Option<String>,
 }
 
-/// Reads the page `q` asks for from `log`, for `reader` (a user's own view
-/// leaves out who acted).
+/// Reads the page `q` asks for from `log`, for `reader`. A user's own view
+/// leaves out who acted, and for an administrator's action (one with an
+/// `actor_id`) their IP address and user agent too.
 pub async fn page(log: &impl AuditLog, q: &AuditQuery, reader: Reader) -> Result<AuditPage, Error> {
     let limit = q.limit.clamp(1, MAX_AUDIT_PAGE);
     // One more than asked for says whether there is a next page.
@@ -338,16 +358,19 @@ pub async fn page(log: &impl AuditLog, q: &AuditQuery, reader: Reader) -> Result
     let more = entries.len() > limit as usize;
     entries.truncate(limit as usize);
     let next_cursor = if more { entries.last().map(|e| Cursor::after(e).encode()) } else { None };
+    let admin = reader == Reader::Admin;
     let entries = entries
         .into_iter()
         .map(|e| EntryView {
             id: e.id,
             kind: e.kind,
             user_id: e.user_id,
-            actor_id: if reader == Reader::Admin { e.actor_id } else { None },
             outcome: e.outcome,
-            ip_address: e.ip_address,
-            user_agent: e.user_agent,
+            // An administrator's action came from the administrator's client,
+            // which is no business of the user it concerns.
+            ip_address: e.ip_address.filter(|_| admin || e.actor_id.is_none()),
+            user_agent: e.user_agent.filter(|_| admin || e.actor_id.is_none()),
+            actor_id: if admin { e.actor_id } else { None },
             at: e.at.rfc3339(),
             data: e.data,
         })

@@ -373,3 +373,82 @@ fn queries_with_bad_values_are_refused_with_invalid_query() {
     let page = admin_page(&w, &root, &format!("cursor={stale}")).unwrap();
     assert!(page.entries.is_empty() && page.next_cursor.is_none());
 }
+
+#[test]
+fn the_client_is_stored_once_in_its_own_members_not_again_in_data() {
+    let mut rng = TestRandom(9);
+    let w = World::new(&[]);
+    signup_at(&w, &mut rng, 1_000, "ada@example.com", "password-1");
+    let long_agent = format!("Mozilla/5.0 {}", "x".repeat(500));
+    let (deps, mut meta) = w.at(1_100);
+    meta.user_agent = Some(long_agent.clone());
+    let bad =
+        portcullis::core::flows::account::LoginRequest { email: "ada@example.com".into(), password: "wrong-1".into() };
+    assert_eq!(code(block_on(deps.login(&meta, &mut rng, bad))), "invalid_credentials");
+    let ok = portcullis::core::flows::account::LoginRequest {
+        email: "ada@example.com".into(),
+        password: "password-1".into(),
+    };
+    let auth = block_on(deps.login(&meta, &mut rng, ok)).unwrap();
+    block_on(deps.refresh(&meta, &mut rng, Some(&auth.refresh_token))).unwrap();
+    consume(&w);
+    let log = w.store.audit.borrow();
+    for kind in ["login", "login_failed", "token_refreshed"] {
+        let e = log.iter().find(|e| e.kind == kind).unwrap();
+        assert_eq!(e.user_agent.as_deref(), Some(long_agent.as_str()), "{kind}");
+        assert_eq!(e.ip_address.as_deref(), Some("203.0.113.7"), "{kind}");
+        let data = e.data.as_object().unwrap();
+        assert!(!data.contains_key("ip_address") && !data.contains_key("user_agent"), "{kind}: {}", e.data);
+        assert!(!e.data.to_string().contains(&long_agent), "{kind}: the user agent once, not twice");
+    }
+    // What stays in data is the event's own.
+    let failed = log.iter().find(|e| e.kind == "login_failed").unwrap();
+    assert_eq!(failed.data, json!({"email": "ada@example.com", "reason": "invalid_password"}));
+}
+
+#[test]
+fn a_copy_of_the_client_that_differs_from_the_context_is_kept() {
+    let env = Envelope::new(
+        events::Login {
+            user_id: "u".into(),
+            email: "a@b.co".into(),
+            provider: "email".into(),
+            ip_address: Some("192.0.2.1".into()),
+            user_agent: None,
+        },
+        &mut TestRandom(1),
+        UnixTime(5),
+    )
+    .with_context(EventContext { ip_address: Some("198.51.100.2".into()), user_agent: None, actor_id: None });
+    let key = events::secrets_key(&config(&[]).kek);
+    let body: Value = serde_json::from_str(&env.to_sealed_json(&key, &mut TestRandom(2)).unwrap()).unwrap();
+    let r = AuditRecord::of_message(&body, UnixTime(0)).unwrap();
+    assert_eq!(r.ip_address.as_deref(), Some("198.51.100.2"));
+    let data: Value = serde_json::from_str(&r.data).unwrap();
+    assert_eq!(data["ip_address"], "192.0.2.1", "nothing is lost");
+    assert!(data.get("user_agent").is_none(), "a null copy goes");
+}
+
+#[test]
+fn a_users_own_view_hides_the_administrators_ip_and_user_agent() {
+    let mut rng = TestRandom(10);
+    let (w, root, ada) = setup(&mut rng);
+    let (deps, mut meta) = w.at(1_100);
+    meta.ip = Some("10.66.0.5".into());
+    meta.user_agent = Some("AdminConsole/3.1 (corp-laptop-042)".into());
+    let admin = block_on(deps.require_admin(&meta, Some(&root.access_token))).unwrap();
+    block_on(deps.admin_set_role(&meta, &mut rng, &admin, &ada.user.id, "editor", true)).unwrap();
+    consume(&w);
+    let mine = own_page(&w, Some(&ada.access_token), "").unwrap();
+    let role = mine.entries.iter().find(|e| e.kind == "role_added").unwrap();
+    assert_eq!((role.actor_id.as_deref(), role.ip_address.as_deref(), role.user_agent.as_deref()), (None, None, None));
+    let view = serde_json::to_value(role).unwrap();
+    assert_eq!((view["ip_address"].clone(), view["user_agent"].clone()), (Value::Null, Value::Null));
+    assert!(!serde_json::to_string(&mine).unwrap().contains("10.66.0.5"));
+    // Ada's own actions keep her client; the admin view keeps the admin's.
+    let created = mine.entries.iter().find(|e| e.kind == "user_created").unwrap();
+    assert_eq!(created.ip_address.as_deref(), Some("203.0.113.7"));
+    let theirs = admin_page(&w, &root, "type=role_added").unwrap();
+    assert_eq!(theirs.entries[0].ip_address.as_deref(), Some("10.66.0.5"));
+    assert_eq!(theirs.entries[0].user_agent.as_deref(), Some("AdminConsole/3.1 (corp-laptop-042)"));
+}
