@@ -252,6 +252,11 @@ pub trait AuditLog {
     /// Deletes at most `limit` entries older than `before` (oldest first), in
     /// one statement; returns how many.
     async fn purge_audit(&self, before: UnixTime, limit: u32) -> Result<u64>;
+    /// When the account `user_id` was last taken over
+    /// ([`crate::core::takeover`]), as the takeover's own write recorded it
+    /// ([`AccountStore::prove_address`]); `None` if it never was (or there
+    /// is no such account).
+    async fn taken_over_at(&self, user_id: &str) -> Result<Option<UnixTime>>;
 }
 
 /// A boxed future, for the one port used as a trait object ([`SigninGate`]).

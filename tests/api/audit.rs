@@ -452,3 +452,69 @@ fn a_users_own_view_hides_the_administrators_ip_and_user_agent() {
     assert_eq!(theirs.entries[0].ip_address.as_deref(), Some("10.66.0.5"));
     assert_eq!(theirs.entries[0].user_agent.as_deref(), Some("AdminConsole/3.1 (corp-laptop-042)"));
 }
+
+#[test]
+fn after_a_takeover_the_new_holder_sees_only_what_happened_since() {
+    use portcullis::core::flows::{EmailRequest, TokenRequest};
+    let mut rng = TestRandom(11);
+    let (w, root, _) = setup(&mut rng);
+    // Bob signs up with Carol's address (unverified) and uses the account.
+    let (deps, mut meta) = w.at(1_600);
+    meta.ip = Some("192.0.2.44".into());
+    meta.user_agent = Some("Bob's iPhone".into());
+    let signup = portcullis::core::flows::account::SignupRequest {
+        email: "carol@example.com".into(),
+        password: "bobs-password-1".into(),
+        name: None,
+    };
+    let bob = block_on(deps.signup(&meta, &mut rng, signup)).unwrap();
+    let login = portcullis::core::flows::account::LoginRequest {
+        email: "carol@example.com".into(),
+        password: "bobs-password-1".into(),
+    };
+    block_on(deps.login(&meta, &mut rng, login)).unwrap();
+    // Carol proves the address by magic link: the account is hers from 2_000 on.
+    let (deps, meta) = w.at(1_900);
+    block_on(deps.request_magic_link(&meta, &mut rng, EmailRequest { email: "carol@example.com".into() })).unwrap();
+    let token = w.events.last_of("magic_link_requested")["token"].as_str().unwrap().to_string();
+    let (deps, meta) = w.at(2_000);
+    let carol = block_on(deps.verify_magic_link(&meta, &mut rng, TokenRequest { token })).unwrap();
+    assert_eq!(carol.user.id, bob.user.id);
+    assert_eq!(code(login_at(&w, &mut rng, 2_100, "carol@example.com", "bobs-password-1")), "invalid_credentials");
+    consume(&w);
+    let (deps, meta) = w.at(2_200);
+    let mine = block_on(deps.own_audit(&meta, Some(&carol.access_token), Some("limit=200"))).unwrap();
+    assert!(!mine.entries.is_empty());
+    assert!(mine.entries.iter().all(|e| e.at >= UnixTime(2_000).rfc3339()), "{:?}", kinds(&mine));
+    assert!(kinds(&mine).contains(&"email_verified") && kinds(&mine).contains(&"login_failed"), "{:?}", kinds(&mine));
+    let text = serde_json::to_string(&mine).unwrap();
+    assert!(!text.contains("192.0.2.44") && !text.contains("Bob's iPhone"), "{text}");
+    // Asking for earlier times changes nothing; a window wholly before is empty.
+    let since =
+        block_on(deps.own_audit(&meta, Some(&carol.access_token), Some("since=1000&type=user_created"))).unwrap();
+    assert!(since.entries.is_empty());
+    let before = block_on(deps.own_audit(&meta, Some(&carol.access_token), Some("until=1999"))).unwrap();
+    assert!(before.entries.is_empty());
+    // Administrators keep the whole history.
+    let all = admin_page(&w, &root, &format!("user_id={}&limit=200", bob.user.id)).unwrap();
+    let created = all.entries.iter().find(|e| e.kind == "user_created").unwrap();
+    assert_eq!(created.ip_address.as_deref(), Some("192.0.2.44"));
+    assert!(kinds(&all).contains(&"login"));
+}
+
+#[test]
+fn a_verified_account_has_no_takeover_and_its_whole_history_is_its_owners() {
+    let mut rng = TestRandom(12);
+    let (w, _, ada) = setup(&mut rng);
+    // Ada proves her own address while signed in: a confirmation, not a takeover.
+    let (deps, meta) = w.at(1_100);
+    block_on(deps.request_email_verification(&meta, &mut rng, Some(&ada.access_token))).unwrap();
+    let token = w.events.last_of("email_verification_requested")["token"].as_str().unwrap().to_string();
+    let (deps, meta) = w.at(1_200);
+    let req = portcullis::core::flows::TokenRequest { token };
+    block_on(deps.verify_email(&meta, &mut rng, req, Some(&ada.access_token))).unwrap();
+    assert_eq!(block_on(w.store.taken_over_at(&ada.user.id)).unwrap(), None);
+    consume(&w);
+    let mine = own_page(&w, Some(&ada.access_token), "").unwrap();
+    assert!(kinds(&mine).contains(&"user_created"), "{:?}", kinds(&mine));
+}

@@ -80,6 +80,8 @@ pub struct MemStore {
     pub audit: RefCell<Vec<AuditEntry>>,
     /// Makes the audit log's writes fail, and only them.
     pub fail_audit: Cell<bool>,
+    /// user id -> when the account was last taken over (D1 `users.taken_over_at`).
+    pub taken_over: RefCell<HashMap<String, UnixTime>>,
 }
 
 impl MemStore {
@@ -306,6 +308,9 @@ impl AccountStore for MemStore {
                 }
             }
             proven.took_over = unverified;
+            if unverified {
+                self.taken_over.borrow_mut().insert(u.id.clone(), p.now);
+            }
             proven.password_cleared = unverified && u.password_hash.is_some() && p.new_password.is_none();
             match p.new_password {
                 Some(hash) => u.password_hash = Some(hash.to_string()),
@@ -644,6 +649,10 @@ impl AuditLog for MemStore {
         old.truncate(limit as usize);
         log.retain(|e| !old.iter().any(|(_, id)| *id == e.id));
         Ok(old.len() as u64)
+    }
+    async fn taken_over_at(&self, user_id: &str) -> Result<Option<UnixTime>> {
+        self.check()?;
+        Ok(self.taken_over.borrow().get(user_id).copied())
     }
 }
 

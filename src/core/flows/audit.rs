@@ -22,7 +22,10 @@ where
 
     /// `GET /auth/audit`: a page of the caller's own entries (`raw_query`
     /// as for [`AuditQuery::parse`], without `user_id`), read once the
-    /// caller is authenticated.
+    /// caller is authenticated. Only entries at or after the account's
+    /// latest takeover ([`crate::core::takeover`]) are shown: those before
+    /// are the earlier holder's — their sign-ins, IP addresses and clients
+    /// — and stay in the admin view only.
     pub async fn own_audit(
         &self,
         meta: &Meta,
@@ -31,6 +34,9 @@ where
     ) -> Result<AuditPage, Error> {
         let p = self.authenticate(meta, bearer).await?;
         let mut q = AuditQuery::parse(raw_query, Reader::Own)?;
+        if let Some(floor) = self.store.taken_over_at(&p.user_id).await? {
+            q.filter.since = Some(q.filter.since.map_or(floor, |since| since.max(floor)));
+        }
         q.filter.user_id = Some(p.user_id);
         audit::page(self.store, &q, Reader::Own).await
     }

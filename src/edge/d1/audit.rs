@@ -1,4 +1,5 @@
-//! [`AuditLog`] on D1: the `audit_log` table (migration 0009).
+//! [`AuditLog`] on D1: the `audit_log` table (migrations 0009, 0011), and
+//! the `users.taken_over_at` a user's own view starts from.
 
 use serde::Deserialize;
 use wasm_bindgen::JsValue;
@@ -107,4 +108,14 @@ impl AuditLog for D1Store {
             .await?;
         Ok(u64::try_from(n).unwrap_or(u64::MAX))
     }
+
+    async fn taken_over_at(&self, user_id: &str) -> Result<Option<UnixTime>> {
+        let row = self.first::<TakenOverRow>("SELECT taken_over_at FROM users WHERE id = ?1", &[text(user_id)]).await?;
+        Ok(row.and_then(|r| r.taken_over_at).map(UnixTime))
+    }
+}
+
+#[derive(Deserialize)]
+struct TakenOverRow {
+    taken_over_at: Option<i64>,
 }
