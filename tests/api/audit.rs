@@ -5,8 +5,7 @@
 use std::collections::HashSet;
 
 use portcullis::core::audit::{
-    self, after_audit, AuditPage, AuditQuery, AuditRecord, Cursor, Outcome, Reader, AUDIT_RETRIES, MAX_AUDIT_PAGE,
-    PURGE_BATCH,
+    self, after_audit, AuditPage, AuditRecord, Cursor, Outcome, AUDIT_RETRIES, MAX_AUDIT_PAGE, PURGE_BATCH,
 };
 use portcullis::core::delivery::{self, Verdict};
 use portcullis::core::email::Email;
@@ -50,13 +49,13 @@ fn admin_of(w: &World, bearer: &str) -> Admin {
 
 fn admin_page(w: &World, root: &AuthResponse, q: &str) -> Result<AuditPage, Error> {
     let a = admin_of(w, &root.access_token);
-    let (deps, _) = w.at(1_500);
-    block_on(deps.admin_audit(&a, AuditQuery::parse(Some(q), Reader::Admin)?))
+    let (deps, meta) = w.at(1_500);
+    block_on(deps.admin_audit(&meta, &mut TestRandom(50), &a, Some(q)))
 }
 
 fn own_page(w: &World, bearer: Option<&str>, q: &str) -> Result<AuditPage, Error> {
     let (deps, meta) = w.at(1_500);
-    block_on(deps.own_audit(&meta, bearer, Some(q)))
+    block_on(deps.own_audit(&meta, &mut TestRandom(51), bearer, Some(q)))
 }
 
 fn kinds(page: &AuditPage) -> Vec<&str> {
@@ -483,7 +482,7 @@ fn after_a_takeover_the_new_holder_sees_only_what_happened_since() {
     assert_eq!(code(login_at(&w, &mut rng, 2_100, "carol@example.com", "bobs-password-1")), "invalid_credentials");
     consume(&w);
     let (deps, meta) = w.at(2_200);
-    let mine = block_on(deps.own_audit(&meta, Some(&carol.access_token), Some("limit=200"))).unwrap();
+    let mine = block_on(deps.own_audit(&meta, &mut rng, Some(&carol.access_token), Some("limit=200"))).unwrap();
     assert!(!mine.entries.is_empty());
     assert!(mine.entries.iter().all(|e| e.at >= UnixTime(2_000).rfc3339()), "{:?}", kinds(&mine));
     assert!(kinds(&mine).contains(&"email_verified") && kinds(&mine).contains(&"login_failed"), "{:?}", kinds(&mine));
@@ -491,9 +490,10 @@ fn after_a_takeover_the_new_holder_sees_only_what_happened_since() {
     assert!(!text.contains("192.0.2.44") && !text.contains("Bob's iPhone"), "{text}");
     // Asking for earlier times changes nothing; a window wholly before is empty.
     let since =
-        block_on(deps.own_audit(&meta, Some(&carol.access_token), Some("since=1000&type=user_created"))).unwrap();
+        block_on(deps.own_audit(&meta, &mut rng, Some(&carol.access_token), Some("since=1000&type=user_created")))
+            .unwrap();
     assert!(since.entries.is_empty());
-    let before = block_on(deps.own_audit(&meta, Some(&carol.access_token), Some("until=1999"))).unwrap();
+    let before = block_on(deps.own_audit(&meta, &mut rng, Some(&carol.access_token), Some("until=1999"))).unwrap();
     assert!(before.entries.is_empty());
     // Administrators keep the whole history.
     let all = admin_page(&w, &root, &format!("user_id={}&limit=200", bob.user.id)).unwrap();

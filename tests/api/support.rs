@@ -173,6 +173,18 @@ impl SessionStore for MemStore {
             if !s.is_live(r.now, r.max_age_secs) {
                 return Ok(Rotation::Dead);
             }
+            // As D1: the session's counter is hit first, in the same write.
+            if let Some(l) = &r.limit {
+                let mut counters = self.counters.borrow_mut();
+                let entry = counters.entry(format!("{}{}", l.key_prefix, s.id)).or_insert((r.now, 0));
+                if entry.0 <= r.now {
+                    *entry = (r.now.plus_secs(l.rule.window_secs), 0);
+                }
+                entry.1 += 1;
+                if entry.1 > l.rule.limit {
+                    return Ok(Rotation::Throttled { count: Count { count: entry.1, resets_at: entry.0 } });
+                }
+            }
             *h = r.new_hash.to_string();
             s.last_used_at = r.now;
             s.expires_at = r.expires_at.min(s.ends_at(r.max_age_secs));
