@@ -51,10 +51,13 @@ pub const MAX_AUDIT_PAGE: u32 = 200;
 /// queue's `max_retries`, so that an audit failure never sends a delivered
 /// event to the dead-letter queue).
 pub const AUDIT_RETRIES: u32 = 3;
-/// Rows the cron trigger deletes per statement.
-pub const PURGE_BATCH: u32 = 5_000;
-/// Statements per cron run at most: a backlog is worked off over several runs.
-pub const MAX_PURGE_BATCHES: u32 = 20;
+/// Rows the cron trigger deletes per statement: small, since D1 runs one
+/// statement at a time and sign-ins wait behind each.
+pub const PURGE_BATCH: u32 = 1_000;
+/// Statements per cron run (each minute) at most, the cap's and the
+/// retention's together: up to 10,000 entries a minute. A backlog is worked
+/// off over several runs.
+pub const MAX_PURGE_BATCHES: u32 = 10;
 /// Longest cursor decoded.
 const MAX_CURSOR_CHARS: usize = 128;
 /// Longest id in a filter or a cursor (ours are 36-character UUIDs).
@@ -392,19 +395,45 @@ pub fn after_audit(delivered: Verdict, written: bool, attempt: u32, base_delay_s
     }
 }
 
-/// Deletes the entries older than `retention_days` at `now`, in batches of
-/// [`PURGE_BATCH`], at most [`MAX_PURGE_BATCHES`] per call; returns how many.
-pub async fn purge(log: &impl AuditLog, now: UnixTime, retention_days: u32) -> Result<u64, Error> {
+/// What one [`purge`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Entries beyond `AUDIT_MAX_ENTRIES`.
+    pub over_cap: u64,
+    /// Entries older than `AUDIT_RETENTION_DAYS`.
+    pub expired: u64,
+}
+
+/// Deletes, in batches of [`PURGE_BATCH`] and at most [`MAX_PURGE_BATCHES`]
+/// statements per call: first the oldest written entries beyond the newest
+/// `max_entries` (`AUDIT_MAX_ENTRIES`), then those older than
+/// `retention_days` (`AUDIT_RETENTION_DAYS`) at `now`.
+///
+/// The cap comes first, and regardless of age: a flood of events (refreshes
+/// from many sessions, failed sign-ins from many addresses) must never fill
+/// the D1 database the sign-ins write to, so it pushes the oldest entries
+/// out instead — losing history is the lesser harm.
+pub async fn purge(log: &impl AuditLog, now: UnixTime, retention_days: u32, max_entries: u32) -> Result<Purged, Error> {
     let before = now.minus_secs(u64::from(retention_days) * 86_400);
-    let mut total = 0;
-    for _ in 0..MAX_PURGE_BATCHES {
-        let n = log.purge_audit(before, PURGE_BATCH).await?;
-        total += n;
+    let mut out = Purged::default();
+    let mut batches = 0;
+    while batches < MAX_PURGE_BATCHES {
+        batches += 1;
+        let n = log.purge_audit_beyond(u64::from(max_entries), PURGE_BATCH).await?;
+        out.over_cap += n;
         if n < u64::from(PURGE_BATCH) {
             break;
         }
     }
-    Ok(total)
+    while batches < MAX_PURGE_BATCHES {
+        batches += 1;
+        let n = log.purge_audit(before, PURGE_BATCH).await?;
+        out.expired += n;
+        if n < u64::from(PURGE_BATCH) {
+            break;
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

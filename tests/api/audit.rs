@@ -5,7 +5,8 @@
 use std::collections::HashSet;
 
 use portcullis::core::audit::{
-    self, after_audit, AuditPage, AuditRecord, Cursor, Outcome, AUDIT_RETRIES, MAX_AUDIT_PAGE, PURGE_BATCH,
+    self, after_audit, AuditPage, AuditRecord, Cursor, Outcome, Purged, AUDIT_RETRIES, MAX_AUDIT_PAGE,
+    MAX_PURGE_BATCHES, PURGE_BATCH,
 };
 use portcullis::core::delivery::{self, Verdict};
 use portcullis::core::email::Email;
@@ -286,6 +287,21 @@ fn requested_secrets_never_reach_the_log() {
     }
 }
 
+fn logout_record(i: i64, at: UnixTime) -> AuditRecord {
+    AuditRecord {
+        id: format!("e-{i:06}"),
+        kind: "logout",
+        user_id: Some("u".into()),
+        subject_email: None,
+        actor_id: None,
+        ip_address: None,
+        user_agent: None,
+        outcome: Outcome::Success,
+        at,
+        data: "{}".into(),
+    }
+}
+
 #[test]
 fn retention_purges_only_older_entries_in_batches() {
     let store = MemStore::default();
@@ -294,25 +310,58 @@ fn retention_purges_only_older_entries_in_batches() {
     let n = PURGE_BATCH as i64 + 3;
     for i in 0..n {
         let at = if i < n - 1 { UnixTime(now.0 - 91 * day + i % 7) } else { UnixTime(now.0 - 89 * day) };
-        let record = AuditRecord {
-            id: format!("e-{i:06}"),
-            kind: "logout",
-            user_id: Some("u".into()),
-            subject_email: None,
-            actor_id: None,
-            ip_address: None,
-            user_agent: None,
-            outcome: Outcome::Success,
-            at,
-            data: "{}".into(),
-        };
-        block_on(store.record_audit(&record)).unwrap();
+        block_on(store.record_audit(&logout_record(i, at))).unwrap();
     }
-    let purged = block_on(audit::purge(&store, now, 90)).unwrap();
-    assert_eq!(purged, n as u64 - 1, "more than one batch");
+    let purged = block_on(audit::purge(&store, now, 90, 1_000_000)).unwrap();
+    assert_eq!(purged, Purged { over_cap: 0, expired: n as u64 - 1 }, "more than one batch");
     let left = store.audit.borrow();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].at, UnixTime(now.0 - 89 * day));
+}
+
+#[test]
+fn the_cap_deletes_the_oldest_written_entries_beyond_it_whatever_their_age() {
+    let store = MemStore::default();
+    let now = UnixTime(100 * 86_400);
+    let cap = 1_000;
+    // A flood: three and a half batches over the cap, all of them fresh.
+    let n = i64::from(cap) + 3 * i64::from(PURGE_BATCH) + 500;
+    for i in 0..n {
+        block_on(store.record_audit(&logout_record(i, UnixTime(now.0 - 60 + i % 60)))).unwrap();
+    }
+    let purged = block_on(audit::purge(&store, now, 90, cap)).unwrap();
+    assert_eq!(purged, Purged { over_cap: (n - i64::from(cap)) as u64, expired: 0 });
+    let left = store.audit.borrow();
+    assert_eq!(left.len(), cap as usize);
+    // The newest written stay, whatever their `at`.
+    let first_kept = format!("e-{:06}", n - i64::from(cap));
+    assert_eq!(left.iter().map(|e| e.id.as_str()).min(), Some(first_kept.as_str()));
+    drop(left);
+    // At the cap, a purge deletes nothing more.
+    assert_eq!(block_on(audit::purge(&store, now, 90, cap)).unwrap(), Purged::default());
+}
+
+#[test]
+fn one_purge_deletes_a_bounded_number_of_batches_and_the_next_goes_on() {
+    let store = MemStore::default();
+    let day = 86_400;
+    let now = UnixTime(100 * day);
+    let batch = i64::from(PURGE_BATCH);
+    let cap = 5 * batch;
+    // Over the cap by eight and a half batches (nine statements of the
+    // run's budget), and two batches expired among the entries left.
+    let over = 8 * batch + batch / 2;
+    for i in 0..cap + over {
+        let at = if i < over + 2 * batch { now.minus_secs(91 * day as u64) } else { now };
+        block_on(store.record_audit(&logout_record(i, at))).unwrap();
+    }
+    assert_eq!(MAX_PURGE_BATCHES, 10);
+    // The cap first; the retention gets what is left of the budget.
+    let first = block_on(audit::purge(&store, now, 90, cap as u32)).unwrap();
+    assert_eq!(first, Purged { over_cap: over as u64, expired: batch as u64 });
+    let second = block_on(audit::purge(&store, now, 90, cap as u32)).unwrap();
+    assert_eq!(second, Purged { over_cap: 0, expired: batch as u64 });
+    assert_eq!(store.audit.borrow().len() as i64, cap - 2 * batch);
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! run natively against these exactly as they run against D1 at the edge.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 
 use portcullis::core::audit::{AuditEntry, AuditFilter, AuditRecord};
@@ -80,6 +80,8 @@ pub struct MemStore {
     pub audit: RefCell<Vec<AuditEntry>>,
     /// Makes the audit log's writes fail, and only them.
     pub fail_audit: Cell<bool>,
+    /// The entries' order of writing (D1's `rowid`): rowid -> id, and back.
+    pub audit_rowids: RefCell<(BTreeMap<u64, String>, HashMap<String, u64>)>,
     /// user id -> when the account was last taken over (D1 `users.taken_over_at`).
     pub taken_over: RefCell<HashMap<String, UnixTime>>,
 }
@@ -100,6 +102,16 @@ impl MemStore {
         match &t.user_id {
             None => users.iter().find(|u| u.email == t.email).map_or(0, |u| u.auth_epoch) == t.user_epoch,
             Some(id) => users.iter().any(|u| &u.id == id && u.auth_epoch == t.user_epoch),
+        }
+    }
+    /// Deletes the audit entries `ids` (and their rowids).
+    fn forget_audit(&self, log: &mut Vec<AuditEntry>, ids: &HashSet<String>) {
+        log.retain(|e| !ids.contains(&e.id));
+        let mut rowids = self.audit_rowids.borrow_mut();
+        for id in ids {
+            if let Some(r) = rowids.1.remove(id) {
+                rowids.0.remove(&r);
+            }
         }
     }
     /// Whether the caller's session is live, as D1 checks it in a write.
@@ -614,7 +626,8 @@ impl AuditLog for MemStore {
             return Err(Error::unavailable("memory", "injected audit failure"));
         }
         let mut log = self.audit.borrow_mut();
-        if log.iter().any(|e| e.id == r.id) {
+        let mut rowids = self.audit_rowids.borrow_mut();
+        if rowids.1.contains_key(&r.id) {
             return Ok(false);
         }
         // As D1: the event's user, else the account that had its address then.
@@ -622,6 +635,10 @@ impl AuditLog for MemStore {
             let email = r.subject_email.as_deref()?;
             self.users.borrow().iter().find(|u| u.email == email && u.created_at <= r.at).map(|u| u.id.clone())
         });
+        // As SQLite: one more than the largest rowid in the table.
+        let rowid = rowids.0.keys().next_back().copied().unwrap_or(0) + 1;
+        rowids.0.insert(rowid, r.id.clone());
+        rowids.1.insert(r.id.clone(), rowid);
         log.push(AuditEntry {
             id: r.id.clone(),
             kind: r.kind.to_string(),
@@ -659,8 +676,22 @@ impl AuditLog for MemStore {
             log.iter().filter(|e| e.at < before).map(|e| (e.at, e.id.clone())).collect();
         old.sort();
         old.truncate(limit as usize);
-        log.retain(|e| !old.iter().any(|(_, id)| *id == e.id));
-        Ok(old.len() as u64)
+        let doomed: HashSet<String> = old.into_iter().map(|(_, id)| id).collect();
+        self.forget_audit(&mut log, &doomed);
+        Ok(doomed.len() as u64)
+    }
+    async fn purge_audit_beyond(&self, keep: u64, limit: u32) -> Result<u64> {
+        self.check()?;
+        let mut log = self.audit.borrow_mut();
+        // As D1: by rowid, up to the largest minus `keep`, the first written first.
+        let doomed: HashSet<String> = {
+            let rowids = self.audit_rowids.borrow();
+            let Some(max) = rowids.0.keys().next_back().copied() else { return Ok(0) };
+            let below = rowids.0.range(..=max.saturating_sub(keep)).filter(|(r, _)| **r + keep <= max);
+            below.take(limit as usize).map(|(_, id)| id.clone()).collect()
+        };
+        self.forget_audit(&mut log, &doomed);
+        Ok(doomed.len() as u64)
     }
     async fn taken_over_at(&self, user_id: &str) -> Result<Option<UnixTime>> {
         self.check()?;

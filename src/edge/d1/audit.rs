@@ -109,6 +109,21 @@ impl AuditLog for D1Store {
         Ok(u64::try_from(n).unwrap_or(u64::MAX))
     }
 
+    async fn purge_audit_beyond(&self, keep: u64, limit: u32) -> Result<u64> {
+        // `rowid` grows with each insert (one more than the largest), so the
+        // newest `keep` written are those above MAX(rowid) - keep: two
+        // lookups at the ends of the table's b-tree, no count of its rows.
+        let n = self
+            .run(
+                "DELETE FROM audit_log WHERE rowid IN \
+                 (SELECT rowid FROM audit_log WHERE rowid <= (SELECT MAX(rowid) FROM audit_log) - ?1 \
+                  ORDER BY rowid LIMIT ?2)",
+                &[int(i64::try_from(keep).unwrap_or(i64::MAX)), int(i64::from(limit))],
+            )
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(u64::MAX))
+    }
+
     async fn taken_over_at(&self, user_id: &str) -> Result<Option<UnixTime>> {
         let row = self.first::<TakenOverRow>("SELECT taken_over_at FROM users WHERE id = ?1", &[text(user_id)]).await?;
         Ok(row.and_then(|r| r.taken_over_at).map(UnixTime))
