@@ -36,6 +36,7 @@ use base64::Engine;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::core::body::whole_number;
 use crate::core::delivery::{retry_delay_secs, Verdict};
 use crate::core::error::Error;
 pub use crate::core::events::Outcome;
@@ -45,11 +46,13 @@ use crate::core::time::UnixTime;
 
 /// Page size when `limit` is not given.
 pub const DEFAULT_AUDIT_PAGE: u32 = 50;
-/// Largest page size; larger requests are refused.
+/// Largest page size: a larger `limit` is read as this (as
+/// `GET /auth/admin/users` caps its own).
 pub const MAX_AUDIT_PAGE: u32 = 200;
-/// How many times a message is tried again for its audit entry alone (the
-/// queue's `max_retries`, so that an audit failure never sends a delivered
-/// event to the dead-letter queue).
+/// How many times a message is tried again for its audit entry alone. It
+/// must not exceed the event queue's `max_retries` (wrangler.toml, which
+/// says so beside it; a native test reads that file): an audit failure must
+/// never send an event every target had to the dead-letter queue.
 pub const AUDIT_RETRIES: u32 = 3;
 /// Rows the cron trigger deletes per statement: small, since D1 runs one
 /// statement at a time and sign-ins wait behind each.
@@ -228,7 +231,8 @@ pub struct AuditFilter {
 pub struct AuditQuery {
     /// Which entries.
     pub filter: AuditFilter,
-    /// At most this many, 1 to [`MAX_AUDIT_PAGE`].
+    /// At most this many, 1 to [`MAX_AUDIT_PAGE`] (a larger `limit` is
+    /// capped).
     pub limit: u32,
 }
 
@@ -265,8 +269,9 @@ fn instant(name: &str, v: &str) -> Result<UnixTime, Error> {
 impl AuditQuery {
     /// Parses a raw query string for `reader`. Unknown or repeated
     /// parameters, an unknown `type`, a malformed time, id or cursor, a
-    /// `since` after `until` and a `limit` outside 1 to [`MAX_AUDIT_PAGE`]
-    /// are 422 `invalid_query`.
+    /// `since` after `until` and a `limit` that is not a whole number from 1
+    /// (digits only) are 422 `invalid_query`; a `limit` above
+    /// [`MAX_AUDIT_PAGE`] is capped.
     pub fn parse(raw: Option<&str>, reader: Reader) -> Result<Self, Error> {
         let mut q = Self { filter: AuditFilter::default(), limit: DEFAULT_AUDIT_PAGE };
         let mut seen: Vec<String> = Vec::new();
@@ -299,9 +304,13 @@ impl AuditQuery {
                         invalid("cursor: not a cursor this endpoint returned (pass next_cursor as it is)")
                     })?)
                 }
-                ("limit", _) => match v.parse::<u32>() {
-                    Ok(n) if (1..=MAX_AUDIT_PAGE).contains(&n) => q.limit = n,
-                    _ => return Err(invalid(format!("limit: a whole number from 1 to {MAX_AUDIT_PAGE}"))),
+                ("limit", _) => match whole_number(&v) {
+                    Some(n) if n >= 1 => q.limit = n.min(MAX_AUDIT_PAGE),
+                    _ => {
+                        return Err(invalid(format!(
+                            "limit: a whole number from 1 (at most {MAX_AUDIT_PAGE} are read)"
+                        )))
+                    }
                 },
                 (other, _) => return Err(invalid(format!("{other}: unknown parameter (expected {expected})"))),
             }
@@ -522,6 +531,9 @@ mod tests {
             (Some(UnixTime(1_795_433_636)), Some(UnixTime(1_795_433_700)), 200)
         );
         assert_eq!(AuditQuery::parse(None, Reader::Own).unwrap().limit, DEFAULT_AUDIT_PAGE);
+        // Above the largest page, the largest page (as the users listing does).
+        assert_eq!(AuditQuery::parse(Some("limit=201"), Reader::Own).unwrap().limit, MAX_AUDIT_PAGE);
+        assert_eq!(AuditQuery::parse(Some("limit=4294967295"), Reader::Admin).unwrap().limit, MAX_AUDIT_PAGE);
         let since = AuditQuery::parse(Some("since=2026-11-23T12:33:56%2B01:00"), Reader::Own).unwrap();
         assert_eq!(since.filter.since, Some(UnixTime(1_795_433_636)));
         for (raw, reader) in [
@@ -534,7 +546,9 @@ mod tests {
             ("since=20&until=10", Reader::Admin),
             ("cursor=abc", Reader::Admin),
             ("limit=0", Reader::Admin),
-            ("limit=201", Reader::Own),
+            ("limit=%2B5", Reader::Own),
+            ("limit=+5", Reader::Own),
+            ("limit=-1", Reader::Own),
             ("limit=ten", Reader::Own),
             ("limit=1&limit=2", Reader::Own),
             ("offset=5", Reader::Admin),

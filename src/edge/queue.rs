@@ -3,9 +3,10 @@
 //!
 //! Envelopes are sent as plain JSON objects (parsed from our own serde_json
 //! text, so `null`s and field names survive exactly), their one-time secrets
-//! sealed; the consumer opens them only to deliver. Before delivering, it
-//! writes the event's audit entry from the message with its secret masked
-//! ([`crate::core::audit`]); a failed write holds up no target. Each message is handled
+//! sealed; the consumer opens them only to deliver. Alongside the
+//! deliveries, it writes the event's audit entry from the message with its
+//! secret masked ([`crate::core::audit`]); a failed write holds up no
+//! target. Each message is handled
 //! on its own: acked when every target has the event, retried with the
 //! backoff core computed when some target does not (`retry_with_options`,
 //! never `retry_all`). The platform moves a message to the dead-letter queue
@@ -197,14 +198,42 @@ pub async fn consume(batch: worker::worker_sys::MessageBatch, env: Env) {
 
 async fn handle(msg: &RawMessage, attempts: u32, cfg: Rc<Config>, store: &D1Store, env: &Env) {
     let body = body_json(&msg.body());
-    // The audit entry first, from the message with its secret masked; its
-    // failure holds up no delivery (see `after_audit` below).
-    let audited = match &body {
-        Ok(value) => audit(store, value, &msg.id(), attempts).await,
-        Err(_) => true,
+    // The audit entry, from the message with its secret masked, is written
+    // alongside the deliveries: its failure holds up none of them, and only
+    // decides whether a message every target has is tried again for it
+    // (`after_audit` below).
+    let audit_write = async {
+        match &body {
+            Ok(value) => audit(store, value, &msg.id(), attempts).await,
+            Err(_) => true,
+        }
     };
+    let (audited, delivered) =
+        futures_util::future::join(audit_write, open_and_deliver(msg, attempts, &cfg, store, env, &body)).await;
+    let Some((event_id, delivered)) = delivered else { return };
+    match delivered.map(|v| audit::after_audit(v, audited, attempts, cfg.retry_base_delay_secs)) {
+        Ok(Verdict::Ack) => msg.ack(),
+        Ok(Verdict::Retry { delay_secs }) => retry_in(msg, delay_secs),
+        Err(e) => {
+            worker::console_error!("portcullis.delivery_error id={event_id} {e}");
+            retry_in(msg, cfg.retry_base_delay_secs);
+        }
+    }
+}
+
+/// Opens the message and delivers its event: the event's id and what
+/// became of its deliveries, or `None` when the message is settled already
+/// (retried for a seal that does not open, or quarantined).
+async fn open_and_deliver(
+    msg: &RawMessage,
+    attempts: u32,
+    cfg: &Config,
+    store: &D1Store,
+    env: &Env,
+    body: &std::result::Result<serde_json::Value, String>,
+) -> Option<(String, Result<Verdict>)> {
     let key = events::secrets_key(&cfg.kek);
-    let opened = match &body {
+    let opened = match body {
         Ok(value) => Received::open(value.clone(), &key),
         Err(why) => Err(OpenError::Malformed(why.clone())),
     };
@@ -213,25 +242,20 @@ async fn handle(msg: &RawMessage, attempts: u32, cfg: Rc<Config>, store: &D1Stor
         Err(error) => {
             // A seal that does not open may be an isolate on another
             // KEY_ENCRYPTION_KEY during a change: tried again before it is quarantined.
-            if let Some(delay) = delivery::retry_unopened(&cfg, &error, attempts) {
+            if let Some(delay) = delivery::retry_unopened(cfg, &error, attempts) {
                 worker::console_warn!(
                     "portcullis.unopened_event id={} attempt={attempts} retry_in_secs={delay} {error}",
                     msg.id()
                 );
-                return retry_in(msg, delay);
+                retry_in(msg, delay);
+                return None;
             }
-            return quarantine(msg, delivery::quarantine(&msg.id(), &error, attempts, body.ok()), env).await;
+            quarantine(msg, delivery::quarantine(&msg.id(), &error, attempts, body.clone().ok()), env).await;
+            return None;
         }
     };
-    let delivered = delivery::deliver(&cfg, store, &FetchCourier, &event, platform::now()).await;
-    match delivered.map(|v| audit::after_audit(v, audited, attempts, cfg.retry_base_delay_secs)) {
-        Ok(Verdict::Ack) => msg.ack(),
-        Ok(Verdict::Retry { delay_secs }) => retry_in(msg, delay_secs),
-        Err(e) => {
-            worker::console_error!("portcullis.delivery_error id={} {e}", event.id);
-            retry_in(msg, cfg.retry_base_delay_secs);
-        }
-    }
+    let delivered = delivery::deliver(cfg, store, &FetchCourier, &event, platform::now()).await;
+    Some((event.id, delivered))
 }
 
 /// Sends a message that cannot be opened straight to the dead-letter queue
@@ -275,15 +299,20 @@ async fn audit(store: &D1Store, body: &serde_json::Value, message_id: &str, atte
 }
 
 /// Logs and records one dead letter (its secret stays sealed; no
-/// configuration needed), and writes its audit entry if no earlier attempt
-/// could.
+/// configuration needed), then writes its audit entry if no earlier attempt
+/// could. The dead letter first: it is what must not be lost (a failure to
+/// record it retries the message, audit entry and all); an audit failure
+/// here is logged (`portcullis.audit_failed`, `attempt=0`) and given up.
 async fn bury(msg: &RawMessage, store: &D1Store) {
     let body = body_json(&msg.body());
-    if let Ok(value) = &body {
-        audit(store, value, &msg.id(), 0).await;
-    }
+    let value = body.as_ref().ok().cloned();
     match delivery::dead_letter(store, &FetchCourier, &msg.id(), body, platform::now()).await {
-        Ok(_) => msg.ack(),
+        Ok(_) => {
+            if let Some(value) = &value {
+                audit(store, value, &msg.id(), 0).await;
+            }
+            msg.ack();
+        }
         Err(e) => {
             worker::console_error!("portcullis.error recording dead letter {}: {e}", msg.id());
             retry_in(msg, UNAVAILABLE_RETRY_SECS);

@@ -402,7 +402,7 @@ fn queries_with_bad_values_are_refused_with_invalid_query() {
     let stale = Cursor { at: UnixTime(1), id: "x".into() }.encode();
     for q in [
         "limit=0",
-        "limit=201",
+        "limit=%2B5",
         "limit=x",
         "since=last-week",
         "until=2026-02-30T00:00:00Z",
@@ -566,4 +566,31 @@ fn a_verified_account_has_no_takeover_and_its_whole_history_is_its_owners() {
     consume(&w);
     let mine = own_page(&w, Some(&ada.access_token), "").unwrap();
     assert!(kinds(&mine).contains(&"user_created"), "{:?}", kinds(&mine));
+}
+
+/// `key = value` of the `[[queues.consumers]]` table of `queue` in a
+/// wrangler.toml (the few lines this test needs, read by hand).
+fn consumer_setting(toml: &str, queue: &str, key: &str) -> Option<String> {
+    let tables = toml.split("\n[").filter(|t| t.starts_with("[queues.consumers]]"));
+    let value = |table: &str, name: &str| {
+        table.lines().find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == name).then(|| v.trim().trim_matches('"').to_string())
+        })
+    };
+    tables.into_iter().find(|t| value(t, "queue").as_deref() == Some(queue)).and_then(|t| value(t, key))
+}
+
+#[test]
+fn audit_retries_fit_within_the_event_queues_max_retries() {
+    // An audit-only retry must never push a delivered event past the
+    // queue's max_retries into the dead-letter queue: AUDIT_RETRIES is
+    // bounded by it (wrangler.toml says so beside max_retries).
+    let toml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/wrangler.toml")).unwrap();
+    let max_retries: u32 = consumer_setting(&toml, "portcullis-events", "max_retries").unwrap().parse().unwrap();
+    assert!(AUDIT_RETRIES <= max_retries, "AUDIT_RETRIES {AUDIT_RETRIES} > max_retries {max_retries}");
+    assert!(toml.contains("AUDIT_RETRIES"), "wrangler.toml names the constant beside max_retries");
+    // The reader reads what it should.
+    assert_eq!(consumer_setting(&toml, "portcullis-events-dlq", "max_retries").as_deref(), Some("10"));
+    assert_eq!(consumer_setting(&toml, "nope", "max_retries"), None);
 }
