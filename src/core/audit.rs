@@ -8,12 +8,20 @@
 //! Premises, and how they hold:
 //! - **Writing it never blocks or fails the action.** The request that acts
 //!   only publishes its event, as before; the entry is written by the queue
-//!   consumer from the queued message ([`AuditRecord::of_message`]), before
-//!   the message's deliveries. A failed write leaves the deliveries alone;
-//!   the message is tried again ([`after_audit`], at most [`AUDIT_RETRIES`]
-//!   times, and the targets that already had the event do not get it again),
-//!   then the entry is given up with a log line. The dead-letter consumer
-//!   writes the entry too, for events that ran out of retries.
+//!   consumer from the queued message ([`AuditRecord::of_message`]),
+//!   alongside the message's deliveries. A failed write leaves the
+//!   deliveries alone; the message is tried again ([`after_audit`], at most
+//!   [`AUDIT_RETRIES`] times, and the targets that already had the event do
+//!   not get it again), then the entry is given up with a log line. The
+//!   dead-letter consumer writes the entry too, for events that ran out of
+//!   retries.
+//! - **It cannot fill the database.** D1 holds the users and sessions every
+//!   sign-in writes; an event flood must not fill it. The cron trigger
+//!   deletes the oldest written entries beyond `AUDIT_MAX_ENTRIES`, before
+//!   and regardless of `AUDIT_RETENTION_DAYS` ([`purge`]): a flood costs
+//!   history, never sign-ins. An entry stores its client once (not again in
+//!   `data`), and the event that could be repeated fastest, `refresh`, is
+//!   rate-limited per session.
 //! - **Once per event.** The entry's id is the event's: a redelivered,
 //!   retried or redriven message writes nothing new.
 //! - **No secret is stored.** The message is read with its one-time secret
@@ -23,13 +31,22 @@
 //!   its line of the `events!` table gives ([`Event::outcome`]):
 //!   `login_failed` and `rate_limit_exceeded` are `failure`.
 //!   An event that names no user but an address (`login_failed`,
-//!   `rate_limit_exceeded`, a passwordless sign-up's request) is attributed
-//!   to the account that had that address when the event happened, if any,
-//!   so its owner sees attempts on it.
+//!   `rate_limit_exceeded`, a passwordless sign-up's request) is attributed,
+//!   when its entry is written, to the account that has that address then,
+//!   if that account was created at or before the event — so its owner sees
+//!   attempts on it. (Not to the account that had the address at the event:
+//!   if the address moved between the two, the entry follows it.)
+//! - **A user sees only their own.** The own view shows the caller's
+//!   entries, none from before the account's latest takeover (the earlier
+//!   holder's), and no administrator's client for an entry they made.
 //! - **Pages are stable.** Entries are ordered by (`at`, `id`), newest
 //!   first; a [`Cursor`] is the last entry's pair, so a walk sees each entry
-//!   at most once however many entries arrive meanwhile (new ones are newer
-//!   than the cursor and land on the first page).
+//!   at most once however many entries arrive meanwhile. Not every entry
+//!   arrives newer than the cursor, though: `at` is the event's time and
+//!   the entry is written when the consumer gets it — seconds later, or
+//!   minutes after retries, or after a queue outage — so a late entry can
+//!   land behind a walk or a `since=` poll. Exporters overlap their windows
+//!   (docs/auth-api.md).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -83,8 +100,9 @@ pub struct AuditRecord {
     pub kind: &'static str,
     /// The user the event concerns, as it names them.
     pub user_id: Option<String>,
-    /// When the event names no user: the address it names, whose account (as
-    /// of [`AuditRecord::at`]) the entry is attributed to, if any.
+    /// When the event names no user: the address it names. The entry is
+    /// attributed to the account that has it when the entry is written, if
+    /// that account was created at or before [`AuditRecord::at`].
     pub subject_email: Option<String>,
     /// The administrator who acted, for admin API actions.
     pub actor_id: Option<String>,

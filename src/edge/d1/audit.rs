@@ -41,8 +41,10 @@ impl From<AuditRow> for AuditEntry {
 
 impl AuditLog for D1Store {
     async fn record_audit(&self, r: &AuditRecord) -> Result<bool> {
-        // The user is the event's, else the account that had its address at
-        // the event's time (not one made with it since).
+        // The user is the event's, else the account that has its address
+        // now, at the write, if it was created by the event's time (not one
+        // made with it since). An address that moved between the event and
+        // this write is attributed to its holder now.
         let n = self
             .run(
                 "INSERT INTO audit_log (id, type, user_id, actor_id, outcome, ip_address, user_agent, at, data) \
