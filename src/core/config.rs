@@ -47,6 +47,11 @@ pub const RETRY_BASE_DELAY_SECS: u32 = 30;
 pub const AUDIT_RETENTION_DAYS: u32 = 90;
 /// Longest `AUDIT_RETENTION_DAYS` accepted (ten years).
 pub const MAX_AUDIT_RETENTION_DAYS: u32 = 3_650;
+/// Default `AUDIT_MAX_ENTRIES`: the most entries the audit log keeps, about
+/// 1 GB of D1 at the entry sizes measured in docs/scaling.md.
+pub const AUDIT_MAX_ENTRIES: u32 = 1_000_000;
+/// Accepted `AUDIT_MAX_ENTRIES`: from one purge batch to a billion.
+pub const AUDIT_MAX_ENTRIES_RANGE: std::ops::RangeInclusive<u32> = 1_000..=1_000_000_000;
 /// Default audience.
 pub const DEFAULT_AUDIENCE: &str = "portcullis";
 /// Default `AUTH_PREFIX`: where the auth API lives.
@@ -153,6 +158,9 @@ pub struct Config {
     /// `INTROSPECTION_SECRET` (secret): what callers of `POST
     /// /auth/introspect` present; `None` leaves introspection disabled.
     pub introspection_secret: Option<IntrospectionSecret>,
+    /// `AUDIT_MAX_ENTRIES`: the cron trigger deletes the oldest written
+    /// audit log entries beyond this many, whatever their age.
+    pub audit_max_entries: u32,
 }
 
 /// A configuration problem, naming the setting.
@@ -319,6 +327,13 @@ impl Config {
                 ))
             }
         };
+        let audit_max_entries = match number("AUDIT_MAX_ENTRIES", AUDIT_MAX_ENTRIES)? {
+            n if AUDIT_MAX_ENTRIES_RANGE.contains(&n) => n,
+            n => {
+                let (lo, hi) = (AUDIT_MAX_ENTRIES_RANGE.start(), AUDIT_MAX_ENTRIES_RANGE.end());
+                return Err(err("AUDIT_MAX_ENTRIES", format!("{n} must be between {lo} and {hi}")));
+            }
+        };
         let email = EmailSettings::from_lookup(&var).map_err(|(name, why)| err(&name, why))?;
         let hook = match var("HOOK_URL") {
             None => None,
@@ -427,6 +442,7 @@ impl Config {
             ui_name,
             revocation_lag_secs,
             introspection_secret,
+            audit_max_entries,
         })
     }
 
@@ -510,7 +526,7 @@ mod tests {
         assert_eq!((c.webhook_timeout_ms, c.retry_base_delay_secs), (10_000, 30));
         assert_eq!(c.issuer_for("http://127.0.0.1:8787/"), "http://127.0.0.1:8787");
         assert_eq!(c.auth_prefix, "/auth");
-        assert_eq!(c.audit_retention_days, 90);
+        assert_eq!((c.audit_retention_days, c.audit_max_entries), (90, 1_000_000));
         assert_eq!(c.auth_url("https://gw.example", "/oauth/x/callback"), "https://gw.example/auth/oauth/x/callback");
     }
 
@@ -564,6 +580,10 @@ mod tests {
             ("AUDIT_RETENTION_DAYS", "0"),
             ("AUDIT_RETENTION_DAYS", "3651"),
             ("AUDIT_RETENTION_DAYS", "90d"),
+            ("AUDIT_MAX_ENTRIES", "999"),
+            ("AUDIT_MAX_ENTRIES", "1000000001"),
+            ("AUDIT_MAX_ENTRIES", "1e6"),
+            ("AUDIT_MAX_ENTRIES", "off"),
             ("EMAIL_TRANSPORT", "carrier-pigeon"),
             ("EMAIL_FROM", "nobody"),
             ("HOOK_URL", "ftp://hooks.example"),

@@ -344,6 +344,18 @@ pub trait AuditLog {
     /// Deletes at most `limit` entries older than `before` (oldest first), in
     /// one statement; returns how many.
     async fn purge_audit(&self, before: UnixTime, limit: u32) -> Result<u64>;
+    /// Deletes at most `limit` of the entries written before the newest
+    /// `keep` (the first written first), in one statement; returns how many.
+    /// Entries count in the order they were written, not by their time, and
+    /// without counting the table: an entry written later than another
+    /// outlives it, and gaps left by other deletions may make it keep fewer
+    /// than `keep`, never more.
+    async fn purge_audit_beyond(&self, keep: u64, limit: u32) -> Result<u64>;
+    /// When the account `user_id` was last taken over
+    /// ([`crate::core::takeover`]), as the takeover's own write recorded it
+    /// ([`AccountStore::prove_address`]); `None` if it never was (or there
+    /// is no such account).
+    async fn taken_over_at(&self, user_id: &str) -> Result<Option<UnixTime>>;
 }
 
 /// A boxed future, for the one port used as a trait object ([`SigninGate`]).

@@ -17,6 +17,7 @@
 use serde::Serialize;
 
 use crate::core::amr::Amr;
+use crate::core::rate_limit::{Count, Rule};
 use crate::core::time::UnixTime;
 use crate::core::token::ExtraClaims;
 
@@ -111,6 +112,13 @@ pub enum Rotation {
     /// The token was current but its session is revoked or expired (its
     /// refresh token, or the session itself at `SESSION_MAX_AGE`).
     Dead,
+    /// The token is current and its session live, but the session is over
+    /// its [`RotateRequest::limit`]: nothing rotated, the token stays
+    /// current (a client that waits can use it).
+    Throttled {
+        /// The session's counter, this request counted.
+        count: Count,
+    },
     /// No session ever had this token.
     Unknown,
 }
@@ -137,6 +145,20 @@ pub struct RotateRequest<'a> {
     /// The session's extra claims from now on, replacing what it had, when
     /// the sign-in hook was asked again (`HOOK_ON_REFRESH`); `None` keeps them.
     pub extra_claims: Option<&'a ExtraClaims>,
+    /// Rotations allowed per session (`RATE_LIMITS` `refresh.session`):
+    /// each request with a current token of a live session counts, in the
+    /// same write as the rotation, which happens only within the limit.
+    pub limit: Option<RotationLimit<'a>>,
+}
+
+/// A limit on rotations per session, counted in the rotation's own write on
+/// the rate-limit counter `key_prefix` + the session id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationLimit<'a> {
+    /// The counter's key without the session id (`refresh:session:`).
+    pub key_prefix: &'a str,
+    /// How many per window.
+    pub rule: Rule,
 }
 
 /// The signed-in caller of a request, as a write made on their behalf

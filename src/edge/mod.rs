@@ -151,8 +151,8 @@ pub async fn consume(
     Ok(wasm_bindgen::JsValue::UNDEFINED)
 }
 
-/// The every-minute trigger that only drains the outbox; the other
-/// (`*/15 * * * *`) also rotates keys and prunes.
+/// The every-minute trigger that only drains the outbox and purges the
+/// audit log; the other (`*/15 * * * *`) also rotates keys and prunes.
 const OUTBOX_CRON: &str = "* * * * *";
 
 #[event(scheduled)]
@@ -160,6 +160,8 @@ async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     worker::console_log!("portcullis.scheduled cron={}", event.cron());
     // Every run (each minute): events the queue refused at the time.
     queue::drain_outbox(&env).await;
+    // Every run too: the audit log's cap must hold however fast entries come.
+    queue::purge_audit(&env).await;
     if event.cron() == OUTBOX_CRON {
         return;
     }

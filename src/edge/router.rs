@@ -8,7 +8,6 @@ use serde::Deserialize;
 use web_sys::{Request, Response};
 use worker::{Context, Env};
 
-use crate::core::audit::{AuditQuery, Reader};
 use crate::core::auth_routes::{self, Route};
 use crate::core::config::Config;
 use crate::core::cors;
@@ -444,12 +443,11 @@ async fn auth_api(
         }
         Route::Audit => {
             let bearer = access_token(req, &cfg, url)?;
-            js(http::json(200, &deps.own_audit(&meta, bearer.as_deref(), url.query()).await?, None, &[]))
+            js(http::json(200, &deps.own_audit(&meta, rng, bearer.as_deref(), url.query()).await?, None, &[]))
         }
         Route::AdminAudit => {
             let admin = admin().await?;
-            let q = AuditQuery::parse(url.query(), Reader::Admin)?;
-            js(http::json(200, &deps.admin_audit(&admin, q).await?, None, &[]))
+            js(http::json(200, &deps.admin_audit(&meta, rng, &admin, url.query()).await?, None, &[]))
         }
         Route::AdminListUsers => {
             let admin = admin().await?;

@@ -2,7 +2,7 @@
 //! run natively against these exactly as they run against D1 at the edge.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 
 use portcullis::core::audit::{AuditEntry, AuditFilter, AuditRecord};
@@ -100,6 +100,10 @@ pub struct MemStore {
     /// The database's own clock (`unixepoch()` in D1's triggers): the time
     /// of the last [`World::at`].
     pub clock: Cell<UnixTime>,
+    /// The entries' order of writing (D1's `rowid`): rowid -> id, and back.
+    pub audit_rowids: RefCell<(BTreeMap<u64, String>, HashMap<String, u64>)>,
+    /// user id -> when the account was last taken over (D1 `users.taken_over_at`).
+    pub taken_over: RefCell<HashMap<String, UnixTime>>,
 }
 
 impl MemStore {
@@ -132,6 +136,16 @@ impl MemStore {
         match &t.user_id {
             None => users.iter().find(|u| u.email == t.email).map_or(0, |u| u.auth_epoch) == t.user_epoch,
             Some(id) => users.iter().any(|u| &u.id == id && u.auth_epoch == t.user_epoch),
+        }
+    }
+    /// Deletes the audit entries `ids` (and their rowids).
+    fn forget_audit(&self, log: &mut Vec<AuditEntry>, ids: &HashSet<String>) {
+        log.retain(|e| !ids.contains(&e.id));
+        let mut rowids = self.audit_rowids.borrow_mut();
+        for id in ids {
+            if let Some(r) = rowids.1.remove(id) {
+                rowids.0.remove(&r);
+            }
         }
     }
     /// Whether the user has a second factor on, as D1's `MFA_ON` reads it.
@@ -222,6 +236,18 @@ impl SessionStore for MemStore {
             // What the D1 adapter's conditional UPDATE checks and writes.
             if !s.is_live(r.now, r.max_age_secs) {
                 return Ok(Rotation::Dead);
+            }
+            // As D1: the session's counter is hit first, in the same write.
+            if let Some(l) = &r.limit {
+                let mut counters = self.counters.borrow_mut();
+                let entry = counters.entry(format!("{}{}", l.key_prefix, s.id)).or_insert((r.now, 0));
+                if entry.0 <= r.now {
+                    *entry = (r.now.plus_secs(l.rule.window_secs), 0);
+                }
+                entry.1 += 1;
+                if entry.1 > l.rule.limit {
+                    return Ok(Rotation::Throttled { count: Count { count: entry.1, resets_at: entry.0 } });
+                }
             }
             *h = r.new_hash.to_string();
             s.last_used_at = r.now;
@@ -366,6 +392,9 @@ impl AccountStore for MemStore {
                 }
             }
             proven.took_over = unverified;
+            if unverified {
+                self.taken_over.borrow_mut().insert(u.id.clone(), p.now);
+            }
             proven.password_cleared = unverified && u.password_hash.is_some() && p.new_password.is_none();
             match p.new_password {
                 Some(hash) => u.password_hash = Some(hash.to_string()),
@@ -833,7 +862,8 @@ impl AuditLog for MemStore {
             return Err(Error::unavailable("memory", "injected audit failure"));
         }
         let mut log = self.audit.borrow_mut();
-        if log.iter().any(|e| e.id == r.id) {
+        let mut rowids = self.audit_rowids.borrow_mut();
+        if rowids.1.contains_key(&r.id) {
             return Ok(false);
         }
         // As D1: the event's user, else the account that had its address then.
@@ -841,6 +871,10 @@ impl AuditLog for MemStore {
             let email = r.subject_email.as_deref()?;
             self.users.borrow().iter().find(|u| u.email == email && u.created_at <= r.at).map(|u| u.id.clone())
         });
+        // As SQLite: one more than the largest rowid in the table.
+        let rowid = rowids.0.keys().next_back().copied().unwrap_or(0) + 1;
+        rowids.0.insert(rowid, r.id.clone());
+        rowids.1.insert(r.id.clone(), rowid);
         log.push(AuditEntry {
             id: r.id.clone(),
             kind: r.kind.to_string(),
@@ -878,8 +912,26 @@ impl AuditLog for MemStore {
             log.iter().filter(|e| e.at < before).map(|e| (e.at, e.id.clone())).collect();
         old.sort();
         old.truncate(limit as usize);
-        log.retain(|e| !old.iter().any(|(_, id)| *id == e.id));
-        Ok(old.len() as u64)
+        let doomed: HashSet<String> = old.into_iter().map(|(_, id)| id).collect();
+        self.forget_audit(&mut log, &doomed);
+        Ok(doomed.len() as u64)
+    }
+    async fn purge_audit_beyond(&self, keep: u64, limit: u32) -> Result<u64> {
+        self.check()?;
+        let mut log = self.audit.borrow_mut();
+        // As D1: by rowid, up to the largest minus `keep`, the first written first.
+        let doomed: HashSet<String> = {
+            let rowids = self.audit_rowids.borrow();
+            let Some(max) = rowids.0.keys().next_back().copied() else { return Ok(0) };
+            let below = rowids.0.range(..=max.saturating_sub(keep)).filter(|(r, _)| **r + keep <= max);
+            below.take(limit as usize).map(|(_, id)| id.clone()).collect()
+        };
+        self.forget_audit(&mut log, &doomed);
+        Ok(doomed.len() as u64)
+    }
+    async fn taken_over_at(&self, user_id: &str) -> Result<Option<UnixTime>> {
+        self.check()?;
+        Ok(self.taken_over.borrow().get(user_id).copied())
     }
 }
 

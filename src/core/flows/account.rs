@@ -13,8 +13,8 @@ use crate::core::ids::{self, Random};
 use crate::core::locale::Locale;
 use crate::core::password::{Password, PasswordHash};
 use crate::core::ports::{EventSink, KeyRing, MfaStore, RateLimitStore, SessionStore, UserStore};
-use crate::core::rate_limit::Endpoint;
-use crate::core::session::{RotateRequest, Rotation, SessionView, SignInBasis};
+use crate::core::rate_limit::{self, Endpoint, KeyType};
+use crate::core::session::{RotateRequest, Rotation, RotationLimit, SessionView, SignInBasis};
 use crate::core::token::ExtraClaims;
 use crate::core::users::{User, UserResponse, MAX_NAME_CHARS};
 
@@ -220,19 +220,15 @@ where
         )
         .await
     }
-}
 
-impl<S, E, K> Deps<'_, S, E, K>
-where
-    S: UserStore + SessionStore,
-    E: EventSink,
-    K: KeyRing,
-{
     /// Exchanges a refresh token for a new pair, rotating it. Presenting a
     /// rotated token revokes the session. Emits `token_refreshed`, or
     /// `session_revoked` on reuse. A session past `SESSION_MAX_AGE` does not
     /// rotate: 401 `invalid_refresh_token`, as for any expired refresh token,
-    /// and the session is revoked with `session_revoked` (once).
+    /// and the session is revoked with `session_revoked` (once). A session
+    /// over its `refresh` limit (`RATE_LIMITS`, per session, counted in the
+    /// rotation's write) does not rotate either: 429 `rate_limited`, its
+    /// token still current for when the window ends.
     pub async fn refresh(
         &self,
         meta: &Meta,
@@ -240,6 +236,9 @@ where
         presented: Option<&str>,
     ) -> Result<AuthResponse, Error> {
         let old = refresh_token_shape(presented)?;
+        self.throttle_ip(meta, rng, Endpoint::Refresh).await?;
+        let limit = self.config.rate_limits.of(Endpoint::Refresh).session;
+        let key_prefix = rate_limit::key_prefix(Endpoint::Refresh, KeyType::Session);
         let new_token = ids::secret_token(rng);
         let old_hash = ids::token_hash(old);
         let new_hash = ids::token_hash(&new_token);
@@ -255,6 +254,7 @@ where
                 ip_address: meta.ip.as_deref(),
                 user_agent: meta.user_agent.as_deref(),
                 extra_claims: claims.as_ref(),
+                limit: limit.map(|rule| RotationLimit { key_prefix: &key_prefix, rule }),
             })
             .await?;
         let session = match rotation {
@@ -273,6 +273,10 @@ where
                 return Err(Error::InvalidRefreshToken);
             }
             Rotation::Unknown => return Err(Error::InvalidRefreshToken),
+            Rotation::Throttled { count } => {
+                let rule = limit.ok_or_else(|| Error::Internal("a rotation throttled without a limit".into()))?;
+                return Err(self.refresh_throttled(meta, rng, &old_hash, rule, count).await);
+            }
         };
         let user = match self.store.user_by_id(&session.user_id).await? {
             Some(u) if !u.banned => u,
@@ -296,7 +300,14 @@ where
         .await?;
         Ok(AuthResponse { expires_in, ..self.auth_response(access, new_token, &user, &session) })
     }
+}
 
+impl<S, E, K> Deps<'_, S, E, K>
+where
+    S: UserStore + SessionStore,
+    E: EventSink,
+    K: KeyRing,
+{
     /// With `HOOK_ON_REFRESH`, asks the sign-in hook again about the session
     /// whose current refresh token hashes to `refresh_hash`, before it
     /// rotates: `Some(claims)` to replace the session's, `None` to keep them

@@ -11,6 +11,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::core::body::whole_number;
 use crate::core::email::Email;
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
@@ -85,14 +86,13 @@ impl ListQuery {
                     }
                     out.query = (!q.is_empty()).then(|| q.to_string());
                 }
-                "limit" => match v.parse::<u32>() {
-                    Ok(n) if n >= 1 => out.limit = n.min(MAX_PAGE_SIZE),
+                "limit" => match whole_number(&v) {
+                    Some(n) if n >= 1 => out.limit = n.min(MAX_PAGE_SIZE),
                     _ => return Err(Error::validation("invalid_query", "limit: a whole number from 1")),
                 },
                 "offset" => {
-                    out.offset = v
-                        .parse::<u32>()
-                        .map_err(|_| Error::validation("invalid_query", "offset: a whole number from 0"))?
+                    out.offset = whole_number(&v)
+                        .ok_or_else(|| Error::validation("invalid_query", "offset: a whole number from 0"))?
                 }
                 other => {
                     return Err(Error::validation(
@@ -489,7 +489,18 @@ mod tests {
         let q = ListQuery::parse(Some("query=Ada%20L&limit=500&offset=40")).unwrap();
         assert_eq!(q, ListQuery { query: Some("Ada L".into()), limit: 100, offset: 40 });
         assert_eq!(ListQuery::parse(Some("query=")).unwrap().query, None);
-        for bad in ["limit=0", "limit=-1", "limit=x", "offset=-3", "offset=1.5", "sort=email", "limit=1&limit=2"] {
+        for bad in [
+            "limit=0",
+            "limit=-1",
+            "limit=x",
+            "limit=%2B5",
+            "limit=+5",
+            "offset=-3",
+            "offset=1.5",
+            "offset=%2B1",
+            "sort=email",
+            "limit=1&limit=2",
+        ] {
             assert_eq!(ListQuery::parse(Some(bad)).unwrap_err().problem().status, 422, "{bad}");
         }
         let long = format!("query={}", "a".repeat(201));

@@ -145,7 +145,8 @@ impl AccountStore for D1Store {
                 )?);
                 stmts.push(self.stmt(
                     "UPDATE users SET password_hash = CASE WHEN ?4 IS NOT NULL THEN ?4 WHEN email_verified = 0 THEN NULL \
-                     ELSE password_hash END, email_verified = 1, auth_epoch = auth_epoch + 1, updated_at = ?3 \
+                     ELSE password_hash END, email_verified = 1, auth_epoch = auth_epoch + 1, updated_at = ?3, \
+                     taken_over_at = CASE WHEN email_verified = 0 THEN ?3 ELSE taken_over_at END \
                      WHERE id = ?1 AND email = ?2 AND (email_verified = 0 OR ?4 IS NOT NULL)",
                     &[who[0].clone(), who[1].clone(), now.clone(), new_password],
                 )?);
@@ -194,7 +195,8 @@ impl AccountStore for D1Store {
                 )?);
                 stmts.push(self.stmt(
                     &format!(
-                        "UPDATE users SET password_hash = NULL, email_verified = 1, auth_epoch = auth_epoch + 1, updated_at = ?5 \
+                        "UPDATE users SET password_hash = NULL, email_verified = 1, auth_epoch = auth_epoch + 1, updated_at = ?5, \
+                         taken_over_at = ?5 \
                          WHERE id = ?1 AND email = ?2 AND email_verified = 0 AND {LINKED}"
                     ),
                     &[ident[0].clone(), ident[1].clone(), ident[2].clone(), ident[3].clone(), now],

@@ -5,6 +5,7 @@ use serde::Deserialize;
 use wasm_bindgen::JsValue;
 
 use super::mfa::mfa_on;
+use super::rate_limits::{HitRow, SESSION_HIT};
 use super::{changes, int, int_u, max_age, opt_text, returned, session_is_live, text, time, CountRow, D1Store};
 use crate::core::amr::Amr;
 use crate::core::ports::{Result, SessionStore};
@@ -113,38 +114,60 @@ impl SessionStore for D1Store {
     }
 
     async fn rotate_refresh(&self, r: &RotateRequest<'_>) -> Result<Rotation> {
-        let swap = self.stmt(
+        let max_age_secs = int(i64::try_from(r.max_age_secs).unwrap_or(i64::MAX));
+        let mut swap_args = vec![
+            text(r.old_hash),
+            text(r.new_hash),
+            time(r.now),
+            time(r.expires_at),
+            opt_text(r.ip_address),
+            opt_text(r.user_agent),
+            max_age_secs.clone(),
+            // HOOK_ON_REFRESH: the hook's claims replace the session's.
+            claims_column(r.extra_claims.unwrap_or(&ExtraClaims::new())),
+            int(i64::from(r.extra_claims.is_some())),
+        ];
+        // With a limit, the session's counter is hit first, in the same
+        // batch (a transaction), and the swap happens only if it is within
+        // the limit: a refused refresh rotates nothing.
+        let mut stmts = Vec::with_capacity(3);
+        let within = match &r.limit {
+            Some(l) => {
+                let window_end = time(r.now.plus_secs(l.rule.window_secs));
+                let hit_args = [text(r.old_hash), time(r.now), window_end, text(l.key_prefix), max_age_secs];
+                stmts.push(self.stmt(SESSION_HIT, &hit_args)?);
+                swap_args.extend([text(l.key_prefix), int(i64::from(l.rule.limit))]);
+                " AND (SELECT count FROM rate_limits WHERE key = ?10 || sessions.id) <= ?11"
+            }
+            None => "",
+        };
+        stmts.push(self.stmt(
             &format!(
                 "UPDATE sessions SET refresh_hash = ?2, last_used_at = ?3, expires_at = MIN(?4, created_at + ?7), \
                  ip_address = ?5, user_agent = ?6, extra_claims = CASE WHEN ?9 THEN ?8 ELSE extra_claims END \
-                 WHERE refresh_hash = ?1 AND revoked_at IS NULL AND expires_at > ?3 AND created_at + ?7 > ?3 \
+                 WHERE refresh_hash = ?1 AND revoked_at IS NULL AND expires_at > ?3 AND created_at + ?7 > ?3{within} \
                  RETURNING {SESSION_COLUMNS}"
             ),
-            &[
-                text(r.old_hash),
-                text(r.new_hash),
-                time(r.now),
-                time(r.expires_at),
-                opt_text(r.ip_address),
-                opt_text(r.user_agent),
-                int(i64::try_from(r.max_age_secs).unwrap_or(i64::MAX)),
-                // HOOK_ON_REFRESH: the hook's claims replace the session's.
-                claims_column(r.extra_claims.unwrap_or(&ExtraClaims::new())),
-                int(i64::from(r.extra_claims.is_some())),
-            ],
-        )?;
-        let record = self.stmt(
+            &swap_args,
+        )?);
+        stmts.push(self.stmt(
             "INSERT INTO refresh_tokens (hash, session_id, issued_at) \
              SELECT ?1, id, ?2 FROM sessions WHERE refresh_hash = ?1",
             &[text(r.new_hash), time(r.now)],
-        )?;
-        let results = self.batch(vec![swap, record]).await?;
-        let rotated = match results.first() {
-            Some(res) => res.results::<SessionRow>().or_unavailable(D1)?,
-            None => return Err(D1.failed("empty batch result")),
+        )?);
+        let results = self.batch(stmts).await?;
+        let (counted, swapped) = match (r.limit.is_some(), results.as_slice()) {
+            (true, [hit, swap, _]) => (hit.results::<HitRow>().or_unavailable(D1)?.into_iter().next(), swap),
+            (false, [swap, _]) => (None, swap),
+            _ => return Err(D1.failed("short batch result")),
         };
-        if let Some(row) = rotated.into_iter().next() {
+        if let Some(row) = swapped.results::<SessionRow>().or_unavailable(D1)?.into_iter().next() {
             return Ok(Rotation::Rotated(row.into()));
+        }
+        // Counted but not swapped: the token is current and its session
+        // live (the hit's conditions are the swap's), so over the limit.
+        if let Some(hit) = counted {
+            return Ok(Rotation::Throttled { count: hit.count() });
         }
         // Not current: unknown, dead, or an older token of the family (reuse).
         let owner = self
