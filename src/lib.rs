@@ -2,7 +2,8 @@
 //!
 //! It serves an auth API under `/auth` (signup, login, rotating refresh tokens,
 //! sessions, magic links, email codes, password reset and change, email
-//! verification, an admin API), publishes its signing keys at
+//! verification, a second factor (TOTP with backup codes), an admin API),
+//! publishes its signing keys at
 //! `/.well-known/jwks.json` (rotated by an administrator or a cron trigger), checks every
 //! other request at the edge and proxies the allowed ones to the origin, and puts
 //! every auth event on a Queue whose consumer (this same crate) delivers them.

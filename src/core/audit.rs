@@ -8,53 +8,76 @@
 //! Premises, and how they hold:
 //! - **Writing it never blocks or fails the action.** The request that acts
 //!   only publishes its event, as before; the entry is written by the queue
-//!   consumer from the queued message ([`AuditRecord::of_message`]), before
-//!   the message's deliveries. A failed write leaves the deliveries alone;
-//!   the message is tried again ([`after_audit`], at most [`AUDIT_RETRIES`]
-//!   times, and the targets that already had the event do not get it again),
-//!   then the entry is given up with a log line. The dead-letter consumer
-//!   writes the entry too, for events that ran out of retries.
+//!   consumer from the queued message ([`AuditRecord::of_message`]),
+//!   alongside the message's deliveries. A failed write leaves the
+//!   deliveries alone; the message is tried again ([`after_audit`], at most
+//!   [`AUDIT_RETRIES`] times, and the targets that already had the event do
+//!   not get it again), then the entry is given up with a log line. The
+//!   dead-letter consumer writes the entry too, for events that ran out of
+//!   retries.
+//! - **It cannot fill the database.** D1 holds the users and sessions every
+//!   sign-in writes; an event flood must not fill it. The cron trigger
+//!   deletes the oldest written entries beyond `AUDIT_MAX_ENTRIES`, before
+//!   and regardless of `AUDIT_RETENTION_DAYS` ([`purge`]): a flood costs
+//!   history, never sign-ins. An entry stores its client once (not again in
+//!   `data`), and the event that could be repeated fastest, `refresh`, is
+//!   rate-limited per session.
 //! - **Once per event.** The entry's id is the event's: a redelivered,
 //!   retried or redriven message writes nothing new.
 //! - **No secret is stored.** The message is read with its one-time secret
 //!   masked ([`Received::parse_masked`]): this path never opens the seal, and
 //!   the entry's `data` leaves the `token` or `code` member out altogether.
-//! - **Failures are audited.** Every event type is, `login_failed` and
-//!   `rate_limit_exceeded` with the outcome `failure` ([`Outcome::of`]).
+//! - **Failures are audited.** Every event type is, each with the outcome
+//!   its line of the `events!` table gives ([`Event::outcome`]):
+//!   `login_failed` and `rate_limit_exceeded` are `failure`.
 //!   An event that names no user but an address (`login_failed`,
-//!   `rate_limit_exceeded`, a passwordless sign-up's request) is attributed
-//!   to the account that had that address when the event happened, if any,
-//!   so its owner sees attempts on it.
+//!   `rate_limit_exceeded`, a passwordless sign-up's request) is attributed,
+//!   when its entry is written, to the account that has that address then,
+//!   if that account was created at or before the event — so its owner sees
+//!   attempts on it. (Not to the account that had the address at the event:
+//!   if the address moved between the two, the entry follows it.)
+//! - **A user sees only their own.** The own view shows the caller's
+//!   entries, none from before the account's latest takeover (the earlier
+//!   holder's), and no administrator's client for an entry they made.
 //! - **Pages are stable.** Entries are ordered by (`at`, `id`), newest
 //!   first; a [`Cursor`] is the last entry's pair, so a walk sees each entry
-//!   at most once however many entries arrive meanwhile (new ones are newer
-//!   than the cursor and land on the first page).
+//!   at most once however many entries arrive meanwhile. Not every entry
+//!   arrives newer than the cursor, though: `at` is the event's time and
+//!   the entry is written when the consumer gets it — seconds later, or
+//!   minutes after retries, or after a queue outage — so a late entry can
+//!   land behind a walk or a `since=` poll. Exporters overlap their windows
+//!   (docs/auth-api.md).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::core::delivery::{retry_delay_secs, Verdict};
+use crate::core::body::whole_number;
+use crate::core::delivery::{retry_delay_secs, Rejection, Verdict};
 use crate::core::error::Error;
+pub use crate::core::events::Outcome;
 use crate::core::events::{Event, Received};
 use crate::core::ports::AuditLog;
 use crate::core::time::UnixTime;
 
 /// Page size when `limit` is not given.
 pub const DEFAULT_AUDIT_PAGE: u32 = 50;
-/// Largest page size; larger requests are refused.
+/// Largest page size: a larger `limit` is read as this (as
+/// `GET /auth/admin/users` caps its own).
 pub const MAX_AUDIT_PAGE: u32 = 200;
-/// How many times a message is tried again for its audit entry alone (the
-/// queue's `max_retries`, so that an audit failure never sends a delivered
-/// event to the dead-letter queue).
+/// How many times a message is tried again for its audit entry alone. It
+/// must not exceed the event queue's `max_retries` (wrangler.toml, which
+/// says so beside it; a native test reads that file): an audit failure must
+/// never send an event every target had to the dead-letter queue.
 pub const AUDIT_RETRIES: u32 = 3;
-/// Rows the cron trigger deletes per statement.
-pub const PURGE_BATCH: u32 = 5_000;
-/// Statements per cron run at most: a backlog is worked off over several runs.
-pub const MAX_PURGE_BATCHES: u32 = 20;
-/// The event types that record a refused or failed attempt.
-pub const FAILURE_KINDS: &[&str] = &["login_failed", "rate_limit_exceeded"];
+/// Rows the cron trigger deletes per statement: small, since D1 runs one
+/// statement at a time and sign-ins wait behind each.
+pub const PURGE_BATCH: u32 = 1_000;
+/// Statements per cron run (each minute) at most, the cap's and the
+/// retention's together: up to 10,000 entries a minute. A backlog is worked
+/// off over several runs.
+pub const MAX_PURGE_BATCHES: u32 = 10;
 /// Longest cursor decoded.
 const MAX_CURSOR_CHARS: usize = 128;
 /// Longest id in a filter or a cursor (ours are 36-character UUIDs).
@@ -64,44 +87,9 @@ const INVALID_QUERY: &str = "invalid_query";
 /// Members of an event's `data` never written to the audit log: the
 /// one-time secrets.
 const SECRET_MEMBERS: [&str; 2] = ["token", "code"];
-
-/// Whether an event records something that happened or an attempt refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    /// The action happened.
-    Success,
-    /// The attempt was refused or failed ([`FAILURE_KINDS`]).
-    Failure,
-}
-
-impl Outcome {
-    /// The outcome events of type `kind` record.
-    pub fn of(kind: &str) -> Self {
-        if FAILURE_KINDS.contains(&kind) {
-            Self::Failure
-        } else {
-            Self::Success
-        }
-    }
-
-    /// `success` or `failure`, as stored and shown.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Success => "success",
-            Self::Failure => "failure",
-        }
-    }
-
-    /// Reads [`Outcome::as_str`] back.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "success" => Some(Self::Success),
-            "failure" => Some(Self::Failure),
-            _ => None,
-        }
-    }
-}
+/// Members of an event's `data` that name the client, kept as the entry's
+/// own `ip_address` and `user_agent` rather than in its `data`.
+const CLIENT_MEMBERS: [&str; 2] = ["ip_address", "user_agent"];
 
 /// An entry as the queue consumer writes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,8 +100,9 @@ pub struct AuditRecord {
     pub kind: &'static str,
     /// The user the event concerns, as it names them.
     pub user_id: Option<String>,
-    /// When the event names no user: the address it names, whose account (as
-    /// of [`AuditRecord::at`]) the entry is attributed to, if any.
+    /// When the event names no user: the address it names. The entry is
+    /// attributed to the account that has it when the entry is written, if
+    /// that account was created at or before [`AuditRecord::at`].
     pub subject_email: Option<String>,
     /// The administrator who acted, for admin API actions.
     pub actor_id: Option<String>,
@@ -125,16 +114,21 @@ pub struct AuditRecord {
     pub outcome: Outcome,
     /// When the event happened.
     pub at: UnixTime,
-    /// The event's `data` as JSON text, without its one-time secret.
+    /// The event's `data` as JSON text, without its one-time secret, and
+    /// without the `ip_address` and `user_agent` members that copy
+    /// [`AuditRecord::ip_address`] and [`AuditRecord::user_agent`].
     pub data: String,
 }
 
 impl AuditRecord {
-    /// The entry of a queued message's body, if it is an event (else the
-    /// message is malformed and has nothing to audit). The body is read with
-    /// its secret masked, sealed or not, and never opened. `received_at`
-    /// stands in for an unreadable timestamp.
+    /// The entry of a queued message's body, if it is an event or a
+    /// [`Rejection`] wrapping one (as the dead-letter queue carries an event
+    /// a target refused; its entry is written there when no earlier attempt
+    /// could); else the message is malformed and has nothing to audit. The
+    /// body is read with its secret masked, sealed or not, and never opened.
+    /// `received_at` stands in for an unreadable timestamp.
     pub fn of_message(body: &Value, received_at: UnixTime) -> Option<Self> {
+        let body = Rejection::event_in(body).unwrap_or(body);
         Received::parse_masked(body.clone()).ok().map(|event| Self::of(&event, received_at))
     }
 
@@ -147,19 +141,31 @@ impl AuditRecord {
                 members.remove(secret);
             }
         }
-        let member = |name: &str| data.get(name).and_then(Value::as_str).map(str::to_string);
-        let user_id = member("user_id");
-        let subject_email = if user_id.is_none() { member("email") } else { None };
+        let member = |data: &Value, name: &str| data.get(name).and_then(Value::as_str).map(str::to_string);
+        let user_id = member(&data, "user_id");
+        let subject_email = if user_id.is_none() { member(&data, "email") } else { None };
         let ctx = &event.ctx;
+        let ip_address = ctx.ip_address.clone().or_else(|| member(&data, CLIENT_MEMBERS[0]));
+        let user_agent = ctx.user_agent.clone().or_else(|| member(&data, CLIENT_MEMBERS[1]));
+        // The client is the entry's own members: a copy in `data` (`login`,
+        // `login_failed`, `token_refreshed`, `rate_limit_exceeded`) would
+        // double what a long user agent costs. Only a copy goes.
+        if let Some(members) = data.as_object_mut() {
+            for (name, column) in CLIENT_MEMBERS.iter().zip([&ip_address, &user_agent]) {
+                if members.get(*name).is_some_and(|v| v.is_null() || v.as_str() == column.as_deref()) {
+                    members.remove(*name);
+                }
+            }
+        }
         Self {
             id: event.id.clone(),
             kind,
             user_id,
             subject_email,
             actor_id: ctx.actor_id.clone(),
-            ip_address: ctx.ip_address.clone().or_else(|| member("ip_address")),
-            user_agent: ctx.user_agent.clone().or_else(|| member("user_agent")),
-            outcome: Outcome::of(kind),
+            ip_address,
+            user_agent,
+            outcome: event.event.outcome(),
             at: parse_rfc3339(&event.timestamp).unwrap_or(received_at),
             data: data.to_string(),
         }
@@ -246,7 +252,8 @@ pub struct AuditFilter {
 pub struct AuditQuery {
     /// Which entries.
     pub filter: AuditFilter,
-    /// At most this many, 1 to [`MAX_AUDIT_PAGE`].
+    /// At most this many, 1 to [`MAX_AUDIT_PAGE`] (a larger `limit` is
+    /// capped).
     pub limit: u32,
 }
 
@@ -283,8 +290,9 @@ fn instant(name: &str, v: &str) -> Result<UnixTime, Error> {
 impl AuditQuery {
     /// Parses a raw query string for `reader`. Unknown or repeated
     /// parameters, an unknown `type`, a malformed time, id or cursor, a
-    /// `since` after `until` and a `limit` outside 1 to [`MAX_AUDIT_PAGE`]
-    /// are 422 `invalid_query`.
+    /// `since` after `until` and a `limit` that is not a whole number from 1
+    /// (digits only) are 422 `invalid_query`; a `limit` above
+    /// [`MAX_AUDIT_PAGE`] is capped.
     pub fn parse(raw: Option<&str>, reader: Reader) -> Result<Self, Error> {
         let mut q = Self { filter: AuditFilter::default(), limit: DEFAULT_AUDIT_PAGE };
         let mut seen: Vec<String> = Vec::new();
@@ -317,9 +325,13 @@ impl AuditQuery {
                         invalid("cursor: not a cursor this endpoint returned (pass next_cursor as it is)")
                     })?)
                 }
-                ("limit", _) => match v.parse::<u32>() {
-                    Ok(n) if (1..=MAX_AUDIT_PAGE).contains(&n) => q.limit = n,
-                    _ => return Err(invalid(format!("limit: a whole number from 1 to {MAX_AUDIT_PAGE}"))),
+                ("limit", _) => match whole_number(&v) {
+                    Some(n) if n >= 1 => q.limit = n.min(MAX_AUDIT_PAGE),
+                    _ => {
+                        return Err(invalid(format!(
+                            "limit: a whole number from 1 (at most {MAX_AUDIT_PAGE} are read)"
+                        )))
+                    }
                 },
                 (other, _) => return Err(invalid(format!("{other}: unknown parameter (expected {expected})"))),
             }
@@ -348,13 +360,15 @@ pub struct EntryView {
     pub actor_id: Option<String>,
     /// `success` or `failure`.
     pub outcome: Outcome,
-    /// The client's IP address.
+    /// The client's IP address (`None` in a user's own view of an
+    /// administrator's action).
     pub ip_address: Option<String>,
-    /// The client's user agent.
+    /// The client's user agent (likewise).
     pub user_agent: Option<String>,
     /// When, RFC 3339.
     pub at: String,
-    /// The event's data, without its one-time secret.
+    /// The event's data, without its one-time secret and without the
+    /// client (`ip_address`, `user_agent`: the entry's own members).
     pub data: Value,
 }
 
@@ -367,8 +381,9 @@ pub struct AuditPage {
     pub next_cursor: Option<String>,
 }
 
-/// Reads the page `q` asks for from `log`, for `reader` (a user's own view
-/// leaves out who acted).
+/// Reads the page `q` asks for from `log`, for `reader`. A user's own view
+/// leaves out who acted, and for an administrator's action (one with an
+/// `actor_id`) their IP address and user agent too.
 pub async fn page(log: &impl AuditLog, q: &AuditQuery, reader: Reader) -> Result<AuditPage, Error> {
     let limit = q.limit.clamp(1, MAX_AUDIT_PAGE);
     // One more than asked for says whether there is a next page.
@@ -376,16 +391,19 @@ pub async fn page(log: &impl AuditLog, q: &AuditQuery, reader: Reader) -> Result
     let more = entries.len() > limit as usize;
     entries.truncate(limit as usize);
     let next_cursor = if more { entries.last().map(|e| Cursor::after(e).encode()) } else { None };
+    let admin = reader == Reader::Admin;
     let entries = entries
         .into_iter()
         .map(|e| EntryView {
             id: e.id,
             kind: e.kind,
             user_id: e.user_id,
-            actor_id: if reader == Reader::Admin { e.actor_id } else { None },
             outcome: e.outcome,
-            ip_address: e.ip_address,
-            user_agent: e.user_agent,
+            // An administrator's action came from the administrator's client,
+            // which is no business of the user it concerns.
+            ip_address: e.ip_address.filter(|_| admin || e.actor_id.is_none()),
+            user_agent: e.user_agent.filter(|_| admin || e.actor_id.is_none()),
+            actor_id: if admin { e.actor_id } else { None },
             at: e.at.rfc3339(),
             data: e.data,
         })
@@ -407,19 +425,45 @@ pub fn after_audit(delivered: Verdict, written: bool, attempt: u32, base_delay_s
     }
 }
 
-/// Deletes the entries older than `retention_days` at `now`, in batches of
-/// [`PURGE_BATCH`], at most [`MAX_PURGE_BATCHES`] per call; returns how many.
-pub async fn purge(log: &impl AuditLog, now: UnixTime, retention_days: u32) -> Result<u64, Error> {
+/// What one [`purge`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Entries beyond `AUDIT_MAX_ENTRIES`.
+    pub over_cap: u64,
+    /// Entries older than `AUDIT_RETENTION_DAYS`.
+    pub expired: u64,
+}
+
+/// Deletes, in batches of [`PURGE_BATCH`] and at most [`MAX_PURGE_BATCHES`]
+/// statements per call: first the oldest written entries beyond the newest
+/// `max_entries` (`AUDIT_MAX_ENTRIES`), then those older than
+/// `retention_days` (`AUDIT_RETENTION_DAYS`) at `now`.
+///
+/// The cap comes first, and regardless of age: a flood of events (refreshes
+/// from many sessions, failed sign-ins from many addresses) must never fill
+/// the D1 database the sign-ins write to, so it pushes the oldest entries
+/// out instead — losing history is the lesser harm.
+pub async fn purge(log: &impl AuditLog, now: UnixTime, retention_days: u32, max_entries: u32) -> Result<Purged, Error> {
     let before = now.minus_secs(u64::from(retention_days) * 86_400);
-    let mut total = 0;
-    for _ in 0..MAX_PURGE_BATCHES {
-        let n = log.purge_audit(before, PURGE_BATCH).await?;
-        total += n;
+    let mut out = Purged::default();
+    let mut batches = 0;
+    while batches < MAX_PURGE_BATCHES {
+        batches += 1;
+        let n = log.purge_audit_beyond(u64::from(max_entries), PURGE_BATCH).await?;
+        out.over_cap += n;
         if n < u64::from(PURGE_BATCH) {
             break;
         }
     }
-    Ok(total)
+    while batches < MAX_PURGE_BATCHES {
+        batches += 1;
+        let n = log.purge_audit(before, PURGE_BATCH).await?;
+        out.expired += n;
+        if n < u64::from(PURGE_BATCH) {
+            break;
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -432,15 +476,17 @@ mod tests {
     #[test]
     fn failures_are_the_refused_attempts() {
         for kind in Event::KINDS {
-            let expected = if ["login_failed", "rate_limit_exceeded"].contains(kind) {
+            let expected = if ["login_failed", "rate_limit_exceeded", "mfa_failed"].contains(kind) {
                 Outcome::Failure
             } else {
                 Outcome::Success
             };
             assert_eq!(Outcome::of(kind), expected, "{kind}");
+            assert_eq!(Event::outcome_of(kind), Some(expected), "{kind}");
             assert_eq!(Outcome::parse(Outcome::of(kind).as_str()), Some(expected));
         }
-        assert!(FAILURE_KINDS.iter().all(|k| Event::KINDS.contains(k)));
+        assert_eq!(Event::outcome_of("mfa_enroled"), None);
+        assert_eq!(Outcome::of("a_type_of_a_later_build"), Outcome::Success);
     }
 
     #[test]
@@ -471,6 +517,12 @@ mod tests {
         assert_eq!(data, serde_json::json!({"user_id": null, "email": "a@b.co", "locale": null}));
         assert!(!r.data.contains("sealed") && !r.data.contains("s3cret"));
         assert!(AuditRecord::of_message(&serde_json::json!({"type": "login"}), UnixTime(0)).is_none());
+        // A rejected event reaches the dead-letter consumer wrapped: the same entry.
+        let wrapped = serde_json::to_value(Rejection::new(body.clone(), "email:a@b.co: HTTP 422: …")).unwrap();
+        assert_eq!(AuditRecord::of_message(&wrapped, UnixTime(0)), AuditRecord::of_message(&body, UnixTime(0)));
+        assert!(AuditRecord::of_message(&wrapped, UnixTime(0)).is_some());
+        let not_an_event = serde_json::json!({"rejected": {"reason": "x", "event": {"type": "login"}}});
+        assert!(AuditRecord::of_message(&not_an_event, UnixTime(0)).is_none());
     }
 
     #[test]
@@ -511,6 +563,9 @@ mod tests {
             (Some(UnixTime(1_795_433_636)), Some(UnixTime(1_795_433_700)), 200)
         );
         assert_eq!(AuditQuery::parse(None, Reader::Own).unwrap().limit, DEFAULT_AUDIT_PAGE);
+        // Above the largest page, the largest page (as the users listing does).
+        assert_eq!(AuditQuery::parse(Some("limit=201"), Reader::Own).unwrap().limit, MAX_AUDIT_PAGE);
+        assert_eq!(AuditQuery::parse(Some("limit=4294967295"), Reader::Admin).unwrap().limit, MAX_AUDIT_PAGE);
         let since = AuditQuery::parse(Some("since=2026-11-23T12:33:56%2B01:00"), Reader::Own).unwrap();
         assert_eq!(since.filter.since, Some(UnixTime(1_795_433_636)));
         for (raw, reader) in [
@@ -523,7 +578,9 @@ mod tests {
             ("since=20&until=10", Reader::Admin),
             ("cursor=abc", Reader::Admin),
             ("limit=0", Reader::Admin),
-            ("limit=201", Reader::Own),
+            ("limit=%2B5", Reader::Own),
+            ("limit=+5", Reader::Own),
+            ("limit=-1", Reader::Own),
             ("limit=ten", Reader::Own),
             ("limit=1&limit=2", Reader::Own),
             ("offset=5", Reader::Admin),

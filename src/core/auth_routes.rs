@@ -136,6 +136,8 @@ routes! {
     "/auth/login" { POST => Login }
     "/auth/refresh" { POST => Refresh }
     "/auth/logout" { POST => Logout }
+    "/auth/introspect" { POST => Introspect }
+    "/auth/revoke" { POST => Revoke }
     "/auth/me" { GET => Me }
     "/auth/sessions" { GET => Sessions }
     "/auth/sessions/revoke-others" { POST => RevokeOtherSessions }
@@ -149,6 +151,11 @@ routes! {
     "/auth/password/change" { POST => PasswordChange }
     "/auth/email/verify/request" { POST => EmailVerifyRequest }
     "/auth/email/verify" { POST => EmailVerify }
+    "/auth/mfa/totp/enroll" { POST => MfaTotpEnroll }
+    "/auth/mfa/totp/confirm" { POST => MfaTotpConfirm }
+    "/auth/mfa/totp" { DELETE => MfaTotpDisable }
+    "/auth/mfa/backup-codes" { POST => MfaBackupCodes }
+    "/auth/mfa/verify" { POST => MfaVerify }
     "/auth/admin/keys/rotate" { POST => AdminRotateKeys }
     "/auth/admin/keys/{kid}/retire" { POST => AdminRetireKey { kid } }
     "/auth/audit" { GET => Audit }
@@ -163,6 +170,7 @@ routes! {
     "/auth/admin/users/{id}/unban" { POST => AdminUnbanUser { id } }
     "/auth/admin/users/{id}/roles/{role}" { POST => AdminAddRole { id, role }, DELETE => AdminRemoveRole { id, role } }
     "/auth/admin/users/{id}/sessions/revoke" { POST => AdminRevokeSessions { id } }
+    "/auth/admin/users/{id}/mfa" { DELETE => AdminResetMfa { id } }
     "/auth/oauth/exchange" { POST => OauthExchange }
     "/auth/oauth/{provider}" { DELETE => OauthUnlink { provider } }
     "/auth/oauth/{provider}/authorize" { GET => OauthAuthorize { provider } }
@@ -175,7 +183,7 @@ routes! {
     "/auth/ui/forgot" { GET => UiForgotPage, POST => UiForgot }
     "/auth/ui/reset" { GET => UiResetPage, POST => UiReset }
     "/auth/ui/verify-email" { GET => UiVerifyEmailPage, POST => UiVerifyEmail }
-    "/auth/ui/mfa" { GET => UiMfaPage }
+    "/auth/ui/mfa" { GET => UiMfaPage, POST => UiMfa }
     "/auth/ui/account" { GET => UiAccountPage, POST => UiAccount }
 }
 
@@ -371,8 +379,8 @@ mod tests {
                 }
             }
         }
-        // 55 endpoints; the 20 GET ones answer HEAD too.
-        assert_eq!(routes, 55 + 20, "every endpoint, and HEAD for each GET one");
+        // 64 endpoints; the 20 GET ones answer HEAD too.
+        assert_eq!(routes, 64 + 20, "every endpoint, and HEAD for each GET one");
     }
 
     #[test]
@@ -396,6 +404,9 @@ mod tests {
             match_route("POST", "/auth/admin/users/u1/sessions/revoke"),
             Ok(Route::AdminRevokeSessions { id: "u1" })
         );
+        assert_eq!(match_route("DELETE", "/auth/admin/users/u1/mfa"), Ok(Route::AdminResetMfa { id: "u1" }));
+        assert_eq!(match_route("DELETE", "/auth/mfa/totp"), Ok(Route::MfaTotpDisable));
+        assert_eq!(match_route("POST", "/auth/mfa/verify"), Ok(Route::MfaVerify));
         assert_eq!(match_route("GET", "/auth/oauth/acme/authorize"), Ok(Route::OauthAuthorize { provider: "acme" }));
         assert_eq!(match_route("GET", "/auth/oauth/acme/callback"), Ok(Route::OauthCallback { provider: "acme" }));
         assert_eq!(match_route("POST", "/auth/oauth/acme/link"), Ok(Route::OauthLink { provider: "acme" }));
@@ -455,6 +466,12 @@ mod tests {
             ("DELETE", "/auth/admin/users/some-id/unban", "POST"),
             ("GET", "/auth/admin/users/some-id/roles/admin", "POST, DELETE"),
             ("GET", "/auth/admin/users/some-id/sessions/revoke", "POST"),
+            ("GET", "/auth/admin/users/some-id/mfa", "DELETE"),
+            ("GET", "/auth/mfa/totp/enroll", "POST"),
+            ("GET", "/auth/mfa/totp/confirm", "POST"),
+            ("POST", "/auth/mfa/totp", "DELETE"),
+            ("GET", "/auth/mfa/backup-codes", "POST"),
+            ("GET", "/auth/mfa/verify", "POST"),
             ("GET", "/auth/oauth/exchange", "POST"),
             ("DELETE", "/auth/oauth/exchange", "POST"),
             ("POST", "/auth/oauth/acme/authorize", "GET, HEAD"),
@@ -496,6 +513,9 @@ mod tests {
             "/auth/admin/users/u1/sessions",
             "/auth/admin/users/u1/other",
             "/auth/magic-link/other",
+            "/auth/mfa",
+            "/auth/mfa/totp/other",
+            "/auth/admin/users/u1/mfa/x",
             // Literal segments compare case-sensitively (AUTH_PREFIX itself
             // is matched case-insensitively before: see below).
             "/auth/Signup",
@@ -616,7 +636,7 @@ mod tests {
         assert_eq!(match_route("GET", "/auth/ui/login"), Ok(Route::UiLoginPage));
         assert_eq!(match_route("HEAD", "/auth/ui/account"), Ok(Route::UiAccountPage));
         assert_eq!(match_route("POST", "/auth/ui/magic-link"), Ok(Route::UiMagicLink));
-        assert_eq!(match_route("POST", "/auth/ui/mfa"), not_allowed("GET, HEAD"));
+        assert_eq!(match_route("POST", "/auth/ui/mfa"), Ok(Route::UiMfa));
         assert_eq!(match_route("DELETE", "/auth/ui/login"), not_allowed("GET, HEAD, POST"));
         assert_eq!(match_route("GET", "/auth/ui/nope"), Err(NoRoute::NotFound));
         assert_eq!(match_route("GET", "/auth/ui"), Err(NoRoute::NotFound));

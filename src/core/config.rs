@@ -14,6 +14,7 @@ use crate::core::oauth::OAuthConfig;
 use crate::core::password::{HashParams, PasswordPolicy};
 use crate::core::policy::Routes;
 use crate::core::rate_limit::RateLimits;
+use crate::core::revocation::{IntrospectionSecret, MAX_REVOCATION_LAG_SECS, REVOCATION_LAG_SECS};
 use crate::core::ui::UiConfig;
 use crate::core::webhook::WebhookSecret;
 
@@ -46,12 +47,19 @@ pub const RETRY_BASE_DELAY_SECS: u32 = 30;
 pub const AUDIT_RETENTION_DAYS: u32 = 90;
 /// Longest `AUDIT_RETENTION_DAYS` accepted (ten years).
 pub const MAX_AUDIT_RETENTION_DAYS: u32 = 3_650;
+/// Default `AUDIT_MAX_ENTRIES`: the most entries the audit log keeps, about
+/// 1 GB of D1 at the entry sizes measured in docs/scaling.md.
+pub const AUDIT_MAX_ENTRIES: u32 = 1_000_000;
+/// Accepted `AUDIT_MAX_ENTRIES`: from one purge batch to a billion.
+pub const AUDIT_MAX_ENTRIES_RANGE: std::ops::RangeInclusive<u32> = 1_000..=1_000_000_000;
 /// Default audience.
 pub const DEFAULT_AUDIENCE: &str = "portcullis";
 /// Default `AUTH_PREFIX`: where the auth API lives.
 pub const DEFAULT_AUTH_PREFIX: &str = "/auth";
 /// Longest `AUTH_PREFIX` accepted.
 pub const MAX_AUTH_PREFIX_LEN: usize = 64;
+/// Longest `UI_NAME` accepted, in characters.
+pub const MAX_UI_NAME_CHARS: usize = 64;
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -140,6 +148,19 @@ pub struct Config {
     pub audit_retention_days: u32,
     /// The hosted pages: `UI_ENABLED`, `UI_NAME`, `UI_LOGO_URL`, `UI_ACCENT`.
     pub ui: UiConfig,
+    /// `UI_NAME`: the product's name as people see it; the issuer label of
+    /// TOTP enrolments (else the issuer's host).
+    pub ui_name: Option<String>,
+    /// `REVOCATION_LAG`: within this many seconds of a revocation every
+    /// isolate's gateway refuses the tokens it affects
+    /// ([`crate::core::revocation`]).
+    pub revocation_lag_secs: u64,
+    /// `INTROSPECTION_SECRET` (secret): what callers of `POST
+    /// /auth/introspect` present; `None` leaves introspection disabled.
+    pub introspection_secret: Option<IntrospectionSecret>,
+    /// `AUDIT_MAX_ENTRIES`: the cron trigger deletes the oldest written
+    /// audit log entries beyond this many, whatever their age.
+    pub audit_max_entries: u32,
 }
 
 /// A configuration problem, naming the setting.
@@ -306,6 +327,13 @@ impl Config {
                 ))
             }
         };
+        let audit_max_entries = match number("AUDIT_MAX_ENTRIES", AUDIT_MAX_ENTRIES)? {
+            n if AUDIT_MAX_ENTRIES_RANGE.contains(&n) => n,
+            n => {
+                let (lo, hi) = (AUDIT_MAX_ENTRIES_RANGE.start(), AUDIT_MAX_ENTRIES_RANGE.end());
+                return Err(err("AUDIT_MAX_ENTRIES", format!("{n} must be between {lo} and {hi}")));
+            }
+        };
         let email = EmailSettings::from_lookup(&var).map_err(|(name, why)| err(&name, why))?;
         let hook = match var("HOOK_URL") {
             None => None,
@@ -343,6 +371,24 @@ impl Config {
                 return Err(err(name, "set, but HOOK_URL is not: there is no hook to apply it to".into()));
             }
         }
+        let ui_name = match var("UI_NAME") {
+            None => None,
+            Some(v) if v.chars().count() <= MAX_UI_NAME_CHARS && !v.chars().any(char::is_control) => Some(v),
+            Some(_) => {
+                return Err(err(
+                    "UI_NAME",
+                    format!("at most {MAX_UI_NAME_CHARS} characters, without control characters"),
+                ))
+            }
+        };
+        let revocation_lag_secs = match secs("REVOCATION_LAG", REVOCATION_LAG_SECS)? {
+            n if n <= MAX_REVOCATION_LAG_SECS => n,
+            n => return Err(err("REVOCATION_LAG", format!("{n} is more than {MAX_REVOCATION_LAG_SECS} seconds"))),
+        };
+        let introspection_secret = match var("INTROSPECTION_SECRET") {
+            None => None,
+            Some(v) => Some(IntrospectionSecret::parse(&v).map_err(|e| err("INTROSPECTION_SECRET", e))?),
+        };
         let cookie_mode = boolean("COOKIE_MODE")?;
         let cookie_mode_body_tokens = boolean("COOKIE_MODE_BODY_TOKENS")?;
         if !cookie_mode && var("COOKIE_MODE_BODY_TOKENS").is_some() {
@@ -393,6 +439,10 @@ impl Config {
             oauth,
             audit_retention_days,
             ui,
+            ui_name,
+            revocation_lag_secs,
+            introspection_secret,
+            audit_max_entries,
         })
     }
 
@@ -469,13 +519,14 @@ mod tests {
             (3_600, 86_400, 2_592_000, 300)
         );
         assert_eq!(c.session_max_age_secs, 7_776_000);
+        assert_eq!((c.revocation_lag_secs, c.introspection_secret.is_none()), (10, true));
         assert_eq!(c.rate_limits.otp_failures.map(|r| (r.limit, r.window_secs)), Some((20, 86_400)));
         assert_eq!(c.email.transport, crate::core::mail::Transport::Log);
         assert_eq!((c.webhook_secret.is_none(), c.webhook_events.is_none(), c.hook.is_none()), (true, true, true));
         assert_eq!((c.webhook_timeout_ms, c.retry_base_delay_secs), (10_000, 30));
         assert_eq!(c.issuer_for("http://127.0.0.1:8787/"), "http://127.0.0.1:8787");
         assert_eq!(c.auth_prefix, "/auth");
-        assert_eq!(c.audit_retention_days, 90);
+        assert_eq!((c.audit_retention_days, c.audit_max_entries), (90, 1_000_000));
         assert_eq!(c.auth_url("https://gw.example", "/oauth/x/callback"), "https://gw.example/auth/oauth/x/callback");
     }
 
@@ -529,10 +580,19 @@ mod tests {
             ("AUDIT_RETENTION_DAYS", "0"),
             ("AUDIT_RETENTION_DAYS", "3651"),
             ("AUDIT_RETENTION_DAYS", "90d"),
+            ("AUDIT_MAX_ENTRIES", "999"),
+            ("AUDIT_MAX_ENTRIES", "1000000001"),
+            ("AUDIT_MAX_ENTRIES", "1e6"),
+            ("AUDIT_MAX_ENTRIES", "off"),
             ("EMAIL_TRANSPORT", "carrier-pigeon"),
             ("EMAIL_FROM", "nobody"),
             ("HOOK_URL", "ftp://hooks.example"),
             ("HOOK_FAILURE_MODE", "open"),
+            ("UI_NAME", "line\nbreak"),
+            ("REVOCATION_LAG", "0"),
+            ("REVOCATION_LAG", "601"),
+            ("REVOCATION_LAG", "10s"),
+            ("INTROSPECTION_SECRET", "too-short"),
         ] {
             let e = Config::from_lookup(lookup(&[(k, v)])).unwrap_err();
             let head = k.split('_').next().unwrap();

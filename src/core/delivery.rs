@@ -315,8 +315,9 @@ async fn send<C: Courier>(
         },
         Dispatch::Binding(message) => match courier.send_mime(&message).await {
             Ok(()) => Ok(()),
-            Err(e) if e.retryable() => Err(Failure::Retry(e.to_string())),
-            Err(e) => Err(Failure::Reject(e.to_string())),
+            // Capped and on one line, like a provider's answer.
+            Err(e) if e.retryable() => Err(Failure::Retry(excerpt(&e.to_string(), 300))),
+            Err(e) => Err(Failure::Reject(excerpt(&e.to_string(), 300))),
         },
     }
 }
@@ -357,6 +358,13 @@ impl Rejection {
     /// Wraps a message's `body` refused for `reason` ([`Verdict::Reject`]).
     pub fn new(body: Value, reason: &str) -> Self {
         Self { rejected: Rejected { reason: reason.to_string(), event: body } }
+    }
+
+    /// The message body inside `body`, if `body` is a `Rejection`.
+    pub fn event_in(body: &Value) -> Option<&Value> {
+        let rejected = body.get("rejected")?;
+        rejected.get("reason")?.as_str()?;
+        rejected.get("event")
     }
 }
 

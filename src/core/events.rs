@@ -1,7 +1,9 @@
 //! Auth events: one typed struct per event type, and the queue envelope
 //! `{ "id", "type", "timestamp", "data" }` with AuthFort's names and fields.
 //!
-//! Adding an event type means adding one line to the `events!` table below.
+//! Adding an event type means adding one line to the `events!` table below,
+//! which names its [`Outcome`] too: a line without one does not compile, so
+//! every new type is a deliberate `Success` or `Failure` in the audit log.
 //!
 //! Four events carry a one-time secret ([`secret_field`]): the magic link's
 //! token, the email code, the reset and the verification token. Webhooks get
@@ -24,8 +26,45 @@ use crate::core::time::UnixTime;
 /// Version of the envelope format, carried in every message as `v`.
 pub const ENVELOPE_VERSION: u32 = 1;
 
+/// Whether an event records something that happened or an attempt refused:
+/// each event type's is given in the `events!` table, and the audit log
+/// stores it with every entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// The action happened.
+    Success,
+    /// The attempt was refused or failed.
+    Failure,
+}
+
+impl Outcome {
+    /// The outcome events of type `kind` record; [`Outcome::Success`] for
+    /// a type this build does not know.
+    pub fn of(kind: &str) -> Self {
+        Event::outcome_of(kind).unwrap_or(Self::Success)
+    }
+
+    /// `success` or `failure`, as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+        }
+    }
+
+    /// Reads [`Outcome::as_str`] back.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "success" => Some(Self::Success),
+            "failure" => Some(Self::Failure),
+            _ => None,
+        }
+    }
+}
+
 macro_rules! events {
-    ($( $variant:ident => $name:literal { $( $(#[$fattr:meta])* $field:ident : $ty:ty ),* $(,)? } )*) => {
+    ($( $variant:ident => $name:literal, $outcome:ident { $( $(#[$fattr:meta])* $field:ident : $ty:ty ),* $(,)? } )*) => {
         $(
             #[doc = concat!("Data of the `", $name, "` event.")]
             #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +97,21 @@ macro_rules! events {
             /// Every event type name.
             pub const KINDS: &'static [&'static str] = &[$($name),*];
 
+            /// Whether this event records an action or a refused attempt.
+            pub fn outcome(&self) -> Outcome {
+                match self {
+                    $( Event::$variant(_) => Outcome::$outcome, )*
+                }
+            }
+
+            /// The outcome of events of type `kind`, if it is one.
+            pub fn outcome_of(kind: &str) -> Option<Outcome> {
+                match kind {
+                    $( $name => Some(Outcome::$outcome), )*
+                    _ => None,
+                }
+            }
+
             /// Rebuilds an event from its type name and `data` object.
             pub fn from_parts(kind: &str, data: serde_json::Value) -> Result<Self, String> {
                 match kind {
@@ -72,31 +126,34 @@ macro_rules! events {
 }
 
 events! {
-    UserCreated => "user_created" { user_id: String, email: String, name: Option<String>, provider: String }
-    UserUpdated => "user_updated" { user_id: String, fields: Vec<String> }
-    UserDeleted => "user_deleted" { user_id: String, email: String }
-    UserBanned => "user_banned" { user_id: String }
-    UserUnbanned => "user_unbanned" { user_id: String }
-    Login => "login" { user_id: String, email: String, provider: String, ip_address: Option<String>, user_agent: Option<String> }
-    LoginFailed => "login_failed" { email: String, reason: String, ip_address: Option<String>, user_agent: Option<String> }
-    Logout => "logout" { user_id: String }
-    TokenRefreshed => "token_refreshed" { user_id: String, ip_address: Option<String>, user_agent: Option<String> }
-    RoleAdded => "role_added" { user_id: String, role: String }
-    RoleRemoved => "role_removed" { user_id: String, role: String }
-    SessionRevoked => "session_revoked" { user_id: String, session_id: Option<String>, revoke_all: bool }
-    OauthLink => "oauth_link" { user_id: String, email: String, provider: String }
-    PasswordResetRequested => "password_reset_requested" { user_id: String, email: String, token: String, #[serde(default)] locale: Option<String> }
-    PasswordReset => "password_reset" { user_id: String }
-    PasswordChanged => "password_changed" { user_id: String }
-    EmailVerificationRequested => "email_verification_requested" { user_id: String, email: String, token: String, #[serde(default)] locale: Option<String> }
-    EmailVerified => "email_verified" { user_id: String, email: String }
-    MagicLinkRequested => "magic_link_requested" { user_id: Option<String>, email: String, token: String, #[serde(default)] locale: Option<String> }
-    MagicLinkLogin => "magic_link_login" { user_id: String, email: String }
-    EmailOtpRequested => "email_otp_requested" { user_id: Option<String>, email: String, code: String, #[serde(default)] locale: Option<String> }
-    EmailOtpLogin => "email_otp_login" { user_id: String, email: String }
-    KeyRotated => "key_rotated" { old_kid: Option<String>, new_kid: String }
-    KeyRetired => "key_retired" { kid: String, new_kid: Option<String> }
-    RateLimitExceeded => "rate_limit_exceeded" { endpoint: String, ip_address: Option<String>, email: Option<String>, limit: u32, key_type: String }
+    UserCreated => "user_created", Success { user_id: String, email: String, name: Option<String>, provider: String }
+    UserUpdated => "user_updated", Success { user_id: String, fields: Vec<String> }
+    UserDeleted => "user_deleted", Success { user_id: String, email: String }
+    UserBanned => "user_banned", Success { user_id: String }
+    UserUnbanned => "user_unbanned", Success { user_id: String }
+    Login => "login", Success { user_id: String, email: String, provider: String, ip_address: Option<String>, user_agent: Option<String> }
+    LoginFailed => "login_failed", Failure { email: String, reason: String, ip_address: Option<String>, user_agent: Option<String> }
+    Logout => "logout", Success { user_id: String }
+    TokenRefreshed => "token_refreshed", Success { user_id: String, ip_address: Option<String>, user_agent: Option<String> }
+    RoleAdded => "role_added", Success { user_id: String, role: String }
+    RoleRemoved => "role_removed", Success { user_id: String, role: String }
+    SessionRevoked => "session_revoked", Success { user_id: String, session_id: Option<String>, revoke_all: bool }
+    OauthLink => "oauth_link", Success { user_id: String, email: String, provider: String }
+    PasswordResetRequested => "password_reset_requested", Success { user_id: String, email: String, token: String, #[serde(default)] locale: Option<String> }
+    PasswordReset => "password_reset", Success { user_id: String }
+    PasswordChanged => "password_changed", Success { user_id: String }
+    EmailVerificationRequested => "email_verification_requested", Success { user_id: String, email: String, token: String, #[serde(default)] locale: Option<String> }
+    EmailVerified => "email_verified", Success { user_id: String, email: String }
+    MagicLinkRequested => "magic_link_requested", Success { user_id: Option<String>, email: String, token: String, #[serde(default)] locale: Option<String> }
+    MagicLinkLogin => "magic_link_login", Success { user_id: String, email: String }
+    EmailOtpRequested => "email_otp_requested", Success { user_id: Option<String>, email: String, code: String, #[serde(default)] locale: Option<String> }
+    EmailOtpLogin => "email_otp_login", Success { user_id: String, email: String }
+    KeyRotated => "key_rotated", Success { old_kid: Option<String>, new_kid: String }
+    KeyRetired => "key_retired", Success { kid: String, new_kid: Option<String> }
+    RateLimitExceeded => "rate_limit_exceeded", Failure { endpoint: String, ip_address: Option<String>, email: Option<String>, limit: u32, key_type: String }
+    MfaEnabled => "mfa_enabled", Success { user_id: String, method: String }
+    MfaDisabled => "mfa_disabled", Success { user_id: String, method: String }
+    MfaFailed => "mfa_failed", Failure { user_id: String, method: String, ip_address: Option<String> }
 }
 
 /// The field holding the one-time secret of events of type `kind` (`token`

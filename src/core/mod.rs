@@ -1,5 +1,6 @@
 //! The pure core: every auth decision, with no platform access.
 
+pub mod amr;
 pub mod audit;
 pub mod auth_routes;
 pub mod body;
@@ -19,6 +20,7 @@ pub mod ids;
 pub mod keys;
 pub mod locale;
 pub mod mail;
+pub mod mfa;
 pub mod oauth;
 pub mod outbound;
 pub mod own_signature;
@@ -26,6 +28,7 @@ pub mod password;
 pub mod policy;
 pub mod ports;
 pub mod rate_limit;
+pub mod revocation;
 pub mod session;
 pub mod takeover;
 pub mod target;

@@ -14,6 +14,7 @@ use std::borrow::Cow;
 use jwt_compact::{Claims, Header};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::core::amr::Amr;
 use crate::core::crypto::{b64url, b64url_decode};
 use crate::core::error::{Error, TokenError};
 use crate::core::keys::{SigningAlg, SigningKey};
@@ -44,8 +45,8 @@ pub const LEEWAY_SECS: i64 = 30;
 pub type ExtraClaims = serde_json::Map<String, serde_json::Value>;
 
 /// Claim names only Portcullis sets: extra claims never overwrite them.
-pub const RESERVED_CLAIMS: [&str; 11] =
-    ["iss", "aud", "sub", "sid", "roles", "email", "email_verified", "iat", "exp", "nbf", "jti"];
+pub const RESERVED_CLAIMS: [&str; 13] =
+    ["iss", "aud", "sub", "sid", "roles", "email", "email_verified", "iat", "exp", "nbf", "jti", "amr", "auth_time"];
 
 /// The claims of an access token, beyond `iat` / `exp` (carried by
 /// jwt-compact's `Claims` wrapper).
@@ -68,6 +69,14 @@ pub struct AccessClaims {
     pub email_verified: bool,
     /// Unique token id.
     pub jti: String,
+    /// How the user signed in (RFC 8176); empty in tokens issued before
+    /// `amr` was.
+    #[serde(default, skip_serializing_if = "Amr::is_empty")]
+    pub amr: Amr,
+    /// When the user signed in (the session's sign-in, kept across
+    /// refreshes), Unix seconds; absent from tokens issued before it was.
+    #[serde(default, deserialize_with = "timestamp", skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
 }
 
 fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -93,6 +102,10 @@ struct IssuedClaims<'a> {
     email: &'a str,
     email_verified: bool,
     jti: &'a str,
+    #[serde(skip_serializing_if = "Amr::is_empty")]
+    amr: Amr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth_time: Option<i64>,
     /// Never holds a reserved name: see [`without_reserved`].
     #[serde(flatten)]
     extra: &'a ExtraClaims,
@@ -168,6 +181,10 @@ pub struct NewAccessToken<'a> {
     pub now: UnixTime,
     /// Lifetime in seconds.
     pub ttl_secs: u64,
+    /// `amr`: how the user signed in.
+    pub amr: Amr,
+    /// `auth_time`: when the user signed in.
+    pub auth_time: UnixTime,
     /// Further claims; reserved names among them are skipped.
     pub extra: &'a ExtraClaims,
 }
@@ -188,6 +205,8 @@ impl NewAccessToken<'_> {
             email: self.email.to_string(),
             email_verified: self.email_verified,
             jti: self.jti.to_string(),
+            amr: self.amr,
+            auth_time: Some(self.auth_time.0),
         };
         fits_headers(&claims).then(|| VerifiedToken {
             claims,
@@ -219,6 +238,8 @@ pub fn issue(t: &NewAccessToken<'_>, key: &SigningKey) -> Result<String, Error> 
         email: t.email,
         email_verified: t.email_verified,
         jti: t.jti,
+        amr: t.amr,
+        auth_time: Some(t.auth_time.0),
         extra: &extra,
     });
     claims.issued_at = chrono::DateTime::from_timestamp(t.now.0, 0);
@@ -228,8 +249,8 @@ pub fn issue(t: &NewAccessToken<'_>, key: &SigningKey) -> Result<String, Error> 
 
 /// The signing input (`base64url(header).base64url(claims)`) of the
 /// gateway's assertion about a verified caller for the origin `audience`: the
-/// access token's identity claims and its extra ones (the sign-in hook's),
-/// `aud` set to the origin, a lifetime of
+/// access token's identity claims (with `amr` and `auth_time`) and its
+/// extra ones (the sign-in hook's), `aud` set to the origin, a lifetime of
 /// [`ASSERTION_TTL_SECS`] capped by the end of the access token's own
 /// acceptance window (its `exp` plus the leeway), so it is never already
 /// expired when issued. Returns the input and the assertion's expiry; the
@@ -271,6 +292,8 @@ pub fn assertion_signing_input(
             email: &c.email,
             email_verified: c.email_verified,
             jti: &jti,
+            amr: c.amr,
+            auth_time: c.auth_time,
             extra: &verified.extra,
         },
         iat: now.0,
@@ -370,6 +393,8 @@ struct WireClaims {
     email: String,
     email_verified: bool,
     jti: String,
+    amr: Amr,
+    auth_time: Option<i64>,
     exp: Option<i64>,
     nbf: Option<i64>,
     iat: Option<i64>,
@@ -387,6 +412,8 @@ enum WireKey {
     Email,
     EmailVerified,
     Jti,
+    Amr,
+    AuthTime,
     Exp,
     Nbf,
     Iat,
@@ -411,6 +438,8 @@ impl<'de> Deserialize<'de> for WireKey {
                     "email" => WireKey::Email,
                     "email_verified" => WireKey::EmailVerified,
                     "jti" => WireKey::Jti,
+                    "amr" => WireKey::Amr,
+                    "auth_time" => WireKey::AuthTime,
                     "exp" => WireKey::Exp,
                     "nbf" => WireKey::Nbf,
                     "iat" => WireKey::Iat,
@@ -472,6 +501,7 @@ impl<'de> serde::de::Visitor<'de> for WireVisitor {
         }
         let (mut iss, mut aud, mut sub, mut sid, mut roles) = (None, None::<Audience>, None, None, None);
         let (mut email, mut email_verified, mut jti) = (None, None, None);
+        let (mut amr, mut auth_time) = (None::<Amr>, None::<Timestamp>);
         let (mut exp, mut nbf, mut iat) = (None::<Timestamp>, None::<Timestamp>, None::<Timestamp>);
         let mut extra = ExtraClaims::new();
         while let Some(key) = map.next_key::<WireKey>()? {
@@ -484,6 +514,8 @@ impl<'de> serde::de::Visitor<'de> for WireVisitor {
                 WireKey::Email => once(&mut map, &mut email, "email")?,
                 WireKey::EmailVerified => once(&mut map, &mut email_verified, "email_verified")?,
                 WireKey::Jti => once(&mut map, &mut jti, "jti")?,
+                WireKey::Amr => once(&mut map, &mut amr, "amr")?,
+                WireKey::AuthTime => once(&mut map, &mut auth_time, "auth_time")?,
                 WireKey::Exp => once(&mut map, &mut exp, "exp")?,
                 WireKey::Nbf => once(&mut map, &mut nbf, "nbf")?,
                 WireKey::Iat => once(&mut map, &mut iat, "iat")?,
@@ -502,6 +534,8 @@ impl<'de> serde::de::Visitor<'de> for WireVisitor {
             email: email.ok_or_else(|| A::Error::missing_field("email"))?,
             email_verified: email_verified.ok_or_else(|| A::Error::missing_field("email_verified"))?,
             jti: jti.ok_or_else(|| A::Error::missing_field("jti"))?,
+            amr: amr.unwrap_or_default(),
+            auth_time: auth_time.map(|t| t.0),
             exp: exp.map(|t| t.0),
             nbf: nbf.map(|t| t.0),
             iat: iat.map(|t| t.0),
@@ -657,6 +691,8 @@ impl<'a> Parsed<'a> {
             email: c.email,
             email_verified: c.email_verified,
             jti: c.jti,
+            amr: c.amr,
+            auth_time: c.auth_time,
         };
         // Claims that cannot travel in header values are malformed, whoever
         // signed them.
@@ -748,6 +784,8 @@ mod tests {
                     jti: "j",
                     now: UnixTime(100),
                     ttl_secs: 900,
+                    amr: Amr::PWD.with(Amr::OTP).with(Amr::MFA),
+                    auth_time: UnixTime(90),
                     extra: &ExtraClaims::new(),
                 },
                 &key,
@@ -778,6 +816,9 @@ mod tests {
             let v = p.validated_claims(&expect, UnixTime(110)).unwrap();
             assert_eq!((v.claims.sub.as_str(), v.claims.roles.clone()), ("u", vec!["admin".to_string()]));
             assert_eq!(v.claims.jti, "j:110", "an assertion has its own jti");
+            // How and when the user signed in travel to the origin too.
+            assert_eq!((v.claims.amr, v.claims.auth_time), (Amr::PWD.with(Amr::OTP).with(Amr::MFA), Some(90)));
+            assert_eq!((verified.claims.amr, verified.claims.auth_time), (v.claims.amr, v.claims.auth_time));
             // Issued inside the leeway after the access token expired: still not born expired.
             let (_, late_exp) = issue_assertion("i", "o", &verified, UnixTime(100 + 900 + 10), &key);
             assert!(late_exp.0 > 100 + 900 + 10);
@@ -804,6 +845,8 @@ mod tests {
             jti: "j",
             now: UnixTime(100),
             ttl_secs: 900,
+            amr: Amr::PWD,
+            auth_time: UnixTime(100),
             extra: &extra,
         };
         let raw = issue(&new, &key).unwrap();
@@ -912,6 +955,8 @@ mod tests {
                 jti: "j",
                 now: UnixTime(1_000),
                 ttl_secs: 900,
+                amr: Amr::FED,
+                auth_time: UnixTime(1_000),
                 extra: &extra,
             };
             let raw = issue(&new, &key).unwrap();
@@ -919,6 +964,53 @@ mod tests {
             let verified = parsed.validated_claims(&EXPECT, UnixTime(1_001));
             assert_eq!(new.verified().is_some(), fits, "{roles:?} {email:?}");
             assert_eq!(new.verified().ok_or(TokenError::Malformed), verified, "{roles:?} {email:?}");
+        }
+    }
+
+    #[test]
+    fn extra_claims_never_set_how_or_when_the_user_signed_in() {
+        use crate::core::ids::test_support::SeqRandom;
+        use crate::core::keys::{generate, Kek};
+        let (_, key) = generate(SigningAlg::EdDsa, &mut SeqRandom(7), &Kek::from_bytes([3; 32]), UnixTime(0)).unwrap();
+        let mut extra = ExtraClaims::new();
+        extra.insert("amr".into(), serde_json::json!(["pwd", "otp", "mfa"]));
+        extra.insert("auth_time".into(), serde_json::json!(999_999));
+        extra.insert("plan".into(), serde_json::json!("pro"));
+        let new = NewAccessToken {
+            issuer: "i",
+            audience: "a",
+            user_id: "u",
+            session_id: "s",
+            roles: &[],
+            email: "e@x.io",
+            email_verified: true,
+            jti: "j",
+            now: UnixTime(100),
+            ttl_secs: 900,
+            amr: Amr::PWD,
+            auth_time: UnixTime(80),
+            extra: &extra,
+        };
+        let raw = issue(&new, &key).unwrap();
+        let v = Parsed::new(&raw, ACCESS_TOKEN_TYPE).unwrap().validated_claims(&EXPECT, UnixTime(100)).unwrap();
+        assert_eq!((v.claims.amr, v.claims.auth_time), (Amr::PWD, Some(80)));
+        assert_eq!(Some(v), new.verified());
+        let payload = raw.split('.').nth(1).unwrap();
+        let claims: serde_json::Value = serde_json::from_slice(&b64url_decode(payload).unwrap()).unwrap();
+        assert_eq!((claims["amr"].clone(), claims["auth_time"].clone()), (serde_json::json!(["pwd"]), 80.into()));
+        assert_eq!(claims["plan"], "pro");
+    }
+
+    #[test]
+    fn tokens_without_amr_or_auth_time_read_as_none() {
+        let header = serde_json::json!({"alg": "EdDSA", "typ": "at+jwt", "kid": "k"});
+        let raw = signed_by_a_real_key(header.clone(), access_claims(serde_json::json!({})));
+        let v = Parsed::new(&raw, ACCESS_TOKEN_TYPE).unwrap().validated_claims(&EXPECT, UnixTime(100)).unwrap();
+        assert_eq!((v.claims.amr, v.claims.auth_time), (Amr::NONE, None));
+        for bad in [serde_json::json!({"amr": "mfa"}), serde_json::json!({"auth_time": "soon"})] {
+            let raw = signed_by_a_real_key(header.clone(), access_claims(bad.clone()));
+            let parsed = Parsed::new(&raw, ACCESS_TOKEN_TYPE).unwrap();
+            assert_eq!(parsed.validated_claims(&EXPECT, UnixTime(100)).err(), Some(TokenError::Malformed), "{bad}");
         }
     }
 

@@ -83,6 +83,28 @@ pub async fn read_form(req: &Request) -> Result<crate::core::ui::forms::Form, Er
     Ok(crate::core::ui::forms::Form::parse(&read_raw(req).await?))
 }
 
+/// The body of an OAuth endpoint (RFC 7009, RFC 7662): an
+/// `application/x-www-form-urlencoded` form of at most
+/// [`MAX_JSON_BODY_BYTES`]; another content type is 400 `invalid_request`.
+pub async fn read_oauth_form(req: &Request) -> Result<Vec<u8>, Error> {
+    let ct = header(req, "content-type").unwrap_or_default();
+    let media = ct.split(';').next().unwrap_or("").trim();
+    if !media.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        return Err(Error::InvalidRequest("the body must be application/x-www-form-urlencoded".into()));
+    }
+    if let Some(len) = header(req, "content-length") {
+        match len.trim().parse::<u64>() {
+            Ok(n) if n <= MAX_JSON_BODY_BYTES as u64 => {}
+            Ok(_) => return Err(Error::PayloadTooLarge { limit_bytes: MAX_JSON_BODY_BYTES }),
+            Err(_) => return Err(Error::InvalidRequest("bad Content-Length".into())),
+        }
+    }
+    if req.body().is_none() {
+        return Ok(Vec::new());
+    }
+    read_raw(req).await
+}
+
 /// Refuses a body whose content type is not `application/json`.
 fn require_json(req: &Request) -> Result<(), Error> {
     let ct = header(req, "content-type").unwrap_or_default();

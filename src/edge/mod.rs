@@ -4,7 +4,8 @@
 //! in the audit log, delivers them (webhooks, emails) and records dead
 //! letters, `scheduled` runs periodic upkeep (signing-key rotation once the
 //! key is `ROTATION_INTERVAL` old, purging long-expired email tokens, OAuth
-//! sign-in states, delivery records and audit log entries). Requests and responses stay raw `web_sys` objects end to end,
+//! sign-in states, revocations no token outlives, delivery records and audit
+//! log entries). Requests and responses stay raw `web_sys` objects end to end,
 //! so the gateway's hot path crosses the JS boundary as few times as possible.
 
 mod d1;
@@ -18,6 +19,7 @@ mod outbound;
 mod platform;
 mod proxy;
 mod queue;
+mod revocations;
 mod router;
 mod ui;
 
@@ -149,8 +151,8 @@ pub async fn consume(
     Ok(wasm_bindgen::JsValue::UNDEFINED)
 }
 
-/// The every-minute trigger that only drains the outbox; the other
-/// (`*/15 * * * *`) also rotates keys and prunes.
+/// The every-minute trigger that only drains the outbox and purges the
+/// audit log; the other (`*/15 * * * *`) also rotates keys and prunes.
 const OUTBOX_CRON: &str = "* * * * *";
 
 #[event(scheduled)]
@@ -158,6 +160,8 @@ async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     worker::console_log!("portcullis.scheduled cron={}", event.cron());
     // Every run (each minute): events the queue refused at the time.
     queue::drain_outbox(&env).await;
+    // Every run too: the audit log's cap must hold however fast entries come.
+    queue::purge_audit(&env).await;
     if event.cron() == OUTBOX_CRON {
         return;
     }
@@ -184,6 +188,16 @@ async fn upkeep(env: &Env) -> Result<Option<KeyRotation>, Error> {
     // Expired OAuth states are dead weight, not a danger: a failed purge waits for the next run.
     if let Err(e) = store.purge_oauth(platform::now()).await {
         worker::console_error!("portcullis.error purging OAuth states: {e}");
+    }
+    // So are expired `mfa_token`s (every use checks the expiry itself).
+    if let Err(e) = store.purge_mfa_challenges(platform::now()).await {
+        worker::console_error!("portcullis.error purging MFA challenges: {e}");
+    }
+    // Revocations no token can outlive any more: likewise.
+    let outlived = platform::now().minus_secs(crate::core::revocation::retention_secs(cfg.access_ttl_secs));
+    match crate::core::ports::RevocationStore::purge_revocations(&store, outlived).await {
+        Ok(n) => worker::console_log!("portcullis.prune revocations={n}"),
+        Err(e) => worker::console_error!("portcullis.error purging revocations: {e}"),
     }
     Ok(rotation)
 }

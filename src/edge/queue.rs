@@ -294,7 +294,8 @@ async fn audit(store: &D1Store, body: &serde_json::Value, message_id: &str, atte
 
 /// Logs and records one dead letter (its secret stays sealed; no
 /// configuration needed), and writes its audit entry if no earlier attempt
-/// could.
+/// could (a rejected event's too: `AuditRecord::of_message` reads the event
+/// inside its `Rejection` wrapper).
 async fn bury(msg: &RawMessage, store: &D1Store, courier: &FetchCourier) {
     let body = body_json(&msg.body());
     if let Ok(value) = &body {
@@ -309,21 +310,44 @@ async fn bury(msg: &RawMessage, store: &D1Store, courier: &FetchCourier) {
     }
 }
 
-/// Periodic upkeep: forgets delivery rows no retry can need any more, ended
-/// rate-limit windows, and audit log entries older than
-/// `AUDIT_RETENTION_DAYS`.
+/// Upkeep of the audit log, on every cron run (each minute): deletes the
+/// oldest written entries beyond `AUDIT_MAX_ENTRIES`, then those older than
+/// `AUDIT_RETENTION_DAYS`, a few small batches at a time ([`audit::purge`]).
+pub async fn purge_audit(env: &Env) {
+    let cfg = match config(env) {
+        Ok(cfg) => cfg,
+        Err(e) => return worker::console_error!("portcullis.error prune audit_log: {}", e.0),
+    };
+    let store = match D1Store::new(env) {
+        Ok(s) => s,
+        Err(e) => return worker::console_error!("portcullis.error prune audit_log: {e}"),
+    };
+    match audit::purge(&store, platform::now(), cfg.audit_retention_days, cfg.audit_max_entries).await {
+        Ok(purged) => {
+            if purged.over_cap > 0 {
+                worker::console_warn!(
+                    "portcullis.audit_cap_reached deleted={} max_entries={}",
+                    purged.over_cap,
+                    cfg.audit_max_entries
+                );
+            }
+            worker::console_log!(
+                "portcullis.prune audit_log={} audit_log_over_cap={}",
+                purged.expired,
+                purged.over_cap
+            );
+        }
+        Err(e) => worker::console_error!("portcullis.error prune audit_log: {e}"),
+    }
+}
+
+/// Periodic upkeep: forgets delivery rows no retry can need any more and
+/// ended rate-limit windows.
 pub async fn prune(env: &Env) {
     let cutoff = UnixTime(platform::now().0.saturating_sub(DELIVERY_RETENTION_SECS as i64));
     let now = platform::now();
     match D1Store::new(env) {
         Ok(store) => {
-            match config(env) {
-                Ok(cfg) => match audit::purge(&store, now, cfg.audit_retention_days).await {
-                    Ok(n) => worker::console_log!("portcullis.prune audit_log={n}"),
-                    Err(e) => worker::console_error!("portcullis.error prune: {e}"),
-                },
-                Err(e) => worker::console_error!("portcullis.error prune audit_log: {}", e.0),
-            }
             match store.prune_deliveries(cutoff).await {
                 Ok(n) => worker::console_log!("portcullis.prune event_deliveries={n}"),
                 Err(e) => worker::console_error!("portcullis.error prune: {e}"),

@@ -8,7 +8,6 @@ use serde::Deserialize;
 use web_sys::{Request, Response};
 use worker::{Context, Env};
 
-use crate::core::audit::{AuditQuery, Reader};
 use crate::core::auth_routes::{self, Route};
 use crate::core::config::Config;
 use crate::core::cors;
@@ -17,11 +16,13 @@ use crate::core::flows::account::{LoginRequest, RefreshRequest, SignupRequest};
 use crate::core::flows::admin::{ListQuery, UpdateUserRequest};
 use crate::core::flows::keys::discovery;
 use crate::core::flows::magic_link::MAGIC_LINK_ACCEPTED;
+use crate::core::flows::mfa::{CodeRequest, MfaVerifyRequest};
 use crate::core::flows::otp::OtpVerifyRequest;
 use crate::core::flows::otp::OTP_ACCEPTED;
 use crate::core::flows::password::FORGOT_ACCEPTED;
 use crate::core::flows::password::{ChangeRequest, ResetRequest};
-use crate::core::flows::{AuthResponse, Deps, EmailRequest, Meta, Recipient, TokenRequest};
+use crate::core::flows::revocation::TokenForm;
+use crate::core::flows::{AuthResponse, Deps, EmailRequest, Meta, Recipient, SignIn, TokenRequest};
 use crate::core::policy::{auth_api_path, normalise_path};
 use crate::core::rate_limit::Endpoint;
 use crate::core::target::{invalid_url, RequestUrl};
@@ -100,7 +101,7 @@ async fn route(req: Request, env: Env, ctx: Context, cfg: Rc<Config>) -> JsResul
     };
     let Some(api_path) = auth_api_path(&normalised, &cfg.auth_prefix) else {
         return match RequestUrl::new(url.into()) {
-            Some(url) => proxy::forward(req, &env, &cfg, url, normalised).await,
+            Some(url) => proxy::forward(req, &env, &ctx, &cfg, url, normalised).await,
             None => http::problem(&invalid_url()),
         };
     };
@@ -200,6 +201,16 @@ pub fn auth_cookies(cfg: &Config, resp: &AuthResponse, now: UnixTime) -> Vec<(&'
     ]
 }
 
+/// The answer of a sign-in step: the session (its body, and its cookies in
+/// cookie mode) with `status`, or 200 with the second step's `mfa_token`
+/// and no cookies.
+pub fn sign_in_response(cfg: &Config, status: u16, signed_in: &SignIn, now: UnixTime) -> JsResult<Response> {
+    match signed_in {
+        SignIn::Complete(resp) => http::json(status, &resp.body(cfg), None, &auth_cookies(cfg, resp, now)),
+        SignIn::SecondStep(step) => http::json(200, &step.body(), None, &[]),
+    }
+}
+
 /// Set-Cookie headers ending both session cookies (cookie mode; none otherwise).
 pub fn clear_cookies(cfg: &Config) -> Vec<(&'static str, String)> {
     if !cfg.cookie_mode {
@@ -256,7 +267,9 @@ async fn auth_api(
     let route = route?;
     match route {
         Route::Jwks => js(http::json(200, &keys.jwks().await?, Some("public, max-age=300"), &[])),
-        Route::OpenidConfiguration => js(http::json(200, &discovery(&meta.issuer), Some("public, max-age=300"), &[])),
+        Route::OpenidConfiguration => {
+            js(http::json(200, &discovery(&meta.issuer, &cfg), Some("public, max-age=300"), &[]))
+        }
         Route::Signup => {
             let body: SignupRequest = http::read_json(req).await?;
             let resp = deps.signup(&meta, rng, body).await?;
@@ -264,8 +277,8 @@ async fn auth_api(
         }
         Route::Login => {
             let body: LoginRequest = http::read_json(req).await?;
-            let resp = deps.login(&meta, rng, body).await?;
-            js(http::json(200, &resp.body(&cfg), None, &auth_cookies(&cfg, &resp, meta.now)))
+            let signed_in = deps.login(&meta, rng, body).await?;
+            js(sign_in_response(&cfg, 200, &signed_in, meta.now))
         }
         Route::Refresh => {
             let body: Option<RefreshRequest> = http::read_optional_json(req).await?;
@@ -294,6 +307,17 @@ async fn auth_api(
             };
             deps.logout(&meta, rng, bearer.as_deref(), refresh.as_deref()).await?;
             js(http::empty(204, &clear_cookies(&cfg)))
+        }
+        Route::Introspect => {
+            // The caller is admitted before the body is read.
+            deps.admit_introspection(http::bearer(req).as_deref())?;
+            let form = TokenForm::parse(&http::read_oauth_form(req).await?)?;
+            js(http::json(200, &deps.introspect(&meta, &form).await?, None, &[]))
+        }
+        Route::Revoke => {
+            let form = TokenForm::parse(&http::read_oauth_form(req).await?)?;
+            deps.revoke_token(&meta, rng, &form).await?;
+            js(http::empty(200, &[]))
         }
         Route::Me => {
             let bearer = access_token(req, &cfg, url)?;
@@ -327,8 +351,8 @@ async fn auth_api(
         }
         Route::MagicLinkVerify => {
             let body: TokenRequest = http::read_json(req).await?;
-            let resp = deps.verify_magic_link(&meta, rng, body).await?;
-            js(http::json(200, &resp.body(&cfg), None, &auth_cookies(&cfg, &resp, meta.now)))
+            let signed_in = deps.verify_magic_link(&meta, rng, body).await?;
+            js(sign_in_response(&cfg, 200, &signed_in, meta.now))
         }
         // Mail scanners fetch links before people click them: opening the
         // link must not use it up. Only the POST above consumes a token.
@@ -341,8 +365,8 @@ async fn auth_api(
         }
         Route::OtpVerify => {
             let body: OtpVerifyRequest = http::read_json(req).await?;
-            let resp = deps.verify_otp(&meta, rng, body).await?;
-            js(http::json(200, &resp.body(&cfg), None, &auth_cookies(&cfg, &resp, meta.now)))
+            let signed_in = deps.verify_otp(&meta, rng, body).await?;
+            js(sign_in_response(&cfg, 200, &signed_in, meta.now))
         }
         Route::PasswordForgot => {
             let body: EmailRequest = http::read_json(req).await?;
@@ -371,6 +395,33 @@ async fn auth_api(
             let bearer = access_token(req, &cfg, url)?;
             js(http::json(200, &deps.verify_email(&meta, rng, body, bearer.as_deref()).await?, None, &[]))
         }
+        Route::MfaTotpEnroll => {
+            let _: Option<Empty> = http::read_optional_json(req).await?;
+            let bearer = access_token(req, &cfg, url)?;
+            js(http::json(200, &deps.enroll_totp(&meta, rng, bearer.as_deref()).await?, None, &[]))
+        }
+        Route::MfaTotpConfirm => {
+            let body: CodeRequest = http::read_json(req).await?;
+            let bearer = access_token(req, &cfg, url)?;
+            js(http::json(200, &deps.confirm_totp(&meta, rng, bearer.as_deref(), body).await?, None, &[]))
+        }
+        Route::MfaTotpDisable => {
+            // The code is optional: a sign-in of the last five minutes needs none.
+            let body: CodeRequest = http::read_optional_json(req).await?.unwrap_or_default();
+            let bearer = access_token(req, &cfg, url)?;
+            deps.disable_totp(&meta, rng, bearer.as_deref(), body).await?;
+            js(http::empty(204, &[]))
+        }
+        Route::MfaBackupCodes => {
+            let body: CodeRequest = http::read_json(req).await?;
+            let bearer = access_token(req, &cfg, url)?;
+            js(http::json(200, &deps.regenerate_backup_codes(&meta, rng, bearer.as_deref(), body).await?, None, &[]))
+        }
+        Route::MfaVerify => {
+            let body: MfaVerifyRequest = http::read_json(req).await?;
+            let resp = deps.verify_mfa(&meta, rng, body).await?;
+            js(http::json(200, &resp.body(&cfg), None, &auth_cookies(&cfg, &resp, meta.now)))
+        }
         Route::AdminRotateKeys => {
             let admin = admin().await?;
             let _: Option<Empty> = http::read_optional_json(req).await?;
@@ -392,12 +443,11 @@ async fn auth_api(
         }
         Route::Audit => {
             let bearer = access_token(req, &cfg, url)?;
-            js(http::json(200, &deps.own_audit(&meta, bearer.as_deref(), url.query()).await?, None, &[]))
+            js(http::json(200, &deps.own_audit(&meta, rng, bearer.as_deref(), url.query()).await?, None, &[]))
         }
         Route::AdminAudit => {
             let admin = admin().await?;
-            let q = AuditQuery::parse(url.query(), Reader::Admin)?;
-            js(http::json(200, &deps.admin_audit(&admin, q).await?, None, &[]))
+            js(http::json(200, &deps.admin_audit(&meta, rng, &admin, url.query()).await?, None, &[]))
         }
         Route::AdminListUsers => {
             let admin = admin().await?;
@@ -438,6 +488,12 @@ async fn auth_api(
             let _: Option<Empty> = http::read_optional_json(req).await?;
             js(http::json(200, &deps.admin_set_role(&meta, rng, &admin, id, role, false).await?, None, &[]))
         }
+        Route::AdminResetMfa { id } => {
+            let admin = admin().await?;
+            let _: Option<Empty> = http::read_optional_json(req).await?;
+            deps.admin_reset_mfa(&meta, rng, &admin, id).await?;
+            js(http::empty(204, &[]))
+        }
         Route::AdminRevokeSessions { id } => {
             let admin = admin().await?;
             let _: Option<Empty> = http::read_optional_json(req).await?;
@@ -463,6 +519,7 @@ async fn auth_api(
         | Route::UiVerifyEmailPage
         | Route::UiVerifyEmail
         | Route::UiMfaPage
+        | Route::UiMfa
         | Route::UiAccountPage
         | Route::UiAccount => {
             let page = ui::Ui { req, env, ctx, cfg: &cfg, deps: &deps, meta: &meta, url };

@@ -21,9 +21,10 @@ use crate::core::config::Config;
 use crate::core::error::Error;
 use crate::core::flows::account::{LoginRequest, SignupRequest};
 use crate::core::flows::magic_link::MAGIC_LINK_ACCEPTED;
+use crate::core::flows::mfa::MfaVerifyRequest;
 use crate::core::flows::otp::{OtpVerifyRequest, OTP_ACCEPTED};
 use crate::core::flows::password::{ChangeRequest, ResetRequest, FORGOT_ACCEPTED};
-use crate::core::flows::{AuthResponse, Deps, EmailRequest, Meta, TokenRequest};
+use crate::core::flows::{Deps, EmailRequest, Meta, SignIn, TokenRequest};
 use crate::core::oauth::CodeChallenge;
 use crate::core::rate_limit::Endpoint;
 use crate::core::ui::forms::{
@@ -134,6 +135,7 @@ impl<'a, 'e> Ui<'a, 'e> {
             | Route::UiSignup
             | Route::UiMagicLink
             | Route::UiOtp
+            | Route::UiMfa
             | Route::UiForgot
             | Route::UiReset
             | Route::UiVerifyEmail
@@ -399,6 +401,7 @@ impl<'a, 'e> Ui<'a, 'e> {
             Route::UiSignup => self.post_signup(csrf, &form).await,
             Route::UiMagicLink => self.post_magic_link(csrf, &form).await,
             Route::UiOtp => self.post_otp(csrf, &form).await,
+            Route::UiMfa => self.post_mfa(csrf, &form).await,
             Route::UiForgot => self.post_forgot(csrf, &form).await,
             Route::UiReset => self.post_reset(csrf, &form).await,
             Route::UiVerifyEmail => self.post_verify_email(csrf, &form).await,
@@ -427,15 +430,23 @@ impl<'a, 'e> Ui<'a, 'e> {
     /// a sign-in flow's result: signed in, 303 to `target` with the session
     /// cookies (cookie mode) or a one-time exchange code; refused, the page
     /// `again` renders with the problem inline, its status and `Retry-After`.
-    /// (A first step answering `mfa_required` will render `pages::mfa` here.)
+    /// A first step answering with the second step renders `pages::mfa`,
+    /// whose form carries the `mfa_token` (and `redirect_to`) to
+    /// `POST /auth/ui/mfa`.
     async fn finish(
         &self,
-        result: Result<AuthResponse, Error>,
+        csrf: &Csrf,
+        asked: Option<&str>,
+        result: Result<SignIn, Error>,
         to: &Return,
         again: impl FnOnce(u16, &Notice) -> Answer,
     ) -> Result<Answer, Error> {
         match result {
-            Ok(auth) => {
+            Ok(SignIn::SecondStep(step)) => {
+                let methods: Vec<&str> = step.methods.iter().map(|m| m.as_str()).collect();
+                Ok(self.page_with(csrf, 200, asked, |ctx| pages::mfa(ctx, None, &step.mfa_token, &methods), Vec::new()))
+            }
+            Ok(SignIn::Complete(auth)) => {
                 let location = self
                     .deps
                     .signed_in_location(self.meta, &mut OsRandom, &to.target, &auth, to.challenge.as_ref())
@@ -465,7 +476,10 @@ impl<'a, 'e> Ui<'a, 'e> {
         }
         let body = LoginRequest { email: email.clone(), password: form.text("password") };
         let result = self.deps.login(self.meta, &mut OsRandom, body).await;
-        self.finish(result, &to, |status, n| self.login_with(csrf, Some(n), &email, status, asked.as_deref())).await
+        self.finish(csrf, asked.as_deref(), result, &to, |status, n| {
+            self.login_with(csrf, Some(n), &email, status, asked.as_deref())
+        })
+        .await
     }
 
     /// Admits an emailed link or code (or reset) and sends it in the
@@ -507,9 +521,9 @@ impl<'a, 'e> Ui<'a, 'e> {
         let (email, name) = (form.text("email"), form.optional("name"));
         let body =
             SignupRequest { email: email.clone(), password: form.text("password"), name: name.clone(), locale: None };
-        let result = self.deps.signup(self.meta, &mut OsRandom, body).await;
+        let result = self.deps.signup(self.meta, &mut OsRandom, body).await.map(SignIn::Complete);
         let (min, name) = (self.cfg.password_policy.min_chars, name.unwrap_or_default());
-        self.finish(result, &to, |status, n| {
+        self.finish(csrf, asked.as_deref(), result, &to, |status, n| {
             let render = |ctx: &pages::Context<'_>| pages::signup(ctx, Some(n), &email, &name, min);
             self.page_with(csrf, status, asked.as_deref(), render, Vec::new())
         })
@@ -520,7 +534,7 @@ impl<'a, 'e> Ui<'a, 'e> {
         let (asked, to) = self.posted_target(form)?;
         let token = form.text("token");
         let result = self.deps.verify_magic_link(self.meta, &mut OsRandom, TokenRequest { token: token.clone() }).await;
-        self.finish(result, &to, |status, n| {
+        self.finish(csrf, asked.as_deref(), result, &to, |status, n| {
             let render = |ctx: &pages::Context<'_>| pages::magic_link(ctx, Some(n), &token, None);
             self.page_with(csrf, status, asked.as_deref(), render, Vec::new())
         })
@@ -535,8 +549,32 @@ impl<'a, 'e> Ui<'a, 'e> {
         }
         let body = OtpVerifyRequest { email: email.clone(), code: form.text("code").trim().to_string() };
         let result = self.deps.verify_otp(self.meta, &mut OsRandom, body).await;
-        self.finish(result, &to, |status, n| {
+        self.finish(csrf, asked.as_deref(), result, &to, |status, n| {
             self.page_with(csrf, status, asked.as_deref(), |ctx| pages::otp(ctx, Some(n), &email), Vec::new())
+        })
+        .await
+    }
+
+    /// The second step: the `mfa_token` the first step's page carried, and
+    /// a code from the authenticator app or a backup code.
+    async fn post_mfa(&self, csrf: &Csrf, form: &Form) -> Result<Answer, Error> {
+        let (asked, to) = self.posted_target(form)?;
+        let mfa_token = form.text("mfa_token");
+        let (code, backup_code) = match form.get("intent") {
+            Some("backup_code") => (None, form.optional("backup_code")),
+            _ => (form.optional("code"), None),
+        };
+        let body = MfaVerifyRequest { mfa_token: mfa_token.clone(), code, backup_code };
+        let result = self.deps.verify_mfa(self.meta, &mut OsRandom, body).await.map(SignIn::Complete);
+        self.finish(csrf, asked.as_deref(), result, &to, |status, n| {
+            let methods = ["totp", "backup_code"];
+            self.page_with(
+                csrf,
+                status,
+                asked.as_deref(),
+                |ctx| pages::mfa(ctx, Some(n), &mfa_token, &methods),
+                Vec::new(),
+            )
         })
         .await
     }

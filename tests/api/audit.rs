@@ -5,8 +5,8 @@
 use std::collections::HashSet;
 
 use portcullis::core::audit::{
-    self, after_audit, AuditPage, AuditQuery, AuditRecord, Cursor, Outcome, Reader, AUDIT_RETRIES, MAX_AUDIT_PAGE,
-    PURGE_BATCH,
+    self, after_audit, AuditPage, AuditRecord, Cursor, Outcome, Purged, AUDIT_RETRIES, MAX_AUDIT_PAGE,
+    MAX_PURGE_BATCHES, PURGE_BATCH,
 };
 use portcullis::core::delivery::{self, Verdict};
 use portcullis::core::email::Email;
@@ -50,13 +50,13 @@ fn admin_of(w: &World, bearer: &str) -> Admin {
 
 fn admin_page(w: &World, root: &AuthResponse, q: &str) -> Result<AuditPage, Error> {
     let a = admin_of(w, &root.access_token);
-    let (deps, _) = w.at(1_500);
-    block_on(deps.admin_audit(&a, AuditQuery::parse(Some(q), Reader::Admin)?))
+    let (deps, meta) = w.at(1_500);
+    block_on(deps.admin_audit(&meta, &mut TestRandom(50), &a, Some(q)))
 }
 
 fn own_page(w: &World, bearer: Option<&str>, q: &str) -> Result<AuditPage, Error> {
     let (deps, meta) = w.at(1_500);
-    block_on(deps.own_audit(&meta, bearer, Some(q)))
+    block_on(deps.own_audit(&meta, &mut TestRandom(51), bearer, Some(q)))
 }
 
 fn kinds(page: &AuditPage) -> Vec<&str> {
@@ -69,7 +69,7 @@ fn superset() -> Value {
         "user_id": "u-1", "email": "ada@example.com", "name": null, "provider": "email", "fields": ["name"],
         "reason": "invalid_password", "ip_address": "192.0.2.1", "user_agent": "curl/8", "role": "editor",
         "session_id": null, "revoke_all": true, "token": "tok-SECRET-1", "code": "924511", "old_kid": null,
-        "new_kid": "k2", "kid": "k1", "endpoint": "login", "limit": 5, "key_type": "ip"
+        "new_kid": "k2", "kid": "k1", "endpoint": "login", "limit": 5, "key_type": "ip", "method": "totp"
     })
 }
 
@@ -104,7 +104,7 @@ fn every_event_type_reaches_the_log_with_its_outcome_and_never_its_secret() {
         assert!(entry.data.get("token").is_none() && entry.data.get("code").is_none(), "{}", entry.kind);
     }
     let failures: Vec<&str> = log.iter().filter(|e| e.outcome == Outcome::Failure).map(|e| e.kind.as_str()).collect();
-    assert_eq!(failures, ["login_failed", "rate_limit_exceeded"]);
+    assert_eq!(failures, ["login_failed", "rate_limit_exceeded", "mfa_failed"]);
 }
 
 #[test]
@@ -287,6 +287,21 @@ fn requested_secrets_never_reach_the_log() {
     }
 }
 
+fn logout_record(i: i64, at: UnixTime) -> AuditRecord {
+    AuditRecord {
+        id: format!("e-{i:06}"),
+        kind: "logout",
+        user_id: Some("u".into()),
+        subject_email: None,
+        actor_id: None,
+        ip_address: None,
+        user_agent: None,
+        outcome: Outcome::Success,
+        at,
+        data: "{}".into(),
+    }
+}
+
 #[test]
 fn retention_purges_only_older_entries_in_batches() {
     let store = MemStore::default();
@@ -295,25 +310,58 @@ fn retention_purges_only_older_entries_in_batches() {
     let n = PURGE_BATCH as i64 + 3;
     for i in 0..n {
         let at = if i < n - 1 { UnixTime(now.0 - 91 * day + i % 7) } else { UnixTime(now.0 - 89 * day) };
-        let record = AuditRecord {
-            id: format!("e-{i:06}"),
-            kind: "logout",
-            user_id: Some("u".into()),
-            subject_email: None,
-            actor_id: None,
-            ip_address: None,
-            user_agent: None,
-            outcome: Outcome::Success,
-            at,
-            data: "{}".into(),
-        };
-        block_on(store.record_audit(&record)).unwrap();
+        block_on(store.record_audit(&logout_record(i, at))).unwrap();
     }
-    let purged = block_on(audit::purge(&store, now, 90)).unwrap();
-    assert_eq!(purged, n as u64 - 1, "more than one batch");
+    let purged = block_on(audit::purge(&store, now, 90, 1_000_000)).unwrap();
+    assert_eq!(purged, Purged { over_cap: 0, expired: n as u64 - 1 }, "more than one batch");
     let left = store.audit.borrow();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].at, UnixTime(now.0 - 89 * day));
+}
+
+#[test]
+fn the_cap_deletes_the_oldest_written_entries_beyond_it_whatever_their_age() {
+    let store = MemStore::default();
+    let now = UnixTime(100 * 86_400);
+    let cap = 1_000;
+    // A flood: three and a half batches over the cap, all of them fresh.
+    let n = i64::from(cap) + 3 * i64::from(PURGE_BATCH) + 500;
+    for i in 0..n {
+        block_on(store.record_audit(&logout_record(i, UnixTime(now.0 - 60 + i % 60)))).unwrap();
+    }
+    let purged = block_on(audit::purge(&store, now, 90, cap)).unwrap();
+    assert_eq!(purged, Purged { over_cap: (n - i64::from(cap)) as u64, expired: 0 });
+    let left = store.audit.borrow();
+    assert_eq!(left.len(), cap as usize);
+    // The newest written stay, whatever their `at`.
+    let first_kept = format!("e-{:06}", n - i64::from(cap));
+    assert_eq!(left.iter().map(|e| e.id.as_str()).min(), Some(first_kept.as_str()));
+    drop(left);
+    // At the cap, a purge deletes nothing more.
+    assert_eq!(block_on(audit::purge(&store, now, 90, cap)).unwrap(), Purged::default());
+}
+
+#[test]
+fn one_purge_deletes_a_bounded_number_of_batches_and_the_next_goes_on() {
+    let store = MemStore::default();
+    let day = 86_400;
+    let now = UnixTime(100 * day);
+    let batch = i64::from(PURGE_BATCH);
+    let cap = 5 * batch;
+    // Over the cap by eight and a half batches (nine statements of the
+    // run's budget), and two batches expired among the entries left.
+    let over = 8 * batch + batch / 2;
+    for i in 0..cap + over {
+        let at = if i < over + 2 * batch { now.minus_secs(91 * day as u64) } else { now };
+        block_on(store.record_audit(&logout_record(i, at))).unwrap();
+    }
+    assert_eq!(MAX_PURGE_BATCHES, 10);
+    // The cap first; the retention gets what is left of the budget.
+    let first = block_on(audit::purge(&store, now, 90, cap as u32)).unwrap();
+    assert_eq!(first, Purged { over_cap: over as u64, expired: batch as u64 });
+    let second = block_on(audit::purge(&store, now, 90, cap as u32)).unwrap();
+    assert_eq!(second, Purged { over_cap: 0, expired: batch as u64 });
+    assert_eq!(store.audit.borrow().len() as i64, cap - 2 * batch);
 }
 
 #[test]
@@ -354,7 +402,7 @@ fn queries_with_bad_values_are_refused_with_invalid_query() {
     let stale = Cursor { at: UnixTime(1), id: "x".into() }.encode();
     for q in [
         "limit=0",
-        "limit=201",
+        "limit=%2B5",
         "limit=x",
         "since=last-week",
         "until=2026-02-30T00:00:00Z",
@@ -372,4 +420,183 @@ fn queries_with_bad_values_are_refused_with_invalid_query() {
     // A well-formed cursor past every entry is just the end.
     let page = admin_page(&w, &root, &format!("cursor={stale}")).unwrap();
     assert!(page.entries.is_empty() && page.next_cursor.is_none());
+}
+
+#[test]
+fn the_client_is_stored_once_in_its_own_members_not_again_in_data() {
+    let mut rng = TestRandom(9);
+    let w = World::new(&[]);
+    signup_at(&w, &mut rng, 1_000, "ada@example.com", "password-1");
+    let long_agent = format!("Mozilla/5.0 {}", "x".repeat(500));
+    let (deps, mut meta) = w.at(1_100);
+    meta.user_agent = Some(long_agent.clone());
+    let bad =
+        portcullis::core::flows::account::LoginRequest { email: "ada@example.com".into(), password: "wrong-1".into() };
+    assert_eq!(code(block_on(deps.login(&meta, &mut rng, bad))), "invalid_credentials");
+    let ok = portcullis::core::flows::account::LoginRequest {
+        email: "ada@example.com".into(),
+        password: "password-1".into(),
+    };
+    let auth = block_on(deps.login(&meta, &mut rng, ok)).unwrap().complete().unwrap();
+    block_on(deps.refresh(&meta, &mut rng, Some(&auth.refresh_token))).unwrap();
+    consume(&w);
+    let log = w.store.audit.borrow();
+    for kind in ["login", "login_failed", "token_refreshed"] {
+        let e = log.iter().find(|e| e.kind == kind).unwrap();
+        assert_eq!(e.user_agent.as_deref(), Some(long_agent.as_str()), "{kind}");
+        assert_eq!(e.ip_address.as_deref(), Some("203.0.113.7"), "{kind}");
+        let data = e.data.as_object().unwrap();
+        assert!(!data.contains_key("ip_address") && !data.contains_key("user_agent"), "{kind}: {}", e.data);
+        assert!(!e.data.to_string().contains(&long_agent), "{kind}: the user agent once, not twice");
+    }
+    // What stays in data is the event's own.
+    let failed = log.iter().find(|e| e.kind == "login_failed").unwrap();
+    assert_eq!(failed.data, json!({"email": "ada@example.com", "reason": "invalid_password"}));
+}
+
+#[test]
+fn a_copy_of_the_client_that_differs_from_the_context_is_kept() {
+    let env = Envelope::new(
+        events::Login {
+            user_id: "u".into(),
+            email: "a@b.co".into(),
+            provider: "email".into(),
+            ip_address: Some("192.0.2.1".into()),
+            user_agent: None,
+        },
+        &mut TestRandom(1),
+        UnixTime(5),
+    )
+    .with_context(EventContext { ip_address: Some("198.51.100.2".into()), user_agent: None, actor_id: None });
+    let key = events::secrets_key(&config(&[]).kek);
+    let body: Value = serde_json::from_str(&env.to_sealed_json(&key, &mut TestRandom(2)).unwrap()).unwrap();
+    let r = AuditRecord::of_message(&body, UnixTime(0)).unwrap();
+    assert_eq!(r.ip_address.as_deref(), Some("198.51.100.2"));
+    let data: Value = serde_json::from_str(&r.data).unwrap();
+    assert_eq!(data["ip_address"], "192.0.2.1", "nothing is lost");
+    assert!(data.get("user_agent").is_none(), "a null copy goes");
+}
+
+#[test]
+fn a_users_own_view_hides_the_administrators_ip_and_user_agent() {
+    let mut rng = TestRandom(10);
+    let (w, root, ada) = setup(&mut rng);
+    let (deps, mut meta) = w.at(1_100);
+    meta.ip = Some("10.66.0.5".into());
+    meta.user_agent = Some("AdminConsole/3.1 (corp-laptop-042)".into());
+    let admin = block_on(deps.require_admin(&meta, Some(&root.access_token))).unwrap();
+    block_on(deps.admin_set_role(&meta, &mut rng, &admin, &ada.user.id, "editor", true)).unwrap();
+    consume(&w);
+    let mine = own_page(&w, Some(&ada.access_token), "").unwrap();
+    let role = mine.entries.iter().find(|e| e.kind == "role_added").unwrap();
+    assert_eq!((role.actor_id.as_deref(), role.ip_address.as_deref(), role.user_agent.as_deref()), (None, None, None));
+    let view = serde_json::to_value(role).unwrap();
+    assert_eq!((view["ip_address"].clone(), view["user_agent"].clone()), (Value::Null, Value::Null));
+    assert!(!serde_json::to_string(&mine).unwrap().contains("10.66.0.5"));
+    // Ada's own actions keep her client; the admin view keeps the admin's.
+    let created = mine.entries.iter().find(|e| e.kind == "user_created").unwrap();
+    assert_eq!(created.ip_address.as_deref(), Some("203.0.113.7"));
+    let theirs = admin_page(&w, &root, "type=role_added").unwrap();
+    assert_eq!(theirs.entries[0].ip_address.as_deref(), Some("10.66.0.5"));
+    assert_eq!(theirs.entries[0].user_agent.as_deref(), Some("AdminConsole/3.1 (corp-laptop-042)"));
+}
+
+#[test]
+fn after_a_takeover_the_new_holder_sees_only_what_happened_since() {
+    use portcullis::core::flows::{EmailRequest, TokenRequest};
+    let mut rng = TestRandom(11);
+    let (w, root, _) = setup(&mut rng);
+    // Bob signs up with Carol's address (unverified) and uses the account.
+    let (deps, mut meta) = w.at(1_600);
+    meta.ip = Some("192.0.2.44".into());
+    meta.user_agent = Some("Bob's iPhone".into());
+    let signup = portcullis::core::flows::account::SignupRequest {
+        email: "carol@example.com".into(),
+        password: "bobs-password-1".into(),
+        name: None,
+        locale: None,
+    };
+    let bob = block_on(deps.signup(&meta, &mut rng, signup)).unwrap();
+    let login = portcullis::core::flows::account::LoginRequest {
+        email: "carol@example.com".into(),
+        password: "bobs-password-1".into(),
+    };
+    block_on(deps.login(&meta, &mut rng, login)).unwrap();
+    // Carol proves the address by magic link: the account is hers from 2_000 on.
+    let (deps, meta) = w.at(1_900);
+    block_on(deps.request_magic_link(
+        &meta,
+        &mut rng,
+        EmailRequest { email: "carol@example.com".into(), locale: None },
+    ))
+    .unwrap();
+    let token = w.events.last_of("magic_link_requested")["token"].as_str().unwrap().to_string();
+    let (deps, meta) = w.at(2_000);
+    let carol = block_on(deps.verify_magic_link(&meta, &mut rng, TokenRequest { token })).unwrap().complete().unwrap();
+    assert_eq!(carol.user.id, bob.user.id);
+    assert_eq!(code(login_at(&w, &mut rng, 2_100, "carol@example.com", "bobs-password-1")), "invalid_credentials");
+    consume(&w);
+    let (deps, meta) = w.at(2_200);
+    let mine = block_on(deps.own_audit(&meta, &mut rng, Some(&carol.access_token), Some("limit=200"))).unwrap();
+    assert!(!mine.entries.is_empty());
+    assert!(mine.entries.iter().all(|e| e.at >= UnixTime(2_000).rfc3339()), "{:?}", kinds(&mine));
+    assert!(kinds(&mine).contains(&"email_verified") && kinds(&mine).contains(&"login_failed"), "{:?}", kinds(&mine));
+    let text = serde_json::to_string(&mine).unwrap();
+    assert!(!text.contains("192.0.2.44") && !text.contains("Bob's iPhone"), "{text}");
+    // Asking for earlier times changes nothing; a window wholly before is empty.
+    let since =
+        block_on(deps.own_audit(&meta, &mut rng, Some(&carol.access_token), Some("since=1000&type=user_created")))
+            .unwrap();
+    assert!(since.entries.is_empty());
+    let before = block_on(deps.own_audit(&meta, &mut rng, Some(&carol.access_token), Some("until=1999"))).unwrap();
+    assert!(before.entries.is_empty());
+    // Administrators keep the whole history.
+    let all = admin_page(&w, &root, &format!("user_id={}&limit=200", bob.user.id)).unwrap();
+    let created = all.entries.iter().find(|e| e.kind == "user_created").unwrap();
+    assert_eq!(created.ip_address.as_deref(), Some("192.0.2.44"));
+    assert!(kinds(&all).contains(&"login"));
+}
+
+#[test]
+fn a_verified_account_has_no_takeover_and_its_whole_history_is_its_owners() {
+    let mut rng = TestRandom(12);
+    let (w, _, ada) = setup(&mut rng);
+    // Ada proves her own address while signed in: a confirmation, not a takeover.
+    let (deps, meta) = w.at(1_100);
+    block_on(deps.request_email_verification(&meta, &mut rng, Some(&ada.access_token))).unwrap();
+    let token = w.events.last_of("email_verification_requested")["token"].as_str().unwrap().to_string();
+    let (deps, meta) = w.at(1_200);
+    let req = portcullis::core::flows::TokenRequest { token };
+    block_on(deps.verify_email(&meta, &mut rng, req, Some(&ada.access_token))).unwrap();
+    assert_eq!(block_on(w.store.taken_over_at(&ada.user.id)).unwrap(), None);
+    consume(&w);
+    let mine = own_page(&w, Some(&ada.access_token), "").unwrap();
+    assert!(kinds(&mine).contains(&"user_created"), "{:?}", kinds(&mine));
+}
+
+/// `key = value` of the `[[queues.consumers]]` table of `queue` in a
+/// wrangler.toml (the few lines this test needs, read by hand).
+fn consumer_setting(toml: &str, queue: &str, key: &str) -> Option<String> {
+    let tables = toml.split("\n[").filter(|t| t.starts_with("[queues.consumers]]"));
+    let value = |table: &str, name: &str| {
+        table.lines().find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == name).then(|| v.trim().trim_matches('"').to_string())
+        })
+    };
+    tables.into_iter().find(|t| value(t, "queue").as_deref() == Some(queue)).and_then(|t| value(t, key))
+}
+
+#[test]
+fn audit_retries_fit_within_the_event_queues_max_retries() {
+    // An audit-only retry must never push a delivered event past the
+    // queue's max_retries into the dead-letter queue: AUDIT_RETRIES is
+    // bounded by it (wrangler.toml says so beside max_retries).
+    let toml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/wrangler.toml")).unwrap();
+    let max_retries: u32 = consumer_setting(&toml, "portcullis-events", "max_retries").unwrap().parse().unwrap();
+    assert!(AUDIT_RETRIES <= max_retries, "AUDIT_RETRIES {AUDIT_RETRIES} > max_retries {max_retries}");
+    assert!(toml.contains("AUDIT_RETRIES"), "wrangler.toml names the constant beside max_retries");
+    // The reader reads what it should.
+    assert_eq!(consumer_setting(&toml, "portcullis-events-dlq", "max_retries").as_deref(), Some("10"));
+    assert_eq!(consumer_setting(&toml, "nope", "max_retries"), None);
 }

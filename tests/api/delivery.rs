@@ -282,20 +282,27 @@ fn each_provider_retries_throttling_server_errors_and_timeouts_and_rejects_refus
         ("timeout", || Err(SendError::Timeout)),
         ("network", || Err(SendError::Network("connection refused".into()))),
     ];
-    let rejected: [(&str, Answer); 5] = [
-        ("400", || status(400)),
-        ("401", || status(401)),
-        ("403", || status(403)),
-        ("422", || status(422)),
-        ("302", || status(302)),
-    ];
+    // Refusals of the account or configuration, not of the message: retried too.
+    let account: [(&str, Answer); 4] =
+        [("401", || status(401)), ("403", || status(403)), ("404", || status(404)), ("302", || status(302))];
+    let postmark_412: Answer =
+        || Ok(HttpReply { status: 422, body: r#"{"ErrorCode":412,"Message":"Account pending"}"#.into() });
+    // Refusals of the message (recipient or payload), per provider.
+    let postmark_406: Answer =
+        || Ok(HttpReply { status: 422, body: r#"{"ErrorCode":406,"Message":"Inactive recipient"}"#.into() });
     for transport in ["resend", "postmark", "sendgrid"] {
         let cfg = provider_config(transport, &[]);
-        for (seed, (what, answer)) in (100..).zip(retried) {
+        let pending = (transport == "postmark").then_some(("422 412", postmark_412));
+        for (seed, (what, answer)) in (100..).zip(retried.iter().chain(&account).copied().chain(pending)) {
             let (ledger, courier) = (MemLedger::default(), MemCourier::new(move |_| answer()));
             let v = deliver(&cfg, &ledger, &courier, &magic(seed, "ada@example.com"), 1_000);
             assert_eq!(v, Verdict::Retry { delay_secs: 5 }, "{transport} {what}");
         }
+        let rejected: Vec<(&str, Answer)> = match transport {
+            "resend" => vec![("400", || status(400)), ("422", || status(422))],
+            "postmark" => vec![("422", postmark_406)],
+            _ => vec![("400", || status(400)), ("413", || status(413))],
+        };
         for (seed, (what, answer)) in (200..).zip(rejected) {
             let (ledger, courier) = (MemLedger::default(), MemCourier::new(move |_| answer()));
             let ev = magic(seed, "ada@example.com");
@@ -350,7 +357,7 @@ fn an_api_key_a_provider_echoes_is_neither_logged_nor_recorded() {
     let cfg = provider_config("sendgrid", &[]);
     let ledger = MemLedger::default();
     let courier = MemCourier::new(|_| {
-        Ok(HttpReply { status: 401, body: r#"{"errors":[{"message":"bad key key_s3cret"}]}"#.into() })
+        Ok(HttpReply { status: 400, body: r#"{"errors":[{"message":"bad key key_s3cret"}]}"#.into() })
     });
     let ev = magic(12, "ada@example.com");
     let Verdict::Reject { reason } = deliver(&cfg, &ledger, &courier, &ev, 1_000) else { panic!("not rejected") };
@@ -394,6 +401,15 @@ fn the_cloudflare_transport_hands_a_mime_message_to_the_binding_and_classifies_i
         panic!("not rejected")
     };
     assert_eq!(reason, "email:a@example.com: send_email refused it: E_SENDER_NOT_VERIFIED: no");
+
+    // The binding's error texts are capped and kept on one line, like a provider's answer.
+    let long = "x\n".repeat(5_000);
+    let courier = MemCourier::binding(move |_| Err(BindingError::Refused { code: None, message: long.clone() }));
+    let (ledger, ev) = (MemLedger::default(), magic(18, "a@example.com"));
+    assert_eq!(deliver(&cfg, &ledger, &courier, &ev, 1_000), Verdict::Retry { delay_secs: 5 });
+    let last_error = ledger.row(&ev.id, "email:a@example.com").unwrap().last_error.unwrap();
+    assert!(last_error.chars().count() <= 301 && !last_error.contains('\n'), "{} chars", last_error.len());
+    assert!(last_error.starts_with("send_email refused it: x x") && last_error.ends_with('…'), "{last_error}");
 }
 
 #[test]

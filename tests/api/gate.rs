@@ -10,7 +10,7 @@ use portcullis::core::outbound::SendError;
 use portcullis::core::time::UnixTime;
 use portcullis::core::webhook::WebhookSecret;
 
-use crate::support::{block_on, TestRandom, World};
+use crate::support::{block_on, Done, TestRandom, World};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const PASSWORD: &str = "correct horse";
@@ -31,6 +31,7 @@ fn signup(w: &World, email: &str) -> Result<AuthResponse, Error> {
 fn login(w: &World, email: &str) -> Result<AuthResponse, Error> {
     let (deps, meta) = w.at(1_100);
     block_on(deps.login(&meta, &mut TestRandom(12), LoginRequest { email: email.into(), password: PASSWORD.into() }))
+        .done()
 }
 
 fn claims(token: &str) -> serde_json::Value {
@@ -166,7 +167,7 @@ fn magic_link_sign_in(w: &World, email: &str) -> Result<AuthResponse, Error> {
         .unwrap();
     let token = w.events.last_of("magic_link_requested")["token"].as_str().unwrap().to_string();
     let (deps, meta) = w.at(1_201);
-    block_on(deps.verify_magic_link(&meta, &mut TestRandom(15), TokenRequest { token }))
+    block_on(deps.verify_magic_link(&meta, &mut TestRandom(15), TokenRequest { token })).done()
 }
 
 #[test]

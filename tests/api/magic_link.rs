@@ -4,7 +4,7 @@ use portcullis::core::email_token::TokenKind;
 use portcullis::core::flows::{EmailRequest, TokenRequest};
 use portcullis::core::ids;
 
-use crate::support::{block_on, code, signup_at, user, TestRandom, World};
+use crate::support::{block_on, code, signup_at, user, Done, TestRandom, World};
 
 fn request(w: &World, rng: &mut TestRandom, now: i64, email: &str) -> serde_json::Value {
     let (deps, meta) = w.at(now);
@@ -20,7 +20,7 @@ fn verify(
     token: &str,
 ) -> Result<portcullis::core::flows::AuthResponse, portcullis::core::error::Error> {
     let (deps, meta) = w.at(now);
-    block_on(deps.verify_magic_link(&meta, rng, TokenRequest { token: token.into() }))
+    block_on(deps.verify_magic_link(&meta, rng, TokenRequest { token: token.into() })).done()
 }
 
 fn last_token(w: &World) -> String {

@@ -19,7 +19,7 @@ use portcullis::core::takeover::AddressProof;
 use portcullis::core::time::UnixTime;
 
 use crate::oauth::{begin, finish, location_param, sign_in, world, FakeIdp};
-use crate::support::{block_on, code, login_at, signup_at, user, TestRandom, World};
+use crate::support::{block_on, code, login_at, signup_at, user, Done, TestRandom, World};
 
 const VICTIM: &str = "victim@corp.example";
 const PLANTED: &str = "the planter's password";
@@ -91,7 +91,7 @@ fn a_magic_link_takes_an_unverified_account_over_from_whoever_planted_it() {
     block_on(deps.request_magic_link(&meta, rng, EmailRequest { email: VICTIM.into(), locale: None })).unwrap();
     let token = w.events.last_of("magic_link_requested")["token"].as_str().unwrap().to_string();
     let before = w.events.kinds().len();
-    let owner = block_on(deps.verify_magic_link(&meta, rng, TokenRequest { token })).unwrap();
+    let owner = block_on(deps.verify_magic_link(&meta, rng, TokenRequest { token })).done().unwrap();
     assert_eq!(owner.user.id, planted.user_id, "the owner lands in the account");
     assert!(owner.user.email_verified);
     assert_eq!(
@@ -117,7 +117,7 @@ fn an_email_code_takes_an_unverified_account_over() {
     let (deps, meta) = w.at(1_100);
     block_on(deps.request_otp(&meta, rng, EmailRequest { email: VICTIM.into(), locale: None })).unwrap();
     let code = w.events.last_of("email_otp_requested")["code"].as_str().unwrap().to_string();
-    let owner = block_on(deps.verify_otp(&meta, rng, OtpVerifyRequest { email: VICTIM.into(), code })).unwrap();
+    let owner = block_on(deps.verify_otp(&meta, rng, OtpVerifyRequest { email: VICTIM.into(), code })).done().unwrap();
     assert_eq!(owner.user.id, planted.user_id);
     assert_takeover_announced(&w, &planted.user_id);
     assert_eq!(w.events.last_of("login")["provider"], "email_otp");

@@ -7,7 +7,7 @@ use portcullis::core::flows::account::SignupRequest;
 use portcullis::core::time::UnixTime;
 use portcullis::core::token::{self, Expectations, ACCESS_TOKEN_TYPE};
 
-use crate::support::{block_on, TestRandom, World, ISSUER};
+use crate::support::{block_on, Done, TestRandom, World, ISSUER};
 
 fn issued(w: &World) -> String {
     let (deps, meta) = w.at(1_000);
@@ -111,6 +111,7 @@ fn every_issued_token_is_handed_to_the_key_ring_exactly_as_verifying_it_reads_it
         &mut rng,
         LoginRequest { email: "a@example.com".into(), password: "password-1".into() },
     ))
+    .done()
     .unwrap();
     let (deps, meta) = w.at(1_100);
     let refreshed = block_on(deps.refresh(&meta, &mut rng, Some(&login.refresh_token))).unwrap();

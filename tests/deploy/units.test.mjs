@@ -201,6 +201,7 @@ test("the_secrets_a_configuration_needs", () => {
   assert.deepEqual(names({ EMAIL_TRANSPORT: "cloudflare" }), ["KEY_ENCRYPTION_KEY"], "the send_email binding needs no key");
   assert.deepEqual(names({ HOOK_URL: "https://hook.example" }), ["KEY_ENCRYPTION_KEY", "WEBHOOK_SECRET", "HOOK_SECRET?"]);
   assert.deepEqual(names({ HOOK_URL: "https://hook.example" }, (n) => n === "HOOK_SECRET"), ["KEY_ENCRYPTION_KEY", "HOOK_SECRET?"]);
+  assert.deepEqual(names({}, (n) => n === "INTROSPECTION_SECRET"), ["KEY_ENCRYPTION_KEY", "INTROSPECTION_SECRET?"], "given: set; else introspection stays off");
   const oauth = JSON.stringify([{ id: "gh", preset: "github", client_id: "x" }, { id: "my-idp", issuer: "https://idp.example", client_id: "y" }]);
   assert.deepEqual(names({ OAUTH_PROVIDERS: oauth }), ["KEY_ENCRYPTION_KEY", "OAUTH_GH_CLIENT_SECRET", "OAUTH_MY_IDP_CLIENT_SECRET?"]);
   assert.equal(oauthSecretName("my-idp"), "OAUTH_MY_IDP_CLIENT_SECRET");

@@ -1,17 +1,22 @@
 // The audit log in the real runtime: every event the queue consumer handles
-// lands in D1 `audit_log` with who, what, when, IP and user agent; admins read
-// it at /auth/admin/audit (filters, cursor pages), users their own at
-// /auth/audit; no one-time secret is ever stored; the cron trigger purges
-// entries past AUDIT_RETENTION_DAYS; and a failing audit write neither fails
-// the action nor holds up its deliveries.
+// lands in D1 `audit_log` with who, what, when, IP and user agent (stored
+// once); admins read it at /auth/admin/audit (filters, cursor pages), users
+// their own at /auth/audit (since the account's latest takeover, without an
+// admin's client); no one-time secret is ever stored, and no webhook gets the
+// queued context; address-only events are attributed by the SQL at the
+// write; the cron trigger purges entries past AUDIT_RETENTION_DAYS and beyond
+// AUDIT_MAX_ENTRIES; and a failing audit write neither fails the action nor
+// holds up its deliveries.
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
 import { startGateway, post, json, randomEmail, sleep } from "./harness.mjs";
 import { signup, login, makeAdmin, authed, assertProblem, PASSWORD } from "./lib/accounts.mjs";
-import { d1, sqlText } from "./lib/d1.mjs";
+import { d1, d1Script, sqlText } from "./lib/d1.mjs";
 
 const CLIENT = { "cf-connecting-ip": "198.51.100.77", "user-agent": "portcullis-e2e-audit/1.0 (+audit)" };
+const ADMIN_CLIENT = { "cf-connecting-ip": "10.66.0.5", "user-agent": "AdminConsole/3.1 (corp-laptop-042)" };
+const MAX_ENTRIES = 1000;
 const RFC3339 = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/;
 
 async function until(what, fn, timeoutMs = 30_000, everyMs = 200) {
@@ -51,7 +56,7 @@ describe("audit log", () => {
     rx = await receiver();
     gw = await startGateway({
       args: ["--test-scheduled"],
-      vars: { AUDIT_RETENTION_DAYS: "1", RETRY_BASE_DELAY_SECS: "1", WEBHOOK_URLS: rx.url },
+      vars: { AUDIT_RETENTION_DAYS: "1", AUDIT_MAX_ENTRIES: String(MAX_ENTRIES), RETRY_BASE_DELAY_SECS: "1", WEBHOOK_URLS: rx.url },
     });
     admin = await makeAdmin(gw, randomEmail("audit-admin"));
   });
@@ -110,6 +115,10 @@ describe("audit log", () => {
       assert.match(e.id, /^[0-9a-f-]{36}$/);
     }
     const byType = Object.fromEntries(entries.map((e) => [e.type, e]));
+    // The client is the entry's own members, not copied into data again.
+    for (const e of entries) assert.ok(!("ip_address" in e.data) && !("user_agent" in e.data), JSON.stringify(e));
+    const raw = await d1(gw, `SELECT data FROM audit_log WHERE user_id = ${sqlText(id)}`);
+    assert.ok(raw.every((r) => !r.data.includes(CLIENT["user-agent"])), JSON.stringify(raw));
     assert.equal(byType.login.outcome, "success");
     assert.equal(byType.login.data.email, email);
     assert.equal(byType.login_failed.outcome, "failure");
@@ -118,17 +127,22 @@ describe("audit log", () => {
     for (let i = 1; i < entries.length; i++) assert.ok(entries[i - 1].at >= entries[i].at);
   });
 
-  test("an admin action names the admin who acted", async () => {
+  test("an admin action names the admin who acted, and the user is shown neither them nor their client", async () => {
     const target = await signup(gw, randomEmail("audit-target"));
-    const res = await authed(`${gw.url}/auth/admin/users/${target.user.id}/roles/editor`, admin.access_token, { method: "POST" });
+    const res = await authed(`${gw.url}/auth/admin/users/${target.user.id}/roles/editor`, admin.access_token, { method: "POST", headers: ADMIN_CLIENT });
     assert.equal(res.status, 200, await res.text());
     const [entry] = await entriesWhen(`user_id=${target.user.id}&type=role_added`, (e) => e.length === 1);
     assert.equal(entry.actor_id, admin.user.id);
     assert.equal(entry.data.role, "editor");
+    assert.equal(entry.ip_address, ADMIN_CLIENT["cf-connecting-ip"]);
+    assert.equal(entry.user_agent, ADMIN_CLIENT["user-agent"]);
     const own = await get("/auth/audit", target.access_token, "type=role_added");
     assert.equal(own.res.status, 200);
     assert.equal(own.body.entries.length, 1);
-    assert.equal(own.body.entries[0].actor_id, undefined, "users are not told which admin acted");
+    const mine = own.body.entries[0];
+    assert.equal(mine.actor_id, undefined, "users are not told which admin acted");
+    assert.deepEqual([mine.ip_address, mine.user_agent], [null, null], "nor from where");
+    assert.ok(!JSON.stringify(own.body).includes(ADMIN_CLIENT["cf-connecting-ip"]));
   });
 
   test("filters by user, type and time select exactly their entries", async () => {
@@ -184,10 +198,14 @@ describe("audit log", () => {
     await assertProblem(await fetch(`${gw.url}/auth/audit`), 401, "missing_token");
     await assertProblem(await authed(`${gw.url}/auth/admin/audit`, user.access_token), 403, "insufficient_role");
     await assertProblem(await authed(`${gw.url}/auth/admin/audit?limit=0`, user.access_token), 403, "insufficient_role");
-    for (const q of ["limit=0", "limit=201", "since=yesterday", "until=2026-02-30T00:00:00Z", "cursor=%21%21", "type=nope", "user_id=a%2Fb", "offset=3", "since=20&until=10"]) {
+    for (const q of ["limit=0", "limit=%2B5", "limit=+5", "limit=-1", "since=yesterday", "until=2026-02-30T00:00:00Z", "cursor=%21%21", "type=nope", "user_id=a%2Fb", "offset=3", "since=20&until=10"]) {
       await assertProblem(await authed(`${gw.url}/auth/admin/audit?${q}`, admin.access_token), 422, "invalid_query");
     }
     await assertProblem(await authed(`${gw.url}/auth/audit?user_id=${admin.user.id}`, user.access_token), 422, "invalid_query");
+    // Above the largest page, the largest page (as /auth/admin/users caps its own).
+    const big = await adminAudit("limit=500");
+    assert.equal(big.res.status, 200, JSON.stringify(big.body));
+    assert.ok(big.body.entries.length <= 200);
     const res = await authed(`${gw.url}/auth/audit`, user.access_token, { method: "DELETE" });
     assert.equal(res.status, 405);
     assert.equal(res.headers.get("allow"), "GET, HEAD");
@@ -261,6 +279,95 @@ describe("audit log", () => {
     assert.equal(rx.events.filter((e) => e.id === event.id).length, 1, "delivered once");
   });
 
+  test("webhooks get the documented envelope: the queued context (client, acting admin) never", async () => {
+    const email = randomEmail("audit-ctx");
+    await userWithLogins(email, 1);
+    const login = await until("the login at the webhook", () => rx.events.find((e) => e.type === "login" && e.data.email === email));
+    const created = rx.events.find((e) => e.type === "user_created" && e.data.email === email);
+    for (const e of [login, created]) assert.deepEqual(Object.keys(e).sort(), ["data", "id", "timestamp", "type", "v"], JSON.stringify(e));
+    // user_created's data names no client: nothing of the request's reached the webhook.
+    assert.ok(!JSON.stringify(created).includes(CLIENT["user-agent"]) && !JSON.stringify(created).includes(CLIENT["cf-connecting-ip"]));
+    // An admin action's event does not name the admin either.
+    const target = await signup(gw, randomEmail("audit-ctx-target"));
+    const res = await authed(`${gw.url}/auth/admin/users/${target.user.id}/ban`, admin.access_token, { method: "POST", headers: ADMIN_CLIENT });
+    assert.equal(res.status, 200, await res.text());
+    const banned = await until("the ban at the webhook", () => rx.events.find((e) => e.type === "user_banned" && e.data.user_id === target.user.id));
+    assert.ok(!JSON.stringify(banned).includes(admin.user.id) && !JSON.stringify(banned).includes(ADMIN_CLIENT["user-agent"]));
+    assert.ok(rx.events.every((e) => !("ctx" in e)), "no webhook body has ctx");
+  });
+
+  test("attribution by address: the account that has it when the entry is written, if it existed at the event", async () => {
+    const owned = randomEmail("audit-attr-owned");
+    const later = randomEmail("audit-attr-later");
+    const known = await signup(gw, owned);
+    // The entry of `later`'s failed sign-in cannot be written before an account has the address.
+    await d1Script(gw, `CREATE TRIGGER audit_hold_later BEFORE INSERT ON audit_log
+      WHEN NEW.data LIKE ${sqlText(`%${later}%`)} AND NOT EXISTS (SELECT 1 FROM users WHERE email = ${sqlText(later)})
+      BEGIN SELECT RAISE(ABORT, 'held by the test'); END`);
+    let event;
+    try {
+      for (const email of [owned, later]) {
+        await assertProblem(await post(`${gw.url}/auth/login`, { email, password: "not the password" }, CLIENT), 401, "invalid_credentials");
+      }
+      event = await until("the failure at the webhook", () => rx.events.find((e) => e.type === "login_failed" && e.data.email === later));
+      await gw.waitForLog((l) => l.includes("portcullis.audit_failed") && l.includes(`id=${event.id}`), 20_000);
+      // The account comes a second after the event at least, then the entry (at a retry).
+      const at = Date.parse(event.timestamp) / 1000;
+      await until("the next second", () => seconds() > at, 5_000, 50);
+      await signup(gw, later);
+    } finally {
+      await d1Script(gw, "DROP TRIGGER IF EXISTS audit_hold_later");
+    }
+    const [entry] = await entriesWhen(`type=login_failed&since=${Date.parse(event.timestamp) / 1000}&limit=200`, (e) => e.some((x) => x.id === event.id), "the held failure")
+      .then((e) => e.filter((x) => x.id === event.id));
+    assert.equal(entry.user_id, null, "an account made after the event is not given it");
+    const [mine] = (await adminAudit(`user_id=${known.user.id}&type=login_failed`)).body.entries;
+    assert.equal(mine?.data.email, owned, "an account that had the address then is");
+  });
+
+  test("after a takeover the new holder's own view starts there; admins keep the earlier holder's history", async () => {
+    const email = randomEmail("audit-takeover");
+    const PLANTER = { "cf-connecting-ip": "192.0.2.44", "user-agent": "planter-device/1.0" };
+    const planted = await post(`${gw.url}/auth/signup`, { email, password: PASSWORD }, PLANTER);
+    const planter = await json(planted);
+    assert.equal(planted.status, 201, JSON.stringify(planter));
+    assert.equal((await post(`${gw.url}/auth/login`, { email, password: PASSWORD }, PLANTER)).status, 200);
+    const id = planter.user.id;
+    await entriesWhen(`user_id=${id}`, (e) => e.length >= 2, "the planter's entries");
+    const t = seconds();
+    await until("the next second", () => seconds() > t, 5_000, 50);
+    const request = await post(`${gw.url}/auth/magic-link`, { email }, CLIENT);
+    assert.equal(request.status, 200);
+    const link = await gw.waitForEvent((e) => e.type === "magic_link_requested" && e.data.email === email, 20_000);
+    const verified = await post(`${gw.url}/auth/magic-link/verify`, { token: link.data.token }, CLIENT);
+    const owner = await json(verified);
+    assert.equal(verified.status, 200, JSON.stringify(owner));
+    assert.equal(owner.user.id, id, "the account is the owner's now");
+    const own = await until("the takeover in the owner's view", async () => {
+      const { res, body } = await get("/auth/audit", owner.access_token, "limit=200");
+      assert.equal(res.status, 200, JSON.stringify(body));
+      return body.entries.some((e) => e.type === "email_verified") && body.entries;
+    });
+    const takeover = own.find((e) => e.type === "email_verified").at;
+    assert.ok(own.every((e) => e.at >= takeover), JSON.stringify(own.map((e) => [e.type, e.at])));
+    assert.ok(!own.some((e) => e.type === "user_created"), "the planter's sign-up is not the owner's to read");
+    const text = JSON.stringify(own);
+    assert.ok(!text.includes(PLANTER["cf-connecting-ip"]) && !text.includes(PLANTER["user-agent"]), text);
+    // Asking from earlier reads from the takeover; administrators see it all.
+    const since = (await get("/auth/audit", owner.access_token, `since=${t - 3600}&type=user_created`)).body;
+    assert.deepEqual(since, { entries: [], next_cursor: null });
+    const all = (await adminAudit(`user_id=${id}&limit=200`)).body.entries;
+    const created = all.find((e) => e.type === "user_created");
+    assert.equal(created.ip_address, PLANTER["cf-connecting-ip"]);
+  });
+
+  test("the own view's type filter reads its own index, newest first without a sort", async () => {
+    const plan = await d1(gw, "EXPLAIN QUERY PLAN SELECT id, type, user_id, actor_id, outcome, ip_address, user_agent, at, data FROM audit_log WHERE 1 = 1 AND user_id = 'u' AND type = 'login' ORDER BY at DESC, id DESC LIMIT 51");
+    const detail = plan.map((r) => r.detail).join(" | ");
+    assert.match(detail, /audit_log_user_type_at/, detail);
+    assert.doesNotMatch(detail, /TEMP B-TREE/, detail);
+  });
+
   test("the cron trigger purges entries older than AUDIT_RETENTION_DAYS and keeps the rest", async () => {
     const old = await userWithLogins(randomEmail("audit-old"), 1);
     const fresh = await userWithLogins(randomEmail("audit-fresh"), 1);
@@ -279,5 +386,31 @@ describe("audit log", () => {
     assert.deepEqual((await adminAudit(`user_id=${old.user.id}`)).body.entries, []);
     assert.deepEqual(await d1(gw, `SELECT id FROM audit_log WHERE user_id = ${sqlText(old.user.id)}`), []);
     assert.equal((await adminAudit(`user_id=${fresh.user.id}`)).body.entries.length, 2, "younger entries stay");
+  });
+  // Last: the flood pushes every earlier entry out.
+  test("the cron trigger deletes the oldest written entries beyond AUDIT_MAX_ENTRIES, whatever their age", async () => {
+    const flood = MAX_ENTRIES + 200;
+    const now = seconds();
+    await d1(gw, `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ${flood})
+      INSERT INTO audit_log (id, type, user_id, outcome, at, data)
+      SELECT 'flood-' || printf('%05d', i), 'token_refreshed', 'flood-user', 'success', ${now} - i, '{}' FROM n`);
+    const [{ n: before }] = await d1(gw, "SELECT COUNT(*) AS n FROM audit_log");
+    assert.ok(before > flood, `${before} entries`);
+    const seen = gw.logs().filter((l) => l.includes("portcullis.audit_cap_reached")).length;
+    const res = await fetch(`${gw.url}/__scheduled?cron=${encodeURIComponent("* * * * *")}`);
+    assert.ok(res.status < 500, `scheduled: ${res.status}`);
+    await res.arrayBuffer();
+    let n = 0;
+    const line = await gw.waitForLog((l) => l.includes("portcullis.audit_cap_reached") && ++n > seen, 20_000);
+    assert.match(line, new RegExp(`deleted=${before - MAX_ENTRIES} max_entries=${MAX_ENTRIES}`));
+    // The newest written stay — the last 1,000 of the flood, though they are
+    // older by `at` than what went; every entry written before them is gone.
+    const rows = await d1(gw, "SELECT id FROM audit_log ORDER BY rowid");
+    assert.equal(rows.length, MAX_ENTRIES);
+    assert.equal(rows[0].id, `flood-${String(flood - MAX_ENTRIES + 1).padStart(5, "0")}`);
+    assert.equal(rows.at(-1).id, `flood-${String(flood).padStart(5, "0")}`);
+    // New entries still come, and the cap holds them too.
+    const after = await userWithLogins(randomEmail("audit-after-cap"), 0);
+    await entriesWhen(`user_id=${after.user.id}`, (e) => e.length === 1);
   });
 });

@@ -86,7 +86,7 @@ const PROVIDERS = {
     invalid: { status: 400, body: { errors: [{ field: "content", message: "The content value must be a string at least one character in length." }] } },
     accepted: () => ({ status: 202, body: "" }),
     throttled: { status: 429, body: { errors: [{ field: null, message: "too many requests" }] } },
-    refused: { status: 403, body: { errors: [{ field: "from", message: "The from address does not match a verified Sender Identity." }] } },
+    refused: { status: 400, body: { errors: [{ field: "personalizations.0.to.0.email", message: "Does not contain a valid address." }] } },
     down: { status: 500, body: { errors: [{ field: null, message: "internal error" }] } },
   },
 };

@@ -50,15 +50,23 @@ pub async fn load_or_create(
 /// what the tokens are. Only what holds: Portcullis is not an OAuth
 /// authorization server (no authorize or token endpoint speaking OAuth, no
 /// ID tokens), so no endpoint or response type is advertised that a generic
-/// OAuth / OIDC client would then call and find speaking something else.
-pub fn discovery(issuer: &str) -> serde_json::Value {
-    serde_json::json!({
+/// OAuth / OIDC client would then call and find speaking something else —
+/// but the two that do speak OAuth are: `revocation_endpoint` (RFC 7009)
+/// and, when `INTROSPECTION_SECRET` enables it, `introspection_endpoint`
+/// (RFC 7662), under `AUTH_PREFIX`.
+pub fn discovery(issuer: &str, config: &Config) -> serde_json::Value {
+    let mut doc = serde_json::json!({
         "issuer": issuer,
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
+        "revocation_endpoint": config.auth_url(issuer, "/revoke"),
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": [ALG_EDDSA, ALG_ES256],
         "claims_supported": ["iss", "aud", "sub", "sid", "roles", "email", "email_verified", "iat", "exp", "jti"],
-    })
+    });
+    if config.introspection_secret.is_some() {
+        doc["introspection_endpoint"] = serde_json::Value::String(config.auth_url(issuer, "/introspect"));
+    }
+    doc
 }
 
 /// A completed key rotation.

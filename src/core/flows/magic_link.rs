@@ -11,9 +11,11 @@ use crate::core::email_token::{is_link_token, TokenKind};
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
 use crate::core::flows::passwordless::Proof;
-use crate::core::flows::{Accepted, AuthResponse, Deps, EmailRequest, Meta, Recipient, TokenRequest};
+use crate::core::flows::{Accepted, Deps, EmailRequest, Meta, Recipient, SignIn, TokenRequest};
 use crate::core::ids::{self, Random};
-use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, RateLimitStore, SessionStore, UserStore};
+use crate::core::ports::{
+    AccountStore, EmailTokenStore, EventSink, KeyRing, MfaStore, RateLimitStore, SessionStore, UserStore,
+};
 use crate::core::rate_limit::Endpoint;
 use crate::core::users::User;
 
@@ -30,7 +32,7 @@ fn signed_in(user: &User) -> Event {
 
 impl<S, E, K> Deps<'_, S, E, K>
 where
-    S: UserStore + SessionStore + AccountStore + EmailTokenStore + RateLimitStore,
+    S: UserStore + SessionStore + AccountStore + EmailTokenStore + RateLimitStore + MfaStore,
     E: EventSink,
     K: KeyRing,
 {
@@ -91,7 +93,7 @@ where
         meta: &Meta,
         rng: &mut impl Random,
         req: TokenRequest,
-    ) -> Result<AuthResponse, Error> {
+    ) -> Result<SignIn, Error> {
         let token = self.consume_link(meta, TokenKind::MagicLink, &req.token).await?;
         self.passwordless_sign_in(
             meta,

@@ -25,9 +25,11 @@ use crate::core::email_token::{otp_code, parse_code, CodeKey, TokenKind, OTP_MAX
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
 use crate::core::flows::passwordless::{Proof, Secret};
-use crate::core::flows::{Accepted, AuthResponse, Deps, EmailRequest, Meta, Recipient};
+use crate::core::flows::{Accepted, Deps, EmailRequest, Meta, Recipient, SignIn};
 use crate::core::ids::{self, Random};
-use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, RateLimitStore, SessionStore, UserStore};
+use crate::core::ports::{
+    AccountStore, EmailTokenStore, EventSink, KeyRing, MfaStore, RateLimitStore, SessionStore, UserStore,
+};
 use crate::core::rate_limit::Endpoint;
 use crate::core::users::User;
 
@@ -53,7 +55,7 @@ fn signed_in(user: &User) -> Event {
 
 impl<S, E, K> Deps<'_, S, E, K>
 where
-    S: UserStore + SessionStore + AccountStore + EmailTokenStore + RateLimitStore,
+    S: UserStore + SessionStore + AccountStore + EmailTokenStore + RateLimitStore + MfaStore,
     E: EventSink,
     K: KeyRing,
 {
@@ -102,14 +104,9 @@ where
     /// emits `login_failed`. Success emits `email_otp_login` and `login`.
     /// Over a rate limit or the address's daily cap on failed codes: 429
     /// `rate_limited`, before the code is looked at.
-    pub async fn verify_otp(
-        &self,
-        meta: &Meta,
-        rng: &mut impl Random,
-        req: OtpVerifyRequest,
-    ) -> Result<AuthResponse, Error> {
+    pub async fn verify_otp(&self, meta: &Meta, rng: &mut impl Random, req: OtpVerifyRequest) -> Result<SignIn, Error> {
         let email = Email::parse(&req.email)?;
-        let charge = self.throttle_code_attempt(meta, rng, email.as_str()).await?;
+        let charge = self.throttle_code_attempt(meta, rng, Endpoint::OtpVerify, email.as_str()).await?;
         let Some(code) = parse_code(&req.code) else {
             // Not a code: nothing was guessed.
             self.refund_code_attempt(charge).await;

@@ -1,7 +1,7 @@
 //! The built-in texts of the four emails, per language: English, French and
 //! German. Each is a subject and a plain-text body; the HTML part is made
 //! from the body ([`super::template::Template::text_as_html`]). Operators
-//! override or add languages with `EMAIL_TEMPLATES` and the per-email
+//! override or add languages with `EMAIL_LOCALES` and the per-email
 //! settings (see [`super::EmailSettings::from_lookup`]).
 
 use super::EmailKind;

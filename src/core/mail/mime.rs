@@ -4,11 +4,15 @@
 //! and a `multipart/alternative` body (RFC 2046) with the text part first
 //! and the HTML part last, each UTF-8, canonical CRLF line breaks, base64.
 //!
-//! The boundary cannot occur in the parts: base64 lines never hold `-`, and
-//! every delimiter line starts with `--`.
+//! The boundary is `=_pc_` and 32 hex digits of the SHA-256 of the
+//! message's id: 37 characters whatever the id (RFC 2046 §5.1.1 allows 1 to
+//! 70), the same for the same email. It cannot occur in the parts: base64
+//! lines never hold `-` or `_`, and every delimiter line starts with `--`.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+
+use sha2::{Digest as _, Sha256};
 
 use crate::core::time::UnixTime;
 
@@ -62,7 +66,7 @@ pub(crate) struct Parts<'a> {
 /// The raw message for `p`.
 pub(crate) fn message(p: &Parts<'_>) -> String {
     let domain = p.from_addr.rsplit_once('@').map_or("localhost", |(_, d)| d);
-    let boundary = format!("portcullis-alt-{}", p.id.replace(|c: char| !c.is_ascii_alphanumeric(), "-"));
+    let boundary = boundary(p.id);
     let from = match p.from_name {
         Some(name) => format!("{} <{}>", display_name(name), p.from_addr),
         None => p.from_addr.to_string(),
@@ -91,6 +95,17 @@ pub(crate) fn message(p: &Parts<'_>) -> String {
     }
     m.push_str(&format!("--{boundary}--\r\n"));
     m
+}
+
+/// The multipart boundary of the message with id `id`: 37 characters.
+fn boundary(id: &str) -> String {
+    let digest = Sha256::digest(id.as_bytes());
+    let mut b = String::with_capacity(37);
+    b.push_str("=_pc_");
+    for byte in &digest[..16] {
+        b.push_str(&format!("{byte:02x}"));
+    }
+    b
 }
 
 /// `text` with every line break as CRLF (the canonical form of `text/*`).
@@ -192,7 +207,7 @@ mod tests {
         );
         assert!(head.contains("\r\nDate: Mon, 23 Nov 2026 11:33:56 +0000\r\n"), "{head}");
         assert!(head.contains("\r\nMessage-ID: <0b8e-42.magic_link_requested@acme.example>\r\n"));
-        assert!(head.contains("\r\nMIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=\"portcullis-alt-0b8e-42-magic-link-requested\""));
+        assert!(head.contains("\r\nMIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=\"=_pc_"));
         assert_eq!(parts.len(), 2);
         assert_eq!(parts[0].0, "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64");
         assert_eq!(parts[0].1, "Bonjour,\r\n\r\nvoici {lien}: é\r\n");
@@ -217,6 +232,22 @@ mod tests {
         }
         assert!(subject_field.contains("\r\n "), "a long subject is folded");
         assert_eq!(String::from_utf8(decoded).unwrap(), subject);
+    }
+
+    #[test]
+    fn the_boundary_fits_rfc_2046_whatever_the_id() {
+        // A real event id (a UUID) and the longest event type.
+        let id = "0b8e4c2a-1d3f-4e5a-9b7c-6d8e9f0a1b2c.email_verification_requested";
+        let raw = message(&Parts { id, ..parts("s", None) });
+        let head = raw.split("\r\n\r\n").next().unwrap();
+        let b = head.split("boundary=\"").nth(1).unwrap().split('"').next().unwrap();
+        assert!((1..=70).contains(&b.len()), "boundary is {} characters: {b}", b.len());
+        // bchars (RFC 2046 §5.1.1), and no space at its end.
+        assert!(b.chars().all(|c| c.is_ascii_alphanumeric() || "'()+_,-./:=?".contains(c)), "{b}");
+        assert_eq!(b, boundary(id), "the same email, the same boundary");
+        assert_ne!(b, boundary("another.email_verification_requested"));
+        assert_eq!(boundary("x").len(), boundary(&"x".repeat(500)).len());
+        assert_eq!(split(&raw).1.len(), 2);
     }
 
     #[test]

@@ -478,10 +478,14 @@ fn languages(var: &dyn Fn(&str) -> Option<String>) -> Result<Vec<Language>, (Str
                 }
             };
             let (subject_name, subject_raw) = required("SUBJECT", built_in.map(|b| b.subject(kind)))?;
-            if subject_raw.chars().count() > MAX_SUBJECT_CHARS || subject_raw.contains(['\r', '\n']) {
-                return Err(err(&subject_name, format!("must be one line of at most {MAX_SUBJECT_CHARS} characters")));
-            }
             let subject = Template::parse(&subject_raw, kind).map_err(|why| err(&subject_name, why))?;
+            // Checked on the parsed template: a literal `\n` is a line break by then.
+            if subject_raw.chars().count() > MAX_SUBJECT_CHARS || subject.has_control() {
+                return Err(err(
+                    &subject_name,
+                    format!("must be one line of at most {MAX_SUBJECT_CHARS} characters, without control characters"),
+                ));
+            }
             if subject.has(Slot::Link) {
                 return Err(err(&subject_name, "{link} belongs in the body".into()));
             }
@@ -832,6 +836,9 @@ mod tests {
             ("EMAIL_BODY_PASSWORD_RESET", "{link} and {code}"),
             ("EMAIL_SUBJECT_EMAIL_OTP", "Code {cod}"),
             ("EMAIL_SUBJECT_MAGIC_LINK", "two\nlines"),
+            ("EMAIL_SUBJECT_MAGIC_LINK", "Hello\\nBcc: evil@x.example"),
+            ("EMAIL_SUBJECT_PASSWORD_RESET", "tab\there"),
+            ("EMAIL_SUBJECT_EMAIL_OTP", "{code}\u{85}"),
             ("EMAIL_SUBJECT_EMAIL_VERIFICATION", "{link}"),
             ("EMAIL_HTML_MAGIC_LINK", "<p>no link</p>"),
             ("EMAIL_BODY_MAGIC_LINK_FR", "pas de lien"),

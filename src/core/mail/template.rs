@@ -104,6 +104,12 @@ impl Template {
         self.0.contains(&Piece::Slot(slot))
     }
 
+    /// Whether its text (after `\n` became a line break) holds a control
+    /// character: never in a header such as the subject.
+    pub(crate) fn has_control(&self) -> bool {
+        self.0.iter().any(|p| matches!(p, Piece::Text(t) if t.chars().any(char::is_control)))
+    }
+
     /// As text: values as they are.
     pub(crate) fn render_text(&self, v: &Values<'_>) -> String {
         self.0

@@ -7,12 +7,16 @@
 //! `personalizations`). `cloudflare` hands a MIME message ([`super::mime`])
 //! to the Worker's `send_email` binding `EMAIL`.
 //!
-//! A failure is either worth retrying — the provider is throttling or down
-//! (408, 425, 429, 5xx), or did not answer in time — or not: the request was
-//! refused as it is (a bad key, an unverified sender, a suppressed or invalid
-//! recipient: any other 4xx, or a redirect), and sending it again changes
-//! nothing. The first is retried with the queue's backoff; the second goes
-//! to the dead-letter queue at once.
+//! A failure is sent to the dead-letter queue at once only when the
+//! provider refused THIS message — its recipient (invalid, suppressed,
+//! inactive) or its payload (malformed, too large) — so that sending it again
+//! changes nothing. Everything else gets the queue's backoff (bounded by
+//! `max_retries`): throttling or an outage (408, 425, 429, 5xx), no answer in
+//! time, and refusals of the ACCOUNT rather than the message (a bad or
+//! rotated key: 401/403; Postmark's "not allowed to send", "account pending"
+//! or "may not send"; an unknown error code; a redirect or 404 from a wrong
+//! `EMAIL_API_URL`), which an operator can fix while sign-in links, whose
+//! tokens expire in minutes, are still worth delivering.
 
 use url::Url;
 
@@ -62,18 +66,40 @@ impl Provider {
     }
 
     /// Whether a non-2xx answer (`status`, and its `body`) is worth
-    /// retrying: throttling (429), a timeout (408), too early (425), a
-    /// server error (5xx) — and Resend's 409 for a request with the same
-    /// idempotency key still in flight. Everything else (other 4xx: bad
-    /// key, unverified sender, invalid or suppressed recipient, payload
-    /// refused; and redirects, which are not followed) is refused for good.
+    /// retrying: anything but a refusal of this message's recipient or
+    /// payload, which is, per provider:
+    /// - Resend: 400 and 422 (validation errors), 409
+    ///   `invalid_idempotent_request` (the key reused for another payload),
+    ///   and the 403 of a test-mode account sending to an address other than
+    ///   its own;
+    /// - Postmark: 422 with `ErrorCode` 300 (invalid email request), 402
+    ///   (invalid JSON), 403 (incompatible JSON) or 406 (inactive recipient);
+    /// - SendGrid: 400 (bad request) and 413 (payload too large).
+    ///
+    /// A bad or rotated key (401, 403), an account that may not send
+    /// (Postmark 405, 412, 413), an unknown error code, a redirect (not
+    /// followed) or a 404 is retried with the backoff: it is the account or
+    /// the configuration that is wrong, not the message.
     pub fn retryable(self, status: u16, body: &str) -> bool {
-        match status {
-            408 | 425 | 429 | 500..=599 => true,
-            409 if self == Self::Resend => body.contains("concurrent_idempotent_requests"),
+        !self.refuses_message(status, body)
+    }
+
+    fn refuses_message(self, status: u16, body: &str) -> bool {
+        match (self, status) {
+            (Self::Resend, 400 | 422) | (Self::Sendgrid, 400 | 413) => true,
+            (Self::Resend, 409) => body.contains("invalid_idempotent_request"),
+            (Self::Resend, 403) => body.to_ascii_lowercase().contains("your own email address"),
+            (Self::Postmark, 422) => {
+                matches!(postmark_error_code(body), Some(300 | 402 | 403 | 406))
+            }
             _ => false,
         }
     }
+}
+
+/// The `ErrorCode` of a Postmark error body (`{"ErrorCode": 406, "Message": …}`).
+fn postmark_error_code(body: &str) -> Option<u64> {
+    serde_json::from_str::<serde_json::Value>(body).ok()?.get("ErrorCode")?.as_u64()
 }
 
 /// How emails leave.
@@ -106,7 +132,11 @@ impl Transport {
                 Some(provider) => {
                     let api_url = match var("EMAIL_API_URL") {
                         None => Url::parse(provider.default_url()).map_err(|e| err("EMAIL_API_URL", e.to_string()))?,
-                        Some(v) => super::http_url(&v).map_err(|why| err("EMAIL_API_URL", why))?,
+                        // The value is not echoed: the reason reaches the public 503
+                        // detail, and the URL may carry a credential.
+                        Some(v) => super::http_url(&v).map_err(|_| {
+                            err("EMAIL_API_URL", "must be an http(s) URL (the value is not shown)".into())
+                        })?,
                     };
                     let api_key = match var("EMAIL_API_KEY") {
                         Some(k) if !k.chars().any(char::is_control) => ApiKey(k),
@@ -224,20 +254,72 @@ mod tests {
     use super::*;
 
     #[test]
-    fn throttling_timeouts_and_server_errors_are_retried_refusals_are_not() {
+    fn throttling_timeouts_and_server_errors_are_retried() {
         for p in [Provider::Resend, Provider::Postmark, Provider::Sendgrid] {
             for status in [408, 425, 429, 500, 502, 503, 504] {
                 assert!(p.retryable(status, "{}"), "{} {status}", p.name());
-            }
-            for status in [301, 400, 401, 403, 404, 413, 422] {
-                assert!(!p.retryable(status, "{}"), "{} {status}", p.name());
             }
         }
         let busy = r#"{"statusCode":409,"name":"concurrent_idempotent_requests","message":"…"}"#;
         let reused = r#"{"statusCode":409,"name":"invalid_idempotent_request","message":"…"}"#;
         assert!(Provider::Resend.retryable(409, busy));
         assert!(!Provider::Resend.retryable(409, reused));
-        assert!(!Provider::Postmark.retryable(409, busy));
+    }
+
+    #[test]
+    fn account_refusals_are_retried_message_refusals_are_not() {
+        // A bad or rotated key, a wrong URL: the account, not the message.
+        for p in [Provider::Resend, Provider::Postmark, Provider::Sendgrid] {
+            for status in [301, 401, 403, 404] {
+                assert!(
+                    p.retryable(status, r#"{"message":"API key is invalid","ErrorCode":10}"#),
+                    "{} {status}",
+                    p.name()
+                );
+            }
+        }
+        // The message itself: payload or recipient.
+        for status in [400, 422] {
+            assert!(!Provider::Resend.retryable(status, r#"{"name":"validation_error"}"#), "resend {status}");
+        }
+        for status in [400, 413] {
+            assert!(!Provider::Sendgrid.retryable(status, r#"{"errors":[]}"#), "sendgrid {status}");
+        }
+        let test_mode = r#"{"statusCode":403,"name":"validation_error","message":"You can only send testing emails to your own email address (me@acme.example)."}"#;
+        assert!(!Provider::Resend.retryable(403, test_mode));
+    }
+
+    #[test]
+    fn postmark_422_is_classified_on_its_error_code() {
+        let body = |code: u32| format!(r#"{{"ErrorCode":{code},"Message":"…"}}"#);
+        // 300 invalid request, 402 invalid JSON, 403 incompatible JSON, 406 inactive recipient.
+        for code in [300, 402, 403, 406] {
+            assert!(!Provider::Postmark.retryable(422, &body(code)), "ErrorCode {code}");
+        }
+        // 405 not allowed to send, 412 account pending, 413 account may not
+        // send, 400/401 sender signature missing or unconfirmed, unknown codes.
+        for code in [405, 412, 413, 400, 401, 10, 9999] {
+            assert!(Provider::Postmark.retryable(422, &body(code)), "ErrorCode {code}");
+        }
+        assert!(Provider::Postmark.retryable(422, "not json"));
+        assert!(Provider::Postmark.retryable(422, r#"{"ErrorCode":"406"}"#));
+        // The ErrorCode decides, not the status: 406 outside a 422 is the account.
+        assert!(Provider::Postmark.retryable(401, &body(406)));
+    }
+
+    #[test]
+    fn a_bad_email_api_url_is_not_echoed() {
+        for v in ["ftp://user:key_s3cret@mail.example/x", "not a url key_s3cret"] {
+            let vars = |k: &str| match k {
+                "EMAIL_TRANSPORT" => Some("resend".to_string()),
+                "EMAIL_API_URL" => Some(v.to_string()),
+                "EMAIL_API_KEY" => Some("k".to_string()),
+                _ => None,
+            };
+            let (name, why) = Transport::from_lookup(&vars).unwrap_err();
+            assert_eq!(name, "EMAIL_API_URL");
+            assert!(!why.contains("s3cret") && why.contains("http(s) URL"), "{why}");
+        }
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! [`AuditLog`] on D1: the `audit_log` table (migration 0009).
+//! [`AuditLog`] on D1: the `audit_log` table (migrations 0009, 0011), and
+//! the `users.taken_over_at` a user's own view starts from.
 
 use serde::Deserialize;
 use wasm_bindgen::JsValue;
@@ -40,8 +41,10 @@ impl From<AuditRow> for AuditEntry {
 
 impl AuditLog for D1Store {
     async fn record_audit(&self, r: &AuditRecord) -> Result<bool> {
-        // The user is the event's, else the account that had its address at
-        // the event's time (not one made with it since).
+        // The user is the event's, else the account that has its address
+        // now, at the write, if it was created by the event's time (not one
+        // made with it since). An address that moved between the event and
+        // this write is attributed to its holder now.
         let n = self
             .run(
                 "INSERT INTO audit_log (id, type, user_id, actor_id, outcome, ip_address, user_agent, at, data) \
@@ -107,4 +110,29 @@ impl AuditLog for D1Store {
             .await?;
         Ok(u64::try_from(n).unwrap_or(u64::MAX))
     }
+
+    async fn purge_audit_beyond(&self, keep: u64, limit: u32) -> Result<u64> {
+        // `rowid` grows with each insert (one more than the largest), so the
+        // newest `keep` written are those above MAX(rowid) - keep: two
+        // lookups at the ends of the table's b-tree, no count of its rows.
+        let n = self
+            .run(
+                "DELETE FROM audit_log WHERE rowid IN \
+                 (SELECT rowid FROM audit_log WHERE rowid <= (SELECT MAX(rowid) FROM audit_log) - ?1 \
+                  ORDER BY rowid LIMIT ?2)",
+                &[int(i64::try_from(keep).unwrap_or(i64::MAX)), int(i64::from(limit))],
+            )
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(u64::MAX))
+    }
+
+    async fn taken_over_at(&self, user_id: &str) -> Result<Option<UnixTime>> {
+        let row = self.first::<TakenOverRow>("SELECT taken_over_at FROM users WHERE id = ?1", &[text(user_id)]).await?;
+        Ok(row.and_then(|r| r.taken_over_at).map(UnixTime))
+    }
+}
+
+#[derive(Deserialize)]
+struct TakenOverRow {
+    taken_over_at: Option<i64>,
 }

@@ -19,7 +19,9 @@
 //! [`accounts`] ([`AccountStore`](crate::core::ports::AccountStore)),
 //! [`email_tokens`] ([`EmailTokenStore`](crate::core::ports::EmailTokenStore)),
 //! [`keys`] ([`KeyStore`](crate::core::ports::KeyStore)),
+//! [`mfa`] ([`MfaStore`](crate::core::ports::MfaStore)),
 //! [`rate_limits`] ([`RateLimitStore`](crate::core::ports::RateLimitStore)),
+//! [`revocations`] ([`RevocationStore`](crate::core::ports::RevocationStore)),
 //! [`oauth`] ([`OAuthStore`](crate::core::oauth::OAuthStore)),
 //! [`deliveries`] ([`DeliveryLedger`](crate::core::ports::DeliveryLedger)),
 //! [`audit`] ([`AuditLog`](crate::core::ports::AuditLog))
@@ -30,9 +32,11 @@ mod audit;
 mod deliveries;
 mod email_tokens;
 mod keys;
+mod mfa;
 mod oauth;
 mod outbox;
 mod rate_limits;
+mod revocations;
 mod sessions;
 mod users;
 
@@ -196,6 +200,13 @@ impl D1Store {
         res.results::<T>().or_unavailable(D1)
     }
 
+    /// Runs a statement with `RETURNING`; returns how many rows it changed
+    /// itself ([`returned`]).
+    async fn run_returning(&self, sql: &str, args: &[JsValue]) -> Result<usize> {
+        let res = self.stmt(sql, args)?.all().await.or_unavailable(D1)?;
+        returned(&res)
+    }
+
     /// Runs a statement; returns the number of rows it changed.
     async fn run(&self, sql: &str, args: &[JsValue]) -> Result<usize> {
         let res = self.stmt(sql, args)?.run().await.or_unavailable(D1)?;
@@ -209,4 +220,16 @@ impl D1Store {
 
 fn changes(res: &worker::D1Result) -> Result<usize> {
     Ok(res.meta().or_unavailable(D1)?.and_then(|m| m.changes).unwrap_or(0))
+}
+
+/// A `RETURNING` row, whose content does not matter: only how many came back.
+#[derive(Deserialize)]
+struct Affected {}
+
+/// How many rows a statement with `RETURNING` changed itself. D1's
+/// [`changes`] also counts the rows its triggers wrote (the revocation log,
+/// `migrations/0008_revocations.sql`), so a write to `sessions` or
+/// `user_roles` is counted by the rows it returns instead.
+fn returned(res: &worker::D1Result) -> Result<usize> {
+    Ok(res.results::<Affected>().or_unavailable(D1)?.len())
 }

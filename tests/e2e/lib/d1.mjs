@@ -63,6 +63,20 @@ export async function d1(gw, sql) {
   }
 }
 
+/**
+ * Runs `sql` against the gateway's local D1 as one script, returning
+ * nothing: for DDL whose statements hold semicolons of their own (a
+ * trigger's `BEGIN … END`), which `d1` would split.
+ */
+export async function d1Script(gw, sql) {
+  const db = new DatabaseSync(databaseFile(gw), { timeout: BUSY_TIMEOUT_MS, enableForeignKeyConstraints: true });
+  try {
+    db.exec(sql);
+  } finally {
+    db.close();
+  }
+}
+
 /** Single-quotes a SQL string literal. */
 export const sqlText = (s) => `'${String(s).replaceAll("'", "''")}'`;
 
