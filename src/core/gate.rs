@@ -12,8 +12,11 @@
 //! `hook_unavailable`.
 //!
 //! With `HOOK_ON_REFRESH=true` the hook is asked again before every refresh
-//! of a session, with the same request plus `"trigger": "refresh"` and the
-//! `session_id` (`provider` is then `"refresh"`): its claims replace the
+//! of a session, with the same request as `"type": "allow_refresh"` (a
+//! distinct type: a hook that allow-lists sign-in providers must not read
+//! a refresh as a sign-in through an unknown one and end every session)
+//! plus `"trigger": "refresh"` and the `session_id` (`provider` is then
+//! `"refresh"`): its claims replace the
 //! session's, so a change (a new plan) reaches the next access token and the
 //! origin without a new sign-in. A denial ends the session (403
 //! `signin_denied`, `session_revoked`); a failure follows `HOOK_FAILURE_MODE`
@@ -77,6 +80,10 @@ pub struct HookConfig {
 
 /// The `provider` of a request made for a refresh.
 pub const REFRESH_PROVIDER: &str = "refresh";
+/// The `type` of a request made for a sign-in.
+pub const SIGNIN_TYPE: &str = "allow_signin";
+/// The `type` of a request made for a refresh (`HOOK_ON_REFRESH`).
+pub const REFRESH_TYPE: &str = "allow_refresh";
 /// The `trigger` of a request made for a refresh.
 pub const REFRESH_TRIGGER: &str = "refresh";
 
@@ -121,7 +128,7 @@ pub fn refresh_request(
 
 fn body<'a>(user: &'a User, provider: &'a str, refreshing: Option<&'a str>) -> GateBody<'a> {
     GateBody {
-        kind: "allow_signin",
+        kind: if refreshing.is_some() { REFRESH_TYPE } else { SIGNIN_TYPE },
         trigger: refreshing.map(|_| REFRESH_TRIGGER),
         session_id: refreshing,
         user: GateUser {
@@ -336,12 +343,12 @@ mod tests {
         let sig = req.header("webhook-signature").unwrap();
         assert!(secret.verify("msg_1", UnixTime(1_700_000_000), &req.body, sig));
         assert!(!req.body.contains("secret-hash"));
-        // Asked again before a refresh: the same request, saying so.
+        // Asked again before a refresh: the same request, saying so by its type.
         let again = refresh_request(&hook, &user, "s-9", "msg_2", UnixTime(1_700_000_100));
         let body: serde_json::Value = serde_json::from_str(&again.body).unwrap();
         assert_eq!(
             body,
-            json!({"type": "allow_signin", "trigger": "refresh", "session_id": "s-9", "provider": "refresh",
+            json!({"type": "allow_refresh", "trigger": "refresh", "session_id": "s-9", "provider": "refresh",
                    "user": {"id": "u1", "email": "a@example.com", "name": "Ada", "roles": ["admin"], "email_verified": true}})
         );
         assert!(secret.verify(

@@ -25,8 +25,11 @@ use crate::core::flows::mfa::MfaVerifyRequest;
 use crate::core::flows::otp::{OtpVerifyRequest, OTP_ACCEPTED};
 use crate::core::flows::password::{ChangeRequest, ResetRequest, FORGOT_ACCEPTED};
 use crate::core::flows::{Deps, EmailRequest, Meta, SignIn, TokenRequest};
+use crate::core::oauth::CodeChallenge;
 use crate::core::rate_limit::Endpoint;
-use crate::core::ui::forms::{self, check_csrf, Form, PostFacts, CSRF_COOKIE, CSRF_FIELD, REDIRECT_FIELD};
+use crate::core::ui::forms::{
+    self, check_csrf, Form, PostFacts, CHALLENGE_FIELD, CSRF_COOKIE, CSRF_FIELD, REDIRECT_FIELD,
+};
 use crate::core::ui::html::Html;
 use crate::core::ui::pages::{self, Account, Notice, Provider};
 use crate::core::ui::UI_PATH;
@@ -68,19 +71,33 @@ enum Answer {
     SeeOther(String, Vec<(&'static str, String)>),
 }
 
+/// Where a sign-in through the pages returns to.
+struct Return {
+    /// The checked target.
+    target: String,
+    /// The app's challenge the exchange code is bound to.
+    challenge: Option<CodeChallenge>,
+}
+
 /// The CSRF token of this request's pages: the cookie's, or a fresh one
-/// (set on the answer).
+/// (set on the answer); and the app's `code_challenge` the pages carry on
+/// (the query's or the form's, as the browser sent it; checked before a
+/// sign-in by [`forms::code_challenge`]).
+#[derive(Clone)]
 struct Csrf {
     token: String,
     fresh: bool,
+    challenge: Option<String>,
 }
 
 impl<'a, 'e> Ui<'a, 'e> {
     /// Serves hosted page `route` (a `Ui*` route).
     pub async fn serve(&self, route: Route<'_>) -> Result<Response, Error> {
+        // Carried only when well formed: a page never echoes anything else.
+        let challenge = self.query(CHALLENGE_FIELD).filter(|c| CodeChallenge::parse(c).is_some());
         let csrf = match cookie(self.req, CSRF_COOKIE).filter(|c| forms::is_csrf_token(c)) {
-            Some(token) => Csrf { token, fresh: false },
-            None => Csrf { token: forms::new_csrf_token(&mut OsRandom), fresh: true },
+            Some(token) => Csrf { token, fresh: false, challenge },
+            None => Csrf { token: forms::new_csrf_token(&mut OsRandom), fresh: true, challenge },
         };
         let answer = match route {
             Route::UiLoginPage | Route::UiSignupPage | Route::UiMagicLinkPage | Route::UiOtpPage
@@ -89,12 +106,12 @@ impl<'a, 'e> Ui<'a, 'e> {
                 // Token mode without REDIRECT_ALLOWLIST: say so before anyone types.
                 Err(forms::nowhere_to_return())
             }
-            Route::UiLoginPage => self.login_page(&csrf, None, "", 200),
-            Route::UiSignupPage => self.signup_page(&csrf, None, "", "", 200),
-            Route::UiMagicLinkPage => self.magic_link_page(&csrf).await,
-            Route::UiOtpPage => {
-                let email = self.query("email").unwrap_or_default();
-                self.page(&csrf, 200, |ctx| pages::otp(ctx, None, &email))
+            Route::UiLoginPage | Route::UiSignupPage | Route::UiMagicLinkPage | Route::UiOtpPage => {
+                // Token mode: the app binds the code to its browser (said before anyone types).
+                match forms::code_challenge(self.query(CHALLENGE_FIELD).as_deref(), self.cfg.cookie_mode) {
+                    Err(e) => Err(e),
+                    Ok(_) => self.sign_in_page(route, &csrf).await,
+                }
             }
             Route::UiForgotPage => self.page(&csrf, 200, |ctx| pages::forgot(ctx, None, "")),
             Route::UiResetPage => {
@@ -139,6 +156,19 @@ impl<'a, 'e> Ui<'a, 'e> {
             }
         };
         self.respond(answer, &csrf)
+    }
+
+    /// The pages that start a sign-in.
+    async fn sign_in_page(&self, route: Route<'_>, csrf: &Csrf) -> Result<Answer, Error> {
+        match route {
+            Route::UiLoginPage => self.login_page(csrf, None, "", 200),
+            Route::UiSignupPage => self.signup_page(csrf, None, "", "", 200),
+            Route::UiMagicLinkPage => self.magic_link_page(csrf).await,
+            _ => {
+                let email = self.query("email").unwrap_or_default();
+                self.page(csrf, 200, |ctx| pages::otp(ctx, None, &email))
+            }
+        }
     }
 
     /// Adds the common headers (CSP, a fresh CSRF cookie) and renders.
@@ -221,8 +251,13 @@ impl<'a, 'e> Ui<'a, 'e> {
         render: impl FnOnce(&pages::Context<'_>) -> Html,
         extra: Vec<(&'static str, String)>,
     ) -> Answer {
-        let ctx =
-            pages::Context { ui: &self.cfg.ui, auth_prefix: &self.cfg.auth_prefix, csrf: &csrf.token, redirect_to };
+        let ctx = pages::Context {
+            ui: &self.cfg.ui,
+            auth_prefix: &self.cfg.auth_prefix,
+            csrf: &csrf.token,
+            redirect_to,
+            code_challenge: csrf.challenge.as_deref(),
+        };
         Answer::Page(status, render(&ctx), extra)
     }
 
@@ -260,19 +295,26 @@ impl<'a, 'e> Ui<'a, 'e> {
         self.page(csrf, status, |ctx| pages::magic_link(ctx, None, &token, account.as_deref()))
     }
 
-    /// A signed-in caller's access token: the access cookie if it still
-    /// authenticates, else one renewed with the refresh cookie (whose new
-    /// cookies are returned to set); `None` when neither works.
+    /// Whether the access cookie still authenticates: `Some(access)` if so.
+    async fn live_access(&self) -> Result<Option<String>, Error> {
+        let Some(access) = cookie(self.req, ACCESS_COOKIE) else { return Ok(None) };
+        match self.deps.authenticate(self.meta, Some(&access)).await {
+            Ok(_) => Ok(Some(access)),
+            Err(Error::InvalidToken(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A signed-in caller's access token, for a POST (CSRF-checked): the
+    /// access cookie if it still authenticates, else one renewed with the
+    /// refresh cookie (whose new cookies are returned to set); `None` when
+    /// neither works. Never for a GET (see [`pages::renew`]).
     async fn signed_in(&self) -> Result<Option<(String, Vec<(&'static str, String)>)>, Error> {
         if !self.cfg.cookie_mode {
             return Ok(None);
         }
-        if let Some(access) = cookie(self.req, ACCESS_COOKIE) {
-            match self.deps.authenticate(self.meta, Some(&access)).await {
-                Ok(_) => return Ok(Some((access, Vec::new()))),
-                Err(Error::InvalidToken(_)) => {}
-                Err(e) => return Err(e),
-            }
+        if let Some(access) = self.live_access().await? {
+            return Ok(Some((access, Vec::new())));
         }
         let Some(refresh) = cookie(self.req, REFRESH_COOKIE) else { return Ok(None) };
         match self.deps.refresh(self.meta, &mut OsRandom, Some(&refresh)).await {
@@ -290,9 +332,14 @@ impl<'a, 'e> Ui<'a, 'e> {
             );
             return self.page(csrf, 404, |ctx| pages::message(ctx, "Your account", Some(&n), &[("login", "Sign in")]));
         }
-        match self.signed_in().await? {
+        // A GET only reads: an expired access cookie gets a Continue button
+        // that renews by POST (pages::renew), never a refresh here.
+        match self.live_access().await? {
+            Some(access) => self.account_view(csrf, 200, n.as_ref(), &access, Vec::new()).await,
+            None if cookie(self.req, REFRESH_COOKIE).is_some() => {
+                Ok(self.page_with(csrf, 200, None, pages::renew, Vec::new()))
+            }
             None => Ok(self.to_login()),
-            Some((access, cookies)) => self.account_view(csrf, 200, n.as_ref(), &access, cookies).await,
         }
     }
 
@@ -336,6 +383,8 @@ impl<'a, 'e> Ui<'a, 'e> {
             cookie: sent.as_deref(),
             field: form.get(CSRF_FIELD),
         };
+        let carried = form.get(CHALLENGE_FIELD).filter(|c| CodeChallenge::parse(c).is_some());
+        let csrf = &Csrf { challenge: carried.map(str::to_string), ..csrf.clone() };
         if let Err(e) = check_csrf(&facts) {
             let p = e.problem();
             let n = Notice::Error(p.detail.clone());
@@ -361,9 +410,11 @@ impl<'a, 'e> Ui<'a, 'e> {
         }
     }
 
-    /// The posted `redirect_to`, checked, and the target a sign-in returns
-    /// to (decided before the sign-in: a bad target opens no session).
-    fn posted_target(&self, form: &Form) -> Result<(Option<String>, String), Error> {
+    /// The posted `redirect_to`, checked, and where a sign-in returns to:
+    /// the target and the app's `code_challenge` its code is bound to
+    /// (decided before the sign-in: a bad target or challenge opens no
+    /// session).
+    fn posted_target(&self, form: &Form) -> Result<(Option<String>, Return), Error> {
         let asked = form.optional(REDIRECT_FIELD);
         let target = forms::return_target(
             asked.as_deref(),
@@ -371,7 +422,8 @@ impl<'a, 'e> Ui<'a, 'e> {
             &self.account_url(),
             self.cfg.cookie_mode,
         )?;
-        Ok((asked, target))
+        let challenge = forms::code_challenge(form.get(CHALLENGE_FIELD), self.cfg.cookie_mode)?;
+        Ok((asked, Return { target, challenge }))
     }
 
     /// The end of every sign-in through the pages, the one place that reads
@@ -386,7 +438,7 @@ impl<'a, 'e> Ui<'a, 'e> {
         csrf: &Csrf,
         asked: Option<&str>,
         result: Result<SignIn, Error>,
-        target: &str,
+        to: &Return,
         again: impl FnOnce(u16, &Notice) -> Answer,
     ) -> Result<Answer, Error> {
         match result {
@@ -395,7 +447,10 @@ impl<'a, 'e> Ui<'a, 'e> {
                 Ok(self.page_with(csrf, 200, asked, |ctx| pages::mfa(ctx, None, &step.mfa_token, &methods), Vec::new()))
             }
             Ok(SignIn::Complete(auth)) => {
-                let location = self.deps.signed_in_location(self.meta, &mut OsRandom, target, &auth).await?;
+                let location = self
+                    .deps
+                    .signed_in_location(self.meta, &mut OsRandom, &to.target, &auth, to.challenge.as_ref())
+                    .await?;
                 Ok(Answer::SeeOther(location, auth_cookies(self.cfg, &auth, self.meta.now)))
             }
             Err(e) => {
@@ -414,14 +469,14 @@ impl<'a, 'e> Ui<'a, 'e> {
     }
 
     async fn post_login(&self, csrf: &Csrf, form: &Form) -> Result<Answer, Error> {
-        let (asked, target) = self.posted_target(form)?;
+        let (asked, to) = self.posted_target(form)?;
         let email = form.text("email");
         if form.get("intent") == Some("magic_link") {
             return self.send_email(csrf, &email, Mailing::MagicLink, asked.as_deref()).await;
         }
         let body = LoginRequest { email: email.clone(), password: form.text("password") };
         let result = self.deps.login(self.meta, &mut OsRandom, body).await;
-        self.finish(csrf, asked.as_deref(), result, &target, |status, n| {
+        self.finish(csrf, asked.as_deref(), result, &to, |status, n| {
             self.login_with(csrf, Some(n), &email, status, asked.as_deref())
         })
         .await
@@ -462,13 +517,13 @@ impl<'a, 'e> Ui<'a, 'e> {
     }
 
     async fn post_signup(&self, csrf: &Csrf, form: &Form) -> Result<Answer, Error> {
-        let (asked, target) = self.posted_target(form)?;
+        let (asked, to) = self.posted_target(form)?;
         let (email, name) = (form.text("email"), form.optional("name"));
         let body =
             SignupRequest { email: email.clone(), password: form.text("password"), name: name.clone(), locale: None };
         let result = self.deps.signup(self.meta, &mut OsRandom, body).await.map(SignIn::Complete);
         let (min, name) = (self.cfg.password_policy.min_chars, name.unwrap_or_default());
-        self.finish(csrf, asked.as_deref(), result, &target, |status, n| {
+        self.finish(csrf, asked.as_deref(), result, &to, |status, n| {
             let render = |ctx: &pages::Context<'_>| pages::signup(ctx, Some(n), &email, &name, min);
             self.page_with(csrf, status, asked.as_deref(), render, Vec::new())
         })
@@ -476,10 +531,10 @@ impl<'a, 'e> Ui<'a, 'e> {
     }
 
     async fn post_magic_link(&self, csrf: &Csrf, form: &Form) -> Result<Answer, Error> {
-        let (asked, target) = self.posted_target(form)?;
+        let (asked, to) = self.posted_target(form)?;
         let token = form.text("token");
         let result = self.deps.verify_magic_link(self.meta, &mut OsRandom, TokenRequest { token: token.clone() }).await;
-        self.finish(csrf, asked.as_deref(), result, &target, |status, n| {
+        self.finish(csrf, asked.as_deref(), result, &to, |status, n| {
             let render = |ctx: &pages::Context<'_>| pages::magic_link(ctx, Some(n), &token, None);
             self.page_with(csrf, status, asked.as_deref(), render, Vec::new())
         })
@@ -487,14 +542,14 @@ impl<'a, 'e> Ui<'a, 'e> {
     }
 
     async fn post_otp(&self, csrf: &Csrf, form: &Form) -> Result<Answer, Error> {
-        let (asked, target) = self.posted_target(form)?;
+        let (asked, to) = self.posted_target(form)?;
         let email = form.text("email");
         if form.get("intent") == Some("send") {
             return self.send_email(csrf, &email, Mailing::Otp, asked.as_deref()).await;
         }
         let body = OtpVerifyRequest { email: email.clone(), code: form.text("code").trim().to_string() };
         let result = self.deps.verify_otp(self.meta, &mut OsRandom, body).await;
-        self.finish(csrf, asked.as_deref(), result, &target, |status, n| {
+        self.finish(csrf, asked.as_deref(), result, &to, |status, n| {
             self.page_with(csrf, status, asked.as_deref(), |ctx| pages::otp(ctx, Some(n), &email), Vec::new())
         })
         .await
@@ -503,7 +558,7 @@ impl<'a, 'e> Ui<'a, 'e> {
     /// The second step: the `mfa_token` the first step's page carried, and
     /// a code from the authenticator app or a backup code.
     async fn post_mfa(&self, csrf: &Csrf, form: &Form) -> Result<Answer, Error> {
-        let (asked, target) = self.posted_target(form)?;
+        let (asked, to) = self.posted_target(form)?;
         let mfa_token = form.text("mfa_token");
         let (code, backup_code) = match form.get("intent") {
             Some("backup_code") => (None, form.optional("backup_code")),
@@ -511,7 +566,7 @@ impl<'a, 'e> Ui<'a, 'e> {
         };
         let body = MfaVerifyRequest { mfa_token: mfa_token.clone(), code, backup_code };
         let result = self.deps.verify_mfa(self.meta, &mut OsRandom, body).await.map(SignIn::Complete);
-        self.finish(csrf, asked.as_deref(), result, &target, |status, n| {
+        self.finish(csrf, asked.as_deref(), result, &to, |status, n| {
             let methods = ["totp", "backup_code"];
             self.page_with(
                 csrf,
@@ -588,6 +643,8 @@ impl<'a, 'e> Ui<'a, 'e> {
         let Some((access, cookies)) = self.signed_in().await? else { return Ok(self.to_login()) };
         let rng = &mut OsRandom;
         let done: Result<Notice, Error> = match form.get("intent").unwrap_or_default() {
+            // From pages::renew: signed_in above renewed; back to the page by GET.
+            "renew" => return Ok(Answer::SeeOther(self.account_url(), cookies)),
             "logout" => {
                 let refresh = cookie(self.req, REFRESH_COOKIE);
                 self.deps.logout(self.meta, rng, Some(&access), refresh.as_deref()).await?;

@@ -229,7 +229,7 @@ fn with_hook_on_refresh_a_refresh_asks_again_and_the_new_claims_replace_the_old(
     assert_eq!(
         body,
         serde_json::json!({
-            "type": "allow_signin", "trigger": "refresh", "provider": "refresh", "session_id": r.user.session_id,
+            "type": "allow_refresh", "trigger": "refresh", "provider": "refresh", "session_id": r.user.session_id,
             "user": {"id": r.user.id, "email": "a@example.com", "name": "Ada", "roles": [], "email_verified": false},
         })
     );

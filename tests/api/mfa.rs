@@ -306,7 +306,8 @@ fn an_oauth_sign_in_exchanges_its_code_for_the_second_step_not_for_tokens() {
     let out = sign_in(&w, rng, &idp, T0, who.clone());
     let (deps, meta) = w.at(T0 + 2);
     let code_ = location_param(&out, "code").unwrap();
-    let first = block_on(deps.oauth_exchange(&meta, ExchangeRequest { code: code_ })).done().unwrap();
+    let first =
+        block_on(deps.oauth_exchange(&meta, ExchangeRequest { code: code_, code_verifier: None })).done().unwrap();
     assert_eq!(claims(&first.access_token)["amr"], json!(["fed"]));
     let secret = turn_on(&w, rng, T0 + 3, &first.access_token);
 
@@ -314,9 +315,11 @@ fn an_oauth_sign_in_exchanges_its_code_for_the_second_step_not_for_tokens() {
     let out = sign_in(&w, rng, &idp, T0 + 30, who);
     assert!(matches!(out, CallbackOutcome::SecondStep { .. }), "{out:?}");
     let (deps, meta) = w.at(T0 + 32);
-    let step = second_step(block_on(
-        deps.oauth_exchange(&meta, ExchangeRequest { code: location_param(&out, "code").unwrap() }),
-    ));
+    let step =
+        second_step(block_on(deps.oauth_exchange(
+            &meta,
+            ExchangeRequest { code: location_param(&out, "code").unwrap(), code_verifier: None },
+        )));
     assert_eq!((sessions(&w), w.events.count("login")), before, "nothing issued before the second step");
     let done = verify(&w, rng, T0 + 33, &step.mfa_token, Some(&totp(&secret, T0 + 33)), None).unwrap();
     assert_eq!(claims(&done.access_token)["amr"], json!(["otp", "fed", "mfa"]));

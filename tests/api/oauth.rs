@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 use portcullis::core::error::Error;
 use portcullis::core::flows::oauth::{AuthorizeRequest, CallbackOutcome, CallbackQuery, ExchangeRequest};
 use portcullis::core::oauth::{
-    pkce_challenge, JwsAlg, LinkedIdentity, OAuthState, OAuthStore, ProviderNet, ProviderRequest, StateTake, Unlink,
-    STATE_TTL_SECS,
+    pkce_challenge, CodeChallenge, JwsAlg, LinkedIdentity, OAuthState, OAuthStore, ProviderNet, ProviderRequest,
+    StateTake, Unlink, STATE_TTL_SECS,
 };
 use portcullis::core::outbound::{HttpReply, SendError};
 use portcullis::core::ports::{AccountStore, Result};
@@ -338,7 +338,9 @@ fn a_new_identity_creates_an_account_and_its_code_is_exchanged_once() {
     // Stored sealed: the row holds no token.
     let sealed = w.store.oauth.borrow().exchanges[0].1.clone();
     let (deps, meta) = w.at(1_010);
-    let auth = block_on(deps.oauth_exchange(&meta, ExchangeRequest { code: code.clone() })).done().unwrap();
+    let auth = block_on(deps.oauth_exchange(&meta, ExchangeRequest { code: code.clone(), code_verifier: None }))
+        .done()
+        .unwrap();
     assert!(!sealed.contains(&auth.access_token) && !sealed.contains(&auth.refresh_token));
     let body = serde_json::to_value(auth.body(&w.config)).unwrap();
     assert_eq!(body["user"]["email"], "ada@example.com");
@@ -346,7 +348,10 @@ fn a_new_identity_creates_an_account_and_its_code_is_exchanged_once() {
         (body["access_token"].as_str(), body["refresh_token"].as_str()),
         (Some(&*auth.access_token), Some(&*auth.refresh_token))
     );
-    assert_eq!(code_of(block_on(deps.oauth_exchange(&meta, ExchangeRequest { code }))), "invalid_exchange_code");
+    assert_eq!(
+        code_of(block_on(deps.oauth_exchange(&meta, ExchangeRequest { code, code_verifier: None }))),
+        "invalid_exchange_code"
+    );
 }
 
 fn code_of<T: std::fmt::Debug>(r: std::result::Result<T, Error>) -> &'static str {
@@ -361,7 +366,10 @@ fn exchange_codes_expire_after_a_minute() {
     let out = sign_in(&w, rng, &idp, 1_000, json!({"sub": "s", "email": "e@example.com", "email_verified": true}));
     let code = location_param(&out, "code").unwrap();
     let (deps, meta) = w.at(1_001 + 61);
-    assert_eq!(code_of(block_on(deps.oauth_exchange(&meta, ExchangeRequest { code }))), "invalid_exchange_code");
+    assert_eq!(
+        code_of(block_on(deps.oauth_exchange(&meta, ExchangeRequest { code, code_verifier: None }))),
+        "invalid_exchange_code"
+    );
 }
 
 #[test]
@@ -492,7 +500,8 @@ fn in_cookie_mode_the_callback_issues_no_code_and_the_exchange_is_refused() {
         let (deps, meta) = w.at(1_002);
         assert!(block_on(deps.me_with_providers(&meta, Some(&auth.access_token))).is_ok());
         // Any exchange is refused, with a problem that says why.
-        let err = block_on(deps.oauth_exchange(&meta, ExchangeRequest { code: "a".repeat(43) })).unwrap_err();
+        let err = block_on(deps.oauth_exchange(&meta, ExchangeRequest { code: "a".repeat(43), code_verifier: None }))
+            .unwrap_err();
         let p = err.problem();
         assert_eq!((p.status, p.code), (400, "invalid_exchange_code"));
         assert!(p.detail.contains("cookie mode"), "{}", p.detail);
@@ -514,7 +523,7 @@ fn in_cookie_mode_with_body_tokens_the_code_is_exchanged_for_the_tokens_as_befor
     let out = sign_in(&w, rng, &idp, 1_000, json!({"sub": "s-c", "email": "c@example.com", "email_verified": true}));
     let code = location_param(&out, "code").unwrap();
     let (deps, meta) = w.at(1_002);
-    let auth = block_on(deps.oauth_exchange(&meta, ExchangeRequest { code })).done().unwrap();
+    let auth = block_on(deps.oauth_exchange(&meta, ExchangeRequest { code, code_verifier: None })).done().unwrap();
     let body: Value = serde_json::to_value(auth.body(&w.config)).unwrap();
     assert_eq!(body["user"]["email"], "c@example.com");
     assert_eq!(body["access_token"].as_str(), Some(auth.access_token.as_str()));
@@ -674,7 +683,7 @@ fn linking_unlinking_and_the_last_way_to_sign_in() {
         sign_in(&w, rng, &idp, 1_300, json!({"sub": "s-solo", "email": "solo@example.com", "email_verified": true}));
     let code = location_param(&solo, "code").unwrap();
     let (deps, meta) = w.at(1_301);
-    let auth = block_on(deps.oauth_exchange(&meta, ExchangeRequest { code })).done().unwrap();
+    let auth = block_on(deps.oauth_exchange(&meta, ExchangeRequest { code, code_verifier: None })).done().unwrap();
     let solo_token = auth.access_token;
     assert_eq!(code_of(block_on(deps.oauth_unlink(&meta, Some(&solo_token), "idp"))), "last_sign_in_method");
     let me = block_on(deps.me_with_providers(&meta, Some(&solo_token))).unwrap();
@@ -788,4 +797,38 @@ fn an_unlink_whose_session_is_revoked_meanwhile_unlinks_nothing() {
     let (deps, meta) = w.at(1_100);
     assert_eq!(code_of(block_on(deps.oauth_unlink(&meta, Some(&stolen.access_token), "idp"))), "session_revoked");
     assert_eq!(w.store.oauth.borrow().linked().len(), 1, "the owner's identity is still linked");
+}
+
+/// A hosted-page sign-in's code, issued with the app's `code_challenge`, is
+/// swapped only with its `code_verifier`: a code an attacker got for their
+/// own account cannot be planted in a victim's app (login CSRF). It is spent
+/// by a refused attempt too.
+#[test]
+fn a_code_bound_to_a_challenge_is_swapped_only_with_its_verifier() {
+    let w = world();
+    let rng = &mut TestRandom(9);
+    let auth = signup_at(&w, rng, 1_000, "pkce@example.com", "correct horse battery staple 9");
+    let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+    let challenge = CodeChallenge::parse(&pkce_challenge(verifier)).unwrap();
+    let (deps, meta) = w.at(1_001);
+    let issue = |rng: &mut TestRandom| {
+        let loc = block_on(deps.signed_in_location(&meta, rng, "https://app.test/", &auth, Some(&challenge))).unwrap();
+        let url = url::Url::parse(&loc).unwrap();
+        url.query_pairs().find(|(k, _)| k == "code").map(|(_, v)| v.into_owned()).unwrap()
+    };
+    let other = "x".repeat(43);
+    for wrong in [None, Some(other.as_str()), Some(""), Some(&verifier[1..])] {
+        let code = issue(rng);
+        let req = ExchangeRequest { code: code.clone(), code_verifier: wrong.map(str::to_string) };
+        assert_eq!(code_of(block_on(deps.oauth_exchange(&meta, req))), "invalid_exchange_code", "{wrong:?}");
+        // Spent: the right verifier does not revive it.
+        let req = ExchangeRequest { code, code_verifier: Some(verifier.into()) };
+        assert_eq!(code_of(block_on(deps.oauth_exchange(&meta, req))), "invalid_exchange_code");
+    }
+    let code = issue(rng);
+    let got = block_on(deps.oauth_exchange(&meta, ExchangeRequest { code, code_verifier: Some(verifier.into()) }))
+        .done()
+        .unwrap();
+    assert_eq!(got.user.email, "pkce@example.com");
+    assert_eq!(got.access_token, auth.access_token);
 }

@@ -7,6 +7,7 @@
 // one-time code the app exchanges; and UI_ENABLED=false removes the pages.
 import { test, before, after, describe } from "node:test";
 import assert from "node:assert/strict";
+import crypto from "node:crypto";
 import http from "node:http";
 import { Webhook } from "standardwebhooks";
 import { startGateway, post, json, randomEmail } from "./harness.mjs";
@@ -14,6 +15,7 @@ import { startGateway, post, json, randomEmail } from "./harness.mjs";
 const PASSWORD = "correct horse battery";
 const HOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const APP = "http://app.test/done";
+const SIGNIN_PROVIDERS = ["email", "magic_link", "email_otp"];
 
 /** The sign-in hook: allows with `{plan}` (the current `hook.plan`) unless `hook.deny`. */
 async function startHook() {
@@ -31,9 +33,16 @@ async function startHook() {
         res.end("unsigned");
         return;
       }
-      hook.requests.push(JSON.parse(body));
+      const asked = JSON.parse(body);
+      hook.requests.push(asked);
       res.writeHead(200, { "content-type": "application/json" });
-      res.end(JSON.stringify(hook.deny ? { allow: false, reason: "subscription ended" } : { allow: true, claims: { plan: hook.plan, org: { id: 7, name: "Zürich AG" } } }));
+      // As a real hook might: sign-ins only through the providers it knows,
+      // refreshes (their own type) by the subscription alone.
+      const unknownProvider = asked.type === "allow_signin" && !SIGNIN_PROVIDERS.includes(asked.provider);
+      const known = asked.type === "allow_signin" || asked.type === "allow_refresh";
+      res.end(JSON.stringify(hook.deny || unknownProvider || !known
+        ? { allow: false, reason: unknownProvider || !known ? "unknown sign-in" : "subscription ended" }
+        : { allow: true, claims: { plan: hook.plan, org: { id: 7, name: "Zürich AG" } } }));
     });
   });
   await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
@@ -96,8 +105,8 @@ describe("hook claims at the origin, HOOK_ON_REFRESH, hosted pages in token mode
     const again = hook.requests.slice(asked);
     assert.equal(again.length, 1);
     assert.deepEqual(
-      { trigger: again[0].trigger, session_id: again[0].session_id, provider: again[0].provider, user: again[0].user.id },
-      { trigger: "refresh", session_id: auth.user.session_id, provider: "refresh", user: auth.user.id },
+      { type: again[0].type, trigger: again[0].trigger, session_id: again[0].session_id, provider: again[0].provider, user: again[0].user.id },
+      { type: "allow_refresh", trigger: "refresh", session_id: auth.user.session_id, provider: "refresh", user: auth.user.id },
     );
     const echo = await hello(refreshed.access_token);
     assert.equal(echo.verified.user.claims.plan, "pro");
@@ -126,38 +135,57 @@ describe("hook claims at the origin, HOOK_ON_REFRESH, hosted pages in token mode
     assert.equal((await post(`${gw.url}/auth/refresh`, { refresh_token: auth.refresh_token })).status, 401);
   });
 
-  test("token mode: a hosted sign-in returns to the app with a one-time code, exchanged for the tokens", async () => {
+  test("token mode: a hosted sign-in returns to the app with a one-time code, bound to the app's PKCE challenge", async () => {
     const email = randomEmail("token-mode");
     await post(`${gw.url}/auth/signup`, { email, password: PASSWORD });
-    const page = await fetch(`${gw.url}/auth/ui/login?redirect_to=${encodeURIComponent(APP)}`);
-    assert.equal(page.status, 200);
-    const csrf = page.headers.getSetCookie()[0].split(";")[0].split("=")[1];
-    assert.ok((await page.text()).includes(`name="csrf" value="${csrf}"`));
-    const res = await fetch(`${gw.url}/auth/ui/login`, {
-      method: "POST",
-      redirect: "manual",
-      headers: {
-        "content-type": "application/x-www-form-urlencoded",
-        cookie: `__Host-portcullis_ui=${csrf}`,
-        origin: gw.url,
-        "sec-fetch-site": "same-origin",
-      },
-      body: new URLSearchParams({ csrf, email, password: PASSWORD, intent: "password", redirect_to: APP }),
-    });
-    assert.equal(res.status, 303, await res.text());
-    assert.equal(res.headers.getSetCookie().filter((c) => c.startsWith("__Host-portcullis_access")).length, 0, "no cookies in token mode");
-    const location = new URL(res.headers.get("location"));
-    assert.equal(`${location.origin}${location.pathname}`, APP);
-    const code = location.searchParams.get("code");
-    assert.match(code, /^[A-Za-z0-9_-]{43}$/);
-    const exchanged = await post(`${gw.url}/auth/oauth/exchange`, { code });
+    const verifier = crypto.randomBytes(32).toString("base64url");
+    const challenge = crypto.createHash("sha256").update(verifier).digest("base64url");
+    // Without a challenge, token mode refuses before anyone types.
+    const unbound = await fetch(`${gw.url}/auth/ui/login?redirect_to=${encodeURIComponent(APP)}`);
+    assert.equal(unbound.status, 400);
+    assert.match(await unbound.text(), /code_challenge/);
+    const signIn = async () => {
+      const page = await fetch(`${gw.url}/auth/ui/login?redirect_to=${encodeURIComponent(APP)}&code_challenge=${challenge}`);
+      assert.equal(page.status, 200);
+      const csrf = page.headers.getSetCookie()[0].split(";")[0].split("=")[1];
+      const html = await page.text();
+      assert.ok(html.includes(`name="csrf" value="${csrf}"`));
+      assert.ok(html.includes(`name="code_challenge" value="${challenge}"`), "the form carries the challenge");
+      const res = await fetch(`${gw.url}/auth/ui/login`, {
+        method: "POST",
+        redirect: "manual",
+        headers: {
+          "content-type": "application/x-www-form-urlencoded",
+          cookie: `__Host-portcullis_ui=${csrf}`,
+          origin: gw.url,
+          "sec-fetch-site": "same-origin",
+        },
+        body: new URLSearchParams({ csrf, email, password: PASSWORD, intent: "password", redirect_to: APP, code_challenge: challenge }),
+      });
+      assert.equal(res.status, 303, await res.text());
+      assert.equal(res.headers.getSetCookie().filter((c) => c.startsWith("__Host-portcullis_access")).length, 0, "no cookies in token mode");
+      const location = new URL(res.headers.get("location"));
+      assert.equal(`${location.origin}${location.pathname}`, APP);
+      const code = location.searchParams.get("code");
+      assert.match(code, /^[A-Za-z0-9_-]{43}$/);
+      return code;
+    };
+    // A code planted in another browser (no verifier, or another one) is refused, and spent.
+    const planted = await signIn();
+    for (const body of [{ code: planted }, { code: planted, code_verifier: crypto.randomBytes(32).toString("base64url") }, { code: planted, code_verifier: verifier }]) {
+      const refused = await post(`${gw.url}/auth/oauth/exchange`, body);
+      assert.equal(refused.status, 400);
+      assert.equal((await json(refused)).code, "invalid_exchange_code");
+    }
+    const code = await signIn();
+    const exchanged = await post(`${gw.url}/auth/oauth/exchange`, { code, code_verifier: verifier });
     const auth = await json(exchanged);
     assert.equal(exchanged.status, 200, JSON.stringify(auth));
     assert.equal(auth.user.email, email);
     assert.equal((await hello(auth.access_token)).verified.user.claims.plan, hook.plan);
-    assert.equal((await post(`${gw.url}/auth/oauth/exchange`, { code })).status, 400, "once");
+    assert.equal((await post(`${gw.url}/auth/oauth/exchange`, { code, code_verifier: verifier })).status, 400, "once");
     // A return target off the allowlist is refused before anything happens.
-    const bad = await fetch(`${gw.url}/auth/ui/login?redirect_to=${encodeURIComponent("https://evil.example/")}`);
+    const bad = await fetch(`${gw.url}/auth/ui/login?redirect_to=${encodeURIComponent("https://evil.example/")}&code_challenge=${challenge}`);
     assert.equal(bad.status, 400);
     assert.match(await bad.text(), /not on REDIRECT_ALLOWLIST/);
   });

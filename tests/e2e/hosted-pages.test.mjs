@@ -138,7 +138,7 @@ describe("every page: headers, no script, the stylesheet applied under the CSP, 
       assert.equal(csp.match(/'sha256-([^']+)'/)[1], crypto.createHash("sha256").update(style).digest("base64"), p);
       assert.equal(res.headers.get("x-frame-options"), "DENY", p);
       assert.equal(res.headers.get("x-content-type-options"), "nosniff", p);
-      assert.equal(res.headers.get("referrer-policy"), "no-referrer", p);
+      assert.equal(res.headers.get("referrer-policy"), "same-origin", p);
       assert.match(res.headers.get("cache-control"), /no-store/, p);
       // No script at all (so none without a nonce), no inline style attribute, no event handler.
       assert.doesNotMatch(html, /<script|\son[a-z]+=|\sstyle=/i, p);
@@ -373,7 +373,7 @@ describe("the account page", () => {
     await context.close();
   });
 
-  test("an expired access cookie is renewed with the refresh cookie", async () => {
+  test("an expired access cookie is renewed with the refresh cookie, by a POST only", async () => {
     const email = randomEmail("ui-renew");
     await signUpByApi(email);
     const { context, page } = await fresh();
@@ -383,10 +383,15 @@ describe("the account page", () => {
     await Promise.all([page.waitForURL(`${DONE()}**`), page.click("button[value=password]")]);
     const before = await sessionCookies(context);
     await context.clearCookies({ name: "__Host-portcullis_access" });
+    // A GET (which any site can set off by a top-level navigation) never
+    // renews: the refresh token stays, and the page offers to continue.
     await page.goto(ui("account"));
     assert.equal(page.url(), ui("account"));
+    assert.deepEqual(await sessionCookies(context), { access: undefined, refresh: before.refresh }, "a GET rotated nothing");
+    await Promise.all([page.waitForURL(ui("account")), page.click("button[value=renew]")]);
+    assert.match(await page.textContent("p.account"), new RegExp(email.replace(/[.+]/g, "\\$&")));
     const afterwards = await sessionCookies(context);
-    assert.ok(afterwards.access && afterwards.refresh !== before.refresh, "a refresh rotated the cookies");
+    assert.ok(afterwards.access && afterwards.refresh !== before.refresh, "the POST rotated the cookies");
     await context.close();
   });
 });

@@ -415,9 +415,23 @@ export class PortcullisClient {
     return this.#url(`/oauth/${encodeURIComponent(provider)}/authorize`, { redirect_to: options.redirectTo });
   }
 
-  /** `POST /auth/oauth/exchange`: the one-time `code` of the OAuth redirect for the session. */
-  exchangeOAuthCode(code: string): Promise<SignInResult> {
-    return this.#signIn("/oauth/exchange", { code });
+  /**
+   * The URL of hosted page `page` (`GET /auth/ui/{page}`, e.g. `login`)
+   * returning to `redirectTo`. In token mode pass `codeChallenge` from
+   * {@link createCodeChallenge} and keep its verifier for
+   * {@link exchangeOAuthCode}: the gateway then swaps the code only for it.
+   */
+  hostedPageUrl(page: string, options: { redirectTo?: string; codeChallenge?: string } = {}): string {
+    return this.#url(`/ui/${page}`, { redirect_to: options.redirectTo, code_challenge: options.codeChallenge });
+  }
+
+  /**
+   * `POST /auth/oauth/exchange`: the one-time `code` of a browser sign-in's
+   * redirect for the session. A hosted-page sign-in's code needs the
+   * `codeVerifier` of the `code_challenge` it was started with.
+   */
+  exchangeOAuthCode(code: string, codeVerifier?: string): Promise<SignInResult> {
+    return this.#signIn("/oauth/exchange", codeVerifier === undefined ? { code } : { code, code_verifier: codeVerifier });
   }
 
   /**

@@ -26,6 +26,7 @@ use crate::core::events::{Envelope, Event, EventContext};
 use crate::core::gate;
 use crate::core::ids::{self, Random};
 use crate::core::locale::Locale;
+use crate::core::oauth::CodeChallenge;
 use crate::core::ports::{EventSink, KeyRing, MfaStore, SessionStore, SigninGate, UserStore};
 use crate::core::session::{LiveSession, Session, SignInBasis};
 use crate::core::time::UnixTime;
@@ -109,6 +110,10 @@ struct StoredAuth {
     #[serde(default)]
     refresh_expires_at: Option<i64>,
     user: UserResponse,
+    /// The app's PKCE S256 challenge the code is bound to; absent for a
+    /// code issued unbound (an OAuth sign-in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    code_challenge: Option<String>,
 }
 
 impl AuthResponse {
@@ -124,29 +129,37 @@ impl AuthResponse {
         }
     }
 
-    /// Every member, tokens included, as JSON: what the OAuth exchange seals.
-    pub fn to_sealed_json(&self) -> Result<String, Error> {
+    /// Every member, tokens included, and the `challenge` the code is
+    /// bound to, as JSON: what the OAuth exchange seals.
+    pub fn to_sealed_json(&self, challenge: Option<&CodeChallenge>) -> Result<String, Error> {
         let stored = StoredAuth {
             access_token: self.access_token.clone(),
             refresh_token: self.refresh_token.clone(),
             expires_in: self.expires_in,
             refresh_expires_at: Some(self.refresh_expires_at.0),
             user: self.user.clone(),
+            code_challenge: challenge.map(|c| c.as_str().to_string()),
         };
         serde_json::to_string(&stored).map_err(|e| Error::Internal(format!("auth response: {e}")))
     }
 
-    /// Reads back [`AuthResponse::to_sealed_json`]; `None` for anything else.
-    pub fn from_sealed_json(json: &str) -> Option<Self> {
+    /// Reads back [`AuthResponse::to_sealed_json`] and its challenge;
+    /// `None` for anything else.
+    pub fn from_sealed_json(json: &str) -> Option<(Self, Option<CodeChallenge>)> {
         let s: StoredAuth = serde_json::from_str(json).ok()?;
-        Some(Self {
+        let challenge = match s.code_challenge {
+            None => None,
+            Some(c) => Some(CodeChallenge::parse(&c)?),
+        };
+        let auth = Self {
             access_token: s.access_token,
             refresh_token: s.refresh_token,
             token_type: TOKEN_TYPE,
             expires_in: s.expires_in,
             refresh_expires_at: UnixTime(s.refresh_expires_at.unwrap_or(i64::MAX)),
             user: s.user,
-        })
+        };
+        Some((auth, challenge))
     }
 
     /// How long, at `now`, the cookies carrying this sign-in's tokens should
@@ -174,18 +187,22 @@ pub enum SignIn {
 
 impl SignIn {
     /// Every member as JSON, tokens included: what the OAuth exchange seals.
-    pub fn to_sealed_json(&self) -> Result<String, Error> {
+    /// A complete sign-in keeps the `code_challenge` its code is bound to;
+    /// a second step needs none (it grants nothing without the factor).
+    pub fn to_sealed_json(&self, challenge: Option<&CodeChallenge>) -> Result<String, Error> {
         match self {
-            Self::Complete(auth) => auth.to_sealed_json(),
+            Self::Complete(auth) => auth.to_sealed_json(challenge),
             Self::SecondStep(step) => Ok(step.body().to_string()),
         }
     }
 
-    /// Reads [`SignIn::to_sealed_json`] back; `None` for anything else.
-    pub fn from_sealed_json(json: &str) -> Option<Self> {
-        mfa::SecondStep::from_body(json)
-            .map(Self::SecondStep)
-            .or_else(|| AuthResponse::from_sealed_json(json).map(Self::Complete))
+    /// Reads [`SignIn::to_sealed_json`] back, with the challenge a complete
+    /// sign-in's code is bound to; `None` for anything else.
+    pub fn from_sealed_json(json: &str) -> Option<(Self, Option<CodeChallenge>)> {
+        match mfa::SecondStep::from_body(json) {
+            Some(step) => Some((Self::SecondStep(step), None)),
+            None => AuthResponse::from_sealed_json(json).map(|(auth, c)| (Self::Complete(auth), c)),
+        }
     }
 
     /// The session, if the sign-in is complete.

@@ -36,8 +36,8 @@ use crate::core::mfa::FactorsView;
 use crate::core::oauth::idtoken::Identity;
 use crate::core::oauth::provider::{self, AuthorizeParams, ProviderFailure};
 use crate::core::oauth::{
-    self as oauth, LinkedIdentity, OAuthState, OAuthStore, ProviderConfig, ProviderKind, ProviderNet, StateTake,
-    Unlink, EXCHANGE_TTL_SECS, STATE_TTL_SECS,
+    self as oauth, CodeChallenge, LinkedIdentity, OAuthState, OAuthStore, ProviderConfig, ProviderKind, ProviderNet,
+    StateTake, Unlink, EXCHANGE_TTL_SECS, STATE_TTL_SECS,
 };
 use crate::core::ports::{AccountStore, EventSink, KeyRing, MfaStore, SessionStore, UserStore};
 use crate::core::session::{LiveSession, SignInBasis};
@@ -134,6 +134,10 @@ pub enum CallbackOutcome {
 pub struct ExchangeRequest {
     /// The one-time code from the redirect.
     pub code: String,
+    /// The PKCE verifier of the `code_challenge` the app passed when it
+    /// started the sign-in (required for a code issued with one).
+    #[serde(default)]
+    pub code_verifier: Option<String>,
 }
 
 /// A linked provider as `/auth/me` shows it.
@@ -699,14 +703,15 @@ where
                     return Ok(CallbackOutcome::SecondStep { location });
                 }
                 let location = self
-                    .put_exchange_code(meta, rng, &st.redirect_to, &SignIn::SecondStep(step).to_sealed_json()?)
+                    .put_exchange_code(meta, rng, &st.redirect_to, &SignIn::SecondStep(step).to_sealed_json(None)?)
                     .await?;
                 return Ok(CallbackOutcome::SecondStep { location });
             }
         };
         events.push(login_event(&user, &p.id, meta));
         self.emit(meta, rng, events).await?;
-        let location = self.signed_in_location(meta, rng, &st.redirect_to, &auth).await?;
+        // Unbound: `/authorize` takes no app challenge yet (docs/oauth.md).
+        let location = self.signed_in_location(meta, rng, &st.redirect_to, &auth, None).await?;
         Ok(CallbackOutcome::SignedIn { location, auth: Box::new(auth) })
     }
 
@@ -717,18 +722,20 @@ where
     /// without body tokens, `redirect_to` alone: the answer's cookies carry
     /// the session, and a code would let whoever reads the app's URL (its
     /// history, a script on the page, a Referer) take the session at the
-    /// exchange.
+    /// exchange. With `challenge`, the code is swapped only with its
+    /// verifier ([`CodeChallenge`]).
     pub async fn signed_in_location(
         &self,
         meta: &Meta,
         rng: &mut impl Random,
         redirect_to: &str,
         auth: &AuthResponse,
+        challenge: Option<&CodeChallenge>,
     ) -> Result<String, Error> {
         if !self.config.tokens_in_body() {
             return Ok(result_url(redirect_to, None));
         }
-        self.put_exchange_code(meta, rng, redirect_to, &auth.to_sealed_json()?).await
+        self.put_exchange_code(meta, rng, redirect_to, &auth.to_sealed_json(challenge)?).await
     }
 
     /// Seals `plain` (a sign-in's sealed JSON, [`SignIn::to_sealed_json`])
@@ -778,6 +785,9 @@ where
     /// body is [`AuthResponse::body`], like every sign-in's. In cookie mode
     /// without body tokens no code is ever issued, and every exchange is
     /// refused (400 `invalid_exchange_code`) before anything is looked up.
+    /// A code issued with a `code_challenge` is swapped only with its
+    /// `code_verifier`; a wrong or missing one is refused alike, and the
+    /// code is spent either way (a planted code cannot be retried).
     pub async fn oauth_exchange(&self, meta: &Meta, req: ExchangeRequest) -> Result<SignIn, Error> {
         if !self.config.tokens_in_body() {
             return Err(oauth_error(
@@ -796,7 +806,16 @@ where
         }
         let sealed = self.store.take_exchange(&ids::token_hash(&code), meta.now).await?.ok_or_else(refused)?;
         let plain = oauth::open(&code, &sealed).ok_or_else(refused)?;
-        SignIn::from_sealed_json(&plain).ok_or_else(refused)
+        let (signed_in, challenge) = SignIn::from_sealed_json(&plain).ok_or_else(refused)?;
+        match (challenge, req.code_verifier.as_deref()) {
+            (None, _) => Ok(signed_in),
+            (Some(c), Some(v)) if c.is_met_by(v) => Ok(signed_in),
+            (Some(_), _) => Err(oauth_error(
+                400,
+                "invalid_exchange_code",
+                "the code_verifier does not match the code_challenge this sign-in was started with",
+            )),
+        }
     }
 
     /// Unlinks the caller's identity of `provider`, unless it is their last

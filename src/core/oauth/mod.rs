@@ -13,6 +13,7 @@ pub mod provider;
 pub mod redirect;
 
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use crate::core::crypto::b64url;
 use crate::core::crypto::SealKey;
@@ -34,6 +35,39 @@ pub const BINDING_COOKIE: &str = "__Host-portcullis_oauth";
 /// The PKCE S256 challenge of `verifier` (RFC 7636 §4.2).
 pub fn pkce_challenge(verifier: &str) -> String {
     b64url(Sha256::digest(verifier.as_bytes()))
+}
+
+/// The PKCE S256 `code_challenge` an app passes with a browser sign-in
+/// (the hosted pages' `code_challenge`): the one-time code that sign-in
+/// issues is swapped at `/auth/oauth/exchange` only with the
+/// `code_verifier` it was made from, which only the browser that started
+/// the sign-in holds. This binds the code to that browser: a code an
+/// attacker obtained for their own account cannot be planted in a victim's
+/// app (login CSRF).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeChallenge(String);
+
+impl CodeChallenge {
+    /// Parses a challenge: the base64url SHA-256 of a verifier, 43
+    /// characters without padding; `None` for anything else.
+    pub fn parse(v: &str) -> Option<Self> {
+        (v.len() == 43 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+            .then(|| Self(v.to_string()))
+    }
+
+    /// The challenge's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `verifier` (RFC 7636: 43 to 128 characters of
+    /// `A-Z a-z 0-9 - . _ ~`) is the one this challenge was made from,
+    /// compared in constant time.
+    pub fn is_met_by(&self, verifier: &str) -> bool {
+        let well_formed = (43..=128).contains(&verifier.len())
+            && verifier.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+        well_formed && bool::from(pkce_challenge(verifier).as_bytes().ct_eq(self.0.as_bytes()))
+    }
 }
 
 /// A sign-in in progress, stored (under the hash of its `state`) from

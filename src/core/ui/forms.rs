@@ -13,7 +13,10 @@
 //! the cookie along (`SameSite=Lax` holds it back from cross-site POSTs), and
 //! cannot set it (the `__Host-` prefix refuses cookies from other hosts,
 //! sibling subdomains included). On top, browsers' `Sec-Fetch-Site` must say
-//! `same-origin` and `Origin` must be ours when sent. This holds *whether or
+//! `same-origin` and `Origin` must be ours when sent — `Origin: null`
+//! included, which a sandboxed frame or a redirect chain can produce
+//! (the pages' `Referrer-Policy: same-origin` makes browsers send our own
+//! origin with our forms). This holds *whether or
 //! not the victim is signed in*: the sign-in forms are checked too, so a
 //! cross-site post cannot sign a victim into the attacker's account (login
 //! CSRF), nor out of their own.
@@ -24,6 +27,7 @@ use url::Url;
 use crate::core::error::Error;
 use crate::core::ids::{self, Random};
 use crate::core::oauth::redirect::Allowlist;
+use crate::core::oauth::CodeChallenge;
 
 /// The cookie holding the pages' CSRF token.
 pub const CSRF_COOKIE: &str = "__Host-portcullis_ui";
@@ -33,6 +37,8 @@ pub const CSRF_FIELD: &str = "csrf";
 pub const MAX_FORM_FIELDS: usize = 32;
 /// The field naming where a sign-in returns to.
 pub const REDIRECT_FIELD: &str = "redirect_to";
+/// The field carrying the app's PKCE S256 `code_challenge` (token mode).
+pub const CHALLENGE_FIELD: &str = "code_challenge";
 
 /// A posted `application/x-www-form-urlencoded` form.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -87,9 +93,9 @@ pub fn check_csrf(f: &PostFacts<'_>) -> Result<(), Error> {
     if f.fetch_site.is_some_and(|s| !s.eq_ignore_ascii_case("same-origin")) {
         return refused("it was posted from another site");
     }
-    // `Origin: null` says nothing: browsers send it for our own forms too,
-    // whose pages have `Referrer-Policy: no-referrer`.
-    if f.origin.is_some_and(|o| o != f.own_origin && o != "null") {
+    // `Origin: null` is refused too: our pages (`Referrer-Policy:
+    // same-origin`) make browsers send our origin with their forms.
+    if f.origin.is_some_and(|o| o != f.own_origin) {
         return refused("it was posted from another site");
     }
     match (f.cookie.filter(|c| is_csrf_token(c)), f.field) {
@@ -135,6 +141,26 @@ pub fn return_target(
             None if cookie_mode => Ok(account_url.to_string()),
             None => Err(nowhere_to_return()),
         },
+    }
+}
+
+/// The app's `code_challenge` a sign-in through the pages binds its
+/// one-time exchange code to ([`CodeChallenge`]), as the browser brought
+/// it (`asked`). Token mode (no cookies carry the session) requires one:
+/// an unbound code could be planted in a victim's app (login CSRF). In
+/// cookie mode it is optional (a code is issued only with body tokens).
+/// Missing where required or malformed: 400 `invalid_code_challenge`.
+pub fn code_challenge(asked: Option<&str>, cookie_mode: bool) -> Result<Option<CodeChallenge>, Error> {
+    let refused = |detail: &str| Error::BadRequest { code: "invalid_code_challenge", detail: detail.into() };
+    match asked.filter(|a| !a.is_empty()) {
+        Some(a) => CodeChallenge::parse(a)
+            .map(Some)
+            .ok_or_else(|| refused("code_challenge must be the base64url SHA-256 (S256) of the app's code_verifier")),
+        None if cookie_mode => Ok(None),
+        None => Err(refused(
+            "the app must start a sign-in on these pages with a code_challenge (S256) and send its code_verifier \
+             to /auth/oauth/exchange",
+        )),
     }
 }
 
@@ -185,17 +211,27 @@ mod tests {
             (None, Some("cross-site")),
             (None, Some("same-site")),
             (Some("https://gw.example"), Some("cross-site")),
+            // A sandboxed frame, or a page with `Referrer-Policy: no-referrer`.
+            (Some("null"), Some("same-origin")),
+            (Some("null"), None),
         ] {
             let p = check_csrf(&PostFacts { origin, fetch_site: site, ..ok }).unwrap_err().problem();
             assert_eq!(p.code, "csrf_refused", "{origin:?} {site:?}");
         }
-        for (origin, site) in [
-            (Some("https://gw.example"), Some("same-origin")),
-            (None, Some("Same-Origin")),
-            // What Chromium sends for a form of a page with `Referrer-Policy: no-referrer`.
-            (Some("null"), Some("same-origin")),
-        ] {
+        for (origin, site) in [(Some("https://gw.example"), Some("same-origin")), (None, Some("Same-Origin"))] {
             assert!(check_csrf(&PostFacts { origin, fetch_site: site, ..ok }).is_ok(), "{origin:?} {site:?}");
+        }
+    }
+
+    #[test]
+    fn token_mode_sign_ins_need_a_well_formed_code_challenge() {
+        let c = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+        assert_eq!(code_challenge(Some(c), false).unwrap().unwrap().as_str(), c);
+        assert_eq!(code_challenge(Some(c), true).unwrap().unwrap().as_str(), c);
+        assert_eq!(code_challenge(None, true).unwrap(), None);
+        for (asked, cookie_mode) in [(None, false), (Some(""), false), (Some("short"), true), (Some(&c[1..]), false)] {
+            let p = code_challenge(asked, cookie_mode).unwrap_err().problem();
+            assert_eq!((p.status, p.code), (400, "invalid_code_challenge"), "{asked:?}");
         }
     }
 

@@ -16,8 +16,11 @@
 //! script at all; images only from the logo's origin; forms only to this
 //! origin and the allowlisted return targets — browsers hold a form's
 //! redirects to `form-action` too; no framing, no `<base>`), `no-store`,
-//! and the gateway's usual `nosniff`, `X-Frame-Options: DENY` and
-//! `Referrer-Policy: no-referrer`.
+//! `Referrer-Policy: same-origin` (in place of the gateway's usual
+//! `no-referrer`, under which browsers post our own forms with `Origin:
+//! null`, a value the CSRF check could not tell from a sandboxed frame's;
+//! other sites still get no `Referer`), and the gateway's usual `nosniff`
+//! and `X-Frame-Options: DENY`.
 
 pub mod forms;
 pub mod html;
@@ -37,6 +40,9 @@ pub const DEFAULT_NAME: &str = "Portcullis";
 pub const MAX_NAME_CHARS: usize = 64;
 /// Longest `UI_LOGO_URL`.
 pub const MAX_LOGO_URL_LEN: usize = 2048;
+/// The pages' `Referrer-Policy`: our own form posts then carry our
+/// `Origin` (not `null`), which [`forms::check_csrf`] requires.
+pub const PAGE_REFERRER_POLICY: &str = "same-origin";
 /// Where the pages live under `AUTH_PREFIX`.
 pub const UI_PATH: &str = "/ui";
 
@@ -95,9 +101,10 @@ impl UiConfig {
     }
 
     /// The headers of every page (besides the gateway's own security
-    /// headers and `Cache-Control: no-store`).
-    pub fn headers(&self) -> [(&'static str, String); 1] {
-        [("content-security-policy", self.csp.clone())]
+    /// headers and `Cache-Control: no-store`; these replace its defaults of
+    /// the same names).
+    pub fn headers(&self) -> [(&'static str, String); 2] {
+        [("content-security-policy", self.csp.clone()), ("referrer-policy", PAGE_REFERRER_POLICY.into())]
     }
 }
 

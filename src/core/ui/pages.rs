@@ -10,7 +10,7 @@
 
 use url::form_urlencoded::byte_serialize;
 
-use super::forms::{CSRF_FIELD, REDIRECT_FIELD};
+use super::forms::{CHALLENGE_FIELD, CSRF_FIELD, REDIRECT_FIELD};
 use super::html::{html, Html};
 use super::UiConfig;
 use crate::core::session::SessionView;
@@ -27,16 +27,25 @@ pub struct Context<'a> {
     /// The `redirect_to` the browser asked for (already checked), carried
     /// by the forms and the links between the sign-in pages.
     pub redirect_to: Option<&'a str>,
+    /// The app's `code_challenge` (already checked), carried like
+    /// `redirect_to`: the sign-in's exchange code is bound to it.
+    pub code_challenge: Option<&'a str>,
 }
 
 impl Context<'_> {
     /// The path of page `name` (e.g. `login`) under `AUTH_PREFIX`, with the
-    /// `redirect_to` query when there is one.
+    /// `redirect_to` and `code_challenge` query when there are.
     pub fn page(&self, name: &str) -> String {
         let mut path = format!("{}{}/{name}", self.auth_prefix, super::UI_PATH);
-        if let Some(r) = self.redirect_to {
-            path.push_str("?redirect_to=");
-            path.extend(byte_serialize(r.as_bytes()));
+        let mut sep = '?';
+        for (k, v) in [(REDIRECT_FIELD, self.redirect_to), (CHALLENGE_FIELD, self.code_challenge)] {
+            if let Some(v) = v {
+                path.push(sep);
+                path.push_str(k);
+                path.push('=');
+                path.extend(byte_serialize(v.as_bytes()));
+                sep = '&';
+            }
         }
         path
     }
@@ -49,8 +58,10 @@ impl Context<'_> {
     /// The hidden fields every form carries.
     fn hidden(&self) -> Html {
         let mut h = html!["<input type=\"hidden\" name=\"", { CSRF_FIELD }, "\" value=\"", { self.csrf }, "\">"];
-        if let Some(r) = self.redirect_to {
-            h.push_html(&html!["<input type=\"hidden\" name=\"", { REDIRECT_FIELD }, "\" value=\"", { r }, "\">"]);
+        for (k, v) in [(REDIRECT_FIELD, self.redirect_to), (CHALLENGE_FIELD, self.code_challenge)] {
+            if let Some(v) = v {
+                h.push_html(&html!["<input type=\"hidden\" name=\"", { k }, "\" value=\"", { v }, "\">"]);
+            }
         }
         h
     }
@@ -82,7 +93,7 @@ fn layout(ctx: &Context<'_>, title: &str, n: Option<&Notice>, body: Html) -> Htm
     html![
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">",
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
-        "<meta name=\"referrer\" content=\"no-referrer\"><title>",
+        "<meta name=\"referrer\" content=\"same-origin\"><title>",
         { title },
         " – ",
         { ctx.ui.name },
@@ -214,6 +225,23 @@ pub fn signup(ctx: &Context<'_>, n: Option<&Notice>, email: &str, name: &str, mi
 /// A page saying something happened (or failed), with links onwards.
 pub fn message(ctx: &Context<'_>, title: &str, n: Option<&Notice>, onwards: &[(&str, &str)]) -> Html {
     layout(ctx, title, n, links(ctx, onwards))
+}
+
+/// `account` (GET) when the access cookie has expired but a refresh cookie
+/// is there: a button that renews the session by POST. A GET never
+/// renews: any site can send the browser here, and a renewal it set off
+/// would rotate the refresh token under the app's feet (the app's own
+/// refresh then reads as reuse and ends the session).
+pub fn renew(ctx: &Context<'_>) -> Html {
+    let body = html![
+        "<p>Your sign-in needs renewing to show your account.</p>",
+        "<form method=\"post\" action=\"",
+        { ctx.action("account") },
+        "\">",
+        [ctx.hidden()],
+        "<button type=\"submit\" name=\"intent\" value=\"renew\">Continue</button></form>"
+    ];
+    layout(ctx, "Your account", None, body)
 }
 
 /// `magic-link` (GET): the button that signs in, naming the account the
@@ -475,7 +503,7 @@ mod tests {
 
     /// Every page, rendered with `EVIL` in every value it shows.
     fn every_page(ui: &UiConfig) -> Vec<(&'static str, Html)> {
-        let ctx = Context { ui, auth_prefix: "/auth", csrf: EVIL, redirect_to: Some(EVIL) };
+        let ctx = Context { ui, auth_prefix: "/auth", csrf: EVIL, redirect_to: Some(EVIL), code_challenge: Some(EVIL) };
         let err = Notice::Error(EVIL.into());
         let info = Notice::Info(EVIL.into());
         let sessions = [session(true), session(false)];
@@ -512,7 +540,7 @@ mod tests {
     #[test]
     fn every_input_has_a_label_and_every_form_the_csrf_token() {
         let ui = UiConfig::default();
-        let ctx = Context { ui: &ui, auth_prefix: "/auth", csrf: "T", redirect_to: None };
+        let ctx = Context { ui: &ui, auth_prefix: "/auth", csrf: "T", redirect_to: None, code_challenge: None };
         let sessions = [session(true), session(false)];
         let a = Account { email: "a@example.com", name: None, email_verified: false, sessions: &sessions };
         for page in [
@@ -543,8 +571,13 @@ mod tests {
     #[test]
     fn the_magic_link_page_names_the_account_on_its_button() {
         let ui = UiConfig::default();
-        let ctx =
-            Context { ui: &ui, auth_prefix: "/id/v1", csrf: "T", redirect_to: Some("https://app.example/x?a=1&b=2") };
+        let ctx = Context {
+            ui: &ui,
+            auth_prefix: "/id/v1",
+            csrf: "T",
+            redirect_to: Some("https://app.example/x?a=1&b=2"),
+            code_challenge: None,
+        };
         let s = magic_link(&ctx, None, "tok", Some("ada@example.com")).into_string();
         assert!(s.contains("signs you in as <strong>ada@example.com</strong>"), "{s}");
         assert!(s.contains("Sign in as ada@example.com</button>"), "{s}");
