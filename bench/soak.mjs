@@ -16,6 +16,11 @@
 //                     process's RSS shows what is retained)
 //   --wrangler        run the Worker under `wrangler dev` (Miniflare's local D1, KV and
 //                     Queues) instead of bare workerd, and sample each of its processes
+//   --no-observability  with --wrangler: run it with a copy of wrangler.toml whose
+//                     [observability] is off (what Miniflare's collector of it costs)
+//   --kill            end the load with SIGKILL (requests in flight), start again on the
+//                     same state, and count the events answered before the kill that the
+//                     audit log (written by the queue consumer) never gets
 //   --record          write the table into bench/README.md (between the soak markers)
 //
 // Bare workerd (the default): Portcullis as `npm run build` left it, in `workerd serve`
@@ -31,8 +36,8 @@ import { fileURLToPath } from "node:url";
 
 import { makeSigningKey, minter } from "./lib/keys.mjs";
 import { freePort, listenSocket, sleep, start, stopAll, waitHttp, waitOutput } from "./lib/proc.mjs";
-import { inspectorTargets, isolateMemory, mib, processTree, rss } from "./lib/memory.mjs";
 import { connectInspector } from "./lib/profile.mjs";
+import { inspectorTargets, isolateMemory, listeningPorts, mib, processTree, rss } from "./lib/memory.mjs";
 
 const BENCH = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(BENCH, "..");
@@ -59,7 +64,7 @@ const MAX_SESSIONS = 2000;
 const log = (msg) => console.log(`[soak] ${msg}`);
 
 function parseArgs(argv) {
-  const o = { seconds: 180, sample: 15, idle: 30, concurrency: 8, wrangler: false, record: false, inspector: true, gcOthers: true, mix: { ...MIX } };
+  const o = { seconds: 180, sample: 15, idle: 30, concurrency: 8, wrangler: false, record: false, inspector: true, gcOthers: true, observability: true, kill: false, mix: { ...MIX } };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const num = () => {
@@ -74,6 +79,8 @@ function parseArgs(argv) {
     else if (a === "--wrangler") o.wrangler = true;
     else if (a === "--no-inspector") o.inspector = false;
     else if (a === "--no-gc-others") o.gcOthers = false;
+    else if (a === "--no-observability") o.observability = false;
+    else if (a === "--kill") o.kill = true;
     else if (a === "--mix") {
       for (const kv of String(argv[++i]).split(",")) {
         const [k, w] = kv.split("=");
@@ -185,28 +192,39 @@ class Load {
     this.firstErrors = [];
     // Events the Worker answered for: each signup, login and refresh publishes one.
     this.events = 0;
+    this.answered = [];
     this.n = 0;
+    this.seq = 0;
     const total = Object.values(mix).reduce((a, b) => a + b, 0);
     let acc = 0;
     this.table = Object.entries(mix).filter(([, w]) => w > 0).map(([k, w]) => [k, (acc += w / total)]);
   }
 
   pick() {
-    // Without sessions, sign up first (a gateway-only mix needs none: its tokens are minted).
-    if (this.sessions.length === 0 && this.mix.gatewayFresh < Object.values(this.mix).reduce((a, b) => a + b, 0)) return "signup";
+    // A few sessions first (a gateway-only mix needs none: its tokens are minted).
+    if (this.sessions.length < 4 && this.mix.gatewayFresh < Object.values(this.mix).reduce((a, b) => a + b, 0)) return "signup";
     const r = Math.random();
     return this.table.find(([, edge]) => r < edge)?.[0] ?? "gateway";
   }
 
+  /** Stops the load at once: what fails from now on is the kill's doing, not counted. */
+  halt() {
+    this.halted = true;
+  }
+
   fail(what, status, text) {
+    if (this.halted) return;
     this.errors++;
     if (this.firstErrors.length < 5) this.firstErrors.push(`${what}: ${status} ${text.slice(0, 200)}`);
   }
 
+  // Each request that publishes an event carries its own User-Agent, which the event
+  // (and so its audit entry) records: `answered` lists those answered with success.
   async post(p, body) {
-    const r = await fetch(this.base + p, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+    const ua = `portcullis-soak/${process.pid}/${this.seq++}`;
+    const r = await fetch(this.base + p, { method: "POST", headers: { "content-type": "application/json", "user-agent": ua }, body: JSON.stringify(body) });
     const text = await r.text();
-    return { status: r.status, text };
+    return { status: r.status, text, ua };
   }
 
   keep(session) {
@@ -224,6 +242,7 @@ class Load {
       this.users.push(email);
       this.keep({ access: j.access_token, refresh: j.refresh_token });
       this.events++;
+      this.answered.push(r.ua);
     } else if (op === "login" && this.users.length > 0) {
       const email = this.users[Math.floor(Math.random() * this.users.length)];
       const r = await this.post("/auth/login", { email, password: PASSWORD });
@@ -231,6 +250,7 @@ class Load {
       const j = JSON.parse(r.text);
       this.keep({ access: j.access_token, refresh: j.refresh_token });
       this.events++;
+      this.answered.push(r.ua);
     } else if (op === "refresh" && this.sessions.length > 0) {
       // Taken out while in flight: a refresh token is spent once.
       const i = Math.floor(Math.random() * this.sessions.length);
@@ -242,20 +262,22 @@ class Load {
       const j = JSON.parse(r.text);
       this.keep({ access: j.access_token, refresh: j.refresh_token });
       this.events++;
+      this.answered.push(r.ua);
     } else if (op === "gateway" || op === "gatewayFresh") {
       const token = op === "gatewayFresh" || this.sessions.length === 0 ? this.mint() : this.sessions[Math.floor(Math.random() * this.sessions.length)].access;
       const r = await fetch(`${this.base}/api/data`, { headers: { authorization: `Bearer ${token}` } });
       const text = await r.text();
       if (r.status !== 200) return this.fail(op, r.status, text);
     } else {
-      return; // nothing to log in or refresh yet
+      // Nothing to log in or refresh yet (every session is in flight): wait a little.
+      return sleep(5);
     }
     this.counts[op]++;
   }
 
   async run(concurrency, until) {
     const worker = async () => {
-      while (Date.now() < until) {
+      while (Date.now() < until && !this.halted) {
         try {
           await this.one();
         } catch (e) {
@@ -305,9 +327,6 @@ async function bareWorkerd(opt) {
   const origin = start(process.execPath, [path.join(BENCH, "origin.mjs"), "0"], { logFile: path.join(OUT, "origin.log") });
   const originPort = Number((await waitOutput(origin, /listening (\d+)/))[1]);
 
-  const http = await listenSocket();
-  const d1 = await listenSocket();
-  const inspectorPort = await freePort();
   const vars = {
     AUDIENCE,
     ISSUER,
@@ -319,30 +338,32 @@ async function bareWorkerd(opt) {
     RATE_LIMITS,
   };
   const cfg = path.join(OUT, "soak.capnp");
-  fs.writeFileSync(cfg, workerdConfig({ snap, vars, compat: compatibilityDate(), httpPort: http.port, d1Port: d1.port, state }));
-  const inspectorArgs = opt.inspector ? [`--inspector-addr=127.0.0.1:${inspectorPort}`] : [];
-  const workerd = start(WORKERD, ["serve", cfg, "--experimental", "--socket-fd", "http=3", "--socket-fd", "d1=4", ...inspectorArgs], {
-    logFile: path.join(OUT, "workerd.log"),
-    cwd: OUT,
-    sockets: [http, d1],
-  });
-  const base = `http://127.0.0.1:${http.port}`;
-  const d1Base = `http://127.0.0.1:${d1.port}`;
+  // workerd on the state in bench/out/soak/state: again after a kill, on the same state.
+  const launch = async (logName) => {
+    const http = await listenSocket();
+    const d1 = await listenSocket();
+    const inspectorPort = await freePort();
+    fs.writeFileSync(cfg, workerdConfig({ snap, vars, compat: compatibilityDate(), httpPort: http.port, d1Port: d1.port, state }));
+    const inspectorArgs = opt.inspector ? [`--inspector-addr=127.0.0.1:${inspectorPort}`] : [];
+    const child = start(WORKERD, ["serve", cfg, "--experimental", "--socket-fd", "http=3", "--socket-fd", "d1=4", ...inspectorArgs], {
+      logFile: path.join(OUT, logName),
+      cwd: OUT,
+      sockets: [http, d1],
+    });
+    return { workerd: child, base: `http://127.0.0.1:${http.port}`, d1Base: `http://127.0.0.1:${d1.port}`, inspectorPort };
+  };
+  let { workerd, base, d1Base, inspectorPort } = await launch("workerd.log");
+  const sql = async (text, params = []) => {
+    const answer = await (await fetch(`${d1Base}/query`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ sql: text, params }) })).json();
+    if (!Array.isArray(answer) || !answer.every((a) => a.success)) throw new Error(`${text.slice(0, 80)}: ${JSON.stringify(answer).slice(0, 500)}`);
+    return answer[answer.length - 1].results;
+  };
 
   // Schema, then the signing key the load's fresh tokens are minted with.
-  for (const m of migrations()) {
-    const r = await fetch(`${d1Base}/query`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ sql: m.sql }) });
-    const answer = await r.json();
-    if (!Array.isArray(answer) || !answer.every((a) => a.success)) throw new Error(`migration ${m.name}: ${JSON.stringify(answer).slice(0, 500)}`);
-  }
+  for (const m of migrations()) await sql(m.sql);
   const row = key.row;
   const cols = Object.keys(row);
-  const seed = await (await fetch(`${d1Base}/query`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ sql: `INSERT INTO signing_keys (${cols.join(", ")}) VALUES (${cols.map(() => "?").join(", ")})`, params: cols.map((c) => row[c]) }),
-  })).json();
-  if (!seed[0]?.success) throw new Error(`seeding the signing key: ${JSON.stringify(seed)}`);
+  await sql(`INSERT INTO signing_keys (${cols.join(", ")}) VALUES (${cols.map(() => "?").join(", ")})`, cols.map((c) => row[c]));
   await waitHttp(`${base}/api/public/ready`, workerd);
   const jwks = await (await fetch(`${base}/.well-known/jwks.json`)).json();
   if (!jwks.keys?.some((k) => k.kid === key.kid)) throw new Error(`the JWKS does not publish the seeded key: ${JSON.stringify(jwks)}`);
@@ -393,10 +414,28 @@ async function bareWorkerd(opt) {
   };
   await take("start");
   const until = Date.now() + opt.seconds * 1000;
-  const running = load.run(opt.concurrency, until);
+  // With --kill the load does not end before the kill: requests are in flight when it comes.
+  const running = load.run(opt.concurrency, opt.kill ? Infinity : until);
   while (Date.now() < until) {
     await sleep(Math.min(opt.sample * 1000, until - Date.now()));
     await take("load");
+  }
+  let kill = null;
+  if (opt.kill) {
+    // A crash under load: requests still in flight, events still queued.
+    const audited = (await sql("SELECT count(*) AS n FROM audit_log"))[0]?.n;
+    const answered = load.answered.length;
+    load.halt();
+    process.kill(workerd.pid, "SIGKILL");
+    log(`killed (SIGKILL) with ${answered} events answered and ${audited} audit entries written just before`);
+    await workerd.exited;
+    await running;
+    iso?.close();
+    for (const o of others) o.m.close();
+    ({ workerd, base, d1Base } = await launch("workerd-after-kill.log"));
+    await waitHttp(`${base}/api/public/ready`, workerd);
+    kill = await afterKill(load, async () => (await sql("SELECT user_agent FROM audit_log")).map((r) => r.user_agent));
+    return { samples, load, kill };
   }
   await running;
   await take("load");
@@ -405,11 +444,35 @@ async function bareWorkerd(opt) {
     await sleep(Math.min(opt.sample * 1000, idleUntil - Date.now()));
     await take("idle");
   }
-  // Every event answered must have been consumed: the audit log has one row each.
-  const audit = await (await fetch(`${d1Base}/query`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ sql: "SELECT count(*) AS n FROM audit_log" }) })).json();
+  // Every event answered has been consumed: one audit entry each.
+  const audit = (await sql("SELECT count(*) AS n FROM audit_log"))[0]?.n;
   iso?.close();
   for (const o of others) o.m.close();
-  return { samples, load, audit: audit[0]?.results?.[0]?.n, key };
+  return { samples, load, audit };
+}
+
+/**
+ * After a kill and a restart on the same state: waits until every event answered
+ * before the kill has its audit entry, or until none arrives for 20 s (at most 120 s),
+ * reading the entries' User-Agents with `agents()`. Returns what was answered and what
+ * of it the audit log lacks.
+ */
+async function afterKill(load, agents) {
+  const answered = new Set(load.answered);
+  let seen = new Set();
+  let lastChange = Date.now();
+  const deadline = Date.now() + 120_000;
+  while (Date.now() < deadline && Date.now() - lastChange < 20_000) {
+    const now = new Set((await agents()).filter((ua) => ua?.startsWith("portcullis-soak/")));
+    if (now.size !== seen.size) lastChange = Date.now();
+    seen = now;
+    if ([...answered].every((ua) => seen.has(ua))) break;
+    await sleep(1000);
+  }
+  const missing = [...answered].filter((ua) => !seen.has(ua));
+  const r = { answered: answered.size, recorded: [...answered].filter((ua) => seen.has(ua)).length, missing: missing.length, extra: [...seen].filter((ua) => !answered.has(ua)).length };
+  log(`after the kill and a restart: ${r.answered} events answered before the kill, ${r.recorded} of them in the audit log, ${r.missing} missing; ${r.extra} more from requests in flight at the kill`);
+  return r;
 }
 
 // ---------------------------------------------------------------------------
@@ -434,7 +497,9 @@ function execNode(args) {
 /** What each process of a `wrangler dev` is, by its command line. */
 function role(p) {
   const cmd = p.cmd.join(" ");
-  if (p.name === "workerd" || /workerd/.test(p.cmd[0] ?? "")) return "workerd";
+  // Two runtimes: the one that runs the Worker (with its inspector), and wrangler's
+  // own proxy in front of it.
+  if (p.name === "workerd" || /workerd/.test(p.cmd[0] ?? "")) return p.cmd.some((a) => a.startsWith("--inspector-addr=")) ? "workerd (Worker)" : "workerd (wrangler's proxy)";
   if (/wrangler(\.js)? dev/.test(cmd) || /wrangler-dist/.test(cmd)) return "wrangler (node)";
   if (/harness\.mjs --supervise/.test(cmd)) return "supervisor";
   if (/esbuild/.test(cmd)) return "esbuild";
@@ -447,23 +512,35 @@ async function wranglerDev(opt) {
   fs.mkdirSync(state, { recursive: true });
   const key = await makeSigningKey();
   const mintOne = minter(key, { issuer: ISSUER, audience: AUDIENCE, ttl: 900 });
-  await execNode([WRANGLER, "d1", "migrations", "apply", "DB", "--local", "--persist-to", state]);
+  // --no-observability: the same config with [observability] off, paths made absolute.
+  let config = [];
+  if (!opt.observability) {
+    const toml = fs.readFileSync(path.join(ROOT, "wrangler.toml"), "utf8")
+      .replace(/^main = "([^"]+)"/m, (_, m) => `main = ${q(path.join(ROOT, m))}`)
+      .replace(/^migrations_dir = "([^"]+)"/m, (_, m) => `migrations_dir = ${q(path.join(ROOT, m))}`)
+      .replace(/^\[observability\]\nenabled = true/m, "[observability]\nenabled = false");
+    if (!/enabled = false/.test(toml)) throw new Error("wrangler.toml: no `[observability] enabled = true` to turn off");
+    fs.writeFileSync(path.join(OUT, "wrangler.toml"), toml);
+    config = ["--config", path.join(OUT, "wrangler.toml")];
+  }
+  await execNode([WRANGLER, "d1", "migrations", "apply", "DB", "--local", "--persist-to", state, ...config]);
   const row = key.row;
   const lit = (v) => (v === null ? "NULL" : typeof v === "number" ? String(v) : `'${String(v).replaceAll("'", "''")}'`);
-  await execNode([WRANGLER, "d1", "execute", "DB", "--local", "--persist-to", state, "--command",
+  await execNode([WRANGLER, "d1", "execute", "DB", "--local", "--persist-to", state, ...config, "--command",
     `INSERT INTO signing_keys (${Object.keys(row).join(", ")}) VALUES (${Object.values(row).map(lit).join(", ")})`]);
 
   const origin = start(process.execPath, [path.join(BENCH, "origin.mjs"), "0"], { logFile: path.join(OUT, "origin-wrangler.log") });
   const originPort = Number((await waitOutput(origin, /listening (\d+)/))[1]);
   const inspectorPort = await freePort();
   const vars = { ISSUER, ROUTES, ORIGIN_URL: `http://127.0.0.1:${originPort}`, KEY_ENCRYPTION_KEY: key.kek, RATE_LIMITS };
-  const args = [WRANGLER, "dev", "--ip", "127.0.0.1", "--port", "0", "--inspector-port", String(inspectorPort), "--persist-to", state, "--show-interactive-dev-session=false",
+  const args = [WRANGLER, "dev", ...config, "--ip", "127.0.0.1", "--port", "0", "--inspector-port", String(inspectorPort), "--persist-to", state, "--show-interactive-dev-session=false",
     ...Object.entries(vars).flatMap(([k, v]) => ["--var", `${k}:${v}`])];
   // Under the e2e harness's supervisor: its own process group, killed with us.
+  const devEnv = { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "true", NO_COLOR: "1", FORCE_COLOR: "0" };
   const dev = start(nodeBin(), [HARNESS, "--supervise", "--", nodeBin(), ...args], {
     logFile: path.join(OUT, "wrangler.log"),
     cwd: ROOT,
-    env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "true", NO_COLOR: "1", FORCE_COLOR: "0" },
+    env: devEnv,
     detached: true,
     stdin: "pipe",
   });
@@ -471,44 +548,66 @@ async function wranglerDev(opt) {
   const base = `http://127.0.0.1:${port}`;
   await waitHttp(`${base}/api/public/ready`, dev);
 
-  // Our isolate, through wrangler's inspector proxy; every isolate of its workerd,
-  // through workerd's own inspector (its address is on workerd's command line).
-  const iso = await isolateMemory(`http://127.0.0.1:${inspectorPort}`, "");
-  const workerdProc = processTree(dev.pid).find((p) => role(p) === "workerd");
-  const wdInspector = workerdProc?.cmd.find((a) => a.startsWith("--inspector-addr="))?.split("=")[1];
+  // Every isolate of wrangler's workerd, through workerd's own inspector (its address
+  // is on workerd's command line; wrangler's proxy in front of it refuses other clients).
+  const tree = processTree(dev.pid);
+  log(`processes: ${tree.map((p) => `${p.pid} ${role(p)}: ${p.cmd.join(" ").slice(0, 160)}`).join("\n    ")}`);
+  let iso = null;
   const others = [];
-  if (wdInspector) {
-    for (const t of await inspectorTargets(`http://${wdInspector}`)) {
+  if (opt.inspector) {
+    // Miniflare starts it with --inspector-addr=127.0.0.1:0: find the port among those it listens on.
+    const runtime = tree.find((p) => p.cmd.some((a) => a.startsWith("--inspector-addr=")));
+    if (!runtime) throw new Error("no workerd of wrangler's has --inspector-addr");
+    let wdInspector = null;
+    for (const port of listeningPorts(runtime.pid)) {
+      try {
+        const r = await fetch(`http://127.0.0.1:${port}/json/list`);
+        if (r.ok && Array.isArray(await r.json())) wdInspector = `127.0.0.1:${port}`;
+      } catch {
+        // not the inspector
+      }
+    }
+    if (!wdInspector) throw new Error(`no inspector among the ports workerd ${runtime.pid} listens on`);
+    const targets = await inspectorTargets(`http://${wdInspector}`);
+    log(`workerd inspector ${wdInspector}: ${targets.map((t) => t.id).join(", ")}`);
+    const ours = targets.find((t) => /portcullis/.test(t.title ?? ""));
+    if (!ours) throw new Error("Portcullis's isolate is not among the inspector's targets");
+    // Ours through wrangler's inspector proxy: workerd serves one session per isolate, and
+    // wrangler holds that one. The other isolates (Miniflare's) directly: JS heap used only
+    // (no GC: their Durable Objects' isolates never announce a context to evaluate in).
+    iso = await isolateMemory(`http://127.0.0.1:${inspectorPort}`, "", { origin: "http://127.0.0.1", shared: true });
+    for (const t of targets.filter((x) => x !== ours)) {
       try {
         const c = await connectInspector(`http://${wdInspector}`, t.id);
-        others.push({ title: t.title ?? t.id, c });
+        others.push({ title: t.id, c });
       } catch (e) {
-        log(`inspector target ${t.title}: ${e.message}`);
+        log(`  ${t.id}: not sampled (${e.message})`);
       }
     }
   }
-  log(`workerd inspector ${wdInspector ?? "?"}: ${others.map((o) => o.title).join(", ")}`);
+  const heapOf = (o) =>
+    Promise.race([o.c.send("Runtime.getHeapUsage"), sleep(5000).then(() => null)]);
 
   const samples = [];
   const load = new Load(base, () => mintOne({ roles: ["user"] }), opt.mix);
   const t0 = Date.now();
   const take = async (phase) => {
-    const m = await iso.sample();
+    const m = iso ? await iso.sample() : null;
     const procs = processTree(dev.pid).map((p) => ({ role: role(p), pid: p.pid, ...rss(p.pid) }));
     const heaps = [];
-    for (const o of others) {
-      try {
-        heaps.push({ title: o.title, ...(await o.c.send("Runtime.getHeapUsage")) });
-      } catch {}
+    for (const o of [...others]) {
+      const h = await heapOf(o);
+      if (h) heaps.push({ title: o.title, ...h });
+      else others.splice(others.indexOf(o), 1); // does not answer: dropped
     }
     const s = {
       t: Math.round((Date.now() - t0) / 1000),
       phase,
       requests: load.done(),
       errors: load.errors,
-      wasm: m.wasm.reduce((a, b) => a + b, 0),
-      heapUsed: m.heap.usedSize,
-      heapAfterGc: m.heapAfterGc.usedSize,
+      wasm: m?.wasm.reduce((a, b) => a + b, 0),
+      heapUsed: m?.heap.usedSize,
+      heapAfterGc: m?.heapAfterGc.usedSize,
       procs,
       heaps,
       load: os.loadavg()[0],
@@ -523,10 +622,34 @@ async function wranglerDev(opt) {
   };
   await take("start");
   const until = Date.now() + opt.seconds * 1000;
-  const running = load.run(opt.concurrency, until);
+  // With --kill the load does not end before the kill: requests are in flight when it comes.
+  const running = load.run(opt.concurrency, opt.kill ? Infinity : until);
   while (Date.now() < until) {
     await sleep(Math.min(opt.sample * 1000, until - Date.now()));
     await take("load");
+  }
+  if (opt.kill) {
+    // A crash under load: the whole `wrangler dev` (its process group) at once.
+    load.halt();
+    iso?.close();
+    for (const o of others) o.c.close();
+    process.kill(-dev.pid, "SIGKILL");
+    await dev.exited;
+    await running;
+    log(`killed (SIGKILL) wrangler dev with ${load.answered.length} events answered; starting it again on the same state`);
+    const again = start(nodeBin(), [HARNESS, "--supervise", "--", nodeBin(), ...args], {
+      logFile: path.join(OUT, "wrangler-after-kill.log"),
+      cwd: ROOT,
+      env: devEnv,
+      detached: true,
+      stdin: "pipe",
+    });
+    await waitOutput(again, /Ready on http:\/\/127\.0\.0\.1:(\d+)/, 120_000);
+    const kill = await afterKill(load, async () => {
+      const out = await execNode([WRANGLER, "d1", "execute", "DB", "--local", "--persist-to", state, ...config, "--json", "--command", "SELECT user_agent FROM audit_log"]);
+      return JSON.parse(out.slice(out.indexOf("[")))[0].results.map((r) => r.user_agent);
+    });
+    return { samples, load, kill };
   }
   await running;
   await take("load");
@@ -535,7 +658,7 @@ async function wranglerDev(opt) {
     await sleep(Math.min(opt.sample * 1000, idleUntil - Date.now()));
     await take("idle");
   }
-  iso.close();
+  iso?.close();
   for (const o of others) o.c.close();
   return { samples, load };
 }
@@ -576,6 +699,7 @@ async function main() {
   log(`done: ${load.done()} requests (${Object.entries(load.counts).map(([k, v]) => `${k} ${v}`).join(", ")}), ${load.errors} errors, ${load.events} events answered`);
   for (const e of load.firstErrors) log(`  error: ${e}`);
   if (result.audit !== undefined) log(`audit_log rows after the idle time: ${result.audit} (events answered: ${load.events})`);
+  if (result.kill?.missing > 0) process.exitCode = 1;
   const verdicts = {};
   const series = { "wasm memory": "wasm", "JS heap after GC": "heapAfterGc", ...(opt.wrangler ? {} : { "workerd RSS": "rss" }) };
   for (const [name, k] of Object.entries(series)) {
@@ -588,12 +712,18 @@ async function main() {
   const md = opt.wrangler ? wranglerTable(samples) : table(samples);
   console.log("\n" + md + "\n");
   const file = path.join(OUT, opt.wrangler ? "results-wrangler.json" : "results.json");
-  fs.writeFileSync(file, JSON.stringify({ opt, samples, counts: load.counts, errors: load.errors, firstErrors: load.firstErrors, events: load.events, audit: result.audit, verdicts, peakWasm, peakHeap }, null, 1));
+  fs.writeFileSync(file, JSON.stringify({ opt, samples, counts: load.counts, errors: load.errors, firstErrors: load.firstErrors, events: load.events, audit: result.audit, kill: result.kill, verdicts, peakWasm, peakHeap }, null, 1));
   fs.writeFileSync(file.replace(/\.json$/, ".md"), md + "\n");
   log(`written: ${path.relative(ROOT, file)} and .md`);
   if (load.errors > 0) process.exitCode = 1;
 }
 
+// Interrupted (Ctrl-C, `timeout`): no workerd or wrangler is left behind.
+for (const sig of ["SIGINT", "SIGTERM"]) {
+  process.once(sig, () => {
+    stopAll().finally(() => process.exit(130));
+  });
+}
 try {
   await main();
 } finally {

@@ -21,10 +21,21 @@ export async function inspectorTargets(base) {
 
 /**
  * Opens the isolate whose target title or id contains `serviceName` and
- * returns `sample()`, which measures it.
+ * returns `sample()`, which measures it. `origin` goes to connectInspector;
+ * `shared`: the session is a proxy's that another client uses too (wrangler
+ * dev's): its Runtime domain is left enabled.
  */
-export async function isolateMemory(base, serviceName) {
-  const insp = await connectInspector(base, serviceName);
+export async function isolateMemory(base, serviceName, { timeoutMs = 30_000, origin, shared = false } = {}) {
+  const raw = await connectInspector(base, serviceName, { origin });
+  // An isolate busy for longer than this (or one whose inspector never answers) fails the sample.
+  const insp = {
+    ...raw,
+    send: (method, params) =>
+      new Promise((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error(`${serviceName}: ${method} timed out`)), timeoutMs);
+        raw.send(method, params).then(resolve, reject).finally(() => clearTimeout(t));
+      }),
+  };
   const group = "portcullis-soak";
   // workerd evaluates only in a named context: learn the Worker's from
   // Runtime.enable's announcement, then disable again (an enabled Runtime
@@ -33,7 +44,8 @@ export async function isolateMemory(base, serviceName) {
   insp.on("Runtime.executionContextCreated", (p) => (context ??= p.context.uniqueId));
   await insp.send("Runtime.enable");
   for (let i = 0; i < 100 && context === null; i++) await new Promise((r) => setTimeout(r, 20));
-  await insp.send("Runtime.disable");
+  // `shared`: a session that another client (wrangler) relies on stays enabled.
+  if (!shared) await insp.send("Runtime.disable");
   if (context === null) throw new Error(`no execution context announced by ${serviceName}'s inspector`);
   return {
     /**
@@ -98,6 +110,34 @@ export function processTree(pid) {
   if (self) out.push(self);
   walk(pid);
   return out;
+}
+
+/** The TCP ports process `pid` listens on (from its socket inodes and /proc/net/tcp). */
+export function listeningPorts(pid) {
+  const inodes = new Set();
+  for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const m = fs.readlinkSync(`/proc/${pid}/fd/${fd}`).match(/^socket:\[(\d+)\]$/);
+      if (m) inodes.add(m[1]);
+    } catch {
+      // closed meanwhile
+    }
+  }
+  const ports = [];
+  for (const file of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    let text = "";
+    try {
+      text = fs.readFileSync(file, "utf8");
+    } catch {
+      continue;
+    }
+    for (const line of text.trim().split("\n").slice(1)) {
+      const f = line.trim().split(/\s+/);
+      // f[1] local address HEX_IP:HEX_PORT, f[3] state (0A: LISTEN), f[9] inode
+      if (f[3] === "0A" && inodes.has(f[9])) ports.push(parseInt(f[1].split(":")[1], 16));
+    }
+  }
+  return ports;
 }
 
 export const mib = (bytes) => (bytes === null || bytes === undefined || Number.isNaN(bytes) ? "–" : (bytes / 1048576).toFixed(1));

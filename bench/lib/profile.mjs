@@ -3,11 +3,15 @@
 // Profiler domain. build/index_bg.wasm keeps its `name` section, so Rust
 // functions appear by name.
 
-export async function connectInspector(inspectorBase, serviceName = "main") {
+/**
+ * `origin`: sent as the `Origin` header (wrangler's inspector proxy refuses a
+ * client without one).
+ */
+export async function connectInspector(inspectorBase, serviceName = "main", { origin } = {}) {
   const list = await (await fetch(`${inspectorBase}/json/list`)).json();
   const target = list.find((t) => (t.title ?? "").includes(serviceName) || (t.id ?? "").includes(serviceName)) ?? list[0];
   if (!target) throw new Error(`no inspector target at ${inspectorBase}`);
-  const ws = new WebSocket(target.webSocketDebuggerUrl);
+  const ws = origin ? new WebSocket(target.webSocketDebuggerUrl, { headers: { origin } }) : new WebSocket(target.webSocketDebuggerUrl);
   await new Promise((resolve, reject) => {
     ws.addEventListener("open", resolve, { once: true });
     ws.addEventListener("error", (e) => reject(new Error(`inspector: ${e.message ?? "connection failed"}`)), { once: true });
