@@ -4,12 +4,15 @@
 // See bench/README.md ("Soak") for the method.
 //
 // Options:
-//   --seconds N       length of the load (default 180)
-//   --sample N        seconds between samples (default 15)
+//   --seconds N       length of the load (default 240)
+//   --sample N        seconds between samples (default 20)
 //   --idle N          seconds sampled after the load, idle (default 30)
-//   --concurrency N   requests in flight (default 6)
+//   --concurrency N   requests in flight (default 8)
 //   --mix K=W,...     weights of the operations (default signup=1,login=2,refresh=22,
-//                     gateway=45,gatewayFresh=30; a weight of 0 leaves one out)
+//                     gateway=25,gatewayFresh=50; a weight of 0 leaves one out): signup,
+//                     login and refresh (each publishes an event), gateway (GET /api/data
+//                     with the access token of a session the load holds) and gatewayFresh
+//                     (with a token minted for the occasion: never seen by the isolate)
 //   --no-inspector    bare workerd without its inspector: RSS only (what the inspector costs)
 //   --no-gc-others    sample the bundled Workers' JS heaps without collecting their garbage
 //                     (by default each sample makes a full GC in every isolate, so that the
@@ -21,7 +24,9 @@
 //   --kill            end the load with SIGKILL (requests in flight), start again on the
 //                     same state, and count the events answered before the kill that the
 //                     audit log (written by the queue consumer) never gets
-//   --record          write the table into bench/README.md (between the soak markers)
+//   --record          write the results into bench/README.md, between the markers
+//                     <!-- soak:KEY --> and <!-- /soak:KEY -->, KEY: workerd or wrangler,
+//                     then -rss with --no-inspector, -kill with --kill
 //
 // Bare workerd (the default): Portcullis as `npm run build` left it, in `workerd serve`
 // with the D1, KV and Queues Workers that workerd bundles (`/workerd/d1.js`, `kv.js`,
@@ -31,7 +36,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 
 import { makeSigningKey, minter } from "./lib/keys.mjs";
@@ -58,13 +63,13 @@ const LIMIT_MIB = 128; // the Workers isolate memory limit
 // The mix: relative weights of each operation.
 // Signups and logins hash a password (argon2id, 19 MiB, the default): each
 // holds the isolate for tens of milliseconds, so they are few here.
-const MIX = { signup: 1, login: 2, refresh: 22, gateway: 45, gatewayFresh: 30 };
+const MIX = { signup: 1, login: 2, refresh: 22, gateway: 25, gatewayFresh: 50 };
 const MAX_SESSIONS = 2000;
 
 const log = (msg) => console.log(`[soak] ${msg}`);
 
 function parseArgs(argv) {
-  const o = { seconds: 180, sample: 15, idle: 30, concurrency: 8, wrangler: false, record: false, inspector: true, gcOthers: true, observability: true, kill: false, mix: { ...MIX } };
+  const o = { seconds: 240, sample: 20, idle: 30, concurrency: 8, wrangler: false, record: false, inspector: true, gcOthers: true, observability: true, kill: false, mix: { ...MIX } };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const num = () => {
@@ -667,24 +672,47 @@ async function wranglerDev(opt) {
 
 function table(samples) {
   const L = [];
-  L.push("| t (s) | phase | requests | wasm memory (MiB) | JS heap used (MiB) | JS heap after GC (MiB) | workerd RSS (MiB) | of it anonymous (MiB) |");
-  L.push("|---:|---|---:|---:|---:|---:|---:|---:|");
-  for (const s of samples) L.push(`| ${s.t} | ${s.phase} | ${s.requests} | ${mib(s.wasm)} | ${mib(s.heapUsed)} | ${mib(s.heapAfterGc)} | ${mib(s.rss)} | ${mib(s.rssAnon)} |`);
+  L.push("| t (s) | phase | requests | wasm memory (MiB) | JS heap used (MiB) | JS heap after GC (MiB) | workerd RSS (MiB) |");
+  L.push("|---:|---|---:|---:|---:|---:|---:|");
+  for (const s of samples) L.push(`| ${s.t} | ${s.phase} | ${s.requests} | ${mib(s.wasm)} | ${mib(s.heapUsed)} | ${mib(s.heapAfterGc)} | ${mib(s.rss)} |`);
   return L.join("\n");
 }
 
 function wranglerTable(samples) {
-  const roles = [...new Set(samples.flatMap((s) => s.procs.map((p) => p.role)))];
-  const titles = [...new Set(samples.flatMap((s) => s.heaps.map((h) => h.title)))];
+  const roles = [...new Set(samples.flatMap((s) => s.procs.map((p) => p.role)))].filter((r) => r !== "supervisor");
+  // Miniflare's isolates worth a column: those that reach 1 MiB of JS heap.
+  const titles = [...new Set(samples.flatMap((s) => s.heaps.filter((h) => h.usedSize >= 1 << 20).map((h) => h.title)))];
+  const ours = samples.some((s) => typeof s.wasm === "number");
   const L = [];
-  L.push(`| t (s) | phase | requests | our wasm (MiB) | our JS heap after GC (MiB) | ${roles.map((r) => `${r} RSS (MiB)`).join(" | ")} | ${titles.map((t) => `JS heap of ${t} (MiB)`).join(" | ")} |`);
-  L.push(`|---:|---|---:|---:|---:|${roles.map(() => "---:").join("|")}|${titles.map(() => "---:").join("|")}|`);
+  L.push(`| t (s) | phase | requests | ${ours ? "our wasm memory (MiB) | our JS heap after GC (MiB) | " : ""}${roles.map((r) => `${r} RSS (MiB)`).join(" | ")} |${titles.map((t) => ` JS heap of ${t} (MiB) |`).join("")}`);
+  L.push(`|---:|---|---:|${ours ? "---:|---:|" : ""}${roles.map(() => "---:").join("|")}|${titles.map(() => "---:|").join("")}`);
   for (const s of samples) {
     const r = roles.map((role) => mib(s.procs.filter((p) => p.role === role).reduce((a, p) => a + (p.rss ?? 0), 0)));
-    const h = titles.map((t) => mib(s.heaps.find((x) => x.title === t)?.usedSize));
-    L.push(`| ${s.t} | ${s.phase} | ${s.requests} | ${mib(s.wasm)} | ${mib(s.heapAfterGc)} | ${r.join(" | ")} | ${h.join(" | ")} |`);
+    const h = titles.map((t) => ` ${mib(s.heaps.find((x) => x.title === t)?.usedSize)} |`);
+    L.push(`| ${s.t} | ${s.phase} | ${s.requests} | ${ours ? `${mib(s.wasm)} | ${mib(s.heapAfterGc)} | ` : ""}${r.join(" | ")} |${h.join("")}`);
   }
   return L.join("\n");
+}
+
+function gitHead() {
+  try {
+    return execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: ROOT, encoding: "utf8" }).trim();
+  } catch {
+    return "unknown";
+  }
+}
+
+/** Replaces the text between <!-- soak:KEY --> and <!-- /soak:KEY --> in bench/README.md. */
+function record(key, text) {
+  const file = path.join(BENCH, "README.md");
+  const readme = fs.readFileSync(file, "utf8");
+  const open = `<!-- soak:${key} -->`;
+  const close = `<!-- /soak:${key} -->`;
+  const a = readme.indexOf(open);
+  const b = readme.indexOf(close);
+  if (a < 0 || b < a) throw new Error(`bench/README.md has no ${open} ... ${close} block to record into`);
+  fs.writeFileSync(file, readme.slice(0, a + open.length) + "\n" + text + "\n" + readme.slice(b));
+  log(`recorded into bench/README.md (${key})`);
 }
 
 async function main() {
@@ -711,10 +739,23 @@ async function main() {
   if (!Number.isNaN(peakWasm)) log(`peak: wasm ${mib(peakWasm)} MiB + JS heap ${mib(peakHeap)} MiB = ${mib(peakWasm + peakHeap)} MiB of the ${LIMIT_MIB} MiB isolate limit`);
   const md = opt.wrangler ? wranglerTable(samples) : table(samples);
   console.log("\n" + md + "\n");
-  const file = path.join(OUT, opt.wrangler ? "results-wrangler.json" : "results.json");
+  const key = `${opt.wrangler ? "wrangler" : "workerd"}${opt.inspector ? "" : "-rss"}${opt.kill ? "-kill" : ""}`;
+  const file = path.join(OUT, `results-${key}.json`);
   fs.writeFileSync(file, JSON.stringify({ opt, samples, counts: load.counts, errors: load.errors, firstErrors: load.firstErrors, events: load.events, audit: result.audit, kill: result.kill, verdicts, peakWasm, peakHeap }, null, 1));
   fs.writeFileSync(file.replace(/\.json$/, ".md"), md + "\n");
   log(`written: ${path.relative(ROOT, file)} and .md`);
+  if (opt.record) {
+    const head = [
+      `Recorded ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC, commit ${gitHead()}, load average ${os.loadavg()[0].toFixed(1)} on ${os.cpus().length} cores: ` +
+        `\`npm run bench -- soak ${process.argv.slice(2).filter((a) => a !== "--record").join(" ")}\`. ` +
+        `${load.done()} requests in ${opt.seconds} s (${Object.entries(load.counts).filter(([, v]) => v > 0).map(([k, v]) => `${k} ${v}`).join(", ")}), ${load.errors} errors, ${load.events} events answered.`,
+      ...Object.entries(verdicts).map(([k, v]) => `${k}: **${v.verdict}** (${v.grew === null ? "–" : `${mib(v.grew)} MiB`} from ${v.from?.t} s to ${v.to?.t} s).`),
+      ...(Number.isNaN(peakWasm) ? [] : [`Peak: wasm ${mib(peakWasm)} MiB + JS heap ${mib(peakHeap)} MiB = ${mib(peakWasm + peakHeap)} MiB of the ${LIMIT_MIB} MiB isolate limit.`]),
+      ...(result.audit !== undefined ? [`Audit entries after the idle time: ${result.audit} of ${load.events} events answered.`] : []),
+      ...(result.kill ? [`Killed under load, then started again on the same state: of ${result.kill.answered} events answered before the kill, **${result.kill.missing} never reached the audit log** (${result.kill.recorded} did; ${result.kill.extra} more from requests in flight at the kill).`] : []),
+    ];
+    record(key, [head.join("\n"), "", opt.kill ? "" : md].join("\n").trim());
+  }
   if (load.errors > 0) process.exitCode = 1;
 }
 
