@@ -754,7 +754,7 @@ async function main() {
       ...(result.audit !== undefined ? [`Audit entries after the idle time: ${result.audit} of ${load.events} events answered.`] : []),
       ...(result.kill ? [`Killed under load, then started again on the same state: of ${result.kill.answered} events answered before the kill, **${result.kill.missing} never reached the audit log** (${result.kill.recorded} did; ${result.kill.extra} more from requests in flight at the kill).`] : []),
     ];
-    record(key, [head.map((l, i) => (i ? `- ${l}` : `${l}\n`)).join("\n"), "", opt.kill ? "" : md].join("\n").trim());
+    record(key, [head[0], head.slice(1).map((l) => `- ${l}`).join("\n"), opt.kill ? "" : md].filter(Boolean).join("\n\n"));
   }
   if (load.errors > 0) process.exitCode = 1;
 }
