@@ -749,8 +749,9 @@ async function main() {
       `Recorded ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC, commit ${gitHead()}, load average ${os.loadavg()[0].toFixed(1)} on ${os.cpus().length} cores: ` +
         `\`${["npm run bench -- soak", ...process.argv.slice(2).filter((a) => a !== "--record")].join(" ")}\`. ` +
         `${load.done()} requests in ${opt.seconds} s (${Object.entries(load.counts).filter(([, v]) => v > 0).map(([k, v]) => `${k} ${v}`).join(", ")}), ${load.errors} errors, ${load.events} events answered.`,
-      ...Object.entries(verdicts).map(([k, v]) => `${k}: **${v.verdict}** (${v.grew === null ? "–" : `${mib(v.grew)} MiB`} from ${v.from?.t} s to ${v.to?.t} s).`),
-      ...(Number.isNaN(peakWasm) ? [] : [`Peak: wasm ${mib(peakWasm)} MiB + JS heap ${mib(peakHeap)} MiB = ${mib(peakWasm + peakHeap)} MiB of the ${LIMIT_MIB} MiB isolate limit.`]),
+      // A kill run is about what survives the kill: its minute of load says nothing of memory.
+      ...Object.entries(opt.kill ? {} : verdicts).map(([k, v]) => `${k}: **${v.verdict}** (${v.grew === null ? "–" : `${mib(v.grew)} MiB`} from ${v.from?.t} s to ${v.to?.t} s).`),
+      ...(Number.isNaN(peakWasm) || opt.kill ? [] : [`Peak: wasm ${mib(peakWasm)} MiB + JS heap ${mib(peakHeap)} MiB = ${mib(peakWasm + peakHeap)} MiB of the ${LIMIT_MIB} MiB isolate limit.`]),
       ...(result.audit !== undefined ? [`Audit entries after the idle time: ${result.audit} of ${load.events} events answered.`] : []),
       ...(result.kill ? [`Killed under load, then started again on the same state: of ${result.kill.answered} events answered before the kill, **${result.kill.missing} never reached the audit log** (${result.kill.recorded} did; ${result.kill.extra} more from requests in flight at the kill).`] : []),
     ];
