@@ -95,7 +95,8 @@ function parseArgs(argv) {
     }
     else if (a === "--record") o.record = true;
     else if (a === "--help" || a === "-h") {
-      console.log(fs.readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n").slice(0, 20).join("\n"));
+      const lines = fs.readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n");
+      console.log(lines.slice(0, lines.findIndex((l) => !l.startsWith("//"))).join("\n"));
       process.exit(0);
     } else throw new Error(`unknown option ${a} (try --help)`);
   }
