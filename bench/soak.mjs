@@ -506,8 +506,9 @@ function role(p) {
   // Two runtimes: the one that runs the Worker (with its inspector), and wrangler's
   // own proxy in front of it.
   if (p.name === "workerd" || /workerd/.test(p.cmd[0] ?? "")) return p.cmd.some((a) => a.startsWith("--inspector-addr=")) ? "workerd (Worker)" : "workerd (wrangler's proxy)";
-  if (/wrangler(\.js)? dev/.test(cmd) || /wrangler-dist/.test(cmd)) return "wrangler (node)";
+  // The soak's own supervisor (tests/e2e/harness.mjs) has wrangler's command line in its arguments.
   if (/harness\.mjs --supervise/.test(cmd)) return "supervisor";
+  if (/wrangler(\.js)? dev/.test(cmd) || /wrangler-dist/.test(cmd)) return "wrangler (node)";
   if (/esbuild/.test(cmd)) return "esbuild";
   return p.name;
 }
