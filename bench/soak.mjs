@@ -9,10 +9,11 @@
 //   --idle N          seconds sampled after the load, idle (default 30)
 //   --concurrency N   requests in flight (default 8)
 //   --mix K=W,...     weights of the operations (default signup=1,login=2,refresh=22,
-//                     gateway=25,gatewayFresh=50; a weight of 0 leaves one out): signup,
-//                     login and refresh (each publishes an event), gateway (GET /api/data
-//                     with the access token of a session the load holds) and gatewayFresh
-//                     (with a token minted for the occasion: never seen by the isolate)
+//                     gateway=25,gatewayFresh=50,logout=0; a weight of 0 leaves one out):
+//                     signup, login, refresh and logout (each publishes an event), gateway
+//                     (GET /api/data with the access token of a session the load holds) and
+//                     gatewayFresh (with a token minted for the occasion: never seen by the
+//                     isolate)
 //   --no-inspector    bare workerd without its inspector: RSS only (what the inspector costs)
 //   --no-gc-others    sample the bundled Workers' JS heaps without collecting their garbage
 //                     (by default each sample makes a full GC in every isolate, so that the
@@ -63,7 +64,9 @@ const LIMIT_MIB = 128; // the Workers isolate memory limit
 // The mix: relative weights of each operation.
 // Signups and logins hash a password (argon2id, 19 MiB, the default): each
 // holds the isolate for tens of milliseconds, so they are few here.
-const MIX = { signup: 1, login: 2, refresh: 22, gateway: 25, gatewayFresh: 50 };
+// `logout` (0 by default) revokes a session the load holds: the way to make an isolate hold
+// revocations, where the build keeps them in memory.
+const MIX = { signup: 1, login: 2, refresh: 22, gateway: 25, gatewayFresh: 50, logout: 0 };
 const MAX_SESSIONS = 2000;
 
 const log = (msg) => console.log(`[soak] ${msg}`);
@@ -226,9 +229,9 @@ class Load {
 
   // Each request that publishes an event carries its own User-Agent, which the event
   // (and so its audit entry) records: `answered` lists those answered with success.
-  async post(p, body) {
+  async post(p, body, headers = {}) {
     const ua = `portcullis-soak/${process.pid}/${this.seq++}`;
-    const r = await fetch(this.base + p, { method: "POST", headers: { "content-type": "application/json", "user-agent": ua }, body: JSON.stringify(body) });
+    const r = await fetch(this.base + p, { method: "POST", headers: { "content-type": "application/json", "user-agent": ua, ...headers }, body: JSON.stringify(body) });
     const text = await r.text();
     return { status: r.status, text, ua };
   }
@@ -267,6 +270,15 @@ class Load {
       if (r.status !== 200) return this.fail(op, r.status, r.text);
       const j = JSON.parse(r.text);
       this.keep({ access: j.access_token, refresh: j.refresh_token });
+      this.events++;
+      this.answered.push(r.ua);
+    } else if (op === "logout" && this.sessions.length > 0) {
+      const i = Math.floor(Math.random() * this.sessions.length);
+      const s = this.sessions[i];
+      this.sessions[i] = this.sessions[this.sessions.length - 1];
+      this.sessions.pop();
+      const r = await this.post("/auth/logout", { refresh_token: s.refresh }, { authorization: `Bearer ${s.access}` });
+      if (r.status !== 204) return this.fail(op, r.status, r.text);
       this.events++;
       this.answered.push(r.ua);
     } else if (op === "gateway" || op === "gatewayFresh") {
