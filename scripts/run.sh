@@ -8,7 +8,7 @@
 #                               (packages/client) and of the origin helpers
 #                               (packages/origin-node, packages/origin-python), then the
 #                               e2e tests (node --test)
-#   npm run bench -- ARGS    -> build, then bench/run.mjs ARGS
+#   npm run bench -- ARGS    -> build, then bench/run.mjs ARGS (`-- soak ARGS`: bench/soak.mjs ARGS)
 #   npm run deploy -- ARGS   -> scripts/deploy.mjs ARGS (it builds; docs/deploying.md)
 # Every command first runs scripts/setup.sh (idempotent, fast when warm).
 set -euo pipefail
@@ -78,6 +78,11 @@ case "$cmd" in
     ;;
   bench)
     bash "$ROOT/scripts/build.sh"
+    # `npm run bench -- soak ...`: the memory soak (bench/soak.mjs), not the throughput bench.
+    if [ "${1:-}" = "soak" ]; then
+      shift
+      exec node "$ROOT/bench/soak.mjs" "$@"
+    fi
     if [ -f "$ROOT/bench/run.mjs" ]; then
       exec node "$ROOT/bench/run.mjs" "$@"
     else

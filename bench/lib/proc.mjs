@@ -37,13 +37,16 @@ const children = new Set();
 
 /**
  * Spawns cmd; stdout+stderr go to logFile and are kept (child.output()).
- * `socket` (from listenSocket()) becomes the child's file descriptor 3.
+ * `socket` (from listenSocket()) becomes the child's file descriptor 3;
+ * `sockets`, several, become descriptors 3, 4, ... in order. `stdin: "pipe"`
+ * holds a pipe open to the child (a supervisor that watches for its end);
+ * `detached` makes it lead its own process group.
  */
-export function start(cmd, args, { logFile, env, cwd, socket } = {}) {
-  const stdio = socket ? ["ignore", "pipe", "pipe", socket.fd] : ["ignore", "pipe", "pipe"];
-  const child = spawn(cmd, args, { env: env ?? process.env, cwd, stdio });
-  // The child holds its own copy of the listening socket now.
-  socket?.release();
+export function start(cmd, args, { logFile, env, cwd, socket, sockets = socket ? [socket] : [], stdin = "ignore", detached = false } = {}) {
+  const stdio = [stdin, "pipe", "pipe", ...sockets.map((s) => s.fd)];
+  const child = spawn(cmd, args, { env: env ?? process.env, cwd, stdio, detached });
+  // The child holds its own copies of the listening sockets now.
+  for (const s of sockets) s.release();
   let text = "";
   const log = logFile ? fs.createWriteStream(logFile) : null;
   const onData = (d) => {

@@ -3,19 +3,25 @@
 // Profiler domain. build/index_bg.wasm keeps its `name` section, so Rust
 // functions appear by name.
 
-export async function connectInspector(inspectorBase, serviceName = "main") {
+/**
+ * `origin`: sent as the `Origin` header (wrangler's inspector proxy refuses a
+ * client without one).
+ */
+export async function connectInspector(inspectorBase, serviceName = "main", { origin } = {}) {
   const list = await (await fetch(`${inspectorBase}/json/list`)).json();
   const target = list.find((t) => (t.title ?? "").includes(serviceName) || (t.id ?? "").includes(serviceName)) ?? list[0];
   if (!target) throw new Error(`no inspector target at ${inspectorBase}`);
-  const ws = new WebSocket(target.webSocketDebuggerUrl);
+  const ws = origin ? new WebSocket(target.webSocketDebuggerUrl, { headers: { origin } }) : new WebSocket(target.webSocketDebuggerUrl);
   await new Promise((resolve, reject) => {
     ws.addEventListener("open", resolve, { once: true });
     ws.addEventListener("error", (e) => reject(new Error(`inspector: ${e.message ?? "connection failed"}`)), { once: true });
   });
   let next = 1;
   const pending = new Map();
+  const listeners = new Map();
   ws.addEventListener("message", (ev) => {
     const msg = JSON.parse(typeof ev.data === "string" ? ev.data : Buffer.from(ev.data).toString());
+    if (msg.method && !msg.id) for (const fn of listeners.get(msg.method) ?? []) fn(msg.params);
     if (msg.id && pending.has(msg.id)) {
       const { resolve, reject } = pending.get(msg.id);
       pending.delete(msg.id);
@@ -29,7 +35,9 @@ export async function connectInspector(inspectorBase, serviceName = "main") {
       pending.set(id, { resolve, reject });
       ws.send(JSON.stringify({ id, method, params }));
     });
-  return { send, close: () => ws.close() };
+  /** Calls fn(params) on every event `method` (e.g. "Runtime.executionContextCreated"). */
+  const on = (method, fn) => listeners.set(method, [...(listeners.get(method) ?? []), fn]);
+  return { send, on, close: () => ws.close() };
 }
 
 /** Runs `load()` while sampling every `intervalUs`; returns the V8 CPU profile. */
