@@ -93,7 +93,7 @@ function compatibilityDate() {
 }
 
 function checkBuild() {
-  for (const f of ["index.js", "index_bg.wasm", "worker/shim.mjs"]) {
+  for (const f of ["index.js", "index_bg.wasm", "named/index_bg.wasm", "worker/shim.mjs"]) {
     if (!fs.existsSync(path.join(BUILD, f))) throw new Error(`build/${f} is missing: run \`npm run build\` (npm run bench builds first)`);
   }
   const shim = fs.readFileSync(path.join(BUILD, "worker", "shim.mjs"), "utf8");
@@ -115,9 +115,10 @@ function gitDescribe() {
   }
 }
 
+/** Sizes of the deployed module, and the custom sections the build stripped from it (names, producers, …). */
 function wasmSizes() {
-  const wasm = fs.readFileSync(path.join(SNAP, "index_bg.wasm"));
-  // Split out custom sections (names, producers, ...) to show what deploys as code.
+  const deployed = fs.readFileSync(path.join(SNAP, "index_bg.wasm"));
+  const wasm = fs.readFileSync(path.join(SNAP, "named", "index_bg.wasm"));
   let i = 8;
   let custom = 0;
   const customs = [];
@@ -143,8 +144,8 @@ function wasmSizes() {
     i = startAt + size;
   }
   return {
-    raw: wasm.length,
-    gzip: zlib.gzipSync(wasm, { level: 9 }).length,
+    raw: deployed.length,
+    gzip: zlib.gzipSync(deployed, { level: 9 }).length,
     customBytes: custom,
     customs,
     js: fs.statSync(path.join(SNAP, "index.js")).size,
@@ -251,7 +252,10 @@ async function main() {
   fs.mkdirSync(OUT, { recursive: true });
   const build = checkBuild();
   fs.mkdirSync(SNAP, { recursive: true });
-  for (const f of ["index.js", "index_bg.wasm"]) fs.copyFileSync(path.join(BUILD, f), path.join(SNAP, f));
+  for (const f of ["index.js", "index_bg.wasm", "named/index_bg.wasm"]) {
+    fs.mkdirSync(path.dirname(path.join(SNAP, f)), { recursive: true });
+    fs.copyFileSync(path.join(BUILD, f), path.join(SNAP, f));
+  }
   build.commit = gitDescribe();
   build.wasmSha256 = crypto.createHash("sha256").update(fs.readFileSync(path.join(SNAP, "index_bg.wasm"))).digest("hex").slice(0, 12);
   if (!fs.existsSync(WORKERD)) throw new Error(`workerd not found at ${path.relative(ROOT, WORKERD)} (it comes with the wrangler devDependency: npm ci)`);
@@ -262,7 +266,7 @@ async function main() {
   if (os.loadavg()[0] > mach.cores * 0.5) log(`warning: the machine is busy (load ${mach.loadavg}); numbers will be noisy`);
   log(`Portcullis build: commit ${build.commit}, wasm sha256 ${build.wasmSha256} (snapshot in bench/out/build/)`);
   log(`build/worker/shim.mjs imports ${build.shimImports.join(", ")}; build/index.js imports ${build.indexImports.join(", ")}`);
-  log(`wasm: ${fmt(sizes.raw)} B raw, ${fmt(sizes.gzip)} B gzipped (of which custom sections ${sizes.customs.map((c) => `${c.name} ${fmt(c.size)} B`).join(", ")})`);
+  log(`wasm: ${fmt(sizes.raw)} B raw, ${fmt(sizes.gzip)} B gzipped (custom sections stripped by the build: ${sizes.customs.map((c) => `${c.name} ${fmt(c.size)} B`).join(", ")})`);
 
   // Keys and tokens, exactly as Portcullis would issue them.
   const key = await makeSigningKey();
@@ -312,13 +316,14 @@ async function main() {
     // Extra vars for experiments, e.g. BENCH_PORTCULLIS_VARS='{"ORIGIN_TIMEOUT_MS":"0"}'.
     ...JSON.parse(process.env.BENCH_PORTCULLIS_VARS ?? "{}"),
   };
-  const portcullisConfig = (name, port) =>
+  // Profiles run the same code with its `name` section (build/named/), so Rust functions appear by name.
+  const portcullisConfig = (name, port, { named = false } = {}) =>
     writeConfig(OUT, name, {
       port,
       compatibilityDate: compat,
       modules: [
         { name: "index.js", file: path.join(SNAP, "index.js"), type: "esModule" },
-        { name: "index_bg.wasm", file: path.join(SNAP, "index_bg.wasm"), type: "wasm" },
+        { name: "index_bg.wasm", file: path.join(SNAP, ...(named ? ["named"] : []), "index_bg.wasm"), type: "wasm" },
       ],
       vars: portcullisVars,
       extra: portcullisPlatform(OUT, BENCH, [key.row]),
@@ -622,7 +627,7 @@ async function profileTargets(configFor, names, wrkBin, repeatFile, freshFile, o
   for (const target of ["a", "c", "b"]) {
     const port = await freePort();
     const inspectorPort = await freePort();
-    const cfgPath = configFor[target](`${names[target]}-profiled`, port);
+    const cfgPath = configFor[target](`${names[target]}-profiled`, port, { named: true });
     const child = await startWorkerd(`${names[target]}-profiled`, cfgPath, port, [`--inspector-addr=127.0.0.1:${inspectorPort}`]);
     const base = `http://127.0.0.1:${port}`;
     for (const p of new Set(plan[target].map((l) => l.path))) {
@@ -716,7 +721,7 @@ function report(r) {
   L.push(`D1 statements Portcullis ran (fake D1 log): ${r.d1.total} in total, **${r.d1.duringLoad} during the load phases**.`);
   L.push("");
   const w = r.wasm;
-  L.push(`**Wasm** \`build/index_bg.wasm\`: **${fmt(w.raw)} B raw** (${fmt(w.raw / 1024)} KiB), **${fmt(w.gzip)} B gzipped** (${fmt(w.gzip / 1024)} KiB, gzip -9); of the raw size, custom sections: ${w.customs.map((x) => `\`${x.name}\` ${fmt(x.size)} B`).join(", ")}. \`build/index.js\`: ${fmt(w.js)} B.`);
+  L.push(`**Wasm** \`build/index_bg.wasm\`: **${fmt(w.raw)} B raw** (${fmt(w.raw / 1024)} KiB), **${fmt(w.gzip)} B gzipped** (${fmt(w.gzip / 1024)} KiB, gzip -9); custom sections stripped by the build (kept in \`build/named/\` for profiles): ${w.customs.map((x) => `\`${x.name}\` ${fmt(x.size)} B`).join(", ")}. \`build/index.js\`: ${fmt(w.js)} B.`);
   if (r.profile) {
     L.push("");
     L.push("**Where the CPU goes** — V8 sampling profiles (100 µs interval) under wrk -c16 load, each target in its own fresh workerd; sampled µs per request by kind of code (the profiler inflates absolute times by roughly 1.3×, compare rows with each other):");

@@ -136,15 +136,49 @@ impl Password {
     }
 }
 
-/// The most common leaked passwords of 8+ characters, lowercase (see
-/// `scripts/gen-common-passwords.mjs` for the source).
-const COMMON_PASSWORDS: &str = include_str!("common_passwords.txt");
+/// The most common leaked passwords of 8+ characters, lowercase
+/// (`common_passwords.txt`; see `scripts/gen-common-passwords.mjs` for the
+/// source), sorted and front-coded by `build.rs`: each entry is the number of
+/// bytes it shares with the entry before, the rest of its bytes, and `\n`.
+const COMMON_PASSWORDS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/common_passwords.fc"));
 
 /// Whether `password` (compared case-insensitively) is on the common list,
-/// as NIST SP 800-63B §3.1.1.2 asks of new passwords.
+/// as NIST SP 800-63B §3.1.1.2 asks of new passwords. An exact match: the
+/// list is read entry by entry until one is equal or sorts after it.
 pub fn is_common(password: &str) -> bool {
     let lower = password.to_lowercase();
-    COMMON_PASSWORDS.lines().any(|line| line == lower && !line.starts_with('#'))
+    let mut entries = FrontCoded::new(COMMON_PASSWORDS);
+    while let Some(entry) = entries.next_entry() {
+        match entry.cmp(lower.as_bytes()) {
+            std::cmp::Ordering::Less => {}
+            std::cmp::Ordering::Equal => return true,
+            std::cmp::Ordering::Greater => return false,
+        }
+    }
+    false
+}
+
+/// Reads a front-coded list (see [`COMMON_PASSWORDS`]) one entry at a time.
+struct FrontCoded<'a> {
+    rest: &'a [u8],
+    current: Vec<u8>,
+}
+
+impl<'a> FrontCoded<'a> {
+    fn new(list: &'a [u8]) -> Self {
+        Self { rest: list, current: Vec::with_capacity(32) }
+    }
+
+    /// The next entry, or `None` at the end (or at a malformed entry, which
+    /// `build.rs` never writes).
+    fn next_entry(&mut self) -> Option<&[u8]> {
+        let (&shared, rest) = self.rest.split_first()?;
+        let end = rest.iter().position(|&b| b == b'\n')?;
+        self.current.truncate(usize::from(shared));
+        self.current.extend_from_slice(&rest[..end]);
+        self.rest = &rest[end + 1..];
+        Some(&self.current)
+    }
 }
 
 fn nfc(raw: String) -> String {
@@ -237,8 +271,37 @@ mod tests {
         }
         assert!(!is_common("correct horse battery staple"));
         assert!(!is_common("# The 20,000 most common passwords of 8+ characters, lowercase, one per line,"));
+        assert!(!is_common(""));
         // Logging in with an old common password still works: only new ones are checked.
         assert!(Password::presented("password".into(), &PasswordPolicy::default()).is_ok());
+    }
+
+    /// The front-coded list the Worker embeds is exactly the text list: its
+    /// entries decode to the text's, and lookups find an entry and nothing
+    /// else (an entry with a character more or less).
+    #[test]
+    fn the_embedded_list_is_exactly_the_text_list() {
+        let text: Vec<&str> = include_str!("common_passwords.txt").lines().filter(|l| !l.starts_with('#')).collect();
+        let mut decoded = Vec::new();
+        let mut entries = FrontCoded::new(COMMON_PASSWORDS);
+        while let Some(e) = entries.next_entry() {
+            decoded.push(String::from_utf8(e.to_vec()).unwrap());
+        }
+        let mut sorted: Vec<&str> = text.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(decoded, sorted);
+        assert!(decoded.len() > 7_000, "{}", decoded.len());
+        // Every 25th entry, and the first and last (a full pass is slow in a debug build).
+        let ends = [sorted[0], sorted[sorted.len() - 1]];
+        for w in text.iter().step_by(25).chain(&ends) {
+            assert!(is_common(w), "{w}");
+            assert!(is_common(&w.to_uppercase()), "{w}");
+            let longer = format!("{w}!");
+            assert_eq!(is_common(&longer), text.contains(&longer.as_str()), "{longer}");
+            let shorter = &w[..w.char_indices().last().map_or(0, |(i, _)| i)];
+            assert_eq!(is_common(shorter), text.contains(&shorter), "{shorter}");
+        }
     }
 
     #[test]
