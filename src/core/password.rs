@@ -14,12 +14,57 @@ pub const DEFAULT_MEMORY_KIB: u32 = 19_456;
 pub const DEFAULT_ITERATIONS: u32 = 2;
 /// OWASP's recommended argon2id parallelism.
 pub const DEFAULT_PARALLELISM: u32 = 1;
+/// The `light` profile's memory cost (KiB): the least memory of OWASP's
+/// equivalent argon2id settings (7 MiB, 5 passes, 1 lane).
+pub const LIGHT_MEMORY_KIB: u32 = 7_168;
+/// The `light` profile's iterations.
+pub const LIGHT_ITERATIONS: u32 = 5;
 /// NIST SP 800-63B minimum for user-chosen passwords.
 pub const DEFAULT_MIN_CHARS: usize = 8;
 /// Long enough for passphrases, short enough that hashing cost is bounded.
 pub const DEFAULT_MAX_CHARS: usize = 128;
 /// A hard byte cap whatever the character count (4 bytes per char at most).
 const MAX_BYTES_PER_CHAR: usize = 4;
+
+/// A named set of argon2id costs (`PASSWORD_HASH_PROFILE`), each one of the
+/// settings the OWASP Password Storage Cheat Sheet lists for argon2id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashProfile {
+    /// `default`: 19 MiB, 2 passes, 1 lane — OWASP's first choice.
+    Default,
+    /// `light`: 7 MiB, 5 passes, 1 lane — OWASP's choice with the least
+    /// memory. OWASP deems it equivalent; it costs less CPU (about a fifth
+    /// less, measured in workerd) and memory per hash, but each guess also
+    /// needs less than half the memory, which is what makes guessing on GPUs
+    /// and custom hardware expensive (see docs/configuration.md).
+    Light,
+}
+
+impl HashProfile {
+    /// Every profile's name, for messages.
+    pub const NAMES: &'static str = "`default` or `light`";
+
+    /// Parses a profile name.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "default" => Ok(Self::Default),
+            "light" => Ok(Self::Light),
+            other => Err(format!("{other:?} is not a profile: use {}", Self::NAMES)),
+        }
+    }
+
+    /// The profile's costs.
+    pub fn params(self) -> HashParams {
+        match self {
+            Self::Default => HashParams::default(),
+            Self::Light => HashParams {
+                memory_kib: LIGHT_MEMORY_KIB,
+                iterations: LIGHT_ITERATIONS,
+                parallelism: DEFAULT_PARALLELISM,
+            },
+        }
+    }
+}
 
 /// argon2id cost parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -323,6 +368,34 @@ mod tests {
     #[test]
     fn default_params_are_owasp() {
         assert_eq!(HashParams::default(), HashParams { memory_kib: 19_456, iterations: 2, parallelism: 1 });
+    }
+
+    #[test]
+    fn profiles_parse_to_owasp_settings() {
+        assert_eq!(HashProfile::parse("default").unwrap().params(), HashParams::default());
+        assert_eq!(
+            HashProfile::parse(" light ").unwrap().params(),
+            HashParams { memory_kib: 7_168, iterations: 5, parallelism: 1 }
+        );
+        for bad in ["", "Light", "fast", "owasp"] {
+            assert!(HashProfile::parse(bad).unwrap_err().contains("`default` or `light`"), "{bad:?}");
+        }
+    }
+
+    /// A hash made under one profile verifies whatever the profile is now (the
+    /// costs are read from the hash), and is due for a rehash under the other.
+    #[test]
+    fn hashes_made_under_either_profile_verify_and_are_rehashed_under_the_other() {
+        let p = pw("a passphrase under two profiles");
+        let (default, light) = (HashProfile::Default.params(), HashProfile::Light.params());
+        let by_default = PasswordHash::create(&p, &default, [4; 16]).unwrap();
+        let by_light = PasswordHash::create(&p, &light, [5; 16]).unwrap();
+        assert!(by_default.as_str().starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{}", by_default.as_str());
+        assert!(by_light.as_str().starts_with("$argon2id$v=19$m=7168,t=5,p=1$"), "{}", by_light.as_str());
+        assert!(by_default.verify(&p) && by_light.verify(&p));
+        assert!(!by_light.verify(&pw("another passphrase here")));
+        assert!(!by_default.needs_rehash(&default) && by_default.needs_rehash(&light));
+        assert!(!by_light.needs_rehash(&light) && by_light.needs_rehash(&default));
     }
 
     #[test]
