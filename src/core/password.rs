@@ -33,10 +33,10 @@ pub enum HashProfile {
     /// `default`: 19 MiB, 2 passes, 1 lane — OWASP's first choice.
     Default,
     /// `light`: 7 MiB, 5 passes, 1 lane — OWASP's choice with the least
-    /// memory. OWASP deems it equivalent; it costs less CPU (about a fifth
-    /// less, measured in workerd) and memory per hash, but each guess also
-    /// needs less than half the memory, which is what makes guessing on GPUs
-    /// and custom hardware expensive (see docs/configuration.md).
+    /// memory. OWASP deems it equivalent; it takes far less memory per hash
+    /// and a little less CPU (0–20 % in workerd), but each guess then needs
+    /// less than half the memory, which is what makes guessing on GPUs and
+    /// custom hardware expensive (see docs/operations.md).
     Light,
 }
 
