@@ -1,6 +1,7 @@
 // `npm run bench [-- options]`: Portcullis against a bare pass-through Worker and a
 // jose gateway, side by side on this machine, on the bare runtime (`workerd serve`,
-// not `wrangler dev`), driven by wrk. See bench/README.md for the method.
+// not `wrangler dev`), driven by wrk; then cold starts against the pass-through, and
+// the CPU of a signup, a login and a refresh. See bench/README.md for the method.
 //
 // Options:
 //   --seconds N       load per target for each throughput figure, split into rounds (default 10)
@@ -80,7 +81,7 @@ function parseArgs(argv) {
     else if (a === "--record") o.record = true;
     else if (a === "--quick") Object.assign(o, { seconds: 4, microSeconds: 1, microRounds: 2, pairedSeconds: 4, warmup: 1, startupRounds: 3, signinUsers: 4 });
     else if (a === "--help" || a === "-h") {
-      console.log(fs.readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n").slice(0, 20).join("\n"));
+      console.log(fs.readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n").filter((l, i, all) => all.slice(0, i + 1).every((x) => x.startsWith("//"))).join("\n"));
       process.exit(0);
     } else throw new Error(`unknown option ${a} (try --help)`);
   }
