@@ -50,7 +50,11 @@ const WORKERD = path.join(ROOT, "node_modules", "@cloudflare", "workerd-linux-64
 
 const ISSUER = "https://portcullis.bench.example";
 const AUDIENCE = "portcullis";
-const ROUTES = '[{"path": "/api/public/*", "policy": "public"}, {"path": "/api/admin/*", "policy": "role:admin"}]';
+const ROUTES =
+  '[{"path": "/api/public/*", "policy": "public"}, {"path": "/api/admin/*", "policy": "role:admin"}, {"path": "/api/fresh/*", "policy": "authenticated", "fresh": true}]';
+// The revocation set Portcullis runs with (seeded into the fake D1's revocation log):
+// revoked sessions, and users whose roles changed, within the last ACCESS_TTL.
+const REVOCATIONS = { sessions: 10_000, users: 1_000 };
 
 // Targets.
 const TARGET_BA = 0.75;
@@ -225,7 +229,7 @@ function expect(cond, what) {
 }
 
 /** The gateways must do their job before they are timed. */
-async function correctness({ a, b, c }, { token, sub, adminToken, kid, jwks, originPort }) {
+async function correctness({ a, b, c }, { token, sub, adminToken, kid, jwks, originPort, mint }) {
   const bearer = { authorization: `Bearer ${token}` };
   // (a)
   expect((await get(a, "/api/data", bearer)).status === 200, "(a) pass-through answers 200");
@@ -244,6 +248,13 @@ async function correctness({ a, b, c }, { token, sub, adminToken, kid, jwks, ori
   expect((await get(b, "/api/admin/x", bearer)).status === 403, "(b) non-admin on role:admin route -> 403");
   expect((await get(b, "/api/admin/x", { authorization: `Bearer ${adminToken}` })).status === 200, "(b) admin on role:admin route -> 200");
   expect((await get(b, "/api/public/x")).status === 200, "(b) public route without token -> 200");
+  // Revocation: the fake D1's log was read (the set is in place), the fresh rule reads the session.
+  const revoked = await get(b, "/api/data", { authorization: `Bearer ${mint({ sid: "bench-revoked-session-9999" })}` });
+  expect(revoked.status === 401 && revoked.json?.code === "token_revoked", `(b) a revoked session's token -> 401 token_revoked: ${revoked.status} ${revoked.text.slice(0, 200)}`);
+  const lost = await get(b, "/api/data", { authorization: `Bearer ${mint({ sub: "bench-revoked-user-999", roles: ["user"] })}` });
+  expect(lost.status === 401 && lost.json?.code === "token_revoked", `(b) a token claiming a role its user lost -> 401 token_revoked: ${lost.status}`);
+  const fresh = await get(b, "/api/fresh/x", { authorization: `Bearer ${mint({ sid: "sub" })}` });
+  expect(fresh.status === 200, `(b) a fresh rule's session read from D1 -> 200: ${fresh.status} ${fresh.text.slice(0, 200)}`);
   // (c) jose gateway
   const okc = await get(c, "/api/data", bearer);
   expect(okc.status === 200 && okc.json?.user === sub, `(c) valid token -> 200 with identity: ${okc.status} ${okc.text.slice(0, 200)}`);
@@ -253,7 +264,10 @@ async function correctness({ a, b, c }, { token, sub, adminToken, kid, jwks, ori
   expect((await get(c, "/api/public/x")).status === 200, "(c) public route -> 200");
 }
 
-const d1Count = (child) => (child.output().match(/\[fake-d1\]/g) ?? []).length;
+/** Statements in the fake D1's log: all, or those matching `what` (a regex source). */
+const d1Count = (child, what = "") => (child.output().match(new RegExp(`\\[fake-d1\\] ${what}`, "g")) ?? []).length;
+const D1_KINDS = { revocationLog: "SELECT (seq, kind|MAX\\(seq\\))", freshCheck: "SELECT (id, user_id|group_concat)", keys: "SELECT kid, alg" };
+const d1Counts = (child) => ({ total: d1Count(child), ...Object.fromEntries(Object.entries(D1_KINDS).map(([k, re]) => [k, d1Count(child, re)])) });
 
 async function main() {
   const opt = parseArgs(process.argv.slice(2));
@@ -335,7 +349,7 @@ async function main() {
         { name: "index_bg.wasm", file: path.join(SNAP, ...(named ? ["named"] : []), "index_bg.wasm"), type: "wasm" },
       ],
       vars: portcullisVars,
-      extra: portcullisPlatform(OUT, BENCH, [key.row]),
+      extra: portcullisPlatform(OUT, BENCH, [key.row], REVOCATIONS),
     });
   const configFor = {
     a: (name, port) => writeConfig(OUT, name, {
@@ -362,8 +376,8 @@ async function main() {
   const base = { a: `http://127.0.0.1:${ports.a}`, b: `http://127.0.0.1:${ports.b}`, c: `http://127.0.0.1:${ports.c}` };
   log(`origin ${ORIGIN_URL} (Node http); workerd: a ${base.a}, b ${base.b}, c ${base.c}; configs in bench/out/*.capnp`);
 
-  await correctness(base, { token, sub, adminToken, kid: key.kid, jwks: key.jwks, originPort });
-  log("correctness checks passed (identity headers, assertion, 401/403, JWKS from the fake D1)");
+  await correctness(base, { token, sub, adminToken, kid: key.kid, jwks: key.jwks, originPort, mint });
+  log(`correctness checks passed (identity headers, assertion, 401/403, JWKS from the fake D1, revocation set of ${fmt(REVOCATIONS.sessions)} sessions and ${fmt(REVOCATIONS.users)} users, fresh rule)`);
 
   // One measured load phase: wrk plus the CPU the target's workerd used meanwhile.
   const phase = async (target, { path: p, tokens, scheme, connections, seconds, expectStatus = "2xx" }) => {
@@ -427,8 +441,9 @@ async function main() {
     return { median: median(ds), min: Math.min(...ds), max: Math.max(...ds) };
   };
 
-  const results = { machine: mach, build, wasm: sizes, options: opt, throughput: {}, fresh: {}, micro: {}, d1: {} };
-  const d1Before = d1Count(proc.b);
+  const results = { machine: mach, build, wasm: sizes, options: opt, throughput: {}, fresh: {}, micro: {}, d1: {}, revocations: REVOCATIONS };
+  const loadStarted = Date.now();
+  const d1Before = d1Counts(proc.b);
 
   // 1. Throughput, same client token on every request (a client reusing its access token).
   const tput = { connections: opt.connections, seconds: opt.seconds / opt.rounds, path: "/api/data", tokens: repeatFile };
@@ -496,10 +511,13 @@ async function main() {
     );
     // Full forwards to the origin.
     const forwardSeconds = opt.pairedSeconds - checkSeconds;
+    const freshRuleToken = mint({ sid: "sub" });
     const pf = await pairedLatency(
       [
         P("public200", ports.b, "/api/public/x", bearer, 200),
         P("repeat200", ports.b, "/api/data", bearer, 200),
+        // A `"fresh": true` rule: the same cached check, plus the session read from D1.
+        P("freshRule200", ports.b, "/api/fresh/x", () => `Bearer ${freshRuleToken}`, 200),
         P("fresh200", ports.b, "/api/data", await pool(Math.ceil(forwardSeconds * 600) + 300), 200),
         P("c_public200", ports.c, "/api/public/x", bearer, 200),
         P("c_verify200", ports.c, "/api/data", bearer, 200),
@@ -519,10 +537,11 @@ async function main() {
       verifyOnce: pc.diff("c_verify1", "c_crypto0"),
       forwardFresh: pf.diff("fresh200", "public200"),
       forwardRepeat: pf.diff("repeat200", "public200"),
+      freshRule: pf.diff("freshRule200", "repeat200"),
       joseForward: pf.diff("c_verify200", "c_public200"),
     };
     const pr = results.paired;
-    log(`paired latency (${fmt(pr.samples.check)} / ${fmt(pr.samples.forward)} samples per variant${pr.stoppedEarly ? ", a token pool ran dry" : ""}): token check fresh ${ci(pr.fresh)}, repeat ${ci(pr.repeat)}, fresh − repeat ${ci(pr.freshVsRepeat)}; forward fresh ${ci(pr.forwardFresh)}, repeat ${ci(pr.forwardRepeat)}; jose check ${ci(pr.jose)}, forward ${ci(pr.joseForward)}; one native sign / verify per request ${ci(pr.signOnce)} / ${ci(pr.verifyOnce)}`);
+    log(`paired latency (${fmt(pr.samples.check)} / ${fmt(pr.samples.forward)} samples per variant${pr.stoppedEarly ? ", a token pool ran dry" : ""}): token check fresh ${ci(pr.fresh)}, repeat ${ci(pr.repeat)}, fresh − repeat ${ci(pr.freshVsRepeat)}; forward fresh ${ci(pr.forwardFresh)}, repeat ${ci(pr.forwardRepeat)}, fresh rule − repeat ${ci(pr.freshRule)}; jose check ${ci(pr.jose)}, forward ${ci(pr.joseForward)}; one native sign / verify per request ${ci(pr.signOnce)} / ${ci(pr.verifyOnce)}`);
 
     const one = { connections: opt.microConnections, seconds: opt.microSeconds };
     await warm("b", "/api/admin/x", repeatFile);
@@ -552,8 +571,10 @@ async function main() {
   results.native = await calibrateCrypto(base.c, proc.c.pid);
   log(`WebCrypto Ed25519 in workerd: verify ${fmt(results.native.verify, 1)} µs, sign ${fmt(results.native.sign, 1)} µs (CPU per operation)`);
 
-  results.d1.duringLoad = d1Count(proc.b) - d1Before;
-  results.d1.total = d1Count(proc.b);
+  const d1After = d1Counts(proc.b);
+  results.d1.duringLoad = Object.fromEntries(Object.entries(d1After).map(([k, v]) => [k, v - d1Before[k]]));
+  results.d1.total = d1After.total;
+  results.d1.loadSeconds = (Date.now() - loadStarted) / 1000;
 
   // 5. Cold start: a new workerd process until its first answer, JS pass-through against
   //    Portcullis, both forwarding a public-route request to the origin.
@@ -763,16 +784,18 @@ function report(r) {
   L.push(`| fresh − already seen (both 403: identical responses) | ${ci(pr.freshVsRepeat)} | | | | |`);
   L.push(`| authenticated − public forward, fresh token (check + assertion signing + identity headers) | ${ci(pr.forwardFresh)} | | | ${ci(pr.joseForward)} | |`);
   L.push(`| authenticated − public forward, token already seen (cached check and assertion) | ${ci(pr.forwardRepeat)} | | | (no cache) | |`);
+  L.push(`| a \`"fresh": true\` rule − the same forward without it, token already seen (the full path and one D1 batch, here the in-memory fake: a real D1 adds its round trip) | ${ci(pr.freshRule)} | | | | |`);
   L.push(`| for scale: one native (WebCrypto) Ed25519 **verify** / **sign** per request, from JS in this workerd | ${fmt(pr.verifyOnce.median, 1)} / ${fmt(pr.signOnce.median, 1)} | | | | |`);
   L.push(`| for scale: the same, ${fmt(200)} in a row (caches hot; CPU per operation) | ${fmt(r.native.verify, 1)} / ${fmt(r.native.sign, 1)} | | | | |`);
   L.push("");
   const md = pr.medians;
   const lat = (k, label) => `${label} ${fmt(md[k])}`;
-  L.push(`Paired-run median latencies (µs, client-measured, one connection): Portcullis ${[lat("none401", "401 no token"), lat("repeat403", "403 cached token"), lat("fresh403", "403 fresh token"), lat("public200", "public forward"), lat("repeat200", "authenticated forward, cached"), lat("fresh200", "authenticated forward, fresh")].join(", ")}; jose ${[lat("c_none401", "401"), lat("c_verify403", "403 after verify"), lat("c_public200", "public forward"), lat("c_verify200", "authenticated forward")].join(", ")}.`);
+  L.push(`Paired-run median latencies (µs, client-measured, one connection): Portcullis ${[lat("none401", "401 no token"), lat("repeat403", "403 cached token"), lat("fresh403", "403 fresh token"), lat("public200", "public forward"), lat("repeat200", "authenticated forward, cached"), lat("fresh200", "authenticated forward, fresh"), lat("freshRule200", "fresh rule, cached")].join(", ")}; jose ${[lat("c_none401", "401"), lat("c_verify403", "403 after verify"), lat("c_public200", "public forward"), lat("c_verify200", "authenticated forward")].join(", ")}.`);
   const mm = (k, label) => `${label} ${fmt(m[k].cpu_us_per_req, 1)}`;
   L.push(`CPU runs, workerd CPU µs/req: Portcullis ${[mm("none401", "401"), mm("repeat403", "403 cached token"), mm("fresh403", "403 fresh token")].join(", ")}; jose ${[mm("c_none401", "401"), mm("c_verify403", "403 after verify")].join(", ")}.`);
   L.push("");
-  L.push(`D1 statements Portcullis ran (fake D1 log): ${r.d1.total} in total, **${r.d1.duringLoad} during the load phases**.`);
+  const dl = r.d1.duringLoad;
+  L.push(`**Revocation on**: Portcullis checks every token against a revocation set of ${fmt(r.revocations.sessions)} revoked sessions and ${fmt(r.revocations.users)} users whose roles changed (seeded into the fake D1's revocation log; \`REVOCATION_LAG\` 10 s). D1 statements Portcullis ran (fake D1 log): ${r.d1.total} in total; during the ${fmt(r.d1.loadSeconds)} s of load phases **${dl.total}**: ${dl.revocationLog} reading the revocation log (${fmt(dl.revocationLog / 2)} reads of one batch of two statements, in the background, about one every half lag; no request waits for them), ${dl.freshCheck} for the fresh rule's session checks (${fmt(dl.freshCheck / 2)} requests of the paired run, one batch of two each), ${dl.keys} key loads, ${dl.total - dl.revocationLog - dl.freshCheck - dl.keys} others.`);
   L.push("");
   const w = r.wasm;
   L.push(`**Wasm** \`build/index_bg.wasm\`: **${fmt(w.raw)} B raw** (${fmt(w.raw / 1024)} KiB), **${fmt(w.gzip)} B gzipped** (${fmt(w.gzip / 1024)} KiB, gzip -9); custom sections stripped by the build (kept in \`build/named/\` for profiles): ${w.customs.map((x) => `\`${x.name}\` ${fmt(x.size)} B`).join(", ")}. \`build/index.js\`: ${fmt(w.js)} B.`);

@@ -4,7 +4,15 @@
 //   { method, path, query, headers, body, body_length, body_sha256,
 //     identity: { user_id, email, roles, session_id, assertion } }
 //
-// `identity` is read from the X-Auth-* headers the gateway adds.
+// `identity` is read from the X-Auth-* headers the gateway adds. Given a gateway
+// to trust (`startOrigin({ trust: { issuer, audience } })`, or `origin.trust(...)`
+// later; `npm start` does), the echo also has `verified`: the identity the signed
+// X-Auth-Assertion vouches for, checked with @portcullis/origin-node (packages/
+// origin-node) against the gateway's JWKS — `{ user }` (id, email, roles, session,
+// every claim, the sign-in hook's included) or `{ error, status }` — and the
+// sign-in hook's claims as the gateway forwarded them (`X-Auth-Claims`, with
+// CLAIMS_HEADER=true) in `identity.claims`. The bare headers prove nothing: anyone
+// who reaches the origin directly can send them; `verified` is what to trust.
 // Special paths (matched at the END of the path, so they work under any prefix,
 // e.g. /api/public/__status/404 or /api/__slow?ms=200):
 //   .../__status/NNN              answers status NNN (JSON echo as the body, none for 204/304)
@@ -27,12 +35,24 @@ import { fileURLToPath } from "node:url";
 import fs from "node:fs";
 import process from "node:process";
 import { WebSocketServer } from "ws";
+import { createVerifier, AssertionError } from "../packages/origin-node/src/index.js";
 
 const DEFAULT_PORT = 8790;
 // Bodies up to this size are echoed as text; bigger ones only as length + sha256.
 const MAX_ECHO_BODY = 1024 * 1024;
 
-function echo(req, url, buf) {
+/** What the assertion proves, with `verifier` (none: undefined). */
+async function verify(verifier, req) {
+  if (!verifier) return undefined;
+  try {
+    return { user: await verifier.verifyAssertion(req.headers["x-auth-assertion"]) };
+  } catch (err) {
+    if (!(err instanceof AssertionError)) throw err;
+    return { error: err.code, status: err.status, detail: err.detail };
+  }
+}
+
+function echoOf(req, url, buf, verified) {
   const headers = {};
   for (const [k, v] of Object.entries(req.headers)) headers[k.toLowerCase()] = v;
   // Identity headers carry UTF-8 (a non-ASCII email); Node reads header bytes as Latin-1.
@@ -51,8 +71,10 @@ function echo(req, url, buf) {
       roles: h("x-auth-roles"),
       session_id: h("x-auth-session-id"),
       assertion: h("x-auth-assertion"),
+      claims: h("x-auth-claims"),
     },
   };
+  if (verified !== undefined) out.verified = verified;
   if (buf.length > MAX_ECHO_BODY) out.body_truncated = true;
   return out;
 }
@@ -82,7 +104,7 @@ function clampInt(v, def, min, max) {
   return Math.min(max, Math.max(min, n));
 }
 
-async function handle(req, res) {
+async function handle(req, res, verifier) {
   const url = new URL(req.url ?? "/", "http://origin.local");
   if (/\/__duplex$/.test(url.pathname)) {
     res.writeHead(200, { "content-type": "text/plain; charset=utf-8", "x-demo-origin": "1" });
@@ -95,6 +117,8 @@ async function handle(req, res) {
   for await (const c of req) chunks.push(c);
   const buf = Buffer.concat(chunks);
   const path = url.pathname;
+  const verified = await verify(verifier, req);
+  const echo = (req, url, buf) => echoOf(req, url, buf, verified);
 
   let m;
   if ((m = path.match(/\/__status\/(\d{3})$/))) {
@@ -128,13 +152,16 @@ async function handle(req, res) {
 }
 
 /**
- * Start the demo origin. `port: 0` picks a free port.
- * @returns {Promise<{ port: number, url: string, close: () => Promise<void> }>}
+ * Start the demo origin. `port: 0` picks a free port. `trust`: the gateway whose
+ * assertions to verify (`{ issuer, audience, jwksUrl? }`, createVerifier's options);
+ * `origin.trust(options)` sets it later (once the gateway's URL is known).
+ * @returns {Promise<{ port: number, url: string, trust: (o: object) => void, close: () => Promise<void> }>}
  */
-export async function startOrigin({ port = DEFAULT_PORT, host = "127.0.0.1" } = {}) {
+export async function startOrigin({ port = DEFAULT_PORT, host = "127.0.0.1", trust } = {}) {
   const sockets = new Set();
+  let verifier = trust ? createVerifier(trust) : null;
   const server = http.createServer((req, res) => {
-    handle(req, res).catch((err) => {
+    handle(req, res, verifier).catch((err) => {
       if (!res.headersSent) sendJson(res, 500, { error: String(err?.message ?? err) });
       else res.destroy();
     });
@@ -143,7 +170,7 @@ export async function startOrigin({ port = DEFAULT_PORT, host = "127.0.0.1" } = 
   const wss = new WebSocketServer({ noServer: true });
   server.on("upgrade", (req, socket, head) => {
     wss.handleUpgrade(req, socket, head, (ws) => {
-      ws.send(JSON.stringify(echo(req, new URL(req.url ?? "/", "http://origin.local"), Buffer.alloc(0))));
+      ws.send(JSON.stringify(echoOf(req, new URL(req.url ?? "/", "http://origin.local"), Buffer.alloc(0))));
       ws.on("message", (data, isBinary) => ws.send(data, { binary: isBinary }));
     });
   });
@@ -163,6 +190,9 @@ export async function startOrigin({ port = DEFAULT_PORT, host = "127.0.0.1" } = 
     port: actual,
     url: `http://${host}:${actual}`,
     server,
+    trust: (options) => {
+      verifier = createVerifier(options);
+    },
     close: () =>
       new Promise((resolve) => {
         server.close(() => resolve());

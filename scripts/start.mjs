@@ -1,8 +1,11 @@
 // `npm start -- [wrangler dev args]`: local Portcullis.
 //   1. applies the D1 migrations into the local state (--persist-to DIR, default .wrangler/state)
 //   2. starts the demo origin on 127.0.0.1:8790 (env DEMO_ORIGIN_PORT overrides; then
-//      ORIGIN_URL and the email link bases of wrangler.toml are pointed at that port too,
-//      unless you pass them with --var yourself)
+//      ORIGIN_URL is pointed at that port too, unless you pass it with --var yourself); it
+//      verifies the gateway's signed assertion with packages/origin-node and echoes what
+//      it proves (`verified`)
+//   2b. points the emails' links at the gateway's hosted pages (/auth/ui/magic-link,
+//      /auth/ui/reset, /auth/ui/verify-email), unless you pass them or UI_ENABLED:false
 //   3. runs `wrangler dev --ip 127.0.0.1 --port PORT --persist-to DIR ...your args`
 // Every argument other than --port/--ip/--persist-to is passed to `wrangler dev` as is
 // (e.g. --var ACCESS_TTL:60, --test-scheduled). Runs under Node 22 (scripts/run.sh).
@@ -34,22 +37,34 @@ function parseArgs(argv) {
   return opts;
 }
 
-// The vars in wrangler.toml that name the demo origin (its default port), with
-// the path each one has there.
-const DEMO_ORIGIN_VARS = { ORIGIN_URL: "", MAGIC_LINK_URL: "/magic-link", PASSWORD_RESET_URL: "/reset-password", EMAIL_VERIFY_URL: "/verify-email" };
+// The var in wrangler.toml that names the demo origin (its default port).
 const DEMO_ORIGIN_DEFAULT_PORT = 8790;
+// The emails' link bases: the hosted pages that take each token, on the gateway.
+const PAGE_VARS = { MAGIC_LINK_URL: "/magic-link", PASSWORD_RESET_URL: "/reset", EMAIL_VERIFY_URL: "/verify-email" };
 
-/** `--var` arguments pointing those vars at the demo origin on `port`, when it is not the default; vars the user passes stay theirs. */
-function originVars(port, rest) {
-  if (port === DEMO_ORIGIN_DEFAULT_PORT) return [];
-  const given = new Set();
+/**
+ * `--var` arguments pointing ORIGIN_URL at the demo origin on `port` (when it is not the
+ * default) and the email links at the hosted pages of the gateway at `gateway` (unless
+ * UI_ENABLED is false); vars the user passes stay theirs.
+ */
+function startVars(port, gateway, rest) {
+  const given = (name) => givenVar(name, rest) !== undefined;
+  const out = [];
+  if (port !== DEMO_ORIGIN_DEFAULT_PORT && !given("ORIGIN_URL")) out.push("--var", `ORIGIN_URL:http://127.0.0.1:${port}`);
+  if (givenVar("UI_ENABLED", rest) !== "false") {
+    const pages = `${gateway}${givenVar("AUTH_PREFIX", rest) ?? "/auth"}/ui`;
+    for (const [name, p] of Object.entries(PAGE_VARS)) if (!given(name)) out.push("--var", `${name}:${pages}${p}`);
+  }
+  return out;
+}
+
+/** The value of `--var NAME:value` among the user's arguments, if given. */
+function givenVar(name, rest) {
   for (let i = 0; i < rest.length; i++) {
     const v = rest[i] === "--var" ? rest[i + 1] : rest[i].startsWith("--var=") ? rest[i].slice(6) : null;
-    if (v) given.add(v.split(":", 1)[0]);
+    if (v && v.startsWith(`${name}:`)) return v.slice(name.length + 1);
   }
-  return Object.entries(DEMO_ORIGIN_VARS)
-    .filter(([name]) => !given.has(name))
-    .flatMap(([name, p]) => ["--var", `${name}:http://127.0.0.1:${port}${p}`]);
+  return undefined;
 }
 
 function log(msg) {
@@ -90,16 +105,22 @@ async function main() {
   if (!Number.isInteger(originPort) || originPort < 0 || originPort > 65535) {
     throw new Error(`DEMO_ORIGIN_PORT must be a port number (0 picks a free one), not "${requested}"`);
   }
+  // The demo origin verifies the gateway's assertion with @portcullis/origin-node:
+  // issued by the gateway (its ISSUER, else the URL it is reached at) for this origin.
+  const gateway = `http://${opts.ip}:${opts.port}`;
+  const issuer = givenVar("ISSUER", opts.rest) ?? gateway;
   let origin = null;
   try {
     origin = await startOrigin({ port: originPort });
-    log(`demo origin on ${origin.url}`);
+    const audience = givenVar("ORIGIN_URL", opts.rest) ?? origin.url;
+    origin.trust({ issuer, audience, jwksUrl: `${gateway}/.well-known/jwks.json` });
+    log(`demo origin on ${origin.url}, verifying the gateway's assertions (issuer ${issuer})`);
   } catch (err) {
     log(`demo origin NOT started on 127.0.0.1:${originPort}: ${err.code ?? err.message} (is one already running?)`);
   }
 
   const devArgs = [WRANGLER, "dev", "--ip", opts.ip, "--port", String(opts.port), "--persist-to", persistTo,
-    ...originVars(origin?.port ?? originPort, opts.rest), ...opts.rest];
+    ...startVars(origin?.port ?? originPort, gateway, opts.rest), ...opts.rest];
   log(`wrangler dev on http://${opts.ip}:${opts.port}`);
   const child = spawn(process.execPath, devArgs, { cwd: ROOT, env, stdio: "inherit" });
 

@@ -2,7 +2,8 @@
 //!
 //! It serves an auth API under `/auth` (signup, login, rotating refresh tokens,
 //! sessions, magic links, email codes, password reset and change, email
-//! verification, an admin API), publishes its signing keys at
+//! verification, a second factor (TOTP with backup codes), an admin API),
+//! publishes its signing keys at
 //! `/.well-known/jwks.json` (rotated by an administrator or a cron trigger), checks every
 //! other request at the edge and proxies the allowed ones to the origin, and puts
 //! every auth event on a Queue whose consumer (this same crate) delivers them.
@@ -11,7 +12,7 @@
 //!
 //! - [`core`]: pure logic — config, errors, emails, passwords, tokens, keys,
 //!   sessions, events and their delivery (signed webhooks, email templates,
-//!   retries, dead letters), the sign-in hook, route policies and the
+//!   retries, dead letters), the audit log, the sign-in hook, route policies and the
 //!   use-case flows. It never imports
 //!   `worker`, reads no clock and draws no randomness of its own: time and
 //!   randomness are passed in, storage is reached through the small traits in

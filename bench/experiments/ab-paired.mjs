@@ -15,6 +15,8 @@
 // With AB_FORWARD=1, both builds also forward to a local origin (bench/origin.mjs) with a
 // never-seen and with an already-seen token: the fresh forward (check, assertion signing,
 // identity headers, forward) minus the repeat forward, per build and B − A.
+// VARS_A / VARS_B (a JSON object) set vars for one build, e.g. a ROUTES an older build
+// can parse: VARS_A='{"ROUTES": "[...]"}'.
 import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
@@ -44,8 +46,9 @@ try {
     originPort = await freePort();
     await waitOutput(start(process.execPath, [path.join(OUT, "..", "origin.mjs"), String(originPort)]), /listening/);
   }
-  const A = await serveBuild("A", "b-portcullis.capnp", { dir: dirA, originPort });
-  const B = await serveBuild("B", "b-portcullis.capnp", { dir: dirB, originPort });
+  const varsOf = (name) => JSON.parse(process.env[name] || "{}");
+  const A = await serveBuild("A", "b-portcullis.capnp", { dir: dirA, originPort, vars: varsOf("VARS_A") });
+  const B = await serveBuild("B", "b-portcullis.capnp", { dir: dirB, originPort, vars: varsOf("VARS_B") });
   const pool = (list = fresh) => {
     const it = list.values();
     return () => {

@@ -41,16 +41,17 @@ export async function makeSigningKey(now = Math.floor(Date.now() / 1000), { kek 
  * A token minter for `key`: mint({ roles }) -> compact JWS. Fast (node:crypto, sync).
  * `ttl` must not exceed the gateway's ACCESS_TTL (default 900): a token claiming a longer
  * lifetime (exp − iat beyond ACCESS_TTL + 30 s) is refused, however it is signed.
+ * `sub` and `sid` are random unless given; `sid: "sub"` makes the session id the user id
+ * (what the bench's fake D1 answers a `fresh` rule's session check with).
  */
 export function minter(key, { issuer, audience, ttl = 900 }) {
   const header = b64u(JSON.stringify({ alg: "EdDSA", kid: key.kid, typ: "at+jwt" }));
-  return ({ roles = ["user"], now = Math.floor(Date.now() / 1000) } = {}) => {
-    const sub = crypto.randomUUID();
+  return ({ roles = ["user"], now = Math.floor(Date.now() / 1000), sub = crypto.randomUUID(), sid = crypto.randomUUID() } = {}) => {
     const claims = {
       iss: issuer,
       aud: audience,
       sub,
-      sid: crypto.randomUUID(),
+      sid: sid === "sub" ? sub : sid,
       roles,
       email: `user-${sub.slice(0, 8)}@bench.example`,
       email_verified: true,

@@ -11,7 +11,9 @@ const WORKERD = path.join(OUT, "..", "..", "node_modules/@cloudflare/workerd-lin
 
 /**
  * Starts `workerd serve` for bench/out/`src` as `name`; `dir` swaps in another build,
- * `vars` is "NAME=value,NAME=value". Resolves to { port, pid } once it answers.
+ * `vars` ("NAME=value,NAME=value", or an object or its JSON for values with commas,
+ * such as ROUTES) sets vars, replacing those the config has. Resolves to { port, pid } once
+ * it answers.
  */
 export async function serveBuild(name, src, { dir = null, originPort, vars = "" } = {}) {
   const port = await freePort();
@@ -20,9 +22,12 @@ export async function serveBuild(name, src, { dir = null, originPort, vars = "" 
   cfg = cfg.replace(/address = "127\.0\.0\.1:\d+"/, `address = "127.0.0.1:${port}"`);
   if (originPort) cfg = cfg.replace(/"http:\/\/127\.0\.0\.1:\d+"/, `"http://127.0.0.1:${originPort}"`);
   if (dir) cfg = cfg.replaceAll('embed "build/', `embed "${dir}/`);
-  for (const kv of vars ? vars.split(",") : []) {
-    const [k, v] = kv.split("=");
-    cfg = cfg.replace(/(\(name = "[A-Z_]+", text = "[^"]*"\))/, `(name = "${k}", text = "${v}"),\n          $1`);
+  if (typeof vars === "string" && vars.trim().startsWith("{")) vars = JSON.parse(vars);
+  const pairs = typeof vars === "string" ? (vars ? vars.split(",").map((kv) => kv.split("=")) : []) : Object.entries(vars);
+  for (const [k, v] of pairs) {
+    const binding = `(name = "${k}", text = ${JSON.stringify(String(v))})`;
+    const existing = new RegExp(`\\(name = "${k}", text = "(?:[^"\\\\]|\\\\.)*"\\)`);
+    cfg = existing.test(cfg) ? cfg.replace(existing, () => binding) : cfg.replace(/(\(name = "[A-Z_]+", text = "[^"]*"\))/, () => `${binding},\n          $1`);
   }
   const f = path.join(OUT, `ab-${name}.capnp`);
   fs.writeFileSync(f, cfg);

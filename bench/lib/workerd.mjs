@@ -49,14 +49,19 @@ const config :Workerd.Config = (
   return cfgPath;
 }
 
-/** The wrapped-binding and stub-service pieces Portcullis needs (DB, TOKENS, EVENTS). */
-export function portcullisPlatform(outDir, benchDir, keyRows) {
+/**
+ * The wrapped-binding and stub-service pieces Portcullis needs (DB, TOKENS, EVENTS).
+ * `revocations` ({sessions, users}, optional) seeds the fake D1's revocation log.
+ */
+export function portcullisPlatform(outDir, benchDir, keyRows, revocations) {
   const rel = (f) => path.relative(outDir, f).split(path.sep).join("/");
+  const inner = [`(name = "ROWS", json = ${q(JSON.stringify(keyRows))})`];
+  if (revocations) inner.push(`(name = "REVOCATIONS", json = ${q(JSON.stringify(revocations))})`);
   return {
     bindings: [
       {
         name: "DB",
-        kind: `wrapped = (moduleName = "portcullis-bench:fake-d1", innerBindings = [ (name = "ROWS", json = ${q(JSON.stringify(keyRows))}) ])`,
+        kind: `wrapped = (moduleName = "portcullis-bench:fake-d1", innerBindings = [ ${inner.join(", ")} ])`,
       },
       { name: "TOKENS", kind: `kvNamespace = "stub"` },
       { name: "EVENTS", kind: `queue = "stub"` },

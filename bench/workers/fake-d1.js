@@ -1,10 +1,21 @@
 // A stand-in for the D1 binding `DB` under bare workerd (no Miniflare), loaded as
 // a workerd "wrapped" binding. It is a class named D1Database because workers-rs
-// checks the binding's constructor name. It serves exactly what Portcullis's key
-// ring needs: the signing_keys SELECT returns the rows given in the inner binding
-// ROWS (JSON); an INSERT INTO signing_keys adds a row. Any other statement returns
-// no rows. Every statement is logged ("[fake-d1] ...") so the bench can count D1
-// calls and show that the gateway's hot path makes none once the isolate is warm.
+// checks the binding's constructor name. It serves exactly what Portcullis's
+// gateway needs:
+// - the key ring: the signing_keys SELECT returns the rows given in the inner
+//   binding ROWS (JSON); an INSERT INTO signing_keys adds a row;
+// - the revocation log (migrations/0008_revocations.sql): the inner binding
+//   REVOCATIONS (JSON, optional) {sessions: N, users: M} seeds it with N revoked
+//   sessions (`bench-revoked-session-<i>`) and M users whose roles changed to none
+//   (`bench-revoked-user-<i>`), all recorded at the first read; the
+//   gateway's reads of it (rows after a sequence number, and the last one) are
+//   answered from that;
+// - the `"fresh": true` check: any session id names a live session whose user id
+//   is the session id itself (the bench mints such tokens for fresh rules), holding
+//   the role `user`.
+// Any other statement returns no rows. Every statement is logged ("[fake-d1] ...")
+// so the bench can count D1 calls and show what the gateway's hot path makes once
+// the isolate is warm.
 class D1Result {
   constructor(results, changes = 0) {
     this.success = true;
@@ -39,8 +50,22 @@ class D1PreparedStatement {
 }
 
 class D1Database {
-  constructor(rows) {
+  constructor(rows, revocations) {
     this.rows = rows;
+    this.revocations = revocations;
+  }
+  /** The seeded revocation log, recorded at its first read (outside a request the clock reads 0). */
+  revocationLog() {
+    if (this.log) return this.log;
+    const at = Math.floor(Date.now() / 1000);
+    this.log = [];
+    for (let i = 0; i < (this.revocations?.sessions ?? 0); i++) {
+      this.log.push({ seq: this.log.length + 1, kind: "session", subject: `bench-revoked-session-${i}`, roles: null, at });
+    }
+    for (let i = 0; i < (this.revocations?.users ?? 0); i++) {
+      this.log.push({ seq: this.log.length + 1, kind: "roles", subject: `bench-revoked-user-${i}`, roles: null, at });
+    }
+    return this.log;
   }
   prepare(sql) {
     return new D1PreparedStatement(this, sql);
@@ -60,11 +85,26 @@ class D1Database {
       this.rows.push({ kid, alg, public_key, private_enc, status: "active", created_at, retired_at: null, publish_until: null });
       return new D1Result([], 1);
     }
+    if (/^SELECT seq, kind, subject, roles, at FROM revocations WHERE seq > \?1 AND at > \?2 ORDER BY seq LIMIT \?3/i.test(flat)) {
+      const [after, liveAfter, limit] = params;
+      return new D1Result(this.revocationLog().filter((r) => r.seq > after && r.at > liveAfter).slice(0, limit).map((r) => ({ ...r })));
+    }
+    if (/^SELECT MAX\(seq\) AS last_seq FROM revocations/i.test(flat)) {
+      return new D1Result([{ last_seq: this.revocationLog().at(-1)?.seq ?? null }]);
+    }
+    if (/^SELECT id, user_id, created_at, last_used_at, expires_at, revoked_at, ip_address, user_agent, extra_claims FROM sessions WHERE id = \?1/i.test(flat)) {
+      const now = Math.floor(Date.now() / 1000);
+      const [id] = params;
+      return new D1Result([{ id, user_id: id, created_at: now - 60, last_used_at: now - 60, expires_at: now + 86400, revoked_at: null, ip_address: null, user_agent: null, extra_claims: null }]);
+    }
+    if (/^SELECT group_concat\(role, ','\) AS held_roles FROM user_roles/i.test(flat)) {
+      return new D1Result([{ held_roles: "user" }]);
+    }
     return new D1Result([], 0);
   }
 }
 
 export default function makeBinding(env) {
-  const rows = typeof env.ROWS === "string" ? JSON.parse(env.ROWS) : env.ROWS;
-  return new D1Database(structuredClone(rows));
+  const json = (v) => (typeof v === "string" ? JSON.parse(v) : v);
+  return new D1Database(structuredClone(json(env.ROWS)), env.REVOCATIONS === undefined ? undefined : json(env.REVOCATIONS));
 }

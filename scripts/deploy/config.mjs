@@ -205,6 +205,9 @@ export function productionProblems(config, options) {
   }
 
   const transport = typeof vars.EMAIL_TRANSPORT === "string" && vars.EMAIL_TRANSPORT.trim() !== "" ? vars.EMAIL_TRANSPORT.trim() : "log";
+  if (transport === "cloudflare" && !(Array.isArray(config.send_email) && config.send_email.some((b) => b?.name === "EMAIL"))) {
+    problems.push(`EMAIL_TRANSPORT: is "cloudflare", which sends through the send_email binding EMAIL: add [[send_email]] name = "EMAIL" to the deploy config (the domain of EMAIL_FROM onboarded to Cloudflare Email Service)`);
+  }
   if (transport === "log" && !options.allow_log_email) {
     problems.push(`EMAIL_TRANSPORT: is "log": every email (sign-in links, codes, reset links) would only be written to the Worker's log. Set EMAIL_TRANSPORT ${where} to a real transport (with EMAIL_FROM and the link URLs), or, for a deployment that sends no email, set allow_log_email = true under [portcullis]`);
   }

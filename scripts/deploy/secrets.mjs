@@ -15,7 +15,7 @@ export const newWhsec = () => `whsec_${crypto.randomBytes(32).toString("base64")
 export const oauthSecretName = (id) => `OAUTH_${String(id).toUpperCase().replaceAll("-", "_")}_CLIENT_SECRET`;
 
 /** Names the Worker reads as secrets whatever the configuration. */
-export const FIXED_SECRETS = ["KEY_ENCRYPTION_KEY", "WEBHOOK_SECRET", "HOOK_SECRET", "EMAIL_API_KEY"];
+export const FIXED_SECRETS = ["KEY_ENCRYPTION_KEY", "WEBHOOK_SECRET", "HOOK_SECRET", "EMAIL_API_KEY", "INTROSPECTION_SECRET"];
 
 /** Whether `name` is one of the Worker's secrets (so it must never sit in [vars]). */
 export function isSecretName(name) {
@@ -53,6 +53,10 @@ export function neededSecrets(vars, available = () => false) {
   const transport = set(vars, "EMAIL_TRANSPORT") ? vars.EMAIL_TRANSPORT.trim() : "log";
   if (!KEYLESS_TRANSPORTS.has(transport)) {
     out.push({ name: "EMAIL_API_KEY", generate: null, required: true, why: `the key of the ${transport} email API` });
+  }
+  // Optional, and asked for by no var: set when given (introspection stays disabled without it).
+  if (available("INTROSPECTION_SECRET")) {
+    out.push({ name: "INTROSPECTION_SECRET", generate: null, required: false, why: "enables POST /auth/introspect for callers that present it" });
   }
   for (const p of oauthProviders(vars.OAUTH_PROVIDERS)) {
     out.push({

@@ -136,6 +136,8 @@ routes! {
     "/auth/login" { POST => Login }
     "/auth/refresh" { POST => Refresh }
     "/auth/logout" { POST => Logout }
+    "/auth/introspect" { POST => Introspect }
+    "/auth/revoke" { POST => Revoke }
     "/auth/me" { GET => Me }
     "/auth/sessions" { GET => Sessions }
     "/auth/sessions/revoke-others" { POST => RevokeOtherSessions }
@@ -149,8 +151,15 @@ routes! {
     "/auth/password/change" { POST => PasswordChange }
     "/auth/email/verify/request" { POST => EmailVerifyRequest }
     "/auth/email/verify" { POST => EmailVerify }
+    "/auth/mfa/totp/enroll" { POST => MfaTotpEnroll }
+    "/auth/mfa/totp/confirm" { POST => MfaTotpConfirm }
+    "/auth/mfa/totp" { DELETE => MfaTotpDisable }
+    "/auth/mfa/backup-codes" { POST => MfaBackupCodes }
+    "/auth/mfa/verify" { POST => MfaVerify }
     "/auth/admin/keys/rotate" { POST => AdminRotateKeys }
     "/auth/admin/keys/{kid}/retire" { POST => AdminRetireKey { kid } }
+    "/auth/audit" { GET => Audit }
+    "/auth/admin/audit" { GET => AdminAudit }
     "/auth/admin/users" { GET => AdminListUsers }
     "/auth/admin/users/{id}" {
         GET => AdminGetUser { id },
@@ -161,11 +170,43 @@ routes! {
     "/auth/admin/users/{id}/unban" { POST => AdminUnbanUser { id } }
     "/auth/admin/users/{id}/roles/{role}" { POST => AdminAddRole { id, role }, DELETE => AdminRemoveRole { id, role } }
     "/auth/admin/users/{id}/sessions/revoke" { POST => AdminRevokeSessions { id } }
+    "/auth/admin/users/{id}/mfa" { DELETE => AdminResetMfa { id } }
     "/auth/oauth/exchange" { POST => OauthExchange }
     "/auth/oauth/{provider}" { DELETE => OauthUnlink { provider } }
     "/auth/oauth/{provider}/authorize" { GET => OauthAuthorize { provider } }
     "/auth/oauth/{provider}/callback" { GET => OauthCallback { provider } }
     "/auth/oauth/{provider}/link" { POST => OauthLink { provider } }
+    "/auth/ui/login" { GET => UiLoginPage, POST => UiLogin }
+    "/auth/ui/signup" { GET => UiSignupPage, POST => UiSignup }
+    "/auth/ui/magic-link" { GET => UiMagicLinkPage, POST => UiMagicLink }
+    "/auth/ui/otp" { GET => UiOtpPage, POST => UiOtp }
+    "/auth/ui/forgot" { GET => UiForgotPage, POST => UiForgot }
+    "/auth/ui/reset" { GET => UiResetPage, POST => UiReset }
+    "/auth/ui/verify-email" { GET => UiVerifyEmailPage, POST => UiVerifyEmail }
+    "/auth/ui/mfa" { GET => UiMfaPage, POST => UiMfa }
+    "/auth/ui/account" { GET => UiAccountPage, POST => UiAccount }
+}
+
+/// Where the hosted pages live in the API's own names: every path at or
+/// below it is theirs, answered 404 when `UI_ENABLED` is false.
+pub const UI_PREFIX: &str = "/auth/ui";
+
+/// Whether the API path `path` is (or is below) the hosted pages'.
+pub fn is_ui_path(path: &str) -> bool {
+    path.strip_prefix(UI_PREFIX).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+impl Route<'_> {
+    /// Whether the route only reads, and can afford reads up to a D1 read
+    /// replica's lag behind the primary: the listings of users and of the
+    /// audit log (entries arrive through the queue, later anyway). The
+    /// edge reads the caller's session first, from the primary, and the rest
+    /// from a replica at least that recent (docs/scaling.md). `/auth/me` and
+    /// `/auth/sessions` stay on the primary: they are what a client asks
+    /// right after signing in, and must see that sign-in.
+    pub fn replica_reads(&self) -> bool {
+        matches!(self, Route::AdminListUsers | Route::AdminGetUser { .. } | Route::AdminAudit | Route::Audit)
+    }
 }
 
 /// Why a request takes no route.
@@ -338,8 +379,8 @@ mod tests {
                 }
             }
         }
-        // 36 endpoints; the 9 GET ones answer HEAD too.
-        assert_eq!(routes, 36 + 9, "every endpoint, and HEAD for each GET one");
+        // 64 endpoints; the 20 GET ones answer HEAD too.
+        assert_eq!(routes, 64 + 20, "every endpoint, and HEAD for each GET one");
     }
 
     #[test]
@@ -363,6 +404,9 @@ mod tests {
             match_route("POST", "/auth/admin/users/u1/sessions/revoke"),
             Ok(Route::AdminRevokeSessions { id: "u1" })
         );
+        assert_eq!(match_route("DELETE", "/auth/admin/users/u1/mfa"), Ok(Route::AdminResetMfa { id: "u1" }));
+        assert_eq!(match_route("DELETE", "/auth/mfa/totp"), Ok(Route::MfaTotpDisable));
+        assert_eq!(match_route("POST", "/auth/mfa/verify"), Ok(Route::MfaVerify));
         assert_eq!(match_route("GET", "/auth/oauth/acme/authorize"), Ok(Route::OauthAuthorize { provider: "acme" }));
         assert_eq!(match_route("GET", "/auth/oauth/acme/callback"), Ok(Route::OauthCallback { provider: "acme" }));
         assert_eq!(match_route("POST", "/auth/oauth/acme/link"), Ok(Route::OauthLink { provider: "acme" }));
@@ -381,6 +425,8 @@ mod tests {
         assert_eq!(match_route("HEAD", "/.well-known/jwks.json"), Ok(Route::Jwks));
         assert_eq!(match_route("HEAD", "/auth/magic-link/verify"), Ok(Route::MagicLinkLanding));
         assert_eq!(match_route("HEAD", "/auth/admin/users/u1"), Ok(Route::AdminGetUser { id: "u1" }));
+        assert_eq!(match_route("GET", "/auth/admin/audit"), Ok(Route::AdminAudit));
+        assert_eq!(match_route("HEAD", "/auth/audit"), Ok(Route::Audit));
         assert_eq!(match_route("HEAD", "/auth/login"), not_allowed("POST"));
         assert_eq!(match_route("HEAD", "/auth/sessions/s-1"), not_allowed("DELETE"));
     }
@@ -412,12 +458,20 @@ mod tests {
             ("GET", "/auth/admin/keys/rotate", "POST"),
             ("GET", "/auth/admin/keys/k1/retire", "POST"),
             ("PUT", "/auth/admin/users", "GET, HEAD"),
+            ("POST", "/auth/admin/audit", "GET, HEAD"),
+            ("DELETE", "/auth/audit", "GET, HEAD"),
             ("POST", "/auth/admin/users/some-id", "GET, HEAD, PATCH, DELETE"),
             ("PUT", "/auth/admin/users/some-id", "GET, HEAD, PATCH, DELETE"),
             ("GET", "/auth/admin/users/some-id/ban", "POST"),
             ("DELETE", "/auth/admin/users/some-id/unban", "POST"),
             ("GET", "/auth/admin/users/some-id/roles/admin", "POST, DELETE"),
             ("GET", "/auth/admin/users/some-id/sessions/revoke", "POST"),
+            ("GET", "/auth/admin/users/some-id/mfa", "DELETE"),
+            ("GET", "/auth/mfa/totp/enroll", "POST"),
+            ("GET", "/auth/mfa/totp/confirm", "POST"),
+            ("POST", "/auth/mfa/totp", "DELETE"),
+            ("GET", "/auth/mfa/backup-codes", "POST"),
+            ("GET", "/auth/mfa/verify", "POST"),
             ("GET", "/auth/oauth/exchange", "POST"),
             ("DELETE", "/auth/oauth/exchange", "POST"),
             ("POST", "/auth/oauth/acme/authorize", "GET, HEAD"),
@@ -452,11 +506,16 @@ mod tests {
             "/auth/admin/keys/k1",
             "/auth/admin/keys/k1/retire/x",
             "/auth/admin/usersx",
+            "/auth/admin/audit/x",
+            "/auth/audit/u1",
             "/auth/admin/users/u1/roles",
             "/auth/admin/users/u1/roles/r/x",
             "/auth/admin/users/u1/sessions",
             "/auth/admin/users/u1/other",
             "/auth/magic-link/other",
+            "/auth/mfa",
+            "/auth/mfa/totp/other",
+            "/auth/admin/users/u1/mfa/x",
             // Literal segments compare case-sensitively (AUTH_PREFIX itself
             // is matched case-insensitively before: see below).
             "/auth/Signup",
@@ -573,9 +632,43 @@ mod tests {
     }
 
     #[test]
+    fn the_hosted_pages_take_get_and_post_under_their_prefix_only() {
+        assert_eq!(match_route("GET", "/auth/ui/login"), Ok(Route::UiLoginPage));
+        assert_eq!(match_route("HEAD", "/auth/ui/account"), Ok(Route::UiAccountPage));
+        assert_eq!(match_route("POST", "/auth/ui/magic-link"), Ok(Route::UiMagicLink));
+        assert_eq!(match_route("POST", "/auth/ui/mfa"), Ok(Route::UiMfa));
+        assert_eq!(match_route("DELETE", "/auth/ui/login"), not_allowed("GET, HEAD, POST"));
+        assert_eq!(match_route("GET", "/auth/ui/nope"), Err(NoRoute::NotFound));
+        assert_eq!(match_route("GET", "/auth/ui"), Err(NoRoute::NotFound));
+        for ui in ["/auth/ui", "/auth/ui/login", "/auth/ui/nope/x"] {
+            assert!(is_ui_path(ui), "{ui}");
+        }
+        for not in ["/auth/uix", "/auth/login", "/auth/u", "/.well-known/ui"] {
+            assert!(!is_ui_path(not), "{not}");
+        }
+    }
+
+    #[test]
     fn no_route_maps_to_404_and_405_with_allow() {
         assert_eq!(Error::from(NoRoute::NotFound).problem().status, 404);
         let p = Error::from(NoRoute::MethodNotAllowed { allow: "POST, DELETE" }).problem();
         assert_eq!((p.status, p.code, p.allow), (405, "method_not_allowed", Some("POST, DELETE")));
+    }
+
+    #[test]
+    fn only_the_listings_read_from_a_replica() {
+        let replica: Vec<&str> = [
+            "/auth/admin/users",
+            "/auth/admin/users/u1",
+            "/auth/admin/audit",
+            "/auth/audit",
+            "/auth/me",
+            "/auth/sessions",
+        ]
+        .into_iter()
+        .filter(|p| match_route("GET", p).is_ok_and(|r| r.replica_reads()))
+        .collect();
+        assert_eq!(replica, ["/auth/admin/users", "/auth/admin/users/u1", "/auth/admin/audit", "/auth/audit"]);
+        assert!(!match_route("PATCH", "/auth/admin/users/u1").is_ok_and(|r| r.replica_reads()));
     }
 }

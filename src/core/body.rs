@@ -1,6 +1,7 @@
 //! Request bodies: JSON text to a request struct, with the one rule for
 //! which failures are malformed JSON (400 `invalid_json`) and which are a
-//! wrong shape (422 `validation_failed`).
+//! wrong shape (422 `validation_failed`); and the one rule for a whole
+//! number in a query string ([`whole_number`]).
 
 use serde::de::DeserializeOwned;
 
@@ -32,6 +33,15 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     })
 }
 
+/// A query parameter's whole number: ASCII digits only — no sign, space or
+/// other form that Rust's `parse` would also take (`+5`) — fitting a `u32`.
+pub fn whole_number(v: &str) -> Option<u32> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,6 +49,15 @@ mod tests {
 
     fn code(body: &str) -> &'static str {
         parse_json::<LoginRequest>(body.as_bytes()).unwrap_err().problem().code
+    }
+
+    #[test]
+    fn a_whole_number_is_digits_and_nothing_else() {
+        assert_eq!((whole_number("0"), whole_number("42"), whole_number("007")), (Some(0), Some(42), Some(7)));
+        assert_eq!(whole_number("4294967295"), Some(u32::MAX));
+        for bad in ["", "+5", "-5", " 5", "5 ", "5.0", "1e3", "0x10", "4294967296", "５"] {
+            assert_eq!(whole_number(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -208,7 +208,10 @@ mod tests {
                 email: "e@x.io".into(),
                 email_verified: false,
                 jti: "j".into(),
+                amr: crate::core::amr::Amr::NONE,
+                auth_time: None,
             },
+            extra: Default::default(),
             issued_at: UnixTime(0),
             expires_at: UnixTime(exp),
         }

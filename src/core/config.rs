@@ -14,6 +14,8 @@ use crate::core::oauth::OAuthConfig;
 use crate::core::password::{HashParams, HashProfile, PasswordPolicy};
 use crate::core::policy::Routes;
 use crate::core::rate_limit::RateLimits;
+use crate::core::revocation::{IntrospectionSecret, MAX_REVOCATION_LAG_SECS, REVOCATION_LAG_SECS};
+use crate::core::ui::UiConfig;
 use crate::core::webhook::WebhookSecret;
 
 /// Default access-token lifetime.
@@ -41,12 +43,23 @@ pub const ORIGIN_TIMEOUT_MS: u32 = 30_000;
 pub const WEBHOOK_TIMEOUT_MS: u32 = 10_000;
 /// Default `RETRY_BASE_DELAY_SECS`: the first retry of a failed delivery.
 pub const RETRY_BASE_DELAY_SECS: u32 = 30;
+/// Default `AUDIT_RETENTION_DAYS`: how long the audit log keeps an entry.
+pub const AUDIT_RETENTION_DAYS: u32 = 90;
+/// Longest `AUDIT_RETENTION_DAYS` accepted (ten years).
+pub const MAX_AUDIT_RETENTION_DAYS: u32 = 3_650;
+/// Default `AUDIT_MAX_ENTRIES`: the most entries the audit log keeps, about
+/// 1 GB of D1 at the entry sizes measured in docs/scaling.md.
+pub const AUDIT_MAX_ENTRIES: u32 = 1_000_000;
+/// Accepted `AUDIT_MAX_ENTRIES`: from one purge batch to a billion.
+pub const AUDIT_MAX_ENTRIES_RANGE: std::ops::RangeInclusive<u32> = 1_000..=1_000_000_000;
 /// Default audience.
 pub const DEFAULT_AUDIENCE: &str = "portcullis";
 /// Default `AUTH_PREFIX`: where the auth API lives.
 pub const DEFAULT_AUTH_PREFIX: &str = "/auth";
 /// Longest `AUTH_PREFIX` accepted.
 pub const MAX_AUTH_PREFIX_LEN: usize = 64;
+/// Longest `UI_NAME` accepted, in characters.
+pub const MAX_UI_NAME_CHARS: usize = 64;
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -106,6 +119,10 @@ pub struct Config {
     pub email: EmailSettings,
     /// `HOOK_URL` and its settings; `None` when no sign-in hook is configured.
     pub hook: Option<HookConfig>,
+    /// `CLAIMS_HEADER`: the origin also gets the access token's extra claims
+    /// (the sign-in hook's) as compact JSON in `X-Auth-Claims`; they are in
+    /// the signed assertion either way.
+    pub claims_header: bool,
     /// `ALLOW_PASSWORDLESS_SIGNUP`.
     pub allow_passwordless_signup: bool,
     /// `COOKIE_MODE`: tokens are also set as `HttpOnly` `__Host-` cookies.
@@ -128,6 +145,24 @@ pub struct Config {
     pub rate_limits: RateLimits,
     /// `OAUTH_PROVIDERS`, their `OAUTH_<ID>_CLIENT_SECRET`s and `REDIRECT_ALLOWLIST`.
     pub oauth: OAuthConfig,
+    /// `AUDIT_RETENTION_DAYS`: the cron trigger deletes audit log entries
+    /// older than this many days.
+    pub audit_retention_days: u32,
+    /// The hosted pages: `UI_ENABLED`, `UI_NAME`, `UI_LOGO_URL`, `UI_ACCENT`.
+    pub ui: UiConfig,
+    /// `UI_NAME`: the product's name as people see it; the issuer label of
+    /// TOTP enrolments (else the issuer's host).
+    pub ui_name: Option<String>,
+    /// `REVOCATION_LAG`: within this many seconds of a revocation every
+    /// isolate's gateway refuses the tokens it affects
+    /// ([`crate::core::revocation`]).
+    pub revocation_lag_secs: u64,
+    /// `INTROSPECTION_SECRET` (secret): what callers of `POST
+    /// /auth/introspect` present; `None` leaves introspection disabled.
+    pub introspection_secret: Option<IntrospectionSecret>,
+    /// `AUDIT_MAX_ENTRIES`: the cron trigger deletes the oldest written
+    /// audit log entries beyond this many, whatever their age.
+    pub audit_max_entries: u32,
 }
 
 /// A configuration problem, naming the setting.
@@ -297,6 +332,22 @@ impl Config {
             n if (1..=3_600).contains(&n) => n,
             n => return Err(err("RETRY_BASE_DELAY_SECS", format!("{n} must be between 1 and 3600 seconds"))),
         };
+        let audit_retention_days = match number("AUDIT_RETENTION_DAYS", AUDIT_RETENTION_DAYS)? {
+            n if (1..=MAX_AUDIT_RETENTION_DAYS).contains(&n) => n,
+            n => {
+                return Err(err(
+                    "AUDIT_RETENTION_DAYS",
+                    format!("{n} must be between 1 and {MAX_AUDIT_RETENTION_DAYS} days"),
+                ))
+            }
+        };
+        let audit_max_entries = match number("AUDIT_MAX_ENTRIES", AUDIT_MAX_ENTRIES)? {
+            n if AUDIT_MAX_ENTRIES_RANGE.contains(&n) => n,
+            n => {
+                let (lo, hi) = (AUDIT_MAX_ENTRIES_RANGE.start(), AUDIT_MAX_ENTRIES_RANGE.end());
+                return Err(err("AUDIT_MAX_ENTRIES", format!("{n} must be between {lo} and {hi}")));
+            }
+        };
         let email = EmailSettings::from_lookup(&var).map_err(|(name, why)| err(&name, why))?;
         let hook = match var("HOOK_URL") {
             None => None,
@@ -316,16 +367,42 @@ impl Config {
                     Some(m) => FailureMode::parse(&m).map_err(|e| err("HOOK_FAILURE_MODE", e))?,
                 };
                 let timeout_ms = millis("HOOK_TIMEOUT_MS", HOOK_TIMEOUT_MS, MAX_HOOK_TIMEOUT_MS)?;
-                Some(HookConfig { url, secret, timeout_ms, failure_mode })
+                let on_refresh = boolean("HOOK_ON_REFRESH")?;
+                Some(HookConfig { url, secret, timeout_ms, failure_mode, on_refresh })
             }
         };
-        let oauth = OAuthConfig::parse(var("OAUTH_PROVIDERS").as_deref(), var("REDIRECT_ALLOWLIST").as_deref(), var)
-            .map_err(|(name, why)| err(&name, why))?;
-        for name in ["HOOK_SECRET", "HOOK_FAILURE_MODE", "HOOK_TIMEOUT_MS"] {
+        let ui_enabled = !matches!(var("UI_ENABLED").as_deref(), Some("false") | Some("0"));
+        let oauth = OAuthConfig::parse(
+            var("OAUTH_PROVIDERS").as_deref(),
+            var("REDIRECT_ALLOWLIST").as_deref(),
+            ui_enabled,
+            var,
+        )
+        .map_err(|(name, why)| err(&name, why))?;
+        let ui = UiConfig::parse(var, &oauth.redirect_allowlist).map_err(|(name, why)| err(&name, why))?;
+        for name in ["HOOK_SECRET", "HOOK_FAILURE_MODE", "HOOK_TIMEOUT_MS", "HOOK_ON_REFRESH"] {
             if hook.is_none() && var(name).is_some() {
                 return Err(err(name, "set, but HOOK_URL is not: there is no hook to apply it to".into()));
             }
         }
+        let ui_name = match var("UI_NAME") {
+            None => None,
+            Some(v) if v.chars().count() <= MAX_UI_NAME_CHARS && !v.chars().any(char::is_control) => Some(v),
+            Some(_) => {
+                return Err(err(
+                    "UI_NAME",
+                    format!("at most {MAX_UI_NAME_CHARS} characters, without control characters"),
+                ))
+            }
+        };
+        let revocation_lag_secs = match secs("REVOCATION_LAG", REVOCATION_LAG_SECS)? {
+            n if n <= MAX_REVOCATION_LAG_SECS => n,
+            n => return Err(err("REVOCATION_LAG", format!("{n} is more than {MAX_REVOCATION_LAG_SECS} seconds"))),
+        };
+        let introspection_secret = match var("INTROSPECTION_SECRET") {
+            None => None,
+            Some(v) => Some(IntrospectionSecret::parse(&v).map_err(|e| err("INTROSPECTION_SECRET", e))?),
+        };
         let cookie_mode = boolean("COOKIE_MODE")?;
         let cookie_mode_body_tokens = boolean("COOKIE_MODE_BODY_TOKENS")?;
         if !cookie_mode && var("COOKIE_MODE_BODY_TOKENS").is_some() {
@@ -364,6 +441,7 @@ impl Config {
             retry_base_delay_secs,
             email,
             hook,
+            claims_header: boolean("CLAIMS_HEADER")?,
             allow_passwordless_signup: boolean("ALLOW_PASSWORDLESS_SIGNUP")?,
             cookie_mode,
             cookie_mode_body_tokens,
@@ -373,6 +451,12 @@ impl Config {
             password_policy,
             rate_limits,
             oauth,
+            audit_retention_days,
+            ui,
+            ui_name,
+            revocation_lag_secs,
+            introspection_secret,
+            audit_max_entries,
         })
     }
 
@@ -449,12 +533,14 @@ mod tests {
             (3_600, 86_400, 2_592_000, 300)
         );
         assert_eq!(c.session_max_age_secs, 7_776_000);
+        assert_eq!((c.revocation_lag_secs, c.introspection_secret.is_none()), (10, true));
         assert_eq!(c.rate_limits.otp_failures.map(|r| (r.limit, r.window_secs)), Some((20, 86_400)));
         assert_eq!(c.email.transport, crate::core::mail::Transport::Log);
         assert_eq!((c.webhook_secret.is_none(), c.webhook_events.is_none(), c.hook.is_none()), (true, true, true));
         assert_eq!((c.webhook_timeout_ms, c.retry_base_delay_secs), (10_000, 30));
         assert_eq!(c.issuer_for("http://127.0.0.1:8787/"), "http://127.0.0.1:8787");
         assert_eq!(c.auth_prefix, "/auth");
+        assert_eq!((c.audit_retention_days, c.audit_max_entries), (90, 1_000_000));
         assert_eq!(c.auth_url("https://gw.example", "/oauth/x/callback"), "https://gw.example/auth/oauth/x/callback");
     }
 
@@ -505,10 +591,22 @@ mod tests {
             ("WEBHOOK_EVENTS", "login, logn"),
             ("WEBHOOK_TIMEOUT_MS", "0"),
             ("RETRY_BASE_DELAY_SECS", "0"),
+            ("AUDIT_RETENTION_DAYS", "0"),
+            ("AUDIT_RETENTION_DAYS", "3651"),
+            ("AUDIT_RETENTION_DAYS", "90d"),
+            ("AUDIT_MAX_ENTRIES", "999"),
+            ("AUDIT_MAX_ENTRIES", "1000000001"),
+            ("AUDIT_MAX_ENTRIES", "1e6"),
+            ("AUDIT_MAX_ENTRIES", "off"),
             ("EMAIL_TRANSPORT", "carrier-pigeon"),
             ("EMAIL_FROM", "nobody"),
             ("HOOK_URL", "ftp://hooks.example"),
             ("HOOK_FAILURE_MODE", "open"),
+            ("UI_NAME", "line\nbreak"),
+            ("REVOCATION_LAG", "0"),
+            ("REVOCATION_LAG", "601"),
+            ("REVOCATION_LAG", "10s"),
+            ("INTROSPECTION_SECRET", "too-short"),
         ] {
             let e = Config::from_lookup(lookup(&[(k, v)])).unwrap_err();
             let head = k.split('_').next().unwrap();
@@ -557,17 +655,25 @@ mod tests {
             Config::from_lookup(lookup(&[("HOOK_URL", "https://hooks.example/signin"), ("WEBHOOK_SECRET", SECRET)]))
                 .unwrap();
         let hook = c.hook.unwrap();
-        assert_eq!((hook.failure_mode, hook.timeout_ms), (FailureMode::Closed, 2_000));
+        assert_eq!((hook.failure_mode, hook.timeout_ms, hook.on_refresh), (FailureMode::Closed, 2_000, false));
         let c = Config::from_lookup(lookup(&[
             ("HOOK_URL", "https://hooks.example/signin"),
             ("HOOK_SECRET", SECRET),
             ("HOOK_FAILURE_MODE", "open"),
             ("HOOK_TIMEOUT_MS", "250"),
+            ("HOOK_ON_REFRESH", "true"),
         ]))
         .unwrap();
         let hook = c.hook.unwrap();
-        assert_eq!((hook.failure_mode, hook.timeout_ms), (FailureMode::Open, 250));
-        for (k, v) in [("HOOK_FAILURE_MODE", "sometimes"), ("HOOK_TIMEOUT_MS", "60000"), ("HOOK_SECRET", "whsec_!")] {
+        assert_eq!((hook.failure_mode, hook.timeout_ms, hook.on_refresh), (FailureMode::Open, 250, true));
+        let e = Config::from_lookup(lookup(&[("HOOK_ON_REFRESH", "true")])).unwrap_err();
+        assert!(e.0.starts_with("HOOK_ON_REFRESH: set, but HOOK_URL is not"), "{e}");
+        for (k, v) in [
+            ("HOOK_FAILURE_MODE", "sometimes"),
+            ("HOOK_TIMEOUT_MS", "60000"),
+            ("HOOK_SECRET", "whsec_!"),
+            ("HOOK_ON_REFRESH", "yes"),
+        ] {
             let e =
                 Config::from_lookup(lookup(&[("HOOK_URL", "https://h.example"), ("WEBHOOK_SECRET", SECRET), (k, v)]))
                     .unwrap_err();

@@ -3,13 +3,20 @@
 //! attempt over the targets still owed the event, the retry backoff, and the
 //! dead-letter record.
 //!
+//! A failed attempt is retried with backoff, unless it can never succeed: an
+//! email the provider refused as it is (a 4xx other than throttling, see
+//! [`crate::core::mail::Provider::retryable`]), or one that cannot be written
+//! at all. Such an event goes to the dead-letter queue at once
+//! ([`Verdict::Reject`]) — after its other targets have had it — rather than
+//! after `max_retries` pointless attempts.
+//!
 //! Idempotency: each (event id, target) is claimed in the ledger before it is
 //! sent and marked delivered after a 2xx, so a redelivered or retried message
 //! only goes to the targets that have not had it. A claim is a lease: a
 //! consumer that dies mid-send leaves the target to the next attempt once the
 //! lease ends. The one gap — the ledger failing between a send and its record
-//! — is covered by the event id the receiver sees (`webhook-id`, and the email
-//! API's idempotency key).
+//! — is covered by the event id the receiver sees (`webhook-id`, and Resend's
+//! idempotency key; the other email transports have no such key).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -18,8 +25,8 @@ use url::Url;
 use crate::core::config::Config;
 use crate::core::error::Error;
 use crate::core::events::{self, OpenError, Received, REDACTED};
-use crate::core::mail::OutgoingEmail;
-use crate::core::outbound::{excerpt, HttpRequest, SendError};
+use crate::core::mail::{Dispatch, OutgoingEmail};
+use crate::core::outbound::{excerpt, HttpReply, HttpRequest, SendError};
 use crate::core::ports::{Courier, DeliveryLedger};
 use crate::core::time::UnixTime;
 
@@ -67,7 +74,8 @@ pub struct DeadLetter {
     pub id: String,
     /// The event type, when known.
     pub event_type: Option<String>,
-    /// `retries_exhausted`, `malformed: …`, or `unopened: …` (an envelope
+    /// `retries_exhausted`, `rejected: …` (a target refused it for good),
+    /// `malformed: …`, or `unopened: …` (an envelope
     /// whose sealed secret did not open with this `KEY_ENCRYPTION_KEY`,
     /// even after [`UNOPENED_RETRIES`] retries).
     pub reason: String,
@@ -80,7 +88,7 @@ pub struct DeadLetter {
 }
 
 /// What to do with the queue message after an attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Every target has the event.
     Ack,
@@ -89,6 +97,21 @@ pub enum Verdict {
         /// Delay before the next attempt.
         delay_secs: u32,
     },
+    /// No target is waiting for a retry, but one refused the event for
+    /// good: send it to the dead-letter queue now ([`Rejection`]).
+    Reject {
+        /// The target and why (its one-time secret and any API key scrubbed).
+        reason: String,
+    },
+}
+
+/// Why one attempt at one target failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Failure {
+    /// It may work later: retried with backoff.
+    Retry(String),
+    /// It never will as it is: dead-lettered.
+    Reject(String),
 }
 
 /// One place an event goes.
@@ -174,11 +197,13 @@ pub fn webhook_request(config: &Config, url: &Url, event: &Received, body: &str,
 }
 
 /// `why` (a failure's text, which may quote what a receiver echoed back)
-/// without the event's one-time secret: it goes to the log and to D1.
-fn scrub(why: &str, event: &Received) -> String {
+/// without the event's one-time secret or the email API key: it goes to the
+/// log and to D1.
+fn scrub(config: &Config, why: &str, event: &Received) -> String {
+    let why = config.email.scrub(why);
     match event.event.secret() {
         Some(secret) if !secret.is_empty() && why.contains(secret) => why.replace(secret, REDACTED),
-        _ => why.to_string(),
+        _ => why,
     }
 }
 
@@ -202,6 +227,7 @@ pub async fn deliver<L: DeliveryLedger, C: Courier>(
     }
     let body = event.to_value().to_string();
     let mut announced = false;
+    let mut rejected: Option<String> = None;
     let mut retry_in: Option<u32> = None;
     let mut later = |secs: u32| retry_in = Some(retry_in.map_or(secs, |r| r.max(secs)));
     for target in &targets {
@@ -218,24 +244,38 @@ pub async fn deliver<L: DeliveryLedger, C: Courier>(
             courier.log("portcullis.event", &event.to_redacted_value());
             announced = true;
         }
-        let result = send(config, courier, target, event, &body, now).await.map_err(|why| scrub(&why, event));
-        ledger.settle(&event.id, &key, now, result.as_ref().err().map(String::as_str)).await?;
+        let result = send(config, courier, target, event, &body, now).await.map_err(|f| match f {
+            Failure::Retry(why) => Failure::Retry(scrub(config, &why, event)),
+            Failure::Reject(why) => Failure::Reject(scrub(config, &why, event)),
+        });
+        let error = match &result {
+            Ok(()) => None,
+            Err(Failure::Retry(why) | Failure::Reject(why)) => Some(why.as_str()),
+        };
+        ledger.settle(&event.id, &key, now, error).await?;
         let mut line =
             serde_json::json!({"id": event.id, "type": kind, "target": target.display(), "attempt": attempt});
         match result {
             Ok(()) => courier.log("portcullis.delivered", &line),
-            Err(why) => {
+            Err(Failure::Retry(why)) => {
                 let delay = retry_delay_secs(config.retry_base_delay_secs, attempt);
                 line["error"] = why.into();
                 line["retry_in_secs"] = delay.into();
                 courier.log("portcullis.delivery_failed", &line);
                 later(delay);
             }
+            Err(Failure::Reject(why)) => {
+                rejected.get_or_insert_with(|| format!("{}: {why}", target.display()));
+                line["error"] = why.into();
+                line["rejected"] = true.into();
+                courier.log("portcullis.delivery_failed", &line);
+            }
         }
     }
-    Ok(match retry_in {
-        None => Verdict::Ack,
-        Some(delay_secs) => Verdict::Retry { delay_secs },
+    Ok(match (retry_in, rejected) {
+        (Some(delay_secs), _) => Verdict::Retry { delay_secs },
+        (None, Some(reason)) => Verdict::Reject { reason },
+        (None, None) => Verdict::Ack,
     })
 }
 
@@ -246,27 +286,85 @@ async fn send<C: Courier>(
     event: &Received,
     body: &str,
     now: UnixTime,
-) -> Result<(), String> {
-    let request = match target {
-        Target::Unsendable { why, .. } => return Err(why.clone()),
+) -> Result<(), Failure> {
+    let email = match target {
+        // The address cannot be written to: no attempt will change that.
+        Target::Unsendable { why, .. } => return Err(Failure::Reject(why.clone())),
         Target::Webhook(url) => {
-            webhook_request(config, url, event, body, now).ok_or_else(|| "WEBHOOK_SECRET is not set".to_string())?
+            let request = webhook_request(config, url, event, body, now)
+                .ok_or_else(|| Failure::Retry("WEBHOOK_SECRET is not set".to_string()))?;
+            // Webhook receivers are the operator's own: every failure is retried.
+            return match courier.send(&request).await {
+                Ok(reply) if reply.is_success() => Ok(()),
+                Ok(reply) => Err(Failure::Retry(reply_error(config, &reply, event))),
+                Err(e) => Err(Failure::Retry(send_error(&e, &request))),
+            };
         }
-        Target::Email(m) => match config.email.api_request(m, &event.id) {
-            Some(req) => req,
-            None => {
-                courier.log("portcullis.email", &m.log_value(&event.id));
-                return Ok(());
-            }
-        },
+        Target::Email(m) => m,
     };
-    match courier.send(&request).await {
-        Ok(reply) if reply.is_success() => Ok(()),
-        // Scrubbed whole before it is cut: a cut through an echoed secret
-        // would leave a prefix no later scrub recognises.
-        Ok(reply) => Err(format!("HTTP {}: {}", reply.status, excerpt(&scrub(&reply.body, event), 200))),
-        Err(SendError::Timeout) => Err(format!("no answer within {} ms", request.timeout_ms)),
-        Err(e) => Err(e.to_string()),
+    match config.email.dispatch(email, &event.id, now) {
+        Dispatch::Log => {
+            courier.log("portcullis.email", &email.log_value(&event.id));
+            Ok(())
+        }
+        Dispatch::Http(request) => match courier.send(&request).await {
+            Ok(reply) if reply.is_success() => Ok(()),
+            Ok(reply) if config.email.retryable(&reply) => Err(Failure::Retry(reply_error(config, &reply, event))),
+            Ok(reply) => Err(Failure::Reject(reply_error(config, &reply, event))),
+            Err(e) => Err(Failure::Retry(send_error(&e, &request))),
+        },
+        Dispatch::Binding(message) => match courier.send_mime(&message).await {
+            Ok(()) => Ok(()),
+            // Capped and on one line, like a provider's answer.
+            Err(e) if e.retryable() => Err(Failure::Retry(excerpt(&e.to_string(), 300))),
+            Err(e) => Err(Failure::Reject(excerpt(&e.to_string(), 300))),
+        },
+    }
+}
+
+/// A non-2xx reply as recorded: its status and the start of its body.
+fn reply_error(config: &Config, reply: &HttpReply, event: &Received) -> String {
+    // Scrubbed whole before it is cut: a cut through an echoed secret
+    // would leave a prefix no later scrub recognises.
+    format!("HTTP {}: {}", reply.status, excerpt(&scrub(config, &reply.body, event), 200))
+}
+
+fn send_error(e: &SendError, request: &HttpRequest) -> String {
+    match e {
+        SendError::Timeout => format!("no answer within {} ms", request.timeout_ms),
+        other => other.to_string(),
+    }
+}
+
+/// How an event that a target refused for good travels to the dead-letter
+/// queue: the message as the queue carried it (its secret still sealed, so
+/// it can be sent again once the cause is fixed), and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    /// The details.
+    pub rejected: Rejected,
+}
+
+/// The details of a [`Rejection`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejected {
+    /// The target and why it refused the event.
+    pub reason: String,
+    /// The queue message's body, as received.
+    pub event: Value,
+}
+
+impl Rejection {
+    /// Wraps a message's `body` refused for `reason` ([`Verdict::Reject`]).
+    pub fn new(body: Value, reason: &str) -> Self {
+        Self { rejected: Rejected { reason: reason.to_string(), event: body } }
+    }
+
+    /// The message body inside `body`, if `body` is a `Rejection`.
+    pub fn event_in(body: &Value) -> Option<&Value> {
+        let rejected = body.get("rejected")?;
+        rejected.get("reason")?.as_str()?;
+        rejected.get("event")
     }
 }
 
@@ -379,7 +477,9 @@ fn masked_quarantined_body(text: &str) -> (String, Vec<String>) {
 /// sealed: sent to the queue again as it is, it is delivered like any other
 /// message for as long as `KEY_ENCRYPTION_KEY` is the same. A secret that
 /// came in clear (queued by a version that did not seal) is masked instead.
-/// The log line shows the event with its secret masked.
+/// The log line shows the event with its secret masked. Its reason is
+/// `retries_exhausted`, or `rejected: <target>: <why>` for an event a
+/// target refused for good ([`Rejection`], stored unwrapped).
 pub async fn dead_letter<L: DeliveryLedger, C: Courier>(
     ledger: &L,
     courier: &C,
@@ -388,15 +488,24 @@ pub async fn dead_letter<L: DeliveryLedger, C: Courier>(
     now: UnixTime,
 ) -> Result<DeadLetter, Error> {
     let mut logged_event = None;
+    // A rejected event travels wrapped; its letter is the event's own.
+    let (body, reason) = match body.as_ref().map(|v| serde_json::from_value::<Rejection>(v.clone())) {
+        Ok(Ok(Rejection { rejected })) => (Ok(rejected.event), Some(rejected.reason)),
+        _ => (body, None),
+    };
     let letter = match body {
         Ok(value) => match Received::parse_masked(value.clone()) {
             Ok(event) => {
                 let mut stored = value;
-                events::mask_clear_secret(&mut stored);
+                let secrets = events::mask_clear_secret(&mut stored);
                 let letter = DeadLetter {
                     id: event.id.clone(),
                     event_type: Some(event.event.kind().to_string()),
-                    reason: "retries_exhausted".into(),
+                    reason: match reason {
+                        // Scrubbed again: a wrapper made elsewhere may quote a secret in clear.
+                        Some(why) => format!("rejected: {}", events::scrub(&why, &secrets)),
+                        None => "retries_exhausted".into(),
+                    },
                     body: stored.to_string(),
                     failed: ledger.undelivered(&event.id).await?,
                     dead_at: now,

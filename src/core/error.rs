@@ -35,6 +35,9 @@ pub enum TokenError {
     WrongAudience,
     /// The session behind the token was revoked or has expired.
     SessionRevoked,
+    /// The gateway refuses the token: its session was revoked, or it claims
+    /// a role its user no longer holds (`crate::core::revocation`).
+    Revoked,
 }
 
 impl TokenError {
@@ -53,6 +56,7 @@ impl TokenError {
             Self::WrongIssuer => "the token was issued by someone else",
             Self::WrongAudience => "the token is not meant for this audience",
             Self::SessionRevoked => "the session has been revoked",
+            Self::Revoked => "the token has been revoked; sign in again or refresh it",
         }
     }
 }
@@ -69,8 +73,31 @@ pub enum Error {
         /// What was wrong, for people.
         detail: String,
     },
-    /// The request has a body whose content type is not `application/json`.
-    UnsupportedMediaType,
+    /// The request has a body whose content type is not the one the
+    /// endpoint reads (`application/json`, or a form for the hosted pages).
+    UnsupportedMediaType {
+        /// The media type expected.
+        expected: &'static str,
+    },
+    /// A request that cannot be served as sent (400), e.g. a `redirect_to`
+    /// off the allowlist (`invalid_redirect`).
+    BadRequest {
+        /// Stable code.
+        code: &'static str,
+        /// For people.
+        detail: String,
+    },
+    /// An OAuth endpoint's request (RFC 6749 §5.2, RFC 7009 §2.2.1) is
+    /// malformed: a required parameter missing or repeated, not a form
+    /// (400 `invalid_request`).
+    InvalidRequest(String),
+    /// The caller of an endpoint that authenticates its callers with a
+    /// secret (introspection) sent no secret or a wrong one (401
+    /// `invalid_client`); `presented` says whether it sent one.
+    InvalidClient {
+        /// Whether a credential was sent.
+        presented: bool,
+    },
     /// The body is larger than the endpoint accepts.
     PayloadTooLarge {
         /// The limit, in bytes.
@@ -82,10 +109,11 @@ pub enum Error {
     InvalidToken(TokenError),
     /// The refresh token is unknown, rotated, expired or its session revoked.
     InvalidRefreshToken,
-    /// An emailed secret (link token or code) is unknown, used, superseded,
-    /// expired or out of attempts — deliberately one answer for all of these.
+    /// A single-use secret (an emailed link token or code, a second factor's
+    /// code, an `mfa_token`) is unknown, used, superseded, expired or out of
+    /// attempts — deliberately one answer for all of these.
     InvalidEmailSecret {
-        /// Stable code: `invalid_link` or `invalid_code`.
+        /// Stable code: `invalid_link`, `invalid_code` or `invalid_mfa_token`.
         code: &'static str,
         /// For people.
         detail: String,
@@ -102,6 +130,15 @@ pub enum Error {
     InsufficientRole {
         /// What was refused, for people.
         detail: &'static str,
+    },
+    /// A valid token whose sign-in is not strong or recent enough for the
+    /// route (RFC 9470 step-up): 401 `insufficient_user_authentication`,
+    /// with the `WWW-Authenticate` challenge a client acts on.
+    InsufficientAuthentication {
+        /// A second factor is missing (the route's policy is `mfa`).
+        mfa: bool,
+        /// The route's `max_age`, when the sign-in is older than it.
+        max_age_secs: Option<u64>,
     },
     /// No such resource.
     NotFound,
@@ -273,13 +310,29 @@ impl Error {
     pub fn problem(&self) -> Problem {
         match self {
             Self::InvalidJson(detail) => Problem::new(400, "invalid_json", "Malformed request body", detail.clone()),
+            Self::InvalidRequest(detail) => Problem::new(400, "invalid_request", "Invalid request", detail.clone()),
+            Self::InvalidClient { presented } => {
+                let mut p = Problem::new(
+                    401,
+                    "invalid_client",
+                    "Client authentication failed",
+                    "this endpoint needs Authorization: Bearer with the introspection secret",
+                );
+                p.www_authenticate = Some(if *presented {
+                    "Bearer realm=\"portcullis\", error=\"invalid_token\", error_description=\"the secret is not the introspection secret\"".to_string()
+                } else {
+                    "Bearer realm=\"portcullis\"".to_string()
+                });
+                p
+            }
             Self::Validation { code, detail } => Problem::new(422, code, "Validation failed", detail.clone()),
-            Self::UnsupportedMediaType => Problem::new(
+            Self::UnsupportedMediaType { expected } => Problem::new(
                 415,
                 "unsupported_media_type",
                 "Unsupported media type",
-                "the request body must be application/json",
+                format!("the request body must be {expected}"),
             ),
+            Self::BadRequest { code, detail } => Problem::new(400, code, "Bad request", detail.clone()),
             Self::PayloadTooLarge { limit_bytes } => Problem::new(
                 413,
                 "payload_too_large",
@@ -297,6 +350,7 @@ impl Error {
                     TokenError::Missing => ("missing_token", "Authentication required"),
                     TokenError::Expired => ("token_expired", "Token expired"),
                     TokenError::SessionRevoked => ("session_revoked", "Session revoked"),
+                    TokenError::Revoked => ("token_revoked", "Token revoked"),
                     _ => ("invalid_token", "Invalid token"),
                 };
                 let mut p = Problem::new(401, code, title, reason.description());
@@ -324,6 +378,27 @@ impl Error {
                 p.www_authenticate = Some(format!(
                     "Bearer realm=\"portcullis\", error=\"insufficient_scope\", error_description=\"{detail}\""
                 ));
+                p
+            }
+            Self::InsufficientAuthentication { mfa, max_age_secs } => {
+                let seconds = |n: &u64| if *n == 1 { "1 second".to_string() } else { format!("{n} seconds") };
+                let detail = match (mfa, max_age_secs) {
+                    (true, Some(n)) => {
+                        format!("this route needs a sign-in with a second factor within the last {}", seconds(n))
+                    }
+                    (true, None) => "this route needs a sign-in with a second factor".to_string(),
+                    (false, Some(n)) => format!("this route needs a sign-in within the last {}", seconds(n)),
+                    (false, None) => "this route needs a stronger sign-in".to_string(),
+                };
+                // RFC 9470 §3: the error, and `max_age` when the sign-in is too old.
+                let mut challenge = format!(
+                    "Bearer realm=\"portcullis\", error=\"insufficient_user_authentication\", error_description=\"{detail}\""
+                );
+                if let Some(n) = max_age_secs {
+                    challenge.push_str(&format!(", max_age=\"{n}\""));
+                }
+                let mut p = Problem::new(401, "insufficient_user_authentication", "Stronger sign-in required", detail);
+                p.www_authenticate = Some(challenge);
                 p
             }
             Self::NotFound => Problem::new(404, "not_found", "Not found", "no such resource"),
@@ -408,12 +483,48 @@ mod tests {
     }
 
     #[test]
+    fn a_revoked_token_is_a_401_token_revoked_with_an_invalid_token_challenge() {
+        let p = Error::InvalidToken(TokenError::Revoked).problem();
+        assert_eq!((p.status, p.code), (401, "token_revoked"));
+        assert!(p.www_authenticate.unwrap().contains("error=\"invalid_token\""));
+    }
+
+    #[test]
     fn server_side_errors_hide_their_cause() {
         let p = Error::unavailable("d1", "SQLITE_BUSY at /secret/path").problem();
         assert_eq!(p.status, 503);
         assert!(!p.detail.contains("SQLITE"));
         let p = Error::Internal("stack".into()).problem();
         assert!(!p.detail.contains("stack"));
+    }
+
+    #[test]
+    fn step_up_refusals_carry_rfc_9470_challenges() {
+        let p = Error::InsufficientAuthentication { mfa: true, max_age_secs: None }.problem();
+        assert_eq!((p.status, p.code), (401, "insufficient_user_authentication"));
+        assert_eq!(
+            p.www_authenticate.as_deref(),
+            Some(
+                "Bearer realm=\"portcullis\", error=\"insufficient_user_authentication\", \
+                 error_description=\"this route needs a sign-in with a second factor\""
+            )
+        );
+        let p = Error::InsufficientAuthentication { mfa: false, max_age_secs: Some(300) }.problem();
+        assert_eq!(
+            p.www_authenticate.as_deref(),
+            Some(
+                "Bearer realm=\"portcullis\", error=\"insufficient_user_authentication\", \
+                 error_description=\"this route needs a sign-in within the last 300 seconds\", max_age=\"300\""
+            )
+        );
+        assert!(Error::InsufficientAuthentication { mfa: true, max_age_secs: Some(60) }
+            .problem()
+            .detail
+            .contains("second factor within the last 60 seconds"));
+        assert!(Error::InsufficientAuthentication { mfa: false, max_age_secs: Some(1) }
+            .problem()
+            .detail
+            .ends_with("within the last 1 second"));
     }
 
     #[test]

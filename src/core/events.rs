@@ -1,7 +1,9 @@
 //! Auth events: one typed struct per event type, and the queue envelope
 //! `{ "id", "type", "timestamp", "data" }` with AuthFort's names and fields.
 //!
-//! Adding an event type means adding one line to the `events!` table below.
+//! Adding an event type means adding one line to the `events!` table below,
+//! which names its [`Outcome`] too: a line without one does not compile, so
+//! every new type is a deliberate `Success` or `Failure` in the audit log.
 //!
 //! Four events carry a one-time secret ([`secret_field`]): the magic link's
 //! token, the email code, the reset and the verification token. Webhooks get
@@ -24,8 +26,45 @@ use crate::core::time::UnixTime;
 /// Version of the envelope format, carried in every message as `v`.
 pub const ENVELOPE_VERSION: u32 = 1;
 
+/// Whether an event records something that happened or an attempt refused:
+/// each event type's is given in the `events!` table, and the audit log
+/// stores it with every entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// The action happened.
+    Success,
+    /// The attempt was refused or failed.
+    Failure,
+}
+
+impl Outcome {
+    /// The outcome events of type `kind` record; [`Outcome::Success`] for
+    /// a type this build does not know.
+    pub fn of(kind: &str) -> Self {
+        Event::outcome_of(kind).unwrap_or(Self::Success)
+    }
+
+    /// `success` or `failure`, as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+        }
+    }
+
+    /// Reads [`Outcome::as_str`] back.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "success" => Some(Self::Success),
+            "failure" => Some(Self::Failure),
+            _ => None,
+        }
+    }
+}
+
 macro_rules! events {
-    ($( $variant:ident => $name:literal { $( $(#[$fattr:meta])* $field:ident : $ty:ty ),* $(,)? } )*) => {
+    ($( $variant:ident => $name:literal, $outcome:ident { $( $(#[$fattr:meta])* $field:ident : $ty:ty ),* $(,)? } )*) => {
         $(
             #[doc = concat!("Data of the `", $name, "` event.")]
             #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +97,21 @@ macro_rules! events {
             /// Every event type name.
             pub const KINDS: &'static [&'static str] = &[$($name),*];
 
+            /// Whether this event records an action or a refused attempt.
+            pub fn outcome(&self) -> Outcome {
+                match self {
+                    $( Event::$variant(_) => Outcome::$outcome, )*
+                }
+            }
+
+            /// The outcome of events of type `kind`, if it is one.
+            pub fn outcome_of(kind: &str) -> Option<Outcome> {
+                match kind {
+                    $( $name => Some(Outcome::$outcome), )*
+                    _ => None,
+                }
+            }
+
             /// Rebuilds an event from its type name and `data` object.
             pub fn from_parts(kind: &str, data: serde_json::Value) -> Result<Self, String> {
                 match kind {
@@ -72,31 +126,34 @@ macro_rules! events {
 }
 
 events! {
-    UserCreated => "user_created" { user_id: String, email: String, name: Option<String>, provider: String }
-    UserUpdated => "user_updated" { user_id: String, fields: Vec<String> }
-    UserDeleted => "user_deleted" { user_id: String, email: String }
-    UserBanned => "user_banned" { user_id: String }
-    UserUnbanned => "user_unbanned" { user_id: String }
-    Login => "login" { user_id: String, email: String, provider: String, ip_address: Option<String>, user_agent: Option<String> }
-    LoginFailed => "login_failed" { email: String, reason: String, ip_address: Option<String>, user_agent: Option<String> }
-    Logout => "logout" { user_id: String }
-    TokenRefreshed => "token_refreshed" { user_id: String, ip_address: Option<String>, user_agent: Option<String> }
-    RoleAdded => "role_added" { user_id: String, role: String }
-    RoleRemoved => "role_removed" { user_id: String, role: String }
-    SessionRevoked => "session_revoked" { user_id: String, session_id: Option<String>, revoke_all: bool }
-    OauthLink => "oauth_link" { user_id: String, email: String, provider: String }
-    PasswordResetRequested => "password_reset_requested" { user_id: String, email: String, token: String }
-    PasswordReset => "password_reset" { user_id: String }
-    PasswordChanged => "password_changed" { user_id: String }
-    EmailVerificationRequested => "email_verification_requested" { user_id: String, email: String, token: String }
-    EmailVerified => "email_verified" { user_id: String, email: String }
-    MagicLinkRequested => "magic_link_requested" { user_id: Option<String>, email: String, token: String }
-    MagicLinkLogin => "magic_link_login" { user_id: String, email: String }
-    EmailOtpRequested => "email_otp_requested" { user_id: Option<String>, email: String, code: String }
-    EmailOtpLogin => "email_otp_login" { user_id: String, email: String }
-    KeyRotated => "key_rotated" { old_kid: Option<String>, new_kid: String }
-    KeyRetired => "key_retired" { kid: String, new_kid: Option<String> }
-    RateLimitExceeded => "rate_limit_exceeded" { endpoint: String, ip_address: Option<String>, email: Option<String>, limit: u32, key_type: String }
+    UserCreated => "user_created", Success { user_id: String, email: String, name: Option<String>, provider: String }
+    UserUpdated => "user_updated", Success { user_id: String, fields: Vec<String> }
+    UserDeleted => "user_deleted", Success { user_id: String, email: String }
+    UserBanned => "user_banned", Success { user_id: String }
+    UserUnbanned => "user_unbanned", Success { user_id: String }
+    Login => "login", Success { user_id: String, email: String, provider: String, ip_address: Option<String>, user_agent: Option<String> }
+    LoginFailed => "login_failed", Failure { email: String, reason: String, ip_address: Option<String>, user_agent: Option<String> }
+    Logout => "logout", Success { user_id: String }
+    TokenRefreshed => "token_refreshed", Success { user_id: String, ip_address: Option<String>, user_agent: Option<String> }
+    RoleAdded => "role_added", Success { user_id: String, role: String }
+    RoleRemoved => "role_removed", Success { user_id: String, role: String }
+    SessionRevoked => "session_revoked", Success { user_id: String, session_id: Option<String>, revoke_all: bool }
+    OauthLink => "oauth_link", Success { user_id: String, email: String, provider: String }
+    PasswordResetRequested => "password_reset_requested", Success { user_id: String, email: String, token: String, #[serde(default)] locale: Option<String> }
+    PasswordReset => "password_reset", Success { user_id: String }
+    PasswordChanged => "password_changed", Success { user_id: String }
+    EmailVerificationRequested => "email_verification_requested", Success { user_id: String, email: String, token: String, #[serde(default)] locale: Option<String> }
+    EmailVerified => "email_verified", Success { user_id: String, email: String }
+    MagicLinkRequested => "magic_link_requested", Success { user_id: Option<String>, email: String, token: String, #[serde(default)] locale: Option<String> }
+    MagicLinkLogin => "magic_link_login", Success { user_id: String, email: String }
+    EmailOtpRequested => "email_otp_requested", Success { user_id: Option<String>, email: String, code: String, #[serde(default)] locale: Option<String> }
+    EmailOtpLogin => "email_otp_login", Success { user_id: String, email: String }
+    KeyRotated => "key_rotated", Success { old_kid: Option<String>, new_kid: String }
+    KeyRetired => "key_retired", Success { kid: String, new_kid: Option<String> }
+    RateLimitExceeded => "rate_limit_exceeded", Failure { endpoint: String, ip_address: Option<String>, email: Option<String>, limit: u32, key_type: String }
+    MfaEnabled => "mfa_enabled", Success { user_id: String, method: String }
+    MfaDisabled => "mfa_disabled", Success { user_id: String, method: String }
+    MfaFailed => "mfa_failed", Failure { user_id: String, method: String, ip_address: Option<String> }
 }
 
 /// The field holding the one-time secret of events of type `kind` (`token`
@@ -257,6 +314,35 @@ impl std::fmt::Display for OpenError {
     }
 }
 
+/// Facts about the request behind an event that are not part of its
+/// documented `data`: who made it, from where, with what client. They travel
+/// beside the envelope on the queue (member `ctx`, see
+/// [`Envelope::to_sealed_json`]) for the audit log (`core::audit`), and are
+/// never sent to webhooks. Every member is optional: an event of the cron
+/// trigger has none.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventContext {
+    /// The client's IP address (`CF-Connecting-IP`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_address: Option<String>,
+    /// The client's `User-Agent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// The administrator who acted, for actions taken through the admin API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor_id: Option<String>,
+}
+
+impl EventContext {
+    /// Whether no member is set (then the envelope carries no `ctx`).
+    pub fn is_empty(&self) -> bool {
+        self.ip_address.is_none() && self.user_agent.is_none() && self.actor_id.is_none()
+    }
+}
+
+/// Member of the queued envelope holding its [`EventContext`].
+pub const CONTEXT_MEMBER: &str = "ctx";
+
 /// An event as it travels on the queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Envelope {
@@ -271,13 +357,30 @@ pub struct Envelope {
     pub v: u32,
     /// The event's fields.
     pub data: Event,
+    /// The request's facts, queued beside the envelope (not in
+    /// [`Envelope::to_json`], the envelope as documented).
+    #[serde(skip)]
+    pub ctx: EventContext,
 }
 
 impl Envelope {
-    /// Wraps `event` with a fresh id and the time `now`.
+    /// Wraps `event` with a fresh id and the time `now`, without context.
     pub fn new(event: impl Into<Event>, rng: &mut impl Random, now: UnixTime) -> Self {
         let data = event.into();
-        Self { id: ids::uuid(rng), kind: data.kind(), timestamp: now.rfc3339(), v: ENVELOPE_VERSION, data }
+        Self {
+            id: ids::uuid(rng),
+            kind: data.kind(),
+            timestamp: now.rfc3339(),
+            v: ENVELOPE_VERSION,
+            data,
+            ctx: EventContext::default(),
+        }
+    }
+
+    /// The envelope with `ctx` as its request's facts.
+    pub fn with_context(mut self, ctx: EventContext) -> Self {
+        self.ctx = ctx;
+        self
     }
 
     /// The JSON text of the envelope, secrets in clear (what webhooks get).
@@ -290,7 +393,9 @@ impl Envelope {
     /// (outbox, dead letters): its one-time secret, if any, replaced by
     /// `{"sealed": base64url(nonce || AES-256-GCM(secret))}` under `key`
     /// (see [`secrets_key`]), bound to the whole envelope (id, type,
-    /// timestamp, version and every other data member, see `sealing_aad`).
+    /// timestamp, version and every other data member, see `sealing_aad`);
+    /// and its [`EventContext`], if any, as the member `ctx` — outside what
+    /// the seal binds, as it decides nothing about delivery.
     pub fn to_sealed_json(&self, key: &SealKey, rng: &mut impl Random) -> Result<String, Error> {
         let mut body = serde_json::to_value(self).map_err(|e| Error::Internal(format!("event json: {e}")))?;
         if let Some(field) = secret_field(self.kind) {
@@ -299,6 +404,12 @@ impl Envelope {
                 if let Some(slot) = body.get_mut("data").and_then(|d| d.get_mut(field)) {
                     *slot = serde_json::json!({ SEALED_MEMBER: sealed });
                 }
+            }
+        }
+        if !self.ctx.is_empty() {
+            let ctx = serde_json::to_value(&self.ctx).map_err(|e| Error::Internal(format!("event context: {e}")))?;
+            if let Some(members) = body.as_object_mut() {
+                members.insert(CONTEXT_MEMBER.into(), ctx);
             }
         }
         Ok(body.to_string())
@@ -317,6 +428,10 @@ pub struct Received {
     pub v: u32,
     /// The typed event.
     pub event: Event,
+    /// The request's facts queued beside it (empty for a message without
+    /// `ctx`, or with one that is not an [`EventContext`]: they only feed
+    /// the audit log, so they never make a message undeliverable).
+    pub ctx: EventContext,
 }
 
 #[derive(Deserialize)]
@@ -328,6 +443,8 @@ struct RawEnvelope {
     #[serde(default = "default_version")]
     v: u32,
     data: serde_json::Value,
+    #[serde(default)]
+    ctx: Option<serde_json::Value>,
 }
 
 fn default_version() -> u32 {
@@ -398,10 +515,12 @@ impl Received {
             return Err("envelope: empty id".into());
         }
         let event = Event::from_parts(&raw.kind, raw.data)?;
-        Ok(Self { id: raw.id, timestamp: raw.timestamp, v: raw.v, event })
+        let ctx = raw.ctx.and_then(|c| serde_json::from_value(c).ok()).unwrap_or_default();
+        Ok(Self { id: raw.id, timestamp: raw.timestamp, v: raw.v, event, ctx })
     }
 
-    /// Back to the envelope's JSON value (what webhooks receive).
+    /// Back to the envelope's JSON value (what webhooks receive): without
+    /// its [`EventContext`].
     pub fn to_value(&self) -> serde_json::Value {
         serde_json::json!({
             "id": self.id,
@@ -466,7 +585,7 @@ mod tests {
     #[test]
     fn redaction_masks_tokens_and_codes_only() {
         let env = Envelope::new(
-            MagicLinkRequested { user_id: None, email: "a@b.co".into(), token: "s3cret".into() },
+            MagicLinkRequested { user_id: None, email: "a@b.co".into(), token: "s3cret".into(), locale: None },
             &mut SeqRandom(3),
             UnixTime(5),
         );
@@ -482,24 +601,41 @@ mod tests {
     fn secret_events() -> Vec<(Event, &'static str, &'static str)> {
         vec![
             (
-                MagicLinkRequested { user_id: None, email: "a@b.co".into(), token: "tok-magic".into() }.into(),
+                MagicLinkRequested { user_id: None, email: "a@b.co".into(), token: "tok-magic".into(), locale: None }
+                    .into(),
                 "token",
                 "tok-magic",
             ),
             (
-                EmailOtpRequested { user_id: Some("u".into()), email: "a@b.co".into(), code: "042917".into() }.into(),
+                EmailOtpRequested {
+                    user_id: Some("u".into()),
+                    email: "a@b.co".into(),
+                    code: "042917".into(),
+                    locale: None,
+                }
+                .into(),
                 "code",
                 "042917",
             ),
             (
-                PasswordResetRequested { user_id: "u".into(), email: "a@b.co".into(), token: "tok-reset".into() }
-                    .into(),
+                PasswordResetRequested {
+                    user_id: "u".into(),
+                    email: "a@b.co".into(),
+                    token: "tok-reset".into(),
+                    locale: None,
+                }
+                .into(),
                 "token",
                 "tok-reset",
             ),
             (
-                EmailVerificationRequested { user_id: "u".into(), email: "a@b.co".into(), token: "tok-verify".into() }
-                    .into(),
+                EmailVerificationRequested {
+                    user_id: "u".into(),
+                    email: "a@b.co".into(),
+                    token: "tok-verify".into(),
+                    locale: None,
+                }
+                .into(),
                 "token",
                 "tok-verify",
             ),
@@ -551,7 +687,7 @@ mod tests {
         let key = sealing_key();
         let make = |seed, token: &str| {
             let env = Envelope::new(
-                MagicLinkRequested { user_id: None, email: "a@b.co".into(), token: token.into() },
+                MagicLinkRequested { user_id: None, email: "a@b.co".into(), token: token.into(), locale: None },
                 &mut SeqRandom(seed),
                 UnixTime(5),
             );
@@ -571,7 +707,12 @@ mod tests {
     fn a_sealed_secret_is_bound_to_every_member_of_its_envelope() {
         let key = sealing_key();
         let env = Envelope::new(
-            PasswordResetRequested { user_id: "u1".into(), email: "victim@corp.example".into(), token: "tok".into() },
+            PasswordResetRequested {
+                user_id: "u1".into(),
+                email: "victim@corp.example".into(),
+                token: "tok".into(),
+                locale: None,
+            },
             &mut SeqRandom(30),
             UnixTime(5),
         );
@@ -599,8 +740,14 @@ mod tests {
         // The canonical form does not depend on member order or spacing.
         let data = sealed["data"].as_object().unwrap();
         let reordered = format!(
-            r#"{{ "data": {{ "token": {}, "email": {}, "user_id": {} }}, "v": 1, "timestamp": {}, "type": {}, "id": {} }}"#,
-            data["token"], data["email"], data["user_id"], sealed["timestamp"], sealed["type"], sealed["id"]
+            r#"{{ "data": {{ "token": {}, "locale": {}, "email": {}, "user_id": {} }}, "v": 1, "timestamp": {}, "type": {}, "id": {} }}"#,
+            data["token"],
+            data["locale"],
+            data["email"],
+            data["user_id"],
+            sealed["timestamp"],
+            sealed["type"],
+            sealed["id"]
         );
         let opened = Received::open(serde_json::from_str(&reordered).unwrap(), &key).unwrap();
         assert_eq!(opened.event.secret(), Some("tok"));
@@ -611,7 +758,7 @@ mod tests {
     fn a_masked_secret_is_never_taken_for_one() {
         let key = sealing_key();
         let env = Envelope::new(
-            MagicLinkRequested { user_id: None, email: "a@b.co".into(), token: REDACTED.into() },
+            MagicLinkRequested { user_id: None, email: "a@b.co".into(), token: REDACTED.into(), locale: None },
             &mut SeqRandom(32),
             UnixTime(5),
         );
@@ -627,7 +774,7 @@ mod tests {
         assert_eq!(sealed, serde_json::from_str::<Value>(&env.to_json()).unwrap());
         // A message queued before secrets were sealed is still delivered.
         let old = Envelope::new(
-            MagicLinkRequested { user_id: None, email: "a@b.co".into(), token: "old".into() },
+            MagicLinkRequested { user_id: None, email: "a@b.co".into(), token: "old".into(), locale: None },
             &mut SeqRandom(5),
             UnixTime(5),
         );
@@ -639,7 +786,7 @@ mod tests {
     fn stored_forms_mask_a_clear_secret_and_keep_a_sealed_one() {
         let key = sealing_key();
         let env = Envelope::new(
-            EmailOtpRequested { user_id: None, email: "a@b.co".into(), code: "123456".into() },
+            EmailOtpRequested { user_id: None, email: "a@b.co".into(), code: "123456".into(), locale: None },
             &mut SeqRandom(6),
             UnixTime(5),
         );
@@ -661,6 +808,38 @@ mod tests {
             scrub("invalid type: integer `804211`, near t0k", &["t0k".into(), "804211".into()]),
             "invalid type: integer `[redacted]`, near [redacted]"
         );
+    }
+
+    #[test]
+    fn the_context_travels_beside_the_envelope_and_never_reaches_webhooks() {
+        let key = sealing_key();
+        let ctx = EventContext {
+            ip_address: Some("192.0.2.1".into()),
+            user_agent: Some("Mozilla/5.0".into()),
+            actor_id: Some("admin-1".into()),
+        };
+        let env = Envelope::new(
+            MagicLinkRequested { user_id: None, email: "a@b.co".into(), token: "tok".into(), locale: None },
+            &mut SeqRandom(40),
+            UnixTime(5),
+        )
+        .with_context(ctx.clone());
+        assert!(!env.to_json().contains("ctx"), "the documented envelope has no ctx");
+        let sealed: Value = serde_json::from_str(&env.to_sealed_json(&key, &mut SeqRandom(41)).unwrap()).unwrap();
+        assert_eq!(
+            sealed[CONTEXT_MEMBER],
+            serde_json::json!({"ip_address": "192.0.2.1", "user_agent": "Mozilla/5.0", "actor_id": "admin-1"})
+        );
+        let opened = Received::open(sealed.clone(), &key).unwrap();
+        assert_eq!((opened.ctx.clone(), opened.event.secret()), (ctx, Some("tok")));
+        assert!(opened.to_value().get(CONTEXT_MEMBER).is_none(), "webhooks do not get it");
+        assert!(opened.to_redacted_value().get(CONTEXT_MEMBER).is_none());
+        // A context that is not one never makes an event undeliverable.
+        let mut odd = sealed;
+        odd[CONTEXT_MEMBER] = "x".into();
+        assert_eq!(Received::open(odd, &key).unwrap().ctx, EventContext::default());
+        let bare = Envelope::new(Logout { user_id: "u".into() }, &mut SeqRandom(42), UnixTime(5));
+        assert!(!bare.to_sealed_json(&key, &mut SeqRandom(43)).unwrap().contains(CONTEXT_MEMBER));
     }
 
     #[test]

@@ -10,6 +10,15 @@
 //! is not that JSON — is a hook failure, decided by `HOOK_FAILURE_MODE`:
 //! `open` signs in without extra claims, `closed` (the default) answers 503
 //! `hook_unavailable`.
+//!
+//! With `HOOK_ON_REFRESH=true` the hook is asked again before every refresh
+//! of a session, with the same request plus `"trigger": "refresh"` and the
+//! `session_id` (`provider` is then `"refresh"`): its claims replace the
+//! session's, so a change (a new plan) reaches the next access token and the
+//! origin without a new sign-in. A denial ends the session (403
+//! `signin_denied`, `session_revoked`); a failure follows `HOOK_FAILURE_MODE`
+//! — `closed`: 503, nothing rotated, the refresh token still good for a
+//! retry; `open`: the session keeps the claims it had.
 
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -62,7 +71,14 @@ pub struct HookConfig {
     pub timeout_ms: u32,
     /// `HOOK_FAILURE_MODE`.
     pub failure_mode: FailureMode,
+    /// `HOOK_ON_REFRESH`: ask again before every refresh.
+    pub on_refresh: bool,
 }
+
+/// The `provider` of a request made for a refresh.
+pub const REFRESH_PROVIDER: &str = "refresh";
+/// The `trigger` of a request made for a refresh.
+pub const REFRESH_TRIGGER: &str = "refresh";
 
 #[derive(Serialize)]
 struct GateUser<'a> {
@@ -77,6 +93,10 @@ struct GateUser<'a> {
 struct GateBody<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trigger: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_id: Option<&'a str>,
     user: GateUser<'a>,
     provider: &'a str,
 }
@@ -84,8 +104,26 @@ struct GateBody<'a> {
 /// The signed `allow_signin` request for `user` signing in through `provider`.
 /// `message_id` is a fresh id (the `webhook-id`), `now` the signing time.
 pub fn request(hook: &HookConfig, user: &User, provider: &str, message_id: &str, now: UnixTime) -> HttpRequest {
-    let body = GateBody {
+    signed(hook, message_id, now, body(user, provider, None))
+}
+
+/// The signed request asking again for `user`'s session `session_id`
+/// before it is refreshed (`HOOK_ON_REFRESH`).
+pub fn refresh_request(
+    hook: &HookConfig,
+    user: &User,
+    session_id: &str,
+    message_id: &str,
+    now: UnixTime,
+) -> HttpRequest {
+    signed(hook, message_id, now, body(user, REFRESH_PROVIDER, Some(session_id)))
+}
+
+fn body<'a>(user: &'a User, provider: &'a str, refreshing: Option<&'a str>) -> GateBody<'a> {
+    GateBody {
         kind: "allow_signin",
+        trigger: refreshing.map(|_| REFRESH_TRIGGER),
+        session_id: refreshing,
         user: GateUser {
             id: &user.id,
             email: &user.email,
@@ -94,7 +132,10 @@ pub fn request(hook: &HookConfig, user: &User, provider: &str, message_id: &str,
             email_verified: user.email_verified,
         },
         provider,
-    };
+    }
+}
+
+fn signed(hook: &HookConfig, message_id: &str, now: UnixTime, body: GateBody<'_>) -> HttpRequest {
     // Plain strings and bools: serialising cannot fail.
     let body = serde_json::to_string(&body).unwrap_or_default();
     HttpRequest {
@@ -162,6 +203,9 @@ pub struct Decision {
     pub result: Result<ExtraClaims, Error>,
     /// A hook failure or a dropped reserved claim, for the log.
     pub warning: Option<String>,
+    /// Whether the hook failed (no answer, or not a valid one): the result
+    /// is then the failure mode's, not the hook's.
+    pub failed: bool,
 }
 
 /// Turns what happened to the request into the decision, per `mode`.
@@ -169,12 +213,12 @@ pub fn decide(mode: FailureMode, outcome: Result<HttpReply, SendError>) -> Decis
     let failure = match outcome.map_err(|e| e.to_string()).and_then(|reply| parse_reply(&reply)) {
         Ok(Verdict::Deny(reason)) => {
             let detail = reason.unwrap_or_else(|| "the sign-in was refused".to_string());
-            return Decision { result: Err(Error::forbidden("signin_denied", detail)), warning: None };
+            return Decision { result: Err(Error::forbidden("signin_denied", detail)), warning: None, failed: false };
         }
         Ok(Verdict::Allow { claims, dropped }) => {
             let warning = (!dropped.is_empty())
                 .then(|| format!("the hook's reserved claims were ignored: {}", dropped.join(", ")));
-            return Decision { result: Ok(claims), warning };
+            return Decision { result: Ok(claims), warning, failed: false };
         }
         Err(why) => why,
     };
@@ -186,8 +230,8 @@ pub fn decide(mode: FailureMode, outcome: Result<HttpReply, SendError>) -> Decis
         }
     ));
     match mode {
-        FailureMode::Open => Decision { result: Ok(ExtraClaims::new()), warning },
-        FailureMode::Closed => Decision { result: Err(Error::HookUnavailable(failure)), warning },
+        FailureMode::Open => Decision { result: Ok(ExtraClaims::new()), warning, failed: true },
+        FailureMode::Closed => Decision { result: Err(Error::HookUnavailable(failure)), warning, failed: true },
     }
 }
 
@@ -218,8 +262,8 @@ mod tests {
     #[test]
     fn allow_without_claims_adds_nothing() {
         let d = decide(FailureMode::Closed, reply(200, r#"{"allow": true, "extra": 1}"#));
+        assert_eq!((d.warning.is_none(), d.failed), (true, false));
         assert_eq!(d.result.unwrap(), ExtraClaims::new());
-        assert_eq!(d.warning, None);
     }
 
     #[test]
@@ -247,7 +291,7 @@ mod tests {
         for f in failures {
             let open = decide(FailureMode::Open, f.clone());
             assert_eq!(open.result, Ok(ExtraClaims::new()), "{f:?}");
-            assert!(open.warning.is_some());
+            assert!(open.warning.is_some() && open.failed);
             let closed = decide(FailureMode::Closed, f.clone());
             let p = closed.result.unwrap_err().problem();
             assert_eq!((p.status, p.code), (503, "hook_unavailable"), "{f:?}");
@@ -263,6 +307,7 @@ mod tests {
             secret: secret.clone(),
             timeout_ms: 1_500,
             failure_mode: FailureMode::Closed,
+            on_refresh: true,
         };
         let user = User {
             id: "u1".into(),
@@ -276,6 +321,7 @@ mod tests {
             roles: vec!["admin".into()],
             created_at: UnixTime(0),
             auth_epoch: 0,
+            locale: None,
         };
         let req = request(&hook, &user, "email", "msg_1", UnixTime(1_700_000_000));
         assert_eq!((req.url.as_str(), req.timeout_ms), ("https://hooks.example/signin", 1_500));
@@ -290,6 +336,20 @@ mod tests {
         let sig = req.header("webhook-signature").unwrap();
         assert!(secret.verify("msg_1", UnixTime(1_700_000_000), &req.body, sig));
         assert!(!req.body.contains("secret-hash"));
+        // Asked again before a refresh: the same request, saying so.
+        let again = refresh_request(&hook, &user, "s-9", "msg_2", UnixTime(1_700_000_100));
+        let body: serde_json::Value = serde_json::from_str(&again.body).unwrap();
+        assert_eq!(
+            body,
+            json!({"type": "allow_signin", "trigger": "refresh", "session_id": "s-9", "provider": "refresh",
+                   "user": {"id": "u1", "email": "a@example.com", "name": "Ada", "roles": ["admin"], "email_verified": true}})
+        );
+        assert!(secret.verify(
+            "msg_2",
+            UnixTime(1_700_000_100),
+            &again.body,
+            again.header("webhook-signature").unwrap()
+        ));
     }
 
     #[test]

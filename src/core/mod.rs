@@ -1,5 +1,7 @@
 //! The pure core: every auth decision, with no platform access.
 
+pub mod amr;
+pub mod audit;
 pub mod auth_routes;
 pub mod body;
 pub mod cache;
@@ -16,7 +18,9 @@ pub mod gate;
 pub mod headers;
 pub mod ids;
 pub mod keys;
+pub mod locale;
 pub mod mail;
+pub mod mfa;
 pub mod oauth;
 pub mod outbound;
 pub mod own_signature;
@@ -24,10 +28,12 @@ pub mod password;
 pub mod policy;
 pub mod ports;
 pub mod rate_limit;
+pub mod revocation;
 pub mod session;
 pub mod takeover;
 pub mod target;
 pub mod time;
 pub mod token;
+pub mod ui;
 pub mod users;
 pub mod webhook;

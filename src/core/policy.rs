@@ -109,11 +109,28 @@
 //! body needs what a POST needs, not what the rule gives DELETE). Nothing in
 //! a request tells whether an origin honours overrides, so only the operator
 //! can trade this strictness away, rule by rule.
+//!
+//! # Step-up: how and when the caller signed in
+//!
+//! The policy `mfa` asks for a token whose `amr` holds `mfa` (two factors in
+//! its sign-in, see [`crate::core::amr`]); the rule member `"max_age": N`
+//! for a token whose `auth_time` is at most N seconds old. A token without
+//! them is refused with 401 `insufficient_user_authentication` and RFC 9470's
+//! challenge (`WWW-Authenticate: Bearer error="insufficient_user_authentication"`,
+//! with `max_age="N"` for the age), so a client knows to sign in again,
+//! with its second factor. Like every policy, they apply wherever the
+//! request's other readings and methods take it: a judgement asks for the
+//! second factor if any policy it must pass is `mfa`, and for the smallest
+//! `max_age` among the rules it meets. Both are read from the rules at
+//! configuration time; a judgement of rules without them costs nothing more.
 
 use icu_normalizer::uts46::Uts46MapperBorrowed;
 use serde::Deserialize;
 
+use crate::core::amr::Amr;
 use crate::core::error::{Error, TokenError};
+use crate::core::time::UnixTime;
+use crate::core::token::AccessClaims;
 
 /// Longest path accepted, in bytes.
 pub const MAX_PATH_LEN: usize = 8192;
@@ -129,15 +146,18 @@ pub enum Policy {
     Role(String),
     /// A valid token carrying at least one of these roles.
     AnyRole(Vec<String>),
+    /// A valid token of a sign-in with a second factor (`amr` holds `mfa`).
+    Mfa,
 }
 
 impl Policy {
-    /// Parses `public`, `authenticated`, `role:<name>` or `any_role:[a, b]`.
+    /// Parses `public`, `authenticated`, `mfa`, `role:<name>` or `any_role:[a, b]`.
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
         match s {
             "public" => return Ok(Self::Public),
             "authenticated" => return Ok(Self::Authenticated),
+            "mfa" => return Ok(Self::Mfa),
             _ => {}
         }
         if let Some(role) = s.strip_prefix("role:") {
@@ -163,14 +183,15 @@ impl Policy {
             }
             return Ok(Self::AnyRole(roles));
         }
-        Err(format!("unknown policy {s:?} (expected public, authenticated, role:<name> or any_role:[...])"))
+        Err(format!("unknown policy {s:?} (expected public, authenticated, mfa, role:<name> or any_role:[...])"))
     }
 
-    /// Whether a caller with `roles` satisfies the policy (a token is assumed
-    /// verified for every policy but `Public`).
+    /// Whether a caller with `roles` satisfies the policy's roles (a token
+    /// is assumed verified for every policy but `Public`; `Mfa`'s second
+    /// factor is checked by [`Judgement::admit`]).
     pub fn allows(&self, roles: &[String]) -> bool {
         match self {
-            Self::Public | Self::Authenticated => true,
+            Self::Public | Self::Authenticated | Self::Mfa => true,
             Self::Role(r) => roles.iter().any(|have| have == r),
             Self::AnyRole(rs) => rs.iter().any(|r| roles.iter().any(|have| have == r)),
         }
@@ -197,6 +218,16 @@ pub struct Route {
     /// operator says it honours no override: a request of another method is
     /// not judged under this rule. Always `true` for the default.
     pub method_override: bool,
+    /// Rule member `max_age`: the caller must have signed in (`auth_time`)
+    /// at most this many seconds ago. Never on the default.
+    pub max_age_secs: Option<u64>,
+    /// Rule member `fresh` (default `false`): every request the rule judges
+    /// has its token's session read from D1 — live, its user's, every role
+    /// the token claims still held — before it is forwarded, instead of
+    /// relying on the isolate's revocation set alone
+    /// ([`crate::core::revocation::check_fresh`]). Always `false` for the
+    /// default.
+    pub fresh: bool,
 }
 
 /// One `ROUTES` rule.
@@ -223,7 +254,14 @@ struct RawRule {
     forward_authorization: bool,
     #[serde(default = "honours_overrides")]
     method_override: bool,
+    #[serde(default)]
+    max_age: Option<u64>,
+    #[serde(default)]
+    fresh: bool,
 }
+
+/// The largest `max_age` accepted: ten years, in seconds.
+const MAX_MAX_AGE_SECS: u64 = 10 * 365 * 86_400;
 
 /// The default of the rule member `method_override`: judged strictly.
 fn honours_overrides() -> bool {
@@ -279,6 +317,18 @@ pub struct Judgement<'a> {
     pub route: &'a Route,
     forward_authorization: bool,
     also: Vec<&'a Policy>,
+    /// The smallest `max_age` of the rules met.
+    max_age_secs: Option<u64>,
+    /// Whether any rule met says `fresh`.
+    fresh: bool,
+}
+
+/// The smaller of two optional bounds (`None`: no bound).
+fn tighter(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, y) => x.or(y),
+    }
 }
 
 impl<'a> Judgement<'a> {
@@ -287,10 +337,41 @@ impl<'a> Judgement<'a> {
         self.route.policy == Policy::Public && self.also.iter().all(|p| **p == Policy::Public)
     }
 
-    /// `Ok` if a verified caller with `roles` passes every policy, else the 403.
+    /// `Ok` if a verified caller with `roles` passes every policy's roles,
+    /// else the 403. Knowing nothing of how the caller signed in, it refuses
+    /// a judgement that asks for a second factor or a recent sign-in (401
+    /// `insufficient_user_authentication`): [`Judgement::admit`] checks them.
     pub fn authorize(&self, roles: &[String]) -> Result<(), Error> {
         authorize(&self.route.policy, roles)?;
-        self.also.iter().try_for_each(|p| authorize(p, roles))
+        self.also.iter().try_for_each(|p| authorize(p, roles))?;
+        if self.needs_mfa() || self.max_age_secs.is_some() {
+            return Err(Error::InsufficientAuthentication { mfa: self.needs_mfa(), max_age_secs: self.max_age_secs });
+        }
+        Ok(())
+    }
+
+    /// `Ok` if the caller of the verified token `claims` passes every policy
+    /// at `now`: its roles (else 403 `insufficient_role`), then its sign-in —
+    /// a second factor where a policy is `mfa`, an `auth_time` at most the
+    /// smallest `max_age` old — else 401 `insufficient_user_authentication`
+    /// naming what is missing.
+    pub fn admit(&self, claims: &AccessClaims, now: UnixTime) -> Result<(), Error> {
+        authorize(&self.route.policy, &claims.roles)?;
+        self.also.iter().try_for_each(|p| authorize(p, &claims.roles))?;
+        let mfa = self.needs_mfa() && !claims.amr.contains(Amr::MFA);
+        let max_age_secs = self.max_age_secs.filter(|max| {
+            let max = i64::try_from(*max).unwrap_or(i64::MAX);
+            claims.auth_time.is_none_or(|t| now.0.saturating_sub(t) > max)
+        });
+        if mfa || max_age_secs.is_some() {
+            return Err(Error::InsufficientAuthentication { mfa, max_age_secs });
+        }
+        Ok(())
+    }
+
+    /// Whether a policy to pass is `mfa`.
+    fn needs_mfa(&self) -> bool {
+        self.route.policy == Policy::Mfa || self.also.contains(&&Policy::Mfa)
     }
 
     /// The policies besides the route's own (for tests and logs).
@@ -305,10 +386,28 @@ impl<'a> Judgement<'a> {
         self.forward_authorization
     }
 
-    fn require(&mut self, p: &'a Policy) {
+    /// Adds `r`'s policy and `max_age` to what the request must pass.
+    /// Whether the token's session must be read from D1 before forwarding
+    /// ([`Route::fresh`]): if the route of the path says so, or that of any
+    /// other reading of it or method it is judged under.
+    pub fn needs_fresh_session(&self) -> bool {
+        self.fresh
+    }
+
+    fn require(&mut self, r: &'a Route) {
+        self.fresh |= r.fresh;
+        self.max_age_secs = tighter(self.max_age_secs, r.max_age_secs);
+        let p = &r.policy;
         if *p != self.route.policy && !self.also.contains(&p) {
             self.also.push(p);
         }
+    }
+
+    /// Whether requiring `r` would add nothing.
+    fn holds(&self, r: &Route) -> bool {
+        r.policy == self.route.policy
+            && r.max_age_secs.is_none_or(|m| self.max_age_secs.is_some_and(|have| have <= m))
+            && (!r.fresh || self.fresh)
     }
 }
 
@@ -371,12 +470,36 @@ impl Routes {
                 None => None,
             };
             let policy = Policy::parse(&r.policy).map_err(at)?;
-            let route =
-                Route { policy, forward_authorization: r.forward_authorization, method_override: r.method_override };
+            if r.fresh && policy == Policy::Public {
+                return Err(at("fresh needs a policy that checks a token, not public".into()));
+            }
+            let max_age_secs = match r.max_age {
+                None => None,
+                Some(_) if policy == Policy::Public => {
+                    return Err(at("max_age on a public rule: there is no sign-in to check".into()))
+                }
+                Some(n) if (1..=MAX_MAX_AGE_SECS).contains(&n) => Some(n),
+                Some(n) => {
+                    return Err(at(format!("max_age {n}: a whole number of seconds from 1 to {MAX_MAX_AGE_SECS}")))
+                }
+            };
+            let route = Route {
+                policy,
+                forward_authorization: r.forward_authorization,
+                method_override: r.method_override,
+                max_age_secs,
+                fresh: r.fresh,
+            };
             rules.push(Rule { prefix: prefix.to_ascii_lowercase(), subtree, methods, route });
         }
         let method_specific = rules.iter().any(|r| r.methods.is_some());
-        let default = Route { policy: default, forward_authorization: false, method_override: true };
+        let default = Route {
+            policy: default,
+            forward_authorization: false,
+            method_override: true,
+            max_age_secs: None,
+            fresh: false,
+        };
         Ok(Self { rules, default, method_specific })
     }
 
@@ -408,7 +531,13 @@ impl Routes {
     pub fn judge(&self, req: &impl GatewayRequest, normalised_path: &str) -> Judgement<'_> {
         let method = req.method();
         let route = self.route_for(method, normalised_path);
-        let mut j = Judgement { route, forward_authorization: route.forward_authorization, also: Vec::new() };
+        let mut j = Judgement {
+            route,
+            forward_authorization: route.forward_authorization,
+            also: Vec::new(),
+            max_age_secs: route.max_age_secs,
+            fresh: route.fresh,
+        };
         let head = self.method_specific && method.eq_ignore_ascii_case("HEAD");
         // Whether the origin may act on the request as another method: read
         // once, only where some rule lists methods, and only what is needed.
@@ -425,60 +554,60 @@ impl Routes {
             if reading == Reading::Other {
                 if let Some(r) = route_of(method) {
                     j.forward_authorization &= r.forward_authorization;
-                    j.require(&r.policy);
+                    j.require(r);
                 }
             }
             if head {
                 if let Some(r) = route_of("GET") {
-                    j.require(&r.policy);
+                    j.require(r);
                 }
             }
             if overridden == Some(false) {
                 return;
             }
-            let others = self.override_policies(path, reading == Reading::AsSent);
-            if others.iter().all(|p| **p == j.route.policy) {
+            let others = self.override_routes(path, reading == Reading::AsSent);
+            if others.iter().all(|r| j.holds(r)) {
                 return;
             }
             if *overridden.get_or_insert_with(|| named || !body_is_empty(req)) {
-                others.into_iter().for_each(|p| j.require(p));
+                others.into_iter().for_each(|r| j.require(r));
             }
         });
         j
     }
 
-    /// Every distinct policy a request may meet on this path when the origin
+    /// Every distinct route a request may meet on this path when the origin
     /// acts on it as another method: that of every rule an override can
     /// land on (not those saying `"method_override": false`), and, with
     /// `default`, the default's where some method reaches it.
-    fn override_policies(&self, normalised_path: &str, default: bool) -> Vec<&Policy> {
-        let mut out: Vec<&Policy> = Vec::new();
+    fn override_routes(&self, normalised_path: &str, default: bool) -> Vec<&Route> {
+        let mut out: Vec<&Route> = Vec::new();
         let mut claimed: Vec<&str> = Vec::new();
         for r in self.rules.iter().filter(|r| r.covers(normalised_path)) {
             match &r.methods {
                 None => {
                     if r.route.method_override {
-                        push_unique(&mut out, &r.route.policy);
+                        push_unique(&mut out, &r.route);
                     }
                     return out;
                 }
                 Some(ms) => {
                     // A rule whose every method an earlier rule took never applies.
                     if r.route.method_override && ms.iter().any(|m| !claimed.contains(&m.as_str())) {
-                        push_unique(&mut out, &r.route.policy);
+                        push_unique(&mut out, &r.route);
                     }
                     claimed.extend(ms.iter().map(String::as_str));
                 }
             }
         }
         if default {
-            push_unique(&mut out, &self.default.policy);
+            push_unique(&mut out, &self.default);
         }
         out
     }
 }
 
-fn push_unique<'a>(out: &mut Vec<&'a Policy>, p: &'a Policy) {
+fn push_unique<'a>(out: &mut Vec<&'a Route>, p: &'a Route) {
     if !out.contains(&p) {
         out.push(p);
     }
@@ -1125,6 +1254,109 @@ mod tests {
 
     fn admin() -> Vec<String> {
         vec!["admin".to_string()]
+    }
+
+    /// A verified caller's claims: roles, `amr`, `auth_time`.
+    fn caller(roles: &[&str], amr: Amr, auth_time: Option<i64>) -> AccessClaims {
+        AccessClaims {
+            iss: "i".into(),
+            aud: vec!["a".into()],
+            sub: "u".into(),
+            sid: "s".into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            email: "e@x.io".into(),
+            email_verified: true,
+            jti: "j".into(),
+            amr,
+            auth_time,
+        }
+    }
+
+    fn step_up_routes() -> Routes {
+        Routes::parse(
+            Some(
+                r#"[{"path": "/api/billing/*", "policy": "mfa"},
+                    {"path": "/api/admin/*", "policy": "role:admin", "max_age": 300},
+                    {"path": "/api/vault/*", "policy": "mfa", "max_age": 60},
+                    {"path": "/api/files/*", "methods": ["DELETE"], "policy": "authenticated", "max_age": 120}]"#,
+            ),
+            None,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_mfa_policy_asks_for_a_second_factor_and_max_age_for_a_recent_sign_in() {
+        let r = step_up_routes();
+        let now = UnixTime(10_000);
+        let mfa = Amr::PWD.with(Amr::OTP).with(Amr::MFA);
+        let get = req("GET", None, None);
+        let refusal = |mfa, max_age_secs| Err(Error::InsufficientAuthentication { mfa, max_age_secs });
+        let billing = r.judge(&get, "/api/billing/invoices");
+        assert_eq!(billing.admit(&caller(&[], Amr::PWD, Some(9_999)), now), refusal(true, None));
+        assert_eq!(billing.admit(&caller(&[], Amr::NONE, None), now), refusal(true, None), "an old token");
+        assert_eq!(billing.admit(&caller(&[], mfa, Some(1)), now), Ok(()), "no age asked");
+        let admin_route = r.judge(&get, "/api/admin/users");
+        assert_eq!(admin_route.admit(&caller(&["admin"], Amr::PWD, Some(10_000 - 300)), now), Ok(()));
+        assert_eq!(
+            admin_route.admit(&caller(&["admin"], Amr::PWD, Some(10_000 - 301)), now),
+            refusal(false, Some(300))
+        );
+        assert_eq!(admin_route.admit(&caller(&["admin"], mfa, None), now), refusal(false, Some(300)), "no auth_time");
+        // The role decides first: stepping up would not help.
+        assert_eq!(
+            admin_route.admit(&caller(&[], Amr::PWD, Some(1)), now).unwrap_err().problem().code,
+            "insufficient_role"
+        );
+        let vault = r.judge(&get, "/api/vault/k");
+        assert_eq!(vault.admit(&caller(&[], Amr::PWD, Some(1)), now), refusal(true, Some(60)));
+        assert_eq!(vault.admit(&caller(&[], mfa, Some(1)), now), refusal(false, Some(60)));
+        assert_eq!(vault.admit(&caller(&[], mfa, Some(9_950)), now), Ok(()));
+        // The roles-only check cannot tell: it refuses.
+        assert_eq!(billing.authorize(&admin()), refusal(true, None));
+        assert_eq!(admin_route.authorize(&admin()), refusal(false, Some(300)));
+        // Elsewhere nothing changes.
+        let other = r.judge(&get, "/api/other");
+        assert_eq!(other.authorize(USER), Ok(()));
+        assert_eq!(other.admit(&caller(&[], Amr::NONE, None), now), Ok(()));
+    }
+
+    #[test]
+    fn step_up_follows_the_methods_a_request_may_become() {
+        let r = step_up_routes();
+        let now = UnixTime(10_000);
+        let old = caller(&[], Amr::PWD, Some(1));
+        // A POST with a body may be a DELETE to the origin: its max_age applies.
+        let post = req("POST", None, Some("application/x-www-form-urlencoded"));
+        assert_eq!(
+            r.judge(&post, "/api/files/a").admit(&old, now),
+            Err(Error::InsufficientAuthentication { mfa: false, max_age_secs: Some(120) })
+        );
+        assert_eq!(r.judge(&req("GET", None, None), "/api/files/a").admit(&old, now), Ok(()));
+        let named = req("GET", Some("_method=DELETE"), None);
+        assert!(r.judge(&named, "/api/files/a").admit(&old, now).is_err());
+        assert_eq!(r.judge(&named, "/api/files/a").admit(&caller(&[], Amr::PWD, Some(9_900)), now), Ok(()));
+        // A dotted reading of a path reaches the rule that names it.
+        let r = Routes::parse(Some(r#"[{"path": "/api/report", "policy": "mfa"}]"#), None).unwrap();
+        let j = r.judge(&req("GET", None, None), "/api/report.json");
+        assert_eq!(j.admit(&old, now), Err(Error::InsufficientAuthentication { mfa: true, max_age_secs: None }));
+    }
+
+    #[test]
+    fn max_age_is_a_positive_number_of_seconds_on_a_rule_with_a_sign_in() {
+        for (json, needle) in [
+            (r#"[{"path": "/x", "policy": "public", "max_age": 60}]"#, "public"),
+            (r#"[{"path": "/x", "policy": "authenticated", "max_age": 0}]"#, "max_age 0"),
+            (r#"[{"path": "/x", "policy": "authenticated", "max_age": 400000000}]"#, "max_age"),
+            (r#"[{"path": "/x", "policy": "authenticated", "max_age": -1}]"#, "ROUTES"),
+            (r#"[{"path": "/x", "policy": "authenticated", "max_age": "60"}]"#, "ROUTES"),
+            (r#"[{"path": "/x", "policy": "mfa:yes"}]"#, "unknown policy"),
+        ] {
+            let err = Routes::parse(Some(json), None).unwrap_err();
+            assert!(err.contains(needle), "{json}: {err}");
+        }
+        assert_eq!(Routes::parse(None, Some("mfa")).unwrap().policy_for("GET", "/x"), &Policy::Mfa);
+        assert!(Policy::Mfa.allows(USER));
     }
 
     #[test]
@@ -1927,6 +2159,41 @@ mod tests {
                 prop_assert!(!n.split('/').any(|seg| seg == ".." || seg == "."));
                 prop_assert_eq!(normalise_path(&n).unwrap(), n);
             }
+        }
+    }
+
+    #[test]
+    fn fresh_rules_ask_for_the_session_on_every_reading_and_method_they_judge() {
+        let r = Routes::parse(
+            Some(
+                r#"[{"path": "/api/pay/*", "policy": "authenticated", "fresh": true},
+                    {"path": "/api/admin/*", "methods": ["GET"], "policy": "role:admin", "fresh": true},
+                    {"path": "/api/admin/*", "methods": ["DELETE"], "policy": "role:admin"},
+                    {"path": "/api/report.json", "policy": "authenticated", "fresh": true},
+                    {"path": "/api/public/*", "policy": "public"}]"#,
+            ),
+            None,
+        )
+        .unwrap();
+        let get = Req { method: "GET", query: None, headers: vec![], body: false, reads: Default::default() };
+        assert!(r.judge(&get, "/api/pay/now").needs_fresh_session());
+        assert!(!r.judge(&get, "/api/other").needs_fresh_session(), "the default is never fresh");
+        assert!(r.judge(&get, "/api/admin/users").needs_fresh_session());
+        let head = Req { method: "HEAD", ..get };
+        assert!(r.judge(&head, "/api/admin/users").needs_fresh_session(), "a HEAD is held to its GET rule");
+        let delete = Req { method: "DELETE", query: None, headers: vec![], body: false, reads: Default::default() };
+        assert!(!r.judge(&delete, "/api/admin/users").needs_fresh_session());
+        // A DELETE the origin may read as a GET (`?_method=GET`) gets the GET rule's freshness too.
+        let overridden = Req { query: Some("_method=GET"), ..delete };
+        assert!(r.judge(&overridden, "/api/admin/users").needs_fresh_session());
+        // Another reading of the path: `/api/report.json.bak` cut at its last dot is the fresh rule's.
+        let get = Req { method: "GET", query: None, headers: vec![], body: false, reads: Default::default() };
+        assert!(r.judge(&get, "/api/report.json.bak").needs_fresh_session());
+        for bad in [
+            r#"[{"path": "/x", "policy": "public", "fresh": true}]"#,
+            r#"[{"path": "/x", "policy": "authenticated", "fresh": "yes"}]"#,
+        ] {
+            assert!(Routes::parse(Some(bad), None).unwrap_err().starts_with("ROUTES"), "{bad}");
         }
     }
 }

@@ -1,12 +1,13 @@
 //! Ports: the small traits through which core reaches storage, the event
 //! queue, the key ring, outbound HTTP (webhooks, email APIs, the sign-in
-//! hook) and the delivery ledger. The edge implements them with D1, Queues,
+//! hook), the mail binding and the delivery ledger. The edge implements them with D1, Queues,
 //! WebCrypto and `fetch`; the native tests with in-memory fakes.
 //!
 //! Every method returns core's [`Error`]: adapters map their failures to
 //! [`Error::Unavailable`], so a broken dependency fails closed.
 #![allow(async_fn_in_trait)] // Send is not needed: a Worker isolate is single-threaded.
 
+use crate::core::audit::{AuditEntry, AuditFilter, AuditRecord};
 use crate::core::email_token::{EmailToken, TokenKind};
 use std::future::Future;
 use std::pin::Pin;
@@ -15,8 +16,11 @@ use crate::core::delivery::{Claim, DeadLetter, TargetState};
 use crate::core::error::Error;
 use crate::core::events::Envelope;
 use crate::core::keys::{SigningAlg, SigningKey, StoredKey};
+use crate::core::mail::{BindingError, MimeEmail};
+use crate::core::mfa::{Challenge, FactorsRemoved, StoredFactors};
 use crate::core::outbound::{HttpReply, HttpRequest, SendError};
 use crate::core::rate_limit::{Count, Hit};
+use crate::core::revocation::{RevocationPage, Standing};
 use crate::core::session::{LiveSession, RotateRequest, Rotation, Session, SignInBasis};
 use crate::core::takeover::{AddressProof, Proven};
 use crate::core::time::UnixTime;
@@ -46,11 +50,12 @@ pub trait SessionStore {
     /// Stores a new session whose current refresh token hashes to
     /// `refresh_hash` — if what the sign-in relied on still holds: the
     /// user's account epoch is still `basis.user_epoch`, the user is not
-    /// banned, and the identity of `basis.identity` (if any) is still linked
-    /// to the user, all decided in the same write. `Ok(false)`, nothing
+    /// banned, the identity of `basis.identity` (if any) is still linked
+    /// to the user, and, unless `basis.second_factor`, the user has no second
+    /// factor on, all decided in the same write. `Ok(false)`, nothing
     /// written, when the epoch moved (a password change or reset, a ban, a
     /// new address or a takeover got in between), the identity was unlinked
-    /// or dropped, or the user is banned or gone.
+    /// or dropped, a second factor was turned on, or the user is banned or gone.
     async fn create_session(&self, session: &Session, refresh_hash: &str, basis: &SignInBasis<'_>) -> Result<bool>;
     /// Atomically swaps the current refresh token for its successor; see [`Rotation`].
     async fn rotate_refresh(&self, req: &RotateRequest<'_>) -> Result<Rotation>;
@@ -75,6 +80,25 @@ pub trait SessionStore {
     async fn revoke_other_sessions(&self, caller: &LiveSession<'_>, reason: &str) -> Result<Option<u64>>;
     /// The user's live sessions, newest first.
     async fn list_sessions(&self, user_id: &str, now: UnixTime) -> Result<Vec<Session>>;
+}
+
+/// The revocation log (see [`crate::core::revocation`]). Rows are written by
+/// the store itself, in the same write as whatever revokes a session or
+/// changes a user's roles — every [`SessionStore`] and [`AccountStore`]
+/// method that does either, and anything else that does (a cascade from a
+/// deleted user, an operator's SQL) — never by a separate call, so a
+/// revocation is recorded exactly when it happens. Each row gets a sequence
+/// number larger than every row committed before it.
+pub trait RevocationStore {
+    /// The rows after `after` (by sequence number, ascending) recorded after
+    /// `live_after`, at most `limit`, and the log's largest sequence number,
+    /// read in one snapshot.
+    async fn revocations_after(&self, after: u64, live_after: UnixTime, limit: u32) -> Result<RevocationPage>;
+    /// The session `sid` and the roles its user holds now, read together;
+    /// `None` when there is no such session.
+    async fn session_standing(&self, sid: &str) -> Result<Option<Standing>>;
+    /// Deletes the rows recorded at or before `before`; returns how many.
+    async fn purge_revocations(&self, before: UnixTime) -> Result<u64>;
 }
 
 /// Account changes beyond sign-up: verification, passwords, and what
@@ -150,6 +174,10 @@ pub trait EmailTokenStore {
     /// epoch of the account that has the address now, if any: it works
     /// until that account's epoch first moves.
     async fn consume_email_token(&self, kind: TokenKind, hash: &str, now: UnixTime) -> Result<Option<EmailToken>>;
+    /// The token [`EmailTokenStore::consume_email_token`] would consume now,
+    /// left as it is: a read, for a page that names what a link is for
+    /// before anyone uses it (a racing consumption may still win).
+    async fn peek_email_token(&self, kind: TokenKind, hash: &str, now: UnixTime) -> Result<Option<EmailToken>>;
     /// Counts one attempt against the live, unexpired code sent to `email`
     /// unless it already had `max_attempts`, and returns it with the attempt
     /// counted; `Ok(None)` when there is no such code (a code issued under an
@@ -184,6 +212,71 @@ pub trait RateLimitStore {
     async fn record_login_failure(&self, email: &str, now: UnixTime, forget_before: UnixTime) -> Result<()>;
     /// Forgets the failed logins of `email` (after a success or a reset).
     async fn clear_login_failures(&self, email: &str) -> Result<()>;
+}
+
+/// Second factors and the sign-ins waiting for their second step (see
+/// [`crate::core::mfa`]). Every method is one atomic write (or read); those
+/// made for a signed-in caller are made only while the caller's session is
+/// live, decided in the same write.
+pub trait MfaStore {
+    /// The account's second factors.
+    async fn mfa_factors(&self, user_id: &str) -> Result<StoredFactors>;
+    /// Stores `sealed` as the caller's enrolling (not yet confirmed) TOTP
+    /// secret, replacing an enrolling one, unless TOTP is on. `Ok(Some(true))`
+    /// stored; `Ok(Some(false))`, nothing written, when TOTP is on; `Ok(None)`,
+    /// nothing written, when the caller's session is not live.
+    async fn enroll_totp(&self, caller: &LiveSession<'_>, sealed: &str) -> Result<Option<bool>>;
+    /// Turns the caller's enrolling TOTP on if its secret is still `sealed`
+    /// (the one the code was checked against): marks it confirmed with
+    /// `step` as its last used step, replaces the account's backup codes
+    /// with `backup_hashes`, and revokes every other live session of the
+    /// user (`reason`), in one write. `Ok(Some(revoked))`; `Ok(None)`,
+    /// nothing written, when the session is not live or the enrolment is
+    /// gone, replaced or already confirmed.
+    async fn confirm_totp(
+        &self,
+        caller: &LiveSession<'_>,
+        sealed: &str,
+        step: u64,
+        backup_hashes: &[String],
+        reason: &str,
+    ) -> Result<Option<u64>>;
+    /// Records `step` as the last used step of the account's TOTP if it is
+    /// on, its secret is still `sealed`, and `step` is later than the last
+    /// one used: `Ok(true)` when the code is accepted. One conditional write,
+    /// so of racing uses of one code exactly one is accepted, and never a
+    /// code older than one already used.
+    async fn use_totp_step(&self, user_id: &str, sealed: &str, step: u64) -> Result<bool>;
+    /// Deletes the account's unused backup code tagged `hash`: `Ok(true)` if
+    /// there was one (exactly one of racing uses of a code gets it).
+    async fn use_backup_code(&self, user_id: &str, hash: &str) -> Result<bool>;
+    /// Replaces the caller's backup codes with `hashes` if TOTP is on.
+    /// `Ok(Some(true))` replaced; `Ok(Some(false))`, nothing written, when
+    /// TOTP is off; `Ok(None)`, nothing written, when the session is not live.
+    async fn replace_backup_codes(&self, caller: &LiveSession<'_>, hashes: &[String]) -> Result<Option<bool>>;
+    /// Removes every second factor of `user_id` (TOTP, on or enrolling, and
+    /// the backup codes) and, if TOTP was on, revokes every live session of
+    /// the user but `caller`'s (all of them without a caller, as for an
+    /// administrator), in one write. With a caller, only while their session
+    /// is live: `Ok(None)`, nothing written, otherwise.
+    async fn remove_factors(
+        &self,
+        user_id: &str,
+        caller: Option<&LiveSession<'_>>,
+        now: UnixTime,
+        reason: &str,
+    ) -> Result<Option<FactorsRemoved>>;
+    /// Stores a sign-in waiting for its second step; the user's expired ones
+    /// are deleted in the same write.
+    async fn put_mfa_challenge(&self, challenge: &Challenge) -> Result<()>;
+    /// Counts one attempt against the live, unexpired challenge `hash`
+    /// unless it already had `max_attempts`, and returns it with the attempt
+    /// counted; `Ok(None)` when there is none. One conditional write: racing
+    /// attempts are all counted.
+    async fn count_mfa_attempt(&self, hash: &str, now: UnixTime, max_attempts: u32) -> Result<Option<Challenge>>;
+    /// Consumes (deletes) the unexpired challenge `hash`; of racing callers
+    /// exactly one gets it.
+    async fn take_mfa_challenge(&self, hash: &str, now: UnixTime) -> Result<Option<Challenge>>;
 }
 
 /// Signing keys at rest.
@@ -233,6 +326,38 @@ pub trait EventSink {
     fn report(&self, _warning: &str) {}
 }
 
+/// The audit log (see [`crate::core::audit`]). Written only by the queue
+/// consumers, read by the audit endpoints, purged by the cron trigger.
+pub trait AuditLog {
+    /// Writes `record` unless an entry with its id exists, in one statement
+    /// (so a redelivered event is recorded once, and racing consumers write
+    /// one entry). An entry without a user id but with a subject email is
+    /// attributed, in that statement, to the account that has that address
+    /// and existed at the entry's time, if any. `Ok(false)` when the id was
+    /// already recorded.
+    async fn record_audit(&self, record: &AuditRecord) -> Result<bool>;
+    /// At most `limit` entries matching `filter`, newest first: ordered by
+    /// time, then id, both descending (the order [`crate::core::audit::Cursor`]
+    /// relies on). A plain read: entries written meanwhile may or may not be
+    /// in it.
+    async fn audit_entries(&self, filter: &AuditFilter, limit: u32) -> Result<Vec<AuditEntry>>;
+    /// Deletes at most `limit` entries older than `before` (oldest first), in
+    /// one statement; returns how many.
+    async fn purge_audit(&self, before: UnixTime, limit: u32) -> Result<u64>;
+    /// Deletes at most `limit` of the entries written before the newest
+    /// `keep` (the first written first), in one statement; returns how many.
+    /// Entries count in the order they were written, not by their time, and
+    /// without counting the table: an entry written later than another
+    /// outlives it, and gaps left by other deletions may make it keep fewer
+    /// than `keep`, never more.
+    async fn purge_audit_beyond(&self, keep: u64, limit: u32) -> Result<u64>;
+    /// When the account `user_id` was last taken over
+    /// ([`crate::core::takeover`]), as the takeover's own write recorded it
+    /// ([`AccountStore::prove_address`]); `None` if it never was (or there
+    /// is no such account).
+    async fn taken_over_at(&self, user_id: &str) -> Result<Option<UnixTime>>;
+}
+
 /// A boxed future, for the one port used as a trait object ([`SigninGate`]).
 pub type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 
@@ -258,10 +383,13 @@ impl SigninGate for NoGate {
     fn report(&self, _warning: &str) {}
 }
 
-/// Outbound HTTP and the log, as the queue consumer uses them.
+/// Outbound HTTP, the mail binding and the log, as the queue consumer uses them.
 pub trait Courier {
     /// Sends `request`, waiting at most its `timeout_ms` for the response head.
     async fn send(&self, request: &HttpRequest) -> std::result::Result<HttpReply, SendError>;
+    /// Hands `message` to the `send_email` binding, waiting at most its
+    /// `timeout_ms`. `Ok` once the binding took it.
+    async fn send_mime(&self, message: &MimeEmail) -> std::result::Result<(), BindingError>;
     /// Writes `marker` and the JSON `value` as one log line.
     fn log(&self, marker: &str, value: &serde_json::Value);
 }

@@ -1,5 +1,6 @@
 //! Rate limits: which endpoints are limited and by which keys (client IP,
-//! its IPv6 /48, email), how much (`RATE_LIMITS`), the decision, the daily
+//! its IPv6 /48, email, the refresh token's session, the signed-in user),
+//! how much (`RATE_LIMITS`), the decision, the daily
 //! cap on failed email codes per account (`OTP_MAX_FAILURES_PER_DAY`), and
 //! the login back-off schedule for consecutive failures on one account.
 //! Counting is the store's ([`crate::core::ports::RateLimitStore`]): one
@@ -31,12 +32,33 @@ pub enum Endpoint {
     /// Everything under `/auth/oauth/` (authorize, callback, exchange,
     /// link, unlink): per IP only, there is no email to key by.
     Oauth,
+    /// Every check of a second factor's code: `POST /auth/mfa/verify`, and
+    /// the codes given to `/auth/mfa/totp/confirm`, `DELETE /auth/mfa/totp`
+    /// and `/auth/mfa/backup-codes`; the email is the account's.
+    MfaVerify,
+    /// `POST /auth/refresh`: per session (the presented refresh token's),
+    /// counted in the rotation's own write
+    /// ([`crate::core::session::RotateRequest::limit`]); per IP if configured.
+    Refresh,
+    /// `GET /auth/audit` and `GET /auth/admin/audit`: per signed-in caller
+    /// (their user id); per IP if configured.
+    Audit,
 }
 
 impl Endpoint {
     /// Every limited endpoint.
-    pub const ALL: [Endpoint; 7] =
-        [Self::Login, Self::Signup, Self::MagicLink, Self::Otp, Self::OtpVerify, Self::PasswordForgot, Self::Oauth];
+    pub const ALL: [Endpoint; 10] = [
+        Self::Login,
+        Self::Signup,
+        Self::MagicLink,
+        Self::Otp,
+        Self::OtpVerify,
+        Self::PasswordForgot,
+        Self::Oauth,
+        Self::MfaVerify,
+        Self::Refresh,
+        Self::Audit,
+    ];
 
     /// The name used in `RATE_LIMITS`, in counter keys and in the
     /// `rate_limit_exceeded` event: the path under `/auth`.
@@ -49,6 +71,19 @@ impl Endpoint {
             Self::OtpVerify => "otp/verify",
             Self::PasswordForgot => "password/forgot",
             Self::Oauth => "oauth",
+            Self::MfaVerify => "mfa/verify",
+            Self::Refresh => "refresh",
+            Self::Audit => "audit",
+        }
+    }
+
+    /// The key types `RATE_LIMITS` may set for this endpoint: the client
+    /// IP's two everywhere, and what else its requests carry.
+    pub fn key_types(self) -> &'static [KeyType] {
+        match self {
+            Self::Refresh => &[KeyType::Ip, KeyType::Ipv6Net48, KeyType::Session],
+            Self::Audit => &[KeyType::Ip, KeyType::Ipv6Net48, KeyType::User],
+            _ => &[KeyType::Ip, KeyType::Ipv6Net48, KeyType::Email],
         }
     }
 
@@ -61,6 +96,9 @@ impl Endpoint {
             Self::OtpVerify => 4,
             Self::PasswordForgot => 5,
             Self::Oauth => 6,
+            Self::MfaVerify => 7,
+            Self::Refresh => 8,
+            Self::Audit => 9,
         }
     }
 }
@@ -77,19 +115,26 @@ pub enum KeyType {
     /// The normalised email address in the request.
     Email,
     /// The account (normalised email, whether or not it has an account):
-    /// the daily cap on failed email codes.
+    /// the daily cap on failed codes (email codes, and second factors'
+    /// codes, each with a counter of its own).
     Account,
+    /// The session of the refresh token presented (`refresh`).
+    Session,
+    /// The signed-in caller's user id (`audit`).
+    User,
 }
 
 impl KeyType {
-    /// `ip`, `ipv6_48` or `email`, as in `RATE_LIMITS`, and `account`; the
-    /// event's `key_type`.
+    /// `ip`, `ipv6_48`, `email`, `session` or `user`, as in `RATE_LIMITS`,
+    /// and `account`; the event's `key_type`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Ip => "ip",
             Self::Ipv6Net48 => "ipv6_48",
             Self::Email => "email",
             Self::Account => "account",
+            Self::Session => "session",
+            Self::User => "user",
         }
     }
 }
@@ -133,9 +178,10 @@ impl Rule {
     }
 }
 
-/// The limits of one endpoint: per IP, per IPv6 /48 and per email (`None`:
-/// not limited by that key).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The limits of one endpoint: per IP, per IPv6 /48, per email, per
+/// session and per user (`None`: not limited by that key; which keys an
+/// endpoint has is [`Endpoint::key_types`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct EndpointLimits {
     /// Per client IP (IPv6: per /64).
     pub ip: Option<Rule>,
@@ -143,6 +189,10 @@ pub struct EndpointLimits {
     pub ipv6_48: Option<Rule>,
     /// Per email address.
     pub email: Option<Rule>,
+    /// Per session (`refresh`).
+    pub session: Option<Rule>,
+    /// Per signed-in user (`audit`).
+    pub user: Option<Rule>,
 }
 
 /// Back-off for consecutive failed logins of one account (email): after
@@ -160,6 +210,13 @@ pub struct Backoff {
     /// The cap.
     pub max_delay_secs: u64,
 }
+
+/// Default limit of `refresh` per session: ten a minute, where an honest
+/// client refreshes about once per `ACCESS_TTL` (15 minutes by default).
+pub const REFRESH_PER_SESSION: Rule = Rule::new(10, 60);
+
+/// Default limit of the audit listings per caller: a page a second.
+pub const AUDIT_LISTINGS_PER_USER: Rule = Rule::new(60, 60);
 
 /// Failures are forgotten after this long without a new one.
 pub const BACKOFF_MEMORY_SECS: u64 = 86_400;
@@ -206,12 +263,12 @@ const MAX_OTP_FAILURES_PER_DAY: u32 = 10_000;
 /// endpoint's limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimits {
-    limits: [EndpointLimits; 7],
+    limits: [EndpointLimits; 10],
     /// The login back-off; `None` when `LOGIN_BACKOFF` is `off`.
     pub backoff: Option<Backoff>,
     /// Failed `otp/verify` attempts allowed per account per day (window
-    /// [`OTP_FAILURE_WINDOW_SECS`]); `None` when `OTP_MAX_FAILURES_PER_DAY`
-    /// is `off`.
+    /// [`OTP_FAILURE_WINDOW_SECS`]), and as many failed `mfa/verify`
+    /// attempts; `None` when `OTP_MAX_FAILURES_PER_DAY` is `off`.
     pub otp_failures: Option<Rule>,
 }
 
@@ -223,11 +280,19 @@ impl Default for RateLimits {
     /// subscribers) share it, as many users share one IPv4 address behind
     /// NAT, while one allocation can no longer multiply its budget by
     /// 65,536 by moving between its /64s.
+    ///
+    /// `refresh` is limited per session, at [`REFRESH_PER_SESSION`]: an
+    /// honest client refreshes about once per `ACCESS_TTL`, and every
+    /// refresh writes an audit entry. `audit` is limited per caller, at
+    /// [`AUDIT_LISTINGS_PER_USER`]. Neither is limited per IP by default:
+    /// many honest clients share an address, and each key counted is one
+    /// more write per request.
     fn default() -> Self {
         let limits = |ip: Rule, email: Option<Rule>| EndpointLimits {
             ip: Some(ip),
             ipv6_48: Some(Rule::new(ip.limit.saturating_mul(4), ip.window_secs)),
             email,
+            ..EndpointLimits::default()
         };
         Self {
             limits: [
@@ -238,6 +303,9 @@ impl Default for RateLimits {
                 limits(Rule::new(30, 600), Some(Rule::new(10, 600))),    // otp/verify
                 limits(Rule::new(20, 3_600), Some(Rule::new(5, 3_600))), // password/forgot
                 limits(Rule::new(60, 600), None),                        // oauth: 20 sign-ins
+                limits(Rule::new(30, 600), Some(Rule::new(10, 600))),    // mfa/verify
+                EndpointLimits { session: Some(REFRESH_PER_SESSION), ..EndpointLimits::default() },
+                EndpointLimits { user: Some(AUDIT_LISTINGS_PER_USER), ..EndpointLimits::default() },
             ],
             backoff: Some(Backoff::default()),
             otp_failures: Some(Rule::new(OTP_MAX_FAILURES_PER_DAY, OTP_FAILURE_WINDOW_SECS)),
@@ -252,7 +320,8 @@ impl RateLimits {
     }
 
     /// The defaults, overridden by `RATE_LIMITS` (a JSON object such as
-    /// `{"login": {"ip": "30/1m", "ipv6_48": "120/1m", "email": "10/1m"}, "signup": {"email": "off"}}`)
+    /// `{"login": {"ip": "30/1m", "ipv6_48": "120/1m", "email": "10/1m"}, "signup": {"email": "off"}}`;
+    /// each endpoint takes the keys of [`Endpoint::key_types`])
     /// and `LOGIN_BACKOFF` (`off`, or `free/base/max` in seconds, e.g. `5/2/900`).
     /// Errors name the setting.
     pub fn parse(rate_limits: Option<&str>, login_backoff: Option<&str>) -> Result<Self, String> {
@@ -280,13 +349,18 @@ impl RateLimits {
                         Value::String(s) => Some(Rule::parse(&s).map_err(|e| err(format!("{name}.{key}: {e}")))?),
                         other => return Err(err(format!("{name}.{key}: {other} must be a string like \"10/1m\""))),
                     };
-                    match key.as_str() {
-                        "ip" => slot.ip = rule,
-                        "ipv6_48" => slot.ipv6_48 = rule,
-                        "email" => slot.email = rule,
-                        other => {
-                            return Err(err(format!("{name}: {other:?} is not a key type (ip, ipv6_48 or email)")))
-                        }
+                    let allowed = endpoint.key_types();
+                    let key_type = allowed.iter().find(|k| k.as_str() == key.as_str()).ok_or_else(|| {
+                        let names: Vec<&str> = allowed.iter().map(|k| k.as_str()).collect();
+                        err(format!("{name}: {key:?} is not a key type of it ({})", names.join(", ")))
+                    })?;
+                    match key_type {
+                        KeyType::Ip => slot.ip = rule,
+                        KeyType::Ipv6Net48 => slot.ipv6_48 = rule,
+                        KeyType::Email => slot.email = rule,
+                        KeyType::Session => slot.session = rule,
+                        KeyType::User => slot.user = rule,
+                        KeyType::Account => {}
                     }
                 }
             }
@@ -365,6 +439,30 @@ pub fn ipv6_48_key(ip: Option<&str>) -> Option<String> {
     }
 }
 
+/// The start of the key of `endpoint`'s counters by `key_type`
+/// (`refresh:session:`): the key is it and the value counted.
+pub fn key_prefix(endpoint: Endpoint, key_type: KeyType) -> String {
+    format!("{}:{}:", endpoint.name(), key_type.as_str())
+}
+
+/// The counter of `endpoint`'s limit per session or per user for
+/// `subject` (a session id, a user id), with its rule, if it has one.
+pub fn subject_hit(
+    limits: &RateLimits,
+    endpoint: Endpoint,
+    key_type: KeyType,
+    subject: &str,
+) -> Option<(Hit, Rule, KeyType)> {
+    let l = limits.of(endpoint);
+    let rule = match key_type {
+        KeyType::Session => l.session,
+        KeyType::User => l.user,
+        _ => None,
+    }?;
+    let key = format!("{}{subject}", key_prefix(endpoint, key_type));
+    Some((Hit::always(key, rule.window_secs), rule, key_type))
+}
+
 /// One counter to bump.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hit {
@@ -409,9 +507,9 @@ pub struct Count {
 /// The counters a request to `endpoint` bumps, with their rules, in the
 /// order [`decide`] looks at them: IP, IPv6 /48 (counted only when the IP's
 /// own counter admits the request, see [`Within`]), email, and for
-/// `otp/verify` the account's daily cap on failed codes (counted on every
-/// attempt, and given back by the flow for an attempt that did not fail,
-/// see [`Charge`]).
+/// `otp/verify` and `mfa/verify` the account's daily cap on failed codes
+/// (counted on every attempt, and given back by the flow for an attempt that
+/// did not fail, see [`Charge`]).
 pub fn hits(
     limits: &RateLimits,
     endpoint: Endpoint,
@@ -422,7 +520,7 @@ pub fn hits(
     let mut out = Vec::with_capacity(4);
     let mut push = |rule: Option<Rule>, key_type: KeyType, value: &str, within: Option<Within>| {
         if let Some(rule) = rule {
-            let key = format!("{}:{}:{value}", endpoint.name(), key_type.as_str());
+            let key = format!("{}{value}", key_prefix(endpoint, key_type));
             out.push((Hit { key, window_secs: rule.window_secs, within }, rule, key_type));
         }
     };
@@ -434,7 +532,7 @@ pub fn hits(
     }
     if let Some(email) = email {
         push(l.email, KeyType::Email, email, None);
-        if endpoint == Endpoint::OtpVerify {
+        if matches!(endpoint, Endpoint::OtpVerify | Endpoint::MfaVerify) {
             push(limits.otp_failures, KeyType::Account, email, None);
         }
     }
@@ -541,8 +639,43 @@ mod tests {
         let d = RateLimits::default();
         assert_eq!(d.of(Endpoint::Login).email, Some(Rule::new(10, 60)));
         for e in Endpoint::ALL {
-            assert!(d.of(e).ip.is_some(), "{}", e.name());
-            assert_eq!(d.of(e).email.is_some(), e != Endpoint::Oauth, "{}", e.name());
+            let signed_in = [Endpoint::Refresh, Endpoint::Audit].contains(&e);
+            assert_eq!(d.of(e).ip.is_some(), !signed_in, "{}", e.name());
+            assert_eq!(d.of(e).email.is_some(), !signed_in && e != Endpoint::Oauth, "{}", e.name());
+        }
+    }
+
+    #[test]
+    fn refresh_is_limited_per_session_and_the_audit_listings_per_caller() {
+        let d = RateLimits::default();
+        assert_eq!(d.of(Endpoint::Refresh), EndpointLimits { session: Some(Rule::new(10, 60)), ..Default::default() });
+        assert_eq!(d.of(Endpoint::Audit), EndpointLimits { user: Some(Rule::new(60, 60)), ..Default::default() });
+        // Nothing per IP by default: no counter, no write.
+        assert!(hits(&d, Endpoint::Refresh, Some("203.0.113.7"), None).is_empty());
+        assert_eq!(key_prefix(Endpoint::Refresh, KeyType::Session), "refresh:session:");
+        assert_eq!(
+            subject_hit(&d, Endpoint::Audit, KeyType::User, "u-1"),
+            Some((Hit::always("audit:user:u-1".into(), 60), Rule::new(60, 60), KeyType::User))
+        );
+        assert_eq!(subject_hit(&d, Endpoint::Audit, KeyType::Session, "s-1"), None);
+        let l = RateLimits::parse(
+            Some(r#"{"refresh": {"session": "off", "ip": "100/1m"}, "audit": {"user": "5/10s"}}"#),
+            None,
+        )
+        .unwrap();
+        assert_eq!((l.of(Endpoint::Refresh).session, l.of(Endpoint::Refresh).ip), (None, Some(Rule::new(100, 60))));
+        assert_eq!(l.of(Endpoint::Audit).user, Some(Rule::new(5, 10)));
+        // Each endpoint takes only the keys its requests have.
+        for bad in [
+            r#"{"refresh": {"email": "1/1m"}}"#,
+            r#"{"refresh": {"user": "1/1m"}}"#,
+            r#"{"audit": {"session": "1/1m"}}"#,
+            r#"{"login": {"session": "1/1m"}}"#,
+            r#"{"signup": {"user": "1/1m"}}"#,
+            r#"{"otp/verify": {"account": "1/1d"}}"#,
+        ] {
+            let e = RateLimits::parse(Some(bad), None).unwrap_err();
+            assert!(e.starts_with("RATE_LIMITS") && e.contains("is not a key type of it"), "{bad}: {e}");
         }
     }
 
@@ -597,7 +730,7 @@ mod tests {
     #[test]
     fn ipv6_clients_are_also_counted_by_their_48_with_a_higher_limit() {
         let d = RateLimits::default();
-        for e in Endpoint::ALL {
+        for e in Endpoint::ALL.into_iter().filter(|e| d.of(*e).ip.is_some()) {
             let (ip, net) = (d.of(e).ip.unwrap(), d.of(e).ipv6_48.unwrap());
             assert_eq!((net.limit, net.window_secs), (ip.limit * 4, ip.window_secs), "{}", e.name());
         }
@@ -649,10 +782,16 @@ mod tests {
             h[2],
             (Hit::always("otp/verify:account:a@b.example".into(), 86_400), Rule::new(20, 86_400), KeyType::Account)
         );
-        // Only code verification has the account cap.
-        for e in Endpoint::ALL.into_iter().filter(|e| *e != Endpoint::OtpVerify) {
+        // Only code verification has the account cap: email codes and
+        // second factors, on counters of their own.
+        for e in Endpoint::ALL.into_iter().filter(|e| !matches!(e, Endpoint::OtpVerify | Endpoint::MfaVerify)) {
             assert!(hits(&d, e, None, Some("a@b.example")).iter().all(|(_, _, k)| *k != KeyType::Account));
         }
+        let h = hits(&d, Endpoint::MfaVerify, Some("203.0.113.7"), Some("a@b.example"));
+        assert_eq!(
+            h[2],
+            (Hit::always("mfa/verify:account:a@b.example".into(), 86_400), Rule::new(20, 86_400), KeyType::Account)
+        );
         assert_eq!(d.clone().with_otp_failure_cap(Some("5")).unwrap().otp_failures, Some(Rule::new(5, 86_400)));
         assert_eq!(d.clone().with_otp_failure_cap(None).unwrap(), d);
         let off = d.clone().with_otp_failure_cap(Some("off")).unwrap();

@@ -16,6 +16,8 @@
 
 use serde::Serialize;
 
+use crate::core::amr::Amr;
+use crate::core::rate_limit::{Count, Rule};
 use crate::core::time::UnixTime;
 use crate::core::token::ExtraClaims;
 
@@ -42,6 +44,9 @@ pub struct Session {
     /// Claims the sign-in hook added at sign-in; every access token of the
     /// session carries them, refreshed ones included.
     pub extra_claims: ExtraClaims,
+    /// How the user signed in (`amr`); every access token of the session
+    /// carries it, with `auth_time` the session's creation (its sign-in).
+    pub amr: Amr,
 }
 
 impl Session {
@@ -107,6 +112,13 @@ pub enum Rotation {
     /// The token was current but its session is revoked or expired (its
     /// refresh token, or the session itself at `SESSION_MAX_AGE`).
     Dead,
+    /// The token is current and its session live, but the session is over
+    /// its [`RotateRequest::limit`]: nothing rotated, the token stays
+    /// current (a client that waits can use it).
+    Throttled {
+        /// The session's counter, this request counted.
+        count: Count,
+    },
     /// No session ever had this token.
     Unknown,
 }
@@ -130,6 +142,23 @@ pub struct RotateRequest<'a> {
     pub ip_address: Option<&'a str>,
     /// Client user agent.
     pub user_agent: Option<&'a str>,
+    /// The session's extra claims from now on, replacing what it had, when
+    /// the sign-in hook was asked again (`HOOK_ON_REFRESH`); `None` keeps them.
+    pub extra_claims: Option<&'a ExtraClaims>,
+    /// Rotations allowed per session (`RATE_LIMITS` `refresh.session`):
+    /// each request with a current token of a live session counts, in the
+    /// same write as the rotation, which happens only within the limit.
+    pub limit: Option<RotationLimit<'a>>,
+}
+
+/// A limit on rotations per session, counted in the rotation's own write on
+/// the rate-limit counter `key_prefix` + the session id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationLimit<'a> {
+    /// The counter's key without the session id (`refresh:session:`).
+    pub key_prefix: &'a str,
+    /// How many per window.
+    pub rule: Rule,
 }
 
 /// The signed-in caller of a request, as a write made on their behalf
@@ -166,12 +195,17 @@ pub struct SignInBasis<'a> {
     /// through: it must still be linked to the account (a takeover or an
     /// unlink may have removed it since it was read).
     pub identity: Option<(&'a str, &'a str)>,
+    /// Whether the sign-in proved a second factor. One that did not gets its
+    /// session only while the account has no second factor on (one turned
+    /// on after the sign-in read the account must not be skipped).
+    pub second_factor: bool,
 }
 
 impl SignInBasis<'_> {
-    /// A sign-in decided on the account at `user_epoch`, not through a provider.
+    /// A sign-in decided on the account at `user_epoch` with one factor, not
+    /// through a provider.
     pub fn epoch(user_epoch: u64) -> Self {
-        Self { user_epoch, identity: None }
+        Self { user_epoch, identity: None, second_factor: false }
     }
 }
 
@@ -190,6 +224,7 @@ mod tests {
             ip_address: None,
             user_agent: None,
             extra_claims: ExtraClaims::new(),
+            amr: Amr::PWD,
         }
     }
 

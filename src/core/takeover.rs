@@ -17,6 +17,9 @@
 //!   very address ([`keeps_identity`]): an identity linked by the planter
 //!   (their own GitHub, or one whose email the provider never checked) is
 //!   another way in;
+//! - every second factor goes (TOTP, on or enrolling, and the backup codes):
+//!   the planter's authenticator would otherwise stand between the owner
+//!   and their account, or vouch for the planter;
 //! - the account epoch moves, which kills every emailed token issued before
 //!   (the planter may have asked for some), every sign-in that read the
 //!   account before and has not yet made its session (a planter's password
@@ -51,10 +54,12 @@
 //! | a new account (passwordless sign-up, OAuth with a verified email) | nothing to take over |
 //!
 //! What the takeover did is announced with existing events ([`Proven::events`]):
-//! `email_verified`, `session_revoked` with `revoke_all`, and `user_updated`
-//! whose `fields` name what was removed (`password`, `providers`).
+//! `email_verified`, `session_revoked` with `revoke_all`, `user_updated`
+//! whose `fields` name what was removed (`password`, `providers`), and
+//! `mfa_disabled` when a TOTP that was on went.
 
 use crate::core::events::{self, Event};
+use crate::core::mfa::Method;
 use crate::core::oauth::LinkedIdentity;
 use crate::core::time::UnixTime;
 
@@ -93,6 +98,8 @@ pub struct Proven {
     pub dropped_providers: Vec<String>,
     /// The proof's identity is linked to the account now.
     pub linked: bool,
+    /// The takeover removed a TOTP that was on.
+    pub mfa_removed: bool,
     /// The account's epoch after the write.
     pub auth_epoch: u64,
 }
@@ -124,6 +131,9 @@ impl Proven {
         }
         if !fields.is_empty() {
             out.push(events::UserUpdated { user_id: user_id.to_string(), fields }.into());
+        }
+        if self.mfa_removed {
+            out.push(events::MfaDisabled { user_id: user_id.to_string(), method: Method::Totp.as_str().into() }.into());
         }
         if self.revoked_sessions > 0 && !sessions_announced {
             out.push(
@@ -167,10 +177,11 @@ mod tests {
             revoked_sessions: 2,
             dropped_providers: vec!["github".into()],
             linked: false,
+            mfa_removed: true,
             auth_epoch: 1,
         };
         let kinds: Vec<&str> = p.events("u", "v@corp.example", false).iter().map(Event::kind).collect();
-        assert_eq!(kinds, ["email_verified", "user_updated", "session_revoked"]);
+        assert_eq!(kinds, ["email_verified", "user_updated", "mfa_disabled", "session_revoked"]);
         let updated = &p.events("u", "v@corp.example", false)[1];
         assert_eq!(
             updated,
@@ -181,7 +192,7 @@ mod tests {
         );
         // A reset announces its own revocation.
         let kinds: Vec<&str> = p.events("u", "v@corp.example", true).iter().map(Event::kind).collect();
-        assert_eq!(kinds, ["email_verified", "user_updated"]);
+        assert_eq!(kinds, ["email_verified", "user_updated", "mfa_disabled"]);
     }
 
     #[test]

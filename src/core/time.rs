@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// A point in time, in whole Unix seconds. The edge reads the clock; core only
 /// receives these.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct UnixTime(pub i64);
 

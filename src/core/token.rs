@@ -14,6 +14,7 @@ use std::borrow::Cow;
 use jwt_compact::{Claims, Header};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::core::amr::Amr;
 use crate::core::crypto::{b64url, b64url_decode};
 use crate::core::error::{Error, TokenError};
 use crate::core::keys::{SigningAlg, SigningKey};
@@ -44,8 +45,8 @@ pub const LEEWAY_SECS: i64 = 30;
 pub type ExtraClaims = serde_json::Map<String, serde_json::Value>;
 
 /// Claim names only Portcullis sets: extra claims never overwrite them.
-pub const RESERVED_CLAIMS: [&str; 11] =
-    ["iss", "aud", "sub", "sid", "roles", "email", "email_verified", "iat", "exp", "nbf", "jti"];
+pub const RESERVED_CLAIMS: [&str; 13] =
+    ["iss", "aud", "sub", "sid", "roles", "email", "email_verified", "iat", "exp", "nbf", "jti", "amr", "auth_time"];
 
 /// The claims of an access token, beyond `iat` / `exp` (carried by
 /// jwt-compact's `Claims` wrapper).
@@ -68,6 +69,14 @@ pub struct AccessClaims {
     pub email_verified: bool,
     /// Unique token id.
     pub jti: String,
+    /// How the user signed in (RFC 8176); empty in tokens issued before
+    /// `amr` was.
+    #[serde(default, skip_serializing_if = "Amr::is_empty")]
+    pub amr: Amr,
+    /// When the user signed in (the session's sign-in, kept across
+    /// refreshes), Unix seconds; absent from tokens issued before it was.
+    #[serde(default, deserialize_with = "timestamp", skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
 }
 
 fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -93,8 +102,13 @@ struct IssuedClaims<'a> {
     email: &'a str,
     email_verified: bool,
     jti: &'a str,
+    #[serde(skip_serializing_if = "Amr::is_empty")]
+    amr: Amr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth_time: Option<i64>,
+    /// Never holds a reserved name: see [`without_reserved`].
     #[serde(flatten)]
-    extra: ExtraClaims,
+    extra: &'a ExtraClaims,
 }
 
 /// A verified access token's content.
@@ -102,10 +116,46 @@ struct IssuedClaims<'a> {
 pub struct VerifiedToken {
     /// The claims.
     pub claims: AccessClaims,
+    /// The token's claims beyond ours and the registered ones (`iat`,
+    /// `exp`, `nbf`): what the sign-in hook added, carried on into the
+    /// origin assertion. Empty for most tokens (no allocation then).
+    pub extra: ExtraClaims,
     /// `iat`.
     pub issued_at: UnixTime,
     /// `exp`.
     pub expires_at: UnixTime,
+}
+
+/// `extra` without the names only Portcullis sets ([`RESERVED_CLAIMS`]):
+/// the claims an access token (and its assertion) carries besides ours.
+pub fn without_reserved(extra: &ExtraClaims) -> ExtraClaims {
+    extra.iter().filter(|(k, _)| !RESERVED_CLAIMS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// The value of the origin's `X-Auth-Claims` header (`CLAIMS_HEADER=true`):
+/// `extra` as compact JSON with every character outside printable ASCII
+/// written as a `\uXXXX` escape, so the value is valid in an HTTP header
+/// whatever the claims hold; `None` when there are none.
+pub fn claims_header_value(extra: &ExtraClaims) -> Option<String> {
+    if extra.is_empty() {
+        return None;
+    }
+    // A map of JSON values always serialises.
+    let json = serde_json::to_string(extra).unwrap_or_default();
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if (' '..='~').contains(&c) {
+            out.push(c);
+        } else {
+            // Outside a string JSON has only ASCII; inside one, an escape is
+            // the same character. Beyond the BMP: a UTF-16 surrogate pair.
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    Some(out)
 }
 
 /// What to issue.
@@ -131,6 +181,10 @@ pub struct NewAccessToken<'a> {
     pub now: UnixTime,
     /// Lifetime in seconds.
     pub ttl_secs: u64,
+    /// `amr`: how the user signed in.
+    pub amr: Amr,
+    /// `auth_time`: when the user signed in.
+    pub auth_time: UnixTime,
     /// Further claims; reserved names among them are skipped.
     pub extra: &'a ExtraClaims,
 }
@@ -151,9 +205,12 @@ impl NewAccessToken<'_> {
             email: self.email.to_string(),
             email_verified: self.email_verified,
             jti: self.jti.to_string(),
+            amr: self.amr,
+            auth_time: Some(self.auth_time.0),
         };
         fits_headers(&claims).then(|| VerifiedToken {
             claims,
+            extra: without_reserved(self.extra),
             issued_at: self.now,
             expires_at: self.now.plus_secs(self.ttl_secs),
         })
@@ -171,6 +228,7 @@ fn fits_headers(c: &AccessClaims) -> bool {
 /// Signs an access token with `key`.
 pub fn issue(t: &NewAccessToken<'_>, key: &SigningKey) -> Result<String, Error> {
     let header = Header::empty().with_key_id(key.kid.clone()).with_token_type(ACCESS_TOKEN_TYPE);
+    let extra = without_reserved(t.extra);
     let mut claims = Claims::new(IssuedClaims {
         iss: t.issuer,
         aud: t.audience,
@@ -180,12 +238,9 @@ pub fn issue(t: &NewAccessToken<'_>, key: &SigningKey) -> Result<String, Error> 
         email: t.email,
         email_verified: t.email_verified,
         jti: t.jti,
-        extra: t
-            .extra
-            .iter()
-            .filter(|(k, _)| !RESERVED_CLAIMS.contains(&k.as_str()))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        amr: t.amr,
+        auth_time: Some(t.auth_time.0),
+        extra: &extra,
     });
     claims.issued_at = chrono::DateTime::from_timestamp(t.now.0, 0);
     claims.expiration = chrono::DateTime::from_timestamp(t.now.plus_secs(t.ttl_secs).0, 0);
@@ -194,7 +249,8 @@ pub fn issue(t: &NewAccessToken<'_>, key: &SigningKey) -> Result<String, Error> 
 
 /// The signing input (`base64url(header).base64url(claims)`) of the
 /// gateway's assertion about a verified caller for the origin `audience`: the
-/// access token's identity claims, `aud` set to the origin, a lifetime of
+/// access token's identity claims (with `amr` and `auth_time`) and its
+/// extra ones (the sign-in hook's), `aud` set to the origin, a lifetime of
 /// [`ASSERTION_TTL_SECS`] capped by the end of the access token's own
 /// acceptance window (its `exp` plus the leeway), so it is never already
 /// expired when issued. Returns the input and the assertion's expiry; the
@@ -236,12 +292,15 @@ pub fn assertion_signing_input(
             email: &c.email,
             email_verified: c.email_verified,
             jti: &jti,
-            extra: ExtraClaims::new(),
+            amr: c.amr,
+            auth_time: c.auth_time,
+            extra: &verified.extra,
         },
         iat: now.0,
         exp: expires.0,
     };
-    // Serialising plain structs of strings, bools and integers cannot fail.
+    // Serialising plain structs of strings, bools, integers and JSON values
+    // cannot fail.
     let h = serde_json::to_vec(&header).unwrap_or_default();
     let p = serde_json::to_vec(&claims).unwrap_or_default();
     (format!("{}.{}", b64url(h), b64url(p)), expires)
@@ -318,11 +377,15 @@ struct JwsHeader<'h> {
 /// An access token's claims as they travel, read in one flat pass: the
 /// members of jwt-compact's `Claims<AccessClaims>` (`exp`, `nbf`, `iat` as
 /// it reads timestamps), without its flattening, which buffers every member
-/// before reading it.
-#[derive(Deserialize)]
+/// before reading it — and every other member kept in `extra` (read as a
+/// JSON value, as that flattening reads it; allocated only when there is one).
+///
+/// Read by hand ([`WireVisitor`]) as `#[derive(Deserialize)]` would read the
+/// known members — a duplicate is an error, `exp`, `nbf` and `iat` may be
+/// missing, the rest may not — because a derive cannot both read them flat
+/// and keep the others.
 struct WireClaims {
     iss: String,
-    #[serde(deserialize_with = "one_or_many")]
     aud: Vec<String>,
     sub: String,
     sid: String,
@@ -330,12 +393,155 @@ struct WireClaims {
     email: String,
     email_verified: bool,
     jti: String,
-    #[serde(default, deserialize_with = "timestamp")]
+    amr: Amr,
+    auth_time: Option<i64>,
     exp: Option<i64>,
-    #[serde(default, deserialize_with = "timestamp")]
     nbf: Option<i64>,
-    #[serde(default, deserialize_with = "timestamp")]
     iat: Option<i64>,
+    extra: ExtraClaims,
+}
+
+/// A member name of [`WireClaims`]: one of ours without allocating, any
+/// other as its text.
+enum WireKey {
+    Iss,
+    Aud,
+    Sub,
+    Sid,
+    Roles,
+    Email,
+    EmailVerified,
+    Jti,
+    Amr,
+    AuthTime,
+    Exp,
+    Nbf,
+    Iat,
+    Other(String),
+}
+
+impl<'de> Deserialize<'de> for WireKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl serde::de::Visitor<'_> for KeyVisitor {
+            type Value = WireKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a claim name")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<WireKey, E> {
+                Ok(match v {
+                    "iss" => WireKey::Iss,
+                    "aud" => WireKey::Aud,
+                    "sub" => WireKey::Sub,
+                    "sid" => WireKey::Sid,
+                    "roles" => WireKey::Roles,
+                    "email" => WireKey::Email,
+                    "email_verified" => WireKey::EmailVerified,
+                    "jti" => WireKey::Jti,
+                    "amr" => WireKey::Amr,
+                    "auth_time" => WireKey::AuthTime,
+                    "exp" => WireKey::Exp,
+                    "nbf" => WireKey::Nbf,
+                    "iat" => WireKey::Iat,
+                    other => WireKey::Other(other.to_string()),
+                })
+            }
+        }
+        d.deserialize_identifier(KeyVisitor)
+    }
+}
+
+/// `aud`: a string or an array of strings.
+struct Audience(Vec<String>);
+
+impl<'de> Deserialize<'de> for Audience {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        one_or_many(d).map(Audience)
+    }
+}
+
+/// `exp`, `nbf`, `iat`: a NumericDate ([`timestamp`]).
+struct Timestamp(i64);
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Timestamp(timestamp(d)?.unwrap_or_default()))
+    }
+}
+
+impl<'de> Deserialize<'de> for WireClaims {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(WireVisitor)
+    }
+}
+
+/// Reads [`WireClaims`] from a JSON object.
+struct WireVisitor;
+
+impl<'de> serde::de::Visitor<'de> for WireVisitor {
+    type Value = WireClaims;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("struct WireClaims")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<WireClaims, A::Error> {
+        use serde::de::Error as _;
+        /// Sets `slot` from the next value, once.
+        fn once<'de, A: serde::de::MapAccess<'de>, T: Deserialize<'de>>(
+            map: &mut A,
+            slot: &mut Option<T>,
+            name: &'static str,
+        ) -> Result<(), A::Error> {
+            if slot.is_some() {
+                return Err(A::Error::duplicate_field(name));
+            }
+            *slot = Some(map.next_value()?);
+            Ok(())
+        }
+        let (mut iss, mut aud, mut sub, mut sid, mut roles) = (None, None::<Audience>, None, None, None);
+        let (mut email, mut email_verified, mut jti) = (None, None, None);
+        let (mut amr, mut auth_time) = (None::<Amr>, None::<Timestamp>);
+        let (mut exp, mut nbf, mut iat) = (None::<Timestamp>, None::<Timestamp>, None::<Timestamp>);
+        let mut extra = ExtraClaims::new();
+        while let Some(key) = map.next_key::<WireKey>()? {
+            match key {
+                WireKey::Iss => once(&mut map, &mut iss, "iss")?,
+                WireKey::Aud => once(&mut map, &mut aud, "aud")?,
+                WireKey::Sub => once(&mut map, &mut sub, "sub")?,
+                WireKey::Sid => once(&mut map, &mut sid, "sid")?,
+                WireKey::Roles => once(&mut map, &mut roles, "roles")?,
+                WireKey::Email => once(&mut map, &mut email, "email")?,
+                WireKey::EmailVerified => once(&mut map, &mut email_verified, "email_verified")?,
+                WireKey::Jti => once(&mut map, &mut jti, "jti")?,
+                WireKey::Amr => once(&mut map, &mut amr, "amr")?,
+                WireKey::AuthTime => once(&mut map, &mut auth_time, "auth_time")?,
+                WireKey::Exp => once(&mut map, &mut exp, "exp")?,
+                WireKey::Nbf => once(&mut map, &mut nbf, "nbf")?,
+                WireKey::Iat => once(&mut map, &mut iat, "iat")?,
+                WireKey::Other(name) => {
+                    let value: serde_json::Value = map.next_value()?;
+                    extra.insert(name, value);
+                }
+            }
+        }
+        Ok(WireClaims {
+            iss: iss.ok_or_else(|| A::Error::missing_field("iss"))?,
+            aud: aud.ok_or_else(|| A::Error::missing_field("aud"))?.0,
+            sub: sub.ok_or_else(|| A::Error::missing_field("sub"))?,
+            sid: sid.ok_or_else(|| A::Error::missing_field("sid"))?,
+            roles: roles.ok_or_else(|| A::Error::missing_field("roles"))?,
+            email: email.ok_or_else(|| A::Error::missing_field("email"))?,
+            email_verified: email_verified.ok_or_else(|| A::Error::missing_field("email_verified"))?,
+            jti: jti.ok_or_else(|| A::Error::missing_field("jti"))?,
+            amr: amr.unwrap_or_default(),
+            auth_time: auth_time.map(|t| t.0),
+            exp: exp.map(|t| t.0),
+            nbf: nbf.map(|t| t.0),
+            iat: iat.map(|t| t.0),
+            extra,
+        })
+    }
 }
 
 /// A NumericDate as jwt-compact reads one: an integer, or a number truncated
@@ -485,13 +691,15 @@ impl<'a> Parsed<'a> {
             email: c.email,
             email_verified: c.email_verified,
             jti: c.jti,
+            amr: c.amr,
+            auth_time: c.auth_time,
         };
         // Claims that cannot travel in header values are malformed, whoever
         // signed them.
         if !fits_headers(&custom) {
             return Err(TokenError::Malformed);
         }
-        Ok(VerifiedToken { claims: custom, issued_at: UnixTime(iat), expires_at: UnixTime(exp) })
+        Ok(VerifiedToken { claims: custom, extra: c.extra, issued_at: UnixTime(iat), expires_at: UnixTime(exp) })
     }
 }
 
@@ -576,6 +784,8 @@ mod tests {
                     jti: "j",
                     now: UnixTime(100),
                     ttl_secs: 900,
+                    amr: Amr::PWD.with(Amr::OTP).with(Amr::MFA),
+                    auth_time: UnixTime(90),
                     extra: &ExtraClaims::new(),
                 },
                 &key,
@@ -606,10 +816,100 @@ mod tests {
             let v = p.validated_claims(&expect, UnixTime(110)).unwrap();
             assert_eq!((v.claims.sub.as_str(), v.claims.roles.clone()), ("u", vec!["admin".to_string()]));
             assert_eq!(v.claims.jti, "j:110", "an assertion has its own jti");
+            // How and when the user signed in travel to the origin too.
+            assert_eq!((v.claims.amr, v.claims.auth_time), (Amr::PWD.with(Amr::OTP).with(Amr::MFA), Some(90)));
+            assert_eq!((verified.claims.amr, verified.claims.auth_time), (v.claims.amr, v.claims.auth_time));
             // Issued inside the leeway after the access token expired: still not born expired.
             let (_, late_exp) = issue_assertion("i", "o", &verified, UnixTime(100 + 900 + 10), &key);
             assert!(late_exp.0 > 100 + 900 + 10);
         }
+    }
+
+    #[test]
+    fn the_claims_a_token_carries_besides_ours_reach_its_assertion_and_reserved_ones_never() {
+        use crate::core::ids::test_support::SeqRandom;
+        use crate::core::keys::{generate, Kek};
+        let (_, key) = generate(SigningAlg::EdDsa, &mut SeqRandom(7), &Kek::from_bytes([4; 32]), UnixTime(0)).unwrap();
+        let extra: ExtraClaims = serde_json::from_value(serde_json::json!({
+            "plan": "pro", "org": {"id": 7, "name": "Acme"}, "sub": "someone-else", "exp": 1, "roles": ["admin"],
+        }))
+        .unwrap();
+        let new = NewAccessToken {
+            issuer: "i",
+            audience: "a",
+            user_id: "u",
+            session_id: "s",
+            roles: &[],
+            email: "e@x.io",
+            email_verified: false,
+            jti: "j",
+            now: UnixTime(100),
+            ttl_secs: 900,
+            amr: Amr::PWD,
+            auth_time: UnixTime(100),
+            extra: &extra,
+        };
+        let raw = issue(&new, &key).unwrap();
+        let verified = Parsed::new(&raw, ACCESS_TOKEN_TYPE).unwrap().validated_claims(&EXPECT, UnixTime(100)).unwrap();
+        let want = serde_json::json!({"plan": "pro", "org": {"id": 7, "name": "Acme"}});
+        assert_eq!(serde_json::Value::Object(verified.extra.clone()), want);
+        assert_eq!((verified.claims.sub.as_str(), verified.claims.roles.len()), ("u", 0));
+        assert_eq!(new.verified().unwrap(), verified, "the signer's own reading is the verifier's");
+        let (assertion, _) = issue_assertion("i", "https://origin.example", &verified, UnixTime(110), &key);
+        let p = Parsed::new(&assertion, ASSERTION_TYPE).unwrap();
+        let expect = Expectations {
+            issuer: "i",
+            audience: "https://origin.example",
+            token_type: ASSERTION_TYPE,
+            max_lifetime_secs: ASSERTION_TTL_SECS,
+        };
+        let a = p.validated_claims(&expect, UnixTime(110)).unwrap();
+        assert_eq!(serde_json::Value::Object(a.extra), want);
+        assert_eq!((a.claims.sub.as_str(), a.expires_at), ("u", UnixTime(170)));
+        // Without extra claims the assertion carries none (and reads none).
+        let plain = VerifiedToken { extra: ExtraClaims::new(), ..verified };
+        let (assertion, _) = issue_assertion("i", "https://origin.example", &plain, UnixTime(110), &key);
+        let a = Parsed::new(&assertion, ASSERTION_TYPE).unwrap().validated_claims(&expect, UnixTime(110)).unwrap();
+        assert!(a.extra.is_empty());
+    }
+
+    #[test]
+    fn our_members_may_appear_once_and_others_are_kept_as_they_came() {
+        let header = serde_json::json!({"alg": "EdDSA", "typ": "at+jwt", "kid": "k"});
+        let base = access_claims(serde_json::json!({}));
+        let body = base.to_string();
+        // A duplicate of ours is refused, as a derived reading refuses it.
+        let dup = format!("{}, \"sub\": \"other\"}}", body.trim_end_matches('}'));
+        let input = format!("{}.{}", b64url(header.to_string()), b64url(&dup));
+        let raw = compact(&input, &[7u8; 64]);
+        assert_eq!(
+            Parsed::new(&raw, ACCESS_TOKEN_TYPE).unwrap().validated_claims(&EXPECT, UnixTime(100)).err(),
+            Some(TokenError::Malformed)
+        );
+        // Anything else is kept as JSON, unicode included.
+        let raw = signed_by_a_real_key(
+            header,
+            access_claims(serde_json::json!({"tier": 3, "note": "zürich ✓", "list": [1, null, true]})),
+        );
+        let v = Parsed::new(&raw, ACCESS_TOKEN_TYPE).unwrap().validated_claims(&EXPECT, UnixTime(100)).unwrap();
+        assert_eq!(
+            serde_json::Value::Object(v.extra),
+            serde_json::json!({"tier": 3, "note": "zürich ✓", "list": [1, null, true]})
+        );
+    }
+
+    #[test]
+    fn the_claims_header_is_compact_json_in_printable_ascii() {
+        assert_eq!(claims_header_value(&ExtraClaims::new()), None);
+        let extra: ExtraClaims = serde_json::from_value(
+            serde_json::json!({"plan": "pro", "city": "Zürich", "emoji": "🚀", "n": 1, "t": "a\nb"}),
+        )
+        .unwrap();
+        let v = claims_header_value(&extra).unwrap();
+        assert!(v.chars().all(|c| (' '..='~').contains(&c)), "{v}");
+        assert!(v.contains(r#""city":"Z\u00fcrich""#) && v.contains(r#""emoji":"\ud83d\ude80""#), "{v}");
+        let back: serde_json::Value = serde_json::from_str(&v).unwrap();
+        assert_eq!(back, serde_json::Value::Object(extra));
     }
 
     /// A compact token over `header` and `claims`, validly signed by a fresh key.
@@ -655,6 +955,8 @@ mod tests {
                 jti: "j",
                 now: UnixTime(1_000),
                 ttl_secs: 900,
+                amr: Amr::FED,
+                auth_time: UnixTime(1_000),
                 extra: &extra,
             };
             let raw = issue(&new, &key).unwrap();
@@ -662,6 +964,53 @@ mod tests {
             let verified = parsed.validated_claims(&EXPECT, UnixTime(1_001));
             assert_eq!(new.verified().is_some(), fits, "{roles:?} {email:?}");
             assert_eq!(new.verified().ok_or(TokenError::Malformed), verified, "{roles:?} {email:?}");
+        }
+    }
+
+    #[test]
+    fn extra_claims_never_set_how_or_when_the_user_signed_in() {
+        use crate::core::ids::test_support::SeqRandom;
+        use crate::core::keys::{generate, Kek};
+        let (_, key) = generate(SigningAlg::EdDsa, &mut SeqRandom(7), &Kek::from_bytes([3; 32]), UnixTime(0)).unwrap();
+        let mut extra = ExtraClaims::new();
+        extra.insert("amr".into(), serde_json::json!(["pwd", "otp", "mfa"]));
+        extra.insert("auth_time".into(), serde_json::json!(999_999));
+        extra.insert("plan".into(), serde_json::json!("pro"));
+        let new = NewAccessToken {
+            issuer: "i",
+            audience: "a",
+            user_id: "u",
+            session_id: "s",
+            roles: &[],
+            email: "e@x.io",
+            email_verified: true,
+            jti: "j",
+            now: UnixTime(100),
+            ttl_secs: 900,
+            amr: Amr::PWD,
+            auth_time: UnixTime(80),
+            extra: &extra,
+        };
+        let raw = issue(&new, &key).unwrap();
+        let v = Parsed::new(&raw, ACCESS_TOKEN_TYPE).unwrap().validated_claims(&EXPECT, UnixTime(100)).unwrap();
+        assert_eq!((v.claims.amr, v.claims.auth_time), (Amr::PWD, Some(80)));
+        assert_eq!(Some(v), new.verified());
+        let payload = raw.split('.').nth(1).unwrap();
+        let claims: serde_json::Value = serde_json::from_slice(&b64url_decode(payload).unwrap()).unwrap();
+        assert_eq!((claims["amr"].clone(), claims["auth_time"].clone()), (serde_json::json!(["pwd"]), 80.into()));
+        assert_eq!(claims["plan"], "pro");
+    }
+
+    #[test]
+    fn tokens_without_amr_or_auth_time_read_as_none() {
+        let header = serde_json::json!({"alg": "EdDSA", "typ": "at+jwt", "kid": "k"});
+        let raw = signed_by_a_real_key(header.clone(), access_claims(serde_json::json!({})));
+        let v = Parsed::new(&raw, ACCESS_TOKEN_TYPE).unwrap().validated_claims(&EXPECT, UnixTime(100)).unwrap();
+        assert_eq!((v.claims.amr, v.claims.auth_time), (Amr::NONE, None));
+        for bad in [serde_json::json!({"amr": "mfa"}), serde_json::json!({"auth_time": "soon"})] {
+            let raw = signed_by_a_real_key(header.clone(), access_claims(bad.clone()));
+            let parsed = Parsed::new(&raw, ACCESS_TOKEN_TYPE).unwrap();
+            assert_eq!(parsed.validated_claims(&EXPECT, UnixTime(100)).err(), Some(TokenError::Malformed), "{bad}");
         }
     }
 

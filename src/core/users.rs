@@ -36,6 +36,9 @@ pub struct User {
     /// pending OAuth links carry the epoch they were granted under and die
     /// when it moves. New accounts start at 0.
     pub auth_epoch: u64,
+    /// The user's language (a normalised BCP 47 tag), given at sign-up:
+    /// the language of the emails sent to them.
+    pub locale: Option<String>,
 }
 
 /// The public view of a user (AuthFort's `UserResponse`).

@@ -65,12 +65,52 @@ pub async fn read_optional_json<T: DeserializeOwned>(req: &Request) -> Result<Op
     crate::core::body::parse_json(&bytes).map(Some)
 }
 
+/// The media type of the hosted pages' forms.
+const FORM_MEDIA_TYPE: &str = "application/x-www-form-urlencoded";
+
+/// Reads the body as a hosted page's form: `application/x-www-form-urlencoded`,
+/// at most [`MAX_JSON_BODY_BYTES`] (415 and 413 otherwise).
+pub async fn read_form(req: &Request) -> Result<crate::core::ui::forms::Form, Error> {
+    let ct = header(req, "content-type").unwrap_or_default();
+    if !ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case(FORM_MEDIA_TYPE) {
+        return Err(Error::UnsupportedMediaType { expected: FORM_MEDIA_TYPE });
+    }
+    if let Some(len) = header(req, "content-length") {
+        if len.trim().parse::<u64>().map_or(true, |n| n > MAX_JSON_BODY_BYTES as u64) {
+            return Err(Error::PayloadTooLarge { limit_bytes: MAX_JSON_BODY_BYTES });
+        }
+    }
+    Ok(crate::core::ui::forms::Form::parse(&read_raw(req).await?))
+}
+
+/// The body of an OAuth endpoint (RFC 7009, RFC 7662): an
+/// `application/x-www-form-urlencoded` form of at most
+/// [`MAX_JSON_BODY_BYTES`]; another content type is 400 `invalid_request`.
+pub async fn read_oauth_form(req: &Request) -> Result<Vec<u8>, Error> {
+    let ct = header(req, "content-type").unwrap_or_default();
+    let media = ct.split(';').next().unwrap_or("").trim();
+    if !media.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        return Err(Error::InvalidRequest("the body must be application/x-www-form-urlencoded".into()));
+    }
+    if let Some(len) = header(req, "content-length") {
+        match len.trim().parse::<u64>() {
+            Ok(n) if n <= MAX_JSON_BODY_BYTES as u64 => {}
+            Ok(_) => return Err(Error::PayloadTooLarge { limit_bytes: MAX_JSON_BODY_BYTES }),
+            Err(_) => return Err(Error::InvalidRequest("bad Content-Length".into())),
+        }
+    }
+    if req.body().is_none() {
+        return Ok(Vec::new());
+    }
+    read_raw(req).await
+}
+
 /// Refuses a body whose content type is not `application/json`.
 fn require_json(req: &Request) -> Result<(), Error> {
     let ct = header(req, "content-type").unwrap_or_default();
     let media = ct.split(';').next().unwrap_or("").trim();
     if !media.eq_ignore_ascii_case("application/json") {
-        return Err(Error::UnsupportedMediaType);
+        return Err(Error::UnsupportedMediaType { expected: "application/json" });
     }
     Ok(())
 }
@@ -123,6 +163,11 @@ fn extra_headers(extra: &[(&str, String)]) -> Option<String> {
 pub fn json<T: Serialize>(status: u16, body: &T, cache: Option<&str>, extra: &[(&str, String)]) -> JsResult<Response> {
     let text = serde_json::to_string(body).map_err(|e| JsValue::from_str(&e.to_string()))?;
     js::respond(status, Some(&text), Some("application/json"), cache, extra_headers(extra).as_deref())
+}
+
+/// A hosted page: HTML, `no-store`, with `extra` headers (its CSP, cookies).
+pub fn html(status: u16, body: &str, extra: &[(&str, String)]) -> JsResult<Response> {
+    js::respond(status, Some(body), Some("text/html; charset=utf-8"), None, extra_headers(extra).as_deref())
 }
 
 /// An empty response (e.g. 204).

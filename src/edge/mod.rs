@@ -1,10 +1,11 @@
 //! The wasm32 edge: the Worker's entry points and the platform adapters.
 //!
-//! `fetch` serves the auth API and the gateway, `queue` delivers auth events
-//! (webhooks, emails) and records dead letters, `scheduled` runs periodic
-//! upkeep (signing-key rotation once the key is `ROTATION_INTERVAL` old,
-//! purging long-expired email tokens, OAuth sign-in states and delivery
-//! records). Requests and responses stay raw `web_sys` objects end to end,
+//! `fetch` serves the auth API and the gateway, `queue` records auth events
+//! in the audit log, delivers them (webhooks, emails) and records dead
+//! letters, `scheduled` runs periodic upkeep (signing-key rotation once the
+//! key is `ROTATION_INTERVAL` old, purging long-expired email tokens, OAuth
+//! sign-in states, revocations no token outlives, delivery records and audit
+//! log entries). Requests and responses stay raw `web_sys` objects end to end,
 //! so the gateway's hot path crosses the JS boundary as few times as possible.
 
 mod d1;
@@ -18,7 +19,9 @@ mod outbound;
 mod platform;
 mod proxy;
 mod queue;
+mod revocations;
 mod router;
+mod ui;
 
 use std::rc::Rc;
 
@@ -27,6 +30,7 @@ use worker::{event, Context, Env, ScheduleContext, ScheduledEvent};
 use crate::core::config::{Config, ConfigError};
 use crate::core::error::Error;
 use crate::core::flows::keys::{self, KeyRotation};
+use crate::core::mail::{Transport, MAIL_BINDING};
 
 thread_local! {
     /// The configuration, parsed once per isolate (vars cannot change without
@@ -44,7 +48,8 @@ fn config(env: &Env) -> Result<Rc<Config>, ConfigError> {
             let parsed = Config::from_lookup(|name| {
                 env.var(name).map(|v| v.to_string()).ok().or_else(|| env.secret(name).map(|v| v.to_string()).ok())
             })
-            .map(Rc::new);
+            .map(Rc::new)
+            .and_then(|cfg| require_mail_binding(env, cfg));
             if let Ok(cfg) = &parsed {
                 if let Some(issuer) = &cfg.issuer {
                     warn_log_transport(cfg, "issuer", issuer);
@@ -54,6 +59,19 @@ fn config(env: &Env) -> Result<Rc<Config>, ConfigError> {
         })
         .clone()
     })
+}
+
+/// `cfg`, unless its email transport is `cloudflare` and the Worker has no
+/// `send_email` binding to send through: a setting that cannot work, refused
+/// like any bad value.
+fn require_mail_binding(env: &Env, cfg: Rc<Config>) -> Result<Rc<Config>, ConfigError> {
+    if cfg.email.transport == Transport::Cloudflare && env.send_email(MAIL_BINDING).is_err() {
+        return Err(ConfigError(format!(
+            "EMAIL_TRANSPORT: cloudflare sends through the send_email binding {MAIL_BINDING}, which this Worker \
+             does not have: add [[send_email]] name = \"{MAIL_BINDING}\" to its wrangler configuration"
+        )));
+    }
+    Ok(cfg)
 }
 
 thread_local! {
@@ -133,8 +151,8 @@ pub async fn consume(
     Ok(wasm_bindgen::JsValue::UNDEFINED)
 }
 
-/// The every-minute trigger that only drains the outbox; the other
-/// (`*/15 * * * *`) also rotates keys and prunes.
+/// The every-minute trigger that only drains the outbox and purges the
+/// audit log; the other (`*/15 * * * *`) also rotates keys and prunes.
 const OUTBOX_CRON: &str = "* * * * *";
 
 #[event(scheduled)]
@@ -142,6 +160,8 @@ async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     worker::console_log!("portcullis.scheduled cron={}", event.cron());
     // Every run (each minute): events the queue refused at the time.
     queue::drain_outbox(&env).await;
+    // Every run too: the audit log's cap must hold however fast entries come.
+    queue::purge_audit(&env).await;
     if event.cron() == OUTBOX_CRON {
         return;
     }
@@ -168,6 +188,16 @@ async fn upkeep(env: &Env) -> Result<Option<KeyRotation>, Error> {
     // Expired OAuth states are dead weight, not a danger: a failed purge waits for the next run.
     if let Err(e) = store.purge_oauth(platform::now()).await {
         worker::console_error!("portcullis.error purging OAuth states: {e}");
+    }
+    // So are expired `mfa_token`s (every use checks the expiry itself).
+    if let Err(e) = store.purge_mfa_challenges(platform::now()).await {
+        worker::console_error!("portcullis.error purging MFA challenges: {e}");
+    }
+    // Revocations no token can outlive any more: likewise.
+    let outlived = platform::now().minus_secs(crate::core::revocation::retention_secs(cfg.access_ttl_secs));
+    match crate::core::ports::RevocationStore::purge_revocations(&store, outlived).await {
+        Ok(n) => worker::console_log!("portcullis.prune revocations={n}"),
+        Err(e) => worker::console_error!("portcullis.error purging revocations: {e}"),
     }
     Ok(rotation)
 }

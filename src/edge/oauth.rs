@@ -24,7 +24,7 @@ use crate::edge::keyring::EdgeKeys;
 use crate::edge::outbound::{self, Outbound, Overflow};
 use crate::edge::platform::OsRandom;
 use crate::edge::queue::QueueSink;
-use crate::edge::router::{access_token, auth_cookies, cookie, set_cookie};
+use crate::edge::router::{access_token, auth_cookies, cookie, set_cookie, sign_in_response};
 
 /// Largest provider reply read (JWKS with certificate chains can be large).
 const MAX_PROVIDER_REPLY_BYTES: usize = 256 * 1024;
@@ -105,8 +105,8 @@ fn query(url: &url::Url, name: &str) -> Option<String> {
 /// `POST /auth/oauth/exchange`.
 pub async fn exchange(req: &Request, deps: &EdgeDeps<'_>, meta: &Meta, cfg: &Config) -> Result<Response, Error> {
     let body: ExchangeRequest = http::read_json(req).await?;
-    let auth = deps.oauth_exchange(meta, body).await?;
-    js(http::json(200, &auth.body(cfg), None, &auth_cookies(cfg, &auth, meta.now)))
+    let signed_in = deps.oauth_exchange(meta, body).await?;
+    js(sign_in_response(cfg, 200, &signed_in, meta.now))
 }
 
 /// `GET /auth/oauth/{provider}/authorize`.
@@ -160,7 +160,10 @@ pub async fn callback(
             headers.push(clear);
             redirect(&location, &headers)
         }
-        CallbackOutcome::Linked { location } => redirect(&location, &[clear]),
+        // No session yet: no cookies but the binding's clearing.
+        CallbackOutcome::SecondStep { location } | CallbackOutcome::Linked { location } => {
+            redirect(&location, &[clear])
+        }
         CallbackOutcome::Failed { location: Some(location), error } => {
             if error.is_server_side() {
                 worker::console_error!("portcullis.error oauth callback: {error}");

@@ -1,11 +1,14 @@
 //! Outbound `fetch` for the requests core builds: webhook deliveries, email
 //! API calls, the sign-in hook and OAuth provider calls, all through one
-//! JavaScript helper (`js/outbound.js`). One timeout covers the whole exchange
+//! JavaScript helper (`js/outbound.js`); and the MIME messages of the
+//! `cloudflare` email transport, through the `send_email` binding
+//! (`js/mail.js`). One timeout covers the whole exchange
 //! (response head and the capped body); redirects are returned, not followed.
 
 use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::JsFuture;
 
+use crate::core::mail::{BindingError, MimeEmail, MAIL_BINDING};
 use crate::core::outbound::{HttpReply, HttpRequest, SendError, MAX_REPLY_BYTES};
 use crate::core::ports::{Courier, LocalFuture, SigninGate};
 use crate::edge::error::EdgeError;
@@ -93,12 +96,43 @@ pub async fn send(request: &HttpRequest, via: Option<&JsValue>) -> Result<HttpRe
     .await
 }
 
-/// `fetch` and `console.log` behind [`Courier`], for the queue consumer.
-pub struct FetchCourier;
+/// `fetch`, the `send_email` binding and `console.log` behind [`Courier`],
+/// for the queue consumer.
+#[derive(Default)]
+pub struct FetchCourier {
+    /// The `send_email` binding `EMAIL`, if the Worker has one.
+    mail: Option<JsValue>,
+}
+
+impl FetchCourier {
+    /// The courier for this Worker's bindings.
+    pub fn new(env: &worker::Env) -> Self {
+        Self { mail: env.send_email(MAIL_BINDING).ok().map(JsValue::from) }
+    }
+}
 
 impl Courier for FetchCourier {
     async fn send(&self, request: &HttpRequest) -> Result<HttpReply, SendError> {
         send(request, None).await
+    }
+
+    async fn send_mime(&self, message: &MimeEmail) -> Result<(), BindingError> {
+        let Some(binding) = &self.mail else { return Err(BindingError::Missing) };
+        let promise = js::send_mime(binding, &message.from, &message.to, &message.raw, message.timeout_ms);
+        let outcome = JsFuture::from(promise)
+            .await
+            .map_err(|e| BindingError::Refused { code: None, message: EdgeError::from(e).cause().to_string() })?;
+        if outcome.is_null() || outcome.is_undefined() {
+            return Ok(());
+        }
+        let field = |name: &str| js_sys::Reflect::get(&outcome, &JsValue::from_str(name)).ok();
+        if field("timedOut").and_then(|t| t.as_bool()) == Some(true) {
+            return Err(BindingError::Timeout);
+        }
+        Err(BindingError::Refused {
+            code: field("code").and_then(|c| c.as_string()),
+            message: field("message").and_then(|m| m.as_string()).unwrap_or_default(),
+        })
     }
 
     fn log(&self, marker: &str, value: &serde_json::Value) {

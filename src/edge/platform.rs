@@ -8,6 +8,11 @@ pub fn now() -> UnixTime {
     UnixTime::from_millis(js_sys::Date::now())
 }
 
+/// The current time in Unix milliseconds, from `Date.now()`.
+pub fn now_ms() -> i64 {
+    js_sys::Date::now() as i64
+}
+
 /// `crypto.getRandomValues` through getrandom.
 pub struct OsRandom;
 

@@ -2,8 +2,8 @@
 //!
 //! [`decide`] judges a gateway request, synchronously: route policy, token
 //! (from the isolate's cache, else verified with the natively imported keys
-//! of [`crate::edge::keyring`]), role, and the origin assertion (cached with
-//! the token, else signed natively). Only a cold key cache (or one long past
+//! of [`crate::edge::keyring`]), role and step-up (`mfa`, `max_age`), and
+//! the origin assertion (cached with the token, else signed natively). Only a cold key cache (or one long past
 //! its expiry) needs I/O; `decide` then says so and [`forward`] loads the
 //! keys from D1 and asks again; a merely expired one is reloaded in the
 //! background. So nearly every request — public, cached or fresh token, refusal —
@@ -11,6 +11,13 @@
 //! fetch's Promise, or the refusal. No Rust future, no D1, no KV. The
 //! origin's response is returned as is, streamed; redirects are passed back,
 //! never followed.
+//!
+//! Revocation ([`crate::edge::revocations`]): a verified token (cached or
+//! not) is refused with 401 `token_revoked` when the isolate's revocation
+//! set says so — a lookup, no I/O; the set is read again in the background
+//! like the keys. Only an isolate that has no usable set takes the full
+//! path to read it first, and a rule saying `"fresh": true` takes the full
+//! path to read the session from D1 before forwarding.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -25,14 +32,19 @@ use crate::core::cache::{Assertion, TokenCache, DEFAULT_CAPACITY};
 use crate::core::config::Config;
 use crate::core::error::{Error, TokenError};
 use crate::core::policy::{auth_api_path, missing_token, normalise_path, GatewayRequest};
+use crate::core::revocation::check_fresh;
 use crate::core::target::{origin_target, RequestUrl};
 use crate::core::time::UnixTime;
-use crate::core::token::{self, Expectations, Parsed, VerifiedToken, ACCESS_TOKEN_TYPE, ASSERTION_TTL_SECS};
+use crate::core::token::{
+    self, AccessClaims, Expectations, Parsed, VerifiedToken, ACCESS_TOKEN_TYPE, ASSERTION_TTL_SECS,
+};
+use crate::edge::d1::D1Store;
 use crate::edge::error::EdgeResult;
 use crate::edge::http::{self, JsResult};
 use crate::edge::js as glue; // the edge's JS bindings (src/edge/js/)
 use crate::edge::keyring::{Cached, EdgeKeys};
 use crate::edge::platform;
+use crate::edge::revocations;
 use crate::edge::router::{cookie_credential, ACCESS_COOKIE};
 
 /// Base URL for requests sent through the `ORIGIN` binding when `ORIGIN_URL`
@@ -76,12 +88,28 @@ impl GatewayRequest for Facts<'_> {
 enum Decision {
     /// Forward, with the identity headers (`undefined`: none) and whether
     /// the `Authorization` header is removed (unless the rule says
-    /// `forward_authorization`).
-    Forward { identity: JsValue, drop_auth: bool },
+    /// `forward_authorization`) — once the session is read from D1, if the
+    /// rule says `fresh`.
+    Forward { identity: JsValue, drop_auth: bool, fresh: Option<FreshSession> },
     /// Answer with this problem.
     Refuse(Error),
     /// The key cache must be loaded from D1 first, then ask again.
     LoadKeys { unknown_kid: Option<String> },
+    /// The revocation set must be read from D1 first, then ask again.
+    LoadRevocations,
+}
+
+/// What a `fresh` rule's check reads: the token's session, user and roles.
+struct FreshSession {
+    sid: String,
+    sub: String,
+    roles: Vec<String>,
+}
+
+impl FreshSession {
+    fn of(c: &AccessClaims) -> Self {
+        Self { sid: c.sid.clone(), sub: c.sub.clone(), roles: c.roles.clone() }
+    }
 }
 
 /// Answers synchronously unless keys must be loaded or CORS applies; `None`
@@ -102,11 +130,14 @@ pub fn fast_path(req: &Request, env: &Env, ctx: &worker::worker_sys::Context) ->
         return None;
     }
     let keys = EdgeKeys::new(env, Rc::clone(&cfg));
-    let now = platform::now();
-    let decision = decide(req, &cfg, &keys, &url, &normalised, now);
-    if let Some(reload) = keys.background_refresh(now) {
-        // Cannot fail for a live request; a lost reload is retried by a later one.
+    let now_ms = platform::now_ms();
+    let decision = decide(req, &cfg, &keys, &url, &normalised, now_ms);
+    // Neither can fail for a live request; a lost read is retried by a later one.
+    if let Some(reload) = keys.background_refresh(UnixTime::from_millis(now_ms as f64)) {
         let _ = ctx.wait_until(&reload);
+    }
+    if let Some(read) = revocations::background_read(env, &cfg, now_ms) {
+        let _ = ctx.wait_until(&read);
     }
     let refuse = |e: &Error| {
         let resp = http::problem(e)?;
@@ -117,9 +148,11 @@ pub fn fast_path(req: &Request, env: &Env, ctx: &worker::worker_sys::Context) ->
         }
     };
     Some(match decision {
-        Decision::LoadKeys { .. } => return None,
+        Decision::LoadKeys { .. } | Decision::LoadRevocations | Decision::Forward { fresh: Some(_), .. } => {
+            return None
+        }
         Decision::Refuse(e) => refuse(&e).map(JsValue::from),
-        Decision::Forward { identity, drop_auth } => {
+        Decision::Forward { identity, drop_auth, fresh: None } => {
             match dispatch(req, env, &cfg, &url, &normalised, &identity, drop_auth, vary) {
                 Ok(promise) => Ok(promise.into()),
                 Err(e) => refuse(&e).map(JsValue::from),
@@ -133,22 +166,42 @@ pub fn fast_path(req: &Request, env: &Env, ctx: &worker::worker_sys::Context) ->
 pub async fn forward(
     req: Request,
     env: &Env,
+    ctx: &worker::Context,
     cfg: &Rc<Config>,
     url: RequestUrl,
     normalised: String,
 ) -> JsResult<Response> {
     let keys = EdgeKeys::new(env, Rc::clone(cfg));
-    let mut decision = decide(&req, cfg, &keys, &url, &normalised, platform::now());
-    // At most: a stale cache, then an unknown kid (one throttled reload).
-    for _ in 0..2 {
-        let Decision::LoadKeys { unknown_kid } = &decision else { break };
-        if let Err(e) = keys.refresh(unknown_kid.as_deref()).await {
+    let mut decision = decide(&req, cfg, &keys, &url, &normalised, platform::now_ms());
+    // At most: the revocation set, a stale key cache, then an unknown kid
+    // (one throttled reload).
+    for _ in 0..3 {
+        let loaded = match &decision {
+            Decision::LoadKeys { unknown_kid } => keys.refresh(unknown_kid.as_deref()).await,
+            Decision::LoadRevocations => revocations::ensure_read(env, cfg).await,
+            _ => break,
+        };
+        if let Err(e) = loaded {
             return http::problem(&e);
         }
-        decision = decide(&req, cfg, &keys, &url, &normalised, platform::now());
+        decision = decide(&req, cfg, &keys, &url, &normalised, platform::now_ms());
+    }
+    if let Some(read) = revocations::background_read(env, cfg, platform::now_ms()) {
+        ctx.wait_until(async move {
+            let _ = JsFuture::from(read).await;
+        });
+    }
+    if let Decision::Forward { fresh: Some(f), .. } = &decision {
+        let checked = match D1Store::new(env) {
+            Ok(store) => check_fresh(&store, &f.sid, &f.sub, &f.roles, platform::now(), cfg.session_max_age_secs).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = checked {
+            return http::problem(&e);
+        }
     }
     match decision {
-        Decision::Forward { identity, drop_auth } => {
+        Decision::Forward { identity, drop_auth, .. } => {
             // `Vary` is added by the caller (`router::with_cors`) on this path.
             match dispatch(&req, env, cfg, &url, &normalised, &identity, drop_auth, false) {
                 Ok(promise) => Ok(JsFuture::from(promise).await?.unchecked_into()),
@@ -156,6 +209,10 @@ pub async fn forward(
             }
         }
         Decision::Refuse(e) => http::problem(&e),
+        // Read and still not usable: fail closed.
+        Decision::LoadRevocations => {
+            http::problem(&Error::unavailable("revocations", "the revocation set is not usable after reading"))
+        }
         // Loaded and still not enough: fail closed.
         Decision::LoadKeys { unknown_kid: Some(_) } => http::problem(&Error::InvalidToken(TokenError::UnknownKey)),
         Decision::LoadKeys { unknown_kid: None } => {
@@ -166,27 +223,30 @@ pub async fn forward(
 
 /// A cached token that the policy allows.
 enum Hit {
-    /// With its identity headers and a fresh assertion.
-    Ready(js_sys::Array),
+    /// With its identity headers and a fresh assertion (and what a `fresh`
+    /// rule's check reads).
+    Ready(js_sys::Array, Option<FreshSession>),
     /// Its assertion is missing, about to expire, or signed by a key no
     /// longer published.
     Unsigned(VerifiedToken),
 }
 
-/// The one judgement of a gateway request at `now`; never does I/O.
+/// The one judgement of a gateway request at `now_ms` (Unix milliseconds);
+/// never does I/O.
 fn decide(
     req: &Request,
     cfg: &Config,
     keys: &EdgeKeys<'_>,
     url: &RequestUrl,
     normalised: &str,
-    now: UnixTime,
+    now_ms: i64,
 ) -> Decision {
+    let now = UnixTime::from_millis(now_ms as f64);
     let facts = Facts { req, method: req.method(), query: url.query() };
     let judged = cfg.routes.judge(&facts, normalised);
     let drop_auth = !judged.forwards_authorization();
     if judged.is_public() {
-        return Decision::Forward { identity: JsValue::UNDEFINED, drop_auth };
+        return Decision::Forward { identity: JsValue::UNDEFINED, drop_auth, fresh: None };
     }
     let raw = match http::bearer(req) {
         Some(t) => t,
@@ -196,48 +256,67 @@ fn decide(
             Err(e) => return Decision::Refuse(e),
         },
     };
+    // Whatever the token, it is checked against the revocation set: an
+    // isolate without a usable one reads it first.
+    if revocations::must_read(cfg, now_ms) {
+        return Decision::LoadRevocations;
+    }
     let issuer: Cow<'_, str> = match &cfg.issuer {
         Some(fixed) => Cow::Borrowed(fixed),
         None => Cow::Owned(cfg.issuer_for(&url.origin())),
     };
+    let fresh_session = |c: &AccessClaims| judged.needs_fresh_session().then(|| FreshSession::of(c));
 
     // A token this isolate verified before: a map lookup, while the keys
     // that signed it (and its assertion) are published.
     let cached = TOKENS.with(|c| {
         let mut c = c.borrow_mut();
         let e = c.get_mut(&raw, now, |kid| keys.vouches(kid, now))?;
-        if e.token.claims.iss != *issuer {
+        let claims = &e.token.claims;
+        if claims.iss != *issuer {
             return Some(Err(Error::InvalidToken(TokenError::WrongIssuer)));
         }
-        if let Err(refused) = judged.authorize(&e.token.claims.roles) {
+        if revocations::refuses(&claims.sid, &claims.sub, &claims.roles) {
+            return Some(Err(Error::InvalidToken(TokenError::Revoked)));
+        }
+        if let Err(refused) = judged.admit(&e.token.claims, now) {
             return Some(Err(refused));
         }
         Some(Ok(match e.assertion.as_ref().filter(|a| assertion_fresh(a.expires_at, now)) {
-            Some(a) => Hit::Ready(a.value.clone()),
+            Some(a) => Hit::Ready(a.value.clone(), fresh_session(claims)),
             None => Hit::Unsigned(e.token.clone()),
         }))
     });
     let (verified, fresh) = match cached {
         Some(Err(e)) => return Decision::Refuse(e),
-        Some(Ok(Hit::Ready(identity))) => return Decision::Forward { identity: identity.into(), drop_auth },
+        Some(Ok(Hit::Ready(identity, fresh))) => {
+            return Decision::Forward { identity: identity.into(), drop_auth, fresh }
+        }
         Some(Ok(Hit::Unsigned(verified))) => (verified, None),
         None => match verify_fresh(&raw, &issuer, cfg, keys, now) {
             Ok((v, kid)) => (v, Some(kid)),
             Err(d) => return d,
         },
     };
-    if let Err(e) = judged.authorize(&verified.claims.roles) {
+    let c = &verified.claims;
+    let refused = if revocations::refuses(&c.sid, &c.sub, &c.roles) {
+        Err(Error::InvalidToken(TokenError::Revoked))
+    } else {
+        judged.admit(c, now)
+    };
+    if let Err(e) = refused {
         // Cached all the same: a repeat of the refused request costs a lookup.
         remember(&raw, fresh.map(|kid| (verified, kid)), None, keys, now);
         return Decision::Refuse(e);
     }
     let signed = sign_assertion(&issuer, cfg, keys, &verified, now);
+    let fresh_check = fresh_session(&verified.claims);
     let fresh = fresh.map(|kid| (verified, kid));
     match signed {
         Ok(signed) => {
             let identity = signed.value.clone();
             remember(&raw, fresh, Some(signed), keys, now);
-            Decision::Forward { identity: identity.into(), drop_auth }
+            Decision::Forward { identity: identity.into(), drop_auth, fresh: fresh_check }
         }
         Err(d) => {
             remember(&raw, fresh, None, keys, now);
@@ -339,6 +418,14 @@ fn sign_assertion(
         &c.sid.as_str().into(),
         &token::compact(&input, &sig).into(),
     );
+    // Hook claims reach the origin (issue 24): in the assertion (signed
+    // above), and with CLAIMS_HEADER also as `X-Auth-Claims`. Built once per
+    // token, cached with the assertion: nothing per request.
+    if cfg.claims_header {
+        if let Some(claims) = token::claims_header_value(&verified.extra) {
+            identity.push(&claims.into());
+        }
+    }
     Ok(Assertion { value: identity, expires_at: exp, kid: signer.kid().to_string() })
 }
 

@@ -3,14 +3,17 @@
 //!
 //! Envelopes are sent as plain JSON objects (parsed from our own serde_json
 //! text, so `null`s and field names survive exactly), their one-time secrets
-//! sealed; the consumer opens them only to deliver. Each message is handled
+//! sealed; the consumer opens them only to deliver. Before delivering, it
+//! writes the event's audit entry from the message with its secret masked
+//! ([`crate::core::audit`]); a failed write holds up no target. Each message is handled
 //! on its own: acked when every target has the event, retried with the
 //! backoff core computed when some target does not (`retry_with_options`,
 //! never `retry_all`). The platform moves a message to the dead-letter queue
 //! after `max_retries` (wrangler.toml); a malformed message is sent there at
-//! once through the `DEAD_LETTERS` producer rather than retried, and one
-//! whose sealed secret does not open after [`delivery::UNOPENED_RETRIES`]
-//! retries. The dead-letter consumer logs and records every message it gets.
+//! once through the `DEAD_LETTERS` producer rather than retried, and so is
+//! one whose sealed secret does not open after
+//! [`delivery::UNOPENED_RETRIES`] retries, and an event an email provider
+//! refused for good ([`Verdict::Reject`]). The dead-letter consumer logs and records every message it gets.
 
 use std::rc::Rc;
 
@@ -19,10 +22,11 @@ use worker::{
     Env, MessageBatch, MessageExt, QueueContentType, QueueRetryOptionsBuilder, RawMessage, RawMessageBuilder,
 };
 
+use crate::core::audit::{self, AuditRecord};
 use crate::core::config::Config;
-use crate::core::delivery::{self, Quarantine, Verdict};
+use crate::core::delivery::{self, Quarantine, Rejection, Verdict};
 use crate::core::events::{self, Envelope, OpenError, Received};
-use crate::core::ports::{EventSink, Result};
+use crate::core::ports::{AuditLog, EventSink, Result};
 use crate::core::rate_limit::BACKOFF_MEMORY_SECS;
 use crate::core::time::UnixTime;
 use crate::edge::config;
@@ -174,15 +178,16 @@ pub async fn consume(batch: worker::worker_sys::MessageBatch, env: Env) {
             return;
         }
     };
+    let courier = FetchCourier::new(&env);
     // Messages are independent: handle them concurrently, so one slow
     // endpoint does not hold up the rest of the batch.
-    let (cfg, store, env) = (&cfg, &store, &env);
+    let (cfg, store, env, courier) = (&cfg, &store, &env, &courier);
     let work = messages(&batch).into_iter().map(|(msg, attempts)| async move {
         if dead_letter_queue {
-            bury(&msg, store).await;
+            bury(&msg, store, courier).await;
         } else {
             match cfg {
-                Ok(cfg) => handle(&msg, attempts, cfg.clone(), store, env).await,
+                Ok(cfg) => handle(&msg, attempts, cfg.clone(), store, courier, env).await,
                 // Nothing is delivered half-configured; the message waits
                 // (and, if it waits too long, is dead-lettered and recorded).
                 Err(_) => retry_in(&msg, UNAVAILABLE_RETRY_SECS),
@@ -192,8 +197,14 @@ pub async fn consume(batch: worker::worker_sys::MessageBatch, env: Env) {
     futures_util::future::join_all(work).await;
 }
 
-async fn handle(msg: &RawMessage, attempts: u32, cfg: Rc<Config>, store: &D1Store, env: &Env) {
+async fn handle(msg: &RawMessage, attempts: u32, cfg: Rc<Config>, store: &D1Store, courier: &FetchCourier, env: &Env) {
     let body = body_json(&msg.body());
+    // The audit entry first, from the message with its secret masked; its
+    // failure holds up no delivery (see `after_audit` below).
+    let audited = match &body {
+        Ok(value) => audit(store, value, &msg.id(), attempts).await,
+        Err(_) => true,
+    };
     let key = events::secrets_key(&cfg.kek);
     let opened = match &body {
         Ok(value) => Received::open(value.clone(), &key),
@@ -214,9 +225,15 @@ async fn handle(msg: &RawMessage, attempts: u32, cfg: Rc<Config>, store: &D1Stor
             return quarantine(msg, delivery::quarantine(&msg.id(), &error, attempts, body.ok()), env).await;
         }
     };
-    match delivery::deliver(&cfg, store, &FetchCourier, &event, platform::now()).await {
+    let delivered = delivery::deliver(&cfg, store, courier, &event, platform::now()).await;
+    match delivered.map(|v| audit::after_audit(v, audited, attempts, cfg.retry_base_delay_secs)) {
         Ok(Verdict::Ack) => msg.ack(),
         Ok(Verdict::Retry { delay_secs }) => retry_in(msg, delay_secs),
+        Ok(Verdict::Reject { reason }) => match body {
+            // The message as it came, its secret still sealed.
+            Ok(value) => reject(msg, Rejection::new(value, &reason), env).await,
+            Err(_) => retry_in(msg, cfg.retry_base_delay_secs),
+        },
         Err(e) => {
             worker::console_error!("portcullis.delivery_error id={} {e}", event.id);
             retry_in(msg, cfg.retry_base_delay_secs);
@@ -229,8 +246,19 @@ async fn handle(msg: &RawMessage, attempts: u32, cfg: Rc<Config>, store: &D1Stor
 async fn quarantine(msg: &RawMessage, wrapped: Quarantine, env: &Env) {
     let kind = if wrapped.quarantined.unopened { "unopened" } else { "malformed" };
     worker::console_error!("portcullis.{kind}_event id={} {}", msg.id(), wrapped.quarantined.reason);
+    to_dead_letters(msg, &wrapped, env).await;
+}
+
+/// Sends an event a target refused for good to the dead-letter queue (its
+/// reason already scrubbed by core), then acks it.
+async fn reject(msg: &RawMessage, wrapped: Rejection, env: &Env) {
+    worker::console_error!("portcullis.rejected_event id={} {}", msg.id(), wrapped.rejected.reason);
+    to_dead_letters(msg, &wrapped, env).await;
+}
+
+async fn to_dead_letters(msg: &RawMessage, wrapped: &impl serde::Serialize, env: &Env) {
     let sent = async {
-        let text = serde_json::to_string(&wrapped)?;
+        let text = serde_json::to_string(wrapped)?;
         let body = js_sys::JSON::parse(&text)?;
         let queue = env.queue("DEAD_LETTERS")?;
         queue.send_raw(RawMessageBuilder::new(body).build_with_content_type(QueueContentType::Json)).await?;
@@ -240,16 +268,40 @@ async fn quarantine(msg: &RawMessage, wrapped: Quarantine, env: &Env) {
         Ok(()) => msg.ack(),
         Err(e) => {
             // Retried as is: after max_retries the platform dead-letters it anyway.
-            worker::console_error!("portcullis.error quarantine of {} failed: {e}", msg.id());
+            worker::console_error!("portcullis.error sending {} to the dead-letter queue failed: {e}", msg.id());
             retry_in(msg, UNAVAILABLE_RETRY_SECS);
         }
     }
 }
 
-/// Logs and records one dead letter (its secret stays sealed; no configuration needed).
-async fn bury(msg: &RawMessage, store: &D1Store) {
+/// Writes the audit entry of a message's body (an event; anything else has
+/// none), unless it is there already. `false` when the write failed: logged
+/// as `portcullis.audit_failed` with the message's `attempts` (0 from the
+/// dead-letter consumer), for the caller to try the message again.
+async fn audit(store: &D1Store, body: &serde_json::Value, message_id: &str, attempts: u32) -> bool {
+    let Some(record) = AuditRecord::of_message(body, platform::now()) else { return true };
+    match store.record_audit(&record).await {
+        Ok(_) => true,
+        Err(e) => {
+            worker::console_error!(
+                "portcullis.audit_failed id={} message={message_id} attempt={attempts} {e}",
+                record.id
+            );
+            false
+        }
+    }
+}
+
+/// Logs and records one dead letter (its secret stays sealed; no
+/// configuration needed), and writes its audit entry if no earlier attempt
+/// could (a rejected event's too: `AuditRecord::of_message` reads the event
+/// inside its `Rejection` wrapper).
+async fn bury(msg: &RawMessage, store: &D1Store, courier: &FetchCourier) {
     let body = body_json(&msg.body());
-    match delivery::dead_letter(store, &FetchCourier, &msg.id(), body, platform::now()).await {
+    if let Ok(value) = &body {
+        audit(store, value, &msg.id(), 0).await;
+    }
+    match delivery::dead_letter(store, courier, &msg.id(), body, platform::now()).await {
         Ok(_) => msg.ack(),
         Err(e) => {
             worker::console_error!("portcullis.error recording dead letter {}: {e}", msg.id());
@@ -258,7 +310,39 @@ async fn bury(msg: &RawMessage, store: &D1Store) {
     }
 }
 
-/// Periodic upkeep: forgets delivery rows no retry can need any more.
+/// Upkeep of the audit log, on every cron run (each minute): deletes the
+/// oldest written entries beyond `AUDIT_MAX_ENTRIES`, then those older than
+/// `AUDIT_RETENTION_DAYS`, a few small batches at a time ([`audit::purge`]).
+pub async fn purge_audit(env: &Env) {
+    let cfg = match config(env) {
+        Ok(cfg) => cfg,
+        Err(e) => return worker::console_error!("portcullis.error prune audit_log: {}", e.0),
+    };
+    let store = match D1Store::new(env) {
+        Ok(s) => s,
+        Err(e) => return worker::console_error!("portcullis.error prune audit_log: {e}"),
+    };
+    match audit::purge(&store, platform::now(), cfg.audit_retention_days, cfg.audit_max_entries).await {
+        Ok(purged) => {
+            if purged.over_cap > 0 {
+                worker::console_warn!(
+                    "portcullis.audit_cap_reached deleted={} max_entries={}",
+                    purged.over_cap,
+                    cfg.audit_max_entries
+                );
+            }
+            worker::console_log!(
+                "portcullis.prune audit_log={} audit_log_over_cap={}",
+                purged.expired,
+                purged.over_cap
+            );
+        }
+        Err(e) => worker::console_error!("portcullis.error prune audit_log: {e}"),
+    }
+}
+
+/// Periodic upkeep: forgets delivery rows no retry can need any more and
+/// ended rate-limit windows.
 pub async fn prune(env: &Env) {
     let cutoff = UnixTime(platform::now().0.saturating_sub(DELIVERY_RETENTION_SECS as i64));
     let now = platform::now();

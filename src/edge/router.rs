@@ -11,17 +11,18 @@ use worker::{Context, Env};
 use crate::core::auth_routes::{self, Route};
 use crate::core::config::Config;
 use crate::core::cors;
-use crate::core::email::Email;
 use crate::core::error::Error;
 use crate::core::flows::account::{LoginRequest, RefreshRequest, SignupRequest};
 use crate::core::flows::admin::{ListQuery, UpdateUserRequest};
 use crate::core::flows::keys::discovery;
 use crate::core::flows::magic_link::MAGIC_LINK_ACCEPTED;
+use crate::core::flows::mfa::{CodeRequest, MfaVerifyRequest};
 use crate::core::flows::otp::OtpVerifyRequest;
 use crate::core::flows::otp::OTP_ACCEPTED;
 use crate::core::flows::password::FORGOT_ACCEPTED;
 use crate::core::flows::password::{ChangeRequest, ResetRequest};
-use crate::core::flows::{AuthResponse, Deps, EmailRequest, Meta, TokenRequest};
+use crate::core::flows::revocation::TokenForm;
+use crate::core::flows::{AuthResponse, Deps, EmailRequest, Meta, Recipient, SignIn, TokenRequest};
 use crate::core::policy::{auth_api_path, normalise_path};
 use crate::core::rate_limit::Endpoint;
 use crate::core::target::{invalid_url, RequestUrl};
@@ -33,7 +34,7 @@ use crate::edge::keyring::EdgeKeys;
 use crate::edge::outbound::FetchGate;
 use crate::edge::platform::{self, OsRandom};
 use crate::edge::queue::QueueSink;
-use crate::edge::{check_request_origin, config, oauth, proxy};
+use crate::edge::{check_request_origin, config, oauth, proxy, ui};
 
 /// Cookie carrying the access token in cookie mode.
 pub const ACCESS_COOKIE: &str = "__Host-portcullis_access";
@@ -100,7 +101,7 @@ async fn route(req: Request, env: Env, ctx: Context, cfg: Rc<Config>) -> JsResul
     };
     let Some(api_path) = auth_api_path(&normalised, &cfg.auth_prefix) else {
         return match RequestUrl::new(url.into()) {
-            Some(url) => proxy::forward(req, &env, &cfg, url, normalised).await,
+            Some(url) => proxy::forward(req, &env, &ctx, &cfg, url, normalised).await,
             None => http::problem(&invalid_url()),
         };
     };
@@ -179,6 +180,8 @@ pub fn cookie(req: &Request, name: &str) -> Option<String> {
     })
 }
 
+/// A gateway cookie: `__Host-` rules (`Path=/`, `Secure`, no `Domain`),
+/// `HttpOnly`, `SameSite=Lax`, living `max_age` seconds.
 pub fn set_cookie(name: &str, value: &str, max_age: u64) -> (&'static str, String) {
     ("set-cookie", format!("{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; Secure; SameSite=Lax"))
 }
@@ -198,7 +201,18 @@ pub fn auth_cookies(cfg: &Config, resp: &AuthResponse, now: UnixTime) -> Vec<(&'
     ]
 }
 
-fn clear_cookies(cfg: &Config) -> Vec<(&'static str, String)> {
+/// The answer of a sign-in step: the session (its body, and its cookies in
+/// cookie mode) with `status`, or 200 with the second step's `mfa_token`
+/// and no cookies.
+pub fn sign_in_response(cfg: &Config, status: u16, signed_in: &SignIn, now: UnixTime) -> JsResult<Response> {
+    match signed_in {
+        SignIn::Complete(resp) => http::json(status, &resp.body(cfg), None, &auth_cookies(cfg, resp, now)),
+        SignIn::SecondStep(step) => http::json(200, &step.body(), None, &[]),
+    }
+}
+
+/// Set-Cookie headers ending both session cookies (cookie mode; none otherwise).
+pub fn clear_cookies(cfg: &Config) -> Vec<(&'static str, String)> {
     if !cfg.cookie_mode {
         return Vec::new();
     }
@@ -222,7 +236,12 @@ async fn auth_api(
     path: &str,
 ) -> Result<Response, Error> {
     let js = |r: JsResult<Response>| Ok(r.context("response")?);
-    let ports = Ports::new(env, &cfg)?;
+    let method = req.method();
+    let route = auth_routes::match_route(&method, path);
+    let ports = match route {
+        Ok(r) if r.replica_reads() => Ports::with_replica_reads(env, &cfg)?,
+        _ => Ports::new(env, &cfg)?,
+    };
     let deps = ports.deps(&cfg);
     let keys = &ports.keys;
     let meta = meta(req, &cfg, url);
@@ -239,11 +258,18 @@ async fn auth_api(
         deps.require_admin(&meta, bearer.as_deref()).await
     };
 
+    // UI_ENABLED=false: the pages' paths do not exist (404 for any method).
+    if !cfg.ui.enabled && auth_routes::is_ui_path(path) {
+        return Err(Error::NotFound);
+    }
     // No catch-all arm: a route added to the table does not compile until
     // it is served here.
-    match auth_routes::match_route(&req.method(), path)? {
+    let route = route?;
+    match route {
         Route::Jwks => js(http::json(200, &keys.jwks().await?, Some("public, max-age=300"), &[])),
-        Route::OpenidConfiguration => js(http::json(200, &discovery(&meta.issuer), Some("public, max-age=300"), &[])),
+        Route::OpenidConfiguration => {
+            js(http::json(200, &discovery(&meta.issuer, &cfg), Some("public, max-age=300"), &[]))
+        }
         Route::Signup => {
             let body: SignupRequest = http::read_json(req).await?;
             let resp = deps.signup(&meta, rng, body).await?;
@@ -251,8 +277,8 @@ async fn auth_api(
         }
         Route::Login => {
             let body: LoginRequest = http::read_json(req).await?;
-            let resp = deps.login(&meta, rng, body).await?;
-            js(http::json(200, &resp.body(&cfg), None, &auth_cookies(&cfg, &resp, meta.now)))
+            let signed_in = deps.login(&meta, rng, body).await?;
+            js(sign_in_response(&cfg, 200, &signed_in, meta.now))
         }
         Route::Refresh => {
             let body: Option<RefreshRequest> = http::read_optional_json(req).await?;
@@ -282,6 +308,17 @@ async fn auth_api(
             deps.logout(&meta, rng, bearer.as_deref(), refresh.as_deref()).await?;
             js(http::empty(204, &clear_cookies(&cfg)))
         }
+        Route::Introspect => {
+            // The caller is admitted before the body is read.
+            deps.admit_introspection(http::bearer(req).as_deref())?;
+            let form = TokenForm::parse(&http::read_oauth_form(req).await?)?;
+            js(http::json(200, &deps.introspect(&meta, &form).await?, None, &[]))
+        }
+        Route::Revoke => {
+            let form = TokenForm::parse(&http::read_oauth_form(req).await?)?;
+            deps.revoke_token(&meta, rng, &form).await?;
+            js(http::empty(200, &[]))
+        }
         Route::Me => {
             let bearer = access_token(req, &cfg, url)?;
             js(http::json(200, &deps.me_with_providers(&meta, bearer.as_deref()).await?, None, &[]))
@@ -308,33 +345,33 @@ async fn auth_api(
         }
         Route::MagicLink => {
             let body: EmailRequest = http::read_json(req).await?;
-            let email = deps.admit_email_request(&meta, rng, Endpoint::MagicLink, &body).await?;
-            send_in_background(ctx, env, &cfg, meta, Mailing::MagicLink, email);
+            let to = deps.admit_email_request(&meta, rng, Endpoint::MagicLink, &body).await?;
+            send_in_background(ctx, env, &cfg, meta, Mailing::MagicLink, to);
             js(http::json(200, &MAGIC_LINK_ACCEPTED, None, &[]))
         }
         Route::MagicLinkVerify => {
             let body: TokenRequest = http::read_json(req).await?;
-            let resp = deps.verify_magic_link(&meta, rng, body).await?;
-            js(http::json(200, &resp.body(&cfg), None, &auth_cookies(&cfg, &resp, meta.now)))
+            let signed_in = deps.verify_magic_link(&meta, rng, body).await?;
+            js(sign_in_response(&cfg, 200, &signed_in, meta.now))
         }
         // Mail scanners fetch links before people click them: opening the
         // link must not use it up. Only the POST above consumes a token.
         Route::MagicLinkLanding => js(http::json(200, &MAGIC_LINK_LANDING, None, &[])),
         Route::Otp => {
             let body: EmailRequest = http::read_json(req).await?;
-            let email = deps.admit_email_request(&meta, rng, Endpoint::Otp, &body).await?;
-            send_in_background(ctx, env, &cfg, meta, Mailing::Otp, email);
+            let to = deps.admit_email_request(&meta, rng, Endpoint::Otp, &body).await?;
+            send_in_background(ctx, env, &cfg, meta, Mailing::Otp, to);
             js(http::json(200, &OTP_ACCEPTED, None, &[]))
         }
         Route::OtpVerify => {
             let body: OtpVerifyRequest = http::read_json(req).await?;
-            let resp = deps.verify_otp(&meta, rng, body).await?;
-            js(http::json(200, &resp.body(&cfg), None, &auth_cookies(&cfg, &resp, meta.now)))
+            let signed_in = deps.verify_otp(&meta, rng, body).await?;
+            js(sign_in_response(&cfg, 200, &signed_in, meta.now))
         }
         Route::PasswordForgot => {
             let body: EmailRequest = http::read_json(req).await?;
-            let email = deps.admit_email_request(&meta, rng, Endpoint::PasswordForgot, &body).await?;
-            send_in_background(ctx, env, &cfg, meta, Mailing::PasswordReset, email);
+            let to = deps.admit_email_request(&meta, rng, Endpoint::PasswordForgot, &body).await?;
+            send_in_background(ctx, env, &cfg, meta, Mailing::PasswordReset, to);
             js(http::json(200, &FORGOT_ACCEPTED, None, &[]))
         }
         Route::PasswordReset => {
@@ -358,6 +395,33 @@ async fn auth_api(
             let bearer = access_token(req, &cfg, url)?;
             js(http::json(200, &deps.verify_email(&meta, rng, body, bearer.as_deref()).await?, None, &[]))
         }
+        Route::MfaTotpEnroll => {
+            let _: Option<Empty> = http::read_optional_json(req).await?;
+            let bearer = access_token(req, &cfg, url)?;
+            js(http::json(200, &deps.enroll_totp(&meta, rng, bearer.as_deref()).await?, None, &[]))
+        }
+        Route::MfaTotpConfirm => {
+            let body: CodeRequest = http::read_json(req).await?;
+            let bearer = access_token(req, &cfg, url)?;
+            js(http::json(200, &deps.confirm_totp(&meta, rng, bearer.as_deref(), body).await?, None, &[]))
+        }
+        Route::MfaTotpDisable => {
+            // The code is optional: a sign-in of the last five minutes needs none.
+            let body: CodeRequest = http::read_optional_json(req).await?.unwrap_or_default();
+            let bearer = access_token(req, &cfg, url)?;
+            deps.disable_totp(&meta, rng, bearer.as_deref(), body).await?;
+            js(http::empty(204, &[]))
+        }
+        Route::MfaBackupCodes => {
+            let body: CodeRequest = http::read_json(req).await?;
+            let bearer = access_token(req, &cfg, url)?;
+            js(http::json(200, &deps.regenerate_backup_codes(&meta, rng, bearer.as_deref(), body).await?, None, &[]))
+        }
+        Route::MfaVerify => {
+            let body: MfaVerifyRequest = http::read_json(req).await?;
+            let resp = deps.verify_mfa(&meta, rng, body).await?;
+            js(http::json(200, &resp.body(&cfg), None, &auth_cookies(&cfg, &resp, meta.now)))
+        }
         Route::AdminRotateKeys => {
             let admin = admin().await?;
             let _: Option<Empty> = http::read_optional_json(req).await?;
@@ -376,6 +440,14 @@ async fn auth_api(
             // failing queue cannot skip that; the others within KEY_CACHE_TTL.
             let retirement = deps.admin_retire_key(&meta, rng, &admin, kid).await?;
             js(http::json(200, &retirement, None, &[]))
+        }
+        Route::Audit => {
+            let bearer = access_token(req, &cfg, url)?;
+            js(http::json(200, &deps.own_audit(&meta, rng, bearer.as_deref(), url.query()).await?, None, &[]))
+        }
+        Route::AdminAudit => {
+            let admin = admin().await?;
+            js(http::json(200, &deps.admin_audit(&meta, rng, &admin, url.query()).await?, None, &[]))
         }
         Route::AdminListUsers => {
             let admin = admin().await?;
@@ -416,6 +488,12 @@ async fn auth_api(
             let _: Option<Empty> = http::read_optional_json(req).await?;
             js(http::json(200, &deps.admin_set_role(&meta, rng, &admin, id, role, false).await?, None, &[]))
         }
+        Route::AdminResetMfa { id } => {
+            let admin = admin().await?;
+            let _: Option<Empty> = http::read_optional_json(req).await?;
+            deps.admin_reset_mfa(&meta, rng, &admin, id).await?;
+            js(http::empty(204, &[]))
+        }
         Route::AdminRevokeSessions { id } => {
             let admin = admin().await?;
             let _: Option<Empty> = http::read_optional_json(req).await?;
@@ -426,11 +504,32 @@ async fn auth_api(
         Route::OauthLink { provider } => oauth::link(req, &deps, &meta, &cfg, url, provider).await,
         Route::OauthCallback { provider } => oauth::callback(req, &deps, &meta, &cfg, url, provider).await,
         Route::OauthUnlink { provider } => oauth::unlink(req, &deps, &meta, &cfg, url, provider).await,
+        Route::UiLoginPage
+        | Route::UiLogin
+        | Route::UiSignupPage
+        | Route::UiSignup
+        | Route::UiMagicLinkPage
+        | Route::UiMagicLink
+        | Route::UiOtpPage
+        | Route::UiOtp
+        | Route::UiForgotPage
+        | Route::UiForgot
+        | Route::UiResetPage
+        | Route::UiReset
+        | Route::UiVerifyEmailPage
+        | Route::UiVerifyEmail
+        | Route::UiMfaPage
+        | Route::UiMfa
+        | Route::UiAccountPage
+        | Route::UiAccount => {
+            let page = ui::Ui { req, env, ctx, cfg: &cfg, deps: &deps, meta: &meta, url };
+            page.serve(route).await
+        }
     }
 }
 
 /// The platform adapters behind the flows' ports, for one request or task.
-struct Ports<'e> {
+pub struct Ports<'e> {
     store: D1Store,
     events: QueueSink<'e>,
     keys: EdgeKeys<'e>,
@@ -447,6 +546,12 @@ impl<'e> Ports<'e> {
         })
     }
 
+    /// The same, with a store whose reads after the first may come from a
+    /// D1 read replica ([`D1Store::with_replica_reads`]).
+    fn with_replica_reads(env: &'e Env, cfg: &Rc<Config>) -> Result<Self, Error> {
+        Ok(Self { store: D1Store::with_replica_reads(env)?, ..Self::new(env, cfg)? })
+    }
+
     fn deps<'a>(&'a self, cfg: &'a Config) -> Deps<'a, D1Store, QueueSink<'e>, EdgeKeys<'e>> {
         Deps { store: &self.store, events: &self.events, keys: &self.keys, config: cfg, gate: &self.gate }
     }
@@ -457,7 +562,8 @@ impl<'e> Ports<'e> {
 const BACKGROUND_START_MS: u64 = 10;
 
 /// What an admitted email request sends, if its address can sign in.
-enum Mailing {
+#[derive(Debug, Clone, Copy)]
+pub enum Mailing {
     MagicLink,
     Otp,
     PasswordReset,
@@ -470,7 +576,7 @@ enum Mailing {
 /// failure here reaches the log, not the client (who was told "if this
 /// address can sign in"); nothing is half-written: the KV hint comes before
 /// the D1 row, and an event the queue refuses waits in the outbox.
-fn send_in_background(ctx: &Context, env: &Env, cfg: &Rc<Config>, meta: Meta, what: Mailing, email: Email) {
+pub fn send_in_background(ctx: &Context, env: &Env, cfg: &Rc<Config>, meta: Meta, what: Mailing, to: Recipient) {
     let env = env.clone();
     let cfg = Rc::clone(cfg);
     ctx.wait_until(async move {
@@ -482,9 +588,9 @@ fn send_in_background(ctx: &Context, env: &Env, cfg: &Rc<Config>, meta: Meta, wh
             let deps = ports.deps(&cfg);
             let rng = &mut OsRandom;
             match what {
-                Mailing::MagicLink => deps.send_magic_link(&meta, rng, &email).await,
-                Mailing::Otp => deps.send_otp(&meta, rng, &email).await,
-                Mailing::PasswordReset => deps.send_password_reset(&meta, rng, &email).await,
+                Mailing::MagicLink => deps.send_magic_link(&meta, rng, &to).await,
+                Mailing::Otp => deps.send_otp(&meta, rng, &to).await,
+                Mailing::PasswordReset => deps.send_password_reset(&meta, rng, &to).await,
             }
         }
         .await;

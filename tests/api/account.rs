@@ -5,20 +5,20 @@ use portcullis::core::flows::account::{LoginRequest, SignupRequest};
 use portcullis::core::flows::AuthResponse;
 use portcullis::core::ports::SessionStore;
 
-use crate::support::{block_on, config, TestRandom, World};
+use crate::support::{block_on, config, Done, TestRandom, World};
 
 fn signup(w: &World, rng: &mut TestRandom, email: &str, password: &str) -> Result<AuthResponse, Error> {
     let (deps, meta) = w.at(1_000);
     block_on(deps.signup(
         &meta,
         rng,
-        SignupRequest { email: email.into(), password: password.into(), name: Some(" Ada ".into()) },
+        SignupRequest { email: email.into(), password: password.into(), name: Some(" Ada ".into()), locale: None },
     ))
 }
 
 fn login(w: &World, rng: &mut TestRandom, now: i64, email: &str, password: &str) -> Result<AuthResponse, Error> {
     let (deps, meta) = w.at(now);
-    block_on(deps.login(&meta, rng, LoginRequest { email: email.into(), password: password.into() }))
+    block_on(deps.login(&meta, rng, LoginRequest { email: email.into(), password: password.into() })).done()
 }
 
 #[test]
@@ -417,6 +417,7 @@ fn revoking_the_other_sessions_from_a_session_revoked_meanwhile_revokes_nothing(
             ip_address: None,
             user_agent: None,
             extra_claims: Default::default(),
+            amr: Default::default(),
         };
         let basis = SignInBasis::epoch(proven.auth_epoch);
         assert!(block_on(store.create_session(&owners, "owners-refresh-hash", &basis)).unwrap());

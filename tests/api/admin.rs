@@ -126,7 +126,8 @@ fn delete_removes_the_user_with_sessions_and_tokens() {
     let mut rng = TestRandom(6);
     let (w, admin, ada) = setup(&mut rng);
     let (deps, meta) = w.at(1_500);
-    block_on(deps.request_magic_link(&meta, &mut rng, EmailRequest { email: "ada@example.com".into() })).unwrap();
+    block_on(deps.request_magic_link(&meta, &mut rng, EmailRequest { email: "ada@example.com".into(), locale: None }))
+        .unwrap();
     block_on(deps.admin_delete_user(&meta, &mut rng, &admin_of(&w, &admin.access_token), &ada.user.id)).unwrap();
     assert_eq!(
         w.events.last_of("user_deleted"),
@@ -148,9 +149,11 @@ fn a_ban_revokes_every_session_and_blocks_every_sign_in_until_unbanned() {
     let (w, admin, ada) = setup(&mut rng);
     let (deps, meta) = w.at(1_500);
     // Secrets issued before the ban.
-    block_on(deps.request_magic_link(&meta, &mut rng, EmailRequest { email: "ada@example.com".into() })).unwrap();
+    block_on(deps.request_magic_link(&meta, &mut rng, EmailRequest { email: "ada@example.com".into(), locale: None }))
+        .unwrap();
     let link = w.events.last_of("magic_link_requested")["token"].as_str().unwrap().to_string();
-    block_on(deps.request_otp(&meta, &mut rng, EmailRequest { email: "ada@example.com".into() })).unwrap();
+    block_on(deps.request_otp(&meta, &mut rng, EmailRequest { email: "ada@example.com".into(), locale: None }))
+        .unwrap();
     let otp = w.events.last_of("email_otp_requested")["code"].as_str().unwrap().to_string();
 
     let u = block_on(deps.admin_set_banned(&meta, &mut rng, &admin_of(&w, &admin.access_token), &ada.user.id, true))

@@ -37,7 +37,12 @@ fn login_event(seed: u64) -> Received {
 
 fn magic(seed: u64, email: &str) -> Received {
     received(
-        events::MagicLinkRequested { user_id: Some("u1".into()), email: email.into(), token: "tok-123".into() },
+        events::MagicLinkRequested {
+            user_id: Some("u1".into()),
+            email: email.into(),
+            token: "tok-123".into(),
+            locale: None,
+        },
         seed,
     )
 }
@@ -232,13 +237,199 @@ fn the_resend_transport_posts_to_the_api_and_retries_its_failures() {
 }
 
 #[test]
-fn an_email_to_an_unusable_address_fails_and_is_retried_not_dropped() {
+fn an_email_to_an_unusable_address_is_dead_lettered_at_once_not_dropped() {
     let cfg = config(&[("RETRY_BASE_DELAY_SECS", "3")]);
     let (ledger, courier) = (MemLedger::default(), MemCourier::ok());
     let ev = magic(9, "not an address");
-    assert_eq!(deliver(&cfg, &ledger, &courier, &ev, 1_000), Verdict::Retry { delay_secs: 3 });
-    assert_eq!(deliver(&cfg, &ledger, &courier, &ev, 1_003), Verdict::Retry { delay_secs: 6 });
+    let Verdict::Reject { reason } = deliver(&cfg, &ledger, &courier, &ev, 1_000) else { panic!("not rejected") };
+    assert!(reason.starts_with("email:not an address: email: "), "{reason}");
     assert!(courier.lines("portcullis.email").is_empty());
+    let failed = courier.lines("portcullis.delivery_failed");
+    assert_eq!((failed[0]["rejected"].as_bool(), failed[0].get("retry_in_secs")), (Some(true), None));
+}
+
+// ---------------------------------------------------------------------------
+// Email providers: what each answer means. Throttling, server errors,
+// timeouts and network errors are retried with backoff; a request refused
+// as it is (bad key, unverified sender, invalid or suppressed recipient)
+// goes to the dead-letter queue at once.
+// ---------------------------------------------------------------------------
+
+fn provider_config(transport: &str, extra: &[(&str, &str)]) -> Config {
+    let mut vars = vec![
+        ("EMAIL_TRANSPORT", transport),
+        ("EMAIL_FROM", "Acme <auth@acme.example>"),
+        ("MAGIC_LINK_URL", "https://acme.example/magic"),
+        ("PASSWORD_RESET_URL", "https://acme.example/reset"),
+        ("EMAIL_VERIFY_URL", "https://acme.example/verify"),
+        ("RETRY_BASE_DELAY_SECS", "5"),
+    ];
+    if transport != "cloudflare" {
+        vars.push(("EMAIL_API_KEY", "key_s3cret"));
+    }
+    vars.extend_from_slice(extra);
+    config(&vars)
+}
+
+#[test]
+fn each_provider_retries_throttling_server_errors_and_timeouts_and_rejects_refusals() {
+    type Answer = fn() -> Result<HttpReply, SendError>;
+    let retried: [(&str, Answer); 6] = [
+        ("429", || status(429)),
+        ("500", || status(500)),
+        ("503", || status(503)),
+        ("408", || status(408)),
+        ("timeout", || Err(SendError::Timeout)),
+        ("network", || Err(SendError::Network("connection refused".into()))),
+    ];
+    // Refusals of the account or configuration, not of the message: retried too.
+    let account: [(&str, Answer); 4] =
+        [("401", || status(401)), ("403", || status(403)), ("404", || status(404)), ("302", || status(302))];
+    let postmark_412: Answer =
+        || Ok(HttpReply { status: 422, body: r#"{"ErrorCode":412,"Message":"Account pending"}"#.into() });
+    // Refusals of the message (recipient or payload), per provider.
+    let postmark_406: Answer =
+        || Ok(HttpReply { status: 422, body: r#"{"ErrorCode":406,"Message":"Inactive recipient"}"#.into() });
+    for transport in ["resend", "postmark", "sendgrid"] {
+        let cfg = provider_config(transport, &[]);
+        let pending = (transport == "postmark").then_some(("422 412", postmark_412));
+        for (seed, (what, answer)) in (100..).zip(retried.iter().chain(&account).copied().chain(pending)) {
+            let (ledger, courier) = (MemLedger::default(), MemCourier::new(move |_| answer()));
+            let v = deliver(&cfg, &ledger, &courier, &magic(seed, "ada@example.com"), 1_000);
+            assert_eq!(v, Verdict::Retry { delay_secs: 5 }, "{transport} {what}");
+        }
+        let rejected: Vec<(&str, Answer)> = match transport {
+            "resend" => vec![("400", || status(400)), ("422", || status(422))],
+            "postmark" => vec![("422", postmark_406)],
+            _ => vec![("400", || status(400)), ("413", || status(413))],
+        };
+        for (seed, (what, answer)) in (200..).zip(rejected) {
+            let (ledger, courier) = (MemLedger::default(), MemCourier::new(move |_| answer()));
+            let ev = magic(seed, "ada@example.com");
+            match deliver(&cfg, &ledger, &courier, &ev, 1_000) {
+                Verdict::Reject { reason } => {
+                    assert!(reason.starts_with(&format!("email:ada@example.com: HTTP {what}")), "{transport}: {reason}")
+                }
+                other => panic!("{transport} {what}: {other:?}"),
+            }
+            assert_eq!(courier.sent.borrow().len(), 1, "{transport} {what}: tried once");
+        }
+    }
+}
+
+#[test]
+fn a_refused_email_waits_for_the_targets_being_retried_then_is_dead_lettered_with_its_reason() {
+    let cfg = provider_config("postmark", &[("WEBHOOK_URLS", A), ("WEBHOOK_SECRET", SECRET)]);
+    let ledger = MemLedger::default();
+    let hook_calls = Rc::new(Cell::new(0));
+    let h = hook_calls.clone();
+    let courier = MemCourier::new(move |req| {
+        if req.url == A {
+            h.set(h.get() + 1);
+            return if h.get() == 1 { status(503) } else { status(200) };
+        }
+        Ok(HttpReply { status: 422, body: r#"{"ErrorCode":406,"Message":"Inactive recipient"}"#.into() })
+    });
+    let ev = magic(11, "gone@example.com");
+    // The webhook failed too: the message is retried, email and all.
+    assert_eq!(deliver(&cfg, &ledger, &courier, &ev, 1_000), Verdict::Retry { delay_secs: 5 });
+    let Verdict::Reject { reason } = deliver(&cfg, &ledger, &courier, &ev, 1_005) else { panic!("not rejected") };
+    assert_eq!(reason, r#"email:gone@example.com: HTTP 422: {"ErrorCode":406,"Message":"Inactive recipient"}"#);
+    assert_eq!(ledger.row(&ev.id, &format!("webhook:{A}")).unwrap().delivered_at, Some(UnixTime(1_005)));
+    // The edge sends the message, wrapped with its reason, to the dead-letter queue.
+    let message = ev.to_value();
+    let wrapped = serde_json::to_value(delivery::Rejection::new(message.clone(), &reason)).unwrap();
+    let letter = block_on(delivery::dead_letter(&ledger, &courier, "m-11", Ok(wrapped), UnixTime(1_006))).unwrap();
+    assert_eq!(letter.id, ev.id);
+    assert_eq!(letter.reason, format!("rejected: {reason}"));
+    assert_eq!(letter.failed.len(), 1);
+    assert_eq!(letter.failed[0].target, "email:gone@example.com");
+    assert_eq!(letter.failed[0].attempts, 2);
+    // Stored unwrapped (its secret masked, as it came in clear here): the body is the event.
+    let stored: serde_json::Value = serde_json::from_str(&letter.body).unwrap();
+    assert_eq!(stored["id"], ev.id.as_str());
+    assert_eq!(stored["data"]["token"], "[redacted]");
+    assert_eq!(courier.lines("portcullis.dead_letter")[0]["reason"], letter.reason.as_str());
+}
+
+#[test]
+fn an_api_key_a_provider_echoes_is_neither_logged_nor_recorded() {
+    let cfg = provider_config("sendgrid", &[]);
+    let ledger = MemLedger::default();
+    let courier = MemCourier::new(|_| {
+        Ok(HttpReply { status: 400, body: r#"{"errors":[{"message":"bad key key_s3cret"}]}"#.into() })
+    });
+    let ev = magic(12, "ada@example.com");
+    let Verdict::Reject { reason } = deliver(&cfg, &ledger, &courier, &ev, 1_000) else { panic!("not rejected") };
+    assert!(!reason.contains("key_s3cret") && reason.contains("[redacted]"), "{reason}");
+    let row = ledger.row(&ev.id, "email:ada@example.com").unwrap();
+    assert!(!row.last_error.unwrap().contains("key_s3cret"));
+    let logged = format!("{:?}", courier.lines.borrow());
+    assert!(!logged.contains("key_s3cret"), "{logged}");
+}
+
+#[test]
+fn the_cloudflare_transport_hands_a_mime_message_to_the_binding_and_classifies_its_errors() {
+    use portcullis::core::mail::BindingError;
+    let cfg = provider_config("cloudflare", &[]);
+    let (ledger, courier) = (MemLedger::default(), MemCourier::ok());
+    let ev = magic(13, "ada@example.com");
+    assert_eq!(deliver(&cfg, &ledger, &courier, &ev, 1_000), Verdict::Ack);
+    let sent = courier.mime_sent.borrow();
+    assert_eq!(sent.len(), 1);
+    assert_eq!((sent[0].from.as_str(), sent[0].to.as_str()), ("auth@acme.example", "ada@example.com"));
+    assert!(sent[0].raw.contains(&format!("Message-ID: <{}.magic_link_requested@acme.example>", ev.id)));
+    assert!(sent[0].raw.contains("multipart/alternative"));
+    assert!(courier.sent.borrow().is_empty(), "no HTTP request");
+    drop(sent);
+
+    let refused =
+        |code: &'static str| move |_: &_| Err(BindingError::Refused { code: Some(code.into()), message: "no".into() });
+    let courier = MemCourier::binding(refused("E_RATE_LIMIT_EXCEEDED"));
+    assert_eq!(
+        deliver(&cfg, &MemLedger::default(), &courier, &magic(14, "a@example.com"), 1_000),
+        Verdict::Retry { delay_secs: 5 }
+    );
+    let courier = MemCourier::binding(|_| Err(BindingError::Timeout));
+    assert_eq!(
+        deliver(&cfg, &MemLedger::default(), &courier, &magic(15, "a@example.com"), 1_000),
+        Verdict::Retry { delay_secs: 5 }
+    );
+    let courier = MemCourier::binding(refused("E_SENDER_NOT_VERIFIED"));
+    let Verdict::Reject { reason } = deliver(&cfg, &MemLedger::default(), &courier, &magic(16, "a@example.com"), 1_000)
+    else {
+        panic!("not rejected")
+    };
+    assert_eq!(reason, "email:a@example.com: send_email refused it: E_SENDER_NOT_VERIFIED: no");
+
+    // The binding's error texts are capped and kept on one line, like a provider's answer.
+    let long = "x\n".repeat(5_000);
+    let courier = MemCourier::binding(move |_| Err(BindingError::Refused { code: None, message: long.clone() }));
+    let (ledger, ev) = (MemLedger::default(), magic(18, "a@example.com"));
+    assert_eq!(deliver(&cfg, &ledger, &courier, &ev, 1_000), Verdict::Retry { delay_secs: 5 });
+    let last_error = ledger.row(&ev.id, "email:a@example.com").unwrap().last_error.unwrap();
+    assert!(last_error.chars().count() <= 301 && !last_error.contains('\n'), "{} chars", last_error.len());
+    assert!(last_error.starts_with("send_email refused it: x x") && last_error.ends_with('…'), "{last_error}");
+}
+
+#[test]
+fn emails_are_written_in_the_language_the_event_carries() {
+    let cfg = provider_config("resend", &[]);
+    let (ledger, courier) = (MemLedger::default(), MemCourier::ok());
+    let ev = received(
+        events::MagicLinkRequested {
+            user_id: None,
+            email: "ada@example.com".into(),
+            token: "tok-fr".into(),
+            locale: Some("fr-CA".into()),
+        },
+        17,
+    );
+    assert_eq!(deliver(&cfg, &ledger, &courier, &ev, 1_000), Verdict::Ack);
+    let body: serde_json::Value = serde_json::from_str(&courier.sent.borrow()[0].body).unwrap();
+    assert_eq!(body["subject"], "Votre lien de connexion");
+    assert!(body["text"].as_str().unwrap().starts_with("Bonjour,"));
+    assert!(body["html"].as_str().unwrap().contains("<html lang=\"fr\">"));
 }
 
 #[test]
@@ -310,6 +501,7 @@ fn secret_events() -> Vec<(Event, &'static str)> {
                 user_id: Some("u1".into()),
                 email: "a@example.com".into(),
                 token: "tok-magic-1".into(),
+                locale: None,
             }
             .into(),
             "tok-magic-1",
@@ -319,6 +511,7 @@ fn secret_events() -> Vec<(Event, &'static str)> {
                 user_id: Some("u1".into()),
                 email: "a@example.com".into(),
                 code: "804211".into(),
+                locale: None,
             }
             .into(),
             "804211",
@@ -328,6 +521,7 @@ fn secret_events() -> Vec<(Event, &'static str)> {
                 user_id: "u1".into(),
                 email: "a@example.com".into(),
                 token: "tok-reset-2".into(),
+                locale: None,
             }
             .into(),
             "tok-reset-2",
@@ -337,6 +531,7 @@ fn secret_events() -> Vec<(Event, &'static str)> {
                 user_id: "u1".into(),
                 email: "a@example.com".into(),
                 token: "tok-verify-3".into(),
+                locale: None,
             }
             .into(),
             "tok-verify-3",
@@ -455,6 +650,7 @@ fn a_sealed_token_cannot_be_redirected_by_editing_the_queued_envelope() {
         user_id: "u1".into(),
         email: "victim@corp.example".into(),
         token: "RESET-TOKEN-OF-VICTIM".into(),
+        locale: None,
     }
     .into();
     let mut message = queued(&cfg, event, 80);
@@ -511,7 +707,12 @@ fn a_seal_that_does_not_open_is_retried_with_backoff_before_it_is_quarantined() 
 fn a_quarantined_body_is_stored_and_logged_masked() {
     // A wrapper made before secrets were sealed, its body in clear.
     let env = Envelope::new(
-        events::MagicLinkRequested { user_id: None, email: "a@example.com".into(), token: "CLEAR-TOKEN".into() },
+        events::MagicLinkRequested {
+            user_id: None,
+            email: "a@example.com".into(),
+            token: "CLEAR-TOKEN".into(),
+            locale: None,
+        },
         &mut TestRandom(4),
         UnixTime(1_000),
     );

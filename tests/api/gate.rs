@@ -10,7 +10,7 @@ use portcullis::core::outbound::SendError;
 use portcullis::core::time::UnixTime;
 use portcullis::core::webhook::WebhookSecret;
 
-use crate::support::{block_on, TestRandom, World};
+use crate::support::{block_on, Done, TestRandom, World};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const PASSWORD: &str = "correct horse";
@@ -24,13 +24,14 @@ fn signup(w: &World, email: &str) -> Result<AuthResponse, Error> {
     block_on(deps.signup(
         &meta,
         &mut TestRandom(11),
-        SignupRequest { email: email.into(), password: PASSWORD.into(), name: Some("Ada".into()) },
+        SignupRequest { email: email.into(), password: PASSWORD.into(), name: Some("Ada".into()), locale: None },
     ))
 }
 
 fn login(w: &World, email: &str) -> Result<AuthResponse, Error> {
     let (deps, meta) = w.at(1_100);
     block_on(deps.login(&meta, &mut TestRandom(12), LoginRequest { email: email.into(), password: PASSWORD.into() }))
+        .done()
 }
 
 fn claims(token: &str) -> serde_json::Value {
@@ -162,10 +163,11 @@ fn a_failing_hook_fails_open_without_extra_claims_when_configured() {
 fn magic_link_sign_in(w: &World, email: &str) -> Result<AuthResponse, Error> {
     use portcullis::core::flows::{EmailRequest, TokenRequest};
     let (deps, meta) = w.at(1_200);
-    block_on(deps.request_magic_link(&meta, &mut TestRandom(14), EmailRequest { email: email.into() })).unwrap();
+    block_on(deps.request_magic_link(&meta, &mut TestRandom(14), EmailRequest { email: email.into(), locale: None }))
+        .unwrap();
     let token = w.events.last_of("magic_link_requested")["token"].as_str().unwrap().to_string();
     let (deps, meta) = w.at(1_201);
-    block_on(deps.verify_magic_link(&meta, &mut TestRandom(15), TokenRequest { token }))
+    block_on(deps.verify_magic_link(&meta, &mut TestRandom(15), TokenRequest { token })).done()
 }
 
 #[test]
@@ -194,4 +196,93 @@ fn a_refused_passwordless_signup_still_announces_the_account_and_the_failed_logi
     assert!(w.store.sessions.borrow().is_empty());
     assert_eq!(w.events.kinds(), vec!["magic_link_requested", "user_created", "login_failed"]);
     assert_eq!(w.events.last_json()["data"]["reason"], "signin_denied");
+}
+
+fn world_on_refresh(mode: &str) -> World {
+    World::new(&[
+        ("HOOK_URL", "https://hooks.example/signin"),
+        ("HOOK_SECRET", SECRET),
+        ("HOOK_FAILURE_MODE", mode),
+        ("HOOK_ON_REFRESH", "true"),
+    ])
+}
+
+fn refresh(w: &World, at: i64, token: &str) -> Result<AuthResponse, Error> {
+    let (deps, meta) = w.at(at);
+    block_on(deps.refresh(&meta, &mut TestRandom(at as u64), Some(token)))
+}
+
+#[test]
+fn with_hook_on_refresh_a_refresh_asks_again_and_the_new_claims_replace_the_old() {
+    let w = world_on_refresh("closed");
+    w.gate.answer(200, r#"{"allow": true, "claims": {"plan": "free", "seats": 1}}"#);
+    let r = signup(&w, "a@example.com").unwrap();
+    assert_eq!(claims(&r.access_token)["plan"], "free");
+    // The plan changes; the next refresh carries it, without a new sign-in.
+    w.gate.answer(200, r#"{"allow": true, "claims": {"plan": "pro"}}"#);
+    let refreshed = refresh(&w, 1_500, &r.refresh_token).unwrap();
+    let c = claims(&refreshed.access_token);
+    assert_eq!((c["plan"].as_str(), c.get("seats")), (Some("pro"), None), "replaced, not merged: {c}");
+    let requests = w.gate.requests.borrow().clone();
+    assert_eq!(requests.len(), 2);
+    let body: serde_json::Value = serde_json::from_str(&requests[1].body).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "type": "allow_signin", "trigger": "refresh", "provider": "refresh", "session_id": r.user.session_id,
+            "user": {"id": r.user.id, "email": "a@example.com", "name": "Ada", "roles": [], "email_verified": false},
+        })
+    );
+    // The session keeps them: the next access token, hook or not, has them.
+    w.gate.fail(SendError::Timeout);
+    let p = refresh(&w, 1_600, &refreshed.refresh_token).unwrap_err().problem();
+    assert_eq!((p.status, p.code), (503, "hook_unavailable"));
+    // Failing closed rotated nothing: the same refresh token works once the hook is back.
+    w.gate.answer(200, r#"{"allow": true, "claims": {"plan": "pro"}}"#);
+    let again = refresh(&w, 1_700, &refreshed.refresh_token).unwrap();
+    assert_eq!(claims(&again.access_token)["plan"], "pro");
+    assert_eq!(w.events.kinds().iter().filter(|k| **k == "token_refreshed").count(), 2);
+}
+
+#[test]
+fn with_hook_on_refresh_a_denial_ends_the_session_with_403() {
+    let w = world_on_refresh("open");
+    let r = signup(&w, "a@example.com").unwrap();
+    w.gate.answer(200, r#"{"allow": false, "reason": "subscription ended"}"#);
+    let p = refresh(&w, 1_500, &r.refresh_token).unwrap_err().problem();
+    assert_eq!((p.status, p.code, p.detail.as_str()), (403, "signin_denied", "subscription ended"));
+    assert_eq!(w.events.kinds(), vec!["user_created", "session_revoked"]);
+    let revoked = w.events.last_json();
+    assert_eq!(revoked["data"]["session_id"], r.user.session_id.as_deref().unwrap());
+    // The session is over: the refresh token is dead even once the hook allows again.
+    w.gate.answer(200, r#"{"allow": true}"#);
+    let p = refresh(&w, 1_600, &r.refresh_token).unwrap_err().problem();
+    assert_eq!((p.status, p.code), (401, "invalid_refresh_token"));
+    let (deps, meta) = w.at(1_601);
+    assert!(block_on(deps.me(&meta, Some(&r.access_token))).is_err(), "its access token no longer passes /me");
+}
+
+#[test]
+fn with_hook_on_refresh_failing_open_keeps_the_claims_the_session_had() {
+    let w = world_on_refresh("open");
+    w.gate.answer(200, r#"{"allow": true, "claims": {"plan": "pro"}}"#);
+    let r = signup(&w, "a@example.com").unwrap();
+    w.gate.fail(SendError::Network("connection refused".into()));
+    let refreshed = refresh(&w, 1_500, &r.refresh_token).unwrap();
+    assert_eq!(claims(&refreshed.access_token)["plan"], "pro");
+    assert!(w.gate.warnings.borrow().iter().any(|m| m.contains("failing open")));
+}
+
+#[test]
+fn with_hook_on_refresh_a_spent_or_unknown_token_is_refused_without_asking_the_hook() {
+    let w = world_on_refresh("closed");
+    let r = signup(&w, "a@example.com").unwrap();
+    refresh(&w, 1_500, &r.refresh_token).unwrap();
+    let asked = w.gate.requests.borrow().len();
+    // Reuse of the rotated token: the usual answer, the session revoked, no hook call.
+    let p = refresh(&w, 1_600, &r.refresh_token).unwrap_err().problem();
+    assert_eq!((p.status, p.code), (401, "invalid_refresh_token"));
+    let p = refresh(&w, 1_601, "x".repeat(43).as_str()).unwrap_err().problem();
+    assert_eq!((p.status, p.code), (401, "invalid_refresh_token"));
+    assert_eq!(w.gate.requests.borrow().len(), asked);
 }

@@ -105,7 +105,7 @@ fn the_cron_purges_long_expired_email_tokens() {
     block_on(deps.request_magic_link(
         &meta,
         &mut rng,
-        portcullis::core::flows::EmailRequest { email: "a@example.com".into() },
+        portcullis::core::flows::EmailRequest { email: "a@example.com".into(), locale: None },
     ))
     .unwrap();
     block_on(scheduled(&*w.store, &w.events, &w.config, &mut rng, UnixTime(1_600 + 86_399))).unwrap();

@@ -4,11 +4,12 @@ use portcullis::core::email_token::TokenKind;
 use portcullis::core::flows::{EmailRequest, TokenRequest};
 use portcullis::core::ids;
 
-use crate::support::{block_on, code, signup_at, user, TestRandom, World};
+use crate::support::{block_on, code, signup_at, user, Done, TestRandom, World};
 
 fn request(w: &World, rng: &mut TestRandom, now: i64, email: &str) -> serde_json::Value {
     let (deps, meta) = w.at(now);
-    let accepted = block_on(deps.request_magic_link(&meta, rng, EmailRequest { email: email.into() })).unwrap();
+    let accepted =
+        block_on(deps.request_magic_link(&meta, rng, EmailRequest { email: email.into(), locale: None })).unwrap();
     serde_json::to_value(accepted).unwrap()
 }
 
@@ -19,7 +20,7 @@ fn verify(
     token: &str,
 ) -> Result<portcullis::core::flows::AuthResponse, portcullis::core::error::Error> {
     let (deps, meta) = w.at(now);
-    block_on(deps.verify_magic_link(&meta, rng, TokenRequest { token: token.into() }))
+    block_on(deps.verify_magic_link(&meta, rng, TokenRequest { token: token.into() })).done()
 }
 
 fn last_token(w: &World) -> String {
@@ -162,12 +163,46 @@ fn malformed_tokens_are_refused_without_a_lookup() {
 fn malformed_emails_are_422_and_storage_failures_503() {
     let w = World::new(&[]);
     let (deps, meta) = w.at(1_000);
-    let err = block_on(deps.request_magic_link(&meta, &mut TestRandom(11), EmailRequest { email: "nope".into() }))
-        .unwrap_err();
+    let err = block_on(deps.request_magic_link(
+        &meta,
+        &mut TestRandom(11),
+        EmailRequest { email: "nope".into(), locale: None },
+    ))
+    .unwrap_err();
     assert_eq!((err.problem().status, err.problem().code), (422, "invalid_email"));
     *w.store.fail.borrow_mut() = true;
-    let err =
-        block_on(deps.request_magic_link(&meta, &mut TestRandom(11), EmailRequest { email: "a@example.com".into() }))
-            .unwrap_err();
+    let err = block_on(deps.request_magic_link(
+        &meta,
+        &mut TestRandom(11),
+        EmailRequest { email: "a@example.com".into(), locale: None },
+    ))
+    .unwrap_err();
     assert_eq!(err.problem().status, 503);
+}
+
+fn account_of(w: &World, now: i64, token: &str) -> Option<String> {
+    let (deps, meta) = w.at(now);
+    block_on(deps.magic_link_account(&meta, token)).unwrap()
+}
+
+#[test]
+fn the_landing_page_learns_whose_link_it_is_without_using_it_up() {
+    let w = World::new(&[]);
+    let mut rng = TestRandom(40);
+    signup_at(&w, &mut rng, 1_000, "ada@example.com", "password-1");
+    request(&w, &mut rng, 1_001, "ada@example.com");
+    let token = last_token(&w);
+    // Named as often as asked, and still good for one sign-in.
+    assert_eq!(account_of(&w, 1_002, &token).as_deref(), Some("ada@example.com"));
+    assert_eq!(account_of(&w, 1_003, &format!("  {token}\n")).as_deref(), Some("ada@example.com"));
+    verify(&w, &mut rng, 1_004, &token).unwrap();
+    // Used, unknown, malformed, superseded or expired: nobody's.
+    assert_eq!(account_of(&w, 1_005, &token), None);
+    assert_eq!(account_of(&w, 1_005, &"A".repeat(43)), None);
+    assert_eq!(account_of(&w, 1_005, "not a token"), None);
+    request(&w, &mut rng, 1_010, "ada@example.com");
+    let first = last_token(&w);
+    request(&w, &mut rng, 1_011, "ada@example.com");
+    assert_eq!(account_of(&w, 1_012, &first), None, "superseded");
+    assert_eq!(account_of(&w, 1_011 + 600, &last_token(&w)), None, "expired");
 }

@@ -4,15 +4,19 @@
 
 mod account;
 mod admin;
+mod audit;
 mod delivery;
 mod email_verification;
 mod gate;
 mod keys;
+mod locale;
 mod magic_link;
+mod mfa;
 mod oauth;
 mod otp;
 mod passwords;
 mod rate_limits;
+mod revocation;
 mod support;
 mod takeover;
 mod token_epoch;

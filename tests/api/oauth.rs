@@ -22,7 +22,7 @@ use portcullis::core::takeover::AddressProof;
 use portcullis::core::time::UnixTime;
 use portcullis::core::users::User;
 
-use crate::support::{block_on, code, signup_at, user, MemStore, TestRandom, World};
+use crate::support::{block_on, code, signup_at, user, Done, MemStore, TestRandom, World};
 
 /// OAuth rows of the in-memory store.
 #[derive(Default)]
@@ -149,8 +149,8 @@ impl OAuthStore for MemStore {
     }
 }
 
-const IDP: &str = "https://idp.test";
-const CLIENT: &str = "portcullis-test";
+pub(crate) const IDP: &str = "https://idp.test";
+pub(crate) const CLIENT: &str = "portcullis-test";
 const APP: &str = "https://app.test/done";
 
 /// A fake OIDC provider.
@@ -299,7 +299,9 @@ pub(crate) fn sign_in(w: &World, rng: &mut TestRandom, idp: &FakeIdp, now: i64, 
 
 pub(crate) fn location_param(outcome: &CallbackOutcome, name: &str) -> Option<String> {
     let loc = match outcome {
-        CallbackOutcome::SignedIn { location, .. } | CallbackOutcome::Linked { location } => location,
+        CallbackOutcome::SignedIn { location, .. }
+        | CallbackOutcome::Linked { location }
+        | CallbackOutcome::SecondStep { location } => location,
         CallbackOutcome::Failed { location: Some(location), .. } => location,
         CallbackOutcome::Failed { location: None, error } => panic!("no redirect: {error:?}"),
     };
@@ -336,7 +338,7 @@ fn a_new_identity_creates_an_account_and_its_code_is_exchanged_once() {
     // Stored sealed: the row holds no token.
     let sealed = w.store.oauth.borrow().exchanges[0].1.clone();
     let (deps, meta) = w.at(1_010);
-    let auth = block_on(deps.oauth_exchange(&meta, ExchangeRequest { code: code.clone() })).unwrap();
+    let auth = block_on(deps.oauth_exchange(&meta, ExchangeRequest { code: code.clone() })).done().unwrap();
     assert!(!sealed.contains(&auth.access_token) && !sealed.contains(&auth.refresh_token));
     let body = serde_json::to_value(auth.body(&w.config)).unwrap();
     assert_eq!(body["user"]["email"], "ada@example.com");
@@ -512,7 +514,7 @@ fn in_cookie_mode_with_body_tokens_the_code_is_exchanged_for_the_tokens_as_befor
     let out = sign_in(&w, rng, &idp, 1_000, json!({"sub": "s-c", "email": "c@example.com", "email_verified": true}));
     let code = location_param(&out, "code").unwrap();
     let (deps, meta) = w.at(1_002);
-    let auth = block_on(deps.oauth_exchange(&meta, ExchangeRequest { code })).unwrap();
+    let auth = block_on(deps.oauth_exchange(&meta, ExchangeRequest { code })).done().unwrap();
     let body: Value = serde_json::to_value(auth.body(&w.config)).unwrap();
     assert_eq!(body["user"]["email"], "c@example.com");
     assert_eq!(body["access_token"].as_str(), Some(auth.access_token.as_str()));
@@ -672,7 +674,7 @@ fn linking_unlinking_and_the_last_way_to_sign_in() {
         sign_in(&w, rng, &idp, 1_300, json!({"sub": "s-solo", "email": "solo@example.com", "email_verified": true}));
     let code = location_param(&solo, "code").unwrap();
     let (deps, meta) = w.at(1_301);
-    let auth = block_on(deps.oauth_exchange(&meta, ExchangeRequest { code })).unwrap();
+    let auth = block_on(deps.oauth_exchange(&meta, ExchangeRequest { code })).done().unwrap();
     let solo_token = auth.access_token;
     assert_eq!(code_of(block_on(deps.oauth_unlink(&meta, Some(&solo_token), "idp"))), "last_sign_in_method");
     let me = block_on(deps.me_with_providers(&meta, Some(&solo_token))).unwrap();

@@ -4,16 +4,19 @@ use portcullis::core::error::Error;
 use portcullis::core::flows::otp::OtpVerifyRequest;
 use portcullis::core::flows::{AuthResponse, EmailRequest};
 
-use crate::support::{block_on, code, signup_at, TestRandom, World};
+use crate::support::{block_on, code, signup_at, Done, TestRandom, World};
 
 fn request(w: &World, rng: &mut TestRandom, now: i64, email: &str) -> serde_json::Value {
     let (deps, meta) = w.at(now);
-    serde_json::to_value(block_on(deps.request_otp(&meta, rng, EmailRequest { email: email.into() })).unwrap()).unwrap()
+    serde_json::to_value(
+        block_on(deps.request_otp(&meta, rng, EmailRequest { email: email.into(), locale: None })).unwrap(),
+    )
+    .unwrap()
 }
 
 fn verify(w: &World, rng: &mut TestRandom, now: i64, email: &str, c: &str) -> Result<AuthResponse, Error> {
     let (deps, meta) = w.at(now);
-    block_on(deps.verify_otp(&meta, rng, OtpVerifyRequest { email: email.into(), code: c.into() }))
+    block_on(deps.verify_otp(&meta, rng, OtpVerifyRequest { email: email.into(), code: c.into() })).done()
 }
 
 fn last_code(w: &World) -> String {

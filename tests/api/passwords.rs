@@ -8,8 +8,10 @@ use crate::support::{block_on, code, login_at, signup_at, user, TestRandom, Worl
 
 fn forgot(w: &World, rng: &mut TestRandom, now: i64, email: &str) -> serde_json::Value {
     let (deps, meta) = w.at(now);
-    serde_json::to_value(block_on(deps.forgot_password(&meta, rng, EmailRequest { email: email.into() })).unwrap())
-        .unwrap()
+    serde_json::to_value(
+        block_on(deps.forgot_password(&meta, rng, EmailRequest { email: email.into(), locale: None })).unwrap(),
+    )
+    .unwrap()
 }
 
 fn reset(w: &World, rng: &mut TestRandom, now: i64, token: &str, pw: &str) -> Result<PasswordUpdated, Error> {
@@ -114,7 +116,8 @@ fn a_magic_link_token_is_not_a_reset_token() {
     let mut rng = TestRandom(5);
     signup_at(&w, &mut rng, 1_000, "ada@example.com", "password-1");
     let (deps, meta) = w.at(1_001);
-    block_on(deps.request_magic_link(&meta, &mut rng, EmailRequest { email: "ada@example.com".into() })).unwrap();
+    block_on(deps.request_magic_link(&meta, &mut rng, EmailRequest { email: "ada@example.com".into(), locale: None }))
+        .unwrap();
     let magic = w.events.last_of("magic_link_requested")["token"].as_str().unwrap().to_string();
     assert_eq!(code(reset(&w, &mut rng, 1_002, &magic, "new password 1")), "invalid_link");
 }

@@ -1,16 +1,18 @@
 //! Rate limits and the login back-off, through the flows.
 
 use portcullis::core::error::Error;
-use portcullis::core::flows::EmailRequest;
+use portcullis::core::flows::{AuthResponse, EmailRequest};
 use portcullis::core::ports::RateLimitStore;
 use portcullis::core::time::UnixTime;
 
-use crate::support::{block_on, code, login_at, signup_at, TestRandom, World};
+use serde_json::json;
+
+use crate::support::{block_on, code, grant, login_at, signup_at, TestRandom, World};
 
 fn magic_link(w: &World, rng: &mut TestRandom, now: i64, email: &str, ip: Option<&str>) -> Result<(), Error> {
     let (deps, mut meta) = w.at(now);
     meta.ip = ip.map(str::to_string);
-    block_on(deps.request_magic_link(&meta, rng, EmailRequest { email: email.into() })).map(|_| ())
+    block_on(deps.request_magic_link(&meta, rng, EmailRequest { email: email.into(), locale: None })).map(|_| ())
 }
 
 #[test]
@@ -75,7 +77,11 @@ fn requests_without_a_client_ip_share_one_bucket() {
     let (deps, mut meta) = w.at(1_000);
     meta.ip = None;
     for (i, expect_ok) in [(0, true), (1, true), (2, false)] {
-        let r = block_on(deps.request_otp(&meta, &mut rng, EmailRequest { email: format!("u{i}@example.com") }));
+        let r = block_on(deps.request_otp(
+            &meta,
+            &mut rng,
+            EmailRequest { email: format!("u{i}@example.com"), locale: None },
+        ));
         assert_eq!(r.is_ok(), expect_ok, "request {i}");
     }
     assert_eq!(w.events.last_of("rate_limit_exceeded")["key_type"], "ip");
@@ -91,7 +97,7 @@ fn unknown_and_known_emails_are_counted_alike() {
         let (deps, meta) = w.at(1_001);
         let mut answers = Vec::new();
         for _ in 0..3 {
-            let r = block_on(deps.forgot_password(&meta, &mut rng, EmailRequest { email: email.into() }));
+            let r = block_on(deps.forgot_password(&meta, &mut rng, EmailRequest { email: email.into(), locale: None }));
             answers.push(r.map(|a| a.message).map_err(|e| e.problem().code));
         }
         assert_eq!(answers[2], Err("rate_limited"), "{email}");
@@ -181,4 +187,118 @@ fn a_broken_counter_store_fails_closed() {
     *w.store.fail.borrow_mut() = true;
     let err = login_at(&w, &mut rng, 1_000, "a@example.com", "whatever-password").unwrap_err();
     assert_eq!(err.problem().status, 503);
+}
+
+fn refresh(w: &World, rng: &mut TestRandom, now: i64, token: &str) -> Result<AuthResponse, Error> {
+    let (deps, meta) = w.at(now);
+    block_on(deps.refresh(&meta, rng, Some(token)))
+}
+
+#[test]
+fn refresh_is_limited_per_session_and_a_refused_refresh_keeps_its_token() {
+    let w = World::new(&[("RATE_LIMITS", r#"{"refresh": {"session": "3/1m"}}"#)]);
+    let mut rng = TestRandom(20);
+    let first = signup_at(&w, &mut rng, 1_000, "ada@example.com", "password-1");
+    let other = login_at(&w, &mut rng, 1_000, "ada@example.com", "password-1").unwrap();
+    let mut token = first.refresh_token.clone();
+    for i in 0..3 {
+        token = refresh(&w, &mut rng, 1_001 + i, &token).unwrap().refresh_token;
+    }
+    let err = refresh(&w, &mut rng, 1_010, &token).unwrap_err();
+    assert_eq!(err, Error::RateLimited { retry_after_secs: 51 });
+    assert_eq!((err.problem().status, err.problem().code), (429, "rate_limited"));
+    assert_eq!(code(refresh(&w, &mut rng, 1_020, &token)), "rate_limited");
+    // One event per window, naming the session's account.
+    assert_eq!(w.events.count("rate_limit_exceeded"), 1);
+    let ev = w.events.last_of("rate_limit_exceeded");
+    assert_eq!(
+        (&ev["endpoint"], &ev["key_type"], &ev["limit"], &ev["email"], &ev["ip_address"]),
+        (&json!("refresh"), &json!("session"), &json!(3), &json!("ada@example.com"), &json!("203.0.113.7"))
+    );
+    assert_eq!(w.events.count("token_refreshed"), 3, "a refused refresh writes no token_refreshed");
+    // The other session of the same account has its own budget.
+    refresh(&w, &mut rng, 1_020, &other.refresh_token).unwrap();
+    // The refused token was not rotated away: after the window it refreshes,
+    // and the session lives on (no reuse).
+    let next = refresh(&w, &mut rng, 1_061, &token).unwrap();
+    refresh(&w, &mut rng, 1_062, &next.refresh_token).unwrap();
+}
+
+#[test]
+fn the_default_refresh_limit_lets_an_honest_client_through_and_stops_a_loop() {
+    let w = World::new(&[]);
+    let mut rng = TestRandom(21);
+    let auth = signup_at(&w, &mut rng, 1_000, "ada@example.com", "password-1");
+    // A refresh a minute (far more often than once per ACCESS_TTL), for an hour.
+    let mut token = auth.refresh_token;
+    for minute in 0..60 {
+        token = refresh(&w, &mut rng, 1_000 + 60 * minute, &token).unwrap().refresh_token;
+    }
+    // A loop: ten a minute get through, the eleventh does not.
+    let looped: Vec<bool> = (0..11)
+        .map(|_| match refresh(&w, &mut rng, 5_000, &token) {
+            Ok(a) => {
+                token = a.refresh_token;
+                true
+            }
+            Err(_) => false,
+        })
+        .collect();
+    assert_eq!(looped.iter().filter(|ok| **ok).count(), 10);
+    assert!(!looped[10]);
+}
+
+#[test]
+fn refresh_may_also_be_limited_per_ip() {
+    let w = World::new(&[("RATE_LIMITS", r#"{"refresh": {"ip": "2/1m"}}"#)]);
+    let mut rng = TestRandom(22);
+    let a = signup_at(&w, &mut rng, 1_000, "a@example.com", "password-1");
+    let b = signup_at(&w, &mut rng, 1_000, "b@example.com", "password-1");
+    let a = refresh(&w, &mut rng, 1_001, &a.refresh_token).unwrap();
+    refresh(&w, &mut rng, 1_001, &b.refresh_token).unwrap();
+    assert_eq!(code(refresh(&w, &mut rng, 1_002, &a.refresh_token)), "rate_limited", "two a minute from one IP");
+    // Counted before the token is even looked at: made-up ones count too.
+    let (deps, mut meta) = w.at(1_002);
+    meta.ip = Some("198.51.100.9".into());
+    let unknown = "A".repeat(43);
+    assert_eq!(code(block_on(deps.refresh(&meta, &mut rng, Some(&unknown)))), "invalid_refresh_token");
+    assert_eq!(code(block_on(deps.refresh(&meta, &mut rng, Some(&unknown)))), "invalid_refresh_token");
+    assert_eq!(code(block_on(deps.refresh(&meta, &mut rng, Some(&a.refresh_token)))), "rate_limited");
+    let ev = w.events.last_of("rate_limit_exceeded");
+    assert_eq!((&ev["endpoint"], &ev["key_type"]), (&json!("refresh"), &json!("ip")));
+}
+
+#[test]
+fn the_audit_listings_are_limited_per_caller() {
+    let w = World::new(&[("RATE_LIMITS", r#"{"audit": {"user": "2/1m"}}"#)]);
+    let mut rng = TestRandom(23);
+    signup_at(&w, &mut rng, 1_000, "root@example.com", "password-1");
+    grant(&w, "root@example.com", "admin");
+    let root = login_at(&w, &mut rng, 1_000, "root@example.com", "password-1").unwrap();
+    let ada = signup_at(&w, &mut rng, 1_000, "ada@example.com", "password-1");
+    let bob = signup_at(&w, &mut rng, 1_000, "bob@example.com", "password-1");
+    let own = |rng: &mut TestRandom, who: &AuthResponse, q: &str| {
+        let (deps, meta) = w.at(1_010);
+        block_on(deps.own_audit(&meta, rng, Some(&who.access_token), Some(q)))
+    };
+    own(&mut rng, &ada, "").unwrap();
+    own(&mut rng, &ada, "type=login").unwrap();
+    let err = own(&mut rng, &ada, "").unwrap_err();
+    assert_eq!(err, Error::RateLimited { retry_after_secs: 60 });
+    // Counted before the query is read: a bad one is refused by the limit too.
+    assert_eq!(code(own(&mut rng, &ada, "limit=0")), "rate_limited");
+    let ev = w.events.last_of("rate_limit_exceeded");
+    assert_eq!(
+        (&ev["endpoint"], &ev["key_type"], &ev["limit"], &ev["email"]),
+        (&json!("audit"), &json!("user"), &json!(2), &json!("ada@example.com"))
+    );
+    // Another caller has their own budget, in either view.
+    own(&mut rng, &bob, "").unwrap();
+    let (deps, meta) = w.at(1_010);
+    let admin = block_on(deps.require_admin(&meta, Some(&root.access_token))).unwrap();
+    block_on(deps.admin_audit(&meta, &mut rng, &admin, None)).unwrap();
+    block_on(deps.admin_audit(&meta, &mut rng, &admin, Some("type=login"))).unwrap();
+    assert_eq!(code(block_on(deps.admin_audit(&meta, &mut rng, &admin, None))), "rate_limited");
+    // Unauthenticated requests are refused before anything is counted.
+    assert_eq!(code(own(&mut rng, &AuthResponse { access_token: "x".into(), ..bob.clone() }, "")), "invalid_token");
 }

@@ -2,9 +2,10 @@
 //! run natively against these exactly as they run against D1 at the edge.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 
+use portcullis::core::audit::{AuditEntry, AuditFilter, AuditRecord};
 use portcullis::core::config::Config;
 use portcullis::core::delivery::{Claim, DeadLetter, TargetState};
 use portcullis::core::email_token::{EmailToken, TokenKind};
@@ -14,13 +15,16 @@ use portcullis::core::flows::keys::load_or_create;
 use portcullis::core::flows::{Deps, Meta};
 use portcullis::core::ids::Random;
 use portcullis::core::keys::{Kek, KeyStatus, SigningAlg, SigningKey, StoredKey};
+use portcullis::core::mail::{BindingError, MimeEmail};
+use portcullis::core::mfa::{Challenge, FactorsRemoved, StoredFactors, StoredTotp};
 use portcullis::core::oauth::LinkedIdentity;
 use portcullis::core::outbound::{HttpReply, HttpRequest, SendError};
 use portcullis::core::ports::{
-    AccountStore, Courier, DeliveryLedger, EmailTokenStore, EventSink, KeyRing, KeyStore, LocalFuture, RateLimitStore,
-    Result, SessionStore, SigninGate, UserStore,
+    AccountStore, AuditLog, Courier, DeliveryLedger, EmailTokenStore, EventSink, KeyRing, KeyStore, LocalFuture,
+    MfaStore, RateLimitStore, Result, RevocationStore, SessionStore, SigninGate, UserStore,
 };
 use portcullis::core::rate_limit::{Count, Hit};
+use portcullis::core::revocation::{Revocation, RevocationPage, Revoked, Standing};
 use portcullis::core::session::{LiveSession, RotateRequest, Rotation, Session, SignInBasis};
 use portcullis::core::takeover::{keeps_identity, AddressProof, Proven};
 use portcullis::core::time::UnixTime;
@@ -75,9 +79,48 @@ pub struct MemStore {
     pub after_token_consumed: RefCell<Option<Box<dyn FnOnce()>>>,
     /// Makes `unhit` (a rate-limit refund) fail, and only it.
     pub fail_unhit: Cell<bool>,
+    /// The audit log, in insertion order.
+    pub audit: RefCell<Vec<AuditEntry>>,
+    /// Makes the audit log's writes fail, and only them.
+    pub fail_audit: Cell<bool>,
+    /// TOTP by user id.
+    pub totp: RefCell<HashMap<String, StoredTotp>>,
+    /// Unused backup codes: (user id, tag).
+    pub backup_codes: RefCell<Vec<(String, String)>>,
+    /// Sign-ins waiting for their second step.
+    pub challenges: RefCell<Vec<Challenge>>,
+    /// Runs once, right after the next `mfa_factors` read: what another
+    /// request does between a sign-in's factor check and its session write.
+    #[allow(clippy::type_complexity)]
+    pub after_factors_read: RefCell<Option<Box<dyn FnOnce()>>>,
+    /// The revocation log, written as D1's triggers write it: by every
+    /// write that revokes (or deletes) a live session or changes a user's
+    /// roles, in that write.
+    pub revocations: RefCell<Vec<Revocation>>,
+    /// The database's own clock (`unixepoch()` in D1's triggers): the time
+    /// of the last [`World::at`].
+    pub clock: Cell<UnixTime>,
+    /// The entries' order of writing (D1's `rowid`): rowid -> id, and back.
+    pub audit_rowids: RefCell<(BTreeMap<u64, String>, HashMap<String, u64>)>,
+    /// user id -> when the account was last taken over (D1 `users.taken_over_at`).
+    pub taken_over: RefCell<HashMap<String, UnixTime>>,
 }
 
 impl MemStore {
+    fn log(&self, at: UnixTime, what: Revoked) {
+        let mut log = self.revocations.borrow_mut();
+        let seq = log.last().map_or(0, |r| r.seq) + 1;
+        log.push(Revocation { seq, at, what });
+    }
+    /// Revokes `s` at `now`, recording it (D1: `revocations_session_revoked`).
+    fn revoke(&self, s: &mut Session, now: UnixTime) {
+        s.revoked_at = Some(now);
+        self.log(now, Revoked::Session(s.id.clone()));
+    }
+    /// Records `user`'s roles after a change (D1: `revocations_role_*`).
+    pub fn log_roles(&self, user: &User) {
+        self.log(self.clock.get(), Revoked::Roles { user_id: user.id.clone(), roles: user.roles.clone() });
+    }
     fn check(&self) -> Result<()> {
         if *self.fail.borrow() {
             return Err(Error::unavailable("memory", "injected failure"));
@@ -94,6 +137,31 @@ impl MemStore {
             None => users.iter().find(|u| u.email == t.email).map_or(0, |u| u.auth_epoch) == t.user_epoch,
             Some(id) => users.iter().any(|u| &u.id == id && u.auth_epoch == t.user_epoch),
         }
+    }
+    /// Deletes the audit entries `ids` (and their rowids).
+    fn forget_audit(&self, log: &mut Vec<AuditEntry>, ids: &HashSet<String>) {
+        log.retain(|e| !ids.contains(&e.id));
+        let mut rowids = self.audit_rowids.borrow_mut();
+        for id in ids {
+            if let Some(r) = rowids.1.remove(id) {
+                rowids.0.remove(&r);
+            }
+        }
+    }
+    /// Whether the user has a second factor on, as D1's `MFA_ON` reads it.
+    fn mfa_on(&self, user_id: &str) -> bool {
+        self.totp.borrow().get(user_id).is_some_and(|t| t.confirmed)
+    }
+    /// Revokes every live session of `user_id` but `keep`; how many.
+    fn revoke_all_but(&self, user_id: &str, keep: Option<&str>, now: UnixTime) -> u64 {
+        let mut n = 0;
+        for (s, _) in self.sessions.borrow_mut().iter_mut() {
+            if s.user_id == user_id && s.revoked_at.is_none() && Some(s.id.as_str()) != keep {
+                s.revoked_at = Some(now);
+                n += 1;
+            }
+        }
+        n
     }
     /// Whether the caller's session is live, as D1 checks it in a write.
     pub fn session_live(&self, c: &LiveSession<'_>) -> bool {
@@ -143,6 +211,9 @@ impl SessionStore for MemStore {
         {
             return Ok(false);
         }
+        if !basis.second_factor && self.mfa_on(&session.user_id) {
+            return Ok(false);
+        }
         if let Some((provider, subject)) = basis.identity {
             let linked = self
                 .oauth
@@ -166,9 +237,24 @@ impl SessionStore for MemStore {
             if !s.is_live(r.now, r.max_age_secs) {
                 return Ok(Rotation::Dead);
             }
+            // As D1: the session's counter is hit first, in the same write.
+            if let Some(l) = &r.limit {
+                let mut counters = self.counters.borrow_mut();
+                let entry = counters.entry(format!("{}{}", l.key_prefix, s.id)).or_insert((r.now, 0));
+                if entry.0 <= r.now {
+                    *entry = (r.now.plus_secs(l.rule.window_secs), 0);
+                }
+                entry.1 += 1;
+                if entry.1 > l.rule.limit {
+                    return Ok(Rotation::Throttled { count: Count { count: entry.1, resets_at: entry.0 } });
+                }
+            }
             *h = r.new_hash.to_string();
             s.last_used_at = r.now;
             s.expires_at = r.expires_at.min(s.ends_at(r.max_age_secs));
+            if let Some(claims) = r.extra_claims {
+                s.extra_claims = claims.clone();
+            }
             self.issued.borrow_mut().insert(r.new_hash.to_string(), s.id.clone());
             return Ok(Rotation::Rotated(s.clone()));
         }
@@ -177,7 +263,7 @@ impl SessionStore for MemStore {
         if s.revoked_at.is_some() {
             return Ok(Rotation::Dead);
         }
-        s.revoked_at = Some(r.now);
+        self.revoke(s, r.now);
         Ok(Rotation::Reused { session_id: s.id.clone(), user_id: s.user_id.clone() })
     }
     async fn session_by_id(&self, id: &str) -> Result<Option<Session>> {
@@ -198,7 +284,7 @@ impl SessionStore for MemStore {
         let mut sessions = self.sessions.borrow_mut();
         match sessions.iter_mut().find(|(s, _)| s.id == id) {
             Some((s, _)) if s.revoked_at.is_none() => {
-                s.revoked_at = Some(now);
+                self.revoke(s, now);
                 Ok(true)
             }
             _ => Ok(false),
@@ -215,7 +301,7 @@ impl SessionStore for MemStore {
         let mut n = 0;
         for (s, _) in self.sessions.borrow_mut().iter_mut() {
             if s.user_id == user_id && s.revoked_at.is_none() && Some(s.id.as_str()) != except {
-                s.revoked_at = Some(now);
+                self.revoke(s, now);
                 n += 1;
             }
         }
@@ -293,14 +379,22 @@ impl AccountStore for MemStore {
                 proven.linked = true;
             }
         }
+        if unverified {
+            // What D1 deletes in the same write: the earlier holder's factors.
+            proven.mfa_removed = self.totp.borrow_mut().remove(&u.id).is_some_and(|t| t.confirmed);
+            self.backup_codes.borrow_mut().retain(|(id, _)| *id != u.id);
+        }
         if unverified || p.new_password.is_some() {
             for (s, _) in self.sessions.borrow_mut().iter_mut() {
                 if s.user_id == u.id && s.revoked_at.is_none() {
-                    s.revoked_at = Some(p.now);
+                    self.revoke(s, p.now);
                     proven.revoked_sessions += 1;
                 }
             }
             proven.took_over = unverified;
+            if unverified {
+                self.taken_over.borrow_mut().insert(u.id.clone(), p.now);
+            }
             proven.password_cleared = unverified && u.password_hash.is_some() && p.new_password.is_none();
             match p.new_password {
                 Some(hash) => u.password_hash = Some(hash.to_string()),
@@ -385,7 +479,18 @@ impl AccountStore for MemStore {
         let gone = users.remove(at);
         // What ON DELETE CASCADE does in D1, and the tokens mailed to the
         // address before the account existed, deleted in the same write.
+        for (s, _) in self.sessions.borrow().iter() {
+            if s.user_id == user_id && s.revoked_at.is_none() {
+                self.log(self.clock.get(), Revoked::Session(s.id.clone()));
+            }
+        }
+        if !gone.roles.is_empty() {
+            self.log(self.clock.get(), Revoked::Roles { user_id: gone.id.clone(), roles: Vec::new() });
+        }
         self.sessions.borrow_mut().retain(|(s, _)| s.user_id != user_id);
+        self.totp.borrow_mut().remove(user_id);
+        self.backup_codes.borrow_mut().retain(|(id, _)| id != user_id);
+        self.challenges.borrow_mut().retain(|c| c.user_id != user_id);
         self.email_tokens
             .borrow_mut()
             .retain(|(t, _)| t.user_id.as_deref() != Some(user_id) && (t.user_id.is_some() || t.email != gone.email));
@@ -415,6 +520,7 @@ impl AccountStore for MemStore {
             Some(u) if !u.roles.iter().any(|r| r == role) => {
                 u.roles.push(role.to_string());
                 u.roles.sort();
+                self.log_roles(u);
                 Ok(true)
             }
             _ => Ok(false),
@@ -426,10 +532,163 @@ impl AccountStore for MemStore {
             Some(u) => {
                 let before = u.roles.len();
                 u.roles.retain(|r| r != role);
+                if u.roles.len() != before {
+                    self.log_roles(u);
+                }
                 Ok(u.roles.len() != before)
             }
             None => Ok(false),
         }
+    }
+}
+
+impl MfaStore for MemStore {
+    async fn mfa_factors(&self, user_id: &str) -> Result<StoredFactors> {
+        self.check()?;
+        let found = StoredFactors {
+            totp: self.totp.borrow().get(user_id).cloned(),
+            backup_codes: self.backup_codes.borrow().iter().filter(|(id, _)| id == user_id).count() as u32,
+        };
+        let meanwhile = self.after_factors_read.borrow_mut().take();
+        if let Some(f) = meanwhile {
+            f();
+        }
+        Ok(found)
+    }
+    async fn enroll_totp(&self, caller: &LiveSession<'_>, sealed: &str) -> Result<Option<bool>> {
+        self.check()?;
+        if !self.session_live(caller) {
+            return Ok(None);
+        }
+        if self.mfa_on(caller.user_id) {
+            return Ok(Some(false));
+        }
+        let pending = StoredTotp { sealed: sealed.to_string(), confirmed: false, last_step: None };
+        self.totp.borrow_mut().insert(caller.user_id.to_string(), pending);
+        Ok(Some(true))
+    }
+    async fn confirm_totp(
+        &self,
+        caller: &LiveSession<'_>,
+        sealed: &str,
+        step: u64,
+        backup_hashes: &[String],
+        _reason: &str,
+    ) -> Result<Option<u64>> {
+        self.check()?;
+        if !self.session_live(caller) {
+            return Ok(None);
+        }
+        {
+            let mut totp = self.totp.borrow_mut();
+            match totp.get_mut(caller.user_id) {
+                Some(t) if !t.confirmed && t.sealed == sealed => {
+                    t.confirmed = true;
+                    t.last_step = Some(step);
+                }
+                _ => return Ok(None),
+            }
+        }
+        let mut codes = self.backup_codes.borrow_mut();
+        codes.retain(|(id, _)| id != caller.user_id);
+        codes.extend(backup_hashes.iter().map(|h| (caller.user_id.to_string(), h.clone())));
+        Ok(Some(self.revoke_all_but(caller.user_id, Some(caller.session_id), caller.now)))
+    }
+    async fn use_totp_step(&self, user_id: &str, sealed: &str, step: u64) -> Result<bool> {
+        self.check()?;
+        match self.totp.borrow_mut().get_mut(user_id) {
+            Some(t) if t.confirmed && t.sealed == sealed && t.last_step.is_none_or(|last| last < step) => {
+                t.last_step = Some(step);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+    async fn use_backup_code(&self, user_id: &str, hash: &str) -> Result<bool> {
+        self.check()?;
+        let mut codes = self.backup_codes.borrow_mut();
+        match codes.iter().position(|(id, h)| id == user_id && h == hash) {
+            Some(at) => {
+                codes.remove(at);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+    async fn replace_backup_codes(&self, caller: &LiveSession<'_>, hashes: &[String]) -> Result<Option<bool>> {
+        self.check()?;
+        if !self.session_live(caller) {
+            return Ok(None);
+        }
+        if !self.mfa_on(caller.user_id) {
+            return Ok(Some(false));
+        }
+        let mut codes = self.backup_codes.borrow_mut();
+        codes.retain(|(id, _)| id != caller.user_id);
+        codes.extend(hashes.iter().map(|h| (caller.user_id.to_string(), h.clone())));
+        Ok(Some(true))
+    }
+    async fn remove_factors(
+        &self,
+        user_id: &str,
+        caller: Option<&LiveSession<'_>>,
+        now: UnixTime,
+        _reason: &str,
+    ) -> Result<Option<FactorsRemoved>> {
+        self.check()?;
+        if caller.is_some_and(|c| !self.session_live(c)) {
+            return Ok(None);
+        }
+        let totp = self.totp.borrow_mut().remove(user_id).is_some_and(|t| t.confirmed);
+        self.backup_codes.borrow_mut().retain(|(id, _)| id != user_id);
+        let revoked_sessions = if totp { self.revoke_all_but(user_id, caller.map(|c| c.session_id), now) } else { 0 };
+        Ok(Some(FactorsRemoved { totp, revoked_sessions }))
+    }
+    async fn put_mfa_challenge(&self, challenge: &Challenge) -> Result<()> {
+        self.check()?;
+        let mut all = self.challenges.borrow_mut();
+        all.retain(|c| !(c.user_id == challenge.user_id && c.expires_at <= challenge.created_at));
+        all.push(challenge.clone());
+        Ok(())
+    }
+    async fn count_mfa_attempt(&self, hash: &str, now: UnixTime, max_attempts: u32) -> Result<Option<Challenge>> {
+        self.check()?;
+        let mut all = self.challenges.borrow_mut();
+        let live = all.iter_mut().find(|c| c.hash == hash && c.expires_at > now && c.attempts < max_attempts);
+        Ok(live.map(|c| {
+            c.attempts += 1;
+            c.clone()
+        }))
+    }
+    async fn take_mfa_challenge(&self, hash: &str, now: UnixTime) -> Result<Option<Challenge>> {
+        self.check()?;
+        let mut all = self.challenges.borrow_mut();
+        let Some(at) = all.iter().position(|c| c.hash == hash && c.expires_at > now) else { return Ok(None) };
+        Ok(Some(all.remove(at)))
+    }
+}
+
+impl RevocationStore for MemStore {
+    async fn revocations_after(&self, after: u64, live_after: UnixTime, limit: u32) -> Result<RevocationPage> {
+        self.check()?;
+        let log = self.revocations.borrow();
+        let rows = log.iter().filter(|r| r.seq > after && r.at > live_after).take(limit as usize).cloned().collect();
+        Ok(RevocationPage { rows, last_seq: log.last().map_or(0, |r| r.seq) })
+    }
+    async fn session_standing(&self, sid: &str) -> Result<Option<Standing>> {
+        self.check()?;
+        let Some(session) = self.sessions.borrow().iter().find(|(s, _)| s.id == sid).map(|(s, _)| s.clone()) else {
+            return Ok(None);
+        };
+        let roles = self.users.borrow().iter().find(|u| u.id == session.user_id).map(|u| u.roles.clone());
+        Ok(Some(Standing { session, roles: roles.unwrap_or_default() }))
+    }
+    async fn purge_revocations(&self, before: UnixTime) -> Result<u64> {
+        self.check()?;
+        let mut log = self.revocations.borrow_mut();
+        let n = log.len();
+        log.retain(|r| r.at > before);
+        Ok((n - log.len()) as u64)
     }
 }
 
@@ -522,6 +781,17 @@ impl EmailTokenStore for MemStore {
         }
         Ok(consumed)
     }
+    async fn peek_email_token(&self, kind: TokenKind, hash: &str, now: UnixTime) -> Result<Option<EmailToken>> {
+        self.check()?;
+        Ok(self
+            .email_tokens
+            .borrow()
+            .iter()
+            .find(|(t, c)| {
+                t.hash == hash && t.kind == kind && c.is_none() && t.expires_at > now && self.epoch_stands(t)
+            })
+            .map(|(t, _)| t.clone()))
+    }
     async fn count_code_attempt(&self, email: &str, now: UnixTime, max_attempts: u32) -> Result<Option<EmailToken>> {
         self.check()?;
         let mut tokens = self.email_tokens.borrow_mut();
@@ -582,6 +852,86 @@ impl KeyStore for MemStore {
         let n = keys.len();
         keys.retain(|k| !(k.kid == kid && k.status == KeyStatus::Retired && k.is_published(now)));
         Ok(keys.len() < n)
+    }
+}
+
+impl AuditLog for MemStore {
+    async fn record_audit(&self, r: &AuditRecord) -> Result<bool> {
+        self.check()?;
+        if self.fail_audit.get() {
+            return Err(Error::unavailable("memory", "injected audit failure"));
+        }
+        let mut log = self.audit.borrow_mut();
+        let mut rowids = self.audit_rowids.borrow_mut();
+        if rowids.1.contains_key(&r.id) {
+            return Ok(false);
+        }
+        // As D1: the event's user, else the account that had its address then.
+        let user_id = r.user_id.clone().or_else(|| {
+            let email = r.subject_email.as_deref()?;
+            self.users.borrow().iter().find(|u| u.email == email && u.created_at <= r.at).map(|u| u.id.clone())
+        });
+        // As SQLite: one more than the largest rowid in the table.
+        let rowid = rowids.0.keys().next_back().copied().unwrap_or(0) + 1;
+        rowids.0.insert(rowid, r.id.clone());
+        rowids.1.insert(r.id.clone(), rowid);
+        log.push(AuditEntry {
+            id: r.id.clone(),
+            kind: r.kind.to_string(),
+            user_id,
+            actor_id: r.actor_id.clone(),
+            outcome: r.outcome,
+            ip_address: r.ip_address.clone(),
+            user_agent: r.user_agent.clone(),
+            at: r.at,
+            data: serde_json::from_str(&r.data).expect("audit data is JSON"),
+        });
+        Ok(true)
+    }
+    async fn audit_entries(&self, f: &AuditFilter, limit: u32) -> Result<Vec<AuditEntry>> {
+        self.check()?;
+        let mut out: Vec<AuditEntry> = self
+            .audit
+            .borrow()
+            .iter()
+            .filter(|e| f.user_id.as_ref().is_none_or(|u| e.user_id.as_ref() == Some(u)))
+            .filter(|e| f.kind.is_none_or(|k| e.kind == k))
+            .filter(|e| f.since.is_none_or(|t| e.at >= t))
+            .filter(|e| f.until.is_none_or(|t| e.at < t))
+            .filter(|e| f.after.as_ref().is_none_or(|c| (e.at, e.id.as_str()) < (c.at, c.id.as_str())))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| (b.at, &b.id).cmp(&(a.at, &a.id)));
+        out.truncate(limit as usize);
+        Ok(out)
+    }
+    async fn purge_audit(&self, before: UnixTime, limit: u32) -> Result<u64> {
+        self.check()?;
+        let mut log = self.audit.borrow_mut();
+        let mut old: Vec<(UnixTime, String)> =
+            log.iter().filter(|e| e.at < before).map(|e| (e.at, e.id.clone())).collect();
+        old.sort();
+        old.truncate(limit as usize);
+        let doomed: HashSet<String> = old.into_iter().map(|(_, id)| id).collect();
+        self.forget_audit(&mut log, &doomed);
+        Ok(doomed.len() as u64)
+    }
+    async fn purge_audit_beyond(&self, keep: u64, limit: u32) -> Result<u64> {
+        self.check()?;
+        let mut log = self.audit.borrow_mut();
+        // As D1: by rowid, up to the largest minus `keep`, the first written first.
+        let doomed: HashSet<String> = {
+            let rowids = self.audit_rowids.borrow();
+            let Some(max) = rowids.0.keys().next_back().copied() else { return Ok(0) };
+            let below = rowids.0.range(..=max.saturating_sub(keep)).filter(|(r, _)| **r + keep <= max);
+            below.take(limit as usize).map(|(_, id)| id.clone()).collect()
+        };
+        self.forget_audit(&mut log, &doomed);
+        Ok(doomed.len() as u64)
+    }
+    async fn taken_over_at(&self, user_id: &str) -> Result<Option<UnixTime>> {
+        self.check()?;
+        Ok(self.taken_over.borrow().get(user_id).copied())
     }
 }
 
@@ -718,10 +1068,24 @@ impl World {
     /// The dependencies and request facts at time `now`.
     pub fn at(&self, now: i64) -> (Deps<'_, MemStore, MemEvents, MemKeys>, Meta) {
         self.keys.now.set(UnixTime(now));
+        self.store.clock.set(UnixTime(now));
         (
             Deps { store: &self.store, events: &self.events, keys: &self.keys, config: &self.config, gate: &self.gate },
             meta(now),
         )
+    }
+}
+
+/// A sign-in's result as a completed one: for accounts without a second
+/// factor, whose first step always ends with a session.
+pub trait Done {
+    /// The session's tokens; panics on a second step.
+    fn done(self) -> std::result::Result<portcullis::core::flows::AuthResponse, Error>;
+}
+
+impl Done for std::result::Result<portcullis::core::flows::SignIn, Error> {
+    fn done(self) -> std::result::Result<portcullis::core::flows::AuthResponse, Error> {
+        self.map(|s| s.complete().expect("signed in, not asked for a second step"))
     }
 }
 
@@ -748,7 +1112,12 @@ pub fn signup_at(
     block_on(deps.signup(
         &meta,
         rng,
-        portcullis::core::flows::account::SignupRequest { email: email.into(), password: password.into(), name: None },
+        portcullis::core::flows::account::SignupRequest {
+            email: email.into(),
+            password: password.into(),
+            name: None,
+            locale: None,
+        },
     ))
     .expect("signup")
 }
@@ -767,14 +1136,17 @@ pub fn login_at(
         rng,
         portcullis::core::flows::account::LoginRequest { email: email.into(), password: password.into() },
     ))
+    .done()
 }
 
-/// Gives the stored user `email` the role `role` (as `npm run admin:grant` does).
+/// Gives the stored user `email` the role `role` (as `npm run admin:grant`
+/// does: straight into the table, whose trigger records the new roles).
 pub fn grant(w: &World, email: &str, role: &str) {
     let mut users = w.store.users.borrow_mut();
     let u = users.iter_mut().find(|u| u.email == email).expect("user exists");
     u.roles.push(role.to_string());
     u.roles.sort();
+    w.store.log_roles(u);
 }
 
 /// The stored user with this email.
@@ -924,12 +1296,26 @@ pub struct MemCourier {
     #[allow(clippy::type_complexity)]
     pub respond: Box<dyn Fn(&HttpRequest) -> std::result::Result<HttpReply, SendError>>,
     pub sent: RefCell<Vec<HttpRequest>>,
+    /// What the mail binding answers; `Ok` unless set.
+    #[allow(clippy::type_complexity)]
+    pub respond_mime: Box<dyn Fn(&MimeEmail) -> std::result::Result<(), BindingError>>,
+    pub mime_sent: RefCell<Vec<MimeEmail>>,
     pub lines: RefCell<Vec<(String, serde_json::Value)>>,
 }
 
 impl MemCourier {
     pub fn new(respond: impl Fn(&HttpRequest) -> std::result::Result<HttpReply, SendError> + 'static) -> Self {
-        Self { respond: Box::new(respond), sent: RefCell::default(), lines: RefCell::default() }
+        Self {
+            respond: Box::new(respond),
+            sent: RefCell::default(),
+            respond_mime: Box::new(|_| Ok(())),
+            mime_sent: RefCell::default(),
+            lines: RefCell::default(),
+        }
+    }
+    /// A courier whose mail binding answers with `respond`.
+    pub fn binding(respond: impl Fn(&MimeEmail) -> std::result::Result<(), BindingError> + 'static) -> Self {
+        Self { respond_mime: Box::new(respond), ..Self::ok() }
     }
     pub fn ok() -> Self {
         Self::new(|_| Ok(HttpReply { status: 204, body: String::new() }))
@@ -946,6 +1332,10 @@ impl Courier for MemCourier {
     async fn send(&self, request: &HttpRequest) -> std::result::Result<HttpReply, SendError> {
         self.sent.borrow_mut().push(request.clone());
         (self.respond)(request)
+    }
+    async fn send_mime(&self, message: &MimeEmail) -> std::result::Result<(), BindingError> {
+        self.mime_sent.borrow_mut().push(message.clone());
+        (self.respond_mime)(message)
     }
     fn log(&self, marker: &str, value: &serde_json::Value) {
         self.lines.borrow_mut().push((marker.to_string(), value.clone()));

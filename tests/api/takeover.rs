@@ -19,7 +19,7 @@ use portcullis::core::takeover::AddressProof;
 use portcullis::core::time::UnixTime;
 
 use crate::oauth::{begin, finish, location_param, sign_in, world, FakeIdp};
-use crate::support::{block_on, code, login_at, signup_at, user, TestRandom, World};
+use crate::support::{block_on, code, login_at, signup_at, user, Done, TestRandom, World};
 
 const VICTIM: &str = "victim@corp.example";
 const PLANTED: &str = "the planter's password";
@@ -88,10 +88,10 @@ fn a_magic_link_takes_an_unverified_account_over_from_whoever_planted_it() {
     let rng = &mut TestRandom(71);
     let planted = plant(&w, rng, &idp);
     let (deps, meta) = w.at(1_100);
-    block_on(deps.request_magic_link(&meta, rng, EmailRequest { email: VICTIM.into() })).unwrap();
+    block_on(deps.request_magic_link(&meta, rng, EmailRequest { email: VICTIM.into(), locale: None })).unwrap();
     let token = w.events.last_of("magic_link_requested")["token"].as_str().unwrap().to_string();
     let before = w.events.kinds().len();
-    let owner = block_on(deps.verify_magic_link(&meta, rng, TokenRequest { token })).unwrap();
+    let owner = block_on(deps.verify_magic_link(&meta, rng, TokenRequest { token })).done().unwrap();
     assert_eq!(owner.user.id, planted.user_id, "the owner lands in the account");
     assert!(owner.user.email_verified);
     assert_eq!(
@@ -115,9 +115,9 @@ fn an_email_code_takes_an_unverified_account_over() {
     let rng = &mut TestRandom(72);
     let planted = plant(&w, rng, &idp);
     let (deps, meta) = w.at(1_100);
-    block_on(deps.request_otp(&meta, rng, EmailRequest { email: VICTIM.into() })).unwrap();
+    block_on(deps.request_otp(&meta, rng, EmailRequest { email: VICTIM.into(), locale: None })).unwrap();
     let code = w.events.last_of("email_otp_requested")["code"].as_str().unwrap().to_string();
-    let owner = block_on(deps.verify_otp(&meta, rng, OtpVerifyRequest { email: VICTIM.into(), code })).unwrap();
+    let owner = block_on(deps.verify_otp(&meta, rng, OtpVerifyRequest { email: VICTIM.into(), code })).done().unwrap();
     assert_eq!(owner.user.id, planted.user_id);
     assert_takeover_announced(&w, &planted.user_id);
     assert_eq!(w.events.last_of("login")["provider"], "email_otp");
@@ -160,7 +160,7 @@ fn a_reset_link_takes_an_unverified_account_over() {
     let rng = &mut TestRandom(74);
     let planted = plant(&w, rng, &idp);
     let (deps, meta) = w.at(1_100);
-    block_on(deps.forgot_password(&meta, rng, EmailRequest { email: VICTIM.into() })).unwrap();
+    block_on(deps.forgot_password(&meta, rng, EmailRequest { email: VICTIM.into(), locale: None })).unwrap();
     let token = w.events.last_of("password_reset_requested")["token"].as_str().unwrap().to_string();
     let before = w.events.kinds().len();
     let r = block_on(deps.reset_password(
@@ -208,7 +208,7 @@ fn a_link_the_planter_started_before_the_takeover_cannot_complete_after_it() {
     *idp.claims.borrow_mut() = json!({"sub": "planter", "email": "planter@evil.example", "email_verified": true});
     let pending = begin(&w, rng, &idp, 1_001, Some(&planted.access_token));
     let (deps, meta) = w.at(1_100);
-    block_on(deps.request_magic_link(&meta, rng, EmailRequest { email: VICTIM.into() })).unwrap();
+    block_on(deps.request_magic_link(&meta, rng, EmailRequest { email: VICTIM.into(), locale: None })).unwrap();
     let token = w.events.last_of("magic_link_requested")["token"].as_str().unwrap().to_string();
     block_on(deps.verify_magic_link(&meta, rng, TokenRequest { token })).unwrap();
     let out = finish(&w, rng, &idp, 1_101, &pending);
@@ -239,7 +239,8 @@ fn a_proof_of_a_verified_address_takes_nothing_away() {
     let s = signup_at(&w, rng, 1_000, "ada@example.com", "ada's own password");
     w.store.users.borrow_mut()[0].email_verified = true;
     let (deps, meta) = w.at(1_001);
-    block_on(deps.request_magic_link(&meta, rng, EmailRequest { email: "ada@example.com".into() })).unwrap();
+    block_on(deps.request_magic_link(&meta, rng, EmailRequest { email: "ada@example.com".into(), locale: None }))
+        .unwrap();
     let token = w.events.last_of("magic_link_requested")["token"].as_str().unwrap().to_string();
     let before = w.events.kinds().len();
     block_on(deps.verify_magic_link(&meta, rng, TokenRequest { token })).unwrap();

@@ -14,7 +14,7 @@ use portcullis::core::flows::{AuthResponse, EmailRequest, TokenRequest};
 use portcullis::core::ports::AccountStore;
 use portcullis::core::time::UnixTime;
 
-use crate::support::{block_on, grant, login_at, signup_at, MemStore, TestRandom, World};
+use crate::support::{block_on, grant, login_at, signup_at, Done, MemStore, TestRandom, World};
 
 const ADA: &str = "ada@example.com";
 
@@ -50,9 +50,9 @@ fn admin(s: &Setup) -> Admin {
 fn mail_all(s: &Setup, rng: &mut TestRandom) -> Mailed {
     let (deps, meta) = s.w.at(1_100);
     let ev = |kind: &str, field: &str| s.w.events.last_of(kind)[field].as_str().unwrap().to_string();
-    block_on(deps.forgot_password(&meta, rng, EmailRequest { email: ADA.into() })).unwrap();
-    block_on(deps.request_magic_link(&meta, rng, EmailRequest { email: ADA.into() })).unwrap();
-    block_on(deps.request_otp(&meta, rng, EmailRequest { email: ADA.into() })).unwrap();
+    block_on(deps.forgot_password(&meta, rng, EmailRequest { email: ADA.into(), locale: None })).unwrap();
+    block_on(deps.request_magic_link(&meta, rng, EmailRequest { email: ADA.into(), locale: None })).unwrap();
+    block_on(deps.request_otp(&meta, rng, EmailRequest { email: ADA.into(), locale: None })).unwrap();
     block_on(deps.request_email_verification(&meta, rng, Some(&s.ada.access_token))).unwrap();
     Mailed {
         reset: ev("password_reset_requested", "token"),
@@ -229,9 +229,9 @@ fn tokens_mailed_before_the_account_existed_die_with_its_first_change() {
     let w = World::new(&[("ALLOW_PASSWORDLESS_SIGNUP", "true")]);
     let rng = &mut TestRandom(89);
     let (deps, meta) = w.at(1_000);
-    block_on(deps.request_magic_link(&meta, rng, EmailRequest { email: ADA.into() })).unwrap();
+    block_on(deps.request_magic_link(&meta, rng, EmailRequest { email: ADA.into(), locale: None })).unwrap();
     let link = w.events.last_of("magic_link_requested")["token"].as_str().unwrap().to_string();
-    block_on(deps.request_otp(&meta, rng, EmailRequest { email: ADA.into() })).unwrap();
+    block_on(deps.request_otp(&meta, rng, EmailRequest { email: ADA.into(), locale: None })).unwrap();
     let code = w.events.last_of("email_otp_requested")["code"].as_str().unwrap().to_string();
     assert!(w.store.email_tokens.borrow().iter().all(|(t, _)| t.user_id.is_none() && t.user_epoch == 0));
 
@@ -272,9 +272,9 @@ fn tokens_mailed_before_the_account_existed_die_with_its_deletion_or_new_address
         let w = World::new(&[("ALLOW_PASSWORDLESS_SIGNUP", "true"), ("MAGIC_LINK_TTL", "3600"), ("OTP_TTL", "3600")]);
         let rng = &mut TestRandom(91);
         let (deps, meta) = w.at(1_000);
-        block_on(deps.request_magic_link(&meta, rng, EmailRequest { email: ADA.into() })).unwrap();
+        block_on(deps.request_magic_link(&meta, rng, EmailRequest { email: ADA.into(), locale: None })).unwrap();
         let link = w.events.last_of("magic_link_requested")["token"].as_str().unwrap().to_string();
-        block_on(deps.request_otp(&meta, rng, EmailRequest { email: ADA.into() })).unwrap();
+        block_on(deps.request_otp(&meta, rng, EmailRequest { email: ADA.into(), locale: None })).unwrap();
         let code = w.events.last_of("email_otp_requested")["code"].as_str().unwrap().to_string();
         let ada = signup_at(&w, rng, 1_010, ADA, "ada's first password");
         signup_at(&w, rng, 1_011, "root@example.com", "root's password!");
@@ -290,9 +290,9 @@ fn tokens_mailed_before_the_account_existed_die_with_its_deletion_or_new_address
         }
         let (deps, meta) = w.at(1_100);
         let users = w.store.users.borrow().len();
-        let r = block_on(deps.verify_magic_link(&meta, rng, TokenRequest { token: link }));
+        let r = block_on(deps.verify_magic_link(&meta, rng, TokenRequest { token: link })).done();
         assert_eq!(r.map(|a| a.user.id).unwrap_err().problem().code, "invalid_link", "moved: {moved}");
-        let r = block_on(deps.verify_otp(&meta, rng, OtpVerifyRequest { email: ADA.into(), code }));
+        let r = block_on(deps.verify_otp(&meta, rng, OtpVerifyRequest { email: ADA.into(), code })).done();
         assert_eq!(r.map(|a| a.user.id).unwrap_err().problem().code, "invalid_code", "moved: {moved}");
         assert_eq!(w.store.users.borrow().len(), users, "no account signed up: moved: {moved}");
     }
@@ -306,11 +306,11 @@ fn a_token_mailed_before_the_account_existed_takes_over_the_account_planted_sinc
     let w = World::new(&[("ALLOW_PASSWORDLESS_SIGNUP", "true")]);
     let rng = &mut TestRandom(90);
     let (deps, meta) = w.at(1_000);
-    block_on(deps.request_magic_link(&meta, rng, EmailRequest { email: ADA.into() })).unwrap();
+    block_on(deps.request_magic_link(&meta, rng, EmailRequest { email: ADA.into(), locale: None })).unwrap();
     let link = w.events.last_of("magic_link_requested")["token"].as_str().unwrap().to_string();
     let planted = signup_at(&w, rng, 1_010, ADA, "the planter's password");
     let (deps, meta) = w.at(1_020);
-    let owner = block_on(deps.verify_magic_link(&meta, rng, TokenRequest { token: link })).unwrap();
+    let owner = block_on(deps.verify_magic_link(&meta, rng, TokenRequest { token: link })).done().unwrap();
     assert_eq!(owner.user.id, planted.user.id);
     assert!(login_at(&w, rng, 1_021, ADA, "the planter's password").is_err());
 }
@@ -373,7 +373,7 @@ fn a_link_sign_in_that_takes_the_account_over_keeps_its_session_across_a_racing_
             .unwrap();
     });
     let (deps, meta) = s.w.at(1_150);
-    let owner = block_on(deps.verify_magic_link(&meta, rng, TokenRequest { token: m.magic_link })).unwrap();
+    let owner = block_on(deps.verify_magic_link(&meta, rng, TokenRequest { token: m.magic_link })).done().unwrap();
     assert_eq!(owner.user.id, s.ada.user.id);
     assert!(block_on(deps.me(&meta, Some(&owner.access_token))).is_ok());
     assert!(s.w.store.users.borrow().iter().find(|u| u.email == ADA).unwrap().password_hash.is_none());

@@ -7,14 +7,14 @@ use portcullis::core::flows::account::SignupRequest;
 use portcullis::core::time::UnixTime;
 use portcullis::core::token::{self, Expectations, ACCESS_TOKEN_TYPE};
 
-use crate::support::{block_on, TestRandom, World, ISSUER};
+use crate::support::{block_on, Done, TestRandom, World, ISSUER};
 
 fn issued(w: &World) -> String {
     let (deps, meta) = w.at(1_000);
     block_on(deps.signup(
         &meta,
         &mut TestRandom(1),
-        SignupRequest { email: "a@example.com".into(), password: "password-1".into(), name: None },
+        SignupRequest { email: "a@example.com".into(), password: "password-1".into(), name: None, locale: None },
     ))
     .unwrap()
     .access_token
@@ -102,7 +102,7 @@ fn every_issued_token_is_handed_to_the_key_ring_exactly_as_verifying_it_reads_it
     let signup = block_on(deps.signup(
         &meta,
         &mut rng,
-        SignupRequest { email: "a@example.com".into(), password: "password-1".into(), name: None },
+        SignupRequest { email: "a@example.com".into(), password: "password-1".into(), name: None, locale: None },
     ))
     .unwrap();
     let (deps, meta) = w.at(1_050);
@@ -111,6 +111,7 @@ fn every_issued_token_is_handed_to_the_key_ring_exactly_as_verifying_it_reads_it
         &mut rng,
         LoginRequest { email: "a@example.com".into(), password: "password-1".into() },
     ))
+    .done()
     .unwrap();
     let (deps, meta) = w.at(1_100);
     let refreshed = block_on(deps.refresh(&meta, &mut rng, Some(&login.refresh_token))).unwrap();
@@ -180,7 +181,7 @@ fn tokens_claiming_a_lifetime_beyond_access_ttl_plus_the_leeway_are_refused_thou
         let auth = block_on(deps.signup(
             &meta,
             &mut TestRandom(4),
-            SignupRequest { email: "a@example.com".into(), password: "password-1".into(), name: None },
+            SignupRequest { email: "a@example.com".into(), password: "password-1".into(), name: None, locale: None },
         ))
         .unwrap();
         // Someone holding our signing key mints a token of their own: the

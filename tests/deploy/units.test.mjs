@@ -201,6 +201,7 @@ test("the_secrets_a_configuration_needs", () => {
   assert.deepEqual(names({ EMAIL_TRANSPORT: "cloudflare" }), ["KEY_ENCRYPTION_KEY"], "the send_email binding needs no key");
   assert.deepEqual(names({ HOOK_URL: "https://hook.example" }), ["KEY_ENCRYPTION_KEY", "WEBHOOK_SECRET", "HOOK_SECRET?"]);
   assert.deepEqual(names({ HOOK_URL: "https://hook.example" }, (n) => n === "HOOK_SECRET"), ["KEY_ENCRYPTION_KEY", "HOOK_SECRET?"]);
+  assert.deepEqual(names({}, (n) => n === "INTROSPECTION_SECRET"), ["KEY_ENCRYPTION_KEY", "INTROSPECTION_SECRET?"], "given: set; else introspection stays off");
   const oauth = JSON.stringify([{ id: "gh", preset: "github", client_id: "x" }, { id: "my-idp", issuer: "https://idp.example", client_id: "y" }]);
   assert.deepEqual(names({ OAUTH_PROVIDERS: oauth }), ["KEY_ENCRYPTION_KEY", "OAUTH_GH_CLIENT_SECRET", "OAUTH_MY_IDP_CLIENT_SECRET?"]);
   assert.equal(oauthSecretName("my-idp"), "OAUTH_MY_IDP_CLIENT_SECRET");
@@ -294,6 +295,8 @@ test("each_production_check_names_its_setting", () => {
   assert.match(first({ services: [{ binding: "ORIGIN", service: "api" }] }), /^ORIGIN_URL: set together with the ORIGIN service binding/);
   assert.match(first({ vars: { EMAIL_TRANSPORT: undefined } }), /^EMAIL_TRANSPORT: is "log"/);
   assert.deepEqual(problems({ vars: { EMAIL_TRANSPORT: "log" } }, { allow_log_email: true }), [], "the explicit opt-out");
+  assert.match(first({ vars: { EMAIL_TRANSPORT: "cloudflare" } }), /^EMAIL_TRANSPORT: is "cloudflare", which sends through the send_email binding EMAIL/);
+  assert.deepEqual(problems({ vars: { EMAIL_TRANSPORT: "cloudflare" }, send_email: [{ name: "EMAIL" }] }), [], "with the binding");
   assert.match(first({ vars: { MAGIC_LINK_URL: "http://127.0.0.1:8790/magic-link" } }), /^MAGIC_LINK_URL: .* is a loopback address/);
   assert.match(first({ vars: { CORS_ORIGINS: "https://app.example.com, http://localhost:3000" } }), /^CORS_ORIGINS: "http:\/\/localhost:3000" is a loopback address/);
   assert.match(first({ vars: { KEY_ENCRYPTION_KEY: "x" } }), /^KEY_ENCRYPTION_KEY: is a secret, not a var/);

@@ -10,7 +10,7 @@ let gw;
 let alice;
 
 before(async () => {
-  gw = await startGateway({ origin: true, vars: { AUTH_PREFIX: PREFIX } });
+  gw = await startGateway({ origin: true, vars: { AUTH_PREFIX: PREFIX, REDIRECT_ALLOWLIST: "http://app.test/" } });
   const res = await post(`${gw.url}${PREFIX}/signup`, { email: randomEmail("prefix"), password: "correct horse battery" });
   alice = await json(res);
   assert.equal(res.status, 201, JSON.stringify(alice));
@@ -55,4 +55,14 @@ test("/auth/... is then the origin's: refused without a token, forwarded with on
   assert.equal(res.status, 200, JSON.stringify(echo));
   assert.equal(echo.path, "/auth/login");
   assert.equal(echo.identity.user_id, alice.user.id);
+});
+
+test("the hosted pages follow AUTH_PREFIX: served under it, their forms and links point under it", async () => {
+  const res = await fetch(`${gw.url}${PREFIX}/ui/login`);
+  const html = await res.text();
+  assert.equal(res.status, 200, html);
+  assert.ok(html.includes(`action="${PREFIX}/ui/login"`), html);
+  assert.ok(html.includes(`formaction="${PREFIX}/ui/otp"`) && html.includes(`href="${PREFIX}/ui/signup"`), html);
+  // Under /auth they are the origin's, like the rest of /auth.
+  assert.equal((await fetch(`${gw.url}/auth/ui/login`)).status, 401);
 });

@@ -575,11 +575,14 @@ test("logout without a token answers 401 missing_token", async () => {
 test("/auth/me returns the UserResponse with session_id equal to the token's sid", async () => {
   const { email, auth } = await signup({ name: "Linus" });
   const res = await me(auth.access_token);
-  // /auth/me adds the linked OAuth identities to the UserResponse (none here).
-  const { providers, ...profile } = await ok(res, 200, "me");
+  // /auth/me adds the linked OAuth identities (none here), how and when the
+  // session signed in, and the second factors to the UserResponse.
+  const { providers, amr, auth_time, mfa, ...profile } = await ok(res, 200, "me");
   assert.deepEqual(providers, []);
   assert.deepEqual(Object.keys(profile).sort(), USER_KEYS);
   const claims = decodeJwt(auth.access_token);
+  assert.deepEqual([amr, auth_time], [["pwd"], claims.auth_time]);
+  assert.deepEqual(mfa, { totp: false, backup_codes_left: 0 });
   assert.equal(profile.session_id, claims.sid);
   assert.equal(profile.id, claims.sub);
   assert.equal(profile.email, email);
@@ -656,8 +659,10 @@ test("the access token carries the documented header and claims, with exp - iat 
   const c = decodeJwt(auth.access_token);
   assert.deepEqual(
     Object.keys(c).sort(),
-    ["aud", "email", "email_verified", "exp", "iat", "iss", "jti", "roles", "sid", "sub"],
+    ["amr", "aud", "auth_time", "email", "email_verified", "exp", "iat", "iss", "jti", "roles", "sid", "sub"],
   );
+  assert.deepEqual(c.amr, ["pwd"], "signed in with a password");
+  assert.equal(c.auth_time, c.iat, "signed in when the token was issued");
   assert.equal(c.iss, gw.url);
   assert.equal(c.aud, "portcullis");
   assert.equal(c.sub, auth.user.id);

@@ -97,7 +97,7 @@ test("jsonwebtoken + jwks-rsa verify the ES256 access token (alg pinned, iss, au
   const { access_token } = await login(alice);
   const claims = await viaJsonwebtoken(access_token, { algorithms: ["ES256"], issuer: ISSUER, audience: "portcullis" });
   assert.equal(claims.email, alice);
-  assert.deepEqual(Object.keys(claims).sort(), ["aud", "email", "email_verified", "exp", "iat", "iss", "jti", "roles", "sid", "sub"]);
+  assert.deepEqual(Object.keys(claims).sort(), ["amr", "aud", "auth_time", "email", "email_verified", "exp", "iat", "iss", "jti", "roles", "sid", "sub"]);
   await assert.rejects(viaJsonwebtoken(access_token, { algorithms: ["ES256"], issuer: ISSUER, audience: "someone-else" }), /audience/);
   const { payload } = await jwtVerify(access_token, createRemoteJWKSet(new URL(`${gw.url}/.well-known/jwks.json`)), {
     algorithms: ["ES256"], issuer: ISSUER, audience: "portcullis", typ: "at+jwt",

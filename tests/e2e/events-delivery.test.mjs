@@ -12,7 +12,7 @@ import http from "node:http";
 import path from "node:path";
 import { Webhook } from "standardwebhooks";
 import { startGateway, post, json, randomEmail, sleep, ROOT } from "./harness.mjs";
-import { d1, sqlText } from "./lib/d1.mjs";
+import { d1, d1Script, sqlText } from "./lib/d1.mjs";
 
 const PASSWORD = "correct horse battery";
 const CLIENT = { "cf-connecting-ip": "198.51.100.42", "user-agent": "portcullis-e2e-delivery/1.0" };
@@ -242,6 +242,41 @@ describe("webhook delivery", () => {
     assert.equal(rows[0].reason, "retries_exhausted");
     assert.equal(JSON.parse(rows[0].body).data.email, email);
     assert.equal(JSON.parse(rows[0].failed)[0].attempts, MAX_RETRIES + 1);
+  });
+
+  test("the dead-letter consumer writes the audit entry every earlier attempt failed to write", async () => {
+    const email = randomEmail("doomed-audit");
+    // Until the event is a dead letter, its audit entry cannot be written:
+    // every attempt of the main consumer fails; the dead-letter consumer
+    // records the letter first, then writes the entry.
+    await d1Script(gw, `CREATE TRIGGER audit_until_dead BEFORE INSERT ON audit_log
+      WHEN NEW.data LIKE ${sqlText(`%${email}%`)} AND NOT EXISTS (SELECT 1 FROM dead_letters WHERE id = NEW.id)
+      BEGIN SELECT RAISE(ABORT, 'held until dead-lettered'); END`);
+    try {
+      await call(await login(email, "no such account"), 401, "login_failed");
+      const first = await until("first attempt at /a", () => rx.requests.find((r) => r.path === "/a" && r.json?.data?.email === email));
+      const id = first.json.id;
+      await gw.waitForLog((l) => l.includes("portcullis.dead_letter") && l.includes(id), 60_000);
+      const failures = gw.logs().filter((l) => l.includes("portcullis.audit_failed") && l.includes(`id=${id}`));
+      assert.equal(failures.length, MAX_RETRIES + 1, "every attempt of the main consumer failed to write it");
+      const rows = await until("the audit entry", () => d1(gw, `SELECT * FROM audit_log WHERE id = ${sqlText(id)}`).then((r) => r.length && r));
+      assert.equal(rows[0].type, "login_failed");
+      assert.equal(rows[0].outcome, "failure");
+      assert.equal(rows[0].ip_address, CLIENT["cf-connecting-ip"]);
+      assert.equal(rows[0].user_agent, CLIENT["user-agent"]);
+      assert.equal(JSON.parse(rows[0].data).email, email);
+    } finally {
+      await d1Script(gw, "DROP TRIGGER IF EXISTS audit_until_dead");
+    }
+  });
+
+  test("webhook bodies are the documented envelope: the queued context never reaches them", async () => {
+    const email = randomEmail("ctx");
+    await signup(email);
+    const hit = await delivered("/b", "user_created", (d) => d.email === email);
+    assert.deepEqual(Object.keys(hit.json).sort(), ["data", "id", "timestamp", "type", "v"]);
+    assert.ok(!hit.body.includes(CLIENT["user-agent"]) && !hit.body.includes(CLIENT["cf-connecting-ip"]), hit.body);
+    assert.ok(rx.requests.every((r) => r.json === undefined || !("ctx" in r.json)), "no delivery carries ctx");
   });
 
   test("the log transport prints each *_requested email with its link or code", async (t) => {

@@ -4,8 +4,8 @@
 // `rate_limit_exceeded` event per window, no exemption for requests without
 // a usable client IP, IPv6 /64s counted together by their /48 (charged only
 // for what each /64 admits), the daily
-// cap on failed email codes per address, and a RATE_LIMITS typo refusing to
-// serve.
+// cap on failed email codes per address, refresh per session and the audit
+// listings per caller, and a RATE_LIMITS typo refusing to serve.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { startGateway, post, json, randomEmail, sleep } from "./harness.mjs";
@@ -313,6 +313,64 @@ test("the daily cap on failed codes treats an unknown address exactly like an ac
     }
     assert.deepEqual(statuses, ["401 invalid_code", "401 invalid_code", "401 invalid_code", "429 rate_limited"], email);
   }
+});
+
+/** Signs `email` up from a fresh IP; returns the AuthResponse. */
+async function signedUp(g, email) {
+  const res = await post(`${g.url}/auth/signup`, { email, password: PASSWORD }, from(freshIp()));
+  const body = await json(res);
+  assert.equal(res.status, 201, JSON.stringify(body));
+  return body;
+}
+
+test("defaults: refresh is limited per session, ten a minute; a refused refresh spends nothing", async () => {
+  const email = randomEmail("refresh-loop");
+  const first = await signedUp(gw, email);
+  const ip = freshIp();
+  const refresh = (token) => post(`${gw.url}/auth/refresh`, { refresh_token: token }, from(ip));
+  let auth = first;
+  for (let i = 0; i < 10; i++) {
+    const res = await refresh(auth.refresh_token);
+    const body = await json(res);
+    assert.equal(res.status, 200, `refresh ${i + 1}: ${JSON.stringify(body)}`);
+    auth = body;
+  }
+  const [refused] = await burst([() => refresh(auth.refresh_token)]);
+  assertRateLimited(refused, 60);
+  // The token was not rotated away (that would be reuse, and end the
+  // session): it is refused for the rate again, and the session lives on.
+  const [again] = await burst([() => refresh(auth.refresh_token)]);
+  assertRateLimited(again, 60);
+  const me = await fetch(`${gw.url}/auth/me`, { headers: { authorization: `Bearer ${auth.access_token}` } });
+  assert.equal(me.status, 200);
+  // Another session of the same account has its own budget.
+  const other = await json(await post(`${gw.url}/auth/login`, { email, password: PASSWORD }, from(freshIp())));
+  assert.equal((await refresh(other.refresh_token)).status, 200);
+  const ev = await gw.waitForEvent((e) => e.type === "rate_limit_exceeded" && e.data.endpoint === "refresh" && e.data.email === email);
+  assert.deepEqual(ev.data, { endpoint: "refresh", ip_address: ip, email, limit: 10, key_type: "session" });
+  await settle(gw);
+  assert.equal(exceeded(gw, (d) => d.endpoint === "refresh" && d.email === email).length, 1, "one event per window");
+  assert.equal(gw.events().filter((e) => e.type === "token_refreshed" && e.data.user_id === first.user.id).length, 11);
+});
+
+test("defaults: the audit listings are limited per caller, 60 a minute, counted before the query is read", async () => {
+  const email = randomEmail("audit-loop");
+  const auth = await signedUp(gw, email);
+  const ip = freshIp();
+  const list = (q = "") => () => fetch(`${gw.url}/auth/audit${q}`, { headers: { authorization: `Bearer ${auth.access_token}`, ...from(ip) } });
+  const results = await burst(Array.from({ length: 61 }, () => list()));
+  assert.deepEqual(tally(results), { 200: 60, 429: 1 });
+  for (const r of results.filter((r) => r.status === 429)) assertRateLimited(r, 60);
+  // Counted before the query is read: a bad one is refused by the limit.
+  const [bad] = await burst([list("?limit=0")]);
+  assertRateLimited(bad, 60);
+  // Another user is not affected.
+  const other = await signedUp(gw, randomEmail("audit-other"));
+  const res = await fetch(`${gw.url}/auth/audit`, { headers: { authorization: `Bearer ${other.access_token}` } });
+  assert.equal(res.status, 200);
+  const ev = await gw.waitForEvent((e) => e.type === "rate_limit_exceeded" && e.data.endpoint === "audit" && e.data.email === email);
+  assert.equal(ev.data.key_type, "user");
+  assert.equal(ev.data.limit, 60);
 });
 
 test("a malformed RATE_LIMITS refuses every request with a 503 naming the setting", async () => {

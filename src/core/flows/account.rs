@@ -3,15 +3,19 @@
 
 use serde::Deserialize;
 
+use crate::core::amr::Amr;
 use crate::core::email::Email;
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
-use crate::core::flows::{AuthResponse, Deps, Meta, Principal};
+use crate::core::flows::{AuthResponse, Deps, Meta, Principal, SignIn};
+use crate::core::gate;
 use crate::core::ids::{self, Random};
+use crate::core::locale::Locale;
 use crate::core::password::{Password, PasswordHash};
-use crate::core::ports::{EventSink, KeyRing, RateLimitStore, SessionStore, UserStore};
-use crate::core::rate_limit::Endpoint;
-use crate::core::session::{RotateRequest, Rotation, SessionView};
+use crate::core::ports::{EventSink, KeyRing, MfaStore, RateLimitStore, SessionStore, UserStore};
+use crate::core::rate_limit::{self, Endpoint, KeyType};
+use crate::core::session::{RotateRequest, Rotation, RotationLimit, SessionView, SignInBasis};
+use crate::core::token::ExtraClaims;
 use crate::core::users::{User, UserResponse, MAX_NAME_CHARS};
 
 /// Provider name for password and email-code sign-ins.
@@ -30,6 +34,9 @@ pub struct SignupRequest {
     /// Optional display name.
     #[serde(default)]
     pub name: Option<String>,
+    /// Optional language (a BCP 47 tag, e.g. `fr`): the emails' language.
+    #[serde(default)]
+    pub locale: Option<String>,
 }
 
 /// `POST /auth/login`.
@@ -67,7 +74,9 @@ pub fn parse_name(name: Option<String>) -> Result<Option<String>, Error> {
     Ok(Some(name))
 }
 
-fn refresh_token_shape(raw: Option<&str>) -> Result<&str, Error> {
+/// `raw` if it has the shape of one of our refresh tokens, else 401
+/// `invalid_refresh_token`.
+pub(crate) fn refresh_token_shape(raw: Option<&str>) -> Result<&str, Error> {
     match raw {
         Some(t)
             if !t.is_empty()
@@ -82,7 +91,7 @@ fn refresh_token_shape(raw: Option<&str>) -> Result<&str, Error> {
 
 impl<S, E, K> Deps<'_, S, E, K>
 where
-    S: UserStore + SessionStore + RateLimitStore,
+    S: UserStore + SessionStore + RateLimitStore + MfaStore,
     E: EventSink,
     K: KeyRing,
 {
@@ -92,6 +101,7 @@ where
         self.throttle(meta, rng, Endpoint::Signup, email.as_str()).await?;
         let password = Password::new_checked(req.password, &self.config.password_policy)?;
         let name = parse_name(req.name)?;
+        let locale = req.locale.as_deref().map(Locale::parse).transpose()?.map(|l| l.to_string());
         if self.store.user_by_email(email.as_str()).await?.is_some() {
             return Err(email_taken());
         }
@@ -108,14 +118,17 @@ where
             roles: Vec::new(),
             created_at: meta.now,
             auth_epoch: 0,
+            locale,
         };
         // The unique email index decides between racing signups.
         if !self.store.insert_user(&user).await? {
             return Err(email_taken());
         }
         // The account exists from here on, whether or not the sign-in hook
-        // lets it sign in now: `user_created` is emitted either way.
-        let response = self.start_session(meta, rng, &user).await;
+        // lets it sign in now: `user_created` is emitted either way. A new
+        // account has no second factor: its session opens at once.
+        let response =
+            self.open_session(meta, rng, &user, PROVIDER_EMAIL, SignInBasis::epoch(user.auth_epoch), Amr::PWD).await;
         self.emit(
             meta,
             rng,
@@ -132,8 +145,10 @@ where
     }
 
     /// Signs in with email and password. Unknown email and wrong password give
-    /// the same answer after the same argon2 work. Emits `login` or `login_failed`.
-    pub async fn login(&self, meta: &Meta, rng: &mut impl Random, req: LoginRequest) -> Result<AuthResponse, Error> {
+    /// the same answer after the same argon2 work. Emits `login` or
+    /// `login_failed`. With a second factor on, the answer is the second
+    /// step (and `login` waits for it).
+    pub async fn login(&self, meta: &Meta, rng: &mut impl Random, req: LoginRequest) -> Result<SignIn, Error> {
         let email = Email::parse(&req.email)?;
         self.throttle(meta, rng, Endpoint::Login, email.as_str()).await?;
         // While the account's back-off lasts the password is not even looked at.
@@ -176,7 +191,7 @@ where
             let upgraded = PasswordHash::create(&password, &self.config.hash_params, rng.bytes::<16>())?;
             self.store.set_password_hash(&user.id, upgraded.as_str(), user.auth_epoch, meta.now).await?;
         }
-        let response = match self.start_session(meta, rng, &user).await {
+        let signed_in = match self.start_session(meta, rng, &user).await {
             Ok(r) => r,
             Err(e) => {
                 if let Some(reason) = signin_refusal(&e) {
@@ -185,8 +200,10 @@ where
                 return Err(e);
             }
         };
-        self.emit(meta, rng, vec![login_event(&user, PROVIDER_EMAIL, meta)]).await?;
-        Ok(response)
+        if let SignIn::Complete(_) = signed_in {
+            self.emit(meta, rng, vec![login_event(&user, PROVIDER_EMAIL, meta)]).await?;
+        }
+        Ok(signed_in)
     }
 
     async fn login_failed(&self, meta: &Meta, rng: &mut impl Random, email: &Email, reason: &str) -> Result<(), Error> {
@@ -203,19 +220,15 @@ where
         )
         .await
     }
-}
 
-impl<S, E, K> Deps<'_, S, E, K>
-where
-    S: UserStore + SessionStore,
-    E: EventSink,
-    K: KeyRing,
-{
     /// Exchanges a refresh token for a new pair, rotating it. Presenting a
     /// rotated token revokes the session. Emits `token_refreshed`, or
     /// `session_revoked` on reuse. A session past `SESSION_MAX_AGE` does not
     /// rotate: 401 `invalid_refresh_token`, as for any expired refresh token,
-    /// and the session is revoked with `session_revoked` (once).
+    /// and the session is revoked with `session_revoked` (once). A session
+    /// over its `refresh` limit (`RATE_LIMITS`, per session, counted in the
+    /// rotation's write) does not rotate either: 429 `rate_limited`, its
+    /// token still current for when the window ends.
     pub async fn refresh(
         &self,
         meta: &Meta,
@@ -223,9 +236,13 @@ where
         presented: Option<&str>,
     ) -> Result<AuthResponse, Error> {
         let old = refresh_token_shape(presented)?;
+        self.throttle_ip(meta, rng, Endpoint::Refresh).await?;
+        let limit = self.config.rate_limits.of(Endpoint::Refresh).session;
+        let key_prefix = rate_limit::key_prefix(Endpoint::Refresh, KeyType::Session);
         let new_token = ids::secret_token(rng);
         let old_hash = ids::token_hash(old);
         let new_hash = ids::token_hash(&new_token);
+        let claims = self.refresh_claims(meta, rng, &old_hash).await?;
         let rotation = self
             .store
             .rotate_refresh(&RotateRequest {
@@ -236,6 +253,8 @@ where
                 max_age_secs: self.config.session_max_age_secs,
                 ip_address: meta.ip.as_deref(),
                 user_agent: meta.user_agent.as_deref(),
+                extra_claims: claims.as_ref(),
+                limit: limit.map(|rule| RotationLimit { key_prefix: &key_prefix, rule }),
             })
             .await?;
         let session = match rotation {
@@ -254,6 +273,10 @@ where
                 return Err(Error::InvalidRefreshToken);
             }
             Rotation::Unknown => return Err(Error::InvalidRefreshToken),
+            Rotation::Throttled { count } => {
+                let rule = limit.ok_or_else(|| Error::Internal("a rotation throttled without a limit".into()))?;
+                return Err(self.refresh_throttled(meta, rng, &old_hash, rule, count).await);
+            }
         };
         let user = match self.store.user_by_id(&session.user_id).await? {
             Some(u) if !u.banned => u,
@@ -276,6 +299,66 @@ where
         )
         .await?;
         Ok(AuthResponse { expires_in, ..self.auth_response(access, new_token, &user, &session) })
+    }
+}
+
+impl<S, E, K> Deps<'_, S, E, K>
+where
+    S: UserStore + SessionStore,
+    E: EventSink,
+    K: KeyRing,
+{
+    /// With `HOOK_ON_REFRESH`, asks the sign-in hook again about the session
+    /// whose current refresh token hashes to `refresh_hash`, before it
+    /// rotates: `Some(claims)` to replace the session's, `None` to keep them
+    /// (no hook asked: the option is off, or the token is not a live
+    /// session's current one — the rotation then refuses it as ever — or
+    /// the hook failed with `HOOK_FAILURE_MODE=open`). A denial revokes the
+    /// session (`session_revoked`) and is the refresh's answer, 403
+    /// `signin_denied`; a failure failing closed is 503 `hook_unavailable`
+    /// with nothing rotated, so the client may retry with the same token.
+    async fn refresh_claims(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        refresh_hash: &str,
+    ) -> Result<Option<ExtraClaims>, Error> {
+        let Some(hook) = self.config.hook.as_ref().filter(|h| h.on_refresh) else { return Ok(None) };
+        let session = match self.store.session_by_refresh(refresh_hash).await? {
+            Some(s) if s.is_live(meta.now, self.config.session_max_age_secs) => s,
+            _ => return Ok(None),
+        };
+        let user = match self.store.user_by_id(&session.user_id).await? {
+            Some(u) if !u.banned => u,
+            _ => return Ok(None),
+        };
+        let request = gate::refresh_request(hook, &user, &session.id, &ids::uuid(rng), meta.now);
+        let decision = gate::decide(hook.failure_mode, self.gate.send(&request).await);
+        if let Some(warning) = &decision.warning {
+            self.gate.report(warning);
+        }
+        match decision.result {
+            // Failing open on a refresh keeps what the hook last said.
+            Ok(_) if decision.failed => Ok(None),
+            Ok(claims) => Ok(Some(claims)),
+            Err(e @ Error::Forbidden { .. }) => {
+                if self.store.revoke_session(&session.id, meta.now, "signin_denied").await? {
+                    self.emit(
+                        meta,
+                        rng,
+                        vec![events::SessionRevoked {
+                            user_id: session.user_id,
+                            session_id: Some(session.id),
+                            revoke_all: false,
+                        }
+                        .into()],
+                    )
+                    .await?;
+                }
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// After a current refresh token failed to rotate: if its session has

@@ -1,5 +1,6 @@
 //! The admin API under `/auth/admin`: list, read, edit and delete users, ban
-//! and unban them, grant and withdraw roles, revoke their sessions.
+//! and unban them, grant and withdraw roles, revoke their sessions, see and
+//! reset their second factors.
 //!
 //! Every call is authorised the strict way, before anything else is read: the
 //! access token is verified, its session must be live in the store, and the
@@ -10,14 +11,17 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::core::body::whole_number;
 use crate::core::email::Email;
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
 use crate::core::flows::account::parse_name;
+use crate::core::flows::mfa::MFA_CHANGE_REVOKE_REASON;
 use crate::core::flows::{Deps, Meta};
 use crate::core::ids::Random;
+use crate::core::mfa::{FactorsView, Method};
 use crate::core::policy::is_role_name;
-use crate::core::ports::{AccountStore, EventSink, KeyRing, SessionStore, UserStore};
+use crate::core::ports::{AccountStore, EventSink, KeyRing, MfaStore, SessionStore, UserStore};
 use crate::core::users::{ProfileUpdate, User, UserResponse};
 
 /// The role the admin API requires.
@@ -82,14 +86,13 @@ impl ListQuery {
                     }
                     out.query = (!q.is_empty()).then(|| q.to_string());
                 }
-                "limit" => match v.parse::<u32>() {
-                    Ok(n) if n >= 1 => out.limit = n.min(MAX_PAGE_SIZE),
+                "limit" => match whole_number(&v) {
+                    Some(n) if n >= 1 => out.limit = n.min(MAX_PAGE_SIZE),
                     _ => return Err(Error::validation("invalid_query", "limit: a whole number from 1")),
                 },
                 "offset" => {
-                    out.offset = v
-                        .parse::<u32>()
-                        .map_err(|_| Error::validation("invalid_query", "offset: a whole number from 0"))?
+                    out.offset = whole_number(&v)
+                        .ok_or_else(|| Error::validation("invalid_query", "offset: a whole number from 0"))?
                 }
                 other => {
                     return Err(Error::validation(
@@ -145,6 +148,16 @@ where
     T: Deserialize<'de>,
 {
     Option::<T>::deserialize(d).map(Some)
+}
+
+/// `GET /auth/admin/users/{id}`: the user and their second factors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AdminUserView {
+    /// The user.
+    #[serde(flatten)]
+    pub user: UserResponse,
+    /// Their second factors (`{"totp": bool, "backup_codes_left": n}`).
+    pub mfa: FactorsView,
 }
 
 /// The result of `POST /auth/admin/users/{id}/sessions/revoke`.
@@ -275,18 +288,13 @@ where
         })
     }
 
-    /// `GET /auth/admin/users/{id}`.
-    pub async fn admin_get_user(&self, _admin: &Admin, id: &str) -> Result<UserResponse, Error> {
-        Ok(self.target(id).await?.response(None))
-    }
-
     /// `PATCH /auth/admin/users/{id}`: validates every field before writing
     /// any. Emits `user_updated` with the names of the fields that changed.
     pub async fn admin_update_user(
         &self,
         meta: &Meta,
         rng: &mut impl Random,
-        _admin: &Admin,
+        admin: &Admin,
         id: &str,
         req: UpdateUserRequest,
     ) -> Result<UserResponse, Error> {
@@ -326,7 +334,7 @@ where
                 })
             }
         }
-        self.emit(meta, rng, vec![events::UserUpdated { user_id: user.id.clone(), fields }.into()]).await?;
+        self.emit_as(meta, rng, admin, vec![events::UserUpdated { user_id: user.id.clone(), fields }.into()]).await?;
         Ok(user.response(None))
     }
 
@@ -344,7 +352,7 @@ where
         if !self.store.delete_user(&user.id).await? {
             return Err(Error::NotFound);
         }
-        self.emit(meta, rng, vec![events::UserDeleted { user_id: user.id, email: user.email }.into()]).await
+        self.emit_as(meta, rng, admin, vec![events::UserDeleted { user_id: user.id, email: user.email }.into()]).await
     }
 
     /// `POST /auth/admin/users/{id}/ban` and `/unban`. Banning revokes every
@@ -373,7 +381,7 @@ where
             } else {
                 vec![events::UserUnbanned { user_id: user.id.clone() }.into()]
             };
-            self.emit(meta, rng, events).await?;
+            self.emit_as(meta, rng, admin, events).await?;
         }
         Ok(user.response(None))
     }
@@ -407,7 +415,7 @@ where
             } else {
                 events::RoleRemoved { user_id, role }.into()
             };
-            self.emit(meta, rng, vec![event]).await?;
+            self.emit_as(meta, rng, admin, vec![event]).await?;
         }
         Ok(self.target(&user.id).await?.response(None))
     }
@@ -418,18 +426,55 @@ where
         &self,
         meta: &Meta,
         rng: &mut impl Random,
-        _admin: &Admin,
+        admin: &Admin,
         id: &str,
     ) -> Result<Revoked, Error> {
         let user = self.target(id).await?;
         let revoked = self.store.revoke_user_sessions(&user.id, None, meta.now, "revoked_by_admin").await?;
-        self.emit(
+        self.emit_as(
             meta,
             rng,
+            admin,
             vec![events::SessionRevoked { user_id: user.id, session_id: None, revoke_all: true }.into()],
         )
         .await?;
         Ok(Revoked { revoked })
+    }
+}
+
+impl<S, E, K> Deps<'_, S, E, K>
+where
+    S: UserStore + SessionStore + AccountStore + MfaStore,
+    E: EventSink,
+    K: KeyRing,
+{
+    /// `GET /auth/admin/users/{id}`: the user, with their second factors.
+    pub async fn admin_get_user(&self, _admin: &Admin, id: &str) -> Result<AdminUserView, Error> {
+        let user = self.target(id).await?;
+        let mfa = self.factors_view(&user.id).await?;
+        Ok(AdminUserView { user: user.response(None), mfa })
+    }
+
+    /// `DELETE /auth/admin/users/{id}/mfa`: removes the user's second
+    /// factors (TOTP, on or enrolling, and backup codes) and, if TOTP was
+    /// on, revokes every session of theirs — for a user who lost their
+    /// authenticator. Emits `mfa_disabled` (and `session_revoked`) when TOTP
+    /// was on; a user without one is left as is, and answered the same.
+    pub async fn admin_reset_mfa(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        _admin: &Admin,
+        id: &str,
+    ) -> Result<(), Error> {
+        let user = self.target(id).await?;
+        let Some(removed) = self.store.remove_factors(&user.id, None, meta.now, MFA_CHANGE_REVOKE_REASON).await? else {
+            return Err(Error::Internal("removing factors without a caller wrote nothing".into()));
+        };
+        if removed.totp {
+            self.factors_changed(meta, rng, &user.id, Method::Totp, false, removed.revoked_sessions).await?;
+        }
+        Ok(())
     }
 }
 
@@ -444,7 +489,18 @@ mod tests {
         let q = ListQuery::parse(Some("query=Ada%20L&limit=500&offset=40")).unwrap();
         assert_eq!(q, ListQuery { query: Some("Ada L".into()), limit: 100, offset: 40 });
         assert_eq!(ListQuery::parse(Some("query=")).unwrap().query, None);
-        for bad in ["limit=0", "limit=-1", "limit=x", "offset=-3", "offset=1.5", "sort=email", "limit=1&limit=2"] {
+        for bad in [
+            "limit=0",
+            "limit=-1",
+            "limit=x",
+            "limit=%2B5",
+            "limit=+5",
+            "offset=-3",
+            "offset=1.5",
+            "offset=%2B1",
+            "sort=email",
+            "limit=1&limit=2",
+        ] {
             assert_eq!(ListQuery::parse(Some(bad)).unwrap_err().problem().status, 422, "{bad}");
         }
         let long = format!("query={}", "a".repeat(201));

@@ -62,7 +62,13 @@ where
         self.emit(
             meta,
             rng,
-            vec![events::EmailVerificationRequested { user_id: user.id, email: user.email, token }.into()],
+            vec![events::EmailVerificationRequested {
+                user_id: user.id,
+                email: user.email,
+                token,
+                locale: user.locale,
+            }
+            .into()],
         )
         .await?;
         Ok(VERIFICATION_SENT)

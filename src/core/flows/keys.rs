@@ -50,15 +50,23 @@ pub async fn load_or_create(
 /// what the tokens are. Only what holds: Portcullis is not an OAuth
 /// authorization server (no authorize or token endpoint speaking OAuth, no
 /// ID tokens), so no endpoint or response type is advertised that a generic
-/// OAuth / OIDC client would then call and find speaking something else.
-pub fn discovery(issuer: &str) -> serde_json::Value {
-    serde_json::json!({
+/// OAuth / OIDC client would then call and find speaking something else —
+/// but the two that do speak OAuth are: `revocation_endpoint` (RFC 7009)
+/// and, when `INTROSPECTION_SECRET` enables it, `introspection_endpoint`
+/// (RFC 7662), under `AUTH_PREFIX`.
+pub fn discovery(issuer: &str, config: &Config) -> serde_json::Value {
+    let mut doc = serde_json::json!({
         "issuer": issuer,
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
+        "revocation_endpoint": config.auth_url(issuer, "/revoke"),
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": [ALG_EDDSA, ALG_ES256],
         "claims_supported": ["iss", "aud", "sub", "sid", "roles", "email", "email_verified", "iat", "exp", "jti"],
-    })
+    });
+    if config.introspection_secret.is_some() {
+        doc["introspection_endpoint"] = serde_json::Value::String(config.auth_url(issuer, "/introspect"));
+    }
+    doc
 }
 
 /// A completed key rotation.
@@ -281,7 +289,7 @@ where
         &self,
         meta: &Meta,
         rng: &mut impl Random,
-        _admin: &Admin,
+        admin: &Admin,
     ) -> Result<KeyRotation, Error> {
         let rotation = rotate(
             self.store,
@@ -298,9 +306,10 @@ where
         })?;
         // This caller signs with the new key from now on, whatever the queue does.
         self.keys.keys_changed();
-        self.emit(
+        self.emit_as(
             meta,
             rng,
+            admin,
             vec![events::KeyRotated { old_kid: rotation.old_kid.clone(), new_kid: rotation.new_kid.clone() }.into()],
         )
         .await?;
@@ -316,16 +325,17 @@ where
         &self,
         meta: &Meta,
         rng: &mut impl Random,
-        _admin: &Admin,
+        admin: &Admin,
         kid: &str,
     ) -> Result<KeyRetirement, Error> {
         let kid = parse_kid(kid)?;
         let retirement = retire_now(self.store, &self.config.kek, self.config.signing_alg, rng, kid, meta.now).await?;
         // Stop counting on the key here before anything else can fail.
         self.keys.keys_changed();
-        self.emit(
+        self.emit_as(
             meta,
             rng,
+            admin,
             vec![events::KeyRetired { kid: retirement.kid.clone(), new_kid: retirement.new_kid.clone() }.into()],
         )
         .await?;

@@ -7,14 +7,15 @@
 //! an existing, unbanned account, or for an unknown address when
 //! `ALLOW_PASSWORDLESS_SIGNUP` is on.
 
-use crate::core::email::Email;
-use crate::core::email_token::TokenKind;
+use crate::core::email_token::{is_link_token, TokenKind};
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
 use crate::core::flows::passwordless::Proof;
-use crate::core::flows::{Accepted, AuthResponse, Deps, EmailRequest, Meta, TokenRequest};
-use crate::core::ids::Random;
-use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, RateLimitStore, SessionStore, UserStore};
+use crate::core::flows::{Accepted, Deps, EmailRequest, Meta, Recipient, SignIn, TokenRequest};
+use crate::core::ids::{self, Random};
+use crate::core::ports::{
+    AccountStore, EmailTokenStore, EventSink, KeyRing, MfaStore, RateLimitStore, SessionStore, UserStore,
+};
 use crate::core::rate_limit::Endpoint;
 use crate::core::users::User;
 
@@ -31,7 +32,7 @@ fn signed_in(user: &User) -> Event {
 
 impl<S, E, K> Deps<'_, S, E, K>
 where
-    S: UserStore + SessionStore + AccountStore + EmailTokenStore + RateLimitStore,
+    S: UserStore + SessionStore + AccountStore + EmailTokenStore + RateLimitStore + MfaStore,
     E: EventSink,
     K: KeyRing,
 {
@@ -43,14 +44,15 @@ where
         rng: &mut impl Random,
         req: EmailRequest,
     ) -> Result<Accepted, Error> {
-        let email = self.admit_email_request(meta, rng, Endpoint::MagicLink, &req).await?;
-        self.send_magic_link(meta, rng, &email).await?;
+        let to = self.admit_email_request(meta, rng, Endpoint::MagicLink, &req).await?;
+        self.send_magic_link(meta, rng, &to).await?;
         Ok(MAGIC_LINK_ACCEPTED)
     }
 
     /// The part of [`Self::request_magic_link`] after admission: issues and
     /// announces the link if the address can sign in, else does nothing.
-    pub async fn send_magic_link(&self, meta: &Meta, rng: &mut impl Random, email: &Email) -> Result<(), Error> {
+    pub async fn send_magic_link(&self, meta: &Meta, rng: &mut impl Random, to: &Recipient) -> Result<(), Error> {
+        let email = &to.email;
         let owner = match self.store.user_by_email(email.as_str()).await? {
             Some(u) if u.banned => return Ok(()),
             Some(u) => Some(u),
@@ -60,13 +62,28 @@ where
         let token = self
             .issue_link(meta, rng, TokenKind::MagicLink, email, owner.as_ref(), self.config.magic_link_ttl_secs)
             .await?;
+        let locale = to.locale_or(owner.as_ref().and_then(|u| u.locale.as_deref()));
         let user_id = owner.map(|u| u.id);
         self.emit(
             meta,
             rng,
-            vec![events::MagicLinkRequested { user_id, email: email.as_str().to_string(), token }.into()],
+            vec![events::MagicLinkRequested { user_id, email: email.as_str().to_string(), token, locale }.into()],
         )
         .await
+    }
+
+    /// The address the magic link `raw` signs in to, without using it up;
+    /// `None` if it cannot be used (malformed, unknown, used, superseded or
+    /// expired). The hosted landing page shows it on its button, so a link
+    /// someone mailed for their own account cannot sign a victim into that
+    /// account without the page saying whose it is.
+    pub async fn magic_link_account(&self, meta: &Meta, raw: &str) -> Result<Option<String>, Error> {
+        let raw = raw.trim();
+        if !is_link_token(raw) {
+            return Ok(None);
+        }
+        let token = self.store.peek_email_token(TokenKind::MagicLink, &ids::token_hash(raw), meta.now).await?;
+        Ok(token.map(|t| t.email))
     }
 
     /// Consumes a magic link and signs its owner in (creating the account
@@ -76,7 +93,7 @@ where
         meta: &Meta,
         rng: &mut impl Random,
         req: TokenRequest,
-    ) -> Result<AuthResponse, Error> {
+    ) -> Result<SignIn, Error> {
         let token = self.consume_link(meta, TokenKind::MagicLink, &req.token).await?;
         self.passwordless_sign_in(
             meta,

@@ -4,23 +4,29 @@
 
 pub mod account;
 pub mod admin;
+pub mod audit;
 pub mod email_verification;
 pub mod keys;
 pub mod magic_link;
+pub mod mfa;
 pub mod oauth;
 pub mod otp;
 pub mod password;
 pub mod passwordless;
+pub mod revocation;
 pub mod throttle;
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::amr::Amr;
 use crate::core::config::Config;
+use crate::core::email::Email;
 use crate::core::error::{Error, TokenError};
-use crate::core::events::{Envelope, Event};
+use crate::core::events::{Envelope, Event, EventContext};
 use crate::core::gate;
 use crate::core::ids::{self, Random};
-use crate::core::ports::{EventSink, KeyRing, SessionStore, SigninGate, UserStore};
+use crate::core::locale::Locale;
+use crate::core::ports::{EventSink, KeyRing, MfaStore, SessionStore, SigninGate, UserStore};
 use crate::core::session::{LiveSession, Session, SignInBasis};
 use crate::core::time::UnixTime;
 use crate::core::token::{self, Expectations, ExtraClaims, NewAccessToken, ACCESS_TOKEN_TYPE};
@@ -155,15 +161,73 @@ impl AuthResponse {
     }
 }
 
+/// What a sign-in's first step leads to: a session, or — for an account with
+/// a second factor on — a second step to take at `/auth/mfa/verify`.
+#[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // one per sign-in, moved a few times: not worth a box
+pub enum SignIn {
+    /// Signed in.
+    Complete(AuthResponse),
+    /// No session yet: the second step's `mfa_token`.
+    SecondStep(mfa::SecondStep),
+}
+
+impl SignIn {
+    /// Every member as JSON, tokens included: what the OAuth exchange seals.
+    pub fn to_sealed_json(&self) -> Result<String, Error> {
+        match self {
+            Self::Complete(auth) => auth.to_sealed_json(),
+            Self::SecondStep(step) => Ok(step.body().to_string()),
+        }
+    }
+
+    /// Reads [`SignIn::to_sealed_json`] back; `None` for anything else.
+    pub fn from_sealed_json(json: &str) -> Option<Self> {
+        mfa::SecondStep::from_body(json)
+            .map(Self::SecondStep)
+            .or_else(|| AuthResponse::from_sealed_json(json).map(Self::Complete))
+    }
+
+    /// The session, if the sign-in is complete.
+    pub fn complete(self) -> Option<AuthResponse> {
+        match self {
+            Self::Complete(a) => Some(a),
+            Self::SecondStep(_) => None,
+        }
+    }
+}
+
 /// The `token_type` of every AuthResponse.
 const TOKEN_TYPE: &str = "Bearer";
 
-/// A body holding only an email address (`/magic-link`, `/otp`, `/password/forgot`).
+/// A body holding an email address (`/magic-link`, `/otp`, `/password/forgot`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmailRequest {
     /// Email address.
     pub email: String,
+    /// The language the email is wanted in (a BCP 47 tag, e.g. `fr`);
+    /// without it, the account's own, if it has one.
+    #[serde(default)]
+    pub locale: Option<String>,
+}
+
+/// Who an admitted email request writes to: the parsed address, and the
+/// language asked for, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    /// The address.
+    pub email: Email,
+    /// The request's `locale`.
+    pub locale: Option<Locale>,
+}
+
+impl Recipient {
+    /// The language of the email to this recipient: the one asked for, else
+    /// the account's (`stored`), if any.
+    pub fn locale_or(&self, stored: Option<&str>) -> Option<String> {
+        self.locale.as_ref().map(Locale::to_string).or_else(|| stored.map(str::to_string))
+    }
 }
 
 /// A body holding only an emailed link token (`/magic-link/verify`, `/email/verify`).
@@ -195,6 +259,10 @@ pub struct Principal {
     pub roles: Vec<String>,
     /// Email from the token.
     pub email: String,
+    /// How the session's user signed in (the session's `amr`).
+    pub amr: Amr,
+    /// When they signed in: the session's creation.
+    pub auth_time: UnixTime,
 }
 
 impl<S, E, K> Deps<'_, S, E, K>
@@ -214,17 +282,25 @@ where
     }
 
     /// Verifies an access token and checks its session is still live in D1 —
-    /// the auth API honours logout and revocation at once, unlike the
-    /// gateway's hot path, which trusts the token until it expires.
+    /// the auth API honours logout and revocation at once; the gateway's hot
+    /// path, which reads no D1, within `REVOCATION_LAG`
+    /// ([`crate::core::revocation`]).
     pub async fn authenticate(&self, meta: &Meta, bearer: Option<&str>) -> Result<Principal, Error> {
         let raw = bearer.ok_or(Error::InvalidToken(TokenError::Missing))?;
         let verified = token::verify(raw, self.keys, &self.expectations(meta), meta.now).await?;
         let c = verified.claims;
-        match self.store.session_by_id(&c.sid).await? {
-            Some(s) if s.user_id == c.sub && s.is_live(meta.now, self.config.session_max_age_secs) => {}
+        let session = match self.store.session_by_id(&c.sid).await? {
+            Some(s) if s.user_id == c.sub && s.is_live(meta.now, self.config.session_max_age_secs) => s,
             _ => return Err(Error::InvalidToken(TokenError::SessionRevoked)),
-        }
-        Ok(Principal { user_id: c.sub, session_id: c.sid, roles: c.roles, email: c.email })
+        };
+        Ok(Principal {
+            user_id: c.sub,
+            session_id: c.sid,
+            roles: c.roles,
+            email: c.email,
+            amr: session.amr,
+            auth_time: session.created_at,
+        })
     }
 
     /// The caller's session as a write made on their behalf checks it (see
@@ -282,6 +358,8 @@ where
             jti: &jti,
             now: meta.now,
             ttl_secs,
+            amr: session.amr,
+            auth_time: session.created_at,
             extra: &session.extra_claims,
         };
         let raw = token::issue(&new, &key)?;
@@ -290,19 +368,25 @@ where
         }
         Ok((raw, ttl_secs))
     }
+}
 
-    /// Opens a new session for `user`, signed in with a password as `user`
-    /// was just read, and returns its tokens. See [`Deps::start_session_via`].
-    pub async fn start_session(&self, meta: &Meta, rng: &mut impl Random, user: &User) -> Result<AuthResponse, Error> {
-        self.start_session_via(meta, rng, user, account::PROVIDER_EMAIL, SignInBasis::epoch(user.auth_epoch)).await
+impl<S, E, K> Deps<'_, S, E, K>
+where
+    S: UserStore + SessionStore + MfaStore,
+    E: EventSink,
+    K: KeyRing,
+{
+    /// Signs `user` in with a password, as `user` was just read. See
+    /// [`Deps::start_session_via`].
+    pub async fn start_session(&self, meta: &Meta, rng: &mut impl Random, user: &User) -> Result<SignIn, Error> {
+        let basis = SignInBasis::epoch(user.auth_epoch);
+        self.start_session_via(meta, rng, user, account::PROVIDER_EMAIL, basis, Amr::PWD).await
     }
 
-    /// Opens a new session for `user` signing in through `provider` and
-    /// returns its tokens. The sign-in hook, when configured, is asked first:
-    /// it may refuse (403 `signin_denied`) or add claims, which the session
-    /// keeps for every access token it issues. The session is written only
-    /// while `basis` holds (the account epoch the sign-in was decided under,
-    /// the identity it came through): else 409 `account_changed`, no session.
+    /// The end of every sign-in's first step: `user` proved `amr` through
+    /// `provider`. With a second factor on, no session: a second step's
+    /// `mfa_token`, bound to this step (see [`crate::core::mfa`]). Else the
+    /// session, through [`Deps::open_session`].
     pub async fn start_session_via(
         &self,
         meta: &Meta,
@@ -310,6 +394,40 @@ where
         user: &User,
         provider: &str,
         basis: SignInBasis<'_>,
+        amr: Amr,
+    ) -> Result<SignIn, Error> {
+        let factors = self.store.mfa_factors(&user.id).await?;
+        if factors.required() {
+            let step = self.second_step(meta, rng, user, provider, &basis, amr, &factors).await?;
+            return Ok(SignIn::SecondStep(step));
+        }
+        self.open_session(meta, rng, user, provider, basis, amr).await.map(SignIn::Complete)
+    }
+}
+
+impl<S, E, K> Deps<'_, S, E, K>
+where
+    S: UserStore + SessionStore,
+    E: EventSink,
+    K: KeyRing,
+{
+    /// Opens a new session for `user`, who signed in through `provider`
+    /// proving `amr`, and returns its tokens. The sign-in hook, when
+    /// configured, is asked first — here, once per sign-in, after its last
+    /// step: it may refuse (403 `signin_denied`) or add claims, which the
+    /// session keeps for every access token it issues. The session is
+    /// written only while `basis` holds (the account epoch the sign-in was
+    /// decided under, the identity it came through, no second factor turned
+    /// on meanwhile for a one-factor sign-in): else 409 `account_changed`,
+    /// no session.
+    pub async fn open_session(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        user: &User,
+        provider: &str,
+        basis: SignInBasis<'_>,
+        amr: Amr,
     ) -> Result<AuthResponse, Error> {
         let extra_claims = self.allow_signin(meta, rng, user, provider).await?;
         let refresh_token = ids::secret_token(rng);
@@ -323,20 +441,21 @@ where
             ip_address: meta.ip.clone(),
             user_agent: meta.user_agent.clone(),
             extra_claims,
+            amr,
         };
         // Sign first: a key problem must not leave a session behind.
         let (access_token, expires_in) = self.session_access_token(meta, rng, user, &session).await?;
         // The session exists only if the account is still as this sign-in
         // relied on: a password login racing a reset, a ban or a takeover of
         // the account, a link or code sign-in racing a password change, a
-        // provider sign-in through an identity a takeover dropped, must not
-        // end with a session (see `core::takeover`).
+        // provider sign-in through an identity a takeover dropped, a
+        // one-factor sign-in racing TOTP being turned on, must not end with
+        // a session (see `core::takeover`, `core::mfa`).
         if !self.store.create_session(&session, &ids::token_hash(&refresh_token), &basis).await? {
             return Err(Error::account_changed());
         }
         Ok(AuthResponse { expires_in, ..self.auth_response(access_token, refresh_token, user, &session) })
     }
-
     /// Asks the sign-in hook, if one is configured, whether `user` may sign
     /// in; returns the claims it adds.
     async fn allow_signin(
@@ -374,9 +493,34 @@ where
         }
     }
 
-    /// Publishes events for an action that already happened.
+    /// Publishes events for an action that already happened, with the
+    /// request's client (IP, user agent) as their context.
     pub async fn emit(&self, meta: &Meta, rng: &mut impl Random, events: Vec<Event>) -> Result<(), Error> {
-        let envelopes: Vec<Envelope> = events.into_iter().map(|e| Envelope::new(e, rng, meta.now)).collect();
+        self.emit_with(meta, rng, None, events).await
+    }
+
+    /// [`Deps::emit`] for an action an administrator took through the admin
+    /// API: the context names them (`actor_id`, for the audit log).
+    pub async fn emit_as(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        admin: &admin::Admin,
+        events: Vec<Event>,
+    ) -> Result<(), Error> {
+        self.emit_with(meta, rng, Some(admin.user().id.clone()), events).await
+    }
+
+    async fn emit_with(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        actor_id: Option<String>,
+        events: Vec<Event>,
+    ) -> Result<(), Error> {
+        let ctx = EventContext { ip_address: meta.ip.clone(), user_agent: meta.user_agent.clone(), actor_id };
+        let envelopes: Vec<Envelope> =
+            events.into_iter().map(|e| Envelope::new(e, rng, meta.now).with_context(ctx.clone())).collect();
         self.events.publish(&envelopes).await
     }
 }

@@ -13,23 +13,33 @@
 //! sets the session cookies itself and the browser returns without a code:
 //! a code in the app's URL would hand the session (as `Set-Cookie`) to
 //! whoever read it there, so there is none, and the exchange is refused.
+//!
+//! For an account with a second factor on, the sign-in stops before the
+//! session (see [`crate::core::mfa`]): the exchange answers the second step
+//! (`{"mfa_required": true, "mfa_token", "methods"}`) instead of tokens; in
+//! cookie mode the callback sets no cookies and returns the browser to
+//! `redirect_to#mfa_token=…&methods=totp,backup_code` — in the fragment,
+//! which no server and no `Referer` sees; the token is worth nothing without
+//! the second factor.
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::amr::Amr;
 use crate::core::config::Config;
 use crate::core::email::Email;
 use crate::core::error::{Error, TokenError};
 use crate::core::events::{self, Event};
 use crate::core::flows::account::{banned, login_event, parse_name, signin_refusal};
-use crate::core::flows::{AuthResponse, Deps, Meta};
+use crate::core::flows::{AuthResponse, Deps, Meta, SignIn};
 use crate::core::ids::{self, Random};
+use crate::core::mfa::FactorsView;
 use crate::core::oauth::idtoken::Identity;
 use crate::core::oauth::provider::{self, AuthorizeParams, ProviderFailure};
 use crate::core::oauth::{
     self as oauth, LinkedIdentity, OAuthState, OAuthStore, ProviderConfig, ProviderKind, ProviderNet, StateTake,
     Unlink, EXCHANGE_TTL_SECS, STATE_TTL_SECS,
 };
-use crate::core::ports::{AccountStore, EventSink, KeyRing, SessionStore, UserStore};
+use crate::core::ports::{AccountStore, EventSink, KeyRing, MfaStore, SessionStore, UserStore};
 use crate::core::session::{LiveSession, SignInBasis};
 use crate::core::takeover::AddressProof;
 use crate::core::users::{User, UserResponse};
@@ -96,6 +106,13 @@ pub enum CallbackOutcome {
         /// The session's tokens (for cookie mode).
         auth: Box<AuthResponse>,
     },
+    /// The account has a second factor on: no session, no cookies; go to
+    /// `location` — `?code=…` (the exchange answers the second step), or in
+    /// cookie mode `#mfa_token=…&methods=…`.
+    SecondStep {
+        /// Where the browser returns.
+        location: String,
+    },
     /// A signed-in user linked a provider: go to `location` (`?linked=<id>`).
     Linked {
         /// `redirect_to?linked=…`.
@@ -151,6 +168,12 @@ pub struct MeResponse {
     pub user: UserResponse,
     /// Linked provider identities, oldest first.
     pub providers: Vec<ProviderView>,
+    /// How this session's user signed in (RFC 8176 values).
+    pub amr: Amr,
+    /// When they signed in (Unix seconds), kept across refreshes.
+    pub auth_time: i64,
+    /// The account's second factors.
+    pub mfa: FactorsView,
 }
 
 /// Query parameters the gateway sets on the return to the app; any copy of
@@ -219,7 +242,7 @@ fn short(param: Option<String>) -> Option<String> {
 
 impl<S, E, K> Deps<'_, S, E, K>
 where
-    S: UserStore + SessionStore + AccountStore + OAuthStore,
+    S: UserStore + SessionStore + AccountStore + OAuthStore + MfaStore,
     E: EventSink,
     K: KeyRing,
 {
@@ -595,6 +618,7 @@ where
                     roles: Vec::new(),
                     created_at: meta.now,
                     auth_epoch: 0,
+                    locale: None,
                 };
                 let row = self.identity_row(p, &user.id, &identity, Some(&email), meta);
                 if !self.store.create_oauth_user(&user, &row).await? {
@@ -643,8 +667,8 @@ where
             }
             return self.oauth_failed(meta, rng, back, Some(&user.email), banned(), "banned").await;
         }
-        let basis = SignInBasis { user_epoch: user.auth_epoch, identity: Some((&p.id, subject)) };
-        let auth = match self.start_session_via(meta, rng, &user, &p.id, basis).await {
+        let basis = SignInBasis { user_epoch: user.auth_epoch, identity: Some((&p.id, subject)), second_factor: false };
+        let signed_in = match self.start_session_via(meta, rng, &user, &p.id, basis, Amr::FED).await {
             Ok(a) => a,
             Err(e) => {
                 // A new account or link stays and is announced; the refusal is a failed login.
@@ -657,19 +681,70 @@ where
                 };
             }
         };
+        let auth = match signed_in {
+            SignIn::Complete(auth) => auth,
+            SignIn::SecondStep(step) => {
+                // No session yet: `login` waits for the second step.
+                if !events.is_empty() {
+                    self.emit(meta, rng, events).await?;
+                }
+                if !self.config.tokens_in_body() {
+                    let methods: Vec<&str> = step.methods.iter().map(|m| m.as_str()).collect();
+                    let location = format!(
+                        "{}#mfa_token={}&methods={}",
+                        result_url(&st.redirect_to, None),
+                        step.mfa_token,
+                        methods.join(",")
+                    );
+                    return Ok(CallbackOutcome::SecondStep { location });
+                }
+                let location = self
+                    .put_exchange_code(meta, rng, &st.redirect_to, &SignIn::SecondStep(step).to_sealed_json()?)
+                    .await?;
+                return Ok(CallbackOutcome::SecondStep { location });
+            }
+        };
         events.push(login_event(&user, &p.id, meta));
         self.emit(meta, rng, events).await?;
+        let location = self.signed_in_location(meta, rng, &st.redirect_to, &auth).await?;
+        Ok(CallbackOutcome::SignedIn { location, auth: Box::new(auth) })
+    }
+
+    /// Where a browser sign-in (an OAuth callback, a hosted page) sends the
+    /// browser back to: `redirect_to` (already checked against the
+    /// allowlist) with a one-time `code` the app swaps for `auth`'s tokens at
+    /// `/auth/oauth/exchange` — tokens never travel in a URL. In cookie mode
+    /// without body tokens, `redirect_to` alone: the answer's cookies carry
+    /// the session, and a code would let whoever reads the app's URL (its
+    /// history, a script on the page, a Referer) take the session at the
+    /// exchange.
+    pub async fn signed_in_location(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        redirect_to: &str,
+        auth: &AuthResponse,
+    ) -> Result<String, Error> {
         if !self.config.tokens_in_body() {
-            // Cookie mode: the callback's answer sets the session cookies.
-            // A code would let whoever reads the app's URL (its history, a
-            // script on the page, a Referer) take the session at the exchange.
-            return Ok(CallbackOutcome::SignedIn { location: result_url(&st.redirect_to, None), auth: Box::new(auth) });
+            return Ok(result_url(redirect_to, None));
         }
+        self.put_exchange_code(meta, rng, redirect_to, &auth.to_sealed_json()?).await
+    }
+
+    /// Seals `plain` (a sign-in's sealed JSON, [`SignIn::to_sealed_json`])
+    /// under a fresh one-time exchange code and returns `redirect_to` with
+    /// the code.
+    async fn put_exchange_code(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        redirect_to: &str,
+        plain: &str,
+    ) -> Result<String, Error> {
         let code = ids::secret_token(rng);
-        let plain = auth.to_sealed_json()?;
-        let sealed = oauth::seal(&code, &plain, rng)?;
+        let sealed = oauth::seal(&code, plain, rng)?;
         self.store.put_exchange(&ids::token_hash(&code), &sealed, meta.now.plus_secs(EXCHANGE_TTL_SECS)).await?;
-        Ok(CallbackOutcome::SignedIn { location: with_param(&st.redirect_to, "code", &code), auth: Box::new(auth) })
+        Ok(with_param(redirect_to, "code", &code))
     }
 
     /// Emits `login_failed` and returns the refusal.
@@ -698,16 +773,17 @@ where
         Ok(CallbackOutcome::Failed { location, error })
     }
 
-    /// Swaps a one-time code for the sign-in's tokens (once). Its answer's
+    /// Swaps a one-time code for the sign-in's tokens (once), or for its
+    /// second step when the account has a second factor on. Its answer's
     /// body is [`AuthResponse::body`], like every sign-in's. In cookie mode
     /// without body tokens no code is ever issued, and every exchange is
     /// refused (400 `invalid_exchange_code`) before anything is looked up.
-    pub async fn oauth_exchange(&self, meta: &Meta, req: ExchangeRequest) -> Result<AuthResponse, Error> {
+    pub async fn oauth_exchange(&self, meta: &Meta, req: ExchangeRequest) -> Result<SignIn, Error> {
         if !self.config.tokens_in_body() {
             return Err(oauth_error(
                 400,
                 "invalid_exchange_code",
-                "in cookie mode the OAuth callback sets the session cookies itself and issues no code to exchange",
+                "in cookie mode browser sign-ins (OAuth, the hosted pages) set the session cookies themselves and issue no code to exchange",
             ));
         }
         let refused = || oauth_error(400, "invalid_exchange_code", "the code is unknown, already used or expired");
@@ -720,7 +796,7 @@ where
         }
         let sealed = self.store.take_exchange(&ids::token_hash(&code), meta.now).await?.ok_or_else(refused)?;
         let plain = oauth::open(&code, &sealed).ok_or_else(refused)?;
-        AuthResponse::from_sealed_json(&plain).ok_or_else(refused)
+        SignIn::from_sealed_json(&plain).ok_or_else(refused)
     }
 
     /// Unlinks the caller's identity of `provider`, unless it is their last
@@ -750,7 +826,14 @@ where
         let principal = self.authenticate(meta, bearer).await?;
         let user = self.live_user(&principal).await?;
         let providers = self.store.identities_of(&user.id).await?.into_iter().map(ProviderView::from).collect();
-        Ok(MeResponse { user: user.response(Some(&principal.session_id)), providers })
+        let mfa = self.factors_view(&user.id).await?;
+        Ok(MeResponse {
+            user: user.response(Some(&principal.session_id)),
+            providers,
+            amr: principal.amr,
+            auth_time: principal.auth_time.0,
+            mfa,
+        })
     }
 }
 

@@ -25,9 +25,11 @@ use crate::core::email_token::{otp_code, parse_code, CodeKey, TokenKind, OTP_MAX
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
 use crate::core::flows::passwordless::{Proof, Secret};
-use crate::core::flows::{Accepted, AuthResponse, Deps, EmailRequest, Meta};
+use crate::core::flows::{Accepted, Deps, EmailRequest, Meta, Recipient, SignIn};
 use crate::core::ids::{self, Random};
-use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, RateLimitStore, SessionStore, UserStore};
+use crate::core::ports::{
+    AccountStore, EmailTokenStore, EventSink, KeyRing, MfaStore, RateLimitStore, SessionStore, UserStore,
+};
 use crate::core::rate_limit::Endpoint;
 use crate::core::users::User;
 
@@ -53,21 +55,22 @@ fn signed_in(user: &User) -> Event {
 
 impl<S, E, K> Deps<'_, S, E, K>
 where
-    S: UserStore + SessionStore + AccountStore + EmailTokenStore + RateLimitStore,
+    S: UserStore + SessionStore + AccountStore + EmailTokenStore + RateLimitStore + MfaStore,
     E: EventSink,
     K: KeyRing,
 {
     /// Issues a code if the address can sign in; emits `email_otp_requested`
     /// with the code then. Always the same answer.
     pub async fn request_otp(&self, meta: &Meta, rng: &mut impl Random, req: EmailRequest) -> Result<Accepted, Error> {
-        let email = self.admit_email_request(meta, rng, Endpoint::Otp, &req).await?;
-        self.send_otp(meta, rng, &email).await?;
+        let to = self.admit_email_request(meta, rng, Endpoint::Otp, &req).await?;
+        self.send_otp(meta, rng, &to).await?;
         Ok(OTP_ACCEPTED)
     }
 
     /// The part of [`Self::request_otp`] after admission: issues and
     /// announces a code if the address can sign in, else does nothing.
-    pub async fn send_otp(&self, meta: &Meta, rng: &mut impl Random, email: &Email) -> Result<(), Error> {
+    pub async fn send_otp(&self, meta: &Meta, rng: &mut impl Random, to: &Recipient) -> Result<(), Error> {
+        let email = &to.email;
         let owner = match self.store.user_by_email(email.as_str()).await? {
             Some(u) if u.banned => return Ok(()),
             Some(u) => Some(u),
@@ -86,11 +89,12 @@ where
             Secret::Code { challenge, code_hash },
         )
         .await?;
+        let locale = to.locale_or(owner.as_ref().and_then(|u| u.locale.as_deref()));
         let user_id = owner.map(|u| u.id);
         self.emit(
             meta,
             rng,
-            vec![events::EmailOtpRequested { user_id, email: email.as_str().to_string(), code }.into()],
+            vec![events::EmailOtpRequested { user_id, email: email.as_str().to_string(), code, locale }.into()],
         )
         .await
     }
@@ -100,14 +104,9 @@ where
     /// emits `login_failed`. Success emits `email_otp_login` and `login`.
     /// Over a rate limit or the address's daily cap on failed codes: 429
     /// `rate_limited`, before the code is looked at.
-    pub async fn verify_otp(
-        &self,
-        meta: &Meta,
-        rng: &mut impl Random,
-        req: OtpVerifyRequest,
-    ) -> Result<AuthResponse, Error> {
+    pub async fn verify_otp(&self, meta: &Meta, rng: &mut impl Random, req: OtpVerifyRequest) -> Result<SignIn, Error> {
         let email = Email::parse(&req.email)?;
-        let charge = self.throttle_code_attempt(meta, rng, email.as_str()).await?;
+        let charge = self.throttle_code_attempt(meta, rng, Endpoint::OtpVerify, email.as_str()).await?;
         let Some(code) = parse_code(&req.code) else {
             // Not a code: nothing was guessed.
             self.refund_code_attempt(charge).await;

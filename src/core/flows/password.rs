@@ -5,11 +5,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::email::Email;
 use crate::core::email_token::TokenKind;
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
-use crate::core::flows::{Accepted, Deps, EmailRequest, Meta};
+use crate::core::flows::{Accepted, Deps, EmailRequest, Meta, Recipient};
 use crate::core::ids::Random;
 use crate::core::password::{Password, PasswordHash};
 use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, RateLimitStore, SessionStore, UserStore};
@@ -67,14 +66,15 @@ where
         rng: &mut impl Random,
         req: EmailRequest,
     ) -> Result<Accepted, Error> {
-        let email = self.admit_email_request(meta, rng, Endpoint::PasswordForgot, &req).await?;
-        self.send_password_reset(meta, rng, &email).await?;
+        let to = self.admit_email_request(meta, rng, Endpoint::PasswordForgot, &req).await?;
+        self.send_password_reset(meta, rng, &to).await?;
         Ok(FORGOT_ACCEPTED)
     }
 
     /// The part of [`Self::forgot_password`] after admission: issues and
     /// announces a reset link if the address has a usable account.
-    pub async fn send_password_reset(&self, meta: &Meta, rng: &mut impl Random, email: &Email) -> Result<(), Error> {
+    pub async fn send_password_reset(&self, meta: &Meta, rng: &mut impl Random, to: &Recipient) -> Result<(), Error> {
+        let email = &to.email;
         let user = match self.store.user_by_email(email.as_str()).await? {
             Some(u) if !u.banned => u,
             _ => return Ok(()),
@@ -82,8 +82,13 @@ where
         let token = self
             .issue_link(meta, rng, TokenKind::PasswordReset, email, Some(&user), self.config.password_reset_ttl_secs)
             .await?;
-        self.emit(meta, rng, vec![events::PasswordResetRequested { user_id: user.id, email: user.email, token }.into()])
-            .await
+        let locale = to.locale_or(user.locale.as_deref());
+        self.emit(
+            meta,
+            rng,
+            vec![events::PasswordResetRequested { user_id: user.id, email: user.email, token, locale }.into()],
+        )
+        .await
     }
 
     /// Consumes a reset link and sets the new password; every session of the

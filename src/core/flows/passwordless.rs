@@ -5,14 +5,15 @@
 //! sign-up is on, refusing banned users, taking an unverified account over
 //! ([`crate::core::takeover`]), opening the session.
 
+use crate::core::amr::Amr;
 use crate::core::email::Email;
 use crate::core::email_token::{is_link_token, EmailToken, TokenKind};
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
 use crate::core::flows::account::{banned, login_event, signin_refusal};
-use crate::core::flows::{AuthResponse, Deps, Meta};
+use crate::core::flows::{Deps, Meta, SignIn};
 use crate::core::ids::{self, Random};
-use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, SessionStore, UserStore};
+use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, MfaStore, SessionStore, UserStore};
 use crate::core::session::SignInBasis;
 use crate::core::takeover::AddressProof;
 use crate::core::users::User;
@@ -121,17 +122,26 @@ where
         };
         self.store.issue_email_token(&token).await
     }
+}
 
-    /// Signs in the owner of a consumed magic link or code and publishes
-    /// `user_created` (if the account was made now), what a takeover of an
-    /// unverified account did ([`crate::core::takeover::Proven::events`]),
-    /// the flow's own event and `login`.
+impl<S, E, K> Deps<'_, S, E, K>
+where
+    S: UserStore + SessionStore + AccountStore + EmailTokenStore + MfaStore,
+    E: EventSink,
+    K: KeyRing,
+{
+    /// Signs in the owner of a consumed magic link or code (`amr` `otp`)
+    /// and publishes `user_created` (if the account was made now), what a
+    /// takeover of an unverified account did
+    /// ([`crate::core::takeover::Proven::events`]), the flow's own event and
+    /// `login` — the last two only once signed in: with a second factor on,
+    /// they wait for the second step.
     pub(crate) async fn passwordless_sign_in(
         &self,
         meta: &Meta,
         rng: &mut impl Random,
         proof: Proof<'_>,
-    ) -> Result<AuthResponse, Error> {
+    ) -> Result<SignIn, Error> {
         let t = proof.token;
         let mut events = Vec::new();
         let found = match &t.user_id {
@@ -198,7 +208,7 @@ where
             user.email_verified = true;
             user.auth_epoch = proven.auth_epoch;
         }
-        let response = match self.start_session_via(meta, rng, &user, proof.provider, basis).await {
+        let signed_in = match self.start_session_via(meta, rng, &user, proof.provider, basis, Amr::OTP).await {
             Ok(r) => r,
             Err(e) => {
                 // The sign-in hook refused (or could not be asked): an account
@@ -221,10 +231,14 @@ where
                 return Err(e);
             }
         };
-        events.push((proof.signed_in)(&user));
-        events.push(login_event(&user, proof.provider, meta));
-        self.emit(meta, rng, events).await?;
-        Ok(response)
+        if let SignIn::Complete(_) = signed_in {
+            events.push((proof.signed_in)(&user));
+            events.push(login_event(&user, proof.provider, meta));
+        }
+        if !events.is_empty() {
+            self.emit(meta, rng, events).await?;
+        }
+        Ok(signed_in)
     }
 
     /// Creates a verified, password-less account for `email`; if a racing
@@ -247,6 +261,7 @@ where
             roles: Vec::new(),
             created_at: meta.now,
             auth_epoch: 0,
+            locale: None,
         };
         if self.store.insert_user(&user).await? {
             return Ok((user, true));

@@ -1,14 +1,17 @@
 //! Rate limiting, the daily cap on failed email codes and the login
-//! back-off, as the flows that take an email address apply them
-//! (`RATE_LIMITS`, `OTP_MAX_FAILURES_PER_DAY`, `LOGIN_BACKOFF`).
+//! back-off, as the flows apply them (`RATE_LIMITS`,
+//! `OTP_MAX_FAILURES_PER_DAY`, `LOGIN_BACKOFF`): by client IP and email on
+//! the flows that take an address, by caller on the audit listings, by
+//! session on refresh.
 
 use crate::core::email::Email;
 use crate::core::error::Error;
 use crate::core::events;
-use crate::core::flows::{Deps, EmailRequest, Meta};
+use crate::core::flows::{Deps, EmailRequest, Meta, Recipient};
 use crate::core::ids::Random;
+use crate::core::locale::Locale;
 use crate::core::ports::{EventSink, KeyRing, RateLimitStore, SessionStore, UserStore};
-use crate::core::rate_limit::{self, Charge, Endpoint, Hit, KeyType, BACKOFF_MEMORY_SECS};
+use crate::core::rate_limit::{self, Charge, Count, Endpoint, Hit, KeyType, Rule, BACKOFF_MEMORY_SECS};
 
 impl<S, E, K> Deps<'_, S, E, K>
 where
@@ -41,10 +44,11 @@ where
         rng: &mut impl Random,
         endpoint: Endpoint,
         req: &EmailRequest,
-    ) -> Result<Email, Error> {
+    ) -> Result<Recipient, Error> {
         let email = Email::parse(&req.email)?;
+        let locale = req.locale.as_deref().map(Locale::parse).transpose()?;
         self.throttle(meta, rng, endpoint, email.as_str()).await?;
-        Ok(email)
+        Ok(Recipient { email, locale })
     }
 
     /// Counts this request against `endpoint`'s per-IP limit only.
@@ -52,10 +56,12 @@ where
         self.throttle_keys(meta, rng, endpoint, None).await.map(|_| ())
     }
 
-    /// Counts an email-code verification for `email`: the per-IP and
-    /// per-email limits of `otp/verify`, and the account's daily cap on
-    /// failed codes (`OTP_MAX_FAILURES_PER_DAY`), all refused alike with 429
-    /// `rate_limited` — once the cap is reached even the right code is.
+    /// Counts a code verification for `email` at `endpoint` (`otp/verify`
+    /// for email codes, `mfa/verify` for second factors): its per-IP and
+    /// per-email limits, and the account's daily cap on failed codes
+    /// (`OTP_MAX_FAILURES_PER_DAY`, one counter per endpoint), all refused
+    /// alike with 429 `rate_limited` — once the cap is reached even the
+    /// right code is.
     /// The attempt is charged to the cap *before* any code is compared, so
     /// concurrent guesses cannot get past it; the returned [`Charge`] goes to
     /// [`Self::refund_code_attempt`] when the attempt turns out not to be a
@@ -64,9 +70,10 @@ where
         &self,
         meta: &Meta,
         rng: &mut impl Random,
+        endpoint: Endpoint,
         email: &str,
     ) -> Result<Option<Charge>, Error> {
-        let counted = self.throttle_keys(meta, rng, Endpoint::OtpVerify, Some(email)).await?;
+        let counted = self.throttle_keys(meta, rng, endpoint, Some(email)).await?;
         Ok(counted.into_iter().find(|(_, _, k, _)| *k == KeyType::Account).map(|(hit, rule, _, count)| Charge {
             key: hit.key,
             resets_at: count.resets_at,
@@ -83,8 +90,66 @@ where
     pub async fn refund_code_attempt(&self, charge: Option<Charge>) {
         let Some(c) = charge else { return };
         if let Err(e) = self.store.unhit(&c.key, c.resets_at, c.limit).await {
-            self.events.report(&format!("otp/verify: giving back a charged attempt failed: {e}"));
+            // The key's endpoint only: the rest is the address.
+            let endpoint = c.key.split(':').next().unwrap_or_default();
+            self.events.report(&format!("{endpoint}: giving back a charged attempt failed: {e}"));
         }
+    }
+
+    /// Counts this request against `endpoint`'s per-IP limits and its limit
+    /// per `key_type` for `subject` (the signed-in caller's user id, for the
+    /// audit listings); refused like [`Self::throttle`]. The
+    /// `rate_limit_exceeded` it may emit names `email` (the caller's), so
+    /// the audit log attributes it to their account.
+    pub async fn throttle_subject(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        endpoint: Endpoint,
+        key_type: KeyType,
+        subject: &str,
+        email: Option<&str>,
+    ) -> Result<(), Error> {
+        let limits = &self.config.rate_limits;
+        let mut hits = rate_limit::hits(limits, endpoint, meta.ip.as_deref(), None);
+        hits.extend(rate_limit::subject_hit(limits, endpoint, key_type, subject));
+        self.count_hits(meta, rng, endpoint, hits, email).await.map(|_| ())
+    }
+
+    /// The refusal of a refresh whose session went over its limit in the
+    /// rotation's write (`count`, its counter with this request; `rule`, the
+    /// limit): 429 `rate_limited` with the wait, and on the first refusal of
+    /// the window `rate_limit_exceeded` with `key_type` `session` and the
+    /// email of the session's account (`old_hash` is the presented token's).
+    pub async fn refresh_throttled(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        old_hash: &str,
+        rule: Rule,
+        count: Count,
+    ) -> Error {
+        let hit = (Hit::always(String::new(), rule.window_secs), rule, KeyType::Session);
+        let Some(exceeded) = rate_limit::decide(&[hit], &[Some(count)], meta.now) else {
+            // The store said over the limit; its count says otherwise: refuse all the same.
+            return Error::RateLimited { retry_after_secs: 1 };
+        };
+        if !exceeded.tripped.is_empty() {
+            let reported = async {
+                let session = self.store.session_by_refresh(old_hash).await?;
+                let user = match session {
+                    Some(s) => self.store.user_by_id(&s.user_id).await?,
+                    None => None,
+                };
+                let email = user.map(|u| u.email);
+                let event = limit_event(meta, Endpoint::Refresh, email.as_deref(), rule.limit, KeyType::Session);
+                self.emit(meta, rng, vec![event]).await
+            };
+            if let Err(e) = reported.await {
+                return e;
+            }
+        }
+        Error::RateLimited { retry_after_secs: exceeded.retry_after_secs }
     }
 
     /// Counts the request on every counter of `endpoint` and returns those
@@ -95,8 +160,23 @@ where
         rng: &mut impl Random,
         endpoint: Endpoint,
         email: Option<&str>,
-    ) -> Result<Vec<(Hit, rate_limit::Rule, KeyType, rate_limit::Count)>, Error> {
+    ) -> Result<Vec<(Hit, Rule, KeyType, Count)>, Error> {
         let hits = rate_limit::hits(&self.config.rate_limits, endpoint, meta.ip.as_deref(), email);
+        self.count_hits(meta, rng, endpoint, hits, email).await
+    }
+
+    /// Counts the request on `hits` (of `endpoint`) in one write and returns
+    /// those counted, or refuses it when one is over its limit; the first
+    /// refusal of each key and window emits `rate_limit_exceeded` naming
+    /// `email`.
+    async fn count_hits(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        endpoint: Endpoint,
+        hits: Vec<(Hit, Rule, KeyType)>,
+        email: Option<&str>,
+    ) -> Result<Vec<(Hit, Rule, KeyType, Count)>, Error> {
         if hits.is_empty() {
             return Ok(Vec::new());
         }

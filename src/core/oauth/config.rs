@@ -110,22 +110,31 @@ fn base_url(what: &str, v: &str) -> Result<String, String> {
 
 impl OAuthConfig {
     /// Parses `OAUTH_PROVIDERS` and `REDIRECT_ALLOWLIST` (values as given),
-    /// reading client secrets through `secret`. Errors are `(setting, why)`.
+    /// reading client secrets through `secret`. `hosted_pages` says whether
+    /// the hosted pages are on (`UI_ENABLED`): they return to the allowlist
+    /// too, so it may then be set without providers. Errors are
+    /// `(setting, why)`.
     pub fn parse(
         providers: Option<&str>,
         allowlist: Option<&str>,
+        hosted_pages: bool,
         secret: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, (String, String)> {
         const P: &str = "OAUTH_PROVIDERS";
         let e = |why: String| (P.to_string(), why);
         let Some(raw) = providers else {
-            if allowlist.is_some() {
-                return Err((
+            return match allowlist {
+                None => Ok(Self::default()),
+                Some(v) if hosted_pages => Ok(Self {
+                    providers: Vec::new(),
+                    redirect_allowlist: Allowlist::parse(v).map_err(|why| ("REDIRECT_ALLOWLIST".to_string(), why))?,
+                }),
+                Some(_) => Err((
                     "REDIRECT_ALLOWLIST".into(),
-                    "set, but OAUTH_PROVIDERS is not: there is no sign-in to redirect from".into(),
-                ));
-            }
-            return Ok(Self::default());
+                    "set, but neither OAUTH_PROVIDERS nor the hosted pages (UI_ENABLED is false) return anywhere"
+                        .into(),
+                )),
+            };
         };
         let raw: Vec<RawProvider> =
             serde_json::from_str(raw).map_err(|err| e(format!("not a JSON array of providers: {err}")))?;
@@ -242,7 +251,7 @@ mod tests {
     const LIST: Option<&str> = Some("https://app.example");
 
     fn parse(p: &str) -> Result<OAuthConfig, (String, String)> {
-        OAuthConfig::parse(Some(p), LIST, |name| (name == "OAUTH_GH_CLIENT_SECRET").then(|| "s3cret".to_string()))
+        OAuthConfig::parse(Some(p), LIST, true, |name| (name == "OAUTH_GH_CLIENT_SECRET").then(|| "s3cret".to_string()))
     }
 
     #[test]
@@ -309,7 +318,8 @@ mod tests {
             (vec![("OAUTH_PROVIDERS", "nope")], "OAUTH_PROVIDERS"),
             (vec![("OAUTH_PROVIDERS", ok), ("REDIRECT_ALLOWLIST", "https://a.example")], "OAUTH_GH_CLIENT_SECRET"),
             (vec![("OAUTH_PROVIDERS", ok), ("OAUTH_GH_CLIENT_SECRET", "s")], "REDIRECT_ALLOWLIST"),
-            (vec![("REDIRECT_ALLOWLIST", "https://a.example")], "REDIRECT_ALLOWLIST"),
+            (vec![("REDIRECT_ALLOWLIST", "https://a.example"), ("UI_ENABLED", "false")], "REDIRECT_ALLOWLIST"),
+            (vec![("REDIRECT_ALLOWLIST", "a.example")], "REDIRECT_ALLOWLIST"),
             (
                 vec![("OAUTH_PROVIDERS", ok), ("OAUTH_GH_CLIENT_SECRET", "s"), ("REDIRECT_ALLOWLIST", "a.example")],
                 "REDIRECT_ALLOWLIST",
@@ -326,19 +336,30 @@ mod tests {
         .unwrap();
         assert_eq!(c.oauth.providers.len(), 1);
         assert!(cfg(&[]).unwrap().oauth.providers.is_empty());
+        // The hosted pages return to the allowlist without any provider.
+        let c = cfg(&[("REDIRECT_ALLOWLIST", "https://a.example")]).unwrap();
+        assert_eq!(
+            (c.oauth.providers.len(), c.oauth.redirect_allowlist.default_target()),
+            (0, Some("https://a.example/"))
+        );
     }
 
     #[test]
     fn github_needs_its_secret_and_oauth_needs_an_allowlist() {
         let (name, _) = parse(r#"[{"id":"other","preset":"github","client_id":"c"}]"#).unwrap_err();
         assert_eq!(name, "OAUTH_OTHER_CLIENT_SECRET");
-        let (name, _) =
-            OAuthConfig::parse(Some(r#"[{"id":"a","issuer":"https://a.example","client_id":"c"}]"#), None, |_| None)
-                .unwrap_err();
+        let (name, _) = OAuthConfig::parse(
+            Some(r#"[{"id":"a","issuer":"https://a.example","client_id":"c"}]"#),
+            None,
+            true,
+            |_| None,
+        )
+        .unwrap_err();
         assert_eq!(name, "REDIRECT_ALLOWLIST");
-        let (name, _) = OAuthConfig::parse(None, LIST, |_| None).unwrap_err();
+        let (name, _) = OAuthConfig::parse(None, LIST, false, |_| None).unwrap_err();
         assert_eq!(name, "REDIRECT_ALLOWLIST");
-        assert!(OAuthConfig::parse(None, None, |_| None).unwrap().providers.is_empty());
+        assert!(OAuthConfig::parse(None, LIST, true, |_| None).unwrap().providers.is_empty());
+        assert!(OAuthConfig::parse(None, None, false, |_| None).unwrap().providers.is_empty());
         assert_eq!(secret_name("my-idp"), "OAUTH_MY_IDP_CLIENT_SECRET");
     }
 }

@@ -41,6 +41,17 @@ impl Allowlist {
         self.entries.first().map(Url::as_str)
     }
 
+    /// The entries' origins (`scheme://host[:port]`), each once, in order.
+    pub fn origins(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for origin in self.entries.iter().map(|e| e.origin().ascii_serialization()) {
+            if !out.contains(&origin) {
+                out.push(origin);
+            }
+        }
+        out
+    }
+
     /// `candidate` parsed, if it is allowed.
     pub fn check(&self, candidate: &str) -> Option<Url> {
         if candidate.len() > MAX_REDIRECT_LEN
@@ -100,6 +111,7 @@ mod tests {
             assert!(l.check(ok).is_some(), "{ok}");
         }
         assert_eq!(l.default_target(), Some("https://app.example.com/"));
+        assert_eq!(l.origins(), vec!["https://app.example.com", "http://127.0.0.1:3000"]);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use serde::Deserialize;
 
 use super::{
-    changes, epoch, int, int_u, max_age, opt_text, session_is_live, text, time, CountRow, D1Store, UserRow,
+    changes, epoch, int, int_u, max_age, opt_text, returned, session_is_live, text, time, CountRow, D1Store, UserRow,
     USER_COLUMNS,
 };
 use crate::core::ports::{AccountStore, Result, UserStore};
@@ -22,6 +22,14 @@ const USER_FILTER: &str = "(?1 IS NULL OR u.email LIKE ?1 ESCAPE '\\' OR u.name 
 const UNVERIFIED: &str = "EXISTS (SELECT 1 FROM users WHERE id = ?1 AND email = ?2 AND email_verified = 0)";
 /// The proof's identity (`?3`, `?4`) is linked to the account.
 const LINKED: &str = "EXISTS (SELECT 1 FROM oauth_accounts WHERE provider = ?3 AND subject = ?4 AND user_id = ?1)";
+/// Nothing stops the proof's identity (`?3`, `?4`) from being linked to the
+/// account once the takeover's deletions are done: it is no other account's,
+/// and the account keeps no other identity of that provider (one whose
+/// provider verified this address `?2`). The same before and after those
+/// deletions, which remove neither kind.
+const LINK_UNBLOCKED: &str = "NOT EXISTS (SELECT 1 FROM oauth_accounts o \
+     WHERE (o.provider = ?3 AND o.subject = ?4 AND o.user_id <> ?1) \
+        OR (o.user_id = ?1 AND o.provider = ?3 AND o.subject <> ?4 AND o.email_verified = 1 AND o.email IS ?2))";
 
 fn revoke_reason(p: &AddressProof<'_>) -> &'static str {
     if p.new_password.is_some() {
@@ -46,6 +54,11 @@ struct ProofAfterRow {
 #[derive(Deserialize)]
 struct ProviderRow {
     provider: String,
+}
+
+#[derive(Deserialize)]
+struct ConfirmedRow {
+    confirmed_at: Option<i64>,
 }
 
 /// `%text%` for `LIKE ... ESCAPE '\'`, the wildcards in `text` taken literally.
@@ -95,9 +108,10 @@ impl AccountStore for D1Store {
         // revocations are decided on the users row, which only the last
         // write changes, so all of them see the account as it was. With an
         // identity to link, the takeover happens only if it ends up linked:
-        // the earlier holder's identities go only if the link will then
-        // succeed (the identity is no other account's, and the account keeps
-        // no other identity of that provider), the rest only if it did.
+        // the earlier holder's second factors and identities go only if the
+        // link will then succeed (the identity is no other account's, and the
+        // account keeps no other identity of that provider), the rest only
+        // if it did.
         let (who, now, new_password) = ([text(p.user_id), text(p.email)], time(p.now), opt_text(p.new_password));
         let before = self.stmt(
             "SELECT email_verified, password_hash IS NOT NULL AS had_password FROM users WHERE id = ?1 AND email = ?2",
@@ -106,6 +120,14 @@ impl AccountStore for D1Store {
         let mut stmts = vec![before];
         match p.link {
             None => {
+                // The earlier holder's second factors go (`core::takeover`).
+                stmts.push(self.stmt(
+                    &format!("DELETE FROM mfa_totp WHERE user_id = ?1 AND {UNVERIFIED} RETURNING confirmed_at"),
+                    &who,
+                )?);
+                stmts.push(
+                    self.stmt(&format!("DELETE FROM mfa_backup_codes WHERE user_id = ?1 AND {UNVERIFIED}"), &who)?,
+                );
                 stmts.push(self.stmt(
                     &format!(
                         "DELETE FROM oauth_accounts WHERE user_id = ?1 AND NOT (email_verified = 1 AND email IS ?2) \
@@ -116,13 +138,15 @@ impl AccountStore for D1Store {
                 stmts.push(self.stmt(
                     &format!(
                         "UPDATE sessions SET revoked_at = ?3, revoke_reason = ?5 WHERE user_id = ?1 AND revoked_at IS NULL \
-                         AND ({UNVERIFIED} OR (?4 IS NOT NULL AND EXISTS (SELECT 1 FROM users WHERE id = ?1 AND email = ?2)))"
+                         AND ({UNVERIFIED} OR (?4 IS NOT NULL AND EXISTS (SELECT 1 FROM users WHERE id = ?1 AND email = ?2))) \
+                         RETURNING id"
                     ),
                     &[who[0].clone(), who[1].clone(), now.clone(), new_password.clone(), text(revoke_reason(p))],
                 )?);
                 stmts.push(self.stmt(
                     "UPDATE users SET password_hash = CASE WHEN ?4 IS NOT NULL THEN ?4 WHEN email_verified = 0 THEN NULL \
-                     ELSE password_hash END, email_verified = 1, auth_epoch = auth_epoch + 1, updated_at = ?3 \
+                     ELSE password_hash END, email_verified = 1, auth_epoch = auth_epoch + 1, updated_at = ?3, \
+                     taken_over_at = CASE WHEN email_verified = 0 THEN ?3 ELSE taken_over_at END \
                      WHERE id = ?1 AND email = ?2 AND (email_verified = 0 OR ?4 IS NOT NULL)",
                     &[who[0].clone(), who[1].clone(), now.clone(), new_password],
                 )?);
@@ -130,14 +154,22 @@ impl AccountStore for D1Store {
             }
             Some(i) => {
                 let ident = [who[0].clone(), who[1].clone(), text(&i.provider), text(&i.subject)];
+                // The earlier holder's second factors go, if the takeover will happen.
+                stmts.push(self.stmt(
+                    &format!(
+                        "DELETE FROM mfa_totp WHERE user_id = ?1 AND {UNVERIFIED} AND {LINK_UNBLOCKED} \
+                         RETURNING confirmed_at"
+                    ),
+                    &ident,
+                )?);
+                stmts.push(self.stmt(
+                    &format!("DELETE FROM mfa_backup_codes WHERE user_id = ?1 AND {UNVERIFIED} AND {LINK_UNBLOCKED}"),
+                    &ident,
+                )?);
                 stmts.push(self.stmt(
                     &format!(
                         "DELETE FROM oauth_accounts WHERE user_id = ?1 AND NOT (email_verified = 1 AND email IS ?2) \
-                         AND {UNVERIFIED} AND NOT EXISTS (SELECT 1 FROM oauth_accounts o \
-                           WHERE (o.provider = ?3 AND o.subject = ?4 AND o.user_id <> ?1) \
-                              OR (o.user_id = ?1 AND o.provider = ?3 AND o.subject <> ?4 \
-                                  AND o.email_verified = 1 AND o.email IS ?2)) \
-                         RETURNING provider"
+                         AND {UNVERIFIED} AND {LINK_UNBLOCKED} RETURNING provider"
                     ),
                     &ident,
                 )?);
@@ -157,13 +189,14 @@ impl AccountStore for D1Store {
                 stmts.push(self.stmt(
                     &format!(
                         "UPDATE sessions SET revoked_at = ?5, revoke_reason = ?6 WHERE user_id = ?1 AND revoked_at IS NULL \
-                         AND {UNVERIFIED} AND {LINKED}"
+                         AND {UNVERIFIED} AND {LINKED} RETURNING id"
                     ),
                     &[ident[0].clone(), ident[1].clone(), ident[2].clone(), ident[3].clone(), now.clone(), text(revoke_reason(p))],
                 )?);
                 stmts.push(self.stmt(
                     &format!(
-                        "UPDATE users SET password_hash = NULL, email_verified = 1, auth_epoch = auth_epoch + 1, updated_at = ?5 \
+                        "UPDATE users SET password_hash = NULL, email_verified = 1, auth_epoch = auth_epoch + 1, updated_at = ?5, \
+                         taken_over_at = ?5 \
                          WHERE id = ?1 AND email = ?2 AND email_verified = 0 AND {LINKED}"
                     ),
                     &[ident[0].clone(), ident[1].clone(), ident[2].clone(), ident[3].clone(), now],
@@ -175,7 +208,7 @@ impl AccountStore for D1Store {
             }
         }
         let results = self.batch(stmts).await?;
-        let [before, dropped, .., update, after] = results.as_slice() else {
+        let [before, mfa, _codes, dropped, .., update, after] = results.as_slice() else {
             return Err(D1.failed("short batch result"));
         };
         let Some(before) = before.results::<ProofBeforeRow>().or_unavailable(D1)?.into_iter().next() else {
@@ -186,7 +219,7 @@ impl AccountStore for D1Store {
         };
         // The revocation is the statement before the users update.
         let revoked = match results.len().checked_sub(3).and_then(|i| results.get(i)) {
-            Some(r) => changes(r)? as u64,
+            Some(r) => returned(r)? as u64,
             None => return Err(D1.failed("short batch result")),
         };
         let took_over = before.email_verified == 0 && changes(update)? == 1;
@@ -201,6 +234,7 @@ impl AccountStore for D1Store {
                 .map(|r| r.provider)
                 .collect(),
             linked: after.linked != 0,
+            mfa_removed: mfa.results::<ConfirmedRow>().or_unavailable(D1)?.iter().any(|r| r.confirmed_at.is_some()),
             auth_epoch: epoch(after.auth_epoch),
         }))
     }
@@ -219,7 +253,7 @@ impl AccountStore for D1Store {
         let revoke = self.stmt(
             "UPDATE sessions SET revoked_at = ?2, revoke_reason = ?3 \
              WHERE user_id = ?1 AND revoked_at IS NULL AND (?4 IS NULL OR id <> ?4) \
-             AND EXISTS (SELECT 1 FROM users WHERE id = ?1 AND auth_epoch = ?5)",
+             AND EXISTS (SELECT 1 FROM users WHERE id = ?1 AND auth_epoch = ?5) RETURNING id",
             &[text(user_id), time(now), text(reason), opt_text(keep), int_u(user_epoch)],
         )?;
         let set = self.stmt(
@@ -229,7 +263,7 @@ impl AccountStore for D1Store {
         )?;
         let results = self.batch(vec![revoke, set]).await?;
         match (results.first(), results.get(1)) {
-            (Some(revoked), Some(set)) if changes(set)? == 1 => Ok(Some(changes(revoked)? as u64)),
+            (Some(revoked), Some(set)) if changes(set)? == 1 => Ok(Some(returned(revoked)? as u64)),
             (Some(_), Some(_)) => Ok(None),
             _ => Err(D1.failed("short batch result")),
         }
@@ -337,9 +371,9 @@ impl AccountStore for D1Store {
 
     async fn add_role(&self, user_id: &str, role: &str, now: UnixTime) -> Result<bool> {
         let n = self
-            .run(
+            .run_returning(
                 "INSERT OR IGNORE INTO user_roles (user_id, role, created_at) SELECT ?1, ?2, ?3 \
-                 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?1)",
+                 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?1) RETURNING role",
                 &[text(user_id), text(role), time(now)],
             )
             .await?;
@@ -347,8 +381,12 @@ impl AccountStore for D1Store {
     }
 
     async fn remove_role(&self, user_id: &str, role: &str) -> Result<bool> {
-        let n =
-            self.run("DELETE FROM user_roles WHERE user_id = ?1 AND role = ?2", &[text(user_id), text(role)]).await?;
+        let n = self
+            .run_returning(
+                "DELETE FROM user_roles WHERE user_id = ?1 AND role = ?2 RETURNING role",
+                &[text(user_id), text(role)],
+            )
+            .await?;
         Ok(n == 1)
     }
 }

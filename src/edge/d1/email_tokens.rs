@@ -108,6 +108,22 @@ impl EmailTokenStore for D1Store {
         Ok(token)
     }
 
+    async fn peek_email_token(&self, kind: TokenKind, hash: &str, now: UnixTime) -> Result<Option<EmailToken>> {
+        if is_hinted(kind) && !self.hints.may_be_live(kind, hash, now).await? {
+            return Ok(None);
+        }
+        let rows = self
+            .all::<EmailTokenRow>(
+                &format!(
+                    "SELECT {EMAIL_TOKEN_COLUMNS} FROM email_tokens \
+                     WHERE hash = ?1 AND kind = ?2 AND consumed_at IS NULL AND expires_at > ?3 AND {TOKEN_EPOCH_STANDS}"
+                ),
+                &[text(hash), text(kind.as_str()), time(now)],
+            )
+            .await?;
+        Self::first_token(rows)
+    }
+
     async fn count_code_attempt(&self, email: &str, now: UnixTime, max_attempts: u32) -> Result<Option<EmailToken>> {
         let rows = self
             .all::<EmailTokenRow>(

@@ -19,25 +19,31 @@
 //! [`accounts`] ([`AccountStore`](crate::core::ports::AccountStore)),
 //! [`email_tokens`] ([`EmailTokenStore`](crate::core::ports::EmailTokenStore)),
 //! [`keys`] ([`KeyStore`](crate::core::ports::KeyStore)),
+//! [`mfa`] ([`MfaStore`](crate::core::ports::MfaStore)),
 //! [`rate_limits`] ([`RateLimitStore`](crate::core::ports::RateLimitStore)),
+//! [`revocations`] ([`RevocationStore`](crate::core::ports::RevocationStore)),
 //! [`oauth`] ([`OAuthStore`](crate::core::oauth::OAuthStore)),
-//! [`deliveries`] ([`DeliveryLedger`](crate::core::ports::DeliveryLedger))
+//! [`deliveries`] ([`DeliveryLedger`](crate::core::ports::DeliveryLedger)),
+//! [`audit`] ([`AuditLog`](crate::core::ports::AuditLog))
 //! and [`outbox`] (events the queue did not take).
 
 mod accounts;
+mod audit;
 mod deliveries;
 mod email_tokens;
 mod keys;
+mod mfa;
 mod oauth;
 mod outbox;
 mod rate_limits;
+mod revocations;
 mod sessions;
 mod users;
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use wasm_bindgen::JsValue;
-use worker::{D1Database, D1PreparedStatement, Env};
+use worker::{D1Database, D1DatabaseSession, D1PreparedStatement, D1SessionConstraint, Env};
 
 use crate::core::ports::Result;
 use crate::core::time::UnixTime;
@@ -46,7 +52,7 @@ use crate::edge::error::{Dependency::D1, EdgeResult};
 use crate::edge::kv::TokenHints;
 
 const USER_COLUMNS: &str = "u.id, u.email, u.name, u.password_hash, u.email_verified, u.avatar_url, u.phone, \
-     u.banned, u.created_at, u.auth_epoch, \
+     u.banned, u.created_at, u.auth_epoch, u.locale, \
      (SELECT group_concat(r.role, ',') FROM user_roles r WHERE r.user_id = u.id) AS roles";
 
 /// SQL: the session `?{sid}` of user `?{uid}` is live at `?{now}` under
@@ -68,8 +74,33 @@ fn max_age(secs: u64) -> JsValue {
 /// D1 (with the `TOKENS` KV hints) behind every storage port (see the
 /// module's layout), and the event outbox.
 pub struct D1Store {
-    db: D1Database,
+    db: Db,
     hints: TokenHints,
+}
+
+/// Where the store's statements go: the primary database, or a D1 session
+/// (the Sessions API) whose reads after the first may be served by a read
+/// replica at least as recent as that first read. Writes always reach the
+/// primary.
+enum Db {
+    Primary(D1Database),
+    Session(D1DatabaseSession),
+}
+
+impl Db {
+    fn prepare(&self, sql: &str) -> D1PreparedStatement {
+        match self {
+            Self::Primary(db) => db.prepare(sql),
+            Self::Session(s) => s.prepare(sql),
+        }
+    }
+
+    async fn batch(&self, stmts: Vec<D1PreparedStatement>) -> worker::Result<Vec<worker::D1Result>> {
+        match self {
+            Self::Primary(db) => db.batch(stmts).await,
+            Self::Session(s) => s.batch(stmts).await,
+        }
+    }
 }
 
 fn text(s: &str) -> JsValue {
@@ -104,6 +135,7 @@ struct UserRow {
     banned: i64,
     created_at: i64,
     auth_epoch: i64,
+    locale: Option<String>,
     roles: Option<String>,
 }
 
@@ -129,6 +161,7 @@ impl From<UserRow> for User {
             roles,
             created_at: UnixTime(r.created_at),
             auth_epoch: epoch(r.auth_epoch),
+            locale: r.locale,
         }
     }
 }
@@ -141,7 +174,17 @@ struct CountRow {
 impl D1Store {
     /// The `DB` binding, with the `TOKENS` KV namespace.
     pub fn new(env: &Env) -> Result<Self> {
-        Ok(Self { db: env.d1("DB").or_unavailable(D1)?, hints: TokenHints::new(env.kv("TOKENS").ok()) })
+        Ok(Self { db: Db::Primary(env.d1("DB").or_unavailable(D1)?), hints: TokenHints::new(env.kv("TOKENS").ok()) })
+    }
+
+    /// The same, for a read-only request that may read from a replica: a D1
+    /// session whose first statement goes to the primary (the caller's own
+    /// session and roles are read as of now) and whose later reads may be
+    /// served by a replica at least that recent (docs/scaling.md).
+    pub fn with_replica_reads(env: &Env) -> Result<Self> {
+        let db = env.d1("DB").or_unavailable(D1)?;
+        let session = db.with_session_constraint(D1SessionConstraint::FirstPrimary).or_unavailable(D1)?;
+        Ok(Self { db: Db::Session(session), hints: TokenHints::new(env.kv("TOKENS").ok()) })
     }
 
     fn stmt(&self, sql: &str, args: &[JsValue]) -> Result<D1PreparedStatement> {
@@ -157,6 +200,13 @@ impl D1Store {
         res.results::<T>().or_unavailable(D1)
     }
 
+    /// Runs a statement with `RETURNING`; returns how many rows it changed
+    /// itself ([`returned`]).
+    async fn run_returning(&self, sql: &str, args: &[JsValue]) -> Result<usize> {
+        let res = self.stmt(sql, args)?.all().await.or_unavailable(D1)?;
+        returned(&res)
+    }
+
     /// Runs a statement; returns the number of rows it changed.
     async fn run(&self, sql: &str, args: &[JsValue]) -> Result<usize> {
         let res = self.stmt(sql, args)?.run().await.or_unavailable(D1)?;
@@ -170,4 +220,16 @@ impl D1Store {
 
 fn changes(res: &worker::D1Result) -> Result<usize> {
     Ok(res.meta().or_unavailable(D1)?.and_then(|m| m.changes).unwrap_or(0))
+}
+
+/// A `RETURNING` row, whose content does not matter: only how many came back.
+#[derive(Deserialize)]
+struct Affected {}
+
+/// How many rows a statement with `RETURNING` changed itself. D1's
+/// [`changes`] also counts the rows its triggers wrote (the revocation log,
+/// `migrations/0008_revocations.sql`), so a write to `sessions` or
+/// `user_roles` is counted by the rows it returns instead.
+fn returned(res: &worker::D1Result) -> Result<usize> {
+    Ok(res.results::<Affected>().or_unavailable(D1)?.len())
 }

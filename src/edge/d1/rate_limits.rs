@@ -11,10 +11,40 @@ use crate::core::time::UnixTime;
 use crate::edge::error::{Dependency::D1, EdgeResult};
 
 #[derive(Deserialize)]
-struct HitRow {
+pub(super) struct HitRow {
     count: i64,
     expires_at: i64,
 }
+
+impl HitRow {
+    pub(super) fn count(&self) -> Count {
+        Count { count: u32::try_from(self.count).unwrap_or(u32::MAX), resets_at: UnixTime(self.expires_at) }
+    }
+}
+
+// One upsert per key: a missing or ended window opens at `?2`
+// (ending at `?3`); otherwise the count goes up by one. SET sees the
+// row's old values.
+macro_rules! upsert {
+    () => {
+        "ON CONFLICT (key) DO UPDATE SET \
+           count = CASE WHEN rate_limits.expires_at <= ?2 THEN 1 ELSE rate_limits.count + 1 END, \
+           window_start = CASE WHEN rate_limits.expires_at <= ?2 THEN ?2 ELSE rate_limits.window_start END, \
+           expires_at = CASE WHEN rate_limits.expires_at <= ?2 THEN ?3 ELSE rate_limits.expires_at END \
+         RETURNING count, expires_at"
+    };
+}
+
+/// The hit on a refresh's per-session counter (`?4` || the session id),
+/// for the rotation's batch ([`crate::core::session::RotateRequest::limit`]):
+/// counted only when the token `?1` is its live session's current one at
+/// `?2` (`?5`: `SESSION_MAX_AGE`), the conditions of the rotation itself;
+/// `?3` ends a new window.
+pub(super) const SESSION_HIT: &str = concat!(
+    "INSERT INTO rate_limits (key, window_start, count, expires_at) SELECT ?4 || id, ?2, 1, ?3 FROM sessions \
+     WHERE refresh_hash = ?1 AND revoked_at IS NULL AND expires_at > ?2 AND created_at + ?5 > ?2 ",
+    upsert!()
+);
 
 #[derive(Deserialize)]
 struct FailuresRow {
@@ -24,20 +54,10 @@ struct FailuresRow {
 
 impl RateLimitStore for D1Store {
     async fn hit(&self, hits: &[Hit], now: UnixTime) -> Result<Vec<Option<Count>>> {
-        // One upsert per key, in one batch (a transaction, run in order): a
-        // missing or ended window opens at `now`; otherwise the count goes up
-        // by one. SET sees the row's old values. A conditional hit inserts
-        // through a SELECT whose WHERE reads the earlier counter as this
-        // batch left it: refused, it writes nothing and returns no row.
-        macro_rules! upsert {
-            () => {
-                "ON CONFLICT (key) DO UPDATE SET \
-                   count = CASE WHEN rate_limits.expires_at <= ?2 THEN 1 ELSE rate_limits.count + 1 END, \
-                   window_start = CASE WHEN rate_limits.expires_at <= ?2 THEN ?2 ELSE rate_limits.window_start END, \
-                   expires_at = CASE WHEN rate_limits.expires_at <= ?2 THEN ?3 ELSE rate_limits.expires_at END \
-                 RETURNING count, expires_at"
-            };
-        }
+        // One upsert per key, in one batch (a transaction, run in order). A
+        // conditional hit inserts through a SELECT whose WHERE reads the
+        // earlier counter as this batch left it: refused, it writes nothing
+        // and returns no row.
         const HIT: &str = concat!(
             "INSERT INTO rate_limits (key, window_start, count, expires_at) VALUES (?1, ?2, 1, ?3) ",
             upsert!()
@@ -71,10 +91,7 @@ impl RateLimitStore for D1Store {
             .map(|(r, h)| {
                 let rows = r.results::<HitRow>().or_unavailable(D1)?;
                 match (rows.first(), h.within) {
-                    (Some(row), _) => Ok(Some(Count {
-                        count: u32::try_from(row.count).unwrap_or(u32::MAX),
-                        resets_at: UnixTime(row.expires_at),
-                    })),
+                    (Some(row), _) => Ok(Some(row.count())),
                     (None, Some(_)) => Ok(None),
                     (None, None) => Err(D1.failed("rate limit upsert returned no row")),
                 }

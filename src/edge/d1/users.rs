@@ -9,8 +9,8 @@ use crate::edge::error::Dependency::D1;
 impl UserStore for D1Store {
     async fn insert_user(&self, u: &User) -> Result<bool> {
         let mut stmts = vec![self.stmt(
-            "INSERT INTO users (id, email, name, password_hash, email_verified, avatar_url, phone, banned, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9) ON CONFLICT(email) DO NOTHING",
+            "INSERT INTO users (id, email, name, password_hash, email_verified, avatar_url, phone, banned, created_at, updated_at, locale) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10) ON CONFLICT(email) DO NOTHING",
             &[
                 text(&u.id),
                 text(&u.email),
@@ -21,6 +21,7 @@ impl UserStore for D1Store {
                 opt_text(u.phone.as_deref()),
                 int(i64::from(u.banned)),
                 time(u.created_at),
+                opt_text(u.locale.as_deref()),
             ],
         )?];
         for role in &u.roles {

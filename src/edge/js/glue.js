@@ -25,7 +25,8 @@ const NEVER_CONNECTION_NAMED = new Set(["content-type", "content-length", "trans
   "authorization", "cookie", "origin"]);
 
 // The gateway's own credentials, never forwarded.
-const OWN_COOKIES = ["__Host-portcullis_access", "__Host-portcullis_refresh", "__Host-portcullis_oauth"];
+const OWN_COOKIES = ["__Host-portcullis_access", "__Host-portcullis_refresh", "__Host-portcullis_oauth",
+  "__Host-portcullis_ui"];
 
 /**
  * A response written by the gateway: `extra` is "name\nvalue\nname\nvalue..."
@@ -58,8 +59,13 @@ function headerSet(contentType, cache, extra) {
     headers.set("pragma", "no-cache");
   }
   if (extra) {
+    // Set-Cookie may come more than once; any other extra header replaces
+    // the default of its name (a hosted page's own Content-Security-Policy).
     const kv = extra.split("\n");
-    for (let i = 0; i + 1 < kv.length; i += 2) headers.append(kv[i], kv[i + 1]);
+    for (let i = 0; i + 1 < kv.length; i += 2) {
+      if (kv[i].toLowerCase() === "set-cookie") headers.append(kv[i], kv[i + 1]);
+      else headers.set(kv[i], kv[i + 1]);
+    }
   }
   if (HEADER_SETS.size < MAX_HEADER_SETS && (!extra || STATIC_EXTRA.test(extra))) HEADER_SETS.set(key, headers);
   return headers;
@@ -223,6 +229,8 @@ function forwardRaw(request, target, identity, dropAuth, timeoutMs, fetcher) {
     headers.set("x-auth-roles", identity[2]);
     headers.set("x-auth-session-id", identity[3]);
     headers.set("x-auth-assertion", identity[4]);
+    // CLAIMS_HEADER=true and the token carries the sign-in hook's claims.
+    if (identity.length > 5) headers.set("x-auth-claims", identity[5]);
   }
   const init = { method, headers, body: request.body, redirect: "manual" };
   const failed = (err) => {

@@ -13,6 +13,8 @@
 //!   reads, and the gateway's origin request (`forward`).
 //! - `outbound.js`: every outbound request core builds (webhooks, email
 //!   API, the sign-in hook, OAuth providers), with one timeout and a cap.
+//! - `mail.js`: the `cloudflare` email transport: a MIME message core
+//!   built, through the `send_email` binding, with one timeout.
 //! - `oauth_glue.js`: OAuth / OIDC ID-token signatures through WebCrypto.
 //! - `signatures.js`: Ed25519 and ECDSA P-256 through `node:crypto`,
 //!   synchronous, for the key ring.
@@ -60,7 +62,8 @@ extern "C" {
 
     /// Sends the request to the origin; resolves to its Response, or a 502 /
     /// 504 problem. `identity` is `[user id, email, roles, session id,
-    /// assertion]`, or `undefined` for none; `vary` adds `Vary: Origin`.
+    /// assertion]` (and, with `CLAIMS_HEADER`, the `X-Auth-Claims` value),
+    /// or `undefined` for none; `vary` adds `Vary: Origin`.
     #[wasm_bindgen(catch)]
     pub fn forward(
         request: &Request,
@@ -92,6 +95,15 @@ extern "C" {
         truncate: bool,
         fetcher: &JsValue,
     ) -> Result<js_sys::Promise, JsValue>;
+}
+
+#[wasm_bindgen(module = "/src/edge/js/mail.js")]
+extern "C" {
+    /// Sends `raw` from `from` to `to` through the `send_email` binding;
+    /// resolves to `null` once it took the message, or to `{code, message,
+    /// timedOut}` when it did not (never rejects).
+    #[wasm_bindgen(js_name = sendMime)]
+    pub fn send_mime(binding: &JsValue, from: &str, to: &str, raw: &str, timeout_ms: u32) -> js_sys::Promise;
 }
 
 #[wasm_bindgen(module = "/src/edge/js/oauth_glue.js")]

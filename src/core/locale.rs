@@ -1,0 +1,125 @@
+//! `Locale`: a user's language, a BCP 47 language tag parsed and normalised
+//! once, at the boundary (a `locale` in a request body, `EMAIL_LOCALES`).
+//!
+//! Only the tag's shape is checked (RFC 5646 §2.1: a 2–3 letter ISO 639
+//! language, then subtags of 1–8 letters or digits), not whether the
+//! language exists: an unknown language is simply one no template speaks,
+//! and the emails fall back to the default. Normal form follows RFC 5646 §2.1.1: the language
+//! lowercase, a 4-letter script titlecase, a 2-letter region uppercase, the
+//! rest lowercase; `_` is accepted for `-` (`fr_CA` is `fr-CA`).
+
+use std::fmt;
+
+use crate::core::error::Error;
+
+/// Longest tag accepted (RFC 5646 §4.4.1 recommends supporting 35).
+pub const MAX_LOCALE_LEN: usize = 35;
+
+/// A syntactically valid, normalised language tag, e.g. `fr`, `pt-BR`, `zh-Hant-TW`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Locale(String);
+
+impl Locale {
+    /// Parses and normalises `raw`, or says what is wrong with it
+    /// (problem `invalid_locale`).
+    pub fn parse(raw: &str) -> Result<Self, Error> {
+        Self::normalise(raw).map(Self).ok_or_else(|| {
+            Error::validation(
+                "invalid_locale",
+                format!("locale: must be a language tag such as \"en\", \"fr\" or \"pt-BR\" (at most {MAX_LOCALE_LEN} characters)"),
+            )
+        })
+    }
+
+    fn normalise(raw: &str) -> Option<String> {
+        let raw = raw.trim();
+        if raw.is_empty() || raw.len() > MAX_LOCALE_LEN {
+            return None;
+        }
+        let mut out = String::with_capacity(raw.len());
+        for (i, sub) in raw.split(['-', '_']).enumerate() {
+            let ok_len = if i == 0 { (2..=3).contains(&sub.len()) } else { (1..=8).contains(&sub.len()) };
+            if !ok_len || !sub.chars().all(|c| c.is_ascii_alphanumeric()) {
+                return None;
+            }
+            if i == 0 {
+                if !sub.chars().all(|c| c.is_ascii_alphabetic()) {
+                    return None;
+                }
+                out.push_str(&sub.to_ascii_lowercase());
+                continue;
+            }
+            out.push('-');
+            let letters = sub.chars().all(|c| c.is_ascii_alphabetic());
+            match sub.len() {
+                2 if letters => out.push_str(&sub.to_ascii_uppercase()),
+                4 if letters => {
+                    let lower = sub.to_ascii_lowercase();
+                    out.push_str(&lower[..1].to_ascii_uppercase());
+                    out.push_str(&lower[1..]);
+                }
+                _ => out.push_str(&sub.to_ascii_lowercase()),
+            }
+        }
+        Some(out)
+    }
+
+    /// The normalised tag.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The language subtag alone (`fr` of `fr-CA`).
+    pub fn language(&self) -> &str {
+        self.0.split('-').next().unwrap_or(&self.0)
+    }
+}
+
+impl fmt::Display for Locale {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn tags_are_normalised() {
+        for (raw, want) in [
+            ("en", "en"),
+            ("FR", "fr"),
+            ("fr_ca", "fr-CA"),
+            (" pt-br ", "pt-BR"),
+            ("zh-hant-tw", "zh-Hant-TW"),
+            ("es-419", "es-419"),
+            ("de-CH-1901", "de-CH-1901"),
+        ] {
+            assert_eq!(Locale::parse(raw).unwrap().as_str(), want, "{raw}");
+        }
+        assert_eq!(Locale::parse("fr-CA").unwrap().language(), "fr");
+    }
+
+    #[test]
+    fn malformed_tags_are_refused_with_a_stable_code() {
+        for bad in
+            ["", "e", "f1", "english", "en--US", "en-", "-en", "en US", "en-toolongsubtag", "<script>", "en;q=0.9", "é"]
+        {
+            let e = Locale::parse(bad).unwrap_err();
+            assert!(matches!(e, Error::Validation { code: "invalid_locale", .. }), "{bad:?}: {e:?}");
+        }
+        assert!(Locale::parse(&"a".repeat(MAX_LOCALE_LEN + 1)).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn normal_forms_are_fixed_points(s in "[a-zA-Z]{2,3}([-_][a-zA-Z0-9]{1,8}){0,3}") {
+            if let Ok(l) = Locale::parse(&s) {
+                prop_assert_eq!(Locale::parse(l.as_str()).unwrap(), l.clone());
+                prop_assert!(l.as_str().chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+            }
+        }
+    }
+}

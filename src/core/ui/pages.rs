@@ -1,0 +1,558 @@
+//! The hosted pages' templates: one function per page, each a complete HTML
+//! document built with [`html!`] (every value escaped), no script, the
+//! stylesheet inlined (allowed by its hash in the CSP).
+//!
+//! Accessibility: `lang`, a `<main>` landmark holding everything, one `<h1>`
+//! per page, a `<label>` for every input with the `autocomplete` token that
+//! password managers and assistive tools read, errors in a `role="alert"`
+//! block above the form they concern, focus order in document order with a
+//! visible focus ring, and colours from [`super::theme`] (4.5:1 or more).
+
+use url::form_urlencoded::byte_serialize;
+
+use super::forms::{CSRF_FIELD, REDIRECT_FIELD};
+use super::html::{html, Html};
+use super::UiConfig;
+use crate::core::session::SessionView;
+
+/// What every page is rendered with.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// The brand, stylesheet and CSP.
+    pub ui: &'a UiConfig,
+    /// `AUTH_PREFIX` (e.g. `/auth`): the auth API's public path.
+    pub auth_prefix: &'a str,
+    /// The CSRF token the forms carry.
+    pub csrf: &'a str,
+    /// The `redirect_to` the browser asked for (already checked), carried
+    /// by the forms and the links between the sign-in pages.
+    pub redirect_to: Option<&'a str>,
+}
+
+impl Context<'_> {
+    /// The path of page `name` (e.g. `login`) under `AUTH_PREFIX`, with the
+    /// `redirect_to` query when there is one.
+    pub fn page(&self, name: &str) -> String {
+        let mut path = format!("{}{}/{name}", self.auth_prefix, super::UI_PATH);
+        if let Some(r) = self.redirect_to {
+            path.push_str("?redirect_to=");
+            path.extend(byte_serialize(r.as_bytes()));
+        }
+        path
+    }
+
+    /// The form action of page `name` (no query: the form carries `redirect_to`).
+    fn action(&self, name: &str) -> String {
+        format!("{}{}/{name}", self.auth_prefix, super::UI_PATH)
+    }
+
+    /// The hidden fields every form carries.
+    fn hidden(&self) -> Html {
+        let mut h = html!["<input type=\"hidden\" name=\"", { CSRF_FIELD }, "\" value=\"", { self.csrf }, "\">"];
+        if let Some(r) = self.redirect_to {
+            h.push_html(&html!["<input type=\"hidden\" name=\"", { REDIRECT_FIELD }, "\" value=\"", { r }, "\">"]);
+        }
+        h
+    }
+}
+
+/// A message above a page's form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// Something went wrong: shown as an alert.
+    Error(String),
+    /// Something happened (an email was sent).
+    Info(String),
+}
+
+fn notice(n: Option<&Notice>) -> Html {
+    match n {
+        None => Html::new(),
+        Some(Notice::Error(m)) => html!["<div class=\"alert\" role=\"alert\">", { m }, "</div>"],
+        Some(Notice::Info(m)) => html!["<div class=\"notice\" role=\"status\">", { m }, "</div>"],
+    }
+}
+
+/// The document around a page's `body`.
+fn layout(ctx: &Context<'_>, title: &str, n: Option<&Notice>, body: Html) -> Html {
+    let logo = match &ctx.ui.logo_url {
+        Some(u) => html!["<img src=\"", { u.as_str() }, "\" alt=\"\">"],
+        None => Html::new(),
+    };
+    html![
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">",
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
+        "<meta name=\"referrer\" content=\"no-referrer\"><title>",
+        { title },
+        " – ",
+        { ctx.ui.name },
+        "</title><style>",
+        // Ours, from the validated accent colour; its CSP hash is of these bytes.
+        [stylesheet(ctx.ui)],
+        "</style></head><body><main><header>",
+        [logo],
+        "<p class=\"brand\">",
+        { ctx.ui.name },
+        "</p></header><h1>",
+        { title },
+        "</h1>",
+        [notice(n)],
+        [body],
+        "</main></body></html>"
+    ]
+}
+
+/// The stylesheet as markup (see [`super::Css`]).
+fn stylesheet(ui: &UiConfig) -> Html {
+    let mut h = Html::new();
+    h.push_css(&ui.css);
+    h
+}
+
+fn email_field(id: &str, value: &str, autocomplete: &str) -> Html {
+    html![
+        "<label for=\"",
+        { id },
+        "\">Email</label><input id=\"",
+        { id },
+        "\" name=\"email\" type=\"email\" autocomplete=\"",
+        { autocomplete },
+        "\" required value=\"",
+        { value },
+        "\">"
+    ]
+}
+
+fn links(ctx: &Context<'_>, which: &[(&str, &str)]) -> Html {
+    let mut h = html!["<p class=\"links\">"];
+    for (page, text) in which {
+        h.push_html(&html!["<a href=\"", { ctx.page(page) }, "\">", { text }, "</a>"]);
+    }
+    h.push_markup("</p>");
+    h
+}
+
+/// An OAuth provider's sign-in button on the login page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provider<'a> {
+    /// Its id (`/auth/oauth/{id}/authorize`).
+    pub id: &'a str,
+    /// Where the sign-in returns to, if the page has an allowlisted target.
+    pub redirect_to: Option<&'a str>,
+}
+
+fn provider_label(id: &str) -> String {
+    let mut chars = id.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// `login`: password, an emailed link or code, each OAuth provider.
+pub fn login(ctx: &Context<'_>, n: Option<&Notice>, email: &str, providers: &[Provider<'_>]) -> Html {
+    let mut body = html![
+        "<form method=\"post\" action=\"",
+        { ctx.action("login") },
+        "\">",
+        [ctx.hidden()],
+        [email_field("email", email, "username")],
+        "<label for=\"password\">Password</label>",
+        "<input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\">",
+        "<button type=\"submit\" name=\"intent\" value=\"password\">Sign in</button>",
+        "<h2>Or without a password</h2><p class=\"hint\">We email you a link or a six-digit code.</p>",
+        "<button class=\"secondary\" type=\"submit\" name=\"intent\" value=\"magic_link\" formnovalidate>Email me a sign-in link</button>",
+        "<button class=\"secondary\" type=\"submit\" name=\"intent\" value=\"send\" formaction=\"",
+        { ctx.action("otp") },
+        "\" formnovalidate>Email me a code</button></form>"
+    ];
+    if !providers.is_empty() {
+        body.push_markup("<h2>Or continue with</h2>");
+        for p in providers {
+            let mut href = format!("{}/oauth/{}/authorize", ctx.auth_prefix, p.id);
+            if let Some(r) = p.redirect_to {
+                href.push_str("?redirect_to=");
+                href.extend(byte_serialize(r.as_bytes()));
+            }
+            body.push_html(&html![
+                "<a class=\"button\" href=\"",
+                { href },
+                "\">Continue with ",
+                { provider_label(p.id) },
+                "</a>"
+            ]);
+        }
+    }
+    body.push_html(&links(ctx, &[("signup", "Create an account"), ("forgot", "Forgot your password?")]));
+    layout(ctx, "Sign in", n, body)
+}
+
+/// `signup`: name (optional), email, password of at least `min_chars`.
+pub fn signup(ctx: &Context<'_>, n: Option<&Notice>, email: &str, name: &str, min_chars: usize) -> Html {
+    let body = html![
+        "<form method=\"post\" action=\"",
+        { ctx.action("signup") },
+        "\">",
+        [ctx.hidden()],
+        "<label for=\"name\">Name <span class=\"hint\">(optional)</span></label>",
+        "<input id=\"name\" name=\"name\" type=\"text\" autocomplete=\"name\" value=\"",
+        { name },
+        "\">",
+        [email_field("email", email, "email")],
+        "<label for=\"password\">Password</label>",
+        "<input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"new-password\" required minlength=\"",
+        { min_chars },
+        "\" aria-describedby=\"password-hint\"><p class=\"hint\" id=\"password-hint\">At least ",
+        { min_chars },
+        " characters.</p>",
+        "<button type=\"submit\">Create account</button></form>",
+        [links(ctx, &[("login", "I have an account")])]
+    ];
+    layout(ctx, "Create an account", n, body)
+}
+
+/// A page saying something happened (or failed), with links onwards.
+pub fn message(ctx: &Context<'_>, title: &str, n: Option<&Notice>, onwards: &[(&str, &str)]) -> Html {
+    layout(ctx, title, n, links(ctx, onwards))
+}
+
+/// `magic-link` (GET): the button that signs in, naming the account the
+/// link is for; `account` is `None` when the link cannot be used.
+pub fn magic_link(ctx: &Context<'_>, n: Option<&Notice>, token: &str, account: Option<&str>) -> Html {
+    let Some(account) = account else {
+        let n = n.cloned().unwrap_or_else(|| {
+            Notice::Error("This sign-in link is invalid, already used, replaced by a newer one, or expired.".into())
+        });
+        return message(ctx, "Sign in with a link", Some(&n), &[("login", "Ask for a new link")]);
+    };
+    let body = html![
+        "<p class=\"account\">This link signs you in as <strong>",
+        { account },
+        "</strong>.</p><p class=\"hint\">If that is not your account, or you did not ask for a link, close this page: ",
+        "someone may be trying to sign you in to their account.</p>",
+        "<form method=\"post\" action=\"",
+        { ctx.action("magic-link") },
+        "\">",
+        [ctx.hidden()],
+        "<input type=\"hidden\" name=\"token\" value=\"",
+        { token },
+        "\"><button type=\"submit\">Sign in as ",
+        { account },
+        "</button></form>"
+    ];
+    layout(ctx, "Sign in with a link", n, body)
+}
+
+/// `otp`: the emailed code for `email` (and a button sending a new one).
+pub fn otp(ctx: &Context<'_>, n: Option<&Notice>, email: &str) -> Html {
+    let body = html![
+        "<form method=\"post\" action=\"",
+        { ctx.action("otp") },
+        "\">",
+        [ctx.hidden()],
+        [email_field("email", email, "username")],
+        "<label for=\"code\">Code</label>",
+        "<input id=\"code\" name=\"code\" type=\"text\" inputmode=\"numeric\" pattern=\"[0-9]{6}\" maxlength=\"6\" ",
+        "autocomplete=\"one-time-code\" aria-describedby=\"code-hint\">",
+        "<p class=\"hint\" id=\"code-hint\">The six digits from the email.</p>",
+        "<button type=\"submit\" name=\"intent\" value=\"verify\">Sign in</button>",
+        "<button class=\"secondary\" type=\"submit\" name=\"intent\" value=\"send\" formnovalidate>Email me a new code</button>",
+        "</form>",
+        [links(ctx, &[("login", "Other ways to sign in")])]
+    ];
+    layout(ctx, "Sign in with a code", n, body)
+}
+
+/// `forgot`: the address to send a reset link to.
+pub fn forgot(ctx: &Context<'_>, n: Option<&Notice>, email: &str) -> Html {
+    let body = html![
+        "<form method=\"post\" action=\"",
+        { ctx.action("forgot") },
+        "\">",
+        [ctx.hidden()],
+        [email_field("email", email, "username")],
+        "<button type=\"submit\">Email me a reset link</button></form>",
+        [links(ctx, &[("login", "Back to sign in")])]
+    ];
+    layout(ctx, "Reset your password", n, body)
+}
+
+/// `reset`: a new password for the reset link `token`.
+pub fn reset(ctx: &Context<'_>, n: Option<&Notice>, token: &str, min_chars: usize) -> Html {
+    let body = html![
+        "<form method=\"post\" action=\"",
+        { ctx.action("reset") },
+        "\">",
+        [ctx.hidden()],
+        "<input type=\"hidden\" name=\"token\" value=\"",
+        { token },
+        "\"><label for=\"new_password\">New password</label>",
+        "<input id=\"new_password\" name=\"new_password\" type=\"password\" autocomplete=\"new-password\" required minlength=\"",
+        { min_chars },
+        "\" aria-describedby=\"new-password-hint\"><p class=\"hint\" id=\"new-password-hint\">At least ",
+        { min_chars },
+        " characters. Every session of the account ends.</p>",
+        "<button type=\"submit\">Set the new password</button></form>"
+    ];
+    layout(ctx, "Choose a new password", n, body)
+}
+
+/// `verify-email` (GET): the button that verifies the address of `token`.
+pub fn verify_email(ctx: &Context<'_>, n: Option<&Notice>, token: &str) -> Html {
+    let body = html![
+        "<form method=\"post\" action=\"",
+        { ctx.action("verify-email") },
+        "\">",
+        [ctx.hidden()],
+        "<input type=\"hidden\" name=\"token\" value=\"",
+        { token },
+        "\"><button type=\"submit\">Verify my email address</button></form>"
+    ];
+    layout(ctx, "Verify your email address", n, body)
+}
+
+/// `mfa`: the second step of a sign-in whose first step answered
+/// `mfa_required` — a code from the authenticator app or a backup code,
+/// carried with the sign-in's `mfa_token` to `POST /auth/mfa/verify`.
+pub fn mfa(ctx: &Context<'_>, n: Option<&Notice>, mfa_token: &str, methods: &[&str]) -> Html {
+    let mut body = html![
+        "<form method=\"post\" action=\"",
+        { ctx.action("mfa") },
+        "\">",
+        [ctx.hidden()],
+        "<input type=\"hidden\" name=\"mfa_token\" value=\"",
+        { mfa_token },
+        "\">"
+    ];
+    if methods.contains(&"totp") {
+        body.push_html(&html![
+            "<label for=\"code\">Code from your authenticator app</label>",
+            "<input id=\"code\" name=\"code\" type=\"text\" inputmode=\"numeric\" pattern=\"[0-9]{6}\" maxlength=\"6\" ",
+            "autocomplete=\"one-time-code\">",
+            "<button type=\"submit\" name=\"intent\" value=\"totp\">Continue</button>"
+        ]);
+    }
+    if methods.contains(&"backup_code") {
+        body.push_html(&html![
+            "<h2>Lost your device?</h2><label for=\"backup_code\">Backup code</label>",
+            "<input id=\"backup_code\" name=\"backup_code\" type=\"text\" autocomplete=\"off\" spellcheck=\"false\">",
+            "<button class=\"secondary\" type=\"submit\" name=\"intent\" value=\"backup_code\" formnovalidate>",
+            "Use the backup code</button>"
+        ]);
+    }
+    body.push_markup("</form>");
+    body.push_html(&links(ctx, &[("login", "Start again")]));
+    layout(ctx, "Two-step verification", n, body)
+}
+
+/// What the account page shows.
+#[derive(Debug, Clone)]
+pub struct Account<'a> {
+    /// The account's email.
+    pub email: &'a str,
+    /// Its name, if any.
+    pub name: Option<&'a str>,
+    /// Whether the email is verified.
+    pub email_verified: bool,
+    /// The account's live sessions.
+    pub sessions: &'a [SessionView],
+}
+
+/// `account`: the profile, sessions (revoke one, or all others), password
+/// change, email verification, sign out.
+pub fn account(ctx: &Context<'_>, n: Option<&Notice>, a: &Account<'_>) -> Html {
+    let action = ctx.action("account");
+    let mut body = html!["<p class=\"account\">Signed in as <strong>", { a.email }, "</strong>"];
+    if let Some(name) = a.name {
+        body.push_html(&html![" (", { name }, ")"]);
+    }
+    body.push_markup(".</p>");
+    if !a.email_verified {
+        body.push_html(&html![
+            "<form method=\"post\" action=\"",
+            { action },
+            "\">",
+            [ctx.hidden()],
+            "<p class=\"hint\">Your email address is not verified yet.</p>",
+            "<button class=\"secondary\" type=\"submit\" name=\"intent\" value=\"verify_email\">",
+            "Email me a verification link</button></form>"
+        ]);
+    }
+    body.push_html(&html!["<h2>Sessions</h2><ul class=\"sessions\">"]);
+    for s in a.sessions {
+        let device = s.user_agent.as_deref().unwrap_or("Unknown device");
+        let ip = s.ip_address.as_deref().unwrap_or("unknown address");
+        body.push_html(&html![
+            "<li><span class=\"account\">",
+            { device },
+            "</span><p class=\"meta\">",
+            { ip },
+            " · last used ",
+            { s.last_used_at },
+            " · signed in ",
+            { s.created_at },
+            "</p>"
+        ]);
+        if s.current {
+            body.push_markup("<p class=\"meta\"><strong>This session</strong></p>");
+        } else {
+            body.push_html(&html![
+                "<form method=\"post\" action=\"",
+                { action },
+                "\">",
+                [ctx.hidden()],
+                "<input type=\"hidden\" name=\"session_id\" value=\"",
+                { s.id },
+                "\"><button class=\"secondary inline\" type=\"submit\" name=\"intent\" value=\"revoke\" ",
+                "aria-label=\"Sign out the session of ",
+                { device },
+                " last used ",
+                { s.last_used_at },
+                "\">Sign out</button></form>"
+            ]);
+        }
+        body.push_markup("</li>");
+    }
+    body.push_markup("</ul>");
+    if a.sessions.iter().any(|s| !s.current) {
+        body.push_html(&html![
+            "<form method=\"post\" action=\"",
+            { action },
+            "\">",
+            [ctx.hidden()],
+            "<button class=\"secondary\" type=\"submit\" name=\"intent\" value=\"revoke_others\">",
+            "Sign out every other session</button></form>"
+        ]);
+    }
+    body.push_html(&html![
+        "<h2>Change your password</h2><form method=\"post\" action=\"",
+        { action },
+        "\">",
+        [ctx.hidden()],
+        "<input type=\"hidden\" name=\"username\" autocomplete=\"username\" value=\"",
+        { a.email },
+        "\"><label for=\"old_password\">Current password</label>",
+        "<input id=\"old_password\" name=\"old_password\" type=\"password\" autocomplete=\"current-password\" required>",
+        "<label for=\"new_password\">New password</label>",
+        "<input id=\"new_password\" name=\"new_password\" type=\"password\" autocomplete=\"new-password\" required>",
+        "<p class=\"hint\">Your other sessions end.</p>",
+        "<button type=\"submit\" name=\"intent\" value=\"change_password\">Change password</button></form>",
+        "<h2>Sign out</h2><form method=\"post\" action=\"",
+        { action },
+        "\">",
+        [ctx.hidden()],
+        "<button class=\"secondary\" type=\"submit\" name=\"intent\" value=\"logout\">Sign out</button></form>"
+    ]);
+    layout(ctx, "Your account", n, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EVIL: &str = "\"><script>alert(1)</script><x a='";
+
+    fn ui() -> UiConfig {
+        let var = |k: &str| match k {
+            "UI_NAME" => Some(EVIL.to_string()),
+            "UI_LOGO_URL" => Some("https://cdn.example/l.png?a=\"><script>".to_string()),
+            _ => None,
+        };
+        UiConfig::parse(var, &Default::default()).unwrap()
+    }
+
+    fn session(current: bool) -> SessionView {
+        SessionView {
+            id: EVIL.into(),
+            created_at: EVIL.into(),
+            last_used_at: EVIL.into(),
+            expires_at: EVIL.into(),
+            ip_address: Some(EVIL.into()),
+            user_agent: Some(EVIL.into()),
+            current,
+        }
+    }
+
+    /// Every page, rendered with `EVIL` in every value it shows.
+    fn every_page(ui: &UiConfig) -> Vec<(&'static str, Html)> {
+        let ctx = Context { ui, auth_prefix: "/auth", csrf: EVIL, redirect_to: Some(EVIL) };
+        let err = Notice::Error(EVIL.into());
+        let info = Notice::Info(EVIL.into());
+        let sessions = [session(true), session(false)];
+        let a = Account { email: EVIL, name: Some(EVIL), email_verified: false, sessions: &sessions };
+        vec![
+            ("login", login(&ctx, Some(&err), EVIL, &[Provider { id: "gh", redirect_to: Some(EVIL) }])),
+            ("signup", signup(&ctx, Some(&info), EVIL, EVIL, 10)),
+            ("message", message(&ctx, EVIL, Some(&err), &[("login", EVIL)])),
+            ("magic-link", magic_link(&ctx, None, EVIL, Some(EVIL))),
+            ("magic-link dead", magic_link(&ctx, None, EVIL, None)),
+            ("otp", otp(&ctx, Some(&info), EVIL)),
+            ("forgot", forgot(&ctx, Some(&err), EVIL)),
+            ("reset", reset(&ctx, Some(&err), EVIL, 10)),
+            ("verify-email", verify_email(&ctx, Some(&err), EVIL)),
+            ("mfa", mfa(&ctx, Some(&err), EVIL, &["totp", "backup_code"])),
+            ("account", account(&ctx, Some(&err), &a)),
+        ]
+    }
+
+    #[test]
+    fn every_interpolated_value_is_escaped_on_every_page() {
+        let ui = ui();
+        for (name, page) in every_page(&ui) {
+            let s = page.as_str();
+            assert!(!s.contains("<script"), "{name}: {s}");
+            assert!(!s.contains("<x "), "{name}: an attribute value was closed: {s}");
+            assert!(s.contains("&quot;&gt;&lt;script&gt;"), "{name}: the value is shown, escaped");
+            assert!(s.starts_with("<!doctype html><html lang=\"en\">"), "{name}");
+            assert_eq!(s.matches("<h1>").count(), 1, "{name}");
+            assert_eq!(s.matches("<main>").count(), 1, "{name}");
+        }
+    }
+
+    #[test]
+    fn every_input_has_a_label_and_every_form_the_csrf_token() {
+        let ui = UiConfig::default();
+        let ctx = Context { ui: &ui, auth_prefix: "/auth", csrf: "T", redirect_to: None };
+        let sessions = [session(true), session(false)];
+        let a = Account { email: "a@example.com", name: None, email_verified: false, sessions: &sessions };
+        for page in [
+            login(&ctx, None, "", &[]),
+            signup(&ctx, None, "", "", 10),
+            otp(&ctx, None, ""),
+            forgot(&ctx, None, ""),
+            reset(&ctx, None, "t", 10),
+            verify_email(&ctx, None, "t"),
+            magic_link(&ctx, None, "t", Some("a@example.com")),
+            mfa(&ctx, None, "m", &["totp", "backup_code"]),
+            account(&ctx, None, &a),
+        ] {
+            let s = page.as_str();
+            for (i, _) in s.match_indices("<input id=\"") {
+                let id = s[i + 11..].split('"').next().unwrap();
+                assert!(s.contains(&format!("<label for=\"{id}\"")), "no label for #{id}: {s}");
+            }
+            assert_eq!(
+                s.matches("<form ").count(),
+                s.matches("<input type=\"hidden\" name=\"csrf\" value=\"T\">").count(),
+                "{s}"
+            );
+            assert!(!s.contains("<script") && !s.contains(" style=\""), "{s}");
+        }
+    }
+
+    #[test]
+    fn the_magic_link_page_names_the_account_on_its_button() {
+        let ui = UiConfig::default();
+        let ctx =
+            Context { ui: &ui, auth_prefix: "/id/v1", csrf: "T", redirect_to: Some("https://app.example/x?a=1&b=2") };
+        let s = magic_link(&ctx, None, "tok", Some("ada@example.com")).into_string();
+        assert!(s.contains("signs you in as <strong>ada@example.com</strong>"), "{s}");
+        assert!(s.contains("Sign in as ada@example.com</button>"), "{s}");
+        assert!(s.contains("action=\"/id/v1/ui/magic-link\""), "{s}");
+        assert!(s.contains("name=\"redirect_to\" value=\"https://app.example/x?a=1&amp;b=2\""), "{s}");
+        let dead = magic_link(&ctx, None, "tok", None).into_string();
+        assert!(!dead.contains("<form") && dead.contains("role=\"alert\""), "{dead}");
+        // Links between the pages keep the target, URL-encoded.
+        assert_eq!(ctx.page("login"), "/id/v1/ui/login?redirect_to=https%3A%2F%2Fapp.example%2Fx%3Fa%3D1%26b%3D2");
+    }
+}

@@ -1,0 +1,308 @@
+//! [`MfaStore`] on D1: TOTP (`mfa_totp`), backup codes
+//! (`mfa_backup_codes`) and the sign-ins waiting for their second step
+//! (`mfa_challenges`).
+
+use serde::Deserialize;
+use wasm_bindgen::JsValue;
+
+use super::{changes, epoch, int, int_u, max_age, opt_text, returned, session_is_live, text, time, CountRow, D1Store};
+use crate::core::amr::Amr;
+use crate::core::mfa::{Challenge, FactorsRemoved, StoredFactors, StoredTotp};
+use crate::core::ports::{MfaStore, Result};
+use crate::core::session::LiveSession;
+use crate::core::time::UnixTime;
+use crate::edge::error::{Dependency::D1, EdgeResult};
+
+/// SQL: user `?{uid}` has a second factor on — what
+/// [`StoredFactors::required`] says, decided inside the write it conditions.
+pub(super) fn mfa_on(uid: u8) -> String {
+    format!("EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = ?{uid} AND confirmed_at IS NOT NULL)")
+}
+
+const CHALLENGE_COLUMNS: &str = "hash, user_id, user_epoch, provider, amr, identity_provider, identity_subject, \
+     attempts, created_at, expires_at";
+
+#[derive(Deserialize)]
+struct TotpRow {
+    secret: String,
+    confirmed_at: Option<i64>,
+    last_step: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct ConfirmedRow {
+    confirmed_at: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct ChallengeRow {
+    hash: String,
+    user_id: String,
+    user_epoch: i64,
+    provider: String,
+    amr: String,
+    identity_provider: Option<String>,
+    identity_subject: Option<String>,
+    attempts: i64,
+    created_at: i64,
+    expires_at: i64,
+}
+
+impl From<ChallengeRow> for Challenge {
+    fn from(r: ChallengeRow) -> Self {
+        Challenge {
+            hash: r.hash,
+            user_id: r.user_id,
+            user_epoch: epoch(r.user_epoch),
+            provider: r.provider,
+            amr: Amr::from_stored(&r.amr),
+            identity: r.identity_provider.zip(r.identity_subject),
+            attempts: u32::try_from(r.attempts).unwrap_or(u32::MAX),
+            created_at: UnixTime(r.created_at),
+            expires_at: UnixTime(r.expires_at),
+        }
+    }
+}
+
+/// The tags of backup codes as one bound value, read back with `json_each`.
+fn json_list(items: &[String]) -> JsValue {
+    text(&serde_json::Value::from(items.to_vec()).to_string())
+}
+
+/// The caller's live-session arguments `?1`–`?4`, as [`session_is_live`] reads them.
+fn caller_args(c: &LiveSession<'_>) -> [JsValue; 4] {
+    [text(c.user_id), text(c.session_id), time(c.now), max_age(c.max_age_secs)]
+}
+
+impl D1Store {
+    /// Deletes the sign-ins waiting for a second step that expired before `before`.
+    pub async fn purge_mfa_challenges(&self, before: UnixTime) -> Result<()> {
+        self.run("DELETE FROM mfa_challenges WHERE expires_at < ?1", &[time(before)]).await?;
+        Ok(())
+    }
+
+    async fn one_challenge(&self, sql: &str, args: &[JsValue]) -> Result<Option<Challenge>> {
+        Ok(self.all::<ChallengeRow>(sql, args).await?.into_iter().next().map(Challenge::from))
+    }
+}
+
+impl MfaStore for D1Store {
+    async fn mfa_factors(&self, user_id: &str) -> Result<StoredFactors> {
+        // One batch, one snapshot: the TOTP and the codes agree.
+        let id = [text(user_id)];
+        let totp = self.stmt("SELECT secret, confirmed_at, last_step FROM mfa_totp WHERE user_id = ?1", &id)?;
+        let codes = self.stmt("SELECT COUNT(*) AS total FROM mfa_backup_codes WHERE user_id = ?1", &id)?;
+        let results = self.batch(vec![totp, codes]).await?;
+        let (Some(totp), Some(codes)) = (results.first(), results.get(1)) else {
+            return Err(D1.failed("short batch result"));
+        };
+        let totp = totp.results::<TotpRow>().or_unavailable(D1)?.into_iter().next().map(|r| StoredTotp {
+            sealed: r.secret,
+            confirmed: r.confirmed_at.is_some(),
+            last_step: r.last_step.and_then(|s| u64::try_from(s).ok()),
+        });
+        let backup_codes = codes.results::<CountRow>().or_unavailable(D1)?.first().map_or(0, |r| r.total);
+        Ok(StoredFactors { totp, backup_codes: u32::try_from(backup_codes).unwrap_or(0) })
+    }
+
+    async fn enroll_totp(&self, caller: &LiveSession<'_>, sealed: &str) -> Result<Option<bool>> {
+        let live = session_is_live(2, 1, 3, 4);
+        let [uid, sid, now, age] = caller_args(caller);
+        // An enrolment replaces an enrolment, never a TOTP that is on.
+        let put = self.stmt(
+            &format!(
+                "INSERT INTO mfa_totp (user_id, secret, created_at) SELECT ?1, ?5, ?3 WHERE {live} \
+                 ON CONFLICT(user_id) DO UPDATE SET secret = excluded.secret, created_at = excluded.created_at, \
+                 last_step = NULL WHERE mfa_totp.confirmed_at IS NULL"
+            ),
+            &[uid.clone(), sid.clone(), now.clone(), age.clone(), text(sealed)],
+        )?;
+        let check = self.stmt(&format!("SELECT {live} AS total"), &[uid, sid, now, age])?;
+        let results = self.batch(vec![put, check]).await?;
+        let (Some(put), Some(check)) = (results.first(), results.get(1)) else {
+            return Err(D1.failed("short batch result"));
+        };
+        let live = check.results::<CountRow>().or_unavailable(D1)?.first().is_some_and(|r| r.total != 0);
+        Ok(live.then_some(changes(put)? == 1))
+    }
+
+    async fn confirm_totp(
+        &self,
+        caller: &LiveSession<'_>,
+        sealed: &str,
+        step: u64,
+        backup_hashes: &[String],
+        reason: &str,
+    ) -> Result<Option<u64>> {
+        // Every statement is conditioned on the enrolment as it stands before
+        // the last one, which alone changes it: all happen, or none.
+        let live = session_is_live(2, 1, 3, 4);
+        let pending = "EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = ?1 AND confirmed_at IS NULL AND secret = ?5)";
+        let [uid, sid, now, age] = caller_args(caller);
+        let args = [uid, sid, now, age, text(sealed), json_list(backup_hashes), text(reason), int_u(step)];
+        let stmts = vec![
+            self.stmt(
+                &format!("DELETE FROM mfa_backup_codes WHERE user_id = ?1 AND {pending} AND {live}"),
+                &args[..5],
+            )?,
+            self.stmt(
+                &format!(
+                    "INSERT INTO mfa_backup_codes (user_id, hash, created_at) \
+                     SELECT ?1, value, ?3 FROM json_each(?6) WHERE {pending} AND {live}"
+                ),
+                &args[..6],
+            )?,
+            // The sessions signed in with one factor end.
+            self.stmt(
+                &format!(
+                    "UPDATE sessions SET revoked_at = ?3, revoke_reason = ?7 \
+                     WHERE user_id = ?1 AND id <> ?2 AND revoked_at IS NULL AND {pending} AND {live} RETURNING id"
+                ),
+                &args[..7],
+            )?,
+            self.stmt(
+                &format!(
+                    "UPDATE mfa_totp SET confirmed_at = ?3, last_step = ?8 \
+                     WHERE user_id = ?1 AND confirmed_at IS NULL AND secret = ?5 AND {live}"
+                ),
+                &args,
+            )?,
+        ];
+        let results = self.batch(stmts).await?;
+        let (Some(revoked), Some(confirmed)) = (results.get(2), results.get(3)) else {
+            return Err(D1.failed("short batch result"));
+        };
+        Ok((changes(confirmed)? == 1).then_some(returned(revoked)? as u64))
+    }
+
+    async fn use_totp_step(&self, user_id: &str, sealed: &str, step: u64) -> Result<bool> {
+        let n = self
+            .run(
+                "UPDATE mfa_totp SET last_step = ?3 WHERE user_id = ?1 AND secret = ?2 AND confirmed_at IS NOT NULL \
+                 AND (last_step IS NULL OR last_step < ?3)",
+                &[text(user_id), text(sealed), int_u(step)],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn use_backup_code(&self, user_id: &str, hash: &str) -> Result<bool> {
+        let n = self
+            .run("DELETE FROM mfa_backup_codes WHERE user_id = ?1 AND hash = ?2", &[text(user_id), text(hash)])
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn replace_backup_codes(&self, caller: &LiveSession<'_>, hashes: &[String]) -> Result<Option<bool>> {
+        let (live, on) = (session_is_live(2, 1, 3, 4), mfa_on(1));
+        let [uid, sid, now, age] = caller_args(caller);
+        let args = [uid, sid, now, age, json_list(hashes)];
+        let stmts = vec![
+            self.stmt(&format!("DELETE FROM mfa_backup_codes WHERE user_id = ?1 AND {on} AND {live}"), &args[..4])?,
+            self.stmt(
+                &format!(
+                    "INSERT INTO mfa_backup_codes (user_id, hash, created_at) \
+                     SELECT ?1, value, ?3 FROM json_each(?5) WHERE {on} AND {live}"
+                ),
+                &args,
+            )?,
+            self.stmt(&format!("SELECT {live} AS total"), &args[..4])?,
+        ];
+        let results = self.batch(stmts).await?;
+        let (Some(inserted), Some(check)) = (results.get(1), results.get(2)) else {
+            return Err(D1.failed("short batch result"));
+        };
+        let live = check.results::<CountRow>().or_unavailable(D1)?.first().is_some_and(|r| r.total != 0);
+        Ok(live.then_some(changes(inserted)? > 0))
+    }
+
+    async fn remove_factors(
+        &self,
+        user_id: &str,
+        caller: Option<&LiveSession<'_>>,
+        now: UnixTime,
+        reason: &str,
+    ) -> Result<Option<FactorsRemoved>> {
+        // Without a caller (`?2` NULL) nothing is conditioned on a session.
+        let (live, on) = (session_is_live(2, 1, 3, 4), mfa_on(1));
+        let guard = format!("(?2 IS NULL OR {live})");
+        let args = [
+            text(user_id),
+            opt_text(caller.map(|c| c.session_id)),
+            time(now),
+            max_age(caller.map_or(0, |c| c.max_age_secs)),
+            text(reason),
+        ];
+        let stmts = vec![
+            // Decided on the TOTP before the delete below: on, then its sessions end.
+            self.stmt(
+                &format!(
+                    "UPDATE sessions SET revoked_at = ?3, revoke_reason = ?5 WHERE user_id = ?1 AND revoked_at IS NULL \
+                     AND (?2 IS NULL OR id <> ?2) AND {on} AND {guard} RETURNING id"
+                ),
+                &args,
+            )?,
+            self.stmt(&format!("DELETE FROM mfa_backup_codes WHERE user_id = ?1 AND {guard}"), &args[..4])?,
+            self.stmt(
+                &format!("DELETE FROM mfa_totp WHERE user_id = ?1 AND {guard} RETURNING confirmed_at"),
+                &args[..4],
+            )?,
+            self.stmt(&format!("SELECT {guard} AS total"), &args[..4])?,
+        ];
+        let results = self.batch(stmts).await?;
+        let [revoked, _, removed, check] = results.as_slice() else {
+            return Err(D1.failed("short batch result"));
+        };
+        if check.results::<CountRow>().or_unavailable(D1)?.first().is_none_or(|r| r.total == 0) {
+            return Ok(None);
+        }
+        let totp = removed.results::<ConfirmedRow>().or_unavailable(D1)?.iter().any(|r| r.confirmed_at.is_some());
+        Ok(Some(FactorsRemoved { totp, revoked_sessions: returned(revoked)? as u64 }))
+    }
+
+    async fn put_mfa_challenge(&self, c: &Challenge) -> Result<()> {
+        let (provider, subject) = c.identity.as_ref().map(|(p, s)| (p.as_str(), s.as_str())).unzip();
+        let expired = self.stmt(
+            "DELETE FROM mfa_challenges WHERE user_id = ?1 AND expires_at <= ?2",
+            &[text(&c.user_id), time(c.created_at)],
+        )?;
+        let insert = self.stmt(
+            &format!(
+                "INSERT INTO mfa_challenges ({CHALLENGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+            ),
+            &[
+                text(&c.hash),
+                text(&c.user_id),
+                int_u(c.user_epoch),
+                text(&c.provider),
+                text(&c.amr.to_stored()),
+                opt_text(provider),
+                opt_text(subject),
+                int(i64::from(c.attempts)),
+                time(c.created_at),
+                time(c.expires_at),
+            ],
+        )?;
+        self.batch(vec![expired, insert]).await?;
+        Ok(())
+    }
+
+    async fn count_mfa_attempt(&self, hash: &str, now: UnixTime, max_attempts: u32) -> Result<Option<Challenge>> {
+        self.one_challenge(
+            &format!(
+                "UPDATE mfa_challenges SET attempts = attempts + 1 \
+                 WHERE hash = ?1 AND expires_at > ?2 AND attempts < ?3 RETURNING {CHALLENGE_COLUMNS}"
+            ),
+            &[text(hash), time(now), int(i64::from(max_attempts))],
+        )
+        .await
+    }
+
+    async fn take_mfa_challenge(&self, hash: &str, now: UnixTime) -> Result<Option<Challenge>> {
+        self.one_challenge(
+            &format!("DELETE FROM mfa_challenges WHERE hash = ?1 AND expires_at > ?2 RETURNING {CHALLENGE_COLUMNS}"),
+            &[text(hash), time(now)],
+        )
+        .await
+    }
+}

@@ -1,0 +1,656 @@
+//! The hosted pages at the edge (`/auth/ui/…`, see [`crate::core::ui`]):
+//! each handler reads the request (query, posted form, cookies), calls the
+//! same flow as the JSON endpoint, and answers with a page — or, once signed
+//! in, a 303 to the return target with the session cookies (cookie mode) or
+//! a one-time exchange code (token mode).
+//!
+//! Every POST passes [`check_csrf`] first, sign-in forms included (login
+//! CSRF). A signed-in page (the account page, an email verification) reads
+//! the access cookie and, when it no longer authenticates, renews it with
+//! the refresh cookie, as a client would. Pages are never on the gateway's
+//! hot path: they live under `AUTH_PREFIX`, which `proxy::fast_path` hands
+//! to the router.
+
+use std::rc::Rc;
+
+use web_sys::{Request, Response};
+use worker::{Context, Env};
+
+use crate::core::auth_routes::Route;
+use crate::core::config::Config;
+use crate::core::error::Error;
+use crate::core::flows::account::{LoginRequest, SignupRequest};
+use crate::core::flows::magic_link::MAGIC_LINK_ACCEPTED;
+use crate::core::flows::mfa::MfaVerifyRequest;
+use crate::core::flows::otp::{OtpVerifyRequest, OTP_ACCEPTED};
+use crate::core::flows::password::{ChangeRequest, ResetRequest, FORGOT_ACCEPTED};
+use crate::core::flows::{Deps, EmailRequest, Meta, SignIn, TokenRequest};
+use crate::core::rate_limit::Endpoint;
+use crate::core::ui::forms::{self, check_csrf, Form, PostFacts, CSRF_COOKIE, CSRF_FIELD, REDIRECT_FIELD};
+use crate::core::ui::html::Html;
+use crate::core::ui::pages::{self, Account, Notice, Provider};
+use crate::core::ui::UI_PATH;
+use crate::edge::d1::D1Store;
+use crate::edge::error::EdgeResult;
+use crate::edge::http;
+use crate::edge::keyring::EdgeKeys;
+use crate::edge::platform::OsRandom;
+use crate::edge::queue::QueueSink;
+use crate::edge::router::{
+    auth_cookies, clear_cookies, cookie, send_in_background, Mailing, ACCESS_COOKIE, REFRESH_COOKIE,
+};
+
+type EdgeDeps<'a, 'e> = Deps<'a, D1Store, QueueSink<'e>, EdgeKeys<'e>>;
+
+/// One request to a hosted page, with what its handler needs.
+pub struct Ui<'a, 'e> {
+    /// The request.
+    pub req: &'a Request,
+    /// The Worker's bindings (for background email sends).
+    pub env: &'a Env,
+    /// The request's context (`waitUntil`).
+    pub ctx: &'a Context,
+    /// The configuration.
+    pub cfg: &'a Rc<Config>,
+    /// The flows.
+    pub deps: &'a EdgeDeps<'a, 'e>,
+    /// The request's facts.
+    pub meta: &'a Meta,
+    /// The request URL.
+    pub url: &'a url::Url,
+}
+
+/// What a handler answers before the common headers are added.
+enum Answer {
+    /// A page, with its status and any further headers (session cookies).
+    Page(u16, Html, Vec<(&'static str, String)>),
+    /// A 303 to `location`, with any further headers.
+    SeeOther(String, Vec<(&'static str, String)>),
+}
+
+/// The CSRF token of this request's pages: the cookie's, or a fresh one
+/// (set on the answer).
+struct Csrf {
+    token: String,
+    fresh: bool,
+}
+
+impl<'a, 'e> Ui<'a, 'e> {
+    /// Serves hosted page `route` (a `Ui*` route).
+    pub async fn serve(&self, route: Route<'_>) -> Result<Response, Error> {
+        let csrf = match cookie(self.req, CSRF_COOKIE).filter(|c| forms::is_csrf_token(c)) {
+            Some(token) => Csrf { token, fresh: false },
+            None => Csrf { token: forms::new_csrf_token(&mut OsRandom), fresh: true },
+        };
+        let answer = match route {
+            Route::UiLoginPage | Route::UiSignupPage | Route::UiMagicLinkPage | Route::UiOtpPage
+                if !self.can_return() =>
+            {
+                // Token mode without REDIRECT_ALLOWLIST: say so before anyone types.
+                Err(forms::nowhere_to_return())
+            }
+            Route::UiLoginPage => self.login_page(&csrf, None, "", 200),
+            Route::UiSignupPage => self.signup_page(&csrf, None, "", "", 200),
+            Route::UiMagicLinkPage => self.magic_link_page(&csrf).await,
+            Route::UiOtpPage => {
+                let email = self.query("email").unwrap_or_default();
+                self.page(&csrf, 200, |ctx| pages::otp(ctx, None, &email))
+            }
+            Route::UiForgotPage => self.page(&csrf, 200, |ctx| pages::forgot(ctx, None, "")),
+            Route::UiResetPage => {
+                let token = self.query("token").unwrap_or_default();
+                let min = self.cfg.password_policy.min_chars;
+                self.page(&csrf, 200, |ctx| pages::reset(ctx, None, &token, min))
+            }
+            Route::UiVerifyEmailPage => {
+                let token = self.query("token").unwrap_or_default();
+                self.page(&csrf, 200, |ctx| pages::verify_email(ctx, None, &token))
+            }
+            Route::UiMfaPage => self.page(&csrf, 200, |ctx| {
+                let n = Notice::Info(
+                    "This step follows your password, link or code when your account has two-step verification on."
+                        .into(),
+                );
+                pages::message(ctx, "Two-step verification", Some(&n), &[("login", "Sign in")])
+            }),
+            Route::UiAccountPage => self.account_page(&csrf, None).await,
+            Route::UiLogin
+            | Route::UiSignup
+            | Route::UiMagicLink
+            | Route::UiOtp
+            | Route::UiMfa
+            | Route::UiForgot
+            | Route::UiReset
+            | Route::UiVerifyEmail
+            | Route::UiAccount => self.post(route, &csrf).await,
+            _ => Err(Error::NotFound),
+        };
+        let answer = match answer {
+            Ok(a) => a,
+            // A failure outside any form (a bad redirect_to, a dependency):
+            // a page saying so, with the problem's status.
+            Err(e) => {
+                self.log(&e);
+                let p = e.problem();
+                let n = Notice::Error(p.detail.clone());
+                let render = |ctx: &pages::Context<'_>| pages::message(ctx, p.title, Some(&n), &[("login", "Sign in")]);
+                let extra = p.retry_after_secs.map(|s| vec![("retry-after", s.to_string())]).unwrap_or_default();
+                self.page_with(&csrf, p.status, None, render, extra)
+            }
+        };
+        self.respond(answer, &csrf)
+    }
+
+    /// Adds the common headers (CSP, a fresh CSRF cookie) and renders.
+    fn respond(&self, answer: Answer, csrf: &Csrf) -> Result<Response, Error> {
+        let mut headers: Vec<(&str, String)> = Vec::new();
+        if csrf.fresh {
+            headers.push(csrf_cookie(&csrf.token));
+        }
+        let resp = match answer {
+            Answer::Page(status, html, extra) => {
+                headers.extend(self.cfg.ui.headers());
+                headers.extend(extra);
+                http::html(status, html.as_str(), &headers)
+            }
+            Answer::SeeOther(location, extra) => {
+                headers.push(("location", location));
+                headers.extend(extra);
+                http::empty(303, &headers)
+            }
+        };
+        Ok(resp.context("page")?)
+    }
+
+    fn log(&self, e: &Error) {
+        if e.is_server_side() {
+            worker::console_error!("portcullis.error hosted page: {e}");
+        }
+    }
+
+    /// A query parameter.
+    fn query(&self, name: &str) -> Option<String> {
+        self.url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+    }
+
+    /// Whether a sign-in through the pages has somewhere to return to: cookie
+    /// mode (the account page at least), or an allowlist.
+    fn can_return(&self) -> bool {
+        self.cfg.cookie_mode || self.cfg.oauth.redirect_allowlist.default_target().is_some()
+    }
+
+    /// The public URL of the account page, on the request's own origin.
+    fn account_url(&self) -> String {
+        format!("{}{}{UI_PATH}/account", http::request_origin(self.url), self.cfg.auth_prefix)
+    }
+
+    /// The `redirect_to` a GET page carries on: the query's, once checked
+    /// (400 `invalid_redirect` otherwise).
+    fn asked_target(&self) -> Result<Option<String>, Error> {
+        match self.query(REDIRECT_FIELD).filter(|r| !r.is_empty()) {
+            None => Ok(None),
+            Some(r) => {
+                forms::return_target(
+                    Some(&r),
+                    &self.cfg.oauth.redirect_allowlist,
+                    &self.account_url(),
+                    self.cfg.cookie_mode,
+                )?;
+                Ok(Some(r))
+            }
+        }
+    }
+
+    /// Renders a page with the request's context; `redirect_to` is the
+    /// query's (checked).
+    fn page(
+        &self,
+        csrf: &Csrf,
+        status: u16,
+        render: impl FnOnce(&pages::Context<'_>) -> Html,
+    ) -> Result<Answer, Error> {
+        let target = self.asked_target()?;
+        Ok(self.page_with(csrf, status, target.as_deref(), render, Vec::new()))
+    }
+
+    fn page_with(
+        &self,
+        csrf: &Csrf,
+        status: u16,
+        redirect_to: Option<&str>,
+        render: impl FnOnce(&pages::Context<'_>) -> Html,
+        extra: Vec<(&'static str, String)>,
+    ) -> Answer {
+        let ctx =
+            pages::Context { ui: &self.cfg.ui, auth_prefix: &self.cfg.auth_prefix, csrf: &csrf.token, redirect_to };
+        Answer::Page(status, render(&ctx), extra)
+    }
+
+    fn login_page(&self, csrf: &Csrf, n: Option<&Notice>, email: &str, status: u16) -> Result<Answer, Error> {
+        let target = self.asked_target()?;
+        Ok(self.login_with(csrf, n, email, status, target.as_deref()))
+    }
+
+    fn login_with(&self, csrf: &Csrf, n: Option<&Notice>, email: &str, status: u16, target: Option<&str>) -> Answer {
+        let allowlist = &self.cfg.oauth.redirect_allowlist;
+        // An OAuth sign-in returns to the page's target only if it is an
+        // allowlisted one (not the account page); else to its own default.
+        let oauth_target = target.filter(|t| allowlist.check(t).is_some());
+        let providers: Vec<Provider<'_>> =
+            self.cfg.oauth.providers.iter().map(|p| Provider { id: &p.id, redirect_to: oauth_target }).collect();
+        self.page_with(csrf, status, target, |ctx| pages::login(ctx, n, email, &providers), Vec::new())
+    }
+
+    fn signup_page(
+        &self,
+        csrf: &Csrf,
+        n: Option<&Notice>,
+        email: &str,
+        name: &str,
+        status: u16,
+    ) -> Result<Answer, Error> {
+        let min = self.cfg.password_policy.min_chars;
+        self.page(csrf, status, |ctx| pages::signup(ctx, n, email, name, min))
+    }
+
+    async fn magic_link_page(&self, csrf: &Csrf) -> Result<Answer, Error> {
+        let token = self.query("token").unwrap_or_default();
+        let account = self.deps.magic_link_account(self.meta, &token).await?;
+        let status = if account.is_some() { 200 } else { Error::invalid_link().problem().status };
+        self.page(csrf, status, |ctx| pages::magic_link(ctx, None, &token, account.as_deref()))
+    }
+
+    /// A signed-in caller's access token: the access cookie if it still
+    /// authenticates, else one renewed with the refresh cookie (whose new
+    /// cookies are returned to set); `None` when neither works.
+    async fn signed_in(&self) -> Result<Option<(String, Vec<(&'static str, String)>)>, Error> {
+        if !self.cfg.cookie_mode {
+            return Ok(None);
+        }
+        if let Some(access) = cookie(self.req, ACCESS_COOKIE) {
+            match self.deps.authenticate(self.meta, Some(&access)).await {
+                Ok(_) => return Ok(Some((access, Vec::new()))),
+                Err(Error::InvalidToken(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let Some(refresh) = cookie(self.req, REFRESH_COOKIE) else { return Ok(None) };
+        match self.deps.refresh(self.meta, &mut OsRandom, Some(&refresh)).await {
+            Ok(auth) => Ok(Some((auth.access_token.clone(), auth_cookies(self.cfg, &auth, self.meta.now)))),
+            Err(Error::InvalidRefreshToken | Error::Forbidden { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn account_page(&self, csrf: &Csrf, n: Option<Notice>) -> Result<Answer, Error> {
+        if !self.cfg.cookie_mode {
+            let n = Notice::Error(
+                "The account page needs cookie mode (COOKIE_MODE=true): this gateway hands sessions to the app instead."
+                    .into(),
+            );
+            return self.page(csrf, 404, |ctx| pages::message(ctx, "Your account", Some(&n), &[("login", "Sign in")]));
+        }
+        match self.signed_in().await? {
+            None => Ok(self.to_login()),
+            Some((access, cookies)) => self.account_view(csrf, 200, n.as_ref(), &access, cookies).await,
+        }
+    }
+
+    /// To the login page, returning to the account page afterwards.
+    fn to_login(&self) -> Answer {
+        let mut login = format!("{}{UI_PATH}/login?redirect_to=", self.cfg.auth_prefix);
+        login.extend(url::form_urlencoded::byte_serialize(self.account_url().as_bytes()));
+        Answer::SeeOther(login, Vec::new())
+    }
+
+    async fn account_view(
+        &self,
+        csrf: &Csrf,
+        status: u16,
+        n: Option<&Notice>,
+        access: &str,
+        cookies: Vec<(&'static str, String)>,
+    ) -> Result<Answer, Error> {
+        let me = self.deps.me(self.meta, Some(access)).await?;
+        let sessions = self.deps.sessions(self.meta, Some(access)).await?;
+        let a = Account {
+            email: &me.email,
+            name: me.name.as_deref(),
+            email_verified: me.email_verified,
+            sessions: &sessions,
+        };
+        Ok(self.page_with(csrf, status, None, |ctx| pages::account(ctx, n, &a), cookies))
+    }
+
+    /// Every POST: the CSRF check, then the form's handler.
+    async fn post(&self, route: Route<'_>, csrf: &Csrf) -> Result<Answer, Error> {
+        let form = http::read_form(self.req).await?;
+        let origin = http::header(self.req, "origin");
+        let fetch_site = http::header(self.req, "sec-fetch-site");
+        let own_origin = http::request_origin(self.url);
+        let sent = cookie(self.req, CSRF_COOKIE);
+        let facts = PostFacts {
+            own_origin: &own_origin,
+            origin: origin.as_deref(),
+            fetch_site: fetch_site.as_deref(),
+            cookie: sent.as_deref(),
+            field: form.get(CSRF_FIELD),
+        };
+        if let Err(e) = check_csrf(&facts) {
+            let p = e.problem();
+            let n = Notice::Error(p.detail.clone());
+            return Ok(self.page_with(
+                csrf,
+                p.status,
+                None,
+                |ctx| pages::message(ctx, "Form refused", Some(&n), &[("login", "Sign in")]),
+                Vec::new(),
+            ));
+        }
+        match route {
+            Route::UiLogin => self.post_login(csrf, &form).await,
+            Route::UiSignup => self.post_signup(csrf, &form).await,
+            Route::UiMagicLink => self.post_magic_link(csrf, &form).await,
+            Route::UiOtp => self.post_otp(csrf, &form).await,
+            Route::UiMfa => self.post_mfa(csrf, &form).await,
+            Route::UiForgot => self.post_forgot(csrf, &form).await,
+            Route::UiReset => self.post_reset(csrf, &form).await,
+            Route::UiVerifyEmail => self.post_verify_email(csrf, &form).await,
+            Route::UiAccount => self.post_account(csrf, &form).await,
+            _ => Err(Error::NotFound),
+        }
+    }
+
+    /// The posted `redirect_to`, checked, and the target a sign-in returns
+    /// to (decided before the sign-in: a bad target opens no session).
+    fn posted_target(&self, form: &Form) -> Result<(Option<String>, String), Error> {
+        let asked = form.optional(REDIRECT_FIELD);
+        let target = forms::return_target(
+            asked.as_deref(),
+            &self.cfg.oauth.redirect_allowlist,
+            &self.account_url(),
+            self.cfg.cookie_mode,
+        )?;
+        Ok((asked, target))
+    }
+
+    /// The end of every sign-in through the pages, the one place that reads
+    /// a sign-in flow's result: signed in, 303 to `target` with the session
+    /// cookies (cookie mode) or a one-time exchange code; refused, the page
+    /// `again` renders with the problem inline, its status and `Retry-After`.
+    /// A first step answering with the second step renders `pages::mfa`,
+    /// whose form carries the `mfa_token` (and `redirect_to`) to
+    /// `POST /auth/ui/mfa`.
+    async fn finish(
+        &self,
+        csrf: &Csrf,
+        asked: Option<&str>,
+        result: Result<SignIn, Error>,
+        target: &str,
+        again: impl FnOnce(u16, &Notice) -> Answer,
+    ) -> Result<Answer, Error> {
+        match result {
+            Ok(SignIn::SecondStep(step)) => {
+                let methods: Vec<&str> = step.methods.iter().map(|m| m.as_str()).collect();
+                Ok(self.page_with(csrf, 200, asked, |ctx| pages::mfa(ctx, None, &step.mfa_token, &methods), Vec::new()))
+            }
+            Ok(SignIn::Complete(auth)) => {
+                let location = self.deps.signed_in_location(self.meta, &mut OsRandom, target, &auth).await?;
+                Ok(Answer::SeeOther(location, auth_cookies(self.cfg, &auth, self.meta.now)))
+            }
+            Err(e) => {
+                let (status, n, extra) = self.failure(&e);
+                Ok(with_headers(again(status, &n), extra))
+            }
+        }
+    }
+
+    /// The problem `e` as a notice, its status, and its `Retry-After`.
+    fn failure(&self, e: &Error) -> (u16, Notice, Vec<(&'static str, String)>) {
+        self.log(e);
+        let p = e.problem();
+        let extra = p.retry_after_secs.map(|s| vec![("retry-after", s.to_string())]).unwrap_or_default();
+        (p.status, Notice::Error(p.detail), extra)
+    }
+
+    async fn post_login(&self, csrf: &Csrf, form: &Form) -> Result<Answer, Error> {
+        let (asked, target) = self.posted_target(form)?;
+        let email = form.text("email");
+        if form.get("intent") == Some("magic_link") {
+            return self.send_email(csrf, &email, Mailing::MagicLink, asked.as_deref()).await;
+        }
+        let body = LoginRequest { email: email.clone(), password: form.text("password") };
+        let result = self.deps.login(self.meta, &mut OsRandom, body).await;
+        self.finish(csrf, asked.as_deref(), result, &target, |status, n| {
+            self.login_with(csrf, Some(n), &email, status, asked.as_deref())
+        })
+        .await
+    }
+
+    /// Admits an emailed link or code (or reset) and sends it in the
+    /// background, answering the same whatever the address.
+    async fn send_email(&self, csrf: &Csrf, email: &str, what: Mailing, asked: Option<&str>) -> Result<Answer, Error> {
+        let (endpoint, accepted) = match what {
+            Mailing::MagicLink => (Endpoint::MagicLink, MAGIC_LINK_ACCEPTED),
+            Mailing::Otp => (Endpoint::Otp, OTP_ACCEPTED),
+            Mailing::PasswordReset => (Endpoint::PasswordForgot, FORGOT_ACCEPTED),
+        };
+        let request = EmailRequest { email: email.to_string(), locale: None };
+        let admitted = self.deps.admit_email_request(self.meta, &mut OsRandom, endpoint, &request).await;
+        let (status, n, extra) = match admitted {
+            Ok(address) => {
+                send_in_background(self.ctx, self.env, self.cfg, self.meta.clone(), what, address);
+                (200, Notice::Info(format!("Check your email: {}.", accepted.message)), Vec::new())
+            }
+            Err(e) => self.failure(&e),
+        };
+        let answer = match what {
+            Mailing::MagicLink if status == 200 => self.page_with(
+                csrf,
+                status,
+                asked,
+                |ctx| pages::message(ctx, "Check your email", Some(&n), &[("login", "Back to sign in")]),
+                extra,
+            ),
+            Mailing::MagicLink => self.login_with(csrf, Some(&n), email, status, asked),
+            Mailing::Otp => self.page_with(csrf, status, asked, |ctx| pages::otp(ctx, Some(&n), email), extra),
+            Mailing::PasswordReset => {
+                self.page_with(csrf, status, asked, |ctx| pages::forgot(ctx, Some(&n), email), extra)
+            }
+        };
+        Ok(answer)
+    }
+
+    async fn post_signup(&self, csrf: &Csrf, form: &Form) -> Result<Answer, Error> {
+        let (asked, target) = self.posted_target(form)?;
+        let (email, name) = (form.text("email"), form.optional("name"));
+        let body =
+            SignupRequest { email: email.clone(), password: form.text("password"), name: name.clone(), locale: None };
+        let result = self.deps.signup(self.meta, &mut OsRandom, body).await.map(SignIn::Complete);
+        let (min, name) = (self.cfg.password_policy.min_chars, name.unwrap_or_default());
+        self.finish(csrf, asked.as_deref(), result, &target, |status, n| {
+            let render = |ctx: &pages::Context<'_>| pages::signup(ctx, Some(n), &email, &name, min);
+            self.page_with(csrf, status, asked.as_deref(), render, Vec::new())
+        })
+        .await
+    }
+
+    async fn post_magic_link(&self, csrf: &Csrf, form: &Form) -> Result<Answer, Error> {
+        let (asked, target) = self.posted_target(form)?;
+        let token = form.text("token");
+        let result = self.deps.verify_magic_link(self.meta, &mut OsRandom, TokenRequest { token: token.clone() }).await;
+        self.finish(csrf, asked.as_deref(), result, &target, |status, n| {
+            let render = |ctx: &pages::Context<'_>| pages::magic_link(ctx, Some(n), &token, None);
+            self.page_with(csrf, status, asked.as_deref(), render, Vec::new())
+        })
+        .await
+    }
+
+    async fn post_otp(&self, csrf: &Csrf, form: &Form) -> Result<Answer, Error> {
+        let (asked, target) = self.posted_target(form)?;
+        let email = form.text("email");
+        if form.get("intent") == Some("send") {
+            return self.send_email(csrf, &email, Mailing::Otp, asked.as_deref()).await;
+        }
+        let body = OtpVerifyRequest { email: email.clone(), code: form.text("code").trim().to_string() };
+        let result = self.deps.verify_otp(self.meta, &mut OsRandom, body).await;
+        self.finish(csrf, asked.as_deref(), result, &target, |status, n| {
+            self.page_with(csrf, status, asked.as_deref(), |ctx| pages::otp(ctx, Some(n), &email), Vec::new())
+        })
+        .await
+    }
+
+    /// The second step: the `mfa_token` the first step's page carried, and
+    /// a code from the authenticator app or a backup code.
+    async fn post_mfa(&self, csrf: &Csrf, form: &Form) -> Result<Answer, Error> {
+        let (asked, target) = self.posted_target(form)?;
+        let mfa_token = form.text("mfa_token");
+        let (code, backup_code) = match form.get("intent") {
+            Some("backup_code") => (None, form.optional("backup_code")),
+            _ => (form.optional("code"), None),
+        };
+        let body = MfaVerifyRequest { mfa_token: mfa_token.clone(), code, backup_code };
+        let result = self.deps.verify_mfa(self.meta, &mut OsRandom, body).await.map(SignIn::Complete);
+        self.finish(csrf, asked.as_deref(), result, &target, |status, n| {
+            let methods = ["totp", "backup_code"];
+            self.page_with(
+                csrf,
+                status,
+                asked.as_deref(),
+                |ctx| pages::mfa(ctx, Some(n), &mfa_token, &methods),
+                Vec::new(),
+            )
+        })
+        .await
+    }
+
+    async fn post_forgot(&self, csrf: &Csrf, form: &Form) -> Result<Answer, Error> {
+        let asked = form.optional(REDIRECT_FIELD);
+        if let Some(a) = &asked {
+            forms::return_target(
+                Some(a),
+                &self.cfg.oauth.redirect_allowlist,
+                &self.account_url(),
+                self.cfg.cookie_mode,
+            )?;
+        }
+        self.send_email(csrf, &form.text("email"), Mailing::PasswordReset, asked.as_deref()).await
+    }
+
+    async fn post_reset(&self, csrf: &Csrf, form: &Form) -> Result<Answer, Error> {
+        let token = form.text("token");
+        let body = ResetRequest { token: token.clone(), new_password: form.text("new_password") };
+        match self.deps.reset_password(self.meta, &mut OsRandom, body).await {
+            Ok(_) => {
+                let n = Notice::Info("Your password is changed, and every session of the account has ended.".into());
+                let render = |ctx: &pages::Context<'_>| {
+                    pages::message(ctx, "Password changed", Some(&n), &[("login", "Sign in")])
+                };
+                Ok(self.page_with(csrf, 200, None, render, clear_cookies(self.cfg)))
+            }
+            Err(e) => {
+                let (status, n, extra) = self.failure(&e);
+                let min = self.cfg.password_policy.min_chars;
+                Ok(self.page_with(csrf, status, None, |ctx| pages::reset(ctx, Some(&n), &token, min), extra))
+            }
+        }
+    }
+
+    async fn post_verify_email(&self, csrf: &Csrf, form: &Form) -> Result<Answer, Error> {
+        let token = form.text("token");
+        // Signed in as the account: its holder confirms it (no takeover).
+        let session = self.signed_in().await?;
+        let (bearer, cookies) = session.map_or((None, Vec::new()), |(a, c)| (Some(a), c));
+        let verified = self
+            .deps
+            .verify_email(self.meta, &mut OsRandom, TokenRequest { token: token.clone() }, bearer.as_deref())
+            .await;
+        match verified {
+            Ok(v) => {
+                let n = Notice::Info(format!("{} is verified.", v.email));
+                let render = |ctx: &pages::Context<'_>| {
+                    pages::message(ctx, "Email address verified", Some(&n), &[("account", "Your account")])
+                };
+                Ok(self.page_with(csrf, 200, None, render, cookies))
+            }
+            Err(e) => {
+                let (status, n, mut extra) = self.failure(&e);
+                extra.extend(cookies);
+                Ok(self.page_with(csrf, status, None, |ctx| pages::verify_email(ctx, Some(&n), &token), extra))
+            }
+        }
+    }
+
+    async fn post_account(&self, csrf: &Csrf, form: &Form) -> Result<Answer, Error> {
+        if !self.cfg.cookie_mode {
+            return self.account_page(csrf, None).await;
+        }
+        let Some((access, cookies)) = self.signed_in().await? else { return Ok(self.to_login()) };
+        let rng = &mut OsRandom;
+        let done: Result<Notice, Error> = match form.get("intent").unwrap_or_default() {
+            "logout" => {
+                let refresh = cookie(self.req, REFRESH_COOKIE);
+                self.deps.logout(self.meta, rng, Some(&access), refresh.as_deref()).await?;
+                let mut login = format!("{}{UI_PATH}/login", self.cfg.auth_prefix);
+                if let Some(first) = self.cfg.oauth.redirect_allowlist.default_target() {
+                    // Where the app is, for signing in again.
+                    login.push_str("?redirect_to=");
+                    login.extend(url::form_urlencoded::byte_serialize(first.as_bytes()));
+                }
+                return Ok(Answer::SeeOther(login, clear_cookies(self.cfg)));
+            }
+            "revoke" => {
+                let id = form.text("session_id");
+                self.deps
+                    .revoke_own_session(self.meta, rng, Some(&access), &id)
+                    .await
+                    .map(|()| Notice::Info("That session is signed out.".into()))
+            }
+            "revoke_others" => self.deps.revoke_other_sessions(self.meta, rng, Some(&access)).await.map(|n| {
+                Notice::Info(match n {
+                    1 => "1 other session is signed out.".to_string(),
+                    n => format!("{n} other sessions are signed out."),
+                })
+            }),
+            "change_password" => {
+                let body =
+                    ChangeRequest { old_password: form.text("old_password"), new_password: form.text("new_password") };
+                self.deps
+                    .change_password(self.meta, rng, Some(&access), body)
+                    .await
+                    .map(|_| Notice::Info("Your password is changed; your other sessions are signed out.".into()))
+            }
+            "verify_email" => self
+                .deps
+                .request_email_verification(self.meta, rng, Some(&access))
+                .await
+                .map(|_| Notice::Info("Check your email: a verification link is on its way.".into())),
+            _ => Err(Error::validation("validation_failed", "intent: not one of the account page's actions")),
+        };
+        let (status, n, mut extra) = match done {
+            Ok(n) => (200, n, Vec::new()),
+            Err(e) => self.failure(&e),
+        };
+        extra.extend(cookies);
+        self.account_view(csrf, status, Some(&n), &access, extra).await
+    }
+}
+
+fn with_headers(answer: Answer, more: Vec<(&'static str, String)>) -> Answer {
+    match answer {
+        Answer::Page(status, html, mut extra) => {
+            extra.extend(more);
+            Answer::Page(status, html, extra)
+        }
+        Answer::SeeOther(location, mut extra) => {
+            extra.extend(more);
+            Answer::SeeOther(location, extra)
+        }
+    }
+}
+
+/// The CSRF cookie: `__Host-`, `HttpOnly`, `Secure`, `SameSite=Lax`, for
+/// the browser session.
+fn csrf_cookie(token: &str) -> (&'static str, String) {
+    ("set-cookie", format!("{CSRF_COOKIE}={token}; Path=/; HttpOnly; Secure; SameSite=Lax"))
+}
