@@ -1,6 +1,7 @@
 // `npm run bench [-- options]`: Portcullis against a bare pass-through Worker and a
 // jose gateway, side by side on this machine, on the bare runtime (`workerd serve`,
-// not `wrangler dev`), driven by wrk. See bench/README.md for the method.
+// not `wrangler dev`), driven by wrk; then cold starts against the pass-through, and
+// the CPU of a signup, a login and a refresh. See bench/README.md for the method.
 //
 // Options:
 //   --seconds N       load per target for each throughput figure, split into rounds (default 10)
@@ -11,6 +12,9 @@
 //   --micro-connections N  wrk connections in the CPU micro runs (default 8)
 //   --paired-seconds N     length of the paired-latency token-check run (default 20)
 //   --no-profile      skip the CPU profile of Portcullis
+//   --startup-rounds N     cold starts per target, alternating (default 10)
+//   --signin-users N       accounts in the sign-in CPU measurement, per profile (default 24)
+//   --no-signin       skip the sign-in CPU measurement
 //   --record          write the results table into bench/README.md
 //   --quick           short runs, for checking that the bench works
 //
@@ -33,6 +37,8 @@ import { ensureWrk, runWrk } from "./lib/wrk.mjs";
 import { portcullisPlatform, writeConfig } from "./lib/workerd.mjs";
 import { pairedLatency } from "./lib/paired.mjs";
 import { connectInspector, profileDuring, summarise } from "./lib/profile.mjs";
+import { coldStarts, compileMs } from "./lib/startup.mjs";
+import { signinCosts, summary } from "./lib/signin-cost.mjs";
 
 const BENCH = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(BENCH, "..");
@@ -57,7 +63,7 @@ const TARGET_FRESH_US = 40;
 const TARGET_REPEAT_US = 5;
 
 function parseArgs(argv) {
-  const o = { seconds: 10, rounds: 2, connections: 16, microSeconds: 2, microRounds: 3, microConnections: 8, pairedSeconds: 20, profile: true, record: false, warmup: 2 };
+  const o = { seconds: 10, rounds: 2, connections: 16, microSeconds: 2, microRounds: 3, microConnections: 8, pairedSeconds: 20, profile: true, record: false, warmup: 2, startupRounds: 10, signinUsers: 24, signin: true };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const num = () => {
@@ -73,10 +79,13 @@ function parseArgs(argv) {
     else if (a === "--micro-connections") o.microConnections = num();
     else if (a === "--paired-seconds") o.pairedSeconds = num();
     else if (a === "--no-profile") o.profile = false;
+    else if (a === "--startup-rounds") o.startupRounds = num();
+    else if (a === "--signin-users") o.signinUsers = num();
+    else if (a === "--no-signin") o.signin = false;
     else if (a === "--record") o.record = true;
-    else if (a === "--quick") Object.assign(o, { seconds: 4, microSeconds: 1, microRounds: 2, pairedSeconds: 4, warmup: 1 });
+    else if (a === "--quick") Object.assign(o, { seconds: 4, microSeconds: 1, microRounds: 2, pairedSeconds: 4, warmup: 1, startupRounds: 3, signinUsers: 4 });
     else if (a === "--help" || a === "-h") {
-      console.log(fs.readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n").slice(0, 20).join("\n"));
+      console.log(fs.readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n").filter((l, i, all) => all.slice(0, i + 1).every((x) => x.startsWith("//"))).join("\n"));
       process.exit(0);
     } else throw new Error(`unknown option ${a} (try --help)`);
   }
@@ -97,7 +106,7 @@ function compatibilityDate() {
 }
 
 function checkBuild() {
-  for (const f of ["index.js", "index_bg.wasm", "worker/shim.mjs"]) {
+  for (const f of ["index.js", "index_bg.wasm", "named/index_bg.wasm", "worker/shim.mjs"]) {
     if (!fs.existsSync(path.join(BUILD, f))) throw new Error(`build/${f} is missing: run \`npm run build\` (npm run bench builds first)`);
   }
   const shim = fs.readFileSync(path.join(BUILD, "worker", "shim.mjs"), "utf8");
@@ -119,9 +128,10 @@ function gitDescribe() {
   }
 }
 
+/** Sizes of the deployed module, and the custom sections the build stripped from it (names, producers, …). */
 function wasmSizes() {
-  const wasm = fs.readFileSync(path.join(SNAP, "index_bg.wasm"));
-  // Split out custom sections (names, producers, ...) to show what deploys as code.
+  const deployed = fs.readFileSync(path.join(SNAP, "index_bg.wasm"));
+  const wasm = fs.readFileSync(path.join(SNAP, "named", "index_bg.wasm"));
   let i = 8;
   let custom = 0;
   const customs = [];
@@ -147,8 +157,8 @@ function wasmSizes() {
     i = startAt + size;
   }
   return {
-    raw: wasm.length,
-    gzip: zlib.gzipSync(wasm, { level: 9 }).length,
+    raw: deployed.length,
+    gzip: zlib.gzipSync(deployed, { level: 9 }).length,
     customBytes: custom,
     customs,
     js: fs.statSync(path.join(SNAP, "index.js")).size,
@@ -265,7 +275,10 @@ async function main() {
   fs.mkdirSync(OUT, { recursive: true });
   const build = checkBuild();
   fs.mkdirSync(SNAP, { recursive: true });
-  for (const f of ["index.js", "index_bg.wasm"]) fs.copyFileSync(path.join(BUILD, f), path.join(SNAP, f));
+  for (const f of ["index.js", "index_bg.wasm", "named/index_bg.wasm"]) {
+    fs.mkdirSync(path.dirname(path.join(SNAP, f)), { recursive: true });
+    fs.copyFileSync(path.join(BUILD, f), path.join(SNAP, f));
+  }
   build.commit = gitDescribe();
   build.wasmSha256 = crypto.createHash("sha256").update(fs.readFileSync(path.join(SNAP, "index_bg.wasm"))).digest("hex").slice(0, 12);
   if (!fs.existsSync(WORKERD)) throw new Error(`workerd not found at ${path.relative(ROOT, WORKERD)} (it comes with the wrangler devDependency: npm ci)`);
@@ -276,7 +289,7 @@ async function main() {
   if (os.loadavg()[0] > mach.cores * 0.5) log(`warning: the machine is busy (load ${mach.loadavg}); numbers will be noisy`);
   log(`Portcullis build: commit ${build.commit}, wasm sha256 ${build.wasmSha256} (snapshot in bench/out/build/)`);
   log(`build/worker/shim.mjs imports ${build.shimImports.join(", ")}; build/index.js imports ${build.indexImports.join(", ")}`);
-  log(`wasm: ${fmt(sizes.raw)} B raw, ${fmt(sizes.gzip)} B gzipped (of which custom sections ${sizes.customs.map((c) => `${c.name} ${fmt(c.size)} B`).join(", ")})`);
+  log(`wasm: ${fmt(sizes.raw)} B raw, ${fmt(sizes.gzip)} B gzipped (custom sections stripped by the build: ${sizes.customs.map((c) => `${c.name} ${fmt(c.size)} B`).join(", ")})`);
 
   // Keys and tokens, exactly as Portcullis would issue them.
   const key = await makeSigningKey();
@@ -326,13 +339,14 @@ async function main() {
     // Extra vars for experiments, e.g. BENCH_PORTCULLIS_VARS='{"ORIGIN_TIMEOUT_MS":"0"}'.
     ...JSON.parse(process.env.BENCH_PORTCULLIS_VARS ?? "{}"),
   };
-  const portcullisConfig = (name, port) =>
+  // Profiles run the same code with its `name` section (build/named/), so Rust functions appear by name.
+  const portcullisConfig = (name, port, { named = false } = {}) =>
     writeConfig(OUT, name, {
       port,
       compatibilityDate: compat,
       modules: [
         { name: "index.js", file: path.join(SNAP, "index.js"), type: "esModule" },
-        { name: "index_bg.wasm", file: path.join(SNAP, "index_bg.wasm"), type: "wasm" },
+        { name: "index_bg.wasm", file: path.join(SNAP, ...(named ? ["named"] : []), "index_bg.wasm"), type: "wasm" },
       ],
       vars: portcullisVars,
       extra: portcullisPlatform(OUT, BENCH, [key.row], REVOCATIONS),
@@ -562,7 +576,52 @@ async function main() {
   results.d1.total = d1After.total;
   results.d1.loadSeconds = (Date.now() - loadStarted) / 1000;
 
-  // 5. Where Portcullis spends its CPU: a V8 CPU profile under fresh and repeat-token load.
+  // 5. Cold start: a new workerd process until its first answer, JS pass-through against
+  //    Portcullis, both forwarding a public-route request to the origin.
+  {
+    const starts = await coldStarts({
+      workerd: WORKERD,
+      out: OUT,
+      targets: { a: { config: cfg.a, path: "/api/public/x", status: 200 }, b: { config: cfg.b, path: "/api/public/x", status: 200 } },
+      rounds: opt.startupRounds,
+    });
+    const med = (list, k) => median(list.map((x) => x[k]));
+    results.startup = {
+      rounds: opt.startupRounds,
+      a: { wallMs: med(starts.a, "wallMs"), cpuMs: med(starts.a, "cpuMs") },
+      b: { wallMs: med(starts.b, "wallMs"), cpuMs: med(starts.b, "cpuMs") },
+      // The module alone, in this Node's V8 (workerd's V8 is another build of the same engine).
+      compileMs: await compileMs(fs.readFileSync(path.join(SNAP, "index_bg.wasm"))),
+      raw: starts,
+    };
+    const st = results.startup;
+    log(`cold start (median of ${st.rounds}): (a) ${fmt(st.a.wallMs, 1)} ms wall, ${fmt(st.a.cpuMs, 1)} ms CPU; (b) ${fmt(st.b.wallMs, 1)} ms wall, ${fmt(st.b.cpuMs, 1)} ms CPU; b/a ${fmt(st.b.wallMs / st.a.wallMs, 2)} wall; wasm compile in Node ${fmt(st.compileMs, 1)} ms`);
+  }
+
+  // 6. What a sign-in costs: CPU per signup, login and refresh, Portcullis against a real
+  //    SQL database, at the default argon2 profile and at the light one.
+  if (opt.signin) {
+    results.signin = {};
+    for (const profile of ["default", "light"]) {
+      const r = await signinCosts({
+        out: OUT,
+        bench: BENCH,
+        root: ROOT,
+        workerd: WORKERD,
+        compatibilityDate: compat,
+        build: { js: path.join(SNAP, "index.js"), wasm: path.join(SNAP, "index_bg.wasm") },
+        vars: { ...portcullisVars, PASSWORD_HASH_PROFILE: profile },
+        name: profile,
+        users: opt.signinUsers,
+      });
+      results.signin[profile] = Object.fromEntries(Object.entries(r).map(([k, v]) => [k, summary(v)]));
+      const x = results.signin[profile];
+      const ms_ = (v) => `${fmt(v / 1000, 2)} ms`;
+      log(`sign-in CPU, ${profile} profile (median, p90, max): signup ${ms_(x.signup.median)} ${ms_(x.signup.p90)} ${ms_(x.signup.max)}; login ${ms_(x.login.median)} ${ms_(x.login.p90)} ${ms_(x.login.max)}; refresh ${ms_(x.refresh.median)} ${ms_(x.refresh.p90)} ${ms_(x.refresh.max)}; no-op 401 ${ms_(x.noop.median)}`);
+    }
+  }
+
+  // 7. Where Portcullis spends its CPU: a V8 CPU profile under fresh and repeat-token load.
   if (opt.profile) {
     try {
       results.profile = await profileTargets(configFor, names, wrkBin, repeatFile, freshFile, opt);
@@ -643,7 +702,7 @@ async function profileTargets(configFor, names, wrkBin, repeatFile, freshFile, o
   for (const target of ["a", "c", "b"]) {
     const port = await freePort();
     const inspectorPort = await freePort();
-    const cfgPath = configFor[target](`${names[target]}-profiled`, port);
+    const cfgPath = configFor[target](`${names[target]}-profiled`, port, { named: true });
     const child = await startWorkerd(`${names[target]}-profiled`, cfgPath, port, [`--inspector-addr=127.0.0.1:${inspectorPort}`]);
     const base = `http://127.0.0.1:${port}`;
     for (const p of new Set(plan[target].map((l) => l.path))) {
@@ -739,7 +798,30 @@ function report(r) {
   L.push(`**Revocation on**: Portcullis checks every token against a revocation set of ${fmt(r.revocations.sessions)} revoked sessions and ${fmt(r.revocations.users)} users whose roles changed (seeded into the fake D1's revocation log; \`REVOCATION_LAG\` 10 s). D1 statements Portcullis ran (fake D1 log): ${r.d1.total} in total; during the ${fmt(r.d1.loadSeconds)} s of load phases **${dl.total}**: ${dl.revocationLog} reading the revocation log (${fmt(dl.revocationLog / 2)} reads of one batch of two statements, in the background, about one every half lag; no request waits for them), ${dl.freshCheck} for the fresh rule's session checks (${fmt(dl.freshCheck / 2)} requests of the paired run, one batch of two each), ${dl.keys} key loads, ${dl.total - dl.revocationLog - dl.freshCheck - dl.keys} others.`);
   L.push("");
   const w = r.wasm;
-  L.push(`**Wasm** \`build/index_bg.wasm\`: **${fmt(w.raw)} B raw** (${fmt(w.raw / 1024)} KiB), **${fmt(w.gzip)} B gzipped** (${fmt(w.gzip / 1024)} KiB, gzip -9); of the raw size, custom sections: ${w.customs.map((x) => `\`${x.name}\` ${fmt(x.size)} B`).join(", ")}. \`build/index.js\`: ${fmt(w.js)} B.`);
+  L.push(`**Wasm** \`build/index_bg.wasm\`: **${fmt(w.raw)} B raw** (${fmt(w.raw / 1024)} KiB), **${fmt(w.gzip)} B gzipped** (${fmt(w.gzip / 1024)} KiB, gzip -9); custom sections stripped by the build (kept in \`build/named/\` for profiles): ${w.customs.map((x) => `\`${x.name}\` ${fmt(x.size)} B`).join(", ")}. \`build/index.js\`: ${fmt(w.js)} B.`);
+  const st = r.startup;
+  if (st) {
+    L.push("");
+    L.push(`**Cold start** — a new workerd process until the answer to its first request (\`GET /api/public/x\`, forwarded to the origin): config, the Worker's modules compiled (for Portcullis, its wasm), its global scope, the request; median of ${fmt(st.rounds)} starts each, the two alternating:`);
+    L.push("");
+    L.push("| target | wall ms | workerd CPU ms |");
+    L.push("|---|---:|---:|");
+    L.push(`| (a) bare JS pass-through | ${fmt(st.a.wallMs, 1)} | ${fmt(st.a.cpuMs, 1)} |`);
+    L.push(`| (b) **Portcullis** | ${fmt(st.b.wallMs, 1)} | ${fmt(st.b.cpuMs, 1)} |`);
+    L.push("");
+    L.push(`**b/a = ${fmt(st.b.wallMs / st.a.wallMs, 2)}** (wall), ${fmt(st.b.cpuMs / st.a.cpuMs, 2)} (CPU): Portcullis adds ${fmt(st.b.wallMs - st.a.wallMs, 1)} ms wall, ${fmt(st.b.cpuMs - st.a.cpuMs, 1)} ms CPU to a cold start. For scale, compiling \`build/index_bg.wasm\` (${fmt(w.raw)} B, ${fmt(w.gzip)} B gzipped) alone takes ${fmt(st.compileMs, 1)} ms in Node ${r.machine.node}'s V8.`);
+  }
+  const si = r.signin;
+  if (si) {
+    const c = (x) => `${fmt(x.median / 1000, 2)} <sub>${fmt(x.p90 / 1000, 2)} · ${fmt(x.max / 1000, 2)}</sub>`;
+    L.push("");
+    L.push(`**Sign-in CPU** — workerd CPU time per request in ms, median <sub>90th percentile · max</sub> over ${fmt(si.default.login.n)} logins, ${fmt(si.default.signup.n)} signups and ${fmt(si.default.refresh.n)} refreshes per profile: Portcullis with workerd's own D1 binding, talking to a SQLite database in another workerd process (its SQL work is not counted, as D1's is not on Cloudflare); each sign-in also sends one event to the queue. The CPU limit per request is 10 ms on the Workers Free plan, 30,000 ms by default on Workers Paid (\`[limits] cpu_ms\`, up to 300,000):`);
+    L.push("");
+    L.push("| \`PASSWORD_HASH_PROFILE\` (argon2id) | signup | login | refresh | for scale: a 401 with no work |");
+    L.push("|---|---:|---:|---:|---:|");
+    const names = { default: "`default` (19,456 KiB, 2 passes, 1 lane)", light: "`light` (7,168 KiB, 5 passes, 1 lane)" };
+    for (const [k, x] of Object.entries(si)) L.push(`| ${names[k] ?? k} | ${c(x.signup)} | **${c(x.login)}** | **${c(x.refresh)}** | ${c(x.noop)} |`);
+  }
   if (r.profile) {
     L.push("");
     L.push("**Where the CPU goes** — V8 sampling profiles (100 µs interval) under wrk -c16 load, each target in its own fresh workerd; sampled µs per request by kind of code (the profiler inflates absolute times by roughly 1.3×, compare rows with each other):");

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Build the Worker: worker-build --release -> build/worker/shim.mjs + build/index_bg.wasm.
+# Build the Worker: worker-build --release -> build/worker/shim.mjs + build/index_bg.wasm
+# (custom sections stripped; the same module with its function names in
+# build/named/index_bg.wasm, for profiles and stack traces).
 #
 # worker-build takes its three helper binaries from <NAME>_BIN environment
 # variables (WASM_BINDGEN_BIN, ESBUILD_BIN, WASM_OPT_BIN). When a variable is
@@ -23,8 +25,8 @@ say() { printf '[build] %s\n' "$*"; }
 die() { printf '[build] error: %s\n' "$*" >&2; exit 1; }
 
 STAMP="$ROOT/build/.portcullis-build-stamp"
-OUTPUTS=("$ROOT/build/worker/shim.mjs" "$ROOT/build/index_bg.wasm")
-INPUTS=(src Cargo.toml Cargo.lock scripts/patch-entry.mjs)
+OUTPUTS=("$ROOT/build/worker/shim.mjs" "$ROOT/build/index_bg.wasm" "$ROOT/build/named/index_bg.wasm")
+INPUTS=(src Cargo.toml Cargo.lock scripts/patch-entry.mjs scripts/strip-wasm.mjs)
 for extra in build.rs .cargo/config.toml .cargo/config; do
   [ -e "$extra" ] && INPUTS+=("$extra")
 done
@@ -71,13 +73,16 @@ say "worker-build --release (wasm-bindgen $have)"
 start=$SECONDS
 "$WORKER_BUILD" --release
 
-for f in "${OUTPUTS[@]}"; do
+for f in "$ROOT/build/worker/shim.mjs" "$ROOT/build/index_bg.wasm"; do
   [ -f "$f" ] || die "worker-build finished but ${f#"$ROOT"/} is missing"
 done
+# The runtime needs no custom section (names, producers): drop them, keep a named copy.
+node "$ROOT/scripts/strip-wasm.mjs" "$ROOT/build/index_bg.wasm" "$ROOT/build/named/index_bg.wasm"
 # A plain handler object instead of worker-build's per-request Proxy around
 # an entrypoint class (same panic recovery); see scripts/patch-entry.mjs.
 node "$ROOT/scripts/patch-entry.mjs" "$ROOT/build/index.js"
 mv -f "$TMP_STAMP" "$STAMP"
 trap - EXIT
 size="$(wc -c < "$ROOT/build/index_bg.wasm")"
-say "done in $((SECONDS - start)) s: build/worker/shim.mjs, build/index_bg.wasm ($((size / 1024)) KiB)"
+gz="$(gzip -9 -c "$ROOT/build/index_bg.wasm" | wc -c)"
+say "done in $((SECONDS - start)) s: build/worker/shim.mjs, build/index_bg.wasm ($((size / 1024)) KiB, $((gz / 1024)) KiB gzipped)"

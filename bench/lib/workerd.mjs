@@ -14,7 +14,8 @@ const text = (name, value) => ({ name, kind: `text = ${q(value)}` });
 /**
  * Writes OUTDIR/NAME.capnp for one Worker service listening on 127.0.0.1:port.
  * modules: [{ name, file, type: "esModule" | "wasm" }]; vars: { NAME: "value" };
- * extra: { bindings: [{name, kind}], services: [capnp text], extensions: [capnp text] }
+ * extra: { bindings: [{name, kind}], services: [capnp text], extensions: [capnp text],
+ *          worker: [capnp text: more fields of the worker, e.g. durableObjectNamespaces] }
  */
 export function writeConfig(outDir, name, { port, modules, vars = {}, compatibilityDate, extra = {} }) {
   const cfgPath = path.join(outDir, `${name}.capnp`);
@@ -29,7 +30,7 @@ export function writeConfig(outDir, name, { port, modules, vars = {}, compatibil
         compatibilityDate = ${q(compatibilityDate)},
         bindings = [
           ${bindingsText(bindings)}
-        ],
+        ],${(extra.worker ?? []).map((f) => `\n        ${f},`).join("")}
         globalOutbound = "net"))`,
     `(name = "net", network = (allow = ["public", "private", "local"]))`,
     ...(extra.services ?? []),

@@ -3,7 +3,8 @@
 // before anything is built or created.
 //
 // deploy.config.toml is a wrangler config fragment. Tables merge into
-// wrangler.toml's key by key; a var set to "" is removed; binding lists
+// wrangler.toml's key by key; a key set to "" is removed (a var, or a
+// setting such as `limits`, which the Workers Free plan refuses); binding lists
 // (d1_databases, kv_namespaces, services, send_email, r2_buckets,
 // queues.producers) merge entry by entry, by binding (or name); any other
 // value replaces (queues.consumers too: renaming a queue restates them). Its
@@ -69,7 +70,10 @@ export function overlay(base, over, at = "") {
   }
   if (isTable(base) && isTable(over)) {
     const out = { ...base };
-    for (const [k, v] of Object.entries(over)) out[k] = overlay(base[k], v, at ? `${at}.${k}` : k);
+    for (const [k, v] of Object.entries(over)) {
+      if (v === "") delete out[k];
+      else out[k] = overlay(base[k], v, at ? `${at}.${k}` : k);
+    }
     return out;
   }
   const keys = KEYED_LISTS[at];

@@ -11,7 +11,7 @@ use crate::core::keys::Kek;
 use crate::core::keys::SigningAlg;
 use crate::core::mail::EmailSettings;
 use crate::core::oauth::OAuthConfig;
-use crate::core::password::{HashParams, PasswordPolicy};
+use crate::core::password::{HashParams, HashProfile, PasswordPolicy};
 use crate::core::policy::Routes;
 use crate::core::rate_limit::RateLimits;
 use crate::core::revocation::{IntrospectionSecret, MAX_REVOCATION_LAG_SECS, REVOCATION_LAG_SECS};
@@ -135,7 +135,9 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     /// `KEY_ENCRYPTION_KEY` (secret).
     pub kek: Kek,
-    /// `ARGON2_MEMORY_KIB`, `ARGON2_ITERATIONS`, `ARGON2_PARALLELISM`.
+    /// `PASSWORD_HASH_PROFILE`, or `ARGON2_MEMORY_KIB`, `ARGON2_ITERATIONS`
+    /// and `ARGON2_PARALLELISM` (one or the other): the argon2id costs of
+    /// new hashes.
     pub hash_params: HashParams,
     /// `PASSWORD_MIN_LENGTH`, `PASSWORD_MAX_LENGTH`.
     pub password_policy: PasswordPolicy,
@@ -258,12 +260,24 @@ impl Config {
             }
             Some(v) => Kek::parse(&v).map_err(|e| err("KEY_ENCRYPTION_KEY", e))?,
         };
-        let hash_params = HashParams {
-            memory_kib: number("ARGON2_MEMORY_KIB", HashParams::default().memory_kib)?,
-            iterations: number("ARGON2_ITERATIONS", HashParams::default().iterations)?,
-            parallelism: number("ARGON2_PARALLELISM", HashParams::default().parallelism)?,
+        const ARGON2_VARS: [&str; 3] = ["ARGON2_MEMORY_KIB", "ARGON2_ITERATIONS", "ARGON2_PARALLELISM"];
+        let hash_params = match var("PASSWORD_HASH_PROFILE") {
+            Some(p) => {
+                if let Some(set) = ARGON2_VARS.iter().find(|n| var(n).is_some()) {
+                    return Err(err(
+                        "PASSWORD_HASH_PROFILE",
+                        format!("set together with {set}: choose a profile or give the argon2 costs, not both"),
+                    ));
+                }
+                HashProfile::parse(&p).map_err(|e| err("PASSWORD_HASH_PROFILE", e))?.params()
+            }
+            None => HashParams {
+                memory_kib: number("ARGON2_MEMORY_KIB", HashParams::default().memory_kib)?,
+                iterations: number("ARGON2_ITERATIONS", HashParams::default().iterations)?,
+                parallelism: number("ARGON2_PARALLELISM", HashParams::default().parallelism)?,
+            },
         };
-        hash_params.validate().map_err(|e| err("ARGON2_MEMORY_KIB/ARGON2_ITERATIONS/ARGON2_PARALLELISM", e))?;
+        hash_params.validate().map_err(|e| err(&ARGON2_VARS.join("/"), e))?;
         let password_policy = PasswordPolicy {
             min_chars: number("PASSWORD_MIN_LENGTH", PasswordPolicy::default().min_chars as u32)? as usize,
             max_chars: number("PASSWORD_MAX_LENGTH", PasswordPolicy::default().max_chars as u32)? as usize,
@@ -598,6 +612,23 @@ mod tests {
             let head = k.split('_').next().unwrap();
             assert!(e.0.contains(head), "{k}={v}: {e}");
         }
+    }
+
+    #[test]
+    fn password_hash_profile_chooses_the_argon2_costs() {
+        let costs = |pairs: &[(&str, &str)]| {
+            let p = Config::from_lookup(lookup(pairs)).unwrap().hash_params;
+            (p.memory_kib, p.iterations, p.parallelism)
+        };
+        assert_eq!(costs(&[]), (19_456, 2, 1));
+        assert_eq!(costs(&[("PASSWORD_HASH_PROFILE", "default")]), (19_456, 2, 1));
+        assert_eq!(costs(&[("PASSWORD_HASH_PROFILE", "light")]), (7_168, 5, 1));
+        assert_eq!(costs(&[("ARGON2_MEMORY_KIB", "12288"), ("ARGON2_ITERATIONS", "3")]), (12_288, 3, 1));
+        let e = Config::from_lookup(lookup(&[("PASSWORD_HASH_PROFILE", "fast")])).unwrap_err();
+        assert!(e.0.starts_with("PASSWORD_HASH_PROFILE: \"fast\" is not a profile"), "{e}");
+        let e =
+            Config::from_lookup(lookup(&[("PASSWORD_HASH_PROFILE", "light"), ("ARGON2_ITERATIONS", "3")])).unwrap_err();
+        assert!(e.0.starts_with("PASSWORD_HASH_PROFILE: set together with ARGON2_ITERATIONS"), "{e}");
     }
 
     const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";

@@ -14,12 +14,57 @@ pub const DEFAULT_MEMORY_KIB: u32 = 19_456;
 pub const DEFAULT_ITERATIONS: u32 = 2;
 /// OWASP's recommended argon2id parallelism.
 pub const DEFAULT_PARALLELISM: u32 = 1;
+/// The `light` profile's memory cost (KiB): the least memory of OWASP's
+/// equivalent argon2id settings (7 MiB, 5 passes, 1 lane).
+pub const LIGHT_MEMORY_KIB: u32 = 7_168;
+/// The `light` profile's iterations.
+pub const LIGHT_ITERATIONS: u32 = 5;
 /// NIST SP 800-63B minimum for user-chosen passwords.
 pub const DEFAULT_MIN_CHARS: usize = 8;
 /// Long enough for passphrases, short enough that hashing cost is bounded.
 pub const DEFAULT_MAX_CHARS: usize = 128;
 /// A hard byte cap whatever the character count (4 bytes per char at most).
 const MAX_BYTES_PER_CHAR: usize = 4;
+
+/// A named set of argon2id costs (`PASSWORD_HASH_PROFILE`), each one of the
+/// settings the OWASP Password Storage Cheat Sheet lists for argon2id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashProfile {
+    /// `default`: 19 MiB, 2 passes, 1 lane — OWASP's first choice.
+    Default,
+    /// `light`: 7 MiB, 5 passes, 1 lane — OWASP's choice with the least
+    /// memory. OWASP deems it equivalent; it takes far less memory per hash
+    /// and a little less CPU (0–20 % in workerd), but each guess then needs
+    /// less than half the memory, which is what makes guessing on GPUs and
+    /// custom hardware expensive (see docs/operations.md).
+    Light,
+}
+
+impl HashProfile {
+    /// Every profile's name, for messages.
+    pub const NAMES: &'static str = "`default` or `light`";
+
+    /// Parses a profile name.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "default" => Ok(Self::Default),
+            "light" => Ok(Self::Light),
+            other => Err(format!("{other:?} is not a profile: use {}", Self::NAMES)),
+        }
+    }
+
+    /// The profile's costs.
+    pub fn params(self) -> HashParams {
+        match self {
+            Self::Default => HashParams::default(),
+            Self::Light => HashParams {
+                memory_kib: LIGHT_MEMORY_KIB,
+                iterations: LIGHT_ITERATIONS,
+                parallelism: DEFAULT_PARALLELISM,
+            },
+        }
+    }
+}
 
 /// argon2id cost parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,15 +181,49 @@ impl Password {
     }
 }
 
-/// The most common leaked passwords of 8+ characters, lowercase (see
-/// `scripts/gen-common-passwords.mjs` for the source).
-const COMMON_PASSWORDS: &str = include_str!("common_passwords.txt");
+/// The most common leaked passwords of 8+ characters, lowercase
+/// (`common_passwords.txt`; see `scripts/gen-common-passwords.mjs` for the
+/// source), sorted and front-coded by `build.rs`: each entry is the number of
+/// bytes it shares with the entry before, the rest of its bytes, and `\n`.
+const COMMON_PASSWORDS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/common_passwords.fc"));
 
 /// Whether `password` (compared case-insensitively) is on the common list,
-/// as NIST SP 800-63B §3.1.1.2 asks of new passwords.
+/// as NIST SP 800-63B §3.1.1.2 asks of new passwords. An exact match: the
+/// list is read entry by entry until one is equal or sorts after it.
 pub fn is_common(password: &str) -> bool {
     let lower = password.to_lowercase();
-    COMMON_PASSWORDS.lines().any(|line| line == lower && !line.starts_with('#'))
+    let mut entries = FrontCoded::new(COMMON_PASSWORDS);
+    while let Some(entry) = entries.next_entry() {
+        match entry.cmp(lower.as_bytes()) {
+            std::cmp::Ordering::Less => {}
+            std::cmp::Ordering::Equal => return true,
+            std::cmp::Ordering::Greater => return false,
+        }
+    }
+    false
+}
+
+/// Reads a front-coded list (see [`COMMON_PASSWORDS`]) one entry at a time.
+struct FrontCoded<'a> {
+    rest: &'a [u8],
+    current: Vec<u8>,
+}
+
+impl<'a> FrontCoded<'a> {
+    fn new(list: &'a [u8]) -> Self {
+        Self { rest: list, current: Vec::with_capacity(32) }
+    }
+
+    /// The next entry, or `None` at the end (or at a malformed entry, which
+    /// `build.rs` never writes).
+    fn next_entry(&mut self) -> Option<&[u8]> {
+        let (&shared, rest) = self.rest.split_first()?;
+        let end = rest.iter().position(|&b| b == b'\n')?;
+        self.current.truncate(usize::from(shared));
+        self.current.extend_from_slice(&rest[..end]);
+        self.rest = &rest[end + 1..];
+        Some(&self.current)
+    }
 }
 
 fn nfc(raw: String) -> String {
@@ -237,8 +316,37 @@ mod tests {
         }
         assert!(!is_common("correct horse battery staple"));
         assert!(!is_common("# The 20,000 most common passwords of 8+ characters, lowercase, one per line,"));
+        assert!(!is_common(""));
         // Logging in with an old common password still works: only new ones are checked.
         assert!(Password::presented("password".into(), &PasswordPolicy::default()).is_ok());
+    }
+
+    /// The front-coded list the Worker embeds is exactly the text list: its
+    /// entries decode to the text's, and lookups find an entry and nothing
+    /// else (an entry with a character more or less).
+    #[test]
+    fn the_embedded_list_is_exactly_the_text_list() {
+        let text: Vec<&str> = include_str!("common_passwords.txt").lines().filter(|l| !l.starts_with('#')).collect();
+        let mut decoded = Vec::new();
+        let mut entries = FrontCoded::new(COMMON_PASSWORDS);
+        while let Some(e) = entries.next_entry() {
+            decoded.push(String::from_utf8(e.to_vec()).unwrap());
+        }
+        let mut sorted: Vec<&str> = text.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(decoded, sorted);
+        assert!(decoded.len() > 7_000, "{}", decoded.len());
+        // Every 25th entry, and the first and last (a full pass is slow in a debug build).
+        let ends = [sorted[0], sorted[sorted.len() - 1]];
+        for w in text.iter().step_by(25).chain(&ends) {
+            assert!(is_common(w), "{w}");
+            assert!(is_common(&w.to_uppercase()), "{w}");
+            let longer = format!("{w}!");
+            assert_eq!(is_common(&longer), text.contains(&longer.as_str()), "{longer}");
+            let shorter = &w[..w.char_indices().last().map_or(0, |(i, _)| i)];
+            assert_eq!(is_common(shorter), text.contains(&shorter), "{shorter}");
+        }
     }
 
     #[test]
@@ -260,6 +368,34 @@ mod tests {
     #[test]
     fn default_params_are_owasp() {
         assert_eq!(HashParams::default(), HashParams { memory_kib: 19_456, iterations: 2, parallelism: 1 });
+    }
+
+    #[test]
+    fn profiles_parse_to_owasp_settings() {
+        assert_eq!(HashProfile::parse("default").unwrap().params(), HashParams::default());
+        assert_eq!(
+            HashProfile::parse(" light ").unwrap().params(),
+            HashParams { memory_kib: 7_168, iterations: 5, parallelism: 1 }
+        );
+        for bad in ["", "Light", "fast", "owasp"] {
+            assert!(HashProfile::parse(bad).unwrap_err().contains("`default` or `light`"), "{bad:?}");
+        }
+    }
+
+    /// A hash made under one profile verifies whatever the profile is now (the
+    /// costs are read from the hash), and is due for a rehash under the other.
+    #[test]
+    fn hashes_made_under_either_profile_verify_and_are_rehashed_under_the_other() {
+        let p = pw("a passphrase under two profiles");
+        let (default, light) = (HashProfile::Default.params(), HashProfile::Light.params());
+        let by_default = PasswordHash::create(&p, &default, [4; 16]).unwrap();
+        let by_light = PasswordHash::create(&p, &light, [5; 16]).unwrap();
+        assert!(by_default.as_str().starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{}", by_default.as_str());
+        assert!(by_light.as_str().starts_with("$argon2id$v=19$m=7168,t=5,p=1$"), "{}", by_light.as_str());
+        assert!(by_default.verify(&p) && by_light.verify(&p));
+        assert!(!by_light.verify(&pw("another passphrase here")));
+        assert!(!by_default.needs_rehash(&default) && by_default.needs_rehash(&light));
+        assert!(!by_light.needs_rehash(&light) && by_light.needs_rehash(&default));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use portcullis::core::flows::account::{LoginRequest, SignupRequest};
 use portcullis::core::flows::AuthResponse;
 use portcullis::core::ports::SessionStore;
 
-use crate::support::{block_on, Done, TestRandom, World};
+use crate::support::{block_on, config, Done, TestRandom, World};
 
 fn signup(w: &World, rng: &mut TestRandom, email: &str, password: &str) -> Result<AuthResponse, Error> {
     let (deps, meta) = w.at(1_000);
@@ -104,6 +104,20 @@ fn login_upgrades_the_hash_when_parameters_change() {
     let after = w.store.users.borrow()[0].password_hash.clone().unwrap();
     assert!(after.contains("m=128,t=1,p=1"), "{after}");
     login(&w, &mut rng, 1_002, "a@example.com", "password-1").unwrap();
+}
+
+#[test]
+fn login_rehashes_to_the_light_profile_once_it_is_chosen() {
+    let mut w = World::new(&[]);
+    let mut rng = TestRandom(61);
+    signup(&w, &mut rng, "a@example.com", "password-1").unwrap();
+    // The operator switches PASSWORD_HASH_PROFILE: old hashes still verify, and are replaced.
+    w.config = config(&[("ARGON2_MEMORY_KIB", ""), ("ARGON2_ITERATIONS", ""), ("PASSWORD_HASH_PROFILE", "light")]);
+    login(&w, &mut rng, 1_001, "a@example.com", "password-1").unwrap();
+    let after = w.store.users.borrow()[0].password_hash.clone().unwrap();
+    assert!(after.starts_with("$argon2id$v=19$m=7168,t=5,p=1$"), "{after}");
+    login(&w, &mut rng, 1_002, "a@example.com", "password-1").unwrap();
+    assert_eq!(login(&w, &mut rng, 1_003, "a@example.com", "password-2").unwrap_err(), Error::InvalidCredentials);
 }
 
 #[test]

@@ -240,6 +240,15 @@ test("the_deploy_config_overlays_wrangler_toml", () => {
   assert.deepEqual(base.vars.ORIGIN_URL, "http://127.0.0.1:8790", "the base is not modified");
 });
 
+test("a_setting_set_to_an_empty_string_is_removed_like_a_var", () => {
+  // The Workers Free plan refuses any CPU limit: `limits = ""` takes wrangler.toml's away.
+  const base = { name: "portcullis", limits: { cpu_ms: 1000 }, observability: { enabled: true } };
+  assert.deepEqual(overlay(base, { limits: "" }), { name: "portcullis", observability: { enabled: true } });
+  assert.deepEqual(overlay(base, { limits: { cpu_ms: 5000 } }).limits, { cpu_ms: 5000 });
+  assert.deepEqual(overlay(base, { observability: { enabled: "" } }).observability, {});
+  assert.deepEqual(base.limits, { cpu_ms: 1000 }, "the base is not modified");
+});
+
 test("a_renamed_worker_must_not_share_the_first_deployments_database_or_queues", () => {
   const base = {
     name: "portcullis",
