@@ -293,16 +293,22 @@ async fn audit(store: &D1Store, body: &serde_json::Value, message_id: &str, atte
 }
 
 /// Logs and records one dead letter (its secret stays sealed; no
-/// configuration needed), and writes its audit entry if no earlier attempt
+/// configuration needed), then writes its audit entry if no earlier attempt
 /// could (a rejected event's too: `AuditRecord::of_message` reads the event
-/// inside its `Rejection` wrapper).
+/// inside its `Rejection` wrapper). The dead letter first: it is what must
+/// not be lost (a failure to record it retries the message, audit entry and
+/// all); an audit failure here is logged (`portcullis.audit_failed`,
+/// `attempt=0`) and given up.
 async fn bury(msg: &RawMessage, store: &D1Store, courier: &FetchCourier) {
     let body = body_json(&msg.body());
-    if let Ok(value) = &body {
-        audit(store, value, &msg.id(), 0).await;
-    }
+    let value = body.as_ref().ok().cloned();
     match delivery::dead_letter(store, courier, &msg.id(), body, platform::now()).await {
-        Ok(_) => msg.ack(),
+        Ok(_) => {
+            if let Some(value) = &value {
+                audit(store, value, &msg.id(), 0).await;
+            }
+            msg.ack();
+        }
         Err(e) => {
             worker::console_error!("portcullis.error recording dead letter {}: {e}", msg.id());
             retry_in(msg, UNAVAILABLE_RETRY_SECS);
