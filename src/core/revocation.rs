@@ -258,7 +258,12 @@ pub enum Readiness {
     Fresh,
     /// Use it, and read the log again in the background.
     Refresh,
-    /// Never read, or too old to be used: read the log before answering.
+    /// A lag old or more: read the log before answering; if that read
+    /// fails, the set may still be used until it is [`FAIL_CLOSED_LAGS`]
+    /// lags old (a D1 outage), never otherwise.
+    Stale,
+    /// Never read, or too old to be used: read the log before answering,
+    /// and fail closed if that read fails.
     Read,
 }
 
@@ -284,6 +289,8 @@ impl Revocations {
         let age = now_ms.saturating_sub(read_at);
         if age >= lag_ms.saturating_mul(FAIL_CLOSED_LAGS) {
             Readiness::Read
+        } else if age >= lag_ms {
+            Readiness::Stale
         } else if age >= lag_ms / 2 {
             Readiness::Refresh
         } else {
@@ -464,7 +471,11 @@ mod tests {
         assert_eq!(r.readiness(1_000, 10), Readiness::Fresh);
         assert_eq!(r.readiness(5_999, 10), Readiness::Fresh);
         assert_eq!(r.readiness(6_000, 10), Readiness::Refresh, "from half the lag");
-        assert_eq!(r.readiness(30_999, 10), Readiness::Refresh);
+        assert_eq!(r.readiness(10_999, 10), Readiness::Refresh);
+        // An idle isolate: a copy a lag old is read again before it is used,
+        // so a revocation reaches it within the lag however rarely it is asked.
+        assert_eq!(r.readiness(11_000, 10), Readiness::Stale, "a lag old: read before use");
+        assert_eq!(r.readiness(30_999, 10), Readiness::Stale);
         assert_eq!(r.readiness(31_000, 10), Readiness::Read, "three lags: read before use, fail closed");
         // A read that began earlier than the installed one does not make it look older.
         r.install(20_000, vec![], 0, UnixTime(20), RETAIN);

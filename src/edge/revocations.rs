@@ -61,7 +61,13 @@ fn may_start(cfg: &Config, now_ms: i64) -> bool {
 /// Whether the set must be read before it is used at `now_ms`: never read,
 /// or too old (then [`ensure_read`]).
 pub fn must_read(cfg: &Config, now_ms: i64) -> bool {
-    SET.with(|s| s.borrow().readiness(now_ms, cfg.revocation_lag_secs) == Readiness::Read)
+    match SET.with(|s| s.borrow().readiness(now_ms, cfg.revocation_lag_secs)) {
+        Readiness::Read => true,
+        // A lag old: read first — unless a read just failed (then the copy
+        // serves until it is three lags old, the documented outage bound).
+        Readiness::Stale => read_under_way(cfg, now_ms).is_some() || may_start(cfg, now_ms),
+        Readiness::Fresh | Readiness::Refresh => false,
+    }
 }
 
 /// Whether a token of session `sid`, user `sub`, claiming `roles`, is
@@ -135,8 +141,10 @@ pub async fn ensure_read(env: &Env, cfg: &Rc<Config>) -> Result<(), Error> {
     };
     // The read resolves whether or not it succeeded; what it installed decides.
     let _ = JsFuture::from(promise).await;
-    if must_read(cfg, platform::now_ms()) {
-        return Err(unreadable());
+    let after = platform::now_ms();
+    match SET.with(|s| s.borrow().readiness(after, cfg.revocation_lag_secs)) {
+        Readiness::Read => Err(unreadable()),
+        // Read, or the read failed while the copy is within the outage bound.
+        Readiness::Stale | Readiness::Fresh | Readiness::Refresh => Ok(()),
     }
-    Ok(())
 }
