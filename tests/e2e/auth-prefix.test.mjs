@@ -3,6 +3,7 @@
 // is then just another gateway path of the origin's.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import crypto from "node:crypto";
 import { startGateway, post, json, randomEmail } from "./harness.mjs";
 
 const PREFIX = "/identity/v1";
@@ -58,11 +59,13 @@ test("/auth/... is then the origin's: refused without a token, forwarded with on
 });
 
 test("the hosted pages follow AUTH_PREFIX: served under it, their forms and links point under it", async () => {
-  const res = await fetch(`${gw.url}${PREFIX}/ui/login`);
+  // Token mode: the app starts a sign-in with its PKCE challenge.
+  const challenge = crypto.createHash("sha256").update(crypto.randomBytes(32).toString("base64url")).digest("base64url");
+  const res = await fetch(`${gw.url}${PREFIX}/ui/login?code_challenge=${challenge}`);
   const html = await res.text();
   assert.equal(res.status, 200, html);
   assert.ok(html.includes(`action="${PREFIX}/ui/login"`), html);
-  assert.ok(html.includes(`formaction="${PREFIX}/ui/otp"`) && html.includes(`href="${PREFIX}/ui/signup"`), html);
+  assert.ok(html.includes(`formaction="${PREFIX}/ui/otp"`) && html.includes(`href="${PREFIX}/ui/signup?code_challenge=${challenge}"`), html);
   // Under /auth they are the origin's, like the rest of /auth.
   assert.equal((await fetch(`${gw.url}/auth/ui/login`)).status, 401);
 });
