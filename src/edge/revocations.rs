@@ -14,8 +14,9 @@
 //! - [`ensure_read`]: an isolate that has never read the log, or whose set
 //!   is [`FAIL_CLOSED_LAGS`](crate::core::revocation::FAIL_CLOSED_LAGS) lags
 //!   old, reads it before answering an authenticated request; requests that
-//!   need it meanwhile wait for that same read. If it fails, they are
-//!   refused with 503.
+//!   need it meanwhile wait for that same read — at most until it counts as
+//!   lost, a lag after it began. If it fails or is lost, they are refused
+//!   with 503 (or, for a copy less than three lags old, answered from it).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -28,7 +29,7 @@ use crate::core::config::Config;
 use crate::core::error::Error;
 use crate::core::revocation::{read, retention_secs, Readiness, Revocations};
 use crate::edge::d1::D1Store;
-use crate::edge::platform;
+use crate::edge::{js, platform};
 
 thread_local! {
     static SET: RefCell<Revocations> = RefCell::new(Revocations::new());
@@ -76,17 +77,16 @@ pub fn refuses(sid: &str, sub: &str, roles: &[String]) -> bool {
     SET.with(|s| s.borrow().set().refuses(sid, sub, roles))
 }
 
-/// The read under way, if it began less than a lag before `now_ms`.
-fn read_under_way(cfg: &Config, now_ms: i64) -> Option<js_sys::Promise> {
+/// The read under way and when it began, if that was less than a lag
+/// before `now_ms`.
+fn read_under_way(cfg: &Config, now_ms: i64) -> Option<(js_sys::Promise, i64)> {
     let lag_ms = lag_ms(cfg);
-    READING.with(|r| {
-        r.borrow().as_ref().filter(|(_, began)| now_ms.saturating_sub(*began) < lag_ms).map(|(p, _)| p.clone())
-    })
+    READING.with(|r| r.borrow().as_ref().filter(|(_, began)| now_ms.saturating_sub(*began) < lag_ms).cloned())
 }
 
 /// Starts a read of the log's new rows; it installs them when it ends (or
-/// logs why not) and resolves either way.
-fn start_read(env: &Env, cfg: &Rc<Config>) -> js_sys::Promise {
+/// logs why not) and resolves either way. With when it began.
+fn start_read(env: &Env, cfg: &Rc<Config>) -> (js_sys::Promise, i64) {
     let began = platform::now_ms();
     LAST_START.with(|t| t.set(began));
     let cursor = SET.with(|s| s.borrow().set().cursor());
@@ -112,7 +112,7 @@ fn start_read(env: &Env, cfg: &Rc<Config>) -> js_sys::Promise {
         Ok(JsValue::UNDEFINED)
     });
     READING.with(|r| *r.borrow_mut() = Some((promise.clone(), began)));
-    promise
+    (promise, began)
 }
 
 /// When the set is due for a background read at `now_ms` and none is under
@@ -122,7 +122,7 @@ pub fn background_read(env: &Env, cfg: &Rc<Config>, now_ms: i64) -> Option<js_sy
     if !due || read_under_way(cfg, now_ms).is_some() || !may_start(cfg, now_ms) {
         return None;
     }
-    Some(start_read(env, cfg))
+    Some(start_read(env, cfg).0)
 }
 
 /// Makes the set usable: if it must be read ([`must_read`]), waits for the
@@ -134,13 +134,17 @@ pub async fn ensure_read(env: &Env, cfg: &Rc<Config>) -> Result<(), Error> {
         return Ok(());
     }
     let unreadable = || Error::unavailable("revocations", "the revocation log could not be read");
-    let promise = match read_under_way(cfg, now_ms) {
-        Some(p) => p,
+    let (promise, began) = match read_under_way(cfg, now_ms) {
+        Some(under_way) => under_way,
         None if may_start(cfg, now_ms) => start_read(env, cfg),
         None => return Err(unreadable()),
     };
+    // A request waits for the read at most until it counts as lost (a lag
+    // after it began): a D1 that hangs gives 503s, not requests held open.
+    let wait_ms = began.saturating_add(lag_ms(cfg)).saturating_sub(now_ms).clamp(0, i64::from(u32::MAX));
+    let wait = js::settles_within(&promise, u32::try_from(wait_ms).unwrap_or(u32::MAX));
     // The read resolves whether or not it succeeded; what it installed decides.
-    let _ = JsFuture::from(promise).await;
+    let _ = JsFuture::from(wait).await;
     let after = platform::now_ms();
     match SET.with(|s| s.borrow().readiness(after, cfg.revocation_lag_secs)) {
         Readiness::Read => Err(unreadable()),
