@@ -78,6 +78,24 @@ pub const FAIL_CLOSED_LAGS: i64 = 3;
 pub const IN_FLIGHT_MARGIN_SECS: u64 = 300;
 /// Rows asked for per read of the log.
 pub const PAGE_ROWS: u32 = 5_000;
+/// The log records a revoked session only if it was used (signed in or
+/// refreshed: the only times an access token is minted) less than this
+/// many seconds before (`migrations/0014_revocation_live_sessions.sql`): a
+/// session idle for longer carries no access token that could still pass.
+/// So revoking long-idle sessions (every session of an old account) fills
+/// neither the log nor the isolates' sets.
+pub const LOGGED_SESSION_IDLE_SECS: u64 = 86_400;
+/// Longest `ACCESS_TTL` accepted, in seconds: a token's [`retention_secs`]
+/// must fit in [`LOGGED_SESSION_IDLE_SECS`].
+pub const MAX_ACCESS_TTL_SECS: u64 = 82_800;
+const _: () =
+    assert!(MAX_ACCESS_TTL_SECS + 2 * LEEWAY_SECS.unsigned_abs() + IN_FLIGHT_MARGIN_SECS <= LOGGED_SESSION_IDLE_SECS);
+
+/// The `REVOCATION_LAG` used when none is set: [`REVOCATION_LAG_SECS`], or
+/// a third of `ACCESS_TTL` when that is shorter (at least a second).
+pub fn default_lag_secs(access_ttl_secs: u64) -> u64 {
+    REVOCATION_LAG_SECS.min(access_ttl_secs / FAIL_CLOSED_LAGS.unsigned_abs()).max(1)
+}
 
 /// How long a revocation matters after it was recorded, in seconds, with
 /// `ACCESS_TTL` = `access_ttl_secs`: no access token issued before it (or by
@@ -227,26 +245,50 @@ impl RevocationSet {
     }
 }
 
+/// One read of the log ([`read`]): the rows to apply, in order, and the
+/// log's last `seq`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogRead {
+    /// The rows added since the cursor that still matter.
+    pub rows: Vec<Revocation>,
+    /// The log's last `seq` when it was read.
+    pub last_seq: u64,
+    /// The log's last `seq` was behind the cursor — the log was restored
+    /// from a backup, recreated, or emptied by the upkeep — so it was read
+    /// from its start, and the set must be rebuilt from these rows alone.
+    pub from_start: bool,
+}
+
 /// Reads the log after `cursor`, page by page, keeping the rows that still
 /// matter at `now`: every row added since, in order, with the log's last
-/// `seq`.
+/// `seq`. A log whose last `seq` is behind `cursor` is read from its start
+/// ([`LogRead::from_start`]): rows it gets again would otherwise hide
+/// behind the cursor.
 pub async fn read<S: RevocationStore>(
     store: &S,
     cursor: u64,
     now: UnixTime,
     retention_secs: u64,
-) -> Result<(Vec<Revocation>, u64), Error> {
+) -> Result<LogRead, Error> {
     let live_after = now.minus_secs(retention_secs);
-    let mut rows = Vec::new();
+    let mut read = LogRead::default();
     let mut after = cursor;
     loop {
         let page = store.revocations_after(after, live_after, PAGE_ROWS).await?;
+        if page.last_seq < after && !read.from_start {
+            read.from_start = true;
+            after = 0;
+            continue;
+        }
         let full = page.rows.len() >= PAGE_ROWS as usize;
         let last = page.rows.last().map(|r| r.seq);
-        rows.extend(page.rows);
+        read.rows.extend(page.rows);
         match last {
             Some(seq) if full && seq > after => after = seq,
-            _ => return Ok((rows, page.last_seq.max(last.unwrap_or(0)))),
+            _ => {
+                read.last_seq = page.last_seq.max(last.unwrap_or(0));
+                return Ok(read);
+            }
         }
     }
 }
@@ -309,10 +351,14 @@ impl Revocations {
     }
 
     /// Installs a read that began at `began_ms` ([`read`] after
-    /// [`RevocationSet::cursor`]): its rows are applied, and the set counts
-    /// as read then — unless a read that began later was installed already.
-    pub fn install(&mut self, began_ms: i64, rows: Vec<Revocation>, last_seq: u64, now: UnixTime, retention_secs: u64) {
-        self.set.apply(rows, last_seq, now, retention_secs);
+    /// [`RevocationSet::cursor`]): its rows are applied (to an empty set
+    /// when the log was read from its start), and the set counts as read
+    /// then — unless a read that began later was installed already.
+    pub fn install(&mut self, began_ms: i64, read: LogRead, now: UnixTime, retention_secs: u64) {
+        if read.from_start {
+            self.set = RevocationSet::new();
+        }
+        self.set.apply(read.rows, read.last_seq, now, retention_secs);
         self.read_at_ms = Some(self.read_at_ms.map_or(began_ms, |at| at.max(began_ms)));
     }
 }
@@ -467,7 +513,7 @@ mod tests {
     fn readiness_follows_the_lag() {
         let mut r = Revocations::new();
         assert_eq!(r.readiness(0, 10), Readiness::Read, "never read");
-        r.install(1_000, vec![], 0, UnixTime(1), RETAIN);
+        r.install(1_000, LogRead::default(), UnixTime(1), RETAIN);
         assert_eq!(r.readiness(1_000, 10), Readiness::Fresh);
         assert_eq!(r.readiness(5_999, 10), Readiness::Fresh);
         assert_eq!(r.readiness(6_000, 10), Readiness::Refresh, "from half the lag");
@@ -478,8 +524,8 @@ mod tests {
         assert_eq!(r.readiness(30_999, 10), Readiness::Stale);
         assert_eq!(r.readiness(31_000, 10), Readiness::Read, "three lags: read before use, fail closed");
         // A read that began earlier than the installed one does not make it look older.
-        r.install(20_000, vec![], 0, UnixTime(20), RETAIN);
-        r.install(15_000, vec![], 0, UnixTime(20), RETAIN);
+        r.install(20_000, LogRead::default(), UnixTime(20), RETAIN);
+        r.install(15_000, LogRead::default(), UnixTime(20), RETAIN);
         assert_eq!(r.read_at_ms(), Some(20_000));
     }
 
@@ -521,11 +567,38 @@ mod tests {
         log.insert(0, session_row(0, 10, "old"));
         log.push(session_row(n + 1, 10, "expired but last"));
         let store = Log(log);
-        let (rows, last) = block_on(read(&store, 0, UnixTime(5_000), RETAIN)).unwrap();
-        assert_eq!(rows.len() as u64, n);
-        assert_eq!(last, n + 1, "the cursor moves past the expired last row");
-        let (rows, _) = block_on(read(&store, n - 3, UnixTime(5_000), RETAIN)).unwrap();
-        assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![n - 2, n - 1, n]);
+        let all = block_on(read(&store, 0, UnixTime(5_000), RETAIN)).unwrap();
+        assert_eq!(all.rows.len() as u64, n);
+        assert_eq!(all.last_seq, n + 1, "the cursor moves past the expired last row");
+        assert!(!all.from_start);
+        let tail = block_on(read(&store, n - 3, UnixTime(5_000), RETAIN)).unwrap();
+        assert_eq!(tail.rows.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![n - 2, n - 1, n]);
+        assert!(!tail.from_start);
+    }
+
+    #[test]
+    fn a_log_behind_the_cursor_is_read_from_its_start_and_replaces_the_set() {
+        // An isolate read up to seq 90; the log was then restored from a
+        // backup holding seq 1..=3, and a new revocation took seq 4.
+        let mut held = Revocations::new();
+        let before: Vec<Revocation> = (1..=90).map(|i| session_row(i, 5_000, &format!("old{i}"))).collect();
+        held.install(1, LogRead { rows: before, last_seq: 90, from_start: false }, UnixTime(5_000), RETAIN);
+        let store = Log(vec![
+            session_row(1, 5_000, "old1"),
+            session_row(2, 5_000, "old2"),
+            session_row(3, 5_000, "old3"),
+            session_row(4, 5_001, "revoked after the restore"),
+        ]);
+        let log = block_on(read(&store, held.set().cursor(), UnixTime(5_001), RETAIN)).unwrap();
+        assert!(log.from_start);
+        assert_eq!(log.rows.len(), 4);
+        held.install(2, log, UnixTime(5_001), RETAIN);
+        assert!(held.set().refuses("revoked after the restore", "u", &[]), "not hidden behind the old cursor");
+        assert!(!held.set().refuses("old50", "u", &[]), "the set is what the log holds now");
+        assert_eq!(held.set().cursor(), 4);
+        // An emptied log (every row purged) is no different: nothing is lost.
+        let empty = block_on(read(&Log(vec![]), 4, UnixTime(5_002), RETAIN)).unwrap();
+        assert_eq!(empty, LogRead { rows: vec![], last_seq: 0, from_start: true });
     }
 
     fn standing(user: &str, revoked: Option<i64>, held: &[&str]) -> Standing {

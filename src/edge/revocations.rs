@@ -98,8 +98,8 @@ fn start_read(env: &Env, cfg: &Rc<Config>) -> (js_sys::Promise, i64) {
             read(&store, cursor, platform::now(), retention).await
         };
         match read.await {
-            Ok((rows, last_seq)) => {
-                SET.with(|s| s.borrow_mut().install(began, rows, last_seq, platform::now(), retention));
+            Ok(log) => {
+                SET.with(|s| s.borrow_mut().install(began, log, platform::now(), retention));
             }
             Err(e) => worker::console_error!("portcullis.error reading the revocation log: {e}"),
         }

@@ -24,9 +24,9 @@ const PW: &str = "password-1";
 /// The set an isolate holds after reading the whole log at `now`.
 fn set_at(w: &World, now: i64) -> RevocationSet {
     let retention = retention_secs(w.config.access_ttl_secs);
-    let (rows, last) = block_on(read(&*w.store, 0, UnixTime(now), retention)).unwrap();
+    let log = block_on(read(&*w.store, 0, UnixTime(now), retention)).unwrap();
     let mut set = RevocationSet::new();
-    set.apply(rows, last, UnixTime(now), retention);
+    set.apply(log.rows, log.last_seq, UnixTime(now), retention);
     set
 }
 

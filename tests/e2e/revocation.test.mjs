@@ -422,3 +422,22 @@ test("a logout writes its revocation in its own statement (the log's trigger)", 
   const rows = await d1(gw, `SELECT kind, subject FROM revocations WHERE subject = ${sqlText(a.user.session_id)}`);
   assert.deepEqual(rows, [{ kind: "session", subject: a.user.session_id }]);
 });
+
+test("only sessions that may carry a live access token are logged, stamped when the log is written", async () => {
+  const { a, b } = await twoSessions();
+  const idle = b.user.session_id;
+  // b's session was last used over a day ago: every token it minted expired.
+  await d1(gw, `UPDATE sessions SET last_used_at = unixepoch() - 86401 WHERE id = ${sqlText(idle)}`);
+  const res = await authed(`${gw.url}/auth/sessions/revoke-others`, a.access_token, { method: "POST" });
+  assert.equal(res.status, 200, await res.text());
+  assert.deepEqual(await d1(gw, `SELECT seq FROM revocations WHERE subject = ${sqlText(idle)}`), []);
+  const [{ revoked_at }] = await d1(gw, `SELECT revoked_at FROM sessions WHERE id = ${sqlText(idle)}`);
+  assert.ok(revoked_at, "the idle session is revoked all the same");
+  // A revoked_at written by hand in the past still gives a row dated now.
+  const { a: c } = await twoSessions();
+  const before = Math.floor(Date.now() / 1000);
+  await d1(gw, `UPDATE sessions SET revoked_at = 1000 WHERE id = ${sqlText(c.user.session_id)}`);
+  const [row] = await d1(gw, `SELECT at FROM revocations WHERE subject = ${sqlText(c.user.session_id)}`);
+  assert.ok(row && row.at >= before, JSON.stringify(row));
+  await refusedWithinLag(gw, c.access_token, Date.now());
+});
