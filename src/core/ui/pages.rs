@@ -181,10 +181,18 @@ pub fn login(ctx: &Context<'_>, n: Option<&Notice>, email: &str, providers: &[Pr
     if !providers.is_empty() {
         body.push_markup("<h2>Or continue with</h2>");
         for p in providers {
+            // The app's challenge rides along: the provider sign-in's code is
+            // bound to it like the page's own sign-ins' codes.
             let mut href = format!("{}/oauth/{}/authorize", ctx.auth_prefix, p.id);
-            if let Some(r) = p.redirect_to {
-                href.push_str("?redirect_to=");
-                href.extend(byte_serialize(r.as_bytes()));
+            let mut sep = '?';
+            for (k, v) in [(REDIRECT_FIELD, p.redirect_to), (CHALLENGE_FIELD, ctx.code_challenge)] {
+                if let Some(v) = v {
+                    href.push(sep);
+                    href.push_str(k);
+                    href.push('=');
+                    href.extend(byte_serialize(v.as_bytes()));
+                    sep = '&';
+                }
             }
             body.push_html(&html![
                 "<a class=\"button\" href=\"",
@@ -772,5 +780,27 @@ mod tests {
         // Shown once: a later view of the same account lists no codes.
         let later = account(&ctx, None, &account_of("a@example.com", &sessions, true, TwoStep::Idle));
         assert!(!later.as_str().contains("<code>"));
+    }
+
+    #[test]
+    fn a_provider_button_carries_the_return_target_and_the_apps_challenge() {
+        let ui = UiConfig::default();
+        let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+        let ctx = Context {
+            ui: &ui,
+            auth_prefix: "/auth",
+            csrf: "T",
+            redirect_to: Some("https://app.example/done"),
+            code_challenge: Some(challenge),
+        };
+        let s = login(&ctx, None, "", &[Provider { id: "acme", redirect_to: Some("https://app.example/done") }])
+            .into_string();
+        let href = format!(
+            "href=\"/auth/oauth/acme/authorize?redirect_to=https%3A%2F%2Fapp.example%2Fdone&amp;code_challenge={challenge}\""
+        );
+        assert!(s.contains(&href), "{s}");
+        let none = Context { code_challenge: None, ..ctx };
+        let s = login(&none, None, "", &[Provider { id: "acme", redirect_to: None }]).into_string();
+        assert!(s.contains("href=\"/auth/oauth/acme/authorize\""), "{s}");
     }
 }
