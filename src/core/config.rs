@@ -406,13 +406,15 @@ impl Config {
         let max_lag = MAX_REVOCATION_LAG_SECS.min(access_ttl_secs / FAIL_CLOSED_LAGS.unsigned_abs());
         let revocation_lag_secs = match secs("REVOCATION_LAG", default_lag_secs(access_ttl_secs))? {
             n if var("REVOCATION_LAG").is_none() || n <= max_lag => n,
-            n => return Err(err(
-                "REVOCATION_LAG",
-                format!(
+            n => {
+                return Err(err(
+                    "REVOCATION_LAG",
+                    format!(
                     "{n} is more than {max_lag} seconds: at most {MAX_REVOCATION_LAG_SECS}, and three lags must fit \
                          in ACCESS_TTL ({access_ttl_secs} s)"
                 ),
-            )),
+                ))
+            }
         };
         let introspection_secret = match var("INTROSPECTION_SECRET") {
             None => None,

@@ -289,6 +289,23 @@ describe("introspection (RFC 7662)", () => {
     await assertProblem(asJson, 400, "invalid_request");
     await assertProblem(await fetch(`${gw.url}/auth/introspect`), 405, "method_not_allowed");
   });
+
+  test("client_secret_basic, as standard introspection clients send it, is accepted too", async () => {
+    const { a } = await twoSessions();
+    const basic = (pw) => `Basic ${Buffer.from(`my-api:${encodeURIComponent(pw)}`).toString("base64")}`;
+    const ask = (authorization) =>
+      fetch(`${gw.url}/auth/introspect`, {
+        method: "POST",
+        headers: { "content-type": "application/x-www-form-urlencoded", authorization },
+        body: `token=${encodeURIComponent(a.access_token)}`,
+      });
+    const ok = await ask(basic(SECRET));
+    assert.equal(ok.status, 200);
+    assert.equal((await json(ok)).active, true);
+    const wrong = await ask(basic("not-the-secret"));
+    assert.match(wrong.headers.get("www-authenticate") ?? "", /Basic realm/);
+    await assertProblem(wrong, 401, "invalid_client");
+  });
 });
 
 /** POST /auth/revoke with a form. */
@@ -344,6 +361,8 @@ test("discovery lists both endpoints", async () => {
   const doc = await json(await fetch(`${gw.url}/.well-known/openid-configuration`));
   assert.equal(doc.revocation_endpoint, `${ISSUER}/auth/revoke`);
   assert.equal(doc.introspection_endpoint, `${ISSUER}/auth/introspect`);
+  assert.deepEqual(doc.revocation_endpoint_auth_methods_supported, ["none"]);
+  assert.deepEqual(doc.introspection_endpoint_auth_methods_supported, ["client_secret_basic"]);
 });
 
 test("two runtime processes on one local state: a logout through one is refused by the other within the lag", async () => {
