@@ -13,6 +13,7 @@ import os from "node:os";
 import path from "node:path";
 import crypto from "node:crypto";
 import { generateKeyPair, SignJWT } from "jose";
+import * as OTPAuth from "otpauth";
 import { startGateway, post, json, randomEmail, sleep } from "./harness.mjs";
 import { d1, sqlText, signingKey, mint, claimsFor } from "./lib/d1.mjs";
 import { signup, login, adminGrant, makeAdmin, withEvent, eventFor, assertProblem, authed, PASSWORD } from "./lib/accounts.mjs";
@@ -185,6 +186,21 @@ describe("every revoking action reaches the gateway within the lag", () => {
     await refusedWithinLag(gw, a.access_token, t0);
     await refusedWithinLag(gw, b.access_token, t0);
     await passes(gw, owner.access_token);
+  });
+
+  test("a change of second factors: TOTP on (the other sessions), an admin reset (all of them)", async () => {
+    const { a, b } = await twoSessions();
+    const enrolled = await authed(`${gw.url}/auth/mfa/totp/enroll`, a.access_token, { method: "POST" });
+    const { otpauth_uri } = await json(enrolled);
+    assert.equal(enrolled.status, 200);
+    const code = OTPAuth.URI.parse(otpauth_uri).generate();
+    const on = await authed(`${gw.url}/auth/mfa/totp/confirm`, a.access_token, { method: "POST", body: { code } });
+    assert.equal(on.status, 200, await on.text());
+    await refusedWithinLag(gw, b.access_token, Date.now());
+    await passes(gw, a.access_token);
+    const reset = await adminApi(`/users/${a.user.id}/mfa`, "DELETE");
+    assert.ok(reset.status < 300, await reset.text());
+    await refusedWithinLag(gw, a.access_token, Date.now());
   });
 
   test("RFC 7009 revocation by token", async () => {
@@ -433,6 +449,16 @@ test("the revocation log unreadable: the gateway keeps its set for three lags, t
     assert.ok(Date.now() - back <= LAG_MS + MARGIN_MS, "not back after the log became readable again");
     await sleep(POLL_MS);
   }
+});
+
+test("an isolate idle for over a lag reads the log before it answers: the first request sees a revocation", async () => {
+  const { a } = await twoSessions();
+  // Revoked behind the Worker's back (no request of its own starts a read),
+  // then no request at all for a lag and a half: the copy is that old, within
+  // the three lags it may serve while reads fail, but it must be read first.
+  await d1(gw, `UPDATE sessions SET revoked_at = unixepoch() WHERE id = ${sqlText(a.user.session_id)}`);
+  await sleep(LAG_MS * 1.5);
+  await assertProblem(await through(gw, a.access_token), 401, "token_revoked");
 });
 
 test("a logout writes its revocation in its own statement (the log's trigger)", async () => {
