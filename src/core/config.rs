@@ -4,6 +4,7 @@
 
 use url::Url;
 
+use crate::core::brand::Brand;
 use crate::core::events::Event;
 use crate::core::gate::{FailureMode, HookConfig, HOOK_TIMEOUT_MS, MAX_HOOK_TIMEOUT_MS};
 use crate::core::headers::StrippedHeaders;
@@ -60,8 +61,6 @@ pub const DEFAULT_AUDIENCE: &str = "portcullis";
 pub const DEFAULT_AUTH_PREFIX: &str = "/auth";
 /// Longest `AUTH_PREFIX` accepted.
 pub const MAX_AUTH_PREFIX_LEN: usize = 64;
-/// Longest `UI_NAME` accepted, in characters.
-pub const MAX_UI_NAME_CHARS: usize = 64;
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -150,11 +149,9 @@ pub struct Config {
     /// `AUDIT_RETENTION_DAYS`: the cron trigger deletes audit log entries
     /// older than this many days.
     pub audit_retention_days: u32,
-    /// The hosted pages: `UI_ENABLED`, `UI_NAME`, `UI_LOGO_URL`, `UI_ACCENT`.
+    /// The hosted pages (`UI_ENABLED`) and the brand (`UI_NAME`,
+    /// `UI_LOGO_URL`, `UI_ACCENT`, also in the emails).
     pub ui: UiConfig,
-    /// `UI_NAME`: the product's name as people see it; the issuer label of
-    /// TOTP enrolments (else the issuer's host).
-    pub ui_name: Option<String>,
     /// `REVOCATION_LAG`: within this many seconds of a revocation every
     /// isolate's gateway refuses the tokens it affects
     /// ([`crate::core::revocation`]).
@@ -350,7 +347,9 @@ impl Config {
                 return Err(err("AUDIT_MAX_ENTRIES", format!("{n} must be between {lo} and {hi}")));
             }
         };
-        let email = EmailSettings::from_lookup(&var).map_err(|(name, why)| err(&name, why))?;
+        // UI_NAME, UI_LOGO_URL, UI_ACCENT: read once, for the emails and the pages.
+        let brand = Brand::from_lookup(&var).map_err(|(name, why)| err(&name, why))?;
+        let email = EmailSettings::from_lookup(&var, brand.clone()).map_err(|(name, why)| err(&name, why))?;
         let hook = match var("HOOK_URL") {
             None => None,
             Some(v) => {
@@ -381,22 +380,12 @@ impl Config {
             var,
         )
         .map_err(|(name, why)| err(&name, why))?;
-        let ui = UiConfig::parse(var, &oauth.redirect_allowlist).map_err(|(name, why)| err(&name, why))?;
+        let ui = UiConfig::parse(var, brand, &oauth.redirect_allowlist).map_err(|(name, why)| err(&name, why))?;
         for name in ["HOOK_SECRET", "HOOK_FAILURE_MODE", "HOOK_TIMEOUT_MS", "HOOK_ON_REFRESH"] {
             if hook.is_none() && var(name).is_some() {
                 return Err(err(name, "set, but HOOK_URL is not: there is no hook to apply it to".into()));
             }
         }
-        let ui_name = match var("UI_NAME") {
-            None => None,
-            Some(v) if v.chars().count() <= MAX_UI_NAME_CHARS && !v.chars().any(char::is_control) => Some(v),
-            Some(_) => {
-                return Err(err(
-                    "UI_NAME",
-                    format!("at most {MAX_UI_NAME_CHARS} characters, without control characters"),
-                ))
-            }
-        };
         let access_ttl_secs = match secs("ACCESS_TTL", ACCESS_TTL_SECS)? {
             n if n <= MAX_ACCESS_TTL_SECS => n,
             n => return Err(err("ACCESS_TTL", format!("{n} is more than {MAX_ACCESS_TTL_SECS} seconds (23 hours)"))),
@@ -470,7 +459,6 @@ impl Config {
             oauth,
             audit_retention_days,
             ui,
-            ui_name,
             revocation_lag_secs,
             introspection_secret,
             audit_max_entries,

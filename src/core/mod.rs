@@ -4,6 +4,7 @@ pub mod amr;
 pub mod audit;
 pub mod auth_routes;
 pub mod body;
+pub mod brand;
 pub mod cache;
 pub mod config;
 pub mod cors;

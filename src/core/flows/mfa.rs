@@ -292,8 +292,9 @@ where
 
     /// The issuer label of enrolments: `UI_NAME`, else the issuer's host.
     fn totp_issuer(&self, meta: &Meta) -> String {
-        if let Some(name) = &self.config.ui_name {
-            return name.clone();
+        let brand = &self.config.ui.brand;
+        if brand.named {
+            return brand.name.clone();
         }
         url::Url::parse(&meta.issuer)
             .ok()

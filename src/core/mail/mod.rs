@@ -23,7 +23,7 @@
 //! in capitals, `-` as `_`: `FR`, `PT_BR`); without the suffix they override
 //! the default language's. A language that is not built in needs every
 //! subject and body. Without an HTML body the HTML part is the text body's
-//! paragraphs in the brand's layout ([`html::Brand::layout`]).
+//! paragraphs in the brand's layout ([`html::layout`]).
 
 mod catalog;
 pub mod html;
@@ -39,7 +39,7 @@ use crate::core::locale::Locale;
 use crate::core::outbound::{HttpReply, HttpRequest};
 use crate::core::time::UnixTime;
 
-pub use html::Brand;
+pub use crate::core::brand::Brand;
 pub use mime::MimeEmail;
 use template::{Slot, Template, Values};
 pub use transport::{ApiKey, BindingError, Provider, Transport, MAIL_BINDING};
@@ -225,9 +225,9 @@ impl EmailSettings {
         ))
     }
 
-    /// Reads the `EMAIL_*`, `UI_*` brand and link settings from `var`
+    /// Reads the `EMAIL_*` and link settings from `var`, with the `brand`
     /// (trimmed, non-empty values). Errors name the setting.
-    pub fn from_lookup(var: &dyn Fn(&str) -> Option<String>) -> Result<Self, (String, String)> {
+    pub fn from_lookup(var: &dyn Fn(&str) -> Option<String>, brand: Brand) -> Result<Self, (String, String)> {
         let err = |name: &str, why: String| (name.to_string(), why);
         let from = var("EMAIL_FROM").unwrap_or_else(|| DEFAULT_FROM.to_string());
         let sender = parse_from(&from).map_err(|why| err("EMAIL_FROM", why))?;
@@ -235,7 +235,6 @@ impl EmailSettings {
         if transport != Transport::Log && var("EMAIL_FROM").is_none() {
             return Err(err("EMAIL_FROM", "missing: a transport that sends needs a sender it accepts".into()));
         }
-        let brand = Brand::from_lookup(var)?;
         let timeout_ms = match var("EMAIL_TIMEOUT_MS") {
             None => EMAIL_TIMEOUT_MS,
             Some(v) => match v.parse::<u32>() {
@@ -303,12 +302,12 @@ impl EmailSettings {
         let code = if kind == EmailKind::EmailOtp { secret.as_str() } else { "" };
         let language = self.language(locale.as_deref()).ok_or("EMAIL_LOCALES: no language")?;
         let texts = &language.texts[i];
-        let values =
-            Values { link: &link, code, email: to.as_str(), brand: &self.brand.name, accent: &self.brand.accent };
+        let accent = self.brand.accent.hex();
+        let values = Values { link: &link, code, email: to.as_str(), brand: &self.brand.name, accent: &accent };
         let subject = texts.subject.render_text(&values);
         let html = match &texts.html {
             Some(html) => html.render_html(&values),
-            None => self.brand.layout(language.locale.as_str(), &subject, &texts.text.text_as_html(&values)),
+            None => html::layout(&self.brand, language.locale.as_str(), &subject, &texts.text.text_as_html(&values)),
         };
         Ok(Some(OutgoingEmail {
             kind,
@@ -592,7 +591,8 @@ mod tests {
 
     fn settings(pairs: &[(&str, &str)]) -> Result<EmailSettings, (String, String)> {
         let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        EmailSettings::from_lookup(&move |k: &str| m.get(k).cloned())
+        let var = move |k: &str| m.get(k).cloned();
+        EmailSettings::from_lookup(&var, Brand::from_lookup(&var)?)
     }
 
     /// A sending transport's settings: `transport` with everything it needs, and `extra`.

@@ -31,15 +31,10 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 use url::Url;
 
+use crate::core::brand::Brand;
 use crate::core::oauth::redirect::Allowlist;
-use theme::{Rgb, Theme};
+use theme::Theme;
 
-/// Default `UI_NAME`.
-pub const DEFAULT_NAME: &str = "Portcullis";
-/// Longest `UI_NAME`, in characters.
-pub const MAX_NAME_CHARS: usize = 64;
-/// Longest `UI_LOGO_URL`.
-pub const MAX_LOGO_URL_LEN: usize = 2048;
 /// The pages' `Referrer-Policy`: our own form posts then carry our
 /// `Origin` (not `null`), which [`forms::check_csrf`] requires.
 pub const PAGE_REFERRER_POLICY: &str = "same-origin";
@@ -51,11 +46,9 @@ pub const UI_PATH: &str = "/ui";
 pub struct UiConfig {
     /// `UI_ENABLED` (default true): false answers 404 under `/auth/ui/`.
     pub enabled: bool,
-    /// `UI_NAME`: shown in every page's header and title.
-    pub name: String,
-    /// `UI_LOGO_URL`: an https image shown beside the name.
-    pub logo_url: Option<Url>,
-    /// `UI_ACCENT` and the colours computed from it.
+    /// `UI_NAME`, `UI_LOGO_URL`, `UI_ACCENT` (shared with the emails).
+    pub brand: Brand,
+    /// The colours computed from the accent.
     pub theme: Theme,
     /// The stylesheet, inlined in every page.
     pub css: Css,
@@ -64,40 +57,24 @@ pub struct UiConfig {
 }
 
 impl UiConfig {
-    /// Reads `UI_ENABLED`, `UI_NAME`, `UI_LOGO_URL` and `UI_ACCENT` through
-    /// `var` (trimmed, empty as unset); `allowlist` is `REDIRECT_ALLOWLIST`,
-    /// whose origins the pages' forms may end up at. Errors are `(setting, why)`.
-    pub fn parse(var: impl Fn(&str) -> Option<String>, allowlist: &Allowlist) -> Result<Self, (String, String)> {
-        let err = |name: &str, why: String| (name.to_string(), why);
+    /// Reads `UI_ENABLED` through `var` (trimmed, empty as unset), with the
+    /// `brand` read once for the pages and the emails; `allowlist` is
+    /// `REDIRECT_ALLOWLIST`, whose origins the pages' forms may end up at.
+    /// Errors are `(setting, why)`.
+    pub fn parse(
+        var: impl Fn(&str) -> Option<String>,
+        brand: Brand,
+        allowlist: &Allowlist,
+    ) -> Result<Self, (String, String)> {
         let enabled = match var("UI_ENABLED").as_deref() {
             None | Some("true") | Some("1") => true,
             Some("false") | Some("0") => false,
-            Some(v) => return Err(err("UI_ENABLED", format!("{v:?} must be true or false"))),
+            Some(v) => return Err(("UI_ENABLED".to_string(), format!("{v:?} must be true or false"))),
         };
-        // UI_NAME, UI_LOGO_URL and UI_ACCENT brand the emails too
-        // (`mail::html::Brand`), so they stand with the pages off.
-        let name = match var("UI_NAME") {
-            None => DEFAULT_NAME.to_string(),
-            Some(v) if v.chars().count() > MAX_NAME_CHARS => {
-                return Err(err("UI_NAME", format!("longer than {MAX_NAME_CHARS} characters")))
-            }
-            Some(v) if v.chars().any(char::is_control) => {
-                return Err(err("UI_NAME", "must not hold control characters".into()))
-            }
-            Some(v) => v,
-        };
-        let logo_url = match var("UI_LOGO_URL") {
-            None => None,
-            Some(v) => Some(logo_url(&v).map_err(|why| err("UI_LOGO_URL", why))?),
-        };
-        let accent = match var("UI_ACCENT") {
-            None => theme::DEFAULT_ACCENT,
-            Some(v) => Rgb::parse(&v).map_err(|why| err("UI_ACCENT", why))?,
-        };
-        let theme = Theme::new(accent);
+        let theme = Theme::new(brand.accent);
         let css = stylesheet(&theme);
-        let csp = content_security_policy(&css, logo_url.as_ref(), allowlist);
-        Ok(Self { enabled, name, logo_url, theme, css, csp })
+        let csp = content_security_policy(&css, brand.logo_url.as_ref(), allowlist);
+        Ok(Self { enabled, brand, theme, css, csp })
     }
 
     /// The headers of every page (besides the gateway's own security
@@ -113,7 +90,7 @@ impl Default for UiConfig {
         let theme = Theme::default();
         let css = stylesheet(&theme);
         let csp = content_security_policy(&css, None, &Allowlist::default());
-        Self { enabled: true, name: DEFAULT_NAME.into(), logo_url: None, theme, css, csp }
+        Self { enabled: true, brand: Brand::default(), theme, css, csp }
     }
 }
 
@@ -131,20 +108,6 @@ impl Css {
 }
 
 /// Checks `UI_LOGO_URL`: an absolute https URL without credentials.
-fn logo_url(v: &str) -> Result<Url, String> {
-    if v.len() > MAX_LOGO_URL_LEN {
-        return Err(format!("longer than {MAX_LOGO_URL_LEN} characters"));
-    }
-    let u = Url::parse(v).map_err(|e| format!("{v:?} is not a URL: {e}"))?;
-    if u.scheme() != "https" || u.host_str().is_none() {
-        return Err(format!("{v:?} must be an https URL"));
-    }
-    if !u.username().is_empty() || u.password().is_some() {
-        return Err(format!("{v:?} must not carry credentials"));
-    }
-    Ok(u)
-}
-
 /// The CSP of every page: nothing by default; the stylesheet `css` by its
 /// SHA-256; images only from the logo's origin; forms to this origin and
 /// the allowlist's origins (a form's redirect is held to `form-action`).
@@ -206,14 +169,15 @@ mod tests {
     fn parse(pairs: &[(&str, &str)], allowlist: &str) -> Result<UiConfig, (String, String)> {
         let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let list = if allowlist.is_empty() { Allowlist::default() } else { Allowlist::parse(allowlist).unwrap() };
-        UiConfig::parse(|k| m.get(k).cloned(), &list)
+        let brand = Brand::from_lookup(&|k: &str| m.get(k).cloned())?;
+        UiConfig::parse(|k| m.get(k).cloned(), brand, &list)
     }
 
     #[test]
     fn defaults_are_on_named_portcullis_with_the_default_accent() {
         let c = parse(&[], "").unwrap();
         assert!(c.enabled);
-        assert_eq!((c.name.as_str(), c.logo_url.is_none()), ("Portcullis", true));
+        assert_eq!((c.brand.name.as_str(), c.brand.logo_url.is_none()), ("Portcullis", true));
         assert_eq!(c.theme, Theme::default());
         assert_eq!(c, UiConfig::default());
     }
@@ -240,24 +204,13 @@ mod tests {
     }
 
     #[test]
-    fn bad_brand_values_name_their_setting() {
-        for (k, v) in [
-            ("UI_ENABLED", "yes"),
-            ("UI_ACCENT", "blue"),
-            ("UI_ACCENT", "#12345"),
-            ("UI_LOGO_URL", "http://cdn.example/logo.png"),
-            ("UI_LOGO_URL", "javascript:alert(1)"),
-            ("UI_LOGO_URL", "https://user:pw@cdn.example/logo.png"),
-            ("UI_LOGO_URL", "/logo.png"),
-            ("UI_NAME", "Acme\nInc"),
-        ] {
-            let (name, why) = parse(&[(k, v)], "").unwrap_err();
-            assert_eq!(name, k, "{k}={v}: {why}");
-        }
-        let long = "x".repeat(MAX_NAME_CHARS + 1);
-        assert_eq!(parse(&[("UI_NAME", &long)], "").unwrap_err().0, "UI_NAME");
+    fn ui_enabled_is_a_boolean_and_the_brand_stands_with_the_pages_off() {
+        let (name, _) = parse(&[("UI_ENABLED", "yes")], "").unwrap_err();
+        assert_eq!(name, "UI_ENABLED");
         // The brand settings also brand the emails: they stand with the pages off.
-        assert!(!parse(&[("UI_ENABLED", "false"), ("UI_ACCENT", "#000000")], "").unwrap().enabled);
-        assert!(!parse(&[("UI_ENABLED", "false")], "").unwrap().enabled);
+        let off = parse(&[("UI_ENABLED", "false"), ("UI_ACCENT", "#000000")], "").unwrap();
+        assert!(!off.enabled);
+        assert_eq!(off.brand.accent.hex(), "#000000");
+        assert_eq!(parse(&[("UI_ENABLED", "false"), ("UI_ACCENT", "blue")], "").unwrap_err().0, "UI_ACCENT");
     }
 }

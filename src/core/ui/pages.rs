@@ -87,7 +87,7 @@ fn notice(n: Option<&Notice>) -> Html {
 
 /// The document around a page's `body`.
 fn layout(ctx: &Context<'_>, title: &str, n: Option<&Notice>, body: Html) -> Html {
-    let logo = match &ctx.ui.logo_url {
+    let logo = match &ctx.ui.brand.logo_url {
         Some(u) => html!["<img src=\"", { u.as_str() }, "\" alt=\"\">"],
         None => Html::new(),
     };
@@ -97,14 +97,14 @@ fn layout(ctx: &Context<'_>, title: &str, n: Option<&Notice>, body: Html) -> Htm
         "<meta name=\"referrer\" content=\"same-origin\"><title>",
         { title },
         " – ",
-        { ctx.ui.name },
+        { ctx.ui.brand.name },
         "</title><style>",
         // Ours, from the validated accent colour; its CSP hash is of these bytes.
         [stylesheet(ctx.ui)],
         "</style></head><body><main><header>",
         [logo],
         "<p class=\"brand\">",
-        { ctx.ui.name },
+        { ctx.ui.brand.name },
         "</p></header><h1>",
         { title },
         "</h1>",
@@ -615,7 +615,8 @@ mod tests {
             "UI_LOGO_URL" => Some("https://cdn.example/l.png?a=\"><script>".to_string()),
             _ => None,
         };
-        UiConfig::parse(var, &Default::default()).unwrap()
+        let brand = crate::core::brand::Brand::from_lookup(&var).unwrap();
+        UiConfig::parse(var, brand, &Default::default()).unwrap()
     }
 
     fn session(current: bool) -> SessionView {
