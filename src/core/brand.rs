@@ -60,6 +60,13 @@ impl Brand {
         };
         Ok(Self { name, named: var("UI_NAME").is_some(), logo_url, accent })
     }
+
+    /// [`Brand::from_lookup`] over `(name, value)` pairs, for tests.
+    #[cfg(test)]
+    pub(crate) fn from_pairs(pairs: &[(&str, &str)]) -> Result<Self, (String, String)> {
+        let m: std::collections::HashMap<&str, &str> = pairs.iter().copied().collect();
+        Self::from_lookup(&move |k: &str| m.get(k).map(|v| v.to_string()))
+    }
 }
 
 fn logo_url(v: &str) -> Result<Url, String> {
@@ -79,11 +86,9 @@ fn logo_url(v: &str) -> Result<Url, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn brand(pairs: &[(&str, &str)]) -> Result<Brand, (String, String)> {
-        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Brand::from_lookup(&move |k: &str| m.get(k).cloned())
+        Brand::from_pairs(pairs)
     }
 
     #[test]

@@ -50,11 +50,9 @@ pub(crate) fn layout(brand: &Brand, lang: &str, title: &str, body: &str) -> Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn brand(pairs: &[(&str, &str)]) -> Result<Brand, (String, String)> {
-        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Brand::from_lookup(&move |k: &str| m.get(k).cloned())
+        Brand::from_pairs(pairs)
     }
 
     #[test]
