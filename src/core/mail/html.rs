@@ -3,20 +3,13 @@
 //! `UI_ACCENT`, shared with the hosted pages).
 
 use crate::core::brand::Brand;
+use crate::core::ui::html::Escape;
 
-/// `text` safe in HTML text and in a quoted attribute value.
+/// `text` safe in HTML text and in a quoted attribute value (the pages'
+/// escaping, [`Escape`]).
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
+    text.escape_into(&mut out);
     out
 }
 
