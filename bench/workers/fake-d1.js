@@ -92,10 +92,12 @@ class D1Database {
     if (/^SELECT MAX\(seq\) AS last_seq FROM revocations/i.test(flat)) {
       return new D1Result([{ last_seq: this.revocationLog().at(-1)?.seq ?? null }]);
     }
-    if (/^SELECT id, user_id, created_at, last_used_at, expires_at, revoked_at, ip_address, user_agent, extra_claims FROM sessions WHERE id = \?1/i.test(flat)) {
+    // The fresh rule's session read (src/edge/d1/sessions.rs SESSION_COLUMNS,
+    // whatever columns it names): a live session of the user `id`.
+    if (/^SELECT id, user_id, [a-z_, ]+ FROM sessions WHERE id = \?1/i.test(flat)) {
       const now = Math.floor(Date.now() / 1000);
       const [id] = params;
-      return new D1Result([{ id, user_id: id, created_at: now - 60, last_used_at: now - 60, expires_at: now + 86400, revoked_at: null, ip_address: null, user_agent: null, extra_claims: null }]);
+      return new D1Result([{ id, user_id: id, created_at: now - 60, last_used_at: now - 60, expires_at: now + 86400, revoked_at: null, ip_address: null, user_agent: null, extra_claims: null, amr: null }]);
     }
     if (/^SELECT group_concat\(role, ','\) AS held_roles FROM user_roles/i.test(flat)) {
       return new D1Result([{ held_roles: "user" }]);
