@@ -317,18 +317,11 @@ mod tests {
             on_refresh: true,
         };
         let user = User {
-            id: "u1".into(),
-            email: "a@example.com".into(),
             name: Some("Ada".into()),
             password_hash: Some("secret-hash".into()),
             email_verified: true,
-            avatar_url: None,
-            phone: None,
-            banned: false,
             roles: vec!["admin".into()],
-            created_at: UnixTime(0),
-            auth_epoch: 0,
-            locale: None,
+            ..User::new("u1".into(), "a@example.com".into(), UnixTime(0))
         };
         let req = request(&hook, &user, "email", "msg_1", UnixTime(1_700_000_000));
         assert_eq!((req.url.as_str(), req.timeout_ms), ("https://hooks.example/signin", 1_500));

@@ -67,6 +67,26 @@ pub struct UserResponse {
 }
 
 impl User {
+    /// A new account `id` for the normalised `email`, created `now`: no
+    /// name, password, avatar, phone or roles, not banned, not verified,
+    /// at epoch 0, without a language. Callers set what their sign-up knows.
+    pub fn new(id: String, email: String, now: UnixTime) -> Self {
+        Self {
+            id,
+            email,
+            name: None,
+            password_hash: None,
+            email_verified: false,
+            avatar_url: None,
+            phone: None,
+            banned: false,
+            roles: Vec::new(),
+            created_at: now,
+            auth_epoch: 0,
+            locale: None,
+        }
+    }
+
     /// The public view, tied to `session_id`.
     pub fn response(&self, session_id: Option<&str>) -> UserResponse {
         UserResponse {

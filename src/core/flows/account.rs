@@ -107,18 +107,10 @@ where
         }
         let hash = PasswordHash::create(&password, &self.config.hash_params, rng.bytes::<16>())?;
         let user = User {
-            id: ids::uuid(rng),
-            email: email.as_str().to_string(),
             name,
             password_hash: Some(hash.as_str().to_string()),
-            email_verified: false,
-            avatar_url: None,
-            phone: None,
-            banned: false,
-            roles: Vec::new(),
-            created_at: meta.now,
-            auth_epoch: 0,
             locale,
+            ..User::new(ids::uuid(rng), email.as_str().to_string(), meta.now)
         };
         // The unique email index decides between racing signups.
         if !self.store.insert_user(&user).await? {

@@ -627,20 +627,12 @@ where
             }
             None => {
                 let user = User {
-                    id: ids::uuid(rng),
-                    email: email.as_str().to_string(),
                     name: parse_name(identity.name.clone()).ok().flatten(),
-                    password_hash: None,
                     email_verified: identity.email_verified,
                     avatar_url: identity.picture.clone().filter(|u| {
                         u.len() <= MAX_AVATAR_LEN && (u.starts_with("https://") || u.starts_with("http://"))
                     }),
-                    phone: None,
-                    banned: false,
-                    roles: Vec::new(),
-                    created_at: meta.now,
-                    auth_epoch: 0,
-                    locale: None,
+                    ..User::new(ids::uuid(rng), email.as_str().to_string(), meta.now)
                 };
                 let row = self.identity_row(p, &user.id, &identity, Some(&email), meta);
                 if !self.store.create_oauth_user(&user, &row).await? {

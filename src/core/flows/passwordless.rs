@@ -249,20 +249,7 @@ where
         rng: &mut impl Random,
         email: &str,
     ) -> Result<(User, bool), Error> {
-        let user = User {
-            id: ids::uuid(rng),
-            email: email.to_string(),
-            name: None,
-            password_hash: None,
-            email_verified: true,
-            avatar_url: None,
-            phone: None,
-            banned: false,
-            roles: Vec::new(),
-            created_at: meta.now,
-            auth_epoch: 0,
-            locale: None,
-        };
+        let user = User { email_verified: true, ..User::new(ids::uuid(rng), email.to_string(), meta.now) };
         if self.store.insert_user(&user).await? {
             return Ok((user, true));
         }

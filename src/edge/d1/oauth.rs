@@ -96,26 +96,33 @@ impl D1Store {
     }
 }
 
+/// The columns of a sign-in or link state, in the order of [`state_args`].
+const STATE_COLUMNS: &str = "hash, provider, code_verifier, nonce, redirect_to, link_user_id, link_epoch, \
+                             binding_hash, created_at, expires_at, code_challenge";
+/// Their placeholders, `?1` to `?11`.
+const STATE_VALUES: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11";
+
+/// `st` bound in the order of [`STATE_COLUMNS`].
+fn state_args(st: &OAuthState) -> Vec<JsValue> {
+    vec![
+        text(&st.hash),
+        text(&st.provider),
+        text(&st.code_verifier),
+        text(&st.nonce),
+        text(&st.redirect_to),
+        opt_text(st.link_user_id.as_deref()),
+        int_u(st.link_epoch),
+        text(&st.binding_hash),
+        time(st.created_at),
+        time(st.expires_at),
+        opt_text(st.code_challenge.as_ref().map(CodeChallenge::as_str)),
+    ]
+}
+
 impl OAuthStore for D1Store {
     async fn put_oauth_state(&self, st: &OAuthState) -> Result<()> {
-        self.run(
-            "INSERT INTO oauth_states (hash, provider, code_verifier, nonce, redirect_to, link_user_id, link_epoch, \
-             binding_hash, created_at, expires_at, code_challenge) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?10, ?7, ?8, ?9, ?11)",
-            &[
-                text(&st.hash),
-                text(&st.provider),
-                text(&st.code_verifier),
-                text(&st.nonce),
-                text(&st.redirect_to),
-                opt_text(st.link_user_id.as_deref()),
-                text(&st.binding_hash),
-                time(st.created_at),
-                time(st.expires_at),
-                int_u(st.link_epoch),
-                opt_text(st.code_challenge.as_ref().map(CodeChallenge::as_str)),
-            ],
-        )
-        .await?;
+        self.run(&format!("INSERT INTO oauth_states ({STATE_COLUMNS}) VALUES ({STATE_VALUES})"), &state_args(st))
+            .await?;
         Ok(())
     }
 
@@ -173,31 +180,16 @@ impl OAuthStore for D1Store {
         // Written only while the caller's session is live and the account is
         // as the flow read it: a takeover in between revokes the one and
         // moves the other.
+        let mut args = state_args(st);
+        args.extend([text(caller.user_id), text(caller.session_id), time(caller.now), max_age(caller.max_age_secs)]);
         let n = self
             .run(
                 &format!(
-                    "INSERT INTO oauth_states (hash, provider, code_verifier, nonce, redirect_to, link_user_id, link_epoch, \
-                     binding_hash, created_at, expires_at) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?10, ?7, ?8, ?9 \
-                     WHERE ?6 = ?11 AND {} \
-                     AND EXISTS (SELECT 1 FROM users WHERE id = ?6 AND auth_epoch = ?10 AND banned = 0)",
-                    session_is_live(12, 6, 13, 14)
+                    "INSERT INTO oauth_states ({STATE_COLUMNS}) SELECT {STATE_VALUES} WHERE ?6 = ?12 AND {} \
+                     AND EXISTS (SELECT 1 FROM users WHERE id = ?6 AND auth_epoch = ?7 AND banned = 0)",
+                    session_is_live(13, 6, 14, 15)
                 ),
-                &[
-                    text(&st.hash),
-                    text(&st.provider),
-                    text(&st.code_verifier),
-                    text(&st.nonce),
-                    text(&st.redirect_to),
-                    opt_text(st.link_user_id.as_deref()),
-                    text(&st.binding_hash),
-                    time(st.created_at),
-                    time(st.expires_at),
-                    int_u(st.link_epoch),
-                    text(caller.user_id),
-                    text(caller.session_id),
-                    time(caller.now),
-                    max_age(caller.max_age_secs),
-                ],
+                &args,
             )
             .await?;
         Ok(n == 1)
