@@ -53,12 +53,7 @@ where
     /// announces the link if the address can sign in, else does nothing.
     pub async fn send_magic_link(&self, meta: &Meta, rng: &mut impl Random, to: &Recipient) -> Result<(), Error> {
         let email = &to.email;
-        let owner = match self.store.user_by_email(email.as_str()).await? {
-            Some(u) if u.banned => return Ok(()),
-            Some(u) => Some(u),
-            None if self.config.allow_passwordless_signup => None,
-            None => return Ok(()),
-        };
+        let Some(owner) = self.emailed_sign_in_owner(email).await? else { return Ok(()) };
         let token = self
             .issue_link(meta, rng, TokenKind::MagicLink, email, owner.as_ref(), self.config.magic_link_ttl_secs)
             .await?;

@@ -71,12 +71,7 @@ where
     /// announces a code if the address can sign in, else does nothing.
     pub async fn send_otp(&self, meta: &Meta, rng: &mut impl Random, to: &Recipient) -> Result<(), Error> {
         let email = &to.email;
-        let owner = match self.store.user_by_email(email.as_str()).await? {
-            Some(u) if u.banned => return Ok(()),
-            Some(u) => Some(u),
-            None if self.config.allow_passwordless_signup => None,
-            None => return Ok(()),
-        };
+        let Some(owner) = self.emailed_sign_in_owner(email).await? else { return Ok(()) };
         let challenge = ids::token_hash(&ids::secret_token(rng));
         let code = otp_code(rng);
         let code_hash = CodeKey::from_kek(&self.config.kek).hash(&challenge, email.as_str(), &code);

@@ -49,6 +49,20 @@ where
     E: EventSink,
     K: KeyRing,
 {
+    /// Whom an emailed sign-in (a magic link or a code) for `email` would
+    /// sign in: `Some(Some(user))` an account that may sign in,
+    /// `Some(None)` a new password-less account (`ALLOW_PASSWORDLESS_SIGNUP`),
+    /// `None` nobody — a banned account, or an unknown address without
+    /// password-less sign-up — and then nothing is sent.
+    pub(crate) async fn emailed_sign_in_owner(&self, email: &Email) -> Result<Option<Option<User>>, Error> {
+        Ok(match self.store.user_by_email(email.as_str()).await? {
+            Some(u) if u.banned => None,
+            Some(u) => Some(Some(u)),
+            None if self.config.allow_passwordless_signup => Some(None),
+            None => None,
+        })
+    }
+
     /// Makes a fresh link token of `kind` for `email` (and its account
     /// `owner`, as just read), valid for `ttl_secs`, stores only its hash,
     /// and returns the token to send.
