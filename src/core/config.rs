@@ -207,7 +207,10 @@ fn relying_party(
             return Err(err("RP_ORIGINS", format!("{o:?} must be an http(s) origin")));
         }
         if u.scheme() == "http" && host != "localhost" && !host.ends_with(".localhost") {
-            return Err(err("RP_ORIGINS", format!("{o:?}: http is allowed for localhost only (WebAuthn needs a secure context)")));
+            return Err(err(
+                "RP_ORIGINS",
+                format!("{o:?}: http is allowed for localhost only (WebAuthn needs a secure context)"),
+            ));
         }
         if !RelyingParty::covers_host(&id, host) {
             return Err(err("RP_ORIGINS", format!("{o:?} is not on RP_ID {id:?} or below it")));

@@ -759,7 +759,8 @@ mod tests {
 
     #[test]
     fn malformed_cose_keys_are_invalid_credentials() {
-        let p256_off_curve = cose(&[(1, int(2)), (3, int(-7)), (-1, int(1)), (-2, bstr(&[1; 32])), (-3, bstr(&[2; 32]))]);
+        let p256_off_curve =
+            cose(&[(1, int(2)), (3, int(-7)), (-1, int(1)), (-2, bstr(&[1; 32])), (-3, bstr(&[2; 32]))]);
         let cases = [
             vec![],
             vec![0xa1],
@@ -828,7 +829,8 @@ mod tests {
         assert_eq!(code(&cd("webauthn.create", "https://app.example.com"), Ceremony::Get), "invalid_credential");
         assert_eq!(code(&cd("webauthn.get", "https://evil.example"), Ceremony::Get), "origin_not_allowed");
         assert_eq!(code(b"{", Ceremony::Get), "invalid_credential");
-        let cross = br#"{"type":"webauthn.get","challenge":"abc","origin":"https://app.example.com","crossOrigin":true}"#;
+        let cross =
+            br#"{"type":"webauthn.get","challenge":"abc","origin":"https://app.example.com","crossOrigin":true}"#;
         assert_eq!(code(cross, Ceremony::Get), "origin_not_allowed");
     }
 

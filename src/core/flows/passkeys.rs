@@ -43,14 +43,15 @@ use crate::core::flows::{Deps, Meta, SignIn};
 use crate::core::ids::{self, Random};
 use crate::core::mfa::RECENT_SIGN_IN_SECS;
 use crate::core::passkey::{
-    self, check_authenticator_data, clean_transports, counter_ok, decode_b64url, descriptor, is_user_handle,
-    key_amr, malformed, parse_attestation_object, parse_name, refused, stand_in_credential_id, user_handle, Alg,
+    self, check_authenticator_data, clean_transports, counter_ok, decode_b64url, descriptor, is_user_handle, key_amr,
+    malformed, parse_attestation_object, parse_name, refused, stand_in_credential_id, user_handle, Alg,
     AuthenticatorData, Ceremony, ClientData, Passkey, PasskeyAdded, PasskeyChallenge, PasskeyView, PublicKey,
-    RelyingParty, CEREMONY_TIMEOUT_MS, CHALLENGE_TTL_SECS, MAX_ATTESTATION_OBJECT_BYTES,
-    MAX_AUTHENTICATOR_DATA_BYTES, MAX_CLIENT_DATA_BYTES, MAX_CREDENTIAL_ID_BYTES, MAX_PASSKEYS_PER_USER,
-    MAX_SIGNATURE_BYTES, MAX_USER_HANDLE_BYTES,
+    RelyingParty, CEREMONY_TIMEOUT_MS, CHALLENGE_TTL_SECS, MAX_ATTESTATION_OBJECT_BYTES, MAX_AUTHENTICATOR_DATA_BYTES,
+    MAX_CLIENT_DATA_BYTES, MAX_CREDENTIAL_ID_BYTES, MAX_PASSKEYS_PER_USER, MAX_SIGNATURE_BYTES, MAX_USER_HANDLE_BYTES,
 };
-use crate::core::ports::{EventSink, KeyRing, MfaStore, PasskeyStore, PasskeyVerifier, RateLimitStore, SessionStore, UserStore};
+use crate::core::ports::{
+    EventSink, KeyRing, MfaStore, PasskeyStore, PasskeyVerifier, RateLimitStore, SessionStore, UserStore,
+};
 use crate::core::rate_limit::Endpoint;
 use crate::core::session::SignInBasis;
 use crate::core::users::User;
@@ -355,8 +356,7 @@ where
         if attested.credential_id != raw {
             return Err(malformed("the attested credential id is not rawId"));
         }
-        let Some(challenge) =
-            self.store.take_registration_challenge(&user.id, &client.challenge, meta.now).await?
+        let Some(challenge) = self.store.take_registration_challenge(&user.id, &client.challenge, meta.now).await?
         else {
             return Err(invalid_challenge());
         };
