@@ -341,6 +341,9 @@ pub trait PasskeyVerifier {
     /// EdDSA the 64-byte Ed25519 one. `Ok(false)` for any malformed
     /// signature; `Err` only when the runtime's crypto failed.
     async fn verify_passkey(&self, key: &PublicKey, signed: &[u8], signature: &[u8]) -> Result<bool>;
+    /// Whether the runtime imports `key` (for P-256: the point is on the
+    /// curve): asked at registration, so no key stored fails at sign-in.
+    fn accepts_key(&self, key: &PublicKey) -> bool;
 }
 
 /// Signing keys at rest.

@@ -16,6 +16,11 @@ use crate::edge::js::{native_public_key, native_verify_ed25519, native_verify_es
 pub struct NativePasskeys;
 
 impl PasskeyVerifier for NativePasskeys {
+    fn accepts_key(&self, key: &PublicKey) -> bool {
+        let (x, y) = key.jwk_members();
+        native_public_key(&x, &y).is_ok()
+    }
+
     async fn verify_passkey(&self, key: &PublicKey, signed: &[u8], signature: &[u8]) -> Result<bool> {
         let (x, y) = key.jwk_members();
         let native = native_public_key(&x, &y).map_err(|e| EdgeError::from(e).context("passkey key import"))?;

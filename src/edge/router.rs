@@ -439,7 +439,12 @@ async fn auth_api(
         Route::PasskeyRegisterVerify => {
             let body: RegisterVerifyRequest = http::read_json(req).await?;
             let bearer = access_token(req, &cfg, url)?;
-            js(http::json(201, &deps.passkey_register_verify(&meta, rng, bearer.as_deref(), body).await?, None, &[]))
+            js(http::json(
+                201,
+                &deps.passkey_register_verify(&meta, rng, &NativePasskeys, bearer.as_deref(), body).await?,
+                None,
+                &[],
+            ))
         }
         Route::PasskeyRename { id } => {
             let body: RenameRequest = http::read_json(req).await?;

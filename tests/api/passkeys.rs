@@ -41,6 +41,13 @@ fn world() -> World {
 struct TestVerifier;
 
 impl PasskeyVerifier for TestVerifier {
+    fn accepts_key(&self, key: &PublicKey) -> bool {
+        match key.y {
+            None => true,
+            Some(y) => p256::PublicKey::from_sec1_bytes(&[&[4u8][..], &key.x, &y].concat()).is_ok(),
+        }
+    }
+
     async fn verify_passkey(&self, key: &PublicKey, signed: &[u8], signature: &[u8]) -> PortResult<bool> {
         Ok(match key.alg {
             Alg::EdDsa => {
@@ -198,6 +205,7 @@ fn register_with(
     block_on(deps.passkey_register_verify(
         &meta,
         rng,
+        &TestVerifier,
         Some(&s.access_token),
         RegisterVerifyRequest { credential, name: Some("Laptop".into()) },
     ))
@@ -429,6 +437,13 @@ fn malformed_credentials_are_400_with_a_stable_code_and_write_nothing() {
     for (credential, want) in cases {
         assert_eq!(code(register_with(&w, rng, T0, &s, credential)), want);
     }
+    // A P-256 key that is not a point on the curve.
+    let mut c = good();
+    let mut object = URL_SAFE_NO_PAD.decode(&c.response.attestation_object).unwrap();
+    let n = object.len();
+    object[n - 1] ^= 1;
+    c.response.attestation_object = b64(object);
+    assert_eq!(code(register_with(&w, rng, T0, &s, c)), "invalid_credential");
     // Wrong origin: 401; nothing stored, and the challenge still works.
     assert_eq!(code(register_with(&w, rng, T0, &s, a.create(&o, "https://evil.example"))), "origin_not_allowed");
     assert!(w.store.passkeys.borrow().is_empty());

@@ -334,6 +334,7 @@ where
         &self,
         meta: &Meta,
         rng: &mut impl Random,
+        verifier: &impl PasskeyVerifier,
         bearer: Option<&str>,
         req: RegisterVerifyRequest,
     ) -> Result<PasskeyCreated, Error> {
@@ -355,6 +356,9 @@ where
         };
         if attested.credential_id != raw {
             return Err(malformed("the attested credential id is not rawId"));
+        }
+        if !verifier.accepts_key(&attested.public_key) {
+            return Err(malformed("the public key does not import (not a point on the curve?)"));
         }
         let Some(challenge) = self.store.take_registration_challenge(&user.id, &client.challenge, meta.now).await?
         else {
