@@ -391,7 +391,7 @@ impl ClientData {
         if c.challenge.is_empty() || c.challenge.len() > 128 {
             return Err(malformed("clientDataJSON.challenge is out of bounds"));
         }
-        if !rp.origins.iter().any(|o| *o == c.origin) || c.cross_origin == Some(true) {
+        if !rp.origins.contains(&c.origin) || c.cross_origin == Some(true) {
             return Err(refused("origin_not_allowed", "the ceremony ran on an origin that is not in RP_ORIGINS"));
         }
         Ok(c)
@@ -757,12 +757,13 @@ mod tests {
 
     #[test]
     fn malformed_cose_keys_are_invalid_credentials() {
-        let p256_off_curve =
-            cose(&[(1, int(2)), (3, int(-7)), (-1, int(1)), (-2, bstr(&[1; 32])), (-3, bstr(&[2; 32]))]);
+        // A P-256 key without its y.
+        let no_y = cose(&[(1, int(2)), (3, int(-7)), (-1, int(1)), (-2, bstr(&[1; 32]))]);
         let cases = [
             vec![],
             vec![0xa1],
             ed_key(&[7; 31]),
+            no_y,
             cose(&[(1, int(2)), (3, int(-8)), (-1, int(6)), (-2, bstr(&[7; 32]))]),
             cose(&[(1, int(1)), (-1, int(6)), (-2, bstr(&[7; 32]))]),
             [ed_key(&[7; 32]), vec![0]].concat(),
