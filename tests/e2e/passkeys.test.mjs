@@ -86,7 +86,7 @@ let session;
 let passkeyId;
 let credentialId;
 
-test("a signed-in user registers a passkey made by Chromium's authenticator", async () => {
+test("a signed-in user registers a passkey made by Chromium's authenticator", async (t) => {
   email = randomEmail("passkey");
   session = await signup(gw, email);
   const res = await authed(`${gw.url}/auth/passkeys/register/options`, session.access_token, {
@@ -113,6 +113,8 @@ test("a signed-in user registers a passkey made by Chromium's authenticator", as
   assert.equal(list.passkeys.length, 1);
   assert.equal(list.passkeys[0].credential_id, credentialId);
   assert.deepEqual(list.passkeys[0].transports, ["internal"]);
+  assert.ok(["ES256", "EdDSA"].includes(list.passkeys[0].alg));
+  t.diagnostic(`the virtual authenticator chose ${list.passkeys[0].alg}`);
 });
 
 /** Signs in through the page: options (with `email` or none), get, verify; returns [status, body, verify request]. */
@@ -161,7 +163,18 @@ test("an answer from an origin not in RP_ORIGINS is refused, and an unknown addr
   const unknown = await json(await post(`${gw.url}/auth/passkeys/login/options`, { email: randomEmail("nobody") }));
   assert.deepEqual(Object.keys(unknown).sort(), Object.keys(options).sort());
   assert.equal(unknown.allowCredentials.length, 1);
-  await assertProblem(await post(`${gw.url}/auth/passkeys/login/verify`, { challenge_id: "x", credential: {} }), 400, "invalid_json");
+  // Malformed: a credential id that is not base64url, CBOR that is cut short.
+  const bad = { challenge_id: options.challenge_id, credential: { ...credential, rawId: "***" } };
+  await assertProblem(await post(`${gw.url}/auth/passkeys/login/verify`, bad), 400, "invalid_credential");
+  const cut = structuredClone(credential);
+  cut.response.clientDataJSON = b64(JSON.stringify(client));
+  cut.response.authenticatorData = cut.response.authenticatorData.slice(0, 20);
+  await assertProblem(
+    await post(`${gw.url}/auth/passkeys/login/verify`, { challenge_id: options.challenge_id, credential: cut }),
+    400,
+    "invalid_credential",
+  );
+  await assertProblem(await post(`${gw.url}/auth/passkeys/login/verify`, { challenge_id: "x", credential: {} }), 422, "validation_failed");
 });
 
 test("a passkey is renamed and removed; removal ends the other sessions and the passkey no longer signs in", async () => {
