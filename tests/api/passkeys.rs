@@ -618,3 +618,20 @@ fn without_rp_id_the_passkey_endpoints_are_off() {
     let r = block_on(deps.passkey_login_options(&meta, rng, LoginOptionsRequest::default()));
     assert_eq!(r.unwrap_err().problem().code, "passkeys_disabled");
 }
+
+#[test]
+fn a_takeover_of_an_unverified_account_removes_the_planters_passkeys() {
+    use portcullis::core::flows::{EmailRequest, TokenRequest};
+    let (w, rng) = (world(), &mut TestRandom(13));
+    let planter = signup_at(&w, rng, T0, ADA, PW);
+    let mut a = Authenticator::es256(7);
+    let planted = register(&w, rng, T0, &planter, &a);
+    let (deps, meta) = w.at(T0 + 1);
+    block_on(deps.request_magic_link(&meta, rng, EmailRequest { email: ADA.into(), locale: None })).unwrap();
+    let token = w.events.last_of("magic_link_requested")["token"].as_str().unwrap().to_string();
+    block_on(deps.verify_magic_link(&meta, rng, TokenRequest { token })).unwrap();
+    assert!(w.store.passkeys.borrow().is_empty());
+    assert_eq!(w.events.last_of("passkey_removed")["passkey_id"], planted.id.as_str());
+    let o = login_options(&w, rng, T0 + 2, None);
+    assert_eq!(code(login_verify(&w, rng, T0 + 2, &o, a.get(&o, ORIGIN, None))), "unknown_credential");
+}

@@ -202,3 +202,36 @@ test("a passkey is renamed and removed; removal ends the other sessions and the 
     "passkey_not_found",
   );
 });
+
+test("a passkey planted on an unverified account goes when the address's owner takes it over", async () => {
+  const victim = randomEmail("victim");
+  const planter = await signup(gw, victim);
+  const options = await json(
+    await authed(`${gw.url}/auth/passkeys/register/options`, planter.access_token, { method: "POST" }),
+  );
+  const created = await authed(`${gw.url}/auth/passkeys/register/verify`, planter.access_token, {
+    method: "POST",
+    body: { credential: await create(options) },
+  });
+  assert.equal(created.status, 201);
+  const planted = await json(created);
+  // The planter holds sign-in options for it from before the takeover.
+  const login = await json(await post(`${gw.url}/auth/passkeys/login/options`, { email: victim }));
+  const credential = await get(login);
+  // The owner proves the address with a magic link.
+  const { event } = await withEvent(
+    gw,
+    (e) => e.type === "magic_link_requested" && e.data.email === victim,
+    () => post(`${gw.url}/auth/magic-link`, { email: victim }),
+  );
+  const { result } = await withEvent(
+    gw,
+    (e) => e.type === "passkey_removed" && e.data.passkey_id === planted.id,
+    () => post(`${gw.url}/auth/magic-link/verify`, { token: event.data.token }),
+  );
+  const owner = await json(result);
+  assert.equal(result.status, 200, JSON.stringify(owner));
+  assert.deepEqual((await json(await authed(`${gw.url}/auth/passkeys`, owner.access_token))).passkeys, []);
+  const res = await post(`${gw.url}/auth/passkeys/login/verify`, { challenge_id: login.challenge_id, credential });
+  await assertProblem(res, 401, "unknown_credential");
+});
