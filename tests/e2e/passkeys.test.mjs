@@ -235,3 +235,21 @@ test("a passkey planted on an unverified account goes when the address's owner t
   const res = await post(`${gw.url}/auth/passkeys/login/verify`, { challenge_id: login.challenge_id, credential });
   await assertProblem(res, 401, "unknown_credential");
 });
+
+test("an ES256 passkey (DER signatures) registers and signs in too", async () => {
+  const address = randomEmail("es256");
+  const s = await signup(gw, address);
+  const options = await json(await authed(`${gw.url}/auth/passkeys/register/options`, s.access_token, { method: "POST" }));
+  // The browser is offered ES256 only.
+  options.pubKeyCredParams = options.pubKeyCredParams.filter((p) => p.alg === -7);
+  const res = await authed(`${gw.url}/auth/passkeys/register/verify`, s.access_token, {
+    method: "POST",
+    body: { credential: await create(options) },
+  });
+  assert.equal(res.status, 201);
+  const list = await json(await authed(`${gw.url}/auth/passkeys`, s.access_token));
+  assert.equal(list.passkeys[0].alg, "ES256");
+  const [status, body] = await signIn({ email: address });
+  assert.equal(status, 200, JSON.stringify(body));
+  assert.equal(body.user.email, address);
+});
