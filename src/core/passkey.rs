@@ -855,6 +855,22 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_are_refused_or_read_never_panicked(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+            let rp = RelyingParty::new("example.com".into(), vec!["https://example.com".into()], "Ex".into());
+            let _ = PublicKey::from_cose(&bytes);
+            let _ = parse_attestation_object(&bytes);
+            let _ = ClientData::check(&bytes, Ceremony::Get, &rp);
+            // Behind a valid header, so the attested-data and extension readers run too.
+            let mut data = rp.id_hash.to_vec();
+            data.push(0xc5);
+            data.extend([0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 7, 7]);
+            data.extend(&bytes);
+            let _ = AuthenticatorData::parse(&data);
+        }
+    }
+
     #[test]
     fn user_handles_are_stable_opaque_and_per_account() {
         let kek = Kek::from_bytes([1; 32]);
