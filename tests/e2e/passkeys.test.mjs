@@ -144,13 +144,20 @@ test("signing in with an email (allowCredentials) gives a two-factor token the g
   assert.match(refused.headers.get("www-authenticate"), /insufficient_user_authentication/);
 });
 
-test("signing in without an email uses the discoverable credential; a replayed answer is refused", async () => {
+test("signing in without an email uses the discoverable credential; a replayed or concurrent answer is refused", async () => {
   const [status, body, request, options] = await signIn({});
   assert.equal(status, 200, JSON.stringify(body));
   assert.deepEqual(options.allowCredentials, []);
   assert.equal(body.user.id, session.user.id);
   assert.ok(request.credential.response.userHandle, "a discoverable credential returns its user handle");
   await assertProblem(await post(`${gw.url}/auth/passkeys/login/verify`, request), 401, "invalid_challenge");
+  // One answer sent twice at once: the challenge is consumed once.
+  const fresh = await json(await post(`${gw.url}/auth/passkeys/login/options`, {}));
+  const again = { challenge_id: fresh.challenge_id, credential: await get(fresh) };
+  const raced = await Promise.all([1, 2].map(() => post(`${gw.url}/auth/passkeys/login/verify`, again)));
+  const bodies = await Promise.all(raced.map(json));
+  assert.deepEqual(raced.map((r) => r.status).sort(), [200, 401], JSON.stringify(bodies));
+  assert.equal(bodies.find((b) => b.code)?.code, "invalid_challenge");
 });
 
 test("an answer from an origin not in RP_ORIGINS is refused, and an unknown address gets options of the same shape", async () => {
