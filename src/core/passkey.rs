@@ -833,6 +833,16 @@ mod tests {
     }
 
     #[test]
+    fn refusals_are_401_with_a_bearer_challenge_and_malformed_input_400() {
+        let p = refused("invalid_signature", "x").problem();
+        assert_eq!(
+            (p.status, p.code, p.www_authenticate.as_deref()),
+            (401, "invalid_signature", Some("Bearer realm=\"portcullis\""))
+        );
+        assert_eq!(malformed("x").problem().status, 400);
+    }
+
+    #[test]
     fn the_counter_must_grow_unless_the_authenticator_keeps_none() {
         assert!(counter_ok(0, 0) && counter_ok(0, 1) && counter_ok(5, 6));
         assert!(!counter_ok(5, 5) && !counter_ok(5, 4) && !counter_ok(5, 0));
