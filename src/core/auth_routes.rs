@@ -156,6 +156,12 @@ routes! {
     "/auth/mfa/totp" { DELETE => MfaTotpDisable }
     "/auth/mfa/backup-codes" { POST => MfaBackupCodes }
     "/auth/mfa/verify" { POST => MfaVerify }
+    "/auth/passkeys" { GET => Passkeys }
+    "/auth/passkeys/register/options" { POST => PasskeyRegisterOptions }
+    "/auth/passkeys/register/verify" { POST => PasskeyRegisterVerify }
+    "/auth/passkeys/login/options" { POST => PasskeyLoginOptions }
+    "/auth/passkeys/login/verify" { POST => PasskeyLoginVerify }
+    "/auth/passkeys/{id}" { PATCH => PasskeyRename { id }, DELETE => PasskeyRemove { id } }
     "/auth/admin/keys/rotate" { POST => AdminRotateKeys }
     "/auth/admin/keys/{kid}/retire" { POST => AdminRetireKey { kid } }
     "/auth/audit" { GET => Audit }
@@ -379,8 +385,8 @@ mod tests {
                 }
             }
         }
-        // 64 endpoints; the 20 GET ones answer HEAD too.
-        assert_eq!(routes, 64 + 20, "every endpoint, and HEAD for each GET one");
+        // 71 endpoints; the 21 GET ones answer HEAD too.
+        assert_eq!(routes, 71 + 21, "every endpoint, and HEAD for each GET one");
     }
 
     #[test]
@@ -407,6 +413,9 @@ mod tests {
         assert_eq!(match_route("DELETE", "/auth/admin/users/u1/mfa"), Ok(Route::AdminResetMfa { id: "u1" }));
         assert_eq!(match_route("DELETE", "/auth/mfa/totp"), Ok(Route::MfaTotpDisable));
         assert_eq!(match_route("POST", "/auth/mfa/verify"), Ok(Route::MfaVerify));
+        assert_eq!(match_route("PATCH", "/auth/passkeys/pk-1"), Ok(Route::PasskeyRename { id: "pk-1" }));
+        assert_eq!(match_route("DELETE", "/auth/passkeys/pk-1"), Ok(Route::PasskeyRemove { id: "pk-1" }));
+        assert_eq!(match_route("POST", "/auth/passkeys/login/verify"), Ok(Route::PasskeyLoginVerify));
         assert_eq!(match_route("GET", "/auth/oauth/acme/authorize"), Ok(Route::OauthAuthorize { provider: "acme" }));
         assert_eq!(match_route("GET", "/auth/oauth/acme/callback"), Ok(Route::OauthCallback { provider: "acme" }));
         assert_eq!(match_route("POST", "/auth/oauth/acme/link"), Ok(Route::OauthLink { provider: "acme" }));
@@ -472,6 +481,12 @@ mod tests {
             ("POST", "/auth/mfa/totp", "DELETE"),
             ("GET", "/auth/mfa/backup-codes", "POST"),
             ("GET", "/auth/mfa/verify", "POST"),
+            ("POST", "/auth/passkeys", "GET, HEAD"),
+            ("GET", "/auth/passkeys/register/options", "POST"),
+            ("GET", "/auth/passkeys/register/verify", "POST"),
+            ("GET", "/auth/passkeys/login/options", "POST"),
+            ("PUT", "/auth/passkeys/login/verify", "POST"),
+            ("GET", "/auth/passkeys/pk-1", "PATCH, DELETE"),
             ("GET", "/auth/oauth/exchange", "POST"),
             ("DELETE", "/auth/oauth/exchange", "POST"),
             ("POST", "/auth/oauth/acme/authorize", "GET, HEAD"),

@@ -4,7 +4,7 @@
 
 use url::Url;
 
-use crate::core::brand::Brand;
+use crate::core::brand::{self, Brand};
 use crate::core::events::Event;
 use crate::core::gate::{FailureMode, HookConfig, HOOK_TIMEOUT_MS, MAX_HOOK_TIMEOUT_MS};
 use crate::core::headers::StrippedHeaders;
@@ -12,6 +12,7 @@ use crate::core::keys::Kek;
 use crate::core::keys::SigningAlg;
 use crate::core::mail::EmailSettings;
 use crate::core::oauth::OAuthConfig;
+use crate::core::passkey::RelyingParty;
 use crate::core::password::{HashParams, HashProfile, PasswordPolicy};
 use crate::core::policy::Routes;
 use crate::core::rate_limit::RateLimits;
@@ -162,6 +163,73 @@ pub struct Config {
     /// `AUDIT_MAX_ENTRIES`: the cron trigger deletes the oldest written
     /// audit log entries beyond this many, whatever their age.
     pub audit_max_entries: u32,
+    /// `RP_ID`, `RP_ORIGINS`, `RP_NAME`: the passkeys' relying party;
+    /// `None` (no `RP_ID`) leaves the passkey endpoints off (404
+    /// `passkeys_disabled`).
+    pub relying_party: Option<RelyingParty>,
+}
+
+/// `RP_ID`, `RP_ORIGINS` and `RP_NAME`: `RP_ID` a lowercase domain name (or
+/// `localhost`); `RP_ORIGINS` comma-separated http(s) origins whose hosts are
+/// `RP_ID` or below it (default `https://<RP_ID>`); `RP_NAME` the name the
+/// browser shows (default `UI_NAME`, else `RP_ID`). The two others without
+/// `RP_ID` are an error.
+fn relying_party(
+    id: Option<String>,
+    origins: Option<String>,
+    name: Option<String>,
+    ui_name: Option<&str>,
+) -> Result<Option<RelyingParty>, ConfigError> {
+    let err = |name: &str, why: String| ConfigError(format!("{name}: {why}"));
+    let Some(id) = id else {
+        for (set, var) in [(origins.is_some(), "RP_ORIGINS"), (name.is_some(), "RP_NAME")] {
+            if set {
+                return Err(err(var, "set, but RP_ID is not: passkeys need RP_ID".into()));
+            }
+        }
+        return Ok(None);
+    };
+    let domain_ok = id.len() <= 253
+        && !id.starts_with('.')
+        && !id.ends_with('.')
+        && !id.contains("..")
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if !domain_ok {
+        return Err(err("RP_ID", format!("{id:?} must be a lowercase domain name such as example.com")));
+    }
+    let origins = origins.unwrap_or_else(|| format!("https://{id}"));
+    let mut list = Vec::new();
+    for o in origins.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let u = Url::parse(o).map_err(|e| err("RP_ORIGINS", format!("{o:?} is not a URL: {e}")))?;
+        let host = u.host_str().unwrap_or_default();
+        if !matches!(u.scheme(), "http" | "https") || host.is_empty() {
+            return Err(err("RP_ORIGINS", format!("{o:?} must be an http(s) origin")));
+        }
+        if u.scheme() == "http" && host != "localhost" && !host.ends_with(".localhost") {
+            return Err(err(
+                "RP_ORIGINS",
+                format!("{o:?}: http is allowed for localhost only (WebAuthn needs a secure context)"),
+            ));
+        }
+        if !RelyingParty::covers_host(&id, host) {
+            return Err(err("RP_ORIGINS", format!("{o:?} is not on RP_ID {id:?} or below it")));
+        }
+        list.push(u.origin().ascii_serialization());
+    }
+    if list.is_empty() {
+        return Err(err("RP_ORIGINS", "no origin given".into()));
+    }
+    let name = match name {
+        Some(n) if n.chars().count() <= brand::MAX_NAME_CHARS && !n.chars().any(char::is_control) => n,
+        Some(_) => {
+            return Err(err(
+                "RP_NAME",
+                format!("at most {} characters, without control characters", brand::MAX_NAME_CHARS),
+            ))
+        }
+        None => ui_name.unwrap_or(&id).to_string(),
+    };
+    Ok(Some(RelyingParty::new(id, list, name)))
 }
 
 /// A configuration problem, naming the setting.
@@ -418,6 +486,13 @@ impl Config {
             ));
         }
 
+        let relying_party = relying_party(
+            var("RP_ID"),
+            var("RP_ORIGINS"),
+            var("RP_NAME"),
+            ui.brand.named.then_some(ui.brand.name.as_str()),
+        )?;
+
         Ok(Self {
             issuer,
             audience: var("AUDIENCE").unwrap_or_else(|| DEFAULT_AUDIENCE.into()),
@@ -462,6 +537,7 @@ impl Config {
             revocation_lag_secs,
             introspection_secret,
             audit_max_entries,
+            relying_party,
         })
     }
 

@@ -118,6 +118,15 @@ pub enum Error {
         /// For people.
         detail: String,
     },
+    /// A well-formed passkey credential that is refused (401): its
+    /// challenge, origin, RP ID, signature, counter or credential does not
+    /// hold (see [`crate::core::passkey`]).
+    PasskeyRefused {
+        /// Stable code, e.g. `invalid_challenge`, `invalid_signature`.
+        code: &'static str,
+        /// For people.
+        detail: String,
+    },
     /// Authenticated, but not allowed.
     Forbidden {
         /// Stable code, e.g. `account_banned`.
@@ -372,6 +381,12 @@ impl Error {
                 "the refresh token is invalid, expired or revoked",
             ),
             Self::InvalidEmailSecret { code, detail } => Problem::new(401, code, "Invalid or expired", detail.clone()),
+            Self::PasskeyRefused { code, detail } => {
+                // A refused sign-in, as `invalid_credentials` (RFC 9110: a 401 names its scheme).
+                let mut p = Problem::new(401, code, "Passkey refused", detail.clone());
+                p.www_authenticate = Some("Bearer realm=\"portcullis\"".into());
+                p
+            }
             Self::Forbidden { code, detail } => Problem::new(403, code, "Forbidden", detail.clone()),
             Self::InsufficientRole { detail } => {
                 let mut p = Problem::new(403, "insufficient_role", "Forbidden", *detail);

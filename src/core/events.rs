@@ -154,6 +154,8 @@ events! {
     MfaEnabled => "mfa_enabled", Success { user_id: String, method: String }
     MfaDisabled => "mfa_disabled", Success { user_id: String, method: String }
     MfaFailed => "mfa_failed", Failure { user_id: String, method: String, ip_address: Option<String> }
+    PasskeyAdded => "passkey_added", Success { user_id: String, passkey_id: String }
+    PasskeyRemoved => "passkey_removed", Success { user_id: String, passkey_id: String }
 }
 
 /// The field holding the one-time secret of events of type `kind` (`token`

@@ -25,6 +25,7 @@ pub mod mfa;
 pub mod oauth;
 pub mod outbound;
 pub mod own_signature;
+pub mod passkey;
 pub mod password;
 pub mod policy;
 pub mod ports;

@@ -19,6 +19,7 @@ use crate::core::keys::{SigningAlg, SigningKey, StoredKey};
 use crate::core::mail::{BindingError, MimeEmail};
 use crate::core::mfa::{Challenge, FactorsRemoved, StoredFactors};
 use crate::core::outbound::{HttpReply, HttpRequest, SendError};
+use crate::core::passkey::{Passkey, PasskeyAdded, PasskeyChallenge, PublicKey};
 use crate::core::rate_limit::{Count, Hit};
 use crate::core::revocation::{RevocationPage, Standing};
 use crate::core::session::{LiveSession, RotateRequest, Rotation, Session, SignInBasis};
@@ -277,6 +278,72 @@ pub trait MfaStore {
     /// Consumes (deletes) the unexpired challenge `hash`; of racing callers
     /// exactly one gets it.
     async fn take_mfa_challenge(&self, hash: &str, now: UnixTime) -> Result<Option<Challenge>>;
+}
+
+/// Passkeys and their ceremonies' challenges (see [`crate::core::passkey`]).
+/// Every method is one atomic write (or one read); those made for a
+/// signed-in caller are made only while the caller's session is live,
+/// decided in the same write.
+pub trait PasskeyStore {
+    /// Stores a ceremony's challenge; expired challenges of the same user
+    /// (or, without a user, of nobody) may be deleted in the same write.
+    async fn put_passkey_challenge(&self, challenge: &PasskeyChallenge) -> Result<()>;
+    /// Consumes (deletes) the unexpired registration challenge `challenge`
+    /// issued to `user_id`, returning it; of racing callers exactly one
+    /// gets it, and an expired one is never returned.
+    async fn take_registration_challenge(
+        &self,
+        user_id: &str,
+        challenge: &str,
+        now: UnixTime,
+    ) -> Result<Option<PasskeyChallenge>>;
+    /// Consumes (deletes) the unexpired sign-in challenge `id`, returning
+    /// it; of racing callers exactly one gets it.
+    async fn take_login_challenge(&self, id: &str, now: UnixTime) -> Result<Option<PasskeyChallenge>>;
+    /// The user's passkeys, oldest first.
+    async fn passkeys(&self, user_id: &str) -> Result<Vec<Passkey>>;
+    /// The passkey with this credential id (base64url), whoever's it is.
+    async fn passkey_by_credential(&self, credential_id: &str) -> Result<Option<Passkey>>;
+    /// Stores `passkey` for the caller (its `user_id`), if the caller's
+    /// session is live, no passkey anywhere has its credential id, and the
+    /// user holds fewer than `max` passkeys, all decided in the one write.
+    /// `Ok(None)`, nothing written, when the session is not live.
+    async fn add_passkey(&self, caller: &LiveSession<'_>, passkey: &Passkey, max: u32) -> Result<Option<PasskeyAdded>>;
+    /// Records a sign-in with passkey `id`: its counter becomes
+    /// `sign_count`, its backup state `backed_up`, `last_used_at` `now` —
+    /// only if the stored counter still allows `sign_count`
+    /// ([`crate::core::passkey::counter_ok`]), decided in the write, so of
+    /// racing uses of one counter value at most one is recorded. `Ok(false)`,
+    /// nothing written, otherwise (or when the passkey is gone).
+    async fn use_passkey(&self, id: &str, sign_count: u32, backed_up: bool, now: UnixTime) -> Result<bool>;
+    /// Renames the caller's passkey `id`. `Ok(Some(false))` when the caller
+    /// has no such passkey; `Ok(None)`, nothing written, when the session is
+    /// not live.
+    async fn rename_passkey(&self, caller: &LiveSession<'_>, id: &str, name: &str) -> Result<Option<bool>>;
+    /// Removes the caller's passkey `id` and revokes every other live
+    /// session of the user (`reason`: a change of factors), in one write.
+    /// `Ok(Some(Some(revoked)))` removed; `Ok(Some(None))` when the caller
+    /// has no such passkey (nothing written); `Ok(None)`, nothing written,
+    /// when the session is not live.
+    async fn remove_passkey(&self, caller: &LiveSession<'_>, id: &str, reason: &str) -> Result<Option<Option<u64>>>;
+    /// Removes every passkey of `user_id` and, if there was any, revokes
+    /// every live session of the user (`reason`), in one write (an
+    /// administrator's reset). Returns the removed passkeys' ids and how
+    /// many sessions were revoked.
+    async fn remove_all_passkeys(&self, user_id: &str, now: UnixTime, reason: &str) -> Result<(Vec<String>, u64)>;
+}
+
+/// Signature checks of passkey assertions, through the runtime's native
+/// crypto at the edge (a pure implementation in the native tests).
+pub trait PasskeyVerifier {
+    /// Whether `signature` is `key`'s signature over `signed`: for ES256 the
+    /// DER-encoded ECDSA P-256 / SHA-256 signature WebAuthn carries, for
+    /// EdDSA the 64-byte Ed25519 one. `Ok(false)` for any malformed
+    /// signature; `Err` only when the runtime's crypto failed.
+    async fn verify_passkey(&self, key: &PublicKey, signed: &[u8], signature: &[u8]) -> Result<bool>;
+    /// Whether the runtime imports `key` (for P-256: the point is on the
+    /// curve): asked at registration, so no key stored fails at sign-in.
+    fn accepts_key(&self, key: &PublicKey) -> bool;
 }
 
 /// Signing keys at rest.

@@ -17,7 +17,8 @@
 //!   very address ([`keeps_identity`]): an identity linked by the planter
 //!   (their own GitHub, or one whose email the provider never checked) is
 //!   another way in;
-//! - every second factor goes (TOTP, on or enrolling, and the backup codes):
+//! - every second factor goes (TOTP, on or enrolling, the backup codes, and
+//!   every passkey):
 //!   the planter's authenticator would otherwise stand between the owner
 //!   and their account, or vouch for the planter;
 //! - the account epoch moves, which kills every emailed token issued before
@@ -56,7 +57,8 @@
 //! What the takeover did is announced with existing events ([`Proven::events`]):
 //! `email_verified`, `session_revoked` with `revoke_all`, `user_updated`
 //! whose `fields` name what was removed (`password`, `providers`), and
-//! `mfa_disabled` when a TOTP that was on went.
+//! `mfa_disabled` when a TOTP that was on went, `passkey_removed` for each
+//! passkey that went.
 
 use crate::core::events::{self, Event};
 use crate::core::mfa::Method;
@@ -100,6 +102,8 @@ pub struct Proven {
     pub linked: bool,
     /// The takeover removed a TOTP that was on.
     pub mfa_removed: bool,
+    /// The ids of the passkeys the takeover removed.
+    pub removed_passkeys: Vec<String>,
     /// The account's epoch after the write.
     pub auth_epoch: u64,
 }
@@ -134,6 +138,9 @@ impl Proven {
         }
         if self.mfa_removed {
             out.push(events::MfaDisabled { user_id: user_id.to_string(), method: Method::Totp.as_str().into() }.into());
+        }
+        for passkey_id in &self.removed_passkeys {
+            out.push(events::PasskeyRemoved { user_id: user_id.to_string(), passkey_id: passkey_id.clone() }.into());
         }
         if self.revoked_sessions > 0 && !sessions_announced {
             out.push(
@@ -178,10 +185,11 @@ mod tests {
             dropped_providers: vec!["github".into()],
             linked: false,
             mfa_removed: true,
+            removed_passkeys: vec!["pk1".into()],
             auth_epoch: 1,
         };
         let kinds: Vec<&str> = p.events("u", "v@corp.example", false).iter().map(Event::kind).collect();
-        assert_eq!(kinds, ["email_verified", "user_updated", "mfa_disabled", "session_revoked"]);
+        assert_eq!(kinds, ["email_verified", "user_updated", "mfa_disabled", "passkey_removed", "session_revoked"]);
         let updated = &p.events("u", "v@corp.example", false)[1];
         assert_eq!(
             updated,
@@ -192,7 +200,7 @@ mod tests {
         );
         // A reset announces its own revocation.
         let kinds: Vec<&str> = p.events("u", "v@corp.example", true).iter().map(Event::kind).collect();
-        assert_eq!(kinds, ["email_verified", "user_updated", "mfa_disabled"]);
+        assert_eq!(kinds, ["email_verified", "user_updated", "mfa_disabled", "passkey_removed"]);
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod keyring;
 mod kv;
 mod oauth;
 mod outbound;
+mod passkeys;
 mod platform;
 mod proxy;
 mod queue;
@@ -192,6 +193,10 @@ async fn upkeep(env: &Env) -> Result<Option<KeyRotation>, Error> {
     // So are expired `mfa_token`s (every use checks the expiry itself).
     if let Err(e) = store.purge_mfa_challenges(platform::now()).await {
         worker::console_error!("portcullis.error purging MFA challenges: {e}");
+    }
+    // And expired passkey ceremony challenges (every use checks the expiry itself).
+    if let Err(e) = store.purge_passkey_challenges(platform::now()).await {
+        worker::console_error!("portcullis.error purging passkey challenges: {e}");
     }
     // Revocations no token can outlive any more: likewise.
     let outlived = platform::now().minus_secs(crate::core::revocation::retention_secs(cfg.access_ttl_secs));

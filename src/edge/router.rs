@@ -19,6 +19,9 @@ use crate::core::flows::magic_link::MAGIC_LINK_ACCEPTED;
 use crate::core::flows::mfa::{CodeRequest, MfaVerifyRequest};
 use crate::core::flows::otp::OtpVerifyRequest;
 use crate::core::flows::otp::OTP_ACCEPTED;
+use crate::core::flows::passkeys::{
+    LoginOptionsRequest, LoginVerifyRequest, RegisterOptionsRequest, RegisterVerifyRequest, RenameRequest,
+};
 use crate::core::flows::password::FORGOT_ACCEPTED;
 use crate::core::flows::password::{ChangeRequest, ResetRequest};
 use crate::core::flows::revocation::TokenForm;
@@ -32,6 +35,7 @@ use crate::edge::error::EdgeResult;
 use crate::edge::http::{self, JsResult};
 use crate::edge::keyring::EdgeKeys;
 use crate::edge::outbound::FetchGate;
+use crate::edge::passkeys::NativePasskeys;
 use crate::edge::platform::{self, OsRandom};
 use crate::edge::queue::QueueSink;
 use crate::edge::{check_request_origin, config, oauth, proxy, ui};
@@ -421,6 +425,46 @@ async fn auth_api(
             let body: MfaVerifyRequest = http::read_json(req).await?;
             let resp = deps.verify_mfa(&meta, rng, body).await?;
             js(http::json(200, &resp.body(&cfg), None, &auth_cookies(&cfg, &resp, meta.now)))
+        }
+        Route::Passkeys => {
+            let bearer = access_token(req, &cfg, url)?;
+            let passkeys = deps.list_passkeys(&meta, bearer.as_deref()).await?;
+            js(http::json(200, &serde_json::json!({ "passkeys": passkeys }), None, &[]))
+        }
+        Route::PasskeyRegisterOptions => {
+            let body: RegisterOptionsRequest = http::read_optional_json(req).await?.unwrap_or_default();
+            let bearer = access_token(req, &cfg, url)?;
+            js(http::json(200, &deps.passkey_register_options(&meta, rng, bearer.as_deref(), body).await?, None, &[]))
+        }
+        Route::PasskeyRegisterVerify => {
+            let body: RegisterVerifyRequest = http::read_json(req).await?;
+            let bearer = access_token(req, &cfg, url)?;
+            js(http::json(
+                201,
+                &deps.passkey_register_verify(&meta, rng, &NativePasskeys, bearer.as_deref(), body).await?,
+                None,
+                &[],
+            ))
+        }
+        Route::PasskeyRename { id } => {
+            let body: RenameRequest = http::read_json(req).await?;
+            let bearer = access_token(req, &cfg, url)?;
+            js(http::json(200, &deps.rename_passkey(&meta, bearer.as_deref(), id, body).await?, None, &[]))
+        }
+        Route::PasskeyRemove { id } => {
+            let _: Option<Empty> = http::read_optional_json(req).await?;
+            let bearer = access_token(req, &cfg, url)?;
+            deps.remove_passkey(&meta, rng, bearer.as_deref(), id).await?;
+            js(http::empty(204, &[]))
+        }
+        Route::PasskeyLoginOptions => {
+            let body: LoginOptionsRequest = http::read_optional_json(req).await?.unwrap_or_default();
+            js(http::json(200, &deps.passkey_login_options(&meta, rng, body).await?, None, &[]))
+        }
+        Route::PasskeyLoginVerify => {
+            let body: LoginVerifyRequest = http::read_json(req).await?;
+            let signed_in = deps.passkey_login_verify(&meta, rng, &NativePasskeys, body).await?;
+            js(sign_in_response(&cfg, 200, &signed_in, meta.now))
         }
         Route::AdminRotateKeys => {
             let admin = admin().await?;

@@ -69,7 +69,8 @@ fn superset() -> Value {
         "user_id": "u-1", "email": "ada@example.com", "name": null, "provider": "email", "fields": ["name"],
         "reason": "invalid_password", "ip_address": "192.0.2.1", "user_agent": "curl/8", "role": "editor",
         "session_id": null, "revoke_all": true, "token": "tok-SECRET-1", "code": "924511", "old_kid": null,
-        "new_kid": "k2", "kid": "k1", "endpoint": "login", "limit": 5, "key_type": "ip", "method": "totp"
+        "new_kid": "k2", "kid": "k1", "endpoint": "login", "limit": 5, "key_type": "ip", "method": "totp",
+        "passkey_id": "pk-1"
     })
 }
 

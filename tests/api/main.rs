@@ -14,6 +14,7 @@ mod magic_link;
 mod mfa;
 mod oauth;
 mod otp;
+mod passkeys;
 mod passwords;
 mod rate_limits;
 mod revocation;

@@ -241,7 +241,7 @@ fn tokens_me_and_refreshes_say_how_and_when_the_user_signed_in() {
     let me =
         serde_json::to_value(block_on(deps.me_with_providers(&meta, Some(&refreshed.access_token))).unwrap()).unwrap();
     assert_eq!((me["amr"].clone(), me["auth_time"].clone()), (json!(["pwd", "otp", "mfa"]), json!(T0 + 45)));
-    assert_eq!(me["mfa"], json!({"totp": true, "backup_codes_left": 10}));
+    assert_eq!(me["mfa"], json!({"totp": true, "backup_codes_left": 10, "passkeys": 0}));
 }
 
 #[test]
@@ -658,7 +658,7 @@ fn an_administrator_sees_and_resets_a_users_factors() {
     let a = block_on(deps.require_admin(&meta, Some(&admin.access_token))).unwrap();
     let view = serde_json::to_value(block_on(deps.admin_get_user(&a, &on.session.user.id)).unwrap()).unwrap();
     assert_eq!(view["email"], ADA);
-    assert_eq!(view["mfa"], json!({"totp": true, "backup_codes_left": 10}));
+    assert_eq!(view["mfa"], json!({"totp": true, "backup_codes_left": 10, "passkeys": 0}));
     block_on(deps.admin_reset_mfa(&meta, rng, &a, &on.session.user.id)).unwrap();
     assert_eq!(w.events.last_of("mfa_disabled"), json!({"user_id": on.session.user.id, "method": "totp"}));
     assert_eq!(
@@ -668,7 +668,7 @@ fn an_administrator_sees_and_resets_a_users_factors() {
     );
     assert!(matches!(login(&w, rng, T0 + 11, ADA).unwrap(), SignIn::Complete(_)));
     let view = serde_json::to_value(block_on(deps.admin_get_user(&a, &on.session.user.id)).unwrap()).unwrap();
-    assert_eq!(view["mfa"], json!({"totp": false, "backup_codes_left": 0}));
+    assert_eq!(view["mfa"], json!({"totp": false, "backup_codes_left": 0, "passkeys": 0}));
     // Nothing to reset: answered the same, nothing announced.
     let disabled = w.events.count("mfa_disabled");
     block_on(deps.admin_reset_mfa(&meta, rng, &a, &on.session.user.id)).unwrap();

@@ -19,9 +19,10 @@ use portcullis::core::mail::{BindingError, MimeEmail};
 use portcullis::core::mfa::{Challenge, FactorsRemoved, StoredFactors, StoredTotp};
 use portcullis::core::oauth::LinkedIdentity;
 use portcullis::core::outbound::{HttpReply, HttpRequest, SendError};
+use portcullis::core::passkey::{counter_ok, Ceremony, Passkey, PasskeyAdded, PasskeyChallenge};
 use portcullis::core::ports::{
     AccountStore, AuditLog, Courier, DeliveryLedger, EmailTokenStore, EventSink, KeyRing, KeyStore, LocalFuture,
-    MfaStore, RateLimitStore, Result, RevocationStore, SessionStore, SigninGate, UserStore,
+    MfaStore, PasskeyStore, RateLimitStore, Result, RevocationStore, SessionStore, SigninGate, UserStore,
 };
 use portcullis::core::rate_limit::{Count, Hit};
 use portcullis::core::revocation::{Revocation, RevocationPage, Revoked, Standing};
@@ -104,6 +105,10 @@ pub struct MemStore {
     pub audit_rowids: RefCell<(BTreeMap<u64, String>, HashMap<String, u64>)>,
     /// user id -> when the account was last taken over (D1 `users.taken_over_at`).
     pub taken_over: RefCell<HashMap<String, UnixTime>>,
+    /// Passkeys, in registration order.
+    pub passkeys: RefCell<Vec<Passkey>>,
+    /// Passkey ceremony challenges.
+    pub passkey_challenges: RefCell<Vec<PasskeyChallenge>>,
 }
 
 impl MemStore {
@@ -177,6 +182,119 @@ impl MemStore {
             .borrow()
             .iter()
             .any(|(s, _)| s.id == c.session_id && s.user_id == c.user_id && s.is_live(c.now, c.max_age_secs))
+    }
+}
+
+impl MemStore {
+    /// Revokes every live session of `user_id` but `keep`, recording each.
+    fn revoke_logged(&self, user_id: &str, keep: Option<&str>, now: UnixTime) -> u64 {
+        let mut n = 0;
+        for (s, _) in self.sessions.borrow_mut().iter_mut() {
+            if s.user_id == user_id && s.revoked_at.is_none() && Some(s.id.as_str()) != keep {
+                self.revoke(s, now);
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+impl PasskeyStore for MemStore {
+    async fn put_passkey_challenge(&self, c: &PasskeyChallenge) -> Result<()> {
+        self.check()?;
+        self.passkey_challenges.borrow_mut().push(c.clone());
+        Ok(())
+    }
+    async fn take_registration_challenge(
+        &self,
+        user_id: &str,
+        challenge: &str,
+        now: UnixTime,
+    ) -> Result<Option<PasskeyChallenge>> {
+        self.check()?;
+        let mut all = self.passkey_challenges.borrow_mut();
+        let found = all.iter().position(|c| {
+            c.ceremony == Ceremony::Create
+                && c.user_id.as_deref() == Some(user_id)
+                && c.challenge == challenge
+                && c.expires_at > now
+        });
+        Ok(found.map(|i| all.remove(i)))
+    }
+    async fn take_login_challenge(&self, id: &str, now: UnixTime) -> Result<Option<PasskeyChallenge>> {
+        self.check()?;
+        let mut all = self.passkey_challenges.borrow_mut();
+        let found = all.iter().position(|c| c.ceremony == Ceremony::Get && c.id == id && c.expires_at > now);
+        Ok(found.map(|i| all.remove(i)))
+    }
+    async fn passkeys(&self, user_id: &str) -> Result<Vec<Passkey>> {
+        self.check()?;
+        Ok(self.passkeys.borrow().iter().filter(|k| k.user_id == user_id).cloned().collect())
+    }
+    async fn passkey_by_credential(&self, credential_id: &str) -> Result<Option<Passkey>> {
+        self.check()?;
+        Ok(self.passkeys.borrow().iter().find(|k| k.credential_id == credential_id).cloned())
+    }
+    async fn add_passkey(&self, caller: &LiveSession<'_>, k: &Passkey, max: u32) -> Result<Option<PasskeyAdded>> {
+        self.check()?;
+        if !self.session_live(caller) {
+            return Ok(None);
+        }
+        let mut all = self.passkeys.borrow_mut();
+        if all.iter().any(|p| p.credential_id == k.credential_id) {
+            return Ok(Some(PasskeyAdded::Duplicate));
+        }
+        if all.iter().filter(|p| p.user_id == caller.user_id).count() >= max as usize {
+            return Ok(Some(PasskeyAdded::TooMany));
+        }
+        all.push(Passkey { user_id: caller.user_id.to_string(), ..k.clone() });
+        Ok(Some(PasskeyAdded::Added))
+    }
+    async fn use_passkey(&self, id: &str, sign_count: u32, backed_up: bool, now: UnixTime) -> Result<bool> {
+        self.check()?;
+        match self.passkeys.borrow_mut().iter_mut().find(|k| k.id == id) {
+            Some(k) if counter_ok(k.sign_count, sign_count) => {
+                k.sign_count = sign_count;
+                k.backed_up = backed_up;
+                k.last_used_at = Some(now);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+    async fn rename_passkey(&self, caller: &LiveSession<'_>, id: &str, name: &str) -> Result<Option<bool>> {
+        self.check()?;
+        if !self.session_live(caller) {
+            return Ok(None);
+        }
+        let mut all = self.passkeys.borrow_mut();
+        Ok(Some(match all.iter_mut().find(|k| k.id == id && k.user_id == caller.user_id) {
+            Some(k) => {
+                k.name = name.to_string();
+                true
+            }
+            None => false,
+        }))
+    }
+    async fn remove_passkey(&self, caller: &LiveSession<'_>, id: &str, _reason: &str) -> Result<Option<Option<u64>>> {
+        self.check()?;
+        if !self.session_live(caller) {
+            return Ok(None);
+        }
+        let before = self.passkeys.borrow().len();
+        self.passkeys.borrow_mut().retain(|k| !(k.id == id && k.user_id == caller.user_id));
+        if self.passkeys.borrow().len() == before {
+            return Ok(Some(None));
+        }
+        Ok(Some(Some(self.revoke_logged(caller.user_id, Some(caller.session_id), caller.now))))
+    }
+    async fn remove_all_passkeys(&self, user_id: &str, now: UnixTime, _reason: &str) -> Result<(Vec<String>, u64)> {
+        self.check()?;
+        let ids: Vec<String> =
+            self.passkeys.borrow().iter().filter(|k| k.user_id == user_id).map(|k| k.id.clone()).collect();
+        self.passkeys.borrow_mut().retain(|k| k.user_id != user_id);
+        let revoked = if ids.is_empty() { 0 } else { self.revoke_logged(user_id, None, now) };
+        Ok((ids, revoked))
     }
 }
 
@@ -390,6 +508,9 @@ impl AccountStore for MemStore {
         if unverified {
             // What D1 deletes in the same write: the earlier holder's factors.
             proven.mfa_removed = self.totp.borrow_mut().remove(&u.id).is_some_and(|t| t.confirmed);
+            let mut keys = self.passkeys.borrow_mut();
+            proven.removed_passkeys = keys.iter().filter(|k| k.user_id == u.id).map(|k| k.id.clone()).collect();
+            keys.retain(|k| k.user_id != u.id);
             self.backup_codes.borrow_mut().retain(|(id, _)| *id != u.id);
         }
         if unverified || p.new_password.is_some() {
@@ -556,6 +677,7 @@ impl MfaStore for MemStore {
         let found = StoredFactors {
             totp: self.totp.borrow().get(user_id).cloned(),
             backup_codes: self.backup_codes.borrow().iter().filter(|(id, _)| id == user_id).count() as u32,
+            passkeys: self.passkeys.borrow().iter().filter(|k| k.user_id == user_id).count() as u32,
         };
         let meanwhile = self.after_factors_read.borrow_mut().take();
         if let Some(f) = meanwhile {

@@ -582,7 +582,7 @@ test("/auth/me returns the UserResponse with session_id equal to the token's sid
   assert.deepEqual(Object.keys(profile).sort(), USER_KEYS);
   const claims = decodeJwt(auth.access_token);
   assert.deepEqual([amr, auth_time], [["pwd"], claims.auth_time]);
-  assert.deepEqual(mfa, { totp: false, backup_codes_left: 0 });
+  assert.deepEqual(mfa, { totp: false, backup_codes_left: 0, passkeys: 0 });
   assert.equal(profile.session_id, claims.sid);
   assert.equal(profile.id, claims.sub);
   assert.equal(profile.email, email);

@@ -184,7 +184,7 @@ describe("TOTP with an authenticator library", () => {
     assert.equal(on.result.backup_codes.length, 10);
     assert.ok(on.result.backup_codes.every((c) => /^[0-9a-z]{5}-[0-9a-z]{5}$/.test(c)));
     const me = await json(await authed(`${gw.url}/auth/me`, s.access_token));
-    assert.deepEqual(me.mfa, { totp: true, backup_codes_left: 10 });
+    assert.deepEqual(me.mfa, { totp: true, backup_codes_left: 10, passkeys: 0 });
     assert.deepEqual(me.amr, ["pwd"]);
     // The session that logged in with one factor meanwhile is over.
     await assertProblem(await authed(`${gw.url}/auth/me`, direct.access_token), 401, "session_revoked");
@@ -289,7 +289,7 @@ describe("the second step", () => {
     assert.equal(viaGithub.result.status, 200, JSON.stringify(g));
     assert.deepEqual(claimsOf(g.access_token).amr, ["otp", "fed", "mfa"]);
     const me = await json(await authed(`${gw.url}/auth/me`, g.access_token));
-    assert.deepEqual(me.mfa, { totp: true, backup_codes_left: 7 });
+    assert.deepEqual(me.mfa, { totp: true, backup_codes_left: 7, passkeys: 0 });
   });
 
   /** Five verifications at once, of these tokens: exactly one signs in. */
@@ -388,7 +388,7 @@ describe("turning TOTP off and resetting it", () => {
     const { session } = await accountWithTotp(gw, email);
     const admin = await makeAdmin(gw, mail("root"));
     const view = await json(await authed(`${gw.url}/auth/admin/users/${session.user.id}`, admin.access_token));
-    assert.deepEqual(view.mfa, { totp: true, backup_codes_left: 10 });
+    assert.deepEqual(view.mfa, { totp: true, backup_codes_left: 10, passkeys: 0 });
     const reset = await withEvent(
       gw,
       (e) => e.type === "mfa_disabled" && e.data.user_id === session.user.id,
@@ -448,7 +448,7 @@ describe("backup codes and takeovers", () => {
     assert.equal(owner.result.status, 200, JSON.stringify(body));
     assert.ok(body.access_token, "signed in at once: the planter's factor is gone");
     const me = await json(await authed(`${gw.url}/auth/me`, body.access_token));
-    assert.deepEqual(me.mfa, { totp: false, backup_codes_left: 0 });
+    assert.deepEqual(me.mfa, { totp: false, backup_codes_left: 0, passkeys: 0 });
   });
 });
 

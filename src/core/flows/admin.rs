@@ -21,7 +21,7 @@ use crate::core::flows::{Deps, Meta};
 use crate::core::ids::Random;
 use crate::core::mfa::{FactorsView, Method};
 use crate::core::policy::is_role_name;
-use crate::core::ports::{AccountStore, EventSink, KeyRing, MfaStore, SessionStore, UserStore};
+use crate::core::ports::{AccountStore, EventSink, KeyRing, MfaStore, PasskeyStore, SessionStore, UserStore};
 use crate::core::users::{ProfileUpdate, User, UserResponse};
 
 /// The role the admin API requires.
@@ -444,7 +444,7 @@ where
 
 impl<S, E, K> Deps<'_, S, E, K>
 where
-    S: UserStore + SessionStore + AccountStore + MfaStore,
+    S: UserStore + SessionStore + AccountStore + MfaStore + PasskeyStore,
     E: EventSink,
     K: KeyRing,
 {
@@ -460,6 +460,8 @@ where
     /// on, revokes every session of theirs — for a user who lost their
     /// authenticator. Emits `mfa_disabled` (and `session_revoked`) when TOTP
     /// was on; a user without one is left as is, and answered the same.
+    /// Then, in a write of its own, removes every passkey of the user (and,
+    /// if there was one, revokes every session): `passkey_removed` for each.
     pub async fn admin_reset_mfa(
         &self,
         meta: &Meta,
@@ -473,6 +475,17 @@ where
         };
         if removed.totp {
             self.factors_changed(meta, rng, &user.id, Method::Totp, false, removed.revoked_sessions).await?;
+        }
+        let (passkeys, revoked) = self.store.remove_all_passkeys(&user.id, meta.now, MFA_CHANGE_REVOKE_REASON).await?;
+        let mut events: Vec<Event> = passkeys
+            .into_iter()
+            .map(|passkey_id| events::PasskeyRemoved { user_id: user.id.clone(), passkey_id }.into())
+            .collect();
+        if revoked > 0 {
+            events.push(events::SessionRevoked { user_id: user.id.clone(), session_id: None, revoke_all: true }.into());
+        }
+        if !events.is_empty() {
+            self.emit(meta, rng, events).await?;
         }
         Ok(())
     }

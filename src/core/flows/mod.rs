@@ -11,6 +11,7 @@ pub mod magic_link;
 pub mod mfa;
 pub mod oauth;
 pub mod otp;
+pub mod passkeys;
 pub mod password;
 pub mod passwordless;
 pub mod revocation;

@@ -26,8 +26,11 @@
 //!
 //! # Factors
 //!
-//! TOTP ([`totp`]) and backup codes ([`backup`]) today; [`Method`] is the
-//! list `mfa_required` answers name, and the place a passkey joins.
+//! TOTP ([`totp`]) and backup codes ([`backup`]) finish a second step;
+//! [`Method`] is the list `mfa_required` answers name. A passkey is a way to
+//! sign in of its own ([`crate::core::passkey`]): with user verification it
+//! proves two factors in one step; it does not make other sign-ins need a
+//! second step.
 
 pub mod backup;
 pub mod totp;
@@ -82,6 +85,9 @@ pub struct StoredFactors {
     pub totp: Option<StoredTotp>,
     /// Unused backup codes.
     pub backup_codes: u32,
+    /// Registered passkeys (a sign-in factor of their own: they do not make
+    /// a password sign-in need a second step).
+    pub passkeys: u32,
 }
 
 /// What `/auth/me` and the admin user view show of the factors.
@@ -91,6 +97,8 @@ pub struct FactorsView {
     pub totp: bool,
     /// Unused backup codes.
     pub backup_codes_left: u32,
+    /// Registered passkeys.
+    pub passkeys: u32,
 }
 
 impl StoredFactors {
@@ -119,7 +127,11 @@ impl StoredFactors {
 
     /// The shown form.
     pub fn view(&self) -> FactorsView {
-        FactorsView { totp: self.required(), backup_codes_left: if self.required() { self.backup_codes } else { 0 } }
+        FactorsView {
+            totp: self.required(),
+            backup_codes_left: if self.required() { self.backup_codes } else { 0 },
+            passkeys: self.passkeys,
+        }
     }
 }
 
@@ -227,12 +239,12 @@ mod tests {
         let pending = StoredTotp { sealed: "s".into(), confirmed: false, last_step: None };
         let on = StoredTotp { confirmed: true, ..pending.clone() };
         assert_eq!(StoredFactors::default().methods(), vec![]);
-        assert_eq!(StoredFactors { totp: Some(pending), backup_codes: 3 }.methods(), vec![]);
-        let f = StoredFactors { totp: Some(on.clone()), backup_codes: 0 };
+        assert_eq!(StoredFactors { totp: Some(pending), backup_codes: 3, passkeys: 0 }.methods(), vec![]);
+        let f = StoredFactors { totp: Some(on.clone()), backup_codes: 0, passkeys: 0 };
         assert_eq!(f.methods(), vec![Method::Totp]);
-        let f = StoredFactors { totp: Some(on), backup_codes: 2 };
+        let f = StoredFactors { totp: Some(on), backup_codes: 2, passkeys: 1 };
         assert_eq!(f.methods(), vec![Method::Totp, Method::BackupCode]);
-        assert_eq!(f.view(), FactorsView { totp: true, backup_codes_left: 2 });
-        assert_eq!(StoredFactors::default().view(), FactorsView { totp: false, backup_codes_left: 0 });
+        assert_eq!(f.view(), FactorsView { totp: true, backup_codes_left: 2, passkeys: 1 });
+        assert_eq!(StoredFactors::default().view(), FactorsView { totp: false, backup_codes_left: 0, passkeys: 0 });
     }
 }

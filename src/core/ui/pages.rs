@@ -657,7 +657,7 @@ mod tests {
     }
 
     fn account_of<'a>(email: &'a str, sessions: &'a [SessionView], on: bool, two_step: TwoStep<'a>) -> Account<'a> {
-        let mfa = FactorsView { totp: on, backup_codes_left: if on { 10 } else { 0 } };
+        let mfa = FactorsView { totp: on, backup_codes_left: if on { 10 } else { 0 }, passkeys: 0 };
         Account { email, name: Some(email), email_verified: false, sessions, mfa, two_step }
     }
 

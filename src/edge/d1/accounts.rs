@@ -61,6 +61,11 @@ struct ConfirmedRow {
     confirmed_at: Option<i64>,
 }
 
+#[derive(Deserialize)]
+struct IdRow {
+    id: String,
+}
+
 /// `%text%` for `LIKE ... ESCAPE '\'`, the wildcards in `text` taken literally.
 fn contains_pattern(text: &str) -> String {
     let mut p = String::with_capacity(text.len() + 2);
@@ -120,13 +125,16 @@ impl AccountStore for D1Store {
         let mut stmts = vec![before];
         match p.link {
             None => {
-                // The earlier holder's second factors go (`core::takeover`).
+                // The earlier holder's second factors and passkeys go (`core::takeover`).
                 stmts.push(self.stmt(
                     &format!("DELETE FROM mfa_totp WHERE user_id = ?1 AND {UNVERIFIED} RETURNING confirmed_at"),
                     &who,
                 )?);
                 stmts.push(
                     self.stmt(&format!("DELETE FROM mfa_backup_codes WHERE user_id = ?1 AND {UNVERIFIED}"), &who)?,
+                );
+                stmts.push(
+                    self.stmt(&format!("DELETE FROM passkeys WHERE user_id = ?1 AND {UNVERIFIED} RETURNING id"), &who)?,
                 );
                 stmts.push(self.stmt(
                     &format!(
@@ -164,6 +172,12 @@ impl AccountStore for D1Store {
                 )?);
                 stmts.push(self.stmt(
                     &format!("DELETE FROM mfa_backup_codes WHERE user_id = ?1 AND {UNVERIFIED} AND {LINK_UNBLOCKED}"),
+                    &ident,
+                )?);
+                stmts.push(self.stmt(
+                    &format!(
+                        "DELETE FROM passkeys WHERE user_id = ?1 AND {UNVERIFIED} AND {LINK_UNBLOCKED} RETURNING id"
+                    ),
                     &ident,
                 )?);
                 stmts.push(self.stmt(
@@ -208,7 +222,7 @@ impl AccountStore for D1Store {
             }
         }
         let results = self.batch(stmts).await?;
-        let [before, mfa, _codes, dropped, .., update, after] = results.as_slice() else {
+        let [before, mfa, _codes, passkeys, dropped, .., update, after] = results.as_slice() else {
             return Err(D1.failed("short batch result"));
         };
         let Some(before) = before.results::<ProofBeforeRow>().or_unavailable(D1)?.into_iter().next() else {
@@ -235,6 +249,7 @@ impl AccountStore for D1Store {
                 .collect(),
             linked: after.linked != 0,
             mfa_removed: mfa.results::<ConfirmedRow>().or_unavailable(D1)?.iter().any(|r| r.confirmed_at.is_some()),
+            removed_passkeys: passkeys.results::<IdRow>().or_unavailable(D1)?.into_iter().map(|r| r.id).collect(),
             auth_epoch: epoch(after.auth_epoch),
         }))
     }

@@ -88,12 +88,13 @@ impl D1Store {
 
 impl MfaStore for D1Store {
     async fn mfa_factors(&self, user_id: &str) -> Result<StoredFactors> {
-        // One batch, one snapshot: the TOTP and the codes agree.
+        // One batch, one snapshot: the TOTP, the codes and the passkeys agree.
         let id = [text(user_id)];
         let totp = self.stmt("SELECT secret, confirmed_at, last_step FROM mfa_totp WHERE user_id = ?1", &id)?;
         let codes = self.stmt("SELECT COUNT(*) AS total FROM mfa_backup_codes WHERE user_id = ?1", &id)?;
-        let results = self.batch(vec![totp, codes]).await?;
-        let (Some(totp), Some(codes)) = (results.first(), results.get(1)) else {
+        let passkeys = self.stmt("SELECT COUNT(*) AS total FROM passkeys WHERE user_id = ?1", &id)?;
+        let results = self.batch(vec![totp, codes, passkeys]).await?;
+        let [totp, codes, passkeys] = results.as_slice() else {
             return Err(D1.failed("short batch result"));
         };
         let totp = totp.results::<TotpRow>().or_unavailable(D1)?.into_iter().next().map(|r| StoredTotp {
@@ -102,7 +103,12 @@ impl MfaStore for D1Store {
             last_step: r.last_step.and_then(|s| u64::try_from(s).ok()),
         });
         let backup_codes = codes.results::<CountRow>().or_unavailable(D1)?.first().map_or(0, |r| r.total);
-        Ok(StoredFactors { totp, backup_codes: u32::try_from(backup_codes).unwrap_or(0) })
+        let passkeys = passkeys.results::<CountRow>().or_unavailable(D1)?.first().map_or(0, |r| r.total);
+        Ok(StoredFactors {
+            totp,
+            backup_codes: u32::try_from(backup_codes).unwrap_or(0),
+            passkeys: u32::try_from(passkeys).unwrap_or(0),
+        })
     }
 
     async fn enroll_totp(&self, caller: &LiveSession<'_>, sealed: &str) -> Result<Option<bool>> {

@@ -20,6 +20,7 @@
 //! [`email_tokens`] ([`EmailTokenStore`](crate::core::ports::EmailTokenStore)),
 //! [`keys`] ([`KeyStore`](crate::core::ports::KeyStore)),
 //! [`mfa`] ([`MfaStore`](crate::core::ports::MfaStore)),
+//! [`passkeys`] ([`PasskeyStore`](crate::core::ports::PasskeyStore)),
 //! [`rate_limits`] ([`RateLimitStore`](crate::core::ports::RateLimitStore)),
 //! [`revocations`] ([`RevocationStore`](crate::core::ports::RevocationStore)),
 //! [`oauth`] ([`OAuthStore`](crate::core::oauth::OAuthStore)),
@@ -35,6 +36,7 @@ mod keys;
 mod mfa;
 mod oauth;
 mod outbox;
+mod passkeys;
 mod rate_limits;
 mod revocations;
 mod sessions;

@@ -1,0 +1,637 @@
+//! Passkeys: registration and sign-in against a software authenticator
+//! built here (real P-256 and Ed25519 keys, authenticator data and
+//! attestation objects assembled byte by byte), and every refusal.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use p256::ecdsa::signature::Signer;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use portcullis::core::amr::Amr;
+use portcullis::core::error::Error;
+use portcullis::core::flows::mfa::CodeRequest;
+use portcullis::core::flows::passkeys::{
+    AssertionResponse, AttestationResponse, AuthenticationCredential, LoginOptionsRequest, LoginVerifyRequest,
+    PasskeyCreated, RegisterOptionsRequest, RegisterVerifyRequest, RegistrationCredential, RenameRequest,
+};
+use portcullis::core::flows::{AuthResponse, SignIn};
+use portcullis::core::mfa::totp::{step_at, TotpSecret};
+use portcullis::core::passkey::{Alg, PublicKey};
+use portcullis::core::ports::{PasskeyVerifier, Result as PortResult};
+use portcullis::core::time::UnixTime;
+
+use crate::support::{block_on, code, signup_at, user, TestRandom, World};
+
+const ADA: &str = "ada@example.com";
+const BOB: &str = "bob@example.com";
+const PW: &str = "correct horse battery";
+const ORIGIN: &str = "https://app.example.com";
+const T0: i64 = 1_700_000_010;
+
+fn b64(b: impl AsRef<[u8]>) -> String {
+    URL_SAFE_NO_PAD.encode(b)
+}
+
+fn world() -> World {
+    World::new(&[("RP_ID", "example.com"), ("RP_ORIGINS", ORIGIN), ("RP_NAME", "Example")])
+}
+
+/// Verifies with the pure-Rust crates: what the runtime's crypto does at the edge.
+struct TestVerifier;
+
+impl PasskeyVerifier for TestVerifier {
+    fn accepts_key(&self, key: &PublicKey) -> bool {
+        match key.y {
+            None => true,
+            Some(y) => p256::PublicKey::from_sec1_bytes(&[&[4u8][..], &key.x, &y].concat()).is_ok(),
+        }
+    }
+
+    async fn verify_passkey(&self, key: &PublicKey, signed: &[u8], signature: &[u8]) -> PortResult<bool> {
+        Ok(match key.alg {
+            Alg::EdDsa => {
+                let pk = ed25519_compact::PublicKey::new(key.x);
+                ed25519_compact::Signature::from_slice(signature).is_ok_and(|s| pk.verify(signed, &s).is_ok())
+            }
+            Alg::Es256 => {
+                use p256::ecdsa::signature::Verifier;
+                let mut sec1 = vec![4];
+                sec1.extend(key.x);
+                sec1.extend(key.y.unwrap());
+                let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).unwrap();
+                p256::ecdsa::Signature::from_der(signature).is_ok_and(|s| vk.verify(signed, &s).is_ok())
+            }
+        })
+    }
+}
+
+enum Key {
+    Es256(p256::ecdsa::SigningKey),
+    Ed(ed25519_compact::KeyPair),
+}
+
+/// A software authenticator holding one credential.
+struct Authenticator {
+    key: Key,
+    credential_id: Vec<u8>,
+    count: u32,
+    /// Flags besides UP and AT: UV 0x04, BE 0x08, BS 0x10.
+    flags: u8,
+    rp_id: String,
+}
+
+impl Authenticator {
+    fn es256(seed: u8) -> Self {
+        let key = p256::ecdsa::SigningKey::from_bytes(&[seed; 32].into()).unwrap();
+        Self { key: Key::Es256(key), credential_id: vec![seed; 16], count: 1, flags: 0x04, rp_id: "example.com".into() }
+    }
+
+    fn ed25519(seed: u8) -> Self {
+        let kp = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([seed; 32]));
+        Self {
+            key: Key::Ed(kp),
+            credential_id: vec![seed; 32],
+            count: 0,
+            flags: 0x04 | 0x08,
+            rp_id: "example.com".into(),
+        }
+    }
+
+    fn cose_key(&self) -> Vec<u8> {
+        let bstr = |b: &[u8]| [vec![0x58, b.len() as u8], b.to_vec()].concat();
+        match &self.key {
+            Key::Es256(k) => {
+                let point = k.verifying_key().to_encoded_point(false);
+                // {1: 2, 3: -7, -1: 1, -2: x, -3: y}
+                [
+                    vec![0xa5, 0x01, 0x02, 0x03, 0x26, 0x20, 0x01, 0x21],
+                    bstr(point.x().unwrap()),
+                    vec![0x22],
+                    bstr(point.y().unwrap()),
+                ]
+                .concat()
+            }
+            // {1: 1, 3: -8, -1: 6, -2: x}
+            Key::Ed(kp) => [vec![0xa4, 0x01, 0x01, 0x03, 0x27, 0x20, 0x06, 0x21], bstr(kp.pk.as_ref())].concat(),
+        }
+    }
+
+    fn auth_data(&self, flags: u8, attested: bool) -> Vec<u8> {
+        let mut out = Sha256::digest(self.rp_id.as_bytes()).to_vec();
+        out.push(flags | 0x01 | if attested { 0x40 } else { 0 });
+        out.extend(self.count.to_be_bytes());
+        if attested {
+            out.extend([0u8; 16]);
+            out.extend((self.credential_id.len() as u16).to_be_bytes());
+            out.extend(&self.credential_id);
+            out.extend(self.cose_key());
+        }
+        out
+    }
+
+    fn sign(&self, data: &[u8]) -> Vec<u8> {
+        match &self.key {
+            Key::Es256(k) => {
+                let sig: p256::ecdsa::Signature = k.sign(data);
+                sig.to_der().as_bytes().to_vec()
+            }
+            Key::Ed(kp) => kp.sk.sign(data, None).to_vec(),
+        }
+    }
+
+    /// `credential.toJSON()` of `navigator.credentials.create` for `options`.
+    fn create(&self, options: &Value, origin: &str) -> RegistrationCredential {
+        let client = client_data("webauthn.create", options["challenge"].as_str().unwrap(), origin);
+        let auth_data = self.auth_data(self.flags, true);
+        // {"fmt": "none", "attStmt": {}, "authData": bytes}
+        let mut object = vec![0xa3, 0x63, b'f', b'm', b't', 0x64, b'n', b'o', b'n', b'e'];
+        object.extend([0x67, b'a', b't', b't', b'S', b't', b'm', b't', 0xa0]);
+        object.extend([0x68, b'a', b'u', b't', b'h', b'D', b'a', b't', b'a', 0x59]);
+        object.extend((auth_data.len() as u16).to_be_bytes());
+        object.extend(&auth_data);
+        RegistrationCredential {
+            id: b64(&self.credential_id),
+            raw_id: b64(&self.credential_id),
+            kind: "public-key".into(),
+            response: AttestationResponse {
+                client_data_json: b64(client),
+                attestation_object: b64(object),
+                transports: vec!["internal".into()],
+            },
+        }
+    }
+
+    /// `credential.toJSON()` of `navigator.credentials.get` for `options`;
+    /// counts a use first.
+    fn get(&mut self, options: &Value, origin: &str, user_handle: Option<Vec<u8>>) -> AuthenticationCredential {
+        if self.count > 0 {
+            self.count += 1;
+        }
+        let client = client_data("webauthn.get", options["challenge"].as_str().unwrap(), origin);
+        let auth_data = self.auth_data(self.flags, false);
+        let signed = [auth_data.clone(), Sha256::digest(&client).to_vec()].concat();
+        AuthenticationCredential {
+            id: b64(&self.credential_id),
+            raw_id: b64(&self.credential_id),
+            kind: "public-key".into(),
+            response: AssertionResponse {
+                client_data_json: b64(client),
+                authenticator_data: b64(auth_data),
+                signature: b64(self.sign(&signed)),
+                user_handle: user_handle.map(b64),
+            },
+        }
+    }
+}
+
+fn client_data(kind: &str, challenge: &str, origin: &str) -> Vec<u8> {
+    format!(r#"{{"type":"{kind}","challenge":"{challenge}","origin":"{origin}","crossOrigin":false}}"#).into_bytes()
+}
+
+fn register_options(w: &World, rng: &mut TestRandom, now: i64, s: &AuthResponse) -> Result<Value, Error> {
+    let (deps, meta) = w.at(now);
+    block_on(deps.passkey_register_options(&meta, rng, Some(&s.access_token), RegisterOptionsRequest::default()))
+}
+
+fn register_with(
+    w: &World,
+    rng: &mut TestRandom,
+    now: i64,
+    s: &AuthResponse,
+    credential: RegistrationCredential,
+) -> Result<PasskeyCreated, Error> {
+    let (deps, meta) = w.at(now);
+    block_on(deps.passkey_register_verify(
+        &meta,
+        rng,
+        &TestVerifier,
+        Some(&s.access_token),
+        RegisterVerifyRequest { credential, name: Some("Laptop".into()) },
+    ))
+}
+
+fn register(w: &World, rng: &mut TestRandom, now: i64, s: &AuthResponse, a: &Authenticator) -> PasskeyCreated {
+    let options = register_options(w, rng, now, s).unwrap();
+    register_with(w, rng, now, s, a.create(&options, ORIGIN)).unwrap()
+}
+
+fn login_options(w: &World, rng: &mut TestRandom, now: i64, email: Option<&str>) -> Value {
+    let (deps, meta) = w.at(now);
+    block_on(deps.passkey_login_options(&meta, rng, LoginOptionsRequest { email: email.map(str::to_string) })).unwrap()
+}
+
+fn login_verify(
+    w: &World,
+    rng: &mut TestRandom,
+    now: i64,
+    options: &Value,
+    credential: AuthenticationCredential,
+) -> Result<SignIn, Error> {
+    let (deps, meta) = w.at(now);
+    let challenge_id = options["challenge_id"].as_str().unwrap().to_string();
+    block_on(deps.passkey_login_verify(&meta, rng, &TestVerifier, LoginVerifyRequest { challenge_id, credential }))
+}
+
+fn complete(r: Result<SignIn, Error>) -> AuthResponse {
+    r.unwrap().complete().expect("signed in, not asked for a second step")
+}
+
+fn amr_of(w: &World, now: i64, session: &AuthResponse) -> Amr {
+    let (deps, meta) = w.at(now);
+    block_on(deps.authenticate(&meta, Some(&session.access_token))).unwrap().amr
+}
+
+fn handle_of(options: &Value) -> Vec<u8> {
+    URL_SAFE_NO_PAD.decode(options["user"]["id"].as_str().unwrap()).unwrap()
+}
+
+#[test]
+fn registration_options_are_webauthn_json_with_an_opaque_user_handle() {
+    let (w, rng) = (world(), &mut TestRandom(1));
+    let s = signup_at(&w, rng, T0, ADA, PW);
+    let o = register_options(&w, rng, T0, &s).unwrap();
+    assert_eq!(o["rp"], serde_json::json!({ "id": "example.com", "name": "Example" }));
+    assert_eq!(o["user"]["name"], ADA);
+    let handle = handle_of(&o);
+    assert_eq!(handle.len(), 32);
+    assert!(!String::from_utf8_lossy(&handle).contains("ada") && handle != user(&w, ADA).id.as_bytes());
+    let algs: Vec<i64> = o["pubKeyCredParams"].as_array().unwrap().iter().map(|p| p["alg"].as_i64().unwrap()).collect();
+    assert_eq!(algs, [-8, -7]);
+    assert_eq!(o["attestation"], "none");
+    assert_eq!(o["authenticatorSelection"]["residentKey"], "preferred");
+    assert_eq!(o["authenticatorSelection"]["userVerification"], "preferred");
+    assert_eq!(o["excludeCredentials"], serde_json::json!([]));
+    // A registered passkey is excluded next time; the handle stays.
+    register(&w, rng, T0, &s, &Authenticator::es256(7));
+    let o = register_options(&w, rng, T0 + 1, &s).unwrap();
+    assert_eq!(o["excludeCredentials"][0]["id"], b64([7u8; 16]));
+    assert_eq!(handle_of(&o), handle);
+}
+
+#[test]
+fn a_passkey_registers_and_signs_in_with_an_email_and_discoverably() {
+    let (w, rng) = (world(), &mut TestRandom(2));
+    let s = signup_at(&w, rng, T0, ADA, PW);
+    let mut es = Authenticator::es256(7);
+    let mut ed = Authenticator::ed25519(9);
+    let created = register(&w, rng, T0, &s, &es);
+    assert_eq!(created.name, "Laptop");
+    let reg_options = register_options(&w, rng, T0, &s).unwrap();
+    register_with(&w, rng, T0, &s, ed.create(&reg_options, ORIGIN)).unwrap();
+    assert_eq!(w.events.count("passkey_added"), 2);
+    let stored = w.store.passkeys.borrow().clone();
+    assert_eq!((stored[0].alg, stored[0].sign_count, stored[0].backup_eligible), (-7, 1, false));
+    assert_eq!(
+        (stored[1].alg, stored[1].backup_eligible, stored[1].transports.clone()),
+        (-8, true, vec!["internal".into()])
+    );
+
+    // With an email: allowCredentials names both.
+    let o = login_options(&w, rng, T0 + 10, Some(ADA));
+    let allowed: Vec<&str> =
+        o["allowCredentials"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap()).collect();
+    assert_eq!(allowed, [b64([7u8; 16]), b64([9u8; 32])]);
+    let session = complete(login_verify(&w, rng, T0 + 10, &o, es.get(&o, ORIGIN, None)));
+    assert_eq!(session.user.email, ADA);
+    // User-verified, device-bound: two factors, a hardware key.
+    assert_eq!(amr_of(&w, T0 + 10, &session), Amr::HWK.with(Amr::USER).with(Amr::MFA));
+    assert_eq!(w.store.passkeys.borrow()[0].sign_count, 2);
+    assert_eq!(w.store.passkeys.borrow()[0].last_used_at, Some(UnixTime(T0 + 10)));
+    assert_eq!(w.events.last_of("login")["provider"], "passkey");
+
+    // Discoverable: no email, empty allowCredentials, the user handle says who.
+    let o = login_options(&w, rng, T0 + 20, None);
+    assert_eq!(o["allowCredentials"], serde_json::json!([]));
+    let session = complete(login_verify(&w, rng, T0 + 20, &o, ed.get(&o, ORIGIN, Some(handle_of(&reg_options)))));
+    // Backup eligible (synced): a software key.
+    assert_eq!(amr_of(&w, T0 + 20, &session), Amr::SWK.with(Amr::USER).with(Amr::MFA));
+    assert_eq!(w.events.count("login"), 2);
+}
+
+#[test]
+fn a_challenge_works_once_and_a_wrong_origin_or_rp_id_consumes_nothing() {
+    let (w, rng) = (world(), &mut TestRandom(3));
+    let s = signup_at(&w, rng, T0, ADA, PW);
+    let mut a = Authenticator::es256(7);
+    register(&w, rng, T0, &s, &a);
+    let o = login_options(&w, rng, T0, None);
+    // Wrong origin, wrong RP ID: refused before the challenge is touched.
+    assert_eq!(code(login_verify(&w, rng, T0, &o, a.get(&o, "https://evil.example", None))), "origin_not_allowed");
+    a.rp_id = "evil.example".into();
+    assert_eq!(code(login_verify(&w, rng, T0, &o, a.get(&o, ORIGIN, None))), "rp_id_mismatch");
+    a.rp_id = "example.com".into();
+    assert_eq!(w.store.passkeys.borrow()[0].sign_count, 1, "nothing recorded");
+    let first = a.get(&o, ORIGIN, None);
+    let replay = AuthenticationCredential {
+        id: first.id.clone(),
+        raw_id: first.raw_id.clone(),
+        kind: first.kind.clone(),
+        response: AssertionResponse { user_handle: None, ..clone_response(&first.response) },
+    };
+    complete(login_verify(&w, rng, T0, &o, first));
+    assert_eq!(code(login_verify(&w, rng, T0, &o, replay)), "invalid_challenge");
+    // Expired.
+    let o = login_options(&w, rng, T0, None);
+    assert_eq!(code(login_verify(&w, rng, T0 + 301, &o, a.get(&o, ORIGIN, None))), "invalid_challenge");
+    // A challenge answered for another ceremony's id.
+    let o1 = login_options(&w, rng, T0, None);
+    let o2 = login_options(&w, rng, T0, None);
+    assert_eq!(code(login_verify(&w, rng, T0, &o1, a.get(&o2, ORIGIN, None))), "invalid_challenge");
+}
+
+fn clone_response(r: &AssertionResponse) -> AssertionResponse {
+    AssertionResponse {
+        client_data_json: r.client_data_json.clone(),
+        authenticator_data: r.authenticator_data.clone(),
+        signature: r.signature.clone(),
+        user_handle: r.user_handle.clone(),
+    }
+}
+
+#[test]
+fn a_counter_going_backwards_is_refused_and_records_nothing() {
+    let (w, rng) = (world(), &mut TestRandom(4));
+    let s = signup_at(&w, rng, T0, ADA, PW);
+    let mut a = Authenticator::es256(7);
+    register(&w, rng, T0, &s, &a);
+    a.count = 5;
+    let o = login_options(&w, rng, T0, None);
+    complete(login_verify(&w, rng, T0, &o, a.get(&o, ORIGIN, None)));
+    assert_eq!(w.store.passkeys.borrow()[0].sign_count, 6);
+    // A clone still at 3 (the same count, then a lower one, and 0).
+    // get() counts one use first: the counter sent is 6 (equal), 3 (lower), 0 (none).
+    for count in [5, 2, 0] {
+        a.count = count;
+        let o = login_options(&w, rng, T0 + 5, None);
+        assert_eq!(code(login_verify(&w, rng, T0 + 5, &o, a.get(&o, ORIGIN, None))), "sign_count_regressed");
+    }
+    let k = w.store.passkeys.borrow()[0].clone();
+    assert_eq!((k.sign_count, k.last_used_at), (6, Some(UnixTime(T0))), "nothing recorded");
+    assert_eq!(w.events.all_of("login_failed").last().unwrap()["reason"], "passkey_sign_count_regressed");
+    assert_eq!(w.events.count("login"), 1);
+}
+
+#[test]
+fn unknown_credentials_bad_signatures_and_foreign_user_handles_are_refused() {
+    let (w, rng) = (world(), &mut TestRandom(5));
+    let s = signup_at(&w, rng, T0, ADA, PW);
+    let mut a = Authenticator::es256(7);
+    register(&w, rng, T0, &s, &a);
+    let o = login_options(&w, rng, T0, None);
+    assert_eq!(
+        code(login_verify(&w, rng, T0, &o, Authenticator::es256(8).get(&o, ORIGIN, None))),
+        "unknown_credential"
+    );
+    // Another key claiming this credential id.
+    let mut forger = Authenticator::es256(8);
+    forger.credential_id = a.credential_id.clone();
+    let o = login_options(&w, rng, T0, None);
+    assert_eq!(code(login_verify(&w, rng, T0, &o, forger.get(&o, ORIGIN, None))), "invalid_signature");
+    let o = login_options(&w, rng, T0, None);
+    assert_eq!(code(login_verify(&w, rng, T0, &o, a.get(&o, ORIGIN, Some(vec![1; 32])))), "user_handle_mismatch");
+    assert_eq!(w.store.passkeys.borrow()[0].sign_count, 1);
+    assert_eq!(w.events.count("login"), 0);
+}
+
+#[test]
+fn malformed_credentials_are_400_with_a_stable_code_and_write_nothing() {
+    let (w, rng) = (world(), &mut TestRandom(6));
+    let s = signup_at(&w, rng, T0, ADA, PW);
+    let a = Authenticator::es256(7);
+    let o = register_options(&w, rng, T0, &s).unwrap();
+    let good = || a.create(&o, ORIGIN);
+    let mut cases: Vec<(RegistrationCredential, &str)> = Vec::new();
+    let mut c = good();
+    c.raw_id = "***".into();
+    cases.push((c, "invalid_credential"));
+    let mut c = good();
+    c.response.attestation_object = b64([0xa3, 0x63]);
+    cases.push((c, "invalid_credential"));
+    let mut c = good();
+    c.response.client_data_json = b64("{not json");
+    cases.push((c, "invalid_credential"));
+    let mut c = good();
+    c.kind = "password".into();
+    cases.push((c, "invalid_credential"));
+    let mut c = good();
+    c.id = b64([1u8; 16]);
+    cases.push((c, "invalid_credential"));
+    let mut c = good();
+    c.response.attestation_object = b64(vec![0u8; 70_000]);
+    cases.push((c, "invalid_credential"));
+    // An RS256 key.
+    let rs = Authenticator::es256(7);
+    let rsa_key = vec![0xa2, 0x01, 0x03, 0x03, 0x39, 0x01, 0x00];
+    let mut c = good();
+    let mut object = URL_SAFE_NO_PAD.decode(&c.response.attestation_object).unwrap();
+    let key_len = rs.cose_key().len();
+    object.truncate(object.len() - key_len);
+    object.extend(&rsa_key);
+    // The authData length in the CBOR header shrinks accordingly.
+    let len_at = 10 + 9 + 9 + 1;
+    let new_len = (u16::from_be_bytes([object[len_at], object[len_at + 1]]) as usize - key_len + rsa_key.len()) as u16;
+    object[len_at..len_at + 2].copy_from_slice(&new_len.to_be_bytes());
+    c.response.attestation_object = b64(object);
+    cases.push((c, "unsupported_algorithm"));
+    for (credential, want) in cases {
+        assert_eq!(code(register_with(&w, rng, T0, &s, credential)), want);
+    }
+    // A P-256 key that is not a point on the curve.
+    let mut c = good();
+    let mut object = URL_SAFE_NO_PAD.decode(&c.response.attestation_object).unwrap();
+    let n = object.len();
+    object[n - 1] ^= 1;
+    c.response.attestation_object = b64(object);
+    assert_eq!(code(register_with(&w, rng, T0, &s, c)), "invalid_credential");
+    // Wrong origin: 401; nothing stored, and the challenge still works.
+    assert_eq!(code(register_with(&w, rng, T0, &s, a.create(&o, "https://evil.example"))), "origin_not_allowed");
+    assert!(w.store.passkeys.borrow().is_empty());
+    assert_eq!(w.events.count("passkey_added"), 0);
+    register_with(&w, rng, T0, &s, good()).unwrap();
+    // Used once: the same answer again is a replay.
+    assert_eq!(code(register_with(&w, rng, T0, &s, good())), "invalid_challenge");
+    // A sign-in with a malformed assertion.
+    let lo = login_options(&w, rng, T0, None);
+    let mut bad = Authenticator::es256(7).get(&lo, ORIGIN, None);
+    bad.response.authenticator_data = b64([0u8; 10]);
+    assert_eq!(code(login_verify(&w, rng, T0, &lo, bad)), "invalid_credential");
+    let mut bad = Authenticator::es256(7).get(&lo, ORIGIN, None);
+    bad.response.signature = "%%%".into();
+    assert_eq!(code(login_verify(&w, rng, T0, &lo, bad)), "invalid_credential");
+}
+
+#[test]
+fn a_credential_id_belongs_to_one_account_and_options_need_a_recent_sign_in() {
+    let (w, rng) = (world(), &mut TestRandom(7));
+    let ada = signup_at(&w, rng, T0, ADA, PW);
+    let bob = signup_at(&w, rng, T0, BOB, PW);
+    let a = Authenticator::es256(7);
+    register(&w, rng, T0, &ada, &a);
+    let o = register_options(&w, rng, T0, &bob).unwrap();
+    assert_eq!(code(register_with(&w, rng, T0, &bob, a.create(&o, ORIGIN))), "credential_exists");
+    // Bob's challenge is Bob's: Ada cannot answer it.
+    let o = register_options(&w, rng, T0, &bob).unwrap();
+    assert_eq!(code(register_with(&w, rng, T0, &ada, Authenticator::es256(9).create(&o, ORIGIN))), "invalid_challenge");
+    assert_eq!(code(register_options(&w, rng, T0 + 301, &ada)), "reauthentication_required");
+}
+
+#[test]
+fn without_user_verification_a_passkey_is_one_factor_and_totp_asks_for_the_second_step() {
+    let (w, rng) = (world(), &mut TestRandom(8));
+    let s = signup_at(&w, rng, T0, ADA, PW);
+    let mut a = Authenticator::es256(7);
+    a.flags = 0; // no UV
+    register(&w, rng, T0, &s, &a);
+    let o = login_options(&w, rng, T0, Some(ADA));
+    let one = complete(login_verify(&w, rng, T0, &o, a.get(&o, ORIGIN, None)));
+    assert_eq!(amr_of(&w, T0, &one), Amr::HWK);
+
+    // TOTP on: the passkey is the first step only.
+    let (deps, meta) = w.at(T0);
+    let enrolment = block_on(deps.enroll_totp(&meta, rng, Some(&s.access_token))).unwrap();
+    let bytes = base32::decode(base32::Alphabet::Rfc4648 { padding: false }, &enrolment.secret).unwrap();
+    let secret = TotpSecret::from_bytes(bytes.try_into().unwrap());
+    let code_now = secret.code_at(step_at(UnixTime(T0)));
+    block_on(deps.confirm_totp(
+        &meta,
+        rng,
+        Some(&s.access_token),
+        CodeRequest { code: Some(code_now), backup_code: None },
+    ))
+    .unwrap();
+    let logins = w.events.count("login");
+    let o = login_options(&w, rng, T0 + 40, Some(ADA));
+    match login_verify(&w, rng, T0 + 40, &o, a.get(&o, ORIGIN, None)).unwrap() {
+        SignIn::SecondStep(step) => assert!(!step.mfa_token.is_empty()),
+        SignIn::Complete(_) => panic!("a one-factor passkey sign-in skipped the second step"),
+    }
+    assert_eq!(w.events.count("login"), logins, "no login before the second step");
+    // With UV it is two factors: no second step.
+    a.flags = 0x04;
+    let o = login_options(&w, rng, T0 + 50, Some(ADA));
+    complete(login_verify(&w, rng, T0 + 50, &o, a.get(&o, ORIGIN, None)));
+}
+
+#[test]
+fn unknown_addresses_get_options_shaped_like_known_ones() {
+    let (w, rng) = (world(), &mut TestRandom(9));
+    let s = signup_at(&w, rng, T0, ADA, PW);
+    signup_at(&w, rng, T0, BOB, PW);
+    register(&w, rng, T0, &s, &Authenticator::es256(7));
+    let known = login_options(&w, rng, T0, Some(ADA));
+    let no_passkey = login_options(&w, rng, T0, Some(BOB));
+    let unknown = login_options(&w, rng, T0, Some("nobody@example.com"));
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&known), keys(&unknown));
+    for o in [&no_passkey, &unknown] {
+        let list = o["allowCredentials"].as_array().unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(URL_SAFE_NO_PAD.decode(list[0]["id"].as_str().unwrap()).unwrap().len(), 32);
+    }
+    // Stable: asking again answers the same.
+    assert_eq!(login_options(&w, rng, T0, Some("nobody@example.com"))["allowCredentials"], unknown["allowCredentials"]);
+}
+
+#[test]
+fn passkeys_are_listed_renamed_and_removed_ending_the_other_sessions() {
+    let (w, rng) = (world(), &mut TestRandom(10));
+    let s = signup_at(&w, rng, T0, ADA, PW);
+    let other = crate::support::login_at(&w, rng, T0, ADA, PW).unwrap();
+    let created = register(&w, rng, T0, &s, &Authenticator::es256(7));
+    let (deps, meta) = w.at(T0 + 1);
+    let list = block_on(deps.list_passkeys(&meta, Some(&s.access_token))).unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!((list[0].name.as_str(), list[0].alg), ("Laptop", "ES256"));
+    let renamed = block_on(deps.rename_passkey(
+        &meta,
+        Some(&s.access_token),
+        &created.id,
+        RenameRequest { name: " Phone ".into() },
+    ))
+    .unwrap();
+    assert_eq!(renamed.name, "Phone");
+    let too_long = RenameRequest { name: "x".repeat(65) };
+    assert_eq!(
+        code(block_on(deps.rename_passkey(&meta, Some(&s.access_token), &created.id, too_long))),
+        "validation_failed"
+    );
+    // Not Bob's to rename or remove.
+    let bob = signup_at(&w, rng, T0, BOB, PW);
+    let (deps, meta) = w.at(T0 + 2);
+    let r =
+        block_on(deps.rename_passkey(&meta, Some(&bob.access_token), &created.id, RenameRequest { name: "x".into() }));
+    assert_eq!(code(r), "passkey_not_found");
+    assert_eq!(
+        code(block_on(deps.remove_passkey(&meta, rng, Some(&bob.access_token), &created.id))),
+        "passkey_not_found"
+    );
+
+    block_on(deps.remove_passkey(&meta, rng, Some(&s.access_token), &created.id)).unwrap();
+    assert!(w.store.passkeys.borrow().is_empty());
+    let removed = w.events.last_of("passkey_removed");
+    assert_eq!(
+        (removed["passkey_id"].as_str(), removed["user_id"].as_str()),
+        (Some(created.id.as_str()), Some(user(&w, ADA).id.as_str()))
+    );
+    // A change of factors: the other session ends (and is in the revocation log), this one stays.
+    assert!(block_on(deps.authenticate(&meta, Some(&s.access_token))).is_ok());
+    assert!(block_on(deps.authenticate(&meta, Some(&other.access_token))).is_err());
+    assert!(w
+        .store
+        .revocations
+        .borrow()
+        .iter()
+        .any(|r| format!("{:?}", r.what).contains(&other.user.session_id.clone().unwrap())));
+    assert_eq!(
+        code(block_on(deps.remove_passkey(&meta, rng, Some(&s.access_token), &created.id))),
+        "passkey_not_found"
+    );
+}
+
+#[test]
+fn banned_accounts_cannot_sign_in_with_a_passkey_and_an_admin_reset_removes_them() {
+    let (w, rng) = (world(), &mut TestRandom(11));
+    let s = signup_at(&w, rng, T0, ADA, PW);
+    let mut a = Authenticator::es256(7);
+    register(&w, rng, T0, &s, &a);
+    w.store.users.borrow_mut()[0].banned = true;
+    let o = login_options(&w, rng, T0, None);
+    assert_eq!(code(login_verify(&w, rng, T0, &o, a.get(&o, ORIGIN, None))), "account_banned");
+    w.store.users.borrow_mut()[0].banned = false;
+    signup_at(&w, rng, T0, "root@example.com", PW);
+    crate::support::grant(&w, "root@example.com", "admin");
+    let admin = crate::support::login_at(&w, rng, T0 + 1, "root@example.com", PW).unwrap();
+    let (deps, meta) = w.at(T0 + 2);
+    let who = block_on(deps.require_admin(&meta, Some(&admin.access_token))).unwrap();
+    assert_eq!(block_on(deps.admin_get_user(&who, &user(&w, ADA).id)).unwrap().mfa.passkeys, 1);
+    block_on(deps.admin_reset_mfa(&meta, rng, &who, &user(&w, ADA).id)).unwrap();
+    assert!(w.store.passkeys.borrow().is_empty());
+    assert_eq!(w.events.count("passkey_removed"), 1);
+    assert!(block_on(deps.authenticate(&meta, Some(&s.access_token))).is_err(), "sessions end with the reset");
+}
+
+#[test]
+fn without_rp_id_the_passkey_endpoints_are_off() {
+    let (w, rng) = (World::new(&[]), &mut TestRandom(12));
+    let (deps, meta) = w.at(T0);
+    let r = block_on(deps.passkey_login_options(&meta, rng, LoginOptionsRequest::default()));
+    assert_eq!(r.unwrap_err().problem().code, "passkeys_disabled");
+}
+
+#[test]
+fn a_takeover_of_an_unverified_account_removes_the_planters_passkeys() {
+    use portcullis::core::flows::{EmailRequest, TokenRequest};
+    let (w, rng) = (world(), &mut TestRandom(13));
+    let planter = signup_at(&w, rng, T0, ADA, PW);
+    let mut a = Authenticator::es256(7);
+    let planted = register(&w, rng, T0, &planter, &a);
+    let (deps, meta) = w.at(T0 + 1);
+    block_on(deps.request_magic_link(&meta, rng, EmailRequest { email: ADA.into(), locale: None })).unwrap();
+    let token = w.events.last_of("magic_link_requested")["token"].as_str().unwrap().to_string();
+    block_on(deps.verify_magic_link(&meta, rng, TokenRequest { token })).unwrap();
+    assert!(w.store.passkeys.borrow().is_empty());
+    assert_eq!(w.events.last_of("passkey_removed")["passkey_id"], planted.id.as_str());
+    let o = login_options(&w, rng, T0 + 2, None);
+    assert_eq!(code(login_verify(&w, rng, T0 + 2, &o, a.get(&o, ORIGIN, None))), "unknown_credential");
+}
