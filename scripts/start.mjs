@@ -6,6 +6,8 @@
 //      it proves (`verified`)
 //   2b. points the emails' links at the gateway's hosted pages (/auth/ui/magic-link,
 //      /auth/ui/reset, /auth/ui/verify-email), unless you pass them or UI_ENABLED:false
+//   2c. turns passkeys on for the gateway's page at http://localhost:PORT (RP_ID localhost;
+//      WebAuthn needs a secure context, which localhost is), unless you pass RP_ID
 //   3. runs `wrangler dev --ip 127.0.0.1 --port PORT --persist-to DIR ...your args`
 // Every argument other than --port/--ip/--persist-to is passed to `wrangler dev` as is
 // (e.g. --var ACCESS_TTL:60, --test-scheduled). Runs under Node 22 (scripts/run.sh).
@@ -44,8 +46,9 @@ const PAGE_VARS = { MAGIC_LINK_URL: "/magic-link", PASSWORD_RESET_URL: "/reset",
 
 /**
  * `--var` arguments pointing ORIGIN_URL at the demo origin on `port` (when it is not the
- * default) and the email links at the hosted pages of the gateway at `gateway` (unless
- * UI_ENABLED is false); vars the user passes stay theirs.
+ * default), the email links at the hosted pages of the gateway at `gateway` (unless
+ * UI_ENABLED is false), and passkeys at http://localhost on the gateway's port; vars the
+ * user passes stay theirs.
  */
 function startVars(port, gateway, rest) {
   const given = (name) => givenVar(name, rest) !== undefined;
@@ -54,6 +57,10 @@ function startVars(port, gateway, rest) {
   if (givenVar("UI_ENABLED", rest) !== "false") {
     const pages = `${gateway}${givenVar("AUTH_PREFIX", rest) ?? "/auth"}/ui`;
     for (const [name, p] of Object.entries(PAGE_VARS)) if (!given(name)) out.push("--var", `${name}:${pages}${p}`);
+  }
+  if (!given("RP_ID")) {
+    out.push("--var", "RP_ID:localhost");
+    if (!given("RP_ORIGINS")) out.push("--var", `RP_ORIGINS:http://localhost:${new URL(gateway).port}`);
   }
   return out;
 }
