@@ -15,6 +15,7 @@ pub mod gate;
 pub mod headers;
 pub mod ids;
 pub mod keys;
+pub mod ledger;
 pub mod mail;
 pub mod oauth;
 pub mod outbound;

@@ -11,10 +11,10 @@ use crate::core::email_token::{EmailToken, TokenKind};
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::core::delivery::{Claim, DeadLetter, TargetState};
 use crate::core::error::Error;
 use crate::core::events::Envelope;
 use crate::core::keys::{SigningAlg, SigningKey, StoredKey};
+use crate::core::ledger::{Claim, DeadLetter, TargetState};
 use crate::core::outbound::{HttpReply, HttpRequest, SendError};
 use crate::core::rate_limit::{Count, Hit};
 use crate::core::session::{LiveSession, RotateRequest, Rotation, Session, SignInBasis};

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use portcullis::core::config::Config;
-use portcullis::core::delivery::{Claim, DeadLetter, TargetState};
 use portcullis::core::email_token::{EmailToken, TokenKind};
 use portcullis::core::error::Error;
 use portcullis::core::events::Envelope;
@@ -14,6 +13,7 @@ use portcullis::core::flows::keys::load_or_create;
 use portcullis::core::flows::{Deps, Meta};
 use portcullis::core::ids::Random;
 use portcullis::core::keys::{Kek, KeyStatus, SigningAlg, SigningKey, StoredKey};
+use portcullis::core::ledger::{Claim, DeadLetter, TargetState};
 use portcullis::core::oauth::LinkedIdentity;
 use portcullis::core::outbound::{HttpReply, HttpRequest, SendError};
 use portcullis::core::ports::{

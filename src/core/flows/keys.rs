@@ -11,10 +11,10 @@ use crate::core::events::{self, Envelope};
 use crate::core::flows::admin::Admin;
 use crate::core::flows::{Deps, Meta};
 use crate::core::ids::Random;
-use crate::core::keys::{self, Kek, KeyStatus, SigningAlg, SigningKey, StoredKey};
+use crate::core::keys::{self, Kek, KeyStatus, SigningAlg, SigningKey, StoredKey, ALG_EDDSA, ALG_ES256};
 use crate::core::ports::{EmailTokenStore, EventSink, KeyRing, KeyStore, SessionStore, UserStore};
 use crate::core::time::UnixTime;
-use crate::core::token::{ALG_EDDSA, ALG_ES256, ASSERTION_TTL_SECS, LEEWAY_SECS};
+use crate::core::token::{ASSERTION_TTL_SECS, LEEWAY_SECS};
 
 /// Loads the stored keys and the active signing key, creating that key on
 /// first use. Racing creators are settled by the store's one-active-key
