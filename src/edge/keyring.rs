@@ -51,10 +51,10 @@ use std::rc::Rc;
 use wasm_bindgen::JsValue;
 use worker::Env;
 
-use crate::core::cache::KeySlot;
 use crate::core::config::Config;
 use crate::core::error::Error;
 use crate::core::flows::keys::{jwks_reload_due, key_cache_state, load_or_create, KeyCacheState};
+use crate::core::gateway::cache::KeySlot;
 use crate::core::keys::{self, jwks, Jwks, SigningAlg, SigningKey, StoredKey};
 use crate::core::ports::{KeyRing, Result};
 use crate::core::time::UnixTime;

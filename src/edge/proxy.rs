@@ -21,11 +21,12 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{Request, Response};
 use worker::Env;
 
-use crate::core::cache::{Assertion, TokenCache, DEFAULT_CAPACITY};
 use crate::core::config::Config;
 use crate::core::error::{Error, TokenError};
-use crate::core::policy::{auth_api_path, missing_token, normalise_path, GatewayRequest};
-use crate::core::target::{origin_target, RequestUrl};
+use crate::core::gateway::cache::{Assertion, TokenCache, DEFAULT_CAPACITY};
+use crate::core::gateway::policy::{auth_api_path, missing_token, normalise_path};
+use crate::core::gateway::request::RequestView;
+use crate::core::gateway::target::{origin_target, RequestUrl};
 use crate::core::time::UnixTime;
 use crate::core::token::{self, Expectations, Parsed, VerifiedToken, ACCESS_TOKEN_TYPE, ASSERTION_TTL_SECS};
 use crate::edge::error::EdgeResult;
@@ -49,7 +50,7 @@ thread_local! {
     static PROBLEMS_SET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// A gateway request as [`crate::core::policy::Routes::judge`] reads it: the
+/// A gateway request as [`crate::core::gateway::policy::Routes::judge`] reads it: the
 /// method and query are at hand, headers are read only when asked for.
 struct Facts<'r> {
     req: &'r Request,
@@ -57,7 +58,7 @@ struct Facts<'r> {
     query: Option<&'r str>,
 }
 
-impl GatewayRequest for Facts<'_> {
+impl RequestView for Facts<'_> {
     fn method(&self) -> &str {
         &self.method
     }

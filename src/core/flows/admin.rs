@@ -15,8 +15,8 @@ use crate::core::error::Error;
 use crate::core::events::{self, Event};
 use crate::core::flows::account::parse_name;
 use crate::core::flows::{Deps, Meta};
+use crate::core::gateway::policy::is_role_name;
 use crate::core::ids::Random;
-use crate::core::policy::is_role_name;
 use crate::core::ports::{AccountStore, EventSink, KeyRing, SessionStore, UserStore};
 use crate::core::users::{ProfileUpdate, User, UserResponse};
 

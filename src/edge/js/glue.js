@@ -137,13 +137,13 @@ export function setOriginProblems(unreachable, timeout, getBody) {
 }
 
 // Header names never forwarded: identity, client address, routing and method
-// overrides (core::headers, with STRIP_HEADERS), also spelt with underscores,
+// overrides (core::gateway::headers, with STRIP_HEADERS), also spelt with underscores,
 // which WSGI, PHP and Rack read as dashes. One regular expression, built once
 // per isolate from Rust's list as a trie, so a name is decided in a character
 // or two (one test per incoming name, as the X-Auth-* test before it).
 let STRIPPED = null;
 
-/** Stores the source of the stripped-name pattern (`core::headers::StrippedHeaders::js_pattern`). */
+/** Stores the source of the stripped-name pattern (`core::gateway::headers::StrippedHeaders::js_pattern`). */
 export function setStrippedHeaders(pattern) {
   STRIPPED = new RegExp(pattern);
 }

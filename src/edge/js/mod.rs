@@ -54,7 +54,7 @@ extern "C" {
     pub fn set_origin_problems(unreachable: &str, timeout: &str, get_body: &str);
 
     /// Stores the pattern of header names `forward` removes
-    /// (`core::headers::StrippedHeaders::js_pattern`).
+    /// (`core::gateway::headers::StrippedHeaders::js_pattern`).
     #[wasm_bindgen(js_name = setStrippedHeaders)]
     pub fn set_stripped_headers(pattern: &str);
 

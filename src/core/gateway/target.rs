@@ -81,7 +81,7 @@ const PATH: &AsciiSet =
 
 /// The URL a request goes to: `base` (the origin's URL up to its path, which
 /// is a prefix; no query or fragment) with `path` (normalised: starting with `/`, no `%`, no `.` or `..`
-/// segments, no backslash, see [`crate::core::policy::normalise_path`])
+/// segments, no backslash, see [`crate::core::gateway::policy::normalise_path`])
 /// appended and `query` (serialised, as the request had it) as its query.
 /// What `Url::set_path` and `Url::set_query` make of the same parts.
 pub fn origin_target(base: &str, path: &str, query: Option<&str>) -> String {
@@ -99,7 +99,7 @@ pub fn origin_target(base: &str, path: &str, query: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::policy::normalise_path;
+    use crate::core::gateway::policy::normalise_path;
     use proptest::prelude::*;
     use url::Position;
 

@@ -1,0 +1,15 @@
+//! The gateway: everything that decides whether a request outside the auth
+//! API reaches the origin, and as what.
+//!
+//! - [`request`]: the request as the decision reads it ([`request::RequestView`]).
+//! - [`target`]: the request URL as the runtime hands it, and the URL forwarded to.
+//! - [`policy`]: the `ROUTES` rules, path normalisation and the readings of origins.
+//! - [`headers`]: the headers never forwarded (`STRIPPED`, `STRIP_HEADERS`).
+//! - [`cache`]: the per-isolate cache of verified access tokens, and the
+//!   generation of the isolate's key set.
+
+pub mod cache;
+pub mod headers;
+pub mod policy;
+pub mod request;
+pub mod target;
