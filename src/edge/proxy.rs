@@ -24,8 +24,8 @@ use worker::Env;
 use crate::core::config::Config;
 use crate::core::error::{Error, TokenError};
 use crate::core::gateway::cache::{Assertion, TokenCache, DEFAULT_CAPACITY};
+use crate::core::gateway::credential;
 use crate::core::gateway::policy::{auth_api_path, missing_token, normalise_path};
-use crate::core::gateway::request::RequestView;
 use crate::core::gateway::target::{origin_target, RequestUrl};
 use crate::core::time::UnixTime;
 use crate::core::token::{self, Expectations, Parsed, VerifiedToken, ACCESS_TOKEN_TYPE, ASSERTION_TTL_SECS};
@@ -34,7 +34,6 @@ use crate::edge::http::{self, JsResult};
 use crate::edge::js as glue; // the edge's JS bindings (src/edge/js/)
 use crate::edge::keyring::{Cached, EdgeKeys};
 use crate::edge::platform;
-use crate::edge::router::{cookie_credential, ACCESS_COOKIE};
 
 /// Base URL for requests sent through the `ORIGIN` binding when `ORIGIN_URL`
 /// is not set (the binding ignores the host).
@@ -48,29 +47,6 @@ thread_local! {
     static AUDIENCE: std::cell::OnceCell<String> = const { std::cell::OnceCell::new() };
     static HAS_BINDING: std::cell::OnceCell<bool> = const { std::cell::OnceCell::new() };
     static PROBLEMS_SET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// A gateway request as [`crate::core::gateway::policy::Routes::judge`] reads it: the
-/// method and query are at hand, headers are read only when asked for.
-struct Facts<'r> {
-    req: &'r Request,
-    method: String,
-    query: Option<&'r str>,
-}
-
-impl RequestView for Facts<'_> {
-    fn method(&self) -> &str {
-        &self.method
-    }
-    fn query(&self) -> Option<&str> {
-        self.query
-    }
-    fn has_body(&self) -> bool {
-        self.req.body().is_some()
-    }
-    fn header(&self, name: &str) -> Option<String> {
-        http::header(self.req, name)
-    }
 }
 
 /// The judgement on one gateway request.
@@ -183,19 +159,16 @@ fn decide(
     normalised: &str,
     now: UnixTime,
 ) -> Decision {
-    let facts = Facts { req, method: req.method(), query: url.query() };
+    let facts = http::View::new(req, url.query());
     let judged = cfg.routes.judge(&facts, normalised);
     let drop_auth = !judged.forwards_authorization();
     if judged.is_public() {
         return Decision::Forward { identity: JsValue::UNDEFINED, drop_auth };
     }
-    let raw = match http::bearer(req) {
-        Some(t) => t,
-        None => match cookie_credential(req, cfg, &url.origin(), ACCESS_COOKIE) {
-            Ok(Some(t)) => t,
-            Ok(None) => return Decision::Refuse(missing_token()),
-            Err(e) => return Decision::Refuse(e),
-        },
+    let raw = match credential::access_token(&facts, cfg, &url.origin()) {
+        Ok(Some(t)) => t,
+        Ok(None) => return Decision::Refuse(missing_token()),
+        Err(e) => return Decision::Refuse(e),
     };
     let issuer: Cow<'_, str> = match &cfg.issuer {
         Some(fixed) => Cow::Borrowed(fixed),

@@ -21,24 +21,18 @@ use crate::core::flows::otp::OtpVerifyRequest;
 use crate::core::flows::otp::OTP_ACCEPTED;
 use crate::core::flows::password::FORGOT_ACCEPTED;
 use crate::core::flows::password::{ChangeRequest, ResetRequest};
-use crate::core::flows::{AuthResponse, Deps, EmailRequest, Meta, TokenRequest};
+use crate::core::flows::{Deps, EmailRequest, Meta, TokenRequest};
 use crate::core::gateway::policy::{auth_api_path, normalise_path};
 use crate::core::gateway::target::{invalid_url, RequestUrl};
 use crate::core::rate_limit::Endpoint;
-use crate::core::time::UnixTime;
 use crate::edge::d1::D1Store;
 use crate::edge::error::EdgeResult;
-use crate::edge::http::{self, JsResult};
+use crate::edge::http::{self, access_token, auth_cookies, clear_cookies, refresh_cookie, JsResult};
 use crate::edge::keyring::EdgeKeys;
 use crate::edge::outbound::FetchGate;
 use crate::edge::platform::{self, OsRandom};
 use crate::edge::queue::QueueSink;
 use crate::edge::{check_request_origin, config, oauth, proxy};
-
-/// Cookie carrying the access token in cookie mode.
-pub const ACCESS_COOKIE: &str = "__Host-portcullis_access";
-/// Cookie carrying the refresh token in cookie mode.
-pub const REFRESH_COOKIE: &str = "__Host-portcullis_refresh";
 
 /// Serves one request; never fails open.
 pub async fn handle(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
@@ -117,92 +111,6 @@ fn meta(req: &Request, cfg: &Config, url: &url::Url) -> Meta {
         user_agent: http::header(req, "user-agent").map(|ua| ua.chars().take(512).collect()),
         issuer: cfg.issuer_for(&http::request_origin(url)),
     }
-}
-
-/// The caller's access token: `Authorization: Bearer`, else (cookie mode)
-/// the access cookie — then only for safe methods or same-site requests.
-pub fn access_token(req: &Request, cfg: &Config, url: &url::Url) -> Result<Option<String>, Error> {
-    if let Some(t) = http::bearer(req) {
-        return Ok(Some(t));
-    }
-    cookie_credential(req, cfg, &http::request_origin(url), ACCESS_COOKIE)
-}
-
-/// The refresh cookie, under the same rule as the access cookie.
-fn refresh_cookie(req: &Request, cfg: &Config, url: &url::Url) -> Result<Option<String>, Error> {
-    cookie_credential(req, cfg, &http::request_origin(url), REFRESH_COOKIE)
-}
-
-/// Cookie `name` in cookie mode; a request that sends it must pass
-/// [`csrf_check`] (a cookie goes along with a cross-site form post too).
-/// `own_origin` is the request URL's origin.
-pub fn cookie_credential(req: &Request, cfg: &Config, own_origin: &str, name: &str) -> Result<Option<String>, Error> {
-    if !cfg.cookie_mode {
-        return Ok(None);
-    }
-    let token = cookie(req, name);
-    if token.is_some() {
-        csrf_check(req, cfg, own_origin)?;
-    }
-    Ok(token)
-}
-
-/// Refuses cookie-authenticated state changes from another site, and
-/// cookie-authenticated WebSocket handshakes from another site (a GET, but it
-/// opens a two-way channel under the user's identity: cross-site WebSocket
-/// hijacking). `own_origin` is the request URL's origin.
-pub fn csrf_check(req: &Request, cfg: &Config, own_origin: &str) -> Result<(), Error> {
-    let method = req.method();
-    let websocket = || http::header(req, "upgrade").is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
-    if matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS") && !websocket() {
-        return Ok(());
-    }
-    let refused = || Error::forbidden("csrf_refused", "cross-site request refused for cookie authentication");
-    if http::header(req, "sec-fetch-site").is_some_and(|v| v.eq_ignore_ascii_case("cross-site")) {
-        return Err(refused());
-    }
-    if let Some(origin) = http::header(req, "origin") {
-        let allowed = origin == own_origin || cfg.cors_origins.iter().any(|o| o == &origin);
-        if !allowed {
-            return Err(refused());
-        }
-    }
-    Ok(())
-}
-
-/// The value of cookie `name`, if sent.
-pub fn cookie(req: &Request, name: &str) -> Option<String> {
-    let header = http::header(req, "cookie")?;
-    header.split(';').find_map(|pair| {
-        let (k, v) = pair.trim().split_once('=')?;
-        (k == name && !v.is_empty()).then(|| v.to_string())
-    })
-}
-
-pub fn set_cookie(name: &str, value: &str, max_age: u64) -> (&'static str, String) {
-    ("set-cookie", format!("{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; Secure; SameSite=Lax"))
-}
-
-/// The session cookies of a sign-in in cookie mode (none otherwise), each
-/// living as long as the token it carries at `now` (see
-/// [`AuthResponse::cookie_max_ages`]). The body then leaves the tokens out
-/// (see [`AuthResponse::body`]).
-pub fn auth_cookies(cfg: &Config, resp: &AuthResponse, now: UnixTime) -> Vec<(&'static str, String)> {
-    if !cfg.cookie_mode {
-        return Vec::new();
-    }
-    let (access_max_age, refresh_max_age) = resp.cookie_max_ages(cfg, now);
-    vec![
-        set_cookie(ACCESS_COOKIE, &resp.access_token, access_max_age),
-        set_cookie(REFRESH_COOKIE, &resp.refresh_token, refresh_max_age),
-    ]
-}
-
-fn clear_cookies(cfg: &Config) -> Vec<(&'static str, String)> {
-    if !cfg.cookie_mode {
-        return Vec::new();
-    }
-    vec![set_cookie(ACCESS_COOKIE, "", 0), set_cookie(REFRESH_COOKIE, "", 0)]
 }
 
 #[derive(Debug, Deserialize)]
