@@ -7,6 +7,7 @@
 //! records). Requests and responses stay raw `web_sys` objects end to end,
 //! so the gateway's hot path crosses the JS boundary as few times as possible.
 
+mod crypto;
 mod d1;
 mod error;
 mod http;

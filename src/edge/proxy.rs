@@ -25,14 +25,16 @@ use crate::core::config::Config;
 use crate::core::error::{Error, TokenError};
 use crate::core::gateway::cache::{Assertion, TokenCache, DEFAULT_CAPACITY};
 use crate::core::gateway::credential;
+use crate::core::gateway::key_cache::Cached;
 use crate::core::gateway::policy::{auth_api_path, missing_token, normalise_path};
 use crate::core::gateway::target::{origin_target, RequestUrl};
 use crate::core::time::UnixTime;
 use crate::core::token::{self, Expectations, Parsed, VerifiedToken, ACCESS_TOKEN_TYPE, ASSERTION_TTL_SECS};
+use crate::edge::crypto::Native;
 use crate::edge::error::EdgeResult;
 use crate::edge::http::{self, JsResult};
 use crate::edge::js as glue; // the edge's JS bindings (src/edge/js/)
-use crate::edge::keyring::{Cached, EdgeKeys};
+use crate::edge::keyring::EdgeKeys;
 use crate::edge::platform;
 
 /// Base URL for requests sent through the `ORIGIN` binding when `ORIGIN_URL`
@@ -304,7 +306,7 @@ fn sign_assertion(
         .clone()
     });
     let (input, exp) = token::assertion_signing_input(issuer, &audience, verified, now, signer.kid(), signer.alg());
-    let sig = signer.sign(input.as_bytes()).map_err(Decision::Refuse)?;
+    let sig = signer.sign(&Native, input.as_bytes()).map_err(Decision::Refuse)?;
     let c = &verified.claims;
     let identity = js_sys::Array::of5(
         &c.sub.as_str().into(),

@@ -6,12 +6,16 @@
 //! - [`policy`]: the `ROUTES` rules, path normalisation and the readings of origins.
 //! - [`credential`]: the caller's credential (bearer or cookie) and the CSRF rule.
 //! - [`headers`]: the headers never forwarded (`STRIPPED`, `STRIP_HEADERS`).
+//! - [`key_cache`]: the isolate's signing keys: loads, expiry and grace,
+//!   own-signature recognition, verification and signing through the
+//!   platform's [`key_cache::SignatureOps`].
 //! - [`cache`]: the per-isolate cache of verified access tokens, and the
 //!   generation of the isolate's key set.
 
 pub mod cache;
 pub mod credential;
 pub mod headers;
+pub mod key_cache;
 pub mod policy;
 pub mod request;
 pub mod target;
