@@ -17,9 +17,9 @@
 //! The isolate that rotates or retires a key calls [`invalidate`] (through
 //! [`KeyRing::keys_changed`], before the event is emitted). Each access token
 //! signed with the ring's key is handed to the gateway's token cache
-//! ([`crate::edge::proxy::remember_issued`]), already verified.
+//! ([`Gateway::remember_issued`](crate::core::gateway::Gateway::remember_issued)),
+//! already verified.
 
-use std::cell::RefCell;
 use std::rc::Rc;
 
 use wasm_bindgen::JsValue;
@@ -28,18 +28,15 @@ use worker::Env;
 use crate::core::config::Config;
 use crate::core::error::Error;
 use crate::core::flows::keys::load_or_create;
-use crate::core::gateway::key_cache::{jwks_reload_due, Cached, KeyCache, KeyCacheState, Signer};
+use crate::core::gateway::key_cache::{jwks_reload_due, Cached, KeyCacheState};
 use crate::core::keys::{Jwks, SigningAlg, SigningKey};
 use crate::core::ports::{KeyRing, Result};
 use crate::core::time::UnixTime;
 use crate::core::token::VerifiedToken;
 use crate::edge::crypto::Native;
 use crate::edge::d1::D1Store;
+use crate::edge::isolate;
 use crate::edge::platform::{self, OsRandom};
-
-thread_local! {
-    static CACHE: RefCell<KeyCache<Native>> = const { RefCell::new(KeyCache::new()) };
-}
 
 /// The key ring of this isolate, reaching D1 only when the cache is cold.
 pub struct EdgeKeys<'a> {
@@ -54,30 +51,32 @@ impl<'a> EdgeKeys<'a> {
     }
 
     /// Reads the keys from D1 and installs them: fresh, unless this isolate
-    /// invalidated its keys meanwhile ([`KeyCache::install`]); returns which.
+    /// invalidated its keys meanwhile
+    /// ([`KeyCache::install`](crate::core::gateway::key_cache::KeyCache::install)); returns which.
     async fn reload(&self) -> Result<bool> {
-        let began = CACHE.with(|c| c.borrow().begin_reload());
+        let began = isolate::with(|g| g.keys.begin_reload());
         let store = D1Store::new(self.env)?;
         let now = platform::now();
         let (keys, signing) =
             load_or_create(&store, &self.config.kek, self.config.signing_alg, &mut OsRandom, now).await?;
-        Ok(CACHE.with(|c| c.borrow_mut().install(began, now, keys, signing, &self.config)))
+        Ok(isolate::with(|g| g.keys.install(began, now, keys, signing, &self.config)))
     }
 
     fn is_fresh(&self, now: UnixTime) -> bool {
-        CACHE.with(|c| c.borrow().state(now)) == KeyCacheState::Fresh
+        isolate::with(|g| g.keys.state(now)) == KeyCacheState::Fresh
     }
 
     /// Fresh, or due for a background reload: usable without I/O.
     fn is_usable(&self, now: UnixTime) -> bool {
-        CACHE.with(|c| c.borrow().is_usable(now))
+        isolate::with(|g| g.keys.is_usable(now))
     }
 
     /// When the keys are due for a background reload at `now` and none
-    /// started lately ([`KeyCache::claim_background_reload`]): the reload,
+    /// started lately
+    /// ([`KeyCache::claim_background_reload`](crate::core::gateway::key_cache::KeyCache::claim_background_reload)): the reload,
     /// to hand to `waitUntil`. Requests meanwhile keep using the cached keys.
     pub fn background_refresh(&self, now: UnixTime) -> Option<js_sys::Promise> {
-        if !CACHE.with(|c| c.borrow_mut().claim_background_reload(now)) {
+        if !isolate::with(|g| g.keys.claim_background_reload(now)) {
             return None;
         }
         let env = self.env.clone();
@@ -103,7 +102,7 @@ impl<'a> EdgeKeys<'a> {
     /// for a `kid` not in it.
     pub async fn refresh(&self, unknown_kid: Option<&str>) -> Result<()> {
         let now = platform::now();
-        if CACHE.with(|c| c.borrow_mut().reload_needed(unknown_kid, now)) {
+        if isolate::with(|g| g.keys.reload_needed(unknown_kid, now)) {
             return self.reload().await.map(drop);
         }
         Ok(())
@@ -121,7 +120,7 @@ impl<'a> EdgeKeys<'a> {
         // stale, and is read again.
         for _ in 0..2 {
             let now = platform::now();
-            if !jwks_reload_due(CACHE.with(|c| c.borrow().loaded_at()), now) {
+            if !jwks_reload_due(isolate::with(|g| g.keys.loaded_at()), now) {
                 break;
             }
             match self.reload().await {
@@ -137,11 +136,12 @@ impl<'a> EdgeKeys<'a> {
         if !self.is_usable(now) {
             return Err(Error::unavailable("keys", "the signing keys could not be read"));
         }
-        Ok(CACHE.with(|c| c.borrow().jwks(now)))
+        Ok(isolate::with(|g| g.keys.jwks(now)))
     }
 
     /// Verifies a signature made with `alg` by `kid` from the cache at
-    /// `now`, without I/O ([`KeyCache::verify`], natively).
+    /// `now`, without I/O
+    /// ([`KeyCache::verify`](crate::core::gateway::key_cache::KeyCache::verify), natively).
     pub fn verify_cached(
         &self,
         kid: &str,
@@ -150,33 +150,21 @@ impl<'a> EdgeKeys<'a> {
         signature: &[u8],
         now: UnixTime,
     ) -> Result<Cached> {
-        CACHE.with(|c| c.borrow_mut().verify(&Native, kid, alg, signed, signature, now))
-    }
-
-    /// Whether `kid` is published by the cached keys at `now`, and those
-    /// keys may still be used ([`KeyCache::vouches`]).
-    pub fn vouches(&self, kid: &str, now: UnixTime) -> bool {
-        CACHE.with(|c| c.borrow().vouches(kid, now))
-    }
-
-    /// The active signing key, imported natively, without I/O; `None` when
-    /// the cache must be loaded first.
-    pub fn signer_cached(&self, now: UnixTime) -> Result<Option<Signer<JsValue>>> {
-        CACHE.with(|c| c.borrow_mut().signer(&Native, now))
+        isolate::with(|g| g.keys.verify(&Native, kid, alg, signed, signature, now))
     }
 }
 
 /// Makes this isolate reload its keys from D1 on their next use — after it
 /// rotated or retired one itself — and any reload under way install as
-/// stale ([`KeyCache::invalidate`]).
+/// stale ([`KeyCache::invalidate`](crate::core::gateway::key_cache::KeyCache::invalidate)).
 pub fn invalidate() {
-    CACHE.with(|c| c.borrow_mut().invalidate());
+    isolate::with(|g| g.keys.invalidate());
 }
 
 impl KeyRing for EdgeKeys<'_> {
     async fn signing_key(&self) -> Result<SigningKey> {
         self.ensure_loaded().await?;
-        let key = CACHE.with(|c| c.borrow().signing_key());
+        let key = isolate::with(|g| g.keys.signing_key());
         key.ok_or_else(|| Error::Internal("no signing key after load".into()))
     }
 
@@ -193,7 +181,7 @@ impl KeyRing for EdgeKeys<'_> {
     }
 
     fn issued(&self, raw: &str, kid: &str, token: VerifiedToken, now: UnixTime) {
-        crate::edge::proxy::remember_issued(raw, kid, token, &self.config, self, now);
+        isolate::with(|g| g.remember_issued(raw, kid, token, &self.config, &Native, now));
     }
 
     fn keys_changed(&self) {

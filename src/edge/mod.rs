@@ -11,6 +11,7 @@ mod crypto;
 mod d1;
 mod error;
 mod http;
+mod isolate;
 mod js;
 mod keyring;
 mod kv;

@@ -124,6 +124,27 @@ pub const STRIPPED: &[&str] = &[
     "x-method-override",
 ];
 
+/// The identity headers the gateway adds to every request it forwards with a
+/// verified token (after removing any the client sent: `x-auth-*` is on
+/// [`STRIPPED`]), in the order of [`IdentityHeaders::new`]'s values.
+pub const IDENTITY_HEADERS: [&str; 5] =
+    ["x-auth-user-id", "x-auth-email", "x-auth-roles", "x-auth-session-id", "x-auth-assertion"];
+
+/// The values of [`IDENTITY_HEADERS`] in the form the platform sends them
+/// (at the edge: one JS array, built once per token and cached with it).
+pub trait IdentityHeaders: Clone {
+    /// From the values, in the order of [`IDENTITY_HEADERS`]: user id, email,
+    /// roles (comma-separated), session id, the signed assertion.
+    fn new(values: [&str; 5]) -> Self;
+}
+
+/// Name and value pairs, in the order of [`IDENTITY_HEADERS`].
+impl IdentityHeaders for Vec<(&'static str, String)> {
+    fn new(values: [&str; 5]) -> Self {
+        IDENTITY_HEADERS.iter().zip(values).map(|(name, value)| (*name, value.to_string())).collect()
+    }
+}
+
 /// Longest name `STRIP_HEADERS` may list.
 pub const MAX_NAME_LEN: usize = 128;
 

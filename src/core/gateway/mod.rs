@@ -1,6 +1,14 @@
 //! The gateway: everything that decides whether a request outside the auth
-//! API reaches the origin, and as what.
+//! API reaches the origin, and as what. The decision ([`Gateway::decide`])
+//! is one synchronous call without I/O, reading the request through a small
+//! trait ([`RequestView`]) and signing and verifying through another
+//! ([`SignatureOps`]), so that it is written once, here, and tested
+//! natively (`tests/api/gateway.rs`), while the edge only carries bytes:
+//! it builds the view over the runtime's request, loads keys when the
+//! decision asks for them, and forwards what the decision allowed.
 //!
+//! - [`decision`]: the judgement ([`Decision`]) and what the isolate keeps
+//!   for it ([`Gateway`]).
 //! - [`request`]: the request as the decision reads it ([`request::RequestView`]).
 //! - [`target`]: the request URL as the runtime hands it, and the URL forwarded to.
 //! - [`policy`]: the `ROUTES` rules, path normalisation and the readings of origins.
@@ -14,8 +22,14 @@
 
 pub mod cache;
 pub mod credential;
+pub mod decision;
 pub mod headers;
 pub mod key_cache;
 pub mod policy;
 pub mod request;
 pub mod target;
+
+pub use decision::{Decision, Gateway};
+pub use headers::IdentityHeaders;
+pub use key_cache::SignatureOps;
+pub use request::RequestView;

@@ -15,7 +15,19 @@ use std::borrow::Cow;
 use percent_encoding::{AsciiSet, CONTROLS};
 use url::Url;
 
+use crate::core::config::Config;
 use crate::core::error::Error;
+
+/// The base URL of requests sent through the `ORIGIN` service binding
+/// when `ORIGIN_URL` is not set (the binding ignores the host), and so the
+/// origin the assertion names then.
+pub const BINDING_BASE_URL: &str = "https://origin.internal";
+
+/// The `aud` of the gateway's assertions: the origin's origin, or
+/// [`BINDING_BASE_URL`] when there is no `ORIGIN_URL`.
+pub fn assertion_audience(cfg: &Config) -> String {
+    cfg.origin_url.as_ref().map_or_else(|| BINDING_BASE_URL.to_string(), |o| o.origin().ascii_serialization())
+}
 
 /// The problem for a request URL that cannot be read.
 pub fn invalid_url() -> Error {
