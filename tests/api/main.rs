@@ -7,6 +7,7 @@ mod admin;
 mod delivery;
 mod email_verification;
 mod gate;
+mod gateway;
 mod keys;
 mod magic_link;
 mod oauth;
