@@ -22,6 +22,8 @@ use worker::Env;
 
 use crate::core::config::Config;
 use crate::core::error::{Error, TokenError};
+use crate::core::gateway::credential::OWN_COOKIES;
+use crate::core::gateway::headers::{HOP_BY_HOP, IDENTITY_HEADERS, NEVER_CONNECTION_NAMED};
 use crate::core::gateway::policy::{auth_api_path, normalise_path};
 use crate::core::gateway::target::{origin_target, RequestUrl, BINDING_BASE_URL};
 use crate::core::gateway::Decision;
@@ -148,7 +150,13 @@ fn dispatch(
             &Error::OriginTimeout.problem().body(),
             &Error::BodyNotForwardable.problem().body(),
         );
-        glue::set_stripped_headers(cfg.strip_headers.js_pattern());
+        glue::set_forward_rules(
+            cfg.strip_headers.js_pattern(),
+            &HOP_BY_HOP.join("\n"),
+            &NEVER_CONNECTION_NAMED.join("\n"),
+            &OWN_COOKIES.join("\n"),
+            &IDENTITY_HEADERS.join("\n"),
+        );
         PROBLEMS_SET.with(|s| s.set(true));
     }
     let binding = origin_binding(env);

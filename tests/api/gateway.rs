@@ -9,6 +9,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use portcullis::core::config::Config;
 use portcullis::core::error::Error;
+use portcullis::core::gateway::credential::OWN_COOKIES;
+use portcullis::core::gateway::headers::{HOP_BY_HOP, NEVER_CONNECTION_NAMED};
 use portcullis::core::gateway::key_cache::{Cached, KeyCacheState, SignatureOps};
 use portcullis::core::gateway::target::RequestUrl;
 use portcullis::core::gateway::{Decision, Gateway, RequestView};
@@ -306,6 +308,13 @@ fn authorization_is_removed_unless_the_rule_forwards_it_and_spoofed_identity_hea
     }
     for name in ["content-type", "accept", "cf-connecting-ip", "x-request-id"] {
         assert!(!stripped.strips(name), "{name}");
+    }
+    // Nor do our own cookies (the session's and the OAuth sign-in's), or
+    // hop-by-hop headers; the forward keeps what the decision read.
+    assert_eq!(OWN_COOKIES, ["__Host-portcullis_access", "__Host-portcullis_refresh", "__Host-portcullis_oauth"]);
+    assert!(HOP_BY_HOP.contains(&"connection") && HOP_BY_HOP.contains(&"upgrade"));
+    for read in ["authorization", "cookie", "origin", "content-length"] {
+        assert!(NEVER_CONNECTION_NAMED.contains(&read), "{read}");
     }
 }
 

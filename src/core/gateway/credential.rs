@@ -14,11 +14,16 @@
 use crate::core::config::Config;
 use crate::core::error::Error;
 use crate::core::gateway::request::RequestView;
+use crate::core::oauth::BINDING_COOKIE;
 
 /// Cookie carrying the access token in cookie mode.
 pub const ACCESS_COOKIE: &str = "__Host-portcullis_access";
 /// Cookie carrying the refresh token in cookie mode.
 pub const REFRESH_COOKIE: &str = "__Host-portcullis_refresh";
+
+/// The gateway's own cookies, removed from every forwarded request: the
+/// session cookies and the OAuth sign-in's binding cookie.
+pub const OWN_COOKIES: [&str; 3] = [ACCESS_COOKIE, REFRESH_COOKIE, BINDING_COOKIE];
 
 /// The bearer token of `Authorization: Bearer <token>`, if any.
 pub fn bearer(req: &impl RequestView) -> Option<String> {

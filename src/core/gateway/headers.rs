@@ -1,6 +1,9 @@
-//! Request headers that never reach the origin: every name an origin may
-//! trust for who the user is, where the request came from, or what to do
-//! instead of what was asked (another method, another URL).
+//! What the gateway does to a forwarded request's headers: the names that
+//! never reach the origin — every name an origin may trust for who the user
+//! is, where the request came from, or what to do instead of what was asked
+//! (another method, another URL), and hop-by-hop headers — and the identity
+//! headers it adds in their place ([`IDENTITY_HEADERS`]). The edge applies
+//! them (`edge/js/glue.js` `forward`), given these lists once per isolate.
 //!
 //! The premise: an origin behind Portcullis learns the user from the
 //! `X-Auth-*` headers the gateway sets, and nothing a client sends may say
@@ -123,6 +126,25 @@ pub const STRIPPED: &[&str] = &[
     "x-http-method",
     "x-method-override",
 ];
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
+pub const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Headers a `Connection` value may not remove: the body's framing and type
+/// (the origin parses the body by them), the target, and what the gateway's
+/// decision read (the credentials, the request's origin). A client naming
+/// them would have the origin read another request than the one judged.
+pub const NEVER_CONNECTION_NAMED: [&str; 7] =
+    ["content-type", "content-length", "transfer-encoding", "host", "authorization", "cookie", "origin"];
 
 /// The identity headers the gateway adds to every request it forwards with a
 /// verified token (after removing any the client sent: `x-auth-*` is on
