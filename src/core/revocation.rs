@@ -35,7 +35,8 @@
 //!
 //! A [`RevocationSet`] (revoked session ids, and the current roles of users
 //! whose roles changed), built from the log and kept up to date by reading
-//! only the rows after the last one it has seen ([`read`]). Its check,
+//! only the rows after the last one it has seen
+//! ([`read`](crate::core::gateway::revocations::read)). Its check,
 //! [`RevocationSet::refuses`], is a hash lookup or two, no allocation.
 //!
 //! [`Revocations`] adds when the set was read, which decides what a request
@@ -60,8 +61,6 @@ use std::collections::HashMap;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::core::error::{Error, TokenError};
-use crate::core::ports::RevocationStore;
 use crate::core::session::Session;
 use crate::core::time::UnixTime;
 use crate::core::token::LEEWAY_SECS;
@@ -227,30 +226,6 @@ impl RevocationSet {
     }
 }
 
-/// Reads the log after `cursor`, page by page, keeping the rows that still
-/// matter at `now`: every row added since, in order, with the log's last
-/// `seq`.
-pub async fn read<S: RevocationStore>(
-    store: &S,
-    cursor: u64,
-    now: UnixTime,
-    retention_secs: u64,
-) -> Result<(Vec<Revocation>, u64), Error> {
-    let live_after = now.minus_secs(retention_secs);
-    let mut rows = Vec::new();
-    let mut after = cursor;
-    loop {
-        let page = store.revocations_after(after, live_after, PAGE_ROWS).await?;
-        let full = page.rows.len() >= PAGE_ROWS as usize;
-        let last = page.rows.last().map(|r| r.seq);
-        rows.extend(page.rows);
-        match last {
-            Some(seq) if full && seq > after => after = seq,
-            _ => return Ok((rows, page.last_seq.max(last.unwrap_or(0)))),
-        }
-    }
-}
-
 /// What a request may do with an isolate's set ([`Revocations::readiness`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Readiness {
@@ -335,25 +310,6 @@ pub fn stands(standing: Option<&Standing>, sub: &str, roles: &[String], now: Uni
     standing.is_some_and(|s| {
         s.session.user_id == sub && s.session.is_live(now, max_age_secs) && roles.iter().all(|r| s.roles.contains(r))
     })
-}
-
-/// The `"fresh": true` check of a route rule: the token's session, read from
-/// D1 now. `Ok` if it stands ([`stands`]), else 401 `token_revoked`; a store
-/// that cannot be read fails closed (503).
-pub async fn check_fresh<S: RevocationStore>(
-    store: &S,
-    sid: &str,
-    sub: &str,
-    roles: &[String],
-    now: UnixTime,
-    max_age_secs: u64,
-) -> Result<(), Error> {
-    let standing = store.session_standing(sid).await?;
-    if stands(standing.as_ref(), sub, roles, now, max_age_secs) {
-        Ok(())
-    } else {
-        Err(Error::InvalidToken(TokenError::Revoked))
-    }
 }
 
 #[cfg(test)]
@@ -481,51 +437,6 @@ mod tests {
         r.install(20_000, vec![], 0, UnixTime(20), RETAIN);
         r.install(15_000, vec![], 0, UnixTime(20), RETAIN);
         assert_eq!(r.read_at_ms(), Some(20_000));
-    }
-
-    struct Log(Vec<Revocation>);
-
-    impl RevocationStore for Log {
-        async fn revocations_after(
-            &self,
-            after: u64,
-            live_after: UnixTime,
-            limit: u32,
-        ) -> Result<RevocationPage, Error> {
-            let rows = self.0.iter().filter(|r| r.seq > after && r.at > live_after).take(limit as usize).cloned();
-            Ok(RevocationPage { rows: rows.collect(), last_seq: self.0.last().map_or(0, |r| r.seq) })
-        }
-        async fn session_standing(&self, _sid: &str) -> Result<Option<Standing>, Error> {
-            Ok(None)
-        }
-        async fn purge_revocations(&self, _before: UnixTime) -> Result<u64, Error> {
-            Ok(0)
-        }
-    }
-
-    fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        let waker = std::task::Waker::noop();
-        let mut cx = std::task::Context::from_waker(waker);
-        let mut f = std::pin::pin!(f);
-        loop {
-            if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-                return v;
-            }
-        }
-    }
-
-    #[test]
-    fn a_read_takes_every_page_after_the_cursor_and_skips_what_expired() {
-        let n = PAGE_ROWS as u64 * 2 + 7;
-        let mut log: Vec<Revocation> = (1..=n).map(|i| session_row(i, 5_000, &format!("s{i}"))).collect();
-        log.insert(0, session_row(0, 10, "old"));
-        log.push(session_row(n + 1, 10, "expired but last"));
-        let store = Log(log);
-        let (rows, last) = block_on(read(&store, 0, UnixTime(5_000), RETAIN)).unwrap();
-        assert_eq!(rows.len() as u64, n);
-        assert_eq!(last, n + 1, "the cursor moves past the expired last row");
-        let (rows, _) = block_on(read(&store, n - 3, UnixTime(5_000), RETAIN)).unwrap();
-        assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![n - 2, n - 1, n]);
     }
 
     fn standing(user: &str, revoked: Option<i64>, held: &[&str]) -> Standing {
