@@ -16,11 +16,13 @@ use portcullis::core::gateway::headers::{HOP_BY_HOP, NEVER_CONNECTION_NAMED};
 use portcullis::core::gateway::key_cache::{Cached, KeyCacheState, SignatureOps};
 use portcullis::core::gateway::revocations::{read, unreadable, BeforeUse};
 use portcullis::core::gateway::target::RequestUrl;
-use portcullis::core::gateway::{Decision, Gateway, RequestView};
+use portcullis::core::gateway::{Decision, FreshSession, Gateway, RequestView};
 use portcullis::core::keys::{self, KeyStatus, SigningAlg, SigningKey, StoredKey};
-use portcullis::core::revocation::retention_secs;
+use portcullis::core::revocation::{retention_secs, Revocation, Revoked};
+use portcullis::core::session::Session;
 use portcullis::core::time::UnixTime;
 use portcullis::core::token::{self, ExtraClaims, NewAccessToken, LEEWAY_SECS};
+use portcullis::core::users::User;
 
 use crate::support::{block_on, config, MemStore, TestRandom};
 
@@ -217,6 +219,13 @@ impl Isolate {
             d = self.decide(req, url, now);
         }
         d
+    }
+
+    /// Records a revocation in the log at `at`, as D1's triggers do.
+    fn revoke(&self, at: i64, what: Revoked) {
+        let mut log = self.store.revocations.borrow_mut();
+        let seq = log.last().map_or(1, |r| r.seq + 1);
+        log.push(Revocation { seq, at: UnixTime(at), what });
     }
 }
 
@@ -625,4 +634,242 @@ fn a_retired_key_stops_counting_when_its_publication_ends_though_still_stored() 
     assert!(!i.gw.keys.vouches(&old_key.kid, UnixTime(100)));
     assert_eq!(refused(i.decide_loading(&Req::get().bearer(&fresh), API, 100)), (401, "invalid_token"));
     assert_eq!(refused(i.decide_loading(&Req::get().bearer(&cached), API, 101)), (401, "invalid_token"));
+}
+
+/// A session revoked for `sub`'s tokens (`sid-<sub>`), as a logout records it.
+fn session_of(sub: &str) -> Revoked {
+    Revoked::Session(format!("sid-{sub}"))
+}
+
+#[test]
+fn a_token_of_a_revoked_session_is_refused_cached_or_not_within_the_lag() {
+    let mut i = Isolate::new(&[("REVOCATION_LAG", "10")]);
+    let (t, other) = (i.token("u1", &[], 0), i.token("u2", &[], 0));
+    forwarded(i.decide(&Req::get().bearer(&t), API, 1));
+    i.revoke(2, session_of("u1"));
+    // The copy read at 0 does not know yet; from half the lag a read starts
+    // in the background, and the request is answered from the copy meanwhile.
+    forwarded(i.decide(&Req::get().bearer(&t), API, 4));
+    let now_ms = 5_000;
+    assert_eq!(i.gw.revocations.before_use(now_ms, 10), BeforeUse::Use);
+    let cursor = i.gw.revocations.begin_background_read(now_ms, 10).expect("due from half the lag");
+    assert_eq!(i.gw.revocations.begin_background_read(now_ms, 10), None, "one read at a time");
+    forwarded(i.decide_raw(&Req::get().bearer(&t), API, 5));
+    let rows = block_on(read(&i.store, cursor, UnixTime(5), retention_secs(900))).unwrap();
+    i.gw.revocations.end_read(now_ms, Some(rows), UnixTime(5), retention_secs(900));
+    // Read: the cached token is refused, a token of the session never seen
+    // before too, and another session's token still passes.
+    assert_eq!(refused(i.decide(&Req::get().bearer(&t), API, 6)), (401, "token_revoked"));
+    let unseen = token_by(&i.signing, "u1", &[], 3, 900);
+    assert_eq!(refused(i.decide(&Req::get().bearer(&unseen), API, 6)), (401, "token_revoked"));
+    forwarded(i.decide(&Req::get().bearer(&other), API, 6));
+}
+
+#[test]
+fn a_token_claiming_a_role_its_user_lost_is_refused_and_its_refreshed_token_passes() {
+    let mut i = Isolate::new(&[]);
+    let admin = i.token("root", &["admin", "editor"], 0);
+    forwarded(i.decide(&Req::get().bearer(&admin), ADMIN, 1));
+    i.revoke(2, Revoked::Roles { user_id: "root".into(), roles: vec!["editor".into()] });
+    // A lag (10 s) after the copy was read it is read again before use.
+    assert!(matches!(i.decide_raw(&Req::get().bearer(&admin), ADMIN, 10), Decision::LoadRevocations));
+    assert_eq!(refused(i.decide(&Req::get().bearer(&admin), ADMIN, 10)), (401, "token_revoked"));
+    // Refused wherever it goes, not only where the role is asked for.
+    assert_eq!(refused(i.decide(&Req::get().bearer(&admin), API, 11)), (401, "token_revoked"));
+    // The token a refresh gives carries the roles held now: it passes where they do.
+    let refreshed = i.token("root", &["editor"], 11);
+    forwarded(i.decide(&Req::get().bearer(&refreshed), EDITORS, 12));
+    assert_eq!(refused(i.decide(&Req::get().bearer(&refreshed), ADMIN, 12)), (403, "insufficient_role"));
+}
+
+#[test]
+fn the_revocation_set_is_read_before_its_first_use_and_only_for_a_token() {
+    let mut i = Isolate::new(&[]);
+    i.gw = Gateway::new(100);
+    i.load(0);
+    let t = i.token("u1", &[], 0);
+    // Public routes and requests without a credential need no set.
+    forwarded_public(i.decide_raw(&Req::get(), PUBLIC, 1));
+    assert_eq!(refused(i.decide_raw(&Req::get(), API, 1)), (401, "missing_token"));
+    assert!(matches!(i.decide_raw(&Req::get().bearer(&t), API, 1), Decision::LoadRevocations));
+    assert_eq!(i.ensure_read(1), Ok(()));
+    forwarded(i.decide_raw(&Req::get().bearer(&t), API, 1));
+}
+
+#[test]
+fn with_the_log_unreadable_a_set_never_read_fails_closed_and_a_stale_one_serves_three_lags() {
+    let mut i = Isolate::new(&[("REVOCATION_LAG", "10")]);
+    let t = i.token("u1", &[], 0);
+    *i.store.fail.borrow_mut() = true;
+    // Read at 0; a lag old at 10: read first, and when that fails the copy
+    // still serves (a D1 outage), without a read per request.
+    forwarded(i.decide(&Req::get().bearer(&t), API, 10));
+    assert_eq!(i.gw.revocations.before_use(10_500, 10), BeforeUse::Use, "no new read within a second");
+    assert!(matches!(i.decide_raw(&Req::get().bearer(&t), API, 11), Decision::LoadRevocations));
+    forwarded(i.decide(&Req::get().bearer(&t), API, 29));
+    // Three lags old: no longer used; a failed read is a 503.
+    assert_eq!(refused(i.decide(&Req::get().bearer(&t), API, 30)), (503, "service_unavailable"));
+    // Within a second of that read, the request is refused without waiting for another.
+    assert_eq!(refused(i.decide_raw(&Req::get().bearer(&t), API, 30)), (503, "service_unavailable"));
+    forwarded_public(i.decide_raw(&Req::get(), PUBLIC, 30));
+    // The log readable again: the next read restores it.
+    *i.store.fail.borrow_mut() = false;
+    assert!(matches!(i.decide_raw(&Req::get().bearer(&t), API, 31), Decision::LoadRevocations));
+    forwarded(i.decide(&Req::get().bearer(&t), API, 31));
+
+    // An isolate that never read the set refuses with 503 when it cannot.
+    let mut cold = Isolate::new(&[]);
+    cold.gw = Gateway::new(100);
+    cold.load(0);
+    *cold.store.fail.borrow_mut() = true;
+    let t = cold.token("u1", &[], 0);
+    assert_eq!(refused(cold.decide(&Req::get().bearer(&t), API, 1)), (503, "service_unavailable"));
+}
+
+/// A public forward: no identity, no session check.
+fn forwarded_public(d: Decision<Identity>) {
+    match d {
+        Decision::Forward { identity: None, fresh: None, .. } => {}
+        other => panic!("expected a public forward, got {other:?}"),
+    }
+}
+
+/// A session of `sub` (`sid-<sub>`) and its user with `roles`, in the store.
+fn store_session(store: &MemStore, sub: &str, roles: &[&str]) {
+    store.users.borrow_mut().push(User {
+        id: sub.into(),
+        email: format!("{sub}@example.com"),
+        name: None,
+        password_hash: None,
+        email_verified: true,
+        avatar_url: None,
+        phone: None,
+        banned: false,
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+        created_at: UnixTime(0),
+        auth_epoch: 0,
+        locale: None,
+    });
+    let session = Session {
+        id: format!("sid-{sub}"),
+        user_id: sub.into(),
+        created_at: UnixTime(0),
+        last_used_at: UnixTime(0),
+        expires_at: UnixTime(100_000),
+        revoked_at: None,
+        ip_address: None,
+        user_agent: None,
+        extra_claims: ExtraClaims::new(),
+        amr: Amr::PWD,
+    };
+    store.sessions.borrow_mut().push((session, String::new()));
+}
+
+#[test]
+fn a_fresh_rule_forwards_only_once_the_session_read_now_stands() {
+    let routes = r#"[{"path": "/api/pay/*", "policy": "authenticated", "fresh": true},
+                     {"path": "/api/admin/*", "policy": "role:admin", "fresh": true}]"#;
+    let mut i = Isolate::new(&[("ROUTES", routes)]);
+    let (t, admin) = (i.token("u1", &[], 0), i.token("root", &["admin"], 0));
+    store_session(&i.store, "u1", &[]);
+    store_session(&i.store, "root", &["admin"]);
+    let fresh_of = |d: Decision<Identity>| match d {
+        Decision::Forward { identity: Some(_), fresh, .. } => fresh,
+        other => panic!("expected a forward, got {other:?}"),
+    };
+    let pay = "https://gw.example/api/pay/now";
+    let check = fresh_of(i.decide(&Req::get().bearer(&t), pay, 1)).expect("a fresh rule asks for the session");
+    assert_eq!(check, FreshSession { sid: "sid-u1".into(), sub: "u1".into(), roles: vec![] });
+    // Cached, the token still has its session read on every request.
+    assert_eq!(fresh_of(i.decide(&Req::get().bearer(&t), pay, 2)), Some(check.clone()));
+    assert_eq!(fresh_of(i.decide(&Req::get().bearer(&t), API, 2)), None, "not where no rule says fresh");
+    let max_age = i.cfg.session_max_age_secs;
+    assert_eq!(block_on(check.check(&i.store, UnixTime(2), max_age)), Ok(()));
+    // Revoked in D1 but not yet in the isolate's copy: the check refuses it.
+    i.store.sessions.borrow_mut()[0].0.revoked_at = Some(UnixTime(3));
+    forwarded_fresh(i.decide(&Req::get().bearer(&t), pay, 3));
+    assert_eq!(refused_by(block_on(check.check(&i.store, UnixTime(3), max_age))), (401, "token_revoked"));
+    // A role removed in D1: the admin's check refuses it at once.
+    let admin_check = fresh_of(i.decide(&Req::get().bearer(&admin), ADMIN, 3)).unwrap();
+    assert_eq!(block_on(admin_check.check(&i.store, UnixTime(3), max_age)), Ok(()));
+    i.store.users.borrow_mut()[1].roles.clear();
+    assert_eq!(refused_by(block_on(admin_check.check(&i.store, UnixTime(4), max_age))), (401, "token_revoked"));
+    // D1 unreadable: fail closed.
+    *i.store.fail.borrow_mut() = true;
+    assert_eq!(refused_by(block_on(admin_check.check(&i.store, UnixTime(4), max_age))), (503, "service_unavailable"));
+}
+
+fn forwarded_fresh(d: Decision<Identity>) {
+    assert!(matches!(d, Decision::Forward { identity: Some(_), fresh: Some(_), .. }), "{d:?}");
+}
+
+fn refused_by(r: Result<(), Error>) -> (u16, &'static str) {
+    let p = r.unwrap_err().problem();
+    (p.status, p.code)
+}
+
+#[test]
+fn the_mfa_policy_asks_for_a_second_factor_cached_token_or_not() {
+    let routes = r#"[{"path": "/api/billing/*", "policy": "mfa"}]"#;
+    let mut i = Isolate::new(&[("ROUTES", routes)]);
+    let billing = "https://gw.example/api/billing/invoices";
+    let password_only = i.token("u1", &[], 0);
+    let two_factors =
+        token_with(&i.signing, "u2", &[], 0, 900, Amr::PWD.with(Amr::OTP).with(Amr::MFA), &ExtraClaims::new());
+    let step_up = Error::InsufficientAuthentication { mfa: true, max_age_secs: None };
+    for now in [1, 2] {
+        match i.decide(&Req::get().bearer(&password_only), billing, now) {
+            Decision::Refuse(e) => assert_eq!(e, step_up, "at {now}"),
+            other => panic!("{other:?}"),
+        }
+        forwarded(i.decide(&Req::get().bearer(&two_factors), billing, now));
+    }
+    assert_eq!(
+        refused(i.decide(&Req::get().bearer(&password_only), billing, 3)),
+        (401, "insufficient_user_authentication")
+    );
+    forwarded(i.decide(&Req::get().bearer(&password_only), API, 3));
+}
+
+#[test]
+fn max_age_asks_for_a_recent_sign_in_and_a_cached_token_ages_out() {
+    let routes = r#"[{"path": "/api/admin/*", "policy": "role:admin", "max_age": 60}]"#;
+    let mut i = Isolate::new(&[("ROUTES", routes)]);
+    let signed_in_at_0 = i.token("root", &["admin"], 0);
+    forwarded(i.decide(&Req::get().bearer(&signed_in_at_0), ADMIN, 60));
+    // The same token, cached, a second later: its sign-in is too old.
+    match i.decide(&Req::get().bearer(&signed_in_at_0), ADMIN, 61) {
+        Decision::Refuse(e) => assert_eq!(e, Error::InsufficientAuthentication { mfa: false, max_age_secs: Some(60) }),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        refused(i.decide(&Req::get().bearer(&signed_in_at_0), ADMIN, 62)),
+        (401, "insufficient_user_authentication")
+    );
+    forwarded(i.decide(&Req::get().bearer(&signed_in_at_0), API, 62));
+    let recent = i.token("root", &["admin"], 30);
+    forwarded(i.decide(&Req::get().bearer(&recent), ADMIN, 62));
+}
+
+#[test]
+fn hook_claims_reach_the_origin_in_the_assertion_and_with_claims_header_as_x_auth_claims() {
+    let mut claims = ExtraClaims::new();
+    claims.insert("tenant".into(), serde_json::json!("acmé"));
+    for claims_header in [false, true] {
+        let mut i = Isolate::new(&[("CLAIMS_HEADER", if claims_header { "true" } else { "false" })]);
+        let t = token_with(&i.signing, "u1", &[], 0, 900, Amr::PWD, &claims);
+        let (identity, _) = forwarded(i.decide(&Req::get().bearer(&t), API, 1));
+        let assertion = value(&identity, "x-auth-assertion");
+        let payload: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(assertion.split('.').nth(1).unwrap()).unwrap()).unwrap();
+        assert_eq!(payload["tenant"], "acmé", "signed into the assertion");
+        let header = identity.iter().find(|(n, _)| *n == "x-auth-claims").map(|(_, v)| v.as_str());
+        assert_eq!(header, claims_header.then_some(r#"{"tenant":"acm\u00e9"}"#));
+        // Cached with the token: the same identity again.
+        assert_eq!(forwarded(i.decide(&Req::get().bearer(&t), API, 2)).0, identity);
+        // A token without hook claims has no X-Auth-Claims.
+        let plain = i.token("u2", &[], 0);
+        let (identity, _) = forwarded(i.decide(&Req::get().bearer(&plain), API, 2));
+        assert_eq!(identity.len(), 5);
+    }
 }
