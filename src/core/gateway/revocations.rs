@@ -284,4 +284,35 @@ mod tests {
         let (rows, _) = block_on(read(&store, n - 3, UnixTime(5_000), RETAIN)).unwrap();
         assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![n - 2, n - 1, n]);
     }
+
+    #[test]
+    fn reads_start_once_at_a_time_and_a_read_older_than_a_lag_counts_as_lost() {
+        let mut copy = RevocationCopy::new();
+        assert_eq!(copy.before_use(0, 10), BeforeUse::Read, "never read");
+        assert_eq!(copy.begin_read(0), 0);
+        assert_eq!(copy.read_under_way(9_999, 10), Some(0));
+        assert_eq!(copy.before_use(9_999, 10), BeforeUse::Read, "wait for the read under way");
+        assert_eq!(copy.read_under_way(10_000, 10), None, "a lag later it is taken as lost");
+        // Another read began; the lost one ending late leaves it under way.
+        copy.begin_read(10_000);
+        copy.end_read(0, Some((vec![session_row(1, 0, "s1")], 1)), UnixTime(10), RETAIN);
+        assert_eq!(copy.read_under_way(10_001, 10), Some(10_000));
+        assert!(copy.refuses("s1", "u", &[]));
+        copy.end_read(10_000, None, UnixTime(10), RETAIN);
+        assert_eq!(copy.read_under_way(10_001, 10), None);
+    }
+
+    #[test]
+    fn background_reads_start_from_half_the_lag_and_wait_a_second_after_a_failure() {
+        let mut copy = RevocationCopy::new();
+        copy.begin_read(0);
+        copy.end_read(0, Some((vec![], 0)), UnixTime(0), RETAIN);
+        assert_eq!(copy.begin_background_read(4_999, 10), None, "fresh");
+        assert_eq!(copy.begin_background_read(5_000, 10), Some(0));
+        assert_eq!(copy.begin_background_read(5_500, 10), None, "one at a time");
+        copy.end_read(5_000, None, UnixTime(5), RETAIN);
+        assert_eq!(copy.begin_background_read(5_999, 10), None, "within a second of the failed one");
+        assert_eq!(copy.before_use(5_999, 10), BeforeUse::Use);
+        assert_eq!(copy.begin_background_read(6_000, 10), Some(0));
+    }
 }
