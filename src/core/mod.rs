@@ -2,6 +2,7 @@
 
 pub mod amr;
 pub mod audit;
+pub mod audit_log;
 pub mod auth_routes;
 pub mod body;
 pub mod config;

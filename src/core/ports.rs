@@ -7,7 +7,7 @@
 //! [`Error::Unavailable`], so a broken dependency fails closed.
 #![allow(async_fn_in_trait)] // Send is not needed: a Worker isolate is single-threaded.
 
-use crate::core::audit::{AuditEntry, AuditFilter, AuditRecord};
+use crate::core::audit_log::{AuditEntry, AuditFilter, AuditRecord};
 use crate::core::email_token::{EmailToken, TokenKind};
 use std::future::Future;
 use std::pin::Pin;
