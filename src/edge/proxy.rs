@@ -47,9 +47,11 @@ thread_local! {
     static PROBLEMS_SET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Answers synchronously unless keys must be loaded or CORS applies; `None`
-/// sends the request down the full path ([`crate::edge::router::handle`]).
-/// Expired keys are reloaded in the background (`ctx.waitUntil`) meanwhile.
+/// Answers synchronously unless keys must be loaded, the revocation set
+/// read, a `fresh` rule's session checked, or CORS applies; `None` sends the
+/// request down the full path ([`crate::edge::router::handle`]). Keys and
+/// revocations due for a read are read in the background (`ctx.waitUntil`)
+/// meanwhile.
 pub fn fast_path(req: &Request, env: &Env, ctx: &worker::worker_sys::Context) -> Option<JsResult<JsValue>> {
     let cfg = crate::edge::config(env).ok()?;
     // With CORS configured, a request from a browser origin takes the full
