@@ -30,6 +30,7 @@ import { fileURLToPath } from "node:url";
 import * as esbuild from "esbuild";
 import { createLocalJWKSet, jwtVerify } from "jose";
 
+import { parseOptions } from "./lib/args.mjs";
 import { makeSigningKey, minter } from "./lib/keys.mjs";
 import { mintMany } from "./lib/mint-pool.mjs";
 import { cpuNs, freePort, sleep, start, stop, stopAll, waitHttp, waitOutput } from "./lib/proc.mjs";
@@ -63,33 +64,22 @@ const TARGET_FRESH_US = 40;
 const TARGET_REPEAT_US = 5;
 
 function parseArgs(argv) {
-  const o = { seconds: 10, rounds: 2, connections: 16, microSeconds: 2, microRounds: 3, microConnections: 8, pairedSeconds: 20, profile: true, record: false, warmup: 2, startupRounds: 10, signinUsers: 24, signin: true };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const num = () => {
-      const v = Number(argv[++i]);
-      if (!Number.isFinite(v) || v <= 0) throw new Error(`${a} needs a positive number`);
-      return v;
-    };
-    if (a === "--seconds") o.seconds = num();
-    else if (a === "--connections") o.connections = num();
-    else if (a === "--micro-seconds") o.microSeconds = num();
-    else if (a === "--rounds") o.rounds = num();
-    else if (a === "--micro-rounds") o.microRounds = num();
-    else if (a === "--micro-connections") o.microConnections = num();
-    else if (a === "--paired-seconds") o.pairedSeconds = num();
-    else if (a === "--no-profile") o.profile = false;
-    else if (a === "--startup-rounds") o.startupRounds = num();
-    else if (a === "--signin-users") o.signinUsers = num();
-    else if (a === "--no-signin") o.signin = false;
-    else if (a === "--record") o.record = true;
-    else if (a === "--quick") Object.assign(o, { seconds: 4, microSeconds: 1, microRounds: 2, pairedSeconds: 4, warmup: 1, startupRounds: 3, signinUsers: 4 });
-    else if (a === "--help" || a === "-h") {
-      console.log(fs.readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n").filter((l, i, all) => all.slice(0, i + 1).every((x) => x.startsWith("//"))).join("\n"));
-      process.exit(0);
-    } else throw new Error(`unknown option ${a} (try --help)`);
-  }
-  return o;
+  const defaults = { seconds: 10, rounds: 2, connections: 16, microSeconds: 2, microRounds: 3, microConnections: 8, pairedSeconds: 20, profile: true, record: false, warmup: 2, startupRounds: 10, signinUsers: 24, signin: true };
+  return parseOptions(argv, defaults, {
+    "--seconds": ["num", "seconds"],
+    "--connections": ["num", "connections"],
+    "--micro-seconds": ["num", "microSeconds"],
+    "--rounds": ["num", "rounds"],
+    "--micro-rounds": ["num", "microRounds"],
+    "--micro-connections": ["num", "microConnections"],
+    "--paired-seconds": ["num", "pairedSeconds"],
+    "--no-profile": ["set", "profile", false],
+    "--startup-rounds": ["num", "startupRounds"],
+    "--signin-users": ["num", "signinUsers"],
+    "--no-signin": ["set", "signin", false],
+    "--record": ["set", "record", true],
+    "--quick": ["all", { seconds: 4, microSeconds: 1, microRounds: 2, pairedSeconds: 4, warmup: 1, startupRounds: 3, signinUsers: 4 }],
+  }, fileURLToPath(import.meta.url));
 }
 
 const log = (msg) => console.log(`[bench] ${msg}`);

@@ -40,6 +40,7 @@ import path from "node:path";
 import { execFileSync, spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 
+import { parseOptions } from "./lib/args.mjs";
 import { makeSigningKey, minter } from "./lib/keys.mjs";
 import { freePort, listenSocket, sleep, start, stopAll, waitHttp, waitOutput } from "./lib/proc.mjs";
 import { connectInspector } from "./lib/profile.mjs";
@@ -72,38 +73,27 @@ const MAX_SESSIONS = 2000;
 const log = (msg) => console.log(`[soak] ${msg}`);
 
 function parseArgs(argv) {
-  const o = { seconds: 240, sample: 20, idle: 30, concurrency: 8, wrangler: false, record: false, inspector: true, gcOthers: true, observability: true, kill: false, mix: { ...MIX } };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const num = () => {
-      const v = Number(argv[++i]);
-      if (!Number.isFinite(v) || v <= 0) throw new Error(`${a} needs a positive number`);
-      return v;
-    };
-    if (a === "--seconds") o.seconds = num();
-    else if (a === "--sample") o.sample = num();
-    else if (a === "--idle") o.idle = num();
-    else if (a === "--concurrency") o.concurrency = num();
-    else if (a === "--wrangler") o.wrangler = true;
-    else if (a === "--no-inspector") o.inspector = false;
-    else if (a === "--no-gc-others") o.gcOthers = false;
-    else if (a === "--no-observability") o.observability = false;
-    else if (a === "--kill") o.kill = true;
-    else if (a === "--mix") {
-      for (const kv of String(argv[++i]).split(",")) {
-        const [k, w] = kv.split("=");
-        if (!(k in MIX) || !(Number(w) >= 0)) throw new Error(`--mix: ${kv}? (operations: ${Object.keys(MIX).join(", ")})`);
-        o.mix[k] = Number(w);
-      }
+  const defaults = { seconds: 240, sample: 20, idle: 30, concurrency: 8, wrangler: false, record: false, inspector: true, gcOthers: true, observability: true, kill: false, mix: { ...MIX } };
+  const mix = (o, value) => {
+    for (const kv of String(value).split(",")) {
+      const [k, w] = kv.split("=");
+      if (!(k in MIX) || !(Number(w) >= 0)) throw new Error(`--mix: ${kv}? (operations: ${Object.keys(MIX).join(", ")})`);
+      o.mix[k] = Number(w);
     }
-    else if (a === "--record") o.record = true;
-    else if (a === "--help" || a === "-h") {
-      const lines = fs.readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n");
-      console.log(lines.slice(0, lines.findIndex((l) => !l.startsWith("//"))).join("\n"));
-      process.exit(0);
-    } else throw new Error(`unknown option ${a} (try --help)`);
-  }
-  return o;
+  };
+  return parseOptions(argv, defaults, {
+    "--seconds": ["num", "seconds"],
+    "--sample": ["num", "sample"],
+    "--idle": ["num", "idle"],
+    "--concurrency": ["num", "concurrency"],
+    "--wrangler": ["set", "wrangler", true],
+    "--no-inspector": ["set", "inspector", false],
+    "--no-gc-others": ["set", "gcOthers", false],
+    "--no-observability": ["set", "observability", false],
+    "--kill": ["set", "kill", true],
+    "--mix": ["with", mix],
+    "--record": ["set", "record", true],
+  }, fileURLToPath(import.meta.url));
 }
 
 const q = (s) => JSON.stringify(String(s));

@@ -14,7 +14,9 @@ use crate::core::mail::EmailSettings;
 use crate::core::oauth::OAuthConfig;
 use crate::core::password::{HashParams, HashProfile, PasswordPolicy};
 use crate::core::rate_limit::RateLimits;
-use crate::core::revocation::{IntrospectionSecret, MAX_REVOCATION_LAG_SECS, REVOCATION_LAG_SECS};
+use crate::core::revocation::{
+    default_lag_secs, IntrospectionSecret, FAIL_CLOSED_LAGS, MAX_ACCESS_TTL_SECS, MAX_REVOCATION_LAG_SECS,
+};
 use crate::core::ui::UiConfig;
 use crate::core::webhook::WebhookSecret;
 
@@ -395,9 +397,24 @@ impl Config {
                 ))
             }
         };
-        let revocation_lag_secs = match secs("REVOCATION_LAG", REVOCATION_LAG_SECS)? {
-            n if n <= MAX_REVOCATION_LAG_SECS => n,
-            n => return Err(err("REVOCATION_LAG", format!("{n} is more than {MAX_REVOCATION_LAG_SECS} seconds"))),
+        let access_ttl_secs = match secs("ACCESS_TTL", ACCESS_TTL_SECS)? {
+            n if n <= MAX_ACCESS_TTL_SECS => n,
+            n => return Err(err("ACCESS_TTL", format!("{n} is more than {MAX_ACCESS_TTL_SECS} seconds (23 hours)"))),
+        };
+        // Fail closed must come before the tokens expire anyway: three lags
+        // within ACCESS_TTL.
+        let max_lag = MAX_REVOCATION_LAG_SECS.min(access_ttl_secs / FAIL_CLOSED_LAGS.unsigned_abs());
+        let revocation_lag_secs = match secs("REVOCATION_LAG", default_lag_secs(access_ttl_secs))? {
+            n if var("REVOCATION_LAG").is_none() || n <= max_lag => n,
+            n => {
+                return Err(err(
+                    "REVOCATION_LAG",
+                    format!(
+                    "{n} is more than {max_lag} seconds: at most {MAX_REVOCATION_LAG_SECS}, and three lags must fit \
+                         in ACCESS_TTL ({access_ttl_secs} s)"
+                ),
+                ))
+            }
         };
         let introspection_secret = match var("INTROSPECTION_SECRET") {
             None => None,
@@ -415,7 +432,7 @@ impl Config {
         Ok(Self {
             issuer,
             audience: var("AUDIENCE").unwrap_or_else(|| DEFAULT_AUDIENCE.into()),
-            access_ttl_secs: secs("ACCESS_TTL", ACCESS_TTL_SECS)?,
+            access_ttl_secs,
             refresh_ttl_secs: secs("REFRESH_TTL", REFRESH_TTL_SECS)?,
             session_max_age_secs: secs("SESSION_MAX_AGE", SESSION_MAX_AGE_SECS)?,
             magic_link_ttl_secs: secs("MAGIC_LINK_TTL", MAGIC_LINK_TTL_SECS)?,
@@ -565,6 +582,26 @@ mod tests {
             let e = Config::from_lookup(lookup(&[("AUTH_PREFIX", bad)])).unwrap_err();
             assert!(e.0.starts_with("AUTH_PREFIX"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn the_revocation_lag_fits_three_times_in_the_access_token_life() {
+        let cfg = |vars: &[(&str, &str)]| Config::from_lookup(lookup(vars));
+        let lag = |vars: &[(&str, &str)]| cfg(vars).unwrap().revocation_lag_secs;
+        assert_eq!(lag(&[]), 10);
+        assert_eq!(lag(&[("ACCESS_TTL", "60"), ("REVOCATION_LAG", "20")]), 20);
+        // Unset, it follows a short ACCESS_TTL down (at least a second).
+        assert_eq!(lag(&[("ACCESS_TTL", "12")]), 4);
+        assert_eq!(lag(&[("ACCESS_TTL", "1")]), 1);
+        // Set, a lag whose three-fold outlives the tokens is refused.
+        for (ttl, bad) in [("60", "21"), ("900", "301"), ("82800", "601")] {
+            let e = cfg(&[("ACCESS_TTL", ttl), ("REVOCATION_LAG", bad)]).unwrap_err();
+            assert!(e.0.starts_with("REVOCATION_LAG"), "{ttl}/{bad}: {e}");
+        }
+        // Access tokens live at most 23 hours: the log records sessions used
+        // in the last day (core::revocation::LOGGED_SESSION_IDLE_SECS).
+        assert_eq!(cfg(&[("ACCESS_TTL", "82800")]).unwrap().access_ttl_secs, 82_800);
+        assert!(cfg(&[("ACCESS_TTL", "82801")]).unwrap_err().0.starts_with("ACCESS_TTL"));
     }
 
     #[test]

@@ -316,12 +316,13 @@ impl Error {
                     401,
                     "invalid_client",
                     "Client authentication failed",
-                    "this endpoint needs Authorization: Bearer with the introspection secret",
+                    "this endpoint needs the introspection secret: Authorization: Bearer <secret>, or Basic with it as \
+                     the password",
                 );
                 p.www_authenticate = Some(if *presented {
-                    "Bearer realm=\"portcullis\", error=\"invalid_token\", error_description=\"the secret is not the introspection secret\"".to_string()
+                    "Bearer realm=\"portcullis\", error=\"invalid_token\", error_description=\"the secret is not the introspection secret\", Basic realm=\"portcullis\"".to_string()
                 } else {
-                    "Bearer realm=\"portcullis\"".to_string()
+                    "Bearer realm=\"portcullis\", Basic realm=\"portcullis\"".to_string()
                 });
                 p
             }

@@ -77,6 +77,24 @@ pub const FAIL_CLOSED_LAGS: i64 = 3;
 pub const IN_FLIGHT_MARGIN_SECS: u64 = 300;
 /// Rows asked for per read of the log.
 pub const PAGE_ROWS: u32 = 5_000;
+/// The log records a revoked session only if it was used (signed in or
+/// refreshed: the only times an access token is minted) less than this
+/// many seconds before (`migrations/0014_revocation_live_sessions.sql`): a
+/// session idle for longer carries no access token that could still pass.
+/// So revoking long-idle sessions (every session of an old account) fills
+/// neither the log nor the isolates' sets.
+pub const LOGGED_SESSION_IDLE_SECS: u64 = 86_400;
+/// Longest `ACCESS_TTL` accepted, in seconds: a token's [`retention_secs`]
+/// must fit in [`LOGGED_SESSION_IDLE_SECS`].
+pub const MAX_ACCESS_TTL_SECS: u64 = 82_800;
+const _: () =
+    assert!(MAX_ACCESS_TTL_SECS + 2 * LEEWAY_SECS.unsigned_abs() + IN_FLIGHT_MARGIN_SECS <= LOGGED_SESSION_IDLE_SECS);
+
+/// The `REVOCATION_LAG` used when none is set: [`REVOCATION_LAG_SECS`], or
+/// a third of `ACCESS_TTL` when that is shorter (at least a second).
+pub fn default_lag_secs(access_ttl_secs: u64) -> u64 {
+    REVOCATION_LAG_SECS.min(access_ttl_secs / FAIL_CLOSED_LAGS.unsigned_abs()).max(1)
+}
 
 /// How long a revocation matters after it was recorded, in seconds, with
 /// `ACCESS_TTL` = `access_ttl_secs`: no access token issued before it (or by
@@ -226,6 +244,20 @@ impl RevocationSet {
     }
 }
 
+/// One read of the log ([`read`](crate::core::gateway::revocations::read)):
+/// the rows to apply, in order, and the log's last `seq`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogRead {
+    /// The rows added since the cursor that still matter.
+    pub rows: Vec<Revocation>,
+    /// The log's last `seq` when it was read.
+    pub last_seq: u64,
+    /// The log's last `seq` was behind the cursor — the log was restored
+    /// from a backup, recreated, or emptied by the upkeep — so it was read
+    /// from its start, and the set must be rebuilt from these rows alone.
+    pub from_start: bool,
+}
+
 /// What a request may do with an isolate's set ([`Revocations::readiness`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Readiness {
@@ -283,11 +315,15 @@ impl Revocations {
         self.read_at_ms
     }
 
-    /// Installs a read that began at `began_ms` ([`read`] after
-    /// [`RevocationSet::cursor`]): its rows are applied, and the set counts
-    /// as read then — unless a read that began later was installed already.
-    pub fn install(&mut self, began_ms: i64, rows: Vec<Revocation>, last_seq: u64, now: UnixTime, retention_secs: u64) {
-        self.set.apply(rows, last_seq, now, retention_secs);
+    /// Installs a read that began at `began_ms` ([`read`](crate::core::gateway::revocations::read) after
+    /// [`RevocationSet::cursor`]): its rows are applied (to an empty set
+    /// when the log was read from its start), and the set counts as read
+    /// then — unless a read that began later was installed already.
+    pub fn install(&mut self, began_ms: i64, read: LogRead, now: UnixTime, retention_secs: u64) {
+        if read.from_start {
+            self.set = RevocationSet::new();
+        }
+        self.set.apply(read.rows, read.last_seq, now, retention_secs);
         self.read_at_ms = Some(self.read_at_ms.map_or(began_ms, |at| at.max(began_ms)));
     }
 }
@@ -423,7 +459,7 @@ mod tests {
     fn readiness_follows_the_lag() {
         let mut r = Revocations::new();
         assert_eq!(r.readiness(0, 10), Readiness::Read, "never read");
-        r.install(1_000, vec![], 0, UnixTime(1), RETAIN);
+        r.install(1_000, LogRead::default(), UnixTime(1), RETAIN);
         assert_eq!(r.readiness(1_000, 10), Readiness::Fresh);
         assert_eq!(r.readiness(5_999, 10), Readiness::Fresh);
         assert_eq!(r.readiness(6_000, 10), Readiness::Refresh, "from half the lag");
@@ -434,8 +470,8 @@ mod tests {
         assert_eq!(r.readiness(30_999, 10), Readiness::Stale);
         assert_eq!(r.readiness(31_000, 10), Readiness::Read, "three lags: read before use, fail closed");
         // A read that began earlier than the installed one does not make it look older.
-        r.install(20_000, vec![], 0, UnixTime(20), RETAIN);
-        r.install(15_000, vec![], 0, UnixTime(20), RETAIN);
+        r.install(20_000, LogRead::default(), UnixTime(20), RETAIN);
+        r.install(15_000, LogRead::default(), UnixTime(20), RETAIN);
         assert_eq!(r.read_at_ms(), Some(20_000));
     }
 

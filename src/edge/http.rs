@@ -61,11 +61,6 @@ impl RequestView for View<'_> {
     }
 }
 
-/// The bearer token of `Authorization: Bearer <token>`, if any.
-pub fn bearer(req: &Request) -> Option<String> {
-    credential::bearer_token(&header(req, "authorization")?)
-}
-
 /// The caller's access token on the auth API: `Authorization: Bearer`, else
 /// (cookie mode) the access cookie under the CSRF rule
 /// ([`credential::access_token`]).

@@ -112,7 +112,9 @@ pub async fn exchange(req: &Request, deps: &EdgeDeps<'_>, meta: &Meta, cfg: &Con
 /// `GET /auth/oauth/{provider}/authorize`.
 pub async fn authorize(deps: &EdgeDeps<'_>, meta: &Meta, url: &url::Url, provider: &str) -> Result<Response, Error> {
     let body = AuthorizeRequest { redirect_to: query(url, "redirect_to") };
-    let started = deps.oauth_authorize(meta, &mut OsRandom, &EdgeProviderNet, provider, body).await?;
+    let challenge = query(url, "code_challenge");
+    let started =
+        deps.oauth_authorize(meta, &mut OsRandom, &EdgeProviderNet, provider, body, challenge.as_deref()).await?;
     redirect(&started.authorize_url, &[binding_cookie(&started.binding, STATE_TTL_SECS)])
 }
 

@@ -2,15 +2,16 @@
 //! [`RevocationCopy`](crate::core::gateway::revocations::RevocationCopy),
 //! held with the gateway's state ([`crate::edge::isolate`]), says when a read
 //! is due and what a request may do meanwhile; this reads D1's revocation
-//! log when it says so and hands the rows back.
+//! log when it says so and hands what it read back.
 //!
 //! - [`background_read`]: from half of `REVOCATION_LAG`, the log's new rows
 //!   are read in the background (the request hands the read to `waitUntil`
 //!   and is answered from the set it has).
 //! - [`ensure_read`]: when the decision asks for a read first (never read,
 //!   or a lag old), the request waits for the read under way or starts one;
-//!   requests that need it meanwhile wait for that same read. If the set is
-//!   still unusable after it, they are refused with 503.
+//!   requests that need it meanwhile wait for that same read — at most until
+//!   it counts as lost, a lag after it began. If the set is still unusable
+//!   after it, they are refused with 503.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -21,11 +22,10 @@ use worker::Env;
 
 use crate::core::config::Config;
 use crate::core::error::Error;
-use crate::core::gateway::revocations::{read, unreadable, BeforeUse};
+use crate::core::gateway::revocations::{lost_at_ms, read, unreadable, BeforeUse};
 use crate::core::revocation::retention_secs;
 use crate::edge::d1::D1Store;
-use crate::edge::isolate;
-use crate::edge::platform;
+use crate::edge::{isolate, js, platform};
 
 thread_local! {
     /// The read under way: its promise, awaited by every request that must
@@ -35,8 +35,8 @@ thread_local! {
 }
 
 /// Starts the read that core's copy began at `began` after `cursor`; it
-/// hands the rows to the copy when it ends (or logs why not) and resolves
-/// either way.
+/// hands what it read to the copy when it ends (or logs why not) and
+/// resolves either way.
 fn start_read(env: &Env, cfg: &Rc<Config>, began: i64, cursor: u64) -> js_sys::Promise {
     let retention = retention_secs(cfg.access_ttl_secs);
     let env = env.clone();
@@ -45,14 +45,14 @@ fn start_read(env: &Env, cfg: &Rc<Config>, began: i64, cursor: u64) -> js_sys::P
             let store = D1Store::new(&env)?;
             read(&store, cursor, platform::now(), retention).await
         };
-        let rows = match read.await {
-            Ok(rows) => Some(rows),
+        let log = match read.await {
+            Ok(log) => Some(log),
             Err(e) => {
                 worker::console_error!("portcullis.error reading the revocation log: {e}");
                 None
             }
         };
-        isolate::with(|g| g.revocations.end_read(began, rows, platform::now(), retention));
+        isolate::with(|g| g.revocations.end_read(began, log, platform::now(), retention));
         READING.with(|r| {
             let mut r = r.borrow_mut();
             if r.as_ref().is_some_and(|(_, at)| *at == began) {
@@ -73,8 +73,9 @@ pub fn background_read(env: &Env, cfg: &Rc<Config>, now_ms: i64) -> Option<js_sy
 }
 
 /// Makes the set usable when the decision asked for a read: waits for the
-/// read under way or starts one ([`BeforeUse::Read`]). 503 when no read can
-/// be had, or the set is still unusable after it.
+/// read under way or starts one ([`BeforeUse::Read`]), at most until that
+/// read counts as lost. 503 when no read can be had, or the set is still
+/// unusable after it.
 pub async fn ensure_read(env: &Env, cfg: &Rc<Config>) -> Result<(), Error> {
     let now_ms = platform::now_ms();
     let lag = cfg.revocation_lag_secs;
@@ -85,17 +86,22 @@ pub async fn ensure_read(env: &Env, cfg: &Rc<Config>) -> Result<(), Error> {
         BeforeUse::FailClosed => return Err(unreadable()),
         BeforeUse::Read => {}
     }
-    let waiting = under_way
-        .and_then(|began| READING.with(|r| r.borrow().as_ref().filter(|(_, at)| *at == began).map(|(p, _)| p.clone())));
-    let promise = match waiting {
-        Some(p) => p,
+    let waiting = under_way.and_then(|began| {
+        READING.with(|r| r.borrow().as_ref().filter(|(_, at)| *at == began).map(|(p, _)| (p.clone(), began)))
+    });
+    let (promise, began) = match waiting {
+        Some(under_way) => under_way,
         None => {
             let cursor = isolate::with(|g| g.revocations.begin_read(now_ms));
-            start_read(env, cfg, now_ms, cursor)
+            (start_read(env, cfg, now_ms, cursor), now_ms)
         }
     };
+    // A request waits for the read at most until it counts as lost: a D1
+    // that hangs gives 503s, not requests held open.
+    let wait_ms = lost_at_ms(began, lag).saturating_sub(now_ms).clamp(0, i64::from(u32::MAX));
+    let wait = js::settles_within(&promise, u32::try_from(wait_ms).unwrap_or(u32::MAX));
     // The read resolves whether or not it succeeded; what it installed decides.
-    let _ = JsFuture::from(promise).await;
+    let _ = JsFuture::from(wait).await;
     if isolate::with(|g| g.revocations.unusable(platform::now_ms(), lag)) {
         return Err(unreadable());
     }

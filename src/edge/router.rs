@@ -202,7 +202,7 @@ async fn auth_api(
         }
         Route::Introspect => {
             // The caller is admitted before the body is read.
-            deps.admit_introspection(http::bearer(req).as_deref())?;
+            deps.admit_introspection(http::header(req, "authorization").as_deref())?;
             let form = TokenForm::parse(&http::read_oauth_form(req).await?)?;
             js(http::json(200, &deps.introspect(&meta, &form).await?, None, &[]))
         }

@@ -21,7 +21,7 @@ use crate::core::config::Config;
 use crate::core::error::Error;
 use crate::core::flows::account::{LoginRequest, SignupRequest};
 use crate::core::flows::magic_link::MAGIC_LINK_ACCEPTED;
-use crate::core::flows::mfa::MfaVerifyRequest;
+use crate::core::flows::mfa::{CodeRequest, MfaVerifyRequest};
 use crate::core::flows::otp::{OtpVerifyRequest, OTP_ACCEPTED};
 use crate::core::flows::password::{ChangeRequest, ResetRequest, FORGOT_ACCEPTED};
 use crate::core::flows::{Deps, EmailRequest, Meta, SignIn, TokenRequest};
@@ -32,7 +32,7 @@ use crate::core::ui::forms::{
     self, check_csrf, Form, PostFacts, CHALLENGE_FIELD, CSRF_COOKIE, CSRF_FIELD, REDIRECT_FIELD,
 };
 use crate::core::ui::html::Html;
-use crate::core::ui::pages::{self, Account, Notice, Provider};
+use crate::core::ui::pages::{self, Account, Notice, Provider, TwoStep};
 use crate::core::ui::UI_PATH;
 use crate::edge::d1::D1Store;
 use crate::edge::error::EdgeResult;
@@ -334,7 +334,7 @@ impl<'a, 'e> Ui<'a, 'e> {
         // A GET only reads: an expired access cookie gets a Continue button
         // that renews by POST (pages::renew), never a refresh here.
         match self.live_access().await? {
-            Some(access) => self.account_view(csrf, 200, n.as_ref(), &access, Vec::new()).await,
+            Some(access) => self.account_view(csrf, 200, n.as_ref(), &access, TwoStep::Idle, Vec::new()).await,
             None if cookie(self.req, REFRESH_COOKIE).is_some() => {
                 Ok(self.page_with(csrf, 200, None, pages::renew, Vec::new()))
             }
@@ -355,15 +355,18 @@ impl<'a, 'e> Ui<'a, 'e> {
         status: u16,
         n: Option<&Notice>,
         access: &str,
+        two_step: TwoStep<'_>,
         cookies: Vec<(&'static str, String)>,
     ) -> Result<Answer, Error> {
-        let me = self.deps.me(self.meta, Some(access)).await?;
+        let me = self.deps.me_with_providers(self.meta, Some(access)).await?;
         let sessions = self.deps.sessions(self.meta, Some(access)).await?;
         let a = Account {
-            email: &me.email,
-            name: me.name.as_deref(),
-            email_verified: me.email_verified,
+            email: &me.user.email,
+            name: me.user.name.as_deref(),
+            email_verified: me.user.email_verified,
             sessions: &sessions,
+            mfa: me.mfa,
+            two_step,
         };
         Ok(self.page_with(csrf, status, None, |ctx| pages::account(ctx, n, &a), cookies))
     }
@@ -641,7 +644,21 @@ impl<'a, 'e> Ui<'a, 'e> {
         }
         let Some((access, cookies)) = self.signed_in().await? else { return Ok(self.to_login()) };
         let rng = &mut OsRandom;
-        let done: Result<Notice, Error> = match form.get("intent").unwrap_or_default() {
+        let intent = form.get("intent").unwrap_or_default();
+        if let Some(done) = self.two_step_action(intent, form, &access).await {
+            let (status, n, shown, mut extra) = match done {
+                Ok((n, shown)) => (200, n, shown, Vec::new()),
+                Err(e) => {
+                    let (status, n, extra) = self.failure(&e);
+                    // A refused first code: its form again (the key is not shown twice).
+                    let shown = if intent == "totp_confirm" { Shown::Confirming } else { Shown::Idle };
+                    (status, n, shown, extra)
+                }
+            };
+            extra.extend(cookies);
+            return self.account_view(csrf, status, Some(&n), &access, shown.view(), extra).await;
+        }
+        let done: Result<Notice, Error> = match intent {
             // From pages::renew: signed_in above renewed; back to the page by GET.
             "renew" => return Ok(Answer::SeeOther(self.account_url(), cookies)),
             "logout" => {
@@ -688,7 +705,70 @@ impl<'a, 'e> Ui<'a, 'e> {
             Err(e) => self.failure(&e),
         };
         extra.extend(cookies);
-        self.account_view(csrf, status, Some(&n), &access, extra).await
+        self.account_view(csrf, status, Some(&n), &access, TwoStep::Idle, extra).await
+    }
+
+    /// The account page's two-step actions (`intent` `totp_enroll`,
+    /// `totp_confirm`, `backup_codes`, `totp_disable`), each the flow of its
+    /// `/auth/mfa/…` route with the same rules (rate limits, replay refusal,
+    /// events, other sessions ended on a change); `None` for another intent.
+    /// Turning it off needs a code here, whatever the session's age (the API
+    /// also takes a sign-in of the last five minutes): a page left open
+    /// must not turn the factor off.
+    async fn two_step_action(&self, intent: &str, form: &Form, access: &str) -> Option<Result<(Notice, Shown), Error>> {
+        let (rng, bearer) = (&mut OsRandom, Some(access));
+        let code = || CodeRequest { code: form.optional("code").map(|c| c.trim().to_string()), backup_code: None };
+        let needs_code = || {
+            Error::validation(
+                "validation_failed",
+                "code: required (a code from your authenticator app or a backup code)",
+            )
+        };
+        let done = match intent {
+            "totp_enroll" => self.deps.enroll_totp(self.meta, rng, bearer).await.map(|e| {
+                let n = Notice::Info("Add the key to your authenticator app, then enter the code it shows.".into());
+                (n, Shown::Enrolling(e.secret, e.otpauth_uri))
+            }),
+            "totp_confirm" => self.deps.confirm_totp(self.meta, rng, bearer, code()).await.map(|b| {
+                let n = Notice::Info(
+                    "Two-step verification is on; your other sessions are signed out. Save your backup codes now."
+                        .into(),
+                );
+                (n, Shown::BackupCodes(b.backup_codes))
+            }),
+            "backup_codes" => self.deps.regenerate_backup_codes(self.meta, rng, bearer, code()).await.map(|b| {
+                let n = Notice::Info("New backup codes are made; the earlier ones no longer work.".into());
+                (n, Shown::BackupCodes(b.backup_codes))
+            }),
+            "totp_disable" => match code() {
+                CodeRequest { code: None, .. } => Err(needs_code()),
+                body => self.deps.disable_totp(self.meta, rng, bearer, body).await.map(|()| {
+                    let n = Notice::Info("Two-step verification is off; your other sessions are signed out.".into());
+                    (n, Shown::Idle)
+                }),
+            },
+            _ => return None,
+        };
+        Some(done)
+    }
+}
+
+/// What the two-step section shows after an action ([`TwoStep`], owned).
+enum Shown {
+    Idle,
+    Enrolling(String, String),
+    Confirming,
+    BackupCodes(Vec<String>),
+}
+
+impl Shown {
+    fn view(&self) -> TwoStep<'_> {
+        match self {
+            Self::Idle => TwoStep::Idle,
+            Self::Enrolling(secret, otpauth_uri) => TwoStep::Enrolling { secret, otpauth_uri },
+            Self::Confirming => TwoStep::Confirming,
+            Self::BackupCodes(codes) => TwoStep::BackupCodes(codes),
+        }
     }
 }
 

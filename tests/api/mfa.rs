@@ -17,7 +17,7 @@ use portcullis::core::mfa::totp::{hotp, step_at, TotpSecret};
 use portcullis::core::mfa::Method;
 use portcullis::core::time::UnixTime;
 
-use crate::oauth::{location_param, sign_in, FakeIdp, CLIENT, IDP};
+use crate::oauth::{location_param, sign_in, FakeIdp, APP_VERIFIER, CLIENT, IDP};
 use crate::support::{block_on, code, grant, signup_at, user, Done, TestRandom, World};
 
 const ADA: &str = "ada@example.com";
@@ -307,7 +307,9 @@ fn an_oauth_sign_in_exchanges_its_code_for_the_second_step_not_for_tokens() {
     let (deps, meta) = w.at(T0 + 2);
     let code_ = location_param(&out, "code").unwrap();
     let first =
-        block_on(deps.oauth_exchange(&meta, ExchangeRequest { code: code_, code_verifier: None })).done().unwrap();
+        block_on(deps.oauth_exchange(&meta, ExchangeRequest { code: code_, code_verifier: Some(APP_VERIFIER.into()) }))
+            .done()
+            .unwrap();
     assert_eq!(claims(&first.access_token)["amr"], json!(["fed"]));
     let secret = turn_on(&w, rng, T0 + 3, &first.access_token);
 

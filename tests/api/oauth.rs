@@ -89,7 +89,7 @@ impl OAuthStore for MemStore {
         if binding_hash != Some(o.states[i].binding_hash.as_str()) {
             return Ok(StateTake::OtherBrowser);
         }
-        Ok(StateTake::Taken(o.states.remove(i)))
+        Ok(StateTake::Taken(Box::new(o.states.remove(i))))
     }
     async fn put_exchange(&self, hash: &str, sealed: &str, expires_at: UnixTime) -> Result<()> {
         self.oauth.borrow_mut().exchanges.push((hash.into(), sealed.into(), expires_at));
@@ -152,6 +152,8 @@ impl OAuthStore for MemStore {
 pub(crate) const IDP: &str = "https://idp.test";
 pub(crate) const CLIENT: &str = "portcullis-test";
 const APP: &str = "https://app.test/done";
+/// The app's PKCE verifier of every sign-in [`begin`] starts (RFC 7636's example).
+pub(crate) const APP_VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 
 /// A fake OIDC provider.
 #[derive(Default)]
@@ -274,8 +276,9 @@ impl Begun {
 pub(crate) fn begin(w: &World, rng: &mut TestRandom, idp: &FakeIdp, now: i64, linking: Option<&str>) -> Begun {
     let (deps, meta) = w.at(now);
     let req = AuthorizeRequest { redirect_to: Some(APP.into()) };
+    let challenge = pkce_challenge(APP_VERIFIER);
     let started = match linking {
-        None => block_on(deps.oauth_authorize(&meta, rng, idp, "idp", req)),
+        None => block_on(deps.oauth_authorize(&meta, rng, idp, "idp", req, Some(&challenge))),
         Some(bearer) => block_on(deps.oauth_link_start(&meta, rng, idp, Some(bearer), "idp", req)),
     }
     .unwrap();
@@ -338,9 +341,11 @@ fn a_new_identity_creates_an_account_and_its_code_is_exchanged_once() {
     // Stored sealed: the row holds no token.
     let sealed = w.store.oauth.borrow().exchanges[0].1.clone();
     let (deps, meta) = w.at(1_010);
-    let auth = block_on(deps.oauth_exchange(&meta, ExchangeRequest { code: code.clone(), code_verifier: None }))
-        .done()
-        .unwrap();
+    let auth = block_on(
+        deps.oauth_exchange(&meta, ExchangeRequest { code: code.clone(), code_verifier: Some(APP_VERIFIER.into()) }),
+    )
+    .done()
+    .unwrap();
     assert!(!sealed.contains(&auth.access_token) && !sealed.contains(&auth.refresh_token));
     let body = serde_json::to_value(auth.body(&w.config)).unwrap();
     assert_eq!(body["user"]["email"], "ada@example.com");
@@ -349,7 +354,9 @@ fn a_new_identity_creates_an_account_and_its_code_is_exchanged_once() {
         (Some(&*auth.access_token), Some(&*auth.refresh_token))
     );
     assert_eq!(
-        code_of(block_on(deps.oauth_exchange(&meta, ExchangeRequest { code, code_verifier: None }))),
+        code_of(block_on(
+            deps.oauth_exchange(&meta, ExchangeRequest { code, code_verifier: Some(APP_VERIFIER.into()) })
+        )),
         "invalid_exchange_code"
     );
 }
@@ -367,7 +374,9 @@ fn exchange_codes_expire_after_a_minute() {
     let code = location_param(&out, "code").unwrap();
     let (deps, meta) = w.at(1_001 + 61);
     assert_eq!(
-        code_of(block_on(deps.oauth_exchange(&meta, ExchangeRequest { code, code_verifier: None }))),
+        code_of(block_on(
+            deps.oauth_exchange(&meta, ExchangeRequest { code, code_verifier: Some(APP_VERIFIER.into()) })
+        )),
         "invalid_exchange_code"
     );
 }
@@ -523,7 +532,9 @@ fn in_cookie_mode_with_body_tokens_the_code_is_exchanged_for_the_tokens_as_befor
     let out = sign_in(&w, rng, &idp, 1_000, json!({"sub": "s-c", "email": "c@example.com", "email_verified": true}));
     let code = location_param(&out, "code").unwrap();
     let (deps, meta) = w.at(1_002);
-    let auth = block_on(deps.oauth_exchange(&meta, ExchangeRequest { code, code_verifier: None })).done().unwrap();
+    let auth = block_on(deps.oauth_exchange(&meta, ExchangeRequest { code, code_verifier: Some(APP_VERIFIER.into()) }))
+        .done()
+        .unwrap();
     let body: Value = serde_json::to_value(auth.body(&w.config)).unwrap();
     assert_eq!(body["user"]["email"], "c@example.com");
     assert_eq!(body["access_token"].as_str(), Some(auth.access_token.as_str()));
@@ -637,13 +648,15 @@ fn provider_failures_are_502_or_a_redirect_with_login_failed() {
     let rng = &mut TestRandom(9);
     idp.down.set(true);
     let (deps, meta) = w.at(1_000);
-    let err = block_on(deps.oauth_authorize(&meta, rng, &idp, "idp", AuthorizeRequest::default())).unwrap_err();
+    let challenge = pkce_challenge(APP_VERIFIER);
+    let c = Some(challenge.as_str());
+    let err = block_on(deps.oauth_authorize(&meta, rng, &idp, "idp", AuthorizeRequest::default(), c)).unwrap_err();
     assert_eq!((err.problem().status, err.problem().code), (502, "provider_unavailable"));
-    let err = block_on(deps.oauth_authorize(&meta, rng, &idp, "nope", AuthorizeRequest::default())).unwrap_err();
+    let err = block_on(deps.oauth_authorize(&meta, rng, &idp, "nope", AuthorizeRequest::default(), c)).unwrap_err();
     assert_eq!((err.problem().status, err.problem().code), (404, "unknown_provider"));
     idp.down.set(false);
     let bad = AuthorizeRequest { redirect_to: Some("https://app.test.evil.test/".into()) };
-    assert_eq!(code_of(block_on(deps.oauth_authorize(&meta, rng, &idp, "idp", bad))), "invalid_redirect");
+    assert_eq!(code_of(block_on(deps.oauth_authorize(&meta, rng, &idp, "idp", bad, c))), "invalid_redirect");
 
     *idp.token_reply.borrow_mut() = Some(HttpReply { status: 400, body: r#"{"error":"invalid_grant"}"#.into() });
     let out = sign_in(&w, rng, &idp, 1_100, json!({}));
@@ -683,7 +696,9 @@ fn linking_unlinking_and_the_last_way_to_sign_in() {
         sign_in(&w, rng, &idp, 1_300, json!({"sub": "s-solo", "email": "solo@example.com", "email_verified": true}));
     let code = location_param(&solo, "code").unwrap();
     let (deps, meta) = w.at(1_301);
-    let auth = block_on(deps.oauth_exchange(&meta, ExchangeRequest { code, code_verifier: None })).done().unwrap();
+    let auth = block_on(deps.oauth_exchange(&meta, ExchangeRequest { code, code_verifier: Some(APP_VERIFIER.into()) }))
+        .done()
+        .unwrap();
     let solo_token = auth.access_token;
     assert_eq!(code_of(block_on(deps.oauth_unlink(&meta, Some(&solo_token), "idp"))), "last_sign_in_method");
     let me = block_on(deps.me_with_providers(&meta, Some(&solo_token))).unwrap();
@@ -831,4 +846,69 @@ fn a_code_bound_to_a_challenge_is_swapped_only_with_its_verifier() {
         .unwrap();
     assert_eq!(got.user.email, "pkce@example.com");
     assert_eq!(got.access_token, auth.access_token);
+}
+
+/// A sign-in started at `/authorize` with the app's `code_challenge` gives a
+/// code swapped only with that app's `code_verifier`: the code an attacker
+/// gets by finishing their own sign-in, planted in a victim's app (whose
+/// verifier is its own), signs nobody in, and is spent (login CSRF).
+#[test]
+fn an_authorize_code_is_bound_to_the_apps_challenge_and_a_planted_one_signs_nobody_in() {
+    let w = world();
+    let idp = FakeIdp::default();
+    let rng = &mut TestRandom(31);
+    let who = json!({"sub": "s-mallory", "email": "mallory@example.com", "email_verified": true});
+    let victims_verifier = "victim-verifier-0123456789-0123456789-abcdefgh";
+    for wrong in [None, Some(victims_verifier), Some("")] {
+        let code = location_param(&sign_in(&w, rng, &idp, 1_000, who.clone()), "code").unwrap();
+        let (deps, meta) = w.at(1_002);
+        let req = ExchangeRequest { code: code.clone(), code_verifier: wrong.map(str::to_string) };
+        assert_eq!(code_of(block_on(deps.oauth_exchange(&meta, req))), "invalid_exchange_code", "{wrong:?}");
+        let req = ExchangeRequest { code, code_verifier: Some(APP_VERIFIER.into()) };
+        assert_eq!(code_of(block_on(deps.oauth_exchange(&meta, req))), "invalid_exchange_code", "spent");
+    }
+    let code = location_param(&sign_in(&w, rng, &idp, 1_010, who), "code").unwrap();
+    let (deps, meta) = w.at(1_012);
+    let auth = block_on(deps.oauth_exchange(&meta, ExchangeRequest { code, code_verifier: Some(APP_VERIFIER.into()) }))
+        .done()
+        .unwrap();
+    assert_eq!(auth.user.email, "mallory@example.com");
+    // The app's challenge is the app's, not the gateway's own PKCE with the provider.
+    let b = begin(&w, rng, &idp, 1_020, None);
+    assert_ne!(b.param("code_challenge"), pkce_challenge(APP_VERIFIER));
+    assert_eq!(
+        w.store.oauth.borrow().states().last().unwrap().code_challenge,
+        CodeChallenge::parse(&pkce_challenge(APP_VERIFIER))
+    );
+}
+
+/// Token mode: `/authorize` without the app's challenge (or with a malformed
+/// one) is refused before anything is stored or the provider is asked, as the
+/// hosted pages refuse it. Cookie mode is unchanged: no challenge needed.
+#[test]
+fn in_token_mode_authorize_needs_the_apps_challenge_and_in_cookie_mode_it_does_not() {
+    let w = world();
+    let idp = FakeIdp::default();
+    let rng = &mut TestRandom(32);
+    let (deps, meta) = w.at(1_000);
+    let req = || AuthorizeRequest { redirect_to: Some(APP.into()) };
+    for asked in [None, Some(""), Some("too-short"), Some(&pkce_challenge(APP_VERIFIER)[1..])] {
+        let err = block_on(deps.oauth_authorize(&meta, rng, &idp, "idp", req(), asked)).unwrap_err();
+        let p = err.problem();
+        assert_eq!((p.status, p.code), (400, "invalid_code_challenge"), "{asked:?}");
+    }
+    assert!(w.store.oauth.borrow().states().is_empty(), "nothing stored");
+    assert!(idp.requests.borrow().is_empty(), "the provider was not asked");
+
+    let providers = json!([{"id": "idp", "issuer": IDP, "client_id": CLIENT}]).to_string();
+    let cookie = World::new(&[
+        ("OAUTH_PROVIDERS", providers.as_str()),
+        ("OAUTH_IDP_CLIENT_SECRET", "shh"),
+        ("REDIRECT_ALLOWLIST", "https://app.test"),
+        ("COOKIE_MODE", "true"),
+    ]);
+    let (deps, meta) = cookie.at(1_000);
+    let started = block_on(deps.oauth_authorize(&meta, rng, &idp, "idp", req(), None)).unwrap();
+    assert!(started.authorize_url.starts_with("https://idp.test/authorize?"));
+    assert_eq!(cookie.store.oauth.borrow().states()[0].code_challenge, None);
 }

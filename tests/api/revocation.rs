@@ -3,6 +3,8 @@
 //! from the log refuses exactly the tokens it affects; the `fresh` check,
 //! introspection (RFC 7662) and revocation by token (RFC 7009).
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use serde_json::json;
 
 use portcullis::core::error::Error;
@@ -25,9 +27,9 @@ const PW: &str = "password-1";
 /// The set an isolate holds after reading the whole log at `now`.
 fn set_at(w: &World, now: i64) -> RevocationSet {
     let retention = retention_secs(w.config.access_ttl_secs);
-    let (rows, last) = block_on(read(&*w.store, 0, UnixTime(now), retention)).unwrap();
+    let log = block_on(read(&*w.store, 0, UnixTime(now), retention)).unwrap();
     let mut set = RevocationSet::new();
-    set.apply(rows, last, UnixTime(now), retention);
+    set.apply(log.rows, log.last_seq, UnixTime(now), retention);
     set
 }
 
@@ -223,12 +225,21 @@ fn introspection_is_active_only_for_live_tokens_and_needs_the_secret() {
     let (w, mut rng) = (World::new(&[("INTROSPECTION_SECRET", SECRET)]), TestRandom(10));
     let (a, b, _) = two_sessions(&w, &mut rng);
     let (deps, _) = w.at(1_100);
-    assert_eq!(deps.admit_introspection(Some(SECRET)), Ok(()));
+    let bearer = format!("Bearer {SECRET}");
+    assert_eq!(deps.admit_introspection(Some(&bearer)), Ok(()));
     assert_eq!(deps.admit_introspection(None), Err(Error::InvalidClient { presented: false }));
     assert_eq!(
-        deps.admit_introspection(Some("introspection-secret-0123456789abcdeX")).unwrap_err().problem().status,
+        deps.admit_introspection(Some("Bearer introspection-secret-0123456789abcdeX")).unwrap_err().problem().status,
         401
     );
+    // client_secret_basic, as standard introspection clients send it: any
+    // client id, the secret as the password, both form-urlencoded.
+    let basic = |id: &str, pw: &str| format!("Basic {}", STANDARD.encode(format!("{id}:{pw}")));
+    assert_eq!(deps.admit_introspection(Some(&basic("my-api", SECRET))), Ok(()));
+    assert_eq!(deps.admit_introspection(Some(&basic("", SECRET))), Ok(()));
+    for wrong in [basic("my-api", "nope"), basic(SECRET, ""), "Basic !!!".into(), "Digest x".into(), SECRET.into()] {
+        assert_eq!(deps.admit_introspection(Some(&wrong)), Err(Error::InvalidClient { presented: true }), "{wrong}");
+    }
 
     let active = serde_json::to_value(introspect(&w, 1_100, &a.access_token)).unwrap();
     assert_eq!(
@@ -254,7 +265,7 @@ fn introspection_is_active_only_for_live_tokens_and_needs_the_secret() {
 
     let disabled = World::new(&[]);
     let (deps, _) = disabled.at(1_100);
-    assert_eq!(code(deps.admit_introspection(Some(SECRET))), "introspection_disabled");
+    assert_eq!(code(deps.admit_introspection(Some(&bearer))), "introspection_disabled");
 }
 
 /// A token like `a`'s, signed by a key of the same shape that is not ours.

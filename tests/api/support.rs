@@ -112,10 +112,18 @@ impl MemStore {
         let seq = log.last().map_or(0, |r| r.seq) + 1;
         log.push(Revocation { seq, at, what });
     }
-    /// Revokes `s` at `now`, recording it (D1: `revocations_session_revoked`).
+    /// Revokes `s` at `now`, recording it if it was used in the last day
+    /// (D1: `revocations_session_revoked`).
     fn revoke(&self, s: &mut Session, now: UnixTime) {
         s.revoked_at = Some(now);
-        self.log(now, Revoked::Session(s.id.clone()));
+        self.log_session(s, now);
+    }
+    /// Records the revocation of `s` at `now` — only if an access token of it
+    /// may still be valid (D1: the triggers' `last_used_at` condition).
+    fn log_session(&self, s: &Session, now: UnixTime) {
+        if s.last_used_at.plus_secs(portcullis::core::revocation::LOGGED_SESSION_IDLE_SECS) > now {
+            self.log(now, Revoked::Session(s.id.clone()));
+        }
     }
     /// Records `user`'s roles after a change (D1: `revocations_role_*`).
     pub fn log_roles(&self, user: &User) {
@@ -481,7 +489,7 @@ impl AccountStore for MemStore {
         // address before the account existed, deleted in the same write.
         for (s, _) in self.sessions.borrow().iter() {
             if s.user_id == user_id && s.revoked_at.is_none() {
-                self.log(self.clock.get(), Revoked::Session(s.id.clone()));
+                self.log_session(s, self.clock.get());
             }
         }
         if !gone.roles.is_empty() {

@@ -3,7 +3,8 @@
 // (password, email code, magic link whose landing names the account, an
 // OAuth provider — a real OpenID provider), sign up, forgot and reset, email
 // verification, the account page (revoke a session, change the password,
-// sign out); axe-core on every page (no serious or critical violation); the
+// sign out; two-step verification on and off, by plain HTTP with `otpauth`
+// as the authenticator app); axe-core on every page (no serious or critical violation); the
 // CSP and security headers, the stylesheet applied under that CSP and no
 // script at all; and a cross-site form post refused (login CSRF).
 //
@@ -19,6 +20,7 @@ import http from "node:http";
 import path from "node:path";
 import crypto from "node:crypto";
 import { chromium } from "playwright-core";
+import * as OTPAuth from "otpauth";
 import { startGateway, post, json, randomEmail, ROOT } from "./harness.mjs";
 import { listenOidcProvider } from "./lib/oauth-servers.mjs";
 
@@ -393,6 +395,120 @@ describe("the account page", () => {
     const afterwards = await sessionCookies(context);
     assert.ok(afterwards.access && afterwards.refresh !== before.refresh, "the POST rotated the cookies");
     await context.close();
+  });
+});
+
+describe("the account page: two-step verification (plain HTTP, no script)", () => {
+  /** A browser without script: a cookie jar, and our own origin on its posts. */
+  function cookieBrowser(setCookies) {
+    const jar = new Map();
+    const keep = (res) => {
+      for (const c of res.headers.getSetCookie()) {
+        const [pair, ...attrs] = c.split(";");
+        const [name, value] = [pair.slice(0, pair.indexOf("=")), pair.slice(pair.indexOf("=") + 1)];
+        if (attrs.some((a) => /^\s*max-age=0$/i.test(a)) || value === "") jar.delete(name);
+        else jar.set(name, value);
+      }
+    };
+    keep({ headers: { getSetCookie: () => setCookies } });
+    const cookie = () => [...jar].map(([k, v]) => `${k}=${v}`).join("; ");
+    return {
+      async get(url) {
+        const res = await fetch(url, { headers: { cookie: cookie() }, redirect: "manual" });
+        keep(res);
+        return { status: res.status, html: await res.text() };
+      },
+      /** Posts the account form with `intent` and `fields`; the page as the browser would show it. */
+      async account(intent, fields = {}) {
+        const res = await fetch(ui("account"), {
+          method: "POST",
+          headers: { cookie: cookie(), "content-type": "application/x-www-form-urlencoded", origin: gw.url, "sec-fetch-site": "same-origin" },
+          body: new URLSearchParams({ csrf: jar.get("__Host-portcullis_ui"), intent, ...fields }),
+          redirect: "manual",
+        });
+        keep(res);
+        return { status: res.status, html: await res.text() };
+      },
+    };
+  }
+  const unescape = (s) => s.replace(/&amp;/g, "&").replace(/&quot;/g, '"').replace(/&#39;/g, "'").replace(/&lt;/g, "<").replace(/&gt;/g, ">");
+  const alert = (html) => unescape(html.match(/role="alert">([^<]*)</)?.[1] ?? "");
+  const codesOn = (html) => [...html.matchAll(/<li><code>([^<]+)<\/code><\/li>/g)].map((m) => m[1]);
+
+  test("enrol, a wrong first code inline, confirm (backup codes once), a replayed code refused, new codes, off", async () => {
+    const email = randomEmail("ui-totp");
+    const signed = await post(`${gw.url}/auth/signup`, { email, password: PASSWORD });
+    assert.equal(signed.status, 201);
+    const userId = (await json(signed)).user.id;
+    const b = cookieBrowser(signed.headers.getSetCookie());
+    const other = await post(`${gw.url}/auth/login`, { email, password: PASSWORD });
+    const otherAccess = other.headers.getSetCookie().find((c) => c.startsWith("__Host-portcullis_access=")).split(";")[0].split("=")[1];
+    const otherMe = () => fetch(`${gw.url}/auth/me`, { headers: { authorization: `Bearer ${otherAccess}` } });
+    assert.equal((await otherMe()).status, 200);
+
+    const page = await b.get(ui("account"));
+    assert.equal(page.status, 200, page.html);
+    assert.match(page.html, /Two-step verification is <strong>off<\/strong>/);
+    // Enrol: the key and the otpauth:// URI, as text and as a link (no QR code, no script).
+    const enrolled = await b.account("totp_enroll");
+    assert.equal(enrolled.status, 200, enrolled.html);
+    const secret = enrolled.html.match(/Key: <code>([A-Z2-7]+)<\/code>/)[1];
+    const uri = unescape(enrolled.html.match(/<a href="(otpauth:\/\/totp\/[^"]+)">/)[1]);
+    const app = OTPAuth.URI.parse(uri);
+    assert.equal(app.secret.base32, secret);
+    assert.match(enrolled.html, /<label for="totp_confirm_code">/);
+    assert.doesNotMatch(enrolled.html, /<script|\son[a-z]+=/i);
+    // A wrong first code: inline (401), the confirm form again, TOTP still off.
+    const step = Math.floor(Date.now() / 30_000);
+    // Wrong for every step the server could compare it with (one either side of now, and a boundary passing).
+    const near = new Set([-2, -1, 0, 1, 2].map((d) => app.generate({ timestamp: (step + d) * 30_000 })));
+    let wrong = 0;
+    while (near.has(String(wrong).padStart(6, "0"))) wrong++;
+    wrong = String(wrong).padStart(6, "0");
+    const refused = await b.account("totp_confirm", { code: wrong });
+    assert.equal(refused.status, 401, refused.html);
+    assert.match(alert(refused.html), /code/i);
+    assert.match(refused.html, /value="totp_confirm"/);
+    assert.match(refused.html, /Two-step verification is <strong>off<\/strong>|value="totp_enroll"/);
+    await gw.waitForEvent((e) => e.type === "mfa_failed" && e.data.user_id === userId && e.data.method === "totp");
+    // The right one turns it on: ten backup codes shown once, the other session ends.
+    const code = app.generate({ timestamp: step * 30_000 });
+    const on = await b.account("totp_confirm", { code });
+    assert.equal(on.status, 200, on.html);
+    assert.match(on.html, /Two-step verification is <strong>on<\/strong>/);
+    const first = codesOn(on.html);
+    assert.equal(first.length, 10, on.html);
+    await gw.waitForEvent((e) => e.type === "mfa_enabled" && e.data.user_id === userId && e.data.method === "totp");
+    assert.equal((await otherMe()).status, 401, "the other session ended with the change");
+    const again = await b.get(ui("account"));
+    assert.equal(again.status, 200, "this session stays");
+    assert.deepEqual(codesOn(again.html), [], "the codes are shown once");
+    assert.match(again.html, /Backup codes left: 10\./);
+    // The code that turned it on is spent: new backup codes for it are refused inline.
+    const replay = await b.account("backup_codes", { code });
+    assert.equal(replay.status, 401, replay.html);
+    assert.match(alert(replay.html), /code/i);
+    // With a backup code: ten new ones, the old ones dead.
+    const renewed = await b.account("backup_codes", { code: first[0] });
+    assert.equal(renewed.status, 200, renewed.html);
+    const second = codesOn(renewed.html);
+    assert.equal(second.length, 10);
+    assert.ok(second.every((c) => !first.includes(c)));
+    // Off: a code is needed (inline 422 without), a dead backup code is refused, a live one works.
+    const empty = await b.account("totp_disable", { code: "" });
+    assert.equal(empty.status, 422, empty.html);
+    assert.equal((await b.account("totp_disable", { code: first[1] })).status, 401);
+    const off = await b.account("totp_disable", { code: second[0] });
+    assert.equal(off.status, 200, off.html);
+    assert.match(off.html, /Two-step verification is <strong>off<\/strong>/);
+    await gw.waitForEvent((e) => e.type === "mfa_disabled" && e.data.user_id === userId && e.data.method === "totp");
+    // A form posted from another site is refused before anything happens.
+    const cross = await fetch(ui("account"), {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded", origin: "http://evil.test", "sec-fetch-site": "cross-site" },
+      body: new URLSearchParams({ intent: "totp_enroll" }),
+    });
+    assert.equal(cross.status, 403);
   });
 });
 

@@ -137,7 +137,9 @@ async function assertSecondStep(res) {
 
 /** A GitHub sign-in as `email` on `g`; returns the callback's answer. */
 async function githubSignIn(g, email, id) {
-  const res = await fetch(`${g.url}/auth/oauth/github/authorize?redirect_to=${encodeURIComponent(APP)}`, { redirect: "manual" });
+  // The app's challenge (token mode requires one); the codes here are second steps, which are not bound.
+  const challenge = crypto.createHash("sha256").update(crypto.randomBytes(32).toString("base64url")).digest("base64url");
+  const res = await fetch(`${g.url}/auth/oauth/github/authorize?redirect_to=${encodeURIComponent(APP)}&code_challenge=${challenge}`, { redirect: "manual" });
   assert.equal(res.status, 302);
   const binding = res.headers.getSetCookie().find((c) => c.startsWith(`${BINDING}=`)).split(";")[0];
   const { code, state } = gh.approve(res.headers.get("location"), {

@@ -3,7 +3,8 @@
 // server speaking GitHub's API: account creation, linking by verified email
 // (taking an unverified account over), the unverified-email refusal, state replay and binding, PKCE, nonce,
 // audience and signature checks, open redirects, provider outages, the
-// one-time exchange, linking and unlinking by signed-in users, banned users.
+// one-time exchange bound to the app's PKCE challenge (a planted code signs
+// nobody in), linking and unlinking by signed-in users, banned users.
 import { test, before, after, describe } from "node:test";
 import assert from "node:assert/strict";
 import crypto from "node:crypto";
@@ -17,6 +18,12 @@ const CLIENT_SECRET = "e2e-client-secret-0123456789";
 const GH_ID = "gh-client";
 const GH_SECRET = "gh-secret-0123456789";
 const BINDING = "__Host-portcullis_oauth";
+
+// The app's PKCE pair: token mode starts every sign-in with the challenge
+// and swaps the code with the verifier.
+const APP_VERIFIER = crypto.randomBytes(32).toString("base64url");
+const challengeOf = (verifier) => crypto.createHash("sha256").update(verifier).digest("base64url");
+const APP_CHALLENGE = challengeOf(APP_VERIFIER);
 
 const rand = (p) => `${p}-${crypto.randomBytes(5).toString("hex")}`;
 const mail = (p) => `${rand(p)}@example.com`;
@@ -56,10 +63,11 @@ describe("OAuth / OIDC sign-in", () => {
     await gh?.close();
   });
 
-  /** GET /authorize: returns the provider URL and the binding cookie. */
-  async function authorize(provider, redirectTo = APP) {
-    const q = redirectTo === undefined ? "" : `?redirect_to=${encodeURIComponent(redirectTo)}`;
-    const res = await fetch(`${gw.url}/auth/oauth/${provider}/authorize${q}`, { redirect: "manual" });
+  /** GET /authorize (with the app's challenge): returns the provider URL and the binding cookie. */
+  async function authorize(provider, redirectTo = APP, challenge = APP_CHALLENGE) {
+    const q = new URLSearchParams({ code_challenge: challenge });
+    if (redirectTo !== undefined) q.set("redirect_to", redirectTo);
+    const res = await fetch(`${gw.url}/auth/oauth/${provider}/authorize?${q}`, { redirect: "manual" });
     const text = await res.text();
     assert.equal(res.status, 302, text);
     const binding = res.headers.getSetCookie().find((c) => c.startsWith(`${BINDING}=`));
@@ -78,8 +86,8 @@ describe("OAuth / OIDC sign-in", () => {
   const callbackPrefix = (provider) => `${gw.url}/auth/oauth/${provider}/callback`;
 
   /** A full sign-in at the real provider as `account`; returns the app's redirect. */
-  async function acmeSignIn(account, redirectTo = APP) {
-    const a = await authorize("acme", redirectTo);
+  async function acmeSignIn(account, redirectTo = APP, challenge = APP_CHALLENGE) {
+    const a = await authorize("acme", redirectTo, challenge);
     op.nextLogin = account;
     const cbUrl = await browse(a.url, callbackPrefix("acme"));
     const cb = await callback(cbUrl, a.binding);
@@ -87,7 +95,7 @@ describe("OAuth / OIDC sign-in", () => {
     return { ...cb, cbUrl, authorizeUrl: a.url, binding: a.binding };
   }
 
-  const exchange = (code) => post(`${gw.url}/auth/oauth/exchange`, { code });
+  const exchange = (code, verifier = APP_VERIFIER) => post(`${gw.url}/auth/oauth/exchange`, { code, code_verifier: verifier });
 
   async function exchangeOk(location) {
     assert.equal(location.searchParams.get("error"), null, `redirected with error: ${location}`);
@@ -368,14 +376,43 @@ describe("OAuth / OIDC sign-in", () => {
     }
     const deep = await authorize("acme", "http://app.test/other/page?x=1");
     assert.ok(deep.url.startsWith(op.issuer));
-    const dflt = await fetch(`${gw.url}/auth/oauth/acme/authorize`, { redirect: "manual" });
+    const dflt = await fetch(`${gw.url}/auth/oauth/acme/authorize?code_challenge=${APP_CHALLENGE}`, { redirect: "manual" });
     assert.equal(dflt.status, 302, "without redirect_to the first allowlist entry is used");
+  });
+
+  test("the code is bound to the app's challenge: without its verifier refused, a planted one signs nobody in", async () => {
+    // Token mode: a sign-in without the app's challenge (or a malformed one) never starts.
+    for (const q of ["", "?code_challenge=", "?code_challenge=short", `?code_challenge=${APP_CHALLENGE.slice(1)}`]) {
+      const res = await fetch(`${gw.url}/auth/oauth/acme/authorize${q}`, { redirect: "manual" });
+      assert.equal(res.headers.get("location"), null, q);
+      assert.deepEqual(res.headers.getSetCookie(), [], q);
+      await assertProblem(res, 400, "invalid_code_challenge");
+    }
+    // Without the verifier: refused, and spent (the right one does not revive it).
+    const email = mail("bound");
+    const id = account({ email, email_verified: true });
+    const first = await acmeSignIn(id);
+    const code = first.location.searchParams.get("code");
+    await assertProblem(await post(`${gw.url}/auth/oauth/exchange`, { code }), 400, "invalid_exchange_code");
+    await assertProblem(await exchange(code), 400, "invalid_exchange_code");
+    // The attacker finishes their own sign-in with their own pair and plants the
+    // code in the victim's app, which swaps it with the victim's verifier: refused.
+    const attackerVerifier = crypto.randomBytes(32).toString("base64url");
+    const mallory = account({ email: mail("mallory"), email_verified: true });
+    const planted = await acmeSignIn(mallory, APP, challengeOf(attackerVerifier));
+    const victimVerifier = crypto.randomBytes(32).toString("base64url");
+    await assertProblem(await exchange(planted.location.searchParams.get("code"), victimVerifier), 400, "invalid_exchange_code");
+    // With the verifier of the browser that started it: signed in, once.
+    const own = await acmeSignIn(id);
+    const body = await exchangeOk(own.location);
+    assert.equal(body.user.email, email);
+    await assertProblem(await exchange(own.location.searchParams.get("code")), 400, "invalid_exchange_code");
   });
 
   test("unknown providers are 404, unreachable ones 502, and the exchange refuses junk", async () => {
     await assertProblem(await fetch(`${gw.url}/auth/oauth/nope/authorize`, { redirect: "manual" }), 404, "unknown_provider");
     await assertProblem(await fetch(`${gw.url}/auth/oauth/nope/callback?state=x&code=y`), 404, "unknown_provider");
-    await assertProblem(await fetch(`${gw.url}/auth/oauth/down/authorize`, { redirect: "manual" }), 502, "provider_unavailable");
+    await assertProblem(await fetch(`${gw.url}/auth/oauth/down/authorize?code_challenge=${APP_CHALLENGE}`, { redirect: "manual" }), 502, "provider_unavailable");
     await assertProblem(await exchange("not-a-code"), 400, "invalid_exchange_code");
     await assertProblem(await exchange("x".repeat(500)), 400, "invalid_exchange_code");
     await assertProblem(await post(`${gw.url}/auth/oauth/exchange`, "[]"), 422, "validation_failed");

@@ -13,6 +13,7 @@ import os from "node:os";
 import path from "node:path";
 import crypto from "node:crypto";
 import { generateKeyPair, SignJWT } from "jose";
+import * as OTPAuth from "otpauth";
 import { startGateway, post, json, randomEmail, sleep } from "./harness.mjs";
 import { d1, sqlText, signingKey, mint, claimsFor } from "./lib/d1.mjs";
 import { signup, login, adminGrant, makeAdmin, withEvent, eventFor, assertProblem, authed, PASSWORD } from "./lib/accounts.mjs";
@@ -187,6 +188,21 @@ describe("every revoking action reaches the gateway within the lag", () => {
     await passes(gw, owner.access_token);
   });
 
+  test("a change of second factors: TOTP on (the other sessions), an admin reset (all of them)", async () => {
+    const { a, b } = await twoSessions();
+    const enrolled = await authed(`${gw.url}/auth/mfa/totp/enroll`, a.access_token, { method: "POST" });
+    const { otpauth_uri } = await json(enrolled);
+    assert.equal(enrolled.status, 200);
+    const code = OTPAuth.URI.parse(otpauth_uri).generate();
+    const on = await authed(`${gw.url}/auth/mfa/totp/confirm`, a.access_token, { method: "POST", body: { code } });
+    assert.equal(on.status, 200, await on.text());
+    await refusedWithinLag(gw, b.access_token, Date.now());
+    await passes(gw, a.access_token);
+    const reset = await adminApi(`/users/${a.user.id}/mfa`, "DELETE");
+    assert.ok(reset.status < 300, await reset.text());
+    await refusedWithinLag(gw, a.access_token, Date.now());
+  });
+
   test("RFC 7009 revocation by token", async () => {
     const { a, b } = await twoSessions();
     const res = await revoke(a.refresh_token, "refresh_token");
@@ -289,6 +305,23 @@ describe("introspection (RFC 7662)", () => {
     await assertProblem(asJson, 400, "invalid_request");
     await assertProblem(await fetch(`${gw.url}/auth/introspect`), 405, "method_not_allowed");
   });
+
+  test("client_secret_basic, as standard introspection clients send it, is accepted too", async () => {
+    const { a } = await twoSessions();
+    const basic = (pw) => `Basic ${Buffer.from(`my-api:${encodeURIComponent(pw)}`).toString("base64")}`;
+    const ask = (authorization) =>
+      fetch(`${gw.url}/auth/introspect`, {
+        method: "POST",
+        headers: { "content-type": "application/x-www-form-urlencoded", authorization },
+        body: `token=${encodeURIComponent(a.access_token)}`,
+      });
+    const ok = await ask(basic(SECRET));
+    assert.equal(ok.status, 200);
+    assert.equal((await json(ok)).active, true);
+    const wrong = await ask(basic("not-the-secret"));
+    assert.match(wrong.headers.get("www-authenticate") ?? "", /Basic realm/);
+    await assertProblem(wrong, 401, "invalid_client");
+  });
 });
 
 /** POST /auth/revoke with a form. */
@@ -344,6 +377,8 @@ test("discovery lists both endpoints", async () => {
   const doc = await json(await fetch(`${gw.url}/.well-known/openid-configuration`));
   assert.equal(doc.revocation_endpoint, `${ISSUER}/auth/revoke`);
   assert.equal(doc.introspection_endpoint, `${ISSUER}/auth/introspect`);
+  assert.deepEqual(doc.revocation_endpoint_auth_methods_supported, ["none"]);
+  assert.deepEqual(doc.introspection_endpoint_auth_methods_supported, ["client_secret_basic"]);
 });
 
 test("two runtime processes on one local state: a logout through one is refused by the other within the lag", async () => {
@@ -416,9 +451,38 @@ test("the revocation log unreadable: the gateway keeps its set for three lags, t
   }
 });
 
+test("an isolate idle for over a lag reads the log before it answers: the first request sees a revocation", async () => {
+  const { a } = await twoSessions();
+  // Revoked behind the Worker's back (no request of its own starts a read),
+  // then no request at all for a lag and a half: the copy is that old, within
+  // the three lags it may serve while reads fail, but it must be read first.
+  await d1(gw, `UPDATE sessions SET revoked_at = unixepoch() WHERE id = ${sqlText(a.user.session_id)}`);
+  await sleep(LAG_MS * 1.5);
+  await assertProblem(await through(gw, a.access_token), 401, "token_revoked");
+});
+
 test("a logout writes its revocation in its own statement (the log's trigger)", async () => {
   const { a } = await twoSessions();
   await authed(`${gw.url}/auth/logout`, a.access_token, { method: "POST" });
   const rows = await d1(gw, `SELECT kind, subject FROM revocations WHERE subject = ${sqlText(a.user.session_id)}`);
   assert.deepEqual(rows, [{ kind: "session", subject: a.user.session_id }]);
+});
+
+test("only sessions that may carry a live access token are logged, stamped when the log is written", async () => {
+  const { a, b } = await twoSessions();
+  const idle = b.user.session_id;
+  // b's session was last used over a day ago: every token it minted expired.
+  await d1(gw, `UPDATE sessions SET last_used_at = unixepoch() - 86401 WHERE id = ${sqlText(idle)}`);
+  const res = await authed(`${gw.url}/auth/sessions/revoke-others`, a.access_token, { method: "POST" });
+  assert.equal(res.status, 200, await res.text());
+  assert.deepEqual(await d1(gw, `SELECT seq FROM revocations WHERE subject = ${sqlText(idle)}`), []);
+  const [{ revoked_at }] = await d1(gw, `SELECT revoked_at FROM sessions WHERE id = ${sqlText(idle)}`);
+  assert.ok(revoked_at, "the idle session is revoked all the same");
+  // A revoked_at written by hand in the past still gives a row dated now.
+  const { a: c } = await twoSessions();
+  const before = Math.floor(Date.now() / 1000);
+  await d1(gw, `UPDATE sessions SET revoked_at = 1000 WHERE id = ${sqlText(c.user.session_id)}`);
+  const [row] = await d1(gw, `SELECT at FROM revocations WHERE subject = ${sqlText(c.user.session_id)}`);
+  assert.ok(row && row.at >= before, JSON.stringify(row));
+  await refusedWithinLag(gw, c.access_token, Date.now());
 });

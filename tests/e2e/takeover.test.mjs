@@ -20,6 +20,9 @@ import { listenOidcProvider, browse } from "./lib/oauth-servers.mjs";
 import { d1, sqlText } from "./lib/d1.mjs";
 
 const APP = "http://app.test/oauth/done";
+// The app's PKCE pair: token mode starts an OAuth sign-in with the challenge, swaps the code with the verifier.
+const APP_VERIFIER = crypto.randomBytes(32).toString("base64url");
+const APP_CHALLENGE = crypto.createHash("sha256").update(APP_VERIFIER).digest("base64url");
 const CLIENT_ID = "portcullis";
 const CLIENT_SECRET = "e2e-client-secret-0123456789";
 const BINDING = "__Host-portcullis_oauth";
@@ -108,7 +111,7 @@ describe("the first proof of an unverified account's address takes it over", () 
 
   /** A sign-in at the provider as `id`; returns the exchanged AuthResponse. */
   async function acmeSignIn(id) {
-    const start = await fetch(`${gw.url}/auth/oauth/acme/authorize?redirect_to=${encodeURIComponent(APP)}`, { redirect: "manual" });
+    const start = await fetch(`${gw.url}/auth/oauth/acme/authorize?redirect_to=${encodeURIComponent(APP)}&code_challenge=${APP_CHALLENGE}`, { redirect: "manual" });
     assert.equal(start.status, 302);
     op.nextLogin = id;
     const cbUrl = await browse(start.headers.get("location"), callbackPrefix());
@@ -116,7 +119,7 @@ describe("the first proof of an unverified account's address takes it over", () 
     assert.equal(cb.status, 302, await cb.text());
     const location = new URL(cb.headers.get("location"));
     assert.equal(location.searchParams.get("error"), null, `redirected with error: ${location}`);
-    const res = await post(`${gw.url}/auth/oauth/exchange`, { code: location.searchParams.get("code") });
+    const res = await post(`${gw.url}/auth/oauth/exchange`, { code: location.searchParams.get("code"), code_verifier: APP_VERIFIER });
     const body = await json(res);
     assert.equal(res.status, 200, JSON.stringify(body));
     return body;
@@ -252,7 +255,7 @@ describe("the first proof of an unverified account's address takes it over", () 
     // The sign-in through that identity reads it and the account, then is
     // held at the hook while the account's holder unlinks the identity.
     const held = hook.hold((b) => b.provider === "acme" && b.user.email === email);
-    const start = await fetch(`${gw.url}/auth/oauth/acme/authorize?redirect_to=${encodeURIComponent(APP)}`, { redirect: "manual" });
+    const start = await fetch(`${gw.url}/auth/oauth/acme/authorize?redirect_to=${encodeURIComponent(APP)}&code_challenge=${APP_CHALLENGE}`, { redirect: "manual" });
     assert.equal(start.status, 302);
     op.nextLogin = identity;
     const cbUrl = await browse(start.headers.get("location"), callbackPrefix());

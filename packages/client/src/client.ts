@@ -410,9 +410,14 @@ export class PortcullisClient {
    * (`GET /auth/oauth/{provider}/authorize`): `location.assign(url)`. The
    * gateway returns the browser to `redirectTo` (on its
    * `REDIRECT_ALLOWLIST`) with `?code=` for {@link exchangeOAuthCode}, or `?error=`.
+   * In token mode pass `codeChallenge` from {@link createCodeChallenge}
+   * (required there) and keep its verifier: the code is swapped only for it.
    */
-  oauthAuthorizeUrl(provider: string, options: { redirectTo?: string } = {}): string {
-    return this.#url(`/oauth/${encodeURIComponent(provider)}/authorize`, { redirect_to: options.redirectTo });
+  oauthAuthorizeUrl(provider: string, options: { redirectTo?: string; codeChallenge?: string } = {}): string {
+    return this.#url(`/oauth/${encodeURIComponent(provider)}/authorize`, {
+      redirect_to: options.redirectTo,
+      code_challenge: options.codeChallenge,
+    });
   }
 
   /**

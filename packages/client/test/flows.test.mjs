@@ -140,13 +140,17 @@ describe("token mode", () => {
     assert.deepEqual(await client.passkeys.list(), [{ id: "pk-1" }]);
   });
 
-  test("the OAuth start URL names the provider and redirect_to; the prefix and base follow the options", () => {
+  test("the OAuth start URL names the provider, redirect_to and the app's challenge; the prefix and base follow the options", () => {
     const client = new PortcullisClient({ baseUrl: "https://gw.example/", authPrefix: "/identity/v1/", channel: null, locks: null });
     assert.equal(
       client.oauthAuthorizeUrl("google", { redirectTo: "https://app.example/done?x=1" }),
       "https://gw.example/identity/v1/oauth/google/authorize?redirect_to=https%3A%2F%2Fapp.example%2Fdone%3Fx%3D1",
     );
     assert.equal(client.oauthAuthorizeUrl("my idp"), "https://gw.example/identity/v1/oauth/my%20idp/authorize");
+    assert.equal(
+      client.oauthAuthorizeUrl("acme", { redirectTo: "https://app.example/done", codeChallenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM" }),
+      "https://gw.example/identity/v1/oauth/acme/authorize?redirect_to=https%3A%2F%2Fapp.example%2Fdone&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+    );
     const sameOrigin = new PortcullisClient({ channel: null, locks: null });
     assert.equal(sameOrigin.oauthAuthorizeUrl("acme"), "/auth/oauth/acme/authorize");
   });

@@ -61,12 +61,15 @@ pub fn discovery(issuer: &str, config: &Config) -> serde_json::Value {
         "issuer": issuer,
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
         "revocation_endpoint": config.auth_url(issuer, "/revoke"),
+        "revocation_endpoint_auth_methods_supported": ["none"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": [ALG_EDDSA, ALG_ES256],
         "claims_supported": ["iss", "aud", "sub", "sid", "roles", "email", "email_verified", "iat", "exp", "jti"],
     });
     if config.introspection_secret.is_some() {
         doc["introspection_endpoint"] = serde_json::Value::String(config.auth_url(issuer, "/introspect"));
+        // Bearer with the secret works too; Basic is the registered name.
+        doc["introspection_endpoint_auth_methods_supported"] = serde_json::json!(["client_secret_basic"]);
     }
     doc
 }

@@ -71,6 +71,14 @@ pub struct AuthorizeRequest {
     pub redirect_to: Option<String>,
 }
 
+/// What [`Deps::start_oauth`] starts.
+enum Start<'u, 's> {
+    /// A sign-in, with the app's `code_challenge` as asked.
+    SignIn(Option<&'s str>),
+    /// A link to this signed-in caller's account.
+    Link(&'u User, LiveSession<'s>),
+}
+
 /// A started sign-in: where to send the browser, and the value of the
 /// binding cookie to set on it.
 #[derive(Debug, Clone)]
@@ -254,7 +262,9 @@ where
         self.config.oauth.provider(id).ok_or_else(unknown_provider)
     }
 
-    /// Starts a sign-in with provider `id`.
+    /// Starts a sign-in with provider `id`, its exchange code bound to the
+    /// app's `code_challenge` ([`CodeChallenge::from_app`]: required in
+    /// token mode, 400 `invalid_code_challenge` without or malformed).
     pub async fn oauth_authorize(
         &self,
         meta: &Meta,
@@ -262,14 +272,15 @@ where
         net: &impl ProviderNet,
         id: &str,
         req: AuthorizeRequest,
+        code_challenge: Option<&str>,
     ) -> Result<Started, Error> {
-        self.start_oauth(meta, rng, net, id, req, None).await
+        self.start_oauth(meta, rng, net, id, req, Start::SignIn(code_challenge)).await
     }
 
-    /// Starts a sign-in, or with `link` a link to the account of that
-    /// signed-in caller as just read (stored only while the caller's session
-    /// is live and that account's epoch stands; the link completes only while
-    /// the epoch still stands).
+    /// Starts a sign-in (with the app's challenge as asked), or a link to
+    /// the account of that signed-in caller as just read (stored only while
+    /// the caller's session is live and that account's epoch stands; the
+    /// link completes only while the epoch still stands).
     async fn start_oauth(
         &self,
         meta: &Meta,
@@ -277,7 +288,7 @@ where
         net: &impl ProviderNet,
         id: &str,
         req: AuthorizeRequest,
-        link: Option<(&User, LiveSession<'_>)>,
+        start: Start<'_, '_>,
     ) -> Result<Started, Error> {
         let p = self.oauth_provider(id)?;
         let allowlist = &self.config.oauth.redirect_allowlist;
@@ -286,6 +297,12 @@ where
             None => allowlist.default_target().map(str::to_string),
         }
         .ok_or_else(|| oauth_error(400, "invalid_redirect", "redirect_to is not on REDIRECT_ALLOWLIST"))?;
+        // Decided before the provider is asked: a sign-in whose code could
+        // be planted elsewhere is never started. A link issues no code.
+        let (code_challenge, link) = match start {
+            Start::SignIn(asked) => (CodeChallenge::from_app(asked, self.config.cookie_mode)?, None),
+            Start::Link(user, caller) => (None, Some((user, caller))),
+        };
         let endpoints = provider::endpoints(net, p, meta.now).await.map_err(|f| failure_error(net, &p.id, &f))?;
         let state = ids::secret_token(rng);
         let verifier = ids::secret_token(rng);
@@ -311,6 +328,7 @@ where
             link_user_id: link.map(|(u, _)| u.id.clone()),
             link_epoch: link.map_or(0, |(u, _)| u.auth_epoch),
             binding_hash: ids::token_hash(&binding),
+            code_challenge,
             created_at: meta.now,
             expires_at: meta.now.plus_secs(STATE_TTL_SECS),
         };
@@ -342,7 +360,7 @@ where
         let principal = self.authenticate(meta, bearer).await?;
         let user = self.live_user(&principal).await?;
         self.oauth_provider(id)?;
-        self.start_oauth(meta, rng, net, id, req, Some((&user, self.live_session(meta, &principal)))).await
+        self.start_oauth(meta, rng, net, id, req, Start::Link(&user, self.live_session(meta, &principal))).await
     }
 
     /// Finishes a sign-in or link at the callback. `Err` only when a backing
@@ -702,16 +720,17 @@ where
                     );
                     return Ok(CallbackOutcome::SecondStep { location });
                 }
-                let location = self
-                    .put_exchange_code(meta, rng, &st.redirect_to, &SignIn::SecondStep(step).to_sealed_json(None)?)
-                    .await?;
+                // Unbound, as every second step's (`SignIn::to_sealed_json`):
+                // it grants nothing without the account's second factor.
+                let sealed = SignIn::SecondStep(step).to_sealed_json(None)?;
+                let location = self.put_exchange_code(meta, rng, &st.redirect_to, &sealed).await?;
                 return Ok(CallbackOutcome::SecondStep { location });
             }
         };
         events.push(login_event(&user, &p.id, meta));
         self.emit(meta, rng, events).await?;
-        // Unbound: `/authorize` takes no app challenge yet (docs/oauth.md).
-        let location = self.signed_in_location(meta, rng, &st.redirect_to, &auth, None).await?;
+        // Bound to the app's challenge from `/authorize`, like a hosted page's code.
+        let location = self.signed_in_location(meta, rng, &st.redirect_to, &auth, st.code_challenge.as_ref()).await?;
         Ok(CallbackOutcome::SignedIn { location, auth: Box::new(auth) })
     }
 

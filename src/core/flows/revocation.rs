@@ -12,6 +12,9 @@
 //! says (RFC 7009 §2.1 and RFC 7662 §2.1 let a server ignore it, and ask it
 //! to search every kind anyway).
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use percent_encoding::percent_decode_str;
 use serde::Serialize;
 
 use crate::core::error::Error;
@@ -115,19 +118,39 @@ pub fn introspection_disabled() -> Error {
     }
 }
 
+/// The secret an `Authorization` header presents: `Bearer <secret>`, or
+/// `Basic` with the secret as the password (`client_secret_basic`, RFC 6749
+/// §2.3.1: any client id, both form-urlencoded), which is what standard
+/// introspection clients send. `None` for any other shape.
+pub fn presented_secret(authorization: &str) -> Option<String> {
+    let (scheme, credentials) = authorization.trim().split_once(' ')?;
+    let credentials = credentials.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(credentials.to_string()).filter(|c| !c.is_empty());
+    }
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = STANDARD.decode(credentials).ok()?;
+    let (_, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+    let password = password.replace('+', " ");
+    percent_decode_str(&password).decode_utf8().ok().map(|p| p.into_owned()).filter(|p| !p.is_empty())
+}
+
 impl<S, E, K> Deps<'_, S, E, K>
 where
     S: UserStore + SessionStore + RevocationStore,
     E: EventSink,
     K: KeyRing,
 {
-    /// Admits a caller of `POST /auth/introspect` presenting `bearer`: 404
-    /// `introspection_disabled` without `INTROSPECTION_SECRET`, 401
-    /// `invalid_client` unless `bearer` is it (compared in constant time).
-    pub fn admit_introspection(&self, bearer: Option<&str>) -> Result<(), Error> {
+    /// Admits a caller of `POST /auth/introspect` by its `Authorization`
+    /// header ([`presented_secret`]): 404 `introspection_disabled` without
+    /// `INTROSPECTION_SECRET`, 401 `invalid_client` unless it presents the
+    /// secret (compared in constant time).
+    pub fn admit_introspection(&self, authorization: Option<&str>) -> Result<(), Error> {
         let Some(secret) = &self.config.introspection_secret else { return Err(introspection_disabled()) };
-        match bearer {
-            Some(b) if secret.matches(b) => Ok(()),
+        match authorization.map(presented_secret) {
+            Some(Some(b)) if secret.matches(&b) => Ok(()),
             presented => Err(Error::InvalidClient { presented: presented.is_some() }),
         }
     }

@@ -29,12 +29,7 @@ pub const OWN_COOKIES: [&str; 4] = [ACCESS_COOKIE, REFRESH_COOKIE, BINDING_COOKI
 
 /// The bearer token of `Authorization: Bearer <token>`, if any.
 pub fn bearer(req: &impl RequestView) -> Option<String> {
-    bearer_token(&req.header("authorization")?)
-}
-
-/// The token of an `Authorization` value `Bearer <token>` (the scheme in
-/// any case), if it is one.
-pub fn bearer_token(value: &str) -> Option<String> {
+    let value = req.header("authorization")?;
     let (scheme, token) = value.trim().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string()).filter(|t| !t.is_empty())
 }

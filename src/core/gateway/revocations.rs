@@ -20,13 +20,14 @@
 //!
 //! Reads start at most every half lag (every second once one failed), one
 //! at a time per isolate; one that has not finished after a lag is taken as
-//! lost and another may start. The reads themselves are I/O: the edge makes
+//! lost ([`lost_at_ms`]): no request waits for it longer, and another may
+//! start. The reads themselves are I/O: the edge makes
 //! them when the decision or [`RevocationCopy::begin_background_read`] says
 //! so, and hands the result to [`RevocationCopy::end_read`].
 
 use crate::core::error::{Error, TokenError};
 use crate::core::ports::RevocationStore;
-use crate::core::revocation::{stands, Readiness, Revocation, RevocationSet, Revocations, PAGE_ROWS};
+use crate::core::revocation::{stands, LogRead, Readiness, RevocationSet, Revocations, PAGE_ROWS};
 use crate::core::time::UnixTime;
 
 /// Longest wait before a failed read is tried again, in milliseconds.
@@ -60,6 +61,12 @@ fn lag_ms(lag_secs: u64) -> i64 {
     i64::try_from(lag_secs.saturating_mul(1000)).unwrap_or(i64::MAX)
 }
 
+/// When a read that began at `began_ms` counts as lost (a lag later), in
+/// Unix milliseconds: no request waits for it longer, and another may start.
+pub fn lost_at_ms(began_ms: i64, lag_secs: u64) -> i64 {
+    began_ms.saturating_add(lag_ms(lag_secs))
+}
+
 /// The 503 of a request that needs the copy when it cannot be read.
 pub fn unreadable() -> Error {
     Error::unavailable("revocations", "the revocation log could not be read")
@@ -83,9 +90,9 @@ impl RevocationCopy {
     }
 
     /// When the read under way began, if it began less than a lag before
-    /// `now_ms` (an older one is taken as lost).
+    /// `now_ms` (an older one is taken as lost: [`lost_at_ms`]).
     pub fn read_under_way(&self, now_ms: i64, lag_secs: u64) -> Option<i64> {
-        self.reading_since_ms.filter(|began| now_ms.saturating_sub(*began) < lag_ms(lag_secs))
+        self.reading_since_ms.filter(|began| now_ms < lost_at_ms(*began, lag_secs))
     }
 
     /// Whether a new read may start at `now_ms`: the last began at least
@@ -134,19 +141,13 @@ impl RevocationCopy {
         due.then(|| self.begin_read(now_ms))
     }
 
-    /// Ends the read begun at `began_ms`: with its rows and the log's last
-    /// `seq` when it succeeded (then the set counts as read at `began_ms`),
-    /// `None` when it failed. Rows that no longer matter at `now` are dropped
-    /// (`retention_secs`).
-    pub fn end_read(
-        &mut self,
-        began_ms: i64,
-        read: Option<(Vec<Revocation>, u64)>,
-        now: UnixTime,
-        retention_secs: u64,
-    ) {
-        if let Some((rows, last_seq)) = read {
-            self.revocations.install(began_ms, rows, last_seq, now, retention_secs);
+    /// Ends the read begun at `began_ms`: with what it read when it
+    /// succeeded (then the set counts as read at `began_ms`; a log read from
+    /// its start replaces it), `None` when it failed. Rows that no longer
+    /// matter at `now` are dropped (`retention_secs`).
+    pub fn end_read(&mut self, began_ms: i64, read: Option<LogRead>, now: UnixTime, retention_secs: u64) {
+        if let Some(read) = read {
+            self.revocations.install(began_ms, read, now, retention_secs);
         }
         if self.reading_since_ms == Some(began_ms) {
             self.reading_since_ms = None;
@@ -163,24 +164,34 @@ impl RevocationCopy {
 
 /// Reads the log after `cursor`, page by page, keeping the rows that still
 /// matter at `now`: every row added since, in order, with the log's last
-/// `seq`.
+/// `seq`. A log whose last `seq` is behind `cursor` is read from its start
+/// ([`LogRead::from_start`]): rows it gets again would otherwise hide
+/// behind the cursor.
 pub async fn read<S: RevocationStore>(
     store: &S,
     cursor: u64,
     now: UnixTime,
     retention_secs: u64,
-) -> Result<(Vec<Revocation>, u64), Error> {
+) -> Result<LogRead, Error> {
     let live_after = now.minus_secs(retention_secs);
-    let mut rows = Vec::new();
+    let mut read = LogRead::default();
     let mut after = cursor;
     loop {
         let page = store.revocations_after(after, live_after, PAGE_ROWS).await?;
+        if page.last_seq < after && !read.from_start {
+            read.from_start = true;
+            after = 0;
+            continue;
+        }
         let full = page.rows.len() >= PAGE_ROWS as usize;
         let last = page.rows.last().map(|r| r.seq);
-        rows.extend(page.rows);
+        read.rows.extend(page.rows);
         match last {
             Some(seq) if full && seq > after => after = seq,
-            _ => return Ok((rows, page.last_seq.max(last.unwrap_or(0)))),
+            _ => {
+                read.last_seq = page.last_seq.max(last.unwrap_or(0));
+                return Ok(read);
+            }
         }
     }
 }
@@ -232,7 +243,7 @@ pub async fn check_fresh<S: RevocationStore>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::revocation::{RevocationPage, Revoked, Standing};
+    use crate::core::revocation::{Revocation, RevocationPage, Revoked, Standing};
 
     const RETAIN: u64 = 1_000;
 
@@ -278,11 +289,38 @@ mod tests {
         log.insert(0, session_row(0, 10, "old"));
         log.push(session_row(n + 1, 10, "expired but last"));
         let store = Log(log);
-        let (rows, last) = block_on(read(&store, 0, UnixTime(5_000), RETAIN)).unwrap();
-        assert_eq!(rows.len() as u64, n);
-        assert_eq!(last, n + 1, "the cursor moves past the expired last row");
-        let (rows, _) = block_on(read(&store, n - 3, UnixTime(5_000), RETAIN)).unwrap();
-        assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![n - 2, n - 1, n]);
+        let all = block_on(read(&store, 0, UnixTime(5_000), RETAIN)).unwrap();
+        assert_eq!(all.rows.len() as u64, n);
+        assert_eq!(all.last_seq, n + 1, "the cursor moves past the expired last row");
+        assert!(!all.from_start);
+        let tail = block_on(read(&store, n - 3, UnixTime(5_000), RETAIN)).unwrap();
+        assert_eq!(tail.rows.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![n - 2, n - 1, n]);
+        assert!(!tail.from_start);
+    }
+
+    #[test]
+    fn a_log_behind_the_cursor_is_read_from_its_start_and_replaces_the_set() {
+        // An isolate read up to seq 90; the log was then restored from a
+        // backup holding seq 1..=3, and a new revocation took seq 4.
+        let mut held = Revocations::new();
+        let before: Vec<Revocation> = (1..=90).map(|i| session_row(i, 5_000, &format!("old{i}"))).collect();
+        held.install(1, LogRead { rows: before, last_seq: 90, from_start: false }, UnixTime(5_000), RETAIN);
+        let store = Log(vec![
+            session_row(1, 5_000, "old1"),
+            session_row(2, 5_000, "old2"),
+            session_row(3, 5_000, "old3"),
+            session_row(4, 5_001, "revoked after the restore"),
+        ]);
+        let log = block_on(read(&store, held.set().cursor(), UnixTime(5_001), RETAIN)).unwrap();
+        assert!(log.from_start);
+        assert_eq!(log.rows.len(), 4);
+        held.install(2, log, UnixTime(5_001), RETAIN);
+        assert!(held.set().refuses("revoked after the restore", "u", &[]), "not hidden behind the old cursor");
+        assert!(!held.set().refuses("old50", "u", &[]), "the set is what the log holds now");
+        assert_eq!(held.set().cursor(), 4);
+        // An emptied log (every row purged) is no different: nothing is lost.
+        let empty = block_on(read(&Log(vec![]), 4, UnixTime(5_002), RETAIN)).unwrap();
+        assert_eq!(empty, LogRead { rows: vec![], last_seq: 0, from_start: true });
     }
 
     #[test]
@@ -295,7 +333,12 @@ mod tests {
         assert_eq!(copy.read_under_way(10_000, 10), None, "a lag later it is taken as lost");
         // Another read began; the lost one ending late leaves it under way.
         copy.begin_read(10_000);
-        copy.end_read(0, Some((vec![session_row(1, 0, "s1")], 1)), UnixTime(10), RETAIN);
+        copy.end_read(
+            0,
+            Some(LogRead { rows: vec![session_row(1, 0, "s1")], last_seq: 1, from_start: false }),
+            UnixTime(10),
+            RETAIN,
+        );
         assert_eq!(copy.read_under_way(10_001, 10), Some(10_000));
         assert!(copy.refuses("s1", "u", &[]));
         copy.end_read(10_000, None, UnixTime(10), RETAIN);
@@ -306,7 +349,7 @@ mod tests {
     fn background_reads_start_from_half_the_lag_and_wait_a_second_after_a_failure() {
         let mut copy = RevocationCopy::new();
         copy.begin_read(0);
-        copy.end_read(0, Some((vec![], 0)), UnixTime(0), RETAIN);
+        copy.end_read(0, Some(LogRead::default()), UnixTime(0), RETAIN);
         assert_eq!(copy.begin_background_read(4_999, 10), None, "fresh");
         assert_eq!(copy.begin_background_read(5_000, 10), Some(0));
         assert_eq!(copy.begin_background_read(5_500, 10), None, "one at a time");

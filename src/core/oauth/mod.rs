@@ -55,6 +55,27 @@ impl CodeChallenge {
             .then(|| Self(v.to_string()))
     }
 
+    /// The challenge an app starts a browser sign-in with (a hosted page's,
+    /// or `/auth/oauth/{id}/authorize`'s `code_challenge`), as the browser
+    /// brought it (`asked`). Token mode (no cookies carry the session)
+    /// requires one: an unbound code could be planted in a victim's app
+    /// (login CSRF). In cookie mode it is optional (a code is issued only
+    /// with `COOKIE_MODE_BODY_TOKENS`). Missing where required, or
+    /// malformed: 400 `invalid_code_challenge`.
+    pub fn from_app(asked: Option<&str>, cookie_mode: bool) -> Result<Option<Self>, Error> {
+        let refused = |detail: &str| Error::BadRequest { code: "invalid_code_challenge", detail: detail.into() };
+        match asked.filter(|a| !a.is_empty()) {
+            Some(a) => Self::parse(a).map(Some).ok_or_else(|| {
+                refused("code_challenge must be the base64url SHA-256 (S256) of the app's code_verifier")
+            }),
+            None if cookie_mode => Ok(None),
+            None => Err(refused(
+                "the app must start a sign-in with a code_challenge (S256) and send its code_verifier to \
+                 /auth/oauth/exchange",
+            )),
+        }
+    }
+
     /// The challenge's text.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -91,6 +112,9 @@ pub struct OAuthState {
     pub link_epoch: u64,
     /// SHA-256 of the binding cookie set on the browser that started the sign-in.
     pub binding_hash: String,
+    /// The app's PKCE challenge ([`CodeChallenge`]) the sign-in's exchange
+    /// code is bound to (none when linking, or in cookie mode without one).
+    pub code_challenge: Option<CodeChallenge>,
     /// Issued.
     pub created_at: UnixTime,
     /// Dead after.
@@ -133,7 +157,7 @@ pub enum Unlink {
 pub enum StateTake {
     /// The state, now consumed: this callback came from the browser that
     /// started the sign-in, and no other callback will get it.
-    Taken(OAuthState),
+    Taken(Box<OAuthState>),
     /// A live state, but the callback did not carry its browser's binding
     /// cookie (none, or another): nothing was written, and the state is still
     /// there for the browser that holds the right one.

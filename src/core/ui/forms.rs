@@ -150,18 +150,9 @@ pub fn return_target(
 /// an unbound code could be planted in a victim's app (login CSRF). In
 /// cookie mode it is optional (a code is issued only with body tokens).
 /// Missing where required or malformed: 400 `invalid_code_challenge`.
+/// The rule is [`CodeChallenge::from_app`], the one `/auth/oauth/{id}/authorize` follows.
 pub fn code_challenge(asked: Option<&str>, cookie_mode: bool) -> Result<Option<CodeChallenge>, Error> {
-    let refused = |detail: &str| Error::BadRequest { code: "invalid_code_challenge", detail: detail.into() };
-    match asked.filter(|a| !a.is_empty()) {
-        Some(a) => CodeChallenge::parse(a)
-            .map(Some)
-            .ok_or_else(|| refused("code_challenge must be the base64url SHA-256 (S256) of the app's code_verifier")),
-        None if cookie_mode => Ok(None),
-        None => Err(refused(
-            "the app must start a sign-in on these pages with a code_challenge (S256) and send its code_verifier \
-             to /auth/oauth/exchange",
-        )),
-    }
+    CodeChallenge::from_app(asked, cookie_mode)
 }
 
 /// Token mode without `REDIRECT_ALLOWLIST`: the pages have no app to hand

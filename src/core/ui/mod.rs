@@ -191,6 +191,8 @@ a{{color:{link}}}\
 .links a{{display:inline-block;margin:.25rem 1rem .25rem 0}}\
 ul.sessions{{list-style:none;padding:0;margin:0}}\
 ul.sessions li{{padding:.75rem 0;border-bottom:1px solid #d4d4d8}}\
+ul.codes{{list-style:none;padding:0;margin:.5rem 0 0}}\
+code{{font-family:ui-monospace,Menlo,Consolas,monospace}}\
 .account{{overflow-wrap:anywhere}}\
 a.button{{display:block;margin-top:.75rem;padding:.6rem 1rem;text-align:center;font-weight:600;text-decoration:none;border:2px solid {link};border-radius:.375rem}}"
     ))

@@ -13,6 +13,7 @@ use url::form_urlencoded::byte_serialize;
 use super::forms::{CHALLENGE_FIELD, CSRF_FIELD, REDIRECT_FIELD};
 use super::html::{html, Html};
 use super::UiConfig;
+use crate::core::mfa::FactorsView;
 use crate::core::session::SessionView;
 
 /// What every page is rendered with.
@@ -180,10 +181,18 @@ pub fn login(ctx: &Context<'_>, n: Option<&Notice>, email: &str, providers: &[Pr
     if !providers.is_empty() {
         body.push_markup("<h2>Or continue with</h2>");
         for p in providers {
+            // The app's challenge rides along: the provider sign-in's code is
+            // bound to it like the page's own sign-ins' codes.
             let mut href = format!("{}/oauth/{}/authorize", ctx.auth_prefix, p.id);
-            if let Some(r) = p.redirect_to {
-                href.push_str("?redirect_to=");
-                href.extend(byte_serialize(r.as_bytes()));
+            let mut sep = '?';
+            for (k, v) in [(REDIRECT_FIELD, p.redirect_to), (CHALLENGE_FIELD, ctx.code_challenge)] {
+                if let Some(v) = v {
+                    href.push(sep);
+                    href.push_str(k);
+                    href.push('=');
+                    href.extend(byte_serialize(v.as_bytes()));
+                    sep = '&';
+                }
             }
             body.push_html(&html![
                 "<a class=\"button\" href=\"",
@@ -384,6 +393,31 @@ pub struct Account<'a> {
     pub email_verified: bool,
     /// The account's live sessions.
     pub sessions: &'a [SessionView],
+    /// Its second factors, as `/auth/me` shows them.
+    pub mfa: FactorsView,
+    /// What the two-step section shows besides that, after an action.
+    pub two_step: TwoStep<'a>,
+}
+
+/// What the account page's two-step section shows after an action, besides
+/// whether two-step verification is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TwoStep<'a> {
+    /// Nothing more.
+    Idle,
+    /// An enrolment just started (`POST /auth/mfa/totp/enroll`): its key,
+    /// to add to the authenticator app, and the form confirming it. Shown
+    /// only now: the API never gives the key again.
+    Enrolling {
+        /// The base32 secret.
+        secret: &'a str,
+        /// The same as an `otpauth://` URI.
+        otpauth_uri: &'a str,
+    },
+    /// A confirmation was refused: its form again, and a way to start over.
+    Confirming,
+    /// Backup codes just made (turning TOTP on, or new ones): shown once.
+    BackupCodes(&'a [String]),
 }
 
 /// `account`: the profile, sessions (revoke one, or all others), password
@@ -465,6 +499,9 @@ pub fn account(ctx: &Context<'_>, n: Option<&Notice>, a: &Account<'_>) -> Html {
         "<input id=\"new_password\" name=\"new_password\" type=\"password\" autocomplete=\"new-password\" required>",
         "<p class=\"hint\">Your other sessions end.</p>",
         "<button type=\"submit\" name=\"intent\" value=\"change_password\">Change password</button></form>",
+        [two_step(ctx, &action, a)],
+        // Passkeys: their section (list, add, rename, remove) goes here, after
+        // two-step verification, once the passkey API is in.
         "<h2>Sign out</h2><form method=\"post\" action=\"",
         { action },
         "\">",
@@ -472,6 +509,98 @@ pub fn account(ctx: &Context<'_>, n: Option<&Notice>, a: &Account<'_>) -> Html {
         "<button class=\"secondary\" type=\"submit\" name=\"intent\" value=\"logout\">Sign out</button></form>"
     ]);
     layout(ctx, "Your account", n, body)
+}
+
+/// A form of the two-step section posting `intent`, with a code field
+/// `id` labelled `label` (`hint` under it) when `label` is given.
+fn code_form(ctx: &Context<'_>, action: &str, intent: &str, code: Option<(&str, &str, &str)>, button: &str) -> Html {
+    let mut h = html!["<form method=\"post\" action=\"", { action }, "\">", [ctx.hidden()]];
+    if let Some((id, label, hint)) = code {
+        h.push_html(&html![
+            "<label for=\"",
+            { id },
+            "\">",
+            { label },
+            "</label><input id=\"",
+            { id },
+            "\" name=\"code\" type=\"text\" autocomplete=\"one-time-code\" spellcheck=\"false\" required ",
+            "aria-describedby=\"",
+            { id },
+            "-hint\"><p class=\"hint\" id=\"",
+            { id },
+            "-hint\">",
+            { hint },
+            "</p>"
+        ]);
+    }
+    h.push_html(&html![
+        "<button class=\"secondary\" type=\"submit\" name=\"intent\" value=\"",
+        { intent },
+        "\">",
+        { button },
+        "</button></form>"
+    ]);
+    h
+}
+
+/// The account page's two-step verification (TOTP): whether it is on, and
+/// the forms that turn it on (enrol, then confirm with a first code), make
+/// new backup codes and turn it off — the last two with a current code.
+fn two_step(ctx: &Context<'_>, action: &str, a: &Account<'_>) -> Html {
+    const APP_CODE: &str = "The six digits your authenticator app shows.";
+    const ANY_CODE: &str = "The six digits your authenticator app shows, or one of your backup codes.";
+    let mut h = html!["<h2>Two-step verification</h2>"];
+    if let TwoStep::BackupCodes(codes) = a.two_step {
+        h.push_html(&html![
+            "<div class=\"notice\" role=\"status\"><p>Your backup codes. Each signs in once when you do not have ",
+            "your device. Keep them somewhere safe: they are shown only now.</p><ul class=\"codes\">"
+        ]);
+        for c in codes {
+            h.push_html(&html!["<li><code>", { c }, "</code></li>"]);
+        }
+        h.push_markup("</ul></div>");
+    }
+    if a.mfa.totp {
+        h.push_html(&html![
+            "<p>Two-step verification is <strong>on</strong>: signing in asks for a code from your authenticator ",
+            "app. Backup codes left: ",
+            { a.mfa.backup_codes_left },
+            ".</p>"
+        ]);
+        let regen = ("backup_codes_code", "Code for new backup codes", ANY_CODE);
+        h.push_html(&code_form(ctx, action, "backup_codes", Some(regen), "Make new backup codes"));
+        let off = ("totp_disable_code", "Code to turn it off", ANY_CODE);
+        h.push_html(&code_form(ctx, action, "totp_disable", Some(off), "Turn off two-step verification"));
+        return h;
+    }
+    let confirm = ("totp_confirm_code", "Code from your authenticator app", APP_CODE);
+    match a.two_step {
+        TwoStep::Enrolling { secret, otpauth_uri } => {
+            h.push_html(&html![
+                "<p>Add this key to your authenticator app, then enter the code it shows.</p>",
+                "<p class=\"account\">Key: <code>",
+                { secret },
+                "</code></p><p class=\"account\">Or open it in the app: <a href=\"",
+                { otpauth_uri },
+                "\">",
+                { otpauth_uri },
+                "</a></p>",
+                [code_form(ctx, action, "totp_confirm", Some(confirm), "Turn on two-step verification")]
+            ]);
+        }
+        TwoStep::Confirming => {
+            h.push_html(&code_form(ctx, action, "totp_confirm", Some(confirm), "Turn on two-step verification"));
+            h.push_html(&code_form(ctx, action, "totp_enroll", None, "Start again with a new key"));
+        }
+        TwoStep::Idle | TwoStep::BackupCodes(_) => {
+            h.push_html(&html![
+                "<p>Two-step verification is <strong>off</strong>. With it on, signing in also asks for a code ",
+                "from an authenticator app.</p>",
+                [code_form(ctx, action, "totp_enroll", None, "Set up an authenticator app")]
+            ]);
+        }
+    }
+    h
 }
 
 #[cfg(test)]
@@ -507,7 +636,9 @@ mod tests {
         let err = Notice::Error(EVIL.into());
         let info = Notice::Info(EVIL.into());
         let sessions = [session(true), session(false)];
-        let a = Account { email: EVIL, name: Some(EVIL), email_verified: false, sessions: &sessions };
+        let a = account_of(EVIL, &sessions, false, TwoStep::Enrolling { secret: EVIL, otpauth_uri: EVIL });
+        let codes = [EVIL.to_string(), EVIL.to_string()];
+        let on = account_of(EVIL, &sessions, true, TwoStep::BackupCodes(&codes));
         vec![
             ("login", login(&ctx, Some(&err), EVIL, &[Provider { id: "gh", redirect_to: Some(EVIL) }])),
             ("signup", signup(&ctx, Some(&info), EVIL, EVIL, 10)),
@@ -520,7 +651,13 @@ mod tests {
             ("verify-email", verify_email(&ctx, Some(&err), EVIL)),
             ("mfa", mfa(&ctx, Some(&err), EVIL, &["totp", "backup_code"])),
             ("account", account(&ctx, Some(&err), &a)),
+            ("account with two-step on", account(&ctx, Some(&info), &on)),
         ]
+    }
+
+    fn account_of<'a>(email: &'a str, sessions: &'a [SessionView], on: bool, two_step: TwoStep<'a>) -> Account<'a> {
+        let mfa = FactorsView { totp: on, backup_codes_left: if on { 10 } else { 0 } };
+        Account { email, name: Some(email), email_verified: false, sessions, mfa, two_step }
     }
 
     #[test]
@@ -542,7 +679,12 @@ mod tests {
         let ui = UiConfig::default();
         let ctx = Context { ui: &ui, auth_prefix: "/auth", csrf: "T", redirect_to: None, code_challenge: None };
         let sessions = [session(true), session(false)];
-        let a = Account { email: "a@example.com", name: None, email_verified: false, sessions: &sessions };
+        let a = account_of("a@example.com", &sessions, false, TwoStep::Idle);
+        let enrolling =
+            account_of("a@example.com", &sessions, false, TwoStep::Enrolling { secret: "S", otpauth_uri: "U" });
+        let confirming = account_of("a@example.com", &sessions, false, TwoStep::Confirming);
+        let codes = ["c".to_string()];
+        let on = account_of("a@example.com", &sessions, true, TwoStep::BackupCodes(&codes));
         for page in [
             login(&ctx, None, "", &[]),
             signup(&ctx, None, "", "", 10),
@@ -553,6 +695,9 @@ mod tests {
             magic_link(&ctx, None, "t", Some("a@example.com")),
             mfa(&ctx, None, "m", &["totp", "backup_code"]),
             account(&ctx, None, &a),
+            account(&ctx, None, &enrolling),
+            account(&ctx, None, &confirming),
+            account(&ctx, None, &on),
         ] {
             let s = page.as_str();
             for (i, _) in s.match_indices("<input id=\"") {
@@ -587,5 +732,75 @@ mod tests {
         assert!(!dead.contains("<form") && dead.contains("role=\"alert\""), "{dead}");
         // Links between the pages keep the target, URL-encoded.
         assert_eq!(ctx.page("login"), "/id/v1/ui/login?redirect_to=https%3A%2F%2Fapp.example%2Fx%3Fa%3D1%26b%3D2");
+    }
+
+    #[test]
+    fn the_account_page_shows_two_step_verification_and_the_forms_for_its_state() {
+        let ui = UiConfig::default();
+        let ctx = Context { ui: &ui, auth_prefix: "/auth", csrf: "T", redirect_to: None, code_challenge: None };
+        let sessions = [session(true)];
+        let intents = |s: &str| -> Vec<String> {
+            s.match_indices("name=\"intent\" value=\"totp_")
+                .chain(s.match_indices("name=\"intent\" value=\"backup_codes"))
+                .map(|(i, _)| s[i + 21..].split('"').next().unwrap().to_string())
+                .collect()
+        };
+        let off = account(&ctx, None, &account_of("a@example.com", &sessions, false, TwoStep::Idle)).into_string();
+        assert!(off.contains("Two-step verification is <strong>off</strong>"), "{off}");
+        assert_eq!(intents(&off), ["totp_enroll"]);
+
+        let uri = "otpauth://totp/Acme:a%40example.com?secret=JBSWY3DPEHPK3PXP&issuer=Acme&digits=6";
+        let enrolling = TwoStep::Enrolling { secret: "JBSWY3DPEHPK3PXP", otpauth_uri: uri };
+        let s = account(&ctx, None, &account_of("a@example.com", &sessions, false, enrolling)).into_string();
+        let escaped = uri.replace('&', "&amp;");
+        assert!(s.contains("<code>JBSWY3DPEHPK3PXP</code>"), "{s}");
+        assert!(s.contains(&format!("<a href=\"{escaped}\">{escaped}</a>")), "the URI as a link and as text: {s}");
+        assert_eq!(intents(&s), ["totp_confirm"]);
+        assert!(s.contains("<label for=\"totp_confirm_code\">Code from your authenticator app</label>"), "{s}");
+        assert!(s.contains("autocomplete=\"one-time-code\""), "{s}");
+
+        let again = account(&ctx, None, &account_of("a@example.com", &sessions, false, TwoStep::Confirming));
+        assert_eq!(intents(again.as_str()), ["totp_confirm", "totp_enroll"]);
+        assert!(!again.as_str().contains("<code>"), "the key is never shown again");
+
+        let codes: Vec<String> = (0..10).map(|i| format!("abcde-fghj{i}")).collect();
+        let on = account(&ctx, None, &account_of("a@example.com", &sessions, true, TwoStep::BackupCodes(&codes)));
+        let s = on.as_str();
+        assert!(s.contains("Two-step verification is <strong>on</strong>"), "{s}");
+        assert!(s.contains("Backup codes left: 10."), "{s}");
+        assert_eq!(s.matches("<li><code>").count(), 10, "{s}");
+        assert!(codes.iter().all(|c| s.contains(&format!("<code>{c}</code>"))), "{s}");
+        assert_eq!(intents(s), ["totp_disable", "backup_codes"]);
+        for id in ["backup_codes_code", "totp_disable_code"] {
+            assert!(
+                s.contains(&format!("<label for=\"{id}\">")) && s.contains(&format!("id=\"{id}\" name=\"code\"")),
+                "{id}: {s}"
+            );
+        }
+        // Shown once: a later view of the same account lists no codes.
+        let later = account(&ctx, None, &account_of("a@example.com", &sessions, true, TwoStep::Idle));
+        assert!(!later.as_str().contains("<code>"));
+    }
+
+    #[test]
+    fn a_provider_button_carries_the_return_target_and_the_apps_challenge() {
+        let ui = UiConfig::default();
+        let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+        let ctx = Context {
+            ui: &ui,
+            auth_prefix: "/auth",
+            csrf: "T",
+            redirect_to: Some("https://app.example/done"),
+            code_challenge: Some(challenge),
+        };
+        let s = login(&ctx, None, "", &[Provider { id: "acme", redirect_to: Some("https://app.example/done") }])
+            .into_string();
+        let href = format!(
+            "href=\"/auth/oauth/acme/authorize?redirect_to=https%3A%2F%2Fapp.example%2Fdone&amp;code_challenge={challenge}\""
+        );
+        assert!(s.contains(&href), "{s}");
+        let none = Context { code_challenge: None, ..ctx };
+        let s = login(&none, None, "", &[Provider { id: "acme", redirect_to: None }]).into_string();
+        assert!(s.contains("href=\"/auth/oauth/acme/authorize\""), "{s}");
     }
 }

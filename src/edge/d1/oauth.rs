@@ -6,7 +6,8 @@ use wasm_bindgen::JsValue;
 use worker::D1PreparedStatement;
 
 use super::{changes, epoch, int, int_u, max_age, opt_text, session_is_live, text, time, CountRow, D1Store};
-use crate::core::oauth::{LinkedIdentity, OAuthState, OAuthStore, StateTake, Unlink};
+use crate::core::error::Error;
+use crate::core::oauth::{CodeChallenge, LinkedIdentity, OAuthState, OAuthStore, StateTake, Unlink};
 use crate::core::ports::Result;
 use crate::core::session::LiveSession;
 use crate::core::time::UnixTime;
@@ -23,6 +24,7 @@ struct OAuthStateRow {
     link_user_id: Option<String>,
     link_epoch: i64,
     binding_hash: String,
+    code_challenge: Option<String>,
     created_at: i64,
     expires_at: i64,
 }
@@ -98,7 +100,7 @@ impl OAuthStore for D1Store {
     async fn put_oauth_state(&self, st: &OAuthState) -> Result<()> {
         self.run(
             "INSERT INTO oauth_states (hash, provider, code_verifier, nonce, redirect_to, link_user_id, link_epoch, \
-             binding_hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?10, ?7, ?8, ?9)",
+             binding_hash, created_at, expires_at, code_challenge) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?10, ?7, ?8, ?9, ?11)",
             &[
                 text(&st.hash),
                 text(&st.provider),
@@ -110,6 +112,7 @@ impl OAuthStore for D1Store {
                 time(st.created_at),
                 time(st.expires_at),
                 int_u(st.link_epoch),
+                opt_text(st.code_challenge.as_ref().map(CodeChallenge::as_str)),
             ],
         )
         .await?;
@@ -126,12 +129,21 @@ impl OAuthStore for D1Store {
                 .all::<OAuthStateRow>(
                     "DELETE FROM oauth_states WHERE hash = ?1 AND binding_hash = ?2 AND expires_at > ?3 \
                      RETURNING hash, provider, code_verifier, nonce, redirect_to, link_user_id, link_epoch, \
-                     binding_hash, created_at, expires_at",
+                     binding_hash, code_challenge, created_at, expires_at",
                     &[text(hash), text(binding_hash), time(now)],
                 )
                 .await?;
             if let Some(r) = rows.into_iter().next() {
-                return Ok(StateTake::Taken(OAuthState {
+                // Only parsed challenges are stored; one that no longer parses
+                // fails closed (its code would otherwise be unbound).
+                let code_challenge =
+                    match r.code_challenge.as_deref() {
+                        None => None,
+                        Some(c) => Some(CodeChallenge::parse(c).ok_or_else(|| {
+                            Error::Internal("oauth_states: a stored code_challenge is malformed".into())
+                        })?),
+                    };
+                return Ok(StateTake::Taken(Box::new(OAuthState {
                     hash: r.hash,
                     provider: r.provider,
                     code_verifier: r.code_verifier,
@@ -140,9 +152,10 @@ impl OAuthStore for D1Store {
                     link_user_id: r.link_user_id,
                     link_epoch: epoch(r.link_epoch),
                     binding_hash: r.binding_hash,
+                    code_challenge,
                     created_at: UnixTime(r.created_at),
                     expires_at: UnixTime(r.expires_at),
-                }));
+                })));
             }
         }
         // Nothing taken: only why is left to tell (the login_failed reason).

@@ -18,6 +18,7 @@
 //! - `oauth_glue.js`: OAuth / OIDC ID-token signatures through WebCrypto.
 //! - `signatures.js`: Ed25519 and ECDSA P-256 through `node:crypto`,
 //!   synchronous, for the key ring.
+//! - `timer.js`: a bound on how long a request waits for a promise.
 #![allow(unsafe_code)] // wasm-bindgen's generated extern shims
 
 use wasm_bindgen::prelude::wasm_bindgen;
@@ -142,4 +143,12 @@ extern "C" {
     /// Signs with ECDSA P-256 synchronously (DER).
     #[wasm_bindgen(catch, js_name = signEs256)]
     pub fn native_sign_es256(key: &JsValue, data: &[u8]) -> Result<js_sys::Uint8Array, JsValue>;
+}
+
+#[wasm_bindgen(module = "/src/edge/js/timer.js")]
+extern "C" {
+    /// A Promise of whether `promise` settles (either way) within `ms`
+    /// milliseconds; `promise` keeps running after a `false`.
+    #[wasm_bindgen(js_name = settlesWithin)]
+    pub fn settles_within(promise: &js_sys::Promise, ms: u32) -> js_sys::Promise;
 }
