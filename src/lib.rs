@@ -12,8 +12,8 @@
 //!
 //! - [`core`]: pure logic — config, errors, emails, passwords, tokens, keys,
 //!   sessions, events and their delivery (signed webhooks, email templates,
-//!   retries, dead letters), the audit log, the sign-in hook, route policies and the
-//!   use-case flows. It never imports
+//!   retries, dead letters), the audit log, the sign-in hook, the gateway's whole
+//!   decision ([`core::gateway`]) and the use-case flows. It never imports
 //!   `worker`, reads no clock and draws no randomness of its own: time and
 //!   randomness are passed in, storage is reached through the small traits in
 //!   [`core::ports`]. `cargo test` runs it natively.

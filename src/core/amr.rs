@@ -12,7 +12,7 @@
 //! | any of those, then a TOTP code or a backup code (`/auth/mfa/verify`) | the first step's value, `otp`, and `mfa` |
 //!
 //! `mfa` says two factors were proven in one sign-in, and is what the
-//! gateway's `mfa` route policy asks for ([`crate::core::policy`]). `hwk`,
+//! gateway's `mfa` route policy asks for ([`crate::core::gateway::policy`]). `hwk`,
 //! `swk` and `user` are reserved for passkeys: a user-verified passkey proves
 //! two factors in one step and carries `mfa` as well.
 //!

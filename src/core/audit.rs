@@ -48,15 +48,14 @@
 //!   land behind a walk or a `since=` poll. Exporters overlap their windows
 //!   (docs/auth-api.md).
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::core::audit_log::{is_id, MAX_ID_LEN};
+pub use crate::core::audit_log::{AuditEntry, AuditFilter, AuditRecord, Cursor, Outcome};
 use crate::core::body::whole_number;
 use crate::core::delivery::{retry_delay_secs, Rejection, Verdict};
 use crate::core::error::Error;
-pub use crate::core::events::Outcome;
 use crate::core::events::{Event, Received};
 use crate::core::ports::AuditLog;
 use crate::core::time::UnixTime;
@@ -78,10 +77,6 @@ pub const PURGE_BATCH: u32 = 1_000;
 /// retention's together: up to 10,000 entries a minute. A backlog is worked
 /// off over several runs.
 pub const MAX_PURGE_BATCHES: u32 = 10;
-/// Longest cursor decoded.
-const MAX_CURSOR_CHARS: usize = 128;
-/// Longest id in a filter or a cursor (ours are 36-character UUIDs).
-const MAX_ID_LEN: usize = 64;
 /// The stable code of every refused query.
 const INVALID_QUERY: &str = "invalid_query";
 /// Members of an event's `data` never written to the audit log: the
@@ -91,35 +86,8 @@ const SECRET_MEMBERS: [&str; 2] = ["token", "code"];
 /// own `ip_address` and `user_agent` rather than in its `data`.
 const CLIENT_MEMBERS: [&str; 2] = ["ip_address", "user_agent"];
 
-/// An entry as the queue consumer writes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditRecord {
-    /// The event id.
-    pub id: String,
-    /// The event type.
-    pub kind: &'static str,
-    /// The user the event concerns, as it names them.
-    pub user_id: Option<String>,
-    /// When the event names no user: the address it names. The entry is
-    /// attributed to the account that has it when the entry is written, if
-    /// that account was created at or before [`AuditRecord::at`].
-    pub subject_email: Option<String>,
-    /// The administrator who acted, for admin API actions.
-    pub actor_id: Option<String>,
-    /// The client's IP address.
-    pub ip_address: Option<String>,
-    /// The client's user agent.
-    pub user_agent: Option<String>,
-    /// Success or failure.
-    pub outcome: Outcome,
-    /// When the event happened.
-    pub at: UnixTime,
-    /// The event's `data` as JSON text, without its one-time secret, and
-    /// without the `ip_address` and `user_agent` members that copy
-    /// [`AuditRecord::ip_address`] and [`AuditRecord::user_agent`].
-    pub data: String,
-}
-
+// The record is defined beside its port's other records (`audit_log`); how
+// one is made from a queued event is this module's rule.
 impl AuditRecord {
     /// The entry of a queued message's body, if it is an event or a
     /// [`Rejection`] wrapping one (as the dead-letter queue carries an event
@@ -172,80 +140,6 @@ impl AuditRecord {
     }
 }
 
-/// An entry as stored, read back.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AuditEntry {
-    /// The event id.
-    pub id: String,
-    /// The event type.
-    pub kind: String,
-    /// The user it concerns.
-    pub user_id: Option<String>,
-    /// The administrator who acted.
-    pub actor_id: Option<String>,
-    /// Success or failure.
-    pub outcome: Outcome,
-    /// The client's IP address.
-    pub ip_address: Option<String>,
-    /// The client's user agent.
-    pub user_agent: Option<String>,
-    /// When the event happened.
-    pub at: UnixTime,
-    /// The event's data, without its one-time secret.
-    pub data: Value,
-}
-
-/// A position in the log: the last entry of a page, from which the next
-/// page goes on (older entries only). Opaque to clients: base64url of
-/// `{at}:{id}`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cursor {
-    /// The entry's time.
-    pub at: UnixTime,
-    /// The entry's id.
-    pub id: String,
-}
-
-impl Cursor {
-    /// The cursor after `entry`.
-    pub fn after(entry: &AuditEntry) -> Self {
-        Self { at: entry.at, id: entry.id.clone() }
-    }
-
-    /// The opaque text clients send back.
-    pub fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!("{}:{}", self.at.0, self.id))
-    }
-
-    /// Reads [`Cursor::encode`] back; `None` for anything it did not make.
-    pub fn decode(text: &str) -> Option<Self> {
-        if text.is_empty() || text.len() > MAX_CURSOR_CHARS {
-            return None;
-        }
-        let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
-        let plain = String::from_utf8(bytes).ok()?;
-        let (at, id) = plain.split_once(':')?;
-        let canonical = at.bytes().all(|b| b.is_ascii_digit() || b == b'-') && !at.is_empty();
-        let at: i64 = at.parse().ok().filter(|_| canonical)?;
-        is_id(id).then(|| Self { at: UnixTime(at), id: id.to_string() })
-    }
-}
-
-/// Which entries to read.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AuditFilter {
-    /// Only this user's.
-    pub user_id: Option<String>,
-    /// Only this type's.
-    pub kind: Option<&'static str>,
-    /// Only at or after this time.
-    pub since: Option<UnixTime>,
-    /// Only before this time.
-    pub until: Option<UnixTime>,
-    /// Only after this position (older than it).
-    pub after: Option<Cursor>,
-}
-
 /// A request for a page: `user_id`, `type`, `since`, `until`, `cursor`,
 /// `limit`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -268,11 +162,6 @@ pub enum Reader {
 
 fn invalid(detail: impl Into<String>) -> Error {
     Error::validation(INVALID_QUERY, detail)
-}
-
-/// Whether `s` can be an id of ours (a user's, an event's).
-fn is_id(s: &str) -> bool {
-    !s.is_empty() && s.len() <= MAX_ID_LEN && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 /// An RFC 3339 instant as Unix seconds (fractions dropped).
@@ -472,6 +361,8 @@ mod tests {
     use crate::core::events::{Envelope, EventContext};
     use crate::core::ids::test_support::SeqRandom;
     use crate::core::keys::Kek;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
 
     #[test]
     fn failures_are_the_refused_attempts() {

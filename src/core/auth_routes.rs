@@ -339,7 +339,7 @@ const fn bytes_are(p: &[u8], from: usize, to: usize, want: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::policy::{auth_api_path, normalise_path};
+    use crate::core::gateway::policy::{auth_api_path, normalise_path};
 
     fn not_allowed(allow: &'static str) -> Result<Route<'static>, NoRoute> {
         Err(NoRoute::MethodNotAllowed { allow })

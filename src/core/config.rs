@@ -7,14 +7,14 @@ use url::Url;
 use crate::core::brand::{self, Brand};
 use crate::core::events::Event;
 use crate::core::gate::{FailureMode, HookConfig, HOOK_TIMEOUT_MS, MAX_HOOK_TIMEOUT_MS};
-use crate::core::headers::StrippedHeaders;
+use crate::core::gateway::headers::StrippedHeaders;
+use crate::core::gateway::policy::Routes;
 use crate::core::keys::Kek;
 use crate::core::keys::SigningAlg;
 use crate::core::mail::EmailSettings;
 use crate::core::oauth::OAuthConfig;
 use crate::core::passkey::RelyingParty;
 use crate::core::password::{HashParams, HashProfile, PasswordPolicy};
-use crate::core::policy::Routes;
 use crate::core::rate_limit::RateLimits;
 use crate::core::revocation::{
     default_lag_secs, IntrospectionSecret, FAIL_CLOSED_LAGS, MAX_ACCESS_TTL_SECS, MAX_REVOCATION_LAG_SECS,

@@ -25,6 +25,7 @@ use url::Url;
 use crate::core::config::Config;
 use crate::core::error::Error;
 use crate::core::events::{self, OpenError, Received, REDACTED};
+use crate::core::ledger::{Claim, DeadLetter};
 use crate::core::mail::{Dispatch, OutgoingEmail};
 use crate::core::outbound::{excerpt, HttpReply, HttpRequest, SendError};
 use crate::core::ports::{Courier, DeliveryLedger};
@@ -38,54 +39,6 @@ pub const MAX_RETRY_DELAY_SECS: u32 = 43_200;
 pub const MAX_QUARANTINED_BODY_CHARS: usize = 32 * 1024;
 /// `user-agent` of webhook deliveries.
 pub const WEBHOOK_USER_AGENT: &str = "Portcullis-Webhooks/1";
-
-/// What the ledger says about a claim.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Claim {
-    /// This consumer may send; `attempt` counts from 1.
-    Mine {
-        /// Which attempt this is.
-        attempt: u32,
-    },
-    /// The target already has the event.
-    Delivered,
-    /// Another consumer holds the claim until then.
-    Busy {
-        /// End of the other claim.
-        until: UnixTime,
-    },
-}
-
-/// A target that never got its event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TargetState {
-    /// Target key (`webhook:<url>` or `email:<address>`).
-    pub target: String,
-    /// Attempts made.
-    pub attempts: u32,
-    /// What went wrong last.
-    pub last_error: Option<String>,
-}
-
-/// A message that will not be delivered, as recorded for operators.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DeadLetter {
-    /// The event id, or `msg:<queue message id>` for a malformed message.
-    pub id: String,
-    /// The event type, when known.
-    pub event_type: Option<String>,
-    /// `retries_exhausted`, `rejected: …` (a target refused it for good),
-    /// `malformed: …`, or `unopened: …` (an envelope
-    /// whose sealed secret did not open with this `KEY_ENCRYPTION_KEY`,
-    /// even after [`UNOPENED_RETRIES`] retries).
-    pub reason: String,
-    /// The message body (the envelope JSON, or the raw malformed body).
-    pub body: String,
-    /// The targets still owed the event.
-    pub failed: Vec<TargetState>,
-    /// When it was recorded.
-    pub dead_at: UnixTime,
-}
 
 /// What to do with the queue message after an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]

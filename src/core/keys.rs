@@ -21,7 +21,11 @@ use crate::core::error::Error;
 use crate::core::ids::Random;
 use crate::core::own_signature::OwnSignatures;
 use crate::core::time::UnixTime;
-use crate::core::token::{ALG_EDDSA, ALG_ES256};
+
+/// The JOSE name of Ed25519 signatures, the default.
+pub const ALG_EDDSA: &str = "EdDSA";
+/// The JOSE name of ECDSA P-256 / SHA-256 signatures (`SIGNING_ALG=ES256`).
+pub const ALG_ES256: &str = "ES256";
 
 /// Length of the key-encryption key, in bytes.
 pub const KEK_LEN: usize = 32;

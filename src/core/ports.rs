@@ -7,15 +7,15 @@
 //! [`Error::Unavailable`], so a broken dependency fails closed.
 #![allow(async_fn_in_trait)] // Send is not needed: a Worker isolate is single-threaded.
 
-use crate::core::audit::{AuditEntry, AuditFilter, AuditRecord};
+use crate::core::audit_log::{AuditEntry, AuditFilter, AuditRecord};
 use crate::core::email_token::{EmailToken, TokenKind};
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::core::delivery::{Claim, DeadLetter, TargetState};
 use crate::core::error::Error;
 use crate::core::events::Envelope;
 use crate::core::keys::{SigningAlg, SigningKey, StoredKey};
+use crate::core::ledger::{Claim, DeadLetter, TargetState};
 use crate::core::mail::{BindingError, MimeEmail};
 use crate::core::mfa::{Challenge, FactorsRemoved, StoredFactors};
 use crate::core::outbound::{HttpReply, HttpRequest, SendError};

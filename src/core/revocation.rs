@@ -35,7 +35,8 @@
 //!
 //! A [`RevocationSet`] (revoked session ids, and the current roles of users
 //! whose roles changed), built from the log and kept up to date by reading
-//! only the rows after the last one it has seen ([`read`]). Its check,
+//! only the rows after the last one it has seen
+//! ([`read`](crate::core::gateway::revocations::read)). Its check,
 //! [`RevocationSet::refuses`], is a hash lookup or two, no allocation.
 //!
 //! [`Revocations`] adds when the set was read, which decides what a request
@@ -60,8 +61,6 @@ use std::collections::HashMap;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::core::error::{Error, TokenError};
-use crate::core::ports::RevocationStore;
 use crate::core::session::Session;
 use crate::core::time::UnixTime;
 use crate::core::token::LEEWAY_SECS;
@@ -245,8 +244,8 @@ impl RevocationSet {
     }
 }
 
-/// One read of the log ([`read`]): the rows to apply, in order, and the
-/// log's last `seq`.
+/// One read of the log ([`read`](crate::core::gateway::revocations::read)):
+/// the rows to apply, in order, and the log's last `seq`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogRead {
     /// The rows added since the cursor that still matter.
@@ -257,40 +256,6 @@ pub struct LogRead {
     /// from a backup, recreated, or emptied by the upkeep — so it was read
     /// from its start, and the set must be rebuilt from these rows alone.
     pub from_start: bool,
-}
-
-/// Reads the log after `cursor`, page by page, keeping the rows that still
-/// matter at `now`: every row added since, in order, with the log's last
-/// `seq`. A log whose last `seq` is behind `cursor` is read from its start
-/// ([`LogRead::from_start`]): rows it gets again would otherwise hide
-/// behind the cursor.
-pub async fn read<S: RevocationStore>(
-    store: &S,
-    cursor: u64,
-    now: UnixTime,
-    retention_secs: u64,
-) -> Result<LogRead, Error> {
-    let live_after = now.minus_secs(retention_secs);
-    let mut read = LogRead::default();
-    let mut after = cursor;
-    loop {
-        let page = store.revocations_after(after, live_after, PAGE_ROWS).await?;
-        if page.last_seq < after && !read.from_start {
-            read.from_start = true;
-            after = 0;
-            continue;
-        }
-        let full = page.rows.len() >= PAGE_ROWS as usize;
-        let last = page.rows.last().map(|r| r.seq);
-        read.rows.extend(page.rows);
-        match last {
-            Some(seq) if full && seq > after => after = seq,
-            _ => {
-                read.last_seq = page.last_seq.max(last.unwrap_or(0));
-                return Ok(read);
-            }
-        }
-    }
 }
 
 /// What a request may do with an isolate's set ([`Revocations::readiness`]).
@@ -350,7 +315,7 @@ impl Revocations {
         self.read_at_ms
     }
 
-    /// Installs a read that began at `began_ms` ([`read`] after
+    /// Installs a read that began at `began_ms` ([`read`](crate::core::gateway::revocations::read) after
     /// [`RevocationSet::cursor`]): its rows are applied (to an empty set
     /// when the log was read from its start), and the set counts as read
     /// then — unless a read that began later was installed already.
@@ -381,25 +346,6 @@ pub fn stands(standing: Option<&Standing>, sub: &str, roles: &[String], now: Uni
     standing.is_some_and(|s| {
         s.session.user_id == sub && s.session.is_live(now, max_age_secs) && roles.iter().all(|r| s.roles.contains(r))
     })
-}
-
-/// The `"fresh": true` check of a route rule: the token's session, read from
-/// D1 now. `Ok` if it stands ([`stands`]), else 401 `token_revoked`; a store
-/// that cannot be read fails closed (503).
-pub async fn check_fresh<S: RevocationStore>(
-    store: &S,
-    sid: &str,
-    sub: &str,
-    roles: &[String],
-    now: UnixTime,
-    max_age_secs: u64,
-) -> Result<(), Error> {
-    let standing = store.session_standing(sid).await?;
-    if stands(standing.as_ref(), sub, roles, now, max_age_secs) {
-        Ok(())
-    } else {
-        Err(Error::InvalidToken(TokenError::Revoked))
-    }
 }
 
 #[cfg(test)]
@@ -527,78 +473,6 @@ mod tests {
         r.install(20_000, LogRead::default(), UnixTime(20), RETAIN);
         r.install(15_000, LogRead::default(), UnixTime(20), RETAIN);
         assert_eq!(r.read_at_ms(), Some(20_000));
-    }
-
-    struct Log(Vec<Revocation>);
-
-    impl RevocationStore for Log {
-        async fn revocations_after(
-            &self,
-            after: u64,
-            live_after: UnixTime,
-            limit: u32,
-        ) -> Result<RevocationPage, Error> {
-            let rows = self.0.iter().filter(|r| r.seq > after && r.at > live_after).take(limit as usize).cloned();
-            Ok(RevocationPage { rows: rows.collect(), last_seq: self.0.last().map_or(0, |r| r.seq) })
-        }
-        async fn session_standing(&self, _sid: &str) -> Result<Option<Standing>, Error> {
-            Ok(None)
-        }
-        async fn purge_revocations(&self, _before: UnixTime) -> Result<u64, Error> {
-            Ok(0)
-        }
-    }
-
-    fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        let waker = std::task::Waker::noop();
-        let mut cx = std::task::Context::from_waker(waker);
-        let mut f = std::pin::pin!(f);
-        loop {
-            if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-                return v;
-            }
-        }
-    }
-
-    #[test]
-    fn a_read_takes_every_page_after_the_cursor_and_skips_what_expired() {
-        let n = PAGE_ROWS as u64 * 2 + 7;
-        let mut log: Vec<Revocation> = (1..=n).map(|i| session_row(i, 5_000, &format!("s{i}"))).collect();
-        log.insert(0, session_row(0, 10, "old"));
-        log.push(session_row(n + 1, 10, "expired but last"));
-        let store = Log(log);
-        let all = block_on(read(&store, 0, UnixTime(5_000), RETAIN)).unwrap();
-        assert_eq!(all.rows.len() as u64, n);
-        assert_eq!(all.last_seq, n + 1, "the cursor moves past the expired last row");
-        assert!(!all.from_start);
-        let tail = block_on(read(&store, n - 3, UnixTime(5_000), RETAIN)).unwrap();
-        assert_eq!(tail.rows.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![n - 2, n - 1, n]);
-        assert!(!tail.from_start);
-    }
-
-    #[test]
-    fn a_log_behind_the_cursor_is_read_from_its_start_and_replaces_the_set() {
-        // An isolate read up to seq 90; the log was then restored from a
-        // backup holding seq 1..=3, and a new revocation took seq 4.
-        let mut held = Revocations::new();
-        let before: Vec<Revocation> = (1..=90).map(|i| session_row(i, 5_000, &format!("old{i}"))).collect();
-        held.install(1, LogRead { rows: before, last_seq: 90, from_start: false }, UnixTime(5_000), RETAIN);
-        let store = Log(vec![
-            session_row(1, 5_000, "old1"),
-            session_row(2, 5_000, "old2"),
-            session_row(3, 5_000, "old3"),
-            session_row(4, 5_001, "revoked after the restore"),
-        ]);
-        let log = block_on(read(&store, held.set().cursor(), UnixTime(5_001), RETAIN)).unwrap();
-        assert!(log.from_start);
-        assert_eq!(log.rows.len(), 4);
-        held.install(2, log, UnixTime(5_001), RETAIN);
-        assert!(held.set().refuses("revoked after the restore", "u", &[]), "not hidden behind the old cursor");
-        assert!(!held.set().refuses("old50", "u", &[]), "the set is what the log holds now");
-        assert_eq!(held.set().cursor(), 4);
-        // An emptied log (every row purged) is no different: nothing is lost.
-        let empty = block_on(read(&Log(vec![]), 4, UnixTime(5_002), RETAIN)).unwrap();
-        assert_eq!(empty, LogRead { rows: vec![], last_seq: 0, from_start: true });
     }
 
     fn standing(user: &str, revoked: Option<i64>, held: &[&str]) -> Standing {

@@ -6,8 +6,10 @@
 //! `kid` names (a published key of ours), `typ` must be `at+jwt`, and `iss`,
 //! `aud`, `exp`, `nbf` and `iat` are checked against the expectations. Header
 //! fields such as `jku`, `x5u` or `jwk` are ignored: keys only ever come from
-//! our own key ring. The signature check itself goes through
-//! [`KeyRing::verify`], so the edge can use the runtime's native crypto.
+//! our own key ring. The signature check itself is the caller's ([`Parsed`]
+//! hands over what it covers): the key ring's port
+//! ([`crate::core::flows::verify_token`]), or the gateway's cached keys with
+//! the runtime's native crypto.
 
 use std::borrow::Cow;
 
@@ -18,13 +20,8 @@ use crate::core::amr::Amr;
 use crate::core::crypto::{b64url, b64url_decode};
 use crate::core::error::{Error, TokenError};
 use crate::core::keys::{SigningAlg, SigningKey};
-use crate::core::ports::KeyRing;
 use crate::core::time::UnixTime;
 
-/// The JOSE name of Ed25519 signatures, the default.
-pub const ALG_EDDSA: &str = "EdDSA";
-/// The JOSE name of ECDSA P-256 / SHA-256 signatures (`SIGNING_ALG=ES256`).
-pub const ALG_ES256: &str = "ES256";
 /// `typ` of access tokens (RFC 9068).
 pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
 /// `typ` of the gateway's signed assertions to the origin: explicitly not an
@@ -701,22 +698,6 @@ impl<'a> Parsed<'a> {
         }
         Ok(VerifiedToken { claims: custom, extra: c.extra, issued_at: UnixTime(iat), expires_at: UnixTime(exp) })
     }
-}
-
-/// Verifies `raw` as an access token: header, signature (through `keys`), claims.
-pub async fn verify(
-    raw: &str,
-    keys: &impl KeyRing,
-    expect: &Expectations<'_>,
-    now: UnixTime,
-) -> Result<VerifiedToken, Error> {
-    let parsed = Parsed::new(raw, expect.token_type).map_err(Error::InvalidToken)?;
-    match keys.verify(parsed.kid(), parsed.alg(), parsed.signed_data(), parsed.signature()).await? {
-        None => return Err(Error::InvalidToken(TokenError::UnknownKey)),
-        Some(false) => return Err(Error::InvalidToken(TokenError::BadSignature)),
-        Some(true) => {}
-    }
-    parsed.validated_claims(expect, now).map_err(Error::InvalidToken)
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
-//! HTTP at the edge: request facts, JSON bodies read under limits, and the
-//! rendering of JSON and problem+json responses with security headers. This
-//! is the one place a core [`Error`] becomes an HTTP response.
+//! HTTP at the edge: request facts (a runtime request as core's
+//! [`RequestView`], the caller's credential and session cookies by core's
+//! rules), JSON bodies read under limits, and the rendering of JSON and
+//! problem+json responses with security headers. This is the one place a
+//! core [`Error`] becomes an HTTP response.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -10,7 +12,12 @@ use web_sys::{Request, Response};
 
 use crate::edge::js;
 
+use crate::core::config::Config;
 use crate::core::error::Error;
+use crate::core::flows::{AuthResponse, SignIn};
+use crate::core::gateway::credential::{self, ACCESS_COOKIE, REFRESH_COOKIE};
+use crate::core::gateway::request::RequestView;
+use crate::core::time::UnixTime;
 
 /// Largest JSON body any auth endpoint reads.
 pub const MAX_JSON_BODY_BYTES: usize = 16 * 1024;
@@ -23,11 +30,85 @@ pub fn header(req: &Request, name: &str) -> Option<String> {
     req.headers().get(name).ok().flatten()
 }
 
-/// The bearer token of `Authorization: Bearer <token>`, if any.
-pub fn bearer(req: &Request) -> Option<String> {
-    let value = header(req, "authorization")?;
-    let (scheme, token) = value.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string()).filter(|t| !t.is_empty())
+/// A runtime request as core's gateway rules read it: the method read once,
+/// the query taken from the URL the caller already holds, headers read
+/// only when asked for.
+pub struct View<'r> {
+    req: &'r Request,
+    method: String,
+    query: Option<&'r str>,
+}
+
+impl<'r> View<'r> {
+    /// The view of `req`, whose URL has this `query`.
+    pub fn new(req: &'r Request, query: Option<&'r str>) -> Self {
+        Self { req, method: req.method(), query }
+    }
+}
+
+impl RequestView for View<'_> {
+    fn method(&self) -> &str {
+        &self.method
+    }
+    fn query(&self) -> Option<&str> {
+        self.query
+    }
+    fn has_body(&self) -> bool {
+        self.req.body().is_some()
+    }
+    fn header(&self, name: &str) -> Option<String> {
+        header(self.req, name)
+    }
+}
+
+/// The caller's access token on the auth API: `Authorization: Bearer`, else
+/// (cookie mode) the access cookie under the CSRF rule
+/// ([`credential::access_token`]).
+pub fn access_token(req: &Request, cfg: &Config, url: &url::Url) -> Result<Option<String>, Error> {
+    credential::access_token(&View::new(req, url.query()), cfg, &request_origin(url))
+}
+
+/// The refresh cookie, under the same rule as the access cookie.
+pub fn refresh_cookie(req: &Request, cfg: &Config, url: &url::Url) -> Result<Option<String>, Error> {
+    credential::cookie_credential(&View::new(req, url.query()), cfg, &request_origin(url), REFRESH_COOKIE)
+}
+
+/// The value of cookie `name`, if sent.
+pub fn cookie(req: &Request, name: &str) -> Option<String> {
+    credential::cookie_in(&header(req, "cookie")?, name)
+}
+
+/// The session cookies of a sign-in in cookie mode (none otherwise), each
+/// living as long as the token it carries at `now` (see
+/// [`AuthResponse::cookie_max_ages`]). The body then leaves the tokens out
+/// (see [`AuthResponse::body`]).
+pub fn auth_cookies(cfg: &Config, resp: &AuthResponse, now: UnixTime) -> Vec<(&'static str, String)> {
+    if !cfg.cookie_mode {
+        return Vec::new();
+    }
+    let (access_max_age, refresh_max_age) = resp.cookie_max_ages(cfg, now);
+    vec![
+        credential::set_cookie(ACCESS_COOKIE, &resp.access_token, access_max_age),
+        credential::set_cookie(REFRESH_COOKIE, &resp.refresh_token, refresh_max_age),
+    ]
+}
+
+/// The answer of a sign-in step: the session (its body, and its cookies in
+/// cookie mode) with `status`, or 200 with the second step's `mfa_token`
+/// and no cookies.
+pub fn sign_in_response(cfg: &Config, status: u16, signed_in: &SignIn, now: UnixTime) -> JsResult<Response> {
+    match signed_in {
+        SignIn::Complete(resp) => json(status, &resp.body(cfg), None, &auth_cookies(cfg, resp, now)),
+        SignIn::SecondStep(step) => json(200, &step.body(), None, &[]),
+    }
+}
+
+/// Set-Cookie headers ending both session cookies (cookie mode; none otherwise).
+pub fn clear_cookies(cfg: &Config) -> Vec<(&'static str, String)> {
+    if !cfg.cookie_mode {
+        return Vec::new();
+    }
+    vec![credential::set_cookie(ACCESS_COOKIE, "", 0), credential::set_cookie(REFRESH_COOKIE, "", 0)]
 }
 
 /// Reads the body as JSON of type `T`: `application/json`, at most

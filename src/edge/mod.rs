@@ -8,9 +8,11 @@
 //! log entries). Requests and responses stay raw `web_sys` objects end to end,
 //! so the gateway's hot path crosses the JS boundary as few times as possible.
 
+mod crypto;
 mod d1;
 mod error;
 mod http;
+mod isolate;
 mod js;
 mod keyring;
 mod kv;
@@ -18,6 +20,7 @@ mod oauth;
 mod outbound;
 mod passkeys;
 mod platform;
+mod ports;
 mod proxy;
 mod queue;
 mod revocations;

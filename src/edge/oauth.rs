@@ -13,18 +13,18 @@ use crate::core::config::Config;
 use crate::core::error::Error;
 use crate::core::flows::oauth::{AuthorizeRequest, CallbackOutcome, CallbackQuery, ExchangeRequest, Started};
 use crate::core::flows::{Deps, Meta};
+use crate::core::gateway::credential::set_cookie;
 use crate::core::oauth::{JwsAlg, ProviderNet, ProviderRequest, BINDING_COOKIE, STATE_TTL_SECS};
 use crate::core::outbound::{HttpReply, SendError};
 use crate::core::time::UnixTime;
 use crate::edge::d1::D1Store;
 use crate::edge::error::EdgeResult;
-use crate::edge::http::{self, JsResult};
+use crate::edge::http::{self, access_token, auth_cookies, cookie, sign_in_response, JsResult};
 use crate::edge::js::verify_jws;
 use crate::edge::keyring::EdgeKeys;
 use crate::edge::outbound::{self, Outbound, Overflow};
 use crate::edge::platform::OsRandom;
 use crate::edge::queue::QueueSink;
-use crate::edge::router::{access_token, auth_cookies, cookie, set_cookie, sign_in_response};
 
 /// Largest provider reply read (JWKS with certificate chains can be large).
 const MAX_PROVIDER_REPLY_BYTES: usize = 256 * 1024;

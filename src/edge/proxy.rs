@@ -1,26 +1,22 @@
-//! The gateway: decide at the edge, then forward to the origin.
+//! The gateway at the edge: core decides, this carries bytes.
 //!
-//! [`decide`] judges a gateway request, synchronously: route policy, token
-//! (from the isolate's cache, else verified with the natively imported keys
-//! of [`crate::edge::keyring`]), role and step-up (`mfa`, `max_age`), and
-//! the origin assertion (cached with the token, else signed natively). Only a cold key cache (or one long past
-//! its expiry) needs I/O; `decide` then says so and [`forward`] loads the
-//! keys from D1 and asks again; a merely expired one is reloaded in the
-//! background. So nearly every request — public, cached or fresh token, refusal —
-//! is answered by [`fast_path`] within one synchronous call: the origin
-//! fetch's Promise, or the refusal. No Rust future, no D1, no KV. The
-//! origin's response is returned as is, streamed; redirects are passed back,
-//! never followed.
-//!
-//! Revocation ([`crate::edge::revocations`]): a verified token (cached or
-//! not) is refused with 401 `token_revoked` when the isolate's revocation
-//! set says so — a lookup, no I/O; the set is read again in the background
-//! like the keys. Only an isolate that has no usable set takes the full
-//! path to read it first, and a rule saying `"fresh": true` takes the full
-//! path to read the session from D1 before forwarding.
+//! The judgement of a gateway request is core's
+//! ([`Gateway::decide`](crate::core::gateway::Gateway::decide): route
+//! policy, credential, revocation, token, role, step-up, assertion), run on
+//! the isolate's state ([`crate::edge::isolate`]) over a view of the
+//! runtime's request, with native signatures. Only what the isolate does
+//! not hold needs I/O: a cold key cache (or one past `KEY_CACHE_TTL`), a
+//! revocation set never read or a lag old; the decision then says so and
+//! [`forward`] loads the keys from D1 or reads the revocation log
+//! ([`crate::edge::revocations`]) and asks again. Keys and revocations due
+//! for a reload are read in the background. A rule saying `"fresh": true`
+//! has [`forward`] read the token's session from D1 (core's check, through
+//! the `RevocationStore` port) before forwarding. So nearly every request —
+//! public, cached or fresh token, refusal — is answered by [`fast_path`]
+//! within one synchronous call: the origin fetch's Promise, or the refusal.
+//! No Rust future, no D1, no KV. The origin's response is returned as is,
+//! streamed; redirects are passed back, never followed.
 
-use std::borrow::Cow;
-use std::cell::RefCell;
 use std::rc::Rc;
 
 use wasm_bindgen::{JsCast, JsValue};
@@ -28,93 +24,34 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{Request, Response};
 use worker::Env;
 
-use crate::core::cache::{Assertion, TokenCache, DEFAULT_CAPACITY};
 use crate::core::config::Config;
 use crate::core::error::{Error, TokenError};
-use crate::core::policy::{auth_api_path, missing_token, normalise_path, GatewayRequest};
-use crate::core::revocation::check_fresh;
-use crate::core::target::{origin_target, RequestUrl};
+use crate::core::gateway::credential::OWN_COOKIES;
+use crate::core::gateway::headers::{HOP_BY_HOP, IDENTITY_HEADERS, NEVER_CONNECTION_NAMED};
+use crate::core::gateway::policy::{auth_api_path, normalise_path};
+use crate::core::gateway::target::{origin_target, RequestUrl, BINDING_BASE_URL};
+use crate::core::gateway::Decision;
 use crate::core::time::UnixTime;
-use crate::core::token::{
-    self, AccessClaims, Expectations, Parsed, VerifiedToken, ACCESS_TOKEN_TYPE, ASSERTION_TTL_SECS,
-};
+use crate::edge::crypto::Native;
 use crate::edge::d1::D1Store;
 use crate::edge::error::EdgeResult;
 use crate::edge::http::{self, JsResult};
+use crate::edge::isolate;
 use crate::edge::js as glue; // the edge's JS bindings (src/edge/js/)
-use crate::edge::keyring::{Cached, EdgeKeys};
+use crate::edge::keyring::EdgeKeys;
 use crate::edge::platform;
 use crate::edge::revocations;
-use crate::edge::router::{cookie_credential, ACCESS_COOKIE};
-
-/// Base URL for requests sent through the `ORIGIN` binding when `ORIGIN_URL`
-/// is not set (the binding ignores the host).
-const BINDING_BASE_URL: &str = "https://origin.internal";
 
 thread_local! {
-    /// Verified tokens, each with its identity headers (assertion included)
-    /// as the JS array `glue.forward` sends: built once per token.
-    static TOKENS: RefCell<TokenCache<js_sys::Array>> = RefCell::new(TokenCache::new(DEFAULT_CAPACITY));
-    /// The assertion's `aud`: the origin (config is fixed per isolate).
-    static AUDIENCE: std::cell::OnceCell<String> = const { std::cell::OnceCell::new() };
     static HAS_BINDING: std::cell::OnceCell<bool> = const { std::cell::OnceCell::new() };
     static PROBLEMS_SET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// A gateway request as [`crate::core::policy::Routes::judge`] reads it: the
-/// method and query are at hand, headers are read only when asked for.
-struct Facts<'r> {
-    req: &'r Request,
-    method: String,
-    query: Option<&'r str>,
-}
-
-impl GatewayRequest for Facts<'_> {
-    fn method(&self) -> &str {
-        &self.method
-    }
-    fn query(&self) -> Option<&str> {
-        self.query
-    }
-    fn has_body(&self) -> bool {
-        self.req.body().is_some()
-    }
-    fn header(&self, name: &str) -> Option<String> {
-        http::header(self.req, name)
-    }
-}
-
-/// The judgement on one gateway request.
-enum Decision {
-    /// Forward, with the identity headers (`undefined`: none) and whether
-    /// the `Authorization` header is removed (unless the rule says
-    /// `forward_authorization`) — once the session is read from D1, if the
-    /// rule says `fresh`.
-    Forward { identity: JsValue, drop_auth: bool, fresh: Option<FreshSession> },
-    /// Answer with this problem.
-    Refuse(Error),
-    /// The key cache must be loaded from D1 first, then ask again.
-    LoadKeys { unknown_kid: Option<String> },
-    /// The revocation set must be read from D1 first, then ask again.
-    LoadRevocations,
-}
-
-/// What a `fresh` rule's check reads: the token's session, user and roles.
-struct FreshSession {
-    sid: String,
-    sub: String,
-    roles: Vec<String>,
-}
-
-impl FreshSession {
-    fn of(c: &AccessClaims) -> Self {
-        Self { sid: c.sid.clone(), sub: c.sub.clone(), roles: c.roles.clone() }
-    }
-}
-
-/// Answers synchronously unless keys must be loaded or CORS applies; `None`
-/// sends the request down the full path ([`crate::edge::router::handle`]).
-/// Expired keys are reloaded in the background (`ctx.waitUntil`) meanwhile.
+/// Answers synchronously unless keys must be loaded, the revocation set
+/// read, a `fresh` rule's session checked, or CORS applies; `None` sends the
+/// request down the full path ([`crate::edge::router::handle`]). Keys and
+/// revocations due for a read are read in the background (`ctx.waitUntil`)
+/// meanwhile.
 pub fn fast_path(req: &Request, env: &Env, ctx: &worker::worker_sys::Context) -> Option<JsResult<JsValue>> {
     let cfg = crate::edge::config(env).ok()?;
     // With CORS configured, a request from a browser origin takes the full
@@ -131,7 +68,7 @@ pub fn fast_path(req: &Request, env: &Env, ctx: &worker::worker_sys::Context) ->
     }
     let keys = EdgeKeys::new(env, Rc::clone(&cfg));
     let now_ms = platform::now_ms();
-    let decision = decide(req, &cfg, &keys, &url, &normalised, now_ms);
+    let decision = decide(req, &cfg, &url, &normalised, now_ms);
     // Neither can fail for a live request; a lost read is retried by a later one.
     if let Some(reload) = keys.background_refresh(UnixTime::from_millis(now_ms as f64)) {
         let _ = ctx.wait_until(&reload);
@@ -153,6 +90,7 @@ pub fn fast_path(req: &Request, env: &Env, ctx: &worker::worker_sys::Context) ->
         }
         Decision::Refuse(e) => refuse(&e).map(JsValue::from),
         Decision::Forward { identity, drop_auth, fresh: None } => {
+            let identity = identity.map_or(JsValue::UNDEFINED, JsValue::from);
             match dispatch(req, env, &cfg, &url, &normalised, &identity, drop_auth, vary) {
                 Ok(promise) => Ok(promise.into()),
                 Err(e) => refuse(&e).map(JsValue::from),
@@ -161,7 +99,8 @@ pub fn fast_path(req: &Request, env: &Env, ctx: &worker::worker_sys::Context) ->
     })
 }
 
-/// Decides, loading keys when needed, and when allowed forwards one request
+/// Decides, loading keys or reading revocations when needed, and when
+/// allowed (and a `fresh` rule's session check passes) forwards one request
 /// to the origin.
 pub async fn forward(
     req: Request,
@@ -172,7 +111,7 @@ pub async fn forward(
     normalised: String,
 ) -> JsResult<Response> {
     let keys = EdgeKeys::new(env, Rc::clone(cfg));
-    let mut decision = decide(&req, cfg, &keys, &url, &normalised, platform::now_ms());
+    let mut decision = decide(&req, cfg, &url, &normalised, platform::now_ms());
     // At most: the revocation set, a stale key cache, then an unknown kid
     // (one throttled reload).
     for _ in 0..3 {
@@ -184,24 +123,25 @@ pub async fn forward(
         if let Err(e) = loaded {
             return http::problem(&e);
         }
-        decision = decide(&req, cfg, &keys, &url, &normalised, platform::now_ms());
+        decision = decide(&req, cfg, &url, &normalised, platform::now_ms());
     }
     if let Some(read) = revocations::background_read(env, cfg, platform::now_ms()) {
         ctx.wait_until(async move {
             let _ = JsFuture::from(read).await;
         });
     }
-    if let Decision::Forward { fresh: Some(f), .. } = &decision {
-        let checked = match D1Store::new(env) {
-            Ok(store) => check_fresh(&store, &f.sid, &f.sub, &f.roles, platform::now(), cfg.session_max_age_secs).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = checked {
-            return http::problem(&e);
-        }
-    }
     match decision {
-        Decision::Forward { identity, drop_auth, .. } => {
+        Decision::Forward { identity, drop_auth, fresh } => {
+            if let Some(fresh) = fresh {
+                let checked = match D1Store::new(env) {
+                    Ok(store) => fresh.check(&store, platform::now(), cfg.session_max_age_secs).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = checked {
+                    return http::problem(&e);
+                }
+            }
+            let identity = identity.map_or(JsValue::UNDEFINED, JsValue::from);
             // `Vary` is added by the caller (`router::with_cors`) on this path.
             match dispatch(&req, env, cfg, &url, &normalised, &identity, drop_auth, false) {
                 Ok(promise) => Ok(JsFuture::from(promise).await?.unchecked_into()),
@@ -221,216 +161,12 @@ pub async fn forward(
     }
 }
 
-/// A cached token that the policy allows.
-enum Hit {
-    /// With its identity headers and a fresh assertion (and what a `fresh`
-    /// rule's check reads).
-    Ready(js_sys::Array, Option<FreshSession>),
-    /// Its assertion is missing, about to expire, or signed by a key no
-    /// longer published.
-    Unsigned(VerifiedToken),
-}
-
-/// The one judgement of a gateway request at `now_ms` (Unix milliseconds);
-/// never does I/O.
-fn decide(
-    req: &Request,
-    cfg: &Config,
-    keys: &EdgeKeys<'_>,
-    url: &RequestUrl,
-    normalised: &str,
-    now_ms: i64,
-) -> Decision {
-    let now = UnixTime::from_millis(now_ms as f64);
-    let facts = Facts { req, method: req.method(), query: url.query() };
-    let judged = cfg.routes.judge(&facts, normalised);
-    let drop_auth = !judged.forwards_authorization();
-    if judged.is_public() {
-        return Decision::Forward { identity: JsValue::UNDEFINED, drop_auth, fresh: None };
-    }
-    let raw = match http::bearer(req) {
-        Some(t) => t,
-        None => match cookie_credential(req, cfg, &url.origin(), ACCESS_COOKIE) {
-            Ok(Some(t)) => t,
-            Ok(None) => return Decision::Refuse(missing_token()),
-            Err(e) => return Decision::Refuse(e),
-        },
-    };
-    // Whatever the token, it is checked against the revocation set: an
-    // isolate without a usable one reads it first.
-    if revocations::must_read(cfg, now_ms) {
-        return Decision::LoadRevocations;
-    }
-    let issuer: Cow<'_, str> = match &cfg.issuer {
-        Some(fixed) => Cow::Borrowed(fixed),
-        None => Cow::Owned(cfg.issuer_for(&url.origin())),
-    };
-    let fresh_session = |c: &AccessClaims| judged.needs_fresh_session().then(|| FreshSession::of(c));
-
-    // A token this isolate verified before: a map lookup, while the keys
-    // that signed it (and its assertion) are published.
-    let cached = TOKENS.with(|c| {
-        let mut c = c.borrow_mut();
-        let e = c.get_mut(&raw, now, |kid| keys.vouches(kid, now))?;
-        let claims = &e.token.claims;
-        if claims.iss != *issuer {
-            return Some(Err(Error::InvalidToken(TokenError::WrongIssuer)));
-        }
-        if revocations::refuses(&claims.sid, &claims.sub, &claims.roles) {
-            return Some(Err(Error::InvalidToken(TokenError::Revoked)));
-        }
-        if let Err(refused) = judged.admit(&e.token.claims, now) {
-            return Some(Err(refused));
-        }
-        Some(Ok(match e.assertion.as_ref().filter(|a| assertion_fresh(a.expires_at, now)) {
-            Some(a) => Hit::Ready(a.value.clone(), fresh_session(claims)),
-            None => Hit::Unsigned(e.token.clone()),
-        }))
-    });
-    let (verified, fresh) = match cached {
-        Some(Err(e)) => return Decision::Refuse(e),
-        Some(Ok(Hit::Ready(identity, fresh))) => {
-            return Decision::Forward { identity: identity.into(), drop_auth, fresh }
-        }
-        Some(Ok(Hit::Unsigned(verified))) => (verified, None),
-        None => match verify_fresh(&raw, &issuer, cfg, keys, now) {
-            Ok((v, kid)) => (v, Some(kid)),
-            Err(d) => return d,
-        },
-    };
-    let c = &verified.claims;
-    let refused = if revocations::refuses(&c.sid, &c.sub, &c.roles) {
-        Err(Error::InvalidToken(TokenError::Revoked))
-    } else {
-        judged.admit(c, now)
-    };
-    if let Err(e) = refused {
-        // Cached all the same: a repeat of the refused request costs a lookup.
-        remember(&raw, fresh.map(|kid| (verified, kid)), None, keys, now);
-        return Decision::Refuse(e);
-    }
-    let signed = sign_assertion(&issuer, cfg, keys, &verified, now);
-    let fresh_check = fresh_session(&verified.claims);
-    let fresh = fresh.map(|kid| (verified, kid));
-    match signed {
-        Ok(signed) => {
-            let identity = signed.value.clone();
-            remember(&raw, fresh, Some(signed), keys, now);
-            Decision::Forward { identity: identity.into(), drop_auth, fresh: fresh_check }
-        }
-        Err(d) => {
-            remember(&raw, fresh, None, keys, now);
-            d
-        }
-    }
-}
-
-/// Caches what [`decide`] learnt, with one write: a fresh token with the
-/// `kid` that signed it (and its assertion, if one was signed), or a new
-/// assertion for a cached token.
-fn remember(
-    raw: &str,
-    fresh: Option<(VerifiedToken, String)>,
-    assertion: Option<Assertion<js_sys::Array>>,
-    keys: &EdgeKeys<'_>,
-    now: UnixTime,
-) {
-    TOKENS.with(|c| {
-        let mut c = c.borrow_mut();
-        match (fresh, assertion) {
-            (Some((token, kid)), assertion) => c.insert(raw, token, &kid, now).assertion = assertion,
-            (None, Some(a)) => {
-                if let Some(e) = c.get_mut(raw, now, |kid| keys.vouches(kid, now)) {
-                    e.assertion = Some(a);
-                }
-            }
-            (None, None) => {}
-        }
-    });
-}
-
-/// Caches an access token this isolate has just signed (login, refresh,
-/// link, code, OAuth), with its assertion for the origin, as if the gateway
-/// had verified it: its first request through the gateway costs a lookup,
-/// not a signature check (if the assertion cannot be signed now, the first
-/// forward signs it) — for as long as its key `kid` is published.
-pub fn remember_issued(raw: &str, kid: &str, token: VerifiedToken, cfg: &Config, keys: &EdgeKeys<'_>, now: UnixTime) {
-    let signed = sign_assertion(&token.claims.iss, cfg, keys, &token, now).ok();
-    remember(raw, Some((token, kid.to_string())), signed, keys, now);
-}
-
-/// Verifies a token the cache does not hold; with the `kid` that signed it
-/// (the caller caches both).
-fn verify_fresh(
-    raw: &str,
-    issuer: &str,
-    cfg: &Config,
-    keys: &EdgeKeys<'_>,
-    now: UnixTime,
-) -> Result<(VerifiedToken, String), Decision> {
-    let refuse = |e: TokenError| Decision::Refuse(Error::InvalidToken(e));
-    let parsed = Parsed::new(raw, ACCESS_TOKEN_TYPE).map_err(refuse)?;
-    match keys.verify_cached(parsed.kid(), parsed.alg(), parsed.signed_data(), parsed.signature(), now) {
-        Err(e) => return Err(Decision::Refuse(e)),
-        Ok(Cached::NeedsLoad) => return Err(Decision::LoadKeys { unknown_kid: Some(parsed.kid().to_string()) }),
-        Ok(Cached::UnknownKey) => return Err(refuse(TokenError::UnknownKey)),
-        Ok(Cached::Verified(false)) => return Err(refuse(TokenError::BadSignature)),
-        Ok(Cached::Verified(true)) => {}
-    }
-    let expect = Expectations {
-        issuer,
-        audience: &cfg.audience,
-        token_type: ACCESS_TOKEN_TYPE,
-        max_lifetime_secs: cfg.access_ttl_secs,
-    };
-    let verified = parsed.validated_claims(&expect, now).map_err(refuse)?;
-    Ok((verified, parsed.kid().to_string()))
-}
-
-/// Signs the origin assertion for a verified token with the active key;
-/// returns the identity headers (assertion included), when the assertion
-/// expires and the `kid` that signed it.
-fn sign_assertion(
-    issuer: &str,
-    cfg: &Config,
-    keys: &EdgeKeys<'_>,
-    verified: &VerifiedToken,
-    now: UnixTime,
-) -> Result<Assertion<js_sys::Array>, Decision> {
-    let signer = match keys.signer_cached(now) {
-        Ok(Some(s)) => s,
-        Ok(None) => return Err(Decision::LoadKeys { unknown_kid: None }),
-        Err(e) => return Err(Decision::Refuse(e)),
-    };
-    let audience = AUDIENCE.with(|a| {
-        a.get_or_init(|| {
-            cfg.origin_url.as_ref().map_or_else(|| BINDING_BASE_URL.to_string(), |o| o.origin().ascii_serialization())
-        })
-        .clone()
-    });
-    let (input, exp) = token::assertion_signing_input(issuer, &audience, verified, now, signer.kid(), signer.alg());
-    let sig = signer.sign(input.as_bytes()).map_err(Decision::Refuse)?;
-    let c = &verified.claims;
-    let identity = js_sys::Array::of5(
-        &c.sub.as_str().into(),
-        &c.email.as_str().into(),
-        &c.roles.join(",").into(),
-        &c.sid.as_str().into(),
-        &token::compact(&input, &sig).into(),
-    );
-    // Hook claims reach the origin (issue 24): in the assertion (signed
-    // above), and with CLAIMS_HEADER also as `X-Auth-Claims`. Built once per
-    // token, cached with the assertion: nothing per request.
-    if cfg.claims_header {
-        if let Some(claims) = token::claims_header_value(&verified.extra) {
-            identity.push(&claims.into());
-        }
-    }
-    Ok(Assertion { value: identity, expires_at: exp, kid: signer.kid().to_string() })
-}
-
-fn assertion_fresh(expires: UnixTime, now: UnixTime) -> bool {
-    expires.0 - now.0 > (ASSERTION_TTL_SECS as i64) / 2
+/// The one judgement of a gateway request at `now_ms` (Unix milliseconds;
+/// core's [`Gateway::decide`](crate::core::gateway::Gateway::decide), on
+/// the isolate's state); never does I/O.
+fn decide(req: &Request, cfg: &Config, url: &RequestUrl, normalised: &str, now_ms: i64) -> Decision<js_sys::Array> {
+    let view = http::View::new(req, url.query());
+    isolate::with(|g| g.decide(&view, url, normalised, cfg, &Native, now_ms))
 }
 
 /// Hands the request to the origin (one JS call); the Promise resolves to the
@@ -452,7 +188,13 @@ fn dispatch(
             &Error::OriginTimeout.problem().body(),
             &Error::BodyNotForwardable.problem().body(),
         );
-        glue::set_stripped_headers(cfg.strip_headers.js_pattern());
+        glue::set_forward_rules(
+            cfg.strip_headers.js_pattern(),
+            &HOP_BY_HOP.join("\n"),
+            &NEVER_CONNECTION_NAMED.join("\n"),
+            &OWN_COOKIES.join("\n"),
+            &IDENTITY_HEADERS.join("\n"),
+        );
         PROBLEMS_SET.with(|s| s.set(true));
     }
     let binding = origin_binding(env);

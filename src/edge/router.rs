@@ -25,25 +25,16 @@ use crate::core::flows::passkeys::{
 use crate::core::flows::password::FORGOT_ACCEPTED;
 use crate::core::flows::password::{ChangeRequest, ResetRequest};
 use crate::core::flows::revocation::TokenForm;
-use crate::core::flows::{AuthResponse, Deps, EmailRequest, Meta, Recipient, SignIn, TokenRequest};
-use crate::core::policy::{auth_api_path, normalise_path};
+use crate::core::flows::{EmailRequest, Meta, TokenRequest};
+use crate::core::gateway::policy::{auth_api_path, normalise_path};
+use crate::core::gateway::target::{invalid_url, RequestUrl};
 use crate::core::rate_limit::Endpoint;
-use crate::core::target::{invalid_url, RequestUrl};
-use crate::core::time::UnixTime;
-use crate::edge::d1::D1Store;
 use crate::edge::error::EdgeResult;
-use crate::edge::http::{self, JsResult};
-use crate::edge::keyring::EdgeKeys;
-use crate::edge::outbound::FetchGate;
+use crate::edge::http::{self, access_token, auth_cookies, clear_cookies, refresh_cookie, sign_in_response, JsResult};
 use crate::edge::passkeys::NativePasskeys;
 use crate::edge::platform::{self, OsRandom};
-use crate::edge::queue::QueueSink;
+use crate::edge::ports::{send_in_background, Mailing, Ports};
 use crate::edge::{check_request_origin, config, oauth, proxy, ui};
-
-/// Cookie carrying the access token in cookie mode.
-pub const ACCESS_COOKIE: &str = "__Host-portcullis_access";
-/// Cookie carrying the refresh token in cookie mode.
-pub const REFRESH_COOKIE: &str = "__Host-portcullis_refresh";
 
 /// Serves one request; never fails open.
 pub async fn handle(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
@@ -122,105 +113,6 @@ fn meta(req: &Request, cfg: &Config, url: &url::Url) -> Meta {
         user_agent: http::header(req, "user-agent").map(|ua| ua.chars().take(512).collect()),
         issuer: cfg.issuer_for(&http::request_origin(url)),
     }
-}
-
-/// The caller's access token: `Authorization: Bearer`, else (cookie mode)
-/// the access cookie — then only for safe methods or same-site requests.
-pub fn access_token(req: &Request, cfg: &Config, url: &url::Url) -> Result<Option<String>, Error> {
-    if let Some(t) = http::bearer(req) {
-        return Ok(Some(t));
-    }
-    cookie_credential(req, cfg, &http::request_origin(url), ACCESS_COOKIE)
-}
-
-/// The refresh cookie, under the same rule as the access cookie.
-fn refresh_cookie(req: &Request, cfg: &Config, url: &url::Url) -> Result<Option<String>, Error> {
-    cookie_credential(req, cfg, &http::request_origin(url), REFRESH_COOKIE)
-}
-
-/// Cookie `name` in cookie mode; a request that sends it must pass
-/// [`csrf_check`] (a cookie goes along with a cross-site form post too).
-/// `own_origin` is the request URL's origin.
-pub fn cookie_credential(req: &Request, cfg: &Config, own_origin: &str, name: &str) -> Result<Option<String>, Error> {
-    if !cfg.cookie_mode {
-        return Ok(None);
-    }
-    let token = cookie(req, name);
-    if token.is_some() {
-        csrf_check(req, cfg, own_origin)?;
-    }
-    Ok(token)
-}
-
-/// Refuses cookie-authenticated state changes from another site, and
-/// cookie-authenticated WebSocket handshakes from another site (a GET, but it
-/// opens a two-way channel under the user's identity: cross-site WebSocket
-/// hijacking). `own_origin` is the request URL's origin.
-pub fn csrf_check(req: &Request, cfg: &Config, own_origin: &str) -> Result<(), Error> {
-    let method = req.method();
-    let websocket = || http::header(req, "upgrade").is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
-    if matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS") && !websocket() {
-        return Ok(());
-    }
-    let refused = || Error::forbidden("csrf_refused", "cross-site request refused for cookie authentication");
-    if http::header(req, "sec-fetch-site").is_some_and(|v| v.eq_ignore_ascii_case("cross-site")) {
-        return Err(refused());
-    }
-    if let Some(origin) = http::header(req, "origin") {
-        let allowed = origin == own_origin || cfg.cors_origins.iter().any(|o| o == &origin);
-        if !allowed {
-            return Err(refused());
-        }
-    }
-    Ok(())
-}
-
-/// The value of cookie `name`, if sent.
-pub fn cookie(req: &Request, name: &str) -> Option<String> {
-    let header = http::header(req, "cookie")?;
-    header.split(';').find_map(|pair| {
-        let (k, v) = pair.trim().split_once('=')?;
-        (k == name && !v.is_empty()).then(|| v.to_string())
-    })
-}
-
-/// A gateway cookie: `__Host-` rules (`Path=/`, `Secure`, no `Domain`),
-/// `HttpOnly`, `SameSite=Lax`, living `max_age` seconds.
-pub fn set_cookie(name: &str, value: &str, max_age: u64) -> (&'static str, String) {
-    ("set-cookie", format!("{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; Secure; SameSite=Lax"))
-}
-
-/// The session cookies of a sign-in in cookie mode (none otherwise), each
-/// living as long as the token it carries at `now` (see
-/// [`AuthResponse::cookie_max_ages`]). The body then leaves the tokens out
-/// (see [`AuthResponse::body`]).
-pub fn auth_cookies(cfg: &Config, resp: &AuthResponse, now: UnixTime) -> Vec<(&'static str, String)> {
-    if !cfg.cookie_mode {
-        return Vec::new();
-    }
-    let (access_max_age, refresh_max_age) = resp.cookie_max_ages(cfg, now);
-    vec![
-        set_cookie(ACCESS_COOKIE, &resp.access_token, access_max_age),
-        set_cookie(REFRESH_COOKIE, &resp.refresh_token, refresh_max_age),
-    ]
-}
-
-/// The answer of a sign-in step: the session (its body, and its cookies in
-/// cookie mode) with `status`, or 200 with the second step's `mfa_token`
-/// and no cookies.
-pub fn sign_in_response(cfg: &Config, status: u16, signed_in: &SignIn, now: UnixTime) -> JsResult<Response> {
-    match signed_in {
-        SignIn::Complete(resp) => http::json(status, &resp.body(cfg), None, &auth_cookies(cfg, resp, now)),
-        SignIn::SecondStep(step) => http::json(200, &step.body(), None, &[]),
-    }
-}
-
-/// Set-Cookie headers ending both session cookies (cookie mode; none otherwise).
-pub fn clear_cookies(cfg: &Config) -> Vec<(&'static str, String)> {
-    if !cfg.cookie_mode {
-        return Vec::new();
-    }
-    vec![set_cookie(ACCESS_COOKIE, "", 0), set_cookie(REFRESH_COOKIE, "", 0)]
 }
 
 #[derive(Debug, Deserialize)]
@@ -570,78 +462,6 @@ async fn auth_api(
             page.serve(route).await
         }
     }
-}
-
-/// The platform adapters behind the flows' ports, for one request or task.
-pub struct Ports<'e> {
-    store: D1Store,
-    events: QueueSink<'e>,
-    keys: EdgeKeys<'e>,
-    gate: FetchGate,
-}
-
-impl<'e> Ports<'e> {
-    fn new(env: &'e Env, cfg: &Rc<Config>) -> Result<Self, Error> {
-        Ok(Self {
-            store: D1Store::new(env)?,
-            events: QueueSink::new(env, Rc::clone(cfg)),
-            keys: EdgeKeys::new(env, Rc::clone(cfg)),
-            gate: FetchGate::new(env),
-        })
-    }
-
-    /// The same, with a store whose reads after the first may come from a
-    /// D1 read replica ([`D1Store::with_replica_reads`]).
-    fn with_replica_reads(env: &'e Env, cfg: &Rc<Config>) -> Result<Self, Error> {
-        Ok(Self { store: D1Store::with_replica_reads(env)?, ..Self::new(env, cfg)? })
-    }
-
-    fn deps<'a>(&'a self, cfg: &'a Config) -> Deps<'a, D1Store, QueueSink<'e>, EdgeKeys<'e>> {
-        Deps { store: &self.store, events: &self.events, keys: &self.keys, config: cfg, gate: &self.gate }
-    }
-}
-
-/// How long an admitted email request's background work waits before it
-/// starts (see [`send_in_background`]).
-const BACKGROUND_START_MS: u64 = 10;
-
-/// What an admitted email request sends, if its address can sign in.
-#[derive(Debug, Clone, Copy)]
-pub enum Mailing {
-    MagicLink,
-    Otp,
-    PasswordReset,
-}
-
-/// Finishes an admitted magic-link, code or reset request after the answer
-/// (`ctx.waitUntil`): looking the address up, issuing the token and
-/// announcing it happen only for addresses with an account, so doing them
-/// first would tell anyone timing the answer which addresses have one. A
-/// failure here reaches the log, not the client (who was told "if this
-/// address can sign in"); nothing is half-written: the KV hint comes before
-/// the D1 row, and an event the queue refuses waits in the outbox.
-pub fn send_in_background(ctx: &Context, env: &Env, cfg: &Rc<Config>, meta: Meta, what: Mailing, to: Recipient) {
-    let env = env.clone();
-    let cfg = Rc::clone(cfg);
-    ctx.wait_until(async move {
-        let result = async {
-            // Let the answer leave first: work started at once would share the
-            // isolate's thread with sending it, and show in its timing.
-            worker::Delay::from(std::time::Duration::from_millis(BACKGROUND_START_MS)).await;
-            let ports = Ports::new(&env, &cfg)?;
-            let deps = ports.deps(&cfg);
-            let rng = &mut OsRandom;
-            match what {
-                Mailing::MagicLink => deps.send_magic_link(&meta, rng, &to).await,
-                Mailing::Otp => deps.send_otp(&meta, rng, &to).await,
-                Mailing::PasswordReset => deps.send_password_reset(&meta, rng, &to).await,
-            }
-        }
-        .await;
-        if let Err(e) = result {
-            worker::console_error!("portcullis.error sending an email token in the background: {e}");
-        }
-    });
 }
 
 /// Longest session id `DELETE /auth/sessions/{id}` looks up (ids are UUIDs).

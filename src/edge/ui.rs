@@ -25,6 +25,7 @@ use crate::core::flows::mfa::{CodeRequest, MfaVerifyRequest};
 use crate::core::flows::otp::{OtpVerifyRequest, OTP_ACCEPTED};
 use crate::core::flows::password::{ChangeRequest, ResetRequest, FORGOT_ACCEPTED};
 use crate::core::flows::{Deps, EmailRequest, Meta, SignIn, TokenRequest};
+use crate::core::gateway::credential::{ACCESS_COOKIE, REFRESH_COOKIE};
 use crate::core::oauth::CodeChallenge;
 use crate::core::rate_limit::Endpoint;
 use crate::core::ui::forms::{
@@ -35,13 +36,11 @@ use crate::core::ui::pages::{self, Account, Notice, Provider, TwoStep};
 use crate::core::ui::UI_PATH;
 use crate::edge::d1::D1Store;
 use crate::edge::error::EdgeResult;
-use crate::edge::http;
+use crate::edge::http::{self, auth_cookies, clear_cookies, cookie};
 use crate::edge::keyring::EdgeKeys;
 use crate::edge::platform::OsRandom;
+use crate::edge::ports::{send_in_background, Mailing};
 use crate::edge::queue::QueueSink;
-use crate::edge::router::{
-    auth_cookies, clear_cookies, cookie, send_in_background, Mailing, ACCESS_COOKIE, REFRESH_COOKIE,
-};
 
 type EdgeDeps<'a, 'e> = Deps<'a, D1Store, QueueSink<'e>, EdgeKeys<'e>>;
 

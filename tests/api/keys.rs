@@ -2,6 +2,7 @@
 //! retirement at once (by an administrator).
 
 use portcullis::core::error::{Error, TokenError};
+use portcullis::core::flows;
 use portcullis::core::flows::keys::{retire_now, retirement_window_secs, rotate, scheduled, KeyRetirement};
 use portcullis::core::keys::{jwks, KeyStatus, SigningAlg};
 use portcullis::core::time::UnixTime;
@@ -13,7 +14,7 @@ fn verify_at(w: &World, raw: &str, now: i64) -> Result<token::VerifiedToken, Err
     w.keys.now.set(UnixTime(now));
     let expect =
         Expectations { issuer: ISSUER, audience: "portcullis", token_type: ACCESS_TOKEN_TYPE, max_lifetime_secs: 900 };
-    block_on(token::verify(raw, &w.keys, &expect, UnixTime(now)))
+    block_on(flows::verify_token(raw, &w.keys, &expect, UnixTime(now)))
 }
 
 fn active_kid(w: &World) -> String {

@@ -8,6 +8,7 @@ mod audit;
 mod delivery;
 mod email_verification;
 mod gate;
+mod gateway;
 mod keys;
 mod locale;
 mod magic_link;

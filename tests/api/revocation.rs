@@ -12,9 +12,10 @@ use portcullis::core::flows::admin::Admin;
 use portcullis::core::flows::password::{ChangeRequest, ResetRequest};
 use portcullis::core::flows::revocation::{Introspection, TokenForm};
 use portcullis::core::flows::{AuthResponse, EmailRequest, TokenRequest};
+use portcullis::core::gateway::revocations::{check_fresh, read};
 use portcullis::core::keys::SigningKey;
 use portcullis::core::ports::RevocationStore;
-use portcullis::core::revocation::{check_fresh, read, retention_secs, RevocationSet};
+use portcullis::core::revocation::{retention_secs, RevocationSet};
 use portcullis::core::time::UnixTime;
 use portcullis::core::token::{self, NewAccessToken};
 

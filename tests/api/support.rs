@@ -7,7 +7,6 @@ use std::rc::Rc;
 
 use portcullis::core::audit::{AuditEntry, AuditFilter, AuditRecord};
 use portcullis::core::config::Config;
-use portcullis::core::delivery::{Claim, DeadLetter, TargetState};
 use portcullis::core::email_token::{EmailToken, TokenKind};
 use portcullis::core::error::Error;
 use portcullis::core::events::Envelope;
@@ -15,6 +14,7 @@ use portcullis::core::flows::keys::load_or_create;
 use portcullis::core::flows::{Deps, Meta};
 use portcullis::core::ids::Random;
 use portcullis::core::keys::{Kek, KeyStatus, SigningAlg, SigningKey, StoredKey};
+use portcullis::core::ledger::{Claim, DeadLetter, TargetState};
 use portcullis::core::mail::{BindingError, MimeEmail};
 use portcullis::core::mfa::{Challenge, FactorsRemoved, StoredFactors, StoredTotp};
 use portcullis::core::oauth::LinkedIdentity;

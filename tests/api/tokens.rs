@@ -3,6 +3,7 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use portcullis::core::error::{Error, TokenError};
+use portcullis::core::flows;
 use portcullis::core::flows::account::SignupRequest;
 use portcullis::core::time::UnixTime;
 use portcullis::core::token::{self, Expectations, ACCESS_TOKEN_TYPE};
@@ -23,7 +24,7 @@ fn issued(w: &World) -> String {
 fn verify(w: &World, raw: &str, now: i64, audience: &str) -> Result<token::VerifiedToken, Error> {
     w.keys.now.set(UnixTime(now));
     let expect = Expectations { issuer: ISSUER, audience, token_type: ACCESS_TOKEN_TYPE, max_lifetime_secs: 900 };
-    block_on(token::verify(raw, &w.keys, &expect, UnixTime(now)))
+    block_on(flows::verify_token(raw, &w.keys, &expect, UnixTime(now)))
 }
 
 fn part(raw: &str, i: usize) -> serde_json::Value {
@@ -205,10 +206,10 @@ fn tokens_claiming_a_lifetime_beyond_access_ttl_plus_the_leeway_are_refused_thou
             max_lifetime_secs: 600,
         };
         w.keys.now.set(UnixTime(1_001));
-        assert!(block_on(token::verify(&at_limit, &w.keys, &expect, UnixTime(1_001))).is_ok(), "{alg}");
+        assert!(block_on(flows::verify_token(&at_limit, &w.keys, &expect, UnixTime(1_001))).is_ok(), "{alg}");
         for raw in [&beyond, &a_year] {
             assert_eq!(
-                block_on(token::verify(raw, &w.keys, &expect, UnixTime(1_001))).unwrap_err(),
+                block_on(flows::verify_token(raw, &w.keys, &expect, UnixTime(1_001))).unwrap_err(),
                 Error::InvalidToken(TokenError::TooLongLived),
                 "{alg}"
             );

@@ -22,8 +22,9 @@ use portcullis::core::flows::admin::{ListQuery, UpdateUserRequest};
 use portcullis::core::flows::otp::OtpVerifyRequest;
 use portcullis::core::flows::password::{ChangeRequest, ResetRequest};
 use portcullis::core::flows::{EmailRequest, TokenRequest};
-use portcullis::core::headers::StrippedHeaders;
-use portcullis::core::policy::{normalise_path, GatewayRequest, Routes};
+use portcullis::core::gateway::headers::StrippedHeaders;
+use portcullis::core::gateway::policy::{normalise_path, Routes};
+use portcullis::core::gateway::request::RequestView;
 use portcullis::core::rate_limit::RateLimits;
 use portcullis::core::time::UnixTime;
 use portcullis::core::token::{Expectations, Parsed, ACCESS_TOKEN_TYPE};
@@ -246,14 +247,14 @@ proptest! {
             // Whatever the raw form, the rule applied is the one for the path the origin sees.
             let lands_inside = n.to_ascii_lowercase() == format!("/{prefix}") || n.to_ascii_lowercase().starts_with(&format!("/{prefix}/"));
             let policy = routes.policy_for("GET", &n);
-            prop_assert_eq!(matches!(policy, portcullis::core::policy::Policy::Role(_)), lands_inside, "{} -> {}", raw, n);
+            prop_assert_eq!(matches!(policy, portcullis::core::gateway::policy::Policy::Role(_)), lands_inside, "{} -> {}", raw, n);
         }
     }
 
     #[test]
     fn any_query_and_header_are_judged(query in "\\PC{0,80}", header in proptest::option::of("\\PC{0,40}"), method in "[A-Za-z]{1,7}") {
         struct Req(String, String, Option<String>);
-        impl GatewayRequest for Req {
+        impl RequestView for Req {
             fn method(&self) -> &str { &self.0 }
             fn query(&self) -> Option<&str> { Some(&self.1) }
             fn has_body(&self) -> bool { true }

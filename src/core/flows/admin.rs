@@ -18,9 +18,9 @@ use crate::core::events::{self, Event};
 use crate::core::flows::account::parse_name;
 use crate::core::flows::mfa::MFA_CHANGE_REVOKE_REASON;
 use crate::core::flows::{Deps, Meta};
+use crate::core::gateway::policy::is_role_name;
 use crate::core::ids::Random;
 use crate::core::mfa::{FactorsView, Method};
-use crate::core::policy::is_role_name;
 use crate::core::ports::{AccountStore, EventSink, KeyRing, MfaStore, PasskeyStore, SessionStore, UserStore};
 use crate::core::users::{ProfileUpdate, User, UserResponse};
 

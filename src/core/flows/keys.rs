@@ -1,7 +1,8 @@
 //! The key ring's use cases: first-use key creation, rotation (by an
 //! administrator or the cron trigger), retirement at once (by an
-//! administrator: a compromised key), how long an isolate may use the keys
-//! it loaded, and discovery metadata.
+//! administrator: a compromised key), how long a retired key stays
+//! published, and discovery metadata. How long an isolate may use the keys
+//! it loaded is the gateway's key cache's ([`crate::core::gateway::key_cache`]).
 
 use serde::Serialize;
 
@@ -10,11 +11,12 @@ use crate::core::error::Error;
 use crate::core::events::{self, Envelope};
 use crate::core::flows::admin::Admin;
 use crate::core::flows::{Deps, Meta};
+use crate::core::gateway::key_cache::key_cache_max_age_secs;
 use crate::core::ids::Random;
-use crate::core::keys::{self, Kek, KeyStatus, SigningAlg, SigningKey, StoredKey};
+use crate::core::keys::{self, Kek, KeyStatus, SigningAlg, SigningKey, StoredKey, ALG_EDDSA, ALG_ES256};
 use crate::core::ports::{EmailTokenStore, EventSink, KeyRing, KeyStore, SessionStore, UserStore};
 use crate::core::time::UnixTime;
-use crate::core::token::{ALG_EDDSA, ALG_ES256, ASSERTION_TTL_SECS, LEEWAY_SECS};
+use crate::core::token::{ASSERTION_TTL_SECS, LEEWAY_SECS};
 
 /// Loads the stored keys and the active signing key, creating that key on
 /// first use. Racing creators are settled by the store's one-active-key
@@ -97,62 +99,6 @@ pub fn retirement_window_secs(config: &Config) -> u64 {
         .saturating_add(LEEWAY_SECS.unsigned_abs())
 }
 
-/// The longest an isolate uses the keys it loaded: `KEY_CACHE_TTL`. This is
-/// the bound on how long a key retired at once (or its tokens, cached or
-/// not) can still count anywhere, and on how long the gateway verifies with
-/// cached keys while D1 is unreachable; past it, keys are reloaded before
-/// any use.
-pub fn key_cache_max_age_secs(config: &Config) -> u64 {
-    config.key_cache_ttl_secs
-}
-
-/// From what age an isolate reloads its keys in the background while it
-/// goes on using them: half of `KEY_CACHE_TTL` (rounded up). A busy isolate
-/// so reloads before its keys reach [`key_cache_max_age_secs`], and its
-/// gateway never waits for D1 merely because the keys aged.
-pub fn key_cache_refresh_secs(config: &Config) -> u64 {
-    config.key_cache_ttl_secs.div_ceil(2)
-}
-
-/// What an isolate may do with keys it loaded at `loaded_at`, at `now`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyCacheState {
-    /// Use them.
-    Fresh,
-    /// Use them, and reload them in the background.
-    Refresh,
-    /// Reload them before any use (also: never loaded, or invalidated).
-    Stale,
-}
-
-/// The state of keys loaded at `loaded_at`, at `now`: fresh until
-/// [`key_cache_refresh_secs`], stale from [`key_cache_max_age_secs`].
-pub fn key_cache_state(config: &Config, loaded_at: UnixTime, now: UnixTime) -> KeyCacheState {
-    let age = now.0.saturating_sub(loaded_at.0);
-    let secs = |s: u64| i64::try_from(s).unwrap_or(i64::MAX);
-    if age < secs(key_cache_refresh_secs(config)) {
-        KeyCacheState::Fresh
-    } else if age < secs(key_cache_max_age_secs(config)) {
-        KeyCacheState::Refresh
-    } else {
-        KeyCacheState::Stale
-    }
-}
-
-/// How long `/.well-known/jwks.json` is answered from the keys an isolate
-/// loaded before it reads them from D1 again: a burst of JWKS requests costs
-/// one D1 read (and one unseal of the active key) per isolate per this many
-/// seconds, not one each. A key retired elsewhere leaves this isolate's JWKS
-/// within it; the isolate that retires a key invalidates its keys, so its
-/// JWKS drops the key at once.
-pub const JWKS_RELOAD_SECS: i64 = 5;
-
-/// Whether the JWKS must be read from D1 again at `now`, for keys loaded at
-/// `loaded_at` (`None`: never, or invalidated since).
-pub fn jwks_reload_due(loaded_at: Option<UnixTime>, now: UnixTime) -> bool {
-    loaded_at.is_none_or(|at| !(0..JWKS_RELOAD_SECS).contains(&now.0.saturating_sub(at.0)))
-}
-
 /// Whether the active key is at least `interval_secs` old. With no key yet,
 /// nothing is due: the first key is made on first use.
 pub fn rotation_due(keys: &[StoredKey], now: UnixTime, interval_secs: u64) -> bool {
@@ -216,7 +162,7 @@ const RETIRE_ATTEMPTS: usize = 3;
 
 /// Takes the published key `kid` out of publication at `now`, with its row
 /// (and sealed private half): it leaves this isolate's JWKS at once, every
-/// other isolate's within [`JWKS_RELOAD_SECS`], and every isolate
+/// other isolate's within [`JWKS_RELOAD_SECS`](crate::core::gateway::key_cache::JWKS_RELOAD_SECS), and every isolate
 /// stops accepting what it signed once its keys are reloaded (at most
 /// [`key_cache_max_age_secs`]). The active key is first replaced by a new
 /// one, in the same write, so signing never stops. A write that lost a race
@@ -349,47 +295,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn config(ttl: &str) -> Config {
-        let ttl = ttl.to_string();
-        Config::from_lookup(move |name| match name {
-            "KEY_ENCRYPTION_KEY" => Some("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into()),
-            "KEY_CACHE_TTL" => Some(ttl.clone()),
-            _ => None,
-        })
-        .unwrap()
-    }
-
-    #[test]
-    fn the_jwks_is_read_again_at_most_every_few_seconds_and_at_once_after_an_invalidation() {
-        let at = UnixTime(1_000);
-        assert!(!jwks_reload_due(Some(at), at));
-        assert!(!jwks_reload_due(Some(at), UnixTime(1_000 + JWKS_RELOAD_SECS - 1)));
-        assert!(jwks_reload_due(Some(at), UnixTime(1_000 + JWKS_RELOAD_SECS)));
-        assert!(jwks_reload_due(Some(at), UnixTime(999)), "a clock gone back proves nothing");
-        assert!(jwks_reload_due(None, at), "never loaded, or invalidated");
-    }
-
-    #[test]
-    fn loaded_keys_are_reloaded_in_the_background_from_half_of_key_cache_ttl_and_never_used_past_it() {
-        let c = config("300");
-        let at = |age: i64| key_cache_state(&c, UnixTime(1_000), UnixTime(1_000 + age));
-        assert_eq!(at(0), KeyCacheState::Fresh);
-        assert_eq!(at(149), KeyCacheState::Fresh);
-        assert_eq!(at(150), KeyCacheState::Refresh);
-        assert_eq!(at(299), KeyCacheState::Refresh);
-        // A key retired at once elsewhere counts here for at most KEY_CACHE_TTL.
-        assert_eq!(at(300), KeyCacheState::Stale);
-        assert_eq!(key_cache_state(&c, UnixTime(i64::MIN), UnixTime(1_000)), KeyCacheState::Stale, "invalidated");
-        // An odd or tiny TTL: the refresh starts at the rounded-up half, before the end.
-        let c = config("1");
-        assert_eq!(key_cache_state(&c, UnixTime(0), UnixTime(0)), KeyCacheState::Fresh);
-        assert_eq!(key_cache_state(&c, UnixTime(0), UnixTime(1)), KeyCacheState::Stale);
-        let c = config("5");
-        assert_eq!(key_cache_state(&c, UnixTime(0), UnixTime(2)), KeyCacheState::Fresh);
-        assert_eq!(key_cache_state(&c, UnixTime(0), UnixTime(3)), KeyCacheState::Refresh);
-        assert_eq!(key_cache_state(&c, UnixTime(0), UnixTime(5)), KeyCacheState::Stale);
-    }
 
     #[test]
     fn only_thumbprint_shaped_kids_are_looked_up() {

@@ -20,11 +20,10 @@ use serde::Serialize;
 use crate::core::error::Error;
 use crate::core::events;
 use crate::core::flows::account::refresh_token_shape;
-use crate::core::flows::{Deps, Meta};
+use crate::core::flows::{verify_token, Deps, Meta};
 use crate::core::ids::{self, Random};
 use crate::core::ports::{EventSink, KeyRing, RevocationStore, SessionStore, UserStore};
 use crate::core::revocation::stands;
-use crate::core::token;
 
 /// `token_type` of an active access token: the access token type it is
 /// used as (RFC 7662 §2.2 names RFC 6749's token types).
@@ -163,7 +162,7 @@ where
     pub async fn introspect(&self, meta: &Meta, form: &TokenForm) -> Result<Introspection, Error> {
         let raw = form.token.as_str();
         let active = if is_jwt(raw) {
-            let verified = match token::verify(raw, self.keys, &self.expectations(meta), meta.now).await {
+            let verified = match verify_token(raw, self.keys, &self.expectations(meta), meta.now).await {
                 Ok(v) => v,
                 Err(Error::InvalidToken(_)) => return Ok(Introspection::INACTIVE),
                 Err(e) => return Err(e),
@@ -216,7 +215,7 @@ where
     pub async fn revoke_token(&self, meta: &Meta, rng: &mut impl Random, form: &TokenForm) -> Result<(), Error> {
         let raw = form.token.as_str();
         let target = if is_jwt(raw) {
-            match token::verify(raw, self.keys, &self.expectations(meta), meta.now).await {
+            match verify_token(raw, self.keys, &self.expectations(meta), meta.now).await {
                 Ok(v) => Some((v.claims.sub, v.claims.sid)),
                 Err(Error::InvalidToken(_)) => None,
                 Err(e) => return Err(e),

@@ -4,7 +4,7 @@
 use serde::Deserialize;
 
 use super::{opt_text, text, time, D1Store};
-use crate::core::delivery::{Claim, DeadLetter, TargetState};
+use crate::core::ledger::{Claim, DeadLetter, TargetState};
 use crate::core::ports::{DeliveryLedger, Result};
 use crate::core::time::UnixTime;
 use crate::edge::error::{Dependency::D1, EdgeResult};

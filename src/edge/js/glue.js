@@ -13,21 +13,6 @@ const SECURITY_HEADERS = [
   ["referrer-policy", "no-referrer"],
 ];
 
-// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
-const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "proxy-authenticate",
-  "proxy-authorization", "te", "trailer", "upgrade"]);
-
-// Headers a `Connection` value may not remove: the body's framing and type
-// (the origin parses the body by them), the target, and what the gateway's
-// decision read (the credentials, the request's origin). A client naming them
-// would have the origin read another request than the one judged.
-const NEVER_CONNECTION_NAMED = new Set(["content-type", "content-length", "transfer-encoding", "host",
-  "authorization", "cookie", "origin"]);
-
-// The gateway's own credentials, never forwarded.
-const OWN_COOKIES = ["__Host-portcullis_access", "__Host-portcullis_refresh", "__Host-portcullis_oauth",
-  "__Host-portcullis_ui"];
-
 /**
  * A response written by the gateway: `extra` is "name\nvalue\nname\nvalue..."
  * (header values cannot contain newlines), appended after the security
@@ -142,16 +127,37 @@ export function setOriginProblems(unreachable, timeout, getBody) {
   PROBLEM_GET_BODY = getBody;
 }
 
-// Header names never forwarded: identity, client address, routing and method
-// overrides (core::headers, with STRIP_HEADERS), also spelt with underscores,
-// which WSGI, PHP and Rack read as dashes. One regular expression, built once
-// per isolate from Rust's list as a trie, so a name is decided in a character
-// or two (one test per incoming name, as the X-Auth-* test before it).
+// What the forward removes and adds, set once per isolate from Rust
+// (`core::gateway::headers`, `core::gateway::credential`) by `setForwardRules`:
+// - STRIPPED: header names never forwarded (identity, client address, routing
+//   and method overrides, with STRIP_HEADERS), also spelt with underscores,
+//   which WSGI, PHP and Rack read as dashes. One regular expression, built
+//   once per isolate as a trie, so a name is decided in a character or two
+//   (one test per incoming name).
+// - HOP_BY_HOP: hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
+// - NEVER_CONNECTION_NAMED: headers a `Connection` value may not remove (the
+//   body's framing and type, the target, what the decision read).
+// - OWN_COOKIES: the gateway's own cookies, never forwarded.
+// - IDENTITY: the names of the identity headers added, in the order of the
+//   `identity` array.
 let STRIPPED = null;
+let HOP_BY_HOP = new Set();
+let NEVER_CONNECTION_NAMED = new Set();
+let OWN_COOKIES = [];
+let IDENTITY = [];
 
-/** Stores the source of the stripped-name pattern (`core::headers::StrippedHeaders::js_pattern`). */
-export function setStrippedHeaders(pattern) {
-  STRIPPED = new RegExp(pattern);
+/**
+ * Stores the forward's header rules: the source of the stripped-name pattern
+ * (`core::gateway::headers::StrippedHeaders::js_pattern`), then lists of
+ * names, each "name\nname...": hop-by-hop, never `Connection`-named, our
+ * cookies, the identity headers.
+ */
+export function setForwardRules(stripped, hopByHop, neverConnectionNamed, ownCookies, identity) {
+  STRIPPED = new RegExp(stripped);
+  HOP_BY_HOP = new Set(hopByHop.split("\n"));
+  NEVER_CONNECTION_NAMED = new Set(neverConnectionNamed.split("\n"));
+  OWN_COOKIES = ownCookies.split("\n");
+  IDENTITY = identity.split("\n");
 }
 
 /**
@@ -159,10 +165,11 @@ export function setStrippedHeaders(pattern) {
  * headers and body stream, minus hop-by-hop headers, headers named by
  * `Connection` (but never the body's framing and type, `Host`, or the
  * credentials and `Origin` the decision read), every stripped name (X-Auth-*, X-Forwarded-*, … in any
- * spelling: `setStrippedHeaders`), the gateway's cookies and (if `dropAuth`) the
+ * spelling: `setForwardRules`), the gateway's cookies and (if `dropAuth`) the
  * Authorization header; plus the identity headers when `identity` — the
- * array [user id, email, roles, session id, assertion], built once per token
- * by Rust and cached with it — is given.
+ * array [user id, email, roles, session id, assertion] and, with
+ * CLAIMS_HEADER and hook claims, the X-Auth-Claims value, built once per
+ * token by Rust and cached with it — is given.
  * With `vary` (CORS configured, no grant to add), the answer gets
  * `Vary: Origin`. Redirects are returned, not followed. Resolves to the origin's Response, or
  * to a 502 problem if it cannot be reached, or — when `timeoutMs` > 0 — a 504
@@ -183,8 +190,8 @@ function forwardRaw(request, target, identity, dropAuth, timeoutMs, fetcher) {
   if ((method === "GET" || method === "HEAD") && request.body !== null) {
     return Promise.resolve(respond(400, PROBLEM_GET_BODY, "application/problem+json"));
   }
-  // Set once per isolate before the first forward; fail closed without it.
-  if (STRIPPED === null) throw new Error("forward: the stripped header names are not set");
+  // Set once per isolate before the first forward; fail closed without them.
+  if (STRIPPED === null) throw new Error("forward: the header rules are not set");
   // One native copy, then one pass over the incoming names (not the values:
   // the Authorization value alone is ~600 bytes); deletes only for what must
   // not pass (usually nothing).
@@ -224,13 +231,13 @@ function forwardRaw(request, target, identity, dropAuth, timeoutMs, fetcher) {
     else headers.delete("cookie");
   }
   if (identity !== undefined) {
-    headers.set("x-auth-user-id", identity[0]);
-    headers.set("x-auth-email", identity[1]);
-    headers.set("x-auth-roles", identity[2]);
-    headers.set("x-auth-session-id", identity[3]);
-    headers.set("x-auth-assertion", identity[4]);
+    headers.set(IDENTITY[0], identity[0]);
+    headers.set(IDENTITY[1], identity[1]);
+    headers.set(IDENTITY[2], identity[2]);
+    headers.set(IDENTITY[3], identity[3]);
+    headers.set(IDENTITY[4], identity[4]);
     // CLAIMS_HEADER=true and the token carries the sign-in hook's claims.
-    if (identity.length > 5) headers.set("x-auth-claims", identity[5]);
+    if (identity.length > 5) headers.set(IDENTITY[5], identity[5]);
   }
   const init = { method, headers, body: request.body, redirect: "manual" };
   const failed = (err) => {

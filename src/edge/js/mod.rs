@@ -56,10 +56,18 @@ extern "C" {
     #[wasm_bindgen(js_name = setOriginProblems)]
     pub fn set_origin_problems(unreachable: &str, timeout: &str, get_body: &str);
 
-    /// Stores the pattern of header names `forward` removes
-    /// (`core::headers::StrippedHeaders::js_pattern`).
-    #[wasm_bindgen(js_name = setStrippedHeaders)]
-    pub fn set_stripped_headers(pattern: &str);
+    /// Stores what `forward` removes and adds: the pattern of stripped
+    /// names (`core::gateway::headers::StrippedHeaders::js_pattern`), then
+    /// newline-separated lists: hop-by-hop names, names `Connection` may not
+    /// remove, our cookies, the identity headers.
+    #[wasm_bindgen(js_name = setForwardRules)]
+    pub fn set_forward_rules(
+        stripped: &str,
+        hop_by_hop: &str,
+        never_connection_named: &str,
+        own_cookies: &str,
+        identity: &str,
+    );
 
     /// Sends the request to the origin; resolves to its Response, or a 502 /
     /// 504 problem. `identity` is `[user id, email, roles, session id,

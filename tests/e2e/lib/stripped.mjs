@@ -1,5 +1,5 @@
 // The headers the gateway never forwards, read from their one source
-// (`STRIPPED` in src/core/headers.rs), and generated header sets for the
+// (`STRIPPED` in src/core/gateway/headers.rs), and generated header sets for the
 // e2e tests: every listed name (a prefix with something after it) in a random
 // spelling — case, `-` or `_` — and names that are not on the list, several
 // of them near misses. Seeded, so a failure replays.
@@ -9,10 +9,10 @@ import { ROOT } from "../harness.mjs";
 
 /** The entries of `STRIPPED`: { name, prefix } with `name` lowercase and dashed. */
 export function strippedEntries() {
-  const src = fs.readFileSync(path.join(ROOT, "src", "core", "headers.rs"), "utf8");
+  const src = fs.readFileSync(path.join(ROOT, "src", "core", "gateway", "headers.rs"), "utf8");
   const start = src.indexOf("pub const STRIPPED: &[&str] = &[");
   const end = src.indexOf("];", start);
-  if (start < 0 || end < 0) throw new Error("STRIPPED not found in src/core/headers.rs");
+  if (start < 0 || end < 0) throw new Error("STRIPPED not found in src/core/gateway/headers.rs");
   const body = src
     .slice(start, end)
     .split("\n")
@@ -26,7 +26,7 @@ export function strippedEntries() {
   return entries;
 }
 
-/** Whether the gateway strips `name` (the rule of core::headers, restated). */
+/** Whether the gateway strips `name` (the rule of core::gateway::headers, restated). */
 export function isStripped(entries, name) {
   const n = name.toLowerCase().replaceAll("_", "-");
   return entries.some((e) => (e.prefix ? n.startsWith(e.name) : n === e.name));

@@ -17,7 +17,7 @@
 //! the assertion only while it publishes the latter (else the caller signs
 //! a new one). So a key retired at once stops counting, cached or not, as
 //! soon as the isolate's key set no longer has it; and that set is never
-//! used older than `KEY_CACHE_TTL` ([`crate::core::flows::keys::key_cache_state`]).
+//! used older than `KEY_CACHE_TTL` ([`crate::core::gateway::key_cache::key_cache_state`]).
 //!
 //! That key set itself is kept in a [`KeySlot`]: when it was loaded, and a
 //! generation that an invalidation (a rotation or retirement by this isolate)

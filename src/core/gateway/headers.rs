@@ -1,6 +1,9 @@
-//! Request headers that never reach the origin: every name an origin may
-//! trust for who the user is, where the request came from, or what to do
-//! instead of what was asked (another method, another URL).
+//! What the gateway does to a forwarded request's headers: the names that
+//! never reach the origin — every name an origin may trust for who the user
+//! is, where the request came from, or what to do instead of what was asked
+//! (another method, another URL), and hop-by-hop headers — and the identity
+//! headers it adds in their place ([`IDENTITY_HEADERS`]). The edge applies
+//! them (`edge/js/glue.js` `forward`), given these lists once per isolate.
 //!
 //! The premise: an origin behind Portcullis learns the user from the
 //! `X-Auth-*` headers the gateway sets, and nothing a client sends may say
@@ -123,6 +126,50 @@ pub const STRIPPED: &[&str] = &[
     "x-http-method",
     "x-method-override",
 ];
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
+pub const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Headers a `Connection` value may not remove: the body's framing and type
+/// (the origin parses the body by them), the target, and what the gateway's
+/// decision read (the credentials, the request's origin). A client naming
+/// them would have the origin read another request than the one judged.
+pub const NEVER_CONNECTION_NAMED: [&str; 7] =
+    ["content-type", "content-length", "transfer-encoding", "host", "authorization", "cookie", "origin"];
+
+/// The identity headers the gateway adds to every request it forwards with a
+/// verified token (after removing any the client sent: `x-auth-*` is on
+/// [`STRIPPED`]), in the order of [`IdentityHeaders::new`]'s values; the
+/// last, `x-auth-claims`, only with `CLAIMS_HEADER=true` and a token that
+/// carries the sign-in hook's claims.
+pub const IDENTITY_HEADERS: [&str; 6] =
+    ["x-auth-user-id", "x-auth-email", "x-auth-roles", "x-auth-session-id", "x-auth-assertion", "x-auth-claims"];
+
+/// The values of [`IDENTITY_HEADERS`] in the form the platform sends them
+/// (at the edge: one JS array, built once per token and cached with it).
+pub trait IdentityHeaders: Clone {
+    /// From the values, in the order of [`IDENTITY_HEADERS`]: user id, email,
+    /// roles (comma-separated), session id, the signed assertion; then the
+    /// `X-Auth-Claims` value, if any.
+    fn new(values: [&str; 5], claims: Option<&str>) -> Self;
+}
+
+/// Name and value pairs, in the order of [`IDENTITY_HEADERS`].
+impl IdentityHeaders for Vec<(&'static str, String)> {
+    fn new(values: [&str; 5], claims: Option<&str>) -> Self {
+        let values = values.into_iter().chain(claims);
+        IDENTITY_HEADERS.iter().zip(values).map(|(name, value)| (*name, value.to_string())).collect()
+    }
+}
 
 /// Longest name `STRIP_HEADERS` may list.
 pub const MAX_NAME_LEN: usize = 128;

@@ -15,7 +15,19 @@ use std::borrow::Cow;
 use percent_encoding::{AsciiSet, CONTROLS};
 use url::Url;
 
+use crate::core::config::Config;
 use crate::core::error::Error;
+
+/// The base URL of requests sent through the `ORIGIN` service binding
+/// when `ORIGIN_URL` is not set (the binding ignores the host), and so the
+/// origin the assertion names then.
+pub const BINDING_BASE_URL: &str = "https://origin.internal";
+
+/// The `aud` of the gateway's assertions: the origin's origin, or
+/// [`BINDING_BASE_URL`] when there is no `ORIGIN_URL`.
+pub fn assertion_audience(cfg: &Config) -> String {
+    cfg.origin_url.as_ref().map_or_else(|| BINDING_BASE_URL.to_string(), |o| o.origin().ascii_serialization())
+}
 
 /// The problem for a request URL that cannot be read.
 pub fn invalid_url() -> Error {
@@ -81,7 +93,7 @@ const PATH: &AsciiSet =
 
 /// The URL a request goes to: `base` (the origin's URL up to its path, which
 /// is a prefix; no query or fragment) with `path` (normalised: starting with `/`, no `%`, no `.` or `..`
-/// segments, no backslash, see [`crate::core::policy::normalise_path`])
+/// segments, no backslash, see [`crate::core::gateway::policy::normalise_path`])
 /// appended and `query` (serialised, as the request had it) as its query.
 /// What `Url::set_path` and `Url::set_query` make of the same parts.
 pub fn origin_target(base: &str, path: &str, query: Option<&str>) -> String {
@@ -99,7 +111,7 @@ pub fn origin_target(base: &str, path: &str, query: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::policy::normalise_path;
+    use crate::core::gateway::policy::normalise_path;
     use proptest::prelude::*;
     use url::Position;
 

@@ -95,7 +95,7 @@
 //! covers `HEAD`, and a HEAD must pass the GET policy of its path too (a rule
 //! listing `HEAD` alone cannot make it looser). Express, ASP.NET Core,
 //! Symfony, Laravel and Rack act on a POST as another method when it says so:
-//! the override headers never reach the origin (`crate::core::headers`), but
+//! the override headers never reach the origin (`crate::core::gateway::headers`), but
 //! a `_method` query parameter does, and so does a `_method` in a body that a
 //! streaming gateway does not read — a form (Rack, Symfony, ASP.NET Core),
 //! `multipart/mixed` or `multipart/related` (Rack), JSON (Laravel), or any
@@ -129,6 +129,7 @@ use serde::Deserialize;
 
 use crate::core::amr::Amr;
 use crate::core::error::{Error, TokenError};
+use crate::core::gateway::request::RequestView;
 use crate::core::time::UnixTime;
 use crate::core::token::AccessClaims;
 
@@ -225,7 +226,7 @@ pub struct Route {
     /// has its token's session read from D1 — live, its user's, every role
     /// the token claims still held — before it is forwarded, instead of
     /// relying on the isolate's revocation set alone
-    /// ([`crate::core::revocation::check_fresh`]). Always `false` for the
+    /// ([`crate::core::gateway::revocations::check_fresh`]). Always `false` for the
     /// default.
     pub fresh: bool,
 }
@@ -288,22 +289,9 @@ impl Rule {
     }
 }
 
-/// What the judgement of a request needs from it, read only when needed (at
-/// the edge each read may cross into JavaScript).
-pub trait GatewayRequest {
-    /// The method, as sent.
-    fn method(&self) -> &str;
-    /// The query, without its `?`.
-    fn query(&self) -> Option<&str>;
-    /// Whether the request has a body (a stream, maybe empty).
-    fn has_body(&self) -> bool;
-    /// A request header (asked for `Content-Length` and `Transfer-Encoding`).
-    fn header(&self, name: &str) -> Option<String>;
-}
-
 /// Whether a request certainly has an empty body: none at all, or
 /// `Content-Length: 0` without a `Transfer-Encoding` (which would override it).
-fn body_is_empty(req: &impl GatewayRequest) -> bool {
+fn body_is_empty(req: &impl RequestView) -> bool {
     !req.has_body()
         || (req.header("content-length").is_some_and(|v| v.trim() == "0") && req.header("transfer-encoding").is_none())
 }
@@ -528,7 +516,7 @@ impl Routes {
     /// `Content-Length` (and `Transfer-Encoding`) only for a POST with a
     /// body on a path whose rules differ by method. Allocates only when
     /// another policy applies or the path holds a PHP script segment.
-    pub fn judge(&self, req: &impl GatewayRequest, normalised_path: &str) -> Judgement<'_> {
+    pub fn judge(&self, req: &impl RequestView, normalised_path: &str) -> Judgement<'_> {
         let method = req.method();
         let route = self.route_for(method, normalised_path);
         let mut j = Judgement {
@@ -1226,7 +1214,7 @@ mod tests {
         Req { method, query, headers, body: true, reads: std::cell::Cell::new(0) }
     }
 
-    impl GatewayRequest for Req {
+    impl RequestView for Req {
         fn method(&self) -> &str {
             self.method
         }
