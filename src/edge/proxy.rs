@@ -117,7 +117,7 @@ pub async fn forward(
     for _ in 0..3 {
         let loaded = match &decision {
             Decision::LoadKeys { unknown_kid } => keys.refresh(unknown_kid.as_deref()).await,
-            Decision::LoadRevocations => revocations::ensure_read(env, cfg).await,
+            Decision::LoadRevocations => revocations::ensure_read(env, ctx, cfg).await,
             _ => break,
         };
         if let Err(e) = loaded {

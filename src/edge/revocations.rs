@@ -76,7 +76,7 @@ pub fn background_read(env: &Env, cfg: &Rc<Config>, now_ms: i64) -> Option<js_sy
 /// read under way or starts one ([`BeforeUse::Read`]), at most until that
 /// read counts as lost. 503 when no read can be had, or the set is still
 /// unusable after it.
-pub async fn ensure_read(env: &Env, cfg: &Rc<Config>) -> Result<(), Error> {
+pub async fn ensure_read(env: &Env, ctx: &worker::Context, cfg: &Rc<Config>) -> Result<(), Error> {
     let now_ms = platform::now_ms();
     let lag = cfg.revocation_lag_secs;
     let (before, under_way) =
@@ -93,7 +93,14 @@ pub async fn ensure_read(env: &Env, cfg: &Rc<Config>) -> Result<(), Error> {
         Some(under_way) => under_way,
         None => {
             let cursor = isolate::with(|g| g.revocations.begin_read(now_ms));
-            (start_read(env, cfg, now_ms, cursor), now_ms)
+            let read = start_read(env, cfg, now_ms, cursor);
+            // Kept alive past this request's answer (a 503 after the wait):
+            // the requests after it use what it reads.
+            let kept = read.clone();
+            ctx.wait_until(async move {
+                let _ = JsFuture::from(kept).await;
+            });
+            (read, now_ms)
         }
     };
     // A request waits for the read at most until it counts as lost: a D1

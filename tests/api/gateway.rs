@@ -691,9 +691,28 @@ fn the_revocation_set_is_read_before_its_first_use_and_only_for_a_token() {
     // Public routes and requests without a credential need no set.
     forwarded_public(i.decide_raw(&Req::get(), PUBLIC, 1));
     assert_eq!(refused(i.decide_raw(&Req::get(), API, 1)), (401, "missing_token"));
+    // Nor a token that does not verify: its 401 comes first, D1 or not.
+    assert_eq!(refused(i.decide_raw(&Req::get().bearer("not.a.token"), API, 1)), (401, "invalid_token"));
     assert!(matches!(i.decide_raw(&Req::get().bearer(&t), API, 1), Decision::LoadRevocations));
     assert_eq!(i.ensure_read(1), Ok(()));
     forwarded(i.decide_raw(&Req::get().bearer(&t), API, 1));
+}
+
+#[test]
+fn a_fresh_rule_needs_no_set_read_it_reads_the_session_itself() {
+    let routes = r#"[{"path": "/api/pay/*", "policy": "authenticated", "fresh": true}]"#;
+    let mut i = Isolate::new(&[("ROUTES", routes)]);
+    i.gw = Gateway::new(100);
+    i.load(0);
+    *i.store.fail.borrow_mut() = true;
+    let t = i.token("u1", &[], 0);
+    // Never read, the log unreadable: the fresh rule still has its own check.
+    match i.decide_raw(&Req::get().bearer(&t), "https://gw.example/api/pay/now", 1) {
+        Decision::Forward { identity: Some(_), fresh: Some(f), .. } => assert_eq!(f.sid, "sid-u1"),
+        other => panic!("expected a forward with a fresh check, got {other:?}"),
+    }
+    // Elsewhere the set is needed first.
+    assert!(matches!(i.decide_raw(&Req::get().bearer(&t), API, 1), Decision::LoadRevocations));
 }
 
 #[test]
@@ -705,7 +724,14 @@ fn with_the_log_unreadable_a_set_never_read_fails_closed_and_a_stale_one_serves_
     // still serves (a D1 outage), without a read per request.
     forwarded(i.decide(&Req::get().bearer(&t), API, 10));
     assert_eq!(i.gw.revocations.before_use(10_500, 10), BeforeUse::Use, "no new read within a second");
-    assert!(matches!(i.decide_raw(&Req::get().bearer(&t), API, 11), Decision::LoadRevocations));
+    // Nor after it: D1 failed since the copy was read, so no request waits
+    // on it again (a slow failure would hold each one); reads go on in the
+    // background, every second.
+    forwarded(i.decide_raw(&Req::get().bearer(&t), API, 11));
+    assert!(i.gw.revocations.begin_background_read(11_000, 10).is_some(), "retried in the background");
+    i.gw.revocations.end_read(11_000, None, UnixTime(11), 1_000);
+    assert!(i.gw.revocations.begin_background_read(11_500, 10).is_none(), "at most once a second");
+    forwarded(i.decide_raw(&Req::get().bearer(&t), API, 20));
     forwarded(i.decide(&Req::get().bearer(&t), API, 29));
     // Three lags old: no longer used; a failed read is a 503.
     assert_eq!(refused(i.decide(&Req::get().bearer(&t), API, 30)), (503, "service_unavailable"));

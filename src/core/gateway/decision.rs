@@ -86,6 +86,8 @@ enum Hit<A> {
     /// Its assertion is missing, about to expire, or signed by a key no
     /// longer published.
     Unsigned(VerifiedToken),
+    /// The revocation set must be read first, or cannot be had.
+    Blocked(BeforeUse),
 }
 
 impl<O: SignatureOps, A: IdentityHeaders> Gateway<O, A> {
@@ -122,13 +124,16 @@ impl<O: SignatureOps, A: IdentityHeaders> Gateway<O, A> {
             Ok(None) => return Decision::Refuse(missing_token()),
             Err(e) => return Decision::Refuse(e),
         };
-        // Whatever the token, it is checked against the revocation set: an
-        // isolate without a usable one reads it first, or fails closed.
-        match self.revocations.before_use(now_ms, cfg.revocation_lag_secs) {
-            BeforeUse::Use => {}
-            BeforeUse::Read => return Decision::LoadRevocations,
-            BeforeUse::FailClosed => return Decision::Refuse(unreadable()),
-        }
+        // A token that verifies is checked against the revocation set: an
+        // isolate without a usable one reads it first, or fails closed. A
+        // token that does not verify gets its 401 whatever the set; a fresh
+        // rule reads the session from D1 anyway, so it needs no set read.
+        let lag = cfg.revocation_lag_secs;
+        let needs_fresh = judged.needs_fresh_session();
+        let before_use = |copy: &RevocationCopy| match needs_fresh {
+            true => BeforeUse::Use,
+            false => copy.before_use(now_ms, lag),
+        };
         let issuer: Cow<'_, str> = match &cfg.issuer {
             Some(fixed) => Cow::Borrowed(fixed),
             None => Cow::Owned(cfg.issuer_for(&url.origin())),
@@ -142,20 +147,37 @@ impl<O: SignatureOps, A: IdentityHeaders> Gateway<O, A> {
             if e.token.claims.iss != *issuer {
                 return Err(Error::InvalidToken(TokenError::WrongIssuer));
             }
+            match before_use(revocations) {
+                BeforeUse::Use => {}
+                blocked => return Ok(Hit::Blocked(blocked)),
+            }
             admit(&judged, revocations, &e.token, now)?;
             Ok(match e.assertion.as_ref().filter(|a| assertion_fresh(a.expires_at, now)) {
                 Some(a) => Hit::Ready(a.value.clone(), fresh_session(&e.token)),
                 None => Hit::Unsigned(e.token.clone()),
             })
         });
+        let blocked = |b: BeforeUse| match b {
+            BeforeUse::FailClosed => Decision::Refuse(unreadable()),
+            _ => Decision::LoadRevocations,
+        };
         let (verified, fresh) = match cached {
             Some(Err(e)) => return Decision::Refuse(e),
             Some(Ok(Hit::Ready(identity, fresh))) => {
                 return Decision::Forward { identity: Some(identity), drop_auth, fresh }
             }
+            Some(Ok(Hit::Blocked(b))) => return blocked(b),
             Some(Ok(Hit::Unsigned(verified))) => (verified, None),
             None => match self.verify_fresh(&raw, &issuer, cfg, ops, now) {
-                Ok((v, kid)) => (v, Some(kid)),
+                Ok((v, kid)) => match before_use(&self.revocations) {
+                    BeforeUse::Use => (v, Some(kid)),
+                    b => {
+                        // Verified: cached, so the request after the read
+                        // costs a lookup.
+                        self.remember(&raw, Some((v, kid)), None, now);
+                        return blocked(b);
+                    }
+                },
                 Err(d) => return d,
             },
         };

@@ -12,8 +12,10 @@
 //!   hash lookup or two, and from `L/2` a read starts in the background
 //!   ([`RevocationCopy::begin_background_read`]);
 //! - a lag old or more ([`Readiness::Stale`]): the request waits for a read
-//!   (the one under way, or a new one) — unless a read just failed (then the
-//!   copy serves until it is three lags old, the documented outage bound);
+//!   (the one under way, or a new one) — unless a read that began after the
+//!   copy's failed or was lost: then D1 cannot be read, the copy serves
+//!   until it is three lags old (the documented outage bound), no request
+//!   waits on D1 meanwhile, and reads are tried in the background;
 //! - never read, or three lags old ([`Readiness::Read`]): the request waits
 //!   for a read, and is refused with 503 when none can be had (one failed
 //!   less than [`RETRY_MS`] ago, none under way).
@@ -54,6 +56,8 @@ pub struct RevocationCopy {
     reading_since_ms: Option<i64>,
     /// When the last read began, failed or not (Unix milliseconds).
     last_start_ms: Option<i64>,
+    /// When the last read that failed began (Unix milliseconds).
+    last_failed_ms: Option<i64>,
 }
 
 /// `REVOCATION_LAG` in milliseconds.
@@ -102,14 +106,24 @@ impl RevocationCopy {
         self.last_start_ms.is_none_or(|last| now_ms.saturating_sub(last) >= interval)
     }
 
+    /// Whether a read that began after the copy's own read has failed, or
+    /// is lost, by `now_ms`: D1 cannot be read now.
+    fn failed_since_read(&self, now_ms: i64, lag_secs: u64) -> bool {
+        let lost = self.reading_since_ms.filter(|began| now_ms >= lost_at_ms(*began, lag_secs));
+        let read_at = self.revocations.read_at_ms();
+        self.last_failed_ms.into_iter().chain(lost).any(|began| read_at.is_none_or(|at| began > at))
+    }
+
     /// What a request that checks a token at `now_ms` must do first (module
     /// docs).
     pub fn before_use(&self, now_ms: i64, lag_secs: u64) -> BeforeUse {
         let can_read = || self.read_under_way(now_ms, lag_secs).is_some() || self.may_start(now_ms, lag_secs);
         match self.readiness(now_ms, lag_secs) {
             Readiness::Fresh | Readiness::Refresh => BeforeUse::Use,
-            // A read just failed: the copy serves until FAIL_CLOSED_LAGS.
-            Readiness::Stale if !can_read() => BeforeUse::Use,
+            // A read failed (or was lost) since the copy was read: it serves
+            // until FAIL_CLOSED_LAGS, and reads are tried in the background —
+            // no request waits for D1 again until then.
+            Readiness::Stale if self.failed_since_read(now_ms, lag_secs) || !can_read() => BeforeUse::Use,
             Readiness::Stale => BeforeUse::Read,
             Readiness::Read if can_read() => BeforeUse::Read,
             Readiness::Read => BeforeUse::FailClosed,
@@ -132,12 +146,17 @@ impl RevocationCopy {
     }
 
     /// Starts a background read if one is due at `now_ms`: the set is past
-    /// half a lag ([`Readiness::Refresh`]), no read is under way and one may
-    /// start. The cursor to read after, if so.
+    /// half a lag ([`Readiness::Refresh`]), or a lag old while reads fail,
+    /// no read is under way and one may start. The cursor to read after, if
+    /// so.
     pub fn begin_background_read(&mut self, now_ms: i64, lag_secs: u64) -> Option<u64> {
-        let due = self.readiness(now_ms, lag_secs) == Readiness::Refresh
-            && self.read_under_way(now_ms, lag_secs).is_none()
-            && self.may_start(now_ms, lag_secs);
+        let due = match self.readiness(now_ms, lag_secs) {
+            Readiness::Refresh => true,
+            // Served while reads fail: tried again in the background.
+            Readiness::Stale => self.failed_since_read(now_ms, lag_secs),
+            Readiness::Fresh | Readiness::Read => false,
+        };
+        let due = due && self.read_under_way(now_ms, lag_secs).is_none() && self.may_start(now_ms, lag_secs);
         due.then(|| self.begin_read(now_ms))
     }
 
@@ -146,8 +165,9 @@ impl RevocationCopy {
     /// its start replaces it), `None` when it failed. Rows that no longer
     /// matter at `now` are dropped (`retention_secs`).
     pub fn end_read(&mut self, began_ms: i64, read: Option<LogRead>, now: UnixTime, retention_secs: u64) {
-        if let Some(read) = read {
-            self.revocations.install(began_ms, read, now, retention_secs);
+        match read {
+            Some(read) => self.revocations.install(began_ms, read, now, retention_secs),
+            None => self.last_failed_ms = Some(self.last_failed_ms.map_or(began_ms, |f| f.max(began_ms))),
         }
         if self.reading_since_ms == Some(began_ms) {
             self.reading_since_ms = None;
