@@ -360,7 +360,7 @@ mod tests {
     use super::*;
     use crate::core::events::{Envelope, EventContext};
     use crate::core::ids::test_support::SeqRandom;
-    use crate::core::keys::Kek;
+    use crate::core::signing_keys::Kek;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
 

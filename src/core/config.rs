@@ -6,11 +6,8 @@ use url::Url;
 
 use crate::core::brand::{self, Brand};
 use crate::core::events::Event;
-use crate::core::gate::{FailureMode, HookConfig, HOOK_TIMEOUT_MS, MAX_HOOK_TIMEOUT_MS};
 use crate::core::gateway::headers::StrippedHeaders;
 use crate::core::gateway::policy::Routes;
-use crate::core::keys::Kek;
-use crate::core::keys::SigningAlg;
 use crate::core::mail::EmailSettings;
 use crate::core::oauth::OAuthConfig;
 use crate::core::passkey::RelyingParty;
@@ -19,6 +16,9 @@ use crate::core::rate_limit::RateLimits;
 use crate::core::revocation::{
     default_lag_secs, IntrospectionSecret, FAIL_CLOSED_LAGS, MAX_ACCESS_TTL_SECS, MAX_REVOCATION_LAG_SECS,
 };
+use crate::core::signin_hook::{FailureMode, HookConfig, HOOK_TIMEOUT_MS, MAX_HOOK_TIMEOUT_MS};
+use crate::core::signing_keys::Kek;
+use crate::core::signing_keys::SigningAlg;
 use crate::core::ui::UiConfig;
 use crate::core::webhook::WebhookSecret;
 
@@ -595,7 +595,7 @@ mod tests {
 
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let mut m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        m.entry("KEY_ENCRYPTION_KEY".into()).or_insert_with(|| crate::core::keys::b64(&[7; 32]));
+        m.entry("KEY_ENCRYPTION_KEY".into()).or_insert_with(|| crate::core::signing_keys::b64(&[7; 32]));
         move |k| m.get(k).cloned()
     }
 

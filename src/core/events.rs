@@ -20,7 +20,7 @@ use serde_json::Value;
 use crate::core::crypto::SealKey;
 use crate::core::error::Error;
 use crate::core::ids::{self, Random};
-use crate::core::keys::Kek;
+use crate::core::signing_keys::Kek;
 use crate::core::time::UnixTime;
 
 /// Version of the envelope format, carried in every message as `v`.

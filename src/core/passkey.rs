@@ -49,7 +49,7 @@ use subtle::ConstantTimeEq;
 
 use crate::core::crypto::{b64url, MacKey};
 use crate::core::error::Error;
-use crate::core::keys::Kek;
+use crate::core::signing_keys::Kek;
 use crate::core::time::UnixTime;
 
 /// How long a ceremony's challenge lives.

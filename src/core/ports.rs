@@ -8,13 +8,12 @@
 #![allow(async_fn_in_trait)] // Send is not needed: a Worker isolate is single-threaded.
 
 use crate::core::audit_log::{AuditEntry, AuditFilter, AuditRecord};
-use crate::core::email_token::{EmailToken, TokenKind};
+use crate::core::emailed_secret::{EmailToken, TokenKind};
 use std::future::Future;
 use std::pin::Pin;
 
 use crate::core::error::Error;
 use crate::core::events::Envelope;
-use crate::core::keys::{SigningAlg, SigningKey, StoredKey};
 use crate::core::ledger::{Claim, DeadLetter, TargetState};
 use crate::core::mail::{BindingError, MimeEmail};
 use crate::core::mfa::{Challenge, FactorsRemoved, StoredFactors};
@@ -23,6 +22,7 @@ use crate::core::passkey::{Passkey, PasskeyAdded, PasskeyChallenge, PublicKey};
 use crate::core::rate_limit::{Count, Hit};
 use crate::core::revocation::{RevocationPage, Standing};
 use crate::core::session::{LiveSession, RotateRequest, Rotation, Session, SignInBasis};
+use crate::core::signing_keys::{SigningAlg, SigningKey, StoredKey};
 use crate::core::takeover::{AddressProof, Proven};
 use crate::core::time::UnixTime;
 use crate::core::token::VerifiedToken;
@@ -425,25 +425,25 @@ pub trait AuditLog {
     async fn taken_over_at(&self, user_id: &str) -> Result<Option<UnixTime>>;
 }
 
-/// A boxed future, for the one port used as a trait object ([`SigninGate`]).
+/// A boxed future, for the one port used as a trait object ([`SigninHook`]).
 pub type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 
 /// The transport of the sign-in hook (`HOOK_URL`): sends the signed request
-/// core built and returns the reply. Flows reach it as `&dyn SigninGate`, so
+/// core built and returns the reply. Flows reach it as `&dyn SigninHook`, so
 /// adding it did not change the type of every flow — hence a boxed future
 /// rather than `async fn`.
-pub trait SigninGate {
+pub trait SigninHook {
     /// Sends `request`, waiting at most its `timeout_ms` for the response head.
     fn send<'a>(&'a self, request: &'a HttpRequest) -> LocalFuture<'a, std::result::Result<HttpReply, SendError>>;
     /// Hears about a hook failure or a dropped reserved claim, for the log.
     fn report(&self, warning: &str);
 }
 
-/// A gate for deployments and tests without a hook: never asked, since
-/// flows only call the gate when `HOOK_URL` is configured.
+/// A hook client for deployments and tests without a hook: never asked, since
+/// flows only call the hook when `HOOK_URL` is configured.
 pub struct NoGate;
 
-impl SigninGate for NoGate {
+impl SigninHook for NoGate {
     fn send<'a>(&'a self, _request: &'a HttpRequest) -> LocalFuture<'a, std::result::Result<HttpReply, SendError>> {
         Box::pin(std::future::ready(Err(SendError::Network("no sign-in hook transport".into()))))
     }

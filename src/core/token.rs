@@ -19,7 +19,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::core::amr::Amr;
 use crate::core::crypto::{b64url, b64url_decode};
 use crate::core::error::{Error, TokenError};
-use crate::core::keys::{SigningAlg, SigningKey};
+use crate::core::signing_keys::{SigningAlg, SigningKey};
 use crate::core::time::UnixTime;
 
 /// `typ` of access tokens (RFC 9068).
@@ -750,7 +750,7 @@ mod tests {
     #[test]
     fn assertions_verify_as_their_own_type_only() {
         use crate::core::ids::test_support::SeqRandom;
-        use crate::core::keys::{generate, Kek};
+        use crate::core::signing_keys::{generate, Kek};
         for alg in [SigningAlg::EdDsa, SigningAlg::Es256] {
             let (stored, key) = generate(alg, &mut SeqRandom(4), &Kek::from_bytes([1; 32]), UnixTime(0)).unwrap();
             let raw = issue(
@@ -809,7 +809,7 @@ mod tests {
     #[test]
     fn the_claims_a_token_carries_besides_ours_reach_its_assertion_and_reserved_ones_never() {
         use crate::core::ids::test_support::SeqRandom;
-        use crate::core::keys::{generate, Kek};
+        use crate::core::signing_keys::{generate, Kek};
         let (_, key) = generate(SigningAlg::EdDsa, &mut SeqRandom(7), &Kek::from_bytes([4; 32]), UnixTime(0)).unwrap();
         let extra: ExtraClaims = serde_json::from_value(serde_json::json!({
             "plan": "pro", "org": {"id": 7, "name": "Acme"}, "sub": "someone-else", "exp": 1, "roles": ["admin"],
@@ -896,7 +896,7 @@ mod tests {
     /// A compact token over `header` and `claims`, validly signed by a fresh key.
     fn signed_by_a_real_key(header: serde_json::Value, claims: serde_json::Value) -> String {
         use crate::core::ids::test_support::SeqRandom;
-        use crate::core::keys::{generate, Kek};
+        use crate::core::signing_keys::{generate, Kek};
         let (_, key) = generate(SigningAlg::EdDsa, &mut SeqRandom(5), &Kek::from_bytes([2; 32]), UnixTime(0)).unwrap();
         let input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
         compact(&input, &key.sign(input.as_bytes()))
@@ -914,7 +914,7 @@ mod tests {
     #[test]
     fn the_verified_form_of_a_new_token_is_refused_exactly_when_verification_would_be() {
         use crate::core::ids::test_support::SeqRandom;
-        use crate::core::keys::{generate, Kek};
+        use crate::core::signing_keys::{generate, Kek};
         let (_, key) = generate(SigningAlg::EdDsa, &mut SeqRandom(6), &Kek::from_bytes([3; 32]), UnixTime(0)).unwrap();
         let extra = ExtraClaims::new();
         for (roles, email, fits) in [
@@ -951,7 +951,7 @@ mod tests {
     #[test]
     fn extra_claims_never_set_how_or_when_the_user_signed_in() {
         use crate::core::ids::test_support::SeqRandom;
-        use crate::core::keys::{generate, Kek};
+        use crate::core::signing_keys::{generate, Kek};
         let (_, key) = generate(SigningAlg::EdDsa, &mut SeqRandom(7), &Kek::from_bytes([3; 32]), UnixTime(0)).unwrap();
         let mut extra = ExtraClaims::new();
         extra.insert("amr".into(), serde_json::json!(["pwd", "otp", "mfa"]));

@@ -6,7 +6,7 @@ use wasm_bindgen::JsValue;
 
 use crate::core::error::Error;
 use crate::core::gateway::key_cache::SignatureOps;
-use crate::core::keys::{SigningAlg, SigningKey, StoredKey};
+use crate::core::signing_keys::{SigningAlg, SigningKey, StoredKey};
 use crate::edge::error::{EdgeError, EdgeResult};
 use crate::edge::js::{
     native_private_key, native_public_key, native_sign_ed25519, native_sign_es256, native_verify_ed25519,

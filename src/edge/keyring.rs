@@ -27,10 +27,10 @@ use worker::Env;
 
 use crate::core::config::Config;
 use crate::core::error::Error;
-use crate::core::flows::keys::load_or_create;
+use crate::core::flows::key_rotation::load_or_create;
 use crate::core::gateway::key_cache::{jwks_reload_due, Cached, KeyCacheState};
-use crate::core::keys::{Jwks, SigningAlg, SigningKey};
 use crate::core::ports::{KeyRing, Result};
+use crate::core::signing_keys::{Jwks, SigningAlg, SigningKey};
 use crate::core::time::UnixTime;
 use crate::core::token::VerifiedToken;
 use crate::edge::crypto::Native;

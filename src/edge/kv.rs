@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 use worker::kv::KvStore;
 
-use crate::core::email_token::TokenKind;
+use crate::core::emailed_secret::TokenKind;
 use crate::core::error::Error;
 use crate::core::time::UnixTime;
 use crate::edge::error::{Dependency::Kv, EdgeResult};

@@ -33,7 +33,7 @@ use worker::{event, Context, Env, ScheduleContext, ScheduledEvent};
 
 use crate::core::config::{Config, ConfigError};
 use crate::core::error::Error;
-use crate::core::flows::keys::{self, KeyRotation};
+use crate::core::flows::key_rotation::{self, KeyRotation};
 use crate::core::mail::{Transport, MAIL_BINDING};
 
 thread_local! {
@@ -183,7 +183,7 @@ async fn upkeep(env: &Env) -> Result<Option<KeyRotation>, Error> {
     let cfg = config(env).map_err(|e| Error::Misconfigured(e.0))?;
     let store = d1::D1Store::new(env)?;
     let events = queue::QueueSink::new(env, Rc::clone(&cfg));
-    let rotation = keys::scheduled(&store, &events, &cfg, &mut platform::OsRandom, platform::now()).await;
+    let rotation = key_rotation::scheduled(&store, &events, &cfg, &mut platform::OsRandom, platform::now()).await;
     // A rotation whose event could not be published still happened.
     if !matches!(rotation, Ok(None)) {
         keyring::invalidate();

@@ -10,7 +10,7 @@ use wasm_bindgen_futures::JsFuture;
 
 use crate::core::mail::{BindingError, MimeEmail, MAIL_BINDING};
 use crate::core::outbound::{HttpReply, HttpRequest, SendError, MAX_REPLY_BYTES};
-use crate::core::ports::{Courier, LocalFuture, SigninGate};
+use crate::core::ports::{Courier, LocalFuture, SigninHook};
 use crate::edge::error::EdgeError;
 use crate::edge::js;
 
@@ -146,18 +146,18 @@ impl Courier for FetchCourier {
 
 /// The sign-in hook over `fetch`: to `HOOK_URL`, or through the `HOOK`
 /// service binding when there is one.
-pub struct FetchGate {
+pub struct FetchHook {
     binding: Option<JsValue>,
 }
 
-impl FetchGate {
+impl FetchHook {
     /// The gate for this Worker's bindings.
     pub fn new(env: &worker::Env) -> Self {
         Self { binding: env.service("HOOK").ok().map(|f| f.into_rpc::<JsValue>()) }
     }
 }
 
-impl SigninGate for FetchGate {
+impl SigninHook for FetchHook {
     fn send<'a>(&'a self, request: &'a HttpRequest) -> LocalFuture<'a, Result<HttpReply, SendError>> {
         Box::pin(send(request, self.binding.as_ref()))
     }

@@ -13,7 +13,7 @@ use crate::core::error::Error;
 use crate::core::flows::{Deps, Meta, Recipient};
 use crate::edge::d1::D1Store;
 use crate::edge::keyring::EdgeKeys;
-use crate::edge::outbound::FetchGate;
+use crate::edge::outbound::FetchHook;
 use crate::edge::platform::OsRandom;
 use crate::edge::queue::QueueSink;
 
@@ -23,7 +23,7 @@ pub struct Ports<'e> {
     events: QueueSink<'e>,
     /// The key ring (the JWKS is served from it).
     pub keys: EdgeKeys<'e>,
-    gate: FetchGate,
+    hook: FetchHook,
 }
 
 impl<'e> Ports<'e> {
@@ -33,7 +33,7 @@ impl<'e> Ports<'e> {
             store: D1Store::new(env)?,
             events: QueueSink::new(env, Rc::clone(cfg)),
             keys: EdgeKeys::new(env, Rc::clone(cfg)),
-            gate: FetchGate::new(env),
+            hook: FetchHook::new(env),
         })
     }
 
@@ -45,7 +45,7 @@ impl<'e> Ports<'e> {
 
     /// The flows' dependencies over these adapters.
     pub fn deps<'a>(&'a self, cfg: &'a Config) -> Deps<'a, D1Store, QueueSink<'e>, EdgeKeys<'e>> {
-        Deps { store: &self.store, events: &self.events, keys: &self.keys, config: cfg, gate: &self.gate }
+        Deps { store: &self.store, events: &self.events, keys: &self.keys, config: cfg, hook: &self.hook }
     }
 }
 

@@ -14,7 +14,7 @@ use crate::core::cors;
 use crate::core::error::Error;
 use crate::core::flows::account::{LoginRequest, RefreshRequest, SignupRequest};
 use crate::core::flows::admin::{ListQuery, UpdateUserRequest};
-use crate::core::flows::keys::discovery;
+use crate::core::flows::key_rotation::discovery;
 use crate::core::flows::magic_link::MAGIC_LINK_ACCEPTED;
 use crate::core::flows::mfa::{CodeRequest, MfaVerifyRequest};
 use crate::core::flows::otp::OtpVerifyRequest;

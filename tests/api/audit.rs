@@ -9,7 +9,7 @@ use portcullis::core::audit::{
     MAX_PURGE_BATCHES, PURGE_BATCH,
 };
 use portcullis::core::delivery::{self, Verdict};
-use portcullis::core::email::Email;
+use portcullis::core::email_address::Email;
 use portcullis::core::error::Error;
 use portcullis::core::events::{self, Envelope, Event, EventContext, Received};
 use portcullis::core::flows::admin::Admin;

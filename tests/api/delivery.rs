@@ -677,7 +677,7 @@ fn a_sealed_token_cannot_be_redirected_by_editing_the_queued_envelope() {
 #[test]
 fn a_seal_that_does_not_open_is_retried_with_backoff_before_it_is_quarantined() {
     let cfg = webhooks(&[]); // RETRY_BASE_DELAY_SECS=2
-    let other = events::secrets_key(&portcullis::core::keys::Kek::from_bytes([42; 32]));
+    let other = events::secrets_key(&portcullis::core::signing_keys::Kek::from_bytes([42; 32]));
     let (event, secret) = secret_events().remove(0);
     let message = queued(&cfg, event, 90);
     // Sealed under another KEY_ENCRYPTION_KEY (an isolate on the previous

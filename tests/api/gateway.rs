@@ -17,9 +17,9 @@ use portcullis::core::gateway::key_cache::{Cached, KeyCacheState, SignatureOps};
 use portcullis::core::gateway::revocations::{read, unreadable, BeforeUse};
 use portcullis::core::gateway::target::RequestUrl;
 use portcullis::core::gateway::{Decision, FreshSession, Gateway, RequestView};
-use portcullis::core::keys::{self, KeyStatus, SigningAlg, SigningKey, StoredKey};
 use portcullis::core::revocation::{retention_secs, Revocation, Revoked};
 use portcullis::core::session::Session;
+use portcullis::core::signing_keys::{self, KeyStatus, SigningAlg, SigningKey, StoredKey};
 use portcullis::core::time::UnixTime;
 use portcullis::core::token::{self, ExtraClaims, NewAccessToken, LEEWAY_SECS};
 use portcullis::core::users::User;
@@ -126,7 +126,7 @@ impl Isolate {
         vars.extend_from_slice(extra);
         let cfg = config(&vars);
         let mut rng = TestRandom(7);
-        let (stored, signing) = keys::generate(alg, &mut rng, &cfg.kek, UnixTime(0)).unwrap();
+        let (stored, signing) = signing_keys::generate(alg, &mut rng, &cfg.kek, UnixTime(0)).unwrap();
         let mut i = Self {
             gw: Gateway::new(100),
             cfg,
@@ -149,7 +149,8 @@ impl Isolate {
 
     /// A new active key; the old one retired, published until `until`.
     fn rotate(&mut self, now: i64, until: i64) {
-        let (new, signing) = keys::generate(SigningAlg::EdDsa, &mut self.rng, &self.cfg.kek, UnixTime(now)).unwrap();
+        let (new, signing) =
+            signing_keys::generate(SigningAlg::EdDsa, &mut self.rng, &self.cfg.kek, UnixTime(now)).unwrap();
         for k in &mut self.stored {
             if k.status == KeyStatus::Active {
                 k.status = KeyStatus::Retired;
@@ -588,7 +589,7 @@ fn a_rotated_key_counts_while_published_and_a_withdrawn_one_is_refused_cached_or
 fn an_unknown_kid_reloads_the_keys_at_most_every_thirty_seconds() {
     let mut i = Isolate::new(&[]);
     let mut rng = TestRandom(99);
-    let (_, stranger) = keys::generate(SigningAlg::EdDsa, &mut rng, &i.cfg.kek, UnixTime(0)).unwrap();
+    let (_, stranger) = signing_keys::generate(SigningAlg::EdDsa, &mut rng, &i.cfg.kek, UnixTime(0)).unwrap();
     let t = token_by(&stranger, "u1", &[], 0, 900);
     match i.decide(&Req::get().bearer(&t), API, 100) {
         Decision::LoadKeys { unknown_kid: Some(kid) } => assert_eq!(kid, stranger.kid),

@@ -3,8 +3,8 @@
 
 use portcullis::core::error::{Error, TokenError};
 use portcullis::core::flows;
-use portcullis::core::flows::keys::{retire_now, retirement_window_secs, rotate, scheduled, KeyRetirement};
-use portcullis::core::keys::{jwks, KeyStatus, SigningAlg};
+use portcullis::core::flows::key_rotation::{retire_now, retirement_window_secs, rotate, scheduled, KeyRetirement};
+use portcullis::core::signing_keys::{jwks, KeyStatus, SigningAlg};
 use portcullis::core::time::UnixTime;
 use portcullis::core::token::{self, Expectations, ACCESS_TOKEN_TYPE};
 
@@ -67,7 +67,7 @@ fn a_rotation_that_lost_a_race_writes_nothing() {
     // A second rotator that still believes the first key is active.
     let stale = first.old_kid.clone().unwrap();
     let (new, _) =
-        portcullis::core::keys::generate(SigningAlg::EdDsa, &mut rng, &w.config.kek, UnixTime(1_002)).unwrap();
+        portcullis::core::signing_keys::generate(SigningAlg::EdDsa, &mut rng, &w.config.kek, UnixTime(1_002)).unwrap();
     use portcullis::core::ports::KeyStore;
     assert!(!block_on(store.rotate_key(&stale, &new, UnixTime(1_002), UnixTime(1_102))).unwrap());
     let keys = store.keys.borrow();
@@ -275,23 +275,26 @@ struct RotatedMeanwhile<'a> {
 }
 
 impl portcullis::core::ports::KeyStore for RotatedMeanwhile<'_> {
-    async fn load_keys(&self) -> portcullis::core::ports::Result<Vec<portcullis::core::keys::StoredKey>> {
+    async fn load_keys(&self) -> portcullis::core::ports::Result<Vec<portcullis::core::signing_keys::StoredKey>> {
         self.inner.load_keys().await
     }
-    async fn insert_first_key(&self, key: &portcullis::core::keys::StoredKey) -> portcullis::core::ports::Result<bool> {
+    async fn insert_first_key(
+        &self,
+        key: &portcullis::core::signing_keys::StoredKey,
+    ) -> portcullis::core::ports::Result<bool> {
         self.inner.insert_first_key(key).await
     }
     async fn rotate_key(
         &self,
         old_kid: &str,
-        new: &portcullis::core::keys::StoredKey,
+        new: &portcullis::core::signing_keys::StoredKey,
         now: UnixTime,
         publish_until: UnixTime,
     ) -> portcullis::core::ports::Result<bool> {
         if !self.raced.replace(true) {
-            let kek = portcullis::core::keys::Kek::from_bytes([7; 32]);
+            let kek = portcullis::core::signing_keys::Kek::from_bytes([7; 32]);
             let (other, _) =
-                portcullis::core::keys::generate(SigningAlg::EdDsa, &mut TestRandom(77), &kek, now).unwrap();
+                portcullis::core::signing_keys::generate(SigningAlg::EdDsa, &mut TestRandom(77), &kek, now).unwrap();
             assert!(self.inner.rotate_key(old_kid, &other, now, now.plus_secs(600)).await?);
         }
         self.inner.rotate_key(old_kid, new, now, publish_until).await

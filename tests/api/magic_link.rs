@@ -1,6 +1,6 @@
 //! Magic links: issuing, single use, supersession, expiry, bans, passwordless sign-up.
 
-use portcullis::core::email_token::TokenKind;
+use portcullis::core::emailed_secret::TokenKind;
 use portcullis::core::flows::{EmailRequest, TokenRequest};
 use portcullis::core::ids;
 

@@ -498,13 +498,13 @@ fn the_sign_in_hook_is_asked_once_after_the_second_step() {
     ]);
     let rng = &mut TestRandom(14);
     let on = enable(&w, rng, T0, ADA);
-    let asked = w.gate.requests.borrow().len();
+    let asked = w.hook.requests.borrow().len();
     let step = second_step(login(&w, rng, T0 + 30, ADA));
-    assert_eq!(w.gate.requests.borrow().len(), asked, "not asked at the first step");
-    w.gate.answer(200, r#"{"allow": true, "claims": {"plan": "pro", "amr": ["hwk"]}}"#);
+    assert_eq!(w.hook.requests.borrow().len(), asked, "not asked at the first step");
+    w.hook.answer(200, r#"{"allow": true, "claims": {"plan": "pro", "amr": ["hwk"]}}"#);
     let done = verify(&w, rng, T0 + 30, &step.mfa_token, Some(&totp(&on.secret, T0 + 30)), None).unwrap();
-    assert_eq!(w.gate.requests.borrow().len(), asked + 1);
-    let body: Value = serde_json::from_str(&w.gate.requests.borrow().last().unwrap().body).unwrap();
+    assert_eq!(w.hook.requests.borrow().len(), asked + 1);
+    let body: Value = serde_json::from_str(&w.hook.requests.borrow().last().unwrap().body).unwrap();
     assert_eq!(body["provider"], "email");
     let c = claims(&done.access_token);
     assert_eq!(
@@ -514,7 +514,7 @@ fn the_sign_in_hook_is_asked_once_after_the_second_step() {
     );
     // A refusal at the end: no session, `login_failed`.
     let step = second_step(login(&w, rng, T0 + 60, ADA));
-    w.gate.answer(200, r#"{"allow": false, "reason": "waitlisted"}"#);
+    w.hook.answer(200, r#"{"allow": false, "reason": "waitlisted"}"#);
     let before = sessions(&w);
     let r = verify(&w, rng, T0 + 60, &step.mfa_token, Some(&totp(&on.secret, T0 + 60)), None);
     assert_eq!(code(r), "signin_denied");

@@ -13,9 +13,9 @@ use portcullis::core::flows::password::{ChangeRequest, ResetRequest};
 use portcullis::core::flows::revocation::{Introspection, TokenForm};
 use portcullis::core::flows::{AuthResponse, EmailRequest, TokenRequest};
 use portcullis::core::gateway::revocations::{check_fresh, read};
-use portcullis::core::keys::SigningKey;
 use portcullis::core::ports::RevocationStore;
 use portcullis::core::revocation::{retention_secs, RevocationSet};
+use portcullis::core::signing_keys::SigningKey;
 use portcullis::core::time::UnixTime;
 use portcullis::core::token::{self, NewAccessToken};
 
@@ -270,13 +270,13 @@ fn introspection_is_active_only_for_live_tokens_and_needs_the_secret() {
 
 /// A token like `a`'s, signed by a key of the same shape that is not ours.
 fn foreign_token(a: &AuthResponse) -> String {
-    let kek = portcullis::core::keys::Kek::parse("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
+    let kek = portcullis::core::signing_keys::Kek::parse("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
     let (_, key): (_, SigningKey) = {
         let store = crate::support::MemStore::default();
-        block_on(portcullis::core::flows::keys::load_or_create(
+        block_on(portcullis::core::flows::key_rotation::load_or_create(
             &store,
             &kek,
-            portcullis::core::keys::SigningAlg::EdDsa,
+            portcullis::core::signing_keys::SigningAlg::EdDsa,
             &mut TestRandom(4242),
             UnixTime(1_000),
         ))

@@ -7,13 +7,12 @@ use std::rc::Rc;
 
 use portcullis::core::audit::{AuditEntry, AuditFilter, AuditRecord};
 use portcullis::core::config::Config;
-use portcullis::core::email_token::{EmailToken, TokenKind};
+use portcullis::core::emailed_secret::{EmailToken, TokenKind};
 use portcullis::core::error::Error;
 use portcullis::core::events::Envelope;
-use portcullis::core::flows::keys::load_or_create;
+use portcullis::core::flows::key_rotation::load_or_create;
 use portcullis::core::flows::{Deps, Meta};
 use portcullis::core::ids::Random;
-use portcullis::core::keys::{Kek, KeyStatus, SigningAlg, SigningKey, StoredKey};
 use portcullis::core::ledger::{Claim, DeadLetter, TargetState};
 use portcullis::core::mail::{BindingError, MimeEmail};
 use portcullis::core::mfa::{Challenge, FactorsRemoved, StoredFactors, StoredTotp};
@@ -22,11 +21,12 @@ use portcullis::core::outbound::{HttpReply, HttpRequest, SendError};
 use portcullis::core::passkey::{counter_ok, Ceremony, Passkey, PasskeyAdded, PasskeyChallenge};
 use portcullis::core::ports::{
     AccountStore, AuditLog, Courier, DeliveryLedger, EmailTokenStore, EventSink, KeyRing, KeyStore, LocalFuture,
-    MfaStore, PasskeyStore, RateLimitStore, Result, RevocationStore, SessionStore, SigninGate, UserStore,
+    MfaStore, PasskeyStore, RateLimitStore, Result, RevocationStore, SessionStore, SigninHook, UserStore,
 };
 use portcullis::core::rate_limit::{Count, Hit};
 use portcullis::core::revocation::{Revocation, RevocationPage, Revoked, Standing};
 use portcullis::core::session::{LiveSession, RotateRequest, Rotation, Session, SignInBasis};
+use portcullis::core::signing_keys::{Kek, KeyStatus, SigningAlg, SigningKey, StoredKey};
 use portcullis::core::takeover::{keeps_identity, AddressProof, Proven};
 use portcullis::core::time::UnixTime;
 use portcullis::core::token::VerifiedToken;
@@ -1177,7 +1177,7 @@ pub struct World {
     pub events: MemEvents,
     pub keys: MemKeys,
     pub config: Config,
-    pub gate: MemGate,
+    pub hook: MemHook,
 }
 
 impl World {
@@ -1192,7 +1192,7 @@ impl World {
             issued: RefCell::default(),
             changed: Cell::new(0),
         };
-        Self { store, events: MemEvents::default(), keys, config, gate: MemGate::default() }
+        Self { store, events: MemEvents::default(), keys, config, hook: MemHook::default() }
     }
 
     /// The dependencies and request facts at time `now`.
@@ -1200,7 +1200,7 @@ impl World {
         self.keys.now.set(UnixTime(now));
         self.store.clock.set(UnixTime(now));
         (
-            Deps { store: &self.store, events: &self.events, keys: &self.keys, config: &self.config, gate: &self.gate },
+            Deps { store: &self.store, events: &self.events, keys: &self.keys, config: &self.config, hook: &self.hook },
             meta(now),
         )
     }
@@ -1291,13 +1291,13 @@ pub fn code<T: std::fmt::Debug>(r: std::result::Result<T, Error>) -> &'static st
 
 /// A sign-in hook in memory: answers with `reply` (a scripted HTTP reply or
 /// a transport failure) and records every request and warning.
-pub struct MemGate {
+pub struct MemHook {
     pub reply: RefCell<std::result::Result<HttpReply, SendError>>,
     pub requests: RefCell<Vec<HttpRequest>>,
     pub warnings: RefCell<Vec<String>>,
 }
 
-impl Default for MemGate {
+impl Default for MemHook {
     fn default() -> Self {
         Self {
             reply: RefCell::new(Ok(HttpReply { status: 200, body: r#"{"allow": true}"#.into() })),
@@ -1307,7 +1307,7 @@ impl Default for MemGate {
     }
 }
 
-impl MemGate {
+impl MemHook {
     pub fn answer(&self, status: u16, body: &str) {
         *self.reply.borrow_mut() = Ok(HttpReply { status, body: body.into() });
     }
@@ -1316,7 +1316,7 @@ impl MemGate {
     }
 }
 
-impl SigninGate for MemGate {
+impl SigninHook for MemHook {
     fn send<'a>(&'a self, request: &'a HttpRequest) -> LocalFuture<'a, std::result::Result<HttpReply, SendError>> {
         self.requests.borrow_mut().push(request.clone());
         Box::pin(std::future::ready(self.reply.borrow().clone()))

@@ -137,7 +137,7 @@ fn es256_keys_sign_es256_tokens_and_each_key_verifies_its_own_algorithm_only() {
     assert_eq!((h["alg"].as_str(), h["typ"].as_str()), (Some("ES256"), Some("at+jwt")));
     let v = verify(&w, &raw, 1_010, "portcullis").unwrap();
     assert_eq!(v.claims.email, "a@example.com");
-    let jwks = portcullis::core::keys::jwks(&w.store.keys.borrow(), UnixTime(1_010));
+    let jwks = portcullis::core::signing_keys::jwks(&w.store.keys.borrow(), UnixTime(1_010));
     assert_eq!((jwks.keys[0].kty.as_str(), jwks.keys[0].crv.as_str()), ("EC", "P-256"));
     assert!(jwks.keys[0].y.is_some());
     // The same signature under a header claiming EdDSA: the key is ES256, so no.
@@ -168,8 +168,8 @@ fn signing_alg_is_validated_by_name() {
         let e = with(bad).unwrap_err();
         assert!(e.0.starts_with("SIGNING_ALG"), "{bad}: {}", e.0);
     }
-    assert_eq!(with("ES256").unwrap().signing_alg, portcullis::core::keys::SigningAlg::Es256);
-    assert_eq!(with("EdDSA").unwrap().signing_alg, portcullis::core::keys::SigningAlg::EdDsa);
+    assert_eq!(with("ES256").unwrap().signing_alg, portcullis::core::signing_keys::SigningAlg::Es256);
+    assert_eq!(with("EdDSA").unwrap().signing_alg, portcullis::core::signing_keys::SigningAlg::EdDsa);
 }
 
 #[test]

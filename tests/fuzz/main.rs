@@ -15,7 +15,7 @@
 use proptest::prelude::*;
 
 use portcullis::core::body::parse_json;
-use portcullis::core::email::Email;
+use portcullis::core::email_address::Email;
 use portcullis::core::error::TokenError;
 use portcullis::core::flows::account::{LoginRequest, RefreshRequest, SignupRequest};
 use portcullis::core::flows::admin::{ListQuery, UpdateUserRequest};

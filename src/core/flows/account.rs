@@ -4,17 +4,17 @@
 use serde::Deserialize;
 
 use crate::core::amr::Amr;
-use crate::core::email::Email;
+use crate::core::email_address::Email;
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
 use crate::core::flows::{AuthResponse, Deps, Meta, Principal, SignIn};
-use crate::core::gate;
 use crate::core::ids::{self, Random};
 use crate::core::locale::Locale;
 use crate::core::password::{Password, PasswordHash};
 use crate::core::ports::{EventSink, KeyRing, MfaStore, RateLimitStore, SessionStore, UserStore};
 use crate::core::rate_limit::{self, Endpoint, KeyType};
 use crate::core::session::{RotateRequest, Rotation, RotationLimit, SessionView, SignInBasis};
+use crate::core::signin_hook;
 use crate::core::token::ExtraClaims;
 use crate::core::users::{User, UserResponse, MAX_NAME_CHARS};
 
@@ -324,10 +324,10 @@ where
             Some(u) if !u.banned => u,
             _ => return Ok(None),
         };
-        let request = gate::refresh_request(hook, &user, &session.id, &ids::uuid(rng), meta.now);
-        let decision = gate::decide(hook.failure_mode, self.gate.send(&request).await);
+        let request = signin_hook::refresh_request(hook, &user, &session.id, &ids::uuid(rng), meta.now);
+        let decision = signin_hook::decide(hook.failure_mode, self.hook.send(&request).await);
         if let Some(warning) = &decision.warning {
-            self.gate.report(warning);
+            self.hook.report(warning);
         }
         match decision.result {
             // Failing open on a refresh keeps what the hook last said.

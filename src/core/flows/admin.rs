@@ -12,7 +12,7 @@
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::core::body::whole_number;
-use crate::core::email::Email;
+use crate::core::email_address::Email;
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
 use crate::core::flows::account::parse_name;

@@ -5,8 +5,8 @@
 
 use serde::Serialize;
 
-use crate::core::email::Email;
-use crate::core::email_token::TokenKind;
+use crate::core::email_address::Email;
+use crate::core::emailed_secret::TokenKind;
 use crate::core::error::Error;
 use crate::core::events;
 use crate::core::flows::{Accepted, Deps, Meta, TokenRequest};

@@ -7,7 +7,7 @@
 //! an existing, unbanned account, or for an unknown address when
 //! `ALLOW_PASSWORDLESS_SIGNUP` is on.
 
-use crate::core::email_token::{is_link_token, TokenKind};
+use crate::core::emailed_secret::{is_link_token, TokenKind};
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
 use crate::core::flows::passwordless::Proof;

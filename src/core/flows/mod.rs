@@ -6,7 +6,7 @@ pub mod account;
 pub mod admin;
 pub mod audit;
 pub mod email_verification;
-pub mod keys;
+pub mod key_rotation;
 pub mod magic_link;
 pub mod mfa;
 pub mod oauth;
@@ -21,15 +21,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::amr::Amr;
 use crate::core::config::Config;
-use crate::core::email::Email;
+use crate::core::email_address::Email;
 use crate::core::error::{Error, TokenError};
 use crate::core::events::{Envelope, Event, EventContext};
-use crate::core::gate;
 use crate::core::ids::{self, Random};
 use crate::core::locale::Locale;
 use crate::core::oauth::CodeChallenge;
-use crate::core::ports::{EventSink, KeyRing, MfaStore, SessionStore, SigninGate, UserStore};
+use crate::core::ports::{EventSink, KeyRing, MfaStore, SessionStore, SigninHook, UserStore};
 use crate::core::session::{LiveSession, Session, SignInBasis};
+use crate::core::signin_hook;
 use crate::core::time::UnixTime;
 use crate::core::token::{self, Expectations, ExtraClaims, NewAccessToken, Parsed, VerifiedToken, ACCESS_TOKEN_TYPE};
 use crate::core::users::{User, UserResponse};
@@ -62,7 +62,7 @@ pub struct Deps<'a, S, E, K> {
     /// Configuration.
     pub config: &'a Config,
     /// The sign-in hook's transport (asked only when `HOOK_URL` is set).
-    pub gate: &'a dyn SigninGate,
+    pub hook: &'a dyn SigninHook,
 }
 
 /// Facts about the request being served.
@@ -501,10 +501,10 @@ where
         provider: &str,
     ) -> Result<ExtraClaims, Error> {
         let Some(hook) = &self.config.hook else { return Ok(ExtraClaims::new()) };
-        let request = gate::request(hook, user, provider, &ids::uuid(rng), meta.now);
-        let decision = gate::decide(hook.failure_mode, self.gate.send(&request).await);
+        let request = signin_hook::request(hook, user, provider, &ids::uuid(rng), meta.now);
+        let decision = signin_hook::decide(hook.failure_mode, self.hook.send(&request).await);
         if let Some(warning) = &decision.warning {
-            self.gate.report(warning);
+            self.hook.report(warning);
         }
         decision.result
     }

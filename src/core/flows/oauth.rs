@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::amr::Amr;
 use crate::core::config::Config;
-use crate::core::email::Email;
+use crate::core::email_address::Email;
 use crate::core::error::{Error, TokenError};
 use crate::core::events::{self, Event};
 use crate::core::flows::account::{banned, login_event, parse_name, signin_refusal};

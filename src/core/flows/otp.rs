@@ -20,8 +20,8 @@
 
 use serde::Deserialize;
 
-use crate::core::email::Email;
-use crate::core::email_token::{otp_code, parse_code, CodeKey, TokenKind, OTP_MAX_ATTEMPTS};
+use crate::core::email_address::Email;
+use crate::core::emailed_secret::{otp_code, parse_code, CodeKey, TokenKind, OTP_MAX_ATTEMPTS};
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
 use crate::core::flows::passwordless::{Proof, Secret};

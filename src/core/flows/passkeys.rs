@@ -34,7 +34,7 @@ use sha2::{Digest, Sha256};
 
 use crate::core::amr::Amr;
 use crate::core::crypto::b64url;
-use crate::core::email::Email;
+use crate::core::email_address::Email;
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
 use crate::core::flows::account::{banned, login_event, signin_refusal};

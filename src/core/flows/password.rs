@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::email_token::TokenKind;
+use crate::core::emailed_secret::TokenKind;
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
 use crate::core::flows::{Accepted, Deps, EmailRequest, Meta, Recipient};

@@ -6,8 +6,8 @@
 //! ([`crate::core::takeover`]), opening the session.
 
 use crate::core::amr::Amr;
-use crate::core::email::Email;
-use crate::core::email_token::{is_link_token, EmailToken, TokenKind};
+use crate::core::email_address::Email;
+use crate::core::emailed_secret::{is_link_token, EmailToken, TokenKind};
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
 use crate::core::flows::account::{banned, login_event, signin_refusal};
@@ -26,7 +26,7 @@ pub(crate) enum Secret {
     Code {
         /// Hash of the random challenge (the token's unique key).
         challenge: String,
-        /// [`crate::core::email_token::CodeKey::hash`] of the code.
+        /// [`crate::core::emailed_secret::CodeKey::hash`] of the code.
         code_hash: String,
     },
 }

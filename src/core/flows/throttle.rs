@@ -4,7 +4,7 @@
 //! the flows that take an address, by caller on the audit listings, by
 //! session on refresh.
 
-use crate::core::email::Email;
+use crate::core::email_address::Email;
 use crate::core::error::Error;
 use crate::core::events;
 use crate::core::flows::{Deps, EmailRequest, Meta, Recipient};

@@ -25,7 +25,7 @@
 //! the new key from its next request; every other isolate reloads within
 //! `KEY_CACHE_TTL` (and at once on meeting the new `kid`). Retired keys stay
 //! published long enough to cover that window (see
-//! [`crate::core::flows::keys::retirement_window_secs`]).
+//! [`crate::core::flows::key_rotation::retirement_window_secs`]).
 //!
 //! Retirement at once: a withdrawn key is gone from the next load, and with
 //! it everything that relied on it — its imported public key and its
@@ -43,7 +43,7 @@ use std::collections::HashMap;
 use crate::core::config::Config;
 use crate::core::error::Error;
 use crate::core::gateway::cache::{Generation, KeySlot};
-use crate::core::keys::{self, jwks, Jwks, SigningAlg, SigningKey, StoredKey};
+use crate::core::signing_keys::{self, jwks, Jwks, SigningAlg, SigningKey, StoredKey};
 use crate::core::time::UnixTime;
 
 /// Least time between two reloads caused by unknown `kid`s.
@@ -209,7 +209,7 @@ impl<O: SignatureOps> KeyCache<O> {
             let (imported, signing_imported, own) =
                 old.map(|old| (old.imported, old.signing_imported, old.own)).unwrap_or_default();
             let signing_imported = signing_imported.filter(|(kid, _)| *kid == signing.kid);
-            let own = keys::recognisable(&keys, &signing, own, kek, now);
+            let own = signing_keys::recognisable(&keys, &signing, own, kek, now);
             Loaded { keys, signing: Some(signing), signing_imported, imported, own }
         })
     }

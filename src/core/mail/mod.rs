@@ -33,7 +33,7 @@ pub mod transport;
 
 use url::{Host, Url};
 
-use crate::core::email::Email;
+use crate::core::email_address::Email;
 use crate::core::events::Event;
 use crate::core::locale::Locale;
 use crate::core::outbound::{HttpReply, HttpRequest};

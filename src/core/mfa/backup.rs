@@ -14,7 +14,7 @@ use std::fmt;
 
 use crate::core::crypto::{b64url, MacKey};
 use crate::core::ids::Random;
-use crate::core::keys::Kek;
+use crate::core::signing_keys::Kek;
 
 /// Backup codes handed out at a time.
 pub const BACKUP_CODE_COUNT: usize = 10;

@@ -22,7 +22,7 @@ use subtle::ConstantTimeEq;
 use crate::core::crypto::SealKey;
 use crate::core::error::Error;
 use crate::core::ids::Random;
-use crate::core::keys::Kek;
+use crate::core::signing_keys::Kek;
 use crate::core::time::UnixTime;
 
 /// Digits in a TOTP code.

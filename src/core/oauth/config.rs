@@ -310,7 +310,7 @@ mod tests {
         let cfg = |pairs: &[(&str, &str)]| {
             let mut m: std::collections::HashMap<String, String> =
                 pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-            m.insert("KEY_ENCRYPTION_KEY".into(), crate::core::keys::b64(&[7; 32]));
+            m.insert("KEY_ENCRYPTION_KEY".into(), crate::core::signing_keys::b64(&[7; 32]));
             crate::core::config::Config::from_lookup(move |k| m.get(k).cloned())
         };
         let ok = r#"[{"id":"gh","preset":"github","client_id":"c"}]"#;

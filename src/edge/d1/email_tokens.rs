@@ -4,7 +4,7 @@
 use serde::Deserialize;
 
 use super::{epoch, int, int_u, opt_text, text, time, D1Store};
-use crate::core::email_token::{EmailToken, TokenKind};
+use crate::core::emailed_secret::{EmailToken, TokenKind};
 use crate::core::error::Error;
 use crate::core::ports::{EmailTokenStore, Result};
 use crate::core::time::UnixTime;

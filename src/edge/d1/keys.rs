@@ -4,8 +4,8 @@ use serde::Deserialize;
 
 use super::{changes, text, time, D1Store};
 use crate::core::error::Error;
-use crate::core::keys::{KeyStatus, StoredKey};
 use crate::core::ports::{KeyStore, Result};
+use crate::core::signing_keys::{KeyStatus, StoredKey};
 use crate::core::time::UnixTime;
 use crate::edge::error::Dependency::D1;
 

@@ -1,4 +1,4 @@
-//! The synchronous sign-in gate: FastAuth's `allow_signin` and `modify_jwt`
+//! The synchronous sign-in hook: FastAuth's `allow_signin` and `modify_jwt`
 //! as one optional HTTP hook (`HOOK_URL`), asked before every session starts.
 //!
 //! Request: a Standard-Webhooks-signed `POST` of
@@ -88,7 +88,7 @@ pub const REFRESH_TYPE: &str = "allow_refresh";
 pub const REFRESH_TRIGGER: &str = "refresh";
 
 #[derive(Serialize)]
-struct GateUser<'a> {
+struct HookUser<'a> {
     id: &'a str,
     email: &'a str,
     name: Option<&'a str>,
@@ -97,14 +97,14 @@ struct GateUser<'a> {
 }
 
 #[derive(Serialize)]
-struct GateBody<'a> {
+struct HookBody<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     trigger: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     session_id: Option<&'a str>,
-    user: GateUser<'a>,
+    user: HookUser<'a>,
     provider: &'a str,
 }
 
@@ -126,12 +126,12 @@ pub fn refresh_request(
     signed(hook, message_id, now, body(user, REFRESH_PROVIDER, Some(session_id)))
 }
 
-fn body<'a>(user: &'a User, provider: &'a str, refreshing: Option<&'a str>) -> GateBody<'a> {
-    GateBody {
+fn body<'a>(user: &'a User, provider: &'a str, refreshing: Option<&'a str>) -> HookBody<'a> {
+    HookBody {
         kind: if refreshing.is_some() { REFRESH_TYPE } else { SIGNIN_TYPE },
         trigger: refreshing.map(|_| REFRESH_TRIGGER),
         session_id: refreshing,
-        user: GateUser {
+        user: HookUser {
             id: &user.id,
             email: &user.email,
             name: user.name.as_deref(),
@@ -142,7 +142,7 @@ fn body<'a>(user: &'a User, provider: &'a str, refreshing: Option<&'a str>) -> G
     }
 }
 
-fn signed(hook: &HookConfig, message_id: &str, now: UnixTime, body: GateBody<'_>) -> HttpRequest {
+fn signed(hook: &HookConfig, message_id: &str, now: UnixTime, body: HookBody<'_>) -> HttpRequest {
     // Plain strings and bools: serialising cannot fail.
     let body = serde_json::to_string(&body).unwrap_or_default();
     HttpRequest {
@@ -203,7 +203,7 @@ pub fn parse_reply(reply: &HttpReply) -> Result<Verdict, String> {
     Ok(Verdict::Allow { claims, dropped })
 }
 
-/// The gate's decision and what the operator should hear about it.
+/// The hook.s decision and what the operator should hear about it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     /// The claims to add, or the error that refuses the sign-in.

@@ -1,5 +1,5 @@
 //! The sign-in hook (`allow_signin` + `modify_jwt`) at every session start,
-//! against an in-memory gate.
+//! against an in-memory hook.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -42,14 +42,14 @@ fn claims(token: &str) -> serde_json::Value {
 fn without_hook_url_the_gate_is_never_asked() {
     let w = World::new(&[]);
     signup(&w, "a@example.com").unwrap();
-    assert!(w.gate.requests.borrow().is_empty());
+    assert!(w.hook.requests.borrow().is_empty());
 }
 
 #[test]
 fn the_hook_gets_a_signed_allow_signin_request_with_the_user() {
     let w = world("closed");
     let r = signup(&w, "a@example.com").unwrap();
-    let requests = w.gate.requests.borrow();
+    let requests = w.hook.requests.borrow();
     assert_eq!(requests.len(), 1);
     let req = &requests[0];
     assert_eq!(req.url, "https://hooks.example/signin");
@@ -78,7 +78,7 @@ fn the_hook_gets_a_signed_allow_signin_request_with_the_user() {
 fn a_denying_hook_refuses_login_with_403_and_no_session() {
     let w = world("closed");
     signup(&w, "a@example.com").unwrap();
-    w.gate.answer(200, r#"{"allow": false, "reason": "on the waitlist"}"#);
+    w.hook.answer(200, r#"{"allow": false, "reason": "on the waitlist"}"#);
     let p = login(&w, "a@example.com").unwrap_err().problem();
     assert_eq!((p.status, p.code, p.detail.as_str()), (403, "signin_denied", "on the waitlist"));
     assert_eq!(w.store.sessions.borrow().len(), 1, "only the signup's session");
@@ -89,21 +89,21 @@ fn a_denying_hook_refuses_login_with_403_and_no_session() {
 #[test]
 fn a_denied_signup_keeps_the_account_and_still_emits_user_created() {
     let w = world("open");
-    w.gate.answer(200, r#"{"allow": false}"#);
+    w.hook.answer(200, r#"{"allow": false}"#);
     let p = signup(&w, "a@example.com").unwrap_err().problem();
     assert_eq!((p.status, p.code), (403, "signin_denied"));
     assert_eq!(w.store.users.borrow().len(), 1);
     assert!(w.store.sessions.borrow().is_empty());
     assert_eq!(w.events.kinds(), vec!["user_created"]);
     // Once the hook lets the user in, login works.
-    w.gate.answer(200, r#"{"allow": true}"#);
+    w.hook.answer(200, r#"{"allow": true}"#);
     login(&w, "a@example.com").unwrap();
 }
 
 #[test]
 fn claims_from_the_hook_are_in_the_access_token_and_survive_refresh() {
     let w = world("closed");
-    w.gate.answer(
+    w.hook.answer(
         200,
         r#"{"allow": true, "claims": {"plan": "pro", "org": {"id": 7}, "sub": "evil", "roles": ["admin"], "exp": 1}}"#,
     );
@@ -114,12 +114,12 @@ fn claims_from_the_hook_are_in_the_access_token_and_survive_refresh() {
     assert_eq!(c["sub"], r.user.id.as_str(), "reserved claims are never overwritten");
     assert_eq!(c["roles"], serde_json::json!([]));
     assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 900);
-    assert_eq!(w.gate.warnings.borrow().len(), 1, "dropped reserved claims are reported");
+    assert_eq!(w.hook.warnings.borrow().len(), 1, "dropped reserved claims are reported");
 
     let (deps, meta) = w.at(1_500);
     let refreshed = block_on(deps.refresh(&meta, &mut TestRandom(13), Some(&r.refresh_token))).unwrap();
     assert_eq!(claims(&refreshed.access_token)["plan"], "pro");
-    assert_eq!(w.gate.requests.borrow().len(), 1, "refresh does not ask the hook again");
+    assert_eq!(w.hook.requests.borrow().len(), 1, "refresh does not ask the hook again");
     // The token still verifies: extra claims do not disturb the verifier.
     let (deps, meta) = w.at(1_501);
     assert_eq!(block_on(deps.me(&meta, Some(&refreshed.access_token))).unwrap().id, r.user.id);
@@ -137,14 +137,14 @@ fn a_failing_hook_fails_closed_with_503_and_no_session() {
         let w = world("closed");
         signup(&w, "a@example.com").unwrap();
         match failure {
-            Err(e) => w.gate.fail(e),
-            Ok((status, body)) => w.gate.answer(status, body),
+            Err(e) => w.hook.fail(e),
+            Ok((status, body)) => w.hook.answer(status, body),
         }
         let p = login(&w, "a@example.com").unwrap_err().problem();
         assert_eq!((p.status, p.code), (503, "hook_unavailable"));
         assert_eq!(w.store.sessions.borrow().len(), 1);
         assert_eq!(w.events.last_json()["data"]["reason"], "hook_unavailable");
-        assert!(w.gate.warnings.borrow().iter().any(|m| m.contains("failing closed")));
+        assert!(w.hook.warnings.borrow().iter().any(|m| m.contains("failing closed")));
     }
 }
 
@@ -152,12 +152,12 @@ fn a_failing_hook_fails_closed_with_503_and_no_session() {
 fn a_failing_hook_fails_open_without_extra_claims_when_configured() {
     let w = world("open");
     signup(&w, "a@example.com").unwrap();
-    w.gate.fail(SendError::Timeout);
+    w.hook.fail(SendError::Timeout);
     let r = login(&w, "a@example.com").unwrap();
     let c = claims(&r.access_token);
     assert!(c.get("plan").is_none());
     assert_eq!(w.events.kinds(), vec!["user_created", "login"]);
-    assert!(w.gate.warnings.borrow().iter().any(|m| m.contains("timed out") && m.contains("failing open")));
+    assert!(w.hook.warnings.borrow().iter().any(|m| m.contains("timed out") && m.contains("failing open")));
 }
 
 fn magic_link_sign_in(w: &World, email: &str) -> Result<AuthResponse, Error> {
@@ -174,10 +174,10 @@ fn magic_link_sign_in(w: &World, email: &str) -> Result<AuthResponse, Error> {
 fn magic_link_sign_ins_ask_the_hook_with_their_provider() {
     let w = world("closed");
     signup(&w, "a@example.com").unwrap();
-    w.gate.answer(200, r#"{"allow": true, "claims": {"plan": "team"}}"#);
+    w.hook.answer(200, r#"{"allow": true, "claims": {"plan": "team"}}"#);
     let r = magic_link_sign_in(&w, "a@example.com").unwrap();
     assert_eq!(claims(&r.access_token)["plan"], "team");
-    let last = w.gate.requests.borrow().last().cloned().unwrap();
+    let last = w.hook.requests.borrow().last().cloned().unwrap();
     let body: serde_json::Value = serde_json::from_str(&last.body).unwrap();
     assert_eq!(body["provider"], "magic_link");
 }
@@ -189,7 +189,7 @@ fn a_refused_passwordless_signup_still_announces_the_account_and_the_failed_logi
         ("HOOK_SECRET", SECRET),
         ("ALLOW_PASSWORDLESS_SIGNUP", "true"),
     ]);
-    w.gate.answer(200, r#"{"allow": false, "reason": "invite only"}"#);
+    w.hook.answer(200, r#"{"allow": false, "reason": "invite only"}"#);
     let p = magic_link_sign_in(&w, "new@example.com").unwrap_err().problem();
     assert_eq!((p.status, p.code), (403, "signin_denied"));
     assert_eq!(w.store.users.borrow().len(), 1, "the account was created");
@@ -215,15 +215,15 @@ fn refresh(w: &World, at: i64, token: &str) -> Result<AuthResponse, Error> {
 #[test]
 fn with_hook_on_refresh_a_refresh_asks_again_and_the_new_claims_replace_the_old() {
     let w = world_on_refresh("closed");
-    w.gate.answer(200, r#"{"allow": true, "claims": {"plan": "free", "seats": 1}}"#);
+    w.hook.answer(200, r#"{"allow": true, "claims": {"plan": "free", "seats": 1}}"#);
     let r = signup(&w, "a@example.com").unwrap();
     assert_eq!(claims(&r.access_token)["plan"], "free");
     // The plan changes; the next refresh carries it, without a new sign-in.
-    w.gate.answer(200, r#"{"allow": true, "claims": {"plan": "pro"}}"#);
+    w.hook.answer(200, r#"{"allow": true, "claims": {"plan": "pro"}}"#);
     let refreshed = refresh(&w, 1_500, &r.refresh_token).unwrap();
     let c = claims(&refreshed.access_token);
     assert_eq!((c["plan"].as_str(), c.get("seats")), (Some("pro"), None), "replaced, not merged: {c}");
-    let requests = w.gate.requests.borrow().clone();
+    let requests = w.hook.requests.borrow().clone();
     assert_eq!(requests.len(), 2);
     let body: serde_json::Value = serde_json::from_str(&requests[1].body).unwrap();
     assert_eq!(
@@ -234,11 +234,11 @@ fn with_hook_on_refresh_a_refresh_asks_again_and_the_new_claims_replace_the_old(
         })
     );
     // The session keeps them: the next access token, hook or not, has them.
-    w.gate.fail(SendError::Timeout);
+    w.hook.fail(SendError::Timeout);
     let p = refresh(&w, 1_600, &refreshed.refresh_token).unwrap_err().problem();
     assert_eq!((p.status, p.code), (503, "hook_unavailable"));
     // Failing closed rotated nothing: the same refresh token works once the hook is back.
-    w.gate.answer(200, r#"{"allow": true, "claims": {"plan": "pro"}}"#);
+    w.hook.answer(200, r#"{"allow": true, "claims": {"plan": "pro"}}"#);
     let again = refresh(&w, 1_700, &refreshed.refresh_token).unwrap();
     assert_eq!(claims(&again.access_token)["plan"], "pro");
     assert_eq!(w.events.kinds().iter().filter(|k| **k == "token_refreshed").count(), 2);
@@ -248,14 +248,14 @@ fn with_hook_on_refresh_a_refresh_asks_again_and_the_new_claims_replace_the_old(
 fn with_hook_on_refresh_a_denial_ends_the_session_with_403() {
     let w = world_on_refresh("open");
     let r = signup(&w, "a@example.com").unwrap();
-    w.gate.answer(200, r#"{"allow": false, "reason": "subscription ended"}"#);
+    w.hook.answer(200, r#"{"allow": false, "reason": "subscription ended"}"#);
     let p = refresh(&w, 1_500, &r.refresh_token).unwrap_err().problem();
     assert_eq!((p.status, p.code, p.detail.as_str()), (403, "signin_denied", "subscription ended"));
     assert_eq!(w.events.kinds(), vec!["user_created", "session_revoked"]);
     let revoked = w.events.last_json();
     assert_eq!(revoked["data"]["session_id"], r.user.session_id.as_deref().unwrap());
     // The session is over: the refresh token is dead even once the hook allows again.
-    w.gate.answer(200, r#"{"allow": true}"#);
+    w.hook.answer(200, r#"{"allow": true}"#);
     let p = refresh(&w, 1_600, &r.refresh_token).unwrap_err().problem();
     assert_eq!((p.status, p.code), (401, "invalid_refresh_token"));
     let (deps, meta) = w.at(1_601);
@@ -265,12 +265,12 @@ fn with_hook_on_refresh_a_denial_ends_the_session_with_403() {
 #[test]
 fn with_hook_on_refresh_failing_open_keeps_the_claims_the_session_had() {
     let w = world_on_refresh("open");
-    w.gate.answer(200, r#"{"allow": true, "claims": {"plan": "pro"}}"#);
+    w.hook.answer(200, r#"{"allow": true, "claims": {"plan": "pro"}}"#);
     let r = signup(&w, "a@example.com").unwrap();
-    w.gate.fail(SendError::Network("connection refused".into()));
+    w.hook.fail(SendError::Network("connection refused".into()));
     let refreshed = refresh(&w, 1_500, &r.refresh_token).unwrap();
     assert_eq!(claims(&refreshed.access_token)["plan"], "pro");
-    assert!(w.gate.warnings.borrow().iter().any(|m| m.contains("failing open")));
+    assert!(w.hook.warnings.borrow().iter().any(|m| m.contains("failing open")));
 }
 
 #[test]
@@ -278,11 +278,11 @@ fn with_hook_on_refresh_a_spent_or_unknown_token_is_refused_without_asking_the_h
     let w = world_on_refresh("closed");
     let r = signup(&w, "a@example.com").unwrap();
     refresh(&w, 1_500, &r.refresh_token).unwrap();
-    let asked = w.gate.requests.borrow().len();
+    let asked = w.hook.requests.borrow().len();
     // Reuse of the rotated token: the usual answer, the session revoked, no hook call.
     let p = refresh(&w, 1_600, &r.refresh_token).unwrap_err().problem();
     assert_eq!((p.status, p.code), (401, "invalid_refresh_token"));
     let p = refresh(&w, 1_601, "x".repeat(43).as_str()).unwrap_err().problem();
     assert_eq!((p.status, p.code), (401, "invalid_refresh_token"));
-    assert_eq!(w.gate.requests.borrow().len(), asked);
+    assert_eq!(w.hook.requests.borrow().len(), asked);
 }

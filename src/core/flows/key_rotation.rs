@@ -13,8 +13,8 @@ use crate::core::flows::admin::Admin;
 use crate::core::flows::{Deps, Meta};
 use crate::core::gateway::key_cache::key_cache_max_age_secs;
 use crate::core::ids::Random;
-use crate::core::keys::{self, Kek, KeyStatus, SigningAlg, SigningKey, StoredKey, ALG_EDDSA, ALG_ES256};
 use crate::core::ports::{EmailTokenStore, EventSink, KeyRing, KeyStore, SessionStore, UserStore};
+use crate::core::signing_keys::{self, Kek, KeyStatus, SigningAlg, SigningKey, StoredKey, ALG_EDDSA, ALG_ES256};
 use crate::core::time::UnixTime;
 use crate::core::token::{ASSERTION_TTL_SECS, LEEWAY_SECS};
 
@@ -33,7 +33,7 @@ pub async fn load_or_create(
         let key = active.unseal(kek)?;
         return Ok((stored, key));
     }
-    let (new, key) = keys::generate(alg, rng, kek, now)?;
+    let (new, key) = signing_keys::generate(alg, rng, kek, now)?;
     if store.insert_first_key(&new).await? {
         let mut all = stored;
         all.push(new);
@@ -118,7 +118,7 @@ pub async fn rotate(
     window_secs: u64,
 ) -> Result<Option<KeyRotation>, Error> {
     let stored = store.load_keys().await?;
-    let (new, _) = keys::generate(alg, rng, kek, now)?;
+    let (new, _) = signing_keys::generate(alg, rng, kek, now)?;
     let new_kid = new.kid.clone();
     let rotated = match stored.iter().find(|k| k.status == KeyStatus::Active) {
         None => store.insert_first_key(&new).await?.then_some(None),
@@ -182,7 +182,7 @@ pub async fn retire_now(
         let key = stored.iter().find(|k| k.kid == kid && k.is_published(now)).ok_or_else(key_not_found)?;
         let retired = match key.status {
             KeyStatus::Active => {
-                let (new, _) = keys::generate(alg, rng, kek, now)?;
+                let (new, _) = signing_keys::generate(alg, rng, kek, now)?;
                 // Published until now: no longer; the store's prune of
                 // unpublished keys deletes it in the same write.
                 store.rotate_key(kid, &new, now, now).await?.then_some(Some(new.kid))

@@ -14,7 +14,7 @@ use subtle::ConstantTimeEq;
 
 use crate::core::crypto::{b64url, MacKey, MAC_LEN};
 use crate::core::ids::Random;
-use crate::core::keys::Kek;
+use crate::core::signing_keys::Kek;
 use crate::core::time::UnixTime;
 
 /// Digits in an email one-time code.
