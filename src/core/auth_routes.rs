@@ -191,6 +191,7 @@ routes! {
     "/auth/ui/verify-email" { GET => UiVerifyEmailPage, POST => UiVerifyEmail }
     "/auth/ui/mfa" { GET => UiMfaPage, POST => UiMfa }
     "/auth/ui/account" { GET => UiAccountPage, POST => UiAccount }
+    "/auth/ui/passkey.js" { GET => UiPasskeyScript }
 }
 
 /// Where the hosted pages live in the API's own names: every path at or
