@@ -19,6 +19,7 @@ import fs from "node:fs";
 import http from "node:http";
 import path from "node:path";
 import { chromium } from "playwright-core";
+import * as OTPAuth from "otpauth";
 import { startGateway, post, json, randomEmail, ROOT } from "./harness.mjs";
 
 const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
@@ -69,8 +70,11 @@ after(async () => {
 const ui = (p) => `${PAGE}/auth/ui/${p}`;
 const ACCOUNT = () => ui("account");
 
-/** A fresh context and page with a virtual authenticator (resident keys, user verification); CSP violations and page errors collected. */
-async function fresh({ javaScriptEnabled = true, authenticator = true } = {}) {
+/**
+ * A fresh context and page with a virtual authenticator (resident keys; user
+ * verification unless `verifies` is false); CSP violations and page errors collected.
+ */
+async function fresh({ javaScriptEnabled = true, authenticator = true, verifies = true } = {}) {
   const context = await browser.newContext({ javaScriptEnabled });
   const page = await context.newPage();
   const problems = [];
@@ -86,8 +90,8 @@ async function fresh({ javaScriptEnabled = true, authenticator = true } = {}) {
         protocol: "ctap2",
         transport: "internal",
         hasResidentKey: true,
-        hasUserVerification: true,
-        isUserVerified: true,
+        hasUserVerification: verifies,
+        isUserVerified: verifies,
         automaticPresenceSimulation: true,
       },
     });
@@ -129,6 +133,9 @@ async function submitAccount(page, button) {
   await page.waitForLoadState();
   return res.status();
 }
+
+/** The value of cookie `name` among `set-cookie` headers. */
+const setCookie = (res, name) => res.headers.getSetCookie().find((c) => c.startsWith(`${name}=`)).split(";")[0].slice(name.length + 1);
 
 /** Signs in on the login page with the password; lands on the account page. */
 async function passwordSignIn(page, email) {
@@ -202,6 +209,55 @@ test("add a passkey on the account page, sign out, sign in with it (no email), r
   assert.match(await page.textContent("[role=alert]"), /no account has this passkey/);
   assert.equal(await whoAmI(context), null);
   assert.deepEqual(problems, [], "no CSP violation, no page error");
+  await context.close();
+});
+
+test("a passkey without user verification on an account with TOTP on gets the second step, as a password does", async () => {
+  const email = randomEmail("ui-passkey-mfa");
+  const signed = await post(`${gw.url}/auth/signup`, { email, password: PASSWORD });
+  assert.equal(signed.status, 201);
+  const bearer = { authorization: `Bearer ${setCookie(signed, "__Host-portcullis_access")}` };
+  const enrolled = await json(await post(`${gw.url}/auth/mfa/totp/enroll`, {}, bearer));
+  const app = OTPAuth.URI.parse(enrolled.otpauth_uri);
+  const confirmed = await post(`${gw.url}/auth/mfa/totp/confirm`, { code: app.generate() }, bearer);
+  const { backup_codes: codes } = await json(confirmed);
+  assert.equal(confirmed.status, 200, JSON.stringify(codes));
+
+  const { context, page, problems } = await fresh({ verifies: false });
+  // Password, then the second step with a backup code, then add a passkey (a fresh sign-in).
+  await page.goto(ui("login"));
+  await page.fill("#email", email);
+  await page.fill("#password", PASSWORD);
+  await page.click("button[value=password]");
+  await page.waitForSelector("#backup_code");
+  await page.fill("#backup_code", codes[0]);
+  await Promise.all([page.waitForURL(ACCOUNT()), page.click("button[value=backup_code]")]);
+  const add = page.getByRole("button", { name: "Add a passkey" });
+  await add.waitFor({ state: "visible" });
+  assert.equal(await submitAccount(page, add), 200);
+  assert.match(await page.textContent("[role=status]"), /Passkey “Passkey” added/);
+  await page.click("button[value=logout]");
+  await page.waitForURL(/\/auth\/ui\/login/);
+
+  // The passkey alone (no user verification) is one factor: the page asks for the second.
+  // (Without user verification the authenticator kept no discoverable credential:
+  // the email typed above the button names the account, its passkeys listed.)
+  const button = page.getByRole("button", { name: "Sign in with a passkey" });
+  await button.waitFor({ state: "visible" });
+  await page.fill("#email", email);
+  const [first] = await Promise.all([
+    page.waitForResponse((r) => r.request().method() === "POST" && r.url().endsWith("/auth/ui/login")),
+    button.click(),
+  ]);
+  assert.equal(first.status(), 200);
+  await page.waitForSelector("#backup_code");
+  assert.match(await page.textContent("h1"), /Two-step verification/);
+  assert.equal(await whoAmI(context), null, "no session before the second step");
+  await axeCheck(page, "the second step after a passkey");
+  await page.fill("#backup_code", codes[1]);
+  await Promise.all([page.waitForURL(ACCOUNT()), page.click("button[value=backup_code]")]);
+  assert.equal(await whoAmI(context), email);
+  assert.deepEqual(problems, []);
   await context.close();
 });
 
