@@ -790,8 +790,7 @@ mod tests {
         let a = account_of(EVIL, &sessions, false, TwoStep::Enrolling { secret: EVIL, otpauth_uri: EVIL });
         let codes = [EVIL.to_string(), EVIL.to_string()];
         let on = account_of(EVIL, &sessions, true, TwoStep::BackupCodes(&codes));
-        let keys = vec![passkey(EVIL, Some(EVIL)), passkey(EVIL, None)];
-        let keys: &'static [PasskeyView] = Box::leak(keys.into_boxed_slice());
+        let keys = [passkey(EVIL, Some(EVIL)), passkey(EVIL, None)];
         vec![
             ("login", login(&ctx, Some(&err), EVIL, &[Provider { id: "gh", redirect_to: Some(EVIL) }], false)),
             ("login with passkeys", login(&ctx, Some(&err), EVIL, &[], true)),
