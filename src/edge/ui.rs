@@ -28,7 +28,6 @@ use crate::core::flows::passkeys::{
 };
 use crate::core::flows::password::{ChangeRequest, ResetRequest, FORGOT_ACCEPTED};
 use crate::core::flows::{Deps, EmailRequest, Meta, SignIn, TokenRequest};
-use crate::core::mfa::RECENT_SIGN_IN_SECS;
 use crate::core::oauth::CodeChallenge;
 use crate::core::rate_limit::Endpoint;
 use crate::core::ui::forms::{
@@ -408,7 +407,7 @@ impl<'a, 'e> Ui<'a, 'e> {
             list,
             can_add: self.passkeys_here(),
             // The rule of the registration options (which still decide).
-            recent: self.meta.now.0.saturating_sub(me.auth_time) <= RECENT_SIGN_IN_SECS as i64,
+            recent: self.meta.now.0.saturating_sub(me.auth_time) <= crate::core::mfa::RECENT_SIGN_IN_SECS as i64,
             sign_in_again: &sign_in_again,
         });
         let a = Account {
