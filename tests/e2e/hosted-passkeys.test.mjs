@@ -288,7 +288,11 @@ test("the CSP admits the one script by its hash and exact URL, and nothing else,
   assert.match(tags[0][0], new RegExp(`^<script src="/auth/ui/passkey\\.js\\?v=[0-9a-f]{16}" integrity="sha256-${hash.replace(/[+/]/g, "\\$&")}" defer>`));
   assert.equal(tags[0][1], "", "nothing inline");
   assert.doesNotMatch(html, /\son[a-z]+=|\sstyle=|javascript:/i);
-  // Pages without passkey parts run no script at all.
+  // Pages without passkey parts run no script at all; nor does the login page on an
+  // origin not in RP_ORIGINS (the gateway's 127.0.0.1 address), where WebAuthn would be refused.
+  const elsewhere = await fetch(`${gw.url}/auth/ui/login`);
+  assert.doesNotMatch(elsewhere.headers.get("content-security-policy"), /script-src|connect-src/);
+  assert.doesNotMatch(await elsewhere.text(), /<script|passkey/i);
   for (const p of ["signup", "forgot", "otp"]) {
     const other = await fetch(ui(p));
     assert.doesNotMatch(other.headers.get("content-security-policy"), /script-src|connect-src/, p);
