@@ -191,6 +191,7 @@ routes! {
     "/auth/ui/verify-email" { GET => UiVerifyEmailPage, POST => UiVerifyEmail }
     "/auth/ui/mfa" { GET => UiMfaPage, POST => UiMfa }
     "/auth/ui/account" { GET => UiAccountPage, POST => UiAccount }
+    "/auth/ui/passkey.js" { GET => UiPasskeyScript }
 }
 
 /// Where the hosted pages live in the API's own names: every path at or
@@ -385,13 +386,15 @@ mod tests {
                 }
             }
         }
-        // 71 endpoints; the 21 GET ones answer HEAD too.
-        assert_eq!(routes, 71 + 21, "every endpoint, and HEAD for each GET one");
+        // 72 endpoints; the 22 GET ones answer HEAD too.
+        assert_eq!(routes, 72 + 22, "every endpoint, and HEAD for each GET one");
     }
 
     #[test]
     fn routes_carry_the_segments_of_their_params() {
         assert_eq!(match_route("DELETE", "/auth/sessions/s-1"), Ok(Route::RevokeSession { id: "s-1" }));
+        assert_eq!(match_route("HEAD", "/auth/ui/passkey.js"), Ok(Route::UiPasskeyScript));
+        assert_eq!(match_route("POST", "/auth/ui/passkey.js"), not_allowed("GET, HEAD"));
         assert_eq!(match_route("POST", "/auth/admin/keys/k%201/retire"), Ok(Route::AdminRetireKey { kid: "k%201" }));
         assert_eq!(match_route("GET", "/auth/admin/users/u1"), Ok(Route::AdminGetUser { id: "u1" }));
         assert_eq!(match_route("PATCH", "/auth/admin/users/u1"), Ok(Route::AdminUpdateUser { id: "u1" }));

@@ -251,6 +251,11 @@ pub fn html(status: u16, body: &str, extra: &[(&str, String)]) -> JsResult<Respo
     js::respond(status, Some(body), Some("text/html; charset=utf-8"), None, extra_headers(extra).as_deref())
 }
 
+/// A static script (the hosted pages' own), cached as `cache` says.
+pub fn script(body: &str, cache: &str) -> JsResult<Response> {
+    js::respond(200, Some(body), Some("text/javascript; charset=utf-8"), Some(cache), None)
+}
+
 /// An empty response (e.g. 204).
 pub fn empty(status: u16, extra: &[(&str, String)]) -> JsResult<Response> {
     js::respond(status, None, None, None, extra_headers(extra).as_deref())

@@ -457,7 +457,8 @@ async fn auth_api(
         | Route::UiMfaPage
         | Route::UiMfa
         | Route::UiAccountPage
-        | Route::UiAccount => {
+        | Route::UiAccount
+        | Route::UiPasskeyScript => {
             let page = ui::Ui { req, env, ctx, cfg: &cfg, deps: &deps, meta: &meta, url };
             page.serve(route).await
         }

@@ -23,6 +23,9 @@ use crate::core::flows::account::{LoginRequest, SignupRequest};
 use crate::core::flows::magic_link::MAGIC_LINK_ACCEPTED;
 use crate::core::flows::mfa::{CodeRequest, MfaVerifyRequest};
 use crate::core::flows::otp::{OtpVerifyRequest, OTP_ACCEPTED};
+use crate::core::flows::passkeys::{
+    AuthenticationCredential, LoginVerifyRequest, RegisterVerifyRequest, RegistrationCredential, RenameRequest,
+};
 use crate::core::flows::password::{ChangeRequest, ResetRequest, FORGOT_ACCEPTED};
 use crate::core::flows::{Deps, EmailRequest, Meta, SignIn, TokenRequest};
 use crate::core::gateway::credential::{ACCESS_COOKIE, REFRESH_COOKIE};
@@ -32,12 +35,15 @@ use crate::core::ui::forms::{
     self, check_csrf, Form, PostFacts, CHALLENGE_FIELD, CSRF_COOKIE, CSRF_FIELD, REDIRECT_FIELD,
 };
 use crate::core::ui::html::Html;
-use crate::core::ui::pages::{self, Account, Notice, Provider, TwoStep};
-use crate::core::ui::UI_PATH;
+use crate::core::ui::pages::{self, Account, Notice, Passkeys, Provider, TwoStep};
+use crate::core::ui::{
+    ScriptUse, LOGIN_OPTIONS_PATH, PASSKEY_SCRIPT, PASSKEY_SCRIPT_CACHE, REGISTER_OPTIONS_PATH, UI_PATH,
+};
 use crate::edge::d1::D1Store;
 use crate::edge::error::EdgeResult;
 use crate::edge::http::{self, auth_cookies, clear_cookies, cookie};
 use crate::edge::keyring::EdgeKeys;
+use crate::edge::passkeys::NativePasskeys;
 use crate::edge::platform::OsRandom;
 use crate::edge::ports::{send_in_background, Mailing};
 use crate::edge::queue::QueueSink;
@@ -64,8 +70,10 @@ pub struct Ui<'a, 'e> {
 
 /// What a handler answers before the common headers are added.
 enum Answer {
-    /// A page, with its status and any further headers (session cookies).
-    Page(u16, Html, Vec<(&'static str, String)>),
+    /// A page, with its status, any further headers (session cookies), and
+    /// the options endpoint of the passkey script it runs, if it runs it
+    /// (its CSP then allows the script and that endpoint).
+    Page(u16, Html, Vec<(&'static str, String)>, Option<&'static str>),
     /// A 303 to `location`, with any further headers.
     SeeOther(String, Vec<(&'static str, String)>),
 }
@@ -92,6 +100,10 @@ struct Csrf {
 impl<'a, 'e> Ui<'a, 'e> {
     /// Serves hosted page `route` (a `Ui*` route).
     pub async fn serve(&self, route: Route<'_>) -> Result<Response, Error> {
+        if route == Route::UiPasskeyScript {
+            // Static: no CSRF cookie, no session, cached (its URL is versioned).
+            return Ok(http::script(PASSKEY_SCRIPT, PASSKEY_SCRIPT_CACHE).context("script")?);
+        }
         // Carried only when well formed: a page never echoes anything else.
         let challenge = self.query(CHALLENGE_FIELD).filter(|c| CodeChallenge::parse(c).is_some());
         let csrf = match cookie(self.req, CSRF_COOKIE).filter(|c| forms::is_csrf_token(c)) {
@@ -177,8 +189,14 @@ impl<'a, 'e> Ui<'a, 'e> {
             headers.push(csrf_cookie(&csrf.token));
         }
         let resp = match answer {
-            Answer::Page(status, html, extra) => {
-                headers.extend(self.cfg.ui.headers());
+            Answer::Page(status, html, extra, script) => {
+                let origin = http::request_origin(self.url);
+                let script = script.map(|options_path| ScriptUse {
+                    origin: &origin,
+                    auth_prefix: &self.cfg.auth_prefix,
+                    options_path,
+                });
+                headers.extend(self.cfg.ui.headers(script.as_ref()));
                 headers.extend(extra);
                 http::html(status, html.as_str(), &headers)
             }
@@ -257,7 +275,14 @@ impl<'a, 'e> Ui<'a, 'e> {
             redirect_to,
             code_challenge: csrf.challenge.as_deref(),
         };
-        Answer::Page(status, render(&ctx), extra)
+        Answer::Page(status, render(&ctx), extra, None)
+    }
+
+    /// Whether passkeys work on this page: set up (`RP_ID`), and the page's
+    /// origin one of `RP_ORIGINS` (the browser's ceremony names it).
+    fn passkeys_here(&self) -> bool {
+        let origin = http::request_origin(self.url);
+        self.cfg.relying_party.as_ref().is_some_and(|rp| rp.origins.contains(&origin))
     }
 
     fn login_page(&self, csrf: &Csrf, n: Option<&Notice>, email: &str, status: u16) -> Result<Answer, Error> {
@@ -272,7 +297,14 @@ impl<'a, 'e> Ui<'a, 'e> {
         let oauth_target = target.filter(|t| allowlist.check(t).is_some());
         let providers: Vec<Provider<'_>> =
             self.cfg.oauth.providers.iter().map(|p| Provider { id: &p.id, redirect_to: oauth_target }).collect();
-        self.page_with(csrf, status, target, |ctx| pages::login(ctx, n, email, &providers), Vec::new())
+        let passkeys = self.passkeys_here();
+        let page =
+            self.page_with(csrf, status, target, |ctx| pages::login(ctx, n, email, &providers, passkeys), Vec::new());
+        if passkeys {
+            with_script(page, LOGIN_OPTIONS_PATH)
+        } else {
+            page
+        }
     }
 
     fn signup_page(
@@ -344,9 +376,14 @@ impl<'a, 'e> Ui<'a, 'e> {
 
     /// To the login page, returning to the account page afterwards.
     fn to_login(&self) -> Answer {
+        Answer::SeeOther(self.login_url(), Vec::new())
+    }
+
+    /// The login page returning to the account page.
+    fn login_url(&self) -> String {
         let mut login = format!("{}{UI_PATH}/login?redirect_to=", self.cfg.auth_prefix);
         login.extend(url::form_urlencoded::byte_serialize(self.account_url().as_bytes()));
-        Answer::SeeOther(login, Vec::new())
+        login
     }
 
     async fn account_view(
@@ -360,6 +397,18 @@ impl<'a, 'e> Ui<'a, 'e> {
     ) -> Result<Answer, Error> {
         let me = self.deps.me_with_providers(self.meta, Some(access)).await?;
         let sessions = self.deps.sessions(self.meta, Some(access)).await?;
+        let list = match self.cfg.relying_party {
+            Some(_) => Some(self.deps.list_passkeys(self.meta, Some(access)).await?),
+            None => None,
+        };
+        let sign_in_again = self.login_url();
+        let passkeys = list.as_deref().map(|list| Passkeys {
+            list,
+            can_add: self.passkeys_here(),
+            // The rule of the registration options (which still decide).
+            recent: self.meta.now.0.saturating_sub(me.auth_time) <= crate::core::mfa::RECENT_SIGN_IN_SECS as i64,
+            sign_in_again: &sign_in_again,
+        });
         let a = Account {
             email: &me.user.email,
             name: me.user.name.as_deref(),
@@ -367,8 +416,14 @@ impl<'a, 'e> Ui<'a, 'e> {
             sessions: &sessions,
             mfa: me.mfa,
             two_step,
+            passkeys,
         };
-        Ok(self.page_with(csrf, status, None, |ctx| pages::account(ctx, n, &a), cookies))
+        let page = self.page_with(csrf, status, None, |ctx| pages::account(ctx, n, &a), cookies);
+        if passkeys.is_some_and(|p| p.runs_script()) {
+            Ok(with_script(page, REGISTER_OPTIONS_PATH))
+        } else {
+            Ok(page)
+        }
     }
 
     /// Every POST: the CSRF check, then the form's handler.
@@ -475,6 +530,22 @@ impl<'a, 'e> Ui<'a, 'e> {
         let email = form.text("email");
         if form.get("intent") == Some("magic_link") {
             return self.send_email(csrf, &email, Mailing::MagicLink, asked.as_deref()).await;
+        }
+        if form.get("intent") == Some("passkey") {
+            // The script's post: the flow of POST /auth/passkeys/login/verify.
+            let result =
+                match crate::core::body::parse_json::<AuthenticationCredential>(form.text("credential").as_bytes()) {
+                    Ok(credential) => {
+                        let body = LoginVerifyRequest { challenge_id: form.text("challenge_id"), credential };
+                        self.deps.passkey_login_verify(self.meta, &mut OsRandom, &NativePasskeys, body).await
+                    }
+                    Err(e) => Err(e),
+                };
+            return self
+                .finish(csrf, asked.as_deref(), result, &to, |status, n| {
+                    self.login_with(csrf, Some(n), &email, status, asked.as_deref())
+                })
+                .await;
         }
         let body = LoginRequest { email: email.clone(), password: form.text("password") };
         let result = self.deps.login(self.meta, &mut OsRandom, body).await;
@@ -698,6 +769,7 @@ impl<'a, 'e> Ui<'a, 'e> {
                 .request_email_verification(self.meta, rng, Some(&access))
                 .await
                 .map(|_| Notice::Info("Check your email: a verification link is on its way.".into())),
+            "passkey_add" | "passkey_rename" | "passkey_remove" => self.passkey_action(intent, form, &access).await,
             _ => Err(Error::validation("validation_failed", "intent: not one of the account page's actions")),
         };
         let (status, n, mut extra) = match done {
@@ -753,6 +825,35 @@ impl<'a, 'e> Ui<'a, 'e> {
     }
 }
 
+impl Ui<'_, '_> {
+    /// The account page's passkey actions, each the flow of its
+    /// `/auth/passkeys…` route with the same rules and events:
+    /// `passkey_add` (`credential`, the script's `RegistrationResponseJSON`;
+    /// `name`), `passkey_rename` (`passkey_id`, `name`), `passkey_remove`
+    /// (`passkey_id`; every other session ends).
+    async fn passkey_action(&self, intent: &str, form: &Form, access: &str) -> Result<Notice, Error> {
+        let (rng, bearer, id) = (&mut OsRandom, Some(access), form.text("passkey_id"));
+        match intent {
+            "passkey_add" => {
+                let credential: RegistrationCredential =
+                    crate::core::body::parse_json(form.text("credential").as_bytes())?;
+                let body = RegisterVerifyRequest { credential, name: form.optional("name") };
+                let added = self.deps.passkey_register_verify(self.meta, rng, &NativePasskeys, bearer, body).await?;
+                Ok(Notice::Info(format!("Passkey \u{201c}{}\u{201d} added: you can sign in with it.", added.name)))
+            }
+            "passkey_rename" => {
+                let body = RenameRequest { name: form.text("name") };
+                let renamed = self.deps.rename_passkey(self.meta, bearer, &id, body).await?;
+                Ok(Notice::Info(format!("Passkey renamed \u{201c}{}\u{201d}.", renamed.name)))
+            }
+            _ => {
+                self.deps.remove_passkey(self.meta, rng, bearer, &id).await?;
+                Ok(Notice::Info("The passkey is removed; your other sessions are signed out.".into()))
+            }
+        }
+    }
+}
+
 /// What the two-step section shows after an action ([`TwoStep`], owned).
 enum Shown {
     Idle,
@@ -774,14 +875,22 @@ impl Shown {
 
 fn with_headers(answer: Answer, more: Vec<(&'static str, String)>) -> Answer {
     match answer {
-        Answer::Page(status, html, mut extra) => {
+        Answer::Page(status, html, mut extra, script) => {
             extra.extend(more);
-            Answer::Page(status, html, extra)
+            Answer::Page(status, html, extra, script)
         }
         Answer::SeeOther(location, mut extra) => {
             extra.extend(more);
             Answer::SeeOther(location, extra)
         }
+    }
+}
+
+/// `answer` (a page) running the passkey script, which fetches `options_path`.
+fn with_script(answer: Answer, options_path: &'static str) -> Answer {
+    match answer {
+        Answer::Page(status, html, extra, _) => Answer::Page(status, html, extra, Some(options_path)),
+        other => other,
     }
 }
 

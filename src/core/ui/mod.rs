@@ -13,7 +13,10 @@
 //!
 //! Every page is answered with [`UiConfig::headers`]: a strict CSP
 //! (`default-src 'none'`; the one inline stylesheet allowed by its hash; no
-//! script at all; images only from the logo's origin; forms only to this
+//! script, except on a page showing passkeys: there the one static script
+//! [`PASSKEY_SCRIPT`] (WebAuthn needs script), allowed by its SHA-256 and its
+//! exact URL, fetching only its options endpoint (`connect-src` that one
+//! URL); no inline script ever; images only from the logo's origin; forms only to this
 //! origin and the allowlisted return targets — browsers hold a form's
 //! redirects to `form-action` too; no framing, no `<base>`), `no-store`,
 //! `Referrer-Policy: same-origin` (in place of the gateway's usual
@@ -40,6 +43,34 @@ use theme::Theme;
 pub const PAGE_REFERRER_POLICY: &str = "same-origin";
 /// Where the pages live under `AUTH_PREFIX`.
 pub const UI_PATH: &str = "/ui";
+/// The pages' one script: the passkey ceremonies (`navigator.credentials`),
+/// served as is at [`PASSKEY_SCRIPT_PATH`] and run only by pages that show
+/// passkeys. Pure ASCII: its CSP hash and its `integrity` are of these bytes.
+pub const PASSKEY_SCRIPT: &str = include_str!("passkey.js");
+/// Where [`PASSKEY_SCRIPT`] is served, under `AUTH_PREFIX`.
+pub const PASSKEY_SCRIPT_PATH: &str = "/ui/passkey.js";
+/// `Cache-Control` of [`PASSKEY_SCRIPT`]: pages ask for it with its
+/// version in the query ([`UiConfig::script_version`]), so a new script is
+/// a new URL.
+pub const PASSKEY_SCRIPT_CACHE: &str = "public, max-age=31536000, immutable";
+/// The sign-in options endpoint, under `AUTH_PREFIX`, that the login
+/// page's script fetches.
+pub const LOGIN_OPTIONS_PATH: &str = "/passkeys/login/options";
+/// The registration options endpoint, under `AUTH_PREFIX`, that the account
+/// page's script fetches.
+pub const REGISTER_OPTIONS_PATH: &str = "/passkeys/register/options";
+
+/// A page's use of [`PASSKEY_SCRIPT`]: what its CSP must allow, exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScriptUse<'a> {
+    /// The page's own origin (`scheme://host[:port]`).
+    pub origin: &'a str,
+    /// `AUTH_PREFIX`.
+    pub auth_prefix: &'a str,
+    /// The options endpoint the script fetches ([`LOGIN_OPTIONS_PATH`] or
+    /// [`REGISTER_OPTIONS_PATH`]).
+    pub options_path: &'static str,
+}
 
 /// The hosted pages' settings and what is derived from them once.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,8 +83,12 @@ pub struct UiConfig {
     pub theme: Theme,
     /// The stylesheet, inlined in every page.
     pub css: Css,
-    /// The `Content-Security-Policy` of every page.
+    /// The `Content-Security-Policy` of every page without script.
     pub csp: String,
+    /// `sha256-…` of [`PASSKEY_SCRIPT`]: its `integrity` and CSP source.
+    pub script_integrity: String,
+    /// The first 8 bytes of the same, hex: the version in its URL's query.
+    pub script_version: String,
 }
 
 impl UiConfig {
@@ -74,14 +109,36 @@ impl UiConfig {
         let theme = Theme::new(brand.accent);
         let css = stylesheet(&theme);
         let csp = content_security_policy(&css, brand.logo_url.as_ref(), allowlist);
-        Ok(Self { enabled, brand, theme, css, csp })
+        Ok(Self::with(enabled, brand, theme, css, csp))
+    }
+
+    fn with(enabled: bool, brand: Brand, theme: Theme, css: Css, csp: String) -> Self {
+        let digest = Sha256::digest(PASSKEY_SCRIPT.as_bytes());
+        let script_integrity = format!("sha256-{}", base64::engine::general_purpose::STANDARD.encode(digest));
+        let script_version = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        Self { enabled, brand, theme, css, csp, script_integrity, script_version }
     }
 
     /// The headers of every page (besides the gateway's own security
     /// headers and `Cache-Control: no-store`; these replace its defaults of
-    /// the same names).
-    pub fn headers(&self) -> [(&'static str, String); 2] {
-        [("content-security-policy", self.csp.clone()), ("referrer-policy", PAGE_REFERRER_POLICY.into())]
+    /// the same names). A page that runs [`PASSKEY_SCRIPT`] (`script`) gets
+    /// `script-src` its hash and its exact URL (either admits it: the hash
+    /// where browsers match hashes of external scripts, the URL elsewhere;
+    /// the page's `integrity` pins the bytes either way) and `connect-src`
+    /// the one options endpoint it fetches; every other page no script.
+    pub fn headers(&self, script: Option<&ScriptUse<'_>>) -> [(&'static str, String); 2] {
+        let csp = match script {
+            None => self.csp.clone(),
+            Some(s) => format!(
+                "{}; script-src '{}' {origin}{prefix}{PASSKEY_SCRIPT_PATH}; connect-src {origin}{prefix}{options}",
+                self.csp,
+                self.script_integrity,
+                origin = s.origin,
+                prefix = s.auth_prefix,
+                options = s.options_path,
+            ),
+        };
+        [("content-security-policy", csp), ("referrer-policy", PAGE_REFERRER_POLICY.into())]
     }
 }
 
@@ -90,7 +147,7 @@ impl Default for UiConfig {
         let theme = Theme::default();
         let css = stylesheet(&theme);
         let csp = content_security_policy(&css, None, &Allowlist::default());
-        Self { enabled: true, brand: Brand::default(), theme, css, csp }
+        Self::with(true, Brand::default(), theme, css, csp)
     }
 }
 
@@ -133,6 +190,7 @@ fn stylesheet(theme: &Theme) -> Css {
     let (accent, on_accent, link) = (theme.accent.hex(), theme.on_accent.hex(), theme.link.hex());
     Css(format!(
         "*{{box-sizing:border-box}}\
+[hidden]{{display:none!important}}\
 body{{margin:0;font:16px/1.5 system-ui,-apple-system,\"Segoe UI\",Roboto,sans-serif;color:#1a1a1a;background:#f4f4f5}}\
 main{{max-width:28rem;margin:2rem auto;padding:1.5rem 2rem 2rem;background:#fff;border-radius:.75rem;box-shadow:0 1px 3px rgba(0,0,0,.2)}}\
 header{{display:flex;align-items:center;gap:.75rem;margin-bottom:1rem}}\
@@ -212,5 +270,35 @@ mod tests {
         assert!(!off.enabled);
         assert_eq!(off.brand.accent.hex(), "#000000");
         assert_eq!(parse(&[("UI_ENABLED", "false"), ("UI_ACCENT", "blue")], "").unwrap_err().0, "UI_ACCENT");
+    }
+
+    #[test]
+    fn a_page_running_the_passkey_script_allows_exactly_it_and_its_options_endpoint() {
+        let c = parse(&[], "https://app.example/done").unwrap();
+        let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(PASSKEY_SCRIPT.as_bytes()));
+        assert_eq!(c.script_integrity, format!("sha256-{hash}"));
+        let [(name, none), _] = c.headers(None);
+        assert_eq!((name, none.as_str()), ("content-security-policy", c.csp.as_str()));
+        assert!(!none.contains("script-src") && !none.contains("connect-src"));
+        let script = ScriptUse { origin: "https://gw.example", auth_prefix: "/id", options_path: LOGIN_OPTIONS_PATH };
+        let [(_, csp), (_, referrer)] = c.headers(Some(&script));
+        assert_eq!(
+            csp,
+            format!(
+                "{}; script-src 'sha256-{hash}' https://gw.example/id/ui/passkey.js; \
+                 connect-src https://gw.example/id/passkeys/login/options",
+                c.csp
+            )
+        );
+        assert!(csp.starts_with("default-src 'none'; ") && !csp.contains("unsafe"));
+        assert!(!csp.split("; script-src").nth(1).unwrap().contains("'self'"), "not the whole origin: {csp}");
+        assert_eq!(referrer, PAGE_REFERRER_POLICY);
+        // The served bytes are the hashed bytes: ASCII, and the version is the hash's.
+        assert!(PASSKEY_SCRIPT.is_ascii());
+        let hex: String =
+            Sha256::digest(PASSKEY_SCRIPT.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect();
+        assert_eq!(c.script_version, hex);
+        // It writes text, never markup: a server's detail cannot become HTML.
+        assert!(!PASSKEY_SCRIPT.contains("innerHTML") && !PASSKEY_SCRIPT.contains("eval("));
     }
 }

@@ -1,6 +1,8 @@
 //! The hosted pages' templates: one function per page, each a complete HTML
-//! document built with [`html!`] (every value escaped), no script, the
-//! stylesheet inlined (allowed by its hash in the CSP).
+//! document built with [`html!`] (every value escaped), the stylesheet
+//! inlined (allowed by its hash in the CSP). No inline script: the login and
+//! account pages, when they show passkeys, load [`super::PASSKEY_SCRIPT`]
+//! by URL with its `integrity`; every other part works without it.
 //!
 //! Accessibility: `lang`, a `<main>` landmark holding everything, one `<h1>`
 //! per page, a `<label>` for every input with the `autocomplete` token that
@@ -12,8 +14,9 @@ use url::form_urlencoded::byte_serialize;
 
 use super::forms::{CHALLENGE_FIELD, CSRF_FIELD, REDIRECT_FIELD};
 use super::html::{html, Html};
-use super::UiConfig;
+use super::{UiConfig, LOGIN_OPTIONS_PATH, PASSKEY_SCRIPT_PATH, REGISTER_OPTIONS_PATH};
 use crate::core::mfa::FactorsView;
+use crate::core::passkey::{PasskeyView, MAX_NAME_CHARS};
 use crate::core::session::SessionView;
 
 /// What every page is rendered with.
@@ -161,8 +164,49 @@ fn provider_label(id: &str) -> String {
     }
 }
 
-/// `login`: password, an emailed link or code, each OAuth provider.
-pub fn login(ctx: &Context<'_>, n: Option<&Notice>, email: &str, providers: &[Provider<'_>]) -> Html {
+/// The script tag of [`super::PASSKEY_SCRIPT`]: by URL (its version in the
+/// query), pinned by `integrity`, deferred.
+fn passkey_script(ctx: &Context<'_>) -> Html {
+    html![
+        "<script src=\"",
+        { format!("{}{PASSKEY_SCRIPT_PATH}?v={}", ctx.auth_prefix, ctx.ui.script_version) },
+        "\" integrity=\"",
+        { ctx.ui.script_integrity },
+        "\" defer></script>"
+    ]
+}
+
+/// A form the passkey script drives (`data-passkey`: the options endpoint;
+/// `data-ceremony`: `get` or `create`): the script fills `credential` (and
+/// `challenge_id`) and submits it. Without script the button stays hidden
+/// and the hint says why.
+fn passkey_form(ctx: &Context<'_>, page: &str, ceremony: &str, intent: &str, fields: Html, button: &str) -> Html {
+    let options = if ceremony == "create" { REGISTER_OPTIONS_PATH } else { LOGIN_OPTIONS_PATH };
+    html![
+        "<form method=\"post\" action=\"",
+        { ctx.action(page) },
+        "\" data-passkey=\"",
+        { format!("{}{options}", ctx.auth_prefix) },
+        "\" data-ceremony=\"",
+        { ceremony },
+        "\">",
+        [ctx.hidden()],
+        "<input type=\"hidden\" name=\"intent\" value=\"",
+        { intent },
+        "\"><input type=\"hidden\" name=\"challenge_id\" value=\"\">",
+        "<input type=\"hidden\" name=\"credential\" value=\"\">",
+        [fields],
+        "<p class=\"hint\" data-passkey-hint>Passkeys need JavaScript, which is off or blocked in this browser.</p>",
+        "<p class=\"alert\" role=\"alert\" data-passkey-error hidden></p>",
+        "<button class=\"secondary\" type=\"submit\" hidden>",
+        { button },
+        "</button></form>"
+    ]
+}
+
+/// `login`: password, an emailed link or code, a passkey (when `passkeys`:
+/// set up, and this page's origin one of `RP_ORIGINS`), each OAuth provider.
+pub fn login(ctx: &Context<'_>, n: Option<&Notice>, email: &str, providers: &[Provider<'_>], passkeys: bool) -> Html {
     let mut body = html![
         "<form method=\"post\" action=\"",
         { ctx.action("login") },
@@ -178,6 +222,13 @@ pub fn login(ctx: &Context<'_>, n: Option<&Notice>, email: &str, providers: &[Pr
         { ctx.action("otp") },
         "\" formnovalidate>Email me a code</button></form>"
     ];
+    if passkeys {
+        body.push_html(&html![
+            "<h2>Or with a passkey</h2><p class=\"hint\">Your device's screen lock or a security key; ",
+            "no email needed (one typed above narrows the choice).</p>",
+            [passkey_form(ctx, "login", "get", "passkey", Html::new(), "Sign in with a passkey")]
+        ]);
+    }
     if !providers.is_empty() {
         body.push_markup("<h2>Or continue with</h2>");
         for p in providers {
@@ -204,6 +255,9 @@ pub fn login(ctx: &Context<'_>, n: Option<&Notice>, email: &str, providers: &[Pr
         }
     }
     body.push_html(&links(ctx, &[("signup", "Create an account"), ("forgot", "Forgot your password?")]));
+    if passkeys {
+        body.push_html(&passkey_script(ctx));
+    }
     layout(ctx, "Sign in", n, body)
 }
 
@@ -397,6 +451,30 @@ pub struct Account<'a> {
     pub mfa: FactorsView,
     /// What the two-step section shows besides that, after an action.
     pub two_step: TwoStep<'a>,
+    /// The passkeys section, when passkeys are set up (`RP_ID`).
+    pub passkeys: Option<Passkeys<'a>>,
+}
+
+/// The account page's passkeys section.
+#[derive(Debug, Clone, Copy)]
+pub struct Passkeys<'a> {
+    /// The account's passkeys, as `GET /auth/passkeys` lists them.
+    pub list: &'a [PasskeyView],
+    /// Whether one can be added here: WebAuthn runs on this page's origin
+    /// (one of `RP_ORIGINS`).
+    pub can_add: bool,
+    /// Whether the session signed in recently enough to add one (the
+    /// registration options refuse otherwise: 403 `reauthentication_required`).
+    pub recent: bool,
+    /// The login page returning here, for signing in again.
+    pub sign_in_again: &'a str,
+}
+
+impl Passkeys<'_> {
+    /// Whether the page runs the passkey script (it shows the add form).
+    pub fn runs_script(&self) -> bool {
+        self.can_add && self.recent
+    }
 }
 
 /// What the account page's two-step section shows after an action, besides
@@ -500,8 +578,7 @@ pub fn account(ctx: &Context<'_>, n: Option<&Notice>, a: &Account<'_>) -> Html {
         "<p class=\"hint\">Your other sessions end.</p>",
         "<button type=\"submit\" name=\"intent\" value=\"change_password\">Change password</button></form>",
         [two_step(ctx, &action, a)],
-        // Passkeys: their section (list, add, rename, remove) goes here, after
-        // two-step verification, once the passkey API is in.
+        [a.passkeys.map(|p| passkeys(ctx, &action, &p)).unwrap_or_default()],
         "<h2>Sign out</h2><form method=\"post\" action=\"",
         { action },
         "\">",
@@ -509,6 +586,79 @@ pub fn account(ctx: &Context<'_>, n: Option<&Notice>, a: &Account<'_>) -> Html {
         "<button class=\"secondary\" type=\"submit\" name=\"intent\" value=\"logout\">Sign out</button></form>"
     ]);
     layout(ctx, "Your account", n, body)
+}
+
+/// The account page's passkeys: each with its name, when it was added and
+/// last used, a rename and a remove form (plain forms, no script); and the
+/// form adding one (the script's), or why it cannot be added now.
+fn passkeys(ctx: &Context<'_>, action: &str, p: &Passkeys<'_>) -> Html {
+    let mut h = html!["<h2>Passkeys</h2>"];
+    if p.list.is_empty() {
+        h.push_markup(
+            "<p>No passkeys yet. A passkey signs you in with your device's screen lock or a security key.</p>",
+        );
+    } else {
+        h.push_markup("<ul class=\"sessions\">");
+        for (i, k) in p.list.iter().enumerate() {
+            let id = format!("passkey_name_{i}");
+            h.push_html(&html![
+                "<li><span class=\"account\">",
+                { k.name },
+                "</span><p class=\"meta\">added ",
+                { k.created_at },
+                " · last used ",
+                { k.last_used_at.as_deref().unwrap_or("never") },
+                "</p><form method=\"post\" action=\"",
+                { action },
+                "\">",
+                [ctx.hidden()],
+                "<input type=\"hidden\" name=\"passkey_id\" value=\"",
+                { k.id },
+                "\"><label for=\"",
+                { id },
+                "\">New name</label><input id=\"",
+                { id },
+                "\" name=\"name\" type=\"text\" autocomplete=\"off\" required maxlength=\"",
+                { MAX_NAME_CHARS },
+                "\" value=\"",
+                { k.name },
+                "\"><button class=\"secondary inline\" type=\"submit\" name=\"intent\" value=\"passkey_rename\" ",
+                "aria-label=\"Rename passkey ",
+                { k.name },
+                "\">Rename</button></form><form method=\"post\" action=\"",
+                { action },
+                "\">",
+                [ctx.hidden()],
+                "<input type=\"hidden\" name=\"passkey_id\" value=\"",
+                { k.id },
+                "\"><button class=\"secondary inline\" type=\"submit\" name=\"intent\" value=\"passkey_remove\" ",
+                "aria-label=\"Remove passkey ",
+                { k.name },
+                "\">Remove</button></form></li>"
+            ]);
+        }
+        h.push_markup("</ul><p class=\"hint\">Removing a passkey signs out your other sessions.</p>");
+    }
+    if !p.can_add {
+        h.push_markup("<p class=\"hint\">Passkeys cannot be added from this address.</p>");
+    } else if !p.recent {
+        h.push_html(&html![
+            "<p class=\"notice\">Adding a passkey needs a sign-in within the last five minutes.</p>",
+            "<a class=\"button\" href=\"",
+            { p.sign_in_again },
+            "\">Sign in again to add a passkey</a>"
+        ]);
+    } else {
+        let fields = html![
+            "<label for=\"passkey_new_name\">Name for the new passkey <span class=\"hint\">(optional)</span></label>",
+            "<input id=\"passkey_new_name\" name=\"name\" type=\"text\" autocomplete=\"off\" maxlength=\"",
+            { MAX_NAME_CHARS },
+            "\">"
+        ];
+        h.push_html(&passkey_form(ctx, "account", "create", "passkey_add", fields, "Add a passkey"));
+        h.push_html(&passkey_script(ctx));
+    }
+    h
 }
 
 /// A form of the two-step section posting `intent`, with a code field
@@ -640,8 +790,10 @@ mod tests {
         let a = account_of(EVIL, &sessions, false, TwoStep::Enrolling { secret: EVIL, otpauth_uri: EVIL });
         let codes = [EVIL.to_string(), EVIL.to_string()];
         let on = account_of(EVIL, &sessions, true, TwoStep::BackupCodes(&codes));
+        let keys = [passkey(EVIL, Some(EVIL)), passkey(EVIL, None)];
         vec![
-            ("login", login(&ctx, Some(&err), EVIL, &[Provider { id: "gh", redirect_to: Some(EVIL) }])),
+            ("login", login(&ctx, Some(&err), EVIL, &[Provider { id: "gh", redirect_to: Some(EVIL) }], false)),
+            ("login with passkeys", login(&ctx, Some(&err), EVIL, &[], true)),
             ("signup", signup(&ctx, Some(&info), EVIL, EVIL, 10)),
             ("message", message(&ctx, EVIL, Some(&err), &[("login", EVIL)])),
             ("magic-link", magic_link(&ctx, None, EVIL, Some(EVIL))),
@@ -653,19 +805,55 @@ mod tests {
             ("mfa", mfa(&ctx, Some(&err), EVIL, &["totp", "backup_code"])),
             ("account", account(&ctx, Some(&err), &a)),
             ("account with two-step on", account(&ctx, Some(&info), &on)),
+            ("account with passkeys", account(&ctx, Some(&info), &with_passkeys(&a, &keys, true, true))),
+            ("account, passkeys, not recent", account(&ctx, None, &with_passkeys(&a, &keys, true, false))),
+            ("account, passkeys, elsewhere", account(&ctx, None, &with_passkeys(&a, &keys, false, true))),
         ]
+    }
+
+    fn passkey(name: &str, last_used: Option<&str>) -> PasskeyView {
+        PasskeyView {
+            id: name.into(),
+            name: name.into(),
+            credential_id: name.into(),
+            alg: "EdDSA",
+            backup_eligible: false,
+            backed_up: false,
+            transports: vec![name.into()],
+            aaguid: name.into(),
+            created_at: name.into(),
+            last_used_at: last_used.map(Into::into),
+        }
+    }
+
+    /// `a` with a passkeys section listing `keys`.
+    fn with_passkeys<'a>(a: &Account<'a>, keys: &'a [PasskeyView], can_add: bool, recent: bool) -> Account<'a> {
+        let passkeys = Passkeys { list: keys, can_add, recent, sign_in_again: EVIL };
+        Account { passkeys: Some(passkeys), ..a.clone() }
+    }
+
+    /// `s` without its one passkey script tag (which must be exactly that:
+    /// by URL, pinned by `integrity`, nothing inline), if it has one.
+    fn without_script_tag(ui: &UiConfig, s: &str) -> String {
+        let tag = format!(
+            "<script src=\"/auth/ui/passkey.js?v={}\" integrity=\"{}\" defer></script>",
+            ui.script_version, ui.script_integrity
+        );
+        assert!(s.matches(&tag).count() <= 1, "{s}");
+        s.replace(&tag, "")
     }
 
     fn account_of<'a>(email: &'a str, sessions: &'a [SessionView], on: bool, two_step: TwoStep<'a>) -> Account<'a> {
         let mfa = FactorsView { totp: on, backup_codes_left: if on { 10 } else { 0 }, passkeys: 0 };
-        Account { email, name: Some(email), email_verified: false, sessions, mfa, two_step }
+        Account { email, name: Some(email), email_verified: false, sessions, mfa, two_step, passkeys: None }
     }
 
     #[test]
     fn every_interpolated_value_is_escaped_on_every_page() {
         let ui = ui();
         for (name, page) in every_page(&ui) {
-            let s = page.as_str();
+            let s = without_script_tag(&ui, page.as_str());
+            let s = s.as_str();
             assert!(!s.contains("<script"), "{name}: {s}");
             assert!(!s.contains("<x "), "{name}: an attribute value was closed: {s}");
             assert!(s.contains("&quot;&gt;&lt;script&gt;"), "{name}: the value is shown, escaped");
@@ -686,8 +874,13 @@ mod tests {
         let confirming = account_of("a@example.com", &sessions, false, TwoStep::Confirming);
         let codes = ["c".to_string()];
         let on = account_of("a@example.com", &sessions, true, TwoStep::BackupCodes(&codes));
+        let keys = [passkey("Laptop", None), passkey("Phone", Some("2026-01-01T00:00:00Z"))];
         for page in [
-            login(&ctx, None, "", &[]),
+            login(&ctx, None, "", &[], false),
+            login(&ctx, None, "", &[], true),
+            account(&ctx, None, &with_passkeys(&a, &keys, true, true)),
+            account(&ctx, None, &with_passkeys(&a, &[], true, true)),
+            account(&ctx, None, &with_passkeys(&a, &keys, true, false)),
             signup(&ctx, None, "", "", 10),
             otp(&ctx, None, ""),
             forgot(&ctx, None, ""),
@@ -700,7 +893,8 @@ mod tests {
             account(&ctx, None, &confirming),
             account(&ctx, None, &on),
         ] {
-            let s = page.as_str();
+            let s = without_script_tag(&ui, page.as_str());
+            let s = s.as_str();
             for (i, _) in s.match_indices("<input id=\"") {
                 let id = s[i + 11..].split('"').next().unwrap();
                 assert!(s.contains(&format!("<label for=\"{id}\"")), "no label for #{id}: {s}");
@@ -794,14 +988,112 @@ mod tests {
             redirect_to: Some("https://app.example/done"),
             code_challenge: Some(challenge),
         };
-        let s = login(&ctx, None, "", &[Provider { id: "acme", redirect_to: Some("https://app.example/done") }])
+        let s = login(&ctx, None, "", &[Provider { id: "acme", redirect_to: Some("https://app.example/done") }], false)
             .into_string();
         let href = format!(
             "href=\"/auth/oauth/acme/authorize?redirect_to=https%3A%2F%2Fapp.example%2Fdone&amp;code_challenge={challenge}\""
         );
         assert!(s.contains(&href), "{s}");
         let none = Context { code_challenge: None, ..ctx };
-        let s = login(&none, None, "", &[Provider { id: "acme", redirect_to: None }]).into_string();
+        let s = login(&none, None, "", &[Provider { id: "acme", redirect_to: None }], false).into_string();
         assert!(s.contains("href=\"/auth/oauth/acme/authorize\""), "{s}");
+    }
+
+    #[test]
+    fn the_login_page_offers_a_passkey_only_when_on_by_a_pinned_external_script() {
+        let ui = UiConfig::default();
+        let ctx = Context {
+            ui: &ui,
+            auth_prefix: "/id",
+            csrf: "T",
+            redirect_to: Some("https://app.example/done"),
+            code_challenge: None,
+        };
+        let off = login(&ctx, None, "", &[], false).into_string();
+        assert!(!off.contains("passkey") && !off.contains("<script"), "{off}");
+        let on = login(&ctx, None, "", &[], true).into_string();
+        // The script's form: posts to the page with the CSRF token and the
+        // return target, fetches the sign-in options, and starts hidden.
+        let form = on.split("<h2>Or with a passkey</h2>").nth(1).unwrap().split("</form>").next().unwrap();
+        assert!(
+            form.contains(
+                "<form method=\"post\" action=\"/id/ui/login\" data-passkey=\"/id/passkeys/login/options\" data-ceremony=\"get\">"
+            ),
+            "{form}"
+        );
+        for field in [
+            "name=\"csrf\" value=\"T\"",
+            "name=\"redirect_to\" value=\"https://app.example/done\"",
+            "name=\"intent\" value=\"passkey\"",
+            "name=\"challenge_id\"",
+            "name=\"credential\"",
+        ] {
+            assert!(form.contains(field), "{field}: {form}");
+        }
+        assert!(
+            form.contains("<button class=\"secondary\" type=\"submit\" hidden>Sign in with a passkey</button>"),
+            "{form}"
+        );
+        assert!(
+            form.contains("data-passkey-hint>Passkeys need JavaScript"),
+            "without script it explains itself: {form}"
+        );
+        let tag = format!(
+            "<script src=\"/id/ui/passkey.js?v={}\" integrity=\"{}\" defer></script>",
+            ui.script_version, ui.script_integrity
+        );
+        assert_eq!(on.matches("<script").count(), 1, "{on}");
+        assert!(on.contains(&tag), "{on}");
+        // Hidden things stay hidden whatever the stylesheet says of buttons.
+        assert!(ui.css.as_str().contains("[hidden]{display:none!important}"));
+    }
+
+    #[test]
+    fn the_account_page_lists_passkeys_with_rename_and_remove_and_says_when_one_cannot_be_added() {
+        let ui = UiConfig::default();
+        let ctx = Context { ui: &ui, auth_prefix: "/auth", csrf: "T", redirect_to: None, code_challenge: None };
+        let sessions = [session(true)];
+        let a = account_of("a@example.com", &sessions, false, TwoStep::Idle);
+        assert!(!account(&ctx, None, &a).as_str().contains("Passkeys"), "no section without RP_ID");
+        let keys = [passkey("Laptop", None), passkey("Phone", Some("2026-01-02T03:04:05Z"))];
+        let s = account(&ctx, None, &with_passkeys(&a, &keys, true, true)).into_string();
+        let section = s.split("<h2>Passkeys</h2>").nth(1).unwrap().split("<h2>").next().unwrap();
+        assert!(section.contains("Laptop</span><p class=\"meta\">added Laptop · last used never</p>"), "{section}");
+        assert!(section.contains("last used 2026-01-02T03:04:05Z"), "{section}");
+        for (intent, label) in [("passkey_rename", "Rename passkey Phone"), ("passkey_remove", "Remove passkey Phone")]
+        {
+            assert!(section.contains(&format!("value=\"{intent}\" aria-label=\"{label}\"")), "{intent}: {section}");
+        }
+        assert_eq!(section.matches("name=\"passkey_id\" value=\"Phone\"").count(), 2, "{section}");
+        assert!(
+            section
+                .contains("<label for=\"passkey_name_1\">New name</label><input id=\"passkey_name_1\" name=\"name\""),
+            "{section}"
+        );
+        assert!(
+            section.contains("data-passkey=\"/auth/passkeys/register/options\" data-ceremony=\"create\">"),
+            "{section}"
+        );
+        assert!(section.contains("name=\"intent\" value=\"passkey_add\""), "{section}");
+        assert!(section.contains("type=\"submit\" hidden>Add a passkey</button>"), "{section}");
+        assert!(section.contains("<script src=\"/auth/ui/passkey.js?v="), "{section}");
+
+        // Signed in too long ago: no form and no script, but why, and the way on.
+        let stale = account(&ctx, None, &with_passkeys(&a, &keys, true, false)).into_string();
+        assert!(stale.contains("Adding a passkey needs a sign-in within the last five minutes."), "{stale}");
+        assert!(
+            stale.contains(&format!(
+                "<a class=\"button\" href=\"{}\">Sign in again to add a passkey</a>",
+                "&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;&lt;x a=&#39;"
+            )),
+            "{stale}"
+        );
+        assert!(!stale.contains("<script") && !stale.contains("data-passkey"), "{stale}");
+        // An origin outside RP_ORIGINS: the list and its forms, no adding.
+        let elsewhere = account(&ctx, None, &with_passkeys(&a, &keys, false, true)).into_string();
+        assert!(elsewhere.contains("Passkeys cannot be added from this address."), "{elsewhere}");
+        assert!(!elsewhere.contains("<script") && elsewhere.contains("value=\"passkey_remove\""), "{elsewhere}");
+        let none = account(&ctx, None, &with_passkeys(&a, &[], true, true)).into_string();
+        assert!(none.contains("No passkeys yet."), "{none}");
     }
 }
