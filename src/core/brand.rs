@@ -4,14 +4,41 @@
 
 use url::Url;
 
-use crate::core::ui::theme::{self, Rgb};
-
 /// Default `UI_NAME`.
 pub const DEFAULT_NAME: &str = "Portcullis";
 /// Longest `UI_NAME`, in characters.
 pub const MAX_NAME_CHARS: usize = 64;
 /// Longest `UI_LOGO_URL`.
 pub const MAX_LOGO_URL_LEN: usize = 2048;
+
+/// Default `UI_ACCENT`.
+pub const DEFAULT_ACCENT: Rgb = Rgb(0x25, 0x63, 0xeb);
+
+/// An sRGB colour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rgb(pub u8, pub u8, pub u8);
+
+impl Rgb {
+    /// Parses `#rgb` or `#rrggbb` (hex digits in either case).
+    pub fn parse(v: &str) -> Result<Self, String> {
+        let bad = || format!("{v:?} is not a hex colour like #2563eb or #26e");
+        let hex = v.strip_prefix('#').ok_or_else(bad)?;
+        if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        let digit = |i: usize| u8::from_str_radix(hex.get(i..=i).unwrap_or("0"), 16).unwrap_or(0);
+        match hex.len() {
+            3 => Ok(Self(digit(0) * 17, digit(1) * 17, digit(2) * 17)),
+            6 => Ok(Self(digit(0) * 16 + digit(1), digit(2) * 16 + digit(3), digit(4) * 16 + digit(5))),
+            _ => Err(bad()),
+        }
+    }
+
+    /// `#rrggbb`.
+    pub fn hex(self) -> String {
+        format!("#{:02x}{:02x}{:02x}", self.0, self.1, self.2)
+    }
+}
 
 /// Who the pages and the emails speak for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +58,7 @@ pub struct Brand {
 
 impl Default for Brand {
     fn default() -> Self {
-        Self { name: DEFAULT_NAME.into(), named: false, logo_url: None, accent: theme::DEFAULT_ACCENT }
+        Self { name: DEFAULT_NAME.into(), named: false, logo_url: None, accent: DEFAULT_ACCENT }
     }
 }
 
@@ -55,7 +82,7 @@ impl Brand {
             Some(v) => Some(logo_url(&v).map_err(|why| err("UI_LOGO_URL", why))?),
         };
         let accent = match var("UI_ACCENT") {
-            None => theme::DEFAULT_ACCENT,
+            None => DEFAULT_ACCENT,
             Some(v) => Rgb::parse(&v).map_err(|why| err("UI_ACCENT", why))?,
         };
         Ok(Self { name, named: var("UI_NAME").is_some(), logo_url, accent })

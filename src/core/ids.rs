@@ -1,23 +1,8 @@
-//! Randomness as a port, and the identifiers and secrets drawn from it.
+//! The identifiers and secrets drawn from randomness ([`Random`]).
 
 use sha2::{Digest, Sha256};
 
-/// A source of cryptographically secure random bytes. The edge backs it with
-/// `crypto.getRandomValues`; tests may use a seeded one.
-pub trait Random {
-    /// Fills `buf` with random bytes.
-    fn fill(&mut self, buf: &mut [u8]);
-
-    /// `N` random bytes.
-    fn bytes<const N: usize>(&mut self) -> [u8; N]
-    where
-        Self: Sized,
-    {
-        let mut b = [0u8; N];
-        self.fill(&mut b);
-        b
-    }
-}
+pub use crate::core::random::Random;
 
 /// A random UUID (version 4), the form of user, session and event ids.
 pub fn uuid(rng: &mut impl Random) -> String {

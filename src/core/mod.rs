@@ -27,6 +27,7 @@ pub mod own_signature;
 pub mod passkey;
 pub mod password;
 pub mod ports;
+pub mod random;
 pub mod rate_limit;
 pub mod revocation;
 pub mod session;

@@ -43,15 +43,18 @@
 //! may do with it ([`Readiness`], for `REVOCATION_LAG` = `L`):
 //!
 //! - read less than `L/2` ago: used as is;
-//! - read `L/2` to `3·L` ago: used, and read again in the background (at
-//!   most one read at a time per isolate). With D1 answering in under `L/2`
-//!   the set is never more than `L` old while requests come: a revocation
-//!   committed at `t` is refused everywhere by `t + L`;
+//! - read `L/2` to `L` ago: used, and read again in the background (at most
+//!   one read at a time per isolate);
+//! - read `L` to `3·L` ago: read again before it is used — unless a read
+//!   failed within the last lag (D1 cannot be read): then used, and read in
+//!   the background ([`crate::core::gateway::revocations`]);
 //! - never read, or read `3·L` or more ago ([`FAIL_CLOSED_LAGS`]): a request
-//!   that needs it waits for a read (an isolate's first request, or the
-//!   first after `3·L` without requests); if the read fails, authenticated
-//!   requests are refused with 503. So while D1 cannot be read, a
-//!   revocation may pass for up to `3·L`, never longer.
+//!   that needs it waits for a read; if the read fails, authenticated
+//!   requests are refused with 503.
+//!
+//! So nothing an isolate uses is older than `L` while D1 can be read — a
+//! revocation committed at `t` is refused everywhere by `t + L` — and while
+//! it cannot, a revocation may pass for up to `3·L`, never longer.
 //!
 //! A set is "read at" the instant its read *began*: it holds at least every
 //! revocation committed before then.
@@ -504,5 +507,12 @@ mod tests {
         assert!(!stands(Some(&standing("u", None, &[])), "u", &roles(&["admin"]), now, 10_000), "role removed");
         assert!(!stands(Some(&standing("u", None, &[])), "u", &[], UnixTime(1_000), 10_000), "expired");
         assert!(!stands(Some(&standing("u", None, &[])), "u", &[], now, 10), "past SESSION_MAX_AGE");
+    }
+
+    #[test]
+    fn the_migration_logs_sessions_used_within_the_idle_bound() {
+        let sql = include_str!("../../migrations/0014_revocation_live_sessions.sql");
+        let bound = format!("OLD.last_used_at > unixepoch() - {LOGGED_SESSION_IDLE_SECS}");
+        assert_eq!(sql.matches(&bound).count(), 2, "both session triggers use LOGGED_SESSION_IDLE_SECS");
     }
 }

@@ -900,3 +900,21 @@ fn hook_claims_reach_the_origin_in_the_assertion_and_with_claims_header_as_x_aut
         assert_eq!(identity.len(), 5);
     }
 }
+
+/// One passing failure of a background read, then an idle isolate: with D1
+/// healthy again, its next request reads before it uses a copy older than
+/// the lag, and a session revoked after the failure is refused.
+#[test]
+fn an_old_passing_failure_does_not_let_an_idle_isolate_skip_its_read() {
+    let mut i = Isolate::new(&[("REVOCATION_LAG", "10")]); // read at 0
+    let t = i.token("u1", &[], 0);
+    forwarded(i.decide(&Req::get().bearer(&t), API, 1));
+    // At 5 s a background read starts and fails (a D1 blip); the isolate then goes idle.
+    let began = 5_000;
+    i.gw.revocations.begin_background_read(began, 10).expect("due");
+    i.gw.revocations.end_read(began, None, UnixTime(5), retention_secs(900));
+    // D1 is fine from here on. The session is revoked at 7 s.
+    i.revoke(7, session_of("u1"));
+    // 25 s: the copy is 25 s old, the failure 20 s: read first, refused.
+    assert_eq!(refused(i.decide(&Req::get().bearer(&t), API, 25)), (401, "token_revoked"));
+}

@@ -9,6 +9,7 @@ mod delivery;
 mod email_verification;
 mod gateway;
 mod keys;
+mod layout;
 mod locale;
 mod magic_link;
 mod mfa;

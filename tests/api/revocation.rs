@@ -237,6 +237,15 @@ fn introspection_is_active_only_for_live_tokens_and_needs_the_secret() {
     let basic = |id: &str, pw: &str| format!("Basic {}", STANDARD.encode(format!("{id}:{pw}")));
     assert_eq!(deps.admit_introspection(Some(&basic("my-api", SECRET))), Ok(()));
     assert_eq!(deps.admit_introspection(Some(&basic("", SECRET))), Ok(()));
+    // A base64 secret holds `+` and `/`: sent form-urlencoded or as is.
+    let w64 = World::new(&[("INTROSPECTION_SECRET", "ab+cd/ef+gh/ij+kl/mn+op/qr+st/uv==")]);
+    let (d64, _) = w64.at(1_100);
+    assert_eq!(d64.admit_introspection(Some(&basic("api", "ab+cd/ef+gh/ij+kl/mn+op/qr+st/uv=="))), Ok(()));
+    assert_eq!(
+        d64.admit_introspection(Some(&basic("api", "ab%2Bcd%2Fef%2Bgh%2Fij%2Bkl%2Fmn%2Bop%2Fqr%2Bst%2Fuv%3D%3D"))),
+        Ok(())
+    );
+    assert!(d64.admit_introspection(Some(&basic("api", "ab cd/ef gh/ij kl/mn op/qr st/uv=="))).is_err());
     for wrong in [basic("my-api", "nope"), basic(SECRET, ""), "Basic !!!".into(), "Digest x".into(), SECRET.into()] {
         assert_eq!(deps.admit_introspection(Some(&wrong)), Err(Error::InvalidClient { presented: true }), "{wrong}");
     }

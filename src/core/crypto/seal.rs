@@ -19,7 +19,7 @@ use std::fmt;
 
 use super::{b64url, b64url_decode};
 use crate::core::error::Error;
-use crate::core::ids::Random;
+use crate::core::random::Random;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 

@@ -118,23 +118,28 @@ pub fn introspection_disabled() -> Error {
     }
 }
 
-/// The secret an `Authorization` header presents: `Bearer <secret>`, or
-/// `Basic` with the secret as the password (`client_secret_basic`, RFC 6749
-/// §2.3.1: any client id, both form-urlencoded), which is what standard
-/// introspection clients send. `None` for any other shape.
-pub fn presented_secret(authorization: &str) -> Option<String> {
-    let (scheme, credentials) = authorization.trim().split_once(' ')?;
+/// The secrets an `Authorization` header may present: `Bearer <secret>`,
+/// or `Basic` with the secret as the password (`client_secret_basic`, any
+/// client id), which is what standard introspection clients send. RFC 6749
+/// §2.3.1 form-urlencodes the password first, but many clients (curl `-u`,
+/// Python requests, Go's `SetBasicAuth`) do not, and a base64 secret holds
+/// `+`: both readings are candidates. Empty for any other shape.
+pub fn presented_secrets(authorization: &str) -> Vec<String> {
+    let Some((scheme, credentials)) = authorization.trim().split_once(' ') else { return Vec::new() };
     let credentials = credentials.trim();
     if scheme.eq_ignore_ascii_case("bearer") {
-        return Some(credentials.to_string()).filter(|c| !c.is_empty());
+        return [credentials.to_string()].into_iter().filter(|c| !c.is_empty()).collect();
     }
     if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
+        return Vec::new();
     }
-    let decoded = STANDARD.decode(credentials).ok()?;
-    let (_, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
-    let password = password.replace('+', " ");
-    percent_decode_str(&password).decode_utf8().ok().map(|p| p.into_owned()).filter(|p| !p.is_empty())
+    let Some(decoded) = STANDARD.decode(credentials).ok() else { return Vec::new() };
+    let Some((_, raw)) = std::str::from_utf8(&decoded).ok().and_then(|t| t.split_once(':')) else { return Vec::new() };
+    let form = percent_decode_str(&raw.replace('+', " ")).decode_utf8().ok().map(|p| p.into_owned());
+    let mut out: Vec<String> = vec![raw.to_string()];
+    out.extend(form.filter(|f| f != raw));
+    out.retain(|p| !p.is_empty());
+    out
 }
 
 impl<S, E, K> Deps<'_, S, E, K>
@@ -144,13 +149,16 @@ where
     K: KeyRing,
 {
     /// Admits a caller of `POST /auth/introspect` by its `Authorization`
-    /// header ([`presented_secret`]): 404 `introspection_disabled` without
+    /// header ([`presented_secrets`]): 404 `introspection_disabled` without
     /// `INTROSPECTION_SECRET`, 401 `invalid_client` unless it presents the
     /// secret (compared in constant time).
     pub fn admit_introspection(&self, authorization: Option<&str>) -> Result<(), Error> {
         let Some(secret) = &self.config.introspection_secret else { return Err(introspection_disabled()) };
-        match authorization.map(presented_secret) {
-            Some(Some(b)) if secret.matches(&b) => Ok(()),
+        let presented = authorization.map(presented_secrets);
+        // Every candidate is compared (in constant time each).
+        let matched = presented.iter().flatten().fold(false, |any, c| secret.matches(c) | any);
+        match presented {
+            _ if matched => Ok(()),
             presented => Err(Error::InvalidClient { presented: presented.is_some() }),
         }
     }

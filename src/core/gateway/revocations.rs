@@ -106,12 +106,19 @@ impl RevocationCopy {
         self.last_start_ms.is_none_or(|last| now_ms.saturating_sub(last) >= interval)
     }
 
-    /// Whether a read that began after the copy's own read has failed, or
-    /// is lost, by `now_ms`: D1 cannot be read now.
+    /// Whether D1 cannot be read now, by recent evidence: a read that began
+    /// after the copy's own read failed less than a lag before `now_ms`, or
+    /// was lost less than a lag before. Older evidence does not count: an
+    /// isolate idle since a passing failure reads again before use.
     fn failed_since_read(&self, now_ms: i64, lag_secs: u64) -> bool {
-        let lost = self.reading_since_ms.filter(|began| now_ms >= lost_at_ms(*began, lag_secs));
+        let lag = lag_ms(lag_secs);
+        let failed = self.last_failed_ms.filter(|began| now_ms.saturating_sub(*began) < lag);
+        let lost = self.reading_since_ms.filter(|began| {
+            let lost_at = lost_at_ms(*began, lag_secs);
+            now_ms >= lost_at && now_ms.saturating_sub(lost_at) < lag
+        });
         let read_at = self.revocations.read_at_ms();
-        self.last_failed_ms.into_iter().chain(lost).any(|began| read_at.is_none_or(|at| began > at))
+        failed.into_iter().chain(lost).any(|began| read_at.is_none_or(|at| began > at))
     }
 
     /// What a request that checks a token at `now_ms` must do first (module

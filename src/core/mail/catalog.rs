@@ -4,7 +4,7 @@
 //! override or add languages with `EMAIL_LOCALES` and the per-email
 //! settings (see [`super::EmailSettings::from_lookup`]).
 
-use super::EmailKind;
+use super::kind::EmailKind;
 
 /// One language's texts, in [`EmailKind::ALL`] order.
 pub(crate) struct BuiltIn {

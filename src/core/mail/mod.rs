@@ -27,6 +27,7 @@
 
 mod catalog;
 pub mod html;
+mod kind;
 pub mod mime;
 pub mod template;
 pub mod transport;
@@ -40,8 +41,10 @@ use crate::core::outbound::{HttpReply, HttpRequest};
 use crate::core::time::UnixTime;
 
 pub use crate::core::brand::Brand;
+pub use kind::EmailKind;
 pub use mime::MimeEmail;
 use template::{Slot, Template, Values};
+use transport::http_url;
 pub use transport::{ApiKey, BindingError, Provider, Transport, MAIL_BINDING};
 
 /// Default `EMAIL_FROM`.
@@ -61,71 +64,6 @@ pub const MAX_SUBJECT_CHARS: usize = 200;
 pub const MAX_BODY_CHARS: usize = 10_000;
 /// Longest HTML body template accepted, in characters.
 pub const MAX_HTML_CHARS: usize = 50_000;
-
-/// The emails Portcullis sends, one per `*_requested` event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EmailKind {
-    /// `magic_link_requested`: a sign-in link.
-    MagicLink,
-    /// `email_otp_requested`: a sign-in code.
-    EmailOtp,
-    /// `password_reset_requested`: a password-reset link.
-    PasswordReset,
-    /// `email_verification_requested`: an address-confirmation link.
-    EmailVerification,
-}
-
-impl EmailKind {
-    /// Every kind.
-    pub const ALL: [EmailKind; 4] = [Self::MagicLink, Self::EmailOtp, Self::PasswordReset, Self::EmailVerification];
-
-    /// The `<KIND>` of its `EMAIL_SUBJECT_*` / `EMAIL_BODY_*` / `EMAIL_HTML_*` settings.
-    pub fn setting_suffix(self) -> &'static str {
-        match self {
-            Self::MagicLink => "MAGIC_LINK",
-            Self::EmailOtp => "EMAIL_OTP",
-            Self::PasswordReset => "PASSWORD_RESET",
-            Self::EmailVerification => "EMAIL_VERIFICATION",
-        }
-    }
-
-    /// The setting holding the base URL of its link, if it carries a link.
-    pub fn link_setting(self) -> Option<&'static str> {
-        match self {
-            Self::MagicLink => Some("MAGIC_LINK_URL"),
-            Self::EmailOtp => None,
-            Self::PasswordReset => Some("PASSWORD_RESET_URL"),
-            Self::EmailVerification => Some("EMAIL_VERIFY_URL"),
-        }
-    }
-
-    /// The event type it is sent for.
-    pub fn event_type(self) -> &'static str {
-        match self {
-            Self::MagicLink => "magic_link_requested",
-            Self::EmailOtp => "email_otp_requested",
-            Self::PasswordReset => "password_reset_requested",
-            Self::EmailVerification => "email_verification_requested",
-        }
-    }
-
-    pub(crate) fn index(self) -> usize {
-        match self {
-            Self::MagicLink => 0,
-            Self::EmailOtp => 1,
-            Self::PasswordReset => 2,
-            Self::EmailVerification => 3,
-        }
-    }
-
-    /// The placeholder every body must contain: without it the email is useless.
-    fn required(self) -> Slot {
-        match self.link_setting() {
-            Some(_) => Slot::Link,
-            None => Slot::Code,
-        }
-    }
-}
 
 /// One email in one language.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -507,8 +445,8 @@ fn body_template(raw: &str, kind: EmailKind, max: usize) -> Result<Template, Str
         return Err(format!("at most {max} characters"));
     }
     let body = Template::parse(raw, kind)?;
-    if !body.has(kind.required()) {
-        let p = if kind.required() == Slot::Link { "{link}" } else { "{code}" };
+    if !body.has(required_slot(kind)) {
+        let p = if required_slot(kind) == Slot::Link { "{link}" } else { "{code}" };
         return Err(format!("must contain {p}"));
     }
     Ok(body)
@@ -556,14 +494,6 @@ pub fn link_with_token(base: &Url, token: &str) -> String {
     url.to_string()
 }
 
-fn http_url(v: &str) -> Result<Url, String> {
-    let u = Url::parse(v).map_err(|e| format!("{v:?} is not a URL: {e}"))?;
-    if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
-        return Err(format!("{v:?} must be an http(s) URL"));
-    }
-    Ok(u)
-}
-
 /// `addr@example.com`, `Name <addr@example.com>` or `"Name, Inc." <addr@example.com>`, one line.
 fn parse_from(v: &str) -> Result<Sender, String> {
     if v.chars().any(char::is_control) || v.chars().count() > 320 {
@@ -580,6 +510,15 @@ fn parse_from(v: &str) -> Result<Sender, String> {
         None => name.to_string(),
     };
     Ok(Sender { name: (!name.is_empty()).then_some(name), address: addr.trim().to_string() })
+}
+
+/// The placeholder every body of `kind` must contain: without it the email
+/// is useless.
+fn required_slot(kind: EmailKind) -> Slot {
+    match kind.link_setting() {
+        Some(_) => Slot::Link,
+        None => Slot::Code,
+    }
 }
 
 #[cfg(test)]

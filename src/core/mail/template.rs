@@ -7,7 +7,7 @@
 //! renders what it gets.
 
 use super::html::escape;
-use super::EmailKind;
+use super::kind::EmailKind;
 
 /// What fills a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -134,7 +134,7 @@ impl Transport {
                         None => Url::parse(provider.default_url()).map_err(|e| err("EMAIL_API_URL", e.to_string()))?,
                         // The value is not echoed: the reason reaches the public 503
                         // detail, and the URL may carry a credential.
-                        Some(v) => super::http_url(&v).map_err(|_| {
+                        Some(v) => http_url(&v).map_err(|_| {
                             err("EMAIL_API_URL", "must be an http(s) URL (the value is not shown)".into())
                         })?,
                     };
@@ -247,6 +247,15 @@ impl std::fmt::Display for BindingError {
             Self::Refused { code: None, message } => write!(f, "send_email refused it: {message}"),
         }
     }
+}
+
+/// `v` as an http(s) URL with a host (a provider's API base, a link base).
+pub(crate) fn http_url(v: &str) -> Result<Url, String> {
+    let u = Url::parse(v).map_err(|e| format!("{v:?} is not a URL: {e}"))?;
+    if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
+        return Err(format!("{v:?} must be an http(s) URL"));
+    }
+    Ok(u)
 }
 
 #[cfg(test)]

@@ -7,40 +7,16 @@
 //! gives √21 ≈ 4.58:1). Links and the focus ring sit on the white page: they
 //! use the accent darkened (mixed with black) just enough to reach 4.5:1.
 
-/// An sRGB colour.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rgb(pub u8, pub u8, pub u8);
+pub use crate::core::brand::{Rgb, DEFAULT_ACCENT};
 
 /// The page background.
 pub const WHITE: Rgb = Rgb(0xff, 0xff, 0xff);
 /// Black.
 pub const BLACK: Rgb = Rgb(0, 0, 0);
-/// Default `UI_ACCENT`.
-pub const DEFAULT_ACCENT: Rgb = Rgb(0x25, 0x63, 0xeb);
 /// The contrast text needs (WCAG 1.4.3, level AA).
 pub const TEXT_CONTRAST: f64 = 4.5;
 
 impl Rgb {
-    /// Parses `#rgb` or `#rrggbb` (hex digits in either case).
-    pub fn parse(v: &str) -> Result<Self, String> {
-        let bad = || format!("{v:?} is not a hex colour like #2563eb or #26e");
-        let hex = v.strip_prefix('#').ok_or_else(bad)?;
-        if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(bad());
-        }
-        let digit = |i: usize| u8::from_str_radix(hex.get(i..=i).unwrap_or("0"), 16).unwrap_or(0);
-        match hex.len() {
-            3 => Ok(Self(digit(0) * 17, digit(1) * 17, digit(2) * 17)),
-            6 => Ok(Self(digit(0) * 16 + digit(1), digit(2) * 16 + digit(3), digit(4) * 16 + digit(5))),
-            _ => Err(bad()),
-        }
-    }
-
-    /// `#rrggbb`.
-    pub fn hex(self) -> String {
-        format!("#{:02x}{:02x}{:02x}", self.0, self.1, self.2)
-    }
-
     /// WCAG relative luminance, 0 (black) to 1 (white).
     pub fn luminance(self) -> f64 {
         let channel = |c: u8| {
