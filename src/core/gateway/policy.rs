@@ -222,6 +222,11 @@ pub struct Route {
     /// Rule member `max_age`: the caller must have signed in (`auth_time`)
     /// at most this many seconds ago. Never on the default.
     pub max_age_secs: Option<u64>,
+    /// Rule member `mfa` (default `false`): the caller must have signed in
+    /// with a second factor, as under the `mfa` policy — on top of this
+    /// rule's own policy (`"policy": "role:admin", "mfa": true`). Never on
+    /// the default.
+    pub mfa: bool,
     /// Rule member `fresh` (default `false`): every request the rule judges
     /// has its token's session read from D1 — live, its user's, every role
     /// the token claims still held — before it is forwarded, instead of
@@ -257,6 +262,8 @@ struct RawRule {
     method_override: bool,
     #[serde(default)]
     max_age: Option<u64>,
+    #[serde(default)]
+    mfa: bool,
     #[serde(default)]
     fresh: bool,
 }
@@ -307,6 +314,8 @@ pub struct Judgement<'a> {
     also: Vec<&'a Policy>,
     /// The smallest `max_age` of the rules met.
     max_age_secs: Option<u64>,
+    /// Whether any rule met says `"mfa": true`.
+    mfa: bool,
     /// Whether any rule met says `fresh`.
     fresh: bool,
 }
@@ -357,9 +366,9 @@ impl<'a> Judgement<'a> {
         Ok(())
     }
 
-    /// Whether a policy to pass is `mfa`.
+    /// Whether a policy to pass is `mfa`, or a rule met says `"mfa": true`.
     fn needs_mfa(&self) -> bool {
-        self.route.policy == Policy::Mfa || self.also.contains(&&Policy::Mfa)
+        self.mfa || self.route.policy == Policy::Mfa || self.also.contains(&&Policy::Mfa)
     }
 
     /// The policies besides the route's own (for tests and logs).
@@ -384,6 +393,7 @@ impl<'a> Judgement<'a> {
 
     fn require(&mut self, r: &'a Route) {
         self.fresh |= r.fresh;
+        self.mfa |= r.mfa;
         self.max_age_secs = tighter(self.max_age_secs, r.max_age_secs);
         let p = &r.policy;
         if *p != self.route.policy && !self.also.contains(&p) {
@@ -396,6 +406,7 @@ impl<'a> Judgement<'a> {
         r.policy == self.route.policy
             && r.max_age_secs.is_none_or(|m| self.max_age_secs.is_some_and(|have| have <= m))
             && (!r.fresh || self.fresh)
+            && (!r.mfa || self.mfa)
     }
 }
 
@@ -471,11 +482,15 @@ impl Routes {
                     return Err(at(format!("max_age {n}: a whole number of seconds from 1 to {MAX_MAX_AGE_SECS}")))
                 }
             };
+            if r.mfa && policy == Policy::Public {
+                return Err(at("mfa on a public rule: there is no sign-in to check".into()));
+            }
             let route = Route {
                 policy,
                 forward_authorization: r.forward_authorization,
                 method_override: r.method_override,
                 max_age_secs,
+                mfa: r.mfa,
                 fresh: r.fresh,
             };
             rules.push(Rule { prefix: prefix.to_ascii_lowercase(), subtree, methods, route });
@@ -486,6 +501,7 @@ impl Routes {
             forward_authorization: false,
             method_override: true,
             max_age_secs: None,
+            mfa: false,
             fresh: false,
         };
         Ok(Self { rules, default, method_specific })
@@ -524,6 +540,7 @@ impl Routes {
             forward_authorization: route.forward_authorization,
             also: Vec::new(),
             max_age_secs: route.max_age_secs,
+            mfa: route.mfa,
             fresh: route.fresh,
         };
         let head = self.method_specific && method.eq_ignore_ascii_case("HEAD");
@@ -1307,6 +1324,34 @@ mod tests {
         let other = r.judge(&get, "/api/other");
         assert_eq!(other.authorize(USER), Ok(()));
         assert_eq!(other.admit(&caller(&[], Amr::NONE, None), now), Ok(()));
+    }
+
+    #[test]
+    fn a_rule_asks_for_a_role_and_a_second_factor_with_mfa_true() {
+        let r = Routes::parse(
+            Some(
+                r#"[{"path": "/api/admin/*", "policy": "role:admin", "mfa": true},
+                     {"path": "/api/admin/*", "methods": ["DELETE"], "policy": "role:admin"}]"#,
+            ),
+            None,
+        )
+        .unwrap();
+        let now = UnixTime(10_000);
+        let mfa = Amr::PWD.with(Amr::OTP).with(Amr::MFA);
+        let j = r.judge(&req("GET", None, None), "/api/admin/users");
+        // The role first (stepping up would not help), then the second factor.
+        assert_eq!(j.admit(&caller(&[], mfa, Some(1)), now).unwrap_err().problem().code, "insufficient_role");
+        assert_eq!(
+            j.admit(&caller(&["admin"], Amr::PWD, Some(1)), now),
+            Err(Error::InsufficientAuthentication { mfa: true, max_age_secs: None })
+        );
+        assert_eq!(j.admit(&caller(&["admin"], mfa, Some(1)), now), Ok(()));
+        // Every method the rule covers (it names none).
+        let post = r.judge(&req("POST", None, Some("application/x-www-form-urlencoded")), "/api/admin/users");
+        assert_eq!(post.admit(&caller(&["admin"], Amr::PWD, Some(1)), now).unwrap_err().problem().status, 401);
+        // Not on a public rule.
+        let public = Routes::parse(Some(r#"[{"path": "/x", "policy": "public", "mfa": true}]"#), None);
+        assert!(public.unwrap_err().contains("mfa on a public rule"));
     }
 
     #[test]
