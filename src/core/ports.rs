@@ -52,11 +52,13 @@ pub trait SessionStore {
     /// `refresh_hash` — if what the sign-in relied on still holds: the
     /// user's account epoch is still `basis.user_epoch`, the user is not
     /// banned, the identity of `basis.identity` (if any) is still linked
-    /// to the user, and, unless `basis.second_factor`, the user has no second
+    /// to the user, the passkey of `basis.passkey` (if any) is still the
+    /// user's, and, unless `basis.second_factor`, the user has no second
     /// factor on, all decided in the same write. `Ok(false)`, nothing
     /// written, when the epoch moved (a password change or reset, a ban, a
     /// new address or a takeover got in between), the identity was unlinked
-    /// or dropped, a second factor was turned on, or the user is banned or gone.
+    /// or dropped, the passkey was removed (by its owner or an
+    /// administrator's reset), a second factor was turned on, or the user is banned or gone.
     async fn create_session(&self, session: &Session, refresh_hash: &str, basis: &SignInBasis<'_>) -> Result<bool>;
     /// Atomically swaps the current refresh token for its successor; see [`Rotation`].
     async fn rotate_refresh(&self, req: &RotateRequest<'_>) -> Result<Rotation>;

@@ -635,3 +635,74 @@ fn a_takeover_of_an_unverified_account_removes_the_planters_passkeys() {
     let o = login_options(&w, rng, T0 + 2, None);
     assert_eq!(code(login_verify(&w, rng, T0 + 2, &o, a.get(&o, ORIGIN, None))), "unknown_credential");
 }
+
+/// TOTP on for the account of `s`, confirmed at `now`; returns its secret.
+fn turn_totp_on(w: &World, rng: &mut TestRandom, now: i64, s: &AuthResponse) -> TotpSecret {
+    let (deps, meta) = w.at(now);
+    let enrolment = block_on(deps.enroll_totp(&meta, rng, Some(&s.access_token))).unwrap();
+    let bytes = base32::decode(base32::Alphabet::Rfc4648 { padding: false }, &enrolment.secret).unwrap();
+    let secret = TotpSecret::from_bytes(bytes.try_into().unwrap());
+    let code = Some(secret.code_at(step_at(UnixTime(now))));
+    block_on(deps.confirm_totp(&meta, rng, Some(&s.access_token), CodeRequest { code, backup_code: None })).unwrap();
+    secret
+}
+
+/// A passkey sign-in racing that passkey's removal (which ends the other
+/// sessions) ends without a session: the session write checks the passkey
+/// is still the account's.
+#[test]
+fn a_sign_in_racing_the_passkeys_removal_gets_no_session() {
+    use portcullis::core::ports::PasskeyStore;
+    let (w, rng) = (world(), &mut TestRandom(102));
+    let owner = signup_at(&w, rng, T0, ADA, PW);
+    let mut a = Authenticator::es256(7);
+    a.flags = 0; // the factor read is where the test can interleave
+    let created = register(&w, rng, T0, &owner, &a);
+    let store = w.store.clone();
+    let (sid, uid, pid) = (owner.user.session_id.clone().unwrap(), owner.user.id.clone(), created.id.clone());
+    *w.store.after_factors_read.borrow_mut() = Some(Box::new(move || {
+        let caller = portcullis::core::session::LiveSession {
+            user_id: &uid,
+            session_id: &sid,
+            now: UnixTime(T0 + 5),
+            max_age_secs: 7_776_000,
+        };
+        assert!(matches!(block_on(store.remove_passkey(&caller, &pid, "mfa_changed")).unwrap(), Some(Some(_))));
+    }));
+    let sessions = w.store.sessions.borrow().len();
+    let o = login_options(&w, rng, T0 + 5, None);
+    assert_eq!(code(login_verify(&w, rng, T0 + 5, &o, a.get(&o, ORIGIN, None))), "account_changed");
+    assert!(w.store.passkeys.borrow().is_empty(), "the passkey is gone");
+    assert_eq!(w.store.sessions.borrow().len(), sessions, "and no session was written");
+    assert_eq!(w.events.last_of("login_failed")["reason"], "passkey_account_changed");
+}
+
+/// The `mfa_token` of a passkey sign-in without user verification is bound
+/// to that passkey: removed before the second step, the second step opens
+/// no session.
+#[test]
+fn a_passkeys_second_step_dies_with_the_passkey() {
+    use portcullis::core::flows::mfa::MfaVerifyRequest;
+    let (w, rng) = (world(), &mut TestRandom(107));
+    let s = signup_at(&w, rng, T0, ADA, PW);
+    let mut a = Authenticator::es256(7);
+    a.flags = 0; // no UV: one factor
+    let created = register(&w, rng, T0, &s, &a);
+    let secret = turn_totp_on(&w, rng, T0, &s);
+    let o = login_options(&w, rng, T0 + 40, Some(ADA));
+    let SignIn::SecondStep(step) = login_verify(&w, rng, T0 + 40, &o, a.get(&o, ORIGIN, None)).unwrap() else {
+        panic!("a one-factor passkey sign-in skipped the second step");
+    };
+    let (deps, meta) = w.at(T0 + 41);
+    block_on(deps.remove_passkey(&meta, rng, Some(&s.access_token), &created.id)).unwrap();
+    let sessions = w.store.sessions.borrow().len();
+    let (deps, meta) = w.at(T0 + 60);
+    let code_now = Some(secret.code_at(step_at(UnixTime(T0 + 60))));
+    let r = block_on(deps.verify_mfa(
+        &meta,
+        rng,
+        MfaVerifyRequest { mfa_token: step.mfa_token, code: code_now, backup_code: None },
+    ));
+    assert_eq!(r.unwrap_err().problem().code, "account_changed");
+    assert_eq!(w.store.sessions.borrow().len(), sessions, "no session");
+}

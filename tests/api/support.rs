@@ -351,6 +351,11 @@ impl SessionStore for MemStore {
                 return Ok(false);
             }
         }
+        if let Some(id) = basis.passkey {
+            if !self.passkeys.borrow().iter().any(|k| k.id == id && k.user_id == session.user_id) {
+                return Ok(false);
+            }
+        }
         self.sessions.borrow_mut().push((session.clone(), refresh_hash.to_string()));
         self.issued.borrow_mut().insert(refresh_hash.to_string(), session.id.clone());
         Ok(true)

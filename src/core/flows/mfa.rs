@@ -203,6 +203,7 @@ where
             provider: provider.to_string(),
             amr,
             identity: basis.identity.map(|(p, s)| (p.to_string(), s.to_string())),
+            passkey: basis.passkey.map(str::to_string),
             attempts: 0,
             created_at: meta.now,
             expires_at: meta.now.plus_secs(MFA_TOKEN_TTL_SECS),
@@ -459,6 +460,7 @@ where
         let basis = SignInBasis {
             user_epoch: challenge.user_epoch,
             identity: challenge.identity.as_ref().map(|(p, s)| (p.as_str(), s.as_str())),
+            passkey: challenge.passkey.as_deref(),
             second_factor: true,
         };
         let amr = challenge.amr.with(Amr::OTP).with(Amr::MFA);

@@ -572,12 +572,19 @@ where
             ));
         }
         let key_amr = key_amr(passkey.backup_eligible);
+        // The session (or the second step's) is bound to this passkey: its
+        // removal racing this sign-in leaves the sign-in without a session.
+        let basis = SignInBasis {
+            user_epoch: user.auth_epoch,
+            identity: None,
+            passkey: Some(&passkey.id),
+            second_factor: false,
+        };
         let started = if flags.user_verified() {
-            let basis = SignInBasis { user_epoch: user.auth_epoch, identity: None, second_factor: true };
+            let basis = SignInBasis { second_factor: true, ..basis };
             let amr = key_amr.with(Amr::USER).with(Amr::MFA);
             self.open_session(meta, rng, &user, PROVIDER_PASSKEY, basis, amr).await.map(SignIn::Complete)
         } else {
-            let basis = SignInBasis::epoch(user.auth_epoch);
             self.start_session_via(meta, rng, &user, PROVIDER_PASSKEY, basis, key_amr).await
         };
         let signed_in = match started {
