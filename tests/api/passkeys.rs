@@ -706,3 +706,26 @@ fn a_passkeys_second_step_dies_with_the_passkey() {
     assert_eq!(r.unwrap_err().problem().code, "account_changed");
     assert_eq!(w.store.sessions.borrow().len(), sessions, "no session");
 }
+
+/// A ban is told only after the signature and the counter: a credential id
+/// (login/options hands them out for any address) with a forged signature
+/// learns nothing of the account's ban and makes no `passkey_banned`.
+#[test]
+fn a_ban_is_told_only_to_whoever_signs_with_the_passkey() {
+    let (w, rng) = (world(), &mut TestRandom(101));
+    let s = signup_at(&w, rng, T0, ADA, PW);
+    let mut a = Authenticator::es256(7);
+    register(&w, rng, T0, &s, &a);
+    // The attacker reads Ada's credential id from login/options.
+    let o = login_options(&w, rng, T0, Some(ADA));
+    let id = URL_SAFE_NO_PAD.decode(o["allowCredentials"][0]["id"].as_str().unwrap()).unwrap();
+    let mut forger = Authenticator::es256(8);
+    forger.credential_id = id;
+    w.store.users.borrow_mut()[0].banned = true;
+    let o = login_options(&w, rng, T0, None);
+    assert_eq!(code(login_verify(&w, rng, T0, &o, forger.get(&o, ORIGIN, None))), "invalid_signature");
+    assert_eq!(w.events.last_of("login_failed")["reason"], "passkey_invalid_signature");
+    let o = login_options(&w, rng, T0 + 1, None);
+    assert_eq!(code(login_verify(&w, rng, T0 + 1, &o, a.get(&o, ORIGIN, None))), "account_banned");
+    assert_eq!(w.events.last_of("login_failed")["reason"], "passkey_banned");
+}

@@ -17,7 +17,9 @@
 //!   ([`PasskeyVerifier`]); its counter is recorded by one conditional write
 //!   that refuses a counter not above the stored one (401
 //!   `sign_count_regressed`: a cloned authenticator, or a replay), and
-//!   nothing is recorded then.
+//!   nothing is recorded then. Only after both is a ban told (403
+//!   `account_banned`): whoever cannot sign with the passkey learns nothing
+//!   of the account and makes no `login_failed` `passkey_banned`.
 //! - With user verification (UV) a passkey proves two factors: the session
 //!   opens at once with `amr` `hwk`/`swk`, `user`, `mfa`. Without it, one:
 //!   an account with a second factor on gets the `mfa_required` second step,
@@ -547,10 +549,6 @@ where
         let Some(user) = self.store.user_by_id(&passkey.user_id).await? else {
             return Err(unknown_credential());
         };
-        if user.banned {
-            self.passkey_failed(meta, rng, &user, "banned").await?;
-            return Err(banned());
-        }
         let key = decode_b64url(&passkey.public_key, passkey::MAX_ATTESTATION_OBJECT_BYTES, "stored key")
             .and_then(|k| PublicKey::from_cose(&k))
             .map_err(|_| Error::Internal(format!("passkey {}: the stored public key does not parse", passkey.id)))?;
@@ -570,6 +568,12 @@ where
                 "sign_count_regressed",
                 "the authenticator's signature counter did not grow: it may be a clone; nothing was recorded",
             ));
+        }
+        // A ban is told only to whoever proved the passkey (as a password
+        // login tells it only after the right password).
+        if user.banned {
+            self.passkey_failed(meta, rng, &user, "banned").await?;
+            return Err(banned());
         }
         let key_amr = key_amr(passkey.backup_eligible);
         // The session (or the second step's) is bound to this passkey: its
