@@ -729,3 +729,28 @@ fn a_ban_is_told_only_to_whoever_signs_with_the_passkey() {
     assert_eq!(code(login_verify(&w, rng, T0 + 1, &o, a.get(&o, ORIGIN, None))), "account_banned");
     assert_eq!(w.events.last_of("login_failed")["reason"], "passkey_banned");
 }
+
+/// An administrator's reset of a user's factors names the administrator
+/// (`actor_id`) on every event it emits, as every admin action does.
+#[test]
+fn an_admin_reset_names_the_admin_on_its_events() {
+    let (w, rng) = (world(), &mut TestRandom(103));
+    let s = signup_at(&w, rng, T0, ADA, PW);
+    register(&w, rng, T0, &s, &Authenticator::es256(7));
+    turn_totp_on(&w, rng, T0, &s);
+    signup_at(&w, rng, T0, "root@example.com", PW);
+    crate::support::grant(&w, "root@example.com", "admin");
+    let admin = crate::support::login_at(&w, rng, T0 + 1, "root@example.com", PW).unwrap();
+    let (deps, meta) = w.at(T0 + 2);
+    let who = block_on(deps.require_admin(&meta, Some(&admin.access_token))).unwrap();
+    let before = w.events.sent.borrow().len();
+    block_on(deps.admin_reset_mfa(&meta, rng, &who, &user(&w, ADA).id)).unwrap();
+    let sent = w.events.sent.borrow();
+    let kinds: Vec<&str> = sent[before..].iter().map(|e| e.kind).collect();
+    for kind in ["mfa_disabled", "passkey_removed", "session_revoked"] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+    for e in &sent[before..] {
+        assert_eq!(e.ctx.actor_id.as_deref(), Some(admin.user.id.as_str()), "{} names the admin", e.kind);
+    }
+}
