@@ -754,3 +754,28 @@ fn an_admin_reset_names_the_admin_on_its_events() {
         assert_eq!(e.ctx.actor_id.as_deref(), Some(admin.user.id.as_str()), "{} names the admin", e.kind);
     }
 }
+
+/// Backed up (BS) without backup eligible (BE) is invalid (WebAuthn
+/// §6.1.3), and BE never changes for a credential: an assertion with
+/// another BE than the registration's is refused, nothing recorded.
+#[test]
+fn backup_flags_must_be_consistent_and_be_must_not_change() {
+    let (w, rng) = (world(), &mut TestRandom(106));
+    let s = signup_at(&w, rng, T0, ADA, PW);
+    let mut a = Authenticator::es256(7);
+    a.flags = 0x04 | 0x10;
+    let options = register_options(&w, rng, T0, &s).unwrap();
+    let r = register_with(&w, rng, T0, &s, a.create(&options, ORIGIN));
+    assert_eq!(r.unwrap_err().problem().code, "invalid_credential");
+    assert!(w.store.passkeys.borrow().is_empty());
+
+    a.flags = 0x04; // not backup eligible
+    register(&w, rng, T0, &s, &a);
+    a.flags = 0x04 | 0x08; // now claims BE
+    let o = login_options(&w, rng, T0 + 1, None);
+    assert_eq!(code(login_verify(&w, rng, T0 + 1, &o, a.get(&o, ORIGIN, None))), "invalid_credential");
+    assert_eq!(w.store.passkeys.borrow()[0].last_used_at, None, "nothing recorded");
+    a.flags = 0x04;
+    let o = login_options(&w, rng, T0 + 2, None);
+    complete(login_verify(&w, rng, T0 + 2, &o, a.get(&o, ORIGIN, None)));
+}

@@ -560,6 +560,12 @@ where
         }
         let new_count = a.auth_data.sign_count;
         let flags = a.auth_data.flags;
+        if flags.backup_eligible() != passkey.backup_eligible {
+            // BE is fixed for a credential's life (WebAuthn §6.1.3): another
+            // value is not the authenticator that registered it.
+            self.passkey_failed(meta, rng, &user, "invalid_credential").await?;
+            return Err(malformed("the BE flag differs from the one the passkey registered with"));
+        }
         if !counter_ok(passkey.sign_count, new_count)
             || !self.store.use_passkey(&passkey.id, new_count, flags.backed_up(), meta.now).await?
         {
