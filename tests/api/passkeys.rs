@@ -779,3 +779,31 @@ fn backup_flags_must_be_consistent_and_be_must_not_change() {
     let o = login_options(&w, rng, T0 + 2, None);
     complete(login_verify(&w, rng, T0 + 2, &o, a.get(&o, ORIGIN, None)));
 }
+
+/// On the signed-in `register/verify` a refused ceremony is 400 with its
+/// code, not the sign-in's 401 `Bearer` challenge (which tells a client to
+/// refresh its token and retry); a bad token stays 401.
+#[test]
+fn registration_refusals_are_400_not_a_token_challenge() {
+    let (w, rng) = (world(), &mut TestRandom(108));
+    let s = signup_at(&w, rng, T0, ADA, PW);
+    let mut a = Authenticator::es256(7);
+    let options = register_options(&w, rng, T0, &s).unwrap();
+    let refusal = |r: Result<PasskeyCreated, Error>| {
+        let p = r.unwrap_err().problem();
+        (p.status, p.code, p.www_authenticate)
+    };
+    let wrong_origin = register_with(&w, rng, T0, &s, a.create(&options, "https://evil.example"));
+    assert_eq!(refusal(wrong_origin), (400, "origin_not_allowed", None));
+    a.rp_id = "evil.example".into();
+    assert_eq!(refusal(register_with(&w, rng, T0, &s, a.create(&options, ORIGIN))), (400, "rp_id_mismatch", None));
+    a.rp_id = "example.com".into();
+    register_with(&w, rng, T0, &s, a.create(&options, ORIGIN)).unwrap();
+    let b = Authenticator::es256(8);
+    let replayed = register_with(&w, rng, T0, &s, b.create(&options, ORIGIN));
+    assert_eq!(refusal(replayed), (400, "invalid_challenge", None));
+    let bad_token = AuthResponse { access_token: "nope".into(), ..s.clone() };
+    let options = register_options(&w, rng, T0, &s).unwrap();
+    let p = register_with(&w, rng, T0, &bad_token, b.create(&options, ORIGIN)).unwrap_err().problem();
+    assert_eq!(p.status, 401);
+}

@@ -41,7 +41,7 @@ use crate::core::error::Error;
 use crate::core::events::{self, Event};
 use crate::core::flows::account::{banned, login_event, signin_refusal};
 use crate::core::flows::mfa::MFA_CHANGE_REVOKE_REASON;
-use crate::core::flows::{Deps, Meta, SignIn};
+use crate::core::flows::{Deps, Meta, Principal, SignIn};
 use crate::core::ids::{self, Random};
 use crate::core::mfa::RECENT_SIGN_IN_SECS;
 use crate::core::passkey::{
@@ -344,8 +344,24 @@ where
         let name = req.name.as_deref().map(parse_name).transpose()?;
         let p = self.authenticate(meta, bearer).await?;
         let user = self.live_user(&p).await?;
+        self.register_passkey(meta, rng, verifier, &p, &user, rp, name, &req.credential).await.map_err(as_bad_ceremony)
+    }
+
+    /// [`Deps::passkey_register_verify`] for the signed-in caller `p`
+    /// (`user`): the checks, the challenge, the write.
+    #[allow(clippy::too_many_arguments)] // the request's parts, checked by the caller
+    async fn register_passkey(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        verifier: &impl PasskeyVerifier,
+        p: &Principal,
+        user: &User,
+        rp: &RelyingParty,
+        name: Option<String>,
+        c: &RegistrationCredential,
+    ) -> Result<PasskeyCreated, Error> {
         // Everything that needs no store first: bad input writes nothing.
-        let c = &req.credential;
         let raw = credential_id(&c.id, &c.raw_id, &c.kind)?;
         let client_bytes = decode_b64url(&c.response.client_data_json, MAX_CLIENT_DATA_BYTES, "clientDataJSON")?;
         let client = ClientData::check(&client_bytes, Ceremony::Create, rp)?;
@@ -381,7 +397,7 @@ where
             created_at: meta.now,
             last_used_at: None,
         };
-        let caller = self.live_session(meta, &p);
+        let caller = self.live_session(meta, p);
         match self.store.add_passkey(&caller, &passkey, MAX_PASSKEYS_PER_USER).await? {
             None => return Err(self.refused_write(&caller).await),
             Some(PasskeyAdded::Duplicate) => {
@@ -621,6 +637,17 @@ where
             user_agent: meta.user_agent.clone(),
         };
         self.emit(meta, rng, vec![event.into()]).await
+    }
+}
+
+/// A refused registration ceremony (challenge, origin, RP ID, user
+/// presence) on the signed-in `register/verify`: 400 with the same code,
+/// not the sign-in's 401, whose `WWW-Authenticate` tells a client to
+/// refresh its (valid) token and retry.
+fn as_bad_ceremony(e: Error) -> Error {
+    match e {
+        Error::PasskeyRefused { code, detail } => Error::BadRequest { code, detail },
+        other => other,
     }
 }
 
