@@ -288,7 +288,9 @@ pub trait MfaStore {
 /// decided in the same write.
 pub trait PasskeyStore {
     /// Stores a ceremony's challenge; expired challenges of the same user
-    /// (or, without a user, of nobody) may be deleted in the same write.
+    /// (or, without a user, of nobody) may be deleted in the same write. A
+    /// registration challenge replaces the user's earlier ones, in the same
+    /// write: a user has at most one open registration.
     async fn put_passkey_challenge(&self, challenge: &PasskeyChallenge) -> Result<()>;
     /// Consumes (deletes) the unexpired registration challenge `challenge`
     /// issued to `user_id`, returning it; of racing callers exactly one

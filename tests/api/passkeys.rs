@@ -807,3 +807,23 @@ fn registration_refusals_are_400_not_a_token_challenge() {
     let p = register_with(&w, rng, T0, &bad_token, b.create(&options, ORIGIN)).unwrap_err().problem();
     assert_eq!(p.status, 401);
 }
+
+/// A user has at most one open registration: new options replace the
+/// earlier challenge, which no longer registers.
+#[test]
+fn registration_challenges_do_not_pile_up() {
+    let (w, rng) = (world(), &mut TestRandom(109));
+    let s = signup_at(&w, rng, T0, ADA, PW);
+    let a = Authenticator::es256(7);
+    let first = register_options(&w, rng, T0, &s).unwrap();
+    for _ in 0..50 {
+        register_options(&w, rng, T0, &s).unwrap();
+    }
+    let last = register_options(&w, rng, T0, &s).unwrap();
+    let open = |w: &World| w.store.passkey_challenges.borrow().iter().filter(|c| c.user_id.is_some()).count();
+    assert_eq!(open(&w), 1);
+    let stale = register_with(&w, rng, T0, &s, a.create(&first, ORIGIN));
+    assert_eq!(stale.unwrap_err().problem().code, "invalid_challenge");
+    register_with(&w, rng, T0, &s, a.create(&last, ORIGIN)).unwrap();
+    assert_eq!(open(&w), 0);
+}

@@ -260,3 +260,19 @@ test("an ES256 passkey (DER signatures) registers and signs in too", async () =>
   assert.equal(status, 200, JSON.stringify(body));
   assert.equal(body.user.email, address);
 });
+
+test("new registration options replace the earlier challenge, which is then a 400, not a token challenge", async () => {
+  const s = await signup(gw, randomEmail("reopen"));
+  const options = () => authed(`${gw.url}/auth/passkeys/register/options`, s.access_token, { method: "POST" }).then(json);
+  const first = await options();
+  const second = await options();
+  const verify = async (o) =>
+    authed(`${gw.url}/auth/passkeys/register/verify`, s.access_token, {
+      method: "POST",
+      body: { credential: await create(o) },
+    });
+  const stale = await verify(first);
+  await assertProblem(stale, 400, "invalid_challenge");
+  assert.equal(stale.headers.get("www-authenticate"), null);
+  assert.equal((await verify(second)).status, 201);
+});

@@ -276,6 +276,8 @@ where
     /// `navigator.credentials.create`, for a caller signed in within
     /// [`RECENT_SIGN_IN_SECS`] (403 `reauthentication_required` otherwise:
     /// a stolen access token must not be able to plant a lasting way in).
+    /// The new challenge replaces the caller's earlier registration
+    /// challenges: one open registration per account.
     pub async fn passkey_register_options(
         &self,
         meta: &Meta,

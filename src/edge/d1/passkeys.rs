@@ -115,8 +115,10 @@ impl D1Store {
 impl PasskeyStore for D1Store {
     async fn put_passkey_challenge(&self, c: &PasskeyChallenge) -> Result<()> {
         let now = time(c.expires_at.minus_secs(crate::core::passkey::CHALLENGE_TTL_SECS));
-        let expired = self.stmt(
-            "DELETE FROM passkey_challenges WHERE user_id IS ?1 AND expires_at <= ?2",
+        // A user's earlier registration challenges go too: one open
+        // registration per user (sign-in challenges have no user).
+        let superseded = self.stmt(
+            "DELETE FROM passkey_challenges WHERE user_id IS ?1 AND (expires_at <= ?2 OR ceremony = 'register')",
             &[opt_text(c.user_id.as_deref()), now],
         )?;
         let insert = self.stmt(
@@ -130,7 +132,7 @@ impl PasskeyStore for D1Store {
                 time(c.expires_at),
             ],
         )?;
-        self.batch(vec![expired, insert]).await?;
+        self.batch(vec![superseded, insert]).await?;
         Ok(())
     }
 
