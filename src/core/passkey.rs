@@ -571,6 +571,10 @@ pub struct PasskeyChallenge {
     pub user_id: Option<String>,
     /// The name asked for at registration's options.
     pub name: Option<String>,
+    /// A sign-in's `allowCredentials` (credential ids, base64url): only
+    /// these may answer it. `None`: a discoverable sign-in (the list was
+    /// empty), whose answer must carry its user handle; and registration.
+    pub allowed: Option<Vec<String>>,
     /// Unusable from this instant on.
     pub expires_at: UnixTime,
 }

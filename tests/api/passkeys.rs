@@ -79,12 +79,25 @@ struct Authenticator {
     /// Flags besides UP and AT: UV 0x04, BE 0x08, BS 0x10.
     flags: u8,
     rp_id: String,
+    /// The user handle the credential was created for (as a real
+    /// authenticator keeps it for a discoverable credential).
+    user_handle: std::cell::RefCell<Option<Vec<u8>>>,
+    /// Whether a discoverable sign-in's answer carries that handle.
+    sends_user_handle: bool,
 }
 
 impl Authenticator {
     fn es256(seed: u8) -> Self {
         let key = p256::ecdsa::SigningKey::from_bytes(&[seed; 32].into()).unwrap();
-        Self { key: Key::Es256(key), credential_id: vec![seed; 16], count: 1, flags: 0x04, rp_id: "example.com".into() }
+        Self {
+            key: Key::Es256(key),
+            credential_id: vec![seed; 16],
+            count: 1,
+            flags: 0x04,
+            rp_id: "example.com".into(),
+            user_handle: Default::default(),
+            sends_user_handle: true,
+        }
     }
 
     fn ed25519(seed: u8) -> Self {
@@ -95,6 +108,8 @@ impl Authenticator {
             count: 0,
             flags: 0x04 | 0x08,
             rp_id: "example.com".into(),
+            user_handle: Default::default(),
+            sends_user_handle: true,
         }
     }
 
@@ -142,6 +157,7 @@ impl Authenticator {
 
     /// `credential.toJSON()` of `navigator.credentials.create` for `options`.
     fn create(&self, options: &Value, origin: &str) -> RegistrationCredential {
+        *self.user_handle.borrow_mut() = options["user"]["id"].as_str().map(|h| URL_SAFE_NO_PAD.decode(h).unwrap());
         let client = client_data("webauthn.create", options["challenge"].as_str().unwrap(), origin);
         let auth_data = self.auth_data(self.flags, true);
         // {"fmt": "none", "attStmt": {}, "authData": bytes}
@@ -163,8 +179,15 @@ impl Authenticator {
     }
 
     /// `credential.toJSON()` of `navigator.credentials.get` for `options`;
-    /// counts a use first.
+    /// counts a use first. `user_handle`, or for a discoverable sign-in (no
+    /// `allowCredentials`) the credential's own, unless told to send none.
     fn get(&mut self, options: &Value, origin: &str, user_handle: Option<Vec<u8>>) -> AuthenticationCredential {
+        let discoverable = options["allowCredentials"].as_array().is_none_or(Vec::is_empty);
+        let user_handle = match user_handle {
+            Some(h) => Some(h),
+            None if discoverable && self.sends_user_handle => self.user_handle.borrow().clone(),
+            None => None,
+        };
         if self.count > 0 {
             self.count += 1;
         }
@@ -380,14 +403,15 @@ fn unknown_credentials_bad_signatures_and_foreign_user_handles_are_refused() {
     register(&w, rng, T0, &s, &a);
     let o = login_options(&w, rng, T0, None);
     assert_eq!(
-        code(login_verify(&w, rng, T0, &o, Authenticator::es256(8).get(&o, ORIGIN, None))),
+        code(login_verify(&w, rng, T0, &o, Authenticator::es256(8).get(&o, ORIGIN, Some(vec![2; 32])))),
         "unknown_credential"
     );
     // Another key claiming this credential id.
     let mut forger = Authenticator::es256(8);
     forger.credential_id = a.credential_id.clone();
     let o = login_options(&w, rng, T0, None);
-    assert_eq!(code(login_verify(&w, rng, T0, &o, forger.get(&o, ORIGIN, None))), "invalid_signature");
+    let handle = a.user_handle.borrow().clone();
+    assert_eq!(code(login_verify(&w, rng, T0, &o, forger.get(&o, ORIGIN, handle))), "invalid_signature");
     let o = login_options(&w, rng, T0, None);
     assert_eq!(code(login_verify(&w, rng, T0, &o, a.get(&o, ORIGIN, Some(vec![1; 32])))), "user_handle_mismatch");
     assert_eq!(w.store.passkeys.borrow()[0].sign_count, 1);
@@ -723,7 +747,8 @@ fn a_ban_is_told_only_to_whoever_signs_with_the_passkey() {
     forger.credential_id = id;
     w.store.users.borrow_mut()[0].banned = true;
     let o = login_options(&w, rng, T0, None);
-    assert_eq!(code(login_verify(&w, rng, T0, &o, forger.get(&o, ORIGIN, None))), "invalid_signature");
+    let handle = a.user_handle.borrow().clone();
+    assert_eq!(code(login_verify(&w, rng, T0, &o, forger.get(&o, ORIGIN, handle))), "invalid_signature");
     assert_eq!(w.events.last_of("login_failed")["reason"], "passkey_invalid_signature");
     let o = login_options(&w, rng, T0 + 1, None);
     assert_eq!(code(login_verify(&w, rng, T0 + 1, &o, a.get(&o, ORIGIN, None))), "account_banned");
@@ -826,4 +851,31 @@ fn registration_challenges_do_not_pile_up() {
     assert_eq!(stale.unwrap_err().problem().code, "invalid_challenge");
     register_with(&w, rng, T0, &s, a.create(&last, ORIGIN)).unwrap();
     assert_eq!(open(&w), 0);
+}
+
+/// WebAuthn §7.2 steps 5–6: a credential not in the options'
+/// `allowCredentials` does not sign in (options asked for Bob answered by
+/// Ada's passkey), and a discoverable answer must carry its user handle.
+#[test]
+fn allow_credentials_and_the_user_handle_of_a_discoverable_sign_in_are_enforced() {
+    let (w, rng) = (world(), &mut TestRandom(104));
+    let s = signup_at(&w, rng, T0, ADA, PW);
+    let bob = signup_at(&w, rng, T0, BOB, PW);
+    let mut a = Authenticator::es256(7);
+    register(&w, rng, T0, &s, &a);
+    let o = login_options(&w, rng, T0, Some(BOB));
+    assert_eq!(code(login_verify(&w, rng, T0, &o, a.get(&o, ORIGIN, None))), "unknown_credential");
+    // Bob with a passkey of his own: Ada's is still not among his.
+    register(&w, rng, T0, &bob, &Authenticator::ed25519(9));
+    let o = login_options(&w, rng, T0, Some(BOB));
+    assert_eq!(o["allowCredentials"].as_array().unwrap().len(), 1);
+    assert_eq!(code(login_verify(&w, rng, T0, &o, a.get(&o, ORIGIN, None))), "unknown_credential");
+    a.sends_user_handle = false;
+    let o = login_options(&w, rng, T0, None);
+    assert_eq!(code(login_verify(&w, rng, T0, &o, a.get(&o, ORIGIN, None))), "user_handle_required");
+    assert_eq!(w.store.passkeys.borrow()[0].sign_count, 1, "nothing recorded");
+    assert_eq!(w.events.count("login"), 0);
+    // Asked for Ada, her passkey may answer without a handle.
+    let o = login_options(&w, rng, T0, Some(ADA));
+    assert_eq!(complete(login_verify(&w, rng, T0, &o, a.get(&o, ORIGIN, None))).user.email, ADA);
 }

@@ -12,7 +12,10 @@
 //!   presence, key algorithm): malformed or refused input writes nothing.
 //!   Then it consumes the challenge — one conditional delete, so a replayed
 //!   or concurrent second use fails (401 `invalid_challenge`) — and only
-//!   then looks at the credential.
+//!   then looks at the credential: a sign-in's must be one its options'
+//!   `allowCredentials` listed (the challenge keeps them), and a
+//!   discoverable sign-in's must carry its user handle (WebAuthn §7.2
+//!   steps 5–6).
 //! - A sign-in's signature is checked through the runtime's native crypto
 //!   ([`PasskeyVerifier`]); its counter is recorded by one conditional write
 //!   that refuses a counter not above the stored one (401
@@ -307,6 +310,7 @@ where
                 challenge: challenge.clone(),
                 user_id: Some(user.id.clone()),
                 name,
+                allowed: None,
                 expires_at: meta.now.plus_secs(CHALLENGE_TTL_SECS),
             })
             .await?;
@@ -495,8 +499,8 @@ where
         let rp = self.relying_party()?;
         let email = req.email.as_deref().map(Email::parse).transpose()?;
         self.throttle_ip(meta, rng, Endpoint::Login).await?;
-        let allow = match &email {
-            None => Vec::new(),
+        let (allow, allowed) = match &email {
+            None => (Vec::new(), None),
             Some(email) => {
                 // The same two reads whether the address has an account or
                 // not (an id no account has for none): the time taken does
@@ -504,9 +508,11 @@ where
                 let user = self.store.user_by_email(email.as_str()).await?;
                 let keys = self.store.passkeys(user.as_ref().map_or("", |u| u.id.as_str())).await?;
                 if keys.is_empty() {
-                    vec![descriptor(&stand_in_credential_id(&self.config.kek, email.as_str()), &[])]
+                    let stand_in = stand_in_credential_id(&self.config.kek, email.as_str());
+                    (vec![descriptor(&stand_in, &[])], Some(vec![stand_in]))
                 } else {
-                    keys.iter().map(Passkey::descriptor).collect()
+                    let ids = keys.iter().map(|k| k.credential_id.clone()).collect();
+                    (keys.iter().map(Passkey::descriptor).collect(), Some(ids))
                 }
             }
         };
@@ -519,6 +525,7 @@ where
                 challenge: challenge.clone(),
                 user_id: None,
                 name: None,
+                allowed,
                 expires_at: meta.now.plus_secs(CHALLENGE_TTL_SECS),
             })
             .await?;
@@ -534,7 +541,7 @@ where
 
     /// `POST /auth/passkeys/login/verify`: signs in with a passkey (see the
     /// module documentation for the order of checks). 401 with
-    /// `invalid_challenge`, `unknown_credential`, `user_handle_mismatch`,
+    /// `invalid_challenge`, `unknown_credential`, `user_handle_required`, `user_handle_mismatch`,
     /// `invalid_signature` or `sign_count_regressed`; 403 `account_banned`.
     pub async fn passkey_login_verify(
         &self,
@@ -555,6 +562,17 @@ where
         };
         if !a.client.has_challenge(&challenge.challenge) {
             return Err(invalid_challenge());
+        }
+        // WebAuthn §7.2 steps 5–6: a credential the options allowed, and
+        // for a discoverable sign-in (no list) the user handle it names.
+        match &challenge.allowed {
+            Some(allowed) if !allowed.contains(&a.credential_id) => {
+                return Err(refused("unknown_credential", "this passkey is not one the sign-in's options allowed"));
+            }
+            None if a.user_handle.is_none() => {
+                return Err(refused("user_handle_required", "a discoverable passkey sign-in needs the userHandle"));
+            }
+            _ => {}
         }
         let Some(passkey) = self.store.passkey_by_credential(&a.credential_id).await? else {
             return Err(unknown_credential());

@@ -1,5 +1,0 @@
--- A sign-in's second step started by a passkey without user verification is
--- bound to that passkey: `passkey_id` is its id (NULL for every other first
--- step), and the session is opened only while that passkey is still the
--- account's (its removal, or an administrator's reset, voids the step).
-ALTER TABLE mfa_challenges ADD COLUMN passkey_id TEXT;
