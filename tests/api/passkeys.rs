@@ -641,6 +641,13 @@ fn without_rp_id_the_passkey_endpoints_are_off() {
     let (deps, meta) = w.at(T0);
     let r = block_on(deps.passkey_login_options(&meta, rng, LoginOptionsRequest::default()));
     assert_eq!(r.unwrap_err().problem().code, "passkeys_disabled");
+    // Listing (and renaming, removing) still answer: passkeys registered
+    // while RP_ID was set can be seen and removed.
+    let s = signup_at(&w, rng, T0, ADA, PW);
+    let (deps, meta) = w.at(T0);
+    assert!(block_on(deps.list_passkeys(&meta, Some(&s.access_token))).unwrap().is_empty());
+    let r = block_on(deps.passkey_register_options(&meta, rng, Some(&s.access_token), Default::default()));
+    assert_eq!(r.unwrap_err().problem().code, "passkeys_disabled");
 }
 
 #[test]
