@@ -566,9 +566,8 @@ where
         // WebAuthn §7.2 steps 5–6: a credential the options allowed, and
         // for a discoverable sign-in (no list) the user handle it names.
         match &challenge.allowed {
-            Some(allowed) if !allowed.contains(&a.credential_id) => {
-                return Err(refused("unknown_credential", "this passkey is not one the sign-in's options allowed"));
-            }
+            // As an unknown one: the options were for another account.
+            Some(allowed) if !allowed.contains(&a.credential_id) => return Err(unknown_credential()),
             None if a.user_handle.is_none() => {
                 return Err(refused("user_handle_required", "a discoverable passkey sign-in needs the userHandle"));
             }
