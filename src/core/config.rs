@@ -170,7 +170,7 @@ pub struct Config {
 }
 
 /// `RP_ID`, `RP_ORIGINS` and `RP_NAME`: `RP_ID` a lowercase domain name (or
-/// `localhost`); `RP_ORIGINS` comma-separated http(s) origins whose hosts are
+/// `localhost`), never an IP address; `RP_ORIGINS` comma-separated http(s) origins whose hosts are
 /// `RP_ID` or below it (default `https://<RP_ID>`); `RP_NAME` the name the
 /// browser shows (default `UI_NAME`, else `RP_ID`). The two others without
 /// `RP_ID` are an error.
@@ -189,6 +189,17 @@ fn relying_party(
         }
         return Ok(None);
     };
+    // WebAuthn scopes credentials to a domain: an IP address is not a valid
+    // RP ID, and browsers refuse it. Parsed as a URL host would be (so
+    // `1.2.3` and `0x7f.1` are addresses too).
+    let ip = id.parse::<std::net::IpAddr>().is_ok()
+        || matches!(url::Host::parse(&id), Ok(url::Host::Ipv4(_) | url::Host::Ipv6(_)));
+    if ip {
+        return Err(err(
+            "RP_ID",
+            format!("{id:?} is an IP address: WebAuthn needs a domain name (use localhost for local testing)"),
+        ));
+    }
     let domain_ok = id.len() <= 253
         && !id.starts_with('.')
         && !id.ends_with('.')
@@ -623,6 +634,46 @@ mod tests {
         assert_eq!(c.auth_prefix, "/auth");
         assert_eq!((c.audit_retention_days, c.audit_max_entries), (90, 1_000_000));
         assert_eq!(c.auth_url("https://gw.example", "/oauth/x/callback"), "https://gw.example/auth/oauth/x/callback");
+    }
+
+    fn rp(pairs: &[(&str, &str)]) -> Result<Option<RelyingParty>, ConfigError> {
+        Config::from_lookup(lookup(pairs)).map(|c| c.relying_party)
+    }
+
+    fn rp_error(pairs: &[(&str, &str)]) -> String {
+        rp(pairs).unwrap_err().0
+    }
+
+    #[test]
+    fn the_relying_party_is_a_domain_with_secure_origins_under_it() {
+        assert_eq!(rp(&[]).unwrap(), None);
+        let r = rp(&[("RP_ID", "example.com")]).unwrap().unwrap();
+        assert_eq!((r.id.as_str(), r.origins.clone()), ("example.com", vec!["https://example.com".to_string()]));
+        let r = rp(&[("RP_ID", "example.com"), ("RP_ORIGINS", "https://app.example.com, https://example.com:8443")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.origins, ["https://app.example.com", "https://example.com:8443"]);
+        let r = rp(&[("RP_ID", "localhost"), ("RP_ORIGINS", "http://localhost:8787")]).unwrap().unwrap();
+        assert_eq!(r.origins, ["http://localhost:8787"]);
+        // http off localhost.
+        let e = rp_error(&[("RP_ID", "example.com"), ("RP_ORIGINS", "http://example.com")]);
+        assert!(e.starts_with("RP_ORIGINS:") && e.contains("localhost only"), "{e}");
+        // An origin not on RP_ID or below it (a suffix is not a parent domain).
+        for o in ["https://evil.com", "https://notexample.com", "https://example.com.evil.com"] {
+            let e = rp_error(&[("RP_ID", "example.com"), ("RP_ORIGINS", o)]);
+            assert!(e.starts_with("RP_ORIGINS:") && e.contains("not on RP_ID"), "{o}: {e}");
+        }
+        // RP_ORIGINS or RP_NAME without RP_ID.
+        for var in ["RP_ORIGINS", "RP_NAME"] {
+            let e = rp_error(&[(var, "https://example.com")]);
+            assert!(e.starts_with(&format!("{var}:")) && e.contains("RP_ID is not"), "{e}");
+        }
+        // IP literals, in every spelling a URL host accepts.
+        for ip in ["127.0.0.1", "192.168.1.10", "1.2.3", "0x7f.1", "::1", "2001:db8::1"] {
+            let e = rp_error(&[("RP_ID", ip)]);
+            assert!(e.starts_with("RP_ID:") && e.contains("IP address"), "{ip}: {e}");
+        }
+        assert!(rp_error(&[("RP_ID", "Example.COM")]).starts_with("RP_ID:"));
     }
 
     #[test]

@@ -120,7 +120,9 @@ pub enum Error {
     },
     /// A well-formed passkey credential that is refused (401): its
     /// challenge, origin, RP ID, signature, counter or credential does not
-    /// hold (see [`crate::core::passkey`]).
+    /// hold (see [`crate::core::passkey`]). A sign-in's refusal; the
+    /// signed-in registration answers the same codes as 400
+    /// ([`Error::BadRequest`]).
     PasskeyRefused {
         /// Stable code, e.g. `invalid_challenge`, `invalid_signature`.
         code: &'static str,

@@ -293,6 +293,10 @@ impl AuthenticatorData {
         let rp_id_hash: [u8; 32] = rp_id_hash.try_into().map_err(|_| malformed("rpIdHash"))?;
         let sign_count = u32::from_be_bytes(count.try_into().map_err(|_| malformed("signCount"))?);
         let flags = Flags(flags);
+        if flags.backed_up() && !flags.backup_eligible() {
+            // WebAuthn §6.1.3: a credential backed up but not eligible for it.
+            return Err(malformed("the BS flag is set without BE"));
+        }
         let mut rest = &bytes[37..];
         let attested = if flags.attested() {
             let (Some(aaguid), Some(len)) = (rest.get(..16), rest.get(16..18)) else {
@@ -567,6 +571,10 @@ pub struct PasskeyChallenge {
     pub user_id: Option<String>,
     /// The name asked for at registration's options.
     pub name: Option<String>,
+    /// A sign-in's `allowCredentials` (credential ids, base64url): only
+    /// these may answer it. `None`: a discoverable sign-in (the list was
+    /// empty), whose answer must carry its user handle; and registration.
+    pub allowed: Option<Vec<String>>,
     /// Unusable from this instant on.
     pub expires_at: UnixTime,
 }
@@ -816,6 +824,12 @@ mod tests {
         no_up[32] &= !0x01;
         let d = AuthenticatorData::parse(&no_up).unwrap();
         assert_eq!(check_authenticator_data(&d, &rp).unwrap_err().problem().code, "user_presence_required");
+        // Backed up (BS) without being backup eligible (BE): invalid.
+        let mut bs_only = bytes.clone();
+        bs_only[32] = (bs_only[32] & !0x08) | 0x10;
+        assert_eq!(AuthenticatorData::parse(&bs_only).unwrap_err().problem().code, "invalid_credential");
+        bs_only[32] |= 0x08;
+        assert!(AuthenticatorData::parse(&bs_only).unwrap().flags.backed_up());
     }
 
     #[test]

@@ -52,11 +52,13 @@ pub trait SessionStore {
     /// `refresh_hash` — if what the sign-in relied on still holds: the
     /// user's account epoch is still `basis.user_epoch`, the user is not
     /// banned, the identity of `basis.identity` (if any) is still linked
-    /// to the user, and, unless `basis.second_factor`, the user has no second
+    /// to the user, the passkey of `basis.passkey` (if any) is still the
+    /// user's, and, unless `basis.second_factor`, the user has no second
     /// factor on, all decided in the same write. `Ok(false)`, nothing
     /// written, when the epoch moved (a password change or reset, a ban, a
     /// new address or a takeover got in between), the identity was unlinked
-    /// or dropped, a second factor was turned on, or the user is banned or gone.
+    /// or dropped, the passkey was removed (by its owner or an
+    /// administrator's reset), a second factor was turned on, or the user is banned or gone.
     async fn create_session(&self, session: &Session, refresh_hash: &str, basis: &SignInBasis<'_>) -> Result<bool>;
     /// Atomically swaps the current refresh token for its successor; see [`Rotation`].
     async fn rotate_refresh(&self, req: &RotateRequest<'_>) -> Result<Rotation>;
@@ -286,7 +288,9 @@ pub trait MfaStore {
 /// decided in the same write.
 pub trait PasskeyStore {
     /// Stores a ceremony's challenge; expired challenges of the same user
-    /// (or, without a user, of nobody) may be deleted in the same write.
+    /// (or, without a user, of nobody) may be deleted in the same write. A
+    /// registration challenge replaces the user's earlier ones, in the same
+    /// write: a user has at most one open registration.
     async fn put_passkey_challenge(&self, challenge: &PasskeyChallenge) -> Result<()>;
     /// Consumes (deletes) the unexpired registration challenge `challenge`
     /// issued to `user_id`, returning it; of racing callers exactly one

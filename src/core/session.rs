@@ -195,6 +195,10 @@ pub struct SignInBasis<'a> {
     /// through: it must still be linked to the account (a takeover or an
     /// unlink may have removed it since it was read).
     pub identity: Option<(&'a str, &'a str)>,
+    /// The passkey (its id) the user signed in with: it must still be the
+    /// account's (its removal, or an administrator's reset of the factors,
+    /// may have happened since the sign-in used it).
+    pub passkey: Option<&'a str>,
     /// Whether the sign-in proved a second factor. One that did not gets its
     /// session only while the account has no second factor on (one turned
     /// on after the sign-in read the account must not be skipped).
@@ -205,7 +209,7 @@ impl SignInBasis<'_> {
     /// A sign-in decided on the account at `user_epoch` with one factor, not
     /// through a provider.
     pub fn epoch(user_epoch: u64) -> Self {
-        Self { user_epoch, identity: None, second_factor: false }
+        Self { user_epoch, identity: None, passkey: None, second_factor: false }
     }
 }
 

@@ -79,12 +79,25 @@ struct Authenticator {
     /// Flags besides UP and AT: UV 0x04, BE 0x08, BS 0x10.
     flags: u8,
     rp_id: String,
+    /// The user handle the credential was created for (as a real
+    /// authenticator keeps it for a discoverable credential).
+    user_handle: std::cell::RefCell<Option<Vec<u8>>>,
+    /// Whether a discoverable sign-in's answer carries that handle.
+    sends_user_handle: bool,
 }
 
 impl Authenticator {
     fn es256(seed: u8) -> Self {
         let key = p256::ecdsa::SigningKey::from_bytes(&[seed; 32].into()).unwrap();
-        Self { key: Key::Es256(key), credential_id: vec![seed; 16], count: 1, flags: 0x04, rp_id: "example.com".into() }
+        Self {
+            key: Key::Es256(key),
+            credential_id: vec![seed; 16],
+            count: 1,
+            flags: 0x04,
+            rp_id: "example.com".into(),
+            user_handle: Default::default(),
+            sends_user_handle: true,
+        }
     }
 
     fn ed25519(seed: u8) -> Self {
@@ -95,6 +108,8 @@ impl Authenticator {
             count: 0,
             flags: 0x04 | 0x08,
             rp_id: "example.com".into(),
+            user_handle: Default::default(),
+            sends_user_handle: true,
         }
     }
 
@@ -142,6 +157,7 @@ impl Authenticator {
 
     /// `credential.toJSON()` of `navigator.credentials.create` for `options`.
     fn create(&self, options: &Value, origin: &str) -> RegistrationCredential {
+        *self.user_handle.borrow_mut() = options["user"]["id"].as_str().map(|h| URL_SAFE_NO_PAD.decode(h).unwrap());
         let client = client_data("webauthn.create", options["challenge"].as_str().unwrap(), origin);
         let auth_data = self.auth_data(self.flags, true);
         // {"fmt": "none", "attStmt": {}, "authData": bytes}
@@ -163,8 +179,15 @@ impl Authenticator {
     }
 
     /// `credential.toJSON()` of `navigator.credentials.get` for `options`;
-    /// counts a use first.
+    /// counts a use first. `user_handle`, or for a discoverable sign-in (no
+    /// `allowCredentials`) the credential's own, unless told to send none.
     fn get(&mut self, options: &Value, origin: &str, user_handle: Option<Vec<u8>>) -> AuthenticationCredential {
+        let discoverable = options["allowCredentials"].as_array().is_none_or(Vec::is_empty);
+        let user_handle = match user_handle {
+            Some(h) => Some(h),
+            None if discoverable && self.sends_user_handle => self.user_handle.borrow().clone(),
+            None => None,
+        };
         if self.count > 0 {
             self.count += 1;
         }
@@ -380,14 +403,15 @@ fn unknown_credentials_bad_signatures_and_foreign_user_handles_are_refused() {
     register(&w, rng, T0, &s, &a);
     let o = login_options(&w, rng, T0, None);
     assert_eq!(
-        code(login_verify(&w, rng, T0, &o, Authenticator::es256(8).get(&o, ORIGIN, None))),
+        code(login_verify(&w, rng, T0, &o, Authenticator::es256(8).get(&o, ORIGIN, Some(vec![2; 32])))),
         "unknown_credential"
     );
     // Another key claiming this credential id.
     let mut forger = Authenticator::es256(8);
     forger.credential_id = a.credential_id.clone();
     let o = login_options(&w, rng, T0, None);
-    assert_eq!(code(login_verify(&w, rng, T0, &o, forger.get(&o, ORIGIN, None))), "invalid_signature");
+    let handle = a.user_handle.borrow().clone();
+    assert_eq!(code(login_verify(&w, rng, T0, &o, forger.get(&o, ORIGIN, handle))), "invalid_signature");
     let o = login_options(&w, rng, T0, None);
     assert_eq!(code(login_verify(&w, rng, T0, &o, a.get(&o, ORIGIN, Some(vec![1; 32])))), "user_handle_mismatch");
     assert_eq!(w.store.passkeys.borrow()[0].sign_count, 1);
@@ -617,6 +641,13 @@ fn without_rp_id_the_passkey_endpoints_are_off() {
     let (deps, meta) = w.at(T0);
     let r = block_on(deps.passkey_login_options(&meta, rng, LoginOptionsRequest::default()));
     assert_eq!(r.unwrap_err().problem().code, "passkeys_disabled");
+    // Listing (and renaming, removing) still answer: passkeys registered
+    // while RP_ID was set can be seen and removed.
+    let s = signup_at(&w, rng, T0, ADA, PW);
+    let (deps, meta) = w.at(T0);
+    assert!(block_on(deps.list_passkeys(&meta, Some(&s.access_token))).unwrap().is_empty());
+    let r = block_on(deps.passkey_register_options(&meta, rng, Some(&s.access_token), Default::default()));
+    assert_eq!(r.unwrap_err().problem().code, "passkeys_disabled");
 }
 
 #[test]
@@ -634,4 +665,224 @@ fn a_takeover_of_an_unverified_account_removes_the_planters_passkeys() {
     assert_eq!(w.events.last_of("passkey_removed")["passkey_id"], planted.id.as_str());
     let o = login_options(&w, rng, T0 + 2, None);
     assert_eq!(code(login_verify(&w, rng, T0 + 2, &o, a.get(&o, ORIGIN, None))), "unknown_credential");
+}
+
+/// TOTP on for the account of `s`, confirmed at `now`; returns its secret.
+fn turn_totp_on(w: &World, rng: &mut TestRandom, now: i64, s: &AuthResponse) -> TotpSecret {
+    let (deps, meta) = w.at(now);
+    let enrolment = block_on(deps.enroll_totp(&meta, rng, Some(&s.access_token))).unwrap();
+    let bytes = base32::decode(base32::Alphabet::Rfc4648 { padding: false }, &enrolment.secret).unwrap();
+    let secret = TotpSecret::from_bytes(bytes.try_into().unwrap());
+    let code = Some(secret.code_at(step_at(UnixTime(now))));
+    block_on(deps.confirm_totp(&meta, rng, Some(&s.access_token), CodeRequest { code, backup_code: None })).unwrap();
+    secret
+}
+
+/// A passkey sign-in racing that passkey's removal (which ends the other
+/// sessions) ends without a session: the session write checks the passkey
+/// is still the account's.
+#[test]
+fn a_sign_in_racing_the_passkeys_removal_gets_no_session() {
+    use portcullis::core::ports::PasskeyStore;
+    let (w, rng) = (world(), &mut TestRandom(102));
+    let owner = signup_at(&w, rng, T0, ADA, PW);
+    let mut a = Authenticator::es256(7);
+    a.flags = 0; // the factor read is where the test can interleave
+    let created = register(&w, rng, T0, &owner, &a);
+    let store = w.store.clone();
+    let (sid, uid, pid) = (owner.user.session_id.clone().unwrap(), owner.user.id.clone(), created.id.clone());
+    *w.store.after_factors_read.borrow_mut() = Some(Box::new(move || {
+        let caller = portcullis::core::session::LiveSession {
+            user_id: &uid,
+            session_id: &sid,
+            now: UnixTime(T0 + 5),
+            max_age_secs: 7_776_000,
+        };
+        assert!(matches!(block_on(store.remove_passkey(&caller, &pid, "mfa_changed")).unwrap(), Some(Some(_))));
+    }));
+    let sessions = w.store.sessions.borrow().len();
+    let o = login_options(&w, rng, T0 + 5, None);
+    assert_eq!(code(login_verify(&w, rng, T0 + 5, &o, a.get(&o, ORIGIN, None))), "account_changed");
+    assert!(w.store.passkeys.borrow().is_empty(), "the passkey is gone");
+    assert_eq!(w.store.sessions.borrow().len(), sessions, "and no session was written");
+    assert_eq!(w.events.last_of("login_failed")["reason"], "passkey_account_changed");
+}
+
+/// The `mfa_token` of a passkey sign-in without user verification is bound
+/// to that passkey: removed before the second step, the second step opens
+/// no session.
+#[test]
+fn a_passkeys_second_step_dies_with_the_passkey() {
+    use portcullis::core::flows::mfa::MfaVerifyRequest;
+    let (w, rng) = (world(), &mut TestRandom(107));
+    let s = signup_at(&w, rng, T0, ADA, PW);
+    let mut a = Authenticator::es256(7);
+    a.flags = 0; // no UV: one factor
+    let created = register(&w, rng, T0, &s, &a);
+    let secret = turn_totp_on(&w, rng, T0, &s);
+    let o = login_options(&w, rng, T0 + 40, Some(ADA));
+    let SignIn::SecondStep(step) = login_verify(&w, rng, T0 + 40, &o, a.get(&o, ORIGIN, None)).unwrap() else {
+        panic!("a one-factor passkey sign-in skipped the second step");
+    };
+    let (deps, meta) = w.at(T0 + 41);
+    block_on(deps.remove_passkey(&meta, rng, Some(&s.access_token), &created.id)).unwrap();
+    let sessions = w.store.sessions.borrow().len();
+    let (deps, meta) = w.at(T0 + 60);
+    let code_now = Some(secret.code_at(step_at(UnixTime(T0 + 60))));
+    let r = block_on(deps.verify_mfa(
+        &meta,
+        rng,
+        MfaVerifyRequest { mfa_token: step.mfa_token, code: code_now, backup_code: None },
+    ));
+    assert_eq!(r.unwrap_err().problem().code, "account_changed");
+    assert_eq!(w.store.sessions.borrow().len(), sessions, "no session");
+}
+
+/// A ban is told only after the signature and the counter: a credential id
+/// (login/options hands them out for any address) with a forged signature
+/// learns nothing of the account's ban and makes no `passkey_banned`.
+#[test]
+fn a_ban_is_told_only_to_whoever_signs_with_the_passkey() {
+    let (w, rng) = (world(), &mut TestRandom(101));
+    let s = signup_at(&w, rng, T0, ADA, PW);
+    let mut a = Authenticator::es256(7);
+    register(&w, rng, T0, &s, &a);
+    // The attacker reads Ada's credential id from login/options.
+    let o = login_options(&w, rng, T0, Some(ADA));
+    let id = URL_SAFE_NO_PAD.decode(o["allowCredentials"][0]["id"].as_str().unwrap()).unwrap();
+    let mut forger = Authenticator::es256(8);
+    forger.credential_id = id;
+    w.store.users.borrow_mut()[0].banned = true;
+    let o = login_options(&w, rng, T0, None);
+    let handle = a.user_handle.borrow().clone();
+    assert_eq!(code(login_verify(&w, rng, T0, &o, forger.get(&o, ORIGIN, handle))), "invalid_signature");
+    assert_eq!(w.events.last_of("login_failed")["reason"], "passkey_invalid_signature");
+    let o = login_options(&w, rng, T0 + 1, None);
+    assert_eq!(code(login_verify(&w, rng, T0 + 1, &o, a.get(&o, ORIGIN, None))), "account_banned");
+    assert_eq!(w.events.last_of("login_failed")["reason"], "passkey_banned");
+}
+
+/// An administrator's reset of a user's factors names the administrator
+/// (`actor_id`) on every event it emits, as every admin action does.
+#[test]
+fn an_admin_reset_names_the_admin_on_its_events() {
+    let (w, rng) = (world(), &mut TestRandom(103));
+    let s = signup_at(&w, rng, T0, ADA, PW);
+    register(&w, rng, T0, &s, &Authenticator::es256(7));
+    turn_totp_on(&w, rng, T0, &s);
+    signup_at(&w, rng, T0, "root@example.com", PW);
+    crate::support::grant(&w, "root@example.com", "admin");
+    let admin = crate::support::login_at(&w, rng, T0 + 1, "root@example.com", PW).unwrap();
+    let (deps, meta) = w.at(T0 + 2);
+    let who = block_on(deps.require_admin(&meta, Some(&admin.access_token))).unwrap();
+    let before = w.events.sent.borrow().len();
+    block_on(deps.admin_reset_mfa(&meta, rng, &who, &user(&w, ADA).id)).unwrap();
+    let sent = w.events.sent.borrow();
+    let kinds: Vec<&str> = sent[before..].iter().map(|e| e.kind).collect();
+    for kind in ["mfa_disabled", "passkey_removed", "session_revoked"] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+    for e in &sent[before..] {
+        assert_eq!(e.ctx.actor_id.as_deref(), Some(admin.user.id.as_str()), "{} names the admin", e.kind);
+    }
+}
+
+/// Backed up (BS) without backup eligible (BE) is invalid (WebAuthn
+/// §6.1.3), and BE never changes for a credential: an assertion with
+/// another BE than the registration's is refused, nothing recorded.
+#[test]
+fn backup_flags_must_be_consistent_and_be_must_not_change() {
+    let (w, rng) = (world(), &mut TestRandom(106));
+    let s = signup_at(&w, rng, T0, ADA, PW);
+    let mut a = Authenticator::es256(7);
+    a.flags = 0x04 | 0x10;
+    let options = register_options(&w, rng, T0, &s).unwrap();
+    let r = register_with(&w, rng, T0, &s, a.create(&options, ORIGIN));
+    assert_eq!(r.unwrap_err().problem().code, "invalid_credential");
+    assert!(w.store.passkeys.borrow().is_empty());
+
+    a.flags = 0x04; // not backup eligible
+    register(&w, rng, T0, &s, &a);
+    a.flags = 0x04 | 0x08; // now claims BE
+    let o = login_options(&w, rng, T0 + 1, None);
+    assert_eq!(code(login_verify(&w, rng, T0 + 1, &o, a.get(&o, ORIGIN, None))), "invalid_credential");
+    assert_eq!(w.store.passkeys.borrow()[0].last_used_at, None, "nothing recorded");
+    a.flags = 0x04;
+    let o = login_options(&w, rng, T0 + 2, None);
+    complete(login_verify(&w, rng, T0 + 2, &o, a.get(&o, ORIGIN, None)));
+}
+
+/// On the signed-in `register/verify` a refused ceremony is 400 with its
+/// code, not the sign-in's 401 `Bearer` challenge (which tells a client to
+/// refresh its token and retry); a bad token stays 401.
+#[test]
+fn registration_refusals_are_400_not_a_token_challenge() {
+    let (w, rng) = (world(), &mut TestRandom(108));
+    let s = signup_at(&w, rng, T0, ADA, PW);
+    let mut a = Authenticator::es256(7);
+    let options = register_options(&w, rng, T0, &s).unwrap();
+    let refusal = |r: Result<PasskeyCreated, Error>| {
+        let p = r.unwrap_err().problem();
+        (p.status, p.code, p.www_authenticate)
+    };
+    let wrong_origin = register_with(&w, rng, T0, &s, a.create(&options, "https://evil.example"));
+    assert_eq!(refusal(wrong_origin), (400, "origin_not_allowed", None));
+    a.rp_id = "evil.example".into();
+    assert_eq!(refusal(register_with(&w, rng, T0, &s, a.create(&options, ORIGIN))), (400, "rp_id_mismatch", None));
+    a.rp_id = "example.com".into();
+    register_with(&w, rng, T0, &s, a.create(&options, ORIGIN)).unwrap();
+    let b = Authenticator::es256(8);
+    let replayed = register_with(&w, rng, T0, &s, b.create(&options, ORIGIN));
+    assert_eq!(refusal(replayed), (400, "invalid_challenge", None));
+    let bad_token = AuthResponse { access_token: "nope".into(), ..s.clone() };
+    let options = register_options(&w, rng, T0, &s).unwrap();
+    let p = register_with(&w, rng, T0, &bad_token, b.create(&options, ORIGIN)).unwrap_err().problem();
+    assert_eq!(p.status, 401);
+}
+
+/// A user has at most one open registration: new options replace the
+/// earlier challenge, which no longer registers.
+#[test]
+fn registration_challenges_do_not_pile_up() {
+    let (w, rng) = (world(), &mut TestRandom(109));
+    let s = signup_at(&w, rng, T0, ADA, PW);
+    let a = Authenticator::es256(7);
+    let first = register_options(&w, rng, T0, &s).unwrap();
+    for _ in 0..50 {
+        register_options(&w, rng, T0, &s).unwrap();
+    }
+    let last = register_options(&w, rng, T0, &s).unwrap();
+    let open = |w: &World| w.store.passkey_challenges.borrow().iter().filter(|c| c.user_id.is_some()).count();
+    assert_eq!(open(&w), 1);
+    let stale = register_with(&w, rng, T0, &s, a.create(&first, ORIGIN));
+    assert_eq!(stale.unwrap_err().problem().code, "invalid_challenge");
+    register_with(&w, rng, T0, &s, a.create(&last, ORIGIN)).unwrap();
+    assert_eq!(open(&w), 0);
+}
+
+/// WebAuthn §7.2 steps 5–6: a credential not in the options'
+/// `allowCredentials` does not sign in (options asked for Bob answered by
+/// Ada's passkey), and a discoverable answer must carry its user handle.
+#[test]
+fn allow_credentials_and_the_user_handle_of_a_discoverable_sign_in_are_enforced() {
+    let (w, rng) = (world(), &mut TestRandom(104));
+    let s = signup_at(&w, rng, T0, ADA, PW);
+    let bob = signup_at(&w, rng, T0, BOB, PW);
+    let mut a = Authenticator::es256(7);
+    register(&w, rng, T0, &s, &a);
+    let o = login_options(&w, rng, T0, Some(BOB));
+    assert_eq!(code(login_verify(&w, rng, T0, &o, a.get(&o, ORIGIN, None))), "unknown_credential");
+    // Bob with a passkey of his own: Ada's is still not among his.
+    register(&w, rng, T0, &bob, &Authenticator::ed25519(9));
+    let o = login_options(&w, rng, T0, Some(BOB));
+    assert_eq!(o["allowCredentials"].as_array().unwrap().len(), 1);
+    assert_eq!(code(login_verify(&w, rng, T0, &o, a.get(&o, ORIGIN, None))), "unknown_credential");
+    a.sends_user_handle = false;
+    let o = login_options(&w, rng, T0, None);
+    assert_eq!(code(login_verify(&w, rng, T0, &o, a.get(&o, ORIGIN, None))), "user_handle_required");
+    assert_eq!(w.store.passkeys.borrow()[0].sign_count, 1, "nothing recorded");
+    assert_eq!(w.events.count("login"), 0);
+    // Asked for Ada, her passkey may answer without a handle.
+    let o = login_options(&w, rng, T0, Some(ADA));
+    assert_eq!(complete(login_verify(&w, rng, T0, &o, a.get(&o, ORIGIN, None))).user.email, ADA);
 }

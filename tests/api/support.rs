@@ -202,7 +202,11 @@ impl MemStore {
 impl PasskeyStore for MemStore {
     async fn put_passkey_challenge(&self, c: &PasskeyChallenge) -> Result<()> {
         self.check()?;
-        self.passkey_challenges.borrow_mut().push(c.clone());
+        let mut all = self.passkey_challenges.borrow_mut();
+        if c.user_id.is_some() {
+            all.retain(|o| !(o.ceremony == Ceremony::Create && o.user_id == c.user_id));
+        }
+        all.push(c.clone());
         Ok(())
     }
     async fn take_registration_challenge(
@@ -348,6 +352,11 @@ impl SessionStore for MemStore {
                 .iter()
                 .any(|i| i.provider == provider && i.subject == subject && i.user_id == session.user_id);
             if !linked {
+                return Ok(false);
+            }
+        }
+        if let Some(id) = basis.passkey {
+            if !self.passkeys.borrow().iter().any(|k| k.id == id && k.user_id == session.user_id) {
                 return Ok(false);
             }
         }

@@ -12,6 +12,7 @@ import assert from "node:assert/strict";
 import http from "node:http";
 import { chromium } from "playwright-core";
 import { decodeJwt } from "jose";
+import * as OTPAuth from "otpauth";
 import { startGateway, post, json, randomEmail } from "./harness.mjs";
 import { signup, login, assertProblem, authed, withEvent } from "./lib/accounts.mjs";
 
@@ -259,4 +260,49 @@ test("an ES256 passkey (DER signatures) registers and signs in too", async () =>
   const [status, body] = await signIn({ email: address });
   assert.equal(status, 200, JSON.stringify(body));
   assert.equal(body.user.email, address);
+});
+
+test("new registration options replace the earlier challenge, which is then a 400, not a token challenge", async () => {
+  const s = await signup(gw, randomEmail("reopen"));
+  const options = () => authed(`${gw.url}/auth/passkeys/register/options`, s.access_token, { method: "POST" }).then(json);
+  const first = await options();
+  const second = await options();
+  const verify = async (o) =>
+    authed(`${gw.url}/auth/passkeys/register/verify`, s.access_token, {
+      method: "POST",
+      body: { credential: await create(o) },
+    });
+  const stale = await verify(first);
+  await assertProblem(stale, 400, "invalid_challenge");
+  assert.equal(stale.headers.get("www-authenticate"), null);
+  assert.equal((await verify(second)).status, 201);
+});
+
+test("a passkey's second step dies with the passkey: removed before it, no session", async () => {
+  const address = randomEmail("pk2nd");
+  const s = await signup(gw, address);
+  const enrolment = await json(await authed(`${gw.url}/auth/mfa/totp/enroll`, s.access_token, { method: "POST" }));
+  const totp = OTPAuth.URI.parse(enrolment.otpauth_uri);
+  const confirmed = await authed(`${gw.url}/auth/mfa/totp/confirm`, s.access_token, {
+    method: "POST",
+    body: { code: totp.generate() },
+  });
+  const { backup_codes: backupCodes } = await json(confirmed);
+  assert.equal(confirmed.status, 200);
+  const regOptions = await json(await authed(`${gw.url}/auth/passkeys/register/options`, s.access_token, { method: "POST" }));
+  const created = await authed(`${gw.url}/auth/passkeys/register/verify`, s.access_token, {
+    method: "POST",
+    body: { credential: await create(regOptions) },
+  });
+  const { id } = await json(created);
+  assert.equal(created.status, 201);
+  // Without user verification the passkey is one factor: the second step.
+  const options = await json(await post(`${gw.url}/auth/passkeys/login/options`, { email: address }));
+  const credential = await get({ ...options, userVerification: "discouraged" });
+  const first = await json(await post(`${gw.url}/auth/passkeys/login/verify`, { challenge_id: options.challenge_id, credential }));
+  assert.equal(first.mfa_required, true, JSON.stringify(first));
+  const removed = await authed(`${gw.url}/auth/passkeys/${id}`, s.access_token, { method: "DELETE" });
+  assert.equal(removed.status, 204);
+  const res = await post(`${gw.url}/auth/mfa/verify`, { mfa_token: first.mfa_token, backup_code: backupCodes[0] });
+  await assertProblem(res, 409, "account_changed");
 });

@@ -16,7 +16,7 @@ use crate::core::email_address::Email;
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
 use crate::core::flows::account::parse_name;
-use crate::core::flows::mfa::MFA_CHANGE_REVOKE_REASON;
+use crate::core::flows::mfa::{factors_events, MFA_CHANGE_REVOKE_REASON};
 use crate::core::flows::{Deps, Meta};
 use crate::core::gateway::policy::is_role_name;
 use crate::core::ids::Random;
@@ -466,15 +466,18 @@ where
         &self,
         meta: &Meta,
         rng: &mut impl Random,
-        _admin: &Admin,
+        admin: &Admin,
         id: &str,
     ) -> Result<(), Error> {
         let user = self.target(id).await?;
         let Some(removed) = self.store.remove_factors(&user.id, None, meta.now, MFA_CHANGE_REVOKE_REASON).await? else {
             return Err(Error::Internal("removing factors without a caller wrote nothing".into()));
         };
+        // Every event names the administrator (`actor_id`), as every admin
+        // action's does: the user's own audit view must not read it as theirs.
         if removed.totp {
-            self.factors_changed(meta, rng, &user.id, Method::Totp, false, removed.revoked_sessions).await?;
+            let events = factors_events(&user.id, Method::Totp, false, removed.revoked_sessions);
+            self.emit_as(meta, rng, admin, events).await?;
         }
         let (passkeys, revoked) = self.store.remove_all_passkeys(&user.id, meta.now, MFA_CHANGE_REVOKE_REASON).await?;
         let mut events: Vec<Event> = passkeys
@@ -485,7 +488,7 @@ where
             events.push(events::SessionRevoked { user_id: user.id.clone(), session_id: None, revoke_all: true }.into());
         }
         if !events.is_empty() {
-            self.emit(meta, rng, events).await?;
+            self.emit_as(meta, rng, admin, events).await?;
         }
         Ok(())
     }

@@ -203,6 +203,7 @@ where
             provider: provider.to_string(),
             amr,
             identity: basis.identity.map(|(p, s)| (p.to_string(), s.to_string())),
+            passkey: basis.passkey.map(str::to_string),
             attempts: 0,
             created_at: meta.now,
             expires_at: meta.now.plus_secs(MFA_TOKEN_TTL_SECS),
@@ -230,17 +231,24 @@ where
         enabled: bool,
         revoked_sessions: u64,
     ) -> Result<(), Error> {
-        let (user_id, method) = (user_id.to_string(), method.as_str().to_string());
-        let mut events: Vec<Event> = vec![if enabled {
-            events::MfaEnabled { user_id: user_id.clone(), method }.into()
-        } else {
-            events::MfaDisabled { user_id: user_id.clone(), method }.into()
-        }];
-        if revoked_sessions > 0 {
-            events.push(events::SessionRevoked { user_id, session_id: None, revoke_all: true }.into());
-        }
-        self.emit(meta, rng, events).await
+        self.emit(meta, rng, factors_events(user_id, method, enabled, revoked_sessions)).await
     }
+}
+
+/// The events of a change of `user_id`'s second factors (see
+/// [`Deps::factors_changed`]): `mfa_enabled` or `mfa_disabled` for `method`,
+/// and `session_revoked` (`revoke_all`) when it ended other sessions.
+pub(crate) fn factors_events(user_id: &str, method: Method, enabled: bool, revoked_sessions: u64) -> Vec<Event> {
+    let (user_id, method) = (user_id.to_string(), method.as_str().to_string());
+    let mut events: Vec<Event> = vec![if enabled {
+        events::MfaEnabled { user_id: user_id.clone(), method }.into()
+    } else {
+        events::MfaDisabled { user_id: user_id.clone(), method }.into()
+    }];
+    if revoked_sessions > 0 {
+        events.push(events::SessionRevoked { user_id, session_id: None, revoke_all: true }.into());
+    }
+    events
 }
 
 impl<S, E, K> Deps<'_, S, E, K>
@@ -459,6 +467,7 @@ where
         let basis = SignInBasis {
             user_epoch: challenge.user_epoch,
             identity: challenge.identity.as_ref().map(|(p, s)| (p.as_str(), s.as_str())),
+            passkey: challenge.passkey.as_deref(),
             second_factor: true,
         };
         let amr = challenge.amr.with(Amr::OTP).with(Amr::MFA);

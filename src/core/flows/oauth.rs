@@ -681,7 +681,12 @@ where
             }
             return self.oauth_failed(meta, rng, back, Some(&user.email), banned(), "banned").await;
         }
-        let basis = SignInBasis { user_epoch: user.auth_epoch, identity: Some((&p.id, subject)), second_factor: false };
+        let basis = SignInBasis {
+            user_epoch: user.auth_epoch,
+            identity: Some((&p.id, subject)),
+            passkey: None,
+            second_factor: false,
+        };
         let signed_in = match self.start_session_via(meta, rng, &user, &p.id, basis, Amr::FED).await {
             Ok(a) => a,
             Err(e) => {

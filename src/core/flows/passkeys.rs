@@ -12,12 +12,17 @@
 //!   presence, key algorithm): malformed or refused input writes nothing.
 //!   Then it consumes the challenge — one conditional delete, so a replayed
 //!   or concurrent second use fails (401 `invalid_challenge`) — and only
-//!   then looks at the credential.
+//!   then looks at the credential: a sign-in's must be one its options'
+//!   `allowCredentials` listed (the challenge keeps them), and a
+//!   discoverable sign-in's must carry its user handle (WebAuthn §7.2
+//!   steps 5–6).
 //! - A sign-in's signature is checked through the runtime's native crypto
 //!   ([`PasskeyVerifier`]); its counter is recorded by one conditional write
 //!   that refuses a counter not above the stored one (401
 //!   `sign_count_regressed`: a cloned authenticator, or a replay), and
-//!   nothing is recorded then.
+//!   nothing is recorded then. Only after both is a ban told (403
+//!   `account_banned`): whoever cannot sign with the passkey learns nothing
+//!   of the account and makes no `login_failed` `passkey_banned`.
 //! - With user verification (UV) a passkey proves two factors: the session
 //!   opens at once with `amr` `hwk`/`swk`, `user`, `mfa`. Without it, one:
 //!   an account with a second factor on gets the `mfa_required` second step,
@@ -39,7 +44,7 @@ use crate::core::error::Error;
 use crate::core::events::{self, Event};
 use crate::core::flows::account::{banned, login_event, signin_refusal};
 use crate::core::flows::mfa::MFA_CHANGE_REVOKE_REASON;
-use crate::core::flows::{Deps, Meta, SignIn};
+use crate::core::flows::{Deps, Meta, Principal, SignIn};
 use crate::core::ids::{self, Random};
 use crate::core::mfa::RECENT_SIGN_IN_SECS;
 use crate::core::passkey::{
@@ -274,6 +279,8 @@ where
     /// `navigator.credentials.create`, for a caller signed in within
     /// [`RECENT_SIGN_IN_SECS`] (403 `reauthentication_required` otherwise:
     /// a stolen access token must not be able to plant a lasting way in).
+    /// The new challenge replaces the caller's earlier registration
+    /// challenges: one open registration per account.
     pub async fn passkey_register_options(
         &self,
         meta: &Meta,
@@ -303,6 +310,7 @@ where
                 challenge: challenge.clone(),
                 user_id: Some(user.id.clone()),
                 name,
+                allowed: None,
                 expires_at: meta.now.plus_secs(CHALLENGE_TTL_SECS),
             })
             .await?;
@@ -342,8 +350,24 @@ where
         let name = req.name.as_deref().map(parse_name).transpose()?;
         let p = self.authenticate(meta, bearer).await?;
         let user = self.live_user(&p).await?;
+        self.register_passkey(meta, rng, verifier, &p, &user, rp, name, &req.credential).await.map_err(as_bad_ceremony)
+    }
+
+    /// [`Deps::passkey_register_verify`] for the signed-in caller `p`
+    /// (`user`): the checks, the challenge, the write.
+    #[allow(clippy::too_many_arguments)] // the request's parts, checked by the caller
+    async fn register_passkey(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        verifier: &impl PasskeyVerifier,
+        p: &Principal,
+        user: &User,
+        rp: &RelyingParty,
+        name: Option<String>,
+        c: &RegistrationCredential,
+    ) -> Result<PasskeyCreated, Error> {
         // Everything that needs no store first: bad input writes nothing.
-        let c = &req.credential;
         let raw = credential_id(&c.id, &c.raw_id, &c.kind)?;
         let client_bytes = decode_b64url(&c.response.client_data_json, MAX_CLIENT_DATA_BYTES, "clientDataJSON")?;
         let client = ClientData::check(&client_bytes, Ceremony::Create, rp)?;
@@ -379,7 +403,7 @@ where
             created_at: meta.now,
             last_used_at: None,
         };
-        let caller = self.live_session(meta, &p);
+        let caller = self.live_session(meta, p);
         match self.store.add_passkey(&caller, &passkey, MAX_PASSKEYS_PER_USER).await? {
             None => return Err(self.refused_write(&caller).await),
             Some(PasskeyAdded::Duplicate) => {
@@ -475,8 +499,8 @@ where
         let rp = self.relying_party()?;
         let email = req.email.as_deref().map(Email::parse).transpose()?;
         self.throttle_ip(meta, rng, Endpoint::Login).await?;
-        let allow = match &email {
-            None => Vec::new(),
+        let (allow, allowed) = match &email {
+            None => (Vec::new(), None),
             Some(email) => {
                 // The same two reads whether the address has an account or
                 // not (an id no account has for none): the time taken does
@@ -484,9 +508,11 @@ where
                 let user = self.store.user_by_email(email.as_str()).await?;
                 let keys = self.store.passkeys(user.as_ref().map_or("", |u| u.id.as_str())).await?;
                 if keys.is_empty() {
-                    vec![descriptor(&stand_in_credential_id(&self.config.kek, email.as_str()), &[])]
+                    let stand_in = stand_in_credential_id(&self.config.kek, email.as_str());
+                    (vec![descriptor(&stand_in, &[])], Some(vec![stand_in]))
                 } else {
-                    keys.iter().map(Passkey::descriptor).collect()
+                    let ids = keys.iter().map(|k| k.credential_id.clone()).collect();
+                    (keys.iter().map(Passkey::descriptor).collect(), Some(ids))
                 }
             }
         };
@@ -499,6 +525,7 @@ where
                 challenge: challenge.clone(),
                 user_id: None,
                 name: None,
+                allowed,
                 expires_at: meta.now.plus_secs(CHALLENGE_TTL_SECS),
             })
             .await?;
@@ -514,7 +541,7 @@ where
 
     /// `POST /auth/passkeys/login/verify`: signs in with a passkey (see the
     /// module documentation for the order of checks). 401 with
-    /// `invalid_challenge`, `unknown_credential`, `user_handle_mismatch`,
+    /// `invalid_challenge`, `unknown_credential`, `user_handle_required`, `user_handle_mismatch`,
     /// `invalid_signature` or `sign_count_regressed`; 403 `account_banned`.
     pub async fn passkey_login_verify(
         &self,
@@ -536,6 +563,16 @@ where
         if !a.client.has_challenge(&challenge.challenge) {
             return Err(invalid_challenge());
         }
+        // WebAuthn §7.2 steps 5–6: a credential the options allowed, and
+        // for a discoverable sign-in (no list) the user handle it names.
+        match &challenge.allowed {
+            // As an unknown one: the options were for another account.
+            Some(allowed) if !allowed.contains(&a.credential_id) => return Err(unknown_credential()),
+            None if a.user_handle.is_none() => {
+                return Err(refused("user_handle_required", "a discoverable passkey sign-in needs the userHandle"));
+            }
+            _ => {}
+        }
         let Some(passkey) = self.store.passkey_by_credential(&a.credential_id).await? else {
             return Err(unknown_credential());
         };
@@ -547,10 +584,6 @@ where
         let Some(user) = self.store.user_by_id(&passkey.user_id).await? else {
             return Err(unknown_credential());
         };
-        if user.banned {
-            self.passkey_failed(meta, rng, &user, "banned").await?;
-            return Err(banned());
-        }
         let key = decode_b64url(&passkey.public_key, passkey::MAX_ATTESTATION_OBJECT_BYTES, "stored key")
             .and_then(|k| PublicKey::from_cose(&k))
             .map_err(|_| Error::Internal(format!("passkey {}: the stored public key does not parse", passkey.id)))?;
@@ -562,6 +595,12 @@ where
         }
         let new_count = a.auth_data.sign_count;
         let flags = a.auth_data.flags;
+        if flags.backup_eligible() != passkey.backup_eligible {
+            // BE is fixed for a credential's life (WebAuthn §6.1.3): another
+            // value is not the authenticator that registered it.
+            self.passkey_failed(meta, rng, &user, "invalid_credential").await?;
+            return Err(malformed("the BE flag differs from the one the passkey registered with"));
+        }
         if !counter_ok(passkey.sign_count, new_count)
             || !self.store.use_passkey(&passkey.id, new_count, flags.backed_up(), meta.now).await?
         {
@@ -571,13 +610,26 @@ where
                 "the authenticator's signature counter did not grow: it may be a clone; nothing was recorded",
             ));
         }
+        // A ban is told only to whoever proved the passkey (as a password
+        // login tells it only after the right password).
+        if user.banned {
+            self.passkey_failed(meta, rng, &user, "banned").await?;
+            return Err(banned());
+        }
         let key_amr = key_amr(passkey.backup_eligible);
+        // The session (or the second step's) is bound to this passkey: its
+        // removal racing this sign-in leaves the sign-in without a session.
+        let basis = SignInBasis {
+            user_epoch: user.auth_epoch,
+            identity: None,
+            passkey: Some(&passkey.id),
+            second_factor: false,
+        };
         let started = if flags.user_verified() {
-            let basis = SignInBasis { user_epoch: user.auth_epoch, identity: None, second_factor: true };
+            let basis = SignInBasis { second_factor: true, ..basis };
             let amr = key_amr.with(Amr::USER).with(Amr::MFA);
             self.open_session(meta, rng, &user, PROVIDER_PASSKEY, basis, amr).await.map(SignIn::Complete)
         } else {
-            let basis = SignInBasis::epoch(user.auth_epoch);
             self.start_session_via(meta, rng, &user, PROVIDER_PASSKEY, basis, key_amr).await
         };
         let signed_in = match started {
@@ -604,6 +656,17 @@ where
             user_agent: meta.user_agent.clone(),
         };
         self.emit(meta, rng, vec![event.into()]).await
+    }
+}
+
+/// A refused registration ceremony (challenge, origin, RP ID, user
+/// presence) on the signed-in `register/verify`: 400 with the same code,
+/// not the sign-in's 401, whose `WWW-Authenticate` tells a client to
+/// refresh its (valid) token and retry.
+fn as_bad_ceremony(e: Error) -> Error {
+    match e {
+        Error::PasskeyRefused { code, detail } => Error::BadRequest { code, detail },
+        other => other,
     }
 }
 

@@ -199,6 +199,9 @@ pub struct Challenge {
     /// The provider identity `(provider, subject)` an OAuth first step came
     /// through: it must still be linked when the session is opened.
     pub identity: Option<(String, String)>,
+    /// The passkey (its id) a passkey first step without user verification
+    /// used: it must still be the account's when the session is opened.
+    pub passkey: Option<String>,
     /// Codes tried so far.
     pub attempts: u32,
     /// Issued at.

@@ -20,7 +20,7 @@ pub(super) fn mfa_on(uid: u8) -> String {
 }
 
 const CHALLENGE_COLUMNS: &str = "hash, user_id, user_epoch, provider, amr, identity_provider, identity_subject, \
-     attempts, created_at, expires_at";
+     passkey_id, attempts, created_at, expires_at";
 
 #[derive(Deserialize)]
 struct TotpRow {
@@ -43,6 +43,7 @@ struct ChallengeRow {
     amr: String,
     identity_provider: Option<String>,
     identity_subject: Option<String>,
+    passkey_id: Option<String>,
     attempts: i64,
     created_at: i64,
     expires_at: i64,
@@ -57,6 +58,7 @@ impl From<ChallengeRow> for Challenge {
             provider: r.provider,
             amr: Amr::from_stored(&r.amr),
             identity: r.identity_provider.zip(r.identity_subject),
+            passkey: r.passkey_id,
             attempts: u32::try_from(r.attempts).unwrap_or(u32::MAX),
             created_at: UnixTime(r.created_at),
             expires_at: UnixTime(r.expires_at),
@@ -274,7 +276,7 @@ impl MfaStore for D1Store {
         )?;
         let insert = self.stmt(
             &format!(
-                "INSERT INTO mfa_challenges ({CHALLENGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                "INSERT INTO mfa_challenges ({CHALLENGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
             ),
             &[
                 text(&c.hash),
@@ -284,6 +286,7 @@ impl MfaStore for D1Store {
                 text(&c.amr.to_stored()),
                 opt_text(provider),
                 opt_text(subject),
+                opt_text(c.passkey.as_deref()),
                 int(i64::from(c.attempts)),
                 time(c.created_at),
                 time(c.expires_at),

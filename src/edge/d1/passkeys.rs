@@ -13,7 +13,7 @@ use crate::edge::error::{Dependency::D1, EdgeResult};
 
 const PASSKEY_COLUMNS: &str = "id, user_id, credential_id, public_key, alg, sign_count, backup_eligible, backed_up, \
      transports, aaguid, name, created_at, last_used_at";
-const CHALLENGE_COLUMNS: &str = "id, ceremony, challenge, user_id, name, expires_at";
+const CHALLENGE_COLUMNS: &str = "id, ceremony, challenge, user_id, name, allowed_credentials, expires_at";
 
 #[derive(Deserialize)]
 struct PasskeyRow {
@@ -59,6 +59,7 @@ struct ChallengeRow {
     challenge: String,
     user_id: Option<String>,
     name: Option<String>,
+    allowed_credentials: Option<String>,
     expires_at: i64,
 }
 
@@ -70,6 +71,8 @@ impl From<ChallengeRow> for PasskeyChallenge {
             challenge: r.challenge,
             user_id: r.user_id,
             name: r.name,
+            // Space-separated (base64url has no space); NULL: discoverable.
+            allowed: r.allowed_credentials.map(|ids| ids.split(' ').map(str::to_string).collect()),
             expires_at: UnixTime(r.expires_at),
         }
     }
@@ -115,22 +118,25 @@ impl D1Store {
 impl PasskeyStore for D1Store {
     async fn put_passkey_challenge(&self, c: &PasskeyChallenge) -> Result<()> {
         let now = time(c.expires_at.minus_secs(crate::core::passkey::CHALLENGE_TTL_SECS));
-        let expired = self.stmt(
-            "DELETE FROM passkey_challenges WHERE user_id IS ?1 AND expires_at <= ?2",
+        // A user's earlier registration challenges go too: one open
+        // registration per user (sign-in challenges have no user).
+        let superseded = self.stmt(
+            "DELETE FROM passkey_challenges WHERE user_id IS ?1 AND (expires_at <= ?2 OR ceremony = 'register')",
             &[opt_text(c.user_id.as_deref()), now],
         )?;
         let insert = self.stmt(
-            &format!("INSERT INTO passkey_challenges ({CHALLENGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+            &format!("INSERT INTO passkey_challenges ({CHALLENGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
             &[
                 text(&c.id),
                 text(c.ceremony.as_str()),
                 text(&c.challenge),
                 opt_text(c.user_id.as_deref()),
                 opt_text(c.name.as_deref()),
+                opt_text(c.allowed.as_ref().map(|ids| ids.join(" ")).as_deref()),
                 time(c.expires_at),
             ],
         )?;
-        self.batch(vec![expired, insert]).await?;
+        self.batch(vec![superseded, insert]).await?;
         Ok(())
     }
 

@@ -73,8 +73,8 @@ fn claims_column(claims: &ExtraClaims) -> JsValue {
 impl SessionStore for D1Store {
     async fn create_session(&self, s: &Session, refresh_hash: &str, basis: &SignInBasis<'_>) -> Result<bool> {
         // Only while the account is as the sign-in relied on (its epoch, the
-        // identity it came through, no second factor turned on for a
-        // one-factor sign-in); the token row only if the session went in.
+        // identity or passkey it came through, no second factor turned on
+        // for a one-factor sign-in); the token row only if the session went in.
         let (provider, subject) = basis.identity.unzip();
         let insert_session = self.stmt(
             &format!(
@@ -82,6 +82,7 @@ impl SessionStore for D1Store {
                  SELECT ?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8, ?12 \
                  WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2 AND auth_epoch = ?9 AND banned = 0) \
                  AND (?10 IS NULL OR EXISTS (SELECT 1 FROM oauth_accounts WHERE provider = ?10 AND subject = ?11 AND user_id = ?2)) \
+                 AND (?14 IS NULL OR EXISTS (SELECT 1 FROM passkeys WHERE id = ?14 AND user_id = ?2)) \
                  AND (?13 = 1 OR NOT {})",
                 mfa_on(2)
             ),
@@ -99,6 +100,7 @@ impl SessionStore for D1Store {
                 opt_text(subject),
                 text(&s.amr.to_stored()),
                 int(i64::from(basis.second_factor)),
+                opt_text(basis.passkey),
             ],
         )?;
         let insert_token = self.stmt(
