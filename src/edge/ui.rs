@@ -119,7 +119,7 @@ impl<'a, 'e> Ui<'a, 'e> {
             }
             Route::UiLoginPage | Route::UiSignupPage | Route::UiMagicLinkPage | Route::UiOtpPage => {
                 // Token mode: the app binds the code to its browser (said before anyone types).
-                match forms::code_challenge(self.query(CHALLENGE_FIELD).as_deref(), self.cfg.cookie_mode) {
+                match forms::code_challenge(self.query(CHALLENGE_FIELD).as_deref(), self.cfg.tokens_in_body()) {
                     Err(e) => Err(e),
                     Ok(_) => self.sign_in_page(route, &csrf).await,
                 }
@@ -479,7 +479,7 @@ impl<'a, 'e> Ui<'a, 'e> {
             &self.account_url(),
             self.cfg.cookie_mode,
         )?;
-        let challenge = forms::code_challenge(form.get(CHALLENGE_FIELD), self.cfg.cookie_mode)?;
+        let challenge = forms::code_challenge(form.get(CHALLENGE_FIELD), self.cfg.tokens_in_body())?;
         Ok((asked, Return { target, challenge }))
     }
 
@@ -714,6 +714,31 @@ impl<'a, 'e> Ui<'a, 'e> {
             return self.account_page(csrf, None).await;
         }
         let Some((access, cookies)) = self.signed_in().await? else { return Ok(self.to_login()) };
+        match self.account_action(csrf, form, &access, cookies.clone()).await {
+            Ok(answer) => Ok(answer),
+            // A renewal above rotated the refresh token: the browser must get
+            // the new cookies even when the action fails, or its next request
+            // presents the rotated token (reuse: the session would end).
+            Err(e) if !cookies.is_empty() => {
+                let (status, n, mut extra) = self.failure(&e);
+                extra.extend(cookies);
+                let links = [("account", "Your account")];
+                Ok(self.page_with(csrf, status, None, |ctx| pages::message(ctx, "Account", Some(&n), &links), extra))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// An account page action (`intent`) by the caller of `access`, with
+    /// the renewed session's `cookies` (if it was renewed) to set.
+    async fn account_action(
+        &self,
+        csrf: &Csrf,
+        form: &Form,
+        access: &str,
+        cookies: Vec<(&'static str, String)>,
+    ) -> Result<Answer, Error> {
+        let access = access.to_string();
         let rng = &mut OsRandom;
         let intent = form.get("intent").unwrap_or_default();
         if let Some(done) = self.two_step_action(intent, form, &access).await {

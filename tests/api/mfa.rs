@@ -317,11 +317,10 @@ fn an_oauth_sign_in_exchanges_its_code_for_the_second_step_not_for_tokens() {
     let out = sign_in(&w, rng, &idp, T0 + 30, who);
     assert!(matches!(out, CallbackOutcome::SecondStep { .. }), "{out:?}");
     let (deps, meta) = w.at(T0 + 32);
-    let step =
-        second_step(block_on(deps.oauth_exchange(
-            &meta,
-            ExchangeRequest { code: location_param(&out, "code").unwrap(), code_verifier: None },
-        )));
+    let step = second_step(block_on(deps.oauth_exchange(
+        &meta,
+        ExchangeRequest { code: location_param(&out, "code").unwrap(), code_verifier: Some(APP_VERIFIER.into()) },
+    )));
     assert_eq!((sessions(&w), w.events.count("login")), before, "nothing issued before the second step");
     let done = verify(&w, rng, T0 + 33, &step.mfa_token, Some(&totp(&secret, T0 + 33)), None).unwrap();
     assert_eq!(claims(&done.access_token)["amr"], json!(["otp", "fed", "mfa"]));
@@ -674,4 +673,40 @@ fn an_administrator_sees_and_resets_a_users_factors() {
     block_on(deps.admin_reset_mfa(&meta, rng, &a, &on.session.user.id)).unwrap();
     assert_eq!(w.events.count("mfa_disabled"), disabled);
     assert_eq!(code(block_on(deps.admin_reset_mfa(&meta, rng, &a, "no-such-user"))), "not_found");
+}
+
+/// An OAuth sign-in that stops at the second step gives a code bound to the
+/// app's challenge, like a complete one: a victim's app exchanging an
+/// attacker's planted code with its own verifier gets nothing.
+#[test]
+fn a_second_step_code_is_bound_to_the_apps_challenge() {
+    let w = oauth_world(false);
+    let idp = FakeIdp::default();
+    let rng = &mut TestRandom(66);
+    let who = json!({"sub": "s-ada", "email": ADA, "email_verified": true});
+    let out = sign_in(&w, rng, &idp, T0, who.clone());
+    let (deps, meta) = w.at(T0 + 2);
+    let first = block_on(deps.oauth_exchange(
+        &meta,
+        ExchangeRequest { code: location_param(&out, "code").unwrap(), code_verifier: Some(APP_VERIFIER.into()) },
+    ))
+    .done()
+    .unwrap();
+    turn_on(&w, rng, T0 + 3, &first.access_token);
+    let out = sign_in(&w, rng, &idp, T0 + 30, who.clone());
+    let (deps, meta) = w.at(T0 + 32);
+    let wrong = "victim-verifier-0123456789-0123456789-abcdefgh";
+    let refused = block_on(deps.oauth_exchange(
+        &meta,
+        ExchangeRequest { code: location_param(&out, "code").unwrap(), code_verifier: Some(wrong.into()) },
+    ));
+    assert_eq!(code(refused.map(|_| ())), "invalid_exchange_code");
+    // With the app's own verifier, the second step is handed over.
+    let out = sign_in(&w, rng, &idp, T0 + 40, who);
+    let (deps, meta) = w.at(T0 + 42);
+    let step = second_step(block_on(deps.oauth_exchange(
+        &meta,
+        ExchangeRequest { code: location_param(&out, "code").unwrap(), code_verifier: Some(APP_VERIFIER.into()) },
+    )));
+    assert!(!step.mfa_token.is_empty());
 }

@@ -912,3 +912,24 @@ fn in_token_mode_authorize_needs_the_apps_challenge_and_in_cookie_mode_it_does_n
     assert!(started.authorize_url.starts_with("https://idp.test/authorize?"));
     assert_eq!(cookie.store.oauth.borrow().states()[0].code_challenge, None);
 }
+
+/// Cookie mode with COOKIE_MODE_BODY_TOKENS issues codes, so it needs the
+/// app's challenge like token mode: an attacker cannot start a sign-in
+/// without one and plant its code in a victim's app.
+#[test]
+fn with_body_tokens_in_cookie_mode_a_code_needs_the_apps_challenge() {
+    let providers = json!([{"id": "idp", "issuer": IDP, "client_id": CLIENT}]).to_string();
+    let w = World::new(&[
+        ("OAUTH_PROVIDERS", providers.as_str()),
+        ("OAUTH_IDP_CLIENT_SECRET", "shh"),
+        ("REDIRECT_ALLOWLIST", "https://app.test"),
+        ("COOKIE_MODE", "true"),
+        ("COOKIE_MODE_BODY_TOKENS", "true"),
+    ]);
+    let idp = FakeIdp::default();
+    let rng = &mut TestRandom(77);
+    let (deps, meta) = w.at(1_000);
+    let req = AuthorizeRequest { redirect_to: Some(APP.into()) };
+    let refused = block_on(deps.oauth_authorize(&meta, rng, &idp, "idp", req, None)).map(|_| ());
+    assert_eq!(code(refused), "invalid_code_challenge");
+}

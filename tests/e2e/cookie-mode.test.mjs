@@ -42,8 +42,14 @@ async function printedEmail(gw, type, email) {
 }
 
 /** An OAuth sign-in with the fake GitHub, up to the callback's answer (302). */
+/** The app's PKCE verifier: with COOKIE_MODE_BODY_TOKENS a code is issued, bound to its challenge. */
+const APP_VERIFIER = crypto.randomBytes(32).toString("base64url");
+const APP_CHALLENGE = crypto.createHash("sha256").update(APP_VERIFIER).digest("base64url");
+
 async function oauthCallback(gw, gh) {
-  const start = await fetch(`${gw.url}/auth/oauth/github/authorize?redirect_to=${encodeURIComponent(APP)}`, { redirect: "manual" });
+  const start = await fetch(`${gw.url}/auth/oauth/github/authorize?redirect_to=${encodeURIComponent(APP)}&code_challenge=${APP_CHALLENGE}`, {
+    redirect: "manual",
+  });
   assert.equal(start.status, 302, await start.text());
   const approved = gh.approve(start.headers.get("location"), {
     id: crypto.randomInt(1e6, 1e9),
@@ -101,7 +107,7 @@ async function signInEverywhere(gw, gh, { exchange = false } = {}) {
     const cb = await oauthCallback(gw, gh);
     const exchangeCode = new URL(cb.headers.get("location")).searchParams.get("code");
     assert.ok(exchangeCode, cb.headers.get("location"));
-    await record("oauth/exchange", await post(`${gw.url}/auth/oauth/exchange`, { code: exchangeCode }));
+    await record("oauth/exchange", await post(`${gw.url}/auth/oauth/exchange`, { code: exchangeCode, code_verifier: APP_VERIFIER }));
   }
   return out;
 }

@@ -135,10 +135,13 @@ async function assertSecondStep(res) {
   return body;
 }
 
+/** The app's PKCE verifier for its OAuth sign-ins. */
+const APP_VERIFIER = crypto.randomBytes(32).toString("base64url");
+
 /** A GitHub sign-in as `email` on `g`; returns the callback's answer. */
 async function githubSignIn(g, email, id) {
-  // The app's challenge (token mode requires one); the codes here are second steps, which are not bound.
-  const challenge = crypto.createHash("sha256").update(crypto.randomBytes(32).toString("base64url")).digest("base64url");
+  // The app's challenge (token mode requires one); its second-step codes are bound to it too.
+  const challenge = crypto.createHash("sha256").update(APP_VERIFIER).digest("base64url");
   const res = await fetch(`${g.url}/auth/oauth/github/authorize?redirect_to=${encodeURIComponent(APP)}&code_challenge=${challenge}`, { redirect: "manual" });
   assert.equal(res.status, 302);
   const binding = res.headers.getSetCookie().find((c) => c.startsWith(`${BINDING}=`)).split(";")[0];
@@ -279,7 +282,7 @@ describe("the second step", () => {
     const cb = await githubSignIn(gw, email, githubId);
     assert.equal(cb.status, 302);
     const location = new URL(cb.headers.get("location"));
-    const exchanged = await assertSecondStep(await post(`${gw.url}/auth/oauth/exchange`, { code: location.searchParams.get("code") }));
+    const exchanged = await assertSecondStep(await post(`${gw.url}/auth/oauth/exchange`, { code: location.searchParams.get("code"), code_verifier: APP_VERIFIER }));
     const viaGithub = await withEvent(
       gw,
       (e) => e.type === "login" && e.data.provider === "github" && e.data.email === email,

@@ -204,21 +204,35 @@ pub enum SignIn {
 }
 
 impl SignIn {
-    /// Every member as JSON, tokens included: what the OAuth exchange seals.
-    /// A complete sign-in keeps the `code_challenge` its code is bound to;
-    /// a second step needs none (it grants nothing without the factor).
+    /// Every member as JSON, tokens included: what the OAuth exchange seals,
+    /// with the `code_challenge` its code is bound to — a second step's too:
+    /// it grants nothing without the factor, but an app must not be handed
+    /// another browser's sign-in either.
     pub fn to_sealed_json(&self, challenge: Option<&CodeChallenge>) -> Result<String, Error> {
         match self {
             Self::Complete(auth) => auth.to_sealed_json(challenge),
-            Self::SecondStep(step) => Ok(step.body().to_string()),
+            Self::SecondStep(step) => {
+                let mut body = step.body();
+                if let Some(c) = challenge {
+                    body["code_challenge"] = serde_json::Value::String(c.as_str().to_string());
+                }
+                Ok(body.to_string())
+            }
         }
     }
 
-    /// Reads [`SignIn::to_sealed_json`] back, with the challenge a complete
-    /// sign-in's code is bound to; `None` for anything else.
+    /// Reads [`SignIn::to_sealed_json`] back, with the challenge its code is
+    /// bound to; `None` for anything else (a malformed challenge included).
     pub fn from_sealed_json(json: &str) -> Option<(Self, Option<CodeChallenge>)> {
         match mfa::SecondStep::from_body(json) {
-            Some(step) => Some((Self::SecondStep(step), None)),
+            Some(step) => {
+                let v: serde_json::Value = serde_json::from_str(json).ok()?;
+                let challenge = match v.get("code_challenge") {
+                    None => None,
+                    Some(c) => Some(CodeChallenge::parse(c.as_str()?)?),
+                };
+                Some((Self::SecondStep(step), challenge))
+            }
             None => AuthResponse::from_sealed_json(json).map(|(auth, c)| (Self::Complete(auth), c)),
         }
     }

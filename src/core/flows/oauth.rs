@@ -300,7 +300,7 @@ where
         // Decided before the provider is asked: a sign-in whose code could
         // be planted elsewhere is never started. A link issues no code.
         let (code_challenge, link) = match start {
-            Start::SignIn(asked) => (CodeChallenge::from_app(asked, self.config.cookie_mode)?, None),
+            Start::SignIn(asked) => (CodeChallenge::from_app(asked, self.config.tokens_in_body())?, None),
             Start::Link(user, caller) => (None, Some((user, caller))),
         };
         let endpoints = provider::endpoints(net, p, meta.now).await.map_err(|f| failure_error(net, &p.id, &f))?;
@@ -717,9 +717,8 @@ where
                     );
                     return Ok(CallbackOutcome::SecondStep { location });
                 }
-                // Unbound, as every second step's (`SignIn::to_sealed_json`):
-                // it grants nothing without the account's second factor.
-                let sealed = SignIn::SecondStep(step).to_sealed_json(None)?;
+                // Bound to the app's challenge like a complete sign-in's.
+                let sealed = SignIn::SecondStep(step).to_sealed_json(st.code_challenge.as_ref())?;
                 let location = self.put_exchange_code(meta, rng, &st.redirect_to, &sealed).await?;
                 return Ok(CallbackOutcome::SecondStep { location });
             }
@@ -824,7 +823,14 @@ where
         let plain = oauth::open(&code, &sealed).ok_or_else(refused)?;
         let (signed_in, challenge) = SignIn::from_sealed_json(&plain).ok_or_else(refused)?;
         match (challenge, req.code_verifier.as_deref()) {
-            (None, _) => Ok(signed_in),
+            (None, None) => Ok(signed_in),
+            // An app that sent a verifier expects a code bound to it: an
+            // unbound one is not its own (spent all the same).
+            (None, Some(_)) => Err(oauth_error(
+                400,
+                "invalid_exchange_code",
+                "this code was not started with a code_challenge, yet a code_verifier was sent",
+            )),
             (Some(c), Some(v)) if c.is_met_by(v) => Ok(signed_in),
             (Some(_), _) => Err(oauth_error(
                 400,

@@ -57,18 +57,19 @@ impl CodeChallenge {
 
     /// The challenge an app starts a browser sign-in with (a hosted page's,
     /// or `/auth/oauth/{id}/authorize`'s `code_challenge`), as the browser
-    /// brought it (`asked`). Token mode (no cookies carry the session)
-    /// requires one: an unbound code could be planted in a victim's app
-    /// (login CSRF). In cookie mode it is optional (a code is issued only
-    /// with `COOKIE_MODE_BODY_TOKENS`). Missing where required, or
-    /// malformed: 400 `invalid_code_challenge`.
-    pub fn from_app(asked: Option<&str>, cookie_mode: bool) -> Result<Option<Self>, Error> {
+    /// brought it (`asked`). Required whenever the sign-in ends in a
+    /// one-time code (`codes_issued`: token mode, or cookie mode with
+    /// `COOKIE_MODE_BODY_TOKENS`): an unbound code could be planted in a
+    /// victim's app (login CSRF). Optional only in plain cookie mode, where
+    /// no code is issued. Missing where required, or malformed: 400
+    /// `invalid_code_challenge`.
+    pub fn from_app(asked: Option<&str>, codes_issued: bool) -> Result<Option<Self>, Error> {
         let refused = |detail: &str| Error::BadRequest { code: "invalid_code_challenge", detail: detail.into() };
         match asked.filter(|a| !a.is_empty()) {
             Some(a) => Self::parse(a).map(Some).ok_or_else(|| {
                 refused("code_challenge must be the base64url SHA-256 (S256) of the app's code_verifier")
             }),
-            None if cookie_mode => Ok(None),
+            None if !codes_issued => Ok(None),
             None => Err(refused(
                 "the app must start a sign-in with a code_challenge (S256) and send its code_verifier to \
                  /auth/oauth/exchange",

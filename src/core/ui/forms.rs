@@ -146,13 +146,13 @@ pub fn return_target(
 
 /// The app's `code_challenge` a sign-in through the pages binds its
 /// one-time exchange code to ([`CodeChallenge`]), as the browser brought
-/// it (`asked`). Token mode (no cookies carry the session) requires one:
-/// an unbound code could be planted in a victim's app (login CSRF). In
-/// cookie mode it is optional (a code is issued only with body tokens).
+/// it (`asked`). Required whenever a code is issued (`codes_issued`: token
+/// mode, or cookie mode with body tokens): an unbound code could be planted
+/// in a victim's app (login CSRF). Optional only in plain cookie mode.
 /// Missing where required or malformed: 400 `invalid_code_challenge`.
 /// The rule is [`CodeChallenge::from_app`], the one `/auth/oauth/{id}/authorize` follows.
-pub fn code_challenge(asked: Option<&str>, cookie_mode: bool) -> Result<Option<CodeChallenge>, Error> {
-    CodeChallenge::from_app(asked, cookie_mode)
+pub fn code_challenge(asked: Option<&str>, codes_issued: bool) -> Result<Option<CodeChallenge>, Error> {
+    CodeChallenge::from_app(asked, codes_issued)
 }
 
 /// Token mode without `REDIRECT_ALLOWLIST`: the pages have no app to hand
@@ -217,11 +217,12 @@ mod tests {
     #[test]
     fn token_mode_sign_ins_need_a_well_formed_code_challenge() {
         let c = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
-        assert_eq!(code_challenge(Some(c), false).unwrap().unwrap().as_str(), c);
         assert_eq!(code_challenge(Some(c), true).unwrap().unwrap().as_str(), c);
-        assert_eq!(code_challenge(None, true).unwrap(), None);
-        for (asked, cookie_mode) in [(None, false), (Some(""), false), (Some("short"), true), (Some(&c[1..]), false)] {
-            let p = code_challenge(asked, cookie_mode).unwrap_err().problem();
+        assert_eq!(code_challenge(Some(c), false).unwrap().unwrap().as_str(), c);
+        // Optional only where no code is issued (plain cookie mode).
+        assert_eq!(code_challenge(None, false).unwrap(), None);
+        for (asked, codes_issued) in [(None, true), (Some(""), true), (Some("short"), false), (Some(&c[1..]), true)] {
+            let p = code_challenge(asked, codes_issued).unwrap_err().problem();
             assert_eq!((p.status, p.code), (400, "invalid_code_challenge"), "{asked:?}");
         }
     }
