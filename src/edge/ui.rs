@@ -84,6 +84,11 @@ struct Return {
     target: String,
     /// The app's challenge the exchange code is bound to.
     challenge: Option<CodeChallenge>,
+    /// Whether the sign-in hands the app a one-time code: token mode, or
+    /// cookie mode with body tokens returning to an app. Returning to the
+    /// pages' own account page, the cookies carry the session and no code
+    /// is made — nor is a challenge needed.
+    issues_code: bool,
 }
 
 /// The CSRF token of this request's pages: the cookie's, or a fresh one
@@ -119,7 +124,9 @@ impl<'a, 'e> Ui<'a, 'e> {
             }
             Route::UiLoginPage | Route::UiSignupPage | Route::UiMagicLinkPage | Route::UiOtpPage => {
                 // Token mode: the app binds the code to its browser (said before anyone types).
-                match forms::code_challenge(self.query(CHALLENGE_FIELD).as_deref(), self.cfg.tokens_in_body()) {
+                // (A target refused here is refused again when the form is posted.)
+                let issues_code = self.page_target().map_or(self.cfg.tokens_in_body(), |t| self.issues_code(&t));
+                match forms::code_challenge(self.query(CHALLENGE_FIELD).as_deref(), issues_code) {
                     Err(e) => Err(e),
                     Ok(_) => self.sign_in_page(route, &csrf).await,
                 }
@@ -222,6 +229,25 @@ impl<'a, 'e> Ui<'a, 'e> {
 
     /// Whether a sign-in through the pages has somewhere to return to: cookie
     /// mode (the account page at least), or an allowlist.
+    /// Whether a sign-in returning to `target` ends in a one-time code
+    /// ([`Return::issues_code`]), and so needs the app's challenge: codes
+    /// are issued (token mode, or body tokens), and the target is an app,
+    /// not the pages' own account page.
+    fn issues_code(&self, target: &str) -> bool {
+        self.cfg.tokens_in_body() && target != self.account_url()
+    }
+
+    /// The return target of the sign-in page this request asks for (its
+    /// `redirect_to`, checked).
+    fn page_target(&self) -> Result<String, Error> {
+        forms::return_target(
+            self.query(REDIRECT_FIELD).as_deref(),
+            &self.cfg.oauth.redirect_allowlist,
+            &self.account_url(),
+            self.cfg.cookie_mode,
+        )
+    }
+
     fn can_return(&self) -> bool {
         self.cfg.cookie_mode || self.cfg.oauth.redirect_allowlist.default_target().is_some()
     }
@@ -479,8 +505,9 @@ impl<'a, 'e> Ui<'a, 'e> {
             &self.account_url(),
             self.cfg.cookie_mode,
         )?;
-        let challenge = forms::code_challenge(form.get(CHALLENGE_FIELD), self.cfg.tokens_in_body())?;
-        Ok((asked, Return { target, challenge }))
+        let issues_code = self.issues_code(&target);
+        let challenge = forms::code_challenge(form.get(CHALLENGE_FIELD), issues_code)?;
+        Ok((asked, Return { target, challenge, issues_code }))
     }
 
     /// The end of every sign-in through the pages, the one place that reads
@@ -504,10 +531,14 @@ impl<'a, 'e> Ui<'a, 'e> {
                 Ok(self.page_with(csrf, 200, asked, |ctx| pages::mfa(ctx, None, &step.mfa_token, &methods), Vec::new()))
             }
             Ok(SignIn::Complete(auth)) => {
-                let location = self
-                    .deps
-                    .signed_in_location(self.meta, &mut OsRandom, &to.target, &auth, to.challenge.as_ref())
-                    .await?;
+                let location = match to.issues_code {
+                    true => {
+                        self.deps
+                            .signed_in_location(self.meta, &mut OsRandom, &to.target, &auth, to.challenge.as_ref())
+                            .await?
+                    }
+                    false => to.target.clone(),
+                };
                 Ok(Answer::SeeOther(location, auth_cookies(self.cfg, &auth, self.meta.now)))
             }
             Err(e) => {

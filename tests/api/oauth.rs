@@ -846,6 +846,20 @@ fn a_code_bound_to_a_challenge_is_swapped_only_with_its_verifier() {
         .unwrap();
     assert_eq!(got.user.email, "pkce@example.com");
     assert_eq!(got.access_token, auth.access_token);
+    // An unbound code (one whose sign-in started before challenges were
+    // required) is not the code of an app that sends a verifier: refused, spent.
+    let unbound = |rng: &mut TestRandom| {
+        let loc = block_on(deps.signed_in_location(&meta, rng, "https://app.test/", &auth, None)).unwrap();
+        let url = url::Url::parse(&loc).unwrap();
+        url.query_pairs().find(|(k, _)| k == "code").map(|(_, v)| v.into_owned()).unwrap()
+    };
+    let code = unbound(rng);
+    let req = ExchangeRequest { code: code.clone(), code_verifier: Some(verifier.into()) };
+    assert_eq!(code_of(block_on(deps.oauth_exchange(&meta, req))), "invalid_exchange_code");
+    let req = ExchangeRequest { code, code_verifier: None };
+    assert_eq!(code_of(block_on(deps.oauth_exchange(&meta, req))), "invalid_exchange_code", "spent");
+    let req = ExchangeRequest { code: unbound(rng), code_verifier: None };
+    assert!(block_on(deps.oauth_exchange(&meta, req)).is_ok(), "without a verifier, as before");
 }
 
 /// A sign-in started at `/authorize` with the app's `code_challenge` gives a

@@ -191,6 +191,42 @@ describe("cookie mode with COOKIE_MODE_BODY_TOKENS=true", () => {
       assert.equal(body.refresh_token, cookies[REFRESH], endpoint);
     }
   });
+
+  test("the hosted pages sign in to the account page with no code and no challenge; to an app, bound to its challenge", async () => {
+    const email = randomEmail("pages-body");
+    assert.equal((await post(`${gw.url}/auth/signup`, { email, password: PASSWORD })).status, 201);
+    // Where the account page sends a signed-out browser: back to itself.
+    const account = `${gw.url}/auth/ui/account`;
+    const page = await fetch(`${gw.url}/auth/ui/login?redirect_to=${encodeURIComponent(account)}`, { redirect: "manual" });
+    assert.equal(page.status, 200, "the login page needs no challenge when it returns to the account page");
+    await page.text();
+    const csrf = page.headers.getSetCookie().find((c) => c.startsWith("__Host-portcullis_ui=")).split(";")[0];
+    const signIn = (extra) =>
+      fetch(`${gw.url}/auth/ui/login`, {
+        method: "POST",
+        redirect: "manual",
+        headers: { cookie: csrf, "content-type": "application/x-www-form-urlencoded", origin: gw.url, "sec-fetch-site": "same-origin" },
+        body: new URLSearchParams({ csrf: csrf.split("=")[1], intent: "password", email, password: PASSWORD, ...extra }),
+      });
+    const res = await signIn({ redirect_to: account });
+    assert.equal(res.status, 303, await res.text());
+    const location = res.headers.get("location");
+    assert.equal(new URL(location).pathname, "/auth/ui/account");
+    assert.ok(!location.includes("code="), `no code on the account page: ${location}`);
+    assert.ok(cookiesOf(res)[ACCESS], "signed in by the cookies");
+    // To an app (asked, or the allowlist's default), a code is issued: the app's
+    // challenge is required, as in token mode.
+    for (const extra of [{ redirect_to: APP }, {}]) {
+      const refused = await signIn(extra);
+      assert.equal(refused.status, 400, JSON.stringify(extra));
+      assert.match(await refused.text(), /code_challenge/);
+    }
+    const toApp = await signIn({ redirect_to: APP, code_challenge: APP_CHALLENGE });
+    assert.equal(toApp.status, 303);
+    const code = new URL(toApp.headers.get("location")).searchParams.get("code");
+    const exchanged = await post(`${gw.url}/auth/oauth/exchange`, { code, code_verifier: APP_VERIFIER });
+    assert.equal(exchanged.status, 200, await exchanged.text());
+  });
 });
 
 describe("cookie mode with a short SESSION_MAX_AGE", () => {
