@@ -224,7 +224,7 @@ fn fits_headers(c: &AccessClaims) -> bool {
 
 /// Signs an access token with `key`.
 pub fn issue(t: &NewAccessToken<'_>, key: &SigningKey) -> Result<String, Error> {
-    let header = Header::empty().with_key_id(key.kid.clone()).with_token_type(ACCESS_TOKEN_TYPE);
+    let header = Header::empty().with_key_id(key.kid.to_string()).with_token_type(ACCESS_TOKEN_TYPE);
     let extra = without_reserved(t.extra);
     let mut claims = Claims::new(IssuedClaims {
         iss: t.issuer,

@@ -26,7 +26,7 @@ use portcullis::core::ports::{
 use portcullis::core::rate_limit::{Count, Hit};
 use portcullis::core::revocation::{Revocation, RevocationPage, Revoked, Standing};
 use portcullis::core::session::{LiveSession, RotateRequest, Rotation, Session, SignInBasis};
-use portcullis::core::signing_keys::{Kek, KeyStatus, SigningAlg, SigningKey, StoredKey};
+use portcullis::core::signing_keys::{Kek, KeyStatus, Kid, SigningAlg, SigningKey, StoredKey};
 use portcullis::core::takeover::{keeps_identity, AddressProof, Proven};
 use portcullis::core::time::UnixTime;
 use portcullis::core::token::VerifiedToken;
@@ -970,10 +970,10 @@ impl KeyStore for MemStore {
         keys.push(key.clone());
         Ok(true)
     }
-    async fn rotate_key(&self, old_kid: &str, new: &StoredKey, now: UnixTime, publish_until: UnixTime) -> Result<bool> {
+    async fn rotate_key(&self, old_kid: &Kid, new: &StoredKey, now: UnixTime, publish_until: UnixTime) -> Result<bool> {
         self.check()?;
         let mut keys = self.keys.borrow_mut();
-        match keys.iter_mut().find(|k| k.kid == old_kid && k.status == KeyStatus::Active) {
+        match keys.iter_mut().find(|k| k.kid == *old_kid && k.status == KeyStatus::Active) {
             Some(old) => {
                 old.status = KeyStatus::Retired;
                 old.retired_at = Some(now);
@@ -985,11 +985,11 @@ impl KeyStore for MemStore {
         keys.push(new.clone());
         Ok(true)
     }
-    async fn withdraw_key(&self, kid: &str, now: UnixTime) -> Result<bool> {
+    async fn withdraw_key(&self, kid: &Kid, now: UnixTime) -> Result<bool> {
         self.check()?;
         let mut keys = self.keys.borrow_mut();
         let n = keys.len();
-        keys.retain(|k| !(k.kid == kid && k.status == KeyStatus::Retired && k.is_published(now)));
+        keys.retain(|k| !(k.kid == *kid && k.status == KeyStatus::Retired && k.is_published(now)));
         Ok(keys.len() < n)
     }
 }
