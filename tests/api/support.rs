@@ -30,6 +30,7 @@ use portcullis::core::signing_keys::{Kek, KeyStatus, Kid, SigningAlg, SigningKey
 use portcullis::core::takeover::{keeps_identity, AddressProof, Proven};
 use portcullis::core::time::UnixTime;
 use portcullis::core::token::VerifiedToken;
+use portcullis::core::users::Role;
 use portcullis::core::users::{ProfileUpdate, User, UserPage};
 
 /// xorshift64: deterministic, for tests only.
@@ -656,7 +657,7 @@ impl AccountStore for MemStore {
         self.check()?;
         match self.users.borrow_mut().iter_mut().find(|u| u.id == user_id) {
             Some(u) if !u.roles.iter().any(|r| r == role) => {
-                u.roles.push(role.to_string());
+                u.roles.push(Role::stored(role.to_string()));
                 u.roles.sort();
                 self.log_roles(u);
                 Ok(true)
@@ -1283,7 +1284,7 @@ pub fn login_at(
 pub fn grant(w: &World, email: &str, role: &str) {
     let mut users = w.store.users.borrow_mut();
     let u = users.iter_mut().find(|u| u.email == email).expect("user exists");
-    u.roles.push(role.to_string());
+    u.roles.push(Role::stored(role.to_string()));
     u.roles.sort();
     w.store.log_roles(u);
 }
