@@ -20,7 +20,7 @@ use serde_json::Value;
 use crate::core::crypto::SealKey;
 use crate::core::error::Error;
 use crate::core::ids::{self, Random};
-use crate::core::signing_keys::Kek;
+use crate::core::signing_keys::{Kek, Kid};
 use crate::core::time::UnixTime;
 
 /// Version of the envelope format, carried in every message as `v`.
@@ -148,8 +148,8 @@ events! {
     MagicLinkLogin => "magic_link_login", Success { user_id: String, email: String }
     EmailOtpRequested => "email_otp_requested", Success { user_id: Option<String>, email: String, code: String, #[serde(default)] locale: Option<String> }
     EmailOtpLogin => "email_otp_login", Success { user_id: String, email: String }
-    KeyRotated => "key_rotated", Success { old_kid: Option<String>, new_kid: String }
-    KeyRetired => "key_retired", Success { kid: String, new_kid: Option<String> }
+    KeyRotated => "key_rotated", Success { old_kid: Option<Kid>, new_kid: Kid }
+    KeyRetired => "key_retired", Success { kid: Kid, new_kid: Option<Kid> }
     RateLimitExceeded => "rate_limit_exceeded", Failure { endpoint: String, ip_address: Option<String>, email: Option<String>, limit: u32, key_type: String }
     MfaEnabled => "mfa_enabled", Success { user_id: String, method: String }
     MfaDisabled => "mfa_disabled", Success { user_id: String, method: String }

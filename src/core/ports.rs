@@ -22,7 +22,7 @@ use crate::core::passkey::{Passkey, PasskeyAdded, PasskeyChallenge, PublicKey};
 use crate::core::rate_limit::{Count, Hit};
 use crate::core::revocation::{RevocationPage, Standing};
 use crate::core::session::{LiveSession, RotateRequest, Rotation, Session, SignInBasis};
-use crate::core::signing_keys::{SigningAlg, SigningKey, StoredKey};
+use crate::core::signing_keys::{Kid, SigningAlg, SigningKey, StoredKey};
 use crate::core::takeover::{AddressProof, Proven};
 use crate::core::time::UnixTime;
 use crate::core::token::VerifiedToken;
@@ -360,11 +360,11 @@ pub trait KeyStore {
     /// (published until `publish_until`), inserts `new` as the active key, and
     /// deletes retired keys no longer published at `now`. `Ok(false)`, with
     /// nothing written, when `old_kid` is no longer active (another rotation won).
-    async fn rotate_key(&self, old_kid: &str, new: &StoredKey, now: UnixTime, publish_until: UnixTime) -> Result<bool>;
+    async fn rotate_key(&self, old_kid: &Kid, new: &StoredKey, now: UnixTime, publish_until: UnixTime) -> Result<bool>;
     /// In one conditional write: deletes the retired key `kid` if it is
     /// still published at `now`. `Ok(false)`, with nothing written, when
     /// there is no such key (unknown, active, or past its publication).
-    async fn withdraw_key(&self, kid: &str, now: UnixTime) -> Result<bool>;
+    async fn withdraw_key(&self, kid: &Kid, now: UnixTime) -> Result<bool>;
 }
 
 /// The key ring as request handlers see it: signing and verification.

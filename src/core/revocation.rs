@@ -67,6 +67,7 @@ use subtle::ConstantTimeEq;
 use crate::core::session::Session;
 use crate::core::time::UnixTime;
 use crate::core::token::LEEWAY_SECS;
+use crate::core::users::Role;
 
 /// Default `REVOCATION_LAG`, in seconds.
 pub const REVOCATION_LAG_SECS: u64 = 10;
@@ -154,7 +155,7 @@ pub enum Revoked {
         /// The user (`sub`).
         user_id: String,
         /// The user's roles after the change.
-        roles: Vec<String>,
+        roles: Vec<Role>,
     },
 }
 
@@ -187,7 +188,7 @@ pub struct RevocationSet {
     /// Revoked session ids, with when they were revoked.
     sessions: HashMap<String, UnixTime>,
     /// Users whose roles changed: their current roles, and since when.
-    roles: HashMap<String, (Box<[String]>, UnixTime)>,
+    roles: HashMap<String, (Box<[Role]>, UnixTime)>,
     /// The last log row applied.
     cursor: u64,
 }
@@ -212,7 +213,7 @@ impl RevocationSet {
     /// `roles`, is refused: its session was revoked, or it claims a role the
     /// user no longer holds. Hash lookups, no allocation: this runs on
     /// every authenticated gateway request.
-    pub fn refuses(&self, sid: &str, sub: &str, roles: &[String]) -> bool {
+    pub fn refuses(&self, sid: &str, sub: &str, roles: &[Role]) -> bool {
         if self.sessions.contains_key(sid) {
             return true;
         }
@@ -338,14 +339,14 @@ pub struct Standing {
     /// The session.
     pub session: Session,
     /// The user's roles now.
-    pub roles: Vec<String>,
+    pub roles: Vec<Role>,
 }
 
 /// Whether a token of session `sid`, user `sub`, claiming `roles` still
 /// stands by its session as stored (`standing`, `None` if there is no such
 /// session) at `now` under `SESSION_MAX_AGE` = `max_age_secs`: the session
 /// is the user's and live, and the user holds every role claimed.
-pub fn stands(standing: Option<&Standing>, sub: &str, roles: &[String], now: UnixTime, max_age_secs: u64) -> bool {
+pub fn stands(standing: Option<&Standing>, sub: &str, roles: &[Role], now: UnixTime, max_age_secs: u64) -> bool {
     standing.is_some_and(|s| {
         s.session.user_id == sub && s.session.is_live(now, max_age_secs) && roles.iter().all(|r| s.roles.contains(r))
     })
@@ -363,12 +364,12 @@ mod tests {
     }
 
     fn roles_row(seq: u64, at: i64, user: &str, roles: &[&str]) -> Revocation {
-        let roles = roles.iter().map(|r| r.to_string()).collect();
+        let roles = roles.iter().map(|r| Role::from(*r)).collect();
         Revocation { seq, at: UnixTime(at), what: Revoked::Roles { user_id: user.into(), roles } }
     }
 
-    fn roles(r: &[&str]) -> Vec<String> {
-        r.iter().map(|s| s.to_string()).collect()
+    fn roles(r: &[&str]) -> Vec<Role> {
+        r.iter().map(|s| Role::from(*s)).collect()
     }
 
     #[test]

@@ -30,6 +30,7 @@ use crate::core::error::Error;
 use crate::core::outbound::{excerpt, HttpReply, HttpRequest, SendError};
 use crate::core::time::UnixTime;
 use crate::core::token::{ExtraClaims, RESERVED_CLAIMS};
+use crate::core::users::Role;
 use crate::core::users::User;
 use crate::core::webhook::WebhookSecret;
 
@@ -92,7 +93,7 @@ struct HookUser<'a> {
     id: &'a str,
     email: &'a str,
     name: Option<&'a str>,
-    roles: &'a [String],
+    roles: &'a [Role],
     email_verified: bool,
 }
 

@@ -132,11 +132,80 @@ impl SigningAlg {
     }
 }
 
+/// A key id (`kid`): a signing key's RFC 7638 JWK thumbprint, base64url —
+/// in token headers, the JWKS, the key store and the key events. Made only
+/// from a key ([`generate`]) or from storage; a `kid` read from a token is a
+/// plain string until it names one of these.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Kid(String);
+
+impl Kid {
+    /// A key id as stored or computed.
+    pub fn new(kid: impl Into<String>) -> Self {
+        Self(kid.into())
+    }
+
+    /// Its text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Kid {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Kid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<str> for Kid {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<String> for Kid {
+    fn eq(&self, other: &String) -> bool {
+        &self.0 == other
+    }
+}
+
+impl PartialEq<Kid> for String {
+    fn eq(&self, other: &Kid) -> bool {
+        self == &other.0
+    }
+}
+
+impl From<Kid> for String {
+    fn from(kid: Kid) -> Self {
+        kid.0
+    }
+}
+
+impl From<&str> for Kid {
+    fn from(kid: &str) -> Self {
+        Self(kid.to_string())
+    }
+}
+
+impl PartialEq<&str> for Kid {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
 /// A key as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredKey {
     /// RFC 7638 thumbprint.
-    pub kid: String,
+    pub kid: Kid,
     /// JOSE algorithm (`EdDSA` or `ES256`).
     pub alg: String,
     /// Public key, base64url: Ed25519's 32 bytes, or P-256's uncompressed
@@ -238,7 +307,7 @@ enum Secret {
 #[derive(Clone)]
 pub struct SigningKey {
     /// The key id put in token headers.
-    pub kid: String,
+    pub kid: Kid,
     secret: Secret,
 }
 
@@ -263,7 +332,7 @@ pub struct PrivateJwk {
 
 impl SigningKey {
     /// `None` for a P-256 scalar out of range (zero or ≥ the group order).
-    fn from_secret(kid: String, alg: SigningAlg, secret: [u8; SECRET_LEN]) -> Option<Self> {
+    fn from_secret(kid: Kid, alg: SigningAlg, secret: [u8; SECRET_LEN]) -> Option<Self> {
         let secret = match alg {
             SigningAlg::EdDsa => {
                 let pair = KeyPair::from_seed(Seed::new(secret));
@@ -408,9 +477,9 @@ pub fn generate(
     // A P-256 scalar is out of range with probability about 2^-32: draw again.
     let (secret, key) = (0..8)
         .map(|_| rng.bytes::<SECRET_LEN>())
-        .find_map(|secret| SigningKey::from_secret(String::new(), alg, secret).map(|k| (secret, k)))
+        .find_map(|secret| SigningKey::from_secret(Kid::new(String::new()), alg, secret).map(|k| (secret, k)))
         .ok_or_else(|| Error::Internal("no valid private key drawn".into()))?;
-    let kid = key.thumbprint();
+    let kid = Kid::new(key.thumbprint());
     let private_enc = kek.seal_key().seal(kid.as_bytes(), &secret, rng)?;
     let stored = StoredKey {
         kid: kid.clone(),
@@ -438,7 +507,7 @@ pub struct Jwk {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub y: Option<String>,
     /// Key id.
-    pub kid: String,
+    pub kid: Kid,
     /// `EdDSA` or `ES256`.
     pub alg: String,
     /// `sig`.
@@ -685,7 +754,7 @@ mod tests {
         // The kid is the RFC 7638 thumbprint over crv, kty, x, y in that order.
         let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#, jwk.x, jwk.y.unwrap());
         use sha2::Digest;
-        assert_eq!(ec.kid, b64url(Sha256::digest(canonical.as_bytes())));
+        assert_eq!(ec.kid, b64url(Sha256::digest(canonical.as_bytes())).as_str());
     }
 
     #[test]

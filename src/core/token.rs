@@ -21,6 +21,7 @@ use crate::core::crypto::{b64url, b64url_decode};
 use crate::core::error::{Error, TokenError};
 use crate::core::signing_keys::{SigningAlg, SigningKey};
 use crate::core::time::UnixTime;
+use crate::core::users::Role;
 
 /// `typ` of access tokens (RFC 9068).
 pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
@@ -59,7 +60,7 @@ pub struct AccessClaims {
     /// Session id.
     pub sid: String,
     /// Role names.
-    pub roles: Vec<String>,
+    pub roles: Vec<Role>,
     /// Normalised email.
     pub email: String,
     /// Whether the email is verified.
@@ -95,7 +96,7 @@ struct IssuedClaims<'a> {
     aud: &'a str,
     sub: &'a str,
     sid: &'a str,
-    roles: &'a [String],
+    roles: &'a [Role],
     email: &'a str,
     email_verified: bool,
     jti: &'a str,
@@ -167,7 +168,7 @@ pub struct NewAccessToken<'a> {
     /// `sid`.
     pub session_id: &'a str,
     /// `roles`.
-    pub roles: &'a [String],
+    pub roles: &'a [Role],
     /// `email`.
     pub email: &'a str,
     /// `email_verified`.
@@ -218,13 +219,13 @@ impl NewAccessToken<'_> {
 /// by commas): no control characters; roles non-empty, without `,` or space.
 fn fits_headers(c: &AccessClaims) -> bool {
     let plain = |v: &str| !v.chars().any(char::is_control);
-    let role_ok = |r: &String| !r.is_empty() && plain(r) && !r.contains([',', ' ']);
+    let role_ok = |r: &Role| !r.is_empty() && plain(r) && !r.contains([',', ' ']);
     plain(&c.sub) && plain(&c.sid) && plain(&c.email) && c.roles.iter().all(role_ok)
 }
 
 /// Signs an access token with `key`.
 pub fn issue(t: &NewAccessToken<'_>, key: &SigningKey) -> Result<String, Error> {
-    let header = Header::empty().with_key_id(key.kid.clone()).with_token_type(ACCESS_TOKEN_TYPE);
+    let header = Header::empty().with_key_id(key.kid.to_string()).with_token_type(ACCESS_TOKEN_TYPE);
     let extra = without_reserved(t.extra);
     let mut claims = Claims::new(IssuedClaims {
         iss: t.issuer,
@@ -386,7 +387,7 @@ struct WireClaims {
     aud: Vec<String>,
     sub: String,
     sid: String,
-    roles: Vec<String>,
+    roles: Vec<Role>,
     email: String,
     email_verified: bool,
     jti: String,
@@ -759,7 +760,7 @@ mod tests {
                     audience: "a",
                     user_id: "u",
                     session_id: "s",
-                    roles: &["admin".to_string()],
+                    roles: &["admin".into()],
                     email: "e@x.io",
                     email_verified: true,
                     jti: "j",
@@ -795,7 +796,7 @@ mod tests {
                 max_lifetime_secs: ASSERTION_TTL_SECS,
             };
             let v = p.validated_claims(&expect, UnixTime(110)).unwrap();
-            assert_eq!((v.claims.sub.as_str(), v.claims.roles.clone()), ("u", vec!["admin".to_string()]));
+            assert_eq!((v.claims.sub.as_str(), v.claims.roles.clone()), ("u", vec![Role::from("admin")]));
             assert_eq!(v.claims.jti, "j:110", "an assertion has its own jti");
             // How and when the user signed in travel to the origin too.
             assert_eq!((v.claims.amr, v.claims.auth_time), (Amr::PWD.with(Amr::OTP).with(Amr::MFA), Some(90)));
@@ -918,12 +919,12 @@ mod tests {
         let (_, key) = generate(SigningAlg::EdDsa, &mut SeqRandom(6), &Kek::from_bytes([3; 32]), UnixTime(0)).unwrap();
         let extra = ExtraClaims::new();
         for (roles, email, fits) in [
-            (vec!["admin".to_string()], "a@example.com", true),
+            (vec![Role::from("admin")], "a@example.com", true),
             (vec![], "a@example.com", true),
-            (vec!["a,b".to_string()], "a@example.com", false),
-            (vec!["a b".to_string()], "a@example.com", false),
-            (vec![String::new()], "a@example.com", false),
-            (vec!["admin".to_string()], "a\r\n@example.com", false),
+            (vec![Role::from("a,b")], "a@example.com", false),
+            (vec![Role::from("a b")], "a@example.com", false),
+            (vec![Role::from("")], "a@example.com", false),
+            (vec![Role::from("admin")], "a\r\n@example.com", false),
         ] {
             let new = NewAccessToken {
                 issuer: "i",

@@ -4,6 +4,65 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::time::UnixTime;
 
+/// A role name: 1 to 64 ASCII letters, digits or `_ - . :` ([`Role::parse`]),
+/// as `user_roles` stores it, tokens claim it and route rules name it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Role(String);
+
+impl Role {
+    /// Whether `s` is a role name (also the rule for claims and `ROUTES`).
+    pub fn is_name(s: &str) -> bool {
+        !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
+    }
+
+    /// `s` as a role, if it is a role name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::is_name(s).then(|| Self(s.to_string()))
+    }
+
+    /// A role as stored (its name was checked when it was granted).
+    pub fn stored(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// Its name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Role {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<str> for Role {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Role {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl From<&str> for Role {
+    fn from(s: &str) -> Self {
+        Self(s.to_string())
+    }
+}
+
 /// Longest display name accepted, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
 
@@ -27,7 +86,7 @@ pub struct User {
     /// Banned users cannot sign in or refresh.
     pub banned: bool,
     /// Role names, sorted.
-    pub roles: Vec<String>,
+    pub roles: Vec<Role>,
     /// Creation time.
     pub created_at: UnixTime,
     /// The account epoch: bumped in the same write as every change that
@@ -59,7 +118,7 @@ pub struct UserResponse {
     /// Whether banned.
     pub banned: bool,
     /// Roles.
-    pub roles: Vec<String>,
+    pub roles: Vec<Role>,
     /// RFC 3339.
     pub created_at: String,
     /// The session the response belongs to, if any.

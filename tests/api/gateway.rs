@@ -22,6 +22,7 @@ use portcullis::core::session::Session;
 use portcullis::core::signing_keys::{self, KeyStatus, SigningAlg, SigningKey, StoredKey};
 use portcullis::core::time::UnixTime;
 use portcullis::core::token::{self, ExtraClaims, NewAccessToken, LEEWAY_SECS};
+use portcullis::core::users::Role;
 use portcullis::core::users::User;
 
 use crate::support::{block_on, config, MemStore, TestRandom};
@@ -244,7 +245,7 @@ fn token_with(
     amr: Amr,
     extra: &ExtraClaims,
 ) -> String {
-    let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+    let roles: Vec<Role> = roles.iter().map(|r| Role::from(*r)).collect();
     token::issue(
         &NewAccessToken {
             issuer: ISSUER,
@@ -772,7 +773,7 @@ fn store_session(store: &MemStore, sub: &str, roles: &[&str]) {
         avatar_url: None,
         phone: None,
         banned: false,
-        roles: roles.iter().map(|r| r.to_string()).collect(),
+        roles: roles.iter().map(|r| Role::stored(r.to_string())).collect(),
         created_at: UnixTime(0),
         auth_epoch: 0,
         locale: None,

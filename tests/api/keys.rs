@@ -18,7 +18,7 @@ fn verify_at(w: &World, raw: &str, now: i64) -> Result<token::VerifiedToken, Err
 }
 
 fn active_kid(w: &World) -> String {
-    w.store.keys.borrow().iter().find(|k| k.status == KeyStatus::Active).unwrap().kid.clone()
+    w.store.keys.borrow().iter().find(|k| k.status == KeyStatus::Active).unwrap().kid.to_string()
 }
 
 #[test]
@@ -129,7 +129,7 @@ fn kid_of(raw: &str) -> String {
 }
 
 fn stored_kids(w: &World) -> Vec<String> {
-    w.store.keys.borrow().iter().map(|k| k.kid.clone()).collect()
+    w.store.keys.borrow().iter().map(|k| k.kid.to_string()).collect()
 }
 
 #[test]
@@ -151,7 +151,7 @@ fn retiring_a_retired_key_takes_it_out_of_the_jwks_at_once_and_its_tokens_are_re
     let admin = admin_at(&w, &mut rng, 1_020);
     let (deps, meta) = w.at(1_020);
     let r = block_on(deps.admin_retire_key(&meta, &mut rng, &admin, &k1)).unwrap();
-    assert_eq!(r, KeyRetirement { kid: k1.clone(), new_kid: None });
+    assert_eq!(r, KeyRetirement { kid: k1.as_str().into(), new_kid: None });
     assert_eq!(serde_json::to_value(&r).unwrap(), serde_json::json!({"kid": k1, "new_kid": null}));
     assert_eq!(w.events.last_of("key_retired"), serde_json::json!({"kid": k1, "new_kid": null}));
     assert_eq!(w.events.count("key_rotated"), 1, "no rotation: only the one before");
@@ -161,7 +161,7 @@ fn retiring_a_retired_key_takes_it_out_of_the_jwks_at_once_and_its_tokens_are_re
     assert_eq!(stored_kids(&w), [k2.as_str()]);
     assert_eq!(active_kid(&w), k2);
     let published: Vec<String> =
-        jwks(&w.store.keys.borrow(), UnixTime(1_020)).keys.into_iter().map(|k| k.kid).collect();
+        jwks(&w.store.keys.borrow(), UnixTime(1_020)).keys.into_iter().map(|k| k.kid.into()).collect();
     assert_eq!(published, [k2.as_str()]);
     // Its tokens are refused, though not expired: by verification and by the auth API.
     assert_eq!(verify_at(&w, &user.access_token, 1_020).unwrap_err(), Error::InvalidToken(TokenError::UnknownKey));
@@ -286,7 +286,7 @@ impl portcullis::core::ports::KeyStore for RotatedMeanwhile<'_> {
     }
     async fn rotate_key(
         &self,
-        old_kid: &str,
+        old_kid: &portcullis::core::signing_keys::Kid,
         new: &portcullis::core::signing_keys::StoredKey,
         now: UnixTime,
         publish_until: UnixTime,
@@ -299,7 +299,11 @@ impl portcullis::core::ports::KeyStore for RotatedMeanwhile<'_> {
         }
         self.inner.rotate_key(old_kid, new, now, publish_until).await
     }
-    async fn withdraw_key(&self, kid: &str, now: UnixTime) -> portcullis::core::ports::Result<bool> {
+    async fn withdraw_key(
+        &self,
+        kid: &portcullis::core::signing_keys::Kid,
+        now: UnixTime,
+    ) -> portcullis::core::ports::Result<bool> {
         self.inner.withdraw_key(kid, now).await
     }
 }
@@ -314,7 +318,7 @@ fn a_retirement_that_loses_a_race_to_a_rotation_withdraws_the_key_the_rotation_r
     let store = RotatedMeanwhile { inner: &w.store, raced: std::cell::Cell::new(false) };
     let r = block_on(retire_now(&store, &w.config.kek, SigningAlg::EdDsa, &mut rng, &k1, UnixTime(1_001))).unwrap();
     // The racing rotation made k1 a retired key; the retry withdrew it.
-    assert_eq!(r, KeyRetirement { kid: k1.clone(), new_kid: None });
+    assert_eq!(r, KeyRetirement { kid: k1.as_str().into(), new_kid: None });
     let keys = block_on(w.store.load_keys()).unwrap();
     assert!(keys.iter().all(|k| k.kid != k1));
     assert_eq!(keys.iter().filter(|k| k.status == KeyStatus::Active).count(), 1);

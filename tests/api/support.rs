@@ -26,10 +26,11 @@ use portcullis::core::ports::{
 use portcullis::core::rate_limit::{Count, Hit};
 use portcullis::core::revocation::{Revocation, RevocationPage, Revoked, Standing};
 use portcullis::core::session::{LiveSession, RotateRequest, Rotation, Session, SignInBasis};
-use portcullis::core::signing_keys::{Kek, KeyStatus, SigningAlg, SigningKey, StoredKey};
+use portcullis::core::signing_keys::{Kek, KeyStatus, Kid, SigningAlg, SigningKey, StoredKey};
 use portcullis::core::takeover::{keeps_identity, AddressProof, Proven};
 use portcullis::core::time::UnixTime;
 use portcullis::core::token::VerifiedToken;
+use portcullis::core::users::Role;
 use portcullis::core::users::{ProfileUpdate, User, UserPage};
 
 /// xorshift64: deterministic, for tests only.
@@ -656,7 +657,7 @@ impl AccountStore for MemStore {
         self.check()?;
         match self.users.borrow_mut().iter_mut().find(|u| u.id == user_id) {
             Some(u) if !u.roles.iter().any(|r| r == role) => {
-                u.roles.push(role.to_string());
+                u.roles.push(Role::stored(role.to_string()));
                 u.roles.sort();
                 self.log_roles(u);
                 Ok(true)
@@ -970,10 +971,10 @@ impl KeyStore for MemStore {
         keys.push(key.clone());
         Ok(true)
     }
-    async fn rotate_key(&self, old_kid: &str, new: &StoredKey, now: UnixTime, publish_until: UnixTime) -> Result<bool> {
+    async fn rotate_key(&self, old_kid: &Kid, new: &StoredKey, now: UnixTime, publish_until: UnixTime) -> Result<bool> {
         self.check()?;
         let mut keys = self.keys.borrow_mut();
-        match keys.iter_mut().find(|k| k.kid == old_kid && k.status == KeyStatus::Active) {
+        match keys.iter_mut().find(|k| k.kid == *old_kid && k.status == KeyStatus::Active) {
             Some(old) => {
                 old.status = KeyStatus::Retired;
                 old.retired_at = Some(now);
@@ -985,11 +986,11 @@ impl KeyStore for MemStore {
         keys.push(new.clone());
         Ok(true)
     }
-    async fn withdraw_key(&self, kid: &str, now: UnixTime) -> Result<bool> {
+    async fn withdraw_key(&self, kid: &Kid, now: UnixTime) -> Result<bool> {
         self.check()?;
         let mut keys = self.keys.borrow_mut();
         let n = keys.len();
-        keys.retain(|k| !(k.kid == kid && k.status == KeyStatus::Retired && k.is_published(now)));
+        keys.retain(|k| !(k.kid == *kid && k.status == KeyStatus::Retired && k.is_published(now)));
         Ok(keys.len() < n)
     }
 }
@@ -1283,7 +1284,7 @@ pub fn login_at(
 pub fn grant(w: &World, email: &str, role: &str) {
     let mut users = w.store.users.borrow_mut();
     let u = users.iter_mut().find(|u| u.email == email).expect("user exists");
-    u.roles.push(role.to_string());
+    u.roles.push(Role::stored(role.to_string()));
     u.roles.sort();
     w.store.log_roles(u);
 }

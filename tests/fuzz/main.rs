@@ -266,7 +266,7 @@ proptest! {
         ).unwrap();
         let judged = routes.judge(&Req(method, query, header), "/a/b");
         // Whatever it names, a request here is public or needs the admin role.
-        prop_assert!(judged.is_public() || judged.authorize(&["admin".to_string()]).is_ok());
+        prop_assert!(judged.is_public() || judged.authorize(&["admin".into()]).is_ok());
     }
 
     #[test]

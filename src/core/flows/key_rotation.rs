@@ -14,7 +14,7 @@ use crate::core::flows::{Deps, Meta};
 use crate::core::gateway::key_cache::key_cache_max_age_secs;
 use crate::core::ids::Random;
 use crate::core::ports::{EmailTokenStore, EventSink, KeyRing, KeyStore, SessionStore, UserStore};
-use crate::core::signing_keys::{self, Kek, KeyStatus, SigningAlg, SigningKey, StoredKey, ALG_EDDSA, ALG_ES256};
+use crate::core::signing_keys::{self, Kek, KeyStatus, Kid, SigningAlg, SigningKey, StoredKey, ALG_EDDSA, ALG_ES256};
 use crate::core::time::UnixTime;
 use crate::core::token::{ASSERTION_TTL_SECS, LEEWAY_SECS};
 
@@ -78,9 +78,9 @@ pub fn discovery(issuer: &str, config: &Config) -> serde_json::Value {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KeyRotation {
     /// The key retired (`None` when there was no key yet).
-    pub old_kid: Option<String>,
+    pub old_kid: Option<Kid>,
     /// The new active key.
-    pub new_kid: String,
+    pub new_kid: Kid,
 }
 
 /// Expired email tokens are kept this long (for support questions), then purged.
@@ -134,10 +134,10 @@ pub async fn rotate(
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KeyRetirement {
     /// The key retired.
-    pub kid: String,
+    pub kid: Kid,
     /// The new active key, when the retired key was the active one (`None`
     /// otherwise).
-    pub new_kid: Option<String>,
+    pub new_kid: Option<Kid>,
 }
 
 /// Length of our key ids: the base64url RFC 7638 SHA-256 thumbprint.
@@ -185,12 +185,12 @@ pub async fn retire_now(
                 let (new, _) = signing_keys::generate(alg, rng, kek, now)?;
                 // Published until now: no longer; the store's prune of
                 // unpublished keys deletes it in the same write.
-                store.rotate_key(kid, &new, now, now).await?.then_some(Some(new.kid))
+                store.rotate_key(&key.kid, &new, now, now).await?.then_some(Some(new.kid))
             }
-            KeyStatus::Retired => store.withdraw_key(kid, now).await?.then_some(None),
+            KeyStatus::Retired => store.withdraw_key(&key.kid, now).await?.then_some(None),
         };
         if let Some(new_kid) = retired {
-            return Ok(KeyRetirement { kid: kid.to_string(), new_kid });
+            return Ok(KeyRetirement { kid: key.kid.clone(), new_kid });
         }
     }
     Err(Error::Conflict {

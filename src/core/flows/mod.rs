@@ -32,6 +32,7 @@ use crate::core::session::{LiveSession, Session, SignInBasis};
 use crate::core::signin_hook;
 use crate::core::time::UnixTime;
 use crate::core::token::{self, Expectations, ExtraClaims, NewAccessToken, Parsed, VerifiedToken, ACCESS_TOKEN_TYPE};
+use crate::core::users::Role;
 use crate::core::users::{User, UserResponse};
 
 /// Verifies `raw` as an access token through the key ring's port: header
@@ -305,7 +306,7 @@ pub struct Principal {
     /// Session id (`sid`).
     pub session_id: String,
     /// Roles from the token.
-    pub roles: Vec<String>,
+    pub roles: Vec<Role>,
     /// Email from the token.
     pub email: String,
     /// How the session's user signed in (the session's `amr`).

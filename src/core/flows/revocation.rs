@@ -24,6 +24,7 @@ use crate::core::flows::{verify_token, Deps, Meta};
 use crate::core::ids::{self, Random};
 use crate::core::ports::{EventSink, KeyRing, RevocationStore, SessionStore, UserStore};
 use crate::core::revocation::stands;
+use crate::core::users::Role;
 
 /// `token_type` of an active access token: the access token type it is
 /// used as (RFC 7662 §2.2 names RFC 6749's token types).
@@ -107,7 +108,7 @@ pub struct ActiveToken {
     pub token_type: &'static str,
     /// The roles the token carries (an access token), or the user's roles
     /// now (a refresh token, whose next access token will carry them).
-    pub roles: Vec<String>,
+    pub roles: Vec<Role>,
 }
 
 /// The 404 of `POST /auth/introspect` when `INTROSPECTION_SECRET` is not set.

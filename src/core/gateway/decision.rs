@@ -296,8 +296,16 @@ impl<O: SignatureOps, A: IdentityHeaders> Gateway<O, A> {
         // with CLAIMS_HEADER, as `X-Auth-Claims` too: built once per token,
         // cached with the assertion, nothing per request.
         let claims = if cfg.claims_header { token::claims_header_value(&verified.extra) } else { None };
-        let identity =
-            A::new([&c.sub, &c.email, &c.roles.join(","), &c.sid, &token::compact(&input, &sig)], claims.as_deref());
+        let identity = A::new(
+            [
+                &c.sub,
+                &c.email,
+                &c.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(","),
+                &c.sid,
+                &token::compact(&input, &sig),
+            ],
+            claims.as_deref(),
+        );
         Ok(Assertion { value: identity, expires_at: exp, kid: signer.kid().to_string() })
     }
 }

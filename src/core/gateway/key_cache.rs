@@ -43,7 +43,7 @@ use std::collections::HashMap;
 use crate::core::config::Config;
 use crate::core::error::Error;
 use crate::core::gateway::cache::{Generation, KeySlot};
-use crate::core::signing_keys::{self, jwks, Jwks, SigningAlg, SigningKey, StoredKey};
+use crate::core::signing_keys::{self, jwks, Jwks, Kid, SigningAlg, SigningKey, StoredKey};
 use crate::core::time::UnixTime;
 
 /// Least time between two reloads caused by unknown `kid`s.
@@ -148,7 +148,7 @@ struct Loaded<O: SignatureOps> {
     keys: Vec<StoredKey>,
     signing: Option<SigningKey>,
     /// The signing key imported, with its kid.
-    signing_imported: Option<(String, O::PrivateKey)>,
+    signing_imported: Option<(Kid, O::PrivateKey)>,
     /// Public keys imported, by kid.
     imported: HashMap<String, O::PublicKey>,
     /// The published keys whose own signatures are recognised without a
@@ -353,7 +353,7 @@ impl<O: SignatureOps> KeyCache<O> {
 
 /// The active signing key, imported (`K`), ready to sign synchronously.
 pub struct Signer<K> {
-    kid: String,
+    kid: Kid,
     alg: SigningAlg,
     key: K,
 }

@@ -132,6 +132,7 @@ use crate::core::error::{Error, TokenError};
 use crate::core::gateway::request::RequestView;
 use crate::core::time::UnixTime;
 use crate::core::token::AccessClaims;
+use crate::core::users::Role;
 
 /// Longest path accepted, in bytes.
 pub const MAX_PATH_LEN: usize = 8192;
@@ -144,9 +145,9 @@ pub enum Policy {
     /// Any valid access token.
     Authenticated,
     /// A valid token carrying this role.
-    Role(String),
+    Role(Role),
     /// A valid token carrying at least one of these roles.
-    AnyRole(Vec<String>),
+    AnyRole(Vec<Role>),
     /// A valid token of a sign-in with a second factor (`amr` holds `mfa`).
     Mfa,
 }
@@ -166,7 +167,7 @@ impl Policy {
             if !is_role_name(role) {
                 return Err(format!("policy {s:?}: invalid role name"));
             }
-            return Ok(Self::Role(role.to_string()));
+            return Ok(Self::Role(Role::stored(role)));
         }
         if let Some(list) = s.strip_prefix("any_role:") {
             let inner = list
@@ -174,9 +175,9 @@ impl Policy {
                 .strip_prefix('[')
                 .and_then(|l| l.strip_suffix(']'))
                 .ok_or_else(|| format!("policy {s:?}: any_role needs a list like any_role:[admin,editor]"))?;
-            let roles: Vec<String> = inner
+            let roles: Vec<Role> = inner
                 .split(',')
-                .map(|r| r.trim().trim_matches('"').trim().to_string())
+                .map(|r| Role::stored(r.trim().trim_matches('"').trim()))
                 .filter(|r| !r.is_empty())
                 .collect();
             if roles.is_empty() || !roles.iter().all(|r| is_role_name(r)) {
@@ -190,7 +191,7 @@ impl Policy {
     /// Whether a caller with `roles` satisfies the policy's roles (a token
     /// is assumed verified for every policy but `Public`; `Mfa`'s second
     /// factor is checked by [`Judgement::admit`]).
-    pub fn allows(&self, roles: &[String]) -> bool {
+    pub fn allows(&self, roles: &[Role]) -> bool {
         match self {
             Self::Public | Self::Authenticated | Self::Mfa => true,
             Self::Role(r) => roles.iter().any(|have| have == r),
@@ -201,7 +202,7 @@ impl Policy {
 
 /// Whether `s` is an acceptable role name: 1–64 of `[A-Za-z0-9_.:-]`.
 pub fn is_role_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
+    Role::is_name(s)
 }
 
 /// What applies to a request: a matching rule's, or the default.
@@ -338,7 +339,7 @@ impl<'a> Judgement<'a> {
     /// else the 403. Knowing nothing of how the caller signed in, it refuses
     /// a judgement that asks for a second factor or a recent sign-in (401
     /// `insufficient_user_authentication`): [`Judgement::admit`] checks them.
-    pub fn authorize(&self, roles: &[String]) -> Result<(), Error> {
+    pub fn authorize(&self, roles: &[Role]) -> Result<(), Error> {
         authorize(&self.route.policy, roles)?;
         self.also.iter().try_for_each(|p| authorize(p, roles))?;
         if self.needs_mfa() || self.max_age_secs.is_some() {
@@ -907,7 +908,7 @@ fn percent_decode(raw: &str) -> Option<String> {
 }
 
 /// Checks that a verified caller satisfies `policy`: `Ok` or the 403 to send.
-pub fn authorize(policy: &Policy, roles: &[String]) -> Result<(), Error> {
+pub fn authorize(policy: &Policy, roles: &[Role]) -> Result<(), Error> {
     if policy.allows(roles) {
         Ok(())
     } else {
@@ -1255,10 +1256,10 @@ mod tests {
         .unwrap()
     }
 
-    const USER: &[String] = &[];
+    const USER: &[Role] = &[];
 
-    fn admin() -> Vec<String> {
-        vec!["admin".to_string()]
+    fn admin() -> Vec<Role> {
+        vec!["admin".into()]
     }
 
     /// A verified caller's claims: roles, `amr`, `auth_time`.
@@ -1268,7 +1269,7 @@ mod tests {
             aud: vec!["a".into()],
             sub: "u".into(),
             sid: "s".into(),
-            roles: roles.iter().map(|r| r.to_string()).collect(),
+            roles: roles.iter().map(|r| Role::from(*r)).collect(),
             email: "e@x.io".into(),
             email_verified: true,
             jti: "j".into(),
@@ -2026,7 +2027,7 @@ mod tests {
         fn a_request_is_let_through_only_if_every_method_it_may_become_is(
             rules in prop::collection::vec((0usize..3, prop::option::of(prop::sample::subsequence(vec!["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "LINK"], 1..4)), 0usize..4, prop::option::of(any::<bool>())), 0..5),
             path in 0usize..3,
-            roles in prop::sample::subsequence(vec!["admin".to_string(), "editor".to_string()], 0..3),
+            roles in prop::sample::subsequence(vec![Role::from("admin"), Role::from("editor")], 0..3),
             method in prop::sample::select(vec!["POST", "HEAD", "GET", "PUT"]),
             body in prop::sample::select(vec![None, Some("0"), Some("12")]),
             ct in prop::option::of(prop::sample::select(vec!["application/json", "application/x-www-form-urlencoded", "multipart/mixed", "text/plain"])),

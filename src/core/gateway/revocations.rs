@@ -31,6 +31,7 @@ use crate::core::error::{Error, TokenError};
 use crate::core::ports::RevocationStore;
 use crate::core::revocation::{stands, LogRead, Readiness, RevocationSet, Revocations, PAGE_ROWS};
 use crate::core::time::UnixTime;
+use crate::core::users::Role;
 
 /// Longest wait before a failed read is tried again, in milliseconds.
 pub const RETRY_MS: i64 = 1_000;
@@ -139,7 +140,7 @@ impl RevocationCopy {
 
     /// Whether a token of session `sid`, user `sub`, claiming `roles` is
     /// revoked by the set as it is (ask [`RevocationCopy::before_use`] first).
-    pub fn refuses(&self, sid: &str, sub: &str, roles: &[String]) -> bool {
+    pub fn refuses(&self, sid: &str, sub: &str, roles: &[Role]) -> bool {
         self.set().refuses(sid, sub, roles)
     }
 
@@ -232,7 +233,7 @@ pub struct FreshSession {
     /// The user (`sub`).
     pub sub: String,
     /// The roles the token claims.
-    pub roles: Vec<String>,
+    pub roles: Vec<Role>,
 }
 
 impl FreshSession {
@@ -255,7 +256,7 @@ pub async fn check_fresh<S: RevocationStore>(
     store: &S,
     sid: &str,
     sub: &str,
-    roles: &[String],
+    roles: &[Role],
     now: UnixTime,
     max_age_secs: u64,
 ) -> Result<(), Error> {

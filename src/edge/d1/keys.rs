@@ -5,7 +5,7 @@ use serde::Deserialize;
 use super::{changes, text, time, D1Store};
 use crate::core::error::Error;
 use crate::core::ports::{KeyStore, Result};
-use crate::core::signing_keys::{KeyStatus, StoredKey};
+use crate::core::signing_keys::{KeyStatus, Kid, StoredKey};
 use crate::core::time::UnixTime;
 use crate::edge::error::Dependency::D1;
 
@@ -30,7 +30,7 @@ impl TryFrom<KeyRow> for StoredKey {
             other => return Err(Error::Internal(format!("signing key {}: unknown status {other}", r.kid))),
         };
         Ok(StoredKey {
-            kid: r.kid,
+            kid: Kid::new(r.kid),
             alg: r.alg,
             public_key: r.public_key,
             private_enc: r.private_enc,
@@ -66,7 +66,7 @@ impl KeyStore for D1Store {
         Ok(n == 1)
     }
 
-    async fn rotate_key(&self, old_kid: &str, k: &StoredKey, now: UnixTime, publish_until: UnixTime) -> Result<bool> {
+    async fn rotate_key(&self, old_kid: &Kid, k: &StoredKey, now: UnixTime, publish_until: UnixTime) -> Result<bool> {
         // One transaction: the old key is retired only if it is still the
         // active one, and the new key goes in only if no key is active after
         // that — so a rotation that lost a race writes nothing, and the
@@ -91,7 +91,7 @@ impl KeyStore for D1Store {
         }
     }
 
-    async fn withdraw_key(&self, kid: &str, now: UnixTime) -> Result<bool> {
+    async fn withdraw_key(&self, kid: &Kid, now: UnixTime) -> Result<bool> {
         let n = self
             .run(
                 "DELETE FROM signing_keys WHERE kid = ?1 AND status = 'retired' AND publish_until > ?2",

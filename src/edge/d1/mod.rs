@@ -49,7 +49,7 @@ use worker::{D1Database, D1DatabaseSession, D1PreparedStatement, D1SessionConstr
 
 use crate::core::ports::Result;
 use crate::core::time::UnixTime;
-use crate::core::users::User;
+use crate::core::users::{Role, User};
 use crate::edge::error::{Dependency::D1, EdgeResult};
 use crate::edge::kv::TokenHints;
 
@@ -148,8 +148,8 @@ fn epoch(n: i64) -> u64 {
 
 impl From<UserRow> for User {
     fn from(r: UserRow) -> Self {
-        let mut roles: Vec<String> =
-            r.roles.unwrap_or_default().split(',').filter(|s| !s.is_empty()).map(str::to_string).collect();
+        let mut roles: Vec<Role> =
+            r.roles.unwrap_or_default().split(',').filter(|s| !s.is_empty()).map(Role::stored).collect();
         roles.sort_unstable();
         User {
             id: r.id,

@@ -11,6 +11,7 @@ use super::{int, int_u, text, time, D1Store};
 use crate::core::ports::{Result, RevocationStore};
 use crate::core::revocation::{Revocation, RevocationPage, Revoked, Standing};
 use crate::core::time::UnixTime;
+use crate::core::users::Role;
 use crate::edge::error::{Dependency::D1, EdgeResult};
 
 #[derive(Deserialize)]
@@ -33,8 +34,8 @@ struct RolesRow {
 }
 
 /// Roles as `group_concat` joins them (none: `NULL`).
-fn role_list(joined: Option<String>) -> Vec<String> {
-    joined.unwrap_or_default().split(',').filter(|r| !r.is_empty()).map(str::to_string).collect()
+fn role_list(joined: Option<String>) -> Vec<Role> {
+    joined.unwrap_or_default().split(',').filter(|r| !r.is_empty()).map(Role::stored).collect()
 }
 
 fn seq(n: i64) -> u64 {
