@@ -199,18 +199,7 @@ where
     }
 
     async fn login_failed(&self, meta: &Meta, rng: &mut impl Random, email: &Email, reason: &str) -> Result<(), Error> {
-        self.emit(
-            meta,
-            rng,
-            vec![events::LoginFailed {
-                email: email.as_str().to_string(),
-                reason: reason.into(),
-                ip_address: meta.ip.clone(),
-                user_agent: meta.user_agent.clone(),
-            }
-            .into()],
-        )
-        .await
+        self.emit(meta, rng, vec![login_failed_event(email.as_str(), reason, meta)]).await
     }
 
     /// Exchanges a refresh token for a new pair, rotating it. Presenting a
@@ -491,6 +480,18 @@ where
         .await?;
         Ok(n)
     }
+}
+
+/// The `login_failed` event for `email`, refused for `reason`, with the
+/// request's client.
+pub fn login_failed_event(email: &str, reason: impl Into<String>, meta: &Meta) -> Event {
+    events::LoginFailed {
+        email: email.to_string(),
+        reason: reason.into(),
+        ip_address: meta.ip.clone(),
+        user_agent: meta.user_agent.clone(),
+    }
+    .into()
 }
 
 /// The `login` event for `user` signing in through `provider`.

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::core::amr::Amr;
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
-use crate::core::flows::account::{banned, login_event, signin_refusal};
+use crate::core::flows::account::{banned, login_event, login_failed_event, signin_refusal};
 use crate::core::flows::magic_link::PROVIDER_MAGIC_LINK;
 use crate::core::flows::otp::PROVIDER_EMAIL_OTP;
 use crate::core::flows::{AuthResponse, Deps, Meta, Principal};
@@ -475,18 +475,7 @@ where
             Ok(r) => r,
             Err(e) => {
                 if let Some(reason) = signin_refusal(&e) {
-                    self.emit(
-                        meta,
-                        rng,
-                        vec![events::LoginFailed {
-                            email: user.email.clone(),
-                            reason: reason.into(),
-                            ip_address: meta.ip.clone(),
-                            user_agent: meta.user_agent.clone(),
-                        }
-                        .into()],
-                    )
-                    .await?;
+                    self.emit(meta, rng, vec![login_failed_event(&user.email, reason, meta)]).await?;
                 }
                 return Err(e);
             }

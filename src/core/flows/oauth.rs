@@ -29,7 +29,7 @@ use crate::core::config::Config;
 use crate::core::email_address::Email;
 use crate::core::error::{Error, TokenError};
 use crate::core::events::{self, Event};
-use crate::core::flows::account::{banned, login_event, parse_name, signin_refusal};
+use crate::core::flows::account::{banned, login_event, login_failed_event, parse_name, signin_refusal};
 use crate::core::flows::{AuthResponse, Deps, Meta, SignIn};
 use crate::core::ids::{self, Random};
 use crate::core::mfa::FactorsView;
@@ -779,18 +779,7 @@ where
         error: Error,
         reason: &str,
     ) -> Result<CallbackOutcome, Error> {
-        self.emit(
-            meta,
-            rng,
-            vec![events::LoginFailed {
-                email: email.unwrap_or_default().to_string(),
-                reason: reason.into(),
-                ip_address: meta.ip.clone(),
-                user_agent: meta.user_agent.clone(),
-            }
-            .into()],
-        )
-        .await?;
+        self.emit(meta, rng, vec![login_failed_event(email.unwrap_or_default(), reason, meta)]).await?;
         let location = back.map(|b| with_param(b, "error", error.problem().code));
         Ok(CallbackOutcome::Failed { location, error })
     }

@@ -24,6 +24,7 @@ use crate::core::email_address::Email;
 use crate::core::emailed_secret::{otp_code, parse_code, CodeKey, TokenKind, OTP_MAX_ATTEMPTS};
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
+use crate::core::flows::account::login_failed_event;
 use crate::core::flows::passwordless::{Proof, Secret};
 use crate::core::flows::{Accepted, Deps, EmailRequest, Meta, Recipient, SignIn};
 use crate::core::ids::{self, Random};
@@ -112,18 +113,7 @@ where
         let matched = challenge
             .filter(|c| c.code_hash.as_deref().is_some_and(|stored| key.verify(&c.hash, &c.email, code, stored)));
         let Some(challenge) = matched else {
-            self.emit(
-                meta,
-                rng,
-                vec![events::LoginFailed {
-                    email: email.as_str().to_string(),
-                    reason: "invalid_code".into(),
-                    ip_address: meta.ip.clone(),
-                    user_agent: meta.user_agent.clone(),
-                }
-                .into()],
-            )
-            .await?;
+            self.emit(meta, rng, vec![login_failed_event(email.as_str(), "invalid_code", meta)]).await?;
             return Err(Error::invalid_code());
         };
         // The attempt is counted; now the one conditional consumption decides

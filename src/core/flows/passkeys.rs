@@ -42,7 +42,7 @@ use crate::core::crypto::b64url;
 use crate::core::email_address::Email;
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
-use crate::core::flows::account::{banned, login_event, signin_refusal};
+use crate::core::flows::account::{banned, login_event, login_failed_event, signin_refusal};
 use crate::core::flows::mfa::MFA_CHANGE_REVOKE_REASON;
 use crate::core::flows::{Deps, Meta, Principal, SignIn};
 use crate::core::ids::{self, Random};
@@ -649,13 +649,7 @@ where
 
     /// Emits `login_failed` for a passkey sign-in of `user` refused for `reason`.
     async fn passkey_failed(&self, meta: &Meta, rng: &mut impl Random, user: &User, reason: &str) -> Result<(), Error> {
-        let event = events::LoginFailed {
-            email: user.email.clone(),
-            reason: format!("passkey_{reason}"),
-            ip_address: meta.ip.clone(),
-            user_agent: meta.user_agent.clone(),
-        };
-        self.emit(meta, rng, vec![event.into()]).await
+        self.emit(meta, rng, vec![login_failed_event(&user.email, format!("passkey_{reason}"), meta)]).await
     }
 }
 

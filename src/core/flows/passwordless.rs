@@ -10,7 +10,7 @@ use crate::core::email_address::Email;
 use crate::core::emailed_secret::{is_link_token, EmailToken, TokenKind};
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
-use crate::core::flows::account::{banned, login_event, signin_refusal};
+use crate::core::flows::account::{banned, login_event, login_failed_event, signin_refusal};
 use crate::core::flows::{Deps, Meta, SignIn};
 use crate::core::ids::{self, Random};
 use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, MfaStore, SessionStore, UserStore};
@@ -185,18 +185,7 @@ where
             None => return Err((proof.refuse)()),
         };
         if user.banned {
-            self.emit(
-                meta,
-                rng,
-                vec![events::LoginFailed {
-                    email: user.email.clone(),
-                    reason: "banned".into(),
-                    ip_address: meta.ip.clone(),
-                    user_agent: meta.user_agent.clone(),
-                }
-                .into()],
-            )
-            .await?;
+            self.emit(meta, rng, vec![login_failed_event(&user.email, "banned", meta)]).await?;
             return Err(banned());
         }
         // The session belongs to the account as the token knew it: the
@@ -229,15 +218,7 @@ where
                 // made just now still exists and is announced, and the refusal
                 // is a failed login.
                 if let Some(reason) = signin_refusal(&e) {
-                    events.push(
-                        events::LoginFailed {
-                            email: user.email.clone(),
-                            reason: reason.into(),
-                            ip_address: meta.ip.clone(),
-                            user_agent: meta.user_agent.clone(),
-                        }
-                        .into(),
-                    );
+                    events.push(login_failed_event(&user.email, reason, meta));
                 }
                 if !events.is_empty() {
                     self.emit(meta, rng, events).await?;
