@@ -3,9 +3,10 @@
 //! request asked for, else the account's own.
 
 use portcullis::core::flows::account::SignupRequest;
-use portcullis::core::flows::EmailRequest;
+use portcullis::core::flows::otp::OtpVerifyRequest;
+use portcullis::core::flows::{EmailRequest, TokenRequest};
 
-use crate::support::{block_on, code, user, TestRandom, World};
+use crate::support::{block_on, code, user, Done, TestRandom, World};
 
 fn signup(w: &World, rng: &mut TestRandom, email: &str, locale: Option<&str>) -> String {
     let (deps, meta) = w.at(1_000);
@@ -81,6 +82,35 @@ fn an_account_without_a_locale_gets_null_and_a_passwordless_signup_gets_the_aske
     block_on(deps.request_magic_link(&meta, &mut rng, ask("new@example.com", Some("FR")))).unwrap();
     let ev = w.events.last_of("magic_link_requested");
     assert_eq!((ev["user_id"].clone(), ev["locale"].clone()), (serde_json::Value::Null, "fr".into()));
+}
+
+#[test]
+fn a_passwordless_signup_keeps_the_language_its_request_asked_for() {
+    let w = World::new(&[("ALLOW_PASSWORDLESS_SIGNUP", "true")]);
+    let mut rng = TestRandom(5);
+    let (deps, meta) = w.at(1_001);
+    block_on(deps.request_magic_link(&meta, &mut rng, ask("link@example.com", Some("pt_br")))).unwrap();
+    let token = w.events.last_of("magic_link_requested")["token"].as_str().unwrap().to_string();
+    block_on(deps.verify_magic_link(&meta, &mut rng, TokenRequest { token })).done().unwrap();
+    assert_eq!(user(&w, "link@example.com").locale.as_deref(), Some("pt-BR"));
+
+    block_on(deps.request_otp(&meta, &mut rng, ask("code@example.com", Some("de")))).unwrap();
+    let c = w.events.last_of("email_otp_requested")["code"].as_str().unwrap().to_string();
+    block_on(deps.verify_otp(&meta, &mut rng, OtpVerifyRequest { email: "code@example.com".into(), code: c }))
+        .done()
+        .unwrap();
+    assert_eq!(user(&w, "code@example.com").locale.as_deref(), Some("de"));
+
+    // Without one asked, the account has none; an existing account's
+    // language is not changed by the language of a link it asks for.
+    block_on(deps.request_magic_link(&meta, &mut rng, ask("none@example.com", None))).unwrap();
+    let token = w.events.last_of("magic_link_requested")["token"].as_str().unwrap().to_string();
+    block_on(deps.verify_magic_link(&meta, &mut rng, TokenRequest { token })).done().unwrap();
+    assert_eq!(user(&w, "none@example.com").locale, None);
+    block_on(deps.request_magic_link(&meta, &mut rng, ask("link@example.com", Some("fr")))).unwrap();
+    let token = w.events.last_of("magic_link_requested")["token"].as_str().unwrap().to_string();
+    block_on(deps.verify_magic_link(&meta, &mut rng, TokenRequest { token })).done().unwrap();
+    assert_eq!(user(&w, "link@example.com").locale.as_deref(), Some("pt-BR"));
 }
 
 #[test]

@@ -361,6 +361,23 @@ fn a_new_identity_creates_an_account_and_its_code_is_exchanged_once() {
     );
 }
 
+#[test]
+fn a_new_account_takes_the_providers_locale_claim_when_it_is_a_language_tag() {
+    let w = world();
+    let idp = FakeIdp::default();
+    let rng = &mut TestRandom(31);
+    for (n, (claim, stored)) in
+        [(json!("en_US"), Some("en-US")), (json!("<b>"), None), (json!(7), None)].into_iter().enumerate()
+    {
+        let b = begin(&w, rng, &idp, 1_000, None);
+        let email = format!("u{n}@example.com");
+        *idp.claims.borrow_mut() =
+            json!({"sub": format!("s-{n}"), "email": email, "email_verified": true, "locale": claim});
+        assert!(matches!(finish(&w, rng, &idp, 1_001, &b), CallbackOutcome::SignedIn { .. }), "{claim}");
+        assert_eq!(user(&w, &email).locale.as_deref(), stored, "{claim}");
+    }
+}
+
 fn code_of<T: std::fmt::Debug>(r: std::result::Result<T, Error>) -> &'static str {
     code(r)
 }

@@ -291,6 +291,13 @@ for (const name of Object.keys(PROVIDERS)) {
         assert.match(reset.body.HtmlBody, /<html lang="fr">/);
         const code = await until("the German email", () => api.to(german)[0]);
         assert.match(code.body.Subject, /^Ihr Anmeldecode: \d{6}$/);
+        // The address had no account: the one its code creates keeps the language asked for.
+        const digits = code.body.Subject.match(/\d{6}$/)[0];
+        const signedIn = await post(`${gw.url}/auth/otp/verify`, { email: german, code: digits });
+        assert.equal(signedIn.status, 200, await signedIn.text());
+        await post(`${gw.url}/auth/magic-link`, { email: german });
+        const link = await until("the German link", () => api.to(german)[1]);
+        assert.equal(link.body.Subject, "Ihr Anmeldelink");
         const bad = await post(`${gw.url}/auth/magic-link`, { email: german, locale: "not a language" });
         assert.equal(bad.status, 422);
         assert.equal((await json(bad)).code, "invalid_locale");

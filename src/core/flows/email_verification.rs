@@ -57,6 +57,7 @@ where
                 &email,
                 Some(&user),
                 self.config.email_verification_ttl_secs,
+                None,
             )
             .await?;
         self.emit(

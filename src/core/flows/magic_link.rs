@@ -55,7 +55,15 @@ where
         let email = &to.email;
         let Some(owner) = self.emailed_sign_in_owner(email).await? else { return Ok(()) };
         let token = self
-            .issue_link(meta, rng, TokenKind::MagicLink, email, owner.as_ref(), self.config.magic_link_ttl_secs)
+            .issue_link(
+                meta,
+                rng,
+                TokenKind::MagicLink,
+                email,
+                owner.as_ref(),
+                self.config.magic_link_ttl_secs,
+                to.locale.as_ref(),
+            )
             .await?;
         let locale = to.locale_or(owner.as_ref().and_then(|u| u.locale.as_deref()));
         let user_id = owner.map(|u| u.id);

@@ -32,6 +32,7 @@ use crate::core::events::{self, Event};
 use crate::core::flows::account::{banned, login_event, login_failed_event, parse_name, signin_refusal};
 use crate::core::flows::{AuthResponse, Deps, Meta, SignIn};
 use crate::core::ids::{self, Random};
+use crate::core::locale::Locale;
 use crate::core::mfa::FactorsView;
 use crate::core::oauth::idtoken::Identity;
 use crate::core::oauth::provider::{self, AuthorizeParams, ProviderFailure};
@@ -632,6 +633,9 @@ where
                     avatar_url: identity.picture.clone().filter(|u| {
                         u.len() <= MAX_AVATAR_LEN && (u.starts_with("https://") || u.starts_with("http://"))
                     }),
+                    // The provider's `locale` claim, when it is a language
+                    // tag: a malformed one is no reason to refuse a sign-in.
+                    locale: identity.locale.as_deref().and_then(|l| Locale::parse(l).ok()).map(|l| l.to_string()),
                     ..User::new(ids::uuid(rng), email.as_str().to_string(), meta.now)
                 };
                 let row = self.identity_row(p, &user.id, &identity, Some(&email), meta);

@@ -83,6 +83,7 @@ where
             owner.as_ref(),
             self.config.otp_ttl_secs,
             Secret::Code { challenge, code_hash },
+            to.locale.as_ref(),
         )
         .await?;
         let locale = to.locale_or(owner.as_ref().and_then(|u| u.locale.as_deref()));

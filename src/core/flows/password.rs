@@ -80,7 +80,15 @@ where
             _ => return Ok(()),
         };
         let token = self
-            .issue_link(meta, rng, TokenKind::PasswordReset, email, Some(&user), self.config.password_reset_ttl_secs)
+            .issue_link(
+                meta,
+                rng,
+                TokenKind::PasswordReset,
+                email,
+                Some(&user),
+                self.config.password_reset_ttl_secs,
+                None,
+            )
             .await?;
         let locale = to.locale_or(user.locale.as_deref());
         self.emit(

@@ -13,6 +13,7 @@ use crate::core::events::{self, Event};
 use crate::core::flows::account::{banned, login_event, login_failed_event, signin_refusal};
 use crate::core::flows::{Deps, Meta, SignIn};
 use crate::core::ids::{self, Random};
+use crate::core::locale::Locale;
 use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, MfaStore, SessionStore, UserStore};
 use crate::core::session::SignInBasis;
 use crate::core::takeover::AddressProof;
@@ -65,7 +66,9 @@ where
 
     /// Makes a fresh link token of `kind` for `email` (and its account
     /// `owner`, as just read), valid for `ttl_secs`, stores only its hash,
-    /// and returns the token to send.
+    /// and returns the token to send. `asked`: the request's language, kept
+    /// for the account a password-less sign-up would make.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn issue_link(
         &self,
         meta: &Meta,
@@ -74,9 +77,11 @@ where
         email: &Email,
         owner: Option<&User>,
         ttl_secs: u64,
+        asked: Option<&Locale>,
     ) -> Result<String, Error> {
         let token = ids::secret_token(rng);
-        self.issue_email_token(meta, kind, email, owner, ttl_secs, Secret::Link(ids::token_hash(&token))).await?;
+        let secret = Secret::Link(ids::token_hash(&token));
+        self.issue_email_token(meta, kind, email, owner, ttl_secs, secret, asked).await?;
         Ok(token)
     }
 
@@ -109,7 +114,9 @@ where
     /// Stores a fresh secret of `kind` for `email` (and its account `owner`,
     /// as just read: the secret dies if the owner's epoch moves after that
     /// read), valid for `ttl_secs`; the previous live one of that kind and
-    /// email dies.
+    /// email dies. Without an account, the secret keeps `asked`, the
+    /// language the request asked for, for the account it may create.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn issue_email_token(
         &self,
         meta: &Meta,
@@ -118,6 +125,7 @@ where
         owner: Option<&User>,
         ttl_secs: u64,
         secret: Secret,
+        asked: Option<&Locale>,
     ) -> Result<(), Error> {
         let (hash, code_hash) = match secret {
             Secret::Link(hash) => (hash, None),
@@ -133,6 +141,7 @@ where
             created_at: meta.now,
             expires_at: meta.now.plus_secs(ttl_secs),
             attempts: 0,
+            locale: if owner.is_none() { asked.map(Locale::to_string) } else { None },
         };
         self.store.issue_email_token(&token).await
     }
@@ -168,7 +177,7 @@ where
             Some(u) if u.email == t.email => u,
             Some(_) => return Err((proof.refuse)()),
             None if t.user_id.is_none() && self.config.allow_passwordless_signup => {
-                let (user, created) = self.create_passwordless(meta, rng, &t.email).await?;
+                let (user, created) = self.create_passwordless(meta, rng, t).await?;
                 if created {
                     events.push(
                         events::UserCreated {
@@ -236,15 +245,21 @@ where
         Ok(signed_in)
     }
 
-    /// Creates a verified, password-less account for `email`; if a racing
-    /// request created it first, that account is returned (`false`).
+    /// Creates a verified, password-less account for the address of `t`, in
+    /// the language its request asked for; if a racing request created it
+    /// first, that account is returned (`false`).
     async fn create_passwordless(
         &self,
         meta: &Meta,
         rng: &mut impl Random,
-        email: &str,
+        t: &EmailToken,
     ) -> Result<(User, bool), Error> {
-        let user = User { email_verified: true, ..User::new(ids::uuid(rng), email.to_string(), meta.now) };
+        let email = t.email.as_str();
+        let user = User {
+            email_verified: true,
+            locale: t.locale.clone(),
+            ..User::new(ids::uuid(rng), email.to_string(), meta.now)
+        };
         if self.store.insert_user(&user).await? {
             return Ok((user, true));
         }

@@ -165,6 +165,8 @@ pub struct Identity {
     pub name: Option<String>,
     /// Picture URL, if given.
     pub picture: Option<String>,
+    /// The standard `locale` claim (a language tag), if given.
+    pub locale: Option<String>,
 }
 
 /// `email_verified` as providers send it: a boolean, or (some) the string `"true"`.
@@ -185,6 +187,7 @@ pub fn profile(claims: &serde_json::Map<String, Value>) -> Identity {
         email_verified: truthy(claims.get("email_verified")),
         name: s("name"),
         picture: s("picture"),
+        locale: s("locale"),
     }
 }
 

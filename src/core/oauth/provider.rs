@@ -382,6 +382,7 @@ fn github_profile(id: u64, name: Option<String>, picture: Option<String>, emails
         email_verified: primary.is_some_and(|e| e.verified),
         name: name.filter(|n| !n.is_empty()),
         picture: picture.filter(|p| !p.is_empty()),
+        locale: None,
     }
 }
 
