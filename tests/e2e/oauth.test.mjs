@@ -156,6 +156,16 @@ describe("OAuth / OIDC sign-in", () => {
     assert.equal(again.user.id, body.user.id);
   });
 
+  test("a first sign-in keeps the provider's locale claim as the account's language", async () => {
+    const email = mail("locale");
+    const body = await exchangeOk((await acmeSignIn(account({ email, email_verified: true, locale: "fr_CA" }))).location);
+    assert.equal(body.user.email, email);
+    const { event } = await withEvent(gw, (e) => e.type === "magic_link_requested" && e.data.email === email, () =>
+      post(`${gw.url}/auth/magic-link`, { email }),
+    );
+    assert.equal(event.data.locale, "fr-CA", "the stored language, not asked for in the request");
+  });
+
   test("a provider-verified email matching an unverified account links to it (oauth_link), signs it in and takes it over", async () => {
     const email = mail("link");
     const existing = await signup(gw, email);

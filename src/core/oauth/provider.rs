@@ -339,6 +339,7 @@ pub async fn complete_from_userinfo(
     identity.email_verified = info.email_verified;
     identity.name = identity.name.or(info.name);
     identity.picture = identity.picture.or(info.picture);
+    identity.locale = identity.locale.or(info.locale);
     Ok(identity)
 }
 

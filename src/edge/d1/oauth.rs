@@ -232,8 +232,8 @@ impl OAuthStore for D1Store {
 
     async fn create_oauth_user(&self, u: &User, identity: &LinkedIdentity) -> Result<bool> {
         let insert_user = self.stmt(
-            "INSERT INTO users (id, email, name, password_hash, email_verified, avatar_url, phone, banned, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, NULL, ?4, ?5, NULL, 0, ?6, ?6) ON CONFLICT(email) DO NOTHING",
+            "INSERT INTO users (id, email, name, password_hash, email_verified, avatar_url, phone, banned, created_at, updated_at, locale) \
+             VALUES (?1, ?2, ?3, NULL, ?4, ?5, NULL, 0, ?6, ?6, ?7) ON CONFLICT(email) DO NOTHING",
             &[
                 text(&u.id),
                 text(&u.email),
@@ -241,6 +241,7 @@ impl OAuthStore for D1Store {
                 int(i64::from(u.email_verified)),
                 opt_text(u.avatar_url.as_deref()),
                 time(u.created_at),
+                opt_text(u.locale.as_deref()),
             ],
         )?;
         // If the identity was linked by a racing request, the new user goes

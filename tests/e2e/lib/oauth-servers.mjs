@@ -74,7 +74,7 @@ function oidcHandler(op, { redirectUri, clientId, clientSecret }) {
     ],
     pkce: { required: () => true },
     features: { devInteractions: { enabled: false } },
-    claims: { openid: ["sub"], email: ["email", "email_verified"], profile: ["name"] },
+    claims: { openid: ["sub"], email: ["email", "email_verified"], profile: ["name", "locale"] },
     cookies: { keys: ["portcullis-e2e-cookie-key-0123456789"] },
     interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
     findAccount: async (ctx, id) =>
