@@ -10,9 +10,9 @@
 //! `RP_ORIGINS` and not cross-origin; the attestation object is CBOR with
 //! `fmt`, `attStmt` and `authData`; the authenticator data's `rpIdHash` is
 //! SHA-256 of `RP_ID`, user presence (UP) is set, attested credential data
-//! (AT) is present, and its COSE public key is an ES256 (P-256) or EdDSA
-//! (Ed25519) key that the runtime's native crypto imports (for P-256: a
-//! point on the curve). The challenge is the flow's to check:
+//! (AT) is present, and its COSE public key is an ES256 (P-256), EdDSA
+//! (Ed25519) or RS256 (RSA, 2048 to 4096 bits) key that the runtime's
+//! native crypto imports (for P-256: a point on the curve). The challenge is the flow's to check:
 //! it takes the one it issued to the caller by the challenge the client
 //! data carries (single use).
 //!
@@ -68,8 +68,9 @@ pub const MAX_CLIENT_DATA_BYTES: usize = 2048;
 pub const MAX_AUTHENTICATOR_DATA_BYTES: usize = 4096;
 /// Longest attestation object, decoded.
 pub const MAX_ATTESTATION_OBJECT_BYTES: usize = 16 * 1024;
-/// Longest signature (a DER ECDSA P-256 signature is at most 72 bytes).
-pub const MAX_SIGNATURE_BYTES: usize = 256;
+/// Longest signature: an RS256 one of the largest modulus (a DER ECDSA
+/// P-256 signature is at most 72 bytes, an Ed25519 one 64).
+pub const MAX_SIGNATURE_BYTES: usize = MAX_RSA_MODULUS_BYTES;
 /// Longest user handle (WebAuthn: at most 64 bytes).
 pub const MAX_USER_HANDLE_BYTES: usize = 64;
 /// Deepest CBOR nesting read.
@@ -117,17 +118,22 @@ pub enum Alg {
     Es256,
     /// EdDSA: Ed25519 (COSE -8).
     EdDsa,
+    /// RS256: RSASSA-PKCS1-v1_5 with SHA-256 (COSE -257), what Windows
+    /// Hello's older TPM-backed credentials use.
+    Rs256,
 }
 
 impl Alg {
-    /// Every algorithm offered in `pubKeyCredParams`, in order of preference.
-    pub const OFFERED: [Alg; 2] = [Alg::EdDsa, Alg::Es256];
+    /// Every algorithm offered in `pubKeyCredParams`, in order of preference
+    /// (WebAuthn §5.4 recommends these three).
+    pub const OFFERED: [Alg; 3] = [Alg::EdDsa, Alg::Es256, Alg::Rs256];
 
     /// The COSE algorithm identifier.
     pub fn cose(self) -> i64 {
         match self {
             Alg::Es256 => -7,
             Alg::EdDsa => -8,
+            Alg::Rs256 => -257,
         }
     }
 
@@ -135,41 +141,75 @@ impl Alg {
     pub fn from_cose(id: i64) -> Option<Self> {
         Self::OFFERED.into_iter().find(|a| a.cose() == id)
     }
+
+    /// Its JOSE name, as the passkey list shows it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Alg::Es256 => "ES256",
+            Alg::EdDsa => "EdDSA",
+            Alg::Rs256 => "RS256",
+        }
+    }
 }
 
-/// A credential public key, read from its COSE_Key (RFC 9053).
+/// Smallest RSA modulus accepted, in bytes (2048 bits: NIST SP 800-57's
+/// floor, and what authenticators make).
+pub const MIN_RSA_MODULUS_BYTES: usize = 256;
+/// Largest RSA modulus accepted, in bytes (4096 bits).
+pub const MAX_RSA_MODULUS_BYTES: usize = 512;
+
+/// A credential public key, read from its COSE_Key (RFC 9053, RFC 8230).
 #[derive(Clone, PartialEq, Eq)]
-pub struct PublicKey {
-    /// Its algorithm.
-    pub alg: Alg,
-    /// Ed25519: the key; P-256: the x coordinate.
-    pub x: [u8; 32],
-    /// P-256: the y coordinate; `None` for Ed25519.
-    pub y: Option<[u8; 32]>,
+pub enum PublicKey {
+    /// Ed25519 (EdDSA): the key.
+    Ed25519([u8; 32]),
+    /// P-256 (ES256): the point's coordinates.
+    P256 {
+        /// x.
+        x: [u8; 32],
+        /// y.
+        y: [u8; 32],
+    },
+    /// RSA (RS256): modulus and public exponent, big-endian without
+    /// leading zero bytes; the modulus 2048 to 4096 bits, the exponent odd,
+    /// at least 3 and at most 32 bits.
+    Rsa {
+        /// The modulus.
+        n: Vec<u8>,
+        /// The public exponent.
+        e: Vec<u8>,
+    },
 }
 
 impl std::fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PublicKey({:?}, {})", self.alg, b64url(self.x))
+        match self {
+            Self::Ed25519(x) | Self::P256 { x, .. } => write!(f, "PublicKey({:?}, {})", self.alg(), b64url(x)),
+            Self::Rsa { n, .. } => write!(f, "PublicKey(Rs256, {} bits)", n.len() * 8),
+        }
     }
 }
 
-// COSE labels and values (RFC 9052 §7, RFC 9053).
+// COSE labels and values (RFC 9052 §7, RFC 9053, RFC 8230).
 const COSE_KTY: i64 = 1;
 const COSE_ALG: i64 = 3;
-const COSE_CRV: i64 = -1;
-const COSE_X: i64 = -2;
+/// `crv` for EC2 and OKP keys, `n` for RSA ones.
+const COSE_CRV_OR_N: i64 = -1;
+/// `x` for EC2 and OKP keys, `e` for RSA ones.
+const COSE_X_OR_E: i64 = -2;
 const COSE_Y: i64 = -3;
 const KTY_OKP: i64 = 1;
 const KTY_EC2: i64 = 2;
+const KTY_RSA: i64 = 3;
 const CRV_P256: i64 = 1;
 const CRV_ED25519: i64 = 6;
 
 impl PublicKey {
     /// Reads a COSE_Key: a map of integer labels to integers or byte
     /// strings. 400 `unsupported_algorithm` for a well-formed key of an
-    /// algorithm we do not verify (RS256 among them), 400
-    /// `invalid_credential` for anything malformed or inconsistent.
+    /// algorithm we do not verify, 400 `invalid_credential` for anything
+    /// malformed or inconsistent (an RSA modulus outside 2048–4096 bits
+    /// among them).
     pub fn from_cose(bytes: &[u8]) -> Result<Self, Error> {
         let mut d = Decoder::new(bytes);
         let key = read_cose(&mut d)?;
@@ -179,25 +219,67 @@ impl PublicKey {
         Ok(key)
     }
 
-    /// The JWK members the runtime imports the key from: `x`, and `y` for
-    /// P-256 (empty for Ed25519), base64url.
-    pub fn jwk_members(&self) -> (String, String) {
-        (b64url(self.x), self.y.map(b64url).unwrap_or_default())
+    /// Its algorithm.
+    pub fn alg(&self) -> Alg {
+        match self {
+            Self::Ed25519(_) => Alg::EdDsa,
+            Self::P256 { .. } => Alg::Es256,
+            Self::Rsa { .. } => Alg::Rs256,
+        }
     }
+
+    /// The JWK (RFC 7517) the runtime imports the key from, as JSON.
+    pub fn jwk(&self) -> String {
+        let jwk = match self {
+            Self::Ed25519(x) => serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": b64url(x)}),
+            Self::P256 { x, y } => serde_json::json!({"kty": "EC", "crv": "P-256", "x": b64url(x), "y": b64url(y)}),
+            Self::Rsa { n, e } => serde_json::json!({"kty": "RSA", "n": b64url(n), "e": b64url(e)}),
+        };
+        jwk.to_string()
+    }
+}
+
+/// A COSE value under label -1 or -2: an integer (EC2/OKP `crv`) or a byte
+/// string (`x`; RSA `n`, `e`).
+enum CoseValue<'b> {
+    Int(i64),
+    Bytes(&'b [u8]),
+}
+
+fn cose_value<'b>(d: &mut Decoder<'b>) -> Result<CoseValue<'b>, Error> {
+    match d.datatype().map_err(|_| malformed("malformed CBOR"))? {
+        Type::Bytes => d.bytes().map(CoseValue::Bytes).map_err(|_| malformed("a COSE key value is malformed")),
+        _ => cose_int(d).map(CoseValue::Int),
+    }
+}
+
+/// The byte string a COSE value holds, if it is one.
+fn bytes(v: Option<CoseValue<'_>>) -> Option<&[u8]> {
+    match v {
+        Some(CoseValue::Bytes(b)) => Some(b),
+        _ => None,
+    }
+}
+
+/// `b` without its leading zero bytes.
+fn unsigned(b: &[u8]) -> &[u8] {
+    let first = b.iter().position(|&x| x != 0).unwrap_or(b.len());
+    &b[first..]
 }
 
 /// Reads one COSE_Key at the decoder's position.
 fn read_cose(d: &mut Decoder<'_>) -> Result<PublicKey, Error> {
     let n = definite(d.map())?;
-    let (mut kty, mut alg, mut crv) = (None, None, None);
-    let (mut x, mut y): (Option<&[u8]>, Option<&[u8]>) = (None, None);
+    let (mut kty, mut alg) = (None, None);
+    let (mut minus_1, mut minus_2, mut y): (Option<CoseValue<'_>>, Option<CoseValue<'_>>, Option<&[u8]>) =
+        (None, None, None);
     for _ in 0..n {
         let label = d.i64().map_err(|_| malformed("a COSE key label is not an integer"))?;
         match label {
             COSE_KTY => kty = Some(cose_int(d)?),
             COSE_ALG => alg = Some(cose_int(d)?),
-            COSE_CRV => crv = Some(cose_int(d)?),
-            COSE_X => x = Some(d.bytes().map_err(|_| malformed("COSE x is not a byte string"))?),
+            COSE_CRV_OR_N => minus_1 = Some(cose_value(d)?),
+            COSE_X_OR_E => minus_2 = Some(cose_value(d)?),
             COSE_Y => y = Some(d.bytes().map_err(|_| malformed("COSE y is not a byte string"))?),
             _ => skip(d, 1)?,
         }
@@ -207,14 +289,35 @@ fn read_cose(d: &mut Decoder<'_>) -> Result<PublicKey, Error> {
     let coordinate = |c: Option<&[u8]>| -> Result<[u8; 32], Error> {
         c.and_then(|c| <[u8; 32]>::try_from(c).ok()).ok_or_else(|| malformed("a COSE coordinate is not 32 bytes"))
     };
+    let crv = match minus_1 {
+        Some(CoseValue::Int(c)) => Some(c),
+        _ => None,
+    };
     match (alg, kty, crv) {
-        (Alg::EdDsa, Some(KTY_OKP), Some(CRV_ED25519)) => Ok(PublicKey { alg, x: coordinate(x)?, y: None }),
+        (Alg::EdDsa, Some(KTY_OKP), Some(CRV_ED25519)) => Ok(PublicKey::Ed25519(coordinate(bytes(minus_2))?)),
         (Alg::Es256, Some(KTY_EC2), Some(CRV_P256)) => {
             // Whether the point is on the curve is the runtime's to say
             // ([`crate::core::ports::PasskeyVerifier::accepts_key`]): its
             // native import checks it, where pure-Rust curve arithmetic
             // would add its weight to the bundle.
-            Ok(PublicKey { alg, x: coordinate(x)?, y: Some(coordinate(y)?) })
+            Ok(PublicKey::P256 { x: coordinate(bytes(minus_2))?, y: coordinate(y)? })
+        }
+        (Alg::Rs256, Some(KTY_RSA), None) => {
+            let (Some(n), Some(e)) = (bytes(minus_1), bytes(minus_2)) else {
+                return Err(malformed("the COSE RSA key needs n and e as byte strings"));
+            };
+            let (n, e) = (unsigned(n), unsigned(e));
+            if !(MIN_RSA_MODULUS_BYTES..=MAX_RSA_MODULUS_BYTES).contains(&n.len()) {
+                return Err(malformed("the RSA modulus must be 2048 to 4096 bits"));
+            }
+            // An even modulus is no RSA modulus; an exponent must be odd and
+            // at least 3 (RFC 8017 §3.1), and no authenticator uses one
+            // beyond 32 bits (65537 in practice).
+            let odd = |b: &[u8]| b.last().is_some_and(|l| l & 1 == 1);
+            if !odd(n) || !odd(e) || e.len() > 4 || e == [1] {
+                return Err(malformed("the RSA key's modulus or exponent is not valid"));
+            }
+            Ok(PublicKey::Rsa { n: n.to_vec(), e: e.to_vec() })
         }
         _ => Err(malformed("the COSE key's kty and crv do not fit its alg")),
     }
@@ -653,11 +756,7 @@ impl Passkey {
             id: self.id.clone(),
             name: self.name.clone(),
             credential_id: self.credential_id.clone(),
-            alg: match Alg::from_cose(self.alg) {
-                Some(Alg::Es256) => "ES256",
-                Some(Alg::EdDsa) => "EdDSA",
-                None => "unknown",
-            },
+            alg: Alg::from_cose(self.alg).map_or("unknown", Alg::name),
             backup_eligible: self.backup_eligible,
             backed_up: self.backed_up,
             transports: self.transports.clone(),
@@ -717,7 +816,7 @@ pub fn malformed(detail: &str) -> Error {
 fn unsupported(alg: i64) -> Error {
     Error::BadRequest {
         code: "unsupported_algorithm",
-        detail: format!("COSE algorithm {alg} is not supported; use ES256 (-7) or EdDSA (-8)"),
+        detail: format!("COSE algorithm {alg} is not supported; use ES256 (-7), EdDSA (-8) or RS256 (-257)"),
     }
 }
 
@@ -757,10 +856,17 @@ mod tests {
     #[test]
     fn an_ed25519_cose_key_reads_and_other_algorithms_are_named() {
         let k = PublicKey::from_cose(&ed_key(&[7; 32])).unwrap();
-        assert_eq!((k.alg, k.x, k.y), (Alg::EdDsa, [7; 32], None));
-        // RS256 (-257 = 0x39 0x01 0x00).
-        let rs = cose(&[(1, int(3)), (3, vec![0x39, 0x01, 0x00])]);
+        assert_eq!((k.alg(), &k), (Alg::EdDsa, &PublicKey::Ed25519([7; 32])));
+        // RS384 (-258 = 0x39 0x01 0x01) is not offered.
+        let rs = cose(&[(1, int(3)), (3, vec![0x39, 0x01, 0x01])]);
         assert_eq!(PublicKey::from_cose(&rs).unwrap_err().problem().code, "unsupported_algorithm");
+        // RS256 without n and e, or with them as integers, is malformed.
+        for rs in [
+            cose(&[(1, int(3)), (3, vec![0x39, 0x01, 0x00])]),
+            cose(&[(1, int(3)), (3, vec![0x39, 0x01, 0x00]), (-1, int(1)), (-2, int(3))]),
+        ] {
+            assert_eq!(PublicKey::from_cose(&rs).unwrap_err().problem().code, "invalid_credential");
+        }
     }
 
     #[test]
@@ -813,7 +919,7 @@ mod tests {
         assert!(!d.flags.backed_up());
         assert_eq!(d.sign_count, 7);
         let a = d.attested.clone().unwrap();
-        assert_eq!((a.credential_id, a.public_key.x), (vec![9, 9, 9], [5; 32]));
+        assert_eq!((a.credential_id, a.public_key), (vec![9, 9, 9], PublicKey::Ed25519([5; 32])));
         assert!(check_authenticator_data(&d, &rp).is_ok());
         let other = RelyingParty::new("evil.com".into(), vec![], "E".into());
         assert_eq!(check_authenticator_data(&d, &other).unwrap_err().problem().code, "rp_id_mismatch");

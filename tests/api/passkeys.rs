@@ -5,6 +5,8 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use p256::ecdsa::signature::Signer;
+use rsa::pkcs8::DecodePrivateKey;
+use rsa::traits::PublicKeyParts;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -17,7 +19,7 @@ use portcullis::core::flows::passkeys::{
 };
 use portcullis::core::flows::{AuthResponse, SignIn};
 use portcullis::core::mfa::totp::{step_at, TotpSecret};
-use portcullis::core::passkey::{Alg, PublicKey};
+use portcullis::core::passkey::PublicKey;
 use portcullis::core::ports::{PasskeyVerifier, Result as PortResult};
 use portcullis::core::time::UnixTime;
 
@@ -42,33 +44,72 @@ struct TestVerifier;
 
 impl PasskeyVerifier for TestVerifier {
     fn accepts_key(&self, key: &PublicKey) -> bool {
-        match key.y {
-            None => true,
-            Some(y) => p256::PublicKey::from_sec1_bytes(&[&[4u8][..], &key.x, &y].concat()).is_ok(),
+        match key {
+            PublicKey::P256 { x, y } => p256::PublicKey::from_sec1_bytes(&[&[4u8][..], x, y].concat()).is_ok(),
+            PublicKey::Ed25519(_) => true,
+            PublicKey::Rsa { n, e } => rsa_public(n, e).is_some(),
         }
     }
 
     async fn verify_passkey(&self, key: &PublicKey, signed: &[u8], signature: &[u8]) -> PortResult<bool> {
-        Ok(match key.alg {
-            Alg::EdDsa => {
-                let pk = ed25519_compact::PublicKey::new(key.x);
+        Ok(match key {
+            PublicKey::Ed25519(x) => {
+                let pk = ed25519_compact::PublicKey::new(*x);
                 ed25519_compact::Signature::from_slice(signature).is_ok_and(|s| pk.verify(signed, &s).is_ok())
             }
-            Alg::Es256 => {
+            PublicKey::P256 { x, y } => {
                 use p256::ecdsa::signature::Verifier;
-                let mut sec1 = vec![4];
-                sec1.extend(key.x);
-                sec1.extend(key.y.unwrap());
+                let sec1 = [&[4u8][..], x, y].concat();
                 let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).unwrap();
                 p256::ecdsa::Signature::from_der(signature).is_ok_and(|s| vk.verify(signed, &s).is_ok())
+            }
+            PublicKey::Rsa { n, e } => {
+                use rsa::signature::Verifier;
+                let vk = rsa::pkcs1v15::VerifyingKey::<Sha256>::new(rsa_public(n, e).unwrap());
+                rsa::pkcs1v15::Signature::try_from(signature).is_ok_and(|s| vk.verify(signed, &s).is_ok())
             }
         })
     }
 }
 
+fn rsa_public(n: &[u8], e: &[u8]) -> Option<rsa::RsaPublicKey> {
+    rsa::RsaPublicKey::new(rsa::BigUint::from_bytes_be(n), rsa::BigUint::from_bytes_be(e)).ok()
+}
+
+/// A 2048-bit RSA key made for these tests (`openssl genpkey`).
+const RSA_TEST_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIIEvgIBADANBgkqhkiG9w0BAQEFAASCBKgwggSkAgEAAoIBAQDaz8JxUuYFcoVU
+0dYvrBU76S8kfUjIm796atFXQzBykFSis6Ll2gzNiJO9RBqJm22gZ3bLM3neOn90
+2Z7mU72Pq2h+H6YvjWrc+Kl3eL4dbvyNcJsMAcUCGBQfUDxYuaxbifaAICgX2Gzh
+vi8TMHP7FiujQNw9gCytfin0VAl1FfEIXkkw64AfxbXvV4Htkr3XRKTlrIoZsnMO
+YbZcVhmzpkWq56PzFQ9+KwtAPLAzqkbyPJZHhpCgFRH7K98keB/E9IgjINF8IoKb
+KQMPQkiDV9uM6/WA35tyk9fNvpLu/m7r8/yEofmj2H/eyQ8HiAmMNQAZTKZOdtLW
+jwr0h1jnAgMBAAECggEAVycsbAXYX7ATIksoFDnnBUNmRxLtxBWhCUn1ktvMtrz9
+MQb66bFVqyHsspSnO0sguaSsQNiCgHztWmX5sAUHumtMBfxmLYeW2mfi3BbIJqIX
+zuBcqUYlKaXckfJb7v0ZhSZo+/SS85h9GdcuGecRMx/MBszlTEu6v+nCHTLBx5PW
+K/9EVNojY2jmIx1IciYmd/JLwuF9CeFyQLXgajAMRlseex7TAmnw1ZXdxVJbfDAY
+VtJI6aUgjYKB0+GGcj76q72nKutzPwJjwByxh+z9A6VaSY6hTigUCCUUi+hSvkn/
+fpmDAZk9LD+eLxT+chJrxlPgrCFTgIkj9+0LatRCOQKBgQD+4+nLRNz/C8IW3A9M
+N1aLxgB+U1jjUsv0QjCSx9yQ76gy38m2GIXsi3aWk4qS5OnWRXh2ViaIn7QoZz8f
+NWVmc/WkfUTcTdOThcGRJC5C1JpV0U4/uNRg0PUJmTjGRvuXQD7g6R+pParfzFkW
+UgdYgh2Z/IKqYVIcFWt3vy4cHwKBgQDbw6KJuAj9gWZeZvUHuhpk6pgbel7VFmHc
+0mEEHj2ULVduulV9c7tmA4Wq3Kk9rjLcBjw16Ve7hPSYLMttRuCAok7kRRnfkkGW
+uzaoeV1SN0p9kcATV+fS0OE1JAiEWOtU//ISnj9qxUUiM14w4izn7qtRz8iXFgci
+tePcGJoqOQKBgQDWUEwD3aLzz68iCWXTb7QVUiaYEPxsJvHWLtEomWObeeay3/d6
+ZKQ2gAz2Dpg1asQypbbjyQwdVCrmzekFFKBtxJKF+84qbkW3hH98yi8bgidCgPqK
+GZ54yTk/GNXj4UspoZs9AMbeRjumcOt3GQGUKdM55lb3a1zewCPcS6M5gQKBgQCz
+p9MQUurGkypksjZOAs3hAgcnL3qnKI0IQNQe0bn1kLuRQbLxw9LHKsnzTEDus6HQ
+TSibyg52tdJfNP94biDKB+YGppboNmB4IMQmJlEsDRdQX/5t0ccqiKgTEUoFJ8v6
+yOHUZpnhZzOFKgkuXTfowyw6zWpmWROsRJXqMBKXwQKBgFW0bCQGrstBlzzkIols
+NmpE9YCcr1E9wdGaiyjGeZD7lVm1BENM9qn+U9X6T2MkWAv/T27FKSC5F+hdYzJl
+ClAOJXEjA5ctb/xBnWtRg+hV6KgM8fQ23IGjI4i5sEJevmTssI0DvWkxzpAtyd3z
+shxbhxwEKdF23hxLStv6WkqI
+-----END PRIVATE KEY-----";
+
 enum Key {
     Es256(p256::ecdsa::SigningKey),
     Ed(ed25519_compact::KeyPair),
+    Rs256(Box<rsa::RsaPrivateKey>),
 }
 
 /// A software authenticator holding one credential.
@@ -113,9 +154,25 @@ impl Authenticator {
         }
     }
 
+    /// An RS256 authenticator (Windows Hello's TPM credentials).
+    fn rs256(seed: u8) -> Self {
+        let key = rsa::RsaPrivateKey::from_pkcs8_pem(RSA_TEST_KEY).unwrap();
+        Self {
+            key: Key::Rs256(Box::new(key)),
+            credential_id: vec![seed; 20],
+            count: 5,
+            flags: 0x04,
+            rp_id: "example.com".into(),
+            user_handle: Default::default(),
+            sends_user_handle: true,
+        }
+    }
+
     fn cose_key(&self) -> Vec<u8> {
         let bstr = |b: &[u8]| [vec![0x58, b.len() as u8], b.to_vec()].concat();
         match &self.key {
+            // {1: 3, 3: -257, -1: n, -2: e}
+            Key::Rs256(k) => rsa_cose(&k.n().to_bytes_be(), &k.e().to_bytes_be()),
             Key::Es256(k) => {
                 let point = k.verifying_key().to_encoded_point(false);
                 // {1: 2, 3: -7, -1: 1, -2: x, -3: y}
@@ -152,6 +209,10 @@ impl Authenticator {
                 sig.to_der().as_bytes().to_vec()
             }
             Key::Ed(kp) => kp.sk.sign(data, None).to_vec(),
+            Key::Rs256(k) => {
+                use rsa::signature::SignatureEncoding;
+                rsa::pkcs1v15::SigningKey::<Sha256>::new((**k).clone()).sign(data).to_vec()
+            }
         }
     }
 
@@ -206,6 +267,12 @@ impl Authenticator {
             },
         }
     }
+}
+
+/// The COSE_Key of an RSA public key: `{1: 3, 3: -257, -1: n, -2: e}`.
+fn rsa_cose(n: &[u8], e: &[u8]) -> Vec<u8> {
+    let long = |b: &[u8]| [vec![0x59], (b.len() as u16).to_be_bytes().to_vec(), b.to_vec()].concat();
+    [vec![0xa4, 0x01, 0x03, 0x03, 0x39, 0x01, 0x00, 0x20], long(n), vec![0x21], long(e)].concat()
 }
 
 fn client_data(kind: &str, challenge: &str, origin: &str) -> Vec<u8> {
@@ -280,7 +347,7 @@ fn registration_options_are_webauthn_json_with_an_opaque_user_handle() {
     assert_eq!(handle.len(), 32);
     assert!(!String::from_utf8_lossy(&handle).contains("ada") && handle != user(&w, ADA).id.as_bytes());
     let algs: Vec<i64> = o["pubKeyCredParams"].as_array().unwrap().iter().map(|p| p["alg"].as_i64().unwrap()).collect();
-    assert_eq!(algs, [-8, -7]);
+    assert_eq!(algs, [-8, -7, -257]);
     assert_eq!(o["attestation"], "none");
     assert_eq!(o["authenticatorSelection"]["residentKey"], "preferred");
     assert_eq!(o["authenticatorSelection"]["userVerification"], "preferred");
@@ -290,6 +357,50 @@ fn registration_options_are_webauthn_json_with_an_opaque_user_handle() {
     let o = register_options(&w, rng, T0 + 1, &s).unwrap();
     assert_eq!(o["excludeCredentials"][0]["id"], b64([7u8; 16]));
     assert_eq!(handle_of(&o), handle);
+}
+
+#[test]
+fn an_rs256_passkey_registers_and_signs_in_and_a_forged_or_weak_one_does_not() {
+    let (w, rng) = (world(), &mut TestRandom(21));
+    let s = signup_at(&w, rng, T0, ADA, PW);
+    let mut rs = Authenticator::rs256(4);
+    register(&w, rng, T0, &s, &rs);
+    assert_eq!(w.store.passkeys.borrow()[0].alg, -257);
+    let (deps, meta) = w.at(T0);
+    let listed = block_on(deps.list_passkeys(&meta, Some(&s.access_token))).unwrap();
+    assert_eq!(listed[0].alg, "RS256");
+
+    let o = login_options(&w, rng, T0 + 10, Some(ADA));
+    let session = complete(login_verify(&w, rng, T0 + 10, &o, rs.get(&o, ORIGIN, None)));
+    assert_eq!(session.user.email, ADA);
+    assert_eq!(w.store.passkeys.borrow()[0].sign_count, 6);
+
+    // A signature with one bit changed, and one cut short, are refused.
+    for cut in [false, true] {
+        let o = login_options(&w, rng, T0 + 20, Some(ADA));
+        let mut bad = rs.get(&o, ORIGIN, None);
+        let mut sig = URL_SAFE_NO_PAD.decode(&bad.response.signature).unwrap();
+        if cut {
+            sig.remove(0);
+        } else {
+            sig[100] ^= 1;
+        }
+        bad.response.signature = b64(sig);
+        assert_eq!(code(login_verify(&w, rng, T0 + 20, &o, bad)), "invalid_signature", "cut: {cut}");
+    }
+
+    // A 1024-bit modulus, an even one and an exponent of 1 are not keys we take.
+    let key = rsa::RsaPrivateKey::from_pkcs8_pem(RSA_TEST_KEY).unwrap();
+    let (n, e) = (key.n().to_bytes_be(), key.e().to_bytes_be());
+    let mut even = n.clone();
+    *even.last_mut().unwrap() &= 0xfe;
+    for (n, e) in [(n[..128].to_vec(), e.clone()), (even, e.clone()), (n.clone(), vec![1])] {
+        let cose = rsa_cose(&n, &e);
+        assert_eq!(PublicKey::from_cose(&cose).unwrap_err().problem().code, "invalid_credential");
+    }
+    // Leading zero bytes are not bits: a 2048-bit key padded is still one.
+    let padded = rsa_cose(&[&[0u8, 0][..], &n].concat(), &e);
+    assert_eq!(PublicKey::from_cose(&padded).unwrap(), PublicKey::Rsa { n, e });
 }
 
 #[test]
@@ -444,9 +555,9 @@ fn malformed_credentials_are_400_with_a_stable_code_and_write_nothing() {
     let mut c = good();
     c.response.attestation_object = b64(vec![0u8; 70_000]);
     cases.push((c, "invalid_credential"));
-    // An RS256 key.
+    // An RS384 key: an algorithm not offered.
     let rs = Authenticator::es256(7);
-    let rsa_key = vec![0xa2, 0x01, 0x03, 0x03, 0x39, 0x01, 0x00];
+    let rsa_key = vec![0xa2, 0x01, 0x03, 0x03, 0x39, 0x01, 0x01];
     let mut c = good();
     let mut object = URL_SAFE_NO_PAD.decode(&c.response.attestation_object).unwrap();
     let key_len = rs.cose_key().len();

@@ -262,6 +262,25 @@ test("an ES256 passkey (DER signatures) registers and signs in too", async () =>
   assert.equal(body.user.email, address);
 });
 
+test("an RS256 passkey (Windows Hello's TPM keys) registers and signs in too", async () => {
+  const address = randomEmail("rs256");
+  const s = await signup(gw, address);
+  const options = await json(await authed(`${gw.url}/auth/passkeys/register/options`, s.access_token, { method: "POST" }));
+  assert.ok(options.pubKeyCredParams.some((p) => p.alg === -257), "RS256 is offered");
+  // The browser is offered RS256 only: Chromium's virtual authenticator makes an RSA key.
+  options.pubKeyCredParams = options.pubKeyCredParams.filter((p) => p.alg === -257);
+  const res = await authed(`${gw.url}/auth/passkeys/register/verify`, s.access_token, {
+    method: "POST",
+    body: { credential: await create(options) },
+  });
+  assert.equal(res.status, 201, await res.text());
+  const list = await json(await authed(`${gw.url}/auth/passkeys`, s.access_token));
+  assert.equal(list.passkeys[0].alg, "RS256");
+  const [status, body] = await signIn({ email: address });
+  assert.equal(status, 200, JSON.stringify(body));
+  assert.equal(body.user.email, address);
+});
+
 test("new registration options replace the earlier challenge, which is then a 400, not a token challenge", async () => {
   const s = await signup(gw, randomEmail("reopen"));
   const options = () => authed(`${gw.url}/auth/passkeys/register/options`, s.access_token, { method: "POST" }).then(json);

@@ -393,7 +393,7 @@ where
             user_id: user.id.clone(),
             credential_id: b64url(&raw),
             public_key: b64url(&attested.cose_key),
-            alg: attested.public_key.alg.cose(),
+            alg: attested.public_key.alg().cose(),
             sign_count: auth_data.sign_count,
             backup_eligible: auth_data.flags.backup_eligible(),
             backed_up: auth_data.flags.backed_up(),

@@ -128,6 +128,12 @@ extern "C" {
     /// A native public key from its JWK members (`y` empty for Ed25519).
     #[wasm_bindgen(catch, js_name = publicKey)]
     pub fn native_public_key(x: &str, y: &str) -> Result<JsValue, JsValue>;
+    /// A passkey's native public key from its JWK (JSON text).
+    #[wasm_bindgen(catch, js_name = passkeyKey)]
+    pub fn native_passkey_key(jwk: &str) -> Result<JsValue, JsValue>;
+    /// Verifies an RSASSA-PKCS1-v1_5 / SHA-256 signature synchronously; false for any malformed input.
+    #[wasm_bindgen(js_name = verifyRs256)]
+    pub fn native_verify_rs256(key: &JsValue, data: &[u8], signature: &[u8]) -> bool;
     /// A native private key from its JWK members (`y` empty for Ed25519).
     #[wasm_bindgen(catch, js_name = privateKey)]
     pub fn native_private_key(d: &str, x: &str, y: &str) -> Result<JsValue, JsValue>;

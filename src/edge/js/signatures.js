@@ -26,6 +26,27 @@ export function publicKey(x, y) {
 }
 
 /**
+ * A passkey's public key from its JWK (JSON text): Ed25519, P-256 or RSA.
+ * Throws when the runtime does not take it (a P-256 point off the curve).
+ */
+export function passkeyKey(jwkJson) {
+  return nodeCrypto().createPublicKey({ key: JSON.parse(jwkJson), format: "jwk" });
+}
+
+/**
+ * Whether `signature` is `key`'s RSASSA-PKCS1-v1_5 / SHA-256 signature over
+ * `data` (RS256); never throws.
+ */
+export function verifyRs256(key, data, signature) {
+  try {
+    // An RSA key's default padding is PKCS #1 v1.5.
+    return nodeCrypto().verify("sha256", data, key, signature);
+  } catch {
+    return false;
+  }
+}
+
+/**
  * A private key from its JWK members (base64url): `d` and the public ones.
  * An Ed25519 key is made a CryptoKey, which `node:crypto` signs with a little
  * faster than with the KeyObject (it skips the KeyObject checks; about 1 µs,
