@@ -30,7 +30,7 @@ export interface VerifierOptions {
   leewaySeconds?: number;
   /** How long fetched keys are used before the JWKS is fetched again (default 300). */
   jwksCacheSeconds?: number;
-  /** An unknown `kid` fetches the JWKS again at most once per this many seconds (default 30). */
+  /** An unknown `kid` fetches the JWKS again at most once per this many seconds (default 5: the gateway's JWKS reload interval). */
   refetchCooldownSeconds?: number;
   /** Timeout of a JWKS fetch in milliseconds (default 5000). */
   jwksTimeoutMs?: number;

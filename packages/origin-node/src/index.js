@@ -54,7 +54,7 @@ const REALM = 'Bearer realm="portcullis"';
  * @property {number} [jwksCacheSeconds]  how long fetched keys are used before the JWKS is
  *   fetched again (default 300); if that fetch fails, they are used for at most as long again
  * @property {number} [refetchCooldownSeconds]  an unknown `kid` fetches the JWKS again at most
- *   once per this many seconds (default 30)
+ *   once per this many seconds (default 5: the gateway's JWKS reload interval)
  * @property {number} [jwksTimeoutMs]  timeout of a JWKS fetch (default 5000)
  * @property {typeof fetch} [fetch]  the fetch used for the JWKS (default `globalThis.fetch`)
  * @property {() => number} [clock]  current time in milliseconds (default `Date.now`)
@@ -368,7 +368,7 @@ export function createVerifier(options) {
     fetch: doFetch,
     clock,
     cacheMs: seconds(options.jwksCacheSeconds, 300, "jwksCacheSeconds") * 1000,
-    cooldownMs: seconds(options.refetchCooldownSeconds, 30, "refetchCooldownSeconds") * 1000,
+    cooldownMs: seconds(options.refetchCooldownSeconds, 5, "refetchCooldownSeconds") * 1000,
     timeoutMs: seconds(options.jwksTimeoutMs, 5000, "jwksTimeoutMs"),
   });
 

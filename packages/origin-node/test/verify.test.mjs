@@ -154,7 +154,10 @@ test("an unknown kid fetches the JWKS again once, then is refused without furthe
   await refused(v, gw.assertion({}, makeKey("EdDSA")), "invalid_assertion", /not in the gateway's JWKS/);
   await refused(v, gw.assertion({}, stranger), "invalid_assertion", /not in the gateway's JWKS/);
   assert.equal(gw.fetches, 2, "no refetch within the cooldown");
-  c.advance(30);
+  c.advance(4);
+  await refused(v, gw.assertion({}, stranger), "invalid_assertion", /not in the gateway's JWKS/);
+  assert.equal(gw.fetches, 2, "the default cooldown is 5 s, the gateway's JWKS reload interval");
+  c.advance(1);
   await refused(v, gw.assertion({}, stranger), "invalid_assertion", /not in the gateway's JWKS/);
   assert.equal(gw.fetches, 3, "the cooldown over, one more");
 });

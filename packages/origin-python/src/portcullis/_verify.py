@@ -315,7 +315,7 @@ class AssertionVerifier:
         jwks_url: Optional[str] = None,
         leeway: float = 30,
         jwks_cache_ttl: float = 300,
-        refetch_cooldown: float = 30,
+        refetch_cooldown: float = 5,
         jwks_timeout: float = 5,
         clock: Callable[[], float] = time.time,
         fetch_jwks: Optional[Callable[[str], Any]] = None,
