@@ -49,6 +49,7 @@ use subtle::ConstantTimeEq;
 
 use crate::core::crypto::{b64url, MacKey};
 use crate::core::error::Error;
+use crate::core::ids::UserId;
 use crate::core::signing_keys::Kek;
 use crate::core::time::UnixTime;
 
@@ -568,7 +569,7 @@ pub struct PasskeyChallenge {
     /// The challenge, base64url of 32 random bytes.
     pub challenge: String,
     /// The account registering (registration only).
-    pub user_id: Option<String>,
+    pub user_id: Option<UserId>,
     /// The name asked for at registration's options.
     pub name: Option<String>,
     /// A sign-in's `allowCredentials` (credential ids, base64url): only
@@ -596,7 +597,7 @@ pub struct Passkey {
     /// Our id (the `{id}` of `/auth/passkeys/{id}`).
     pub id: String,
     /// The account.
-    pub user_id: String,
+    pub user_id: UserId,
     /// The credential id, base64url. Unique across accounts.
     pub credential_id: String,
     /// The COSE_Key, base64url.

@@ -12,7 +12,7 @@ use crate::core::error::Error;
 use crate::core::events::{self, Event};
 use crate::core::flows::account::{banned, login_event, login_failed_event, signin_refusal};
 use crate::core::flows::{Deps, Meta, SignIn};
-use crate::core::ids::{self, Random};
+use crate::core::ids::{self, Random, UserId};
 use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, MfaStore, SessionStore, UserStore};
 use crate::core::session::SignInBasis;
 use crate::core::takeover::AddressProof;
@@ -244,7 +244,7 @@ where
         rng: &mut impl Random,
         email: &str,
     ) -> Result<(User, bool), Error> {
-        let user = User { email_verified: true, ..User::new(ids::uuid(rng), email.to_string(), meta.now) };
+        let user = User { email_verified: true, ..User::new(UserId::generate(rng), email.to_string(), meta.now) };
         if self.store.insert_user(&user).await? {
             return Ok((user, true));
         }

@@ -1,6 +1,7 @@
 //! [`UserStore`] on D1: the `users` row and its roles.
 
 use super::{changes, int, int_u, opt_text, text, time, D1Store, UserRow, USER_COLUMNS};
+use crate::core::ids::UserId;
 use crate::core::ports::{Result, UserStore};
 use crate::core::time::UnixTime;
 use crate::core::users::User;
@@ -43,15 +44,15 @@ impl UserStore for D1Store {
         Ok(self.first::<UserRow>(&sql, &[text(email)]).await?.map(User::from))
     }
 
-    async fn user_by_id(&self, id: &str) -> Result<Option<User>> {
+    async fn user_by_id(&self, id: &UserId) -> Result<Option<User>> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = ?1");
         Ok(self.first::<UserRow>(&sql, &[text(id)]).await?.map(User::from))
     }
 
-    async fn set_password_hash(&self, user_id: &str, hash: &str, user_epoch: u64, now: UnixTime) -> Result<()> {
+    async fn set_password_hash(&self, user_id: &UserId, hash: &str, user_epoch: u64, now: UnixTime) -> Result<()> {
         self.run(
             "UPDATE users SET password_hash = ?2, updated_at = ?3 WHERE id = ?1 AND auth_epoch = ?4",
-            &[text(user_id), text(hash), time(now), int_u(user_epoch)],
+            &[text(user_id.as_str()), text(hash), time(now), int_u(user_epoch)],
         )
         .await
         .map(|_| ())
