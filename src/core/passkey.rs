@@ -542,12 +542,12 @@ fn definite(len: Result<Option<u64>, minicbor::decode::Error>) -> Result<u64, Er
 /// The user handle of account `user_id` (`user.id` in the options): an
 /// HMAC-SHA256 of the id under a subkey of `KEY_ENCRYPTION_KEY` — stable,
 /// opaque (neither the email nor the account id), and needing no storage.
-pub fn user_handle(kek: &Kek, user_id: &str) -> [u8; 32] {
+pub fn user_handle(kek: &Kek, user_id: &UserId) -> [u8; 32] {
     MacKey::from_32(&kek.derive(HANDLE_KEY_LABEL)).tag(&[b"user\0", user_id.as_bytes()])
 }
 
 /// Whether `handle` is the user handle of `user_id`, in constant time.
-pub fn is_user_handle(kek: &Kek, user_id: &str, handle: &[u8]) -> bool {
+pub fn is_user_handle(kek: &Kek, user_id: &UserId, handle: &[u8]) -> bool {
     user_handle(kek, user_id).ct_eq(handle).into()
 }
 
@@ -899,10 +899,11 @@ mod tests {
     #[test]
     fn user_handles_are_stable_opaque_and_per_account() {
         let kek = Kek::from_bytes([1; 32]);
-        assert_eq!(user_handle(&kek, "u1"), user_handle(&kek, "u1"));
-        assert_ne!(user_handle(&kek, "u1"), user_handle(&kek, "u2"));
-        assert!(is_user_handle(&kek, "u1", &user_handle(&kek, "u1")));
-        assert!(!is_user_handle(&kek, "u1", b"u1"));
+        let (u1, u2) = (UserId::from("u1"), UserId::from("u2"));
+        assert_eq!(user_handle(&kek, &u1), user_handle(&kek, &u1));
+        assert_ne!(user_handle(&kek, &u1), user_handle(&kek, &u2));
+        assert!(is_user_handle(&kek, &u1, &user_handle(&kek, &u1)));
+        assert!(!is_user_handle(&kek, &u1, b"u1"));
         assert_ne!(stand_in_credential_id(&kek, "a@x"), stand_in_credential_id(&kek, "b@x"));
     }
 }
