@@ -324,14 +324,14 @@ impl AccountStore for D1Store {
             "DELETE FROM email_tokens WHERE user_id IS NULL AND email <> ?2 \
              AND email = (SELECT email FROM users WHERE id = ?1) \
              AND NOT EXISTS (SELECT 1 FROM users o WHERE o.email = ?2 AND o.id <> ?1)",
-            &[text(&u.id), text(&u.email)],
+            &[text(u.id.as_str()), text(&u.email)],
         )?;
         let update = self.stmt(
             "UPDATE users SET email = ?2, name = ?3, avatar_url = ?4, phone = ?5, email_verified = ?6, updated_at = ?7, \
              auth_epoch = CASE WHEN email <> ?2 THEN auth_epoch + 1 ELSE auth_epoch END \
              WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM users o WHERE o.email = ?2 AND o.id <> ?1)",
             &[
-                text(&u.id),
+                text(u.id.as_str()),
                 text(&u.email),
                 opt_text(u.name.as_deref()),
                 opt_text(u.avatar_url.as_deref()),

@@ -246,7 +246,7 @@ impl OAuthStore for D1Store {
             "INSERT INTO users (id, email, name, password_hash, email_verified, avatar_url, phone, banned, created_at, updated_at) \
              VALUES (?1, ?2, ?3, NULL, ?4, ?5, NULL, 0, ?6, ?6) ON CONFLICT(email) DO NOTHING",
             &[
-                text(&u.id),
+                text(u.id.as_str()),
                 text(&u.email),
                 opt_text(u.name.as_deref()),
                 int(i64::from(u.email_verified)),
@@ -258,7 +258,7 @@ impl OAuthStore for D1Store {
         // again in the same transaction: no account without its identity.
         let undo = self.stmt(
             "DELETE FROM users WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM oauth_accounts WHERE user_id = ?1)",
-            &[text(&u.id)],
+            &[text(u.id.as_str())],
         )?;
         let results = self.batch(vec![insert_user, self.insert_identity(identity, None)?, undo]).await?;
         match results.get(1) {

@@ -88,8 +88,8 @@ impl SessionStore for D1Store {
                 mfa_on(2)
             ),
             &[
-                text(&s.id),
-                text(&s.user_id),
+                text(s.id.as_str()),
+                text(s.user_id.as_str()),
                 text(refresh_hash),
                 time(s.created_at),
                 time(s.expires_at),
@@ -107,7 +107,7 @@ impl SessionStore for D1Store {
         let insert_token = self.stmt(
             "INSERT INTO refresh_tokens (hash, session_id, issued_at) SELECT ?1, ?2, ?3 \
              WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ?2)",
-            &[text(refresh_hash), text(&s.id), time(s.created_at)],
+            &[text(refresh_hash), text(s.id.as_str()), time(s.created_at)],
         )?;
         let results = self.batch(vec![insert_session, insert_token]).await?;
         match results.first() {

@@ -13,7 +13,7 @@ impl UserStore for D1Store {
             "INSERT INTO users (id, email, name, password_hash, email_verified, avatar_url, phone, banned, created_at, updated_at, locale) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10) ON CONFLICT(email) DO NOTHING",
             &[
-                text(&u.id),
+                text(u.id.as_str()),
                 text(&u.email),
                 opt_text(u.name.as_deref()),
                 opt_text(u.password_hash.as_deref()),
@@ -29,7 +29,7 @@ impl UserStore for D1Store {
             stmts.push(self.stmt(
                 "INSERT INTO user_roles (user_id, role, created_at) SELECT ?1, ?2, ?3 \
                  WHERE EXISTS (SELECT 1 FROM users WHERE id = ?1)",
-                &[text(&u.id), text(role), time(u.created_at)],
+                &[text(u.id.as_str()), text(role), time(u.created_at)],
             )?);
         }
         let results = self.batch(stmts).await?;
@@ -46,7 +46,7 @@ impl UserStore for D1Store {
 
     async fn user_by_id(&self, id: &UserId) -> Result<Option<User>> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = ?1");
-        Ok(self.first::<UserRow>(&sql, &[text(id)]).await?.map(User::from))
+        Ok(self.first::<UserRow>(&sql, &[text(id.as_str())]).await?.map(User::from))
     }
 
     async fn set_password_hash(&self, user_id: &UserId, hash: &str, user_epoch: u64, now: UnixTime) -> Result<()> {
