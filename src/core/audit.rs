@@ -57,6 +57,7 @@ use crate::core::body::whole_number;
 use crate::core::delivery::{retry_delay_secs, Rejection, Verdict};
 use crate::core::error::Error;
 use crate::core::events::{Event, Received};
+use crate::core::ids::UserId;
 use crate::core::ports::AuditLog;
 use crate::core::time::UnixTime;
 
@@ -110,7 +111,7 @@ impl AuditRecord {
             }
         }
         let member = |data: &Value, name: &str| data.get(name).and_then(Value::as_str).map(str::to_string);
-        let user_id = member(&data, "user_id");
+        let user_id = member(&data, "user_id").map(UserId::new);
         let subject_email = if user_id.is_none() { member(&data, "email") } else { None };
         let ctx = &event.ctx;
         let ip_address = ctx.ip_address.clone().or_else(|| member(&data, CLIENT_MEMBERS[0]));
@@ -200,7 +201,7 @@ impl AuditQuery {
                     if !is_id(&v) {
                         return Err(invalid(format!("user_id: 1 to {MAX_ID_LEN} of A-Z a-z 0-9 -")));
                     }
-                    f.user_id = Some(v.to_string());
+                    f.user_id = Some(UserId::new(v.as_ref()));
                 }
                 ("type", _) => {
                     f.kind = Some(Event::KINDS.iter().copied().find(|k| *k == v).ok_or_else(|| {
@@ -243,10 +244,10 @@ pub struct EntryView {
     #[serde(rename = "type")]
     pub kind: String,
     /// The user it concerns.
-    pub user_id: Option<String>,
+    pub user_id: Option<UserId>,
     /// The administrator who acted (admin view only, and only then).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub actor_id: Option<String>,
+    pub actor_id: Option<UserId>,
     /// `success` or `failure`.
     pub outcome: Outcome,
     /// The client's IP address (`None` in a user's own view of an

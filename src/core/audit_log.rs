@@ -10,6 +10,7 @@ use base64::Engine;
 use serde_json::Value;
 
 pub use crate::core::events::Outcome;
+use crate::core::ids::UserId;
 use crate::core::time::UnixTime;
 
 /// Longest cursor decoded.
@@ -25,13 +26,13 @@ pub struct AuditRecord {
     /// The event type.
     pub kind: &'static str,
     /// The user the event concerns, as it names them.
-    pub user_id: Option<String>,
+    pub user_id: Option<UserId>,
     /// When the event names no user: the address it names. The entry is
     /// attributed to the account that has it when the entry is written, if
     /// that account was created at or before [`AuditRecord::at`].
     pub subject_email: Option<String>,
     /// The administrator who acted, for admin API actions.
-    pub actor_id: Option<String>,
+    pub actor_id: Option<UserId>,
     /// The client's IP address.
     pub ip_address: Option<String>,
     /// The client's user agent.
@@ -54,9 +55,9 @@ pub struct AuditEntry {
     /// The event type.
     pub kind: String,
     /// The user it concerns.
-    pub user_id: Option<String>,
+    pub user_id: Option<UserId>,
     /// The administrator who acted.
-    pub actor_id: Option<String>,
+    pub actor_id: Option<UserId>,
     /// Success or failure.
     pub outcome: Outcome,
     /// The client's IP address.
@@ -109,7 +110,7 @@ impl Cursor {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditFilter {
     /// Only this user's.
-    pub user_id: Option<String>,
+    pub user_id: Option<UserId>,
     /// Only this type's.
     pub kind: Option<&'static str>,
     /// Only at or after this time.

@@ -13,7 +13,7 @@ use std::fmt;
 use subtle::ConstantTimeEq;
 
 use crate::core::crypto::{b64url, MacKey, MAC_LEN};
-use crate::core::ids::Random;
+use crate::core::ids::{Random, UserId};
 use crate::core::signing_keys::Kek;
 use crate::core::time::UnixTime;
 
@@ -67,7 +67,7 @@ pub struct EmailToken {
     /// The normalised address it was sent to.
     pub email: String,
     /// The account it was issued for; `None` for a passwordless sign-up.
-    pub user_id: Option<String>,
+    pub user_id: Option<UserId>,
     /// That account's epoch when it was looked up to issue the token (0
     /// without an account): the token dies when the epoch moves.
     pub user_epoch: u64,

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::core::crypto::SealKey;
 use crate::core::error::Error;
-use crate::core::ids::{self, Random};
+use crate::core::ids::{self, Random, SessionId, UserId};
 use crate::core::signing_keys::{Kek, Kid};
 use crate::core::time::UnixTime;
 
@@ -126,36 +126,36 @@ macro_rules! events {
 }
 
 events! {
-    UserCreated => "user_created", Success { user_id: String, email: String, name: Option<String>, provider: String }
-    UserUpdated => "user_updated", Success { user_id: String, fields: Vec<String> }
-    UserDeleted => "user_deleted", Success { user_id: String, email: String }
-    UserBanned => "user_banned", Success { user_id: String }
-    UserUnbanned => "user_unbanned", Success { user_id: String }
-    Login => "login", Success { user_id: String, email: String, provider: String, ip_address: Option<String>, user_agent: Option<String> }
+    UserCreated => "user_created", Success { user_id: UserId, email: String, name: Option<String>, provider: String }
+    UserUpdated => "user_updated", Success { user_id: UserId, fields: Vec<String> }
+    UserDeleted => "user_deleted", Success { user_id: UserId, email: String }
+    UserBanned => "user_banned", Success { user_id: UserId }
+    UserUnbanned => "user_unbanned", Success { user_id: UserId }
+    Login => "login", Success { user_id: UserId, email: String, provider: String, ip_address: Option<String>, user_agent: Option<String> }
     LoginFailed => "login_failed", Failure { email: String, reason: String, ip_address: Option<String>, user_agent: Option<String> }
-    Logout => "logout", Success { user_id: String }
-    TokenRefreshed => "token_refreshed", Success { user_id: String, ip_address: Option<String>, user_agent: Option<String> }
-    RoleAdded => "role_added", Success { user_id: String, role: String }
-    RoleRemoved => "role_removed", Success { user_id: String, role: String }
-    SessionRevoked => "session_revoked", Success { user_id: String, session_id: Option<String>, revoke_all: bool }
-    OauthLink => "oauth_link", Success { user_id: String, email: String, provider: String }
-    PasswordResetRequested => "password_reset_requested", Success { user_id: String, email: String, token: String, #[serde(default)] locale: Option<String> }
-    PasswordReset => "password_reset", Success { user_id: String }
-    PasswordChanged => "password_changed", Success { user_id: String }
-    EmailVerificationRequested => "email_verification_requested", Success { user_id: String, email: String, token: String, #[serde(default)] locale: Option<String> }
-    EmailVerified => "email_verified", Success { user_id: String, email: String }
-    MagicLinkRequested => "magic_link_requested", Success { user_id: Option<String>, email: String, token: String, #[serde(default)] locale: Option<String> }
-    MagicLinkLogin => "magic_link_login", Success { user_id: String, email: String }
-    EmailOtpRequested => "email_otp_requested", Success { user_id: Option<String>, email: String, code: String, #[serde(default)] locale: Option<String> }
-    EmailOtpLogin => "email_otp_login", Success { user_id: String, email: String }
+    Logout => "logout", Success { user_id: UserId }
+    TokenRefreshed => "token_refreshed", Success { user_id: UserId, ip_address: Option<String>, user_agent: Option<String> }
+    RoleAdded => "role_added", Success { user_id: UserId, role: String }
+    RoleRemoved => "role_removed", Success { user_id: UserId, role: String }
+    SessionRevoked => "session_revoked", Success { user_id: UserId, session_id: Option<SessionId>, revoke_all: bool }
+    OauthLink => "oauth_link", Success { user_id: UserId, email: String, provider: String }
+    PasswordResetRequested => "password_reset_requested", Success { user_id: UserId, email: String, token: String, #[serde(default)] locale: Option<String> }
+    PasswordReset => "password_reset", Success { user_id: UserId }
+    PasswordChanged => "password_changed", Success { user_id: UserId }
+    EmailVerificationRequested => "email_verification_requested", Success { user_id: UserId, email: String, token: String, #[serde(default)] locale: Option<String> }
+    EmailVerified => "email_verified", Success { user_id: UserId, email: String }
+    MagicLinkRequested => "magic_link_requested", Success { user_id: Option<UserId>, email: String, token: String, #[serde(default)] locale: Option<String> }
+    MagicLinkLogin => "magic_link_login", Success { user_id: UserId, email: String }
+    EmailOtpRequested => "email_otp_requested", Success { user_id: Option<UserId>, email: String, code: String, #[serde(default)] locale: Option<String> }
+    EmailOtpLogin => "email_otp_login", Success { user_id: UserId, email: String }
     KeyRotated => "key_rotated", Success { old_kid: Option<Kid>, new_kid: Kid }
     KeyRetired => "key_retired", Success { kid: Kid, new_kid: Option<Kid> }
     RateLimitExceeded => "rate_limit_exceeded", Failure { endpoint: String, ip_address: Option<String>, email: Option<String>, limit: u32, key_type: String }
-    MfaEnabled => "mfa_enabled", Success { user_id: String, method: String }
-    MfaDisabled => "mfa_disabled", Success { user_id: String, method: String }
-    MfaFailed => "mfa_failed", Failure { user_id: String, method: String, ip_address: Option<String> }
-    PasskeyAdded => "passkey_added", Success { user_id: String, passkey_id: String }
-    PasskeyRemoved => "passkey_removed", Success { user_id: String, passkey_id: String }
+    MfaEnabled => "mfa_enabled", Success { user_id: UserId, method: String }
+    MfaDisabled => "mfa_disabled", Success { user_id: UserId, method: String }
+    MfaFailed => "mfa_failed", Failure { user_id: UserId, method: String, ip_address: Option<String> }
+    PasskeyAdded => "passkey_added", Success { user_id: UserId, passkey_id: String }
+    PasskeyRemoved => "passkey_removed", Success { user_id: UserId, passkey_id: String }
 }
 
 /// The field holding the one-time secret of events of type `kind` (`token`
@@ -332,7 +332,7 @@ pub struct EventContext {
     pub user_agent: Option<String>,
     /// The administrator who acted, for actions taken through the admin API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub actor_id: Option<String>,
+    pub actor_id: Option<UserId>,
 }
 
 impl EventContext {

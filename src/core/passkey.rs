@@ -49,6 +49,7 @@ use subtle::ConstantTimeEq;
 
 use crate::core::crypto::{b64url, MacKey};
 use crate::core::error::Error;
+use crate::core::ids::UserId;
 use crate::core::signing_keys::Kek;
 use crate::core::time::UnixTime;
 
@@ -644,12 +645,12 @@ fn definite(len: Result<Option<u64>, minicbor::decode::Error>) -> Result<u64, Er
 /// The user handle of account `user_id` (`user.id` in the options): an
 /// HMAC-SHA256 of the id under a subkey of `KEY_ENCRYPTION_KEY` — stable,
 /// opaque (neither the email nor the account id), and needing no storage.
-pub fn user_handle(kek: &Kek, user_id: &str) -> [u8; 32] {
+pub fn user_handle(kek: &Kek, user_id: &UserId) -> [u8; 32] {
     MacKey::from_32(&kek.derive(HANDLE_KEY_LABEL)).tag(&[b"user\0", user_id.as_bytes()])
 }
 
 /// Whether `handle` is the user handle of `user_id`, in constant time.
-pub fn is_user_handle(kek: &Kek, user_id: &str, handle: &[u8]) -> bool {
+pub fn is_user_handle(kek: &Kek, user_id: &UserId, handle: &[u8]) -> bool {
     user_handle(kek, user_id).ct_eq(handle).into()
 }
 
@@ -671,7 +672,7 @@ pub struct PasskeyChallenge {
     /// The challenge, base64url of 32 random bytes.
     pub challenge: String,
     /// The account registering (registration only).
-    pub user_id: Option<String>,
+    pub user_id: Option<UserId>,
     /// The name asked for at registration's options.
     pub name: Option<String>,
     /// A sign-in's `allowCredentials` (credential ids, base64url): only
@@ -699,7 +700,7 @@ pub struct Passkey {
     /// Our id (the `{id}` of `/auth/passkeys/{id}`).
     pub id: String,
     /// The account.
-    pub user_id: String,
+    pub user_id: UserId,
     /// The credential id, base64url. Unique across accounts.
     pub credential_id: String,
     /// The COSE_Key, base64url.
@@ -1004,10 +1005,11 @@ mod tests {
     #[test]
     fn user_handles_are_stable_opaque_and_per_account() {
         let kek = Kek::from_bytes([1; 32]);
-        assert_eq!(user_handle(&kek, "u1"), user_handle(&kek, "u1"));
-        assert_ne!(user_handle(&kek, "u1"), user_handle(&kek, "u2"));
-        assert!(is_user_handle(&kek, "u1", &user_handle(&kek, "u1")));
-        assert!(!is_user_handle(&kek, "u1", b"u1"));
+        let (u1, u2) = (UserId::from("u1"), UserId::from("u2"));
+        assert_eq!(user_handle(&kek, &u1), user_handle(&kek, &u1));
+        assert_ne!(user_handle(&kek, &u1), user_handle(&kek, &u2));
+        assert!(is_user_handle(&kek, &u1, &user_handle(&kek, &u1)));
+        assert!(!is_user_handle(&kek, &u1, b"u1"));
         assert_ne!(stand_in_credential_id(&kek, "a@x"), stand_in_credential_id(&kek, "b@x"));
     }
 }

@@ -14,6 +14,7 @@ use std::pin::Pin;
 
 use crate::core::error::Error;
 use crate::core::events::Envelope;
+use crate::core::ids::{SessionId, UserId};
 use crate::core::ledger::{Claim, DeadLetter, TargetState};
 use crate::core::mail::{BindingError, MimeEmail};
 use crate::core::mfa::{Challenge, FactorsRemoved, StoredFactors};
@@ -38,12 +39,12 @@ pub trait UserStore {
     /// The user with this normalised email.
     async fn user_by_email(&self, email: &str) -> Result<Option<User>>;
     /// The user with this id.
-    async fn user_by_id(&self, id: &str) -> Result<Option<User>>;
+    async fn user_by_id(&self, id: &UserId) -> Result<Option<User>>;
     /// Replaces the password hash with a rehash of the same password, if the
     /// account epoch is still `user_epoch` (the one the password was checked
     /// under): a rehash must never bring back a password that a reset or a
     /// takeover removed in the meantime.
-    async fn set_password_hash(&self, user_id: &str, hash: &str, user_epoch: u64, now: UnixTime) -> Result<()>;
+    async fn set_password_hash(&self, user_id: &UserId, hash: &str, user_epoch: u64, now: UnixTime) -> Result<()>;
 }
 
 /// Sessions and their refresh tokens.
@@ -63,16 +64,16 @@ pub trait SessionStore {
     /// Atomically swaps the current refresh token for its successor; see [`Rotation`].
     async fn rotate_refresh(&self, req: &RotateRequest<'_>) -> Result<Rotation>;
     /// The session with this id.
-    async fn session_by_id(&self, id: &str) -> Result<Option<Session>>;
+    async fn session_by_id(&self, id: &SessionId) -> Result<Option<Session>>;
     /// The session whose current refresh token hashes to `refresh_hash`.
     async fn session_by_refresh(&self, refresh_hash: &str) -> Result<Option<Session>>;
     /// Revokes one session; `Ok(false)` if it was already revoked or unknown.
-    async fn revoke_session(&self, id: &str, now: UnixTime, reason: &str) -> Result<bool>;
+    async fn revoke_session(&self, id: &SessionId, now: UnixTime, reason: &str) -> Result<bool>;
     /// Revokes every live session of `user_id` but `except`; returns how many.
     async fn revoke_user_sessions(
         &self,
-        user_id: &str,
-        except: Option<&str>,
+        user_id: &UserId,
+        except: Option<&SessionId>,
         now: UnixTime,
         reason: &str,
     ) -> Result<u64>;
@@ -82,7 +83,7 @@ pub trait SessionStore {
     /// (revoked or ended since the caller authenticated).
     async fn revoke_other_sessions(&self, caller: &LiveSession<'_>, reason: &str) -> Result<Option<u64>>;
     /// The user's live sessions, newest first.
-    async fn list_sessions(&self, user_id: &str, now: UnixTime) -> Result<Vec<Session>>;
+    async fn list_sessions(&self, user_id: &UserId, now: UnixTime) -> Result<Vec<Session>>;
 }
 
 /// The revocation log (see [`crate::core::revocation`]). Rows are written by
@@ -99,7 +100,7 @@ pub trait RevocationStore {
     async fn revocations_after(&self, after: u64, live_after: UnixTime, limit: u32) -> Result<RevocationPage>;
     /// The session `sid` and the roles its user holds now, read together;
     /// `None` when there is no such session.
-    async fn session_standing(&self, sid: &str) -> Result<Option<Standing>>;
+    async fn session_standing(&self, sid: &SessionId) -> Result<Option<Standing>>;
     /// Deletes the rows recorded at or before `before`; returns how many.
     async fn purge_revocations(&self, before: UnixTime) -> Result<u64>;
 }
@@ -132,9 +133,9 @@ pub trait AccountStore {
     /// nothing written, when the epoch moved.
     async fn set_password(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         hash: &str,
-        keep: Option<&str>,
+        keep: Option<&SessionId>,
         user_epoch: u64,
         now: UnixTime,
         reason: &str,
@@ -150,15 +151,15 @@ pub trait AccountStore {
     /// Deletes the user with their roles, sessions and emailed tokens, and
     /// in the same write the tokens mailed to their address before the
     /// account existed (no user id); `Ok(false)` if there was no such user.
-    async fn delete_user(&self, user_id: &str) -> Result<bool>;
+    async fn delete_user(&self, user_id: &UserId) -> Result<bool>;
     /// Sets the ban flag. Banning also revokes every live session of the
     /// user and moves the epoch, in the same write. `Ok(true)` if the flag
     /// changed.
-    async fn set_banned(&self, user_id: &str, banned: bool, now: UnixTime) -> Result<bool>;
+    async fn set_banned(&self, user_id: &UserId, banned: bool, now: UnixTime) -> Result<bool>;
     /// Grants `role`; `Ok(false)` if the user already had it.
-    async fn add_role(&self, user_id: &str, role: &str, now: UnixTime) -> Result<bool>;
+    async fn add_role(&self, user_id: &UserId, role: &str, now: UnixTime) -> Result<bool>;
     /// Withdraws `role`; `Ok(false)` if the user did not have it.
-    async fn remove_role(&self, user_id: &str, role: &str) -> Result<bool>;
+    async fn remove_role(&self, user_id: &UserId, role: &str) -> Result<bool>;
 }
 
 /// Single-use secrets sent by email. The store is the authority on whether
@@ -223,7 +224,7 @@ pub trait RateLimitStore {
 /// live, decided in the same write.
 pub trait MfaStore {
     /// The account's second factors.
-    async fn mfa_factors(&self, user_id: &str) -> Result<StoredFactors>;
+    async fn mfa_factors(&self, user_id: &UserId) -> Result<StoredFactors>;
     /// Stores `sealed` as the caller's enrolling (not yet confirmed) TOTP
     /// secret, replacing an enrolling one, unless TOTP is on. `Ok(Some(true))`
     /// stored; `Ok(Some(false))`, nothing written, when TOTP is on; `Ok(None)`,
@@ -249,10 +250,10 @@ pub trait MfaStore {
     /// one used: `Ok(true)` when the code is accepted. One conditional write,
     /// so of racing uses of one code exactly one is accepted, and never a
     /// code older than one already used.
-    async fn use_totp_step(&self, user_id: &str, sealed: &str, step: u64) -> Result<bool>;
+    async fn use_totp_step(&self, user_id: &UserId, sealed: &str, step: u64) -> Result<bool>;
     /// Deletes the account's unused backup code tagged `hash`: `Ok(true)` if
     /// there was one (exactly one of racing uses of a code gets it).
-    async fn use_backup_code(&self, user_id: &str, hash: &str) -> Result<bool>;
+    async fn use_backup_code(&self, user_id: &UserId, hash: &str) -> Result<bool>;
     /// Replaces the caller's backup codes with `hashes` if TOTP is on.
     /// `Ok(Some(true))` replaced; `Ok(Some(false))`, nothing written, when
     /// TOTP is off; `Ok(None)`, nothing written, when the session is not live.
@@ -264,7 +265,7 @@ pub trait MfaStore {
     /// is live: `Ok(None)`, nothing written, otherwise.
     async fn remove_factors(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         caller: Option<&LiveSession<'_>>,
         now: UnixTime,
         reason: &str,
@@ -297,7 +298,7 @@ pub trait PasskeyStore {
     /// gets it, and an expired one is never returned.
     async fn take_registration_challenge(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         challenge: &str,
         now: UnixTime,
     ) -> Result<Option<PasskeyChallenge>>;
@@ -305,7 +306,7 @@ pub trait PasskeyStore {
     /// it; of racing callers exactly one gets it.
     async fn take_login_challenge(&self, id: &str, now: UnixTime) -> Result<Option<PasskeyChallenge>>;
     /// The user's passkeys, oldest first.
-    async fn passkeys(&self, user_id: &str) -> Result<Vec<Passkey>>;
+    async fn passkeys(&self, user_id: &UserId) -> Result<Vec<Passkey>>;
     /// The passkey with this credential id (base64url), whoever's it is.
     async fn passkey_by_credential(&self, credential_id: &str) -> Result<Option<Passkey>>;
     /// Stores `passkey` for the caller (its `user_id`), if the caller's
@@ -334,7 +335,7 @@ pub trait PasskeyStore {
     /// every live session of the user (`reason`), in one write (an
     /// administrator's reset). Returns the removed passkeys' ids and how
     /// many sessions were revoked.
-    async fn remove_all_passkeys(&self, user_id: &str, now: UnixTime, reason: &str) -> Result<(Vec<String>, u64)>;
+    async fn remove_all_passkeys(&self, user_id: &UserId, now: UnixTime, reason: &str) -> Result<(Vec<String>, u64)>;
 }
 
 /// Signature checks of passkey assertions, through the runtime's native
@@ -426,7 +427,7 @@ pub trait AuditLog {
     /// ([`crate::core::takeover`]), as the takeover's own write recorded it
     /// ([`AccountStore::prove_address`]); `None` if it never was (or there
     /// is no such account).
-    async fn taken_over_at(&self, user_id: &str) -> Result<Option<UnixTime>>;
+    async fn taken_over_at(&self, user_id: &UserId) -> Result<Option<UnixTime>>;
 }
 
 /// A boxed future, for the one port used as a trait object ([`SigninHook`]).

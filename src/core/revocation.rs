@@ -64,6 +64,7 @@ use std::collections::HashMap;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::core::ids::{SessionId, UserId};
 use crate::core::session::Session;
 use crate::core::time::UnixTime;
 use crate::core::token::LEEWAY_SECS;
@@ -149,11 +150,11 @@ impl IntrospectionSecret {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Revoked {
     /// This session (`sid`): every access token it carries.
-    Session(String),
+    Session(SessionId),
     /// The roles of this user changed: `roles` is what they hold now.
     Roles {
         /// The user (`sub`).
-        user_id: String,
+        user_id: UserId,
         /// The user's roles after the change.
         roles: Vec<Role>,
     },
@@ -186,9 +187,9 @@ pub struct RevocationPage {
 #[derive(Debug, Default)]
 pub struct RevocationSet {
     /// Revoked session ids, with when they were revoked.
-    sessions: HashMap<String, UnixTime>,
+    sessions: HashMap<SessionId, UnixTime>,
     /// Users whose roles changed: their current roles, and since when.
-    roles: HashMap<String, (Box<[Role]>, UnixTime)>,
+    roles: HashMap<UserId, (Box<[Role]>, UnixTime)>,
     /// The last log row applied.
     cursor: u64,
 }
@@ -213,7 +214,7 @@ impl RevocationSet {
     /// `roles`, is refused: its session was revoked, or it claims a role the
     /// user no longer holds. Hash lookups, no allocation: this runs on
     /// every authenticated gateway request.
-    pub fn refuses(&self, sid: &str, sub: &str, roles: &[Role]) -> bool {
+    pub fn refuses(&self, sid: &SessionId, sub: &UserId, roles: &[Role]) -> bool {
         if self.sessions.contains_key(sid) {
             return true;
         }
@@ -346,9 +347,9 @@ pub struct Standing {
 /// stands by its session as stored (`standing`, `None` if there is no such
 /// session) at `now` under `SESSION_MAX_AGE` = `max_age_secs`: the session
 /// is the user's and live, and the user holds every role claimed.
-pub fn stands(standing: Option<&Standing>, sub: &str, roles: &[Role], now: UnixTime, max_age_secs: u64) -> bool {
+pub fn stands(standing: Option<&Standing>, sub: &UserId, roles: &[Role], now: UnixTime, max_age_secs: u64) -> bool {
     standing.is_some_and(|s| {
-        s.session.user_id == sub && s.session.is_live(now, max_age_secs) && roles.iter().all(|r| s.roles.contains(r))
+        s.session.user_id == *sub && s.session.is_live(now, max_age_secs) && roles.iter().all(|r| s.roles.contains(r))
     })
 }
 
@@ -388,11 +389,11 @@ mod tests {
     #[test]
     fn a_revoked_session_refuses_its_tokens_and_no_other() {
         let mut set = RevocationSet::new();
-        assert!(!set.refuses("s1", "u1", &[]));
+        assert!(!set.refuses(&"s1".into(), &"u1".into(), &[]));
         set.apply(vec![session_row(1, 100, "s1")], 1, UnixTime(100), RETAIN);
-        assert!(set.refuses("s1", "u1", &[]));
-        assert!(set.refuses("s1", "u1", &roles(&["admin"])));
-        assert!(!set.refuses("s2", "u1", &[]), "another session of the same user");
+        assert!(set.refuses(&"s1".into(), &"u1".into(), &[]));
+        assert!(set.refuses(&"s1".into(), &"u1".into(), &roles(&["admin"])));
+        assert!(!set.refuses(&"s2".into(), &"u1".into(), &[]), "another session of the same user");
         assert_eq!(set.cursor(), 1);
     }
 
@@ -400,16 +401,19 @@ mod tests {
     fn a_role_change_refuses_tokens_claiming_a_role_the_user_lost() {
         let mut set = RevocationSet::new();
         set.apply(vec![roles_row(1, 100, "u1", &["billing"])], 1, UnixTime(100), RETAIN);
-        assert!(set.refuses("s1", "u1", &roles(&["admin", "billing"])), "issued before admin was removed");
-        assert!(!set.refuses("s1", "u1", &roles(&["billing"])), "issued after: the current roles");
-        assert!(!set.refuses("s1", "u1", &[]), "a token without roles claims nothing lost");
-        assert!(!set.refuses("s9", "u2", &roles(&["admin"])), "another user");
+        assert!(
+            set.refuses(&"s1".into(), &"u1".into(), &roles(&["admin", "billing"])),
+            "issued before admin was removed"
+        );
+        assert!(!set.refuses(&"s1".into(), &"u1".into(), &roles(&["billing"])), "issued after: the current roles");
+        assert!(!set.refuses(&"s1".into(), &"u1".into(), &[]), "a token without roles claims nothing lost");
+        assert!(!set.refuses(&"s9".into(), &"u2".into(), &roles(&["admin"])), "another user");
         // All roles removed (or the user deleted): any role claimed is refused.
         set.apply(vec![roles_row(2, 101, "u1", &[])], 2, UnixTime(101), RETAIN);
-        assert!(set.refuses("s1", "u1", &roles(&["billing"])));
+        assert!(set.refuses(&"s1".into(), &"u1".into(), &roles(&["billing"])));
         // Granted back: tokens claiming it stand again, whenever issued.
         set.apply(vec![roles_row(3, 102, "u1", &["admin", "billing"])], 3, UnixTime(102), RETAIN);
-        assert!(!set.refuses("s1", "u1", &roles(&["admin", "billing"])));
+        assert!(!set.refuses(&"s1".into(), &"u1".into(), &roles(&["admin", "billing"])));
     }
 
     #[test]
@@ -417,13 +421,13 @@ mod tests {
         let mut set = RevocationSet::new();
         let first = vec![roles_row(1, 100, "u1", &["a"]), roles_row(2, 100, "u1", &["a", "b"])];
         set.apply(first.clone(), 2, UnixTime(100), RETAIN);
-        assert!(!set.refuses("s", "u1", &roles(&["b"])), "the later row wins");
+        assert!(!set.refuses(&"s".into(), &"u1".into(), &roles(&["b"])), "the later row wins");
         // A second read that began before the first finished returns the same rows.
         set.apply(first, 2, UnixTime(100), RETAIN);
-        assert!(!set.refuses("s", "u1", &roles(&["b"])));
+        assert!(!set.refuses(&"s".into(), &"u1".into(), &roles(&["b"])));
         // A read whose rows are all old news changes nothing either.
         set.apply(vec![roles_row(1, 100, "u1", &["a"])], 2, UnixTime(100), RETAIN);
-        assert!(!set.refuses("s", "u1", &roles(&["b"])), "row 1 again must not undo row 2");
+        assert!(!set.refuses(&"s".into(), &"u1".into(), &roles(&["b"])), "row 1 again must not undo row 2");
         assert_eq!(set.cursor(), 2);
     }
 
@@ -444,7 +448,7 @@ mod tests {
         assert_eq!(set.len(), (1, 1));
         set.apply(vec![], 2, UnixTime(100 + RETAIN as i64), RETAIN);
         assert_eq!(set.len(), (0, 0));
-        assert!(!set.refuses("s1", "u1", &roles(&["x"])));
+        assert!(!set.refuses(&"s1".into(), &"u1".into(), &roles(&["x"])));
     }
 
     #[test]
@@ -500,14 +504,14 @@ mod tests {
     #[test]
     fn a_fresh_check_needs_a_live_session_of_the_user_holding_every_role_claimed() {
         let now = UnixTime(10);
-        assert!(stands(Some(&standing("u", None, &["admin"])), "u", &roles(&["admin"]), now, 10_000));
-        assert!(stands(Some(&standing("u", None, &["admin"])), "u", &[], now, 10_000));
-        assert!(!stands(None, "u", &[], now, 10_000), "no such session");
-        assert!(!stands(Some(&standing("u", Some(5), &[])), "u", &[], now, 10_000), "revoked");
-        assert!(!stands(Some(&standing("v", None, &[])), "u", &[], now, 10_000), "another user's session");
-        assert!(!stands(Some(&standing("u", None, &[])), "u", &roles(&["admin"]), now, 10_000), "role removed");
-        assert!(!stands(Some(&standing("u", None, &[])), "u", &[], UnixTime(1_000), 10_000), "expired");
-        assert!(!stands(Some(&standing("u", None, &[])), "u", &[], now, 10), "past SESSION_MAX_AGE");
+        assert!(stands(Some(&standing("u", None, &["admin"])), &"u".into(), &roles(&["admin"]), now, 10_000));
+        assert!(stands(Some(&standing("u", None, &["admin"])), &"u".into(), &[], now, 10_000));
+        assert!(!stands(None, &"u".into(), &[], now, 10_000), "no such session");
+        assert!(!stands(Some(&standing("u", Some(5), &[])), &"u".into(), &[], now, 10_000), "revoked");
+        assert!(!stands(Some(&standing("v", None, &[])), &"u".into(), &[], now, 10_000), "another user's session");
+        assert!(!stands(Some(&standing("u", None, &[])), &"u".into(), &roles(&["admin"]), now, 10_000), "role removed");
+        assert!(!stands(Some(&standing("u", None, &[])), &"u".into(), &[], UnixTime(1_000), 10_000), "expired");
+        assert!(!stands(Some(&standing("u", None, &[])), &"u".into(), &[], now, 10), "past SESSION_MAX_AGE");
     }
 
     #[test]

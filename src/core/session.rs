@@ -17,6 +17,7 @@
 use serde::Serialize;
 
 use crate::core::amr::Amr;
+use crate::core::ids::{SessionId, UserId};
 use crate::core::rate_limit::{Count, Rule};
 use crate::core::time::UnixTime;
 use crate::core::token::ExtraClaims;
@@ -25,9 +26,9 @@ use crate::core::token::ExtraClaims;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     /// UUID, the `sid` claim.
-    pub id: String,
+    pub id: SessionId,
     /// Owner.
-    pub user_id: String,
+    pub user_id: UserId,
     /// Creation time.
     pub created_at: UnixTime,
     /// Last sign-in or refresh.
@@ -64,7 +65,7 @@ impl Session {
     }
 
     /// The view listed by `GET /auth/sessions`.
-    pub fn view(&self, current_sid: &str) -> SessionView {
+    pub fn view(&self, current_sid: &SessionId) -> SessionView {
         SessionView {
             id: self.id.clone(),
             created_at: self.created_at.rfc3339(),
@@ -72,7 +73,7 @@ impl Session {
             expires_at: self.expires_at.rfc3339(),
             ip_address: self.ip_address.clone(),
             user_agent: self.user_agent.clone(),
-            current: self.id == current_sid,
+            current: self.id == *current_sid,
         }
     }
 }
@@ -81,7 +82,7 @@ impl Session {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SessionView {
     /// Session id.
-    pub id: String,
+    pub id: SessionId,
     /// RFC 3339.
     pub created_at: String,
     /// RFC 3339.
@@ -105,9 +106,9 @@ pub enum Rotation {
     /// (if it was not already).
     Reused {
         /// The session it belonged to.
-        session_id: String,
+        session_id: SessionId,
         /// Its owner.
-        user_id: String,
+        user_id: UserId,
     },
     /// The token was current but its session is revoked or expired (its
     /// refresh token, or the session itself at `SESSION_MAX_AGE`).
@@ -171,9 +172,9 @@ pub struct RotationLimit<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LiveSession<'a> {
     /// The session's user.
-    pub user_id: &'a str,
+    pub user_id: &'a UserId,
     /// The session (`sid`).
-    pub session_id: &'a str,
+    pub session_id: &'a SessionId,
     /// Now.
     pub now: UnixTime,
     /// `SESSION_MAX_AGE`.

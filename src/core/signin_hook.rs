@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::core::error::Error;
+use crate::core::ids::{SessionId, UserId};
 use crate::core::outbound::{excerpt, HttpReply, HttpRequest, SendError};
 use crate::core::time::UnixTime;
 use crate::core::token::{ExtraClaims, RESERVED_CLAIMS};
@@ -90,7 +91,7 @@ pub const REFRESH_TRIGGER: &str = "refresh";
 
 #[derive(Serialize)]
 struct HookUser<'a> {
-    id: &'a str,
+    id: &'a UserId,
     email: &'a str,
     name: Option<&'a str>,
     roles: &'a [Role],
@@ -104,7 +105,7 @@ struct HookBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     trigger: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    session_id: Option<&'a str>,
+    session_id: Option<&'a SessionId>,
     user: HookUser<'a>,
     provider: &'a str,
 }
@@ -120,14 +121,14 @@ pub fn request(hook: &HookConfig, user: &User, provider: &str, message_id: &str,
 pub fn refresh_request(
     hook: &HookConfig,
     user: &User,
-    session_id: &str,
+    session_id: &SessionId,
     message_id: &str,
     now: UnixTime,
 ) -> HttpRequest {
     signed(hook, message_id, now, body(user, REFRESH_PROVIDER, Some(session_id)))
 }
 
-fn body<'a>(user: &'a User, provider: &'a str, refreshing: Option<&'a str>) -> HookBody<'a> {
+fn body<'a>(user: &'a User, provider: &'a str, refreshing: Option<&'a SessionId>) -> HookBody<'a> {
     HookBody {
         kind: if refreshing.is_some() { REFRESH_TYPE } else { SIGNIN_TYPE },
         trigger: refreshing.map(|_| REFRESH_TRIGGER),
@@ -338,7 +339,7 @@ mod tests {
         assert!(secret.verify("msg_1", UnixTime(1_700_000_000), &req.body, sig));
         assert!(!req.body.contains("secret-hash"));
         // Asked again before a refresh: the same request, saying so by its type.
-        let again = refresh_request(&hook, &user, "s-9", "msg_2", UnixTime(1_700_000_100));
+        let again = refresh_request(&hook, &user, &"s-9".into(), "msg_2", UnixTime(1_700_000_100));
         let body: serde_json::Value = serde_json::from_str(&again.body).unwrap();
         assert_eq!(
             body,

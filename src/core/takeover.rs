@@ -61,6 +61,7 @@
 //! passkey that went.
 
 use crate::core::events::{self, Event};
+use crate::core::ids::UserId;
 use crate::core::mfa::Method;
 use crate::core::oauth::LinkedIdentity;
 use crate::core::time::UnixTime;
@@ -73,7 +74,7 @@ pub const TAKEOVER_REVOKE_REASON: &str = "address_proven";
 #[derive(Debug, Clone, Copy)]
 pub struct AddressProof<'a> {
     /// The account.
-    pub user_id: &'a str,
+    pub user_id: &'a UserId,
     /// The address proven; the write does nothing unless it is still the
     /// account's.
     pub email: &'a str,
@@ -121,10 +122,10 @@ impl Proven {
     /// removed `password` and `providers`, if any; and `session_revoked`
     /// (`revoke_all`) if sessions were revoked — unless the caller announces
     /// that itself (`sessions_announced`, as a password reset does).
-    pub fn events(&self, user_id: &str, email: &str, sessions_announced: bool) -> Vec<Event> {
+    pub fn events(&self, user_id: &UserId, email: &str, sessions_announced: bool) -> Vec<Event> {
         let mut out = Vec::new();
         if self.took_over {
-            out.push(events::EmailVerified { user_id: user_id.to_string(), email: email.to_string() }.into());
+            out.push(events::EmailVerified { user_id: user_id.clone(), email: email.to_string() }.into());
         }
         let mut fields = Vec::new();
         if self.password_cleared {
@@ -134,18 +135,16 @@ impl Proven {
             fields.push("providers".to_string());
         }
         if !fields.is_empty() {
-            out.push(events::UserUpdated { user_id: user_id.to_string(), fields }.into());
+            out.push(events::UserUpdated { user_id: user_id.clone(), fields }.into());
         }
         if self.mfa_removed {
-            out.push(events::MfaDisabled { user_id: user_id.to_string(), method: Method::Totp.as_str().into() }.into());
+            out.push(events::MfaDisabled { user_id: user_id.clone(), method: Method::Totp.as_str().into() }.into());
         }
         for passkey_id in &self.removed_passkeys {
-            out.push(events::PasskeyRemoved { user_id: user_id.to_string(), passkey_id: passkey_id.clone() }.into());
+            out.push(events::PasskeyRemoved { user_id: user_id.clone(), passkey_id: passkey_id.clone() }.into());
         }
         if self.revoked_sessions > 0 && !sessions_announced {
-            out.push(
-                events::SessionRevoked { user_id: user_id.to_string(), session_id: None, revoke_all: true }.into(),
-            );
+            out.push(events::SessionRevoked { user_id: user_id.clone(), session_id: None, revoke_all: true }.into());
         }
         out
     }
@@ -188,9 +187,9 @@ mod tests {
             removed_passkeys: vec!["pk1".into()],
             auth_epoch: 1,
         };
-        let kinds: Vec<&str> = p.events("u", "v@corp.example", false).iter().map(Event::kind).collect();
+        let kinds: Vec<&str> = p.events(&"u".into(), "v@corp.example", false).iter().map(Event::kind).collect();
         assert_eq!(kinds, ["email_verified", "user_updated", "mfa_disabled", "passkey_removed", "session_revoked"]);
-        let updated = &p.events("u", "v@corp.example", false)[1];
+        let updated = &p.events(&"u".into(), "v@corp.example", false)[1];
         assert_eq!(
             updated,
             &Event::UserUpdated(events::UserUpdated {
@@ -199,15 +198,15 @@ mod tests {
             })
         );
         // A reset announces its own revocation.
-        let kinds: Vec<&str> = p.events("u", "v@corp.example", true).iter().map(Event::kind).collect();
+        let kinds: Vec<&str> = p.events(&"u".into(), "v@corp.example", true).iter().map(Event::kind).collect();
         assert_eq!(kinds, ["email_verified", "user_updated", "mfa_disabled", "passkey_removed"]);
     }
 
     #[test]
     fn a_proof_of_a_verified_address_announces_nothing() {
-        assert!(Proven { linked: true, auth_epoch: 3, ..Proven::default() }.events("u", "e", false).is_empty());
+        assert!(Proven { linked: true, auth_epoch: 3, ..Proven::default() }.events(&"u".into(), "e", false).is_empty());
         // An unverified account with nothing to remove is just verified.
-        let kinds: Vec<Event> = Proven { took_over: true, ..Proven::default() }.events("u", "e", false);
+        let kinds: Vec<Event> = Proven { took_over: true, ..Proven::default() }.events(&"u".into(), "e", false);
         assert_eq!(kinds, vec![Event::EmailVerified(events::EmailVerified { user_id: "u".into(), email: "e".into() })]);
     }
 }

@@ -19,6 +19,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::core::amr::Amr;
 use crate::core::crypto::{b64url, b64url_decode};
 use crate::core::error::{Error, TokenError};
+use crate::core::ids::{SessionId, UserId};
 use crate::core::signing_keys::{SigningAlg, SigningKey};
 use crate::core::time::UnixTime;
 use crate::core::users::Role;
@@ -56,9 +57,9 @@ pub struct AccessClaims {
     #[serde(deserialize_with = "one_or_many")]
     pub aud: Vec<String>,
     /// User id.
-    pub sub: String,
+    pub sub: UserId,
     /// Session id.
-    pub sid: String,
+    pub sid: SessionId,
     /// Role names.
     pub roles: Vec<Role>,
     /// Normalised email.
@@ -164,9 +165,9 @@ pub struct NewAccessToken<'a> {
     /// `aud`.
     pub audience: &'a str,
     /// `sub`.
-    pub user_id: &'a str,
+    pub user_id: &'a UserId,
     /// `sid`.
-    pub session_id: &'a str,
+    pub session_id: &'a SessionId,
     /// `roles`.
     pub roles: &'a [Role],
     /// `email`.
@@ -197,8 +198,8 @@ impl NewAccessToken<'_> {
         let claims = AccessClaims {
             iss: self.issuer.to_string(),
             aud: vec![self.audience.to_string()],
-            sub: self.user_id.to_string(),
-            sid: self.session_id.to_string(),
+            sub: self.user_id.clone(),
+            sid: self.session_id.clone(),
             roles: self.roles.to_vec(),
             email: self.email.to_string(),
             email_verified: self.email_verified,
@@ -230,8 +231,8 @@ pub fn issue(t: &NewAccessToken<'_>, key: &SigningKey) -> Result<String, Error> 
     let mut claims = Claims::new(IssuedClaims {
         iss: t.issuer,
         aud: t.audience,
-        sub: t.user_id,
-        sid: t.session_id,
+        sub: t.user_id.as_str(),
+        sid: t.session_id.as_str(),
         roles: t.roles,
         email: t.email,
         email_verified: t.email_verified,
@@ -385,8 +386,8 @@ struct JwsHeader<'h> {
 struct WireClaims {
     iss: String,
     aud: Vec<String>,
-    sub: String,
-    sid: String,
+    sub: UserId,
+    sid: SessionId,
     roles: Vec<Role>,
     email: String,
     email_verified: bool,
@@ -758,8 +759,8 @@ mod tests {
                 &NewAccessToken {
                     issuer: "i",
                     audience: "a",
-                    user_id: "u",
-                    session_id: "s",
+                    user_id: &"u".into(),
+                    session_id: &"s".into(),
                     roles: &["admin".into()],
                     email: "e@x.io",
                     email_verified: true,
@@ -819,8 +820,8 @@ mod tests {
         let new = NewAccessToken {
             issuer: "i",
             audience: "a",
-            user_id: "u",
-            session_id: "s",
+            user_id: &"u".into(),
+            session_id: &"s".into(),
             roles: &[],
             email: "e@x.io",
             email_verified: false,
@@ -929,8 +930,8 @@ mod tests {
             let new = NewAccessToken {
                 issuer: "i",
                 audience: "a",
-                user_id: "u",
-                session_id: "s",
+                user_id: &"u".into(),
+                session_id: &"s".into(),
                 roles: &roles,
                 email,
                 email_verified: true,
@@ -961,8 +962,8 @@ mod tests {
         let new = NewAccessToken {
             issuer: "i",
             audience: "a",
-            user_id: "u",
-            session_id: "s",
+            user_id: &"u".into(),
+            session_id: &"s".into(),
             roles: &[],
             email: "e@x.io",
             email_verified: true,

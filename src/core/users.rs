@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::ids::{SessionId, UserId};
 use crate::core::time::UnixTime;
 
 /// A role name: 1 to 64 ASCII letters, digits or `_ - . :` ([`Role::parse`]),
@@ -70,7 +71,7 @@ pub const MAX_NAME_CHARS: usize = 200;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     /// UUID.
-    pub id: String,
+    pub id: UserId,
     /// Normalised email.
     pub email: String,
     /// Display name.
@@ -104,7 +105,7 @@ pub struct User {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserResponse {
     /// UUID.
-    pub id: String,
+    pub id: UserId,
     /// Normalised email.
     pub email: String,
     /// Display name.
@@ -122,14 +123,14 @@ pub struct UserResponse {
     /// RFC 3339.
     pub created_at: String,
     /// The session the response belongs to, if any.
-    pub session_id: Option<String>,
+    pub session_id: Option<SessionId>,
 }
 
 impl User {
     /// A new account `id` for the normalised `email`, created `now`: no
     /// name, password, avatar, phone or roles, not banned, not verified,
     /// at epoch 0, without a language. Callers set what their sign-up knows.
-    pub fn new(id: String, email: String, now: UnixTime) -> Self {
+    pub fn new(id: UserId, email: String, now: UnixTime) -> Self {
         Self {
             id,
             email,
@@ -147,7 +148,7 @@ impl User {
     }
 
     /// The public view, tied to `session_id`.
-    pub fn response(&self, session_id: Option<&str>) -> UserResponse {
+    pub fn response(&self, session_id: Option<&SessionId>) -> UserResponse {
         UserResponse {
             id: self.id.clone(),
             email: self.email.clone(),
@@ -158,7 +159,7 @@ impl User {
             banned: self.banned,
             roles: self.roles.clone(),
             created_at: self.created_at.rfc3339(),
-            session_id: session_id.map(str::to_string),
+            session_id: session_id.cloned(),
         }
     }
 }

@@ -349,7 +349,7 @@ fn tokens_of_a_new_session_never_outlive_a_short_session_max_age() {
     let mut rng = TestRandom(16);
     let r = signup(&w, &mut rng, "a@example.com", "password-1").unwrap();
     assert_eq!((r.expires_in, iat_exp(&r.access_token)), (60, (1_000, 1_060)));
-    let s = block_on(w.store.session_by_id(r.user.session_id.as_deref().unwrap())).unwrap().unwrap();
+    let s = block_on(w.store.session_by_id(r.user.session_id.as_ref().unwrap())).unwrap().unwrap();
     assert_eq!(s.expires_at.0, 1_060);
     let (deps, meta) = w.at(1_059);
     assert!(block_on(deps.me(&meta, Some(&r.access_token))).is_ok());
@@ -428,7 +428,7 @@ fn revoking_the_other_sessions_from_a_session_revoked_meanwhile_revokes_nothing(
         block_on(deps.revoke_other_sessions(&meta, &mut rng, Some(&stolen.access_token))).unwrap_err(),
         Error::InvalidToken(TokenError::SessionRevoked)
     );
-    let owners = block_on(w.store.session_by_id("the-owners-new-session")).unwrap().unwrap();
+    let owners = block_on(w.store.session_by_id(&"the-owners-new-session".into())).unwrap().unwrap();
     assert!(owners.revoked_at.is_none(), "the owner's new session lives");
     assert_eq!(w.events.count("session_revoked"), revoked_events);
 }

@@ -250,8 +250,8 @@ fn token_with(
         &NewAccessToken {
             issuer: ISSUER,
             audience: "portcullis",
-            user_id: sub,
-            session_id: &format!("sid-{sub}"),
+            user_id: &sub.into(),
+            session_id: &format!("sid-{sub}").into(),
             roles: &roles,
             email: &format!("{sub}@example.com"),
             email_verified: true,
@@ -640,7 +640,7 @@ fn a_retired_key_stops_counting_when_its_publication_ends_though_still_stored() 
 
 /// A session revoked for `sub`'s tokens (`sid-<sub>`), as a logout records it.
 fn session_of(sub: &str) -> Revoked {
-    Revoked::Session(format!("sid-{sub}"))
+    Revoked::Session(format!("sid-{sub}").into())
 }
 
 #[test]
@@ -779,7 +779,7 @@ fn store_session(store: &MemStore, sub: &str, roles: &[&str]) {
         locale: None,
     });
     let session = Session {
-        id: format!("sid-{sub}"),
+        id: format!("sid-{sub}").into(),
         user_id: sub.into(),
         created_at: UnixTime(0),
         last_used_at: UnixTime(0),

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use portcullis::core::error::Error;
 use portcullis::core::flows::oauth::{AuthorizeRequest, CallbackOutcome, CallbackQuery, ExchangeRequest};
+use portcullis::core::ids::UserId;
 use portcullis::core::oauth::{
     pkce_challenge, CodeChallenge, JwsAlg, LinkedIdentity, OAuthState, OAuthStore, ProviderNet, ProviderRequest,
     StateTake, Unlink, STATE_TTL_SECS,
@@ -110,8 +111,8 @@ impl OAuthStore for MemStore {
         }
         Ok(found)
     }
-    async fn identities_of(&self, user_id: &str) -> Result<Vec<LinkedIdentity>> {
-        Ok(self.oauth.borrow().identities.iter().filter(|i| i.user_id == user_id).cloned().collect())
+    async fn identities_of(&self, user_id: &UserId) -> Result<Vec<LinkedIdentity>> {
+        Ok(self.oauth.borrow().identities.iter().filter(|i| i.user_id == *user_id).cloned().collect())
     }
     async fn link_identity(&self, identity: &LinkedIdentity, user_epoch: u64) -> Result<bool> {
         if !self.users.borrow().iter().any(|u| u.id == identity.user_id && u.auth_epoch == user_epoch) {
@@ -136,11 +137,11 @@ impl OAuthStore for MemStore {
         }
         let user_id = caller.user_id;
         let mut o = self.oauth.borrow_mut();
-        let Some(i) = o.identities.iter().position(|i| i.user_id == user_id && i.provider == provider) else {
+        let Some(i) = o.identities.iter().position(|i| i.user_id == *user_id && i.provider == provider) else {
             return Ok(Unlink::NotLinked);
         };
-        let has_password = self.users.borrow().iter().any(|u| u.id == user_id && u.password_hash.is_some());
-        let others = o.identities.iter().filter(|i| i.user_id == user_id && i.provider != provider).count();
+        let has_password = self.users.borrow().iter().any(|u| u.id == *user_id && u.password_hash.is_some());
+        let others = o.identities.iter().filter(|i| i.user_id == *user_id && i.provider != provider).count();
         if !has_password && others == 0 {
             return Ok(Unlink::LastMethod);
         }

@@ -717,7 +717,7 @@ fn passkeys_are_listed_renamed_and_removed_ending_the_other_sessions() {
         .revocations
         .borrow()
         .iter()
-        .any(|r| format!("{:?}", r.what).contains(&other.user.session_id.clone().unwrap())));
+        .any(|r| format!("{:?}", r.what).contains(other.user.session_id.as_deref().unwrap())));
     assert_eq!(
         code(block_on(deps.remove_passkey(&meta, rng, Some(&s.access_token), &created.id))),
         "passkey_not_found"

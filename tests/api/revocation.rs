@@ -35,7 +35,7 @@ fn set_at(w: &World, now: i64) -> RevocationSet {
 
 /// Whether `set` refuses the access token of this sign-in.
 fn refused(set: &RevocationSet, a: &AuthResponse) -> bool {
-    set.refuses(a.user.session_id.as_deref().unwrap(), &a.user.id, &a.user.roles)
+    set.refuses(a.user.session_id.as_ref().unwrap(), &a.user.id, &a.user.roles)
 }
 
 /// Ada signed in twice, and an unrelated user.
@@ -201,7 +201,7 @@ fn the_fresh_check_reads_the_session_and_the_roles_now() {
     grant(&w, "ada@example.com", "billing");
     let c = login_at(&w, &mut rng, 1_050, "ada@example.com", PW).unwrap();
     let fresh = |s: &AuthResponse, now: i64| {
-        let sid = s.user.session_id.as_deref().unwrap();
+        let sid = s.user.session_id.as_ref().unwrap();
         block_on(check_fresh(&*w.store, sid, &s.user.id, &s.user.roles, UnixTime(now), w.config.session_max_age_secs))
     };
     assert_eq!(fresh(&a, 1_100), Ok(()));
@@ -295,7 +295,7 @@ fn foreign_token(a: &AuthResponse) -> String {
         issuer: "https://auth.test",
         audience: "portcullis",
         user_id: &a.user.id,
-        session_id: a.user.session_id.as_deref().unwrap(),
+        session_id: a.user.session_id.as_ref().unwrap(),
         roles: &[],
         email: &a.user.email,
         email_verified: false,

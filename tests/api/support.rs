@@ -12,7 +12,7 @@ use portcullis::core::error::Error;
 use portcullis::core::events::Envelope;
 use portcullis::core::flows::key_rotation::load_or_create;
 use portcullis::core::flows::{Deps, Meta};
-use portcullis::core::ids::Random;
+use portcullis::core::ids::{Random, SessionId, UserId};
 use portcullis::core::ledger::{Claim, DeadLetter, TargetState};
 use portcullis::core::mail::{BindingError, MimeEmail};
 use portcullis::core::mfa::{Challenge, FactorsRemoved, StoredFactors, StoredTotp};
@@ -53,7 +53,7 @@ pub struct MemStore {
     /// (session, current refresh hash)
     pub sessions: RefCell<Vec<(Session, String)>>,
     /// refresh hash -> session id, every token ever issued
-    pub issued: RefCell<HashMap<String, String>>,
+    pub issued: RefCell<HashMap<String, SessionId>>,
     pub keys: RefCell<Vec<StoredKey>>,
     /// Emailed tokens with their consumption time.
     pub email_tokens: RefCell<Vec<(EmailToken, Option<UnixTime>)>>,
@@ -86,9 +86,9 @@ pub struct MemStore {
     /// Makes the audit log's writes fail, and only them.
     pub fail_audit: Cell<bool>,
     /// TOTP by user id.
-    pub totp: RefCell<HashMap<String, StoredTotp>>,
+    pub totp: RefCell<HashMap<UserId, StoredTotp>>,
     /// Unused backup codes: (user id, tag).
-    pub backup_codes: RefCell<Vec<(String, String)>>,
+    pub backup_codes: RefCell<Vec<(UserId, String)>>,
     /// Sign-ins waiting for their second step.
     pub challenges: RefCell<Vec<Challenge>>,
     /// Runs once, right after the next `mfa_factors` read: what another
@@ -105,7 +105,7 @@ pub struct MemStore {
     /// The entries' order of writing (D1's `rowid`): rowid -> id, and back.
     pub audit_rowids: RefCell<(BTreeMap<u64, String>, HashMap<String, u64>)>,
     /// user id -> when the account was last taken over (D1 `users.taken_over_at`).
-    pub taken_over: RefCell<HashMap<String, UnixTime>>,
+    pub taken_over: RefCell<HashMap<UserId, UnixTime>>,
     /// Passkeys, in registration order.
     pub passkeys: RefCell<Vec<Passkey>>,
     /// Passkey ceremony challenges.
@@ -163,14 +163,14 @@ impl MemStore {
         }
     }
     /// Whether the user has a second factor on, as D1's `MFA_ON` reads it.
-    fn mfa_on(&self, user_id: &str) -> bool {
+    fn mfa_on(&self, user_id: &UserId) -> bool {
         self.totp.borrow().get(user_id).is_some_and(|t| t.confirmed)
     }
     /// Revokes every live session of `user_id` but `keep`; how many.
-    fn revoke_all_but(&self, user_id: &str, keep: Option<&str>, now: UnixTime) -> u64 {
+    fn revoke_all_but(&self, user_id: &UserId, keep: Option<&SessionId>, now: UnixTime) -> u64 {
         let mut n = 0;
         for (s, _) in self.sessions.borrow_mut().iter_mut() {
-            if s.user_id == user_id && s.revoked_at.is_none() && Some(s.id.as_str()) != keep {
+            if s.user_id == *user_id && s.revoked_at.is_none() && keep != Some(&s.id) {
                 s.revoked_at = Some(now);
                 n += 1;
             }
@@ -182,16 +182,16 @@ impl MemStore {
         self.sessions
             .borrow()
             .iter()
-            .any(|(s, _)| s.id == c.session_id && s.user_id == c.user_id && s.is_live(c.now, c.max_age_secs))
+            .any(|(s, _)| s.id == *c.session_id && s.user_id == *c.user_id && s.is_live(c.now, c.max_age_secs))
     }
 }
 
 impl MemStore {
     /// Revokes every live session of `user_id` but `keep`, recording each.
-    fn revoke_logged(&self, user_id: &str, keep: Option<&str>, now: UnixTime) -> u64 {
+    fn revoke_logged(&self, user_id: &UserId, keep: Option<&SessionId>, now: UnixTime) -> u64 {
         let mut n = 0;
         for (s, _) in self.sessions.borrow_mut().iter_mut() {
-            if s.user_id == user_id && s.revoked_at.is_none() && Some(s.id.as_str()) != keep {
+            if s.user_id == *user_id && s.revoked_at.is_none() && keep != Some(&s.id) {
                 self.revoke(s, now);
                 n += 1;
             }
@@ -212,7 +212,7 @@ impl PasskeyStore for MemStore {
     }
     async fn take_registration_challenge(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         challenge: &str,
         now: UnixTime,
     ) -> Result<Option<PasskeyChallenge>> {
@@ -232,9 +232,9 @@ impl PasskeyStore for MemStore {
         let found = all.iter().position(|c| c.ceremony == Ceremony::Get && c.id == id && c.expires_at > now);
         Ok(found.map(|i| all.remove(i)))
     }
-    async fn passkeys(&self, user_id: &str) -> Result<Vec<Passkey>> {
+    async fn passkeys(&self, user_id: &UserId) -> Result<Vec<Passkey>> {
         self.check()?;
-        Ok(self.passkeys.borrow().iter().filter(|k| k.user_id == user_id).cloned().collect())
+        Ok(self.passkeys.borrow().iter().filter(|k| k.user_id == *user_id).cloned().collect())
     }
     async fn passkey_by_credential(&self, credential_id: &str) -> Result<Option<Passkey>> {
         self.check()?;
@@ -249,10 +249,10 @@ impl PasskeyStore for MemStore {
         if all.iter().any(|p| p.credential_id == k.credential_id) {
             return Ok(Some(PasskeyAdded::Duplicate));
         }
-        if all.iter().filter(|p| p.user_id == caller.user_id).count() >= max as usize {
+        if all.iter().filter(|p| p.user_id == *caller.user_id).count() >= max as usize {
             return Ok(Some(PasskeyAdded::TooMany));
         }
-        all.push(Passkey { user_id: caller.user_id.to_string(), ..k.clone() });
+        all.push(Passkey { user_id: caller.user_id.clone(), ..k.clone() });
         Ok(Some(PasskeyAdded::Added))
     }
     async fn use_passkey(&self, id: &str, sign_count: u32, backed_up: bool, now: UnixTime) -> Result<bool> {
@@ -273,7 +273,7 @@ impl PasskeyStore for MemStore {
             return Ok(None);
         }
         let mut all = self.passkeys.borrow_mut();
-        Ok(Some(match all.iter_mut().find(|k| k.id == id && k.user_id == caller.user_id) {
+        Ok(Some(match all.iter_mut().find(|k| k.id == id && k.user_id == *caller.user_id) {
             Some(k) => {
                 k.name = name.to_string();
                 true
@@ -287,17 +287,17 @@ impl PasskeyStore for MemStore {
             return Ok(None);
         }
         let before = self.passkeys.borrow().len();
-        self.passkeys.borrow_mut().retain(|k| !(k.id == id && k.user_id == caller.user_id));
+        self.passkeys.borrow_mut().retain(|k| !(k.id == id && k.user_id == *caller.user_id));
         if self.passkeys.borrow().len() == before {
             return Ok(Some(None));
         }
         Ok(Some(Some(self.revoke_logged(caller.user_id, Some(caller.session_id), caller.now))))
     }
-    async fn remove_all_passkeys(&self, user_id: &str, now: UnixTime, _reason: &str) -> Result<(Vec<String>, u64)> {
+    async fn remove_all_passkeys(&self, user_id: &UserId, now: UnixTime, _reason: &str) -> Result<(Vec<String>, u64)> {
         self.check()?;
         let ids: Vec<String> =
-            self.passkeys.borrow().iter().filter(|k| k.user_id == user_id).map(|k| k.id.clone()).collect();
-        self.passkeys.borrow_mut().retain(|k| k.user_id != user_id);
+            self.passkeys.borrow().iter().filter(|k| k.user_id == *user_id).map(|k| k.id.clone()).collect();
+        self.passkeys.borrow_mut().retain(|k| k.user_id != *user_id);
         let revoked = if ids.is_empty() { 0 } else { self.revoke_logged(user_id, None, now) };
         Ok((ids, revoked))
     }
@@ -322,13 +322,13 @@ impl UserStore for MemStore {
         }
         Ok(found)
     }
-    async fn user_by_id(&self, id: &str) -> Result<Option<User>> {
+    async fn user_by_id(&self, id: &UserId) -> Result<Option<User>> {
         self.check()?;
-        Ok(self.users.borrow().iter().find(|u| u.id == id).cloned())
+        Ok(self.users.borrow().iter().find(|u| u.id == *id).cloned())
     }
-    async fn set_password_hash(&self, user_id: &str, hash: &str, user_epoch: u64, _now: UnixTime) -> Result<()> {
+    async fn set_password_hash(&self, user_id: &UserId, hash: &str, user_epoch: u64, _now: UnixTime) -> Result<()> {
         self.check()?;
-        if let Some(u) = self.users.borrow_mut().iter_mut().find(|u| u.id == user_id && u.auth_epoch == user_epoch) {
+        if let Some(u) = self.users.borrow_mut().iter_mut().find(|u| u.id == *user_id && u.auth_epoch == user_epoch) {
             u.password_hash = Some(hash.to_string());
         }
         Ok(())
@@ -402,9 +402,9 @@ impl SessionStore for MemStore {
         self.revoke(s, r.now);
         Ok(Rotation::Reused { session_id: s.id.clone(), user_id: s.user_id.clone() })
     }
-    async fn session_by_id(&self, id: &str) -> Result<Option<Session>> {
+    async fn session_by_id(&self, id: &SessionId) -> Result<Option<Session>> {
         self.check()?;
-        let found = self.sessions.borrow().iter().find(|(s, _)| s.id == id).map(|(s, _)| s.clone());
+        let found = self.sessions.borrow().iter().find(|(s, _)| s.id == *id).map(|(s, _)| s.clone());
         let meanwhile = self.after_session_read.borrow_mut().take();
         if let Some(f) = meanwhile {
             f();
@@ -415,10 +415,10 @@ impl SessionStore for MemStore {
         self.check()?;
         Ok(self.sessions.borrow().iter().find(|(_, h)| h == refresh_hash).map(|(s, _)| s.clone()))
     }
-    async fn revoke_session(&self, id: &str, now: UnixTime, _reason: &str) -> Result<bool> {
+    async fn revoke_session(&self, id: &SessionId, now: UnixTime, _reason: &str) -> Result<bool> {
         self.check()?;
         let mut sessions = self.sessions.borrow_mut();
-        match sessions.iter_mut().find(|(s, _)| s.id == id) {
+        match sessions.iter_mut().find(|(s, _)| s.id == *id) {
             Some((s, _)) if s.revoked_at.is_none() => {
                 self.revoke(s, now);
                 Ok(true)
@@ -428,15 +428,15 @@ impl SessionStore for MemStore {
     }
     async fn revoke_user_sessions(
         &self,
-        user_id: &str,
-        except: Option<&str>,
+        user_id: &UserId,
+        except: Option<&SessionId>,
         now: UnixTime,
         _reason: &str,
     ) -> Result<u64> {
         self.check()?;
         let mut n = 0;
         for (s, _) in self.sessions.borrow_mut().iter_mut() {
-            if s.user_id == user_id && s.revoked_at.is_none() && Some(s.id.as_str()) != except {
+            if s.user_id == *user_id && s.revoked_at.is_none() && except != Some(&s.id) {
                 self.revoke(s, now);
                 n += 1;
             }
@@ -450,13 +450,13 @@ impl SessionStore for MemStore {
         }
         self.revoke_user_sessions(caller.user_id, Some(caller.session_id), caller.now, reason).await.map(Some)
     }
-    async fn list_sessions(&self, user_id: &str, now: UnixTime) -> Result<Vec<Session>> {
+    async fn list_sessions(&self, user_id: &UserId, now: UnixTime) -> Result<Vec<Session>> {
         self.check()?;
         Ok(self
             .sessions
             .borrow()
             .iter()
-            .filter(|(s, _)| s.user_id == user_id && s.revoked_at.is_none() && s.expires_at > now)
+            .filter(|(s, _)| s.user_id == *user_id && s.revoked_at.is_none() && s.expires_at > now)
             .map(|(s, _)| s.clone())
             .collect())
     }
@@ -468,7 +468,7 @@ impl AccountStore for MemStore {
         if !self.session_live(holder) {
             return Ok(None);
         }
-        match self.users.borrow_mut().iter_mut().find(|u| u.id == holder.user_id && u.email == email) {
+        match self.users.borrow_mut().iter_mut().find(|u| u.id == *holder.user_id && u.email == email) {
             Some(u) if !u.email_verified => {
                 u.email_verified = true;
                 Ok(Some(true))
@@ -479,7 +479,7 @@ impl AccountStore for MemStore {
     async fn prove_address(&self, p: &AddressProof<'_>) -> Result<Option<Proven>> {
         self.check()?;
         let mut users = self.users.borrow_mut();
-        let Some(u) = users.iter_mut().find(|u| u.id == p.user_id && u.email == p.email) else { return Ok(None) };
+        let Some(u) = users.iter_mut().find(|u| u.id == *p.user_id && u.email == p.email) else { return Ok(None) };
         let mut oauth = self.oauth.borrow_mut();
         let ids = oauth.identities_mut();
         let unverified = !u.email_verified;
@@ -547,15 +547,15 @@ impl AccountStore for MemStore {
     }
     async fn set_password(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         hash: &str,
-        keep: Option<&str>,
+        keep: Option<&SessionId>,
         user_epoch: u64,
         now: UnixTime,
         reason: &str,
     ) -> Result<Option<u64>> {
         self.check()?;
-        match self.users.borrow_mut().iter_mut().find(|u| u.id == user_id && u.auth_epoch == user_epoch) {
+        match self.users.borrow_mut().iter_mut().find(|u| u.id == *user_id && u.auth_epoch == user_epoch) {
             Some(u) => {
                 u.password_hash = Some(hash.to_string());
                 u.auth_epoch += 1;
@@ -609,35 +609,35 @@ impl AccountStore for MemStore {
             None => Ok(ProfileUpdate::NotFound),
         }
     }
-    async fn delete_user(&self, user_id: &str) -> Result<bool> {
+    async fn delete_user(&self, user_id: &UserId) -> Result<bool> {
         self.check()?;
         let mut users = self.users.borrow_mut();
-        let Some(at) = users.iter().position(|u| u.id == user_id) else {
+        let Some(at) = users.iter().position(|u| u.id == *user_id) else {
             return Ok(false);
         };
         let gone = users.remove(at);
         // What ON DELETE CASCADE does in D1, and the tokens mailed to the
         // address before the account existed, deleted in the same write.
         for (s, _) in self.sessions.borrow().iter() {
-            if s.user_id == user_id && s.revoked_at.is_none() {
+            if s.user_id == *user_id && s.revoked_at.is_none() {
                 self.log_session(s, self.clock.get());
             }
         }
         if !gone.roles.is_empty() {
             self.log(self.clock.get(), Revoked::Roles { user_id: gone.id.clone(), roles: Vec::new() });
         }
-        self.sessions.borrow_mut().retain(|(s, _)| s.user_id != user_id);
+        self.sessions.borrow_mut().retain(|(s, _)| s.user_id != *user_id);
         self.totp.borrow_mut().remove(user_id);
         self.backup_codes.borrow_mut().retain(|(id, _)| id != user_id);
-        self.challenges.borrow_mut().retain(|c| c.user_id != user_id);
+        self.challenges.borrow_mut().retain(|c| c.user_id != *user_id);
         self.email_tokens
             .borrow_mut()
             .retain(|(t, _)| t.user_id.as_deref() != Some(user_id) && (t.user_id.is_some() || t.email != gone.email));
         Ok(true)
     }
-    async fn set_banned(&self, user_id: &str, banned: bool, now: UnixTime) -> Result<bool> {
+    async fn set_banned(&self, user_id: &UserId, banned: bool, now: UnixTime) -> Result<bool> {
         self.check()?;
-        let changed = match self.users.borrow_mut().iter_mut().find(|u| u.id == user_id) {
+        let changed = match self.users.borrow_mut().iter_mut().find(|u| u.id == *user_id) {
             Some(u) => {
                 let changed = u.banned != banned;
                 u.banned = banned;
@@ -653,9 +653,9 @@ impl AccountStore for MemStore {
         }
         Ok(changed)
     }
-    async fn add_role(&self, user_id: &str, role: &str, _now: UnixTime) -> Result<bool> {
+    async fn add_role(&self, user_id: &UserId, role: &str, _now: UnixTime) -> Result<bool> {
         self.check()?;
-        match self.users.borrow_mut().iter_mut().find(|u| u.id == user_id) {
+        match self.users.borrow_mut().iter_mut().find(|u| u.id == *user_id) {
             Some(u) if !u.roles.iter().any(|r| r == role) => {
                 u.roles.push(Role::stored(role.to_string()));
                 u.roles.sort();
@@ -665,9 +665,9 @@ impl AccountStore for MemStore {
             _ => Ok(false),
         }
     }
-    async fn remove_role(&self, user_id: &str, role: &str) -> Result<bool> {
+    async fn remove_role(&self, user_id: &UserId, role: &str) -> Result<bool> {
         self.check()?;
-        match self.users.borrow_mut().iter_mut().find(|u| u.id == user_id) {
+        match self.users.borrow_mut().iter_mut().find(|u| u.id == *user_id) {
             Some(u) => {
                 let before = u.roles.len();
                 u.roles.retain(|r| r != role);
@@ -682,12 +682,12 @@ impl AccountStore for MemStore {
 }
 
 impl MfaStore for MemStore {
-    async fn mfa_factors(&self, user_id: &str) -> Result<StoredFactors> {
+    async fn mfa_factors(&self, user_id: &UserId) -> Result<StoredFactors> {
         self.check()?;
         let found = StoredFactors {
             totp: self.totp.borrow().get(user_id).cloned(),
             backup_codes: self.backup_codes.borrow().iter().filter(|(id, _)| id == user_id).count() as u32,
-            passkeys: self.passkeys.borrow().iter().filter(|k| k.user_id == user_id).count() as u32,
+            passkeys: self.passkeys.borrow().iter().filter(|k| k.user_id == *user_id).count() as u32,
         };
         let meanwhile = self.after_factors_read.borrow_mut().take();
         if let Some(f) = meanwhile {
@@ -704,7 +704,7 @@ impl MfaStore for MemStore {
             return Ok(Some(false));
         }
         let pending = StoredTotp { sealed: sealed.to_string(), confirmed: false, last_step: None };
-        self.totp.borrow_mut().insert(caller.user_id.to_string(), pending);
+        self.totp.borrow_mut().insert(caller.user_id.clone(), pending);
         Ok(Some(true))
     }
     async fn confirm_totp(
@@ -731,10 +731,10 @@ impl MfaStore for MemStore {
         }
         let mut codes = self.backup_codes.borrow_mut();
         codes.retain(|(id, _)| id != caller.user_id);
-        codes.extend(backup_hashes.iter().map(|h| (caller.user_id.to_string(), h.clone())));
+        codes.extend(backup_hashes.iter().map(|h| (caller.user_id.clone(), h.clone())));
         Ok(Some(self.revoke_all_but(caller.user_id, Some(caller.session_id), caller.now)))
     }
-    async fn use_totp_step(&self, user_id: &str, sealed: &str, step: u64) -> Result<bool> {
+    async fn use_totp_step(&self, user_id: &UserId, sealed: &str, step: u64) -> Result<bool> {
         self.check()?;
         match self.totp.borrow_mut().get_mut(user_id) {
             Some(t) if t.confirmed && t.sealed == sealed && t.last_step.is_none_or(|last| last < step) => {
@@ -744,7 +744,7 @@ impl MfaStore for MemStore {
             _ => Ok(false),
         }
     }
-    async fn use_backup_code(&self, user_id: &str, hash: &str) -> Result<bool> {
+    async fn use_backup_code(&self, user_id: &UserId, hash: &str) -> Result<bool> {
         self.check()?;
         let mut codes = self.backup_codes.borrow_mut();
         match codes.iter().position(|(id, h)| id == user_id && h == hash) {
@@ -765,12 +765,12 @@ impl MfaStore for MemStore {
         }
         let mut codes = self.backup_codes.borrow_mut();
         codes.retain(|(id, _)| id != caller.user_id);
-        codes.extend(hashes.iter().map(|h| (caller.user_id.to_string(), h.clone())));
+        codes.extend(hashes.iter().map(|h| (caller.user_id.clone(), h.clone())));
         Ok(Some(true))
     }
     async fn remove_factors(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         caller: Option<&LiveSession<'_>>,
         now: UnixTime,
         _reason: &str,
@@ -815,9 +815,9 @@ impl RevocationStore for MemStore {
         let rows = log.iter().filter(|r| r.seq > after && r.at > live_after).take(limit as usize).cloned().collect();
         Ok(RevocationPage { rows, last_seq: log.last().map_or(0, |r| r.seq) })
     }
-    async fn session_standing(&self, sid: &str) -> Result<Option<Standing>> {
+    async fn session_standing(&self, sid: &SessionId) -> Result<Option<Standing>> {
         self.check()?;
-        let Some(session) = self.sessions.borrow().iter().find(|(s, _)| s.id == sid).map(|(s, _)| s.clone()) else {
+        let Some(session) = self.sessions.borrow().iter().find(|(s, _)| s.id == *sid).map(|(s, _)| s.clone()) else {
             return Ok(None);
         };
         let roles = self.users.borrow().iter().find(|u| u.id == session.user_id).map(|u| u.roles.clone());
@@ -1069,7 +1069,7 @@ impl AuditLog for MemStore {
         self.forget_audit(&mut log, &doomed);
         Ok(doomed.len() as u64)
     }
-    async fn taken_over_at(&self, user_id: &str) -> Result<Option<UnixTime>> {
+    async fn taken_over_at(&self, user_id: &UserId) -> Result<Option<UnixTime>> {
         self.check()?;
         Ok(self.taken_over.borrow().get(user_id).copied())
     }

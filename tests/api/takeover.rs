@@ -14,6 +14,7 @@ use portcullis::core::flows::oauth::{AuthorizeRequest, CallbackOutcome};
 use portcullis::core::flows::otp::OtpVerifyRequest;
 use portcullis::core::flows::password::ResetRequest;
 use portcullis::core::flows::{AuthResponse, EmailRequest, TokenRequest};
+use portcullis::core::ids::UserId;
 use portcullis::core::ports::{AccountStore, SessionStore};
 use portcullis::core::takeover::AddressProof;
 use portcullis::core::time::UnixTime;
@@ -26,7 +27,7 @@ const PLANTED: &str = "the planter's password";
 
 /// What the planter holds after planting the account.
 struct Planted {
-    user_id: String,
+    user_id: UserId,
     sessions: [AuthResponse; 2],
     /// A verification link the planter asked for (mailed to the victim).
     verification: String,
@@ -251,9 +252,9 @@ fn a_proof_of_a_verified_address_takes_nothing_away() {
 
 /// Runs the owner's takeover of `user_id` (a magic link's proof, as the
 /// store records it) — for a hook between a planter's read and write.
-fn takeover_hook(w: &World, user_id: &str) -> Box<dyn FnOnce()> {
+fn takeover_hook(w: &World, user_id: &UserId) -> Box<dyn FnOnce()> {
     let store = w.store.clone();
-    let user_id = user_id.to_string();
+    let user_id = user_id.clone();
     Box::new(move || {
         let proof =
             AddressProof { user_id: &user_id, email: VICTIM, link: None, new_password: None, now: UnixTime(1_100) };

@@ -335,14 +335,8 @@ fn a_link_or_code_sign_in_racing_a_password_change_gets_no_session() {
         let (user_id, keep) = (s.ada.user.id.clone(), s.ada.user.session_id.clone());
         after_consumption(&s.w, move |store| {
             let epoch = store.users.borrow().iter().find(|u| u.id == user_id).unwrap().auth_epoch;
-            let changed = block_on(store.set_password(
-                &user_id,
-                "a new hash",
-                keep.as_deref(),
-                epoch,
-                UnixTime(1_150),
-                "changed",
-            ));
+            let changed =
+                block_on(store.set_password(&user_id, "a new hash", keep.as_ref(), epoch, UnixTime(1_150), "changed"));
             assert_eq!(changed.unwrap(), Some(0));
         });
         let (deps, meta) = s.w.at(1_150);
@@ -368,7 +362,7 @@ fn a_link_sign_in_that_takes_the_account_over_keeps_its_session_across_a_racing_
     let (user_id, keep) = (s.ada.user.id.clone(), s.ada.user.session_id.clone());
     after_consumption(&s.w, move |store| {
         let epoch = store.users.borrow().iter().find(|u| u.id == user_id).unwrap().auth_epoch;
-        block_on(store.set_password(&user_id, "the planter's new hash", keep.as_deref(), epoch, UnixTime(1_150), "x"))
+        block_on(store.set_password(&user_id, "the planter's new hash", keep.as_ref(), epoch, UnixTime(1_150), "x"))
             .unwrap()
             .unwrap();
     });

@@ -8,7 +8,7 @@ use crate::core::email_address::Email;
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
 use crate::core::flows::{AuthResponse, Deps, Meta, Principal, SignIn};
-use crate::core::ids::{self, Random};
+use crate::core::ids::{self, Random, SessionId, UserId};
 use crate::core::locale::Locale;
 use crate::core::password::{Password, PasswordHash};
 use crate::core::ports::{EventSink, KeyRing, MfaStore, RateLimitStore, SessionStore, UserStore};
@@ -110,7 +110,7 @@ where
             name,
             password_hash: Some(hash.as_str().to_string()),
             locale,
-            ..User::new(ids::uuid(rng), email.as_str().to_string(), meta.now)
+            ..User::new(UserId::generate(rng), email.as_str().to_string(), meta.now)
         };
         // The unique email index decides between racing signups.
         if !self.store.insert_user(&user).await? {
@@ -432,20 +432,20 @@ where
         id: &str,
     ) -> Result<(), Error> {
         let p = self.authenticate(meta, bearer).await?;
-        match self.store.session_by_id(id).await? {
+        let id = SessionId::new(id);
+        match self.store.session_by_id(&id).await? {
             Some(s) if s.user_id == p.user_id && s.is_live(meta.now, self.config.session_max_age_secs) => {}
             _ => return Err(Error::NotFound),
         }
         // The conditional write decides: of racing revocations exactly one
         // wins; the others find nothing left to revoke.
-        if !self.store.revoke_session(id, meta.now, "revoked_by_user").await? {
+        if !self.store.revoke_session(&id, meta.now, "revoked_by_user").await? {
             return Err(Error::NotFound);
         }
         self.emit(
             meta,
             rng,
-            vec![events::SessionRevoked { user_id: p.user_id, session_id: Some(id.to_string()), revoke_all: false }
-                .into()],
+            vec![events::SessionRevoked { user_id: p.user_id, session_id: Some(id), revoke_all: false }.into()],
         )
         .await
     }

@@ -19,7 +19,7 @@ use crate::core::flows::account::parse_name;
 use crate::core::flows::mfa::{factors_events, MFA_CHANGE_REVOKE_REASON};
 use crate::core::flows::{Deps, Meta};
 use crate::core::gateway::policy::is_role_name;
-use crate::core::ids::Random;
+use crate::core::ids::{Random, UserId};
 use crate::core::mfa::{FactorsView, Method};
 use crate::core::ports::{AccountStore, EventSink, KeyRing, MfaStore, PasskeyStore, SessionStore, UserStore};
 use crate::core::users::{ProfileUpdate, User, UserResponse};
@@ -217,11 +217,11 @@ fn changed_fields(a: &User, b: &User) -> Vec<String> {
 }
 
 /// A path segment that can be a user id, else 404 without a lookup.
-fn user_id(raw: &str) -> Result<&str, Error> {
+fn user_id(raw: &str) -> Result<UserId, Error> {
     let ok =
         !raw.is_empty() && raw.len() <= MAX_USER_ID_LEN && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
     if ok {
-        Ok(raw)
+        Ok(UserId::new(raw))
     } else {
         Err(Error::NotFound)
     }
@@ -274,7 +274,7 @@ where
     K: KeyRing,
 {
     async fn target(&self, id: &str) -> Result<User, Error> {
-        self.store.user_by_id(user_id(id)?).await?.ok_or(Error::NotFound)
+        self.store.user_by_id(&user_id(id)?).await?.ok_or(Error::NotFound)
     }
 
     /// `GET /auth/admin/users`.

@@ -30,7 +30,7 @@ use crate::core::flows::account::{banned, login_event, login_failed_event, signi
 use crate::core::flows::magic_link::PROVIDER_MAGIC_LINK;
 use crate::core::flows::otp::PROVIDER_EMAIL_OTP;
 use crate::core::flows::{AuthResponse, Deps, Meta, Principal};
-use crate::core::ids::{self, Random};
+use crate::core::ids::{self, Random, UserId};
 use crate::core::mfa::backup::{self, BackupCodeKey, BACKUP_CODE_COUNT};
 use crate::core::mfa::totp::{TotpSealKey, TotpSecret};
 use crate::core::mfa::{
@@ -170,7 +170,7 @@ fn flow_event(provider: &str, user: &User) -> Option<Event> {
 }
 
 /// Ten fresh backup codes and their stored forms for `user_id`.
-fn new_backup_codes(rng: &mut impl Random, key: &BackupCodeKey, user_id: &str) -> (Vec<String>, Vec<String>) {
+fn new_backup_codes(rng: &mut impl Random, key: &BackupCodeKey, user_id: &UserId) -> (Vec<String>, Vec<String>) {
     let codes: Vec<String> = (0..BACKUP_CODE_COUNT).map(|_| backup::generate(rng)).collect();
     let hashes = codes.iter().filter_map(|c| backup::normalize(c)).map(|c| key.hash(user_id, &c)).collect();
     (codes, hashes)
@@ -213,7 +213,7 @@ where
     }
 
     /// What `/auth/me` and the admin user view show of `user_id`'s factors.
-    pub async fn factors_view(&self, user_id: &str) -> Result<FactorsView, Error> {
+    pub async fn factors_view(&self, user_id: &UserId) -> Result<FactorsView, Error> {
         Ok(self.store.mfa_factors(user_id).await?.view())
     }
 
@@ -226,7 +226,7 @@ where
         &self,
         meta: &Meta,
         rng: &mut impl Random,
-        user_id: &str,
+        user_id: &UserId,
         method: Method,
         enabled: bool,
         revoked_sessions: u64,
@@ -238,8 +238,8 @@ where
 /// The events of a change of `user_id`'s second factors (see
 /// [`Deps::factors_changed`]): `mfa_enabled` or `mfa_disabled` for `method`,
 /// and `session_revoked` (`revoke_all`) when it ended other sessions.
-pub(crate) fn factors_events(user_id: &str, method: Method, enabled: bool, revoked_sessions: u64) -> Vec<Event> {
-    let (user_id, method) = (user_id.to_string(), method.as_str().to_string());
+pub(crate) fn factors_events(user_id: &UserId, method: Method, enabled: bool, revoked_sessions: u64) -> Vec<Event> {
+    let (user_id, method) = (user_id.clone(), method.as_str().to_string());
     let mut events: Vec<Event> = vec![if enabled {
         events::MfaEnabled { user_id: user_id.clone(), method }.into()
     } else {

@@ -24,7 +24,7 @@ use crate::core::config::Config;
 use crate::core::email_address::Email;
 use crate::core::error::{Error, TokenError};
 use crate::core::events::{Envelope, Event, EventContext};
-use crate::core::ids::{self, Random};
+use crate::core::ids::{self, Random, SessionId, UserId};
 use crate::core::locale::Locale;
 use crate::core::oauth::CodeChallenge;
 use crate::core::ports::{EventSink, KeyRing, MfaStore, SessionStore, SigninHook, UserStore};
@@ -302,9 +302,9 @@ pub struct Accepted {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Principal {
     /// User id (`sub`).
-    pub user_id: String,
+    pub user_id: UserId,
     /// Session id (`sid`).
-    pub session_id: String,
+    pub session_id: SessionId,
     /// Roles from the token.
     pub roles: Vec<Role>,
     /// Email from the token.
@@ -369,7 +369,7 @@ where
     /// live, else 409 `account_changed`.
     pub async fn refused_write(&self, caller: &LiveSession<'_>) -> Error {
         match self.store.session_by_id(caller.session_id).await {
-            Ok(Some(s)) if s.user_id == caller.user_id && s.is_live(caller.now, caller.max_age_secs) => {
+            Ok(Some(s)) if s.user_id == *caller.user_id && s.is_live(caller.now, caller.max_age_secs) => {
                 Error::account_changed()
             }
             Ok(_) => Error::InvalidToken(TokenError::SessionRevoked),
@@ -482,7 +482,7 @@ where
         let extra_claims = self.allow_signin(meta, rng, user, provider).await?;
         let refresh_token = ids::secret_token(rng);
         let session = Session {
-            id: ids::uuid(rng),
+            id: SessionId::generate(rng),
             user_id: user.id.clone(),
             created_at: meta.now,
             last_used_at: meta.now,
@@ -565,7 +565,7 @@ where
         &self,
         meta: &Meta,
         rng: &mut impl Random,
-        actor_id: Option<String>,
+        actor_id: Option<UserId>,
         events: Vec<Event>,
     ) -> Result<(), Error> {
         let ctx = EventContext { ip_address: meta.ip.clone(), user_agent: meta.user_agent.clone(), actor_id };

@@ -31,7 +31,7 @@ use crate::core::error::{Error, TokenError};
 use crate::core::events::{self, Event};
 use crate::core::flows::account::{banned, login_event, login_failed_event, parse_name, signin_refusal};
 use crate::core::flows::{AuthResponse, Deps, Meta, SignIn};
-use crate::core::ids::{self, Random};
+use crate::core::ids::{self, Random, UserId};
 use crate::core::locale::Locale;
 use crate::core::mfa::FactorsView;
 use crate::core::oauth::idtoken::Identity;
@@ -465,7 +465,7 @@ where
     fn identity_row(
         &self,
         p: &ProviderConfig,
-        user_id: &str,
+        user_id: &UserId,
         identity: &Identity,
         email: Option<&Email>,
         meta: &Meta,
@@ -473,7 +473,7 @@ where
         LinkedIdentity {
             provider: p.id.clone(),
             subject: identity.subject.clone(),
-            user_id: user_id.to_string(),
+            user_id: user_id.clone(),
             email: email.map(|e| e.as_str().to_string()),
             email_verified: identity.email_verified,
             linked_at: meta.now,
@@ -486,7 +486,7 @@ where
         rng: &mut impl Random,
         p: &ProviderConfig,
         st: &OAuthState,
-        user_id: &str,
+        user_id: &UserId,
         identity: Identity,
     ) -> Result<CallbackOutcome, Error> {
         let back = Some(st.redirect_to.as_str());
@@ -494,7 +494,7 @@ where
         let mail = email.as_ref().map(Email::as_str);
         let linked = Ok(CallbackOutcome::Linked { location: with_param(&st.redirect_to, "linked", &p.id) });
         if let Some(existing) = self.store.identity(&p.id, &identity.subject).await? {
-            if existing.user_id == user_id {
+            if existing.user_id == *user_id {
                 return linked;
             }
             return self.oauth_failed(meta, rng, back, mail, linked_elsewhere(), "identity_linked_elsewhere").await;
@@ -536,7 +536,7 @@ where
         rng: &mut impl Random,
         back: Option<&str>,
         mail: Option<&str>,
-        user_id: &str,
+        user_id: &UserId,
         provider_id: &str,
     ) -> Result<CallbackOutcome, Error> {
         let has_provider = self.store.identities_of(user_id).await?.iter().any(|i| i.provider == provider_id);
@@ -636,7 +636,7 @@ where
                     // The provider's `locale` claim, when it is a language
                     // tag: a malformed one is no reason to refuse a sign-in.
                     locale: identity.locale.as_deref().and_then(|l| Locale::parse(l).ok()).map(|l| l.to_string()),
-                    ..User::new(ids::uuid(rng), email.as_str().to_string(), meta.now)
+                    ..User::new(UserId::generate(rng), email.as_str().to_string(), meta.now)
                 };
                 let row = self.identity_row(p, &user.id, &identity, Some(&email), meta);
                 if !self.store.create_oauth_user(&user, &row).await? {

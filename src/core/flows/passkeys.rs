@@ -45,7 +45,7 @@ use crate::core::events::{self, Event};
 use crate::core::flows::account::{banned, login_event, login_failed_event, signin_refusal};
 use crate::core::flows::mfa::MFA_CHANGE_REVOKE_REASON;
 use crate::core::flows::{Deps, Meta, Principal, SignIn};
-use crate::core::ids::{self, Random};
+use crate::core::ids::{self, Random, UserId};
 use crate::core::mfa::RECENT_SIGN_IN_SECS;
 use crate::core::passkey::{
     self, check_authenticator_data, clean_transports, counter_ok, decode_b64url, descriptor, is_user_handle, key_amr,
@@ -506,7 +506,8 @@ where
                 // not (an id no account has for none): the time taken does
                 // not tell either.
                 let user = self.store.user_by_email(email.as_str()).await?;
-                let keys = self.store.passkeys(user.as_ref().map_or("", |u| u.id.as_str())).await?;
+                let nobody = UserId::new(String::new());
+                let keys = self.store.passkeys(user.as_ref().map_or(&nobody, |u| &u.id)).await?;
                 if keys.is_empty() {
                     let stand_in = stand_in_credential_id(&self.config.kek, email.as_str());
                     (vec![descriptor(&stand_in, &[])], Some(vec![stand_in]))

@@ -12,7 +12,7 @@ use crate::core::error::Error;
 use crate::core::events::{self, Event};
 use crate::core::flows::account::{banned, login_event, login_failed_event, signin_refusal};
 use crate::core::flows::{Deps, Meta, SignIn};
-use crate::core::ids::{self, Random};
+use crate::core::ids::{self, Random, UserId};
 use crate::core::locale::Locale;
 use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, MfaStore, SessionStore, UserStore};
 use crate::core::session::SignInBasis;
@@ -258,7 +258,7 @@ where
         let user = User {
             email_verified: true,
             locale: t.locale.clone(),
-            ..User::new(ids::uuid(rng), email.to_string(), meta.now)
+            ..User::new(UserId::generate(rng), email.to_string(), meta.now)
         };
         if self.store.insert_user(&user).await? {
             return Ok((user, true));

@@ -21,7 +21,7 @@ use crate::core::error::Error;
 use crate::core::events;
 use crate::core::flows::account::refresh_token_shape;
 use crate::core::flows::{verify_token, Deps, Meta};
-use crate::core::ids::{self, Random};
+use crate::core::ids::{self, Random, SessionId, UserId};
 use crate::core::ports::{EventSink, KeyRing, RevocationStore, SessionStore, UserStore};
 use crate::core::revocation::stands;
 use crate::core::users::Role;
@@ -91,9 +91,9 @@ impl Introspection {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ActiveToken {
     /// The user.
-    pub sub: String,
+    pub sub: UserId,
     /// The session.
-    pub sid: String,
+    pub sid: SessionId,
     /// When it expires (Unix seconds): an access token's `exp`; for a
     /// refresh token, when it stops working.
     pub exp: i64,

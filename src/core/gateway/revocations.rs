@@ -28,6 +28,7 @@
 //! so, and hands the result to [`RevocationCopy::end_read`].
 
 use crate::core::error::{Error, TokenError};
+use crate::core::ids::{SessionId, UserId};
 use crate::core::ports::RevocationStore;
 use crate::core::revocation::{stands, LogRead, Readiness, RevocationSet, Revocations, PAGE_ROWS};
 use crate::core::time::UnixTime;
@@ -140,7 +141,7 @@ impl RevocationCopy {
 
     /// Whether a token of session `sid`, user `sub`, claiming `roles` is
     /// revoked by the set as it is (ask [`RevocationCopy::before_use`] first).
-    pub fn refuses(&self, sid: &str, sub: &str, roles: &[Role]) -> bool {
+    pub fn refuses(&self, sid: &SessionId, sub: &UserId, roles: &[Role]) -> bool {
         self.set().refuses(sid, sub, roles)
     }
 
@@ -229,9 +230,9 @@ pub async fn read<S: RevocationStore>(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FreshSession {
     /// The session (`sid`).
-    pub sid: String,
+    pub sid: SessionId,
     /// The user (`sub`).
-    pub sub: String,
+    pub sub: UserId,
     /// The roles the token claims.
     pub roles: Vec<Role>,
 }
@@ -254,8 +255,8 @@ impl FreshSession {
 /// that cannot be read fails closed (503).
 pub async fn check_fresh<S: RevocationStore>(
     store: &S,
-    sid: &str,
-    sub: &str,
+    sid: &SessionId,
+    sub: &UserId,
     roles: &[Role],
     now: UnixTime,
     max_age_secs: u64,
@@ -291,7 +292,7 @@ mod tests {
             let rows = self.0.iter().filter(|r| r.seq > after && r.at > live_after).take(limit as usize).cloned();
             Ok(RevocationPage { rows: rows.collect(), last_seq: self.0.last().map_or(0, |r| r.seq) })
         }
-        async fn session_standing(&self, _sid: &str) -> Result<Option<Standing>, Error> {
+        async fn session_standing(&self, _sid: &SessionId) -> Result<Option<Standing>, Error> {
             Ok(None)
         }
         async fn purge_revocations(&self, _before: UnixTime) -> Result<u64, Error> {
@@ -343,8 +344,11 @@ mod tests {
         assert!(log.from_start);
         assert_eq!(log.rows.len(), 4);
         held.install(2, log, UnixTime(5_001), RETAIN);
-        assert!(held.set().refuses("revoked after the restore", "u", &[]), "not hidden behind the old cursor");
-        assert!(!held.set().refuses("old50", "u", &[]), "the set is what the log holds now");
+        assert!(
+            held.set().refuses(&"revoked after the restore".into(), &"u".into(), &[]),
+            "not hidden behind the old cursor"
+        );
+        assert!(!held.set().refuses(&"old50".into(), &"u".into(), &[]), "the set is what the log holds now");
         assert_eq!(held.set().cursor(), 4);
         // An emptied log (every row purged) is no different: nothing is lost.
         let empty = block_on(read(&Log(vec![]), 4, UnixTime(5_002), RETAIN)).unwrap();
@@ -368,7 +372,7 @@ mod tests {
             RETAIN,
         );
         assert_eq!(copy.read_under_way(10_001, 10), Some(10_000));
-        assert!(copy.refuses("s1", "u", &[]));
+        assert!(copy.refuses(&"s1".into(), &"u".into(), &[]));
         copy.end_read(10_000, None, UnixTime(10), RETAIN);
         assert_eq!(copy.read_under_way(10_001, 10), None);
     }

@@ -13,7 +13,7 @@
 use std::fmt;
 
 use crate::core::crypto::{b64url, MacKey};
-use crate::core::ids::Random;
+use crate::core::ids::{Random, UserId};
 use crate::core::signing_keys::Kek;
 
 /// Backup codes handed out at a time.
@@ -77,7 +77,7 @@ impl BackupCodeKey {
 
     /// The stored form of the normalised code `code` of account `user_id`
     /// (each part length-prefixed, so no two inputs read alike).
-    pub fn hash(&self, user_id: &str, code: &str) -> String {
+    pub fn hash(&self, user_id: &UserId, code: &str) -> String {
         let lens = [user_id, code].map(|part| (part.len() as u64).to_be_bytes());
         b64url(self.0.tag(&[&lens[0], user_id.as_bytes(), &lens[1], code.as_bytes()]))
     }
@@ -116,11 +116,11 @@ mod tests {
     #[test]
     fn tags_bind_the_account_and_the_key() {
         let key = BackupCodeKey::from_kek(&Kek::from_bytes([3; 32]));
-        let t = key.hash("u1", "abcdefgh12");
-        assert_eq!(t, key.hash("u1", "abcdefgh12"));
-        assert_ne!(t, key.hash("u2", "abcdefgh12"));
-        assert_ne!(t, key.hash("u1", "abcdefgh13"));
-        assert_ne!(t, BackupCodeKey::from_kek(&Kek::from_bytes([4; 32])).hash("u1", "abcdefgh12"));
+        let t = key.hash(&"u1".into(), "abcdefgh12");
+        assert_eq!(t, key.hash(&"u1".into(), "abcdefgh12"));
+        assert_ne!(t, key.hash(&"u2".into(), "abcdefgh12"));
+        assert_ne!(t, key.hash(&"u1".into(), "abcdefgh13"));
+        assert_ne!(t, BackupCodeKey::from_kek(&Kek::from_bytes([4; 32])).hash(&"u1".into(), "abcdefgh12"));
         assert_eq!(format!("{key:?}"), "BackupCodeKey(<redacted>)");
     }
 }

@@ -39,6 +39,7 @@ use serde::Serialize;
 
 use crate::core::amr::Amr;
 use crate::core::error::Error;
+use crate::core::ids::UserId;
 use crate::core::time::UnixTime;
 
 /// How long an `mfa_token` lives.
@@ -188,7 +189,7 @@ pub struct Challenge {
     /// SHA-256 of the `mfa_token` (base64url). Unique.
     pub hash: String,
     /// The account signing in.
-    pub user_id: String,
+    pub user_id: UserId,
     /// The account epoch the first step was decided under.
     pub user_epoch: u64,
     /// The first step's provider (`email`, `magic_link`, `email_otp`, an

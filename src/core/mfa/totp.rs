@@ -21,7 +21,7 @@ use subtle::ConstantTimeEq;
 
 use crate::core::crypto::SealKey;
 use crate::core::error::Error;
-use crate::core::ids::Random;
+use crate::core::ids::{Random, UserId};
 use crate::core::signing_keys::Kek;
 use crate::core::time::UnixTime;
 
@@ -87,7 +87,7 @@ impl TotpSealKey {
     }
 }
 
-fn seal_aad(user_id: &str) -> Vec<u8> {
+fn seal_aad(user_id: &UserId) -> Vec<u8> {
     let mut aad = SEAL_AAD_LABEL.to_vec();
     aad.extend_from_slice(user_id.as_bytes());
     aad
@@ -130,13 +130,13 @@ impl TotpSecret {
     }
 
     /// The secret sealed for storage on account `user_id`.
-    pub fn seal(&self, key: &TotpSealKey, user_id: &str, rng: &mut impl Random) -> Result<String, Error> {
+    pub fn seal(&self, key: &TotpSealKey, user_id: &UserId, rng: &mut impl Random) -> Result<String, Error> {
         key.0.seal(&seal_aad(user_id), &self.0, rng)
     }
 
     /// Opens what [`TotpSecret::seal`] sealed for `user_id`; `None` for
     /// anything else (another key, another account, a changed byte).
-    pub fn open(key: &TotpSealKey, user_id: &str, sealed: &str) -> Option<Self> {
+    pub fn open(key: &TotpSealKey, user_id: &UserId, sealed: &str) -> Option<Self> {
         let bytes = key.0.open(&seal_aad(user_id), sealed)?;
         bytes.try_into().ok().map(Self)
     }
@@ -241,12 +241,12 @@ mod tests {
         let secret = TotpSecret::from_bytes(*b"12345678901234567890");
         assert_eq!(secret.base32(), "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ");
         let key = TotpSealKey::from_kek(&Kek::from_bytes([4; 32]));
-        let sealed = secret.seal(&key, "user-1", &mut SeqRandom(9)).unwrap();
+        let sealed = secret.seal(&key, &"user-1".into(), &mut SeqRandom(9)).unwrap();
         assert!(!sealed.contains("GEZDGNBV"));
-        assert_eq!(TotpSecret::open(&key, "user-1", &sealed).unwrap().base32(), secret.base32());
-        assert!(TotpSecret::open(&key, "user-2", &sealed).is_none(), "copied onto another account");
+        assert_eq!(TotpSecret::open(&key, &"user-1".into(), &sealed).unwrap().base32(), secret.base32());
+        assert!(TotpSecret::open(&key, &"user-2".into(), &sealed).is_none(), "copied onto another account");
         let other = TotpSealKey::from_kek(&Kek::from_bytes([5; 32]));
-        assert!(TotpSecret::open(&other, "user-1", &sealed).is_none(), "another KEK");
+        assert!(TotpSecret::open(&other, &"user-1".into(), &sealed).is_none(), "another KEK");
         assert_eq!(format!("{secret:?}"), "TotpSecret(<redacted>)");
     }
 

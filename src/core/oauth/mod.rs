@@ -18,7 +18,7 @@ use subtle::ConstantTimeEq;
 use crate::core::crypto::b64url;
 use crate::core::crypto::SealKey;
 use crate::core::error::Error;
-use crate::core::ids::Random;
+use crate::core::ids::{Random, UserId};
 use crate::core::outbound::{HttpReply, SendError};
 use crate::core::session::LiveSession;
 use crate::core::time::UnixTime;
@@ -107,7 +107,7 @@ pub struct OAuthState {
     /// Where the browser goes afterwards (already checked against the allowlist).
     pub redirect_to: String,
     /// The signed-in user who asked to link this provider, if linking.
-    pub link_user_id: Option<String>,
+    pub link_user_id: Option<UserId>,
     /// That user's account epoch then: the link completes only while it
     /// stands (0 when not linking).
     pub link_epoch: u64,
@@ -130,7 +130,7 @@ pub struct LinkedIdentity {
     /// The provider's stable subject (`sub`, or GitHub's numeric user id).
     pub subject: String,
     /// The user it signs in.
-    pub user_id: String,
+    pub user_id: UserId,
     /// The email the provider reported when it was linked.
     pub email: Option<String>,
     /// Whether the provider said it verified that email.
@@ -196,7 +196,7 @@ pub trait OAuthStore {
     /// The identity `subject` at `provider`, if linked.
     async fn identity(&self, provider: &str, subject: &str) -> Result<Option<LinkedIdentity>, Error>;
     /// The user's identities, oldest first.
-    async fn identities_of(&self, user_id: &str) -> Result<Vec<LinkedIdentity>, Error>;
+    async fn identities_of(&self, user_id: &UserId) -> Result<Vec<LinkedIdentity>, Error>;
     /// Links `identity` if its user's account epoch is still `user_epoch`
     /// (the one the link started under); `Ok(false)` (nothing written) when
     /// that identity is linked already, the user already has one of that

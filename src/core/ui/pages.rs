@@ -542,7 +542,7 @@ pub fn account(ctx: &Context<'_>, n: Option<&Notice>, a: &Account<'_>) -> Html {
                 "\">",
                 [ctx.hidden()],
                 "<input type=\"hidden\" name=\"session_id\" value=\"",
-                { s.id },
+                { s.id.as_str() },
                 "\"><button class=\"secondary inline\" type=\"submit\" name=\"intent\" value=\"revoke\" ",
                 "aria-label=\"Sign out the session of ",
                 { device },

@@ -8,6 +8,7 @@ use super::{
     changes, epoch, int, int_u, max_age, opt_text, returned, session_is_live, text, time, CountRow, D1Store, UserRow,
     USER_COLUMNS,
 };
+use crate::core::ids::{SessionId, UserId};
 use crate::core::ports::{AccountStore, Result, UserStore};
 use crate::core::session::LiveSession;
 use crate::core::takeover::{AddressProof, Proven, TAKEOVER_REVOKE_REASON};
@@ -83,8 +84,8 @@ fn contains_pattern(text: &str) -> String {
 impl AccountStore for D1Store {
     async fn set_email_verified(&self, holder: &LiveSession<'_>, email: &str) -> Result<Option<bool>> {
         let args = [
-            text(holder.user_id),
-            text(holder.session_id),
+            text(holder.user_id.as_str()),
+            text(holder.session_id.as_str()),
             time(holder.now),
             max_age(holder.max_age_secs),
             text(email),
@@ -117,7 +118,8 @@ impl AccountStore for D1Store {
         // link will then succeed (the identity is no other account's, and the
         // account keeps no other identity of that provider), the rest only
         // if it did.
-        let (who, now, new_password) = ([text(p.user_id), text(p.email)], time(p.now), opt_text(p.new_password));
+        let (who, now, new_password) =
+            ([text(p.user_id.as_str()), text(p.email)], time(p.now), opt_text(p.new_password));
         let before = self.stmt(
             "SELECT email_verified, password_hash IS NOT NULL AS had_password FROM users WHERE id = ?1 AND email = ?2",
             &who,
@@ -256,9 +258,9 @@ impl AccountStore for D1Store {
 
     async fn set_password(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         hash: &str,
-        keep: Option<&str>,
+        keep: Option<&SessionId>,
         user_epoch: u64,
         now: UnixTime,
         reason: &str,
@@ -269,12 +271,18 @@ impl AccountStore for D1Store {
             "UPDATE sessions SET revoked_at = ?2, revoke_reason = ?3 \
              WHERE user_id = ?1 AND revoked_at IS NULL AND (?4 IS NULL OR id <> ?4) \
              AND EXISTS (SELECT 1 FROM users WHERE id = ?1 AND auth_epoch = ?5) RETURNING id",
-            &[text(user_id), time(now), text(reason), opt_text(keep), int_u(user_epoch)],
+            &[
+                text(user_id.as_str()),
+                time(now),
+                text(reason),
+                opt_text(keep.map(SessionId::as_str)),
+                int_u(user_epoch),
+            ],
         )?;
         let set = self.stmt(
             "UPDATE users SET password_hash = ?2, updated_at = ?3, auth_epoch = auth_epoch + 1 \
              WHERE id = ?1 AND auth_epoch = ?4",
-            &[text(user_id), text(hash), time(now), int_u(user_epoch)],
+            &[text(user_id.as_str()), text(hash), time(now), int_u(user_epoch)],
         )?;
         let results = self.batch(vec![revoke, set]).await?;
         match (results.first(), results.get(1)) {
@@ -316,14 +324,14 @@ impl AccountStore for D1Store {
             "DELETE FROM email_tokens WHERE user_id IS NULL AND email <> ?2 \
              AND email = (SELECT email FROM users WHERE id = ?1) \
              AND NOT EXISTS (SELECT 1 FROM users o WHERE o.email = ?2 AND o.id <> ?1)",
-            &[text(&u.id), text(&u.email)],
+            &[text(u.id.as_str()), text(&u.email)],
         )?;
         let update = self.stmt(
             "UPDATE users SET email = ?2, name = ?3, avatar_url = ?4, phone = ?5, email_verified = ?6, updated_at = ?7, \
              auth_epoch = CASE WHEN email <> ?2 THEN auth_epoch + 1 ELSE auth_epoch END \
              WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM users o WHERE o.email = ?2 AND o.id <> ?1)",
             &[
-                text(&u.id),
+                text(u.id.as_str()),
                 text(&u.email),
                 opt_text(u.name.as_deref()),
                 opt_text(u.avatar_url.as_deref()),
@@ -346,14 +354,14 @@ impl AccountStore for D1Store {
         })
     }
 
-    async fn delete_user(&self, user_id: &str) -> Result<bool> {
+    async fn delete_user(&self, user_id: &UserId) -> Result<bool> {
         // Roles, sessions (and their refresh tokens), emailed tokens, linked
         // OAuth identities and pending OAuth links go with the user: ON DELETE CASCADE, which D1 enforces. D1 counts the
         // cascaded rows in `changes` too, so any count means it was there.
         // In the same write go the links and codes mailed to the address
         // before the account existed (no `user_id`): held to whichever
         // account has the address, with none they would stand again.
-        let id = [text(user_id)];
+        let id = [text(user_id.as_str())];
         let orphans = self.stmt(
             "DELETE FROM email_tokens WHERE user_id IS NULL AND email = (SELECT email FROM users WHERE id = ?1)",
             &id,
@@ -365,16 +373,16 @@ impl AccountStore for D1Store {
         }
     }
 
-    async fn set_banned(&self, user_id: &str, banned: bool, now: UnixTime) -> Result<bool> {
+    async fn set_banned(&self, user_id: &UserId, banned: bool, now: UnixTime) -> Result<bool> {
         let mut stmts = vec![self.stmt(
             "UPDATE users SET banned = ?2, updated_at = ?3, \
              auth_epoch = CASE WHEN ?2 = 1 THEN auth_epoch + 1 ELSE auth_epoch END WHERE id = ?1 AND banned <> ?2",
-            &[text(user_id), int(i64::from(banned)), time(now)],
+            &[text(user_id.as_str()), int(i64::from(banned)), time(now)],
         )?];
         if banned {
             stmts.push(self.stmt(
                 "UPDATE sessions SET revoked_at = ?2, revoke_reason = 'banned' WHERE user_id = ?1 AND revoked_at IS NULL",
-                &[text(user_id), time(now)],
+                &[text(user_id.as_str()), time(now)],
             )?);
         }
         let results = self.batch(stmts).await?;
@@ -384,22 +392,22 @@ impl AccountStore for D1Store {
         }
     }
 
-    async fn add_role(&self, user_id: &str, role: &str, now: UnixTime) -> Result<bool> {
+    async fn add_role(&self, user_id: &UserId, role: &str, now: UnixTime) -> Result<bool> {
         let n = self
             .run_returning(
                 "INSERT OR IGNORE INTO user_roles (user_id, role, created_at) SELECT ?1, ?2, ?3 \
                  WHERE EXISTS (SELECT 1 FROM users WHERE id = ?1) RETURNING role",
-                &[text(user_id), text(role), time(now)],
+                &[text(user_id.as_str()), text(role), time(now)],
             )
             .await?;
         Ok(n == 1)
     }
 
-    async fn remove_role(&self, user_id: &str, role: &str) -> Result<bool> {
+    async fn remove_role(&self, user_id: &UserId, role: &str) -> Result<bool> {
         let n = self
             .run_returning(
                 "DELETE FROM user_roles WHERE user_id = ?1 AND role = ?2 RETURNING role",
-                &[text(user_id), text(role)],
+                &[text(user_id.as_str()), text(role)],
             )
             .await?;
         Ok(n == 1)

@@ -6,6 +6,7 @@ use wasm_bindgen::JsValue;
 
 use super::{int, opt_text, text, time, D1Store};
 use crate::core::audit::{AuditEntry, AuditFilter, AuditRecord, Outcome};
+use crate::core::ids::UserId;
 use crate::core::ports::{AuditLog, Result};
 use crate::core::time::UnixTime;
 
@@ -14,8 +15,8 @@ struct AuditRow {
     id: String,
     #[serde(rename = "type")]
     kind: String,
-    user_id: Option<String>,
-    actor_id: Option<String>,
+    user_id: Option<UserId>,
+    actor_id: Option<UserId>,
     outcome: String,
     ip_address: Option<String>,
     user_agent: Option<String>,
@@ -54,9 +55,9 @@ impl AuditLog for D1Store {
                 &[
                     text(&r.id),
                     text(r.kind),
-                    opt_text(r.user_id.as_deref()),
+                    opt_text(r.user_id.as_ref().map(UserId::as_str)),
                     opt_text(r.subject_email.as_deref()),
-                    opt_text(r.actor_id.as_deref()),
+                    opt_text(r.actor_id.as_ref().map(UserId::as_str)),
                     text(r.outcome.as_str()),
                     opt_text(r.ip_address.as_deref()),
                     opt_text(r.user_agent.as_deref()),
@@ -81,7 +82,7 @@ impl AuditLog for D1Store {
             args.len()
         };
         if let Some(user_id) = &f.user_id {
-            sql.push_str(&format!(" AND user_id = ?{}", arg(text(user_id))));
+            sql.push_str(&format!(" AND user_id = ?{}", arg(text(user_id.as_str()))));
         }
         if let Some(kind) = f.kind {
             sql.push_str(&format!(" AND type = ?{}", arg(text(kind))));
@@ -126,8 +127,10 @@ impl AuditLog for D1Store {
         Ok(u64::try_from(n).unwrap_or(u64::MAX))
     }
 
-    async fn taken_over_at(&self, user_id: &str) -> Result<Option<UnixTime>> {
-        let row = self.first::<TakenOverRow>("SELECT taken_over_at FROM users WHERE id = ?1", &[text(user_id)]).await?;
+    async fn taken_over_at(&self, user_id: &UserId) -> Result<Option<UnixTime>> {
+        let row = self
+            .first::<TakenOverRow>("SELECT taken_over_at FROM users WHERE id = ?1", &[text(user_id.as_str())])
+            .await?;
         Ok(row.and_then(|r| r.taken_over_at).map(UnixTime))
     }
 }

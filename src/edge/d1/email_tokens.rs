@@ -6,6 +6,7 @@ use serde::Deserialize;
 use super::{epoch, int, int_u, opt_text, text, time, D1Store};
 use crate::core::emailed_secret::{EmailToken, TokenKind};
 use crate::core::error::Error;
+use crate::core::ids::UserId;
 use crate::core::ports::{EmailTokenStore, Result};
 use crate::core::time::UnixTime;
 use crate::edge::kv::is_hinted;
@@ -26,7 +27,7 @@ struct EmailTokenRow {
     hash: String,
     kind: String,
     email: String,
-    user_id: Option<String>,
+    user_id: Option<UserId>,
     user_epoch: i64,
     code_hash: Option<String>,
     created_at: i64,
@@ -79,7 +80,7 @@ impl EmailTokenStore for D1Store {
                 text(&t.hash),
                 text(t.kind.as_str()),
                 text(&t.email),
-                opt_text(t.user_id.as_deref()),
+                opt_text(t.user_id.as_ref().map(UserId::as_str)),
                 int_u(t.user_epoch),
                 opt_text(t.code_hash.as_deref()),
                 time(t.created_at),

@@ -7,6 +7,7 @@ use wasm_bindgen::JsValue;
 
 use super::{changes, epoch, int, int_u, max_age, opt_text, returned, session_is_live, text, time, CountRow, D1Store};
 use crate::core::amr::Amr;
+use crate::core::ids::UserId;
 use crate::core::mfa::{Challenge, FactorsRemoved, StoredFactors, StoredTotp};
 use crate::core::ports::{MfaStore, Result};
 use crate::core::session::LiveSession;
@@ -37,7 +38,7 @@ struct ConfirmedRow {
 #[derive(Deserialize)]
 struct ChallengeRow {
     hash: String,
-    user_id: String,
+    user_id: UserId,
     user_epoch: i64,
     provider: String,
     amr: String,
@@ -73,7 +74,7 @@ fn json_list(items: &[String]) -> JsValue {
 
 /// The caller's live-session arguments `?1`–`?4`, as [`session_is_live`] reads them.
 fn caller_args(c: &LiveSession<'_>) -> [JsValue; 4] {
-    [text(c.user_id), text(c.session_id), time(c.now), max_age(c.max_age_secs)]
+    [text(c.user_id.as_str()), text(c.session_id.as_str()), time(c.now), max_age(c.max_age_secs)]
 }
 
 impl D1Store {
@@ -89,9 +90,9 @@ impl D1Store {
 }
 
 impl MfaStore for D1Store {
-    async fn mfa_factors(&self, user_id: &str) -> Result<StoredFactors> {
+    async fn mfa_factors(&self, user_id: &UserId) -> Result<StoredFactors> {
         // One batch, one snapshot: the TOTP, the codes and the passkeys agree.
-        let id = [text(user_id)];
+        let id = [text(user_id.as_str())];
         let totp = self.stmt("SELECT secret, confirmed_at, last_step FROM mfa_totp WHERE user_id = ?1", &id)?;
         let codes = self.stmt("SELECT COUNT(*) AS total FROM mfa_backup_codes WHERE user_id = ?1", &id)?;
         let passkeys = self.stmt("SELECT COUNT(*) AS total FROM passkeys WHERE user_id = ?1", &id)?;
@@ -183,20 +184,20 @@ impl MfaStore for D1Store {
         Ok((changes(confirmed)? == 1).then_some(returned(revoked)? as u64))
     }
 
-    async fn use_totp_step(&self, user_id: &str, sealed: &str, step: u64) -> Result<bool> {
+    async fn use_totp_step(&self, user_id: &UserId, sealed: &str, step: u64) -> Result<bool> {
         let n = self
             .run(
                 "UPDATE mfa_totp SET last_step = ?3 WHERE user_id = ?1 AND secret = ?2 AND confirmed_at IS NOT NULL \
                  AND (last_step IS NULL OR last_step < ?3)",
-                &[text(user_id), text(sealed), int_u(step)],
+                &[text(user_id.as_str()), text(sealed), int_u(step)],
             )
             .await?;
         Ok(n == 1)
     }
 
-    async fn use_backup_code(&self, user_id: &str, hash: &str) -> Result<bool> {
+    async fn use_backup_code(&self, user_id: &UserId, hash: &str) -> Result<bool> {
         let n = self
-            .run("DELETE FROM mfa_backup_codes WHERE user_id = ?1 AND hash = ?2", &[text(user_id), text(hash)])
+            .run("DELETE FROM mfa_backup_codes WHERE user_id = ?1 AND hash = ?2", &[text(user_id.as_str()), text(hash)])
             .await?;
         Ok(n == 1)
     }
@@ -226,7 +227,7 @@ impl MfaStore for D1Store {
 
     async fn remove_factors(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         caller: Option<&LiveSession<'_>>,
         now: UnixTime,
         reason: &str,
@@ -235,8 +236,8 @@ impl MfaStore for D1Store {
         let (live, on) = (session_is_live(2, 1, 3, 4), mfa_on(1));
         let guard = format!("(?2 IS NULL OR {live})");
         let args = [
-            text(user_id),
-            opt_text(caller.map(|c| c.session_id)),
+            text(user_id.as_str()),
+            opt_text(caller.map(|c| c.session_id.as_str())),
             time(now),
             max_age(caller.map_or(0, |c| c.max_age_secs)),
             text(reason),
@@ -272,7 +273,7 @@ impl MfaStore for D1Store {
         let (provider, subject) = c.identity.as_ref().map(|(p, s)| (p.as_str(), s.as_str())).unzip();
         let expired = self.stmt(
             "DELETE FROM mfa_challenges WHERE user_id = ?1 AND expires_at <= ?2",
-            &[text(&c.user_id), time(c.created_at)],
+            &[text(c.user_id.as_str()), time(c.created_at)],
         )?;
         let insert = self.stmt(
             &format!(
@@ -280,7 +281,7 @@ impl MfaStore for D1Store {
             ),
             &[
                 text(&c.hash),
-                text(&c.user_id),
+                text(c.user_id.as_str()),
                 int_u(c.user_epoch),
                 text(&c.provider),
                 text(&c.amr.to_stored()),

@@ -47,6 +47,7 @@ use serde::Deserialize;
 use wasm_bindgen::JsValue;
 use worker::{D1Database, D1DatabaseSession, D1PreparedStatement, D1SessionConstraint, Env};
 
+use crate::core::ids::UserId;
 use crate::core::ports::Result;
 use crate::core::time::UnixTime;
 use crate::core::users::{Role, User};
@@ -127,7 +128,7 @@ fn int_u(n: u64) -> JsValue {
 
 #[derive(Deserialize)]
 struct UserRow {
-    id: String,
+    id: UserId,
     email: String,
     name: Option<String>,
     password_hash: Option<String>,

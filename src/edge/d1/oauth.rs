@@ -7,6 +7,7 @@ use worker::D1PreparedStatement;
 
 use super::{changes, epoch, int, int_u, max_age, opt_text, session_is_live, text, time, CountRow, D1Store};
 use crate::core::error::Error;
+use crate::core::ids::UserId;
 use crate::core::oauth::{CodeChallenge, LinkedIdentity, OAuthState, OAuthStore, StateTake, Unlink};
 use crate::core::ports::Result;
 use crate::core::session::LiveSession;
@@ -21,7 +22,7 @@ struct OAuthStateRow {
     code_verifier: String,
     nonce: String,
     redirect_to: String,
-    link_user_id: Option<String>,
+    link_user_id: Option<UserId>,
     link_epoch: i64,
     binding_hash: String,
     code_challenge: Option<String>,
@@ -45,7 +46,7 @@ struct SealedRow {
 struct IdentityRow {
     provider: String,
     subject: String,
-    user_id: String,
+    user_id: UserId,
     email: Option<String>,
     email_verified: i64,
     linked_at: i64,
@@ -76,7 +77,7 @@ impl D1Store {
             &[
                 text(&i.provider),
                 text(&i.subject),
-                text(&i.user_id),
+                text(i.user_id.as_str()),
                 opt_text(i.email.as_deref()),
                 int(i64::from(i.email_verified)),
                 time(i.linked_at),
@@ -110,7 +111,7 @@ fn state_args(st: &OAuthState) -> Vec<JsValue> {
         text(&st.code_verifier),
         text(&st.nonce),
         text(&st.redirect_to),
-        opt_text(st.link_user_id.as_deref()),
+        opt_text(st.link_user_id.as_ref().map(UserId::as_str)),
         int_u(st.link_epoch),
         text(&st.binding_hash),
         time(st.created_at),
@@ -181,7 +182,12 @@ impl OAuthStore for D1Store {
         // as the flow read it: a takeover in between revokes the one and
         // moves the other.
         let mut args = state_args(st);
-        args.extend([text(caller.user_id), text(caller.session_id), time(caller.now), max_age(caller.max_age_secs)]);
+        args.extend([
+            text(caller.user_id.as_str()),
+            text(caller.session_id.as_str()),
+            time(caller.now),
+            max_age(caller.max_age_secs),
+        ]);
         let n = self
             .run(
                 &format!(
@@ -219,10 +225,15 @@ impl OAuthStore for D1Store {
         Ok(self.first::<IdentityRow>(&sql, &[text(provider), text(subject)]).await?.map(LinkedIdentity::from))
     }
 
-    async fn identities_of(&self, user_id: &str) -> Result<Vec<LinkedIdentity>> {
+    async fn identities_of(&self, user_id: &UserId) -> Result<Vec<LinkedIdentity>> {
         let sql =
             format!("SELECT {IDENTITY_COLUMNS} FROM oauth_accounts WHERE user_id = ?1 ORDER BY linked_at, provider");
-        Ok(self.all::<IdentityRow>(&sql, &[text(user_id)]).await?.into_iter().map(LinkedIdentity::from).collect())
+        Ok(self
+            .all::<IdentityRow>(&sql, &[text(user_id.as_str())])
+            .await?
+            .into_iter()
+            .map(LinkedIdentity::from)
+            .collect())
     }
 
     async fn link_identity(&self, identity: &LinkedIdentity, user_epoch: u64) -> Result<bool> {
@@ -235,7 +246,7 @@ impl OAuthStore for D1Store {
             "INSERT INTO users (id, email, name, password_hash, email_verified, avatar_url, phone, banned, created_at, updated_at, locale) \
              VALUES (?1, ?2, ?3, NULL, ?4, ?5, NULL, 0, ?6, ?6, ?7) ON CONFLICT(email) DO NOTHING",
             &[
-                text(&u.id),
+                text(u.id.as_str()),
                 text(&u.email),
                 opt_text(u.name.as_deref()),
                 int(i64::from(u.email_verified)),
@@ -248,7 +259,7 @@ impl OAuthStore for D1Store {
         // again in the same transaction: no account without its identity.
         let undo = self.stmt(
             "DELETE FROM users WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM oauth_accounts WHERE user_id = ?1)",
-            &[text(&u.id)],
+            &[text(u.id.as_str())],
         )?;
         let results = self.batch(vec![insert_user, self.insert_identity(identity, None)?, undo]).await?;
         match results.get(1) {
@@ -260,9 +271,9 @@ impl OAuthStore for D1Store {
     async fn unlink_identity(&self, caller: &LiveSession<'_>, provider: &str) -> Result<Unlink> {
         let live = session_is_live(3, 1, 4, 5);
         let args = [
-            text(caller.user_id),
+            text(caller.user_id.as_str()),
             text(provider),
-            text(caller.session_id),
+            text(caller.session_id.as_str()),
             time(caller.now),
             max_age(caller.max_age_secs),
         ];

@@ -5,6 +5,7 @@ use serde::Deserialize;
 use wasm_bindgen::JsValue;
 
 use super::{changes, int, max_age, opt_text, returned, session_is_live, text, time, CountRow, D1Store};
+use crate::core::ids::UserId;
 use crate::core::passkey::{Ceremony, Passkey, PasskeyAdded, PasskeyChallenge};
 use crate::core::ports::{PasskeyStore, Result};
 use crate::core::session::LiveSession;
@@ -18,7 +19,7 @@ const CHALLENGE_COLUMNS: &str = "id, ceremony, challenge, user_id, name, allowed
 #[derive(Deserialize)]
 struct PasskeyRow {
     id: String,
-    user_id: String,
+    user_id: UserId,
     credential_id: String,
     public_key: String,
     alg: i64,
@@ -57,7 +58,7 @@ struct ChallengeRow {
     id: String,
     ceremony: String,
     challenge: String,
-    user_id: Option<String>,
+    user_id: Option<UserId>,
     name: Option<String>,
     allowed_credentials: Option<String>,
     expires_at: i64,
@@ -91,7 +92,7 @@ struct AddCheckRow {
 
 /// The caller's live-session arguments `?1`–`?4`, as [`session_is_live`] reads them.
 fn caller_args(c: &LiveSession<'_>) -> [JsValue; 4] {
-    [text(c.user_id), text(c.session_id), time(c.now), max_age(c.max_age_secs)]
+    [text(c.user_id.as_str()), text(c.session_id.as_str()), time(c.now), max_age(c.max_age_secs)]
 }
 
 fn flag(b: bool) -> JsValue {
@@ -122,7 +123,7 @@ impl PasskeyStore for D1Store {
         // registration per user (sign-in challenges have no user).
         let superseded = self.stmt(
             "DELETE FROM passkey_challenges WHERE user_id IS ?1 AND (expires_at <= ?2 OR ceremony = 'register')",
-            &[opt_text(c.user_id.as_deref()), now],
+            &[opt_text(c.user_id.as_ref().map(UserId::as_str)), now],
         )?;
         let insert = self.stmt(
             &format!("INSERT INTO passkey_challenges ({CHALLENGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
@@ -130,7 +131,7 @@ impl PasskeyStore for D1Store {
                 text(&c.id),
                 text(c.ceremony.as_str()),
                 text(&c.challenge),
-                opt_text(c.user_id.as_deref()),
+                opt_text(c.user_id.as_ref().map(UserId::as_str)),
                 opt_text(c.name.as_deref()),
                 opt_text(c.allowed.as_ref().map(|ids| ids.join(" ")).as_deref()),
                 time(c.expires_at),
@@ -142,7 +143,7 @@ impl PasskeyStore for D1Store {
 
     async fn take_registration_challenge(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         challenge: &str,
         now: UnixTime,
     ) -> Result<Option<PasskeyChallenge>> {
@@ -151,7 +152,7 @@ impl PasskeyStore for D1Store {
                 "DELETE FROM passkey_challenges WHERE ceremony = 'register' AND user_id = ?1 AND challenge = ?2 \
                  AND expires_at > ?3 RETURNING {CHALLENGE_COLUMNS}"
             ),
-            &[text(user_id), text(challenge), time(now)],
+            &[text(user_id.as_str()), text(challenge), time(now)],
         )
         .await
     }
@@ -167,11 +168,11 @@ impl PasskeyStore for D1Store {
         .await
     }
 
-    async fn passkeys(&self, user_id: &str) -> Result<Vec<Passkey>> {
+    async fn passkeys(&self, user_id: &UserId) -> Result<Vec<Passkey>> {
         let rows = self
             .all::<PasskeyRow>(
                 &format!("SELECT {PASSKEY_COLUMNS} FROM passkeys WHERE user_id = ?1 ORDER BY created_at, id"),
-                &[text(user_id)],
+                &[text(user_id.as_str())],
             )
             .await?;
         Ok(rows.into_iter().map(Passkey::from).collect())
@@ -297,8 +298,8 @@ impl PasskeyStore for D1Store {
         Ok(Some(Some(returned(revoked)? as u64)))
     }
 
-    async fn remove_all_passkeys(&self, user_id: &str, now: UnixTime, reason: &str) -> Result<(Vec<String>, u64)> {
-        let args = [text(user_id), time(now), text(reason)];
+    async fn remove_all_passkeys(&self, user_id: &UserId, now: UnixTime, reason: &str) -> Result<(Vec<String>, u64)> {
+        let args = [text(user_id.as_str()), time(now), text(reason)];
         let revoke = self.stmt(
             "UPDATE sessions SET revoked_at = ?2, revoke_reason = ?3 WHERE user_id = ?1 AND revoked_at IS NULL \
              AND EXISTS (SELECT 1 FROM passkeys WHERE user_id = ?1) RETURNING id",

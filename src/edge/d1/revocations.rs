@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::sessions::{SessionRow, SESSION_COLUMNS};
 use super::{int, int_u, text, time, D1Store};
+use crate::core::ids::{SessionId, UserId};
 use crate::core::ports::{Result, RevocationStore};
 use crate::core::revocation::{Revocation, RevocationPage, Revoked, Standing};
 use crate::core::time::UnixTime;
@@ -61,8 +62,8 @@ impl RevocationStore for D1Store {
             .into_iter()
             .filter_map(|r| {
                 let what = match r.kind.as_str() {
-                    "session" => Revoked::Session(r.subject),
-                    "roles" => Revoked::Roles { user_id: r.subject, roles: role_list(r.roles) },
+                    "session" => Revoked::Session(SessionId::new(r.subject)),
+                    "roles" => Revoked::Roles { user_id: UserId::new(r.subject), roles: role_list(r.roles) },
                     // The table's CHECK allows no other kind.
                     _ => return None,
                 };
@@ -72,12 +73,13 @@ impl RevocationStore for D1Store {
         Ok(RevocationPage { rows, last_seq })
     }
 
-    async fn session_standing(&self, sid: &str) -> Result<Option<Standing>> {
-        let session = self.stmt(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"), &[text(sid)])?;
+    async fn session_standing(&self, sid: &SessionId) -> Result<Option<Standing>> {
+        let session =
+            self.stmt(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"), &[text(sid.as_str())])?;
         let roles = self.stmt(
             "SELECT group_concat(role, ',') AS held_roles FROM user_roles \
              WHERE user_id = (SELECT user_id FROM sessions WHERE id = ?1)",
-            &[text(sid)],
+            &[text(sid.as_str())],
         )?;
         // One batch, one snapshot: the roles are those of the session's user then.
         let results = self.batch(vec![session, roles]).await?;

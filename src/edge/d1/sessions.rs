@@ -8,6 +8,7 @@ use super::mfa::mfa_on;
 use super::rate_limits::{HitRow, SESSION_HIT};
 use super::{changes, int, int_u, max_age, opt_text, returned, session_is_live, text, time, CountRow, D1Store};
 use crate::core::amr::Amr;
+use crate::core::ids::{SessionId, UserId};
 use crate::core::ports::{Result, SessionStore};
 use crate::core::session::{LiveSession, RotateRequest, Rotation, Session, SignInBasis};
 use crate::core::time::UnixTime;
@@ -21,8 +22,8 @@ pub(super) const SESSION_COLUMNS: &str =
 /// A `sessions` row.
 #[derive(Deserialize)]
 pub(super) struct SessionRow {
-    id: String,
-    user_id: String,
+    id: SessionId,
+    user_id: UserId,
     created_at: i64,
     last_used_at: i64,
     expires_at: i64,
@@ -56,8 +57,8 @@ impl From<SessionRow> for Session {
 
 #[derive(Deserialize)]
 struct ReuseRow {
-    id: String,
-    user_id: String,
+    id: SessionId,
+    user_id: UserId,
     is_current: i64,
 }
 
@@ -87,8 +88,8 @@ impl SessionStore for D1Store {
                 mfa_on(2)
             ),
             &[
-                text(&s.id),
-                text(&s.user_id),
+                text(s.id.as_str()),
+                text(s.user_id.as_str()),
                 text(refresh_hash),
                 time(s.created_at),
                 time(s.expires_at),
@@ -106,7 +107,7 @@ impl SessionStore for D1Store {
         let insert_token = self.stmt(
             "INSERT INTO refresh_tokens (hash, session_id, issued_at) SELECT ?1, ?2, ?3 \
              WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ?2)",
-            &[text(refresh_hash), text(&s.id), time(s.created_at)],
+            &[text(refresh_hash), text(s.id.as_str()), time(s.created_at)],
         )?;
         let results = self.batch(vec![insert_session, insert_token]).await?;
         match results.first() {
@@ -192,9 +193,9 @@ impl SessionStore for D1Store {
         }
     }
 
-    async fn session_by_id(&self, id: &str) -> Result<Option<Session>> {
+    async fn session_by_id(&self, id: &SessionId) -> Result<Option<Session>> {
         let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1");
-        Ok(self.first::<SessionRow>(&sql, &[text(id)]).await?.map(Session::from))
+        Ok(self.first::<SessionRow>(&sql, &[text(id.as_str())]).await?.map(Session::from))
     }
 
     async fn session_by_refresh(&self, refresh_hash: &str) -> Result<Option<Session>> {
@@ -202,11 +203,11 @@ impl SessionStore for D1Store {
         Ok(self.first::<SessionRow>(&sql, &[text(refresh_hash)]).await?.map(Session::from))
     }
 
-    async fn revoke_session(&self, id: &str, now: UnixTime, reason: &str) -> Result<bool> {
+    async fn revoke_session(&self, id: &SessionId, now: UnixTime, reason: &str) -> Result<bool> {
         let n = self
             .run_returning(
                 "UPDATE sessions SET revoked_at = ?2, revoke_reason = ?3 WHERE id = ?1 AND revoked_at IS NULL RETURNING id",
-                &[text(id), time(now), text(reason)],
+                &[text(id.as_str()), time(now), text(reason)],
             )
             .await?;
         Ok(n > 0)
@@ -214,8 +215,8 @@ impl SessionStore for D1Store {
 
     async fn revoke_user_sessions(
         &self,
-        user_id: &str,
-        except: Option<&str>,
+        user_id: &UserId,
+        except: Option<&SessionId>,
         now: UnixTime,
         reason: &str,
     ) -> Result<u64> {
@@ -223,7 +224,7 @@ impl SessionStore for D1Store {
             .run_returning(
                 "UPDATE sessions SET revoked_at = ?2, revoke_reason = ?3 \
                  WHERE user_id = ?1 AND revoked_at IS NULL AND (?4 IS NULL OR id <> ?4) RETURNING id",
-                &[text(user_id), time(now), text(reason), opt_text(except)],
+                &[text(user_id.as_str()), time(now), text(reason), opt_text(except.map(SessionId::as_str))],
             )
             .await?;
         Ok(n as u64)
@@ -235,8 +236,8 @@ impl SessionStore for D1Store {
         // statement, in the same transaction, tells a caller with nothing
         // else to revoke from one whose session ended.
         let args = [
-            text(caller.user_id),
-            text(caller.session_id),
+            text(caller.user_id.as_str()),
+            text(caller.session_id.as_str()),
             time(caller.now),
             max_age(caller.max_age_secs),
             text(reason),
@@ -258,11 +259,16 @@ impl SessionStore for D1Store {
         Ok(live.then_some(returned(revoked)? as u64))
     }
 
-    async fn list_sessions(&self, user_id: &str, now: UnixTime) -> Result<Vec<Session>> {
+    async fn list_sessions(&self, user_id: &UserId, now: UnixTime) -> Result<Vec<Session>> {
         let sql = format!(
             "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = ?1 AND revoked_at IS NULL AND expires_at > ?2 \
              ORDER BY created_at DESC, id LIMIT 100"
         );
-        Ok(self.all::<SessionRow>(&sql, &[text(user_id), time(now)]).await?.into_iter().map(Session::from).collect())
+        Ok(self
+            .all::<SessionRow>(&sql, &[text(user_id.as_str()), time(now)])
+            .await?
+            .into_iter()
+            .map(Session::from)
+            .collect())
     }
 }
