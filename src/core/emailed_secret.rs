@@ -79,10 +79,6 @@ pub struct EmailToken {
     pub expires_at: UnixTime,
     /// Attempts counted against a code, the current one included.
     pub attempts: u32,
-    /// The language asked for when a sign-in secret was issued to an address
-    /// without an account (normalised tag): the account a password-less
-    /// sign-up makes from it keeps it. `None` otherwise.
-    pub locale: Option<String>,
 }
 
 /// A uniformly random code of [`OTP_DIGITS`] decimal digits (rejection

@@ -21,6 +21,10 @@
 //!   every passkey):
 //!   the planter's authenticator would otherwise stand between the owner
 //!   and their account, or vouch for the planter;
+//! - the profile the earlier holder gave the account (name, picture, phone,
+//!   language) is replaced by what the prover brings ([`ProverProfile`]: a
+//!   provider's claims, the language asked for with a magic link or code),
+//!   or cleared: the planter's name must not greet the owner;
 //! - the account epoch moves, which kills every emailed token issued before
 //!   (the planter may have asked for some), every sign-in that read the
 //!   account before and has not yet made its session (a planter's password
@@ -56,7 +60,8 @@
 //!
 //! What the takeover did is announced with existing events ([`Proven::events`]):
 //! `email_verified`, `session_revoked` with `revoke_all`, `user_updated`
-//! whose `fields` name what was removed (`password`, `providers`), and
+//! whose `fields` name what was removed or replaced (`password`, `providers`,
+//! `name`, `avatar_url`, `phone`), and
 //! `mfa_disabled` when a TOTP that was on went, `passkey_removed` for each
 //! passkey that went.
 
@@ -84,8 +89,54 @@ pub struct AddressProof<'a> {
     /// A password reset: the new password hash, set whether or not the
     /// account was verified, with every session revoked.
     pub new_password: Option<&'a str>,
+    /// What the prover brings to an account it takes over.
+    pub profile: ProverProfile<'a>,
     /// Now.
     pub now: UnixTime,
+}
+
+/// The profile a takeover gives the account in place of the earlier
+/// holder's: `phone` always goes; name, picture and language are the
+/// prover's (`None`: cleared). Each already checked as its field is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProverProfile<'a> {
+    /// A display name (a provider's `name` claim).
+    pub name: Option<&'a str>,
+    /// A picture URL (a provider's `picture` claim).
+    pub avatar_url: Option<&'a str>,
+    /// A normalised language tag (a provider's `locale` claim, or the one
+    /// asked for with the magic link or code that proves the address).
+    pub locale: Option<&'a str>,
+}
+
+/// The profile fields of an account before a takeover, to tell which it
+/// changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProfileBefore {
+    /// `name`.
+    pub name: Option<String>,
+    /// `avatar_url`.
+    pub avatar_url: Option<String>,
+    /// `phone`.
+    pub phone: Option<String>,
+}
+
+impl ProfileBefore {
+    /// The names of the fields (`name`, `avatar_url`, `phone`) that `now`
+    /// changes, for `user_updated`.
+    pub fn changed_by(&self, now: &ProverProfile<'_>) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.name.as_deref() != now.name {
+            out.push("name");
+        }
+        if self.avatar_url.as_deref() != now.avatar_url {
+            out.push("avatar_url");
+        }
+        if self.phone.is_some() {
+            out.push("phone");
+        }
+        out
+    }
 }
 
 /// What recording an [`AddressProof`] did.
@@ -105,6 +156,9 @@ pub struct Proven {
     pub mfa_removed: bool,
     /// The ids of the passkeys the takeover removed.
     pub removed_passkeys: Vec<String>,
+    /// The profile fields the takeover replaced or cleared
+    /// ([`ProfileBefore::changed_by`]).
+    pub profile_fields: Vec<&'static str>,
     /// The account's epoch after the write.
     pub auth_epoch: u64,
 }
@@ -119,7 +173,8 @@ pub fn keeps_identity(identity: &LinkedIdentity, email: &str) -> bool {
 impl Proven {
     /// The events saying what the proof did to account `user_id` at `email`:
     /// `email_verified` if it took the account over; `user_updated` with the
-    /// removed `password` and `providers`, if any; and `session_revoked`
+    /// removed `password` and `providers` and the replaced profile fields,
+    /// if any; and `session_revoked`
     /// (`revoke_all`) if sessions were revoked — unless the caller announces
     /// that itself (`sessions_announced`, as a password reset does).
     pub fn events(&self, user_id: &UserId, email: &str, sessions_announced: bool) -> Vec<Event> {
@@ -134,6 +189,7 @@ impl Proven {
         if !self.dropped_providers.is_empty() {
             fields.push("providers".to_string());
         }
+        fields.extend(self.profile_fields.iter().map(|f| f.to_string()));
         if !fields.is_empty() {
             out.push(events::UserUpdated { user_id: user_id.clone(), fields }.into());
         }
@@ -185,6 +241,7 @@ mod tests {
             linked: false,
             mfa_removed: true,
             removed_passkeys: vec!["pk1".into()],
+            profile_fields: vec!["name", "phone"],
             auth_epoch: 1,
         };
         let kinds: Vec<&str> = p.events(&"u".into(), "v@corp.example", false).iter().map(Event::kind).collect();
@@ -194,12 +251,23 @@ mod tests {
             updated,
             &Event::UserUpdated(events::UserUpdated {
                 user_id: "u".into(),
-                fields: vec!["password".into(), "providers".into()]
+                fields: vec!["password".into(), "providers".into(), "name".into(), "phone".into()]
             })
         );
         // A reset announces its own revocation.
         let kinds: Vec<&str> = p.events(&"u".into(), "v@corp.example", true).iter().map(Event::kind).collect();
         assert_eq!(kinds, ["email_verified", "user_updated", "mfa_disabled", "passkey_removed"]);
+    }
+
+    #[test]
+    fn the_profile_fields_a_takeover_changes_are_named() {
+        let before = ProfileBefore { name: Some("Planter".into()), avatar_url: None, phone: Some("+1 555".into()) };
+        assert_eq!(before.changed_by(&ProverProfile::default()), ["name", "phone"]);
+        let same = ProverProfile { name: Some("Planter"), avatar_url: None, locale: Some("de") };
+        assert_eq!(before.changed_by(&same), ["phone"]);
+        let picture = ProverProfile { avatar_url: Some("https://a.example/p.png"), ..Default::default() };
+        assert_eq!(ProfileBefore::default().changed_by(&picture), ["avatar_url"]);
+        assert!(ProfileBefore::default().changed_by(&ProverProfile::default()).is_empty());
     }
 
     #[test]

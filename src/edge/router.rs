@@ -15,7 +15,7 @@ use crate::core::error::Error;
 use crate::core::flows::account::{LoginRequest, RefreshRequest, SignupRequest};
 use crate::core::flows::admin::{ListQuery, UpdateUserRequest};
 use crate::core::flows::key_rotation::discovery;
-use crate::core::flows::magic_link::MAGIC_LINK_ACCEPTED;
+use crate::core::flows::magic_link::{MagicLinkVerifyRequest, MAGIC_LINK_ACCEPTED};
 use crate::core::flows::mfa::{CodeRequest, MfaVerifyRequest};
 use crate::core::flows::otp::OtpVerifyRequest;
 use crate::core::flows::otp::OTP_ACCEPTED;
@@ -246,7 +246,7 @@ async fn auth_api(
             js(http::json(200, &MAGIC_LINK_ACCEPTED, None, &[]))
         }
         Route::MagicLinkVerify => {
-            let body: TokenRequest = http::read_json(req).await?;
+            let body: MagicLinkVerifyRequest = http::read_json(req).await?;
             let signed_in = deps.verify_magic_link(&meta, rng, body).await?;
             js(sign_in_response(&cfg, 200, &signed_in, meta.now))
         }

@@ -20,7 +20,7 @@ use crate::core::auth_routes::Route;
 use crate::core::config::Config;
 use crate::core::error::Error;
 use crate::core::flows::account::{LoginRequest, SignupRequest};
-use crate::core::flows::magic_link::MAGIC_LINK_ACCEPTED;
+use crate::core::flows::magic_link::{MagicLinkVerifyRequest, MAGIC_LINK_ACCEPTED};
 use crate::core::flows::mfa::{CodeRequest, MfaVerifyRequest};
 use crate::core::flows::otp::{OtpVerifyRequest, OTP_ACCEPTED};
 use crate::core::flows::passkeys::{
@@ -637,7 +637,10 @@ impl<'a, 'e> Ui<'a, 'e> {
     async fn post_magic_link(&self, csrf: &Csrf, form: &Form) -> Result<Answer, Error> {
         let (asked, to) = self.posted_target(form)?;
         let token = form.text("token");
-        let result = self.deps.verify_magic_link(self.meta, &mut OsRandom, TokenRequest { token: token.clone() }).await;
+        let result = self
+            .deps
+            .verify_magic_link(self.meta, &mut OsRandom, MagicLinkVerifyRequest { token: token.clone(), locale: None })
+            .await;
         self.finish(csrf, asked.as_deref(), result, &to, |status, n| {
             let render = |ctx: &pages::Context<'_>| pages::magic_link(ctx, Some(n), &token, None);
             self.page_with(csrf, status, asked.as_deref(), render, Vec::new())
@@ -651,7 +654,7 @@ impl<'a, 'e> Ui<'a, 'e> {
         if form.get("intent") == Some("send") {
             return self.send_email(csrf, &email, Mailing::Otp, asked.as_deref()).await;
         }
-        let body = OtpVerifyRequest { email: email.clone(), code: form.text("code").trim().to_string() };
+        let body = OtpVerifyRequest { email: email.clone(), code: form.text("code").trim().to_string(), locale: None };
         let result = self.deps.verify_otp(self.meta, &mut OsRandom, body).await;
         self.finish(csrf, asked.as_deref(), result, &to, |status, n| {
             self.page_with(csrf, status, asked.as_deref(), |ctx| pages::otp(ctx, Some(n), &email), Vec::new())

@@ -404,6 +404,7 @@ fn revoking_the_other_sessions_from_a_session_revoked_meanwhile_revokes_nothing(
             email: "a@example.com",
             link: None,
             new_password: Some("the owner's new hash"),
+            profile: Default::default(),
             now: UnixTime(1_100),
         };
         let proven = block_on(store.prove_address(&reset)).unwrap().unwrap();

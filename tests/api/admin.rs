@@ -2,8 +2,9 @@
 
 use portcullis::core::error::{Error, TokenError};
 use portcullis::core::flows::admin::{Admin, ListQuery, UpdateUserRequest};
+use portcullis::core::flows::magic_link::MagicLinkVerifyRequest;
 use portcullis::core::flows::otp::OtpVerifyRequest;
-use portcullis::core::flows::{AuthResponse, EmailRequest, TokenRequest};
+use portcullis::core::flows::{AuthResponse, EmailRequest};
 
 use crate::support::{block_on, code, grant, login_at, signup_at, user, TestRandom, World};
 
@@ -174,14 +175,18 @@ fn a_ban_revokes_every_session_and_blocks_every_sign_in_until_unbanned() {
     assert_eq!(code(login_at(&w, &mut rng, 1_501, "ada@example.com", "password-1")), "account_banned");
     // The ban killed the secrets issued before it (and none is issued while it lasts).
     assert_eq!(
-        code(block_on(deps.verify_magic_link(&meta, &mut rng, TokenRequest { token: link.clone() }))),
+        code(block_on(deps.verify_magic_link(
+            &meta,
+            &mut rng,
+            MagicLinkVerifyRequest { token: link.clone(), locale: None }
+        ))),
         "invalid_link"
     );
     assert_eq!(
         code(block_on(deps.verify_otp(
             &meta,
             &mut rng,
-            OtpVerifyRequest { email: "ada@example.com".into(), code: otp.clone() }
+            OtpVerifyRequest { email: "ada@example.com".into(), code: otp.clone(), locale: None }
         ))),
         "invalid_code"
     );
@@ -192,12 +197,15 @@ fn a_ban_revokes_every_session_and_blocks_every_sign_in_until_unbanned() {
     assert_eq!(w.events.kinds().last(), Some(&"user_unbanned"));
     assert!(login_at(&w, &mut rng, 1_502, "ada@example.com", "password-1").is_ok());
     // ... and unbanning does not bring them back.
-    assert_eq!(code(block_on(deps.verify_magic_link(&meta, &mut rng, TokenRequest { token: link }))), "invalid_link");
+    assert_eq!(
+        code(block_on(deps.verify_magic_link(&meta, &mut rng, MagicLinkVerifyRequest { token: link, locale: None }))),
+        "invalid_link"
+    );
     assert_eq!(
         code(block_on(deps.verify_otp(
             &meta,
             &mut rng,
-            OtpVerifyRequest { email: "ada@example.com".into(), code: otp }
+            OtpVerifyRequest { email: "ada@example.com".into(), code: otp, locale: None }
         ))),
         "invalid_code"
     );

@@ -13,6 +13,7 @@ use portcullis::core::email_address::Email;
 use portcullis::core::error::Error;
 use portcullis::core::events::{self, Envelope, Event, EventContext, Received};
 use portcullis::core::flows::admin::Admin;
+use portcullis::core::flows::magic_link::MagicLinkVerifyRequest;
 use portcullis::core::flows::{AuthResponse, Recipient};
 use portcullis::core::ports::AuditLog;
 use portcullis::core::time::UnixTime;
@@ -504,7 +505,7 @@ fn a_users_own_view_hides_the_administrators_ip_and_user_agent() {
 
 #[test]
 fn after_a_takeover_the_new_holder_sees_only_what_happened_since() {
-    use portcullis::core::flows::{EmailRequest, TokenRequest};
+    use portcullis::core::flows::EmailRequest;
     let mut rng = TestRandom(11);
     let (w, root, _) = setup(&mut rng);
     // Bob signs up with Carol's address (unverified) and uses the account.
@@ -533,7 +534,10 @@ fn after_a_takeover_the_new_holder_sees_only_what_happened_since() {
     .unwrap();
     let token = w.events.last_of("magic_link_requested")["token"].as_str().unwrap().to_string();
     let (deps, meta) = w.at(2_000);
-    let carol = block_on(deps.verify_magic_link(&meta, &mut rng, TokenRequest { token })).unwrap().complete().unwrap();
+    let carol = block_on(deps.verify_magic_link(&meta, &mut rng, MagicLinkVerifyRequest { token, locale: None }))
+        .unwrap()
+        .complete()
+        .unwrap();
     assert_eq!(carol.user.id, bob.user.id);
     assert_eq!(code(login_at(&w, &mut rng, 2_100, "carol@example.com", "bobs-password-1")), "invalid_credentials");
     consume(&w);

@@ -3,8 +3,9 @@
 //! request asked for, else the account's own.
 
 use portcullis::core::flows::account::SignupRequest;
+use portcullis::core::flows::magic_link::MagicLinkVerifyRequest;
 use portcullis::core::flows::otp::OtpVerifyRequest;
-use portcullis::core::flows::{EmailRequest, TokenRequest};
+use portcullis::core::flows::EmailRequest;
 
 use crate::support::{block_on, code, user, Done, TestRandom, World};
 
@@ -72,7 +73,7 @@ fn email_events_carry_the_requested_locale_else_the_accounts_own() {
 }
 
 #[test]
-fn an_account_without_a_locale_gets_null_and_a_passwordless_signup_gets_the_asked_one() {
+fn an_account_without_a_locale_gets_null_and_an_unknown_address_its_email_in_the_asked_one() {
     let w = World::new(&[("ALLOW_PASSWORDLESS_SIGNUP", "true")]);
     let mut rng = TestRandom(3);
     signup(&w, &mut rng, "bob@example.com", None);
@@ -84,33 +85,75 @@ fn an_account_without_a_locale_gets_null_and_a_passwordless_signup_gets_the_aske
     assert_eq!((ev["user_id"].clone(), ev["locale"].clone()), (serde_json::Value::Null, "fr".into()));
 }
 
+fn link(w: &World) -> String {
+    w.events.last_of("magic_link_requested")["token"].as_str().unwrap().to_string()
+}
+
 #[test]
-fn a_passwordless_signup_keeps_the_language_its_request_asked_for() {
+fn a_passwordless_signup_takes_the_language_of_the_request_that_uses_the_secret() {
     let w = World::new(&[("ALLOW_PASSWORDLESS_SIGNUP", "true")]);
     let mut rng = TestRandom(5);
     let (deps, meta) = w.at(1_001);
-    block_on(deps.request_magic_link(&meta, &mut rng, ask("link@example.com", Some("pt_br")))).unwrap();
-    let token = w.events.last_of("magic_link_requested")["token"].as_str().unwrap().to_string();
-    block_on(deps.verify_magic_link(&meta, &mut rng, TokenRequest { token })).done().unwrap();
-    assert_eq!(user(&w, "link@example.com").locale.as_deref(), Some("pt-BR"));
-
-    block_on(deps.request_otp(&meta, &mut rng, ask("code@example.com", Some("de")))).unwrap();
-    let c = w.events.last_of("email_otp_requested")["code"].as_str().unwrap().to_string();
-    block_on(deps.verify_otp(&meta, &mut rng, OtpVerifyRequest { email: "code@example.com".into(), code: c }))
+    // Whoever asks for the link (anyone may) does not choose the account's
+    // language: the mailbox's reader, who uses it, does.
+    block_on(deps.request_magic_link(&meta, &mut rng, ask("link@example.com", Some("de")))).unwrap();
+    let token = link(&w);
+    let bad = block_on(deps.verify_magic_link(
+        &meta,
+        &mut rng,
+        MagicLinkVerifyRequest { token: token.clone(), locale: Some("not a tag".into()) },
+    ));
+    assert_eq!(code(bad), "invalid_locale");
+    // The refused request did not use the link up.
+    block_on(deps.verify_magic_link(&meta, &mut rng, MagicLinkVerifyRequest { token, locale: Some("pt_br".into()) }))
         .done()
         .unwrap();
+    assert_eq!(user(&w, "link@example.com").locale.as_deref(), Some("pt-BR"));
+
+    block_on(deps.request_magic_link(&meta, &mut rng, ask("asked@example.com", Some("de")))).unwrap();
+    let token = link(&w);
+    block_on(deps.verify_magic_link(&meta, &mut rng, MagicLinkVerifyRequest { token, locale: None })).done().unwrap();
+    assert_eq!(user(&w, "asked@example.com").locale, None, "the asker's language is not stored");
+
+    block_on(deps.request_otp(&meta, &mut rng, ask("code@example.com", None))).unwrap();
+    let c = w.events.last_of("email_otp_requested")["code"].as_str().unwrap().to_string();
+    let verify = OtpVerifyRequest { email: "code@example.com".into(), code: c, locale: Some("de".into()) };
+    block_on(deps.verify_otp(&meta, &mut rng, verify)).done().unwrap();
     assert_eq!(user(&w, "code@example.com").locale.as_deref(), Some("de"));
 
-    // Without one asked, the account has none; an existing account's
-    // language is not changed by the language of a link it asks for.
-    block_on(deps.request_magic_link(&meta, &mut rng, ask("none@example.com", None))).unwrap();
-    let token = w.events.last_of("magic_link_requested")["token"].as_str().unwrap().to_string();
-    block_on(deps.verify_magic_link(&meta, &mut rng, TokenRequest { token })).done().unwrap();
-    assert_eq!(user(&w, "none@example.com").locale, None);
-    block_on(deps.request_magic_link(&meta, &mut rng, ask("link@example.com", Some("fr")))).unwrap();
-    let token = w.events.last_of("magic_link_requested")["token"].as_str().unwrap().to_string();
-    block_on(deps.verify_magic_link(&meta, &mut rng, TokenRequest { token })).done().unwrap();
+    // An account that exists keeps its own language.
+    block_on(deps.request_magic_link(&meta, &mut rng, ask("link@example.com", None))).unwrap();
+    let token = link(&w);
+    block_on(deps.verify_magic_link(&meta, &mut rng, MagicLinkVerifyRequest { token, locale: Some("fr".into()) }))
+        .done()
+        .unwrap();
     assert_eq!(user(&w, "link@example.com").locale.as_deref(), Some("pt-BR"));
+}
+
+#[test]
+fn a_takeover_replaces_the_profile_the_planter_gave_the_account() {
+    let w = World::new(&[]);
+    let mut rng = TestRandom(6);
+    let (deps, meta) = w.at(1_000);
+    let planted = SignupRequest {
+        email: "victim@example.com".into(),
+        password: "correct horse battery".into(),
+        name: Some("Planter".into()),
+        locale: Some("de".into()),
+    };
+    block_on(deps.signup(&meta, &mut rng, planted)).unwrap();
+    w.store.users.borrow_mut()[0].phone = Some("+1 555 0100".into());
+    let (deps, meta) = w.at(1_010);
+    block_on(deps.request_magic_link(&meta, &mut rng, ask("victim@example.com", None))).unwrap();
+    let token = link(&w);
+    let owner =
+        block_on(deps.verify_magic_link(&meta, &mut rng, MagicLinkVerifyRequest { token, locale: Some("fr".into()) }))
+            .done()
+            .unwrap();
+    assert_eq!(owner.user.name, None);
+    let victim = user(&w, "victim@example.com");
+    assert_eq!((victim.name, victim.phone, victim.locale.as_deref()), (None, None, Some("fr")));
+    assert_eq!(w.events.last_of("user_updated")["fields"], serde_json::json!(["password", "name", "phone"]));
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! Magic links: issuing, single use, supersession, expiry, bans, passwordless sign-up.
 
 use portcullis::core::emailed_secret::TokenKind;
-use portcullis::core::flows::{EmailRequest, TokenRequest};
+use portcullis::core::flows::magic_link::MagicLinkVerifyRequest;
+use portcullis::core::flows::EmailRequest;
 use portcullis::core::ids;
 
 use crate::support::{block_on, code, signup_at, user, Done, TestRandom, World};
@@ -20,7 +21,7 @@ fn verify(
     token: &str,
 ) -> Result<portcullis::core::flows::AuthResponse, portcullis::core::error::Error> {
     let (deps, meta) = w.at(now);
-    block_on(deps.verify_magic_link(&meta, rng, TokenRequest { token: token.into() })).done()
+    block_on(deps.verify_magic_link(&meta, rng, MagicLinkVerifyRequest { token: token.into(), locale: None })).done()
 }
 
 fn last_token(w: &World) -> String {

@@ -8,11 +8,12 @@ use serde_json::{json, Value};
 
 use portcullis::core::error::{Error, TokenError};
 use portcullis::core::flows::account::LoginRequest;
+use portcullis::core::flows::magic_link::MagicLinkVerifyRequest;
 use portcullis::core::flows::mfa::{CodeRequest, MfaVerifyRequest, SecondStep};
 use portcullis::core::flows::oauth::{CallbackOutcome, ExchangeRequest};
 use portcullis::core::flows::otp::OtpVerifyRequest;
 use portcullis::core::flows::password::ResetRequest;
-use portcullis::core::flows::{AuthResponse, EmailRequest, SignIn, TokenRequest};
+use portcullis::core::flows::{AuthResponse, EmailRequest, SignIn};
 use portcullis::core::mfa::totp::{hotp, step_at, TotpSecret};
 use portcullis::core::mfa::Method;
 use portcullis::core::time::UnixTime;
@@ -255,7 +256,8 @@ fn magic_links_and_email_codes_ask_for_the_second_step_too() {
     block_on(deps.request_magic_link(&meta, rng, EmailRequest { email: ADA.into(), locale: None })).unwrap();
     let token = w.events.last_of("magic_link_requested")["token"].as_str().unwrap().to_string();
     let before = (sessions(&w), w.events.count("login"), w.events.count("magic_link_login"));
-    let step = second_step(block_on(deps.verify_magic_link(&meta, rng, TokenRequest { token })));
+    let step =
+        second_step(block_on(deps.verify_magic_link(&meta, rng, MagicLinkVerifyRequest { token, locale: None })));
     assert_eq!((sessions(&w), w.events.count("login"), w.events.count("magic_link_login")), before);
     let done = verify(&w, rng, T0 + 31, &step.mfa_token, Some(&totp(&on.secret, T0 + 31)), None).unwrap();
     assert_eq!(claims(&done.access_token)["amr"], json!(["otp", "mfa"]));
@@ -266,8 +268,11 @@ fn magic_links_and_email_codes_ask_for_the_second_step_too() {
     block_on(deps.request_otp(&meta, rng, EmailRequest { email: ADA.into(), locale: None })).unwrap();
     let code_sent = w.events.last_of("email_otp_requested")["code"].as_str().unwrap().to_string();
     let before = sessions(&w);
-    let step =
-        second_step(block_on(deps.verify_otp(&meta, rng, OtpVerifyRequest { email: ADA.into(), code: code_sent })));
+    let step = second_step(block_on(deps.verify_otp(
+        &meta,
+        rng,
+        OtpVerifyRequest { email: ADA.into(), code: code_sent, locale: None },
+    )));
     assert_eq!(sessions(&w), before);
     let done = verify(&w, rng, T0 + 61, &step.mfa_token, None, Some(&on.backup_codes[0])).unwrap();
     assert_eq!(claims(&done.access_token)["amr"], json!(["otp", "mfa"]));
@@ -639,7 +644,8 @@ fn a_takeover_removes_the_planters_totp() {
     block_on(deps.request_magic_link(&meta, rng, EmailRequest { email: ADA.into(), locale: None })).unwrap();
     let token = w.events.last_of("magic_link_requested")["token"].as_str().unwrap().to_string();
     // The owner follows the link: signed in at once, the planter's factor gone.
-    let owner = block_on(deps.verify_magic_link(&meta, rng, TokenRequest { token })).done().unwrap();
+    let owner =
+        block_on(deps.verify_magic_link(&meta, rng, MagicLinkVerifyRequest { token, locale: None })).done().unwrap();
     assert_eq!(owner.user.id, planted.session.user.id);
     assert_eq!(w.events.last_of("mfa_disabled"), json!({"user_id": owner.user.id, "method": "totp"}));
     let view = block_on(deps.factors_view(&owner.user.id)).unwrap();

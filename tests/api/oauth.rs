@@ -428,6 +428,27 @@ fn a_verified_email_links_the_existing_account_and_an_unverified_one_never_does(
 }
 
 #[test]
+fn a_takeover_by_a_provider_gives_the_account_the_providers_profile() {
+    let w = world();
+    let idp = FakeIdp::default();
+    let rng = &mut TestRandom(32);
+    signup_at(&w, rng, 900, "ada@example.com", "password-1");
+    {
+        let mut users = w.store.users.borrow_mut();
+        (users[0].name, users[0].locale) = (Some("Planter".into()), Some("de".into()));
+    }
+    let claims = json!({"sub": "s-ada", "email": "ada@example.com", "email_verified": true, "name": "Ada",
+                        "picture": "https://idp.example/ada.png", "locale": "fr"});
+    assert!(location_param(&sign_in(&w, rng, &idp, 1_000, claims), "code").is_some());
+    let ada = user(&w, "ada@example.com");
+    assert_eq!(
+        (ada.name.as_deref(), ada.avatar_url.as_deref(), ada.locale.as_deref()),
+        (Some("Ada"), Some("https://idp.example/ada.png"), Some("fr"))
+    );
+    assert_eq!(w.events.last_of("user_updated")["fields"], json!(["password", "name", "avatar_url"]));
+}
+
+#[test]
 fn states_are_single_use_expire_and_belong_to_their_browser() {
     let w = world();
     let idp = FakeIdp::default();
@@ -823,6 +844,7 @@ fn an_unlink_whose_session_is_revoked_meanwhile_unlinks_nothing() {
             email: "ada@example.com",
             link: None,
             new_password: Some("the owner's new hash"),
+            profile: Default::default(),
             now: UnixTime(1_100),
         };
         assert!(block_on(store.prove_address(&reset)).unwrap().unwrap().revoked_sessions >= 2);

@@ -16,7 +16,7 @@ fn request(w: &World, rng: &mut TestRandom, now: i64, email: &str) -> serde_json
 
 fn verify(w: &World, rng: &mut TestRandom, now: i64, email: &str, c: &str) -> Result<AuthResponse, Error> {
     let (deps, meta) = w.at(now);
-    block_on(deps.verify_otp(&meta, rng, OtpVerifyRequest { email: email.into(), code: c.into() })).done()
+    block_on(deps.verify_otp(&meta, rng, OtpVerifyRequest { email: email.into(), code: c.into(), locale: None })).done()
 }
 
 fn last_code(w: &World) -> String {

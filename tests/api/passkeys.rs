@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use portcullis::core::amr::Amr;
 use portcullis::core::error::Error;
+use portcullis::core::flows::magic_link::MagicLinkVerifyRequest;
 use portcullis::core::flows::mfa::CodeRequest;
 use portcullis::core::flows::passkeys::{
     AssertionResponse, AttestationResponse, AuthenticationCredential, LoginOptionsRequest, LoginVerifyRequest,
@@ -763,7 +764,7 @@ fn without_rp_id_the_passkey_endpoints_are_off() {
 
 #[test]
 fn a_takeover_of_an_unverified_account_removes_the_planters_passkeys() {
-    use portcullis::core::flows::{EmailRequest, TokenRequest};
+    use portcullis::core::flows::EmailRequest;
     let (w, rng) = (world(), &mut TestRandom(13));
     let planter = signup_at(&w, rng, T0, ADA, PW);
     let mut a = Authenticator::es256(7);
@@ -771,7 +772,7 @@ fn a_takeover_of_an_unverified_account_removes_the_planters_passkeys() {
     let (deps, meta) = w.at(T0 + 1);
     block_on(deps.request_magic_link(&meta, rng, EmailRequest { email: ADA.into(), locale: None })).unwrap();
     let token = w.events.last_of("magic_link_requested")["token"].as_str().unwrap().to_string();
-    block_on(deps.verify_magic_link(&meta, rng, TokenRequest { token })).unwrap();
+    block_on(deps.verify_magic_link(&meta, rng, MagicLinkVerifyRequest { token, locale: None })).unwrap();
     assert!(w.store.passkeys.borrow().is_empty());
     assert_eq!(w.events.last_of("passkey_removed")["passkey_id"], planted.id.as_str());
     let o = login_options(&w, rng, T0 + 2, None);

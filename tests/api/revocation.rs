@@ -9,9 +9,10 @@ use serde_json::json;
 
 use portcullis::core::error::Error;
 use portcullis::core::flows::admin::Admin;
+use portcullis::core::flows::magic_link::MagicLinkVerifyRequest;
 use portcullis::core::flows::password::{ChangeRequest, ResetRequest};
 use portcullis::core::flows::revocation::{Introspection, TokenForm};
-use portcullis::core::flows::{AuthResponse, EmailRequest, TokenRequest};
+use portcullis::core::flows::{AuthResponse, EmailRequest};
 use portcullis::core::gateway::revocations::{check_fresh, read};
 use portcullis::core::ports::RevocationStore;
 use portcullis::core::revocation::{retention_secs, RevocationSet};
@@ -147,7 +148,10 @@ fn a_takeover_of_an_unverified_account_is_recorded_for_every_session() {
     block_on(deps.request_magic_link(&meta, &mut rng, EmailRequest { email: "ada@example.com".into(), locale: None }))
         .unwrap();
     let token = w.events.last_of("magic_link_requested")["token"].as_str().unwrap().to_string();
-    let owner = block_on(deps.verify_magic_link(&meta, &mut rng, TokenRequest { token })).unwrap().complete().unwrap();
+    let owner = block_on(deps.verify_magic_link(&meta, &mut rng, MagicLinkVerifyRequest { token, locale: None }))
+        .unwrap()
+        .complete()
+        .unwrap();
     let set = set_at(&w, 1_100);
     assert!(refused(&set, &a) && refused(&set, &b), "the planter's sessions");
     assert!(!refused(&set, &owner) && !refused(&set, &other));

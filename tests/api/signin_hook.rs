@@ -5,6 +5,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use portcullis::core::error::Error;
 use portcullis::core::flows::account::{LoginRequest, SignupRequest};
+use portcullis::core::flows::magic_link::MagicLinkVerifyRequest;
 use portcullis::core::flows::AuthResponse;
 use portcullis::core::outbound::SendError;
 use portcullis::core::time::UnixTime;
@@ -161,13 +162,13 @@ fn a_failing_hook_fails_open_without_extra_claims_when_configured() {
 }
 
 fn magic_link_sign_in(w: &World, email: &str) -> Result<AuthResponse, Error> {
-    use portcullis::core::flows::{EmailRequest, TokenRequest};
+    use portcullis::core::flows::EmailRequest;
     let (deps, meta) = w.at(1_200);
     block_on(deps.request_magic_link(&meta, &mut TestRandom(14), EmailRequest { email: email.into(), locale: None }))
         .unwrap();
     let token = w.events.last_of("magic_link_requested")["token"].as_str().unwrap().to_string();
     let (deps, meta) = w.at(1_201);
-    block_on(deps.verify_magic_link(&meta, &mut TestRandom(15), TokenRequest { token })).done()
+    block_on(deps.verify_magic_link(&meta, &mut TestRandom(15), MagicLinkVerifyRequest { token, locale: None })).done()
 }
 
 #[test]

@@ -27,7 +27,7 @@ use portcullis::core::rate_limit::{Count, Hit};
 use portcullis::core::revocation::{Revocation, RevocationPage, Revoked, Standing};
 use portcullis::core::session::{LiveSession, RotateRequest, Rotation, Session, SignInBasis};
 use portcullis::core::signing_keys::{Kek, KeyStatus, Kid, SigningAlg, SigningKey, StoredKey};
-use portcullis::core::takeover::{keeps_identity, AddressProof, Proven};
+use portcullis::core::takeover::{keeps_identity, AddressProof, ProfileBefore, Proven};
 use portcullis::core::time::UnixTime;
 use portcullis::core::token::VerifiedToken;
 use portcullis::core::users::Role;
@@ -538,6 +538,16 @@ impl AccountStore for MemStore {
             match p.new_password {
                 Some(hash) => u.password_hash = Some(hash.to_string()),
                 None => u.password_hash = None,
+            }
+            if unverified {
+                // The prover's profile replaces the earlier holder's.
+                let before =
+                    ProfileBefore { name: u.name.clone(), avatar_url: u.avatar_url.clone(), phone: u.phone.clone() };
+                proven.profile_fields = before.changed_by(&p.profile);
+                u.name = p.profile.name.map(str::to_string);
+                u.avatar_url = p.profile.avatar_url.map(str::to_string);
+                u.phone = None;
+                u.locale = p.profile.locale.map(str::to_string);
             }
             u.email_verified = true;
             u.auth_epoch += 1;

@@ -10,6 +10,7 @@
 use serde_json::json;
 
 use portcullis::core::error::{Error, TokenError};
+use portcullis::core::flows::magic_link::MagicLinkVerifyRequest;
 use portcullis::core::flows::oauth::{AuthorizeRequest, CallbackOutcome};
 use portcullis::core::flows::otp::OtpVerifyRequest;
 use portcullis::core::flows::password::ResetRequest;
@@ -92,7 +93,8 @@ fn a_magic_link_takes_an_unverified_account_over_from_whoever_planted_it() {
     block_on(deps.request_magic_link(&meta, rng, EmailRequest { email: VICTIM.into(), locale: None })).unwrap();
     let token = w.events.last_of("magic_link_requested")["token"].as_str().unwrap().to_string();
     let before = w.events.kinds().len();
-    let owner = block_on(deps.verify_magic_link(&meta, rng, TokenRequest { token })).done().unwrap();
+    let owner =
+        block_on(deps.verify_magic_link(&meta, rng, MagicLinkVerifyRequest { token, locale: None })).done().unwrap();
     assert_eq!(owner.user.id, planted.user_id, "the owner lands in the account");
     assert!(owner.user.email_verified);
     assert_eq!(
@@ -118,7 +120,9 @@ fn an_email_code_takes_an_unverified_account_over() {
     let (deps, meta) = w.at(1_100);
     block_on(deps.request_otp(&meta, rng, EmailRequest { email: VICTIM.into(), locale: None })).unwrap();
     let code = w.events.last_of("email_otp_requested")["code"].as_str().unwrap().to_string();
-    let owner = block_on(deps.verify_otp(&meta, rng, OtpVerifyRequest { email: VICTIM.into(), code })).done().unwrap();
+    let owner = block_on(deps.verify_otp(&meta, rng, OtpVerifyRequest { email: VICTIM.into(), code, locale: None }))
+        .done()
+        .unwrap();
     assert_eq!(owner.user.id, planted.user_id);
     assert_takeover_announced(&w, &planted.user_id);
     assert_eq!(w.events.last_of("login")["provider"], "email_otp");
@@ -188,8 +192,14 @@ fn a_password_login_that_read_the_account_before_the_takeover_gets_no_session() 
     let store = w.store.clone();
     let user_id = planted.user.id.clone();
     *w.store.after_user_read.borrow_mut() = Some(Box::new(move || {
-        let proof =
-            AddressProof { user_id: &user_id, email: VICTIM, link: None, new_password: None, now: UnixTime(1_500) };
+        let proof = AddressProof {
+            user_id: &user_id,
+            email: VICTIM,
+            link: None,
+            new_password: None,
+            profile: Default::default(),
+            now: UnixTime(1_500),
+        };
         assert!(block_on(store.prove_address(&proof)).unwrap().unwrap().took_over);
     }));
     let sessions_before = w.store.sessions.borrow().len();
@@ -211,7 +221,7 @@ fn a_link_the_planter_started_before_the_takeover_cannot_complete_after_it() {
     let (deps, meta) = w.at(1_100);
     block_on(deps.request_magic_link(&meta, rng, EmailRequest { email: VICTIM.into(), locale: None })).unwrap();
     let token = w.events.last_of("magic_link_requested")["token"].as_str().unwrap().to_string();
-    block_on(deps.verify_magic_link(&meta, rng, TokenRequest { token })).unwrap();
+    block_on(deps.verify_magic_link(&meta, rng, MagicLinkVerifyRequest { token, locale: None })).unwrap();
     let out = finish(&w, rng, &idp, 1_101, &pending);
     assert_eq!(location_param(&out, "error").as_deref(), Some("account_changed"));
     assert_eq!(w.events.last_of("login_failed")["reason"], "account_changed");
@@ -244,7 +254,7 @@ fn a_proof_of_a_verified_address_takes_nothing_away() {
         .unwrap();
     let token = w.events.last_of("magic_link_requested")["token"].as_str().unwrap().to_string();
     let before = w.events.kinds().len();
-    block_on(deps.verify_magic_link(&meta, rng, TokenRequest { token })).unwrap();
+    block_on(deps.verify_magic_link(&meta, rng, MagicLinkVerifyRequest { token, locale: None })).unwrap();
     assert_eq!(&w.events.kinds()[before..], ["magic_link_login", "login"]);
     assert!(block_on(deps.me(&meta, Some(&s.access_token))).is_ok());
     assert!(login_at(&w, rng, 1_002, "ada@example.com", "ada's own password").is_ok());
@@ -256,8 +266,14 @@ fn takeover_hook(w: &World, user_id: &UserId) -> Box<dyn FnOnce()> {
     let store = w.store.clone();
     let user_id = user_id.clone();
     Box::new(move || {
-        let proof =
-            AddressProof { user_id: &user_id, email: VICTIM, link: None, new_password: None, now: UnixTime(1_100) };
+        let proof = AddressProof {
+            user_id: &user_id,
+            email: VICTIM,
+            link: None,
+            new_password: None,
+            profile: Default::default(),
+            now: UnixTime(1_100),
+        };
         assert!(block_on(store.prove_address(&proof)).unwrap().unwrap().took_over);
     })
 }

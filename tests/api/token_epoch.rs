@@ -7,6 +7,7 @@
 
 use portcullis::core::error::Error;
 use portcullis::core::flows::admin::{Admin, UpdateUserRequest};
+use portcullis::core::flows::magic_link::MagicLinkVerifyRequest;
 use portcullis::core::flows::otp::OtpVerifyRequest;
 use portcullis::core::flows::password::{ChangeRequest, ResetRequest};
 use portcullis::core::flows::{AuthResponse, EmailRequest, TokenRequest};
@@ -89,8 +90,12 @@ fn still_working(s: &Setup, rng: &mut TestRandom, m: &Mailed, spent: &[&str]) ->
     }
     if !spent.contains(&"code")
         && !dead(
-            block_on(deps.verify_otp(&meta, rng, OtpVerifyRequest { email: ADA.into(), code: m.code.clone() }))
-                .map(drop),
+            block_on(deps.verify_otp(
+                &meta,
+                rng,
+                OtpVerifyRequest { email: ADA.into(), code: m.code.clone(), locale: None },
+            ))
+            .map(drop),
             "invalid_code",
         )
     {
@@ -98,7 +103,12 @@ fn still_working(s: &Setup, rng: &mut TestRandom, m: &Mailed, spent: &[&str]) ->
     }
     if !spent.contains(&"magic_link")
         && !dead(
-            block_on(deps.verify_magic_link(&meta, rng, TokenRequest { token: m.magic_link.clone() })).map(drop),
+            block_on(deps.verify_magic_link(
+                &meta,
+                rng,
+                MagicLinkVerifyRequest { token: m.magic_link.clone(), locale: None },
+            ))
+            .map(drop),
             "invalid_link",
         )
     {
@@ -200,7 +210,12 @@ fn a_takeover_kills_every_other_emailed_token() {
     let s = setup(rng);
     let mailed = mail_all(&s, rng);
     let (deps, meta) = s.w.at(1_150);
-    block_on(deps.verify_magic_link(&meta, rng, TokenRequest { token: mailed.magic_link.clone() })).unwrap();
+    block_on(deps.verify_magic_link(
+        &meta,
+        rng,
+        MagicLinkVerifyRequest { token: mailed.magic_link.clone(), locale: None },
+    ))
+    .unwrap();
     assert_eq!(still_working(&s, rng, &mailed, &["magic_link"]), Vec::<&str>::new());
 }
 
@@ -252,11 +267,17 @@ fn tokens_mailed_before_the_account_existed_die_with_its_first_change() {
     let (deps, meta) = w.at(1_100);
     let sessions = w.store.sessions.borrow().len();
     assert_eq!(
-        block_on(deps.verify_magic_link(&meta, rng, TokenRequest { token: link })).unwrap_err().problem().code,
+        block_on(deps.verify_magic_link(&meta, rng, MagicLinkVerifyRequest { token: link, locale: None }))
+            .unwrap_err()
+            .problem()
+            .code,
         "invalid_link"
     );
     assert_eq!(
-        block_on(deps.verify_otp(&meta, rng, OtpVerifyRequest { email: ADA.into(), code })).unwrap_err().problem().code,
+        block_on(deps.verify_otp(&meta, rng, OtpVerifyRequest { email: ADA.into(), code, locale: None }))
+            .unwrap_err()
+            .problem()
+            .code,
         "invalid_code"
     );
     assert_eq!(w.store.sessions.borrow().len(), sessions, "no session");
@@ -290,9 +311,11 @@ fn tokens_mailed_before_the_account_existed_die_with_its_deletion_or_new_address
         }
         let (deps, meta) = w.at(1_100);
         let users = w.store.users.borrow().len();
-        let r = block_on(deps.verify_magic_link(&meta, rng, TokenRequest { token: link })).done();
+        let r =
+            block_on(deps.verify_magic_link(&meta, rng, MagicLinkVerifyRequest { token: link, locale: None })).done();
         assert_eq!(r.map(|a| a.user.id).unwrap_err().problem().code, "invalid_link", "moved: {moved}");
-        let r = block_on(deps.verify_otp(&meta, rng, OtpVerifyRequest { email: ADA.into(), code })).done();
+        let r =
+            block_on(deps.verify_otp(&meta, rng, OtpVerifyRequest { email: ADA.into(), code, locale: None })).done();
         assert_eq!(r.map(|a| a.user.id).unwrap_err().problem().code, "invalid_code", "moved: {moved}");
         assert_eq!(w.store.users.borrow().len(), users, "no account signed up: moved: {moved}");
     }
@@ -310,7 +333,9 @@ fn a_token_mailed_before_the_account_existed_takes_over_the_account_planted_sinc
     let link = w.events.last_of("magic_link_requested")["token"].as_str().unwrap().to_string();
     let planted = signup_at(&w, rng, 1_010, ADA, "the planter's password");
     let (deps, meta) = w.at(1_020);
-    let owner = block_on(deps.verify_magic_link(&meta, rng, TokenRequest { token: link })).done().unwrap();
+    let owner = block_on(deps.verify_magic_link(&meta, rng, MagicLinkVerifyRequest { token: link, locale: None }))
+        .done()
+        .unwrap();
     assert_eq!(owner.user.id, planted.user.id);
     assert!(login_at(&w, rng, 1_021, ADA, "the planter's password").is_err());
 }
@@ -342,8 +367,16 @@ fn a_link_or_code_sign_in_racing_a_password_change_gets_no_session() {
         let (deps, meta) = s.w.at(1_150);
         let sessions = s.w.store.sessions.borrow().len();
         let refused = match kind {
-            "magic_link" => block_on(deps.verify_magic_link(&meta, rng, TokenRequest { token: m.magic_link })),
-            _ => block_on(deps.verify_otp(&meta, rng, OtpVerifyRequest { email: ADA.into(), code: m.code })),
+            "magic_link" => block_on(deps.verify_magic_link(
+                &meta,
+                rng,
+                MagicLinkVerifyRequest { token: m.magic_link, locale: None },
+            )),
+            _ => block_on(deps.verify_otp(
+                &meta,
+                rng,
+                OtpVerifyRequest { email: ADA.into(), code: m.code, locale: None },
+            )),
         };
         assert_eq!(refused.unwrap_err().problem().code, "account_changed", "{kind}");
         assert_eq!(s.w.store.sessions.borrow().len(), sessions, "{kind}: no session was written");
@@ -367,7 +400,10 @@ fn a_link_sign_in_that_takes_the_account_over_keeps_its_session_across_a_racing_
             .unwrap();
     });
     let (deps, meta) = s.w.at(1_150);
-    let owner = block_on(deps.verify_magic_link(&meta, rng, TokenRequest { token: m.magic_link })).done().unwrap();
+    let owner =
+        block_on(deps.verify_magic_link(&meta, rng, MagicLinkVerifyRequest { token: m.magic_link, locale: None }))
+            .done()
+            .unwrap();
     assert_eq!(owner.user.id, s.ada.user.id);
     assert!(block_on(deps.me(&meta, Some(&owner.access_token))).is_ok());
     assert!(s.w.store.users.borrow().iter().find(|u| u.email == ADA).unwrap().password_hash.is_none());

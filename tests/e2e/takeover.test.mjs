@@ -136,9 +136,11 @@ describe("the first proof of an unverified account's address takes it over", () 
     assert.equal(new URL(cb.headers.get("location")).searchParams.get("linked"), "acme");
   }
 
-  /** The planter signs up with `email`, signs in again, and asks for a verification link. */
+  /** The planter signs up with `email` (and a name and language of theirs), signs in again, and asks for a verification link. */
   async function plant(email) {
-    const first = await signup(gw, email, PLANTED);
+    const res = await post(`${gw.url}/auth/signup`, { email, password: PLANTED, name: "Planter", locale: "de" });
+    const first = await json(res);
+    assert.equal(res.status, 201, JSON.stringify(first));
     assert.equal(first.user.email_verified, false);
     const second = await json(await login(gw, email, PLANTED));
     const { result, event } = await withEvent(gw, eventFor("email_verification_requested", email), () =>
@@ -172,14 +174,21 @@ describe("the first proof of an unverified account's address takes it over", () 
     const { event } = await withEvent(gw, eventFor("magic_link_requested", email), () =>
       post(`${gw.url}/auth/magic-link`, { email }),
     );
-    const res = await post(`${gw.url}/auth/magic-link/verify`, { token: event.data.token });
+    const res = await post(`${gw.url}/auth/magic-link/verify`, { token: event.data.token, locale: "fr" });
     const owner = await json(res);
     assert.equal(res.status, 200, JSON.stringify(owner));
     assert.equal(owner.user.id, planted.first.user.id, "the owner lands in the account");
     assert.equal(owner.user.email_verified, true);
     await assertPlanterIsOut(planted, email);
-    await assertTakeoverAnnounced(owner.user.id, email, ["password"]);
-    assert.equal((await json(await authed(`${gw.url}/auth/me`, owner.access_token))).id, owner.user.id);
+    await assertTakeoverAnnounced(owner.user.id, email, ["password", "name"]);
+    const me = await json(await authed(`${gw.url}/auth/me`, owner.access_token));
+    assert.equal(me.id, owner.user.id);
+    assert.equal(me.name, null, "the planter's name is gone");
+    // The owner's language, asked for with the link, replaced the planter's.
+    const { event: next } = await withEvent(gw, eventFor("magic_link_requested", email), () =>
+      post(`${gw.url}/auth/magic-link`, { email }),
+    );
+    assert.equal(next.data.locale, "fr");
   });
 
   test("by an email code", async () => {
@@ -190,8 +199,9 @@ describe("the first proof of an unverified account's address takes it over", () 
     const owner = await json(res);
     assert.equal(res.status, 200, JSON.stringify(owner));
     assert.equal(owner.user.id, planted.first.user.id);
+    assert.equal(owner.user.name, null);
     await assertPlanterIsOut(planted, email);
-    await assertTakeoverAnnounced(owner.user.id, email, ["password"]);
+    await assertTakeoverAnnounced(owner.user.id, email, ["password", "name"]);
   });
 
   test("by a sign-in whose provider verified the address, which also drops the identity the planter linked", async () => {
@@ -206,7 +216,7 @@ describe("the first proof of an unverified account's address takes it over", () 
     const link = await gw.waitForEvent((e) => e.type === "oauth_link" && e.data.user_id === owner.user.id && e.data.email === email);
     assert.equal(link.data.provider, "acme");
     await assertPlanterIsOut(planted, email);
-    await assertTakeoverAnnounced(owner.user.id, email, ["password", "providers"]);
+    await assertTakeoverAnnounced(owner.user.id, email, ["password", "providers", "name"]);
     const me = await json(await authed(`${gw.url}/auth/me`, owner.access_token));
     assert.deepEqual(me.providers.map((p) => [p.provider, p.email]), [["acme", email]], "only the owner's identity is left");
     // The planter's identity no longer opens the account: it signs in to an account of its own.
@@ -243,7 +253,7 @@ describe("the first proof of an unverified account's address takes it over", () 
     const failed = await gw.waitForEvent((e) => e.type === "login_failed" && e.data.email === email && e.data.reason === "account_changed");
     assert.ok(failed);
     assert.deepEqual(await liveSessions(owner.user.id), [owner.user.session_id], "only the owner's session lives");
-    await assertTakeoverAnnounced(owner.user.id, email, ["password"]);
+    await assertTakeoverAnnounced(owner.user.id, email, ["password", "name"]);
     await assertPlanterIsOut(planted, email);
   });
 
@@ -293,7 +303,7 @@ describe("the first proof of an unverified account's address takes it over", () 
     // The takeover happened: the account is verified and its password gone.
     const [row] = await d1(gw, `SELECT email_verified, password_hash IS NULL AS cleared FROM users WHERE id = ${sqlText(owner.user.id)}`);
     assert.deepEqual(row, { email_verified: 1, cleared: 1 });
-    await assertTakeoverAnnounced(owner.user.id, email, ["password"]);
+    await assertTakeoverAnnounced(owner.user.id, email, ["password", "name"]);
     for (const res of planterRes) {
       const body = await json(res);
       const expected = { 200: null, 401: "invalid_credentials", 409: "account_changed", 429: "rate_limited" };
@@ -317,7 +327,7 @@ describe("the first proof of an unverified account's address takes it over", () 
     const body = await json(res);
     assert.equal(res.status, 200, JSON.stringify(body));
     assert.deepEqual(body, { email, email_verified: true });
-    await assertTakeoverAnnounced(planted.first.user.id, email, ["password"]);
+    await assertTakeoverAnnounced(planted.first.user.id, email, ["password", "name"]);
     await assertPlanterIsOut(planted, email);
     // The owner signs in by a link: the account is theirs, and nothing of the planter's is left in it.
     const { event } = await withEvent(gw, eventFor("magic_link_requested", email), () => post(`${gw.url}/auth/magic-link`, { email }));

@@ -57,7 +57,6 @@ where
                 &email,
                 Some(&user),
                 self.config.email_verification_ttl_secs,
-                None,
             )
             .await?;
         self.emit(
@@ -117,8 +116,14 @@ where
                 None => {}
             }
         }
-        let claim =
-            AddressProof { user_id: &user.id, email: &user.email, link: None, new_password: None, now: meta.now };
+        let claim = AddressProof {
+            user_id: &user.id,
+            email: &user.email,
+            link: None,
+            new_password: None,
+            profile: Default::default(),
+            now: meta.now,
+        };
         // The address changed since the link was consumed: it proves nothing.
         let proven = self.store.prove_address(&claim).await?.ok_or_else(Error::invalid_link)?;
         let announced = proven.events(&user.id, &user.email, false);

@@ -7,17 +7,32 @@
 //! an existing, unbanned account, or for an unknown address when
 //! `ALLOW_PASSWORDLESS_SIGNUP` is on.
 
+use serde::Deserialize;
+
 use crate::core::emailed_secret::{is_link_token, TokenKind};
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
 use crate::core::flows::passwordless::Proof;
-use crate::core::flows::{Accepted, Deps, EmailRequest, Meta, Recipient, SignIn, TokenRequest};
+use crate::core::flows::{Accepted, Deps, EmailRequest, Meta, Recipient, SignIn};
 use crate::core::ids::{self, Random};
+use crate::core::locale::Locale;
 use crate::core::ports::{
     AccountStore, EmailTokenStore, EventSink, KeyRing, MfaStore, RateLimitStore, SessionStore, UserStore,
 };
 use crate::core::rate_limit::Endpoint;
 use crate::core::users::User;
+
+/// `POST /auth/magic-link/verify`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MagicLinkVerifyRequest {
+    /// The token from the link.
+    pub token: String,
+    /// The language of an account this sign-in creates or takes over (a
+    /// language tag; 422 `invalid_locale` otherwise).
+    #[serde(default)]
+    pub locale: Option<String>,
+}
 
 /// Provider name of magic-link sign-ins.
 pub const PROVIDER_MAGIC_LINK: &str = "magic_link";
@@ -55,15 +70,7 @@ where
         let email = &to.email;
         let Some(owner) = self.emailed_sign_in_owner(email).await? else { return Ok(()) };
         let token = self
-            .issue_link(
-                meta,
-                rng,
-                TokenKind::MagicLink,
-                email,
-                owner.as_ref(),
-                self.config.magic_link_ttl_secs,
-                to.locale.as_ref(),
-            )
+            .issue_link(meta, rng, TokenKind::MagicLink, email, owner.as_ref(), self.config.magic_link_ttl_secs)
             .await?;
         let locale = to.locale_or(owner.as_ref().and_then(|u| u.locale.as_deref()));
         let user_id = owner.map(|u| u.id);
@@ -95,14 +102,18 @@ where
         &self,
         meta: &Meta,
         rng: &mut impl Random,
-        req: TokenRequest,
+        req: MagicLinkVerifyRequest,
     ) -> Result<SignIn, Error> {
+        // A malformed language is refused before the link is used up.
+        let locale = req.locale.as_deref().map(Locale::parse).transpose()?;
         let token = self.consume_link(meta, TokenKind::MagicLink, &req.token).await?;
-        self.passwordless_sign_in(
-            meta,
-            rng,
-            Proof { token: &token, provider: PROVIDER_MAGIC_LINK, refuse: Error::invalid_link, signed_in },
-        )
-        .await
+        let proof = Proof {
+            token: &token,
+            provider: PROVIDER_MAGIC_LINK,
+            refuse: Error::invalid_link,
+            signed_in,
+            locale: locale.as_ref(),
+        };
+        self.passwordless_sign_in(meta, rng, proof).await
     }
 }

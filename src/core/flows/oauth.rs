@@ -42,7 +42,7 @@ use crate::core::oauth::{
 };
 use crate::core::ports::{AccountStore, EventSink, KeyRing, MfaStore, SessionStore, UserStore};
 use crate::core::session::{LiveSession, SignInBasis};
-use crate::core::takeover::AddressProof;
+use crate::core::takeover::{AddressProof, ProverProfile};
 use crate::core::users::{User, UserResponse};
 
 /// Longest `state`, `code` or `error` parameter looked at.
@@ -596,11 +596,13 @@ where
                     return self.oauth_failed(meta, rng, back, Some(email.as_str()), banned(), "banned").await;
                 }
                 let row = self.identity_row(p, &user.id, &identity, Some(&email), meta);
+                let brought = ProviderProfile::of(&identity);
                 let claim = AddressProof {
                     user_id: &user.id,
                     email: &user.email,
                     link: Some(&row),
                     new_password: None,
+                    profile: brought.as_prover(),
                     now: meta.now,
                 };
                 let proven = match self.store.prove_address(&claim).await? {
@@ -621,21 +623,20 @@ where
                 events.extend(proven.events(&user.id, &user.email, false));
                 if proven.took_over {
                     user.password_hash = None;
+                    (user.name, user.avatar_url, user.phone, user.locale) =
+                        (brought.name, brought.avatar_url, None, brought.locale);
                 }
                 user.email_verified = true;
                 user.auth_epoch = proven.auth_epoch;
                 user
             }
             None => {
+                let brought = ProviderProfile::of(&identity);
                 let user = User {
-                    name: parse_name(identity.name.clone()).ok().flatten(),
+                    name: brought.name,
                     email_verified: identity.email_verified,
-                    avatar_url: identity.picture.clone().filter(|u| {
-                        u.len() <= MAX_AVATAR_LEN && (u.starts_with("https://") || u.starts_with("http://"))
-                    }),
-                    // The provider's `locale` claim, when it is a language
-                    // tag: a malformed one is no reason to refuse a sign-in.
-                    locale: identity.locale.as_deref().and_then(|l| Locale::parse(l).ok()).map(|l| l.to_string()),
+                    avatar_url: brought.avatar_url,
+                    locale: brought.locale,
                     ..User::new(UserId::generate(rng), email.as_str().to_string(), meta.now)
                 };
                 let row = self.identity_row(p, &user.id, &identity, Some(&email), meta);
@@ -873,6 +874,37 @@ where
 
 fn linked_elsewhere() -> Error {
     oauth_error(409, "identity_linked_elsewhere", "this provider identity is already linked to another account")
+}
+
+/// The profile a provider's claims give an account it creates or takes
+/// over, each claim kept only if it passes its field's check (a bad one is
+/// no reason to refuse a sign-in): `name`, `picture` (an http(s) URL of at
+/// most [`MAX_AVATAR_LEN`]) and `locale` (a language tag, normalised).
+struct ProviderProfile {
+    name: Option<String>,
+    avatar_url: Option<String>,
+    locale: Option<String>,
+}
+
+impl ProviderProfile {
+    fn of(identity: &Identity) -> Self {
+        Self {
+            name: parse_name(identity.name.clone()).ok().flatten(),
+            avatar_url: identity
+                .picture
+                .clone()
+                .filter(|u| u.len() <= MAX_AVATAR_LEN && (u.starts_with("https://") || u.starts_with("http://"))),
+            locale: identity.locale.as_deref().and_then(|l| Locale::parse(l).ok()).map(|l| l.to_string()),
+        }
+    }
+
+    fn as_prover(&self) -> ProverProfile<'_> {
+        ProverProfile {
+            name: self.name.as_deref(),
+            avatar_url: self.avatar_url.as_deref(),
+            locale: self.locale.as_deref(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ use crate::core::flows::account::login_failed_event;
 use crate::core::flows::passwordless::{Proof, Secret};
 use crate::core::flows::{Accepted, Deps, EmailRequest, Meta, Recipient, SignIn};
 use crate::core::ids::{self, Random};
+use crate::core::locale::Locale;
 use crate::core::ports::{
     AccountStore, EmailTokenStore, EventSink, KeyRing, MfaStore, RateLimitStore, SessionStore, UserStore,
 };
@@ -48,6 +49,10 @@ pub struct OtpVerifyRequest {
     pub email: String,
     /// The six digits.
     pub code: String,
+    /// The language of an account this sign-in creates or takes over (a
+    /// language tag; 422 `invalid_locale` otherwise).
+    #[serde(default)]
+    pub locale: Option<String>,
 }
 
 fn signed_in(user: &User) -> Event {
@@ -83,7 +88,6 @@ where
             owner.as_ref(),
             self.config.otp_ttl_secs,
             Secret::Code { challenge, code_hash },
-            to.locale.as_ref(),
         )
         .await?;
         let locale = to.locale_or(owner.as_ref().and_then(|u| u.locale.as_deref()));
@@ -103,6 +107,7 @@ where
     /// `rate_limited`, before the code is looked at.
     pub async fn verify_otp(&self, meta: &Meta, rng: &mut impl Random, req: OtpVerifyRequest) -> Result<SignIn, Error> {
         let email = Email::parse(&req.email)?;
+        let locale = req.locale.as_deref().map(Locale::parse).transpose()?;
         let charge = self.throttle_code_attempt(meta, rng, Endpoint::OtpVerify, email.as_str()).await?;
         let Some(code) = parse_code(&req.code) else {
             // Not a code: nothing was guessed.
@@ -126,11 +131,13 @@ where
             .ok_or_else(Error::invalid_code)?;
         // The right code: not a failure, whatever the sign-in decides next.
         self.refund_code_attempt(charge).await;
-        self.passwordless_sign_in(
-            meta,
-            rng,
-            Proof { token: &token, provider: PROVIDER_EMAIL_OTP, refuse: Error::invalid_code, signed_in },
-        )
-        .await
+        let proof = Proof {
+            token: &token,
+            provider: PROVIDER_EMAIL_OTP,
+            refuse: Error::invalid_code,
+            signed_in,
+            locale: locale.as_ref(),
+        };
+        self.passwordless_sign_in(meta, rng, proof).await
     }
 }

@@ -80,15 +80,7 @@ where
             _ => return Ok(()),
         };
         let token = self
-            .issue_link(
-                meta,
-                rng,
-                TokenKind::PasswordReset,
-                email,
-                Some(&user),
-                self.config.password_reset_ttl_secs,
-                None,
-            )
+            .issue_link(meta, rng, TokenKind::PasswordReset, email, Some(&user), self.config.password_reset_ttl_secs)
             .await?;
         let locale = to.locale_or(user.locale.as_deref());
         self.emit(
@@ -120,6 +112,7 @@ where
             email: &user.email,
             link: None,
             new_password: Some(hash.as_str()),
+            profile: Default::default(),
             now: meta.now,
         };
         // The address changed since the link was consumed: it proves nothing.

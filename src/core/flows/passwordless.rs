@@ -16,7 +16,7 @@ use crate::core::ids::{self, Random, UserId};
 use crate::core::locale::Locale;
 use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, MfaStore, SessionStore, UserStore};
 use crate::core::session::SignInBasis;
-use crate::core::takeover::AddressProof;
+use crate::core::takeover::{AddressProof, ProverProfile};
 use crate::core::users::User;
 
 /// The stored form of a secret being issued.
@@ -42,6 +42,10 @@ pub struct Proof<'t> {
     pub refuse: fn() -> Error,
     /// The flow's own sign-in event (`magic_link_login`, `email_otp_login`).
     pub signed_in: fn(&User) -> Event,
+    /// The language the caller asked for with this sign-in: kept by an
+    /// account it creates or takes over. Only the mailbox's reader makes
+    /// this request, unlike the one that sent the secret.
+    pub locale: Option<&'t Locale>,
 }
 
 impl<S, E, K> Deps<'_, S, E, K>
@@ -66,9 +70,7 @@ where
 
     /// Makes a fresh link token of `kind` for `email` (and its account
     /// `owner`, as just read), valid for `ttl_secs`, stores only its hash,
-    /// and returns the token to send. `asked`: the request's language, kept
-    /// for the account a password-less sign-up would make.
-    #[allow(clippy::too_many_arguments)]
+    /// and returns the token to send.
     pub(crate) async fn issue_link(
         &self,
         meta: &Meta,
@@ -77,11 +79,9 @@ where
         email: &Email,
         owner: Option<&User>,
         ttl_secs: u64,
-        asked: Option<&Locale>,
     ) -> Result<String, Error> {
         let token = ids::secret_token(rng);
-        let secret = Secret::Link(ids::token_hash(&token));
-        self.issue_email_token(meta, kind, email, owner, ttl_secs, secret, asked).await?;
+        self.issue_email_token(meta, kind, email, owner, ttl_secs, Secret::Link(ids::token_hash(&token))).await?;
         Ok(token)
     }
 
@@ -114,9 +114,7 @@ where
     /// Stores a fresh secret of `kind` for `email` (and its account `owner`,
     /// as just read: the secret dies if the owner's epoch moves after that
     /// read), valid for `ttl_secs`; the previous live one of that kind and
-    /// email dies. Without an account, the secret keeps `asked`, the
-    /// language the request asked for, for the account it may create.
-    #[allow(clippy::too_many_arguments)]
+    /// email dies.
     pub(crate) async fn issue_email_token(
         &self,
         meta: &Meta,
@@ -125,7 +123,6 @@ where
         owner: Option<&User>,
         ttl_secs: u64,
         secret: Secret,
-        asked: Option<&Locale>,
     ) -> Result<(), Error> {
         let (hash, code_hash) = match secret {
             Secret::Link(hash) => (hash, None),
@@ -141,7 +138,6 @@ where
             created_at: meta.now,
             expires_at: meta.now.plus_secs(ttl_secs),
             attempts: 0,
-            locale: if owner.is_none() { asked.map(Locale::to_string) } else { None },
         };
         self.store.issue_email_token(&token).await
     }
@@ -177,7 +173,7 @@ where
             Some(u) if u.email == t.email => u,
             Some(_) => return Err((proof.refuse)()),
             None if t.user_id.is_none() && self.config.allow_passwordless_signup => {
-                let (user, created) = self.create_passwordless(meta, rng, t).await?;
+                let (user, created) = self.create_passwordless(meta, rng, &t.email, proof.locale).await?;
                 if created {
                     events.push(
                         events::UserCreated {
@@ -209,12 +205,21 @@ where
         // set up goes, in one write (see `core::takeover`). The session then
         // belongs to the account as that write left it.
         if !user.email_verified {
-            let claim =
-                AddressProof { user_id: &user.id, email: &t.email, link: None, new_password: None, now: meta.now };
+            let locale = proof.locale.map(Locale::as_str);
+            let claim = AddressProof {
+                user_id: &user.id,
+                email: &t.email,
+                link: None,
+                new_password: None,
+                profile: ProverProfile { locale, ..Default::default() },
+                now: meta.now,
+            };
             let Some(proven) = self.store.prove_address(&claim).await? else { return Err((proof.refuse)()) };
             events.extend(proven.events(&user.id, &user.email, false));
             if proven.took_over {
                 user.password_hash = None;
+                (user.name, user.avatar_url, user.phone) = (None, None, None);
+                user.locale = locale.map(str::to_string);
                 basis = SignInBasis::epoch(proven.auth_epoch);
             }
             user.email_verified = true;
@@ -245,19 +250,19 @@ where
         Ok(signed_in)
     }
 
-    /// Creates a verified, password-less account for the address of `t`, in
-    /// the language its request asked for; if a racing request created it
-    /// first, that account is returned (`false`).
+    /// Creates a verified, password-less account for `email` in `locale`;
+    /// if a racing request created it first, that account is returned
+    /// (`false`).
     async fn create_passwordless(
         &self,
         meta: &Meta,
         rng: &mut impl Random,
-        t: &EmailToken,
+        email: &str,
+        locale: Option<&Locale>,
     ) -> Result<(User, bool), Error> {
-        let email = t.email.as_str();
         let user = User {
             email_verified: true,
-            locale: t.locale.clone(),
+            locale: locale.map(Locale::to_string),
             ..User::new(UserId::generate(rng), email.to_string(), meta.now)
         };
         if self.store.insert_user(&user).await? {

@@ -11,7 +11,7 @@ use super::{
 use crate::core::ids::{SessionId, UserId};
 use crate::core::ports::{AccountStore, Result, UserStore};
 use crate::core::session::LiveSession;
-use crate::core::takeover::{AddressProof, Proven, TAKEOVER_REVOKE_REASON};
+use crate::core::takeover::{AddressProof, ProfileBefore, Proven, TAKEOVER_REVOKE_REASON};
 use crate::core::time::UnixTime;
 use crate::core::users::{ProfileUpdate, User, UserPage};
 use crate::edge::error::{Dependency::D1, EdgeResult};
@@ -44,6 +44,9 @@ fn revoke_reason(p: &AddressProof<'_>) -> &'static str {
 struct ProofBeforeRow {
     email_verified: i64,
     had_password: i64,
+    name: Option<String>,
+    avatar_url: Option<String>,
+    phone: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -120,8 +123,11 @@ impl AccountStore for D1Store {
         // if it did.
         let (who, now, new_password) =
             ([text(p.user_id.as_str()), text(p.email)], time(p.now), opt_text(p.new_password));
+        // The prover's profile replaces the earlier holder's (`core::takeover`).
+        let profile = [opt_text(p.profile.name), opt_text(p.profile.avatar_url), opt_text(p.profile.locale)];
         let before = self.stmt(
-            "SELECT email_verified, password_hash IS NOT NULL AS had_password FROM users WHERE id = ?1 AND email = ?2",
+            "SELECT email_verified, password_hash IS NOT NULL AS had_password, name, avatar_url, phone \
+             FROM users WHERE id = ?1 AND email = ?2",
             &who,
         )?;
         let mut stmts = vec![before];
@@ -154,11 +160,18 @@ impl AccountStore for D1Store {
                     &[who[0].clone(), who[1].clone(), now.clone(), new_password.clone(), text(revoke_reason(p))],
                 )?);
                 stmts.push(self.stmt(
+                    // Every SET expression reads the row as it was: `email_verified = 0`
+                    // is "this write takes the account over".
                     "UPDATE users SET password_hash = CASE WHEN ?4 IS NOT NULL THEN ?4 WHEN email_verified = 0 THEN NULL \
-                     ELSE password_hash END, email_verified = 1, auth_epoch = auth_epoch + 1, updated_at = ?3, \
+                     ELSE password_hash END, \
+                     name = CASE WHEN email_verified = 0 THEN ?5 ELSE name END, \
+                     avatar_url = CASE WHEN email_verified = 0 THEN ?6 ELSE avatar_url END, \
+                     phone = CASE WHEN email_verified = 0 THEN NULL ELSE phone END, \
+                     locale = CASE WHEN email_verified = 0 THEN ?7 ELSE locale END, \
+                     email_verified = 1, auth_epoch = auth_epoch + 1, updated_at = ?3, \
                      taken_over_at = CASE WHEN email_verified = 0 THEN ?3 ELSE taken_over_at END \
                      WHERE id = ?1 AND email = ?2 AND (email_verified = 0 OR ?4 IS NOT NULL)",
-                    &[who[0].clone(), who[1].clone(), now.clone(), new_password],
+                    &[who[0].clone(), who[1].clone(), now.clone(), new_password, profile[0].clone(), profile[1].clone(), profile[2].clone()],
                 )?);
                 stmts.push(self.stmt("SELECT auth_epoch, 0 AS linked FROM users WHERE id = ?1 AND email = ?2", &who)?);
             }
@@ -212,10 +225,19 @@ impl AccountStore for D1Store {
                 stmts.push(self.stmt(
                     &format!(
                         "UPDATE users SET password_hash = NULL, email_verified = 1, auth_epoch = auth_epoch + 1, updated_at = ?5, \
-                         taken_over_at = ?5 \
+                         taken_over_at = ?5, name = ?6, avatar_url = ?7, phone = NULL, locale = ?8 \
                          WHERE id = ?1 AND email = ?2 AND email_verified = 0 AND {LINKED}"
                     ),
-                    &[ident[0].clone(), ident[1].clone(), ident[2].clone(), ident[3].clone(), now],
+                    &[
+                        ident[0].clone(),
+                        ident[1].clone(),
+                        ident[2].clone(),
+                        ident[3].clone(),
+                        now,
+                        profile[0].clone(),
+                        profile[1].clone(),
+                        profile[2].clone(),
+                    ],
                 )?);
                 stmts.push(self.stmt(
                     &format!("SELECT auth_epoch, {LINKED} AS linked FROM users WHERE id = ?1 AND email = ?2"),
@@ -252,6 +274,12 @@ impl AccountStore for D1Store {
             linked: after.linked != 0,
             mfa_removed: mfa.results::<ConfirmedRow>().or_unavailable(D1)?.iter().any(|r| r.confirmed_at.is_some()),
             removed_passkeys: passkeys.results::<IdRow>().or_unavailable(D1)?.into_iter().map(|r| r.id).collect(),
+            profile_fields: if took_over {
+                ProfileBefore { name: before.name, avatar_url: before.avatar_url, phone: before.phone }
+                    .changed_by(&p.profile)
+            } else {
+                Vec::new()
+            },
             auth_epoch: epoch(after.auth_epoch),
         }))
     }

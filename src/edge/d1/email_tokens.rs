@@ -11,8 +11,7 @@ use crate::core::ports::{EmailTokenStore, Result};
 use crate::core::time::UnixTime;
 use crate::edge::kv::is_hinted;
 
-const EMAIL_TOKEN_COLUMNS: &str =
-    "hash, kind, email, user_id, user_epoch, code_hash, created_at, expires_at, attempts, locale";
+const EMAIL_TOKEN_COLUMNS: &str = "hash, kind, email, user_id, user_epoch, code_hash, created_at, expires_at, attempts";
 /// An emailed token is usable only while the account it was issued for
 /// still has the epoch it was issued under (a deleted account has none). A
 /// token issued while its address had no account (no `user_id`, epoch 0) is
@@ -33,7 +32,6 @@ struct EmailTokenRow {
     created_at: i64,
     expires_at: i64,
     attempts: i64,
-    locale: Option<String>,
 }
 
 impl TryFrom<EmailTokenRow> for EmailToken {
@@ -51,7 +49,6 @@ impl TryFrom<EmailTokenRow> for EmailToken {
             created_at: UnixTime(r.created_at),
             expires_at: UnixTime(r.expires_at),
             attempts: u32::try_from(r.attempts).unwrap_or(u32::MAX),
-            locale: r.locale,
         })
     }
 }
@@ -74,8 +71,8 @@ impl EmailTokenStore for D1Store {
             &[text(t.kind.as_str()), text(&t.email), time(t.created_at)],
         )?;
         let insert = self.stmt(
-            "INSERT INTO email_tokens (hash, kind, email, user_id, user_epoch, code_hash, created_at, expires_at, attempts, locale) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9)",
+            "INSERT INTO email_tokens (hash, kind, email, user_id, user_epoch, code_hash, created_at, expires_at, attempts) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0)",
             &[
                 text(&t.hash),
                 text(t.kind.as_str()),
@@ -85,7 +82,6 @@ impl EmailTokenStore for D1Store {
                 opt_text(t.code_hash.as_deref()),
                 time(t.created_at),
                 time(t.expires_at),
-                opt_text(t.locale.as_deref()),
             ],
         )?;
         self.batch(vec![supersede, insert]).await?;
