@@ -308,7 +308,10 @@ fn read_cose(d: &mut Decoder<'_>) -> Result<PublicKey, Error> {
                 return Err(malformed("the COSE RSA key needs n and e as byte strings"));
             };
             let (n, e) = (unsigned(n), unsigned(e));
-            if !(MIN_RSA_MODULUS_BYTES..=MAX_RSA_MODULUS_BYTES).contains(&n.len()) {
+            // Bits, not bytes: a 256-byte modulus whose top byte is 0x01 is
+            // 2041 bits.
+            let bits = n.first().map_or(0, |top| n.len() * 8 - top.leading_zeros() as usize);
+            if !(MIN_RSA_MODULUS_BYTES * 8..=MAX_RSA_MODULUS_BYTES * 8).contains(&bits) {
                 return Err(malformed("the RSA modulus must be 2048 to 4096 bits"));
             }
             // An even modulus is no RSA modulus; an exponent must be odd and
@@ -868,6 +871,45 @@ mod tests {
         ] {
             assert_eq!(PublicKey::from_cose(&rs).unwrap_err().problem().code, "invalid_credential");
         }
+    }
+
+    /// `{1: kty, 3: -257, -1: n, -2: e}`, lengths in two bytes.
+    fn rsa_key(kty: i8, n: &[u8], e: &[u8]) -> Vec<u8> {
+        let long = |b: &[u8]| [vec![0x59], (b.len() as u16).to_be_bytes().to_vec(), b.to_vec()].concat();
+        cose(&[(1, int(kty)), (3, vec![0x39, 0x01, 0x00]), (-1, long(n)), (-2, long(e))])
+    }
+
+    #[test]
+    fn rsa_keys_are_held_to_their_bounds_in_bits() {
+        let odd = |len: usize, top: u8| {
+            let mut n = vec![0xab; len];
+            (n[0], n[len - 1]) = (top, 0xab | 1);
+            n
+        };
+        let e = [1, 0, 1];
+        for (n, ok) in [
+            (odd(256, 0x80), true),
+            (odd(512, 0xff), true),
+            (odd(256, 0x7f), false),
+            (odd(256, 0x01), false),
+            (odd(513, 0x01), false),
+            ([vec![0, 0], odd(256, 0x80)].concat(), true),
+        ] {
+            let got = PublicKey::from_cose(&rsa_key(3, &n, &e));
+            assert_eq!(got.is_ok(), ok, "{} bytes, top {:#x}", n.len(), n.iter().find(|b| **b != 0).unwrap());
+            if !ok {
+                assert_eq!(got.unwrap_err().problem().code, "invalid_credential");
+            }
+        }
+        let n = odd(256, 0x80);
+        for bad_e in [&[1, 0, 0][..], &[1, 0, 0, 0, 1], &[1], &[], &[0]] {
+            assert_eq!(PublicKey::from_cose(&rsa_key(3, &n, bad_e)).unwrap_err().problem().code, "invalid_credential");
+        }
+        assert!(PublicKey::from_cose(&rsa_key(3, &n, &[0xff, 0xff, 0xff, 0xff])).is_ok());
+        // An RS256 key of another type, and an EC2 key claiming RS256 or RSA claiming ES256.
+        assert_eq!(PublicKey::from_cose(&rsa_key(2, &n, &e)).unwrap_err().problem().code, "invalid_credential");
+        let es256_rsa = cose(&[(1, int(3)), (3, int(-7)), (-1, bstr(&[1; 32])), (-2, bstr(&[3]))]);
+        assert_eq!(PublicKey::from_cose(&es256_rsa).unwrap_err().problem().code, "invalid_credential");
     }
 
     #[test]

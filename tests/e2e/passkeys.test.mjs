@@ -128,6 +128,19 @@ async function signIn(body) {
   return [res.status, await json(res), request, options];
 }
 
+/**
+ * A sign-in whose genuine assertion is altered before it is sent — `flip`: one bit of the
+ * signature changed; `cut`: its first byte dropped — and the response.
+ */
+async function forgedSignIn(body, how) {
+  const options = await json(await post(`${gw.url}/auth/passkeys/login/options`, body));
+  const credential = await get(options);
+  const signature = Buffer.from(credential.response.signature, "base64url");
+  if (how === "flip") signature[signature.length >> 1] ^= 0x01;
+  credential.response.signature = (how === "cut" ? signature.subarray(1) : signature).toString("base64url");
+  return post(`${gw.url}/auth/passkeys/login/verify`, { challenge_id: options.challenge_id, credential });
+}
+
 test("signing in with an email (allowCredentials) gives a two-factor token the gateway's mfa route accepts", async () => {
   const [status, body, , options] = await signIn({ email });
   assert.equal(status, 200, JSON.stringify(body));
@@ -257,6 +270,8 @@ test("an ES256 passkey (DER signatures) registers and signs in too", async () =>
   assert.equal(res.status, 201);
   const list = await json(await authed(`${gw.url}/auth/passkeys`, s.access_token));
   assert.equal(list.passkeys[0].alg, "ES256");
+  // The runtime's verification refuses an altered signature.
+  await assertProblem(await forgedSignIn({ email: address }, "flip"), 401, "invalid_signature");
   const [status, body] = await signIn({ email: address });
   assert.equal(status, 200, JSON.stringify(body));
   assert.equal(body.user.email, address);
@@ -276,6 +291,10 @@ test("an RS256 passkey (Windows Hello's TPM keys) registers and signs in too", a
   assert.equal(res.status, 201, await res.text());
   const list = await json(await authed(`${gw.url}/auth/passkeys`, s.access_token));
   assert.equal(list.passkeys[0].alg, "RS256");
+  // The runtime's verification refuses an altered signature, and one a byte short.
+  for (const how of ["flip", "cut"]) {
+    await assertProblem(await forgedSignIn({ email: address }, how), 401, "invalid_signature");
+  }
   const [status, body] = await signIn({ email: address });
   assert.equal(status, 200, JSON.stringify(body));
   assert.equal(body.user.email, address);
