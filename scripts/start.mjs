@@ -5,7 +5,9 @@
 //      verifies the gateway's signed assertion with packages/origin-node and echoes what
 //      it proves (`verified`)
 //   2b. points the emails' links at the gateway's hosted pages (/auth/ui/magic-link,
-//      /auth/ui/reset, /auth/ui/verify-email), unless you pass them or UI_ENABLED:false
+//      /auth/ui/reset, /auth/ui/verify-email), unless you pass them or UI_ENABLED:false;
+//      the magic-link page only in cookie mode (COOKIE_MODE:true): in token mode it has no
+//      app to hand the tokens to, so the link is the API's GET /auth/magic-link/verify
 //   2c. turns passkeys on for the gateway's page at http://localhost:PORT (RP_ID localhost;
 //      WebAuthn needs a secure context, which localhost is), unless you pass RP_ID
 //   3. runs `wrangler dev --ip 127.0.0.1 --port PORT --persist-to DIR ...your args`
@@ -48,15 +50,23 @@ const PAGE_VARS = { MAGIC_LINK_URL: "/magic-link", PASSWORD_RESET_URL: "/reset",
  * `--var` arguments pointing ORIGIN_URL at the demo origin on `port` (when it is not the
  * default), the email links at the hosted pages of the gateway at `gateway` (unless
  * UI_ENABLED is false), and passkeys at http://localhost on the gateway's port; vars the
- * user passes stay theirs.
+ * user passes stay theirs. The magic-link page signs in only where it can hand the session
+ * over without an app: in cookie mode without body tokens (docs/hosted-pages.md, "Emailed
+ * links"); otherwise the link is the API's `GET …/magic-link/verify`, which uses nothing and
+ * says to POST the token.
  */
-function startVars(port, gateway, rest) {
+export function startVars(port, gateway, rest) {
   const given = (name) => givenVar(name, rest) !== undefined;
   const out = [];
   if (port !== DEMO_ORIGIN_DEFAULT_PORT && !given("ORIGIN_URL")) out.push("--var", `ORIGIN_URL:http://127.0.0.1:${port}`);
   if (givenVar("UI_ENABLED", rest) !== "false") {
-    const pages = `${gateway}${givenVar("AUTH_PREFIX", rest) ?? "/auth"}/ui`;
-    for (const [name, p] of Object.entries(PAGE_VARS)) if (!given(name)) out.push("--var", `${name}:${pages}${p}`);
+    const api = `${gateway}${givenVar("AUTH_PREFIX", rest) ?? "/auth"}`;
+    const pageSignsIn = givenVar("COOKIE_MODE", rest) === "true" && givenVar("COOKIE_MODE_BODY_TOKENS", rest) !== "true";
+    for (const [name, p] of Object.entries(PAGE_VARS)) {
+      if (given(name)) continue;
+      const url = name === "MAGIC_LINK_URL" && !pageSignsIn ? `${api}/magic-link/verify` : `${api}/ui${p}`;
+      out.push("--var", `${name}:${url}`);
+    }
   }
   if (!given("RP_ID")) {
     out.push("--var", "RP_ID:localhost");
@@ -159,7 +169,18 @@ async function main() {
   process.exit(code ?? (stopping ? 0 : 1));
 }
 
-main().catch((err) => {
-  console.error(`[start] error: ${err.message}`);
-  process.exit(1);
-});
+/** Whether this file is the program being run (not imported, as tests do). */
+function isMain() {
+  try {
+    return !!process.argv[1] && fs.realpathSync(process.argv[1]) === fs.realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+}
+
+if (isMain()) {
+  main().catch((err) => {
+    console.error(`[start] error: ${err.message}`);
+    process.exit(1);
+  });
+}

@@ -5,6 +5,7 @@ import { test, before, after, describe } from "node:test";
 import assert from "node:assert/strict";
 import { startGateway, post, json, randomEmail, sleep } from "./harness.mjs";
 import { signup, withEvent, eventFor, assertNoEvent, assertProblem, authed } from "./lib/accounts.mjs";
+import { startVars } from "../../scripts/start.mjs";
 
 const requestLink = (gw, email) => post(`${gw.url}/auth/magic-link`, { email });
 const verify = (gw, token) => post(`${gw.url}/auth/magic-link/verify`, { token });
@@ -94,6 +95,27 @@ describe("magic links (default config)", () => {
       assert.equal(head.status, 200);
     }
     assert.equal((await verify(gw, token)).status, 200);
+  });
+
+  test("the link npm start emails in token mode (its default) opens, uses nothing, and signs in when POSTed back", async () => {
+    // `npm start`'s vars for this gateway, as its README walkthrough runs it.
+    const vars = new Map();
+    const args = startVars(8790, gw.url, []);
+    for (let i = 0; i < args.length; i += 2) {
+      const [name, ...value] = args[i + 1].split(":");
+      vars.set(name, value.join(":"));
+    }
+    const email = randomEmail("ml-npm-start");
+    await signup(gw, email);
+    const token = await linkFor(gw, email);
+    const link = `${vars.get("MAGIC_LINK_URL")}?token=${encodeURIComponent(token)}`;
+    const opened = await fetch(link);
+    assert.equal(opened.status, 200, `${link.replace(token, "…")}: ${await opened.text()}`);
+    const body = await json(await verify(gw, token));
+    assert.equal(body.user?.email, email);
+    // In cookie mode the hosted page takes the link and signs in itself.
+    const cookie = startVars(8790, gw.url, ["--var", "COOKIE_MODE:true"]);
+    assert.ok(cookie.includes(`MAGIC_LINK_URL:${gw.url}/auth/ui/magic-link`), cookie.join(" "));
   });
 
   test("20 concurrent verifications of one link: exactly one signs in", async () => {
