@@ -7,6 +7,10 @@
 
 use std::fmt;
 
+/// The challenge of a 401 that says nothing of a bearer token (RFC 6750
+/// §3.1: no error code when no credentials were sent).
+const BARE_CHALLENGE: &str = "Bearer realm=\"portcullis\"";
+
 /// Why an access token was refused. Every variant is a 401.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenError {
@@ -317,8 +321,18 @@ impl Error {
         matches!(self, Self::Unavailable { .. } | Self::Internal(_) | Self::Misconfigured(_) | Self::HookUnavailable(_))
     }
 
-    /// The one mapping from an error to what the client sees.
+    /// The one mapping from an error to what the client sees. Every 401
+    /// names its scheme (RFC 9110 §15.5.2); one that is not about a bearer
+    /// credential (a wrong code, link or refresh token) with no error.
     pub fn problem(&self) -> Problem {
+        let mut p = self.problem_of();
+        if p.status == 401 && p.www_authenticate.is_none() {
+            p.www_authenticate = Some(BARE_CHALLENGE.into());
+        }
+        p
+    }
+
+    fn problem_of(&self) -> Problem {
         match self {
             Self::InvalidJson(detail) => Problem::new(400, "invalid_json", "Malformed request body", detail.clone()),
             Self::InvalidRequest(detail) => Problem::new(400, "invalid_request", "Invalid request", detail.clone()),
@@ -354,7 +368,7 @@ impl Error {
             Self::InvalidCredentials => {
                 let mut p =
                     Problem::new(401, "invalid_credentials", "Invalid credentials", "invalid email or password");
-                p.www_authenticate = Some("Bearer realm=\"portcullis\"".into());
+                p.www_authenticate = Some(BARE_CHALLENGE.into());
                 p
             }
             Self::InvalidToken(reason) => {
@@ -368,7 +382,7 @@ impl Error {
                 let mut p = Problem::new(401, code, title, reason.description());
                 p.www_authenticate = Some(match reason {
                     // RFC 6750 §3.1: no error code when no credentials were sent.
-                    TokenError::Missing => "Bearer realm=\"portcullis\"".to_string(),
+                    TokenError::Missing => BARE_CHALLENGE.to_string(),
                     other => format!(
                         "Bearer realm=\"portcullis\", error=\"invalid_token\", error_description=\"{}\"",
                         other.description()
@@ -386,7 +400,7 @@ impl Error {
             Self::PasskeyRefused { code, detail } => {
                 // A refused sign-in, as `invalid_credentials` (RFC 9110: a 401 names its scheme).
                 let mut p = Problem::new(401, code, "Passkey refused", detail.clone());
-                p.www_authenticate = Some("Bearer realm=\"portcullis\"".into());
+                p.www_authenticate = Some(BARE_CHALLENGE.into());
                 p
             }
             Self::Forbidden { code, detail } => Problem::new(403, code, "Forbidden", detail.clone()),
@@ -505,6 +519,26 @@ mod tests {
         let p = Error::InvalidToken(TokenError::Revoked).problem();
         assert_eq!((p.status, p.code), (401, "token_revoked"));
         assert!(p.www_authenticate.unwrap().contains("error=\"invalid_token\""));
+    }
+
+    #[test]
+    fn every_401_names_its_scheme() {
+        let errors = [
+            Error::InvalidRefreshToken,
+            Error::invalid_link(),
+            Error::invalid_code(),
+            Error::InvalidCredentials,
+            Error::InvalidToken(TokenError::Missing),
+            Error::OAuth { status: 401, code: "oauth_refused", detail: "x".into() },
+            Error::PasskeyRefused { code: "invalid_signature", detail: "x".into() },
+        ];
+        for e in errors {
+            let p = e.problem();
+            assert_eq!(p.status, 401);
+            assert!(p.www_authenticate.as_deref().is_some_and(|c| c.starts_with("Bearer realm=")), "{}", p.code);
+        }
+        assert_eq!(Error::InvalidRefreshToken.problem().www_authenticate.as_deref(), Some(BARE_CHALLENGE));
+        assert_eq!(Error::NotFound.problem().www_authenticate, None);
     }
 
     #[test]

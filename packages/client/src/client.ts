@@ -516,7 +516,7 @@ export class PortcullisClient {
   async #withSession(send: (state: Stored | null) => Promise<Response>): Promise<Response> {
     const state = await this.#fresh();
     const res = await send(state);
-    if (res.status !== 401 || !this.#curable(res, state)) return res;
+    if (res.status !== 401 || !(await this.#curable(res, state))) return res;
     let next: Stored | null;
     try {
       next = await this.#refresh(state);
@@ -532,15 +532,20 @@ export class PortcullisClient {
   /**
    * Whether a 401 is one a refresh may cure: the gateway says the token is
    * no good (RFC 6750 `error="invalid_token"`: expired, revoked, signed by a
-   * retired key). In cookie mode also a 401 without an error: the browser
-   * drops the access cookie when it expires, and then sends none.
+   * retired key). In cookie mode also a 401 `missing_token`: the browser
+   * drops the access cookie when it expires, and then sends none. Every
+   * other 401 carries a bare challenge too (a wrong code, link or password):
+   * no refresh cures those, and sending them again would count twice.
    */
-  #curable(res: Response, sent: Stored | null): boolean {
+  async #curable(res: Response, sent: Stored | null): Promise<boolean> {
     const challenge = res.headers.get("www-authenticate") ?? "";
     if (!/^\s*bearer\b/i.test(challenge)) return false;
     const invalid = /\berror\s*=\s*"?invalid_token\b/i.test(challenge);
     if (this.mode === "token") return invalid && sent?.accessToken !== undefined;
-    return invalid || !/\berror\s*=/i.test(challenge);
+    if (invalid) return true;
+    if (/\berror\s*=/i.test(challenge)) return false;
+    const body = await res.clone().json().catch(() => null);
+    return body?.code === "missing_token";
   }
 
   /**

@@ -260,6 +260,18 @@ describe("a 401 from the gateway", () => {
     assert.ok(gw.jar.access);
   });
 
+  test("cookie mode: a 401 that is not about the token (a wrong code) is answered as is, not refreshed and sent again", async () => {
+    const gw = gateway({ cookieMode: true });
+    const client = make(gw, { mode: "cookie" });
+    await client.signIn({ email: "ada@example.com", password: PASSWORD });
+    gw.on("POST /api/confirm", () => problem(401, "invalid_code", { headers: { "www-authenticate": 'Bearer realm="portcullis"' } }));
+    const res = await client.fetch(`${gw.base}/api/confirm`, { method: "POST", body: "{}" });
+    assert.equal(res.status, 401);
+    assert.equal((await res.json()).code, "invalid_code");
+    assert.equal(gw.count("POST /api/confirm"), 1, "the wrong code is sent once");
+    assert.equal(gw.count("POST /auth/refresh"), 0);
+  });
+
   test("cookie mode on a fresh page (nothing stored): the cookies still carry the session through a refresh", async () => {
     const gw = gateway({ cookieMode: true });
     await make(gw, { mode: "cookie" }).signIn({ email: "ada@example.com", password: PASSWORD });

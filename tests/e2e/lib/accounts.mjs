@@ -86,6 +86,10 @@ export async function assertProblem(res, status, code) {
   assert.equal(res.status, status, `expected ${status} ${code}, got ${res.status}: ${JSON.stringify(body)}`);
   assert.match(res.headers.get("content-type") ?? "", /application\/problem\+json/);
   assert.equal(body.code, code, JSON.stringify(body));
+  if (status === 401) {
+    // RFC 9110 §15.5.2: every 401 names its scheme.
+    assert.match(res.headers.get("www-authenticate") ?? "", /^Bearer realm="portcullis"/, `${code}: WWW-Authenticate`);
+  }
   return body;
 }
 
