@@ -456,8 +456,13 @@ impl Routes {
                 Some(ms) if ms.is_empty() => return Err(at("methods must not be empty".into())),
                 Some(ms) => {
                     for m in &ms {
-                        if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
-                            return Err(at(format!("method {m:?} is not an HTTP method")));
+                        // A misspelt method would make a rule that never
+                        // matches, and its paths fall to a looser rule.
+                        if !KNOWN_METHODS.iter().any(|k| k.eq_ignore_ascii_case(m)) {
+                            return Err(at(format!(
+                                "method {m:?} is not a registered HTTP method (GET, HEAD, POST, PUT, PATCH, DELETE, \
+                                 OPTIONS, or another of the IANA HTTP Method Registry)"
+                            )));
                         }
                     }
                     let mut ms: Vec<String> = ms.into_iter().map(|m| m.to_ascii_uppercase()).collect();
@@ -921,6 +926,48 @@ pub fn missing_token() -> Error {
     Error::InvalidToken(TokenError::Missing)
 }
 
+/// The methods a rule may list: the IANA HTTP Method Registry's, but for
+/// the hyphenated WebDAV versioning ones and `PRI` (HTTP/2's preface, never
+/// a request's method).
+const KNOWN_METHODS: [&str; 36] = [
+    "ACL",
+    "BIND",
+    "CHECKIN",
+    "CHECKOUT",
+    "CONNECT",
+    "COPY",
+    "DELETE",
+    "GET",
+    "HEAD",
+    "LABEL",
+    "LINK",
+    "LOCK",
+    "MERGE",
+    "MKACTIVITY",
+    "MKCALENDAR",
+    "MKCOL",
+    "MKREDIRECTREF",
+    "MKWORKSPACE",
+    "MOVE",
+    "OPTIONS",
+    "ORDERPATCH",
+    "PATCH",
+    "POST",
+    "PROPFIND",
+    "PROPPATCH",
+    "PUT",
+    "QUERY",
+    "REBIND",
+    "REPORT",
+    "SEARCH",
+    "TRACE",
+    "UNBIND",
+    "UNCHECKOUT",
+    "UNLINK",
+    "UNLOCK",
+    "UPDATE",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1053,6 +1100,12 @@ mod tests {
             (r#"[{"path": "/x/*/y", "policy": "public"}]"#, "final /*"),
             (r#"[{"path": "/x", "policy": "public", "extra": 1}]"#, "ROUTES"),
             (r#"[{"path": "/x", "methods": [], "policy": "public"}]"#, "methods"),
+            (
+                r#"[{"path": "/x", "methods": ["DELTE"], "policy": "public"}]"#,
+                "\"DELTE\" is not a registered HTTP method",
+            ),
+            (r#"[{"path": "/x", "methods": ["G ET"], "policy": "public"}]"#, "not a registered"),
+            (r#"[{"path": "/x", "methods": [""], "policy": "public"}]"#, "not a registered"),
             (r#"[{"path": "/x", "policy": "any_role:[]"}]"#, "any_role"),
         ] {
             let err = Routes::parse(Some(json), None).unwrap_err();
