@@ -52,6 +52,7 @@ use crate::core::error::Error;
 use crate::core::ids::UserId;
 use crate::core::signing_keys::Kek;
 use crate::core::time::UnixTime;
+use crate::core::users::is_unsafe_in_name;
 
 /// How long a ceremony's challenge lives.
 pub const CHALLENGE_TTL_SECS: u64 = 300;
@@ -803,10 +804,10 @@ pub fn clean_transports(given: &[String]) -> Vec<String> {
 /// characters, no control characters; 422 `validation_failed` otherwise.
 pub fn parse_name(name: &str) -> Result<String, Error> {
     let name = name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(is_unsafe_in_name) {
         return Err(Error::validation(
             "validation_failed",
-            format!("name: 1 to {MAX_NAME_CHARS} characters, no control characters"),
+            format!("name: 1 to {MAX_NAME_CHARS} characters, no control or bidirectional formatting characters"),
         ));
     }
     Ok(name.to_string())

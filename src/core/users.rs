@@ -183,3 +183,12 @@ pub enum ProfileUpdate {
     /// The new email belongs to another account.
     EmailTaken,
 }
+
+/// Whether `c` is a control character or one of Unicode's bidirectional
+/// formatting characters (UAX #9: the marks, embeddings, overrides and
+/// isolates), which can make a name shown in a page or an email read as
+/// other text ("Trojan Source", CVE-2021-42574). Names refuse both.
+pub fn is_unsafe_in_name(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}

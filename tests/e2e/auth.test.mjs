@@ -253,7 +253,8 @@ test("signup rejects malformed email addresses with 422 invalid_email", async ()
 });
 
 test("signup rejects a name longer than 200 characters (or with control characters) with 422 invalid_name and accepts exactly 200", async () => {
-  for (const bad of ["é".repeat(201), "line\nbreak", "nul\u0000"]) {
+  // Bidirectional overrides and isolates too: "Trojan Source" names.
+  for (const bad of ["é".repeat(201), "line\nbreak", "nul\u0000", "Ada\u202Enimda", "x\u2066y\u2069"]) {
     await assertProblem(
       await post(`${gw.url}/auth/signup`, { email: randomEmail(), password: PASSWORD, name: bad }),
       422,

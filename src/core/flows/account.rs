@@ -16,7 +16,7 @@ use crate::core::rate_limit::{self, Endpoint, KeyType};
 use crate::core::session::{RotateRequest, Rotation, RotationLimit, SessionView, SignInBasis};
 use crate::core::signin_hook;
 use crate::core::token::ExtraClaims;
-use crate::core::users::{User, UserResponse, MAX_NAME_CHARS};
+use crate::core::users::{is_unsafe_in_name, User, UserResponse, MAX_NAME_CHARS};
 
 /// Provider name for password and email-code sign-ins.
 pub const PROVIDER_EMAIL: &str = "email";
@@ -58,7 +58,8 @@ pub struct RefreshRequest {
     pub refresh_token: Option<String>,
 }
 
-/// Checks a display name: trimmed, at most [`MAX_NAME_CHARS`], no control characters.
+/// Checks a display name: trimmed, at most [`MAX_NAME_CHARS`], no control
+/// or bidirectional formatting characters ([`is_unsafe_in_name`]).
 pub fn parse_name(name: Option<String>) -> Result<Option<String>, Error> {
     let Some(name) = name else { return Ok(None) };
     let name = name.trim().to_string();
@@ -68,8 +69,11 @@ pub fn parse_name(name: Option<String>) -> Result<Option<String>, Error> {
     if name.chars().count() > MAX_NAME_CHARS {
         return Err(Error::validation("invalid_name", format!("name: at most {MAX_NAME_CHARS} characters")));
     }
-    if name.chars().any(char::is_control) {
-        return Err(Error::validation("invalid_name", "name: must not contain control characters"));
+    if name.chars().any(is_unsafe_in_name) {
+        return Err(Error::validation(
+            "invalid_name",
+            "name: must not contain control or bidirectional formatting characters",
+        ));
     }
     Ok(Some(name))
 }
@@ -531,6 +535,19 @@ pub fn banned() -> Error {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn names_refuse_controls_and_bidirectional_formatting() {
+        for bad in ["a\nb", "Ada\u{202E}nimda", "x\u{2066}y\u{2069}", "\u{200F}Ada", "a\u{061C}b"] {
+            assert_eq!(parse_name(Some(bad.into())).unwrap_err().problem().code, "invalid_name", "{bad:?}");
+        }
+        // Other formatting characters some scripts need stay allowed (ZWJ in emoji, ZWNJ in Persian).
+        for good in
+            ["Ada Lovelace", "\u{1F469}\u{200D}\u{1F4BB}", "\u{0645}\u{06CC}\u{200C}\u{062E}\u{0648}\u{0627}\u{0645}"]
+        {
+            assert_eq!(parse_name(Some(good.into())).unwrap().as_deref(), Some(good));
+        }
+    }
 
     proptest! {
         #[test]
