@@ -9,7 +9,7 @@ use std::fmt;
 
 /// The challenge of a 401 that says nothing of a bearer token (RFC 6750
 /// §3.1: no error code when no credentials were sent).
-const BARE_CHALLENGE: &str = "Bearer realm=\"portcullis\"";
+pub const BARE_CHALLENGE: &str = "Bearer realm=\"portcullis\"";
 
 /// Why an access token was refused. Every variant is a 401.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -69,6 +69,27 @@ impl Locale {
         &self.0
     }
 
+    /// The browser's first choice in an `Accept-Language` header (RFC 9110
+    /// §12.5.4): the range of the highest weight (the first of equals), if
+    /// it is a language tag; `None` for `*`, a zero weight or anything else.
+    pub fn from_accept_language(header: &str) -> Option<Self> {
+        let mut best: Option<(u16, &str)> = None;
+        for item in header.split(',').take(32) {
+            let mut parts = item.split(';');
+            let range = parts.next().unwrap_or("").trim();
+            let weight = parts
+                .find_map(|p| p.trim().strip_prefix("q=").or_else(|| p.trim().strip_prefix("Q=")))
+                .map_or(Some(1000), |q| {
+                    q.trim().parse::<f32>().ok().filter(|q| (0.0..=1.0).contains(q)).map(|q| (q * 1000.0) as u16)
+                });
+            let Some(weight) = weight else { continue };
+            if weight > 0 && range != "*" && best.is_none_or(|(w, _)| weight > w) {
+                best = Some((weight, range));
+            }
+        }
+        best.and_then(|(_, range)| Self::parse(range).ok())
+    }
+
     /// The language subtag alone (`fr` of `fr-CA`).
     pub fn language(&self) -> &str {
         self.0.split('-').next().unwrap_or(&self.0)
@@ -84,6 +105,17 @@ impl fmt::Display for Locale {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_browsers_first_choice_is_read_from_accept_language() {
+        let first = |h: &str| Locale::from_accept_language(h).map(|l| l.to_string());
+        assert_eq!(first("fr-CH, fr;q=0.9, en;q=0.8, de;q=0.7, *;q=0.5").as_deref(), Some("fr-CH"));
+        assert_eq!(first("en;q=0.5, de").as_deref(), Some("de"), "the weight decides, not the order");
+        assert_eq!(first("pt_br").as_deref(), Some("pt-BR"));
+        for none in ["", "*", "en;q=0", "<script>", "en;q=2", "en;q=x"] {
+            assert_eq!(first(none), None, "{none:?}");
+        }
+    }
     use proptest::prelude::*;
 
     #[test]

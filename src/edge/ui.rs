@@ -18,7 +18,7 @@ use worker::{Context, Env};
 
 use crate::core::auth_routes::Route;
 use crate::core::config::Config;
-use crate::core::error::Error;
+use crate::core::error::{Error, BARE_CHALLENGE};
 use crate::core::flows::account::{LoginRequest, SignupRequest};
 use crate::core::flows::magic_link::{MagicLinkVerifyRequest, MAGIC_LINK_ACCEPTED};
 use crate::core::flows::mfa::{CodeRequest, MfaVerifyRequest};
@@ -29,6 +29,7 @@ use crate::core::flows::passkeys::{
 use crate::core::flows::password::{ChangeRequest, ResetRequest, FORGOT_ACCEPTED};
 use crate::core::flows::{Deps, EmailRequest, Meta, SignIn, TokenRequest};
 use crate::core::gateway::credential::{ACCESS_COOKIE, REFRESH_COOKIE};
+use crate::core::locale::Locale;
 use crate::core::oauth::CodeChallenge;
 use crate::core::rate_limit::Endpoint;
 use crate::core::ui::forms::{
@@ -205,6 +206,11 @@ impl<'a, 'e> Ui<'a, 'e> {
                 });
                 headers.extend(self.cfg.ui.headers(script.as_ref()));
                 headers.extend(extra);
+                // A page answering 401 (a wrong password, a dead link) names
+                // its scheme too (RFC 9110 §15.5.2).
+                if status == 401 && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("www-authenticate")) {
+                    headers.push(("www-authenticate", BARE_CHALLENGE.to_string()));
+                }
                 http::html(status, html.as_str(), &headers)
             }
             Answer::SeeOther(location, extra) => {
@@ -214,6 +220,12 @@ impl<'a, 'e> Ui<'a, 'e> {
             }
         };
         Ok(resp.context("page")?)
+    }
+
+    /// The browser's language (`Accept-Language`), normalised, for what a
+    /// page asks the flows to do: a language it does not parse is none.
+    fn browser_locale(&self) -> Option<String> {
+        http::header(self.req, "accept-language").and_then(|h| Locale::from_accept_language(&h)).map(|l| l.to_string())
     }
 
     fn log(&self, e: &Error) {
@@ -594,7 +606,7 @@ impl<'a, 'e> Ui<'a, 'e> {
             Mailing::Otp => (Endpoint::Otp, OTP_ACCEPTED),
             Mailing::PasswordReset => (Endpoint::PasswordForgot, FORGOT_ACCEPTED),
         };
-        let request = EmailRequest { email: email.to_string(), locale: None };
+        let request = EmailRequest { email: email.to_string(), locale: self.browser_locale() };
         let admitted = self.deps.admit_email_request(self.meta, &mut OsRandom, endpoint, &request).await;
         let (status, n, extra) = match admitted {
             Ok(address) => {
@@ -623,8 +635,12 @@ impl<'a, 'e> Ui<'a, 'e> {
     async fn post_signup(&self, csrf: &Csrf, form: &Form) -> Result<Answer, Error> {
         let (asked, to) = self.posted_target(form)?;
         let (email, name) = (form.text("email"), form.optional("name"));
-        let body =
-            SignupRequest { email: email.clone(), password: form.text("password"), name: name.clone(), locale: None };
+        let body = SignupRequest {
+            email: email.clone(),
+            password: form.text("password"),
+            name: name.clone(),
+            locale: self.browser_locale(),
+        };
         let result = self.deps.signup(self.meta, &mut OsRandom, body).await.map(SignIn::Complete);
         let (min, name) = (self.cfg.password_policy.min_chars, name.unwrap_or_default());
         self.finish(csrf, asked.as_deref(), result, &to, |status, n| {
@@ -639,7 +655,11 @@ impl<'a, 'e> Ui<'a, 'e> {
         let token = form.text("token");
         let result = self
             .deps
-            .verify_magic_link(self.meta, &mut OsRandom, MagicLinkVerifyRequest { token: token.clone(), locale: None })
+            .verify_magic_link(
+                self.meta,
+                &mut OsRandom,
+                MagicLinkVerifyRequest { token: token.clone(), locale: self.browser_locale() },
+            )
             .await;
         self.finish(csrf, asked.as_deref(), result, &to, |status, n| {
             let render = |ctx: &pages::Context<'_>| pages::magic_link(ctx, Some(n), &token, None);
@@ -654,7 +674,11 @@ impl<'a, 'e> Ui<'a, 'e> {
         if form.get("intent") == Some("send") {
             return self.send_email(csrf, &email, Mailing::Otp, asked.as_deref()).await;
         }
-        let body = OtpVerifyRequest { email: email.clone(), code: form.text("code").trim().to_string(), locale: None };
+        let body = OtpVerifyRequest {
+            email: email.clone(),
+            code: form.text("code").trim().to_string(),
+            locale: self.browser_locale(),
+        };
         let result = self.deps.verify_otp(self.meta, &mut OsRandom, body).await;
         self.finish(csrf, asked.as_deref(), result, &to, |status, n| {
             self.page_with(csrf, status, asked.as_deref(), |ctx| pages::otp(ctx, Some(n), &email), Vec::new())

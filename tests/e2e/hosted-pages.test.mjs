@@ -83,8 +83,8 @@ const ui = (page, query = "") => `${gw.url}/auth/ui/${page}${query}`;
 const withReturn = (page) => ui(page, `?redirect_to=${encodeURIComponent(DONE())}`);
 
 /** A fresh browser context and page, failing the test on any CSP violation or page error. */
-async function fresh() {
-  const context = await browser.newContext();
+async function fresh(options = {}) {
+  const context = await browser.newContext(options);
   const page = await context.newPage();
   const problems = [];
   page.on("console", (m) => {
@@ -184,7 +184,8 @@ describe("every page: headers, no script, the stylesheet applied under the CSP, 
 
 describe("sign up and sign in through the pages", () => {
   test("sign up: the form creates the account and returns to the app, signed in with the cookies", async () => {
-    const { context, page, problems } = await fresh();
+    // A German browser (Accept-Language: de-AT): the account takes its language.
+    const { context, page, problems } = await fresh({ locale: "de-AT" });
     const email = randomEmail("ui-signup");
     await page.goto(withReturn("signup"));
     await page.fill("#name", "Ada <b>");
@@ -195,6 +196,10 @@ describe("sign up and sign in through the pages", () => {
     assert.equal(await whoAmI(context), email);
     const created = await gw.waitForEvent((e) => e.type === "user_created" && e.data.email === email);
     assert.equal(created.data.name, "Ada <b>");
+    const reset = await post(`${gw.url}/auth/password/forgot`, { email });
+    assert.equal(reset.status, 200);
+    const asked = await gw.waitForEvent((e) => e.type === "password_reset_requested" && e.data.email === email);
+    assert.equal(asked.data.locale, "de-AT", "the language the browser sent at sign-up");
     // The cookies carry the session through the gateway to the demo origin.
     const echo = await (await context.request.get(`${gw.url}/api/hello`)).json();
     assert.equal(echo.identity.email, email);
@@ -220,6 +225,7 @@ describe("sign up and sign in through the pages", () => {
     await page.fill("#password", "not the password");
     const [res] = await Promise.all([page.waitForResponse((r) => r.request().method() === "POST"), page.click("button[value=password]")]);
     assert.equal(res.status(), 401);
+    assert.match(res.headers()["www-authenticate"] ?? "", /^Bearer realm="portcullis"/, "a 401 page names its scheme too");
     assert.match(await page.textContent("[role=alert]"), /invalid email or password/);
     await axeCheck(page, "login with an error");
     assert.equal(await whoAmI(context), null);

@@ -359,5 +359,13 @@ describe("the first proof of an unverified account's address takes it over", () 
     }
     const [row] = await d1(gw, `SELECT email_verified, password_hash IS NOT NULL AS kept FROM users WHERE id = ${sqlText(holder.first.user.id)}`);
     assert.deepEqual(row, { email_verified: 1, kept: 1 });
+    // A password reset of the verified account replaces the password only: the profile stays.
+    const { event } = await withEvent(gw, eventFor("password_reset_requested", email), () =>
+      post(`${gw.url}/auth/password/forgot`, { email }),
+    );
+    const reset = await post(`${gw.url}/auth/password/reset`, { token: event.data.token, new_password: "a brand new passphrase" });
+    assert.equal(reset.status, 200, await reset.text());
+    const [after] = await d1(gw, `SELECT name, locale, taken_over_at FROM users WHERE id = ${sqlText(holder.first.user.id)}`);
+    assert.deepEqual(after, { name: "Planter", locale: "de", taken_over_at: null });
   });
 });

@@ -144,6 +144,45 @@ type TabMessage = { from: string } & (
 );
 
 const DEFAULT_MARGIN_SECONDS = 30;
+/** The largest problem body read to tell a 401 `missing_token` from the others. */
+const MAX_PROBLEM_BYTES = 8192;
+
+/**
+ * The `code` of a problem document, reading at most `MAX_PROBLEM_BYTES`;
+ * `null` if the body is longer, not JSON, or has no string `code`.
+ */
+async function problemCode(res: Response): Promise<string | null> {
+  const reader = res.body?.getReader();
+  if (!reader) return null;
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      size += value.byteLength;
+      if (size > MAX_PROBLEM_BYTES) return null;
+      chunks.push(value);
+    }
+  } catch {
+    return null;
+  } finally {
+    reader.cancel().catch(() => undefined);
+  }
+  const bytes = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) {
+    bytes.set(c, at);
+    at += c.byteLength;
+  }
+  try {
+    const body: unknown = JSON.parse(new TextDecoder().decode(bytes));
+    const code = (body as { code?: unknown } | null)?.code;
+    return typeof code === "string" ? code : null;
+  } catch {
+    return null;
+  }
+}
 /** The longest a tab waits for a newer session another tab announced to reach it (liveness only: it was posted before the lock was let go). */
 const HANDOFF_TIMEOUT_MS = 3000;
 
@@ -533,9 +572,13 @@ export class PortcullisClient {
    * Whether a 401 is one a refresh may cure: the gateway says the token is
    * no good (RFC 6750 `error="invalid_token"`: expired, revoked, signed by a
    * retired key). In cookie mode also a 401 `missing_token`: the browser
-   * drops the access cookie when it expires, and then sends none. Every
-   * other 401 carries a bare challenge too (a wrong code, link or password):
-   * no refresh cures those, and sending them again would count twice.
+   * drops the access cookie when it expires, and then sends none. The auth
+   * API's other 401s carry a bare challenge too (a wrong code, link or
+   * password): no refresh cures those, and sending them again would count
+   * twice, so a small problem body naming another code is not retried.
+   * Anything else with a bare challenge (no body, as a HEAD's; an origin's
+   * own body) is, as before: only a problem document is read, at most
+   * `MAX_PROBLEM_BYTES` of it.
    */
   async #curable(res: Response, sent: Stored | null): Promise<boolean> {
     const challenge = res.headers.get("www-authenticate") ?? "";
@@ -544,8 +587,11 @@ export class PortcullisClient {
     if (this.mode === "token") return invalid && sent?.accessToken !== undefined;
     if (invalid) return true;
     if (/\berror\s*=/i.test(challenge)) return false;
-    const body = await res.clone().json().catch(() => null);
-    return body?.code === "missing_token";
+    const problem = /^\s*application\/problem\+json\b/i.test(res.headers.get("content-type") ?? "");
+    const stated = Number(res.headers.get("content-length") ?? 0);
+    if (!problem || stated > MAX_PROBLEM_BYTES || res.body === null) return true;
+    const code = await problemCode(res.clone());
+    return code === null || code === "missing_token";
   }
 
   /**

@@ -272,6 +272,35 @@ describe("a 401 from the gateway", () => {
     assert.equal(gw.count("POST /auth/refresh"), 0);
   });
 
+  test("cookie mode: a 401 to a HEAD (no body) still refreshes through the cookie", async () => {
+    const gw = gateway({ cookieMode: true });
+    const client = make(gw, { mode: "cookie" });
+    await client.signIn({ email: "ada@example.com", password: PASSWORD });
+    delete gw.jar.access;
+    gw.on("HEAD /api/x", (req) =>
+      req.cookies.access
+        ? new Response(null, { status: 200 })
+        : new Response(null, { status: 401, headers: { "www-authenticate": 'Bearer realm="portcullis"', "content-type": "application/problem+json" } }),
+    );
+    const res = await client.fetch(`${gw.base}/api/x`, { method: "HEAD" });
+    assert.equal(res.status, 200);
+    assert.equal(gw.count("POST /auth/refresh"), 1);
+  });
+
+  test("cookie mode: an origin's 401 whose body never ends does not hold the call", async () => {
+    const gw = gateway({ cookieMode: true });
+    const client = make(gw, { mode: "cookie" });
+    await client.signIn({ email: "ada@example.com", password: PASSWORD });
+    gw.on("GET /api/stream", () => {
+      // One event, then the stream stays open for good.
+      const endless = new ReadableStream({ start: (c) => c.enqueue(new TextEncoder().encode("data: x\n\n")) });
+      return new Response(endless, { status: 401, headers: { "www-authenticate": 'Bearer realm="origin"', "content-type": "text/event-stream" } });
+    });
+    const res = await client.fetch(`${gw.base}/api/stream`);
+    assert.equal(res.status, 401);
+    await res.body?.cancel();
+  });
+
   test("cookie mode on a fresh page (nothing stored): the cookies still carry the session through a refresh", async () => {
     const gw = gateway({ cookieMode: true });
     await make(gw, { mode: "cookie" }).signIn({ email: "ada@example.com", password: PASSWORD });

@@ -929,7 +929,7 @@ pub fn missing_token() -> Error {
 /// The methods a rule may list: the IANA HTTP Method Registry's, but for
 /// the hyphenated WebDAV versioning ones and `PRI` (HTTP/2's preface, never
 /// a request's method).
-const KNOWN_METHODS: [&str; 36] = [
+const KNOWN_METHODS: [&str; 37] = [
     "ACL",
     "BIND",
     "CHECKIN",
@@ -966,6 +966,7 @@ const KNOWN_METHODS: [&str; 36] = [
     "UNLINK",
     "UNLOCK",
     "UPDATE",
+    "UPDATEREDIRECTREF",
 ];
 
 #[cfg(test)]

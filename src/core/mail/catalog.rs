@@ -40,8 +40,8 @@ pub(crate) const BUILT_IN: [BuiltIn; 3] = [
              The link works once and expires soon. If it was not you, ignore this email: your password stays as it is.\n",
             "Hello,\n\nPlease confirm that {email} is your address by opening:\n\n{link}\n\n\
              Opened where you are signed in to this account, it keeps your password and sessions as they \
-             are. Opened anywhere else, it makes the account yours afresh: any password set on it is removed \
-             and every session signed out, so that nobody who set the account up before you keeps a way in; \
+             are. Opened anywhere else, it makes the account yours afresh: any password, name and language \
+             set on it are removed and every session signed out, so that nobody who set the account up before you keeps a way in; \
              you then sign in with a sign-in link or code, or choose a new password with a password reset. \
              If you did not sign up yourself, opening it makes the account yours; or ignore this email.\n",
         ],
@@ -67,8 +67,8 @@ pub(crate) const BUILT_IN: [BuiltIn; 3] = [
              votre mot de passe reste inchangé.\n",
             "Bonjour,\n\nVeuillez confirmer que {email} est bien votre adresse en ouvrant :\n\n{link}\n\n\
              Ouvert là où vous êtes connecté à ce compte, il laisse votre mot de passe et vos sessions tels \
-             quels. Ouvert ailleurs, il vous rend le compte à neuf : tout mot de passe défini est supprimé et \
-             toutes les sessions sont fermées, afin que personne ayant créé le compte avant vous n'en garde \
+             quels. Ouvert ailleurs, il vous rend le compte à neuf : mot de passe, nom et langue définis sont \
+             supprimés et toutes les sessions sont fermées, afin que personne ayant créé le compte avant vous n'en garde \
              l'accès ; vous vous connectez ensuite avec un lien ou un code de connexion, ou choisissez un \
              nouveau mot de passe par une réinitialisation. Si vous ne vous êtes pas inscrit vous-même, \
              l'ouvrir vous donne le compte ; sinon, ignorez cet e-mail.\n",
@@ -95,8 +95,8 @@ pub(crate) const BUILT_IN: [BuiltIn; 3] = [
              E-Mail: Ihr Passwort bleibt unverändert.\n",
             "Hallo,\n\nbitte bestätigen Sie, dass {email} Ihre Adresse ist, indem Sie diesen Link öffnen:\n\n{link}\n\n\
              Dort geöffnet, wo Sie bei diesem Konto angemeldet sind, bleiben Ihr Passwort und Ihre Sitzungen, \
-             wie sie sind. Anderswo geöffnet, macht er das Konto neu zu Ihrem: Ein gesetztes Passwort wird \
-             entfernt und jede Sitzung abgemeldet, damit niemand, der das Konto vor Ihnen eingerichtet hat, einen \
+             wie sie sind. Anderswo geöffnet, macht er das Konto neu zu Ihrem: Gesetzte Passwörter, Namen und \
+             Sprachen werden entfernt und jede Sitzung abgemeldet, damit niemand, der das Konto vor Ihnen eingerichtet hat, einen \
              Zugang behält; danach melden Sie sich mit einem Anmeldelink oder -code an oder wählen über das \
              Zurücksetzen ein neues Passwort. Wenn Sie sich nicht selbst registriert haben, macht das Öffnen das \
              Konto zu Ihrem; andernfalls ignorieren Sie diese E-Mail.\n",
