@@ -71,23 +71,31 @@ impl Locale {
 
     /// The browser's first choice in an `Accept-Language` header (RFC 9110
     /// §12.5.4): the range of the highest weight (the first of equals), if
-    /// it is a language tag; `None` for `*`, a zero weight or anything else.
+    /// it is a language tag; ranges that are not (`*`, a zero weight,
+    /// anything else) do not compete. The first 32 ranges are read.
     pub fn from_accept_language(header: &str) -> Option<Self> {
-        let mut best: Option<(u16, &str)> = None;
+        let mut best: Option<(u16, Self)> = None;
         for item in header.split(',').take(32) {
             let mut parts = item.split(';');
             let range = parts.next().unwrap_or("").trim();
             let weight = parts
                 .find_map(|p| p.trim().strip_prefix("q=").or_else(|| p.trim().strip_prefix("Q=")))
                 .map_or(Some(1000), |q| {
-                    q.trim().parse::<f32>().ok().filter(|q| (0.0..=1.0).contains(q)).map(|q| (q * 1000.0) as u16)
+                    q.trim()
+                        .parse::<f32>()
+                        .ok()
+                        .filter(|q| (0.0..=1.0).contains(q))
+                        .map(|q| (q * 1000.0).round() as u16)
                 });
             let Some(weight) = weight else { continue };
-            if weight > 0 && range != "*" && best.is_none_or(|(w, _)| weight > w) {
-                best = Some((weight, range));
+            if weight == 0 || range == "*" || best.as_ref().is_some_and(|(w, _)| weight <= *w) {
+                continue;
+            }
+            if let Ok(tag) = Self::parse(range) {
+                best = Some((weight, tag));
             }
         }
-        best.and_then(|(_, range)| Self::parse(range).ok())
+        best.map(|(_, tag)| tag)
     }
 
     /// The language subtag alone (`fr` of `fr-CA`).
@@ -112,7 +120,11 @@ mod tests {
         assert_eq!(first("fr-CH, fr;q=0.9, en;q=0.8, de;q=0.7, *;q=0.5").as_deref(), Some("fr-CH"));
         assert_eq!(first("en;q=0.5, de").as_deref(), Some("de"), "the weight decides, not the order");
         assert_eq!(first("pt_br").as_deref(), Some("pt-BR"));
-        for none in ["", "*", "en;q=0", "<script>", "en;q=2", "en;q=x"] {
+        assert_eq!(first(", de").as_deref(), Some("de"), "an empty range does not compete");
+        assert_eq!(first("x-klingon, de;q=0.9").as_deref(), Some("de"));
+        assert_eq!(first("en;q=0.250, de;q=0.251").as_deref(), Some("de"), "weights to the thousandth");
+        assert_eq!(first(&"xx;q=0.1,".repeat(10_000)).as_deref(), Some("xx"), "bounded: the first 32 ranges");
+        for none in ["", "*", "en;q=0", "<script>", "en;q=2", "en;q=x", "en;q=NaN", "en;q=inf"] {
             assert_eq!(first(none), None, "{none:?}");
         }
     }

@@ -18,7 +18,7 @@ use worker::{Context, Env};
 
 use crate::core::auth_routes::Route;
 use crate::core::config::Config;
-use crate::core::error::{Error, BARE_CHALLENGE};
+use crate::core::error::{Error, Problem, BARE_CHALLENGE};
 use crate::core::flows::account::{LoginRequest, SignupRequest};
 use crate::core::flows::magic_link::{MagicLinkVerifyRequest, MAGIC_LINK_ACCEPTED};
 use crate::core::flows::mfa::{CodeRequest, MfaVerifyRequest};
@@ -170,8 +170,7 @@ impl<'a, 'e> Ui<'a, 'e> {
                 let p = e.problem();
                 let n = Notice::Error(p.detail.clone());
                 let render = |ctx: &pages::Context<'_>| pages::message(ctx, p.title, Some(&n), &[("login", "Sign in")]);
-                let extra = p.retry_after_secs.map(|s| vec![("retry-after", s.to_string())]).unwrap_or_default();
-                self.page_with(&csrf, p.status, None, render, extra)
+                self.page_with(&csrf, p.status, None, render, problem_headers(&p))
             }
         };
         self.respond(answer, &csrf)
@@ -560,11 +559,11 @@ impl<'a, 'e> Ui<'a, 'e> {
         }
     }
 
-    /// The problem `e` as a notice, its status, and its `Retry-After`.
+    /// The problem `e` as a notice, its status, and its headers ([`problem_headers`]).
     fn failure(&self, e: &Error) -> (u16, Notice, Vec<(&'static str, String)>) {
         self.log(e);
         let p = e.problem();
-        let extra = p.retry_after_secs.map(|s| vec![("retry-after", s.to_string())]).unwrap_or_default();
+        let extra = problem_headers(&p);
         (p.status, Notice::Error(p.detail), extra)
     }
 
@@ -954,6 +953,13 @@ impl Shown {
             Self::BackupCodes(codes) => TwoStep::BackupCodes(codes),
         }
     }
+}
+
+/// The headers a problem brings to a page: `Retry-After`, `WWW-Authenticate`.
+fn problem_headers(p: &Problem) -> Vec<(&'static str, String)> {
+    let retry = p.retry_after_secs.map(|s| ("retry-after", s.to_string()));
+    let challenge = p.www_authenticate.clone().map(|c| ("www-authenticate", c));
+    retry.into_iter().chain(challenge).collect()
 }
 
 fn with_headers(answer: Answer, more: Vec<(&'static str, String)>) -> Answer {

@@ -146,19 +146,28 @@ type TabMessage = { from: string } & (
 const DEFAULT_MARGIN_SECONDS = 30;
 /** The largest problem body read to tell a 401 `missing_token` from the others. */
 const MAX_PROBLEM_BYTES = 8192;
+/** How long that body may take to arrive. */
+const PROBLEM_READ_MS = 2000;
 
 /**
- * The `code` of a problem document, reading at most `MAX_PROBLEM_BYTES`;
- * `null` if the body is longer, not JSON, or has no string `code`.
+ * The `code` of a problem document, reading at most `MAX_PROBLEM_BYTES`
+ * within `PROBLEM_READ_MS`; `null` if the body is longer or slower, not
+ * JSON, or has no string `code`.
  */
 async function problemCode(res: Response): Promise<string | null> {
   const reader = res.body?.getReader();
   if (!reader) return null;
   const chunks: Uint8Array[] = [];
   let size = 0;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<null>((resolve) => {
+    timer = setTimeout(() => resolve(null), PROBLEM_READ_MS);
+  });
   try {
     for (;;) {
-      const { done, value } = await reader.read();
+      const next = await Promise.race([reader.read(), late]);
+      if (next === null) return null;
+      const { done, value } = next;
       if (done) break;
       size += value.byteLength;
       if (size > MAX_PROBLEM_BYTES) return null;
@@ -167,6 +176,7 @@ async function problemCode(res: Response): Promise<string | null> {
   } catch {
     return null;
   } finally {
+    clearTimeout(timer);
     reader.cancel().catch(() => undefined);
   }
   const bytes = new Uint8Array(size);
@@ -572,13 +582,13 @@ export class PortcullisClient {
    * Whether a 401 is one a refresh may cure: the gateway says the token is
    * no good (RFC 6750 `error="invalid_token"`: expired, revoked, signed by a
    * retired key). In cookie mode also a 401 `missing_token`: the browser
-   * drops the access cookie when it expires, and then sends none. The auth
-   * API's other 401s carry a bare challenge too (a wrong code, link or
-   * password): no refresh cures those, and sending them again would count
-   * twice, so a small problem body naming another code is not retried.
-   * Anything else with a bare challenge (no body, as a HEAD's; an origin's
-   * own body) is, as before: only a problem document is read, at most
-   * `MAX_PROBLEM_BYTES` of it.
+   * drops the access cookie when it expires, and then sends none: that
+   * answer is always a small JSON problem document, or no body at all for a
+   * HEAD. Every other 401 with a bare challenge (a wrong code, link or
+   * password; an origin's own) is handed back: no refresh cures those, and
+   * sending them again would count twice. The body is read only when it is
+   * JSON, at most `MAX_PROBLEM_BYTES` of it and for at most
+   * `PROBLEM_READ_MS`.
    */
   async #curable(res: Response, sent: Stored | null): Promise<boolean> {
     const challenge = res.headers.get("www-authenticate") ?? "";
@@ -587,11 +597,11 @@ export class PortcullisClient {
     if (this.mode === "token") return invalid && sent?.accessToken !== undefined;
     if (invalid) return true;
     if (/\berror\s*=/i.test(challenge)) return false;
-    const problem = /^\s*application\/problem\+json\b/i.test(res.headers.get("content-type") ?? "");
+    if (res.body === null) return true;
+    const isJson = /^\s*application\/(?:[\w.-]+\+)?json\b/i.test(res.headers.get("content-type") ?? "");
     const stated = Number(res.headers.get("content-length") ?? 0);
-    if (!problem || stated > MAX_PROBLEM_BYTES || res.body === null) return true;
-    const code = await problemCode(res.clone());
-    return code === null || code === "missing_token";
+    if (!isJson || stated > MAX_PROBLEM_BYTES) return false;
+    return (await problemCode(res.clone())) === "missing_token";
   }
 
   /**

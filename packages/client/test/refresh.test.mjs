@@ -298,6 +298,30 @@ describe("a 401 from the gateway", () => {
     });
     const res = await client.fetch(`${gw.base}/api/stream`);
     assert.equal(res.status, 401);
+    assert.equal(gw.count("GET /api/stream"), 1, "an origin's own 401 is handed back");
+    assert.equal(gw.count("POST /auth/refresh"), 0);
+    await res.body?.cancel();
+  });
+
+  test("cookie mode: an origin's JSON 401 is not sent again, and a problem body that stalls holds the call at most 2 s", async () => {
+    const gw = gateway({ cookieMode: true });
+    const client = make(gw, { mode: "cookie" });
+    await client.signIn({ email: "ada@example.com", password: PASSWORD });
+    const bare = { "www-authenticate": 'Bearer realm="origin"' };
+    gw.on("POST /api/pin", () => json(401, { code: "wrong_pin" }, bare));
+    const pin = await client.fetch(`${gw.base}/api/pin`, { method: "POST", body: "{}" });
+    assert.equal(pin.status, 401);
+    assert.equal(gw.count("POST /api/pin"), 1);
+    gw.on("GET /api/stall", () => {
+      const stalled = new ReadableStream({ start: (c) => c.enqueue(new TextEncoder().encode('{"code":')) });
+      return new Response(stalled, { status: 401, headers: { ...bare, "content-type": "application/problem+json" } });
+    });
+    const started = Date.now();
+    const res = await client.fetch(`${gw.base}/api/stall`);
+    assert.equal(res.status, 401);
+    assert.ok(Date.now() - started < 5_000);
+    assert.equal(gw.count("GET /api/stall"), 1);
+    assert.equal(gw.count("POST /auth/refresh"), 0);
     await res.body?.cancel();
   });
 

@@ -927,10 +927,10 @@ pub fn missing_token() -> Error {
 }
 
 /// The methods a rule may list: the IANA HTTP Method Registry's, but for
-/// the hyphenated WebDAV versioning ones and `PRI` (HTTP/2's preface, never
-/// a request's method).
-const KNOWN_METHODS: [&str; 37] = [
+/// `PRI` (HTTP/2's preface, never a request's method).
+const KNOWN_METHODS: [&str; 39] = [
     "ACL",
+    "BASELINE-CONTROL",
     "BIND",
     "CHECKIN",
     "CHECKOUT",
@@ -967,6 +967,7 @@ const KNOWN_METHODS: [&str; 37] = [
     "UNLOCK",
     "UPDATE",
     "UPDATEREDIRECTREF",
+    "VERSION-CONTROL",
 ];
 
 #[cfg(test)]
@@ -1076,6 +1077,9 @@ mod tests {
             Some("authenticated"),
         )
         .unwrap();
+        // Every registered method may be listed, the hyphenated ones too.
+        let all = format!(r#"[{{"path": "/x", "methods": {:?}, "policy": "public"}}]"#, KNOWN_METHODS);
+        assert!(Routes::parse(Some(&all), None).is_ok());
         assert_eq!(r.policy_for("GET", "/api/docs/a"), &Policy::Public);
         assert_eq!(r.policy_for("POST", "/api/docs/a"), &Policy::Authenticated);
     }
