@@ -315,7 +315,7 @@ export class PortcullisClient {
     const original = new Request(input, init);
     if (original.headers.has("authorization")) return this.#fetch(original);
     const credentials = init?.credentials ?? (this.mode === "cookie" ? "include" : undefined);
-    return this.#withSession((state) => {
+    return this.#withSession(original.method, (state) => {
       const headers = new Headers(original.headers);
       if (this.mode === "token" && state?.accessToken) headers.set("authorization", `Bearer ${state.accessToken}`);
       const req = new Request(original.clone(), credentials ? { headers, credentials } : { headers });
@@ -345,7 +345,7 @@ export class PortcullisClient {
         body: body === undefined ? undefined : JSON.stringify(body),
       });
     };
-    const res = auth ? await this.#withSession(send) : await send(null);
+    const res = auth ? await this.#withSession(method, send) : await send(null);
     return this.#read<T>(res);
   }
 
@@ -562,10 +562,10 @@ export class PortcullisClient {
   }
 
   /** Sends with the session; on a 401 that a refresh can cure, refreshes once and sends once more. */
-  async #withSession(send: (state: Stored | null) => Promise<Response>): Promise<Response> {
+  async #withSession(method: string, send: (state: Stored | null) => Promise<Response>): Promise<Response> {
     const state = await this.#fresh();
     const res = await send(state);
-    if (res.status !== 401 || !(await this.#curable(res, state))) return res;
+    if (res.status !== 401 || !(await this.#curable(res, state, method))) return res;
     let next: Stored | null;
     try {
       next = await this.#refresh(state);
@@ -583,21 +583,21 @@ export class PortcullisClient {
    * no good (RFC 6750 `error="invalid_token"`: expired, revoked, signed by a
    * retired key). In cookie mode also a 401 `missing_token`: the browser
    * drops the access cookie when it expires, and then sends none: that
-   * answer is always a small JSON problem document, or no body at all for a
-   * HEAD. Every other 401 with a bare challenge (a wrong code, link or
+   * answer is always a small JSON problem document, or no body at all when
+   * the request was a HEAD. Every other 401 with a bare challenge (a wrong code, link or
    * password; an origin's own) is handed back: no refresh cures those, and
    * sending them again would count twice. The body is read only when it is
    * JSON, at most `MAX_PROBLEM_BYTES` of it and for at most
    * `PROBLEM_READ_MS`.
    */
-  async #curable(res: Response, sent: Stored | null): Promise<boolean> {
+  async #curable(res: Response, sent: Stored | null, method: string): Promise<boolean> {
     const challenge = res.headers.get("www-authenticate") ?? "";
     if (!/^\s*bearer\b/i.test(challenge)) return false;
     const invalid = /\berror\s*=\s*"?invalid_token\b/i.test(challenge);
     if (this.mode === "token") return invalid && sent?.accessToken !== undefined;
     if (invalid) return true;
     if (/\berror\s*=/i.test(challenge)) return false;
-    if (res.body === null) return true;
+    if (res.body === null) return method.toUpperCase() === "HEAD";
     const isJson = /^\s*application\/(?:[\w.-]+\+)?json\b/i.test(res.headers.get("content-type") ?? "");
     const stated = Number(res.headers.get("content-length") ?? 0);
     if (!isJson || stated > MAX_PROBLEM_BYTES) return false;

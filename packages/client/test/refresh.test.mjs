@@ -303,7 +303,7 @@ describe("a 401 from the gateway", () => {
     await res.body?.cancel();
   });
 
-  test("cookie mode: an origin's JSON 401 is not sent again, and a problem body that stalls holds the call at most 2 s", async () => {
+  test("cookie mode: an origin's JSON 401 is not sent again, and a problem body that stalls holds the call at most 2 s", { timeout: 10_000 }, async () => {
     const gw = gateway({ cookieMode: true });
     const client = make(gw, { mode: "cookie" });
     await client.signIn({ email: "ada@example.com", password: PASSWORD });
@@ -311,7 +311,12 @@ describe("a 401 from the gateway", () => {
     gw.on("POST /api/pin", () => json(401, { code: "wrong_pin" }, bare));
     const pin = await client.fetch(`${gw.base}/api/pin`, { method: "POST", body: "{}" });
     assert.equal(pin.status, 401);
+    assert.equal((await pin.json()).code, "wrong_pin", "the body handed back is whole");
     assert.equal(gw.count("POST /api/pin"), 1);
+    // A bodiless 401 to a POST (a service worker's, say) is not sent again either.
+    gw.on("POST /api/pay", () => new Response(null, { status: 401, headers: bare }));
+    assert.equal((await client.fetch(`${gw.base}/api/pay`, { method: "POST", body: "{}" })).status, 401);
+    assert.equal(gw.count("POST /api/pay"), 1);
     gw.on("GET /api/stall", () => {
       const stalled = new ReadableStream({ start: (c) => c.enqueue(new TextEncoder().encode('{"code":')) });
       return new Response(stalled, { status: 401, headers: { ...bare, "content-type": "application/problem+json" } });
@@ -320,9 +325,12 @@ describe("a 401 from the gateway", () => {
     const res = await client.fetch(`${gw.base}/api/stall`);
     assert.equal(res.status, 401);
     assert.ok(Date.now() - started < 5_000);
+    const reader = res.body.getReader();
+    const first = await reader.read();
+    assert.equal(new TextDecoder().decode(first.value), '{"code":', "what arrived is still the caller's to read");
     assert.equal(gw.count("GET /api/stall"), 1);
     assert.equal(gw.count("POST /auth/refresh"), 0);
-    await res.body?.cancel();
+    await reader.cancel();
   });
 
   test("cookie mode on a fresh page (nothing stored): the cookies still carry the session through a refresh", async () => {

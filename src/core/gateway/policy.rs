@@ -927,7 +927,7 @@ pub fn missing_token() -> Error {
 }
 
 /// The methods a rule may list: the IANA HTTP Method Registry's, but for
-/// `PRI` (HTTP/2's preface, never a request's method).
+/// `PRI` (HTTP/2's preface, never a request's method) and the reserved `*`.
 const KNOWN_METHODS: [&str; 39] = [
     "ACL",
     "BASELINE-CONTROL",
