@@ -211,15 +211,16 @@ function portFromArgs(argv) {
   return DEFAULT_PORT;
 }
 
-function isMain() {
+/** Whether the module at `moduleUrl` (its `import.meta.url`) is the program being run, not imported. */
+export function isMain(moduleUrl) {
   try {
-    return !!process.argv[1] && fs.realpathSync(process.argv[1]) === fs.realpathSync(fileURLToPath(import.meta.url));
+    return !!process.argv[1] && fs.realpathSync(process.argv[1]) === fs.realpathSync(fileURLToPath(moduleUrl));
   } catch {
     return false;
   }
 }
 
-if (isMain()) {
+if (isMain(import.meta.url)) {
   const port = portFromArgs(process.argv.slice(2));
   const origin = await startOrigin({ port });
   console.log(`[demo-origin] listening on ${origin.url}`);

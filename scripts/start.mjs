@@ -18,7 +18,7 @@ import path from "node:path";
 import fs from "node:fs";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
-import { startOrigin } from "../demo/origin.mjs";
+import { isMain, startOrigin } from "../demo/origin.mjs";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const WRANGLER = path.join(ROOT, "node_modules", "wrangler", "bin", "wrangler.js");
@@ -169,16 +169,8 @@ async function main() {
   process.exit(code ?? (stopping ? 0 : 1));
 }
 
-/** Whether this file is the program being run (not imported, as tests do). */
-function isMain() {
-  try {
-    return !!process.argv[1] && fs.realpathSync(process.argv[1]) === fs.realpathSync(fileURLToPath(import.meta.url));
-  } catch {
-    return false;
-  }
-}
-
-if (isMain()) {
+// Run, not imported (as tests do).
+if (isMain(import.meta.url)) {
   main().catch((err) => {
     console.error(`[start] error: ${err.message}`);
     process.exit(1);

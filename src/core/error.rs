@@ -366,10 +366,7 @@ impl Error {
                 format!("the request body must not exceed {limit_bytes} bytes"),
             ),
             Self::InvalidCredentials => {
-                let mut p =
-                    Problem::new(401, "invalid_credentials", "Invalid credentials", "invalid email or password");
-                p.www_authenticate = Some(BARE_CHALLENGE.into());
-                p
+                Problem::new(401, "invalid_credentials", "Invalid credentials", "invalid email or password")
             }
             Self::InvalidToken(reason) => {
                 let (code, title) = match reason {
@@ -397,12 +394,7 @@ impl Error {
                 "the refresh token is invalid, expired or revoked",
             ),
             Self::InvalidEmailSecret { code, detail } => Problem::new(401, code, "Invalid or expired", detail.clone()),
-            Self::PasskeyRefused { code, detail } => {
-                // A refused sign-in, as `invalid_credentials` (RFC 9110: a 401 names its scheme).
-                let mut p = Problem::new(401, code, "Passkey refused", detail.clone());
-                p.www_authenticate = Some(BARE_CHALLENGE.into());
-                p
-            }
+            Self::PasskeyRefused { code, detail } => Problem::new(401, code, "Passkey refused", detail.clone()),
             Self::Forbidden { code, detail } => Problem::new(403, code, "Forbidden", detail.clone()),
             Self::InsufficientRole { detail } => {
                 let mut p = Problem::new(403, "insufficient_role", "Forbidden", *detail);

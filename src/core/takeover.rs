@@ -70,6 +70,7 @@ use crate::core::ids::UserId;
 use crate::core::mfa::Method;
 use crate::core::oauth::LinkedIdentity;
 use crate::core::time::UnixTime;
+use crate::core::users::User;
 
 /// The `revoke_reason` of sessions revoked by a takeover.
 pub const TAKEOVER_REVOKE_REASON: &str = "address_proven";
@@ -107,6 +108,17 @@ pub struct ProverProfile<'a> {
     /// A normalised language tag (a provider's `locale` claim, or the one
     /// asked for with the magic link or code that proves the address).
     pub locale: Option<&'a str>,
+}
+
+impl ProverProfile<'_> {
+    /// What the takeover's write does to the profile, done to `user` as held
+    /// in memory: phone gone, the rest the prover's.
+    pub fn apply_to(&self, user: &mut User) {
+        user.name = self.name.map(str::to_string);
+        user.avatar_url = self.avatar_url.map(str::to_string);
+        user.phone = None;
+        user.locale = self.locale.map(str::to_string);
+    }
 }
 
 /// The profile fields of an account before a takeover, to tell which it

@@ -252,12 +252,19 @@ impl ProviderNet for FakeIdp {
 }
 
 pub(crate) fn world() -> World {
+    world_with(&[])
+}
+
+/// The provider `idp` and the app's redirect allowed, with `more` settings.
+fn world_with(more: &[(&str, &str)]) -> World {
     let providers = json!([{"id": "idp", "issuer": IDP, "client_id": CLIENT}]).to_string();
-    World::new(&[
+    let mut vars = vec![
         ("OAUTH_PROVIDERS", providers.as_str()),
         ("OAUTH_IDP_CLIENT_SECRET", "shh"),
         ("REDIRECT_ALLOWLIST", "https://app.test"),
-    ])
+    ];
+    vars.extend_from_slice(more);
+    World::new(&vars)
 }
 
 /// What /authorize gave the browser.
@@ -556,16 +563,14 @@ fn in_cookie_mode_the_callback_issues_no_code_and_the_exchange_is_refused() {
     }
 }
 
+/// Cookie mode that still puts the tokens in bodies (`COOKIE_MODE_BODY_TOKENS`).
+fn body_tokens_world() -> World {
+    world_with(&[("COOKIE_MODE", "true"), ("COOKIE_MODE_BODY_TOKENS", "true")])
+}
+
 #[test]
 fn in_cookie_mode_with_body_tokens_the_code_is_exchanged_for_the_tokens_as_before() {
-    let providers = json!([{"id": "idp", "issuer": IDP, "client_id": CLIENT}]).to_string();
-    let w = World::new(&[
-        ("OAUTH_PROVIDERS", providers.as_str()),
-        ("OAUTH_IDP_CLIENT_SECRET", "shh"),
-        ("REDIRECT_ALLOWLIST", "https://app.test"),
-        ("COOKIE_MODE", "true"),
-        ("COOKIE_MODE_BODY_TOKENS", "true"),
-    ]);
+    let w = body_tokens_world();
     let idp = FakeIdp::default();
     let rng = &mut TestRandom(16);
     let out = sign_in(&w, rng, &idp, 1_000, json!({"sub": "s-c", "email": "c@example.com", "email_verified": true}));
@@ -770,13 +775,7 @@ fn banned_accounts_are_refused_and_storage_failures_fail_closed() {
 
 #[test]
 fn the_callback_lives_under_auth_prefix_at_authorize_and_at_the_token_request() {
-    let providers = json!([{"id": "idp", "issuer": IDP, "client_id": CLIENT}]).to_string();
-    let w = World::new(&[
-        ("OAUTH_PROVIDERS", providers.as_str()),
-        ("OAUTH_IDP_CLIENT_SECRET", "shh"),
-        ("REDIRECT_ALLOWLIST", "https://app.test"),
-        ("AUTH_PREFIX", "/identity/v1"),
-    ]);
+    let w = world_with(&[("AUTH_PREFIX", "/identity/v1")]);
     let idp = FakeIdp::default();
     let rng = &mut TestRandom(41);
     let b = begin(&w, rng, &idp, 1_000, None);
@@ -954,13 +953,7 @@ fn in_token_mode_authorize_needs_the_apps_challenge_and_in_cookie_mode_it_does_n
     assert!(w.store.oauth.borrow().states().is_empty(), "nothing stored");
     assert!(idp.requests.borrow().is_empty(), "the provider was not asked");
 
-    let providers = json!([{"id": "idp", "issuer": IDP, "client_id": CLIENT}]).to_string();
-    let cookie = World::new(&[
-        ("OAUTH_PROVIDERS", providers.as_str()),
-        ("OAUTH_IDP_CLIENT_SECRET", "shh"),
-        ("REDIRECT_ALLOWLIST", "https://app.test"),
-        ("COOKIE_MODE", "true"),
-    ]);
+    let cookie = world_with(&[("COOKIE_MODE", "true")]);
     let (deps, meta) = cookie.at(1_000);
     let started = block_on(deps.oauth_authorize(&meta, rng, &idp, "idp", req(), None)).unwrap();
     assert!(started.authorize_url.starts_with("https://idp.test/authorize?"));
@@ -972,14 +965,7 @@ fn in_token_mode_authorize_needs_the_apps_challenge_and_in_cookie_mode_it_does_n
 /// without one and plant its code in a victim's app.
 #[test]
 fn with_body_tokens_in_cookie_mode_a_code_needs_the_apps_challenge() {
-    let providers = json!([{"id": "idp", "issuer": IDP, "client_id": CLIENT}]).to_string();
-    let w = World::new(&[
-        ("OAUTH_PROVIDERS", providers.as_str()),
-        ("OAUTH_IDP_CLIENT_SECRET", "shh"),
-        ("REDIRECT_ALLOWLIST", "https://app.test"),
-        ("COOKIE_MODE", "true"),
-        ("COOKIE_MODE_BODY_TOKENS", "true"),
-    ]);
+    let w = body_tokens_world();
     let idp = FakeIdp::default();
     let rng = &mut TestRandom(77);
     let (deps, meta) = w.at(1_000);

@@ -544,10 +544,7 @@ impl AccountStore for MemStore {
                 let before =
                     ProfileBefore { name: u.name.clone(), avatar_url: u.avatar_url.clone(), phone: u.phone.clone() };
                 proven.profile_fields = before.changed_by(&p.profile);
-                u.name = p.profile.name.map(str::to_string);
-                u.avatar_url = p.profile.avatar_url.map(str::to_string);
-                u.phone = None;
-                u.locale = p.profile.locale.map(str::to_string);
+                p.profile.apply_to(u);
             }
             u.email_verified = true;
             u.auth_epoch += 1;

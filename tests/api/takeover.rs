@@ -189,19 +189,7 @@ fn a_password_login_that_read_the_account_before_the_takeover_gets_no_session() 
     let planted = signup_at(&w, rng, 1_000, VICTIM, PLANTED);
     // The owner's proof lands between the planter's read of the account and
     // the planter's session being written.
-    let store = w.store.clone();
-    let user_id = planted.user.id.clone();
-    *w.store.after_user_read.borrow_mut() = Some(Box::new(move || {
-        let proof = AddressProof {
-            user_id: &user_id,
-            email: VICTIM,
-            link: None,
-            new_password: None,
-            profile: Default::default(),
-            now: UnixTime(1_500),
-        };
-        assert!(block_on(store.prove_address(&proof)).unwrap().unwrap().took_over);
-    }));
+    *w.store.after_user_read.borrow_mut() = Some(takeover_hook(&w, &planted.user.id, 1_500));
     let sessions_before = w.store.sessions.borrow().len();
     assert_eq!(code(login_at(&w, rng, 1_500, VICTIM, PLANTED)), "account_changed");
     assert_eq!(w.store.sessions.borrow().len(), sessions_before, "no session was written");
@@ -261,8 +249,8 @@ fn a_proof_of_a_verified_address_takes_nothing_away() {
 }
 
 /// Runs the owner's takeover of `user_id` (a magic link's proof, as the
-/// store records it) — for a hook between a planter's read and write.
-fn takeover_hook(w: &World, user_id: &UserId) -> Box<dyn FnOnce()> {
+/// store records it) at `at` — for a hook between a planter's read and write.
+fn takeover_hook(w: &World, user_id: &UserId, at: i64) -> Box<dyn FnOnce()> {
     let store = w.store.clone();
     let user_id = user_id.clone();
     Box::new(move || {
@@ -272,7 +260,7 @@ fn takeover_hook(w: &World, user_id: &UserId) -> Box<dyn FnOnce()> {
             link: None,
             new_password: None,
             profile: Default::default(),
-            now: UnixTime(1_100),
+            now: UnixTime(at),
         };
         assert!(block_on(store.prove_address(&proof)).unwrap().unwrap().took_over);
     })
@@ -288,7 +276,7 @@ fn a_link_the_planter_starts_across_the_takeover_is_never_stored() {
     let idp = FakeIdp::default();
     let rng = &mut TestRandom(901);
     let planted = signup_at(&w, rng, 1_000, VICTIM, PLANTED);
-    *w.store.after_session_read.borrow_mut() = Some(takeover_hook(&w, &planted.user.id));
+    *w.store.after_session_read.borrow_mut() = Some(takeover_hook(&w, &planted.user.id, 1_100));
     let (deps, meta) = w.at(1_100);
     let started = block_on(deps.oauth_link_start(
         &meta,
@@ -327,7 +315,7 @@ fn a_provider_sign_in_through_an_identity_the_takeover_dropped_gets_no_session()
     let b = begin(&w, rng, &idp, 1_001, Some(&planted.access_token));
     assert_eq!(location_param(&finish(&w, rng, &idp, 1_002, &b), "linked").as_deref(), Some("idp"));
 
-    *w.store.after_identity_read.borrow_mut() = Some(takeover_hook(&w, &planted.user.id));
+    *w.store.after_identity_read.borrow_mut() = Some(takeover_hook(&w, &planted.user.id, 1_100));
     let sessions_before = w.store.sessions.borrow().len();
     let out = sign_in(
         &w,

@@ -623,8 +623,7 @@ where
                 events.extend(proven.events(&user.id, &user.email, false));
                 if proven.took_over {
                     user.password_hash = None;
-                    (user.name, user.avatar_url, user.phone, user.locale) =
-                        (brought.name, brought.avatar_url, None, brought.locale);
+                    brought.as_prover().apply_to(&mut user);
                 }
                 user.email_verified = true;
                 user.auth_epoch = proven.auth_epoch;

@@ -205,21 +205,20 @@ where
         // set up goes, in one write (see `core::takeover`). The session then
         // belongs to the account as that write left it.
         if !user.email_verified {
-            let locale = proof.locale.map(Locale::as_str);
+            let profile = ProverProfile { locale: proof.locale.map(Locale::as_str), ..Default::default() };
             let claim = AddressProof {
                 user_id: &user.id,
                 email: &t.email,
                 link: None,
                 new_password: None,
-                profile: ProverProfile { locale, ..Default::default() },
+                profile,
                 now: meta.now,
             };
             let Some(proven) = self.store.prove_address(&claim).await? else { return Err((proof.refuse)()) };
             events.extend(proven.events(&user.id, &user.email, false));
             if proven.took_over {
                 user.password_hash = None;
-                (user.name, user.avatar_url, user.phone) = (None, None, None);
-                user.locale = locale.map(str::to_string);
+                profile.apply_to(&mut user);
                 basis = SignInBasis::epoch(proven.auth_epoch);
             }
             user.email_verified = true;
