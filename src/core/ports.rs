@@ -17,7 +17,7 @@ use crate::core::events::Envelope;
 use crate::core::ids::{SessionId, UserId};
 use crate::core::ledger::{Claim, DeadLetter, TargetState};
 use crate::core::mail::{BindingError, MimeEmail};
-use crate::core::mfa::{Challenge, FactorsRemoved, StoredFactors};
+use crate::core::mfa::{Challenge, FactorsRemoved, FactorsReset, StoredFactors};
 use crate::core::outbound::{HttpReply, HttpRequest, SendError};
 use crate::core::passkey::{Passkey, PasskeyAdded, PasskeyChallenge, PublicKey};
 use crate::core::rate_limit::{Count, Hit};
@@ -258,18 +258,16 @@ pub trait MfaStore {
     /// `Ok(Some(true))` replaced; `Ok(Some(false))`, nothing written, when
     /// TOTP is off; `Ok(None)`, nothing written, when the session is not live.
     async fn replace_backup_codes(&self, caller: &LiveSession<'_>, hashes: &[String]) -> Result<Option<bool>>;
-    /// Removes every second factor of `user_id` (TOTP, on or enrolling, and
-    /// the backup codes) and, if TOTP was on, revokes every live session of
-    /// the user but `caller`'s (all of them without a caller, as for an
-    /// administrator), in one write. With a caller, only while their session
-    /// is live: `Ok(None)`, nothing written, otherwise.
-    async fn remove_factors(
-        &self,
-        user_id: &UserId,
-        caller: Option<&LiveSession<'_>>,
-        now: UnixTime,
-        reason: &str,
-    ) -> Result<Option<FactorsRemoved>>;
+    /// Removes the caller's TOTP (on or enrolling) and backup codes and, if
+    /// TOTP was on, revokes every other live session of the user, in one
+    /// write, only while the caller's session is live: `Ok(None)`, nothing
+    /// written, otherwise.
+    async fn remove_factors(&self, caller: &LiveSession<'_>, reason: &str) -> Result<Option<FactorsRemoved>>;
+    /// An administrator's reset: removes every second factor of `user_id`
+    /// (TOTP, on or enrolling, the backup codes and every passkey) and, if
+    /// TOTP was on or there was a passkey, revokes every live session of the
+    /// user (`reason`), all in one write.
+    async fn reset_factors(&self, user_id: &UserId, now: UnixTime, reason: &str) -> Result<FactorsReset>;
     /// Stores a sign-in waiting for its second step; the user's expired ones
     /// are deleted in the same write.
     async fn put_mfa_challenge(&self, challenge: &Challenge) -> Result<()>;
@@ -331,11 +329,6 @@ pub trait PasskeyStore {
     /// has no such passkey (nothing written); `Ok(None)`, nothing written,
     /// when the session is not live.
     async fn remove_passkey(&self, caller: &LiveSession<'_>, id: &str, reason: &str) -> Result<Option<Option<u64>>>;
-    /// Removes every passkey of `user_id` and, if there was any, revokes
-    /// every live session of the user (`reason`), in one write (an
-    /// administrator's reset). Returns the removed passkeys' ids and how
-    /// many sessions were revoked.
-    async fn remove_all_passkeys(&self, user_id: &UserId, now: UnixTime, reason: &str) -> Result<(Vec<String>, u64)>;
 }
 
 /// Signature checks of passkey assertions, through the runtime's native

@@ -15,7 +15,7 @@ use portcullis::core::flows::{Deps, Meta};
 use portcullis::core::ids::{Random, SessionId, UserId};
 use portcullis::core::ledger::{Claim, DeadLetter, TargetState};
 use portcullis::core::mail::{BindingError, MimeEmail};
-use portcullis::core::mfa::{Challenge, FactorsRemoved, StoredFactors, StoredTotp};
+use portcullis::core::mfa::{Challenge, FactorsRemoved, FactorsReset, StoredFactors, StoredTotp};
 use portcullis::core::oauth::LinkedIdentity;
 use portcullis::core::outbound::{HttpReply, HttpRequest, SendError};
 use portcullis::core::passkey::{counter_ok, Ceremony, Passkey, PasskeyAdded, PasskeyChallenge};
@@ -292,14 +292,6 @@ impl PasskeyStore for MemStore {
             return Ok(Some(None));
         }
         Ok(Some(Some(self.revoke_logged(caller.user_id, Some(caller.session_id), caller.now))))
-    }
-    async fn remove_all_passkeys(&self, user_id: &UserId, now: UnixTime, _reason: &str) -> Result<(Vec<String>, u64)> {
-        self.check()?;
-        let ids: Vec<String> =
-            self.passkeys.borrow().iter().filter(|k| k.user_id == *user_id).map(|k| k.id.clone()).collect();
-        self.passkeys.borrow_mut().retain(|k| k.user_id != *user_id);
-        let revoked = if ids.is_empty() { 0 } else { self.revoke_logged(user_id, None, now) };
-        Ok((ids, revoked))
     }
 }
 
@@ -775,21 +767,26 @@ impl MfaStore for MemStore {
         codes.extend(hashes.iter().map(|h| (caller.user_id.clone(), h.clone())));
         Ok(Some(true))
     }
-    async fn remove_factors(
-        &self,
-        user_id: &UserId,
-        caller: Option<&LiveSession<'_>>,
-        now: UnixTime,
-        _reason: &str,
-    ) -> Result<Option<FactorsRemoved>> {
+    async fn remove_factors(&self, caller: &LiveSession<'_>, _reason: &str) -> Result<Option<FactorsRemoved>> {
         self.check()?;
-        if caller.is_some_and(|c| !self.session_live(c)) {
+        if !self.session_live(caller) {
             return Ok(None);
         }
+        let totp = self.totp.borrow_mut().remove(caller.user_id).is_some_and(|t| t.confirmed);
+        self.backup_codes.borrow_mut().retain(|(id, _)| id != caller.user_id);
+        let revoked_sessions =
+            if totp { self.revoke_all_but(caller.user_id, Some(caller.session_id), caller.now) } else { 0 };
+        Ok(Some(FactorsRemoved { totp, revoked_sessions }))
+    }
+    async fn reset_factors(&self, user_id: &UserId, now: UnixTime, _reason: &str) -> Result<FactorsReset> {
+        self.check()?;
         let totp = self.totp.borrow_mut().remove(user_id).is_some_and(|t| t.confirmed);
         self.backup_codes.borrow_mut().retain(|(id, _)| id != user_id);
-        let revoked_sessions = if totp { self.revoke_all_but(user_id, caller.map(|c| c.session_id), now) } else { 0 };
-        Ok(Some(FactorsRemoved { totp, revoked_sessions }))
+        let passkeys: Vec<String> =
+            self.passkeys.borrow().iter().filter(|k| k.user_id == *user_id).map(|k| k.id.clone()).collect();
+        self.passkeys.borrow_mut().retain(|k| k.user_id != *user_id);
+        let revoked_sessions = if totp || !passkeys.is_empty() { self.revoke_logged(user_id, None, now) } else { 0 };
+        Ok(FactorsReset { totp, passkeys, revoked_sessions })
     }
     async fn put_mfa_challenge(&self, challenge: &Challenge) -> Result<()> {
         self.check()?;

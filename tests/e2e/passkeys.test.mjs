@@ -14,7 +14,7 @@ import { chromium } from "playwright-core";
 import { decodeJwt } from "jose";
 import * as OTPAuth from "otpauth";
 import { startGateway, post, json, randomEmail } from "./harness.mjs";
-import { signup, login, assertProblem, authed, withEvent } from "./lib/accounts.mjs";
+import { signup, login, makeAdmin, assertProblem, authed, withEvent } from "./lib/accounts.mjs";
 
 const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 const ROUTES = [{ path: "/api/vault/*", policy: "mfa" }];
@@ -343,4 +343,40 @@ test("a passkey's second step dies with the passkey: removed before it, no sessi
   assert.equal(removed.status, 204);
   const res = await post(`${gw.url}/auth/mfa/verify`, { mfa_token: first.mfa_token, backup_code: backupCodes[0] });
   await assertProblem(res, 409, "account_changed");
+});
+
+test("an administrator's reset removes TOTP, backup codes and passkeys in one write and ends the sessions", async () => {
+  const address = randomEmail("pkreset");
+  const s = await signup(gw, address);
+  const enrolment = await json(await authed(`${gw.url}/auth/mfa/totp/enroll`, s.access_token, { method: "POST" }));
+  const confirm = await authed(`${gw.url}/auth/mfa/totp/confirm`, s.access_token, {
+    method: "POST",
+    body: { code: OTPAuth.URI.parse(enrolment.otpauth_uri).generate() },
+  });
+  assert.equal(confirm.status, 200);
+  const regOptions = await json(await authed(`${gw.url}/auth/passkeys/register/options`, s.access_token, { method: "POST" }));
+  const created = await authed(`${gw.url}/auth/passkeys/register/verify`, s.access_token, {
+    method: "POST",
+    body: { credential: await create(regOptions) },
+  });
+  const { id } = await json(created);
+  assert.equal(created.status, 201);
+  // An assertion made before the reset, sent after it.
+  const options = await json(await post(`${gw.url}/auth/passkeys/login/options`, { email: address }));
+  const credential = await get(options);
+  const admin = await makeAdmin(gw, randomEmail("pkroot"));
+  const asAdmin = (init) => authed(`${gw.url}/auth/admin/users/${s.user.id}${init ? "/mfa" : ""}`, admin.access_token, init);
+  assert.deepEqual((await json(await asAdmin())).mfa, { totp: true, backup_codes_left: 10, passkeys: 1 });
+  const mine = (type) => (e) => e.type === type && e.data.user_id === s.user.id;
+  const { result } = await withEvent(gw, mine("passkey_removed"), () => asAdmin({ method: "DELETE" }));
+  assert.equal(result.status, 204);
+  await gw.waitForEvent(mine("mfa_disabled"));
+  await gw.waitForEvent(mine("session_revoked"));
+  assert.deepEqual(gw.events().filter(mine("passkey_removed")).map((e) => e.data.passkey_id), [id]);
+  assert.deepEqual(gw.events().filter(mine("mfa_disabled")).map((e) => e.data.method), ["totp"]);
+  assert.deepEqual((await json(await asAdmin())).mfa, { totp: false, backup_codes_left: 0, passkeys: 0 });
+  await assertProblem(await authed(`${gw.url}/auth/me`, s.access_token), 401, "session_revoked");
+  const res = await post(`${gw.url}/auth/passkeys/login/verify`, { challenge_id: options.challenge_id, credential });
+  await assertProblem(res, 401, "unknown_credential");
+  assert.ok((await json(await login(gw, address))).access_token, "signs in with the password alone");
 });

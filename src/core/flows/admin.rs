@@ -16,7 +16,7 @@ use crate::core::email_address::Email;
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
 use crate::core::flows::account::parse_name;
-use crate::core::flows::mfa::{factors_events, MFA_CHANGE_REVOKE_REASON};
+use crate::core::flows::mfa::MFA_CHANGE_REVOKE_REASON;
 use crate::core::flows::{Deps, Meta};
 use crate::core::gateway::policy::is_role_name;
 use crate::core::ids::{Random, UserId};
@@ -455,13 +455,13 @@ where
         Ok(AdminUserView { user: user.response(None), mfa })
     }
 
-    /// `DELETE /auth/admin/users/{id}/mfa`: removes the user's second
-    /// factors (TOTP, on or enrolling, and backup codes) and, if TOTP was
-    /// on, revokes every session of theirs — for a user who lost their
-    /// authenticator. Emits `mfa_disabled` (and `session_revoked`) when TOTP
-    /// was on; a user without one is left as is, and answered the same.
-    /// Then, in a write of its own, removes every passkey of the user (and,
-    /// if there was one, revokes every session): `passkey_removed` for each.
+    /// `DELETE /auth/admin/users/{id}/mfa`: removes every second factor of
+    /// the user (TOTP, on or enrolling, backup codes and passkeys) and, if
+    /// TOTP was on or there was a passkey, revokes every session of theirs,
+    /// in one write — for a user who lost their authenticator. Emits
+    /// `mfa_disabled` when TOTP was on, `passkey_removed` for each passkey
+    /// and `session_revoked` when sessions ended; a user without a factor is
+    /// left as is, and answered the same.
     pub async fn admin_reset_mfa(
         &self,
         meta: &Meta,
@@ -470,23 +470,22 @@ where
         id: &str,
     ) -> Result<(), Error> {
         let user = self.target(id).await?;
-        let Some(removed) = self.store.remove_factors(&user.id, None, meta.now, MFA_CHANGE_REVOKE_REASON).await? else {
-            return Err(Error::Internal("removing factors without a caller wrote nothing".into()));
-        };
-        // Every event names the administrator (`actor_id`), as every admin
-        // action's does: the user's own audit view must not read it as theirs.
-        if removed.totp {
-            let events = factors_events(&user.id, Method::Totp, false, removed.revoked_sessions);
-            self.emit_as(meta, rng, admin, events).await?;
+        let reset = self.store.reset_factors(&user.id, meta.now, MFA_CHANGE_REVOKE_REASON).await?;
+        let mut events: Vec<Event> = Vec::new();
+        if reset.totp {
+            events.push(events::MfaDisabled { user_id: user.id.clone(), method: Method::Totp.as_str().into() }.into());
         }
-        let (passkeys, revoked) = self.store.remove_all_passkeys(&user.id, meta.now, MFA_CHANGE_REVOKE_REASON).await?;
-        let mut events: Vec<Event> = passkeys
-            .into_iter()
-            .map(|passkey_id| events::PasskeyRemoved { user_id: user.id.clone(), passkey_id }.into())
-            .collect();
-        if revoked > 0 {
+        events.extend(
+            reset
+                .passkeys
+                .into_iter()
+                .map(|passkey_id| events::PasskeyRemoved { user_id: user.id.clone(), passkey_id }.into()),
+        );
+        if reset.revoked_sessions > 0 {
             events.push(events::SessionRevoked { user_id: user.id.clone(), session_id: None, revoke_all: true }.into());
         }
+        // Every event names the administrator (`actor_id`), as every admin
+        // action's does: the user's own audit view must not read it as theirs.
         if !events.is_empty() {
             self.emit_as(meta, rng, admin, events).await?;
         }

@@ -385,9 +385,7 @@ where
             }
         }
         let caller = self.live_session(meta, &p);
-        let Some(removed) =
-            self.store.remove_factors(&user.id, Some(&caller), meta.now, MFA_CHANGE_REVOKE_REASON).await?
-        else {
+        let Some(removed) = self.store.remove_factors(&caller, MFA_CHANGE_REVOKE_REASON).await? else {
             return Err(self.refused_write(&caller).await);
         };
         if !removed.totp {

@@ -145,6 +145,17 @@ pub struct FactorsRemoved {
     pub revoked_sessions: u64,
 }
 
+/// What an administrator's reset of an account's factors did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FactorsReset {
+    /// A TOTP that was on is gone.
+    pub totp: bool,
+    /// The ids of the passkeys removed.
+    pub passkeys: Vec<String>,
+    /// Sessions revoked with them.
+    pub revoked_sessions: u64,
+}
+
 /// A code offered for a second factor, its shape checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Proof {

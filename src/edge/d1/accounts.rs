@@ -5,8 +5,8 @@
 use serde::Deserialize;
 
 use super::{
-    changes, epoch, int, int_u, max_age, opt_text, returned, session_is_live, text, time, CountRow, D1Store, UserRow,
-    USER_COLUMNS,
+    changes, epoch, int, int_u, max_age, opt_text, returned, session_is_live, text, time, CountRow, D1Store, IdRow,
+    UserRow, USER_COLUMNS,
 };
 use crate::core::ids::{SessionId, UserId};
 use crate::core::ports::{AccountStore, Result, UserStore};
@@ -63,11 +63,6 @@ struct ProviderRow {
 #[derive(Deserialize)]
 struct ConfirmedRow {
     confirmed_at: Option<i64>,
-}
-
-#[derive(Deserialize)]
-struct IdRow {
-    id: String,
 }
 
 /// `%text%` for `LIKE ... ESCAPE '\'`, the wildcards in `text` taken literally.

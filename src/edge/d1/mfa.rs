@@ -5,10 +5,12 @@
 use serde::Deserialize;
 use wasm_bindgen::JsValue;
 
-use super::{changes, epoch, int, int_u, max_age, opt_text, returned, session_is_live, text, time, CountRow, D1Store};
+use super::{
+    changes, epoch, int, int_u, max_age, opt_text, returned, session_is_live, text, time, CountRow, D1Store, IdRow,
+};
 use crate::core::amr::Amr;
 use crate::core::ids::UserId;
-use crate::core::mfa::{Challenge, FactorsRemoved, StoredFactors, StoredTotp};
+use crate::core::mfa::{Challenge, FactorsRemoved, FactorsReset, StoredFactors, StoredTotp};
 use crate::core::ports::{MfaStore, Result};
 use crate::core::session::LiveSession;
 use crate::core::time::UnixTime;
@@ -225,21 +227,13 @@ impl MfaStore for D1Store {
         Ok(live.then_some(changes(inserted)? > 0))
     }
 
-    async fn remove_factors(
-        &self,
-        user_id: &UserId,
-        caller: Option<&LiveSession<'_>>,
-        now: UnixTime,
-        reason: &str,
-    ) -> Result<Option<FactorsRemoved>> {
-        // Without a caller (`?2` NULL) nothing is conditioned on a session.
+    async fn remove_factors(&self, caller: &LiveSession<'_>, reason: &str) -> Result<Option<FactorsRemoved>> {
         let (live, on) = (session_is_live(2, 1, 3, 4), mfa_on(1));
-        let guard = format!("(?2 IS NULL OR {live})");
         let args = [
-            text(user_id.as_str()),
-            opt_text(caller.map(|c| c.session_id.as_str())),
-            time(now),
-            max_age(caller.map_or(0, |c| c.max_age_secs)),
+            text(caller.user_id.as_str()),
+            text(caller.session_id.as_str()),
+            time(caller.now),
+            max_age(caller.max_age_secs),
             text(reason),
         ];
         let stmts = vec![
@@ -247,16 +241,16 @@ impl MfaStore for D1Store {
             self.stmt(
                 &format!(
                     "UPDATE sessions SET revoked_at = ?3, revoke_reason = ?5 WHERE user_id = ?1 AND revoked_at IS NULL \
-                     AND (?2 IS NULL OR id <> ?2) AND {on} AND {guard} RETURNING id"
+                     AND id <> ?2 AND {on} AND {live} RETURNING id"
                 ),
                 &args,
             )?,
-            self.stmt(&format!("DELETE FROM mfa_backup_codes WHERE user_id = ?1 AND {guard}"), &args[..4])?,
+            self.stmt(&format!("DELETE FROM mfa_backup_codes WHERE user_id = ?1 AND {live}"), &args[..4])?,
             self.stmt(
-                &format!("DELETE FROM mfa_totp WHERE user_id = ?1 AND {guard} RETURNING confirmed_at"),
+                &format!("DELETE FROM mfa_totp WHERE user_id = ?1 AND {live} RETURNING confirmed_at"),
                 &args[..4],
             )?,
-            self.stmt(&format!("SELECT {guard} AS total"), &args[..4])?,
+            self.stmt(&format!("SELECT {live} AS total"), &args[..4])?,
         ];
         let results = self.batch(stmts).await?;
         let [revoked, _, removed, check] = results.as_slice() else {
@@ -267,6 +261,31 @@ impl MfaStore for D1Store {
         }
         let totp = removed.results::<ConfirmedRow>().or_unavailable(D1)?.iter().any(|r| r.confirmed_at.is_some());
         Ok(Some(FactorsRemoved { totp, revoked_sessions: returned(revoked)? as u64 }))
+    }
+
+    async fn reset_factors(&self, user_id: &UserId, now: UnixTime, reason: &str) -> Result<FactorsReset> {
+        let on = mfa_on(1);
+        let args = [text(user_id.as_str()), time(now), text(reason)];
+        let stmts = vec![
+            // Decided on the factors before the deletes below.
+            self.stmt(
+                &format!(
+                    "UPDATE sessions SET revoked_at = ?2, revoke_reason = ?3 WHERE user_id = ?1 AND revoked_at IS NULL \
+                     AND ({on} OR EXISTS (SELECT 1 FROM passkeys WHERE user_id = ?1)) RETURNING id"
+                ),
+                &args,
+            )?,
+            self.stmt("DELETE FROM mfa_backup_codes WHERE user_id = ?1", &args[..1])?,
+            self.stmt("DELETE FROM mfa_totp WHERE user_id = ?1 RETURNING confirmed_at", &args[..1])?,
+            self.stmt("DELETE FROM passkeys WHERE user_id = ?1 RETURNING id", &args[..1])?,
+        ];
+        let results = self.batch(stmts).await?;
+        let [revoked, _, removed, passkeys] = results.as_slice() else {
+            return Err(D1.failed("short batch result"));
+        };
+        let totp = removed.results::<ConfirmedRow>().or_unavailable(D1)?.iter().any(|r| r.confirmed_at.is_some());
+        let passkeys = passkeys.results::<IdRow>().or_unavailable(D1)?.into_iter().map(|r| r.id).collect();
+        Ok(FactorsReset { totp, passkeys, revoked_sessions: returned(revoked)? as u64 })
     }
 
     async fn put_mfa_challenge(&self, c: &Challenge) -> Result<()> {

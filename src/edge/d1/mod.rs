@@ -174,6 +174,12 @@ struct CountRow {
     total: i64,
 }
 
+/// A row of `RETURNING id`.
+#[derive(Deserialize)]
+struct IdRow {
+    id: String,
+}
+
 impl D1Store {
     /// The `DB` binding, with the `TOKENS` KV namespace.
     pub fn new(env: &Env) -> Result<Self> {

@@ -80,11 +80,6 @@ impl From<ChallengeRow> for PasskeyChallenge {
 }
 
 #[derive(Deserialize)]
-struct IdRow {
-    id: String,
-}
-
-#[derive(Deserialize)]
 struct AddCheckRow {
     live: i64,
     duplicate: i64,
@@ -296,21 +291,5 @@ impl PasskeyStore for D1Store {
             return Ok(Some(None));
         }
         Ok(Some(Some(returned(revoked)? as u64)))
-    }
-
-    async fn remove_all_passkeys(&self, user_id: &UserId, now: UnixTime, reason: &str) -> Result<(Vec<String>, u64)> {
-        let args = [text(user_id.as_str()), time(now), text(reason)];
-        let revoke = self.stmt(
-            "UPDATE sessions SET revoked_at = ?2, revoke_reason = ?3 WHERE user_id = ?1 AND revoked_at IS NULL \
-             AND EXISTS (SELECT 1 FROM passkeys WHERE user_id = ?1) RETURNING id",
-            &args,
-        )?;
-        let delete = self.stmt("DELETE FROM passkeys WHERE user_id = ?1 RETURNING id", &args[..1])?;
-        let results = self.batch(vec![revoke, delete]).await?;
-        let [revoked, deleted] = results.as_slice() else {
-            return Err(D1.failed("short batch result"));
-        };
-        let ids = deleted.results::<IdRow>().or_unavailable(D1)?.into_iter().map(|r| r.id).collect();
-        Ok((ids, returned(revoked)? as u64))
     }
 }
