@@ -187,15 +187,8 @@ where
             let upgraded = PasswordHash::create(&password, &self.config.hash_params, rng.bytes::<16>())?;
             self.store.set_password_hash(&user.id, upgraded.as_str(), user.auth_epoch, meta.now).await?;
         }
-        let signed_in = match self.start_session(meta, rng, &user).await {
-            Ok(r) => r,
-            Err(e) => {
-                if let Some(reason) = signin_refusal(&e) {
-                    self.login_failed(meta, rng, &email, reason).await?;
-                }
-                return Err(e);
-            }
-        };
+        let started = self.start_session(meta, rng, &user).await;
+        let signed_in = self.refusal_announced(meta, rng, started, (email.as_str(), ""), &mut Vec::new()).await?;
         if let SignIn::Complete(_) = signed_in {
             self.emit(meta, rng, vec![login_event(&user, PROVIDER_EMAIL, meta)]).await?;
         }

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::core::amr::Amr;
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
-use crate::core::flows::account::{banned, login_event, login_failed_event, signin_refusal};
+use crate::core::flows::account::{banned, login_event};
 use crate::core::flows::magic_link::PROVIDER_MAGIC_LINK;
 use crate::core::flows::otp::PROVIDER_EMAIL_OTP;
 use crate::core::flows::{AuthResponse, Deps, Meta, Principal};
@@ -469,15 +469,8 @@ where
             second_factor: true,
         };
         let amr = challenge.amr.with(Amr::OTP).with(Amr::MFA);
-        let response = match self.open_session(meta, rng, &user, &challenge.provider, basis, amr).await {
-            Ok(r) => r,
-            Err(e) => {
-                if let Some(reason) = signin_refusal(&e) {
-                    self.emit(meta, rng, vec![login_failed_event(&user.email, reason, meta)]).await?;
-                }
-                return Err(e);
-            }
-        };
+        let started = self.open_session(meta, rng, &user, &challenge.provider, basis, amr).await;
+        let response = self.refusal_announced(meta, rng, started, (&user.email, ""), &mut Vec::new()).await?;
         let mut events: Vec<Event> = flow_event(&challenge.provider, &user).into_iter().collect();
         events.push(login_event(&user, &challenge.provider, meta));
         self.emit(meta, rng, events).await?;

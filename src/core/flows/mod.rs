@@ -561,6 +561,34 @@ where
         self.emit_with(meta, rng, Some(admin.user().id.clone()), events).await
     }
 
+    /// `started`, the start of a sign-in's session, with its failure
+    /// announced: `earlier` (what the flow did before it, e.g. an account
+    /// made just now, which stays) and, for a refusal by the sign-in hook or
+    /// by a changed account ([`account::signin_refusal`]), a `login_failed`
+    /// of `email` whose reason is the refusal after `prefix`. On success
+    /// `earlier` is left to the caller, who announces it with the sign-in.
+    pub(crate) async fn refusal_announced<T>(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        started: Result<T, Error>,
+        (email, prefix): (&str, &str),
+        earlier: &mut Vec<Event>,
+    ) -> Result<T, Error> {
+        let e = match started {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        let mut events = std::mem::take(earlier);
+        if let Some(reason) = account::signin_refusal(&e) {
+            events.push(account::login_failed_event(email, format!("{prefix}{reason}"), meta));
+        }
+        if !events.is_empty() {
+            self.emit(meta, rng, events).await?;
+        }
+        Err(e)
+    }
+
     async fn emit_with(
         &self,
         meta: &Meta,

@@ -42,7 +42,7 @@ use crate::core::crypto::b64url;
 use crate::core::email_address::Email;
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
-use crate::core::flows::account::{banned, login_event, login_failed_event, signin_refusal};
+use crate::core::flows::account::{banned, login_event, login_failed_event};
 use crate::core::flows::mfa::MFA_CHANGE_REVOKE_REASON;
 use crate::core::flows::{Deps, Meta, Principal, SignIn};
 use crate::core::ids::{self, Random, UserId};
@@ -63,6 +63,9 @@ use crate::core::users::User;
 
 /// The `provider` of a passkey sign-in (`login` event, the sign-in hook).
 pub const PROVIDER_PASSKEY: &str = "passkey";
+
+/// Before the reason of a passkey sign-in's `login_failed`, e.g. `passkey_banned`.
+const PASSKEY_REASON_PREFIX: &str = "passkey_";
 /// The name a passkey gets when none is asked for.
 const DEFAULT_NAME: &str = "Passkey";
 /// Longest `challenge_id` or passkey id looked up (ours are UUIDs).
@@ -633,15 +636,8 @@ where
         } else {
             self.start_session_via(meta, rng, &user, PROVIDER_PASSKEY, basis, key_amr).await
         };
-        let signed_in = match started {
-            Ok(s) => s,
-            Err(e) => {
-                if let Some(reason) = signin_refusal(&e) {
-                    self.passkey_failed(meta, rng, &user, reason).await?;
-                }
-                return Err(e);
-            }
-        };
+        let signed_in =
+            self.refusal_announced(meta, rng, started, (&user.email, PASSKEY_REASON_PREFIX), &mut Vec::new()).await?;
         if let SignIn::Complete(_) = signed_in {
             self.emit(meta, rng, vec![login_event(&user, PROVIDER_PASSKEY, meta)]).await?;
         }
@@ -650,7 +646,8 @@ where
 
     /// Emits `login_failed` for a passkey sign-in of `user` refused for `reason`.
     async fn passkey_failed(&self, meta: &Meta, rng: &mut impl Random, user: &User, reason: &str) -> Result<(), Error> {
-        self.emit(meta, rng, vec![login_failed_event(&user.email, format!("passkey_{reason}"), meta)]).await
+        self.emit(meta, rng, vec![login_failed_event(&user.email, format!("{PASSKEY_REASON_PREFIX}{reason}"), meta)])
+            .await
     }
 }
 

@@ -10,7 +10,7 @@ use crate::core::email_address::Email;
 use crate::core::emailed_secret::{is_link_token, EmailToken, TokenKind};
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
-use crate::core::flows::account::{banned, login_event, login_failed_event, signin_refusal};
+use crate::core::flows::account::{banned, login_event, login_failed_event};
 use crate::core::flows::{Deps, Meta, SignIn};
 use crate::core::ids::{self, Random, UserId};
 use crate::core::locale::Locale;
@@ -224,21 +224,10 @@ where
             user.email_verified = true;
             user.auth_epoch = proven.auth_epoch;
         }
-        let signed_in = match self.start_session_via(meta, rng, &user, proof.provider, basis, Amr::OTP).await {
-            Ok(r) => r,
-            Err(e) => {
-                // The sign-in hook refused (or could not be asked): an account
-                // made just now still exists and is announced, and the refusal
-                // is a failed login.
-                if let Some(reason) = signin_refusal(&e) {
-                    events.push(login_failed_event(&user.email, reason, meta));
-                }
-                if !events.is_empty() {
-                    self.emit(meta, rng, events).await?;
-                }
-                return Err(e);
-            }
-        };
+        // Refused (or the sign-in hook could not be asked): an account made
+        // just now still exists and is announced.
+        let started = self.start_session_via(meta, rng, &user, proof.provider, basis, Amr::OTP).await;
+        let signed_in = self.refusal_announced(meta, rng, started, (&user.email, ""), &mut events).await?;
         if let SignIn::Complete(_) = signed_in {
             events.push((proof.signed_in)(&user));
             events.push(login_event(&user, proof.provider, meta));
