@@ -19,7 +19,7 @@ use portcullis::core::mfa::Method;
 use portcullis::core::time::UnixTime;
 
 use crate::oauth::{location_param, sign_in, FakeIdp, APP_VERIFIER, CLIENT, IDP};
-use crate::support::{block_on, code, grant, signup_at, user, Done, TestRandom, World};
+use crate::support::{block_on, code, grant, refused, set_at, signup_at, user, Done, TestRandom, World};
 
 const ADA: &str = "ada@example.com";
 const PW: &str = "correct horse battery";
@@ -165,6 +165,8 @@ fn totp_is_on_only_once_confirmed_with_a_code_and_then_ends_the_other_sessions()
         Error::InvalidToken(TokenError::SessionRevoked)
     );
     assert!(block_on(deps.me(&meta, Some(&first.access_token))).is_ok());
+    let set = set_at(&w, T0 + 2);
+    assert!(refused(&set, &other) && !refused(&set, &first), "the gateway refuses the other session's tokens");
     // Enrolling again, or confirming again, is refused while it is on.
     assert_eq!(code(block_on(deps.enroll_totp(&meta, rng, Some(&first.access_token)))), "mfa_already_enabled");
     let again = block_on(deps.confirm_totp(&meta, rng, Some(&first.access_token), with_code(&totp(&secret, T0 + 30))));
@@ -590,6 +592,8 @@ fn turning_totp_off_needs_a_code_or_a_recent_sign_in_and_ends_the_other_sessions
         block_on(deps.me(&meta, Some(&other.access_token))).unwrap_err(),
         Error::InvalidToken(TokenError::SessionRevoked)
     );
+    let set = set_at(&w, T0 + 600);
+    assert!(refused(&set, &other) && !refused(&set, &on.session), "the gateway refuses the other session's tokens");
     let view = block_on(deps.factors_view(&on.session.user.id)).unwrap();
     assert_eq!((view.totp, view.backup_codes_left), (false, 0));
     assert!(matches!(login(&w, rng, T0 + 601, ADA).unwrap(), SignIn::Complete(_)));
@@ -671,6 +675,7 @@ fn an_administrator_sees_and_resets_a_users_factors() {
         Error::InvalidToken(TokenError::SessionRevoked),
         "every session of the user ends"
     );
+    assert!(refused(&set_at(&w, T0 + 10), &on.session), "and the gateway refuses its tokens");
     assert!(matches!(login(&w, rng, T0 + 11, ADA).unwrap(), SignIn::Complete(_)));
     let view = serde_json::to_value(block_on(deps.admin_get_user(&a, &on.session.user.id)).unwrap()).unwrap();
     assert_eq!(view["mfa"], json!({"totp": false, "backup_codes_left": 0, "passkeys": 0}));

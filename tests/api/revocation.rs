@@ -13,31 +13,17 @@ use portcullis::core::flows::magic_link::MagicLinkVerifyRequest;
 use portcullis::core::flows::password::{ChangeRequest, ResetRequest};
 use portcullis::core::flows::revocation::{Introspection, TokenForm};
 use portcullis::core::flows::{AuthResponse, EmailRequest};
-use portcullis::core::gateway::revocations::{check_fresh, read};
+use portcullis::core::gateway::revocations::check_fresh;
 use portcullis::core::ports::RevocationStore;
-use portcullis::core::revocation::{retention_secs, RevocationSet};
+use portcullis::core::revocation::retention_secs;
 use portcullis::core::signing_keys::SigningKey;
 use portcullis::core::time::UnixTime;
 use portcullis::core::token::{self, NewAccessToken};
 
-use crate::support::{block_on, code, grant, login_at, signup_at, TestRandom, World};
+use crate::support::{block_on, code, grant, login_at, refused, set_at, signup_at, TestRandom, World};
 
 const SECRET: &str = "introspection-secret-0123456789abcdef";
 const PW: &str = "password-1";
-
-/// The set an isolate holds after reading the whole log at `now`.
-fn set_at(w: &World, now: i64) -> RevocationSet {
-    let retention = retention_secs(w.config.access_ttl_secs);
-    let log = block_on(read(&*w.store, 0, UnixTime(now), retention)).unwrap();
-    let mut set = RevocationSet::new();
-    set.apply(log.rows, log.last_seq, UnixTime(now), retention);
-    set
-}
-
-/// Whether `set` refuses the access token of this sign-in.
-fn refused(set: &RevocationSet, a: &AuthResponse) -> bool {
-    set.refuses(a.user.session_id.as_ref().unwrap(), &a.user.id, &a.user.roles)
-}
 
 /// Ada signed in twice, and an unrelated user.
 fn two_sessions(w: &World, rng: &mut TestRandom) -> (AuthResponse, AuthResponse, AuthResponse) {

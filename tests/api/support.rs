@@ -166,17 +166,6 @@ impl MemStore {
     fn mfa_on(&self, user_id: &UserId) -> bool {
         self.totp.borrow().get(user_id).is_some_and(|t| t.confirmed)
     }
-    /// Revokes every live session of `user_id` but `keep`; how many.
-    fn revoke_all_but(&self, user_id: &UserId, keep: Option<&SessionId>, now: UnixTime) -> u64 {
-        let mut n = 0;
-        for (s, _) in self.sessions.borrow_mut().iter_mut() {
-            if s.user_id == *user_id && s.revoked_at.is_none() && keep != Some(&s.id) {
-                s.revoked_at = Some(now);
-                n += 1;
-            }
-        }
-        n
-    }
     /// Whether the caller's session is live, as D1 checks it in a write.
     pub fn session_live(&self, c: &LiveSession<'_>) -> bool {
         self.sessions
@@ -731,7 +720,7 @@ impl MfaStore for MemStore {
         let mut codes = self.backup_codes.borrow_mut();
         codes.retain(|(id, _)| id != caller.user_id);
         codes.extend(backup_hashes.iter().map(|h| (caller.user_id.clone(), h.clone())));
-        Ok(Some(self.revoke_all_but(caller.user_id, Some(caller.session_id), caller.now)))
+        Ok(Some(self.revoke_logged(caller.user_id, Some(caller.session_id), caller.now)))
     }
     async fn use_totp_step(&self, user_id: &UserId, sealed: &str, step: u64) -> Result<bool> {
         self.check()?;
@@ -775,7 +764,7 @@ impl MfaStore for MemStore {
         let totp = self.totp.borrow_mut().remove(caller.user_id).is_some_and(|t| t.confirmed);
         self.backup_codes.borrow_mut().retain(|(id, _)| id != caller.user_id);
         let revoked_sessions =
-            if totp { self.revoke_all_but(caller.user_id, Some(caller.session_id), caller.now) } else { 0 };
+            if totp { self.revoke_logged(caller.user_id, Some(caller.session_id), caller.now) } else { 0 };
         Ok(Some(FactorsRemoved { totp, revoked_sessions }))
     }
     async fn reset_factors(&self, user_id: &UserId, now: UnixTime, _reason: &str) -> Result<FactorsReset> {
@@ -1484,4 +1473,19 @@ impl Courier for MemCourier {
     fn log(&self, marker: &str, value: &serde_json::Value) {
         self.lines.borrow_mut().push((marker.to_string(), value.clone()));
     }
+}
+
+/// The revocation set an isolate holds after reading the whole log at `now`.
+pub fn set_at(w: &World, now: i64) -> portcullis::core::revocation::RevocationSet {
+    use portcullis::core::revocation::{retention_secs, RevocationSet};
+    let retention = retention_secs(w.config.access_ttl_secs);
+    let log = block_on(portcullis::core::gateway::revocations::read(&*w.store, 0, UnixTime(now), retention)).unwrap();
+    let mut set = RevocationSet::new();
+    set.apply(log.rows, log.last_seq, UnixTime(now), retention);
+    set
+}
+
+/// Whether `set` refuses the access token of this sign-in.
+pub fn refused(set: &portcullis::core::revocation::RevocationSet, a: &portcullis::core::flows::AuthResponse) -> bool {
+    set.refuses(a.user.session_id.as_ref().unwrap(), &a.user.id, &a.user.roles)
 }

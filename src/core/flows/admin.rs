@@ -16,7 +16,7 @@ use crate::core::email_address::Email;
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
 use crate::core::flows::account::parse_name;
-use crate::core::flows::mfa::MFA_CHANGE_REVOKE_REASON;
+use crate::core::flows::mfa::{factors_events, MFA_CHANGE_REVOKE_REASON};
 use crate::core::flows::{Deps, Meta};
 use crate::core::gateway::policy::is_role_name;
 use crate::core::ids::{Random, UserId};
@@ -471,10 +471,9 @@ where
     ) -> Result<(), Error> {
         let user = self.target(id).await?;
         let reset = self.store.reset_factors(&user.id, meta.now, MFA_CHANGE_REVOKE_REASON).await?;
-        let mut events: Vec<Event> = Vec::new();
-        if reset.totp {
-            events.push(events::MfaDisabled { user_id: user.id.clone(), method: Method::Totp.as_str().into() }.into());
-        }
+        // The sessions' end is announced once, after every factor's.
+        let mut events: Vec<Event> =
+            if reset.totp { factors_events(&user.id, Method::Totp, false, 0) } else { Vec::new() };
         events.extend(
             reset
                 .passkeys

@@ -18,8 +18,9 @@
 //! - `DELETE /auth/mfa/totp` needs a current code or a sign-in within
 //!   [`RECENT_SIGN_IN_SECS`]; it removes TOTP and the backup codes and ends
 //!   every other session. So does an administrator's reset (every session).
-//! - Every change of the factors ends in [`Deps::factors_changed`]: the one
-//!   place that announces it.
+//! - Every change of the factors is announced with `factors_events` (through
+//!   [`Deps::factors_changed`], or by an administrator's reset, which adds
+//!   its passkeys' removal).
 
 use serde::{Deserialize, Serialize};
 
@@ -219,8 +220,8 @@ where
 
     /// Announces a change of `user_id`'s second factors: `mfa_enabled` or
     /// `mfa_disabled` for `method`, and `session_revoked` (`revoke_all`)
-    /// when the change ended other sessions. Every change of factors — turned
-    /// on, turned off, reset by an administrator, removed by a takeover —
+    /// when the change ended other sessions. Every change of factors but an
+    /// administrator's reset — turned on, turned off, removed by a takeover —
     /// passes here, after its write (which revoked those sessions itself).
     pub async fn factors_changed(
         &self,
