@@ -254,10 +254,19 @@ pub trait MfaStore {
     /// Deletes the account's unused backup code tagged `hash`: `Ok(true)` if
     /// there was one (exactly one of racing uses of a code gets it).
     async fn use_backup_code(&self, user_id: &UserId, hash: &str) -> Result<bool>;
-    /// Replaces the caller's backup codes with `hashes` if TOTP is on.
-    /// `Ok(Some(true))` replaced; `Ok(Some(false))`, nothing written, when
-    /// TOTP is off; `Ok(None)`, nothing written, when the session is not live.
-    async fn replace_backup_codes(&self, caller: &LiveSession<'_>, hashes: &[String]) -> Result<Option<bool>>;
+    /// Replaces the caller's backup codes with `hashes`, the set `new_set`,
+    /// if TOTP is on and its set is still `read_set` (as read in
+    /// [`crate::core::mfa::StoredTotp::backup_set`]), in one write: of racing regenerations
+    /// exactly one replaces the set. `Ok(Some(true))` replaced;
+    /// `Ok(Some(false))`, nothing written, when TOTP is off or its set is
+    /// another; `Ok(None)`, nothing written, when the session is not live.
+    async fn replace_backup_codes(
+        &self,
+        caller: &LiveSession<'_>,
+        read_set: Option<&str>,
+        new_set: &str,
+        hashes: &[String],
+    ) -> Result<Option<bool>>;
     /// Removes the caller's TOTP (on or enrolling) and backup codes and, if
     /// TOTP was on, revokes every other live session of the user, in one
     /// write, only while the caller's session is live: `Ok(None)`, nothing

@@ -411,6 +411,45 @@ fn backup_codes_are_single_use_and_a_new_set_kills_the_old_one() {
     assert_eq!(code(r), "validation_failed");
 }
 
+/// Of racing regenerations of the backup codes, which read the same set,
+/// exactly one hands out codes: the other gets 409 `backup_codes_changed`
+/// and its codes are never stored.
+#[test]
+fn racing_backup_code_regenerations_hand_out_one_set() {
+    let w = World::new(&[]);
+    let rng = &mut TestRandom(21);
+    let on = enable(&w, rng, T0, ADA);
+    let (sid, uid) = (on.session.user.session_id.clone().unwrap(), on.session.user.id.clone());
+    let (store, racer) = (w.store.clone(), uid.clone());
+    *w.store.after_factors_read.borrow_mut() = Some(Box::new(move || {
+        use portcullis::core::ports::MfaStore;
+        let caller = portcullis::core::session::LiveSession {
+            user_id: &racer,
+            session_id: &sid,
+            now: UnixTime(T0 + 60),
+            max_age_secs: 7_776_000,
+        };
+        let r = block_on(store.replace_backup_codes(&caller, None, "racing-set", &["racing-tag".into()]));
+        assert_eq!(r.unwrap(), Some(true));
+    }));
+    let (deps, meta) = w.at(T0 + 60);
+    let token = Some(on.session.access_token.as_str());
+    let r = block_on(deps.regenerate_backup_codes(&meta, rng, token, with_code(&totp(&on.secret, T0 + 60))));
+    let p = r.unwrap_err().problem();
+    assert_eq!((p.status, p.code), (409, "backup_codes_changed"));
+    let stored = |w: &World| -> Vec<String> {
+        w.store.backup_codes.borrow().iter().filter(|(id, _)| *id == uid).map(|(_, tag)| tag.clone()).collect()
+    };
+    assert_eq!(stored(&w), ["racing-tag"], "the winner's set stands");
+    // Asked again, it replaces the set it now reads.
+    let (deps, meta) = w.at(T0 + 90);
+    let fresh =
+        block_on(deps.regenerate_backup_codes(&meta, rng, token, with_code(&totp(&on.secret, T0 + 90)))).unwrap();
+    assert_eq!(fresh.backup_codes.len(), 10);
+    assert_eq!(stored(&w).len(), 10);
+    assert!(!stored(&w).contains(&"racing-tag".to_string()));
+}
+
 #[test]
 fn the_last_backup_code_leaves_totp_as_the_only_method() {
     let w = busy_world();

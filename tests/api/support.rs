@@ -691,7 +691,7 @@ impl MfaStore for MemStore {
         if self.mfa_on(caller.user_id) {
             return Ok(Some(false));
         }
-        let pending = StoredTotp { sealed: sealed.to_string(), confirmed: false, last_step: None };
+        let pending = StoredTotp { sealed: sealed.to_string(), confirmed: false, last_step: None, backup_set: None };
         self.totp.borrow_mut().insert(caller.user_id.clone(), pending);
         Ok(Some(true))
     }
@@ -743,13 +743,20 @@ impl MfaStore for MemStore {
             None => Ok(false),
         }
     }
-    async fn replace_backup_codes(&self, caller: &LiveSession<'_>, hashes: &[String]) -> Result<Option<bool>> {
+    async fn replace_backup_codes(
+        &self,
+        caller: &LiveSession<'_>,
+        read_set: Option<&str>,
+        new_set: &str,
+        hashes: &[String],
+    ) -> Result<Option<bool>> {
         self.check()?;
         if !self.session_live(caller) {
             return Ok(None);
         }
-        if !self.mfa_on(caller.user_id) {
-            return Ok(Some(false));
+        match self.totp.borrow_mut().get_mut(caller.user_id) {
+            Some(t) if t.confirmed && t.backup_set.as_deref() == read_set => t.backup_set = Some(new_set.to_string()),
+            _ => return Ok(Some(false)),
         }
         let mut codes = self.backup_codes.borrow_mut();
         codes.retain(|(id, _)| id != caller.user_id);

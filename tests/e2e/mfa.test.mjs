@@ -409,6 +409,35 @@ describe("turning TOTP off and resetting it", () => {
 });
 
 describe("backup codes and takeovers", () => {
+  test("racing regenerations: each answer is a set or a refusal, and exactly one set handed out works", async (t) => {
+    const email = mail("race");
+    const { session, backupCodes } = await accountWithTotp(gw, email);
+    const answers = await Promise.all(
+      backupCodes.slice(0, 4).map((backup_code) =>
+        authed(`${gw.url}/auth/mfa/backup-codes`, session.access_token, { method: "POST", body: { backup_code } }),
+      ),
+    );
+    const sets = [];
+    const refused = [];
+    for (const res of answers) {
+      if (res.status === 200) sets.push((await json(res)).backup_codes);
+      // Lost the race after reading the same set (409), or its backup code went with the set a winner replaced (401).
+      else if (res.status === 409) refused.push((await assertProblem(res, 409, "backup_codes_changed")).code);
+      else refused.push((await assertProblem(res, 401, "invalid_code")).code);
+    }
+    t.diagnostic(`${sets.length} of 4 racing regenerations handed out codes; refused: ${refused.join(", ") || "none"}`);
+    assert.ok(sets.length >= 1);
+    const me = await json(await authed(`${gw.url}/auth/me`, session.access_token));
+    assert.equal(me.mfa.backup_codes_left, 10, "one whole set stored");
+    // Exactly one of the sets handed out works: the one stored (any other was replaced after it was shown).
+    let working = 0;
+    for (const set of sets) {
+      const step = await assertSecondStep(await login(gw, email));
+      if ((await verify(gw, { mfa_token: step.mfa_token, backup_code: set[0] })).status === 200) working += 1;
+    }
+    assert.equal(working, 1);
+  });
+
   test("new backup codes for a current code: the old ones die, the new ones work once", async () => {
     const email = mail("codes");
     const { session, app, backupCodes } = await accountWithTotp(gw, email);

@@ -141,6 +141,14 @@ fn mfa_not_enabled() -> Error {
     Error::Conflict { code: "mfa_not_enabled", detail: "no second factor is on for this account".into() }
 }
 
+/// A regeneration that lost to a racing one (409).
+fn backup_codes_changed() -> Error {
+    Error::Conflict {
+        code: "backup_codes_changed",
+        detail: "another request replaced the backup codes meanwhile; use the codes it returned, or ask again".into(),
+    }
+}
+
 fn mfa_already_enabled() -> Error {
     Error::Conflict {
         code: "mfa_already_enabled",
@@ -411,10 +419,15 @@ where
             return Err(mfa_not_enabled());
         }
         self.check_second_factor(meta, rng, &user, &factors, &proof).await?;
+        let read_set = factors.totp.as_ref().and_then(|t| t.backup_set.as_deref());
         let (codes, hashes) = new_backup_codes(rng, &self.backup_key(), &user.id);
+        let new_set = ids::uuid(rng);
         let caller = self.live_session(meta, &p);
-        match self.store.replace_backup_codes(&caller, &hashes).await? {
+        match self.store.replace_backup_codes(&caller, read_set, &new_set, &hashes).await? {
             Some(true) => Ok(BackupCodes { backup_codes: codes }),
+            // TOTP went off, or a racing request replaced the set first: its
+            // codes are the ones that work, and these are never shown.
+            Some(false) if self.store.mfa_factors(&user.id).await?.required() => Err(backup_codes_changed()),
             Some(false) => Err(mfa_not_enabled()),
             None => Err(self.refused_write(&caller).await),
         }

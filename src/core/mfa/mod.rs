@@ -77,6 +77,9 @@ pub struct StoredTotp {
     pub confirmed: bool,
     /// The last time step accepted, if any.
     pub last_step: Option<u64>,
+    /// The id of its set of backup codes (`None`: the set its confirmation
+    /// made), which a regeneration replaces only if it is still this one.
+    pub backup_set: Option<String>,
 }
 
 /// An account's second factors as stored.
@@ -251,7 +254,7 @@ mod tests {
 
     #[test]
     fn methods_list_what_can_finish_a_sign_in() {
-        let pending = StoredTotp { sealed: "s".into(), confirmed: false, last_step: None };
+        let pending = StoredTotp { sealed: "s".into(), confirmed: false, last_step: None, backup_set: None };
         let on = StoredTotp { confirmed: true, ..pending.clone() };
         assert_eq!(StoredFactors::default().methods(), vec![]);
         assert_eq!(StoredFactors { totp: Some(pending), backup_codes: 3, passkeys: 0 }.methods(), vec![]);

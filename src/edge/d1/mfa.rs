@@ -30,6 +30,7 @@ struct TotpRow {
     secret: String,
     confirmed_at: Option<i64>,
     last_step: Option<i64>,
+    backup_set: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -95,7 +96,8 @@ impl MfaStore for D1Store {
     async fn mfa_factors(&self, user_id: &UserId) -> Result<StoredFactors> {
         // One batch, one snapshot: the TOTP, the codes and the passkeys agree.
         let id = [text(user_id.as_str())];
-        let totp = self.stmt("SELECT secret, confirmed_at, last_step FROM mfa_totp WHERE user_id = ?1", &id)?;
+        let totp =
+            self.stmt("SELECT secret, confirmed_at, last_step, backup_set FROM mfa_totp WHERE user_id = ?1", &id)?;
         let codes = self.stmt("SELECT COUNT(*) AS total FROM mfa_backup_codes WHERE user_id = ?1", &id)?;
         let passkeys = self.stmt("SELECT COUNT(*) AS total FROM passkeys WHERE user_id = ?1", &id)?;
         let results = self.batch(vec![totp, codes, passkeys]).await?;
@@ -106,6 +108,7 @@ impl MfaStore for D1Store {
             sealed: r.secret,
             confirmed: r.confirmed_at.is_some(),
             last_step: r.last_step.and_then(|s| u64::try_from(s).ok()),
+            backup_set: r.backup_set,
         });
         let backup_codes = codes.results::<CountRow>().or_unavailable(D1)?.first().map_or(0, |r| r.total);
         let passkeys = passkeys.results::<CountRow>().or_unavailable(D1)?.first().map_or(0, |r| r.total);
@@ -204,27 +207,47 @@ impl MfaStore for D1Store {
         Ok(n == 1)
     }
 
-    async fn replace_backup_codes(&self, caller: &LiveSession<'_>, hashes: &[String]) -> Result<Option<bool>> {
-        let (live, on) = (session_is_live(2, 1, 3, 4), mfa_on(1));
+    async fn replace_backup_codes(
+        &self,
+        caller: &LiveSession<'_>,
+        read_set: Option<&str>,
+        new_set: &str,
+        hashes: &[String],
+    ) -> Result<Option<bool>> {
+        let live = session_is_live(2, 1, 3, 4);
+        // Every statement is conditioned on the set as it stands before the
+        // last one, which alone changes it: all happen, or none.
+        let current =
+            "EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = ?1 AND confirmed_at IS NOT NULL AND backup_set IS ?5)";
         let [uid, sid, now, age] = caller_args(caller);
-        let args = [uid, sid, now, age, json_list(hashes)];
+        let args = [uid, sid, now, age, opt_text(read_set), json_list(hashes), text(new_set)];
         let stmts = vec![
-            self.stmt(&format!("DELETE FROM mfa_backup_codes WHERE user_id = ?1 AND {on} AND {live}"), &args[..4])?,
+            self.stmt(
+                &format!("DELETE FROM mfa_backup_codes WHERE user_id = ?1 AND {current} AND {live}"),
+                &args[..5],
+            )?,
             self.stmt(
                 &format!(
                     "INSERT INTO mfa_backup_codes (user_id, hash, created_at) \
-                     SELECT ?1, value, ?3 FROM json_each(?5) WHERE {on} AND {live}"
+                     SELECT ?1, value, ?3 FROM json_each(?6) WHERE {current} AND {live}"
+                ),
+                &args[..6],
+            )?,
+            self.stmt(
+                &format!(
+                    "UPDATE mfa_totp SET backup_set = ?7 \
+                     WHERE user_id = ?1 AND confirmed_at IS NOT NULL AND backup_set IS ?5 AND {live}"
                 ),
                 &args,
             )?,
             self.stmt(&format!("SELECT {live} AS total"), &args[..4])?,
         ];
         let results = self.batch(stmts).await?;
-        let (Some(inserted), Some(check)) = (results.get(1), results.get(2)) else {
+        let (Some(replaced), Some(check)) = (results.get(2), results.get(3)) else {
             return Err(D1.failed("short batch result"));
         };
         let live = check.results::<CountRow>().or_unavailable(D1)?.first().is_some_and(|r| r.total != 0);
-        Ok(live.then_some(changes(inserted)? > 0))
+        Ok(live.then_some(changes(replaced)? > 0))
     }
 
     async fn remove_factors(&self, caller: &LiveSession<'_>, reason: &str) -> Result<Option<FactorsRemoved>> {
