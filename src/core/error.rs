@@ -83,6 +83,9 @@ pub enum Error {
         /// The media type expected.
         expected: &'static str,
     },
+    /// A request body in a content coding the API does not decode, e.g.
+    /// `Content-Encoding: gzip` (415, RFC 9110 §15.5.16).
+    UnsupportedContentEncoding,
     /// A request that cannot be served as sent (400), e.g. a `redirect_to`
     /// off the allowlist (`invalid_redirect`).
     BadRequest {
@@ -357,6 +360,12 @@ impl Error {
                 "unsupported_media_type",
                 "Unsupported media type",
                 format!("the request body must be {expected}"),
+            ),
+            Self::UnsupportedContentEncoding => Problem::new(
+                415,
+                "unsupported_content_encoding",
+                "Unsupported media type",
+                "the request body must not be compressed: send it without a Content-Encoding",
             ),
             Self::BadRequest { code, detail } => Problem::new(400, code, "Bad request", detail.clone()),
             Self::PayloadTooLarge { limit_bytes } => Problem::new(

@@ -135,6 +135,7 @@ pub async fn read_optional_json<T: DeserializeOwned>(req: &Request) -> Result<Op
         let bytes = read_raw(req).await?;
         if !bytes.iter().all(u8::is_ascii_whitespace) {
             require_json(req)?;
+            require_identity_coding(req)?;
         }
         bytes
     } else {
@@ -156,6 +157,7 @@ pub async fn read_form(req: &Request) -> Result<crate::core::ui::forms::Form, Er
     if !ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case(FORM_MEDIA_TYPE) {
         return Err(Error::UnsupportedMediaType { expected: FORM_MEDIA_TYPE });
     }
+    require_identity_coding(req)?;
     if let Some(len) = header(req, "content-length") {
         if len.trim().parse::<u64>().map_or(true, |n| n > MAX_JSON_BODY_BYTES as u64) {
             return Err(Error::PayloadTooLarge { limit_bytes: MAX_JSON_BODY_BYTES });
@@ -173,6 +175,7 @@ pub async fn read_oauth_form(req: &Request) -> Result<Vec<u8>, Error> {
     if !media.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
         return Err(Error::InvalidRequest("the body must be application/x-www-form-urlencoded".into()));
     }
+    require_identity_coding(req)?;
     if let Some(len) = header(req, "content-length") {
         match len.trim().parse::<u64>() {
             Ok(n) if n <= MAX_JSON_BODY_BYTES as u64 => {}
@@ -184,6 +187,17 @@ pub async fn read_oauth_form(req: &Request) -> Result<Vec<u8>, Error> {
         return Ok(Vec::new());
     }
     read_raw(req).await
+}
+
+/// Refuses a body in a content coding (`Content-Encoding: gzip`, …): the
+/// API reads bodies as sent (415 `unsupported_content_encoding`).
+fn require_identity_coding(req: &Request) -> Result<(), Error> {
+    match header(req, "content-encoding") {
+        Some(v) if !v.trim().is_empty() && !v.trim().eq_ignore_ascii_case("identity") => {
+            Err(Error::UnsupportedContentEncoding)
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Refuses a body whose content type is not `application/json`.
@@ -198,6 +212,7 @@ fn require_json(req: &Request) -> Result<(), Error> {
 
 async fn read_body(req: &Request) -> Result<Vec<u8>, Error> {
     require_json(req)?;
+    require_identity_coding(req)?;
     let too_large = Error::PayloadTooLarge { limit_bytes: MAX_JSON_BODY_BYTES };
     if let Some(len) = header(req, "content-length") {
         match len.trim().parse::<u64>() {

@@ -6,6 +6,7 @@
 // sessions, roles and emailed-token tables are compared before and after).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import zlib from "node:zlib";
 import { startGateway, post, json, randomEmail } from "./harness.mjs";
 import { d1, grantRole } from "./lib/d1.mjs";
 
@@ -58,9 +59,10 @@ const ENDPOINTS = [
   { path: () => `/auth/admin/users/${victimId}/roles/editor`, body: () => ({}), strings: [], required: [], auth: "admin" },
 ];
 
-function send(ep, body, { contentType = "application/json", raw = false } = {}) {
+function send(ep, body, { contentType = "application/json", raw = false, encoding } = {}) {
   const headers = {};
   if (contentType) headers["content-type"] = contentType;
+  if (encoding) headers["content-encoding"] = encoding;
   if (ep.auth === "user") headers.authorization = `Bearer ${user.access_token}`;
   if (ep.auth === "admin") headers.authorization = `Bearer ${admin.access_token}`;
   const path = typeof ep.path === "function" ? ep.path() : ep.path;
@@ -117,6 +119,9 @@ for (const ep of ENDPOINTS) {
     for (const ct of ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/jsonp"]) {
       await assert4xx(await send(ep, ep.body(), { contentType: ct }), `content type ${ct}`, 415);
     }
+    const gzipped = zlib.gzipSync(JSON.stringify(ep.body()));
+    const coded = await assert4xx(await send(ep, gzipped, { raw: true, encoding: "gzip" }), "a gzip body", 415);
+    assert.equal(coded.code, "unsupported_content_encoding");
     await assert4xx(await send(ep, "x".repeat(BODY_LIMIT + 1)), "oversized body", 413);
     await assert4xx(await send(ep, { ...ep.body(), pad: "y".repeat(BODY_LIMIT) }), "oversized JSON body", 413);
     for (const scalar of ["42", '"text"', "true", "[]", '[{"email": "a@b.c"}]']) {
