@@ -241,7 +241,8 @@ pub struct Problem {
     pub status: u16,
     /// Stable machine-readable code (the `code` member).
     pub code: &'static str,
-    /// Short summary of the problem type.
+    /// Short summary of the problem type, for people (a hosted page's
+    /// heading); the body's `title` is the status phrase ([`status_phrase`]).
     pub title: &'static str,
     /// Human-readable explanation of this occurrence.
     pub detail: String,
@@ -270,10 +271,34 @@ impl Problem {
             detail: &'a str,
             code: &'static str,
         }
-        let body =
-            Body { kind: "about:blank", title: self.title, status: self.status, detail: &self.detail, code: self.code };
+        // With `type` "about:blank", RFC 9457 §4.2.1 wants the status
+        // phrase as `title`; `code` and `detail` say what happened.
+        let title = status_phrase(self.status);
+        let body = Body { kind: "about:blank", title, status: self.status, detail: &self.detail, code: self.code };
         // A struct of strings and an integer always serialises.
         serde_json::to_string(&body).unwrap_or_default()
+    }
+}
+
+/// The reason phrase RFC 9110 gives `status`, for every status a problem
+/// has; "Error" for any other.
+pub fn status_phrase(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        413 => "Content Too Large",
+        415 => "Unsupported Media Type",
+        422 => "Unprocessable Content",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Error",
     }
 }
 
@@ -520,6 +545,21 @@ mod tests {
         let p = Error::InvalidToken(TokenError::Revoked).problem();
         assert_eq!((p.status, p.code), (401, "token_revoked"));
         assert!(p.www_authenticate.unwrap().contains("error=\"invalid_token\""));
+    }
+
+    /// RFC 9457 §4.2.1: with `type` "about:blank", the title is the status
+    /// phrase — for every status a problem is made with.
+    #[test]
+    fn the_title_is_the_status_phrase() {
+        for status in [400, 401, 403, 404, 405, 409, 413, 415, 422, 429, 500, 502, 503, 504] {
+            assert_ne!(status_phrase(status), "Error", "{status}");
+        }
+        let body: serde_json::Value = serde_json::from_str(&Error::InvalidCredentials.problem().body()).unwrap();
+        assert_eq!(body["title"], "Unauthorized");
+        assert_eq!(body["type"], "about:blank");
+        let body: serde_json::Value =
+            serde_json::from_str(&Error::PayloadTooLarge { limit_bytes: 1 }.problem().body()).unwrap();
+        assert_eq!(body["title"], "Content Too Large");
     }
 
     #[test]

@@ -84,12 +84,11 @@ export class AssertionError extends Error {
   }
 }
 
-const TITLES = /** @type {Record<string, string>} */ ({
-  missing_assertion: "Missing assertion",
-  invalid_assertion: "Invalid assertion",
-  assertion_expired: "Assertion expired",
-  insufficient_role: "Insufficient role",
-  jwks_unavailable: "Signing keys unavailable",
+/** The `title` of a problem with `type` "about:blank": its status phrase (RFC 9457 §4.2.1). */
+const TITLES = /** @type {Record<number, string>} */ ({
+  401: "Unauthorized",
+  403: "Forbidden",
+  503: "Service Unavailable",
 });
 
 const missing = () => new AssertionError("missing_assertion", 401, "no X-Auth-Assertion header: requests must come through the gateway");
@@ -111,7 +110,7 @@ export function problemResponse(err) {
   else if (err.status === 403) headers["www-authenticate"] = `${REALM}, error="insufficient_scope", error_description="${description}"`;
   const body = JSON.stringify({
     type: "about:blank",
-    title: TITLES[err.code] ?? "Error",
+    title: TITLES[err.status] ?? "Error",
     status: err.status,
     detail: err.detail,
     code: err.code,

@@ -288,7 +288,7 @@ test("refusals render as problem+json with an RFC 6750 challenge", () => {
   const bad = problemResponse(new AssertionError("invalid_assertion", 401, 'bad "sig"'));
   assert.equal(bad.headers["www-authenticate"], 'Bearer realm="portcullis", error="invalid_token", error_description="bad sig"');
   assert.equal(bad.headers["content-type"], "application/problem+json");
-  assert.deepEqual(JSON.parse(bad.body), { type: "about:blank", title: "Invalid assertion", status: 401, detail: 'bad "sig"', code: "invalid_assertion" });
+  assert.deepEqual(JSON.parse(bad.body), { type: "about:blank", title: "Unauthorized", status: 401, detail: 'bad "sig"', code: "invalid_assertion" });
   const role = problemResponse(new AssertionError("insufficient_role", 403, "needs admin"));
   assert.match(role.headers["www-authenticate"], /error="insufficient_scope"/);
   const down = problemResponse(new AssertionError("jwks_unavailable", 503, "down"));

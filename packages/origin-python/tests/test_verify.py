@@ -365,6 +365,6 @@ def test_refusals_carry_problem_bodies_and_rfc_6750_challenges():
     assert missing.www_authenticate == 'Bearer realm="portcullis"'
     bad = PortcullisError("invalid_assertion", 401, 'bad "sig"')
     assert bad.www_authenticate == 'Bearer realm="portcullis", error="invalid_token", error_description="bad sig"'
-    assert bad.problem() == {"type": "about:blank", "title": "Invalid assertion", "status": 401, "detail": 'bad "sig"', "code": "invalid_assertion"}
+    assert bad.problem() == {"type": "about:blank", "title": "Unauthorized", "status": 401, "detail": 'bad "sig"', "code": "invalid_assertion"}
     assert 'error="insufficient_scope"' in PortcullisError("insufficient_role", 403, "x").www_authenticate
     assert PortcullisError("jwks_unavailable", 503, "down").www_authenticate is None

@@ -36,13 +36,9 @@ _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\Z")
 _REALM = 'Bearer realm="portcullis"'
 _ALGS = ("EdDSA", "ES256")
 
-_TITLES = {
-    "missing_assertion": "Missing assertion",
-    "invalid_assertion": "Invalid assertion",
-    "assertion_expired": "Assertion expired",
-    "insufficient_role": "Insufficient role",
-    "jwks_unavailable": "Signing keys unavailable",
-}
+# The ``title`` of a problem with ``type`` "about:blank": its status phrase
+# (RFC 9457 section 4.2.1).
+_TITLES = {401: "Unauthorized", 403: "Forbidden", 503: "Service Unavailable"}
 
 
 class PortcullisError(Exception):
@@ -74,7 +70,7 @@ class PortcullisError(Exception):
         """The RFC 9457 problem+json body."""
         return {
             "type": "about:blank",
-            "title": _TITLES.get(self.code, "Error"),
+            "title": _TITLES.get(self.status, "Error"),
             "status": self.status,
             "detail": self.detail,
             "code": self.code,
