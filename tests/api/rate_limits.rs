@@ -223,6 +223,18 @@ fn interleaved_logins(w: &Rc<World>, answers: &Rc<RefCell<Vec<Result<(), Error>>
 }
 
 #[test]
+fn without_a_backoff_logins_are_neither_counted_nor_refused() {
+    let w = World::new(&[("RATE_LIMITS", r#"{"login": {"email": "off", "ip": "off"}}"#), ("LOGIN_BACKOFF", "off")]);
+    let mut rng = TestRandom(9);
+    signup_at(&w, &mut rng, 1_000, "ada@example.com", "correct horse battery");
+    for _ in 0..10 {
+        assert_eq!(code(login_at(&w, &mut rng, 1_001, "ada@example.com", "wrong password!")), "invalid_credentials");
+    }
+    login_at(&w, &mut rng, 1_001, "ada@example.com", "correct horse battery").unwrap();
+    assert!(w.store.login_failures.borrow().is_empty());
+}
+
+#[test]
 fn a_broken_counter_store_fails_closed() {
     let w = World::new(&[]);
     let mut rng = TestRandom(7);
