@@ -20,7 +20,7 @@ use crate::core::mail::{BindingError, MimeEmail};
 use crate::core::mfa::{Challenge, FactorsRemoved, FactorsReset, StoredFactors};
 use crate::core::outbound::{HttpReply, HttpRequest, SendError};
 use crate::core::passkey::{Passkey, PasskeyAdded, PasskeyChallenge, PublicKey};
-use crate::core::rate_limit::{Count, Hit};
+use crate::core::rate_limit::{Backoff, Count, Hit};
 use crate::core::revocation::{RevocationPage, Standing};
 use crate::core::session::{LiveSession, RotateRequest, Rotation, Session, SignInBasis};
 use crate::core::signing_keys::{Kid, SigningAlg, SigningKey, StoredKey};
@@ -209,12 +209,25 @@ pub trait RateLimitStore {
     /// over (its refusal was reported once and must not be again), and a
     /// later window owes nothing.
     async fn unhit(&self, key: &str, resets_at: UnixTime, limit: u32) -> Result<()>;
-    /// Consecutive failed logins for `email` and the time of the last one.
-    async fn login_failures(&self, email: &str) -> Result<Option<(u32, UnixTime)>>;
-    /// Counts a failed login for `email`; failures older than `forget_before`
-    /// are forgotten first.
-    async fn record_login_failure(&self, email: &str, now: UnixTime, forget_before: UnixTime) -> Result<()>;
-    /// Forgets the failed logins of `email` (after a success or a reset).
+    /// Admits a login attempt for `email` at `now` if `backoff` lets it in,
+    /// and counts it as a failure (the record's failures plus one, the last
+    /// at `now`) before any password is checked, in one atomic write: so
+    /// concurrent attempts are admitted exactly as if they came one after
+    /// another, never more than the back-off allows. A record whose last
+    /// failure is at or before `forget_before` is forgotten (the attempt is
+    /// admitted and counts as the first). Admitted exactly when
+    /// [`Backoff::wait`] is `None` for the record. `Ok(None)`: admitted and
+    /// counted; `Ok(Some((failures, last failure)))`: refused, with the
+    /// record that refused it, and nothing written.
+    async fn count_login_attempt(
+        &self,
+        email: &str,
+        backoff: &Backoff,
+        now: UnixTime,
+        forget_before: UnixTime,
+    ) -> Result<Option<(u32, UnixTime)>>;
+    /// Forgets the failed logins of `email` (after a success, whose attempt
+    /// was counted, or a reset).
     async fn clear_login_failures(&self, email: &str) -> Result<()>;
 }
 

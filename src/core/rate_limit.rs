@@ -234,7 +234,7 @@ impl Backoff {
             return 0;
         }
         let doublings = failures - self.free_failures;
-        let factor = 1u64.checked_shl(doublings.min(40)).unwrap_or(u64::MAX);
+        let factor = 1u64.checked_shl(doublings.min(MAX_DOUBLINGS)).unwrap_or(u64::MAX);
         self.base_delay_secs.saturating_mul(factor).min(self.max_delay_secs)
     }
 
@@ -248,7 +248,34 @@ impl Backoff {
         let delay = i64::try_from(self.delay_secs(failures)).unwrap_or(i64::MAX);
         (since < delay).then(|| u64::try_from(delay - since).unwrap_or(1).max(1))
     }
+
+    /// [`Self::delay_secs`] as a table, for a store that decides admission
+    /// in its own write (D1 builds a SQL `CASE` from it): `(failures,
+    /// delay)` for each count from `free_failures` up to the first whose
+    /// delay is the one every larger count has, which comes last (`rest`);
+    /// fewer than `free_failures` failures wait nothing. Delays are in
+    /// whole seconds, as [`Self::wait`] compares them (beyond `i64`, the
+    /// largest `i64`). At most [`MAX_DOUBLINGS`] rows: the doubling stops
+    /// there.
+    pub fn delay_table(&self) -> (Vec<(u32, i64)>, i64) {
+        let clamped = |failures: u32| i64::try_from(self.delay_secs(failures)).unwrap_or(i64::MAX);
+        let rest = clamped(u32::MAX);
+        let mut rows = Vec::new();
+        for doublings in 0..MAX_DOUBLINGS {
+            let Some(failures) = self.free_failures.checked_add(doublings) else { break };
+            let delay = clamped(failures);
+            if delay == rest {
+                break;
+            }
+            rows.push((failures, delay));
+        }
+        (rows, rest)
+    }
 }
+
+/// Doublings of the back-off's delay after which it stops growing (when
+/// its cap has not stopped it before).
+pub const MAX_DOUBLINGS: u32 = 40;
 
 /// The window of the daily cap on failed email codes.
 pub const OTP_FAILURE_WINDOW_SECS: u64 = 86_400;
@@ -818,5 +845,54 @@ mod tests {
         assert_eq!(b.wait(7, t, UnixTime(t.0 + 8)), None);
         assert_eq!(b.wait(4, t, t), None);
         assert_eq!(b.wait(30, t, UnixTime(t.0 + 86_400)), None);
+    }
+
+    /// Looks `failures` up in [`Backoff::delay_table`] as the SQL `CASE`
+    /// built from it does (`failures < free` admits, as its own clause).
+    fn table_delay(b: &Backoff, failures: u32) -> i64 {
+        if failures < b.free_failures {
+            return 0;
+        }
+        let (rows, rest) = b.delay_table();
+        rows.iter().find(|(n, _)| *n == failures).map_or(rest, |(_, d)| *d)
+    }
+
+    #[test]
+    fn the_delay_table_is_delay_secs_for_every_count() {
+        let backoffs = [
+            Backoff::default(),
+            Backoff { free_failures: 0, base_delay_secs: 1, max_delay_secs: 1 },
+            Backoff { free_failures: 2, base_delay_secs: 10, max_delay_secs: 60 },
+            Backoff { free_failures: 3, base_delay_secs: 7, max_delay_secs: 100 },
+            Backoff { free_failures: 1_000, base_delay_secs: 1, max_delay_secs: 86_400 },
+            // Outside what LOGIN_BACKOFF accepts: the table still holds.
+            Backoff { free_failures: 0, base_delay_secs: 0, max_delay_secs: 0 },
+            Backoff { free_failures: 1, base_delay_secs: 3, max_delay_secs: u64::MAX },
+            Backoff { free_failures: 2, base_delay_secs: u64::MAX / 2, max_delay_secs: u64::MAX },
+            Backoff { free_failures: u32::MAX - 3, base_delay_secs: 2, max_delay_secs: 900 },
+        ];
+        for b in backoffs {
+            let (rows, rest) = b.delay_table();
+            assert!(rows.len() <= MAX_DOUBLINGS as usize, "{b:?}");
+            let counts = (0..b.free_failures.saturating_add(200).min(5_000))
+                .chain(b.free_failures.saturating_sub(5)..=b.free_failures.saturating_add(100))
+                .chain([u32::MAX - 1, u32::MAX]);
+            for n in counts {
+                let want = i64::try_from(b.delay_secs(n)).unwrap_or(i64::MAX);
+                assert_eq!(table_delay(&b, n), want, "{b:?} at {n}");
+            }
+            // The rows are what `wait` would refuse with: one second short of
+            // a row's delay refuses, the delay itself admits.
+            let t = UnixTime(1_000_000_000);
+            for (n, d) in rows.iter().copied().filter(|(_, d)| (1..86_400).contains(d)) {
+                assert_eq!(b.wait(n, t, UnixTime(t.0 + d - 1)), Some(1), "{b:?} at {n}");
+                assert_eq!(b.wait(n, t, UnixTime(t.0 + d)), None, "{b:?} at {n}");
+            }
+            assert!(rest >= rows.last().map_or(0, |(_, d)| *d));
+        }
+        // The defaults: 2, 4, … 512, then 900 for 14 failures and more.
+        let (rows, rest) = Backoff::default().delay_table();
+        assert_eq!(rows, (0..9).map(|i| (5 + i, 2i64 << i)).collect::<Vec<_>>());
+        assert_eq!(rest, 900);
     }
 }

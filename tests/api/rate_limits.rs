@@ -2,8 +2,10 @@
 
 use portcullis::core::error::Error;
 use portcullis::core::flows::{AuthResponse, EmailRequest};
-use portcullis::core::ports::RateLimitStore;
 use portcullis::core::time::UnixTime;
+
+use std::cell::RefCell;
+use std::rc::Rc;
 
 use serde_json::json;
 
@@ -138,7 +140,7 @@ fn consecutive_login_failures_back_off_until_a_success() {
     assert_eq!(w.events.count("rate_limit_exceeded"), 2);
     login_at(&w, &mut rng, 1_010, "ada@example.com", "correct horse battery").unwrap();
     // A success clears the record.
-    assert_eq!(block_on(w.store.login_failures("ada@example.com")).unwrap(), None);
+    assert_eq!(w.store.login_failures.borrow().get("ada@example.com"), None);
     for i in 0..5 {
         assert_eq!(
             code(login_at(&w, &mut rng, 1_100 + i, "ada@example.com", "wrong password!")),
@@ -173,11 +175,63 @@ fn the_backoff_is_capped_and_forgotten_after_a_day() {
         login_at(&w, &mut rng, now - 31, "x@example.com", "pw-pw-pw-pw").unwrap_err(),
         Error::RateLimited { retry_after_secs: 30 }
     );
-    let (failures, last) = block_on(w.store.login_failures("x@example.com")).unwrap().unwrap();
+    let (failures, last) = w.store.login_failures.borrow()["x@example.com"];
     assert_eq!((failures, last), (8, UnixTime(now - 61)));
     now += 86_400;
     assert_eq!(code(login_at(&w, &mut rng, now, "x@example.com", "wrong password!")), "invalid_credentials");
-    assert_eq!(block_on(w.store.login_failures("x@example.com")).unwrap().unwrap().0, 1);
+    assert_eq!(w.store.login_failures.borrow()["x@example.com"].0, 1);
+}
+
+/// Ten wrong-password logins for one account, all admitted (or not) before
+/// any of them has its password checked — each next one starts while the
+/// one before reads the account, after its admission, as concurrent
+/// requests interleave: exactly the five free failures get a password
+/// check, the other five wait as the sixth of a sequence does.
+#[test]
+fn interleaved_logins_get_no_more_password_checks_than_the_free_failures() {
+    let w = Rc::new(World::new(&[("RATE_LIMITS", r#"{"login": {"email": "off", "ip": "off"}}"#)]));
+    let mut rng = TestRandom(8);
+    signup_at(&w, &mut rng, 1_000, "ada@example.com", "correct horse battery");
+    let answers = Rc::new(RefCell::new(Vec::new()));
+    interleaved_logins(&w, &answers, 10)();
+    let answers = answers.take();
+    assert_eq!(answers.len(), 10);
+    let checked = answers.iter().filter(|a| **a == Err(Error::InvalidCredentials)).count();
+    let waiting = answers.iter().filter(|a| **a == Err(Error::RateLimited { retry_after_secs: 2 })).count();
+    assert_eq!((checked, waiting), (5, 5), "{answers:?}");
+    assert_eq!(w.store.login_failures.borrow()["ada@example.com"], (5, UnixTime(1_001)));
+    assert_eq!(w.events.count("rate_limit_exceeded"), 1);
+}
+
+/// A login that, once its account read starts the next (`left - 1` more),
+/// records its answer; a refused one, which reads nothing, starts the next
+/// itself.
+fn interleaved_logins(w: &Rc<World>, answers: &Rc<RefCell<Vec<Result<(), Error>>>>, left: u64) -> Box<dyn FnOnce()> {
+    let (w, answers) = (Rc::clone(w), Rc::clone(answers));
+    Box::new(move || {
+        if left == 0 {
+            return;
+        }
+        *w.store.after_user_read.borrow_mut() = Some(interleaved_logins(&w, &answers, left - 1));
+        let r = login_at(&w, &mut TestRandom(100 + left), 1_001, "ada@example.com", "wrong password!");
+        answers.borrow_mut().push(r.map(|_| ()));
+        let next = w.store.after_user_read.borrow_mut().take();
+        if let Some(next) = next {
+            next();
+        }
+    })
+}
+
+#[test]
+fn without_a_backoff_logins_are_neither_counted_nor_refused() {
+    let w = World::new(&[("RATE_LIMITS", r#"{"login": {"email": "off", "ip": "off"}}"#), ("LOGIN_BACKOFF", "off")]);
+    let mut rng = TestRandom(9);
+    signup_at(&w, &mut rng, 1_000, "ada@example.com", "correct horse battery");
+    for _ in 0..10 {
+        assert_eq!(code(login_at(&w, &mut rng, 1_001, "ada@example.com", "wrong password!")), "invalid_credentials");
+    }
+    login_at(&w, &mut rng, 1_001, "ada@example.com", "correct horse battery").unwrap();
+    assert!(w.store.login_failures.borrow().is_empty());
 }
 
 #[test]

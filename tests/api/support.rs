@@ -23,7 +23,7 @@ use portcullis::core::ports::{
     AccountStore, AuditLog, Courier, DeliveryLedger, EmailTokenStore, EventSink, KeyRing, KeyStore, LocalFuture,
     MfaStore, PasskeyStore, RateLimitStore, Result, RevocationStore, SessionStore, SigninHook, UserStore,
 };
-use portcullis::core::rate_limit::{Count, Hit};
+use portcullis::core::rate_limit::{Backoff, Count, Hit};
 use portcullis::core::revocation::{Revocation, RevocationPage, Revoked, Standing};
 use portcullis::core::session::{LiveSession, RotateRequest, Rotation, Session, SignInBasis};
 use portcullis::core::signing_keys::{Kek, KeyStatus, Kid, SigningAlg, SigningKey, StoredKey};
@@ -866,19 +866,22 @@ impl RateLimitStore for MemStore {
         }
         Ok(())
     }
-    async fn login_failures(&self, email: &str) -> Result<Option<(u32, UnixTime)>> {
-        self.check()?;
-        Ok(self.login_failures.borrow().get(email).copied())
-    }
-    async fn record_login_failure(&self, email: &str, now: UnixTime, forget_before: UnixTime) -> Result<()> {
+    async fn count_login_attempt(
+        &self,
+        email: &str,
+        backoff: &Backoff,
+        now: UnixTime,
+        forget_before: UnixTime,
+    ) -> Result<Option<(u32, UnixTime)>> {
         self.check()?;
         let mut m = self.login_failures.borrow_mut();
-        let e = m.entry(email.to_string()).or_insert((0, now));
-        if e.1 < forget_before {
-            e.0 = 0;
-        }
-        *e = (e.0 + 1, now);
-        Ok(())
+        let counted = match m.get(email).copied() {
+            Some((failures, last)) if backoff.wait(failures, last, now).is_some() => return Ok(Some((failures, last))),
+            Some((failures, last)) if last > forget_before => (failures + 1, last.max(now)),
+            _ => (1, now),
+        };
+        m.insert(email.to_string(), counted);
+        Ok(None)
     }
     async fn clear_login_failures(&self, email: &str) -> Result<()> {
         self.check()?;

@@ -2,7 +2,7 @@
 // defaults (RATE_LIMITS unset), exact counts under 50 concurrent requests
 // (one D1 upsert per key), 429 problem+json with Retry-After, one
 // `rate_limit_exceeded` event per window, no exemption for requests without
-// a usable client IP, IPv6 /64s counted together by their /48 (charged only
+// a usable client IP, the login back-off exact under concurrency, IPv6 /64s counted together by their /48 (charged only
 // for what each /64 admits), the daily
 // cap on failed email codes per address, refresh per session and the audit
 // listings per caller, and a RATE_LIMITS typo refusing to serve.
@@ -175,6 +175,22 @@ test("login back-off: after 5 failures the account must wait, even with the righ
       await res.arrayBuffer();
     }
   }
+});
+
+test("login back-off under concurrency: 10 wrong passwords at once from 10 IPs -> exactly the 5 free checked (401), 5 wait (429)", async () => {
+  // Defaults: 10 logins a minute per email, so only the back-off refuses.
+  const email = randomEmail("racer");
+  await signup(gw, email);
+  const started = Date.now();
+  const results = await burst(
+    Array.from({ length: 10 }, (_, i) => () => post(`${gw.url}/auth/login`, { email, password: "wrong password " + i }, from(freshIp()))),
+  );
+  assert.deepEqual(tally(results), { 401: 5, 429: 5 });
+  for (const r of results.filter((r) => r.status === 401)) assert.equal(r.body.code, "invalid_credentials");
+  // 2 s after the fifth failure, from the refused request's own clock (which
+  // may read a second the burst spans before that failure's).
+  const spread = Math.ceil((Date.now() - started) / 1000);
+  for (const r of results.filter((r) => r.status === 429)) assertRateLimited(r, 2 + spread);
 });
 
 test("50 concurrent logins for one account from 50 IPs -> exactly 10 checked (401), 40 refused (429)", async () => {

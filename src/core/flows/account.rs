@@ -147,8 +147,9 @@ where
     pub async fn login(&self, meta: &Meta, rng: &mut impl Random, req: LoginRequest) -> Result<SignIn, Error> {
         let email = Email::parse(&req.email)?;
         self.throttle(meta, rng, Endpoint::Login, email.as_str()).await?;
-        // While the account's back-off lasts the password is not even looked at.
-        let had_failures = self.login_backoff(meta, rng, email.as_str()).await?;
+        // While the account's back-off lasts the password is not even looked
+        // at; an attempt it admits is counted as a failure from here on.
+        let counted = self.login_backoff(meta, rng, email.as_str()).await?;
         let password = match Password::presented(req.password, &self.config.password_policy) {
             Ok(p) => p,
             Err(e) => {
@@ -171,17 +172,17 @@ where
                     (Some(_), None) => "no_password",
                     _ => "invalid_password",
                 };
-                self.record_login_failure(meta, email.as_str()).await?;
                 self.login_failed(meta, rng, &email, reason).await?;
                 return Err(Error::InvalidCredentials);
             }
         };
+        // The right password: the attempt counted on admission was no failure.
+        if counted {
+            self.store.clear_login_failures(email.as_str()).await?;
+        }
         if user.banned {
             self.login_failed(meta, rng, &email, "banned").await?;
             return Err(banned());
-        }
-        if had_failures {
-            self.store.clear_login_failures(email.as_str()).await?;
         }
         if hash.needs_rehash(&self.config.hash_params) {
             let upgraded = PasswordHash::create(&password, &self.config.hash_params, rng.bytes::<16>())?;

@@ -193,29 +193,31 @@ where
         Err(Error::RateLimited { retry_after_secs: exceeded.retry_after_secs })
     }
 
-    /// Refuses a login for `email` while its back-off lasts (429 with the
-    /// seconds left; the first refusal of each back-off emits
-    /// `rate_limit_exceeded` with `key_type` `email` and `limit` the failures
-    /// allowed before it); `Ok(true)` when earlier failures are on record.
+    /// Admits a login for `email` under its back-off and counts it as a
+    /// failure right away, before the password is looked at, in one write
+    /// ([`RateLimitStore::count_login_attempt`]): concurrent attempts cannot
+    /// get past the free failures, as they could if each read the record
+    /// before its password check and counted its failure after it. While the
+    /// back-off lasts the attempt is refused with 429 and the seconds left;
+    /// the first refusal of each back-off emits `rate_limit_exceeded` with
+    /// `key_type` `email` and `limit` the failures allowed before it.
+    /// `Ok(true)`: counted, so a right password must clear the record;
+    /// `Ok(false)`: no back-off (`LOGIN_BACKOFF=off`), nothing counted.
     pub async fn login_backoff(&self, meta: &Meta, rng: &mut impl Random, email: &str) -> Result<bool, Error> {
         let Some(backoff) = self.config.rate_limits.backoff else { return Ok(false) };
-        let Some((failures, last)) = self.store.login_failures(email).await? else { return Ok(false) };
-        let Some(retry_after_secs) = backoff.wait(failures, last, meta.now) else { return Ok(failures > 0) };
+        let forget_before = meta.now.minus_secs(BACKOFF_MEMORY_SECS);
+        let Some((failures, last)) = self.store.count_login_attempt(email, &backoff, meta.now, forget_before).await?
+        else {
+            return Ok(true);
+        };
+        // The store refused: its wait, or (should the two clocks disagree) a second.
+        let retry_after_secs = backoff.wait(failures, last, meta.now).unwrap_or(1);
         let counts = self.store.hit(&[rate_limit::backoff_hit(email, last, retry_after_secs)], meta.now).await?;
         if counts.first().copied().flatten().is_some_and(|c| c.count == 1) {
             let event = limit_event(meta, Endpoint::Login, Some(email), backoff.free_failures, KeyType::Email);
             self.emit(meta, rng, vec![event]).await?;
         }
         Err(Error::RateLimited { retry_after_secs })
-    }
-
-    /// Counts a failed login for `email` towards its back-off.
-    pub async fn record_login_failure(&self, meta: &Meta, email: &str) -> Result<(), Error> {
-        if self.config.rate_limits.backoff.is_none() {
-            return Ok(());
-        }
-        let forget_before = meta.now.minus_secs(BACKOFF_MEMORY_SECS);
-        self.store.record_login_failure(email, meta.now, forget_before).await
     }
 }
 

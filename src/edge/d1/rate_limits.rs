@@ -1,12 +1,12 @@
 //! [`RateLimitStore`] on D1: fixed-window counters (`rate_limits`) and
-//! login failures (`login_failures`).
+//! the login back-off's failures (`login_failures`), counted on admission.
 
 use serde::Deserialize;
 
-use super::{changes, int, text, time, D1Store};
+use super::{changes, int, returned, text, time, D1Store};
 use crate::core::error::Error;
 use crate::core::ports::{RateLimitStore, Result};
-use crate::core::rate_limit::{Count, Hit};
+use crate::core::rate_limit::{Backoff, Count, Hit};
 use crate::core::time::UnixTime;
 use crate::edge::error::{Dependency::D1, EdgeResult};
 
@@ -108,26 +108,50 @@ impl RateLimitStore for D1Store {
         Ok(())
     }
 
-    async fn login_failures(&self, email: &str) -> Result<Option<(u32, UnixTime)>> {
-        let row = self
-            .first::<FailuresRow>(
-                "SELECT failures, last_failed_at FROM login_failures WHERE email = ?1",
-                &[text(email)],
-            )
-            .await?;
-        Ok(row.map(|r| (u32::try_from(r.failures).unwrap_or(u32::MAX), UnixTime(r.last_failed_at))))
-    }
-
-    async fn record_login_failure(&self, email: &str, now: UnixTime, forget_before: UnixTime) -> Result<()> {
-        self.run(
+    async fn count_login_attempt(
+        &self,
+        email: &str,
+        backoff: &Backoff,
+        now: UnixTime,
+        forget_before: UnixTime,
+    ) -> Result<Option<(u32, UnixTime)>> {
+        // One batch (a transaction): the upsert counts the attempt only when
+        // the record as it stands admits it — forgotten, within the free
+        // failures, or its delay over — and returns a row only then; the
+        // read gives the record that refused it otherwise. The delay is
+        // `Backoff::delay_secs` as a CASE over the failures, from its table.
+        // (A CASE needs a WHEN: a schedule whose first delay is its cap is that delay.)
+        let (rows, rest) = backoff.delay_table();
+        let delay = if rows.is_empty() {
+            rest.to_string()
+        } else {
+            let whens: String = rows.iter().map(|(failures, secs)| format!(" WHEN {failures} THEN {secs}")).collect();
+            format!("CASE login_failures.failures{whens} ELSE {rest} END")
+        };
+        let count = format!(
             "INSERT INTO login_failures (email, failures, last_failed_at) VALUES (?1, 1, ?2) \
              ON CONFLICT (email) DO UPDATE SET \
-               failures = CASE WHEN login_failures.last_failed_at < ?3 THEN 1 ELSE login_failures.failures + 1 END, \
-               last_failed_at = MAX(login_failures.last_failed_at, ?2)",
-            &[text(email), time(now), time(forget_before)],
-        )
-        .await?;
-        Ok(())
+               failures = CASE WHEN login_failures.last_failed_at <= ?3 THEN 1 ELSE login_failures.failures + 1 END, \
+               last_failed_at = MAX(login_failures.last_failed_at, ?2) \
+             WHERE login_failures.last_failed_at <= ?3 OR login_failures.failures < ?4 \
+               OR ?2 - login_failures.last_failed_at >= {delay} \
+             RETURNING failures"
+        );
+        let free = int(i64::from(backoff.free_failures));
+        let stmts = vec![
+            self.stmt(&count, &[text(email), time(now), time(forget_before), free])?,
+            self.stmt("SELECT failures, last_failed_at FROM login_failures WHERE email = ?1", &[text(email)])?,
+        ];
+        let results = self.batch(stmts).await?;
+        let [counted, record] = results.as_slice() else {
+            return Err(D1.failed("login attempt batch returned the wrong number of results"));
+        };
+        if returned(counted)? > 0 {
+            return Ok(None);
+        }
+        let rows = record.results::<FailuresRow>().or_unavailable(D1)?;
+        let r = rows.first().ok_or_else(|| D1.failed("a refused login attempt has no record"))?;
+        Ok(Some((u32::try_from(r.failures).unwrap_or(u32::MAX), UnixTime(r.last_failed_at))))
     }
 
     async fn clear_login_failures(&self, email: &str) -> Result<()> {
