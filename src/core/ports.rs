@@ -215,8 +215,10 @@ pub trait RateLimitStore {
     /// concurrent attempts are admitted exactly as if they came one after
     /// another, never more than the back-off allows. A record whose last
     /// failure is at or before `forget_before` is forgotten (the attempt is
-    /// admitted and counts as the first). Admitted exactly when
-    /// [`Backoff::wait`] is `None` for the record. `Ok(None)`: admitted and
+    /// admitted and counts as the first). Admitted exactly when the record
+    /// has fewer than the free failures or [`Backoff::wait`] is `None` for
+    /// it (the two differ only for a last failure stamped later than `now`
+    /// by a clock ahead of this one). `Ok(None)`: admitted and
     /// counted; `Ok(Some((failures, last failure)))`: refused, with the
     /// record that refused it, and nothing written.
     async fn count_login_attempt(
@@ -246,7 +248,8 @@ pub trait MfaStore {
     /// Turns the caller's enrolling TOTP on if its secret is still `sealed`
     /// (the one the code was checked against): marks it confirmed with
     /// `step` as its last used step, replaces the account's backup codes
-    /// with `backup_hashes`, and revokes every other live session of the
+    /// with `backup_hashes`, the set `backup_set` (see
+    /// [`MfaStore::replace_backup_codes`]), and revokes every other live session of the
     /// user (`reason`), in one write. `Ok(Some(revoked))`; `Ok(None)`,
     /// nothing written, when the session is not live or the enrolment is
     /// gone, replaced or already confirmed.
@@ -256,6 +259,7 @@ pub trait MfaStore {
         sealed: &str,
         step: u64,
         backup_hashes: &[String],
+        backup_set: &str,
         reason: &str,
     ) -> Result<Option<u64>>;
     /// Records `step` as the last used step of the account's TOTP if it is

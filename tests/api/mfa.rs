@@ -429,7 +429,9 @@ fn racing_backup_code_regenerations_hand_out_one_set() {
             now: UnixTime(T0 + 60),
             max_age_secs: 7_776_000,
         };
-        let r = block_on(store.replace_backup_codes(&caller, None, "racing-set", &["racing-tag".into()]));
+        let read = store.totp.borrow().get(&racer).unwrap().backup_set.clone();
+        assert!(read.is_some(), "the confirmation names its set");
+        let r = block_on(store.replace_backup_codes(&caller, read.as_deref(), "racing-set", &["racing-tag".into()]));
         assert_eq!(r.unwrap(), Some(true));
     }));
     let (deps, meta) = w.at(T0 + 60);
@@ -666,7 +668,9 @@ fn a_one_factor_sign_in_racing_totp_being_turned_on_gets_no_session() {
             max_age_secs: 7_776_000,
         };
         let sealed = store.totp.borrow().get(&uid).unwrap().sealed.clone();
-        assert!(block_on(store.confirm_totp(&caller, &sealed, step_at(UnixTime(T0)), &[], "test")).unwrap().is_some());
+        assert!(block_on(store.confirm_totp(&caller, &sealed, step_at(UnixTime(T0)), &[], "set", "test"))
+            .unwrap()
+            .is_some());
     }));
     let before = sessions(&w);
     let r = login(&w, rng, T0 + 1, ADA);

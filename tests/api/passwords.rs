@@ -156,3 +156,23 @@ fn change_without_a_token_is_401() {
     .unwrap_err();
     assert_eq!(err.problem().status, 401);
 }
+
+/// Guesses at the current password count towards the account's login
+/// back-off: after the free failures, a change is refused (429) even with the
+/// right password until the wait is over, and so is a login; a right one
+/// then clears the record.
+#[test]
+fn wrong_current_passwords_count_towards_the_login_backoff() {
+    let w = World::new(&[]);
+    let rng = &mut TestRandom(31);
+    let s = signup_at(&w, rng, 1_000, "ada@example.com", "password-1");
+    for _ in 0..5 {
+        let r = change(&w, rng, 1_001, &s.access_token, "wrong-guess", "password-2");
+        assert_eq!(code(r), "invalid_current_password");
+    }
+    let r = change(&w, rng, 1_001, &s.access_token, "password-1", "password-2");
+    assert_eq!(r.unwrap_err(), Error::RateLimited { retry_after_secs: 2 });
+    assert_eq!(code(login_at(&w, rng, 1_002, "ada@example.com", "password-1")), "rate_limited");
+    change(&w, rng, 1_003, &s.access_token, "password-1", "password-2").unwrap();
+    assert!(w.store.login_failures.borrow().get("ada@example.com").is_none(), "a right password clears the record");
+}

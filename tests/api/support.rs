@@ -701,6 +701,7 @@ impl MfaStore for MemStore {
         sealed: &str,
         step: u64,
         backup_hashes: &[String],
+        backup_set: &str,
         _reason: &str,
     ) -> Result<Option<u64>> {
         self.check()?;
@@ -713,6 +714,7 @@ impl MfaStore for MemStore {
                 Some(t) if !t.confirmed && t.sealed == sealed => {
                     t.confirmed = true;
                     t.last_step = Some(step);
+                    t.backup_set = Some(backup_set.to_string());
                 }
                 _ => return Ok(None),
             }
@@ -876,7 +878,11 @@ impl RateLimitStore for MemStore {
         self.check()?;
         let mut m = self.login_failures.borrow_mut();
         let counted = match m.get(email).copied() {
-            Some((failures, last)) if backoff.wait(failures, last, now).is_some() => return Ok(Some((failures, last))),
+            Some((failures, last))
+                if failures >= backoff.free_failures && backoff.wait(failures, last, now).is_some() =>
+            {
+                return Ok(Some((failures, last)))
+            }
             Some((failures, last)) if last > forget_before => (failures + 1, last.max(now)),
             _ => (1, now),
         };

@@ -351,10 +351,11 @@ where
             return Err(self.second_factor_failed(meta, rng, &user, Method::Totp).await);
         };
         let (codes, hashes) = new_backup_codes(rng, &self.backup_key(), &user.id);
+        let backup_set = ids::uuid(rng);
         let caller = self.live_session(meta, &p);
-        let Some(revoked) =
-            self.store.confirm_totp(&caller, &enrolling.sealed, step, &hashes, MFA_CHANGE_REVOKE_REASON).await?
-        else {
+        let confirmed =
+            self.store.confirm_totp(&caller, &enrolling.sealed, step, &hashes, &backup_set, MFA_CHANGE_REVOKE_REASON);
+        let Some(revoked) = confirmed.await? else {
             self.refund_code_attempt(charge).await;
             return match self.refused_write(&caller).await {
                 Error::Conflict { code: "account_changed", .. } => Err(mfa_not_enrolled()),

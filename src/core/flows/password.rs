@@ -135,7 +135,9 @@ where
     /// caller's other sessions are revoked and the account epoch moves (every
     /// emailed token dies) in the same write — refused with 409
     /// `account_changed` if the epoch moved after the current password was
-    /// checked. Emits `password_changed` and `session_revoked`.
+    /// checked. Emits `password_changed` and `session_revoked`. The current
+    /// password is checked under the account's login back-off (429 while it
+    /// lasts): each check counts as a failed login until it proves right.
     pub async fn change_password(
         &self,
         meta: &Meta,
@@ -154,8 +156,14 @@ where
             // it sets one through the reset link instead.
             None => return Err(wrong_current_password()),
         };
+        // A guess at the current password is a guess at the account's
+        // password: it counts towards the account's login back-off.
+        let counted = self.login_backoff(meta, rng, &user.email).await?;
         if !current.verify(&old) {
             return Err(wrong_current_password());
+        }
+        if counted {
+            self.store.clear_login_failures(&user.email).await?;
         }
         let hash = PasswordHash::create(&new, &self.config.hash_params, rng.bytes::<16>())?;
         let revoked = self

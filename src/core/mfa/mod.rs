@@ -77,8 +77,9 @@ pub struct StoredTotp {
     pub confirmed: bool,
     /// The last time step accepted, if any.
     pub last_step: Option<u64>,
-    /// The id of its set of backup codes (`None`: the set its confirmation
-    /// made), which a regeneration replaces only if it is still this one.
+    /// The id of its set of backup codes, made by its confirmation or its
+    /// last regeneration (`None`: a set older than the id), which a
+    /// regeneration replaces only if it is still this one.
     pub backup_set: Option<String>,
 }
 

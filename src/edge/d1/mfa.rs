@@ -146,6 +146,7 @@ impl MfaStore for D1Store {
         sealed: &str,
         step: u64,
         backup_hashes: &[String],
+        backup_set: &str,
         reason: &str,
     ) -> Result<Option<u64>> {
         // Every statement is conditioned on the enrolment as it stands before
@@ -153,7 +154,8 @@ impl MfaStore for D1Store {
         let live = session_is_live(2, 1, 3, 4);
         let pending = "EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = ?1 AND confirmed_at IS NULL AND secret = ?5)";
         let [uid, sid, now, age] = caller_args(caller);
-        let args = [uid, sid, now, age, text(sealed), json_list(backup_hashes), text(reason), int_u(step)];
+        let args =
+            [uid, sid, now, age, text(sealed), json_list(backup_hashes), text(reason), int_u(step), text(backup_set)];
         let stmts = vec![
             self.stmt(
                 &format!("DELETE FROM mfa_backup_codes WHERE user_id = ?1 AND {pending} AND {live}"),
@@ -176,7 +178,7 @@ impl MfaStore for D1Store {
             )?,
             self.stmt(
                 &format!(
-                    "UPDATE mfa_totp SET confirmed_at = ?3, last_step = ?8 \
+                    "UPDATE mfa_totp SET confirmed_at = ?3, last_step = ?8, backup_set = ?9 \
                      WHERE user_id = ?1 AND confirmed_at IS NULL AND secret = ?5 AND {live}"
                 ),
                 &args,
