@@ -252,11 +252,23 @@ pub struct Problem {
     pub retry_after_secs: Option<u64>,
     /// Value for `Allow`, on 405s.
     pub allow: Option<&'static str>,
+    /// Value for `Accept-Encoding`, on a 415 for a content coding (RFC
+    /// 9110 §15.5.16): the codings a body may come in.
+    pub accept_encoding: Option<&'static str>,
 }
 
 impl Problem {
     fn new(status: u16, code: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, code, title, detail: detail.into(), www_authenticate: None, retry_after_secs: None, allow: None }
+        Self {
+            status,
+            code,
+            title,
+            detail: detail.into(),
+            www_authenticate: None,
+            retry_after_secs: None,
+            allow: None,
+            accept_encoding: None,
+        }
     }
 
     /// The body: a JSON object with `type`, `title`, `status`, `detail` and
@@ -386,12 +398,16 @@ impl Error {
                 "Unsupported media type",
                 format!("the request body must be {expected}"),
             ),
-            Self::UnsupportedContentEncoding => Problem::new(
-                415,
-                "unsupported_content_encoding",
-                "Unsupported media type",
-                "the request body must not be compressed: send it without a Content-Encoding",
-            ),
+            Self::UnsupportedContentEncoding => {
+                let mut p = Problem::new(
+                    415,
+                    "unsupported_content_encoding",
+                    "Unsupported media type",
+                    "the request body must not be compressed: send it without a Content-Encoding",
+                );
+                p.accept_encoding = Some("identity");
+                p
+            }
             Self::BadRequest { code, detail } => Problem::new(400, code, "Bad request", detail.clone()),
             Self::PayloadTooLarge { limit_bytes } => Problem::new(
                 413,
@@ -560,6 +576,8 @@ mod tests {
         let body: serde_json::Value =
             serde_json::from_str(&Error::PayloadTooLarge { limit_bytes: 1 }.problem().body()).unwrap();
         assert_eq!(body["title"], "Content Too Large");
+        let p = Error::UnsupportedContentEncoding.problem();
+        assert_eq!((p.status, p.accept_encoding), (415, Some("identity")), "RFC 9110 §15.5.16");
     }
 
     #[test]

@@ -296,6 +296,9 @@ pub fn problem_body(p: &crate::core::error::Problem) -> JsResult<Response> {
     if let Some(methods) = p.allow {
         extra.push(("allow", methods.to_string()));
     }
+    if let Some(codings) = p.accept_encoding {
+        extra.push(("accept-encoding", codings.to_string()));
+    }
     js::respond(p.status, Some(&p.body()), Some("application/problem+json"), None, extra_headers(&extra).as_deref())
 }
 

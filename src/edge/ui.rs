@@ -959,7 +959,8 @@ impl Shown {
 fn problem_headers(p: &Problem) -> Vec<(&'static str, String)> {
     let retry = p.retry_after_secs.map(|s| ("retry-after", s.to_string()));
     let challenge = p.www_authenticate.clone().map(|c| ("www-authenticate", c));
-    retry.into_iter().chain(challenge).collect()
+    let codings = p.accept_encoding.map(|c| ("accept-encoding", c.to_string()));
+    retry.into_iter().chain(challenge).chain(codings).collect()
 }
 
 fn with_headers(answer: Answer, more: Vec<(&'static str, String)>) -> Answer {
