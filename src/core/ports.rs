@@ -211,14 +211,17 @@ pub trait RateLimitStore {
     async fn unhit(&self, key: &str, resets_at: UnixTime, limit: u32) -> Result<()>;
     /// Admits a login attempt for `email` at `now` if `backoff` lets it in,
     /// and counts it as a failure (the record's failures plus one, the last
-    /// at `now`) before any password is checked, in one atomic write: so
+    /// at `now` or a later one already stamped) before any password is
+    /// checked, in one atomic write: so
     /// concurrent attempts are admitted exactly as if they came one after
     /// another, never more than the back-off allows. A record whose last
     /// failure is at or before `forget_before` is forgotten (the attempt is
-    /// admitted and counts as the first). Admitted exactly when the record
-    /// has fewer than the free failures or [`Backoff::wait`] is `None` for
-    /// it (the two differ only for a last failure stamped later than `now`
-    /// by a clock ahead of this one). `Ok(None)`: admitted and
+    /// admitted and counts as the first). With `forget_before` `now` less
+    /// [`crate::core::rate_limit::BACKOFF_MEMORY_SECS`], as every caller
+    /// passes, admitted exactly when the record has fewer than the free
+    /// failures or [`Backoff::wait`] is `None` for it (the two differ only
+    /// for a last failure stamped later than `now` by a clock ahead of this
+    /// one). `Ok(None)`: admitted and
     /// counted; `Ok(Some((failures, last failure)))`: refused, with the
     /// record that refused it, and nothing written.
     async fn count_login_attempt(

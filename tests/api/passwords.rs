@@ -170,9 +170,28 @@ fn wrong_current_passwords_count_towards_the_login_backoff() {
         let r = change(&w, rng, 1_001, &s.access_token, "wrong-guess", "password-2");
         assert_eq!(code(r), "invalid_current_password");
     }
+    assert_eq!(w.events.count("login_failed"), 5);
+    assert_eq!(w.events.last_of("login_failed")["reason"], "invalid_current_password");
     let r = change(&w, rng, 1_001, &s.access_token, "password-1", "password-2");
     assert_eq!(r.unwrap_err(), Error::RateLimited { retry_after_secs: 2 });
+    assert_eq!(w.events.last_of("rate_limit_exceeded")["endpoint"], "login");
     assert_eq!(code(login_at(&w, rng, 1_002, "ada@example.com", "password-1")), "rate_limited");
     change(&w, rng, 1_003, &s.access_token, "password-1", "password-2").unwrap();
     assert!(w.store.login_failures.borrow().get("ada@example.com").is_none(), "a right password clears the record");
+}
+
+/// With the back-off off, a guess at the current password is still held to
+/// the login's per-email limit, as a login is.
+#[test]
+fn current_password_guesses_meet_the_login_limits_without_a_backoff() {
+    let w = World::new(&[("LOGIN_BACKOFF", "off"), ("RATE_LIMITS", r#"{"login": {"email": "3/1h", "ip": "off"}}"#)]);
+    let rng = &mut TestRandom(32);
+    let s = signup_at(&w, rng, 1_000, "ada@example.com", "password-1");
+    for _ in 0..3 {
+        assert_eq!(
+            code(change(&w, rng, 1_001, &s.access_token, "wrong-guess", "password-2")),
+            "invalid_current_password"
+        );
+    }
+    assert_eq!(code(change(&w, rng, 1_002, &s.access_token, "password-1", "password-2")), "rate_limited");
 }

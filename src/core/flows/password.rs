@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::core::emailed_secret::TokenKind;
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
+use crate::core::flows::account::login_failed_event;
 use crate::core::flows::{Accepted, Deps, EmailRequest, Meta, Recipient};
 use crate::core::ids::Random;
 use crate::core::password::{Password, PasswordHash};
@@ -136,8 +137,10 @@ where
     /// emailed token dies) in the same write — refused with 409
     /// `account_changed` if the epoch moved after the current password was
     /// checked. Emits `password_changed` and `session_revoked`. The current
-    /// password is checked under the account's login back-off (429 while it
-    /// lasts): each check counts as a failed login until it proves right.
+    /// password is checked as a login's is: under the login's rate limits
+    /// and the account's back-off (429), each check counted as a failed
+    /// login until it proves right, a wrong one emitting `login_failed`
+    /// (reason `invalid_current_password`).
     pub async fn change_password(
         &self,
         meta: &Meta,
@@ -157,9 +160,13 @@ where
             None => return Err(wrong_current_password()),
         };
         // A guess at the current password is a guess at the account's
-        // password: it counts towards the account's login back-off.
+        // password: it is held to the login's limits and back-off, and a
+        // wrong one is a failed login.
+        self.throttle(meta, rng, Endpoint::Login, &user.email).await?;
         let counted = self.login_backoff(meta, rng, &user.email).await?;
         if !current.verify(&old) {
+            let failed = login_failed_event(&user.email, "invalid_current_password", meta);
+            self.emit(meta, rng, vec![failed]).await?;
             return Err(wrong_current_password());
         }
         if counted {
