@@ -194,4 +194,8 @@ fn current_password_guesses_meet_the_login_limits_without_a_backoff() {
         );
     }
     assert_eq!(code(change(&w, rng, 1_002, &s.access_token, "password-1", "password-2")), "rate_limited");
+    let ev = w.events.last_of("rate_limit_exceeded");
+    assert_eq!((&ev["endpoint"], &ev["key_type"], &ev["limit"]), (&"login".into(), &"email".into(), &3.into()));
+    // The login's own counter: a login for the address waits too.
+    assert_eq!(code(login_at(&w, rng, 1_003, "ada@example.com", "password-1")), "rate_limited");
 }

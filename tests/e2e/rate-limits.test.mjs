@@ -205,6 +205,9 @@ test("guesses at the current password count towards the login back-off: then eve
     });
   const guesses = await burst(Array.from({ length: 5 }, (_, i) => () => change("not it " + i)));
   assert.deepEqual(tally(guesses), { 403: 5 });
+  await settle(patient);
+  const failed = patient.events().filter((e) => e.type === "login_failed" && e.data.email === email);
+  assert.deepEqual(failed.map((e) => e.data.reason), Array(5).fill("invalid_current_password"));
   const [right] = await burst([() => change(PASSWORD)]);
   assertRateLimited(right, 30);
   const login = await post(`${patient.url}/auth/login`, { email, password: PASSWORD }, from(freshIp()));
