@@ -135,7 +135,6 @@ pub async fn read_optional_json<T: DeserializeOwned>(req: &Request) -> Result<Op
         let bytes = read_raw(req).await?;
         if !bytes.iter().all(u8::is_ascii_whitespace) {
             require_json(req)?;
-            require_identity_coding(req)?;
         }
         bytes
     } else {
@@ -200,19 +199,19 @@ fn require_identity_coding(req: &Request) -> Result<(), Error> {
     }
 }
 
-/// Refuses a body whose content type is not `application/json`.
+/// Refuses a body whose content type is not `application/json`, or that
+/// comes in a content coding.
 fn require_json(req: &Request) -> Result<(), Error> {
     let ct = header(req, "content-type").unwrap_or_default();
     let media = ct.split(';').next().unwrap_or("").trim();
     if !media.eq_ignore_ascii_case("application/json") {
         return Err(Error::UnsupportedMediaType { expected: "application/json" });
     }
-    Ok(())
+    require_identity_coding(req)
 }
 
 async fn read_body(req: &Request) -> Result<Vec<u8>, Error> {
     require_json(req)?;
-    require_identity_coding(req)?;
     let too_large = Error::PayloadTooLarge { limit_bytes: MAX_JSON_BODY_BYTES };
     if let Some(len) = header(req, "content-length") {
         match len.trim().parse::<u64>() {

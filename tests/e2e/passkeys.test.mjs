@@ -316,14 +316,14 @@ test("new registration options replace the earlier challenge, which is then a 40
   assert.equal((await verify(second)).status, 201);
 });
 
-test("a passkey's second step dies with the passkey: removed before it, no session", async () => {
-  const address = randomEmail("pk2nd");
+/** A new account (`prefix`) with TOTP on and a passkey from the page's authenticator. */
+async function accountWithTotpAndPasskey(prefix) {
+  const address = randomEmail(prefix);
   const s = await signup(gw, address);
   const enrolment = await json(await authed(`${gw.url}/auth/mfa/totp/enroll`, s.access_token, { method: "POST" }));
-  const totp = OTPAuth.URI.parse(enrolment.otpauth_uri);
   const confirmed = await authed(`${gw.url}/auth/mfa/totp/confirm`, s.access_token, {
     method: "POST",
-    body: { code: totp.generate() },
+    body: { code: OTPAuth.URI.parse(enrolment.otpauth_uri).generate() },
   });
   const { backup_codes: backupCodes } = await json(confirmed);
   assert.equal(confirmed.status, 200);
@@ -334,6 +334,11 @@ test("a passkey's second step dies with the passkey: removed before it, no sessi
   });
   const { id } = await json(created);
   assert.equal(created.status, 201);
+  return { address, s, backupCodes, id };
+}
+
+test("a passkey's second step dies with the passkey: removed before it, no session", async () => {
+  const { address, s, backupCodes, id } = await accountWithTotpAndPasskey("pk2nd");
   // Without user verification the passkey is one factor: the second step.
   const options = await json(await post(`${gw.url}/auth/passkeys/login/options`, { email: address }));
   const credential = await get({ ...options, userVerification: "discouraged" });
@@ -346,21 +351,7 @@ test("a passkey's second step dies with the passkey: removed before it, no sessi
 });
 
 test("an administrator's reset removes TOTP, backup codes and passkeys in one write and ends the sessions", async () => {
-  const address = randomEmail("pkreset");
-  const s = await signup(gw, address);
-  const enrolment = await json(await authed(`${gw.url}/auth/mfa/totp/enroll`, s.access_token, { method: "POST" }));
-  const confirm = await authed(`${gw.url}/auth/mfa/totp/confirm`, s.access_token, {
-    method: "POST",
-    body: { code: OTPAuth.URI.parse(enrolment.otpauth_uri).generate() },
-  });
-  assert.equal(confirm.status, 200);
-  const regOptions = await json(await authed(`${gw.url}/auth/passkeys/register/options`, s.access_token, { method: "POST" }));
-  const created = await authed(`${gw.url}/auth/passkeys/register/verify`, s.access_token, {
-    method: "POST",
-    body: { credential: await create(regOptions) },
-  });
-  const { id } = await json(created);
-  assert.equal(created.status, 201);
+  const { address, s, id } = await accountWithTotpAndPasskey("pkreset");
   // An assertion made before the reset, sent after it.
   const options = await json(await post(`${gw.url}/auth/passkeys/login/options`, { email: address }));
   const credential = await get(options);
