@@ -138,7 +138,7 @@ routes! {
     "/auth/logout" { POST => Logout }
     "/auth/introspect" { POST => Introspect }
     "/auth/revoke" { POST => Revoke }
-    "/auth/me" { GET => Me }
+    "/auth/me" { GET => Me, PATCH => EditProfile }
     "/auth/sessions" { GET => Sessions }
     "/auth/sessions/revoke-others" { POST => RevokeOtherSessions }
     "/auth/sessions/{id}" { DELETE => RevokeSession { id } }
@@ -386,8 +386,8 @@ mod tests {
                 }
             }
         }
-        // 72 endpoints; the 22 GET ones answer HEAD too.
-        assert_eq!(routes, 72 + 22, "every endpoint, and HEAD for each GET one");
+        // 73 endpoints; the 22 GET ones answer HEAD too.
+        assert_eq!(routes, 73 + 22, "every endpoint, and HEAD for each GET one");
     }
 
     #[test]
@@ -451,7 +451,7 @@ mod tests {
             ("GET", "/auth/signup", "POST"),
             ("PUT", "/auth/refresh", "POST"),
             ("GET", "/auth/logout", "POST"),
-            ("POST", "/auth/me", "GET, HEAD"),
+            ("POST", "/auth/me", "GET, HEAD, PATCH"),
             ("DELETE", "/auth/sessions", "GET, HEAD"),
             ("GET", "/auth/sessions/revoke-others", "POST"),
             ("GET", "/auth/sessions/some-id", "DELETE"),

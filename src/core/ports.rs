@@ -27,7 +27,7 @@ use crate::core::signing_keys::{Kid, SigningAlg, SigningKey, StoredKey};
 use crate::core::takeover::{AddressProof, Proven};
 use crate::core::time::UnixTime;
 use crate::core::token::VerifiedToken;
-use crate::core::users::{ProfileUpdate, User, UserPage};
+use crate::core::users::{ProfileEdit, ProfileUpdate, User, UserPage};
 
 /// Shorthand.
 pub type Result<T> = std::result::Result<T, Error>;
@@ -144,10 +144,15 @@ pub trait AccountStore {
     /// users if `None`), newest first, `limit` from `offset`, and the total.
     async fn list_users(&self, query: Option<&str>, limit: u32, offset: u32) -> Result<UserPage>;
     /// Writes `user`'s profile fields (email, name, avatar URL, phone,
-    /// email_verified), keeping emails unique; a new email moves the epoch
+    /// email_verified, locale), keeping emails unique; a new email moves the epoch
     /// and, in the same write, deletes the tokens mailed to the old address
     /// before the account existed (no user id).
     async fn update_profile(&self, user: &User, now: UnixTime) -> Result<ProfileUpdate>;
+    /// Writes the fields `edit` gives of `caller`'s account, leaving every
+    /// other column as it is (an administrator's concurrent edit of another
+    /// field stands), if `caller`'s session is still live, decided in the
+    /// same write. `Ok(false)`, nothing written, when it is not.
+    async fn edit_own_profile(&self, caller: &LiveSession<'_>, edit: &ProfileEdit) -> Result<bool>;
     /// Deletes the user with their roles, sessions and emailed tokens, and
     /// in the same write the tokens mailed to their address before the
     /// account existed (no user id); `Ok(false)` if there was no such user.

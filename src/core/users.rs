@@ -184,6 +184,36 @@ pub enum ProfileUpdate {
     EmailTaken,
 }
 
+/// A user's edit of their own profile (`PATCH /auth/me`): each field
+/// `None` when not given (left as it is), `Some(None)` to clear it, checked
+/// and normalised before it gets here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProfileEdit {
+    /// Display name.
+    pub name: Option<Option<String>>,
+    /// Avatar URL.
+    pub avatar_url: Option<Option<String>>,
+    /// Language of the user's emails (a normalised BCP 47 tag).
+    pub locale: Option<Option<String>>,
+}
+
+impl ProfileEdit {
+    /// `user` with the edit applied.
+    pub fn applied_to(&self, user: &User) -> User {
+        let mut after = user.clone();
+        if let Some(name) = &self.name {
+            after.name.clone_from(name);
+        }
+        if let Some(url) = &self.avatar_url {
+            after.avatar_url.clone_from(url);
+        }
+        if let Some(locale) = &self.locale {
+            after.locale.clone_from(locale);
+        }
+        after
+    }
+}
+
 /// Whether `c` is a control character or one of Unicode's bidirectional
 /// formatting characters (UAX #9: the marks, embeddings, overrides and
 /// isolates), which can make a name shown in a page or an email read as

@@ -12,7 +12,7 @@ use crate::core::auth_routes::{self, Route};
 use crate::core::config::Config;
 use crate::core::cors;
 use crate::core::error::Error;
-use crate::core::flows::account::{LoginRequest, RefreshRequest, SignupRequest};
+use crate::core::flows::account::{LoginRequest, ProfileRequest, RefreshRequest, SignupRequest};
 use crate::core::flows::admin::{ListQuery, UpdateUserRequest};
 use crate::core::flows::key_rotation::discovery;
 use crate::core::flows::magic_link::{MagicLinkVerifyRequest, MAGIC_LINK_ACCEPTED};
@@ -217,6 +217,12 @@ async fn auth_api(
         }
         Route::Me => {
             let bearer = access_token(req, &cfg, url)?;
+            js(http::json(200, &deps.me_with_providers(&meta, bearer.as_deref()).await?, None, &[]))
+        }
+        Route::EditProfile => {
+            let body: ProfileRequest = http::read_json(req).await?;
+            let bearer = access_token(req, &cfg, url)?;
+            deps.edit_profile(&meta, rng, bearer.as_deref(), body).await?;
             js(http::json(200, &deps.me_with_providers(&meta, bearer.as_deref()).await?, None, &[]))
         }
         Route::Sessions => {

@@ -100,6 +100,10 @@ fn patch_updates_profile_fields_and_names_them_in_user_updated() {
     assert!(u["name"].is_null());
     assert_eq!(u["email_verified"], false, "a new address is unverified");
     assert_eq!(w.events.last_of("user_updated")["fields"], serde_json::json!(["email", "name", "email_verified"]));
+    patch(&w, &mut rng, &admin.access_token, id, r#"{"locale": "pt_br"}"#).unwrap();
+    assert_eq!(user(&w, "ada@new.example").locale.as_deref(), Some("pt-BR"));
+    assert_eq!(w.events.last_of("user_updated")["fields"], serde_json::json!(["locale"]));
+    assert_eq!(code(patch(&w, &mut rng, &admin.access_token, id, r#"{"locale": "no tag!"}"#)), "invalid_locale");
     let before = w.events.count("user_updated");
     patch(&w, &mut rng, &admin.access_token, id, "{}").unwrap();
     assert_eq!(w.events.count("user_updated"), before, "no change, no event");

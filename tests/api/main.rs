@@ -17,6 +17,7 @@ mod oauth;
 mod otp;
 mod passkeys;
 mod passwords;
+mod profile;
 mod rate_limits;
 mod revocation;
 mod signin_hook;

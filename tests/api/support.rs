@@ -31,7 +31,7 @@ use portcullis::core::takeover::{keeps_identity, AddressProof, ProfileBefore, Pr
 use portcullis::core::time::UnixTime;
 use portcullis::core::token::VerifiedToken;
 use portcullis::core::users::Role;
-use portcullis::core::users::{ProfileUpdate, User, UserPage};
+use portcullis::core::users::{ProfileEdit, ProfileUpdate, User, UserPage};
 
 /// xorshift64: deterministic, for tests only.
 pub struct TestRandom(pub u64);
@@ -592,9 +592,23 @@ impl AccountStore for MemStore {
                 u.avatar_url = user.avatar_url.clone();
                 u.phone = user.phone.clone();
                 u.email_verified = user.email_verified;
+                u.locale = user.locale.clone();
                 Ok(ProfileUpdate::Updated)
             }
             None => Ok(ProfileUpdate::NotFound),
+        }
+    }
+    async fn edit_own_profile(&self, caller: &LiveSession<'_>, edit: &ProfileEdit) -> Result<bool> {
+        self.check()?;
+        if !self.session_live(caller) {
+            return Ok(false);
+        }
+        match self.users.borrow_mut().iter_mut().find(|u| u.id == *caller.user_id && !u.banned) {
+            Some(u) => {
+                *u = edit.applied_to(u);
+                Ok(true)
+            }
+            None => Ok(false),
         }
     }
     async fn delete_user(&self, user_id: &UserId) -> Result<bool> {

@@ -143,9 +143,16 @@ describe("admin API", () => {
     assert.equal(m.email_verified, false);
     assert.equal((await login(gw, moved)).status, 200);
 
+    const { event: relocated } = await withEvent(gw, (e) => e.type === "user_updated" && e.data.user_id === id && e.data.fields.includes("locale"), () =>
+      api(`/users/${id}`, { method: "PATCH", body: { locale: "de_AT" } }),
+    );
+    assert.deepEqual(relocated.data.fields, ["locale"]);
+    await assertProblem(await api(`/users/${id}`, { method: "PATCH", body: { locale: "no tag!" } }), 422, "invalid_locale");
+
     // Delete: sessions, refresh tokens, roles and emailed tokens go with the user.
     await post(`${gw.url}/auth/magic-link`, { email: moved });
-    await gw.waitForEvent(eventFor("magic_link_requested", moved));
+    const asked = await gw.waitForEvent(eventFor("magic_link_requested", moved));
+    assert.equal(asked.data.locale, "de-AT", "the language the administrator set");
     await api(`/users/${id}/roles/editor`, { method: "POST" });
     const [fk] = await d1(gw, "PRAGMA foreign_keys");
     assert.equal(fk.foreign_keys, 1, "D1 enforces foreign keys");

@@ -13,6 +13,7 @@ import path from "node:path";
 import { execFile } from "node:child_process";
 import { decodeJwt, decodeProtectedHeader } from "jose";
 import { startGateway, post, json, randomEmail, sleep, ROOT } from "./harness.mjs";
+import { d1, sqlText } from "./lib/d1.mjs";
 
 const PASSWORD = "correct horse battery";
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -578,8 +579,9 @@ test("/auth/me returns the UserResponse with session_id equal to the token's sid
   const res = await me(auth.access_token);
   // /auth/me adds the linked OAuth identities (none here), how and when the
   // session signed in, and the second factors to the UserResponse.
-  const { providers, amr, auth_time, mfa, ...profile } = await ok(res, 200, "me");
+  const { providers, amr, auth_time, mfa, locale, ...profile } = await ok(res, 200, "me");
   assert.deepEqual(providers, []);
+  assert.equal(locale, null, "no language given at sign-up");
   assert.deepEqual(Object.keys(profile).sort(), USER_KEYS);
   const claims = decodeJwt(auth.access_token);
   assert.deepEqual([amr, auth_time], [["pwd"], claims.auth_time]);
@@ -590,6 +592,44 @@ test("/auth/me returns the UserResponse with session_id equal to the token's sid
   assert.equal(profile.name, "Linus");
   assert.deepEqual(profile, auth.user);
   assert.equal(res.headers.get("x-content-type-options"), "nosniff");
+});
+
+test("PATCH /auth/me edits the caller's name, avatar and language, and nothing else", async () => {
+  const { email, auth } = await signup({ name: "Grace" });
+  const patch = (body, token = auth.access_token) =>
+    fetch(`${gw.url}/auth/me`, { method: "PATCH", headers: { ...bearer(token).headers, "content-type": "application/json" }, body: JSON.stringify(body) });
+  // Another column written meanwhile (as an administrator's edit): the edit leaves it.
+  await d1(gw, `UPDATE users SET phone = '+1 555 0100' WHERE id = ${sqlText(auth.user.id)}`);
+
+  const edited = await ok(await patch({ name: " Grace Hopper ", locale: "fr_CA", avatar_url: "https://img.example/g.png" }), 200, "edit");
+  assert.deepEqual(
+    [edited.name, edited.locale, edited.avatar_url, edited.phone, edited.email, edited.session_id],
+    ["Grace Hopper", "fr-CA", "https://img.example/g.png", "+1 555 0100", email, auth.user.session_id],
+  );
+  const updated = await gw.waitForEvent((e) => e.type === "user_updated" && e.data.user_id === auth.user.id);
+  assert.deepEqual(updated.data, { user_id: auth.user.id, fields: ["name", "avatar_url", "locale"] });
+  assert.deepEqual(await ok(await me(auth.access_token), 200, "me"), edited);
+
+  // The stored language is the one the account's emails are written in.
+  await ok(await post(`${gw.url}/auth/password/forgot`, { email }), 200, "forgot");
+  const asked = await gw.waitForEvent((e) => e.type === "password_reset_requested" && e.data.email === email);
+  assert.equal(asked.data.locale, "fr-CA");
+
+  for (const [body, code] of [
+    [{ name: "Eve", email: "eve@example.com" }, "validation_failed"],
+    [{ roles: ["admin"] }, "validation_failed"],
+    [{ name: "Eve", avatar_url: "javascript:alert(1)" }, "invalid_avatar_url"],
+    [{ name: "Eve", locale: "not a tag!" }, "invalid_locale"],
+    [{ name: "Eve\u202E" }, "invalid_name"],
+  ]) {
+    await assertProblem(await patch(body), 422, code, JSON.stringify(body));
+  }
+  const cleared = await ok(await patch({ avatar_url: null, locale: null }), 200, "clear");
+  assert.deepEqual([cleared.name, cleared.avatar_url, cleared.locale, cleared.phone], ["Grace Hopper", null, null, "+1 555 0100"]);
+
+  await assertProblem(await fetch(`${gw.url}/auth/me`, { method: "PATCH", headers: { "content-type": "application/json" }, body: "{}" }), 401, "missing_token");
+  assert.equal((await logout(auth.access_token)).status, 204, "logout");
+  await assertProblem(await patch({ name: "Eve" }), 401, "session_revoked", "after logout");
 });
 
 test("/auth/me accepts the scheme name in any case", async () => {
@@ -816,7 +856,7 @@ test("a wrong method on a known /auth path answers 405 method_not_allowed with t
     ["GET", "/auth/signup", "POST"],
     ["PUT", "/auth/refresh", "POST"],
     ["GET", "/auth/logout", "POST"],
-    ["POST", "/auth/me", "GET, HEAD"],
+    ["POST", "/auth/me", "GET, HEAD, PATCH"],
     ["DELETE", "/auth/sessions", "GET, HEAD"],
     ["GET", "/auth/sessions/revoke-others", "POST"],
     ["GET", "/auth/sessions/some-id", "DELETE"],

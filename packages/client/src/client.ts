@@ -34,6 +34,7 @@ import type {
   MfaVerifyRequest,
   OAuthLink,
   Passkey,
+  ProfilePatch,
   PasswordChanged,
   RegistrationResponseJSON,
   RequestOptionsJSON,
@@ -387,6 +388,11 @@ export class PortcullisClient {
   /** `GET /auth/me`: the account, with its linked OAuth identities. */
   me(): Promise<Me> {
     return this.request<Me>("GET", "/me", { auth: true });
+  }
+
+  /** `PATCH /auth/me`: edits the user's own name, avatar or language; answers as {@link me}. */
+  updateProfile(patch: ProfilePatch): Promise<Me> {
+    return this.request<Me>("PATCH", "/me", { auth: true, body: patch });
   }
 
   /** `POST /auth/magic-link`: emails a sign-in link (the same answer for every address). */

@@ -36,6 +36,16 @@ export interface LinkedProvider {
 /** `GET /auth/me`. */
 export interface Me extends User {
   providers: LinkedProvider[];
+  /** The language of the user's emails (a BCP 47 tag), or `null`. */
+  locale: string | null;
+}
+
+/** `PATCH /auth/me`: any of these (`null` or `""` clears one). */
+export interface ProfilePatch {
+  name?: string | null;
+  avatar_url?: string | null;
+  /** A BCP 47 language tag such as `fr` or `pt-BR`: the language of the user's emails. */
+  locale?: string | null;
 }
 
 /**
@@ -227,6 +237,7 @@ export interface UserPatch {
   name?: string | null;
   avatar_url?: string | null;
   phone?: string | null;
+  locale?: string | null;
   email_verified?: boolean;
   email?: string;
 }

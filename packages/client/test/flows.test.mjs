@@ -84,6 +84,7 @@ describe("token mode", () => {
       [() => client.forgotPassword("ada@example.com"), "POST", "/auth/password/forgot", { email: "ada@example.com" }, {}, false],
       [() => client.resetPassword("rs-token", "new pass words"), "POST", "/auth/password/reset", { token: "rs-token", new_password: "new pass words" }, {}, false],
       [() => client.changePassword(PASSWORD, "new pass words"), "POST", "/auth/password/change", { old_password: PASSWORD, new_password: "new pass words" }, {}, true],
+      [() => client.updateProfile({ name: "Ada", locale: null }), "PATCH", "/auth/me", { name: "Ada", locale: null }, {}, true, { id: "u-1", name: "Ada", locale: null, providers: [] }],
       [() => client.requestEmailVerification(), "POST", "/auth/email/verify/request", undefined, {}, true],
       [() => client.verifyEmail("ev-token"), "POST", "/auth/email/verify", { token: "ev-token" }, {}, false],
       [() => client.listSessions(), "GET", "/auth/sessions", undefined, {}, true, { sessions: [{ id: "s-9", current: false }] }],

@@ -1,7 +1,8 @@
-//! Password accounts and sessions: signup, login, refresh, logout, me, and the
-//! caller's own session list and revocation.
+//! Password accounts and sessions: signup, login, refresh, logout, me and
+//! the caller's own profile edit, and the caller's own session list and
+//! revocation.
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use crate::core::amr::Amr;
 use crate::core::email_address::Email;
@@ -11,17 +12,19 @@ use crate::core::flows::{AuthResponse, Deps, Meta, Principal, SignIn};
 use crate::core::ids::{self, Random, SessionId, UserId};
 use crate::core::locale::Locale;
 use crate::core::password::{Password, PasswordHash};
-use crate::core::ports::{EventSink, KeyRing, MfaStore, RateLimitStore, SessionStore, UserStore};
+use crate::core::ports::{AccountStore, EventSink, KeyRing, MfaStore, RateLimitStore, SessionStore, UserStore};
 use crate::core::rate_limit::{self, Endpoint, KeyType};
 use crate::core::session::{RotateRequest, Rotation, RotationLimit, SessionView, SignInBasis};
 use crate::core::signin_hook;
 use crate::core::token::ExtraClaims;
-use crate::core::users::{is_unsafe_in_name, User, UserResponse, MAX_NAME_CHARS};
+use crate::core::users::{is_unsafe_in_name, ProfileEdit, User, UserResponse, MAX_NAME_CHARS};
 
 /// Provider name for password and email-code sign-ins.
 pub const PROVIDER_EMAIL: &str = "email";
 /// Longest refresh token looked up (ours are 43 characters).
 const MAX_REFRESH_TOKEN_LEN: usize = 256;
+/// Longest avatar URL.
+pub const MAX_AVATAR_URL_LEN: usize = 2048;
 
 /// `POST /auth/signup`.
 #[derive(Debug, Deserialize)]
@@ -56,6 +59,71 @@ pub struct RefreshRequest {
     /// The refresh token (or taken from the cookie by the edge).
     #[serde(default)]
     pub refresh_token: Option<String>,
+}
+
+/// `PATCH /auth/me`: any of these; `null` (or an empty string) clears a
+/// field. The address, phone, roles and the rest are the administrator's
+/// (an address changes through verification of the new one, not here).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileRequest {
+    /// Display name.
+    #[serde(default, deserialize_with = "present")]
+    pub name: Option<Option<String>>,
+    /// Avatar URL (http or https).
+    #[serde(default, deserialize_with = "present")]
+    pub avatar_url: Option<Option<String>>,
+    /// Language of the user's emails (a BCP 47 tag such as `fr` or `pt-BR`).
+    #[serde(default, deserialize_with = "present")]
+    pub locale: Option<Option<String>>,
+}
+
+impl ProfileRequest {
+    /// Checks and normalises every field given, before anything is written.
+    pub fn parse(self) -> Result<ProfileEdit, Error> {
+        Ok(ProfileEdit {
+            name: self.name.map(parse_name).transpose()?,
+            avatar_url: self.avatar_url.map(parse_avatar_url).transpose()?,
+            locale: self.locale.map(parse_locale).transpose()?,
+        })
+    }
+}
+
+/// Tells a field given as `null` (`Some(None)`) from an absent one (`None`).
+pub(crate) fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Checks an avatar URL: an http(s) URL with a host, of at most
+/// [`MAX_AVATAR_URL_LEN`]; empty clears it.
+pub(crate) fn parse_avatar_url(raw: Option<String>) -> Result<Option<String>, Error> {
+    let Some(raw) = raw.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()) else { return Ok(None) };
+    let bad = || {
+        Error::validation(
+            "invalid_avatar_url",
+            format!("avatar_url: an http(s) URL of at most {MAX_AVATAR_URL_LEN} characters"),
+        )
+    };
+    if raw.len() > MAX_AVATAR_URL_LEN {
+        return Err(bad());
+    }
+    let url = url::Url::parse(&raw).map_err(|_| bad())?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(bad());
+    }
+    Ok(Some(url.to_string()))
+}
+
+/// Checks a language tag for a profile, normalised; empty clears it.
+pub(crate) fn parse_locale(raw: Option<String>) -> Result<Option<String>, Error> {
+    match raw.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(tag) => Ok(Some(Locale::parse(tag)?.to_string())),
+    }
 }
 
 /// Checks a display name: trimmed, at most [`MAX_NAME_CHARS`], no control
@@ -523,6 +591,49 @@ pub fn signin_refusal(e: &Error) -> Option<&'static str> {
 /// The refusal for banned accounts.
 pub fn banned() -> Error {
     Error::forbidden("account_banned", "this account is banned")
+}
+
+impl<S, E, K> Deps<'_, S, E, K>
+where
+    S: UserStore + SessionStore + AccountStore,
+    E: EventSink,
+    K: KeyRing,
+{
+    /// `PATCH /auth/me`: the caller edits their own name, avatar or
+    /// language ([`ProfileRequest`]), each field checked before any is
+    /// written. Only the fields given are written, while the caller's session
+    /// is live (401 `session_revoked` otherwise). Emits `user_updated` with
+    /// the names of the fields that changed; none changed, nothing written.
+    pub async fn edit_profile(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        bearer: Option<&str>,
+        req: ProfileRequest,
+    ) -> Result<(), Error> {
+        let edit = req.parse()?;
+        let p = self.authenticate(meta, bearer).await?;
+        let before = self.live_user(&p).await?;
+        let after = edit.applied_to(&before);
+        let mut fields = Vec::new();
+        for (field, changed) in [
+            ("name", before.name != after.name),
+            ("avatar_url", before.avatar_url != after.avatar_url),
+            ("locale", before.locale != after.locale),
+        ] {
+            if changed {
+                fields.push(field.to_string());
+            }
+        }
+        if fields.is_empty() {
+            return Ok(());
+        }
+        let caller = self.live_session(meta, &p);
+        if !self.store.edit_own_profile(&caller, &edit).await? {
+            return Err(self.refused_write(&caller).await);
+        }
+        self.emit(meta, rng, vec![events::UserUpdated { user_id: p.user_id, fields }.into()]).await
+    }
 }
 
 #[cfg(test)]

@@ -9,13 +9,13 @@
 //! when the token expires. [`Deps::require_admin`] is the only way to get the
 //! [`Admin`] every admin flow takes.
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
 use crate::core::body::whole_number;
 use crate::core::email_address::Email;
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
-use crate::core::flows::account::parse_name;
+use crate::core::flows::account::{parse_avatar_url, parse_locale, parse_name, present};
 use crate::core::flows::mfa::{factors_events, MFA_CHANGE_REVOKE_REASON};
 use crate::core::flows::{Deps, Meta};
 use crate::core::gateway::policy::is_role_name;
@@ -32,8 +32,6 @@ pub const DEFAULT_PAGE_SIZE: u32 = 20;
 pub const MAX_PAGE_SIZE: u32 = 100;
 /// Longest search text.
 pub const MAX_QUERY_CHARS: usize = 200;
-/// Longest avatar URL.
-pub const MAX_AVATAR_URL_LEN: usize = 2048;
 /// Longest phone number, in characters.
 pub const MAX_PHONE_CHARS: usize = 32;
 /// Longest user id looked up (ours are 36-character UUIDs).
@@ -139,15 +137,9 @@ pub struct UpdateUserRequest {
     /// New email address; must not belong to another account.
     #[serde(default, deserialize_with = "present")]
     pub email: Option<Option<String>>,
-}
-
-/// Tells a field given as `null` (`Some(None)`) from an absent one (`None`).
-fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(d).map(Some)
+    /// New language of the user's emails (a BCP 47 tag).
+    #[serde(default, deserialize_with = "present")]
+    pub locale: Option<Option<String>>,
 }
 
 /// `GET /auth/admin/users/{id}`: the user and their second factors.
@@ -165,24 +157,6 @@ pub struct AdminUserView {
 pub struct Revoked {
     /// How many sessions were revoked.
     pub revoked: u64,
-}
-
-fn parse_avatar_url(raw: Option<String>) -> Result<Option<String>, Error> {
-    let Some(raw) = raw.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()) else { return Ok(None) };
-    let bad = || {
-        Error::validation(
-            "invalid_avatar_url",
-            format!("avatar_url: an http(s) URL of at most {MAX_AVATAR_URL_LEN} characters"),
-        )
-    };
-    if raw.len() > MAX_AVATAR_URL_LEN {
-        return Err(bad());
-    }
-    let url = url::Url::parse(&raw).map_err(|_| bad())?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(bad());
-    }
-    Ok(Some(url.to_string()))
 }
 
 fn parse_phone(raw: Option<String>) -> Result<Option<String>, Error> {
@@ -213,6 +187,7 @@ fn changed_fields(a: &User, b: &User) -> Vec<String> {
     check("avatar_url", a.avatar_url != b.avatar_url);
     check("phone", a.phone != b.phone);
     check("email_verified", a.email_verified != b.email_verified);
+    check("locale", a.locale != b.locale);
     fields
 }
 
@@ -313,6 +288,9 @@ where
         }
         if let Some(phone) = req.phone {
             user.phone = parse_phone(phone)?;
+        }
+        if let Some(locale) = req.locale {
+            user.locale = parse_locale(locale)?;
         }
         if user.email != before.email {
             user.email_verified = false;

@@ -187,6 +187,8 @@ pub struct MeResponse {
     pub auth_time: i64,
     /// The account's second factors.
     pub mfa: FactorsView,
+    /// The language of the user's emails (a BCP 47 tag), if known.
+    pub locale: Option<String>,
 }
 
 /// Query parameters the gateway sets on the return to the app; any copy of
@@ -867,6 +869,7 @@ where
             amr: principal.amr,
             auth_time: principal.auth_time.0,
             mfa,
+            locale: user.locale.clone(),
         })
     }
 }

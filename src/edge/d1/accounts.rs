@@ -5,15 +5,15 @@
 use serde::Deserialize;
 
 use super::{
-    changes, epoch, int, int_u, max_age, opt_text, returned, session_is_live, text, time, CountRow, D1Store, IdRow,
-    UserRow, USER_COLUMNS,
+    caller_args, changes, epoch, int, int_u, max_age, opt_text, returned, session_is_live, text, time, CountRow,
+    D1Store, IdRow, UserRow, USER_COLUMNS,
 };
 use crate::core::ids::{SessionId, UserId};
 use crate::core::ports::{AccountStore, Result, UserStore};
 use crate::core::session::LiveSession;
 use crate::core::takeover::{AddressProof, ProfileBefore, Proven, TAKEOVER_REVOKE_REASON};
 use crate::core::time::UnixTime;
-use crate::core::users::{ProfileUpdate, User, UserPage};
+use crate::core::users::{ProfileEdit, ProfileUpdate, User, UserPage};
 use crate::edge::error::{Dependency::D1, EdgeResult};
 
 /// Users matching an optional `LIKE` pattern `?1` on email or name.
@@ -351,7 +351,7 @@ impl AccountStore for D1Store {
         )?;
         let update = self.stmt(
             "UPDATE users SET email = ?2, name = ?3, avatar_url = ?4, phone = ?5, email_verified = ?6, updated_at = ?7, \
-             auth_epoch = CASE WHEN email <> ?2 THEN auth_epoch + 1 ELSE auth_epoch END \
+             locale = ?8, auth_epoch = CASE WHEN email <> ?2 THEN auth_epoch + 1 ELSE auth_epoch END \
              WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM users o WHERE o.email = ?2 AND o.id <> ?1)",
             &[
                 text(u.id.as_str()),
@@ -361,6 +361,7 @@ impl AccountStore for D1Store {
                 opt_text(u.phone.as_deref()),
                 int(i64::from(u.email_verified)),
                 time(now),
+                opt_text(u.locale.as_deref()),
             ],
         )?;
         let results = self.batch(vec![orphans, update]).await?;
@@ -375,6 +376,39 @@ impl AccountStore for D1Store {
             Some(_) => ProfileUpdate::EmailTaken,
             None => ProfileUpdate::NotFound,
         })
+    }
+
+    async fn edit_own_profile(&self, caller: &LiveSession<'_>, edit: &ProfileEdit) -> Result<bool> {
+        let live = session_is_live(2, 1, 3, 4);
+        let [uid, sid, now, age] = caller_args(caller);
+        // Each column is written only when the edit gives it (`?5`, `?7`,
+        // `?9`): an administrator's concurrent edit of another one stands.
+        let given = |field: &Option<Option<String>>| int(i64::from(field.is_some()));
+        let value = |field: &Option<Option<String>>| opt_text(field.as_ref().and_then(|v| v.as_deref()));
+        let args = [
+            uid,
+            sid,
+            now,
+            age,
+            given(&edit.name),
+            value(&edit.name),
+            given(&edit.avatar_url),
+            value(&edit.avatar_url),
+            given(&edit.locale),
+            value(&edit.locale),
+        ];
+        let n = self
+            .run(
+                &format!(
+                    "UPDATE users SET name = CASE WHEN ?5 THEN ?6 ELSE name END, \
+                     avatar_url = CASE WHEN ?7 THEN ?8 ELSE avatar_url END, \
+                     locale = CASE WHEN ?9 THEN ?10 ELSE locale END, updated_at = ?3 \
+                     WHERE id = ?1 AND banned = 0 AND {live}"
+                ),
+                &args,
+            )
+            .await?;
+        Ok(n == 1)
     }
 
     async fn delete_user(&self, user_id: &UserId) -> Result<bool> {

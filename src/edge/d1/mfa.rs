@@ -6,7 +6,8 @@ use serde::Deserialize;
 use wasm_bindgen::JsValue;
 
 use super::{
-    changes, epoch, int, int_u, max_age, opt_text, returned, session_is_live, text, time, CountRow, D1Store, IdRow,
+    caller_args, changes, epoch, int, int_u, max_age, opt_text, returned, session_is_live, text, time, CountRow,
+    D1Store, IdRow,
 };
 use crate::core::amr::Amr;
 use crate::core::ids::UserId;
@@ -76,10 +77,6 @@ fn json_list(items: &[String]) -> JsValue {
 }
 
 /// The caller's live-session arguments `?1`–`?4`, as [`session_is_live`] reads them.
-fn caller_args(c: &LiveSession<'_>) -> [JsValue; 4] {
-    [text(c.user_id.as_str()), text(c.session_id.as_str()), time(c.now), max_age(c.max_age_secs)]
-}
-
 impl D1Store {
     /// Deletes the sign-ins waiting for a second step that expired before `before`.
     pub async fn purge_mfa_challenges(&self, before: UnixTime) -> Result<()> {

@@ -69,6 +69,12 @@ fn session_is_live(sid: u8, uid: u8, now: u8, max_age: u8) -> String {
     )
 }
 
+/// A caller's session as the binds `?1` (user), `?2` (session), `?3` (now)
+/// and `?4` (`SESSION_MAX_AGE`) of [`session_is_live`]`(2, 1, 3, 4)`.
+fn caller_args(c: &crate::core::session::LiveSession<'_>) -> [JsValue; 4] {
+    [text(c.user_id.as_str()), text(c.session_id.as_str()), time(c.now), max_age(c.max_age_secs)]
+}
+
 /// `SESSION_MAX_AGE` as bound.
 fn max_age(secs: u64) -> JsValue {
     int(i64::try_from(secs).unwrap_or(i64::MAX))

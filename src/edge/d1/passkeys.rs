@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use wasm_bindgen::JsValue;
 
-use super::{changes, int, max_age, opt_text, returned, session_is_live, text, time, CountRow, D1Store};
+use super::{caller_args, changes, int, opt_text, returned, session_is_live, text, time, CountRow, D1Store};
 use crate::core::ids::UserId;
 use crate::core::passkey::{Ceremony, Passkey, PasskeyAdded, PasskeyChallenge};
 use crate::core::ports::{PasskeyStore, Result};
@@ -86,10 +86,6 @@ struct AddCheckRow {
 }
 
 /// The caller's live-session arguments `?1`–`?4`, as [`session_is_live`] reads them.
-fn caller_args(c: &LiveSession<'_>) -> [JsValue; 4] {
-    [text(c.user_id.as_str()), text(c.session_id.as_str()), time(c.now), max_age(c.max_age_secs)]
-}
-
 fn flag(b: bool) -> JsValue {
     int(i64::from(b))
 }
