@@ -675,6 +675,15 @@ impl<'a> Parsed<'a> {
         if exp.saturating_sub(iat) > max_lifetime {
             return Err(TokenError::TooLongLived);
         }
+        // A sign-in comes before the tokens it gets: an `auth_time` after
+        // `iat` would pass every `max_age` rule for as long as it lies ahead.
+        if c.auth_time.is_some_and(|t| t > iat.saturating_add(LEEWAY_SECS)) {
+            return Err(TokenError::Malformed);
+        }
+        // Whose and which session: an empty one names nobody.
+        if c.sub.as_str().is_empty() || c.sid.as_str().is_empty() {
+            return Err(TokenError::Malformed);
+        }
         if c.iss != expect.issuer {
             return Err(TokenError::WrongIssuer);
         }
@@ -806,6 +815,41 @@ mod tests {
             let (_, late_exp) = issue_assertion("i", "o", &verified, UnixTime(100 + 900 + 10), &key);
             assert!(late_exp.0 > 100 + 900 + 10);
         }
+    }
+
+    #[test]
+    fn a_sign_in_after_the_token_or_an_empty_subject_or_session_is_malformed() {
+        use crate::core::ids::test_support::SeqRandom;
+        use crate::core::signing_keys::{generate, Kek};
+        let (_, key) = generate(SigningAlg::EdDsa, &mut SeqRandom(9), &Kek::from_bytes([5; 32]), UnixTime(0)).unwrap();
+        let check = |user: &str, session: &str, auth_time: i64| {
+            let raw = issue(
+                &NewAccessToken {
+                    issuer: "i",
+                    audience: "a",
+                    user_id: &user.into(),
+                    session_id: &session.into(),
+                    roles: &[],
+                    email: "e@x.io",
+                    email_verified: false,
+                    jti: "j",
+                    now: UnixTime(100),
+                    ttl_secs: 900,
+                    amr: Amr::PWD,
+                    auth_time: UnixTime(auth_time),
+                    extra: &ExtraClaims::new(),
+                },
+                &key,
+            )
+            .unwrap();
+            Parsed::new(&raw, ACCESS_TOKEN_TYPE).unwrap().validated_claims(&EXPECT, UnixTime(100)).map(|_| ())
+        };
+        assert_eq!(check("u", "s", 100), Ok(()));
+        assert_eq!(check("u", "s", 100 + LEEWAY_SECS), Ok(()), "clocks of two isolates");
+        assert_eq!(check("u", "s", 101 + LEEWAY_SECS), Err(TokenError::Malformed));
+        assert_eq!(check("u", "s", i64::MAX), Err(TokenError::Malformed));
+        assert_eq!(check("", "s", 100), Err(TokenError::Malformed));
+        assert_eq!(check("u", "", 100), Err(TokenError::Malformed));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use worker::{Context, Env};
 use crate::core::auth_routes::Route;
 use crate::core::config::Config;
 use crate::core::error::{Error, Problem, BARE_CHALLENGE};
-use crate::core::flows::account::{LoginRequest, SignupRequest};
+use crate::core::flows::account::{LoginRequest, ProfileRequest, SignupRequest};
 use crate::core::flows::magic_link::{MagicLinkVerifyRequest, MAGIC_LINK_ACCEPTED};
 use crate::core::flows::mfa::{CodeRequest, MfaVerifyRequest};
 use crate::core::flows::otp::{OtpVerifyRequest, OTP_ACCEPTED};
@@ -449,6 +449,7 @@ impl<'a, 'e> Ui<'a, 'e> {
         let a = Account {
             email: &me.user.email,
             name: me.user.name.as_deref(),
+            locale: me.locale.as_deref(),
             email_verified: me.user.email_verified,
             sessions: &sessions,
             mfa: me.mfa,
@@ -845,6 +846,18 @@ impl<'a, 'e> Ui<'a, 'e> {
                     .change_password(self.meta, rng, Some(&access), body)
                     .await
                     .map(|_| Notice::Info("Your password is changed; your other sessions are signed out.".into()))
+            }
+            "profile" => {
+                // Both fields are on the form: an empty one clears its value.
+                let body = ProfileRequest {
+                    name: Some(form.optional("name")),
+                    avatar_url: None,
+                    locale: Some(form.optional("locale")),
+                };
+                self.deps
+                    .edit_profile(self.meta, rng, Some(&access), body)
+                    .await
+                    .map(|()| Notice::Info("Your profile is saved.".into()))
             }
             "verify_email" => self
                 .deps

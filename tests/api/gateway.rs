@@ -308,6 +308,23 @@ fn a_public_route_is_forwarded_without_a_token_and_without_identity_or_authoriza
 }
 
 #[test]
+fn trace_and_track_are_never_forwarded_since_the_origin_would_echo_the_identity() {
+    let mut i = Isolate::new(&[]);
+    let t = i.token("u1", &[], 0);
+    for method in ["TRACE", "TRACK", "trace", "Track"] {
+        for url in [PUBLIC, API] {
+            let d = i.decide(&Req::method(method).bearer(&t), url, 10);
+            let Decision::Refuse(e) = d else { panic!("{method} {url}: {d:?}") };
+            let p = e.problem();
+            assert_eq!((p.status, p.code), (405, "method_not_allowed"), "{method} {url}");
+            assert_eq!(p.allow, Some("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"));
+        }
+    }
+    assert_eq!(i.ops.verifications.get() + i.ops.signatures.get(), 0, "refused before any token work");
+    forwarded(i.decide(&Req::method("TRACES").bearer(&t), API, 10));
+}
+
+#[test]
 fn an_authenticated_route_needs_a_valid_token() {
     let mut i = Isolate::new(&[]);
     assert_eq!(refused(i.decide(&Req::get(), API, 10)), (401, "missing_token"));

@@ -106,6 +106,7 @@ describe("route policies", () => {
     assert.equal(echo.path, "/api/public/ping");
     assert.equal(echo.query, "x=1");
     assert.equal(echo.identity.user_id ?? null, null);
+    assert.equal(echo.headers["cache-control"], undefined, "a public answer may be cached");
   });
 
   test("an authenticated route without a token is refused at the edge with 401 and a Bearer challenge", async () => {
@@ -119,8 +120,11 @@ describe("route policies", () => {
   test("an authenticated route with a valid token reaches the origin with the caller's identity", async () => {
     const res = await fetch(`${gw.url}/api/hello`, { headers: bearer(alice) });
     assert.equal(res.status, 200);
-    const { identity, method } = await res.json();
+    const { identity, method, headers } = await res.json();
     assert.equal(method, "GET");
+    // Fetched with `cache: "no-store"`, which the runtime tells the origin as
+    // no-cache: the user's answer neither comes from nor goes into a cache.
+    assert.deepEqual([headers["cache-control"], headers.pragma], ["no-cache", "no-cache"]);
     assert.equal(identity.user_id, alice.auth.user.id);
     assert.equal(identity.email, alice.email);
     assert.equal(identity.session_id, alice.auth.user.session_id);
@@ -482,6 +486,19 @@ describe("methods as origins read them", () => {
     }
   });
 
+  test("TRACE is refused with 405 before the origin could echo the identity back", async () => {
+    // (TRACK, refused alike by the Worker, meets the local HTTP layer's 501 first.)
+    for (const method of ["TRACE"]) {
+      for (const path of ["/api/public/x", "/api/orders/7"]) {
+        const res = await raw(method, path, bearer(root));
+        assert.equal(res.status, 405, `${method} ${path}: ${res.text}`);
+        assert.equal(res.body.code, "method_not_allowed");
+        assert.match(res.headers["content-type"], /^application\/problem\+json/);
+        assert.equal(res.headers.allow, "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
+      }
+    }
+  });
+
   test("a POST with a body to a method-restricted rule must pass the policy of the methods it may become, whatever the body's type", async () => {
     const bodies = [
       ["application/x-www-form-urlencoded", "_method=DELETE"],
@@ -736,6 +753,19 @@ describe("cookie mode", () => {
       body: "x",
     });
     assert.equal(site.status, 403);
+  });
+
+  test("a cookie-authenticated cross-site GET whose query names a method override is a state change too", async () => {
+    const cookie = `__Host-portcullis_access=${root.auth.access_token}`;
+    for (const q of ["_method=DELETE", "%5Fmethod=PUT"]) {
+      const res = await raw("GET", `/api/orders/7?${q}`, { cookie, "sec-fetch-site": "cross-site" });
+      assert.equal(res.status, 403, `${q}: ${res.text}`);
+      assert.equal(res.body.code, "csrf_refused");
+      const own = await raw("GET", `/api/orders/7?${q}`, { cookie, "sec-fetch-site": "same-origin" });
+      assert.equal(own.status, 200, `${q}: ${own.text}`);
+    }
+    const plain = await raw("GET", "/api/orders/7?method=DELETE", { cookie, "sec-fetch-site": "cross-site" });
+    assert.equal(plain.status, 200, "a top-level cross-site navigation still reads");
   });
 
   test("the refresh cookie alone is held to the same rule: no cross-site logout or refresh", async () => {

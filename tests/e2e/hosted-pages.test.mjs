@@ -441,6 +441,28 @@ describe("the account page: two-step verification (plain HTTP, no script)", () =
   const alert = (html) => unescape(html.match(/role="alert">([^<]*)</)?.[1] ?? "");
   const codesOn = (html) => [...html.matchAll(/<li><code>([^<]+)<\/code><\/li>/g)].map((m) => m[1]);
 
+  test("the profile form saves the name and the emails' language; a bad tag is refused inline", async () => {
+    const email = randomEmail("ui-profile");
+    const signed = await post(`${gw.url}/auth/signup`, { email, password: PASSWORD, name: "Ada" });
+    assert.equal(signed.status, 201);
+    const userId = (await json(signed)).user.id;
+    const b = cookieBrowser(signed.headers.getSetCookie());
+    assert.match((await b.get(ui("account"))).html, /<input id="name" name="name"[^>]* value="Ada">/);
+    const saved = await b.account("profile", { name: "Ada <Lovelace>", locale: "de_at" });
+    assert.equal(saved.status, 200, saved.html);
+    assert.match(saved.html, /Your profile is saved\./);
+    assert.match(saved.html, /value="Ada &lt;Lovelace&gt;"/);
+    assert.match(saved.html, /<input id="locale" name="locale"[^>]* value="de-AT">/);
+    const updated = await gw.waitForEvent((e) => e.type === "user_updated" && e.data.user_id === userId);
+    assert.deepEqual(updated.data.fields, ["name", "locale"]);
+    const bad = await b.account("profile", { name: "Ada", locale: "not a tag!" });
+    assert.equal(bad.status, 422, bad.html);
+    assert.match(alert(bad.html), /locale/i);
+    const cleared = await b.account("profile", { name: "", locale: "" });
+    assert.equal(cleared.status, 200, cleared.html);
+    assert.match(cleared.html, /<input id="locale" name="locale"[^>]* value="">/);
+  });
+
   test("enrol, a wrong first code inline, confirm (backup codes once), a replayed code refused, new codes, off", async () => {
     const email = randomEmail("ui-totp");
     const signed = await post(`${gw.url}/auth/signup`, { email, password: PASSWORD });

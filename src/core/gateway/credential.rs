@@ -6,13 +6,16 @@
 //! or a cross-site WebSocket handshake included; a bearer token only when the
 //! caller's own code sends it. So a request authenticated by a cookie must
 //! also pass the CSRF rule ([`csrf_check`]): a state change (any method but
-//! `GET`, `HEAD` and `OPTIONS`) or a WebSocket handshake is refused (403
+//! `GET`, `HEAD` and `OPTIONS`, or one of those whose query names a method
+//! override such as `_method`, which an origin may act on as another
+//! method) or a WebSocket handshake is refused (403
 //! `csrf_refused`) when `Sec-Fetch-Site` says `cross-site`, or when an
 //! `Origin` is sent that is neither the request's own nor one of
 //! `CORS_ORIGINS`. A bearer token is never held to it.
 
 use crate::core::config::Config;
 use crate::core::error::Error;
+use crate::core::gateway::policy::names_method_override;
 use crate::core::gateway::request::RequestView;
 use crate::core::oauth::BINDING_COOKIE;
 use crate::core::ui::forms::CSRF_COOKIE;
@@ -69,7 +72,10 @@ pub fn cookie_credential(
 /// hijacking). `own_origin` is the request URL's origin.
 pub fn csrf_check(req: &impl RequestView, cfg: &Config, own_origin: &str) -> Result<(), Error> {
     let websocket = || req.header("upgrade").is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
-    if matches!(req.method(), "GET" | "HEAD" | "OPTIONS") && !websocket() {
+    // `GET /x?_method=DELETE`: the route rules judge it as a DELETE too
+    // (`policy`), and so does this rule.
+    let overridden = || req.query().is_some_and(names_method_override);
+    if matches!(req.method(), "GET" | "HEAD" | "OPTIONS") && !websocket() && !overridden() {
         return Ok(());
     }
     let refused = || Error::forbidden("csrf_refused", "cross-site request refused for cookie authentication");
@@ -113,6 +119,7 @@ mod tests {
     struct Req {
         method: &'static str,
         headers: Vec<(&'static str, &'static str)>,
+        query: Option<&'static str>,
     }
 
     impl RequestView for Req {
@@ -120,7 +127,7 @@ mod tests {
             self.method
         }
         fn query(&self) -> Option<&str> {
-            None
+            self.query
         }
         fn has_body(&self) -> bool {
             false
@@ -144,7 +151,7 @@ mod tests {
 
     #[test]
     fn bearer_takes_the_scheme_in_any_case_and_nothing_else() {
-        let r = |v: &'static str| Req { method: "GET", headers: vec![("authorization", v)] };
+        let r = |v: &'static str| Req { method: "GET", headers: vec![("authorization", v)], query: None };
         assert_eq!(bearer(&r("Bearer abc")), Some("abc".into()));
         assert_eq!(bearer(&r("  bearer   abc  ")), Some("abc".into()));
         assert_eq!(bearer(&r("Basic abc")), None);
@@ -154,7 +161,8 @@ mod tests {
 
     #[test]
     fn the_access_cookie_counts_only_in_cookie_mode_and_never_before_a_bearer_token() {
-        let with_cookie = Req { method: "POST", headers: vec![("cookie", "a=1; __Host-portcullis_access=tok; b=")] };
+        let with_cookie =
+            Req { method: "POST", headers: vec![("cookie", "a=1; __Host-portcullis_access=tok; b=")], query: None };
         let mut off = cookie_mode();
         off.cookie_mode = false;
         assert_eq!(access_token(&with_cookie, &off, OWN).unwrap(), None);
@@ -166,6 +174,7 @@ mod tests {
                 ("cookie", "__Host-portcullis_access=c"),
                 ("sec-fetch-site", "cross-site"),
             ],
+            query: None,
         };
         assert_eq!(access_token(&both, &cookie_mode(), OWN).unwrap(), Some("b".into()));
     }
@@ -176,7 +185,7 @@ mod tests {
         let req = |method, extra: Vec<(&'static str, &'static str)>| {
             let mut headers = vec![("cookie", "__Host-portcullis_access=tok")];
             headers.extend(extra);
-            Req { method, headers }
+            Req { method, headers, query: None }
         };
         let refused = |r: &Req| access_token(r, &cfg, OWN).unwrap_err().problem().code;
         assert_eq!(refused(&req("POST", vec![("sec-fetch-site", "cross-site")])), "csrf_refused");
@@ -194,6 +203,16 @@ mod tests {
         ] {
             assert_eq!(access_token(&ok, &cfg, OWN).unwrap(), Some("tok".into()));
         }
+        // A GET the origin may read as another method is a state change too.
+        for query in ["_method=DELETE", "a=1&_METHOD=PUT", "+_method=POST"] {
+            let overridden = Req { query: Some(query), ..req("GET", vec![("sec-fetch-site", "cross-site")]) };
+            assert_eq!(refused(&overridden), "csrf_refused", "{query}");
+            let same_site = Req { query: Some(query), ..req("GET", vec![("origin", OWN)]) };
+            assert_eq!(access_token(&same_site, &cfg, OWN).unwrap(), Some("tok".into()), "{query}");
+        }
+        let plain =
+            Req { query: Some("method=DELETE&x=_method"), ..req("GET", vec![("sec-fetch-site", "cross-site")]) };
+        assert_eq!(access_token(&plain, &cfg, OWN).unwrap(), Some("tok".into()));
     }
 
     #[test]

@@ -114,6 +114,9 @@ impl<O: SignatureOps, A: IdentityHeaders> Gateway<O, A> {
         now_ms: i64,
     ) -> Decision<A> {
         let now = UnixTime::from_millis(now_ms as f64);
+        if echoes_the_request(req.method()) {
+            return Decision::Refuse(Error::MethodNotAllowed { allow: FORWARDED_METHODS });
+        }
         let judged = cfg.routes.judge(req, path);
         let drop_auth = !judged.forwards_authorization();
         if judged.is_public() {
@@ -334,4 +337,17 @@ fn admit(
 /// `now`: more than half its lifetime left.
 fn assertion_fresh(expires: UnixTime, now: UnixTime) -> bool {
     expires.0 - now.0 > (ASSERTION_TTL_SECS as i64) / 2
+}
+
+/// What a 405 for [`echoes_the_request`] offers in `Allow`: the methods
+/// browsers and API clients use (the gateway forwards any other too).
+pub const FORWARDED_METHODS: &str = crate::core::cors::ALLOWED_METHODS;
+
+/// `TRACE` (RFC 9110 §9.3.8) and IIS's `TRACK` make an origin that allows
+/// them send the request back as it received it: the identity headers and
+/// the signed assertion the gateway added, to the client (cross-site
+/// tracing). Never forwarded: 405 `method_not_allowed`. In any case, as the
+/// Fetch standard's forbidden methods are matched.
+fn echoes_the_request(method: &str) -> bool {
+    method.len() == 5 && (method.eq_ignore_ascii_case("TRACE") || method.eq_ignore_ascii_case("TRACK"))
 }

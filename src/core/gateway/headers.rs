@@ -77,10 +77,16 @@ pub const STRIPPED: &[&str] = &[
     "x-vouch-*",
     "tailscale-*", // Tailscale serve: -User-Login, -User-Name, -User-Profile-Pic, -Headers-Info
     "teleport-jwt-assertion",
-    "x-appengine-user-*", // -Email, -Id, -Nickname, -Ip
-    "oidc-*",             // Apache mod_auth_openidc: OIDC_CLAIM_*, OIDC_access_token, …
-    "mellon-*",           // Apache mod_auth_mellon
-    "shib-*",             // Shibboleth SP
+    "x-appengine-user-*",        // -Email, -Id, -Nickname, -Ip
+    "oidc-*",                    // Apache mod_auth_openidc: OIDC_CLAIM_*, OIDC_access_token, …
+    "mellon-*",                  // Apache mod_auth_mellon
+    "shib-*",                    // Shibboleth SP
+    "x-apigateway-api-userinfo", // Google API Gateway: the verified JWT's claims
+    "x-endpoint-api-userinfo",   // Google Cloud Endpoints (ESPv2): idem
+    "x-proxy-user",
+    "x-principal",
+    "x-kong-jwt-claim-*", // Kong's JWT plugin
+    "ms-aspnetcore-*",    // IIS's ASP.NET Core module: -Token, -WinAuthToken
     // Client certificates, as TLS-terminating proxies pass them on.
     "x-ssl*",
     "x-client-cert*",
@@ -97,6 +103,7 @@ pub const STRIPPED: &[&str] = &[
     "true-client-ip",
     "x-client-ip",
     "x-cluster-client-ip",
+    "cluster-client-ip",
     "client-ip",
     "proxy-client-ip",    // Java's getClientIp recipes
     "wl-proxy-client-ip", // idem (WebLogic)
@@ -109,6 +116,19 @@ pub const STRIPPED: &[&str] = &[
     // CGI variable names sent as headers: code that reads `HTTP_X_FORWARDED_FOR`
     // or `HTTP_CLIENT_IP` with a header getter (Java recipes) finds them.
     "http-*",
+    // CGI meta-variables sent as headers: gunicorn takes `SCRIPT_NAME` and
+    // `PATH_INFO` from a trusted forwarder's headers (`forwarder_headers`),
+    // and Flask and Django then route a path the gateway never judged.
+    "script-name",
+    "path-info",
+    "path-translated",
+    "request-uri",
+    "request-method",
+    "query-string",
+    "auth-type",
+    // httpoxy (CVE-2016-5385): CGI stacks read `Proxy` as `HTTP_PROXY`, the
+    // proxy of their own outbound calls.
+    "proxy",
     // Another URL, host, prefix or scheme than the request's.
     "x-original-*", // -URL, -URI, -Host, -Method, -Forwarded-For
     "x-rewrite-url",
@@ -121,6 +141,10 @@ pub const STRIPPED: &[&str] = &[
     "x-https",
     "aspfiltersessionid", // IIS's cookieless-session filter
     "x-middleware-*",     // Next.js: X-Middleware-Subrequest skips its middleware (CVE-2025-29927)
+    "x-invoke-*",         // Next.js's internal routing: -Path, -Query, -Status, -Output
+    "x-matched-path",     // idem
+    "x-now-route-matches",
+    "x-prerender-revalidate", // Next.js: the preview and revalidation secret's header
     // Another method than the request's (Express, ASP.NET Core, Symfony, Rack).
     "x-http-method-override",
     "x-http-method",

@@ -696,7 +696,7 @@ fn is_php_script(segment: &str) -> bool {
 /// [`plain_reads_method`]), ignoring ASCII case (ASP.NET Core's collections
 /// do). Pairs are split on `&` and on `;` (PHP's `arg_separator.input` may
 /// list it, older Rack splits on both); a name ends at the first `=`.
-fn names_method_override(query: &str) -> bool {
+pub(crate) fn names_method_override(query: &str) -> bool {
     query.split(['&', ';']).any(|pair| {
         let name = pair.split('=').next().unwrap_or("").as_bytes();
         php_reads_method(FormDecoded(name)) || plain_reads_method(FormDecoded(name))

@@ -443,6 +443,8 @@ pub struct Account<'a> {
     pub email: &'a str,
     /// Its name, if any.
     pub name: Option<&'a str>,
+    /// The language of its emails (a BCP 47 tag), if any.
+    pub locale: Option<&'a str>,
     /// Whether the email is verified.
     pub email_verified: bool,
     /// The account's live sessions.
@@ -565,6 +567,18 @@ pub fn account(ctx: &Context<'_>, n: Option<&Notice>, a: &Account<'_>) -> Html {
         ]);
     }
     body.push_html(&html![
+        "<h2>Profile</h2><form method=\"post\" action=\"",
+        { action },
+        "\">",
+        [ctx.hidden()],
+        "<label for=\"name\">Name</label>",
+        "<input id=\"name\" name=\"name\" autocomplete=\"name\" maxlength=\"200\" value=\"",
+        { a.name.unwrap_or_default() },
+        "\"><label for=\"locale\">Language of your emails</label>",
+        "<input id=\"locale\" name=\"locale\" autocomplete=\"language\" maxlength=\"35\" ",
+        "placeholder=\"en, fr, pt-BR\" value=\"",
+        { a.locale.unwrap_or_default() },
+        "\"><button class=\"secondary\" type=\"submit\" name=\"intent\" value=\"profile\">Save profile</button></form>",
         "<h2>Change your password</h2><form method=\"post\" action=\"",
         { action },
         "\">",
@@ -845,7 +859,16 @@ mod tests {
 
     fn account_of<'a>(email: &'a str, sessions: &'a [SessionView], on: bool, two_step: TwoStep<'a>) -> Account<'a> {
         let mfa = FactorsView { totp: on, backup_codes_left: if on { 10 } else { 0 }, passkeys: 0 };
-        Account { email, name: Some(email), email_verified: false, sessions, mfa, two_step, passkeys: None }
+        Account {
+            email,
+            name: Some(email),
+            locale: Some(email),
+            email_verified: false,
+            sessions,
+            mfa,
+            two_step,
+            passkeys: None,
+        }
     }
 
     #[test]

@@ -239,7 +239,13 @@ function forwardRaw(request, target, identity, dropAuth, timeoutMs, fetcher) {
     // CLAIMS_HEADER=true and the token carries the sign-in hook's claims.
     if (identity.length > 5) headers.set(IDENTITY[5], identity[5]);
   }
-  const init = { method, headers, body: request.body, redirect: "manual" };
+  // A response to a request that carries an identity is that user's: never
+  // from nor into Cloudflare's cache, which keys on the URL alone (an origin
+  // on a Cloudflare zone, a `.csv` or `.pdf` path without Cache-Control
+  // would otherwise be served to the next caller the policy lets through).
+  const init = identity !== undefined
+    ? { method, headers, body: request.body, redirect: "manual", cache: "no-store" }
+    : { method, headers, body: request.body, redirect: "manual" };
   const failed = (err) => {
     console.error(`portcullis.origin_error ${err && err.message ? err.message : err}`);
     return respond(502, PROBLEM_502, "application/problem+json");
