@@ -322,6 +322,14 @@ impl Config {
                         return Ok(s.to_string());
                     }
                     let u = http_url("CORS_ORIGINS", s)?;
+                    // `url` takes `*` as a host's character: such an entry
+                    // would parse and never match an Origin.
+                    if u.host_str().is_some_and(|h| h.contains('*')) {
+                        return Err(err(
+                            "CORS_ORIGINS",
+                            format!("{s:?}: a wildcard in a host is not supported; list each origin, or `*` alone"),
+                        ));
+                    }
                     Ok(u.origin().ascii_serialization())
                 })
                 .collect::<Result<_, ConfigError>>()?,
@@ -739,6 +747,8 @@ mod tests {
             ("KEY_ENCRYPTION_KEY", "c2hvcnQ="),
             ("ARGON2_MEMORY_KIB", "1"),
             ("WEBHOOK_URLS", "http://ok.example, nope"),
+            ("CORS_ORIGINS", "https://app.example, https://*.example.org"),
+            ("CORS_ORIGINS", "https://app.example, not an origin"),
             ("WEBHOOK_SECRET", "c2VjcmV0LXdpdGhvdXQtcHJlZml4LTEyMzQ1Njc4"),
             ("WEBHOOK_EVENTS", "login, logn"),
             ("WEBHOOK_TIMEOUT_MS", "0"),

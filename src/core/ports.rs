@@ -143,11 +143,13 @@ pub trait AccountStore {
     /// Users whose email or name contains `query` (case-insensitive; all
     /// users if `None`), newest first, `limit` from `offset`, and the total.
     async fn list_users(&self, query: Option<&str>, limit: u32, offset: u32) -> Result<UserPage>;
-    /// Writes `user`'s profile fields (email, name, avatar URL, phone,
-    /// email_verified, locale), keeping emails unique; a new email moves the epoch
-    /// and, in the same write, deletes the tokens mailed to the old address
-    /// before the account existed (no user id).
-    async fn update_profile(&self, user: &User, now: UnixTime) -> Result<ProfileUpdate>;
+    /// Writes the profile fields of `user` named in `fields` (`email`,
+    /// `name`, `avatar_url`, `phone`, `email_verified`, `locale`) and no
+    /// other column, keeping emails unique; a new email also writes
+    /// `email_verified`, moves the epoch and, in the same write, deletes the
+    /// tokens mailed to the old address before the account existed (no user
+    /// id).
+    async fn update_profile(&self, user: &User, fields: &[String], now: UnixTime) -> Result<ProfileUpdate>;
     /// Writes the fields `edit` gives of `caller`'s account, leaving every
     /// other column as it is (an administrator's concurrent edit of another
     /// field stands), if `caller`'s session is still live, decided in the

@@ -848,11 +848,15 @@ impl<'a, 'e> Ui<'a, 'e> {
                     .map(|_| Notice::Info("Your password is changed; your other sessions are signed out.".into()))
             }
             "profile" => {
-                // Both fields are on the form: an empty one clears its value.
+                // Only the fields changed from what the page showed (an empty
+                // one clears its value): an edit made meanwhile stands.
+                let changed = |field: &str, was: &str| {
+                    (form.text(field).trim() != form.text(was).trim()).then(|| form.optional(field))
+                };
                 let body = ProfileRequest {
-                    name: Some(form.optional("name")),
+                    name: changed("name", "name_was"),
                     avatar_url: None,
-                    locale: Some(form.optional("locale")),
+                    locale: changed("locale", "locale_was"),
                 };
                 self.deps
                     .edit_profile(self.meta, rng, Some(&access), body)

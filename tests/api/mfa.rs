@@ -120,6 +120,32 @@ fn rfc_6238_appendix_b_sha1_codes_and_their_time_steps() {
 }
 
 #[test]
+fn only_a_recent_sign_in_turns_totp_on_so_a_stolen_session_cannot_lock_the_owner_out() {
+    let w = World::new(&[]);
+    let rng = &mut TestRandom(40);
+    let stolen = signup_at(&w, rng, T0, ADA, PW);
+    // Refreshing keeps the sign-in's time: a stolen session stays as old as it is.
+    let later = T0 + 301;
+    let (deps, meta) = w.at(later);
+    let refreshed = block_on(deps.refresh(&meta, rng, Some(&stolen.refresh_token))).unwrap();
+    for token in [&stolen.access_token, &refreshed.access_token] {
+        let (deps, meta) = w.at(later);
+        let e = block_on(deps.enroll_totp(&meta, rng, Some(token))).unwrap_err();
+        assert_eq!((e.problem().status, e.problem().code), (403, "reauthentication_required"));
+    }
+    let (deps, meta) = w.at(later);
+    assert_eq!(
+        code(block_on(deps.confirm_totp(&meta, rng, Some(&refreshed.access_token), with_code("123456")))),
+        "mfa_not_enrolled"
+    );
+    assert!(!block_on(deps.factors_view(&user(&w, ADA).id)).unwrap().totp);
+    // Within five minutes of signing in (at the limit included), it can.
+    let fresh = login(&w, rng, later - 300, ADA).done().unwrap();
+    let (deps, meta) = w.at(later);
+    block_on(deps.enroll_totp(&meta, rng, Some(&fresh.access_token))).unwrap();
+}
+
+#[test]
 fn totp_is_on_only_once_confirmed_with_a_code_and_then_ends_the_other_sessions() {
     let w = World::new(&[("UI_NAME", "Acme: Cloud")]);
     let rng = &mut TestRandom(1);

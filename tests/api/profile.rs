@@ -53,6 +53,15 @@ fn a_bad_field_refuses_the_whole_edit() {
     let ada = signup_at(&w, &mut rng, 1_000, ADA, "password-1");
     let cases = [
         (r#"{"name": "Ada", "avatar_url": "javascript:alert(1)"}"#, "invalid_avatar_url"),
+        // Fetched by other users' browsers and maybe the origin: public https only.
+        (r#"{"avatar_url": "http://img.example/a.png"}"#, "invalid_avatar_url"),
+        (r#"{"avatar_url": "https://169.254.169.254/latest/meta-data"}"#, "invalid_avatar_url"),
+        (r#"{"avatar_url": "https://[::1]/a.png"}"#, "invalid_avatar_url"),
+        (r#"{"avatar_url": "https://localhost/a.png"}"#, "invalid_avatar_url"),
+        (r#"{"avatar_url": "https://metadata.google.internal/a"}"#, "invalid_avatar_url"),
+        (r#"{"avatar_url": "https://intranet/a.png"}"#, "invalid_avatar_url"),
+        (r#"{"avatar_url": "https://user:pw@img.example/a.png"}"#, "invalid_avatar_url"),
+        (r#"{"avatar_url": "https://0x7f.1/a.png"}"#, "invalid_avatar_url"),
         (r#"{"name": "Ada", "locale": "not a tag!"}"#, "invalid_locale"),
         (r#"{"locale": "fr", "name": "Ada\u202Eevil"}"#, "invalid_name"),
         (&format!(r#"{{"locale": "fr", "name": "{}"}}"#, "n".repeat(201)), "invalid_name"),

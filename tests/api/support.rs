@@ -573,26 +573,39 @@ impl AccountStore for MemStore {
         let users = matching.into_iter().skip(offset as usize).take(limit as usize).collect();
         Ok(UserPage { users, total })
     }
-    async fn update_profile(&self, user: &User, _now: UnixTime) -> Result<ProfileUpdate> {
+    async fn update_profile(&self, user: &User, fields: &[String], _now: UnixTime) -> Result<ProfileUpdate> {
         self.check()?;
+        let writes = |name: &str| fields.iter().any(|f| f == name);
         let mut users = self.users.borrow_mut();
-        if users.iter().any(|u| u.email == user.email && u.id != user.id) {
+        if writes("email") && users.iter().any(|u| u.email == user.email && u.id != user.id) {
             return Ok(ProfileUpdate::EmailTaken);
         }
         match users.iter_mut().find(|u| u.id == user.id) {
             Some(u) => {
-                if u.email != user.email {
+                if writes("email") && u.email != user.email {
                     u.auth_epoch += 1;
                     // What D1 deletes in the same write: tokens mailed to the
                     // old address before the account existed.
                     self.email_tokens.borrow_mut().retain(|(t, _)| t.user_id.is_some() || t.email != u.email);
                 }
-                u.email = user.email.clone();
-                u.name = user.name.clone();
-                u.avatar_url = user.avatar_url.clone();
-                u.phone = user.phone.clone();
-                u.email_verified = user.email_verified;
-                u.locale = user.locale.clone();
+                if writes("email") {
+                    u.email = user.email.clone();
+                }
+                if writes("name") {
+                    u.name = user.name.clone();
+                }
+                if writes("avatar_url") {
+                    u.avatar_url = user.avatar_url.clone();
+                }
+                if writes("phone") {
+                    u.phone = user.phone.clone();
+                }
+                if writes("email") || writes("email_verified") {
+                    u.email_verified = user.email_verified;
+                }
+                if writes("locale") {
+                    u.locale = user.locale.clone();
+                }
                 Ok(ProfileUpdate::Updated)
             }
             None => Ok(ProfileUpdate::NotFound),

@@ -836,7 +836,7 @@ test("the OpenID configuration names the gateway URL as issuer and its JWKS", as
   assert.equal(body.issuer, gw.url);
   assert.equal(body.jwks_uri, `${gw.url}/.well-known/jwks.json`);
   assert.deepEqual(body.id_token_signing_alg_values_supported, ["EdDSA", "ES256"]);
-  assert.ok(body.claims_supported.includes("roles"));
+  for (const c of ["roles", "sid", "amr", "auth_time"]) assert.ok(body.claims_supported.includes(c), c);
   // Not an OAuth authorization server: no endpoint a generic client would call.
   for (const k of ["token_endpoint", "authorization_endpoint", "userinfo_endpoint", "response_types_supported"]) {
     assert.equal(body[k], undefined, k);

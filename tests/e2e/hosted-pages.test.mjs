@@ -448,19 +448,29 @@ describe("the account page: two-step verification (plain HTTP, no script)", () =
     const userId = (await json(signed)).user.id;
     const b = cookieBrowser(signed.headers.getSetCookie());
     assert.match((await b.get(ui("account"))).html, /<input id="name" name="name"[^>]* value="Ada">/);
-    const saved = await b.account("profile", { name: "Ada <Lovelace>", locale: "de_at" });
+    // What the page showed goes back with the form; only what differs is written.
+    const saved = await b.account("profile", { name_was: "Ada", locale_was: "", name: "Ada <Lovelace>", locale: "de_at" });
     assert.equal(saved.status, 200, saved.html);
     assert.match(saved.html, /Your profile is saved\./);
     assert.match(saved.html, /value="Ada &lt;Lovelace&gt;"/);
     assert.match(saved.html, /<input id="locale" name="locale"[^>]* value="de-AT">/);
     const updated = await gw.waitForEvent((e) => e.type === "user_updated" && e.data.user_id === userId);
     assert.deepEqual(updated.data.fields, ["name", "locale"]);
-    const bad = await b.account("profile", { name: "Ada", locale: "not a tag!" });
+    const bad = await b.account("profile", { name_was: "Ada <Lovelace>", locale_was: "de-AT", name: "Ada", locale: "not a tag!" });
     assert.equal(bad.status, 422, bad.html);
     assert.match(alert(bad.html), /locale/i);
-    const cleared = await b.account("profile", { name: "", locale: "" });
+    // Renamed elsewhere meanwhile: clearing the language from the page showing the old name keeps the new name.
+    const access = signed.headers.getSetCookie().find((c) => c.startsWith("__Host-portcullis_access=")).split(";")[0].split("=")[1];
+    const renamed = await fetch(`${gw.url}/auth/me`, {
+      method: "PATCH",
+      headers: { authorization: `Bearer ${access}`, "content-type": "application/json" },
+      body: JSON.stringify({ name: "Countess" }),
+    });
+    assert.equal(renamed.status, 200, await renamed.text());
+    const cleared = await b.account("profile", { name_was: "Ada <Lovelace>", locale_was: "de-AT", name: "Ada <Lovelace>", locale: "" });
     assert.equal(cleared.status, 200, cleared.html);
     assert.match(cleared.html, /<input id="locale" name="locale"[^>]* value="">/);
+    assert.match(cleared.html, /<input id="name" name="name"[^>]* value="Countess">/);
   });
 
   test("enrol, a wrong first code inline, confirm (backup codes once), a replayed code refused, new codes, off", async () => {

@@ -18,6 +18,7 @@ import { createRemoteJWKSet, jwtVerify } from "jose";
 import { startGateway, post, json, sleep } from "./harness.mjs";
 import { signup, login, makeAdmin, assertProblem, authed, withEvent, PASSWORD } from "./lib/accounts.mjs";
 import { startFakeGithub } from "./lib/oauth-servers.mjs";
+import { signingKey, mint, claimsFor } from "./lib/d1.mjs";
 
 const APP = "http://app.test/done";
 const GH_ID = "gh-mfa";
@@ -191,6 +192,17 @@ describe("TOTP with an authenticator library", () => {
     assert.deepEqual(me.amr, ["pwd"]);
     // The session that logged in with one factor meanwhile is over.
     await assertProblem(await authed(`${gw.url}/auth/me`, direct.access_token), 401, "session_revoked");
+  });
+
+  test("a session that signed in more than five minutes ago cannot turn TOTP on (a stolen one would lock the owner out)", async () => {
+    const s = await signup(gw, mail("stale"));
+    // The session's own token, as the gateway would sign it, but for a sign-in six minutes ago.
+    const now = Math.floor(Date.now() / 1000);
+    const stale = await mint(await signingKey(gw), claimsFor(gw, s.user, { amr: ["pwd"], auth_time: now - 360, iat: now - 10 }));
+    await assertProblem(await enroll(gw, stale), 403, "reauthentication_required");
+    const me = await json(await authed(`${gw.url}/auth/me`, stale));
+    assert.deepEqual(me.mfa, { totp: false, backup_codes_left: 0, passkeys: 0 }, "nothing enrolled");
+    assert.equal((await enroll(gw, s.access_token)).status, 200, "the sign-in of a moment ago can");
   });
 });
 

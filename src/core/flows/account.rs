@@ -62,8 +62,7 @@ pub struct RefreshRequest {
 }
 
 /// `PATCH /auth/me`: any of these; `null` (or an empty string) clears a
-/// field. The address, phone, roles and the rest are the administrator's
-/// (an address changes through verification of the new one, not here).
+/// field. The address, phone, roles and the rest are the administrator's.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileRequest {
@@ -83,7 +82,7 @@ impl ProfileRequest {
     pub fn parse(self) -> Result<ProfileEdit, Error> {
         Ok(ProfileEdit {
             name: self.name.map(parse_name).transpose()?,
-            avatar_url: self.avatar_url.map(parse_avatar_url).transpose()?,
+            avatar_url: self.avatar_url.map(parse_own_avatar_url).transpose()?,
             locale: self.locale.map(parse_locale).transpose()?,
         })
     }
@@ -98,22 +97,50 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
-/// Checks an avatar URL: an http(s) URL with a host, of at most
-/// [`MAX_AVATAR_URL_LEN`]; empty clears it.
+/// Checks an avatar URL an administrator sets: an http(s) URL with a host,
+/// of at most [`MAX_AVATAR_URL_LEN`] as written and as normalised; empty
+/// clears it.
 pub(crate) fn parse_avatar_url(raw: Option<String>) -> Result<Option<String>, Error> {
+    avatar_url(raw, false)
+}
+
+/// Checks an avatar URL a user sets for themselves, which other users'
+/// browsers and the origin may fetch: as [`parse_avatar_url`], but `https`
+/// only, without a user name or password, and on a public name — no IP
+/// address, `localhost` or single-label host, nor `.local`, `.internal`,
+/// `.localhost` (a fetch of it must not reach an internal service).
+pub(crate) fn parse_own_avatar_url(raw: Option<String>) -> Result<Option<String>, Error> {
+    avatar_url(raw, true)
+}
+
+fn avatar_url(raw: Option<String>, own: bool) -> Result<Option<String>, Error> {
     let Some(raw) = raw.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()) else { return Ok(None) };
+    let what = if own { "an https URL on a public host name" } else { "an http(s) URL" };
     let bad = || {
         Error::validation(
             "invalid_avatar_url",
-            format!("avatar_url: an http(s) URL of at most {MAX_AVATAR_URL_LEN} characters"),
+            format!("avatar_url: {what} of at most {MAX_AVATAR_URL_LEN} characters"),
         )
     };
     if raw.len() > MAX_AVATAR_URL_LEN {
         return Err(bad());
     }
     let url = url::Url::parse(&raw).map_err(|_| bad())?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() || url.as_str().len() > MAX_AVATAR_URL_LEN
+    {
         return Err(bad());
+    }
+    if own {
+        let public = match url.host() {
+            Some(url::Host::Domain(d)) => {
+                let d = d.trim_end_matches('.');
+                d.contains('.') && ![".local", ".internal", ".localhost"].iter().any(|s| d.ends_with(s))
+            }
+            _ => false,
+        };
+        if url.scheme() != "https" || !url.username().is_empty() || url.password().is_some() || !public {
+            return Err(bad());
+        }
     }
     Ok(Some(url.to_string()))
 }

@@ -302,7 +302,7 @@ where
         if fields.is_empty() {
             return Ok(user.response(None));
         }
-        match self.store.update_profile(&user, meta.now).await? {
+        match self.store.update_profile(&user, &fields, meta.now).await? {
             ProfileUpdate::Updated => {}
             ProfileUpdate::NotFound => return Err(Error::NotFound),
             ProfileUpdate::EmailTaken => {

@@ -64,7 +64,7 @@ pub fn discovery(issuer: &str, config: &Config) -> serde_json::Value {
         "revocation_endpoint_auth_methods_supported": ["none"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": [ALG_EDDSA, ALG_ES256],
-        "claims_supported": ["iss", "aud", "sub", "sid", "roles", "email", "email_verified", "iat", "exp", "jti"],
+        "claims_supported": ["iss", "aud", "sub", "sid", "roles", "email", "email_verified", "iat", "exp", "jti", "amr", "auth_time"],
     });
     if config.introspection_secret.is_some() {
         doc["introspection_endpoint"] = serde_json::Value::String(config.auth_url(issuer, "/introspect"));

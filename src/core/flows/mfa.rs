@@ -284,7 +284,10 @@ where
 
     /// `POST /auth/mfa/totp/enroll`: a fresh secret for the caller, stored
     /// sealed as their enrolling TOTP (replacing an earlier enrolment); it is
-    /// on once confirmed with a code. 409 `mfa_already_enabled` when TOTP is on.
+    /// on once confirmed with a code. 409 `mfa_already_enabled` when TOTP is
+    /// on; 403 `reauthentication_required` unless the caller's session
+    /// signed in within [`RECENT_SIGN_IN_SECS`] (the confirmation needs the
+    /// secret this answer alone shows, so it needs no such check).
     pub async fn enroll_totp(
         &self,
         meta: &Meta,
@@ -294,6 +297,15 @@ where
         let (p, user, factors) = self.mfa_caller(meta, bearer).await?;
         if factors.required() {
             return Err(mfa_already_enabled());
+        }
+        // A second factor locks out whoever lacks it, the owner included
+        // (confirming it ends every other session): a stolen session must
+        // not be able to add one, so, as for a passkey, only a recent sign-in.
+        if meta.now.0.saturating_sub(p.auth_time.0) > RECENT_SIGN_IN_SECS as i64 {
+            return Err(Error::forbidden(
+                "reauthentication_required",
+                "turning on two-step verification needs a sign-in within the last five minutes; sign in again",
+            ));
         }
         let secret = TotpSecret::generate(rng);
         let sealed = secret.seal(&self.totp_key(), &user.id, rng)?;

@@ -6,12 +6,14 @@
 //! or a cross-site WebSocket handshake included; a bearer token only when the
 //! caller's own code sends it. So a request authenticated by a cookie must
 //! also pass the CSRF rule ([`csrf_check`]): a state change (any method but
-//! `GET`, `HEAD` and `OPTIONS`, or one of those whose query names a method
-//! override such as `_method`, which an origin may act on as another
-//! method) or a WebSocket handshake is refused (403
+//! `GET`, `HEAD` and `OPTIONS`) or a WebSocket handshake is refused (403
 //! `csrf_refused`) when `Sec-Fetch-Site` says `cross-site`, or when an
 //! `Origin` is sent that is neither the request's own nor one of
-//! `CORS_ORIGINS`. A bearer token is never held to it.
+//! `CORS_ORIGINS`. A `GET`, `HEAD` or `OPTIONS` whose query names a method
+//! override such as `_method` (which an origin may act on as another
+//! method) passes only from the page's own origin: `Sec-Fetch-Site`
+//! `same-origin` or `none`, or without that header an `Origin` as above.
+//! A bearer token is never held to it.
 
 use crate::core::config::Config;
 use crate::core::error::Error;
@@ -72,19 +74,29 @@ pub fn cookie_credential(
 /// hijacking). `own_origin` is the request URL's origin.
 pub fn csrf_check(req: &impl RequestView, cfg: &Config, own_origin: &str) -> Result<(), Error> {
     let websocket = || req.header("upgrade").is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
-    // `GET /x?_method=DELETE`: the route rules judge it as a DELETE too
-    // (`policy`), and so does this rule.
-    let overridden = || req.query().is_some_and(names_method_override);
-    if matches!(req.method(), "GET" | "HEAD" | "OPTIONS") && !websocket() && !overridden() {
-        return Ok(());
-    }
     let refused = || Error::forbidden("csrf_refused", "cross-site request refused for cookie authentication");
+    let allowed_origin = |origin: &str| origin == own_origin || cfg.cors_origins.iter().any(|o| o == origin);
+    if matches!(req.method(), "GET" | "HEAD" | "OPTIONS") && !websocket() {
+        // `GET /x?_method=DELETE`: the route rules judge it as a DELETE too
+        // (`policy`), and so does this rule — more strictly than a DELETE,
+        // since a browser sends no `Origin` with a link or an image: only
+        // the page's own origin (`Sec-Fetch-Site`), or without that header
+        // an `Origin` of ours, may send one.
+        if !req.query().is_some_and(names_method_override) {
+            return Ok(());
+        }
+        return match req.header("sec-fetch-site") {
+            Some(site) if site.eq_ignore_ascii_case("same-origin") || site.eq_ignore_ascii_case("none") => Ok(()),
+            Some(_) => Err(refused()),
+            None if req.header("origin").is_some_and(|o| allowed_origin(&o)) => Ok(()),
+            None => Err(refused()),
+        };
+    }
     if req.header("sec-fetch-site").is_some_and(|v| v.eq_ignore_ascii_case("cross-site")) {
         return Err(refused());
     }
     if let Some(origin) = req.header("origin") {
-        let allowed = origin == own_origin || cfg.cors_origins.iter().any(|o| o == &origin);
-        if !allowed {
+        if !allowed_origin(&origin) {
             return Err(refused());
         }
     }
@@ -203,12 +215,29 @@ mod tests {
         ] {
             assert_eq!(access_token(&ok, &cfg, OWN).unwrap(), Some("tok".into()));
         }
-        // A GET the origin may read as another method is a state change too.
+        // A GET the origin may read as another method: only from the page's
+        // own origin (a link or an image from a sibling subdomain is
+        // `same-site` and sends no Origin).
         for query in ["_method=DELETE", "a=1&_METHOD=PUT", "+_method=POST"] {
-            let overridden = Req { query: Some(query), ..req("GET", vec![("sec-fetch-site", "cross-site")]) };
-            assert_eq!(refused(&overridden), "csrf_refused", "{query}");
-            let same_site = Req { query: Some(query), ..req("GET", vec![("origin", OWN)]) };
-            assert_eq!(access_token(&same_site, &cfg, OWN).unwrap(), Some("tok".into()), "{query}");
+            for headers in [
+                vec![("sec-fetch-site", "cross-site")],
+                vec![("sec-fetch-site", "same-site")],
+                vec![("sec-fetch-site", "same-site"), ("origin", OWN)],
+                vec![],
+                vec![("origin", "https://evil.example")],
+            ] {
+                let overridden = Req { query: Some(query), ..req("GET", headers.clone()) };
+                assert_eq!(refused(&overridden), "csrf_refused", "{query} {headers:?}");
+            }
+            for headers in [
+                vec![("sec-fetch-site", "same-origin")],
+                vec![("sec-fetch-site", "none")],
+                vec![("origin", OWN)],
+                vec![("origin", "https://app.example")],
+            ] {
+                let own = Req { query: Some(query), ..req("HEAD", headers.clone()) };
+                assert_eq!(access_token(&own, &cfg, OWN).unwrap(), Some("tok".into()), "{query} {headers:?}");
+            }
         }
         let plain =
             Req { query: Some("method=DELETE&x=_method"), ..req("GET", vec![("sec-fetch-site", "cross-site")]) };

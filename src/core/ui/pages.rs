@@ -571,7 +571,13 @@ pub fn account(ctx: &Context<'_>, n: Option<&Notice>, a: &Account<'_>) -> Html {
         { action },
         "\">",
         [ctx.hidden()],
-        "<label for=\"name\">Name</label>",
+        // What the page showed goes back too: only what the user changed is
+        // written, so an edit made meanwhile elsewhere stands.
+        "<input type=\"hidden\" name=\"name_was\" value=\"",
+        { a.name.unwrap_or_default() },
+        "\"><input type=\"hidden\" name=\"locale_was\" value=\"",
+        { a.locale.unwrap_or_default() },
+        "\"><label for=\"name\">Name</label>",
         "<input id=\"name\" name=\"name\" autocomplete=\"name\" maxlength=\"200\" value=\"",
         { a.name.unwrap_or_default() },
         "\"><label for=\"locale\">Language of your emails</label>",

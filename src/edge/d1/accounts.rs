@@ -338,21 +338,30 @@ impl AccountStore for D1Store {
         Ok(UserPage { users, total: u64::try_from(total).unwrap_or(0) })
     }
 
-    async fn update_profile(&self, u: &User, now: UnixTime) -> Result<ProfileUpdate> {
+    async fn update_profile(&self, u: &User, fields: &[String], now: UnixTime) -> Result<ProfileUpdate> {
+        let writes = |name: &str| int(i64::from(fields.iter().any(|f| f == name)));
         // A new address also takes, in the same write, the links and codes
         // mailed to the old one before the account existed (no `user_id`):
         // they are held to whichever account has that address, and with none
         // they would stand again (`TOKEN_EPOCH_STANDS`).
         let orphans = self.stmt(
-            "DELETE FROM email_tokens WHERE user_id IS NULL AND email <> ?2 \
+            "DELETE FROM email_tokens WHERE ?3 AND user_id IS NULL AND email <> ?2 \
              AND email = (SELECT email FROM users WHERE id = ?1) \
              AND NOT EXISTS (SELECT 1 FROM users o WHERE o.email = ?2 AND o.id <> ?1)",
-            &[text(u.id.as_str()), text(&u.email)],
+            &[text(u.id.as_str()), text(&u.email), writes("email")],
         )?;
+        // Only the columns the edit changes are written (`?9`…`?14`): a
+        // concurrent edit of another one — the user's own name or language —
+        // stands. A new address always writes the verification flag too.
         let update = self.stmt(
-            "UPDATE users SET email = ?2, name = ?3, avatar_url = ?4, phone = ?5, email_verified = ?6, updated_at = ?7, \
-             locale = ?8, auth_epoch = CASE WHEN email <> ?2 THEN auth_epoch + 1 ELSE auth_epoch END \
-             WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM users o WHERE o.email = ?2 AND o.id <> ?1)",
+            "UPDATE users SET email = CASE WHEN ?9 THEN ?2 ELSE email END, \
+             name = CASE WHEN ?10 THEN ?3 ELSE name END, \
+             avatar_url = CASE WHEN ?11 THEN ?4 ELSE avatar_url END, \
+             phone = CASE WHEN ?12 THEN ?5 ELSE phone END, \
+             email_verified = CASE WHEN ?9 OR ?13 THEN ?6 ELSE email_verified END, \
+             locale = CASE WHEN ?14 THEN ?8 ELSE locale END, updated_at = ?7, \
+             auth_epoch = CASE WHEN ?9 AND email <> ?2 THEN auth_epoch + 1 ELSE auth_epoch END \
+             WHERE id = ?1 AND (NOT ?9 OR NOT EXISTS (SELECT 1 FROM users o WHERE o.email = ?2 AND o.id <> ?1))",
             &[
                 text(u.id.as_str()),
                 text(&u.email),
@@ -362,6 +371,12 @@ impl AccountStore for D1Store {
                 int(i64::from(u.email_verified)),
                 time(now),
                 opt_text(u.locale.as_deref()),
+                writes("email"),
+                writes("name"),
+                writes("avatar_url"),
+                writes("phone"),
+                writes("email_verified"),
+                writes("locale"),
             ],
         )?;
         let results = self.batch(vec![orphans, update]).await?;
