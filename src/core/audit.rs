@@ -39,6 +39,15 @@
 //! - **A user sees only their own.** The own view shows the caller's
 //!   entries, none from before the account's latest takeover (the earlier
 //!   holder's), and no administrator's client for an entry they made.
+//!   While the account's address is unverified, it shows no client for an
+//!   entry anyone who knows the address can cause ([`BY_ADDRESS_KINDS`]):
+//!   the holder of an unverified account may have planted it on someone
+//!   else's address ([`crate::core::takeover`]), and those requests are the
+//!   address's owner's — where they are, on what device, that they are
+//!   active. It is decided as the page is read: once the address is
+//!   verified, whoever holds the account has proved they read its mail
+//!   (a proof by anyone else took it over, and the view starts there), so
+//!   attempts on it are theirs to see, as for any verified account.
 //! - **Pages are stable.** Entries are ordered by (`at`, `id`), newest
 //!   first; a [`Cursor`] is the last entry's pair, so a walk sees each entry
 //!   at most once however many entries arrive meanwhile. Not every entry
@@ -86,6 +95,22 @@ const SECRET_MEMBERS: [&str; 2] = ["token", "code"];
 /// Members of an event's `data` that name the client, kept as the entry's
 /// own `ip_address` and `user_agent` rather than in its `data`.
 const CLIENT_MEMBERS: [&str; 2] = ["ip_address", "user_agent"];
+/// Event types anyone who knows an account's address can cause, without a
+/// session of the account, its password, passkey or linked identity, or a
+/// proof of the address: a failed sign-in, a refusal by a rate limit, and
+/// the requests for a reset link, magic link or email code. Every other type
+/// is caused by the account's holder (their sign-up, sessions and
+/// credentials), by an administrator (whose client the own view never
+/// shows), or by a proof of the address (which verifies it).
+pub const BY_ADDRESS_KINDS: [&str; 5] =
+    ["login_failed", "rate_limit_exceeded", "password_reset_requested", "magic_link_requested", "email_otp_requested"];
+
+/// Whether anyone who knows the address may have caused an entry of type
+/// `kind`: one of [`BY_ADDRESS_KINDS`], or a type this build does not know
+/// (an entry of another build's), which is taken as one.
+pub fn caused_by_address(kind: &str) -> bool {
+    BY_ADDRESS_KINDS.contains(&kind) || Event::outcome_of(kind).is_none()
+}
 
 // The record is defined beside its port's other records (`audit_log`); how
 // one is made from a queued event is this module's rule.
@@ -251,7 +276,8 @@ pub struct EntryView {
     /// `success` or `failure`.
     pub outcome: Outcome,
     /// The client's IP address (`None` in a user's own view of an
-    /// administrator's action).
+    /// administrator's action, and, while the account's address is
+    /// unverified, of an entry [`caused_by_address`]).
     pub ip_address: Option<String>,
     /// The client's user agent (likewise).
     pub user_agent: Option<String>,
@@ -271,31 +297,68 @@ pub struct AuditPage {
     pub next_cursor: Option<String>,
 }
 
-/// Reads the page `q` asks for from `log`, for `reader`. A user's own view
-/// leaves out who acted, and for an administrator's action (one with an
-/// `actor_id`) their IP address and user agent too.
-pub async fn page(log: &impl AuditLog, q: &AuditQuery, reader: Reader) -> Result<AuditPage, Error> {
+/// Who a page is read for: what [`page`] shows of each entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Viewer {
+    /// An administrator: every entry as it was written.
+    Admin,
+    /// The account's own user; `address_verified`: whether the account's
+    /// address is verified as the page is read.
+    Own {
+        /// Whether the account's address is verified now.
+        address_verified: bool,
+    },
+}
+
+impl Viewer {
+    /// Whether `e`'s client (IP address, user agent) is shown: always to an
+    /// administrator; in the own view, not for an administrator's action
+    /// (that client is the administrator's), nor, while the address is
+    /// unverified, for an entry [`caused_by_address`] (that client may be
+    /// the address's owner, not the account's holder).
+    fn shows_client_of(self, e: &AuditEntry) -> bool {
+        match self {
+            Self::Admin => true,
+            Self::Own { address_verified } => e.actor_id.is_none() && (address_verified || !caused_by_address(&e.kind)),
+        }
+    }
+}
+
+/// Reads the page `q` asks for from `log`, for `viewer`. A user's own view
+/// leaves out who acted, and the IP address and user agent of an entry
+/// whose client is not theirs to see: an administrator's, and while the
+/// address is unverified that of an entry [`caused_by_address`].
+pub async fn page(log: &impl AuditLog, q: &AuditQuery, viewer: Viewer) -> Result<AuditPage, Error> {
     let limit = q.limit.clamp(1, MAX_AUDIT_PAGE);
     // One more than asked for says whether there is a next page.
     let mut entries = log.audit_entries(&q.filter, limit + 1).await?;
     let more = entries.len() > limit as usize;
     entries.truncate(limit as usize);
     let next_cursor = if more { entries.last().map(|e| Cursor::after(e).encode()) } else { None };
-    let admin = reader == Reader::Admin;
+    let admin = viewer == Viewer::Admin;
     let entries = entries
         .into_iter()
-        .map(|e| EntryView {
-            id: e.id,
-            kind: e.kind,
-            user_id: e.user_id,
-            outcome: e.outcome,
-            // An administrator's action came from the administrator's client,
-            // which is no business of the user it concerns.
-            ip_address: e.ip_address.filter(|_| admin || e.actor_id.is_none()),
-            user_agent: e.user_agent.filter(|_| admin || e.actor_id.is_none()),
-            actor_id: if admin { e.actor_id } else { None },
-            at: e.at.rfc3339(),
-            data: e.data,
+        .map(|e| {
+            let shown = viewer.shows_client_of(&e);
+            let mut data = e.data;
+            // A copy of the client kept in `data` (one that differed from
+            // the request's) goes with it.
+            if let Some(members) = data.as_object_mut().filter(|_| !shown) {
+                for name in CLIENT_MEMBERS {
+                    members.remove(name);
+                }
+            }
+            EntryView {
+                id: e.id,
+                kind: e.kind,
+                user_id: e.user_id,
+                outcome: e.outcome,
+                ip_address: e.ip_address.filter(|_| shown),
+                user_agent: e.user_agent.filter(|_| shown),
+                actor_id: if admin { e.actor_id } else { None },
+                at: e.at.rfc3339(),
+                data,
+            }
         })
         .collect();
     Ok(AuditPage { entries, next_cursor })
@@ -415,6 +478,43 @@ mod tests {
         assert!(AuditRecord::of_message(&wrapped, UnixTime(0)).is_some());
         let not_an_event = serde_json::json!({"rejected": {"reason": "x", "event": {"type": "login"}}});
         assert!(AuditRecord::of_message(&not_an_event, UnixTime(0)).is_none());
+    }
+
+    #[test]
+    fn every_event_type_is_placed_as_caused_by_the_holder_or_by_anyone_with_the_address() {
+        // A new type fails here until it is placed on one side or the other.
+        let by_holder = [
+            "user_created",
+            "user_updated",
+            "user_deleted",
+            "user_banned",
+            "user_unbanned",
+            "login",
+            "logout",
+            "token_refreshed",
+            "role_added",
+            "role_removed",
+            "session_revoked",
+            "oauth_link",
+            "password_reset",
+            "password_changed",
+            "email_verification_requested",
+            "email_verified",
+            "magic_link_login",
+            "email_otp_login",
+            "key_rotated",
+            "key_retired",
+            "mfa_enabled",
+            "mfa_disabled",
+            "mfa_failed",
+            "passkey_added",
+            "passkey_removed",
+        ];
+        for kind in Event::KINDS {
+            assert_eq!(caused_by_address(kind), !by_holder.contains(kind), "{kind}");
+        }
+        assert_eq!(by_holder.len() + BY_ADDRESS_KINDS.len(), Event::KINDS.len());
+        assert!(caused_by_address("a_type_of_a_later_build"), "unknown: taken as anyone's");
     }
 
     #[test]

@@ -503,6 +503,96 @@ fn a_users_own_view_hides_the_administrators_ip_and_user_agent() {
     assert_eq!(theirs.entries[0].user_agent.as_deref(), Some("AdminConsole/3.1 (corp-laptop-042)"));
 }
 
+/// The address's owner, trying their own address from their own device.
+const OWNER_IP: &str = "203.0.113.77";
+const OWNER_UA: &str = "Mozilla/5.0 (Macintosh; owner's laptop) Firefox/133.0";
+
+/// From the owner's client at `now`: a failed sign-in to `email`, then a
+/// reset link, a magic link and an email code asked for it.
+fn owner_tries(w: &World, rng: &mut TestRandom, now: i64, email: &str) {
+    use portcullis::core::flows::account::LoginRequest;
+    use portcullis::core::flows::EmailRequest;
+    let (deps, mut meta) = w.at(now);
+    meta.ip = Some(OWNER_IP.into());
+    meta.user_agent = Some(OWNER_UA.into());
+    let login = LoginRequest { email: email.into(), password: "the-owners-guess-1".into() };
+    assert_eq!(code(block_on(deps.login(&meta, rng, login))), "invalid_credentials");
+    let req = || EmailRequest { email: email.into(), locale: None };
+    block_on(deps.forgot_password(&meta, rng, req())).unwrap();
+    block_on(deps.request_magic_link(&meta, rng, req())).unwrap();
+    block_on(deps.request_otp(&meta, rng, req())).unwrap();
+}
+
+#[test]
+fn an_unverified_account_is_not_shown_the_client_of_others_using_its_address() {
+    let mut rng = TestRandom(13);
+    let (w, root, _) = setup(&mut rng);
+    // Someone signs up with Carol's address and never proves it; Carol tries it.
+    let planter = signup_at(&w, &mut rng, 1_100, "carol@example.com", "planters-password-1");
+    owner_tries(&w, &mut rng, 1_200, "carol@example.com");
+    consume(&w);
+    // A copy of the client in `data` that differs from the request's goes too.
+    let failed = events::LoginFailed {
+        email: "carol@example.com".into(),
+        reason: "invalid_password".into(),
+        ip_address: Some(OWNER_IP.into()),
+        user_agent: Some(OWNER_UA.into()),
+    };
+    let ctx = EventContext { ip_address: Some("2001:db8::77".into()), user_agent: None, actor_id: None };
+    let env = Envelope::new(failed, &mut TestRandom(77), UnixTime(1_250)).with_context(ctx);
+    let key = events::secrets_key(&w.config.kek);
+    let body: Value = serde_json::from_str(&env.to_sealed_json(&key, &mut TestRandom(78)).unwrap()).unwrap();
+    block_on(w.store.record_audit(&AuditRecord::of_message(&body, UnixTime(0)).unwrap())).unwrap();
+    let mine = own_page(&w, Some(&planter.access_token), "limit=200").unwrap();
+    for kind in ["login_failed", "password_reset_requested", "magic_link_requested", "email_otp_requested"] {
+        let e = mine.entries.iter().find(|e| e.kind == kind).unwrap_or_else(|| panic!("{kind}: {:?}", kinds(&mine)));
+        assert_eq!((e.ip_address.as_deref(), e.user_agent.as_deref()), (None, None), "{kind}");
+        let view = serde_json::to_value(e).unwrap();
+        assert_eq!((view["ip_address"].clone(), view["user_agent"].clone()), (Value::Null, Value::Null), "{kind}");
+    }
+    let text = serde_json::to_string(&mine).unwrap();
+    assert!(!text.contains(OWNER_IP) && !text.contains("owner's laptop") && !text.contains("2001:db8"), "{text}");
+    assert_eq!(kinds(&mine).iter().filter(|k| **k == "login_failed").count(), 2);
+    // The holder's own requests keep their client.
+    let created = mine.entries.iter().find(|e| e.kind == "user_created").unwrap();
+    assert_eq!((created.ip_address.as_deref(), created.user_agent.as_deref()), (Some("203.0.113.7"), Some("tests")));
+    // Administrators see who tried.
+    let all = admin_page(&w, &root, &format!("user_id={}&limit=200", planter.user.id)).unwrap();
+    let tried: Vec<&str> =
+        all.entries.iter().filter(|e| e.ip_address.as_deref() == Some(OWNER_IP)).map(|e| e.kind.as_str()).collect();
+    assert_eq!(tried.len(), 4, "{tried:?}");
+    assert!(all
+        .entries
+        .iter()
+        .all(|e| e.ip_address.as_deref() != Some(OWNER_IP) || e.user_agent.as_deref() == Some(OWNER_UA)));
+}
+
+#[test]
+fn once_the_holder_proves_the_address_they_are_shown_who_tried_it() {
+    let mut rng = TestRandom(14);
+    let (w, _, ada) = setup(&mut rng);
+    owner_tries(&w, &mut rng, 1_100, "ada@example.com");
+    consume(&w);
+    let hidden = own_page(&w, Some(&ada.access_token), "type=login_failed").unwrap();
+    assert_eq!(hidden.entries.len(), 1);
+    assert_eq!(hidden.entries[0].ip_address, None, "unverified: not shown");
+    // Ada proves her address while signed in: she reads its mail, the attempts are hers to see.
+    let (deps, meta) = w.at(1_200);
+    block_on(deps.request_email_verification(&meta, &mut rng, Some(&ada.access_token))).unwrap();
+    let token = w.events.last_of("email_verification_requested")["token"].as_str().unwrap().to_string();
+    let (deps, meta) = w.at(1_300);
+    let req = portcullis::core::flows::TokenRequest { token };
+    block_on(deps.verify_email(&meta, &mut rng, req, Some(&ada.access_token))).unwrap();
+    let shown = own_page(&w, Some(&ada.access_token), "limit=200").unwrap();
+    let tried: Vec<&str> = shown
+        .entries
+        .iter()
+        .filter(|e| (e.ip_address.as_deref(), e.user_agent.as_deref()) == (Some(OWNER_IP), Some(OWNER_UA)))
+        .map(|e| e.kind.as_str())
+        .collect();
+    assert_eq!(tried.len(), 4, "{:?}", kinds(&shown));
+}
+
 #[test]
 fn after_a_takeover_the_new_holder_sees_only_what_happened_since() {
     use portcullis::core::flows::EmailRequest;

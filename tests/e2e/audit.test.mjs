@@ -2,7 +2,8 @@
 // lands in D1 `audit_log` with who, what, when, IP and user agent (stored
 // once); admins read it at /auth/admin/audit (filters, cursor pages), users
 // their own at /auth/audit (since the account's latest takeover, without an
-// admin's client); no one-time secret is ever stored, and no webhook gets the
+// admin's client, nor, while the address is unverified, the client of
+// requests anyone with the address can make); no one-time secret is ever stored, and no webhook gets the
 // queued context; address-only events are attributed by the SQL at the
 // write; the cron trigger purges entries past AUDIT_RETENTION_DAYS and beyond
 // AUDIT_MAX_ENTRIES; and a failing audit write neither fails the action nor
@@ -359,6 +360,40 @@ describe("audit log", () => {
     const all = (await adminAudit(`user_id=${id}&limit=200`)).body.entries;
     const created = all.find((e) => e.type === "user_created");
     assert.equal(created.ip_address, PLANTER["cf-connecting-ip"]);
+  });
+
+  test("an unverified account is not shown the client of others using its address; administrators are", async () => {
+    const email = randomEmail("audit-unverified");
+    const PLANTER = { "cf-connecting-ip": "192.0.2.45", "user-agent": "planter-device/2.0" };
+    const OWNER = { "cf-connecting-ip": "203.0.113.77", "user-agent": "Mozilla/5.0 (owner's laptop) Firefox/133.0" };
+    const planted = await post(`${gw.url}/auth/signup`, { email, password: PASSWORD }, PLANTER);
+    const planter = await json(planted);
+    assert.equal(planted.status, 201, JSON.stringify(planter));
+    // The address's owner, from their own client, tries every way in.
+    await assertProblem(await post(`${gw.url}/auth/signup`, { email, password: PASSWORD }, OWNER), 409, "email_taken");
+    await assertProblem(await post(`${gw.url}/auth/login`, { email, password: "the owner's own guess" }, OWNER), 401, "invalid_credentials");
+    for (const p of ["/auth/password/forgot", "/auth/magic-link", "/auth/otp"]) {
+      const res = await post(`${gw.url}${p}`, { email }, OWNER);
+      assert.equal(res.status, 200, p);
+      await res.arrayBuffer();
+    }
+    const kinds = ["login_failed", "password_reset_requested", "magic_link_requested", "email_otp_requested"];
+    const all = await entriesWhen(`user_id=${planter.user.id}&limit=200`, (e) => kinds.every((k) => e.some((x) => x.type === k)), "the owner's attempts");
+    for (const k of kinds) {
+      const e = all.find((x) => x.type === k);
+      assert.deepEqual([e.ip_address, e.user_agent], [OWNER["cf-connecting-ip"], OWNER["user-agent"]], `admin view, ${k}`);
+    }
+    const { res, body } = await get("/auth/audit", planter.access_token, "limit=200");
+    assert.equal(res.status, 200, JSON.stringify(body));
+    for (const k of kinds) {
+      const e = body.entries.find((x) => x.type === k);
+      assert.ok(e, `${k} in ${JSON.stringify(body.entries.map((x) => x.type))}`);
+      assert.deepEqual([e.ip_address, e.user_agent], [null, null], k);
+    }
+    const text = JSON.stringify(body);
+    assert.ok(!text.includes(OWNER["cf-connecting-ip"]) && !text.includes("owner's laptop"), text);
+    const created = body.entries.find((x) => x.type === "user_created");
+    assert.equal(created.ip_address, PLANTER["cf-connecting-ip"], "the holder's own requests keep their client");
   });
 
   test("the own view's type filter reads its own index, newest first without a sort", async () => {

@@ -3,7 +3,7 @@
 //! [`crate::core::audit`]). Both check the caller, then count the request
 //! against the caller's `audit` rate limit, before the query is read.
 
-use crate::core::audit::{self, AuditPage, AuditQuery, Reader};
+use crate::core::audit::{self, AuditPage, AuditQuery, Reader, Viewer};
 use crate::core::error::Error;
 use crate::core::flows::admin::Admin;
 use crate::core::flows::{Deps, Meta};
@@ -29,7 +29,7 @@ where
         let user = admin.user();
         self.throttle_subject(meta, rng, Endpoint::Audit, KeyType::User, &user.id, Some(&user.email)).await?;
         let q = AuditQuery::parse(raw_query, Reader::Admin)?;
-        audit::page(self.store, &q, Reader::Admin).await
+        audit::page(self.store, &q, Viewer::Admin).await
     }
 
     /// `GET /auth/audit`: a page of the caller's own entries (`raw_query`
@@ -37,7 +37,10 @@ where
     /// caller is authenticated. Only entries at or after the account's
     /// latest takeover ([`crate::core::takeover`]) are shown: those before
     /// are the earlier holder's — their sign-ins, IP addresses and clients
-    /// — and stay in the admin view only.
+    /// — and stay in the admin view only. While the account's address is
+    /// unverified, entries anyone who knows the address can cause are shown
+    /// without their client ([`audit::Viewer::Own`]): its holder may not be
+    /// the address's owner, whose requests those may be.
     pub async fn own_audit(
         &self,
         meta: &Meta,
@@ -51,7 +54,10 @@ where
         if let Some(floor) = self.store.taken_over_at(&p.user_id).await? {
             q.filter.since = Some(q.filter.since.map_or(floor, |since| since.max(floor)));
         }
+        // Read as the page is: an account gone meanwhile counts as
+        // unverified (it shows less, never more).
+        let address_verified = self.store.user_by_id(&p.user_id).await?.is_some_and(|u| u.email_verified);
         q.filter.user_id = Some(p.user_id);
-        audit::page(self.store, &q, Reader::Own).await
+        audit::page(self.store, &q, Viewer::Own { address_verified }).await
     }
 }
