@@ -43,11 +43,15 @@ pub enum Endpoint {
     /// `GET /auth/audit` and `GET /auth/admin/audit`: per signed-in caller
     /// (their user id); per IP if configured.
     Audit,
+    /// `POST /auth/email/verify/request` (and the hosted account page's
+    /// "verify my address"): per client IP and per the signed-in account's
+    /// address, the one the link is mailed to.
+    EmailVerifyRequest,
 }
 
 impl Endpoint {
     /// Every limited endpoint.
-    pub const ALL: [Endpoint; 10] = [
+    pub const ALL: [Endpoint; 11] = [
         Self::Login,
         Self::Signup,
         Self::MagicLink,
@@ -58,6 +62,7 @@ impl Endpoint {
         Self::MfaVerify,
         Self::Refresh,
         Self::Audit,
+        Self::EmailVerifyRequest,
     ];
 
     /// The name used in `RATE_LIMITS`, in counter keys and in the
@@ -74,6 +79,7 @@ impl Endpoint {
             Self::MfaVerify => "mfa/verify",
             Self::Refresh => "refresh",
             Self::Audit => "audit",
+            Self::EmailVerifyRequest => "email/verify/request",
         }
     }
 
@@ -99,6 +105,7 @@ impl Endpoint {
             Self::MfaVerify => 7,
             Self::Refresh => 8,
             Self::Audit => 9,
+            Self::EmailVerifyRequest => 10,
         }
     }
 }
@@ -290,7 +297,7 @@ const MAX_OTP_FAILURES_PER_DAY: u32 = 10_000;
 /// endpoint's limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimits {
-    limits: [EndpointLimits; 10],
+    limits: [EndpointLimits; 11],
     /// The login back-off; `None` when `LOGIN_BACKOFF` is `off`.
     pub backoff: Option<Backoff>,
     /// Failed `otp/verify` attempts allowed per account per day (window
@@ -302,7 +309,11 @@ pub struct RateLimits {
 impl Default for RateLimits {
     /// Defaults after OWASP's authentication and forgot-password guidance:
     /// a handful of tries per account per window, more per IP (NAT), and a
-    /// tighter budget on the endpoints that send email. An IPv6 /48 gets
+    /// tighter budget on the endpoints that send email. Asking for an
+    /// address's verification link is one of those: it has magic-link's
+    /// budget (5 an hour per address, 20 per IP), so a sign-up under someone
+    /// else's address can mail them no more often than a magic-link request
+    /// for it can. An IPv6 /48 gets
     /// four times an address's budget: one site's many /64s (or a carrier's
     /// subscribers) share it, as many users share one IPv4 address behind
     /// NAT, while one allocation can no longer multiply its budget by
@@ -333,6 +344,7 @@ impl Default for RateLimits {
                 limits(Rule::new(30, 600), Some(Rule::new(10, 600))),    // mfa/verify
                 EndpointLimits { session: Some(REFRESH_PER_SESSION), ..EndpointLimits::default() },
                 EndpointLimits { user: Some(AUDIT_LISTINGS_PER_USER), ..EndpointLimits::default() },
+                limits(Rule::new(20, 3_600), Some(Rule::new(5, 3_600))), // email/verify/request
             ],
             backoff: Some(Backoff::default()),
             otp_failures: Some(Rule::new(OTP_MAX_FAILURES_PER_DAY, OTP_FAILURE_WINDOW_SECS)),
@@ -641,6 +653,16 @@ mod tests {
         assert_eq!(l.of(Endpoint::Login).ip, Some(Rule::new(3, 60)));
         assert_eq!(l.of(Endpoint::Login).email, None);
         assert_eq!(l.of(Endpoint::Signup), RateLimits::default().of(Endpoint::Signup));
+        // Asking for a verification link has magic-link's budget, and is configured alike.
+        let d = RateLimits::default();
+        assert_eq!(d.of(Endpoint::EmailVerifyRequest), d.of(Endpoint::MagicLink));
+        let l = RateLimits::parse(Some(r#"{"email/verify/request": {"email": "2/1m", "ip": "off"}}"#), None).unwrap();
+        assert_eq!(l.of(Endpoint::EmailVerifyRequest).email, Some(Rule::new(2, 60)));
+        assert_eq!(l.of(Endpoint::EmailVerifyRequest).ip, None);
+        assert_eq!(
+            hits(&d, Endpoint::EmailVerifyRequest, Some("203.0.113.7"), Some("a@b.example"))[1].0,
+            Hit::always("email/verify/request:email:a@b.example".into(), 3_600)
+        );
         for bad in [
             r#"[]"#,
             r#"{"logn": {}}"#,

@@ -356,3 +356,98 @@ fn the_audit_listings_are_limited_per_caller() {
     // Unauthenticated requests are refused before anything is counted.
     assert_eq!(code(own(&mut rng, &AuthResponse { access_token: "x".into(), ..bob.clone() }, "")), "invalid_token");
 }
+
+fn verify_request(w: &World, rng: &mut TestRandom, now: i64, access: &str, ip: &str) -> Result<(), Error> {
+    let (deps, mut meta) = w.at(now);
+    meta.ip = Some(ip.into());
+    block_on(deps.request_email_verification(&meta, rng, Some(access))).map(|_| ())
+}
+
+#[test]
+fn verification_links_are_limited_per_address_before_a_token_is_issued() {
+    // Defaults: 5 an hour per address (20 per IP), as magic-link's.
+    let w = World::new(&[]);
+    let rng = &mut TestRandom(21);
+    let s = signup_at(&w, rng, 1_000, "victim@example.com", "correct horse battery");
+    for i in 0..5 {
+        // From a new IP each time: the address's own limit stops it.
+        verify_request(&w, rng, 1_001 + i, &s.access_token, &format!("198.51.100.{}", i + 1)).unwrap();
+    }
+    assert_eq!(w.events.count("email_verification_requested"), 5);
+    let tokens = w.store.email_tokens.borrow().len();
+    let err = verify_request(&w, rng, 1_010, &s.access_token, "198.51.100.9").unwrap_err();
+    assert_eq!(err, Error::RateLimited { retry_after_secs: 3_591 });
+    let p = err.problem();
+    assert_eq!((p.status, p.code, p.retry_after_secs), (429, "rate_limited", Some(3_591)));
+    // Nothing issued, nothing mailed; the refusal is reported once.
+    assert_eq!(w.store.email_tokens.borrow().len(), tokens);
+    assert_eq!(w.events.count("email_verification_requested"), 5);
+    verify_request(&w, rng, 1_011, &s.access_token, "198.51.100.10").unwrap_err();
+    assert_eq!(w.events.count("rate_limit_exceeded"), 1);
+    let ev = w.events.last_of("rate_limit_exceeded");
+    assert_eq!(
+        ev,
+        json!({"endpoint": "email/verify/request", "ip_address": "198.51.100.9", "email": "victim@example.com",
+            "limit": 5, "key_type": "email"})
+    );
+    // The window ends an hour after it opened.
+    let again = login_at(&w, rng, 4_601, "victim@example.com", "correct horse battery").unwrap();
+    verify_request(&w, rng, 4_601, &again.access_token, "198.51.100.11").unwrap();
+    assert_eq!(w.events.count("email_verification_requested"), 6);
+}
+
+#[test]
+fn verification_links_are_limited_per_ip_across_accounts_and_configurable() {
+    let w = World::new(&[("RATE_LIMITS", r#"{"email/verify/request": {"ip": "2/1h", "email": "off"}}"#)]);
+    let rng = &mut TestRandom(22);
+    let ip = "198.51.100.20";
+    let answers: Vec<bool> = (0..3)
+        .map(|i| {
+            let s = signup_at(&w, rng, 1_000 + i, &format!("v{i}@example.com"), "correct horse battery");
+            verify_request(&w, rng, 1_000 + i, &s.access_token, ip).is_ok()
+        })
+        .collect();
+    assert_eq!(answers, [true, true, false]);
+    assert_eq!(w.events.count("email_verification_requested"), 2);
+    let ev = w.events.last_of("rate_limit_exceeded");
+    assert_eq!(
+        (&ev["endpoint"], &ev["key_type"], &ev["limit"]),
+        (&"email/verify/request".into(), &"ip".into(), &2.into())
+    );
+    assert_eq!(ev["email"], "v2@example.com");
+}
+
+/// Ten requests for one account, each next one started right after the one
+/// before has checked its session, as concurrent requests interleave: the
+/// count is taken in one write per request, so exactly five links go out.
+#[test]
+fn interleaved_verification_requests_send_no_more_links_than_the_limit() {
+    let w = Rc::new(World::new(&[]));
+    let rng = &mut TestRandom(23);
+    let s = signup_at(&w, rng, 1_000, "victim@example.com", "correct horse battery");
+    let answers = Rc::new(RefCell::new(Vec::new()));
+    interleaved_verify_requests(&w, &answers, &Rc::new(s.access_token), 10)();
+    let answers = answers.take();
+    assert_eq!(answers.len(), 10);
+    let refused = answers.iter().filter(|a| matches!(a, Err(Error::RateLimited { .. }))).count();
+    assert_eq!((answers.iter().filter(|a| a.is_ok()).count(), refused), (5, 5), "{answers:?}");
+    assert_eq!(w.events.count("email_verification_requested"), 5);
+    assert_eq!(w.events.count("rate_limit_exceeded"), 1);
+}
+
+fn interleaved_verify_requests(
+    w: &Rc<World>,
+    answers: &Rc<RefCell<Vec<Result<(), Error>>>>,
+    access: &Rc<String>,
+    left: u64,
+) -> Box<dyn FnOnce()> {
+    let (w, answers, access) = (Rc::clone(w), Rc::clone(answers), Rc::clone(access));
+    Box::new(move || {
+        if left == 0 {
+            return;
+        }
+        *w.store.after_session_read.borrow_mut() = Some(interleaved_verify_requests(&w, &answers, &access, left - 1));
+        let r = verify_request(&w, &mut TestRandom(200 + left), 1_001, &access, "198.51.100.30");
+        answers.borrow_mut().push(r);
+    })
+}

@@ -48,7 +48,7 @@ const READY_PATH = "/.well-known/openid-configuration";
 const READY_LINE = /Ready on http:\/\/127\.0\.0\.1:(\d+)/;
 const RELAXED_RATE_LIMITS = {
   ...Object.fromEntries(
-    ["login", "signup", "magic-link", "otp", "otp/verify", "password/forgot", "oauth"].map((e) => [e, { ip: "100000/1m", ipv6_48: "100000/1m", email: "100000/1m" }]),
+    ["login", "signup", "magic-link", "otp", "otp/verify", "password/forgot", "oauth", "email/verify/request"].map((e) => [e, { ip: "100000/1m", ipv6_48: "100000/1m", email: "100000/1m" }]),
   ),
   refresh: { session: "100000/1m" },
   audit: { user: "100000/1m" },

@@ -32,7 +32,7 @@ const ROUTES = [
 ];
 // Generous limits: one account signs in and tries codes many times here.
 const RELAXED = Object.fromEntries(
-  ["login", "signup", "magic-link", "otp", "otp/verify", "password/forgot", "oauth", "mfa/verify"].map((e) => [
+  ["login", "signup", "magic-link", "otp", "otp/verify", "password/forgot", "oauth", "mfa/verify", "email/verify/request"].map((e) => [
     e,
     { ip: "100000/1m", ipv6_48: "100000/1m", email: "100000/1m" },
   ]),

@@ -9,7 +9,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { startGateway, post, json, randomEmail, sleep } from "./harness.mjs";
-import { withEvent, eventFor } from "./lib/accounts.mjs";
+import { withEvent, eventFor, authed } from "./lib/accounts.mjs";
 
 let gw; // built-in defaults
 let tight; // small limits, no back-off, 3 failed codes a day
@@ -94,6 +94,24 @@ test("defaults: 50 concurrent magic-link requests for one email -> exactly 5 acc
   assert.equal(exceeded(gw, (d) => d.email === email && d.key_type === "email").length, 1, "one event per window, not one per refusal");
   // The same 50 requests also passed the per-IP limit (20): that key reports once too.
   assert.equal(exceeded(gw, (d) => d.ip_address === ip && d.key_type === "ip").length, 1);
+});
+
+test("defaults: verification links for one address -> 5 an hour, even 12 at once; then 429 with Retry-After and one event", async () => {
+  // Sign-up does not prove the address: whoever signs up under it must not mail it at will.
+  const email = randomEmail("verify-flood");
+  const ip = freshIp();
+  const res = await post(`${gw.url}/auth/signup`, { email, password: PASSWORD }, from(ip));
+  assert.equal(res.status, 201);
+  const { access_token } = await json(res);
+  const ask = () => authed(`${gw.url}/auth/email/verify/request`, access_token, { method: "POST", headers: from(ip) });
+  assert.deepEqual(tally(await burst(Array.from({ length: 12 }, () => ask))), { 200: 5, 429: 7 });
+  const last = await burst([ask]);
+  assertRateLimited(last[0], 3600);
+  const ev = await gw.waitForEvent((e) => e.type === "rate_limit_exceeded" && e.data.email === email);
+  assert.deepEqual(ev.data, { endpoint: "email/verify/request", ip_address: ip, email, limit: 5, key_type: "email" });
+  await settle(gw);
+  assert.equal(gw.events().filter((e) => e.type === "email_verification_requested" && e.data.email === email).length, 5);
+  assert.equal(exceeded(gw, (d) => d.email === email).length, 1, "one event per window");
 });
 
 test("defaults: 50 concurrent OTP requests from one IP for different emails -> exactly 20 accepted", async () => {

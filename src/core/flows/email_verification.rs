@@ -11,7 +11,8 @@ use crate::core::error::Error;
 use crate::core::events;
 use crate::core::flows::{Accepted, Deps, Meta, TokenRequest};
 use crate::core::ids::Random;
-use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, SessionStore, UserStore};
+use crate::core::ports::{AccountStore, EmailTokenStore, EventSink, KeyRing, RateLimitStore, SessionStore, UserStore};
+use crate::core::rate_limit::Endpoint;
 use crate::core::takeover::AddressProof;
 
 /// The answer when a verification link was sent.
@@ -30,13 +31,20 @@ pub struct EmailVerified {
 
 impl<S, E, K> Deps<'_, S, E, K>
 where
-    S: UserStore + SessionStore + AccountStore + EmailTokenStore,
+    S: UserStore + SessionStore + AccountStore + EmailTokenStore + RateLimitStore,
     E: EventSink,
     K: KeyRing,
 {
     /// Emails the caller a verification link (emits
     /// `email_verification_requested` with the token), unless the address is
     /// verified already.
+    ///
+    /// Each request that would send one is first counted against the
+    /// `email/verify/request` limits, per client IP and per the account's
+    /// address, in one atomic write ([`Self::throttle`]): sign-up does not
+    /// prove the address, so without them whoever signs up under someone
+    /// else's address could mail them a link per request. Over a limit: 429
+    /// `rate_limited`, nothing issued or sent.
     pub async fn request_email_verification(
         &self,
         meta: &Meta,
@@ -49,6 +57,7 @@ where
             return Ok(ALREADY_VERIFIED);
         }
         let email = Email::parse(&user.email)?;
+        self.throttle(meta, rng, Endpoint::EmailVerifyRequest, email.as_str()).await?;
         let token = self
             .issue_link(
                 meta,
