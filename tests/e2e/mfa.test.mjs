@@ -18,7 +18,7 @@ import { createRemoteJWKSet, jwtVerify } from "jose";
 import { startGateway, post, json, sleep } from "./harness.mjs";
 import { signup, login, makeAdmin, assertProblem, authed, withEvent, PASSWORD } from "./lib/accounts.mjs";
 import { startFakeGithub } from "./lib/oauth-servers.mjs";
-import { signingKey, mint, claimsFor } from "./lib/d1.mjs";
+import { d1, sqlText } from "./lib/d1.mjs";
 
 const APP = "http://app.test/done";
 const GH_ID = "gh-mfa";
@@ -196,13 +196,14 @@ describe("TOTP with an authenticator library", () => {
 
   test("a session that signed in more than five minutes ago cannot turn TOTP on (a stolen one would lock the owner out)", async () => {
     const s = await signup(gw, mail("stale"));
-    // The session's own token, as the gateway would sign it, but for a sign-in six minutes ago.
-    const now = Math.floor(Date.now() / 1000);
-    const stale = await mint(await signingKey(gw), claimsFor(gw, s.user, { amr: ["pwd"], auth_time: now - 360, iat: now - 10 }));
-    await assertProblem(await enroll(gw, stale), 403, "reauthentication_required");
-    const me = await json(await authed(`${gw.url}/auth/me`, stale));
+    const fresh = await json(await login(gw, s.user.email));
+    // The auth API takes the sign-in's time from the session in D1, not from the token:
+    // move this session's sign-in six minutes back.
+    await d1(gw, `UPDATE sessions SET created_at = created_at - 360 WHERE id = ${sqlText(s.user.session_id)}`);
+    await assertProblem(await enroll(gw, s.access_token), 403, "reauthentication_required");
+    const me = await json(await authed(`${gw.url}/auth/me`, s.access_token));
     assert.deepEqual(me.mfa, { totp: false, backup_codes_left: 0, passkeys: 0 }, "nothing enrolled");
-    assert.equal((await enroll(gw, s.access_token)).status, 200, "the sign-in of a moment ago can");
+    assert.equal((await enroll(gw, fresh.access_token)).status, 200, "the sign-in of a moment ago can");
   });
 });
 
