@@ -51,12 +51,15 @@ where
         let p = self.authenticate(meta, bearer).await?;
         self.throttle_subject(meta, rng, Endpoint::Audit, KeyType::User, &p.user_id, Some(&p.email)).await?;
         let mut q = AuditQuery::parse(raw_query, Reader::Own)?;
+        // The flag first, then the floor: a takeover between the two reads
+        // then finds the flag as the planter's (unverified) and the floor
+        // past everything before it — it can only hide more, never show the
+        // new holder's client to the old one. An account gone meanwhile
+        // counts as unverified.
+        let address_verified = self.store.user_by_id(&p.user_id).await?.is_some_and(|u| u.email_verified);
         if let Some(floor) = self.store.taken_over_at(&p.user_id).await? {
             q.filter.since = Some(q.filter.since.map_or(floor, |since| since.max(floor)));
         }
-        // Read as the page is: an account gone meanwhile counts as
-        // unverified (it shows less, never more).
-        let address_verified = self.store.user_by_id(&p.user_id).await?.is_some_and(|u| u.email_verified);
         q.filter.user_id = Some(p.user_id);
         audit::page(self.store, &q, Viewer::Own { address_verified }).await
     }

@@ -11,8 +11,9 @@
 //! `Origin` is sent that is neither the request's own nor one of
 //! `CORS_ORIGINS`. A `GET`, `HEAD` or `OPTIONS` whose query names a method
 //! override such as `_method` (which an origin may act on as another
-//! method) passes only from the page's own origin: `Sec-Fetch-Site`
-//! `same-origin` or `none`, or without that header an `Origin` as above.
+//! method) passes only from a page of ours: `Sec-Fetch-Site`
+//! `same-origin`, or without that header an `Origin` of the gateway's own
+//! or in `CORS_ORIGINS`.
 //! A bearer token is never held to it.
 
 use crate::core::config::Config;
@@ -80,13 +81,15 @@ pub fn csrf_check(req: &impl RequestView, cfg: &Config, own_origin: &str) -> Res
         // `GET /x?_method=DELETE`: the route rules judge it as a DELETE too
         // (`policy`), and so does this rule — more strictly than a DELETE,
         // since a browser sends no `Origin` with a link or an image: only
-        // the page's own origin (`Sec-Fetch-Site`), or without that header
-        // an `Origin` of ours, may send one.
+        // a page of ours (`Sec-Fetch-Site: same-origin`), or without that
+        // header an `Origin` of ours, may send one.
         if !req.query().is_some_and(names_method_override) {
             return Ok(());
         }
         return match req.header("sec-fetch-site") {
-            Some(site) if site.eq_ignore_ascii_case("same-origin") || site.eq_ignore_ascii_case("none") => Ok(()),
+            // Not `none` either: a link opened from a mail client or a chat
+            // app is a user's navigation, but not one our page made.
+            Some(site) if site.eq_ignore_ascii_case("same-origin") => Ok(()),
             Some(_) => Err(refused()),
             None if req.header("origin").is_some_and(|o| allowed_origin(&o)) => Ok(()),
             None => Err(refused()),
@@ -222,6 +225,7 @@ mod tests {
             for headers in [
                 vec![("sec-fetch-site", "cross-site")],
                 vec![("sec-fetch-site", "same-site")],
+                vec![("sec-fetch-site", "none")],
                 vec![("sec-fetch-site", "same-site"), ("origin", OWN)],
                 vec![],
                 vec![("origin", "https://evil.example")],
@@ -231,7 +235,6 @@ mod tests {
             }
             for headers in [
                 vec![("sec-fetch-site", "same-origin")],
-                vec![("sec-fetch-site", "none")],
                 vec![("origin", OWN)],
                 vec![("origin", "https://app.example")],
             ] {
