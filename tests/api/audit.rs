@@ -695,3 +695,37 @@ fn audit_retries_fit_within_the_event_queues_max_retries() {
     assert_eq!(consumer_setting(&toml, "portcullis-events-dlq", "max_retries").as_deref(), Some("10"));
     assert_eq!(consumer_setting(&toml, "nope", "max_retries"), None);
 }
+
+/// Review-b proof (SECURITY 49): the own view reads the takeover floor, then
+/// (separately) whether the address is verified. A planter's listing that
+/// read the floor just before the owner's takeover, and the flag just after,
+/// shows the owner's attempts from before the takeover with their client.
+#[test]
+fn review_b_a_takeover_between_the_floor_and_the_flag_shows_the_planter_the_owners_client() {
+    use portcullis::core::flows::magic_link::MagicLinkVerifyRequest;
+    use portcullis::core::flows::EmailRequest;
+    use std::rc::Rc;
+    let mut rng = TestRandom(91);
+    let (w, _, _) = setup(&mut rng);
+    let w = Rc::new(w);
+    let planter = signup_at(&w, &mut rng, 1_100, "carol@example.com", "planters-password-1");
+    owner_tries(&w, &mut rng, 1_200, "carol@example.com");
+    consume(&w);
+    let hidden = own_page(&w, Some(&planter.access_token), "limit=200").unwrap();
+    assert!(!serde_json::to_string(&hidden).unwrap().contains(OWNER_IP), "no race: hidden");
+    // Carol signs in by magic link (a takeover) right after the planter's
+    // listing read the floor.
+    let w2 = Rc::clone(&w);
+    *w.store.after_takeover_read.borrow_mut() = Some(Box::new(move || {
+        let (deps, mut meta) = w2.at(1_400);
+        meta.ip = Some(OWNER_IP.into());
+        let mut rng = TestRandom(92);
+        block_on(deps.request_magic_link(&meta, &mut rng, EmailRequest { email: "carol@example.com".into(), locale: None }))
+            .unwrap();
+        let token = w2.events.last_of("magic_link_requested")["token"].as_str().unwrap().to_string();
+        block_on(deps.verify_magic_link(&meta, &mut rng, MagicLinkVerifyRequest { token, locale: None })).unwrap();
+    }));
+    let raced = own_page(&w, Some(&planter.access_token), "limit=200").unwrap();
+    let text = serde_json::to_string(&raced).unwrap();
+    assert!(text.contains(OWNER_IP) && text.contains(OWNER_UA), "the planter sees the owner's client: {text}");
+}

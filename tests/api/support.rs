@@ -95,6 +95,9 @@ pub struct MemStore {
     /// request does between a sign-in's factor check and its session write.
     #[allow(clippy::type_complexity)]
     pub after_factors_read: RefCell<Option<Box<dyn FnOnce()>>>,
+    /// Review-b: runs once, right after the next `taken_over_at` read.
+    #[allow(clippy::type_complexity)]
+    pub after_takeover_read: RefCell<Option<Box<dyn FnOnce()>>>,
     /// The revocation log, written as D1's triggers write it: by every
     /// write that revokes (or deletes) a live session or changes a user's
     /// roles, in that write.
@@ -1107,7 +1110,12 @@ impl AuditLog for MemStore {
     }
     async fn taken_over_at(&self, user_id: &UserId) -> Result<Option<UnixTime>> {
         self.check()?;
-        Ok(self.taken_over.borrow().get(user_id).copied())
+        let at = self.taken_over.borrow().get(user_id).copied();
+        let meanwhile = self.after_takeover_read.borrow_mut().take();
+        if let Some(f) = meanwhile {
+            f();
+        }
+        Ok(at)
     }
 }
 
