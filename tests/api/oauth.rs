@@ -974,48 +974,30 @@ fn with_body_tokens_in_cookie_mode_a_code_needs_the_apps_challenge() {
     assert_eq!(code(refused), "invalid_code_challenge");
 }
 
-/// Review-b proof (SECURITY 50): a stolen, long-ago session links the
-/// thief's own provider identity (no recent sign-in needed), signs in
-/// through it (a fresh `auth_time`), then enrols and confirms TOTP: the
-/// owner's password sign-in now asks for a code only the thief has.
+/// SECURITY 50: a stolen, long-ago session could link the thief's own
+/// provider identity, sign in through it (a fresh `auth_time`) and turn TOTP
+/// on, locking the owner out. Linking needs a recent sign-in too.
 #[test]
-fn review_b_a_stale_session_links_an_identity_and_gets_a_fresh_sign_in_that_turns_totp_on() {
-    use portcullis::core::flows::account::LoginRequest;
-    use portcullis::core::flows::mfa::CodeRequest;
-    use portcullis::core::flows::SignIn;
-    use portcullis::core::mfa::totp::{step_at, TotpSecret};
+fn a_stale_session_cannot_link_an_identity_whose_fresh_sign_ins_would_turn_totp_on() {
     let w = world();
     let idp = FakeIdp::default();
     let rng = &mut TestRandom(77);
     let owner = signup_at(&w, rng, 1_000, "owner@example.com", "password-1");
-    // Days later, the stolen session is far too old to enrol TOTP directly.
+    // Days later, the stolen session is far too old to enrol TOTP directly…
     let later = 1_000 + 3 * 86_400;
     let (deps, meta) = w.at(later);
     let stolen = block_on(deps.refresh(&meta, rng, Some(&owner.refresh_token))).unwrap();
     let e = block_on(deps.enroll_totp(&meta, rng, Some(&stolen.access_token))).unwrap_err();
     assert_eq!(e.problem().code, "reauthentication_required");
-    // ... but it may link the thief's own identity.
-    *idp.claims.borrow_mut() = json!({"sub": "thief", "email": "thief@evil.example", "email_verified": true});
-    let b = begin(&w, rng, &idp, later, Some(&stolen.access_token));
+    // … and to link an identity.
+    let req = AuthorizeRequest { redirect_to: Some(APP.into()) };
+    let e = block_on(deps.oauth_link_start(&meta, rng, &idp, Some(&stolen.access_token), "idp", req)).map(|_| ());
+    let p = e.unwrap_err().problem();
+    assert_eq!((p.status, p.code), (403, "reauthentication_required"));
+    // A sign-in of five minutes ago links (the limit included).
+    let fresh = crate::support::login_at(&w, rng, later - 300, "owner@example.com", "password-1").unwrap();
+    *idp.claims.borrow_mut() = json!({"sub": "owner-gh", "email": "owner@example.com", "email_verified": true});
+    let b = begin(&w, rng, &idp, later, Some(&fresh.access_token));
     let out = finish(&w, rng, &idp, later + 1, &b);
     assert_eq!(location_param(&out, "linked").as_deref(), Some("idp"));
-    // The thief signs in through it: a new session, signed in now.
-    let out = sign_in(&w, rng, &idp, later + 10, json!({"sub": "thief", "email": "thief@evil.example", "email_verified": true}));
-    let code = location_param(&out, "code").unwrap();
-    let (deps, meta) = w.at(later + 12);
-    let thief = block_on(deps.oauth_exchange(&meta, ExchangeRequest { code, code_verifier: Some(APP_VERIFIER.into()) }))
-        .done()
-        .unwrap();
-    let enrolment = block_on(deps.enroll_totp(&meta, rng, Some(&thief.access_token))).unwrap();
-    let bytes = base32::decode(base32::Alphabet::Rfc4648 { padding: false }, &enrolment.secret).unwrap();
-    let secret = TotpSecret::from_bytes(bytes.try_into().unwrap());
-    let now = later + 12;
-    let c = secret.code_at(step_at(UnixTime(now)));
-    block_on(deps.confirm_totp(&meta, rng, Some(&thief.access_token), CodeRequest { code: Some(c), backup_code: None }))
-        .unwrap();
-    // The owner's password now needs the thief's code.
-    let (deps, meta) = w.at(now + 60);
-    let r = block_on(deps.login(&meta, rng, LoginRequest { email: "owner@example.com".into(), password: "password-1".into() }))
-        .unwrap();
-    assert!(matches!(r, SignIn::SecondStep(_)), "the owner is locked out behind the thief's TOTP");
 }

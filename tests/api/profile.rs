@@ -62,6 +62,8 @@ fn a_bad_field_refuses_the_whole_edit() {
         (r#"{"avatar_url": "https://intranet/a.png"}"#, "invalid_avatar_url"),
         (r#"{"avatar_url": "https://user:pw@img.example/a.png"}"#, "invalid_avatar_url"),
         (r#"{"avatar_url": "https://0x7f.1/a.png"}"#, "invalid_avatar_url"),
+        (r#"{"avatar_url": "https://nas.home.arpa/a.png"}"#, "invalid_avatar_url"),
+        (r#"{"avatar_url": "https://printer.lan./a.png"}"#, "invalid_avatar_url"),
         (r#"{"name": "Ada", "locale": "not a tag!"}"#, "invalid_locale"),
         (r#"{"locale": "fr", "name": "Ada\u202Eevil"}"#, "invalid_name"),
         (&format!(r#"{{"locale": "fr", "name": "{}"}}"#, "n".repeat(201)), "invalid_name"),

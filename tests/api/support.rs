@@ -95,7 +95,8 @@ pub struct MemStore {
     /// request does between a sign-in's factor check and its session write.
     #[allow(clippy::type_complexity)]
     pub after_factors_read: RefCell<Option<Box<dyn FnOnce()>>>,
-    /// Review-b: runs once, right after the next `taken_over_at` read.
+    /// Runs once, right after the next `taken_over_at` read: what another
+    /// request does between an audit listing's reads.
     #[allow(clippy::type_complexity)]
     pub after_takeover_read: RefCell<Option<Box<dyn FnOnce()>>>,
     /// The revocation log, written as D1's triggers write it: by every

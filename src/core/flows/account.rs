@@ -106,9 +106,11 @@ pub(crate) fn parse_avatar_url(raw: Option<String>) -> Result<Option<String>, Er
 
 /// Checks an avatar URL a user sets for themselves, which other users'
 /// browsers and the origin may fetch: as [`parse_avatar_url`], but `https`
-/// only, without a user name or password, and on a public name — no IP
-/// address, `localhost` or single-label host, nor `.local`, `.internal`,
-/// `.localhost` (a fetch of it must not reach an internal service).
+/// only, without a user name or password, and on a public-looking name —
+/// no IP address, `localhost` or single-label host, nor `.local`,
+/// `.internal`, `.localhost`, `.lan`, `.home.arpa`, `.localdomain`. By name
+/// only: a public name may still resolve to a private address, which
+/// whatever fetches the image must check.
 pub(crate) fn parse_own_avatar_url(raw: Option<String>) -> Result<Option<String>, Error> {
     avatar_url(raw, true)
 }
@@ -134,7 +136,8 @@ fn avatar_url(raw: Option<String>, own: bool) -> Result<Option<String>, Error> {
         let public = match url.host() {
             Some(url::Host::Domain(d)) => {
                 let d = d.trim_end_matches('.');
-                d.contains('.') && ![".local", ".internal", ".localhost"].iter().any(|s| d.ends_with(s))
+                let private = [".local", ".internal", ".localhost", ".lan", ".home.arpa", ".localdomain"];
+                d.contains('.') && !private.iter().any(|s| d.ends_with(s))
             }
             _ => false,
         };
