@@ -439,11 +439,13 @@ impl<'a, 'e> Ui<'a, 'e> {
             None => None,
         };
         let sign_in_again = self.login_url();
+        // The rule of the registration options and the TOTP enrolment
+        // (which still decide).
+        let recent = self.meta.now.0.saturating_sub(me.auth_time) <= crate::core::mfa::RECENT_SIGN_IN_SECS as i64;
         let passkeys = list.as_deref().map(|list| Passkeys {
             list,
             can_add: self.passkeys_here(),
-            // The rule of the registration options (which still decide).
-            recent: self.meta.now.0.saturating_sub(me.auth_time) <= crate::core::mfa::RECENT_SIGN_IN_SECS as i64,
+            recent,
             sign_in_again: &sign_in_again,
         });
         let a = Account {
@@ -454,6 +456,8 @@ impl<'a, 'e> Ui<'a, 'e> {
             sessions: &sessions,
             mfa: me.mfa,
             two_step,
+            recent,
+            sign_in_again: &sign_in_again,
             passkeys,
         };
         let page = self.page_with(csrf, status, None, |ctx| pages::account(ctx, n, &a), cookies);

@@ -453,6 +453,12 @@ pub struct Account<'a> {
     pub mfa: FactorsView,
     /// What the two-step section shows besides that, after an action.
     pub two_step: TwoStep<'a>,
+    /// Whether the session signed in recently enough to turn two-step
+    /// verification on (the enrolment refuses otherwise: 403
+    /// `reauthentication_required`).
+    pub recent: bool,
+    /// The login page returning here, for signing in again.
+    pub sign_in_again: &'a str,
     /// The passkeys section, when passkeys are set up (`RP_ID`).
     pub passkeys: Option<Passkeys<'a>>,
 }
@@ -760,14 +766,25 @@ fn two_step(ctx: &Context<'_>, action: &str, a: &Account<'_>) -> Html {
         }
         TwoStep::Confirming => {
             h.push_html(&code_form(ctx, action, "totp_confirm", Some(confirm), "Turn on two-step verification"));
-            h.push_html(&code_form(ctx, action, "totp_enroll", None, "Start again with a new key"));
+            if a.recent {
+                h.push_html(&code_form(ctx, action, "totp_enroll", None, "Start again with a new key"));
+            }
         }
         TwoStep::Idle | TwoStep::BackupCodes(_) => {
             h.push_html(&html![
                 "<p>Two-step verification is <strong>off</strong>. With it on, signing in also asks for a code ",
-                "from an authenticator app.</p>",
-                [code_form(ctx, action, "totp_enroll", None, "Set up an authenticator app")]
+                "from an authenticator app.</p>"
             ]);
+            if a.recent {
+                h.push_html(&code_form(ctx, action, "totp_enroll", None, "Set up an authenticator app"));
+            } else {
+                h.push_html(&html![
+                    "<p class=\"notice\">Turning it on needs a sign-in within the last five minutes.</p>",
+                    "<a class=\"button\" href=\"",
+                    { a.sign_in_again },
+                    "\">Sign in again to set it up</a>"
+                ]);
+            }
         }
     }
     h
@@ -873,6 +890,8 @@ mod tests {
             sessions,
             mfa,
             two_step,
+            recent: true,
+            sign_in_again: email,
             passkeys: None,
         }
     }
@@ -889,6 +908,24 @@ mod tests {
             assert!(s.starts_with("<!doctype html><html lang=\"en\">"), "{name}");
             assert_eq!(s.matches("<h1>").count(), 1, "{name}");
             assert_eq!(s.matches("<main>").count(), 1, "{name}");
+        }
+    }
+
+    #[test]
+    fn an_old_sign_in_is_sent_to_sign_in_again_instead_of_offered_totp() {
+        let ui = UiConfig::default();
+        let ctx = Context { ui: &ui, auth_prefix: "/auth", csrf: "T", redirect_to: None, code_challenge: None };
+        let sessions = [session(true)];
+        for two_step in [TwoStep::Idle, TwoStep::Confirming] {
+            let recent = account_of("a@example.com", &sessions, false, two_step);
+            assert!(account(&ctx, None, &recent).as_str().contains("value=\"totp_enroll\""));
+            let old = Account { recent: false, sign_in_again: "/auth/ui/login?x=1", ..recent };
+            let s = account(&ctx, None, &old).into_string();
+            assert!(!s.contains("value=\"totp_enroll\""), "{s}");
+            assert_eq!(
+                s.contains("href=\"/auth/ui/login?x=1\">Sign in again to set it up</a>"),
+                two_step == TwoStep::Idle
+            );
         }
     }
 
