@@ -60,7 +60,15 @@ where
         if let Some(floor) = self.store.taken_over_at(&p.user_id).await? {
             q.filter.since = Some(q.filter.since.map_or(floor, |since| since.max(floor)));
         }
-        q.filter.user_id = Some(p.user_id);
-        audit::page(self.store, &q, Viewer::Own { address_verified }).await
+        q.filter.user_id = Some(p.user_id.clone());
+        let page = audit::page(self.store, &q, Viewer::Own { address_verified }).await?;
+        // A takeover while the page was read revoked the caller's session in
+        // its write: entries its new holder made since (their own, shown with
+        // their client) must not reach the old holder. So the page goes only
+        // to a session still live after it was read.
+        match self.store.session_by_id(&p.session_id).await? {
+            Some(s) if s.user_id == p.user_id && s.is_live(meta.now, self.config.session_max_age_secs) => Ok(page),
+            _ => Err(Error::InvalidToken(crate::core::error::TokenError::SessionRevoked)),
+        }
     }
 }

@@ -11,9 +11,10 @@
 //! `Origin` is sent that is neither the request's own nor one of
 //! `CORS_ORIGINS`. A `GET`, `HEAD` or `OPTIONS` whose query names a method
 //! override such as `_method` (which an origin may act on as another
-//! method) passes only from a page of ours: `Sec-Fetch-Site`
-//! `same-origin`, or without that header an `Origin` of the gateway's own
-//! or in `CORS_ORIGINS`.
+//! method) passes only from a script of a page of ours: `Sec-Fetch-Site`
+//! `same-origin` with a `Sec-Fetch-Mode` (when sent) of `cors` or
+//! `same-origin` — not a navigation or an image — or, without
+//! `Sec-Fetch-Site`, an `Origin` of the gateway's own or in `CORS_ORIGINS`.
 //! A bearer token is never held to it.
 
 use crate::core::config::Config;
@@ -86,10 +87,17 @@ pub fn csrf_check(req: &impl RequestView, cfg: &Config, own_origin: &str) -> Res
         if !req.query().is_some_and(names_method_override) {
             return Ok(());
         }
+        // Made by a script of a page of ours (`Sec-Fetch-Mode` `cors` or
+        // `same-origin`), not a navigation or an image — not even one on
+        // our own origin, where user content may hold a link or an image.
+        // Not `Sec-Fetch-Site: none` either: a link opened from a mail
+        // client or a chat app.
+        let scripted = || {
+            req.header("sec-fetch-mode")
+                .is_none_or(|m| m.eq_ignore_ascii_case("cors") || m.eq_ignore_ascii_case("same-origin"))
+        };
         return match req.header("sec-fetch-site") {
-            // Not `none` either: a link opened from a mail client or a chat
-            // app is a user's navigation, but not one our page made.
-            Some(site) if site.eq_ignore_ascii_case("same-origin") => Ok(()),
+            Some(site) if site.eq_ignore_ascii_case("same-origin") && scripted() => Ok(()),
             Some(_) => Err(refused()),
             None if req.header("origin").is_some_and(|o| allowed_origin(&o)) => Ok(()),
             None => Err(refused()),
@@ -226,6 +234,8 @@ mod tests {
                 vec![("sec-fetch-site", "cross-site")],
                 vec![("sec-fetch-site", "same-site")],
                 vec![("sec-fetch-site", "none")],
+                vec![("sec-fetch-site", "same-origin"), ("sec-fetch-mode", "navigate")],
+                vec![("sec-fetch-site", "same-origin"), ("sec-fetch-mode", "no-cors")],
                 vec![("sec-fetch-site", "same-site"), ("origin", OWN)],
                 vec![],
                 vec![("origin", "https://evil.example")],
@@ -235,6 +245,8 @@ mod tests {
             }
             for headers in [
                 vec![("sec-fetch-site", "same-origin")],
+                vec![("sec-fetch-site", "same-origin"), ("sec-fetch-mode", "cors")],
+                vec![("sec-fetch-site", "same-origin"), ("sec-fetch-mode", "same-origin")],
                 vec![("origin", OWN)],
                 vec![("origin", "https://app.example")],
             ] {
