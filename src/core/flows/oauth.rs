@@ -544,7 +544,7 @@ where
                 None => false,
             };
             if !live {
-                let ended = Error::InvalidToken(crate::core::error::TokenError::SessionRevoked);
+                let ended = Error::InvalidToken(TokenError::SessionRevoked);
                 return self.oauth_failed(meta, rng, back, mail, ended, "session_revoked").await;
             }
             return self.link_refused(meta, rng, back, mail, &user.id, &p.id).await;

@@ -70,11 +70,11 @@ const IDENTITY_COLUMNS: &str = "provider, subject, user_id, email, email_verifie
 
 impl D1Store {
     /// Links `i` to its user if that user's epoch is `user_epoch` (any, if `None`).
-    fn insert_identity(&self, i: &LinkedIdentity, user_epoch: Option<u64>) -> Result<D1PreparedStatement> {
+    fn insert_identity(&self, i: &LinkedIdentity) -> Result<D1PreparedStatement> {
         // OR IGNORE: a taken (provider, subject) or (user, provider) writes nothing.
         self.stmt(
             "INSERT OR IGNORE INTO oauth_accounts (provider, subject, user_id, email, email_verified, linked_at) \
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?3 AND (?7 IS NULL OR auth_epoch = ?7))",
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?3)",
             &[
                 text(&i.provider),
                 text(&i.subject),
@@ -82,7 +82,6 @@ impl D1Store {
                 opt_text(i.email.as_deref()),
                 int(i64::from(i.email_verified)),
                 time(i.linked_at),
-                user_epoch.map_or(JsValue::NULL, int_u),
             ],
         )
     }
@@ -240,8 +239,9 @@ impl OAuthStore for D1Store {
     }
 
     async fn link_identity(&self, identity: &LinkedIdentity, user_epoch: u64, by: &LiveSession<'_>) -> Result<bool> {
-        // As `insert_identity`, and only while the session that started the
-        // link is live (`?8`…`?10`), decided in the same write.
+        // As `insert_identity`, at the account's epoch `?7`, and only while
+        // the session that started the link is live (`?8`…`?10`), decided
+        // in the same write.
         let res = self
             .stmt(
                 &format!(
@@ -290,7 +290,7 @@ impl OAuthStore for D1Store {
             "DELETE FROM users WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM oauth_accounts WHERE user_id = ?1)",
             &[text(u.id.as_str())],
         )?;
-        let results = self.batch(vec![insert_user, self.insert_identity(identity, None)?, undo]).await?;
+        let results = self.batch(vec![insert_user, self.insert_identity(identity)?, undo]).await?;
         match results.get(1) {
             Some(r) => Ok(changes(r)? == 1),
             None => Err(D1.failed("short batch result")),
