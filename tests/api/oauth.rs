@@ -72,7 +72,12 @@ impl OAuthStore for MemStore {
         let account_stands = self.users.borrow().iter().any(|u| {
             Some(u.id.as_str()) == state.link_user_id.as_deref() && u.auth_epoch == state.link_epoch && !u.banned
         });
-        if state.link_user_id.as_deref() != Some(caller.user_id) || !self.session_live(caller) || !account_stands {
+        let own_session = state.link_session_id.as_ref() == Some(caller.session_id);
+        if state.link_user_id.as_deref() != Some(caller.user_id)
+            || !own_session
+            || !self.session_live(caller)
+            || !account_stands
+        {
             return Ok(false);
         }
         self.oauth.borrow_mut().states.push(state.clone());
@@ -114,8 +119,11 @@ impl OAuthStore for MemStore {
     async fn identities_of(&self, user_id: &UserId) -> Result<Vec<LinkedIdentity>> {
         Ok(self.oauth.borrow().identities.iter().filter(|i| i.user_id == *user_id).cloned().collect())
     }
-    async fn link_identity(&self, identity: &LinkedIdentity, user_epoch: u64) -> Result<bool> {
+    async fn link_identity(&self, identity: &LinkedIdentity, user_epoch: u64, by: &LiveSession<'_>) -> Result<bool> {
         if !self.users.borrow().iter().any(|u| u.id == identity.user_id && u.auth_epoch == user_epoch) {
+            return Ok(false);
+        }
+        if *by.user_id != identity.user_id || !self.session_live(by) {
             return Ok(false);
         }
         Ok(self.oauth.borrow_mut().link(identity))
@@ -1000,4 +1008,27 @@ fn a_stale_session_cannot_link_an_identity_whose_fresh_sign_ins_would_turn_totp_
     let b = begin(&w, rng, &idp, later, Some(&fresh.access_token));
     let out = finish(&w, rng, &idp, later + 1, &b);
     assert_eq!(location_param(&out, "linked").as_deref(), Some("idp"));
+}
+
+/// A link belongs to the session that started it: signing that session out
+/// (logout, revoke-others: no epoch moves) stops the link in progress.
+#[test]
+fn a_link_started_by_a_session_since_signed_out_does_not_complete() {
+    let w = world();
+    let idp = FakeIdp::default();
+    let rng = &mut TestRandom(78);
+    let owner = signup_at(&w, rng, 1_000, "owner@example.com", "password-1");
+    *idp.claims.borrow_mut() = json!({"sub": "thief", "email": "thief@evil.example", "email_verified": true});
+    let b = begin(&w, rng, &idp, 1_010, Some(&owner.access_token));
+    let (deps, meta) = w.at(1_020);
+    block_on(deps.logout(&meta, rng, Some(&owner.access_token), None)).unwrap();
+    let out = finish(&w, rng, &idp, 1_030, &b);
+    assert_eq!(location_param(&out, "linked"), None);
+    assert_eq!(location_param(&out, "error").as_deref(), Some("session_revoked"));
+    assert!(w.store.oauth.borrow().linked().iter().all(|i| i.subject != "thief"), "nothing linked");
+    assert_eq!(w.events.last_of("login_failed")["reason"], "session_revoked");
+    // With the session still live, the same link completes.
+    let again = crate::support::login_at(&w, rng, 1_040, "owner@example.com", "password-1").unwrap();
+    let b = begin(&w, rng, &idp, 1_050, Some(&again.access_token));
+    assert_eq!(location_param(&finish(&w, rng, &idp, 1_060, &b), "linked").as_deref(), Some("idp"));
 }

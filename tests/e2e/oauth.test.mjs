@@ -9,7 +9,7 @@ import { test, before, after, describe } from "node:test";
 import assert from "node:assert/strict";
 import crypto from "node:crypto";
 import { startGateway, post, json } from "./harness.mjs";
-import { signup, makeAdmin, withEvent, assertNoEvent, assertProblem, authed, PASSWORD } from "./lib/accounts.mjs";
+import { signup, login, makeAdmin, withEvent, assertNoEvent, assertProblem, authed, PASSWORD } from "./lib/accounts.mjs";
 import { listenOidcProvider, startFakeOidc, startFakeGithub, browse } from "./lib/oauth-servers.mjs";
 
 const APP = "http://app.test/oauth/done";
@@ -470,6 +470,22 @@ describe("OAuth / OIDC sign-in", () => {
     assert.equal(refused.result.location.searchParams.get("error"), "identity_linked_elsewhere");
     assert.deepEqual((await json(await authed(`${gw.url}/auth/me`, intruder.access_token))).providers, []);
     await assertProblem(await fetch(`${gw.url}/auth/oauth/acme/link`, { method: "POST" }), 401, "missing_token");
+  });
+
+  test("a link whose session signs out before the callback does not complete", async () => {
+    const owner = await signup(gw, mail("linker-out"));
+    const res = await authed(`${gw.url}/auth/oauth/acme/link`, owner.access_token, { method: "POST", body: { redirect_to: APP } });
+    const body = await json(res);
+    assert.equal(res.status, 200, JSON.stringify(body));
+    const binding = res.headers.getSetCookie().find((c) => c.startsWith(`${BINDING}=`)).split(";")[0].slice(BINDING.length + 1);
+    op.nextLogin = account({ email: mail("thief-address"), email_verified: true });
+    const cbUrl = await browse(body.authorize_url, callbackPrefix("acme"));
+    assert.equal((await authed(`${gw.url}/auth/logout`, owner.access_token, { method: "POST" })).status, 204);
+    const refused = await withEvent(gw, failedWith("session_revoked"), () => callback(cbUrl, binding));
+    assert.equal(refused.result.location.searchParams.get("error"), "session_revoked");
+    assert.equal(refused.result.location.searchParams.get("linked"), null);
+    const again = await json(await login(gw, owner.user.email));
+    assert.deepEqual((await json(await authed(`${gw.url}/auth/me`, again.access_token))).providers, [], "nothing linked");
   });
 
   test("unlinking is refused for the last way to sign in and allowed otherwise", async () => {

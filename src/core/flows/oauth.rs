@@ -31,7 +31,7 @@ use crate::core::error::{Error, TokenError};
 use crate::core::events::{self, Event};
 use crate::core::flows::account::{banned, login_event, login_failed_event, parse_name, signin_refusal};
 use crate::core::flows::{AuthResponse, Deps, Meta, SignIn};
-use crate::core::ids::{self, Random, UserId};
+use crate::core::ids::{self, Random, SessionId, UserId};
 use crate::core::locale::Locale;
 use crate::core::mfa::FactorsView;
 use crate::core::mfa::RECENT_SIGN_IN_SECS;
@@ -331,6 +331,7 @@ where
             redirect_to,
             link_user_id: link.map(|(u, _)| u.id.clone()),
             link_epoch: link.map_or(0, |(u, _)| u.auth_epoch),
+            link_session_id: link.map(|(_, caller)| caller.session_id.clone()),
             binding_hash: ids::token_hash(&binding),
             code_challenge,
             created_at: meta.now,
@@ -524,10 +525,27 @@ where
         if user.auth_epoch != st.link_epoch {
             return self.oauth_failed(meta, rng, back, mail, Error::account_changed(), "account_changed").await;
         }
+        // A link state from before sessions were recorded in it has none:
+        // it names no live session, and fails closed.
+        let none = SessionId::new("");
+        let by = LiveSession {
+            user_id: &user.id,
+            session_id: st.link_session_id.as_ref().unwrap_or(&none),
+            now: meta.now,
+            max_age_secs: self.config.session_max_age_secs,
+        };
         let row = self.identity_row(p, &user.id, &identity, email.as_ref(), meta);
-        if !self.store.link_identity(&row, st.link_epoch).await? {
+        if !self.store.link_identity(&row, st.link_epoch, &by).await? {
             if self.store.user_by_id(&user.id).await?.is_none_or(|u| u.auth_epoch != st.link_epoch) {
                 return self.oauth_failed(meta, rng, back, mail, Error::account_changed(), "account_changed").await;
+            }
+            let live = match self.store.session_by_id(by.session_id).await? {
+                Some(s) => s.user_id == user.id && s.is_live(meta.now, by.max_age_secs),
+                None => false,
+            };
+            if !live {
+                let ended = Error::InvalidToken(TokenError::SessionRevoked);
+                return self.oauth_failed(meta, rng, back, mail, ended, "session_revoked").await;
             }
             return self.link_refused(meta, rng, back, mail, &user.id, &p.id).await;
         }

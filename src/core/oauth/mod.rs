@@ -18,7 +18,7 @@ use subtle::ConstantTimeEq;
 use crate::core::crypto::b64url;
 use crate::core::crypto::SealKey;
 use crate::core::error::Error;
-use crate::core::ids::{Random, UserId};
+use crate::core::ids::{Random, SessionId, UserId};
 use crate::core::outbound::{HttpReply, SendError};
 use crate::core::session::LiveSession;
 use crate::core::time::UnixTime;
@@ -111,6 +111,9 @@ pub struct OAuthState {
     /// That user's account epoch then: the link completes only while it
     /// stands (0 when not linking).
     pub link_epoch: u64,
+    /// The session that asked to link: the link completes only while it is
+    /// live (signing out stops it).
+    pub link_session_id: Option<SessionId>,
     /// SHA-256 of the binding cookie set on the browser that started the sign-in.
     pub binding_hash: String,
     /// The app's PKCE challenge ([`CodeChallenge`]) the sign-in's exchange
@@ -198,10 +201,16 @@ pub trait OAuthStore {
     /// The user's identities, oldest first.
     async fn identities_of(&self, user_id: &UserId) -> Result<Vec<LinkedIdentity>, Error>;
     /// Links `identity` if its user's account epoch is still `user_epoch`
-    /// (the one the link started under); `Ok(false)` (nothing written) when
-    /// that identity is linked already, the user already has one of that
-    /// provider, or the epoch moved.
-    async fn link_identity(&self, identity: &LinkedIdentity, user_epoch: u64) -> Result<bool, Error>;
+    /// (the one the link started under) and the session that started it,
+    /// `by`, is still live, decided in the same write; `Ok(false)` (nothing
+    /// written) when that identity is linked already, the user already has
+    /// one of that provider, the epoch moved or the session ended.
+    async fn link_identity(
+        &self,
+        identity: &LinkedIdentity,
+        user_epoch: u64,
+        by: &LiveSession<'_>,
+    ) -> Result<bool, Error>;
     /// Creates `user` (no roles) and links `identity` to it in one write;
     /// `Ok(false)` (nothing written) when the email or identity is taken.
     async fn create_oauth_user(

@@ -7,7 +7,7 @@ use worker::D1PreparedStatement;
 
 use super::{changes, epoch, int, int_u, max_age, opt_text, session_is_live, text, time, CountRow, D1Store};
 use crate::core::error::Error;
-use crate::core::ids::UserId;
+use crate::core::ids::{SessionId, UserId};
 use crate::core::oauth::{CodeChallenge, LinkedIdentity, OAuthState, OAuthStore, StateTake, Unlink};
 use crate::core::ports::Result;
 use crate::core::session::LiveSession;
@@ -24,6 +24,7 @@ struct OAuthStateRow {
     redirect_to: String,
     link_user_id: Option<UserId>,
     link_epoch: i64,
+    link_session_id: Option<String>,
     binding_hash: String,
     code_challenge: Option<String>,
     created_at: i64,
@@ -69,11 +70,11 @@ const IDENTITY_COLUMNS: &str = "provider, subject, user_id, email, email_verifie
 
 impl D1Store {
     /// Links `i` to its user if that user's epoch is `user_epoch` (any, if `None`).
-    fn insert_identity(&self, i: &LinkedIdentity, user_epoch: Option<u64>) -> Result<D1PreparedStatement> {
+    fn insert_identity(&self, i: &LinkedIdentity) -> Result<D1PreparedStatement> {
         // OR IGNORE: a taken (provider, subject) or (user, provider) writes nothing.
         self.stmt(
             "INSERT OR IGNORE INTO oauth_accounts (provider, subject, user_id, email, email_verified, linked_at) \
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?3 AND (?7 IS NULL OR auth_epoch = ?7))",
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?3)",
             &[
                 text(&i.provider),
                 text(&i.subject),
@@ -81,7 +82,6 @@ impl D1Store {
                 opt_text(i.email.as_deref()),
                 int(i64::from(i.email_verified)),
                 time(i.linked_at),
-                user_epoch.map_or(JsValue::NULL, int_u),
             ],
         )
     }
@@ -99,9 +99,9 @@ impl D1Store {
 
 /// The columns of a sign-in or link state, in the order of [`state_args`].
 const STATE_COLUMNS: &str = "hash, provider, code_verifier, nonce, redirect_to, link_user_id, link_epoch, \
-                             binding_hash, created_at, expires_at, code_challenge";
-/// Their placeholders, `?1` to `?11`.
-const STATE_VALUES: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11";
+                             binding_hash, created_at, expires_at, code_challenge, link_session_id";
+/// Their placeholders, `?1` to `?12`.
+const STATE_VALUES: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12";
 
 /// `st` bound in the order of [`STATE_COLUMNS`].
 fn state_args(st: &OAuthState) -> Vec<JsValue> {
@@ -117,6 +117,7 @@ fn state_args(st: &OAuthState) -> Vec<JsValue> {
         time(st.created_at),
         time(st.expires_at),
         opt_text(st.code_challenge.as_ref().map(CodeChallenge::as_str)),
+        opt_text(st.link_session_id.as_ref().map(SessionId::as_str)),
     ]
 }
 
@@ -137,7 +138,7 @@ impl OAuthStore for D1Store {
                 .all::<OAuthStateRow>(
                     "DELETE FROM oauth_states WHERE hash = ?1 AND binding_hash = ?2 AND expires_at > ?3 \
                      RETURNING hash, provider, code_verifier, nonce, redirect_to, link_user_id, link_epoch, \
-                     binding_hash, code_challenge, created_at, expires_at",
+                     link_session_id, binding_hash, code_challenge, created_at, expires_at",
                     &[text(hash), text(binding_hash), time(now)],
                 )
                 .await?;
@@ -159,6 +160,7 @@ impl OAuthStore for D1Store {
                     redirect_to: r.redirect_to,
                     link_user_id: r.link_user_id,
                     link_epoch: epoch(r.link_epoch),
+                    link_session_id: r.link_session_id.map(SessionId::new),
                     binding_hash: r.binding_hash,
                     code_challenge,
                     created_at: UnixTime(r.created_at),
@@ -191,9 +193,9 @@ impl OAuthStore for D1Store {
         let n = self
             .run(
                 &format!(
-                    "INSERT INTO oauth_states ({STATE_COLUMNS}) SELECT {STATE_VALUES} WHERE ?6 = ?12 AND {} \
-                     AND EXISTS (SELECT 1 FROM users WHERE id = ?6 AND auth_epoch = ?7 AND banned = 0)",
-                    session_is_live(13, 6, 14, 15)
+                    "INSERT INTO oauth_states ({STATE_COLUMNS}) SELECT {STATE_VALUES} WHERE ?6 = ?13 AND ?12 = ?14 \
+                     AND {} AND EXISTS (SELECT 1 FROM users WHERE id = ?6 AND auth_epoch = ?7 AND banned = 0)",
+                    session_is_live(14, 6, 15, 16)
                 ),
                 &args,
             )
@@ -236,8 +238,35 @@ impl OAuthStore for D1Store {
             .collect())
     }
 
-    async fn link_identity(&self, identity: &LinkedIdentity, user_epoch: u64) -> Result<bool> {
-        let res = self.insert_identity(identity, Some(user_epoch))?.run().await.or_unavailable(D1)?;
+    async fn link_identity(&self, identity: &LinkedIdentity, user_epoch: u64, by: &LiveSession<'_>) -> Result<bool> {
+        // As `insert_identity`, at the account's epoch `?7`, and only while
+        // the session that started the link is live (`?8`…`?10`), decided
+        // in the same write.
+        let res = self
+            .stmt(
+                &format!(
+                    "INSERT OR IGNORE INTO oauth_accounts (provider, subject, user_id, email, email_verified, linked_at) \
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?3 AND auth_epoch = ?7) \
+                     AND ?3 = ?11 AND {}",
+                    session_is_live(8, 3, 9, 10)
+                ),
+                &[
+                    text(&identity.provider),
+                    text(&identity.subject),
+                    text(identity.user_id.as_str()),
+                    opt_text(identity.email.as_deref()),
+                    int(i64::from(identity.email_verified)),
+                    time(identity.linked_at),
+                    int_u(user_epoch),
+                    text(by.session_id.as_str()),
+                    time(by.now),
+                    max_age(by.max_age_secs),
+                    text(by.user_id.as_str()),
+                ],
+            )?
+            .run()
+            .await
+            .or_unavailable(D1)?;
         Ok(changes(&res)? == 1)
     }
 
@@ -261,7 +290,7 @@ impl OAuthStore for D1Store {
             "DELETE FROM users WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM oauth_accounts WHERE user_id = ?1)",
             &[text(u.id.as_str())],
         )?;
-        let results = self.batch(vec![insert_user, self.insert_identity(identity, None)?, undo]).await?;
+        let results = self.batch(vec![insert_user, self.insert_identity(identity)?, undo]).await?;
         match results.get(1) {
             Some(r) => Ok(changes(r)? == 1),
             None => Err(D1.failed("short batch result")),
