@@ -16,8 +16,8 @@
 //!   `mfa_failed`. A TOTP code is accepted once (its time step must be later
 //!   than the last one used), a backup code once (its row is deleted).
 //! - `DELETE /auth/mfa/totp` needs a current code or a sign-in within
-//!   [`RECENT_SIGN_IN_SECS`]; it removes TOTP and the backup codes and ends
-//!   every other session. So does an administrator's reset (every session).
+//!   [`RECENT_SIGN_IN_SECS`](crate::core::mfa::RECENT_SIGN_IN_SECS);
+//!   it removes TOTP and the backup codes and ends every other session. So does an administrator's reset (every session).
 //! - Every change of the factors is announced with `factors_events` (through
 //!   [`Deps::factors_changed`], or by an administrator's reset, which adds
 //!   its passkeys' removal).
@@ -35,8 +35,7 @@ use crate::core::ids::{self, Random, UserId};
 use crate::core::mfa::backup::{self, BackupCodeKey, BACKUP_CODE_COUNT};
 use crate::core::mfa::totp::{TotpSealKey, TotpSecret};
 use crate::core::mfa::{
-    invalid_mfa_token, Challenge, FactorsView, Method, Proof, StoredFactors, MFA_TOKEN_MAX_ATTEMPTS,
-    MFA_TOKEN_TTL_SECS, RECENT_SIGN_IN_SECS,
+    invalid_mfa_token, Challenge, FactorsView, Method, Proof, StoredFactors, MFA_TOKEN_MAX_ATTEMPTS, MFA_TOKEN_TTL_SECS,
 };
 use crate::core::ports::{EventSink, KeyRing, MfaStore, RateLimitStore, SessionStore, UserStore};
 use crate::core::rate_limit::Endpoint;
@@ -286,8 +285,9 @@ where
     /// sealed as their enrolling TOTP (replacing an earlier enrolment); it is
     /// on once confirmed with a code. 409 `mfa_already_enabled` when TOTP is
     /// on; 403 `reauthentication_required` unless the caller's session
-    /// signed in within [`RECENT_SIGN_IN_SECS`] (the confirmation needs the
-    /// secret this answer alone shows, so it needs no such check).
+    /// signed in within [`RECENT_SIGN_IN_SECS`](crate::core::mfa::RECENT_SIGN_IN_SECS)
+    /// (the confirmation needs the secret this answer alone shows, so it
+    /// needs no such check).
     pub async fn enroll_totp(
         &self,
         meta: &Meta,
@@ -301,12 +301,7 @@ where
         // A second factor locks out whoever lacks it, the owner included
         // (confirming it ends every other session): a stolen session must
         // not be able to add one, so, as for a passkey, only a recent sign-in.
-        if meta.now.0.saturating_sub(p.auth_time.0) > RECENT_SIGN_IN_SECS as i64 {
-            return Err(Error::forbidden(
-                "reauthentication_required",
-                "turning on two-step verification needs a sign-in within the last five minutes; sign in again",
-            ));
-        }
+        p.require_recent_sign_in(meta.now, "turning on two-step verification")?;
         let secret = TotpSecret::generate(rng);
         let sealed = secret.seal(&self.totp_key(), &user.id, rng)?;
         let caller = self.live_session(meta, &p);
@@ -381,7 +376,8 @@ where
 
     /// `DELETE /auth/mfa/totp`: turns TOTP off and removes the backup codes,
     /// given a current code or backup code — or without one, when the
-    /// caller's session signed in within [`RECENT_SIGN_IN_SECS`]. Ends every
+    /// caller's session signed in within
+    /// [`RECENT_SIGN_IN_SECS`](crate::core::mfa::RECENT_SIGN_IN_SECS). Ends every
     /// other session of the account. Emits `mfa_disabled` (and
     /// `session_revoked`).
     pub async fn disable_totp(
@@ -398,7 +394,7 @@ where
         }
         match proof {
             Some(proof) => self.check_second_factor(meta, rng, &user, &factors, &proof).await?,
-            None if meta.now.0.saturating_sub(p.auth_time.0) <= RECENT_SIGN_IN_SECS as i64 => {}
+            None if p.signed_in_recently(meta.now) => {}
             None => {
                 return Err(Error::forbidden(
                     "code_required",

@@ -26,6 +26,7 @@ use crate::core::error::{Error, TokenError};
 use crate::core::events::{Envelope, Event, EventContext};
 use crate::core::ids::{self, Random, SessionId, UserId};
 use crate::core::locale::Locale;
+use crate::core::mfa::RECENT_SIGN_IN_SECS;
 use crate::core::oauth::CodeChallenge;
 use crate::core::ports::{EventSink, KeyRing, MfaStore, SessionStore, SigninHook, UserStore};
 use crate::core::session::{LiveSession, Session, SignInBasis};
@@ -313,6 +314,28 @@ pub struct Principal {
     pub amr: Amr,
     /// When they signed in: the session's creation.
     pub auth_time: UnixTime,
+}
+
+impl Principal {
+    /// Whether the session signed in within [`RECENT_SIGN_IN_SECS`] of `now`
+    /// (a refresh keeps the sign-in's time).
+    pub fn signed_in_recently(&self, now: UnixTime) -> bool {
+        now.0.saturating_sub(self.auth_time.0) <= RECENT_SIGN_IN_SECS as i64
+    }
+
+    /// The rule for what plants a lasting way into the account (a passkey,
+    /// a second factor, a linked identity): only a recent sign-in, so a
+    /// stolen session cannot. Else 403 `reauthentication_required`, saying
+    /// that `what` needs one.
+    pub fn require_recent_sign_in(&self, now: UnixTime, what: &str) -> Result<(), Error> {
+        if self.signed_in_recently(now) {
+            return Ok(());
+        }
+        Err(Error::forbidden(
+            "reauthentication_required",
+            format!("{what} needs a sign-in within the last five minutes; sign in again"),
+        ))
+    }
 }
 
 impl<S, E, K> Deps<'_, S, E, K>

@@ -34,7 +34,6 @@ use crate::core::flows::{AuthResponse, Deps, Meta, SignIn};
 use crate::core::ids::{self, Random, SessionId, UserId};
 use crate::core::locale::Locale;
 use crate::core::mfa::FactorsView;
-use crate::core::mfa::RECENT_SIGN_IN_SECS;
 use crate::core::oauth::idtoken::Identity;
 use crate::core::oauth::provider::{self, AuthorizeParams, ProviderFailure};
 use crate::core::oauth::{
@@ -353,8 +352,8 @@ where
     }
 
     /// Starts linking provider `id` to the signed-in caller, whose session
-    /// must have signed in within [`RECENT_SIGN_IN_SECS`] (403
-    /// `reauthentication_required`): a linked identity is a lasting way in,
+    /// must have signed in within [`RECENT_SIGN_IN_SECS`](crate::core::mfa::RECENT_SIGN_IN_SECS)
+    /// (403 `reauthentication_required`): a linked identity is a lasting way in,
     /// and its sign-ins are recent ones, which may add a second factor or a
     /// passkey — a stolen session must not be able to plant one.
     pub async fn oauth_link_start(
@@ -369,12 +368,7 @@ where
         let principal = self.authenticate(meta, bearer).await?;
         let user = self.live_user(&principal).await?;
         self.oauth_provider(id)?;
-        if meta.now.0.saturating_sub(principal.auth_time.0) > RECENT_SIGN_IN_SECS as i64 {
-            return Err(Error::forbidden(
-                "reauthentication_required",
-                "linking a sign-in provider needs a sign-in within the last five minutes; sign in again",
-            ));
-        }
+        principal.require_recent_sign_in(meta.now, "linking a sign-in provider")?;
         self.start_oauth(meta, rng, net, id, req, Start::Link(&user, self.live_session(meta, &principal))).await
     }
 

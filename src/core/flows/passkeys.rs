@@ -46,7 +46,6 @@ use crate::core::flows::account::{banned, login_event, login_failed_event};
 use crate::core::flows::mfa::MFA_CHANGE_REVOKE_REASON;
 use crate::core::flows::{Deps, Meta, Principal, SignIn};
 use crate::core::ids::{self, Random, UserId};
-use crate::core::mfa::RECENT_SIGN_IN_SECS;
 use crate::core::passkey::{
     self, check_authenticator_data, clean_transports, counter_ok, decode_b64url, descriptor, is_user_handle, key_amr,
     malformed, parse_attestation_object, parse_name, refused, stand_in_credential_id, user_handle, Alg,
@@ -280,8 +279,8 @@ where
 
     /// `POST /auth/passkeys/register/options`: the options for
     /// `navigator.credentials.create`, for a caller signed in within
-    /// [`RECENT_SIGN_IN_SECS`] (403 `reauthentication_required` otherwise:
-    /// a stolen access token must not be able to plant a lasting way in).
+    /// [`RECENT_SIGN_IN_SECS`](crate::core::mfa::RECENT_SIGN_IN_SECS)
+    /// (403 `reauthentication_required` otherwise: a stolen access token must not be able to plant a lasting way in).
     /// The new challenge replaces the caller's earlier registration
     /// challenges: one open registration per account.
     pub async fn passkey_register_options(
@@ -295,12 +294,7 @@ where
         let name = req.name.as_deref().map(parse_name).transpose()?;
         let p = self.authenticate(meta, bearer).await?;
         let user = self.live_user(&p).await?;
-        if meta.now.0.saturating_sub(p.auth_time.0) > RECENT_SIGN_IN_SECS as i64 {
-            return Err(Error::forbidden(
-                "reauthentication_required",
-                "adding a passkey needs a sign-in within the last five minutes; sign in again",
-            ));
-        }
+        p.require_recent_sign_in(meta.now, "adding a passkey")?;
         let existing = self.store.passkeys(&user.id).await?;
         if existing.len() >= MAX_PASSKEYS_PER_USER as usize {
             return Err(too_many());
