@@ -441,7 +441,7 @@ impl<'a, 'e> Ui<'a, 'e> {
         let sign_in_again = self.login_url();
         // The rule of the registration options and the TOTP enrolment
         // (which still decide).
-        let recent = self.meta.now.0.saturating_sub(me.auth_time) <= crate::core::mfa::RECENT_SIGN_IN_SECS as i64;
+        let recent = crate::core::mfa::is_recent_sign_in(crate::core::time::UnixTime(me.auth_time), self.meta.now);
         let passkeys = list.as_deref().map(|list| Passkeys {
             list,
             can_add: self.passkeys_here(),

@@ -156,6 +156,23 @@ pub(crate) fn parse_locale(raw: Option<String>) -> Result<Option<String>, Error>
     }
 }
 
+/// The profile fields that differ between `a` and `b`, by their API names.
+pub(crate) fn changed_fields(a: &User, b: &User) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut check = |name: &str, changed: bool| {
+        if changed {
+            fields.push(name.to_string());
+        }
+    };
+    check("email", a.email != b.email);
+    check("name", a.name != b.name);
+    check("avatar_url", a.avatar_url != b.avatar_url);
+    check("phone", a.phone != b.phone);
+    check("email_verified", a.email_verified != b.email_verified);
+    check("locale", a.locale != b.locale);
+    fields
+}
+
 /// Checks a display name: trimmed, at most [`MAX_NAME_CHARS`], no control
 /// or bidirectional formatting characters ([`is_unsafe_in_name`]).
 pub fn parse_name(name: Option<String>) -> Result<Option<String>, Error> {
@@ -644,17 +661,7 @@ where
         let edit = req.parse()?;
         let p = self.authenticate(meta, bearer).await?;
         let before = self.live_user(&p).await?;
-        let after = edit.applied_to(&before);
-        let mut fields = Vec::new();
-        for (field, changed) in [
-            ("name", before.name != after.name),
-            ("avatar_url", before.avatar_url != after.avatar_url),
-            ("locale", before.locale != after.locale),
-        ] {
-            if changed {
-                fields.push(field.to_string());
-            }
-        }
+        let fields = changed_fields(&before, &edit.applied_to(&before));
         if fields.is_empty() {
             return Ok(());
         }

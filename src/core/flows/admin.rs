@@ -15,7 +15,7 @@ use crate::core::body::whole_number;
 use crate::core::email_address::Email;
 use crate::core::error::Error;
 use crate::core::events::{self, Event};
-use crate::core::flows::account::{parse_avatar_url, parse_locale, parse_name, present};
+use crate::core::flows::account::{changed_fields, parse_avatar_url, parse_locale, parse_name, present};
 use crate::core::flows::mfa::{factors_events, MFA_CHANGE_REVOKE_REASON};
 use crate::core::flows::{Deps, Meta};
 use crate::core::gateway::policy::is_role_name;
@@ -172,23 +172,6 @@ fn parse_phone(raw: Option<String>) -> Result<Option<String>, Error> {
         ));
     }
     Ok(Some(raw))
-}
-
-/// The profile fields that differ between `a` and `b`, by their API names.
-fn changed_fields(a: &User, b: &User) -> Vec<String> {
-    let mut fields = Vec::new();
-    let mut check = |name: &str, changed: bool| {
-        if changed {
-            fields.push(name.to_string());
-        }
-    };
-    check("email", a.email != b.email);
-    check("name", a.name != b.name);
-    check("avatar_url", a.avatar_url != b.avatar_url);
-    check("phone", a.phone != b.phone);
-    check("email_verified", a.email_verified != b.email_verified);
-    check("locale", a.locale != b.locale);
-    fields
 }
 
 /// A path segment that can be a user id, else 404 without a lookup.

@@ -66,9 +66,10 @@ where
         // its write: entries its new holder made since (their own, shown with
         // their client) must not reach the old holder. So the page goes only
         // to a session still live after it was read.
-        match self.store.session_by_id(&p.session_id).await? {
-            Some(s) if s.user_id == p.user_id && s.is_live(meta.now, self.config.session_max_age_secs) => Ok(page),
-            _ => Err(Error::InvalidToken(crate::core::error::TokenError::SessionRevoked)),
+        if self.still_live(&self.live_session(meta, &p)).await? {
+            Ok(page)
+        } else {
+            Err(Error::InvalidToken(crate::core::error::TokenError::SessionRevoked))
         }
     }
 }

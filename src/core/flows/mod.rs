@@ -26,7 +26,7 @@ use crate::core::error::{Error, TokenError};
 use crate::core::events::{Envelope, Event, EventContext};
 use crate::core::ids::{self, Random, SessionId, UserId};
 use crate::core::locale::Locale;
-use crate::core::mfa::RECENT_SIGN_IN_SECS;
+use crate::core::mfa::is_recent_sign_in;
 use crate::core::oauth::CodeChallenge;
 use crate::core::ports::{EventSink, KeyRing, MfaStore, SessionStore, SigninHook, UserStore};
 use crate::core::session::{LiveSession, Session, SignInBasis};
@@ -317,10 +317,10 @@ pub struct Principal {
 }
 
 impl Principal {
-    /// Whether the session signed in within [`RECENT_SIGN_IN_SECS`] of `now`
-    /// (a refresh keeps the sign-in's time).
+    /// Whether the session's sign-in is recent at `now` ([`is_recent_sign_in`];
+    /// a refresh keeps the sign-in's time).
     pub fn signed_in_recently(&self, now: UnixTime) -> bool {
-        now.0.saturating_sub(self.auth_time.0) <= RECENT_SIGN_IN_SECS as i64
+        is_recent_sign_in(self.auth_time, now)
     }
 
     /// The rule for what plants a lasting way into the account (a passkey,
@@ -391,13 +391,21 @@ where
     /// wrote nothing: 401 `session_revoked` if the session is no longer
     /// live, else 409 `account_changed`.
     pub async fn refused_write(&self, caller: &LiveSession<'_>) -> Error {
-        match self.store.session_by_id(caller.session_id).await {
-            Ok(Some(s)) if s.user_id == *caller.user_id && s.is_live(caller.now, caller.max_age_secs) => {
-                Error::account_changed()
-            }
-            Ok(_) => Error::InvalidToken(TokenError::SessionRevoked),
+        match self.still_live(caller).await {
+            Ok(true) => Error::account_changed(),
+            Ok(false) => Error::InvalidToken(TokenError::SessionRevoked),
             Err(e) => e,
         }
+    }
+
+    /// Whether `caller`'s session is live in the store now (a read after
+    /// the fact: a write that must not outlive it decides it in the write).
+    pub async fn still_live(&self, caller: &LiveSession<'_>) -> Result<bool, Error> {
+        Ok(self
+            .store
+            .session_by_id(caller.session_id)
+            .await?
+            .is_some_and(|s| s.user_id == *caller.user_id && s.is_live(caller.now, caller.max_age_secs)))
     }
 
     /// Signs an access token for `user` in `session`, carrying the claims

@@ -533,11 +533,7 @@ where
             if self.store.user_by_id(&user.id).await?.is_none_or(|u| u.auth_epoch != st.link_epoch) {
                 return self.oauth_failed(meta, rng, back, mail, Error::account_changed(), "account_changed").await;
             }
-            let live = match self.store.session_by_id(by.session_id).await? {
-                Some(s) => s.user_id == user.id && s.is_live(meta.now, by.max_age_secs),
-                None => false,
-            };
-            if !live {
+            if !self.still_live(&by).await? {
                 let ended = Error::InvalidToken(TokenError::SessionRevoked);
                 return self.oauth_failed(meta, rng, back, mail, ended, "session_revoked").await;
             }

@@ -46,8 +46,15 @@ use crate::core::time::UnixTime;
 pub const MFA_TOKEN_TTL_SECS: u64 = 300;
 /// Codes tried against one `mfa_token` before it dies.
 pub const MFA_TOKEN_MAX_ATTEMPTS: u32 = 5;
-/// How recent a sign-in must be to turn TOTP off without a code.
+/// How recent a sign-in must be to turn TOTP on or off (off: without a
+/// code), add a passkey or link a provider identity.
 pub const RECENT_SIGN_IN_SECS: u64 = 300;
+
+/// Whether a sign-in at `auth_time` is recent at `now` (within
+/// [`RECENT_SIGN_IN_SECS`], the limit included).
+pub fn is_recent_sign_in(auth_time: UnixTime, now: UnixTime) -> bool {
+    now.0.saturating_sub(auth_time.0) <= RECENT_SIGN_IN_SECS as i64
+}
 
 /// A way to finish a sign-in's second step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
