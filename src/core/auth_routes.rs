@@ -214,6 +214,29 @@ impl Route<'_> {
     pub fn replica_reads(&self) -> bool {
         matches!(self, Route::AdminListUsers | Route::AdminGetUser { .. } | Route::AdminAudit | Route::Audit)
     }
+
+    /// Whether the route serves only a signed-in caller and reads a body:
+    /// its access token is checked (without the store) before the body is
+    /// read, so a request with none, or an invalid one, is 401 whatever its
+    /// body. Administrators' routes check the caller first too, fully.
+    pub fn checks_token_first(&self) -> bool {
+        matches!(
+            self,
+            Route::EditProfile
+                | Route::RevokeOtherSessions
+                | Route::PasswordChange
+                | Route::EmailVerifyRequest
+                | Route::MfaTotpEnroll
+                | Route::MfaTotpConfirm
+                | Route::MfaTotpDisable
+                | Route::MfaBackupCodes
+                | Route::PasskeyRegisterOptions
+                | Route::PasskeyRegisterVerify
+                | Route::PasskeyRename { .. }
+                | Route::PasskeyRemove { .. }
+                | Route::OauthLink { .. }
+        )
+    }
 }
 
 /// Why a request takes no route.

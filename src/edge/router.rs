@@ -161,6 +161,11 @@ async fn auth_api(
     // No catch-all arm: a route added to the table does not compile until
     // it is served here.
     let route = route?;
+    // A signed-in caller's token is checked before the body is read: no
+    // valid token, 401 whatever the body (the flow then checks its session).
+    if route.checks_token_first() {
+        deps.check_bearer(&meta, access_token(req, &cfg, url)?.as_deref()).await?;
+    }
     match route {
         Route::Jwks => js(http::json(200, &keys.jwks().await?, Some("public, max-age=300"), &[])),
         Route::OpenidConfiguration => {

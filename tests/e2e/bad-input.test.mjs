@@ -167,6 +167,40 @@ for (const ep of ENDPOINTS) {
   });
 }
 
+test("an endpoint for a signed-in caller refuses a missing or invalid token with 401 before it reads the body", async () => {
+  const [header, claims, signature] = user.access_token.split(".");
+  const tampered = `${header}.${claims}.${signature.slice(0, -4)}AAAA`;
+  const endpoints = [
+    ["POST", "/auth/password/change"],
+    ["POST", "/auth/email/verify/request"],
+    ["POST", "/auth/sessions/revoke-others"],
+    ["PATCH", "/auth/me"],
+    ["POST", "/auth/mfa/totp/enroll"],
+    ["POST", "/auth/mfa/totp/confirm"],
+    ["DELETE", "/auth/mfa/totp"],
+    ["POST", "/auth/mfa/backup-codes"],
+    ["POST", "/auth/passkeys/register/options"],
+    ["POST", "/auth/passkeys/register/verify"],
+    ["PATCH", "/auth/passkeys/some-id"],
+    ["DELETE", "/auth/passkeys/some-id"],
+    ["POST", "/auth/oauth/github/link"],
+  ];
+  const before = await snapshot();
+  for (const [method, path] of endpoints) {
+    for (const [token, code] of [[null, "missing_token"], ["not-a-jwt", "invalid_token"], [tampered, "invalid_token"]]) {
+      for (const body of ['{"a": ', "not json", '{"unknown_field": 1}']) {
+        const headers = { "content-type": "application/json" };
+        if (token) headers.authorization = `Bearer ${token}`;
+        const res = await fetch(gw.url + path, { method, headers, body });
+        const problem = await assert4xx(res, `${method} ${path} token=${token?.slice(0, 10)} body=${body}`, 401);
+        assert.equal(problem.code, code, `${method} ${path}`);
+        assert.match(res.headers.get("www-authenticate") ?? "", /^Bearer/, `${method} ${path}: a challenge`);
+      }
+    }
+  }
+  assert.deepEqual(await snapshot(), before, "nothing was written");
+});
+
 test("markup in a name is stored and returned exactly as text, never interpreted", async () => {
   const name = "<script>alert('x')</script> & \"Ada\" '; DROP TABLE users; --";
   const res = await post(`${gw.url}/auth/signup`, { email: randomEmail("markup"), password: PASSWORD, name });

@@ -376,6 +376,15 @@ where
         })
     }
 
+    /// The token a signed-in caller presents, checked without the store
+    /// (signature, claims, expiry) before the request's body is read: a
+    /// request with no valid token is refused 401 whatever its body. The
+    /// flow then [authenticates](Self::authenticate) it, session and all.
+    pub async fn check_bearer(&self, meta: &Meta, bearer: Option<&str>) -> Result<(), Error> {
+        let raw = bearer.ok_or(Error::InvalidToken(TokenError::Missing))?;
+        verify_token(raw, self.keys, &self.expectations(meta), meta.now).await.map(drop)
+    }
+
     /// The caller's session as a write made on their behalf checks it (see
     /// [`LiveSession`]).
     pub fn live_session<'p>(&self, meta: &Meta, p: &'p Principal) -> LiveSession<'p> {
