@@ -218,24 +218,86 @@ impl Route<'_> {
     /// Whether the route serves only a signed-in caller and reads a body:
     /// its access token is checked (without the store) before the body is
     /// read, so a request with none, or an invalid one, is 401 whatever its
-    /// body. Administrators' routes check the caller first too, fully.
+    /// body. Administrators' routes check the caller first too, fully;
+    /// routes that read no body, or take a token only optionally (logout,
+    /// email verification), are not here.
     pub fn checks_token_first(&self) -> bool {
-        matches!(
-            self,
+        // No wildcard: a route added to the table does not compile until it is placed here.
+        match self {
             Route::EditProfile
-                | Route::RevokeOtherSessions
-                | Route::PasswordChange
-                | Route::EmailVerifyRequest
-                | Route::MfaTotpEnroll
-                | Route::MfaTotpConfirm
-                | Route::MfaTotpDisable
-                | Route::MfaBackupCodes
-                | Route::PasskeyRegisterOptions
-                | Route::PasskeyRegisterVerify
-                | Route::PasskeyRename { .. }
-                | Route::PasskeyRemove { .. }
-                | Route::OauthLink { .. }
-        )
+            | Route::RevokeOtherSessions
+            | Route::PasswordChange
+            | Route::EmailVerifyRequest
+            | Route::MfaTotpEnroll
+            | Route::MfaTotpConfirm
+            | Route::MfaTotpDisable
+            | Route::MfaBackupCodes
+            | Route::PasskeyRegisterOptions
+            | Route::PasskeyRegisterVerify
+            | Route::PasskeyRename { .. }
+            | Route::PasskeyRemove { .. }
+            | Route::OauthLink { .. } => true,
+            Route::Jwks
+            | Route::OpenidConfiguration
+            | Route::Signup
+            | Route::Login
+            | Route::Refresh
+            | Route::Logout
+            | Route::Introspect
+            | Route::Revoke
+            | Route::Me
+            | Route::Sessions
+            | Route::RevokeSession { .. }
+            | Route::MagicLink
+            | Route::MagicLinkLanding
+            | Route::MagicLinkVerify
+            | Route::Otp
+            | Route::OtpVerify
+            | Route::PasswordForgot
+            | Route::PasswordReset
+            | Route::EmailVerify
+            | Route::MfaVerify
+            | Route::Passkeys
+            | Route::PasskeyLoginOptions
+            | Route::PasskeyLoginVerify
+            | Route::AdminRotateKeys
+            | Route::AdminRetireKey { .. }
+            | Route::Audit
+            | Route::AdminAudit
+            | Route::AdminListUsers
+            | Route::AdminGetUser { .. }
+            | Route::AdminUpdateUser { .. }
+            | Route::AdminDeleteUser { .. }
+            | Route::AdminBanUser { .. }
+            | Route::AdminUnbanUser { .. }
+            | Route::AdminAddRole { .. }
+            | Route::AdminRemoveRole { .. }
+            | Route::AdminRevokeSessions { .. }
+            | Route::AdminResetMfa { .. }
+            | Route::OauthExchange
+            | Route::OauthUnlink { .. }
+            | Route::OauthAuthorize { .. }
+            | Route::OauthCallback { .. }
+            | Route::UiLoginPage
+            | Route::UiLogin
+            | Route::UiSignupPage
+            | Route::UiSignup
+            | Route::UiMagicLinkPage
+            | Route::UiMagicLink
+            | Route::UiOtpPage
+            | Route::UiOtp
+            | Route::UiForgotPage
+            | Route::UiForgot
+            | Route::UiResetPage
+            | Route::UiReset
+            | Route::UiVerifyEmailPage
+            | Route::UiVerifyEmail
+            | Route::UiMfaPage
+            | Route::UiMfa
+            | Route::UiAccountPage
+            | Route::UiAccount
+            | Route::UiPasskeyScript => false,
+        }
     }
 }
 
