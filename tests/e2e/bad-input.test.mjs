@@ -194,7 +194,10 @@ test("an endpoint for a signed-in caller refuses a missing or invalid token with
         const res = await fetch(gw.url + path, { method, headers, body });
         const problem = await assert4xx(res, `${method} ${path} token=${token?.slice(0, 10)} body=${body}`, 401);
         assert.equal(problem.code, code, `${method} ${path}`);
-        assert.match(res.headers.get("www-authenticate") ?? "", /^Bearer/, `${method} ${path}: a challenge`);
+        const challenge = res.headers.get("www-authenticate") ?? "";
+        assert.match(challenge, /^Bearer/, `${method} ${path}: a challenge`);
+        if (token) assert.match(challenge, /error="invalid_token"/, `${method} ${path}: RFC 6750's error`);
+        else assert.doesNotMatch(challenge, /error=/, `${method} ${path}: no error without a token (RFC 6750 3.1)`);
       }
     }
   }
