@@ -755,6 +755,30 @@ fn an_administrator_sees_and_resets_a_users_factors() {
     assert_eq!(code(block_on(deps.admin_reset_mfa(&meta, rng, &a, "no-such-user"))), "not_found");
 }
 
+#[test]
+fn a_second_step_pending_when_the_factor_is_reset_dies_without_counting_a_wrong_code() {
+    let w = busy_world();
+    let rng = &mut TestRandom(21);
+    let on = enable(&w, rng, T0, ADA);
+    let admin = signup_at(&w, rng, T0, "root@example.com", PW);
+    grant(&w, "root@example.com", "admin");
+    let step = second_step(login(&w, rng, T0 + 5, ADA));
+    let (deps, meta) = w.at(T0 + 6);
+    let a = block_on(deps.require_admin(&meta, Some(&admin.access_token))).unwrap();
+    block_on(deps.admin_reset_mfa(&meta, rng, &a, &on.session.user.id)).unwrap();
+    let failed = w.events.count("mfa_failed");
+    let backup = on.backup_codes[0].as_str();
+    assert_eq!(code(verify(&w, rng, T0 + 7, &step.mfa_token, None, Some(backup))), "invalid_mfa_token");
+    assert_eq!(w.events.count("mfa_failed"), failed, "no wrong code is announced or counted");
+    let right_then = totp(&on.secret, T0 + 7);
+    assert_eq!(
+        code(verify(&w, rng, T0 + 8, &step.mfa_token, Some(&right_then), None)),
+        "invalid_mfa_token",
+        "the token is dead"
+    );
+    assert!(matches!(login(&w, rng, T0 + 9, ADA).unwrap(), SignIn::Complete(_)), "a new sign-in needs no second step");
+}
+
 /// An OAuth sign-in that stops at the second step gives a code bound to the
 /// app's challenge, like a complete one: a victim's app exchanging an
 /// attacker's planted code with its own verifier gets nothing.

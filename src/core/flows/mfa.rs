@@ -481,6 +481,13 @@ where
             }
         };
         let factors = self.store.mfa_factors(&user.id).await?;
+        if !factors.required() {
+            // The second factor was turned off or reset since the first
+            // step: no code can be right, and none is counted as a wrong
+            // one (the account's daily cap); the token dies.
+            self.store.take_mfa_challenge(&hash, meta.now).await?;
+            return Err(invalid_mfa_token());
+        }
         self.check_second_factor(meta, rng, &user, &factors, &proof).await?;
         let Some(challenge) = self.store.take_mfa_challenge(&hash, meta.now).await? else {
             return Err(invalid_mfa_token());
