@@ -67,6 +67,9 @@ pub trait SessionStore {
     async fn session_by_id(&self, id: &SessionId) -> Result<Option<Session>>;
     /// The session whose current refresh token hashes to `refresh_hash`.
     async fn session_by_refresh(&self, refresh_hash: &str) -> Result<Option<Session>>;
+    /// The session a refresh token hashing to `refresh_hash` was issued to:
+    /// its current token or one rotated away (the whole family).
+    async fn session_by_issued_refresh(&self, refresh_hash: &str) -> Result<Option<Session>>;
     /// Revokes one session; `Ok(false)` if it was already revoked or unknown.
     async fn revoke_session(&self, id: &SessionId, now: UnixTime, reason: &str) -> Result<bool>;
     /// Revokes every live session of `user_id` but `except`; returns how many.

@@ -333,3 +333,28 @@ fn rfc7009_revokes_the_session_of_a_refresh_or_access_token_and_ignores_anything
     revoke(&w, &mut rng, 1_002 + 900 + 30, &other.access_token);
     assert!(!refused(&set_at(&w, 1_100), &other));
 }
+
+#[test]
+fn a_rotated_refresh_token_revokes_its_session_at_revoke_and_at_logout() {
+    let (w, mut rng) = (World::new(&[]), TestRandom(12));
+    let (a, b, _) = two_sessions(&w, &mut rng);
+    // A thief (or the client's own background refresh) rotated first.
+    let (deps, meta) = w.at(1_100);
+    let a2 = block_on(deps.refresh(&meta, &mut rng, Some(&a.refresh_token))).unwrap();
+    revoke(&w, &mut rng, 1_101, &a.refresh_token);
+    let (deps, meta) = w.at(1_102);
+    assert_eq!(code(block_on(deps.refresh(&meta, &mut rng, Some(&a2.refresh_token)))), "invalid_refresh_token");
+    assert_eq!(code(block_on(deps.me(&meta, Some(&a2.access_token)))), "session_revoked");
+    assert_eq!(
+        w.events.last_of("session_revoked"),
+        json!({"user_id": a.user.id, "session_id": a.user.session_id, "revoke_all": false})
+    );
+
+    let b2 = block_on(deps.refresh(&meta, &mut rng, Some(&b.refresh_token))).unwrap();
+    let logouts = w.events.count("logout");
+    block_on(deps.logout(&meta, &mut rng, None, Some(&b.refresh_token))).unwrap();
+    assert_eq!(w.events.count("logout"), logouts + 1);
+    assert_eq!(code(block_on(deps.me(&meta, Some(&b2.access_token)))), "session_revoked");
+    // Once the session is over, its tokens end nothing more.
+    assert_eq!(code(block_on(deps.logout(&meta, &mut rng, None, Some(&b2.refresh_token)))), "invalid_refresh_token");
+}

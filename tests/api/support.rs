@@ -400,6 +400,11 @@ impl SessionStore for MemStore {
         self.check()?;
         Ok(self.sessions.borrow().iter().find(|(_, h)| h == refresh_hash).map(|(s, _)| s.clone()))
     }
+    async fn session_by_issued_refresh(&self, refresh_hash: &str) -> Result<Option<Session>> {
+        self.check()?;
+        let Some(sid) = self.issued.borrow().get(refresh_hash).cloned() else { return Ok(None) };
+        Ok(self.sessions.borrow().iter().find(|(s, _)| s.id == sid).map(|(s, _)| s.clone()))
+    }
     async fn revoke_session(&self, id: &SessionId, now: UnixTime, _reason: &str) -> Result<bool> {
         self.check()?;
         let mut sessions = self.sessions.borrow_mut();

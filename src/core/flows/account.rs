@@ -499,7 +499,9 @@ where
             (p.user_id, p.session_id)
         } else {
             let hash = ids::token_hash(refresh_token_shape(refresh)?);
-            match self.store.session_by_refresh(&hash).await? {
+            // Any token of the family ends the session: a rotated one too
+            // (a logout that raced the client's own refresh; see `revoke_token`).
+            match self.store.session_by_issued_refresh(&hash).await? {
                 Some(s) if s.is_live(meta.now, self.config.session_max_age_secs) => (s.user_id, s.id),
                 _ => return Err(Error::InvalidRefreshToken),
             }

@@ -230,7 +230,11 @@ where
                 Err(e) => return Err(e),
             }
         } else if let Ok(shaped) = refresh_token_shape(Some(raw)) {
-            match self.store.session_by_refresh(&ids::token_hash(shaped)).await? {
+            // Any token of the family: a client whose logout raced its own
+            // refresh holds a rotated one, and so may a victim whose thief
+            // refreshed first; either way the session must end (as reuse at
+            // `/refresh` ends it), not be answered 200 and left live.
+            match self.store.session_by_issued_refresh(&ids::token_hash(shaped)).await? {
                 Some(s) if s.is_live(meta.now, self.config.session_max_age_secs) => Some((s.user_id, s.id)),
                 _ => None,
             }

@@ -203,6 +203,13 @@ impl SessionStore for D1Store {
         Ok(self.first::<SessionRow>(&sql, &[text(refresh_hash)]).await?.map(Session::from))
     }
 
+    async fn session_by_issued_refresh(&self, refresh_hash: &str) -> Result<Option<Session>> {
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = (SELECT session_id FROM refresh_tokens WHERE hash = ?1)"
+        );
+        Ok(self.first::<SessionRow>(&sql, &[text(refresh_hash)]).await?.map(Session::from))
+    }
+
     async fn revoke_session(&self, id: &SessionId, now: UnixTime, reason: &str) -> Result<bool> {
         let n = self
             .run_returning(
