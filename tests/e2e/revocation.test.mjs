@@ -373,6 +373,29 @@ test("RFC 7009: each hint, a wrong hint, garbage and malformed requests", async 
   await assertProblem(await post(`${gw.url}/auth/revoke`, { token: s1.access_token }), 400, "invalid_request");
 });
 
+test("RFC 7009 and logout: a rotated refresh token ends its session too", async () => {
+  const email = randomEmail("rotated");
+  const first = await signup(gw, email);
+  const rotate = async (s) => {
+    const res = await post(`${gw.url}/auth/refresh`, { refresh_token: s.refresh_token });
+    assert.equal(res.status, 200);
+    return json(res);
+  };
+  // The client's own background refresh (or a thief's) rotated first.
+  const current = await rotate(first);
+  const revoked = (e) => e.type === "session_revoked" && e.data?.session_id === first.user.session_id;
+  const { result: res } = await withEvent(gw, revoked, () => revoke(first.refresh_token, "refresh_token"));
+  assert.equal(res.status, 200);
+  await assertRevoked(current, "the current token of the session is dead");
+  await assertProblem(await authed(`${gw.url}/auth/me`, current.access_token), 401, "session_revoked");
+
+  const second = await json(await login(gw, email));
+  const next = await rotate(second);
+  const out = await post(`${gw.url}/auth/logout`, { refresh_token: second.refresh_token });
+  assert.equal(out.status, 204);
+  await assertRevoked(next, "logout with the rotated token ended the session");
+});
+
 test("discovery lists both endpoints", async () => {
   const doc = await json(await fetch(`${gw.url}/.well-known/openid-configuration`));
   assert.equal(doc.revocation_endpoint, `${ISSUER}/auth/revoke`);
