@@ -1,7 +1,7 @@
 //! Ports: the small traits through which core reaches storage, the event
 //! queue, the key ring, outbound HTTP (webhooks, email APIs, the sign-in
-//! hook), the mail binding and the delivery ledger. The edge implements them with D1, Queues,
-//! WebCrypto and `fetch`; the native tests with in-memory fakes.
+//! hook), the mail binding, the delivery ledger and waiting within a request. The edge implements
+//! them with D1, Queues, WebCrypto, `fetch` and timers; the native tests with in-memory fakes.
 //!
 //! Every method returns core's [`Error`]: adapters map their failures to
 //! [`Error::Unavailable`], so a broken dependency fails closed.
