@@ -1,7 +1,7 @@
 //! Ports: the small traits through which core reaches storage, the event
 //! queue, the key ring, outbound HTTP (webhooks, email APIs, the sign-in
-//! hook), the mail binding and the delivery ledger. The edge implements them with D1, Queues,
-//! WebCrypto and `fetch`; the native tests with in-memory fakes.
+//! hook), the mail binding, the delivery ledger and waiting within a request. The edge implements
+//! them with D1, Queues, WebCrypto, `fetch` and timers; the native tests with in-memory fakes.
 //!
 //! Every method returns core's [`Error`]: adapters map their failures to
 //! [`Error::Unavailable`], so a broken dependency fails closed.
@@ -20,7 +20,7 @@ use crate::core::mail::{BindingError, MimeEmail};
 use crate::core::mfa::{Challenge, FactorsRemoved, FactorsReset, StoredFactors};
 use crate::core::outbound::{HttpReply, HttpRequest, SendError};
 use crate::core::passkey::{Passkey, PasskeyAdded, PasskeyChallenge, PublicKey};
-use crate::core::rate_limit::{Backoff, Count, Hit};
+use crate::core::rate_limit::{Backoff, Count, Hit, LoginRecord};
 use crate::core::revocation::{RevocationPage, Standing};
 use crate::core::session::{LiveSession, RotateRequest, Rotation, Session, SignInBasis};
 use crate::core::signing_keys::{Kid, SigningAlg, SigningKey, StoredKey};
@@ -221,28 +221,34 @@ pub trait RateLimitStore {
     async fn unhit(&self, key: &str, resets_at: UnixTime, limit: u32) -> Result<()>;
     /// Admits a login attempt for `email` at `now` if `backoff` lets it in,
     /// and counts it as a failure (the record's failures plus one, the last
-    /// at `now` or a later one already stamped) before any password is
-    /// checked, in one atomic write: so
+    /// at `now` or a later one already stamped) and as in flight (one more
+    /// [`LoginRecord::in_flight`]) before any password is checked, in one
+    /// atomic write: so
     /// concurrent attempts are admitted exactly as if they came one after
     /// another, never more than the back-off allows. A record whose last
     /// failure is at or before `forget_before` is forgotten (the attempt is
-    /// admitted and counts as the first). With `forget_before` `now` less
+    /// admitted and counts as the first, the only one in flight). With `forget_before` `now` less
     /// [`crate::core::rate_limit::BACKOFF_MEMORY_SECS`], as every caller
     /// passes, admitted exactly when the record has fewer than the free
     /// failures or [`Backoff::wait`] is `None` for it (the two differ only
     /// for a last failure stamped later than `now` by a clock ahead of this
-    /// one). `Ok(None)`: admitted and
-    /// counted; `Ok(Some((failures, last failure)))`: refused, with the
-    /// record that refused it, and nothing written.
+    /// one); the attempts in flight play no part in it. `Ok(None)`: admitted and
+    /// counted; `Ok(Some(record))`: refused, with the record that refused
+    /// it, and nothing written.
     async fn count_login_attempt(
         &self,
         email: &str,
         backoff: &Backoff,
         now: UnixTime,
         forget_before: UnixTime,
-    ) -> Result<Option<(u32, UnixTime)>>;
-    /// Forgets the failed logins of `email` (after a success, whose attempt
-    /// was counted, or a reset).
+    ) -> Result<Option<LoginRecord>>;
+    /// Ends an attempt admitted by [`Self::count_login_attempt`] that did
+    /// not prove the password: one fewer in flight (never below zero), in
+    /// one atomic write; its failure stays counted. Nothing for a record
+    /// already cleared.
+    async fn settle_login_attempt(&self, email: &str) -> Result<()>;
+    /// Forgets the failed logins of `email`, and the attempts in flight
+    /// (after a success, whose attempt was counted, or a reset).
     async fn clear_login_failures(&self, email: &str) -> Result<()>;
 }
 
@@ -485,6 +491,15 @@ impl SigninHook for NoGate {
         Box::pin(std::future::ready(Err(SendError::Network("no sign-in hook transport".into()))))
     }
     fn report(&self, _warning: &str) {}
+}
+
+/// Waiting a moment inside a request, for a login refused while attempts it
+/// may be waiting on are in flight ([`LoginRecord::may_clear_soon`]).
+/// Reached as `&dyn Pause`, as [`SigninHook`] is and for the same reason.
+pub trait Pause {
+    /// Waits about `ms` milliseconds and returns the time then (the clock
+    /// the request's [`crate::core::flows::Meta::now`] came from).
+    fn pause(&self, ms: u64) -> LocalFuture<'_, UnixTime>;
 }
 
 /// Outbound HTTP, the mail binding and the log, as the queue consumer uses them.

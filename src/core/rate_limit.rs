@@ -228,6 +228,49 @@ pub const AUDIT_LISTINGS_PER_USER: Rule = Rule::new(60, 60);
 /// Failures are forgotten after this long without a new one.
 pub const BACKOFF_MEMORY_SECS: u64 = 86_400;
 
+/// An account's back-off record as the store holds it
+/// ([`crate::core::ports::RateLimitStore::count_login_attempt`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginRecord {
+    /// Consecutive failures, each attempt counted as one when admitted.
+    pub failures: u32,
+    /// The last admission (the last failure counted).
+    pub last_failed_at: UnixTime,
+    /// Admitted attempts whose check has not ended yet: each adds one on
+    /// admission and takes it back when it fails; a success deletes the
+    /// record. A request that dies between the two leaves its one behind,
+    /// which [`Self::may_clear_soon`] stops trusting after
+    /// [`LOGIN_IN_FLIGHT_SECS`].
+    pub in_flight: u32,
+}
+
+/// How long after the last admission an attempt still counted in flight is
+/// believed to be: a check is one argon2 verification and a few D1 writes,
+/// well under a second; a request that died in between stops making
+/// refused attempts wait this soon.
+pub const LOGIN_IN_FLIGHT_SECS: i64 = 3;
+
+/// How long a refused login waits between two tries at admission while
+/// attempts are in flight ([`LoginRecord::may_clear_soon`]).
+pub const LOGIN_WAIT_STEP_MS: u64 = 200;
+
+/// How many times a refused login waits [`LOGIN_WAIT_STEP_MS`] and tries
+/// again before it is answered 429: about two seconds in all.
+pub const LOGIN_WAIT_STEPS: u32 = 10;
+
+impl LoginRecord {
+    /// Whether a login refused by this record at `now` should wait and try
+    /// again: attempts admitted recently (within [`LOGIN_IN_FLIGHT_SECS`])
+    /// are still being checked, and the first of them to prove the right
+    /// password clears the record. Concurrent logins with the right
+    /// password — several tabs or devices — thus all get in, while wrong
+    /// guesses gain nothing: whoever waits is admitted, or not, by the same
+    /// one-write decision as an attempt arriving then.
+    pub fn may_clear_soon(&self, now: UnixTime) -> bool {
+        self.in_flight > 0 && now.0.saturating_sub(self.last_failed_at.0) < LOGIN_IN_FLIGHT_SECS
+    }
+}
+
 impl Default for Backoff {
     fn default() -> Self {
         Self { free_failures: 5, base_delay_secs: 2, max_delay_secs: 900 }
@@ -916,5 +959,22 @@ mod tests {
         let (rows, rest) = Backoff::default().delay_table();
         assert_eq!(rows, (0..9).map(|i| (5 + i, 2i64 << i)).collect::<Vec<_>>());
         assert_eq!(rest, 900);
+    }
+
+    #[test]
+    fn a_refused_login_waits_only_for_attempts_admitted_in_the_last_seconds() {
+        let t = UnixTime(1_000_000_000);
+        let record = |in_flight| LoginRecord { failures: 5, last_failed_at: t, in_flight };
+        // Checks in flight, admitted up to LOGIN_IN_FLIGHT_SECS ago: one may clear it.
+        for since in 0..LOGIN_IN_FLIGHT_SECS {
+            assert!(record(1).may_clear_soon(UnixTime(t.0 + since)), "{since} s after");
+        }
+        // Older marks are those of requests that died: not waited for.
+        assert!(!record(1).may_clear_soon(UnixTime(t.0 + LOGIN_IN_FLIGHT_SECS)));
+        assert!(!record(4).may_clear_soon(UnixTime(t.0 + 3_600)));
+        // Nothing in flight: nothing to wait for, however recent.
+        assert!(!record(0).may_clear_soon(t));
+        // A last admission stamped by a clock ahead of this one is recent.
+        assert!(record(1).may_clear_soon(UnixTime(t.0 - 5)));
     }
 }

@@ -1,6 +1,7 @@
-//! Small platform services: the clock and randomness.
+//! Small platform services: the clock, waiting and randomness.
 
 use crate::core::ids::Random;
+use crate::core::ports::{LocalFuture, Pause};
 use crate::core::time::UnixTime;
 
 /// The current time, from `Date.now()`.
@@ -11,6 +12,19 @@ pub fn now() -> UnixTime {
 /// The current time in Unix milliseconds, from `Date.now()`.
 pub fn now_ms() -> i64 {
     js_sys::Date::now() as i64
+}
+
+/// [`Pause`] on the runtime's timers (`setTimeout`), reading the clock
+/// ([`now`]) when the wait ends.
+pub struct Timer;
+
+impl Pause for Timer {
+    fn pause(&self, ms: u64) -> LocalFuture<'_, UnixTime> {
+        Box::pin(async move {
+            worker::Delay::from(std::time::Duration::from_millis(ms)).await;
+            now()
+        })
+    }
 }
 
 /// `crypto.getRandomValues` through getrandom.

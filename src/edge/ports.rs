@@ -14,7 +14,7 @@ use crate::core::flows::{Deps, Meta, Recipient};
 use crate::edge::d1::D1Store;
 use crate::edge::keyring::EdgeKeys;
 use crate::edge::outbound::FetchHook;
-use crate::edge::platform::OsRandom;
+use crate::edge::platform::{OsRandom, Timer};
 use crate::edge::queue::QueueSink;
 
 /// The platform adapters behind the flows' ports, for one request or task.
@@ -45,7 +45,14 @@ impl<'e> Ports<'e> {
 
     /// The flows' dependencies over these adapters.
     pub fn deps<'a>(&'a self, cfg: &'a Config) -> Deps<'a, D1Store, QueueSink<'e>, EdgeKeys<'e>> {
-        Deps { store: &self.store, events: &self.events, keys: &self.keys, config: cfg, hook: &self.hook }
+        Deps {
+            store: &self.store,
+            events: &self.events,
+            keys: &self.keys,
+            config: cfg,
+            hook: &self.hook,
+            pause: &Timer,
+        }
     }
 }
 

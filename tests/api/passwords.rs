@@ -3,6 +3,8 @@
 use portcullis::core::error::{Error, TokenError};
 use portcullis::core::flows::password::{ChangeRequest, PasswordUpdated, ResetRequest};
 use portcullis::core::flows::EmailRequest;
+use portcullis::core::rate_limit::LoginRecord;
+use portcullis::core::time::UnixTime;
 
 use crate::support::{block_on, code, login_at, signup_at, user, TestRandom, World};
 
@@ -172,8 +174,13 @@ fn wrong_current_passwords_count_towards_the_login_backoff() {
     }
     assert_eq!(w.events.count("login_failed"), 5);
     assert_eq!(w.events.last_of("login_failed")["reason"], "invalid_current_password");
+    // Each wrong guess settled its attempt: none is in flight, so the
+    // refusal below does not wait for one.
+    let record = w.store.login_failures.borrow()["ada@example.com"];
+    assert_eq!(record, LoginRecord { failures: 5, last_failed_at: UnixTime(1_001), in_flight: 0 });
     let r = change(&w, rng, 1_001, &s.access_token, "password-1", "password-2");
     assert_eq!(r.unwrap_err(), Error::RateLimited { retry_after_secs: 2 });
+    assert_eq!(w.pause.pauses.get(), 0);
     assert_eq!(w.events.last_of("rate_limit_exceeded")["endpoint"], "login");
     assert_eq!(code(login_at(&w, rng, 1_002, "ada@example.com", "password-1")), "rate_limited");
     change(&w, rng, 1_003, &s.access_token, "password-1", "password-2").unwrap();

@@ -1,7 +1,9 @@
 //! Rate limits and the login back-off, through the flows.
 
 use portcullis::core::error::Error;
+use portcullis::core::flows::account::LoginRequest;
 use portcullis::core::flows::{AuthResponse, EmailRequest};
+use portcullis::core::rate_limit::{LoginRecord, LOGIN_IN_FLIGHT_SECS, LOGIN_WAIT_STEPS};
 use portcullis::core::time::UnixTime;
 
 use std::cell::RefCell;
@@ -9,7 +11,7 @@ use std::rc::Rc;
 
 use serde_json::json;
 
-use crate::support::{block_on, code, grant, login_at, signup_at, TestRandom, World};
+use crate::support::{block_on, code, grant, join_all, login_at, signup_at, Done, TestRandom, World};
 
 fn magic_link(w: &World, rng: &mut TestRandom, now: i64, email: &str, ip: Option<&str>) -> Result<(), Error> {
     let (deps, mut meta) = w.at(now);
@@ -175,18 +177,21 @@ fn the_backoff_is_capped_and_forgotten_after_a_day() {
         login_at(&w, &mut rng, now - 31, "x@example.com", "pw-pw-pw-pw").unwrap_err(),
         Error::RateLimited { retry_after_secs: 30 }
     );
-    let (failures, last) = w.store.login_failures.borrow()["x@example.com"];
-    assert_eq!((failures, last), (8, UnixTime(now - 61)));
+    let record = w.store.login_failures.borrow()["x@example.com"];
+    assert_eq!(record, LoginRecord { failures: 8, last_failed_at: UnixTime(now - 61), in_flight: 0 });
     now += 86_400;
     assert_eq!(code(login_at(&w, &mut rng, now, "x@example.com", "wrong password!")), "invalid_credentials");
-    assert_eq!(w.store.login_failures.borrow()["x@example.com"].0, 1);
+    assert_eq!(w.store.login_failures.borrow()["x@example.com"].failures, 1);
 }
 
 /// Ten wrong-password logins for one account, all admitted (or not) before
 /// any of them has its password checked — each next one starts while the
 /// one before reads the account, after its admission, as concurrent
 /// requests interleave: exactly the five free failures get a password
-/// check, the other five wait as the sixth of a sequence does.
+/// check, the other five wait as the sixth of a sequence does. (Each of
+/// those five is refused while the five checks are in flight — suspended
+/// below it here, so none ends — and waits for them in vain, as long as a
+/// refused login may.)
 #[test]
 fn interleaved_logins_get_no_more_password_checks_than_the_free_failures() {
     let w = Rc::new(World::new(&[("RATE_LIMITS", r#"{"login": {"email": "off", "ip": "off"}}"#)]));
@@ -199,7 +204,9 @@ fn interleaved_logins_get_no_more_password_checks_than_the_free_failures() {
     let checked = answers.iter().filter(|a| **a == Err(Error::InvalidCredentials)).count();
     let waiting = answers.iter().filter(|a| **a == Err(Error::RateLimited { retry_after_secs: 2 })).count();
     assert_eq!((checked, waiting), (5, 5), "{answers:?}");
-    assert_eq!(w.store.login_failures.borrow()["ada@example.com"], (5, UnixTime(1_001)));
+    let record = w.store.login_failures.borrow()["ada@example.com"];
+    assert_eq!(record, LoginRecord { failures: 5, last_failed_at: UnixTime(1_001), in_flight: 0 });
+    assert_eq!(w.pause.pauses.get(), 5 * LOGIN_WAIT_STEPS);
     assert_eq!(w.events.count("rate_limit_exceeded"), 1);
 }
 
@@ -220,6 +227,143 @@ fn interleaved_logins(w: &Rc<World>, answers: &Rc<RefCell<Vec<Result<(), Error>>
             next();
         }
     })
+}
+
+/// One login for `email` at `now`, as a future, for [`join_all`].
+async fn login_future(w: &World, seed: u64, now: i64, email: &str, password: &str) -> Result<AuthResponse, Error> {
+    let (deps, meta) = w.at(now);
+    let req = LoginRequest { email: email.into(), password: password.into() };
+    deps.login(&meta, &mut TestRandom(seed), req).await.done()
+}
+
+/// Eight logins with the right password at once (several tabs or devices):
+/// the first five are admitted and checked, the other three are refused
+/// while those are in flight — and wait for them instead of answering 429:
+/// the first success clears the record, and all eight sign in.
+#[test]
+fn concurrent_logins_with_the_right_password_all_sign_in() {
+    let w = World::new(&[]);
+    signup_at(&w, &mut TestRandom(40), 1_000, "ada@example.com", "correct horse battery");
+    w.store.give_way_on_user_read.set(true);
+    let logins = (0..8).map(|i| login_future(&w, 400 + i, 1_001, "ada@example.com", "correct horse battery"));
+    let answers = join_all(logins.collect());
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    // The three refused at first each waited once: the checks in flight ended.
+    assert_eq!(w.pause.pauses.get(), 3);
+    assert_eq!(w.events.count("login"), 8);
+    assert_eq!(w.events.count("rate_limit_exceeded"), 0);
+    assert!(w.store.login_failures.borrow().get("ada@example.com").is_none());
+}
+
+/// Ten wrong passwords at once, interleaved between admission and check:
+/// exactly the five free ones are checked; the other five wait while those
+/// are in flight, are refused again once they have failed, and get 429 —
+/// one `rate_limit_exceeded` for the back-off, as without the wait.
+#[test]
+fn concurrent_wrong_guesses_get_exactly_the_free_checks_even_when_they_wait() {
+    let w = World::new(&[("RATE_LIMITS", r#"{"login": {"email": "off", "ip": "off"}}"#)]);
+    signup_at(&w, &mut TestRandom(41), 1_000, "ada@example.com", "correct horse battery");
+    w.store.give_way_on_user_read.set(true);
+    let guesses = (0..10).map(|i| login_future(&w, 410 + i, 1_001, "ada@example.com", "wrong password!"));
+    let answers = join_all(guesses.collect());
+    let checked = answers.iter().filter(|a| matches!(a, Err(Error::InvalidCredentials))).count();
+    let refused = answers.iter().filter(|a| matches!(a, Err(Error::RateLimited { retry_after_secs: 2 }))).count();
+    assert_eq!((checked, refused), (5, 5), "{answers:?}");
+    assert_eq!(w.events.count("login_failed"), 5);
+    assert_eq!(w.pause.pauses.get(), 5, "each refused guess waited once, for the checks in flight");
+    assert_eq!(w.events.count("rate_limit_exceeded"), 1);
+    let record = w.store.login_failures.borrow()["ada@example.com"];
+    assert_eq!(record, LoginRecord { failures: 5, last_failed_at: UnixTime(1_001), in_flight: 0 });
+}
+
+/// A request that died between admission and check leaves its mark in
+/// flight: a login refused within LOGIN_IN_FLIGHT_SECS of the last
+/// admission waits for it, a bounded while, then gets its 429; later, the
+/// mark is not waited for at all.
+#[test]
+fn a_mark_left_in_flight_is_waited_for_briefly_and_then_not_at_all() {
+    let w = World::new(&[("LOGIN_BACKOFF", "5/30/900")]);
+    signup_at(&w, &mut TestRandom(42), 1_000, "ada@example.com", "correct horse battery");
+    let died = LoginRecord { failures: 5, last_failed_at: UnixTime(1_000), in_flight: 2 };
+    w.store.login_failures.borrow_mut().insert("ada@example.com".into(), died);
+    let err = login_at(&w, &mut TestRandom(43), 1_002, "ada@example.com", "correct horse battery").unwrap_err();
+    assert_eq!(err, Error::RateLimited { retry_after_secs: 28 });
+    assert_eq!(w.pause.pauses.get(), LOGIN_WAIT_STEPS);
+    let at = 1_000 + LOGIN_IN_FLIGHT_SECS;
+    let err = login_at(&w, &mut TestRandom(44), at, "ada@example.com", "correct horse battery").unwrap_err();
+    assert_eq!(err, Error::RateLimited { retry_after_secs: 27 });
+    assert_eq!(w.pause.pauses.get(), LOGIN_WAIT_STEPS, "a stale mark is not waited for");
+    assert_eq!(w.store.login_failures.borrow()["ada@example.com"], died, "refusals write nothing");
+    assert_eq!(w.events.count("rate_limit_exceeded"), 1);
+}
+
+/// A waiting login is decided at the time its pause ends: once the
+/// back-off's delay has passed meanwhile, it is admitted, as one arriving
+/// then would be.
+#[test]
+fn a_waiting_login_is_admitted_when_the_delay_ends_meanwhile() {
+    let w = World::new(&[]);
+    signup_at(&w, &mut TestRandom(45), 1_000, "ada@example.com", "correct horse battery");
+    let checking = LoginRecord { failures: 5, last_failed_at: UnixTime(1_000), in_flight: 1 };
+    w.store.login_failures.borrow_mut().insert("ada@example.com".into(), checking);
+    w.pause.moving.set(true);
+    login_at(&w, &mut TestRandom(46), 1_001, "ada@example.com", "correct horse battery").unwrap();
+    // 2 s after the fifth failure: five pauses of 200 ms from 1 s after it.
+    assert_eq!(w.pause.pauses.get(), 5);
+    assert_eq!(w.events.count("rate_limit_exceeded"), 0);
+}
+
+/// Every end of an admitted attempt but the right password takes it out of
+/// flight, its failure counted: a wrong password, an unknown address, an
+/// account without a password, an over-long password. The right password
+/// clears the record — a banned account's too (it proved the password).
+#[test]
+fn every_failed_check_is_no_longer_in_flight_and_the_right_password_clears() {
+    let w = World::new(&[]);
+    let rng = &mut TestRandom(47);
+    signup_at(&w, rng, 1_000, "ada@example.com", "correct horse battery");
+    signup_at(&w, rng, 1_000, "nopass@example.com", "correct horse battery");
+    signup_at(&w, rng, 1_000, "banned@example.com", "correct horse battery");
+    for u in w.store.users.borrow_mut().iter_mut() {
+        match u.email.as_str() {
+            "nopass@example.com" => u.password_hash = None,
+            "banned@example.com" => u.banned = true,
+            _ => {}
+        }
+    }
+    let long = "x".repeat(200);
+    let failed = [
+        ("ada@example.com", "wrong password!", "invalid_password"),
+        ("nobody@example.com", "correct horse battery", "user_not_found"),
+        ("nopass@example.com", "correct horse battery", "no_password"),
+        ("ada@example.com", long.as_str(), "password_too_long"),
+    ];
+    for (i, (email, password, reason)) in failed.into_iter().enumerate() {
+        assert_eq!(code(login_at(&w, rng, 1_001, email, password)), "invalid_credentials", "{reason}");
+        assert_eq!(w.events.last_of("login_failed")["reason"], reason);
+        let record = w.store.login_failures.borrow()[email];
+        let failures = if email == "ada@example.com" { i as u32 / 3 + 1 } else { 1 };
+        assert_eq!(record, LoginRecord { failures, last_failed_at: UnixTime(1_001), in_flight: 0 }, "{reason}");
+    }
+    assert_eq!(code(login_at(&w, rng, 1_001, "banned@example.com", "correct horse battery")), "account_banned");
+    assert!(w.store.login_failures.borrow().get("banned@example.com").is_none());
+    login_at(&w, rng, 1_001, "ada@example.com", "correct horse battery").unwrap();
+    assert!(w.store.login_failures.borrow().get("ada@example.com").is_none());
+    assert_eq!(w.pause.pauses.get(), 0);
+}
+
+/// Settling is best effort: when its write fails, the wrong password is
+/// still answered 401, and the failure reaches the log.
+#[test]
+fn a_failed_settlement_is_reported_and_the_answer_stands() {
+    let w = World::new(&[]);
+    let rng = &mut TestRandom(48);
+    signup_at(&w, rng, 1_000, "ada@example.com", "correct horse battery");
+    w.store.fail_settle.set(true);
+    assert_eq!(code(login_at(&w, rng, 1_001, "ada@example.com", "wrong password!")), "invalid_credentials");
+    assert_eq!(w.store.login_failures.borrow()["ada@example.com"].in_flight, 1);
+    let reported = w.events.reported.borrow();
+    assert!(reported.iter().any(|r| r.starts_with("login: settling a failed attempt failed")), "{reported:?}");
 }
 
 #[test]

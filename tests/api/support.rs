@@ -21,9 +21,9 @@ use portcullis::core::outbound::{HttpReply, HttpRequest, SendError};
 use portcullis::core::passkey::{counter_ok, Ceremony, Passkey, PasskeyAdded, PasskeyChallenge};
 use portcullis::core::ports::{
     AccountStore, AuditLog, Courier, DeliveryLedger, EmailTokenStore, EventSink, KeyRing, KeyStore, LocalFuture,
-    MfaStore, PasskeyStore, RateLimitStore, Result, RevocationStore, SessionStore, SigninHook, UserStore,
+    MfaStore, PasskeyStore, Pause, RateLimitStore, Result, RevocationStore, SessionStore, SigninHook, UserStore,
 };
-use portcullis::core::rate_limit::{Backoff, Count, Hit};
+use portcullis::core::rate_limit::{Backoff, Count, Hit, LoginRecord};
 use portcullis::core::revocation::{Revocation, RevocationPage, Revoked, Standing};
 use portcullis::core::session::{LiveSession, RotateRequest, Rotation, Session, SignInBasis};
 use portcullis::core::signing_keys::{Kek, KeyStatus, Kid, SigningAlg, SigningKey, StoredKey};
@@ -62,8 +62,14 @@ pub struct MemStore {
     pub fail: RefCell<bool>,
     /// Rate-limit counters: key -> (window end, count).
     pub counters: RefCell<HashMap<String, (UnixTime, u32)>>,
-    /// Failed logins: email -> (failures, last failure).
-    pub login_failures: RefCell<HashMap<String, (u32, UnixTime)>>,
+    /// The login back-off's records by email.
+    pub login_failures: RefCell<HashMap<String, LoginRecord>>,
+    /// Makes `settle_login_attempt` fail, and only it.
+    pub fail_settle: Cell<bool>,
+    /// Makes every `user_by_email` give way once before it reads, as an
+    /// await on D1 lets the isolate's other requests run: with [`join_all`],
+    /// concurrent logins interleave between admission and password check.
+    pub give_way_on_user_read: Cell<bool>,
     /// Runs once, right after the next `user_by_email` read: what another
     /// request does between a flow's read and its write.
     #[allow(clippy::type_complexity)]
@@ -299,6 +305,9 @@ impl UserStore for MemStore {
         Ok(true)
     }
     async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
+        if self.give_way_on_user_read.get() {
+            give_way().await;
+        }
         self.check()?;
         let found = self.users.borrow().iter().find(|u| u.email == email).cloned();
         let meanwhile = self.after_user_read.borrow_mut().take();
@@ -910,20 +919,38 @@ impl RateLimitStore for MemStore {
         backoff: &Backoff,
         now: UnixTime,
         forget_before: UnixTime,
-    ) -> Result<Option<(u32, UnixTime)>> {
+    ) -> Result<Option<LoginRecord>> {
         self.check()?;
         let mut m = self.login_failures.borrow_mut();
+        // As D1's conditional upsert: a missing or forgotten record starts
+        // over, one within the free failures or past its delay counts one
+        // more of each; otherwise refused, nothing written.
         let counted = match m.get(email).copied() {
-            Some((failures, last))
-                if failures >= backoff.free_failures && backoff.wait(failures, last, now).is_some() =>
-            {
-                return Ok(Some((failures, last)))
+            Some(r) if r.last_failed_at > forget_before => {
+                let delay = i64::try_from(backoff.delay_secs(r.failures)).unwrap_or(i64::MAX);
+                if r.failures >= backoff.free_failures && now.0.saturating_sub(r.last_failed_at.0) < delay {
+                    return Ok(Some(r));
+                }
+                LoginRecord {
+                    failures: r.failures + 1,
+                    last_failed_at: r.last_failed_at.max(now),
+                    in_flight: r.in_flight + 1,
+                }
             }
-            Some((failures, last)) if last > forget_before => (failures + 1, last.max(now)),
-            _ => (1, now),
+            _ => LoginRecord { failures: 1, last_failed_at: now, in_flight: 1 },
         };
         m.insert(email.to_string(), counted);
         Ok(None)
+    }
+    async fn settle_login_attempt(&self, email: &str) -> Result<()> {
+        self.check()?;
+        if self.fail_settle.get() {
+            return Err(Error::unavailable("memory", "injected settle failure"));
+        }
+        if let Some(r) = self.login_failures.borrow_mut().get_mut(email) {
+            r.in_flight = r.in_flight.saturating_sub(1);
+        }
+        Ok(())
     }
     async fn clear_login_failures(&self, email: &str) -> Result<()> {
         self.check()?;
@@ -1238,6 +1265,7 @@ pub struct World {
     pub keys: MemKeys,
     pub config: Config,
     pub hook: MemHook,
+    pub pause: MemPause,
 }
 
 impl World {
@@ -1252,18 +1280,81 @@ impl World {
             issued: RefCell::default(),
             changed: Cell::new(0),
         };
-        Self { store, events: MemEvents::default(), keys, config, hook: MemHook::default() }
+        Self { store, events: MemEvents::default(), keys, config, hook: MemHook::default(), pause: MemPause::default() }
     }
 
     /// The dependencies and request facts at time `now`.
     pub fn at(&self, now: i64) -> (Deps<'_, MemStore, MemEvents, MemKeys>, Meta) {
         self.keys.now.set(UnixTime(now));
         self.store.clock.set(UnixTime(now));
+        self.pause.now_ms.set(now.saturating_mul(1_000));
         (
-            Deps { store: &self.store, events: &self.events, keys: &self.keys, config: &self.config, hook: &self.hook },
+            Deps {
+                store: &self.store,
+                events: &self.events,
+                keys: &self.keys,
+                config: &self.config,
+                hook: &self.hook,
+                pause: &self.pause,
+            },
             meta(now),
         )
     }
+}
+
+/// [`Pause`] on a simulated clock: each pause gives way once (so futures
+/// run together by [`join_all`] go on meanwhile) and is counted; the clock
+/// (milliseconds, set by [`World::at`]) stands still unless `moving`, when
+/// every pause moves it on by its length.
+#[derive(Default)]
+pub struct MemPause {
+    pub now_ms: Cell<i64>,
+    pub moving: Cell<bool>,
+    pub pauses: Cell<u32>,
+}
+
+impl Pause for MemPause {
+    fn pause(&self, ms: u64) -> LocalFuture<'_, UnixTime> {
+        self.pauses.set(self.pauses.get() + 1);
+        Box::pin(async move {
+            give_way().await;
+            if self.moving.get() {
+                self.now_ms.set(self.now_ms.get() + i64::try_from(ms).unwrap_or(i64::MAX));
+            }
+            UnixTime(self.now_ms.get().div_euclid(1_000))
+        })
+    }
+}
+
+/// Pending once, waking itself: what an await on I/O looks like to the
+/// other futures polled with it.
+pub fn give_way() -> impl std::future::Future<Output = ()> {
+    let mut given = false;
+    std::future::poll_fn(move |cx| {
+        if given {
+            return std::task::Poll::Ready(());
+        }
+        given = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+}
+
+/// Runs `futures` together, as one isolate runs concurrent requests: in
+/// rounds, each polling every unfinished one once (so they interleave
+/// wherever one gives way); returns their outputs in order.
+pub fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut running: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut done: Vec<Option<F::Output>> = running.iter().map(|_| None).collect();
+    while done.iter().any(Option::is_none) {
+        for (f, out) in running.iter_mut().zip(done.iter_mut()).filter(|(_, out)| out.is_none()) {
+            if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+                *out = Some(v);
+            }
+        }
+    }
+    done.into_iter().flatten().collect()
 }
 
 /// A sign-in's result as a completed one: for accounts without a second

@@ -2,7 +2,8 @@
 // defaults (RATE_LIMITS unset), exact counts under 50 concurrent requests
 // (one D1 upsert per key), 429 problem+json with Retry-After, one
 // `rate_limit_exceeded` event per window, no exemption for requests without
-// a usable client IP, the login back-off exact under concurrency, IPv6 /64s counted together by their /48 (charged only
+// a usable client IP, the login back-off exact under concurrency (and concurrent
+// right passwords all let in), IPv6 /64s counted together by their /48 (charged only
 // for what each /64 admits), the daily
 // cap on failed email codes per address, refresh per session and the audit
 // listings per caller, and a RATE_LIMITS typo refusing to serve.
@@ -208,6 +209,21 @@ test("login back-off under concurrency: 10 wrong passwords at once from 10 IPs -
   assert.deepEqual(tally(results), { 401: 5, 429: 5 });
   for (const r of results.filter((r) => r.status === 401)) assert.equal(r.body.code, "invalid_credentials");
   for (const r of results.filter((r) => r.status === 429)) assertRateLimited(r, 30);
+});
+
+test("8 concurrent logins with the right password for one account -> all 200: the refused ones wait for the checks in flight", async () => {
+  // Several tabs or devices signing in at once. The back-off counts the first
+  // five as failures until their checks end; the last three, refused meanwhile
+  // (a 30 s first wait here, so nothing else lets them in), wait for the first
+  // success to clear the record. 8 is under the per-email 10 a minute.
+  const email = randomEmail("tabs");
+  await signup(patient, email);
+  const results = await burst(
+    Array.from({ length: 8 }, () => () => post(`${patient.url}/auth/login`, { email, password: PASSWORD }, from(freshIp()))),
+  );
+  assert.deepEqual(tally(results), { 200: 8 }, JSON.stringify(results.filter((r) => r.status !== 200)));
+  await settle(patient);
+  assert.equal(exceeded(patient, (d) => d.email === email).length, 0);
 });
 
 test("guesses at the current password count towards the login back-off: then even the right one, and a login, wait", async () => {

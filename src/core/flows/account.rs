@@ -19,6 +19,14 @@ use crate::core::signin_hook;
 use crate::core::token::ExtraClaims;
 use crate::core::users::{is_unsafe_in_name, ProfileEdit, User, UserResponse, MAX_NAME_CHARS};
 
+/// How a login's password check ended.
+enum PasswordCheck {
+    /// The account's password.
+    Right { user: User, hash: PasswordHash, password: Password },
+    /// Not it: the `login_failed` reason and the answer.
+    Failed { reason: &'static str, error: Error },
+}
+
 /// Provider name for password and email-code sign-ins.
 pub const PROVIDER_EMAIL: &str = "email";
 /// Longest refresh token looked up (ours are 43 characters).
@@ -265,30 +273,16 @@ where
         // While the account's back-off lasts the password is not even looked
         // at; an attempt it admits is counted as a failure from here on.
         let counted = self.login_backoff(meta, rng, email.as_str()).await?;
-        let password = match Password::presented(req.password, &self.config.password_policy) {
-            Ok(p) => p,
-            Err(e) => {
-                self.login_failed(meta, rng, &email, "password_too_long").await?;
-                return Err(e);
-            }
-        };
-        let user = self.store.user_by_email(email.as_str()).await?;
-        let stored = user.as_ref().and_then(|u| u.password_hash.clone());
-        let hash = match &stored {
-            Some(h) => PasswordHash::from_stored(h.clone()),
-            None => PasswordHash::dummy(&self.config.hash_params),
-        };
-        let matches = hash.verify(&password);
-        let user = match (user, matches && stored.is_some()) {
-            (Some(u), true) => u,
-            (u, _) => {
-                let reason = match (&u, &stored) {
-                    (None, _) => "user_not_found",
-                    (Some(_), None) => "no_password",
-                    _ => "invalid_password",
-                };
+        let checked = self.check_password(&email, req.password).await;
+        // Any end but the right password (an error too) is no longer in flight.
+        if !matches!(checked, Ok(PasswordCheck::Right { .. })) {
+            self.settle_login_attempt(counted, email.as_str()).await;
+        }
+        let (user, hash, password) = match checked? {
+            PasswordCheck::Right { user, hash, password } => (user, hash, password),
+            PasswordCheck::Failed { reason, error } => {
                 self.login_failed(meta, rng, &email, reason).await?;
-                return Err(Error::InvalidCredentials);
+                return Err(error);
             }
         };
         // The right password: the attempt counted on admission was no failure.
@@ -309,6 +303,35 @@ where
             self.emit(meta, rng, vec![login_event(&user, PROVIDER_EMAIL, meta)]).await?;
         }
         Ok(signed_in)
+    }
+
+    /// A login's password check: the account with its hash and the password
+    /// when they match, else why not (the `login_failed` reason) and the
+    /// answer. An unknown account or one without a password is checked
+    /// against a dummy hash, for the same argon2 work.
+    async fn check_password(&self, email: &Email, presented: String) -> Result<PasswordCheck, Error> {
+        let password = match Password::presented(presented, &self.config.password_policy) {
+            Ok(p) => p,
+            Err(error) => return Ok(PasswordCheck::Failed { reason: "password_too_long", error }),
+        };
+        let user = self.store.user_by_email(email.as_str()).await?;
+        let stored = user.as_ref().and_then(|u| u.password_hash.clone());
+        let hash = match &stored {
+            Some(h) => PasswordHash::from_stored(h.clone()),
+            None => PasswordHash::dummy(&self.config.hash_params),
+        };
+        let matches = hash.verify(&password);
+        Ok(match (user, matches && stored.is_some()) {
+            (Some(user), true) => PasswordCheck::Right { user, hash, password },
+            (u, _) => {
+                let reason = match (&u, &stored) {
+                    (None, _) => "user_not_found",
+                    (Some(_), None) => "no_password",
+                    _ => "invalid_password",
+                };
+                PasswordCheck::Failed { reason, error: Error::InvalidCredentials }
+            }
+        })
     }
 
     async fn login_failed(&self, meta: &Meta, rng: &mut impl Random, email: &Email, reason: &str) -> Result<(), Error> {

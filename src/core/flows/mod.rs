@@ -28,7 +28,7 @@ use crate::core::ids::{self, Random, SessionId, UserId};
 use crate::core::locale::Locale;
 use crate::core::mfa::is_recent_sign_in;
 use crate::core::oauth::CodeChallenge;
-use crate::core::ports::{EventSink, KeyRing, MfaStore, SessionStore, SigninHook, UserStore};
+use crate::core::ports::{EventSink, KeyRing, MfaStore, Pause, SessionStore, SigninHook, UserStore};
 use crate::core::session::{LiveSession, Session, SignInBasis};
 use crate::core::signin_hook;
 use crate::core::time::UnixTime;
@@ -65,6 +65,8 @@ pub struct Deps<'a, S, E, K> {
     pub config: &'a Config,
     /// The sign-in hook's transport (asked only when `HOOK_URL` is set).
     pub hook: &'a dyn SigninHook,
+    /// Waiting within a request (a refused login while others are checked).
+    pub pause: &'a dyn Pause,
 }
 
 /// Facts about the request being served.

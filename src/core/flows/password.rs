@@ -165,6 +165,7 @@ where
         self.throttle(meta, rng, Endpoint::Login, &user.email).await?;
         let counted = self.login_backoff(meta, rng, &user.email).await?;
         if !current.verify(&old) {
+            self.settle_login_attempt(counted, &user.email).await;
             let failed = login_failed_event(&user.email, "invalid_current_password", meta);
             self.emit(meta, rng, vec![failed]).await?;
             return Err(wrong_current_password());

@@ -11,7 +11,9 @@ use crate::core::flows::{Deps, EmailRequest, Meta, Recipient};
 use crate::core::ids::Random;
 use crate::core::locale::Locale;
 use crate::core::ports::{EventSink, KeyRing, RateLimitStore, SessionStore, UserStore};
-use crate::core::rate_limit::{self, Charge, Count, Endpoint, Hit, KeyType, Rule, BACKOFF_MEMORY_SECS};
+use crate::core::rate_limit::{
+    self, Charge, Count, Endpoint, Hit, KeyType, Rule, BACKOFF_MEMORY_SECS, LOGIN_WAIT_STEPS, LOGIN_WAIT_STEP_MS,
+};
 
 impl<S, E, K> Deps<'_, S, E, K>
 where
@@ -201,23 +203,60 @@ where
     /// back-off lasts the attempt is refused with 429 and the seconds left;
     /// the first refusal of each back-off emits `rate_limit_exceeded` with
     /// `key_type` `email` and `limit` the failures allowed before it.
-    /// `Ok(true)`: counted, so a right password must clear the record;
-    /// `Ok(false)`: no back-off (`LOGIN_BACKOFF=off`), nothing counted.
+    ///
+    /// Refused while attempts admitted moments ago are still being checked
+    /// ([`rate_limit::LoginRecord::may_clear_soon`]), the attempt first waits for them:
+    /// it tries again every [`LOGIN_WAIT_STEP_MS`], at most
+    /// [`LOGIN_WAIT_STEPS`] times, at the time the pause ends, and is
+    /// admitted if one of them proved the password (clearing the record) or
+    /// the back-off lets it in by then — as an attempt arriving then would
+    /// be. So concurrent logins with the right password all get in, and
+    /// concurrent wrong guesses get no more checks than one after another.
+    /// `Ok(true)`: counted, so the check must end in
+    /// [`RateLimitStore::clear_login_failures`] (the right password) or
+    /// [`Self::settle_login_attempt`] (anything else); `Ok(false)`: no
+    /// back-off (`LOGIN_BACKOFF=off`), nothing counted.
     pub async fn login_backoff(&self, meta: &Meta, rng: &mut impl Random, email: &str) -> Result<bool, Error> {
         let Some(backoff) = self.config.rate_limits.backoff else { return Ok(false) };
-        let forget_before = meta.now.minus_secs(BACKOFF_MEMORY_SECS);
-        let Some((failures, last)) = self.store.count_login_attempt(email, &backoff, meta.now, forget_before).await?
-        else {
-            return Ok(true);
+        let mut now = meta.now;
+        let mut waits = 0;
+        let record = loop {
+            let forget_before = now.minus_secs(BACKOFF_MEMORY_SECS);
+            let Some(record) = self.store.count_login_attempt(email, &backoff, now, forget_before).await? else {
+                return Ok(true);
+            };
+            if waits == LOGIN_WAIT_STEPS || !record.may_clear_soon(now) {
+                break record;
+            }
+            waits += 1;
+            // Never back in time, should the clock step back.
+            now = self.pause.pause(LOGIN_WAIT_STEP_MS).await.max(now);
         };
         // The store refused: its wait, or (should the two clocks disagree) a second.
-        let retry_after_secs = backoff.wait(failures, last, meta.now).unwrap_or(1);
-        let counts = self.store.hit(&[rate_limit::backoff_hit(email, last, retry_after_secs)], meta.now).await?;
+        let retry_after_secs = backoff.wait(record.failures, record.last_failed_at, now).unwrap_or(1);
+        let hit = rate_limit::backoff_hit(email, record.last_failed_at, retry_after_secs);
+        let counts = self.store.hit(&[hit], now).await?;
         if counts.first().copied().flatten().is_some_and(|c| c.count == 1) {
             let event = limit_event(meta, Endpoint::Login, Some(email), backoff.free_failures, KeyType::Email);
             self.emit(meta, rng, vec![event]).await?;
         }
         Err(Error::RateLimited { retry_after_secs })
+    }
+
+    /// Ends a login attempt that [`Self::login_backoff`] counted (`counted`)
+    /// and that did not prove the password — wrong, too long, no account,
+    /// no password: its failure stays, it is no longer in flight, so logins
+    /// refused meanwhile stop waiting for it. Best effort: a settlement that
+    /// fails is reported for the log and otherwise ignored — the mark left
+    /// behind only makes refused logins wait, and only for
+    /// [`rate_limit::LOGIN_IN_FLIGHT_SECS`] after the last admission; it never admits one.
+    pub async fn settle_login_attempt(&self, counted: bool, email: &str) {
+        if !counted {
+            return;
+        }
+        if let Err(e) = self.store.settle_login_attempt(email).await {
+            self.events.report(&format!("login: settling a failed attempt failed: {e}"));
+        }
     }
 }
 

@@ -1,12 +1,13 @@
 //! [`RateLimitStore`] on D1: fixed-window counters (`rate_limits`) and
-//! the login back-off's failures (`login_failures`), counted on admission.
+//! the login back-off's failures (`login_failures`), counted on admission,
+//! with the admitted attempts still in flight.
 
 use serde::Deserialize;
 
 use super::{changes, int, returned, text, time, D1Store};
 use crate::core::error::Error;
 use crate::core::ports::{RateLimitStore, Result};
-use crate::core::rate_limit::{Backoff, Count, Hit};
+use crate::core::rate_limit::{Backoff, Count, Hit, LoginRecord};
 use crate::core::time::UnixTime;
 use crate::edge::error::{Dependency::D1, EdgeResult};
 
@@ -50,6 +51,7 @@ pub(super) const SESSION_HIT: &str = concat!(
 struct FailuresRow {
     failures: i64,
     last_failed_at: i64,
+    in_flight: i64,
 }
 
 impl RateLimitStore for D1Store {
@@ -114,10 +116,11 @@ impl RateLimitStore for D1Store {
         backoff: &Backoff,
         now: UnixTime,
         forget_before: UnixTime,
-    ) -> Result<Option<(u32, UnixTime)>> {
-        // One batch (a transaction): the upsert counts the attempt only when
-        // the record as it stands admits it — forgotten, within the free
-        // failures, or its delay over — and returns a row only then; the
+    ) -> Result<Option<LoginRecord>> {
+        // One batch (a transaction): the upsert counts the attempt, as a
+        // failure and as in flight, only when the record as it stands admits
+        // it — forgotten (then it starts over at one of each), within the
+        // free failures, or its delay over — and returns a row only then; the
         // read gives the record that refused it otherwise. The delay is
         // `Backoff::delay_secs` as a CASE over the failures, from its table.
         // (A CASE needs a WHEN: a schedule whose first delay is its cap is that delay.)
@@ -129,9 +132,10 @@ impl RateLimitStore for D1Store {
             format!("CASE login_failures.failures{whens} ELSE {rest} END")
         };
         let count = format!(
-            "INSERT INTO login_failures (email, failures, last_failed_at) VALUES (?1, 1, ?2) \
+            "INSERT INTO login_failures (email, failures, last_failed_at, in_flight) VALUES (?1, 1, ?2, 1) \
              ON CONFLICT (email) DO UPDATE SET \
                failures = CASE WHEN login_failures.last_failed_at <= ?3 THEN 1 ELSE login_failures.failures + 1 END, \
+               in_flight = CASE WHEN login_failures.last_failed_at <= ?3 THEN 1 ELSE login_failures.in_flight + 1 END, \
                last_failed_at = MAX(login_failures.last_failed_at, ?2) \
              WHERE login_failures.last_failed_at <= ?3 OR login_failures.failures < ?4 \
                OR ?2 - login_failures.last_failed_at >= {delay} \
@@ -140,7 +144,10 @@ impl RateLimitStore for D1Store {
         let free = int(i64::from(backoff.free_failures));
         let stmts = vec![
             self.stmt(&count, &[text(email), time(now), time(forget_before), free])?,
-            self.stmt("SELECT failures, last_failed_at FROM login_failures WHERE email = ?1", &[text(email)])?,
+            self.stmt(
+                "SELECT failures, last_failed_at, in_flight FROM login_failures WHERE email = ?1",
+                &[text(email)],
+            )?,
         ];
         let results = self.batch(stmts).await?;
         let [counted, record] = results.as_slice() else {
@@ -151,7 +158,20 @@ impl RateLimitStore for D1Store {
         }
         let rows = record.results::<FailuresRow>().or_unavailable(D1)?;
         let r = rows.first().ok_or_else(|| D1.failed("a refused login attempt has no record"))?;
-        Ok(Some((u32::try_from(r.failures).unwrap_or(u32::MAX), UnixTime(r.last_failed_at))))
+        Ok(Some(LoginRecord {
+            failures: u32::try_from(r.failures).unwrap_or(u32::MAX),
+            last_failed_at: UnixTime(r.last_failed_at),
+            in_flight: u32::try_from(r.in_flight).unwrap_or(0),
+        }))
+    }
+
+    async fn settle_login_attempt(&self, email: &str) -> Result<()> {
+        self.run(
+            "UPDATE login_failures SET in_flight = in_flight - 1 WHERE email = ?1 AND in_flight > 0",
+            &[text(email)],
+        )
+        .await?;
+        Ok(())
     }
 
     async fn clear_login_failures(&self, email: &str) -> Result<()> {
