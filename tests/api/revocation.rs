@@ -252,6 +252,8 @@ fn introspection_is_active_only_for_live_tokens_and_needs_the_secret() {
 
     let inactive = Introspection::INACTIVE;
     assert_eq!(introspect(&w, 1_000 + 900 + 30, &a.access_token), inactive, "expired");
+    assert!(introspect(&w, 1_000 + 899, &a.access_token).active, "a second before its exp");
+    assert_eq!(introspect(&w, 1_000 + 900, &a.access_token), inactive, "at its exp, within the leeway: inactive");
     assert_eq!(introspect(&w, 1_100, "not.a.token"), inactive, "malformed");
     assert_eq!(introspect(&w, 1_100, "x"), inactive, "unknown refresh token");
     assert_eq!(introspect(&w, 1_100, &"a".repeat(5_000)), inactive, "oversized");

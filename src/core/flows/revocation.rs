@@ -165,7 +165,8 @@ where
     }
 
     /// `POST /auth/introspect` for an admitted caller: active only for an
-    /// access token that verifies and whose session stands in D1 (live, its
+    /// access token that verifies, is not past its `exp` (no leeway), and
+    /// whose session stands in D1 (live, its
     /// user's, every role claimed still held), or for the current refresh
     /// token of a live session. A store that cannot be read fails (503).
     pub async fn introspect(&self, meta: &Meta, form: &TokenForm) -> Result<Introspection, Error> {
@@ -176,6 +177,11 @@ where
                 Err(Error::InvalidToken(_)) => return Ok(Introspection::INACTIVE),
                 Err(e) => return Err(e),
             };
+            // Past its `exp` by this clock it is not active (RFC 7662 §2.2),
+            // whatever leeway a verifier elsewhere gives for clock skew.
+            if verified.expires_at.0 <= meta.now.0 {
+                return Ok(Introspection::INACTIVE);
+            }
             let c = &verified.claims;
             let standing = self.store.session_standing(&c.sid).await?;
             if !stands(standing.as_ref(), &c.sub, &c.roles, meta.now, self.config.session_max_age_secs) {
