@@ -770,12 +770,7 @@ fn a_second_step_pending_when_the_factor_is_reset_dies_without_counting_a_wrong_
     let backup = on.backup_codes[0].as_str();
     assert_eq!(code(verify(&w, rng, T0 + 7, &step.mfa_token, None, Some(backup))), "invalid_mfa_token");
     assert_eq!(w.events.count("mfa_failed"), failed, "no wrong code is announced or counted");
-    let right_then = totp(&on.secret, T0 + 7);
-    assert_eq!(
-        code(verify(&w, rng, T0 + 8, &step.mfa_token, Some(&right_then), None)),
-        "invalid_mfa_token",
-        "the token is dead"
-    );
+    assert!(w.store.challenges.borrow().iter().all(|c| c.user_id != on.session.user.id), "the token is gone");
     assert!(matches!(login(&w, rng, T0 + 9, ADA).unwrap(), SignIn::Complete(_)), "a new sign-in needs no second step");
 }
 
@@ -813,4 +808,29 @@ fn a_second_step_code_is_bound_to_the_apps_challenge() {
         ExchangeRequest { code: location_param(&out, "code").unwrap(), code_verifier: Some(APP_VERIFIER.into()) },
     )));
     assert!(!step.mfa_token.is_empty());
+}
+
+#[test]
+fn a_second_step_dies_with_its_factor_even_if_a_new_one_is_turned_on() {
+    let w = busy_world();
+    let rng = &mut TestRandom(91);
+    let on = enable(&w, rng, T0, ADA);
+    let step = second_step(login(&w, rng, T0 + 5, ADA));
+    // The user turns TOTP off (recent sign-in, no code needed).
+    let (deps, meta) = w.at(T0 + 6);
+    block_on(deps.disable_totp(&meta, rng, Some(&on.session.access_token), CodeRequest::default())).unwrap();
+    let counters = w.store.counters.borrow().clone();
+    let failed = w.events.count("mfa_failed");
+    assert_eq!(code(verify(&w, rng, T0 + 7, &step.mfa_token, Some("123456"), None)), "invalid_mfa_token");
+    assert_eq!(*w.store.counters.borrow(), counters, "nothing charged");
+    assert_eq!(w.events.count("mfa_failed"), failed);
+    assert!(w.store.challenges.borrow().iter().all(|c| c.user_id != on.session.user.id), "challenge removed");
+    // TOTP turned on again with a new secret: the old mfa_token must not complete.
+    let (deps, meta) = w.at(T0 + 40);
+    let enrolment = block_on(deps.enroll_totp(&meta, rng, Some(&on.session.access_token))).unwrap();
+    let secret = secret_of(&enrolment.secret);
+    block_on(deps.confirm_totp(&meta, rng, Some(&on.session.access_token), with_code(&totp(&secret, T0 + 40))))
+        .unwrap();
+    let r = verify(&w, rng, T0 + 70, &step.mfa_token, Some(&totp(&secret, T0 + 70)), None);
+    assert_eq!(code(r), "invalid_mfa_token", "the old token is dead");
 }

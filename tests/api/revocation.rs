@@ -360,3 +360,41 @@ fn a_rotated_refresh_token_revokes_its_session_at_revoke_and_at_logout() {
     // Once the session is over, its tokens end nothing more.
     assert_eq!(code(block_on(deps.logout(&meta, &mut rng, None, Some(&b2.refresh_token)))), "invalid_refresh_token");
 }
+
+#[test]
+fn rotated_tokens_end_their_session_once_and_introspect_as_inactive() {
+    let (w, mut rng) = (World::new(&[("INTROSPECTION_SECRET", SECRET)]), TestRandom(77));
+    let (a, b, other) = two_sessions(&w, &mut rng);
+    let (deps, meta) = w.at(1_100);
+    let a2 = block_on(deps.refresh(&meta, &mut rng, Some(&a.refresh_token))).unwrap();
+    let a3 = block_on(deps.refresh(&meta, &mut rng, Some(&a2.refresh_token))).unwrap();
+    // Introspection of rotated tokens: inactive, session alive.
+    assert_eq!(introspect(&w, 1_100, &a.refresh_token), Introspection::INACTIVE);
+    assert_eq!(introspect(&w, 1_100, &a2.refresh_token), Introspection::INACTIVE);
+    assert!(introspect(&w, 1_100, &a3.refresh_token).active);
+    // Introspection did not revoke anything.
+    assert!(introspect(&w, 1_100, &a3.access_token).active);
+    let before = w.events.count("session_revoked");
+    // The oldest token (two rotations back) ends the session; b and other stand.
+    revoke(&w, &mut rng, 1_101, &a.refresh_token);
+    assert_eq!(w.events.count("session_revoked"), before + 1);
+    assert!(refused(&set_at(&w, 1_101), &a3));
+    assert!(!refused(&set_at(&w, 1_101), &b) && !refused(&set_at(&w, 1_101), &other));
+    // Again with each token of the now-revoked family: nothing more.
+    revoke(&w, &mut rng, 1_102, &a2.refresh_token);
+    revoke(&w, &mut rng, 1_102, &a3.refresh_token);
+    assert_eq!(w.events.count("session_revoked"), before + 1);
+    let (deps, meta) = w.at(1_103);
+    for t in [&a.refresh_token, &a2.refresh_token, &a3.refresh_token] {
+        assert_eq!(code(block_on(deps.logout(&meta, &mut rng, None, Some(t)))), "invalid_refresh_token");
+        assert_eq!(code(block_on(deps.refresh(&meta, &mut rng, Some(t)))), "invalid_refresh_token");
+    }
+    assert_eq!(w.events.count("session_revoked"), before + 1);
+    // logout with a rotated token emits logout, not session_revoked.
+    let b2 = block_on(deps.refresh(&meta, &mut rng, Some(&b.refresh_token))).unwrap();
+    let (l, s) = (w.events.count("logout"), w.events.count("session_revoked"));
+    block_on(deps.logout(&meta, &mut rng, None, Some(&b.refresh_token))).unwrap();
+    assert_eq!((w.events.count("logout"), w.events.count("session_revoked")), (l + 1, s));
+    assert!(refused(&set_at(&w, 1_103), &b2));
+    assert!(!refused(&set_at(&w, 1_103), &other));
+}

@@ -221,8 +221,9 @@ where
         Ok(Introspection { active: true, token: Some(active) })
     }
 
-    /// `POST /auth/revoke`: an access token that verifies, or the current
-    /// refresh token of a live session, revokes its session (in D1 at once,
+    /// `POST /auth/revoke`: an access token that verifies, or a refresh
+    /// token of a live session (its current one or one rotated away),
+    /// revokes its session (in D1 at once,
     /// at the gateway within `REVOCATION_LAG`) and emits `session_revoked`.
     /// Anything else — unknown, expired, already revoked, not ours — changes
     /// nothing and is answered the same (RFC 7009 §2.2). A store that cannot
