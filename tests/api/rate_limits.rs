@@ -297,6 +297,25 @@ fn a_mark_left_in_flight_is_waited_for_briefly_and_then_not_at_all() {
     assert_eq!(w.events.count("rate_limit_exceeded"), 1);
 }
 
+/// A mark left by a request that died does not outlive the next admission
+/// made after it is stale: that admission starts the marks over at its own,
+/// so a refused login waits only for it, not for the dead one too.
+#[test]
+fn a_stale_mark_is_not_carried_by_later_admissions() {
+    let w = World::new(&[("RATE_LIMITS", r#"{"login": {"email": "off", "ip": "off"}}"#)]);
+    signup_at(&w, &mut TestRandom(48), 900, "ada@example.com", "correct horse battery");
+    let dead = LoginRecord { failures: 7, last_failed_at: UnixTime(1_000), in_flight: 1 };
+    w.store.login_failures.borrow_mut().insert("ada@example.com".into(), dead);
+    // An hour later (within the day), a wrong guess is admitted and settles.
+    let t = 1_000 + 3_600;
+    assert_eq!(code(login_at(&w, &mut TestRandom(49), t, "ada@example.com", "wrong password!")), "invalid_credentials");
+    assert_eq!(w.store.login_failures.borrow()["ada@example.com"].in_flight, 0, "the dead mark is gone");
+    // The owner a second later: refused by the back-off, without waiting.
+    let err = login_at(&w, &mut TestRandom(50), t + 1, "ada@example.com", "correct horse battery").unwrap_err();
+    assert!(matches!(err, Error::RateLimited { .. }));
+    assert_eq!(w.pause.pauses.get(), 0, "nothing is in flight");
+}
+
 /// A waiting login is decided at the time its pause ends: once the
 /// back-off's delay has passed meanwhile, it is admitted, as one arriving
 /// then would be.

@@ -23,7 +23,7 @@ use portcullis::core::ports::{
     AccountStore, AuditLog, Courier, DeliveryLedger, EmailTokenStore, EventSink, KeyRing, KeyStore, LocalFuture,
     MfaStore, PasskeyStore, Pause, RateLimitStore, Result, RevocationStore, SessionStore, SigninHook, UserStore,
 };
-use portcullis::core::rate_limit::{Backoff, Count, Hit, LoginRecord};
+use portcullis::core::rate_limit::{Backoff, Count, Hit, LoginRecord, LOGIN_IN_FLIGHT_SECS};
 use portcullis::core::revocation::{Revocation, RevocationPage, Revoked, Standing};
 use portcullis::core::session::{LiveSession, RotateRequest, Rotation, Session, SignInBasis};
 use portcullis::core::signing_keys::{Kek, KeyStatus, Kid, SigningAlg, SigningKey, StoredKey};
@@ -934,7 +934,12 @@ impl RateLimitStore for MemStore {
                 LoginRecord {
                     failures: r.failures + 1,
                     last_failed_at: r.last_failed_at.max(now),
-                    in_flight: r.in_flight + 1,
+                    // As D1: marks older than LOGIN_IN_FLIGHT_SECS are stale.
+                    in_flight: if now.0.saturating_sub(r.last_failed_at.0) >= LOGIN_IN_FLIGHT_SECS {
+                        1
+                    } else {
+                        r.in_flight + 1
+                    },
                 }
             }
             _ => LoginRecord { failures: 1, last_failed_at: now, in_flight: 1 },

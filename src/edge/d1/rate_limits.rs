@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::{changes, int, returned, text, time, D1Store};
 use crate::core::error::Error;
 use crate::core::ports::{RateLimitStore, Result};
-use crate::core::rate_limit::{Backoff, Count, Hit, LoginRecord};
+use crate::core::rate_limit::{Backoff, Count, Hit, LoginRecord, LOGIN_IN_FLIGHT_SECS};
 use crate::core::time::UnixTime;
 use crate::edge::error::{Dependency::D1, EdgeResult};
 
@@ -120,7 +120,10 @@ impl RateLimitStore for D1Store {
         // One batch (a transaction): the upsert counts the attempt, as a
         // failure and as in flight, only when the record as it stands admits
         // it — forgotten (then it starts over at one of each), within the
-        // free failures, or its delay over — and returns a row only then; the
+        // free failures, or its delay over — and returns a row only then
+        // (marks of attempts admitted LOGIN_IN_FLIGHT_SECS or more before
+        // are stale: a request that died never took its back, and the
+        // admission starts them over at one); the
         // read gives the record that refused it otherwise. The delay is
         // `Backoff::delay_secs` as a CASE over the failures, from its table.
         // (A CASE needs a WHEN: a schedule whose first delay is its cap is that delay.)
@@ -135,11 +138,13 @@ impl RateLimitStore for D1Store {
             "INSERT INTO login_failures (email, failures, last_failed_at, in_flight) VALUES (?1, 1, ?2, 1) \
              ON CONFLICT (email) DO UPDATE SET \
                failures = CASE WHEN login_failures.last_failed_at <= ?3 THEN 1 ELSE login_failures.failures + 1 END, \
-               in_flight = CASE WHEN login_failures.last_failed_at <= ?3 THEN 1 ELSE login_failures.in_flight + 1 END, \
+               in_flight = CASE WHEN login_failures.last_failed_at <= ?3 \
+                 OR ?2 - login_failures.last_failed_at >= {stale} THEN 1 ELSE login_failures.in_flight + 1 END, \
                last_failed_at = MAX(login_failures.last_failed_at, ?2) \
              WHERE login_failures.last_failed_at <= ?3 OR login_failures.failures < ?4 \
                OR ?2 - login_failures.last_failed_at >= {delay} \
-             RETURNING failures"
+             RETURNING failures",
+            stale = LOGIN_IN_FLIGHT_SECS,
         );
         let free = int(i64::from(backoff.free_failures));
         let stmts = vec![
