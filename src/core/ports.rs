@@ -222,7 +222,9 @@ pub trait RateLimitStore {
     /// Admits a login attempt for `email` at `now` if `backoff` lets it in,
     /// and counts it as a failure (the record's failures plus one, the last
     /// at `now` or a later one already stamped) and as in flight (one more
-    /// [`LoginRecord::in_flight`]) before any password is checked, in one
+    /// [`LoginRecord::in_flight`]; or one alone, the marks started over,
+    /// when the last admission is [`crate::core::rate_limit::LOGIN_IN_FLIGHT_SECS`]
+    /// or more before `now`) before any password is checked, in one
     /// atomic write: so
     /// concurrent attempts are admitted exactly as if they came one after
     /// another, never more than the back-off allows. A record whose last
@@ -242,11 +244,14 @@ pub trait RateLimitStore {
         now: UnixTime,
         forget_before: UnixTime,
     ) -> Result<Option<LoginRecord>>;
-    /// Ends an attempt admitted by [`Self::count_login_attempt`] that did
-    /// not prove the password: one fewer in flight (never below zero), in
-    /// one atomic write; its failure stays counted. Nothing for a record
-    /// already cleared.
-    async fn settle_login_attempt(&self, email: &str) -> Result<()>;
+    /// Ends an attempt admitted by [`Self::count_login_attempt`] at
+    /// `admitted_at` that did not prove the password: one fewer in flight
+    /// (never below zero), in one atomic write; its failure stays counted.
+    /// Nothing for a record already cleared, nor once the record's last
+    /// admission is [`crate::core::rate_limit::LOGIN_IN_FLIGHT_SECS`] or
+    /// more after `admitted_at`: the marks may have started over since
+    /// (see `count_login_attempt`), and this one's is not among them.
+    async fn settle_login_attempt(&self, email: &str, admitted_at: UnixTime) -> Result<()>;
     /// Forgets the failed logins of `email`, and the attempts in flight
     /// (after a success, whose attempt was counted, or a reset).
     async fn clear_login_failures(&self, email: &str) -> Result<()>;

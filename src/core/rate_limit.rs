@@ -240,7 +240,9 @@ pub struct LoginRecord {
     /// admission and takes it back when it fails; a success deletes the
     /// record. A request that dies between the two leaves its one behind,
     /// which [`Self::may_clear_soon`] stops trusting after
-    /// [`LOGIN_IN_FLIGHT_SECS`].
+    /// [`LOGIN_IN_FLIGHT_SECS`]; an admission that long after the last one
+    /// starts the count over at its own, and a check admitted before that
+    /// takes nothing back when it ends.
     pub in_flight: u32,
 }
 

@@ -614,3 +614,45 @@ fn interleaved_verify_requests(
         answers.borrow_mut().push(r);
     })
 }
+
+/// A wrong guess whose check outlives LOGIN_IN_FLIGHT_SECS ends after a
+/// newer admission started the marks over: it must not take back the newer
+/// (right-password) attempt's mark, or a right-password login refused
+/// meanwhile would stop waiting and get 429.
+#[test]
+fn a_slow_check_ending_after_the_marks_started_over_leaves_the_newer_mark() {
+    use portcullis::core::ports::RateLimitStore;
+    use portcullis::core::rate_limit::Backoff;
+    use std::future::Future;
+    use std::pin::Pin;
+    let w = World::new(&[("RATE_LIMITS", r#"{"login": {"email": "off", "ip": "off"}}"#)]);
+    signup_at(&w, &mut TestRandom(60), 900, "ada@example.com", "correct horse battery");
+    let ada = "ada@example.com";
+    let three = LoginRecord { failures: 3, last_failed_at: UnixTime(990), in_flight: 0 };
+    w.store.login_failures.borrow_mut().insert(ada.into(), three);
+    let b = Backoff::default();
+    let forget = |t: i64| UnixTime(t - 86_400);
+    // A (a wrong guess) admitted at 1000; its check is slow.
+    assert_eq!(block_on(w.store.count_login_attempt(ada, &b, UnixTime(1_000), forget(1_000))).unwrap(), None);
+    // B (the owner, right password) admitted at 1003, the fifth failure: the marks start over.
+    assert_eq!(block_on(w.store.count_login_attempt(ada, &b, UnixTime(1_003), forget(1_003))).unwrap(), None);
+    assert_eq!(w.store.login_failures.borrow()[ada].in_flight, 1);
+    type F<'a> = Pin<Box<dyn Future<Output = Result<(), Error>> + 'a>>;
+    let c: F = Box::pin(async { login_future(&w, 61, 1_003, ada, "correct horse battery").await.map(|_| ()) });
+    // A's check ends (wrong): it takes back nothing, its mark is gone already.
+    let a_ends: F = Box::pin(async {
+        crate::support::give_way().await;
+        w.store.settle_login_attempt(ada, UnixTime(1_000)).await.unwrap();
+        Ok(())
+    });
+    // B's check ends a little later (right): it clears the record.
+    let b_ends: F = Box::pin(async {
+        for _ in 0..3 {
+            crate::support::give_way().await;
+        }
+        w.store.clear_login_failures(ada).await.unwrap();
+        Ok(())
+    });
+    let answers = join_all(vec![c, a_ends, b_ends]);
+    assert!(answers[0].is_ok(), "C, the owner's concurrent login, was refused: {:?}", answers[0]);
+}

@@ -947,13 +947,16 @@ impl RateLimitStore for MemStore {
         m.insert(email.to_string(), counted);
         Ok(None)
     }
-    async fn settle_login_attempt(&self, email: &str) -> Result<()> {
+    async fn settle_login_attempt(&self, email: &str, admitted_at: UnixTime) -> Result<()> {
         self.check()?;
         if self.fail_settle.get() {
             return Err(Error::unavailable("memory", "injected settle failure"));
         }
         if let Some(r) = self.login_failures.borrow_mut().get_mut(email) {
-            r.in_flight = r.in_flight.saturating_sub(1);
+            // As D1: not once the marks may have started over after it.
+            if r.last_failed_at.0.saturating_sub(admitted_at.0) < LOGIN_IN_FLIGHT_SECS {
+                r.in_flight = r.in_flight.saturating_sub(1);
+            }
         }
         Ok(())
     }

@@ -286,7 +286,7 @@ where
             }
         };
         // The right password: the attempt counted on admission was no failure.
-        if counted {
+        if counted.is_some() {
             self.store.clear_login_failures(email.as_str()).await?;
         }
         if user.banned {

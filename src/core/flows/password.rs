@@ -170,7 +170,7 @@ where
             self.emit(meta, rng, vec![failed]).await?;
             return Err(wrong_current_password());
         }
-        if counted {
+        if counted.is_some() {
             self.store.clear_login_failures(&user.email).await?;
         }
         let hash = PasswordHash::create(&new, &self.config.hash_params, rng.bytes::<16>())?;

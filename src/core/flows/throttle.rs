@@ -14,6 +14,7 @@ use crate::core::ports::{EventSink, KeyRing, RateLimitStore, SessionStore, UserS
 use crate::core::rate_limit::{
     self, Charge, Count, Endpoint, Hit, KeyType, Rule, BACKOFF_MEMORY_SECS, LOGIN_WAIT_STEPS, LOGIN_WAIT_STEP_MS,
 };
+use crate::core::time::UnixTime;
 
 impl<S, E, K> Deps<'_, S, E, K>
 where
@@ -212,18 +213,23 @@ where
     /// the back-off lets it in by then — as an attempt arriving then would
     /// be. So concurrent logins with the right password all get in, and
     /// concurrent wrong guesses get no more checks than one after another.
-    /// `Ok(true)`: counted, so the check must end in
-    /// [`RateLimitStore::clear_login_failures`] (the right password) or
-    /// [`Self::settle_login_attempt`] (anything else); `Ok(false)`: no
+    /// `Ok(Some(admitted_at))`: counted at that time, so the check must end
+    /// in [`RateLimitStore::clear_login_failures`] (the right password) or
+    /// [`Self::settle_login_attempt`] (anything else); `Ok(None)`: no
     /// back-off (`LOGIN_BACKOFF=off`), nothing counted.
-    pub async fn login_backoff(&self, meta: &Meta, rng: &mut impl Random, email: &str) -> Result<bool, Error> {
-        let Some(backoff) = self.config.rate_limits.backoff else { return Ok(false) };
+    pub async fn login_backoff(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        email: &str,
+    ) -> Result<Option<UnixTime>, Error> {
+        let Some(backoff) = self.config.rate_limits.backoff else { return Ok(None) };
         let mut now = meta.now;
         let mut waits = 0;
         let record = loop {
             let forget_before = now.minus_secs(BACKOFF_MEMORY_SECS);
             let Some(record) = self.store.count_login_attempt(email, &backoff, now, forget_before).await? else {
-                return Ok(true);
+                return Ok(Some(now));
             };
             if waits == LOGIN_WAIT_STEPS || !record.may_clear_soon(now) {
                 break record;
@@ -243,18 +249,16 @@ where
         Err(Error::RateLimited { retry_after_secs })
     }
 
-    /// Ends a login attempt that [`Self::login_backoff`] counted (`counted`)
-    /// and that did not prove the password — wrong, too long, no account,
+    /// Ends a login attempt that [`Self::login_backoff`] counted (`admitted`,
+    /// the time it was admitted at) and that did not prove the password — wrong, too long, no account,
     /// no password: its failure stays, it is no longer in flight, so logins
     /// refused meanwhile stop waiting for it. Best effort: a settlement that
     /// fails is reported for the log and otherwise ignored — the mark left
     /// behind only makes refused logins wait, and only for
     /// [`rate_limit::LOGIN_IN_FLIGHT_SECS`] after the last admission; it never admits one.
-    pub async fn settle_login_attempt(&self, counted: bool, email: &str) {
-        if !counted {
-            return;
-        }
-        if let Err(e) = self.store.settle_login_attempt(email).await {
+    pub async fn settle_login_attempt(&self, admitted: Option<UnixTime>, email: &str) {
+        let Some(admitted_at) = admitted else { return };
+        if let Err(e) = self.store.settle_login_attempt(email, admitted_at).await {
             self.events.report(&format!("login: settling a failed attempt failed: {e}"));
         }
     }

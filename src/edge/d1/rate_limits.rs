@@ -170,12 +170,12 @@ impl RateLimitStore for D1Store {
         }))
     }
 
-    async fn settle_login_attempt(&self, email: &str) -> Result<()> {
-        self.run(
-            "UPDATE login_failures SET in_flight = in_flight - 1 WHERE email = ?1 AND in_flight > 0",
-            &[text(email)],
-        )
-        .await?;
+    async fn settle_login_attempt(&self, email: &str, admitted_at: UnixTime) -> Result<()> {
+        let sql = format!(
+            "UPDATE login_failures SET in_flight = in_flight - 1 \
+             WHERE email = ?1 AND in_flight > 0 AND last_failed_at - ?2 < {LOGIN_IN_FLIGHT_SECS}"
+        );
+        self.run(&sql, &[text(email), time(admitted_at)]).await?;
         Ok(())
     }
 
