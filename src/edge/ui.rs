@@ -140,7 +140,8 @@ impl<'a, 'e> Ui<'a, 'e> {
             }
             Route::UiVerifyEmailPage => {
                 let token = self.query("token").unwrap_or_default();
-                self.page(&csrf, 200, |ctx| pages::verify_email(ctx, None, &token))
+                let signed_in = self.may_be_signed_in().await?;
+                self.page(&csrf, 200, |ctx| pages::verify_email(ctx, None, &token, signed_in))
             }
             Route::UiMfaPage => self.page(&csrf, 200, |ctx| {
                 let n = Notice::Info(
@@ -361,6 +362,16 @@ impl<'a, 'e> Ui<'a, 'e> {
         let account = self.deps.magic_link_account(self.meta, &token).await?;
         let status = if account.is_some() { 200 } else { Error::invalid_link().problem().status };
         self.page(csrf, status, |ctx| pages::magic_link(ctx, None, &token, account.as_deref()))
+    }
+
+    /// Whether a POST from this browser would be signed in (see
+    /// [`Self::signed_in`]), without renewing anything (a GET): a live
+    /// access cookie, or a refresh cookie to renew one with.
+    async fn may_be_signed_in(&self) -> Result<bool, Error> {
+        if !self.cfg.cookie_mode {
+            return Ok(false);
+        }
+        Ok(self.live_access().await?.is_some() || cookie(self.req, REFRESH_COOKIE).is_some())
     }
 
     /// Whether the access cookie still authenticates: `Some(access)` if so.
@@ -766,7 +777,9 @@ impl<'a, 'e> Ui<'a, 'e> {
             Err(e) => {
                 let (status, n, mut extra) = self.failure(&e);
                 extra.extend(cookies);
-                Ok(self.page_with(csrf, status, None, |ctx| pages::verify_email(ctx, Some(&n), &token), extra))
+                let signed_in = bearer.is_some();
+                let render = |ctx: &pages::Context<'_>| pages::verify_email(ctx, Some(&n), &token, signed_in);
+                Ok(self.page_with(csrf, status, None, render, extra))
             }
         }
     }

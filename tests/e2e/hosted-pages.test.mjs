@@ -367,6 +367,9 @@ describe("the account page", () => {
     assert.match(await page.textContent("[role=status]"), /verification link is on its way/);
     const sent = await gw.waitForEvent((e) => e.type === "email_verification_requested" && e.data.email === email);
     await page.goto(ui("verify-email", `?token=${sent.data.token}`));
+    assert.equal(await page.locator("p.hint").count(), 0, "no takeover note for the signed-in holder");
+    const anonymous = await (await fetch(ui("verify-email", `?token=${sent.data.token}`))).text();
+    assert.match(anonymous, /You are not signed in here/, "a browser without the session is told what verifying does");
     await page.click("button[type=submit]");
     assert.match(await page.textContent("h1"), /Email address verified/);
     await page.goto(ui("account"));

@@ -389,8 +389,23 @@ pub fn reset(ctx: &Context<'_>, n: Option<&Notice>, token: &str, min_chars: usiz
 }
 
 /// `verify-email` (GET): the button that verifies the address of `token`.
-pub fn verify_email(ctx: &Context<'_>, n: Option<&Notice>, token: &str) -> Html {
+/// Unless the browser is `signed_in` (cookie mode, a session of ours), a
+/// note says what verifying does to an unverified account here: it takes
+/// it over (docs/auth-api.md, "Takeover").
+pub fn verify_email(ctx: &Context<'_>, n: Option<&Notice>, token: &str, signed_in: bool) -> Html {
+    let note = if signed_in {
+        Html::new()
+    } else {
+        html![
+            "<p class=\"hint\">You are not signed in here. If this account is new and unverified, verifying here \
+         makes it yours afresh, as it must if someone else made it with your address: its password is \
+         cleared and every session signed out (you sign in with a link or a code, or choose a new \
+         password). If you made it yourself, verify from the app you are signed in to, to keep it as \
+         it is.</p>"
+        ]
+    };
     let body = html![
+        [note],
         "<form method=\"post\" action=\"",
         { ctx.action("verify-email") },
         "\">",
@@ -838,7 +853,7 @@ mod tests {
             ("otp", otp(&ctx, Some(&info), EVIL)),
             ("forgot", forgot(&ctx, Some(&err), EVIL)),
             ("reset", reset(&ctx, Some(&err), EVIL, 10)),
-            ("verify-email", verify_email(&ctx, Some(&err), EVIL)),
+            ("verify-email", verify_email(&ctx, Some(&err), EVIL, false)),
             ("mfa", mfa(&ctx, Some(&err), EVIL, &["totp", "backup_code"])),
             ("account", account(&ctx, Some(&err), &a)),
             ("account with two-step on", account(&ctx, Some(&info), &on)),
@@ -951,7 +966,7 @@ mod tests {
             otp(&ctx, None, ""),
             forgot(&ctx, None, ""),
             reset(&ctx, None, "t", 10),
-            verify_email(&ctx, None, "t"),
+            verify_email(&ctx, None, "t", false),
             magic_link(&ctx, None, "t", Some("a@example.com")),
             mfa(&ctx, None, "m", &["totp", "backup_code"]),
             account(&ctx, None, &a),
