@@ -3,7 +3,9 @@
 // expiring access token make exactly one refresh; two tabs racing make exactly
 // one refresh and the session lives on (the gateway revokes a session whose
 // rotated refresh token is presented again, so a second refresh with the same
-// token would end it); cookie mode works end to end.
+// token would end it); cookie mode works end to end; and a verification link
+// followed through the client by the signed-in holder confirms the account as
+// it stands instead of taking it over (the client sends the session).
 //
 // Pages are served from their own origin (APP, listed in CORS_ORIGINS), as an
 // app on app.example.com calling auth.example.com would be. Each page wraps
@@ -160,6 +162,24 @@ function revocationsOf(gw, userId) {
   return gw.events().filter((e) => e.type === "session_revoked" && e.data.user_id === userId);
 }
 
+/**
+ * The verification of `user`'s address confirmed the account as it stands:
+ * verified, and no takeover — no session revoked, nothing of the account
+ * changed (a takeover emits `user_updated`), the password still signs in.
+ */
+async function confirmedAsItStands(gw, user, email) {
+  await gw.waitForEvent((e) => e.type === "email_verified" && e.data.user_id === user.id);
+  await barrier(gw);
+  assert.deepEqual(revocationsOf(gw, user.id), [], eventsOf(gw, user.id));
+  assert.deepEqual(gw.events().filter((e) => e.type === "user_updated" && e.data.user_id === user.id), [], eventsOf(gw, user.id));
+  assert.equal((await post(`${gw.url}/auth/login`, { email, password: PASSWORD })).status, 200, "the password still signs in");
+}
+
+/** The token of the verification link mailed to `email`. */
+async function verificationToken(gw, email) {
+  return (await gw.waitForEvent((e) => e.type === "email_verification_requested" && e.data.email === email)).data.token;
+}
+
 before(async () => {
   if (!fs.existsSync(path.join(DIST, "index.js"))) {
     throw new Error("packages/client/dist is missing: build it first (npm run build, or npm test)");
@@ -257,6 +277,54 @@ describe("token mode", () => {
       assert.deepEqual(revocationsOf(tokenGw, user.id), []);
       // The session is alive for both tabs.
       for (const p of [tabA, tabB]) assert.equal(await p.evaluate(async () => (await window.client.me()).id), user.id);
+    } finally {
+      await context.close();
+    }
+  });
+});
+
+describe("verifyEmail", () => {
+  test("token mode, signed in: the link goes with the session, the account is confirmed as it stands", async () => {
+    const context = await browser.newContext();
+    try {
+      const page = await clientPage(context, tokenGw);
+      const email = randomEmail("client-verify");
+      const user = await page.evaluate(async ([e, p]) => (await window.client.signUp({ email: e, password: p })).user, [email, PASSWORD]);
+      await page.evaluate(() => window.client.requestEmailVerification());
+      const token = await verificationToken(tokenGw, email);
+      const answer = await page.evaluate((t) => window.client.verifyEmail(t), token);
+      assert.equal(answer.email_verified, true, JSON.stringify(answer));
+      await confirmedAsItStands(tokenGw, user, email);
+      const me = await page.evaluate(async () => {
+        const m = await window.client.me();
+        return { id: m.id, verified: m.email_verified };
+      });
+      assert.deepEqual(me, { id: user.id, verified: true }, "the page's session lives on");
+    } finally {
+      await context.close();
+    }
+  });
+
+  test("cookie mode, a page that knows of no session and an expired access cookie: a refresh first, then confirmed", async () => {
+    const context = await browser.newContext();
+    try {
+      const first = await clientPage(context, cookieGw, { mode: "cookie" });
+      const email = randomEmail("client-cookie-verify");
+      const user = await first.evaluate(async ([e, p]) => (await window.client.signUp({ email: e, password: p })).user, [email, PASSWORD]);
+      // The access cookie lives ACCESS_TTL seconds (its Max-Age): wait it out; the refresh cookie stays.
+      const expired = new Promise((r) => setTimeout(r, ACCESS_TTL * 1000 + 1000));
+      await first.evaluate(() => window.client.requestEmailVerification());
+      const token = await verificationToken(cookieGw, email);
+      await first.close();
+      await expired;
+      // A new page with the default (memory) storage, as after following the link: it knows of no session.
+      const page = await clientPage(context, cookieGw, { mode: "cookie" });
+      assert.equal(await page.evaluate(() => window.client.getState()), null);
+      const answer = await page.evaluate((t) => window.client.verifyEmail(t), token);
+      assert.equal(answer.email_verified, true, JSON.stringify(answer));
+      assert.equal(await page.evaluate(() => window.refreshes), 1, await diagnose(page));
+      await confirmedAsItStands(cookieGw, user, email);
+      assert.equal(await page.evaluate(async () => (await window.client.me()).id), user.id, "the browser's session lives on");
     } finally {
       await context.close();
     }

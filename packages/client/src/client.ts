@@ -97,6 +97,13 @@ export interface ClientOptions {
   channel?: ((name: string) => BroadcastChannelLike) | null;
   /** The clock, in milliseconds (default `Date.now`). */
   now?: () => number;
+  /**
+   * Origins besides the gateway's that {@link PortcullisClient.fetch} sends
+   * the session to, e.g. `["https://api.example.com"]` (an API that checks
+   * the gateway's tokens itself). Default none: the session goes only to the
+   * gateway's origin (`baseUrl`'s, or this page's when `baseUrl` is `""`).
+   */
+  tokenOrigins?: string[];
 }
 
 /** The session as the app sees it (the tokens stay inside the client). */
@@ -112,8 +119,15 @@ export interface RequestOptions {
   body?: unknown;
   /** Appended as the query string; `undefined` and `null` values are left out. */
   query?: Record<string, string | number | boolean | null | undefined>;
-  /** Send the session (Bearer or cookies), refresh before expiry and once on a 401 (default false). */
-  auth?: boolean;
+  /**
+   * `true`: send the session (Bearer or cookies), refresh before expiry and
+   * once on a 401. `"if-signed-in"`: the same when there is a session —
+   * the client has one, or, in cookie mode, a refresh through the cookie
+   * finds one — and without one the request goes without; a session the
+   * client has but cannot refresh fails the call instead of going without.
+   * `false` (default): no session.
+   */
+  auth?: boolean | "if-signed-in";
   /** Override the request's `credentials`. */
   credentials?: RequestCredentials;
 }
@@ -214,6 +228,8 @@ export class PortcullisClient {
   readonly #locks: LockManagerLike | null;
   readonly #now: () => number;
   readonly #name: string;
+  /** The origins `fetch` sends the session to. */
+  readonly #origins: ReadonlySet<string>;
   readonly #channel: BroadcastChannelLike | null;
   readonly #pinger: BroadcastChannelLike | null;
   /** Stamps of states announced by other tabs that a refresh waits for. */
@@ -237,8 +253,10 @@ export class PortcullisClient {
     this.#now = options.now ?? Date.now;
     const nav = (globalThis as { navigator?: { locks?: LockManagerLike } }).navigator;
     this.#locks = options.locks === undefined ? (nav?.locks ?? null) : options.locks;
-    const scope = this.#base || ((globalThis as { location?: { origin?: string } }).location?.origin ?? "");
+    const page = (globalThis as { location?: { origin?: string; href?: string } }).location;
+    const scope = this.#base || (page?.origin ?? "");
     this.#name = `portcullis-session ${scope}${this.#prefix}`;
+    this.#origins = sessionOrigins(this.#base, page?.href, options.tokenOrigins ?? []);
     const makeChannel =
       options.channel === undefined
         ? typeof BroadcastChannel === "function"
@@ -310,11 +328,16 @@ export class PortcullisClient {
    * (token mode) or sends the cookies (cookie mode), refreshes before the
    * access token expires, and on a 401 that says the token is no good
    * refreshes once and sends the request once more. Never more than one
-   * retry. A request that already has an `Authorization` header is sent as is.
+   * retry. Only for a URL of the gateway's origin (`baseUrl`'s, or this
+   * page's when `baseUrl` is `""`) or of one in the `tokenOrigins` option:
+   * a request to any other origin, and one that already has an
+   * `Authorization` header, is sent as is.
    */
   async fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response> {
     const original = new Request(input, init);
-    if (original.headers.has("authorization")) return this.#fetch(original);
+    if (original.headers.has("authorization") || !this.#origins.has(new URL(original.url).origin)) {
+      return this.#fetch(original);
+    }
     const credentials = init?.credentials ?? (this.mode === "cookie" ? "include" : undefined);
     return this.#withSession(original.method, (state) => {
       const headers = new Headers(original.headers);
@@ -338,7 +361,9 @@ export class PortcullisClient {
     const send = (state: Stored | null) => {
       const headers: Record<string, string> = { accept: "application/json" };
       if (body !== undefined) headers["content-type"] = "application/json";
-      if (auth && this.mode === "token" && state?.accessToken) headers.authorization = `Bearer ${state.accessToken}`;
+      if (auth !== false && this.mode === "token" && state?.accessToken) {
+        headers.authorization = `Bearer ${state.accessToken}`;
+      }
       return this.#fetch(url, {
         method,
         headers,
@@ -346,7 +371,7 @@ export class PortcullisClient {
         body: body === undefined ? undefined : JSON.stringify(body),
       });
     };
-    const res = auth ? await this.#withSession(method, send) : await send(null);
+    const res = auth === false ? await send(null) : await this.#withSession(method, send, auth === "if-signed-in");
     return this.#read<T>(res);
   }
 
@@ -400,7 +425,11 @@ export class PortcullisClient {
     return this.request<Message>("POST", "/magic-link", { body: { email } });
   }
 
-  /** `POST /auth/magic-link/verify` with the link's `token`. */
+  /**
+   * `POST /auth/magic-link/verify` with the link's `token`. The first proof
+   * of an address: it takes an unverified account over (docs/auth-api.md,
+   * "Takeover").
+   */
   verifyMagicLink(token: string): Promise<SignInResult> {
     return this.#signIn("/magic-link/verify", { token });
   }
@@ -410,7 +439,7 @@ export class PortcullisClient {
     return this.request<Message>("POST", "/otp", { body: { email } });
   }
 
-  /** `POST /auth/otp/verify`. */
+  /** `POST /auth/otp/verify`. A proof of the address, as {@link verifyMagicLink}: it takes an unverified account over. */
   verifyEmailCode(email: string, code: string): Promise<SignInResult> {
     return this.#signIn("/otp/verify", { email, code });
   }
@@ -420,7 +449,11 @@ export class PortcullisClient {
     return this.request<Message>("POST", "/password/forgot", { body: { email } });
   }
 
-  /** `POST /auth/password/reset` with the link's `token`: every session of the account ends. */
+  /**
+   * `POST /auth/password/reset` with the link's `token`: every session of the
+   * account ends. A proof of the address, as {@link verifyMagicLink}: it takes
+   * an unverified account over (the new password is the only one left).
+   */
   resetPassword(token: string, newPassword: string): Promise<PasswordChanged> {
     return this.request<PasswordChanged>("POST", "/password/reset", { body: { token, new_password: newPassword } });
   }
@@ -438,9 +471,18 @@ export class PortcullisClient {
     return this.request<Message>("POST", "/email/verify/request", { auth: true });
   }
 
-  /** `POST /auth/email/verify` with the link's `token`. */
+  /**
+   * `POST /auth/email/verify` with the link's `token`, sent with the session
+   * when there is one (`auth: "if-signed-in"`): a signed-in holder of the
+   * account confirms it as it stands. Without a session the link is a proof
+   * of the address that takes an unverified account over (its password,
+   * sessions and second factors go: docs/auth-api.md, "Takeover"). A session
+   * this client has but cannot refresh (the gateway ended it) rejects, the
+   * link unspent; the client is then signed out, and a second call goes
+   * without a session.
+   */
   verifyEmail(token: string): Promise<EmailVerified> {
-    return this.request<EmailVerified>("POST", "/email/verify", { body: { token } });
+    return this.request<EmailVerified>("POST", "/email/verify", { auth: "if-signed-in", body: { token } });
   }
 
   /** `GET /auth/sessions`: the account's sessions. */
@@ -552,8 +594,12 @@ export class PortcullisClient {
     return parseStored(await this.#storage.get());
   }
 
-  /** The session to send: refreshed first when its access token is about to expire. */
-  async #fresh(): Promise<Stored | null> {
+  /**
+   * The session to send: refreshed first when its access token is about to
+   * expire. If the gateway refuses that refresh, what there is (a session it
+   * ended is forgotten already) — or, `strict`, the refusal.
+   */
+  async #fresh(strict = false): Promise<Stored | null> {
     const state = await this.#load();
     if (state === null || this.#now() < state.expiresAt - Math.min(this.#marginMs, (state.lifetime * 1000) / 2)) {
       return state;
@@ -561,15 +607,43 @@ export class PortcullisClient {
     try {
       return await this.#refresh(state);
     } catch (err) {
-      // The gateway said no (a session it ended is forgotten already): send what there is.
-      if (err instanceof PortcullisError) return this.#load();
+      if (err instanceof PortcullisError && !strict) return this.#load();
       throw err;
     }
   }
 
-  /** Sends with the session; on a 401 that a refresh can cure, refreshes once and sends once more. */
-  async #withSession(method: string, send: (state: Stored | null) => Promise<Response>): Promise<Response> {
-    const state = await this.#fresh();
+  /**
+   * The session of an `auth: "if-signed-in"` call, or `null` when there is
+   * none. A session the client has is refreshed as for any call, but a
+   * refresh that fails fails the call: sending nothing instead would make a
+   * different request (a proof of an address from nobody takes an account
+   * over). In cookie mode, a page that knows of no session asks the gateway
+   * with a refresh through the cookie (an access cookie the browser dropped
+   * on expiry would otherwise leave the request without the session the
+   * browser holds); a 400 (no refresh cookie) or 401 (its session is over)
+   * says there is none.
+   */
+  async #ifSignedIn(): Promise<Stored | null> {
+    if ((await this.#load()) !== null || this.mode === "token") return this.#fresh(true);
+    try {
+      return await this.#refresh(null);
+    } catch (err) {
+      if (err instanceof PortcullisError && (err.status === 400 || err.status === 401)) return null;
+      throw err;
+    }
+  }
+
+  /**
+   * Sends with the session; on a 401 that a refresh can cure, refreshes once
+   * and sends once more. `optional`: the session of an `auth: "if-signed-in"`
+   * call, never retried without one.
+   */
+  async #withSession(
+    method: string,
+    send: (state: Stored | null) => Promise<Response>,
+    optional = false,
+  ): Promise<Response> {
+    const state = optional ? await this.#ifSignedIn() : await this.#fresh();
     const res = await send(state);
     if (res.status !== 401 || !(await this.#curable(res, state, method))) return res;
     let next: Stored | null;
@@ -579,7 +653,7 @@ export class PortcullisClient {
       if (err instanceof PortcullisError) return res;
       throw err;
     }
-    if (this.mode === "token" && !next?.accessToken) return res;
+    if ((this.mode === "token" && !next?.accessToken) || (optional && next === null)) return res;
     await res.body?.cancel().catch(() => undefined);
     return send(next);
   }
@@ -963,6 +1037,36 @@ function parseStored(text: string | null): Stored | null {
 function newStamp(): string {
   const c = (globalThis as { crypto?: { randomUUID?: () => string } }).crypto;
   return c?.randomUUID ? c.randomUUID() : `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+}
+
+/**
+ * The origins `fetch` sends the session to: the gateway's — `base`'s, or
+ * the page's (`pageHref`) for a relative `base`; none if neither gives one —
+ * and `extra`, each of which must be an origin (`scheme://host[:port]`).
+ */
+function sessionOrigins(base: string, pageHref: string | undefined, extra: readonly string[]): Set<string> {
+  const origins = new Set<string>();
+  try {
+    const gateway = new URL(base || "/", pageHref).origin;
+    if (gateway !== "null") origins.add(gateway);
+  } catch {
+    // A relative base and no page (not a browser): only the listed origins.
+  }
+  if (!Array.isArray(extra)) throw new TypeError("tokenOrigins must be an array of origins");
+  for (const entry of extra) {
+    let url: URL | null = null;
+    try {
+      url = new URL(String(entry));
+    } catch {
+      url = null;
+    }
+    const bare = url !== null && url.pathname === "/" && !url.search && !url.hash && !url.username && !url.password;
+    if (url === null || url.origin === "null" || !bare) {
+      throw new TypeError(`tokenOrigins: ${JSON.stringify(entry)} is not an origin (scheme://host[:port])`);
+    }
+    origins.add(url.origin);
+  }
+  return origins;
 }
 
 /** A channel, or `null` where none can be made (no BroadcastChannel, an opaque origin). */

@@ -5,9 +5,11 @@ import { test, describe } from "node:test";
 import assert from "node:assert/strict";
 import { PortcullisClient, PortcullisError, memoryStorage, webStorage } from "../dist/index.js";
 import { PortcullisAdmin } from "../dist/admin.js";
-import { fakeGateway, json, problem } from "./fake-gateway.mjs";
+import { clock, fakeGateway, json, problem } from "./fake-gateway.mjs";
 
 const PASSWORD = "correct horse battery";
+const INVALID_TOKEN = 'Bearer realm="portcullis", error="invalid_token", error_description="the token has expired"';
+const VERIFIED = { email: "ada@example.com", email_verified: true };
 
 function make(gw, options = {}) {
   return new PortcullisClient({ baseUrl: gw.base, fetch: gw.fetch, locks: null, channel: null, ...options });
@@ -75,7 +77,7 @@ describe("token mode", () => {
     const { gw, client, last } = await signedIn();
     const admin = new PortcullisAdmin(client);
     const cred = { id: "c", rawId: "c", type: "public-key", response: {}, clientExtensionResults: {} };
-    // [call, method, path, body (undefined: none), query, authenticated, canned answer]
+    // [call, method, path, body (undefined: none), query, authenticated (signed in, as here), canned answer]
     const cases = [
       [() => client.requestMagicLink("ada@example.com"), "POST", "/auth/magic-link", { email: "ada@example.com" }, {}, false],
       [() => client.verifyMagicLink("ml-token"), "POST", "/auth/magic-link/verify", { token: "ml-token" }, {}, false],
@@ -86,7 +88,7 @@ describe("token mode", () => {
       [() => client.changePassword(PASSWORD, "new pass words"), "POST", "/auth/password/change", { old_password: PASSWORD, new_password: "new pass words" }, {}, true],
       [() => client.updateProfile({ name: "Ada", locale: null }), "PATCH", "/auth/me", { name: "Ada", locale: null }, {}, true, { id: "u-1", name: "Ada", locale: null, providers: [] }],
       [() => client.requestEmailVerification(), "POST", "/auth/email/verify/request", undefined, {}, true],
-      [() => client.verifyEmail("ev-token"), "POST", "/auth/email/verify", { token: "ev-token" }, {}, false],
+      [() => client.verifyEmail("ev-token"), "POST", "/auth/email/verify", { token: "ev-token" }, {}, true, VERIFIED],
       [() => client.listSessions(), "GET", "/auth/sessions", undefined, {}, true, { sessions: [{ id: "s-9", current: false }] }],
       [() => client.revokeSession("s-9/x"), "DELETE", "/auth/sessions/s-9%2Fx", undefined, {}, true, undefined, 204],
       [() => client.revokeOtherSessions(), "POST", "/auth/sessions/revoke-others", undefined, {}, true, { revoked: 2 }],
@@ -238,6 +240,137 @@ describe("token mode", () => {
   });
 });
 
+describe("verifyEmail: the signed-in holder confirms, nobody else takes over", () => {
+  test("signed in, the link goes with the session; signed out (or never signed in), without one", async () => {
+    const { gw, client, last } = await signedIn();
+    gw.on("POST /auth/email/verify", () => json(200, VERIFIED));
+    assert.deepEqual(await client.verifyEmail("ev-1"), VERIFIED);
+    assert.equal(last().path, "/auth/email/verify");
+    assert.deepEqual(last().body, { token: "ev-1" });
+    assert.equal(last().headers.authorization, "Bearer at-1");
+    await client.signOut();
+    await client.verifyEmail("ev-2");
+    assert.equal(last().path, "/auth/email/verify");
+    assert.deepEqual(last().body, { token: "ev-2" });
+    assert.equal(last().headers.authorization, undefined);
+    const stranger = make(gw);
+    await stranger.verifyEmail("ev-3");
+    assert.equal(last().headers.authorization, undefined);
+    assert.equal(gw.count("POST /auth/refresh"), 0, "a token-mode client without a session asks nothing first");
+  });
+
+  test("an expiring session is refreshed first; a refresh the gateway refuses fails the call, the link not sent", async () => {
+    const gw = fakeGateway();
+    gw.on("POST /auth/email/verify", () => json(200, VERIFIED));
+    const now = clock();
+    const client = make(gw, { now });
+    await client.signIn({ email: "ada@example.com", password: PASSWORD });
+    now.advance(880_000); // 20 s left: inside the margin
+    await client.verifyEmail("ev-1");
+    assert.equal(gw.count("POST /auth/refresh"), 1);
+    assert.equal(gw.requests.at(-1).headers.authorization, "Bearer at-2");
+
+    // A passing failure (503): the call fails, the session is kept, nothing verified without it.
+    now.advance(880_000);
+    gw.on("POST /auth/refresh", () => problem(503, "service_unavailable"));
+    await assert.rejects(client.verifyEmail("ev-2"), (e) => e instanceof PortcullisError && e.code === "service_unavailable");
+    assert.equal(gw.count("POST /auth/email/verify"), 1);
+    assert.ok(await client.getState());
+
+    // The gateway ended the session: the call fails and the client is signed out…
+    gw.on("POST /auth/refresh", () => problem(401, "invalid_refresh_token"));
+    await assert.rejects(client.verifyEmail("ev-2"), (e) => e instanceof PortcullisError && e.code === "invalid_refresh_token");
+    assert.equal(gw.count("POST /auth/email/verify"), 1);
+    assert.equal(await client.getState(), null);
+    // …so that a second call is, knowingly, one without a session.
+    await client.verifyEmail("ev-2");
+    assert.equal(gw.count("POST /auth/email/verify"), 2);
+    assert.equal(gw.requests.at(-1).headers.authorization, undefined);
+  });
+
+  test("a 401 invalid_token refreshes once and sends again with the session; refused, the 401 comes back", async () => {
+    const { gw, client } = await signedIn();
+    const refused = new Set(["Bearer at-1"]);
+    gw.on("POST /auth/email/verify", (req) =>
+      refused.has(req.headers.authorization) ? problem(401, "token_expired", { headers: { "www-authenticate": INVALID_TOKEN } }) : json(200, VERIFIED),
+    );
+    assert.deepEqual(await client.verifyEmail("ev-1"), VERIFIED);
+    assert.deepEqual(
+      gw.of("POST /auth/email/verify").map((r) => r.headers.authorization),
+      ["Bearer at-1", "Bearer at-2"],
+    );
+    refused.add("Bearer at-2");
+    gw.on("POST /auth/refresh", () => problem(401, "invalid_refresh_token"));
+    await assert.rejects(client.verifyEmail("ev-1"), (e) => e instanceof PortcullisError && e.status === 401 && e.code === "token_expired");
+    assert.deepEqual(
+      gw.of("POST /auth/email/verify").map((r) => r.headers.authorization),
+      ["Bearer at-1", "Bearer at-2", "Bearer at-2"],
+      "never sent again without the session",
+    );
+  });
+
+  test("cookie mode: a known session goes with the cookies; a page that knows of none asks the gateway first", async () => {
+    const gw = fakeGateway({ cookieMode: true });
+    gw.on("POST /auth/email/verify", () => json(200, VERIFIED));
+    const client = make(gw, { mode: "cookie" });
+    await client.signIn({ email: "ada@example.com", password: PASSWORD });
+    await client.verifyEmail("ev-1");
+    let req = gw.requests.at(-1);
+    assert.equal(req.path, "/auth/email/verify");
+    assert.equal(req.credentials, "include");
+    assert.equal(req.cookies.access, "at-1");
+    assert.equal(gw.count("POST /auth/refresh"), 0);
+
+    // A page that knows of no session (memory storage, a reload) in a browser that dropped
+    // the expired access cookie: a refresh through the refresh cookie comes first.
+    delete gw.jar.access;
+    const reloaded = make(gw, { mode: "cookie" });
+    await reloaded.verifyEmail("ev-2");
+    assert.equal(gw.count("POST /auth/refresh"), 1);
+    req = gw.requests.at(-1);
+    assert.equal(req.path, "/auth/email/verify");
+    assert.equal(req.cookies.access, "at-2");
+    assert.equal((await reloaded.getState()).user.email, "ada@example.com");
+
+    // No cookies at all: the refresh is a 400, and the link goes without a session.
+    const bare = fakeGateway({ cookieMode: true });
+    bare.on("POST /auth/email/verify", () => json(200, VERIFIED));
+    const anonymous = make(bare, { mode: "cookie" });
+    assert.deepEqual(await anonymous.verifyEmail("ev-3"), VERIFIED);
+    assert.deepEqual(bare.requests.map((r) => `${r.method} ${r.path}`), ["POST /auth/refresh", "POST /auth/email/verify"]);
+    assert.equal(bare.requests[1].cookies.access, undefined);
+    assert.equal(await anonymous.getState(), null);
+
+    // A refresh that fails for a passing reason: not a sign of no session, the call fails.
+    bare.on("POST /auth/refresh", () => problem(429, "rate_limited", { headers: { "retry-after": "7" } }));
+    await assert.rejects(anonymous.verifyEmail("ev-4"), (e) => e instanceof PortcullisError && e.code === "rate_limited" && e.retryAfter === 7);
+    assert.equal(bare.count("POST /auth/email/verify"), 1);
+  });
+
+  test("cookie mode: a known session whose refresh the gateway refuses fails the call", async () => {
+    const gw = fakeGateway({ cookieMode: true });
+    gw.on("POST /auth/email/verify", () => json(200, VERIFIED));
+    const now = clock();
+    const client = make(gw, { mode: "cookie", now });
+    await client.signIn({ email: "ada@example.com", password: PASSWORD });
+    now.advance(880_000);
+    gw.on("POST /auth/refresh", () => problem(401, "invalid_refresh_token"));
+    await assert.rejects(client.verifyEmail("ev-1"), (e) => e instanceof PortcullisError && e.code === "invalid_refresh_token");
+    assert.equal(gw.count("POST /auth/email/verify"), 0);
+    assert.equal(await client.getState(), null);
+  });
+
+  test("request() takes auth: \"if-signed-in\" for other calls of the kind", async () => {
+    const { gw, client, last } = await signedIn();
+    await client.request("POST", "/custom", { auth: "if-signed-in", body: {} });
+    assert.equal(last().headers.authorization, "Bearer at-1");
+    await client.signOut();
+    await client.request("POST", "/custom", { auth: "if-signed-in", body: {} });
+    assert.equal(last().path, "/auth/custom");
+    assert.equal(last().headers.authorization, undefined);
+  });
+});
+
 describe("cookie mode", () => {
   function cookieClient(gw, options = {}) {
     return make(gw, { mode: "cookie", ...options });
@@ -330,6 +463,85 @@ describe("the fetch wrapper", () => {
     gw.on("GET /api/x", () => json(200, {}));
     await client.fetch(`${gw.base}/api/x`, { headers: { authorization: "Basic abc" } });
     assert.equal(last().headers.authorization, "Basic abc");
+  });
+
+  test("the session goes only to the gateway's origin; another origin's request goes out as it is", async () => {
+    const { gw, client, last } = await signedIn();
+    gw.on("GET /api/x", () => json(200, {}));
+    await client.fetch("https://gw.example:443/api/x");
+    assert.equal(last().headers.authorization, "Bearer at-1", "the same origin, however written");
+    for (const url of ["https://elsewhere.example/api/x", "http://gw.example/api/x", "https://gw.example:8443/api/x", "https://sub.gw.example/api/x"]) {
+      await client.fetch(url);
+      assert.equal(last().url, url);
+      assert.equal(last().headers.authorization, undefined, url);
+    }
+    // Method, headers and body untouched; a 401 of another origin's refreshes nothing.
+    gw.on("POST /api/x", () => problem(401, "token_expired", { headers: { "www-authenticate": INVALID_TOKEN } }));
+    const before = gw.requests.length;
+    const res = await client.fetch(new Request("https://elsewhere.example/api/x", { method: "POST", headers: { "x-trace": "t1" }, body: "hi" }));
+    assert.equal(res.status, 401);
+    assert.equal(gw.requests.length, before + 1);
+    assert.equal(last().method, "POST");
+    assert.equal(last().headers["x-trace"], "t1");
+    assert.equal(last().rawBody, "hi");
+    assert.equal(gw.count("POST /auth/refresh"), 0);
+  });
+
+  test("cookie mode: another origin's request goes without credentials: include", async () => {
+    const gw = fakeGateway({ cookieMode: true });
+    const client = make(gw, { mode: "cookie" });
+    await client.signIn({ email: "ada@example.com", password: PASSWORD });
+    gw.on("GET /api/x", () => json(200, {}));
+    await client.fetch("https://elsewhere.example/api/x");
+    assert.notEqual(gw.requests.at(-1).credentials, "include");
+    await client.fetch(`${gw.base}/api/x`);
+    assert.equal(gw.requests.at(-1).credentials, "include");
+  });
+
+  test("tokenOrigins adds origins to send the session to; each must be an origin", async () => {
+    const gw = fakeGateway();
+    const client = make(gw, { tokenOrigins: ["https://API.example.com", "http://localhost:8080/"] });
+    await client.signIn({ email: "ada@example.com", password: PASSWORD });
+    const token = await client.getAccessToken();
+    gw.on("GET /v1/x", () => json(200, {}));
+    for (const [url, sent] of [
+      ["https://api.example.com/v1/x", true],
+      ["http://localhost:8080/v1/x", true],
+      [`${gw.base}/v1/x`, true],
+      ["https://api.example.com:8443/v1/x", false],
+      ["http://api.example.com/v1/x", false],
+      ["http://localhost:8081/v1/x", false],
+    ]) {
+      await client.fetch(url);
+      assert.equal(gw.requests.at(-1).headers.authorization, sent ? `Bearer ${token}` : undefined, url);
+    }
+    for (const bad of ["https://api.example.com/v1", "https://api.example.com/?x=1", "api.example.com", "file:///etc/passwd", "https://u:p@api.example.com"]) {
+      assert.throws(() => make(gw, { tokenOrigins: [bad] }), TypeError, bad);
+    }
+    assert.throws(() => make(gw, { tokenOrigins: "https://api.example.com" }), TypeError);
+  });
+
+  test("with baseUrl \"\" the gateway's origin is the page's", async () => {
+    const gw = fakeGateway({ base: "https://app.example" });
+    gw.on("GET /api/x", () => json(200, {}));
+    const storage = memoryStorage();
+    await make(gw, { storage }).signIn({ email: "ada@example.com", password: PASSWORD });
+    const had = Object.getOwnPropertyDescriptor(globalThis, "location");
+    globalThis.location = new URL("https://app.example/some/page");
+    try {
+      const client = make(gw, { storage, baseUrl: "" });
+      await client.fetch("https://app.example/api/x");
+      assert.equal(gw.requests.at(-1).headers.authorization, "Bearer at-1");
+      await client.fetch("https://elsewhere.example/api/x");
+      assert.equal(gw.requests.at(-1).headers.authorization, undefined);
+    } finally {
+      if (had) Object.defineProperty(globalThis, "location", had);
+      else delete globalThis.location;
+    }
+    // Without a page there is no origin of the gateway's to send the session to.
+    const pageless = make(gw, { storage, baseUrl: "" });
+    await pageless.fetch("https://app.example/api/x");
+    assert.equal(gw.requests.at(-1).headers.authorization, undefined);
   });
 
   test("signed out: the request goes without a token and the gateway's 401 comes back as is", async () => {
