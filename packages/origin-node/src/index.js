@@ -29,6 +29,17 @@ const MAX_KID_LENGTH = 128;
 /** Largest JWKS document accepted. */
 const MAX_JWKS_BYTES = 256 * 1024;
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
+/**
+ * The challenge of every 401 (RFC 9110 §11.6.1 requires one): no `error`.
+ * A refused assertion is the gateway's credential, not the caller's access
+ * token, so `error="invalid_token"` would be wrong, and harmful: the browser
+ * client refreshes the token and sends the request again on it, which cures
+ * nothing. RFC 6750 §3 has no code that fits: `invalid_token` is about the
+ * caller's bearer token, `invalid_request` goes with 400. Its rule for a
+ * request carrying no bearer credential of the scheme — a bare challenge,
+ * "no error code or other error information" — is the one that applies; the
+ * problem+json body says what was wrong. The realm stays the gateway's.
+ */
 const REALM = 'Bearer realm="portcullis"';
 
 /**
@@ -97,17 +108,19 @@ const invalid = (detail) => new AssertionError("invalid_assertion", 401, detail)
 
 /**
  * The HTTP answer for a refusal: RFC 9457 problem+json with a stable `code`,
- * and an RFC 6750 `WWW-Authenticate` challenge on 401 and 403.
+ * and a `WWW-Authenticate` challenge on 401 (bare, see {@link REALM}) and 403
+ * (RFC 6750 `insufficient_scope`).
  * @param {AssertionError} err
  * @returns {{ status: number, headers: Record<string, string>, body: string }}
  */
 export function problemResponse(err) {
   /** @type {Record<string, string>} */
   const headers = { "content-type": "application/problem+json", "cache-control": "no-store" };
-  const description = err.detail.replace(/["\\]/g, "");
-  if (err.code === "missing_assertion") headers["www-authenticate"] = REALM;
-  else if (err.status === 401) headers["www-authenticate"] = `${REALM}, error="invalid_token", error_description="${description}"`;
-  else if (err.status === 403) headers["www-authenticate"] = `${REALM}, error="insufficient_scope", error_description="${description}"`;
+  if (err.status === 401) headers["www-authenticate"] = REALM;
+  else if (err.status === 403) {
+    const description = err.detail.replace(/["\\]/g, "");
+    headers["www-authenticate"] = `${REALM}, error="insufficient_scope", error_description="${description}"`;
+  }
   const body = JSON.stringify({
     type: "about:blank",
     title: TITLES[err.status] ?? "Error",

@@ -282,11 +282,15 @@ test("options are checked when the verifier is made", () => {
   assert.throws(() => createVerifier({ issuer: ISSUER, audience: AUDIENCE, jwksUrl: "not a url" }), TypeError);
 });
 
-test("refusals render as problem+json with an RFC 6750 challenge", () => {
+test("refusals render as problem+json with a challenge a token refresh is not asked to cure", () => {
   const missing = problemResponse(new AssertionError("missing_assertion", 401, "no header"));
   assert.equal(missing.headers["www-authenticate"], 'Bearer realm="portcullis"');
   const bad = problemResponse(new AssertionError("invalid_assertion", 401, 'bad "sig"'));
-  assert.equal(bad.headers["www-authenticate"], 'Bearer realm="portcullis", error="invalid_token", error_description="bad sig"');
+  // The assertion is the gateway's credential: no error="invalid_token", which tells a client
+  // a refresh of its own token cures the 401 (packages/client resends on it).
+  assert.equal(bad.headers["www-authenticate"], 'Bearer realm="portcullis"');
+  const expired = problemResponse(new AssertionError("assertion_expired", 401, "expired"));
+  assert.equal(expired.headers["www-authenticate"], 'Bearer realm="portcullis"');
   assert.equal(bad.headers["content-type"], "application/problem+json");
   assert.deepEqual(JSON.parse(bad.body), { type: "about:blank", title: "Unauthorized", status: 401, detail: 'bad "sig"', code: "invalid_assertion" });
   const role = problemResponse(new AssertionError("insufficient_role", 403, "needs admin"));

@@ -360,11 +360,14 @@ def test_options_are_checked_when_the_verifier_is_made():
         AssertionVerifier(ISSUER, AUDIENCE, jwks_url="file:///etc/passwd")
 
 
-def test_refusals_carry_problem_bodies_and_rfc_6750_challenges():
+def test_refusals_carry_problem_bodies_and_challenges_a_token_refresh_is_not_asked_to_cure():
     missing = PortcullisError("missing_assertion", 401, "no header")
     assert missing.www_authenticate == 'Bearer realm="portcullis"'
     bad = PortcullisError("invalid_assertion", 401, 'bad "sig"')
-    assert bad.www_authenticate == 'Bearer realm="portcullis", error="invalid_token", error_description="bad sig"'
+    # The assertion is the gateway's credential: no error="invalid_token", which tells a client
+    # a refresh of its own token cures the 401 (packages/client resends on it).
+    assert bad.www_authenticate == 'Bearer realm="portcullis"'
+    assert PortcullisError("assertion_expired", 401, "expired").www_authenticate == 'Bearer realm="portcullis"'
     assert bad.problem() == {"type": "about:blank", "title": "Unauthorized", "status": 401, "detail": 'bad "sig"', "code": "invalid_assertion"}
     assert 'error="insufficient_scope"' in PortcullisError("insufficient_role", 403, "x").www_authenticate
     assert PortcullisError("jwks_unavailable", 503, "down").www_authenticate is None

@@ -33,6 +33,15 @@ MAX_ASSERTION_LENGTH = 8192
 MAX_KID_LENGTH = 128
 MAX_JWKS_BYTES = 256 * 1024
 _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\Z")
+# The challenge of every 401 (RFC 9110 section 11.6.1 requires one): no
+# ``error``. A refused assertion is the gateway's credential, not the caller's
+# access token, so ``error="invalid_token"`` would be wrong, and harmful: the
+# browser client refreshes the token and sends the request again on it, which
+# cures nothing. RFC 6750 section 3 has no code that fits: ``invalid_token`` is
+# about the caller's bearer token, ``invalid_request`` goes with 400. Its rule
+# for a request carrying no bearer credential of the scheme (a bare challenge,
+# "no error code or other error information") is the one that applies; the
+# problem+json body says what was wrong. The realm stays the gateway's.
 _REALM = 'Bearer realm="portcullis"'
 _ALGS = ("EdDSA", "ES256")
 
@@ -56,13 +65,12 @@ class PortcullisError(Exception):
 
     @property
     def www_authenticate(self) -> Optional[str]:
-        """The RFC 6750 challenge for 401 and 403, else ``None``."""
-        description = self.detail.replace('"', "").replace("\\", "")
-        if self.code == "missing_assertion":
-            return _REALM
+        """The challenge for 401 (bare, see ``_REALM``) and 403 (RFC 6750
+        ``insufficient_scope``), else ``None``."""
         if self.status == 401:
-            return f'{_REALM}, error="invalid_token", error_description="{description}"'
+            return _REALM
         if self.status == 403:
+            description = self.detail.replace('"', "").replace("\\", "")
             return f'{_REALM}, error="insufficient_scope", error_description="{description}"'
         return None
 
