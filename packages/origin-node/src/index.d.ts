@@ -20,7 +20,7 @@ export interface PortcullisUser {
 }
 
 export interface VerifierOptions {
-  /** The gateway's `ISSUER` (exactly the `iss` of its tokens). */
+  /** The gateway's `ISSUER` (the `iss` of its tokens; trailing slashes dropped, as the gateway does). */
   issuer: string;
   /** This origin as the gateway sees it: the URL origin of the gateway's `ORIGIN_URL`. */
   audience: string | string[];

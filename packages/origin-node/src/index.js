@@ -56,7 +56,8 @@ const REALM = 'Bearer realm="portcullis"';
 
 /**
  * @typedef {object} VerifierOptions
- * @property {string} issuer  the gateway's `ISSUER` (exactly the `iss` of its tokens)
+ * @property {string} issuer  the gateway's `ISSUER` (the `iss` of its tokens; trailing
+ *   slashes are dropped, as the gateway does)
  * @property {string | string[]} audience  this origin as the gateway sees it: the URL
  *   origin of the gateway's `ORIGIN_URL` (e.g. `https://api.internal:8443`); URLs are
  *   compared by their origin, so a trailing slash or path does not matter
@@ -359,8 +360,11 @@ const isStringArray = (/** @type {unknown} */ v) => Array.isArray(v) && v.every(
  */
 export function createVerifier(options) {
   if (options === null || typeof options !== "object") throw new TypeError("options are required");
-  const { issuer } = options;
-  if (typeof issuer !== "string" || issuer === "") throw new TypeError("options.issuer is required (the gateway's ISSUER)");
+  if (typeof options.issuer !== "string") throw new TypeError("options.issuer is required (the gateway's ISSUER)");
+  // The gateway drops trailing slashes from its ISSUER (`https://auth.example/` signs
+  // `iss` `https://auth.example`): so does this, so ISSUER can be copied as it is.
+  const issuer = options.issuer.replace(/\/+$/, "");
+  if (issuer === "") throw new TypeError("options.issuer is required (the gateway's ISSUER)");
   const audiences = (Array.isArray(options.audience) ? options.audience : [options.audience]).map((a) => {
     if (typeof a !== "string" || a === "") throw new TypeError("options.audience is required (this origin as the gateway sees it)");
     return audienceKey(a);
@@ -373,7 +377,7 @@ export function createVerifier(options) {
   const leeway = seconds(options.leewaySeconds, 30, "leewaySeconds");
   const clock = options.clock ?? Date.now;
   const doFetch = options.fetch ?? globalThis.fetch.bind(globalThis);
-  const jwksUrl = options.jwksUrl ?? `${issuer.replace(/\/+$/, "")}/.well-known/jwks.json`;
+  const jwksUrl = options.jwksUrl ?? `${issuer}/.well-known/jwks.json`;
   new URL(jwksUrl); // throws on a malformed URL, at start rather than on the first request
   const keys = new KeySet({
     url: jwksUrl,

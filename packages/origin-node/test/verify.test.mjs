@@ -78,6 +78,19 @@ test("an assertion from another issuer is refused", async () => {
   const v = createVerifier(options(gw));
   await refused(v, gw.assertion({ iss: "https://evil.example.test" }), "invalid_assertion", /issuer/);
   await refused(v, gw.assertion({ iss: `${ISSUER}/` }), "invalid_assertion", /issuer/);
+  await refused(v, gw.assertion({ iss: undefined }), "invalid_assertion", /issuer/);
+});
+
+test("an ISSUER with a trailing slash is taken as the gateway takes it: without", async () => {
+  const gw = new FakeGateway();
+  const v = createVerifier(options(gw, { issuer: `${ISSUER}/` }));
+  assert.equal(v.issuer, ISSUER);
+  assert.equal((await v.verifyAssertion(gw.assertion())).id, "user-1", "the gateway signs iss without the slash");
+  assert.equal(gw.lastUrl, `${ISSUER}/.well-known/jwks.json`);
+  await refused(v, gw.assertion({ iss: `${ISSUER}/` }), "invalid_assertion", /issuer/);
+  const twice = createVerifier(options(gw, { issuer: `${ISSUER}//` }));
+  assert.equal((await twice.verifyAssertion(gw.assertion())).id, "user-1");
+  assert.throws(() => createVerifier({ issuer: "/", audience: AUDIENCE }), /issuer/);
 });
 
 test("expiry: accepted within the leeway, refused after it", async () => {

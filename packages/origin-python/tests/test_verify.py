@@ -81,6 +81,19 @@ def test_an_assertion_from_another_issuer_is_refused():
     refused(v, gw.assertion(iss=None), "invalid_assertion", "issuer")
 
 
+def test_an_issuer_with_a_trailing_slash_is_taken_as_the_gateway_takes_it_without():
+    gw = FakeGateway()
+    v = AssertionVerifier(**options(gw, issuer=ISSUER + "/"))
+    assert v.issuer == ISSUER
+    assert v.jwks_url == ISSUER + "/.well-known/jwks.json"
+    assert v.verify_assertion(gw.assertion()).id == "user-1", "the gateway signs iss without the slash"
+    assert gw.urls == [ISSUER + "/.well-known/jwks.json"]
+    refused(v, gw.assertion(iss=ISSUER + "/"), "invalid_assertion", "issuer")
+    assert AssertionVerifier(**options(gw, issuer=ISSUER + "//")).verify_assertion(gw.assertion()).id == "user-1"
+    with pytest.raises(TypeError, match="issuer"):
+        AssertionVerifier("/", AUDIENCE)
+
+
 def test_expiry_accepted_within_the_leeway_refused_after_it():
     gw = FakeGateway()
     clock = Clock()

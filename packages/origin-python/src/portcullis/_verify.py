@@ -298,7 +298,8 @@ def _is_number(v: Any) -> bool:
 class AssertionVerifier:
     """Verifies assertions of one gateway for one origin.
 
-    ``issuer``: the gateway's ``ISSUER`` (exactly the ``iss`` of its tokens).
+    ``issuer``: the gateway's ``ISSUER`` (the ``iss`` of its tokens; trailing
+    slashes are dropped, as the gateway does).
     ``audience``: this origin as the gateway sees it, the URL origin of the
     gateway's ``ORIGIN_URL`` (or a list of them); URLs are compared by their
     origin. ``jwks_url`` defaults to ``<issuer>/.well-known/jwks.json``.
@@ -324,8 +325,12 @@ class AssertionVerifier:
         clock: Callable[[], float] = time.time,
         fetch_jwks: Optional[Callable[[str], Any]] = None,
     ) -> None:
-        if not isinstance(issuer, str) or not issuer:
+        # The gateway drops trailing slashes from its ISSUER
+        # (``https://auth.example/`` signs ``iss`` ``https://auth.example``):
+        # so does this, so ISSUER can be copied as it is.
+        if not isinstance(issuer, str) or not issuer.rstrip("/"):
             raise TypeError("issuer is required (the gateway's ISSUER)")
+        issuer = issuer.rstrip("/")
         audiences = [audience] if isinstance(audience, str) else list(audience)
         if not audiences or not all(isinstance(a, str) and a for a in audiences):
             raise TypeError("audience is required (this origin as the gateway sees it)")
@@ -334,7 +339,7 @@ class AssertionVerifier:
                 raise TypeError(f"{name} must be a non-negative number")
         self.issuer = issuer
         self.audience: Tuple[str, ...] = tuple(_audience_key(a) for a in audiences)
-        self.jwks_url = jwks_url or issuer.rstrip("/") + "/.well-known/jwks.json"
+        self.jwks_url = jwks_url or issuer + "/.well-known/jwks.json"
         if urlsplit(self.jwks_url).scheme not in ("http", "https"):
             raise TypeError("jwks_url must be an http(s) URL")
         self._leeway = leeway
