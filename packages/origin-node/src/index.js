@@ -65,8 +65,10 @@ const REALM = 'Bearer realm="portcullis"';
  * @property {number} [leewaySeconds]  clock skew tolerated on `exp`, `iat`, `nbf` (default 30)
  * @property {number} [jwksCacheSeconds]  how long fetched keys are used before the JWKS is
  *   fetched again (default 300); if that fetch fails, they are used for at most as long again
+ *   (a key retired at once at the gateway is trusted until then: see `clearKeyCache`)
  * @property {number} [refetchCooldownSeconds]  an unknown `kid` fetches the JWKS again at most
- *   once per this many seconds (default 5: the gateway's JWKS reload interval)
+ *   once per this many seconds, and a failed fetch is not retried sooner (default 5: the
+ *   gateway's JWKS reload interval)
  * @property {number} [jwksTimeoutMs]  timeout of a JWKS fetch (default 5000)
  * @property {typeof fetch} [fetch]  the fetch used for the JWKS (default `globalThis.fetch`)
  * @property {() => number} [clock]  current time in milliseconds (default `Date.now`)
@@ -246,13 +248,19 @@ async function importJwk(jwk) {
 /**
  * The gateway's keys, fetched on first use, kept for `cacheMs`, fetched again
  * when stale and — at most once per `cooldownMs` — when a `kid` is unknown (a
- * rotation), one fetch at a time.
+ * rotation), one fetch at a time. A failed fetch is not retried for
+ * `cooldownMs` either: during a JWKS outage requests answer at once (from the
+ * cached keys while they may be used, else 503) instead of each waiting for a
+ * fetch that is likely to fail again.
  */
 class KeySet {
   /** @type {Map<string, PinnedKey>} */
   #keys = new Map();
   #fetchedAt = -Infinity;
   #lastUnknownKidFetch = -Infinity;
+  #failedAt = -Infinity;
+  /** @type {unknown} */
+  #lastError = undefined;
   /** @type {Promise<void> | null} */
   #inflight = null;
 
@@ -272,6 +280,7 @@ class KeySet {
     let fetched = false;
     if (this.o.clock() - this.#fetchedAt >= this.o.cacheMs) {
       try {
+        this.#notBackingOff();
         await this.#refresh();
         fetched = true;
       } catch (cause) {
@@ -288,8 +297,9 @@ class KeySet {
     }
     const now = this.o.clock();
     if (now - this.#lastUnknownKidFetch < this.o.cooldownMs) return null;
-    this.#lastUnknownKidFetch = now;
     try {
+      this.#notBackingOff();
+      this.#lastUnknownKidFetch = now;
       await this.#refresh();
     } catch (cause) {
       throw unavailable(cause);
@@ -297,11 +307,35 @@ class KeySet {
     return this.#keys.get(kid) ?? null;
   }
 
+  /** Throws the last fetch's error while a new fetch would start within `cooldownMs` of it failing. */
+  #notBackingOff() {
+    if (!this.#inflight && this.o.clock() - this.#failedAt < this.o.cooldownMs) throw this.#lastError;
+  }
+
   #refresh() {
-    this.#inflight ??= this.#load().finally(() => {
-      this.#inflight = null;
-    });
+    this.#inflight ??= this.#load()
+      .then(
+        () => {
+          this.#failedAt = -Infinity;
+        },
+        (err) => {
+          this.#failedAt = this.o.clock();
+          this.#lastError = err;
+          throw err;
+        },
+      )
+      .finally(() => {
+        this.#inflight = null;
+      });
     return this.#inflight;
+  }
+
+  /** Forgets the keys (and any back-off): the next `get` fetches the JWKS. */
+  clear() {
+    this.#keys = new Map();
+    this.#fetchedAt = -Infinity;
+    this.#lastUnknownKidFetch = -Infinity;
+    this.#failedAt = -Infinity;
   }
 
   async #load() {
@@ -441,7 +475,18 @@ export function createVerifier(options) {
     });
   }
 
-  return Object.freeze({ verifyAssertion, issuer, audience: Object.freeze(audiences), jwksUrl });
+  /**
+   * Forgets the cached keys, so the next verification fetches the JWKS. For a
+   * key retired at once at the gateway (the `key_retired` webhook), which an
+   * origin otherwise trusts until its cache expires. A fetch already under way
+   * may still store what it got: call it again 5 s later (the gateway's
+   * isolates drop the key from their JWKS within 5 s).
+   */
+  function clearKeyCache() {
+    keys.clear();
+  }
+
+  return Object.freeze({ verifyAssertion, clearKeyCache, issuer, audience: Object.freeze(audiences), jwksUrl });
 }
 
 /**

@@ -223,6 +223,7 @@ test("JWKS unreachable: 503 with no keys; stale keys used for at most one more c
   const a = gw.assertion({ exp: NOW + 1000 });
   await refused(v, a, "jwks_unavailable");
   gw.failing = false;
+  c.advance(5);
   await v.verifyAssertion(a);
   gw.failing = true;
   c.advance(119);
@@ -231,16 +232,95 @@ test("JWKS unreachable: 503 with no keys; stale keys used for at most one more c
   await refused(v, a, "jwks_unavailable");
 });
 
-test("concurrent requests share one failing JWKS fetch; later ones try again", async () => {
+test("concurrent requests share one failing JWKS fetch; later ones try again after a back-off", async () => {
   const gw = new FakeGateway();
   gw.failing = true;
-  const v = createVerifier(options(gw));
+  const c = clock();
+  const v = createVerifier(options(gw, { clock: c }));
   const a = gw.assertion();
   const results = await Promise.allSettled(Array.from({ length: 10 }, () => v.verifyAssertion(a)));
   assert.deepEqual(results.map((r) => r.reason?.code), Array(10).fill("jwks_unavailable"));
   assert.equal(gw.fetches, 1);
+  c.advance(4);
   await refused(v, a, "jwks_unavailable");
+  assert.equal(gw.fetches, 1, "no new fetch within the back-off (refetchCooldownSeconds)");
+  c.advance(1);
+  await refused(v, a, "jwks_unavailable");
+  assert.equal(gw.fetches, 2, "the back-off over, one more");
+  gw.failing = false;
+  await refused(v, a, "jwks_unavailable");
+  assert.equal(gw.fetches, 2, "a failure starts the back-off again");
+  c.advance(5);
+  assert.equal((await v.verifyAssertion(a)).id, "user-1");
+  assert.equal(gw.fetches, 3);
+});
+
+test("during a JWKS outage stale keys answer at once, one fetch per back-off", async () => {
+  const gw = new FakeGateway();
+  const c = clock();
+  const v = createVerifier(options(gw, { clock: c, jwksCacheSeconds: 60 }));
+  const a = gw.assertion({ exp: NOW + 1000 });
+  await v.verifyAssertion(a);
+  gw.failing = true;
+  c.advance(60);
+  for (let i = 0; i < 5; i++) assert.equal((await v.verifyAssertion(a)).id, "user-1");
+  assert.equal(gw.fetches, 2, "one failed refresh, then the cached keys without fetching");
+  // An unknown kid during the back-off: the JWKS cannot be asked, so 503, not "not in the JWKS".
+  await refused(v, gw.assertion({}, makeKey("EdDSA")), "jwks_unavailable");
   assert.equal(gw.fetches, 2);
+  c.advance(5);
+  assert.equal((await v.verifyAssertion(a)).id, "user-1");
+  assert.equal(gw.fetches, 3);
+  gw.failing = false;
+  c.advance(5);
+  assert.equal((await v.verifyAssertion(a)).id, "user-1");
+  assert.equal(gw.fetches, 4, "the JWKS back: fetched, and fresh again");
+  assert.equal((await v.verifyAssertion(a)).id, "user-1");
+  assert.equal(gw.fetches, 4);
+});
+
+test("a hanging JWKS is waited for once per back-off, not by every request", async () => {
+  const gw = new FakeGateway();
+  const c = clock();
+  let fetches = 0;
+  // A fetch that fails only after the time its timeout allows has passed.
+  const hanging = async () => {
+    fetches++;
+    c.advance(5);
+    throw new DOMException("The operation was aborted due to timeout", "TimeoutError");
+  };
+  const v = createVerifier(options(gw, { clock: c, fetch: hanging, jwksTimeoutMs: 5000 }));
+  const a = gw.assertion({ exp: NOW + 1000 });
+  await refused(v, a, "jwks_unavailable");
+  assert.equal(fetches, 1);
+  const started = c.now;
+  await refused(v, a, "jwks_unavailable");
+  assert.equal(fetches, 1, "answered at once");
+  assert.equal(c.now, started);
+});
+
+test("clearKeyCache forgets the keys: a key retired at the gateway stops verifying at once", async () => {
+  const gw = new FakeGateway();
+  const c = clock();
+  const v = createVerifier(options(gw, { clock: c }));
+  const a = gw.assertion({ exp: NOW + 1000 });
+  await v.verifyAssertion(a);
+  gw.keys = [makeKey("EdDSA")]; // retired at once
+  c.advance(10);
+  assert.equal((await v.verifyAssertion(a)).id, "user-1", "cached: still trusted");
+  v.clearKeyCache();
+  await refused(v, a, "invalid_assertion", /not in the gateway's JWKS/);
+  assert.equal(gw.fetches, 2);
+  assert.equal((await v.verifyAssertion(gw.assertion())).id, "user-1");
+  assert.equal(gw.fetches, 2);
+  // It also ends a back-off: the JWKS is asked at once.
+  gw.failing = true;
+  v.clearKeyCache();
+  await refused(v, a, "jwks_unavailable");
+  gw.failing = false;
+  v.clearKeyCache();
+  assert.equal((await v.verifyAssertion(gw.assertion())).id, "user-1");
+  assert.equal(gw.fetches, 4);
 });
 
 test("missing, empty, repeated, oversized and malformed values are refused", async () => {

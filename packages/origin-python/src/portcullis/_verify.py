@@ -189,11 +189,18 @@ class NeedsFetch(Exception):
     """Raised by ``verify_assertion(..., allow_fetch=False)`` when the JWKS must be fetched first."""
 
 
+class _BackingOff(Exception):
+    """A JWKS fetch failed less than ``cooldown`` ago: not tried again yet."""
+
+
 class _KeySet:
     """The gateway's keys: fetched on first use, kept for ``cache_ttl``,
     fetched again when stale and, at most once per ``cooldown``, when a ``kid``
     is unknown (a rotation). One fetch at a time across threads; threads that
-    waited for a fetch use its outcome instead of fetching again."""
+    waited for a fetch use its outcome instead of fetching again. A failed
+    fetch is not retried for ``cooldown`` either: during a JWKS outage requests
+    answer at once (from the cached keys while they may be used, else 503)
+    instead of each waiting for a fetch that is likely to fail again."""
 
     def __init__(self, url: str, fetch: Callable[[str], Any], clock: Callable[[], float], cache_ttl: float, cooldown: float) -> None:
         self._url = url
@@ -204,12 +211,27 @@ class _KeySet:
         self._keys: Dict[str, Tuple[str, Any]] = {}
         self._fetched_at = -math.inf
         self._last_unknown_kid_fetch = -math.inf
+        self._failed_at = -math.inf
         self._attempts = 0
         self._last_error: Optional[BaseException] = None
         self._lock = threading.Lock()
 
     def _stale(self) -> bool:
         return self._clock() - self._fetched_at >= self._ttl
+
+    def _not_backing_off(self) -> None:
+        """Raises ``_BackingOff`` while the last fetch failed less than ``cooldown`` ago."""
+        if self._clock() - self._failed_at < self._cooldown:
+            raise _BackingOff() from self._last_error
+
+    def clear(self) -> None:
+        """Forgets the keys (and any back-off): the next ``get`` fetches the
+        JWKS. Without the lock, so it never waits for a fetch (a fetch under
+        way may still store what it got)."""
+        self._keys = {}
+        self._fetched_at = -math.inf
+        self._last_unknown_kid_fetch = -math.inf
+        self._failed_at = -math.inf
 
     def cached(self, kid: str) -> Optional[Tuple[str, Any]]:
         """The key for ``kid`` without any I/O; raises ``NeedsFetch`` when
@@ -223,8 +245,15 @@ class _KeySet:
         """The key for ``kid`` (``None``: not in the JWKS), fetching as needed."""
         fetched = False
         if self._stale():
+
+            def stale() -> bool:
+                if not self._stale():
+                    return False
+                self._not_backing_off()
+                return True
+
             try:
-                self._refresh(lambda: self._stale())
+                self._refresh(stale)
                 fetched = True
             except Exception as err:  # noqa: BLE001 (any fetch or parse failure)
                 # A failed refresh keeps the previous keys for at most as long again.
@@ -240,6 +269,7 @@ class _KeySet:
             now = self._clock()
             if now - self._last_unknown_kid_fetch < self._cooldown:
                 return False
+            self._not_backing_off()
             self._last_unknown_kid_fetch = now
             return True
 
@@ -263,8 +293,10 @@ class _KeySet:
             try:
                 self._load()
                 self._last_error = None
+                self._failed_at = -math.inf
             except Exception as err:
                 self._last_error = err
+                self._failed_at = self._clock()
                 raise
             finally:
                 # Counted when done: whoever read the count before this
@@ -305,9 +337,11 @@ class AssertionVerifier:
     origin. ``jwks_url`` defaults to ``<issuer>/.well-known/jwks.json``.
     ``leeway``: clock skew tolerated on ``exp``/``iat``/``nbf``, seconds.
     ``jwks_cache_ttl``: seconds fetched keys are used before the JWKS is
-    fetched again (if that fails, they are used for at most as long again).
-    ``refetch_cooldown``: an unknown ``kid`` fetches the JWKS again at most
-    once per this many seconds. ``clock``: seconds since the epoch.
+    fetched again (if that fails, they are used for at most as long again; a
+    key retired at once at the gateway is trusted until then, see
+    ``clear_key_cache``). ``refetch_cooldown``: an unknown ``kid`` fetches the
+    JWKS again at most once per this many seconds, and a failed fetch is not
+    retried sooner. ``clock``: seconds since the epoch.
     ``fetch_jwks``: ``url -> parsed JSON``, by default ``urllib`` with
     ``jwks_timeout`` seconds.
     """
@@ -346,6 +380,15 @@ class AssertionVerifier:
         self._clock = clock
         fetch = fetch_jwks or (lambda url: _fetch_jwks(url, jwks_timeout))
         self._keys = _KeySet(self.jwks_url, fetch, clock, jwks_cache_ttl, refetch_cooldown)
+
+    def clear_key_cache(self) -> None:
+        """Forgets the cached keys, so the next verification fetches the JWKS.
+        For a key retired at once at the gateway (the ``key_retired``
+        webhook), which an origin otherwise trusts until its cache expires.
+        No I/O, never blocks. A fetch already under way may still store what
+        it got: call it again 5 s later (the gateway's isolates drop the key
+        from their JWKS within 5 s)."""
+        self._keys.clear()
 
     def verify_assertion(self, value: Union[str, Sequence[str], None], *, allow_fetch: bool = True) -> User:
         """Verifies an ``X-Auth-Assertion`` value (a list: every value the
