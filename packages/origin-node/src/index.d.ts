@@ -20,7 +20,7 @@ export interface PortcullisUser {
 }
 
 export interface VerifierOptions {
-  /** The gateway's `ISSUER` (exactly the `iss` of its tokens). */
+  /** The gateway's `ISSUER` (the `iss` of its tokens; trailing slashes dropped, as the gateway does). */
   issuer: string;
   /** This origin as the gateway sees it: the URL origin of the gateway's `ORIGIN_URL`. */
   audience: string | string[];
@@ -28,9 +28,16 @@ export interface VerifierOptions {
   jwksUrl?: string;
   /** Clock skew tolerated on `exp`, `iat`, `nbf` (default 30). */
   leewaySeconds?: number;
-  /** How long fetched keys are used before the JWKS is fetched again (default 300). */
+  /**
+   * How long fetched keys are used before the JWKS is fetched again (default 300); if that
+   * fetch fails, they are used for at most as long again. A key retired at once at the
+   * gateway is trusted until then: see `clearKeyCache`.
+   */
   jwksCacheSeconds?: number;
-  /** An unknown `kid` fetches the JWKS again at most once per this many seconds (default 5: the gateway's JWKS reload interval). */
+  /**
+   * An unknown `kid` fetches the JWKS again at most once per this many seconds, and a failed
+   * fetch is not retried sooner (default 5: the gateway's JWKS reload interval).
+   */
   refetchCooldownSeconds?: number;
   /** Timeout of a JWKS fetch in milliseconds (default 5000). */
   jwksTimeoutMs?: number;
@@ -58,6 +65,11 @@ export declare class AssertionError extends Error {
 export interface Verifier {
   /** Verifies an `X-Auth-Assertion` header value; rejects with an {@link AssertionError}. */
   verifyAssertion(value: string | string[] | null | undefined): Promise<PortcullisUser>;
+  /**
+   * Forgets the cached keys: the next verification fetches the JWKS. Call it on the
+   * gateway's `key_retired` webhook, and again 5 s later.
+   */
+  clearKeyCache(): void;
   readonly issuer: string;
   readonly audience: readonly string[];
   readonly jwksUrl: string;

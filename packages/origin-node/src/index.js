@@ -29,6 +29,17 @@ const MAX_KID_LENGTH = 128;
 /** Largest JWKS document accepted. */
 const MAX_JWKS_BYTES = 256 * 1024;
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
+/**
+ * The challenge of every 401 (RFC 9110 §11.6.1 requires one): no `error`.
+ * A refused assertion is the gateway's credential, not the caller's access
+ * token, so `error="invalid_token"` would be wrong, and harmful: the browser
+ * client refreshes the token and sends the request again on it, which cures
+ * nothing. RFC 6750 §3 has no code that fits: `invalid_token` is about the
+ * caller's bearer token, `invalid_request` goes with 400. Its rule for a
+ * request carrying no bearer credential of the scheme — a bare challenge,
+ * "no error code or other error information" — is the one that applies; the
+ * problem+json body says what was wrong. The realm stays the gateway's.
+ */
 const REALM = 'Bearer realm="portcullis"';
 
 /**
@@ -45,7 +56,8 @@ const REALM = 'Bearer realm="portcullis"';
 
 /**
  * @typedef {object} VerifierOptions
- * @property {string} issuer  the gateway's `ISSUER` (exactly the `iss` of its tokens)
+ * @property {string} issuer  the gateway's `ISSUER` (the `iss` of its tokens; trailing
+ *   slashes are dropped, as the gateway does)
  * @property {string | string[]} audience  this origin as the gateway sees it: the URL
  *   origin of the gateway's `ORIGIN_URL` (e.g. `https://api.internal:8443`); URLs are
  *   compared by their origin, so a trailing slash or path does not matter
@@ -53,8 +65,10 @@ const REALM = 'Bearer realm="portcullis"';
  * @property {number} [leewaySeconds]  clock skew tolerated on `exp`, `iat`, `nbf` (default 30)
  * @property {number} [jwksCacheSeconds]  how long fetched keys are used before the JWKS is
  *   fetched again (default 300); if that fetch fails, they are used for at most as long again
+ *   (a key retired at once at the gateway is trusted until then: see `clearKeyCache`)
  * @property {number} [refetchCooldownSeconds]  an unknown `kid` fetches the JWKS again at most
- *   once per this many seconds (default 5: the gateway's JWKS reload interval)
+ *   once per this many seconds, and a failed fetch is not retried sooner (default 5: the
+ *   gateway's JWKS reload interval)
  * @property {number} [jwksTimeoutMs]  timeout of a JWKS fetch (default 5000)
  * @property {typeof fetch} [fetch]  the fetch used for the JWKS (default `globalThis.fetch`)
  * @property {() => number} [clock]  current time in milliseconds (default `Date.now`)
@@ -97,17 +111,19 @@ const invalid = (detail) => new AssertionError("invalid_assertion", 401, detail)
 
 /**
  * The HTTP answer for a refusal: RFC 9457 problem+json with a stable `code`,
- * and an RFC 6750 `WWW-Authenticate` challenge on 401 and 403.
+ * and a `WWW-Authenticate` challenge on 401 (bare, see {@link REALM}) and 403
+ * (RFC 6750 `insufficient_scope`).
  * @param {AssertionError} err
  * @returns {{ status: number, headers: Record<string, string>, body: string }}
  */
 export function problemResponse(err) {
   /** @type {Record<string, string>} */
   const headers = { "content-type": "application/problem+json", "cache-control": "no-store" };
-  const description = err.detail.replace(/["\\]/g, "");
-  if (err.code === "missing_assertion") headers["www-authenticate"] = REALM;
-  else if (err.status === 401) headers["www-authenticate"] = `${REALM}, error="invalid_token", error_description="${description}"`;
-  else if (err.status === 403) headers["www-authenticate"] = `${REALM}, error="insufficient_scope", error_description="${description}"`;
+  if (err.status === 401) headers["www-authenticate"] = REALM;
+  else if (err.status === 403) {
+    const description = err.detail.replace(/["\\]/g, "");
+    headers["www-authenticate"] = `${REALM}, error="insufficient_scope", error_description="${description}"`;
+  }
   const body = JSON.stringify({
     type: "about:blank",
     title: TITLES[err.status] ?? "Error",
@@ -232,13 +248,19 @@ async function importJwk(jwk) {
 /**
  * The gateway's keys, fetched on first use, kept for `cacheMs`, fetched again
  * when stale and — at most once per `cooldownMs` — when a `kid` is unknown (a
- * rotation), one fetch at a time.
+ * rotation), one fetch at a time. A failed fetch is not retried for
+ * `cooldownMs` either: during a JWKS outage requests answer at once (from the
+ * cached keys while they may be used, else 503) instead of each waiting for a
+ * fetch that is likely to fail again.
  */
 class KeySet {
   /** @type {Map<string, PinnedKey>} */
   #keys = new Map();
   #fetchedAt = -Infinity;
   #lastUnknownKidFetch = -Infinity;
+  #failedAt = -Infinity;
+  /** @type {unknown} */
+  #lastError = undefined;
   /** @type {Promise<void> | null} */
   #inflight = null;
 
@@ -258,6 +280,7 @@ class KeySet {
     let fetched = false;
     if (this.o.clock() - this.#fetchedAt >= this.o.cacheMs) {
       try {
+        this.#notBackingOff();
         await this.#refresh();
         fetched = true;
       } catch (cause) {
@@ -274,8 +297,9 @@ class KeySet {
     }
     const now = this.o.clock();
     if (now - this.#lastUnknownKidFetch < this.o.cooldownMs) return null;
-    this.#lastUnknownKidFetch = now;
     try {
+      this.#notBackingOff();
+      this.#lastUnknownKidFetch = now;
       await this.#refresh();
     } catch (cause) {
       throw unavailable(cause);
@@ -283,11 +307,35 @@ class KeySet {
     return this.#keys.get(kid) ?? null;
   }
 
+  /** Throws the last fetch's error while a new fetch would start within `cooldownMs` of it failing. */
+  #notBackingOff() {
+    if (!this.#inflight && this.o.clock() - this.#failedAt < this.o.cooldownMs) throw this.#lastError;
+  }
+
   #refresh() {
-    this.#inflight ??= this.#load().finally(() => {
-      this.#inflight = null;
-    });
+    this.#inflight ??= this.#load()
+      .then(
+        () => {
+          this.#failedAt = -Infinity;
+        },
+        (err) => {
+          this.#failedAt = this.o.clock();
+          this.#lastError = err;
+          throw err;
+        },
+      )
+      .finally(() => {
+        this.#inflight = null;
+      });
     return this.#inflight;
+  }
+
+  /** Forgets the keys (and any back-off): the next `get` fetches the JWKS. */
+  clear() {
+    this.#keys = new Map();
+    this.#fetchedAt = -Infinity;
+    this.#lastUnknownKidFetch = -Infinity;
+    this.#failedAt = -Infinity;
   }
 
   async #load() {
@@ -346,8 +394,11 @@ const isStringArray = (/** @type {unknown} */ v) => Array.isArray(v) && v.every(
  */
 export function createVerifier(options) {
   if (options === null || typeof options !== "object") throw new TypeError("options are required");
-  const { issuer } = options;
-  if (typeof issuer !== "string" || issuer === "") throw new TypeError("options.issuer is required (the gateway's ISSUER)");
+  if (typeof options.issuer !== "string") throw new TypeError("options.issuer is required (the gateway's ISSUER)");
+  // The gateway drops trailing slashes from its ISSUER (`https://auth.example/` signs
+  // `iss` `https://auth.example`): so does this, so ISSUER can be copied as it is.
+  const issuer = options.issuer.replace(/\/+$/, "");
+  if (issuer === "") throw new TypeError("options.issuer is required (the gateway's ISSUER)");
   const audiences = (Array.isArray(options.audience) ? options.audience : [options.audience]).map((a) => {
     if (typeof a !== "string" || a === "") throw new TypeError("options.audience is required (this origin as the gateway sees it)");
     return audienceKey(a);
@@ -360,7 +411,7 @@ export function createVerifier(options) {
   const leeway = seconds(options.leewaySeconds, 30, "leewaySeconds");
   const clock = options.clock ?? Date.now;
   const doFetch = options.fetch ?? globalThis.fetch.bind(globalThis);
-  const jwksUrl = options.jwksUrl ?? `${issuer.replace(/\/+$/, "")}/.well-known/jwks.json`;
+  const jwksUrl = options.jwksUrl ?? `${issuer}/.well-known/jwks.json`;
   new URL(jwksUrl); // throws on a malformed URL, at start rather than on the first request
   const keys = new KeySet({
     url: jwksUrl,
@@ -424,7 +475,18 @@ export function createVerifier(options) {
     });
   }
 
-  return Object.freeze({ verifyAssertion, issuer, audience: Object.freeze(audiences), jwksUrl });
+  /**
+   * Forgets the cached keys, so the next verification fetches the JWKS. For a
+   * key retired at once at the gateway (the `key_retired` webhook), which an
+   * origin otherwise trusts until its cache expires. A fetch already under way
+   * may still store what it got: call it again 5 s later (the gateway's
+   * isolates drop the key from their JWKS within 5 s).
+   */
+  function clearKeyCache() {
+    keys.clear();
+  }
+
+  return Object.freeze({ verifyAssertion, clearKeyCache, issuer, audience: Object.freeze(audiences), jwksUrl });
 }
 
 /**

@@ -78,6 +78,19 @@ test("an assertion from another issuer is refused", async () => {
   const v = createVerifier(options(gw));
   await refused(v, gw.assertion({ iss: "https://evil.example.test" }), "invalid_assertion", /issuer/);
   await refused(v, gw.assertion({ iss: `${ISSUER}/` }), "invalid_assertion", /issuer/);
+  await refused(v, gw.assertion({ iss: undefined }), "invalid_assertion", /issuer/);
+});
+
+test("an ISSUER with a trailing slash is taken as the gateway takes it: without", async () => {
+  const gw = new FakeGateway();
+  const v = createVerifier(options(gw, { issuer: `${ISSUER}/` }));
+  assert.equal(v.issuer, ISSUER);
+  assert.equal((await v.verifyAssertion(gw.assertion())).id, "user-1", "the gateway signs iss without the slash");
+  assert.equal(gw.lastUrl, `${ISSUER}/.well-known/jwks.json`);
+  await refused(v, gw.assertion({ iss: `${ISSUER}/` }), "invalid_assertion", /issuer/);
+  const twice = createVerifier(options(gw, { issuer: `${ISSUER}//` }));
+  assert.equal((await twice.verifyAssertion(gw.assertion())).id, "user-1");
+  assert.throws(() => createVerifier({ issuer: "/", audience: AUDIENCE }), /issuer/);
 });
 
 test("expiry: accepted within the leeway, refused after it", async () => {
@@ -210,6 +223,7 @@ test("JWKS unreachable: 503 with no keys; stale keys used for at most one more c
   const a = gw.assertion({ exp: NOW + 1000 });
   await refused(v, a, "jwks_unavailable");
   gw.failing = false;
+  c.advance(5);
   await v.verifyAssertion(a);
   gw.failing = true;
   c.advance(119);
@@ -218,16 +232,95 @@ test("JWKS unreachable: 503 with no keys; stale keys used for at most one more c
   await refused(v, a, "jwks_unavailable");
 });
 
-test("concurrent requests share one failing JWKS fetch; later ones try again", async () => {
+test("concurrent requests share one failing JWKS fetch; later ones try again after a back-off", async () => {
   const gw = new FakeGateway();
   gw.failing = true;
-  const v = createVerifier(options(gw));
+  const c = clock();
+  const v = createVerifier(options(gw, { clock: c }));
   const a = gw.assertion();
   const results = await Promise.allSettled(Array.from({ length: 10 }, () => v.verifyAssertion(a)));
   assert.deepEqual(results.map((r) => r.reason?.code), Array(10).fill("jwks_unavailable"));
   assert.equal(gw.fetches, 1);
+  c.advance(4);
   await refused(v, a, "jwks_unavailable");
+  assert.equal(gw.fetches, 1, "no new fetch within the back-off (refetchCooldownSeconds)");
+  c.advance(1);
+  await refused(v, a, "jwks_unavailable");
+  assert.equal(gw.fetches, 2, "the back-off over, one more");
+  gw.failing = false;
+  await refused(v, a, "jwks_unavailable");
+  assert.equal(gw.fetches, 2, "a failure starts the back-off again");
+  c.advance(5);
+  assert.equal((await v.verifyAssertion(a)).id, "user-1");
+  assert.equal(gw.fetches, 3);
+});
+
+test("during a JWKS outage stale keys answer at once, one fetch per back-off", async () => {
+  const gw = new FakeGateway();
+  const c = clock();
+  const v = createVerifier(options(gw, { clock: c, jwksCacheSeconds: 60 }));
+  const a = gw.assertion({ exp: NOW + 1000 });
+  await v.verifyAssertion(a);
+  gw.failing = true;
+  c.advance(60);
+  for (let i = 0; i < 5; i++) assert.equal((await v.verifyAssertion(a)).id, "user-1");
+  assert.equal(gw.fetches, 2, "one failed refresh, then the cached keys without fetching");
+  // An unknown kid during the back-off: the JWKS cannot be asked, so 503, not "not in the JWKS".
+  await refused(v, gw.assertion({}, makeKey("EdDSA")), "jwks_unavailable");
   assert.equal(gw.fetches, 2);
+  c.advance(5);
+  assert.equal((await v.verifyAssertion(a)).id, "user-1");
+  assert.equal(gw.fetches, 3);
+  gw.failing = false;
+  c.advance(5);
+  assert.equal((await v.verifyAssertion(a)).id, "user-1");
+  assert.equal(gw.fetches, 4, "the JWKS back: fetched, and fresh again");
+  assert.equal((await v.verifyAssertion(a)).id, "user-1");
+  assert.equal(gw.fetches, 4);
+});
+
+test("a hanging JWKS is waited for once per back-off, not by every request", async () => {
+  const gw = new FakeGateway();
+  const c = clock();
+  let fetches = 0;
+  // A fetch that fails only after the time its timeout allows has passed.
+  const hanging = async () => {
+    fetches++;
+    c.advance(5);
+    throw new DOMException("The operation was aborted due to timeout", "TimeoutError");
+  };
+  const v = createVerifier(options(gw, { clock: c, fetch: hanging, jwksTimeoutMs: 5000 }));
+  const a = gw.assertion({ exp: NOW + 1000 });
+  await refused(v, a, "jwks_unavailable");
+  assert.equal(fetches, 1);
+  const started = c.now;
+  await refused(v, a, "jwks_unavailable");
+  assert.equal(fetches, 1, "answered at once");
+  assert.equal(c.now, started);
+});
+
+test("clearKeyCache forgets the keys: a key retired at the gateway stops verifying at once", async () => {
+  const gw = new FakeGateway();
+  const c = clock();
+  const v = createVerifier(options(gw, { clock: c }));
+  const a = gw.assertion({ exp: NOW + 1000 });
+  await v.verifyAssertion(a);
+  gw.keys = [makeKey("EdDSA")]; // retired at once
+  c.advance(10);
+  assert.equal((await v.verifyAssertion(a)).id, "user-1", "cached: still trusted");
+  v.clearKeyCache();
+  await refused(v, a, "invalid_assertion", /not in the gateway's JWKS/);
+  assert.equal(gw.fetches, 2);
+  assert.equal((await v.verifyAssertion(gw.assertion())).id, "user-1");
+  assert.equal(gw.fetches, 2);
+  // It also ends a back-off: the JWKS is asked at once.
+  gw.failing = true;
+  v.clearKeyCache();
+  await refused(v, a, "jwks_unavailable");
+  gw.failing = false;
+  v.clearKeyCache();
+  assert.equal((await v.verifyAssertion(gw.assertion())).id, "user-1");
+  assert.equal(gw.fetches, 4);
 });
 
 test("missing, empty, repeated, oversized and malformed values are refused", async () => {
@@ -282,11 +375,15 @@ test("options are checked when the verifier is made", () => {
   assert.throws(() => createVerifier({ issuer: ISSUER, audience: AUDIENCE, jwksUrl: "not a url" }), TypeError);
 });
 
-test("refusals render as problem+json with an RFC 6750 challenge", () => {
+test("refusals render as problem+json with a challenge a token refresh is not asked to cure", () => {
   const missing = problemResponse(new AssertionError("missing_assertion", 401, "no header"));
   assert.equal(missing.headers["www-authenticate"], 'Bearer realm="portcullis"');
   const bad = problemResponse(new AssertionError("invalid_assertion", 401, 'bad "sig"'));
-  assert.equal(bad.headers["www-authenticate"], 'Bearer realm="portcullis", error="invalid_token", error_description="bad sig"');
+  // The assertion is the gateway's credential: no error="invalid_token", which tells a client
+  // a refresh of its own token cures the 401 (packages/client resends on it).
+  assert.equal(bad.headers["www-authenticate"], 'Bearer realm="portcullis"');
+  const expired = problemResponse(new AssertionError("assertion_expired", 401, "expired"));
+  assert.equal(expired.headers["www-authenticate"], 'Bearer realm="portcullis"');
   assert.equal(bad.headers["content-type"], "application/problem+json");
   assert.deepEqual(JSON.parse(bad.body), { type: "about:blank", title: "Unauthorized", status: 401, detail: 'bad "sig"', code: "invalid_assertion" });
   const role = problemResponse(new AssertionError("insufficient_role", 403, "needs admin"));

@@ -101,15 +101,19 @@ def test_bare_x_auth_headers_never_change_the_identity_of_a_valid_assertion():
     assert res.json()["roles"] == ["editor"]
 
 
-def test_an_invalid_assertion_401_invalid_assertion_with_an_invalid_token_challenge():
+def test_an_invalid_assertion_401_invalid_assertion_with_a_bare_challenge_no_invalid_token():
     h, p, _ = gw.assertion().split(".")
     res = client.get("/me", headers={"x-auth-assertion": f"{h}.{p}.{'A' * 86}"})
-    problem(res, 401, "invalid_assertion")
-    assert res.headers["www-authenticate"] == 'Bearer realm="portcullis", error="invalid_token", error_description="bad signature"'
+    body = problem(res, 401, "invalid_assertion")
+    assert "bad signature" in body["detail"]
+    # A client's token refresh cannot cure the gateway's assertion: no error="invalid_token".
+    assert res.headers["www-authenticate"] == 'Bearer realm="portcullis"'
 
 
 def test_an_expired_assertion_401_assertion_expired():
-    problem(client.get("/me", headers={"x-auth-assertion": gw.assertion(iat=1, exp=61)}), 401, "assertion_expired")
+    res = client.get("/me", headers={"x-auth-assertion": gw.assertion(iat=1, exp=61)})
+    problem(res, 401, "assertion_expired")
+    assert res.headers["www-authenticate"] == 'Bearer realm="portcullis"'
 
 
 def test_two_assertion_headers_are_refused():

@@ -81,6 +81,19 @@ def test_an_assertion_from_another_issuer_is_refused():
     refused(v, gw.assertion(iss=None), "invalid_assertion", "issuer")
 
 
+def test_an_issuer_with_a_trailing_slash_is_taken_as_the_gateway_takes_it_without():
+    gw = FakeGateway()
+    v = AssertionVerifier(**options(gw, issuer=ISSUER + "/"))
+    assert v.issuer == ISSUER
+    assert v.jwks_url == ISSUER + "/.well-known/jwks.json"
+    assert v.verify_assertion(gw.assertion()).id == "user-1", "the gateway signs iss without the slash"
+    assert gw.urls == [ISSUER + "/.well-known/jwks.json"]
+    refused(v, gw.assertion(iss=ISSUER + "/"), "invalid_assertion", "issuer")
+    assert AssertionVerifier(**options(gw, issuer=ISSUER + "//")).verify_assertion(gw.assertion()).id == "user-1"
+    with pytest.raises(TypeError, match="issuer"):
+        AssertionVerifier("/", AUDIENCE)
+
+
 def test_expiry_accepted_within_the_leeway_refused_after_it():
     gw = FakeGateway()
     clock = Clock()
@@ -233,7 +246,8 @@ def test_requests_that_waited_for_a_failing_fetch_share_its_failure_instead_of_r
         assert lock.wait_for(8)
         return plain(url)
 
-    v = AssertionVerifier(**options(gw, fetch_jwks=fetch_once_all_wait))
+    clock = Clock()
+    v = AssertionVerifier(**options(gw, clock=clock, fetch_jwks=fetch_once_all_wait))
     v._keys._lock = lock
     a = gw.assertion()
     with ThreadPoolExecutor(8) as pool:
@@ -245,9 +259,104 @@ def test_requests_that_waited_for_a_failing_fetch_share_its_failure_instead_of_r
             codes.append(info.value.code)
     assert codes == ["jwks_unavailable"] * 8
     assert gw.fetches == 1
-    # Later requests try again.
+    # Later requests try again, once the back-off is over.
+    clock.advance(5)
     refused(v, a, "jwks_unavailable")
     assert gw.fetches == 2
+
+
+def test_a_failed_fetch_is_not_retried_within_the_back_off():
+    gw = FakeGateway()
+    gw.failing = True
+    clock = Clock()
+    v = AssertionVerifier(**options(gw, clock=clock))
+    a = gw.assertion()
+    refused(v, a, "jwks_unavailable")
+    assert gw.fetches == 1
+    clock.advance(4)
+    refused(v, a, "jwks_unavailable")
+    assert gw.fetches == 1, "no new fetch within the back-off (refetch_cooldown)"
+    clock.advance(1)
+    refused(v, a, "jwks_unavailable")
+    assert gw.fetches == 2, "the back-off over, one more"
+    gw.failing = False
+    refused(v, a, "jwks_unavailable")
+    assert gw.fetches == 2, "a failure starts the back-off again"
+    clock.advance(5)
+    assert v.verify_assertion(a).id == "user-1"
+    assert gw.fetches == 3
+
+
+def test_during_a_jwks_outage_stale_keys_answer_at_once_one_fetch_per_back_off():
+    gw = FakeGateway()
+    clock = Clock()
+    v = AssertionVerifier(**options(gw, clock=clock, jwks_cache_ttl=60))
+    a = gw.assertion(exp=NOW + 1000)
+    v.verify_assertion(a)
+    gw.failing = True
+    clock.advance(60)
+    for _ in range(5):
+        assert v.verify_assertion(a).id == "user-1"
+    assert gw.fetches == 2, "one failed refresh, then the cached keys without fetching"
+    # An unknown kid during the back-off: the JWKS cannot be asked, so 503, not "not in the JWKS".
+    refused(v, gw.assertion(key=Key("EdDSA")), "jwks_unavailable")
+    assert gw.fetches == 2
+    clock.advance(5)
+    assert v.verify_assertion(a).id == "user-1"
+    assert gw.fetches == 3
+    gw.failing = False
+    clock.advance(5)
+    assert v.verify_assertion(a).id == "user-1"
+    assert gw.fetches == 4, "the JWKS back: fetched, and fresh again"
+    assert v.verify_assertion(a).id == "user-1"
+    assert gw.fetches == 4
+
+
+def test_a_hanging_jwks_is_waited_for_once_per_back_off_not_by_every_request():
+    gw = FakeGateway()
+    clock = Clock()
+    calls = []
+
+    def hanging(url):
+        # Fails only after the time its timeout allows has passed.
+        calls.append(url)
+        clock.advance(5)
+        raise TimeoutError("timed out")
+
+    v = AssertionVerifier(**options(gw, clock=clock, fetch_jwks=hanging))
+    a = gw.assertion(exp=NOW + 1000)
+    refused(v, a, "jwks_unavailable")
+    assert len(calls) == 1
+    started = clock.now
+    refused(v, a, "jwks_unavailable")
+    assert len(calls) == 1, "answered at once"
+    assert clock.now == started
+
+
+def test_clear_key_cache_forgets_the_keys_so_a_key_retired_at_the_gateway_stops_verifying():
+    gw = FakeGateway()
+    clock = Clock()
+    v = AssertionVerifier(**options(gw, clock=clock))
+    a = gw.assertion(exp=NOW + 1000)
+    v.verify_assertion(a)
+    gw.keys = [Key("EdDSA")]  # retired at once
+    clock.advance(10)
+    assert v.verify_assertion(a).id == "user-1", "cached: still trusted"
+    v.clear_key_cache()
+    with pytest.raises(NeedsFetch):
+        v.verify_assertion(a, allow_fetch=False)
+    refused(v, a, "invalid_assertion", "not in the gateway's JWKS")
+    assert gw.fetches == 2
+    assert v.verify_assertion(gw.assertion()).id == "user-1"
+    assert gw.fetches == 2
+    # It also ends a back-off: the JWKS is asked at once.
+    gw.failing = True
+    v.clear_key_cache()
+    refused(v, a, "jwks_unavailable")
+    gw.failing = False
+    v.clear_key_cache()
+    assert v.verify_assertion(gw.assertion()).id == "user-1"
+    assert gw.fetches == 4
 
 
 def test_a_key_removed_from_the_jwks_stops_verifying_once_the_cache_is_refreshed():
@@ -269,6 +378,7 @@ def test_jwks_unreachable_503_without_keys_and_stale_keys_for_at_most_one_more_p
     a = gw.assertion(exp=NOW + 1000)
     refused(v, a, "jwks_unavailable")
     gw.failing = False
+    clock.advance(5)
     v.verify_assertion(a)
     gw.failing = True
     clock.advance(119)
@@ -360,11 +470,14 @@ def test_options_are_checked_when_the_verifier_is_made():
         AssertionVerifier(ISSUER, AUDIENCE, jwks_url="file:///etc/passwd")
 
 
-def test_refusals_carry_problem_bodies_and_rfc_6750_challenges():
+def test_refusals_carry_problem_bodies_and_challenges_a_token_refresh_is_not_asked_to_cure():
     missing = PortcullisError("missing_assertion", 401, "no header")
     assert missing.www_authenticate == 'Bearer realm="portcullis"'
     bad = PortcullisError("invalid_assertion", 401, 'bad "sig"')
-    assert bad.www_authenticate == 'Bearer realm="portcullis", error="invalid_token", error_description="bad sig"'
+    # The assertion is the gateway's credential: no error="invalid_token", which tells a client
+    # a refresh of its own token cures the 401 (packages/client resends on it).
+    assert bad.www_authenticate == 'Bearer realm="portcullis"'
+    assert PortcullisError("assertion_expired", 401, "expired").www_authenticate == 'Bearer realm="portcullis"'
     assert bad.problem() == {"type": "about:blank", "title": "Unauthorized", "status": 401, "detail": 'bad "sig"', "code": "invalid_assertion"}
     assert 'error="insufficient_scope"' in PortcullisError("insufficient_role", 403, "x").www_authenticate
     assert PortcullisError("jwks_unavailable", 503, "down").www_authenticate is None

@@ -33,6 +33,15 @@ MAX_ASSERTION_LENGTH = 8192
 MAX_KID_LENGTH = 128
 MAX_JWKS_BYTES = 256 * 1024
 _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\Z")
+# The challenge of every 401 (RFC 9110 section 11.6.1 requires one): no
+# ``error``. A refused assertion is the gateway's credential, not the caller's
+# access token, so ``error="invalid_token"`` would be wrong, and harmful: the
+# browser client refreshes the token and sends the request again on it, which
+# cures nothing. RFC 6750 section 3 has no code that fits: ``invalid_token`` is
+# about the caller's bearer token, ``invalid_request`` goes with 400. Its rule
+# for a request carrying no bearer credential of the scheme (a bare challenge,
+# "no error code or other error information") is the one that applies; the
+# problem+json body says what was wrong. The realm stays the gateway's.
 _REALM = 'Bearer realm="portcullis"'
 _ALGS = ("EdDSA", "ES256")
 
@@ -56,13 +65,12 @@ class PortcullisError(Exception):
 
     @property
     def www_authenticate(self) -> Optional[str]:
-        """The RFC 6750 challenge for 401 and 403, else ``None``."""
-        description = self.detail.replace('"', "").replace("\\", "")
-        if self.code == "missing_assertion":
-            return _REALM
+        """The challenge for 401 (bare, see ``_REALM``) and 403 (RFC 6750
+        ``insufficient_scope``), else ``None``."""
         if self.status == 401:
-            return f'{_REALM}, error="invalid_token", error_description="{description}"'
+            return _REALM
         if self.status == 403:
+            description = self.detail.replace('"', "").replace("\\", "")
             return f'{_REALM}, error="insufficient_scope", error_description="{description}"'
         return None
 
@@ -181,11 +189,18 @@ class NeedsFetch(Exception):
     """Raised by ``verify_assertion(..., allow_fetch=False)`` when the JWKS must be fetched first."""
 
 
+class _BackingOff(Exception):
+    """A JWKS fetch failed less than ``cooldown`` ago: not tried again yet."""
+
+
 class _KeySet:
     """The gateway's keys: fetched on first use, kept for ``cache_ttl``,
     fetched again when stale and, at most once per ``cooldown``, when a ``kid``
     is unknown (a rotation). One fetch at a time across threads; threads that
-    waited for a fetch use its outcome instead of fetching again."""
+    waited for a fetch use its outcome instead of fetching again. A failed
+    fetch is not retried for ``cooldown`` either: during a JWKS outage requests
+    answer at once (from the cached keys while they may be used, else 503)
+    instead of each waiting for a fetch that is likely to fail again."""
 
     def __init__(self, url: str, fetch: Callable[[str], Any], clock: Callable[[], float], cache_ttl: float, cooldown: float) -> None:
         self._url = url
@@ -196,12 +211,27 @@ class _KeySet:
         self._keys: Dict[str, Tuple[str, Any]] = {}
         self._fetched_at = -math.inf
         self._last_unknown_kid_fetch = -math.inf
+        self._failed_at = -math.inf
         self._attempts = 0
         self._last_error: Optional[BaseException] = None
         self._lock = threading.Lock()
 
     def _stale(self) -> bool:
         return self._clock() - self._fetched_at >= self._ttl
+
+    def _not_backing_off(self) -> None:
+        """Raises ``_BackingOff`` while the last fetch failed less than ``cooldown`` ago."""
+        if self._clock() - self._failed_at < self._cooldown:
+            raise _BackingOff() from self._last_error
+
+    def clear(self) -> None:
+        """Forgets the keys (and any back-off): the next ``get`` fetches the
+        JWKS. Without the lock, so it never waits for a fetch (a fetch under
+        way may still store what it got)."""
+        self._keys = {}
+        self._fetched_at = -math.inf
+        self._last_unknown_kid_fetch = -math.inf
+        self._failed_at = -math.inf
 
     def cached(self, kid: str) -> Optional[Tuple[str, Any]]:
         """The key for ``kid`` without any I/O; raises ``NeedsFetch`` when
@@ -215,8 +245,15 @@ class _KeySet:
         """The key for ``kid`` (``None``: not in the JWKS), fetching as needed."""
         fetched = False
         if self._stale():
+
+            def stale() -> bool:
+                if not self._stale():
+                    return False
+                self._not_backing_off()
+                return True
+
             try:
-                self._refresh(lambda: self._stale())
+                self._refresh(stale)
                 fetched = True
             except Exception as err:  # noqa: BLE001 (any fetch or parse failure)
                 # A failed refresh keeps the previous keys for at most as long again.
@@ -232,6 +269,7 @@ class _KeySet:
             now = self._clock()
             if now - self._last_unknown_kid_fetch < self._cooldown:
                 return False
+            self._not_backing_off()
             self._last_unknown_kid_fetch = now
             return True
 
@@ -255,8 +293,10 @@ class _KeySet:
             try:
                 self._load()
                 self._last_error = None
+                self._failed_at = -math.inf
             except Exception as err:
                 self._last_error = err
+                self._failed_at = self._clock()
                 raise
             finally:
                 # Counted when done: whoever read the count before this
@@ -290,15 +330,18 @@ def _is_number(v: Any) -> bool:
 class AssertionVerifier:
     """Verifies assertions of one gateway for one origin.
 
-    ``issuer``: the gateway's ``ISSUER`` (exactly the ``iss`` of its tokens).
+    ``issuer``: the gateway's ``ISSUER`` (the ``iss`` of its tokens; trailing
+    slashes are dropped, as the gateway does).
     ``audience``: this origin as the gateway sees it, the URL origin of the
     gateway's ``ORIGIN_URL`` (or a list of them); URLs are compared by their
     origin. ``jwks_url`` defaults to ``<issuer>/.well-known/jwks.json``.
     ``leeway``: clock skew tolerated on ``exp``/``iat``/``nbf``, seconds.
     ``jwks_cache_ttl``: seconds fetched keys are used before the JWKS is
-    fetched again (if that fails, they are used for at most as long again).
-    ``refetch_cooldown``: an unknown ``kid`` fetches the JWKS again at most
-    once per this many seconds. ``clock``: seconds since the epoch.
+    fetched again (if that fails, they are used for at most as long again; a
+    key retired at once at the gateway is trusted until then, see
+    ``clear_key_cache``). ``refetch_cooldown``: an unknown ``kid`` fetches the
+    JWKS again at most once per this many seconds, and a failed fetch is not
+    retried sooner. ``clock``: seconds since the epoch.
     ``fetch_jwks``: ``url -> parsed JSON``, by default ``urllib`` with
     ``jwks_timeout`` seconds.
     """
@@ -316,8 +359,12 @@ class AssertionVerifier:
         clock: Callable[[], float] = time.time,
         fetch_jwks: Optional[Callable[[str], Any]] = None,
     ) -> None:
-        if not isinstance(issuer, str) or not issuer:
+        # The gateway drops trailing slashes from its ISSUER
+        # (``https://auth.example/`` signs ``iss`` ``https://auth.example``):
+        # so does this, so ISSUER can be copied as it is.
+        if not isinstance(issuer, str) or not issuer.rstrip("/"):
             raise TypeError("issuer is required (the gateway's ISSUER)")
+        issuer = issuer.rstrip("/")
         audiences = [audience] if isinstance(audience, str) else list(audience)
         if not audiences or not all(isinstance(a, str) and a for a in audiences):
             raise TypeError("audience is required (this origin as the gateway sees it)")
@@ -326,13 +373,22 @@ class AssertionVerifier:
                 raise TypeError(f"{name} must be a non-negative number")
         self.issuer = issuer
         self.audience: Tuple[str, ...] = tuple(_audience_key(a) for a in audiences)
-        self.jwks_url = jwks_url or issuer.rstrip("/") + "/.well-known/jwks.json"
+        self.jwks_url = jwks_url or issuer + "/.well-known/jwks.json"
         if urlsplit(self.jwks_url).scheme not in ("http", "https"):
             raise TypeError("jwks_url must be an http(s) URL")
         self._leeway = leeway
         self._clock = clock
         fetch = fetch_jwks or (lambda url: _fetch_jwks(url, jwks_timeout))
         self._keys = _KeySet(self.jwks_url, fetch, clock, jwks_cache_ttl, refetch_cooldown)
+
+    def clear_key_cache(self) -> None:
+        """Forgets the cached keys, so the next verification fetches the JWKS.
+        For a key retired at once at the gateway (the ``key_retired``
+        webhook), which an origin otherwise trusts until its cache expires.
+        No I/O, never blocks. A fetch already under way may still store what
+        it got: call it again 5 s later (the gateway's isolates drop the key
+        from their JWKS within 5 s)."""
+        self._keys.clear()
 
     def verify_assertion(self, value: Union[str, Sequence[str], None], *, allow_fetch: bool = True) -> User:
         """Verifies an ``X-Auth-Assertion`` value (a list: every value the
