@@ -67,9 +67,10 @@ export interface Verifier {
   verifyAssertion(value: string | string[] | null | undefined): Promise<PortcullisUser>;
   /**
    * Forgets the cached keys: the next verification fetches the JWKS. Call it on the
-   * gateway's `key_retired` webhook, and again 5 s later.
+   * gateway's `key_retired` webhook, and again after 5 s plus the JWKS fetch timeout.
+   * Optional, so a verifier of your own still fits; `createVerifier`'s always has it.
    */
-  clearKeyCache(): void;
+  clearKeyCache?(): void;
   readonly issuer: string;
   readonly audience: readonly string[];
   readonly jwksUrl: string;

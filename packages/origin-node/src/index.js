@@ -251,7 +251,8 @@ async function importJwk(jwk) {
  * rotation), one fetch at a time. A failed fetch is not retried for
  * `cooldownMs` either: during a JWKS outage requests answer at once (from the
  * cached keys while they may be used, else 503) instead of each waiting for a
- * fetch that is likely to fail again.
+ * fetch that is likely to fail again. `clear` starts a new generation: a fetch
+ * begun before it neither stores its keys nor is joined by later requests.
  */
 class KeySet {
   /** @type {Map<string, PinnedKey>} */
@@ -261,7 +262,9 @@ class KeySet {
   #failedAt = -Infinity;
   /** @type {unknown} */
   #lastError = undefined;
-  /** @type {Promise<void> | null} */
+  /** Bumped by `clear`. */
+  #generation = 0;
+  /** @type {{ generation: number, promise: Promise<void> } | null} */
   #inflight = null;
 
   /**
@@ -272,11 +275,31 @@ class KeySet {
   }
 
   /**
-   * The key named `kid`, or null when the JWKS does not have it.
+   * The key named `kid`, or null when the JWKS does not have it. Answers from
+   * one generation: when `clear` runs meanwhile, it starts over (a few times).
    * @param {string} kid
    * @returns {Promise<PinnedKey | null>}
    */
   async get(kid) {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const generation = this.#generation;
+      let key;
+      try {
+        key = await this.#getOnce(kid);
+      } catch (err) {
+        if (generation === this.#generation) throw err;
+        continue;
+      }
+      if (generation === this.#generation) return key;
+    }
+    throw unavailable(new Error("the key cache was cleared during each fetch"));
+  }
+
+  /**
+   * @param {string} kid
+   * @returns {Promise<PinnedKey | null>}
+   */
+  async #getOnce(kid) {
     let fetched = false;
     if (this.o.clock() - this.#fetchedAt >= this.o.cacheMs) {
       try {
@@ -290,15 +313,21 @@ class KeySet {
     }
     const known = this.#keys.get(kid);
     if (known || fetched) return known ?? null;
-    if (this.#inflight) {
-      await this.#inflight.catch(() => {});
+    const running = this.#current();
+    if (running) {
+      await running.catch(() => {});
       const k = this.#keys.get(kid);
       if (k) return k;
+    }
+    try {
+      // Before the cooldown: an unknown kid whose own fetch failed gets 503, not 401.
+      this.#notBackingOff();
+    } catch (cause) {
+      throw unavailable(cause);
     }
     const now = this.o.clock();
     if (now - this.#lastUnknownKidFetch < this.o.cooldownMs) return null;
     try {
-      this.#notBackingOff();
       this.#lastUnknownKidFetch = now;
       await this.#refresh();
     } catch (cause) {
@@ -307,38 +336,53 @@ class KeySet {
     return this.#keys.get(kid) ?? null;
   }
 
-  /** Throws the last fetch's error while a new fetch would start within `cooldownMs` of it failing. */
-  #notBackingOff() {
-    if (!this.#inflight && this.o.clock() - this.#failedAt < this.o.cooldownMs) throw this.#lastError;
+  /** The fetch under way for the current generation, if any. */
+  #current() {
+    return this.#inflight && this.#inflight.generation === this.#generation ? this.#inflight.promise : null;
   }
 
+  /** Throws the last fetch's error while a new fetch would start within `cooldownMs` of it failing. */
+  #notBackingOff() {
+    if (!this.#current() && this.o.clock() - this.#failedAt < this.o.cooldownMs) throw this.#lastError;
+  }
+
+  /** Joins the current generation's fetch, or starts one. */
   #refresh() {
-    this.#inflight ??= this.#load()
+    const running = this.#current();
+    if (running) return running;
+    const generation = this.#generation;
+    /** @type {Promise<void>} */
+    const promise = this.#load(generation)
       .then(
         () => {
-          this.#failedAt = -Infinity;
+          if (generation === this.#generation) this.#failedAt = -Infinity;
         },
         (err) => {
-          this.#failedAt = this.o.clock();
-          this.#lastError = err;
+          if (generation === this.#generation) {
+            this.#failedAt = this.o.clock();
+            this.#lastError = err;
+          }
           throw err;
         },
       )
       .finally(() => {
-        this.#inflight = null;
+        if (this.#inflight?.promise === promise) this.#inflight = null;
       });
-    return this.#inflight;
+    this.#inflight = { generation, promise };
+    return promise;
   }
 
   /** Forgets the keys (and any back-off): the next `get` fetches the JWKS. */
   clear() {
+    this.#generation += 1;
     this.#keys = new Map();
     this.#fetchedAt = -Infinity;
     this.#lastUnknownKidFetch = -Infinity;
     this.#failedAt = -Infinity;
   }
 
-  async #load() {
+  /** @param {number} generation the generation the fetch belongs to: its keys are dropped after a `clear` */
+  async #load(generation) {
     const res = await this.o.fetch(this.o.url, {
       headers: { accept: "application/json" },
       signal: AbortSignal.timeout(this.o.timeoutMs),
@@ -359,6 +403,7 @@ class KeySet {
     }
     // Two keys under one kid: neither is trusted.
     for (const kid of ambiguous) keys.delete(kid);
+    if (generation !== this.#generation) return;
     this.#keys = keys;
     this.#fetchedAt = this.o.clock();
   }
@@ -478,9 +523,11 @@ export function createVerifier(options) {
   /**
    * Forgets the cached keys, so the next verification fetches the JWKS. For a
    * key retired at once at the gateway (the `key_retired` webhook), which an
-   * origin otherwise trusts until its cache expires. A fetch already under way
-   * may still store what it got: call it again 5 s later (the gateway's
-   * isolates drop the key from their JWKS within 5 s).
+   * origin otherwise trusts until its cache expires. A fetch under way is
+   * neither joined nor stored afterwards. Call it again after 5 s plus the
+   * fetch timeout: the gateway's isolates drop the key from their JWKS within
+   * 5 s, and a fetch begun after the first call may have been answered by one
+   * that still had it.
    */
   function clearKeyCache() {
     keys.clear();

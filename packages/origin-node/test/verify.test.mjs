@@ -323,6 +323,85 @@ test("clearKeyCache forgets the keys: a key retired at the gateway stops verifyi
   assert.equal(gw.fetches, 4);
 });
 
+test("an unknown kid whose own fetch failed gets 503 during the back-off, not 401", async () => {
+  const gw = new FakeGateway();
+  const c = clock();
+  const v = createVerifier(options(gw, { clock: c }));
+  await v.verifyAssertion(gw.assertion({ exp: NOW + 1000 }));
+  gw.failing = true;
+  const stranger = gw.assertion({ exp: NOW + 1000 }, makeKey("EdDSA"));
+  await refused(v, stranger, "jwks_unavailable");
+  assert.equal(gw.fetches, 2);
+  c.advance(1);
+  await refused(v, stranger, "jwks_unavailable");
+  assert.equal(gw.fetches, 2, "no new fetch within the back-off");
+  assert.equal((await v.verifyAssertion(gw.assertion({ exp: NOW + 1000 }))).id, "user-1", "known keys still answer");
+  gw.failing = false;
+  c.advance(4);
+  await refused(v, stranger, "invalid_assertion", /not in the gateway's JWKS/);
+  assert.equal(gw.fetches, 3, "the back-off over: fetched, and the kid is not there");
+});
+
+/** A fetch of `gw`'s JWKS as it is when called, whose first answer waits for `release()`. */
+function heldFirstFetch(gw) {
+  let release;
+  const gate = new Promise((r) => (release = r));
+  let held = true;
+  const fetch = async () => {
+    gw.fetches++;
+    const body = JSON.stringify({ keys: gw.keys.map((k) => k.jwk) });
+    if (held) {
+      held = false;
+      await gate;
+    }
+    return new Response(body, { headers: { "content-type": "application/json" } });
+  };
+  return { fetch, release: () => release() };
+}
+
+const tick = () => new Promise((r) => setImmediate(r));
+
+test("clearKeyCache during a fetch: the fetch's keys are not stored, nor trusted by later requests", async () => {
+  const gw = new FakeGateway();
+  const old = gw.key;
+  const held = heldFirstFetch(gw);
+  const v = createVerifier(options(gw, { fetch: held.fetch }));
+  const a = gw.assertion({ exp: NOW + 1000 }, old);
+  const outcome = (p) =>
+    p.then(
+      () => "verified",
+      (err) => `${err.code}: ${err.detail}`,
+    );
+  const before = outcome(v.verifyAssertion(a));
+  await tick();
+  assert.equal(gw.fetches, 1, "the first fetch, still listing the old key, is under way");
+  const fresh = makeKey("EdDSA");
+  gw.keys = [fresh]; // the old key retired at once
+  v.clearKeyCache();
+  const after = outcome(v.verifyAssertion(a));
+  await tick();
+  held.release();
+  const refusal = "invalid_assertion: the assertion's key is not in the gateway's JWKS";
+  assert.equal(await after, refusal, "a request after the clear does not join the fetch begun before it");
+  assert.equal(await before, refusal, "the request begun before the clear fetched again too");
+  await refused(v, a, "invalid_assertion", /not in the gateway's JWKS/);
+  assert.equal((await v.verifyAssertion(gw.assertion({ exp: NOW + 1000 }, fresh))).id, "user-1");
+  // After the clear: one fetch for the later request, one more (unknown kid) for the earlier one.
+  assert.equal(gw.fetches, 3);
+});
+
+test("clearKeyCache during a fetch: a valid kid is fetched again, not refused from an empty cache", async () => {
+  const gw = new FakeGateway();
+  const held = heldFirstFetch(gw);
+  const v = createVerifier(options(gw, { fetch: held.fetch }));
+  const pending = v.verifyAssertion(gw.assertion({ exp: NOW + 1000 }));
+  await tick();
+  v.clearKeyCache();
+  held.release();
+  assert.equal((await pending).id, "user-1");
+  assert.equal(gw.fetches, 2, "the cleared fetch's keys dropped, the JWKS asked again");
+});
+
 test("missing, empty, repeated, oversized and malformed values are refused", async () => {
   const gw = new FakeGateway();
   const v = createVerifier(options(gw));

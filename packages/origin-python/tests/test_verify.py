@@ -359,6 +359,90 @@ def test_clear_key_cache_forgets_the_keys_so_a_key_retired_at_the_gateway_stops_
     assert gw.fetches == 4
 
 
+def test_an_unknown_kid_whose_own_fetch_failed_gets_503_during_the_back_off_not_401():
+    gw = FakeGateway()
+    clock = Clock()
+    v = AssertionVerifier(**options(gw, clock=clock))
+    v.verify_assertion(gw.assertion(exp=NOW + 1000))
+    gw.failing = True
+    stranger = gw.assertion(key=Key("EdDSA"), exp=NOW + 1000)
+    refused(v, stranger, "jwks_unavailable")
+    assert gw.fetches == 2
+    clock.advance(1)
+    with pytest.raises(NeedsFetch):
+        v.verify_assertion(stranger, allow_fetch=False)
+    refused(v, stranger, "jwks_unavailable")
+    assert gw.fetches == 2, "no new fetch within the back-off"
+    assert v.verify_assertion(gw.assertion(exp=NOW + 1000)).id == "user-1", "known keys still answer"
+    gw.failing = False
+    clock.advance(4)
+    refused(v, stranger, "invalid_assertion", "not in the gateway's JWKS")
+    assert gw.fetches == 3, "the back-off over: fetched, and the kid is not there"
+
+
+class HeldFirstFetch:
+    """``gw``'s JWKS as it is when fetched; the first answer waits for ``release``."""
+
+    def __init__(self, gw: FakeGateway) -> None:
+        self.gw = gw
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self._held = True
+
+    def __call__(self, url: str):
+        doc = self.gw.fetch(url)
+        if self._held:
+            self._held = False
+            self.started.set()
+            assert self.release.wait(5)
+        return doc
+
+
+def test_clear_key_cache_during_a_fetch_its_keys_are_not_stored_nor_trusted_by_later_requests():
+    gw = FakeGateway()
+    old = gw.key
+    held = HeldFirstFetch(gw)
+    lock = CountingLock()
+    v = AssertionVerifier(**options(gw, fetch_jwks=held))
+    v._keys._lock = lock
+    a = gw.assertion(key=old, exp=NOW + 1000)
+
+    def outcome():
+        try:
+            v.verify_assertion(a)
+            return "verified"
+        except PortcullisError as err:
+            return f"{err.code}: {err.detail}"
+
+    with ThreadPoolExecutor(2) as pool:
+        before = pool.submit(outcome)
+        assert held.started.wait(5), "the first fetch, still listing the old key, is under way"
+        fresh = Key("EdDSA")
+        gw.keys = [fresh]  # the old key retired at once
+        v.clear_key_cache()
+        after = pool.submit(outcome)
+        assert lock.wait_for(2)
+        held.release.set()
+        refusal = "invalid_assertion: the assertion's key is not in the gateway's JWKS"
+        assert after.result() == refusal, "a request after the clear does not take the fetch begun before it"
+        assert before.result() == refusal, "the request begun before the clear fetched again too"
+    refused(v, a, "invalid_assertion", "not in the gateway's JWKS")
+    assert v.verify_assertion(gw.assertion(key=fresh, exp=NOW + 1000)).id == "user-1"
+
+
+def test_clear_key_cache_during_a_fetch_a_valid_kid_is_fetched_again_not_refused():
+    gw = FakeGateway()
+    held = HeldFirstFetch(gw)
+    v = AssertionVerifier(**options(gw, fetch_jwks=held))
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(v.verify_assertion, gw.assertion(exp=NOW + 1000))
+        assert held.started.wait(5)
+        v.clear_key_cache()
+        held.release.set()
+        assert pending.result().id == "user-1"
+    assert gw.fetches == 2, "the cleared fetch's keys dropped, the JWKS asked again"
+
+
 def test_a_key_removed_from_the_jwks_stops_verifying_once_the_cache_is_refreshed():
     gw = FakeGateway()
     clock = Clock()

@@ -200,7 +200,9 @@ class _KeySet:
     waited for a fetch use its outcome instead of fetching again. A failed
     fetch is not retried for ``cooldown`` either: during a JWKS outage requests
     answer at once (from the cached keys while they may be used, else 503)
-    instead of each waiting for a fetch that is likely to fail again."""
+    instead of each waiting for a fetch that is likely to fail again.
+    ``clear`` starts a new generation: a fetch begun before it neither stores
+    its keys nor stands in for a fetch of requests that waited for it."""
 
     def __init__(self, url: str, fetch: Callable[[str], Any], clock: Callable[[], float], cache_ttl: float, cooldown: float) -> None:
         self._url = url
@@ -213,8 +215,13 @@ class _KeySet:
         self._last_unknown_kid_fetch = -math.inf
         self._failed_at = -math.inf
         self._attempts = 0
+        self._attempt_generation = 0
         self._last_error: Optional[BaseException] = None
         self._lock = threading.Lock()
+        # Bumped by ``clear``. ``_state`` guards it and what a fetch stores;
+        # never held across I/O, so ``clear`` does not wait for a fetch.
+        self._generation = 0
+        self._state = threading.Lock()
 
     def _stale(self) -> bool:
         return self._clock() - self._fetched_at >= self._ttl
@@ -226,23 +233,43 @@ class _KeySet:
 
     def clear(self) -> None:
         """Forgets the keys (and any back-off): the next ``get`` fetches the
-        JWKS. Without the lock, so it never waits for a fetch (a fetch under
-        way may still store what it got)."""
-        self._keys = {}
-        self._fetched_at = -math.inf
-        self._last_unknown_kid_fetch = -math.inf
-        self._failed_at = -math.inf
+        JWKS. Without the fetch lock, so it never waits for a fetch; a fetch
+        under way does not store what it got."""
+        with self._state:
+            self._generation += 1
+            self._keys = {}
+            self._fetched_at = -math.inf
+            self._last_unknown_kid_fetch = -math.inf
+            self._failed_at = -math.inf
 
     def cached(self, kid: str) -> Optional[Tuple[str, Any]]:
         """The key for ``kid`` without any I/O; raises ``NeedsFetch`` when
         ``get`` would fetch."""
         key = self._keys.get(kid)
-        if self._stale() or (key is None and self._clock() - self._last_unknown_kid_fetch >= self._cooldown):
+        if self._stale():
+            raise NeedsFetch()
+        now = self._clock()
+        if key is None and (now - self._last_unknown_kid_fetch >= self._cooldown or now - self._failed_at < self._cooldown):
             raise NeedsFetch()
         return key
 
     def get(self, kid: str) -> Optional[Tuple[str, Any]]:
-        """The key for ``kid`` (``None``: not in the JWKS), fetching as needed."""
+        """The key for ``kid`` (``None``: not in the JWKS), fetching as needed.
+        Answers from one generation: when ``clear`` runs meanwhile, it starts
+        over (a few times)."""
+        for _ in range(3):
+            generation = self._generation
+            try:
+                key = self._get_once(kid)
+            except Exception:
+                if generation == self._generation:
+                    raise
+                continue
+            if generation == self._generation:
+                return key
+        raise _unavailable() from RuntimeError("the key cache was cleared during each fetch")
+
+    def _get_once(self, kid: str) -> Optional[Tuple[str, Any]]:
         fetched = False
         if self._stale():
 
@@ -266,10 +293,11 @@ class _KeySet:
         def wanted() -> bool:
             if kid in self._keys:
                 return False
+            # Before the cooldown: an unknown kid whose own fetch failed gets 503, not 401.
+            self._not_backing_off()
             now = self._clock()
             if now - self._last_unknown_kid_fetch < self._cooldown:
                 return False
-            self._not_backing_off()
             self._last_unknown_kid_fetch = now
             return True
 
@@ -281,29 +309,39 @@ class _KeySet:
 
     def _refresh(self, wanted: Callable[[], bool]) -> None:
         """Fetches the JWKS if ``wanted()`` (asked under the lock) unless a
-        fetch ran while this thread waited, whose outcome then counts."""
+        fetch of the current generation ran while this thread waited, whose
+        outcome then counts."""
         seen = self._attempts
         with self._lock:
-            if self._attempts != seen:
+            if self._attempts != seen and self._attempt_generation == self._generation:
                 if self._last_error is not None:
                     raise self._last_error
                 return
             if not wanted():
                 return
+            generation = self._generation
             try:
-                self._load()
-                self._last_error = None
-                self._failed_at = -math.inf
+                self._load(generation)
+                with self._state:
+                    if generation == self._generation:
+                        self._last_error = None
+                        self._failed_at = -math.inf
             except Exception as err:
-                self._last_error = err
-                self._failed_at = self._clock()
+                with self._state:
+                    if generation == self._generation:
+                        self._last_error = err
+                        self._failed_at = self._clock()
                 raise
             finally:
                 # Counted when done: whoever read the count before this
-                # fetch ended waited for it, and takes its outcome.
+                # fetch ended waited for it, and takes its outcome (if it is
+                # of the generation they are in).
+                self._attempt_generation = generation
                 self._attempts += 1
 
-    def _load(self) -> None:
+    def _load(self, generation: int) -> None:
+        """Fetches the JWKS; stores its keys unless ``clear`` ran since
+        ``generation``."""
         doc = self._fetch(self._url)
         if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
             raise ValueError("the JWKS has no keys array")
@@ -319,8 +357,11 @@ class _KeySet:
         # Two keys under one kid: neither is trusted.
         for kid in ambiguous:
             del keys[kid]
-        self._keys = keys
-        self._fetched_at = self._clock()
+        with self._state:
+            if generation != self._generation:
+                return
+            self._keys = keys
+            self._fetched_at = self._clock()
 
 
 def _is_number(v: Any) -> bool:
@@ -385,9 +426,11 @@ class AssertionVerifier:
         """Forgets the cached keys, so the next verification fetches the JWKS.
         For a key retired at once at the gateway (the ``key_retired``
         webhook), which an origin otherwise trusts until its cache expires.
-        No I/O, never blocks. A fetch already under way may still store what
-        it got: call it again 5 s later (the gateway's isolates drop the key
-        from their JWKS within 5 s)."""
+        No I/O, never waits for a fetch; a fetch under way does not store
+        what it got. Call it again after 5 s plus the fetch timeout: the
+        gateway's isolates drop the key from their JWKS within 5 s, and a
+        fetch begun after the first call may have been answered by one that
+        still had it."""
         self._keys.clear()
 
     def verify_assertion(self, value: Union[str, Sequence[str], None], *, allow_fetch: bool = True) -> User:
