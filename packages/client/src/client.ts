@@ -480,7 +480,11 @@ export class PortcullisClient {
    * sessions and second factors go: docs/auth-api.md, "Takeover"). A session
    * this client has but cannot refresh (the gateway ended it) rejects, the
    * link unspent; the client is then signed out, and a second call goes
-   * without a session.
+   * without a session. A session that ended or became another account's
+   * while the call waited for its refresh (another tab, a shared storage)
+   * rejects with {@link SESSION_CHANGED}, nothing sent. The gateway confirms
+   * only for a session of the link's own account: signed in as another
+   * account, the link takes its (unverified) account over as well.
    */
   verifyEmail(token: string): Promise<EmailVerified> {
     return this.request<EmailVerified>("POST", "/email/verify", { auth: "if-signed-in", body: { token } });
