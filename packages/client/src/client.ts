@@ -20,7 +20,7 @@
  * same name (the tab that refreshed posts it there), never refreshed again
  * with the spent token.
  */
-import { PortcullisError } from "./errors.js";
+import { PortcullisError, SESSION_CHANGED } from "./errors.js";
 import { memoryStorage, type TokenStorage } from "./storage.js";
 import type {
   AuthResponse,
@@ -77,9 +77,10 @@ export interface ClientOptions {
   /**
    * `"token"` (default): the client keeps the tokens in `storage` and sends
    * `Authorization: Bearer`. `"cookie"`: the gateway runs with
-   * `COOKIE_MODE=true` and keeps them in `HttpOnly` cookies; every request
-   * goes with `credentials: "include"` and `storage` holds only the user and
-   * the expiry.
+   * `COOKIE_MODE=true` and keeps them in `HttpOnly` cookies; the auth calls,
+   * and {@link PortcullisClient.fetch} to the gateway's origin and the
+   * `tokenOrigins`, go with `credentials: "include"`, and `storage` holds
+   * only the user and the expiry.
    */
   mode?: Mode;
   /** Where the session is kept (default {@link memoryStorage}). */
@@ -479,7 +480,11 @@ export class PortcullisClient {
    * sessions and second factors go: docs/auth-api.md, "Takeover"). A session
    * this client has but cannot refresh (the gateway ended it) rejects, the
    * link unspent; the client is then signed out, and a second call goes
-   * without a session.
+   * without a session. A session that ended or became another account's
+   * while the call waited for its refresh (another tab, a shared storage)
+   * rejects with {@link SESSION_CHANGED}, nothing sent. The gateway confirms
+   * only for a session of the link's own account: signed in as another
+   * account, the link takes its (unverified) account over as well.
    */
   verifyEmail(token: string): Promise<EmailVerified> {
     return this.request<EmailVerified>("POST", "/email/verify", { auth: "if-signed-in", body: { token } });
@@ -597,19 +602,26 @@ export class PortcullisClient {
   /**
    * The session to send: refreshed first when its access token is about to
    * expire. If the gateway refuses that refresh, what there is (a session it
-   * ended is forgotten already) — or, `strict`, the refusal.
+   * ended is forgotten already) — or, `strict`, the refusal. `strict` also
+   * rejects with {@link SESSION_CHANGED} when the refresh finds no session
+   * or another account's (another tab signed out, or in as someone else,
+   * while this one waited for the lock): the call was meant for the account
+   * loaded here, and must not go without it or as someone else.
    */
   async #fresh(strict = false): Promise<Stored | null> {
     const state = await this.#load();
     if (state === null || this.#now() < state.expiresAt - Math.min(this.#marginMs, (state.lifetime * 1000) / 2)) {
       return state;
     }
+    let next: Stored | null;
     try {
-      return await this.#refresh(state);
+      next = await this.#refresh(state);
     } catch (err) {
       if (err instanceof PortcullisError && !strict) return this.#load();
       throw err;
     }
+    if (strict && next?.user.id !== state.user.id) throw sessionChanged();
+    return next;
   }
 
   /**
@@ -636,7 +648,8 @@ export class PortcullisClient {
   /**
    * Sends with the session; on a 401 that a refresh can cure, refreshes once
    * and sends once more. `optional`: the session of an `auth: "if-signed-in"`
-   * call, never retried without one.
+   * call, never retried without one nor as another account (that rejects
+   * with {@link SESSION_CHANGED}).
    */
   async #withSession(
     method: string,
@@ -655,6 +668,7 @@ export class PortcullisClient {
     }
     if ((this.mode === "token" && !next?.accessToken) || (optional && next === null)) return res;
     await res.body?.cancel().catch(() => undefined);
+    if (optional && next?.user.id !== state?.user.id) throw sessionChanged();
     return send(next);
   }
 
@@ -1061,12 +1075,24 @@ function sessionOrigins(base: string, pageHref: string | undefined, extra: reado
       url = null;
     }
     const bare = url !== null && url.pathname === "/" && !url.search && !url.hash && !url.username && !url.password;
-    if (url === null || url.origin === "null" || !bare) {
-      throw new TypeError(`tokenOrigins: ${JSON.stringify(entry)} is not an origin (scheme://host[:port])`);
+    const web = url !== null && (url.protocol === "https:" || url.protocol === "http:");
+    // A wildcard is no pattern here: `https://*.example.com` would be taken as a host of that name.
+    if (url === null || url.origin === "null" || !bare || !web || String(entry).includes("*")) {
+      throw new TypeError(`tokenOrigins: ${JSON.stringify(entry)} is not an origin (http(s)://host[:port], no wildcard)`);
     }
     origins.add(url.origin);
   }
   return origins;
+}
+
+/** The client's refusal to send an `auth: "if-signed-in"` call once its session is gone or another's. */
+function sessionChanged(): PortcullisError {
+  return new PortcullisError({
+    status: 0,
+    code: SESSION_CHANGED,
+    title: "Session changed",
+    detail: "the session ended or became another account's while the call waited; nothing was sent",
+  });
 }
 
 /** A channel, or `null` where none can be made (no BroadcastChannel, an opaque origin). */

@@ -18,12 +18,21 @@ export interface Problem {
 export const UNEXPECTED_RESPONSE = "unexpected_response";
 
 /**
+ * The `code` of the client's own refusal (`status` 0, nothing sent): an
+ * `auth: "if-signed-in"` call (`verifyEmail`) found, once it could refresh,
+ * that the session had ended or was another account's (another tab signed
+ * out, or in as someone else, in a shared storage).
+ */
+export const SESSION_CHANGED = "session_changed";
+
+/**
  * A refusal or failure answered by the gateway. `code` is the problem's
  * `code` (`invalid_credentials`, `rate_limited`, `token_expired`, …), or
- * {@link UNEXPECTED_RESPONSE} when the answer was not a problem document.
+ * {@link UNEXPECTED_RESPONSE} when the answer was not a problem document, or
+ * {@link SESSION_CHANGED} (`status` 0) when the client refused to send.
  */
 export class PortcullisError extends Error {
-  /** HTTP status. */
+  /** HTTP status (0: the client's own refusal, {@link SESSION_CHANGED}). */
   readonly status: number;
   /** The problem's stable `code`. */
   readonly code: string;

@@ -14,7 +14,7 @@ export {
   type Mode,
   type RequestOptions,
 } from "./client.js";
-export { PortcullisError, isPortcullisError, parseRetryAfter, UNEXPECTED_RESPONSE, type Problem } from "./errors.js";
+export { PortcullisError, isPortcullisError, parseRetryAfter, SESSION_CHANGED, UNEXPECTED_RESPONSE, type Problem } from "./errors.js";
 export { createCodeChallenge, type CodeChallengePair } from "./pkce.js";
 export { memoryStorage, webStorage, type TokenStorage, type WebStorageLike } from "./storage.js";
 export type * from "./types.js";

@@ -3,7 +3,7 @@
 // Runs against the compiled package (dist/).
 import { test, describe } from "node:test";
 import assert from "node:assert/strict";
-import { PortcullisClient, PortcullisError, memoryStorage, webStorage } from "../dist/index.js";
+import { PortcullisClient, PortcullisError, SESSION_CHANGED, memoryStorage, webStorage } from "../dist/index.js";
 import { PortcullisAdmin } from "../dist/admin.js";
 import { clock, fakeGateway, json, problem } from "./fake-gateway.mjs";
 
@@ -360,6 +360,138 @@ describe("verifyEmail: the signed-in holder confirms, nobody else takes over", (
     assert.equal(await client.getState(), null);
   });
 
+  // Another tab sharing the storage changes it while this one waits for the refresh lock: a
+  // lock that runs `change` (once) before it grants.
+  function racingLocks(change) {
+    let pending = null;
+    return {
+      arm(fn = change) {
+        pending = fn;
+      },
+      async request(name, callback) {
+        const fn = pending;
+        pending = null;
+        if (fn) await fn();
+        return callback();
+      },
+    };
+  }
+
+  /** Another account's stored state, as another tab that signed in as Eve would leave it. */
+  function eve(now, { accessToken = "at-eve", refreshToken = "rt-eve" } = {}) {
+    const state = {
+      v: 1,
+      stamp: "eve-stamp",
+      obtainedAt: now(),
+      expiresAt: now() + 900_000,
+      lifetime: 900,
+      user: { id: "u-eve", email: "eve@example.com", name: "Eve", email_verified: true, session_id: "s-eve" },
+    };
+    return JSON.stringify(accessToken === undefined ? state : { ...state, accessToken, refreshToken });
+  }
+
+  const changed = (e) => e instanceof PortcullisError && e.code === SESSION_CHANGED && e.status === 0;
+
+  test("token mode: another tab signs out while the refresh waits for the lock: rejects, the link not sent", async () => {
+    const gw = fakeGateway();
+    gw.on("POST /auth/email/verify", () => json(200, VERIFIED));
+    const now = clock();
+    const storage = memoryStorage();
+    const locks = racingLocks(() => storage.remove());
+    const client = make(gw, { now, storage, locks });
+    await client.signIn({ email: "ada@example.com", password: PASSWORD });
+    now.advance(880_000);
+    locks.arm();
+    await assert.rejects(client.verifyEmail("ev-1"), changed);
+    assert.equal(gw.count("POST /auth/email/verify"), 0);
+    assert.equal(gw.count("POST /auth/refresh"), 0, "nothing to refresh: the session is gone");
+    // Signed out now, so a second call goes without a session, knowingly.
+    await client.verifyEmail("ev-1");
+    assert.equal(gw.count("POST /auth/email/verify"), 1);
+    assert.equal(gw.requests.at(-1).headers.authorization, undefined);
+  });
+
+  test("token mode: another tab signs in as another account meanwhile: rejects, never sent with its token", async () => {
+    const gw = fakeGateway();
+    gw.on("POST /auth/email/verify", () => json(200, VERIFIED));
+    const now = clock();
+    const storage = memoryStorage();
+    const locks = racingLocks(() => storage.set(eve(now)));
+    const client = make(gw, { now, storage, locks });
+    await client.signIn({ email: "ada@example.com", password: PASSWORD });
+    now.advance(880_000);
+    locks.arm();
+    await assert.rejects(client.verifyEmail("ev-1"), changed);
+    assert.equal(gw.count("POST /auth/email/verify"), 0);
+    assert.equal(gw.count("POST /auth/refresh"), 0);
+    // The other tab's account stays signed in here (the storage is shared): not cleared.
+    assert.equal((await client.getState()).user.email, "eve@example.com");
+  });
+
+  test("the same account refreshed by another tab meanwhile is taken, not refused", async () => {
+    const gw = fakeGateway();
+    gw.on("POST /auth/email/verify", () => json(200, VERIFIED));
+    const now = clock();
+    const storage = memoryStorage();
+    const other = make(gw, { now, storage });
+    const locks = racingLocks(() => other.refresh());
+    const client = make(gw, { now, storage, locks });
+    await client.signIn({ email: "ada@example.com", password: PASSWORD });
+    now.advance(880_000);
+    locks.arm();
+    assert.deepEqual(await client.verifyEmail("ev-1"), VERIFIED);
+    assert.equal(gw.count("POST /auth/refresh"), 1, "the other tab's refresh only");
+    assert.equal(gw.requests.at(-1).headers.authorization, "Bearer at-2");
+  });
+
+  test("cookie mode: a known session that became another account's meanwhile rejects", async () => {
+    const gw = fakeGateway({ cookieMode: true });
+    gw.on("POST /auth/email/verify", () => json(200, VERIFIED));
+    const now = clock();
+    const storage = memoryStorage();
+    const locks = racingLocks(() => storage.set(eve(now, { accessToken: undefined })));
+    const client = make(gw, { mode: "cookie", now, storage, locks });
+    await client.signIn({ email: "ada@example.com", password: PASSWORD });
+    now.advance(880_000);
+    locks.arm();
+    await assert.rejects(client.verifyEmail("ev-1"), changed);
+    assert.equal(gw.count("POST /auth/email/verify"), 0);
+    locks.arm(() => storage.remove());
+    await client.signIn({ email: "ada@example.com", password: PASSWORD });
+    now.advance(880_000);
+    await assert.rejects(client.verifyEmail("ev-1"), changed);
+    assert.equal(gw.count("POST /auth/email/verify"), 0);
+  });
+
+  test("a 401 invalid_token whose refresh finds another account or none: rejects, not sent again", async () => {
+    const gw = fakeGateway();
+    gw.on("POST /auth/email/verify", (req) =>
+      req.headers.authorization === "Bearer at-1"
+        ? problem(401, "token_expired", { headers: { "www-authenticate": INVALID_TOKEN } })
+        : json(200, VERIFIED),
+    );
+    const now = clock();
+    const storage = memoryStorage();
+    const locks = racingLocks(() => storage.set(eve(now)));
+    const client = make(gw, { now, storage, locks });
+    await client.signIn({ email: "ada@example.com", password: PASSWORD });
+    locks.arm();
+    await assert.rejects(client.verifyEmail("ev-1"), changed);
+    assert.deepEqual(gw.of("POST /auth/email/verify").map((r) => r.headers.authorization), ["Bearer at-1"]);
+
+    // Signed out by another tab instead: the 401 comes back, the link never sent without a session.
+    await storage.remove();
+    await client.signIn({ email: "ada@example.com", password: PASSWORD });
+    gw.on("POST /auth/email/verify", (req) =>
+      req.headers.authorization === "Bearer at-2"
+        ? problem(401, "token_expired", { headers: { "www-authenticate": INVALID_TOKEN } })
+        : json(200, VERIFIED),
+    );
+    locks.arm(() => storage.remove());
+    await assert.rejects(client.verifyEmail("ev-2"), (e) => e instanceof PortcullisError && e.status === 401);
+    assert.deepEqual(gw.of("POST /auth/email/verify").map((r) => r.headers.authorization), ["Bearer at-1", "Bearer at-2"]);
+  });
+
   test("request() takes auth: \"if-signed-in\" for other calls of the kind", async () => {
     const { gw, client, last } = await signedIn();
     await client.request("POST", "/custom", { auth: "if-signed-in", body: {} });
@@ -515,7 +647,18 @@ describe("the fetch wrapper", () => {
       await client.fetch(url);
       assert.equal(gw.requests.at(-1).headers.authorization, sent ? `Bearer ${token}` : undefined, url);
     }
-    for (const bad of ["https://api.example.com/v1", "https://api.example.com/?x=1", "api.example.com", "file:///etc/passwd", "https://u:p@api.example.com"]) {
+    for (const bad of [
+      "https://api.example.com/v1",
+      "https://api.example.com/?x=1",
+      "api.example.com",
+      "file:///etc/passwd",
+      "https://u:p@api.example.com",
+      "https://*.example.com",
+      "https://api.*",
+      "ws://api.example.com",
+      "wss://api.example.com",
+      "ftp://api.example.com",
+    ]) {
       assert.throws(() => make(gw, { tokenOrigins: [bad] }), TypeError, bad);
     }
     assert.throws(() => make(gw, { tokenOrigins: "https://api.example.com" }), TypeError);
