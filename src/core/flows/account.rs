@@ -272,11 +272,11 @@ where
         self.throttle(meta, rng, Endpoint::Login, email.as_str()).await?;
         // While the account's back-off lasts the password is not even looked
         // at; an attempt it admits is counted as a failure from here on.
-        let counted = self.login_backoff(meta, rng, email.as_str()).await?;
+        let admitted = self.login_backoff(meta, rng, email.as_str()).await?;
         let checked = self.check_password(&email, req.password).await;
         // Any end but the right password (an error too) is no longer in flight.
         if !matches!(checked, Ok(PasswordCheck::Right { .. })) {
-            self.settle_login_attempt(counted, email.as_str()).await;
+            self.settle_login_attempt(admitted, email.as_str()).await;
         }
         let (user, hash, password) = match checked? {
             PasswordCheck::Right { user, hash, password } => (user, hash, password),
@@ -286,7 +286,7 @@ where
             }
         };
         // The right password: the attempt counted on admission was no failure.
-        if counted.is_some() {
+        if admitted.is_some() {
             self.store.clear_login_failures(email.as_str()).await?;
         }
         if user.banned {

@@ -361,9 +361,7 @@ where
     /// path, which reads no D1, within `REVOCATION_LAG`
     /// ([`crate::core::revocation`]).
     pub async fn authenticate(&self, meta: &Meta, bearer: Option<&str>) -> Result<Principal, Error> {
-        let raw = bearer.ok_or(Error::InvalidToken(TokenError::Missing))?;
-        let verified = verify_token(raw, self.keys, &self.expectations(meta), meta.now).await?;
-        let c = verified.claims;
+        let c = self.bearer_token(meta, bearer).await?.claims;
         let session = match self.store.session_by_id(&c.sid).await? {
             Some(s) if s.user_id == c.sub && s.is_live(meta.now, self.config.session_max_age_secs) => s,
             _ => return Err(Error::InvalidToken(TokenError::SessionRevoked)),
@@ -383,8 +381,14 @@ where
     /// request with no valid token is refused 401 whatever its body. The
     /// flow then [authenticates](Self::authenticate) it, session and all.
     pub async fn check_bearer(&self, meta: &Meta, bearer: Option<&str>) -> Result<(), Error> {
+        self.bearer_token(meta, bearer).await.map(drop)
+    }
+
+    /// The presented access token verified (signature, claims, expiry);
+    /// 401 `missing_token` when there is none.
+    async fn bearer_token(&self, meta: &Meta, bearer: Option<&str>) -> Result<VerifiedToken, Error> {
         let raw = bearer.ok_or(Error::InvalidToken(TokenError::Missing))?;
-        verify_token(raw, self.keys, &self.expectations(meta), meta.now).await.map(drop)
+        verify_token(raw, self.keys, &self.expectations(meta), meta.now).await
     }
 
     /// The caller's session as a write made on their behalf checks it (see

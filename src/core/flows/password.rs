@@ -163,14 +163,14 @@ where
         // password: it is held to the login's limits and back-off, and a
         // wrong one is a failed login.
         self.throttle(meta, rng, Endpoint::Login, &user.email).await?;
-        let counted = self.login_backoff(meta, rng, &user.email).await?;
+        let admitted = self.login_backoff(meta, rng, &user.email).await?;
         if !current.verify(&old) {
-            self.settle_login_attempt(counted, &user.email).await;
+            self.settle_login_attempt(admitted, &user.email).await;
             let failed = login_failed_event(&user.email, "invalid_current_password", meta);
             self.emit(meta, rng, vec![failed]).await?;
             return Err(wrong_current_password());
         }
-        if counted.is_some() {
+        if admitted.is_some() {
             self.store.clear_login_failures(&user.email).await?;
         }
         let hash = PasswordHash::create(&new, &self.config.hash_params, rng.bytes::<16>())?;
