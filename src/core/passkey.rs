@@ -296,7 +296,17 @@ fn read_cose(d: &mut Decoder<'_>) -> Result<PublicKey, Error> {
         _ => None,
     };
     match (alg, kty, crv) {
-        (Alg::EdDsa, Some(KTY_OKP), Some(CRV_ED25519)) => Ok(PublicKey::Ed25519(coordinate(bytes(minus_2))?)),
+        (Alg::EdDsa, Some(KTY_OKP), Some(CRV_ED25519)) => {
+            let x = coordinate(bytes(minus_2))?;
+            // A small-order point (the identity among them) lets anyone forge
+            // a signature for it, and the runtime's verify (cofactorless, as
+            // RFC 8032 allows) does not refuse one: only the canonical
+            // encoding of a point of large order is a key (RFC 8032 §5.1.3).
+            ed25519_compact::PublicKey::new(x)
+                .validate()
+                .map_err(|_| malformed("the Ed25519 key is a small-order point or not canonically encoded"))?;
+            Ok(PublicKey::Ed25519(x))
+        }
         (Alg::Es256, Some(KTY_EC2), Some(CRV_P256)) => {
             // Whether the point is on the curve is the runtime's to say
             // ([`crate::core::ports::PasskeyVerifier::accepts_key`]): its
@@ -858,10 +868,38 @@ mod tests {
         cose(&[(1, int(1)), (3, int(-8)), (-1, int(6)), (-2, bstr(x))])
     }
 
+    /// A real Ed25519 public key (a point of large order), from `seed`.
+    fn ed_point(seed: u8) -> [u8; 32] {
+        *ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([seed; 32])).pk
+    }
+
+    #[test]
+    fn weak_ed25519_keys_are_refused() {
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        // y = 2^255 - 20 (= p - 1, order 2), y = 0 (order 4), and the
+        // identity with its x sign bit set ("negative zero").
+        let mut minus_one = [0xff; 32];
+        minus_one[0] = 0xec;
+        minus_one[31] = 0x7f;
+        let zero = [0u8; 32];
+        let mut neg_identity = identity;
+        neg_identity[31] |= 0x80;
+        // y = p + 1: the identity, not canonically encoded.
+        let mut non_canonical = [0xff; 32];
+        non_canonical[0] = 0xee;
+        non_canonical[31] = 0x7f;
+        for weak in [identity, minus_one, zero, neg_identity, non_canonical, [0xff; 32]] {
+            let e = PublicKey::from_cose(&ed_key(&weak)).unwrap_err();
+            assert_eq!(e.problem().code, "invalid_credential", "{weak:?}");
+        }
+        assert!(PublicKey::from_cose(&ed_key(&ed_point(1))).is_ok());
+    }
+
     #[test]
     fn an_ed25519_cose_key_reads_and_other_algorithms_are_named() {
-        let k = PublicKey::from_cose(&ed_key(&[7; 32])).unwrap();
-        assert_eq!((k.alg(), &k), (Alg::EdDsa, &PublicKey::Ed25519([7; 32])));
+        let k = PublicKey::from_cose(&ed_key(&ed_point(7))).unwrap();
+        assert_eq!((k.alg(), &k), (Alg::EdDsa, &PublicKey::Ed25519(ed_point(7))));
         // RS384 (-258 = 0x39 0x01 0x01) is not offered.
         let rs = cose(&[(1, int(3)), (3, vec![0x39, 0x01, 0x01])]);
         assert_eq!(PublicKey::from_cose(&rs).unwrap_err().problem().code, "unsupported_algorithm");
@@ -924,7 +962,7 @@ mod tests {
             no_y,
             cose(&[(1, int(2)), (3, int(-8)), (-1, int(6)), (-2, bstr(&[7; 32]))]),
             cose(&[(1, int(1)), (-1, int(6)), (-2, bstr(&[7; 32]))]),
-            [ed_key(&[7; 32]), vec![0]].concat(),
+            [ed_key(&ed_point(7)), vec![0]].concat(),
             // An indefinite-length map.
             vec![0xbf, 0x01, 0x01, 0xff],
         ];
@@ -957,13 +995,13 @@ mod tests {
         bytes.extend([0; 16]);
         bytes.extend(3u16.to_be_bytes());
         bytes.extend([9, 9, 9]);
-        bytes.extend(ed_key(&[5; 32]));
+        bytes.extend(ed_key(&ed_point(5)));
         let d = AuthenticatorData::parse(&bytes).unwrap();
         assert!(d.flags.user_present() && d.flags.user_verified() && d.flags.backup_eligible());
         assert!(!d.flags.backed_up());
         assert_eq!(d.sign_count, 7);
         let a = d.attested.clone().unwrap();
-        assert_eq!((a.credential_id, a.public_key), (vec![9, 9, 9], PublicKey::Ed25519([5; 32])));
+        assert_eq!((a.credential_id, a.public_key), (vec![9, 9, 9], PublicKey::Ed25519(ed_point(5))));
         assert!(check_authenticator_data(&d, &rp).is_ok());
         let other = RelyingParty::new("evil.com".into(), vec![], "E".into());
         assert_eq!(check_authenticator_data(&d, &other).unwrap_err().problem().code, "rp_id_mismatch");

@@ -529,6 +529,37 @@ fn unknown_credentials_bad_signatures_and_foreign_user_handles_are_refused() {
 }
 
 #[test]
+fn a_small_order_ed25519_key_neither_registers_nor_signs_in() {
+    let (w, rng) = (world(), &mut TestRandom(17));
+    let s = signup_at(&w, rng, T0, ADA, PW);
+    // The identity point: R = identity, S = 0 "verifies" for it whenever the
+    // challenge hash is a multiple of 8, which anyone can arrange.
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let weak = [vec![0xa4, 0x01, 0x01, 0x03, 0x27, 0x20, 0x06, 0x21, 0x58, 32], identity.to_vec()].concat();
+    let mut a = Authenticator::ed25519(3);
+    let options = register_options(&w, rng, T0, &s).unwrap();
+    let mut credential = a.create(&options, ORIGIN);
+    let object = URL_SAFE_NO_PAD.decode(&credential.response.attestation_object).unwrap();
+    let good = a.cose_key();
+    let at = object.windows(good.len()).position(|win| win == good.as_slice()).unwrap();
+    let planted = [&object[..at], &weak[..], &object[at + good.len()..]].concat();
+    credential.response.attestation_object = b64(&planted);
+    assert_eq!(code(register_with(&w, rng, T0, &s, credential)), "invalid_credential");
+    assert!(w.store.passkeys.borrow().is_empty());
+
+    // One stored before the check (written straight into the store) cannot
+    // sign in: refused, not a 500.
+    register(&w, rng, T0, &s, &a);
+    w.store.passkeys.borrow_mut()[0].public_key = b64(&weak);
+    let o = login_options(&w, rng, T0 + 10, Some(ADA));
+    let mut forged = a.get(&o, ORIGIN, None);
+    forged.response.signature = b64([identity.to_vec(), vec![0; 32]].concat());
+    assert_eq!(code(login_verify(&w, rng, T0 + 10, &o, forged)), "invalid_signature");
+    assert_eq!(w.events.count("login"), 0);
+}
+
+#[test]
 fn malformed_credentials_are_400_with_a_stable_code_and_write_nothing() {
     let (w, rng) = (world(), &mut TestRandom(6));
     let s = signup_at(&w, rng, T0, ADA, PW);

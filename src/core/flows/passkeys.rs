@@ -583,8 +583,13 @@ where
             return Err(unknown_credential());
         };
         let key = decode_b64url(&passkey.public_key, passkey::MAX_ATTESTATION_OBJECT_BYTES, "stored key")
-            .and_then(|k| PublicKey::from_cose(&k))
-            .map_err(|_| Error::Internal(format!("passkey {}: the stored public key does not parse", passkey.id)))?;
+            .and_then(|k| PublicKey::from_cose(&k));
+        // A key stored before a check that now refuses it (a weak Ed25519
+        // point) verifies nothing: the sign-in is refused, not answered 500.
+        let Ok(key) = key else {
+            self.passkey_failed(meta, rng, &user, "invalid_signature").await?;
+            return Err(refused("invalid_signature", "the passkey's stored key cannot verify a signature"));
+        };
         let mut signed = a.auth_data_bytes.clone();
         signed.extend_from_slice(&a.client_hash);
         if !verifier.verify_passkey(&key, &signed, &a.signature).await? {
