@@ -170,9 +170,15 @@ impl Isolate {
 
     /// The gateway's own judgement at `now` (seconds), nothing loaded.
     fn decide_raw(&mut self, req: &Req, url: &str, now: i64) -> Decision<Identity> {
+        self.decide_raw_at(req, url, now * 1000, true)
+    }
+
+    /// As [`Isolate::decide_raw`], at `now_ms`, with or without a role
+    /// refusal's recheck.
+    fn decide_raw_at(&mut self, req: &Req, url: &str, now_ms: i64, recheck_roles: bool) -> Decision<Identity> {
         let url = RequestUrl::new(url.to_string()).unwrap();
         let path = portcullis::core::gateway::policy::normalise_path(url.path()).unwrap();
-        self.gw.decide(req, &url, &path, &self.cfg, &self.ops, now * 1000)
+        self.gw.decide(req, &url, &path, &self.cfg, &self.ops, now_ms, recheck_roles)
     }
 
     /// Reads the revocation log when the decision asks, as the edge's
@@ -180,8 +186,15 @@ impl Isolate {
     /// 503 when the set may not be used and cannot be read, or is still
     /// unusable after the read.
     fn ensure_read(&mut self, now: i64) -> Result<(), Error> {
-        let (now_ms, lag) = (now * 1000, self.cfg.revocation_lag_secs);
+        self.ensure_read_at(now * 1000, false)
+    }
+
+    /// As [`Isolate::ensure_read`] at `now_ms`; with `recheck`, a read in
+    /// any case (the edge's `recheck_read`: one that begins now).
+    fn ensure_read_at(&mut self, now_ms: i64, recheck: bool) -> Result<(), Error> {
+        let (now, lag) = (now_ms / 1000, self.cfg.revocation_lag_secs);
         match self.gw.revocations.before_use(now_ms, lag) {
+            BeforeUse::Use if recheck => {}
             BeforeUse::Use => return Ok(()),
             BeforeUse::FailClosed => return Err(unreadable()),
             BeforeUse::Read => {}
@@ -199,13 +212,29 @@ impl Isolate {
     /// Decides as the edge does before any key load: reading the revocation
     /// log first when asked, then asking again.
     fn decide(&mut self, req: &Req, url: &str, now: i64) -> Decision<Identity> {
-        match self.decide_raw(req, url, now) {
-            Decision::LoadRevocations => match self.ensure_read(now) {
-                Ok(()) => self.decide_raw(req, url, now),
-                Err(e) => Decision::Refuse(e),
-            },
-            d => d,
+        self.decide_at(req, url, now * 1000)
+    }
+
+    /// As [`Isolate::decide`] at `now_ms`: a role refusal by a copy older
+    /// than the token is read again once, as the edge does.
+    fn decide_at(&mut self, req: &Req, url: &str, now_ms: i64) -> Decision<Identity> {
+        let mut recheck = true;
+        let mut d = self.decide_raw_at(req, url, now_ms, recheck);
+        for _ in 0..2 {
+            let read = match d {
+                Decision::LoadRevocations => self.ensure_read_at(now_ms, false),
+                Decision::RecheckRevocations => {
+                    recheck = false;
+                    self.ensure_read_at(now_ms, true)
+                }
+                _ => break,
+            };
+            if let Err(e) = read {
+                return Decision::Refuse(e);
+            }
+            d = self.decide_raw_at(req, url, now_ms, recheck);
         }
+        d
     }
 
     /// Decides as the edge's `forward` does: reading revocations and loading
@@ -699,6 +728,58 @@ fn a_token_claiming_a_role_its_user_lost_is_refused_and_its_refreshed_token_pass
     let refreshed = i.token("root", &["editor"], 11);
     forwarded(i.decide(&Req::get().bearer(&refreshed), EDITORS, 12));
     assert_eq!(refused(i.decide(&Req::get().bearer(&refreshed), ADMIN, 12)), (403, "insufficient_role"));
+}
+
+#[test]
+fn a_token_minted_after_a_grant_the_copy_has_not_read_passes_after_one_read() {
+    let mut i = Isolate::new(&[]);
+    let editor = Revoked::Roles { user_id: "root".into(), roles: vec!["editor".into()] };
+    i.revoke(1, editor);
+    // The copy (read at 11 s, a lag after its first read) holds {editor}.
+    forwarded(i.decide(&Req::get().bearer(&i.token("other", &[], 11)), API, 11));
+    // billing is granted at 12 s, and a sign-in then gets a token with it.
+    i.revoke(12, Revoked::Roles { user_id: "root".into(), roles: vec!["billing".into(), "editor".into()] });
+    let t = i.token("root", &["billing", "editor"], 12);
+    // The copy refuses it for a role, but was read before the token could
+    // have been minted: it asks for a read, and then the token passes.
+    assert!(matches!(i.decide_raw_at(&Req::get().bearer(&t), API, 12_500, true), Decision::RecheckRevocations));
+    forwarded(i.decide_at(&Req::get().bearer(&t), API, 12_500));
+    forwarded(i.decide_at(&Req::get().bearer(&t), EDITORS, 12_600));
+    // A role the user does not hold: refused after the read; without the
+    // recheck (the edge's second ask) the refusal stands.
+    let other = i.token("root", &["admin"], 12);
+    assert!(matches!(i.decide_raw_at(&Req::get().bearer(&other), API, 13_600, true), Decision::RecheckRevocations));
+    assert_eq!(refused(i.decide_raw_at(&Req::get().bearer(&other), API, 13_600, false)), (401, "token_revoked"));
+    assert_eq!(refused(i.decide_at(&Req::get().bearer(&other), API, 13_600)), (401, "token_revoked"));
+}
+
+#[test]
+fn a_role_removed_right_after_a_sign_in_is_refused_after_a_read_while_the_copy_is_not_newer() {
+    let mut i = Isolate::new(&[]);
+    let admin = i.token("root", &["admin", "editor"], 20);
+    forwarded(i.decide(&Req::get().bearer(&admin), ADMIN, 20));
+    i.revoke(21, Revoked::Roles { user_id: "root".into(), roles: vec!["editor".into()] });
+    // Read at 31 s (a lag old): the copy has the removal, and is new
+    // enough to answer for a token of 20 s at once.
+    assert_eq!(refused(i.decide(&Req::get().bearer(&admin), ADMIN, 31)), (401, "token_revoked"));
+    assert_eq!(refused(i.decide_raw(&Req::get().bearer(&admin), API, 32)), (401, "token_revoked"));
+
+    // A token of the second the copy was read in (a refresh racing the
+    // removal): checked against a new read while the copy is not newer
+    // than it by the margin (5 s), and refused all the same.
+    let fresh = i.token("root", &["admin"], 32);
+    for ms in (32_000..40_000).step_by(500) {
+        let rechecks =
+            matches!(i.decide_raw_at(&Req::get().bearer(&fresh), API, ms, true), Decision::RecheckRevocations);
+        assert_eq!(rechecks, ms <= 37_000, "{ms}");
+        assert_eq!(refused(i.decide_at(&Req::get().bearer(&fresh), API, ms)), (401, "token_revoked"), "{ms}");
+    }
+
+    // A revoked session is never rechecked, however new its token.
+    i.revoke(40, session_of("u9"));
+    forwarded(i.decide(&Req::get().bearer(&i.token("other", &[], 51)), API, 51));
+    let t = i.token("u9", &[], 51);
+    assert_eq!(refused(i.decide_raw_at(&Req::get().bearer(&t), API, 51_100, true)), (401, "token_revoked"));
 }
 
 #[test]

@@ -30,7 +30,7 @@
 use crate::core::error::{Error, TokenError};
 use crate::core::ids::{SessionId, UserId};
 use crate::core::ports::RevocationStore;
-use crate::core::revocation::{stands, LogRead, Readiness, RevocationSet, Revocations, PAGE_ROWS};
+use crate::core::revocation::{stands, LogRead, Readiness, RevocationSet, Revocations, MINTED_MARGIN_MS, PAGE_ROWS};
 use crate::core::time::UnixTime;
 use crate::core::users::Role;
 
@@ -126,7 +126,7 @@ impl RevocationCopy {
     /// What a request that checks a token at `now_ms` must do first (module
     /// docs).
     pub fn before_use(&self, now_ms: i64, lag_secs: u64) -> BeforeUse {
-        let can_read = || self.read_under_way(now_ms, lag_secs).is_some() || self.may_start(now_ms, lag_secs);
+        let can_read = || self.can_read(now_ms, lag_secs);
         match self.readiness(now_ms, lag_secs) {
             Readiness::Fresh | Readiness::Refresh => BeforeUse::Use,
             // A read failed (or was lost) since the copy was read: it serves
@@ -143,6 +143,24 @@ impl RevocationCopy {
     /// revoked by the set as it is (ask [`RevocationCopy::before_use`] first).
     pub fn refuses(&self, sid: &SessionId, sub: &UserId, roles: &[Role]) -> bool {
         self.set().refuses(sid, sub, roles)
+    }
+
+    /// Whether a refusal of a token of session `sid` issued at `iat` may be
+    /// the copy's own staleness (module docs of
+    /// [`crate::core::revocation`]): its session is not revoked, so a role
+    /// refused it, and the copy's read began before the token may have been
+    /// minted ([`MINTED_MARGIN_MS`] after `iat`) — a role granted just
+    /// before may be missing from the copy. A read that began after the
+    /// request arrived answers for certain (the edge's `recheck_read`).
+    pub fn may_miss_a_grant(&self, sid: &SessionId, iat: UnixTime) -> bool {
+        let minted_by = iat.0.saturating_mul(1000).saturating_add(MINTED_MARGIN_MS);
+        !self.set().revokes_session(sid) && self.revocations.read_at_ms().is_none_or(|read_at| read_at < minted_by)
+    }
+
+    /// Whether a read can be had at `now_ms`: one is under way, or one may
+    /// start.
+    fn can_read(&self, now_ms: i64, lag_secs: u64) -> bool {
+        self.read_under_way(now_ms, lag_secs).is_some() || self.may_start(now_ms, lag_secs)
     }
 
     /// Starts a read at `now_ms` (the caller reads the log after the
