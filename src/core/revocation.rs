@@ -91,8 +91,9 @@ pub const FAIL_CLOSED_LAGS: i64 = 3;
 pub const IN_FLIGHT_MARGIN_SECS: u64 = 300;
 /// How long after a token's `iat` it may have been minted, in
 /// milliseconds, as this isolate's clock reads it: the rest of the `iat`
-/// second, and another isolate's clock up to four seconds ahead. A copy
-/// whose read began later holds every grant the token's roles came from.
+/// second, and a minting isolate's clock up to four seconds behind this
+/// one's. A copy whose read began later holds every grant the token's
+/// roles came from.
 pub const MINTED_MARGIN_MS: i64 = 5_000;
 /// Rows asked for per read of the log.
 pub const PAGE_ROWS: u32 = 5_000;

@@ -86,30 +86,37 @@ pub async fn ensure_read(env: &Env, ctx: &worker::Context, cfg: &Rc<Config>) -> 
         BeforeUse::FailClosed => return Err(unreadable()),
         BeforeUse::Read => {}
     }
-    join_or_start_read(env, ctx, cfg, now_ms).await;
+    join_or_start_read(env, ctx, cfg, now_ms, None).await;
     usable_after_read(cfg)
 }
 
 /// Reads the set again for a role refusal by a copy older than the token
-/// (`Decision::RecheckRevocations`): waits for a read that began at or
-/// after `arrival_ms` — the request's arrival, after the token was minted,
-/// so such a read holds every grant the token's roles came from. The read
-/// under way if it began then, else a new one once it ends (two at most,
-/// each waited for until it counts as lost). 503 when the set is unusable
-/// after it.
+/// (`Decision::RecheckRevocations`): makes sure the copy was read by a read
+/// that began at or after `arrival_ms` — the request's arrival, after the
+/// token was minted, so such a read holds every grant the token's roles
+/// came from. None is needed if one was installed meanwhile; else the read
+/// under way if it began then, or a new one once it ends — waiting a lag
+/// at most in all. 503 when no such read could be had (D1 failing or slow:
+/// the refusal cannot be told from a grant the copy lacks).
 pub async fn recheck_read(env: &Env, ctx: &worker::Context, cfg: &Rc<Config>, arrival_ms: i64) -> Result<(), Error> {
+    let deadline = lost_at_ms(arrival_ms, cfg.revocation_lag_secs);
     for _ in 0..2 {
-        if join_or_start_read(env, ctx, cfg, platform::now_ms()).await >= arrival_ms {
+        let now_ms = platform::now_ms();
+        if isolate::with(|g| g.revocations.read_since(arrival_ms)) || now_ms >= deadline {
             break;
         }
+        join_or_start_read(env, ctx, cfg, now_ms, Some(deadline)).await;
+    }
+    if !isolate::with(|g| g.revocations.read_since(arrival_ms)) {
+        return Err(unreadable());
     }
     usable_after_read(cfg)
 }
 
 /// Waits for the read under way at `now_ms`, or starts one and waits for
 /// it, at most until it counts as lost (a D1 that hangs gives 503s, not
-/// requests held open); when the read waited for began.
-async fn join_or_start_read(env: &Env, ctx: &worker::Context, cfg: &Rc<Config>, now_ms: i64) -> i64 {
+/// requests held open) or until `deadline_ms`, if sooner.
+async fn join_or_start_read(env: &Env, ctx: &worker::Context, cfg: &Rc<Config>, now_ms: i64, deadline_ms: Option<i64>) {
     let lag = cfg.revocation_lag_secs;
     let under_way = isolate::with(|g| g.revocations.read_under_way(now_ms, lag));
     let waiting = under_way.and_then(|began| {
@@ -129,11 +136,11 @@ async fn join_or_start_read(env: &Env, ctx: &worker::Context, cfg: &Rc<Config>, 
             (read, now_ms)
         }
     };
-    let wait_ms = lost_at_ms(began, lag).saturating_sub(now_ms).clamp(0, i64::from(u32::MAX));
+    let until = deadline_ms.map_or(lost_at_ms(began, lag), |d| d.min(lost_at_ms(began, lag)));
+    let wait_ms = until.saturating_sub(now_ms).clamp(0, i64::from(u32::MAX));
     let wait = js::settles_within(&promise, u32::try_from(wait_ms).unwrap_or(u32::MAX));
     // The read resolves whether or not it succeeded; what it installed decides.
     let _ = JsFuture::from(wait).await;
-    began
 }
 
 /// 503 when the set is still unusable after a read.

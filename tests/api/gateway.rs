@@ -186,50 +186,72 @@ impl Isolate {
     /// 503 when the set may not be used and cannot be read, or is still
     /// unusable after the read.
     fn ensure_read(&mut self, now: i64) -> Result<(), Error> {
-        self.ensure_read_at(now * 1000, false)
+        self.ensure_read_at(now * 1000)
     }
 
-    /// As [`Isolate::ensure_read`] at `now_ms`; with `recheck`, a read in
-    /// any case (the edge's `recheck_read`: one that begins now).
-    fn ensure_read_at(&mut self, now_ms: i64, recheck: bool) -> Result<(), Error> {
-        let (now, lag) = (now_ms / 1000, self.cfg.revocation_lag_secs);
-        match self.gw.revocations.before_use(now_ms, lag) {
-            BeforeUse::Use if recheck => {}
+    /// As [`Isolate::ensure_read`], at `now_ms`.
+    fn ensure_read_at(&mut self, now_ms: i64) -> Result<(), Error> {
+        match self.gw.revocations.before_use(now_ms, self.cfg.revocation_lag_secs) {
             BeforeUse::Use => return Ok(()),
             BeforeUse::FailClosed => return Err(unreadable()),
             BeforeUse::Read => {}
         }
-        let retention = retention_secs(self.cfg.access_ttl_secs);
-        let cursor = self.gw.revocations.begin_read(now_ms);
-        let rows = block_on(read(&self.store, cursor, UnixTime(now), retention)).ok();
-        self.gw.revocations.end_read(now_ms, rows, UnixTime(now), retention);
-        if self.gw.revocations.unusable(now_ms, lag) {
+        self.read_now(now_ms);
+        self.usable_after_read(now_ms)
+    }
+
+    /// The edge's `recheck_read` for a request that arrived at `now_ms`: a
+    /// read that began then or later, unless one was installed already; 503
+    /// when none could be had.
+    fn recheck_read_at(&mut self, now_ms: i64) -> Result<(), Error> {
+        if !self.gw.revocations.read_since(now_ms) {
+            self.read_now(now_ms);
+        }
+        if !self.gw.revocations.read_since(now_ms) {
             return Err(unreadable());
         }
-        Ok(())
+        self.usable_after_read(now_ms)
     }
 
-    /// Decides as the edge does before any key load: reading the revocation
-    /// log first when asked, then asking again.
-    fn decide(&mut self, req: &Req, url: &str, now: i64) -> Decision<Identity> {
-        self.decide_at(req, url, now * 1000)
+    /// A read of the log from the store (which may fail), begun and ended
+    /// at `now_ms`.
+    fn read_now(&mut self, now_ms: i64) {
+        let (now, retention) = (UnixTime(now_ms / 1000), retention_secs(self.cfg.access_ttl_secs));
+        let cursor = self.gw.revocations.begin_read(now_ms);
+        let rows = block_on(read(&self.store, cursor, now, retention)).ok();
+        self.gw.revocations.end_read(now_ms, rows, now, retention);
     }
 
-    /// As [`Isolate::decide`] at `now_ms`: a role refusal by a copy older
-    /// than the token is read again once, as the edge does.
-    fn decide_at(&mut self, req: &Req, url: &str, now_ms: i64) -> Decision<Identity> {
+    fn usable_after_read(&self, now_ms: i64) -> Result<(), Error> {
+        match self.gw.revocations.unusable(now_ms, self.cfg.revocation_lag_secs) {
+            true => Err(unreadable()),
+            false => Ok(()),
+        }
+    }
+
+    /// Decides as the edge's `forward` does at `now_ms`: reading the
+    /// revocation log when asked (a role refusal's recheck once, then
+    /// asking without it), with `load_keys` loading the keys when asked too
+    /// (the reload an unknown kid may cause included), then asking again.
+    fn decide_edge(&mut self, req: &Req, url: &str, now_ms: i64, load_keys: bool) -> Decision<Identity> {
         let mut recheck = true;
         let mut d = self.decide_raw_at(req, url, now_ms, recheck);
-        for _ in 0..2 {
-            let read = match d {
-                Decision::LoadRevocations => self.ensure_read_at(now_ms, false),
+        for _ in 0..4 {
+            let loaded = match &d {
+                Decision::LoadKeys { unknown_kid } if load_keys => {
+                    if self.gw.keys.reload_needed(unknown_kid.as_deref(), UnixTime(now_ms / 1000)) {
+                        self.load(now_ms / 1000);
+                    }
+                    Ok(())
+                }
+                Decision::LoadRevocations => self.ensure_read_at(now_ms),
                 Decision::RecheckRevocations => {
                     recheck = false;
-                    self.ensure_read_at(now_ms, true)
+                    self.recheck_read_at(now_ms)
                 }
                 _ => break,
             };
-            if let Err(e) = read {
+            if let Err(e) = loaded {
                 return Decision::Refuse(e);
             }
             d = self.decide_raw_at(req, url, now_ms, recheck);
@@ -237,19 +259,19 @@ impl Isolate {
         d
     }
 
-    /// Decides as the edge's `forward` does: reading revocations and loading
-    /// the keys when asked (the reload an unknown kid may cause included),
-    /// then asking again.
+    /// Decides as the edge does before any key load.
+    fn decide(&mut self, req: &Req, url: &str, now: i64) -> Decision<Identity> {
+        self.decide_edge(req, url, now * 1000, false)
+    }
+
+    /// As [`Isolate::decide`], at `now_ms`.
+    fn decide_at(&mut self, req: &Req, url: &str, now_ms: i64) -> Decision<Identity> {
+        self.decide_edge(req, url, now_ms, false)
+    }
+
+    /// Decides as the edge's `forward` does, keys loaded when asked.
     fn decide_loading(&mut self, req: &Req, url: &str, now: i64) -> Decision<Identity> {
-        let mut d = self.decide(req, url, now);
-        for _ in 0..2 {
-            let Decision::LoadKeys { unknown_kid } = &d else { break };
-            if self.gw.keys.reload_needed(unknown_kid.as_deref(), UnixTime(now)) {
-                self.load(now);
-            }
-            d = self.decide(req, url, now);
-        }
-        d
+        self.decide_edge(req, url, now * 1000, true)
     }
 
     /// Records a revocation in the log at `at`, as D1's triggers do.
@@ -751,6 +773,28 @@ fn a_token_minted_after_a_grant_the_copy_has_not_read_passes_after_one_read() {
     assert!(matches!(i.decide_raw_at(&Req::get().bearer(&other), API, 13_600, true), Decision::RecheckRevocations));
     assert_eq!(refused(i.decide_raw_at(&Req::get().bearer(&other), API, 13_600, false)), (401, "token_revoked"));
     assert_eq!(refused(i.decide_at(&Req::get().bearer(&other), API, 13_600)), (401, "token_revoked"));
+}
+
+#[test]
+fn with_the_log_unreadable_a_role_refusal_is_rechecked_once_and_never_passes() {
+    let mut i = Isolate::new(&[]);
+    i.revoke(1, Revoked::Roles { user_id: "root".into(), roles: vec!["editor".into()] });
+    forwarded(i.decide(&Req::get().bearer(&i.token("other", &[], 11)), API, 11));
+    i.revoke(12, Revoked::Roles { user_id: "root".into(), roles: vec!["billing".into(), "editor".into()] });
+    let t = i.token("root", &["billing", "editor"], 12);
+    *i.store.fail.borrow_mut() = true;
+    // The recheck's read fails: the grant cannot be told from a removal, 503.
+    assert_eq!(refused(i.decide_at(&Req::get().bearer(&t), API, 12_500)), (503, "service_unavailable"));
+    // A read failed since the copy's: no request waits on D1 again; the copy
+    // answers, as for every token (fails closed for the new role).
+    assert_eq!(refused(i.decide_raw_at(&Req::get().bearer(&t), API, 13_000, true)), (401, "token_revoked"));
+    assert_eq!(refused(i.decide_at(&Req::get().bearer(&t), API, 14_000)), (401, "token_revoked"));
+    // D1 back: the next read (in the background here) holds the grant.
+    *i.store.fail.borrow_mut() = false;
+    let cursor = i.gw.revocations.begin_background_read(16_500, 10).unwrap();
+    let rows = block_on(read(&i.store, cursor, UnixTime(16), retention_secs(900))).unwrap();
+    i.gw.revocations.end_read(16_500, Some(rows), UnixTime(16), retention_secs(900));
+    forwarded(i.decide_at(&Req::get().bearer(&t), API, 16_600));
 }
 
 #[test]

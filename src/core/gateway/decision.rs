@@ -158,7 +158,7 @@ impl<O: SignatureOps, A: IdentityHeaders> Gateway<O, A> {
         let recheck = |copy: &RevocationCopy, e: &Error, t: &VerifiedToken| {
             recheck_roles
                 && matches!(e, Error::InvalidToken(TokenError::Revoked))
-                && copy.may_miss_a_grant(&t.claims.sid, t.issued_at)
+                && copy.may_miss_a_grant(&t.claims.sid, t.issued_at, now_ms, lag)
         };
 
         // A token this isolate verified before: a map lookup, while the keys

@@ -150,11 +150,21 @@ impl RevocationCopy {
     /// [`crate::core::revocation`]): its session is not revoked, so a role
     /// refused it, and the copy's read began before the token may have been
     /// minted ([`MINTED_MARGIN_MS`] after `iat`) — a role granted just
-    /// before may be missing from the copy. A read that began after the
+    /// before may be missing from the copy — and no read failed since the
+    /// copy's (while D1 cannot be read, no request waits on it: the copy
+    /// answers, as for every other token). A read that began after the
     /// request arrived answers for certain (the edge's `recheck_read`).
-    pub fn may_miss_a_grant(&self, sid: &SessionId, iat: UnixTime) -> bool {
+    pub fn may_miss_a_grant(&self, sid: &SessionId, iat: UnixTime, now_ms: i64, lag_secs: u64) -> bool {
         let minted_by = iat.0.saturating_mul(1000).saturating_add(MINTED_MARGIN_MS);
-        !self.set().revokes_session(sid) && self.revocations.read_at_ms().is_none_or(|read_at| read_at < minted_by)
+        !self.set().revokes_session(sid)
+            && self.revocations.read_at_ms().is_none_or(|read_at| read_at < minted_by)
+            && !self.failed_since_read(now_ms, lag_secs)
+    }
+
+    /// Whether the copy was read by a read that began at or after
+    /// `arrival_ms` (what a role recheck waits for).
+    pub fn read_since(&self, arrival_ms: i64) -> bool {
+        self.revocations.read_at_ms().is_some_and(|read_at| read_at >= arrival_ms)
     }
 
     /// Whether a read can be had at `now_ms`: one is under way, or one may
