@@ -353,11 +353,13 @@ fn read_cose(d: &mut Decoder<'_>, strength: Strength) -> Result<PublicKey, Error
                 return Err(malformed("the RSA key's modulus or exponent is not valid"));
             }
             // The exponent is 65537, what authenticators (TPMs, Windows
-            // Hello) use. Another lets anyone forge: with e − 1 a multiple
-            // of p − 1 for every prime p of n, s^e = s mod n for every s, so
-            // every message's encoding is its own signature; for 65537 only
-            // 3, 5, 17, 257 and 65537 have such a p − 1, too few for a
-            // 2048-bit modulus.
+            // Hello) use. Another may let anyone forge: for a squarefree n
+            // with e − 1 a multiple of p − 1 for every prime p of n, s^e = s
+            // mod n for every s, so every message's encoding is its own
+            // signature; for 65537 only 3, 5, 17, 257 and 65537 have such a
+            // p − 1, whose product is 32 bits. (A modulus easy to factor
+            // cannot be told here; only whoever knows n could use it, and
+            // the API never shows a stored key.)
             if strength == Strength::Checked && e != [0x01, 0x00, 0x01] {
                 return Err(malformed("the RSA key's exponent is not 65537"));
             }

@@ -56,7 +56,9 @@ fn cofactorless_verify(key: &[u8; 32], message: &[u8], sig: &[u8; 64]) -> bool {
     };
     let k = Sha512::new().chain_update(&sig[..32]).chain_update(key).chain_update(message).finalize();
     let k = Scalar::from_bytes_mod_order_wide(&k.into());
-    EdwardsPoint::vartime_double_scalar_mul_basepoint(&-k, &a, &s).compress().0 == sig[..32]
+    // As ref10 computes it: A negated, then [k](−A) + [S]B (for a key with a
+    // torsion part, [−k mod L]A would differ: L is 5 mod 8).
+    EdwardsPoint::vartime_double_scalar_mul_basepoint(&k, &-a, &s).compress().0 == sig[..32]
 }
 
 /// Verifies with the pure-Rust crates: what the runtime's crypto does at the edge.
@@ -575,6 +577,17 @@ fn a_small_order_ed25519_key_neither_registers_nor_signs_in() {
     assert!(cofactorless_verify(&identity, b"any message", &signature));
     assert_eq!(code(login_verify(&w, rng, T0 + 10, &o, forged)), "invalid_signature");
     assert_eq!(w.events.count("login"), 0);
+    assert_eq!(w.events.count("login_failed"), 1);
+    assert_eq!(w.events.last_of("login_failed")["reason"], "passkey_invalid_signature");
+
+    // A stored key that does not parse at all is a fault: 500, no event.
+    for corrupt in [b64([0xa1u8]), "!!".to_string()] {
+        w.store.passkeys.borrow_mut()[0].public_key = corrupt.clone();
+        let o = login_options(&w, rng, T0 + 20, Some(ADA));
+        let e = login_verify(&w, rng, T0 + 20, &o, a.get(&o, ORIGIN, None)).unwrap_err();
+        assert_eq!(e.problem().status, 500, "{corrupt}");
+        assert_eq!(w.events.count("login_failed"), 1, "{corrupt}");
+    }
 }
 
 #[test]
