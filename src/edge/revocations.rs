@@ -95,9 +95,11 @@ pub async fn ensure_read(env: &Env, ctx: &worker::Context, cfg: &Rc<Config>) -> 
 /// that began at or after `arrival_ms` — the request's arrival, after the
 /// token was minted, so such a read holds every grant the token's roles
 /// came from. None is needed if one was installed meanwhile; else the read
-/// under way if it began then, or a new one once it ends — waiting a lag
-/// at most in all. 503 when no such read could be had (D1 failing or slow:
-/// the refusal cannot be told from a grant the copy lacks).
+/// under way if it began then, or a new one — the second only once a read
+/// under way that began earlier has succeeded (one that failed, or is still
+/// running when it counts as lost, says D1 cannot be read: no new read is
+/// started over it) — waiting a lag at most in all. 503 when no such read
+/// could be had (the refusal cannot be told from a grant the copy lacks).
 pub async fn recheck_read(env: &Env, ctx: &worker::Context, cfg: &Rc<Config>, arrival_ms: i64) -> Result<(), Error> {
     let deadline = lost_at_ms(arrival_ms, cfg.revocation_lag_secs);
     for _ in 0..2 {
@@ -105,7 +107,11 @@ pub async fn recheck_read(env: &Env, ctx: &worker::Context, cfg: &Rc<Config>, ar
         if isolate::with(|g| g.revocations.read_since(arrival_ms)) || now_ms >= deadline {
             break;
         }
-        join_or_start_read(env, ctx, cfg, now_ms, Some(deadline)).await;
+        let began = join_or_start_read(env, ctx, cfg, now_ms, Some(deadline)).await;
+        if !isolate::with(|g| g.revocations.read_since(began)) {
+            // The read waited for failed or is lost: D1 cannot be read.
+            break;
+        }
     }
     if !isolate::with(|g| g.revocations.read_since(arrival_ms)) {
         return Err(unreadable());
@@ -115,8 +121,15 @@ pub async fn recheck_read(env: &Env, ctx: &worker::Context, cfg: &Rc<Config>, ar
 
 /// Waits for the read under way at `now_ms`, or starts one and waits for
 /// it, at most until it counts as lost (a D1 that hangs gives 503s, not
-/// requests held open) or until `deadline_ms`, if sooner.
-async fn join_or_start_read(env: &Env, ctx: &worker::Context, cfg: &Rc<Config>, now_ms: i64, deadline_ms: Option<i64>) {
+/// requests held open) or until `deadline_ms`, if sooner; when that read
+/// began.
+async fn join_or_start_read(
+    env: &Env,
+    ctx: &worker::Context,
+    cfg: &Rc<Config>,
+    now_ms: i64,
+    deadline_ms: Option<i64>,
+) -> i64 {
     let lag = cfg.revocation_lag_secs;
     let under_way = isolate::with(|g| g.revocations.read_under_way(now_ms, lag));
     let waiting = under_way.and_then(|began| {
@@ -141,6 +154,7 @@ async fn join_or_start_read(env: &Env, ctx: &worker::Context, cfg: &Rc<Config>, 
     let wait = js::settles_within(&promise, u32::try_from(wait_ms).unwrap_or(u32::MAX));
     // The read resolves whether or not it succeeded; what it installed decides.
     let _ = JsFuture::from(wait).await;
+    began
 }
 
 /// 503 when the set is still unusable after a read.

@@ -776,6 +776,27 @@ fn a_token_minted_after_a_grant_the_copy_has_not_read_passes_after_one_read() {
 }
 
 #[test]
+fn a_recheck_after_a_read_that_began_with_the_request_reads_nothing_more() {
+    let mut i = Isolate::new(&[]);
+    i.revoke(1, Revoked::Roles { user_id: "root".into(), roles: vec!["editor".into()] });
+    forwarded(i.decide(&Req::get().bearer(&i.token("other", &[], 1)), API, 1));
+    i.revoke(2, Revoked::Roles { user_id: "root".into(), roles: vec!["billing".into(), "editor".into()] });
+    // The copy (read at 0, before either row) is a lag old at 12: read before
+    // use, by a read that began as the request arrived. It holds the grant.
+    let t = i.token("root", &["billing", "editor"], 11);
+    let reads = i.store.log_reads.get();
+    forwarded(i.decide(&Req::get().bearer(&t), API, 12));
+    assert_eq!(i.store.log_reads.get(), reads + 1);
+    // A role it lacks: refused for it, and that read, begun with the
+    // request, already answers the recheck: no second read.
+    let admin = i.token("root", &["admin"], 11);
+    let reads = i.store.log_reads.get();
+    assert!(matches!(i.decide_raw_at(&Req::get().bearer(&admin), API, 12_000, true), Decision::RecheckRevocations));
+    assert_eq!(refused(i.decide_at(&Req::get().bearer(&admin), API, 12_000)), (401, "token_revoked"));
+    assert_eq!(i.store.log_reads.get(), reads, "the read at 12 s answers");
+}
+
+#[test]
 fn with_the_log_unreadable_a_role_refusal_is_rechecked_once_and_never_passes() {
     let mut i = Isolate::new(&[]);
     i.revoke(1, Revoked::Roles { user_id: "root".into(), roles: vec!["editor".into()] });
@@ -785,10 +806,14 @@ fn with_the_log_unreadable_a_role_refusal_is_rechecked_once_and_never_passes() {
     *i.store.fail.borrow_mut() = true;
     // The recheck's read fails: the grant cannot be told from a removal, 503.
     assert_eq!(refused(i.decide_at(&Req::get().bearer(&t), API, 12_500)), (503, "service_unavailable"));
-    // A read failed since the copy's: no request waits on D1 again; the copy
-    // answers, as for every token (fails closed for the new role).
-    assert_eq!(refused(i.decide_raw_at(&Req::get().bearer(&t), API, 13_000, true)), (401, "token_revoked"));
-    assert_eq!(refused(i.decide_at(&Req::get().bearer(&t), API, 14_000)), (401, "token_revoked"));
+    // A read failed since the copy's: no request waits on D1 again, and the
+    // copy cannot say whether the role was granted or removed: 503 at once.
+    let reads = i.store.log_reads.get();
+    assert_eq!(refused(i.decide_raw_at(&Req::get().bearer(&t), API, 13_000, true)), (503, "service_unavailable"));
+    assert_eq!(refused(i.decide_at(&Req::get().bearer(&t), API, 14_000)), (503, "service_unavailable"));
+    assert_eq!(i.store.log_reads.get(), reads, "no read tried for them");
+    // A token claiming only roles the copy holds passes meanwhile.
+    forwarded(i.decide_at(&Req::get().bearer(&i.token("root", &["editor"], 12)), API, 14_000));
     // D1 back: the next read (in the background here) holds the grant.
     *i.store.fail.borrow_mut() = false;
     let cursor = i.gw.revocations.begin_background_read(16_500, 10).unwrap();

@@ -30,7 +30,7 @@ use crate::core::gateway::headers::IdentityHeaders;
 use crate::core::gateway::key_cache::{Cached, KeyCache, SignatureOps};
 use crate::core::gateway::policy::{missing_token, Judgement};
 use crate::core::gateway::request::RequestView;
-use crate::core::gateway::revocations::{unreadable, BeforeUse, FreshSession, RevocationCopy};
+use crate::core::gateway::revocations::{unreadable, BeforeUse, FreshSession, RevocationCopy, RoleRefusal};
 use crate::core::gateway::target::{assertion_audience, RequestUrl};
 use crate::core::time::UnixTime;
 use crate::core::token::{self, Expectations, Parsed, VerifiedToken, ACCESS_TOKEN_TYPE, ASSERTION_TTL_SECS};
@@ -154,11 +154,13 @@ impl<O: SignatureOps, A: IdentityHeaders> Gateway<O, A> {
             None => Cow::Owned(cfg.issuer_for(&url.origin())),
         };
         let fresh_session = |t: &VerifiedToken| judged.needs_fresh_session().then(|| FreshSession::of(&t.claims));
-        // A role refusal by a copy older than the token: read, ask again.
-        let recheck = |copy: &RevocationCopy, e: &Error, t: &VerifiedToken| {
-            recheck_roles
-                && matches!(e, Error::InvalidToken(TokenError::Revoked))
-                && copy.may_miss_a_grant(&t.claims.sid, t.issued_at, now_ms, lag)
+        // A role refusal by a copy older than the token: read, ask again
+        // (or 503 while D1 cannot be read).
+        let recheck = |copy: &RevocationCopy, e: &Error, t: &VerifiedToken| match e {
+            Error::InvalidToken(TokenError::Revoked) if recheck_roles => {
+                copy.role_refusal(&t.claims.sid, t.issued_at, now_ms, lag)
+            }
+            _ => RoleRefusal::Stands,
         };
 
         // A token this isolate verified before: a map lookup, while the keys
@@ -174,8 +176,9 @@ impl<O: SignatureOps, A: IdentityHeaders> Gateway<O, A> {
             }
             if let Err(refusal) = admit(&judged, revocations, &e.token, now) {
                 return match recheck(revocations, &refusal, &e.token) {
-                    true => Ok(Hit::Recheck),
-                    false => Err(refusal),
+                    RoleRefusal::Recheck => Ok(Hit::Recheck),
+                    RoleRefusal::Unknowable => Err(unreadable()),
+                    RoleRefusal::Stands => Err(refusal),
                 };
             }
             Ok(match e.assertion.as_ref().filter(|a| assertion_fresh(a.expires_at, now)) {
@@ -213,8 +216,9 @@ impl<O: SignatureOps, A: IdentityHeaders> Gateway<O, A> {
             // Cached all the same: a repeat of the refused request costs a lookup.
             self.remember(&raw, fresh.map(|kid| (verified, kid)), None, now);
             return match again {
-                true => Decision::RecheckRevocations,
-                false => Decision::Refuse(e),
+                RoleRefusal::Recheck => Decision::RecheckRevocations,
+                RoleRefusal::Unknowable => Decision::Refuse(unreadable()),
+                RoleRefusal::Stands => Decision::Refuse(e),
             };
         }
         let signed = self.sign_assertion(&issuer, cfg, &verified, ops, now);

@@ -49,6 +49,17 @@ pub enum BeforeUse {
     FailClosed,
 }
 
+/// What a refusal by the copy is worth ([`RevocationCopy::role_refusal`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleRefusal {
+    /// The refusal stands.
+    Stands,
+    /// The copy may lack a grant: read, then ask again without a recheck.
+    Recheck,
+    /// The copy may lack a grant and D1 cannot be read now: 503.
+    Unknowable,
+}
+
 /// The isolate's revocation set, when it was read, and its reads: the one
 /// under way and when the last began.
 #[derive(Debug, Default)]
@@ -145,20 +156,25 @@ impl RevocationCopy {
         self.set().refuses(sid, sub, roles)
     }
 
-    /// Whether a refusal of a token of session `sid` issued at `iat` may be
-    /// the copy's own staleness (module docs of
-    /// [`crate::core::revocation`]): its session is not revoked, so a role
-    /// refused it, and the copy's read began before the token may have been
-    /// minted ([`MINTED_MARGIN_MS`] after `iat`) — a role granted just
-    /// before may be missing from the copy — and no read failed since the
-    /// copy's (while D1 cannot be read, no request waits on it: the copy
-    /// answers, as for every other token). A read that began after the
-    /// request arrived answers for certain (the edge's `recheck_read`).
-    pub fn may_miss_a_grant(&self, sid: &SessionId, iat: UnixTime, now_ms: i64, lag_secs: u64) -> bool {
+    /// What the copy's refusal of a token of session `sid` issued at
+    /// `iat` is worth at `now_ms` (module docs of
+    /// [`crate::core::revocation`]). It [`RoleRefusal::Stands`] when the
+    /// session is revoked, or the copy's read began after the token may
+    /// have been minted ([`MINTED_MARGIN_MS`] after `iat`). Otherwise a role
+    /// granted just before the mint may be missing from the copy: a read
+    /// that began after the request arrived answers for certain
+    /// ([`RoleRefusal::Recheck`], the edge's `recheck_read`) — unless a
+    /// read failed or was lost since the copy's, when no request waits on
+    /// D1 and the answer is 503 ([`RoleRefusal::Unknowable`]).
+    pub fn role_refusal(&self, sid: &SessionId, iat: UnixTime, now_ms: i64, lag_secs: u64) -> RoleRefusal {
         let minted_by = iat.0.saturating_mul(1000).saturating_add(MINTED_MARGIN_MS);
-        !self.set().revokes_session(sid)
-            && self.revocations.read_at_ms().is_none_or(|read_at| read_at < minted_by)
-            && !self.failed_since_read(now_ms, lag_secs)
+        if self.set().revokes_session(sid) || self.revocations.read_at_ms().is_some_and(|at| at >= minted_by) {
+            RoleRefusal::Stands
+        } else if self.failed_since_read(now_ms, lag_secs) {
+            RoleRefusal::Unknowable
+        } else {
+            RoleRefusal::Recheck
+        }
     }
 
     /// Whether the copy was read by a read that began at or after
