@@ -6,7 +6,7 @@
 //! language exists: an unknown language is simply one no template speaks,
 //! and the emails fall back to the default. Normal form follows RFC 5646 §2.1.1: the language
 //! lowercase, a 4-letter script titlecase, a 2-letter region uppercase, the
-//! rest lowercase; `_` is accepted for `-` (`fr_CA` is `fr-CA`).
+//! rest (and everything after a singleton such as `u-` or `x-`) lowercase; `_` is accepted for `-` (`fr_CA` is `fr-CA`).
 
 use std::fmt;
 
@@ -37,6 +37,10 @@ impl Locale {
             return None;
         }
         let mut out = String::with_capacity(raw.len());
+        // After a singleton (an extension's `u-`, a private use's `x-`),
+        // every subtag is lowercase: the region and script cases apply to
+        // the subtags before it only (`en-CA-x-ca`, RFC 5646 §2.1.1).
+        let mut extension = false;
         for (i, sub) in raw.split(['-', '_']).enumerate() {
             let ok_len = if i == 0 { (2..=3).contains(&sub.len()) } else { (1..=8).contains(&sub.len()) };
             if !ok_len || !sub.chars().all(|c| c.is_ascii_alphanumeric()) {
@@ -51,9 +55,10 @@ impl Locale {
             }
             out.push('-');
             let letters = sub.chars().all(|c| c.is_ascii_alphabetic());
+            extension |= sub.len() == 1;
             match sub.len() {
-                2 if letters => out.push_str(&sub.to_ascii_uppercase()),
-                4 if letters => {
+                2 if letters && !extension => out.push_str(&sub.to_ascii_uppercase()),
+                4 if letters && !extension => {
                     let lower = sub.to_ascii_lowercase();
                     out.push_str(&lower[..1].to_ascii_uppercase());
                     out.push_str(&lower[1..]);
@@ -140,6 +145,10 @@ mod tests {
             ("zh-hant-tw", "zh-Hant-TW"),
             ("es-419", "es-419"),
             ("de-CH-1901", "de-CH-1901"),
+            ("en-US-u-CA-gregory", "en-US-u-ca-gregory"),
+            ("en-x-AB", "en-x-ab"),
+            ("az-latn-X-LATN", "az-Latn-x-latn"),
+            ("en-us-u-nu-thai-x-zz", "en-US-u-nu-thai-x-zz"),
         ] {
             assert_eq!(Locale::parse(raw).unwrap().as_str(), want, "{raw}");
         }

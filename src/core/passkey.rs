@@ -173,8 +173,8 @@ pub enum PublicKey {
         y: [u8; 32],
     },
     /// RSA (RS256): modulus and public exponent, big-endian without
-    /// leading zero bytes; the modulus 2048 to 4096 bits, the exponent odd,
-    /// at least 3 and at most 32 bits.
+    /// leading zero bytes; the modulus 2048 to 4096 bits and odd, the
+    /// exponent 65537.
     Rsa {
         /// The modulus.
         n: Vec<u8>,
@@ -211,10 +211,21 @@ impl PublicKey {
     /// strings. 400 `unsupported_algorithm` for a well-formed key of an
     /// algorithm we do not verify, 400 `invalid_credential` for anything
     /// malformed or inconsistent (an RSA modulus outside 2048–4096 bits
-    /// among them).
+    /// among them) or weak ([`Strength`]).
     pub fn from_cose(bytes: &[u8]) -> Result<Self, Error> {
+        Self::read_whole(bytes, Strength::Checked)
+    }
+
+    /// Whether `bytes` are a COSE key that [`PublicKey::from_cose`] refuses
+    /// as weak only: one stored before that check (its sign-ins are
+    /// refused, where a key that does not parse at all is a fault).
+    pub fn is_weak_cose(bytes: &[u8]) -> bool {
+        Self::from_cose(bytes).is_err() && Self::read_whole(bytes, Strength::Unchecked).is_ok()
+    }
+
+    fn read_whole(bytes: &[u8], strength: Strength) -> Result<Self, Error> {
         let mut d = Decoder::new(bytes);
-        let key = read_cose(&mut d)?;
+        let key = read_cose(&mut d, strength)?;
         if d.position() != bytes.len() {
             return Err(malformed("the COSE key has trailing bytes"));
         }
@@ -269,8 +280,18 @@ fn unsigned(b: &[u8]) -> &[u8] {
     &b[first..]
 }
 
+/// Whether [`read_cose`] refuses keys whose signatures anyone could forge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Strength {
+    /// Refused: an Ed25519 key that is a small-order point or not
+    /// canonically encoded; an RSA key whose exponent is not 65537.
+    Checked,
+    /// Read as they are (only to tell a weak stored key from a corrupt one).
+    Unchecked,
+}
+
 /// Reads one COSE_Key at the decoder's position.
-fn read_cose(d: &mut Decoder<'_>) -> Result<PublicKey, Error> {
+fn read_cose(d: &mut Decoder<'_>, strength: Strength) -> Result<PublicKey, Error> {
     let n = definite(d.map())?;
     let (mut kty, mut alg) = (None, None);
     let (mut minus_1, mut minus_2, mut y): (Option<CoseValue<'_>>, Option<CoseValue<'_>>, Option<&[u8]>) =
@@ -296,7 +317,17 @@ fn read_cose(d: &mut Decoder<'_>) -> Result<PublicKey, Error> {
         _ => None,
     };
     match (alg, kty, crv) {
-        (Alg::EdDsa, Some(KTY_OKP), Some(CRV_ED25519)) => Ok(PublicKey::Ed25519(coordinate(bytes(minus_2))?)),
+        (Alg::EdDsa, Some(KTY_OKP), Some(CRV_ED25519)) => {
+            let x = coordinate(bytes(minus_2))?;
+            // A small-order point (the identity among them) lets anyone forge
+            // a signature for it, and the runtime's verify (cofactorless, as
+            // RFC 8032 allows) does not refuse one: only the canonical
+            // encoding of a point of large order is a key (RFC 8032 §5.1.3).
+            if strength == Strength::Checked && ed25519_compact::PublicKey::new(x).validate().is_err() {
+                return Err(malformed("the Ed25519 key is a small-order point or not canonically encoded"));
+            }
+            Ok(PublicKey::Ed25519(x))
+        }
         (Alg::Es256, Some(KTY_EC2), Some(CRV_P256)) => {
             // Whether the point is on the curve is the runtime's to say
             // ([`crate::core::ports::PasskeyVerifier::accepts_key`]): its
@@ -316,11 +347,21 @@ fn read_cose(d: &mut Decoder<'_>) -> Result<PublicKey, Error> {
                 return Err(malformed("the RSA modulus must be 2048 to 4096 bits"));
             }
             // An even modulus is no RSA modulus; an exponent must be odd and
-            // at least 3 (RFC 8017 §3.1), and no authenticator uses one
-            // beyond 32 bits (65537 in practice).
+            // at least 3 (RFC 8017 §3.1).
             let odd = |b: &[u8]| b.last().is_some_and(|l| l & 1 == 1);
-            if !odd(n) || !odd(e) || e.len() > 4 || e == [1] {
+            if !odd(n) || !odd(e) || e == [1] {
                 return Err(malformed("the RSA key's modulus or exponent is not valid"));
+            }
+            // The exponent is 65537, what authenticators (TPMs, Windows
+            // Hello) use. Another may let anyone forge: for a squarefree n
+            // with e − 1 a multiple of p − 1 for every prime p of n, s^e = s
+            // mod n for every s, so every message's encoding is its own
+            // signature; for 65537 only 3, 5, 17, 257 and 65537 have such a
+            // p − 1, whose product is 32 bits. (A modulus easy to factor
+            // cannot be told here; only whoever knows n could use it, and
+            // the API never shows a stored key.)
+            if strength == Strength::Checked && e != [0x01, 0x00, 0x01] {
+                return Err(malformed("the RSA key's exponent is not 65537"));
             }
             Ok(PublicKey::Rsa { n: n.to_vec(), e: e.to_vec() })
         }
@@ -418,7 +459,7 @@ impl AuthenticatorData {
             let credential_id = rest.get(18..18 + len).ok_or_else(|| malformed("the credential id is cut short"))?;
             let key_bytes = &rest[18 + len..];
             let mut d = Decoder::new(key_bytes);
-            let public_key = read_cose(&mut d)?;
+            let public_key = read_cose(&mut d, Strength::Checked)?;
             let used = d.position();
             let attested = AttestedCredential {
                 aaguid,
@@ -858,10 +899,39 @@ mod tests {
         cose(&[(1, int(1)), (3, int(-8)), (-1, int(6)), (-2, bstr(x))])
     }
 
+    /// A real Ed25519 public key (a point of large order), from `seed`.
+    fn ed_point(seed: u8) -> [u8; 32] {
+        *ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([seed; 32])).pk
+    }
+
+    #[test]
+    fn weak_ed25519_keys_are_refused() {
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        // y = 2^255 - 20 (= p - 1, order 2), y = 0 (order 4), and the
+        // identity with its x sign bit set ("negative zero").
+        let mut minus_one = [0xff; 32];
+        minus_one[0] = 0xec;
+        minus_one[31] = 0x7f;
+        let zero = [0u8; 32];
+        let mut neg_identity = identity;
+        neg_identity[31] |= 0x80;
+        // y = p + 1: the identity, not canonically encoded.
+        let mut non_canonical = [0xff; 32];
+        non_canonical[0] = 0xee;
+        non_canonical[31] = 0x7f;
+        for weak in [identity, minus_one, zero, neg_identity, non_canonical, [0xff; 32]] {
+            let e = PublicKey::from_cose(&ed_key(&weak)).unwrap_err();
+            assert_eq!(e.problem().code, "invalid_credential", "{weak:?}");
+            assert!(PublicKey::is_weak_cose(&ed_key(&weak)));
+        }
+        assert!(PublicKey::from_cose(&ed_key(&ed_point(1))).is_ok());
+    }
+
     #[test]
     fn an_ed25519_cose_key_reads_and_other_algorithms_are_named() {
-        let k = PublicKey::from_cose(&ed_key(&[7; 32])).unwrap();
-        assert_eq!((k.alg(), &k), (Alg::EdDsa, &PublicKey::Ed25519([7; 32])));
+        let k = PublicKey::from_cose(&ed_key(&ed_point(7))).unwrap();
+        assert_eq!((k.alg(), &k), (Alg::EdDsa, &PublicKey::Ed25519(ed_point(7))));
         // RS384 (-258 = 0x39 0x01 0x01) is not offered.
         let rs = cose(&[(1, int(3)), (3, vec![0x39, 0x01, 0x01])]);
         assert_eq!(PublicKey::from_cose(&rs).unwrap_err().problem().code, "unsupported_algorithm");
@@ -903,10 +973,20 @@ mod tests {
             }
         }
         let n = odd(256, 0x80);
-        for bad_e in [&[1, 0, 0][..], &[1, 0, 0, 0, 1], &[1], &[], &[0]] {
+        for bad_e in [&[1, 0, 0][..], &[1, 0, 0, 0, 1], &[1], &[], &[0], &[3], &[0xff, 0xff, 0xff, 0xff]] {
             assert_eq!(PublicKey::from_cose(&rsa_key(3, &n, bad_e)).unwrap_err().problem().code, "invalid_credential");
         }
-        assert!(PublicKey::from_cose(&rsa_key(3, &n, &[0xff, 0xff, 0xff, 0xff])).is_ok());
+        // Leading zero bytes are not part of the exponent.
+        assert!(PublicKey::from_cose(&rsa_key(3, &n, &[0, 1, 0, 1])).is_ok());
+        // An odd exponent other than 65537 is weak (e − 1 = 2^5·3^2·5·7·11·13·17·19
+        // makes a modulus whose every message is its own signature), not malformed:
+        // a stored one is told from a corrupt key.
+        let weak = rsa_key(3, &n, &465_585_121u32.to_be_bytes());
+        assert_eq!(PublicKey::from_cose(&weak).unwrap_err().problem().code, "invalid_credential");
+        assert!(PublicKey::is_weak_cose(&weak));
+        assert!(!PublicKey::is_weak_cose(&rsa_key(3, &n, &e)), "a good key is not weak");
+        assert!(!PublicKey::is_weak_cose(&rsa_key(3, &n, &[1, 0, 0])), "an even exponent is malformed");
+        assert!(!PublicKey::is_weak_cose(&[0xa1]), "nor is a corrupt one");
         // An RS256 key of another type, and an EC2 key claiming RS256 or RSA claiming ES256.
         assert_eq!(PublicKey::from_cose(&rsa_key(2, &n, &e)).unwrap_err().problem().code, "invalid_credential");
         let es256_rsa = cose(&[(1, int(3)), (3, int(-7)), (-1, bstr(&[1; 32])), (-2, bstr(&[3]))]);
@@ -924,7 +1004,7 @@ mod tests {
             no_y,
             cose(&[(1, int(2)), (3, int(-8)), (-1, int(6)), (-2, bstr(&[7; 32]))]),
             cose(&[(1, int(1)), (-1, int(6)), (-2, bstr(&[7; 32]))]),
-            [ed_key(&[7; 32]), vec![0]].concat(),
+            [ed_key(&ed_point(7)), vec![0]].concat(),
             // An indefinite-length map.
             vec![0xbf, 0x01, 0x01, 0xff],
         ];
@@ -957,13 +1037,13 @@ mod tests {
         bytes.extend([0; 16]);
         bytes.extend(3u16.to_be_bytes());
         bytes.extend([9, 9, 9]);
-        bytes.extend(ed_key(&[5; 32]));
+        bytes.extend(ed_key(&ed_point(5)));
         let d = AuthenticatorData::parse(&bytes).unwrap();
         assert!(d.flags.user_present() && d.flags.user_verified() && d.flags.backup_eligible());
         assert!(!d.flags.backed_up());
         assert_eq!(d.sign_count, 7);
         let a = d.attested.clone().unwrap();
-        assert_eq!((a.credential_id, a.public_key), (vec![9, 9, 9], PublicKey::Ed25519([5; 32])));
+        assert_eq!((a.credential_id, a.public_key), (vec![9, 9, 9], PublicKey::Ed25519(ed_point(5))));
         assert!(check_authenticator_data(&d, &rp).is_ok());
         let other = RelyingParty::new("evil.com".into(), vec![], "E".into());
         assert_eq!(check_authenticator_data(&d, &other).unwrap_err().problem().code, "rp_id_mismatch");

@@ -25,6 +25,15 @@
 //! has neither problem: whatever its `iat`, a token claiming a role the user
 //! no longer holds is stale.
 //!
+//! A role set is only as new as the copy, though: a token minted after a
+//! grant the copy has not read yet claims a role the copy's set lacks. So a
+//! token refused for a role alone, by a copy whose read began before the
+//! token may have been minted ([`MINTED_MARGIN_MS`] after its `iat`), is
+//! checked once more against a new read before the refusal stands
+//! ([`crate::core::gateway::revocations::RevocationCopy::may_miss_a_grant`]):
+//! only a token newer than the copy costs that read, and the answer is still
+//! the role set's — never more lenient than the newest copy.
+//!
 //! A row matters while a token issued before it can still be valid:
 //! [`retention_secs`] after it — the longest access-token life, the
 //! verification leeway on both `iat` and `exp`, and [`IN_FLIGHT_MARGIN_SECS`]
@@ -80,6 +89,12 @@ pub const FAIL_CLOSED_LAGS: i64 = 3;
 /// Room for a request that checked a session before its revocation and
 /// signs a token after it (a refresh racing a logout), in seconds.
 pub const IN_FLIGHT_MARGIN_SECS: u64 = 300;
+/// How long after a token's `iat` it may have been minted, in
+/// milliseconds, as this isolate's clock reads it: the rest of the `iat`
+/// second, and a minting isolate's clock up to four seconds behind this
+/// one's. A copy whose read began later holds every grant the token's
+/// roles came from.
+pub const MINTED_MARGIN_MS: i64 = 5_000;
 /// Rows asked for per read of the log.
 pub const PAGE_ROWS: u32 = 5_000;
 /// The log records a revoked session only if it was used (signed in or
@@ -222,6 +237,12 @@ impl RevocationSet {
             return false;
         }
         self.roles.get(sub).is_some_and(|(held, _)| roles.iter().any(|r| !held.contains(r)))
+    }
+
+    /// Whether session `sid` is revoked (a token of it is refused whatever
+    /// its roles).
+    pub fn revokes_session(&self, sid: &SessionId) -> bool {
+        self.sessions.contains_key(sid)
     }
 
     /// Applies rows read from the log, in order, skipping those already

@@ -68,7 +68,7 @@ pub fn fast_path(req: &Request, env: &Env, ctx: &worker::worker_sys::Context) ->
     }
     let keys = EdgeKeys::new(env, Rc::clone(&cfg));
     let now_ms = platform::now_ms();
-    let decision = decide(req, &cfg, &url, &normalised, now_ms);
+    let decision = decide(req, &cfg, &url, &normalised, now_ms, true);
     // Neither can fail for a live request; a lost read is retried by a later one.
     if let Some(reload) = keys.background_refresh(UnixTime::from_millis(now_ms as f64)) {
         let _ = ctx.wait_until(&reload);
@@ -85,9 +85,10 @@ pub fn fast_path(req: &Request, env: &Env, ctx: &worker::worker_sys::Context) ->
         }
     };
     Some(match decision {
-        Decision::LoadKeys { .. } | Decision::LoadRevocations | Decision::Forward { fresh: Some(_), .. } => {
-            return None
-        }
+        Decision::LoadKeys { .. }
+        | Decision::LoadRevocations
+        | Decision::RecheckRevocations
+        | Decision::Forward { fresh: Some(_), .. } => return None,
         Decision::Refuse(e) => refuse(&e).map(JsValue::from),
         Decision::Forward { identity, drop_auth, fresh: None } => {
             let identity = identity.map_or(JsValue::UNDEFINED, JsValue::from);
@@ -111,19 +112,24 @@ pub async fn forward(
     normalised: String,
 ) -> JsResult<Response> {
     let keys = EdgeKeys::new(env, Rc::clone(cfg));
-    let mut decision = decide(&req, cfg, &url, &normalised, platform::now_ms());
-    // At most: the revocation set, a stale key cache, then an unknown kid
-    // (one throttled reload).
-    for _ in 0..3 {
+    let (arrival_ms, mut recheck_roles) = (platform::now_ms(), true);
+    let mut decision = decide(&req, cfg, &url, &normalised, arrival_ms, recheck_roles);
+    // At most: the revocation set, a stale key cache, an unknown kid (one
+    // throttled reload), then a role refusal checked against a new read.
+    for _ in 0..4 {
         let loaded = match &decision {
             Decision::LoadKeys { unknown_kid } => keys.refresh(unknown_kid.as_deref()).await,
             Decision::LoadRevocations => revocations::ensure_read(env, ctx, cfg).await,
+            Decision::RecheckRevocations => {
+                recheck_roles = false;
+                revocations::recheck_read(env, ctx, cfg, arrival_ms).await
+            }
             _ => break,
         };
         if let Err(e) = loaded {
             return http::problem(&e);
         }
-        decision = decide(&req, cfg, &url, &normalised, platform::now_ms());
+        decision = decide(&req, cfg, &url, &normalised, platform::now_ms(), recheck_roles);
     }
     if let Some(read) = revocations::background_read(env, cfg, platform::now_ms()) {
         ctx.wait_until(async move {
@@ -150,7 +156,7 @@ pub async fn forward(
         }
         Decision::Refuse(e) => http::problem(&e),
         // Read and still not usable: fail closed.
-        Decision::LoadRevocations => {
+        Decision::LoadRevocations | Decision::RecheckRevocations => {
             http::problem(&Error::unavailable("revocations", "the revocation set is not usable after reading"))
         }
         // Loaded and still not enough: fail closed.
@@ -164,9 +170,16 @@ pub async fn forward(
 /// The one judgement of a gateway request at `now_ms` (Unix milliseconds;
 /// core's [`Gateway::decide`](crate::core::gateway::Gateway::decide), on
 /// the isolate's state); never does I/O.
-fn decide(req: &Request, cfg: &Config, url: &RequestUrl, normalised: &str, now_ms: i64) -> Decision<js_sys::Array> {
+fn decide(
+    req: &Request,
+    cfg: &Config,
+    url: &RequestUrl,
+    normalised: &str,
+    now_ms: i64,
+    recheck_roles: bool,
+) -> Decision<js_sys::Array> {
     let view = http::View::new(req, url.query());
-    isolate::with(|g| g.decide(&view, url, normalised, cfg, &Native, now_ms))
+    isolate::with(|g| g.decide(&view, url, normalised, cfg, &Native, now_ms, recheck_roles))
 }
 
 /// Hands the request to the origin (one JS call); the Promise resolves to the

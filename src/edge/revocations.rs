@@ -12,6 +12,8 @@
 //!   requests that need it meanwhile wait for that same read — at most until
 //!   it counts as lost, a lag after it began. If the set is still unusable
 //!   after it, they are refused with 503.
+//! - [`recheck_read`]: a token refused for a role by a copy older than the
+//!   token waits for a read that began after the request arrived.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -79,13 +81,57 @@ pub fn background_read(env: &Env, cfg: &Rc<Config>, now_ms: i64) -> Option<js_sy
 pub async fn ensure_read(env: &Env, ctx: &worker::Context, cfg: &Rc<Config>) -> Result<(), Error> {
     let now_ms = platform::now_ms();
     let lag = cfg.revocation_lag_secs;
-    let (before, under_way) =
-        isolate::with(|g| (g.revocations.before_use(now_ms, lag), g.revocations.read_under_way(now_ms, lag)));
-    match before {
+    match isolate::with(|g| g.revocations.before_use(now_ms, lag)) {
         BeforeUse::Use => return Ok(()),
         BeforeUse::FailClosed => return Err(unreadable()),
         BeforeUse::Read => {}
     }
+    join_or_start_read(env, ctx, cfg, now_ms, None).await;
+    usable_after_read(cfg)
+}
+
+/// Reads the set again for a role refusal by a copy older than the token
+/// (`Decision::RecheckRevocations`): makes sure the copy was read by a read
+/// that began at or after `arrival_ms` — the request's arrival, after the
+/// token was minted, so such a read holds every grant the token's roles
+/// came from. None is needed if one was installed meanwhile; else the read
+/// under way if it began then, or a new one — the second only once a read
+/// under way that began earlier has succeeded (one that failed, or is still
+/// running when it counts as lost, says D1 cannot be read: no new read is
+/// started over it) — waiting a lag at most in all. 503 when no such read
+/// could be had (the refusal cannot be told from a grant the copy lacks).
+pub async fn recheck_read(env: &Env, ctx: &worker::Context, cfg: &Rc<Config>, arrival_ms: i64) -> Result<(), Error> {
+    let deadline = lost_at_ms(arrival_ms, cfg.revocation_lag_secs);
+    for _ in 0..2 {
+        let now_ms = platform::now_ms();
+        if isolate::with(|g| g.revocations.read_since(arrival_ms)) || now_ms >= deadline {
+            break;
+        }
+        let began = join_or_start_read(env, ctx, cfg, now_ms, Some(deadline)).await;
+        if !isolate::with(|g| g.revocations.read_since(began)) {
+            // The read waited for failed or is lost: D1 cannot be read.
+            break;
+        }
+    }
+    if !isolate::with(|g| g.revocations.read_since(arrival_ms)) {
+        return Err(unreadable());
+    }
+    usable_after_read(cfg)
+}
+
+/// Waits for the read under way at `now_ms`, or starts one and waits for
+/// it, at most until it counts as lost (a D1 that hangs gives 503s, not
+/// requests held open) or until `deadline_ms`, if sooner; when that read
+/// began.
+async fn join_or_start_read(
+    env: &Env,
+    ctx: &worker::Context,
+    cfg: &Rc<Config>,
+    now_ms: i64,
+    deadline_ms: Option<i64>,
+) -> i64 {
+    let lag = cfg.revocation_lag_secs;
+    let under_way = isolate::with(|g| g.revocations.read_under_way(now_ms, lag));
     let waiting = under_way.and_then(|began| {
         READING.with(|r| r.borrow().as_ref().filter(|(_, at)| *at == began).map(|(p, _)| (p.clone(), began)))
     });
@@ -103,13 +149,17 @@ pub async fn ensure_read(env: &Env, ctx: &worker::Context, cfg: &Rc<Config>) -> 
             (read, now_ms)
         }
     };
-    // A request waits for the read at most until it counts as lost: a D1
-    // that hangs gives 503s, not requests held open.
-    let wait_ms = lost_at_ms(began, lag).saturating_sub(now_ms).clamp(0, i64::from(u32::MAX));
+    let until = deadline_ms.map_or(lost_at_ms(began, lag), |d| d.min(lost_at_ms(began, lag)));
+    let wait_ms = until.saturating_sub(now_ms).clamp(0, i64::from(u32::MAX));
     let wait = js::settles_within(&promise, u32::try_from(wait_ms).unwrap_or(u32::MAX));
     // The read resolves whether or not it succeeded; what it installed decides.
     let _ = JsFuture::from(wait).await;
-    if isolate::with(|g| g.revocations.unusable(platform::now_ms(), lag)) {
+    began
+}
+
+/// 503 when the set is still unusable after a read.
+fn usable_after_read(cfg: &Config) -> Result<(), Error> {
+    if isolate::with(|g| g.revocations.unusable(platform::now_ms(), cfg.revocation_lag_secs)) {
         return Err(unreadable());
     }
     Ok(())

@@ -170,9 +170,15 @@ impl Isolate {
 
     /// The gateway's own judgement at `now` (seconds), nothing loaded.
     fn decide_raw(&mut self, req: &Req, url: &str, now: i64) -> Decision<Identity> {
+        self.decide_raw_at(req, url, now * 1000, true)
+    }
+
+    /// As [`Isolate::decide_raw`], at `now_ms`, with or without a role
+    /// refusal's recheck.
+    fn decide_raw_at(&mut self, req: &Req, url: &str, now_ms: i64, recheck_roles: bool) -> Decision<Identity> {
         let url = RequestUrl::new(url.to_string()).unwrap();
         let path = portcullis::core::gateway::policy::normalise_path(url.path()).unwrap();
-        self.gw.decide(req, &url, &path, &self.cfg, &self.ops, now * 1000)
+        self.gw.decide(req, &url, &path, &self.cfg, &self.ops, now_ms, recheck_roles)
     }
 
     /// Reads the revocation log when the decision asks, as the edge's
@@ -180,47 +186,92 @@ impl Isolate {
     /// 503 when the set may not be used and cannot be read, or is still
     /// unusable after the read.
     fn ensure_read(&mut self, now: i64) -> Result<(), Error> {
-        let (now_ms, lag) = (now * 1000, self.cfg.revocation_lag_secs);
-        match self.gw.revocations.before_use(now_ms, lag) {
+        self.ensure_read_at(now * 1000)
+    }
+
+    /// As [`Isolate::ensure_read`], at `now_ms`.
+    fn ensure_read_at(&mut self, now_ms: i64) -> Result<(), Error> {
+        match self.gw.revocations.before_use(now_ms, self.cfg.revocation_lag_secs) {
             BeforeUse::Use => return Ok(()),
             BeforeUse::FailClosed => return Err(unreadable()),
             BeforeUse::Read => {}
         }
-        let retention = retention_secs(self.cfg.access_ttl_secs);
-        let cursor = self.gw.revocations.begin_read(now_ms);
-        let rows = block_on(read(&self.store, cursor, UnixTime(now), retention)).ok();
-        self.gw.revocations.end_read(now_ms, rows, UnixTime(now), retention);
-        if self.gw.revocations.unusable(now_ms, lag) {
+        self.read_now(now_ms);
+        self.usable_after_read(now_ms)
+    }
+
+    /// The edge's `recheck_read` for a request that arrived at `now_ms`: a
+    /// read that began then or later, unless one was installed already; 503
+    /// when none could be had.
+    fn recheck_read_at(&mut self, now_ms: i64) -> Result<(), Error> {
+        if !self.gw.revocations.read_since(now_ms) {
+            self.read_now(now_ms);
+        }
+        if !self.gw.revocations.read_since(now_ms) {
             return Err(unreadable());
         }
-        Ok(())
+        self.usable_after_read(now_ms)
     }
 
-    /// Decides as the edge does before any key load: reading the revocation
-    /// log first when asked, then asking again.
-    fn decide(&mut self, req: &Req, url: &str, now: i64) -> Decision<Identity> {
-        match self.decide_raw(req, url, now) {
-            Decision::LoadRevocations => match self.ensure_read(now) {
-                Ok(()) => self.decide_raw(req, url, now),
-                Err(e) => Decision::Refuse(e),
-            },
-            d => d,
+    /// A read of the log from the store (which may fail), begun and ended
+    /// at `now_ms`.
+    fn read_now(&mut self, now_ms: i64) {
+        let (now, retention) = (UnixTime(now_ms / 1000), retention_secs(self.cfg.access_ttl_secs));
+        let cursor = self.gw.revocations.begin_read(now_ms);
+        let rows = block_on(read(&self.store, cursor, now, retention)).ok();
+        self.gw.revocations.end_read(now_ms, rows, now, retention);
+    }
+
+    fn usable_after_read(&self, now_ms: i64) -> Result<(), Error> {
+        match self.gw.revocations.unusable(now_ms, self.cfg.revocation_lag_secs) {
+            true => Err(unreadable()),
+            false => Ok(()),
         }
     }
 
-    /// Decides as the edge's `forward` does: reading revocations and loading
-    /// the keys when asked (the reload an unknown kid may cause included),
-    /// then asking again.
-    fn decide_loading(&mut self, req: &Req, url: &str, now: i64) -> Decision<Identity> {
-        let mut d = self.decide(req, url, now);
-        for _ in 0..2 {
-            let Decision::LoadKeys { unknown_kid } = &d else { break };
-            if self.gw.keys.reload_needed(unknown_kid.as_deref(), UnixTime(now)) {
-                self.load(now);
+    /// Decides as the edge's `forward` does at `now_ms`: reading the
+    /// revocation log when asked (a role refusal's recheck once, then
+    /// asking without it), with `load_keys` loading the keys when asked too
+    /// (the reload an unknown kid may cause included), then asking again.
+    fn decide_edge(&mut self, req: &Req, url: &str, now_ms: i64, load_keys: bool) -> Decision<Identity> {
+        let mut recheck = true;
+        let mut d = self.decide_raw_at(req, url, now_ms, recheck);
+        for _ in 0..4 {
+            let loaded = match &d {
+                Decision::LoadKeys { unknown_kid } if load_keys => {
+                    if self.gw.keys.reload_needed(unknown_kid.as_deref(), UnixTime(now_ms / 1000)) {
+                        self.load(now_ms / 1000);
+                    }
+                    Ok(())
+                }
+                Decision::LoadRevocations => self.ensure_read_at(now_ms),
+                Decision::RecheckRevocations => {
+                    recheck = false;
+                    self.recheck_read_at(now_ms)
+                }
+                _ => break,
+            };
+            if let Err(e) = loaded {
+                return Decision::Refuse(e);
             }
-            d = self.decide(req, url, now);
+            d = self.decide_raw_at(req, url, now_ms, recheck);
         }
         d
+    }
+
+    /// Decides as the edge does before any key load.
+    fn decide(&mut self, req: &Req, url: &str, now: i64) -> Decision<Identity> {
+        self.decide_edge(req, url, now * 1000, false)
+    }
+
+    /// As [`Isolate::decide`], at `now_ms`.
+    fn decide_at(&mut self, req: &Req, url: &str, now_ms: i64) -> Decision<Identity> {
+        self.decide_edge(req, url, now_ms, false)
+    }
+
+    /// Decides as the edge's `forward` does, keys loaded when asked.
+    fn decide_loading(&mut self, req: &Req, url: &str, now: i64) -> Decision<Identity> {
+        self.decide_edge(req, url, now * 1000, true)
     }
 
     /// Records a revocation in the log at `at`, as D1's triggers do.
@@ -699,6 +750,105 @@ fn a_token_claiming_a_role_its_user_lost_is_refused_and_its_refreshed_token_pass
     let refreshed = i.token("root", &["editor"], 11);
     forwarded(i.decide(&Req::get().bearer(&refreshed), EDITORS, 12));
     assert_eq!(refused(i.decide(&Req::get().bearer(&refreshed), ADMIN, 12)), (403, "insufficient_role"));
+}
+
+#[test]
+fn a_token_minted_after_a_grant_the_copy_has_not_read_passes_after_one_read() {
+    let mut i = Isolate::new(&[]);
+    let editor = Revoked::Roles { user_id: "root".into(), roles: vec!["editor".into()] };
+    i.revoke(1, editor);
+    // The copy (read at 11 s, a lag after its first read) holds {editor}.
+    forwarded(i.decide(&Req::get().bearer(&i.token("other", &[], 11)), API, 11));
+    // billing is granted at 12 s, and a sign-in then gets a token with it.
+    i.revoke(12, Revoked::Roles { user_id: "root".into(), roles: vec!["billing".into(), "editor".into()] });
+    let t = i.token("root", &["billing", "editor"], 12);
+    // The copy refuses it for a role, but was read before the token could
+    // have been minted: it asks for a read, and then the token passes.
+    assert!(matches!(i.decide_raw_at(&Req::get().bearer(&t), API, 12_500, true), Decision::RecheckRevocations));
+    forwarded(i.decide_at(&Req::get().bearer(&t), API, 12_500));
+    forwarded(i.decide_at(&Req::get().bearer(&t), EDITORS, 12_600));
+    // A role the user does not hold: refused after the read; without the
+    // recheck (the edge's second ask) the refusal stands.
+    let other = i.token("root", &["admin"], 12);
+    assert!(matches!(i.decide_raw_at(&Req::get().bearer(&other), API, 13_600, true), Decision::RecheckRevocations));
+    assert_eq!(refused(i.decide_raw_at(&Req::get().bearer(&other), API, 13_600, false)), (401, "token_revoked"));
+    assert_eq!(refused(i.decide_at(&Req::get().bearer(&other), API, 13_600)), (401, "token_revoked"));
+}
+
+#[test]
+fn a_recheck_after_a_read_that_began_with_the_request_reads_nothing_more() {
+    let mut i = Isolate::new(&[]);
+    i.revoke(1, Revoked::Roles { user_id: "root".into(), roles: vec!["editor".into()] });
+    forwarded(i.decide(&Req::get().bearer(&i.token("other", &[], 1)), API, 1));
+    i.revoke(2, Revoked::Roles { user_id: "root".into(), roles: vec!["billing".into(), "editor".into()] });
+    // The copy (read at 0, before either row) is a lag old at 12: read before
+    // use, by a read that began as the request arrived. It holds the grant.
+    let t = i.token("root", &["billing", "editor"], 11);
+    let reads = i.store.log_reads.get();
+    forwarded(i.decide(&Req::get().bearer(&t), API, 12));
+    assert_eq!(i.store.log_reads.get(), reads + 1);
+    // A role it lacks: refused for it, and that read, begun with the
+    // request, already answers the recheck: no second read.
+    let admin = i.token("root", &["admin"], 11);
+    let reads = i.store.log_reads.get();
+    assert!(matches!(i.decide_raw_at(&Req::get().bearer(&admin), API, 12_000, true), Decision::RecheckRevocations));
+    assert_eq!(refused(i.decide_at(&Req::get().bearer(&admin), API, 12_000)), (401, "token_revoked"));
+    assert_eq!(i.store.log_reads.get(), reads, "the read at 12 s answers");
+}
+
+#[test]
+fn with_the_log_unreadable_a_role_refusal_is_rechecked_once_and_never_passes() {
+    let mut i = Isolate::new(&[]);
+    i.revoke(1, Revoked::Roles { user_id: "root".into(), roles: vec!["editor".into()] });
+    forwarded(i.decide(&Req::get().bearer(&i.token("other", &[], 11)), API, 11));
+    i.revoke(12, Revoked::Roles { user_id: "root".into(), roles: vec!["billing".into(), "editor".into()] });
+    let t = i.token("root", &["billing", "editor"], 12);
+    *i.store.fail.borrow_mut() = true;
+    // The recheck's read fails: the grant cannot be told from a removal, 503.
+    assert_eq!(refused(i.decide_at(&Req::get().bearer(&t), API, 12_500)), (503, "service_unavailable"));
+    // A read failed since the copy's: no request waits on D1 again, and the
+    // copy cannot say whether the role was granted or removed: 503 at once.
+    let reads = i.store.log_reads.get();
+    assert_eq!(refused(i.decide_raw_at(&Req::get().bearer(&t), API, 13_000, true)), (503, "service_unavailable"));
+    assert_eq!(refused(i.decide_at(&Req::get().bearer(&t), API, 14_000)), (503, "service_unavailable"));
+    assert_eq!(i.store.log_reads.get(), reads, "no read tried for them");
+    // A token claiming only roles the copy holds passes meanwhile.
+    forwarded(i.decide_at(&Req::get().bearer(&i.token("root", &["editor"], 12)), API, 14_000));
+    // D1 back: the next read (in the background here) holds the grant.
+    *i.store.fail.borrow_mut() = false;
+    let cursor = i.gw.revocations.begin_background_read(16_500, 10).unwrap();
+    let rows = block_on(read(&i.store, cursor, UnixTime(16), retention_secs(900))).unwrap();
+    i.gw.revocations.end_read(16_500, Some(rows), UnixTime(16), retention_secs(900));
+    forwarded(i.decide_at(&Req::get().bearer(&t), API, 16_600));
+}
+
+#[test]
+fn a_role_removed_right_after_a_sign_in_is_refused_after_a_read_while_the_copy_is_not_newer() {
+    let mut i = Isolate::new(&[]);
+    let admin = i.token("root", &["admin", "editor"], 20);
+    forwarded(i.decide(&Req::get().bearer(&admin), ADMIN, 20));
+    i.revoke(21, Revoked::Roles { user_id: "root".into(), roles: vec!["editor".into()] });
+    // Read at 31 s (a lag old): the copy has the removal, and is new
+    // enough to answer for a token of 20 s at once.
+    assert_eq!(refused(i.decide(&Req::get().bearer(&admin), ADMIN, 31)), (401, "token_revoked"));
+    assert_eq!(refused(i.decide_raw(&Req::get().bearer(&admin), API, 32)), (401, "token_revoked"));
+
+    // A token of the second the copy was read in (a refresh racing the
+    // removal): checked against a new read while the copy is not newer
+    // than it by the margin (5 s), and refused all the same.
+    let fresh = i.token("root", &["admin"], 32);
+    for ms in (32_000..40_000).step_by(500) {
+        let rechecks =
+            matches!(i.decide_raw_at(&Req::get().bearer(&fresh), API, ms, true), Decision::RecheckRevocations);
+        assert_eq!(rechecks, ms <= 37_000, "{ms}");
+        assert_eq!(refused(i.decide_at(&Req::get().bearer(&fresh), API, ms)), (401, "token_revoked"), "{ms}");
+    }
+
+    // A revoked session is never rechecked, however new its token.
+    i.revoke(40, session_of("u9"));
+    forwarded(i.decide(&Req::get().bearer(&i.token("other", &[], 51)), API, 51));
+    let t = i.token("u9", &[], 51);
+    assert_eq!(refused(i.decide_raw_at(&Req::get().bearer(&t), API, 51_100, true)), (401, "token_revoked"));
 }
 
 #[test]

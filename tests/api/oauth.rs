@@ -464,6 +464,28 @@ fn a_takeover_by_a_provider_gives_the_account_the_providers_profile() {
 }
 
 #[test]
+fn a_providers_picture_is_kept_only_under_the_avatar_rule() {
+    let w = world();
+    let idp = FakeIdp::default();
+    let rng = &mut TestRandom(33);
+    for (i, (picture, kept)) in [
+        ("https://idp.example/a.png", true),
+        ("http://idp.example/a.png", false),
+        ("https://127.0.0.1/a.png", false),
+        ("https://user:pw@idp.example/a.png", false),
+        ("https://intranet/a.png", false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let email = format!("p{i}@example.com");
+        let claims = json!({"sub": format!("s-{i}"), "email": email, "email_verified": true, "picture": picture});
+        assert!(location_param(&sign_in(&w, rng, &idp, 1_000 + i as i64, claims), "code").is_some());
+        assert_eq!(user(&w, &email).avatar_url.is_some(), kept, "{picture}");
+    }
+}
+
+#[test]
 fn states_are_single_use_expire_and_belong_to_their_browser() {
     let w = world();
     let idp = FakeIdp::default();

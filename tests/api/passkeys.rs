@@ -41,6 +41,26 @@ fn world() -> World {
     World::new(&[("RP_ID", "example.com"), ("RP_ORIGINS", ORIGIN), ("RP_NAME", "Example")])
 }
 
+/// RFC 8032 verification as BoringSSL does it (the runtime's `node:crypto`):
+/// the key decoded leniently, no check of its order, `S` below the group
+/// order, and `[S]B − [k]A` compared with `R` as bytes (cofactorless). It
+/// accepts what a small-order key "signs", as the runtime does: the flow
+/// must refuse such keys itself.
+fn cofactorless_verify(key: &[u8; 32], message: &[u8], sig: &[u8; 64]) -> bool {
+    use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+    use curve25519_dalek::scalar::Scalar;
+    use sha2::Sha512;
+    let Some(a) = CompressedEdwardsY(*key).decompress() else { return false };
+    let Some(s) = Option::<Scalar>::from(Scalar::from_canonical_bytes(sig[32..].try_into().unwrap())) else {
+        return false;
+    };
+    let k = Sha512::new().chain_update(&sig[..32]).chain_update(key).chain_update(message).finalize();
+    let k = Scalar::from_bytes_mod_order_wide(&k.into());
+    // As ref10 computes it: A negated, then [k](−A) + [S]B (for a key with a
+    // torsion part, [−k mod L]A would differ: L is 5 mod 8).
+    EdwardsPoint::vartime_double_scalar_mul_basepoint(&k, &-a, &s).compress().0 == sig[..32]
+}
+
 /// Verifies with the pure-Rust crates: what the runtime's crypto does at the edge.
 struct TestVerifier;
 
@@ -55,10 +75,7 @@ impl PasskeyVerifier for TestVerifier {
 
     async fn verify_passkey(&self, key: &PublicKey, signed: &[u8], signature: &[u8]) -> PortResult<bool> {
         Ok(match key {
-            PublicKey::Ed25519(x) => {
-                let pk = ed25519_compact::PublicKey::new(*x);
-                ed25519_compact::Signature::from_slice(signature).is_ok_and(|s| pk.verify(signed, &s).is_ok())
-            }
+            PublicKey::Ed25519(x) => signature.try_into().is_ok_and(|sig| cofactorless_verify(x, signed, sig)),
             PublicKey::P256 { x, y } => {
                 use p256::ecdsa::signature::Verifier;
                 let sec1 = [&[4u8][..], x, y].concat();
@@ -525,6 +542,106 @@ fn unknown_credentials_bad_signatures_and_foreign_user_handles_are_refused() {
     let o = login_options(&w, rng, T0, None);
     assert_eq!(code(login_verify(&w, rng, T0, &o, a.get(&o, ORIGIN, Some(vec![1; 32])))), "user_handle_mismatch");
     assert_eq!(w.store.passkeys.borrow()[0].sign_count, 1);
+    assert_eq!(w.events.count("login"), 0);
+}
+
+#[test]
+fn a_small_order_ed25519_key_neither_registers_nor_signs_in() {
+    let (w, rng) = (world(), &mut TestRandom(17));
+    let s = signup_at(&w, rng, T0, ADA, PW);
+    // The identity point: R = identity, S = 0 "verifies" for it, whatever
+    // the message, under the runtime's (cofactorless) verification.
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let weak = [vec![0xa4, 0x01, 0x01, 0x03, 0x27, 0x20, 0x06, 0x21, 0x58, 32], identity.to_vec()].concat();
+    let mut a = Authenticator::ed25519(3);
+    let options = register_options(&w, rng, T0, &s).unwrap();
+    let mut credential = a.create(&options, ORIGIN);
+    let object = URL_SAFE_NO_PAD.decode(&credential.response.attestation_object).unwrap();
+    let good = a.cose_key();
+    let at = object.windows(good.len()).position(|win| win == good.as_slice()).unwrap();
+    let planted = [&object[..at], &weak[..], &object[at + good.len()..]].concat();
+    credential.response.attestation_object = b64(&planted);
+    assert_eq!(code(register_with(&w, rng, T0, &s, credential)), "invalid_credential");
+    assert!(w.store.passkeys.borrow().is_empty());
+
+    // One stored before the check (written straight into the store) cannot
+    // sign in: refused, not a 500.
+    register(&w, rng, T0, &s, &a);
+    w.store.passkeys.borrow_mut()[0].public_key = b64(&weak);
+    let o = login_options(&w, rng, T0 + 10, Some(ADA));
+    let mut forged = a.get(&o, ORIGIN, None);
+    let signature: [u8; 64] = [identity.to_vec(), vec![0; 32]].concat().try_into().unwrap();
+    forged.response.signature = b64(signature);
+    // The runtime's verification takes it: the flow must refuse the key.
+    assert!(cofactorless_verify(&identity, b"any message", &signature));
+    assert_eq!(code(login_verify(&w, rng, T0 + 10, &o, forged)), "invalid_signature");
+    assert_eq!(w.events.count("login"), 0);
+    assert_eq!(w.events.count("login_failed"), 1);
+    assert_eq!(w.events.last_of("login_failed")["reason"], "passkey_invalid_signature");
+
+    // A stored key that does not parse at all is a fault: 500, no event.
+    for corrupt in [b64([0xa1u8]), "!!".to_string()] {
+        w.store.passkeys.borrow_mut()[0].public_key = corrupt.clone();
+        let o = login_options(&w, rng, T0 + 20, Some(ADA));
+        let e = login_verify(&w, rng, T0 + 20, &o, a.get(&o, ORIGIN, None)).unwrap_err();
+        assert_eq!(e.problem().status, 500, "{corrupt}");
+        assert_eq!(w.events.count("login_failed"), 1, "{corrupt}");
+    }
+}
+
+#[test]
+fn an_rsa_key_whose_every_message_is_its_own_signature_neither_registers_nor_signs_in() {
+    // n: odd primes p with p − 1 dividing e − 1 = 2^5·3^2·5·7·11·13·17·19, so
+    // s^e = s mod n for every s: the PKCS #1 encoding of any message is its
+    // own signature, forged with nothing but the key's length.
+    let hex =
+        |s: &str| (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect::<Vec<u8>>();
+    let n = hex(concat!(
+        "0f462d7885b8ac06040d8c896aa445fb8d787bf315d68288e0a7dc6faacafe1f7cc85345f457e520d34b09472b5b3bb7fb0a877",
+        "3de3142c737456ea165585c01673b7e156041f2e1b0f5c812109671275bc50b9e24c7e2630b34d3f9c3beb124c3a578371252e08",
+        "3543aa643c602cd89f31463aaf26935a32ab43620b601ed53c29b8745988da0d28f1bf14784ee0415e180fd3a4dfe7fa0311e3f9",
+        "a66c3ee54a8af94f77c679ab79e29cabefa8e733c65b6ccd2b68986ab9800d3bfa2869241f8fa093ef655d748db1837955a99a9f",
+        "57a8444e81b0b0cb2a5d5d92dc7a06312d4bf152d6ab63bed749c543f9e37a8ff650d20fa3107a234668f97ea8b00057bf059",
+    ));
+    let e = 465_585_121u32.to_be_bytes();
+    let weak = rsa_cose(&n, &e);
+    let (w, rng) = (world(), &mut TestRandom(23));
+    let s = signup_at(&w, rng, T0, ADA, PW);
+    let mut a = Authenticator::rs256(9);
+    let options = register_options(&w, rng, T0, &s).unwrap();
+    let mut credential = a.create(&options, ORIGIN);
+    let object = URL_SAFE_NO_PAD.decode(&credential.response.attestation_object).unwrap();
+    let good = a.cose_key();
+    let at = object.windows(good.len()).position(|win| win == good.as_slice()).unwrap();
+    // The key is 2 bytes longer than the good one: the authData length (a u16 before it) grows too.
+    let mut planted = [&object[..at], &weak[..], &object[at + good.len()..]].concat();
+    let len_at = object.windows(9).position(|w| w == b"\x68authData").unwrap() + 10;
+    let len = u16::from_be_bytes([planted[len_at], planted[len_at + 1]]) + (weak.len() - good.len()) as u16;
+    planted[len_at..len_at + 2].copy_from_slice(&len.to_be_bytes());
+    credential.response.attestation_object = b64(&planted);
+    let refused = register_with(&w, rng, T0, &s, credential).unwrap_err().problem();
+    assert_eq!(refused.code, "invalid_credential");
+    assert!(refused.detail.contains("65537"), "{}", refused.detail);
+    assert!(w.store.passkeys.borrow().is_empty());
+
+    // One stored before the check: the runtime would take the forgery; the flow refuses.
+    register(&w, rng, T0, &s, &a);
+    w.store.passkeys.borrow_mut()[0].public_key = b64(&weak);
+    let o = login_options(&w, rng, T0 + 10, Some(ADA));
+    let mut forged = a.get(&o, ORIGIN, None);
+    let auth_data = URL_SAFE_NO_PAD.decode(&forged.response.authenticator_data).unwrap();
+    let client = URL_SAFE_NO_PAD.decode(&forged.response.client_data_json).unwrap();
+    let signed = [auth_data, Sha256::digest(&client).to_vec()].concat();
+    let mut encoded = vec![0x00, 0x01];
+    let digest_info = [hex("3031300d060960864801650304020105000420"), Sha256::digest(&signed).to_vec()].concat();
+    encoded.extend(std::iter::repeat_n(0xff, n.len() - 3 - digest_info.len()));
+    encoded.push(0);
+    encoded.extend(digest_info);
+    assert!(block_on(TestVerifier.verify_passkey(&PublicKey::Rsa { n: n.clone(), e: e.to_vec() }, &signed, &encoded))
+        .unwrap());
+    forged.response.signature = b64(&encoded);
+    assert_eq!(code(login_verify(&w, rng, T0 + 10, &o, forged)), "invalid_signature");
     assert_eq!(w.events.count("login"), 0);
 }
 

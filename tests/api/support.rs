@@ -60,6 +60,8 @@ pub struct MemStore {
     /// OAuth states, exchange codes and linked identities (see `oauth.rs`).
     pub oauth: RefCell<crate::oauth::MemOAuth>,
     pub fail: RefCell<bool>,
+    /// Reads of the revocation log (`revocations_after` calls, failed ones too).
+    pub log_reads: Cell<usize>,
     /// Rate-limit counters: key -> (window end, count).
     pub counters: RefCell<HashMap<String, (UnixTime, u32)>>,
     /// The login back-off's records by email.
@@ -857,6 +859,7 @@ impl MfaStore for MemStore {
 
 impl RevocationStore for MemStore {
     async fn revocations_after(&self, after: u64, live_after: UnixTime, limit: u32) -> Result<RevocationPage> {
+        self.log_reads.set(self.log_reads.get() + 1);
         self.check()?;
         let log = self.revocations.borrow();
         let rows = log.iter().filter(|r| r.seq > after && r.at > live_after).take(limit as usize).cloned().collect();

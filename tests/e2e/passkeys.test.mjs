@@ -10,6 +10,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
+import crypto from "node:crypto";
 import { chromium } from "playwright-core";
 import { decodeJwt } from "jose";
 import * as OTPAuth from "otpauth";
@@ -298,6 +299,40 @@ test("an RS256 passkey (Windows Hello's TPM keys) registers and signs in too", a
   const [status, body] = await signIn({ email: address });
   assert.equal(status, 200, JSON.stringify(body));
   assert.equal(body.user.email, address);
+});
+
+test("an Ed25519 key that is a small-order point is refused: anyone could forge its signatures", async () => {
+  const s = await signup(gw, randomEmail("weak"));
+  const options = await json(await authed(`${gw.url}/auth/passkeys/register/options`, s.access_token, { method: "POST" }));
+  // A credential as an authenticator would make it, by hand: "none" attestation, UP, UV and AT,
+  // and the COSE key {1: 1, 3: -8, -1: 6, -2: x} with x the identity point's encoding.
+  const x = Buffer.alloc(32);
+  x[0] = 1;
+  const id = crypto.randomBytes(16);
+  const cose = Buffer.concat([Buffer.from([0xa4, 0x01, 0x01, 0x03, 0x27, 0x20, 0x06, 0x21, 0x58, 0x20]), x]);
+  const authData = Buffer.concat([
+    crypto.createHash("sha256").update("localhost").digest(),
+    Buffer.from([0x45, 0, 0, 0, 0]),
+    Buffer.alloc(16),
+    Buffer.from([0, id.length]),
+    id,
+    cose,
+  ]);
+  const text = (t) => Buffer.concat([Buffer.from([0x60 + t.length]), Buffer.from(t)]);
+  const attestationObject = Buffer.concat([
+    Buffer.from([0xa3]), text("fmt"), text("none"), text("attStmt"), Buffer.from([0xa0]),
+    text("authData"), Buffer.from([0x58, authData.length]), authData,
+  ]);
+  const clientData = { type: "webauthn.create", challenge: options.challenge, origin: PAGE, crossOrigin: false };
+  const credential = {
+    id: id.toString("base64url"),
+    rawId: id.toString("base64url"),
+    type: "public-key",
+    response: { clientDataJSON: b64(JSON.stringify(clientData)), attestationObject: attestationObject.toString("base64url"), transports: ["internal"] },
+  };
+  const res = await authed(`${gw.url}/auth/passkeys/register/verify`, s.access_token, { method: "POST", body: { credential } });
+  await assertProblem(res, 400, "invalid_credential");
+  assert.deepEqual((await json(await authed(`${gw.url}/auth/passkeys`, s.access_token))).passkeys, []);
 });
 
 test("new registration options replace the earlier challenge, which is then a 400, not a token challenge", async () => {

@@ -90,7 +90,7 @@ impl ProfileRequest {
     pub fn parse(self) -> Result<ProfileEdit, Error> {
         Ok(ProfileEdit {
             name: self.name.map(parse_name).transpose()?,
-            avatar_url: self.avatar_url.map(parse_own_avatar_url).transpose()?,
+            avatar_url: self.avatar_url.map(parse_avatar_url).transpose()?,
             locale: self.locale.map(parse_locale).transpose()?,
         })
     }
@@ -105,53 +105,37 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
-/// Checks an avatar URL an administrator sets: an http(s) URL with a host,
-/// of at most [`MAX_AVATAR_URL_LEN`] as written and as normalised; empty
-/// clears it.
+/// Checks an avatar URL, set by its user or an administrator, which other
+/// users' browsers and the origin may fetch: an `https` URL of at most
+/// [`MAX_AVATAR_URL_LEN`] as written and as normalised, without a user name
+/// or password, on a public-looking name — no IP address, `localhost` or
+/// single-label host, nor `.local`, `.internal`, `.localhost`, `.lan`,
+/// `.home.arpa`, `.localdomain`. By name only: a public name may still
+/// resolve to a private address, which whatever fetches the image must
+/// check. Empty clears it.
 pub(crate) fn parse_avatar_url(raw: Option<String>) -> Result<Option<String>, Error> {
-    avatar_url(raw, false)
-}
-
-/// Checks an avatar URL a user sets for themselves, which other users'
-/// browsers and the origin may fetch: as [`parse_avatar_url`], but `https`
-/// only, without a user name or password, and on a public-looking name —
-/// no IP address, `localhost` or single-label host, nor `.local`,
-/// `.internal`, `.localhost`, `.lan`, `.home.arpa`, `.localdomain`. By name
-/// only: a public name may still resolve to a private address, which
-/// whatever fetches the image must check.
-pub(crate) fn parse_own_avatar_url(raw: Option<String>) -> Result<Option<String>, Error> {
-    avatar_url(raw, true)
-}
-
-fn avatar_url(raw: Option<String>, own: bool) -> Result<Option<String>, Error> {
     let Some(raw) = raw.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()) else { return Ok(None) };
-    let what = if own { "an https URL on a public host name" } else { "an http(s) URL" };
     let bad = || {
         Error::validation(
             "invalid_avatar_url",
-            format!("avatar_url: {what} of at most {MAX_AVATAR_URL_LEN} characters"),
+            format!("avatar_url: an https URL on a public host name of at most {MAX_AVATAR_URL_LEN} characters"),
         )
     };
     if raw.len() > MAX_AVATAR_URL_LEN {
         return Err(bad());
     }
     let url = url::Url::parse(&raw).map_err(|_| bad())?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() || url.as_str().len() > MAX_AVATAR_URL_LEN
-    {
-        return Err(bad());
-    }
-    if own {
-        let public = match url.host() {
-            Some(url::Host::Domain(d)) => {
-                let d = d.trim_end_matches('.');
-                let private = [".local", ".internal", ".localhost", ".lan", ".home.arpa", ".localdomain"];
-                d.contains('.') && !private.iter().any(|s| d.ends_with(s))
-            }
-            _ => false,
-        };
-        if url.scheme() != "https" || !url.username().is_empty() || url.password().is_some() || !public {
-            return Err(bad());
+    let public = match url.host() {
+        Some(url::Host::Domain(d)) => {
+            let d = d.trim_end_matches('.');
+            let private = [".local", ".internal", ".localhost", ".lan", ".home.arpa", ".localdomain"];
+            d.contains('.') && !private.iter().any(|s| d.ends_with(s))
         }
+        _ => false,
+    };
+    let credentials = !url.username().is_empty() || url.password().is_some();
+    if url.scheme() != "https" || credentials || !public || url.as_str().len() > MAX_AVATAR_URL_LEN {
+        return Err(bad());
     }
     Ok(Some(url.to_string()))
 }

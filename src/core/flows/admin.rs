@@ -500,7 +500,18 @@ mod tests {
             Some("https://img.example/a.png")
         );
         assert_eq!(parse_avatar_url(Some("  ".into())).unwrap(), None);
-        for bad in ["javascript:alert(1)", "ftp://x.example/a", "not a url", "data:image/png;base64,AAAA"] {
+        // The rule a user's own edit follows: what others' browsers fetch.
+        for bad in [
+            "javascript:alert(1)",
+            "ftp://x.example/a",
+            "not a url",
+            "data:image/png;base64,AAAA",
+            "http://img.example/a.png",
+            "https://user:pw@img.example/a.png",
+            "https://127.0.0.1/x",
+            "https://localhost/x",
+            "https://printer.lan/x",
+        ] {
             assert!(parse_avatar_url(Some(bad.into())).is_err(), "{bad}");
         }
         assert!(parse_phone(Some("+44 (20) 7946-0958".into())).unwrap().is_some());

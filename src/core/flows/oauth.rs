@@ -29,7 +29,9 @@ use crate::core::config::Config;
 use crate::core::email_address::Email;
 use crate::core::error::{Error, TokenError};
 use crate::core::events::{self, Event};
-use crate::core::flows::account::{banned, login_event, login_failed_event, parse_name, signin_refusal};
+use crate::core::flows::account::{
+    banned, login_event, login_failed_event, parse_avatar_url, parse_name, signin_refusal,
+};
 use crate::core::flows::{AuthResponse, Deps, Meta, SignIn};
 use crate::core::ids::{self, Random, SessionId, UserId};
 use crate::core::locale::Locale;
@@ -47,8 +49,6 @@ use crate::core::users::{User, UserResponse};
 
 /// Longest `state`, `code` or `error` parameter looked at.
 const MAX_PARAM_LEN: usize = 2048;
-/// Longest avatar URL taken from a provider.
-const MAX_AVATAR_LEN: usize = 2048;
 
 fn oauth_error(status: u16, code: &'static str, detail: impl Into<String>) -> Error {
     Error::OAuth { status, code, detail: detail.into() }
@@ -899,8 +899,8 @@ fn linked_elsewhere() -> Error {
 
 /// The profile a provider's claims give an account it creates or takes
 /// over, each claim kept only if it passes its field's check (a bad one is
-/// no reason to refuse a sign-in): `name`, `picture` (an http(s) URL of at
-/// most [`MAX_AVATAR_LEN`]) and `locale` (a language tag, normalised).
+/// no reason to refuse a sign-in): `name`, `picture` (the rule of a
+/// user's own `avatar_url`) and `locale` (a language tag, normalised).
 struct ProviderProfile {
     name: Option<String>,
     avatar_url: Option<String>,
@@ -911,10 +911,7 @@ impl ProviderProfile {
     fn of(identity: &Identity) -> Self {
         Self {
             name: parse_name(identity.name.clone()).ok().flatten(),
-            avatar_url: identity
-                .picture
-                .clone()
-                .filter(|u| u.len() <= MAX_AVATAR_LEN && (u.starts_with("https://") || u.starts_with("http://"))),
+            avatar_url: parse_avatar_url(identity.picture.clone()).ok().flatten(),
             locale: identity.locale.as_deref().and_then(|l| Locale::parse(l).ok()).map(|l| l.to_string()),
         }
     }

@@ -582,9 +582,20 @@ where
         let Some(user) = self.store.user_by_id(&passkey.user_id).await? else {
             return Err(unknown_credential());
         };
-        let key = decode_b64url(&passkey.public_key, passkey::MAX_ATTESTATION_OBJECT_BYTES, "stored key")
-            .and_then(|k| PublicKey::from_cose(&k))
-            .map_err(|_| Error::Internal(format!("passkey {}: the stored public key does not parse", passkey.id)))?;
+        let stored = decode_b64url(&passkey.public_key, passkey::MAX_ATTESTATION_OBJECT_BYTES, "stored key")
+            .map_err(|_| Error::Internal(format!("passkey {}: the stored public key is not base64url", passkey.id)))?;
+        let key = match PublicKey::from_cose(&stored) {
+            Ok(key) => key,
+            // A key stored before a check that now refuses it (one whose
+            // signatures anyone could forge) verifies nothing.
+            Err(_) if PublicKey::is_weak_cose(&stored) => {
+                self.passkey_failed(meta, rng, &user, "invalid_signature").await?;
+                return Err(refused("invalid_signature", "the passkey's key is too weak to sign in with"));
+            }
+            Err(_) => {
+                return Err(Error::Internal(format!("passkey {}: the stored public key does not parse", passkey.id)))
+            }
+        };
         let mut signed = a.auth_data_bytes.clone();
         signed.extend_from_slice(&a.client_hash);
         if !verifier.verify_passkey(&key, &signed, &a.signature).await? {

@@ -30,7 +30,7 @@ use crate::core::gateway::headers::IdentityHeaders;
 use crate::core::gateway::key_cache::{Cached, KeyCache, SignatureOps};
 use crate::core::gateway::policy::{missing_token, Judgement};
 use crate::core::gateway::request::RequestView;
-use crate::core::gateway::revocations::{unreadable, BeforeUse, FreshSession, RevocationCopy};
+use crate::core::gateway::revocations::{unreadable, BeforeUse, FreshSession, RevocationCopy, RoleRefusal};
 use crate::core::gateway::target::{assertion_audience, RequestUrl};
 use crate::core::time::UnixTime;
 use crate::core::token::{self, Expectations, Parsed, VerifiedToken, ACCESS_TOKEN_TYPE, ASSERTION_TTL_SECS};
@@ -62,6 +62,11 @@ pub enum Decision<A> {
     /// The revocation set must be read first (never read, or a lag old),
     /// then ask again ([`RevocationCopy::before_use`]).
     LoadRevocations,
+    /// The token is refused for a role by a copy read before it may have
+    /// been minted ([`RevocationCopy::may_miss_a_grant`]): read the set (a
+    /// read that began after the request arrived), then ask again with
+    /// `recheck_roles` false, whose answer stands.
+    RecheckRevocations,
 }
 
 /// What an isolate keeps for the gateway between requests: its signing keys
@@ -88,6 +93,8 @@ enum Hit<A> {
     Unsigned(VerifiedToken),
     /// The revocation set must be read first, or cannot be had.
     Blocked(BeforeUse),
+    /// Refused for a role by a copy older than the token: read, then ask again.
+    Recheck,
 }
 
 impl<O: SignatureOps, A: IdentityHeaders> Gateway<O, A> {
@@ -103,7 +110,11 @@ impl<O: SignatureOps, A: IdentityHeaders> Gateway<O, A> {
 
     /// Judges a gateway request at `now_ms` (Unix milliseconds): `req` (its
     /// URL `url`, its path normalised to `path`) under `cfg`, signatures
-    /// through `ops`. Never does I/O.
+    /// through `ops`. With `recheck_roles`, a token refused for a role by a
+    /// copy older than the token asks for a read first
+    /// ([`Decision::RecheckRevocations`]); without, the refusal stands.
+    /// Never does I/O.
+    #[allow(clippy::too_many_arguments)]
     pub fn decide(
         &mut self,
         req: &impl RequestView,
@@ -112,6 +123,7 @@ impl<O: SignatureOps, A: IdentityHeaders> Gateway<O, A> {
         cfg: &Config,
         ops: &O,
         now_ms: i64,
+        recheck_roles: bool,
     ) -> Decision<A> {
         let now = UnixTime::from_millis(now_ms as f64);
         if echoes_the_request(req.method()) {
@@ -142,6 +154,14 @@ impl<O: SignatureOps, A: IdentityHeaders> Gateway<O, A> {
             None => Cow::Owned(cfg.issuer_for(&url.origin())),
         };
         let fresh_session = |t: &VerifiedToken| judged.needs_fresh_session().then(|| FreshSession::of(&t.claims));
+        // A role refusal by a copy older than the token: read, ask again
+        // (or 503 while D1 cannot be read).
+        let recheck = |copy: &RevocationCopy, e: &Error, t: &VerifiedToken| match e {
+            Error::InvalidToken(TokenError::Revoked) if recheck_roles => {
+                copy.role_refusal(&t.claims.sid, t.issued_at, now_ms, lag)
+            }
+            _ => RoleRefusal::Stands,
+        };
 
         // A token this isolate verified before: a map lookup, while the keys
         // that signed it (and its assertion) are published.
@@ -154,7 +174,13 @@ impl<O: SignatureOps, A: IdentityHeaders> Gateway<O, A> {
                 BeforeUse::Use => {}
                 blocked => return Ok(Hit::Blocked(blocked)),
             }
-            admit(&judged, revocations, &e.token, now)?;
+            if let Err(refusal) = admit(&judged, revocations, &e.token, now) {
+                return match recheck(revocations, &refusal, &e.token) {
+                    RoleRefusal::Recheck => Ok(Hit::Recheck),
+                    RoleRefusal::Unknowable => Err(unreadable()),
+                    RoleRefusal::Stands => Err(refusal),
+                };
+            }
             Ok(match e.assertion.as_ref().filter(|a| assertion_fresh(a.expires_at, now)) {
                 Some(a) => Hit::Ready(a.value.clone(), fresh_session(&e.token)),
                 None => Hit::Unsigned(e.token.clone()),
@@ -170,6 +196,7 @@ impl<O: SignatureOps, A: IdentityHeaders> Gateway<O, A> {
                 return Decision::Forward { identity: Some(identity), drop_auth, fresh }
             }
             Some(Ok(Hit::Blocked(b))) => return blocked(b),
+            Some(Ok(Hit::Recheck)) => return Decision::RecheckRevocations,
             Some(Ok(Hit::Unsigned(verified))) => (verified, None),
             None => match self.verify_fresh(&raw, &issuer, cfg, ops, now) {
                 Ok((v, kid)) => match before_use(&self.revocations) {
@@ -185,9 +212,14 @@ impl<O: SignatureOps, A: IdentityHeaders> Gateway<O, A> {
             },
         };
         if let Err(e) = admit(&judged, &self.revocations, &verified, now) {
+            let again = recheck(&self.revocations, &e, &verified);
             // Cached all the same: a repeat of the refused request costs a lookup.
             self.remember(&raw, fresh.map(|kid| (verified, kid)), None, now);
-            return Decision::Refuse(e);
+            return match again {
+                RoleRefusal::Recheck => Decision::RecheckRevocations,
+                RoleRefusal::Unknowable => Decision::Refuse(unreadable()),
+                RoleRefusal::Stands => Decision::Refuse(e),
+            };
         }
         let signed = self.sign_assertion(&issuer, cfg, &verified, ops, now);
         let fresh_check = fresh_session(&verified);

@@ -30,7 +30,7 @@
 use crate::core::error::{Error, TokenError};
 use crate::core::ids::{SessionId, UserId};
 use crate::core::ports::RevocationStore;
-use crate::core::revocation::{stands, LogRead, Readiness, RevocationSet, Revocations, PAGE_ROWS};
+use crate::core::revocation::{stands, LogRead, Readiness, RevocationSet, Revocations, MINTED_MARGIN_MS, PAGE_ROWS};
 use crate::core::time::UnixTime;
 use crate::core::users::Role;
 
@@ -47,6 +47,17 @@ pub enum BeforeUse {
     Read,
     /// Refuse: the copy may not be used and no read can be had now (503).
     FailClosed,
+}
+
+/// What a refusal by the copy is worth ([`RevocationCopy::role_refusal`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleRefusal {
+    /// The refusal stands.
+    Stands,
+    /// The copy may lack a grant: read, then ask again without a recheck.
+    Recheck,
+    /// The copy may lack a grant and D1 cannot be read now: 503.
+    Unknowable,
 }
 
 /// The isolate's revocation set, when it was read, and its reads: the one
@@ -126,7 +137,7 @@ impl RevocationCopy {
     /// What a request that checks a token at `now_ms` must do first (module
     /// docs).
     pub fn before_use(&self, now_ms: i64, lag_secs: u64) -> BeforeUse {
-        let can_read = || self.read_under_way(now_ms, lag_secs).is_some() || self.may_start(now_ms, lag_secs);
+        let can_read = || self.can_read(now_ms, lag_secs);
         match self.readiness(now_ms, lag_secs) {
             Readiness::Fresh | Readiness::Refresh => BeforeUse::Use,
             // A read failed (or was lost) since the copy was read: it serves
@@ -143,6 +154,39 @@ impl RevocationCopy {
     /// revoked by the set as it is (ask [`RevocationCopy::before_use`] first).
     pub fn refuses(&self, sid: &SessionId, sub: &UserId, roles: &[Role]) -> bool {
         self.set().refuses(sid, sub, roles)
+    }
+
+    /// What the copy's refusal of a token of session `sid` issued at
+    /// `iat` is worth at `now_ms` (module docs of
+    /// [`crate::core::revocation`]). It [`RoleRefusal::Stands`] when the
+    /// session is revoked, or the copy's read began after the token may
+    /// have been minted ([`MINTED_MARGIN_MS`] after `iat`). Otherwise a role
+    /// granted just before the mint may be missing from the copy: a read
+    /// that began after the request arrived answers for certain
+    /// ([`RoleRefusal::Recheck`], the edge's `recheck_read`) — unless a
+    /// read failed or was lost since the copy's, when no request waits on
+    /// D1 and the answer is 503 ([`RoleRefusal::Unknowable`]).
+    pub fn role_refusal(&self, sid: &SessionId, iat: UnixTime, now_ms: i64, lag_secs: u64) -> RoleRefusal {
+        let minted_by = iat.0.saturating_mul(1000).saturating_add(MINTED_MARGIN_MS);
+        if self.set().revokes_session(sid) || self.revocations.read_at_ms().is_some_and(|at| at >= minted_by) {
+            RoleRefusal::Stands
+        } else if self.failed_since_read(now_ms, lag_secs) {
+            RoleRefusal::Unknowable
+        } else {
+            RoleRefusal::Recheck
+        }
+    }
+
+    /// Whether the copy was read by a read that began at or after
+    /// `arrival_ms` (what a role recheck waits for).
+    pub fn read_since(&self, arrival_ms: i64) -> bool {
+        self.revocations.read_at_ms().is_some_and(|read_at| read_at >= arrival_ms)
+    }
+
+    /// Whether a read can be had at `now_ms`: one is under way, or one may
+    /// start.
+    fn can_read(&self, now_ms: i64, lag_secs: u64) -> bool {
+        self.read_under_way(now_ms, lag_secs).is_some() || self.may_start(now_ms, lag_secs)
     }
 
     /// Starts a read at `now_ms` (the caller reads the log after the
