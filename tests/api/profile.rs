@@ -11,7 +11,7 @@ const ADA: &str = "ada@example.com";
 fn edit(w: &World, rng: &mut TestRandom, bearer: &str, body: &str) -> Result<(), Error> {
     let (deps, meta) = w.at(1_500);
     let req: ProfileRequest = parse_json(body.as_bytes())?;
-    block_on(deps.edit_profile(&meta, rng, Some(bearer), req))
+    block_on(deps.edit_profile(&meta, rng, Some(bearer), req)).map(|_| ())
 }
 
 #[test]

@@ -660,25 +660,32 @@ where
     /// written. Only the fields given are written, while the caller's session
     /// is live (401 `session_revoked` otherwise). Emits `user_updated` with
     /// the names of the fields that changed; none changed, nothing written.
+    /// Returns the caller and the user as written (for `GET /auth/me`'s
+    /// answer: [`Deps::me_view`]), whatever came after the write.
     pub async fn edit_profile(
         &self,
         meta: &Meta,
         rng: &mut impl Random,
         bearer: Option<&str>,
         req: ProfileRequest,
-    ) -> Result<(), Error> {
+    ) -> Result<(Principal, User), Error> {
         let edit = req.parse()?;
         let p = self.authenticate(meta, bearer).await?;
         let before = self.live_user(&p).await?;
         let fields = changed_fields(&before, &edit.applied_to(&before));
         if fields.is_empty() {
-            return Ok(());
+            return Ok((p, before));
         }
         let caller = self.live_session(meta, &p);
         if !self.store.edit_own_profile(&caller, &edit).await? {
             return Err(self.refused_write(&caller).await);
         }
-        self.emit(meta, rng, vec![events::UserUpdated { user_id: p.user_id, fields }.into()]).await
+        self.emit(meta, rng, vec![events::UserUpdated { user_id: p.user_id.clone(), fields }.into()]).await?;
+        // Answered from what was written, whatever came after it: a ban or
+        // a sign-out committed since must not turn a done edit into a 401
+        // (a client would send it again).
+        let after = self.store.user_by_id(&p.user_id).await?.unwrap_or_else(|| edit.applied_to(&before));
+        Ok((p, after))
     }
 }
 

@@ -32,7 +32,7 @@ use crate::core::events::{self, Event};
 use crate::core::flows::account::{
     banned, login_event, login_failed_event, parse_avatar_url, parse_name, signin_refusal,
 };
-use crate::core::flows::{AuthResponse, Deps, Meta, SignIn};
+use crate::core::flows::{AuthResponse, Deps, Meta, Principal, SignIn};
 use crate::core::ids::{self, Random, SessionId, UserId};
 use crate::core::locale::Locale;
 use crate::core::mfa::FactorsView;
@@ -880,6 +880,13 @@ where
     pub async fn me_with_providers(&self, meta: &Meta, bearer: Option<&str>) -> Result<MeResponse, Error> {
         let principal = self.authenticate(meta, bearer).await?;
         let user = self.live_user(&principal).await?;
+        self.me_view(&principal, user).await
+    }
+
+    /// `GET /auth/me`'s answer for `user`, read by `principal`'s session
+    /// (already checked): the user, linked providers and factors. Also
+    /// `PATCH /auth/me`'s, for what it wrote.
+    pub async fn me_view(&self, principal: &Principal, user: User) -> Result<MeResponse, Error> {
         let providers = self.store.identities_of(&user.id).await?.into_iter().map(ProviderView::from).collect();
         let mfa = self.factors_view(&user.id).await?;
         Ok(MeResponse {
