@@ -878,7 +878,7 @@ impl<'a, 'e> Ui<'a, 'e> {
                 self.deps
                     .edit_profile(self.meta, rng, Some(&access), body)
                     .await
-                    .map(|_| Notice::Info("Your profile is saved.".into()))
+                    .map(|()| Notice::Info("Your profile is saved.".into()))
             }
             "verify_email" => self
                 .deps

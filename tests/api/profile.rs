@@ -11,7 +11,7 @@ const ADA: &str = "ada@example.com";
 fn edit(w: &World, rng: &mut TestRandom, bearer: &str, body: &str) -> Result<(), Error> {
     let (deps, meta) = w.at(1_500);
     let req: ProfileRequest = parse_json(body.as_bytes())?;
-    block_on(deps.edit_profile(&meta, rng, Some(bearer), req)).map(|_| ())
+    block_on(deps.edit_profile(&meta, rng, Some(bearer), req))
 }
 
 #[test]
@@ -103,4 +103,37 @@ fn only_a_live_session_of_an_unbanned_account_edits() {
     );
     assert_eq!(user(&w, ADA).name, None);
     assert_eq!(w.events.count("user_updated"), 0);
+}
+
+#[test]
+fn the_answer_is_the_account_as_written_and_a_ban_before_the_write_writes_nothing() {
+    let w = World::new(&[]);
+    let mut rng = TestRandom(4);
+    let ada = signup_at(&w, &mut rng, 1_000, ADA, "password-1");
+    let (deps, meta) = w.at(1_500);
+    let body = |s: &str| parse_json::<ProfileRequest>(s.as_bytes()).unwrap();
+    let view = block_on(deps.edit_profile_view(&meta, &mut rng, Some(&ada.access_token), body(r#"{"name": "Ada L"}"#)))
+        .unwrap();
+    assert_eq!(
+        (view.user.name.as_deref(), view.user.session_id.as_ref()),
+        (Some("Ada L"), ada.user.session_id.as_ref())
+    );
+    assert_eq!(w.events.count("user_updated"), 1);
+
+    // A ban committed after the answer's reads, before the write: nothing
+    // written, no event, a refusal.
+    let (store, id) = (w.store.clone(), ada.user.id.clone());
+    *w.store.after_factors_read.borrow_mut() = Some(Box::new(move || {
+        // As a ban writes it: the account banned, its sessions revoked.
+        store.users.borrow_mut().iter_mut().find(|u| u.id == id).unwrap().banned = true;
+        for (s, _) in store.sessions.borrow_mut().iter_mut().filter(|(s, _)| s.user_id == id) {
+            s.revoked_at = Some(portcullis::core::time::UnixTime(1_500));
+        }
+    }));
+    let refused =
+        block_on(deps.edit_profile_view(&meta, &mut rng, Some(&ada.access_token), body(r#"{"name": "Eve"}"#)));
+    let refused = code(refused);
+    assert!(["session_revoked", "account_banned"].contains(&refused), "{refused}");
+    assert_eq!(user(&w, ADA).name.as_deref(), Some("Ada L"));
+    assert_eq!(w.events.count("user_updated"), 1);
 }

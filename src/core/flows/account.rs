@@ -660,32 +660,44 @@ where
     /// written. Only the fields given are written, while the caller's session
     /// is live (401 `session_revoked` otherwise). Emits `user_updated` with
     /// the names of the fields that changed; none changed, nothing written.
-    /// Returns the caller and the user as written (for `GET /auth/me`'s
-    /// answer: [`Deps::me_view`]), whatever came after the write.
+    /// The API's answer is [`Deps::edit_profile_view`].
     pub async fn edit_profile(
         &self,
         meta: &Meta,
         rng: &mut impl Random,
         bearer: Option<&str>,
         req: ProfileRequest,
-    ) -> Result<(Principal, User), Error> {
+    ) -> Result<(), Error> {
         let edit = req.parse()?;
         let p = self.authenticate(meta, bearer).await?;
         let before = self.live_user(&p).await?;
-        let fields = changed_fields(&before, &edit.applied_to(&before));
+        self.write_profile_edit(meta, rng, &p, &before, &edit).await.map(|_| ())
+    }
+
+    /// Writes `edit` of `before` (the caller `p`'s account, read live),
+    /// while `p`'s session is live, and emits `user_updated`; the account as
+    /// written. Nothing is read after the write: a ban, sign-out or takeover
+    /// committed since must neither turn a done edit into a refusal (a
+    /// client would send it again) nor show the caller what came after.
+    pub(crate) async fn write_profile_edit(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        p: &Principal,
+        before: &User,
+        edit: &ProfileEdit,
+    ) -> Result<User, Error> {
+        let after = edit.applied_to(before);
+        let fields = changed_fields(before, &after);
         if fields.is_empty() {
-            return Ok((p, before));
+            return Ok(after);
         }
-        let caller = self.live_session(meta, &p);
-        if !self.store.edit_own_profile(&caller, &edit).await? {
+        let caller = self.live_session(meta, p);
+        if !self.store.edit_own_profile(&caller, edit).await? {
             return Err(self.refused_write(&caller).await);
         }
         self.emit(meta, rng, vec![events::UserUpdated { user_id: p.user_id.clone(), fields }.into()]).await?;
-        // Answered from what was written, whatever came after it: a ban or
-        // a sign-out committed since must not turn a done edit into a 401
-        // (a client would send it again).
-        let after = self.store.user_by_id(&p.user_id).await?.unwrap_or_else(|| edit.applied_to(&before));
-        Ok((p, after))
+        Ok(after)
     }
 }
 

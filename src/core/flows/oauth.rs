@@ -30,7 +30,7 @@ use crate::core::email_address::Email;
 use crate::core::error::{Error, TokenError};
 use crate::core::events::{self, Event};
 use crate::core::flows::account::{
-    banned, login_event, login_failed_event, parse_avatar_url, parse_name, signin_refusal,
+    banned, login_event, login_failed_event, parse_avatar_url, parse_name, signin_refusal, ProfileRequest,
 };
 use crate::core::flows::{AuthResponse, Deps, Meta, Principal, SignIn};
 use crate::core::ids::{self, Random, SessionId, UserId};
@@ -883,10 +883,31 @@ where
         self.me_view(&principal, user).await
     }
 
+    /// `PATCH /auth/me` ([`Deps::edit_profile`]), answered as `GET
+    /// /auth/me` with the account as written: everything the answer shows is
+    /// read before the write (the session was live then, so at every read
+    /// before it), nothing after.
+    pub async fn edit_profile_view(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        bearer: Option<&str>,
+        req: ProfileRequest,
+    ) -> Result<MeResponse, Error> {
+        let edit = req.parse()?;
+        let principal = self.authenticate(meta, bearer).await?;
+        let before = self.live_user(&principal).await?;
+        let mut view = self.me_view(&principal, before.clone()).await?;
+        let written = self.write_profile_edit(meta, rng, &principal, &before, &edit).await?;
+        view.locale.clone_from(&written.locale);
+        view.user = written.response(Some(&principal.session_id));
+        Ok(view)
+    }
+
     /// `GET /auth/me`'s answer for `user`, read by `principal`'s session
-    /// (already checked): the user, linked providers and factors. Also
-    /// `PATCH /auth/me`'s, for what it wrote.
-    pub async fn me_view(&self, principal: &Principal, user: User) -> Result<MeResponse, Error> {
+    /// (already checked): the user, linked providers and factors.
+    async fn me_view(&self, principal: &Principal, user: User) -> Result<MeResponse, Error> {
+        debug_assert_eq!(user.id, principal.user_id);
         let providers = self.store.identities_of(&user.id).await?.into_iter().map(ProviderView::from).collect();
         let mfa = self.factors_view(&user.id).await?;
         Ok(MeResponse {
