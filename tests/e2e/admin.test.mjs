@@ -282,7 +282,7 @@ describe("admin API", () => {
     for (const [i, res] of edits.entries()) {
       const body = await json(res);
       if (res.status === 200) {
-        assert.equal(body.name, `n${i}`, "a 200 shows the edit it wrote");
+        assert.deepEqual([body.name, body.banned, body.session_id], [`n${i}`, false, s.user.session_id], "a 200 shows the edit it wrote, read before the ban");
         done.push(i);
       } else {
         // Refused before its write: signed out (401), or banned once past the session check (403).

@@ -675,10 +675,12 @@ where
     }
 
     /// Writes `edit` of `before` (the caller `p`'s account, read live),
-    /// while `p`'s session is live, and emits `user_updated`; the account as
-    /// written. Nothing is read after the write: a ban, sign-out or takeover
-    /// committed since must neither turn a done edit into a refusal (a
-    /// client would send it again) nor show the caller what came after.
+    /// while `p`'s session is live, and emits `user_updated`: `before` with
+    /// the edit applied, or `None` when it changes nothing (nothing
+    /// written). Nothing is read after the write: a ban, sign-out or
+    /// takeover committed since must neither turn a done edit into a
+    /// refusal (a client would send it again) nor show the caller what came
+    /// after.
     pub(crate) async fn write_profile_edit(
         &self,
         meta: &Meta,
@@ -686,18 +688,18 @@ where
         p: &Principal,
         before: &User,
         edit: &ProfileEdit,
-    ) -> Result<User, Error> {
+    ) -> Result<Option<User>, Error> {
         let after = edit.applied_to(before);
         let fields = changed_fields(before, &after);
         if fields.is_empty() {
-            return Ok(after);
+            return Ok(None);
         }
         let caller = self.live_session(meta, p);
         if !self.store.edit_own_profile(&caller, edit).await? {
             return Err(self.refused_write(&caller).await);
         }
         self.emit(meta, rng, vec![events::UserUpdated { user_id: p.user_id.clone(), fields }.into()]).await?;
-        Ok(after)
+        Ok(Some(after))
     }
 }
 

@@ -880,13 +880,31 @@ where
     pub async fn me_with_providers(&self, meta: &Meta, bearer: Option<&str>) -> Result<MeResponse, Error> {
         let principal = self.authenticate(meta, bearer).await?;
         let user = self.live_user(&principal).await?;
-        self.me_view(&principal, user).await
+        let view = self.me_view(&principal, user).await?;
+        self.shown_to_live_session(meta, &principal, view).await
+    }
+
+    /// `view`, read for `principal`, if its session is still live after the
+    /// reads: a takeover (or sign-out) committed while they were read ended
+    /// the session in its write, and what they read may be the new holder's.
+    async fn shown_to_live_session(
+        &self,
+        meta: &Meta,
+        principal: &Principal,
+        view: MeResponse,
+    ) -> Result<MeResponse, Error> {
+        match self.still_live(&self.live_session(meta, principal)).await? {
+            true => Ok(view),
+            false => Err(Error::InvalidToken(crate::core::error::TokenError::SessionRevoked)),
+        }
     }
 
     /// `PATCH /auth/me` ([`Deps::edit_profile`]), answered as `GET
-    /// /auth/me` with the account as written: everything the answer shows is
-    /// read before the write (the session was live then, so at every read
-    /// before it), nothing after.
+    /// /auth/me`: the account as read just before the write, with the edit
+    /// applied. Everything the answer shows is read before the write, and
+    /// the write needs the session live (so it was at every read before it);
+    /// nothing is read after. An edit that changes nothing writes nothing:
+    /// then the session is checked after the reads, as `GET /auth/me` does.
     pub async fn edit_profile_view(
         &self,
         meta: &Meta,
@@ -898,7 +916,9 @@ where
         let principal = self.authenticate(meta, bearer).await?;
         let before = self.live_user(&principal).await?;
         let mut view = self.me_view(&principal, before.clone()).await?;
-        let written = self.write_profile_edit(meta, rng, &principal, &before, &edit).await?;
+        let Some(written) = self.write_profile_edit(meta, rng, &principal, &before, &edit).await? else {
+            return self.shown_to_live_session(meta, &principal, view).await;
+        };
         view.locale.clone_from(&written.locale);
         view.user = written.response(Some(&principal.session_id));
         Ok(view)
