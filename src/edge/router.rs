@@ -227,8 +227,7 @@ async fn auth_api(
         Route::EditProfile => {
             let body: ProfileRequest = http::read_json(req).await?;
             let bearer = access_token(req, &cfg, url)?;
-            deps.edit_profile(&meta, rng, bearer.as_deref(), body).await?;
-            js(http::json(200, &deps.me_with_providers(&meta, bearer.as_deref()).await?, None, &[]))
+            js(http::json(200, &deps.edit_profile_view(&meta, rng, bearer.as_deref(), body).await?, None, &[]))
         }
         Route::Sessions => {
             let bearer = access_token(req, &cfg, url)?;

@@ -254,6 +254,11 @@ fn an_admin_can_sign_a_user_out_everywhere() {
     assert!(block_on(deps.me(&meta, Some(&ada2.access_token))).is_err());
     assert!(block_on(deps.me(&meta, Some(&admin.access_token))).is_ok());
     assert_eq!(w.events.last_of("session_revoked")["user_id"], ada.user.id.as_str());
+    // Again, with nothing left to revoke: 0, and no event.
+    let events = w.events.count("session_revoked");
+    let r = block_on(deps.admin_revoke_sessions(&meta, &mut rng, &admin_of(&w, &admin.access_token), &ada.user.id))
+        .unwrap();
+    assert_eq!((r.revoked, w.events.count("session_revoked")), (0, events));
 }
 
 #[test]

@@ -104,3 +104,65 @@ fn only_a_live_session_of_an_unbanned_account_edits() {
     assert_eq!(user(&w, ADA).name, None);
     assert_eq!(w.events.count("user_updated"), 0);
 }
+
+/// What a takeover of Ada's account writes: the owner's name, the address
+/// verified, every session revoked.
+fn taken_over(w: &World, id: &portcullis::core::ids::UserId) -> Box<dyn FnOnce()> {
+    let (store, id) = (w.store.clone(), id.clone());
+    Box::new(move || {
+        let mut users = store.users.borrow_mut();
+        let u = users.iter_mut().find(|u| u.id == id).unwrap();
+        (u.name, u.email_verified) = (Some("Owner".into()), true);
+        for (s, _) in store.sessions.borrow_mut().iter_mut().filter(|(s, _)| s.user_id == id) {
+            s.revoked_at = Some(portcullis::core::time::UnixTime(1_500));
+        }
+    })
+}
+
+#[test]
+fn the_answer_is_read_before_the_write_and_a_session_ended_before_it_gets_nothing() {
+    let w = World::new(&[]);
+    let mut rng = TestRandom(4);
+    let ada = signup_at(&w, &mut rng, 1_000, ADA, "password-1");
+    let (deps, meta) = w.at(1_500);
+    let body = |s: &str| parse_json::<ProfileRequest>(s.as_bytes()).unwrap();
+    let edit =
+        |rng: &mut TestRandom, s: &str| block_on(deps.edit_profile_view(&meta, rng, Some(&ada.access_token), body(s)));
+
+    // The owner takes the account over right after the edit's write: the
+    // edit is done and answered with what it wrote, nothing of the owner's.
+    *w.store.after_profile_write.borrow_mut() = Some(taken_over(&w, &ada.user.id));
+    let view = edit(&mut rng, r#"{"name": "Ada L"}"#).unwrap();
+    assert_eq!(
+        (view.user.name.as_deref(), view.user.email_verified, view.user.session_id.as_ref()),
+        (Some("Ada L"), false, ada.user.session_id.as_ref())
+    );
+    assert_eq!(w.events.count("user_updated"), 1);
+    assert_eq!(user(&w, ADA).name.as_deref(), Some("Owner"));
+
+    // An edit that changes nothing writes nothing: a takeover while it read
+    // the account ends it with 401 (as `GET /auth/me`), not the owner's view.
+    let ada = signup_at(&w, &mut rng, 1_000, "ada2@example.com", "password-1");
+    let edit =
+        |rng: &mut TestRandom, s: &str| block_on(deps.edit_profile_view(&meta, rng, Some(&ada.access_token), body(s)));
+    *w.store.after_session_read.borrow_mut() = Some(taken_over(&w, &ada.user.id));
+    assert_eq!(code(edit(&mut rng, "{}")), "session_revoked");
+    *w.store.after_session_read.borrow_mut() = Some(taken_over(&w, &ada.user.id));
+    assert_eq!(code(block_on(deps.me_with_providers(&meta, Some(&ada.access_token)))), "session_revoked");
+
+    // A ban committed after the answer's reads, before the write (as a ban
+    // writes it: sessions revoked too): nothing written, no event.
+    let bob = signup_at(&w, &mut rng, 1_000, "bob@example.com", "password-1");
+    let (store, id) = (w.store.clone(), bob.user.id.clone());
+    *w.store.after_factors_read.borrow_mut() = Some(Box::new(move || {
+        store.users.borrow_mut().iter_mut().find(|u| u.id == id).unwrap().banned = true;
+        for (s, _) in store.sessions.borrow_mut().iter_mut().filter(|(s, _)| s.user_id == id) {
+            s.revoked_at = Some(portcullis::core::time::UnixTime(1_500));
+        }
+    }));
+    let refused =
+        block_on(deps.edit_profile_view(&meta, &mut rng, Some(&bob.access_token), body(r#"{"name": "Eve"}"#)));
+    assert_eq!(code(refused), "session_revoked");
+    assert_eq!(user(&w, "bob@example.com").name, None);
+    assert_eq!(w.events.count("user_updated"), 1);
+}

@@ -103,6 +103,10 @@ pub struct MemStore {
     /// request does between a sign-in's factor check and its session write.
     #[allow(clippy::type_complexity)]
     pub after_factors_read: RefCell<Option<Box<dyn FnOnce()>>>,
+    /// Runs once, right after the next profile edit that writes: what
+    /// another request does between that write and the edit's answer.
+    #[allow(clippy::type_complexity)]
+    pub after_profile_write: RefCell<Option<Box<dyn FnOnce()>>>,
     /// Runs once, right after the next `taken_over_at` read: what another
     /// request does between an audit listing's reads.
     #[allow(clippy::type_complexity)]
@@ -636,13 +640,20 @@ impl AccountStore for MemStore {
         if !self.session_live(caller) {
             return Ok(false);
         }
-        match self.users.borrow_mut().iter_mut().find(|u| u.id == *caller.user_id && !u.banned) {
+        let written = match self.users.borrow_mut().iter_mut().find(|u| u.id == *caller.user_id && !u.banned) {
             Some(u) => {
                 *u = edit.applied_to(u);
-                Ok(true)
+                true
             }
-            None => Ok(false),
+            None => false,
+        };
+        if written {
+            let meanwhile = self.after_profile_write.borrow_mut().take();
+            if let Some(f) = meanwhile {
+                f();
+            }
         }
+        Ok(written)
     }
     async fn delete_user(&self, user_id: &UserId) -> Result<bool> {
         self.check()?;

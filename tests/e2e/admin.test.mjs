@@ -262,5 +262,42 @@ describe("admin API", () => {
     for (const s of [s1, s2]) await assertProblem(await authed(`${gw.url}/auth/me`, s.access_token), 401, "session_revoked");
     await gw.waitForEvent((e) => e.type === "session_revoked" && e.data.user_id === s1.user.id && e.data.revoke_all === true);
     assert.equal((await login(gw, email)).status, 200, "not a ban: the user can sign in again");
+    // That session revoked, then nothing: an event for the first, none for the second.
+    const revoke = async () => (await json(await api(`/users/${s1.user.id}/sessions/revoke`, { method: "POST" }))).revoked;
+    assert.deepEqual([await revoke(), await revoke()], [1, 0]);
+    await withEvent(gw, eventFor("login", email), () => login(gw, email));
+    const revokedAll = (e) => e.type === "session_revoked" && e.data.user_id === s1.user.id && e.data.revoke_all === true;
+    assert.equal(gw.events().filter(revokedAll).length, 2, "one event per revocation that revoked a session");
+  });
+
+  test("an edit of one's own profile racing a ban: every edit answered 200 was written, every refused one was not", async () => {
+    const email = randomEmail("racer");
+    const s = await signup(gw, email);
+    const patch = (i) =>
+      authed(`${gw.url}/auth/me`, s.access_token, { method: "PATCH", body: { name: `n${i}` } });
+    const answers = await Promise.all([...Array.from({ length: 10 }, (_, i) => patch(i)), api(`/users/${s.user.id}/ban`, { method: "POST" })]);
+    assert.equal(answers[10].status, 200, "the ban");
+    const edits = answers.slice(0, 10);
+    const done = [];
+    for (const [i, res] of edits.entries()) {
+      const body = await json(res);
+      if (res.status === 200) {
+        assert.deepEqual([body.name, body.banned, body.session_id], [`n${i}`, false, s.user.session_id], "a 200 shows the edit it wrote, read before the ban");
+        done.push(i);
+      } else {
+        // Refused before its write: signed out (401), or banned once past the session check (403).
+        assert.ok(
+          (res.status === 401 && body.code === "session_revoked") || (res.status === 403 && body.code === "account_banned"),
+          `${res.status}: ${JSON.stringify(body)}`,
+        );
+      }
+    }
+    // Every event logged before the marker (events are queued before the answer).
+    await withEvent(gw, (e) => e.type === "user_unbanned" && e.data.user_id === s.user.id, () => api(`/users/${s.user.id}/unban`, { method: "POST" }));
+    const updated = gw.events().filter((e) => e.type === "user_updated" && e.data.user_id === s.user.id);
+    assert.equal(updated.length, done.length, `${done.length} edits answered 200, ${updated.length} user_updated events`);
+    const name = (await json(await api(`/users/${s.user.id}`))).name;
+    if (done.length > 0) assert.ok(done.map((i) => `n${i}`).includes(name), `${name} is one the API said it wrote`);
+    else assert.equal(name, null);
   });
 });

@@ -660,6 +660,7 @@ where
     /// written. Only the fields given are written, while the caller's session
     /// is live (401 `session_revoked` otherwise). Emits `user_updated` with
     /// the names of the fields that changed; none changed, nothing written.
+    /// The API's answer is [`Deps::edit_profile_view`].
     pub async fn edit_profile(
         &self,
         meta: &Meta,
@@ -670,15 +671,35 @@ where
         let edit = req.parse()?;
         let p = self.authenticate(meta, bearer).await?;
         let before = self.live_user(&p).await?;
-        let fields = changed_fields(&before, &edit.applied_to(&before));
+        self.write_profile_edit(meta, rng, &p, &before, &edit).await.map(|_| ())
+    }
+
+    /// Writes `edit` of `before` (the caller `p`'s account, read live),
+    /// while `p`'s session is live, and emits `user_updated`: `before` with
+    /// the edit applied, or `None` when it changes nothing (nothing
+    /// written). Nothing is read after the write: a ban, sign-out or
+    /// takeover committed since must neither turn a done edit into a
+    /// refusal (a client would send it again) nor show the caller what came
+    /// after.
+    pub(crate) async fn write_profile_edit(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        p: &Principal,
+        before: &User,
+        edit: &ProfileEdit,
+    ) -> Result<Option<User>, Error> {
+        let after = edit.applied_to(before);
+        let fields = changed_fields(before, &after);
         if fields.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
-        let caller = self.live_session(meta, &p);
-        if !self.store.edit_own_profile(&caller, &edit).await? {
+        let caller = self.live_session(meta, p);
+        if !self.store.edit_own_profile(&caller, edit).await? {
             return Err(self.refused_write(&caller).await);
         }
-        self.emit(meta, rng, vec![events::UserUpdated { user_id: p.user_id, fields }.into()]).await
+        self.emit(meta, rng, vec![events::UserUpdated { user_id: p.user_id.clone(), fields }.into()]).await?;
+        Ok(Some(after))
     }
 }
 

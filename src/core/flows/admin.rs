@@ -382,7 +382,8 @@ where
     }
 
     /// `POST /auth/admin/users/{id}/sessions/revoke`: signs the user out
-    /// everywhere. Emits `session_revoked` with `revoke_all`.
+    /// everywhere. Emits `session_revoked` with `revoke_all` when it revoked
+    /// any (as `revoke-others` does: the audit log records what happened).
     pub async fn admin_revoke_sessions(
         &self,
         meta: &Meta,
@@ -392,13 +393,10 @@ where
     ) -> Result<Revoked, Error> {
         let user = self.target(id).await?;
         let revoked = self.store.revoke_user_sessions(&user.id, None, meta.now, "revoked_by_admin").await?;
-        self.emit_as(
-            meta,
-            rng,
-            admin,
-            vec![events::SessionRevoked { user_id: user.id, session_id: None, revoke_all: true }.into()],
-        )
-        .await?;
+        if revoked > 0 {
+            let event = events::SessionRevoked { user_id: user.id, session_id: None, revoke_all: true };
+            self.emit_as(meta, rng, admin, vec![event.into()]).await?;
+        }
         Ok(Revoked { revoked })
     }
 }

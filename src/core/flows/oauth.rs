@@ -30,9 +30,9 @@ use crate::core::email_address::Email;
 use crate::core::error::{Error, TokenError};
 use crate::core::events::{self, Event};
 use crate::core::flows::account::{
-    banned, login_event, login_failed_event, parse_avatar_url, parse_name, signin_refusal,
+    banned, login_event, login_failed_event, parse_avatar_url, parse_name, signin_refusal, ProfileRequest,
 };
-use crate::core::flows::{AuthResponse, Deps, Meta, SignIn};
+use crate::core::flows::{AuthResponse, Deps, Meta, Principal, SignIn};
 use crate::core::ids::{self, Random, SessionId, UserId};
 use crate::core::locale::Locale;
 use crate::core::mfa::FactorsView;
@@ -880,6 +880,54 @@ where
     pub async fn me_with_providers(&self, meta: &Meta, bearer: Option<&str>) -> Result<MeResponse, Error> {
         let principal = self.authenticate(meta, bearer).await?;
         let user = self.live_user(&principal).await?;
+        let view = self.me_view(&principal, user).await?;
+        self.shown_to_live_session(meta, &principal, view).await
+    }
+
+    /// `view`, read for `principal`, if its session is still live after the
+    /// reads: a takeover (or sign-out) committed while they were read ended
+    /// the session in its write, and what they read may be the new holder's.
+    async fn shown_to_live_session(
+        &self,
+        meta: &Meta,
+        principal: &Principal,
+        view: MeResponse,
+    ) -> Result<MeResponse, Error> {
+        match self.still_live(&self.live_session(meta, principal)).await? {
+            true => Ok(view),
+            false => Err(Error::InvalidToken(crate::core::error::TokenError::SessionRevoked)),
+        }
+    }
+
+    /// `PATCH /auth/me` ([`Deps::edit_profile`]), answered as `GET
+    /// /auth/me`: the account as read just before the write, with the edit
+    /// applied. Everything the answer shows is read before the write, and
+    /// the write needs the session live (so it was at every read before it);
+    /// nothing is read after. An edit that changes nothing writes nothing:
+    /// then the session is checked after the reads, as `GET /auth/me` does.
+    pub async fn edit_profile_view(
+        &self,
+        meta: &Meta,
+        rng: &mut impl Random,
+        bearer: Option<&str>,
+        req: ProfileRequest,
+    ) -> Result<MeResponse, Error> {
+        let edit = req.parse()?;
+        let principal = self.authenticate(meta, bearer).await?;
+        let before = self.live_user(&principal).await?;
+        let mut view = self.me_view(&principal, before.clone()).await?;
+        let Some(written) = self.write_profile_edit(meta, rng, &principal, &before, &edit).await? else {
+            return self.shown_to_live_session(meta, &principal, view).await;
+        };
+        view.locale.clone_from(&written.locale);
+        view.user = written.response(Some(&principal.session_id));
+        Ok(view)
+    }
+
+    /// `GET /auth/me`'s answer for `user`, read by `principal`'s session
+    /// (already checked): the user, linked providers and factors.
+    async fn me_view(&self, principal: &Principal, user: User) -> Result<MeResponse, Error> {
+        debug_assert_eq!(user.id, principal.user_id);
         let providers = self.store.identities_of(&user.id).await?.into_iter().map(ProviderView::from).collect();
         let mfa = self.factors_view(&user.id).await?;
         Ok(MeResponse {
