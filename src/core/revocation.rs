@@ -30,7 +30,7 @@
 //! token refused for a role alone, by a copy whose read began before the
 //! token may have been minted ([`MINTED_MARGIN_MS`] after its `iat`), is
 //! checked once more against a new read before the refusal stands
-//! ([`crate::core::gateway::revocations::RevocationCopy::may_miss_a_grant`]):
+//! ([`crate::core::gateway::revocations::RevocationCopy::role_refusal`]):
 //! only a token newer than the copy costs that read, and the answer is still
 //! the role set's — never more lenient than the newest copy.
 //!

@@ -895,7 +895,7 @@ where
     ) -> Result<MeResponse, Error> {
         match self.still_live(&self.live_session(meta, principal)).await? {
             true => Ok(view),
-            false => Err(Error::InvalidToken(crate::core::error::TokenError::SessionRevoked)),
+            false => Err(Error::InvalidToken(TokenError::SessionRevoked)),
         }
     }
 

@@ -63,7 +63,7 @@ pub enum Decision<A> {
     /// then ask again ([`RevocationCopy::before_use`]).
     LoadRevocations,
     /// The token is refused for a role by a copy read before it may have
-    /// been minted ([`RevocationCopy::may_miss_a_grant`]): read the set (a
+    /// been minted ([`RevocationCopy::role_refusal`]): read the set (a
     /// read that began after the request arrived), then ask again with
     /// `recheck_roles` false, whose answer stands.
     RecheckRevocations,
@@ -154,13 +154,18 @@ impl<O: SignatureOps, A: IdentityHeaders> Gateway<O, A> {
             None => Cow::Owned(cfg.issuer_for(&url.origin())),
         };
         let fresh_session = |t: &VerifiedToken| judged.needs_fresh_session().then(|| FreshSession::of(&t.claims));
-        // A role refusal by a copy older than the token: read, ask again
-        // (or 503 while D1 cannot be read).
-        let recheck = |copy: &RevocationCopy, e: &Error, t: &VerifiedToken| match e {
+        // What a refusal of `t` becomes: `None` to read and ask again (a role
+        // refusal by a copy older than the token), else the refusal (503
+        // while D1 cannot be read).
+        let settle = |copy: &RevocationCopy, e: Error, t: &VerifiedToken| match e {
             Error::InvalidToken(TokenError::Revoked) if recheck_roles => {
-                copy.role_refusal(&t.claims.sid, t.issued_at, now_ms, lag)
+                match copy.role_refusal(&t.claims.sid, t.issued_at, now_ms, lag) {
+                    RoleRefusal::Stands => Some(e),
+                    RoleRefusal::Unknowable => Some(unreadable()),
+                    RoleRefusal::Recheck => None,
+                }
             }
-            _ => RoleRefusal::Stands,
+            e => Some(e),
         };
 
         // A token this isolate verified before: a map lookup, while the keys
@@ -175,11 +180,7 @@ impl<O: SignatureOps, A: IdentityHeaders> Gateway<O, A> {
                 blocked => return Ok(Hit::Blocked(blocked)),
             }
             if let Err(refusal) = admit(&judged, revocations, &e.token, now) {
-                return match recheck(revocations, &refusal, &e.token) {
-                    RoleRefusal::Recheck => Ok(Hit::Recheck),
-                    RoleRefusal::Unknowable => Err(unreadable()),
-                    RoleRefusal::Stands => Err(refusal),
-                };
+                return settle(revocations, refusal, &e.token).map_or(Ok(Hit::Recheck), Err);
             }
             Ok(match e.assertion.as_ref().filter(|a| assertion_fresh(a.expires_at, now)) {
                 Some(a) => Hit::Ready(a.value.clone(), fresh_session(&e.token)),
@@ -212,14 +213,10 @@ impl<O: SignatureOps, A: IdentityHeaders> Gateway<O, A> {
             },
         };
         if let Err(e) = admit(&judged, &self.revocations, &verified, now) {
-            let again = recheck(&self.revocations, &e, &verified);
+            let settled = settle(&self.revocations, e, &verified);
             // Cached all the same: a repeat of the refused request costs a lookup.
             self.remember(&raw, fresh.map(|kid| (verified, kid)), None, now);
-            return match again {
-                RoleRefusal::Recheck => Decision::RecheckRevocations,
-                RoleRefusal::Unknowable => Decision::Refuse(unreadable()),
-                RoleRefusal::Stands => Decision::Refuse(e),
-            };
+            return settled.map_or(Decision::RecheckRevocations, Decision::Refuse);
         }
         let signed = self.sign_assertion(&issuer, cfg, &verified, ops, now);
         let fresh_check = fresh_session(&verified);
